@@ -1,0 +1,63 @@
+//! Loading a page's data from a server function, with honest loading, error
+//! and empty states.
+
+use leptos::prelude::*;
+use serde::{Serialize, de::DeserializeOwned};
+
+/// Renders `resource` once loaded: `render` for data, a notice for errors.
+pub fn loaded<T, V>(
+    resource: Resource<Result<T, ServerFnError>>,
+    render: fn(T) -> V,
+) -> impl IntoView
+where
+    T: Clone + Send + Sync + Serialize + DeserializeOwned + 'static,
+    V: IntoView + 'static,
+{
+    view! {
+        <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match resource.await {
+                    Ok(data) => render(data).into_any(),
+                    Err(error) => {
+                        view! {
+                            <div class="notice notice-error" role="alert">
+                                {error.to_string()}
+                            </div>
+                        }
+                            .into_any()
+                    }
+                }
+            })}
+        </Suspense>
+    }
+}
+
+/// What a list shows when there is nothing yet: say why, and what to do.
+#[component]
+pub fn EmptyState(title: &'static str, children: Children) -> impl IntoView {
+    view! {
+        <section class="empty-state" aria-label=title>
+            <h2>{title}</h2>
+            <div class="empty-hint">{children()}</div>
+        </section>
+    }
+}
+
+/// A state badge; the CSS colours it by its stable name.
+#[component]
+pub fn Badge(state: &'static str) -> impl IntoView {
+    let label = state.replace('_', " ");
+    view! { <span class=format!("badge state-{state}")>{label}</span> }
+}
+
+/// A page heading with a one-line explanation of what the page is for.
+#[component]
+pub fn PageHeader(title: &'static str, lead: &'static str) -> impl IntoView {
+    view! {
+        <leptos_meta::Title text=title />
+        <header class="page-header">
+            <h1>{title}</h1>
+            <p class="lead">{lead}</p>
+        </header>
+    }
+}

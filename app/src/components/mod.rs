@@ -1,0 +1,5 @@
+//! Building blocks every page uses.
+
+pub mod layout;
+pub mod list;
+pub mod theme;

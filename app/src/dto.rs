@@ -1,0 +1,228 @@
+//! Data shared by the server and the dashboard: what the REST API returns and
+//! what server functions hand to components. Compiled for both targets, so no
+//! server-only types here; OpenAPI schemas are derived only under `ssr`.
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch, UTC. Every timestamp Gantry stores or
+/// returns uses this unit, so the two databases and the browser agree.
+pub type UnixMillis = i64;
+
+macro_rules! state_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The stable name used in the database, the API and CSS classes.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            /// Parses the stable name; `None` for anything else.
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+state_enum! {
+    /// Where an environment of the stack stands.
+    EnvironmentState {
+        Pending => "pending",
+        Deploying => "deploying",
+        Live => "live",
+        Failed => "failed",
+        PartiallyFailed => "partially_failed",
+        Destroying => "destroying",
+        Destroyed => "destroyed",
+    }
+}
+
+state_enum! {
+    /// The life of one pipeline run.
+    RunState {
+        Queued => "queued",
+        WaitingForApproval => "waiting_for_approval",
+        Running => "running",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Cancelled => "cancelled",
+        Superseded => "superseded",
+    }
+}
+
+state_enum! {
+    /// A request to merge a source branch into a target branch.
+    ChangeRequestState {
+        Open => "open",
+        Approved => "approved",
+        Conflict => "conflict",
+        Merged => "merged",
+        Rejected => "rejected",
+        Closed => "closed",
+    }
+}
+
+state_enum! {
+    /// A production release in the ledger.
+    ReleaseState {
+        Deploying => "deploying",
+        Live => "live",
+        Stable => "stable",
+        Failed => "failed",
+        RolledBack => "rolled_back",
+        Superseded => "superseded",
+    }
+}
+
+state_enum! {
+    /// The last connectivity check of a registered cluster.
+    ClusterState {
+        Unknown => "unknown",
+        Reachable => "reachable",
+        Unreachable => "unreachable",
+    }
+}
+
+/// One environment of an application's stack, as the stack view shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct EnvironmentSummary {
+    pub app: String,
+    pub name: String,
+    pub branch: Option<String>,
+    pub state: EnvironmentState,
+    /// The app commit that runs there (none before the first deploy).
+    pub commit_sha: Option<String>,
+    /// The pipeline-repo commit it was deployed with.
+    pub pipeline_sha: Option<String>,
+    pub url: Option<String>,
+    pub updated_at: UnixMillis,
+}
+
+/// One pipeline run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct RunSummary {
+    pub id: i64,
+    pub app: String,
+    pub environment: String,
+    pub branch: String,
+    pub commit_sha: String,
+    pub state: RunState,
+    pub created_at: UnixMillis,
+    pub finished_at: Option<UnixMillis>,
+}
+
+/// A change request (a native one, or a forge merge/pull request).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct ChangeRequestSummary {
+    pub id: i64,
+    pub app: String,
+    pub title: String,
+    pub source_branch: String,
+    pub target_branch: String,
+    pub author: String,
+    pub state: ChangeRequestState,
+    pub created_at: UnixMillis,
+}
+
+/// A release in the ledger.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct ReleaseSummary {
+    pub id: i64,
+    pub app: String,
+    pub environment: String,
+    /// The app commit SHA: a version is a commit.
+    pub version: String,
+    pub state: ReleaseState,
+    pub created_by: Option<String>,
+    pub created_at: UnixMillis,
+}
+
+/// A run held until enough people approve it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct PendingApproval {
+    pub run_id: i64,
+    pub app: String,
+    pub environment: String,
+    pub commit_sha: String,
+    pub requested_at: UnixMillis,
+}
+
+/// A registered Kubernetes cluster. Credentials are never part of it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct ClusterSummary {
+    pub name: String,
+    pub server_url: Option<String>,
+    pub state: ClusterState,
+    pub server_version: Option<String>,
+    pub last_checked_at: Option<UnixMillis>,
+    pub last_error: Option<String>,
+}
+
+/// One line of the append-only audit log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: UnixMillis,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub reason: Option<String>,
+    pub source_ip: Option<String>,
+}
+
+/// The effective server settings, as an admin reads them. Never secrets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct Settings {
+    pub version: String,
+    /// `sqlite` or `postgres`.
+    pub database_backend: String,
+    pub data_dir: String,
+    pub bind: String,
+    /// Where each setting came from, e.g. `bind = flag --bind`.
+    pub sources: Vec<SettingSource>,
+}
+
+/// Which layer of the configuration set one value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct SettingSource {
+    pub key: String,
+    pub value: String,
+    pub source: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names_round_trip_through_parse() {
+        for state in RunState::ALL {
+            assert_eq!(RunState::parse(state.as_str()), Some(*state));
+        }
+        assert_eq!(RunState::parse("Running"), None);
+    }
+}

@@ -1,0 +1,59 @@
+//! Formatting shared by every view: timestamps and commit ids. Pure functions,
+//! so the server render and the hydrated page always print the same text.
+
+use crate::dto::UnixMillis;
+
+/// The short form of a commit id shown in tables (full ids stay in tooltips).
+pub fn short_sha(sha: &str) -> &str {
+    sha.get(..7).unwrap_or(sha)
+}
+
+/// `2026-11-28 06:14 UTC`: absolute and unambiguous, identical in SSR and WASM.
+pub fn timestamp(at: UnixMillis) -> String {
+    let seconds = at.div_euclid(1000);
+    let days = seconds.div_euclid(86_400);
+    let second_of_day = seconds.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        second_of_day / 3600,
+        (second_of_day % 3600) / 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
+/// algorithm), so the WASM bundle needs no date library.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_epoch_leap_days_and_pre_epoch_instants() {
+        assert_eq!(timestamp(0), "1970-01-01 00:00 UTC");
+        // 2024-02-29T23:59:59Z, a leap day.
+        assert_eq!(timestamp(1_709_251_199_000), "2024-02-29 23:59 UTC");
+        // 2026-11-28T06:14:12Z
+        assert_eq!(timestamp(1_795_846_452_000), "2026-11-28 06:14 UTC");
+        // One second before the epoch.
+        assert_eq!(timestamp(-1000), "1969-12-31 23:59 UTC");
+    }
+
+    #[test]
+    fn short_sha_keeps_seven_characters_and_tolerates_short_input() {
+        assert_eq!(short_sha("0123456789abcdef"), "0123456");
+        assert_eq!(short_sha("abc"), "abc");
+    }
+}

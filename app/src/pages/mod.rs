@@ -1,0 +1,11 @@
+//! One module per area of the dashboard.
+
+pub mod approvals;
+pub mod audit;
+pub mod change_requests;
+pub mod clusters;
+pub mod environments;
+pub mod not_found;
+pub mod releases;
+pub mod runs;
+pub mod settings;

@@ -1,0 +1,59 @@
+//! The effective configuration and where each value came from.
+
+use leptos::prelude::*;
+
+use crate::api::get_settings;
+use crate::components::list::{PageHeader, loaded};
+use crate::dto::Settings;
+
+#[component]
+pub fn SettingsPage() -> impl IntoView {
+    let settings = Resource::new(|| (), |_| get_settings());
+    view! {
+        <PageHeader
+            title="Settings"
+            lead="The configuration this server runs with: defaults, then the file, then environment, then flags."
+        />
+        {loaded(settings, settings_view)}
+    }
+}
+
+fn settings_view(settings: Settings) -> impl IntoView {
+    view! {
+        <dl class="facts">
+            <dt>"Version"</dt>
+            <dd class="mono">{settings.version}</dd>
+            <dt>"Database"</dt>
+            <dd>{settings.database_backend}</dd>
+            <dt>"Data directory"</dt>
+            <dd class="mono">{settings.data_dir}</dd>
+            <dt>"Listening on"</dt>
+            <dd class="mono">{settings.bind}</dd>
+        </dl>
+        <h2>"Sources"</h2>
+        <table class="data">
+            <thead>
+                <tr>
+                    <th scope="col">"Setting"</th>
+                    <th scope="col">"Value"</th>
+                    <th scope="col">"Set by"</th>
+                </tr>
+            </thead>
+            <tbody>
+                {settings
+                    .sources
+                    .into_iter()
+                    .map(|source| {
+                        view! {
+                            <tr>
+                                <td class="mono">{source.key}</td>
+                                <td class="mono">{source.value}</td>
+                                <td>{source.source}</td>
+                            </tr>
+                        }
+                    })
+                    .collect_view()}
+            </tbody>
+        </table>
+    }
+}

@@ -1,0 +1,39 @@
+//! The port between the dashboard and Gantry's domain.
+//!
+//! Server functions live in this crate so the WASM bundle can call them, but
+//! the code that answers them (database, git, clusters) lives in `server`,
+//! which depends on this crate. Rather than invert that dependency, `app`
+//! declares what it needs as the [`DashboardPort`] trait; `server` implements
+//! it and provides it to every server function as Leptos context.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::dto::{
+    AuditEntry, ChangeRequestSummary, ClusterSummary, EnvironmentSummary, PendingApproval,
+    ReleaseSummary, RunSummary, Settings,
+};
+
+/// A failure behind the port. Its text goes to the server log, never to the
+/// browser: the dashboard shows a generic message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PortError(pub String);
+
+/// Everything the dashboard reads or does, answered by the server.
+#[async_trait]
+pub trait DashboardPort: Send + Sync + 'static {
+    async fn environments(&self) -> Result<Vec<EnvironmentSummary>, PortError>;
+    async fn runs(&self) -> Result<Vec<RunSummary>, PortError>;
+    async fn change_requests(&self) -> Result<Vec<ChangeRequestSummary>, PortError>;
+    async fn releases(&self) -> Result<Vec<ReleaseSummary>, PortError>;
+    async fn pending_approvals(&self) -> Result<Vec<PendingApproval>, PortError>;
+    async fn clusters(&self) -> Result<Vec<ClusterSummary>, PortError>;
+    async fn audit_log(&self) -> Result<Vec<AuditEntry>, PortError>;
+    async fn settings(&self) -> Result<Settings, PortError>;
+}
+
+/// The handle provided as context: `provide_context(Port(...))`.
+#[derive(Clone)]
+pub struct Port(pub Arc<dyn DashboardPort>);

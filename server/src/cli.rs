@@ -1,0 +1,73 @@
+//! The `gantry` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Flags, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gantry",
+    version,
+    about = "GitOps CI/CD: pipelines, environment stacks, approvals and a release ledger",
+    long_about = None,
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Settings every command accepts. Flags override environment variables,
+/// which override the config file, which overrides the defaults.
+#[derive(Debug, clap::Args)]
+pub struct GlobalArgs {
+    /// Config file (TOML). Default: ./gantry.toml when it exists.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:3000].
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub bind: Option<SocketAddr>,
+    /// Data directory [default: ./.gantry, or $GANTRY_DATA].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// postgres://… or sqlite:… [default: SQLite in the data directory].
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Log filter, e.g. `info` or `gantry=debug,tower_http=info`.
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log: Option<String>,
+    /// Log format.
+    #[arg(long, global = true, value_name = "FORMAT", value_parser = parse_log_format)]
+    pub log_format: Option<LogFormat>,
+}
+
+fn parse_log_format(text: &str) -> Result<LogFormat, String> {
+    text.parse()
+}
+
+impl GlobalArgs {
+    pub fn flags(&self) -> Flags {
+        Flags {
+            config: self.config.clone(),
+            bind: self.bind,
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+            log: self.log.clone(),
+            log_format: self.log_format,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the dashboard and the API.
+    Serve,
+    /// Run the demo: Gantry with the embedded defaults (SQLite, local target).
+    Demo,
+    /// Apply database migrations and exit.
+    Migrate,
+}

@@ -1,0 +1,217 @@
+//! Storage. One [`Db`] over SQLite (the embedded default) or PostgreSQL,
+//! through sqlx's `Any` driver so every query is written once: the SQL uses
+//! only what both backends share (`$n` parameters, BIGINT millisecond
+//! timestamps, TEXT states, `RETURNING`). Migrations differ per backend only
+//! where the DDL must (identity columns, BLOB/BYTEA, triggers).
+//!
+//! One file per aggregate; functions take an executor so callers own
+//! transactions.
+
+pub mod apps;
+pub mod audit;
+pub mod change_requests;
+pub mod clusters;
+pub mod environments;
+pub mod releases;
+pub mod runs;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{AnyPool, ConnectOptions, Executor};
+
+use crate::config::{DatabaseTarget, redact_url};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// The first 16 bytes of every SQLite database file.
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    fn migrator(self) -> &'static Migrator {
+        match self {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database file {path} is not a SQLite database")]
+    NotSqlite { path: PathBuf },
+    #[error("cannot open database file {path}: {source}")]
+    OpenSqlite { path: PathBuf, source: sqlx::Error },
+    #[error("cannot connect to PostgreSQL at {url}: {source}")]
+    ConnectPostgres { url: String, source: sqlx::Error },
+    #[error(
+        "the database was migrated by a newer gantry (it has migration {version}, this binary knows up to {known}); run the newer gantry"
+    )]
+    SchemaTooNew { version: i64, known: i64 },
+    #[error("migrating the {backend} database failed: {source}")]
+    Migrate { backend: &'static str, source: MigrateError },
+    #[error("the database schema is not migrated (at {found:?}, expected {expected})")]
+    NotMigrated { found: Option<i64>, expected: i64 },
+    #[error("database query failed: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+/// The connection pool and which backend it talks to.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Db {
+    /// Connects without touching the schema. Fails fast (in seconds) with an
+    /// error naming the file or the host.
+    pub async fn connect(target: &DatabaseTarget) -> Result<Db, DbError> {
+        sqlx::any::install_default_drivers();
+        match target {
+            DatabaseTarget::Sqlite(path) => connect_sqlite(path).await,
+            DatabaseTarget::Postgres(url) => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect(url)
+                    .await
+                    .map_err(|source| DbError::ConnectPostgres { url: redact_url(url), source })?;
+                Ok(Db { pool, backend: Backend::Postgres })
+            }
+        }
+    }
+
+    /// Applies the embedded migrations that are not applied yet. Each runs in
+    /// its own transaction, so a failure leaves the previous schema intact.
+    pub async fn migrate(&self) -> Result<(), DbError> {
+        let migrator = self.backend.migrator();
+        migrator.run(&self.pool).await.map_err(|source| match source {
+            MigrateError::VersionMissing(version) => {
+                DbError::SchemaTooNew { version, known: latest_version(migrator) }
+            }
+            source => DbError::Migrate { backend: self.backend.name(), source },
+        })
+    }
+
+    /// Ready = reachable and migrated to exactly what this binary expects.
+    pub async fn check_ready(&self) -> Result<(), DbError> {
+        let expected = latest_version(self.backend.migrator());
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success = $1")
+                .bind(true)
+                .fetch_one(&self.pool)
+                .await?;
+        if found != Some(expected) {
+            return Err(DbError::NotMigrated { found, expected });
+        }
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes every connection; used on shutdown so SQLite checkpoints its WAL.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn latest_version(migrator: &Migrator) -> i64 {
+    migrator.iter().map(|migration| migration.version).max().unwrap_or(0)
+}
+
+async fn connect_sqlite(path: &Path) -> Result<Db, DbError> {
+    check_sqlite_file(path)?;
+    // The Any driver takes a URL; let sqlx encode the path so spaces and
+    // other characters in it survive.
+    let url = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .to_url_lossy();
+    let options = AnyConnectOptions::from_url(&url)
+        .map_err(|source| DbError::OpenSqlite { path: path.to_path_buf(), source })?;
+    let pool = AnyPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                // WAL lets the dashboard read while the runner writes; NORMAL
+                // sync is durable across process crashes in WAL mode.
+                conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
+                    .await?;
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await
+        .map_err(|source| match &source {
+            sqlx::Error::Database(db) if db.message().contains("not a database") => {
+                DbError::NotSqlite { path: path.to_path_buf() }
+            }
+            _ => DbError::OpenSqlite { path: path.to_path_buf(), source },
+        })?;
+    Ok(Db { pool, backend: Backend::Sqlite })
+}
+
+/// Refuses a file that exists but is not SQLite, before SQLite touches it.
+fn check_sqlite_file(path: &Path) -> Result<(), DbError> {
+    use std::io::Read;
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => {
+            return Err(DbError::OpenSqlite {
+                path: path.to_path_buf(),
+                source: sqlx::Error::Io(error),
+            });
+        }
+    };
+    let mut header = Vec::with_capacity(16);
+    file.by_ref()
+        .take(16)
+        .read_to_end(&mut header)
+        .map_err(|error| DbError::OpenSqlite { path: path.to_path_buf(), source: sqlx::Error::Io(error) })?;
+    // An empty file is what SQLite itself creates before the first write.
+    if header.is_empty() || header.as_slice() == SQLITE_HEADER {
+        Ok(())
+    } else {
+        Err(DbError::NotSqlite { path: path.to_path_buf() })
+    }
+}
+
+/// Turns a stored state name into its enum; an unknown name means the row
+/// was written by something else and is reported, not guessed.
+fn decode_state<T>(text: &str, parse: fn(&str) -> Option<T>) -> Result<T, sqlx::Error> {
+    parse(text).ok_or_else(|| sqlx::Error::Decode(format!("unknown state {text:?}").into()))
+}
+
+/// Now, in the unit every table uses.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

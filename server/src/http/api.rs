@@ -1,0 +1,125 @@
+//! The JSON REST API under `/api/v1`, described by the OpenAPI document at
+//! `/api/v1/openapi.json`. Handlers are thin: they ask the same port the
+//! dashboard uses, so the API and the UI never disagree.
+
+use app::dto::{
+    AuditEntry, ChangeRequestSummary, ClusterState, ClusterSummary, EnvironmentState,
+    EnvironmentSummary, PendingApproval, ReleaseState, ReleaseSummary, RunState, RunSummary,
+    SettingSource, Settings,
+};
+use app::port::DashboardPort;
+use axum::Json;
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Router, http::Uri};
+use utoipa::OpenApi;
+
+use crate::http::error::{ApiError, ErrorBody, ErrorDetail};
+use crate::state::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Gantry API",
+        description = "Environments, runs, change requests, releases, approvals, clusters and the audit log of a Gantry server."
+    ),
+    paths(
+        list_environments,
+        list_runs,
+        list_change_requests,
+        list_releases,
+        list_pending_approvals,
+        list_clusters,
+        list_audit_log,
+        get_settings
+    ),
+    components(schemas(
+        EnvironmentSummary, EnvironmentState, RunSummary, RunState, ChangeRequestSummary,
+        app::dto::ChangeRequestState, ReleaseSummary, ReleaseState, PendingApproval,
+        ClusterSummary, ClusterState, AuditEntry, Settings, SettingSource, ErrorBody, ErrorDetail
+    ))
+)]
+pub struct ApiDoc;
+
+/// The `/api/v1` routes (mounted by the router).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/openapi.json", get(openapi))
+        .route("/environments", get(list_environments))
+        .route("/runs", get(list_runs))
+        .route("/change-requests", get(list_change_requests))
+        .route("/releases", get(list_releases))
+        .route("/approvals", get(list_pending_approvals))
+        .route("/clusters", get(list_clusters))
+        .route("/audit", get(list_audit_log))
+        .route("/settings", get(get_settings))
+        .fallback(not_found)
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no API route at {}", uri.path()))
+}
+
+/// Environments of every app's stack (destroyed ones excluded).
+#[utoipa::path(get, path = "/api/v1/environments", tag = "environments",
+    responses((status = 200, body = [EnvironmentSummary]), (status = 500, body = ErrorBody)))]
+async fn list_environments(State(state): State<AppState>) -> Result<Json<Vec<EnvironmentSummary>>, ApiError> {
+    Ok(Json(state.environments().await?))
+}
+
+/// The most recent runs, newest first.
+#[utoipa::path(get, path = "/api/v1/runs", tag = "runs",
+    responses((status = 200, body = [RunSummary]), (status = 500, body = ErrorBody)))]
+async fn list_runs(State(state): State<AppState>) -> Result<Json<Vec<RunSummary>>, ApiError> {
+    Ok(Json(state.runs().await?))
+}
+
+/// Change requests, open ones first.
+#[utoipa::path(get, path = "/api/v1/change-requests", tag = "change requests",
+    responses((status = 200, body = [ChangeRequestSummary]), (status = 500, body = ErrorBody)))]
+async fn list_change_requests(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<ChangeRequestSummary>>, ApiError> {
+    Ok(Json(state.change_requests().await?))
+}
+
+/// The release ledger, newest first.
+#[utoipa::path(get, path = "/api/v1/releases", tag = "releases",
+    responses((status = 200, body = [ReleaseSummary]), (status = 500, body = ErrorBody)))]
+async fn list_releases(State(state): State<AppState>) -> Result<Json<Vec<ReleaseSummary>>, ApiError> {
+    Ok(Json(state.releases().await?))
+}
+
+/// Runs waiting for approval, oldest first.
+#[utoipa::path(get, path = "/api/v1/approvals", tag = "approvals",
+    responses((status = 200, body = [PendingApproval]), (status = 500, body = ErrorBody)))]
+async fn list_pending_approvals(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<PendingApproval>>, ApiError> {
+    Ok(Json(state.pending_approvals().await?))
+}
+
+/// Registered clusters (never their credentials).
+#[utoipa::path(get, path = "/api/v1/clusters", tag = "clusters",
+    responses((status = 200, body = [ClusterSummary]), (status = 500, body = ErrorBody)))]
+async fn list_clusters(State(state): State<AppState>) -> Result<Json<Vec<ClusterSummary>>, ApiError> {
+    Ok(Json(state.clusters().await?))
+}
+
+/// The audit log, newest first.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit",
+    responses((status = 200, body = [AuditEntry]), (status = 500, body = ErrorBody)))]
+async fn list_audit_log(State(state): State<AppState>) -> Result<Json<Vec<AuditEntry>>, ApiError> {
+    Ok(Json(state.audit_log().await?))
+}
+
+/// The effective configuration and the layer that set each value.
+#[utoipa::path(get, path = "/api/v1/settings", tag = "settings",
+    responses((status = 200, body = Settings), (status = 500, body = ErrorBody)))]
+async fn get_settings(State(state): State<AppState>) -> Result<Json<Settings>, ApiError> {
+    Ok(Json(state.settings().await?))
+}

@@ -1,0 +1,51 @@
+//! Composes every router and the layers around them. `main` and the tests
+//! both build the application through [`build_app`].
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use tower::ServiceBuilder;
+use tower_http::compression::CompressionLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::http::middleware::{REQUEST_ID, record_metrics, request_span};
+use crate::http::{api, assets, dashboard, ops};
+use crate::state::AppState;
+
+pub fn build_app(state: AppState) -> Router {
+    let body_limit = usize::try_from(state.config.max_body_bytes).unwrap_or(usize::MAX);
+
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/pkg/{name}", get(assets::serve_asset))
+        .nest("/api/v1", api::routes())
+        .merge(dashboard::routes(&state))
+        .fallback(dashboard::fallback)
+        .layer(axum::middleware::from_fn(record_metrics))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_span)
+                        .on_response(
+                            DefaultOnResponse::new()
+                                .level(Level::INFO)
+                                .latency_unit(tower_http::LatencyUnit::Millis),
+                        ),
+                )
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+                .layer(CompressionLayer::new())
+                .layer(DefaultBodyLimit::max(body_limit))
+                .layer(RequestBodyLimitLayer::new(body_limit))
+                .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(Duration::from_secs(30))),
+        )
+        .with_state(state)
+}

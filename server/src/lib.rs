@@ -1,0 +1,17 @@
+//! Gantry's server: configuration, storage, the HTTP surface (dashboard,
+//! REST API, operations endpoints) and, in later modules, the pipeline,
+//! deployment and ledger domains. `main.rs` is only the command line.
+
+pub mod cli;
+pub mod config;
+pub mod dashboard;
+pub mod db;
+pub mod demo;
+pub mod http;
+pub mod migrate;
+pub mod serve;
+pub mod state;
+pub mod storage;
+pub mod telemetry;
+
+pub use state::{App, AppState};

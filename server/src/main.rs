@@ -1,0 +1,45 @@
+//! `gantry`: parses the command line and hands over to the library.
+//! Errors end the process with one line naming the cause.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use gantry::cli::{Cli, Command};
+use gantry::config::Config;
+
+fn main() -> ExitCode {
+    // One rustls crypto backend for the whole process (DESIGN.md §8b).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+
+    let cli = Cli::parse();
+    let config = match Config::load(&cli.global.flags()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("gantry: configuration error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    gantry::telemetry::init_logging(&config);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("gantry: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => gantry::serve::serve(config).await,
+            Command::Demo => gantry::demo::run(config).await,
+            Command::Migrate => gantry::migrate::run(config).await,
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("gantry: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Running the server: open the data directory, bind the port, connect and
+//! migrate, serve until SIGINT/SIGTERM, then finish in-flight requests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::http::build_app;
+use crate::state::{App, AppState};
+use crate::storage::DataDir;
+
+/// Everything `gantry serve` does. Returns when shut down gracefully.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let data_dir = DataDir::open(&config.data_dir)?;
+    // Bind before touching the database: a port in use fails in
+    // milliseconds and changes nothing.
+    let listener = TcpListener::bind(config.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.bind))?;
+    let address = listener.local_addr().context("reading the bound address")?;
+
+    let app = App::start(config).await?;
+    if !crate::http::assets::frontend_embedded() {
+        tracing::warn!(
+            "this binary has no WASM frontend embedded: the dashboard renders but is not interactive; build with ./x build"
+        );
+    }
+    let state = AppState(Arc::new(app));
+    tracing::info!(
+        %address,
+        data_dir = %data_dir.path().display(),
+        database = state.db.backend().name(),
+        "gantry is serving on http://{address}"
+    );
+
+    let router = build_app(state.clone());
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+
+    tracing::info!("shutting down");
+    state.db.close().await;
+    drop(data_dir);
+    Ok(())
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,107 @@
+//! The data directory: created on first start, checked for writability,
+//! and locked so two Gantry processes never share one (they would run the
+//! same work twice).
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    #[error("data directory {path} cannot be created: its parent {} does not exist", parent.display())]
+    MissingParent { path: PathBuf, parent: PathBuf },
+    #[error("data directory {path} is not a directory")]
+    NotADirectory { path: PathBuf },
+    #[error("data directory {path} is not usable: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("data directory {path} is in use by another gantry process (lock file {path}/gantry.lock)")]
+    Locked { path: PathBuf },
+}
+
+/// An opened, locked data directory. The lock is released when dropped.
+#[derive(Debug)]
+pub struct DataDir {
+    path: PathBuf,
+    _lock: File,
+}
+
+impl DataDir {
+    /// Opens `path`, creating it (but not its parents) on first use.
+    pub fn open(path: &Path) -> Result<DataDir, DataDirError> {
+        let io = |source| DataDirError::Io { path: path.to_path_buf(), source };
+        match std::fs::metadata(path) {
+            Ok(meta) if !meta.is_dir() => {
+                return Err(DataDirError::NotADirectory { path: path.to_path_buf() });
+            }
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                if !parent.as_os_str().is_empty() && !parent.is_dir() {
+                    return Err(DataDirError::MissingParent { path: path.to_path_buf(), parent });
+                }
+                std::fs::create_dir(path).map_err(io)?;
+            }
+            Err(error) => return Err(io(error)),
+        }
+
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path.join("gantry.lock"))
+            .map_err(io)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(DataDirError::Locked { path: path.to_path_buf() });
+            }
+            Err(TryLockError::Error(error)) => return Err(io(error)),
+        }
+        let mut lock = lock;
+        // The pid helps a person find the other process; failure is harmless.
+        let _ = lock.set_len(0).and_then(|_| writeln!(lock, "{}", std::process::id()));
+
+        Ok(DataDir { path: path.to_path_buf(), _lock: lock })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_a_missing_directory_but_not_its_parents() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let fresh = root.path().join("data");
+        DataDir::open(&fresh).expect("creates the directory");
+        assert!(fresh.is_dir());
+
+        let deep = root.path().join("no/such/parent/data");
+        let error = DataDir::open(&deep).expect_err("refuses a missing parent");
+        assert!(matches!(error, DataDirError::MissingParent { .. }), "{error}");
+        assert!(!root.path().join("no").exists(), "nothing half-created");
+    }
+
+    #[test]
+    fn a_file_is_not_a_data_directory() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let file = root.path().join("data");
+        std::fs::write(&file, "x").expect("write");
+        let error = DataDir::open(&file).expect_err("a file is refused");
+        assert_eq!(error.to_string(), format!("data directory {} is not a directory", file.display()));
+    }
+
+    #[test]
+    fn a_second_process_on_the_same_directory_is_refused_until_the_first_stops() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let first = DataDir::open(root.path()).expect("first opens");
+        let error = DataDir::open(root.path()).expect_err("second is refused");
+        assert!(matches!(error, DataDirError::Locked { .. }), "{error}");
+        drop(first);
+        DataDir::open(root.path()).expect("free again after the first stops");
+    }
+}
