@@ -40,6 +40,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta charset="utf-8" />
                 <meta name="viewport" content="width=device-width, initial-scale=1" />
                 <meta name="color-scheme" content="light dark" />
+                <link rel="icon" href="data:," />
                 <script inner_html=THEME_BOOT_SCRIPT></script>
                 <HydrationScripts options />
                 <MetaTags />

@@ -20,9 +20,14 @@ const NAV: &[(&str, &str)] = &[
 
 #[component]
 pub fn Layout(children: Children) -> impl IntoView {
+    // Effects run only in the browser, so this flips once the WASM has
+    // hydrated the page; styles and the browser tests can rely on it.
+    let hydrated = RwSignal::new(false);
+    Effect::new(move |_| hydrated.set(true));
+
     view! {
         <a class="skip-link" href="#main">"Skip to content"</a>
-        <div class="frame">
+        <div class="frame" data-hydrated=move || hydrated.get().to_string()>
             <header class="topbar">
                 <a class="brand" href="/">
                     <span class="brand-mark" aria-hidden="true">"▲"</span>

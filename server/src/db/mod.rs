@@ -16,12 +16,13 @@ pub mod releases;
 pub mod runs;
 
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{AnyPool, ConnectOptions, Executor};
+use sqlx::{AnyPool, ConnectOptions, Connection, Executor};
 
 use crate::config::{DatabaseTarget, redact_url};
 
@@ -88,12 +89,21 @@ impl Db {
         match target {
             DatabaseTarget::Sqlite(path) => connect_sqlite(path).await,
             DatabaseTarget::Postgres(url) => {
+                let fail = |source| DbError::ConnectPostgres { url: redact_url(url), source };
+                // One direct connection first: a pool would retry until its
+                // timeout and then report only "timed out", hiding the cause.
+                let options = AnyConnectOptions::from_str(url).map_err(fail)?;
+                let probe = tokio::time::timeout(Duration::from_secs(10), options.connect())
+                    .await
+                    .map_err(|_| fail(sqlx::Error::PoolTimedOut))?
+                    .map_err(fail)?;
+                let _ = probe.close().await;
                 let pool = AnyPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(5))
-                    .connect(url)
+                    .connect_with(options)
                     .await
-                    .map_err(|source| DbError::ConnectPostgres { url: redact_url(url), source })?;
+                    .map_err(fail)?;
                 Ok(Db { pool, backend: Backend::Postgres })
             }
         }

@@ -9,9 +9,9 @@ use app::dto::{
 };
 use app::port::DashboardPort;
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use axum::routing::get;
-use axum::{Router, http::Uri};
+use axum::Router;
 use utoipa::OpenApi;
 
 use crate::http::error::{ApiError, ErrorBody, ErrorDetail};
@@ -60,7 +60,7 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
 
-async fn not_found(uri: Uri) -> ApiError {
+async fn not_found(OriginalUri(uri): OriginalUri) -> ApiError {
     ApiError::NotFound(format!("no API route at {}", uri.path()))
 }
 

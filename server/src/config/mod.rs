@@ -396,3 +396,6 @@ pub fn redact_url(text: &str) -> String {
         _ => text.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests;

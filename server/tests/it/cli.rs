@@ -1,0 +1,187 @@
+//! The `gantry` binary: version, configuration errors, bad input and
+//! signals. Each failure must be one line naming the cause, with a non-zero
+//! exit and nothing half-written.
+
+use std::process::Stdio;
+
+use crate::support::process::{free_port, gantry, run, stderr, wait_until_serving};
+
+fn one_line(text: &str) -> &str {
+    let trimmed = text.trim_end();
+    assert_eq!(trimmed.lines().count(), 1, "expected one line, got:\n{text}");
+    trimmed
+}
+
+#[test]
+fn version_prints_the_package_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut command = gantry(dir.path());
+    command.arg("--version");
+    let output = run(command);
+    assert!(output.status.success());
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), format!("gantry {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn migrate_creates_the_default_data_directory_and_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut command = gantry(dir.path());
+    command.arg("migrate");
+    let output = run(command);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(dir.path().join(".gantry/gantry.db").is_file());
+}
+
+#[test]
+fn an_unknown_key_in_the_config_file_names_the_key_the_file_and_the_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("gantry.toml"), "[server]\nbind = \"127.0.0.1:3000\"\nbnid = \"x\"\n").expect("write");
+    let mut command = gantry(dir.path());
+    command.arg("migrate");
+    let output = run(command);
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    let line = one_line(&message);
+    assert!(line.contains("gantry.toml, line 3"), "{line}");
+    assert!(line.contains("unknown field `bnid`"), "{line}");
+    assert!(!dir.path().join(".gantry").exists(), "nothing created");
+}
+
+#[test]
+fn a_bad_value_names_the_setting_and_where_it_came_from() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut command = gantry(dir.path());
+    command.arg("migrate").env("GANTRY_BIND", "localhost");
+    let output = run(command);
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    let line = one_line(&message);
+    assert!(line.contains("server.bind"), "{line}");
+    assert!(line.contains("environment GANTRY_BIND"), "{line}");
+    assert!(line.contains("\"localhost\""), "{line}");
+}
+
+#[test]
+fn a_misspelt_environment_variable_stops_start_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut command = gantry(dir.path());
+    command.arg("migrate").env("GANTRY_DATA_DIR", "/tmp/x");
+    let output = run(command);
+    assert_eq!(output.status.code(), Some(2));
+    let line = one_line(&stderr(&output)).to_string();
+    assert!(line.contains("unknown environment variable GANTRY_DATA_DIR"), "{line}");
+}
+
+#[test]
+fn a_data_directory_that_is_a_file_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("data"), "x").expect("write");
+    let mut command = gantry(dir.path());
+    command.args(["migrate", "--data-dir", "data"]);
+    let output = run(command);
+    assert_eq!(output.status.code(), Some(1));
+    let line = one_line(&stderr(&output)).to_string();
+    assert!(line.contains("is not a directory"), "{line}");
+}
+
+#[test]
+fn a_corrupt_database_file_is_refused_and_kept_as_it_was() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    let garbage = vec![0x42_u8; 8192];
+    std::fs::write(data.join("gantry.db"), &garbage).expect("write");
+    let mut command = gantry(dir.path());
+    command.args(["migrate", "--data-dir", "data"]);
+    let output = run(command);
+    assert_eq!(output.status.code(), Some(1));
+    let line = one_line(&stderr(&output)).to_string();
+    assert!(line.contains("is not a SQLite database"), "{line}");
+    assert_eq!(std::fs::read(data.join("gantry.db")).expect("read"), garbage);
+}
+
+#[test]
+fn an_unreachable_database_url_names_the_host_and_hides_the_password() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut command = gantry(dir.path());
+    command.arg("migrate").env("DATABASE_URL", format!("postgres://gantry:hunter2@127.0.0.1:{port}/gantry"));
+    let output = run(command);
+    assert_eq!(output.status.code(), Some(1));
+    let line = one_line(&stderr(&output)).to_string();
+    assert!(line.contains(&format!("cannot connect to PostgreSQL at postgres://gantry:***@127.0.0.1:{port}/gantry")), "{line}");
+    assert!(!line.contains("hunter2"), "{line}");
+}
+
+#[test]
+fn a_port_in_use_is_reported_before_anything_is_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = taken.local_addr().expect("address");
+    let mut command = gantry(dir.path());
+    command.args(["serve", "--bind", &address.to_string()]);
+    let output = run(command);
+    assert_eq!(output.status.code(), Some(1));
+    let line = one_line(&stderr(&output)).to_string();
+    assert!(line.contains(&format!("cannot listen on {address}")), "{line}");
+    assert!(!dir.path().join(".gantry/gantry.db").exists(), "no database created");
+}
+
+#[test]
+fn serve_answers_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut child = gantry(dir.path())
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .env("GANTRY_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    wait_until_serving(&mut child, port);
+
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let output = child.wait_with_output().expect("wait");
+    let log = stderr(&output);
+    assert!(output.status.success(), "exit {:?}: {log}", output.status);
+    assert!(log.contains("shutting down"), "{log}");
+}
+
+#[test]
+fn a_second_server_on_the_same_data_directory_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut first = gantry(dir.path())
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    wait_until_serving(&mut first, port);
+
+    let mut command = gantry(dir.path());
+    command.args(["serve", "--bind", &format!("127.0.0.1:{}", free_port())]);
+    let output = run(command);
+    let _ = first.kill();
+    let _ = first.wait();
+    assert_eq!(output.status.code(), Some(1));
+    let line = one_line(&stderr(&output)).to_string();
+    assert!(line.contains("in use by another gantry process"), "{line}");
+}
+
+#[test]
+fn migrate_works_against_postgresql_from_database_url() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let database = runtime.block_on(crate::support::PostgresDatabase::create());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut command = gantry(dir.path());
+    command.arg("migrate").env("DATABASE_URL", &database.url);
+    let output = run(command);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!dir.path().join(".gantry/gantry.db").exists(), "PostgreSQL, not SQLite");
+    runtime.block_on(database.drop_now());
+}

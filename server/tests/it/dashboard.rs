@@ -1,0 +1,99 @@
+//! The server-rendered dashboard: every area renders from the database, with
+//! honest empty states, and the server functions answer the browser.
+
+use app::dto::RunState;
+use axum::http::StatusCode;
+
+use crate::both_backends;
+use crate::seed::shop_with_a_run;
+
+const AREAS: &[(&str, &str, &str)] = &[
+    ("/", "Environments", "No environments yet"),
+    ("/runs", "Runs", "No runs yet"),
+    ("/change-requests", "Change requests", "No change requests"),
+    ("/releases", "Releases", "No releases yet"),
+    ("/approvals", "Approvals", "Nothing waits for approval"),
+    ("/clusters", "Clusters", "No clusters registered"),
+    ("/audit", "Audit", "The audit log is empty"),
+];
+
+both_backends! {
+    async fn every_area_renders_its_empty_state_on_a_fresh_database(app: TestApp) {
+        for (path, heading, empty) in AREAS {
+            let response = app.get(path).await;
+            assert_eq!(response.status, StatusCode::OK, "{path}");
+            let html = response.text();
+            assert!(html.contains(&format!("<h1>{heading}</h1>")), "{path} lacks its heading");
+            assert!(html.contains(empty), "{path} lacks its empty state {empty:?}");
+            assert!(html.contains(&format!("<title>{heading} · Gantry</title>")), "{path} title");
+        }
+    }
+
+    async fn pages_show_stored_rows_instead_of_the_empty_state(app: TestApp) {
+        shop_with_a_run(&app, RunState::WaitingForApproval).await;
+
+        let runs = app.get("/runs").await.text();
+        assert!(!runs.contains("No runs yet"));
+        assert!(runs.contains("4f2a9c1"), "short commit shown");
+        assert!(runs.contains("state-waiting_for_approval"), "state badge");
+        assert!(runs.contains("2026-11-28 06:14 UTC"), "timestamp shown");
+
+        let home = app.get("/").await.text();
+        assert!(home.contains("staging") && home.contains("latest"));
+        assert!(!home.contains("No environments yet"));
+
+        let approvals = app.get("/approvals").await.text();
+        assert!(!approvals.contains("Nothing waits for approval"));
+    }
+
+    async fn settings_page_shows_the_backend_and_sources(app: TestApp) {
+        let html = app.get("/settings").await.text();
+        assert!(html.contains("<h1>Settings</h1>"));
+        assert!(html.contains(app.db().backend().name()));
+        assert!(html.contains("flag --data-dir"));
+    }
+
+    async fn server_functions_answer_with_json(app: TestApp) {
+        let seeded = shop_with_a_run(&app, RunState::Queued).await;
+        let response = app.server_fn("list_runs").await;
+        assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+        let runs = response.json();
+        assert_eq!(runs[0]["id"], seeded.run_id);
+        assert_eq!(runs[0]["state"], "queued");
+    }
+}
+
+#[tokio::test]
+async fn pages_load_the_hydration_bundle_and_the_stylesheet() {
+    let app = crate::support::TestApp::sqlite().await;
+    let html = app.get("/").await.text();
+    assert!(html.contains("/pkg/gantry.js"), "hydration script referenced");
+    assert!(html.contains("/pkg/gantry_bg.wasm"), "wasm referenced");
+    assert!(html.contains("/pkg/gantry.css"), "stylesheet referenced");
+    for label in ["Environments", "Runs", "Change requests", "Releases", "Approvals", "Clusters", "Audit", "Settings"] {
+        assert!(html.contains(&format!(">{label}</a>")), "nav lacks {label}");
+    }
+
+    let css = app.get("/pkg/gantry.css").await;
+    assert_eq!(css.status, StatusCode::OK);
+    assert_eq!(css.header("content-type"), Some("text/css; charset=utf-8"));
+    assert!(css.text().contains("--accent"));
+    let etag = css.header("etag").expect("etag").to_string();
+
+    let request = axum::http::Request::get("/pkg/gantry.css")
+        .header("if-none-match", etag)
+        .body(axum::body::Body::empty())
+        .expect("request");
+    assert_eq!(app.request(request).await.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(app.get("/pkg/nope.js").await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn an_unknown_page_is_a_404_with_the_dashboard_frame() {
+    let app = crate::support::TestApp::sqlite().await;
+    let response = app.get("/no/such/page").await;
+    assert_eq!(response.status, StatusCode::NOT_FOUND);
+    let html = response.text();
+    assert!(html.contains("<h1>Not found</h1>"));
+    assert!(html.contains(">Environments</a>"), "the navigation is still there");
+}

@@ -1,0 +1,84 @@
+//! Liveness, readiness, metrics, request ids, compression and body limits.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+
+use crate::both_backends;
+
+both_backends! {
+    async fn healthz_reports_the_version(app: TestApp) {
+        let response = app.get("/healthz").await;
+        assert_eq!(response.status, StatusCode::OK);
+        let body = response.json();
+        assert_eq!(body["status"], "ok");
+        assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+    }
+
+    async fn readyz_is_ready_once_migrated_and_not_before(app: TestApp) {
+        let response = app.get("/readyz").await;
+        assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+        assert_eq!(response.json()["database"], app.db().backend().name());
+
+        // Forget the last migration: the schema no longer matches the binary.
+        sqlx::query("DELETE FROM _sqlx_migrations WHERE version = (SELECT MAX(version) FROM _sqlx_migrations)")
+            .execute(app.db().pool())
+            .await
+            .expect("delete migration row");
+        let response = app.get("/readyz").await;
+        assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.json()["status"], "not_ready");
+        assert!(response.json()["reason"].as_str().unwrap_or_default().contains("not migrated"));
+    }
+
+    async fn metrics_count_requests_by_route_template(app: TestApp) {
+        app.get("/healthz").await;
+        app.get("/api/v1/runs").await;
+        let response = app.get("/metrics").await;
+        assert_eq!(response.status, StatusCode::OK);
+        assert!(response.header("content-type").unwrap_or_default().starts_with("text/plain"));
+        let text = response.text();
+        assert!(
+            text.lines().any(|line| line.starts_with("gantry_http_requests_total{")
+                && line.contains("route=\"/healthz\"")
+                && line.contains("status=\"200\"")),
+            "{text}"
+        );
+        assert!(text.contains("route=\"/api/v1/runs\""), "{text}");
+        assert!(text.contains("gantry_http_request_duration_seconds_bucket"), "{text}");
+        assert!(text.contains("gantry_build_info"), "{text}");
+    }
+
+    async fn every_response_carries_a_request_id_and_keeps_a_given_one(app: TestApp) {
+        let generated = app.get("/healthz").await;
+        let id = generated.header("x-request-id").expect("a request id");
+        assert_eq!(id.len(), 36, "a UUID: {id}");
+
+        let request = Request::get("/healthz")
+            .header("x-request-id", "trace-me-42")
+            .body(Body::empty())
+            .expect("request");
+        let response = app.request(request).await;
+        assert_eq!(response.header("x-request-id"), Some("trace-me-42"));
+    }
+
+    async fn pages_are_compressed_for_clients_that_accept_it(app: TestApp) {
+        let request = Request::get("/")
+            .header("accept-encoding", "gzip")
+            .body(Body::empty())
+            .expect("request");
+        let response = app.request(request).await;
+        assert_eq!(response.status, StatusCode::OK);
+        assert_eq!(response.header("content-encoding"), Some("gzip"));
+    }
+
+    async fn request_bodies_over_the_limit_are_refused(app: TestApp) {
+        let limit = usize::try_from(app.state.config.max_body_bytes).expect("fits");
+        let request = Request::post("/fn/list_runs")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("content-length", (limit + 1).to_string())
+            .body(Body::from(vec![b'a'; limit + 1]))
+            .expect("request");
+        let response = app.request(request).await;
+        assert_eq!(response.status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+}

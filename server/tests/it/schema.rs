@@ -1,0 +1,70 @@
+//! The schema and its migrations, on both backends.
+
+use gantry::db::{self, Db, DbError, audit::NewEntry};
+
+use crate::both_backends;
+
+both_backends! {
+    async fn migrating_again_changes_nothing(app: TestApp) {
+        app.db().migrate().await.expect("second migration run is a no-op");
+        app.db().check_ready().await.expect("still ready");
+    }
+
+    async fn the_audit_log_refuses_updates_and_deletes(app: TestApp) {
+        let pool = app.db().pool();
+        let entry = NewEntry {
+            actor: "alice",
+            action: "approve",
+            target: "shop/production",
+            reason: Some("looks good"),
+            source_ip: Some("127.0.0.1"),
+            detail: "{}",
+        };
+        let id = db::audit::record(pool, &entry, 1).await.expect("append");
+        let update = sqlx::query("UPDATE audit_log SET actor = 'mallory' WHERE id = $1").bind(id).execute(pool).await;
+        assert!(update.expect_err("update refused").to_string().contains("append-only"));
+        let delete = sqlx::query("DELETE FROM audit_log WHERE id = $1").bind(id).execute(pool).await;
+        assert!(delete.expect_err("delete refused").to_string().contains("append-only"));
+
+        let entries = db::audit::list_recent(pool).await.expect("list");
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].actor, "alice");
+    }
+
+    async fn a_database_from_a_newer_gantry_is_refused_without_changes(app: TestApp) {
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time)
+             VALUES (9999, 'from the future', CURRENT_TIMESTAMP, $1, $2, 0)",
+        )
+        .bind(true)
+        .bind(vec![0_u8; 48])
+        .execute(app.db().pool())
+        .await
+        .expect("pretend a newer gantry migrated");
+        let error = app.db().migrate().await.expect_err("refused");
+        assert!(matches!(error, DbError::SchemaTooNew { version: 9999, .. }), "{error}");
+        assert!(error.to_string().contains("newer gantry"));
+    }
+
+    async fn foreign_keys_are_enforced(app: TestApp) {
+        let result = sqlx::query(
+            "INSERT INTO environments (app_id, name, stack_entry, state, created_at, updated_at)
+             VALUES (424242, 'orphan', 'preview', 'pending', 0, 0)",
+        )
+        .execute(app.db().pool())
+        .await;
+        assert!(result.is_err(), "an environment needs an app");
+    }
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_sqlite_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gantry.db");
+    std::fs::write(&path, b"this is not a database, it is a grocery list").expect("write");
+    let error = Db::connect(&gantry::config::DatabaseTarget::Sqlite(path.clone()))
+        .await
+        .expect_err("refused");
+    assert_eq!(error.to_string(), format!("database file {} is not a SQLite database", path.display()));
+    assert_eq!(std::fs::read(&path).expect("read"), b"this is not a database, it is a grocery list");
+}

@@ -1,0 +1,207 @@
+//! `TestApp`: the real router, in-process, over a fresh database — a SQLite
+//! file in a temp dir, or a PostgreSQL database created for the test and
+//! dropped after it. `both_backends!` runs one test body against each.
+
+pub mod process;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use gantry::config::{Config, DatabaseTarget, Flags};
+use gantry::db::Db;
+use gantry::{App, AppState};
+use sqlx::{Connection, Executor};
+use tempfile::TempDir;
+use tower::ServiceExt;
+
+/// Where tests find PostgreSQL; `./x test` makes sure one answers there.
+pub fn postgres_admin_url() -> String {
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+/// Runs each test body once on SQLite and once on PostgreSQL, as
+/// `<name>::sqlite` and `<name>::postgres`.
+#[macro_export]
+macro_rules! both_backends {
+    ($(async fn $name:ident($app:ident: TestApp) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                async fn body($app: $crate::support::TestApp) $body
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    body($crate::support::TestApp::sqlite().await).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    body($crate::support::TestApp::postgres().await).await
+                }
+            }
+        )*
+    };
+}
+
+pub struct TestApp {
+    pub state: AppState,
+    router: Router,
+    _data_dir: TempDir,
+    postgres: Option<PostgresDatabase>,
+}
+
+/// A response read to the end.
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl TestResponse {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|error| panic!("not JSON ({error}): {}", self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+}
+
+impl TestApp {
+    pub async fn sqlite() -> TestApp {
+        let data_dir = tempfile::tempdir().expect("temp data dir");
+        let database = DatabaseTarget::Sqlite(data_dir.path().join("gantry.db"));
+        TestApp::start(data_dir, database, None).await
+    }
+
+    pub async fn postgres() -> TestApp {
+        let data_dir = tempfile::tempdir().expect("temp data dir");
+        let database = PostgresDatabase::create().await;
+        let target = DatabaseTarget::Postgres(database.url.clone());
+        TestApp::start(data_dir, target, Some(database)).await
+    }
+
+    async fn start(data_dir: TempDir, database: DatabaseTarget, postgres: Option<PostgresDatabase>) -> TestApp {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let config = test_config(data_dir.path(), database);
+        let app = App::start(config).await.expect("the app starts");
+        let state = AppState(Arc::new(app));
+        let router = gantry::http::build_app(state.clone());
+        TestApp { state, router, _data_dir: data_dir, postgres }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.state.db
+    }
+
+    pub async fn request(&self, request: Request<Body>) -> TestResponse {
+        let response = self.router.clone().oneshot(request).await.expect("infallible router");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body")
+            .to_vec();
+        TestResponse { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str) -> TestResponse {
+        self.request(Request::get(path).body(Body::empty()).expect("request")).await
+    }
+
+    /// Calls a Leptos server function the way the browser does.
+    pub async fn server_fn(&self, name: &str) -> TestResponse {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(format!("/fn/{name}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", "application/json")
+            .body(Body::empty())
+            .expect("request");
+        self.request(request).await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(database) = self.postgres.take() {
+            let pool = self.state.db.pool().clone();
+            // Drop cannot await; a short-lived runtime on another thread can.
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                if let Ok(runtime) = runtime {
+                    runtime.block_on(async move {
+                        pool.close().await;
+                        database.drop_now().await;
+                    });
+                }
+            })
+            .join();
+        }
+    }
+}
+
+pub fn test_config(data_dir: &Path, database: DatabaseTarget) -> Config {
+    let flags = Flags {
+        data_dir: Some(data_dir.to_path_buf()),
+        bind: Some("127.0.0.1:0".parse().expect("address")),
+        ..Flags::default()
+    };
+    let mut config = Config::resolve(&flags, &[]).expect("test config resolves");
+    config.database = database;
+    config
+}
+
+/// A database of its own for one test, on the shared PostgreSQL server.
+pub struct PostgresDatabase {
+    pub url: String,
+    name: String,
+}
+
+impl PostgresDatabase {
+    pub async fn create() -> PostgresDatabase {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        sqlx::any::install_default_drivers();
+        let name = format!(
+            "gantry_test_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0)
+        );
+        let admin = postgres_admin_url();
+        let mut conn = sqlx::AnyConnection::connect(&admin).await.unwrap_or_else(|error| {
+            panic!(
+                "PostgreSQL is required for the tests and is not reachable at {admin}: {error}. \
+                 Run the tests with ./x test, which starts it, or set TEST_POSTGRES_URL."
+            )
+        });
+        conn.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create test database");
+        let _ = conn.close().await;
+        let (base, _) = admin.rsplit_once('/').expect("the admin URL names a database");
+        PostgresDatabase { url: format!("{base}/{name}"), name }
+    }
+
+    pub async fn drop_now(self) {
+        if let Ok(mut conn) = sqlx::AnyConnection::connect(&postgres_admin_url()).await {
+            let _ = conn
+                .execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name).as_str())
+                .await;
+            let _ = conn.close().await;
+        }
+    }
+}
