@@ -18,9 +18,15 @@ fn main() {
             let path = dir.join(name);
             println!("cargo:rerun-if-changed={}", path.display());
             if path.is_file() {
-                let _ = writeln!(code, "    ({name:?}, include_bytes!({:?})),", path.display().to_string());
+                let _ = writeln!(
+                    code,
+                    "    ({name:?}, include_bytes!({:?})),",
+                    path.display().to_string()
+                );
             } else {
-                println!("cargo:warning=FRONTEND_PKG_DIR has no {name}; the dashboard will not hydrate");
+                println!(
+                    "cargo:warning=FRONTEND_PKG_DIR has no {name}; the dashboard will not hydrate"
+                );
             }
         }
     }

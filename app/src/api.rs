@@ -22,7 +22,9 @@ fn port() -> Result<std::sync::Arc<dyn crate::port::DashboardPort>, ServerFnErro
 fn failed(what: &'static str) -> impl FnOnce(crate::port::PortError) -> ServerFnError {
     move |error| {
         tracing::error!(%error, "dashboard could not load {what}");
-        ServerFnError::new(format!("could not load {what}; the server log has the cause"))
+        ServerFnError::new(format!(
+            "could not load {what}; the server log has the cause"
+        ))
     }
 }
 
@@ -38,7 +40,10 @@ pub async fn list_runs() -> Result<Vec<RunSummary>, ServerFnError> {
 
 #[server(prefix = "/fn", endpoint = "list_change_requests")]
 pub async fn list_change_requests() -> Result<Vec<ChangeRequestSummary>, ServerFnError> {
-    port()?.change_requests().await.map_err(failed("change requests"))
+    port()?
+        .change_requests()
+        .await
+        .map_err(failed("change requests"))
 }
 
 #[server(prefix = "/fn", endpoint = "list_releases")]
@@ -48,7 +53,10 @@ pub async fn list_releases() -> Result<Vec<ReleaseSummary>, ServerFnError> {
 
 #[server(prefix = "/fn", endpoint = "list_pending_approvals")]
 pub async fn list_pending_approvals() -> Result<Vec<PendingApproval>, ServerFnError> {
-    port()?.pending_approvals().await.map_err(failed("approvals"))
+    port()?
+        .pending_approvals()
+        .await
+        .map_err(failed("approvals"))
 }
 
 #[server(prefix = "/fn", endpoint = "list_clusters")]

@@ -18,23 +18,33 @@ fn port_error(error: sqlx::Error) -> PortError {
 #[async_trait]
 impl DashboardPort for App {
     async fn environments(&self) -> Result<Vec<EnvironmentSummary>, PortError> {
-        db::environments::list_active(self.db.pool()).await.map_err(port_error)
+        db::environments::list_active(self.db.pool())
+            .await
+            .map_err(port_error)
     }
 
     async fn runs(&self) -> Result<Vec<RunSummary>, PortError> {
-        db::runs::list_recent(self.db.pool()).await.map_err(port_error)
+        db::runs::list_recent(self.db.pool())
+            .await
+            .map_err(port_error)
     }
 
     async fn change_requests(&self) -> Result<Vec<ChangeRequestSummary>, PortError> {
-        db::change_requests::list(self.db.pool()).await.map_err(port_error)
+        db::change_requests::list(self.db.pool())
+            .await
+            .map_err(port_error)
     }
 
     async fn releases(&self) -> Result<Vec<ReleaseSummary>, PortError> {
-        db::releases::list_recent(self.db.pool()).await.map_err(port_error)
+        db::releases::list_recent(self.db.pool())
+            .await
+            .map_err(port_error)
     }
 
     async fn pending_approvals(&self) -> Result<Vec<PendingApproval>, PortError> {
-        db::runs::list_waiting_for_approval(self.db.pool()).await.map_err(port_error)
+        db::runs::list_waiting_for_approval(self.db.pool())
+            .await
+            .map_err(port_error)
     }
 
     async fn clusters(&self) -> Result<Vec<ClusterSummary>, PortError> {
@@ -42,7 +52,9 @@ impl DashboardPort for App {
     }
 
     async fn audit_log(&self) -> Result<Vec<AuditEntry>, PortError> {
-        db::audit::list_recent(self.db.pool()).await.map_err(port_error)
+        db::audit::list_recent(self.db.pool())
+            .await
+            .map_err(port_error)
     }
 
     async fn settings(&self) -> Result<Settings, PortError> {

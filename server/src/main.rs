@@ -21,7 +21,10 @@ fn main() -> ExitCode {
     };
     gantry::telemetry::init_logging(&config);
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("gantry: cannot start the async runtime: {error}");

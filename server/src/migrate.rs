@@ -9,7 +9,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let db = Db::connect(&config.database).await?;
     db.migrate().await?;
     db.check_ready().await?;
-    tracing::info!(database = db.backend().name(), "database schema is up to date");
+    tracing::info!(
+        database = db.backend().name(),
+        "database schema is up to date"
+    );
     db.close().await;
     Ok(())
 }

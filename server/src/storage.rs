@@ -13,8 +13,13 @@ pub enum DataDirError {
     #[error("data directory {path} is not a directory")]
     NotADirectory { path: PathBuf },
     #[error("data directory {path} is not usable: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("data directory {path} is in use by another gantry process (lock file {path}/gantry.lock)")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "data directory {path} is in use by another gantry process (lock file {path}/gantry.lock)"
+    )]
     Locked { path: PathBuf },
 }
 
@@ -28,16 +33,24 @@ pub struct DataDir {
 impl DataDir {
     /// Opens `path`, creating it (but not its parents) on first use.
     pub fn open(path: &Path) -> Result<DataDir, DataDirError> {
-        let io = |source| DataDirError::Io { path: path.to_path_buf(), source };
+        let io = |source| DataDirError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         match std::fs::metadata(path) {
             Ok(meta) if !meta.is_dir() => {
-                return Err(DataDirError::NotADirectory { path: path.to_path_buf() });
+                return Err(DataDirError::NotADirectory {
+                    path: path.to_path_buf(),
+                });
             }
             Ok(_) => {}
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
                 if !parent.as_os_str().is_empty() && !parent.is_dir() {
-                    return Err(DataDirError::MissingParent { path: path.to_path_buf(), parent });
+                    return Err(DataDirError::MissingParent {
+                        path: path.to_path_buf(),
+                        parent,
+                    });
                 }
                 std::fs::create_dir(path).map_err(io)?;
             }
@@ -53,15 +66,22 @@ impl DataDir {
         match lock.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                return Err(DataDirError::Locked { path: path.to_path_buf() });
+                return Err(DataDirError::Locked {
+                    path: path.to_path_buf(),
+                });
             }
             Err(TryLockError::Error(error)) => return Err(io(error)),
         }
         let mut lock = lock;
         // The pid helps a person find the other process; failure is harmless.
-        let _ = lock.set_len(0).and_then(|_| writeln!(lock, "{}", std::process::id()));
+        let _ = lock
+            .set_len(0)
+            .and_then(|_| writeln!(lock, "{}", std::process::id()));
 
-        Ok(DataDir { path: path.to_path_buf(), _lock: lock })
+        Ok(DataDir {
+            path: path.to_path_buf(),
+            _lock: lock,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -82,7 +102,10 @@ mod tests {
 
         let deep = root.path().join("no/such/parent/data");
         let error = DataDir::open(&deep).expect_err("refuses a missing parent");
-        assert!(matches!(error, DataDirError::MissingParent { .. }), "{error}");
+        assert!(
+            matches!(error, DataDirError::MissingParent { .. }),
+            "{error}"
+        );
         assert!(!root.path().join("no").exists(), "nothing half-created");
     }
 
@@ -92,7 +115,10 @@ mod tests {
         let file = root.path().join("data");
         std::fs::write(&file, "x").expect("write");
         let error = DataDir::open(&file).expect_err("a file is refused");
-        assert_eq!(error.to_string(), format!("data directory {} is not a directory", file.display()));
+        assert_eq!(
+            error.to_string(),
+            format!("data directory {} is not a directory", file.display())
+        );
     }
 
     #[test]

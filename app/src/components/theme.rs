@@ -42,7 +42,11 @@ fn current_theme() -> Theme {
                 .ok()
                 .flatten()
                 .is_some_and(|query| query.matches());
-            if prefers_dark { Theme::Dark } else { Theme::Light }
+            if prefers_dark {
+                Theme::Dark
+            } else {
+                Theme::Light
+            }
         }
     }
 }

@@ -31,15 +31,30 @@ pub const ENV_VARS: &[&str] = &[
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}, line {line}: {message}")]
-    Parse { path: PathBuf, line: usize, message: String },
+    Parse {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
     #[error("invalid value {value:?} for {key} (from {origin}): {reason}")]
-    Invalid { key: &'static str, value: String, origin: Origin, reason: String },
+    Invalid {
+        key: &'static str,
+        value: String,
+        origin: Origin,
+        reason: String,
+    },
     #[error("unknown environment variable {name}; Gantry reads {}", ENV_VARS.join(", "))]
     UnknownEnv { name: String },
     #[error("cannot resolve the data directory {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Which layer set a value.
@@ -107,7 +122,10 @@ impl DatabaseTarget {
             let path = rest.strip_prefix("//").unwrap_or(rest);
             let path = path.split('?').next().unwrap_or_default();
             if path.is_empty() {
-                return Err("a sqlite URL needs a file path, e.g. sqlite:///var/lib/gantry/gantry.db".into());
+                return Err(
+                    "a sqlite URL needs a file path, e.g. sqlite:///var/lib/gantry/gantry.db"
+                        .into(),
+                );
             }
             return Ok(DatabaseTarget::Sqlite(PathBuf::from(path)));
         }
@@ -186,7 +204,11 @@ impl Config {
 
     /// Resolves the configuration from explicit layers (tests use this).
     pub fn resolve(flags: &Flags, env: &[(String, String)]) -> Result<Config, ConfigError> {
-        let env_value = |name: &str| env.iter().find(|(key, _)| key == name).map(|(_, v)| v.clone());
+        let env_value = |name: &str| {
+            env.iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, v)| v.clone())
+        };
         for (name, _) in env {
             if name.starts_with("GANTRY_") && !ENV_VARS.contains(&name.as_str()) {
                 return Err(ConfigError::UnknownEnv { name: name.clone() });
@@ -229,25 +251,33 @@ impl Config {
             &mut sources,
         );
         let bind = parse_value("server.bind", &bind_text, &sources, |text| {
-            SocketAddr::from_str(text).map_err(|_| "expected an address like 127.0.0.1:3000".to_string())
+            SocketAddr::from_str(text)
+                .map_err(|_| "expected an address like 127.0.0.1:3000".to_string())
         })?;
 
         let body_text = pick(
             "server.max_body_bytes",
             (DEFAULT_MAX_BODY_BYTES.to_string(), Origin::Default),
             [
-                file.server.max_body_bytes.map(|v| (v.to_string(), file_origin())),
-                env_value("GANTRY_MAX_BODY_BYTES").map(|v| (v, Origin::Env("GANTRY_MAX_BODY_BYTES"))),
+                file.server
+                    .max_body_bytes
+                    .map(|v| (v.to_string(), file_origin())),
+                env_value("GANTRY_MAX_BODY_BYTES")
+                    .map(|v| (v, Origin::Env("GANTRY_MAX_BODY_BYTES"))),
                 None,
             ],
             &mut sources,
         );
-        let max_body_bytes = parse_value("server.max_body_bytes", &body_text, &sources, |text| {
-            match text.parse::<u64>() {
-                Ok(0) | Err(_) => Err("expected a positive number of bytes".to_string()),
-                Ok(n) => Ok(n),
-            }
-        })?;
+        let max_body_bytes =
+            parse_value(
+                "server.max_body_bytes",
+                &body_text,
+                &sources,
+                |text| match text.parse::<u64>() {
+                    Ok(0) | Err(_) => Err("expected a positive number of bytes".to_string()),
+                    Ok(n) => Ok(n),
+                },
+            )?;
 
         let data_text = pick(
             "storage.data_dir",
@@ -258,33 +288,57 @@ impl Config {
                     .clone()
                     .map(|v| (file_dir.join(v).display().to_string(), file_origin())),
                 env_value("GANTRY_DATA").map(|v| (v, Origin::Env("GANTRY_DATA"))),
-                flags.data_dir.clone().map(|v| (v.display().to_string(), Origin::Flag("--data-dir"))),
+                flags
+                    .data_dir
+                    .clone()
+                    .map(|v| (v.display().to_string(), Origin::Flag("--data-dir"))),
             ],
             &mut sources,
         );
         if data_text.trim().is_empty() {
-            return Err(invalid("storage.data_dir", &data_text, &sources, "must not be empty"));
+            return Err(invalid(
+                "storage.data_dir",
+                &data_text,
+                &sources,
+                "must not be empty",
+            ));
         }
-        let data_dir = std::path::absolute(&data_text)
-            .map_err(|source| ConfigError::DataDir { path: data_text.clone().into(), source })?;
+        let data_dir = std::path::absolute(&data_text).map_err(|source| ConfigError::DataDir {
+            path: data_text.clone().into(),
+            source,
+        })?;
 
         let database_url = pick(
             "storage.database_url",
             (String::new(), Origin::Default),
             [
-                file.storage.database_url.clone().map(|v| (v, file_origin())),
+                file.storage
+                    .database_url
+                    .clone()
+                    .map(|v| (v, file_origin())),
                 env_value("DATABASE_URL").map(|v| (v, Origin::Env("DATABASE_URL"))),
-                flags.database_url.clone().map(|v| (v, Origin::Flag("--database-url"))),
+                flags
+                    .database_url
+                    .clone()
+                    .map(|v| (v, Origin::Flag("--database-url"))),
             ],
             &mut sources,
         );
         let database = if database_url.is_empty() {
             DatabaseTarget::Sqlite(data_dir.join("gantry.db"))
         } else {
-            parse_value("storage.database_url", &database_url, &sources, DatabaseTarget::parse)?
+            parse_value(
+                "storage.database_url",
+                &database_url,
+                &sources,
+                DatabaseTarget::parse,
+            )?
         };
         // Never show a password, wherever the URL came from.
-        if let Some(entry) = sources.iter_mut().find(|(key, _, _)| *key == "storage.database_url") {
+        if let Some(entry) = sources
+            .iter_mut()
+            .find(|(key, _, _)| *key == "storage.database_url")
+        {
             entry.1 = redact_url(&entry.1);
         }
 
@@ -299,7 +353,9 @@ impl Config {
             &mut sources,
         );
         parse_value("log.level", &log_filter, &sources, |text| {
-            tracing_subscriber::EnvFilter::try_new(text).map(|_| ()).map_err(|e| e.to_string())
+            tracing_subscriber::EnvFilter::try_new(text)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         })?;
 
         let format_text = pick(
@@ -308,7 +364,9 @@ impl Config {
             [
                 file.log.format.map(|v| (v.to_string(), file_origin())),
                 env_value("GANTRY_LOG_FORMAT").map(|v| (v, Origin::Env("GANTRY_LOG_FORMAT"))),
-                flags.log_format.map(|v| (v.to_string(), Origin::Flag("--log-format"))),
+                flags
+                    .log_format
+                    .map(|v| (v.to_string(), Origin::Flag("--log-format"))),
             ],
             &mut sources,
         );
@@ -328,7 +386,10 @@ impl Config {
 
     /// The layer that set `key`.
     pub fn origin(&self, key: &str) -> Option<&Origin> {
-        self.sources.iter().find(|(k, _, _)| *k == key).map(|(_, _, origin)| origin)
+        self.sources
+            .iter()
+            .find(|(k, _, _)| *k == key)
+            .map(|(_, _, origin)| origin)
     }
 }
 
@@ -364,13 +425,24 @@ fn invalid(
         .find(|(k, _, _)| *k == key)
         .map(|(_, _, origin)| origin.clone())
         .unwrap_or(Origin::Default);
-    let value = if key == "storage.database_url" { redact_url(text) } else { text.to_string() };
-    ConfigError::Invalid { key, value, origin, reason: reason.to_string() }
+    let value = if key == "storage.database_url" {
+        redact_url(text)
+    } else {
+        text.to_string()
+    };
+    ConfigError::Invalid {
+        key,
+        value,
+        origin,
+        reason: reason.to_string(),
+    }
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     toml::from_str(&text).map_err(|error| {
         let line = error
             .span()
@@ -381,7 +453,11 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
         if !snippet.is_empty() {
             message.push_str(&format!(" (at `{snippet}`)"));
         }
-        ConfigError::Parse { path: path.to_path_buf(), line, message }
+        ConfigError::Parse {
+            path: path.to_path_buf(),
+            line,
+            message,
+        }
     })
 }
 

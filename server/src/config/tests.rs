@@ -1,7 +1,10 @@
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .collect()
 }
 
 fn write_config(dir: &Path, text: &str) -> PathBuf {
@@ -13,10 +16,16 @@ fn write_config(dir: &Path, text: &str) -> PathBuf {
 #[test]
 fn defaults_apply_without_any_layer() {
     let config = Config::resolve(&Flags::default(), &[]).expect("defaults resolve");
-    assert_eq!(config.bind, "127.0.0.1:3000".parse::<SocketAddr>().expect("addr"));
+    assert_eq!(
+        config.bind,
+        "127.0.0.1:3000".parse::<SocketAddr>().expect("addr")
+    );
     assert!(config.data_dir.is_absolute());
     assert!(config.data_dir.ends_with(".gantry"));
-    assert_eq!(config.database, DatabaseTarget::Sqlite(config.data_dir.join("gantry.db")));
+    assert_eq!(
+        config.database,
+        DatabaseTarget::Sqlite(config.data_dir.join("gantry.db"))
+    );
     assert_eq!(config.origin("server.bind"), Some(&Origin::Default));
 }
 
@@ -27,43 +36,81 @@ fn flags_beat_environment_which_beats_the_file() {
         dir.path(),
         "[server]\nbind = \"127.0.0.1:4000\"\n[log]\nlevel = \"debug\"\nformat = \"json\"\n",
     );
-    let flags = Flags { config: Some(file.clone()), ..Flags::default() };
+    let flags = Flags {
+        config: Some(file.clone()),
+        ..Flags::default()
+    };
 
     let only_file = Config::resolve(&flags, &[]).expect("resolves");
     assert_eq!(only_file.bind.port(), 4000);
-    assert_eq!(only_file.origin("server.bind"), Some(&Origin::File(file.clone())));
+    assert_eq!(
+        only_file.origin("server.bind"),
+        Some(&Origin::File(file.clone()))
+    );
     assert_eq!(only_file.log_format, LogFormat::Json);
 
-    let with_env = Config::resolve(&flags, &env(&[("GANTRY_BIND", "127.0.0.1:5000")])).expect("resolves");
+    let with_env =
+        Config::resolve(&flags, &env(&[("GANTRY_BIND", "127.0.0.1:5000")])).expect("resolves");
     assert_eq!(with_env.bind.port(), 5000);
-    assert_eq!(with_env.origin("server.bind"), Some(&Origin::Env("GANTRY_BIND")));
-    assert_eq!(with_env.log_filter, "debug", "untouched keys keep the file's value");
+    assert_eq!(
+        with_env.origin("server.bind"),
+        Some(&Origin::Env("GANTRY_BIND"))
+    );
+    assert_eq!(
+        with_env.log_filter, "debug",
+        "untouched keys keep the file's value"
+    );
 
     let with_flag = Config::resolve(
-        &Flags { bind: Some("127.0.0.1:6000".parse().expect("addr")), ..flags },
+        &Flags {
+            bind: Some("127.0.0.1:6000".parse().expect("addr")),
+            ..flags
+        },
         &env(&[("GANTRY_BIND", "127.0.0.1:5000")]),
     )
     .expect("resolves");
     assert_eq!(with_flag.bind.port(), 6000);
-    assert_eq!(with_flag.origin("server.bind"), Some(&Origin::Flag("--bind")));
+    assert_eq!(
+        with_flag.origin("server.bind"),
+        Some(&Origin::Flag("--bind"))
+    );
 }
 
 #[test]
 fn paths_in_the_file_are_relative_to_the_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = write_config(dir.path(), "[storage]\ndata_dir = \"state\"\n");
-    let config = Config::resolve(&Flags { config: Some(file), ..Flags::default() }, &[]).expect("resolves");
+    let config = Config::resolve(
+        &Flags {
+            config: Some(file),
+            ..Flags::default()
+        },
+        &[],
+    )
+    .expect("resolves");
     assert_eq!(config.data_dir, dir.path().join("state"));
 }
 
 #[test]
 fn an_unknown_key_names_the_key_the_file_and_the_line() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let file = write_config(dir.path(), "[server]\nbind = \"127.0.0.1:3000\"\n\n[storage]\ndata_dri = \"x\"\n");
-    let error = Config::resolve(&Flags { config: Some(file.clone()), ..Flags::default() }, &[])
-        .expect_err("unknown key refused");
+    let file = write_config(
+        dir.path(),
+        "[server]\nbind = \"127.0.0.1:3000\"\n\n[storage]\ndata_dri = \"x\"\n",
+    );
+    let error = Config::resolve(
+        &Flags {
+            config: Some(file.clone()),
+            ..Flags::default()
+        },
+        &[],
+    )
+    .expect_err("unknown key refused");
     let text = error.to_string();
-    assert!(text.starts_with(&format!("config file {}, line 5:", file.display())), "{text}");
+    assert!(
+        text.starts_with(&format!("config file {}, line 5:", file.display())),
+        "{text}"
+    );
     assert!(text.contains("unknown field `data_dri`"), "{text}");
     assert!(!text.contains('\n'), "one line: {text}");
 }
@@ -72,15 +119,32 @@ fn an_unknown_key_names_the_key_the_file_and_the_line() {
 fn an_unknown_section_is_refused_too() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = write_config(dir.path(), "[sever]\nbind = \"127.0.0.1:3000\"\n");
-    let error = Config::resolve(&Flags { config: Some(file), ..Flags::default() }, &[]).expect_err("refused");
-    assert!(error.to_string().contains("unknown field `sever`"), "{error}");
+    let error = Config::resolve(
+        &Flags {
+            config: Some(file),
+            ..Flags::default()
+        },
+        &[],
+    )
+    .expect_err("refused");
+    assert!(
+        error.to_string().contains("unknown field `sever`"),
+        "{error}"
+    );
 }
 
 #[test]
 fn a_value_of_the_wrong_type_in_the_file_is_refused_with_its_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = write_config(dir.path(), "[server]\nmax_body_bytes = \"lots\"\n");
-    let error = Config::resolve(&Flags { config: Some(file), ..Flags::default() }, &[]).expect_err("refused");
+    let error = Config::resolve(
+        &Flags {
+            config: Some(file),
+            ..Flags::default()
+        },
+        &[],
+    )
+    .expect_err("refused");
     let text = error.to_string();
     assert!(text.contains("line 2"), "{text}");
     assert!(text.contains("max_body_bytes"), "{text}");
@@ -90,7 +154,14 @@ fn a_value_of_the_wrong_type_in_the_file_is_refused_with_its_line() {
 fn bad_values_name_the_key_value_and_origin() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = write_config(dir.path(), "[server]\nbind = \"everywhere\"\n");
-    let error = Config::resolve(&Flags { config: Some(file.clone()), ..Flags::default() }, &[]).expect_err("refused");
+    let error = Config::resolve(
+        &Flags {
+            config: Some(file.clone()),
+            ..Flags::default()
+        },
+        &[],
+    )
+    .expect_err("refused");
     assert_eq!(
         error.to_string(),
         format!(
@@ -99,58 +170,100 @@ fn bad_values_name_the_key_value_and_origin() {
         )
     );
 
-    let error = Config::resolve(&Flags::default(), &env(&[("GANTRY_LOG_FORMAT", "xml")])).expect_err("refused");
+    let error = Config::resolve(&Flags::default(), &env(&[("GANTRY_LOG_FORMAT", "xml")]))
+        .expect_err("refused");
     assert_eq!(
         error.to_string(),
         "invalid value \"xml\" for log.format (from environment GANTRY_LOG_FORMAT): expected `text` or `json`"
     );
 
-    let error = Config::resolve(&Flags::default(), &env(&[("GANTRY_MAX_BODY_BYTES", "0")])).expect_err("refused");
-    assert!(error.to_string().contains("server.max_body_bytes"), "{error}");
+    let error = Config::resolve(&Flags::default(), &env(&[("GANTRY_MAX_BODY_BYTES", "0")]))
+        .expect_err("refused");
+    assert!(
+        error.to_string().contains("server.max_body_bytes"),
+        "{error}"
+    );
 
-    let error = Config::resolve(&Flags::default(), &env(&[("GANTRY_LOG", "info,[[")])).expect_err("refused");
+    let error = Config::resolve(&Flags::default(), &env(&[("GANTRY_LOG", "info,[[")]))
+        .expect_err("refused");
     assert!(error.to_string().contains("log.level"), "{error}");
 }
 
 #[test]
 fn an_explicit_config_file_must_exist() {
     let error = Config::resolve(
-        &Flags { config: Some(PathBuf::from("/nonexistent/gantry.toml")), ..Flags::default() },
+        &Flags {
+            config: Some(PathBuf::from("/nonexistent/gantry.toml")),
+            ..Flags::default()
+        },
         &[],
     )
     .expect_err("refused");
-    assert!(error.to_string().starts_with("cannot read config file /nonexistent/gantry.toml"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .starts_with("cannot read config file /nonexistent/gantry.toml"),
+        "{error}"
+    );
 }
 
 #[test]
 fn unknown_gantry_variables_are_refused_and_others_ignored() {
-    let error = Config::resolve(&Flags::default(), &env(&[("GANTRY_BINDD", "x")])).expect_err("refused");
-    assert!(error.to_string().starts_with("unknown environment variable GANTRY_BINDD;"), "{error}");
-    Config::resolve(&Flags::default(), &env(&[("HOME", "/root"), ("RUST_LOG", "x")])).expect("unrelated vars are fine");
+    let error =
+        Config::resolve(&Flags::default(), &env(&[("GANTRY_BINDD", "x")])).expect_err("refused");
+    assert!(
+        error
+            .to_string()
+            .starts_with("unknown environment variable GANTRY_BINDD;"),
+        "{error}"
+    );
+    Config::resolve(
+        &Flags::default(),
+        &env(&[("HOME", "/root"), ("RUST_LOG", "x")]),
+    )
+    .expect("unrelated vars are fine");
 }
 
 #[test]
 fn database_urls_pick_the_backend_and_never_show_passwords() {
     let config = Config::resolve(
         &Flags::default(),
-        &env(&[("DATABASE_URL", "postgres://gantry:s3cret@db.internal:5432/gantry")]),
+        &env(&[(
+            "DATABASE_URL",
+            "postgres://gantry:s3cret@db.internal:5432/gantry",
+        )]),
     )
     .expect("resolves");
     assert_eq!(
         config.database,
         DatabaseTarget::Postgres("postgres://gantry:s3cret@db.internal:5432/gantry".into())
     );
-    let shown = &config.sources.iter().find(|(key, _, _)| *key == "storage.database_url").expect("listed").1;
+    let shown = &config
+        .sources
+        .iter()
+        .find(|(key, _, _)| *key == "storage.database_url")
+        .expect("listed")
+        .1;
     assert_eq!(shown, "postgres://gantry:***@db.internal:5432/gantry");
 
     assert_eq!(
         DatabaseTarget::parse("sqlite:///var/lib/gantry/g.db"),
         Ok(DatabaseTarget::Sqlite("/var/lib/gantry/g.db".into()))
     );
-    assert_eq!(DatabaseTarget::parse("sqlite:relative.db?mode=rwc"), Ok(DatabaseTarget::Sqlite("relative.db".into())));
+    assert_eq!(
+        DatabaseTarget::parse("sqlite:relative.db?mode=rwc"),
+        Ok(DatabaseTarget::Sqlite("relative.db".into()))
+    );
 
-    let error = Config::resolve(&Flags::default(), &env(&[("DATABASE_URL", "mysql://root:pw@x/db")])).expect_err("refused");
+    let error = Config::resolve(
+        &Flags::default(),
+        &env(&[("DATABASE_URL", "mysql://root:pw@x/db")]),
+    )
+    .expect_err("refused");
     let text = error.to_string();
-    assert!(text.contains("storage.database_url") && text.contains("environment DATABASE_URL"), "{text}");
+    assert!(
+        text.contains("storage.database_url") && text.contains("environment DATABASE_URL"),
+        "{text}"
+    );
     assert!(!text.contains(":pw@"), "password hidden: {text}");
 }

@@ -67,7 +67,10 @@ pub enum DbError {
     )]
     SchemaTooNew { version: i64, known: i64 },
     #[error("migrating the {backend} database failed: {source}")]
-    Migrate { backend: &'static str, source: MigrateError },
+    Migrate {
+        backend: &'static str,
+        source: MigrateError,
+    },
     #[error("the database schema is not migrated (at {found:?}, expected {expected})")]
     NotMigrated { found: Option<i64>, expected: i64 },
     #[error("database query failed: {0}")]
@@ -89,7 +92,10 @@ impl Db {
         match target {
             DatabaseTarget::Sqlite(path) => connect_sqlite(path).await,
             DatabaseTarget::Postgres(url) => {
-                let fail = |source| DbError::ConnectPostgres { url: redact_url(url), source };
+                let fail = |source| DbError::ConnectPostgres {
+                    url: redact_url(url),
+                    source,
+                };
                 // One direct connection first: a pool would retry until its
                 // timeout and then report only "timed out", hiding the cause.
                 let options = AnyConnectOptions::from_str(url).map_err(fail)?;
@@ -104,7 +110,10 @@ impl Db {
                     .connect_with(options)
                     .await
                     .map_err(fail)?;
-                Ok(Db { pool, backend: Backend::Postgres })
+                Ok(Db {
+                    pool,
+                    backend: Backend::Postgres,
+                })
             }
         }
     }
@@ -113,12 +122,19 @@ impl Db {
     /// its own transaction, so a failure leaves the previous schema intact.
     pub async fn migrate(&self) -> Result<(), DbError> {
         let migrator = self.backend.migrator();
-        migrator.run(&self.pool).await.map_err(|source| match source {
-            MigrateError::VersionMissing(version) => {
-                DbError::SchemaTooNew { version, known: latest_version(migrator) }
-            }
-            source => DbError::Migrate { backend: self.backend.name(), source },
-        })
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|source| match source {
+                MigrateError::VersionMissing(version) => DbError::SchemaTooNew {
+                    version,
+                    known: latest_version(migrator),
+                },
+                source => DbError::Migrate {
+                    backend: self.backend.name(),
+                    source,
+                },
+            })
     }
 
     /// Ready = reachable and migrated to exactly what this binary expects.
@@ -150,7 +166,11 @@ impl Db {
 }
 
 fn latest_version(migrator: &Migrator) -> i64 {
-    migrator.iter().map(|migration| migration.version).max().unwrap_or(0)
+    migrator
+        .iter()
+        .map(|migration| migration.version)
+        .max()
+        .unwrap_or(0)
 }
 
 async fn connect_sqlite(path: &Path) -> Result<Db, DbError> {
@@ -161,8 +181,10 @@ async fn connect_sqlite(path: &Path) -> Result<Db, DbError> {
         .filename(path)
         .create_if_missing(true)
         .to_url_lossy();
-    let options = AnyConnectOptions::from_url(&url)
-        .map_err(|source| DbError::OpenSqlite { path: path.to_path_buf(), source })?;
+    let options = AnyConnectOptions::from_url(&url).map_err(|source| DbError::OpenSqlite {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let pool = AnyPoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(10))
@@ -183,7 +205,10 @@ async fn connect_sqlite(path: &Path) -> Result<Db, DbError> {
             }
             _ => DbError::OpenSqlite { path: path.to_path_buf(), source },
         })?;
-    Ok(Db { pool, backend: Backend::Sqlite })
+    Ok(Db {
+        pool,
+        backend: Backend::Sqlite,
+    })
 }
 
 /// Refuses a file that exists but is not SQLite, before SQLite touches it.
@@ -203,12 +228,17 @@ fn check_sqlite_file(path: &Path) -> Result<(), DbError> {
     file.by_ref()
         .take(16)
         .read_to_end(&mut header)
-        .map_err(|error| DbError::OpenSqlite { path: path.to_path_buf(), source: sqlx::Error::Io(error) })?;
+        .map_err(|error| DbError::OpenSqlite {
+            path: path.to_path_buf(),
+            source: sqlx::Error::Io(error),
+        })?;
     // An empty file is what SQLite itself creates before the first write.
     if header.is_empty() || header.as_slice() == SQLITE_HEADER {
         Ok(())
     } else {
-        Err(DbError::NotSqlite { path: path.to_path_buf() })
+        Err(DbError::NotSqlite {
+            path: path.to_path_buf(),
+        })
     }
 }
 

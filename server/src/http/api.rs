@@ -9,9 +9,9 @@ use app::dto::{
 };
 use app::port::DashboardPort;
 use axum::Json;
+use axum::Router;
 use axum::extract::{OriginalUri, State};
 use axum::routing::get;
-use axum::Router;
 use utoipa::OpenApi;
 
 use crate::http::error::{ApiError, ErrorBody, ErrorDetail};
@@ -34,9 +34,22 @@ use crate::state::AppState;
         get_settings
     ),
     components(schemas(
-        EnvironmentSummary, EnvironmentState, RunSummary, RunState, ChangeRequestSummary,
-        app::dto::ChangeRequestState, ReleaseSummary, ReleaseState, PendingApproval,
-        ClusterSummary, ClusterState, AuditEntry, Settings, SettingSource, ErrorBody, ErrorDetail
+        EnvironmentSummary,
+        EnvironmentState,
+        RunSummary,
+        RunState,
+        ChangeRequestSummary,
+        app::dto::ChangeRequestState,
+        ReleaseSummary,
+        ReleaseState,
+        PendingApproval,
+        ClusterSummary,
+        ClusterState,
+        AuditEntry,
+        Settings,
+        SettingSource,
+        ErrorBody,
+        ErrorDetail
     ))
 )]
 pub struct ApiDoc;
@@ -67,7 +80,9 @@ async fn not_found(OriginalUri(uri): OriginalUri) -> ApiError {
 /// Environments of every app's stack (destroyed ones excluded).
 #[utoipa::path(get, path = "/api/v1/environments", tag = "environments",
     responses((status = 200, body = [EnvironmentSummary]), (status = 500, body = ErrorBody)))]
-async fn list_environments(State(state): State<AppState>) -> Result<Json<Vec<EnvironmentSummary>>, ApiError> {
+async fn list_environments(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<EnvironmentSummary>>, ApiError> {
     Ok(Json(state.environments().await?))
 }
 
@@ -90,7 +105,9 @@ async fn list_change_requests(
 /// The release ledger, newest first.
 #[utoipa::path(get, path = "/api/v1/releases", tag = "releases",
     responses((status = 200, body = [ReleaseSummary]), (status = 500, body = ErrorBody)))]
-async fn list_releases(State(state): State<AppState>) -> Result<Json<Vec<ReleaseSummary>>, ApiError> {
+async fn list_releases(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<ReleaseSummary>>, ApiError> {
     Ok(Json(state.releases().await?))
 }
 
@@ -106,7 +123,9 @@ async fn list_pending_approvals(
 /// Registered clusters (never their credentials).
 #[utoipa::path(get, path = "/api/v1/clusters", tag = "clusters",
     responses((status = 200, body = [ClusterSummary]), (status = 500, body = ErrorBody)))]
-async fn list_clusters(State(state): State<AppState>) -> Result<Json<Vec<ClusterSummary>>, ApiError> {
+async fn list_clusters(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<ClusterSummary>>, ApiError> {
     Ok(Json(state.clusters().await?))
 }
 

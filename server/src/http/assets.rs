@@ -15,7 +15,9 @@ const STYLESHEET: &str = include_str!("../../../style/gantry.css");
 
 /// True when the binary carries the WASM frontend.
 pub fn frontend_embedded() -> bool {
-    FRONTEND_ASSETS.iter().any(|(name, _)| *name == "gantry_bg.wasm")
+    FRONTEND_ASSETS
+        .iter()
+        .any(|(name, _)| *name == "gantry_bg.wasm")
 }
 
 struct Asset {
@@ -43,7 +45,12 @@ fn asset(name: &'static str, body: &'static [u8]) -> Asset {
     };
     let etag = HeaderValue::from_str(&format!("\"{:016x}\"", fnv1a(body)))
         .unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
-    Asset { name, body, content_type, etag }
+    Asset {
+        name,
+        body,
+        content_type,
+        etag,
+    }
 }
 
 /// A fast, stable content hash; ETags need change detection, not security.
@@ -57,9 +64,17 @@ pub async fn serve_asset(Path(name): Path<String>, headers: HeaderMap) -> Respon
     let Some(asset) = assets().iter().find(|asset| asset.name == name) else {
         return (StatusCode::NOT_FOUND, "no such asset").into_response();
     };
-    let cache = [(header::CACHE_CONTROL, HeaderValue::from_static("no-cache")), (header::ETAG, asset.etag.clone())];
+    let cache = [
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        (header::ETAG, asset.etag.clone()),
+    ];
     if headers.get(header::IF_NONE_MATCH) == Some(&asset.etag) {
         return (StatusCode::NOT_MODIFIED, cache).into_response();
     }
-    (cache, [(header::CONTENT_TYPE, asset.content_type)], asset.body).into_response()
+    (
+        cache,
+        [(header::CONTENT_TYPE, asset.content_type)],
+        asset.body,
+    )
+        .into_response()
 }

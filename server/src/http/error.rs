@@ -46,11 +46,18 @@ impl IntoResponse for ApiError {
         let message = match &self {
             ApiError::Internal(cause) => {
                 tracing::error!(%cause, "request failed");
-                "internal error; the server log has the cause (look up the x-request-id)".to_string()
+                "internal error; the server log has the cause (look up the x-request-id)"
+                    .to_string()
             }
             other => other.to_string(),
         };
-        (status, Json(ErrorBody { error: ErrorDetail { code, message } })).into_response()
+        (
+            status,
+            Json(ErrorBody {
+                error: ErrorDetail { code, message },
+            }),
+        )
+            .into_response()
     }
 }
 

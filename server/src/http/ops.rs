@@ -16,7 +16,10 @@ pub async fn healthz() -> impl IntoResponse {
 /// Readiness: the database answers and its schema is what this binary expects.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     match state.db.check_ready().await {
-        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready", "database": state.db.backend().name() }))),
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({ "status": "ready", "database": state.db.backend().name() })),
+        ),
         Err(error) => {
             tracing::warn!(%error, "not ready");
             (
@@ -30,7 +33,10 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 /// Prometheus text exposition format.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
 }

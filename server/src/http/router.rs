@@ -45,7 +45,9 @@ pub fn build_app(state: AppState) -> Router {
                 .layer(CompressionLayer::new())
                 .layer(DefaultBodyLimit::max(body_limit))
                 .layer(RequestBodyLimitLayer::new(body_limit))
-                .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(Duration::from_secs(30))),
+                .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+                    Duration::from_secs(30),
+                )),
         )
         .with_state(state)
 }

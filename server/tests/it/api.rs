@@ -89,7 +89,12 @@ async fn the_openapi_document_describes_every_route() {
     let response = app.get("/api/v1/openapi.json").await;
     assert_eq!(response.status, StatusCode::OK);
     let document = response.json();
-    assert!(document["openapi"].as_str().unwrap_or_default().starts_with("3."));
+    assert!(
+        document["openapi"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("3.")
+    );
     let paths = document["paths"].as_object().expect("paths");
     for path in [
         "/api/v1/environments",
@@ -101,10 +106,16 @@ async fn the_openapi_document_describes_every_route() {
         "/api/v1/audit",
         "/api/v1/settings",
     ] {
-        assert!(paths.contains_key(path), "{path} missing from {:?}", paths.keys());
+        assert!(
+            paths.contains_key(path),
+            "{path} missing from {:?}",
+            paths.keys()
+        );
     }
-    assert!(document["components"]["schemas"]["RunState"]["enum"]
-        .as_array()
-        .expect("RunState is an enum")
-        .contains(&serde_json::json!("waiting_for_approval")));
+    assert!(
+        document["components"]["schemas"]["RunState"]["enum"]
+            .as_array()
+            .expect("RunState is an enum")
+            .contains(&serde_json::json!("waiting_for_approval"))
+    );
 }

@@ -8,7 +8,11 @@ use crate::support::process::{free_port, gantry, run, stderr, wait_until_serving
 
 fn one_line(text: &str) -> &str {
     let trimmed = text.trim_end();
-    assert_eq!(trimmed.lines().count(), 1, "expected one line, got:\n{text}");
+    assert_eq!(
+        trimmed.lines().count(),
+        1,
+        "expected one line, got:\n{text}"
+    );
     trimmed
 }
 
@@ -19,7 +23,10 @@ fn version_prints_the_package_version() {
     command.arg("--version");
     let output = run(command);
     assert!(output.status.success());
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), format!("gantry {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("gantry {}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
@@ -35,7 +42,11 @@ fn migrate_creates_the_default_data_directory_and_database() {
 #[test]
 fn an_unknown_key_in_the_config_file_names_the_key_the_file_and_the_line() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("gantry.toml"), "[server]\nbind = \"127.0.0.1:3000\"\nbnid = \"x\"\n").expect("write");
+    std::fs::write(
+        dir.path().join("gantry.toml"),
+        "[server]\nbind = \"127.0.0.1:3000\"\nbnid = \"x\"\n",
+    )
+    .expect("write");
     let mut command = gantry(dir.path());
     command.arg("migrate");
     let output = run(command);
@@ -69,7 +80,10 @@ fn a_misspelt_environment_variable_stops_start_up() {
     let output = run(command);
     assert_eq!(output.status.code(), Some(2));
     let line = one_line(&stderr(&output)).to_string();
-    assert!(line.contains("unknown environment variable GANTRY_DATA_DIR"), "{line}");
+    assert!(
+        line.contains("unknown environment variable GANTRY_DATA_DIR"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -97,7 +111,10 @@ fn a_corrupt_database_file_is_refused_and_kept_as_it_was() {
     assert_eq!(output.status.code(), Some(1));
     let line = one_line(&stderr(&output)).to_string();
     assert!(line.contains("is not a SQLite database"), "{line}");
-    assert_eq!(std::fs::read(data.join("gantry.db")).expect("read"), garbage);
+    assert_eq!(
+        std::fs::read(data.join("gantry.db")).expect("read"),
+        garbage
+    );
 }
 
 #[test]
@@ -105,11 +122,19 @@ fn an_unreachable_database_url_names_the_host_and_hides_the_password() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let mut command = gantry(dir.path());
-    command.arg("migrate").env("DATABASE_URL", format!("postgres://gantry:hunter2@127.0.0.1:{port}/gantry"));
+    command.arg("migrate").env(
+        "DATABASE_URL",
+        format!("postgres://gantry:hunter2@127.0.0.1:{port}/gantry"),
+    );
     let output = run(command);
     assert_eq!(output.status.code(), Some(1));
     let line = one_line(&stderr(&output)).to_string();
-    assert!(line.contains(&format!("cannot connect to PostgreSQL at postgres://gantry:***@127.0.0.1:{port}/gantry")), "{line}");
+    assert!(
+        line.contains(&format!(
+            "cannot connect to PostgreSQL at postgres://gantry:***@127.0.0.1:{port}/gantry"
+        )),
+        "{line}"
+    );
     assert!(!line.contains("hunter2"), "{line}");
 }
 
@@ -123,8 +148,14 @@ fn a_port_in_use_is_reported_before_anything_is_written() {
     let output = run(command);
     assert_eq!(output.status.code(), Some(1));
     let line = one_line(&stderr(&output)).to_string();
-    assert!(line.contains(&format!("cannot listen on {address}")), "{line}");
-    assert!(!dir.path().join(".gantry/gantry.db").exists(), "no database created");
+    assert!(
+        line.contains(&format!("cannot listen on {address}")),
+        "{line}"
+    );
+    assert!(
+        !dir.path().join(".gantry/gantry.db").exists(),
+        "no database created"
+    );
 }
 
 #[test]
@@ -182,6 +213,9 @@ fn migrate_works_against_postgresql_from_database_url() {
     command.arg("migrate").env("DATABASE_URL", &database.url);
     let output = run(command);
     assert!(output.status.success(), "{}", stderr(&output));
-    assert!(!dir.path().join(".gantry/gantry.db").exists(), "PostgreSQL, not SQLite");
+    assert!(
+        !dir.path().join(".gantry/gantry.db").exists(),
+        "PostgreSQL, not SQLite"
+    );
     runtime.block_on(database.drop_now());
 }

@@ -67,10 +67,22 @@ both_backends! {
 async fn pages_load_the_hydration_bundle_and_the_stylesheet() {
     let app = crate::support::TestApp::sqlite().await;
     let html = app.get("/").await.text();
-    assert!(html.contains("/pkg/gantry.js"), "hydration script referenced");
+    assert!(
+        html.contains("/pkg/gantry.js"),
+        "hydration script referenced"
+    );
     assert!(html.contains("/pkg/gantry_bg.wasm"), "wasm referenced");
     assert!(html.contains("/pkg/gantry.css"), "stylesheet referenced");
-    for label in ["Environments", "Runs", "Change requests", "Releases", "Approvals", "Clusters", "Audit", "Settings"] {
+    for label in [
+        "Environments",
+        "Runs",
+        "Change requests",
+        "Releases",
+        "Approvals",
+        "Clusters",
+        "Audit",
+        "Settings",
+    ] {
         assert!(html.contains(&format!(">{label}</a>")), "nav lacks {label}");
     }
 
@@ -95,5 +107,8 @@ async fn an_unknown_page_is_a_404_with_the_dashboard_frame() {
     assert_eq!(response.status, StatusCode::NOT_FOUND);
     let html = response.text();
     assert!(html.contains("<h1>Not found</h1>"));
-    assert!(html.contains(">Environments</a>"), "the navigation is still there");
+    assert!(
+        html.contains(">Environments</a>"),
+        "the navigation is still there"
+    );
 }

@@ -2,6 +2,9 @@
 //! (SQLite and PostgreSQL), and the real `gantry` executable where a process
 //! matters.
 
+// Test code panics on purpose when something is not as expected.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 mod api;

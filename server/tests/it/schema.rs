@@ -65,6 +65,12 @@ async fn a_file_that_is_not_sqlite_is_refused_and_left_untouched() {
     let error = Db::connect(&gantry::config::DatabaseTarget::Sqlite(path.clone()))
         .await
         .expect_err("refused");
-    assert_eq!(error.to_string(), format!("database file {} is not a SQLite database", path.display()));
-    assert_eq!(std::fs::read(&path).expect("read"), b"this is not a database, it is a grocery list");
+    assert_eq!(
+        error.to_string(),
+        format!("database file {} is not a SQLite database", path.display())
+    );
+    assert_eq!(
+        std::fs::read(&path).expect("read"),
+        b"this is not a database, it is a grocery list"
+    );
 }

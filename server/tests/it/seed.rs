@@ -19,7 +19,12 @@ pub async fn shop_with_a_run(app: &TestApp, state: RunState) -> Seeded {
     let now = 1_795_846_452_000;
     let app_id = db::apps::insert(
         pool,
-        &NewApp { name: "shop", source_url: "file:///srv/git/shop.git", config: "{}", pipeline_sha: PIPELINE_COMMIT },
+        &NewApp {
+            name: "shop",
+            source_url: "file:///srv/git/shop.git",
+            config: "{}",
+            pipeline_sha: PIPELINE_COMMIT,
+        },
         now,
     )
     .await

@@ -93,13 +93,22 @@ impl TestApp {
         TestApp::start(data_dir, target, Some(database)).await
     }
 
-    async fn start(data_dir: TempDir, database: DatabaseTarget, postgres: Option<PostgresDatabase>) -> TestApp {
+    async fn start(
+        data_dir: TempDir,
+        database: DatabaseTarget,
+        postgres: Option<PostgresDatabase>,
+    ) -> TestApp {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let config = test_config(data_dir.path(), database);
         let app = App::start(config).await.expect("the app starts");
         let state = AppState(Arc::new(app));
         let router = gantry::http::build_app(state.clone());
-        TestApp { state, router, _data_dir: data_dir, postgres }
+        TestApp {
+            state,
+            router,
+            _data_dir: data_dir,
+            postgres,
+        }
     }
 
     pub fn db(&self) -> &Db {
@@ -107,18 +116,28 @@ impl TestApp {
     }
 
     pub async fn request(&self, request: Request<Body>) -> TestResponse {
-        let response = self.router.clone().oneshot(request).await.expect("infallible router");
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible router");
         let status = response.status();
         let headers = response.headers().clone();
         let body = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
             .expect("body")
             .to_vec();
-        TestResponse { status, headers, body }
+        TestResponse {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn get(&self, path: &str) -> TestResponse {
-        self.request(Request::get(path).body(Body::empty()).expect("request")).await
+        self.request(Request::get(path).body(Body::empty()).expect("request"))
+            .await
     }
 
     /// Calls a Leptos server function the way the browser does.
@@ -140,7 +159,9 @@ impl Drop for TestApp {
             let pool = self.state.db.pool().clone();
             // Drop cannot await; a short-lived runtime on another thread can.
             let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
                 if let Ok(runtime) = runtime {
                     runtime.block_on(async move {
                         pool.close().await;
@@ -190,10 +211,17 @@ impl PostgresDatabase {
                  Run the tests with ./x test, which starts it, or set TEST_POSTGRES_URL."
             )
         });
-        conn.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create test database");
+        conn.execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .expect("create test database");
         let _ = conn.close().await;
-        let (base, _) = admin.rsplit_once('/').expect("the admin URL names a database");
-        PostgresDatabase { url: format!("{base}/{name}"), name }
+        let (base, _) = admin
+            .rsplit_once('/')
+            .expect("the admin URL names a database");
+        PostgresDatabase {
+            url: format!("{base}/{name}"),
+            name,
+        }
     }
 
     pub async fn drop_now(self) {
