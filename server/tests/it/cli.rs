@@ -2,6 +2,7 @@
 //! signals. Each failure must be one line naming the cause, with a non-zero
 //! exit and nothing half-written.
 
+use std::io::{Read, Write};
 use std::process::Stdio;
 
 use crate::support::process::{free_port, gantry, run, stderr, wait_until_serving};
@@ -171,6 +172,17 @@ fn serve_answers_and_stops_cleanly_on_sigterm() {
         .expect("spawn");
     wait_until_serving(&mut child, port);
 
+    // A request with a known id: its log line must carry it.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(
+        stream,
+        "GET /healthz HTTP/1.1\r\nHost: localhost\r\nx-request-id: find-me-7\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
     let status = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -180,6 +192,10 @@ fn serve_answers_and_stops_cleanly_on_sigterm() {
     let log = stderr(&output);
     assert!(output.status.success(), "exit {:?}: {log}", output.status);
     assert!(log.contains("shutting down"), "{log}");
+    assert!(
+        log.lines().any(|line| line.contains("request_id=find-me-7") && line.contains("/healthz")),
+        "the request's log line carries its id: {log}"
+    );
 }
 
 #[test]
