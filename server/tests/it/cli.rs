@@ -193,7 +193,8 @@ fn serve_answers_and_stops_cleanly_on_sigterm() {
     assert!(output.status.success(), "exit {:?}: {log}", output.status);
     assert!(log.contains("shutting down"), "{log}");
     assert!(
-        log.lines().any(|line| line.contains("request_id=find-me-7") && line.contains("/healthz")),
+        log.lines()
+            .any(|line| line.contains("request_id=find-me-7") && line.contains("/healthz")),
         "the request's log line carries its id: {log}"
     );
 }

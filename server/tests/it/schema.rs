@@ -78,8 +78,14 @@ async fn a_file_that_is_not_sqlite_is_refused_and_left_untouched() {
 #[tokio::test]
 async fn sqlite_runs_in_wal_mode_with_foreign_keys_on() {
     let app = crate::support::TestApp::sqlite().await;
-    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(app.db().pool()).await.expect("pragma");
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(app.db().pool())
+        .await
+        .expect("pragma");
     assert_eq!(mode, "wal");
-    let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(app.db().pool()).await.expect("pragma");
+    let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+        .fetch_one(app.db().pool())
+        .await
+        .expect("pragma");
     assert_eq!(foreign_keys, 1);
 }
