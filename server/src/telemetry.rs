@@ -1,5 +1,6 @@
 //! Logs (tracing, text or JSON) and metrics (Prometheus text format).
 
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
