@@ -98,6 +98,35 @@ state_enum! {
     }
 }
 
+/// One problem found in the pipeline repo: where it is and what was expected.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct ConfigIssue {
+    /// Path inside the pipeline repo, e.g. `apps/shop/app.yaml`.
+    pub file: String,
+    pub line: Option<u64>,
+    pub column: Option<u64>,
+    /// The field at fault, e.g. `stack[1].branch` (empty when unknown).
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        if !self.field.is_empty() {
+            write!(f, " {}", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
 /// One environment of an application's stack, as the stack view shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]

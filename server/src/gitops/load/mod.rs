@@ -1,0 +1,731 @@
+//! Reading one app's YAML into an [`AppConfig`], or into every problem
+//! found, each with its file, line, field and what was expected. Nothing is
+//! partially accepted: an app's config is valid as a whole or not at all.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use app::dto::ConfigIssue;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde_saphyr::{Location, Spanned};
+
+use super::duration::HumanDuration;
+use super::schema::{
+    API_VERSION, AppConfig, ApprovalPolicy, BranchMatch, CommandStep, LOCAL_TARGET, LocalRun,
+    PipelineConfig, StackEntry, Step,
+};
+
+/// Roles an approval policy may name.
+pub const ROLES: &[&str] = &["admin", "developer", "tester", "viewer"];
+const DEFAULT_STEP_TIMEOUT: u64 = 30 * 60;
+const MAX_STEP_TIMEOUT: u64 = 24 * 3600;
+const DEFAULT_PREVIEW_TTL: u64 = 72 * 3600;
+const DEFAULT_HEALTH_TIMEOUT: u64 = 30;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    #[serde(rename = "apiVersion")]
+    api_version: Spanned<String>,
+    source: Spanned<String>,
+    stack: Option<Vec<RawStackEntry>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStackEntry {
+    env: Spanned<String>,
+    branch: Option<Spanned<String>>,
+    branches: Option<Spanned<String>>,
+    target: Option<Spanned<String>>,
+    targets: Option<Vec<Spanned<String>>>,
+    url: Option<Spanned<String>>,
+    namespace: Option<Spanned<String>>,
+    ttl: Option<Spanned<HumanDuration>>,
+    approval: Option<RawApproval>,
+    #[serde(default)]
+    variables: BTreeMap<String, Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApproval {
+    required: Spanned<u32>,
+    #[serde(default)]
+    roles: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    #[serde(rename = "apiVersion")]
+    api_version: Spanned<String>,
+    image: Option<Spanned<String>>,
+    steps: Spanned<Vec<RawStep>>,
+    local: Option<RawLocal>,
+}
+
+/// A step is either the bare word `deploy` or a command mapping.
+enum RawStep {
+    Deploy,
+    Command(RawCommandStep),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCommandStep {
+    name: Spanned<String>,
+    run: Spanned<String>,
+    timeout: Option<Spanned<HumanDuration>>,
+    #[serde(default)]
+    secrets: Vec<Spanned<String>>,
+    #[serde(default)]
+    reports: Vec<Spanned<String>>,
+    #[serde(default)]
+    env: BTreeMap<String, Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLocal {
+    run: Spanned<String>,
+    health: Option<Spanned<String>>,
+    health_timeout: Option<Spanned<HumanDuration>>,
+    #[serde(default)]
+    secrets: Vec<Spanned<String>>,
+    #[serde(default)]
+    env: BTreeMap<String, Spanned<String>>,
+}
+
+impl<'de> Deserialize<'de> for RawStep {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StepVisitor;
+        impl<'de> Visitor<'de> for StepVisitor {
+            type Value = RawStep;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`deploy` or a step mapping with `name` and `run`")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<RawStep, E> {
+                if text == "deploy" {
+                    Ok(RawStep::Deploy)
+                } else {
+                    Err(E::custom(format!(
+                        "unknown step {text:?}: a step is `deploy` or a mapping with `name` and `run`"
+                    )))
+                }
+            }
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<RawStep, M::Error> {
+                RawCommandStep::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawStep::Command)
+            }
+        }
+        deserializer.deserialize_any(StepVisitor)
+    }
+}
+
+/// Collects problems for one file.
+struct Issues<'a> {
+    file: &'a str,
+    found: Vec<ConfigIssue>,
+}
+
+impl<'a> Issues<'a> {
+    fn new(file: &'a str) -> Self {
+        Issues {
+            file,
+            found: Vec::new(),
+        }
+    }
+
+    fn at(&mut self, location: Location, field: impl Into<String>, message: impl Into<String>) {
+        let known = location != Location::UNKNOWN;
+        self.found.push(ConfigIssue {
+            file: self.file.to_string(),
+            line: known.then(|| location.line()),
+            column: known.then(|| location.column()),
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Parses YAML into `T`, turning a syntax or shape error into one issue.
+fn parse<T: for<'de> Deserialize<'de>>(file: &str, text: &str) -> Result<T, ConfigIssue> {
+    let mut options = serde_saphyr::Options::default();
+    options.with_snippet = false;
+    serde_saphyr::from_str_with_options(text, options).map_err(|error| {
+        let location = error.location();
+        let line = location.map(|l| l.line());
+        let message = error.to_string();
+        // Keep one line, without the position the issue carries anyway.
+        let message = message.lines().next().unwrap_or_default();
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(message)
+            .trim()
+            .to_string();
+        ConfigIssue {
+            file: file.to_string(),
+            line,
+            column: location.map(|l| l.column()),
+            field: line
+                .and_then(|line| key_at_line(text, line))
+                .unwrap_or_default(),
+            message,
+        }
+    })
+}
+
+/// The YAML key written on `line`, to name the field of a parse error.
+fn key_at_line(text: &str, line: u64) -> Option<String> {
+    let source = text
+        .lines()
+        .nth(usize::try_from(line).ok()?.checked_sub(1)?)?;
+    let key = source
+        .trim_start()
+        .trim_start_matches("- ")
+        .split(':')
+        .next()?
+        .trim();
+    (!key.is_empty() && !key.contains(' ')).then(|| key.to_string())
+}
+
+/// Loads and validates one app. `clusters` are the registered cluster names;
+/// `local` is always a valid target.
+pub fn load_app(
+    name: &str,
+    app_yaml: Option<&str>,
+    pipeline_yaml: Option<&str>,
+    clusters: &[String],
+) -> Result<AppConfig, Vec<ConfigIssue>> {
+    let app_file = format!("apps/{name}/app.yaml");
+    let pipeline_file = format!("apps/{name}/pipeline.yaml");
+    let mut issues = Vec::new();
+    if !valid_name(name) {
+        issues.push(ConfigIssue {
+            file: format!("apps/{name}"),
+            line: None,
+            column: None,
+            field: String::new(),
+            message: "an app folder name must be lowercase letters, digits and single dashes, starting with a letter, at most 30 characters".into(),
+        });
+    }
+    let missing = |file: &str| ConfigIssue {
+        file: file.to_string(),
+        line: None,
+        column: None,
+        field: String::new(),
+        message: "file is missing".into(),
+    };
+    let raw_app = match app_yaml {
+        None => Err(missing(&app_file)),
+        Some(text) => parse::<RawApp>(&app_file, text),
+    };
+    let raw_pipeline = match pipeline_yaml {
+        None => Err(missing(&pipeline_file)),
+        Some(text) => parse::<RawPipeline>(&pipeline_file, text),
+    };
+    let (raw_app, raw_pipeline) = match (raw_app, raw_pipeline) {
+        (Ok(app), Ok(pipeline)) => (app, pipeline),
+        (app, pipeline) => {
+            issues.extend(app.err());
+            issues.extend(pipeline.err());
+            return Err(issues);
+        }
+    };
+
+    let mut app_issues = Issues::new(&app_file);
+    let mut pipeline_issues = Issues::new(&pipeline_file);
+    let pipeline = validate_pipeline(raw_pipeline, &mut pipeline_issues);
+    let (source, stack) = validate_app(raw_app, clusters, &mut app_issues);
+    if let Some(pipeline) = &pipeline {
+        let needs_local = pipeline.deploys()
+            && stack
+                .iter()
+                .any(|entry| entry.targets.iter().any(|t| t == LOCAL_TARGET));
+        if needs_local && pipeline.local.is_none() {
+            pipeline_issues.at(
+                Location::UNKNOWN,
+                "local",
+                "the stack deploys to the `local` target, so pipeline.yaml needs `local: { run: ... }`",
+            );
+        }
+    }
+    issues.extend(app_issues.found);
+    issues.extend(pipeline_issues.found);
+    match pipeline {
+        Some(pipeline) if issues.is_empty() => Ok(AppConfig {
+            name: name.to_string(),
+            source,
+            stack,
+            pipeline,
+        }),
+        _ => Err(issues),
+    }
+}
+
+fn validate_app(
+    raw: RawApp,
+    clusters: &[String],
+    issues: &mut Issues<'_>,
+) -> (String, Vec<StackEntry>) {
+    check_api_version(&raw.api_version, issues);
+    let source = raw.source.value.trim().to_string();
+    if let Err(message) = check_source(&source) {
+        issues.at(raw.source.referenced, "source", message);
+    }
+    let Some(raw_stack) = raw.stack else {
+        return (source, default_stack());
+    };
+    if raw_stack.is_empty() {
+        issues.at(
+            raw.source.referenced,
+            "stack",
+            "the stack is empty; omit `stack` for the default one",
+        );
+    }
+    let mut seen = BTreeSet::new();
+    let mut stack = Vec::new();
+    for (index, entry) in raw_stack.into_iter().enumerate() {
+        let field = |name: &str| format!("stack[{index}].{name}");
+        let env = entry.env.value.clone();
+        if !valid_name(&env) {
+            issues.at(
+                entry.env.referenced,
+                field("env"),
+                format!("{env:?} is not a valid environment name: lowercase letters, digits and single dashes, starting with a letter, at most 30 characters"),
+            );
+        } else if !seen.insert(env.clone()) {
+            issues.at(
+                entry.env.referenced,
+                field("env"),
+                format!("duplicate environment name {env:?}"),
+            );
+        }
+        let branches = match (&entry.branch, &entry.branches) {
+            (Some(branch), None) => {
+                if let Err(message) = check_branch_name(&branch.value) {
+                    issues.at(branch.referenced, field("branch"), message);
+                }
+                BranchMatch::Exact(branch.value.clone())
+            }
+            (None, Some(pattern)) => {
+                let probe = pattern.value.replace('*', "x");
+                if pattern.value.is_empty() || check_branch_name(&probe).is_err() {
+                    issues.at(
+                        pattern.referenced,
+                        field("branches"),
+                        format!("{:?} is not a branch pattern", pattern.value),
+                    );
+                }
+                BranchMatch::Glob(pattern.value.clone())
+            }
+            (Some(branch), Some(_)) => {
+                issues.at(branch.referenced, field("branch"), "set either `branch` (one environment) or `branches` (a preview per branch), not both");
+                BranchMatch::Exact(branch.value.clone())
+            }
+            (None, None) => {
+                issues.at(
+                    entry.env.referenced,
+                    field("branch"),
+                    "each stack entry needs `branch` or `branches`",
+                );
+                BranchMatch::Exact(String::new())
+            }
+        };
+        let targets = match (entry.target, entry.targets) {
+            (Some(one), None) => vec![one],
+            (None, Some(many)) if !many.is_empty() => many,
+            (None, Some(_)) => {
+                issues.at(
+                    entry.env.referenced,
+                    field("targets"),
+                    "`targets` must name at least one target",
+                );
+                Vec::new()
+            }
+            (None, None) => Vec::new(),
+            (Some(one), Some(_)) => {
+                issues.at(
+                    one.referenced,
+                    field("target"),
+                    "set either `target` or `targets`, not both",
+                );
+                vec![one]
+            }
+        };
+        let mut target_names = Vec::new();
+        for target in &targets {
+            let name = target.value.trim();
+            if name != LOCAL_TARGET && !clusters.iter().any(|c| c == name) {
+                let known = if clusters.is_empty() {
+                    "none".to_string()
+                } else {
+                    clusters.join(", ")
+                };
+                issues.at(
+                    target.referenced,
+                    field("target"),
+                    format!("{name:?} is not a registered cluster (registered: {known}); use `local` or register it first"),
+                );
+            } else if target_names.iter().any(|t| t == name) {
+                issues.at(
+                    target.referenced,
+                    field("targets"),
+                    format!("target {name:?} is listed twice"),
+                );
+            }
+            target_names.push(name.to_string());
+        }
+        if target_names.is_empty() {
+            target_names.push(LOCAL_TARGET.to_string());
+        }
+        let ttl_seconds = match (&entry.ttl, branches.is_preview()) {
+            (Some(ttl), true) => Some(ttl.value.as_secs()),
+            (Some(ttl), false) => {
+                issues.at(
+                    ttl.referenced,
+                    field("ttl"),
+                    "`ttl` applies only to preview entries (`branches:`)",
+                );
+                None
+            }
+            (None, true) => Some(DEFAULT_PREVIEW_TTL),
+            (None, false) => None,
+        };
+        let approval = entry.approval.map(|raw| {
+            let required = raw.required.value;
+            if !(1..=10).contains(&required) {
+                issues.at(
+                    raw.required.referenced,
+                    field("approval.required"),
+                    "expected a number of approvals from 1 to 10",
+                );
+            }
+            let mut roles = Vec::new();
+            for role in raw.roles {
+                if ROLES.contains(&role.value.as_str()) {
+                    roles.push(role.value);
+                } else {
+                    issues.at(
+                        role.referenced,
+                        field("approval.roles"),
+                        format!(
+                            "unknown role {:?}; expected one of {}",
+                            role.value,
+                            ROLES.join(", ")
+                        ),
+                    );
+                }
+            }
+            if roles.is_empty() {
+                roles.push("admin".to_string());
+            }
+            ApprovalPolicy { required, roles }
+        });
+        for (template, name) in [(&entry.url, "url"), (&entry.namespace, "namespace")] {
+            if let Some(template) = template
+                && let Err(message) = check_template(&template.value)
+            {
+                issues.at(template.referenced, field(name), message);
+            }
+        }
+        let mut variables = BTreeMap::new();
+        for (key, value) in entry.variables {
+            if let Err(message) = check_env_name(&key) {
+                issues.at(
+                    value.referenced,
+                    field(&format!("variables.{key}")),
+                    message,
+                );
+            }
+            variables.insert(key, value.value);
+        }
+        stack.push(StackEntry {
+            env,
+            branches,
+            targets: target_names,
+            url: entry.url.map(|s| s.value),
+            namespace: entry.namespace.map(|s| s.value),
+            ttl_seconds,
+            approval,
+            variables,
+        });
+    }
+    let previews: Vec<&StackEntry> = stack.iter().filter(|e| e.branches.is_preview()).collect();
+    for exact in stack.iter().filter(|e| !e.branches.is_preview()) {
+        // A preview for `preview-x` must not collide with a fixed environment.
+        if previews
+            .iter()
+            .any(|p| exact.env.starts_with(&format!("{}-", p.env)))
+        {
+            issues.at(Location::UNKNOWN, "stack", format!("environment {:?} could collide with the previews named after a glob entry; rename one", exact.env));
+        }
+    }
+    (source, stack)
+}
+
+fn validate_pipeline(raw: RawPipeline, issues: &mut Issues<'_>) -> Option<PipelineConfig> {
+    check_api_version(&raw.api_version, issues);
+    if let Some(image) = &raw.image
+        && let Err(message) = check_template(&image.value)
+    {
+        issues.at(image.referenced, "image", message);
+    }
+    if raw.steps.value.is_empty() {
+        issues.at(
+            raw.steps.referenced,
+            "steps",
+            "a pipeline needs at least one step",
+        );
+    }
+    let mut names = BTreeSet::new();
+    let mut steps = Vec::new();
+    for (index, step) in raw.steps.value.into_iter().enumerate() {
+        let field = |name: &str| format!("steps[{index}].{name}");
+        match step {
+            RawStep::Deploy => {
+                if !names.insert("deploy".to_string()) {
+                    issues.at(
+                        raw.steps.referenced,
+                        format!("steps[{index}]"),
+                        "`deploy` appears more than once",
+                    );
+                }
+                steps.push(Step::Deploy);
+            }
+            RawStep::Command(step) => {
+                let name = step.name.value.clone();
+                if !valid_step_name(&name) {
+                    issues.at(step.name.referenced, field("name"), format!("{name:?} is not a valid step name: lowercase letters, digits, `-`, `_` or `.`, at most 63 characters"));
+                } else if name == "deploy" {
+                    issues.at(
+                        step.name.referenced,
+                        field("name"),
+                        "`deploy` is the built-in deploy step; write it as `- deploy`",
+                    );
+                } else if !names.insert(name.clone()) {
+                    issues.at(
+                        step.name.referenced,
+                        field("name"),
+                        format!("duplicate step name {name:?}"),
+                    );
+                }
+                if step.run.value.trim().is_empty() {
+                    issues.at(step.run.referenced, field("run"), "the command is empty");
+                }
+                let timeout_seconds = match &step.timeout {
+                    Some(timeout) if timeout.value.as_secs() > MAX_STEP_TIMEOUT => {
+                        issues.at(
+                            timeout.referenced,
+                            field("timeout"),
+                            "a step may run at most 24h",
+                        );
+                        MAX_STEP_TIMEOUT
+                    }
+                    Some(timeout) => timeout.value.as_secs(),
+                    None => DEFAULT_STEP_TIMEOUT,
+                };
+                let secrets = secret_names(&step.secrets, &field("secrets"), issues);
+                let mut reports = Vec::new();
+                for report in &step.reports {
+                    if let Err(message) = check_relative_path(&report.value) {
+                        issues.at(report.referenced, field("reports"), message);
+                    }
+                    reports.push(report.value.clone());
+                }
+                let env = env_map(step.env, &field("env"), issues);
+                steps.push(Step::Command(CommandStep {
+                    name,
+                    run: step.run.value,
+                    timeout_seconds,
+                    secrets,
+                    reports,
+                    env,
+                }));
+            }
+        }
+    }
+    let local = raw.local.map(|local| {
+        if local.run.value.trim().is_empty() {
+            issues.at(local.run.referenced, "local.run", "the command is empty");
+        }
+        let health = match local.health {
+            Some(health) if !health.value.starts_with('/') => {
+                issues.at(
+                    health.referenced,
+                    "local.health",
+                    "expected a path starting with /, e.g. /healthz",
+                );
+                health.value
+            }
+            Some(health) => health.value,
+            None => "/".to_string(),
+        };
+        LocalRun {
+            run: local.run.value,
+            health,
+            health_timeout_seconds: local
+                .health_timeout
+                .map(|t| t.value.as_secs())
+                .unwrap_or(DEFAULT_HEALTH_TIMEOUT),
+            secrets: secret_names(&local.secrets, "local.secrets", issues),
+            env: env_map(local.env, "local.env", issues),
+        }
+    });
+    Some(PipelineConfig {
+        image: raw.image.map(|s| s.value),
+        steps,
+        local,
+    })
+}
+
+fn default_stack() -> Vec<StackEntry> {
+    let entry = |env: &str, branches: BranchMatch| StackEntry {
+        env: env.to_string(),
+        ttl_seconds: branches.is_preview().then_some(DEFAULT_PREVIEW_TTL),
+        branches,
+        targets: vec![LOCAL_TARGET.to_string()],
+        url: None,
+        namespace: None,
+        approval: None,
+        variables: BTreeMap::new(),
+    };
+    vec![
+        entry("preview", BranchMatch::Glob("*".into())),
+        entry("staging", BranchMatch::Exact("latest".into())),
+        StackEntry {
+            approval: Some(ApprovalPolicy {
+                required: 1,
+                roles: vec!["admin".into()],
+            }),
+            ..entry("production", BranchMatch::Exact("master".into()))
+        },
+    ]
+}
+
+fn check_api_version(version: &Spanned<String>, issues: &mut Issues<'_>) {
+    if version.value != API_VERSION {
+        issues.at(
+            version.referenced,
+            "apiVersion",
+            format!("expected {API_VERSION:?}, found {:?}", version.value),
+        );
+    }
+}
+
+fn secret_names(raw: &[Spanned<String>], field: &str, issues: &mut Issues<'_>) -> Vec<String> {
+    let mut names = Vec::new();
+    for secret in raw {
+        if let Err(message) = check_env_name(&secret.value) {
+            issues.at(
+                secret.referenced,
+                field,
+                format!("secret {:?}: {message}", secret.value),
+            );
+        }
+        names.push(secret.value.clone());
+    }
+    names
+}
+
+fn env_map(
+    raw: BTreeMap<String, Spanned<String>>,
+    field: &str,
+    issues: &mut Issues<'_>,
+) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    for (key, value) in raw {
+        if let Err(message) = check_env_name(&key) {
+            issues.at(value.referenced, format!("{field}.{key}"), message);
+        }
+        env.insert(key, value.value);
+    }
+    env
+}
+
+/// Names for environments and apps: they appear in hostnames
+/// (`<env>--<app>.localhost`), namespaces and paths.
+pub fn valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (1..=30).contains(&bytes.len())
+        && bytes[0].is_ascii_lowercase()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && !name.contains("--")
+        && !name.ends_with('-')
+}
+
+fn valid_step_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+        && !name.starts_with('.')
+}
+
+/// Environment variable names a step may set or receive.
+fn check_env_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit();
+    if !valid {
+        return Err(format!(
+            "{name:?} is not a variable name: uppercase letters, digits and `_`"
+        ));
+    }
+    if name.starts_with("GANTRY_") || name == "PORT" || name == "PATH" || name == "HOME" {
+        return Err(format!("{name:?} is reserved for Gantry"));
+    }
+    Ok(())
+}
+
+/// A git branch name as `git check-ref-format --branch` would accept it.
+pub fn check_branch_name(name: &str) -> Result<(), String> {
+    if git2::Reference::is_valid_name(&format!("refs/heads/{name}")) && !name.starts_with('-') {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a valid branch name"))
+    }
+}
+
+fn check_source(source: &str) -> Result<(), String> {
+    if source.is_empty() {
+        return Err("`source` must name the app's git repository".into());
+    }
+    let has_scheme = ["file://", "http://", "https://", "ssh://", "git://"]
+        .iter()
+        .any(|s| source.starts_with(s));
+    let scp_like = !source.contains("://") && source.contains('@') && source.contains(':');
+    if has_scheme || scp_like || source.starts_with('/') {
+        Ok(())
+    } else {
+        Err(format!("{source:?} is not a git URL or an absolute path"))
+    }
+}
+
+fn check_relative_path(path: &str) -> Result<(), String> {
+    let escapes = path.starts_with('/') || path.split('/').any(|part| part == "..");
+    if path.is_empty() || escapes {
+        Err(format!(
+            "{path:?} must be a path inside the checkout (relative, without ..)"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_template(template: &str) -> Result<(), String> {
+    let env = minijinja::Environment::new();
+    env.template_from_str(template)
+        .map(|_| ())
+        .map_err(|error| format!("template error: {error}"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,265 @@
+use super::*;
+
+const APP: &str = "apiVersion: gantry.dev/v1
+source: file:///srv/git/shop.git
+stack:
+  - env: preview
+    branches: \"*\"
+    target: local
+    ttl: 48h
+  - env: staging
+    branch: latest
+  - env: production
+    branch: master
+    approval: { required: 2, roles: [admin] }
+    variables:
+      REPLICAS: \"3\"
+";
+
+const PIPELINE: &str = "apiVersion: gantry.dev/v1
+image: \"registry.example.com/shop:{{ commit }}\"
+steps:
+  - { name: build, run: \"make\" }
+  - name: unit
+    run: ./test.sh
+    timeout: 5m
+    reports: [reports/junit.xml]
+    secrets: [NPM_TOKEN]
+  - deploy
+  - { name: smoke, run: \"./smoke.sh\" }
+local:
+  run: python3 app.py --port $PORT
+  health: /healthz
+";
+
+fn issues(app: &str, pipeline: &str) -> Vec<ConfigIssue> {
+    load_app("shop", Some(app), Some(pipeline), &[]).expect_err("invalid")
+}
+
+#[test]
+fn a_valid_app_loads_into_its_stack_and_pipeline() {
+    let config = load_app("shop", Some(APP), Some(PIPELINE), &[]).expect("valid");
+    assert_eq!(config.source, "file:///srv/git/shop.git");
+    assert_eq!(config.stack.len(), 3);
+    assert_eq!(config.stack[0].branches, BranchMatch::Glob("*".into()));
+    assert_eq!(config.stack[0].ttl_seconds, Some(48 * 3600));
+    assert_eq!(config.stack[1].targets, vec!["local".to_string()]);
+    assert_eq!(
+        config.stack[2].approval,
+        Some(ApprovalPolicy {
+            required: 2,
+            roles: vec!["admin".into()]
+        })
+    );
+    assert_eq!(
+        config.stack[2]
+            .variables
+            .get("REPLICAS")
+            .map(String::as_str),
+        Some("3")
+    );
+    let names: Vec<&str> = config.pipeline.steps.iter().map(Step::name).collect();
+    assert_eq!(names, ["build", "unit", "deploy", "smoke"]);
+    let Step::Command(unit) = &config.pipeline.steps[1] else {
+        panic!("a command")
+    };
+    assert_eq!(unit.timeout_seconds, 300);
+    assert_eq!(unit.reports, ["reports/junit.xml"]);
+    assert_eq!(
+        config.pipeline.local.as_ref().map(|l| l.health.as_str()),
+        Some("/healthz")
+    );
+}
+
+#[test]
+fn without_a_stack_the_seed_defaults_apply() {
+    let config = load_app(
+        "shop",
+        Some("apiVersion: gantry.dev/v1\nsource: /srv/git/shop.git\n"),
+        Some(PIPELINE),
+        &[],
+    )
+    .expect("valid");
+    let summary: Vec<(String, BranchMatch, bool)> = config
+        .stack
+        .iter()
+        .map(|e| (e.env.clone(), e.branches.clone(), e.approval.is_some()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("preview".to_string(), BranchMatch::Glob("*".into()), false),
+            (
+                "staging".to_string(),
+                BranchMatch::Exact("latest".into()),
+                false
+            ),
+            (
+                "production".to_string(),
+                BranchMatch::Exact("master".into()),
+                true
+            ),
+        ]
+    );
+}
+
+#[test]
+fn malformed_yaml_names_the_file_and_line() {
+    let found = issues("apiVersion: gantry.dev/v1\nsource: [unclosed\n", PIPELINE);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].file, "apps/shop/app.yaml");
+    assert!(found[0].line.is_some(), "{found:?}");
+}
+
+#[test]
+fn an_unknown_key_names_its_line_and_field() {
+    let app = APP.replace("    ttl: 48h\n", "    ttl: 48h\n    tll: 1h\n");
+    let found = issues(&app, PIPELINE);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].file, "apps/shop/app.yaml");
+    assert_eq!(found[0].line, Some(8), "{found:?}");
+    assert_eq!(
+        found[0].message,
+        "unknown field `tll`, expected one of env, branch, branches, target, targets, url, namespace, ttl, approval, variables"
+    );
+    assert_eq!(found[0].field, "tll");
+    assert!(
+        found[0].message.contains("unknown field"),
+        "{}",
+        found[0].message
+    );
+    assert!(found[0].message.contains("tll"), "{}", found[0].message);
+}
+
+#[test]
+fn duplicate_environment_names_are_refused_at_their_line() {
+    let app = APP.replace("  - env: production", "  - env: staging");
+    let found = issues(&app, PIPELINE);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].field, "stack[2].env");
+    assert_eq!(found[0].line, Some(10));
+    assert_eq!(found[0].message, "duplicate environment name \"staging\"");
+    assert_eq!(
+        found[0].to_string(),
+        "apps/shop/app.yaml:10:10 stack[2].env: duplicate environment name \"staging\""
+    );
+}
+
+#[test]
+fn every_problem_is_reported_not_just_the_first() {
+    let app = APP
+        .replace("branch: latest", "branch: \"bad..name\"")
+        .replace("target: local", "target: prod-eu")
+        .replace("required: 2", "required: 0")
+        .replace("apiVersion: gantry.dev/v1", "apiVersion: gantry.dev/v9");
+    let pipeline = PIPELINE
+        .replace("name: unit", "name: build")
+        .replace("health: /healthz", "health: healthz");
+    let found = issues(&app, &pipeline);
+    let fields: Vec<&str> = found.iter().map(|issue| issue.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "apiVersion",
+            "stack[0].target",
+            "stack[1].branch",
+            "stack[2].approval.required",
+            "steps[1].name",
+            "local.health"
+        ],
+        "{found:#?}"
+    );
+    assert!(
+        found[1]
+            .message
+            .contains("\"prod-eu\" is not a registered cluster (registered: none"),
+        "{}",
+        found[1].message
+    );
+}
+
+#[test]
+fn registered_clusters_are_valid_targets() {
+    let app = APP.replace("target: local", "targets: [dev, local]");
+    let config = load_app("shop", Some(&app), Some(PIPELINE), &["dev".into()]).expect("valid");
+    assert_eq!(config.stack[0].targets, ["dev", "local"]);
+}
+
+#[test]
+fn steps_are_deploy_or_commands() {
+    let pipeline = PIPELINE.replace("  - deploy\n", "  - deploy\n  - deploy\n  - publish\n");
+    let found = issues(APP, &pipeline);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].message.contains("unknown step \"publish\""),
+        "{found:?}"
+    );
+
+    let pipeline = PIPELINE.replace("  - deploy\n", "  - deploy\n  - deploy\n");
+    let found = issues(APP, &pipeline);
+    assert_eq!(
+        found[0].message, "`deploy` appears more than once",
+        "{found:?}"
+    );
+}
+
+#[test]
+fn paths_secrets_and_variables_are_checked() {
+    let pipeline = PIPELINE
+        .replace(
+            "reports: [reports/junit.xml]",
+            "reports: [../../etc/passwd]",
+        )
+        .replace(
+            "secrets: [NPM_TOKEN]",
+            "secrets: [npm-token, GANTRY_COMMIT]",
+        );
+    let found = issues(APP, &pipeline);
+    let messages: Vec<&str> = found.iter().map(|issue| issue.message.as_str()).collect();
+    assert!(
+        messages[0].contains("is not a variable name"),
+        "{messages:?}"
+    );
+    assert!(messages[1].contains("reserved for Gantry"), "{messages:?}");
+    assert!(
+        messages[2].contains("must be a path inside the checkout"),
+        "{messages:?}"
+    );
+}
+
+#[test]
+fn a_deploying_pipeline_on_the_local_target_needs_a_local_section() {
+    let pipeline = PIPELINE.split("local:").next().expect("prefix").to_string();
+    let found = issues(APP, &pipeline);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].field, "local");
+}
+
+#[test]
+fn missing_files_and_bad_app_names_are_reported() {
+    let found = load_app("Shop_1", None, Some(PIPELINE), &[]).expect_err("invalid");
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found[0].message.contains("app folder name"));
+    assert_eq!(found[1].file, "apps/Shop_1/app.yaml");
+    assert_eq!(found[1].message, "file is missing");
+}
+
+#[test]
+fn names_that_would_break_hostnames_are_invalid() {
+    for bad in [
+        "",
+        "Prod",
+        "a--b",
+        "-a",
+        "a-",
+        "a_b",
+        "a.b",
+        "1abc",
+        &"x".repeat(31),
+    ] {
+        assert!(!valid_name(bad), "{bad:?}");
+    }
+    for good in ["a", "staging", "preview-2", "prod-eu-1"] {
+        assert!(valid_name(good), "{good:?}");
+    }
+}

@@ -1,0 +1,6 @@
+//! GitOps configuration: the pipeline repo's `apps/<app>/` folders, their
+//! schema, validation and reconciliation into Gantry's apps.
+
+pub mod duration;
+pub mod load;
+pub mod schema;

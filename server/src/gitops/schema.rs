@@ -1,0 +1,166 @@
+//! The validated configuration of one app, as read from the pipeline repo
+//! (`apps/<app>/app.yaml` + `apps/<app>/pipeline.yaml`, `apiVersion:
+//! gantry.dev/v1`). Stored as JSON with the app; everything downstream
+//! (planner, runner, deployer) reads these types, never the YAML.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub const API_VERSION: &str = "gantry.dev/v1";
+
+/// The target name of the embedded process runtime.
+pub const LOCAL_TARGET: &str = "local";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AppConfig {
+    pub name: String,
+    /// Where the app's source lives: any git URL, or an absolute path.
+    pub source: String,
+    /// Matched in order; exact `branch` entries win over `branches` globs.
+    pub stack: Vec<StackEntry>,
+    pub pipeline: PipelineConfig,
+}
+
+/// One line of the environment stack: which branches deploy where.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StackEntry {
+    /// The environment name, or for glob entries the prefix of each
+    /// branch's own environment (`preview` → `preview-feature-x`).
+    pub env: String,
+    pub branches: BranchMatch,
+    pub targets: Vec<String>,
+    /// Template for the environment's URL (default: the local proxy URL).
+    pub url: Option<String>,
+    /// Template for the Kubernetes namespace.
+    pub namespace: Option<String>,
+    /// Previews only: destroyed this long after their last deploy.
+    pub ttl_seconds: Option<u64>,
+    pub approval: Option<ApprovalPolicy>,
+    /// Extra variables for steps (as environment) and templates.
+    pub variables: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BranchMatch {
+    /// One branch, one environment.
+    Exact(String),
+    /// Any branch matching the glob (`*` matches anything, `/` included)
+    /// gets its own environment: a preview.
+    Glob(String),
+}
+
+impl BranchMatch {
+    pub fn matches(&self, branch: &str) -> bool {
+        match self {
+            BranchMatch::Exact(name) => name == branch,
+            BranchMatch::Glob(pattern) => glob_match(pattern, branch),
+        }
+    }
+
+    pub fn is_preview(&self) -> bool {
+        matches!(self, BranchMatch::Glob(_))
+    }
+}
+
+/// Who must approve a run before it deploys to the environment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalPolicy {
+    pub required: u32,
+    pub roles: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PipelineConfig {
+    /// Template for `GANTRY_IMAGE`, e.g. `registry.example.com/shop:{{ commit }}`.
+    pub image: Option<String>,
+    pub steps: Vec<Step>,
+    pub local: Option<LocalRun>,
+}
+
+impl PipelineConfig {
+    pub fn deploys(&self) -> bool {
+        self.steps.iter().any(|step| matches!(step, Step::Deploy))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Render and apply to the environment's targets, wait until healthy.
+    Deploy,
+    Command(CommandStep),
+}
+
+impl Step {
+    pub fn name(&self) -> &str {
+        match self {
+            Step::Deploy => "deploy",
+            Step::Command(step) => &step.name,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CommandStep {
+    pub name: String,
+    /// Run by `sh -c` in the app checkout.
+    pub run: String,
+    pub timeout_seconds: u64,
+    /// Names of registered secrets, injected as environment variables.
+    pub secrets: Vec<String>,
+    /// JUnit XML files (relative to the checkout) to read after the step.
+    pub reports: Vec<String>,
+    pub env: BTreeMap<String, String>,
+}
+
+/// How the `local` target runs the app.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LocalRun {
+    /// Run by `sh -c` in the deployed checkout, with `$PORT` set.
+    pub run: String,
+    /// Path answered with 2xx once the app is up.
+    pub health: String,
+    pub health_timeout_seconds: u64,
+    pub secrets: Vec<String>,
+    pub env: BTreeMap<String, String>,
+}
+
+/// `*` matches any run of characters (including `/`); everything else is
+/// literal. Enough for branch patterns like `*`, `feature/*`, `*-hotfix`.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || !text[first.len()..].ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(at) => rest = &rest[at + middle.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_branch_names() {
+        assert!(glob_match("*", "feature/hello"));
+        assert!(glob_match("feature/*", "feature/hello/world"));
+        assert!(!glob_match("feature/*", "bugfix/x"));
+        assert!(glob_match("*-hotfix", "v2-hotfix"));
+        assert!(glob_match("a*b*c", "a-x-b-y-c"));
+        assert!(!glob_match("a*b*c", "a-c-b"));
+        assert!(glob_match("latest", "latest"));
+        assert!(!glob_match("latest", "latest2"));
+    }
+}
