@@ -7,6 +7,7 @@ pub mod config;
 pub mod dashboard;
 pub mod db;
 pub mod demo;
+pub mod git;
 pub mod gitops;
 pub mod http;
 pub mod migrate;

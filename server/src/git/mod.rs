@@ -1,0 +1,237 @@
+//! Git: bare mirrors of the pipeline repo and every app repo in the data
+//! directory, fetched incrementally with `git2`. Every operation runs on the
+//! blocking pool, at most `max_parallel` at once, and one at a time per
+//! mirror (libgit2 does not like two fetches into one repository).
+
+mod export;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex as StdMutex};
+
+use git2::{AutotagOption, BranchType, FetchOptions, FetchPrune, Oid, Repository};
+use sha2::{Digest, Sha256};
+use tokio::sync::{Mutex, Semaphore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("cannot fetch {url}: {message}")]
+    Fetch { url: String, message: String },
+    #[error("git: {0}")]
+    Git(#[from] git2::Error),
+    #[error("commit {0} is not in the mirror")]
+    UnknownCommit(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("refusing to write {0:?}: it would leave the checkout")]
+    UnsafePath(String),
+    #[error("git worker stopped: {0}")]
+    Join(String),
+}
+
+/// A commit, as people read it in the stack view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitInfo {
+    pub sha: String,
+    /// First line of the message.
+    pub summary: String,
+    pub author: String,
+    /// Seconds since the epoch.
+    pub time: i64,
+}
+
+/// The branch heads of a repository: branch name → commit SHA.
+pub type Heads = BTreeMap<String, String>;
+
+/// All mirrors, under one directory.
+#[derive(Debug)]
+pub struct GitStore {
+    root: PathBuf,
+    permits: Semaphore,
+    locks: StdMutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+impl GitStore {
+    pub fn new(root: PathBuf, max_parallel: usize) -> GitStore {
+        GitStore { root, permits: Semaphore::new(max_parallel.max(1)), locks: StdMutex::default() }
+    }
+
+    /// The mirror directory for `url`: readable, and unique per URL.
+    pub fn mirror_path(&self, url: &str) -> PathBuf {
+        let digest = Sha256::digest(url.as_bytes());
+        let hash: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        let stem: String = url
+            .trim_end_matches('/')
+            .trim_end_matches(".git")
+            .rsplit(['/', ':'])
+            .next()
+            .unwrap_or("repo")
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .take(40)
+            .collect();
+        self.root.join(format!("{stem}-{hash}.git"))
+    }
+
+    /// Runs `work` on the mirror of `url` on the blocking pool, holding a
+    /// global permit and the mirror's own lock.
+    async fn with_mirror<T, F>(&self, url: &str, work: F) -> Result<T, GitError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Path) -> Result<T, GitError> + Send + 'static,
+    {
+        let path = self.mirror_path(url);
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            locks.entry(path.display().to_string()).or_default().clone()
+        };
+        let _mirror = lock.lock().await;
+        let _permit = self.permits.acquire().await.map_err(|e| GitError::Join(e.to_string()))?;
+        tokio::task::spawn_blocking(move || work(&path))
+            .await
+            .map_err(|e| GitError::Join(e.to_string()))?
+    }
+
+    /// Fetches every branch of `url` into its mirror (creating it on first
+    /// use) and returns the branch heads. Deleted branches disappear.
+    pub async fn fetch(&self, url: &str) -> Result<Heads, GitError> {
+        let owned_url = url.to_string();
+        self.with_mirror(url, move |path| fetch_blocking(path, &owned_url)).await
+    }
+
+    /// The heads as of the last fetch, without touching the network.
+    pub async fn heads(&self, url: &str) -> Result<Heads, GitError> {
+        self.with_mirror(url, |path| heads_of(&Repository::open_bare(path)?)).await
+    }
+
+    /// A file's text at a commit, `None` when the path does not exist.
+    pub async fn read_file(&self, url: &str, sha: &str, file: &str) -> Result<Option<String>, GitError> {
+        let (sha, file) = (sha.to_string(), file.to_string());
+        self.with_mirror(url, move |path| {
+            let repo = Repository::open_bare(path)?;
+            let tree = commit_of(&repo, &sha)?.tree()?;
+            let entry = match tree.get_path(Path::new(&file)) {
+                Ok(entry) => entry,
+                Err(error) if error.code() == git2::ErrorCode::NotFound => return Ok(None),
+                Err(error) => return Err(error.into()),
+            };
+            let blob = entry.to_object(&repo)?.peel_to_blob()?;
+            Ok(Some(String::from_utf8_lossy(blob.content()).into_owned()))
+        })
+        .await
+    }
+
+    /// Names of the sub-folders of `dir` at a commit (empty if none).
+    pub async fn list_dirs(&self, url: &str, sha: &str, dir: &str) -> Result<Vec<String>, GitError> {
+        let (sha, dir) = (sha.to_string(), dir.to_string());
+        self.with_mirror(url, move |path| {
+            let repo = Repository::open_bare(path)?;
+            let tree = commit_of(&repo, &sha)?.tree()?;
+            let sub = match tree.get_path(Path::new(&dir)) {
+                Ok(entry) => entry.to_object(&repo)?.peel_to_tree()?,
+                Err(error) if error.code() == git2::ErrorCode::NotFound => return Ok(Vec::new()),
+                Err(error) => return Err(error.into()),
+            };
+            Ok(sub
+                .iter()
+                .filter(|entry| entry.kind() == Some(git2::ObjectType::Tree))
+                .filter_map(|entry| entry.name().ok().map(str::to_string))
+                .collect())
+        })
+        .await
+    }
+
+    /// Writes the files of `subdir` (the whole tree when `None`) at a commit
+    /// into `dest`, like `git archive`: no `.git`, modes and symlinks kept.
+    pub async fn export(&self, url: &str, sha: &str, subdir: Option<&str>, dest: &Path) -> Result<(), GitError> {
+        let (sha, subdir, dest) = (sha.to_string(), subdir.map(str::to_string), dest.to_path_buf());
+        self.with_mirror(url, move |path| {
+            let repo = Repository::open_bare(path)?;
+            let mut tree = commit_of(&repo, &sha)?.tree()?;
+            if let Some(subdir) = subdir {
+                tree = tree.get_path(Path::new(&subdir))?.to_object(&repo)?.peel_to_tree()?;
+            }
+            export::write_tree(&repo, &tree, &dest)
+        })
+        .await
+    }
+
+    pub async fn commit_info(&self, url: &str, sha: &str) -> Result<CommitInfo, GitError> {
+        let sha = sha.to_string();
+        self.with_mirror(url, move |path| {
+            let repo = Repository::open_bare(path)?;
+            let commit = commit_of(&repo, &sha)?;
+            let author = commit.author();
+            Ok(CommitInfo {
+                sha: commit.id().to_string(),
+                summary: commit.summary().ok().flatten().unwrap_or_default().to_string(),
+                author: author.name().unwrap_or_default().to_string(),
+                time: commit.time().seconds(),
+            })
+        })
+        .await
+    }
+
+    /// True when `ancestor` is `descendant` or one of its ancestors.
+    pub async fn is_ancestor(&self, url: &str, ancestor: &str, descendant: &str) -> Result<bool, GitError> {
+        let (ancestor, descendant) = (ancestor.to_string(), descendant.to_string());
+        self.with_mirror(url, move |path| {
+            let repo = Repository::open_bare(path)?;
+            let (a, d) = (parse_oid(&ancestor)?, parse_oid(&descendant)?);
+            Ok(a == d || repo.graph_descendant_of(d, a)?)
+        })
+        .await
+    }
+}
+
+fn fetch_blocking(path: &Path, url: &str) -> Result<Heads, GitError> {
+    let repo = match Repository::open_bare(path) {
+        Ok(repo) => repo,
+        Err(_) => {
+            std::fs::create_dir_all(path).map_err(|source| GitError::Io { path: path.to_path_buf(), source })?;
+            Repository::init_bare(path)?
+        }
+    };
+    let fail = |error: git2::Error| GitError::Fetch { url: url.to_string(), message: error.message().to_string() };
+    let mut remote = repo.remote_anonymous(url).map_err(fail)?;
+    let mut options = FetchOptions::new();
+    options.prune(FetchPrune::On).download_tags(AutotagOption::None).update_fetchhead(false);
+    remote
+        .fetch(&["+refs/heads/*:refs/heads/*"], Some(&mut options), None)
+        .map_err(fail)?;
+    // An anonymous remote does not prune local refs by itself: drop the
+    // branches the remote no longer has.
+    let advertised: Vec<String> = remote
+        .list()
+        .map_err(fail)?
+        .iter()
+        .filter_map(|head| head.name().strip_prefix("refs/heads/").map(str::to_string))
+        .collect();
+    for branch in repo.branches(Some(BranchType::Local))? {
+        let (mut branch, _) = branch?;
+        let name = branch.name()?.unwrap_or_default().to_string();
+        if !advertised.contains(&name) {
+            branch.delete()?;
+        }
+    }
+    heads_of(&repo)
+}
+
+fn heads_of(repo: &Repository) -> Result<Heads, GitError> {
+    let mut heads = Heads::new();
+    for branch in repo.branches(Some(BranchType::Local))? {
+        let (branch, _) = branch?;
+        if let (Some(name), Some(target)) = (branch.name()?, branch.get().target()) {
+            heads.insert(name.to_string(), target.to_string());
+        }
+    }
+    Ok(heads)
+}
+
+fn parse_oid(sha: &str) -> Result<Oid, GitError> {
+    Oid::from_str(sha).map_err(|_| GitError::UnknownCommit(sha.to_string()))
+}
+
+fn commit_of<'r>(repo: &'r Repository, sha: &str) -> Result<git2::Commit<'r>, GitError> {
+    repo.find_commit(parse_oid(sha)?).map_err(|_| GitError::UnknownCommit(sha.to_string()))
+}
