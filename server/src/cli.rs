@@ -31,6 +31,12 @@ pub struct GlobalArgs {
     /// Address to listen on [default: 127.0.0.1:3000].
     #[arg(long, global = true, value_name = "ADDR")]
     pub bind: Option<SocketAddr>,
+    /// The URL people reach Gantry at [default: http://localhost:<port>/].
+    #[arg(long, global = true, value_name = "URL")]
+    pub public_url: Option<String>,
+    /// The pipeline repo: a git URL or a local path.
+    #[arg(long, global = true, value_name = "REPO")]
+    pub pipeline_repo: Option<String>,
     /// Data directory [default: ./.gantry, or $GANTRY_DATA].
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -54,6 +60,8 @@ impl GlobalArgs {
         Flags {
             config: self.config.clone(),
             bind: self.bind,
+            public_url: self.public_url.clone(),
+            pipeline_repo: self.pipeline_repo.clone(),
             data_dir: self.data_dir.clone(),
             database_url: self.database_url.clone(),
             log: self.log.clone(),

@@ -21,11 +21,19 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 2 * 1024 * 1024;
 pub const ENV_VARS: &[&str] = &[
     "GANTRY_CONFIG",
     "GANTRY_BIND",
+    "GANTRY_PUBLIC_URL",
     "GANTRY_DATA",
     "DATABASE_URL",
     "GANTRY_LOG",
     "GANTRY_LOG_FORMAT",
     "GANTRY_MAX_BODY_BYTES",
+    "GANTRY_PIPELINE_REPO",
+    "GANTRY_PIPELINE_BRANCH",
+    "GANTRY_POLL_INTERVAL",
+    "GANTRY_RUNNER_MAX_PARALLEL",
+    "GANTRY_RUNNER_LOG_LIMIT_BYTES",
+    "GANTRY_GIT_MAX_PARALLEL",
+    "GANTRY_SECRET_KEY_FILE",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -144,11 +152,24 @@ impl DatabaseTarget {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub bind: SocketAddr,
+    /// The address people reach Gantry at; environment URLs of the local
+    /// target are `<env>--<app>.<host>` of it.
+    pub public_url: url::Url,
     pub data_dir: PathBuf,
     pub database: DatabaseTarget,
     pub log_filter: String,
     pub log_format: LogFormat,
     pub max_body_bytes: u64,
+    /// The pipeline repo (any git URL or a local path); none = no apps yet.
+    pub pipeline_repo: Option<String>,
+    pub pipeline_branch: String,
+    /// How often the pipeline repo and app repos are fetched.
+    pub poll_interval: std::time::Duration,
+    pub runner_max_parallel: usize,
+    pub runner_log_limit_bytes: u64,
+    pub git_max_parallel: usize,
+    /// The key that encrypts secrets at rest.
+    pub secret_key_file: PathBuf,
     /// The config file that was read, if any.
     pub file: Option<PathBuf>,
     /// Each setting, its value as shown to people, and the layer that set it.
@@ -160,6 +181,8 @@ pub struct Config {
 pub struct Flags {
     pub config: Option<PathBuf>,
     pub bind: Option<SocketAddr>,
+    pub public_url: Option<String>,
+    pub pipeline_repo: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
     pub log: Option<String>,
@@ -172,12 +195,44 @@ struct FileConfig {
     server: ServerSection,
     storage: StorageSection,
     log: LogSection,
+    pipeline: PipelineSection,
+    runner: RunnerSection,
+    git: GitSection,
+    secrets: SecretsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct PipelineSection {
+    repo: Option<String>,
+    branch: Option<String>,
+    poll_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RunnerSection {
+    max_parallel: Option<u64>,
+    log_limit_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct GitSection {
+    max_parallel: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct SecretsSection {
+    key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct ServerSection {
     bind: Option<String>,
+    public_url: Option<String>,
     max_body_bytes: Option<u64>,
 }
 
@@ -230,7 +285,6 @@ impl Config {
             (None, None) => (None, None),
         };
         let file = file.unwrap_or_default();
-        let file_origin = || Origin::File(file_path.clone().unwrap_or_default());
         // Paths in the file are relative to the file, not to where Gantry runs.
         let file_dir = file_path
             .as_deref()
@@ -238,149 +292,157 @@ impl Config {
             .map(Path::to_path_buf)
             .unwrap_or_default();
 
-        let mut sources = Vec::new();
+        let mut layers = Layers { env, file_origin: file_path.clone(), sources: Vec::new() };
+        let file_path_value = |path: &Option<PathBuf>| path.as_ref().map(|p| file_dir.join(p).display().to_string());
 
-        let bind_text = pick(
+        let bind = layers.resolve(
             "server.bind",
-            (DEFAULT_BIND.to_string(), Origin::Default),
-            [
-                file.server.bind.clone().map(|v| (v, file_origin())),
-                env_value("GANTRY_BIND").map(|v| (v, Origin::Env("GANTRY_BIND"))),
-                flags.bind.map(|v| (v.to_string(), Origin::Flag("--bind"))),
-            ],
-            &mut sources,
-        );
-        let bind = parse_value("server.bind", &bind_text, &sources, |text| {
-            SocketAddr::from_str(text)
-                .map_err(|_| "expected an address like 127.0.0.1:3000".to_string())
-        })?;
-
-        let body_text = pick(
+            DEFAULT_BIND,
+            file.server.bind.clone(),
+            Some("GANTRY_BIND"),
+            flags.bind.map(|v| (v.to_string(), "--bind")),
+            |text| SocketAddr::from_str(text).map_err(|_| "expected an address like 127.0.0.1:3000".to_string()),
+        )?;
+        let default_public = format!("http://localhost:{}/", bind.port());
+        let public_url = layers.resolve(
+            "server.public_url",
+            &default_public,
+            file.server.public_url.clone(),
+            Some("GANTRY_PUBLIC_URL"),
+            flags.public_url.clone().map(|v| (v, "--public-url")),
+            parse_public_url,
+        )?;
+        let max_body_bytes = layers.resolve(
             "server.max_body_bytes",
-            (DEFAULT_MAX_BODY_BYTES.to_string(), Origin::Default),
-            [
-                file.server
-                    .max_body_bytes
-                    .map(|v| (v.to_string(), file_origin())),
-                env_value("GANTRY_MAX_BODY_BYTES")
-                    .map(|v| (v, Origin::Env("GANTRY_MAX_BODY_BYTES"))),
-                None,
-            ],
-            &mut sources,
-        );
-        let max_body_bytes =
-            parse_value(
-                "server.max_body_bytes",
-                &body_text,
-                &sources,
-                |text| match text.parse::<u64>() {
-                    Ok(0) | Err(_) => Err("expected a positive number of bytes".to_string()),
-                    Ok(n) => Ok(n),
-                },
-            )?;
-
-        let data_text = pick(
+            &DEFAULT_MAX_BODY_BYTES.to_string(),
+            file.server.max_body_bytes.map(|v| v.to_string()),
+            Some("GANTRY_MAX_BODY_BYTES"),
+            None,
+            positive,
+        )?;
+        let data_text = layers.resolve(
             "storage.data_dir",
-            (DEFAULT_DATA_DIR.to_string(), Origin::Default),
-            [
-                file.storage
-                    .data_dir
-                    .clone()
-                    .map(|v| (file_dir.join(v).display().to_string(), file_origin())),
-                env_value("GANTRY_DATA").map(|v| (v, Origin::Env("GANTRY_DATA"))),
-                flags
-                    .data_dir
-                    .clone()
-                    .map(|v| (v.display().to_string(), Origin::Flag("--data-dir"))),
-            ],
-            &mut sources,
-        );
-        if data_text.trim().is_empty() {
-            return Err(invalid(
-                "storage.data_dir",
-                &data_text,
-                &sources,
-                "must not be empty",
-            ));
-        }
-        let data_dir = std::path::absolute(&data_text).map_err(|source| ConfigError::DataDir {
-            path: data_text.clone().into(),
-            source,
-        })?;
-
-        let database_url = pick(
+            DEFAULT_DATA_DIR,
+            file_path_value(&file.storage.data_dir),
+            Some("GANTRY_DATA"),
+            flags.data_dir.clone().map(|v| (v.display().to_string(), "--data-dir")),
+            |text| if text.trim().is_empty() { Err("must not be empty".to_string()) } else { Ok(text.to_string()) },
+        )?;
+        let data_dir = std::path::absolute(&data_text)
+            .map_err(|source| ConfigError::DataDir { path: data_text.clone().into(), source })?;
+        let database_url = layers.resolve(
             "storage.database_url",
-            (String::new(), Origin::Default),
-            [
-                file.storage
-                    .database_url
-                    .clone()
-                    .map(|v| (v, file_origin())),
-                env_value("DATABASE_URL").map(|v| (v, Origin::Env("DATABASE_URL"))),
-                flags
-                    .database_url
-                    .clone()
-                    .map(|v| (v, Origin::Flag("--database-url"))),
-            ],
-            &mut sources,
-        );
-        let database = if database_url.is_empty() {
-            DatabaseTarget::Sqlite(data_dir.join("gantry.db"))
-        } else {
-            parse_value(
-                "storage.database_url",
-                &database_url,
-                &sources,
-                DatabaseTarget::parse,
-            )?
-        };
-        // Never show a password, wherever the URL came from.
-        if let Some(entry) = sources
-            .iter_mut()
-            .find(|(key, _, _)| *key == "storage.database_url")
-        {
-            entry.1 = redact_url(&entry.1);
-        }
-
-        let log_filter = pick(
+            "",
+            file.storage.database_url.clone(),
+            Some("DATABASE_URL"),
+            flags.database_url.clone().map(|v| (v, "--database-url")),
+            |text| if text.is_empty() { Ok(None) } else { DatabaseTarget::parse(text).map(Some) },
+        )?;
+        let database = database_url.unwrap_or_else(|| DatabaseTarget::Sqlite(data_dir.join("gantry.db")));
+        let log_filter = layers.resolve(
             "log.level",
-            ("info".to_string(), Origin::Default),
-            [
-                file.log.level.clone().map(|v| (v, file_origin())),
-                env_value("GANTRY_LOG").map(|v| (v, Origin::Env("GANTRY_LOG"))),
-                flags.log.clone().map(|v| (v, Origin::Flag("--log"))),
-            ],
-            &mut sources,
-        );
-        parse_value("log.level", &log_filter, &sources, |text| {
-            tracing_subscriber::EnvFilter::try_new(text)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })?;
-
-        let format_text = pick(
+            "info",
+            file.log.level.clone(),
+            Some("GANTRY_LOG"),
+            flags.log.clone().map(|v| (v, "--log")),
+            |text| {
+                tracing_subscriber::EnvFilter::try_new(text)
+                    .map(|_| text.to_string())
+                    .map_err(|e| e.to_string())
+            },
+        )?;
+        let log_format = layers.resolve(
             "log.format",
-            (LogFormat::Text.to_string(), Origin::Default),
-            [
-                file.log.format.map(|v| (v.to_string(), file_origin())),
-                env_value("GANTRY_LOG_FORMAT").map(|v| (v, Origin::Env("GANTRY_LOG_FORMAT"))),
-                flags
-                    .log_format
-                    .map(|v| (v.to_string(), Origin::Flag("--log-format"))),
-            ],
-            &mut sources,
-        );
-        let log_format = parse_value("log.format", &format_text, &sources, LogFormat::from_str)?;
+            "text",
+            file.log.format.map(|v| v.to_string()),
+            Some("GANTRY_LOG_FORMAT"),
+            flags.log_format.map(|v| (v.to_string(), "--log-format")),
+            LogFormat::from_str,
+        )?;
+        let pipeline_repo = layers.resolve(
+            "pipeline.repo",
+            "",
+            file.pipeline.repo.clone().map(|repo| relative_to(&file_dir, repo)),
+            Some("GANTRY_PIPELINE_REPO"),
+            flags.pipeline_repo.clone().map(|v| (v, "--pipeline-repo")),
+            |text| Ok::<_, String>((!text.trim().is_empty()).then(|| text.trim().to_string())),
+        )?;
+        let pipeline_branch = layers.resolve(
+            "pipeline.branch",
+            "master",
+            file.pipeline.branch.clone(),
+            Some("GANTRY_PIPELINE_BRANCH"),
+            None,
+            |text| {
+                crate::gitops::load::check_branch_name(text).map(|()| text.to_string())
+            },
+        )?;
+        let poll_interval = layers.resolve(
+            "pipeline.poll_interval",
+            "30s",
+            file.pipeline.poll_interval.clone(),
+            Some("GANTRY_POLL_INTERVAL"),
+            None,
+            |text| crate::gitops::duration::HumanDuration::parse(text).map(|d| d.0),
+        )?;
+        let runner_max_parallel = layers.resolve(
+            "runner.max_parallel",
+            "2",
+            file.runner.max_parallel.map(|v| v.to_string()),
+            Some("GANTRY_RUNNER_MAX_PARALLEL"),
+            None,
+            small_count,
+        )?;
+        let runner_log_limit_bytes = layers.resolve(
+            "runner.log_limit_bytes",
+            &(10 * 1024 * 1024).to_string(),
+            file.runner.log_limit_bytes.map(|v| v.to_string()),
+            Some("GANTRY_RUNNER_LOG_LIMIT_BYTES"),
+            None,
+            positive,
+        )?;
+        let git_max_parallel = layers.resolve(
+            "git.max_parallel",
+            "4",
+            file.git.max_parallel.map(|v| v.to_string()),
+            Some("GANTRY_GIT_MAX_PARALLEL"),
+            None,
+            small_count,
+        )?;
+        let default_key = data_dir.join("secret.key").display().to_string();
+        let secret_key_file = layers.resolve(
+            "secrets.key_file",
+            &default_key,
+            file_path_value(&file.secrets.key_file),
+            Some("GANTRY_SECRET_KEY_FILE"),
+            None,
+            |text| Ok::<_, String>(PathBuf::from(text)),
+        )?;
+
+        // Never show a password, wherever the URL came from.
+        for entry in layers.sources.iter_mut() {
+            if entry.0 == "storage.database_url" || entry.0 == "pipeline.repo" {
+                entry.1 = redact_url(&entry.1);
+            }
+        }
 
         Ok(Config {
             bind,
+            public_url,
             data_dir,
             database,
             log_filter,
             log_format,
             max_body_bytes,
+            pipeline_repo,
+            pipeline_branch,
+            poll_interval,
+            runner_max_parallel,
+            runner_log_limit_bytes,
+            git_max_parallel,
+            secret_key_file,
             file: file_path,
-            sources,
+            sources: layers.sources,
         })
     }
 
@@ -393,48 +455,71 @@ impl Config {
     }
 }
 
-/// Takes the last layer that has a value and records where it came from.
-fn pick(
-    key: &'static str,
-    default: (String, Origin),
-    layers: [Option<(String, Origin)>; 3],
-    sources: &mut Vec<(&'static str, String, Origin)>,
-) -> String {
-    let (value, origin) = layers.into_iter().flatten().last().unwrap_or(default);
-    sources.push((key, value.clone(), origin));
-    value
+/// The layers above the defaults, and the record of which one set what.
+struct Layers<'a> {
+    env: &'a [(String, String)],
+    file_origin: Option<PathBuf>,
+    sources: Vec<(&'static str, String, Origin)>,
 }
 
-fn parse_value<T>(
-    key: &'static str,
-    text: &str,
-    sources: &[(&'static str, String, Origin)],
-    parse: impl FnOnce(&str) -> Result<T, String>,
-) -> Result<T, ConfigError> {
-    parse(text).map_err(|reason| invalid(key, text, sources, &reason))
+impl Layers<'_> {
+    /// Takes the highest layer that has a value, records where it came from,
+    /// and parses it; a parse error names the key, the value and its layer.
+    fn resolve<T>(
+        &mut self,
+        key: &'static str,
+        default: &str,
+        file: Option<String>,
+        env: Option<&'static str>,
+        flag: Option<(String, &'static str)>,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        let from_env = env.and_then(|name| {
+            self.env.iter().find(|(k, _)| k == name).map(|(_, v)| (v.clone(), Origin::Env(name)))
+        });
+        let from_file = file.map(|v| (v, Origin::File(self.file_origin.clone().unwrap_or_default())));
+        let (value, origin) = flag
+            .map(|(v, name)| (v, Origin::Flag(name)))
+            .or(from_env)
+            .or(from_file)
+            .unwrap_or_else(|| (default.to_string(), Origin::Default));
+        let parsed = parse(&value).map_err(|reason| {
+            let shown = if key == "storage.database_url" { redact_url(&value) } else { value.clone() };
+            ConfigError::Invalid { key, value: shown, origin: origin.clone(), reason }
+        });
+        self.sources.push((key, value, origin));
+        parsed
+    }
 }
 
-fn invalid(
-    key: &'static str,
-    text: &str,
-    sources: &[(&'static str, String, Origin)],
-    reason: &str,
-) -> ConfigError {
-    let origin = sources
-        .iter()
-        .find(|(k, _, _)| *k == key)
-        .map(|(_, _, origin)| origin.clone())
-        .unwrap_or(Origin::Default);
-    let value = if key == "storage.database_url" {
-        redact_url(text)
+fn positive(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(0) | Err(_) => Err("expected a positive number".to_string()),
+        Ok(n) => Ok(n),
+    }
+}
+
+fn small_count(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=256).contains(&n) => Ok(n),
+        _ => Err("expected a number from 1 to 256".to_string()),
+    }
+}
+
+fn parse_public_url(text: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("expected a URL like http://localhost:3000/ ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("expected an http:// or https:// URL with a host".into());
+    }
+    Ok(url)
+}
+
+/// A repo path in the file is relative to the file; URLs stay as they are.
+fn relative_to(dir: &Path, repo: String) -> String {
+    if repo.contains("://") || repo.starts_with('/') || (repo.contains('@') && repo.contains(':')) {
+        repo
     } else {
-        text.to_string()
-    };
-    ConfigError::Invalid {
-        key,
-        value,
-        origin,
-        reason: reason.to_string(),
+        dir.join(repo).display().to_string()
     }
 }
 
