@@ -66,6 +66,28 @@ state_enum! {
 }
 
 state_enum! {
+    /// One step of a run.
+    StepState {
+        Pending => "pending",
+        Running => "running",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Cancelled => "cancelled",
+        Skipped => "skipped",
+    }
+}
+
+state_enum! {
+    /// A deployment of one commit to one environment (and each of its targets).
+    DeploymentState {
+        Deploying => "deploying",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        PartiallyFailed => "partially_failed",
+    }
+}
+
+state_enum! {
     /// A request to merge a source branch into a target branch.
     ChangeRequestState {
         Open => "open",
@@ -141,6 +163,11 @@ pub struct EnvironmentSummary {
     pub pipeline_sha: Option<String>,
     pub url: Option<String>,
     pub updated_at: UnixMillis,
+    /// First line of the commit's message, and its author.
+    pub commit_message: Option<String>,
+    pub commit_author: Option<String>,
+    /// Why the environment is in its state (a failure, a teardown, ...).
+    pub state_detail: Option<String>,
 }
 
 /// One pipeline run.
@@ -155,6 +182,60 @@ pub struct RunSummary {
     pub state: RunState,
     pub created_at: UnixMillis,
     pub finished_at: Option<UnixMillis>,
+}
+
+/// One step of a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct StepSummary {
+    pub id: i64,
+    pub position: i64,
+    pub name: String,
+    pub state: StepState,
+    pub exit_code: Option<i64>,
+    pub error: Option<String>,
+    /// Bytes of output the step printed (stored up to the log limit).
+    pub log_bytes: i64,
+    pub log_truncated: bool,
+    pub started_at: Option<UnixMillis>,
+    pub finished_at: Option<UnixMillis>,
+}
+
+/// A failed test case from a JUnit report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct TestCaseFailure {
+    pub suite: String,
+    pub case: String,
+    pub message: String,
+}
+
+/// The totals of one JUnit report, failures listed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct TestReportSummary {
+    /// The step that produced it.
+    pub step: String,
+    /// The report file, relative to the checkout.
+    pub name: String,
+    pub passed: i64,
+    pub failed: i64,
+    pub skipped: i64,
+    pub failures: Vec<TestCaseFailure>,
+}
+
+/// Everything the run page shows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct RunDetail {
+    pub run: RunSummary,
+    pub pipeline_sha: String,
+    pub commit_message: Option<String>,
+    pub commit_author: Option<String>,
+    pub trigger: String,
+    pub error: Option<String>,
+    pub steps: Vec<StepSummary>,
+    pub reports: Vec<TestReportSummary>,
 }
 
 /// A change request (a native one, or a forge merge/pull request).

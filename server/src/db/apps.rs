@@ -1,6 +1,16 @@
 //! Applications, as reconciled from the pipeline repo.
 
-use sqlx::{Any, Executor};
+use sqlx::{Any, Executor, FromRow};
+
+/// An app row with its validated configuration (JSON of `AppConfig`).
+#[derive(Clone, Debug, FromRow)]
+pub struct AppRow {
+    pub id: i64,
+    pub name: String,
+    pub source_url: String,
+    pub config: String,
+    pub pipeline_sha: String,
+}
 
 /// What the reconciler records for one `apps/<name>/` folder.
 #[derive(Clone, Debug)]
@@ -28,4 +38,85 @@ pub async fn insert<'e>(
     .bind(now)
     .fetch_one(exec)
     .await
+}
+
+/// Inserts or updates (and un-retires) the app of that name.
+pub async fn upsert<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    app: &NewApp<'_>,
+    now: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO apps (name, source_url, config, pipeline_sha, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $5)
+         ON CONFLICT (name) DO UPDATE SET source_url = $2, config = $3, pipeline_sha = $4,
+             updated_at = $5, removed_at = NULL
+         RETURNING id",
+    )
+    .bind(app.name)
+    .bind(app.source_url)
+    .bind(app.config)
+    .bind(app.pipeline_sha)
+    .bind(now)
+    .fetch_one(exec)
+    .await
+}
+
+const COLUMNS: &str = "id, name, source_url, config, pipeline_sha";
+
+/// Apps that are in the pipeline repo now.
+pub async fn list_active<'e>(exec: impl Executor<'e, Database = Any>) -> Result<Vec<AppRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM apps WHERE removed_at IS NULL ORDER BY name"))
+        .fetch_all(exec)
+        .await
+}
+
+pub async fn get<'e>(exec: impl Executor<'e, Database = Any>, id: i64) -> Result<Option<AppRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM apps WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(exec)
+        .await
+}
+
+pub async fn find_active_by_name<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    name: &str,
+) -> Result<Option<AppRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM apps WHERE name = $1 AND removed_at IS NULL"))
+        .bind(name)
+        .fetch_optional(exec)
+        .await
+}
+
+/// Retires one app that left the pipeline repo.
+pub async fn mark_removed<'e>(exec: impl Executor<'e, Database = Any>, id: i64, now: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE apps SET removed_at = $2 WHERE id = $1 AND removed_at IS NULL")
+        .bind(id)
+        .bind(now)
+        .execute(exec)
+        .await
+        .map(|_| ())
+}
+
+pub async fn set_hook_token_hash<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    hash: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE apps SET hook_token_hash = $2 WHERE id = $1")
+        .bind(id)
+        .bind(hash)
+        .execute(exec)
+        .await
+        .map(|_| ())
+}
+
+pub async fn hook_token_hash<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT hook_token_hash FROM apps WHERE id = $1")
+        .bind(id)
+        .fetch_one(exec)
+        .await
 }

@@ -47,6 +47,9 @@ struct Row {
     pipeline_sha: Option<String>,
     url: Option<String>,
     updated_at: i64,
+    commit_message: Option<String>,
+    commit_author: Option<String>,
+    state_detail: Option<String>,
 }
 
 /// Every environment that is not destroyed, grouped by app.
@@ -55,9 +58,9 @@ pub async fn list_active<'e>(
 ) -> Result<Vec<EnvironmentSummary>, sqlx::Error> {
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT a.name AS app, e.name, e.branch, e.state, e.commit_sha, e.pipeline_sha,
-                e.url, e.updated_at
+                e.url, e.updated_at, e.commit_message, e.commit_author, e.state_detail
          FROM environments e JOIN apps a ON a.id = e.app_id
-         WHERE e.destroyed_at IS NULL
+         WHERE e.destroyed_at IS NULL AND a.removed_at IS NULL
          ORDER BY a.name, e.id",
     )
     .fetch_all(exec)
@@ -73,7 +76,233 @@ pub async fn list_active<'e>(
                 pipeline_sha: row.pipeline_sha,
                 url: row.url,
                 updated_at: row.updated_at,
+                commit_message: row.commit_message,
+                commit_author: row.commit_author,
+                state_detail: row.state_detail,
             })
         })
         .collect()
+}
+
+/// An environment row, as the flow works with it.
+#[derive(Clone, Debug, FromRow)]
+pub struct EnvRow {
+    pub id: i64,
+    pub app_id: i64,
+    pub name: String,
+    pub stack_entry: String,
+    pub branch: Option<String>,
+    pub state: String,
+    pub url: Option<String>,
+    pub commit_sha: Option<String>,
+    pub locked_by_run: Option<i64>,
+    pub deployment_id: Option<i64>,
+    pub ttl_seconds: Option<i64>,
+    pub updated_at: i64,
+    pub destroyed_at: Option<i64>,
+}
+
+const ENV_COLUMNS: &str = "id, app_id, name, stack_entry, branch, state, url, commit_sha, locked_by_run, \
+                           deployment_id, ttl_seconds, updated_at, destroyed_at";
+
+pub async fn get<'e>(exec: impl Executor<'e, Database = Any>, id: i64) -> Result<Option<EnvRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {ENV_COLUMNS} FROM environments WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(exec)
+        .await
+}
+
+/// The environment of that name, destroyed or not.
+pub async fn find_by_name<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    app_id: i64,
+    name: &str,
+) -> Result<Option<EnvRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {ENV_COLUMNS} FROM environments WHERE app_id = $1 AND name = $2"))
+        .bind(app_id)
+        .bind(name)
+        .fetch_optional(exec)
+        .await
+}
+
+/// The live (not destroyed) environment that follows `branch`.
+pub async fn find_for_branch<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    app_id: i64,
+    branch: &str,
+) -> Result<Option<EnvRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {ENV_COLUMNS} FROM environments
+         WHERE app_id = $1 AND branch = $2 AND destroyed_at IS NULL ORDER BY id LIMIT 1"
+    ))
+    .bind(app_id)
+    .bind(branch)
+    .fetch_optional(exec)
+    .await
+}
+
+/// Every environment of an app that is not destroyed.
+pub async fn list_for_app<'e>(exec: impl Executor<'e, Database = Any>, app_id: i64) -> Result<Vec<EnvRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {ENV_COLUMNS} FROM environments WHERE app_id = $1 AND destroyed_at IS NULL ORDER BY id"
+    ))
+    .bind(app_id)
+    .fetch_all(exec)
+    .await
+}
+
+/// Every environment that is not destroyed, across apps.
+pub async fn list_all_active<'e>(exec: impl Executor<'e, Database = Any>) -> Result<Vec<EnvRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {ENV_COLUMNS} FROM environments WHERE destroyed_at IS NULL ORDER BY id"))
+        .fetch_all(exec)
+        .await
+}
+
+/// Brings a destroyed environment back for a new branch head.
+pub async fn revive<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    branch: &str,
+    url: Option<&str>,
+    ttl_seconds: Option<i64>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE environments SET destroyed_at = NULL, branch = $2, url = $3, ttl_seconds = $4,
+             state = $5, state_detail = NULL, commit_sha = NULL, pipeline_sha = NULL,
+             commit_message = NULL, commit_author = NULL, deployment_id = NULL,
+             locked_by_run = NULL, updated_at = $6
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(branch)
+    .bind(url)
+    .bind(ttl_seconds)
+    .bind(EnvironmentState::Pending.as_str())
+    .bind(now)
+    .execute(exec)
+    .await
+    .map(|_| ())
+}
+
+pub async fn set_ttl<'e>(exec: impl Executor<'e, Database = Any>, id: i64, ttl_seconds: Option<i64>) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE environments SET ttl_seconds = $2 WHERE id = $1")
+        .bind(id)
+        .bind(ttl_seconds)
+        .execute(exec)
+        .await
+        .map(|_| ())
+}
+
+/// Takes the environment's deploy lock for `run_id`; false when another
+/// run holds it.
+pub async fn try_lock<'e>(exec: impl Executor<'e, Database = Any>, id: i64, run_id: i64) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query(
+        "UPDATE environments SET locked_by_run = $2
+         WHERE id = $1 AND (locked_by_run IS NULL OR locked_by_run = $2)",
+    )
+    .bind(id)
+    .bind(run_id)
+    .execute(exec)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+pub async fn unlock<'e>(exec: impl Executor<'e, Database = Any>, id: i64, run_id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE environments SET locked_by_run = NULL WHERE id = $1 AND locked_by_run = $2")
+        .bind(id)
+        .bind(run_id)
+        .execute(exec)
+        .await
+        .map(|_| ())
+}
+
+pub async fn set_state<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    state: EnvironmentState,
+    detail: Option<&str>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE environments SET state = $2, state_detail = $3, updated_at = $4 WHERE id = $1")
+        .bind(id)
+        .bind(state.as_str())
+        .bind(detail)
+        .bind(now)
+        .execute(exec)
+        .await
+        .map(|_| ())
+}
+
+/// What an environment serves after a successful deployment.
+#[derive(Clone, Debug)]
+pub struct Serving<'a> {
+    pub deployment_id: i64,
+    pub commit_sha: &'a str,
+    pub pipeline_sha: &'a str,
+    pub commit_message: &'a str,
+    pub commit_author: &'a str,
+    pub url: Option<&'a str>,
+}
+
+pub async fn set_serving<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    serving: &Serving<'_>,
+    state: EnvironmentState,
+    detail: Option<&str>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE environments SET deployment_id = $2, commit_sha = $3, pipeline_sha = $4,
+             commit_message = $5, commit_author = $6, url = COALESCE($7, url), state = $8,
+             state_detail = $9, updated_at = $10
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(serving.deployment_id)
+    .bind(serving.commit_sha)
+    .bind(serving.pipeline_sha)
+    .bind(serving.commit_message)
+    .bind(serving.commit_author)
+    .bind(serving.url)
+    .bind(state.as_str())
+    .bind(detail)
+    .bind(now)
+    .execute(exec)
+    .await
+    .map(|_| ())
+}
+
+pub async fn mark_destroyed<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    detail: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE environments SET state = $2, state_detail = $3, destroyed_at = $4, updated_at = $4,
+             locked_by_run = NULL, deployment_id = NULL
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(EnvironmentState::Destroyed.as_str())
+    .bind(detail)
+    .bind(now)
+    .execute(exec)
+    .await
+    .map(|_| ())
+}
+
+/// Drops deploy locks held by runs that are not running any more (after a
+/// crash nobody would release them).
+pub async fn release_stale_locks<'e>(exec: impl Executor<'e, Database = Any>) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query(
+        "UPDATE environments SET locked_by_run = NULL
+         WHERE locked_by_run IS NOT NULL
+           AND locked_by_run NOT IN (SELECT id FROM runs WHERE state = 'running')",
+    )
+    .execute(exec)
+    .await?;
+    Ok(result.rows_affected())
 }

@@ -9,11 +9,18 @@
 
 pub mod apps;
 pub mod audit;
+pub mod branch_heads;
 pub mod change_requests;
 pub mod clusters;
+pub mod config_revisions;
+pub mod deployments;
 pub mod environments;
+pub mod inbox;
+pub mod local_processes;
 pub mod releases;
 pub mod runs;
+pub mod secrets;
+pub mod steps;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

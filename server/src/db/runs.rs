@@ -120,3 +120,197 @@ pub async fn list_waiting_for_approval<'e>(
         })
         .collect())
 }
+
+/// A run, as the runner and planner work with it.
+#[derive(Clone, Debug, FromRow)]
+pub struct RunRow {
+    pub id: i64,
+    pub app_id: i64,
+    pub environment_id: i64,
+    pub branch: String,
+    pub commit_sha: String,
+    pub pipeline_sha: String,
+    pub state: String,
+    pub trigger: String,
+    pub attempt: i64,
+    pub cancel_requested: i64,
+    pub commit_message: Option<String>,
+    pub commit_author: Option<String>,
+    pub created_at: i64,
+}
+
+const RUN_COLUMNS: &str = "id, app_id, environment_id, branch, commit_sha, pipeline_sha, state, trigger, \
+                           attempt, cancel_requested, commit_message, commit_author, created_at";
+
+pub async fn get<'e>(exec: impl Executor<'e, Database = Any>, id: i64) -> Result<Option<RunRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(exec)
+        .await
+}
+
+pub async fn set_commit_info<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    message: &str,
+    author: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE runs SET commit_message = $2, commit_author = $3 WHERE id = $1")
+        .bind(id)
+        .bind(message)
+        .bind(author)
+        .execute(exec)
+        .await
+        .map(|_| ())
+}
+
+/// Older runs of the environment that have not finished: queued and held
+/// ones are superseded at once; running ones are asked to stop.
+pub async fn supersede_older<'e, E>(exec: E, environment_id: i64, newer: i64, now: i64) -> Result<(), sqlx::Error>
+where
+    E: Executor<'e, Database = Any> + Copy,
+{
+    sqlx::query(
+        "UPDATE runs SET state = $3, superseded_by = $2, finished_at = $4,
+             error = 'superseded by a newer push'
+         WHERE environment_id = $1 AND id < $2 AND state IN ($5, $6)",
+    )
+    .bind(environment_id)
+    .bind(newer)
+    .bind(RunState::Superseded.as_str())
+    .bind(now)
+    .bind(RunState::Queued.as_str())
+    .bind(RunState::WaitingForApproval.as_str())
+    .execute(exec)
+    .await?;
+    sqlx::query(
+        "UPDATE runs SET cancel_requested = 1, superseded_by = $2
+         WHERE environment_id = $1 AND id < $2 AND state = $3",
+    )
+    .bind(environment_id)
+    .bind(newer)
+    .bind(RunState::Running.as_str())
+    .execute(exec)
+    .await
+    .map(|_| ())
+}
+
+/// Claims the oldest queued run for this runner, atomically.
+pub async fn claim_next<'e, E>(exec: E, runner_id: &str, now: i64) -> Result<Option<RunRow>, sqlx::Error>
+where
+    E: Executor<'e, Database = Any> + Copy,
+{
+    loop {
+        let candidate: Option<i64> = sqlx::query_scalar("SELECT id FROM runs WHERE state = $1 ORDER BY id LIMIT 1")
+            .bind(RunState::Queued.as_str())
+            .fetch_optional(exec)
+            .await?;
+        let Some(id) = candidate else { return Ok(None) };
+        let claimed = sqlx::query(
+            "UPDATE runs SET state = $2, runner_id = $3, started_at = COALESCE(started_at, $4),
+                 heartbeat_at = $4, attempt = attempt + 1
+             WHERE id = $1 AND state = $5",
+        )
+        .bind(id)
+        .bind(RunState::Running.as_str())
+        .bind(runner_id)
+        .bind(now)
+        .bind(RunState::Queued.as_str())
+        .execute(exec)
+        .await?;
+        // Another runner (a replica on the same PostgreSQL) may have won.
+        if claimed.rows_affected() == 1 {
+            return get(exec, id).await;
+        }
+    }
+}
+
+/// Ends a run (only if it is not already ended).
+pub async fn finish<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    state: RunState,
+    error: Option<&str>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE runs SET state = $2, error = $3, finished_at = $4
+         WHERE id = $1 AND state IN ($5, $6, $7)",
+    )
+    .bind(id)
+    .bind(state.as_str())
+    .bind(error)
+    .bind(now)
+    .bind(RunState::Running.as_str())
+    .bind(RunState::Queued.as_str())
+    .bind(RunState::WaitingForApproval.as_str())
+    .execute(exec)
+    .await
+    .map(|_| ())
+}
+
+/// Moves a held run on (`waiting_for_approval` → `queued`). False when the
+/// run was not held.
+pub async fn release_hold<'e>(exec: impl Executor<'e, Database = Any>, id: i64) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query("UPDATE runs SET state = $2 WHERE id = $1 AND state = $3")
+        .bind(id)
+        .bind(RunState::Queued.as_str())
+        .bind(RunState::WaitingForApproval.as_str())
+        .execute(exec)
+        .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+pub async fn heartbeat<'e>(exec: impl Executor<'e, Database = Any>, id: i64, now: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE runs SET heartbeat_at = $2 WHERE id = $1")
+        .bind(id)
+        .bind(now)
+        .execute(exec)
+        .await
+        .map(|_| ())
+}
+
+pub async fn request_cancel<'e>(exec: impl Executor<'e, Database = Any>, id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE runs SET cancel_requested = 1 WHERE id = $1")
+        .bind(id)
+        .execute(exec)
+        .await
+        .map(|_| ())
+}
+
+/// Cancel requested, and whether a newer run is the reason.
+pub async fn cancel_state<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+) -> Result<(bool, bool), sqlx::Error> {
+    let (requested, superseded_by): (i64, Option<i64>) =
+        sqlx::query_as("SELECT cancel_requested, superseded_by FROM runs WHERE id = $1")
+            .bind(id)
+            .fetch_one(exec)
+            .await?;
+    Ok((requested != 0, superseded_by.is_some()))
+}
+
+/// Runs of this runner id, or of any runner, left `running`.
+pub async fn list_running<'e>(exec: impl Executor<'e, Database = Any>) -> Result<Vec<RunRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE state = $1 ORDER BY id"))
+        .bind(RunState::Running.as_str())
+        .fetch_all(exec)
+        .await
+}
+
+/// Runs of an environment that have not ended.
+pub async fn list_unfinished_for_environment<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    environment_id: i64,
+) -> Result<Vec<RunRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE environment_id = $1 AND state IN ($2, $3, $4) ORDER BY id"
+    ))
+    .bind(environment_id)
+    .bind(RunState::Queued.as_str())
+    .bind(RunState::WaitingForApproval.as_str())
+    .bind(RunState::Running.as_str())
+    .fetch_all(exec)
+    .await
+}

@@ -1,0 +1,118 @@
+//! Deployments: one commit applied to one environment, with the exact
+//! manifests, and the outcome per target.
+
+use app::dto::DeploymentState;
+use sqlx::{Any, Executor, FromRow};
+
+#[derive(Clone, Debug)]
+pub struct NewDeployment<'a> {
+    pub environment_id: i64,
+    pub run_id: Option<i64>,
+    pub kind: &'a str,
+    pub commit_sha: &'a str,
+    pub pipeline_sha: &'a str,
+    pub image: Option<&'a str>,
+    pub manifests: &'a str,
+    pub manifests_digest: &'a str,
+    pub created_by: Option<&'a str>,
+}
+
+pub async fn insert<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    new: &NewDeployment<'_>,
+    now: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO deployments (environment_id, run_id, kind, commit_sha, pipeline_sha, image, state,
+             manifests, manifests_digest, created_by, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+    )
+    .bind(new.environment_id)
+    .bind(new.run_id)
+    .bind(new.kind)
+    .bind(new.commit_sha)
+    .bind(new.pipeline_sha)
+    .bind(new.image)
+    .bind(DeploymentState::Deploying.as_str())
+    .bind(new.manifests)
+    .bind(new.manifests_digest)
+    .bind(new.created_by)
+    .bind(now)
+    .fetch_one(exec)
+    .await
+}
+
+pub async fn finish<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    state: DeploymentState,
+    reason: Option<&str>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE deployments SET state = $2, reason = COALESCE($3, reason), finished_at = $4 WHERE id = $1")
+        .bind(id)
+        .bind(state.as_str())
+        .bind(reason)
+        .bind(now)
+        .execute(exec)
+        .await
+        .map(|_| ())
+}
+
+pub async fn record_target<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    deployment_id: i64,
+    target: &str,
+    state: DeploymentState,
+    detail: Option<&str>,
+    started_at: i64,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO deployment_targets (deployment_id, target, state, detail, started_at, finished_at)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (deployment_id, target) DO UPDATE SET state = $3, detail = $4, finished_at = $6",
+    )
+    .bind(deployment_id)
+    .bind(target)
+    .bind(state.as_str())
+    .bind(detail)
+    .bind(started_at)
+    .bind(now)
+    .execute(exec)
+    .await
+    .map(|_| ())
+}
+
+#[derive(Clone, Debug, FromRow)]
+pub struct DeploymentRow {
+    pub id: i64,
+    pub environment_id: i64,
+    pub run_id: Option<i64>,
+    pub kind: String,
+    pub commit_sha: String,
+    pub pipeline_sha: String,
+    pub state: String,
+    pub manifests: String,
+}
+
+pub async fn get<'e>(exec: impl Executor<'e, Database = Any>, id: i64) -> Result<Option<DeploymentRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, environment_id, run_id, kind, commit_sha, pipeline_sha, state, manifests
+         FROM deployments WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(exec)
+    .await
+}
+
+/// Deployments a crash left in `deploying`.
+pub async fn list_deploying<'e>(exec: impl Executor<'e, Database = Any>) -> Result<Vec<DeploymentRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, environment_id, run_id, kind, commit_sha, pipeline_sha, state, manifests
+         FROM deployments WHERE state = $1 ORDER BY id",
+    )
+    .bind(DeploymentState::Deploying.as_str())
+    .fetch_all(exec)
+    .await
+}

@@ -1,0 +1,77 @@
+//! The event inbox: every incoming change, stored once (deduplicated by
+//! source + delivery id) before anything acts on it.
+
+use sqlx::{Any, Executor, FromRow};
+
+#[derive(Clone, Debug, FromRow)]
+pub struct EventRow {
+    pub id: i64,
+    pub source: String,
+    pub kind: String,
+    pub payload: String,
+    pub attempts: i64,
+}
+
+/// Stores an event; `None` when the same delivery was stored before.
+pub async fn insert<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    source: &str,
+    delivery_id: &str,
+    kind: &str,
+    payload: &str,
+    now: i64,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO event_inbox (source, delivery_id, kind, payload, received_at)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (source, delivery_id) DO NOTHING RETURNING id",
+    )
+    .bind(source)
+    .bind(delivery_id)
+    .bind(kind)
+    .bind(payload)
+    .bind(now)
+    .fetch_optional(exec)
+    .await
+}
+
+/// The oldest events not processed yet.
+pub async fn pending<'e>(exec: impl Executor<'e, Database = Any>, limit: i64) -> Result<Vec<EventRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, source, kind, payload, attempts FROM event_inbox
+         WHERE processed_at IS NULL ORDER BY id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(exec)
+    .await
+}
+
+/// Marks an event done; `error` keeps why it could not be acted on.
+pub async fn mark_processed<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    error: Option<&str>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE event_inbox SET processed_at = $2, error = $3, attempts = attempts + 1 WHERE id = $1")
+        .bind(id)
+        .bind(now)
+        .bind(error)
+        .execute(exec)
+        .await
+        .map(|_| ())
+}
+
+/// Counts a failed attempt without finishing the event (it is retried).
+pub async fn mark_attempt<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE event_inbox SET attempts = attempts + 1, error = $2 WHERE id = $1")
+        .bind(id)
+        .bind(error)
+        .execute(exec)
+        .await
+        .map(|_| ())
+}

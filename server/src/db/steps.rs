@@ -1,0 +1,229 @@
+//! The steps of a run, their logs (in chunks) and test reports.
+
+use app::dto::{StepState, StepSummary, TestCaseFailure, TestReportSummary};
+use sqlx::{Any, Executor, FromRow};
+
+use super::decode_state;
+
+/// Creates the step rows of a run, in order, and returns their ids.
+pub async fn create_all<'e, E>(exec: E, run_id: i64, names: &[&str]) -> Result<Vec<i64>, sqlx::Error>
+where
+    E: Executor<'e, Database = Any> + Copy,
+{
+    let mut ids = Vec::with_capacity(names.len());
+    for (position, name) in names.iter().enumerate() {
+        let id = sqlx::query_scalar(
+            "INSERT INTO steps (run_id, position, name, state) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(run_id)
+        .bind(i64::try_from(position).unwrap_or(i64::MAX))
+        .bind(*name)
+        .bind(StepState::Pending.as_str())
+        .fetch_one(exec)
+        .await?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+pub async fn start<'e>(exec: impl Executor<'e, Database = Any>, id: i64, now: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE steps SET state = $2, started_at = $3 WHERE id = $1")
+        .bind(id)
+        .bind(StepState::Running.as_str())
+        .bind(now)
+        .execute(exec)
+        .await
+        .map(|_| ())
+}
+
+#[derive(Clone, Debug)]
+pub struct StepOutcome<'a> {
+    pub state: StepState,
+    pub exit_code: Option<i64>,
+    pub error: Option<&'a str>,
+    pub log_bytes: i64,
+    pub log_truncated: bool,
+}
+
+pub async fn finish<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    outcome: &StepOutcome<'_>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE steps SET state = $2, exit_code = $3, error = $4, log_bytes = $5, log_truncated = $6,
+             finished_at = $7
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(outcome.state.as_str())
+    .bind(outcome.exit_code)
+    .bind(outcome.error)
+    .bind(outcome.log_bytes)
+    .bind(i64::from(outcome.log_truncated))
+    .bind(now)
+    .execute(exec)
+    .await
+    .map(|_| ())
+}
+
+/// Marks the steps that never ran (after a failure or cancel).
+pub async fn skip_pending<'e>(exec: impl Executor<'e, Database = Any>, run_id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE steps SET state = $2 WHERE run_id = $1 AND state = $3")
+        .bind(run_id)
+        .bind(StepState::Skipped.as_str())
+        .bind(StepState::Pending.as_str())
+        .execute(exec)
+        .await
+        .map(|_| ())
+}
+
+/// Ends steps left running by an interrupted process.
+pub async fn interrupt_running<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    run_id: i64,
+    reason: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE steps SET state = $2, error = $3, finished_at = $4 WHERE run_id = $1 AND state = $5")
+        .bind(run_id)
+        .bind(StepState::Failed.as_str())
+        .bind(reason)
+        .bind(now)
+        .bind(StepState::Running.as_str())
+        .execute(exec)
+        .await
+        .map(|_| ())
+}
+
+#[derive(FromRow)]
+struct StepRow {
+    id: i64,
+    position: i64,
+    name: String,
+    state: String,
+    exit_code: Option<i64>,
+    error: Option<String>,
+    log_bytes: i64,
+    log_truncated: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+}
+
+pub async fn list<'e>(exec: impl Executor<'e, Database = Any>, run_id: i64) -> Result<Vec<StepSummary>, sqlx::Error> {
+    let rows: Vec<StepRow> = sqlx::query_as(
+        "SELECT id, position, name, state, exit_code, error, log_bytes, log_truncated, started_at, finished_at
+         FROM steps WHERE run_id = $1 ORDER BY position",
+    )
+    .bind(run_id)
+    .fetch_all(exec)
+    .await?;
+    rows.into_iter()
+        .map(|row| {
+            Ok(StepSummary {
+                id: row.id,
+                position: row.position,
+                name: row.name,
+                state: decode_state(&row.state, StepState::parse)?,
+                exit_code: row.exit_code,
+                error: row.error,
+                log_bytes: row.log_bytes,
+                log_truncated: row.log_truncated != 0,
+                started_at: row.started_at,
+                finished_at: row.finished_at,
+            })
+        })
+        .collect()
+}
+
+pub async fn append_log<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    step_id: i64,
+    seq: i64,
+    content: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO log_chunks (step_id, seq, content, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(step_id)
+        .bind(seq)
+        .bind(content)
+        .bind(now)
+        .execute(exec)
+        .await
+        .map(|_| ())
+}
+
+/// Log chunks of a step after `after_seq`, in order: `(seq, content)`.
+pub async fn log_chunks<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    step_id: i64,
+    after_seq: i64,
+) -> Result<Vec<(i64, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT seq, content FROM log_chunks WHERE step_id = $1 AND seq > $2 ORDER BY seq")
+        .bind(step_id)
+        .bind(after_seq)
+        .fetch_all(exec)
+        .await
+}
+
+pub async fn insert_report<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    step_id: i64,
+    report: &TestReportSummary,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let failures = serde_json::to_string(&report.failures).map_err(|e| sqlx::Error::Encode(e.into()))?;
+    sqlx::query(
+        "INSERT INTO test_reports (step_id, name, passed, failed, skipped, failures, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(step_id)
+    .bind(&report.name)
+    .bind(report.passed)
+    .bind(report.failed)
+    .bind(report.skipped)
+    .bind(failures)
+    .bind(now)
+    .execute(exec)
+    .await
+    .map(|_| ())
+}
+
+#[derive(FromRow)]
+struct ReportRow {
+    step: String,
+    name: String,
+    passed: i64,
+    failed: i64,
+    skipped: i64,
+    failures: String,
+}
+
+pub async fn reports_for_run<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    run_id: i64,
+) -> Result<Vec<TestReportSummary>, sqlx::Error> {
+    let rows: Vec<ReportRow> = sqlx::query_as(
+        "SELECT s.name AS step, t.name, t.passed, t.failed, t.skipped, t.failures
+         FROM test_reports t JOIN steps s ON s.id = t.step_id
+         WHERE s.run_id = $1 ORDER BY s.position, t.id",
+    )
+    .bind(run_id)
+    .fetch_all(exec)
+    .await?;
+    rows.into_iter()
+        .map(|row| {
+            let failures: Vec<TestCaseFailure> =
+                serde_json::from_str(&row.failures).map_err(|e| sqlx::Error::Decode(e.into()))?;
+            Ok(TestReportSummary {
+                step: row.step,
+                name: row.name,
+                passed: row.passed,
+                failed: row.failed,
+                skipped: row.skipped,
+                failures,
+            })
+        })
+        .collect()
+}
