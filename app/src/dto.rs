@@ -149,6 +149,21 @@ impl std::fmt::Display for ConfigIssue {
     }
 }
 
+/// The state of the pipeline repo: the last commit read and its problems.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct ConfigStatus {
+    /// The configured pipeline repo (password hidden), if any.
+    pub pipeline_repo: Option<String>,
+    pub pipeline_branch: String,
+    /// The last pipeline-repo commit read.
+    pub pipeline_sha: Option<String>,
+    /// `applied`, `partial` (some apps refused) or `rejected`.
+    pub state: Option<String>,
+    pub issues: Vec<ConfigIssue>,
+    pub checked_at: Option<UnixMillis>,
+}
+
 /// One environment of an application's stack, as the stack view shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::dto::{
-    AuditEntry, ChangeRequestSummary, ClusterSummary, EnvironmentSummary, PendingApproval,
-    ReleaseSummary, RunSummary, Settings,
+    AuditEntry, ChangeRequestSummary, ClusterSummary, ConfigStatus, EnvironmentSummary,
+    PendingApproval, ReleaseSummary, RunDetail, RunSummary, Settings,
 };
 
 /// A failure behind the port. Its text goes to the server log, never to the
@@ -32,6 +32,10 @@ pub trait DashboardPort: Send + Sync + 'static {
     async fn clusters(&self) -> Result<Vec<ClusterSummary>, PortError>;
     async fn audit_log(&self) -> Result<Vec<AuditEntry>, PortError>;
     async fn settings(&self) -> Result<Settings, PortError>;
+    async fn config_status(&self) -> Result<ConfigStatus, PortError>;
+    async fn run_detail(&self, id: i64) -> Result<Option<RunDetail>, PortError>;
+    /// The stored log of one step of a run, in order.
+    async fn step_log(&self, run_id: i64, step_id: i64) -> Result<Option<String>, PortError>;
 }
 
 /// The handle provided as context: `provide_context(Port(...))`.

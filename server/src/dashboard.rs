@@ -2,8 +2,9 @@
 //! functions (and the REST API, which shares these reads) ask for.
 
 use app::dto::{
-    AuditEntry, ChangeRequestSummary, ClusterSummary, EnvironmentSummary, PendingApproval,
-    ReleaseSummary, RunSummary, SettingSource, Settings,
+    AuditEntry, ChangeRequestSummary, ClusterSummary, ConfigIssue, ConfigStatus,
+    EnvironmentSummary, PendingApproval, ReleaseSummary, RunDetail, RunSummary, SettingSource,
+    Settings,
 };
 use app::port::{DashboardPort, PortError};
 use async_trait::async_trait;
@@ -74,5 +75,60 @@ impl DashboardPort for App {
                 })
                 .collect(),
         })
+    }
+
+    async fn config_status(&self) -> Result<ConfigStatus, PortError> {
+        let latest = db::config_revisions::latest(self.db.pool())
+            .await
+            .map_err(port_error)?;
+        let issues: Vec<ConfigIssue> = match &latest {
+            Some(revision) => {
+                serde_json::from_str(&revision.issues).map_err(|e| PortError(e.to_string()))?
+            }
+            None => Vec::new(),
+        };
+        Ok(ConfigStatus {
+            pipeline_repo: self
+                .config
+                .pipeline_repo
+                .as_deref()
+                .map(crate::config::redact_url),
+            pipeline_branch: self.config.pipeline_branch.clone(),
+            pipeline_sha: latest.as_ref().map(|r| r.pipeline_sha.clone()),
+            state: latest.as_ref().map(|r| r.state.clone()),
+            issues,
+            checked_at: latest.as_ref().map(|r| r.created_at),
+        })
+    }
+
+    async fn run_detail(&self, id: i64) -> Result<Option<RunDetail>, PortError> {
+        let pool = self.db.pool();
+        let Some((run, extra)) = db::runs::detail(pool, id).await.map_err(port_error)? else {
+            return Ok(None);
+        };
+        Ok(Some(RunDetail {
+            run,
+            pipeline_sha: extra.pipeline_sha,
+            commit_message: extra.commit_message,
+            commit_author: extra.commit_author,
+            trigger: extra.trigger,
+            error: extra.error,
+            steps: db::steps::list(pool, id).await.map_err(port_error)?,
+            reports: db::steps::reports_for_run(pool, id)
+                .await
+                .map_err(port_error)?,
+        }))
+    }
+
+    async fn step_log(&self, run_id: i64, step_id: i64) -> Result<Option<String>, PortError> {
+        let pool = self.db.pool();
+        let steps = db::steps::list(pool, run_id).await.map_err(port_error)?;
+        if !steps.iter().any(|step| step.id == step_id) {
+            return Ok(None);
+        }
+        let chunks = db::steps::log_chunks(pool, step_id, 0)
+            .await
+            .map_err(port_error)?;
+        Ok(Some(chunks.into_iter().map(|(_, text)| text).collect()))
     }
 }

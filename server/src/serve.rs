@@ -29,6 +29,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     let state = AppState(Arc::new(app));
+    let background = state.0.spawn_background().await?;
     tracing::info!(
         %address,
         data_dir = %data_dir.path().display(),
@@ -46,6 +47,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     .context("serving HTTP")?;
 
     tracing::info!("shutting down");
+    state.stop().await;
+    for task in background {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
+    }
     state.db.close().await;
     drop(data_dir);
     Ok(())

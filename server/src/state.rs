@@ -8,8 +8,16 @@ use axum::extract::FromRef;
 use leptos::prelude::LeptosOptions;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
 use crate::config::Config;
 use crate::db::{Db, DbError};
+use crate::deploy::local::LocalRuntime;
+use crate::flow::Flow;
+use crate::git::GitStore;
+use crate::runner::logs::RunEvents;
+use crate::secrets::{SecretError, Vault};
 
 /// Everything the server holds for its whole life.
 #[derive(Debug)]
@@ -18,19 +26,85 @@ pub struct App {
     pub db: Db,
     pub metrics: PrometheusHandle,
     pub leptos: LeptosOptions,
+    pub git: GitStore,
+    pub vault: Vault,
+    pub flow: Flow,
+    pub local: LocalRuntime,
+    pub events: RunEvents,
+    pub proxy: crate::http::proxy::ProxyClient,
+    /// Tells background loops to stop.
+    pub shutdown: CancellationToken,
+    /// This process, in the runs it claims.
+    pub runner_id: String,
+    /// Marks every child process of this data directory (see `recovery`).
+    pub instance_tag: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Secrets(#[from] SecretError),
+    #[error("cannot create {path}: {source}")]
+    Dir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl App {
-    /// Connects to the database and brings its schema up to date.
-    pub async fn start(config: Config) -> Result<App, DbError> {
+    /// Connects to the database, brings its schema up to date and opens the
+    /// secret key. Background work starts with [`App::spawn_background`].
+    pub async fn start(config: Config) -> Result<App, StartError> {
+        for dir in ["git", "work", "deploys"] {
+            let path = config.data_dir.join(dir);
+            std::fs::create_dir_all(&path).map_err(|source| StartError::Dir { path, source })?;
+        }
         let db = Db::connect(&config.database).await?;
         db.migrate().await?;
+        let vault = Vault::open(&config.secret_key_file)?;
+        let instance_tag: String = Sha256::digest(config.data_dir.display().to_string().as_bytes())
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let runner_id = format!("{}-{}", instance_tag, std::process::id());
         Ok(App {
             leptos: leptos_options(&config),
             metrics: crate::telemetry::metrics_handle(),
+            git: GitStore::new(config.data_dir.join("git"), config.git_max_parallel),
+            local: LocalRuntime::new(config.data_dir.join("deploys"), instance_tag.clone()),
+            vault,
+            flow: Flow::default(),
+            events: RunEvents::default(),
+            proxy: crate::http::proxy::client(),
+            shutdown: CancellationToken::new(),
+            runner_id,
+            instance_tag,
             config,
             db,
         })
+    }
+
+    /// Where run workspaces live.
+    pub fn work_dir(&self) -> std::path::PathBuf {
+        self.config.data_dir.join("work")
+    }
+
+    /// Recovers from an earlier crash, then starts watching, planning and
+    /// running.
+    pub async fn spawn_background(
+        self: &std::sync::Arc<App>,
+    ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+        crate::recovery::recover(self).await?;
+        Ok(crate::flow::spawn(self))
+    }
+
+    /// Stops the loops and the local environments' processes.
+    pub async fn stop(&self) {
+        self.shutdown.cancel();
+        self.local.stop_all().await;
     }
 }
 

@@ -292,8 +292,15 @@ impl Config {
             .map(Path::to_path_buf)
             .unwrap_or_default();
 
-        let mut layers = Layers { env, file_origin: file_path.clone(), sources: Vec::new() };
-        let file_path_value = |path: &Option<PathBuf>| path.as_ref().map(|p| file_dir.join(p).display().to_string());
+        let mut layers = Layers {
+            env,
+            file_origin: file_path.clone(),
+            sources: Vec::new(),
+        };
+        let file_path_value = |path: &Option<PathBuf>| {
+            path.as_ref()
+                .map(|p| file_dir.join(p).display().to_string())
+        };
 
         let bind = layers.resolve(
             "server.bind",
@@ -301,7 +308,10 @@ impl Config {
             file.server.bind.clone(),
             Some("GANTRY_BIND"),
             flags.bind.map(|v| (v.to_string(), "--bind")),
-            |text| SocketAddr::from_str(text).map_err(|_| "expected an address like 127.0.0.1:3000".to_string()),
+            |text| {
+                SocketAddr::from_str(text)
+                    .map_err(|_| "expected an address like 127.0.0.1:3000".to_string())
+            },
         )?;
         let default_public = format!("http://localhost:{}/", bind.port());
         let public_url = layers.resolve(
@@ -325,20 +335,38 @@ impl Config {
             DEFAULT_DATA_DIR,
             file_path_value(&file.storage.data_dir),
             Some("GANTRY_DATA"),
-            flags.data_dir.clone().map(|v| (v.display().to_string(), "--data-dir")),
-            |text| if text.trim().is_empty() { Err("must not be empty".to_string()) } else { Ok(text.to_string()) },
+            flags
+                .data_dir
+                .clone()
+                .map(|v| (v.display().to_string(), "--data-dir")),
+            |text| {
+                if text.trim().is_empty() {
+                    Err("must not be empty".to_string())
+                } else {
+                    Ok(text.to_string())
+                }
+            },
         )?;
-        let data_dir = std::path::absolute(&data_text)
-            .map_err(|source| ConfigError::DataDir { path: data_text.clone().into(), source })?;
+        let data_dir = std::path::absolute(&data_text).map_err(|source| ConfigError::DataDir {
+            path: data_text.clone().into(),
+            source,
+        })?;
         let database_url = layers.resolve(
             "storage.database_url",
             "",
             file.storage.database_url.clone(),
             Some("DATABASE_URL"),
             flags.database_url.clone().map(|v| (v, "--database-url")),
-            |text| if text.is_empty() { Ok(None) } else { DatabaseTarget::parse(text).map(Some) },
+            |text| {
+                if text.is_empty() {
+                    Ok(None)
+                } else {
+                    DatabaseTarget::parse(text).map(Some)
+                }
+            },
         )?;
-        let database = database_url.unwrap_or_else(|| DatabaseTarget::Sqlite(data_dir.join("gantry.db")));
+        let database =
+            database_url.unwrap_or_else(|| DatabaseTarget::Sqlite(data_dir.join("gantry.db")));
         let log_filter = layers.resolve(
             "log.level",
             "info",
@@ -362,7 +390,10 @@ impl Config {
         let pipeline_repo = layers.resolve(
             "pipeline.repo",
             "",
-            file.pipeline.repo.clone().map(|repo| relative_to(&file_dir, repo)),
+            file.pipeline
+                .repo
+                .clone()
+                .map(|repo| relative_to(&file_dir, repo)),
             Some("GANTRY_PIPELINE_REPO"),
             flags.pipeline_repo.clone().map(|v| (v, "--pipeline-repo")),
             |text| Ok::<_, String>((!text.trim().is_empty()).then(|| text.trim().to_string())),
@@ -373,9 +404,7 @@ impl Config {
             file.pipeline.branch.clone(),
             Some("GANTRY_PIPELINE_BRANCH"),
             None,
-            |text| {
-                crate::gitops::load::check_branch_name(text).map(|()| text.to_string())
-            },
+            |text| crate::gitops::load::check_branch_name(text).map(|()| text.to_string()),
         )?;
         let poll_interval = layers.resolve(
             "pipeline.poll_interval",
@@ -475,17 +504,34 @@ impl Layers<'_> {
         parse: impl FnOnce(&str) -> Result<T, String>,
     ) -> Result<T, ConfigError> {
         let from_env = env.and_then(|name| {
-            self.env.iter().find(|(k, _)| k == name).map(|(_, v)| (v.clone(), Origin::Env(name)))
+            self.env
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| (v.clone(), Origin::Env(name)))
         });
-        let from_file = file.map(|v| (v, Origin::File(self.file_origin.clone().unwrap_or_default())));
+        let from_file = file.map(|v| {
+            (
+                v,
+                Origin::File(self.file_origin.clone().unwrap_or_default()),
+            )
+        });
         let (value, origin) = flag
             .map(|(v, name)| (v, Origin::Flag(name)))
             .or(from_env)
             .or(from_file)
             .unwrap_or_else(|| (default.to_string(), Origin::Default));
         let parsed = parse(&value).map_err(|reason| {
-            let shown = if key == "storage.database_url" { redact_url(&value) } else { value.clone() };
-            ConfigError::Invalid { key, value: shown, origin: origin.clone(), reason }
+            let shown = if key == "storage.database_url" {
+                redact_url(&value)
+            } else {
+                value.clone()
+            };
+            ConfigError::Invalid {
+                key,
+                value: shown,
+                origin: origin.clone(),
+                reason,
+            }
         });
         self.sources.push((key, value, origin));
         parsed
@@ -507,7 +553,8 @@ fn small_count(text: &str) -> Result<usize, String> {
 }
 
 fn parse_public_url(text: &str) -> Result<url::Url, String> {
-    let url = url::Url::parse(text).map_err(|e| format!("expected a URL like http://localhost:3000/ ({e})"))?;
+    let url = url::Url::parse(text)
+        .map_err(|e| format!("expected a URL like http://localhost:3000/ ({e})"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err("expected an http:// or https:// URL with a host".into());
     }

@@ -65,13 +65,20 @@ pub async fn upsert<'e>(
 const COLUMNS: &str = "id, name, source_url, config, pipeline_sha";
 
 /// Apps that are in the pipeline repo now.
-pub async fn list_active<'e>(exec: impl Executor<'e, Database = Any>) -> Result<Vec<AppRow>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM apps WHERE removed_at IS NULL ORDER BY name"))
-        .fetch_all(exec)
-        .await
+pub async fn list_active<'e>(
+    exec: impl Executor<'e, Database = Any>,
+) -> Result<Vec<AppRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM apps WHERE removed_at IS NULL ORDER BY name"
+    ))
+    .fetch_all(exec)
+    .await
 }
 
-pub async fn get<'e>(exec: impl Executor<'e, Database = Any>, id: i64) -> Result<Option<AppRow>, sqlx::Error> {
+pub async fn get<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+) -> Result<Option<AppRow>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM apps WHERE id = $1"))
         .bind(id)
         .fetch_optional(exec)
@@ -82,14 +89,20 @@ pub async fn find_active_by_name<'e>(
     exec: impl Executor<'e, Database = Any>,
     name: &str,
 ) -> Result<Option<AppRow>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM apps WHERE name = $1 AND removed_at IS NULL"))
-        .bind(name)
-        .fetch_optional(exec)
-        .await
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM apps WHERE name = $1 AND removed_at IS NULL"
+    ))
+    .bind(name)
+    .fetch_optional(exec)
+    .await
 }
 
 /// Retires one app that left the pipeline repo.
-pub async fn mark_removed<'e>(exec: impl Executor<'e, Database = Any>, id: i64, now: i64) -> Result<(), sqlx::Error> {
+pub async fn mark_removed<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    now: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE apps SET removed_at = $2 WHERE id = $1 AND removed_at IS NULL")
         .bind(id)
         .bind(now)

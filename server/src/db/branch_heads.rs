@@ -37,7 +37,11 @@ pub async fn set<'e>(
     .map(|_| ())
 }
 
-pub async fn delete<'e>(exec: impl Executor<'e, Database = Any>, app_id: i64, branch: &str) -> Result<(), sqlx::Error> {
+pub async fn delete<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    app_id: i64,
+    branch: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM branch_heads WHERE app_id = $1 AND branch = $2")
         .bind(app_id)
         .bind(branch)

@@ -30,7 +30,9 @@ pub async fn record<'e>(
     .await
 }
 
-pub async fn latest<'e>(exec: impl Executor<'e, Database = Any>) -> Result<Option<RevisionRow>, sqlx::Error> {
+pub async fn latest<'e>(
+    exec: impl Executor<'e, Database = Any>,
+) -> Result<Option<RevisionRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, pipeline_sha, state, issues, created_at FROM config_revisions
          ORDER BY id DESC LIMIT 1",

@@ -96,7 +96,10 @@ pub struct DeploymentRow {
     pub manifests: String,
 }
 
-pub async fn get<'e>(exec: impl Executor<'e, Database = Any>, id: i64) -> Result<Option<DeploymentRow>, sqlx::Error> {
+pub async fn get<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+) -> Result<Option<DeploymentRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, environment_id, run_id, kind, commit_sha, pipeline_sha, state, manifests
          FROM deployments WHERE id = $1",
@@ -107,7 +110,9 @@ pub async fn get<'e>(exec: impl Executor<'e, Database = Any>, id: i64) -> Result
 }
 
 /// Deployments a crash left in `deploying`.
-pub async fn list_deploying<'e>(exec: impl Executor<'e, Database = Any>) -> Result<Vec<DeploymentRow>, sqlx::Error> {
+pub async fn list_deploying<'e>(
+    exec: impl Executor<'e, Database = Any>,
+) -> Result<Vec<DeploymentRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, environment_id, run_id, kind, commit_sha, pipeline_sha, state, manifests
          FROM deployments WHERE state = $1 ORDER BY id",

@@ -105,11 +105,16 @@ pub struct EnvRow {
 const ENV_COLUMNS: &str = "id, app_id, name, stack_entry, branch, state, url, commit_sha, locked_by_run, \
                            deployment_id, ttl_seconds, updated_at, destroyed_at";
 
-pub async fn get<'e>(exec: impl Executor<'e, Database = Any>, id: i64) -> Result<Option<EnvRow>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {ENV_COLUMNS} FROM environments WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(exec)
-        .await
+pub async fn get<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+) -> Result<Option<EnvRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {ENV_COLUMNS} FROM environments WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(exec)
+    .await
 }
 
 /// The environment of that name, destroyed or not.
@@ -118,11 +123,13 @@ pub async fn find_by_name<'e>(
     app_id: i64,
     name: &str,
 ) -> Result<Option<EnvRow>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {ENV_COLUMNS} FROM environments WHERE app_id = $1 AND name = $2"))
-        .bind(app_id)
-        .bind(name)
-        .fetch_optional(exec)
-        .await
+    sqlx::query_as(&format!(
+        "SELECT {ENV_COLUMNS} FROM environments WHERE app_id = $1 AND name = $2"
+    ))
+    .bind(app_id)
+    .bind(name)
+    .fetch_optional(exec)
+    .await
 }
 
 /// The live (not destroyed) environment that follows `branch`.
@@ -142,7 +149,10 @@ pub async fn find_for_branch<'e>(
 }
 
 /// Every environment of an app that is not destroyed.
-pub async fn list_for_app<'e>(exec: impl Executor<'e, Database = Any>, app_id: i64) -> Result<Vec<EnvRow>, sqlx::Error> {
+pub async fn list_for_app<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    app_id: i64,
+) -> Result<Vec<EnvRow>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT {ENV_COLUMNS} FROM environments WHERE app_id = $1 AND destroyed_at IS NULL ORDER BY id"
     ))
@@ -152,10 +162,14 @@ pub async fn list_for_app<'e>(exec: impl Executor<'e, Database = Any>, app_id: i
 }
 
 /// Every environment that is not destroyed, across apps.
-pub async fn list_all_active<'e>(exec: impl Executor<'e, Database = Any>) -> Result<Vec<EnvRow>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {ENV_COLUMNS} FROM environments WHERE destroyed_at IS NULL ORDER BY id"))
-        .fetch_all(exec)
-        .await
+pub async fn list_all_active<'e>(
+    exec: impl Executor<'e, Database = Any>,
+) -> Result<Vec<EnvRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {ENV_COLUMNS} FROM environments WHERE destroyed_at IS NULL ORDER BY id"
+    ))
+    .fetch_all(exec)
+    .await
 }
 
 /// Brings a destroyed environment back for a new branch head.
@@ -185,7 +199,11 @@ pub async fn revive<'e>(
     .map(|_| ())
 }
 
-pub async fn set_ttl<'e>(exec: impl Executor<'e, Database = Any>, id: i64, ttl_seconds: Option<i64>) -> Result<(), sqlx::Error> {
+pub async fn set_ttl<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    ttl_seconds: Option<i64>,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE environments SET ttl_seconds = $2 WHERE id = $1")
         .bind(id)
         .bind(ttl_seconds)
@@ -196,7 +214,11 @@ pub async fn set_ttl<'e>(exec: impl Executor<'e, Database = Any>, id: i64, ttl_s
 
 /// Takes the environment's deploy lock for `run_id`; false when another
 /// run holds it.
-pub async fn try_lock<'e>(exec: impl Executor<'e, Database = Any>, id: i64, run_id: i64) -> Result<bool, sqlx::Error> {
+pub async fn try_lock<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    run_id: i64,
+) -> Result<bool, sqlx::Error> {
     let result = sqlx::query(
         "UPDATE environments SET locked_by_run = $2
          WHERE id = $1 AND (locked_by_run IS NULL OR locked_by_run = $2)",
@@ -208,7 +230,11 @@ pub async fn try_lock<'e>(exec: impl Executor<'e, Database = Any>, id: i64, run_
     Ok(result.rows_affected() == 1)
 }
 
-pub async fn unlock<'e>(exec: impl Executor<'e, Database = Any>, id: i64, run_id: i64) -> Result<(), sqlx::Error> {
+pub async fn unlock<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    run_id: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE environments SET locked_by_run = NULL WHERE id = $1 AND locked_by_run = $2")
         .bind(id)
         .bind(run_id)
@@ -224,14 +250,16 @@ pub async fn set_state<'e>(
     detail: Option<&str>,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE environments SET state = $2, state_detail = $3, updated_at = $4 WHERE id = $1")
-        .bind(id)
-        .bind(state.as_str())
-        .bind(detail)
-        .bind(now)
-        .execute(exec)
-        .await
-        .map(|_| ())
+    sqlx::query(
+        "UPDATE environments SET state = $2, state_detail = $3, updated_at = $4 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(state.as_str())
+    .bind(detail)
+    .bind(now)
+    .execute(exec)
+    .await
+    .map(|_| ())
 }
 
 /// What an environment serves after a successful deployment.
@@ -296,7 +324,9 @@ pub async fn mark_destroyed<'e>(
 
 /// Drops deploy locks held by runs that are not running any more (after a
 /// crash nobody would release them).
-pub async fn release_stale_locks<'e>(exec: impl Executor<'e, Database = Any>) -> Result<u64, sqlx::Error> {
+pub async fn release_stale_locks<'e>(
+    exec: impl Executor<'e, Database = Any>,
+) -> Result<u64, sqlx::Error> {
     let result = sqlx::query(
         "UPDATE environments SET locked_by_run = NULL
          WHERE locked_by_run IS NOT NULL

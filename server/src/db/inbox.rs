@@ -36,7 +36,10 @@ pub async fn insert<'e>(
 }
 
 /// The oldest events not processed yet.
-pub async fn pending<'e>(exec: impl Executor<'e, Database = Any>, limit: i64) -> Result<Vec<EventRow>, sqlx::Error> {
+pub async fn pending<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    limit: i64,
+) -> Result<Vec<EventRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, source, kind, payload, attempts FROM event_inbox
          WHERE processed_at IS NULL ORDER BY id LIMIT $1",

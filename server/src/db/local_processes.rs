@@ -34,7 +34,10 @@ pub async fn upsert<'e>(
     .map(|_| ())
 }
 
-pub async fn delete<'e>(exec: impl Executor<'e, Database = Any>, environment_id: i64) -> Result<(), sqlx::Error> {
+pub async fn delete<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    environment_id: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM local_processes WHERE environment_id = $1")
         .bind(environment_id)
         .execute(exec)
@@ -42,7 +45,9 @@ pub async fn delete<'e>(exec: impl Executor<'e, Database = Any>, environment_id:
         .map(|_| ())
 }
 
-pub async fn list<'e>(exec: impl Executor<'e, Database = Any>) -> Result<Vec<LocalProcessRow>, sqlx::Error> {
+pub async fn list<'e>(
+    exec: impl Executor<'e, Database = Any>,
+) -> Result<Vec<LocalProcessRow>, sqlx::Error> {
     sqlx::query_as("SELECT environment_id, deployment_id, pid, port, workdir FROM local_processes ORDER BY environment_id")
         .fetch_all(exec)
         .await

@@ -45,3 +45,44 @@ pub async fn list_recent<'e>(
         })
         .collect()
 }
+
+#[derive(Clone, Debug)]
+pub struct NewRelease<'a> {
+    pub app_id: i64,
+    pub environment_id: i64,
+    pub deployment_id: i64,
+    pub version: &'a str,
+    pub pipeline_sha: &'a str,
+    pub image: Option<&'a str>,
+    pub created_by: Option<&'a str>,
+}
+
+/// Records a production deployment as a live release; the previous live
+/// release of the environment is superseded.
+pub async fn insert<'e, E>(exec: E, release: &NewRelease<'_>, now: i64) -> Result<i64, sqlx::Error>
+where
+    E: Executor<'e, Database = Any> + Copy,
+{
+    sqlx::query("UPDATE releases SET state = $2 WHERE environment_id = $1 AND state = $3")
+        .bind(release.environment_id)
+        .bind(ReleaseState::Superseded.as_str())
+        .bind(ReleaseState::Live.as_str())
+        .execute(exec)
+        .await?;
+    sqlx::query_scalar(
+        "INSERT INTO releases (app_id, environment_id, deployment_id, version, pipeline_sha, image, state,
+             created_by, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+    )
+    .bind(release.app_id)
+    .bind(release.environment_id)
+    .bind(release.deployment_id)
+    .bind(release.version)
+    .bind(release.pipeline_sha)
+    .bind(release.image)
+    .bind(ReleaseState::Live.as_str())
+    .bind(release.created_by)
+    .bind(now)
+    .fetch_one(exec)
+    .await
+}

@@ -142,7 +142,10 @@ pub struct RunRow {
 const RUN_COLUMNS: &str = "id, app_id, environment_id, branch, commit_sha, pipeline_sha, state, trigger, \
                            attempt, cancel_requested, commit_message, commit_author, created_at";
 
-pub async fn get<'e>(exec: impl Executor<'e, Database = Any>, id: i64) -> Result<Option<RunRow>, sqlx::Error> {
+pub async fn get<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+) -> Result<Option<RunRow>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"))
         .bind(id)
         .fetch_optional(exec)
@@ -166,10 +169,12 @@ pub async fn set_commit_info<'e>(
 
 /// Older runs of the environment that have not finished: queued and held
 /// ones are superseded at once; running ones are asked to stop.
-pub async fn supersede_older<'e, E>(exec: E, environment_id: i64, newer: i64, now: i64) -> Result<(), sqlx::Error>
-where
-    E: Executor<'e, Database = Any> + Copy,
-{
+pub async fn supersede_older(
+    conn: &mut sqlx::AnyConnection,
+    environment_id: i64,
+    newer: i64,
+    now: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE runs SET state = $3, superseded_by = $2, finished_at = $4,
              error = 'superseded by a newer push'
@@ -181,7 +186,7 @@ where
     .bind(now)
     .bind(RunState::Queued.as_str())
     .bind(RunState::WaitingForApproval.as_str())
-    .execute(exec)
+    .execute(&mut *conn)
     .await?;
     sqlx::query(
         "UPDATE runs SET cancel_requested = 1, superseded_by = $2
@@ -190,21 +195,26 @@ where
     .bind(environment_id)
     .bind(newer)
     .bind(RunState::Running.as_str())
-    .execute(exec)
+    .execute(&mut *conn)
     .await
     .map(|_| ())
 }
 
 /// Claims the oldest queued run for this runner, atomically.
-pub async fn claim_next<'e, E>(exec: E, runner_id: &str, now: i64) -> Result<Option<RunRow>, sqlx::Error>
+pub async fn claim_next<'e, E>(
+    exec: E,
+    runner_id: &str,
+    now: i64,
+) -> Result<Option<RunRow>, sqlx::Error>
 where
     E: Executor<'e, Database = Any> + Copy,
 {
     loop {
-        let candidate: Option<i64> = sqlx::query_scalar("SELECT id FROM runs WHERE state = $1 ORDER BY id LIMIT 1")
-            .bind(RunState::Queued.as_str())
-            .fetch_optional(exec)
-            .await?;
+        let candidate: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM runs WHERE state = $1 ORDER BY id LIMIT 1")
+                .bind(RunState::Queued.as_str())
+                .fetch_optional(exec)
+                .await?;
         let Some(id) = candidate else { return Ok(None) };
         let claimed = sqlx::query(
             "UPDATE runs SET state = $2, runner_id = $3, started_at = COALESCE(started_at, $4),
@@ -251,7 +261,10 @@ pub async fn finish<'e>(
 
 /// Moves a held run on (`waiting_for_approval` → `queued`). False when the
 /// run was not held.
-pub async fn release_hold<'e>(exec: impl Executor<'e, Database = Any>, id: i64) -> Result<bool, sqlx::Error> {
+pub async fn release_hold<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+) -> Result<bool, sqlx::Error> {
     let result = sqlx::query("UPDATE runs SET state = $2 WHERE id = $1 AND state = $3")
         .bind(id)
         .bind(RunState::Queued.as_str())
@@ -261,7 +274,11 @@ pub async fn release_hold<'e>(exec: impl Executor<'e, Database = Any>, id: i64) 
     Ok(result.rows_affected() == 1)
 }
 
-pub async fn heartbeat<'e>(exec: impl Executor<'e, Database = Any>, id: i64, now: i64) -> Result<(), sqlx::Error> {
+pub async fn heartbeat<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    now: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE runs SET heartbeat_at = $2 WHERE id = $1")
         .bind(id)
         .bind(now)
@@ -270,7 +287,10 @@ pub async fn heartbeat<'e>(exec: impl Executor<'e, Database = Any>, id: i64, now
         .map(|_| ())
 }
 
-pub async fn request_cancel<'e>(exec: impl Executor<'e, Database = Any>, id: i64) -> Result<(), sqlx::Error> {
+pub async fn request_cancel<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE runs SET cancel_requested = 1 WHERE id = $1")
         .bind(id)
         .execute(exec)
@@ -292,11 +312,15 @@ pub async fn cancel_state<'e>(
 }
 
 /// Runs of this runner id, or of any runner, left `running`.
-pub async fn list_running<'e>(exec: impl Executor<'e, Database = Any>) -> Result<Vec<RunRow>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE state = $1 ORDER BY id"))
-        .bind(RunState::Running.as_str())
-        .fetch_all(exec)
-        .await
+pub async fn list_running<'e>(
+    exec: impl Executor<'e, Database = Any>,
+) -> Result<Vec<RunRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE state = $1 ORDER BY id"
+    ))
+    .bind(RunState::Running.as_str())
+    .fetch_all(exec)
+    .await
 }
 
 /// Runs of an environment that have not ended.
@@ -313,4 +337,68 @@ pub async fn list_unfinished_for_environment<'e>(
     .bind(RunState::Running.as_str())
     .fetch_all(exec)
     .await
+}
+
+#[derive(FromRow)]
+struct DetailRow {
+    id: i64,
+    app: String,
+    environment: String,
+    branch: String,
+    commit_sha: String,
+    pipeline_sha: String,
+    state: String,
+    trigger: String,
+    error: Option<String>,
+    commit_message: Option<String>,
+    commit_author: Option<String>,
+    created_at: i64,
+    finished_at: Option<i64>,
+}
+
+/// A run with its app and environment names (steps and reports apart).
+pub async fn detail<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+) -> Result<Option<(RunSummary, DetailExtra)>, sqlx::Error> {
+    let row: Option<DetailRow> = sqlx::query_as(
+        "SELECT r.id, a.name AS app, e.name AS environment, r.branch, r.commit_sha, r.pipeline_sha, r.state,
+                r.trigger, r.error, r.commit_message, r.commit_author, r.created_at, r.finished_at
+         FROM runs r JOIN apps a ON a.id = r.app_id JOIN environments e ON e.id = r.environment_id
+         WHERE r.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(exec)
+    .await?;
+    row.map(|row| {
+        Ok((
+            RunSummary {
+                id: row.id,
+                app: row.app,
+                environment: row.environment,
+                branch: row.branch,
+                commit_sha: row.commit_sha,
+                state: decode_state(&row.state, RunState::parse)?,
+                created_at: row.created_at,
+                finished_at: row.finished_at,
+            },
+            DetailExtra {
+                pipeline_sha: row.pipeline_sha,
+                trigger: row.trigger,
+                error: row.error,
+                commit_message: row.commit_message,
+                commit_author: row.commit_author,
+            },
+        ))
+    })
+    .transpose()
+}
+
+/// The parts of a run's detail beyond its summary.
+pub struct DetailExtra {
+    pub pipeline_sha: String,
+    pub trigger: String,
+    pub error: Option<String>,
+    pub commit_message: Option<String>,
+    pub commit_author: Option<String>,
 }

@@ -58,7 +58,10 @@ where
 }
 
 /// The secrets an app may read: its own and the global ones.
-pub async fn for_app<'e>(exec: impl Executor<'e, Database = Any>, app_id: i64) -> Result<Vec<SecretRow>, sqlx::Error> {
+pub async fn for_app<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    app_id: i64,
+) -> Result<Vec<SecretRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT name, app_id, nonce, ciphertext, key_id FROM secrets
          WHERE app_id IS NULL OR app_id = $1 ORDER BY name",
@@ -79,11 +82,17 @@ pub async fn list_names<'e>(
     .await
 }
 
-pub async fn delete<'e>(exec: impl Executor<'e, Database = Any>, name: &str, app_id: Option<i64>) -> Result<bool, sqlx::Error> {
-    let result = sqlx::query("DELETE FROM secrets WHERE name = $1 AND COALESCE(app_id, 0) = COALESCE($2, 0)")
-        .bind(name)
-        .bind(app_id)
-        .execute(exec)
-        .await?;
+pub async fn delete<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    name: &str,
+    app_id: Option<i64>,
+) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query(
+        "DELETE FROM secrets WHERE name = $1 AND COALESCE(app_id, 0) = COALESCE($2, 0)",
+    )
+    .bind(name)
+    .bind(app_id)
+    .execute(exec)
+    .await?;
     Ok(result.rows_affected() > 0)
 }

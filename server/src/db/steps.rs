@@ -6,7 +6,11 @@ use sqlx::{Any, Executor, FromRow};
 use super::decode_state;
 
 /// Creates the step rows of a run, in order, and returns their ids.
-pub async fn create_all<'e, E>(exec: E, run_id: i64, names: &[&str]) -> Result<Vec<i64>, sqlx::Error>
+pub async fn create_all<'e, E>(
+    exec: E,
+    run_id: i64,
+    names: &[&str],
+) -> Result<Vec<i64>, sqlx::Error>
 where
     E: Executor<'e, Database = Any> + Copy,
 {
@@ -26,7 +30,11 @@ where
     Ok(ids)
 }
 
-pub async fn start<'e>(exec: impl Executor<'e, Database = Any>, id: i64, now: i64) -> Result<(), sqlx::Error> {
+pub async fn start<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    now: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE steps SET state = $2, started_at = $3 WHERE id = $1")
         .bind(id)
         .bind(StepState::Running.as_str())
@@ -69,7 +77,10 @@ pub async fn finish<'e>(
 }
 
 /// Marks the steps that never ran (after a failure or cancel).
-pub async fn skip_pending<'e>(exec: impl Executor<'e, Database = Any>, run_id: i64) -> Result<(), sqlx::Error> {
+pub async fn skip_pending<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    run_id: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE steps SET state = $2 WHERE run_id = $1 AND state = $3")
         .bind(run_id)
         .bind(StepState::Skipped.as_str())
@@ -111,7 +122,10 @@ struct StepRow {
     finished_at: Option<i64>,
 }
 
-pub async fn list<'e>(exec: impl Executor<'e, Database = Any>, run_id: i64) -> Result<Vec<StepSummary>, sqlx::Error> {
+pub async fn list<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    run_id: i64,
+) -> Result<Vec<StepSummary>, sqlx::Error> {
     let rows: Vec<StepRow> = sqlx::query_as(
         "SELECT id, position, name, state, exit_code, error, log_bytes, log_truncated, started_at, finished_at
          FROM steps WHERE run_id = $1 ORDER BY position",
@@ -144,14 +158,16 @@ pub async fn append_log<'e>(
     content: &str,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO log_chunks (step_id, seq, content, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(step_id)
-        .bind(seq)
-        .bind(content)
-        .bind(now)
-        .execute(exec)
-        .await
-        .map(|_| ())
+    sqlx::query(
+        "INSERT INTO log_chunks (step_id, seq, content, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(step_id)
+    .bind(seq)
+    .bind(content)
+    .bind(now)
+    .execute(exec)
+    .await
+    .map(|_| ())
 }
 
 /// Log chunks of a step after `after_seq`, in order: `(seq, content)`.
@@ -160,11 +176,13 @@ pub async fn log_chunks<'e>(
     step_id: i64,
     after_seq: i64,
 ) -> Result<Vec<(i64, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT seq, content FROM log_chunks WHERE step_id = $1 AND seq > $2 ORDER BY seq")
-        .bind(step_id)
-        .bind(after_seq)
-        .fetch_all(exec)
-        .await
+    sqlx::query_as(
+        "SELECT seq, content FROM log_chunks WHERE step_id = $1 AND seq > $2 ORDER BY seq",
+    )
+    .bind(step_id)
+    .bind(after_seq)
+    .fetch_all(exec)
+    .await
 }
 
 pub async fn insert_report<'e>(
@@ -173,7 +191,8 @@ pub async fn insert_report<'e>(
     report: &TestReportSummary,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    let failures = serde_json::to_string(&report.failures).map_err(|e| sqlx::Error::Encode(e.into()))?;
+    let failures =
+        serde_json::to_string(&report.failures).map_err(|e| sqlx::Error::Encode(e.into()))?;
     sqlx::query(
         "INSERT INTO test_reports (step_id, name, passed, failed, skipped, failures, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",

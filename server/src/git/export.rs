@@ -15,7 +15,12 @@ pub(super) fn write_tree(repo: &Repository, tree: &Tree<'_>, dest: &Path) -> Res
     std::fs::create_dir_all(dest).map_err(io(dest))?;
     for entry in tree.iter() {
         let name = entry.name().unwrap_or_default();
-        if name.is_empty() || name == "." || name == ".." || name == ".git" || name.contains(['/', '\\', '\0']) {
+        if name.is_empty()
+            || name == "."
+            || name == ".."
+            || name == ".git"
+            || name.contains(['/', '\\', '\0'])
+        {
             return Err(GitError::UnsafePath(name.to_string()));
         }
         let target = dest.join(name);
@@ -38,7 +43,8 @@ pub(super) fn write_tree(repo: &Repository, tree: &Tree<'_>, dest: &Path) -> Res
                 std::fs::write(&target, blob.content()).map_err(io(&target))?;
                 if mode == i32::from(FileMode::BlobExecutable) {
                     use std::os::unix::fs::PermissionsExt;
-                    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).map_err(io(&target))?;
+                    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))
+                        .map_err(io(&target))?;
                 }
             }
         }

@@ -22,7 +22,10 @@ pub enum GitError {
     #[error("commit {0} is not in the mirror")]
     UnknownCommit(String),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("refusing to write {0:?}: it would leave the checkout")]
     UnsafePath(String),
     #[error("git worker stopped: {0}")]
@@ -53,7 +56,11 @@ pub struct GitStore {
 
 impl GitStore {
     pub fn new(root: PathBuf, max_parallel: usize) -> GitStore {
-        GitStore { root, permits: Semaphore::new(max_parallel.max(1)), locks: StdMutex::default() }
+        GitStore {
+            root,
+            permits: Semaphore::new(max_parallel.max(1)),
+            locks: StdMutex::default(),
+        }
     }
 
     /// The mirror directory for `url`: readable, and unique per URL.
@@ -67,7 +74,13 @@ impl GitStore {
             .next()
             .unwrap_or("repo")
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .take(40)
             .collect();
         self.root.join(format!("{stem}-{hash}.git"))
@@ -82,11 +95,18 @@ impl GitStore {
     {
         let path = self.mirror_path(url);
         let lock = {
-            let mut locks = self.locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut locks = self
+                .locks
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             locks.entry(path.display().to_string()).or_default().clone()
         };
         let _mirror = lock.lock().await;
-        let _permit = self.permits.acquire().await.map_err(|e| GitError::Join(e.to_string()))?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| GitError::Join(e.to_string()))?;
         tokio::task::spawn_blocking(move || work(&path))
             .await
             .map_err(|e| GitError::Join(e.to_string()))?
@@ -96,16 +116,23 @@ impl GitStore {
     /// use) and returns the branch heads. Deleted branches disappear.
     pub async fn fetch(&self, url: &str) -> Result<Heads, GitError> {
         let owned_url = url.to_string();
-        self.with_mirror(url, move |path| fetch_blocking(path, &owned_url)).await
+        self.with_mirror(url, move |path| fetch_blocking(path, &owned_url))
+            .await
     }
 
     /// The heads as of the last fetch, without touching the network.
     pub async fn heads(&self, url: &str) -> Result<Heads, GitError> {
-        self.with_mirror(url, |path| heads_of(&Repository::open_bare(path)?)).await
+        self.with_mirror(url, |path| heads_of(&Repository::open_bare(path)?))
+            .await
     }
 
     /// A file's text at a commit, `None` when the path does not exist.
-    pub async fn read_file(&self, url: &str, sha: &str, file: &str) -> Result<Option<String>, GitError> {
+    pub async fn read_file(
+        &self,
+        url: &str,
+        sha: &str,
+        file: &str,
+    ) -> Result<Option<String>, GitError> {
         let (sha, file) = (sha.to_string(), file.to_string());
         self.with_mirror(url, move |path| {
             let repo = Repository::open_bare(path)?;
@@ -122,7 +149,12 @@ impl GitStore {
     }
 
     /// Names of the sub-folders of `dir` at a commit (empty if none).
-    pub async fn list_dirs(&self, url: &str, sha: &str, dir: &str) -> Result<Vec<String>, GitError> {
+    pub async fn list_dirs(
+        &self,
+        url: &str,
+        sha: &str,
+        dir: &str,
+    ) -> Result<Vec<String>, GitError> {
         let (sha, dir) = (sha.to_string(), dir.to_string());
         self.with_mirror(url, move |path| {
             let repo = Repository::open_bare(path)?;
@@ -143,13 +175,26 @@ impl GitStore {
 
     /// Writes the files of `subdir` (the whole tree when `None`) at a commit
     /// into `dest`, like `git archive`: no `.git`, modes and symlinks kept.
-    pub async fn export(&self, url: &str, sha: &str, subdir: Option<&str>, dest: &Path) -> Result<(), GitError> {
-        let (sha, subdir, dest) = (sha.to_string(), subdir.map(str::to_string), dest.to_path_buf());
+    pub async fn export(
+        &self,
+        url: &str,
+        sha: &str,
+        subdir: Option<&str>,
+        dest: &Path,
+    ) -> Result<(), GitError> {
+        let (sha, subdir, dest) = (
+            sha.to_string(),
+            subdir.map(str::to_string),
+            dest.to_path_buf(),
+        );
         self.with_mirror(url, move |path| {
             let repo = Repository::open_bare(path)?;
             let mut tree = commit_of(&repo, &sha)?.tree()?;
             if let Some(subdir) = subdir {
-                tree = tree.get_path(Path::new(&subdir))?.to_object(&repo)?.peel_to_tree()?;
+                tree = tree
+                    .get_path(Path::new(&subdir))?
+                    .to_object(&repo)?
+                    .peel_to_tree()?;
             }
             export::write_tree(&repo, &tree, &dest)
         })
@@ -164,7 +209,12 @@ impl GitStore {
             let author = commit.author();
             Ok(CommitInfo {
                 sha: commit.id().to_string(),
-                summary: commit.summary().ok().flatten().unwrap_or_default().to_string(),
+                summary: commit
+                    .summary()
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default()
+                    .to_string(),
                 author: author.name().unwrap_or_default().to_string(),
                 time: commit.time().seconds(),
             })
@@ -173,7 +223,12 @@ impl GitStore {
     }
 
     /// True when `ancestor` is `descendant` or one of its ancestors.
-    pub async fn is_ancestor(&self, url: &str, ancestor: &str, descendant: &str) -> Result<bool, GitError> {
+    pub async fn is_ancestor(
+        &self,
+        url: &str,
+        ancestor: &str,
+        descendant: &str,
+    ) -> Result<bool, GitError> {
         let (ancestor, descendant) = (ancestor.to_string(), descendant.to_string());
         self.with_mirror(url, move |path| {
             let repo = Repository::open_bare(path)?;
@@ -188,14 +243,23 @@ fn fetch_blocking(path: &Path, url: &str) -> Result<Heads, GitError> {
     let repo = match Repository::open_bare(path) {
         Ok(repo) => repo,
         Err(_) => {
-            std::fs::create_dir_all(path).map_err(|source| GitError::Io { path: path.to_path_buf(), source })?;
+            std::fs::create_dir_all(path).map_err(|source| GitError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
             Repository::init_bare(path)?
         }
     };
-    let fail = |error: git2::Error| GitError::Fetch { url: url.to_string(), message: error.message().to_string() };
+    let fail = |error: git2::Error| GitError::Fetch {
+        url: url.to_string(),
+        message: error.message().to_string(),
+    };
     let mut remote = repo.remote_anonymous(url).map_err(fail)?;
     let mut options = FetchOptions::new();
-    options.prune(FetchPrune::On).download_tags(AutotagOption::None).update_fetchhead(false);
+    options
+        .prune(FetchPrune::On)
+        .download_tags(AutotagOption::None)
+        .update_fetchhead(false);
     remote
         .fetch(&["+refs/heads/*:refs/heads/*"], Some(&mut options), None)
         .map_err(fail)?;
@@ -233,5 +297,6 @@ fn parse_oid(sha: &str) -> Result<Oid, GitError> {
 }
 
 fn commit_of<'r>(repo: &'r Repository, sha: &str) -> Result<git2::Commit<'r>, GitError> {
-    repo.find_commit(parse_oid(sha)?).map_err(|_| GitError::UnknownCommit(sha.to_string()))
+    repo.find_commit(parse_oid(sha)?)
+        .map_err(|_| GitError::UnknownCommit(sha.to_string()))
 }

@@ -3,4 +3,6 @@
 
 pub mod duration;
 pub mod load;
+pub mod reconcile;
 pub mod schema;
+pub mod template;

@@ -9,6 +9,7 @@ pub mod dashboard;
 pub mod error;
 pub mod middleware;
 pub mod ops;
+pub mod proxy;
 pub mod router;
 
 pub use router::build_app;

@@ -14,7 +14,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::http::middleware::{REQUEST_ID, record_metrics, request_span};
-use crate::http::{api, assets, dashboard, ops};
+use crate::http::{api, assets, dashboard, ops, proxy};
 use crate::state::AppState;
 
 pub fn build_app(state: AppState) -> Router {
@@ -25,10 +25,21 @@ pub fn build_app(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/pkg/{name}", get(assets::serve_asset))
+        .route("/env/{app}/{env}", axum::routing::any(proxy::by_path))
+        .route("/env/{app}/{env}/", axum::routing::any(proxy::by_path))
+        .route(
+            "/env/{app}/{env}/{*rest}",
+            axum::routing::any(proxy::by_path),
+        )
         .nest("/api/v1", api::routes())
         .merge(dashboard::routes(&state))
         .fallback(dashboard::fallback)
         .layer(axum::middleware::from_fn(record_metrics))
+        // Environment hosts are proxied before any route sees them.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            proxy::by_host,
+        ))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))

@@ -1,17 +1,27 @@
 //! The JSON REST API under `/api/v1`, described by the OpenAPI document at
 //! `/api/v1/openapi.json`. Handlers are thin: they ask the same port the
 //! dashboard uses, so the API and the UI never disagree.
+//!
+//! Until sign-in arrives, the API is not authenticated (except the git
+//! trigger, which takes a per-app token): keep Gantry on a loopback bind.
+
+mod hooks;
+mod runs;
+mod secrets;
+
+pub use hooks::{issue_token, token_hash};
 
 use app::dto::{
-    AuditEntry, ChangeRequestSummary, ClusterState, ClusterSummary, EnvironmentState,
-    EnvironmentSummary, PendingApproval, ReleaseState, ReleaseSummary, RunState, RunSummary,
-    SettingSource, Settings,
+    AuditEntry, ChangeRequestSummary, ClusterState, ClusterSummary, ConfigIssue, ConfigStatus,
+    EnvironmentState, EnvironmentSummary, PendingApproval, ReleaseState, ReleaseSummary, RunDetail,
+    RunState, RunSummary, SettingSource, Settings, StepState, StepSummary, TestCaseFailure,
+    TestReportSummary,
 };
 use app::port::DashboardPort;
 use axum::Json;
 use axum::Router;
 use axum::extract::{OriginalUri, State};
-use axum::routing::get;
+use axum::routing::{get, post};
 use utoipa::OpenApi;
 
 use crate::http::error::{ApiError, ErrorBody, ErrorDetail};
@@ -31,7 +41,19 @@ use crate::state::AppState;
         list_pending_approvals,
         list_clusters,
         list_audit_log,
-        get_settings
+        get_settings,
+        get_config,
+        runs::get_run,
+        runs::step_log,
+        runs::run_events,
+        runs::approve,
+        runs::reject,
+        runs::cancel,
+        hooks::git_hook,
+        hooks::new_hook_token,
+        secrets::put_secret,
+        secrets::list_secrets,
+        secrets::delete_secret
     ),
     components(schemas(
         EnvironmentSummary,
@@ -49,7 +71,19 @@ use crate::state::AppState;
         Settings,
         SettingSource,
         ErrorBody,
-        ErrorDetail
+        ErrorDetail,
+        ConfigStatus,
+        ConfigIssue,
+        RunDetail,
+        StepSummary,
+        StepState,
+        TestReportSummary,
+        TestCaseFailure,
+        runs::Decision,
+        crate::flow::approval::ApprovalOutcome,
+        hooks::GitHook,
+        secrets::SecretValue,
+        secrets::SecretName
     ))
 )]
 pub struct ApiDoc;
@@ -66,6 +100,20 @@ pub fn routes() -> Router<AppState> {
         .route("/clusters", get(list_clusters))
         .route("/audit", get(list_audit_log))
         .route("/settings", get(get_settings))
+        .route("/config", get(get_config))
+        .route("/runs/{id}", get(runs::get_run))
+        .route("/runs/{id}/steps/{step}/log", get(runs::step_log))
+        .route("/runs/{id}/events", get(runs::run_events))
+        .route("/runs/{id}/approve", post(runs::approve))
+        .route("/runs/{id}/reject", post(runs::reject))
+        .route("/runs/{id}/cancel", post(runs::cancel))
+        .route("/hooks/git", post(hooks::git_hook))
+        .route("/apps/{app}/hook-token", post(hooks::new_hook_token))
+        .route("/secrets", get(secrets::list_secrets))
+        .route(
+            "/secrets/{name}",
+            axum::routing::put(secrets::put_secret).delete(secrets::delete_secret),
+        )
         .fallback(not_found)
 }
 
@@ -141,4 +189,11 @@ async fn list_audit_log(State(state): State<AppState>) -> Result<Json<Vec<AuditE
     responses((status = 200, body = Settings), (status = 500, body = ErrorBody)))]
 async fn get_settings(State(state): State<AppState>) -> Result<Json<Settings>, ApiError> {
     Ok(Json(state.settings().await?))
+}
+
+/// The pipeline repo: the last commit read, and every problem found in it.
+#[utoipa::path(get, path = "/api/v1/config", tag = "config",
+    responses((status = 200, body = ConfigStatus), (status = 500, body = ErrorBody)))]
+async fn get_config(State(state): State<AppState>) -> Result<Json<ConfigStatus>, ApiError> {
+    Ok(Json(state.config_status().await?))
 }

@@ -1,0 +1,510 @@
+//! The `local` target: each live environment is a supervised child process
+//! on a free loopback port, started from its own copy of the built
+//! checkout. A deploy starts the new process, waits until it is healthy,
+//! switches the proxy to it and only then stops the old one; a failed health
+//! check leaves the old version serving.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use app::dto::EnvironmentState;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::{self, Db, local_processes::LocalProcessRow, now_millis};
+use crate::runner::process::{group_alive, spawn_shell, terminate};
+
+/// How a local app is run: what the deployment records as its manifest.
+/// Secret *names* only; values are resolved at each start.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LocalManifest {
+    pub run: String,
+    pub health: String,
+    pub health_timeout_seconds: u64,
+    pub env: Vec<(String, String)>,
+    pub secrets: Vec<String>,
+}
+
+/// One process to start.
+#[derive(Clone, Debug)]
+pub struct LocalSpec {
+    pub app: String,
+    pub env: String,
+    pub environment_id: i64,
+    pub deployment_id: i64,
+    pub manifest: LocalManifest,
+    /// Resolved secret values, added to the environment.
+    pub secret_values: Vec<(String, String)>,
+    /// Set by the runtime: marks the process as this Gantry's.
+    pub instance_tag: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start `{command}`: {source}")]
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error("the app exited before it became healthy ({status}); last output:\n{output}")]
+    ExitedEarly { status: String, output: String },
+    #[error("the app did not answer {health} with 2xx within {seconds}s; last output:\n{output}")]
+    Unhealthy {
+        health: String,
+        seconds: u64,
+        output: String,
+    },
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// What a successful deploy left running.
+#[derive(Clone, Debug)]
+pub struct Started {
+    pub port: u16,
+    pub workdir: PathBuf,
+}
+
+struct LiveProcess {
+    deployment_id: i64,
+    workdir: PathBuf,
+    stop: CancellationToken,
+    supervisor: JoinHandle<()>,
+}
+
+/// All local processes of this Gantry, and the proxy's routing table.
+#[derive(Debug)]
+pub struct LocalRuntime {
+    root: PathBuf,
+    instance_tag: String,
+    routes: RwLock<HashMap<(String, String), u16>>,
+    live: Mutex<HashMap<i64, LiveProcess>>,
+}
+
+impl std::fmt::Debug for LiveProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveProcess")
+            .field("deployment_id", &self.deployment_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalRuntime {
+    pub fn new(root: PathBuf, instance_tag: String) -> LocalRuntime {
+        LocalRuntime {
+            root,
+            instance_tag,
+            routes: RwLock::default(),
+            live: Mutex::default(),
+        }
+    }
+
+    /// The loopback port serving `<env>` of `<app>`, if any.
+    pub fn route(&self, app: &str, env: &str) -> Option<u16> {
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        routes.get(&(app.to_string(), env.to_string())).copied()
+    }
+
+    /// Copies `source` into a fresh directory and starts the app from it.
+    /// On success the proxy serves the new process and the previous one of
+    /// the environment is stopped; on failure nothing changes.
+    pub async fn deploy(
+        &self,
+        db: &Db,
+        spec: LocalSpec,
+        source: &Path,
+    ) -> Result<Started, LocalError> {
+        let workdir = self
+            .root
+            .join(&spec.app)
+            .join(&spec.env)
+            .join(spec.deployment_id.to_string());
+        let (from, to) = (source.to_path_buf(), workdir.clone());
+        let copied = tokio::task::spawn_blocking(move || {
+            let _ = std::fs::remove_dir_all(&to);
+            copy_tree(&from, &to)
+        })
+        .await
+        .map_err(|e| LocalError::Io {
+            path: workdir.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        copied?;
+        match self.start(db, spec, workdir.clone()).await {
+            Ok(started) => Ok(started),
+            Err(error) => {
+                let _ = tokio::fs::remove_dir_all(&workdir).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Starts (or restarts after a Gantry restart) the process of `spec`
+    /// in `workdir`, waits for health, then swaps it in.
+    pub async fn start(
+        &self,
+        db: &Db,
+        spec: LocalSpec,
+        workdir: PathBuf,
+    ) -> Result<Started, LocalError> {
+        let port = free_port().map_err(|source| LocalError::Io {
+            path: workdir.clone(),
+            source,
+        })?;
+        let log_path = workdir.join(".gantry-app.log");
+        let spec = LocalSpec {
+            instance_tag: self.instance_tag.clone(),
+            ..spec
+        };
+        let mut child = start_process(&spec, &workdir, port, &log_path)?;
+        let health_url = format!("http://127.0.0.1:{port}{}", spec.manifest.health);
+        let timeout = Duration::from_secs(spec.manifest.health_timeout_seconds);
+        if let Err(error) = wait_healthy(
+            &mut child,
+            &health_url,
+            timeout,
+            &spec.manifest.health,
+            &log_path,
+        )
+        .await
+        {
+            terminate(&mut child, Duration::from_secs(5)).await;
+            return Err(error);
+        }
+
+        // Healthy: record, route, then stop the previous process.
+        let pid = child.id().map(i64::from);
+        db::local_processes::upsert(
+            db.pool(),
+            &LocalProcessRow {
+                environment_id: spec.environment_id,
+                deployment_id: spec.deployment_id,
+                pid,
+                port: i64::from(port),
+                workdir: workdir.display().to_string(),
+            },
+            now_millis(),
+        )
+        .await?;
+        {
+            let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+            routes.insert((spec.app.clone(), spec.env.clone()), port);
+        }
+        let stop = CancellationToken::new();
+        let supervisor = tokio::spawn(supervise(
+            db.clone(),
+            spec.clone(),
+            child,
+            workdir.clone(),
+            log_path,
+            stop.clone(),
+        ));
+        let previous = {
+            let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            live.insert(
+                spec.environment_id,
+                LiveProcess {
+                    deployment_id: spec.deployment_id,
+                    workdir: workdir.clone(),
+                    stop,
+                    supervisor,
+                },
+            )
+        };
+        if let Some(previous) = previous {
+            stop_process(previous).await;
+        }
+        Ok(Started { port, workdir })
+    }
+
+    /// Stops the environment's process, removes its files and route, and
+    /// checks that the process group and the port are really gone.
+    pub async fn destroy(
+        &self,
+        db: &Db,
+        environment_id: i64,
+        app: &str,
+        env: &str,
+    ) -> Result<String, LocalError> {
+        {
+            let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+            routes.remove(&(app.to_string(), env.to_string()));
+        }
+        let row = db::local_processes::list(db.pool())
+            .await?
+            .into_iter()
+            .find(|row| row.environment_id == environment_id);
+        let live = {
+            let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            live.remove(&environment_id)
+        };
+        if let Some(live) = live {
+            stop_process(live).await;
+        }
+        let mut problems = Vec::new();
+        if let Some(row) = &row {
+            if let Some(pid) = row.pid.and_then(|p| u32::try_from(p).ok())
+                && group_alive(pid)
+            {
+                problems.push(format!("process group {pid} is still alive"));
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", u16::try_from(row.port).unwrap_or(0)))
+                .is_ok()
+            {
+                problems.push(format!("port {} still answers", row.port));
+            }
+        }
+        db::local_processes::delete(db.pool(), environment_id).await?;
+        let dir = self.root.join(app).join(env);
+        if let Err(error) = tokio::fs::remove_dir_all(&dir).await
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            problems.push(format!("{}: {error}", dir.display()));
+        }
+        if problems.is_empty() {
+            Ok("process stopped, port closed, files removed".to_string())
+        } else {
+            Ok(format!("teardown incomplete: {}", problems.join("; ")))
+        }
+    }
+
+    /// Stops every process (graceful shutdown); a restart brings them back.
+    pub async fn stop_all(&self) {
+        let all: Vec<LiveProcess> = {
+            let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            live.drain().map(|(_, process)| process).collect()
+        };
+        for process in all {
+            stop_process_keep_files(process).await;
+        }
+    }
+}
+
+/// Stops a process and removes its directory (it was replaced).
+async fn stop_process(process: LiveProcess) {
+    let workdir = process.workdir.clone();
+    stop_process_keep_files(process).await;
+    let _ = tokio::fs::remove_dir_all(&workdir).await;
+}
+
+async fn stop_process_keep_files(process: LiveProcess) {
+    process.stop.cancel();
+    let _ = process.supervisor.await;
+}
+
+fn start_process(
+    spec: &LocalSpec,
+    workdir: &Path,
+    port: u16,
+    log_path: &Path,
+) -> Result<tokio::process::Child, LocalError> {
+    let io = |source| LocalError::Io {
+        path: log_path.to_path_buf(),
+        source,
+    };
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .map_err(io)?;
+    let log_err = log.try_clone().map_err(io)?;
+    let mut env: Vec<(String, String)> = spec.manifest.env.clone();
+    env.extend(spec.secret_values.iter().cloned());
+    env.push(("PORT".into(), port.to_string()));
+    env.push(("HOME".into(), workdir.display().to_string()));
+    env.push((
+        crate::recovery::INSTANCE_VAR.into(),
+        spec.instance_tag.clone(),
+    ));
+    spawn_shell(
+        &spec.manifest.run,
+        workdir,
+        &env,
+        Stdio::from(log),
+        Stdio::from(log_err),
+    )
+    .map_err(|source| LocalError::Spawn {
+        command: spec.manifest.run.clone(),
+        source,
+    })
+}
+
+async fn wait_healthy(
+    child: &mut tokio::process::Child,
+    url: &str,
+    timeout: Duration,
+    health: &str,
+    log_path: &Path,
+) -> Result<(), LocalError> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| LocalError::Io {
+            path: log_path.to_path_buf(),
+            source: std::io::Error::other(e),
+        })?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(LocalError::ExitedEarly {
+                status: status.to_string(),
+                output: tail(log_path).await,
+            });
+        }
+        if let Ok(response) = client.get(url).send().await
+            && response.status().is_success()
+        {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(LocalError::Unhealthy {
+                health: health.to_string(),
+                seconds: timeout.as_secs(),
+                output: tail(log_path).await,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Watches a live process. An intended stop terminates it; an unexpected
+/// exit restarts it (up to three times in a row, with backoff), after which
+/// the environment is marked failed.
+async fn supervise(
+    db: Db,
+    spec: LocalSpec,
+    mut child: tokio::process::Child,
+    workdir: PathBuf,
+    log_path: PathBuf,
+    stop: CancellationToken,
+) {
+    let mut failures = 0u32;
+    loop {
+        let started = Instant::now();
+        let status = tokio::select! {
+            () = stop.cancelled() => {
+                terminate(&mut child, Duration::from_secs(10)).await;
+                return;
+            }
+            status = child.wait() => status,
+        };
+        let status = status
+            .map(|s| s.to_string())
+            .unwrap_or_else(|e| e.to_string());
+        failures = if started.elapsed() > Duration::from_secs(30) {
+            1
+        } else {
+            failures + 1
+        };
+        tracing::warn!(app = %spec.app, env = %spec.env, %status, "local app exited; restart {failures} of 3");
+        if failures > 3 {
+            let detail = format!(
+                "the app keeps exiting ({status}); last output: {}",
+                tail(&log_path).await
+            );
+            let _ = db::environments::set_state(
+                db.pool(),
+                spec.environment_id,
+                EnvironmentState::Failed,
+                Some(&detail),
+                now_millis(),
+            )
+            .await;
+            return;
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1 << (failures - 1))) => {}
+        }
+        // Same port: the proxy keeps pointing at it.
+        let port = db::local_processes::list(db.pool())
+            .await
+            .ok()
+            .and_then(|rows| {
+                rows.into_iter()
+                    .find(|r| r.environment_id == spec.environment_id)
+            })
+            .and_then(|row| u16::try_from(row.port).ok());
+        let Some(port) = port else { return };
+        match start_process(&spec, &workdir, port, &log_path) {
+            Ok(restarted) => {
+                child = restarted;
+                if let Some(pid) = child.id() {
+                    let _ = sqlx::query(
+                        "UPDATE local_processes SET pid = $2 WHERE environment_id = $1",
+                    )
+                    .bind(spec.environment_id)
+                    .bind(i64::from(pid))
+                    .execute(db.pool())
+                    .await;
+                }
+            }
+            Err(error) => {
+                let _ = db::environments::set_state(
+                    db.pool(),
+                    spec.environment_id,
+                    EnvironmentState::Failed,
+                    Some(&error.to_string()),
+                    now_millis(),
+                )
+                .await;
+                return;
+            }
+        }
+    }
+}
+
+/// The last lines of an app's log, for error messages.
+async fn tail(log_path: &Path) -> String {
+    let text = tokio::fs::read_to_string(log_path)
+        .await
+        .unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
+}
+
+fn free_port() -> std::io::Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()
+        .map(|a| a.port())
+}
+
+/// Copies a directory tree (files, permissions, symlinks as links).
+pub fn copy_tree(from: &Path, to: &Path) -> Result<(), LocalError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| LocalError::Io { path, source }
+    };
+    std::fs::create_dir_all(to).map_err(io(to))?;
+    for entry in std::fs::read_dir(from).map_err(io(from))? {
+        let entry = entry.map_err(io(from))?;
+        let kind = entry.file_type().map_err(io(&entry.path()))?;
+        let target = to.join(entry.file_name());
+        if kind.is_symlink() {
+            let link = std::fs::read_link(entry.path()).map_err(io(&entry.path()))?;
+            std::os::unix::fs::symlink(link, &target).map_err(io(&target))?;
+        } else if kind.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target).map_err(io(&target))?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads a deployment's local manifest back (for restarts).
+pub fn parse_manifest(text: &str) -> Option<LocalManifest> {
+    serde_json::from_str(text).ok()
+}
+
+pub type SharedLocal = Arc<LocalRuntime>;

@@ -1,0 +1,167 @@
+//! The end of environments: previews destroyed when their branch is merged
+//! into the staging branch, deleted, or past its TTL; environments of apps
+//! that left the pipeline repo. Teardown is verified and recorded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use app::dto::{EnvironmentState, RunState};
+
+use crate::db::{self, audit::NewEntry, environments::EnvRow, now_millis};
+use crate::gitops::schema::AppConfig;
+use crate::state::App;
+
+/// True when the environment was created for a branch by a glob entry.
+pub fn is_preview(config: &AppConfig, env: &EnvRow) -> bool {
+    config
+        .stack
+        .iter()
+        .any(|entry| entry.env == env.stack_entry && entry.branches.is_preview())
+}
+
+/// Stops an environment's runs, tears down what it runs, and records it.
+pub async fn destroy(app: &App, env: &EnvRow, app_name: &str, reason: &str) -> anyhow::Result<()> {
+    let pool = app.db.pool();
+    let now = now_millis();
+    db::environments::set_state(
+        pool,
+        env.id,
+        EnvironmentState::Destroying,
+        Some(reason),
+        now,
+    )
+    .await?;
+    for run in db::runs::list_unfinished_for_environment(pool, env.id).await? {
+        if run.state == RunState::Running.as_str() {
+            db::runs::request_cancel(pool, run.id).await?;
+        } else {
+            db::runs::finish(
+                pool,
+                run.id,
+                RunState::Cancelled,
+                Some("the environment was destroyed"),
+                now,
+            )
+            .await?;
+        }
+    }
+    // A run being cancelled may still be inside its deploy; let it leave.
+    for _ in 0..300 {
+        let current = db::environments::get(pool, env.id).await?;
+        if current.is_none_or(|e| e.locked_by_run.is_none()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let teardown = app
+        .local
+        .destroy(&app.db, env.id, app_name, &env.name)
+        .await?;
+    let detail = format!("{reason}; {teardown}");
+    db::environments::mark_destroyed(pool, env.id, &detail, now_millis()).await?;
+    db::audit::record(
+        pool,
+        &NewEntry {
+            actor: "gantry",
+            action: "environment.destroy",
+            target: &format!("{app_name}/{}", env.name),
+            reason: Some(reason),
+            source_ip: None,
+            detail: &serde_json::json!({ "teardown": teardown }).to_string(),
+        },
+        now_millis(),
+    )
+    .await?;
+    tracing::info!(app = app_name, env = %env.name, %reason, %teardown, "environment destroyed");
+    Ok(())
+}
+
+/// After the staging branch moved to `staging_head`: previews whose branch
+/// head is now part of it are merged, and go.
+pub async fn destroy_merged_previews(
+    app: &App,
+    app_row: &db::apps::AppRow,
+    config: &AppConfig,
+    staging_head: &str,
+) -> anyhow::Result<()> {
+    let pool = app.db.pool();
+    let heads = db::branch_heads::list(pool, app_row.id).await?;
+    let staging = super::stack::staging_branch(config).unwrap_or("latest");
+    for env in db::environments::list_for_app(pool, app_row.id).await? {
+        if !is_preview(config, &env) {
+            continue;
+        }
+        let Some(head) = env.branch.as_deref().and_then(|b| heads.get(b)) else {
+            continue;
+        };
+        if app
+            .git
+            .is_ancestor(&app_row.source_url, head, staging_head)
+            .await?
+        {
+            let branch = env.branch.clone().unwrap_or_default();
+            destroy(
+                app,
+                &env,
+                &app_row.name,
+                &format!("{branch} was merged into {staging}"),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Every 30 s: previews past their TTL, and environments of apps that left
+/// the pipeline repo, are destroyed.
+pub async fn expiry_loop(app: Arc<App>) {
+    loop {
+        if let Err(error) = expire(&app).await {
+            tracing::warn!(%error, "expiring environments failed");
+        }
+        tokio::select! {
+            () = app.shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+    }
+}
+
+pub async fn expire(app: &App) -> anyhow::Result<()> {
+    let pool = app.db.pool();
+    let now = now_millis();
+    let active_apps = db::apps::list_active(pool).await?;
+    for env in db::environments::list_all_active(pool).await? {
+        let Some(app_row) = active_apps.iter().find(|a| a.id == env.app_id) else {
+            let name = db::apps::get(pool, env.app_id)
+                .await?
+                .map(|a| a.name)
+                .unwrap_or_default();
+            destroy(
+                app,
+                &env,
+                &name,
+                "its app was removed from the pipeline repo",
+            )
+            .await?;
+            continue;
+        };
+        let config: AppConfig = serde_json::from_str(&app_row.config)?;
+        if let Some(ttl) = env.ttl_seconds
+            && is_preview(&config, &env)
+            && env.locked_by_run.is_none()
+            && now - env.updated_at > ttl.saturating_mul(1000)
+        {
+            let ttl = crate::gitops::duration::HumanDuration(Duration::from_secs(
+                u64::try_from(ttl).unwrap_or(0),
+            ));
+            destroy(
+                app,
+                &env,
+                &app_row.name,
+                &format!("its TTL of {ttl} passed"),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}

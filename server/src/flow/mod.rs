@@ -1,0 +1,47 @@
+//! The flow from a git change to a run: watching repos (polling and the
+//! trigger endpoint), planning runs for environments, and the life of
+//! preview environments. Every step goes through the database (the event
+//! inbox, the runs table), so a restart resumes where it stopped.
+
+pub mod approval;
+pub mod lifecycle;
+pub mod plan;
+pub mod stack;
+pub mod watch;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::state::App;
+
+/// Wake-ups between the loops; the database holds the actual work.
+#[derive(Debug, Default)]
+pub struct Flow {
+    /// A repo changed or a trigger arrived: scan now.
+    pub scan_wake: Notify,
+    /// New events in the inbox.
+    pub plan_wake: Notify,
+    /// New queued runs.
+    pub runner_wake: Notify,
+}
+
+/// Starts the background loops; they stop when `app.shutdown` fires.
+pub fn spawn(app: &Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![
+        tokio::spawn(watch::scan_loop(app.clone())),
+        tokio::spawn(plan::plan_loop(app.clone())),
+        tokio::spawn(crate::runner::run_loop(app.clone())),
+        tokio::spawn(lifecycle::expiry_loop(app.clone())),
+    ]
+}
+
+/// Sleeps `period` unless woken or shut down first. False on shutdown.
+pub(crate) async fn pause(app: &App, notify: &Notify, period: Duration) -> bool {
+    tokio::select! {
+        () = app.shutdown.cancelled() => false,
+        () = notify.notified() => true,
+        () = tokio::time::sleep(period) => true,
+    }
+}

@@ -1,0 +1,236 @@
+//! The planner: turns inbox events into environments and runs. One new
+//! branch head → one run for its environment; an older unfinished run of
+//! that environment is superseded; protected environments hold the run for
+//! approval.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use app::dto::RunState;
+
+use super::lifecycle;
+use super::stack::{entry_for, preview_name, staging_branch};
+use super::watch::BranchEvent;
+use crate::db::{
+    self, environments::EnvRow, environments::NewEnvironment, now_millis, runs::NewRun,
+};
+use crate::gitops::schema::{AppConfig, LOCAL_TARGET, StackEntry};
+use crate::gitops::template;
+use crate::state::App;
+
+/// An event that keeps failing is given up after this many attempts.
+const MAX_ATTEMPTS: i64 = 5;
+
+pub async fn plan_loop(app: Arc<App>) {
+    loop {
+        if let Err(error) = plan_pending(&app).await {
+            tracing::warn!(%error, "planning failed");
+        }
+        if !super::pause(&app, &app.flow.plan_wake, Duration::from_secs(2)).await {
+            return;
+        }
+    }
+}
+
+/// Acts on every pending inbox event, oldest first.
+pub async fn plan_pending(app: &App) -> anyhow::Result<usize> {
+    let pool = app.db.pool();
+    let events = db::inbox::pending(pool, 100).await?;
+    let count = events.len();
+    for event in events {
+        let outcome = match event.kind.as_str() {
+            "push" => on_push(app, serde_json::from_str(&event.payload)?).await,
+            "branch_deleted" => on_delete(app, serde_json::from_str(&event.payload)?).await,
+            other => Err(anyhow::anyhow!("unknown event kind {other:?}")),
+        };
+        match outcome {
+            Ok(()) => db::inbox::mark_processed(pool, event.id, None, now_millis()).await?,
+            Err(error) if event.attempts + 1 < MAX_ATTEMPTS => {
+                tracing::warn!(event = event.id, %error, "event failed; will retry");
+                db::inbox::mark_attempt(pool, event.id, &error.to_string()).await?;
+            }
+            Err(error) => {
+                tracing::error!(event = event.id, %error, "event failed for good");
+                db::inbox::mark_processed(pool, event.id, Some(&error.to_string()), now_millis())
+                    .await?;
+            }
+        }
+    }
+    Ok(count)
+}
+
+async fn on_push(app: &App, event: BranchEvent) -> anyhow::Result<()> {
+    let pool = app.db.pool();
+    let Some(sha) = event.after.clone() else {
+        return Ok(());
+    };
+    let Some(app_row) = db::apps::get(pool, event.app_id).await? else {
+        return Ok(());
+    };
+    let config: AppConfig = serde_json::from_str(&app_row.config)?;
+    let Some(entry) = entry_for(&config, &event.branch) else {
+        tracing::debug!(app = %app_row.name, branch = %event.branch, "no environment for this branch");
+        return Ok(());
+    };
+
+    let staging = staging_branch(&config).map(str::to_string);
+    if entry.branches.is_preview()
+        && let Some(staging) = staging.as_deref()
+        && staging != event.branch
+        && let Some(staging_head) = db::branch_heads::list(pool, app_row.id).await?.get(staging)
+        && app
+            .git
+            .is_ancestor(&app_row.source_url, &sha, staging_head)
+            .await?
+    {
+        // Already merged: no preview for it (an existing one is torn down).
+        if let Some(env) =
+            db::environments::find_for_branch(pool, app_row.id, &event.branch).await?
+        {
+            lifecycle::destroy(
+                app,
+                &env,
+                &app_row.name,
+                &format!("{} was merged into {staging}", event.branch),
+            )
+            .await?;
+        }
+        return Ok(());
+    }
+
+    let env = ensure_environment(app, &app_row, entry, &event.branch).await?;
+    let commit = app.git.commit_info(&app_row.source_url, &sha).await?;
+    let state = if entry.approval.is_some() {
+        RunState::WaitingForApproval
+    } else {
+        RunState::Queued
+    };
+    let now = now_millis();
+    let mut tx = pool.begin().await?;
+    let run_id = db::runs::insert(
+        &mut *tx,
+        &NewRun {
+            app_id: app_row.id,
+            environment_id: env.id,
+            branch: &event.branch,
+            commit_sha: &sha,
+            pipeline_sha: &app_row.pipeline_sha,
+            state,
+            trigger: "push",
+        },
+        now,
+    )
+    .await?;
+    db::runs::set_commit_info(&mut *tx, run_id, &commit.summary, &commit.author).await?;
+    db::runs::supersede_older(&mut *tx, env.id, run_id, now).await?;
+    tx.commit().await?;
+    tracing::info!(app = %app_row.name, env = %env.name, run = run_id, commit = %sha, state = state.as_str(), "run planned");
+    app.flow.runner_wake.notify_one();
+
+    if staging.as_deref() == Some(event.branch.as_str()) {
+        lifecycle::destroy_merged_previews(app, &app_row, &config, &sha).await?;
+    }
+    Ok(())
+}
+
+async fn on_delete(app: &App, event: BranchEvent) -> anyhow::Result<()> {
+    let pool = app.db.pool();
+    let Some(app_row) = db::apps::get(pool, event.app_id).await? else {
+        return Ok(());
+    };
+    let config: AppConfig = serde_json::from_str(&app_row.config)?;
+    let Some(env) = db::environments::find_for_branch(pool, app_row.id, &event.branch).await?
+    else {
+        return Ok(());
+    };
+    if lifecycle::is_preview(&config, &env) {
+        lifecycle::destroy(
+            app,
+            &env,
+            &app_row.name,
+            &format!("branch {} was deleted", event.branch),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The environment `branch` deploys to, created (or revived) on first use.
+async fn ensure_environment(
+    app: &App,
+    app_row: &db::apps::AppRow,
+    entry: &StackEntry,
+    branch: &str,
+) -> anyhow::Result<EnvRow> {
+    let pool = app.db.pool();
+    let now = now_millis();
+    let ttl = entry.ttl_seconds.and_then(|t| i64::try_from(t).ok());
+    if entry.branches.is_preview()
+        && let Some(env) = db::environments::find_for_branch(pool, app_row.id, branch).await?
+    {
+        return Ok(env);
+    }
+    let mut name = if entry.branches.is_preview() {
+        preview_name(&entry.env, branch)
+    } else {
+        entry.env.clone()
+    };
+    // Two branches whose names hash alike: extremely rare, but never share.
+    if entry.branches.is_preview()
+        && let Some(other) = db::environments::find_by_name(pool, app_row.id, &name).await?
+        && other.destroyed_at.is_none()
+        && other.branch.as_deref() != Some(branch)
+    {
+        name = format!(
+            "{}-{}",
+            &name[..name.len().min(27)].trim_end_matches('-'),
+            app_row.id % 100
+        );
+    }
+    let url = environment_url(app, &app_row.name, &name, branch, entry)?;
+    match db::environments::find_by_name(pool, app_row.id, &name).await? {
+        Some(env) if env.destroyed_at.is_some() => {
+            db::environments::revive(pool, env.id, branch, url.as_deref(), ttl, now).await?;
+        }
+        Some(env) => return Ok(env),
+        None => {
+            let id = db::environments::insert(
+                pool,
+                &NewEnvironment {
+                    app_id: app_row.id,
+                    name: &name,
+                    stack_entry: &entry.env,
+                    branch: Some(branch),
+                    url: url.as_deref(),
+                    namespace: None,
+                },
+                now,
+            )
+            .await?;
+            db::environments::set_ttl(pool, id, ttl).await?;
+        }
+    }
+    db::environments::find_by_name(pool, app_row.id, &name)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("environment {name} vanished"))
+}
+
+fn environment_url(
+    app: &App,
+    app_name: &str,
+    env: &str,
+    branch: &str,
+    entry: &StackEntry,
+) -> anyhow::Result<Option<String>> {
+    if let Some(url) = &entry.url {
+        let context = template::context(app_name, env, branch, "", &entry.variables);
+        return template::render(url, &context)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("stack entry {} url: {e}", entry.env));
+    }
+    Ok(entry
+        .targets
+        .iter()
+        .any(|target| target == LOCAL_TARGET)
+        .then(|| template::local_url(&app.config.public_url, app_name, env)))
+}

@@ -1,0 +1,117 @@
+//! Watching git: the pipeline repo is reconciled, every app repo fetched,
+//! and each moved or deleted branch becomes one event in the inbox. Runs on
+//! a timer (`pipeline.poll_interval`) and at once when the trigger endpoint
+//! is called.
+
+use std::sync::Arc;
+
+use crate::db::{self, now_millis};
+use crate::gitops::reconcile::{self, Outcome};
+use crate::state::App;
+
+/// The payload of a push or branch deletion event.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BranchEvent {
+    pub app_id: i64,
+    pub branch: String,
+    /// The head before (none for a new branch).
+    pub before: Option<String>,
+    /// The head after (none for a deleted branch).
+    pub after: Option<String>,
+}
+
+pub async fn scan_loop(app: Arc<App>) {
+    loop {
+        if let Err(error) = scan(&app, "poll").await {
+            tracing::warn!(%error, "scanning git failed");
+        }
+        if !super::pause(&app, &app.flow.scan_wake, app.config.poll_interval).await {
+            return;
+        }
+    }
+}
+
+/// One pass: reconcile the pipeline repo, then fetch every app.
+pub async fn scan(app: &App, source: &str) -> anyhow::Result<usize> {
+    match reconcile::reconcile(app).await {
+        Ok(Outcome::Reconciled { issues, .. }) if !issues.is_empty() => {
+            tracing::warn!(
+                problems = issues.len(),
+                "the pipeline repo has problems; see /api/v1/config"
+            );
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot reconcile the pipeline repo"),
+    }
+    let mut events = 0;
+    for app_row in db::apps::list_active(app.db.pool()).await? {
+        match scan_app(app, &app_row, source).await {
+            Ok(count) => events += count,
+            Err(error) => tracing::warn!(app = %app_row.name, %error, "cannot fetch the app repo"),
+        }
+    }
+    if events > 0 {
+        app.flow.plan_wake.notify_one();
+    }
+    Ok(events)
+}
+
+/// Fetches one app repo and records what moved. Returns the new events.
+pub async fn scan_app(
+    app: &App,
+    app_row: &db::apps::AppRow,
+    source: &str,
+) -> anyhow::Result<usize> {
+    let heads = app.git.fetch(&app_row.source_url).await?;
+    let pool = app.db.pool();
+    let now = now_millis();
+    let mut tx = pool.begin().await?;
+    let known = db::branch_heads::list(&mut *tx, app_row.id).await?;
+    let mut events = 0;
+    for (branch, sha) in &heads {
+        let before = known.get(branch);
+        if before == Some(sha) {
+            continue;
+        }
+        let event = BranchEvent {
+            app_id: app_row.id,
+            branch: branch.clone(),
+            before: before.cloned(),
+            after: Some(sha.clone()),
+        };
+        let delivery = format!("{}:{branch}:{sha}", app_row.id);
+        let payload = serde_json::to_string(&event)?;
+        if db::inbox::insert(&mut *tx, source, &delivery, "push", &payload, now)
+            .await?
+            .is_some()
+        {
+            events += 1;
+        }
+        db::branch_heads::set(&mut *tx, app_row.id, branch, sha, now).await?;
+    }
+    for (branch, sha) in &known {
+        if heads.contains_key(branch) {
+            continue;
+        }
+        let event = BranchEvent {
+            app_id: app_row.id,
+            branch: branch.clone(),
+            before: Some(sha.clone()),
+            after: None,
+        };
+        let delivery = format!("{}:{branch}:deleted:{sha}", app_row.id);
+        let payload = serde_json::to_string(&event)?;
+        if db::inbox::insert(&mut *tx, source, &delivery, "branch_deleted", &payload, now)
+            .await?
+            .is_some()
+        {
+            events += 1;
+        }
+        db::branch_heads::delete(&mut *tx, app_row.id, branch).await?;
+    }
+    tx.commit().await?;
+    if events > 0 {
+        app.flow.plan_wake.notify_one();
+    }
+    Ok(events)
+}

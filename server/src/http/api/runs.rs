@@ -1,0 +1,201 @@
+//! Runs: detail, logs (stored and live), and the actions on a run:
+//! approve, reject, cancel.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use app::dto::RunDetail;
+use app::port::DashboardPort;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::stream::{self, Stream, StreamExt};
+use serde::Deserialize;
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::db;
+use crate::flow::approval::{self, ApprovalError, ApprovalOutcome};
+use crate::http::error::{ApiError, ErrorBody};
+use crate::runner::logs::RunEvent;
+use crate::state::AppState;
+
+impl From<ApprovalError> for ApiError {
+    fn from(error: ApprovalError) -> Self {
+        match error {
+            ApprovalError::NotFound(_) => ApiError::NotFound(error.to_string()),
+            ApprovalError::NotWaiting { .. } | ApprovalError::AlreadyApproved { .. } => {
+                ApiError::Conflict(error.to_string())
+            }
+            ApprovalError::NoActor => ApiError::BadRequest(error.to_string()),
+            ApprovalError::Db(_) | ApprovalError::Config(_) => {
+                ApiError::Internal(error.to_string())
+            }
+        }
+    }
+}
+
+/// A run with its steps and test reports.
+#[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs",
+    params(("id" = i64, Path, description = "run id")),
+    responses((status = 200, body = RunDetail), (status = 404, body = ErrorBody)))]
+pub async fn get_run(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<RunDetail>, ApiError> {
+    state
+        .run_detail(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("run {id} does not exist")))
+}
+
+/// The stored log of one step, as plain text.
+#[utoipa::path(get, path = "/api/v1/runs/{id}/steps/{step}/log", tag = "runs",
+    params(("id" = i64, Path), ("step" = i64, Path, description = "step id")),
+    responses((status = 200, body = String, content_type = "text/plain"), (status = 404, body = ErrorBody)))]
+pub async fn step_log(
+    State(state): State<AppState>,
+    Path((id, step)): Path<(i64, i64)>,
+) -> Result<impl IntoResponse, ApiError> {
+    let log = state
+        .step_log(id, step)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("run {id} has no step {step}")))?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], log))
+}
+
+/// Server-sent events of a run: every stored log chunk first, then live
+/// `log`, `step` and `run` events. Reconnecting clients get the whole log
+/// again and skip the chunks (`step_id`, `seq`) they have.
+#[utoipa::path(get, path = "/api/v1/runs/{id}/events", tag = "runs",
+    params(("id" = i64, Path)),
+    responses((status = 200, description = "text/event-stream of RunEvent JSON")))]
+pub async fn run_events(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    // Subscribe before reading the stored log, so nothing falls between.
+    let live = BroadcastStream::new(state.events.subscribe(id));
+    let detail = state
+        .run_detail(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("run {id} does not exist")))?;
+    let mut replay = Vec::new();
+    let mut seen = Vec::new();
+    for step in &detail.steps {
+        let chunks = db::steps::log_chunks(state.db.pool(), step.id, 0).await?;
+        let last = chunks.last().map(|(seq, _)| *seq).unwrap_or(0);
+        seen.push((step.id, last));
+        for (seq, text) in chunks {
+            replay.push(RunEvent::Log {
+                step_id: step.id,
+                seq,
+                text,
+            });
+        }
+        replay.push(RunEvent::Step {
+            step_id: step.id,
+            state: step.state.as_str().into(),
+        });
+    }
+    replay.push(RunEvent::Run {
+        state: detail.run.state.as_str().into(),
+    });
+    let live = live.filter_map(move |event| {
+        let keep = match &event {
+            Ok(RunEvent::Log { step_id, seq, .. }) => {
+                !seen.iter().any(|(s, last)| s == step_id && seq <= last)
+            }
+            Ok(_) => true,
+            Err(_) => false,
+        };
+        std::future::ready(if keep { event.ok() } else { None })
+    });
+    let events = stream::iter(replay).chain(live).map(|event| {
+        let name = match &event {
+            RunEvent::Log { .. } => "log",
+            RunEvent::Step { .. } => "step",
+            RunEvent::Run { .. } => "run",
+        };
+        Ok(Event::default()
+            .event(name)
+            .json_data(&event)
+            .unwrap_or_else(|_| Event::default().comment("unserialisable event")))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Who decides, and why.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct Decision {
+    /// The approver's name (replaced by the signed-in user once SSO exists).
+    pub actor: String,
+    pub comment: Option<String>,
+}
+
+/// Approves a run held for approval; queues it once the policy is met.
+#[utoipa::path(post, path = "/api/v1/runs/{id}/approve", tag = "approvals",
+    params(("id" = i64, Path)), request_body = Decision,
+    responses((status = 200, body = ApprovalOutcome), (status = 409, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn approve(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    Json(decision): Json<Decision>,
+) -> Result<Json<ApprovalOutcome>, ApiError> {
+    Ok(Json(
+        approval::approve(&state, id, &decision.actor, decision.comment.as_deref()).await?,
+    ))
+}
+
+/// Rejects a run held for approval; it ends as cancelled.
+#[utoipa::path(post, path = "/api/v1/runs/{id}/reject", tag = "approvals",
+    params(("id" = i64, Path)), request_body = Decision,
+    responses((status = 200, body = ApprovalOutcome), (status = 409, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn reject(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    Json(decision): Json<Decision>,
+) -> Result<Json<ApprovalOutcome>, ApiError> {
+    Ok(Json(
+        approval::reject(&state, id, &decision.actor, decision.comment.as_deref()).await?,
+    ))
+}
+
+/// Asks a queued, held or running run to stop.
+#[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", tag = "runs",
+    params(("id" = i64, Path)),
+    responses((status = 202, description = "cancel requested"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<impl IntoResponse, ApiError> {
+    let pool = state.db.pool();
+    let run = db::runs::get(pool, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("run {id} does not exist")))?;
+    match app::dto::RunState::parse(&run.state) {
+        Some(app::dto::RunState::Running) => db::runs::request_cancel(pool, id).await?,
+        Some(app::dto::RunState::Queued | app::dto::RunState::WaitingForApproval) => {
+            db::runs::finish(
+                pool,
+                id,
+                app::dto::RunState::Cancelled,
+                Some("cancelled"),
+                db::now_millis(),
+            )
+            .await?;
+        }
+        _ => {
+            return Err(ApiError::Conflict(format!(
+                "run {id} is {} and cannot be cancelled",
+                run.state
+            )));
+        }
+    }
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "cancel_requested": true })),
+    ))
+}

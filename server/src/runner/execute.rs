@@ -1,0 +1,592 @@
+//! Executing one run: workspace, steps in order, logs, reports, the deploy
+//! step, and a clear terminal state whatever happens.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use app::dto::{RunState, StepState};
+use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
+
+use super::logs::{LineSplitter, LogSink, RunEvent};
+use super::process::{spawn_shell, terminate};
+use super::workspace::Workspace;
+use crate::db::{self, now_millis, runs::RunRow, steps::StepOutcome};
+use crate::deploy::{self, DeployError, DeployRequest};
+use crate::gitops::schema::{AppConfig, CommandStep, LOCAL_TARGET, StackEntry, Step};
+use crate::gitops::template;
+use crate::state::App;
+
+/// How a run ended.
+enum Ending {
+    Succeeded,
+    Failed(String),
+    Cancelled,
+}
+
+/// What stops a step early.
+enum Interruption {
+    Cancelled,
+}
+
+pub async fn execute(app: Arc<App>, run: RunRow) {
+    let cancel = CancellationToken::new();
+    let watcher = tokio::spawn(watch_cancel(app.clone(), run.id, cancel.clone()));
+    let workspace = Workspace::new(&app.work_dir(), run.id, run.attempt);
+    tracing::info!(run = run.id, commit = %run.commit_sha, "run started");
+
+    let ending = match run_steps(&app, &run, &workspace, &cancel).await {
+        Ok(ending) => ending,
+        Err(error) => Ending::Failed(format!("gantry could not run the pipeline: {error}")),
+    };
+    watcher.abort();
+    workspace.remove().await;
+
+    let now = now_millis();
+    let pool = app.db.pool();
+    let (state, error) = match &ending {
+        Ending::Succeeded => (RunState::Succeeded, None),
+        Ending::Failed(reason) => (RunState::Failed, Some(reason.clone())),
+        Ending::Cancelled => match db::runs::cancel_state(pool, run.id).await {
+            Ok((_, true)) => (
+                RunState::Superseded,
+                Some("superseded by a newer push".to_string()),
+            ),
+            _ => (RunState::Cancelled, Some("cancelled".to_string())),
+        },
+    };
+    if let Err(error) = finish(&app, run.id, state, error.as_deref(), now).await {
+        tracing::error!(run = run.id, %error, "cannot record the end of a run");
+    }
+    app.events.send(
+        run.id,
+        RunEvent::Run {
+            state: state.as_str().into(),
+        },
+    );
+    app.events.close(run.id);
+    tracing::info!(run = run.id, state = state.as_str(), "run ended");
+}
+
+async fn finish(
+    app: &App,
+    run_id: i64,
+    state: RunState,
+    error: Option<&str>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    db::steps::skip_pending(app.db.pool(), run_id).await?;
+    db::runs::finish(app.db.pool(), run_id, state, error, now).await
+}
+
+/// Polls the database for a cancel request (it may come from another
+/// replica or a newer push) and keeps the run's heartbeat fresh.
+async fn watch_cancel(app: Arc<App>, run_id: i64, cancel: CancellationToken) {
+    let mut ticks = 0u64;
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        ticks += 1;
+        if matches!(
+            db::runs::cancel_state(app.db.pool(), run_id).await,
+            Ok((true, _))
+        ) {
+            cancel.cancel();
+        }
+        if ticks % 20 == 0 {
+            let _ = db::runs::heartbeat(app.db.pool(), run_id, now_millis()).await;
+        }
+    }
+}
+
+async fn run_steps(
+    app: &App,
+    run: &RunRow,
+    workspace: &Workspace,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Ending> {
+    let pool = app.db.pool();
+    let app_row = db::apps::get(pool, run.app_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("app {} is gone", run.app_id))?;
+    let env = db::environments::get(pool, run.environment_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("environment {} is gone", run.environment_id))?;
+    let config = config_for_run(app, &app_row, &run.pipeline_sha).await?;
+    let entry = config
+        .stack
+        .iter()
+        .find(|entry| entry.env == env.stack_entry)
+        .cloned()
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the stack of {} has no entry {:?} any more",
+                app_row.name,
+                env.stack_entry
+            )
+        })?;
+
+    // Steps are recorded first, so the run page shows the whole plan.
+    let names: Vec<&str> = config.pipeline.steps.iter().map(Step::name).collect();
+    let step_ids = db::steps::create_all(pool, run.id, &names).await?;
+
+    tokio::fs::create_dir_all(workspace.home()).await?;
+    app.git
+        .export(&app_row.source_url, &run.commit_sha, None, &workspace.app())
+        .await?;
+    if let Some(repo) = app.config.pipeline_repo.as_deref() {
+        let folder = format!("apps/{}", app_row.name);
+        app.git
+            .export(
+                repo,
+                &run.pipeline_sha,
+                Some(&folder),
+                &workspace.pipeline(),
+            )
+            .await?;
+    }
+
+    let context = template::context(
+        &app_row.name,
+        &env.name,
+        &run.branch,
+        &run.commit_sha,
+        &entry.variables,
+    );
+    let image = match &config.pipeline.image {
+        Some(template) => Some(
+            template::render(template, &context)
+                .map_err(|e| anyhow::anyhow!("pipeline.yaml image: {e}"))?,
+        ),
+        None => None,
+    };
+    let url = env.url.clone();
+    let vars = gantry_vars(
+        app,
+        run,
+        &app_row.name,
+        &env.name,
+        &entry,
+        image.as_deref(),
+        url.as_deref(),
+        workspace,
+    );
+
+    for (step, step_id) in config.pipeline.steps.iter().zip(step_ids) {
+        if cancel.is_cancelled() {
+            return Ok(Ending::Cancelled);
+        }
+        db::steps::start(pool, step_id, now_millis()).await?;
+        app.events.send(
+            run.id,
+            RunEvent::Step {
+                step_id,
+                state: StepState::Running.as_str().into(),
+            },
+        );
+        let result = match step {
+            Step::Command(command) => {
+                run_command(app, run, step_id, command, &vars, workspace, cancel).await?
+            }
+            Step::Deploy => {
+                let mut sink = LogSink::new(
+                    &app.db,
+                    &app.events,
+                    run.id,
+                    step_id,
+                    Vec::new(),
+                    app.config.runner_log_limit_bytes,
+                );
+                let request = DeployRequest {
+                    run_id: run.id,
+                    app_id: run.app_id,
+                    app_name: &app_row.name,
+                    environment_id: env.id,
+                    environment: &env.name,
+                    stack_entry: &env.stack_entry,
+                    targets: &entry.targets,
+                    config: &config,
+                    commit_sha: &run.commit_sha,
+                    pipeline_sha: &run.pipeline_sha,
+                    commit_message: run.commit_message.as_deref().unwrap_or_default(),
+                    commit_author: run.commit_author.as_deref().unwrap_or_default(),
+                    image: image.as_deref(),
+                    url: url.as_deref(),
+                    vars: &vars,
+                    checkout: &workspace.app(),
+                };
+                let outcome = deploy::deploy(app, &request, &mut sink, cancel).await;
+                sink.finish().await?;
+                let (state, error) = match outcome {
+                    Ok(()) => (StepState::Succeeded, None),
+                    Err(DeployError::Cancelled) => {
+                        (StepState::Cancelled, Some("cancelled".to_string()))
+                    }
+                    Err(error) => (StepState::Failed, Some(error.to_string())),
+                };
+                StepResult {
+                    state,
+                    exit_code: None,
+                    error,
+                    log_bytes: sink.total_bytes(),
+                    truncated: sink.truncated(),
+                }
+            }
+        };
+        db::steps::finish(
+            pool,
+            step_id,
+            &StepOutcome {
+                state: result.state,
+                exit_code: result.exit_code,
+                error: result.error.as_deref(),
+                log_bytes: i64::try_from(result.log_bytes).unwrap_or(i64::MAX),
+                log_truncated: result.truncated,
+            },
+            now_millis(),
+        )
+        .await?;
+        app.events.send(
+            run.id,
+            RunEvent::Step {
+                step_id,
+                state: result.state.as_str().into(),
+            },
+        );
+        match result.state {
+            StepState::Succeeded => {}
+            StepState::Cancelled => return Ok(Ending::Cancelled),
+            _ => {
+                let why = result.error.unwrap_or_else(|| "failed".to_string());
+                return Ok(Ending::Failed(format!("step {} {why}", step.name())));
+            }
+        }
+    }
+    Ok(Ending::Succeeded)
+}
+
+struct StepResult {
+    state: StepState,
+    exit_code: Option<i64>,
+    error: Option<String>,
+    log_bytes: u64,
+    truncated: bool,
+}
+
+/// The configuration the run was planned with: the app's current one when
+/// it comes from the same pipeline commit, else read again at that commit.
+async fn config_for_run(
+    app: &App,
+    app_row: &db::apps::AppRow,
+    pipeline_sha: &str,
+) -> anyhow::Result<AppConfig> {
+    if app_row.pipeline_sha == pipeline_sha || app.config.pipeline_repo.is_none() {
+        return Ok(serde_json::from_str(&app_row.config)?);
+    }
+    let repo = app.config.pipeline_repo.as_deref().unwrap_or_default();
+    let app_yaml = app
+        .git
+        .read_file(
+            repo,
+            pipeline_sha,
+            &format!("apps/{}/app.yaml", app_row.name),
+        )
+        .await?;
+    let pipeline_yaml = app
+        .git
+        .read_file(
+            repo,
+            pipeline_sha,
+            &format!("apps/{}/pipeline.yaml", app_row.name),
+        )
+        .await?;
+    let clusters: Vec<String> = db::clusters::list(app.db.pool())
+        .await?
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    crate::gitops::load::load_app(
+        &app_row.name,
+        app_yaml.as_deref(),
+        pipeline_yaml.as_deref(),
+        &clusters,
+    )
+    .map_err(|issues| {
+        anyhow::anyhow!(
+            "the pipeline repo at {pipeline_sha} is invalid for this app: {}",
+            issues
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })
+}
+
+/// The `GANTRY_*` variables and the stack entry's variables.
+#[allow(clippy::too_many_arguments)]
+fn gantry_vars(
+    app: &App,
+    run: &RunRow,
+    app_name: &str,
+    env_name: &str,
+    entry: &StackEntry,
+    image: Option<&str>,
+    url: Option<&str>,
+    workspace: &Workspace,
+) -> Vec<(String, String)> {
+    let mut vars: BTreeMap<String, String> = entry.variables.clone();
+    let mut set = |key: &str, value: String| {
+        vars.insert(key.to_string(), value);
+    };
+    set("GANTRY_APP", app_name.into());
+    set("GANTRY_ENV", env_name.into());
+    set("GANTRY_BRANCH", run.branch.clone());
+    set(
+        "GANTRY_BRANCH_SLUG",
+        crate::flow::stack::branch_slug(&run.branch),
+    );
+    set("GANTRY_COMMIT", run.commit_sha.clone());
+    set("GANTRY_SHORT_SHA", run.commit_sha.chars().take(7).collect());
+    set("GANTRY_PIPELINE_SHA", run.pipeline_sha.clone());
+    set("GANTRY_RUN_ID", run.id.to_string());
+    set(
+        "GANTRY_PIPELINE_DIR",
+        workspace.pipeline().display().to_string(),
+    );
+    set("GANTRY_WORKSPACE", workspace.app().display().to_string());
+    set(crate::recovery::INSTANCE_VAR, app.instance_tag.clone());
+    if let Some(image) = image {
+        set("GANTRY_IMAGE", image.into());
+    }
+    if let Some(url) = url {
+        set("GANTRY_URL", url.into());
+    }
+    if entry.targets.iter().any(|t| t == LOCAL_TARGET) {
+        set(
+            "GANTRY_PREFIX_URL",
+            template::local_prefix_url(&app.config.public_url, app_name, env_name),
+        );
+    }
+    vars.into_iter().collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_command(
+    app: &App,
+    run: &RunRow,
+    step_id: i64,
+    step: &CommandStep,
+    vars: &[(String, String)],
+    workspace: &Workspace,
+    cancel: &CancellationToken,
+) -> anyhow::Result<StepResult> {
+    let secret_values = match crate::secrets::resolve(app, run.app_id, &step.secrets).await {
+        Ok(values) => values,
+        Err(error) => {
+            let mut sink = LogSink::new(
+                &app.db,
+                &app.events,
+                run.id,
+                step_id,
+                Vec::new(),
+                app.config.runner_log_limit_bytes,
+            );
+            sink.note(&error.to_string()).await?;
+            return Ok(StepResult {
+                state: StepState::Failed,
+                exit_code: None,
+                error: Some(error.to_string()),
+                log_bytes: 0,
+                truncated: false,
+            });
+        }
+    };
+    let masks = secret_values
+        .iter()
+        .map(|(_, value)| value.clone())
+        .collect();
+    let mut sink = LogSink::new(
+        &app.db,
+        &app.events,
+        run.id,
+        step_id,
+        masks,
+        app.config.runner_log_limit_bytes,
+    );
+
+    let mut env: Vec<(String, String)> = vars.to_vec();
+    env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.extend(secret_values);
+    env.push(("HOME".into(), workspace.home().display().to_string()));
+
+    let mut child = match spawn_shell(
+        &step.run,
+        &workspace.app(),
+        &env,
+        Stdio::piped(),
+        Stdio::piped(),
+    ) {
+        Ok(child) => child,
+        Err(error) => {
+            sink.note(&format!("cannot start the step: {error}"))
+                .await?;
+            return Ok(StepResult {
+                state: StepState::Failed,
+                exit_code: None,
+                error: Some(error.to_string()),
+                log_bytes: 0,
+                truncated: false,
+            });
+        }
+    };
+    let mut stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+    let (mut out_lines, mut err_lines) = (LineSplitter::default(), LineSplitter::default());
+    let (mut out_buf, mut err_buf) = (vec![0_u8; 16 * 1024], vec![0_u8; 16 * 1024]);
+    let (mut out_open, mut err_open) = (true, true);
+    let timeout = tokio::time::sleep(Duration::from_secs(step.timeout_seconds));
+    tokio::pin!(timeout);
+    let mut flush = tokio::time::interval(Duration::from_millis(250));
+    let mut interruption: Option<Result<Interruption, ()>> = None;
+
+    while out_open || err_open {
+        tokio::select! {
+            read = stdout.read(&mut out_buf), if out_open => match read {
+                Ok(0) | Err(_) => out_open = false,
+                Ok(n) => for line in out_lines.feed(&out_buf[..n]) { sink.line(&line).await?; },
+            },
+            read = stderr.read(&mut err_buf), if err_open => match read {
+                Ok(0) | Err(_) => err_open = false,
+                Ok(n) => for line in err_lines.feed(&err_buf[..n]) { sink.line(&line).await?; },
+            },
+            _ = flush.tick() => sink.flush().await?,
+            () = &mut timeout => { interruption = Some(Err(())); break; }
+            () = cancel.cancelled() => { interruption = Some(Ok(Interruption::Cancelled)); break; }
+        }
+    }
+    for rest in [out_lines.rest(), err_lines.rest()].into_iter().flatten() {
+        sink.line(&rest).await?;
+    }
+
+    let result = match interruption {
+        Some(Err(())) => {
+            terminate(&mut child, Duration::from_secs(5)).await;
+            let message = format!(
+                "timed out after {}",
+                crate::gitops::duration::HumanDuration(Duration::from_secs(step.timeout_seconds))
+            );
+            sink.note(&format!("step {message}; its processes were stopped"))
+                .await?;
+            StepResult {
+                state: StepState::Failed,
+                exit_code: None,
+                error: Some(message),
+                log_bytes: 0,
+                truncated: false,
+            }
+        }
+        Some(Ok(Interruption::Cancelled)) => {
+            terminate(&mut child, Duration::from_secs(5)).await;
+            sink.note("cancelled; the step's processes were stopped")
+                .await?;
+            StepResult {
+                state: StepState::Cancelled,
+                exit_code: None,
+                error: Some("cancelled".into()),
+                log_bytes: 0,
+                truncated: false,
+            }
+        }
+        None => {
+            let status = child.wait().await?;
+            let code = status.code().map(i64::from);
+            if status.success() {
+                StepResult {
+                    state: StepState::Succeeded,
+                    exit_code: code,
+                    error: None,
+                    log_bytes: 0,
+                    truncated: false,
+                }
+            } else {
+                let error = match code {
+                    Some(code) => format!("exited with code {code}"),
+                    None => format!("was killed ({status})"),
+                };
+                StepResult {
+                    state: StepState::Failed,
+                    exit_code: code,
+                    error: Some(error),
+                    log_bytes: 0,
+                    truncated: false,
+                }
+            }
+        }
+    };
+    read_reports(app, step_id, step, workspace, &mut sink).await?;
+    sink.finish().await?;
+    Ok(StepResult {
+        log_bytes: sink.total_bytes(),
+        truncated: sink.truncated(),
+        ..result
+    })
+}
+
+/// Reads the step's JUnit files; a missing or broken one is noted in the
+/// log, not fatal (the exit code decides the step).
+async fn read_reports(
+    app: &App,
+    step_id: i64,
+    step: &CommandStep,
+    workspace: &Workspace,
+    sink: &mut LogSink<'_>,
+) -> anyhow::Result<()> {
+    const MAX_REPORT: u64 = 20 * 1024 * 1024;
+    for report in &step.reports {
+        let Some(path) = workspace.inside_app(report) else {
+            sink.note(&format!(
+                "test report {report} was not written (or points outside the checkout)"
+            ))
+            .await?;
+            continue;
+        };
+        let size = tokio::fs::metadata(&path)
+            .await
+            .map(|m| m.len())
+            .unwrap_or(0);
+        if size > MAX_REPORT {
+            sink.note(&format!(
+                "test report {report} is larger than 20 MiB; not read"
+            ))
+            .await?;
+            continue;
+        }
+        let xml = match tokio::fs::read_to_string(&path).await {
+            Ok(xml) => xml,
+            Err(error) => {
+                sink.note(&format!("test report {report}: {error}")).await?;
+                continue;
+            }
+        };
+        match super::junit::parse(report, &step.name, &xml) {
+            Ok(summary) => {
+                sink.note(&format!(
+                    "tests in {report}: {} passed, {} failed, {} skipped",
+                    summary.passed, summary.failed, summary.skipped
+                ))
+                .await?;
+                db::steps::insert_report(app.db.pool(), step_id, &summary, now_millis()).await?;
+            }
+            Err(error) => sink.note(&error.to_string()).await?,
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,241 @@
+//! Step output: masked, stored in chunks, capped, and broadcast live.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::db::{self, Db, now_millis};
+
+/// A chunk is stored once it holds this much, or when the step's flush
+/// timer fires, whichever comes first.
+pub const CHUNK_BYTES: usize = 32 * 1024;
+/// A line longer than this is cut (and masking works per piece).
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+const MASK: &str = "***";
+
+/// What live viewers of a run receive.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RunEvent {
+    Log {
+        step_id: i64,
+        seq: i64,
+        text: String,
+    },
+    Step {
+        step_id: i64,
+        state: String,
+    },
+    Run {
+        state: String,
+    },
+}
+
+/// One broadcast channel per run with live viewers or a live runner.
+#[derive(Debug, Default)]
+pub struct RunEvents {
+    channels: Mutex<HashMap<i64, broadcast::Sender<RunEvent>>>,
+}
+
+impl RunEvents {
+    pub fn subscribe(&self, run_id: i64) -> broadcast::Receiver<RunEvent> {
+        self.sender(run_id).subscribe()
+    }
+
+    pub fn send(&self, run_id: i64, event: RunEvent) {
+        // Nobody listening is normal.
+        let _ = self.sender(run_id).send(event);
+    }
+
+    /// Forgets a finished run's channel once nobody listens any more.
+    pub fn close(&self, run_id: i64) {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if channels
+            .get(&run_id)
+            .is_some_and(|tx| tx.receiver_count() == 0)
+        {
+            channels.remove(&run_id);
+        }
+    }
+
+    fn sender(&self, run_id: i64) -> broadcast::Sender<RunEvent> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        channels
+            .entry(run_id)
+            .or_insert_with(|| broadcast::channel(1024).0)
+            .clone()
+    }
+}
+
+/// Collects one step's output.
+pub struct LogSink<'a> {
+    db: &'a Db,
+    events: &'a RunEvents,
+    run_id: i64,
+    step_id: i64,
+    seq: i64,
+    buffer: String,
+    secrets: Vec<String>,
+    limit: u64,
+    stored: u64,
+    total: u64,
+    truncated: bool,
+}
+
+impl<'a> LogSink<'a> {
+    /// `secrets` are the values to mask; empty ones are ignored.
+    pub fn new(
+        db: &'a Db,
+        events: &'a RunEvents,
+        run_id: i64,
+        step_id: i64,
+        secrets: Vec<String>,
+        limit: u64,
+    ) -> Self {
+        let mut secrets: Vec<String> = secrets.into_iter().filter(|s| !s.is_empty()).collect();
+        // Longest first, so a secret containing another is masked whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        LogSink {
+            db,
+            events,
+            run_id,
+            step_id,
+            seq: 0,
+            buffer: String::new(),
+            secrets,
+            limit,
+            stored: 0,
+            total: 0,
+            truncated: false,
+        }
+    }
+
+    /// Adds one line (without its newline).
+    pub async fn line(&mut self, line: &str) -> Result<(), sqlx::Error> {
+        let mut text = line.to_string();
+        for secret in &self.secrets {
+            if text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), MASK);
+            }
+        }
+        let size = text.len() as u64 + 1;
+        self.total += size;
+        if self.stored + size > self.limit {
+            self.truncated = true;
+            return Ok(());
+        }
+        self.stored += size;
+        self.buffer.push_str(&text);
+        self.buffer.push('\n');
+        if self.buffer.len() >= CHUNK_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// A line Gantry itself writes into the step's log.
+    pub async fn note(&mut self, text: &str) -> Result<(), sqlx::Error> {
+        self.buffer.push_str("[gantry] ");
+        self.buffer.push_str(text);
+        self.buffer.push('\n');
+        self.flush().await
+    }
+
+    /// Stores and broadcasts what is buffered.
+    pub async fn flush(&mut self) -> Result<(), sqlx::Error> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        self.seq += 1;
+        let text = std::mem::take(&mut self.buffer);
+        db::steps::append_log(self.db.pool(), self.step_id, self.seq, &text, now_millis()).await?;
+        self.events.send(
+            self.run_id,
+            RunEvent::Log {
+                step_id: self.step_id,
+                seq: self.seq,
+                text,
+            },
+        );
+        Ok(())
+    }
+
+    /// Flushes and, if output was dropped, says so in the log itself.
+    pub async fn finish(&mut self) -> Result<(), sqlx::Error> {
+        if self.truncated {
+            let dropped = self.total - self.stored;
+            self.flush().await?;
+            self.note(&format!(
+                "log truncated: {dropped} more bytes were printed and not stored (limit {} bytes)",
+                self.limit
+            ))
+            .await?;
+        }
+        self.flush().await
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.total
+    }
+
+    pub fn truncated(&self) -> bool {
+        self.truncated
+    }
+}
+
+/// Splits a byte stream into lines, cutting lines longer than
+/// [`MAX_LINE_BYTES`] so a step printing gigabytes without a newline cannot
+/// exhaust memory.
+#[derive(Default)]
+pub struct LineSplitter {
+    pending: Vec<u8>,
+}
+
+impl LineSplitter {
+    /// Feeds bytes; returns the complete lines they finish.
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<String> {
+        let mut lines = Vec::new();
+        for &byte in bytes {
+            if byte == b'\n' {
+                lines.push(self.take());
+            } else {
+                self.pending.push(byte);
+                if self.pending.len() >= MAX_LINE_BYTES {
+                    lines.push(self.take());
+                }
+            }
+        }
+        lines
+    }
+
+    /// What is left at the end of the stream.
+    pub fn rest(&mut self) -> Option<String> {
+        (!self.pending.is_empty()).then(|| self.take())
+    }
+
+    fn take(&mut self) -> String {
+        let bytes = std::mem::take(&mut self.pending);
+        let text = String::from_utf8_lossy(&bytes);
+        text.strip_suffix('\r').unwrap_or(&text).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_split_and_overlong_ones_cut() {
+        let mut splitter = LineSplitter::default();
+        assert_eq!(splitter.feed(b"one\ntw"), ["one"]);
+        assert_eq!(splitter.feed(b"o\r\nthree"), ["two"]);
+        assert_eq!(splitter.rest().as_deref(), Some("three"));
+        let huge = vec![b'x'; MAX_LINE_BYTES * 2 + 5];
+        let lines = splitter.feed(&huge);
+        assert_eq!(lines.len(), 2);
+        assert!(lines.iter().all(|l| l.len() == MAX_LINE_BYTES));
+        assert_eq!(splitter.rest().map(|r| r.len()), Some(5));
+    }
+}

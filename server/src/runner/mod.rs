@@ -1,0 +1,52 @@
+//! The runner: claims queued runs from the database (the durable queue) and
+//! executes them, at most `runner.max_parallel` at once.
+
+mod execute;
+pub mod junit;
+pub mod logs;
+pub mod process;
+mod workspace;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use crate::db::{self, now_millis};
+use crate::state::App;
+
+/// Runs until shutdown: wakes on `flow.runner_wake` or every second.
+pub async fn run_loop(app: Arc<App>) {
+    let slots = Arc::new(Semaphore::new(app.config.runner_max_parallel));
+    loop {
+        // Take a slot before claiming, so a claimed run always starts.
+        let permit = tokio::select! {
+            () = app.shutdown.cancelled() => return,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+        };
+        match db::runs::claim_next(app.db.pool(), &app.runner_id, now_millis()).await {
+            Ok(Some(run)) => {
+                let app = app.clone();
+                tokio::spawn(async move {
+                    execute::execute(app.clone(), run).await;
+                    drop(permit);
+                    app.flow.runner_wake.notify_one();
+                });
+                continue;
+            }
+            Ok(None) => drop(permit),
+            Err(error) => {
+                drop(permit);
+                tracing::error!(%error, "runner: cannot claim a run");
+            }
+        }
+        tokio::select! {
+            () = app.shutdown.cancelled() => return,
+            () = app.flow.runner_wake.notified() => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! A run's workspace: `<data>/work/run-<id>-<attempt>/` with the app
+//! checked out in `app/`, the pipeline repo's app folder in `pipeline/` and a
+//! private `home/`. Removed when the run ends.
+
+use std::path::{Path, PathBuf};
+
+pub struct Workspace {
+    pub root: PathBuf,
+}
+
+impl Workspace {
+    pub fn new(work_dir: &Path, run_id: i64, attempt: i64) -> Workspace {
+        Workspace {
+            root: work_dir.join(format!("run-{run_id}-{attempt}")),
+        }
+    }
+
+    pub fn app(&self) -> PathBuf {
+        self.root.join("app")
+    }
+
+    pub fn pipeline(&self) -> PathBuf {
+        self.root.join("pipeline")
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.root.join("home")
+    }
+
+    /// A path a step named (a report), if it stays inside the checkout
+    /// once symlinks are resolved.
+    pub fn inside_app(&self, relative: &str) -> Option<PathBuf> {
+        let base = self.app().canonicalize().ok()?;
+        let path = base.join(relative).canonicalize().ok()?;
+        path.starts_with(&base).then_some(path)
+    }
+
+    pub async fn remove(&self) {
+        if let Err(error) = tokio::fs::remove_dir_all(&self.root).await
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(%error, path = %self.root.display(), "cannot remove a run workspace");
+        }
+    }
+}
