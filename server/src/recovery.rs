@@ -189,7 +189,7 @@ async fn restore_local(app: &App) -> anyhow::Result<()> {
 }
 
 /// Kills every process group whose leader carries this instance's tag.
-fn kill_orphans(tag: &str) -> usize {
+pub fn kill_orphans(tag: &str) -> usize {
     let wanted = format!("{INSTANCE_VAR}={tag}");
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0;

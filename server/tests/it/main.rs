@@ -10,6 +10,7 @@ mod support;
 mod api;
 mod cli;
 mod dashboard;
+mod flow;
 mod ops;
 mod schema;
 mod seed;

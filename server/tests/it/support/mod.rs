@@ -2,6 +2,8 @@
 //! file in a temp dir, or a PostgreSQL database created for the test and
 //! dropped after it. `both_backends!` runs one test body against each.
 
+pub mod flow;
+pub mod git;
 pub mod process;
 
 use std::path::Path;
@@ -55,6 +57,7 @@ pub struct TestApp {
     router: Router,
     _data_dir: TempDir,
     postgres: Option<PostgresDatabase>,
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// A response read to the end.
@@ -93,13 +96,41 @@ impl TestApp {
         TestApp::start(data_dir, target, Some(database)).await
     }
 
+    /// A database of the given backend, configured by `configure`.
+    pub async fn with_config(backend: &str, configure: impl FnOnce(&mut Config)) -> TestApp {
+        let data_dir = tempfile::tempdir().expect("temp data dir");
+        let (database, postgres) = if backend == "postgres" {
+            let database = PostgresDatabase::create().await;
+            (
+                DatabaseTarget::Postgres(database.url.clone()),
+                Some(database),
+            )
+        } else {
+            (
+                DatabaseTarget::Sqlite(data_dir.path().join("gantry.db")),
+                None,
+            )
+        };
+        let mut config = test_config(data_dir.path(), database);
+        configure(&mut config);
+        TestApp::boot(data_dir, config, postgres).await
+    }
+
     async fn start(
         data_dir: TempDir,
         database: DatabaseTarget,
         postgres: Option<PostgresDatabase>,
     ) -> TestApp {
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let config = test_config(data_dir.path(), database);
+        TestApp::boot(data_dir, config, postgres).await
+    }
+
+    async fn boot(
+        data_dir: TempDir,
+        config: Config,
+        postgres: Option<PostgresDatabase>,
+    ) -> TestApp {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let app = App::start(config).await.expect("the app starts");
         let state = AppState(Arc::new(app));
         let router = gantry::http::build_app(state.clone());
@@ -108,7 +139,30 @@ impl TestApp {
             router,
             _data_dir: data_dir,
             postgres,
+            background: Vec::new(),
         }
+    }
+
+    /// Starts watching, planning and running, as `gantry serve` does.
+    pub async fn start_flow(&mut self) {
+        self.background = self
+            .state
+            .0
+            .spawn_background()
+            .await
+            .expect("background starts");
+    }
+
+    /// Stops the loops and every local process.
+    pub async fn stop(&mut self) {
+        self.state.stop().await;
+        for task in self.background.drain(..) {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
+        }
+    }
+
+    pub fn data_path(&self) -> &Path {
+        self._data_dir.path()
     }
 
     pub fn db(&self) -> &Db {
@@ -135,6 +189,25 @@ impl TestApp {
         }
     }
 
+    /// A request with a Host header (for the environment proxy).
+    pub async fn get_host(&self, host: &str, path: &str) -> TestResponse {
+        self.request(
+            Request::get(path)
+                .header("host", host)
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+    }
+
+    pub async fn post_json(&self, path: &str, body: serde_json::Value) -> TestResponse {
+        let request = Request::post(path)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .expect("request");
+        self.request(request).await
+    }
+
     pub async fn get(&self, path: &str) -> TestResponse {
         self.request(Request::get(path).body(Body::empty()).expect("request"))
             .await
@@ -155,6 +228,9 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
+        // Whatever a failing test left running must not outlive it.
+        self.state.shutdown.cancel();
+        gantry::recovery::kill_orphans(&self.state.instance_tag);
         if let Some(database) = self.postgres.take() {
             let pool = self.state.db.pool().clone();
             // Drop cannot await; a short-lived runtime on another thread can.

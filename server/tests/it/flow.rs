@@ -1,0 +1,285 @@
+//! The whole flow on the local target, with real git repositories: push →
+//! run → deploy → the proxy serves the new commit; supersede; approval hold
+//! and release; preview teardown; invalid configuration.
+
+use std::time::Duration;
+
+use crate::support::TestApp;
+use crate::support::flow::{QUICK_STEPS, Repos, wait_for};
+
+/// Runs each body on SQLite and on PostgreSQL, with the flow's config.
+macro_rules! on_both {
+    ($(async fn $name:ident($backend:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                async fn body($backend: &'static str) $body
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn sqlite() { body("sqlite").await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn postgres() { body("postgres").await }
+            }
+        )*
+    };
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+async fn start(backend: &str, repos: &Repos) -> TestApp {
+    let pipeline = repos.pipeline.path();
+    let mut app = TestApp::with_config(backend, |config| {
+        config.pipeline_repo = Some(pipeline);
+        // Tests move the flow on explicitly (trigger endpoint, scans).
+        config.poll_interval = Duration::from_secs(3600);
+    })
+    .await;
+    app.start_flow().await;
+    app
+}
+
+/// What the proxy answers for `<env>--shop`, if it answers 200.
+async fn served(app: &TestApp, env: &str) -> Option<String> {
+    let response = app
+        .get_host(&format!("{env}--shop.localhost:3000"), "/")
+        .await;
+    (response.status == 200).then(|| response.text())
+}
+
+async fn scan(app: &TestApp) {
+    gantry::flow::watch::scan(&app.state, "test")
+        .await
+        .expect("scan");
+}
+
+async fn run_states(app: &TestApp) -> Vec<(String, String, String)> {
+    let runs = app.get("/api/v1/runs").await.json();
+    runs.as_array()
+        .expect("runs")
+        .iter()
+        .map(|run| {
+            (
+                run["environment"].as_str().unwrap_or_default().to_string(),
+                run["commit_sha"].as_str().unwrap_or_default().to_string(),
+                run["state"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+on_both! {
+    async fn a_push_runs_the_pipeline_and_the_proxy_serves_the_new_commit(backend) {
+        let repos = Repos::new(QUICK_STEPS);
+        let mut app = start(backend, &repos).await;
+        let latest = repos.app.head("latest");
+        wait_for("staging to serve latest", MINUTE, || async {
+            served(&app, "staging").await.filter(|text| text.contains(&latest))
+        })
+        .await;
+
+        // The environment records both commits it was built with.
+        let environments = app.get("/api/v1/environments").await.json();
+        let staging = environments.as_array().unwrap().iter().find(|e| e["name"] == "staging").expect("staging").clone();
+        assert_eq!(staging["commit_sha"], latest.as_str());
+        assert_eq!(staging["pipeline_sha"], repos.pipeline.head("master").as_str());
+        assert_eq!(staging["commit_message"], "staging work");
+        assert_eq!(staging["commit_author"], "Ada Tester");
+        assert_eq!(staging["state"], "live");
+
+        // A new commit, announced through the trigger endpoint.
+        repos.app.checkout("latest");
+        repos.app.write("CHANGES", "v2\n");
+        let v2 = repos.app.commit("second staging change");
+        let token = app.post_json("/api/v1/apps/shop/hook-token", serde_json::json!({})).await.json()["token"]
+            .as_str()
+            .expect("token")
+            .to_string();
+        let request = axum::http::Request::post("/api/v1/hooks/git")
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(r#"{"app":"shop"}"#))
+            .expect("request");
+        assert_eq!(app.request(request).await.status, 202);
+        wait_for("staging to serve the new commit", MINUTE, || async {
+            served(&app, "staging").await.filter(|text| text.contains(&v2))
+        })
+        .await;
+
+        // The path-prefix form reaches the same process, path and query kept.
+        let prefixed = app.get("/env/shop/staging/hello?x=1").await;
+        assert_eq!(prefixed.status, 200);
+        assert_eq!(prefixed.text(), format!("commit={v2} path=/hello?x=1\n"));
+
+        // The run is fully recorded: steps, logs, who and what.
+        let runs = app.get("/api/v1/runs").await.json();
+        let run = runs.as_array().unwrap().iter().find(|r| r["commit_sha"] == v2.as_str()).expect("run");
+        let detail = app.get(&format!("/api/v1/runs/{}", run["id"])).await.json();
+        assert_eq!(detail["run"]["state"], "succeeded");
+        assert_eq!(detail["commit_message"], "second staging change");
+        let steps: Vec<(&str, &str)> = detail["steps"].as_array().unwrap().iter().map(|s| (s["name"].as_str().unwrap(), s["state"].as_str().unwrap())).collect();
+        assert_eq!(steps, [("build", "succeeded"), ("deploy", "succeeded")]);
+        let build = &detail["steps"][0];
+        let log = app.get(&format!("/api/v1/runs/{}/steps/{}/log", run["id"], build["id"])).await.text();
+        assert_eq!(log, format!("building {}\n", &v2[..7]));
+
+        // Production is held for approval.
+        let pending = app.get("/api/v1/approvals").await.json();
+        assert_eq!(pending.as_array().map(Vec::len), Some(1), "{pending}");
+        assert_eq!(pending[0]["environment"], "production");
+        assert!(served(&app, "production").await.is_none());
+        app.stop().await;
+    }
+
+    async fn approval_holds_a_run_until_the_policy_is_met(backend) {
+        let repos = Repos::new(QUICK_STEPS);
+        let mut app = start(backend, &repos).await;
+        let pending = wait_for("the production run to wait", MINUTE, || async {
+            let pending = app.get("/api/v1/approvals").await.json();
+            pending.as_array().filter(|a| !a.is_empty()).map(|a| a[0]["run_id"].as_i64().unwrap())
+        })
+        .await;
+        let outcome = app.post_json(&format!("/api/v1/runs/{pending}/approve"), serde_json::json!({ "actor": "alice", "comment": "ship it" })).await;
+        assert_eq!(outcome.status, 200, "{}", outcome.text());
+        assert_eq!(outcome.json(), serde_json::json!({ "outcome": "released", "approvals": 1, "required": 1 }));
+        let master = repos.app.head("master");
+        wait_for("production to serve master", MINUTE, || async {
+            served(&app, "production").await.filter(|text| text.contains(&master))
+        })
+        .await;
+        // A second decision on a run that is no longer held is a conflict.
+        let again = app.post_json(&format!("/api/v1/runs/{pending}/approve"), serde_json::json!({ "actor": "bob" })).await;
+        assert_eq!(again.status, 409);
+        // Production deployments are releases in the ledger.
+        let releases = app.get("/api/v1/releases").await.json();
+        assert_eq!(releases[0]["version"], master.as_str());
+        assert_eq!(releases[0]["state"], "live");
+        let audit = app.get("/api/v1/audit").await.json();
+        assert!(audit.as_array().unwrap().iter().any(|e| e["action"] == "run.approve" && e["actor"] == "alice" && e["reason"] == "ship it"));
+
+        // A rejected run never runs.
+        repos.app.write("x", "1");
+        repos.app.commit("risky");
+        scan(&app).await;
+        let held = wait_for("the next production run to wait", MINUTE, || async {
+            let pending = app.get("/api/v1/approvals").await.json();
+            pending.as_array().filter(|a| !a.is_empty()).map(|a| a[0]["run_id"].as_i64().unwrap())
+        })
+        .await;
+        let rejected = app.post_json(&format!("/api/v1/runs/{held}/reject"), serde_json::json!({ "actor": "alice", "comment": "not today" })).await;
+        assert_eq!(rejected.json()["outcome"], "rejected");
+        let detail = app.get(&format!("/api/v1/runs/{held}")).await.json();
+        assert_eq!(detail["run"]["state"], "cancelled");
+        assert_eq!(detail["error"], "rejected by alice: not today");
+        assert!(served(&app, "production").await.is_some_and(|text| text.contains(&master)), "still the approved version");
+        app.stop().await;
+    }
+
+    async fn a_newer_push_supersedes_the_running_run(backend) {
+        let repos = Repos::new("  - { name: slow, run: \"if [ -f SLOW ]; then sleep 60; fi\" }\n");
+        repos.app.checkout("latest");
+        repos.app.write("SLOW", "1");
+        let slow = repos.app.commit("slow one");
+        let mut app = start(backend, &repos).await;
+        wait_for("the slow run to be running", MINUTE, || async {
+            run_states(&app).await.into_iter().find(|(env, sha, state)| env == "staging" && sha == &slow && state == "running")
+        })
+        .await;
+        repos.app.remove("SLOW");
+        let fast = repos.app.commit("fast one");
+        scan(&app).await;
+        wait_for("staging to serve the newer commit", MINUTE, || async {
+            served(&app, "staging").await.filter(|text| text.contains(&fast))
+        })
+        .await;
+        let states = run_states(&app).await;
+        assert!(states.contains(&("staging".into(), slow.clone(), "superseded".into())), "{states:?}");
+        let runs = app.get("/api/v1/runs").await.json();
+        let old = runs.as_array().unwrap().iter().find(|r| r["commit_sha"] == slow.as_str()).unwrap();
+        let detail = app.get(&format!("/api/v1/runs/{}", old["id"])).await.json();
+        assert_eq!(detail["steps"][0]["state"], "cancelled");
+        assert_eq!(detail["steps"][1]["state"], "skipped");
+        app.stop().await;
+    }
+
+    async fn previews_are_destroyed_on_merge_and_on_branch_deletion(backend) {
+        let repos = Repos::new(QUICK_STEPS);
+        repos.app.checkout("latest");
+        repos.app.checkout_new("feature/hello");
+        repos.app.write("hello.txt", "hi");
+        let hello = repos.app.commit("hello");
+        repos.app.checkout("latest");
+        repos.app.checkout_new("feature/bye");
+        repos.app.write("bye.txt", "bye");
+        let bye = repos.app.commit("bye");
+        let mut app = start(backend, &repos).await;
+        let hello_env = gantry::flow::stack::preview_name("preview", "feature/hello");
+        let bye_env = gantry::flow::stack::preview_name("preview", "feature/bye");
+        wait_for("both previews live", MINUTE, || async {
+            let a = served(&app, &hello_env).await.filter(|t| t.contains(&hello));
+            let b = served(&app, &bye_env).await.filter(|t| t.contains(&bye));
+            (a.is_some() && b.is_some()).then_some(())
+        })
+        .await;
+
+        // Merge feature/hello into latest: its preview goes.
+        repos.app.checkout("latest");
+        repos.app.git(&["merge", "-q", "--no-ff", "-m", "merge hello", "feature/hello"]);
+        scan(&app).await;
+        wait_for("the merged preview to be destroyed", MINUTE, || async {
+            let environments = app.get("/api/v1/environments").await.json();
+            (!environments.as_array().unwrap().iter().any(|e| e["name"] == hello_env.as_str())).then_some(())
+        })
+        .await;
+        assert!(served(&app, &hello_env).await.is_none());
+
+        // Delete feature/bye: its preview goes too.
+        repos.app.git(&["branch", "-D", "feature/bye"]);
+        scan(&app).await;
+        wait_for("the deleted branch's preview to be destroyed", MINUTE, || async {
+            served(&app, &bye_env).await.is_none().then_some(())
+        })
+        .await;
+        let audit = app.get("/api/v1/audit").await.json();
+        let reasons: Vec<&str> = audit.as_array().unwrap().iter().filter(|e| e["action"] == "environment.destroy").map(|e| e["reason"].as_str().unwrap()).collect();
+        assert!(reasons.contains(&"feature/hello was merged into latest"), "{reasons:?}");
+        assert!(reasons.contains(&"branch feature/bye was deleted"), "{reasons:?}");
+        let leftovers = std::fs::read_dir(app.data_path().join("deploys/shop")).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(leftovers, 1, "only staging's files remain");
+        app.stop().await;
+    }
+
+    async fn an_invalid_pipeline_repo_keeps_the_previous_configuration(backend) {
+        let repos = Repos::new(QUICK_STEPS);
+        let mut app = start(backend, &repos).await;
+        wait_for("staging to be live", MINUTE, || async { served(&app, "staging").await }).await;
+        let good = repos.pipeline.head("master");
+
+        let broken = crate::support::flow::pipeline_yaml(QUICK_STEPS).replace("health: /healthz", "health: /healthz\n  helth: typo");
+        repos.pipeline.write("apps/shop/pipeline.yaml", &broken);
+        let bad = repos.pipeline.commit("typo");
+        scan(&app).await;
+        let status = app.get("/api/v1/config").await.json();
+        assert_eq!(status["pipeline_sha"], bad.as_str());
+        assert_eq!(status["state"], "rejected");
+        assert_eq!(status["issues"][0]["file"], "apps/shop/pipeline.yaml");
+        assert_eq!(status["issues"][0]["line"], 8);
+        assert_eq!(status["issues"][0]["field"], "helth");
+        // The app still runs with the last valid configuration.
+        repos.app.checkout("latest");
+        repos.app.write("CHANGES", "v3");
+        let v3 = repos.app.commit("after the typo");
+        scan(&app).await;
+        wait_for("staging to deploy with the old configuration", MINUTE, || async {
+            served(&app, "staging").await.filter(|text| text.contains(&v3))
+        })
+        .await;
+        let runs = app.get("/api/v1/runs").await.json();
+        let run = runs.as_array().unwrap().iter().find(|r| r["commit_sha"] == v3.as_str()).unwrap();
+        let detail = app.get(&format!("/api/v1/runs/{}", run["id"])).await.json();
+        assert_eq!(detail["pipeline_sha"], good.as_str());
+        // The dashboard shows the problem.
+        let html = app.get("/").await.text();
+        assert!(html.contains("apps/shop/pipeline.yaml:8"), "the error is on the dashboard");
+        app.stop().await;
+    }
+}
