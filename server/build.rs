@@ -12,6 +12,8 @@ const FILES: &[&str] = &["gantry.js", "gantry_bg.wasm"];
 
 fn main() {
     println!("cargo:rerun-if-env-changed=FRONTEND_PKG_DIR");
+    // `sqlx::migrate!` embeds the migrations; a new file must rebuild.
+    println!("cargo:rerun-if-changed=../migrations");
     let mut code = String::from("pub static FRONTEND_ASSETS: &[(&str, &[u8])] = &[\n");
     if let Some(dir) = env::var_os("FRONTEND_PKG_DIR").map(PathBuf::from) {
         for name in FILES {

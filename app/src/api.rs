@@ -6,8 +6,8 @@
 use leptos::prelude::*;
 
 use crate::dto::{
-    AuditEntry, ChangeRequestSummary, ClusterSummary, EnvironmentSummary, PendingApproval,
-    ReleaseSummary, RunSummary, Settings,
+    AuditEntry, ChangeRequestSummary, ClusterSummary, ConfigStatus, EnvironmentSummary,
+    PendingApproval, ReleaseSummary, RunDetail, RunSummary, Settings,
 };
 
 #[cfg(feature = "ssr")]
@@ -72,4 +72,17 @@ pub async fn list_audit_log() -> Result<Vec<AuditEntry>, ServerFnError> {
 #[server(prefix = "/fn", endpoint = "get_settings")]
 pub async fn get_settings() -> Result<Settings, ServerFnError> {
     port()?.settings().await.map_err(failed("settings"))
+}
+
+#[server(prefix = "/fn", endpoint = "get_config_status")]
+pub async fn get_config_status() -> Result<ConfigStatus, ServerFnError> {
+    port()?
+        .config_status()
+        .await
+        .map_err(failed("the pipeline repo status"))
+}
+
+#[server(prefix = "/fn", endpoint = "get_run")]
+pub async fn get_run(id: i64) -> Result<Option<RunDetail>, ServerFnError> {
+    port()?.run_detail(id).await.map_err(failed("the run"))
 }

@@ -23,7 +23,7 @@ use crate::components::layout::Layout;
 use crate::pages::{
     approvals::ApprovalsPage, audit::AuditPage, change_requests::ChangeRequestsPage,
     clusters::ClustersPage, environments::EnvironmentsPage, not_found::NotFoundPage,
-    releases::ReleasesPage, runs::RunsPage, settings::SettingsPage,
+    releases::ReleasesPage, run::RunPage, runs::RunsPage, settings::SettingsPage,
 };
 
 /// Applies the remembered theme before the first paint, so a dark-theme user
@@ -67,6 +67,7 @@ pub fn App() -> impl IntoView {
                 <Routes fallback=NotFoundPage>
                     <Route path=path!("/") view=EnvironmentsPage />
                     <Route path=path!("/runs") view=RunsPage />
+                    <Route path=path!("/runs/:id") view=RunPage />
                     <Route path=path!("/change-requests") view=ChangeRequestsPage />
                     <Route path=path!("/releases") view=ReleasesPage />
                     <Route path=path!("/approvals") view=ApprovalsPage />

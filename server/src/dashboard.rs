@@ -81,12 +81,25 @@ impl DashboardPort for App {
         let latest = db::config_revisions::latest(self.db.pool())
             .await
             .map_err(port_error)?;
-        let issues: Vec<ConfigIssue> = match &latest {
+        let mut issues: Vec<ConfigIssue> = match &latest {
             Some(revision) => {
                 serde_json::from_str(&revision.issues).map_err(|e| PortError(e.to_string()))?
             }
             None => Vec::new(),
         };
+        // A repo that cannot be fetched is a problem of the app's `source`.
+        for (app, error) in db::apps::fetch_errors(self.db.pool())
+            .await
+            .map_err(port_error)?
+        {
+            issues.push(ConfigIssue {
+                file: format!("apps/{app}/app.yaml"),
+                line: None,
+                column: None,
+                field: "source".into(),
+                message: error,
+            });
+        }
         Ok(ConfigStatus {
             pipeline_repo: self
                 .config

@@ -1,25 +1,62 @@
-//! Home: every application's environment stack.
+//! Home: the pipeline repo's state and every application's environment
+//! stack.
+
+use std::collections::BTreeMap;
 
 use leptos::prelude::*;
 
-use crate::api::list_environments;
+use crate::api::{get_config_status, list_environments};
 use crate::components::list::{Badge, EmptyState, PageHeader, loaded};
-use crate::dto::EnvironmentSummary;
+use crate::dto::{ConfigStatus, EnvironmentSummary};
 use crate::format::{short_sha, timestamp};
 
 #[component]
 pub fn EnvironmentsPage() -> impl IntoView {
     let environments = Resource::new(|| (), |_| list_environments());
+    let status = Resource::new(|| (), |_| get_config_status());
     view! {
         <PageHeader
             title="Environments"
             lead="Each application's stack: previews per branch, staging from latest, production from master."
         />
-        {loaded(environments, environment_table)}
+        {loaded(status, config_banner)}
+        {loaded(environments, stacks)}
     }
 }
 
-fn environment_table(environments: Vec<EnvironmentSummary>) -> impl IntoView {
+/// Problems in the pipeline repo, where everyone sees them.
+fn config_banner(status: ConfigStatus) -> impl IntoView {
+    if status.issues.is_empty() {
+        return ().into_any();
+    }
+    let sha = status
+        .pipeline_sha
+        .as_deref()
+        .map(short_sha)
+        .unwrap_or_default()
+        .to_string();
+    let heading = match status.state.as_deref() {
+        Some("partial") => format!("Pipeline repo commit {sha}: some apps were not updated"),
+        Some("rejected") => format!("Pipeline repo commit {sha} was not applied"),
+        _ => "Some apps have problems".to_string(),
+    };
+    view! {
+        <section class="notice notice-error config-issues" role="alert">
+            <h2>{heading}</h2>
+            <p>"Whatever was valid before stays active. Fix these and push again:"</p>
+            <ul>
+                {status
+                    .issues
+                    .into_iter()
+                    .map(|issue| view! { <li class="mono">{issue.to_string()}</li> })
+                    .collect_view()}
+            </ul>
+        </section>
+    }
+    .into_any()
+}
+
+fn stacks(environments: Vec<EnvironmentSummary>) -> impl IntoView {
     if environments.is_empty() {
         return view! {
             <EmptyState title="No environments yet">
@@ -31,47 +68,74 @@ fn environment_table(environments: Vec<EnvironmentSummary>) -> impl IntoView {
         }
         .into_any();
     }
-    view! {
-        <table class="data">
-            <thead>
-                <tr>
-                    <th scope="col">"App"</th>
-                    <th scope="col">"Environment"</th>
-                    <th scope="col">"Branch"</th>
-                    <th scope="col">"State"</th>
-                    <th scope="col">"Commit"</th>
-                    <th scope="col">"URL"</th>
-                    <th scope="col">"Updated"</th>
-                </tr>
-            </thead>
-            <tbody>
-                {environments
-                    .into_iter()
-                    .map(|env| {
-                        view! {
-                            <tr>
-                                <td>{env.app}</td>
-                                <td>{env.name}</td>
-                                <td>{env.branch.unwrap_or_default()}</td>
-                                <td>
-                                    <Badge state=env.state.as_str() />
-                                </td>
-                                <td class="mono" title=env.commit_sha.clone()>
-                                    {env.commit_sha.as_deref().map(short_sha).unwrap_or("—").to_string()}
-                                </td>
-                                <td>
-                                    {env.url.map(|url| {
-                                        let text = url.clone();
-                                        view! { <a href=url>{text}</a> }
-                                    })}
-                                </td>
-                                <td>{timestamp(env.updated_at)}</td>
-                            </tr>
-                        }
-                    })
-                    .collect_view()}
-            </tbody>
-        </table>
+    let mut by_app: BTreeMap<String, Vec<EnvironmentSummary>> = BTreeMap::new();
+    for env in environments {
+        by_app.entry(env.app.clone()).or_default().push(env);
     }
-    .into_any()
+    by_app
+        .into_iter()
+        .map(|(app, envs)| {
+            let label = format!("{app} environments");
+            view! {
+                <section class="stack" aria-label=label>
+                    <h2>{app}</h2>
+                    <table class="data">
+                        <thead>
+                            <tr>
+                                <th scope="col">"Environment"</th>
+                                <th scope="col">"Branch"</th>
+                                <th scope="col">"State"</th>
+                                <th scope="col">"Commit"</th>
+                                <th scope="col">"Updated"</th>
+                                <th scope="col">"Open"</th>
+                            </tr>
+                        </thead>
+                        <tbody>{envs.into_iter().map(environment_row).collect_view()}</tbody>
+                    </table>
+                </section>
+            }
+        })
+        .collect_view()
+        .into_any()
+}
+
+fn environment_row(env: EnvironmentSummary) -> impl IntoView {
+    let live = env.state == crate::dto::EnvironmentState::Live;
+    let link = env.url.clone().filter(|_| live).map(|url| {
+        let label = format!("Open {}", env.name);
+        view! {
+            <a class="button-link" href=url aria-label=label data-testid="open-environment">
+                "Open ↗"
+            </a>
+        }
+    });
+    let name = env.name.clone();
+    view! {
+        <tr data-environment=name>
+            <td class="env-name">{env.name}</td>
+            <td class="mono">{env.branch.unwrap_or_default()}</td>
+            <td>
+                <Badge state=env.state.as_str() />
+                {env.state_detail.map(|detail| view! { <div class="state-detail">{detail}</div> })}
+            </td>
+            <td>
+                {match env.commit_sha {
+                    Some(sha) => {
+                        view! {
+                            <div class="commit">
+                                <span class="mono" title=sha.clone()>{short_sha(&sha).to_string()}</span>
+                                " "
+                                <span class="commit-message">{env.commit_message.unwrap_or_default()}</span>
+                                <div class="commit-author">{env.commit_author.unwrap_or_default()}</div>
+                            </div>
+                        }
+                            .into_any()
+                    }
+                    None => view! { <span class="muted">"not deployed yet"</span> }.into_any(),
+                }}
+            </td>
+            <td>{timestamp(env.updated_at)}</td>
+            <td>{link}</td>
+        </tr>
+    }
 }

@@ -7,5 +7,6 @@ pub mod clusters;
 pub mod environments;
 pub mod not_found;
 pub mod releases;
+pub mod run;
 pub mod runs;
 pub mod settings;

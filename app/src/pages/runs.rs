@@ -44,7 +44,9 @@ fn run_table(runs: Vec<RunSummary>) -> impl IntoView {
                     .map(|run| {
                         view! {
                             <tr>
-                                <td class="mono">{format!("#{}", run.id)}</td>
+                                <td class="mono">
+                                    <a href=format!("/runs/{}", run.id)>{format!("#{}", run.id)}</a>
+                                </td>
                                 <td>{run.app}</td>
                                 <td>{run.environment}</td>
                                 <td>{run.branch}</td>

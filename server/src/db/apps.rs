@@ -133,3 +133,26 @@ pub async fn hook_token_hash<'e>(
         .fetch_one(exec)
         .await
 }
+
+/// Records the outcome of the last fetch of the app's repo.
+pub async fn set_fetch_error<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    error: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE apps SET fetch_error = $2 WHERE id = $1")
+        .bind(id)
+        .bind(error)
+        .execute(exec)
+        .await
+        .map(|_| ())
+}
+
+/// Active apps whose repo could not be fetched: `(name, error)`.
+pub async fn fetch_errors<'e>(
+    exec: impl Executor<'e, Database = Any>,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT name, fetch_error FROM apps WHERE removed_at IS NULL AND fetch_error IS NOT NULL ORDER BY name")
+        .fetch_all(exec)
+        .await
+}

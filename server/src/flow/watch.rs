@@ -47,7 +47,7 @@ pub async fn scan(app: &App, source: &str) -> anyhow::Result<usize> {
     for app_row in db::apps::list_active(app.db.pool()).await? {
         match scan_app(app, &app_row, source).await {
             Ok(count) => events += count,
-            Err(error) => tracing::warn!(app = %app_row.name, %error, "cannot fetch the app repo"),
+            Err(error) => tracing::warn!(app = %app_row.name, %error, "cannot scan the app repo"),
         }
     }
     if events > 0 {
@@ -62,8 +62,17 @@ pub async fn scan_app(
     app_row: &db::apps::AppRow,
     source: &str,
 ) -> anyhow::Result<usize> {
-    let heads = app.git.fetch(&app_row.source_url).await?;
     let pool = app.db.pool();
+    let heads = match app.git.fetch(&app_row.source_url).await {
+        Ok(heads) => {
+            db::apps::set_fetch_error(pool, app_row.id, None).await?;
+            heads
+        }
+        Err(error) => {
+            db::apps::set_fetch_error(pool, app_row.id, Some(&error.to_string())).await?;
+            return Err(error.into());
+        }
+    };
     let now = now_millis();
     let mut tx = pool.begin().await?;
     let known = db::branch_heads::list(&mut *tx, app_row.id).await?;

@@ -300,3 +300,24 @@ fn commit_of<'r>(repo: &'r Repository, sha: &str) -> Result<git2::Commit<'r>, Gi
     repo.find_commit(parse_oid(sha)?)
         .map_err(|_| GitError::UnknownCommit(sha.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn fetching_a_missing_repository_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = GitStore::new(dir.path().to_path_buf(), 2);
+        let error = store
+            .fetch("/nonexistent/ghost.git")
+            .await
+            .expect_err("missing repo");
+        assert!(
+            error.to_string().starts_with(
+                "cannot fetch /nonexistent/ghost.git: no repository at /nonexistent/ghost.git"
+            ),
+            "{error}"
+        );
+    }
+}

@@ -8,6 +8,7 @@
 mod support;
 
 mod api;
+mod bad_input;
 mod cli;
 mod dashboard;
 mod flow;

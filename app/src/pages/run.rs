@@ -1,0 +1,267 @@
+//! One run: what it built, its steps with live logs, and its test results
+//! (failures first). Logs stream over server-sent events once the page is
+//! hydrated; without WASM each step links to its plain-text log.
+
+use leptos::prelude::*;
+use leptos_router::hooks::use_params_map;
+
+use crate::api::get_run;
+use crate::components::list::PageHeader;
+use crate::dto::{RunDetail, StepSummary, TestReportSummary};
+use crate::format::{short_sha, timestamp};
+
+#[component]
+pub fn RunPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || {
+        params
+            .read()
+            .get("id")
+            .and_then(|id| id.parse::<i64>().ok())
+    };
+    let detail = Resource::new(id, |id| async move {
+        match id {
+            Some(id) => get_run(id).await,
+            None => Ok(None),
+        }
+    });
+    view! {
+        <PageHeader title="Run" lead="Steps, logs and test results of one pipeline run." />
+        <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match detail.await {
+                    Ok(Some(detail)) => run_view(detail).into_any(),
+                    Ok(None) => view! { <p class="notice">"There is no such run."</p> }.into_any(),
+                    Err(error) => {
+                        view! { <div class="notice notice-error" role="alert">{error.to_string()}</div> }
+                            .into_any()
+                    }
+                }
+            })}
+        </Suspense>
+    }
+}
+
+fn run_view(detail: RunDetail) -> impl IntoView {
+    let run = detail.run.clone();
+    let logs = LiveLogs::new(&detail);
+    #[cfg(feature = "hydrate")]
+    {
+        let run_id = run.id;
+        Effect::new(move |_| logs.connect(run_id));
+    }
+    view! {
+        <section class="run-summary" aria-label="Run">
+            <dl class="facts">
+                <dt>"Run"</dt>
+                <dd class="mono">{format!("#{}", run.id)}</dd>
+                <dt>"State"</dt>
+                <dd data-testid="run-state">
+                    {move || {
+                        let state = logs.run_state.get();
+                        view! { <span class=format!("badge state-{state}")>{state.replace('_', " ")}</span> }
+                    }}
+                </dd>
+                <dt>"App / environment"</dt>
+                <dd>{format!("{} / {}", run.app, run.environment)}</dd>
+                <dt>"Branch"</dt>
+                <dd class="mono">{run.branch.clone()}</dd>
+                <dt>"Commit"</dt>
+                <dd>
+                    <span class="mono" title=run.commit_sha.clone()>{short_sha(&run.commit_sha).to_string()}</span>
+                    " "
+                    {detail.commit_message.clone().unwrap_or_default()}
+                    " — "
+                    {detail.commit_author.clone().unwrap_or_default()}
+                </dd>
+                <dt>"Pipeline repo"</dt>
+                <dd class="mono" title=detail.pipeline_sha.clone()>{short_sha(&detail.pipeline_sha).to_string()}</dd>
+                <dt>"Started"</dt>
+                <dd>{format!("{} ({})", timestamp(run.created_at), detail.trigger)}</dd>
+            </dl>
+            {detail.error.clone().map(|error| view! { <p class="notice notice-error">{error}</p> })}
+        </section>
+        {tests_view(detail.reports.clone())}
+        <h2>"Steps"</h2>
+        <ol class="steps">
+            {detail.steps.iter().cloned().map(|step| step_view(run.id, step, logs)).collect_view()}
+        </ol>
+    }
+}
+
+fn step_view(run_id: i64, step: StepSummary, logs: LiveLogs) -> impl IntoView {
+    let step_id = step.id;
+    let state = move || {
+        logs.step_state(step_id)
+            .unwrap_or_else(|| step.state.as_str().to_string())
+    };
+    let text = move || logs.text(step_id);
+    view! {
+        <li class="step" data-step=step.name.clone()>
+            <details open=step.state != crate::dto::StepState::Succeeded>
+                <summary>
+                    <span class="step-name">{step.name.clone()}</span>
+                    " "
+                    {move || {
+                        let state = state();
+                        view! { <span class=format!("badge state-{state}")>{state.replace('_', " ")}</span> }
+                    }}
+                    {step.exit_code.map(|code| view! { <span class="muted">{format!(" exit {code}")}</span> })}
+                    {step.error.clone().map(|error| view! { <span class="step-error">{format!(" — {error}")}</span> })}
+                    {step.log_truncated.then(|| view! { <span class="muted">" (log truncated)"</span> })}
+                </summary>
+                <pre class="log" data-testid="step-log" aria-label=format!("Log of {}", step.name)>{text}</pre>
+                <a class="muted" href=format!("/api/v1/runs/{run_id}/steps/{step_id}/log")>"Plain-text log"</a>
+            </details>
+        </li>
+    }
+}
+
+fn tests_view(reports: Vec<TestReportSummary>) -> impl IntoView {
+    if reports.is_empty() {
+        return ().into_any();
+    }
+    let (passed, failed, skipped) = reports.iter().fold((0, 0, 0), |(p, f, s), r| {
+        (p + r.passed, f + r.failed, s + r.skipped)
+    });
+    let failures: Vec<_> = reports.into_iter().flat_map(|r| r.failures).collect();
+    let failed_class = if failed > 0 {
+        "badge state-failed"
+    } else {
+        "badge"
+    };
+    view! {
+        <section class="tests" aria-label="Test results">
+            <h2>"Tests"</h2>
+            <p data-testid="test-totals">
+                <span class="badge state-succeeded">{format!("{passed} passed")}</span>
+                " "
+                <span class=failed_class>{format!("{failed} failed")}</span>
+                " "
+                <span class="badge">{format!("{skipped} skipped")}</span>
+            </p>
+            <ul class="failures">
+                {failures
+                    .into_iter()
+                    .map(|failure| {
+                        view! {
+                            <li>
+                                <strong class="mono">{format!("{} › {}", failure.suite, failure.case)}</strong>
+                                <pre>{failure.message}</pre>
+                            </li>
+                        }
+                    })
+                    .collect_view()}
+            </ul>
+        </section>
+    }
+    .into_any()
+}
+
+/// The logs and states of a run as they stream in.
+#[derive(Clone, Copy)]
+struct LiveLogs {
+    logs: RwSignal<Vec<(i64, i64, String)>>,
+    steps: RwSignal<Vec<(i64, String)>>,
+    run_state: RwSignal<String>,
+}
+
+impl LiveLogs {
+    fn new(detail: &RunDetail) -> LiveLogs {
+        LiveLogs {
+            logs: RwSignal::new(Vec::new()),
+            steps: RwSignal::new(Vec::new()),
+            run_state: RwSignal::new(detail.run.state.as_str().to_string()),
+        }
+    }
+
+    fn text(&self, step_id: i64) -> String {
+        self.logs.with(|logs| {
+            logs.iter()
+                .filter(|(s, _, _)| *s == step_id)
+                .map(|(_, _, t)| t.as_str())
+                .collect()
+        })
+    }
+
+    fn step_state(&self, step_id: i64) -> Option<String> {
+        self.steps.with(|steps| {
+            steps
+                .iter()
+                .rev()
+                .find(|(s, _)| *s == step_id)
+                .map(|(_, state)| state.clone())
+        })
+    }
+
+    /// Streams `/api/v1/runs/<id>/events`; chunks already seen (by step and
+    /// sequence number) are skipped after a reconnect.
+    #[cfg(feature = "hydrate")]
+    fn connect(self, run_id: i64) {
+        use wasm_bindgen::JsCast;
+        use wasm_bindgen::closure::Closure;
+
+        let Ok(source) = web_sys::EventSource::new(&format!("/api/v1/runs/{run_id}/events")) else {
+            return;
+        };
+        let on_log = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
+            move |event: web_sys::MessageEvent| {
+                let Some(data) = event.data().as_string() else {
+                    return;
+                };
+                let Ok(value) = serde_json::from_str::<serde_json::Value>(&data) else {
+                    return;
+                };
+                let (Some(step), Some(seq), Some(text)) = (
+                    value["step_id"].as_i64(),
+                    value["seq"].as_i64(),
+                    value["text"].as_str(),
+                ) else {
+                    return;
+                };
+                self.logs.update(|logs| {
+                    if !logs.iter().any(|(s, q, _)| *s == step && *q == seq) {
+                        logs.push((step, seq, text.to_string()));
+                    }
+                });
+            },
+        );
+        let on_step = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
+            move |event: web_sys::MessageEvent| {
+                let Some(data) = event.data().as_string() else {
+                    return;
+                };
+                let Ok(value) = serde_json::from_str::<serde_json::Value>(&data) else {
+                    return;
+                };
+                if let (Some(step), Some(state)) =
+                    (value["step_id"].as_i64(), value["state"].as_str())
+                {
+                    self.steps
+                        .update(|steps| steps.push((step, state.to_string())));
+                }
+            },
+        );
+        let on_run = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
+            move |event: web_sys::MessageEvent| {
+                let Some(data) = event.data().as_string() else {
+                    return;
+                };
+                if let Ok(value) = serde_json::from_str::<serde_json::Value>(&data)
+                    && let Some(state) = value["state"].as_str()
+                {
+                    self.run_state.set(state.to_string());
+                }
+            },
+        );
+        let _ = source.add_event_listener_with_callback("log", on_log.as_ref().unchecked_ref());
+        let _ = source.add_event_listener_with_callback("step", on_step.as_ref().unchecked_ref());
+        let _ = source.add_event_listener_with_callback("run", on_run.as_ref().unchecked_ref());
+        // The page owns the stream for its lifetime; closing on cleanup.
+        on_log.forget();
+        on_step.forget();
+        on_run.forget();
+        let source = send_wrapper::SendWrapper::new(source);
+        on_cleanup(move || source.close());
+    }
+}
