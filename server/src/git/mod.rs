@@ -254,6 +254,14 @@ fn fetch_blocking(path: &Path, url: &str) -> Result<Heads, GitError> {
         url: url.to_string(),
         message: error.message().to_string(),
     };
+    // libgit2 calls a missing local path an "unsupported URL protocol".
+    let local = url.strip_prefix("file://").unwrap_or(url);
+    if local.starts_with('/') && !Path::new(local).exists() {
+        return Err(GitError::Fetch {
+            url: url.to_string(),
+            message: format!("no repository at {local}"),
+        });
+    }
     let mut remote = repo.remote_anonymous(url).map_err(fail)?;
     let mut options = FetchOptions::new();
     options
