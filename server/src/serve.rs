@@ -14,6 +14,11 @@ use crate::storage::DataDir;
 
 /// Everything `gantry serve` does. Returns when shut down gracefully.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    serve_with(config, |_| {}).await
+}
+
+/// `serve`, calling `started` once the server is up (the demo uses it).
+pub async fn serve_with(config: Config, started: impl FnOnce(Arc<App>)) -> anyhow::Result<()> {
     let data_dir = DataDir::open(&config.data_dir)?;
     // Bind before touching the database: a port in use fails in
     // milliseconds and changes nothing.
@@ -38,6 +43,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
 
     let router = build_app(state.clone());
+    started(state.0.clone());
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),

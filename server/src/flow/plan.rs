@@ -234,3 +234,21 @@ fn environment_url(
         .any(|target| target == LOCAL_TARGET)
         .then(|| template::local_url(&app.config.public_url, app_name, env)))
 }
+
+/// Waits until the pipeline repo has given Gantry the app `name`.
+pub async fn wait_for_app(
+    app: &App,
+    name: &str,
+    timeout: Duration,
+) -> anyhow::Result<db::apps::AppRow> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(row) = db::apps::find_active_by_name(app.db.pool(), name).await? {
+            return Ok(row);
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("the pipeline repo did not define app {name} within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
