@@ -1,0 +1,235 @@
+//! Crash safety with the real binary: `gantry serve` killed with SIGKILL in
+//! the middle of a run and in the middle of a deploy, then started again on
+//! the same data directory.
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::flow::{Repos, pipeline_yaml, wait_for};
+use crate::support::process::{free_port, gantry, wait_until_serving};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(data: &Path, pipeline: &str, port: u16) -> Server {
+        let mut child = gantry(data)
+            .args([
+                "serve",
+                "--bind",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+                &data.join("data").display().to_string(),
+                "--pipeline-repo",
+                pipeline,
+            ])
+            .env("GANTRY_POLL_INTERVAL", "1s")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn gantry");
+        wait_until_serving(&mut child, port);
+        Server { child, port }
+    }
+
+    fn kill(mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        reqwest::get(format!("http://127.0.0.1:{}{path}", self.port))
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    /// What `<env>--shop` serves through the proxy, when it answers 200.
+    async fn served(&self, env: &str) -> Option<String> {
+        let response = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}/env/shop/{env}/", self.port))
+            .send()
+            .await
+            .ok()?;
+        if response.status() == 200 {
+            response.text().await.ok()
+        } else {
+            None
+        }
+    }
+
+    async fn run_of(&self, sha: &str) -> Vec<Value> {
+        let runs = self.get("/api/v1/runs").await;
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["commit_sha"] == sha)
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn alive(pattern: &str) -> bool {
+    let output = std::process::Command::new("pgrep")
+        .args(["-f", pattern])
+        .output()
+        .expect("pgrep");
+    !String::from_utf8_lossy(&output.stdout).trim().is_empty()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_mid_step_ends_clearly_and_resumes_after_restart() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let flag = data.path().join("slow");
+    std::fs::write(&flag, "").expect("flag");
+    // The step hangs while the flag file exists (a marker makes it findable).
+    let marker = format!("gantry-crash-{}", std::process::id());
+    let step = format!(
+        "  - {{ name: slow, run: \"while [ -f {} ]; do sleep 0.2; done; echo {marker} > /dev/null\" }}\n",
+        flag.display()
+    );
+    let repos = Repos::new(&step);
+    let latest = repos.app.head("latest");
+    let port = free_port();
+    let server = Server::start(data.path(), &repos.pipeline.path(), port);
+    wait_for("the staging run to be running", MINUTE, || async {
+        server
+            .run_of(&latest)
+            .await
+            .into_iter()
+            .find(|r| r["state"] == "running")
+    })
+    .await;
+    server.kill();
+    assert!(
+        alive(&flag.display().to_string()),
+        "the step's process outlived gantry (as after a real crash)"
+    );
+
+    std::fs::remove_file(&flag).expect("unflag");
+    let server = Server::start(data.path(), &repos.pipeline.path(), port);
+    let runs = wait_for("the resumed run to succeed", MINUTE, || async {
+        let runs = server.run_of(&latest).await;
+        runs.iter()
+            .any(|r| r["state"] == "succeeded")
+            .then_some(runs)
+    })
+    .await;
+    let interrupted = runs
+        .iter()
+        .find(|r| r["state"] == "failed")
+        .expect("the interrupted run is failed, not lost");
+    let detail = server
+        .get(&format!("/api/v1/runs/{}", interrupted["id"]))
+        .await;
+    assert_eq!(detail["error"], "interrupted by a restart of gantry");
+    assert_eq!(detail["steps"][0]["state"], "failed");
+    let resumed = runs.iter().find(|r| r["state"] == "succeeded").unwrap();
+    assert_eq!(
+        server.get(&format!("/api/v1/runs/{}", resumed["id"])).await["trigger"],
+        "resume"
+    );
+    assert!(
+        !alive(&flag.display().to_string()),
+        "the orphaned step process was stopped"
+    );
+    assert!(
+        server
+            .served("staging")
+            .await
+            .is_some_and(|text| text.contains(&latest))
+    );
+    server.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_killed_midway_is_not_applied_twice_and_the_old_version_comes_back() {
+    let data = tempfile::tempdir().expect("tempdir");
+    // The app starts slowly when the commit has a SLOWSTART file.
+    let slow_app = "if [ -f SLOWSTART ]; then sleep 30; fi; python3 app.py";
+    let pipeline = pipeline_yaml("  - { name: build, run: \"true\" }\n")
+        .replace("run: python3 app.py", &format!("run: \"{slow_app}\""));
+    let repos = Repos::new("");
+    repos.pipeline.write("apps/shop/pipeline.yaml", &pipeline);
+    repos.pipeline.commit("slow start when asked");
+    let v1 = repos.app.head("latest");
+    let port = free_port();
+    let server = Server::start(data.path(), &repos.pipeline.path(), port);
+    wait_for("v1 on staging", MINUTE, || async {
+        server.served("staging").await.filter(|t| t.contains(&v1))
+    })
+    .await;
+
+    repos.app.checkout("latest");
+    repos.app.write("SLOWSTART", "1");
+    let v2 = repos.app.commit("slow to start");
+    wait_for("staging to be deploying v2", MINUTE, || async {
+        let environments = server.get("/api/v1/environments").await;
+        environments
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "staging" && e["state"] == "deploying")
+            .cloned()
+    })
+    .await;
+    server.kill();
+
+    let server = Server::start(data.path(), &repos.pipeline.path(), port);
+    let text = wait_for("v1 to serve again after the restart", MINUTE, || async {
+        server.served("staging").await
+    })
+    .await;
+    assert!(text.contains(&v1), "the previous version serves: {text}");
+    let runs = server.run_of(&v2).await;
+    assert_eq!(
+        runs.len(),
+        1,
+        "the interrupted deploy is not retried: {runs:?}"
+    );
+    assert_eq!(runs[0]["state"], "failed");
+    let environments = server.get("/api/v1/environments").await;
+    let staging = environments
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "staging")
+        .unwrap()
+        .clone();
+    assert_eq!(staging["state"], "live");
+    assert_eq!(staging["commit_sha"], v1.as_str());
+    assert!(
+        staging["state_detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("interrupted"),
+        "{staging}"
+    );
+
+    // The environment is not locked: the next push deploys.
+    repos.app.remove("SLOWSTART");
+    let v3 = repos.app.commit("fast again");
+    wait_for("v3 on staging", MINUTE, || async {
+        server.served("staging").await.filter(|t| t.contains(&v3))
+    })
+    .await;
+    server.kill();
+}
