@@ -42,7 +42,7 @@ pub fn Layout(children: Children) -> impl IntoView {
                         .map(|(href, label)| {
                             view! {
                                 <li>
-                                    <A href=*href exact=true>
+                                    <A href=*href exact=*href == "/">
                                         {*label}
                                     </A>
                                 </li>

@@ -1,0 +1,103 @@
+// The demo, as a newcomer meets it: `gantry demo` brings up three live
+// environments; from the stack view a click opens the live preview, which
+// shows the commit the dashboard says it runs. The run page streams logs.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { artifacts, freePort, launchBrowser, watchProblems } from './support.mjs';
+
+let demo;
+let browser;
+let workdir;
+let base;
+
+before(async () => {
+  workdir = mkdtempSync(join(tmpdir(), 'gantry-demo-'));
+  const port = await freePort();
+  base = `http://localhost:${port}`;
+  demo = spawn(process.env.E2E_GANTRY_BIN, ['demo', '--bind', `127.0.0.1:${port}`], {
+    cwd: workdir,
+    env: { PATH: process.env.PATH, GANTRY_LOG: 'warn' },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  if (demo && demo.exitCode === null) {
+    demo.kill('SIGTERM');
+    await new Promise((resolve) => demo.once('exit', resolve));
+  }
+  rmSync(workdir, { recursive: true, force: true });
+});
+
+async function liveEnvironments() {
+  const deadline = Date.now() + 90_000;
+  for (;;) {
+    try {
+      const response = await fetch(`${base}/api/v1/environments`);
+      if (response.ok) {
+        const environments = await response.json();
+        if (environments.length === 3 && environments.every((e) => e.state === 'live')) return environments;
+      }
+    } catch {
+      // not up yet
+    }
+    if (Date.now() > deadline) throw new Error('the demo did not bring three environments live within 90 s');
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+}
+
+test('the demo shows three live environments and a click opens the preview', async () => {
+  const environments = await liveEnvironments();
+  const preview = environments.find((e) => e.branch === 'feature/hello');
+  assert.ok(preview, 'a preview for feature/hello');
+  assert.deepEqual(environments.map((e) => e.branch).sort(), ['feature/hello', 'latest', 'master']);
+
+  const page = await browser.newPage();
+  const problems = watchProblems(page);
+  await page.goto(`${base}/`);
+  await page.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
+  const row = page.locator(`tr[data-environment="${preview.name}"]`);
+  assert.match(await row.textContent(), new RegExp(preview.commit_sha.slice(0, 7)));
+  assert.match(await row.textContent(), /Say hello in the preview/);
+  await page.screenshot({ path: join(artifacts, 'demo-stack.png'), fullPage: true });
+  assert.deepEqual(problems, []);
+
+  await row.getByTestId('open-environment').click();
+  await page.waitForURL(/preview-feature-hello.*--shop\.localhost/);
+  assert.equal(await page.locator('#commit').textContent(), preview.commit_sha);
+  assert.equal(await page.locator('h1').textContent(), 'Hello from a preview of feature/hello');
+  await page.screenshot({ path: join(artifacts, 'demo-preview.png') });
+
+  // Every environment's link serves the commit the stack view shows.
+  for (const env of environments) {
+    const response = await fetch(`${base}/env/shop/${env.name}/api/version`);
+    assert.equal((await response.json()).commit, env.commit_sha, env.name);
+  }
+  await page.close();
+});
+
+test('the run page shows steps, test results and the streamed log', async () => {
+  const runs = await (await fetch(`${base}/api/v1/runs`)).json();
+  const run = runs.find((r) => r.branch === 'feature/hello' && r.state === 'succeeded');
+  assert.ok(run, 'a finished preview run');
+  const page = await browser.newPage();
+  const problems = watchProblems(page);
+  await page.goto(`${base}/runs`);
+  await page.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
+  await page.getByRole('link', { name: `#${run.id}`, exact: true }).click();
+  await page.waitForURL(`${base}/runs/${run.id}`);
+  await page.locator('[data-step="unit"]').waitFor();
+  assert.match(await page.getByTestId('test-totals').textContent(), /2 passed.*0 failed.*1 skipped/);
+  const buildLog = page.locator('[data-step="build"] [data-testid="step-log"]');
+  await page.locator('[data-step="build"] summary').click();
+  await buildLog.filter({ hasText: `built ${run.commit_sha.slice(0, 7)}` }).waitFor({ timeout: 15_000 });
+  await page.screenshot({ path: join(artifacts, 'demo-run.png'), fullPage: true });
+  assert.deepEqual(problems, []);
+  await page.close();
+});
