@@ -26,3 +26,7 @@ sleep 5
 rss_kb=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
 echo "| idle server RSS (SQLite, after one page and one API call) | $((rss_kb / 1024)) MiB ($rss_kb kB) |"
 echo "| release binary size | $(wc -c < "$BIN") bytes |"
+
+echo
+cargo build --release -p bench --quiet
+"$TARGET/release/push_to_live" "$BIN"

@@ -18,6 +18,9 @@ use tokio_util::sync::CancellationToken;
 use crate::db::{self, Db, local_processes::LocalProcessRow, now_millis};
 use crate::runner::process::{group_alive, spawn_shell, terminate};
 
+/// How long a replaced process keeps serving in-flight requests.
+const DRAIN: Duration = Duration::from_secs(2);
+
 /// How a local app is run: what the deployment records as its manifest.
 /// Secret *names* only; values are resolved at each start.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -221,7 +224,12 @@ impl LocalRuntime {
             )
         };
         if let Some(previous) = previous {
-            stop_process(previous).await;
+            // Requests already sent to the old process get a moment to
+            // finish before it stops: the switch drops no traffic.
+            tokio::spawn(async move {
+                tokio::time::sleep(DRAIN).await;
+                stop_process(previous).await;
+            });
         }
         Ok(Started { port, workdir })
     }
@@ -354,6 +362,7 @@ async fn wait_healthy(
             source: std::io::Error::other(e),
         })?;
     let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(LocalError::ExitedEarly {
@@ -373,7 +382,9 @@ async fn wait_healthy(
                 output: tail(log_path).await,
             });
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Most apps are up within a second: look often at first.
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(250));
     }
 }
 

@@ -10,7 +10,7 @@ use tower::ServiceBuilder;
 use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::http::middleware::{REQUEST_ID, record_metrics, request_span};
@@ -46,6 +46,8 @@ pub fn build_app(state: AppState) -> Router {
                 .layer(
                     TraceLayer::new_for_http()
                         .make_span_with(request_span)
+                        // A 5xx is logged where it happens, with its cause.
+                        .on_failure(DefaultOnFailure::new().level(Level::DEBUG))
                         .on_response(
                             DefaultOnResponse::new()
                                 .level(Level::INFO)
