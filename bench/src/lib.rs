@@ -13,7 +13,11 @@ pub fn percentile(values: &[f64], p: f64) -> f64 {
 
 /// `| name | p50 | p95 |` in milliseconds.
 pub fn row(name: &str, values: &[f64]) -> String {
-    format!("| {name} | {:.0} | {:.0} |", percentile(values, 50.0), percentile(values, 95.0))
+    format!(
+        "| {name} | {:.0} | {:.0} |",
+        percentile(values, 50.0),
+        percentile(values, 95.0)
+    )
 }
 
 #[cfg(test)]

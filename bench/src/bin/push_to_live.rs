@@ -3,7 +3,10 @@
 //! 20 pushes to `latest`, each timed from `git push` until the proxy serves
 //! the new commit, and split into phases from Gantry's own timestamps.
 //!
-//! cargo run --release -p bench --bin push-to-live -- <path to gantry>
+//! cargo run --release -p bench --bin push_to_live -- <path to gantry>
+
+// A benchmark's job is to print its figures.
+#![allow(clippy::print_stdout)]
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -25,7 +28,11 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve
 "#;
 
 fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let output = Command::new("git").args(args).current_dir(dir).output().context("running git")?;
+    let output = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .context("running git")?;
     if !output.status.success() {
         bail!("git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
     }
@@ -41,25 +48,48 @@ fn init_work(dir: &Path) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let gantry = std::env::args().nth(1).context("usage: push-to-live <gantry binary>")?;
+    let gantry = std::env::args()
+        .nth(1)
+        .context("usage: push_to_live <gantry binary>")?;
     let root = tempfile::tempdir()?;
-    let (bare, work, pipeline, data) = (root.path().join("shop.git"), root.path().join("shop"), root.path().join("pipeline"), root.path().join("data"));
+    let (bare, work, pipeline, data) = (
+        root.path().join("shop.git"),
+        root.path().join("shop"),
+        root.path().join("pipeline"),
+        root.path().join("data"),
+    );
     for dir in [&work, &pipeline] {
         std::fs::create_dir_all(dir)?;
         init_work(dir)?;
     }
-    git(root.path(), &["init", "-q", "--bare", "-b", "master", &bare.display().to_string()])?;
+    git(
+        root.path(),
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "master",
+            &bare.display().to_string(),
+        ],
+    )?;
     std::fs::write(work.join("app.py"), APP_PY)?;
     git(&work, &["add", "-A"])?;
     git(&work, &["commit", "-qm", "app"])?;
-    git(&work, &["remote", "add", "origin", &bare.display().to_string()])?;
+    git(
+        &work,
+        &["remote", "add", "origin", &bare.display().to_string()],
+    )?;
     git(&work, &["push", "-q", "origin", "master"])?;
     git(&work, &["checkout", "-q", "-b", "latest"])?;
     git(&work, &["push", "-q", "origin", "latest"])?;
     std::fs::create_dir_all(pipeline.join("apps/shop"))?;
     std::fs::write(
         pipeline.join("apps/shop/app.yaml"),
-        format!("apiVersion: gantry.dev/v1\nsource: {}\nstack:\n  - env: staging\n    branch: latest\n    target: local\n", bare.display()),
+        format!(
+            "apiVersion: gantry.dev/v1\nsource: {}\nstack:\n  - env: staging\n    branch: latest\n    target: local\n",
+            bare.display()
+        ),
     )?;
     std::fs::write(
         pipeline.join("apps/shop/pipeline.yaml"),
@@ -68,9 +98,19 @@ async fn main() -> anyhow::Result<()> {
     git(&pipeline, &["add", "-A"])?;
     git(&pipeline, &["commit", "-qm", "shop"])?;
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let mut server = Command::new(&gantry)
-        .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--data-dir", &data.display().to_string(), "--pipeline-repo", &pipeline.display().to_string()])
+        .args([
+            "serve",
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            &data.display().to_string(),
+            "--pipeline-repo",
+            &pipeline.display().to_string(),
+        ])
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("GANTRY_LOG", "warn")
@@ -109,7 +149,10 @@ async fn measure(port: u16, work: &Path, data: &Path) -> anyhow::Result<()> {
     // Wait for the app, the first deploy, and a hook token.
     let deadline = Instant::now() + Duration::from_secs(60);
     let token = loop {
-        let response = client.post(format!("{base}/api/v1/apps/shop/hook-token")).send().await;
+        let response = client
+            .post(format!("{base}/api/v1/apps/shop/hook-token"))
+            .send()
+            .await;
         if let Ok(response) = response
             && response.status() == 201
         {
@@ -152,36 +195,68 @@ async fn measure(port: u16, work: &Path, data: &Path) -> anyhow::Result<()> {
 /// Splits each push with Gantry's own timestamps (milliseconds).
 async fn phases(totals: &[f64], shas: &[String], data: &Path) -> anyhow::Result<()> {
     sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(&format!("sqlite://{}?mode=ro", data.join("gantry.db").display())).await?;
-    let (mut detect_to_plan, mut queue_checkout, mut steps, mut deploy) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let pool = sqlx::AnyPool::connect(&format!(
+        "sqlite://{}?mode=ro",
+        data.join("gantry.db").display()
+    ))
+    .await?;
+    let (mut detect_to_plan, mut queue_checkout, mut steps, mut deploy) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for sha in shas {
-        let received: i64 = sqlx::query_scalar("SELECT received_at FROM event_inbox WHERE delivery_id LIKE $1")
-            .bind(format!("%:latest:{sha}"))
-            .fetch_one(&pool)
-            .await?;
-        let (run_id, created): (i64, i64) = sqlx::query_as("SELECT id, created_at FROM runs WHERE commit_sha = $1")
-            .bind(sha)
-            .fetch_one(&pool)
-            .await?;
-        let rows: Vec<(String, i64, i64)> =
-            sqlx::query_as("SELECT name, started_at, finished_at FROM steps WHERE run_id = $1 ORDER BY position")
-                .bind(run_id)
-                .fetch_all(&pool)
+        let received: i64 =
+            sqlx::query_scalar("SELECT received_at FROM event_inbox WHERE delivery_id LIKE $1")
+                .bind(format!("%:latest:{sha}"))
+                .fetch_one(&pool)
                 .await?;
+        let (run_id, created): (i64, i64) =
+            sqlx::query_as("SELECT id, created_at FROM runs WHERE commit_sha = $1")
+                .bind(sha)
+                .fetch_one(&pool)
+                .await?;
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT name, started_at, finished_at FROM steps WHERE run_id = $1 ORDER BY position",
+        )
+        .bind(run_id)
+        .fetch_all(&pool)
+        .await?;
         let first = rows.first().map(|r| r.1).unwrap_or(created);
-        let deploy_step = rows.iter().find(|r| r.0 == "deploy").context("deploy step")?;
+        let deploy_step = rows
+            .iter()
+            .find(|r| r.0 == "deploy")
+            .context("deploy step")?;
         detect_to_plan.push((created - received) as f64);
         queue_checkout.push((first - created) as f64);
         steps.push((deploy_step.1 - first) as f64);
         deploy.push((deploy_step.2 - deploy_step.1) as f64);
     }
-    println!("push to live, local target, no-op steps, {} pushes, trigger endpoint", totals.len());
+    println!(
+        "push to live, local target, no-op steps, {} pushes, trigger endpoint",
+        totals.len()
+    );
     println!("| phase (ms) | p50 | p95 |");
     println!("|---|---|---|");
-    println!("{}", row("total: git push → proxy serves the new commit", totals));
-    println!("{}", row("detect → plan (inbox event → run created)", &detect_to_plan));
-    println!("{}", row("queue + checkout (run created → first step starts)", &queue_checkout));
+    println!(
+        "{}",
+        row("total: git push → proxy serves the new commit", totals)
+    );
+    println!(
+        "{}",
+        row("detect → plan (inbox event → run created)", &detect_to_plan)
+    );
+    println!(
+        "{}",
+        row(
+            "queue + checkout (run created → first step starts)",
+            &queue_checkout
+        )
+    );
     println!("{}", row("steps (2 no-op shell steps)", &steps));
-    println!("{}", row("deploy (copy, start process, health check, switch)", &deploy));
+    println!(
+        "{}",
+        row(
+            "deploy (copy, start process, health check, switch)",
+            &deploy
+        )
+    );
     Ok(())
 }

@@ -93,7 +93,7 @@ async fn decide(
 
     let now = now_millis();
     let mut tx = pool.begin().await?;
-    let user_id = ensure_api_user(&mut *tx, actor, now).await?;
+    let user_id = ensure_api_user(&mut tx, actor, now).await?;
     let already: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM approvals WHERE run_id = $1 AND user_id = $2 AND decision = 'approved'")
         .bind(run_id)
         .bind(user_id)

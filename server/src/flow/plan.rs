@@ -122,7 +122,7 @@ async fn on_push(app: &App, event: BranchEvent) -> anyhow::Result<()> {
     )
     .await?;
     db::runs::set_commit_info(&mut *tx, run_id, &commit.summary, &commit.author).await?;
-    db::runs::supersede_older(&mut *tx, env.id, run_id, now).await?;
+    db::runs::supersede_older(&mut tx, env.id, run_id, now).await?;
     tx.commit().await?;
     tracing::info!(app = %app_row.name, env = %env.name, run = run_id, commit = %sha, state = state.as_str(), "run planned");
     app.flow.runner_wake.notify_one();

@@ -94,7 +94,7 @@ async fn watch_cancel(app: Arc<App>, run_id: i64, cancel: CancellationToken) {
         ) {
             cancel.cancel();
         }
-        if ticks % 20 == 0 {
+        if ticks.is_multiple_of(20) {
             let _ = db::runs::heartbeat(app.db.pool(), run_id, now_millis()).await;
         }
     }

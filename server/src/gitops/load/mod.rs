@@ -69,7 +69,7 @@ struct RawPipeline {
 /// A step is either the bare word `deploy` or a command mapping.
 enum RawStep {
     Deploy,
-    Command(RawCommandStep),
+    Command(Box<RawCommandStep>),
 }
 
 #[derive(Deserialize)]
@@ -117,7 +117,7 @@ impl<'de> Deserialize<'de> for RawStep {
             }
             fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<RawStep, M::Error> {
                 RawCommandStep::deserialize(de::value::MapAccessDeserializer::new(map))
-                    .map(RawStep::Command)
+                    .map(|step| RawStep::Command(Box::new(step)))
             }
         }
         deserializer.deserialize_any(StepVisitor)
