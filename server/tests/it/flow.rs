@@ -283,3 +283,78 @@ on_both! {
         app.stop().await;
     }
 }
+
+on_both! {
+    async fn a_failed_health_check_keeps_the_old_version_serving(backend) {
+        let repos = Repos::new(QUICK_STEPS);
+        let mut app = start(backend, &repos).await;
+        let v1 = repos.app.head("latest");
+        wait_for("v1 on staging", MINUTE, || async { served(&app, "staging").await.filter(|t| t.contains(&v1)) }).await;
+
+        repos.app.checkout("latest");
+        repos.app.write("app.py", "import sys\nprint('boom: missing config', file=sys.stderr)\nsys.exit(3)\n");
+        let broken = repos.app.commit("broken start");
+        scan(&app).await;
+        let run = wait_for("the broken run to fail", MINUTE, || async {
+            run_states(&app).await.into_iter().find(|(_, sha, state)| sha == &broken && state == "failed")
+        })
+        .await;
+        assert_eq!(run.0, "staging");
+        assert!(served(&app, "staging").await.is_some_and(|t| t.contains(&v1)), "v1 still serves");
+        let environments = app.get("/api/v1/environments").await.json();
+        let staging = environments.as_array().unwrap().iter().find(|e| e["name"] == "staging").unwrap().clone();
+        assert_eq!(staging["state"], "live");
+        assert_eq!(staging["commit_sha"], v1.as_str());
+        assert!(staging["state_detail"].as_str().unwrap().contains("the previous version is still serving"), "{staging}");
+        let runs = app.get("/api/v1/runs").await.json();
+        let failed = runs.as_array().unwrap().iter().find(|r| r["commit_sha"] == broken.as_str()).unwrap();
+        let detail = app.get(&format!("/api/v1/runs/{}", failed["id"])).await.json();
+        let deploy = detail["steps"].as_array().unwrap().iter().find(|s| s["name"] == "deploy").unwrap();
+        let log = app.get(&format!("/api/v1/runs/{}/steps/{}/log", failed["id"], deploy["id"])).await.text();
+        assert!(log.contains("the app exited before it became healthy"), "{log}");
+        assert!(log.contains("boom: missing config"), "the app's own output explains it: {log}");
+        // Workspaces of finished runs are gone.
+        let left: Vec<_> = std::fs::read_dir(app.data_path().join("work")).unwrap().collect();
+        assert!(left.is_empty(), "workspaces left behind: {left:?}");
+        app.stop().await;
+    }
+
+    async fn a_preview_past_its_ttl_is_destroyed(backend) {
+        let repos = Repos::new(QUICK_STEPS);
+        let app_yaml = crate::support::flow::app_yaml(&repos.app.path(), "").replace("    branches: \"*\"\n", "    branches: \"*\"\n    ttl: 1s\n");
+        repos.pipeline.write("apps/shop/app.yaml", &app_yaml);
+        repos.pipeline.commit("short-lived previews");
+        repos.app.checkout_new("feature/short");
+        let sha = repos.app.commit("short");
+        let mut app = start(backend, &repos).await;
+        let env = gantry::flow::stack::preview_name("preview", "feature/short");
+        wait_for("the preview to be live", MINUTE, || async { served(&app, &env).await.filter(|t| t.contains(&sha)) }).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        gantry::flow::lifecycle::expire(&app.state).await.expect("expire");
+        assert!(served(&app, &env).await.is_none());
+        let audit = app.get("/api/v1/audit").await.json();
+        assert!(audit.as_array().unwrap().iter().any(|e| e["action"] == "environment.destroy" && e["reason"] == "its TTL of 1s passed"), "{audit}");
+        app.stop().await;
+    }
+
+    async fn a_running_run_can_be_cancelled(backend) {
+        let repos = Repos::new("  - { name: wait, run: \"sleep 120\" }\n");
+        let mut app = start(backend, &repos).await;
+        let latest = repos.app.head("latest");
+        wait_for("the run to be running", MINUTE, || async {
+            run_states(&app).await.into_iter().find(|(_, sha, state)| sha == &latest && state == "running")
+        })
+        .await;
+        let runs = app.get("/api/v1/runs").await.json();
+        let id = runs.as_array().unwrap().iter().find(|r| r["commit_sha"] == latest.as_str()).unwrap()["id"].as_i64().unwrap();
+        assert_eq!(app.post_json(&format!("/api/v1/runs/{id}/cancel"), serde_json::json!({})).await.status, 202);
+        wait_for("the run to be cancelled", MINUTE, || async {
+            let detail = app.get(&format!("/api/v1/runs/{id}")).await.json();
+            (detail["run"]["state"] == "cancelled").then_some(())
+        })
+        .await;
+        let again = app.post_json(&format!("/api/v1/runs/{id}/cancel"), serde_json::json!({})).await;
+        assert_eq!(again.status, 409);
+        app.stop().await;
+    }
+}

@@ -89,3 +89,20 @@ async fn sqlite_runs_in_wal_mode_with_foreign_keys_on() {
         .expect("pragma");
     assert_eq!(foreign_keys, 1);
 }
+
+both_backends! {
+    async fn one_run_at_a_time_holds_an_environment_s_deploy_lock(app: TestApp) {
+        use app::dto::RunState;
+        let seeded = crate::seed::shop_with_a_run(&app, RunState::Running).await;
+        let pool = app.db().pool();
+        let env: i64 = sqlx::query_scalar("SELECT environment_id FROM runs WHERE id = $1").bind(seeded.run_id).fetch_one(pool).await.expect("env");
+        assert!(db::environments::try_lock(pool, env, seeded.run_id).await.expect("lock"));
+        assert!(db::environments::try_lock(pool, env, seeded.run_id).await.expect("re-entrant for the holder"));
+        assert!(!db::environments::try_lock(pool, env, seeded.run_id + 1).await.expect("lock"), "a second run waits");
+        db::environments::unlock(pool, env, seeded.run_id).await.expect("unlock");
+        assert!(db::environments::try_lock(pool, env, seeded.run_id + 1).await.expect("lock"));
+        // A lock held by a run that is not running is released at start-up.
+        db::runs::finish(pool, seeded.run_id, RunState::Failed, None, 1).await.expect("finish");
+        assert_eq!(db::environments::release_stale_locks(pool).await.expect("release"), 1);
+    }
+}
