@@ -1,0 +1,550 @@
+//! The HTTP face of the emulator: routes parsed by hand from the API path
+//! (`/api/v1/...`, `/apis/<group>/<version>/...`), because the API's own
+//! grammar (namespaced or not, `/status`) does not fit a route table well.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::resources::Resource;
+use crate::store::{ApiError, Selector, Store};
+
+type Params = Query<HashMap<String, String>>;
+
+pub fn router(store: Arc<Store>) -> Router {
+    Router::new()
+        .route("/version", get(version))
+        .route("/openapi/v2", get(openapi_v2))
+        .route("/openapi/v3", get(openapi_v3))
+        .route("/api", get(core_versions))
+        .route("/apis", get(groups))
+        .route("/api/{*rest}", axum::routing::any(dispatch_core))
+        .route("/apis/{*rest}", axum::routing::any(dispatch_group))
+        .layer(middleware::from_fn_with_state(store.clone(), faults))
+        .with_state(store)
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        json_response(
+            StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            &self.status(),
+        )
+    }
+}
+
+async fn faults(State(store): State<Arc<Store>>, request: Request, next: Next) -> Response {
+    let faults = store.faults();
+    if !faults.latency.is_zero() {
+        tokio::time::sleep(faults.latency).await;
+    }
+    if store.take_failure() {
+        return ApiError {
+            code: 503,
+            reason: "ServiceUnavailable",
+            message: "the server is currently unable to handle the request (injected fault)".into(),
+        }
+        .into_response();
+    }
+    next.run(request).await
+}
+
+async fn version(State(store): State<Arc<Store>>) -> Response {
+    let git = &store.options.git_version;
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "major": "1", "minor": "33", "gitVersion": git, "gitCommit": "0000000", "gitTreeState": "clean",
+            "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64",
+        }),
+    )
+}
+
+/// kubectl asks for the v2 document as protobuf (gnostic's
+/// `openapi_v2.Document`); a minimal one — swagger "2.0" and an info with
+/// title and version, no definitions — makes it skip client-side validation
+/// of kinds it does not know, as it does for custom resources.
+async fn openapi_v2(headers: HeaderMap) -> Response {
+    let wants_protobuf = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("protobuf"));
+    if wants_protobuf {
+        let mut info = vec![0x0a, 10];
+        info.extend_from_slice(b"Kubernetes");
+        info.extend_from_slice(&[0x12, 7]);
+        info.extend_from_slice(b"v1.33.0");
+        let mut document = vec![0x0a, 3];
+        document.extend_from_slice(b"2.0");
+        document.push(0x12);
+        document.push(info.len() as u8);
+        document.extend_from_slice(&info);
+        return (
+            [(
+                header::CONTENT_TYPE,
+                "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+            )],
+            document,
+        )
+            .into_response();
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({ "swagger": "2.0", "info": { "title": "Kubernetes", "version": "v1.33.0" }, "paths": {}, "definitions": {} }),
+    )
+}
+
+async fn openapi_v3() -> Response {
+    json_response(StatusCode::OK, &json!({ "paths": {} }))
+}
+
+async fn core_versions() -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "kind": "APIVersions", "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{ "clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1" }],
+        }),
+    )
+}
+
+async fn groups(State(store): State<Arc<Store>>) -> Response {
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for resource in store
+        .resources()
+        .into_iter()
+        .filter(|r| !r.group.is_empty())
+    {
+        if !seen.contains(&(resource.group.clone(), resource.version.clone())) {
+            seen.push((resource.group, resource.version));
+        }
+    }
+    let mut by_group: Vec<(String, Vec<String>)> = Vec::new();
+    for (group, version) in seen {
+        match by_group.iter_mut().find(|(g, _)| *g == group) {
+            Some((_, versions)) => versions.push(version),
+            None => by_group.push((group, vec![version])),
+        }
+    }
+    let groups: Vec<Value> = by_group
+        .into_iter()
+        .map(|(group, versions)| {
+            let entries: Vec<Value> = versions
+                .iter()
+                .map(|v| json!({ "groupVersion": format!("{group}/{v}"), "version": v }))
+                .collect();
+            json!({ "name": group, "versions": entries, "preferredVersion": entries[0] })
+        })
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": groups }),
+    )
+}
+
+async fn dispatch_core(
+    State(store): State<Arc<Store>>,
+    method: Method,
+    Query(params): Params,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let path = request.uri().path().trim_start_matches("/api/").to_string();
+    let segments: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    let Some((version, rest)) = segments.split_first() else {
+        return ApiError::not_found_path(&path).into_response();
+    };
+    let body = axum::body::to_bytes(request.into_body(), 64 * 1024 * 1024)
+        .await
+        .unwrap_or_default();
+    handle(store, "", version, rest, method, params, headers, body).await
+}
+
+async fn dispatch_group(
+    State(store): State<Arc<Store>>,
+    method: Method,
+    Query(params): Params,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let path = request
+        .uri()
+        .path()
+        .trim_start_matches("/apis/")
+        .to_string();
+    let segments: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    if segments.len() < 2 {
+        return ApiError::not_found_path(&path).into_response();
+    }
+    let body = axum::body::to_bytes(request.into_body(), 64 * 1024 * 1024)
+        .await
+        .unwrap_or_default();
+    handle(
+        store,
+        &segments[0],
+        &segments[1],
+        &segments[2..],
+        method,
+        params,
+        headers,
+        body,
+    )
+    .await
+}
+
+impl ApiError {
+    fn not_found_path(path: &str) -> ApiError {
+        ApiError {
+            code: 404,
+            reason: "NotFound",
+            message: format!("the server could not find the requested resource ({path})"),
+        }
+    }
+}
+
+/// What a path names, after the group and version.
+struct Target {
+    resource: Resource,
+    namespace: String,
+    name: Option<String>,
+    status: bool,
+}
+
+fn resolve(store: &Store, group: &str, version: &str, rest: &[String]) -> Result<Target, ApiError> {
+    let find = |plural: &str| {
+        store
+            .find(group, version, plural)
+            .ok_or_else(|| ApiError::not_found_path(&format!("{group}/{version}/{plural}")))
+    };
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    let (plural, namespace, name, status) = match rest.as_slice() {
+        [plural] => (*plural, "", None, false),
+        [plural, name] => (*plural, "", Some(*name), false),
+        ["namespaces", name, "status"] if group.is_empty() => ("namespaces", "", Some(*name), true),
+        ["namespaces", ns, plural] => (*plural, *ns, None, false),
+        [plural, name, "status"] => (*plural, "", Some(*name), true),
+        ["namespaces", ns, plural, name] => (*plural, *ns, Some(*name), false),
+        ["namespaces", ns, plural, name, "status"] => (*plural, *ns, Some(*name), true),
+        _ => return Err(ApiError::not_found_path(&rest.join("/"))),
+    };
+    let resource = find(plural)?;
+    if status && !resource.status {
+        return Err(ApiError::not_found_path(&format!("{plural}/status")));
+    }
+    Ok(Target {
+        resource,
+        namespace: namespace.to_string(),
+        name: name.map(str::to_string),
+        status,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn handle(
+    store: Arc<Store>,
+    group: &str,
+    version: &str,
+    rest: &[String],
+    method: Method,
+    params: HashMap<String, String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if rest.is_empty() {
+        return resource_list(&store, group, version);
+    }
+    let target = match resolve(&store, group, version, rest) {
+        Ok(target) => target,
+        Err(error) => return error.into_response(),
+    };
+    let param = |key: &str| params.get(key).map(String::as_str).unwrap_or("");
+    let dry_run = param("dryRun") == "All";
+    let manager = params
+        .get("fieldManager")
+        .cloned()
+        .unwrap_or_else(|| "unknown".to_string());
+    let namespace = target.namespace.clone();
+    let outcome: Result<Response, ApiError> = match (method, target.name.clone()) {
+        (Method::GET, Some(name)) => store
+            .get(&target.resource, &namespace, &name)
+            .map(|o| json_response(StatusCode::OK, &o)),
+        (Method::GET, None) if param("watch") == "true" || param("watch") == "1" => {
+            Ok(watch(store.clone(), target, &params))
+        }
+        (Method::GET, None) => {
+            let ns = (!namespace.is_empty()).then_some(namespace.as_str());
+            store
+                .list(
+                    &target.resource,
+                    ns,
+                    param("labelSelector"),
+                    param("fieldSelector"),
+                )
+                .map(|(items, version)| {
+                    json_response(
+                        StatusCode::OK,
+                        &json!({
+                            "kind": format!("{}List", target.resource.kind),
+                            "apiVersion": target.resource.api_version(),
+                            "metadata": { "resourceVersion": version.to_string() },
+                            "items": items,
+                        }),
+                    )
+                })
+        }
+        (Method::PATCH, Some(name)) => {
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            match parse_body(&body, content_type.contains("yaml")) {
+                Err(error) => Err(error),
+                Ok(patch) if content_type.starts_with("application/apply-patch") => store
+                    .apply(
+                        &target.resource,
+                        &namespace,
+                        &name,
+                        &patch,
+                        params.get("fieldManager").map(String::as_str).unwrap_or(""),
+                        param("force") == "true",
+                        dry_run,
+                        target.status,
+                    )
+                    .map(|w| {
+                        json_response(
+                            if w.created {
+                                StatusCode::CREATED
+                            } else {
+                                StatusCode::OK
+                            },
+                            &w.object,
+                        )
+                    }),
+                Ok(patch)
+                    if content_type.starts_with("application/merge-patch")
+                        || content_type.starts_with("application/strategic-merge-patch") =>
+                {
+                    store
+                        .merge_patch(
+                            &target.resource,
+                            &namespace,
+                            &name,
+                            &patch,
+                            &manager,
+                            dry_run,
+                            target.status,
+                        )
+                        .map(|w| json_response(StatusCode::OK, &w.object))
+                }
+                Ok(_) => Err(ApiError {
+                    code: 415,
+                    reason: "UnsupportedMediaType",
+                    message: format!(
+                        "the body of the request was in an unknown format - accepted media types include: application/apply-patch+yaml, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type})"
+                    ),
+                }),
+            }
+        }
+        (Method::PUT, Some(name)) => parse_body(&body, false)
+            .and_then(|object| {
+                store.replace(
+                    &target.resource,
+                    &namespace,
+                    &name,
+                    &object,
+                    &manager,
+                    dry_run,
+                )
+            })
+            .map(|w| json_response(StatusCode::OK, &w.object)),
+        (Method::POST, None) => parse_body(&body, false)
+            .and_then(|object| {
+                store.create(&target.resource, &namespace, &object, &manager, dry_run)
+            })
+            .map(|w| json_response(StatusCode::CREATED, &w.object)),
+        (Method::DELETE, Some(name)) => store
+            .delete(&target.resource, &namespace, &name, dry_run)
+            .map(|o| json_response(StatusCode::OK, &o)),
+        (Method::DELETE, None) => {
+            let ns = (!namespace.is_empty()).then_some(namespace.as_str());
+            store.delete_collection(&target.resource, ns, param("labelSelector"), dry_run).map(|items| {
+                json_response(StatusCode::OK, &json!({ "kind": format!("{}List", target.resource.kind), "apiVersion": target.resource.api_version(), "metadata": {}, "items": items }))
+            })
+        }
+        (method, _) => Err(ApiError {
+            code: 405,
+            reason: "MethodNotAllowed",
+            message: format!("{method} is not supported here"),
+        }),
+    };
+    outcome.unwrap_or_else(IntoResponse::into_response)
+}
+
+fn parse_body(body: &Bytes, yaml: bool) -> Result<Value, ApiError> {
+    let text =
+        std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
+    if yaml {
+        serde_saphyr::from_str::<Value>(text)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+    } else {
+        serde_json::from_str(text)
+            .or_else(|_| serde_saphyr::from_str::<Value>(text))
+            .map_err(|e| ApiError::bad_request(format!("error decoding the body: {e}")))
+    }
+}
+
+fn resource_list(store: &Store, group: &str, version: &str) -> Response {
+    let resources: Vec<Value> = store
+        .resources()
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .flat_map(Resource::discovery_entries)
+        .collect();
+    if resources.is_empty() {
+        return ApiError::not_found_path(&format!("{group}/{version}")).into_response();
+    }
+    let group_version = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    json_response(
+        StatusCode::OK,
+        &json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources }),
+    )
+}
+
+/// A watch: JSON lines of `{"type": ..., "object": ...}`; with
+/// `sendInitialEvents=true` every existing object first, then a BOOKMARK
+/// annotated `k8s.io/initial-events-end`; bookmarks every second when asked.
+fn watch(store: Arc<Store>, target: Target, params: &HashMap<String, String>) -> Response {
+    let labels = Selector::parse(
+        params
+            .get("labelSelector")
+            .map(String::as_str)
+            .unwrap_or(""),
+    )
+    .ok();
+    let fields = Selector::parse(
+        params
+            .get("fieldSelector")
+            .map(String::as_str)
+            .unwrap_or(""),
+    )
+    .ok();
+    let (Some(labels), Some(fields)) = (labels, fields) else {
+        return ApiError::bad_request("invalid selector").into_response();
+    };
+    let bookmarks = params
+        .get("allowWatchBookmarks")
+        .is_some_and(|v| v == "true");
+    let initial = params.get("sendInitialEvents").is_some_and(|v| v == "true");
+    let timeout = params
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(1800));
+    let since: u64 = params
+        .get("resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let resource = target.resource.clone();
+    let namespace = target.namespace.clone();
+    let events = store.subscribe();
+
+    let mut first: Vec<Value> = Vec::new();
+    if initial {
+        let ns = (!namespace.is_empty()).then_some(namespace.as_str());
+        if let Ok((items, _)) = store.list(
+            &resource,
+            ns,
+            params
+                .get("labelSelector")
+                .map(String::as_str)
+                .unwrap_or(""),
+            params
+                .get("fieldSelector")
+                .map(String::as_str)
+                .unwrap_or(""),
+        ) {
+            first.extend(
+                items
+                    .into_iter()
+                    .map(|object| json!({ "type": "ADDED", "object": object })),
+            );
+        }
+        first.push(bookmark(&resource, store.resource_version(), true));
+    }
+    let kind_resource = resource.clone();
+    let live = BroadcastStream::new(events).filter_map(move |event| {
+        let keep = event.ok().filter(|event| {
+            event.key.group == kind_resource.group
+                && event.key.plural == kind_resource.plural
+                && (namespace.is_empty() || event.key.namespace == namespace)
+                && event.object["metadata"]["resourceVersion"]
+                    .as_str()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(u64::MAX)
+                    > since
+                && labels.matches_labels(&event.object)
+                && fields.matches_fields(&event.object)
+        });
+        std::future::ready(keep.map(|event| json!({ "type": event.kind, "object": event.object })))
+    });
+    let ticker_store = store.clone();
+    let ticks =
+        tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(Duration::from_secs(1)))
+            .skip(1)
+            .filter_map(move |_| {
+                std::future::ready(
+                    bookmarks.then(|| bookmark(&resource, ticker_store.resource_version(), false)),
+                )
+            });
+    let stream = futures_util::stream::iter(first)
+        .chain(futures_util::stream::select(live, ticks))
+        .take_until(tokio::time::sleep(timeout))
+        .map(|line| Ok::<_, Infallible>(format!("{line}\n")));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+fn bookmark(resource: &Resource, version: u64, initial_end: bool) -> Value {
+    let mut metadata = json!({ "resourceVersion": version.to_string() });
+    if initial_end {
+        metadata["annotations"] = json!({ "k8s.io/initial-events-end": "true" });
+    }
+    json!({ "type": "BOOKMARK", "object": { "kind": resource.kind, "apiVersion": resource.api_version(), "metadata": metadata } })
+}

@@ -1,0 +1,924 @@
+//! The emulated cluster's state: resource types, objects with their field
+//! ownership, the resource version counter and the watch event stream.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use crate::apply::{self, Ownership};
+use crate::resources::{self, Resource};
+use crate::{Faults, Options, RolloutMode};
+
+/// An error as the API server reports it (a `Status` object).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn not_found(resource: &Resource, name: &str) -> ApiError {
+        ApiError {
+            code: 404,
+            reason: "NotFound",
+            message: format!("{} \"{name}\" not found", resource.qualified()),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError {
+            code: 400,
+            reason: "BadRequest",
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError {
+            code: 422,
+            reason: "Invalid",
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> Value {
+        json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Key {
+    pub group: String,
+    pub plural: String,
+    /// Empty for cluster-scoped objects.
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub object: Value,
+    pub owners: Vec<Ownership>,
+    /// When the spec last changed (the rollout controller's clock).
+    pub spec_changed: Instant,
+}
+
+#[derive(Clone, Debug)]
+pub struct WatchEvent {
+    pub kind: &'static str,
+    pub key: Key,
+    pub object: Value,
+}
+
+struct Inner {
+    resources: Vec<Resource>,
+    objects: BTreeMap<Key, Entry>,
+    version: u64,
+}
+
+pub struct Store {
+    inner: Mutex<Inner>,
+    events: broadcast::Sender<WatchEvent>,
+    faults: Mutex<Faults>,
+    rollout: Mutex<RolloutMode>,
+    pub options: Options,
+}
+
+/// What a write did.
+pub struct Written {
+    pub object: Value,
+    pub created: bool,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// RFC 3339, UTC, seconds — as the API server writes timestamps.
+pub fn now_rfc3339() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// The parts of an object whose change bumps `generation`.
+fn spec_of(object: &Value) -> Value {
+    let mut copy = object.clone();
+    if let Some(map) = copy.as_object_mut() {
+        map.remove("metadata");
+        map.remove("status");
+    }
+    copy
+}
+
+impl Store {
+    pub fn new(options: Options) -> Store {
+        let (events, _) = broadcast::channel(4096);
+        let rollout = options.rollout;
+        let mut inner = Inner {
+            resources: resources::builtins(),
+            objects: BTreeMap::new(),
+            version: 1,
+        };
+        for name in ["default", "kube-system", "kube-public"] {
+            inner.version += 1;
+            let key = Key {
+                group: String::new(),
+                plural: "namespaces".into(),
+                namespace: String::new(),
+                name: name.into(),
+            };
+            let object = json!({
+                "apiVersion": "v1", "kind": "Namespace",
+                "metadata": { "name": name, "uid": format!("uid-{}", inner.version), "resourceVersion": inner.version.to_string(),
+                              "creationTimestamp": now_rfc3339(), "generation": 1, "labels": { "kubernetes.io/metadata.name": name } },
+                "status": { "phase": "Active" },
+            });
+            inner.objects.insert(
+                key,
+                Entry {
+                    object,
+                    owners: Vec::new(),
+                    spec_changed: Instant::now(),
+                },
+            );
+        }
+        Store {
+            inner: Mutex::new(inner),
+            events,
+            faults: Mutex::default(),
+            rollout: Mutex::new(rollout),
+            options,
+        }
+    }
+
+    pub fn faults(&self) -> Faults {
+        lock(&self.faults).clone()
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        *lock(&self.faults) = faults;
+    }
+
+    /// Counts one request against `fail_next`; true when it must fail.
+    pub fn take_failure(&self) -> bool {
+        let mut faults = lock(&self.faults);
+        if faults.fail_next > 0 {
+            faults.fail_next -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn rollout(&self) -> RolloutMode {
+        *lock(&self.rollout)
+    }
+
+    pub fn set_rollout(&self, mode: RolloutMode) {
+        *lock(&self.rollout) = mode;
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<WatchEvent> {
+        self.events.subscribe()
+    }
+
+    pub fn resource_version(&self) -> u64 {
+        lock(&self.inner).version
+    }
+
+    pub fn resources(&self) -> Vec<Resource> {
+        lock(&self.inner).resources.clone()
+    }
+
+    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<Resource> {
+        lock(&self.inner)
+            .resources
+            .iter()
+            .find(|r| r.group == group && r.version == version && r.plural == plural)
+            .cloned()
+    }
+
+    /// A read of one object, as the test sees it (no HTTP).
+    pub fn object(&self, group: &str, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+        let key = Key {
+            group: group.into(),
+            plural: plural.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        lock(&self.inner)
+            .objects
+            .get(&key)
+            .map(|e| e.object.clone())
+    }
+
+    /// Every object of a type, across namespaces (tests and the controller).
+    pub fn objects_of(&self, group: &str, plural: &str) -> Vec<(Key, Value)> {
+        lock(&self.inner)
+            .objects
+            .iter()
+            .filter(|(k, _)| k.group == group && k.plural == plural)
+            .map(|(k, e)| (k.clone(), e.object.clone()))
+            .collect()
+    }
+
+    pub fn get(&self, resource: &Resource, namespace: &str, name: &str) -> Result<Value, ApiError> {
+        let key = self.key(resource, namespace, name);
+        lock(&self.inner)
+            .objects
+            .get(&key)
+            .map(|e| e.object.clone())
+            .ok_or_else(|| ApiError::not_found(resource, name))
+    }
+
+    pub fn list(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        labels: &str,
+        fields: &str,
+    ) -> Result<(Vec<Value>, u64), ApiError> {
+        let labels = Selector::parse(labels)?;
+        let fields = Selector::parse(fields)?;
+        let inner = lock(&self.inner);
+        let items = inner
+            .objects
+            .iter()
+            .filter(|(k, _)| k.group == resource.group && k.plural == resource.plural)
+            .filter(|(k, _)| namespace.is_none_or(|ns| ns.is_empty() || k.namespace == ns))
+            .map(|(_, e)| &e.object)
+            .filter(|o| labels.matches_labels(o) && fields.matches_fields(o))
+            .cloned()
+            .collect();
+        Ok((items, inner.version))
+    }
+
+    fn key(&self, resource: &Resource, namespace: &str, name: &str) -> Key {
+        Key {
+            group: resource.group.clone(),
+            plural: resource.plural.clone(),
+            namespace: if resource.namespaced {
+                namespace.to_string()
+            } else {
+                String::new()
+            },
+            name: name.to_string(),
+        }
+    }
+
+    fn check_identity(
+        &self,
+        inner: &Inner,
+        resource: &Resource,
+        namespace: &str,
+        name: &str,
+        body: &Value,
+    ) -> Result<(), ApiError> {
+        if name.is_empty()
+            || name.len() > 253
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        {
+            return Err(ApiError::invalid(format!(
+                "{} \"{name}\" is invalid: metadata.name: Invalid value: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'",
+                resource.kind
+            )));
+        }
+        if let Some(kind) = body["kind"].as_str()
+            && kind != resource.kind
+        {
+            return Err(ApiError::bad_request(format!(
+                "the kind {kind} does not match the resource {}",
+                resource.qualified()
+            )));
+        }
+        if let Some(body_name) = body["metadata"]["name"].as_str()
+            && body_name != name
+        {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        if resource.namespaced {
+            let ns_key = Key {
+                group: String::new(),
+                plural: "namespaces".into(),
+                namespace: String::new(),
+                name: namespace.into(),
+            };
+            match inner.objects.get(&ns_key) {
+                None => {
+                    return Err(ApiError {
+                        code: 404,
+                        reason: "NotFound",
+                        message: format!("namespaces \"{namespace}\" not found"),
+                    });
+                }
+                Some(ns) if ns.object["metadata"]["deletionTimestamp"].is_string() => {
+                    return Err(ApiError {
+                        code: 403,
+                        reason: "Forbidden",
+                        message: format!(
+                            "{} \"{name}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
+                            resource.qualified()
+                        ),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Stamps server fields and stores (unless `dry_run`); emits the event.
+    fn commit(
+        &self,
+        inner: &mut Inner,
+        resource: &Resource,
+        key: Key,
+        mut object: Value,
+        owners: Vec<Ownership>,
+        dry_run: bool,
+    ) -> Written {
+        let previous = inner.objects.get(&key).cloned();
+        let created = previous.is_none();
+        let spec_changed = previous
+            .as_ref()
+            .is_none_or(|p| spec_of(&p.object) != spec_of(&object));
+        let version = inner.version + 1;
+        let metadata = &mut object["metadata"];
+        metadata["name"] = json!(key.name);
+        if resource.namespaced {
+            metadata["namespace"] = json!(key.namespace);
+        }
+        match &previous {
+            Some(previous) => {
+                let old = &previous.object["metadata"];
+                metadata["uid"] = old["uid"].clone();
+                metadata["creationTimestamp"] = old["creationTimestamp"].clone();
+                let generation = old["generation"].as_i64().unwrap_or(1);
+                metadata["generation"] = json!(if spec_changed {
+                    generation + 1
+                } else {
+                    generation
+                });
+                if old["deletionTimestamp"].is_string() {
+                    metadata["deletionTimestamp"] = old["deletionTimestamp"].clone();
+                }
+                if object.get("status").is_none() && previous.object.get("status").is_some() {
+                    object["status"] = previous.object["status"].clone();
+                }
+            }
+            None => {
+                metadata["uid"] = json!(format!("{:08x}-0000-4000-8000-{:012x}", version, version));
+                metadata["creationTimestamp"] = json!(now_rfc3339());
+                metadata["generation"] = json!(1);
+            }
+        }
+        object["metadata"]["resourceVersion"] = json!(version.to_string());
+        object["metadata"]["managedFields"] = apply::managed_fields(&owners);
+        object["apiVersion"] = json!(resource.api_version());
+        object["kind"] = json!(resource.kind);
+        if resource.plural == "namespaces" && object["status"].is_null() {
+            object["status"] = json!({ "phase": "Active" });
+        }
+        if dry_run {
+            return Written { object, created };
+        }
+        inner.version = version;
+        let changed_at = if spec_changed {
+            Instant::now()
+        } else {
+            previous
+                .as_ref()
+                .map_or_else(Instant::now, |p| p.spec_changed)
+        };
+        inner.objects.insert(
+            key.clone(),
+            Entry {
+                object: object.clone(),
+                owners,
+                spec_changed: changed_at,
+            },
+        );
+        if resource.group == "apiextensions.k8s.io"
+            && resource.plural == "customresourcedefinitions"
+        {
+            for custom in resources::from_crd(&object) {
+                inner.resources.retain(|r| {
+                    !(r.group == custom.group
+                        && r.version == custom.version
+                        && r.plural == custom.plural)
+                });
+                inner.resources.push(custom);
+            }
+        }
+        let _ = self.events.send(WatchEvent {
+            kind: if created { "ADDED" } else { "MODIFIED" },
+            key,
+            object: object.clone(),
+        });
+        Written { object, created }
+    }
+
+    /// Server-side apply (`application/apply-patch+yaml`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn apply(
+        &self,
+        resource: &Resource,
+        namespace: &str,
+        name: &str,
+        config: &Value,
+        manager: &str,
+        force: bool,
+        dry_run: bool,
+        status: bool,
+    ) -> Result<Written, ApiError> {
+        if manager.is_empty() {
+            return Err(ApiError::bad_request(
+                "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+            ));
+        }
+        let mut inner = lock(&self.inner);
+        self.check_identity(&inner, resource, namespace, name, config)?;
+        let key = self.key(resource, namespace, name);
+        let live = inner.objects.get(&key).cloned();
+        if status && live.is_none() {
+            return Err(ApiError::not_found(resource, name));
+        }
+        // The main resource ignores `status`; `/status` only takes `status`.
+        let mut config = config.clone();
+        if status {
+            config = json!({ "apiVersion": config["apiVersion"], "kind": config["kind"], "metadata": { "name": name }, "status": config["status"].clone() });
+        } else if let Some(map) = config.as_object_mut() {
+            map.remove("status");
+        }
+        let owners = live.as_ref().map(|e| e.owners.clone()).unwrap_or_default();
+        let (mut object, owners) = if status {
+            let mut object = live.as_ref().map(|e| e.object.clone()).unwrap_or_default();
+            object["status"] = config["status"].clone();
+            (object, owners)
+        } else {
+            apply::apply(
+                live.as_ref().map(|e| &e.object),
+                &owners,
+                manager,
+                &config,
+                force,
+                &resource.api_version(),
+                &now_rfc3339(),
+            )
+            .map_err(|conflicts| {
+                let fields: Vec<String> = conflicts
+                    .iter()
+                    .map(|c| format!("conflict with \"{}\": .{}", c.manager, c.path.join(".")))
+                    .collect();
+                ApiError {
+                    code: 409,
+                    reason: "Conflict",
+                    message: format!(
+                        "Apply failed with {} conflict{}: {}",
+                        conflicts.len(),
+                        if conflicts.len() == 1 { "" } else { "s" },
+                        fields.join(", ")
+                    ),
+                }
+            })?
+        };
+        if !status && let Some(previous) = &live {
+            object["status"] = previous.object["status"].clone();
+        }
+        Ok(self.commit(&mut inner, resource, key, object, owners, dry_run))
+    }
+
+    /// A JSON merge patch (RFC 7386; strategic merge patches are treated
+    /// the same, which is right for maps and scalars).
+    #[allow(clippy::too_many_arguments)]
+    pub fn merge_patch(
+        &self,
+        resource: &Resource,
+        namespace: &str,
+        name: &str,
+        patch: &Value,
+        manager: &str,
+        dry_run: bool,
+        status: bool,
+    ) -> Result<Written, ApiError> {
+        let mut inner = lock(&self.inner);
+        let key = self.key(resource, namespace, name);
+        let live = inner
+            .objects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(resource, name))?;
+        let mut object = live.object.clone();
+        if status {
+            merge(&mut object["status"], &patch["status"]);
+        } else {
+            merge(&mut object, patch);
+            object["status"] = live.object["status"].clone();
+        }
+        let owners = apply::update(
+            &live.object,
+            &object,
+            &live.owners,
+            manager,
+            &resource.api_version(),
+            &now_rfc3339(),
+        );
+        Ok(self.commit(&mut inner, resource, key, object, owners, dry_run))
+    }
+
+    /// PUT: replaces the object (keeping its status).
+    pub fn replace(
+        &self,
+        resource: &Resource,
+        namespace: &str,
+        name: &str,
+        body: &Value,
+        manager: &str,
+        dry_run: bool,
+    ) -> Result<Written, ApiError> {
+        let mut inner = lock(&self.inner);
+        self.check_identity(&inner, resource, namespace, name, body)?;
+        let key = self.key(resource, namespace, name);
+        let live = inner
+            .objects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(resource, name))?;
+        let mut object = body.clone();
+        object["status"] = live.object["status"].clone();
+        let owners = apply::update(
+            &live.object,
+            &object,
+            &live.owners,
+            manager,
+            &resource.api_version(),
+            &now_rfc3339(),
+        );
+        Ok(self.commit(&mut inner, resource, key, object, owners, dry_run))
+    }
+
+    /// POST: creates, or 409 when it exists.
+    pub fn create(
+        &self,
+        resource: &Resource,
+        namespace: &str,
+        body: &Value,
+        manager: &str,
+        dry_run: bool,
+    ) -> Result<Written, ApiError> {
+        let name = body["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let mut inner = lock(&self.inner);
+        self.check_identity(&inner, resource, namespace, &name, body)?;
+        let key = self.key(resource, namespace, &name);
+        if inner.objects.contains_key(&key) {
+            return Err(ApiError {
+                code: 409,
+                reason: "AlreadyExists",
+                message: format!("{} \"{name}\" already exists", resource.qualified()),
+            });
+        }
+        let owners = apply::update(
+            &json!({}),
+            body,
+            &[],
+            manager,
+            &resource.api_version(),
+            &now_rfc3339(),
+        );
+        Ok(self.commit(&mut inner, resource, key, body.clone(), owners, dry_run))
+    }
+
+    /// Deletes one object. A namespace turns `Terminating` and goes, with
+    /// everything in it, after `namespace_termination`.
+    pub fn delete(
+        &self,
+        resource: &Resource,
+        namespace: &str,
+        name: &str,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let mut inner = lock(&self.inner);
+        let key = self.key(resource, namespace, name);
+        let entry = inner
+            .objects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(resource, name))?;
+        if dry_run {
+            return Ok(entry.object);
+        }
+        if resource.group.is_empty() && resource.plural == "namespaces" {
+            if entry.object["metadata"]["deletionTimestamp"].is_string() {
+                return Ok(entry.object);
+            }
+            let mut object = entry.object.clone();
+            object["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+            object["status"] = json!({ "phase": "Terminating" });
+            inner.version += 1;
+            object["metadata"]["resourceVersion"] = json!(inner.version.to_string());
+            // The termination clock starts now.
+            inner.objects.insert(
+                key.clone(),
+                Entry {
+                    object: object.clone(),
+                    owners: entry.owners,
+                    spec_changed: Instant::now(),
+                },
+            );
+            let _ = self.events.send(WatchEvent {
+                kind: "MODIFIED",
+                key,
+                object: object.clone(),
+            });
+            return Ok(object);
+        }
+        inner.objects.remove(&key);
+        inner.version += 1;
+        let mut object = entry.object;
+        object["metadata"]["resourceVersion"] = json!(inner.version.to_string());
+        let _ = self.events.send(WatchEvent {
+            kind: "DELETED",
+            key,
+            object: object.clone(),
+        });
+        Ok(object)
+    }
+
+    /// Finishes namespaces whose termination time has come.
+    pub fn finish_terminating(&self) {
+        let mut inner = lock(&self.inner);
+        let grace = self.options.namespace_termination;
+        let now = Instant::now();
+        let due: Vec<Key> = inner
+            .objects
+            .iter()
+            .filter(|(k, e)| {
+                k.group.is_empty()
+                    && k.plural == "namespaces"
+                    && e.object["metadata"]["deletionTimestamp"].is_string()
+                    && now.duration_since(e.spec_changed) >= grace
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for ns in due {
+            let inside: Vec<Key> = inner
+                .objects
+                .keys()
+                .filter(|k| !k.namespace.is_empty() && k.namespace == ns.name)
+                .cloned()
+                .collect();
+            for key in inside.into_iter().chain([ns]) {
+                if let Some(entry) = inner.objects.remove(&key) {
+                    inner.version += 1;
+                    let _ = self.events.send(WatchEvent {
+                        kind: "DELETED",
+                        key,
+                        object: entry.object,
+                    });
+                }
+            }
+        }
+    }
+
+    pub fn delete_collection(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        labels: &str,
+        dry_run: bool,
+    ) -> Result<Vec<Value>, ApiError> {
+        let (items, _) = self.list(resource, namespace, labels, "")?;
+        let mut deleted = Vec::new();
+        for item in items {
+            let name = item["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let ns = item["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            deleted.push(self.delete(resource, &ns, &name, dry_run)?);
+        }
+        Ok(deleted)
+    }
+
+    /// Sets an object's status as a controller would (no ownership).
+    pub fn set_status(&self, key: &Key, status: Value) {
+        let mut inner = lock(&self.inner);
+        let Some(entry) = inner.objects.get(key).cloned() else {
+            return;
+        };
+        if entry.object["status"] == status {
+            return;
+        }
+        inner.version += 1;
+        let mut object = entry.object;
+        object["status"] = status;
+        object["metadata"]["resourceVersion"] = json!(inner.version.to_string());
+        inner.objects.insert(
+            key.clone(),
+            Entry {
+                object: object.clone(),
+                ..entry
+            },
+        );
+        let _ = self.events.send(WatchEvent {
+            kind: "MODIFIED",
+            key: key.clone(),
+            object,
+        });
+    }
+
+    /// Workloads the rollout controller looks after: key, object, and how
+    /// long ago their spec changed.
+    pub fn workloads(&self) -> Vec<(Key, Value, Duration)> {
+        let inner = lock(&self.inner);
+        let now = Instant::now();
+        inner
+            .objects
+            .iter()
+            .filter(|(k, _)| {
+                matches!(
+                    (k.group.as_str(), k.plural.as_str()),
+                    ("apps", "deployments" | "statefulsets" | "daemonsets") | ("batch", "jobs")
+                )
+            })
+            .map(|(k, e)| {
+                (
+                    k.clone(),
+                    e.object.clone(),
+                    now.duration_since(e.spec_changed),
+                )
+            })
+            .collect()
+    }
+}
+
+/// RFC 7386 merge.
+fn merge(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(changes) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            if let Value::Object(map) = target {
+                for (key, value) in changes {
+                    if value.is_null() {
+                        map.remove(key);
+                    } else {
+                        merge(map.entry(key.clone()).or_insert(Value::Null), value);
+                    }
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+/// A label or field selector: comma-separated requirements, all of which
+/// must hold (`a=b`, `a==b`, `a!=b`, `a`, `!a`, `a in (x,y)`, `a notin (x)`).
+pub struct Selector {
+    requirements: Vec<Requirement>,
+}
+
+enum Requirement {
+    Equals(String, String),
+    NotEquals(String, String),
+    Exists(String),
+    NotExists(String),
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+}
+
+impl Selector {
+    pub fn parse(text: &str) -> Result<Selector, ApiError> {
+        let mut requirements = Vec::new();
+        let mut rest = text.trim();
+        while !rest.is_empty() {
+            // Split on the next comma outside parentheses.
+            let mut depth = 0;
+            let mut end = rest.len();
+            for (i, c) in rest.char_indices() {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    ',' if depth == 0 => {
+                        end = i;
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let part = rest[..end].trim();
+            rest = rest.get(end + 1..).unwrap_or("").trim();
+            if part.is_empty() {
+                continue;
+            }
+            let requirement = if let Some((key, values)) = part.split_once(" notin ") {
+                Requirement::NotIn(key.trim().into(), set(values)?)
+            } else if let Some((key, values)) = part.split_once(" in ") {
+                Requirement::In(key.trim().into(), set(values)?)
+            } else if let Some((key, value)) = part.split_once("!=") {
+                Requirement::NotEquals(key.trim().into(), value.trim().into())
+            } else if let Some((key, value)) =
+                part.split_once("==").or_else(|| part.split_once('='))
+            {
+                Requirement::Equals(key.trim().into(), value.trim().into())
+            } else if let Some(key) = part.strip_prefix('!') {
+                Requirement::NotExists(key.trim().into())
+            } else {
+                Requirement::Exists(part.into())
+            };
+            requirements.push(requirement);
+        }
+        Ok(Selector { requirements })
+    }
+
+    fn matches(&self, value_of: impl Fn(&str) -> Option<String>) -> bool {
+        self.requirements
+            .iter()
+            .all(|requirement| match requirement {
+                Requirement::Equals(k, v) => value_of(k).as_deref() == Some(v.as_str()),
+                Requirement::NotEquals(k, v) => value_of(k).as_deref() != Some(v.as_str()),
+                Requirement::Exists(k) => value_of(k).is_some(),
+                Requirement::NotExists(k) => value_of(k).is_none(),
+                Requirement::In(k, vs) => value_of(k).is_some_and(|v| vs.contains(&v)),
+                Requirement::NotIn(k, vs) => value_of(k).is_none_or(|v| !vs.contains(&v)),
+            })
+    }
+
+    pub fn matches_labels(&self, object: &Value) -> bool {
+        self.matches(|key| {
+            object["metadata"]["labels"][key]
+                .as_str()
+                .map(str::to_string)
+        })
+    }
+
+    pub fn matches_fields(&self, object: &Value) -> bool {
+        self.matches(|key| {
+            let value = key
+                .split('.')
+                .try_fold(object, |current, part| current.get(part))?;
+            value.as_str().map(str::to_string)
+        })
+    }
+}
+
+fn set(text: &str) -> Result<Vec<String>, ApiError> {
+    let inner = text
+        .trim()
+        .strip_prefix('(')
+        .and_then(|t| t.strip_suffix(')'))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unable to parse requirement: values must be in parentheses: {text}"
+            ))
+        })?;
+    Ok(inner
+        .split(',')
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect())
+}

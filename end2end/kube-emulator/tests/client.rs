@@ -1,0 +1,460 @@
+//! The emulator as the real `kube` client (and, when present, `kubectl`)
+//! sees it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use kube::api::{
+    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, WatchEvent, WatchParams,
+};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::discovery::Discovery;
+use kube::{Client, Config};
+use kube_emulator::{Emulator, Faults, Options, RolloutMode};
+use serde_json::json;
+
+async fn client(emulator: &Emulator) -> Client {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let config = Config::new(emulator.url().parse().unwrap());
+    Client::try_from(config).unwrap()
+}
+
+fn deployments(client: &Client, ns: &str) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("apps", "v1", "Deployment"),
+        "deployments",
+    );
+    Api::namespaced_with(client.clone(), ns, &ar)
+}
+
+fn deployment(name: &str, labels: serde_json::Value, replicas: i64) -> serde_json::Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": name, "labels": labels },
+        "spec": { "replicas": replicas, "selector": { "matchLabels": { "app": name } },
+                  "template": { "metadata": { "labels": { "app": name } }, "spec": { "containers": [{ "name": "web", "image": "nginx:1" }] } } }
+    })
+}
+
+#[tokio::test]
+async fn discovery_finds_the_builtin_kinds_with_short_names() {
+    let emulator = Emulator::start(Options::default()).await.unwrap();
+    let client = client(&emulator).await;
+    let version = client.apiserver_version().await.unwrap();
+    assert_eq!(version.git_version, "v1.33.0-gantry-emulator");
+    let discovery = Discovery::new(client).run().await.unwrap();
+    let (ar, caps) = discovery
+        .resolve_gvk(&GroupVersionKind::gvk("apps", "v1", "Deployment"))
+        .expect("deployments");
+    assert_eq!(ar.plural, "deployments");
+    assert_eq!(caps.scope, kube::discovery::Scope::Namespaced);
+    let (ns, caps) = discovery
+        .resolve_gvk(&GroupVersionKind::gvk("", "v1", "Namespace"))
+        .expect("namespaces");
+    assert_eq!(ns.plural, "namespaces");
+    assert_eq!(caps.scope, kube::discovery::Scope::Cluster);
+}
+
+#[tokio::test]
+async fn server_side_apply_creates_updates_and_removes_dropped_fields() {
+    let emulator = Emulator::start(Options::default()).await.unwrap();
+    let client = client(&emulator).await;
+    let api = deployments(&client, "default");
+    let params = PatchParams::apply("gantry").force();
+    let first = api
+        .patch(
+            "web",
+            &params,
+            &Patch::Apply(deployment("web", json!({"app": "web", "tier": "front"}), 2)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.metadata.generation, Some(1));
+    let rv1: u64 = first.metadata.resource_version.unwrap().parse().unwrap();
+    assert_eq!(
+        first.metadata.managed_fields.as_ref().unwrap()[0]
+            .manager
+            .as_deref(),
+        Some("gantry")
+    );
+
+    let second = api
+        .patch(
+            "web",
+            &params,
+            &Patch::Apply(deployment("web", json!({"app": "web"}), 3)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(second.metadata.generation, Some(2), "spec changed");
+    assert!(
+        second
+            .metadata
+            .resource_version
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > rv1
+    );
+    let labels = second.metadata.labels.unwrap();
+    assert!(
+        !labels.contains_key("tier"),
+        "a label dropped from the apply is removed"
+    );
+    assert_eq!(second.data["spec"]["replicas"], json!(3));
+
+    // Someone else's field survives our apply; our dropped one does not.
+    let edit = PatchParams {
+        field_manager: Some("kubectl-edit".into()),
+        ..Default::default()
+    };
+    api.patch(
+        "web",
+        &edit,
+        &Patch::Merge(json!({"metadata": {"annotations": {"owner": "ops"}}})),
+    )
+    .await
+    .unwrap();
+    let third = api
+        .patch(
+            "web",
+            &params,
+            &Patch::Apply(deployment("web", json!({"app": "web"}), 3)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        third
+            .metadata
+            .annotations
+            .unwrap()
+            .get("owner")
+            .map(String::as_str),
+        Some("ops")
+    );
+    assert_eq!(
+        third.metadata.generation,
+        Some(2),
+        "nothing in the spec changed"
+    );
+
+    // A conflicting change without force is refused with 409.
+    api.patch(
+        "web",
+        &edit,
+        &Patch::Merge(json!({"spec": {"replicas": 9}})),
+    )
+    .await
+    .unwrap();
+    let error = api
+        .patch(
+            "web",
+            &PatchParams::apply("gantry"),
+            &Patch::Apply(deployment("web", json!({"app": "web"}), 3)),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, kube::Error::Api(status) if status.code == 409),
+        "{error}"
+    );
+
+    // Dry-run shows the result without storing it.
+    let dry = PatchParams::apply("gantry").force().dry_run();
+    let preview = api
+        .patch(
+            "web",
+            &dry,
+            &Patch::Apply(deployment("web", json!({"app": "web"}), 4)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(preview.data["spec"]["replicas"], json!(4));
+    assert_eq!(
+        api.get("web").await.unwrap().data["spec"]["replicas"],
+        json!(9)
+    );
+}
+
+#[tokio::test]
+async fn selectors_watch_and_the_rollout_controller() {
+    let emulator = Emulator::start(Options {
+        rollout: RolloutMode::After(Duration::from_millis(150)),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let client = client(&emulator).await;
+    let api = deployments(&client, "default");
+    let mut stream = Box::pin(
+        api.watch(&WatchParams::default().labels("app=web"), "0")
+            .await
+            .unwrap(),
+    );
+    let params = PatchParams::apply("gantry").force();
+    api.patch(
+        "web",
+        &params,
+        &Patch::Apply(deployment("web", json!({"app": "web"}), 2)),
+    )
+    .await
+    .unwrap();
+    api.patch(
+        "other",
+        &params,
+        &Patch::Apply(deployment("other", json!({"app": "other"}), 1)),
+    )
+    .await
+    .unwrap();
+    let listed = api
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+    let by_field = api
+        .list(&ListParams::default().fields("metadata.name=other"))
+        .await
+        .unwrap();
+    assert_eq!(by_field.items[0].metadata.name.as_deref(), Some("other"));
+
+    use futures_util::StreamExt;
+    let mut available = false;
+    while let Some(Ok(event)) = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .unwrap()
+    {
+        match event {
+            WatchEvent::Added(object) => assert_eq!(object.metadata.name.as_deref(), Some("web")),
+            WatchEvent::Modified(object)
+                if object.data["status"]["availableReplicas"] == json!(2) =>
+            {
+                available = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        available,
+        "the rollout controller made the deployment available"
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_namespace_deletes_what_is_in_it() {
+    let emulator = Emulator::start(Options::default()).await.unwrap();
+    let client = client(&emulator).await;
+    let namespaces: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("", "v1", "Namespace"),
+            "namespaces",
+        ),
+    );
+    let params = PatchParams::apply("gantry").force();
+    namespaces
+        .patch(
+            "preview",
+            &params,
+            &Patch::Apply(
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "preview"}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let api = deployments(&client, "preview");
+    api.patch(
+        "web",
+        &params,
+        &Patch::Apply(deployment("web", json!({"app": "web"}), 1)),
+    )
+    .await
+    .unwrap();
+    // Objects need their namespace.
+    let missing = deployments(&client, "nope")
+        .patch(
+            "web",
+            &params,
+            &Patch::Apply(deployment("web", json!({}), 1)),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&missing, kube::Error::Api(status) if status.code == 404),
+        "{missing}"
+    );
+
+    namespaces
+        .delete("preview", &DeleteParams::default())
+        .await
+        .unwrap();
+    let terminating = namespaces.get("preview").await.unwrap();
+    assert_eq!(terminating.data["status"]["phase"], json!("Terminating"));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(namespaces.get_opt("preview").await.unwrap().is_none());
+    assert!(
+        emulator
+            .store()
+            .object("apps", "deployments", "preview", "web")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn custom_resources_appear_once_their_crd_is_applied() {
+    let emulator = Emulator::start(Options::default()).await.unwrap();
+    let client = client(&emulator).await;
+    let crds: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
+            "customresourcedefinitions",
+        ),
+    );
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": { "name": "widgets.example.com" },
+        "spec": { "group": "example.com", "scope": "Namespaced",
+                  "names": { "plural": "widgets", "singular": "widget", "kind": "Widget", "shortNames": ["wd"] },
+                  "versions": [{ "name": "v1", "served": true, "storage": true }] }
+    });
+    crds.patch(
+        "widgets.example.com",
+        &PatchParams::apply("gantry").force(),
+        &Patch::Apply(crd),
+    )
+    .await
+    .unwrap();
+    let discovery = Discovery::new(client.clone()).run().await.unwrap();
+    let (ar, _) = discovery
+        .resolve_gvk(&GroupVersionKind::gvk("example.com", "v1", "Widget"))
+        .expect("widgets served");
+    let widgets: Api<DynamicObject> = Api::namespaced_with(client, "default", &ar);
+    let widget = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": 3}});
+    let created = widgets
+        .patch("w", &PatchParams::apply("gantry"), &Patch::Apply(widget))
+        .await
+        .unwrap();
+    assert_eq!(created.data["spec"]["size"], json!(3));
+}
+
+#[tokio::test]
+async fn faults_are_injected_and_an_unreachable_cluster_refuses_connections() {
+    let mut emulator = Emulator::start(Options::default()).await.unwrap();
+    // Without kube's own retries, to see each injected failure.
+    let mut config = Config::new(emulator.url().parse().unwrap());
+    config.default_retry = false;
+    let client = Client::try_from(config).unwrap();
+    emulator.set_faults(Faults {
+        latency: Duration::from_millis(60),
+        fail_next: 1,
+    });
+    let started = std::time::Instant::now();
+    let error = client.apiserver_version().await.unwrap_err();
+    assert!(
+        matches!(&error, kube::Error::Api(status) if status.code == 503),
+        "{error}"
+    );
+    assert!(client.apiserver_version().await.is_ok());
+    assert!(
+        started.elapsed() >= Duration::from_millis(120),
+        "latency applies to every request"
+    );
+    emulator.set_faults(Faults::default());
+    emulator.stop();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        client.apiserver_version().await.is_err(),
+        "stopped = unreachable"
+    );
+    emulator.restart().await.unwrap();
+    assert!(
+        client.apiserver_version().await.is_ok(),
+        "back, with the same port"
+    );
+}
+
+/// A real `kubectl` accepts the emulator (skipped with a note when no
+/// kubectl is installed; `./x test` installs Debian's when run as root).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_applies_gets_and_deletes() {
+    let Ok(kubectl) = which("kubectl") else {
+        eprintln!("kubectl is not installed: the kubectl check did not run");
+        return;
+    };
+    let emulator = Emulator::start(Options::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("config");
+    std::fs::write(&kubeconfig, emulator.kubeconfig("emulator")).unwrap();
+    let manifest = dir.path().join("cm.yaml");
+    std::fs::write(&manifest, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: hello\n  namespace: default\ndata:\n  greeting: hi\n").unwrap();
+    let run = |args: Vec<String>| {
+        let kubectl = kubectl.clone();
+        let kubeconfig = kubeconfig.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                std::process::Command::new(kubectl)
+                    .arg("--kubeconfig")
+                    .arg(kubeconfig)
+                    .args(args)
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let applied = run(vec![
+        "apply".into(),
+        "--server-side".into(),
+        "-f".into(),
+        manifest.display().to_string(),
+    ])
+    .await;
+    assert!(
+        applied.status.success(),
+        "kubectl apply: {}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&applied.stdout).contains("configmap/hello serverside-applied"),
+        "{}",
+        String::from_utf8_lossy(&applied.stdout)
+    );
+    let got = run(vec![
+        "get".into(),
+        "configmap".into(),
+        "hello".into(),
+        "-o".into(),
+        "jsonpath={.data.greeting}".into(),
+    ])
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout),
+        "hi",
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    let deleted = run(vec!["delete".into(), "configmap".into(), "hello".into()]).await;
+    assert!(
+        deleted.status.success(),
+        "kubectl delete: {}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    assert!(
+        emulator
+            .store()
+            .object("", "configmaps", "default", "hello")
+            .is_none()
+    );
+}
+
+fn which(program: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+        .ok_or(())
+}
