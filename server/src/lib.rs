@@ -3,6 +3,7 @@
 //! deployment and ledger domains. `main.rs` is only the command line.
 
 pub mod cli;
+pub mod clusters;
 pub mod config;
 pub mod dashboard;
 pub mod db;
@@ -12,6 +13,7 @@ pub mod flow;
 pub mod git;
 pub mod gitops;
 pub mod http;
+pub mod manifests;
 pub mod migrate;
 pub mod recovery;
 pub mod runner;

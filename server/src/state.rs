@@ -32,6 +32,7 @@ pub struct App {
     pub local: LocalRuntime,
     pub events: RunEvents,
     pub proxy: crate::http::proxy::ProxyClient,
+    pub clusters: crate::clusters::ClientCache,
     /// Tells background loops to stop.
     pub shutdown: CancellationToken,
     /// This process, in the runs it claims.
@@ -79,6 +80,7 @@ impl App {
             flow: Flow::default(),
             events: RunEvents::default(),
             proxy: crate::http::proxy::client(),
+            clusters: crate::clusters::ClientCache::default(),
             shutdown: CancellationToken::new(),
             runner_id,
             instance_tag,

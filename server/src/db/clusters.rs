@@ -38,3 +38,77 @@ pub async fn list<'e>(
         })
         .collect()
 }
+
+pub struct NewCluster<'a> {
+    pub name: &'a str,
+    pub kind: &'a str,
+    pub context: Option<&'a str>,
+    pub server_url: Option<&'a str>,
+    pub sealed: &'a crate::secrets::Sealed,
+}
+
+pub async fn insert<'e>(exec: impl Executor<'e, Database = Any>, cluster: &NewCluster<'_>, now: i64) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO clusters (name, kind, context, server_url, credentials_nonce, credentials, key_id, state,
+             created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING id",
+    )
+    .bind(cluster.name)
+    .bind(cluster.kind)
+    .bind(cluster.context)
+    .bind(cluster.server_url)
+    .bind(cluster.sealed.nonce.clone())
+    .bind(cluster.sealed.ciphertext.clone())
+    .bind(&cluster.sealed.key_id)
+    .bind(ClusterState::Unknown.as_str())
+    .bind(now)
+    .fetch_one(exec)
+    .await
+}
+
+/// The sealed credentials: (nonce, ciphertext, key id).
+pub async fn sealed<'e>(exec: impl Executor<'e, Database = Any>, name: &str) -> Result<Option<(Vec<u8>, Vec<u8>, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT credentials_nonce, credentials, key_id FROM clusters WHERE name = $1")
+        .bind(name)
+        .fetch_optional(exec)
+        .await
+}
+
+pub async fn reseal<'e>(exec: impl Executor<'e, Database = Any>, name: &str, sealed: &crate::secrets::Sealed) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE clusters SET credentials_nonce = $2, credentials = $3, key_id = $4 WHERE name = $1")
+        .bind(name)
+        .bind(sealed.nonce.clone())
+        .bind(sealed.ciphertext.clone())
+        .bind(&sealed.key_id)
+        .execute(exec)
+        .await
+        .map(|_| ())
+}
+
+pub async fn record_check<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    name: &str,
+    state: ClusterState,
+    version: Option<&str>,
+    error: Option<&str>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE clusters SET state = $2, server_version = COALESCE($3, server_version), last_error = $4,
+             last_checked_at = $5, updated_at = $5
+         WHERE name = $1",
+    )
+    .bind(name)
+    .bind(state.as_str())
+    .bind(version)
+    .bind(error)
+    .bind(now)
+    .execute(exec)
+    .await
+    .map(|_| ())
+}
+
+pub async fn delete<'e>(exec: impl Executor<'e, Database = Any>, name: &str) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query("DELETE FROM clusters WHERE name = $1").bind(name).execute(exec).await?;
+    Ok(result.rows_affected() > 0)
+}

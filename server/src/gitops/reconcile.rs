@@ -154,3 +154,16 @@ pub async fn apply(app: &App, repo: &str, sha: &str) -> Result<Outcome, Reconcil
         issues,
     })
 }
+
+/// Reads the current pipeline commit again (the registered clusters
+/// changed, so targets that were unknown may be valid now, or not).
+pub async fn reapply(app: &App) -> Result<Outcome, ReconcileError> {
+    let Some(repo) = app.config.pipeline_repo.as_deref() else {
+        return Ok(Outcome::NoRepo);
+    };
+    let heads = app.git.fetch(repo).await?;
+    match heads.get(&app.config.pipeline_branch) {
+        Some(sha) => apply(app, repo, &sha.clone()).await,
+        None => reconcile(app).await,
+    }
+}

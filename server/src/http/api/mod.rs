@@ -5,6 +5,7 @@
 //! Until sign-in arrives, the API is not authenticated (except the git
 //! trigger, which takes a per-app token): keep Gantry on a loopback bind.
 
+mod clusters;
 mod hooks;
 mod runs;
 mod secrets;
@@ -53,7 +54,10 @@ use crate::state::AppState;
         hooks::new_hook_token,
         secrets::put_secret,
         secrets::list_secrets,
-        secrets::delete_secret
+        secrets::delete_secret,
+        clusters::register,
+        clusters::check,
+        clusters::remove
     ),
     components(schemas(
         EnvironmentSummary,
@@ -83,7 +87,8 @@ use crate::state::AppState;
         crate::flow::approval::ApprovalOutcome,
         hooks::GitHook,
         secrets::SecretValue,
-        secrets::SecretName
+        secrets::SecretName,
+        crate::clusters::Registration
     ))
 )]
 pub struct ApiDoc;
@@ -97,7 +102,9 @@ pub fn routes() -> Router<AppState> {
         .route("/change-requests", get(list_change_requests))
         .route("/releases", get(list_releases))
         .route("/approvals", get(list_pending_approvals))
-        .route("/clusters", get(list_clusters))
+        .route("/clusters", get(list_clusters).post(clusters::register))
+        .route("/clusters/{name}", axum::routing::delete(clusters::remove))
+        .route("/clusters/{name}/check", post(clusters::check))
         .route("/audit", get(list_audit_log))
         .route("/settings", get(get_settings))
         .route("/config", get(get_config))

@@ -1,0 +1,292 @@
+//! The cluster registry: Kubernetes clusters registered by admins, from a
+//! kubeconfig (choosing a context), from server URL + CA bundle + bearer
+//! token, or as in-cluster. Credentials are sealed with the secret key and
+//! never leave this module except inside a `kube::Client`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use app::dto::{ClusterState, ClusterSummary};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde::{Deserialize, Serialize};
+
+use crate::db::{self, now_millis};
+use crate::secrets::Sealed;
+use crate::state::App;
+
+/// How Gantry reaches a cluster. Stored sealed; never returned.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Credentials {
+    Kubeconfig { kubeconfig: String, context: Option<String> },
+    Token { server: String, token: String, ca_pem: Option<String>, insecure: bool },
+    InCluster,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Credentials::Kubeconfig { .. } => "Credentials::Kubeconfig(..)",
+            Credentials::Token { .. } => "Credentials::Token(..)",
+            Credentials::InCluster => "Credentials::InCluster",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("{0:?} is not a valid cluster name: lowercase letters, digits and single dashes, starting with a letter, at most 30 characters")]
+    BadName(String),
+    #[error("cluster {0} is already registered")]
+    Exists(String),
+    #[error("no cluster named {0}")]
+    NotFound(String),
+    #[error("the kubeconfig is not valid: {0}")]
+    BadKubeconfig(String),
+    #[error("the kubeconfig has no context {wanted:?} (it has: {available})")]
+    NoContext { wanted: String, available: String },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("cluster {cluster} is the target of {apps}; remove it from their stacks first")]
+    InUse { cluster: String, apps: String },
+    #[error("cannot build a client for cluster {cluster}: {message}")]
+    Client { cluster: String, message: String },
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// Built clients, by cluster name (dropped when the cluster changes).
+#[derive(Default)]
+pub struct ClientCache {
+    clients: Mutex<HashMap<String, kube::Client>>,
+}
+
+impl std::fmt::Debug for ClientCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientCache")
+    }
+}
+
+impl ClientCache {
+    fn get(&self, name: &str) -> Option<kube::Client> {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    fn put(&self, name: &str, client: kube::Client) {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), client);
+    }
+
+    fn forget(&self, name: &str) {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+    }
+}
+
+/// What an admin sends to register a cluster.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+pub struct Registration {
+    pub name: String,
+    /// A kubeconfig file's content (YAML).
+    pub kubeconfig: Option<String>,
+    /// The context to use (default: the kubeconfig's current context).
+    pub context: Option<String>,
+    /// The API server URL, with `token` (and `ca` unless it is public).
+    pub server: Option<String>,
+    pub token: Option<String>,
+    /// PEM CA bundle of the API server.
+    pub ca: Option<String>,
+    #[serde(default)]
+    pub insecure: bool,
+    /// Use the service account Gantry itself runs under.
+    #[serde(default)]
+    pub in_cluster: bool,
+}
+
+impl Registration {
+    fn credentials(&self) -> Result<(Credentials, Option<String>), ClusterError> {
+        match (&self.kubeconfig, &self.server, self.in_cluster) {
+            (Some(text), None, false) => {
+                let kubeconfig = Kubeconfig::from_yaml(text).map_err(|e| ClusterError::BadKubeconfig(e.to_string()))?;
+                let context = self.context.clone().or_else(|| kubeconfig.current_context.clone());
+                let Some(context) = context else {
+                    return Err(ClusterError::BadRequest("the kubeconfig has no current-context; choose one with `context`".into()));
+                };
+                let found = kubeconfig.contexts.iter().find(|c| c.name == context);
+                let Some(found) = found else {
+                    let available = kubeconfig.contexts.iter().map(|c| c.name.clone()).collect::<Vec<_>>().join(", ");
+                    return Err(ClusterError::NoContext { wanted: context, available });
+                };
+                let cluster_name = found.context.as_ref().map(|c| c.cluster.clone()).unwrap_or_default();
+                let server = kubeconfig
+                    .clusters
+                    .iter()
+                    .find(|c| c.name == cluster_name)
+                    .and_then(|c| c.cluster.as_ref())
+                    .and_then(|c| c.server.clone());
+                Ok((Credentials::Kubeconfig { kubeconfig: text.clone(), context: Some(context) }, server))
+            }
+            (None, Some(server), false) => {
+                let token = self.token.clone().filter(|t| !t.trim().is_empty()).ok_or_else(|| ClusterError::BadRequest("`server` needs a bearer `token`".into()))?;
+                url::Url::parse(server).map_err(|e| ClusterError::BadRequest(format!("`server` {server:?} is not a URL: {e}")))?;
+                Ok((Credentials::Token { server: server.clone(), token: token.trim().to_string(), ca_pem: self.ca.clone(), insecure: self.insecure }, Some(server.clone())))
+            }
+            (None, None, true) => Ok((Credentials::InCluster, None)),
+            _ => Err(ClusterError::BadRequest("give exactly one of `kubeconfig`, `server` + `token`, or `in_cluster: true`".into())),
+        }
+    }
+}
+
+fn kind_name(credentials: &Credentials) -> &'static str {
+    match credentials {
+        Credentials::Kubeconfig { .. } => "kubeconfig",
+        Credentials::Token { .. } => "token",
+        Credentials::InCluster => "in_cluster",
+    }
+}
+
+fn seal_name(cluster: &str) -> String {
+    format!("cluster:{cluster}")
+}
+
+/// Registers a cluster and checks it once. An unreachable cluster is
+/// registered all the same; its summary says why it cannot be reached.
+pub async fn register(app: &App, registration: &Registration) -> Result<ClusterSummary, ClusterError> {
+    let name = registration.name.trim();
+    if !crate::gitops::load::valid_name(name) || name == crate::gitops::schema::LOCAL_TARGET {
+        return Err(ClusterError::BadName(name.to_string()));
+    }
+    let (credentials, server) = registration.credentials()?;
+    // Refuse what cannot become a client before storing anything.
+    build_client(name, &credentials).await?;
+    let json = serde_json::to_string(&credentials).map_err(|e| ClusterError::BadRequest(e.to_string()))?;
+    let sealed = app.vault.seal(&seal_name(name), &json)?;
+    let inserted = db::clusters::insert(
+        app.db.pool(),
+        &db::clusters::NewCluster {
+            name,
+            kind: kind_name(&credentials),
+            context: match &credentials {
+                Credentials::Kubeconfig { context, .. } => context.as_deref(),
+                _ => None,
+            },
+            server_url: server.as_deref(),
+            sealed: &sealed,
+        },
+        now_millis(),
+    )
+    .await;
+    match inserted {
+        Err(sqlx::Error::Database(error)) if error.message().to_ascii_lowercase().contains("unique") => {
+            return Err(ClusterError::Exists(name.to_string()));
+        }
+        other => other?,
+    };
+    app.clusters.forget(name);
+    check(app, name).await
+}
+
+async fn credentials(app: &App, name: &str) -> Result<Credentials, ClusterError> {
+    let row = db::clusters::sealed(app.db.pool(), name).await?.ok_or_else(|| ClusterError::NotFound(name.to_string()))?;
+    let json = app.vault.open_value(&seal_name(name), &Sealed { nonce: row.0, ciphertext: row.1, key_id: row.2 })?;
+    serde_json::from_str(&json).map_err(|e| ClusterError::Client { cluster: name.to_string(), message: e.to_string() })
+}
+
+/// The client for a registered cluster (built once, then cached).
+pub async fn client(app: &App, name: &str) -> Result<kube::Client, ClusterError> {
+    if let Some(client) = app.clusters.get(name) {
+        return Ok(client);
+    }
+    let credentials = credentials(app, name).await?;
+    let client = build_client(name, &credentials).await?;
+    app.clusters.put(name, client.clone());
+    Ok(client)
+}
+
+async fn build_client(name: &str, credentials: &Credentials) -> Result<kube::Client, ClusterError> {
+    let fail = |message: String| ClusterError::Client { cluster: name.to_string(), message };
+    let mut config = match credentials {
+        Credentials::Kubeconfig { kubeconfig, context } => {
+            let parsed = Kubeconfig::from_yaml(kubeconfig).map_err(|e| fail(e.to_string()))?;
+            let options = KubeConfigOptions { context: context.clone(), ..KubeConfigOptions::default() };
+            kube::Config::from_custom_kubeconfig(parsed, &options).await.map_err(|e| fail(e.to_string()))?
+        }
+        Credentials::Token { server, token, ca_pem, insecure } => {
+            // The same path as a kubeconfig, so CA handling is kube's own.
+            let mut cluster = serde_json::json!({ "server": server, "insecure-skip-tls-verify": insecure });
+            if let Some(ca) = ca_pem {
+                cluster["certificate-authority-data"] = serde_json::json!(STANDARD.encode(ca));
+            }
+            let document = serde_json::json!({
+                "apiVersion": "v1", "kind": "Config",
+                "clusters": [{ "name": name, "cluster": cluster }],
+                "users": [{ "name": name, "user": { "token": token } }],
+                "contexts": [{ "name": name, "context": { "cluster": name, "user": name } }],
+                "current-context": name,
+            });
+            let parsed: Kubeconfig = serde_json::from_value(document).map_err(|e| fail(e.to_string()))?;
+            kube::Config::from_custom_kubeconfig(parsed, &KubeConfigOptions::default()).await.map_err(|e| fail(e.to_string()))?
+        }
+        Credentials::InCluster => kube::Config::incluster().map_err(|e| fail(e.to_string()))?,
+    };
+    config.connect_timeout = Some(Duration::from_secs(5));
+    config.read_timeout = Some(Duration::from_secs(60));
+    kube::Client::try_from(config).map_err(|e| fail(e.to_string()))
+}
+
+/// Asks the cluster for its version and records the outcome.
+pub async fn check(app: &App, name: &str) -> Result<ClusterSummary, ClusterError> {
+    let outcome = match client(app, name).await {
+        Ok(client) => match tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await {
+            Ok(Ok(info)) => Ok(info.git_version),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err("no answer within 10s".to_string()),
+        },
+        Err(ClusterError::NotFound(name)) => return Err(ClusterError::NotFound(name)),
+        Err(error) => Err(error.to_string()),
+    };
+    let (state, version, error) = match &outcome {
+        Ok(version) => (ClusterState::Reachable, Some(version.as_str()), None),
+        Err(error) => (ClusterState::Unreachable, None, Some(error.as_str())),
+    };
+    db::clusters::record_check(app.db.pool(), name, state, version, error, now_millis()).await?;
+    db::clusters::list(app.db.pool())
+        .await?
+        .into_iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| ClusterError::NotFound(name.to_string()))
+}
+
+/// Removes a cluster no app targets any more.
+pub async fn remove(app: &App, name: &str) -> Result<(), ClusterError> {
+    let mut users = Vec::new();
+    for app_row in db::apps::list_active(app.db.pool()).await? {
+        if let Ok(config) = serde_json::from_str::<crate::gitops::schema::AppConfig>(&app_row.config)
+            && config.stack.iter().any(|entry| entry.targets.iter().any(|t| t == name))
+        {
+            users.push(app_row.name);
+        }
+    }
+    if !users.is_empty() {
+        return Err(ClusterError::InUse { cluster: name.to_string(), apps: users.join(", ") });
+    }
+    if !db::clusters::delete(app.db.pool(), name).await? {
+        return Err(ClusterError::NotFound(name.to_string()));
+    }
+    app.clusters.forget(name);
+    Ok(())
+}
+
+/// Re-seals every cluster's credentials with `next` (key rotation).
+pub async fn reseal_all(app: &App, next: &crate::secrets::Vault) -> Result<usize, ClusterError> {
+    let names: Vec<String> = db::clusters::list(app.db.pool()).await?.into_iter().map(|c| c.name).collect();
+    for name in &names {
+        let json = serde_json::to_string(&credentials(app, name).await?).map_err(|e| ClusterError::BadRequest(e.to_string()))?;
+        let sealed = next.seal(&seal_name(name), &json)?;
+        db::clusters::reseal(app.db.pool(), name, &sealed).await?;
+    }
+    Ok(names.len())
+}
