@@ -21,8 +21,16 @@ use crate::state::App;
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Credentials {
-    Kubeconfig { kubeconfig: String, context: Option<String> },
-    Token { server: String, token: String, ca_pem: Option<String>, insecure: bool },
+    Kubeconfig {
+        kubeconfig: String,
+        context: Option<String>,
+    },
+    Token {
+        server: String,
+        token: String,
+        ca_pem: Option<String>,
+        insecure: bool,
+    },
     InCluster,
 }
 
@@ -38,7 +46,9 @@ impl std::fmt::Debug for Credentials {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("{0:?} is not a valid cluster name: lowercase letters, digits and single dashes, starting with a letter, at most 30 characters")]
+    #[error(
+        "{0:?} is not a valid cluster name: lowercase letters, digits and single dashes, starting with a letter, at most 30 characters"
+    )]
     BadName(String),
     #[error("cluster {0} is already registered")]
     Exists(String),
@@ -74,15 +84,25 @@ impl std::fmt::Debug for ClientCache {
 
 impl ClientCache {
     fn get(&self, name: &str) -> Option<kube::Client> {
-        self.clients.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
     }
 
     fn put(&self, name: &str, client: kube::Client) {
-        self.clients.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), client);
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), client);
     }
 
     fn forget(&self, name: &str) {
-        self.clients.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
     }
 }
 
@@ -110,32 +130,75 @@ impl Registration {
     fn credentials(&self) -> Result<(Credentials, Option<String>), ClusterError> {
         match (&self.kubeconfig, &self.server, self.in_cluster) {
             (Some(text), None, false) => {
-                let kubeconfig = Kubeconfig::from_yaml(text).map_err(|e| ClusterError::BadKubeconfig(e.to_string()))?;
-                let context = self.context.clone().or_else(|| kubeconfig.current_context.clone());
+                let kubeconfig = Kubeconfig::from_yaml(text)
+                    .map_err(|e| ClusterError::BadKubeconfig(e.to_string()))?;
+                let context = self
+                    .context
+                    .clone()
+                    .or_else(|| kubeconfig.current_context.clone());
                 let Some(context) = context else {
-                    return Err(ClusterError::BadRequest("the kubeconfig has no current-context; choose one with `context`".into()));
+                    return Err(ClusterError::BadRequest(
+                        "the kubeconfig has no current-context; choose one with `context`".into(),
+                    ));
                 };
                 let found = kubeconfig.contexts.iter().find(|c| c.name == context);
                 let Some(found) = found else {
-                    let available = kubeconfig.contexts.iter().map(|c| c.name.clone()).collect::<Vec<_>>().join(", ");
-                    return Err(ClusterError::NoContext { wanted: context, available });
+                    let available = kubeconfig
+                        .contexts
+                        .iter()
+                        .map(|c| c.name.clone())
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    return Err(ClusterError::NoContext {
+                        wanted: context,
+                        available,
+                    });
                 };
-                let cluster_name = found.context.as_ref().map(|c| c.cluster.clone()).unwrap_or_default();
+                let cluster_name = found
+                    .context
+                    .as_ref()
+                    .map(|c| c.cluster.clone())
+                    .unwrap_or_default();
                 let server = kubeconfig
                     .clusters
                     .iter()
                     .find(|c| c.name == cluster_name)
                     .and_then(|c| c.cluster.as_ref())
                     .and_then(|c| c.server.clone());
-                Ok((Credentials::Kubeconfig { kubeconfig: text.clone(), context: Some(context) }, server))
+                Ok((
+                    Credentials::Kubeconfig {
+                        kubeconfig: text.clone(),
+                        context: Some(context),
+                    },
+                    server,
+                ))
             }
             (None, Some(server), false) => {
-                let token = self.token.clone().filter(|t| !t.trim().is_empty()).ok_or_else(|| ClusterError::BadRequest("`server` needs a bearer `token`".into()))?;
-                url::Url::parse(server).map_err(|e| ClusterError::BadRequest(format!("`server` {server:?} is not a URL: {e}")))?;
-                Ok((Credentials::Token { server: server.clone(), token: token.trim().to_string(), ca_pem: self.ca.clone(), insecure: self.insecure }, Some(server.clone())))
+                let token = self
+                    .token
+                    .clone()
+                    .filter(|t| !t.trim().is_empty())
+                    .ok_or_else(|| {
+                        ClusterError::BadRequest("`server` needs a bearer `token`".into())
+                    })?;
+                url::Url::parse(server).map_err(|e| {
+                    ClusterError::BadRequest(format!("`server` {server:?} is not a URL: {e}"))
+                })?;
+                Ok((
+                    Credentials::Token {
+                        server: server.clone(),
+                        token: token.trim().to_string(),
+                        ca_pem: self.ca.clone(),
+                        insecure: self.insecure,
+                    },
+                    Some(server.clone()),
+                ))
             }
             (None, None, true) => Ok((Credentials::InCluster, None)),
-            _ => Err(ClusterError::BadRequest("give exactly one of `kubeconfig`, `server` + `token`, or `in_cluster: true`".into())),
+            _ => Err(ClusterError::BadRequest(
+                "give exactly one of `kubeconfig`, `server` + `token`, or `in_cluster: true`"
+                    .into(),
+            )),
         }
     }
 }
@@ -154,7 +217,10 @@ fn seal_name(cluster: &str) -> String {
 
 /// Registers a cluster and checks it once. An unreachable cluster is
 /// registered all the same; its summary says why it cannot be reached.
-pub async fn register(app: &App, registration: &Registration) -> Result<ClusterSummary, ClusterError> {
+pub async fn register(
+    app: &App,
+    registration: &Registration,
+) -> Result<ClusterSummary, ClusterError> {
     let name = registration.name.trim();
     if !crate::gitops::load::valid_name(name) || name == crate::gitops::schema::LOCAL_TARGET {
         return Err(ClusterError::BadName(name.to_string()));
@@ -162,7 +228,8 @@ pub async fn register(app: &App, registration: &Registration) -> Result<ClusterS
     let (credentials, server) = registration.credentials()?;
     // Refuse what cannot become a client before storing anything.
     build_client(name, &credentials).await?;
-    let json = serde_json::to_string(&credentials).map_err(|e| ClusterError::BadRequest(e.to_string()))?;
+    let json =
+        serde_json::to_string(&credentials).map_err(|e| ClusterError::BadRequest(e.to_string()))?;
     let sealed = app.vault.seal(&seal_name(name), &json)?;
     let inserted = db::clusters::insert(
         app.db.pool(),
@@ -180,7 +247,9 @@ pub async fn register(app: &App, registration: &Registration) -> Result<ClusterS
     )
     .await;
     match inserted {
-        Err(sqlx::Error::Database(error)) if error.message().to_ascii_lowercase().contains("unique") => {
+        Err(sqlx::Error::Database(error))
+            if error.message().to_ascii_lowercase().contains("unique") =>
+        {
             return Err(ClusterError::Exists(name.to_string()));
         }
         other => other?,
@@ -190,9 +259,21 @@ pub async fn register(app: &App, registration: &Registration) -> Result<ClusterS
 }
 
 async fn credentials(app: &App, name: &str) -> Result<Credentials, ClusterError> {
-    let row = db::clusters::sealed(app.db.pool(), name).await?.ok_or_else(|| ClusterError::NotFound(name.to_string()))?;
-    let json = app.vault.open_value(&seal_name(name), &Sealed { nonce: row.0, ciphertext: row.1, key_id: row.2 })?;
-    serde_json::from_str(&json).map_err(|e| ClusterError::Client { cluster: name.to_string(), message: e.to_string() })
+    let row = db::clusters::sealed(app.db.pool(), name)
+        .await?
+        .ok_or_else(|| ClusterError::NotFound(name.to_string()))?;
+    let json = app.vault.open_value(
+        &seal_name(name),
+        &Sealed {
+            nonce: row.0,
+            ciphertext: row.1,
+            key_id: row.2,
+        },
+    )?;
+    serde_json::from_str(&json).map_err(|e| ClusterError::Client {
+        cluster: name.to_string(),
+        message: e.to_string(),
+    })
 }
 
 /// The client for a registered cluster (built once, then cached).
@@ -207,16 +288,33 @@ pub async fn client(app: &App, name: &str) -> Result<kube::Client, ClusterError>
 }
 
 async fn build_client(name: &str, credentials: &Credentials) -> Result<kube::Client, ClusterError> {
-    let fail = |message: String| ClusterError::Client { cluster: name.to_string(), message };
+    let fail = |message: String| ClusterError::Client {
+        cluster: name.to_string(),
+        message,
+    };
     let mut config = match credentials {
-        Credentials::Kubeconfig { kubeconfig, context } => {
+        Credentials::Kubeconfig {
+            kubeconfig,
+            context,
+        } => {
             let parsed = Kubeconfig::from_yaml(kubeconfig).map_err(|e| fail(e.to_string()))?;
-            let options = KubeConfigOptions { context: context.clone(), ..KubeConfigOptions::default() };
-            kube::Config::from_custom_kubeconfig(parsed, &options).await.map_err(|e| fail(e.to_string()))?
+            let options = KubeConfigOptions {
+                context: context.clone(),
+                ..KubeConfigOptions::default()
+            };
+            kube::Config::from_custom_kubeconfig(parsed, &options)
+                .await
+                .map_err(|e| fail(e.to_string()))?
         }
-        Credentials::Token { server, token, ca_pem, insecure } => {
+        Credentials::Token {
+            server,
+            token,
+            ca_pem,
+            insecure,
+        } => {
             // The same path as a kubeconfig, so CA handling is kube's own.
-            let mut cluster = serde_json::json!({ "server": server, "insecure-skip-tls-verify": insecure });
+            let mut cluster =
+                serde_json::json!({ "server": server, "insecure-skip-tls-verify": insecure });
             if let Some(ca) = ca_pem {
                 cluster["certificate-authority-data"] = serde_json::json!(STANDARD.encode(ca));
             }
@@ -227,8 +325,11 @@ async fn build_client(name: &str, credentials: &Credentials) -> Result<kube::Cli
                 "contexts": [{ "name": name, "context": { "cluster": name, "user": name } }],
                 "current-context": name,
             });
-            let parsed: Kubeconfig = serde_json::from_value(document).map_err(|e| fail(e.to_string()))?;
-            kube::Config::from_custom_kubeconfig(parsed, &KubeConfigOptions::default()).await.map_err(|e| fail(e.to_string()))?
+            let parsed: Kubeconfig =
+                serde_json::from_value(document).map_err(|e| fail(e.to_string()))?;
+            kube::Config::from_custom_kubeconfig(parsed, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| fail(e.to_string()))?
         }
         Credentials::InCluster => kube::Config::incluster().map_err(|e| fail(e.to_string()))?,
     };
@@ -240,11 +341,13 @@ async fn build_client(name: &str, credentials: &Credentials) -> Result<kube::Cli
 /// Asks the cluster for its version and records the outcome.
 pub async fn check(app: &App, name: &str) -> Result<ClusterSummary, ClusterError> {
     let outcome = match client(app, name).await {
-        Ok(client) => match tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await {
-            Ok(Ok(info)) => Ok(info.git_version),
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(_) => Err("no answer within 10s".to_string()),
-        },
+        Ok(client) => {
+            match tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await {
+                Ok(Ok(info)) => Ok(info.git_version),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err("no answer within 10s".to_string()),
+            }
+        }
         Err(ClusterError::NotFound(name)) => return Err(ClusterError::NotFound(name)),
         Err(error) => Err(error.to_string()),
     };
@@ -264,14 +367,21 @@ pub async fn check(app: &App, name: &str) -> Result<ClusterSummary, ClusterError
 pub async fn remove(app: &App, name: &str) -> Result<(), ClusterError> {
     let mut users = Vec::new();
     for app_row in db::apps::list_active(app.db.pool()).await? {
-        if let Ok(config) = serde_json::from_str::<crate::gitops::schema::AppConfig>(&app_row.config)
-            && config.stack.iter().any(|entry| entry.targets.iter().any(|t| t == name))
+        if let Ok(config) =
+            serde_json::from_str::<crate::gitops::schema::AppConfig>(&app_row.config)
+            && config
+                .stack
+                .iter()
+                .any(|entry| entry.targets.iter().any(|t| t == name))
         {
             users.push(app_row.name);
         }
     }
     if !users.is_empty() {
-        return Err(ClusterError::InUse { cluster: name.to_string(), apps: users.join(", ") });
+        return Err(ClusterError::InUse {
+            cluster: name.to_string(),
+            apps: users.join(", "),
+        });
     }
     if !db::clusters::delete(app.db.pool(), name).await? {
         return Err(ClusterError::NotFound(name.to_string()));
@@ -282,9 +392,14 @@ pub async fn remove(app: &App, name: &str) -> Result<(), ClusterError> {
 
 /// Re-seals every cluster's credentials with `next` (key rotation).
 pub async fn reseal_all(app: &App, next: &crate::secrets::Vault) -> Result<usize, ClusterError> {
-    let names: Vec<String> = db::clusters::list(app.db.pool()).await?.into_iter().map(|c| c.name).collect();
+    let names: Vec<String> = db::clusters::list(app.db.pool())
+        .await?
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
     for name in &names {
-        let json = serde_json::to_string(&credentials(app, name).await?).map_err(|e| ClusterError::BadRequest(e.to_string()))?;
+        let json = serde_json::to_string(&credentials(app, name).await?)
+            .map_err(|e| ClusterError::BadRequest(e.to_string()))?;
         let sealed = next.seal(&seal_name(name), &json)?;
         db::clusters::reseal(app.db.pool(), name, &sealed).await?;
     }

@@ -47,7 +47,11 @@ pub struct NewCluster<'a> {
     pub sealed: &'a crate::secrets::Sealed,
 }
 
-pub async fn insert<'e>(exec: impl Executor<'e, Database = Any>, cluster: &NewCluster<'_>, now: i64) -> Result<i64, sqlx::Error> {
+pub async fn insert<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    cluster: &NewCluster<'_>,
+    now: i64,
+) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
         "INSERT INTO clusters (name, kind, context, server_url, credentials_nonce, credentials, key_id, state,
              created_at, updated_at)
@@ -67,22 +71,31 @@ pub async fn insert<'e>(exec: impl Executor<'e, Database = Any>, cluster: &NewCl
 }
 
 /// The sealed credentials: (nonce, ciphertext, key id).
-pub async fn sealed<'e>(exec: impl Executor<'e, Database = Any>, name: &str) -> Result<Option<(Vec<u8>, Vec<u8>, String)>, sqlx::Error> {
+pub async fn sealed<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    name: &str,
+) -> Result<Option<(Vec<u8>, Vec<u8>, String)>, sqlx::Error> {
     sqlx::query_as("SELECT credentials_nonce, credentials, key_id FROM clusters WHERE name = $1")
         .bind(name)
         .fetch_optional(exec)
         .await
 }
 
-pub async fn reseal<'e>(exec: impl Executor<'e, Database = Any>, name: &str, sealed: &crate::secrets::Sealed) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE clusters SET credentials_nonce = $2, credentials = $3, key_id = $4 WHERE name = $1")
-        .bind(name)
-        .bind(sealed.nonce.clone())
-        .bind(sealed.ciphertext.clone())
-        .bind(&sealed.key_id)
-        .execute(exec)
-        .await
-        .map(|_| ())
+pub async fn reseal<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    name: &str,
+    sealed: &crate::secrets::Sealed,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE clusters SET credentials_nonce = $2, credentials = $3, key_id = $4 WHERE name = $1",
+    )
+    .bind(name)
+    .bind(sealed.nonce.clone())
+    .bind(sealed.ciphertext.clone())
+    .bind(&sealed.key_id)
+    .execute(exec)
+    .await
+    .map(|_| ())
 }
 
 pub async fn record_check<'e>(
@@ -108,7 +121,13 @@ pub async fn record_check<'e>(
     .map(|_| ())
 }
 
-pub async fn delete<'e>(exec: impl Executor<'e, Database = Any>, name: &str) -> Result<bool, sqlx::Error> {
-    let result = sqlx::query("DELETE FROM clusters WHERE name = $1").bind(name).execute(exec).await?;
+pub async fn delete<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    name: &str,
+) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query("DELETE FROM clusters WHERE name = $1")
+        .bind(name)
+        .execute(exec)
+        .await?;
     Ok(result.rows_affected() > 0)
 }

@@ -59,24 +59,27 @@ pub async fn finish<'e>(
         .map(|_| ())
 }
 
+#[allow(clippy::too_many_arguments)]
 pub async fn record_target<'e>(
     exec: impl Executor<'e, Database = Any>,
     deployment_id: i64,
     target: &str,
     state: DeploymentState,
     detail: Option<&str>,
+    objects: Option<&str>,
     started_at: i64,
     now: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO deployment_targets (deployment_id, target, state, detail, started_at, finished_at)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (deployment_id, target) DO UPDATE SET state = $3, detail = $4, finished_at = $6",
+        "INSERT INTO deployment_targets (deployment_id, target, state, detail, objects, started_at, finished_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (deployment_id, target) DO UPDATE SET state = $3, detail = $4, objects = $5, finished_at = $7",
     )
     .bind(deployment_id)
     .bind(target)
     .bind(state.as_str())
     .bind(detail)
+    .bind(objects)
     .bind(started_at)
     .bind(now)
     .execute(exec)
@@ -120,4 +123,55 @@ pub async fn list_deploying<'e>(
     .bind(DeploymentState::Deploying.as_str())
     .fetch_all(exec)
     .await
+}
+
+/// Stores the exact manifests, sealed.
+pub async fn store_sealed<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    sealed: &crate::secrets::Sealed,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE deployments SET manifests_sealed = $2, manifests_nonce = $3, manifests_key_id = $4 WHERE id = $1")
+        .bind(id)
+        .bind(sealed.ciphertext.clone())
+        .bind(sealed.nonce.clone())
+        .bind(&sealed.key_id)
+        .execute(exec)
+        .await
+        .map(|_| ())
+}
+
+/// The sealed manifests and their digest: (digest, nonce, ciphertext, key id).
+pub async fn sealed<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+) -> Result<Option<(String, Option<Vec<u8>>, Option<Vec<u8>>, Option<String>)>, sqlx::Error> {
+    sqlx::query_as("SELECT manifests_digest, manifests_nonce, manifests_sealed, manifests_key_id FROM deployments WHERE id = $1")
+        .bind(id)
+        .fetch_optional(exec)
+        .await
+}
+
+/// The objects the environment's last successful deployment before
+/// `before` applied to `target` (what prune compares against).
+pub async fn previous_objects<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    environment_id: i64,
+    target: &str,
+    before: i64,
+) -> Result<Vec<crate::manifests::ObjectRef>, sqlx::Error> {
+    let objects: Option<String> = sqlx::query_scalar(
+        "SELECT t.objects FROM deployment_targets t JOIN deployments d ON d.id = t.deployment_id
+         WHERE d.environment_id = $1 AND t.target = $2 AND t.state = $3 AND t.objects IS NOT NULL AND d.id < $4
+         ORDER BY d.id DESC LIMIT 1",
+    )
+    .bind(environment_id)
+    .bind(target)
+    .bind(DeploymentState::Succeeded.as_str())
+    .bind(before)
+    .fetch_optional(exec)
+    .await?;
+    Ok(objects
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default())
 }

@@ -100,10 +100,12 @@ pub struct EnvRow {
     pub ttl_seconds: Option<i64>,
     pub updated_at: i64,
     pub destroyed_at: Option<i64>,
+    pub namespace: Option<String>,
+    pub drift: Option<String>,
 }
 
 const ENV_COLUMNS: &str = "id, app_id, name, stack_entry, branch, state, url, commit_sha, locked_by_run, \
-                           deployment_id, ttl_seconds, updated_at, destroyed_at";
+                           deployment_id, ttl_seconds, updated_at, destroyed_at, namespace, drift";
 
 pub async fn get<'e>(
     exec: impl Executor<'e, Database = Any>,
@@ -335,4 +337,33 @@ pub async fn release_stale_locks<'e>(
     .execute(exec)
     .await?;
     Ok(result.rows_affected())
+}
+
+pub async fn set_namespace<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    namespace: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE environments SET namespace = $2 WHERE id = $1")
+        .bind(id)
+        .bind(namespace)
+        .execute(exec)
+        .await
+        .map(|_| ())
+}
+
+/// Records the last drift check: `None` = in sync.
+pub async fn set_drift<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    drift: Option<&str>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE environments SET drift = $2, drift_checked_at = $3 WHERE id = $1")
+        .bind(id)
+        .bind(drift)
+        .bind(now)
+        .execute(exec)
+        .await
+        .map(|_| ())
 }

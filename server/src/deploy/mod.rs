@@ -1,18 +1,24 @@
-//! The deploy step: render what each target runs, record the deployment,
-//! apply to every target of the environment concurrently, and record each
-//! target's outcome. One deploy per environment at a time (a lock in the
+//! The deploy step: render what each target runs, record the deployment
+//! (manifests sealed as applied, redacted for people), apply to every target
+//! of the environment concurrently, and record each target's outcome. One
+//! failing target leaves the others alone and marks the environment
+//! partially failed. One deploy per environment at a time (a lock in the
 //! database, so it holds across replicas and restarts).
 
+pub mod cluster;
 pub mod local;
 
+use std::path::Path;
 use std::time::Duration;
 
 use app::dto::{DeploymentState, EnvironmentState};
+use futures_util::future::join_all;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::db::{self, deployments::NewDeployment, environments::Serving, now_millis};
-use crate::gitops::schema::{AppConfig, LOCAL_TARGET};
+use crate::gitops::schema::{AppConfig, LOCAL_TARGET, StackEntry};
+use crate::manifests::{self, ObjectRef, RenderContext, Rendered};
 use crate::runner::logs::LogSink;
 use crate::state::App;
 use local::{LocalManifest, LocalSpec};
@@ -35,8 +41,9 @@ pub struct DeployRequest<'a> {
     pub environment_id: i64,
     pub environment: &'a str,
     pub stack_entry: &'a str,
-    pub targets: &'a [String],
+    pub entry: &'a StackEntry,
     pub config: &'a AppConfig,
+    pub branch: &'a str,
     pub commit_sha: &'a str,
     pub pipeline_sha: &'a str,
     pub commit_message: &'a str,
@@ -45,8 +52,16 @@ pub struct DeployRequest<'a> {
     pub url: Option<&'a str>,
     /// `GANTRY_*` and stack variables, as the app sees them.
     pub vars: &'a [(String, String)],
-    /// The built checkout to run from.
-    pub checkout: &'a std::path::Path,
+    /// The built checkout to run from (local target).
+    pub checkout: &'a Path,
+    /// The app's folder of the pipeline repo (its `deploy/` manifests).
+    pub pipeline_dir: &'a Path,
+}
+
+/// What was rendered for the targets of one deployment.
+struct Plan {
+    local: Option<LocalManifest>,
+    kubernetes: Option<(String, Rendered)>,
 }
 
 pub async fn deploy(
@@ -88,38 +103,92 @@ async fn acquire_lock(
     }
 }
 
+/// Renders what every target of the environment will receive.
+fn plan(request: &DeployRequest<'_>) -> Result<Plan, DeployError> {
+    let local = (request.entry.targets.iter().any(|t| t == LOCAL_TARGET))
+        .then(|| request.config.pipeline.local.as_ref())
+        .flatten()
+        .map(|local| {
+            let mut env = request.vars.to_vec();
+            env.extend(local.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+            LocalManifest {
+                run: local.run.clone(),
+                health: local.health.clone(),
+                health_timeout_seconds: local.health_timeout_seconds,
+                env,
+                secrets: local.secrets.clone(),
+            }
+        });
+    let kubernetes = if request.entry.cluster_targets().next().is_some() {
+        let namespace = request
+            .entry
+            .namespace_for(request.app_name, request.environment, request.branch)
+            .map_err(DeployError::Failed)?;
+        let context = RenderContext {
+            app: request.app_name.to_string(),
+            env: request.environment.to_string(),
+            namespace: namespace.clone(),
+            branch: request.branch.to_string(),
+            commit: request.commit_sha.to_string(),
+            image: request.image.map(str::to_string),
+            url: request.url.map(str::to_string),
+            variables: request.entry.variables.clone(),
+            pipeline_sha: request.pipeline_sha.to_string(),
+        };
+        let folder = format!("apps/{}/deploy", request.app_name);
+        let rendered = manifests::render(&request.pipeline_dir.join("deploy"), &folder, &context)
+            .map_err(|e| DeployError::Failed(e.to_string()))?;
+        Some((namespace, rendered))
+    } else {
+        None
+    };
+    Ok(Plan { local, kubernetes })
+}
+
 async fn deploy_locked(
     app: &App,
     request: &DeployRequest<'_>,
     log: &mut LogSink<'_>,
 ) -> Result<(), DeployError> {
-    let local = request.config.pipeline.local.as_ref();
-    let local_manifest = local.map(|local| {
-        let mut env = request.vars.to_vec();
-        env.extend(local.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        LocalManifest {
-            run: local.run.clone(),
-            health: local.health.clone(),
-            health_timeout_seconds: local.health_timeout_seconds,
-            env,
-            secrets: local.secrets.clone(),
+    let plan = match plan(request) {
+        Ok(plan) => plan,
+        Err(error) => {
+            log.note(&format!("nothing was applied: {error}")).await?;
+            return Err(error);
         }
-    });
-    let mut rendered = serde_json::Map::new();
-    for target in request.targets {
-        let value = if target == LOCAL_TARGET {
-            serde_json::to_value(&local_manifest).map_err(|e| DeployError::Failed(e.to_string()))?
-        } else {
-            serde_json::Value::Null
-        };
-        rendered.insert(target.clone(), value);
+    };
+    // What people see (Secrets redacted), and the exact text, sealed.
+    let mut shown = serde_json::Map::new();
+    if let Some(local) = &plan.local {
+        shown.insert(
+            LOCAL_TARGET.into(),
+            serde_json::to_value(local).map_err(|e| DeployError::Failed(e.to_string()))?,
+        );
+    }
+    let mut exact = serde_json::Map::new();
+    if let Some((namespace, rendered)) = &plan.kubernetes {
+        shown.insert("namespace".into(), serde_json::json!(namespace));
+        shown.insert(
+            "kubernetes".into(),
+            serde_json::json!(Rendered::to_yaml(&rendered.redacted())),
+        );
+        exact.insert(
+            "kubernetes".into(),
+            serde_json::json!(Rendered::to_yaml(&rendered.objects)),
+        );
     }
     let manifests =
-        serde_json::to_string_pretty(&rendered).map_err(|e| DeployError::Failed(e.to_string()))?;
-    let digest: String = Sha256::digest(manifests.as_bytes())
+        serde_json::to_string_pretty(&shown).map_err(|e| DeployError::Failed(e.to_string()))?;
+    let exact_text =
+        serde_json::to_string(&exact).map_err(|e| DeployError::Failed(e.to_string()))?;
+    let digest: String = Sha256::digest(exact_text.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
+    let sealed = app
+        .vault
+        .seal(&format!("deployment:{digest}"), &exact_text)
+        .map_err(|e| DeployError::Failed(e.to_string()))?;
 
     let now = now_millis();
     let deployment_id = db::deployments::insert(
@@ -138,6 +207,10 @@ async fn deploy_locked(
         now,
     )
     .await?;
+    db::deployments::store_sealed(app.db.pool(), deployment_id, &sealed).await?;
+    if let Some((namespace, _)) = &plan.kubernetes {
+        db::environments::set_namespace(app.db.pool(), request.environment_id, namespace).await?;
+    }
     db::environments::set_state(
         app.db.pool(),
         request.environment_id,
@@ -150,26 +223,38 @@ async fn deploy_locked(
         "deploying {} to {} ({}), deployment #{deployment_id}",
         &request.commit_sha[..request.commit_sha.len().min(7)],
         request.environment,
-        request.targets.join(", ")
+        request.entry.targets.join(", ")
     ))
     .await?;
 
-    let mut results = Vec::new();
-    for target in request.targets {
-        let started = now_millis();
-        let result =
-            deploy_target(app, request, target, deployment_id, local_manifest.as_ref()).await;
-        let (state, detail) = match &result {
-            Ok(detail) => (DeploymentState::Succeeded, detail.clone()),
-            Err(error) => (DeploymentState::Failed, error.clone()),
+    // Every target at once; each outcome is recorded on its own.
+    let outcomes = join_all(request.entry.targets.iter().map(|target| {
+        let plan = &plan;
+        async move {
+            let started = now_millis();
+            let result = deploy_target(app, request, target, deployment_id, plan).await;
+            (target.clone(), started, result)
+        }
+    }))
+    .await;
+    let mut failed = 0;
+    for (target, started, result) in &outcomes {
+        let (state, detail, objects) = match result {
+            Ok((detail, objects)) => (DeploymentState::Succeeded, detail.clone(), objects.clone()),
+            Err(error) => {
+                failed += 1;
+                (DeploymentState::Failed, error.clone(), None)
+            }
         };
+        let objects = objects.map(|o| serde_json::to_string(&o).unwrap_or_default());
         db::deployments::record_target(
             app.db.pool(),
             deployment_id,
             target,
             state,
             Some(&detail),
-            started,
+            objects.as_deref(),
+            *started,
             now_millis(),
         )
         .await?;
@@ -178,10 +263,8 @@ async fn deploy_locked(
             detail.replace('\n', "\n[gantry]   ")
         ))
         .await?;
-        results.push(result);
     }
 
-    let failed = results.iter().filter(|r| r.is_err()).count();
     let now = now_millis();
     if failed == 0 {
         db::deployments::finish(
@@ -208,6 +291,7 @@ async fn deploy_locked(
             now,
         )
         .await?;
+        db::environments::set_drift(app.db.pool(), request.environment_id, None, now).await?;
         if request.stack_entry == "production" {
             db::releases::insert(
                 app.db.pool(),
@@ -227,8 +311,21 @@ async fn deploy_locked(
         return Ok(());
     }
 
-    let summary = format!("{failed} of {} targets failed", results.len());
-    let state = if failed == results.len() {
+    let failures: Vec<String> = outcomes
+        .iter()
+        .filter_map(|(target, _, result)| {
+            result
+                .as_ref()
+                .err()
+                .map(|e| format!("{target}: {}", e.lines().next().unwrap_or_default()))
+        })
+        .collect();
+    let summary = format!(
+        "{failed} of {} targets failed — {}",
+        outcomes.len(),
+        failures.join("; ")
+    );
+    let state = if failed == outcomes.len() {
         DeploymentState::Failed
     } else {
         DeploymentState::PartiallyFailed
@@ -236,66 +333,136 @@ async fn deploy_locked(
     db::deployments::finish(app.db.pool(), deployment_id, state, Some(&summary), now).await?;
     let environment = db::environments::get(app.db.pool(), request.environment_id).await?;
     let still_serving = environment.as_ref().and_then(|e| e.deployment_id).is_some();
+    let short = &request.commit_sha[..7.min(request.commit_sha.len())];
     let (env_state, detail) = match (state, still_serving) {
         (DeploymentState::PartiallyFailed, _) => (
             EnvironmentState::PartiallyFailed,
-            format!("deploy #{deployment_id}: {summary}"),
+            format!("deploy #{deployment_id} of {short}: {summary}"),
         ),
         (_, true) => (
             EnvironmentState::Live,
             format!(
-                "deploy #{deployment_id} of {} failed; the previous version is still serving",
-                &request.commit_sha[..7.min(request.commit_sha.len())]
+                "deploy #{deployment_id} of {short} failed ({summary}); the previous version is still serving"
             ),
         ),
         (_, false) => (
             EnvironmentState::Failed,
-            format!("deploy #{deployment_id} failed"),
+            format!("deploy #{deployment_id} of {short} failed: {summary}"),
         ),
     };
-    db::environments::set_state(
-        app.db.pool(),
-        request.environment_id,
-        env_state,
-        Some(&detail),
-        now,
-    )
-    .await?;
+    if state == DeploymentState::PartiallyFailed {
+        // The healthy targets run the new commit: record it as serving.
+        db::environments::set_serving(
+            app.db.pool(),
+            request.environment_id,
+            &Serving {
+                deployment_id,
+                commit_sha: request.commit_sha,
+                pipeline_sha: request.pipeline_sha,
+                commit_message: request.commit_message,
+                commit_author: request.commit_author,
+                url: request.url,
+            },
+            env_state,
+            Some(&detail),
+            now,
+        )
+        .await?;
+    } else {
+        db::environments::set_state(
+            app.db.pool(),
+            request.environment_id,
+            env_state,
+            Some(&detail),
+            now,
+        )
+        .await?;
+    }
     Err(DeployError::Failed(summary))
 }
 
-/// Applies to one target; the text says what happened, for the log and
-/// the target's record.
+/// Applies to one target: a text for the log and record, and for
+/// clusters the objects now there.
 async fn deploy_target(
     app: &App,
     request: &DeployRequest<'_>,
     target: &str,
     deployment_id: i64,
-    manifest: Option<&LocalManifest>,
-) -> Result<String, String> {
-    if target != LOCAL_TARGET {
-        return Err(format!(
-            "cluster target {target:?}: Kubernetes deployment is not available in this version"
-        ));
+    plan: &Plan,
+) -> Result<(String, Option<Vec<ObjectRef>>), String> {
+    if target == LOCAL_TARGET {
+        let Some(manifest) = &plan.local else {
+            return Err("pipeline.yaml has no `local` section".into());
+        };
+        let secret_values = crate::secrets::resolve(app, request.app_id, &manifest.secrets)
+            .await
+            .map_err(|e| e.to_string())?;
+        let spec = LocalSpec {
+            app: request.app_name.to_string(),
+            env: request.environment.to_string(),
+            environment_id: request.environment_id,
+            deployment_id,
+            manifest: manifest.clone(),
+            secret_values,
+            instance_tag: String::new(),
+        };
+        return app
+            .local
+            .deploy(&app.db, spec, request.checkout)
+            .await
+            .map(|started| {
+                (
+                    format!("healthy on 127.0.0.1:{}, now serving", started.port),
+                    None,
+                )
+            })
+            .map_err(|error| error.to_string());
     }
-    let Some(manifest) = manifest else {
-        return Err("pipeline.yaml has no `local` section".into());
+    let Some((namespace, rendered)) = &plan.kubernetes else {
+        return Err("no manifests were rendered".into());
     };
-    let secret_values = crate::secrets::resolve(app, request.app_id, &manifest.secrets)
+    let client = crate::clusters::client(app, target)
         .await
         .map_err(|e| e.to_string())?;
-    let spec = LocalSpec {
-        app: request.app_name.to_string(),
-        env: request.environment.to_string(),
-        environment_id: request.environment_id,
+    let previous = db::deployments::previous_objects(
+        app.db.pool(),
+        request.environment_id,
+        target,
         deployment_id,
-        manifest: manifest.clone(),
-        secret_values,
-        instance_tag: String::new(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let applied = cluster::deploy(
+        &client,
+        &cluster::ClusterDeploy {
+            cluster: target,
+            namespace,
+            app: request.app_name,
+            env: request.environment,
+            objects: &rendered.objects,
+            previous: &previous,
+            rollout_timeout: Duration::from_secs(request.entry.rollout_timeout_seconds),
+        },
+    )
+    .await?;
+    let pruned = if applied.pruned.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; pruned {}",
+            applied
+                .pruned
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     };
-    app.local
-        .deploy(&app.db, spec, request.checkout)
-        .await
-        .map(|started| format!("healthy on 127.0.0.1:{}, now serving", started.port))
-        .map_err(|error| error.to_string())
+    Ok((
+        format!(
+            "applied {} objects to namespace {namespace}, rolled out{pruned}",
+            applied.objects.len()
+        ),
+        Some(applied.objects),
+    ))
 }

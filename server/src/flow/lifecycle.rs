@@ -53,10 +53,13 @@ pub async fn destroy(app: &App, env: &EnvRow, app_name: &str, reason: &str) -> a
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let teardown = app
-        .local
-        .destroy(&app.db, env.id, app_name, &env.name)
-        .await?;
+    let mut teardown = vec![
+        app.local
+            .destroy(&app.db, env.id, app_name, &env.name)
+            .await?,
+    ];
+    teardown.extend(destroy_on_clusters(app, env, app_name).await);
+    let teardown = teardown.join("; ");
     let detail = format!("{reason}; {teardown}");
     db::environments::mark_destroyed(pool, env.id, &detail, now_millis()).await?;
     db::audit::record(
@@ -74,6 +77,42 @@ pub async fn destroy(app: &App, env: &EnvRow, app_name: &str, reason: &str) -> a
     .await?;
     tracing::info!(app = app_name, env = %env.name, %reason, %teardown, "environment destroyed");
     Ok(())
+}
+
+/// Deletes the environment's namespace on each of its clusters and checks
+/// it is gone; each line says what happened (failures included).
+async fn destroy_on_clusters(app: &App, env: &EnvRow, app_name: &str) -> Vec<String> {
+    let Some(namespace) = env.namespace.as_deref() else {
+        return Vec::new();
+    };
+    let config = match db::apps::get(app.db.pool(), env.app_id).await {
+        Ok(Some(row)) => serde_json::from_str::<AppConfig>(&row.config).ok(),
+        _ => None,
+    };
+    let clusters: Vec<String> = config
+        .iter()
+        .flat_map(|c| {
+            c.stack
+                .iter()
+                .filter(|e| e.env == env.stack_entry)
+                .flat_map(|e| e.cluster_targets().cloned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut lines = Vec::new();
+    for cluster in clusters {
+        let outcome = match crate::clusters::client(app, &cluster).await {
+            Ok(client) => {
+                crate::deploy::cluster::delete_namespace(
+                    &client, &cluster, namespace, app_name, &env.name,
+                )
+                .await
+            }
+            Err(error) => Err(error.to_string()),
+        };
+        lines.push(outcome.unwrap_or_else(|error| format!("teardown incomplete: {error}")));
+    }
+    lines
 }
 
 /// After the staging branch moved to `staging_head`: previews whose branch

@@ -39,6 +39,49 @@ pub struct StackEntry {
     pub approval: Option<ApprovalPolicy>,
     /// Extra variables for steps (as environment) and templates.
     pub variables: BTreeMap<String, String>,
+    /// How long cluster targets may take to roll out.
+    #[serde(default = "default_rollout_timeout")]
+    pub rollout_timeout_seconds: u64,
+    /// Re-apply the last deployment when drift is found.
+    #[serde(default)]
+    pub self_heal: bool,
+}
+
+pub const DEFAULT_ROLLOUT_TIMEOUT: u64 = 300;
+
+fn default_rollout_timeout() -> u64 {
+    DEFAULT_ROLLOUT_TIMEOUT
+}
+
+impl StackEntry {
+    /// The Kubernetes namespace of environment `env` of `app`: the entry's
+    /// template, or `<app>-<env>`.
+    pub fn namespace_for(&self, app: &str, env: &str, branch: &str) -> Result<String, String> {
+        let namespace = match &self.namespace {
+            Some(template) => {
+                let context = super::template::context(app, env, branch, "", &self.variables);
+                super::template::render(template, &context)?
+            }
+            None => format!("{app}-{env}"),
+        };
+        let valid = (1..=63).contains(&namespace.len())
+            && namespace
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !namespace.starts_with('-')
+            && !namespace.ends_with('-');
+        if valid {
+            Ok(namespace)
+        } else {
+            Err(format!(
+                "namespace {namespace:?} is not a valid Kubernetes namespace name"
+            ))
+        }
+    }
+
+    pub fn cluster_targets(&self) -> impl Iterator<Item = &String> {
+        self.targets.iter().filter(|t| *t != LOCAL_TARGET)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

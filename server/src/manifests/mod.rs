@@ -26,12 +26,17 @@ pub enum ManifestError {
     Template { file: String, message: String },
     #[error("{file}: {message}")]
     Invalid { file: String, message: String },
-    #[error("{file} needs `kustomize` or `kubectl` on the Gantry server's PATH (Debian: apt-get install kubernetes-client)")]
+    #[error(
+        "{file} needs `kustomize` or `kubectl` on the Gantry server's PATH (Debian: apt-get install kubernetes-client)"
+    )]
     NoKustomize { file: String },
     #[error("kustomize failed for {folder}: {message}")]
     Kustomize { folder: String, message: String },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// What a template sees.
@@ -52,11 +57,23 @@ pub struct RenderContext {
 
 impl RenderContext {
     fn values(&self) -> BTreeMap<String, String> {
-        let mut values = crate::gitops::template::context(&self.app, &self.env, &self.branch, &self.commit, &self.variables);
+        let mut values = crate::gitops::template::context(
+            &self.app,
+            &self.env,
+            &self.branch,
+            &self.commit,
+            &self.variables,
+        );
         values.insert("namespace".into(), self.namespace.clone());
         values.insert("image".into(), self.image.clone().unwrap_or_default());
         values.insert("url".into(), self.url.clone().unwrap_or_default());
-        values.insert("replicas".into(), self.variables.get("REPLICAS").cloned().unwrap_or_else(|| "1".into()));
+        values.insert(
+            "replicas".into(),
+            self.variables
+                .get("REPLICAS")
+                .cloned()
+                .unwrap_or_else(|| "1".into()),
+        );
         values
     }
 }
@@ -68,7 +85,9 @@ pub struct Rendered {
 }
 
 /// A reference to an applied object (what prune works from).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct ObjectRef {
     #[serde(rename = "apiVersion")]
     pub api_version: String,
@@ -80,7 +99,12 @@ pub struct ObjectRef {
 impl std::fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.namespace {
-            Some(ns) => write!(f, "{}/{} in {ns}", self.kind.to_ascii_lowercase(), self.name),
+            Some(ns) => write!(
+                f,
+                "{}/{} in {ns}",
+                self.kind.to_ascii_lowercase(),
+                self.name
+            ),
             None => write!(f, "{}/{}", self.kind.to_ascii_lowercase(), self.name),
         }
     }
@@ -89,10 +113,16 @@ impl std::fmt::Display for ObjectRef {
 impl ObjectRef {
     pub fn of(object: &Value) -> ObjectRef {
         ObjectRef {
-            api_version: object["apiVersion"].as_str().unwrap_or_default().to_string(),
+            api_version: object["apiVersion"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
             kind: object["kind"].as_str().unwrap_or_default().to_string(),
             namespace: object["metadata"]["namespace"].as_str().map(str::to_string),
-            name: object["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+            name: object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
         }
     }
 }
@@ -115,8 +145,11 @@ impl Rendered {
 
     /// Parses what [`Rendered::to_yaml`] wrote.
     pub fn from_yaml(text: &str) -> Result<Rendered, String> {
-        let objects: Vec<Value> = serde_saphyr::from_str_multiple(text).map_err(|e| e.to_string())?;
-        Ok(Rendered { objects: objects.into_iter().filter(|o| !o.is_null()).collect() })
+        let objects: Vec<Value> =
+            serde_saphyr::from_str_multiple(text).map_err(|e| e.to_string())?;
+        Ok(Rendered {
+            objects: objects.into_iter().filter(|o| !o.is_null()).collect(),
+        })
     }
 }
 
@@ -139,9 +172,15 @@ pub fn redact(object: &Value) -> Value {
 
 /// Renders `<deploy_dir>` for one environment. `folder` names it in errors
 /// (e.g. `apps/shop/deploy`).
-pub fn render(deploy_dir: &Path, folder: &str, context: &RenderContext) -> Result<Rendered, ManifestError> {
+pub fn render(
+    deploy_dir: &Path,
+    folder: &str,
+    context: &RenderContext,
+) -> Result<Rendered, ManifestError> {
     if !deploy_dir.is_dir() {
-        return Err(ManifestError::NoManifests { folder: format!("{folder}/") });
+        return Err(ManifestError::NoManifests {
+            folder: format!("{folder}/"),
+        });
     }
     let mut files = Vec::new();
     collect_yaml(deploy_dir, deploy_dir, &mut files)?;
@@ -151,26 +190,52 @@ pub fn render(deploy_dir: &Path, folder: &str, context: &RenderContext) -> Resul
     let mut rendered_files = Vec::new();
     for relative in &files {
         let path = deploy_dir.join(relative);
-        let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Io { path: path.clone(), source })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Io {
+            path: path.clone(),
+            source,
+        })?;
         let file = format!("{folder}/{}", relative.display());
-        let output = env.render_str(&text, &values).map_err(|e| ManifestError::Template { file: file.clone(), message: e.to_string() })?;
+        let output = env
+            .render_str(&text, &values)
+            .map_err(|e| ManifestError::Template {
+                file: file.clone(),
+                message: e.to_string(),
+            })?;
         rendered_files.push((relative.clone(), file, output));
     }
 
     let kustomization = rendered_files.iter().find(|(relative, _, _)| {
         relative.parent().is_none_or(|p| p.as_os_str().is_empty())
-            && matches!(relative.file_name().and_then(|n| n.to_str()), Some("kustomization.yaml" | "kustomization.yml"))
+            && matches!(
+                relative.file_name().and_then(|n| n.to_str()),
+                Some("kustomization.yaml" | "kustomization.yml")
+            )
     });
     let mut objects: Vec<(String, usize, Value)> = Vec::new();
     if let Some((_, kustomization_file, _)) = kustomization {
         let output = kustomize(&rendered_files, kustomization_file, folder)?;
-        let docs: Vec<Value> = serde_saphyr::from_str_multiple(&output)
-            .map_err(|e| ManifestError::Invalid { file: format!("{folder} (kustomize output)"), message: e.to_string() })?;
-        objects.extend(docs.into_iter().enumerate().map(|(i, doc)| (format!("{folder} (kustomize output)"), i + 1, doc)));
+        let docs: Vec<Value> =
+            serde_saphyr::from_str_multiple(&output).map_err(|e| ManifestError::Invalid {
+                file: format!("{folder} (kustomize output)"),
+                message: e.to_string(),
+            })?;
+        objects.extend(
+            docs.into_iter()
+                .enumerate()
+                .map(|(i, doc)| (format!("{folder} (kustomize output)"), i + 1, doc)),
+        );
     } else {
         for (_, file, output) in &rendered_files {
-            let docs: Vec<Value> = serde_saphyr::from_str_multiple(output).map_err(|e| ManifestError::Invalid { file: file.clone(), message: e.to_string() })?;
-            objects.extend(docs.into_iter().enumerate().map(|(i, doc)| (file.clone(), i + 1, doc)));
+            let docs: Vec<Value> =
+                serde_saphyr::from_str_multiple(output).map_err(|e| ManifestError::Invalid {
+                    file: file.clone(),
+                    message: e.to_string(),
+                })?;
+            objects.extend(
+                docs.into_iter()
+                    .enumerate()
+                    .map(|(i, doc)| (file.clone(), i + 1, doc)),
+            );
         }
     }
 
@@ -180,17 +245,32 @@ pub fn render(deploy_dir: &Path, folder: &str, context: &RenderContext) -> Resul
         if object.is_null() {
             continue;
         }
-        let place = |message: String| ManifestError::Invalid { file: file.clone(), message: format!("document {index}: {message}") };
+        let place = |message: String| ManifestError::Invalid {
+            file: file.clone(),
+            message: format!("document {index}: {message}"),
+        };
         let object = validate(object, context).map_err(place)?;
         let reference = ObjectRef::of(&object);
-        let group = reference.api_version.rsplit_once('/').map(|(g, _)| g.to_string()).unwrap_or_default();
-        if !seen.insert((group, reference.kind.clone(), reference.namespace.clone(), reference.name.clone())) {
+        let group = reference
+            .api_version
+            .rsplit_once('/')
+            .map(|(g, _)| g.to_string())
+            .unwrap_or_default();
+        if !seen.insert((
+            group,
+            reference.kind.clone(),
+            reference.namespace.clone(),
+            reference.name.clone(),
+        )) {
             return Err(place(format!("{reference} is defined twice")));
         }
         out.push(object);
     }
     if out.is_empty() {
-        return Err(ManifestError::Invalid { file: format!("{folder}/"), message: "no Kubernetes objects in the manifests".into() });
+        return Err(ManifestError::Invalid {
+            file: format!("{folder}/"),
+            message: "no Kubernetes objects in the manifests".into(),
+        });
     }
     // Namespaces and CRDs first, so what lives in them can be applied.
     out.sort_by_key(|o| match o["kind"].as_str() {
@@ -212,40 +292,73 @@ fn collect_yaml(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), M
         let path = entry.path();
         if path.is_dir() {
             collect_yaml(root, &path, out)?;
-        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
             out.push(path.strip_prefix(root).unwrap_or(&path).to_path_buf());
         }
     }
     Ok(())
 }
 
-fn kustomize(files: &[(PathBuf, String, String)], kustomization_file: &str, folder: &str) -> Result<String, ManifestError> {
-    let dir = tempfile::tempdir().map_err(|source| ManifestError::Io { path: std::env::temp_dir(), source })?;
+fn kustomize(
+    files: &[(PathBuf, String, String)],
+    kustomization_file: &str,
+    folder: &str,
+) -> Result<String, ManifestError> {
+    let dir = tempfile::tempdir().map_err(|source| ManifestError::Io {
+        path: std::env::temp_dir(),
+        source,
+    })?;
     for (relative, _, text) in files {
         let path = dir.path().join(relative);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| ManifestError::Io { path: parent.to_path_buf(), source })?;
+            std::fs::create_dir_all(parent).map_err(|source| ManifestError::Io {
+                path: parent.to_path_buf(),
+                source,
+            })?;
         }
-        std::fs::write(&path, text).map_err(|source| ManifestError::Io { path: path.clone(), source })?;
+        std::fs::write(&path, text).map_err(|source| ManifestError::Io {
+            path: path.clone(),
+            source,
+        })?;
     }
     let target = dir.path().display().to_string();
-    let attempts: [(&str, Vec<&str>); 2] = [("kustomize", vec!["build", &target]), ("kubectl", vec!["kustomize", &target])];
+    let attempts: [(&str, Vec<&str>); 2] = [
+        ("kustomize", vec!["build", &target]),
+        ("kubectl", vec!["kustomize", &target]),
+    ];
     for (program, args) in attempts {
         match std::process::Command::new(program).args(&args).output() {
-            Ok(output) if output.status.success() => return Ok(String::from_utf8_lossy(&output.stdout).into_owned()),
+            Ok(output) if output.status.success() => {
+                return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
+            }
             Ok(output) => {
-                return Err(ManifestError::Kustomize { folder: folder.to_string(), message: String::from_utf8_lossy(&output.stderr).trim().to_string() });
+                return Err(ManifestError::Kustomize {
+                    folder: folder.to_string(),
+                    message: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+                });
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(error) => return Err(ManifestError::Kustomize { folder: folder.to_string(), message: error.to_string() }),
+            Err(error) => {
+                return Err(ManifestError::Kustomize {
+                    folder: folder.to_string(),
+                    message: error.to_string(),
+                });
+            }
         }
     }
-    Err(ManifestError::NoKustomize { file: kustomization_file.to_string() })
+    Err(ManifestError::NoKustomize {
+        file: kustomization_file.to_string(),
+    })
 }
 
 fn valid_subdomain(name: &str) -> bool {
     (1..=253).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
         && name.as_bytes()[0].is_ascii_alphanumeric()
         && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
 }
@@ -255,30 +368,52 @@ fn validate(mut object: Value, context: &RenderContext) -> Result<Value, String>
     if !object.is_object() {
         return Err("expected a mapping (a Kubernetes object)".into());
     }
-    let api_version = object["apiVersion"].as_str().ok_or("`apiVersion` is missing")?.to_string();
+    let api_version = object["apiVersion"]
+        .as_str()
+        .ok_or("`apiVersion` is missing")?
+        .to_string();
     if api_version.is_empty() || api_version.split('/').count() > 2 {
-        return Err(format!("`apiVersion` {api_version:?} is not group/version or version"));
+        return Err(format!(
+            "`apiVersion` {api_version:?} is not group/version or version"
+        ));
     }
-    let kind = object["kind"].as_str().ok_or("`kind` is missing")?.to_string();
-    let name = object["metadata"]["name"].as_str().ok_or("`metadata.name` is missing")?.to_string();
+    let kind = object["kind"]
+        .as_str()
+        .ok_or("`kind` is missing")?
+        .to_string();
+    let name = object["metadata"]["name"]
+        .as_str()
+        .ok_or("`metadata.name` is missing")?
+        .to_string();
     if !valid_subdomain(&name) {
-        return Err(format!("metadata.name {name:?} is not a lowercase RFC 1123 name"));
+        return Err(format!(
+            "metadata.name {name:?} is not a lowercase RFC 1123 name"
+        ));
     }
     if kind != "Namespace"
         && let Some(namespace) = object["metadata"]["namespace"].as_str()
         && namespace != context.namespace
     {
-        return Err(format!("{kind}/{name} sets namespace {namespace:?}; objects of this environment go to {:?} (leave `namespace` out)", context.namespace));
+        return Err(format!(
+            "{kind}/{name} sets namespace {namespace:?}; objects of this environment go to {:?} (leave `namespace` out)",
+            context.namespace
+        ));
     }
     if !object["metadata"]["labels"].is_object() && !object["metadata"]["labels"].is_null() {
         return Err("`metadata.labels` must be a mapping".into());
     }
-    let labels = object["metadata"].as_object_mut().map(|m| m.entry("labels").or_insert_with(|| json!({}))).ok_or("`metadata` must be a mapping")?;
+    let labels = object["metadata"]
+        .as_object_mut()
+        .map(|m| m.entry("labels").or_insert_with(|| json!({})))
+        .ok_or("`metadata` must be a mapping")?;
     labels[MANAGED_BY] = json!("gantry");
     labels[APP_LABEL] = json!(context.app);
     labels[ENV_LABEL] = json!(context.env);
     labels[COMMIT_LABEL] = json!(context.commit);
-    let annotations = object["metadata"].as_object_mut().map(|m| m.entry("annotations").or_insert_with(|| json!({}))).ok_or("`metadata` must be a mapping")?;
+    let annotations = object["metadata"]
+        .as_object_mut()
+        .map(|m| m.entry("annotations").or_insert_with(|| json!({})))
+        .ok_or("`metadata` must be a mapping")?;
     if !annotations.is_object() {
         return Err("`metadata.annotations` must be a mapping".into());
     }

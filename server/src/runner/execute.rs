@@ -205,8 +205,9 @@ async fn run_steps(
                     environment_id: env.id,
                     environment: &env.name,
                     stack_entry: &env.stack_entry,
-                    targets: &entry.targets,
+                    entry: &entry,
                     config: &config,
+                    branch: &run.branch,
                     commit_sha: &run.commit_sha,
                     pipeline_sha: &run.pipeline_sha,
                     commit_message: run.commit_message.as_deref().unwrap_or_default(),
@@ -215,6 +216,7 @@ async fn run_steps(
                     url: url.as_deref(),
                     vars: &vars,
                     checkout: &workspace.app(),
+                    pipeline_dir: &workspace.pipeline(),
                 };
                 let outcome = deploy::deploy(app, &request, &mut sink, cancel).await;
                 sink.finish().await?;

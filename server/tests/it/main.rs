@@ -10,6 +10,7 @@ mod support;
 mod api;
 mod bad_input;
 mod cli;
+mod clusters;
 mod crash;
 mod dashboard;
 mod flow;

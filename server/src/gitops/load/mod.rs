@@ -46,6 +46,8 @@ struct RawStackEntry {
     approval: Option<RawApproval>,
     #[serde(default)]
     variables: BTreeMap<String, Spanned<String>>,
+    rollout_timeout: Option<Spanned<HumanDuration>>,
+    self_heal: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -443,6 +445,18 @@ fn validate_app(
             }
             variables.insert(key, value.value);
         }
+        let rollout_timeout_seconds = match &entry.rollout_timeout {
+            Some(timeout) if timeout.value.as_secs() > 3600 => {
+                issues.at(
+                    timeout.referenced,
+                    field("rollout_timeout"),
+                    "a rollout may take at most 1h",
+                );
+                3600
+            }
+            Some(timeout) => timeout.value.as_secs(),
+            None => super::schema::DEFAULT_ROLLOUT_TIMEOUT,
+        };
         stack.push(StackEntry {
             env,
             branches,
@@ -452,6 +466,8 @@ fn validate_app(
             ttl_seconds,
             approval,
             variables,
+            rollout_timeout_seconds,
+            self_heal: entry.self_heal.unwrap_or(false),
         });
     }
     let previews: Vec<&StackEntry> = stack.iter().filter(|e| e.branches.is_preview()).collect();
@@ -592,6 +608,8 @@ fn default_stack() -> Vec<StackEntry> {
         namespace: None,
         approval: None,
         variables: BTreeMap::new(),
+        rollout_timeout_seconds: super::schema::DEFAULT_ROLLOUT_TIMEOUT,
+        self_heal: false,
     };
     vec![
         entry("preview", BranchMatch::Glob("*".into())),

@@ -14,10 +14,14 @@ impl From<ClusterError> for ApiError {
     fn from(error: ClusterError) -> Self {
         match error {
             ClusterError::NotFound(_) => ApiError::NotFound(error.to_string()),
-            ClusterError::Exists(_) | ClusterError::InUse { .. } => ApiError::Conflict(error.to_string()),
-            ClusterError::BadName(_) | ClusterError::BadKubeconfig(_) | ClusterError::NoContext { .. } | ClusterError::BadRequest(_) | ClusterError::Client { .. } => {
-                ApiError::BadRequest(error.to_string())
+            ClusterError::Exists(_) | ClusterError::InUse { .. } => {
+                ApiError::Conflict(error.to_string())
             }
+            ClusterError::BadName(_)
+            | ClusterError::BadKubeconfig(_)
+            | ClusterError::NoContext { .. }
+            | ClusterError::BadRequest(_)
+            | ClusterError::Client { .. } => ApiError::BadRequest(error.to_string()),
             ClusterError::Secret(_) | ClusterError::Db(_) => ApiError::Internal(error.to_string()),
         }
     }
@@ -27,7 +31,10 @@ impl From<ClusterError> for ApiError {
 /// and checks it. Apps waiting for this target are re-validated.
 #[utoipa::path(post, path = "/api/v1/clusters", tag = "clusters", request_body = Registration,
     responses((status = 201, body = ClusterSummary), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn register(State(state): State<AppState>, Json(registration): Json<Registration>) -> Result<impl IntoResponse, ApiError> {
+pub async fn register(
+    State(state): State<AppState>,
+    Json(registration): Json<Registration>,
+) -> Result<impl IntoResponse, ApiError> {
     let summary = clusters::register(&state, &registration).await?;
     revalidate(&state).await;
     Ok((StatusCode::CREATED, Json(summary)))
@@ -36,13 +43,19 @@ pub async fn register(State(state): State<AppState>, Json(registration): Json<Re
 /// Checks connectivity now: server version, or the error.
 #[utoipa::path(post, path = "/api/v1/clusters/{name}/check", tag = "clusters", params(("name" = String, Path)),
     responses((status = 200, body = ClusterSummary), (status = 404, body = ErrorBody)))]
-pub async fn check(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<ClusterSummary>, ApiError> {
+pub async fn check(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<ClusterSummary>, ApiError> {
     Ok(Json(clusters::check(&state, &name).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/clusters/{name}", tag = "clusters", params(("name" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn remove(State(state): State<AppState>, Path(name): Path<String>) -> Result<impl IntoResponse, ApiError> {
+pub async fn remove(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
     clusters::remove(&state, &name).await?;
     revalidate(&state).await;
     Ok(StatusCode::NO_CONTENT)

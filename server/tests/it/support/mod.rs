@@ -165,6 +165,16 @@ impl TestApp {
         self._data_dir.path()
     }
 
+    /// One text column of one row, for assertions on what is stored.
+    pub async fn db_value(&self, sql: &str, bind: &str) -> String {
+        sqlx::query_scalar::<_, Option<String>>(sql)
+            .bind(bind)
+            .fetch_one(self.db().pool())
+            .await
+            .expect("query")
+            .unwrap_or_default()
+    }
+
     pub fn db(&self) -> &Db {
         &self.state.db
     }

@@ -1,0 +1,494 @@
+//! Applying an environment's manifests to one Kubernetes cluster: dynamic
+//! discovery (any kind, custom resources included), the environment's
+//! namespace, server-side apply as field manager `gantry`, prune of what the
+//! previous deployment applied and this one does not, and a rollout wait.
+//! Transient API errors are retried with backoff; permanent ones are not.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersion};
+use kube::discovery::{ApiCapabilities, Scope, oneshot};
+use serde_json::{Value, json};
+
+use crate::manifests::{APP_LABEL, ENV_LABEL, MANAGED_BY, ObjectRef};
+
+pub const FIELD_MANAGER: &str = "gantry";
+const ATTEMPTS: u32 = 4;
+
+/// One target's part of a deployment.
+pub struct ClusterDeploy<'a> {
+    pub cluster: &'a str,
+    pub namespace: &'a str,
+    pub app: &'a str,
+    pub env: &'a str,
+    /// Rendered objects, in apply order.
+    pub objects: &'a [Value],
+    /// What the environment's previous deployment applied here.
+    pub previous: &'a [ObjectRef],
+    pub rollout_timeout: Duration,
+}
+
+/// What a successful apply left on the cluster.
+#[derive(Debug)]
+pub struct Applied {
+    pub objects: Vec<ObjectRef>,
+    pub pruned: Vec<ObjectRef>,
+}
+
+/// True for errors worth another attempt: overload, unavailability, and
+/// connections that failed or were cut.
+fn transient(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(status) => matches!(status.code, 429 | 500 | 502 | 503 | 504),
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
+/// Runs `call` up to [`ATTEMPTS`] times while it fails transiently.
+async fn retry<T, F, Fut>(what: &str, mut call: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut delay = Duration::from_millis(200);
+    for attempt in 1..=ATTEMPTS {
+        match call().await {
+            Ok(value) => return Ok(value),
+            Err(error) if transient(&error) && attempt < ATTEMPTS => {
+                tracing::warn!(%error, attempt, "{what}: transient error, retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(error) => {
+                let tries = if transient(&error) {
+                    format!(" (after {ATTEMPTS} attempts)")
+                } else {
+                    String::new()
+                };
+                return Err(format!("{what}: {}{tries}", describe(&error)));
+            }
+        }
+    }
+    Err(format!("{what}: gave up"))
+}
+
+fn describe(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => format!("{} ({})", status.message, status.code),
+        other => other.to_string(),
+    }
+}
+
+/// Discovery, one API group version at a time, remembered for the deploy.
+pub struct Kinds<'c> {
+    client: &'c kube::Client,
+    cluster: &'c str,
+    groups: HashMap<String, Vec<(ApiResource, ApiCapabilities)>>,
+}
+
+impl<'c> Kinds<'c> {
+    pub fn new(client: &'c kube::Client, cluster: &'c str) -> Self {
+        Kinds {
+            client,
+            cluster,
+            groups: HashMap::new(),
+        }
+    }
+
+    /// The resource serving `apiVersion` + `kind`. `refresh` asks the
+    /// cluster again (after a CRD was applied).
+    pub async fn resolve(
+        &mut self,
+        api_version: &str,
+        kind: &str,
+        refresh: bool,
+    ) -> Result<(ApiResource, ApiCapabilities), String> {
+        if refresh || !self.groups.contains_key(api_version) {
+            let gv: GroupVersion = api_version
+                .parse()
+                .map_err(|_| format!("apiVersion {api_version:?} is not valid"))?;
+            let client = self.client.clone();
+            let found = retry(
+                &format!("discovering {api_version} on {}", self.cluster),
+                || {
+                    let (client, gv) = (client.clone(), gv.clone());
+                    async move { oneshot::pinned_group(&client, &gv).await }
+                },
+            )
+            .await;
+            let resources = match found {
+                Ok(group) => group.versioned_resources(&gv.version),
+                Err(error) if error.contains("(404)") || error.contains("not found") => Vec::new(),
+                Err(error) => return Err(error),
+            };
+            self.groups.insert(api_version.to_string(), resources);
+        }
+        self.groups
+            .get(api_version)
+            .and_then(|resources| resources.iter().find(|(ar, _)| ar.kind == kind).cloned())
+            .ok_or_else(|| {
+                format!(
+                    "kind {kind} ({api_version}) is not served by cluster {}",
+                    self.cluster
+                )
+            })
+    }
+}
+
+/// The API for one object: namespaced or cluster-wide.
+fn api_for(
+    client: &kube::Client,
+    ar: &ApiResource,
+    caps: &ApiCapabilities,
+    namespace: Option<&str>,
+) -> Api<DynamicObject> {
+    match (caps.scope == Scope::Namespaced, namespace) {
+        (true, Some(ns)) => Api::namespaced_with(client.clone(), ns, ar),
+        _ => Api::all_with(client.clone(), ar),
+    }
+}
+
+/// Applies `request.objects` and waits for them to roll out.
+pub async fn deploy(client: &kube::Client, request: &ClusterDeploy<'_>) -> Result<Applied, String> {
+    let mut kinds = Kinds::new(client, request.cluster);
+    ensure_namespace(client, &mut kinds, request).await?;
+
+    let mut applied = Vec::new();
+    let mut workloads = Vec::new();
+    let mut refresh = false;
+    for object in request.objects {
+        let api_version = object["apiVersion"].as_str().unwrap_or_default();
+        let kind = object["kind"].as_str().unwrap_or_default();
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let (ar, caps) = match kinds.resolve(api_version, kind, false).await {
+            Ok(found) => found,
+            // A kind from a CRD applied just before: ask again once.
+            Err(_) if refresh => kinds.resolve(api_version, kind, true).await?,
+            Err(error) => return Err(error),
+        };
+        let mut object = object.clone();
+        let namespace = if caps.scope == Scope::Namespaced {
+            object["metadata"]["namespace"] = json!(request.namespace);
+            Some(request.namespace)
+        } else {
+            if let Some(map) = object["metadata"].as_object_mut() {
+                map.remove("namespace");
+            }
+            None
+        };
+        let api = api_for(client, &ar, &caps, namespace);
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let result = retry(
+            &format!("applying {kind}/{name} to {}", request.cluster),
+            || {
+                let (api, object, params, name) =
+                    (api.clone(), object.clone(), params.clone(), name.clone());
+                async move { api.patch(&name, &params, &Patch::Apply(&object)).await }
+            },
+        )
+        .await?;
+        if kind == "CustomResourceDefinition" {
+            refresh = true;
+        }
+        if matches!(kind, "Deployment" | "StatefulSet" | "DaemonSet" | "Job") {
+            workloads.push((
+                api.clone(),
+                kind.to_string(),
+                name.clone(),
+                result.metadata.generation.unwrap_or(1),
+            ));
+        }
+        applied.push(ObjectRef::of(&object));
+    }
+
+    let pruned = prune(client, &mut kinds, request, &applied).await?;
+    wait_for_rollout(&workloads, request.rollout_timeout, request.cluster).await?;
+    Ok(Applied {
+        objects: applied,
+        pruned,
+    })
+}
+
+async fn ensure_namespace(
+    client: &kube::Client,
+    kinds: &mut Kinds<'_>,
+    request: &ClusterDeploy<'_>,
+) -> Result<(), String> {
+    if request
+        .objects
+        .iter()
+        .any(|o| o["kind"] == "Namespace" && o["metadata"]["name"] == request.namespace)
+    {
+        return Ok(());
+    }
+    let (ar, caps) = kinds.resolve("v1", "Namespace", false).await?;
+    let api = api_for(client, &ar, &caps, None);
+    let namespace = json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": { "name": request.namespace, "labels": { MANAGED_BY: "gantry", APP_LABEL: request.app, ENV_LABEL: request.env } },
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    retry(
+        &format!(
+            "creating namespace {} on {}",
+            request.namespace, request.cluster
+        ),
+        || {
+            let (api, namespace, params) = (api.clone(), namespace.clone(), params.clone());
+            let name = request.namespace.to_string();
+            async move { api.patch(&name, &params, &Patch::Apply(&namespace)).await }
+        },
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Deletes what the previous deployment applied and this one did not.
+async fn prune(
+    client: &kube::Client,
+    kinds: &mut Kinds<'_>,
+    request: &ClusterDeploy<'_>,
+    applied: &[ObjectRef],
+) -> Result<Vec<ObjectRef>, String> {
+    let mut pruned = Vec::new();
+    for old in request.previous {
+        if applied.iter().any(|new| same_object(new, old)) {
+            continue;
+        }
+        let Ok((ar, caps)) = kinds.resolve(&old.api_version, &old.kind, false).await else {
+            continue;
+        };
+        let api = api_for(client, &ar, &caps, old.namespace.as_deref());
+        let name = old.name.clone();
+        let outcome = retry(&format!("pruning {old} on {}", request.cluster), || {
+            let (api, name) = (api.clone(), name.clone());
+            async move {
+                api.delete(&name, &DeleteParams::background())
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .await;
+        match outcome {
+            Ok(()) => pruned.push(old.clone()),
+            Err(error) if error.contains("(404)") => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(pruned)
+}
+
+/// The same object across apiVersions of one group (apps/v1 vs apps/v1beta2).
+fn same_object(a: &ObjectRef, b: &ObjectRef) -> bool {
+    let group = |r: &ObjectRef| {
+        r.api_version
+            .rsplit_once('/')
+            .map(|(g, _)| g.to_string())
+            .unwrap_or_default()
+    };
+    group(a) == group(b) && a.kind == b.kind && a.name == b.name && a.namespace == b.namespace
+}
+
+/// Waits until every workload is available (Jobs: complete).
+async fn wait_for_rollout(
+    workloads: &[(Api<DynamicObject>, String, String, i64)],
+    timeout: Duration,
+    cluster: &str,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(50);
+    for (api, kind, name, generation) in workloads {
+        loop {
+            let object = retry(&format!("reading {kind}/{name} on {cluster}"), || {
+                let (api, name) = (api.clone(), name.clone());
+                async move { api.get(&name).await }
+            })
+            .await?;
+            match readiness(kind, &object.data, *generation) {
+                Ok(()) => break,
+                Err(why) if Instant::now() >= deadline => {
+                    let timeout = crate::gitops::duration::HumanDuration(timeout);
+                    return Err(format!(
+                        "{}/{name} on {cluster} did not become ready within {timeout}: {why}",
+                        kind.to_ascii_lowercase()
+                    ));
+                }
+                Err(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Ready, or why not, from a workload's status.
+pub fn readiness(kind: &str, object: &Value, generation: i64) -> Result<(), String> {
+    let status = &object["status"];
+    let count = |field: &str| status[field].as_i64().unwrap_or(0);
+    let observed = status["observedGeneration"].as_i64().unwrap_or(0);
+    let wanted = object["spec"]["replicas"].as_i64().unwrap_or(1);
+    let condition_message = || {
+        status["conditions"]
+            .as_array()
+            .and_then(|conditions| conditions.iter().find(|c| c["status"] == "False"))
+            .map(|c| {
+                format!(
+                    " ({}: {})",
+                    c["reason"].as_str().unwrap_or(""),
+                    c["message"].as_str().unwrap_or("")
+                )
+            })
+            .unwrap_or_default()
+    };
+    match kind {
+        "Job" => {
+            let completions = object["spec"]["completions"].as_i64().unwrap_or(1);
+            if count("succeeded") >= completions {
+                Ok(())
+            } else if count("failed") > object["spec"]["backoffLimit"].as_i64().unwrap_or(6) {
+                Err(format!("the job failed {} times", count("failed")))
+            } else {
+                Err(format!("{}/{completions} completions", count("succeeded")))
+            }
+        }
+        _ if observed < generation => Err(format!(
+            "the controller has not seen generation {generation} yet"
+        )),
+        "DaemonSet" => {
+            let desired = count("desiredNumberScheduled");
+            if count("numberAvailable") >= desired && count("updatedNumberScheduled") >= desired {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{}/{desired} pods available",
+                    count("numberAvailable")
+                ))
+            }
+        }
+        "StatefulSet" => {
+            if count("readyReplicas") >= wanted && count("updatedReplicas") >= wanted {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{}/{wanted} replicas ready",
+                    count("readyReplicas")
+                ))
+            }
+        }
+        _ => {
+            if count("updatedReplicas") >= wanted && count("availableReplicas") >= wanted {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{}/{wanted} replicas available{}",
+                    count("availableReplicas"),
+                    condition_message()
+                ))
+            }
+        }
+    }
+}
+
+/// Deletes an environment's namespace (only one Gantry created for it) and
+/// waits until it is gone.
+pub async fn delete_namespace(
+    client: &kube::Client,
+    cluster: &str,
+    namespace: &str,
+    app: &str,
+    env: &str,
+) -> Result<String, String> {
+    let mut kinds = Kinds::new(client, cluster);
+    let (ar, caps) = kinds.resolve("v1", "Namespace", false).await?;
+    let api = api_for(client, &ar, &caps, None);
+    let existing = retry(
+        &format!("reading namespace {namespace} on {cluster}"),
+        || {
+            let api = api.clone();
+            let namespace = namespace.to_string();
+            async move { api.get_opt(&namespace).await }
+        },
+    )
+    .await?;
+    let Some(existing) = existing else {
+        return Ok(format!(
+            "namespace {namespace} on {cluster} was already gone"
+        ));
+    };
+    let labels = existing.metadata.labels.unwrap_or_default();
+    let ours = labels.get(MANAGED_BY).map(String::as_str) == Some("gantry")
+        && labels.get(APP_LABEL).map(String::as_str) == Some(app)
+        && labels.get(ENV_LABEL).map(String::as_str) == Some(env);
+    if !ours {
+        return Err(format!(
+            "namespace {namespace} on {cluster} is not Gantry's for {app}/{env}; not deleting it"
+        ));
+    }
+    retry(
+        &format!("deleting namespace {namespace} on {cluster}"),
+        || {
+            let api = api.clone();
+            let namespace = namespace.to_string();
+            async move {
+                api.delete(&namespace, &DeleteParams::background())
+                    .await
+                    .map(|_| ())
+            }
+        },
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let left = retry(
+            &format!("checking namespace {namespace} on {cluster}"),
+            || {
+                let api = api.clone();
+                let namespace = namespace.to_string();
+                async move { api.get_opt(&namespace).await }
+            },
+        )
+        .await?;
+        if left.is_none() {
+            return Ok(format!(
+                "namespace {namespace} on {cluster} deleted and verified gone"
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "namespace {namespace} on {cluster} is still terminating after 2m"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_follows_the_workload_status() {
+        let deployment = json!({"spec": {"replicas": 2}, "status": {"observedGeneration": 2, "updatedReplicas": 2, "availableReplicas": 2}});
+        assert_eq!(readiness("Deployment", &deployment, 2), Ok(()));
+        assert_eq!(
+            readiness("Deployment", &deployment, 3),
+            Err("the controller has not seen generation 3 yet".into())
+        );
+        let stuck = json!({"spec": {"replicas": 2}, "status": {"observedGeneration": 1, "updatedReplicas": 2, "availableReplicas": 0,
+            "conditions": [{"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable", "message": "no"}]}});
+        assert_eq!(
+            readiness("Deployment", &stuck, 1),
+            Err("0/2 replicas available (MinimumReplicasUnavailable: no)".into())
+        );
+        assert!(readiness("Job", &json!({"spec": {}, "status": {"succeeded": 1}}), 1).is_ok());
+        assert!(readiness("DaemonSet", &json!({"status": {"observedGeneration": 1, "desiredNumberScheduled": 3, "numberAvailable": 3, "updatedNumberScheduled": 3}}), 1).is_ok());
+    }
+}

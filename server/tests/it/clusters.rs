@@ -1,0 +1,596 @@
+//! Deploying to Kubernetes: three emulated clusters (`dev`, `prod-eu`,
+//! `prod-us`) that the real `kube` client talks to over HTTP.
+
+use std::time::Duration;
+
+use kube_emulator::{Emulator, Options, RolloutMode};
+use serde_json::{Value, json};
+
+use crate::support::TestApp;
+use crate::support::flow::wait_for;
+use crate::support::git::WorkRepo;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+const MANIFESTS: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: {{ replicas }}
+  selector: { matchLabels: { app: web } }
+  template:
+    metadata: { labels: { app: web } }
+    spec:
+      containers:
+        - name: web
+          image: \"{{ image }}\"
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: { app: web }
+  ports: [{ port: 80 }]
+";
+
+const CONFIG_MAP: &str = "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+data:
+  env: \"{{ env }}\"
+  commit: \"{{ short_sha }}\"
+";
+
+struct Clusters {
+    dev: Emulator,
+    prod_eu: Emulator,
+    prod_us: Emulator,
+}
+
+impl Clusters {
+    async fn start() -> Clusters {
+        let options = Options {
+            rollout: RolloutMode::After(Duration::from_millis(100)),
+            ..Options::default()
+        };
+        Clusters {
+            dev: Emulator::start(options.clone()).await.expect("dev"),
+            prod_eu: Emulator::start(options.clone()).await.expect("prod-eu"),
+            prod_us: Emulator::start(options).await.expect("prod-us"),
+        }
+    }
+}
+
+struct Setup {
+    app: TestApp,
+    repo: WorkRepo,
+    pipeline: WorkRepo,
+    clusters: Clusters,
+}
+
+fn app_yaml(source: &str) -> String {
+    format!(
+        "apiVersion: gantry.dev/v1
+source: {source}
+stack:
+  - env: preview
+    branches: \"*\"
+    target: dev
+  - env: staging
+    branch: latest
+    target: dev
+    rollout_timeout: 2s
+    variables: {{ REPLICAS: \"2\" }}
+  - env: production
+    branch: master
+    targets: [prod-eu, prod-us]
+    variables: {{ REPLICAS: \"3\" }}
+"
+    )
+}
+
+const PIPELINE: &str = "apiVersion: gantry.dev/v1
+image: \"registry.example.com/shop:{{ commit }}\"
+steps:
+  - { name: build, run: \"echo would build and push $GANTRY_IMAGE\" }
+  - deploy
+";
+
+async fn setup(backend: &str) -> Setup {
+    let clusters = Clusters::start().await;
+    let repo = WorkRepo::new();
+    repo.write("README", "shop\n");
+    repo.commit("first");
+    repo.checkout_new("latest");
+    repo.commit("staging");
+    repo.checkout_new("feature/x");
+    repo.write("x", "1");
+    repo.commit("feature x");
+    repo.checkout("master");
+    let pipeline = WorkRepo::new();
+    pipeline.write("apps/shop/app.yaml", &app_yaml(&repo.path()));
+    pipeline.write("apps/shop/pipeline.yaml", PIPELINE);
+    pipeline.write("apps/shop/deploy/app.yaml", MANIFESTS);
+    pipeline.write("apps/shop/deploy/config.yaml", CONFIG_MAP);
+    pipeline.commit("shop on clusters");
+    let pipeline_path = pipeline.path();
+    let mut app = TestApp::with_config(backend, |config| {
+        config.pipeline_repo = Some(pipeline_path);
+        config.poll_interval = Duration::from_secs(3600);
+    })
+    .await;
+    for (name, cluster) in [
+        ("dev", &clusters.dev),
+        ("prod-eu", &clusters.prod_eu),
+        ("prod-us", &clusters.prod_us),
+    ] {
+        let response = app
+            .post_json("/api/v1/clusters", json!({ "name": name, "kubeconfig": cluster.kubeconfig(&format!("{name}-context")) }))
+            .await;
+        assert_eq!(response.status, 201, "{}", response.text());
+        assert_eq!(response.json()["state"], "reachable");
+    }
+    app.start_flow().await;
+    Setup {
+        app,
+        repo,
+        pipeline,
+        clusters,
+    }
+}
+
+async fn scan(app: &TestApp) {
+    gantry::flow::watch::scan(&app.state, "test")
+        .await
+        .expect("scan");
+}
+
+/// The run for `sha`, once it has ended.
+async fn finished(app: &TestApp, sha: &str) -> Value {
+    let id = wait_for("the run to finish", MINUTE, || async {
+        let runs = app.get("/api/v1/runs").await.json();
+        runs.as_array()?
+            .iter()
+            .find(|r| {
+                r["commit_sha"] == sha
+                    && ["succeeded", "failed", "cancelled"]
+                        .contains(&r["state"].as_str().unwrap_or(""))
+            })
+            .map(|r| r["id"].as_i64().unwrap())
+    })
+    .await;
+    app.get(&format!("/api/v1/runs/{id}")).await.json()
+}
+
+async fn environment(app: &TestApp, name: &str) -> Value {
+    let environments = app.get("/api/v1/environments").await.json();
+    environments
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+async fn deploy_log(app: &TestApp, run: &Value) -> String {
+    let step = run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "deploy")
+        .unwrap();
+    app.get(&format!(
+        "/api/v1/runs/{}/steps/{}/log",
+        run["run"]["id"], step["id"]
+    ))
+    .await
+    .text()
+}
+
+mod flows {
+    use super::*;
+
+    async fn stack_on_three_clusters(backend: &str) {
+        let mut setup = setup(backend).await;
+        let app = &setup.app;
+        let (master, latest, feature) = (
+            setup.repo.head("master"),
+            setup.repo.head("latest"),
+            setup.repo.head("feature/x"),
+        );
+
+        // feature/x → a preview namespace on dev, rolled out.
+        let run = finished(app, &feature).await;
+        assert_eq!(
+            run["run"]["state"],
+            "succeeded",
+            "{}",
+            deploy_log(app, &run).await
+        );
+        let preview = gantry::flow::stack::preview_name("preview", "feature/x");
+        let namespace = format!("shop-{preview}");
+        let deployment = setup
+            .clusters
+            .dev
+            .store()
+            .object("apps", "deployments", &namespace, "web")
+            .expect("preview deployment on dev");
+        assert_eq!(deployment["status"]["availableReplicas"], json!(1));
+        assert_eq!(
+            deployment["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            json!("gantry")
+        );
+        assert_eq!(
+            deployment["metadata"]["labels"]["gantry.dev/commit"],
+            json!(feature)
+        );
+        assert_eq!(
+            deployment["spec"]["template"]["spec"]["containers"][0]["image"],
+            json!(format!("registry.example.com/shop:{feature}"))
+        );
+        let managers: Vec<&str> = deployment["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["manager"].as_str().unwrap())
+            .collect();
+        assert_eq!(managers, ["gantry"]);
+        let ns = setup
+            .clusters
+            .dev
+            .store()
+            .object("", "namespaces", "", &namespace)
+            .expect("namespace created");
+        assert_eq!(ns["metadata"]["labels"]["gantry.dev/env"], json!(preview));
+
+        // latest → staging on dev, with its variables.
+        let run = finished(app, &latest).await;
+        assert_eq!(
+            run["run"]["state"],
+            "succeeded",
+            "{}",
+            deploy_log(app, &run).await
+        );
+        let staging = setup
+            .clusters
+            .dev
+            .store()
+            .object("apps", "deployments", "shop-staging", "web")
+            .expect("staging on dev");
+        assert_eq!(staging["spec"]["replicas"], json!(2));
+        assert_eq!(
+            setup
+                .clusters
+                .dev
+                .store()
+                .object("", "configmaps", "shop-staging", "settings")
+                .unwrap()["data"]["env"],
+            json!("staging")
+        );
+
+        // master → production on both prod clusters, concurrently, recorded per target.
+        let run = finished(app, &master).await;
+        assert_eq!(
+            run["run"]["state"],
+            "succeeded",
+            "{}",
+            deploy_log(app, &run).await
+        );
+        for cluster in [&setup.clusters.prod_eu, &setup.clusters.prod_us] {
+            let web = cluster
+                .store()
+                .object("apps", "deployments", "shop-production", "web")
+                .expect("production deployment");
+            assert_eq!(web["spec"]["replicas"], json!(3));
+            assert_eq!(web["status"]["availableReplicas"], json!(3));
+        }
+        assert!(
+            setup
+                .clusters
+                .dev
+                .store()
+                .object("apps", "deployments", "shop-production", "web")
+                .is_none()
+        );
+        let log = deploy_log(app, &run).await;
+        assert!(
+            log.contains("prod-eu: applied 3 objects to namespace shop-production, rolled out"),
+            "{log}"
+        );
+        assert!(
+            log.contains("prod-us: applied 3 objects to namespace shop-production, rolled out"),
+            "{log}"
+        );
+        let releases = app.get("/api/v1/releases").await.json();
+        assert_eq!(releases[0]["version"], master.as_str());
+
+        // The stored manifests are what was applied (the Secret-free view).
+        let production = environment(app, "production").await;
+        assert_eq!(production["state"], "live");
+
+        // Prune: a ConfigMap dropped from the manifests is deleted.
+        setup.pipeline.remove("apps/shop/deploy/config.yaml");
+        setup.pipeline.commit("no more settings");
+        setup.repo.checkout("latest");
+        setup.repo.write("v2", "2");
+        let v2 = setup.repo.commit("v2");
+        scan(app).await;
+        let run = finished(app, &v2).await;
+        assert_eq!(
+            run["run"]["state"],
+            "succeeded",
+            "{}",
+            deploy_log(app, &run).await
+        );
+        assert!(
+            setup
+                .clusters
+                .dev
+                .store()
+                .object("", "configmaps", "shop-staging", "settings")
+                .is_none(),
+            "pruned"
+        );
+        assert!(
+            deploy_log(app, &run)
+                .await
+                .contains("pruned configmap/settings in shop-staging")
+        );
+
+        // Merging feature/x into latest deletes the preview namespace.
+        setup
+            .repo
+            .git(&["merge", "-q", "--no-ff", "-m", "merge x", "feature/x"]);
+        scan(app).await;
+        wait_for("the preview namespace to be deleted", MINUTE, || async {
+            setup
+                .clusters
+                .dev
+                .store()
+                .object("", "namespaces", "", &namespace)
+                .is_none()
+                .then_some(())
+        })
+        .await;
+        assert!(
+            setup
+                .clusters
+                .dev
+                .store()
+                .object("apps", "deployments", &namespace, "web")
+                .is_none()
+        );
+        let teardown = wait_for("the teardown to be recorded", MINUTE, || async {
+            let audit = app.get("/api/v1/audit").await.json();
+            audit
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["action"] == "environment.destroy")
+                .cloned()
+        })
+        .await;
+        assert_eq!(teardown["reason"], "feature/x was merged into latest");
+        let detail = app
+            .db_value(
+                "SELECT state_detail FROM environments WHERE name = $1",
+                &preview,
+            )
+            .await;
+        assert!(
+            detail.contains(&format!(
+                "namespace {namespace} on dev deleted and verified gone"
+            )),
+            "{detail}"
+        );
+        setup.app.stop().await;
+    }
+
+    async fn failures_are_contained_per_target(backend: &str) {
+        let mut setup = setup(backend).await;
+        let app = &setup.app;
+        let master = setup.repo.head("master");
+        let latest = setup.repo.head("latest");
+        assert_eq!(finished(app, &master).await["run"]["state"], "succeeded");
+        assert_eq!(finished(app, &latest).await["run"]["state"], "succeeded");
+
+        // A rollout that never becomes ready fails with the reason.
+        setup.clusters.dev.set_rollout(RolloutMode::Never);
+        setup.repo.checkout("latest");
+        setup.repo.write("stuck", "1");
+        let stuck = setup.repo.commit("never ready");
+        scan(app).await;
+        let run = finished(app, &stuck).await;
+        assert_eq!(run["run"]["state"], "failed");
+        let log = deploy_log(app, &run).await;
+        assert!(log.contains("deployment/web on dev did not become ready within 2s: 0/2 replicas available (MinimumReplicasUnavailable"), "{log}");
+        assert_eq!(
+            environment(app, "staging").await["state"],
+            "live",
+            "the previous version still serves"
+        );
+
+        // An unreachable cluster fails its target; the other succeeds.
+        setup.clusters.prod_us.stop();
+        setup.repo.checkout("master");
+        setup.repo.write("hotfix", "1");
+        let hotfix = setup.repo.commit("hotfix");
+        scan(app).await;
+        let run = finished(app, &hotfix).await;
+        assert_eq!(run["run"]["state"], "failed");
+        let log = deploy_log(app, &run).await;
+        assert!(log.contains("prod-eu: applied 3 objects"), "{log}");
+        assert!(log.contains("prod-us: "), "{log}");
+        let production = environment(app, "production").await;
+        assert_eq!(production["state"], "partially_failed");
+        assert!(
+            production["state_detail"]
+                .as_str()
+                .unwrap()
+                .contains("1 of 2 targets failed — prod-us:"),
+            "{production}"
+        );
+        let eu = setup
+            .clusters
+            .prod_eu
+            .store()
+            .object("apps", "deployments", "shop-production", "web")
+            .unwrap();
+        assert_eq!(
+            eu["metadata"]["labels"]["gantry.dev/commit"],
+            json!(hotfix),
+            "prod-eu got the hotfix"
+        );
+
+        // A kind the cluster does not serve is a permanent error: no retries.
+        setup.clusters.prod_us.restart().await.expect("restart");
+        setup
+            .clusters
+            .dev
+            .set_rollout(RolloutMode::After(Duration::from_millis(50)));
+        setup.pipeline.write(
+            "apps/shop/deploy/widget.yaml",
+            "apiVersion: example.com/v1\nkind: Widget\nmetadata: { name: w }\n",
+        );
+        setup.pipeline.commit("a widget");
+        setup.repo.checkout("latest");
+        setup.repo.write("w", "1");
+        let widget = setup.repo.commit("with widget");
+        scan(app).await;
+        let run = finished(app, &widget).await;
+        let log = deploy_log(app, &run).await;
+        assert!(
+            log.contains("kind Widget (example.com/v1) is not served by cluster dev"),
+            "{log}"
+        );
+        setup.app.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn stack_on_three_clusters_sqlite() {
+        stack_on_three_clusters("sqlite").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn stack_on_three_clusters_postgres() {
+        stack_on_three_clusters("postgres").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn failures_are_contained_per_target_sqlite() {
+        failures_are_contained_per_target("sqlite").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn failures_are_contained_per_target_postgres() {
+        failures_are_contained_per_target("postgres").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registering_clusters_is_validated_and_credentials_never_come_back() {
+    let cluster = Emulator::start(Options::default()).await.expect("emulator");
+    let app = TestApp::sqlite().await;
+    let kubeconfig = cluster.kubeconfig("ctx");
+
+    let bad = app
+        .post_json(
+            "/api/v1/clusters",
+            json!({ "name": "dev", "kubeconfig": "not: [a kubeconfig" }),
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+    assert!(
+        bad.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("the kubeconfig is not valid")
+    );
+    let no_context = app
+        .post_json(
+            "/api/v1/clusters",
+            json!({ "name": "dev", "kubeconfig": kubeconfig, "context": "other" }),
+        )
+        .await;
+    assert_eq!(
+        no_context.json()["error"]["message"],
+        "the kubeconfig has no context \"other\" (it has: ctx)"
+    );
+    let bad_name = app
+        .post_json(
+            "/api/v1/clusters",
+            json!({ "name": "Dev_1", "kubeconfig": kubeconfig }),
+        )
+        .await;
+    assert_eq!(bad_name.status, 400);
+    let both = app.post_json("/api/v1/clusters", json!({ "name": "dev", "kubeconfig": kubeconfig, "server": cluster.url(), "token": "t" })).await;
+    assert_eq!(both.status, 400);
+
+    let created = app
+        .post_json(
+            "/api/v1/clusters",
+            json!({ "name": "dev", "kubeconfig": kubeconfig }),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    assert_eq!(created.json()["server_version"], "v1.33.0-gantry-emulator");
+    let with_token = app
+        .post_json(
+            "/api/v1/clusters",
+            json!({ "name": "prod", "server": cluster.url(), "token": "s3cr3t-token" }),
+        )
+        .await;
+    assert_eq!(with_token.status, 201, "{}", with_token.text());
+    let again = app
+        .post_json(
+            "/api/v1/clusters",
+            json!({ "name": "dev", "kubeconfig": kubeconfig }),
+        )
+        .await;
+    assert_eq!(again.status, 409);
+
+    let listed = app.get("/api/v1/clusters").await.text();
+    assert!(
+        !listed.contains("emulator-token") && !listed.contains("s3cr3t-token"),
+        "{listed}"
+    );
+    let stored: Vec<u8> =
+        sqlx::query_scalar("SELECT credentials FROM clusters WHERE name = 'prod'")
+            .fetch_one(app.db().pool())
+            .await
+            .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&stored).contains("s3cr3t"),
+        "sealed at rest"
+    );
+
+    let mut cluster = cluster;
+    cluster.stop();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let checked = app
+        .post_json("/api/v1/clusters/dev/check", json!({}))
+        .await
+        .json();
+    assert_eq!(checked["state"], "unreachable");
+    assert!(!checked["last_error"].as_str().unwrap().is_empty());
+    assert_eq!(
+        app.request(
+            axum::http::Request::delete("/api/v1/clusters/dev")
+                .body(axum::body::Body::empty())
+                .unwrap()
+        )
+        .await
+        .status,
+        204
+    );
+    assert_eq!(
+        app.post_json("/api/v1/clusters/dev/check", json!({}))
+            .await
+            .status,
+        404
+    );
+}
