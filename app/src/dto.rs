@@ -183,6 +183,9 @@ pub struct EnvironmentSummary {
     pub commit_author: Option<String>,
     /// Why the environment is in its state (a failure, a teardown, ...).
     pub state_detail: Option<String>,
+    /// What differs between the clusters and the last deployment (none =
+    /// in sync or not checked).
+    pub drift: Option<String>,
 }
 
 /// One pipeline run.

@@ -116,7 +116,9 @@ fn environment_row(env: EnvironmentSummary) -> impl IntoView {
             <td class="mono">{env.branch.unwrap_or_default()}</td>
             <td>
                 <Badge state=env.state.as_str() />
+                {env.drift.is_some().then(|| view! { <span class="badge state-drifted">"drifted"</span> })}
                 {env.state_detail.map(|detail| view! { <div class="state-detail">{detail}</div> })}
+                {env.drift.map(|drift| view! { <div class="state-detail drift-detail">{drift}</div> })}
             </td>
             <td>
                 {match env.commit_sha {

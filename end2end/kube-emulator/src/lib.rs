@@ -27,7 +27,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-pub use store::Store;
+pub use resources::Resource;
+pub use store::{ApiError, Store};
 
 /// How the fake rollout controller treats workloads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

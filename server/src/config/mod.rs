@@ -34,6 +34,7 @@ pub const ENV_VARS: &[&str] = &[
     "GANTRY_RUNNER_LOG_LIMIT_BYTES",
     "GANTRY_GIT_MAX_PARALLEL",
     "GANTRY_SECRET_KEY_FILE",
+    "GANTRY_DRIFT_INTERVAL",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +171,8 @@ pub struct Config {
     pub git_max_parallel: usize,
     /// The key that encrypts secrets at rest.
     pub secret_key_file: PathBuf,
+    /// How often live cluster state is compared with the last deployment.
+    pub drift_interval: std::time::Duration,
     /// The config file that was read, if any.
     pub file: Option<PathBuf>,
     /// Each setting, its value as shown to people, and the layer that set it.
@@ -199,6 +202,7 @@ struct FileConfig {
     runner: RunnerSection,
     git: GitSection,
     secrets: SecretsSection,
+    drift: DriftSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -226,6 +230,12 @@ struct GitSection {
 #[serde(default, deny_unknown_fields)]
 struct SecretsSection {
     key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct DriftSection {
+    interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -448,6 +458,15 @@ impl Config {
             |text| Ok::<_, String>(PathBuf::from(text)),
         )?;
 
+        let drift_interval = layers.resolve(
+            "drift.interval",
+            "5m",
+            file.drift.interval.clone(),
+            Some("GANTRY_DRIFT_INTERVAL"),
+            None,
+            |text| crate::gitops::duration::HumanDuration::parse(text).map(|d| d.0),
+        )?;
+
         // Never show a password, wherever the URL came from.
         for entry in layers.sources.iter_mut() {
             if entry.0 == "storage.database_url" || entry.0 == "pipeline.repo" {
@@ -470,6 +489,7 @@ impl Config {
             runner_log_limit_bytes,
             git_max_parallel,
             secret_key_file,
+            drift_interval,
             file: file_path,
             sources: layers.sources,
         })

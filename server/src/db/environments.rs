@@ -50,6 +50,7 @@ struct Row {
     commit_message: Option<String>,
     commit_author: Option<String>,
     state_detail: Option<String>,
+    drift: Option<String>,
 }
 
 /// Every environment that is not destroyed, grouped by app.
@@ -58,7 +59,7 @@ pub async fn list_active<'e>(
 ) -> Result<Vec<EnvironmentSummary>, sqlx::Error> {
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT a.name AS app, e.name, e.branch, e.state, e.commit_sha, e.pipeline_sha,
-                e.url, e.updated_at, e.commit_message, e.commit_author, e.state_detail
+                e.url, e.updated_at, e.commit_message, e.commit_author, e.state_detail, e.drift
          FROM environments e JOIN apps a ON a.id = e.app_id
          WHERE e.destroyed_at IS NULL AND a.removed_at IS NULL
          ORDER BY a.name, e.id",
@@ -79,6 +80,7 @@ pub async fn list_active<'e>(
                 commit_message: row.commit_message,
                 commit_author: row.commit_author,
                 state_detail: row.state_detail,
+                drift: row.drift,
             })
         })
         .collect()

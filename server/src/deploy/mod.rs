@@ -6,6 +6,7 @@
 //! database, so it holds across replicas and restarts).
 
 pub mod cluster;
+pub mod drift;
 pub mod local;
 
 use std::path::Path;

@@ -34,6 +34,7 @@ pub fn spawn(app: &Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
         tokio::spawn(plan::plan_loop(app.clone())),
         tokio::spawn(crate::runner::run_loop(app.clone())),
         tokio::spawn(lifecycle::expiry_loop(app.clone())),
+        tokio::spawn(crate::deploy::drift::drift_loop(app.clone())),
     ]
 }
 

@@ -10,6 +10,7 @@ use app::dto::ConfigIssue;
 use crate::db::{self, apps::NewApp, now_millis};
 use crate::git::GitError;
 use crate::gitops::load::load_app;
+use crate::gitops::schema::AppConfig;
 use crate::state::App;
 
 #[derive(Debug, thiserror::Error)]
@@ -166,4 +167,54 @@ pub async fn reapply(app: &App) -> Result<Outcome, ReconcileError> {
         Some(sha) => apply(app, repo, &sha.clone()).await,
         None => reconcile(app).await,
     }
+}
+
+/// The configuration the run was planned with: the app's current one when
+/// it comes from the same pipeline commit, else read again at that commit.
+pub async fn config_at(
+    app: &App,
+    app_row: &db::apps::AppRow,
+    pipeline_sha: &str,
+) -> anyhow::Result<AppConfig> {
+    if app_row.pipeline_sha == pipeline_sha || app.config.pipeline_repo.is_none() {
+        return Ok(serde_json::from_str(&app_row.config)?);
+    }
+    let repo = app.config.pipeline_repo.as_deref().unwrap_or_default();
+    let app_yaml = app
+        .git
+        .read_file(
+            repo,
+            pipeline_sha,
+            &format!("apps/{}/app.yaml", app_row.name),
+        )
+        .await?;
+    let pipeline_yaml = app
+        .git
+        .read_file(
+            repo,
+            pipeline_sha,
+            &format!("apps/{}/pipeline.yaml", app_row.name),
+        )
+        .await?;
+    let clusters: Vec<String> = db::clusters::list(app.db.pool())
+        .await?
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    crate::gitops::load::load_app(
+        &app_row.name,
+        app_yaml.as_deref(),
+        pipeline_yaml.as_deref(),
+        &clusters,
+    )
+    .map_err(|issues| {
+        anyhow::anyhow!(
+            "the pipeline repo at {pipeline_sha} is invalid for this app: {}",
+            issues
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })
 }

@@ -15,7 +15,7 @@ use super::process::{spawn_shell, terminate};
 use super::workspace::Workspace;
 use crate::db::{self, now_millis, runs::RunRow, steps::StepOutcome};
 use crate::deploy::{self, DeployError, DeployRequest};
-use crate::gitops::schema::{AppConfig, CommandStep, LOCAL_TARGET, StackEntry, Step};
+use crate::gitops::schema::{CommandStep, LOCAL_TARGET, StackEntry, Step};
 use crate::gitops::template;
 use crate::state::App;
 
@@ -113,7 +113,7 @@ async fn run_steps(
     let env = db::environments::get(pool, run.environment_id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("environment {} is gone", run.environment_id))?;
-    let config = config_for_run(app, &app_row, &run.pipeline_sha).await?;
+    let config = crate::gitops::reconcile::config_at(app, &app_row, &run.pipeline_sha).await?;
     let entry = config
         .stack
         .iter()
@@ -274,56 +274,6 @@ struct StepResult {
     error: Option<String>,
     log_bytes: u64,
     truncated: bool,
-}
-
-/// The configuration the run was planned with: the app's current one when
-/// it comes from the same pipeline commit, else read again at that commit.
-async fn config_for_run(
-    app: &App,
-    app_row: &db::apps::AppRow,
-    pipeline_sha: &str,
-) -> anyhow::Result<AppConfig> {
-    if app_row.pipeline_sha == pipeline_sha || app.config.pipeline_repo.is_none() {
-        return Ok(serde_json::from_str(&app_row.config)?);
-    }
-    let repo = app.config.pipeline_repo.as_deref().unwrap_or_default();
-    let app_yaml = app
-        .git
-        .read_file(
-            repo,
-            pipeline_sha,
-            &format!("apps/{}/app.yaml", app_row.name),
-        )
-        .await?;
-    let pipeline_yaml = app
-        .git
-        .read_file(
-            repo,
-            pipeline_sha,
-            &format!("apps/{}/pipeline.yaml", app_row.name),
-        )
-        .await?;
-    let clusters: Vec<String> = db::clusters::list(app.db.pool())
-        .await?
-        .into_iter()
-        .map(|c| c.name)
-        .collect();
-    crate::gitops::load::load_app(
-        &app_row.name,
-        app_yaml.as_deref(),
-        pipeline_yaml.as_deref(),
-        &clusters,
-    )
-    .map_err(|issues| {
-        anyhow::anyhow!(
-            "the pipeline repo at {pipeline_sha} is invalid for this app: {}",
-            issues
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
-    })
 }
 
 /// The `GANTRY_*` variables and the stack entry's variables.

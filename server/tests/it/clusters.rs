@@ -594,3 +594,123 @@ async fn registering_clusters_is_validated_and_credentials_never_come_back() {
         404
     );
 }
+
+async fn drift_and_diff(backend: &str) {
+    let mut setup = setup(backend).await;
+    let app = &setup.app;
+    let latest = setup.repo.head("latest");
+    let run = finished(app, &latest).await;
+    assert_eq!(run["run"]["state"], "succeeded");
+    gantry::deploy::drift::check_all(&app.state)
+        .await
+        .expect("check");
+    assert_eq!(
+        environment(app, "staging").await["drift"],
+        Value::Null,
+        "in sync after the deploy"
+    );
+
+    // Someone scales the deployment by hand.
+    let deployments = setup
+        .clusters
+        .dev
+        .store()
+        .find("apps", "v1", "deployments")
+        .expect("resource");
+    setup
+        .clusters
+        .dev
+        .store()
+        .merge_patch(
+            &deployments,
+            "shop-staging",
+            "web",
+            &json!({"spec": {"replicas": 5}}),
+            "kubectl-edit",
+            false,
+            false,
+        )
+        .expect("out-of-band change");
+    gantry::deploy::drift::check_all(&app.state)
+        .await
+        .expect("check");
+    let staging = environment(app, "staging").await;
+    assert_eq!(
+        staging["drift"],
+        "dev: deployment/web in shop-staging spec.replicas is 5, Gantry applied 2",
+        "{staging}"
+    );
+    assert!(
+        app.get("/").await.text().contains("drifted"),
+        "the stack view shows it"
+    );
+
+    // The diff says what an apply of the run's manifests would change.
+    let diffs = app
+        .get(&format!("/api/v1/runs/{}/diff", run["run"]["id"]))
+        .await
+        .json();
+    let web = diffs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["object"] == "deployment/web in shop-staging")
+        .expect("web")
+        .clone();
+    assert_eq!(web["change"], "update");
+    let diff = web["diff"].as_str().unwrap();
+    assert!(
+        diff.contains("-  replicas: 5") && diff.contains("+  replicas: 2"),
+        "{diff}"
+    );
+    let service = diffs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["object"] == "service/web in shop-staging")
+        .expect("svc")
+        .clone();
+    assert_eq!(service["change"], "unchanged");
+
+    // With self-heal, the next check puts it back.
+    let healing = app_yaml(&setup.repo.path()).replace(
+        "    rollout_timeout: 2s\n",
+        "    rollout_timeout: 2s\n    self_heal: true\n",
+    );
+    setup.pipeline.write("apps/shop/app.yaml", &healing);
+    setup.pipeline.commit("self-heal staging");
+    gantry::gitops::reconcile::reconcile(&app.state)
+        .await
+        .expect("reconcile");
+    gantry::deploy::drift::check_all(&app.state)
+        .await
+        .expect("check");
+    let web = setup
+        .clusters
+        .dev
+        .store()
+        .object("apps", "deployments", "shop-staging", "web")
+        .unwrap();
+    assert_eq!(web["spec"]["replicas"], json!(2), "healed");
+    assert_eq!(environment(app, "staging").await["drift"], Value::Null);
+    let audit = app.get("/api/v1/audit").await.json();
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "environment.self_heal"),
+        "{audit}"
+    );
+    setup.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drift_is_detected_diffed_and_healed_sqlite() {
+    drift_and_diff("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drift_is_detected_diffed_and_healed_postgres() {
+    drift_and_diff("postgres").await;
+}

@@ -50,6 +50,7 @@ use crate::state::AppState;
         runs::approve,
         runs::reject,
         runs::cancel,
+        runs::diff,
         hooks::git_hook,
         hooks::new_hook_token,
         secrets::put_secret,
@@ -88,7 +89,8 @@ use crate::state::AppState;
         hooks::GitHook,
         secrets::SecretValue,
         secrets::SecretName,
-        crate::clusters::Registration
+        crate::clusters::Registration,
+        crate::deploy::drift::ObjectDiff
     ))
 )]
 pub struct ApiDoc;
@@ -114,6 +116,7 @@ pub fn routes() -> Router<AppState> {
         .route("/runs/{id}/approve", post(runs::approve))
         .route("/runs/{id}/reject", post(runs::reject))
         .route("/runs/{id}/cancel", post(runs::cancel))
+        .route("/runs/{id}/diff", get(runs::diff))
         .route("/hooks/git", post(hooks::git_hook))
         .route("/apps/{app}/hook-token", post(hooks::new_hook_token))
         .route("/secrets", get(secrets::list_secrets))

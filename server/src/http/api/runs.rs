@@ -199,3 +199,21 @@ pub async fn cancel(
         Json(serde_json::json!({ "cancel_requested": true })),
     ))
 }
+
+/// What a run would change on its environment's clusters, object by object:
+/// the live state against a server-side dry run of the run's manifests.
+#[utoipa::path(get, path = "/api/v1/runs/{id}/diff", tag = "runs",
+    params(("id" = i64, Path)),
+    responses((status = 200, body = [crate::deploy::drift::ObjectDiff]), (status = 404, body = ErrorBody)))]
+pub async fn diff(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<Vec<crate::deploy::drift::ObjectDiff>>, ApiError> {
+    match crate::deploy::drift::diff_for_run(&state, id).await {
+        Ok(Some(diffs)) => Ok(Json(diffs)),
+        Ok(None) => Err(ApiError::NotFound(format!("run {id} does not exist"))),
+        Err(error) => Err(ApiError::BadRequest(format!(
+            "cannot compute the diff: {error:#}"
+        ))),
+    }
+}

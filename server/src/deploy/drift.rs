@@ -1,0 +1,465 @@
+//! Comparing what runs on a cluster with what Gantry applies: drift (live
+//! state versus the last deployment, periodically, with optional
+//! self-heal) and the diff shown before a promotion (live state versus what
+//! a held run would apply). Both ask the API server for a server-side
+//! dry-run apply, so defaults and field ownership count exactly as they
+//! would in a real apply.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::discovery::Scope;
+use serde_json::{Value, json};
+
+use super::cluster::{FIELD_MANAGER, Kinds};
+use crate::db::{self, environments::EnvRow, now_millis};
+use crate::gitops::schema::AppConfig;
+use crate::manifests::{self, ObjectRef, Rendered};
+use crate::state::App;
+
+/// Fields the server owns, or that change on every write.
+fn normalize(object: &Value) -> Value {
+    let mut object = object.clone();
+    if let Some(map) = object.as_object_mut() {
+        map.remove("status");
+    }
+    if let Some(meta) = object["metadata"].as_object_mut() {
+        for field in [
+            "managedFields",
+            "resourceVersion",
+            "generation",
+            "uid",
+            "creationTimestamp",
+            "selfLink",
+        ] {
+            meta.remove(field);
+        }
+    }
+    object
+}
+
+/// The leaf fields where `live` and `applied` differ: (path, live, applied).
+fn differences(
+    live: &Value,
+    applied: &Value,
+    path: &mut Vec<String>,
+    out: &mut Vec<(String, Value, Value)>,
+) {
+    match (live, applied) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for key in keys {
+                path.push(key.clone());
+                differences(
+                    a.get(key).unwrap_or(&Value::Null),
+                    b.get(key).unwrap_or(&Value::Null),
+                    path,
+                    out,
+                );
+                path.pop();
+            }
+        }
+        (a, b) if a != b => out.push((path.join("."), a.clone(), b.clone())),
+        _ => {}
+    }
+}
+
+/// One object as the cluster holds it and as an apply would leave it.
+struct Comparison {
+    reference: ObjectRef,
+    live: Option<Value>,
+    after: Value,
+}
+
+/// Dry-runs `objects` on one cluster and reads the live objects.
+async fn compare(
+    app: &App,
+    cluster: &str,
+    namespace: &str,
+    objects: &[Value],
+) -> Result<Vec<Comparison>, String> {
+    let client = crate::clusters::client(app, cluster)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut kinds = Kinds::new(&client, cluster);
+    let mut out = Vec::new();
+    for object in objects {
+        let api_version = object["apiVersion"].as_str().unwrap_or_default();
+        let kind = object["kind"].as_str().unwrap_or_default();
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let (ar, caps) = kinds.resolve(api_version, kind, false).await?;
+        let mut object = object.clone();
+        let api: Api<DynamicObject> = if caps.scope == Scope::Namespaced {
+            object["metadata"]["namespace"] = json!(namespace);
+            Api::namespaced_with(client.clone(), namespace, &ar)
+        } else {
+            Api::all_with(client.clone(), &ar)
+        };
+        let live = api
+            .get_opt(&name)
+            .await
+            .map_err(|e| format!("reading {kind}/{name} on {cluster}: {e}"))?;
+        let live_value = live.map(|o| serde_json::to_value(o).unwrap_or(Value::Null));
+        // A missing namespace makes a dry run fail; the object is simply new.
+        let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
+        let after = match api.patch(&name, &params, &Patch::Apply(&object)).await {
+            Ok(result) => serde_json::to_value(result).unwrap_or(Value::Null),
+            Err(_) if live_value.is_none() => object.clone(),
+            Err(error) => return Err(format!("dry-run of {kind}/{name} on {cluster}: {error}")),
+        };
+        out.push(Comparison {
+            reference: ObjectRef::of(&object),
+            live: live_value,
+            after,
+        });
+    }
+    Ok(out)
+}
+
+/// The manifests the environment's current deployment applied.
+async fn deployed_objects(app: &App, deployment_id: i64) -> Result<Option<Vec<Value>>, String> {
+    let Some((digest, nonce, ciphertext, key_id)) =
+        db::deployments::sealed(app.db.pool(), deployment_id)
+            .await
+            .map_err(|e| e.to_string())?
+    else {
+        return Ok(None);
+    };
+    let (Some(nonce), Some(ciphertext), Some(key_id)) = (nonce, ciphertext, key_id) else {
+        return Ok(None);
+    };
+    let text = app
+        .vault
+        .open_value(
+            &format!("deployment:{digest}"),
+            &crate::secrets::Sealed {
+                nonce,
+                ciphertext,
+                key_id,
+            },
+        )
+        .map_err(|e| e.to_string())?;
+    let exact: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let Some(yaml) = exact["kubernetes"].as_str() else {
+        return Ok(None);
+    };
+    Rendered::from_yaml(yaml).map(|r| Some(r.objects))
+}
+
+/// Checks one environment; `Some(summary)` when live state differs.
+pub async fn check(app: &App, env: &EnvRow, config: &AppConfig) -> Result<Option<String>, String> {
+    let (Some(deployment_id), Some(namespace)) = (env.deployment_id, env.namespace.as_deref())
+    else {
+        return Ok(None);
+    };
+    let Some(entry) = config.stack.iter().find(|e| e.env == env.stack_entry) else {
+        return Ok(None);
+    };
+    let Some(objects) = deployed_objects(app, deployment_id).await? else {
+        return Ok(None);
+    };
+    let mut findings = Vec::new();
+    for cluster in entry.cluster_targets() {
+        for comparison in compare(app, cluster, namespace, &objects).await? {
+            let Some(live) = &comparison.live else {
+                findings.push(format!("{cluster}: {} is missing", comparison.reference));
+                continue;
+            };
+            let mut found = Vec::new();
+            differences(
+                &normalize(live),
+                &normalize(&comparison.after),
+                &mut Vec::new(),
+                &mut found,
+            );
+            for (path, live, applied) in found.into_iter().take(3) {
+                findings.push(format!(
+                    "{cluster}: {} {path} is {live}, Gantry applied {applied}",
+                    comparison.reference
+                ));
+            }
+        }
+    }
+    Ok((!findings.is_empty()).then(|| findings.join("; ")))
+}
+
+/// Every `interval`: checks each live environment on clusters, records the
+/// drift, and re-applies where the stack entry opted in to self-heal.
+pub async fn drift_loop(app: Arc<App>) {
+    loop {
+        tokio::select! {
+            () = app.shutdown.cancelled() => return,
+            () = tokio::time::sleep(app.config.drift_interval) => {}
+        }
+        if let Err(error) = check_all(&app).await {
+            tracing::warn!(%error, "drift check failed");
+        }
+    }
+}
+
+pub async fn check_all(app: &App) -> anyhow::Result<()> {
+    for env in db::environments::list_all_active(app.db.pool()).await? {
+        if env.namespace.is_none() || env.deployment_id.is_none() || env.locked_by_run.is_some() {
+            continue;
+        }
+        let Some(app_row) = db::apps::get(app.db.pool(), env.app_id).await? else {
+            continue;
+        };
+        let config: AppConfig = serde_json::from_str(&app_row.config)?;
+        let drift = match check(app, &env, &config).await {
+            Ok(drift) => drift,
+            Err(error) => {
+                tracing::warn!(app = %app_row.name, env = %env.name, %error, "cannot check drift");
+                continue;
+            }
+        };
+        let self_heal = config
+            .stack
+            .iter()
+            .any(|e| e.env == env.stack_entry && e.self_heal);
+        match (&drift, self_heal) {
+            (Some(found), true) => {
+                let outcome = heal(app, &env, &config).await;
+                let (action, detail) = match &outcome {
+                    Ok(()) => (
+                        "environment.self_heal",
+                        format!(
+                            "re-applied deployment #{}: {found}",
+                            env.deployment_id.unwrap_or_default()
+                        ),
+                    ),
+                    Err(error) => (
+                        "environment.self_heal_failed",
+                        format!("{found}; self-heal failed: {error}"),
+                    ),
+                };
+                db::audit::record(
+                    app.db.pool(),
+                    &db::audit::NewEntry {
+                        actor: "gantry",
+                        action,
+                        target: &format!("{}/{}", app_row.name, env.name),
+                        reason: Some(&detail),
+                        source_ip: None,
+                        detail: "{}",
+                    },
+                    now_millis(),
+                )
+                .await?;
+                let remaining = if outcome.is_ok() {
+                    None
+                } else {
+                    Some(found.as_str())
+                };
+                db::environments::set_drift(app.db.pool(), env.id, remaining, now_millis()).await?;
+            }
+            _ => {
+                db::environments::set_drift(app.db.pool(), env.id, drift.as_deref(), now_millis())
+                    .await?
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Re-applies the environment's current deployment, unchanged.
+async fn heal(app: &App, env: &EnvRow, config: &AppConfig) -> Result<(), String> {
+    let (Some(deployment_id), Some(namespace)) = (env.deployment_id, env.namespace.as_deref())
+    else {
+        return Ok(());
+    };
+    let Some(entry) = config.stack.iter().find(|e| e.env == env.stack_entry) else {
+        return Ok(());
+    };
+    let objects = deployed_objects(app, deployment_id)
+        .await?
+        .unwrap_or_default();
+    let app_name = db::apps::get(app.db.pool(), env.app_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .map(|a| a.name)
+        .unwrap_or_default();
+    for cluster in entry.cluster_targets() {
+        let client = crate::clusters::client(app, cluster)
+            .await
+            .map_err(|e| e.to_string())?;
+        let refs: Vec<ObjectRef> = objects.iter().map(ObjectRef::of).collect();
+        super::cluster::deploy(
+            &client,
+            &super::cluster::ClusterDeploy {
+                cluster,
+                namespace,
+                app: &app_name,
+                env: &env.name,
+                objects: &objects,
+                previous: &refs,
+                rollout_timeout: Duration::from_secs(entry.rollout_timeout_seconds),
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// What a held run would change, per cluster and object.
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ObjectDiff {
+    pub target: String,
+    /// `kind/name` (and namespace).
+    pub object: String,
+    /// `create`, `update`, `unchanged` or `delete` (prune).
+    pub change: String,
+    /// Unified diff of the object's YAML (Secrets redacted).
+    pub diff: String,
+}
+
+/// The diff between what runs in the run's environment and what the run
+/// would apply, rendered from the run's commits.
+pub async fn diff_for_run(app: &App, run_id: i64) -> anyhow::Result<Option<Vec<ObjectDiff>>> {
+    let pool = app.db.pool();
+    let Some(run) = db::runs::get(pool, run_id).await? else {
+        return Ok(None);
+    };
+    let env = db::environments::get(pool, run.environment_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("environment gone"))?;
+    let app_row = db::apps::get(pool, run.app_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("app gone"))?;
+    let config = crate::gitops::reconcile::config_at(app, &app_row, &run.pipeline_sha).await?;
+    let entry = config
+        .stack
+        .iter()
+        .find(|e| e.env == env.stack_entry)
+        .ok_or_else(|| anyhow::anyhow!("no stack entry {}", env.stack_entry))?;
+    if entry.cluster_targets().next().is_none() {
+        return Ok(Some(Vec::new()));
+    }
+    let repo = app
+        .config
+        .pipeline_repo
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("no pipeline repo"))?;
+    let folder = tempfile::tempdir()?;
+    app.git
+        .export(
+            repo,
+            &run.pipeline_sha,
+            Some(&format!("apps/{}", app_row.name)),
+            folder.path(),
+        )
+        .await?;
+    let namespace = entry
+        .namespace_for(&app_row.name, &env.name, &run.branch)
+        .map_err(anyhow::Error::msg)?;
+    let context_values = crate::gitops::template::context(
+        &app_row.name,
+        &env.name,
+        &run.branch,
+        &run.commit_sha,
+        &entry.variables,
+    );
+    let image = config
+        .pipeline
+        .image
+        .as_ref()
+        .map(|t| crate::gitops::template::render(t, &context_values))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let rendered = manifests::render(
+        &folder.path().join("deploy"),
+        &format!("apps/{}/deploy", app_row.name),
+        &manifests::RenderContext {
+            app: app_row.name.clone(),
+            env: env.name.clone(),
+            namespace: namespace.clone(),
+            branch: run.branch.clone(),
+            commit: run.commit_sha.clone(),
+            image,
+            url: env.url.clone(),
+            variables: entry.variables.clone(),
+            pipeline_sha: run.pipeline_sha.clone(),
+        },
+    )?;
+    let mut diffs = Vec::new();
+    for cluster in entry.cluster_targets() {
+        let comparisons = compare(app, cluster, &namespace, &rendered.objects)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let applied: Vec<ObjectRef> = comparisons.iter().map(|c| c.reference.clone()).collect();
+        for comparison in comparisons {
+            let before = comparison
+                .live
+                .as_ref()
+                .map(|live| yaml(&normalize(&manifests::redact(live))))
+                .unwrap_or_default();
+            let after = yaml(&normalize(&manifests::redact(&comparison.after)));
+            let change = match (&comparison.live, before == after) {
+                (None, _) => "create",
+                (Some(_), true) => "unchanged",
+                (Some(_), false) => "update",
+            };
+            diffs.push(ObjectDiff {
+                target: cluster.clone(),
+                object: comparison.reference.to_string(),
+                change: change.into(),
+                diff: unified(&before, &after),
+            });
+        }
+        let previous = match env.deployment_id {
+            Some(id) => db::deployments::previous_objects(pool, env.id, cluster, id + 1).await?,
+            None => Vec::new(),
+        };
+        for gone in previous.iter().filter(|old| {
+            !applied.iter().any(|new| {
+                new.kind == old.kind && new.name == old.name && new.namespace == old.namespace
+            })
+        }) {
+            diffs.push(ObjectDiff {
+                target: cluster.clone(),
+                object: gone.to_string(),
+                change: "delete".into(),
+                diff: String::new(),
+            });
+        }
+    }
+    Ok(Some(diffs))
+}
+
+fn yaml(value: &Value) -> String {
+    serde_saphyr::to_string(value).unwrap_or_else(|_| value.to_string())
+}
+
+fn unified(before: &str, after: &str) -> String {
+    similar::TextDiff::from_lines(before, after)
+        .unified_diff()
+        .context_radius(3)
+        .header("live", "after apply")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn differences_name_the_fields() {
+        let live = json!({"metadata": {"name": "web", "resourceVersion": "9"}, "spec": {"replicas": 5, "x": 1}});
+        let applied = json!({"metadata": {"name": "web", "resourceVersion": "10"}, "spec": {"replicas": 2, "x": 1}});
+        let mut found = Vec::new();
+        differences(
+            &normalize(&live),
+            &normalize(&applied),
+            &mut Vec::new(),
+            &mut found,
+        );
+        assert_eq!(
+            found,
+            vec![("spec.replicas".to_string(), json!(5), json!(2))]
+        );
+    }
+}
