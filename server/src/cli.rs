@@ -78,4 +78,50 @@ pub enum Command {
     Demo,
     /// Apply database migrations and exit.
     Migrate,
+    /// Register and manage Kubernetes clusters (talks to a running Gantry).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Re-encrypt every secret, cluster credential and sealed manifest with
+    /// a new key (Gantry must be stopped).
+    RotateKey,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Register a cluster: from a kubeconfig, a server URL and token, or in-cluster.
+    Add {
+        name: String,
+        /// A kubeconfig file.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["api_server", "in_cluster"])]
+        kubeconfig: Option<PathBuf>,
+        /// The kubeconfig context to use (default: its current context).
+        #[arg(long, requires = "kubeconfig")]
+        context: Option<String>,
+        /// The cluster's API server URL (with --token-file).
+        #[arg(
+            long,
+            value_name = "URL",
+            requires = "token_file",
+            conflicts_with = "in_cluster"
+        )]
+        api_server: Option<String>,
+        /// A file holding the bearer token.
+        #[arg(long, value_name = "FILE", requires = "api_server")]
+        token_file: Option<PathBuf>,
+        /// A PEM file with the API server's CA bundle.
+        #[arg(long, value_name = "FILE", requires = "api_server")]
+        ca_file: Option<PathBuf>,
+        /// Skip TLS verification (testing only).
+        #[arg(long, requires = "api_server")]
+        insecure: bool,
+        /// Use the service account Gantry runs under.
+        #[arg(long)]
+        in_cluster: bool,
+    },
+    /// List registered clusters and their last check.
+    List,
+    /// Check a cluster's connectivity now.
+    Check { name: String },
+    /// Remove a cluster no app targets.
+    Remove { name: String },
 }

@@ -2,6 +2,7 @@
 //! REST API, operations endpoints) and, in later modules, the pipeline,
 //! deployment and ledger domains. `main.rs` is only the command line.
 
+pub mod admin;
 pub mod cli;
 pub mod clusters;
 pub mod config;

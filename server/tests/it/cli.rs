@@ -236,3 +236,115 @@ fn migrate_works_against_postgresql_from_database_url() {
     );
     runtime.block_on(database.drop_now());
 }
+
+/// Runs `gantry --public-url <url> <args>` off the async runtime.
+async fn gantry_cli(dir: &std::path::Path, url: &str, args: &[&str]) -> std::process::Output {
+    let (dir, mut all) = (
+        dir.to_path_buf(),
+        vec!["--public-url".to_string(), url.to_string()],
+    );
+    all.extend(args.iter().map(|a| a.to_string()));
+    tokio::task::spawn_blocking(move || {
+        let mut command = gantry(&dir);
+        command.args(&all);
+        run(command)
+    })
+    .await
+    .expect("join")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_commands_and_key_rotation_work_against_the_real_binary() {
+    let cluster = kube_emulator::Emulator::start(kube_emulator::Options::default())
+        .await
+        .expect("emulator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, cluster.kubeconfig("emulated")).expect("write");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/");
+    let data = dir.path().join("data");
+    let serve = || {
+        let mut child = gantry(dir.path())
+            .args([
+                "serve",
+                "--bind",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+                &data.display().to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        wait_until_serving(&mut child, port);
+        child
+    };
+    let mut server = serve();
+    let added = gantry_cli(
+        dir.path(),
+        &url,
+        &[
+            "cluster",
+            "add",
+            "dev",
+            "--kubeconfig",
+            &kubeconfig.display().to_string(),
+        ],
+    )
+    .await;
+    assert!(added.status.success(), "{}", stderr(&added));
+    assert_eq!(
+        String::from_utf8_lossy(&added.stdout),
+        format!(
+            "registered dev\t{}\treachable\tv1.33.0-gantry-emulator\n",
+            cluster.url()
+        )
+    );
+    let listed = gantry_cli(dir.path(), &url, &["cluster", "list"]).await;
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).starts_with("dev\t"),
+        "{}",
+        stderr(&listed)
+    );
+
+    // Rotate the key with Gantry stopped; the cluster still answers after.
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let _ = server.wait();
+    let before = std::fs::read_to_string(data.join("secret.key")).expect("key");
+    let rotated = gantry_cli(
+        dir.path(),
+        &url,
+        &["rotate-key", "--data-dir", &data.display().to_string()],
+    )
+    .await;
+    assert!(rotated.status.success(), "{}", stderr(&rotated));
+    assert_ne!(
+        std::fs::read_to_string(data.join("secret.key")).expect("key"),
+        before
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("secret.previous")).expect("previous"),
+        before
+    );
+    let mut server = serve();
+    let checked = gantry_cli(dir.path(), &url, &["cluster", "check", "dev"]).await;
+    assert!(
+        String::from_utf8_lossy(&checked.stdout).contains("\treachable\t"),
+        "{}",
+        stderr(&checked)
+    );
+
+    let removed = gantry_cli(dir.path(), &url, &["cluster", "remove", "dev"]).await;
+    assert_eq!(String::from_utf8_lossy(&removed.stdout), "removed dev\n");
+    let gone = gantry_cli(dir.path(), &url, &["cluster", "check", "dev"]).await;
+    assert_eq!(gone.status.code(), Some(1));
+    assert_eq!(
+        stderr(&gone).trim(),
+        "gantry: error: no cluster named dev (HTTP 404)"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
