@@ -17,14 +17,18 @@ fn port() -> Result<std::sync::Arc<dyn crate::port::DashboardPort>, ServerFnErro
         .ok_or_else(|| ServerFnError::new("the dashboard port is not configured"))
 }
 
-/// Logs the cause and gives the browser a message without internals.
+/// Logs the cause and gives the browser a message without internals
+/// (or the reason, when the request was refused for one the person can fix).
 #[cfg(feature = "ssr")]
 fn failed(what: &'static str) -> impl FnOnce(crate::port::PortError) -> ServerFnError {
-    move |error| {
-        tracing::error!(%error, "dashboard could not load {what}");
-        ServerFnError::new(format!(
-            "could not load {what}; the server log has the cause"
-        ))
+    move |error| match error {
+        crate::port::PortError::Refused(reason) => ServerFnError::new(reason),
+        crate::port::PortError::Failed(cause) => {
+            tracing::error!(%cause, "dashboard could not load {what}");
+            ServerFnError::new(format!(
+                "could not load {what}; the server log has the cause"
+            ))
+        }
     }
 }
 
@@ -85,4 +89,30 @@ pub async fn get_config_status() -> Result<ConfigStatus, ServerFnError> {
 #[server(prefix = "/fn", endpoint = "get_run")]
 pub async fn get_run(id: i64) -> Result<Option<RunDetail>, ServerFnError> {
     port()?.run_detail(id).await.map_err(failed("the run"))
+}
+
+#[server(prefix = "/fn", endpoint = "register_cluster")]
+pub async fn register_cluster(
+    name: String,
+    kubeconfig: String,
+    context: String,
+) -> Result<ClusterSummary, ServerFnError> {
+    let registration = crate::dto::ClusterRegistration {
+        name,
+        kubeconfig: Some(kubeconfig),
+        context: Some(context).filter(|c| !c.trim().is_empty()),
+        ..crate::dto::ClusterRegistration::default()
+    };
+    port()?
+        .register_cluster(registration)
+        .await
+        .map_err(failed("the cluster registration"))
+}
+
+#[server(prefix = "/fn", endpoint = "check_cluster")]
+pub async fn check_cluster(name: String) -> Result<ClusterSummary, ServerFnError> {
+    port()?
+        .check_cluster(name)
+        .await
+        .map_err(failed("the cluster check"))
 }

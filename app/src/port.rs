@@ -11,15 +11,22 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::dto::{
-    AuditEntry, ChangeRequestSummary, ClusterSummary, ConfigStatus, EnvironmentSummary,
-    PendingApproval, ReleaseSummary, RunDetail, RunSummary, Settings,
+    AuditEntry, ChangeRequestSummary, ClusterRegistration, ClusterSummary, ConfigStatus,
+    EnvironmentSummary, PendingApproval, ReleaseSummary, RunDetail, RunSummary, Settings,
 };
 
-/// A failure behind the port. Its text goes to the server log, never to the
-/// browser: the dashboard shows a generic message.
+/// A failure behind the port.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct PortError(pub String);
+pub enum PortError {
+    /// Something broke; the text goes to the server log, never to the
+    /// browser (the dashboard shows a generic message).
+    #[error("{0}")]
+    Failed(String),
+    /// The request was refused for a reason the person can fix; the text
+    /// is shown to them.
+    #[error("{0}")]
+    Refused(String),
+}
 
 /// Everything the dashboard reads or does, answered by the server.
 #[async_trait]
@@ -36,6 +43,11 @@ pub trait DashboardPort: Send + Sync + 'static {
     async fn run_detail(&self, id: i64) -> Result<Option<RunDetail>, PortError>;
     /// The stored log of one step of a run, in order.
     async fn step_log(&self, run_id: i64, step_id: i64) -> Result<Option<String>, PortError>;
+    async fn register_cluster(
+        &self,
+        registration: ClusterRegistration,
+    ) -> Result<ClusterSummary, PortError>;
+    async fn check_cluster(&self, name: String) -> Result<ClusterSummary, PortError>;
 }
 
 /// The handle provided as context: `provide_context(Port(...))`.

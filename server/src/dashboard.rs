@@ -2,9 +2,9 @@
 //! functions (and the REST API, which shares these reads) ask for.
 
 use app::dto::{
-    AuditEntry, ChangeRequestSummary, ClusterSummary, ConfigIssue, ConfigStatus,
-    EnvironmentSummary, PendingApproval, ReleaseSummary, RunDetail, RunSummary, SettingSource,
-    Settings,
+    AuditEntry, ChangeRequestSummary, ClusterRegistration, ClusterSummary, ConfigIssue,
+    ConfigStatus, EnvironmentSummary, PendingApproval, ReleaseSummary, RunDetail, RunSummary,
+    SettingSource, Settings,
 };
 use app::port::{DashboardPort, PortError};
 use async_trait::async_trait;
@@ -13,7 +13,7 @@ use crate::db;
 use crate::state::App;
 
 fn port_error(error: sqlx::Error) -> PortError {
-    PortError(error.to_string())
+    PortError::Failed(error.to_string())
 }
 
 #[async_trait]
@@ -82,9 +82,8 @@ impl DashboardPort for App {
             .await
             .map_err(port_error)?;
         let mut issues: Vec<ConfigIssue> = match &latest {
-            Some(revision) => {
-                serde_json::from_str(&revision.issues).map_err(|e| PortError(e.to_string()))?
-            }
+            Some(revision) => serde_json::from_str(&revision.issues)
+                .map_err(|e| PortError::Failed(e.to_string()))?,
             None => Vec::new(),
         };
         // A repo that cannot be fetched is a problem of the app's `source`.
@@ -143,5 +142,33 @@ impl DashboardPort for App {
             .await
             .map_err(port_error)?;
         Ok(Some(chunks.into_iter().map(|(_, text)| text).collect()))
+    }
+
+    async fn register_cluster(
+        &self,
+        registration: ClusterRegistration,
+    ) -> Result<ClusterSummary, PortError> {
+        let summary = crate::clusters::register(self, &registration)
+            .await
+            .map_err(cluster_error)?;
+        if let Err(error) = crate::gitops::reconcile::reapply(self).await {
+            tracing::warn!(%error, "re-reading the pipeline repo after a cluster change failed");
+        }
+        Ok(summary)
+    }
+
+    async fn check_cluster(&self, name: String) -> Result<ClusterSummary, PortError> {
+        crate::clusters::check(self, &name)
+            .await
+            .map_err(cluster_error)
+    }
+}
+
+/// Mistakes in a registration are the person's to fix; the rest is ours.
+fn cluster_error(error: crate::clusters::ClusterError) -> PortError {
+    use crate::clusters::ClusterError as E;
+    match error {
+        E::Secret(_) | E::Db(_) => PortError::Failed(error.to_string()),
+        other => PortError::Refused(other.to_string()),
     }
 }

@@ -5,13 +5,11 @@ use leptos::prelude::*;
 use serde::{Serialize, de::DeserializeOwned};
 
 /// Renders `resource` once loaded: `render` for data, a notice for errors.
-pub fn loaded<T, V>(
-    resource: Resource<Result<T, ServerFnError>>,
-    render: fn(T) -> V,
-) -> impl IntoView
+pub fn loaded<T, V, F>(resource: Resource<Result<T, ServerFnError>>, render: F) -> impl IntoView
 where
     T: Clone + Send + Sync + Serialize + DeserializeOwned + 'static,
     V: IntoView + 'static,
+    F: Fn(T) -> V + Copy + Send + Sync + 'static,
 {
     view! {
         <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>

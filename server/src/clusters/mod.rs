@@ -106,29 +106,26 @@ impl ClientCache {
     }
 }
 
-/// What an admin sends to register a cluster.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-pub struct Registration {
-    pub name: String,
-    /// A kubeconfig file's content (YAML).
-    pub kubeconfig: Option<String>,
-    /// The context to use (default: the kubeconfig's current context).
-    pub context: Option<String>,
-    /// The API server URL, with `token` (and `ca` unless it is public).
-    pub server: Option<String>,
-    pub token: Option<String>,
-    /// PEM CA bundle of the API server.
-    pub ca: Option<String>,
-    #[serde(default)]
-    pub insecure: bool,
-    /// Use the service account Gantry itself runs under.
-    #[serde(default)]
-    pub in_cluster: bool,
+pub use app::dto::ClusterRegistration as Registration;
+
+/// Reads the registration into credentials (and the server URL to show).
+trait IntoCredentials {
+    fn credentials(&self) -> Result<(Credentials, Option<String>), ClusterError>;
 }
 
-impl Registration {
+impl IntoCredentials for Registration {
     fn credentials(&self) -> Result<(Credentials, Option<String>), ClusterError> {
-        match (&self.kubeconfig, &self.server, self.in_cluster) {
+        let blank = |text: &Option<String>| {
+            text.as_deref()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+        };
+        match (
+            &blank(&self.kubeconfig),
+            &blank(&self.server),
+            self.in_cluster,
+        ) {
             (Some(text), None, false) => {
                 let kubeconfig = Kubeconfig::from_yaml(text)
                     .map_err(|e| ClusterError::BadKubeconfig(e.to_string()))?;

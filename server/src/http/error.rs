@@ -70,7 +70,10 @@ impl IntoResponse for ApiError {
 
 impl From<app::port::PortError> for ApiError {
     fn from(error: app::port::PortError) -> Self {
-        ApiError::Internal(error.0)
+        match error {
+            app::port::PortError::Failed(cause) => ApiError::Internal(cause),
+            app::port::PortError::Refused(reason) => ApiError::BadRequest(reason),
+        }
     }
 }
 

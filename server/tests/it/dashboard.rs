@@ -112,3 +112,68 @@ async fn an_unknown_page_is_a_404_with_the_dashboard_frame() {
         "the navigation is still there"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clusters_page_registers_and_checks_clusters() {
+    let cluster = kube_emulator::Emulator::start(kube_emulator::Options::default())
+        .await
+        .expect("emulator");
+    let app = crate::support::TestApp::sqlite().await;
+    let html = app.get("/clusters").await.text();
+    assert!(html.contains("Register a cluster") && html.contains("name=\"kubeconfig\""));
+
+    let form = |pairs: &[(&str, &str)]| {
+        let body: String = pairs
+            .iter()
+            .map(|(k, v)| format!("{k}={}", url_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        axum::http::Request::post("/fn/register_cluster")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", "application/json")
+            .body(axum::body::Body::from(body))
+            .expect("request")
+    };
+    let refused = app
+        .request(form(&[
+            ("name", "dev"),
+            ("kubeconfig", &cluster.kubeconfig("ctx")),
+            ("context", "nope"),
+        ]))
+        .await;
+    assert_eq!(refused.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        refused
+            .text()
+            .contains("the kubeconfig has no context \"nope\" (it has: ctx)"),
+        "{}",
+        refused.text()
+    );
+
+    let registered = app
+        .request(form(&[
+            ("name", "dev"),
+            ("kubeconfig", &cluster.kubeconfig("ctx")),
+            ("context", ""),
+        ]))
+        .await;
+    assert_eq!(registered.status, StatusCode::OK, "{}", registered.text());
+    assert_eq!(registered.json()["state"], "reachable");
+    let html = app.get("/clusters").await.text();
+    assert!(
+        html.contains("data-cluster=\"dev\"")
+            && html.contains("Check now")
+            && html.contains("v1.33.0-gantry-emulator")
+    );
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
