@@ -30,3 +30,6 @@ echo "| release binary size | $(wc -c < "$BIN") bytes |"
 echo
 cargo build --release -p bench --quiet
 "$TARGET/release/push_to_live" "$BIN"
+
+echo
+"$TARGET/release/fan_out"
