@@ -113,6 +113,9 @@ fn describe(cluster: &ClusterSummary) -> String {
     }
 }
 
+/// A sealed row: id, the name it was sealed under, nonce, ciphertext, key id.
+type SealedRow = (i64, String, Vec<u8>, Vec<u8>, String);
+
 /// Re-encrypts everything sealed with a fresh key. The new key is written
 /// next to the old one first; after the database commits, the old key file
 /// is kept as `<key>.previous` and the new one takes its place.
@@ -129,7 +132,7 @@ pub async fn rotate_key(config: Config) -> anyhow::Result<()> {
 
     let pool = db.pool();
     let mut tx = pool.begin().await?;
-    let secrets: Vec<(i64, String, Vec<u8>, Vec<u8>, String)> =
+    let secrets: Vec<SealedRow> =
         sqlx::query_as("SELECT id, name, nonce, ciphertext, key_id FROM secrets")
             .fetch_all(&mut *tx)
             .await?;
@@ -167,7 +170,7 @@ pub async fn rotate_key(config: Config) -> anyhow::Result<()> {
         )?;
         db::clusters::reseal(&mut *tx, name, &next.seal(&seal_name, &value)?).await?;
     }
-    let deployments: Vec<(i64, String, Vec<u8>, Vec<u8>, String)> = sqlx::query_as(
+    let deployments: Vec<SealedRow> = sqlx::query_as(
         "SELECT id, manifests_digest, manifests_nonce, manifests_sealed, manifests_key_id FROM deployments WHERE manifests_sealed IS NOT NULL",
     )
     .fetch_all(&mut *tx)

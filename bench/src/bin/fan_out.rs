@@ -6,8 +6,8 @@
 //!
 //! cargo run --release -p bench --bin fan_out
 
-// A benchmark's job is to print its figures.
-#![allow(clippy::print_stdout)]
+// A benchmark prints its figures, and aborts on a broken set-up.
+#![allow(clippy::print_stdout, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
@@ -37,9 +37,19 @@ fn release(round: usize) -> Vec<Value> {
 async fn clusters(count: usize) -> Vec<(Emulator, kube::Client)> {
     let mut out = Vec::new();
     for _ in 0..count {
-        let emulator = Emulator::start(Options { rollout: RolloutMode::After(Duration::ZERO), ..Options::default() }).await.expect("emulator");
-        emulator.set_faults(Faults { latency: LATENCY, fail_next: 0 });
-        let client = kube::Client::try_from(kube::Config::new(emulator.url().parse().expect("url"))).expect("client");
+        let emulator = Emulator::start(Options {
+            rollout: RolloutMode::After(Duration::ZERO),
+            ..Options::default()
+        })
+        .await
+        .expect("emulator");
+        emulator.set_faults(Faults {
+            latency: LATENCY,
+            fail_next: 0,
+        });
+        let client =
+            kube::Client::try_from(kube::Config::new(emulator.url().parse().expect("url")))
+                .expect("client");
         out.push((emulator, client));
     }
     out
@@ -55,7 +65,15 @@ async fn fan_out(clusters: &[(Emulator, kube::Client)], round: usize) -> Duratio
             let name = format!("cluster-{i}");
             deploy(
                 client,
-                &ClusterDeploy { cluster: &name, namespace: "bench", app: "bench", env: "bench", objects, previous: &[], rollout_timeout: Duration::from_secs(60) },
+                &ClusterDeploy {
+                    cluster: &name,
+                    namespace: "bench",
+                    app: "bench",
+                    env: "bench",
+                    objects,
+                    previous: &[],
+                    rollout_timeout: Duration::from_secs(60),
+                },
             )
             .await
         }
@@ -70,7 +88,10 @@ async fn fan_out(clusters: &[(Emulator, kube::Client)], round: usize) -> Duratio
 #[tokio::main]
 async fn main() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    println!("fan-out: one 10-object release, {} ms injected latency per API request, {ROUNDS} rounds each", LATENCY.as_millis());
+    println!(
+        "fan-out: one 10-object release, {} ms injected latency per API request, {ROUNDS} rounds each",
+        LATENCY.as_millis()
+    );
     println!("| clusters | p50 (ms) | apply time per object (ms) |");
     println!("|---|---|---|");
     let mut medians = Vec::new();
@@ -85,13 +106,20 @@ async fn main() {
         medians.push(p50);
         println!("| {count} | {p50:.0} | {:.1} |", p50 / 10.0);
     }
-    println!("\n10-cluster / 1-cluster ratio: {:.2} (goal ≤ 1.5)", medians[2] / medians[0]);
+    println!(
+        "\n10-cluster / 1-cluster ratio: {:.2} (goal ≤ 1.5)",
+        medians[2] / medians[0]
+    );
     kubectl_comparison(medians[0]).await;
 }
 
 /// The same release with `kubectl apply --server-side`, one cluster.
 async fn kubectl_comparison(gantry_one: f64) {
-    let Some(kubectl) = std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("kubectl")).find(|p| p.is_file())) else {
+    let Some(kubectl) = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("kubectl"))
+            .find(|p| p.is_file())
+    }) else {
         println!("kubectl is not installed: no comparison");
         return;
     };
@@ -101,7 +129,8 @@ async fn kubectl_comparison(gantry_one: f64) {
     std::fs::write(&kubeconfig, emulator.kubeconfig("bench")).expect("kubeconfig");
     let apply = |round: usize| {
         let manifest = dir.path().join(format!("release-{round}.yaml"));
-        let mut objects = vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}})];
+        let mut objects =
+            vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}})];
         objects.extend(release(round).into_iter().map(|mut o| {
             o["metadata"]["namespace"] = json!("bench");
             o
@@ -119,7 +148,11 @@ async fn kubectl_comparison(gantry_one: f64) {
                     .arg(manifest)
                     .output()
                     .expect("kubectl");
-                assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+                assert!(
+                    output.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
                 started.elapsed().as_secs_f64() * 1000.0
             })
             .await
@@ -132,5 +165,8 @@ async fn kubectl_comparison(gantry_one: f64) {
         times.push(apply(round).await);
     }
     let kubectl_p50 = percentile(&times, 50.0);
-    println!("kubectl apply --server-side, 1 cluster: p50 {kubectl_p50:.0} ms; Gantry (apply + rollout wait) / kubectl (apply only) = {:.2}", gantry_one / kubectl_p50);
+    println!(
+        "kubectl apply --server-side, 1 cluster: p50 {kubectl_p50:.0} ms; Gantry (apply + rollout wait) / kubectl (apply only) = {:.2}",
+        gantry_one / kubectl_p50
+    );
 }

@@ -107,7 +107,7 @@ async fn acquire_lock(
 /// Renders what every target of the environment will receive.
 fn plan(request: &DeployRequest<'_>) -> Result<Plan, DeployError> {
     let local = (request.entry.targets.iter().any(|t| t == LOCAL_TARGET))
-        .then(|| request.config.pipeline.local.as_ref())
+        .then_some(request.config.pipeline.local.as_ref())
         .flatten()
         .map(|local| {
             let mut env = request.vars.to_vec();
