@@ -77,9 +77,13 @@ on_both! {
         })
         .await;
 
-        // The environment records both commits it was built with.
-        let environments = app.get("/api/v1/environments").await.json();
-        let staging = environments.as_array().unwrap().iter().find(|e| e["name"] == "staging").expect("staging").clone();
+        // The environment records both commits it was built with (once the
+        // deploy step has finished, just after the proxy switched).
+        let staging = wait_for("staging to record its commit", MINUTE, || async {
+            let environments = app.get("/api/v1/environments").await.json();
+            environments.as_array().unwrap().iter().find(|e| e["name"] == "staging" && e["commit_sha"] == latest.as_str()).cloned()
+        })
+        .await;
         assert_eq!(staging["commit_sha"], latest.as_str());
         assert_eq!(staging["pipeline_sha"], repos.pipeline.head("master").as_str());
         assert_eq!(staging["commit_message"], "staging work");
@@ -111,10 +115,12 @@ on_both! {
         assert_eq!(prefixed.text(), format!("commit={v2} path=/hello?x=1\n"));
 
         // The run is fully recorded: steps, logs, who and what.
-        let runs = app.get("/api/v1/runs").await.json();
-        let run = runs.as_array().unwrap().iter().find(|r| r["commit_sha"] == v2.as_str()).expect("run");
+        let run = wait_for("the run to succeed", MINUTE, || async {
+            let runs = app.get("/api/v1/runs").await.json();
+            runs.as_array().unwrap().iter().find(|r| r["commit_sha"] == v2.as_str() && r["state"] == "succeeded").cloned()
+        })
+        .await;
         let detail = app.get(&format!("/api/v1/runs/{}", run["id"])).await.json();
-        assert_eq!(detail["run"]["state"], "succeeded");
         assert_eq!(detail["commit_message"], "second staging change");
         let steps: Vec<(&str, &str)> = detail["steps"].as_array().unwrap().iter().map(|s| (s["name"].as_str().unwrap(), s["state"].as_str().unwrap())).collect();
         assert_eq!(steps, [("build", "succeeded"), ("deploy", "succeeded")]);
@@ -150,7 +156,11 @@ on_both! {
         let again = app.post_json(&format!("/api/v1/runs/{pending}/approve"), serde_json::json!({ "actor": "bob" })).await;
         assert_eq!(again.status, 409);
         // Production deployments are releases in the ledger.
-        let releases = app.get("/api/v1/releases").await.json();
+        let releases = wait_for("the release to be recorded", MINUTE, || async {
+            let releases = app.get("/api/v1/releases").await.json();
+            (!releases.as_array().unwrap().is_empty()).then_some(releases)
+        })
+        .await;
         assert_eq!(releases[0]["version"], master.as_str());
         assert_eq!(releases[0]["state"], "live");
         let audit = app.get("/api/v1/audit").await.json();
@@ -191,8 +201,10 @@ on_both! {
             served(&app, "staging").await.filter(|text| text.contains(&fast))
         })
         .await;
-        let states = run_states(&app).await;
-        assert!(states.contains(&("staging".into(), slow.clone(), "superseded".into())), "{states:?}");
+        wait_for("the slow run to end as superseded", MINUTE, || async {
+            run_states(&app).await.into_iter().find(|(env, sha, state)| env == "staging" && sha == &slow && state == "superseded")
+        })
+        .await;
         let runs = app.get("/api/v1/runs").await.json();
         let old = runs.as_array().unwrap().iter().find(|r| r["commit_sha"] == slow.as_str()).unwrap();
         let detail = app.get(&format!("/api/v1/runs/{}", old["id"])).await.json();
@@ -329,7 +341,7 @@ on_both! {
         let mut app = start(backend, &repos).await;
         let env = gantry::flow::stack::preview_name("preview", "feature/short");
         wait_for("the preview to be live", MINUTE, || async { served(&app, &env).await.filter(|t| t.contains(&sha)) }).await;
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
         gantry::flow::lifecycle::expire(&app.state).await.expect("expire");
         assert!(served(&app, &env).await.is_none());
         let audit = app.get("/api/v1/audit").await.json();
