@@ -251,10 +251,21 @@ on_both! {
             served(&app, &bye_env).await.is_none().then_some(())
         })
         .await;
-        let audit = app.get("/api/v1/audit").await.json();
-        let reasons: Vec<&str> = audit.as_array().unwrap().iter().filter(|e| e["action"] == "environment.destroy").map(|e| e["reason"].as_str().unwrap()).collect();
-        assert!(reasons.contains(&"feature/hello was merged into latest"), "{reasons:?}");
-        assert!(reasons.contains(&"branch feature/bye was deleted"), "{reasons:?}");
+        // Both teardowns are recorded (just after the routes went away).
+        wait_for("both teardowns in the audit log", MINUTE, || async {
+            let audit = app.get("/api/v1/audit").await.json();
+            let reasons: Vec<String> = audit
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["action"] == "environment.destroy")
+                .map(|e| e["reason"].as_str().unwrap().to_string())
+                .collect();
+            (reasons.contains(&"feature/hello was merged into latest".to_string())
+                && reasons.contains(&"branch feature/bye was deleted".to_string()))
+            .then_some(())
+        })
+        .await;
         let leftovers = std::fs::read_dir(app.data_path().join("deploys/shop")).map(|d| d.count()).unwrap_or(0);
         assert_eq!(leftovers, 1, "only staging's files remain");
         app.stop().await;
