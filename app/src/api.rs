@@ -6,7 +6,7 @@
 use leptos::prelude::*;
 
 use crate::dto::{
-    AuditEntry, ChangeRequestSummary, ClusterSummary, ConfigStatus, EnvironmentSummary,
+    AuditEntry, ChangeRequestSummary, ClusterSummary, ConfigStatus, EnvironmentSummary, ObjectDiff,
     PendingApproval, ReleaseSummary, RunDetail, RunSummary, Settings,
 };
 
@@ -115,4 +115,9 @@ pub async fn check_cluster(name: String) -> Result<ClusterSummary, ServerFnError
         .check_cluster(name)
         .await
         .map_err(failed("the cluster check"))
+}
+
+#[server(prefix = "/fn", endpoint = "get_run_diff")]
+pub async fn get_run_diff(id: i64) -> Result<Option<Vec<ObjectDiff>>, ServerFnError> {
+    port()?.run_diff(id).await.map_err(failed("the diff"))
 }

@@ -334,6 +334,19 @@ pub struct ClusterRegistration {
     pub in_cluster: bool,
 }
 
+/// What a run would change on one object of one cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct ObjectDiff {
+    pub target: String,
+    /// `kind/name` (and namespace).
+    pub object: String,
+    /// `create`, `update`, `unchanged` or `delete` (prune).
+    pub change: String,
+    /// Unified diff of the object's YAML (Secrets redacted).
+    pub diff: String,
+}
+
 /// One line of the append-only audit log.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]

@@ -12,7 +12,8 @@ use async_trait::async_trait;
 
 use crate::dto::{
     AuditEntry, ChangeRequestSummary, ClusterRegistration, ClusterSummary, ConfigStatus,
-    EnvironmentSummary, PendingApproval, ReleaseSummary, RunDetail, RunSummary, Settings,
+    EnvironmentSummary, ObjectDiff, PendingApproval, ReleaseSummary, RunDetail, RunSummary,
+    Settings,
 };
 
 /// A failure behind the port.
@@ -48,6 +49,8 @@ pub trait DashboardPort: Send + Sync + 'static {
         registration: ClusterRegistration,
     ) -> Result<ClusterSummary, PortError>;
     async fn check_cluster(&self, name: String) -> Result<ClusterSummary, PortError>;
+    /// What a run would change on its clusters (`None`: no such run).
+    async fn run_diff(&self, id: i64) -> Result<Option<Vec<ObjectDiff>>, PortError>;
 }
 
 /// The handle provided as context: `provide_context(Port(...))`.

@@ -162,6 +162,14 @@ impl DashboardPort for App {
             .await
             .map_err(cluster_error)
     }
+
+    async fn run_diff(&self, id: i64) -> Result<Option<Vec<app::dto::ObjectDiff>>, PortError> {
+        // A diff that cannot be computed (cluster down, bad manifests) is
+        // something the admin should read, not a server fault.
+        crate::deploy::drift::diff_for_run(self, id)
+            .await
+            .map_err(|e| PortError::Refused(format!("cannot compute the diff: {e:#}")))
+    }
 }
 
 /// Mistakes in a registration are the person's to fix; the rest is ours.

@@ -305,17 +305,7 @@ async fn heal(app: &App, env: &EnvRow, config: &AppConfig) -> Result<(), String>
     Ok(())
 }
 
-/// What a held run would change, per cluster and object.
-#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct ObjectDiff {
-    pub target: String,
-    /// `kind/name` (and namespace).
-    pub object: String,
-    /// `create`, `update`, `unchanged` or `delete` (prune).
-    pub change: String,
-    /// Unified diff of the object's YAML (Secrets redacted).
-    pub diff: String,
-}
+pub use app::dto::ObjectDiff;
 
 /// The diff between what runs in the run's environment and what the run
 /// would apply, rendered from the run's commits.

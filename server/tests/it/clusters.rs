@@ -467,6 +467,41 @@ mod flows {
             log.contains("kind Widget (example.com/v1) is not served by cluster dev"),
             "{log}"
         );
+
+        // With its CRD in the same release, the custom resource is applied
+        // (discovered again after the CRD), and transient 503s are retried.
+        setup.pipeline.write(
+            "apps/shop/deploy/crd.yaml",
+            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: { name: widgets.example.com }\nspec:\n  group: example.com\n  scope: Namespaced\n  names: { plural: widgets, singular: widget, kind: Widget }\n  versions: [{ name: v1, served: true, storage: true }]\n",
+        );
+        setup.pipeline.commit("the widget CRD");
+        setup.clusters.dev.set_faults(kube_emulator::Faults {
+            latency: Duration::ZERO,
+            fail_next: 3,
+        });
+        setup.repo.write("crd", "1");
+        let with_crd = setup.repo.commit("with the CRD");
+        scan(app).await;
+        let run = finished(app, &with_crd).await;
+        assert_eq!(
+            run["run"]["state"],
+            "succeeded",
+            "{}",
+            deploy_log(app, &run).await
+        );
+        assert!(
+            setup
+                .clusters
+                .dev
+                .store()
+                .object("example.com", "widgets", "shop-staging", "w")
+                .is_some()
+        );
+        assert_eq!(
+            setup.clusters.dev.store().faults().fail_next,
+            0,
+            "the injected failures were met and retried"
+        );
         setup.app.stop().await;
     }
 
@@ -713,4 +748,55 @@ async fn drift_is_detected_diffed_and_healed_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn drift_is_detected_diffed_and_healed_postgres() {
     drift_and_diff("postgres").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_held_production_run_shows_its_diff_to_the_approver() {
+    let mut setup = setup("sqlite").await;
+    let app = &setup.app;
+    let master = setup.repo.head("master");
+    assert_eq!(finished(app, &master).await["run"]["state"], "succeeded");
+    let guarded = app_yaml(&setup.repo.path()).replace(
+        "    targets: [prod-eu, prod-us]\n",
+        "    targets: [prod-eu, prod-us]\n    approval: { required: 1 }\n",
+    );
+    setup.pipeline.write("apps/shop/app.yaml", &guarded);
+    setup.pipeline.commit("guard production");
+    setup.repo.write("next", "1");
+    let next = setup.repo.commit("next release");
+    scan(app).await;
+    let held = wait_for("the production run to wait", MINUTE, || async {
+        let pending = app.get("/api/v1/approvals").await.json();
+        pending
+            .as_array()
+            .and_then(|a| a.first())
+            .map(|p| p["run_id"].as_i64().unwrap())
+    })
+    .await;
+    let diffs = app.get(&format!("/api/v1/runs/{held}/diff")).await.json();
+    let web: Vec<&Value> = diffs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["object"] == "deployment/web in shop-production")
+        .collect();
+    assert_eq!(web.len(), 2, "one per production cluster: {diffs}");
+    assert!(web.iter().all(|d| d["change"] == "update"));
+    let diff = web[0]["diff"].as_str().unwrap();
+    let line = |sign: char, sha: &str| {
+        diff.lines().any(|l| {
+            l.starts_with(sign) && l.contains(&format!("image: registry.example.com/shop:{sha}"))
+        })
+    };
+    assert!(line('+', &next) && line('-', &master), "{diff}");
+    let page = app.get(&format!("/runs/{held}")).await.text();
+    assert!(
+        page.contains("What this run would change"),
+        "shown on the run page"
+    );
+    assert!(
+        page.contains("change-update")
+            && page.contains("prod-eu · deployment/web in shop-production")
+    );
+    setup.app.stop().await;
 }
