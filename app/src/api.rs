@@ -11,10 +11,21 @@ use crate::dto::{
 };
 
 #[cfg(feature = "ssr")]
-fn port() -> Result<std::sync::Arc<dyn crate::port::DashboardPort>, ServerFnError> {
-    use_context::<crate::port::Port>()
+type Port = std::sync::Arc<dyn crate::port::DashboardPort>;
+
+/// The port and who is calling. Reads the request first, before any
+/// `.await`, while the request's context is certainly current.
+#[cfg(feature = "ssr")]
+async fn caller() -> Result<(Port, crate::port::Caller), ServerFnError> {
+    let parts = use_context::<http::request::Parts>();
+    let port = use_context::<crate::port::Port>()
         .map(|port| port.0)
-        .ok_or_else(|| ServerFnError::new("the dashboard port is not configured"))
+        .ok_or_else(|| ServerFnError::new("the dashboard port is not configured"))?;
+    let parts = parts.ok_or_else(|| ServerFnError::new("no request"))?;
+    match port.identify(parts).await.map_err(failed("who you are"))? {
+        Some(caller) => Ok((port, caller)),
+        None => Err(ServerFnError::new("Sign in to see this.")),
+    }
 }
 
 /// Logs the cause and gives the browser a message without internals
@@ -22,7 +33,9 @@ fn port() -> Result<std::sync::Arc<dyn crate::port::DashboardPort>, ServerFnErro
 #[cfg(feature = "ssr")]
 fn failed(what: &'static str) -> impl FnOnce(crate::port::PortError) -> ServerFnError {
     move |error| match error {
-        crate::port::PortError::Refused(reason) => ServerFnError::new(reason),
+        crate::port::PortError::Refused(reason) | crate::port::PortError::Forbidden(reason) => {
+            ServerFnError::new(reason)
+        }
         crate::port::PortError::Failed(cause) => {
             tracing::error!(%cause, "dashboard could not load {what}");
             ServerFnError::new(format!(
@@ -34,61 +47,74 @@ fn failed(what: &'static str) -> impl FnOnce(crate::port::PortError) -> ServerFn
 
 #[server(prefix = "/fn", endpoint = "list_environments")]
 pub async fn list_environments() -> Result<Vec<EnvironmentSummary>, ServerFnError> {
-    port()?.environments().await.map_err(failed("environments"))
+    let (port, caller) = caller().await?;
+    port.environments(&caller)
+        .await
+        .map_err(failed("environments"))
 }
 
 #[server(prefix = "/fn", endpoint = "list_runs")]
 pub async fn list_runs() -> Result<Vec<RunSummary>, ServerFnError> {
-    port()?.runs().await.map_err(failed("runs"))
+    let (port, caller) = caller().await?;
+    port.runs(&caller).await.map_err(failed("runs"))
 }
 
 #[server(prefix = "/fn", endpoint = "list_change_requests")]
 pub async fn list_change_requests() -> Result<Vec<ChangeRequestSummary>, ServerFnError> {
-    port()?
-        .change_requests()
+    let (port, caller) = caller().await?;
+    port.change_requests(&caller)
         .await
         .map_err(failed("change requests"))
 }
 
 #[server(prefix = "/fn", endpoint = "list_releases")]
 pub async fn list_releases() -> Result<Vec<ReleaseSummary>, ServerFnError> {
-    port()?.releases().await.map_err(failed("releases"))
+    let (port, caller) = caller().await?;
+    port.releases(&caller).await.map_err(failed("releases"))
 }
 
 #[server(prefix = "/fn", endpoint = "list_pending_approvals")]
 pub async fn list_pending_approvals() -> Result<Vec<PendingApproval>, ServerFnError> {
-    port()?
-        .pending_approvals()
+    let (port, caller) = caller().await?;
+    port.pending_approvals(&caller)
         .await
         .map_err(failed("approvals"))
 }
 
 #[server(prefix = "/fn", endpoint = "list_clusters")]
 pub async fn list_clusters() -> Result<Vec<ClusterSummary>, ServerFnError> {
-    port()?.clusters().await.map_err(failed("clusters"))
+    let (port, caller) = caller().await?;
+    port.clusters(&caller).await.map_err(failed("clusters"))
 }
 
 #[server(prefix = "/fn", endpoint = "list_audit_log")]
 pub async fn list_audit_log() -> Result<Vec<AuditEntry>, ServerFnError> {
-    port()?.audit_log().await.map_err(failed("the audit log"))
+    let (port, caller) = caller().await?;
+    port.audit_log(&caller)
+        .await
+        .map_err(failed("the audit log"))
 }
 
 #[server(prefix = "/fn", endpoint = "get_settings")]
 pub async fn get_settings() -> Result<Settings, ServerFnError> {
-    port()?.settings().await.map_err(failed("settings"))
+    let (port, caller) = caller().await?;
+    port.settings(&caller).await.map_err(failed("settings"))
 }
 
 #[server(prefix = "/fn", endpoint = "get_config_status")]
 pub async fn get_config_status() -> Result<ConfigStatus, ServerFnError> {
-    port()?
-        .config_status()
+    let (port, caller) = caller().await?;
+    port.config_status(&caller)
         .await
         .map_err(failed("the pipeline repo status"))
 }
 
 #[server(prefix = "/fn", endpoint = "get_run")]
 pub async fn get_run(id: i64) -> Result<Option<RunDetail>, ServerFnError> {
-    port()?.run_detail(id).await.map_err(failed("the run"))
+    let (port, caller) = caller().await?;
+    port.run_detail(&caller, id)
+        .await
+        .map_err(failed("the run"))
 }
 
 #[server(prefix = "/fn", endpoint = "register_cluster")]
@@ -96,28 +122,50 @@ pub async fn register_cluster(
     name: String,
     kubeconfig: String,
     context: String,
+    csrf: String,
 ) -> Result<ClusterSummary, ServerFnError> {
+    let (port, caller) = caller().await?;
+    caller
+        .check_csrf(&csrf)
+        .map_err(failed("the cluster registration"))?;
     let registration = crate::dto::ClusterRegistration {
         name,
         kubeconfig: Some(kubeconfig),
         context: Some(context).filter(|c| !c.trim().is_empty()),
         ..crate::dto::ClusterRegistration::default()
     };
-    port()?
-        .register_cluster(registration)
+    port.register_cluster(&caller, registration)
         .await
         .map_err(failed("the cluster registration"))
 }
 
 #[server(prefix = "/fn", endpoint = "check_cluster")]
-pub async fn check_cluster(name: String) -> Result<ClusterSummary, ServerFnError> {
-    port()?
-        .check_cluster(name)
+pub async fn check_cluster(name: String, csrf: String) -> Result<ClusterSummary, ServerFnError> {
+    let (port, caller) = caller().await?;
+    caller
+        .check_csrf(&csrf)
+        .map_err(failed("the cluster check"))?;
+    port.check_cluster(&caller, name)
         .await
         .map_err(failed("the cluster check"))
 }
 
 #[server(prefix = "/fn", endpoint = "get_run_diff")]
 pub async fn get_run_diff(id: i64) -> Result<Option<Vec<ObjectDiff>>, ServerFnError> {
-    port()?.run_diff(id).await.map_err(failed("the diff"))
+    let (port, caller) = caller().await?;
+    port.run_diff(&caller, id).await.map_err(failed("the diff"))
+}
+
+#[server(prefix = "/fn", endpoint = "whoami")]
+pub async fn whoami() -> Result<Option<crate::dto::Me>, ServerFnError> {
+    let parts = use_context::<http::request::Parts>();
+    let port = use_context::<crate::port::Port>()
+        .map(|port| port.0)
+        .ok_or_else(|| ServerFnError::new("the dashboard port is not configured"))?;
+    let parts = parts.ok_or_else(|| ServerFnError::new("no request"))?;
+    Ok(port
+        .identify(parts)
+        .await
+        .map_err(failed("who you are"))?
+        .map(|caller| caller.me))
 }

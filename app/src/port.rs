@@ -4,7 +4,9 @@
 //! the code that answers them (database, git, clusters) lives in `server`,
 //! which depends on this crate. Rather than invert that dependency, `app`
 //! declares what it needs as the [`DashboardPort`] trait; `server` implements
-//! it and provides it to every server function as Leptos context.
+//! it and provides it to every server function as Leptos context. The REST
+//! API calls the same methods, so both surfaces share one set of
+//! permission checks: every method takes the [`Caller`] and decides.
 
 use std::sync::Arc;
 
@@ -12,7 +14,7 @@ use async_trait::async_trait;
 
 use crate::dto::{
     AuditEntry, ChangeRequestSummary, ClusterRegistration, ClusterSummary, ConfigStatus,
-    EnvironmentSummary, ObjectDiff, PendingApproval, ReleaseSummary, RunDetail, RunSummary,
+    EnvironmentSummary, Me, ObjectDiff, PendingApproval, ReleaseSummary, RunDetail, RunSummary,
     Settings,
 };
 
@@ -27,30 +29,92 @@ pub enum PortError {
     /// is shown to them.
     #[error("{0}")]
     Refused(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+/// Who is asking: a signed-in person or an API token's owner.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub user_id: i64,
+    pub me: Me,
+    /// Authenticated by an API token (no CSRF token to check).
+    pub via_token: bool,
+}
+
+impl Caller {
+    /// Refuses unless the caller has at least `role` on `app`.
+    pub fn require(&self, role: crate::dto::Role, app: Option<&str>) -> Result<(), PortError> {
+        if self.me.can(role, app) {
+            return Ok(());
+        }
+        let scope = app.map(|a| format!(" on app {a}")).unwrap_or_default();
+        Err(PortError::Forbidden(format!(
+            "this needs the {role} role{scope}; {} does not have it",
+            self.me.name
+        )))
+    }
+
+    /// Refuses a change sent with a session but without its CSRF token.
+    pub fn check_csrf(&self, sent: &str) -> Result<(), PortError> {
+        let matches = sent.len() == self.me.csrf.len()
+            && sent
+                .bytes()
+                .zip(self.me.csrf.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if self.via_token || (matches && !sent.is_empty()) {
+            Ok(())
+        } else {
+            Err(PortError::Forbidden(
+                "missing or invalid CSRF token; reload the page".into(),
+            ))
+        }
+    }
 }
 
 /// Everything the dashboard reads or does, answered by the server.
 #[async_trait]
 pub trait DashboardPort: Send + Sync + 'static {
-    async fn environments(&self) -> Result<Vec<EnvironmentSummary>, PortError>;
-    async fn runs(&self) -> Result<Vec<RunSummary>, PortError>;
-    async fn change_requests(&self) -> Result<Vec<ChangeRequestSummary>, PortError>;
-    async fn releases(&self) -> Result<Vec<ReleaseSummary>, PortError>;
-    async fn pending_approvals(&self) -> Result<Vec<PendingApproval>, PortError>;
-    async fn clusters(&self) -> Result<Vec<ClusterSummary>, PortError>;
-    async fn audit_log(&self) -> Result<Vec<AuditEntry>, PortError>;
-    async fn settings(&self) -> Result<Settings, PortError>;
-    async fn config_status(&self) -> Result<ConfigStatus, PortError>;
-    async fn run_detail(&self, id: i64) -> Result<Option<RunDetail>, PortError>;
+    /// Who made the request (`None`: nobody signed in).
+    async fn identify(&self, parts: http::request::Parts) -> Result<Option<Caller>, PortError>;
+    async fn environments(&self, caller: &Caller) -> Result<Vec<EnvironmentSummary>, PortError>;
+    async fn runs(&self, caller: &Caller) -> Result<Vec<RunSummary>, PortError>;
+    async fn change_requests(
+        &self,
+        caller: &Caller,
+    ) -> Result<Vec<ChangeRequestSummary>, PortError>;
+    async fn releases(&self, caller: &Caller) -> Result<Vec<ReleaseSummary>, PortError>;
+    async fn pending_approvals(&self, caller: &Caller) -> Result<Vec<PendingApproval>, PortError>;
+    async fn clusters(&self, caller: &Caller) -> Result<Vec<ClusterSummary>, PortError>;
+    async fn audit_log(&self, caller: &Caller) -> Result<Vec<AuditEntry>, PortError>;
+    async fn settings(&self, caller: &Caller) -> Result<Settings, PortError>;
+    async fn config_status(&self, caller: &Caller) -> Result<ConfigStatus, PortError>;
+    async fn run_detail(&self, caller: &Caller, id: i64) -> Result<Option<RunDetail>, PortError>;
     /// The stored log of one step of a run, in order.
-    async fn step_log(&self, run_id: i64, step_id: i64) -> Result<Option<String>, PortError>;
+    async fn step_log(
+        &self,
+        caller: &Caller,
+        run_id: i64,
+        step_id: i64,
+    ) -> Result<Option<String>, PortError>;
     async fn register_cluster(
         &self,
+        caller: &Caller,
         registration: ClusterRegistration,
     ) -> Result<ClusterSummary, PortError>;
-    async fn check_cluster(&self, name: String) -> Result<ClusterSummary, PortError>;
+    async fn check_cluster(
+        &self,
+        caller: &Caller,
+        name: String,
+    ) -> Result<ClusterSummary, PortError>;
     /// What a run would change on its clusters (`None`: no such run).
-    async fn run_diff(&self, id: i64) -> Result<Option<Vec<ObjectDiff>>, PortError>;
+    async fn run_diff(
+        &self,
+        caller: &Caller,
+        id: i64,
+    ) -> Result<Option<Vec<ObjectDiff>>, PortError>;
 }
 
 /// The handle provided as context: `provide_context(Port(...))`.

@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use app::dto::ClusterSummary;
 use serde_json::{Value, json};
 
-use crate::cli::ClusterCommand;
+use crate::cli::{ClusterCommand, TokenCommand};
 use crate::config::Config;
 use crate::db::{self, Db};
 use crate::secrets::{Sealed, Vault};
@@ -21,7 +21,15 @@ fn read(path: &Path) -> anyhow::Result<String> {
 /// `gantry cluster add|list|check|remove`, against `server.public_url`.
 pub async fn cluster(config: &Config, command: ClusterCommand) -> anyhow::Result<()> {
     let base = config.public_url.as_str().trim_end_matches('/').to_string();
-    let client = reqwest::Client::new();
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(token) = std::env::var("GANTRY_TOKEN")
+        && let Ok(value) = format!("Bearer {}", token.trim()).parse()
+    {
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    let client = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?;
     let call = |request: reqwest::RequestBuilder| async {
         let response = request
             .send()
@@ -203,5 +211,51 @@ pub async fn rotate_key(config: Config) -> anyhow::Result<()> {
         "key rotated; the old key is kept as {} (delete it once Gantry starts fine)",
         previous.display()
     );
+    Ok(())
+}
+
+/// `gantry token create`: a token for `--user` with `--role`, printed once.
+pub async fn token(config: Config, command: TokenCommand) -> anyhow::Result<()> {
+    let TokenCommand::Create {
+        name,
+        role,
+        app,
+        expires,
+        user,
+    } = command;
+    let role = app::dto::Role::parse(&role).with_context(|| {
+        format!("unknown role {role:?}; use admin, developer, tester or viewer")
+    })?;
+    let lifetime =
+        crate::gitops::duration::HumanDuration::parse(&expires).map_err(anyhow::Error::msg)?;
+    // The database only, no data-directory lock: this also works while
+    // Gantry runs.
+    let state = crate::state::App::start(config).await?;
+    let user_id = crate::auth::upsert_user(&state, "gantry-cli", &user, &user, None).await?;
+    let (_, token) = crate::auth::tokens::create(
+        &state,
+        user_id,
+        &name,
+        role,
+        app.as_deref(),
+        i64::try_from(lifetime.0.as_millis()).unwrap_or(i64::MAX),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::db::audit::record(
+        state.db.pool(),
+        &crate::db::audit::NewEntry {
+            actor: &user,
+            action: "token.create",
+            target: &name,
+            reason: Some("gantry token create"),
+            source_ip: None,
+            detail: &serde_json::json!({ "role": role.as_str(), "app": app }).to_string(),
+        },
+        crate::db::now_millis(),
+    )
+    .await?;
+    writeln!(std::io::stdout(), "{token}")?;
+    state.db.close().await;
     Ok(())
 }

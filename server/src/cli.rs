@@ -46,6 +46,9 @@ pub struct GlobalArgs {
     /// Log filter, e.g. `info` or `gantry=debug,tower_http=info`.
     #[arg(long, global = true, value_name = "FILTER")]
     pub log: Option<String>,
+    /// Allow the demo's password-less sign-in (loopback binds only).
+    #[arg(long, global = true)]
+    pub dev_login: bool,
     /// Log format.
     #[arg(long, global = true, value_name = "FORMAT", value_parser = parse_log_format)]
     pub log_format: Option<LogFormat>,
@@ -66,6 +69,7 @@ impl GlobalArgs {
             database_url: self.database_url.clone(),
             log: self.log.clone(),
             log_format: self.log_format,
+            dev_login: self.dev_login,
         }
     }
 }
@@ -84,6 +88,32 @@ pub enum Command {
     /// Re-encrypt every secret, cluster credential and sealed manifest with
     /// a new key (Gantry must be stopped).
     RotateKey,
+    /// API tokens for the CLI and automation (works on the database
+    /// directly, so it can create the first admin token).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it (it is shown only once).
+    Create {
+        /// What the token is for, e.g. `ci` or `laptop`.
+        #[arg(long)]
+        name: String,
+        /// admin, developer, tester or viewer.
+        #[arg(long, default_value = "admin")]
+        role: String,
+        /// Limit the token to one app.
+        #[arg(long)]
+        app: Option<String>,
+        /// How long the token lives, e.g. 30d.
+        #[arg(long, default_value = "90d")]
+        expires: String,
+        /// The user the token acts as (created if missing).
+        #[arg(long, default_value = "admin")]
+        user: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

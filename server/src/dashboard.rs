@@ -1,14 +1,16 @@
-//! The server's side of the dashboard port: answers what the Leptos server
-//! functions (and the REST API, which shares these reads) ask for.
+//! The server's side of the dashboard port: every read and action of the
+//! dashboard and of the REST API, each deciding from the [`Caller`] whether
+//! it is allowed. Lists show only the apps the caller may see.
 
 use app::dto::{
     AuditEntry, ChangeRequestSummary, ClusterRegistration, ClusterSummary, ConfigIssue,
-    ConfigStatus, EnvironmentSummary, PendingApproval, ReleaseSummary, RunDetail, RunSummary,
-    SettingSource, Settings,
+    ConfigStatus, EnvironmentSummary, ObjectDiff, PendingApproval, ReleaseSummary, Role, RunDetail,
+    RunSummary, SettingSource, Settings,
 };
-use app::port::{DashboardPort, PortError};
+use app::port::{Caller, DashboardPort, PortError};
 use async_trait::async_trait;
 
+use crate::auth::{Principal, Via};
 use crate::db;
 use crate::state::App;
 
@@ -16,49 +18,101 @@ fn port_error(error: sqlx::Error) -> PortError {
     PortError::Failed(error.to_string())
 }
 
+impl Principal {
+    /// The same person, as the port sees them.
+    pub fn caller(&self) -> Caller {
+        Caller {
+            user_id: self.user_id,
+            me: self.me(),
+            via_token: matches!(self.via, Via::Token { .. }),
+        }
+    }
+}
+
+/// Keeps the items of apps where the caller has at least `role`.
+fn visible<T>(caller: &Caller, role: Role, items: Vec<T>, app_of: impl Fn(&T) -> &str) -> Vec<T> {
+    items
+        .into_iter()
+        .filter(|item| caller.me.can(role, Some(app_of(item))))
+        .collect()
+}
+
 #[async_trait]
 impl DashboardPort for App {
-    async fn environments(&self) -> Result<Vec<EnvironmentSummary>, PortError> {
-        db::environments::list_active(self.db.pool())
+    async fn identify(
+        &self,
+        parts: axum::http::request::Parts,
+    ) -> Result<Option<Caller>, PortError> {
+        let principal = crate::auth::authenticate(&parts, self)
             .await
-            .map_err(port_error)
+            .map_err(|e| PortError::Failed(e.to_string()))?;
+        Ok(principal.map(|p| p.caller()))
     }
 
-    async fn runs(&self) -> Result<Vec<RunSummary>, PortError> {
-        db::runs::list_recent(self.db.pool())
+    async fn environments(&self, caller: &Caller) -> Result<Vec<EnvironmentSummary>, PortError> {
+        let all = db::environments::list_active(self.db.pool())
             .await
-            .map_err(port_error)
+            .map_err(port_error)?;
+        // Drift details name objects and fields: admins only.
+        let admin = caller.me.can_anywhere(Role::Admin);
+        Ok(visible(caller, Role::Viewer, all, |e| &e.app)
+            .into_iter()
+            .map(|mut e| {
+                if !caller.me.can(Role::Admin, Some(&e.app)) && !admin {
+                    e.drift = e
+                        .drift
+                        .map(|_| "drift found; an admin can see the details".into());
+                }
+                e
+            })
+            .collect())
     }
 
-    async fn change_requests(&self) -> Result<Vec<ChangeRequestSummary>, PortError> {
-        db::change_requests::list(self.db.pool())
+    async fn runs(&self, caller: &Caller) -> Result<Vec<RunSummary>, PortError> {
+        let all = db::runs::list_recent(self.db.pool())
             .await
-            .map_err(port_error)
+            .map_err(port_error)?;
+        Ok(visible(caller, Role::Viewer, all, |r| &r.app))
     }
 
-    async fn releases(&self) -> Result<Vec<ReleaseSummary>, PortError> {
-        db::releases::list_recent(self.db.pool())
+    async fn change_requests(
+        &self,
+        caller: &Caller,
+    ) -> Result<Vec<ChangeRequestSummary>, PortError> {
+        let all = db::change_requests::list(self.db.pool())
             .await
-            .map_err(port_error)
+            .map_err(port_error)?;
+        Ok(visible(caller, Role::Viewer, all, |c| &c.app))
     }
 
-    async fn pending_approvals(&self) -> Result<Vec<PendingApproval>, PortError> {
-        db::runs::list_waiting_for_approval(self.db.pool())
+    async fn releases(&self, caller: &Caller) -> Result<Vec<ReleaseSummary>, PortError> {
+        let all = db::releases::list_recent(self.db.pool())
             .await
-            .map_err(port_error)
+            .map_err(port_error)?;
+        Ok(visible(caller, Role::Viewer, all, |r| &r.app))
     }
 
-    async fn clusters(&self) -> Result<Vec<ClusterSummary>, PortError> {
+    async fn pending_approvals(&self, caller: &Caller) -> Result<Vec<PendingApproval>, PortError> {
+        let all = db::runs::list_waiting_for_approval(self.db.pool())
+            .await
+            .map_err(port_error)?;
+        Ok(visible(caller, Role::Viewer, all, |p| &p.app))
+    }
+
+    async fn clusters(&self, caller: &Caller) -> Result<Vec<ClusterSummary>, PortError> {
+        caller.require(Role::Admin, None)?;
         db::clusters::list(self.db.pool()).await.map_err(port_error)
     }
 
-    async fn audit_log(&self) -> Result<Vec<AuditEntry>, PortError> {
+    async fn audit_log(&self, caller: &Caller) -> Result<Vec<AuditEntry>, PortError> {
+        caller.require(Role::Viewer, None)?;
         db::audit::list_recent(self.db.pool())
             .await
             .map_err(port_error)
     }
 
-    async fn settings(&self) -> Result<Settings, PortError> {
+    async fn settings(&self, caller: &Caller) -> Result<Settings, PortError> {
+        caller.require(Role::Admin, None)?;
         Ok(Settings {
             version: env!("CARGO_PKG_VERSION").to_string(),
             database_backend: self.db.backend().name().to_string(),
@@ -77,7 +131,9 @@ impl DashboardPort for App {
         })
     }
 
-    async fn config_status(&self) -> Result<ConfigStatus, PortError> {
+    /// The pipeline repo is the admins' business: others learn only that
+    /// there are problems.
+    async fn config_status(&self, caller: &Caller) -> Result<ConfigStatus, PortError> {
         let latest = db::config_revisions::latest(self.db.pool())
             .await
             .map_err(port_error)?;
@@ -99,12 +155,25 @@ impl DashboardPort for App {
                 message: error,
             });
         }
+        let admin = caller.me.can(Role::Admin, None);
+        if !admin && !issues.is_empty() {
+            issues = vec![ConfigIssue {
+                file: String::new(),
+                line: None,
+                column: None,
+                field: String::new(),
+                message: format!("{} problem(s); an admin can see the details", issues.len()),
+            }];
+        }
         Ok(ConfigStatus {
-            pipeline_repo: self
-                .config
-                .pipeline_repo
-                .as_deref()
-                .map(crate::config::redact_url),
+            pipeline_repo: if admin {
+                self.config
+                    .pipeline_repo
+                    .as_deref()
+                    .map(crate::config::redact_url)
+            } else {
+                None
+            },
             pipeline_branch: self.config.pipeline_branch.clone(),
             pipeline_sha: latest.as_ref().map(|r| r.pipeline_sha.clone()),
             state: latest.as_ref().map(|r| r.state.clone()),
@@ -113,11 +182,13 @@ impl DashboardPort for App {
         })
     }
 
-    async fn run_detail(&self, id: i64) -> Result<Option<RunDetail>, PortError> {
+    async fn run_detail(&self, caller: &Caller, id: i64) -> Result<Option<RunDetail>, PortError> {
         let pool = self.db.pool();
         let Some((run, extra)) = db::runs::detail(pool, id).await.map_err(port_error)? else {
             return Ok(None);
         };
+        // Testers read test results; steps and errors too (logs need more).
+        caller.require(Role::Tester, Some(&run.app))?;
         Ok(Some(RunDetail {
             run,
             pipeline_sha: extra.pipeline_sha,
@@ -132,8 +203,17 @@ impl DashboardPort for App {
         }))
     }
 
-    async fn step_log(&self, run_id: i64, step_id: i64) -> Result<Option<String>, PortError> {
+    async fn step_log(
+        &self,
+        caller: &Caller,
+        run_id: i64,
+        step_id: i64,
+    ) -> Result<Option<String>, PortError> {
         let pool = self.db.pool();
+        let Some((run, _)) = db::runs::detail(pool, run_id).await.map_err(port_error)? else {
+            return Ok(None);
+        };
+        caller.require(Role::Developer, Some(&run.app))?;
         let steps = db::steps::list(pool, run_id).await.map_err(port_error)?;
         if !steps.iter().any(|step| step.id == step_id) {
             return Ok(None);
@@ -146,30 +226,75 @@ impl DashboardPort for App {
 
     async fn register_cluster(
         &self,
+        caller: &Caller,
         registration: ClusterRegistration,
     ) -> Result<ClusterSummary, PortError> {
+        caller.require(Role::Admin, None)?;
         let summary = crate::clusters::register(self, &registration)
             .await
             .map_err(cluster_error)?;
+        audit(self, caller, "cluster.register", &summary.name, None).await?;
         if let Err(error) = crate::gitops::reconcile::reapply(self).await {
             tracing::warn!(%error, "re-reading the pipeline repo after a cluster change failed");
         }
         Ok(summary)
     }
 
-    async fn check_cluster(&self, name: String) -> Result<ClusterSummary, PortError> {
+    async fn check_cluster(
+        &self,
+        caller: &Caller,
+        name: String,
+    ) -> Result<ClusterSummary, PortError> {
+        caller.require(Role::Admin, None)?;
         crate::clusters::check(self, &name)
             .await
             .map_err(cluster_error)
     }
 
-    async fn run_diff(&self, id: i64) -> Result<Option<Vec<app::dto::ObjectDiff>>, PortError> {
+    async fn run_diff(
+        &self,
+        caller: &Caller,
+        id: i64,
+    ) -> Result<Option<Vec<ObjectDiff>>, PortError> {
+        let Some((run, _)) = db::runs::detail(self.db.pool(), id)
+            .await
+            .map_err(port_error)?
+        else {
+            return Ok(None);
+        };
+        // Manifests are the admins' (they may hold more than developers see).
+        caller.require(Role::Admin, Some(&run.app))?;
         // A diff that cannot be computed (cluster down, bad manifests) is
         // something the admin should read, not a server fault.
         crate::deploy::drift::diff_for_run(self, id)
             .await
             .map_err(|e| PortError::Refused(format!("cannot compute the diff: {e:#}")))
     }
+}
+
+/// Records what a person did.
+pub async fn audit(
+    app: &App,
+    caller: &Caller,
+    action: &str,
+    target: &str,
+    reason: Option<&str>,
+) -> Result<(), PortError> {
+    db::audit::record(
+        app.db.pool(),
+        &db::audit::NewEntry {
+            actor: &caller.me.name,
+            action,
+            target,
+            reason,
+            source_ip: None,
+            detail: "{}",
+        },
+        db::now_millis(),
+    )
+    .await
+    .map(|_| ())
+    .map_err(port_error)
 }
 
 /// Mistakes in a registration are the person's to fix; the rest is ours.

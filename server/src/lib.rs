@@ -3,6 +3,7 @@
 //! deployment and ledger domains. `main.rs` is only the command line.
 
 pub mod admin;
+pub mod auth;
 pub mod cli;
 pub mod clusters;
 pub mod config;

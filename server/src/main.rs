@@ -38,6 +38,7 @@ fn main() -> ExitCode {
             Command::Migrate => gantry::migrate::run(config).await,
             Command::Cluster(command) => gantry::admin::cluster(&config, command).await,
             Command::RotateKey => gantry::admin::rotate_key(config).await,
+            Command::Token(command) => gantry::admin::token(config, command).await,
         }
     });
     match outcome {

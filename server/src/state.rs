@@ -33,6 +33,7 @@ pub struct App {
     pub events: RunEvents,
     pub proxy: crate::http::proxy::ProxyClient,
     pub clusters: crate::clusters::ClientCache,
+    pub oidc: crate::auth::oidc::Oidc,
     /// Tells background loops to stop.
     pub shutdown: CancellationToken,
     /// This process, in the runs it claims.
@@ -81,6 +82,7 @@ impl App {
             events: RunEvents::default(),
             proxy: crate::http::proxy::client(),
             clusters: crate::clusters::ClientCache::default(),
+            oidc: crate::auth::oidc::Oidc::default(),
             shutdown: CancellationToken::new(),
             runner_id,
             instance_tag,

@@ -35,6 +35,16 @@ pub const ENV_VARS: &[&str] = &[
     "GANTRY_GIT_MAX_PARALLEL",
     "GANTRY_SECRET_KEY_FILE",
     "GANTRY_DRIFT_INTERVAL",
+    "GANTRY_OIDC_ISSUER",
+    "GANTRY_OIDC_CLIENT_ID",
+    "GANTRY_OIDC_CLIENT_SECRET",
+    "GANTRY_ROLES_CLAIM",
+    "GANTRY_DEV_LOGIN",
+    "GANTRY_SESSION_IDLE",
+    "GANTRY_SESSION_MAX",
+    "GANTRY_REAUTH_MAX_AGE",
+    // Read by the `gantry cluster` commands, not the server.
+    "GANTRY_TOKEN",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -173,10 +183,32 @@ pub struct Config {
     pub secret_key_file: PathBuf,
     /// How often live cluster state is compared with the last deployment.
     pub drift_interval: std::time::Duration,
+    /// OpenID Connect single sign-on (none: only API tokens and, if
+    /// enabled, the dev login).
+    pub oidc: Option<OidcSettings>,
+    /// The claim whose values map to roles.
+    pub roles_claim: String,
+    /// The demo's sign-in without a password (loopback binds only).
+    pub dev_login: bool,
+    /// A session ends after this long without a request...
+    pub session_idle: std::time::Duration,
+    /// ...and after this long in any case.
+    pub session_max: std::time::Duration,
+    /// How recent a sign-in must be to approve for an environment that
+    /// demands a fresh one.
+    pub reauth_max_age: std::time::Duration,
     /// The config file that was read, if any.
     pub file: Option<PathBuf>,
     /// Each setting, its value as shown to people, and the layer that set it.
     pub sources: Vec<(&'static str, String, Origin)>,
+}
+
+/// The identity provider Gantry signs people in with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OidcSettings {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: String,
 }
 
 /// Values given on the command line (`None` when the flag is absent).
@@ -190,6 +222,7 @@ pub struct Flags {
     pub database_url: Option<String>,
     pub log: Option<String>,
     pub log_format: Option<LogFormat>,
+    pub dev_login: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -203,6 +236,7 @@ struct FileConfig {
     git: GitSection,
     secrets: SecretsSection,
     drift: DriftSection,
+    auth: AuthSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -236,6 +270,19 @@ struct SecretsSection {
 #[serde(default, deny_unknown_fields)]
 struct DriftSection {
     interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct AuthSection {
+    oidc_issuer: Option<String>,
+    oidc_client_id: Option<String>,
+    oidc_client_secret: Option<String>,
+    roles_claim: Option<String>,
+    dev_login: Option<bool>,
+    session_idle: Option<String>,
+    session_max: Option<String>,
+    reauth_max_age: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -467,6 +514,126 @@ impl Config {
             |text| crate::gitops::duration::HumanDuration::parse(text).map(|d| d.0),
         )?;
 
+        let duration =
+            |text: &str| crate::gitops::duration::HumanDuration::parse(text).map(|d| d.0);
+        let optional = |text: &str| {
+            Ok::<_, String>((!text.trim().is_empty()).then(|| text.trim().to_string()))
+        };
+        let issuer = layers.resolve(
+            "auth.oidc_issuer",
+            "",
+            file.auth.oidc_issuer.clone(),
+            Some("GANTRY_OIDC_ISSUER"),
+            None,
+            optional,
+        )?;
+        let client_id = layers.resolve(
+            "auth.oidc_client_id",
+            "",
+            file.auth.oidc_client_id.clone(),
+            Some("GANTRY_OIDC_CLIENT_ID"),
+            None,
+            optional,
+        )?;
+        let client_secret = layers.resolve(
+            "auth.oidc_client_secret",
+            "",
+            file.auth.oidc_client_secret.clone(),
+            Some("GANTRY_OIDC_CLIENT_SECRET"),
+            None,
+            optional,
+        )?;
+        let oidc = match (issuer, client_id, client_secret) {
+            (Some(issuer), Some(client_id), Some(client_secret)) => {
+                url::Url::parse(&issuer).map_err(|e| ConfigError::Invalid {
+                    key: "auth.oidc_issuer",
+                    value: issuer.clone(),
+                    origin: layers.origin_of("auth.oidc_issuer"),
+                    reason: format!("expected the issuer URL ({e})"),
+                })?;
+                Some(OidcSettings {
+                    issuer,
+                    client_id,
+                    client_secret,
+                })
+            }
+            (None, None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: "auth.oidc_issuer",
+                    value: String::new(),
+                    origin: layers.origin_of("auth.oidc_issuer"),
+                    reason: "single sign-on needs auth.oidc_issuer, auth.oidc_client_id and auth.oidc_client_secret together".into(),
+                });
+            }
+        };
+        let roles_claim = layers.resolve(
+            "auth.roles_claim",
+            "groups",
+            file.auth.roles_claim.clone(),
+            Some("GANTRY_ROLES_CLAIM"),
+            None,
+            |t| {
+                if t.trim().is_empty() {
+                    Err("must not be empty".to_string())
+                } else {
+                    Ok(t.trim().to_string())
+                }
+            },
+        )?;
+        let dev_login = layers.resolve(
+            "auth.dev_login",
+            "false",
+            file.auth.dev_login.map(|v| v.to_string()),
+            Some("GANTRY_DEV_LOGIN"),
+            flags.dev_login.then(|| ("true".to_string(), "--dev-login")),
+            |t| match t {
+                "true" | "1" => Ok(true),
+                "false" | "0" => Ok(false),
+                _ => Err("expected true or false".to_string()),
+            },
+        )?;
+        if dev_login && !bind.ip().is_loopback() {
+            return Err(ConfigError::Invalid {
+                key: "auth.dev_login",
+                value: "true".into(),
+                origin: layers.origin_of("auth.dev_login"),
+                reason: format!(
+                    "the dev login signs anyone in without a password, so it only works on a loopback bind; server.bind is {bind}"
+                ),
+            });
+        }
+        let session_idle = layers.resolve(
+            "auth.session_idle",
+            "8h",
+            file.auth.session_idle.clone(),
+            Some("GANTRY_SESSION_IDLE"),
+            None,
+            duration,
+        )?;
+        let session_max = layers.resolve(
+            "auth.session_max",
+            "24h",
+            file.auth.session_max.clone(),
+            Some("GANTRY_SESSION_MAX"),
+            None,
+            duration,
+        )?;
+        let reauth_max_age = layers.resolve(
+            "auth.reauth_max_age",
+            "5m",
+            file.auth.reauth_max_age.clone(),
+            Some("GANTRY_REAUTH_MAX_AGE"),
+            None,
+            duration,
+        )?;
+        // The client secret is never shown.
+        for entry in layers.sources.iter_mut() {
+            if entry.0 == "auth.oidc_client_secret" && !entry.1.is_empty() {
+                entry.1 = "***".into();
+            }
+        }
+
         // Never show a password, wherever the URL came from.
         for entry in layers.sources.iter_mut() {
             if entry.0 == "storage.database_url" || entry.0 == "pipeline.repo" {
@@ -490,6 +657,12 @@ impl Config {
             git_max_parallel,
             secret_key_file,
             drift_interval,
+            oidc,
+            roles_claim,
+            dev_login,
+            session_idle,
+            session_max,
+            reauth_max_age,
             file: file_path,
             sources: layers.sources,
         })
@@ -512,6 +685,14 @@ struct Layers<'a> {
 }
 
 impl Layers<'_> {
+    fn origin_of(&self, key: &str) -> Origin {
+        self.sources
+            .iter()
+            .find(|(k, _, _)| *k == key)
+            .map(|(_, _, o)| o.clone())
+            .unwrap_or(Origin::Default)
+    }
+
     /// Takes the highest layer that has a value, records where it came from,
     /// and parses it; a parse error names the key, the value and its layer.
     fn resolve<T>(

@@ -192,10 +192,11 @@ async fn approve_first_production_run(app: &App) -> anyhow::Result<()> {
     while tokio::time::Instant::now() < deadline {
         let pending = db::runs::list_waiting_for_approval(app.db.pool()).await?;
         if let Some(run) = pending.iter().find(|p| p.environment == "production") {
+            let demo = crate::auth::system_caller(app, "demo", app::dto::Role::Admin).await?;
             crate::flow::approval::approve(
                 app,
+                &demo,
                 run.run_id,
-                "demo",
                 Some("approved by gantry demo so every environment starts live"),
             )
             .await

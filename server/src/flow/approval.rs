@@ -2,14 +2,16 @@
 //! environment with an approval policy waits in `waiting_for_approval` until
 //! enough distinct people approve it; one rejection ends it.
 //!
-//! Until sign-in exists, the approver is the name the API caller gives;
-//! roles and self-approval are enforced once identities are real.
+//! Who may approve is the environment's policy: the roles allowed (a role
+//! includes the ones above it), and a fresh sign-in where it demands one.
 
 use app::dto::RunState;
 
 use crate::db::{self, audit::NewEntry, now_millis};
-use crate::gitops::schema::AppConfig;
+use crate::gitops::schema::{AppConfig, ApprovalPolicy};
 use crate::state::App;
+use app::dto::Role;
+use app::port::Caller;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApprovalError {
@@ -19,8 +21,8 @@ pub enum ApprovalError {
     NotWaiting { id: i64, state: String },
     #[error("{actor} has already approved run {id}")]
     AlreadyApproved { id: i64, actor: String },
-    #[error("an approver name is required")]
-    NoActor,
+    #[error("{0}")]
+    Forbidden(String),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
     #[error("the app's configuration is unreadable: {0}")]
@@ -40,33 +42,67 @@ pub enum ApprovalOutcome {
 
 pub async fn approve(
     app: &App,
+    caller: &Caller,
     run_id: i64,
-    actor: &str,
     comment: Option<&str>,
 ) -> Result<ApprovalOutcome, ApprovalError> {
-    decide(app, run_id, actor, comment, true).await
+    decide(app, caller, run_id, comment, true).await
 }
 
 pub async fn reject(
     app: &App,
+    caller: &Caller,
     run_id: i64,
-    actor: &str,
     comment: Option<&str>,
 ) -> Result<ApprovalOutcome, ApprovalError> {
-    decide(app, run_id, actor, comment, false).await
+    decide(app, caller, run_id, comment, false).await
+}
+
+/// Checks that `caller` may decide under `policy` for `app_name`.
+pub fn check_policy(
+    app: &App,
+    caller: &Caller,
+    policy: Option<&ApprovalPolicy>,
+    app_name: &str,
+) -> Result<(), ApprovalError> {
+    let roles: Vec<Role> = policy
+        .map(|p| p.roles.iter().filter_map(|r| Role::parse(r)).collect())
+        .unwrap_or_default();
+    let lowest = roles
+        .iter()
+        .min_by_key(|r| r.rank())
+        .copied()
+        .unwrap_or(Role::Admin);
+    if !caller.me.can(lowest, Some(app_name)) {
+        return Err(ApprovalError::Forbidden(format!(
+            "approving here needs the {lowest} role on {app_name}; {} does not have it",
+            caller.me.name
+        )));
+    }
+    if policy.is_some_and(|p| p.reauth) {
+        let max_age = app.config.reauth_max_age.as_millis() as i64;
+        let fresh = caller
+            .me
+            .auth_time
+            .is_some_and(|t| now_millis() - t <= max_age);
+        if !fresh {
+            return Err(ApprovalError::Forbidden(format!(
+                "this environment needs a fresh sign-in to approve (within {}); sign in again at /auth/login?fresh=1",
+                crate::gitops::duration::HumanDuration(app.config.reauth_max_age)
+            )));
+        }
+    }
+    Ok(())
 }
 
 async fn decide(
     app: &App,
+    caller: &Caller,
     run_id: i64,
-    actor: &str,
     comment: Option<&str>,
     approve: bool,
 ) -> Result<ApprovalOutcome, ApprovalError> {
-    let actor = actor.trim();
-    if actor.is_empty() {
-        return Err(ApprovalError::NoActor);
-    }
+    let actor = caller.me.name.as_str();
     let pool = app.db.pool();
     let run = db::runs::get(pool, run_id)
         .await?
@@ -84,16 +120,19 @@ async fn decide(
         .await?
         .ok_or(ApprovalError::NotFound(run_id))?;
     let config: AppConfig = serde_json::from_str(&app_row.config)?;
-    let required = config
+    let policy = config
         .stack
         .iter()
         .find(|entry| entry.env == env.stack_entry)
-        .and_then(|entry| entry.approval.as_ref())
+        .and_then(|entry| entry.approval.clone());
+    check_policy(app, caller, policy.as_ref(), &app_row.name)?;
+    let required = policy
+        .as_ref()
         .map_or(1, |policy| i64::from(policy.required));
 
     let now = now_millis();
     let mut tx = pool.begin().await?;
-    let user_id = ensure_api_user(&mut tx, actor, now).await?;
+    let user_id = caller.user_id;
     let already: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM approvals WHERE run_id = $1 AND user_id = $2 AND decision = 'approved'")
         .bind(run_id)
         .bind(user_id)
@@ -159,27 +198,4 @@ async fn decide(
         app.flow.runner_wake.notify_one();
     }
     Ok(outcome)
-}
-
-/// The user row standing for an API caller until sign-in exists.
-async fn ensure_api_user(
-    conn: &mut sqlx::AnyConnection,
-    name: &str,
-    now: i64,
-) -> Result<i64, sqlx::Error> {
-    if let Some(id) =
-        sqlx::query_scalar("SELECT id FROM users WHERE issuer = 'gantry-api' AND subject = $1")
-            .bind(name)
-            .fetch_optional(&mut *conn)
-            .await?
-    {
-        return Ok(id);
-    }
-    sqlx::query_scalar(
-        "INSERT INTO users (issuer, subject, display_name, created_at) VALUES ('gantry-api', $1, $1, $2) RETURNING id",
-    )
-    .bind(name)
-    .bind(now)
-    .fetch_one(&mut *conn)
-    .await
 }

@@ -112,6 +112,12 @@ impl BranchMatch {
 pub struct ApprovalPolicy {
     pub required: u32,
     pub roles: Vec<String>,
+    /// May the author of a change approve it? (default: no)
+    #[serde(default)]
+    pub self_approval: bool,
+    /// Approvers must have signed in within `auth.reauth_max_age`.
+    #[serde(default)]
+    pub reauth: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

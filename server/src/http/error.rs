@@ -16,6 +16,8 @@ pub enum ApiError {
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     Conflict(String),
     #[error("internal error: {0}")]
     Internal(String),
@@ -30,7 +32,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// A stable, machine-readable code: `not_found`, `bad_request`,
-    /// `unauthorized`, `conflict`, `internal`.
+    /// `unauthorized`, `forbidden`, `conflict`, `internal`.
     pub code: &'static str,
     pub message: String,
 }
@@ -41,6 +43,7 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -73,6 +76,7 @@ impl From<app::port::PortError> for ApiError {
         match error {
             app::port::PortError::Failed(cause) => ApiError::Internal(cause),
             app::port::PortError::Refused(reason) => ApiError::BadRequest(reason),
+            app::port::PortError::Forbidden(reason) => ApiError::Forbidden(reason),
         }
     }
 }

@@ -14,7 +14,7 @@ use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::http::middleware::{REQUEST_ID, record_metrics, request_span};
-use crate::http::{api, assets, dashboard, ops, proxy};
+use crate::http::{api, assets, auth, dashboard, ops, proxy};
 use crate::state::AppState;
 
 pub fn build_app(state: AppState) -> Router {
@@ -25,6 +25,10 @@ pub fn build_app(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/pkg/{name}", get(assets::serve_asset))
+        .route("/auth/login", get(auth::login))
+        .route("/auth/callback", get(auth::callback))
+        .route("/auth/dev", get(auth::dev_form).post(auth::dev_login))
+        .route("/auth/logout", axum::routing::post(auth::logout))
         .route("/env/{app}/{env}", axum::routing::any(proxy::by_path))
         .route("/env/{app}/{env}/", axum::routing::any(proxy::by_path))
         .route(
@@ -35,6 +39,7 @@ pub fn build_app(state: AppState) -> Router {
         .merge(dashboard::routes(&state))
         .fallback(dashboard::fallback)
         .layer(axum::middleware::from_fn(record_metrics))
+        .layer(auth::session_layer(&state))
         // Environment hosts are proxied before any route sees them.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

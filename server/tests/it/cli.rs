@@ -237,16 +237,23 @@ fn migrate_works_against_postgresql_from_database_url() {
     runtime.block_on(database.drop_now());
 }
 
-/// Runs `gantry --public-url <url> <args>` off the async runtime.
-async fn gantry_cli(dir: &std::path::Path, url: &str, args: &[&str]) -> std::process::Output {
-    let (dir, mut all) = (
-        dir.to_path_buf(),
-        vec!["--public-url".to_string(), url.to_string()],
-    );
+/// Runs `gantry --public-url <url> <args>` off the async runtime, with
+/// `GANTRY_TOKEN` set to `token` (unless empty).
+async fn gantry_cli(
+    dir: &std::path::Path,
+    url: &str,
+    token: &str,
+    args: &[&str],
+) -> std::process::Output {
+    let (dir, token) = (dir.to_path_buf(), token.to_string());
+    let mut all = vec!["--public-url".to_string(), url.to_string()];
     all.extend(args.iter().map(|a| a.to_string()));
     tokio::task::spawn_blocking(move || {
         let mut command = gantry(&dir);
         command.args(&all);
+        if !token.is_empty() {
+            command.env("GANTRY_TOKEN", token);
+        }
         run(command)
     })
     .await
@@ -264,6 +271,7 @@ async fn the_cluster_commands_and_key_rotation_work_against_the_real_binary() {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}/");
     let data = dir.path().join("data");
+    let data_arg = data.display().to_string();
     let serve = || {
         let mut child = gantry(dir.path())
             .args([
@@ -271,7 +279,7 @@ async fn the_cluster_commands_and_key_rotation_work_against_the_real_binary() {
                 "--bind",
                 &format!("127.0.0.1:{port}"),
                 "--data-dir",
-                &data.display().to_string(),
+                &data_arg,
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -280,17 +288,42 @@ async fn the_cluster_commands_and_key_rotation_work_against_the_real_binary() {
         wait_until_serving(&mut child, port);
         child
     };
+    // The first admin token comes from the command line.
+    let created = gantry_cli(
+        dir.path(),
+        &url,
+        "",
+        &[
+            "token",
+            "create",
+            "--name",
+            "cli",
+            "--role",
+            "admin",
+            "--data-dir",
+            &data_arg,
+        ],
+    )
+    .await;
+    assert!(created.status.success(), "{}", stderr(&created));
+    let token = String::from_utf8_lossy(&created.stdout).trim().to_string();
+    assert!(token.starts_with("gat_"), "{token}");
+
     let mut server = serve();
+    let refused = gantry_cli(dir.path(), &url, "", &["cluster", "list"]).await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("(HTTP 401)"),
+        "{}",
+        stderr(&refused)
+    );
+
+    let kubeconfig_arg = kubeconfig.display().to_string();
     let added = gantry_cli(
         dir.path(),
         &url,
-        &[
-            "cluster",
-            "add",
-            "dev",
-            "--kubeconfig",
-            &kubeconfig.display().to_string(),
-        ],
+        &token,
+        &["cluster", "add", "dev", "--kubeconfig", &kubeconfig_arg],
     )
     .await;
     assert!(added.status.success(), "{}", stderr(&added));
@@ -301,7 +334,7 @@ async fn the_cluster_commands_and_key_rotation_work_against_the_real_binary() {
             cluster.url()
         )
     );
-    let listed = gantry_cli(dir.path(), &url, &["cluster", "list"]).await;
+    let listed = gantry_cli(dir.path(), &url, &token, &["cluster", "list"]).await;
     assert!(
         String::from_utf8_lossy(&listed.stdout).starts_with("dev\t"),
         "{}",
@@ -317,7 +350,8 @@ async fn the_cluster_commands_and_key_rotation_work_against_the_real_binary() {
     let rotated = gantry_cli(
         dir.path(),
         &url,
-        &["rotate-key", "--data-dir", &data.display().to_string()],
+        &token,
+        &["rotate-key", "--data-dir", &data_arg],
     )
     .await;
     assert!(rotated.status.success(), "{}", stderr(&rotated));
@@ -330,16 +364,16 @@ async fn the_cluster_commands_and_key_rotation_work_against_the_real_binary() {
         before
     );
     let mut server = serve();
-    let checked = gantry_cli(dir.path(), &url, &["cluster", "check", "dev"]).await;
+    let checked = gantry_cli(dir.path(), &url, &token, &["cluster", "check", "dev"]).await;
     assert!(
         String::from_utf8_lossy(&checked.stdout).contains("\treachable\t"),
         "{}",
         stderr(&checked)
     );
 
-    let removed = gantry_cli(dir.path(), &url, &["cluster", "remove", "dev"]).await;
+    let removed = gantry_cli(dir.path(), &url, &token, &["cluster", "remove", "dev"]).await;
     assert_eq!(String::from_utf8_lossy(&removed.stdout), "removed dev\n");
-    let gone = gantry_cli(dir.path(), &url, &["cluster", "check", "dev"]).await;
+    let gone = gantry_cli(dir.path(), &url, &token, &["cluster", "check", "dev"]).await;
     assert_eq!(gone.status.code(), Some(1));
     assert_eq!(
         stderr(&gone).trim(),

@@ -16,10 +16,34 @@ const MINUTE: Duration = Duration::from_secs(60);
 struct Server {
     child: Child,
     port: u16,
+    token: String,
+}
+
+/// An admin token for the data directory (created before the server runs).
+fn admin_token(data: &Path) -> String {
+    let output = gantry(data)
+        .args([
+            "token",
+            "create",
+            "--name",
+            "crash-test",
+            "--role",
+            "admin",
+            "--data-dir",
+            &data.join("data").display().to_string(),
+        ])
+        .output()
+        .expect("gantry token create");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
 impl Server {
-    fn start(data: &Path, pipeline: &str, port: u16) -> Server {
+    fn start(data: &Path, pipeline: &str, port: u16, token: &str) -> Server {
         let mut child = gantry(data)
             .args([
                 "serve",
@@ -36,7 +60,11 @@ impl Server {
             .spawn()
             .expect("spawn gantry");
         wait_until_serving(&mut child, port);
-        Server { child, port }
+        Server {
+            child,
+            port,
+            token: token.to_string(),
+        }
     }
 
     fn kill(mut self) {
@@ -47,7 +75,10 @@ impl Server {
     }
 
     async fn get(&self, path: &str) -> Value {
-        reqwest::get(format!("http://127.0.0.1:{}{path}", self.port))
+        reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}{path}", self.port))
+            .bearer_auth(&self.token)
+            .send()
             .await
             .expect("get")
             .json()
@@ -109,7 +140,8 @@ async fn a_run_killed_mid_step_ends_clearly_and_resumes_after_restart() {
     let repos = Repos::new(&step);
     let latest = repos.app.head("latest");
     let port = free_port();
-    let server = Server::start(data.path(), &repos.pipeline.path(), port);
+    let token = admin_token(data.path());
+    let server = Server::start(data.path(), &repos.pipeline.path(), port, &token);
     wait_for("the staging run to be running", MINUTE, || async {
         server
             .run_of(&latest)
@@ -125,7 +157,7 @@ async fn a_run_killed_mid_step_ends_clearly_and_resumes_after_restart() {
     );
 
     std::fs::remove_file(&flag).expect("unflag");
-    let server = Server::start(data.path(), &repos.pipeline.path(), port);
+    let server = Server::start(data.path(), &repos.pipeline.path(), port, &token);
     let runs = wait_for("the resumed run to succeed", MINUTE, || async {
         let runs = server.run_of(&latest).await;
         runs.iter()
@@ -172,7 +204,8 @@ async fn a_deploy_killed_midway_is_not_applied_twice_and_the_old_version_comes_b
     repos.pipeline.commit("slow start when asked");
     let v1 = repos.app.head("latest");
     let port = free_port();
-    let server = Server::start(data.path(), &repos.pipeline.path(), port);
+    let token = admin_token(data.path());
+    let server = Server::start(data.path(), &repos.pipeline.path(), port, &token);
     wait_for("v1 on staging", MINUTE, || async {
         server.served("staging").await.filter(|t| t.contains(&v1))
     })
@@ -193,7 +226,7 @@ async fn a_deploy_killed_midway_is_not_applied_twice_and_the_old_version_comes_b
     .await;
     server.kill();
 
-    let server = Server::start(data.path(), &repos.pipeline.path(), port);
+    let server = Server::start(data.path(), &repos.pipeline.path(), port, &token);
     let text = wait_for("v1 to serve again after the restart", MINUTE, || async {
         server.served("staging").await
     })

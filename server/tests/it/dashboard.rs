@@ -139,6 +139,7 @@ async fn the_clusters_page_registers_and_checks_clusters() {
             ("name", "dev"),
             ("kubeconfig", &cluster.kubeconfig("ctx")),
             ("context", "nope"),
+            ("csrf", ""),
         ]))
         .await;
     assert_eq!(refused.status, StatusCode::INTERNAL_SERVER_ERROR);
@@ -155,6 +156,7 @@ async fn the_clusters_page_registers_and_checks_clusters() {
             ("name", "dev"),
             ("kubeconfig", &cluster.kubeconfig("ctx")),
             ("context", ""),
+            ("csrf", ""),
         ]))
         .await;
     assert_eq!(registered.status, StatusCode::OK, "{}", registered.text());

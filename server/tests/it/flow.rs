@@ -144,7 +144,7 @@ on_both! {
             pending.as_array().filter(|a| !a.is_empty()).map(|a| a[0]["run_id"].as_i64().unwrap())
         })
         .await;
-        let outcome = app.post_json(&format!("/api/v1/runs/{pending}/approve"), serde_json::json!({ "actor": "alice", "comment": "ship it" })).await;
+        let outcome = app.post_json(&format!("/api/v1/runs/{pending}/approve"), serde_json::json!({ "comment": "ship it" })).await;
         assert_eq!(outcome.status, 200, "{}", outcome.text());
         assert_eq!(outcome.json(), serde_json::json!({ "outcome": "released", "approvals": 1, "required": 1 }));
         let master = repos.app.head("master");
@@ -153,7 +153,7 @@ on_both! {
         })
         .await;
         // A second decision on a run that is no longer held is a conflict.
-        let again = app.post_json(&format!("/api/v1/runs/{pending}/approve"), serde_json::json!({ "actor": "bob" })).await;
+        let again = app.post_json(&format!("/api/v1/runs/{pending}/approve"), serde_json::json!({})).await;
         assert_eq!(again.status, 409);
         // Production deployments are releases in the ledger.
         let releases = wait_for("the release to be recorded", MINUTE, || async {
@@ -164,7 +164,7 @@ on_both! {
         assert_eq!(releases[0]["version"], master.as_str());
         assert_eq!(releases[0]["state"], "live");
         let audit = app.get("/api/v1/audit").await.json();
-        assert!(audit.as_array().unwrap().iter().any(|e| e["action"] == "run.approve" && e["actor"] == "alice" && e["reason"] == "ship it"));
+        assert!(audit.as_array().unwrap().iter().any(|e| e["action"] == "run.approve" && e["actor"] == "test-admin" && e["reason"] == "ship it"));
 
         // A rejected run never runs.
         repos.app.write("x", "1");
@@ -175,11 +175,11 @@ on_both! {
             pending.as_array().filter(|a| !a.is_empty()).map(|a| a[0]["run_id"].as_i64().unwrap())
         })
         .await;
-        let rejected = app.post_json(&format!("/api/v1/runs/{held}/reject"), serde_json::json!({ "actor": "alice", "comment": "not today" })).await;
+        let rejected = app.post_json(&format!("/api/v1/runs/{held}/reject"), serde_json::json!({ "comment": "not today" })).await;
         assert_eq!(rejected.json()["outcome"], "rejected");
         let detail = app.get(&format!("/api/v1/runs/{held}")).await.json();
         assert_eq!(detail["run"]["state"], "cancelled");
-        assert_eq!(detail["error"], "rejected by alice: not today");
+        assert_eq!(detail["error"], "rejected by test-admin: not today");
         assert!(served(&app, "production").await.is_some_and(|text| text.contains(&master)), "still the approved version");
         app.stop().await;
     }

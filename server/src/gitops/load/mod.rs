@@ -56,6 +56,10 @@ struct RawApproval {
     required: Spanned<u32>,
     #[serde(default)]
     roles: Vec<Spanned<String>>,
+    #[serde(default)]
+    self_approval: bool,
+    #[serde(default)]
+    reauth: bool,
 }
 
 #[derive(Deserialize)]
@@ -425,7 +429,12 @@ fn validate_app(
             if roles.is_empty() {
                 roles.push("admin".to_string());
             }
-            ApprovalPolicy { required, roles }
+            ApprovalPolicy {
+                required,
+                roles,
+                self_approval: raw.self_approval,
+                reauth: raw.reauth,
+            }
         });
         for (template, name) in [(&entry.url, "url"), (&entry.namespace, "namespace")] {
             if let Some(template) = template
@@ -618,6 +627,8 @@ fn default_stack() -> Vec<StackEntry> {
             approval: Some(ApprovalPolicy {
                 required: 1,
                 roles: vec!["admin".into()],
+                self_approval: false,
+                reauth: false,
             }),
             ..entry("production", BranchMatch::Exact("master".into()))
         },

@@ -6,6 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 
+use crate::auth::Principal;
 use crate::clusters::{self, ClusterError, Registration};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::state::AppState;
@@ -33,8 +34,10 @@ impl From<ClusterError> for ApiError {
     responses((status = 201, body = ClusterSummary), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn register(
     State(state): State<AppState>,
+    principal: Principal,
     Json(registration): Json<Registration>,
 ) -> Result<impl IntoResponse, ApiError> {
+    principal.require(app::dto::Role::Admin, None)?;
     let summary = clusters::register(&state, &registration).await?;
     revalidate(&state).await;
     Ok((StatusCode::CREATED, Json(summary)))
@@ -45,8 +48,10 @@ pub async fn register(
     responses((status = 200, body = ClusterSummary), (status = 404, body = ErrorBody)))]
 pub async fn check(
     State(state): State<AppState>,
+    principal: Principal,
     Path(name): Path<String>,
 ) -> Result<Json<ClusterSummary>, ApiError> {
+    principal.require(app::dto::Role::Admin, None)?;
     Ok(Json(clusters::check(&state, &name).await?))
 }
 
@@ -54,8 +59,10 @@ pub async fn check(
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn remove(
     State(state): State<AppState>,
+    principal: Principal,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
+    principal.require(app::dto::Role::Admin, None)?;
     clusters::remove(&state, &name).await?;
     revalidate(&state).await;
     Ok(StatusCode::NO_CONTENT)

@@ -9,6 +9,7 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::auth::Principal;
 use crate::db;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::state::AppState;
@@ -84,8 +85,10 @@ pub async fn git_hook(
     responses((status = 201, description = "{\"token\": \"...\"}"), (status = 404, body = ErrorBody)))]
 pub async fn new_hook_token(
     State(state): State<AppState>,
+    principal: Principal,
     Path(app): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
+    principal.require(app::dto::Role::Admin, Some(&app))?;
     let app_row = db::apps::find_active_by_name(state.db.pool(), &app)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("app {app} does not exist")))?;

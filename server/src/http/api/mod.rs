@@ -2,8 +2,9 @@
 //! `/api/v1/openapi.json`. Handlers are thin: they ask the same port the
 //! dashboard uses, so the API and the UI never disagree.
 //!
-//! Until sign-in arrives, the API is not authenticated (except the git
-//! trigger, which takes a per-app token): keep Gantry on a loopback bind.
+//! Every route but the OpenAPI document and the git trigger (which takes a
+//! per-app token) needs a principal: a session or an API token. What each
+//! may do is decided by the port methods the handlers call.
 
 mod clusters;
 mod hooks;
@@ -25,6 +26,7 @@ use axum::extract::{OriginalUri, State};
 use axum::routing::{get, post};
 use utoipa::OpenApi;
 
+use crate::auth::Principal;
 use crate::http::error::{ApiError, ErrorBody, ErrorDetail};
 use crate::state::AppState;
 
@@ -58,7 +60,8 @@ use crate::state::AppState;
         secrets::delete_secret,
         clusters::register,
         clusters::check,
-        clusters::remove
+        clusters::remove,
+        crate::http::auth::me
     ),
     components(schemas(
         EnvironmentSummary,
@@ -90,7 +93,10 @@ use crate::state::AppState;
         secrets::SecretValue,
         secrets::SecretName,
         crate::clusters::Registration,
-        crate::deploy::drift::ObjectDiff
+        crate::deploy::drift::ObjectDiff,
+        app::dto::Me,
+        app::dto::Grant,
+        app::dto::Role
     ))
 )]
 pub struct ApiDoc;
@@ -99,6 +105,7 @@ pub struct ApiDoc;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/openapi.json", get(openapi))
+        .route("/me", get(crate::http::auth::me))
         .route("/environments", get(list_environments))
         .route("/runs", get(list_runs))
         .route("/change-requests", get(list_change_requests))
@@ -140,15 +147,19 @@ async fn not_found(OriginalUri(uri): OriginalUri) -> ApiError {
     responses((status = 200, body = [EnvironmentSummary]), (status = 500, body = ErrorBody)))]
 async fn list_environments(
     State(state): State<AppState>,
+    principal: Principal,
 ) -> Result<Json<Vec<EnvironmentSummary>>, ApiError> {
-    Ok(Json(state.environments().await?))
+    Ok(Json(state.environments(&principal.caller()).await?))
 }
 
 /// The most recent runs, newest first.
 #[utoipa::path(get, path = "/api/v1/runs", tag = "runs",
     responses((status = 200, body = [RunSummary]), (status = 500, body = ErrorBody)))]
-async fn list_runs(State(state): State<AppState>) -> Result<Json<Vec<RunSummary>>, ApiError> {
-    Ok(Json(state.runs().await?))
+async fn list_runs(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<Vec<RunSummary>>, ApiError> {
+    Ok(Json(state.runs(&principal.caller()).await?))
 }
 
 /// Change requests, open ones first.
@@ -156,8 +167,9 @@ async fn list_runs(State(state): State<AppState>) -> Result<Json<Vec<RunSummary>
     responses((status = 200, body = [ChangeRequestSummary]), (status = 500, body = ErrorBody)))]
 async fn list_change_requests(
     State(state): State<AppState>,
+    principal: Principal,
 ) -> Result<Json<Vec<ChangeRequestSummary>>, ApiError> {
-    Ok(Json(state.change_requests().await?))
+    Ok(Json(state.change_requests(&principal.caller()).await?))
 }
 
 /// The release ledger, newest first.
@@ -165,8 +177,9 @@ async fn list_change_requests(
     responses((status = 200, body = [ReleaseSummary]), (status = 500, body = ErrorBody)))]
 async fn list_releases(
     State(state): State<AppState>,
+    principal: Principal,
 ) -> Result<Json<Vec<ReleaseSummary>>, ApiError> {
-    Ok(Json(state.releases().await?))
+    Ok(Json(state.releases(&principal.caller()).await?))
 }
 
 /// Runs waiting for approval, oldest first.
@@ -174,8 +187,9 @@ async fn list_releases(
     responses((status = 200, body = [PendingApproval]), (status = 500, body = ErrorBody)))]
 async fn list_pending_approvals(
     State(state): State<AppState>,
+    principal: Principal,
 ) -> Result<Json<Vec<PendingApproval>>, ApiError> {
-    Ok(Json(state.pending_approvals().await?))
+    Ok(Json(state.pending_approvals(&principal.caller()).await?))
 }
 
 /// Registered clusters (never their credentials).
@@ -183,27 +197,37 @@ async fn list_pending_approvals(
     responses((status = 200, body = [ClusterSummary]), (status = 500, body = ErrorBody)))]
 async fn list_clusters(
     State(state): State<AppState>,
+    principal: Principal,
 ) -> Result<Json<Vec<ClusterSummary>>, ApiError> {
-    Ok(Json(state.clusters().await?))
+    Ok(Json(state.clusters(&principal.caller()).await?))
 }
 
 /// The audit log, newest first.
 #[utoipa::path(get, path = "/api/v1/audit", tag = "audit",
     responses((status = 200, body = [AuditEntry]), (status = 500, body = ErrorBody)))]
-async fn list_audit_log(State(state): State<AppState>) -> Result<Json<Vec<AuditEntry>>, ApiError> {
-    Ok(Json(state.audit_log().await?))
+async fn list_audit_log(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<Vec<AuditEntry>>, ApiError> {
+    Ok(Json(state.audit_log(&principal.caller()).await?))
 }
 
 /// The effective configuration and the layer that set each value.
 #[utoipa::path(get, path = "/api/v1/settings", tag = "settings",
     responses((status = 200, body = Settings), (status = 500, body = ErrorBody)))]
-async fn get_settings(State(state): State<AppState>) -> Result<Json<Settings>, ApiError> {
-    Ok(Json(state.settings().await?))
+async fn get_settings(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<Settings>, ApiError> {
+    Ok(Json(state.settings(&principal.caller()).await?))
 }
 
 /// The pipeline repo: the last commit read, and every problem found in it.
 #[utoipa::path(get, path = "/api/v1/config", tag = "config",
     responses((status = 200, body = ConfigStatus), (status = 500, body = ErrorBody)))]
-async fn get_config(State(state): State<AppState>) -> Result<Json<ConfigStatus>, ApiError> {
-    Ok(Json(state.config_status().await?))
+async fn get_config(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<ConfigStatus>, ApiError> {
+    Ok(Json(state.config_status(&principal.caller()).await?))
 }

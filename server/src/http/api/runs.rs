@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use app::dto::RunDetail;
+use app::dto::{Role, RunDetail, RunState};
 use app::port::DashboardPort;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -15,6 +15,7 @@ use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use tokio_stream::wrappers::BroadcastStream;
 
+use crate::auth::Principal;
 use crate::db;
 use crate::flow::approval::{self, ApprovalError, ApprovalOutcome};
 use crate::http::error::{ApiError, ErrorBody};
@@ -28,7 +29,7 @@ impl From<ApprovalError> for ApiError {
             ApprovalError::NotWaiting { .. } | ApprovalError::AlreadyApproved { .. } => {
                 ApiError::Conflict(error.to_string())
             }
-            ApprovalError::NoActor => ApiError::BadRequest(error.to_string()),
+            ApprovalError::Forbidden(_) => ApiError::Forbidden(error.to_string()),
             ApprovalError::Db(_) | ApprovalError::Config(_) => {
                 ApiError::Internal(error.to_string())
             }
@@ -42,10 +43,11 @@ impl From<ApprovalError> for ApiError {
     responses((status = 200, body = RunDetail), (status = 404, body = ErrorBody)))]
 pub async fn get_run(
     State(state): State<AppState>,
+    principal: Principal,
     Path(id): Path<i64>,
 ) -> Result<Json<RunDetail>, ApiError> {
     state
-        .run_detail(id)
+        .run_detail(&principal.caller(), id)
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("run {id} does not exist")))
@@ -57,10 +59,11 @@ pub async fn get_run(
     responses((status = 200, body = String, content_type = "text/plain"), (status = 404, body = ErrorBody)))]
 pub async fn step_log(
     State(state): State<AppState>,
+    principal: Principal,
     Path((id, step)): Path<(i64, i64)>,
 ) -> Result<impl IntoResponse, ApiError> {
     let log = state
-        .step_log(id, step)
+        .step_log(&principal.caller(), id, step)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("run {id} has no step {step}")))?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], log))
@@ -74,12 +77,18 @@ pub async fn step_log(
     responses((status = 200, description = "text/event-stream of RunEvent JSON")))]
 pub async fn run_events(
     State(state): State<AppState>,
+    principal: Principal,
     Path(id): Path<i64>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    // Logs: the same permission as reading a step's log.
+    let caller = principal.caller();
+    if let Some((run, _)) = db::runs::detail(state.db.pool(), id).await? {
+        caller.require(app::dto::Role::Developer, Some(&run.app))?;
+    }
     // Subscribe before reading the stored log, so nothing falls between.
     let live = BroadcastStream::new(state.events.subscribe(id));
     let detail = state
-        .run_detail(id)
+        .run_detail(&caller, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("run {id} does not exist")))?;
     let mut replay = Vec::new();
@@ -127,61 +136,68 @@ pub async fn run_events(
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-/// Who decides, and why.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+/// Why (optional for approvals, recorded in the audit log).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct Decision {
-    /// The approver's name (replaced by the signed-in user once SSO exists).
-    pub actor: String,
+    #[serde(default)]
     pub comment: Option<String>,
 }
 
 /// Approves a run held for approval; queues it once the policy is met.
 #[utoipa::path(post, path = "/api/v1/runs/{id}/approve", tag = "approvals",
     params(("id" = i64, Path)), request_body = Decision,
-    responses((status = 200, body = ApprovalOutcome), (status = 409, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ApprovalOutcome), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn approve(
     State(state): State<AppState>,
+    principal: Principal,
     Path(id): Path<i64>,
     Json(decision): Json<Decision>,
 ) -> Result<Json<ApprovalOutcome>, ApiError> {
     Ok(Json(
-        approval::approve(&state, id, &decision.actor, decision.comment.as_deref()).await?,
+        approval::approve(&state, &principal.caller(), id, decision.comment.as_deref()).await?,
     ))
 }
 
 /// Rejects a run held for approval; it ends as cancelled.
 #[utoipa::path(post, path = "/api/v1/runs/{id}/reject", tag = "approvals",
     params(("id" = i64, Path)), request_body = Decision,
-    responses((status = 200, body = ApprovalOutcome), (status = 409, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ApprovalOutcome), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn reject(
     State(state): State<AppState>,
+    principal: Principal,
     Path(id): Path<i64>,
     Json(decision): Json<Decision>,
 ) -> Result<Json<ApprovalOutcome>, ApiError> {
     Ok(Json(
-        approval::reject(&state, id, &decision.actor, decision.comment.as_deref()).await?,
+        approval::reject(&state, &principal.caller(), id, decision.comment.as_deref()).await?,
     ))
 }
 
-/// Asks a queued, held or running run to stop.
+/// Asks a queued, held or running run to stop (admins).
 #[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", tag = "runs",
     params(("id" = i64, Path)),
-    responses((status = 202, description = "cancel requested"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 202, description = "cancel requested"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn cancel(
     State(state): State<AppState>,
+    principal: Principal,
     Path(id): Path<i64>,
 ) -> Result<impl IntoResponse, ApiError> {
     let pool = state.db.pool();
     let run = db::runs::get(pool, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("run {id} does not exist")))?;
-    match app::dto::RunState::parse(&run.state) {
-        Some(app::dto::RunState::Running) => db::runs::request_cancel(pool, id).await?,
-        Some(app::dto::RunState::Queued | app::dto::RunState::WaitingForApproval) => {
+    let app_name = db::apps::get(pool, run.app_id)
+        .await?
+        .map(|a| a.name)
+        .unwrap_or_default();
+    principal.require(Role::Admin, Some(&app_name))?;
+    match RunState::parse(&run.state) {
+        Some(RunState::Running) => db::runs::request_cancel(pool, id).await?,
+        Some(RunState::Queued | RunState::WaitingForApproval) => {
             db::runs::finish(
                 pool,
                 id,
-                app::dto::RunState::Cancelled,
+                RunState::Cancelled,
                 Some("cancelled"),
                 db::now_millis(),
             )
@@ -194,6 +210,14 @@ pub async fn cancel(
             )));
         }
     }
+    crate::dashboard::audit(
+        &state,
+        &principal.caller(),
+        "run.cancel",
+        &format!("{app_name} run {id}"),
+        None,
+    )
+    .await?;
     Ok((
         axum::http::StatusCode::ACCEPTED,
         Json(serde_json::json!({ "cancel_requested": true })),
@@ -204,16 +228,15 @@ pub async fn cancel(
 /// the live state against a server-side dry run of the run's manifests.
 #[utoipa::path(get, path = "/api/v1/runs/{id}/diff", tag = "runs",
     params(("id" = i64, Path)),
-    responses((status = 200, body = [crate::deploy::drift::ObjectDiff]), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = [crate::deploy::drift::ObjectDiff]), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn diff(
     State(state): State<AppState>,
+    principal: Principal,
     Path(id): Path<i64>,
 ) -> Result<Json<Vec<crate::deploy::drift::ObjectDiff>>, ApiError> {
-    match crate::deploy::drift::diff_for_run(&state, id).await {
-        Ok(Some(diffs)) => Ok(Json(diffs)),
-        Ok(None) => Err(ApiError::NotFound(format!("run {id} does not exist"))),
-        Err(error) => Err(ApiError::BadRequest(format!(
-            "cannot compute the diff: {error:#}"
-        ))),
-    }
+    state
+        .run_diff(&principal.caller(), id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("run {id} does not exist")))
 }

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Principal;
 use crate::db::{self, secrets::NewSecret};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::state::AppState;
@@ -48,9 +49,11 @@ async fn app_id(state: &AppState, app: Option<&str>) -> Result<Option<i64>, ApiE
     responses((status = 204), (status = 400, body = ErrorBody)))]
 pub async fn put_secret(
     State(state): State<AppState>,
+    principal: Principal,
     Path(name): Path<String>,
     Json(body): Json<SecretValue>,
 ) -> Result<impl IntoResponse, ApiError> {
+    principal.require(app::dto::Role::Admin, None)?;
     let valid_name = !name.is_empty()
         && name
             .bytes()
@@ -92,7 +95,9 @@ pub async fn put_secret(
 #[utoipa::path(get, path = "/api/v1/secrets", tag = "secrets", responses((status = 200, body = [SecretName])))]
 pub async fn list_secrets(
     State(state): State<AppState>,
+    principal: Principal,
 ) -> Result<Json<Vec<SecretName>>, ApiError> {
+    principal.require(app::dto::Role::Admin, None)?;
     let names = db::secrets::list_names(state.db.pool()).await?;
     Ok(Json(
         names
@@ -107,9 +112,11 @@ pub async fn list_secrets(
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete_secret(
     State(state): State<AppState>,
+    principal: Principal,
     Path(name): Path<String>,
     Query(scope): Query<SecretScope>,
 ) -> Result<impl IntoResponse, ApiError> {
+    principal.require(app::dto::Role::Admin, None)?;
     let app_id = app_id(&state, scope.app.as_deref()).await?;
     if db::secrets::delete(state.db.pool(), &name, app_id).await? {
         Ok(StatusCode::NO_CONTENT)

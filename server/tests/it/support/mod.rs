@@ -55,6 +55,9 @@ macro_rules! both_backends {
 pub struct TestApp {
     pub state: AppState,
     router: Router,
+    /// An admin API token, sent with every request unless it has its own
+    /// `Authorization` (or is sent with `request_as(None, ..)`).
+    pub admin_token: String,
     _data_dir: TempDir,
     postgres: Option<PostgresDatabase>,
     background: Vec<tokio::task::JoinHandle<()>>,
@@ -134,9 +137,11 @@ impl TestApp {
         let app = App::start(config).await.expect("the app starts");
         let state = AppState(Arc::new(app));
         let router = gantry::http::build_app(state.clone());
+        let admin_token = token_for(&state, "test-admin", app::dto::Role::Admin, None).await;
         TestApp {
             state,
             router,
+            admin_token,
             _data_dir: data_dir,
             postgres,
             background: Vec::new(),
@@ -179,7 +184,40 @@ impl TestApp {
         &self.state.db
     }
 
-    pub async fn request(&self, request: Request<Body>) -> TestResponse {
+    /// An API token for a user `name` with `role` (on `app`, or all).
+    pub async fn token(&self, name: &str, role: app::dto::Role, app: Option<&str>) -> String {
+        token_for(&self.state, name, role, app).await
+    }
+
+    /// Sends `request` with `token` as the bearer, or with no credentials.
+    pub async fn request_as(
+        &self,
+        token: Option<&str>,
+        mut request: Request<Body>,
+    ) -> TestResponse {
+        request.headers_mut().remove("authorization");
+        if let Some(token) = token {
+            request.headers_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("header"),
+            );
+        }
+        self.send(request).await
+    }
+
+    pub async fn request(&self, mut request: Request<Body>) -> TestResponse {
+        if !request.headers().contains_key("authorization") {
+            request.headers_mut().insert(
+                "authorization",
+                format!("Bearer {}", self.admin_token)
+                    .parse()
+                    .expect("header"),
+            );
+        }
+        self.send(request).await
+    }
+
+    async fn send(&self, request: Request<Body>) -> TestResponse {
         let response = self
             .router
             .clone()
@@ -258,6 +296,23 @@ impl Drop for TestApp {
             .join();
         }
     }
+}
+
+/// Creates (or reuses) the user `name` and gives them an API token.
+pub async fn token_for(
+    state: &AppState,
+    name: &str,
+    role: app::dto::Role,
+    app: Option<&str>,
+) -> String {
+    let user = gantry::auth::upsert_user(state, "gantry-test", name, name, None)
+        .await
+        .expect("user");
+    let (_, token) =
+        gantry::auth::tokens::create(state, user, &format!("{name} token"), role, app, 3_600_000)
+            .await
+            .expect("token");
+    token
 }
 
 pub fn test_config(data_dir: &Path, database: DatabaseTarget) -> Config {

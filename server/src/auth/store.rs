@@ -1,0 +1,109 @@
+//! The tower-sessions store: sessions in the `user_sessions` table of
+//! whichever database Gantry uses, expiry in milliseconds like every other
+//! timestamp.
+
+use async_trait::async_trait;
+use tower_sessions::SessionStore;
+use tower_sessions::session::{Id, Record};
+use tower_sessions::session_store::{Error, Result};
+
+use crate::db::{Db, now_millis};
+
+#[derive(Clone, Debug)]
+pub struct DbSessionStore {
+    db: Db,
+}
+
+impl DbSessionStore {
+    pub fn new(db: Db) -> Self {
+        DbSessionStore { db }
+    }
+
+    /// Deletes expired sessions (run now and then).
+    pub async fn purge_expired(&self) -> std::result::Result<u64, sqlx::Error> {
+        let result = sqlx::query("DELETE FROM user_sessions WHERE expires_at < $1")
+            .bind(now_millis())
+            .execute(self.db.pool())
+            .await?;
+        Ok(result.rows_affected())
+    }
+}
+
+fn backend(error: impl std::fmt::Display) -> Error {
+    Error::Backend(error.to_string())
+}
+
+fn expires_at(record: &Record) -> i64 {
+    i64::try_from(record.expiry_date.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl SessionStore for DbSessionStore {
+    async fn create(&self, record: &mut Record) -> Result<()> {
+        // A fresh id that is not taken (collisions are astronomically rare).
+        loop {
+            let data =
+                serde_json::to_vec(&record.data).map_err(|e| Error::Encode(e.to_string()))?;
+            let inserted = sqlx::query(
+                "INSERT INTO user_sessions (id, data, expires_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(record.id.to_string())
+            .bind(data)
+            .bind(expires_at(record))
+            .execute(self.db.pool())
+            .await
+            .map_err(backend)?;
+            if inserted.rows_affected() == 1 {
+                return Ok(());
+            }
+            record.id = Id::default();
+        }
+    }
+
+    async fn save(&self, record: &Record) -> Result<()> {
+        let data = serde_json::to_vec(&record.data).map_err(|e| Error::Encode(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO user_sessions (id, data, expires_at) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET data = $2, expires_at = $3",
+        )
+        .bind(record.id.to_string())
+        .bind(data)
+        .bind(expires_at(record))
+        .execute(self.db.pool())
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn load(&self, id: &Id) -> Result<Option<Record>> {
+        let row: Option<(Vec<u8>, i64)> = sqlx::query_as(
+            "SELECT data, expires_at FROM user_sessions WHERE id = $1 AND expires_at > $2",
+        )
+        .bind(id.to_string())
+        .bind(now_millis())
+        .fetch_optional(self.db.pool())
+        .await
+        .map_err(backend)?;
+        let Some((data, expires)) = row else {
+            return Ok(None);
+        };
+        let data = serde_json::from_slice(&data).map_err(|e| Error::Decode(e.to_string()))?;
+        let expiry_date =
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(expires) * 1_000_000)
+                .map_err(|e| Error::Decode(e.to_string()))?;
+        Ok(Some(Record {
+            id: *id,
+            data,
+            expiry_date,
+        }))
+    }
+
+    async fn delete(&self, id: &Id) -> Result<()> {
+        sqlx::query("DELETE FROM user_sessions WHERE id = $1")
+            .bind(id.to_string())
+            .execute(self.db.pool())
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+}
