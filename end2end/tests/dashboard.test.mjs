@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { artifacts, launchBrowser, startGantry, watchProblems } from './support.mjs';
+import { artifacts, launchBrowser, signIn, startGantry, watchProblems } from './support.mjs';
 
 let gantry;
 let browser;
@@ -23,7 +23,7 @@ test('the dashboard hydrates, switches theme and navigates without reloading', a
   const page = await context.newPage();
   const problems = watchProblems(page);
 
-  await page.goto(gantry.url);
+  await signIn(page, gantry.url);
   assert.equal(await page.locator('h1').textContent(), 'Environments');
   await page.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
   await page.screenshot({ path: join(artifacts, 'dashboard-environments-light.png'), fullPage: true });

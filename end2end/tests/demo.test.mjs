@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { artifacts, freePort, launchBrowser, watchProblems } from './support.mjs';
+import { artifacts, freePort, launchBrowser, signIn, watchProblems } from './support.mjs';
 
 let demo;
 let browser;
@@ -35,12 +35,12 @@ after(async () => {
   rmSync(workdir, { recursive: true, force: true });
 });
 
-async function liveEnvironments() {
+async function liveEnvironments(page) {
   const deadline = Date.now() + 90_000;
   for (;;) {
     try {
-      const response = await fetch(`${base}/api/v1/environments`);
-      if (response.ok) {
+      const response = await page.request.get(`${base}/api/v1/environments`);
+      if (response.ok()) {
         const environments = await response.json();
         if (environments.length === 3 && environments.every((e) => e.state === 'live')) return environments;
       }
@@ -53,13 +53,13 @@ async function liveEnvironments() {
 }
 
 test('the demo shows three live environments and a click opens the preview', async () => {
-  const environments = await liveEnvironments();
+  const page = await browser.newPage();
+  const problems = watchProblems(page);
+  await signIn(page, base, { name: 'tess', role: 'admin' });
+  const environments = await liveEnvironments(page);
   const preview = environments.find((e) => e.branch === 'feature/hello');
   assert.ok(preview, 'a preview for feature/hello');
   assert.deepEqual(environments.map((e) => e.branch).sort(), ['feature/hello', 'latest', 'master']);
-
-  const page = await browser.newPage();
-  const problems = watchProblems(page);
   await page.goto(`${base}/`);
   await page.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
   const row = page.locator(`tr[data-environment="${preview.name}"]`);
@@ -83,11 +83,12 @@ test('the demo shows three live environments and a click opens the preview', asy
 });
 
 test('the run page shows steps, test results and the streamed log', async () => {
-  const runs = await (await fetch(`${base}/api/v1/runs`)).json();
-  const run = runs.find((r) => r.branch === 'feature/hello' && r.state === 'succeeded');
-  assert.ok(run, 'a finished preview run');
   const page = await browser.newPage();
   const problems = watchProblems(page);
+  await signIn(page, base, { name: 'dev', role: 'developer', returnTo: '/runs' });
+  const runs = await (await page.request.get(`${base}/api/v1/runs`)).json();
+  const run = runs.find((r) => r.branch === 'feature/hello' && r.state === 'succeeded');
+  assert.ok(run, 'a finished preview run');
   await page.goto(`${base}/runs`);
   await page.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
   await page.getByRole('link', { name: `#${run.id}`, exact: true }).click();

@@ -30,7 +30,7 @@ export async function startGantry() {
   const dataDir = mkdtempSync(join(tmpdir(), 'gantry-e2e-'));
   const port = await freePort();
   const env = { PATH: process.env.PATH, GANTRY_LOG: 'warn' };
-  const child = spawn(bin, ['serve', '--bind', `127.0.0.1:${port}`, '--data-dir', join(dataDir, 'data')], {
+  const child = spawn(bin, ['serve', '--dev-login', '--bind', `127.0.0.1:${port}`, '--data-dir', join(dataDir, 'data')], {
     env,
     stdio: ['ignore', 'inherit', 'inherit'],
   });
@@ -90,4 +90,15 @@ export function watchProblems(page) {
     if (response.status() >= 400) problems.push(`HTTP ${response.status()}: ${response.url()}`);
   });
   return problems;
+}
+
+// Signs in through the dev login (the demo's password-less sign-in).
+export async function signIn(page, base, { name = 'ada', role = 'admin', returnTo = '/' } = {}) {
+  await page.goto(`${base}/auth/dev?return_to=${encodeURIComponent(returnTo)}`);
+  await page.locator('input[name="name"]').fill(name);
+  await page.locator('select[name="role"]').selectOption(role);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByTestId('account').waitFor({ timeout: 30_000 });
+  // Let the page finish loading (and hydrating) before the test moves on.
+  await page.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
 }

@@ -1,21 +1,26 @@
-//! The frame around every page: the navigation of the product's areas and a
-//! header with the theme switch.
+//! The frame around every page: the navigation of the product's areas, who
+//! is signed in (or a way to sign in), and the theme switch. Areas a role
+//! cannot use are not shown; the server refuses them anyway.
 
 use leptos::prelude::*;
 use leptos_router::components::A;
+use leptos_router::hooks::use_location;
 
+use crate::api::whoami;
 use crate::components::theme::ThemeToggle;
+use crate::dto::{Me, Role};
 
-/// The product's areas, in the order people work through them.
-const NAV: &[(&str, &str)] = &[
-    ("/", "Environments"),
-    ("/runs", "Runs"),
-    ("/change-requests", "Change requests"),
-    ("/releases", "Releases"),
-    ("/approvals", "Approvals"),
-    ("/clusters", "Clusters"),
-    ("/audit", "Audit"),
-    ("/settings", "Settings"),
+/// The product's areas, in the order people work through them, and the
+/// role each needs.
+const NAV: &[(&str, &str, Role)] = &[
+    ("/", "Environments", Role::Viewer),
+    ("/runs", "Runs", Role::Viewer),
+    ("/change-requests", "Change requests", Role::Viewer),
+    ("/releases", "Releases", Role::Viewer),
+    ("/approvals", "Approvals", Role::Viewer),
+    ("/clusters", "Clusters", Role::Admin),
+    ("/audit", "Audit", Role::Viewer),
+    ("/settings", "Settings", Role::Admin),
 ];
 
 #[component]
@@ -24,6 +29,8 @@ pub fn Layout(children: Children) -> impl IntoView {
     // hydrated the page; styles and the browser tests can rely on it.
     let hydrated = RwSignal::new(false);
     Effect::new(move |_| hydrated.set(true));
+    let me = Resource::new(|| (), |_| whoami());
+    provide_context(me);
 
     view! {
         <a class="skip-link" href="#main">"Skip to content"</a>
@@ -33,27 +40,87 @@ pub fn Layout(children: Children) -> impl IntoView {
                     <span class="brand-mark" aria-hidden="true">"▲"</span>
                     <span>"Gantry"</span>
                 </a>
-                <ThemeToggle />
+                <div class="topbar-end">
+                    <Suspense fallback=|| ()>
+                        {move || Suspend::new(async move { account(me.await.ok().flatten()) })}
+                    </Suspense>
+                    <ThemeToggle />
+                </div>
             </header>
             <nav class="sidebar" aria-label="Main">
-                <ul>
-                    {NAV
-                        .iter()
-                        .map(|(href, label)| {
-                            view! {
-                                <li>
-                                    <A href=*href exact=*href == "/">
-                                        {*label}
-                                    </A>
-                                </li>
-                            }
-                        })
-                        .collect_view()}
-                </ul>
+                <Suspense fallback=|| nav(None)>
+                    {move || Suspend::new(async move { nav(me.await.ok().flatten()) })}
+                </Suspense>
             </nav>
             <main class="content" id="main" tabindex="-1">
                 {children()}
             </main>
         </div>
     }
+}
+
+/// The areas this person may use (only the viewer ones before sign-in).
+fn nav(me: Option<Me>) -> impl IntoView {
+    let items: Vec<_> = NAV
+        .iter()
+        .filter(|(_, _, role)| {
+            *role == Role::Viewer || me.as_ref().is_some_and(|me| me.can_anywhere(*role))
+        })
+        .collect();
+    view! {
+        <ul>
+            {items
+                .into_iter()
+                .map(|(href, label, _)| {
+                    view! {
+                        <li>
+                            <A href=*href exact=*href == "/">
+                                {*label}
+                            </A>
+                        </li>
+                    }
+                })
+                .collect_view()}
+        </ul>
+    }
+}
+
+/// Who is signed in and a sign-out button, or a sign-in link.
+fn account(me: Option<Me>) -> impl IntoView {
+    let path = use_location().pathname.get_untracked();
+    match me {
+        Some(me) => {
+            let roles = me
+                .grants
+                .iter()
+                .map(|g| match &g.app {
+                    Some(app) => format!("{} on {app}", g.role),
+                    None => g.role.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            view! {
+                <span class="account" data-testid="account">
+                    <span class="account-name">{me.name.clone()}</span>
+                    <span class="muted">{format!(" · {roles}")}</span>
+                </span>
+                <form method="post" action="/auth/logout" class="inline">
+                    <input type="hidden" name="csrf" value=me.csrf.clone() />
+                    <button type="submit">"Sign out"</button>
+                </form>
+            }
+            .into_any()
+        }
+        None => view! {
+            <a class="button-link" href=format!("/auth/login?return_to={path}") data-testid="sign-in">
+                "Sign in"
+            </a>
+        }
+        .into_any(),
+    }
+}
+
+/// The signed-in person, for pages that adapt to the role.
+pub fn use_me() -> Option<Resource<Result<Option<Me>, ServerFnError>>> {
+    use_context::<Resource<Result<Option<Me>, ServerFnError>>>()
 }

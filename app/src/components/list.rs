@@ -59,3 +59,20 @@ pub fn PageHeader(title: &'static str, lead: &'static str) -> impl IntoView {
         </header>
     }
 }
+
+/// The hidden `csrf` field every form that changes something carries.
+#[component]
+pub fn CsrfField() -> impl IntoView {
+    let me = crate::components::layout::use_me();
+    view! {
+        <Suspense fallback=|| view! { <input type="hidden" name="csrf" value="" /> }>
+            {move || Suspend::new(async move {
+                let token = match me {
+                    Some(me) => me.await.ok().flatten().map(|me| me.csrf).unwrap_or_default(),
+                    None => String::new(),
+                };
+                view! { <input type="hidden" name="csrf" value=token /> }
+            })}
+        </Suspense>
+    }
+}

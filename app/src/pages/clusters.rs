@@ -5,7 +5,7 @@
 use leptos::prelude::*;
 
 use crate::api::{CheckCluster, RegisterCluster, list_clusters};
-use crate::components::list::{Badge, EmptyState, PageHeader, loaded};
+use crate::components::list::{Badge, CsrfField, EmptyState, PageHeader, loaded};
 use crate::dto::ClusterSummary;
 use crate::format::timestamp;
 
@@ -29,6 +29,7 @@ pub fn ClustersPage() -> impl IntoView {
                 "Paste a kubeconfig; its credentials are encrypted at rest and never shown again. The CLI and the API also take a server URL with a token, or in-cluster."
             </p>
             <ActionForm action=register attr:class="form">
+                <CsrfField />
                 <label>
                     <span>"Name"</span>
                     <input name="name" required pattern="[a-z][a-z0-9-]*" placeholder="prod-eu" />
@@ -113,6 +114,7 @@ fn cluster_table(
                                 <td>{cluster.last_error.unwrap_or_default()}</td>
                                 <td>
                                     <ActionForm action=check>
+                                        <CsrfField />
                                         <input type="hidden" name="name" value=name />
                                         <button type="submit">"Check now"</button>
                                     </ActionForm>

@@ -42,6 +42,10 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         tracing::warn!("the demo uses its own pipeline repo; the configured one is ignored");
     }
     config.pipeline_repo = Some(repos.app_pipeline_url());
+    // The demo signs people in without a password, on this machine only.
+    if config.bind.ip().is_loopback() {
+        config.dev_login = true;
+    }
     // Quick feedback without the hook too; an explicit setting wins.
     if config.origin("pipeline.poll_interval") == Some(&Origin::Default) {
         config.poll_interval = Duration::from_secs(5);
@@ -149,7 +153,7 @@ async fn after_start(app: &Arc<App>, app_repo: &Path, created: bool) -> anyhow::
         .trim_end_matches('/')
         .to_string();
     tracing::info!(
-        "\n\n  Gantry demo: {dashboard}/\n\n  \
+        "\n\n  Gantry demo: {dashboard}/  (sign in with the dev login: any name, any role)\n\n  \
          sample app repo  {app_repo}  (branches master, latest, feature/hello)\n  \
          pipeline repo    {}\n\n  \
          Push a change and watch it deploy:\n    \
