@@ -16,9 +16,9 @@ macro_rules! on_both {
                 use super::*;
                 async fn body($backend: &'static str) $body
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn sqlite() { body("sqlite").await }
+                async fn sqlite() { $crate::support::bounded(body("sqlite")).await }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn postgres() { body("postgres").await }
+                async fn postgres() { $crate::support::bounded(body("postgres")).await }
             }
         )*
     };

@@ -40,16 +40,24 @@ macro_rules! both_backends {
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sqlite() {
-                    body($crate::support::TestApp::sqlite().await).await
+                    $crate::support::bounded(body($crate::support::TestApp::sqlite().await)).await
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn postgres() {
-                    body($crate::support::TestApp::postgres().await).await
+                    $crate::support::bounded(body($crate::support::TestApp::postgres().await)).await
                 }
             }
         )*
     };
+}
+
+/// Fails a test that takes longer than four minutes instead of letting it
+/// hang the whole suite.
+pub async fn bounded<F: std::future::Future<Output = ()>>(body: F) {
+    if tokio::time::timeout(std::time::Duration::from_secs(240), body).await.is_err() {
+        panic!("the test did not finish within 4 minutes");
+    }
 }
 
 pub struct TestApp {
@@ -280,16 +288,15 @@ impl Drop for TestApp {
         self.state.shutdown.cancel();
         gantry::recovery::kill_orphans(&self.state.instance_tag);
         if let Some(database) = self.postgres.take() {
-            let pool = self.state.db.pool().clone();
-            // Drop cannot await; a short-lived runtime on another thread can.
+            // Drop cannot await, and the test's runtime may be the one
+            // blocked here: a fresh runtime on another thread drops the
+            // database with FORCE, which ends the pool's connections
+            // without waiting for them.
             let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
                 if let Ok(runtime) = runtime {
                     runtime.block_on(async move {
-                        pool.close().await;
-                        database.drop_now().await;
+                        let _ = tokio::time::timeout(std::time::Duration::from_secs(30), database.drop_now()).await;
                     });
                 }
             })
