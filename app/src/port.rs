@@ -41,6 +41,8 @@ pub struct Caller {
     pub me: Me,
     /// Authenticated by an API token (no CSRF token to check).
     pub via_token: bool,
+    /// Where the request came from, for the audit log.
+    pub source_ip: Option<String>,
 }
 
 impl Caller {

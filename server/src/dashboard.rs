@@ -25,6 +25,7 @@ impl Principal {
             user_id: self.user_id,
             me: self.me(),
             via_token: matches!(self.via, Via::Token { .. }),
+            source_ip: self.source_ip.clone(),
         }
     }
 }

@@ -44,6 +44,9 @@ pub struct Principal {
     /// When the person last authenticated with the identity provider.
     pub auth_time: Option<i64>,
     pub via: Via,
+    /// Where the request came from (first `X-Forwarded-For` hop, else the
+    /// peer address), for the audit log.
+    pub source_ip: Option<String>,
 }
 
 impl Principal {
@@ -144,7 +147,9 @@ pub async fn authenticate(parts: &Parts, app: &App) -> Result<Option<Principal>,
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
     {
-        return tokens::verify(app, bearer.trim()).await.map(Some);
+        let mut principal = tokens::verify(app, bearer.trim()).await?;
+        principal.source_ip = source_ip(parts);
+        return Ok(Some(principal));
     }
     let Some(session) = parts.extensions.get::<Session>() else {
         return Ok(None);
@@ -185,7 +190,26 @@ pub async fn authenticate(parts: &Parts, app: &App) -> Result<Option<Principal>,
         grants: grants_of(app, user_id).await?,
         auth_time,
         via: Via::Session { csrf },
+        source_ip: source_ip(parts),
     }))
+}
+
+/// The request's origin: the first `X-Forwarded-For` hop (Gantry is often
+/// behind a proxy), else the TCP peer.
+pub fn source_ip(parts: &Parts) -> Option<String> {
+    let forwarded = parts
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty());
+    forwarded.or_else(|| {
+        parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip().to_string())
+    })
 }
 
 /// Starts a session for `user_id`: a new session id (no fixation), a new
@@ -313,6 +337,7 @@ pub async fn system_caller(
             auth_time: Some(now_millis()),
         },
         via_token: true,
+        source_ip: None,
     })
 }
 

@@ -51,6 +51,7 @@ pub async fn verify(app: &App, token: &str) -> Result<Principal, ApiError> {
         }],
         auth_time: None,
         via: Via::Token { token_id: id },
+        source_ip: None,
     })
 }
 

@@ -2,6 +2,7 @@
 //! schema, validation and reconciliation into Gantry's apps.
 
 pub mod duration;
+pub mod freeze;
 pub mod load;
 pub mod reconcile;
 pub mod schema;

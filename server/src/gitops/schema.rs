@@ -20,6 +20,30 @@ pub struct AppConfig {
     /// Matched in order; exact `branch` entries win over `branches` globs.
     pub stack: Vec<StackEntry>,
     pub pipeline: PipelineConfig,
+    /// How approved change requests are merged.
+    #[serde(default)]
+    pub merge: MergeStrategy,
+}
+
+/// How Gantry merges an approved change request into its target branch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MergeStrategy {
+    /// Always a merge commit (the request stays visible in the history).
+    #[default]
+    MergeCommit,
+    /// Only a fast-forward; a request behind its target must be updated first.
+    FastForward,
+}
+
+impl MergeStrategy {
+    pub fn parse(text: &str) -> Option<MergeStrategy> {
+        match text {
+            "merge-commit" => Some(MergeStrategy::MergeCommit),
+            "fast-forward" => Some(MergeStrategy::FastForward),
+            _ => None,
+        }
+    }
 }
 
 /// One line of the environment stack: which branches deploy where.
@@ -45,6 +69,9 @@ pub struct StackEntry {
     /// Re-apply the last deployment when drift is found.
     #[serde(default)]
     pub self_heal: bool,
+    /// When promotions into the environment are blocked.
+    #[serde(default)]
+    pub freeze: Vec<super::freeze::FreezeWindow>,
 }
 
 pub const DEFAULT_ROLLOUT_TIMEOUT: u64 = 300;

@@ -13,7 +13,7 @@ use serde_saphyr::{Location, Spanned};
 use super::duration::HumanDuration;
 use super::schema::{
     API_VERSION, AppConfig, ApprovalPolicy, BranchMatch, CommandStep, LOCAL_TARGET, LocalRun,
-    PipelineConfig, StackEntry, Step,
+    MergeStrategy, PipelineConfig, StackEntry, Step,
 };
 
 /// Roles an approval policy may name.
@@ -30,6 +30,7 @@ struct RawApp {
     api_version: Spanned<String>,
     source: Spanned<String>,
     stack: Option<Vec<RawStackEntry>>,
+    merge: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -48,6 +49,17 @@ struct RawStackEntry {
     variables: BTreeMap<String, Spanned<String>>,
     rollout_timeout: Option<Spanned<HumanDuration>>,
     self_heal: Option<bool>,
+    #[serde(default)]
+    freeze: Vec<RawFreeze>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFreeze {
+    start: Spanned<String>,
+    #[serde(rename = "for")]
+    duration: Spanned<HumanDuration>,
+    reason: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -245,6 +257,20 @@ pub fn load_app(
     let mut app_issues = Issues::new(&app_file);
     let mut pipeline_issues = Issues::new(&pipeline_file);
     let pipeline = validate_pipeline(raw_pipeline, &mut pipeline_issues);
+    let merge = match &raw_app.merge {
+        None => MergeStrategy::default(),
+        Some(text) => MergeStrategy::parse(&text.value).unwrap_or_else(|| {
+            app_issues.at(
+                text.referenced,
+                "merge",
+                format!(
+                    "unknown merge strategy {:?}; expected merge-commit or fast-forward",
+                    text.value
+                ),
+            );
+            MergeStrategy::default()
+        }),
+    };
     let (source, stack) = validate_app(raw_app, clusters, &mut app_issues);
     if let Some(pipeline) = &pipeline {
         let needs_local = pipeline.deploys()
@@ -267,6 +293,7 @@ pub fn load_app(
             source,
             stack,
             pipeline,
+            merge,
         }),
         _ => Err(issues),
     }
@@ -466,6 +493,35 @@ fn validate_app(
             Some(timeout) => timeout.value.as_secs(),
             None => super::schema::DEFAULT_ROLLOUT_TIMEOUT,
         };
+        let mut freeze = Vec::new();
+        for (n, window) in entry.freeze.into_iter().enumerate() {
+            if let Err(message) = super::freeze::parse_schedule(&window.start.value) {
+                issues.at(
+                    window.start.referenced,
+                    field(&format!("freeze[{n}].start")),
+                    message,
+                );
+            }
+            if window.duration.value.as_secs() == 0 {
+                issues.at(
+                    window.duration.referenced,
+                    field(&format!("freeze[{n}].for")),
+                    "a freeze must last longer than 0s",
+                );
+            }
+            if window.reason.value.trim().is_empty() {
+                issues.at(
+                    window.reason.referenced,
+                    field(&format!("freeze[{n}].reason")),
+                    "say why the environment is frozen; people who are blocked read it",
+                );
+            }
+            freeze.push(super::freeze::FreezeWindow {
+                start: window.start.value,
+                duration_seconds: window.duration.value.as_secs(),
+                reason: window.reason.value.trim().to_string(),
+            });
+        }
         stack.push(StackEntry {
             env,
             branches,
@@ -477,6 +533,7 @@ fn validate_app(
             variables,
             rollout_timeout_seconds,
             self_heal: entry.self_heal.unwrap_or(false),
+            freeze,
         });
     }
     let previews: Vec<&StackEntry> = stack.iter().filter(|e| e.branches.is_preview()).collect();
@@ -619,6 +676,7 @@ fn default_stack() -> Vec<StackEntry> {
         variables: BTreeMap::new(),
         rollout_timeout_seconds: super::schema::DEFAULT_ROLLOUT_TIMEOUT,
         self_heal: false,
+        freeze: Vec::new(),
     };
     vec![
         entry("preview", BranchMatch::Glob("*".into())),

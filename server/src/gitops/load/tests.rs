@@ -48,7 +48,9 @@ fn a_valid_app_loads_into_its_stack_and_pipeline() {
         config.stack[2].approval,
         Some(ApprovalPolicy {
             required: 2,
-            roles: vec!["admin".into()]
+            roles: vec!["admin".into()],
+            self_approval: false,
+            reauth: false,
         })
     );
     assert_eq!(
@@ -120,7 +122,7 @@ fn an_unknown_key_names_its_line_and_field() {
     assert_eq!(found[0].line, Some(8), "{found:?}");
     assert_eq!(
         found[0].message,
-        "unknown field `tll`, expected one of env, branch, branches, target, targets, url, namespace, ttl, approval, variables, rollout_timeout, self_heal"
+        "unknown field `tll`, expected one of env, branch, branches, target, targets, url, namespace, ttl, approval, variables, rollout_timeout, self_heal, freeze"
     );
     assert_eq!(found[0].field, "tll");
     assert!(
@@ -262,4 +264,26 @@ fn names_that_would_break_hostnames_are_invalid() {
     for good in ["a", "staging", "preview-2", "prod-eu-1"] {
         assert!(valid_name(good), "{good:?}");
     }
+}
+
+#[test]
+fn freeze_windows_and_the_merge_strategy_are_read_and_checked() {
+    let app = APP.replace(
+        "    approval: { required: 2, roles: [admin] }\n",
+        "    approval: { required: 2, roles: [admin] }\n    freeze:\n      - { start: \"0 18 * * FRI\", for: 62h, reason: weekend }\n",
+    ) + "merge: fast-forward\n";
+    let config = load_app("shop", Some(&app), Some(PIPELINE), &[]).expect("valid");
+    assert_eq!(config.merge, MergeStrategy::FastForward);
+    assert_eq!(config.stack[2].freeze.len(), 1);
+    assert_eq!(config.stack[2].freeze[0].duration_seconds, 62 * 3600);
+    assert_eq!(config.stack[2].freeze[0].reason, "weekend");
+
+    let bad = app
+        .replace("0 18 * * FRI", "friday evening")
+        .replace("merge: fast-forward", "merge: squash");
+    let found = issues(&bad, PIPELINE);
+    let fields: Vec<&str> = found.iter().map(|i| i.field.as_str()).collect();
+    assert_eq!(fields, ["merge", "stack[2].freeze[0].start"], "{found:?}");
+    assert!(found[0].message.contains("\"squash\""), "{found:?}");
+    assert!(found[1].message.contains("\"friday evening\""), "{found:?}");
 }

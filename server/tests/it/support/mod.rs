@@ -55,7 +55,10 @@ macro_rules! both_backends {
 /// Fails a test that takes longer than four minutes instead of letting it
 /// hang the whole suite.
 pub async fn bounded<F: std::future::Future<Output = ()>>(body: F) {
-    if tokio::time::timeout(std::time::Duration::from_secs(240), body).await.is_err() {
+    if tokio::time::timeout(std::time::Duration::from_secs(240), body)
+        .await
+        .is_err()
+    {
         panic!("the test did not finish within 4 minutes");
     }
 }
@@ -293,10 +296,16 @@ impl Drop for TestApp {
             // database with FORCE, which ends the pool's connections
             // without waiting for them.
             let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
                 if let Ok(runtime) = runtime {
                     runtime.block_on(async move {
-                        let _ = tokio::time::timeout(std::time::Duration::from_secs(30), database.drop_now()).await;
+                        let _ = tokio::time::timeout(
+                            std::time::Duration::from_secs(30),
+                            database.drop_now(),
+                        )
+                        .await;
                     });
                 }
             })
