@@ -33,9 +33,10 @@ async fn caller() -> Result<(Port, crate::port::Caller), ServerFnError> {
 #[cfg(feature = "ssr")]
 fn failed(what: &'static str) -> impl FnOnce(crate::port::PortError) -> ServerFnError {
     move |error| match error {
-        crate::port::PortError::Refused(reason) | crate::port::PortError::Forbidden(reason) => {
-            ServerFnError::new(reason)
-        }
+        crate::port::PortError::Refused(reason)
+        | crate::port::PortError::Forbidden(reason)
+        | crate::port::PortError::NotFound(reason)
+        | crate::port::PortError::Conflict(reason) => ServerFnError::new(reason),
         crate::port::PortError::Failed(cause) => {
             tracing::error!(%cause, "dashboard could not load {what}");
             ServerFnError::new(format!(

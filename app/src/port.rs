@@ -13,7 +13,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::dto::{
-    AuditEntry, ChangeRequestSummary, ClusterRegistration, ClusterSummary, ConfigStatus,
+    AuditEntry, ChangeRequestDetail, ChangeRequestSummary, NewChangeRequest, Review, ClusterRegistration, ClusterSummary, ConfigStatus,
     EnvironmentSummary, Me, ObjectDiff, PendingApproval, ReleaseSummary, RunDetail, RunSummary,
     Settings,
 };
@@ -32,6 +32,12 @@ pub enum PortError {
     /// The caller may not do this.
     #[error("{0}")]
     Forbidden(String),
+    /// The thing asked about does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The thing's state does not allow this now (already decided, frozen).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// Who is asking: a signed-in person or an API token's owner.
@@ -111,6 +117,28 @@ pub trait DashboardPort: Send + Sync + 'static {
         caller: &Caller,
         name: String,
     ) -> Result<ClusterSummary, PortError>;
+    /// The change request page (`None`: no such request).
+    async fn change_request(
+        &self,
+        caller: &Caller,
+        id: i64,
+    ) -> Result<Option<ChangeRequestDetail>, PortError>;
+    async fn open_change_request(
+        &self,
+        caller: &Caller,
+        request: NewChangeRequest,
+    ) -> Result<ChangeRequestSummary, PortError>;
+    /// Approve, reject, override or close a change request.
+    async fn review_change_request(
+        &self,
+        caller: &Caller,
+        id: i64,
+        review: Review,
+    ) -> Result<ChangeRequestSummary, PortError>;
+    /// Approve, reject or override a run held for approval; says what
+    /// happened ("released", "waiting: 1 of 2", "rejected").
+    async fn review_run(&self, caller: &Caller, id: i64, review: Review)
+    -> Result<String, PortError>;
     /// What a run would change on its clusters (`None`: no such run).
     async fn run_diff(
         &self,

@@ -3,7 +3,7 @@
 //! it is allowed. Lists show only the apps the caller may see.
 
 use app::dto::{
-    AuditEntry, ChangeRequestSummary, ClusterRegistration, ClusterSummary, ConfigIssue,
+    AuditEntry, ChangeRequestDetail, ChangeRequestSummary, NewChangeRequest, Review, ReviewAction, ClusterRegistration, ClusterSummary, ConfigIssue,
     ConfigStatus, EnvironmentSummary, ObjectDiff, PendingApproval, ReleaseSummary, Role, RunDetail,
     RunSummary, SettingSource, Settings,
 };
@@ -11,6 +11,8 @@ use app::port::{Caller, DashboardPort, PortError};
 use async_trait::async_trait;
 
 use crate::auth::{Principal, Via};
+use crate::change_requests::{self, ChangeRequestError};
+use crate::flow::approval::{self, ApprovalError, ApprovalOutcome};
 use crate::db;
 use crate::state::App;
 
@@ -83,7 +85,10 @@ impl DashboardPort for App {
         let all = db::change_requests::list(self.db.pool())
             .await
             .map_err(port_error)?;
-        Ok(visible(caller, Role::Viewer, all, |c| &c.app))
+        visible(caller, Role::Viewer, all, |c| &c.app)
+            .iter()
+            .map(|row| row.summary().map_err(port_error))
+            .collect()
     }
 
     async fn releases(&self, caller: &Caller) -> Result<Vec<ReleaseSummary>, PortError> {
@@ -252,6 +257,74 @@ impl DashboardPort for App {
             .map_err(cluster_error)
     }
 
+    async fn change_request(
+        &self,
+        caller: &Caller,
+        id: i64,
+    ) -> Result<Option<ChangeRequestDetail>, PortError> {
+        match change_requests::detail(self, caller, id).await {
+            Ok(detail) => Ok(Some(detail)),
+            Err(ChangeRequestError::NotFound(_)) => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn open_change_request(
+        &self,
+        caller: &Caller,
+        request: NewChangeRequest,
+    ) -> Result<ChangeRequestSummary, PortError> {
+        let row = change_requests::open(self, caller, request).await?;
+        row.summary().map_err(port_error)
+    }
+
+    async fn review_change_request(
+        &self,
+        caller: &Caller,
+        id: i64,
+        review: Review,
+    ) -> Result<ChangeRequestSummary, PortError> {
+        let comment = review.comment.as_deref().filter(|c| !c.trim().is_empty());
+        let row = match review.action {
+            ReviewAction::Approve => change_requests::approve(self, caller, id, comment).await?,
+            ReviewAction::Reject => change_requests::reject(self, caller, id, comment).await?,
+            ReviewAction::Override => {
+                change_requests::override_policy(self, caller, id, comment.unwrap_or("")).await?
+            }
+            ReviewAction::Close => change_requests::close(self, caller, id).await?,
+        };
+        row.summary().map_err(port_error)
+    }
+
+    async fn review_run(
+        &self,
+        caller: &Caller,
+        id: i64,
+        review: Review,
+    ) -> Result<String, PortError> {
+        let comment = review.comment.as_deref().filter(|c| !c.trim().is_empty());
+        let outcome = match review.action {
+            ReviewAction::Approve => approval::approve(self, caller, id, comment).await?,
+            ReviewAction::Reject => approval::reject(self, caller, id, comment).await?,
+            ReviewAction::Override => {
+                approval::override_hold(self, caller, id, comment.unwrap_or("")).await?
+            }
+            ReviewAction::Close => {
+                return Err(PortError::Refused(
+                    "a run is rejected or cancelled, not closed".into(),
+                ));
+            }
+        };
+        Ok(match outcome {
+            ApprovalOutcome::Released { .. } => "released: the run is queued".into(),
+            ApprovalOutcome::Waiting {
+                approvals,
+                required,
+            } => format!("waiting: {approvals} of {required} approvals"),
+            ApprovalOutcome::Rejected => "rejected".into(),
+        })
+    }
+
     async fn run_diff(
         &self,
         caller: &Caller,
@@ -288,7 +361,7 @@ pub async fn audit(
             action,
             target,
             reason,
-            source_ip: None,
+            source_ip: caller.source_ip.as_deref(),
             detail: "{}",
         },
         db::now_millis(),
@@ -304,5 +377,37 @@ fn cluster_error(error: crate::clusters::ClusterError) -> PortError {
     match error {
         E::Secret(_) | E::Db(_) => PortError::Failed(error.to_string()),
         other => PortError::Refused(other.to_string()),
+    }
+}
+
+impl From<ChangeRequestError> for PortError {
+    fn from(error: ChangeRequestError) -> Self {
+        let text = error.to_string();
+        match error {
+            ChangeRequestError::NotFound(_) => PortError::NotFound(text),
+            ChangeRequestError::Invalid(_) => PortError::Refused(text),
+            ChangeRequestError::Forbidden(_) => PortError::Forbidden(text),
+            ChangeRequestError::Conflict(_) => PortError::Conflict(text),
+            ChangeRequestError::Db(_) | ChangeRequestError::Config(_) | ChangeRequestError::Git(_) => {
+                PortError::Failed(text)
+            }
+        }
+    }
+}
+
+impl From<ApprovalError> for PortError {
+    fn from(error: ApprovalError) -> Self {
+        let text = error.to_string();
+        match error {
+            ApprovalError::NotFound(_) => PortError::NotFound(text),
+            ApprovalError::NotWaiting { .. }
+            | ApprovalError::AlreadyApproved { .. }
+            | ApprovalError::Refused(_) => PortError::Conflict(text),
+            ApprovalError::Forbidden(_) => PortError::Forbidden(text),
+            ApprovalError::Invalid(_) => PortError::Refused(text),
+            ApprovalError::Db(_) | ApprovalError::Config(_) | ApprovalError::Git(_) => {
+                PortError::Failed(text)
+            }
+        }
     }
 }

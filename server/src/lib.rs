@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod change_requests;
 pub mod cli;
 pub mod clusters;
 pub mod config;

@@ -1,48 +1,377 @@
-//! Change requests, native and from forges, in one model.
+//! Change requests, native and from forges, in one model, and the decisions
+//! (approvals, rejections, overrides) taken on them.
 
-use app::dto::{ChangeRequestState, ChangeRequestSummary};
+use app::dto::{ApprovalRecord, ChangeRequestState, ChangeRequestSummary};
 use sqlx::{Any, Executor, FromRow};
 
 use super::decode_state;
 
-#[derive(FromRow)]
-struct Row {
+/// The states in which a request still waits for something.
+pub const ACTIVE: [ChangeRequestState; 3] = [
+    ChangeRequestState::Open,
+    ChangeRequestState::Approved,
+    ChangeRequestState::Conflict,
+];
+
+#[derive(Clone, Debug, FromRow)]
+pub struct CrRow {
+    pub id: i64,
+    pub app_id: i64,
+    pub app: String,
+    pub origin: String,
+    pub title: String,
+    pub description: String,
+    pub source_branch: String,
+    pub target_branch: String,
+    pub head_sha: Option<String>,
+    pub author: String,
+    pub author_user_id: Option<i64>,
+    pub state: String,
+    pub state_detail: Option<String>,
+    pub merge_sha: Option<String>,
+    pub merged_by: Option<String>,
+    pub created_at: i64,
+}
+
+impl CrRow {
+    pub fn summary(&self) -> Result<ChangeRequestSummary, sqlx::Error> {
+        Ok(ChangeRequestSummary {
+            id: self.id,
+            app: self.app.clone(),
+            title: self.title.clone(),
+            source_branch: self.source_branch.clone(),
+            target_branch: self.target_branch.clone(),
+            author: self.author.clone(),
+            state: decode_state(&self.state, ChangeRequestState::parse)?,
+            state_detail: self.state_detail.clone(),
+            head_sha: self.head_sha.clone(),
+            created_at: self.created_at,
+        })
+    }
+
+    pub fn is_active(&self) -> bool {
+        ACTIVE.iter().any(|state| state.as_str() == self.state)
+    }
+}
+
+const SELECT: &str = "SELECT c.id, c.app_id, a.name AS app, c.origin, c.title, c.description,
+        c.source_branch, c.target_branch, c.head_sha, c.author, c.author_user_id, c.state,
+        c.state_detail, c.merge_sha, c.merged_by, c.created_at
+     FROM change_requests c JOIN apps a ON a.id = c.app_id";
+
+#[derive(Clone, Debug)]
+pub struct NewRow<'a> {
+    pub app_id: i64,
+    pub origin: &'a str,
+    pub title: &'a str,
+    pub description: &'a str,
+    pub source_branch: &'a str,
+    pub target_branch: &'a str,
+    pub head_sha: &'a str,
+    pub author: &'a str,
+    pub author_user_id: Option<i64>,
+}
+
+pub async fn insert<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    row: &NewRow<'_>,
+    now: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO change_requests (app_id, origin, title, description, source_branch,
+            target_branch, head_sha, author, author_user_id, state, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING id",
+    )
+    .bind(row.app_id)
+    .bind(row.origin)
+    .bind(row.title)
+    .bind(row.description)
+    .bind(row.source_branch)
+    .bind(row.target_branch)
+    .bind(row.head_sha)
+    .bind(row.author)
+    .bind(row.author_user_id)
+    .bind(ChangeRequestState::Open.as_str())
+    .bind(now)
+    .fetch_one(exec)
+    .await
+}
+
+pub async fn get<'e>(
+    exec: impl Executor<'e, Database = Any>,
     id: i64,
-    app: String,
-    title: String,
-    source_branch: String,
-    target_branch: String,
-    author: String,
-    state: String,
-    created_at: i64,
+) -> Result<Option<CrRow>, sqlx::Error> {
+    sqlx::query_as(&format!("{SELECT} WHERE c.id = $1"))
+        .bind(id)
+        .fetch_optional(exec)
+        .await
 }
 
 /// Open requests first, then the rest; newest first within each.
-pub async fn list<'e>(
+pub async fn list<'e>(exec: impl Executor<'e, Database = Any>) -> Result<Vec<CrRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "{SELECT} ORDER BY CASE WHEN c.state IN ($1, $2, $3) THEN 0 ELSE 1 END,
+            c.created_at DESC, c.id DESC LIMIT 200"
+    ))
+    .bind(ACTIVE[0].as_str())
+    .bind(ACTIVE[1].as_str())
+    .bind(ACTIVE[2].as_str())
+    .fetch_all(exec)
+    .await
+}
+
+/// Requests still waiting whose source is `branch` of the app.
+pub async fn active_from<'e>(
     exec: impl Executor<'e, Database = Any>,
-) -> Result<Vec<ChangeRequestSummary>, sqlx::Error> {
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT c.id, a.name AS app, c.title, c.source_branch, c.target_branch, c.author,
-                c.state, c.created_at
-         FROM change_requests c JOIN apps a ON a.id = c.app_id
-         ORDER BY CASE WHEN c.state = $1 THEN 0 ELSE 1 END, c.created_at DESC, c.id DESC
-         LIMIT 200",
+    app_id: i64,
+    branch: &str,
+) -> Result<Vec<CrRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "{SELECT} WHERE c.app_id = $1 AND c.source_branch = $2 AND c.state IN ($3, $4, $5)
+         ORDER BY c.id"
+    ))
+    .bind(app_id)
+    .bind(branch)
+    .bind(ACTIVE[0].as_str())
+    .bind(ACTIVE[1].as_str())
+    .bind(ACTIVE[2].as_str())
+    .fetch_all(exec)
+    .await
+}
+
+/// Requests approved but not merged yet (a freeze held them back).
+pub async fn approved<'e>(
+    exec: impl Executor<'e, Database = Any>,
+) -> Result<Vec<CrRow>, sqlx::Error> {
+    sqlx::query_as(&format!("{SELECT} WHERE c.state = $1 ORDER BY c.id"))
+        .bind(ChangeRequestState::Approved.as_str())
+        .fetch_all(exec)
+        .await
+}
+
+/// The request whose merge produced `sha` on `branch`, if any.
+pub async fn merged_as<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    app_id: i64,
+    branch: &str,
+    sha: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM change_requests
+         WHERE app_id = $1 AND target_branch = $2 AND merge_sha = $3 ORDER BY id DESC LIMIT 1",
     )
+    .bind(app_id)
+    .bind(branch)
+    .bind(sha)
+    .fetch_optional(exec)
+    .await
+}
+
+pub async fn set_state<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    state: ChangeRequestState,
+    detail: Option<&str>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE change_requests SET state = $2, state_detail = $3, updated_at = $4 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(state.as_str())
+    .bind(detail)
+    .bind(now)
+    .execute(exec)
+    .await?;
+    Ok(())
+}
+
+/// A new head on the source branch: back to open, approvals start over.
+pub async fn set_head<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    sha: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE change_requests SET head_sha = $2, state = $3, state_detail = NULL, updated_at = $4
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(sha)
     .bind(ChangeRequestState::Open.as_str())
+    .bind(now)
+    .execute(exec)
+    .await?;
+    Ok(())
+}
+
+/// Records the commit about to be pushed (before the push, so the planner
+/// recognises it), or clears it when the push failed.
+pub async fn set_merge_sha<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    sha: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE change_requests SET merge_sha = $2 WHERE id = $1")
+        .bind(id)
+        .bind(sha)
+        .execute(exec)
+        .await?;
+    Ok(())
+}
+
+pub async fn mark_merged<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    sha: &str,
+    by: &str,
+    detail: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE change_requests SET state = $2, merge_sha = $3, merged_by = $4, state_detail = $5,
+            merged_at = $6, updated_at = $6
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(ChangeRequestState::Merged.as_str())
+    .bind(sha)
+    .bind(by)
+    .bind(detail)
+    .bind(now)
+    .execute(exec)
+    .await?;
+    Ok(())
+}
+
+#[derive(Clone, Debug)]
+pub struct NewDecision<'a> {
+    pub environment_id: i64,
+    pub run_id: Option<i64>,
+    pub change_request_id: Option<i64>,
+    pub user_id: i64,
+    /// `approved`, `rejected` or `override`.
+    pub decision: &'a str,
+    pub comment: Option<&'a str>,
+    pub commit_sha: Option<&'a str>,
+    pub auth_time: Option<i64>,
+    pub override_reason: Option<&'a str>,
+}
+
+pub async fn record_decision<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    decision: &NewDecision<'_>,
+    now: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO approvals (environment_id, run_id, change_request_id, user_id, decision,
+            comment, commit_sha, auth_time, override_reason, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+    )
+    .bind(decision.environment_id)
+    .bind(decision.run_id)
+    .bind(decision.change_request_id)
+    .bind(decision.user_id)
+    .bind(decision.decision)
+    .bind(decision.comment)
+    .bind(decision.commit_sha)
+    .bind(decision.auth_time)
+    .bind(decision.override_reason)
+    .bind(now)
+    .fetch_one(exec)
+    .await
+}
+
+/// Distinct people who approved `sha` of the request (an override counts as
+/// meeting the policy on its own; see [`overridden`]).
+pub async fn approvals_of<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    sha: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COUNT(DISTINCT user_id) FROM approvals
+         WHERE change_request_id = $1 AND commit_sha = $2 AND decision = 'approved'",
+    )
+    .bind(id)
+    .bind(sha)
+    .fetch_one(exec)
+    .await
+}
+
+pub async fn has_approved<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    sha: &str,
+    user_id: i64,
+) -> Result<bool, sqlx::Error> {
+    let count: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM approvals WHERE change_request_id = $1 AND commit_sha = $2
+            AND user_id = $3 AND decision IN ('approved', 'override')",
+    )
+    .bind(id)
+    .bind(sha)
+    .bind(user_id)
+    .fetch_one(exec)
+    .await?;
+    Ok(count > 0)
+}
+
+/// True when an admin overrode the policy for `sha` of the request.
+pub async fn overridden<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    sha: &str,
+) -> Result<bool, sqlx::Error> {
+    let count: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM approvals
+         WHERE change_request_id = $1 AND commit_sha = $2 AND decision = 'override'",
+    )
+    .bind(id)
+    .bind(sha)
+    .fetch_one(exec)
+    .await?;
+    Ok(count > 0)
+}
+
+#[derive(FromRow)]
+struct DecisionRow {
+    who: String,
+    decision: String,
+    comment: Option<String>,
+    override_reason: Option<String>,
+    commit_sha: Option<String>,
+    auth_time: Option<i64>,
+    created_at: i64,
+}
+
+/// Every decision on a request (or, with `run`, on a held run), oldest first.
+pub async fn decisions<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    change_request: Option<i64>,
+    run: Option<i64>,
+) -> Result<Vec<ApprovalRecord>, sqlx::Error> {
+    let rows: Vec<DecisionRow> = sqlx::query_as(
+        "SELECT u.display_name AS who, d.decision, d.comment, d.override_reason, d.commit_sha,
+                d.auth_time, d.created_at
+         FROM approvals d JOIN users u ON u.id = d.user_id
+         WHERE (d.change_request_id = $1) OR (d.run_id = $2)
+         ORDER BY d.created_at, d.id",
+    )
+    .bind(change_request)
+    .bind(run)
     .fetch_all(exec)
     .await?;
-    rows.into_iter()
-        .map(|row| {
-            Ok(ChangeRequestSummary {
-                id: row.id,
-                app: row.app,
-                title: row.title,
-                source_branch: row.source_branch,
-                target_branch: row.target_branch,
-                author: row.author,
-                state: decode_state(&row.state, ChangeRequestState::parse)?,
-                created_at: row.created_at,
-            })
+    Ok(rows
+        .into_iter()
+        .map(|row| ApprovalRecord {
+            who: row.who,
+            decision: row.decision,
+            comment: row.override_reason.or(row.comment),
+            commit_sha: row.commit_sha,
+            auth_time: row.auth_time,
+            at: row.created_at,
         })
-        .collect()
+        .collect())
 }

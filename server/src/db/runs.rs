@@ -136,11 +136,12 @@ pub struct RunRow {
     pub cancel_requested: i64,
     pub commit_message: Option<String>,
     pub commit_author: Option<String>,
+    pub change_request_id: Option<i64>,
     pub created_at: i64,
 }
 
 const RUN_COLUMNS: &str = "id, app_id, environment_id, branch, commit_sha, pipeline_sha, state, trigger, \
-                           attempt, cancel_requested, commit_message, commit_author, created_at";
+                           attempt, cancel_requested, commit_message, commit_author, change_request_id, created_at";
 
 pub async fn get<'e>(
     exec: impl Executor<'e, Database = Any>,
@@ -150,6 +151,38 @@ pub async fn get<'e>(
         .bind(id)
         .fetch_optional(exec)
         .await
+}
+
+/// Ties a run to the change request it builds or results from.
+pub async fn set_change_request<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    change_request_id: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE runs SET change_request_id = $2 WHERE id = $1")
+        .bind(id)
+        .bind(change_request_id)
+        .execute(exec)
+        .await?;
+    Ok(())
+}
+
+/// The newest run of `sha` on `branch` of the app.
+pub async fn latest_of_commit<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    app_id: i64,
+    branch: &str,
+    sha: &str,
+) -> Result<Option<RunRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE app_id = $1 AND branch = $2 AND commit_sha = $3
+         ORDER BY id DESC LIMIT 1"
+    ))
+    .bind(app_id)
+    .bind(branch)
+    .bind(sha)
+    .fetch_optional(exec)
+    .await
 }
 
 pub async fn set_commit_info<'e>(

@@ -1,17 +1,19 @@
 //! Holding and releasing runs for protected environments. A run of an
-//! environment with an approval policy waits in `waiting_for_approval` until
-//! enough distinct people approve it; one rejection ends it.
+//! environment with an approval policy (or inside a freeze) waits in
+//! `waiting_for_approval` until enough distinct people approve it; one
+//! rejection ends it; an admin may override the policy with a reason.
 //!
-//! Who may approve is the environment's policy: the roles allowed (a role
-//! includes the ones above it), and a fresh sign-in where it demands one.
+//! The rules themselves live in [`super::policy`].
 
 use app::dto::RunState;
-
-use crate::db::{self, audit::NewEntry, now_millis};
-use crate::gitops::schema::{AppConfig, ApprovalPolicy};
-use crate::state::App;
-use app::dto::Role;
 use app::port::Caller;
+
+use super::policy;
+use crate::db::{
+    self, audit::NewEntry, change_requests::NewDecision, now_millis, runs::RunRow,
+};
+use crate::gitops::schema::{AppConfig, ApprovalPolicy, StackEntry};
+use crate::state::App;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApprovalError {
@@ -23,10 +25,18 @@ pub enum ApprovalError {
     AlreadyApproved { id: i64, actor: String },
     #[error("{0}")]
     Forbidden(String),
+    /// A freeze or a missing reason: the person can act on it.
+    #[error("{0}")]
+    Refused(String),
+    /// The request itself is wrong (an override without a reason).
+    #[error("{0}")]
+    Invalid(String),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
     #[error("the app's configuration is unreadable: {0}")]
     Config(#[from] serde_json::Error),
+    #[error("{0}")]
+    Git(#[from] crate::git::GitError),
 }
 
 #[derive(Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
@@ -40,69 +50,25 @@ pub enum ApprovalOutcome {
     Rejected,
 }
 
-pub async fn approve(
-    app: &App,
-    caller: &Caller,
-    run_id: i64,
-    comment: Option<&str>,
-) -> Result<ApprovalOutcome, ApprovalError> {
-    decide(app, caller, run_id, comment, true).await
+/// A held run with what its decision depends on.
+struct Held {
+    run: RunRow,
+    env: db::environments::EnvRow,
+    app_name: String,
+    entry: Option<StackEntry>,
 }
 
-pub async fn reject(
-    app: &App,
-    caller: &Caller,
-    run_id: i64,
-    comment: Option<&str>,
-) -> Result<ApprovalOutcome, ApprovalError> {
-    decide(app, caller, run_id, comment, false).await
-}
-
-/// Checks that `caller` may decide under `policy` for `app_name`.
-pub fn check_policy(
-    app: &App,
-    caller: &Caller,
-    policy: Option<&ApprovalPolicy>,
-    app_name: &str,
-) -> Result<(), ApprovalError> {
-    let roles: Vec<Role> = policy
-        .map(|p| p.roles.iter().filter_map(|r| Role::parse(r)).collect())
-        .unwrap_or_default();
-    let lowest = roles
-        .iter()
-        .min_by_key(|r| r.rank())
-        .copied()
-        .unwrap_or(Role::Admin);
-    if !caller.me.can(lowest, Some(app_name)) {
-        return Err(ApprovalError::Forbidden(format!(
-            "approving here needs the {lowest} role on {app_name}; {} does not have it",
-            caller.me.name
-        )));
+impl Held {
+    fn policy(&self) -> Option<&ApprovalPolicy> {
+        self.entry.as_ref().and_then(|e| e.approval.as_ref())
     }
-    if policy.is_some_and(|p| p.reauth) {
-        let max_age = app.config.reauth_max_age.as_millis() as i64;
-        let fresh = caller
-            .me
-            .auth_time
-            .is_some_and(|t| now_millis() - t <= max_age);
-        if !fresh {
-            return Err(ApprovalError::Forbidden(format!(
-                "this environment needs a fresh sign-in to approve (within {}); sign in again at /auth/login?fresh=1",
-                crate::gitops::duration::HumanDuration(app.config.reauth_max_age)
-            )));
-        }
+
+    fn target(&self) -> String {
+        format!("{}/{} run {}", self.app_name, self.env.name, self.run.id)
     }
-    Ok(())
 }
 
-async fn decide(
-    app: &App,
-    caller: &Caller,
-    run_id: i64,
-    comment: Option<&str>,
-    approve: bool,
-) -> Result<ApprovalOutcome, ApprovalError> {
-    let actor = caller.me.name.as_str();
+async fn load(app: &App, run_id: i64) -> Result<Held, ApprovalError> {
     let pool = app.db.pool();
     let run = db::runs::get(pool, run_id)
         .await?
@@ -120,82 +86,247 @@ async fn decide(
         .await?
         .ok_or(ApprovalError::NotFound(run_id))?;
     let config: AppConfig = serde_json::from_str(&app_row.config)?;
-    let policy = config
+    let entry = config
         .stack
         .iter()
         .find(|entry| entry.env == env.stack_entry)
-        .and_then(|entry| entry.approval.clone());
-    check_policy(app, caller, policy.as_ref(), &app_row.name)?;
-    let required = policy
-        .as_ref()
-        .map_or(1, |policy| i64::from(policy.required));
+        .cloned();
+    Ok(Held {
+        run,
+        env,
+        app_name: app_row.name,
+        entry,
+    })
+}
 
+/// The Gantry user who wrote the change a run builds: the change request's
+/// author, else the user whose e-mail is the commit author's.
+async fn author_of(app: &App, held: &Held) -> Result<Option<i64>, ApprovalError> {
+    let pool = app.db.pool();
+    if let Some(cr) = held.run.change_request_id
+        && let Some(row) = db::change_requests::get(pool, cr).await?
+        && row.author_user_id.is_some()
+    {
+        return Ok(row.author_user_id);
+    }
+    let Some(app_row) = db::apps::get(pool, held.run.app_id).await? else {
+        return Ok(None);
+    };
+    let commit = app
+        .git
+        .commit_info(&app_row.source_url, &held.run.commit_sha)
+        .await?;
+    if commit.author_email.is_empty() {
+        return Ok(None);
+    }
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM users WHERE LOWER(email) = LOWER($1) ORDER BY id LIMIT 1",
+    )
+    .bind(&commit.author_email)
+    .fetch_optional(pool)
+    .await?)
+}
+
+pub async fn approve(
+    app: &App,
+    caller: &Caller,
+    run_id: i64,
+    comment: Option<&str>,
+) -> Result<ApprovalOutcome, ApprovalError> {
+    let held = load(app, run_id).await?;
+    let Some(policy) = held.policy() else {
+        // Held only by a freeze: it is released when the freeze ends, or
+        // by an override.
+        let freeze = policy::freeze_now(held.entry.as_ref())
+            .map(|f| f.describe())
+            .unwrap_or_else(|| "frozen".into());
+        return Err(ApprovalError::Refused(format!(
+            "{} is {freeze}; the run deploys when the freeze ends, or an admin overrides with a reason",
+            held.env.name
+        )));
+    };
+    if let Some(refusal) = policy::refusal(app, caller, policy, &held.app_name) {
+        return Err(ApprovalError::Forbidden(refusal));
+    }
+    if let Some(refusal) =
+        policy::self_approval_refusal(caller, policy, author_of(app, &held).await?)
+    {
+        return Err(ApprovalError::Forbidden(refusal));
+    }
+    let required = i64::from(policy.required);
+    let frozen = policy::freeze_now(held.entry.as_ref());
+
+    let pool = app.db.pool();
     let now = now_millis();
     let mut tx = pool.begin().await?;
-    let user_id = caller.user_id;
     let already: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM approvals WHERE run_id = $1 AND user_id = $2 AND decision = 'approved'")
         .bind(run_id)
-        .bind(user_id)
+        .bind(caller.user_id)
         .fetch_one(&mut *tx)
         .await?;
-    if approve && already > 0 {
+    if already > 0 {
         return Err(ApprovalError::AlreadyApproved {
             id: run_id,
-            actor: actor.to_string(),
+            actor: caller.me.name.clone(),
         });
     }
-    sqlx::query(
-        "INSERT INTO approvals (environment_id, run_id, user_id, decision, comment, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(env.id)
-    .bind(run_id)
-    .bind(user_id)
-    .bind(if approve { "approved" } else { "rejected" })
-    .bind(comment)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    db::audit::record(
-        &mut *tx,
-        &NewEntry {
-            actor,
-            action: if approve { "run.approve" } else { "run.reject" },
-            target: &format!("{}/{} run {run_id}", app_row.name, env.name),
-            reason: comment,
-            source_ip: None,
-            detail: &serde_json::json!({ "commit": run.commit_sha }).to_string(),
+    record(&mut tx, caller, &held, "approved", comment, None, now).await?;
+    let approvals: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT user_id) FROM approvals WHERE run_id = $1 AND decision = 'approved'")
+        .bind(run_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    // A freeze keeps the run held even when the approvals are there; it is
+    // released when the freeze ends (see `release_thawed`).
+    let released = approvals >= required
+        && frozen.is_none()
+        && db::runs::release_hold(&mut *tx, run_id).await?;
+    tx.commit().await?;
+    if released {
+        app.flow.runner_wake.notify_one();
+        Ok(ApprovalOutcome::Released {
+            approvals,
+            required,
+        })
+    } else {
+        Ok(ApprovalOutcome::Waiting {
+            approvals,
+            required,
+        })
+    }
+}
+
+pub async fn reject(
+    app: &App,
+    caller: &Caller,
+    run_id: i64,
+    comment: Option<&str>,
+) -> Result<ApprovalOutcome, ApprovalError> {
+    let held = load(app, run_id).await?;
+    let default_policy = policy::for_change_request(None);
+    let policy = held.policy().unwrap_or(&default_policy);
+    if let Some(refusal) = policy::refusal(app, caller, policy, &held.app_name) {
+        return Err(ApprovalError::Forbidden(refusal));
+    }
+    let now = now_millis();
+    let mut tx = app.db.pool().begin().await?;
+    record(&mut tx, caller, &held, "rejected", comment, None, now).await?;
+    let reason = format!(
+        "rejected by {}{}",
+        caller.me.name,
+        comment.map(|c| format!(": {c}")).unwrap_or_default()
+    );
+    db::runs::finish(&mut *tx, run_id, RunState::Cancelled, Some(&reason), now).await?;
+    tx.commit().await?;
+    Ok(ApprovalOutcome::Rejected)
+}
+
+/// An admin releases a held run regardless of the count and of a freeze,
+/// with a reason that goes into the audit log.
+pub async fn override_hold(
+    app: &App,
+    caller: &Caller,
+    run_id: i64,
+    reason: &str,
+) -> Result<ApprovalOutcome, ApprovalError> {
+    let held = load(app, run_id).await?;
+    let reason = policy::override_reason(reason).map_err(ApprovalError::Invalid)?;
+    let admin_only = crate::gitops::schema::ApprovalPolicy {
+        roles: vec!["admin".into()],
+        ..held
+            .policy()
+            .cloned()
+            .unwrap_or_else(|| policy::for_change_request(None))
+    };
+    if let Some(refusal) = policy::refusal(app, caller, &admin_only, &held.app_name) {
+        return Err(ApprovalError::Forbidden(refusal));
+    }
+    let now = now_millis();
+    let mut tx = app.db.pool().begin().await?;
+    record(&mut tx, caller, &held, "override", None, Some(reason), now).await?;
+    db::runs::release_hold(&mut *tx, run_id).await?;
+    tx.commit().await?;
+    app.flow.runner_wake.notify_one();
+    Ok(ApprovalOutcome::Released {
+        approvals: 0,
+        required: held.policy().map_or(0, |p| i64::from(p.required)),
+    })
+}
+
+async fn record(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    caller: &Caller,
+    held: &Held,
+    decision: &str,
+    comment: Option<&str>,
+    override_reason: Option<&str>,
+    now: i64,
+) -> Result<(), ApprovalError> {
+    db::change_requests::record_decision(
+        &mut **tx,
+        &NewDecision {
+            environment_id: held.env.id,
+            run_id: Some(held.run.id),
+            change_request_id: None,
+            user_id: caller.user_id,
+            decision,
+            comment,
+            commit_sha: Some(&held.run.commit_sha),
+            auth_time: caller.me.auth_time,
+            override_reason,
         },
         now,
     )
     .await?;
-    let outcome = if approve {
-        let approvals: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT user_id) FROM approvals WHERE run_id = $1 AND decision = 'approved'")
-            .bind(run_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        if approvals >= required && db::runs::release_hold(&mut *tx, run_id).await? {
-            ApprovalOutcome::Released {
-                approvals,
-                required,
-            }
-        } else {
-            ApprovalOutcome::Waiting {
-                approvals,
-                required,
-            }
-        }
-    } else {
-        let reason = format!(
-            "rejected by {actor}{}",
-            comment.map(|c| format!(": {c}")).unwrap_or_default()
-        );
-        db::runs::finish(&mut *tx, run_id, RunState::Cancelled, Some(&reason), now).await?;
-        ApprovalOutcome::Rejected
+    let action = match decision {
+        "approved" => "run.approve",
+        "rejected" => "run.reject",
+        _ => "run.override",
     };
-    tx.commit().await?;
-    if matches!(outcome, ApprovalOutcome::Released { .. }) {
+    db::audit::record(
+        &mut **tx,
+        &NewEntry {
+            actor: &caller.me.name,
+            action,
+            target: &held.target(),
+            reason: override_reason.or(comment),
+            source_ip: caller.source_ip.as_deref(),
+            detail: &serde_json::json!({
+                "commit": held.run.commit_sha,
+                "auth_time": caller.me.auth_time,
+            })
+            .to_string(),
+        },
+        now,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Releases held runs whose only obstacle was a freeze that has ended:
+/// runs of environments without a policy, and runs whose approvals are
+/// complete. Called periodically.
+pub async fn release_thawed(app: &App) -> anyhow::Result<usize> {
+    let pool = app.db.pool();
+    let mut released = 0;
+    for pending in db::runs::list_waiting_for_approval(pool).await? {
+        let Ok(held) = load(app, pending.run_id).await else {
+            continue;
+        };
+        if policy::freeze_now(held.entry.as_ref()).is_some() {
+            continue;
+        }
+        let approvals: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT user_id) FROM approvals WHERE run_id = $1 AND decision = 'approved'")
+            .bind(held.run.id)
+            .fetch_one(pool)
+            .await?;
+        let required = held.policy().map_or(0, |p| i64::from(p.required));
+        if approvals >= required && db::runs::release_hold(pool, held.run.id).await? {
+            tracing::info!(run = held.run.id, "freeze over: run released");
+            released += 1;
+        }
+    }
+    if released > 0 {
         app.flow.runner_wake.notify_one();
     }
-    Ok(outcome)
+    Ok(released)
 }

@@ -158,6 +158,13 @@ pub async fn expiry_loop(app: Arc<App>) {
         if let Err(error) = expire(&app).await {
             tracing::warn!(%error, "expiring environments failed");
         }
+        // Freezes end on the clock, not on an event.
+        if let Err(error) = super::approval::release_thawed(&app).await {
+            tracing::warn!(%error, "releasing runs after a freeze failed");
+        }
+        if let Err(error) = crate::change_requests::merge_thawed(&app).await {
+            tracing::warn!(%error, "merging change requests after a freeze failed");
+        }
         tokio::select! {
             () = app.shutdown.cancelled() => return,
             () = tokio::time::sleep(Duration::from_secs(30)) => {}

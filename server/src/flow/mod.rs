@@ -6,6 +6,7 @@
 pub mod approval;
 pub mod lifecycle;
 pub mod plan;
+pub mod policy;
 pub mod stack;
 pub mod watch;
 

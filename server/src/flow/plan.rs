@@ -100,10 +100,22 @@ async fn on_push(app: &App, event: BranchEvent) -> anyhow::Result<()> {
 
     let env = ensure_environment(app, &app_row, entry, &event.branch).await?;
     let commit = app.git.commit_info(&app_row.source_url, &sha).await?;
-    let state = if entry.approval.is_some() {
+    // A commit an approved change request merged is not held again; a
+    // freeze or a policy holds anything else.
+    let merged_by_request =
+        db::change_requests::merged_as(pool, app_row.id, &event.branch, &sha).await?;
+    let from_request =
+        crate::change_requests::on_source_push(app, app_row.id, &event.branch, &sha).await?;
+    let held = entry.approval.is_some() || super::policy::freeze_now(Some(entry)).is_some();
+    let state = if held && merged_by_request.is_none() {
         RunState::WaitingForApproval
     } else {
         RunState::Queued
+    };
+    let trigger = if merged_by_request.is_some() {
+        "change_request"
+    } else {
+        "push"
     };
     let now = now_millis();
     let mut tx = pool.begin().await?;
@@ -116,11 +128,14 @@ async fn on_push(app: &App, event: BranchEvent) -> anyhow::Result<()> {
             commit_sha: &sha,
             pipeline_sha: &app_row.pipeline_sha,
             state,
-            trigger: "push",
+            trigger,
         },
         now,
     )
     .await?;
+    if let Some(request) = merged_by_request.or(from_request) {
+        db::runs::set_change_request(&mut *tx, run_id, request).await?;
+    }
     db::runs::set_commit_info(&mut *tx, run_id, &commit.summary, &commit.author).await?;
     db::runs::supersede_older(&mut tx, env.id, run_id, now).await?;
     tx.commit().await?;

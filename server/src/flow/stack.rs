@@ -23,10 +23,21 @@ pub fn entry_for<'c>(config: &'c AppConfig, branch: &str) -> Option<&'c StackEnt
 /// The branch whose head decides when a preview is merged: the branch of
 /// the `staging` entry (the seed's `latest`).
 pub fn staging_branch(config: &AppConfig) -> Option<&str> {
+    exact_branch_of(config, "staging")
+}
+
+/// The branch that deploys to production (the seed's `master`): where a
+/// change request from the staging branch is promoted.
+pub fn production_branch(config: &AppConfig) -> Option<&str> {
+    exact_branch_of(config, "production")
+}
+
+/// The branch of the non-preview entry `env`.
+pub fn exact_branch_of<'c>(config: &'c AppConfig, env: &str) -> Option<&'c str> {
     config
         .stack
         .iter()
-        .find(|entry| entry.env == "staging")
+        .find(|entry| entry.env == env)
         .and_then(|entry| match &entry.branches {
             crate::gitops::schema::BranchMatch::Exact(branch) => Some(branch.as_str()),
             crate::gitops::schema::BranchMatch::Glob(_) => None,

@@ -4,6 +4,9 @@
 //! mirror (libgit2 does not like two fetches into one repository).
 
 mod export;
+mod merge;
+
+pub use merge::{MergeOutcome, MergeRequest};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -28,6 +31,14 @@ pub enum GitError {
     },
     #[error("refusing to write {0:?}: it would leave the checkout")]
     UnsafePath(String),
+    #[error("cannot push to {branch} of {url}: {message}")]
+    Push {
+        url: String,
+        branch: String,
+        message: String,
+    },
+    #[error("{0}")]
+    Refused(String),
     #[error("git worker stopped: {0}")]
     Join(String),
 }
@@ -39,6 +50,7 @@ pub struct CommitInfo {
     /// First line of the message.
     pub summary: String,
     pub author: String,
+    pub author_email: String,
     /// Seconds since the epoch.
     pub time: i64,
 }
@@ -216,6 +228,7 @@ impl GitStore {
                     .unwrap_or_default()
                     .to_string(),
                 author: author.name().unwrap_or_default().to_string(),
+                author_email: author.email().unwrap_or_default().to_string(),
                 time: commit.time().seconds(),
             })
         })

@@ -77,6 +77,8 @@ impl From<app::port::PortError> for ApiError {
             app::port::PortError::Failed(cause) => ApiError::Internal(cause),
             app::port::PortError::Refused(reason) => ApiError::BadRequest(reason),
             app::port::PortError::Forbidden(reason) => ApiError::Forbidden(reason),
+            app::port::PortError::NotFound(reason) => ApiError::NotFound(reason),
+            app::port::PortError::Conflict(reason) => ApiError::Conflict(reason),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! per-app token) needs a principal: a session or an API token. What each
 //! may do is decided by the port methods the handlers call.
 
+mod change_requests;
 mod clusters;
 mod hooks;
 mod runs;
@@ -40,6 +41,12 @@ use crate::state::AppState;
         list_environments,
         list_runs,
         list_change_requests,
+        change_requests::open,
+        change_requests::get,
+        change_requests::approve,
+        change_requests::reject,
+        change_requests::override_policy,
+        change_requests::close,
         list_releases,
         list_pending_approvals,
         list_clusters,
@@ -51,6 +58,7 @@ use crate::state::AppState;
         runs::run_events,
         runs::approve,
         runs::reject,
+        runs::override_hold,
         runs::cancel,
         runs::diff,
         hooks::git_hook,
@@ -70,6 +78,9 @@ use crate::state::AppState;
         RunState,
         ChangeRequestSummary,
         app::dto::ChangeRequestState,
+        app::dto::ChangeRequestDetail,
+        app::dto::NewChangeRequest,
+        app::dto::ApprovalRecord,
         ReleaseSummary,
         ReleaseState,
         PendingApproval,
@@ -108,7 +119,18 @@ pub fn routes() -> Router<AppState> {
         .route("/me", get(crate::http::auth::me))
         .route("/environments", get(list_environments))
         .route("/runs", get(list_runs))
-        .route("/change-requests", get(list_change_requests))
+        .route(
+            "/change-requests",
+            get(list_change_requests).post(change_requests::open),
+        )
+        .route("/change-requests/{id}", get(change_requests::get))
+        .route("/change-requests/{id}/approve", post(change_requests::approve))
+        .route("/change-requests/{id}/reject", post(change_requests::reject))
+        .route(
+            "/change-requests/{id}/override",
+            post(change_requests::override_policy),
+        )
+        .route("/change-requests/{id}/close", post(change_requests::close))
         .route("/releases", get(list_releases))
         .route("/approvals", get(list_pending_approvals))
         .route("/clusters", get(list_clusters).post(clusters::register))
@@ -123,6 +145,7 @@ pub fn routes() -> Router<AppState> {
         .route("/runs/{id}/approve", post(runs::approve))
         .route("/runs/{id}/reject", post(runs::reject))
         .route("/runs/{id}/cancel", post(runs::cancel))
+        .route("/runs/{id}/override", post(runs::override_hold))
         .route("/runs/{id}/diff", get(runs::diff))
         .route("/hooks/git", post(hooks::git_hook))
         .route("/apps/{app}/hook-token", post(hooks::new_hook_token))

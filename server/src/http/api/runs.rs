@@ -24,16 +24,7 @@ use crate::state::AppState;
 
 impl From<ApprovalError> for ApiError {
     fn from(error: ApprovalError) -> Self {
-        match error {
-            ApprovalError::NotFound(_) => ApiError::NotFound(error.to_string()),
-            ApprovalError::NotWaiting { .. } | ApprovalError::AlreadyApproved { .. } => {
-                ApiError::Conflict(error.to_string())
-            }
-            ApprovalError::Forbidden(_) => ApiError::Forbidden(error.to_string()),
-            ApprovalError::Db(_) | ApprovalError::Config(_) => {
-                ApiError::Internal(error.to_string())
-            }
-        }
+        app::port::PortError::from(error).into()
     }
 }
 
@@ -170,6 +161,23 @@ pub async fn reject(
 ) -> Result<Json<ApprovalOutcome>, ApiError> {
     Ok(Json(
         approval::reject(&state, &principal.caller(), id, decision.comment.as_deref()).await?,
+    ))
+}
+
+/// Admins: release a held run regardless of approvals and freeze; the
+/// comment is the mandatory reason, kept in the audit log.
+#[utoipa::path(post, path = "/api/v1/runs/{id}/override", tag = "approvals",
+    params(("id" = i64, Path)), request_body = Decision,
+    responses((status = 200, body = ApprovalOutcome), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn override_hold(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<i64>,
+    Json(decision): Json<Decision>,
+) -> Result<Json<ApprovalOutcome>, ApiError> {
+    let reason = decision.comment.as_deref().unwrap_or("");
+    Ok(Json(
+        approval::override_hold(&state, &principal.caller(), id, reason).await?,
     ))
 }
 

@@ -1,0 +1,707 @@
+//! Change requests: a developer proposes merging a branch into an
+//! environment's branch (a feature into `latest`, or `latest` into `master`
+//! to promote to production); its preview is built; admins approve or reject
+//! under the target environment's policy; when the policy is met Gantry
+//! merges with git2, pushes, and the target branch's pipeline runs.
+//!
+//! Native requests and forge merge/pull requests share this model (`origin`
+//! tells them apart). Approvals belong to a commit: a new push to the source
+//! starts them over. A merge commit's SHA is recorded before it is pushed, so
+//! the planner knows the push it sees was approved and does not hold it again.
+
+use app::dto::{ChangeRequestDetail, ChangeRequestState, NewChangeRequest, Role};
+use app::port::Caller;
+use tokio::sync::Mutex;
+
+use crate::db::{
+    self,
+    audit::NewEntry,
+    change_requests::{CrRow, NewDecision, NewRow},
+    now_millis,
+};
+use crate::flow::policy;
+use crate::flow::stack::{entry_for, production_branch, staging_branch};
+use crate::git::{GitError, MergeOutcome, MergeRequest};
+use crate::gitops::schema::{AppConfig, ApprovalPolicy, BranchMatch, StackEntry};
+use crate::state::App;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeRequestError {
+    #[error("change request {0} does not exist")]
+    NotFound(i64),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request's state does not allow this now.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("the app's configuration is unreadable: {0}")]
+    Config(#[from] serde_json::Error),
+    #[error("{0}")]
+    Git(#[from] GitError),
+}
+
+type Result<T> = std::result::Result<T, ChangeRequestError>;
+
+/// One merge at a time: two approvals arriving together must not both merge.
+static MERGES: Mutex<()> = Mutex::const_new(());
+
+/// A request with the configuration it is judged by.
+struct Judged {
+    row: CrRow,
+    source_url: String,
+    config: AppConfig,
+}
+
+impl Judged {
+    fn target_entry(&self) -> Option<&StackEntry> {
+        entry_for(&self.config, &self.row.target_branch)
+    }
+
+    fn policy(&self) -> ApprovalPolicy {
+        policy::for_change_request(self.target_entry())
+    }
+
+    fn label(&self) -> String {
+        format!(
+            "{} change request {} ({} → {})",
+            self.row.app, self.row.id, self.row.source_branch, self.row.target_branch
+        )
+    }
+}
+
+async fn load(app: &App, id: i64) -> Result<Judged> {
+    let pool = app.db.pool();
+    let row = db::change_requests::get(pool, id)
+        .await?
+        .ok_or(ChangeRequestError::NotFound(id))?;
+    let app_row = db::apps::get(pool, row.app_id)
+        .await?
+        .ok_or(ChangeRequestError::NotFound(id))?;
+    Ok(Judged {
+        row,
+        source_url: app_row.source_url,
+        config: serde_json::from_str(&app_row.config)?,
+    })
+}
+
+fn forbidden(caller: &Caller, role: Role, app: &str) -> Result<()> {
+    caller
+        .require(role, Some(app))
+        .map_err(|e| ChangeRequestError::Forbidden(e.to_string()))
+}
+
+/// The target of a request from `source` when none is named: the staging
+/// branch, or for the staging branch itself the production branch.
+fn default_target(config: &AppConfig, source: &str) -> Option<String> {
+    let staging = staging_branch(config);
+    if staging == Some(source) {
+        production_branch(config).map(str::to_string)
+    } else {
+        staging.map(str::to_string)
+    }
+}
+
+/// Opens a request (developers and up). Its source's preview is built if
+/// the current head has no run yet.
+pub async fn open(app: &App, caller: &Caller, new: NewChangeRequest) -> Result<CrRow> {
+    let pool = app.db.pool();
+    let app_row = db::apps::find_active_by_name(pool, &new.app)
+        .await?
+        .ok_or_else(|| ChangeRequestError::Invalid(format!("no app named {:?}", new.app)))?;
+    forbidden(caller, Role::Developer, &app_row.name)?;
+    let config: AppConfig = serde_json::from_str(&app_row.config)?;
+    let source = new.source_branch.trim().to_string();
+    let target = match new.target_branch.as_deref().map(str::trim) {
+        Some(target) if !target.is_empty() => target.to_string(),
+        _ => default_target(&config, &source).ok_or_else(|| {
+            ChangeRequestError::Invalid(format!(
+                "{} has no staging branch to merge into; name a target_branch",
+                app_row.name
+            ))
+        })?,
+    };
+    let target_is_environment = config
+        .stack
+        .iter()
+        .any(|entry| entry.branches == BranchMatch::Exact(target.clone()));
+    if !target_is_environment {
+        return Err(ChangeRequestError::Invalid(format!(
+            "target_branch {target:?} is not an environment branch of {}; expected one of {}",
+            app_row.name,
+            config
+                .stack
+                .iter()
+                .filter_map(|e| match &e.branches {
+                    BranchMatch::Exact(b) => Some(b.as_str()),
+                    BranchMatch::Glob(_) => None,
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    if source == target {
+        return Err(ChangeRequestError::Invalid(format!(
+            "source_branch and target_branch are both {source:?}"
+        )));
+    }
+    let heads = app.git.fetch(&app_row.source_url).await?;
+    let head = heads.get(&source).cloned().ok_or_else(|| {
+        ChangeRequestError::Invalid(format!(
+            "source_branch {source:?} does not exist in {}; push it first",
+            app_row.source_url
+        ))
+    })?;
+    if !heads.contains_key(&target) {
+        return Err(ChangeRequestError::Invalid(format!(
+            "target_branch {target:?} does not exist in {}",
+            app_row.source_url
+        )));
+    }
+    if app.git.is_ancestor(&app_row.source_url, &head, &heads[&target]).await? {
+        return Err(ChangeRequestError::Invalid(format!(
+            "{target} already contains {source}; there is nothing to merge"
+        )));
+    }
+    if let Some(existing) = db::change_requests::active_from(pool, app_row.id, &source)
+        .await?
+        .into_iter()
+        .find(|cr| cr.target_branch == target)
+    {
+        return Err(ChangeRequestError::Conflict(format!(
+            "change request {} already proposes {source} → {target}",
+            existing.id
+        )));
+    }
+    let title = match new.title.as_deref().map(str::trim) {
+        Some(title) if !title.is_empty() => title.to_string(),
+        _ => app
+            .git
+            .commit_info(&app_row.source_url, &head)
+            .await
+            .map(|c| c.summary)
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| format!("Merge {source} into {target}")),
+    };
+    if title.chars().count() > 200 {
+        return Err(ChangeRequestError::Invalid(
+            "title is longer than 200 characters".into(),
+        ));
+    }
+    let now = now_millis();
+    let mut tx = pool.begin().await?;
+    let id = db::change_requests::insert(
+        &mut *tx,
+        &NewRow {
+            app_id: app_row.id,
+            origin: "native",
+            title: &title,
+            description: new.description.as_deref().unwrap_or("").trim(),
+            source_branch: &source,
+            target_branch: &target,
+            head_sha: &head,
+            author: &caller.me.name,
+            author_user_id: Some(caller.user_id),
+        },
+        now,
+    )
+    .await?;
+    db::audit::record(
+        &mut *tx,
+        &NewEntry {
+            actor: &caller.me.name,
+            action: "change_request.open",
+            target: &format!("{} change request {id} ({source} → {target})", app_row.name),
+            reason: None,
+            source_ip: caller.source_ip.as_deref(),
+            detail: &serde_json::json!({ "head": head }).to_string(),
+        },
+        now,
+    )
+    .await?;
+    // The source head's run belongs to the request; without one, build it.
+    match db::runs::latest_of_commit(&mut *tx, app_row.id, &source, &head).await? {
+        Some(run) => db::runs::set_change_request(&mut *tx, run.id, id).await?,
+        None => {
+            let event = crate::flow::watch::BranchEvent {
+                app_id: app_row.id,
+                branch: source.clone(),
+                before: None,
+                after: Some(head.clone()),
+            };
+            db::inbox::insert(
+                &mut *tx,
+                "change_request",
+                &format!("cr:{id}:{head}"),
+                "push",
+                &serde_json::to_string(&event)?,
+                now,
+            )
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    app.flow.plan_wake.notify_one();
+    tracing::info!(app = %app_row.name, change_request = id, %source, %target, "change request opened");
+    db::change_requests::get(pool, id)
+        .await?
+        .ok_or(ChangeRequestError::NotFound(id))
+}
+
+/// What the planner does for a new head of `branch`: requests from it move
+/// to the new head (approvals start over). Returns the request the run
+/// belongs to, if any.
+pub async fn on_source_push(
+    app: &App,
+    app_id: i64,
+    branch: &str,
+    sha: &str,
+) -> std::result::Result<Option<i64>, sqlx::Error> {
+    let pool = app.db.pool();
+    let mut first = None;
+    for cr in db::change_requests::active_from(pool, app_id, branch).await? {
+        first.get_or_insert(cr.id);
+        if cr.head_sha.as_deref() != Some(sha) {
+            db::change_requests::set_head(pool, cr.id, sha, now_millis()).await?;
+            tracing::info!(change_request = cr.id, %sha, "change request updated; approvals start over");
+        }
+    }
+    Ok(first)
+}
+
+/// Approves the request's current head; merges when the policy is met.
+pub async fn approve(
+    app: &App,
+    caller: &Caller,
+    id: i64,
+    comment: Option<&str>,
+) -> Result<CrRow> {
+    let judged = load(app, id).await?;
+    let policy = judged.policy();
+    check_decider(app, caller, &judged, &policy)?;
+    if let Some(refusal) =
+        policy::self_approval_refusal(caller, &policy, judged.row.author_user_id)
+    {
+        return Err(ChangeRequestError::Forbidden(refusal));
+    }
+    let head = head_of(&judged)?;
+    if db::change_requests::has_approved(app.db.pool(), id, &head, caller.user_id).await? {
+        return Err(ChangeRequestError::Conflict(format!(
+            "{} has already approved {} of change request {id}",
+            caller.me.name,
+            short(&head)
+        )));
+    }
+    decide(app, caller, &judged, "approved", comment, None).await?;
+    try_merge(app, id, &caller.me.name).await
+}
+
+/// Rejects the request: it is closed for good.
+pub async fn reject(
+    app: &App,
+    caller: &Caller,
+    id: i64,
+    comment: Option<&str>,
+) -> Result<CrRow> {
+    let judged = load(app, id).await?;
+    let policy = judged.policy();
+    check_decider(app, caller, &judged, &policy)?;
+    decide(app, caller, &judged, "rejected", comment, None).await?;
+    let detail = format!(
+        "rejected by {}{}",
+        caller.me.name,
+        comment.map(|c| format!(": {c}")).unwrap_or_default()
+    );
+    db::change_requests::set_state(
+        app.db.pool(),
+        id,
+        ChangeRequestState::Rejected,
+        Some(&detail),
+        now_millis(),
+    )
+    .await?;
+    reload(app, id).await
+}
+
+/// An admin merges regardless of the count, the author rule and a freeze,
+/// with a mandatory reason kept in the audit log.
+pub async fn override_policy(
+    app: &App,
+    caller: &Caller,
+    id: i64,
+    reason: &str,
+) -> Result<CrRow> {
+    let judged = load(app, id).await?;
+    let reason = policy::override_reason(reason).map_err(ChangeRequestError::Invalid)?;
+    let admin_only = ApprovalPolicy {
+        roles: vec!["admin".into()],
+        ..judged.policy()
+    };
+    check_decider(app, caller, &judged, &admin_only)?;
+    decide(app, caller, &judged, "override", None, Some(reason)).await?;
+    try_merge(app, id, &caller.me.name).await
+}
+
+/// The author (or an admin) withdraws the request.
+pub async fn close(app: &App, caller: &Caller, id: i64) -> Result<CrRow> {
+    let judged = load(app, id).await?;
+    if judged.row.author_user_id != Some(caller.user_id) {
+        forbidden(caller, Role::Admin, &judged.row.app)?;
+    }
+    if !judged.row.is_active() {
+        return Err(ChangeRequestError::Conflict(format!(
+            "change request {id} is already {}",
+            judged.row.state
+        )));
+    }
+    let now = now_millis();
+    let mut tx = app.db.pool().begin().await?;
+    db::change_requests::set_state(
+        &mut *tx,
+        id,
+        ChangeRequestState::Closed,
+        Some(&format!("closed by {}", caller.me.name)),
+        now,
+    )
+    .await?;
+    audit(&mut tx, caller, "change_request.close", &judged, None, now).await?;
+    tx.commit().await?;
+    reload(app, id).await
+}
+
+fn check_decider(
+    app: &App,
+    caller: &Caller,
+    judged: &Judged,
+    policy: &ApprovalPolicy,
+) -> Result<()> {
+    if !judged.row.is_active() {
+        return Err(ChangeRequestError::Conflict(format!(
+            "change request {} is {}; there is nothing to decide",
+            judged.row.id, judged.row.state
+        )));
+    }
+    match policy::refusal(app, caller, policy, &judged.row.app) {
+        Some(refusal) => Err(ChangeRequestError::Forbidden(refusal)),
+        None => Ok(()),
+    }
+}
+
+fn head_of(judged: &Judged) -> Result<String> {
+    judged.row.head_sha.clone().ok_or_else(|| {
+        ChangeRequestError::Conflict(format!(
+            "change request {} has no source commit yet",
+            judged.row.id
+        ))
+    })
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
+}
+
+async fn decide(
+    app: &App,
+    caller: &Caller,
+    judged: &Judged,
+    decision: &str,
+    comment: Option<&str>,
+    override_reason: Option<&str>,
+) -> Result<()> {
+    let pool = app.db.pool();
+    let head = head_of(judged)?;
+    let environment_id = target_environment_id(app, judged).await?;
+    let now = now_millis();
+    let mut tx = pool.begin().await?;
+    db::change_requests::record_decision(
+        &mut *tx,
+        &NewDecision {
+            environment_id,
+            run_id: None,
+            change_request_id: Some(judged.row.id),
+            user_id: caller.user_id,
+            decision,
+            comment,
+            commit_sha: Some(&head),
+            auth_time: caller.me.auth_time,
+            override_reason,
+        },
+        now,
+    )
+    .await?;
+    let action = match decision {
+        "approved" => "change_request.approve",
+        "rejected" => "change_request.reject",
+        _ => "change_request.override",
+    };
+    audit(
+        &mut tx,
+        caller,
+        action,
+        judged,
+        override_reason.or(comment),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn audit(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    caller: &Caller,
+    action: &str,
+    judged: &Judged,
+    reason: Option<&str>,
+    now: i64,
+) -> Result<()> {
+    db::audit::record(
+        &mut **tx,
+        &NewEntry {
+            actor: &caller.me.name,
+            action,
+            target: &judged.label(),
+            reason,
+            source_ip: caller.source_ip.as_deref(),
+            detail: &serde_json::json!({
+                "head": judged.row.head_sha,
+                "auth_time": caller.me.auth_time,
+            })
+            .to_string(),
+        },
+        now,
+    )
+    .await?;
+    Ok(())
+}
+
+/// The environment the target branch deploys to (created on the first
+/// decision if it never ran, so the approval has an environment to belong to).
+async fn target_environment_id(app: &App, judged: &Judged) -> Result<i64> {
+    let pool = app.db.pool();
+    if let Some(env) =
+        db::environments::find_for_branch(pool, judged.row.app_id, &judged.row.target_branch)
+            .await?
+    {
+        return Ok(env.id);
+    }
+    let entry_env = judged
+        .target_entry()
+        .map(|e| e.env.clone())
+        .unwrap_or_else(|| judged.row.target_branch.clone());
+    if let Some(env) = db::environments::find_by_name(pool, judged.row.app_id, &entry_env).await? {
+        return Ok(env.id);
+    }
+    Ok(db::environments::insert(
+        pool,
+        &db::environments::NewEnvironment {
+            app_id: judged.row.app_id,
+            name: &entry_env,
+            stack_entry: &entry_env,
+            branch: Some(&judged.row.target_branch),
+            url: None,
+            namespace: None,
+        },
+        now_millis(),
+    )
+    .await?)
+}
+
+async fn reload(app: &App, id: i64) -> Result<CrRow> {
+    db::change_requests::get(app.db.pool(), id)
+        .await?
+        .ok_or(ChangeRequestError::NotFound(id))
+}
+
+/// Merges the request if its policy is met and no freeze is in force;
+/// otherwise records why not. `by` is who triggered it (for the audit log).
+pub async fn try_merge(app: &App, id: i64, by: &str) -> Result<CrRow> {
+    let _one_at_a_time = MERGES.lock().await;
+    let judged = load(app, id).await?;
+    if !judged.row.is_active() {
+        return Ok(judged.row);
+    }
+    let pool = app.db.pool();
+    let head = head_of(&judged)?;
+    let policy = judged.policy();
+    let overridden = db::change_requests::overridden(pool, id, &head).await?;
+    let approvals = db::change_requests::approvals_of(pool, id, &head).await?;
+    let required = i64::from(policy.required);
+    if !overridden && approvals < required {
+        let detail = format!("{approvals} of {required} approvals");
+        db::change_requests::set_state(pool, id, ChangeRequestState::Open, Some(&detail), now_millis())
+            .await?;
+        return reload(app, id).await;
+    }
+    if !overridden && let Some(freeze) = policy::freeze_now(judged.target_entry()) {
+        let detail = format!(
+            "approved; {} is {}. It merges when the freeze ends, or an admin overrides with a reason",
+            judged.row.target_branch,
+            freeze.describe()
+        );
+        db::change_requests::set_state(pool, id, ChangeRequestState::Approved, Some(&detail), now_millis())
+            .await?;
+        return reload(app, id).await;
+    }
+    let message = format!(
+        "Merge branch '{}' into {}\n\n{} (change request {id})\n\nApproved-by: {}\n",
+        judged.row.source_branch,
+        judged.row.target_branch,
+        judged.row.title,
+        approvers(app, id, &head).await?.join(", ")
+    );
+    let request = MergeRequest {
+        source_branch: judged.row.source_branch.clone(),
+        source_sha: head.clone(),
+        target_branch: judged.row.target_branch.clone(),
+        strategy: judged.config.merge,
+        message,
+    };
+    let record_pool = pool.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let outcome = app
+        .git
+        .merge_and_push(&judged.source_url, request, move |sha| {
+            runtime
+                .block_on(db::change_requests::set_merge_sha(&record_pool, id, Some(sha)))
+                .map_err(|e| GitError::Refused(format!("cannot record the merge: {e}")))
+        })
+        .await;
+    let now = now_millis();
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            db::change_requests::set_merge_sha(pool, id, None).await?;
+            let detail = format!("approved, but the merge failed: {error}; Gantry retries");
+            db::change_requests::set_state(pool, id, ChangeRequestState::Approved, Some(&detail), now)
+                .await?;
+            tracing::warn!(change_request = id, %error, "merge failed");
+            return reload(app, id).await;
+        }
+    };
+    let (source, target) = (&judged.row.source_branch, &judged.row.target_branch);
+    match outcome {
+        MergeOutcome::Merged { sha, fast_forward } => {
+            let how = if fast_forward { "fast-forwarded" } else { "merged" };
+            let detail = format!("{how} into {target} as {}", short(&sha));
+            let mut tx = pool.begin().await?;
+            db::change_requests::mark_merged(&mut *tx, id, &sha, by, &detail, now).await?;
+            db::audit::record(
+                &mut *tx,
+                &NewEntry {
+                    actor: by,
+                    action: "change_request.merge",
+                    target: &judged.label(),
+                    reason: None,
+                    source_ip: None,
+                    detail: &serde_json::json!({ "merge_sha": sha, "fast_forward": fast_forward, "head": head })
+                        .to_string(),
+                },
+                now,
+            )
+            .await?;
+            tx.commit().await?;
+            tracing::info!(change_request = id, %sha, "change request merged");
+            // The target branch moved: let the watcher see it now.
+            app.flow.scan_wake.notify_one();
+        }
+        MergeOutcome::AlreadyMerged { target_sha } => {
+            let detail = format!("{target} already contained {source}");
+            db::change_requests::mark_merged(pool, id, &target_sha, by, &detail, now).await?;
+        }
+        MergeOutcome::Conflict { files } => {
+            let detail = format!(
+                "cannot merge: {source} and {target} both changed {}. Merge {target} into {source} (or rebase), resolve, and push; the request is reviewed again",
+                files.join(", ")
+            );
+            db::change_requests::set_state(pool, id, ChangeRequestState::Conflict, Some(&detail), now)
+                .await?;
+        }
+        MergeOutcome::NotFastForward => {
+            let detail = format!(
+                "cannot fast-forward: {target} has commits {source} lacks. Rebase {source} onto {target} and push (this app merges by fast-forward only)"
+            );
+            db::change_requests::set_state(pool, id, ChangeRequestState::Conflict, Some(&detail), now)
+                .await?;
+        }
+        MergeOutcome::SourceMoved { now: moved } => {
+            let detail = match moved {
+                Some(sha) => format!(
+                    "{source} moved to {} after approval; the new commits need approval",
+                    short(&sha)
+                ),
+                None => format!("{source} was deleted"),
+            };
+            db::change_requests::set_state(pool, id, ChangeRequestState::Open, Some(&detail), now)
+                .await?;
+            app.flow.scan_wake.notify_one();
+        }
+    }
+    reload(app, id).await
+}
+
+async fn approvers(app: &App, id: i64, head: &str) -> Result<Vec<String>> {
+    let mut names: Vec<String> = db::change_requests::decisions(app.db.pool(), Some(id), None)
+        .await?
+        .into_iter()
+        .filter(|d| d.commit_sha.as_deref() == Some(head) && d.decision != "rejected")
+        .map(|d| d.who)
+        .collect();
+    names.dedup();
+    Ok(names)
+}
+
+/// Merges approved requests a freeze held back, once it is over. Periodic.
+pub async fn merge_thawed(app: &App) -> anyhow::Result<()> {
+    for cr in db::change_requests::approved(app.db.pool()).await? {
+        if let Err(error) = try_merge(app, cr.id, "gantry").await {
+            tracing::warn!(change_request = cr.id, %error, "retrying the merge failed");
+        }
+    }
+    Ok(())
+}
+
+/// The change request page: the request, its preview, tests and decisions.
+pub async fn detail(app: &App, caller: &Caller, id: i64) -> Result<ChangeRequestDetail> {
+    let judged = load(app, id).await?;
+    forbidden(caller, Role::Viewer, &judged.row.app)?;
+    let pool = app.db.pool();
+    let policy = judged.policy();
+    let head = judged.row.head_sha.clone().unwrap_or_default();
+    let preview = db::environments::list_active(pool)
+        .await?
+        .into_iter()
+        .find(|e| {
+            e.app == judged.row.app && e.branch.as_deref() == Some(judged.row.source_branch.as_str())
+        });
+    let run = db::runs::latest_of_commit(pool, judged.row.app_id, &judged.row.source_branch, &head)
+        .await?;
+    let (run, reports) = match run {
+        Some(run) => {
+            let summary = db::runs::detail(pool, run.id).await?.map(|(summary, _)| summary);
+            let reports = db::steps::reports_for_run(pool, run.id).await?;
+            (summary, reports)
+        }
+        None => (None, Vec::new()),
+    };
+    Ok(ChangeRequestDetail {
+        summary: judged.row.summary()?,
+        description: judged.row.description.clone(),
+        origin: judged.row.origin.clone(),
+        target_environment: judged.target_entry().map(|e| e.env.clone()),
+        preview,
+        run,
+        reports,
+        required_approvals: i64::from(policy.required),
+        approver_roles: policy.roles.clone(),
+        approvals_of_head: db::change_requests::approvals_of(pool, id, &head).await?,
+        decisions: db::change_requests::decisions(pool, Some(id), None).await?,
+        freeze: policy::freeze_now(judged.target_entry()).map(|f| f.describe()),
+        merge_sha: judged.row.merge_sha.clone(),
+        merged_by: judged.row.merged_by.clone(),
+    })
+}
