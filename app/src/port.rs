@@ -13,9 +13,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::dto::{
-    AuditEntry, ChangeRequestDetail, ChangeRequestSummary, NewChangeRequest, Review, ClusterRegistration, ClusterSummary, ConfigStatus,
-    EnvironmentSummary, Me, ObjectDiff, PendingApproval, ReleaseSummary, RunDetail, RunSummary,
-    Settings,
+    AuditEntry, ChangeRequestDetail, ChangeRequestSummary, ClusterRegistration, ClusterSummary,
+    ConfigStatus, EnvironmentSummary, Me, NewChangeRequest, ObjectDiff, PendingApproval,
+    ReleaseSummary, Review, RunDetail, RunSummary, Settings,
 };
 
 /// A failure behind the port.
@@ -137,8 +137,12 @@ pub trait DashboardPort: Send + Sync + 'static {
     ) -> Result<ChangeRequestSummary, PortError>;
     /// Approve, reject or override a run held for approval; says what
     /// happened ("released", "waiting: 1 of 2", "rejected").
-    async fn review_run(&self, caller: &Caller, id: i64, review: Review)
-    -> Result<String, PortError>;
+    async fn review_run(
+        &self,
+        caller: &Caller,
+        id: i64,
+        review: Review,
+    ) -> Result<String, PortError>;
     /// What a run would change on its clusters (`None`: no such run).
     async fn run_diff(
         &self,

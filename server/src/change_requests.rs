@@ -161,7 +161,11 @@ pub async fn open(app: &App, caller: &Caller, new: NewChangeRequest) -> Result<C
             app_row.source_url
         )));
     }
-    if app.git.is_ancestor(&app_row.source_url, &head, &heads[&target]).await? {
+    if app
+        .git
+        .is_ancestor(&app_row.source_url, &head, &heads[&target])
+        .await?
+    {
         return Err(ChangeRequestError::Invalid(format!(
             "{target} already contains {source}; there is nothing to merge"
         )));
@@ -274,17 +278,11 @@ pub async fn on_source_push(
 }
 
 /// Approves the request's current head; merges when the policy is met.
-pub async fn approve(
-    app: &App,
-    caller: &Caller,
-    id: i64,
-    comment: Option<&str>,
-) -> Result<CrRow> {
+pub async fn approve(app: &App, caller: &Caller, id: i64, comment: Option<&str>) -> Result<CrRow> {
     let judged = load(app, id).await?;
     let policy = judged.policy();
     check_decider(app, caller, &judged, &policy)?;
-    if let Some(refusal) =
-        policy::self_approval_refusal(caller, &policy, judged.row.author_user_id)
+    if let Some(refusal) = policy::self_approval_refusal(caller, &policy, judged.row.author_user_id)
     {
         return Err(ChangeRequestError::Forbidden(refusal));
     }
@@ -301,12 +299,7 @@ pub async fn approve(
 }
 
 /// Rejects the request: it is closed for good.
-pub async fn reject(
-    app: &App,
-    caller: &Caller,
-    id: i64,
-    comment: Option<&str>,
-) -> Result<CrRow> {
+pub async fn reject(app: &App, caller: &Caller, id: i64, comment: Option<&str>) -> Result<CrRow> {
     let judged = load(app, id).await?;
     let policy = judged.policy();
     check_decider(app, caller, &judged, &policy)?;
@@ -329,12 +322,7 @@ pub async fn reject(
 
 /// An admin merges regardless of the count, the author rule and a freeze,
 /// with a mandatory reason kept in the audit log.
-pub async fn override_policy(
-    app: &App,
-    caller: &Caller,
-    id: i64,
-    reason: &str,
-) -> Result<CrRow> {
+pub async fn override_policy(app: &App, caller: &Caller, id: i64, reason: &str) -> Result<CrRow> {
     let judged = load(app, id).await?;
     let reason = policy::override_reason(reason).map_err(ChangeRequestError::Invalid)?;
     let admin_only = ApprovalPolicy {
@@ -533,8 +521,14 @@ pub async fn try_merge(app: &App, id: i64, by: &str) -> Result<CrRow> {
     let required = i64::from(policy.required);
     if !overridden && approvals < required {
         let detail = format!("{approvals} of {required} approvals");
-        db::change_requests::set_state(pool, id, ChangeRequestState::Open, Some(&detail), now_millis())
-            .await?;
+        db::change_requests::set_state(
+            pool,
+            id,
+            ChangeRequestState::Open,
+            Some(&detail),
+            now_millis(),
+        )
+        .await?;
         return reload(app, id).await;
     }
     if !overridden && let Some(freeze) = policy::freeze_now(judged.target_entry()) {
@@ -543,8 +537,14 @@ pub async fn try_merge(app: &App, id: i64, by: &str) -> Result<CrRow> {
             judged.row.target_branch,
             freeze.describe()
         );
-        db::change_requests::set_state(pool, id, ChangeRequestState::Approved, Some(&detail), now_millis())
-            .await?;
+        db::change_requests::set_state(
+            pool,
+            id,
+            ChangeRequestState::Approved,
+            Some(&detail),
+            now_millis(),
+        )
+        .await?;
         return reload(app, id).await;
     }
     let message = format!(
@@ -567,7 +567,11 @@ pub async fn try_merge(app: &App, id: i64, by: &str) -> Result<CrRow> {
         .git
         .merge_and_push(&judged.source_url, request, move |sha| {
             runtime
-                .block_on(db::change_requests::set_merge_sha(&record_pool, id, Some(sha)))
+                .block_on(db::change_requests::set_merge_sha(
+                    &record_pool,
+                    id,
+                    Some(sha),
+                ))
                 .map_err(|e| GitError::Refused(format!("cannot record the merge: {e}")))
         })
         .await;
@@ -577,8 +581,14 @@ pub async fn try_merge(app: &App, id: i64, by: &str) -> Result<CrRow> {
         Err(error) => {
             db::change_requests::set_merge_sha(pool, id, None).await?;
             let detail = format!("approved, but the merge failed: {error}; Gantry retries");
-            db::change_requests::set_state(pool, id, ChangeRequestState::Approved, Some(&detail), now)
-                .await?;
+            db::change_requests::set_state(
+                pool,
+                id,
+                ChangeRequestState::Approved,
+                Some(&detail),
+                now,
+            )
+            .await?;
             tracing::warn!(change_request = id, %error, "merge failed");
             return reload(app, id).await;
         }
@@ -586,7 +596,11 @@ pub async fn try_merge(app: &App, id: i64, by: &str) -> Result<CrRow> {
     let (source, target) = (&judged.row.source_branch, &judged.row.target_branch);
     match outcome {
         MergeOutcome::Merged { sha, fast_forward } => {
-            let how = if fast_forward { "fast-forwarded" } else { "merged" };
+            let how = if fast_forward {
+                "fast-forwarded"
+            } else {
+                "merged"
+            };
             let detail = format!("{how} into {target} as {}", short(&sha));
             let mut tx = pool.begin().await?;
             db::change_requests::mark_merged(&mut *tx, id, &sha, by, &detail, now).await?;
@@ -618,15 +632,27 @@ pub async fn try_merge(app: &App, id: i64, by: &str) -> Result<CrRow> {
                 "cannot merge: {source} and {target} both changed {}. Merge {target} into {source} (or rebase), resolve, and push; the request is reviewed again",
                 files.join(", ")
             );
-            db::change_requests::set_state(pool, id, ChangeRequestState::Conflict, Some(&detail), now)
-                .await?;
+            db::change_requests::set_state(
+                pool,
+                id,
+                ChangeRequestState::Conflict,
+                Some(&detail),
+                now,
+            )
+            .await?;
         }
         MergeOutcome::NotFastForward => {
             let detail = format!(
                 "cannot fast-forward: {target} has commits {source} lacks. Rebase {source} onto {target} and push (this app merges by fast-forward only)"
             );
-            db::change_requests::set_state(pool, id, ChangeRequestState::Conflict, Some(&detail), now)
-                .await?;
+            db::change_requests::set_state(
+                pool,
+                id,
+                ChangeRequestState::Conflict,
+                Some(&detail),
+                now,
+            )
+            .await?;
         }
         MergeOutcome::SourceMoved { now: moved } => {
             let detail = match moved {
@@ -676,13 +702,16 @@ pub async fn detail(app: &App, caller: &Caller, id: i64) -> Result<ChangeRequest
         .await?
         .into_iter()
         .find(|e| {
-            e.app == judged.row.app && e.branch.as_deref() == Some(judged.row.source_branch.as_str())
+            e.app == judged.row.app
+                && e.branch.as_deref() == Some(judged.row.source_branch.as_str())
         });
     let run = db::runs::latest_of_commit(pool, judged.row.app_id, &judged.row.source_branch, &head)
         .await?;
     let (run, reports) = match run {
         Some(run) => {
-            let summary = db::runs::detail(pool, run.id).await?.map(|(summary, _)| summary);
+            let summary = db::runs::detail(pool, run.id)
+                .await?
+                .map(|(summary, _)| summary);
             let reports = db::steps::reports_for_run(pool, run.id).await?;
             (summary, reports)
         }

@@ -3,17 +3,17 @@
 //! it is allowed. Lists show only the apps the caller may see.
 
 use app::dto::{
-    AuditEntry, ChangeRequestDetail, ChangeRequestSummary, NewChangeRequest, Review, ReviewAction, ClusterRegistration, ClusterSummary, ConfigIssue,
-    ConfigStatus, EnvironmentSummary, ObjectDiff, PendingApproval, ReleaseSummary, Role, RunDetail,
-    RunSummary, SettingSource, Settings,
+    AuditEntry, ChangeRequestDetail, ChangeRequestSummary, ClusterRegistration, ClusterSummary,
+    ConfigIssue, ConfigStatus, EnvironmentSummary, NewChangeRequest, ObjectDiff, PendingApproval,
+    ReleaseSummary, Review, ReviewAction, Role, RunDetail, RunSummary, SettingSource, Settings,
 };
 use app::port::{Caller, DashboardPort, PortError};
 use async_trait::async_trait;
 
 use crate::auth::{Principal, Via};
 use crate::change_requests::{self, ChangeRequestError};
-use crate::flow::approval::{self, ApprovalError, ApprovalOutcome};
 use crate::db;
+use crate::flow::approval::{self, ApprovalError, ApprovalOutcome};
 use crate::state::App;
 
 fn port_error(error: sqlx::Error) -> PortError {
@@ -388,9 +388,9 @@ impl From<ChangeRequestError> for PortError {
             ChangeRequestError::Invalid(_) => PortError::Refused(text),
             ChangeRequestError::Forbidden(_) => PortError::Forbidden(text),
             ChangeRequestError::Conflict(_) => PortError::Conflict(text),
-            ChangeRequestError::Db(_) | ChangeRequestError::Config(_) | ChangeRequestError::Git(_) => {
-                PortError::Failed(text)
-            }
+            ChangeRequestError::Db(_)
+            | ChangeRequestError::Config(_)
+            | ChangeRequestError::Git(_) => PortError::Failed(text),
         }
     }
 }

@@ -185,11 +185,11 @@ impl Oidc {
         settings: &OidcSettings,
         redirect: &str,
         pending: &Pending,
-        state: &str,
-        code: &str,
+        answer: Answer<'_>,
         roles_claim: &str,
         fresh_max_age: Duration,
     ) -> Result<Identity, OidcError> {
+        let Answer { state, code } = answer;
         if !super::constant_time_eq(state, &pending.state) {
             return Err(OidcError::State);
         }
@@ -288,4 +288,11 @@ fn verify(
         roles_claim,
         auth_time,
     })
+}
+
+/// What the provider sent back to `/auth/callback`.
+#[derive(Clone, Copy, Debug)]
+pub struct Answer<'a> {
+    pub state: &'a str,
+    pub code: &'a str,
 }

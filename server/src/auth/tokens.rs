@@ -9,7 +9,7 @@ use crate::http::error::ApiError;
 use crate::state::App;
 
 /// A token as listed (never the secret).
-#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct TokenInfo {
     pub id: i64,
     pub name: String,
@@ -22,9 +22,21 @@ pub struct TokenInfo {
     pub last_used_at: Option<i64>,
 }
 
+#[derive(sqlx::FromRow)]
+struct Presented {
+    id: i64,
+    user_id: i64,
+    name: String,
+    role: String,
+    app_name: Option<String>,
+    expires_at: i64,
+    revoked_at: Option<i64>,
+}
+
 pub async fn verify(app: &App, token: &str) -> Result<Principal, ApiError> {
-    let row: Option<(i64, i64, String, String, Option<String>, i64, Option<i64>)> = sqlx::query_as(
-        "SELECT t.id, t.user_id, u.display_name, t.role, a.name, t.expires_at, t.revoked_at
+    let row: Option<Presented> = sqlx::query_as(
+        "SELECT t.id, t.user_id, u.display_name AS name, t.role, a.name AS app_name, t.expires_at,
+                t.revoked_at
          FROM api_tokens t JOIN users u ON u.id = t.user_id LEFT JOIN apps a ON a.id = t.app_id
          WHERE t.token_hash = $1",
     )
@@ -32,7 +44,15 @@ pub async fn verify(app: &App, token: &str) -> Result<Principal, ApiError> {
     .fetch_optional(app.db.pool())
     .await?;
     let refused = || ApiError::Unauthorized("the API token is unknown, expired or revoked".into());
-    let (id, user_id, name, role, app_name, expires_at, revoked_at) = row.ok_or_else(refused)?;
+    let Presented {
+        id,
+        user_id,
+        name,
+        role,
+        app_name,
+        expires_at,
+        revoked_at,
+    } = row.ok_or_else(refused)?;
     if revoked_at.is_some() || expires_at <= now_millis() {
         return Err(refused());
     }
@@ -93,30 +113,14 @@ pub async fn create(
 }
 
 pub async fn list(app: &App) -> Result<Vec<TokenInfo>, ApiError> {
-    let rows: Vec<(i64, String, String, String, Option<String>, i64, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
-        "SELECT t.id, t.name, u.display_name, t.role, a.name, t.created_at, t.expires_at, t.revoked_at, t.last_used_at
-         FROM api_tokens t JOIN users u ON u.id = t.user_id LEFT JOIN apps a ON a.id = t.app_id ORDER BY t.id DESC",
+    Ok(sqlx::query_as(
+        "SELECT t.id, t.name, u.display_name AS \"user\", t.role, a.name AS app, t.created_at,
+                t.expires_at, t.revoked_at, t.last_used_at
+         FROM api_tokens t JOIN users u ON u.id = t.user_id LEFT JOIN apps a ON a.id = t.app_id
+         ORDER BY t.id DESC",
     )
     .fetch_all(app.db.pool())
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(id, name, user, role, app, created_at, expires_at, revoked_at, last_used_at)| {
-                TokenInfo {
-                    id,
-                    name,
-                    user,
-                    role,
-                    app,
-                    created_at,
-                    expires_at,
-                    revoked_at,
-                    last_used_at,
-                }
-            },
-        )
-        .collect())
+    .await?)
 }
 
 pub async fn revoke(app: &App, id: i64) -> Result<bool, ApiError> {

@@ -9,9 +9,7 @@ use app::dto::RunState;
 use app::port::Caller;
 
 use super::policy;
-use crate::db::{
-    self, audit::NewEntry, change_requests::NewDecision, now_millis, runs::RunRow,
-};
+use crate::db::{self, audit::NewEntry, change_requests::NewDecision, now_millis, runs::RunRow};
 use crate::gitops::schema::{AppConfig, ApprovalPolicy, StackEntry};
 use crate::state::App;
 
@@ -171,10 +169,12 @@ pub async fn approve(
         });
     }
     record(&mut tx, caller, &held, "approved", comment, None, now).await?;
-    let approvals: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT user_id) FROM approvals WHERE run_id = $1 AND decision = 'approved'")
-        .bind(run_id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let approvals: i64 = sqlx::query_scalar(
+        "SELECT COUNT(DISTINCT user_id) FROM approvals WHERE run_id = $1 AND decision = 'approved'",
+    )
+    .bind(run_id)
+    .fetch_one(&mut *tx)
+    .await?;
     // A freeze keeps the run held even when the approvals are there; it is
     // released when the freeze ends (see `release_thawed`).
     let released = approvals >= required

@@ -90,7 +90,10 @@ pub fn freeze_now(entry: Option<&StackEntry>) -> Option<Freeze> {
 pub fn override_reason(reason: &str) -> Result<&str, String> {
     let reason = reason.trim();
     if reason.chars().count() < 5 {
-        Err("an override needs a reason (at least 5 characters); it is kept in the audit log".into())
+        Err(
+            "an override needs a reason (at least 5 characters); it is kept in the audit log"
+                .into(),
+        )
     } else {
         Ok(reason)
     }

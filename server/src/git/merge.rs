@@ -36,7 +36,6 @@ pub enum MergeOutcome {
     SourceMoved { now: Option<String> },
 }
 
-
 impl GitStore {
     /// Fetches, merges `request` in the mirror and pushes the result to
     /// `url`. `before_push` receives the commit about to be pushed and may

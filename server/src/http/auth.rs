@@ -123,8 +123,10 @@ pub async fn callback(
             &settings,
             &redirect_uri(&state),
             &pending,
-            &returned_state,
-            &code,
+            auth::oidc::Answer {
+                state: &returned_state,
+                code: &code,
+            },
             &state.config.roles_claim,
             state.config.reauth_max_age,
         )

@@ -4,53 +4,9 @@
 
 use std::time::Duration;
 
+use crate::on_both;
 use crate::support::TestApp;
-use crate::support::flow::{QUICK_STEPS, Repos, wait_for};
-
-/// Runs each body on SQLite and on PostgreSQL, with the flow's config.
-macro_rules! on_both {
-    ($(async fn $name:ident($backend:ident) $body:block)*) => {
-        $(
-            mod $name {
-                #[allow(unused_imports)]
-                use super::*;
-                async fn body($backend: &'static str) $body
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn sqlite() { $crate::support::bounded(body("sqlite")).await }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn postgres() { $crate::support::bounded(body("postgres")).await }
-            }
-        )*
-    };
-}
-
-const MINUTE: Duration = Duration::from_secs(60);
-
-async fn start(backend: &str, repos: &Repos) -> TestApp {
-    let pipeline = repos.pipeline.path();
-    let mut app = TestApp::with_config(backend, |config| {
-        config.pipeline_repo = Some(pipeline);
-        // Tests move the flow on explicitly (trigger endpoint, scans).
-        config.poll_interval = Duration::from_secs(3600);
-    })
-    .await;
-    app.start_flow().await;
-    app
-}
-
-/// What the proxy answers for `<env>--shop`, if it answers 200.
-async fn served(app: &TestApp, env: &str) -> Option<String> {
-    let response = app
-        .get_host(&format!("{env}--shop.localhost:3000"), "/")
-        .await;
-    (response.status == 200).then(|| response.text())
-}
-
-async fn scan(app: &TestApp) {
-    gantry::flow::watch::scan(&app.state, "test")
-        .await
-        .expect("scan");
-}
+use crate::support::flow::{MINUTE, QUICK_STEPS, Repos, scan, served, start, wait_for};
 
 async fn run_states(app: &TestApp) -> Vec<(String, String, String)> {
     let runs = app.get("/api/v1/runs").await.json();

@@ -9,6 +9,7 @@ mod support;
 
 mod api;
 mod bad_input;
+mod change_requests;
 mod cli;
 mod clusters;
 mod crash;

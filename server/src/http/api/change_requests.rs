@@ -71,7 +71,14 @@ pub async fn approve(
     Path(id): Path<i64>,
     Json(decision): Json<Decision>,
 ) -> Result<Json<ChangeRequestSummary>, ApiError> {
-    review(&state, &principal, id, ReviewAction::Approve, decision.comment).await
+    review(
+        &state,
+        &principal,
+        id,
+        ReviewAction::Approve,
+        decision.comment,
+    )
+    .await
 }
 
 /// Rejects the request with a comment.
@@ -85,7 +92,14 @@ pub async fn reject(
     Path(id): Path<i64>,
     Json(decision): Json<Decision>,
 ) -> Result<Json<ChangeRequestSummary>, ApiError> {
-    review(&state, &principal, id, ReviewAction::Reject, decision.comment).await
+    review(
+        &state,
+        &principal,
+        id,
+        ReviewAction::Reject,
+        decision.comment,
+    )
+    .await
 }
 
 /// Admins: merge regardless of approvals, author rule and freeze; the
@@ -100,7 +114,14 @@ pub async fn override_policy(
     Path(id): Path<i64>,
     Json(decision): Json<Decision>,
 ) -> Result<Json<ChangeRequestSummary>, ApiError> {
-    review(&state, &principal, id, ReviewAction::Override, decision.comment).await
+    review(
+        &state,
+        &principal,
+        id,
+        ReviewAction::Override,
+        decision.comment,
+    )
+    .await
 }
 
 /// The author (or an admin) withdraws the request.

@@ -124,8 +124,14 @@ pub fn routes() -> Router<AppState> {
             get(list_change_requests).post(change_requests::open),
         )
         .route("/change-requests/{id}", get(change_requests::get))
-        .route("/change-requests/{id}/approve", post(change_requests::approve))
-        .route("/change-requests/{id}/reject", post(change_requests::reject))
+        .route(
+            "/change-requests/{id}/approve",
+            post(change_requests::approve),
+        )
+        .route(
+            "/change-requests/{id}/reject",
+            post(change_requests::reject),
+        )
         .route(
             "/change-requests/{id}/override",
             post(change_requests::override_policy),

@@ -4,7 +4,67 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use gantry::config::Config;
+
+use super::TestApp;
 use super::git::WorkRepo;
+
+/// Runs each body on SQLite and on PostgreSQL, with the flow's config.
+#[macro_export]
+macro_rules! on_both {
+    ($(async fn $name:ident($backend:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                async fn body($backend: &'static str) $body
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn sqlite() { $crate::support::bounded(body("sqlite")).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn postgres() { $crate::support::bounded(body("postgres")).await }
+            }
+        )*
+    };
+}
+
+pub const MINUTE: Duration = Duration::from_secs(60);
+
+/// Gantry on `backend`, watching `repos`, with the flow running.
+pub async fn start(backend: &str, repos: &Repos) -> TestApp {
+    start_with(backend, repos, |_| {}).await
+}
+
+pub async fn start_with(
+    backend: &str,
+    repos: &Repos,
+    configure: impl FnOnce(&mut Config),
+) -> TestApp {
+    let pipeline = repos.pipeline.path();
+    let mut app = TestApp::with_config(backend, |config| {
+        config.pipeline_repo = Some(pipeline);
+        // Tests move the flow on explicitly (trigger endpoint, scans).
+        config.poll_interval = Duration::from_secs(3600);
+        configure(config);
+    })
+    .await;
+    app.start_flow().await;
+    app
+}
+
+/// What the proxy answers for `<env>--shop`, if it answers 200.
+pub async fn served(app: &TestApp, env: &str) -> Option<String> {
+    let response = app
+        .get_host(&format!("{env}--shop.localhost:3000"), "/")
+        .await;
+    (response.status == 200).then(|| response.text())
+}
+
+/// One pass of the git watcher, now.
+pub async fn scan(app: &TestApp) {
+    gantry::flow::watch::scan(&app.state, "test")
+        .await
+        .expect("scan");
+}
 
 /// A tiny web app on the local target: answers with the commit it runs.
 pub const APP_PY: &str = r#"import http.server, os

@@ -200,6 +200,61 @@ impl TestApp {
         token_for(&self.state, name, role, app).await
     }
 
+    /// Signs `name` in with the dev login (which the test config must
+    /// enable), as a browser would: a session cookie and its CSRF token.
+    pub async fn sign_in(&self, name: &str, role: &str) -> Browser {
+        let request = Request::post("/auth/dev")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(format!("name={name}&role={role}&return_to=%2F")))
+            .expect("request");
+        let response = self.request_as(None, request).await;
+        assert_eq!(response.status, 303, "dev login: {}", response.text());
+        let cookie = response
+            .header("set-cookie")
+            .and_then(|c| c.split(';').next())
+            .expect("a session cookie")
+            .to_string();
+        let me = self
+            .request_as(
+                None,
+                Request::get("/api/v1/me")
+                    .header("cookie", &cookie)
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await;
+        assert_eq!(me.status, 200, "{}", me.text());
+        Browser {
+            csrf: me.json()["csrf"].as_str().expect("csrf").to_string(),
+            cookie,
+        }
+    }
+
+    /// A JSON POST with the browser's cookie and CSRF header.
+    pub async fn post_as_browser(
+        &self,
+        browser: &Browser,
+        path: &str,
+        body: serde_json::Value,
+    ) -> TestResponse {
+        let request = Request::post(path)
+            .header("content-type", "application/json")
+            .header("cookie", &browser.cookie)
+            .header("x-csrf-token", &browser.csrf)
+            .body(Body::from(body.to_string()))
+            .expect("request");
+        self.request_as(None, request).await
+    }
+
+    /// A JSON POST with an API token.
+    pub async fn post_as(&self, token: &str, path: &str, body: serde_json::Value) -> TestResponse {
+        let request = Request::post(path)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .expect("request");
+        self.request_as(Some(token), request).await
+    }
+
     /// Sends `request` with `token` as the bearer, or with no credentials.
     pub async fn request_as(
         &self,
@@ -312,6 +367,12 @@ impl Drop for TestApp {
             .join();
         }
     }
+}
+
+/// A signed-in browser: its session cookie (`name=value`) and CSRF token.
+pub struct Browser {
+    pub cookie: String,
+    pub csrf: String,
 }
 
 /// Creates (or reuses) the user `name` and gives them an API token.

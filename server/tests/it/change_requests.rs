@@ -1,0 +1,410 @@
+//! Change requests on plain git remotes: opened by a developer, previewed,
+//! approved by admins under the target environment's policy, merged with
+//! git2 and pushed; conflicts, fast-forward only, two-of-N, no
+//! self-approval, freezes and overrides, fresh sign-in for production.
+
+use std::time::Duration;
+
+use app::dto::Role;
+use serde_json::{Value, json};
+
+use crate::on_both;
+use crate::support::TestApp;
+use crate::support::flow::{
+    MINUTE, QUICK_STEPS, Repos, app_yaml, scan, served, start, start_with, wait_for,
+};
+use crate::support::git::WorkRepo;
+
+/// The app's repos with a bare `origin` as Gantry's source, as on a git
+/// server: developers commit in the work tree and push; Gantry merges and
+/// pushes into the bare repository.
+struct Remote {
+    repos: Repos,
+    bare: tempfile::TempDir,
+}
+
+impl Remote {
+    fn new() -> Remote {
+        Remote::with_app_yaml(|yaml| yaml)
+    }
+
+    /// `edit` changes the generated `app.yaml` (policies, freezes, merge).
+    fn with_app_yaml(edit: impl FnOnce(String) -> String) -> Remote {
+        let repos = Repos::new(QUICK_STEPS);
+        let bare = tempfile::tempdir().expect("tempdir");
+        let path = bare.path().display().to_string();
+        repos
+            .app
+            .git(&["clone", "-q", "--bare", &repos.app.path(), &path]);
+        repos.app.git(&["remote", "add", "origin", &path]);
+        repos
+            .pipeline
+            .write("apps/shop/app.yaml", &edit(app_yaml(&path, "")));
+        repos.pipeline.commit("shop from its origin");
+        Remote { repos, bare }
+    }
+
+    fn work(&self) -> &WorkRepo {
+        &self.repos.app
+    }
+
+    fn push(&self, branch: &str) {
+        self.work().git(&["push", "-q", "origin", branch]);
+    }
+
+    /// A branch's head on the server.
+    fn head(&self, branch: &str) -> String {
+        self.bare_git(&["rev-parse", branch])
+    }
+
+    fn bare_git(&self, args: &[&str]) -> String {
+        let output = std::process::Command::new("git")
+            .args(args)
+            .current_dir(self.bare.path())
+            .output()
+            .expect("git");
+        assert!(
+            output.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    fn parents(&self, branch: &str) -> Vec<String> {
+        self.bare_git(&["rev-list", "--parents", "-n", "1", branch])
+            .split_whitespace()
+            .skip(1)
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `branch` from `from` with one new file, pushed; returns its head.
+    fn feature(&self, branch: &str, from: &str, file: &str) -> String {
+        self.work().git(&["checkout", "-q", "-b", branch, from]);
+        self.work().write(file, &format!("{branch}\n"));
+        let sha = self.work().commit(&format!("add {branch}"));
+        self.push(branch);
+        sha
+    }
+}
+
+fn production_policy(policy: &str) -> impl FnOnce(String) -> String {
+    move |yaml: String| yaml.replace("    approval: { required: 1 }\n", &format!("{policy}\n"))
+}
+
+/// Waits until the pipeline repo has given Gantry the app `shop`.
+async fn ready(app: TestApp) -> TestApp {
+    gantry::flow::plan::wait_for_app(&app.state, "shop", MINUTE)
+        .await
+        .expect("app shop");
+    app
+}
+
+async fn open(app: &TestApp, token: &str, body: Value) -> Value {
+    let response = app.post_as(token, "/api/v1/change-requests", body).await;
+    assert_eq!(response.status, 201, "{}", response.text());
+    response.json()
+}
+
+async fn decide(app: &TestApp, token: &str, id: i64, action: &str, comment: &str) -> (u16, Value) {
+    let response = app
+        .post_as(
+            token,
+            &format!("/api/v1/change-requests/{id}/{action}"),
+            json!({ "comment": comment }),
+        )
+        .await;
+    (response.status.as_u16(), response.json())
+}
+
+fn audit_actions(audit: &Value) -> Vec<String> {
+    audit
+        .as_array()
+        .expect("audit")
+        .iter()
+        .map(|e| e["action"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+on_both! {
+    async fn an_approved_change_request_is_merged_and_its_target_deploys(backend) {
+        let remote = Remote::new();
+        let feature = remote.feature("feature-x", "latest", "feature.txt");
+        let old_latest = remote.head("latest");
+        let mut app = ready(start(backend, &remote.repos).await).await;
+        let dev = app.token("dev", Role::Developer, Some("shop")).await;
+        let admin = app.admin_token.clone();
+
+        let opened = open(&app, &dev, json!({ "app": "shop", "source_branch": "feature-x" })).await;
+        assert_eq!(opened["target_branch"], "latest");
+        assert_eq!(opened["state"], "open");
+        assert_eq!(opened["author"], "dev");
+        assert_eq!(opened["head_sha"], feature.as_str());
+        assert_eq!(opened["title"], "add feature-x");
+        let id = opened["id"].as_i64().unwrap();
+
+        // Its preview is built and shown on the request.
+        let detail = wait_for("the preview run of the request", MINUTE, || async {
+            let detail = app.get(&format!("/api/v1/change-requests/{id}")).await.json();
+            (detail["run"]["state"] == "succeeded").then_some(detail)
+        })
+        .await;
+        assert_eq!(detail["preview"]["name"], "preview-feature-x");
+        assert_eq!(detail["run"]["commit_sha"], feature.as_str());
+        assert_eq!(detail["required_approvals"], 1);
+        assert_eq!(detail["approver_roles"], json!(["admin"]));
+        assert!(served(&app, "preview-feature-x").await.is_some_and(|t| t.contains(&feature)));
+
+        // Opening it twice is a conflict; a developer cannot approve.
+        let twice = app.post_as(&dev, "/api/v1/change-requests", json!({ "app": "shop", "source_branch": "feature-x" })).await;
+        assert_eq!(twice.status, 409, "{}", twice.text());
+        let (status, body) = decide(&app, &dev, id, "approve", "lgtm").await;
+        assert_eq!(status, 403, "{body}");
+
+        // An admin approves: Gantry merges with a merge commit and pushes.
+        let (status, merged) = decide(&app, &admin, id, "approve", "ship it").await;
+        assert_eq!(status, 200, "{merged}");
+        assert_eq!(merged["state"], "merged", "{merged}");
+        let latest = remote.head("latest");
+        assert_eq!(remote.parents("latest"), [old_latest, feature.clone()]);
+        let message = remote.bare_git(&["log", "-1", "--format=%B", "latest"]);
+        assert!(message.starts_with("Merge branch 'feature-x' into latest"), "{message}");
+        assert!(message.contains("Approved-by: test-admin"), "{message}");
+
+        // The target branch's pipeline runs the merge, tied to the request.
+        wait_for("staging to serve the merge", MINUTE, || async {
+            served(&app, "staging").await.filter(|text| text.contains(&latest))
+        })
+        .await;
+        let runs = app.get("/api/v1/runs").await.json();
+        let run = runs.as_array().unwrap().iter().find(|r| r["commit_sha"] == latest.as_str()).expect("the merge's run").clone();
+        let run = app.get(&format!("/api/v1/runs/{}", run["id"])).await.json();
+        assert_eq!(run["trigger"], "change_request");
+
+        let detail = app.get(&format!("/api/v1/change-requests/{id}")).await.json();
+        assert_eq!(detail["merge_sha"], latest.as_str());
+        assert_eq!(detail["merged_by"], "test-admin");
+        let decisions: Vec<(&str, &str)> = detail["decisions"].as_array().unwrap().iter().map(|d| (d["who"].as_str().unwrap(), d["decision"].as_str().unwrap())).collect();
+        assert_eq!(decisions, [("test-admin", "approved")]);
+
+        // Nothing left to decide; the audit log has the whole story.
+        let (status, _) = decide(&app, &admin, id, "reject", "too late").await;
+        assert_eq!(status, 409);
+        let actions = audit_actions(&app.get("/api/v1/audit").await.json());
+        for action in ["change_request.open", "change_request.approve", "change_request.merge"] {
+            assert!(actions.iter().any(|a| a == action), "{action} in {actions:?}");
+        }
+        app.stop().await;
+    }
+
+    async fn promotion_needs_two_approvers_and_never_the_author(backend) {
+        let remote = Remote::with_app_yaml(production_policy("    approval: { required: 2, roles: [admin] }"));
+        let mut app = ready(start(backend, &remote.repos).await).await;
+        let ada = app.admin_token.clone();
+        let bo = app.token("bo", Role::Admin, None).await;
+        let master_before = remote.head("master");
+
+        // An admin proposes promoting latest into production.
+        let opened = open(&app, &ada, json!({ "app": "shop", "source_branch": "latest" })).await;
+        assert_eq!(opened["target_branch"], "master");
+        let id = opened["id"].as_i64().unwrap();
+
+        // The author cannot approve their own change.
+        let (status, body) = decide(&app, &ada, id, "approve", "mine").await;
+        assert_eq!(status, 403, "{body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("wrote this change"), "{body}");
+
+        // One of two approvals: still open, and saying so.
+        let (status, after_one) = decide(&app, &bo, id, "approve", "ok").await;
+        assert_eq!(status, 200, "{after_one}");
+        assert_eq!(after_one["state"], "open");
+        assert_eq!(after_one["state_detail"], "1 of 2 approvals");
+        let (status, _) = decide(&app, &bo, id, "approve", "again").await;
+        assert_eq!(status, 409, "the same person twice does not count twice");
+
+        let cy = app.token("cy", Role::Admin, None).await;
+        let (status, merged) = decide(&app, &cy, id, "approve", "ok").await;
+        assert_eq!(status, 200, "{merged}");
+        assert_eq!(merged["state"], "merged", "{merged}");
+        let master = remote.head("master");
+        assert_eq!(remote.parents("master"), [master_before, remote.head("latest")]);
+
+        // The approved merge deploys to production without a second hold.
+        wait_for("production to serve the promotion", MINUTE, || async {
+            served(&app, "production").await.filter(|text| text.contains(&master))
+        })
+        .await;
+        let pending = app.get("/api/v1/approvals").await.json();
+        assert!(pending.as_array().unwrap().iter().all(|p| p["commit_sha"] != master.as_str()), "{pending}");
+        app.stop().await;
+    }
+
+    async fn a_conflict_leaves_the_request_open_for_its_author(backend) {
+        let remote = Remote::new();
+        let work = remote.work();
+        work.git(&["checkout", "-q", "-b", "feature-y", "latest"]);
+        work.write("CHANGES", "feature y\n");
+        work.commit("feature y changes CHANGES");
+        remote.push("feature-y");
+        work.checkout("latest");
+        work.write("CHANGES", "someone else\n");
+        work.commit("latest changes CHANGES too");
+        remote.push("latest");
+        let mut app = ready(start(backend, &remote.repos).await).await;
+        let dev = app.token("dev", Role::Developer, Some("shop")).await;
+        let admin = app.admin_token.clone();
+        let latest_before = remote.head("latest");
+
+        let id = open(&app, &dev, json!({ "app": "shop", "source_branch": "feature-y", "title": "Y" })).await["id"].as_i64().unwrap();
+        let (status, conflict) = decide(&app, &admin, id, "approve", "ok").await;
+        assert_eq!(status, 200, "{conflict}");
+        assert_eq!(conflict["state"], "conflict");
+        let detail = conflict["state_detail"].as_str().unwrap();
+        assert!(detail.contains("CHANGES") && detail.contains("Merge latest into feature-y"), "{detail}");
+        assert_eq!(remote.head("latest"), latest_before, "nothing was pushed");
+
+        // The author resolves and pushes: the request moves to the new head,
+        // approvals start over, and the next approval merges.
+        work.checkout("feature-y");
+        let _ = std::process::Command::new("git").args(["merge", "-q", "latest"]).current_dir(work.dir.path()).output();
+        work.write("CHANGES", "feature y\nsomeone else\n");
+        let resolved = work.commit("merge latest, resolve CHANGES");
+        remote.push("feature-y");
+        scan(&app).await;
+        wait_for("the request to follow the new head", MINUTE, || async {
+            let detail = app.get(&format!("/api/v1/change-requests/{id}")).await.json();
+            (detail["summary"]["head_sha"] == resolved.as_str() && detail["summary"]["state"] == "open").then_some(())
+        })
+        .await;
+        let detail = app.get(&format!("/api/v1/change-requests/{id}")).await.json();
+        assert_eq!(detail["approvals_of_head"], 0, "approvals of the old head do not count");
+        let (status, merged) = decide(&app, &admin, id, "approve", "resolved").await;
+        assert_eq!(status, 200, "{merged}");
+        assert_eq!(merged["state"], "merged", "{merged}");
+        assert_eq!(remote.bare_git(&["show", "latest:CHANGES"]), "feature y\nsomeone else");
+        app.stop().await;
+    }
+
+    async fn fast_forward_only_asks_for_a_rebase(backend) {
+        let remote = Remote::with_app_yaml(|yaml| yaml + "merge: fast-forward\n");
+        let feature = remote.feature("feature-x", "latest", "feature.txt");
+        let mut app = ready(start(backend, &remote.repos).await).await;
+        let dev = app.token("dev", Role::Developer, Some("shop")).await;
+        let admin = app.admin_token.clone();
+
+        // A fast-forward makes the source's commit the target's head.
+        let id = open(&app, &dev, json!({ "app": "shop", "source_branch": "feature-x" })).await["id"].as_i64().unwrap();
+        let (_, merged) = decide(&app, &admin, id, "approve", "ok").await;
+        assert_eq!(merged["state"], "merged", "{merged}");
+        assert_eq!(remote.head("latest"), feature);
+
+        // A branch that is behind its target cannot be fast-forwarded.
+        remote.feature("feature-z", "master", "z.txt");
+        let id = open(&app, &dev, json!({ "app": "shop", "source_branch": "feature-z" })).await["id"].as_i64().unwrap();
+        let (_, refused) = decide(&app, &admin, id, "approve", "ok").await;
+        assert_eq!(refused["state"], "conflict", "{refused}");
+        assert!(refused["state_detail"].as_str().unwrap().contains("Rebase feature-z onto latest"), "{refused}");
+        assert_eq!(remote.head("latest"), feature, "nothing was pushed");
+        app.stop().await;
+    }
+
+    async fn a_freeze_blocks_promotion_until_an_audited_override(backend) {
+        // Frozen now: a window starts every minute and lasts an hour.
+        let remote = Remote::with_app_yaml(production_policy(
+            "    approval: { required: 1 }\n    freeze:\n      - { start: \"* * * * *\", for: 1h, reason: \"release train boarding\" }",
+        ));
+        let mut app = ready(start(backend, &remote.repos).await).await;
+        let dev = app.token("dev", Role::Developer, Some("shop")).await;
+        let admin = app.admin_token.clone();
+        let master_before = remote.head("master");
+
+        let id = open(&app, &dev, json!({ "app": "shop", "source_branch": "latest" })).await["id"].as_i64().unwrap();
+        let detail = app.get(&format!("/api/v1/change-requests/{id}")).await.json();
+        assert!(detail["freeze"].as_str().unwrap().ends_with("release train boarding"), "{detail}");
+        let (status, held) = decide(&app, &admin, id, "approve", "ok").await;
+        assert_eq!(status, 200, "{held}");
+        assert_eq!(held["state"], "approved");
+        let why = held["state_detail"].as_str().unwrap();
+        assert!(why.contains("frozen until") && why.contains("release train boarding"), "{why}");
+        assert_eq!(remote.head("master"), master_before, "nothing merged during the freeze");
+
+        // The override needs a reason and an admin; it merges and is audited.
+        let (status, body) = decide(&app, &admin, id, "override", "").await;
+        assert_eq!(status, 400, "{body}");
+        let (status, body) = decide(&app, &dev, id, "override", "I am in a hurry").await;
+        assert_eq!(status, 403, "{body}");
+        let (status, merged) = decide(&app, &admin, id, "override", "hotfix for the checkout outage").await;
+        assert_eq!(status, 200, "{merged}");
+        assert_eq!(merged["state"], "merged", "{merged}");
+        assert_ne!(remote.head("master"), master_before);
+        let audit = app.get("/api/v1/audit").await.json();
+        let entry = audit.as_array().unwrap().iter().find(|e| e["action"] == "change_request.override").expect("override audited");
+        assert_eq!(entry["actor"], "test-admin");
+        assert_eq!(entry["reason"], "hotfix for the checkout outage");
+        app.stop().await;
+    }
+
+    async fn a_frozen_environment_holds_direct_pushes_too(backend) {
+        let remote = Remote::with_app_yaml(|yaml| yaml.replace(
+            "    branch: latest\n    target: local\n",
+            "    branch: latest\n    target: local\n    freeze:\n      - { start: \"* * * * *\", for: 1h, reason: \"quiet hours\" }\n",
+        ));
+        let mut app = ready(start(backend, &remote.repos).await).await;
+        let held = wait_for("the staging run to be held", MINUTE, || async {
+            let pending = app.get("/api/v1/approvals").await.json();
+            pending.as_array().unwrap().iter().find(|p| p["environment"] == "staging").map(|p| p["run_id"].as_i64().unwrap())
+        })
+        .await;
+        let approve = app.post_json(&format!("/api/v1/runs/{held}/approve"), json!({})).await;
+        assert_eq!(approve.status, 409, "{}", approve.text());
+        assert!(approve.text().contains("quiet hours"), "{}", approve.text());
+        let short = app.post_json(&format!("/api/v1/runs/{held}/override"), json!({ "comment": "" })).await;
+        assert_eq!(short.status, 400, "{}", short.text());
+        let released = app.post_json(&format!("/api/v1/runs/{held}/override"), json!({ "comment": "demo for the board" })).await;
+        assert_eq!(released.status, 200, "{}", released.text());
+        assert_eq!(released.json()["outcome"], "released");
+        let latest = remote.head("latest");
+        wait_for("staging to serve after the override", MINUTE, || async {
+            served(&app, "staging").await.filter(|text| text.contains(&latest))
+        })
+        .await;
+        let audit = app.get("/api/v1/audit").await.json();
+        assert!(audit.as_array().unwrap().iter().any(|e| e["action"] == "run.override" && e["reason"] == "demo for the board"), "{audit}");
+        app.stop().await;
+    }
+
+    async fn production_approval_demands_a_fresh_sign_in(backend) {
+        let remote = Remote::with_app_yaml(production_policy("    approval: { required: 1, reauth: true }"));
+        let mut app = ready(start_with(backend, &remote.repos, |config| {
+            config.dev_login = true;
+            config.reauth_max_age = Duration::from_secs(2);
+        })
+        .await)
+        .await;
+        let dev = app.token("dev", Role::Developer, Some("shop")).await;
+        let id = open(&app, &dev, json!({ "app": "shop", "source_branch": "latest" })).await["id"].as_i64().unwrap();
+
+        // An API token carries no sign-in time: refused.
+        let (status, body) = decide(&app, &app.admin_token.clone(), id, "approve", "ok").await;
+        assert_eq!(status, 403, "{body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("fresh sign-in"), "{body}");
+
+        // A sign-in older than the limit: refused.
+        let stale = app.sign_in("eve", "admin").await;
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let response = app.post_as_browser(&stale, &format!("/api/v1/change-requests/{id}/approve"), json!({ "comment": "ok" })).await;
+        assert_eq!(response.status, 403, "{}", response.text());
+
+        // Signing in again makes it fresh; the approval records when.
+        let fresh = app.sign_in("eve", "admin").await;
+        let before = gantry::db::now_millis();
+        let response = app.post_as_browser(&fresh, &format!("/api/v1/change-requests/{id}/approve"), json!({ "comment": "ok" })).await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        assert_eq!(response.json()["state"], "merged");
+        let detail = app.get(&format!("/api/v1/change-requests/{id}")).await.json();
+        let auth_time = detail["decisions"][0]["auth_time"].as_i64().expect("auth time recorded");
+        assert!(auth_time <= before && before - auth_time < 60_000, "{detail}");
+        app.stop().await;
+    }
+}
