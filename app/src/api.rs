@@ -6,8 +6,9 @@
 use leptos::prelude::*;
 
 use crate::dto::{
-    AuditEntry, ChangeRequestSummary, ClusterSummary, ConfigStatus, EnvironmentSummary, ObjectDiff,
-    PendingApproval, ReleaseSummary, RunDetail, RunSummary, Settings,
+    ApprovalInbox, AuditEntry, AuditFilter, ChangeRequestDetail, ChangeRequestSummary,
+    ClusterSummary, ConfigStatus, EnvironmentSummary, ObjectDiff, PendingApproval, ReleaseSummary,
+    RunDetail, RunSummary, Settings,
 };
 
 #[cfg(feature = "ssr")]
@@ -89,9 +90,9 @@ pub async fn list_clusters() -> Result<Vec<ClusterSummary>, ServerFnError> {
 }
 
 #[server(prefix = "/fn", endpoint = "list_audit_log")]
-pub async fn list_audit_log() -> Result<Vec<AuditEntry>, ServerFnError> {
+pub async fn list_audit_log(filter: AuditFilter) -> Result<Vec<AuditEntry>, ServerFnError> {
     let (port, caller) = caller().await?;
-    port.audit_log(&caller)
+    port.audit_log(&caller, filter)
         .await
         .map_err(failed("the audit log"))
 }
@@ -155,6 +156,90 @@ pub async fn check_cluster(name: String, csrf: String) -> Result<ClusterSummary,
 pub async fn get_run_diff(id: i64) -> Result<Option<Vec<ObjectDiff>>, ServerFnError> {
     let (port, caller) = caller().await?;
     port.run_diff(&caller, id).await.map_err(failed("the diff"))
+}
+
+#[server(prefix = "/fn", endpoint = "get_change_request")]
+pub async fn get_change_request(id: i64) -> Result<Option<ChangeRequestDetail>, ServerFnError> {
+    let (port, caller) = caller().await?;
+    port.change_request(&caller, id)
+        .await
+        .map_err(failed("the change request"))
+}
+
+#[server(prefix = "/fn", endpoint = "approval_inbox")]
+pub async fn get_approval_inbox() -> Result<ApprovalInbox, ServerFnError> {
+    let (port, caller) = caller().await?;
+    port.approval_inbox(&caller)
+        .await
+        .map_err(failed("the approvals"))
+}
+
+#[server(prefix = "/fn", endpoint = "open_change_request")]
+pub async fn open_change_request(
+    app: String,
+    source_branch: String,
+    target_branch: String,
+    title: String,
+    description: String,
+    csrf: String,
+) -> Result<ChangeRequestSummary, ServerFnError> {
+    let (port, caller) = caller().await?;
+    caller
+        .check_csrf(&csrf)
+        .map_err(failed("the change request"))?;
+    let present = |text: String| Some(text).filter(|t| !t.trim().is_empty());
+    let request = crate::dto::NewChangeRequest {
+        app,
+        source_branch,
+        target_branch: present(target_branch),
+        title: present(title),
+        description: present(description),
+    };
+    port.open_change_request(&caller, request)
+        .await
+        .map_err(failed("the change request"))
+}
+
+/// `action`: approve, reject, override or close.
+#[server(prefix = "/fn", endpoint = "review_change_request")]
+pub async fn review_change_request(
+    id: i64,
+    action: String,
+    comment: String,
+    csrf: String,
+) -> Result<ChangeRequestSummary, ServerFnError> {
+    let (port, caller) = caller().await?;
+    caller.check_csrf(&csrf).map_err(failed("the decision"))?;
+    let review = review_of(&action, comment)?;
+    port.review_change_request(&caller, id, review)
+        .await
+        .map_err(failed("the decision"))
+}
+
+/// `action`: approve, reject or override a held run.
+#[server(prefix = "/fn", endpoint = "review_run")]
+pub async fn review_run(
+    id: i64,
+    action: String,
+    comment: String,
+    csrf: String,
+) -> Result<String, ServerFnError> {
+    let (port, caller) = caller().await?;
+    caller.check_csrf(&csrf).map_err(failed("the decision"))?;
+    let review = review_of(&action, comment)?;
+    port.review_run(&caller, id, review)
+        .await
+        .map_err(failed("the decision"))
+}
+
+#[cfg(feature = "ssr")]
+fn review_of(action: &str, comment: String) -> Result<crate::dto::Review, ServerFnError> {
+    let action = crate::dto::ReviewAction::parse(action)
+        .ok_or_else(|| ServerFnError::new(format!("unknown decision {action:?}")))?;
+    Ok(crate::dto::Review {
+        action,
+        comment: Some(comment).filter(|c| !c.trim().is_empty()),
+    })
 }
 
 #[server(prefix = "/fn", endpoint = "whoami")]

@@ -21,9 +21,10 @@ use leptos_router::{
 
 use crate::components::layout::Layout;
 use crate::pages::{
-    approvals::ApprovalsPage, audit::AuditPage, change_requests::ChangeRequestsPage,
-    clusters::ClustersPage, environments::EnvironmentsPage, not_found::NotFoundPage,
-    releases::ReleasesPage, run::RunPage, runs::RunsPage, settings::SettingsPage,
+    approvals::ApprovalsPage, audit::AuditPage, change_request::ChangeRequestPage,
+    change_requests::ChangeRequestsPage, clusters::ClustersPage, environments::EnvironmentsPage,
+    not_found::NotFoundPage, releases::ReleasesPage, run::RunPage, runs::RunsPage,
+    settings::SettingsPage,
 };
 
 /// Applies the remembered theme before the first paint, so a dark-theme user
@@ -69,6 +70,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/runs") view=RunsPage />
                     <Route path=path!("/runs/:id") view=RunPage />
                     <Route path=path!("/change-requests") view=ChangeRequestsPage />
+                    <Route path=path!("/change-requests/:id") view=ChangeRequestPage />
                     <Route path=path!("/releases") view=ReleasesPage />
                     <Route path=path!("/approvals") view=ApprovalsPage />
                     <Route path=path!("/clusters") view=ClustersPage />

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::dto::{
-    AuditEntry, ChangeRequestDetail, ChangeRequestSummary, ClusterRegistration, ClusterSummary,
-    ConfigStatus, EnvironmentSummary, Me, NewChangeRequest, ObjectDiff, PendingApproval,
-    ReleaseSummary, Review, RunDetail, RunSummary, Settings,
+    ApprovalInbox, AuditEntry, AuditFilter, ChangeRequestDetail, ChangeRequestSummary,
+    ClusterRegistration, ClusterSummary, ConfigStatus, EnvironmentSummary, Me, NewChangeRequest,
+    ObjectDiff, PendingApproval, ReleaseSummary, Review, RunDetail, RunSummary, Settings,
 };
 
 /// A failure behind the port.
@@ -96,7 +96,11 @@ pub trait DashboardPort: Send + Sync + 'static {
     async fn releases(&self, caller: &Caller) -> Result<Vec<ReleaseSummary>, PortError>;
     async fn pending_approvals(&self, caller: &Caller) -> Result<Vec<PendingApproval>, PortError>;
     async fn clusters(&self, caller: &Caller) -> Result<Vec<ClusterSummary>, PortError>;
-    async fn audit_log(&self, caller: &Caller) -> Result<Vec<AuditEntry>, PortError>;
+    async fn audit_log(
+        &self,
+        caller: &Caller,
+        filter: AuditFilter,
+    ) -> Result<Vec<AuditEntry>, PortError>;
     async fn settings(&self, caller: &Caller) -> Result<Settings, PortError>;
     async fn config_status(&self, caller: &Caller) -> Result<ConfigStatus, PortError>;
     async fn run_detail(&self, caller: &Caller, id: i64) -> Result<Option<RunDetail>, PortError>;
@@ -123,6 +127,8 @@ pub trait DashboardPort: Send + Sync + 'static {
         caller: &Caller,
         id: i64,
     ) -> Result<Option<ChangeRequestDetail>, PortError>;
+    /// Active change requests and held runs the caller can see.
+    async fn approval_inbox(&self, caller: &Caller) -> Result<ApprovalInbox, PortError>;
     async fn open_change_request(
         &self,
         caller: &Caller,

@@ -1,125 +1,15 @@
-//! Admin commands of the `gantry` binary: `cluster …` talks to a running
-//! Gantry over its REST API; `rotate-key` works on a stopped one.
+//! Admin commands of the `gantry` binary that work on the database:
+//! `rotate-key` (Gantry stopped) and `token create` (the first admin token).
 
 use std::io::Write;
-use std::path::Path;
 
-use anyhow::{Context as _, bail};
-use app::dto::ClusterSummary;
-use serde_json::{Value, json};
+use anyhow::Context as _;
 
-use crate::cli::{ClusterCommand, TokenCommand};
+use crate::cli::TokenCommand;
 use crate::config::Config;
 use crate::db::{self, Db};
 use crate::secrets::{Sealed, Vault};
 use crate::storage::DataDir;
-
-fn read(path: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
-}
-
-/// `gantry cluster add|list|check|remove`, against `server.public_url`.
-pub async fn cluster(config: &Config, command: ClusterCommand) -> anyhow::Result<()> {
-    let base = config.public_url.as_str().trim_end_matches('/').to_string();
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Ok(token) = std::env::var("GANTRY_TOKEN")
-        && let Ok(value) = format!("Bearer {}", token.trim()).parse()
-    {
-        headers.insert(reqwest::header::AUTHORIZATION, value);
-    }
-    let client = reqwest::Client::builder()
-        .default_headers(headers)
-        .build()?;
-    let call = |request: reqwest::RequestBuilder| async {
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach Gantry at {base}; is it running?"))?;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            let message = body["error"]["message"].as_str().unwrap_or("no details");
-            bail!("{message} (HTTP {})", status.as_u16());
-        }
-        Ok::<Value, anyhow::Error>(body)
-    };
-    let url = |path: &str| format!("{}{path}", config.public_url.as_str().trim_end_matches('/'));
-    let mut out = std::io::stdout().lock();
-    match command {
-        ClusterCommand::Add {
-            name,
-            kubeconfig,
-            context,
-            api_server,
-            token_file,
-            ca_file,
-            insecure,
-            in_cluster,
-        } => {
-            let mut body = json!({ "name": name, "insecure": insecure, "in_cluster": in_cluster });
-            if let Some(path) = kubeconfig {
-                body["kubeconfig"] = json!(read(&path)?);
-                body["context"] = json!(context);
-            }
-            if let (Some(server), Some(token)) = (api_server, token_file) {
-                body["server"] = json!(server);
-                body["token"] = json!(read(&token)?.trim());
-                if let Some(ca) = ca_file {
-                    body["ca"] = json!(read(&ca)?);
-                }
-            }
-            let summary = call(client.post(url("/api/v1/clusters")).json(&body)).await?;
-            writeln!(
-                out,
-                "registered {}",
-                describe(&serde_json::from_value(summary)?)
-            )?;
-        }
-        ClusterCommand::List => {
-            let clusters: Vec<ClusterSummary> =
-                serde_json::from_value(call(client.get(url("/api/v1/clusters"))).await?)?;
-            if clusters.is_empty() {
-                writeln!(out, "no clusters registered")?;
-            }
-            for cluster in clusters {
-                writeln!(out, "{}", describe(&cluster))?;
-            }
-        }
-        ClusterCommand::Check { name } => {
-            let summary = call(client.post(url(&format!("/api/v1/clusters/{name}/check")))).await?;
-            writeln!(out, "{}", describe(&serde_json::from_value(summary)?))?;
-        }
-        ClusterCommand::Remove { name } => {
-            let response = client
-                .delete(url(&format!("/api/v1/clusters/{name}")))
-                .send()
-                .await
-                .with_context(|| format!("cannot reach Gantry at {base}"))?;
-            if !response.status().is_success() {
-                let body: Value = response.json().await.unwrap_or(Value::Null);
-                bail!(
-                    "{}",
-                    body["error"]["message"]
-                        .as_str()
-                        .unwrap_or("removal failed")
-                );
-            }
-            writeln!(out, "removed {name}")?;
-        }
-    }
-    Ok(())
-}
-
-fn describe(cluster: &ClusterSummary) -> String {
-    let server = cluster.server_url.as_deref().unwrap_or("in-cluster");
-    match (&cluster.server_version, &cluster.last_error) {
-        (_, Some(error)) => format!("{}\t{server}\t{}\t{error}", cluster.name, cluster.state),
-        (Some(version), None) => {
-            format!("{}\t{server}\t{}\t{version}", cluster.name, cluster.state)
-        }
-        (None, None) => format!("{}\t{server}\t{}", cluster.name, cluster.state),
-    }
-}
 
 /// A sealed row: id, the name it was sealed under, nonce, ciphertext, key id.
 type SealedRow = (i64, String, Vec<u8>, Vec<u8>, String);

@@ -85,6 +85,10 @@ pub enum Command {
     /// Register and manage Kubernetes clusters (talks to a running Gantry).
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Change requests: open, list, show, approve, reject, close (talks to a
+    /// running Gantry with GANTRY_TOKEN).
+    #[command(subcommand)]
+    Cr(ChangeRequestCommand),
     /// Re-encrypt every secret, cluster credential and sealed manifest with
     /// a new key (Gantry must be stopped).
     RotateKey,
@@ -92,6 +96,43 @@ pub enum Command {
     /// directly, so it can create the first admin token).
     #[command(subcommand)]
     Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChangeRequestCommand {
+    /// Propose merging a branch (into latest by default; latest into master).
+    Open {
+        #[arg(long)]
+        app: String,
+        /// The branch to merge.
+        #[arg(long)]
+        source: String,
+        /// The environment branch to merge into.
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long)]
+        title: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Every change request, open ones first.
+    List,
+    /// One request: approvals, preview, freeze, decisions.
+    Show { id: i64 },
+    /// Approve the request's current commit.
+    Approve {
+        id: i64,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Reject the request.
+    Reject {
+        id: i64,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Withdraw the request (its author or an admin).
+    Close { id: i64 },
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,9 +3,10 @@
 //! it is allowed. Lists show only the apps the caller may see.
 
 use app::dto::{
-    AuditEntry, ChangeRequestDetail, ChangeRequestSummary, ClusterRegistration, ClusterSummary,
-    ConfigIssue, ConfigStatus, EnvironmentSummary, NewChangeRequest, ObjectDiff, PendingApproval,
-    ReleaseSummary, Review, ReviewAction, Role, RunDetail, RunSummary, SettingSource, Settings,
+    ApprovalInbox, AuditEntry, AuditFilter, ChangeRequestDetail, ChangeRequestSummary,
+    ClusterRegistration, ClusterSummary, ConfigIssue, ConfigStatus, EnvironmentSummary,
+    NewChangeRequest, ObjectDiff, PendingApproval, ReleaseSummary, Review, ReviewAction, Role,
+    RunDetail, RunSummary, SettingSource, Settings,
 };
 use app::port::{Caller, DashboardPort, PortError};
 use async_trait::async_trait;
@@ -110,9 +111,13 @@ impl DashboardPort for App {
         db::clusters::list(self.db.pool()).await.map_err(port_error)
     }
 
-    async fn audit_log(&self, caller: &Caller) -> Result<Vec<AuditEntry>, PortError> {
+    async fn audit_log(
+        &self,
+        caller: &Caller,
+        filter: AuditFilter,
+    ) -> Result<Vec<AuditEntry>, PortError> {
         caller.require(Role::Viewer, None)?;
-        db::audit::list_recent(self.db.pool())
+        db::audit::list(self.db.pool(), &filter.normalized())
             .await
             .map_err(port_error)
     }
@@ -267,6 +272,22 @@ impl DashboardPort for App {
             Err(ChangeRequestError::NotFound(_)) => Ok(None),
             Err(error) => Err(error.into()),
         }
+    }
+
+    async fn approval_inbox(&self, caller: &Caller) -> Result<ApprovalInbox, PortError> {
+        let active = db::change_requests::list(self.db.pool())
+            .await
+            .map_err(port_error)?
+            .into_iter()
+            .filter(|cr| cr.is_active() && caller.me.can(Role::Viewer, Some(&cr.app)));
+        let mut change_requests = Vec::new();
+        for cr in active {
+            change_requests.push(change_requests::detail(self, caller, cr.id).await?);
+        }
+        Ok(ApprovalInbox {
+            change_requests,
+            runs: self.pending_approvals(caller).await?,
+        })
     }
 
     async fn open_change_request(

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod auth;
 pub mod change_requests;
 pub mod cli;
+pub mod client;
 pub mod clusters;
 pub mod config;
 pub mod dashboard;

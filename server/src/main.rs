@@ -36,7 +36,8 @@ fn main() -> ExitCode {
             Command::Serve => gantry::serve::serve(config).await,
             Command::Demo => gantry::demo::run(config).await,
             Command::Migrate => gantry::migrate::run(config).await,
-            Command::Cluster(command) => gantry::admin::cluster(&config, command).await,
+            Command::Cluster(command) => gantry::client::cluster(&config, command).await,
+            Command::Cr(command) => gantry::client::change_request(&config, command).await,
             Command::RotateKey => gantry::admin::rotate_key(config).await,
             Command::Token(command) => gantry::admin::token(config, command).await,
         }

@@ -1,59 +1,137 @@
-//! The approvals inbox: runs held until the environment's policy is met.
+//! The approvals inbox: change requests waiting for a decision (with their
+//! preview, tests and approval state) and runs held until the environment's
+//! policy is met, each with its decision buttons for those allowed.
 
 use leptos::prelude::*;
 
-use crate::api::list_pending_approvals;
-use crate::components::list::{EmptyState, PageHeader, loaded};
-use crate::dto::PendingApproval;
+use crate::api::{ReviewRun, get_approval_inbox};
+use crate::components::layout::use_me;
+use crate::components::list::{Badge, CsrfField, EmptyState, PageHeader};
+use crate::dto::{ApprovalInbox, ChangeRequestDetail, Me, PendingApproval, Role};
 use crate::format::{short_sha, timestamp};
 
 #[component]
 pub fn ApprovalsPage() -> impl IntoView {
-    let pending = Resource::new(|| (), |_| list_pending_approvals());
+    let review = ServerAction::<ReviewRun>::new();
+    let inbox = Resource::new(move || review.version().get(), |_| get_approval_inbox());
+    let me = use_me();
     view! {
         <PageHeader
             title="Approvals"
-            lead="Runs waiting for approval before they deploy to a protected environment."
+            lead="Change requests and held runs waiting for a decision before they reach a protected environment."
         />
-        {loaded(pending, approval_table)}
+        {move || {
+            review
+                .value()
+                .get()
+                .map(|result| match result {
+                    Ok(outcome) => {
+                        view! { <p class="notice" role="status">{outcome}</p> }.into_any()
+                    }
+                    Err(error) => {
+                        view! {
+                            <p class="notice notice-error" role="alert">{error.to_string()}</p>
+                        }
+                            .into_any()
+                    }
+                })
+        }}
+        <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                let me = match me {
+                    Some(me) => me.await.ok().flatten(),
+                    None => None,
+                };
+                match inbox.await {
+                    Ok(inbox) => inbox_view(inbox, me, review).into_any(),
+                    Err(error) => {
+                        view! {
+                            <div class="notice notice-error" role="alert">{error.to_string()}</div>
+                        }
+                            .into_any()
+                    }
+                }
+            })}
+        </Suspense>
     }
 }
 
-fn approval_table(pending: Vec<PendingApproval>) -> impl IntoView {
-    if pending.is_empty() {
+fn inbox_view(
+    inbox: ApprovalInbox,
+    me: Option<Me>,
+    review: ServerAction<ReviewRun>,
+) -> impl IntoView {
+    if inbox.change_requests.is_empty() && inbox.runs.is_empty() {
         return view! {
-            <EmptyState title="Nothing waits for approval">
+            <EmptyState title="Nothing waits for a decision">
                 <p>
-                    "Runs for environments whose policy requires approval (staging, production) wait here."
+                    "Open change requests and runs for protected environments (staging, production) wait here."
                 </p>
             </EmptyState>
         }
         .into_any();
     }
     view! {
-        <table class="data">
+        <section aria-label="Change requests">
+            <h2>"Change requests"</h2>
+            {requests_table(inbox.change_requests)}
+        </section>
+        <section aria-label="Held runs">
+            <h2>"Held runs"</h2>
+            {runs_table(inbox.runs, me, review)}
+        </section>
+    }
+    .into_any()
+}
+
+fn requests_table(requests: Vec<ChangeRequestDetail>) -> impl IntoView {
+    if requests.is_empty() {
+        return view! { <p>"No change request is open."</p> }.into_any();
+    }
+    view! {
+        <table class="data" data-testid="inbox-requests">
             <thead>
                 <tr>
-                    <th scope="col">"Run"</th>
-                    <th scope="col">"App"</th>
-                    <th scope="col">"Environment"</th>
-                    <th scope="col">"Commit"</th>
-                    <th scope="col">"Waiting since"</th>
+                    <th scope="col">"Request"</th>
+                    <th scope="col">"Branches"</th>
+                    <th scope="col">"Author"</th>
+                    <th scope="col">"Preview"</th>
+                    <th scope="col">"Tests"</th>
+                    <th scope="col">"Approvals"</th>
+                    <th scope="col">"State"</th>
                 </tr>
             </thead>
             <tbody>
-                {pending
+                {requests
                     .into_iter()
-                    .map(|item| {
+                    .map(|detail| {
+                        let cr = detail.summary.clone();
+                        let tests = tests_summary(&detail);
+                        let preview = detail
+                            .preview
+                            .as_ref()
+                            .and_then(|env| env.url.clone().map(|url| (env.name.clone(), url)))
+                            .map(|(name, url)| view! { <a href=url>{name}</a> });
                         view! {
                             <tr>
-                                <td class="mono">{format!("#{}", item.run_id)}</td>
-                                <td>{item.app}</td>
-                                <td>{item.environment}</td>
-                                <td class="mono" title=item.commit_sha.clone()>
-                                    {short_sha(&item.commit_sha).to_string()}
+                                <td>
+                                    <a href=format!("/change-requests/{}", cr.id)>
+                                        {format!("#{} {}", cr.id, cr.title)}
+                                    </a>
                                 </td>
-                                <td>{timestamp(item.requested_at)}</td>
+                                <td class="mono">
+                                    {format!("{}: {} → {}", cr.app, cr.source_branch, cr.target_branch)}
+                                </td>
+                                <td>{cr.author}</td>
+                                <td>{preview}</td>
+                                <td>{tests}</td>
+                                <td>
+                                    {format!("{} of {}", detail.approvals_of_head, detail.required_approvals)}
+                                </td>
+                                <td>
+                                    <Badge state=cr.state.as_str() />
+                                    {detail.freeze.clone().map(|f| view! { <span class="hint">{f}</span> })}
+                                </td>
                             </tr>
                         }
                     })
@@ -62,4 +140,88 @@ fn approval_table(pending: Vec<PendingApproval>) -> impl IntoView {
         </table>
     }
     .into_any()
+}
+
+fn tests_summary(detail: &ChangeRequestDetail) -> String {
+    if detail.reports.is_empty() {
+        return detail
+            .run
+            .as_ref()
+            .map(|run| run.state.as_str().replace('_', " "))
+            .unwrap_or_else(|| "not built".into());
+    }
+    let (passed, failed) = detail
+        .reports
+        .iter()
+        .fold((0, 0), |(p, f), r| (p + r.passed, f + r.failed));
+    format!("{passed} passed, {failed} failed")
+}
+
+fn runs_table(
+    runs: Vec<PendingApproval>,
+    me: Option<Me>,
+    review: ServerAction<ReviewRun>,
+) -> impl IntoView {
+    if runs.is_empty() {
+        return view! { <p>"No run is held."</p> }.into_any();
+    }
+    view! {
+        <table class="data" data-testid="inbox-runs">
+            <thead>
+                <tr>
+                    <th scope="col">"Run"</th>
+                    <th scope="col">"App"</th>
+                    <th scope="col">"Environment"</th>
+                    <th scope="col">"Commit"</th>
+                    <th scope="col">"Waiting since"</th>
+                    <th scope="col">"Decide"</th>
+                </tr>
+            </thead>
+            <tbody>
+                {runs
+                    .into_iter()
+                    .map(|item| {
+                        let admin = me.as_ref().is_some_and(|me| me.can(Role::Admin, Some(&item.app)));
+                        view! {
+                            <tr>
+                                <td>
+                                    <a href=format!("/runs/{}", item.run_id)>
+                                        {format!("#{}", item.run_id)}
+                                    </a>
+                                </td>
+                                <td>{item.app.clone()}</td>
+                                <td>{item.environment.clone()}</td>
+                                <td class="mono" title=item.commit_sha.clone()>
+                                    {short_sha(&item.commit_sha).to_string()}
+                                </td>
+                                <td>{timestamp(item.requested_at)}</td>
+                                <td>{admin.then(|| run_decision(item.run_id, review))}</td>
+                            </tr>
+                        }
+                    })
+                    .collect_view()}
+            </tbody>
+        </table>
+    }
+    .into_any()
+}
+
+fn run_decision(id: i64, review: ServerAction<ReviewRun>) -> impl IntoView {
+    let form = move |action: &'static str, label: &'static str| {
+        view! {
+            <ActionForm action=review attr:class="inline">
+                <CsrfField />
+                <input type="hidden" name="id" value=id />
+                <input type="hidden" name="action" value=action />
+                <input
+                    type="text"
+                    name="comment"
+                    aria-label=format!("{label}: comment")
+                    placeholder="comment"
+                />
+                <button type="submit">{label}</button>
+            </ActionForm>
+        }
+    };
+    view! { {form("approve", "Approve")} {form("reject", "Reject")} }
 }

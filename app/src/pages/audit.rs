@@ -1,20 +1,55 @@
 //! The append-only audit log: who did what, when, why, from where.
 
 use leptos::prelude::*;
+use leptos_router::hooks::use_query_map;
 
 use crate::api::list_audit_log;
 use crate::components::list::{EmptyState, PageHeader, loaded};
-use crate::dto::AuditEntry;
+use crate::dto::{AuditEntry, AuditFilter};
 use crate::format::timestamp;
 
 #[component]
 pub fn AuditPage() -> impl IntoView {
-    let entries = Resource::new(|| (), |_| list_audit_log());
+    // The filter lives in the address, so a filtered view can be shared.
+    let query = use_query_map();
+    let filter = move || {
+        query.with(|q| {
+            AuditFilter {
+                actor: q.get("actor"),
+                action: q.get("action"),
+                target: q.get("target"),
+                ..AuditFilter::default()
+            }
+            .normalized()
+        })
+    };
+    let entries = Resource::new(filter, list_audit_log);
+    let value = move |key: &'static str| query.with(|q| q.get(key).unwrap_or_default());
     view! {
         <PageHeader
             title="Audit"
             lead="Sign-ins, approvals, merges, overrides, rollbacks and configuration changes. Append-only."
         />
+        <form method="get" class="filters" role="search" aria-label="Filter the audit log">
+            <label>
+                "Who" <input type="text" name="actor" prop:value=move || value("actor") />
+            </label>
+            <label>
+                "Action"
+                <input
+                    type="text"
+                    name="action"
+                    placeholder="change_request"
+                    prop:value=move || value("action")
+                />
+            </label>
+            <label>
+                "Target contains"
+                <input type="text" name="target" prop:value=move || value("target") />
+            </label>
+            <button type="submit">"Filter"</button>
+            <a href="/audit">"Clear"</a>
+        </form>
         {loaded(entries, audit_table)}
     }
 }

@@ -2,20 +2,88 @@
 
 use leptos::prelude::*;
 
-use crate::api::list_change_requests;
-use crate::components::list::{Badge, EmptyState, PageHeader, loaded};
-use crate::dto::ChangeRequestSummary;
+use crate::api::{OpenChangeRequest, list_change_requests};
+use crate::components::layout::use_me;
+use crate::components::list::{Badge, CsrfField, EmptyState, PageHeader, loaded};
+use crate::dto::{ChangeRequestSummary, Role};
 use crate::format::timestamp;
 
 #[component]
 pub fn ChangeRequestsPage() -> impl IntoView {
-    let requests = Resource::new(|| (), |_| list_change_requests());
+    let open = ServerAction::<OpenChangeRequest>::new();
+    let requests = Resource::new(move || open.version().get(), |_| list_change_requests());
+    let me = use_me();
     view! {
         <PageHeader
             title="Change requests"
             lead="Branches asking to be merged: into latest for staging, from latest into master for production."
         />
+        <Suspense>
+            {move || Suspend::new(async move {
+                let developer = match me {
+                    Some(me) => me.await.ok().flatten().is_some_and(|me| me.can_anywhere(Role::Developer)),
+                    None => false,
+                };
+                developer.then(|| open_form(open))
+            })}
+        </Suspense>
         {loaded(requests, change_request_table)}
+    }
+}
+
+/// Developers propose a merge; opening it builds the branch's preview.
+fn open_form(open: ServerAction<OpenChangeRequest>) -> impl IntoView {
+    view! {
+        <details class="panel">
+            <summary>"Open a change request"</summary>
+            <ActionForm action=open attr:class="form">
+                <CsrfField />
+                <label>
+                    <span>"App"</span>
+                    <input name="app" required />
+                </label>
+                <label>
+                    <span>"Source branch"</span>
+                    <input name="source_branch" required placeholder="feature/checkout" />
+                </label>
+                <label>
+                    <span>"Target branch (default: latest; from latest: master)"</span>
+                    <input name="target_branch" />
+                </label>
+                <label>
+                    <span>"Title (default: the last commit's)"</span>
+                    <input name="title" />
+                </label>
+                <label>
+                    <span>"Description"</span>
+                    <textarea name="description" rows="3"></textarea>
+                </label>
+                <button type="submit" class="primary">"Open"</button>
+            </ActionForm>
+            {move || {
+                open.value()
+                    .get()
+                    .map(|result| match result {
+                        Ok(cr) => {
+                            view! {
+                                <p class="notice" role="status">
+                                    "Opened "
+                                    <a href=format!("/change-requests/{}", cr.id)>
+                                        {format!("#{} {}", cr.id, cr.title)}
+                                    </a>
+                                </p>
+                            }
+                                .into_any()
+                        }
+                        Err(error) => {
+                            view! {
+                                <p class="notice notice-error" role="alert">{error.to_string()}</p>
+                            }
+                                .into_any()
+                        }
+                    })
+            }}
+        </details>
     }
 }
 
@@ -51,7 +119,9 @@ fn change_request_table(requests: Vec<ChangeRequestSummary>) -> impl IntoView {
                             <tr>
                                 <td class="mono">{cr.id}</td>
                                 <td>{cr.app}</td>
-                                <td>{cr.title}</td>
+                                <td>
+                                    <a href=format!("/change-requests/{}", cr.id)>{cr.title}</a>
+                                </td>
                                 <td class="mono">
                                     {format!("{} → {}", cr.source_branch, cr.target_branch)}
                                 </td>

@@ -2,6 +2,7 @@
 
 pub mod approvals;
 pub mod audit;
+pub mod change_request;
 pub mod change_requests;
 pub mod clusters;
 pub mod environments;

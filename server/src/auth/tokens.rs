@@ -112,15 +112,28 @@ pub async fn create(
     Ok((id, token))
 }
 
-pub async fn list(app: &App) -> Result<Vec<TokenInfo>, ApiError> {
+/// Every token (`owner: None`) or one user's, newest first.
+pub async fn list(app: &App, owner: Option<i64>) -> Result<Vec<TokenInfo>, ApiError> {
     Ok(sqlx::query_as(
         "SELECT t.id, t.name, u.display_name AS \"user\", t.role, a.name AS app, t.created_at,
                 t.expires_at, t.revoked_at, t.last_used_at
          FROM api_tokens t JOIN users u ON u.id = t.user_id LEFT JOIN apps a ON a.id = t.app_id
+         WHERE $1 IS NULL OR t.user_id = $1
          ORDER BY t.id DESC",
     )
+    .bind(owner)
     .fetch_all(app.db.pool())
     .await?)
+}
+
+/// The user a token belongs to.
+pub async fn owner(app: &App, id: i64) -> Result<Option<i64>, ApiError> {
+    Ok(
+        sqlx::query_scalar("SELECT user_id FROM api_tokens WHERE id = $1")
+            .bind(id)
+            .fetch_optional(app.db.pool())
+            .await?,
+    )
 }
 
 pub async fn revoke(app: &App, id: i64) -> Result<bool, ApiError> {

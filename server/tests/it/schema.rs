@@ -26,7 +26,7 @@ both_backends! {
         let delete = sqlx::query("DELETE FROM audit_log WHERE id = $1").bind(id).execute(pool).await;
         assert!(delete.expect_err("delete refused").to_string().contains("append-only"));
 
-        let entries = db::audit::list_recent(pool).await.expect("list");
+        let entries = db::audit::list(pool, &Default::default()).await.expect("list");
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].actor, "alice");
     }

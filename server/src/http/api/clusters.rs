@@ -64,6 +64,7 @@ pub async fn remove(
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(app::dto::Role::Admin, None)?;
     clusters::remove(&state, &name).await?;
+    crate::dashboard::audit(&state, &principal.caller(), "cluster.remove", &name, None).await?;
     revalidate(&state).await;
     Ok(StatusCode::NO_CONTENT)
 }

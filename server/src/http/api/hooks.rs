@@ -7,9 +7,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
-use crate::auth::Principal;
+use crate::auth::{Principal, constant_time_eq, random_token, sha256_hex};
 use crate::db;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::state::AppState;
@@ -18,23 +17,6 @@ use crate::state::AppState;
 pub struct GitHook {
     /// The app whose repo changed.
     pub app: String,
-}
-
-/// Hex SHA-256 of a token: what the database keeps.
-pub fn token_hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Compares without an early exit, so timing does not leak the hash.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 /// Fetch an app's repo now. `Authorization: Bearer <app hook token>`.
@@ -63,7 +45,7 @@ pub async fn git_hook(
     let (Some(app_row), Some(expected)) = (app_row, expected) else {
         return Err(ApiError::Unauthorized("unknown app or wrong token".into()));
     };
-    if !same(&token_hash(token), &expected) {
+    if !constant_time_eq(&sha256_hex(token), &expected) {
         return Err(ApiError::Unauthorized("unknown app or wrong token".into()));
     }
     let app = state.0.clone();
@@ -93,6 +75,15 @@ pub async fn new_hook_token(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("app {app} does not exist")))?;
     let token = issue_token(&state, app_row.id).await?;
+    let target = format!("{app} git trigger token");
+    crate::dashboard::audit(
+        &state,
+        &principal.caller(),
+        "hook_token.issue",
+        &target,
+        None,
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({ "app": app, "token": token })),
@@ -101,12 +92,7 @@ pub async fn new_hook_token(
 
 /// Creates and stores (hashed) a fresh token for the app.
 pub async fn issue_token(state: &crate::state::App, app_id: i64) -> Result<String, ApiError> {
-    let mut bytes = [0_u8; 24];
-    getrandom::fill(&mut bytes).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let token: String = format!(
-        "gth_{}",
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    );
-    db::apps::set_hook_token_hash(state.db.pool(), app_id, &token_hash(&token)).await?;
+    let token = random_token("gth_")?;
+    db::apps::set_hook_token_hash(state.db.pool(), app_id, &sha256_hex(&token)).await?;
     Ok(token)
 }

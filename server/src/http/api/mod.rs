@@ -11,19 +11,20 @@ mod clusters;
 mod hooks;
 mod runs;
 mod secrets;
+mod tokens;
 
-pub use hooks::{issue_token, token_hash};
+pub use hooks::issue_token;
 
 use app::dto::{
-    AuditEntry, ChangeRequestSummary, ClusterState, ClusterSummary, ConfigIssue, ConfigStatus,
-    EnvironmentState, EnvironmentSummary, PendingApproval, ReleaseState, ReleaseSummary, RunDetail,
-    RunState, RunSummary, SettingSource, Settings, StepState, StepSummary, TestCaseFailure,
-    TestReportSummary,
+    AuditEntry, AuditFilter, ChangeRequestSummary, ClusterState, ClusterSummary, ConfigIssue,
+    ConfigStatus, EnvironmentState, EnvironmentSummary, PendingApproval, ReleaseState,
+    ReleaseSummary, RunDetail, RunState, RunSummary, SettingSource, Settings, StepState,
+    StepSummary, TestCaseFailure, TestReportSummary,
 };
 use app::port::DashboardPort;
 use axum::Json;
 use axum::Router;
-use axum::extract::{OriginalUri, State};
+use axum::extract::{OriginalUri, Query, State};
 use axum::routing::{get, post};
 use utoipa::OpenApi;
 
@@ -69,7 +70,10 @@ use crate::state::AppState;
         clusters::register,
         clusters::check,
         clusters::remove,
-        crate::http::auth::me
+        crate::http::auth::me,
+        tokens::create,
+        tokens::list,
+        tokens::revoke
     ),
     components(schemas(
         EnvironmentSummary,
@@ -107,7 +111,10 @@ use crate::state::AppState;
         crate::deploy::drift::ObjectDiff,
         app::dto::Me,
         app::dto::Grant,
-        app::dto::Role
+        app::dto::Role,
+        tokens::NewToken,
+        tokens::CreatedToken,
+        crate::auth::tokens::TokenInfo
     ))
 )]
 pub struct ApiDoc;
@@ -160,6 +167,8 @@ pub fn routes() -> Router<AppState> {
             "/secrets/{name}",
             axum::routing::put(secrets::put_secret).delete(secrets::delete_secret),
         )
+        .route("/tokens", get(tokens::list).post(tokens::create))
+        .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
         .fallback(not_found)
 }
 
@@ -231,14 +240,15 @@ async fn list_clusters(
     Ok(Json(state.clusters(&principal.caller()).await?))
 }
 
-/// The audit log, newest first.
-#[utoipa::path(get, path = "/api/v1/audit", tag = "audit",
-    responses((status = 200, body = [AuditEntry]), (status = 500, body = ErrorBody)))]
+/// The audit log, newest first, filtered by person, action, target and time.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditFilter),
+    responses((status = 200, body = [AuditEntry]), (status = 400, body = ErrorBody)))]
 async fn list_audit_log(
     State(state): State<AppState>,
     principal: Principal,
+    Query(filter): Query<AuditFilter>,
 ) -> Result<Json<Vec<AuditEntry>>, ApiError> {
-    Ok(Json(state.audit_log(&principal.caller()).await?))
+    Ok(Json(state.audit_log(&principal.caller(), filter).await?))
 }
 
 /// The effective configuration and the layer that set each value.

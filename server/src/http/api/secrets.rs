@@ -43,6 +43,14 @@ async fn app_id(state: &AppState, app: Option<&str>) -> Result<Option<i64>, ApiE
     }
 }
 
+/// `NAME` or `NAME (app shop)`, for the audit log.
+fn scoped(name: &str, app: Option<&str>) -> String {
+    match app {
+        Some(app) => format!("secret {name} (app {app})"),
+        None => format!("secret {name}"),
+    }
+}
+
 /// Creates or replaces a secret.
 #[utoipa::path(put, path = "/api/v1/secrets/{name}", tag = "secrets",
     params(("name" = String, Path)), request_body = SecretValue,
@@ -88,6 +96,9 @@ pub async fn put_secret(
         db::now_millis(),
     )
     .await?;
+    // The name and scope, never the value.
+    let target = scoped(&name, body.app.as_deref());
+    crate::dashboard::audit(&state, &principal.caller(), "secret.set", &target, None).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -119,6 +130,9 @@ pub async fn delete_secret(
     principal.require(app::dto::Role::Admin, None)?;
     let app_id = app_id(&state, scope.app.as_deref()).await?;
     if db::secrets::delete(state.db.pool(), &name, app_id).await? {
+        let target = scoped(&name, scope.app.as_deref());
+        crate::dashboard::audit(&state, &principal.caller(), "secret.delete", &target, None)
+            .await?;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound(format!("no secret {name}")))

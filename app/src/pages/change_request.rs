@@ -1,0 +1,299 @@
+//! One change request: where it stands (for its author), its preview and
+//! tests, the policy and every decision, and — for those allowed — the
+//! approve, reject, override and close actions.
+
+use leptos::prelude::*;
+use leptos_router::hooks::use_params_map;
+
+use crate::api::{ReviewChangeRequest, get_change_request};
+use crate::components::layout::use_me;
+use crate::components::list::{Badge, CsrfField, PageHeader};
+use crate::dto::{
+    ApprovalRecord, ChangeRequestDetail, EnvironmentSummary, Me, Role, RunSummary,
+    TestReportSummary,
+};
+use crate::format::{short_sha, timestamp};
+
+#[component]
+pub fn ChangeRequestPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || {
+        params
+            .read()
+            .get("id")
+            .and_then(|id| id.parse::<i64>().ok())
+    };
+    let review = ServerAction::<ReviewChangeRequest>::new();
+    let detail = Resource::new(
+        move || (id(), review.version().get()),
+        |(id, _)| async move {
+            match id {
+                Some(id) => get_change_request(id).await,
+                None => Ok(None),
+            }
+        },
+    );
+    let me = use_me();
+    view! {
+        <PageHeader
+            title="Change request"
+            lead="A branch asking to be merged: its preview, its tests and the approvals it needs."
+        />
+        <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                let me = match me {
+                    Some(me) => me.await.ok().flatten(),
+                    None => None,
+                };
+                match detail.await {
+                    Ok(Some(detail)) => request_view(detail, me, review).into_any(),
+                    Ok(None) => {
+                        view! { <p class="notice">"There is no such change request."</p> }
+                            .into_any()
+                    }
+                    Err(error) => {
+                        view! {
+                            <div class="notice notice-error" role="alert">
+                                {error.to_string()}
+                            </div>
+                        }
+                            .into_any()
+                    }
+                }
+            })}
+        </Suspense>
+        {move || {
+            review
+                .value()
+                .get()
+                .and_then(Result::err)
+                .map(|error| {
+                    view! {
+                        <div class="notice notice-error" role="alert" data-testid="review-error">
+                            {error.to_string()}
+                        </div>
+                    }
+                })
+        }}
+    }
+}
+
+fn request_view(
+    detail: ChangeRequestDetail,
+    me: Option<Me>,
+    review: ServerAction<ReviewChangeRequest>,
+) -> impl IntoView {
+    let cr = detail.summary.clone();
+    let app = cr.app.clone();
+    let is_admin = me
+        .as_ref()
+        .is_some_and(|me| me.can(Role::Admin, Some(&app)));
+    let is_author = me.as_ref().is_some_and(|me| me.name == cr.author);
+    let active = matches!(cr.state.as_str(), "open" | "approved" | "conflict");
+    let approvals = format!(
+        "{} of {} (roles: {})",
+        detail.approvals_of_head,
+        detail.required_approvals,
+        detail.approver_roles.join(", ")
+    );
+    view! {
+        <section class="panel" aria-label="Where it stands">
+            <h2>{format!("#{} {}", cr.id, cr.title)}</h2>
+            <dl class="facts">
+                <dt>"State"</dt>
+                <dd data-testid="cr-state">
+                    <Badge state=cr.state.as_str() />
+                </dd>
+                <dt>"App"</dt>
+                <dd>{cr.app.clone()}</dd>
+                <dt>"Branches"</dt>
+                <dd class="mono">{format!("{} → {}", cr.source_branch, cr.target_branch)}</dd>
+                <dt>"Author"</dt>
+                <dd>{cr.author.clone()}</dd>
+                <dt>"Commit"</dt>
+                <dd class="mono">{cr.head_sha.as_deref().map(short_sha).unwrap_or("–").to_string()}</dd>
+                <dt>"Approvals"</dt>
+                <dd data-testid="cr-approvals">{approvals}</dd>
+                <dt>"Opened"</dt>
+                <dd>{timestamp(cr.created_at)}</dd>
+            </dl>
+            {cr
+                .state_detail
+                .clone()
+                .map(|text| view! { <p class="notice" data-testid="cr-detail">{text}</p> })}
+            {detail
+                .freeze
+                .clone()
+                .map(|text| {
+                    view! {
+                        <p class="notice notice-warn" role="status">
+                            {format!("{} is {text}", cr.target_branch)}
+                        </p>
+                    }
+                })}
+            {(!detail.description.is_empty())
+                .then(|| view! { <p class="description">{detail.description.clone()}</p> })}
+        </section>
+        <section class="panel" aria-label="Preview and tests">
+            <h2>"Preview and tests"</h2>
+            {preview_view(detail.preview.clone(), detail.run.clone())}
+            {reports_view(detail.reports.clone())}
+        </section>
+        {(active && (is_admin || is_author)).then(|| actions_view(cr.id, is_admin, is_author, review))}
+        <section class="panel" aria-label="Decisions">
+            <h2>"Decisions"</h2>
+            {decisions_view(detail.decisions.clone())}
+        </section>
+    }
+}
+
+fn preview_view(preview: Option<EnvironmentSummary>, run: Option<RunSummary>) -> impl IntoView {
+    let nothing = (preview.is_none() && run.is_none())
+        .then(|| view! { <p>"No preview yet: the source commit has not been built."</p> });
+    let preview = preview.map(|env| {
+        let label = env.name.clone();
+        match env.url.clone() {
+            Some(url) => view! {
+                <p>
+                    "Preview: " <a href=url data-testid="cr-preview">{label}</a> " "
+                    <Badge state=env.state.as_str() />
+                </p>
+            }
+            .into_any(),
+            None => view! {
+                <p>"Preview: " {label} " " <Badge state=env.state.as_str() /></p>
+            }
+            .into_any(),
+        }
+    });
+    let run = run.map(|run| {
+        view! {
+            <p>
+                "Run: " <a href=format!("/runs/{}", run.id)>{format!("#{}", run.id)}</a> " "
+                <Badge state=run.state.as_str() />
+            </p>
+        }
+    });
+    view! { {preview} {run} {nothing} }
+}
+
+fn reports_view(reports: Vec<TestReportSummary>) -> impl IntoView {
+    if reports.is_empty() {
+        return view! { <p>"No test reports."</p> }.into_any();
+    }
+    view! {
+        <ul class="reports">
+            {reports
+                .into_iter()
+                .map(|report| {
+                    view! {
+                        <li>
+                            <span class="mono">{report.name.clone()}</span>
+                            {format!(
+                                " — {} passed, {} failed, {} skipped",
+                                report.passed,
+                                report.failed,
+                                report.skipped,
+                            )}
+                            <ul>
+                                {report
+                                    .failures
+                                    .into_iter()
+                                    .map(|failure| {
+                                        view! {
+                                            <li class="failure">
+                                                {format!("{} › {}: {}", failure.suite, failure.case, failure.message)}
+                                            </li>
+                                        }
+                                    })
+                                    .collect_view()}
+                            </ul>
+                        </li>
+                    }
+                })
+                .collect_view()}
+        </ul>
+    }
+    .into_any()
+}
+
+/// One small form per decision, so each carries its own comment.
+fn actions_view(
+    id: i64,
+    is_admin: bool,
+    is_author: bool,
+    review: ServerAction<ReviewChangeRequest>,
+) -> impl IntoView {
+    let decision = move |action: &'static str, label: &'static str, hint: &'static str| {
+        view! {
+            <ActionForm action=review attr:class="form decision">
+                <CsrfField />
+                <input type="hidden" name="id" value=id />
+                <input type="hidden" name="action" value=action />
+                <label>
+                    <span>{hint}</span>
+                    <textarea name="comment" rows="2"></textarea>
+                </label>
+                <button type="submit" class=if action == "approve" { "primary" } else { "" }>
+                    {label}
+                </button>
+            </ActionForm>
+        }
+    };
+    view! {
+        <section class="panel" aria-label="Decide">
+            <h2>"Decide"</h2>
+            <div class="decisions">
+                {is_admin.then(|| decision("approve", "Approve", "Comment (optional)"))}
+                {is_admin.then(|| decision("reject", "Reject", "Why not"))}
+                {is_admin
+                    .then(|| {
+                        decision(
+                            "override",
+                            "Override policy",
+                            "Reason (required, audited): merge regardless of approvals and freezes",
+                        )
+                    })}
+                {(is_author || is_admin).then(|| decision("close", "Close request", "Note (optional)"))}
+            </div>
+        </section>
+    }
+}
+
+fn decisions_view(decisions: Vec<ApprovalRecord>) -> impl IntoView {
+    if decisions.is_empty() {
+        return view! { <p>"Nobody has decided yet."</p> }.into_any();
+    }
+    view! {
+        <table class="data">
+            <thead>
+                <tr>
+                    <th scope="col">"When"</th>
+                    <th scope="col">"Who"</th>
+                    <th scope="col">"Decision"</th>
+                    <th scope="col">"Commit"</th>
+                    <th scope="col">"Comment"</th>
+                </tr>
+            </thead>
+            <tbody>
+                {decisions
+                    .into_iter()
+                    .map(|d| {
+                        view! {
+                            <tr>
+                                <td>{timestamp(d.at)}</td>
+                                <td>{d.who}</td>
+                                <td>{d.decision}</td>
+                                <td class="mono">
+                                    {d.commit_sha.as_deref().map(short_sha).unwrap_or("–").to_string()}
+                                </td>
+                                <td>{d.comment.unwrap_or_default()}</td>
+                            </tr>
+                        }
+                    })
+                    .collect_view()}
+            </tbody>
+        </table>
+    }
+    .into_any()
+}

@@ -1,0 +1,235 @@
+//! Commands of the `gantry` binary that talk to a running Gantry over its
+//! REST API (at `server.public_url`, with `GANTRY_TOKEN` as the bearer):
+//! `cluster …` for admins, `cr …` for everyone who proposes or reviews.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+use app::dto::{ChangeRequestDetail, ChangeRequestSummary, ClusterSummary};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::cli::{ChangeRequestCommand, ClusterCommand};
+use crate::config::Config;
+
+/// The REST API of one Gantry server.
+struct ApiClient {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl ApiClient {
+    fn new(config: &Config) -> anyhow::Result<ApiClient> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Ok(token) = std::env::var("GANTRY_TOKEN")
+            && let Ok(value) = format!("Bearer {}", token.trim()).parse()
+        {
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        Ok(ApiClient {
+            client: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()?,
+            base: config.public_url.as_str().trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// Calls `path` under `/api/v1`; an error answer becomes its message.
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let mut request = self
+            .client
+            .request(method, format!("{}/api/v1{path}", self.base));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach Gantry at {}; is it running?", self.base))?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let message = body["error"]["message"].as_str().unwrap_or("no details");
+            bail!("{message} (HTTP {})", status.as_u16());
+        }
+        Ok(body)
+    }
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// `gantry cluster add|list|check|remove`.
+pub async fn cluster(config: &Config, command: ClusterCommand) -> anyhow::Result<()> {
+    let api = ApiClient::new(config)?;
+    let mut out = std::io::stdout().lock();
+    match command {
+        ClusterCommand::Add {
+            name,
+            kubeconfig,
+            context,
+            api_server,
+            token_file,
+            ca_file,
+            insecure,
+            in_cluster,
+        } => {
+            let mut body = json!({ "name": name, "insecure": insecure, "in_cluster": in_cluster });
+            if let Some(path) = kubeconfig {
+                body["kubeconfig"] = json!(read(&path)?);
+                body["context"] = json!(context);
+            }
+            if let (Some(server), Some(token)) = (api_server, token_file) {
+                body["server"] = json!(server);
+                body["token"] = json!(read(&token)?.trim());
+                if let Some(ca) = ca_file {
+                    body["ca"] = json!(read(&ca)?);
+                }
+            }
+            let summary = api.call(Method::POST, "/clusters", Some(body)).await?;
+            writeln!(
+                out,
+                "registered {}",
+                describe_cluster(&serde_json::from_value(summary)?)
+            )?;
+        }
+        ClusterCommand::List => {
+            let clusters: Vec<ClusterSummary> =
+                serde_json::from_value(api.call(Method::GET, "/clusters", None).await?)?;
+            if clusters.is_empty() {
+                writeln!(out, "no clusters registered")?;
+            }
+            for cluster in clusters {
+                writeln!(out, "{}", describe_cluster(&cluster))?;
+            }
+        }
+        ClusterCommand::Check { name } => {
+            let path = format!("/clusters/{name}/check");
+            let summary = api.call(Method::POST, &path, None).await?;
+            writeln!(
+                out,
+                "{}",
+                describe_cluster(&serde_json::from_value(summary)?)
+            )?;
+        }
+        ClusterCommand::Remove { name } => {
+            api.call(Method::DELETE, &format!("/clusters/{name}"), None)
+                .await?;
+            writeln!(out, "removed {name}")?;
+        }
+    }
+    Ok(())
+}
+
+fn describe_cluster(cluster: &ClusterSummary) -> String {
+    let server = cluster.server_url.as_deref().unwrap_or("in-cluster");
+    match (&cluster.server_version, &cluster.last_error) {
+        (_, Some(error)) => format!("{}\t{server}\t{}\t{error}", cluster.name, cluster.state),
+        (Some(version), None) => {
+            format!("{}\t{server}\t{}\t{version}", cluster.name, cluster.state)
+        }
+        (None, None) => format!("{}\t{server}\t{}", cluster.name, cluster.state),
+    }
+}
+
+/// `gantry cr open|list|show|approve|reject|close`.
+pub async fn change_request(config: &Config, command: ChangeRequestCommand) -> anyhow::Result<()> {
+    let api = ApiClient::new(config)?;
+    let mut out = std::io::stdout().lock();
+    let summary = |value: Value| -> anyhow::Result<String> {
+        Ok(describe_request(&serde_json::from_value(value)?))
+    };
+    match command {
+        ChangeRequestCommand::Open {
+            app,
+            source,
+            target,
+            title,
+            description,
+        } => {
+            let body = json!({
+                "app": app,
+                "source_branch": source,
+                "target_branch": target,
+                "title": title,
+                "description": description,
+            });
+            let opened = api
+                .call(Method::POST, "/change-requests", Some(body))
+                .await?;
+            writeln!(out, "opened {}", summary(opened)?)?;
+        }
+        ChangeRequestCommand::List => {
+            let requests: Vec<ChangeRequestSummary> =
+                serde_json::from_value(api.call(Method::GET, "/change-requests", None).await?)?;
+            if requests.is_empty() {
+                writeln!(out, "no change requests")?;
+            }
+            for request in requests {
+                writeln!(out, "{}", describe_request(&request))?;
+            }
+        }
+        ChangeRequestCommand::Show { id } => {
+            let detail: ChangeRequestDetail = serde_json::from_value(
+                api.call(Method::GET, &format!("/change-requests/{id}"), None)
+                    .await?,
+            )?;
+            writeln!(out, "{}", describe_request(&detail.summary))?;
+            writeln!(
+                out,
+                "approvals\t{} of {} ({})",
+                detail.approvals_of_head,
+                detail.required_approvals,
+                detail.approver_roles.join(", ")
+            )?;
+            if let Some(preview) = detail.preview.and_then(|p| p.url) {
+                writeln!(out, "preview\t{preview}")?;
+            }
+            if let Some(freeze) = detail.freeze {
+                writeln!(out, "freeze\t{freeze}")?;
+            }
+            for decision in detail.decisions {
+                writeln!(
+                    out,
+                    "{}\t{}\t{}",
+                    decision.who,
+                    decision.decision,
+                    decision.comment.unwrap_or_default()
+                )?;
+            }
+        }
+        ChangeRequestCommand::Approve { id, comment } => {
+            let path = format!("/change-requests/{id}/approve");
+            let result = api
+                .call(Method::POST, &path, Some(json!({ "comment": comment })))
+                .await?;
+            writeln!(out, "{}", summary(result)?)?;
+        }
+        ChangeRequestCommand::Reject { id, comment } => {
+            let path = format!("/change-requests/{id}/reject");
+            let result = api
+                .call(Method::POST, &path, Some(json!({ "comment": comment })))
+                .await?;
+            writeln!(out, "{}", summary(result)?)?;
+        }
+        ChangeRequestCommand::Close { id } => {
+            let path = format!("/change-requests/{id}/close");
+            let result = api.call(Method::POST, &path, None).await?;
+            writeln!(out, "{}", summary(result)?)?;
+        }
+    }
+    Ok(())
+}
+
+fn describe_request(cr: &ChangeRequestSummary) -> String {
+    let mut line = format!(
+        "#{}\t{}\t{} → {}\t{}\t{}\t{}",
+        cr.id, cr.app, cr.source_branch, cr.target_branch, cr.state, cr.author, cr.title
+    );
+    if let Some(detail) = &cr.state_detail {
+        line.push_str(&format!("\t({detail})"));
+    }
+    line
+}
