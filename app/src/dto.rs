@@ -339,7 +339,7 @@ pub struct ChangeRequestSummary {
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct ApprovalRecord {
     pub who: String,
-    /// `approved`, `rejected` or `override`.
+    /// `approved`, `rejected`, `override` or `feedback`.
     pub decision: String,
     pub comment: Option<String>,
     /// The commit the decision was about (approvals of an older head of a
@@ -398,6 +398,9 @@ pub enum ReviewAction {
     Override,
     /// The author (or an admin) withdraws a change request.
     Close,
+    /// Testers (and up) leave feedback on a change request's preview; it
+    /// does not count as an approval.
+    Feedback,
 }
 
 impl ReviewAction {
@@ -407,6 +410,7 @@ impl ReviewAction {
             "reject" => Some(ReviewAction::Reject),
             "override" => Some(ReviewAction::Override),
             "close" => Some(ReviewAction::Close),
+            "feedback" => Some(ReviewAction::Feedback),
             _ => None,
         }
     }

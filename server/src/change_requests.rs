@@ -334,6 +334,24 @@ pub async fn override_policy(app: &App, caller: &Caller, id: i64, reason: &str) 
     try_merge(app, id, &caller.me.name).await
 }
 
+/// A tester's (or anyone's above) feedback on the preview: recorded with
+/// the decisions, never counted as an approval.
+pub async fn feedback(app: &App, caller: &Caller, id: i64, comment: Option<&str>) -> Result<CrRow> {
+    let judged = load(app, id).await?;
+    forbidden(caller, Role::Tester, &judged.row.app)?;
+    let comment = comment
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| ChangeRequestError::Invalid("feedback needs a comment".into()))?;
+    if comment.chars().count() > 4000 {
+        return Err(ChangeRequestError::Invalid(
+            "feedback is longer than 4000 characters".into(),
+        ));
+    }
+    decide(app, caller, &judged, "feedback", Some(comment), None).await?;
+    reload(app, id).await
+}
+
 /// The author (or an admin) withdraws the request.
 pub async fn close(app: &App, caller: &Caller, id: i64) -> Result<CrRow> {
     let judged = load(app, id).await?;
@@ -424,6 +442,7 @@ async fn decide(
     let action = match decision {
         "approved" => "change_request.approve",
         "rejected" => "change_request.reject",
+        "feedback" => "change_request.feedback",
         _ => "change_request.override",
     };
     audit(
@@ -674,7 +693,10 @@ async fn approvers(app: &App, id: i64, head: &str) -> Result<Vec<String>> {
     let mut names: Vec<String> = db::change_requests::decisions(app.db.pool(), Some(id), None)
         .await?
         .into_iter()
-        .filter(|d| d.commit_sha.as_deref() == Some(head) && d.decision != "rejected")
+        .filter(|d| {
+            d.commit_sha.as_deref() == Some(head)
+                && matches!(d.decision.as_str(), "approved" | "override")
+        })
         .map(|d| d.who)
         .collect();
     names.dedup();

@@ -313,6 +313,7 @@ impl DashboardPort for App {
                 change_requests::override_policy(self, caller, id, comment.unwrap_or("")).await?
             }
             ReviewAction::Close => change_requests::close(self, caller, id).await?,
+            ReviewAction::Feedback => change_requests::feedback(self, caller, id, comment).await?,
         };
         row.summary().map_err(port_error)
     }
@@ -330,9 +331,9 @@ impl DashboardPort for App {
             ReviewAction::Override => {
                 approval::override_hold(self, caller, id, comment.unwrap_or("")).await?
             }
-            ReviewAction::Close => {
+            ReviewAction::Close | ReviewAction::Feedback => {
                 return Err(PortError::Refused(
-                    "a run is rejected or cancelled, not closed".into(),
+                    "a held run is approved, rejected or overridden".into(),
                 ));
             }
         };

@@ -89,6 +89,9 @@ fn request_view(
         .as_ref()
         .is_some_and(|me| me.can(Role::Admin, Some(&app)));
     let is_author = me.as_ref().is_some_and(|me| me.name == cr.author);
+    let is_tester = me
+        .as_ref()
+        .is_some_and(|me| me.can(Role::Tester, Some(&app)));
     let active = matches!(cr.state.as_str(), "open" | "approved" | "conflict");
     let approvals = format!(
         "{} of {} (roles: {})",
@@ -139,7 +142,7 @@ fn request_view(
             {preview_view(detail.preview.clone(), detail.run.clone())}
             {reports_view(detail.reports.clone())}
         </section>
-        {(active && (is_admin || is_author)).then(|| actions_view(cr.id, is_admin, is_author, review))}
+        {(active && is_tester).then(|| actions_view(cr.id, is_admin, is_author, review))}
         <section class="panel" aria-label="Decisions">
             <h2>"Decisions"</h2>
             {decisions_view(detail.decisions.clone())}
@@ -254,6 +257,7 @@ fn actions_view(
                             "Reason (required, audited): merge regardless of approvals and freezes",
                         )
                     })}
+                {decision("feedback", "Leave feedback", "Feedback on the preview (not an approval)")}
                 {(is_author || is_admin).then(|| decision("close", "Close request", "Note (optional)"))}
             </div>
         </section>

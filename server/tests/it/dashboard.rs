@@ -180,50 +180,9 @@ fn url_encode(text: &str) -> String {
         .collect()
 }
 
-/// An app with the seed's default stack and one open change request.
-async fn shop_with_a_change_request(app: &crate::support::TestApp) -> i64 {
-    let pool = app.db().pool();
-    let config = gantry::gitops::load::load_app(
-        "shop",
-        Some("apiVersion: gantry.dev/v1\nsource: /srv/git/shop.git\n"),
-        Some("apiVersion: gantry.dev/v1\nsteps:\n  - { name: build, run: \"true\" }\n"),
-        &[],
-    )
-    .expect("valid config");
-    let app_id = gantry::db::apps::insert(
-        pool,
-        &gantry::db::apps::NewApp {
-            name: "shop",
-            source_url: "/srv/git/shop.git",
-            config: &serde_json::to_string(&config).expect("json"),
-            pipeline_sha: "0123456789abcdef0123456789abcdef01234567",
-        },
-        1_795_846_452_000,
-    )
-    .await
-    .expect("app");
-    gantry::db::change_requests::insert(
-        pool,
-        &gantry::db::change_requests::NewRow {
-            app_id,
-            origin: "native",
-            title: "Faster checkout",
-            description: "Caches the basket.",
-            source_branch: "feature-checkout",
-            target_branch: "latest",
-            head_sha: "4f2a9c1d0e5b6a7f8c9d0e1f2a3b4c5d6e7f8a9b",
-            author: "dev",
-            author_user_id: None,
-        },
-        1_795_846_452_000,
-    )
-    .await
-    .expect("change request")
-}
-
 both_backends! {
     async fn the_inbox_and_the_request_page_show_what_a_decision_needs(app: TestApp) {
-        let id = shop_with_a_change_request(&app).await;
+        let id = crate::seed::shop_with_a_change_request(&app).await.change_request_id;
         let inbox = app.get("/approvals").await.text();
         assert!(inbox.contains(&format!("href=\"/change-requests/{id}\"")), "the inbox links the request");
         assert!(inbox.contains("Faster checkout") && inbox.contains("0 of 1"), "{inbox}");

@@ -8,6 +8,7 @@
 mod support;
 
 mod api;
+mod authorization;
 mod bad_input;
 mod change_requests;
 mod cli;
@@ -18,3 +19,4 @@ mod flow;
 mod ops;
 mod schema;
 mod seed;
+mod sessions;

@@ -60,3 +60,96 @@ pub async fn shop_with_a_run(app: &TestApp, state: RunState) -> Seeded {
     .expect("insert run");
     Seeded { run_id }
 }
+
+/// The app `shop` with the seed's default stack (production needs an
+/// admin's approval), a production run held for approval with one logged
+/// step, and an open change request by the user `author`.
+pub struct World {
+    pub run_id: i64,
+    pub step_id: i64,
+    pub change_request_id: i64,
+}
+
+pub async fn shop_with_a_change_request(app: &TestApp) -> World {
+    let pool = app.db().pool();
+    let now = 1_795_846_452_000;
+    let config = gantry::gitops::load::load_app(
+        "shop",
+        Some("apiVersion: gantry.dev/v1\nsource: /srv/git/shop.git\n"),
+        Some("apiVersion: gantry.dev/v1\nsteps:\n  - { name: build, run: \"true\" }\n"),
+        &[],
+    )
+    .expect("valid config");
+    let app_id = db::apps::insert(
+        pool,
+        &NewApp {
+            name: "shop",
+            source_url: "/srv/git/shop.git",
+            config: &serde_json::to_string(&config).expect("json"),
+            pipeline_sha: PIPELINE_COMMIT,
+        },
+        now,
+    )
+    .await
+    .expect("app");
+    let environment_id = db::environments::insert(
+        pool,
+        &NewEnvironment {
+            app_id,
+            name: "production",
+            stack_entry: "production",
+            branch: Some("master"),
+            url: None,
+            namespace: None,
+        },
+        now,
+    )
+    .await
+    .expect("environment");
+    let run_id = db::runs::insert(
+        pool,
+        &NewRun {
+            app_id,
+            environment_id,
+            branch: "master",
+            commit_sha: COMMIT,
+            pipeline_sha: PIPELINE_COMMIT,
+            state: RunState::WaitingForApproval,
+            trigger: "push",
+        },
+        now,
+    )
+    .await
+    .expect("run");
+    let step_id = db::steps::create_all(pool, run_id, &["build"])
+        .await
+        .expect("steps")[0];
+    db::steps::append_log(pool, step_id, 0, "building\n", now)
+        .await
+        .expect("log");
+    let author = gantry::auth::upsert_user(&app.state, "gantry-test", "author", "author", None)
+        .await
+        .expect("author");
+    let change_request_id = db::change_requests::insert(
+        pool,
+        &db::change_requests::NewRow {
+            app_id,
+            origin: "native",
+            title: "Faster checkout",
+            description: "Caches the basket.",
+            source_branch: "feature-checkout",
+            target_branch: "latest",
+            head_sha: COMMIT,
+            author: "author",
+            author_user_id: Some(author),
+        },
+        now,
+    )
+    .await
+    .expect("change request");
+    World {
+        run_id,
+        step_id,
+        change_request_id,
+    }
+}

@@ -124,6 +124,27 @@ pub async fn override_policy(
     .await
 }
 
+/// Testers and up leave feedback on the preview (not an approval).
+#[utoipa::path(post, path = "/api/v1/change-requests/{id}/feedback", tag = "change requests",
+    params(("id" = i64, Path)), request_body = Decision,
+    responses((status = 200, body = ChangeRequestSummary), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn feedback(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<i64>,
+    Json(decision): Json<Decision>,
+) -> Result<Json<ChangeRequestSummary>, ApiError> {
+    review(
+        &state,
+        &principal,
+        id,
+        ReviewAction::Feedback,
+        decision.comment,
+    )
+    .await
+}
+
 /// The author (or an admin) withdraws the request.
 #[utoipa::path(post, path = "/api/v1/change-requests/{id}/close", tag = "change requests",
     params(("id" = i64, Path)),

@@ -48,6 +48,7 @@ use crate::state::AppState;
         change_requests::reject,
         change_requests::override_policy,
         change_requests::close,
+        change_requests::feedback,
         list_releases,
         list_pending_approvals,
         list_clusters,
@@ -144,6 +145,10 @@ pub fn routes() -> Router<AppState> {
             post(change_requests::override_policy),
         )
         .route("/change-requests/{id}/close", post(change_requests::close))
+        .route(
+            "/change-requests/{id}/feedback",
+            post(change_requests::feedback),
+        )
         .route("/releases", get(list_releases))
         .route("/approvals", get(list_pending_approvals))
         .route("/clusters", get(list_clusters).post(clusters::register))

@@ -283,6 +283,24 @@ impl TestApp {
         self.send(request).await
     }
 
+    /// The status of `request` sent with `token` (or none), without reading
+    /// the body (which may be an endless event stream).
+    pub async fn status_as(&self, token: Option<&str>, mut request: Request<Body>) -> StatusCode {
+        request.headers_mut().remove("authorization");
+        if let Some(token) = token {
+            request.headers_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("header"),
+            );
+        }
+        self.router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible router")
+            .status()
+    }
+
     async fn send(&self, request: Request<Body>) -> TestResponse {
         let response = self
             .router

@@ -1,0 +1,350 @@
+//! The server is the gate: every REST route of the OpenAPI document and
+//! every server function, called as each role (and as nobody), is allowed or
+//! refused exactly as this table says. A route or server function missing
+//! from the table fails the test, so a new one cannot ship unreviewed. And
+//! no answer, to anyone, ever contains a secret's value.
+
+use std::collections::BTreeSet;
+
+use app::dto::Role;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use serde_json::{Value, json};
+use utoipa::OpenApi;
+
+use crate::seed::{World, shop_with_a_change_request};
+use crate::support::TestApp;
+
+/// Who may call a route.
+#[derive(Clone, Copy, Debug)]
+enum Need {
+    /// Anyone, signed in or not.
+    Public,
+    /// At least this role (on the app concerned).
+    Role(Role),
+    /// At least this role; others are told it does not exist (404), so they
+    /// cannot probe for it.
+    Hidden(Role),
+    /// Only the app's git trigger token: every user token is refused.
+    HookToken,
+}
+
+/// Every REST route: method, OpenAPI path, who may call it.
+const ROUTES: &[(&str, &str, Need)] = &[
+    ("GET", "/api/v1/openapi.json", Need::Public),
+    ("GET", "/api/v1/me", Need::Role(Role::Viewer)),
+    ("GET", "/api/v1/environments", Need::Role(Role::Viewer)),
+    ("GET", "/api/v1/runs", Need::Role(Role::Viewer)),
+    ("GET", "/api/v1/change-requests", Need::Role(Role::Viewer)),
+    (
+        "POST",
+        "/api/v1/change-requests",
+        Need::Role(Role::Developer),
+    ),
+    (
+        "GET",
+        "/api/v1/change-requests/{id}",
+        Need::Role(Role::Viewer),
+    ),
+    (
+        "POST",
+        "/api/v1/change-requests/{id}/feedback",
+        Need::Role(Role::Tester),
+    ),
+    (
+        "POST",
+        "/api/v1/change-requests/{id}/reject",
+        Need::Role(Role::Admin),
+    ),
+    (
+        "POST",
+        "/api/v1/change-requests/{id}/approve",
+        Need::Role(Role::Admin),
+    ),
+    (
+        "POST",
+        "/api/v1/change-requests/{id}/override",
+        Need::Role(Role::Admin),
+    ),
+    (
+        "POST",
+        "/api/v1/change-requests/{id}/close",
+        Need::Role(Role::Admin),
+    ),
+    ("GET", "/api/v1/releases", Need::Role(Role::Viewer)),
+    ("GET", "/api/v1/approvals", Need::Role(Role::Viewer)),
+    ("GET", "/api/v1/clusters", Need::Role(Role::Admin)),
+    ("POST", "/api/v1/clusters", Need::Role(Role::Admin)),
+    (
+        "POST",
+        "/api/v1/clusters/{name}/check",
+        Need::Role(Role::Admin),
+    ),
+    ("DELETE", "/api/v1/clusters/{name}", Need::Role(Role::Admin)),
+    ("GET", "/api/v1/audit", Need::Role(Role::Viewer)),
+    ("GET", "/api/v1/settings", Need::Role(Role::Admin)),
+    ("GET", "/api/v1/config", Need::Role(Role::Viewer)),
+    ("GET", "/api/v1/runs/{id}", Need::Role(Role::Tester)),
+    (
+        "GET",
+        "/api/v1/runs/{id}/steps/{step}/log",
+        Need::Role(Role::Developer),
+    ),
+    (
+        "GET",
+        "/api/v1/runs/{id}/events",
+        Need::Role(Role::Developer),
+    ),
+    ("GET", "/api/v1/runs/{id}/diff", Need::Role(Role::Admin)),
+    ("POST", "/api/v1/runs/{id}/reject", Need::Role(Role::Admin)),
+    ("POST", "/api/v1/runs/{id}/approve", Need::Role(Role::Admin)),
+    (
+        "POST",
+        "/api/v1/runs/{id}/override",
+        Need::Role(Role::Admin),
+    ),
+    ("POST", "/api/v1/runs/{id}/cancel", Need::Role(Role::Admin)),
+    ("POST", "/api/v1/hooks/git", Need::HookToken),
+    (
+        "POST",
+        "/api/v1/apps/{app}/hook-token",
+        Need::Role(Role::Admin),
+    ),
+    ("GET", "/api/v1/secrets", Need::Role(Role::Admin)),
+    ("PUT", "/api/v1/secrets/{name}", Need::Role(Role::Admin)),
+    ("DELETE", "/api/v1/secrets/{name}", Need::Role(Role::Admin)),
+    ("GET", "/api/v1/tokens", Need::Role(Role::Viewer)),
+    ("POST", "/api/v1/tokens", Need::Role(Role::Viewer)),
+    ("DELETE", "/api/v1/tokens/{id}", Need::Hidden(Role::Admin)),
+];
+
+/// Every server function: its name, who may call it, and its arguments
+/// (`RUN`, `CR` are replaced by the seeded ids).
+const SERVER_FNS: &[(&str, Need, &str)] = &[
+    ("whoami", Need::Public, ""),
+    ("list_environments", Need::Role(Role::Viewer), ""),
+    ("list_runs", Need::Role(Role::Viewer), ""),
+    ("list_change_requests", Need::Role(Role::Viewer), ""),
+    ("list_releases", Need::Role(Role::Viewer), ""),
+    ("list_pending_approvals", Need::Role(Role::Viewer), ""),
+    ("approval_inbox", Need::Role(Role::Viewer), ""),
+    ("list_clusters", Need::Role(Role::Admin), ""),
+    (
+        "list_audit_log",
+        Need::Role(Role::Viewer),
+        "filter[limit]=10",
+    ),
+    ("get_settings", Need::Role(Role::Admin), ""),
+    ("get_config_status", Need::Role(Role::Viewer), ""),
+    ("get_run", Need::Role(Role::Tester), "id=RUN"),
+    ("get_run_diff", Need::Role(Role::Admin), "id=RUN"),
+    ("get_change_request", Need::Role(Role::Viewer), "id=CR"),
+    (
+        "open_change_request",
+        Need::Role(Role::Developer),
+        "app=shop&source_branch=feature-x&target_branch=&title=&description=&csrf=",
+    ),
+    (
+        "review_change_request",
+        Need::Role(Role::Admin),
+        "id=CR&action=approve&comment=ok&csrf=",
+    ),
+    (
+        "review_run",
+        Need::Role(Role::Admin),
+        "id=RUN&action=reject&comment=no&csrf=",
+    ),
+    (
+        "register_cluster",
+        Need::Role(Role::Admin),
+        "name=c2&kubeconfig=nonsense&context=&csrf=",
+    ),
+    ("check_cluster", Need::Role(Role::Admin), "name=c1&csrf="),
+];
+
+/// Values of the secrets the test stores.
+const SECRET_VALUES: &[&str] = &["s3cret-value", "a-new-secret"];
+
+/// Callers from least to most powerful, so refusals are checked before an
+/// allowed call changes what later calls see.
+const CALLERS: &[Option<Role>] = &[
+    None,
+    Some(Role::Viewer),
+    Some(Role::Tester),
+    Some(Role::Developer),
+    Some(Role::Admin),
+];
+
+fn allows(need: Need, caller: Option<Role>) -> bool {
+    match (need, caller) {
+        (Need::Public, _) => true,
+        (Need::Role(role) | Need::Hidden(role), Some(caller)) => caller.rank() >= role.rank(),
+        _ => false,
+    }
+}
+
+fn concrete(path: &str, world: &World, token_id: i64) -> String {
+    let id = if path.starts_with("/api/v1/runs/") {
+        world.run_id
+    } else if path.starts_with("/api/v1/tokens/") {
+        token_id
+    } else {
+        world.change_request_id
+    };
+    path.replace("{id}", &id.to_string())
+        .replace("{step}", &world.step_id.to_string())
+        .replace(
+            "{name}",
+            if path.contains("secrets") {
+                "API_KEY"
+            } else {
+                "c1"
+            },
+        )
+        .replace("{app}", "shop")
+}
+
+fn body_for(method: &str, path: &str) -> Value {
+    match (method, path) {
+        ("POST", "/api/v1/change-requests") => {
+            json!({ "app": "shop", "source_branch": "feature-x" })
+        }
+        ("POST", "/api/v1/clusters") => {
+            json!({ "name": "c2", "server": "https://127.0.0.1:9", "token": "t0ken", "insecure": true })
+        }
+        ("PUT", _) => json!({ "value": "a-new-secret" }),
+        ("POST", "/api/v1/tokens") => json!({ "name": "probe", "role": "viewer" }),
+        ("POST", "/api/v1/hooks/git") => json!({ "app": "shop" }),
+        _ => json!({ "comment": "a reason long enough" }),
+    }
+}
+
+/// Tokens for every role, each its own user.
+async fn tokens(app: &TestApp) -> Vec<(Option<Role>, Option<String>)> {
+    let mut out = Vec::new();
+    for caller in CALLERS {
+        let token = match caller {
+            Some(role) => Some(app.token(&format!("as-{role}"), *role, None).await),
+            None => None,
+        };
+        out.push((*caller, token));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_and_server_function_checks_the_callers_role() {
+    crate::support::bounded(async {
+        let app = TestApp::sqlite().await;
+        let world = shop_with_a_change_request(&app).await;
+        // Things to act on: a cluster, a secret, someone else's token.
+        let cluster = app
+            .post_json(
+                "/api/v1/clusters",
+                json!({ "name": "c1", "server": "https://127.0.0.1:9", "token": "t0ken", "insecure": true }),
+            )
+            .await;
+        assert_eq!(cluster.status, 201, "{}", cluster.text());
+        let secret = Request::put("/api/v1/secrets/API_KEY")
+            .header("content-type", "application/json")
+            .body(Body::from(json!({ "value": "s3cret-value" }).to_string()))
+            .expect("request");
+        assert_eq!(app.request(secret).await.status, 204);
+        let owner = gantry::auth::upsert_user(&app.state, "gantry-test", "owner", "owner", None)
+            .await
+            .expect("owner");
+        let (token_id, _) = gantry::auth::tokens::create(&app.state, owner, "theirs", Role::Viewer, None, 3_600_000)
+            .await
+            .expect("token");
+
+        // The table covers exactly the documented routes.
+        let documented: BTreeSet<(String, String)> = gantry::http::api::ApiDoc::openapi()
+            .paths
+            .paths
+            .iter()
+            .flat_map(|(path, item)| {
+                let mut methods = Vec::new();
+                for (method, op) in [("GET", &item.get), ("POST", &item.post), ("PUT", &item.put), ("DELETE", &item.delete), ("PATCH", &item.patch)] {
+                    if op.is_some() {
+                        methods.push((method.to_string(), path.clone()));
+                    }
+                }
+                methods
+            })
+            .collect();
+        // The document itself is served but not described in it.
+        let mut documented = documented;
+        documented.insert(("GET".into(), "/api/v1/openapi.json".into()));
+        let table: BTreeSet<(String, String)> = ROUTES.iter().map(|(m, p, _)| (m.to_string(), p.to_string())).collect();
+        let missing: Vec<_> = documented.difference(&table).collect();
+        assert!(missing.is_empty(), "routes without an authorization entry: {missing:?}");
+        let stale: Vec<_> = table.difference(&documented).collect();
+        assert!(stale.is_empty(), "entries for routes that do not exist: {stale:?}");
+
+        let registered: BTreeSet<String> = leptos::server_fn::axum::server_fn_paths()
+            .map(|(path, _)| path.trim_start_matches("/fn/").to_string())
+            .collect();
+        let listed: BTreeSet<String> = SERVER_FNS.iter().map(|(name, _, _)| name.to_string()).collect();
+        assert_eq!(registered, listed, "every server function needs an entry");
+
+        let callers = tokens(&app).await;
+        let mut failures = Vec::new();
+        for (caller, token) in &callers {
+            for (method, path, need) in ROUTES {
+                let uri = concrete(path, &world, token_id);
+                let request = Request::builder()
+                    .method(Method::from_bytes(method.as_bytes()).expect("method"))
+                    .uri(&uri)
+                    .header("content-type", "application/json")
+                    .body(Body::from(body_for(method, path).to_string()))
+                    .expect("request");
+                // Read every answer but the endless event stream: no route
+                // may ever show a secret's value, to anyone.
+                let status = if *method == "GET" && !path.ends_with("/events") {
+                    let response = app.request_as(token.as_deref(), request).await;
+                    let text = response.text();
+                    if SECRET_VALUES.iter().any(|value| text.contains(value)) {
+                        failures.push(format!("{method} {uri} as {caller:?} shows a secret value"));
+                    }
+                    response.status
+                } else {
+                    app.status_as(token.as_deref(), request).await
+                };
+                let refused = match (need, caller) {
+                    (Need::HookToken, _) => status == StatusCode::UNAUTHORIZED,
+                    (_, None) => status == StatusCode::UNAUTHORIZED,
+                    (Need::Hidden(_), Some(_)) => status == StatusCode::NOT_FOUND,
+                    _ => status == StatusCode::FORBIDDEN,
+                };
+                let granted = !matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+                    && !(matches!(need, Need::Hidden(_)) && status == StatusCode::NOT_FOUND);
+                let expected = allows(*need, *caller);
+                if (expected && !granted) || (!expected && !refused) {
+                    failures.push(format!("{method} {uri} as {caller:?}: {status} (allowed: {expected})"));
+                }
+            }
+            for (name, need, args) in SERVER_FNS {
+                let body = args
+                    .replace("RUN", &world.run_id.to_string())
+                    .replace("CR", &world.change_request_id.to_string());
+                let request = Request::post(format!("/fn/{name}"))
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .header("accept", "application/json")
+                    .body(Body::from(body))
+                    .expect("request");
+                let response = app.request_as(token.as_deref(), request).await;
+                let text = response.text();
+                if SECRET_VALUES.iter().any(|value| text.contains(value)) {
+                    failures.push(format!("server fn {name} as {caller:?} shows a secret value"));
+                }
+                let refused = text.contains("does not have it") || text.contains("Sign in to see this");
+                let expected = allows(*need, *caller);
+                if expected == refused {
+                    failures.push(format!("server fn {name} as {caller:?}: {} {text} (allowed: {expected})", response.status));
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{} authorization mismatches:\n{}", failures.len(), failures.join("\n"));
+    })
+    .await;
+}
