@@ -43,7 +43,7 @@ pub const ENV_VARS: &[&str] = &[
     "GANTRY_SESSION_IDLE",
     "GANTRY_SESSION_MAX",
     "GANTRY_REAUTH_MAX_AGE",
-    // Read by the `gantry cluster` commands, not the server.
+    // Read by the `gantry cluster` and `gantry cr` commands, not the server.
     "GANTRY_TOKEN",
 ];
 

@@ -119,3 +119,86 @@ async fn the_openapi_document_describes_every_route() {
             .contains(&serde_json::json!("waiting_for_approval"))
     );
 }
+
+both_backends! {
+    async fn api_tokens_are_created_up_to_ones_role_listed_and_revoked(app: TestApp) {
+        let dev = app.token("dev", app::dto::Role::Developer, None).await;
+        let make = |role: &str| serde_json::json!({ "name": "ci", "role": role, "expires": "1d" });
+        let too_much = app.post_as(&dev, "/api/v1/tokens", make("admin")).await;
+        assert_eq!(too_much.status, StatusCode::FORBIDDEN, "{}", too_much.text());
+        let bad = app.post_as(&dev, "/api/v1/tokens", serde_json::json!({ "name": "ci", "role": "root" })).await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        assert!(bad.text().contains("role: unknown role \\\"root\\\""), "{}", bad.text());
+
+        let created = app.post_as(&dev, "/api/v1/tokens", make("tester")).await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
+        let new = created.json();
+        let secret = new["token"].as_str().unwrap().to_string();
+        let id = new["id"].as_i64().unwrap();
+
+        // The new token works, with its own (smaller) role.
+        let request = axum::http::Request::get("/api/v1/settings").body(axum::body::Body::empty()).unwrap();
+        assert_eq!(app.request_as(Some(&secret), request).await.status, StatusCode::FORBIDDEN);
+        let request = axum::http::Request::get("/api/v1/me").body(axum::body::Body::empty()).unwrap();
+        let me = app.request_as(Some(&secret), request).await.json();
+        assert_eq!(me["grants"][0]["role"], "tester");
+
+        // Listed for its owner (never the secret), hidden from others.
+        let request = axum::http::Request::get("/api/v1/tokens").body(axum::body::Body::empty()).unwrap();
+        let listed = app.request_as(Some(&dev), request).await;
+        assert!(!listed.text().contains(&secret));
+        let names: Vec<String> = listed.json().as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect();
+        assert!(names.contains(&"ci".to_string()) && names.iter().all(|n| n != "test-admin token"), "{names:?}");
+        let other = app.token("other", app::dto::Role::Developer, None).await;
+        let request = axum::http::Request::delete(format!("/api/v1/tokens/{id}")).body(axum::body::Body::empty()).unwrap();
+        assert_eq!(app.request_as(Some(&other), request).await.status, StatusCode::NOT_FOUND);
+
+        // Revoked by its owner: refused from then on, and audited.
+        let request = axum::http::Request::delete(format!("/api/v1/tokens/{id}")).body(axum::body::Body::empty()).unwrap();
+        assert_eq!(app.request_as(Some(&dev), request).await.status, StatusCode::NO_CONTENT);
+        let request = axum::http::Request::get("/api/v1/me").body(axum::body::Body::empty()).unwrap();
+        assert_eq!(app.request_as(Some(&secret), request).await.status, StatusCode::UNAUTHORIZED);
+        let audit = app.get("/api/v1/audit?action=token").await.json();
+        let actions: Vec<&str> = audit.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+        assert_eq!(actions, ["token.revoke", "token.create"]);
+    }
+
+    async fn the_audit_log_filters_by_person_action_target_and_time(app: TestApp) {
+        let pool = app.db().pool();
+        let entries = [
+            (1_000, "ada", "change_request.approve", "shop change request 1"),
+            (2_000, "bo", "change_request.merge", "shop change request 1"),
+            (3_000, "ada", "run.approve", "shop/production run 7"),
+            (4_000, "ada", "secret.set", "secret 100%_SURE"),
+        ];
+        for (at, actor, action, target) in entries {
+            gantry::db::audit::record(
+                pool,
+                &gantry::db::audit::NewEntry { actor, action, target, reason: None, source_ip: Some("10.0.0.1"), detail: "{}" },
+                at,
+            )
+            .await
+            .unwrap();
+        }
+        let ids = |query: &str| {
+            let query = query.to_string();
+            let app = &app;
+            async move {
+                let found = app.get(&format!("/api/v1/audit?{query}")).await;
+                assert_eq!(found.status, StatusCode::OK, "{query}: {}", found.text());
+                found.json().as_array().unwrap().iter().map(|e| e["at"].as_i64().unwrap()).collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(ids("actor=ada").await, [4_000, 3_000, 1_000]);
+        assert_eq!(ids("action=change_request").await, [2_000, 1_000], "a family");
+        assert_eq!(ids("action=run.approve").await, [3_000], "one action");
+        assert_eq!(ids("action=change").await, Vec::<i64>::new(), "not a prefix match");
+        assert_eq!(ids("target=request%201").await, [2_000, 1_000]);
+        assert_eq!(ids("target=100%25_").await, [4_000], "% and _ are literal");
+        assert_eq!(ids("target=1%25").await, Vec::<i64>::new());
+        assert_eq!(ids("since=2000&until=4000").await, [3_000, 2_000]);
+        assert_eq!(ids("actor=ada&limit=1").await, [4_000]);
+        let page = app.get("/audit?actor=bo").await.text();
+        assert!(page.contains("change_request.merge") && !page.contains("run.approve"), "the page filters too");
+    }
+}

@@ -8,12 +8,14 @@ use std::time::Duration;
 use app::dto::Role;
 use serde_json::{Value, json};
 
+use crate::cli::gantry_cli;
 use crate::on_both;
 use crate::support::TestApp;
 use crate::support::flow::{
     MINUTE, QUICK_STEPS, Repos, app_yaml, scan, served, start, start_with, wait_for,
 };
 use crate::support::git::WorkRepo;
+use crate::support::process::{Server, admin_token, free_port, stderr};
 
 /// The app's repos with a bare `origin` as Gantry's source, as on a git
 /// server: developers commit in the work tree and push; Gantry merges and
@@ -407,4 +409,95 @@ on_both! {
         assert!(auth_time <= before && before - auth_time < 60_000, "{detail}");
         app.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_opens_shows_and_approves_a_change_request() {
+    crate::support::bounded(async {
+        let remote = Remote::new();
+        remote.feature("feature-x", "latest", "feature.txt");
+        let data = tempfile::tempdir().expect("tempdir");
+        let admin = admin_token(data.path());
+        let data_arg = data.path().join("data").display().to_string();
+        let port = free_port();
+        let server = Server::start(data.path(), &remote.repos.pipeline.path(), port, &admin);
+        let url = format!("http://127.0.0.1:{port}");
+        wait_for("the app to be read", MINUTE, || async {
+            let envs = server.get("/api/v1/environments").await;
+            (!envs.as_array().unwrap().is_empty()).then_some(())
+        })
+        .await;
+        let created = gantry_cli(
+            data.path(),
+            &url,
+            "",
+            &[
+                "token",
+                "create",
+                "--name",
+                "laptop",
+                "--role",
+                "developer",
+                "--app",
+                "shop",
+                "--user",
+                "dev",
+                "--data-dir",
+                &data_arg,
+            ],
+        )
+        .await;
+        assert!(created.status.success(), "{}", stderr(&created));
+        let dev = String::from_utf8_lossy(&created.stdout).trim().to_string();
+
+        let opened = gantry_cli(
+            data.path(),
+            &url,
+            &dev,
+            &[
+                "cr",
+                "open",
+                "--app",
+                "shop",
+                "--source",
+                "feature-x",
+                "--title",
+                "Feature X",
+            ],
+        )
+        .await;
+        assert!(opened.status.success(), "{}", stderr(&opened));
+        let line = String::from_utf8_lossy(&opened.stdout).to_string();
+        assert!(
+            line.starts_with("opened #1\tshop\tfeature-x → latest\topen\tdev\tFeature X"),
+            "{line}"
+        );
+
+        // A developer is refused approval with the server's reason.
+        let refused = gantry_cli(data.path(), &url, &dev, &["cr", "approve", "1"]).await;
+        assert_eq!(refused.status.code(), Some(1));
+        assert!(
+            stderr(&refused).contains("needs the admin role"),
+            "{}",
+            stderr(&refused)
+        );
+
+        let approved = gantry_cli(
+            data.path(),
+            &url,
+            &admin,
+            &["cr", "approve", "1", "--comment", "ship it"],
+        )
+        .await;
+        assert!(approved.status.success(), "{}", stderr(&approved));
+        assert!(String::from_utf8_lossy(&approved.stdout).contains("\tmerged\t"));
+        let shown = gantry_cli(data.path(), &url, &dev, &["cr", "show", "1"]).await;
+        let text = String::from_utf8_lossy(&shown.stdout).to_string();
+        assert!(text.contains("approvals\t1 of 1 (admin)"), "{text}");
+        assert!(text.contains("admin\tapproved\tship it"), "{text}");
+        let listed = gantry_cli(data.path(), &url, &dev, &["cr", "list"]).await;
+        assert!(String::from_utf8_lossy(&listed.stdout).contains("#1\tshop"));
+        server.kill();
+    })
+    .await;
 }

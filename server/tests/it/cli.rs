@@ -239,7 +239,7 @@ fn migrate_works_against_postgresql_from_database_url() {
 
 /// Runs `gantry --public-url <url> <args>` off the async runtime, with
 /// `GANTRY_TOKEN` set to `token` (unless empty).
-async fn gantry_cli(
+pub async fn gantry_cli(
     dir: &std::path::Path,
     url: &str,
     token: &str,

@@ -2,121 +2,12 @@
 //! the middle of a run and in the middle of a deploy, then started again on
 //! the same data directory.
 
-use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::support::flow::{Repos, pipeline_yaml, wait_for};
-use crate::support::process::{free_port, gantry, wait_until_serving};
+use crate::support::process::{Server, admin_token, free_port};
 
 const MINUTE: Duration = Duration::from_secs(60);
-
-struct Server {
-    child: Child,
-    port: u16,
-    token: String,
-}
-
-/// An admin token for the data directory (created before the server runs).
-fn admin_token(data: &Path) -> String {
-    let output = gantry(data)
-        .args([
-            "token",
-            "create",
-            "--name",
-            "crash-test",
-            "--role",
-            "admin",
-            "--data-dir",
-            &data.join("data").display().to_string(),
-        ])
-        .output()
-        .expect("gantry token create");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
-
-impl Server {
-    fn start(data: &Path, pipeline: &str, port: u16, token: &str) -> Server {
-        let mut child = gantry(data)
-            .args([
-                "serve",
-                "--bind",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-                &data.join("data").display().to_string(),
-                "--pipeline-repo",
-                pipeline,
-            ])
-            .env("GANTRY_POLL_INTERVAL", "1s")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn gantry");
-        wait_until_serving(&mut child, port);
-        Server {
-            child,
-            port,
-            token: token.to_string(),
-        }
-    }
-
-    fn kill(mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        reqwest::Client::new()
-            .get(format!("http://127.0.0.1:{}{path}", self.port))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("json")
-    }
-
-    /// What `<env>--shop` serves through the proxy, when it answers 200.
-    async fn served(&self, env: &str) -> Option<String> {
-        let response = reqwest::Client::new()
-            .get(format!("http://127.0.0.1:{}/env/shop/{env}/", self.port))
-            .send()
-            .await
-            .ok()?;
-        if response.status() == 200 {
-            response.text().await.ok()
-        } else {
-            None
-        }
-    }
-
-    async fn run_of(&self, sha: &str) -> Vec<Value> {
-        let runs = self.get("/api/v1/runs").await;
-        runs.as_array()
-            .unwrap()
-            .iter()
-            .filter(|r| r["commit_sha"] == sha)
-            .cloned()
-            .collect()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn alive(pattern: &str) -> bool {
     let output = std::process::Command::new("pgrep")
