@@ -20,3 +20,4 @@ mod ops;
 mod schema;
 mod seed;
 mod sessions;
+mod sso;
