@@ -23,14 +23,17 @@ export function freePort() {
   });
 }
 
-// Starts `gantry serve`; resolves once /healthz answers.
-export async function startGantry() {
+// Starts `gantry serve` (with the dev login unless `devLogin: false`, and
+// any extra environment); resolves once /healthz answers.
+export async function startGantry({ port: wanted, env: extra = {}, devLogin = true } = {}) {
   const bin = process.env.E2E_GANTRY_BIN;
   if (!bin) throw new Error('E2E_GANTRY_BIN must point at the gantry binary (./x test sets it)');
   const dataDir = mkdtempSync(join(tmpdir(), 'gantry-e2e-'));
-  const port = await freePort();
-  const env = { PATH: process.env.PATH, GANTRY_LOG: 'warn' };
-  const child = spawn(bin, ['serve', '--dev-login', '--bind', `127.0.0.1:${port}`, '--data-dir', join(dataDir, 'data')], {
+  const port = wanted ?? (await freePort());
+  const env = { PATH: process.env.PATH, GANTRY_LOG: 'warn', ...extra };
+  const args = ['serve', '--bind', `127.0.0.1:${port}`, '--public-url', `http://127.0.0.1:${port}`];
+  if (devLogin) args.push('--dev-login');
+  const child = spawn(bin, [...args, '--data-dir', join(dataDir, 'data')], {
     env,
     stdio: ['ignore', 'inherit', 'inherit'],
   });
@@ -101,4 +104,29 @@ export async function signIn(page, base, { name = 'ada', role = 'admin', returnT
   await page.getByTestId('account').waitFor({ timeout: 30_000 });
   // Let the page finish loading (and hydrating) before the test moves on.
   await page.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
+}
+
+// Starts the test identity provider (end2end/oidc/provider.mjs) for a
+// Gantry on `gantryPort`; resolves with its issuer once it listens.
+export async function startProvider(gantryPort) {
+  const port = await freePort();
+  const child = spawn(process.execPath, [join(here, '..', 'oidc', 'provider.mjs'), String(port), `http://127.0.0.1:${gantryPort}/auth/callback`], {
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  const issuer = await new Promise((resolve, reject) => {
+    let seen = '';
+    child.stdout.on('data', (chunk) => {
+      seen += chunk;
+      const ready = seen.match(/ready (\S+)/);
+      if (ready) resolve(ready[1]);
+    });
+    child.once('exit', (code) => reject(new Error(`the identity provider exited with ${code}`)));
+  });
+  return {
+    issuer,
+    async stop() {
+      child.kill('SIGTERM');
+      await new Promise((resolve) => (child.exitCode !== null ? resolve() : child.once('exit', resolve)));
+    },
+  };
 }
