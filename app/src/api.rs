@@ -166,6 +166,14 @@ pub async fn get_change_request(id: i64) -> Result<Option<ChangeRequestDetail>, 
         .map_err(failed("the change request"))
 }
 
+#[server(prefix = "/fn", endpoint = "get_change_request_diff")]
+pub async fn get_change_request_diff(id: i64) -> Result<Option<Vec<ObjectDiff>>, ServerFnError> {
+    let (port, caller) = caller().await?;
+    port.change_request_diff(&caller, id)
+        .await
+        .map_err(failed("the diff"))
+}
+
 #[server(prefix = "/fn", endpoint = "approval_inbox")]
 pub async fn get_approval_inbox() -> Result<ApprovalInbox, ServerFnError> {
     let (port, caller) = caller().await?;

@@ -149,6 +149,13 @@ pub trait DashboardPort: Send + Sync + 'static {
         id: i64,
         review: Review,
     ) -> Result<String, PortError>;
+    /// What merging a change request would change on its target's clusters
+    /// (`None`: no such request, or a target never deployed).
+    async fn change_request_diff(
+        &self,
+        caller: &Caller,
+        id: i64,
+    ) -> Result<Option<Vec<ObjectDiff>>, PortError>;
     /// What a run would change on its clusters (`None`: no such run).
     async fn run_diff(
         &self,

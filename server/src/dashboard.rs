@@ -347,6 +347,24 @@ impl DashboardPort for App {
         })
     }
 
+    async fn change_request_diff(
+        &self,
+        caller: &Caller,
+        id: i64,
+    ) -> Result<Option<Vec<ObjectDiff>>, PortError> {
+        let Some(cr) = db::change_requests::get(self.db.pool(), id)
+            .await
+            .map_err(port_error)?
+        else {
+            return Ok(None);
+        };
+        // Manifests are the admins'.
+        caller.require(Role::Admin, Some(&cr.app))?;
+        crate::deploy::drift::diff_for_change_request(self, id)
+            .await
+            .map_err(|e| PortError::Refused(format!("cannot compute the diff: {e:#}")))
+    }
+
     async fn run_diff(
         &self,
         caller: &Caller,

@@ -1,5 +1,6 @@
 //! Building blocks every page uses.
 
+pub mod diff;
 pub mod layout;
 pub mod list;
 pub mod theme;

@@ -74,7 +74,7 @@ fn inbox_view(
     view! {
         <section aria-label="Change requests">
             <h2>"Change requests"</h2>
-            {requests_table(inbox.change_requests)}
+            {requests_table(inbox.change_requests, me.clone())}
         </section>
         <section aria-label="Held runs">
             <h2>"Held runs"</h2>
@@ -84,7 +84,7 @@ fn inbox_view(
     .into_any()
 }
 
-fn requests_table(requests: Vec<ChangeRequestDetail>) -> impl IntoView {
+fn requests_table(requests: Vec<ChangeRequestDetail>, me: Option<Me>) -> impl IntoView {
     if requests.is_empty() {
         return view! { <p>"No change request is open."</p> }.into_any();
     }
@@ -99,6 +99,7 @@ fn requests_table(requests: Vec<ChangeRequestDetail>) -> impl IntoView {
                     <th scope="col">"Tests"</th>
                     <th scope="col">"Approvals"</th>
                     <th scope="col">"State"</th>
+                    <th scope="col">"Manifests"</th>
                 </tr>
             </thead>
             <tbody>
@@ -106,6 +107,7 @@ fn requests_table(requests: Vec<ChangeRequestDetail>) -> impl IntoView {
                     .into_iter()
                     .map(|detail| {
                         let cr = detail.summary.clone();
+                        let admin = me.as_ref().is_some_and(|me| me.can(Role::Admin, Some(&cr.app)));
                         let tests = tests_summary(&detail);
                         let preview = detail
                             .preview
@@ -131,6 +133,14 @@ fn requests_table(requests: Vec<ChangeRequestDetail>) -> impl IntoView {
                                 <td>
                                     <Badge state=cr.state.as_str() />
                                     {detail.freeze.clone().map(|f| view! { <span class="hint">{f}</span> })}
+                                </td>
+                                <td>
+                                    {admin
+                                        .then(|| {
+                                            view! {
+                                                <a href=format!("/change-requests/{}#diff", cr.id)>"Diff"</a>
+                                            }
+                                        })}
                                 </td>
                             </tr>
                         }

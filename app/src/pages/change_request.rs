@@ -5,7 +5,8 @@
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
-use crate::api::{ReviewChangeRequest, get_change_request};
+use crate::api::{ReviewChangeRequest, get_change_request, get_change_request_diff};
+use crate::components::diff::diff_section;
 use crate::components::layout::use_me;
 use crate::components::list::{Badge, CsrfField, PageHeader};
 use crate::dto::{
@@ -143,6 +144,11 @@ fn request_view(
             {reports_view(detail.reports.clone())}
         </section>
         {(active && is_tester).then(|| actions_view(cr.id, is_admin, is_author, review))}
+        {is_admin.then(|| {
+            let id = cr.id;
+            let diff = Resource::new(move || id, get_change_request_diff);
+            diff_section("What merging would change on the target's clusters", diff)
+        })}
         <section class="panel" aria-label="Decisions">
             <h2>"Decisions"</h2>
             {decisions_view(detail.decisions.clone())}

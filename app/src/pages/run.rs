@@ -6,6 +6,7 @@ use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
 use crate::api::{get_run, get_run_diff};
+use crate::components::diff::diff_section;
 use crate::components::list::PageHeader;
 use crate::dto::{RunDetail, StepSummary, TestReportSummary};
 use crate::format::{short_sha, timestamp};
@@ -93,43 +94,7 @@ fn run_view(detail: RunDetail) -> impl IntoView {
 /// For a held run: what it would change on its clusters, object by object.
 fn diff_view(run_id: i64) -> impl IntoView {
     let diff = Resource::new(move || run_id, get_run_diff);
-    view! {
-        <section class="diff" aria-label="Changes on the clusters">
-            <h2>"What this run would change"</h2>
-            <Suspense fallback=|| view! { <p class="loading">"Asking the clusters…"</p> }>
-                {move || Suspend::new(async move {
-                    match diff.await {
-                        Ok(Some(objects)) if objects.is_empty() => {
-                            view! { <p class="muted">"This environment has no cluster targets."</p> }.into_any()
-                        }
-                        Ok(Some(objects)) => {
-                            view! {
-                                <ul class="object-diffs">
-                                    {objects
-                                        .into_iter()
-                                        .map(|object| {
-                                            let changed = object.change != "unchanged";
-                                            view! {
-                                                <li>
-                                                    <span class=format!("badge change-{}", object.change)>{object.change.clone()}</span>
-                                                    " "
-                                                    <span class="mono">{format!("{} · {}", object.target, object.object)}</span>
-                                                    {(changed && !object.diff.is_empty()).then(|| view! { <pre class="log">{object.diff}</pre> })}
-                                                </li>
-                                            }
-                                        })
-                                        .collect_view()}
-                                </ul>
-                            }
-                                .into_any()
-                        }
-                        Ok(None) => ().into_any(),
-                        Err(error) => view! { <p class="notice notice-error">{error.to_string()}</p> }.into_any(),
-                    }
-                })}
-            </Suspense>
-        </section>
-    }
+    diff_section("What this run would change", diff)
 }
 
 fn step_view(run_id: i64, step: StepSummary, logs: LiveLogs) -> impl IntoView {

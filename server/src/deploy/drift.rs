@@ -320,14 +320,65 @@ pub async fn diff_for_run(app: &App, run_id: i64) -> anyhow::Result<Option<Vec<O
     let app_row = db::apps::get(pool, run.app_id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("app gone"))?;
-    let config = crate::gitops::reconcile::config_at(app, &app_row, &run.pipeline_sha).await?;
+    diff_for(
+        app,
+        &app_row,
+        &env,
+        &run.branch,
+        &run.commit_sha,
+        &run.pipeline_sha,
+    )
+    .await
+    .map(Some)
+}
+
+/// What merging a change request would change on its target environment's
+/// clusters: the target's manifests rendered at the request's head, with
+/// the current pipeline repo. `None`: no such request, or the target has
+/// never been deployed.
+pub async fn diff_for_change_request(
+    app: &App,
+    id: i64,
+) -> anyhow::Result<Option<Vec<ObjectDiff>>> {
+    let pool = app.db.pool();
+    let Some(cr) = db::change_requests::get(pool, id).await? else {
+        return Ok(None);
+    };
+    let Some(head) = cr.head_sha.as_deref() else {
+        return Ok(None);
+    };
+    let Some(env) = db::environments::find_for_branch(pool, cr.app_id, &cr.target_branch).await?
+    else {
+        return Ok(None);
+    };
+    let app_row = db::apps::get(pool, cr.app_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("app gone"))?;
+    let pipeline_sha = app_row.pipeline_sha.clone();
+    diff_for(app, &app_row, &env, &cr.target_branch, head, &pipeline_sha)
+        .await
+        .map(Some)
+}
+
+/// The diff of deploying `commit` of `branch` to `env`, with the pipeline
+/// repo at `pipeline_sha`.
+async fn diff_for(
+    app: &App,
+    app_row: &db::apps::AppRow,
+    env: &db::environments::EnvRow,
+    branch: &str,
+    commit: &str,
+    pipeline_sha: &str,
+) -> anyhow::Result<Vec<ObjectDiff>> {
+    let pool = app.db.pool();
+    let config = crate::gitops::reconcile::config_at(app, app_row, pipeline_sha).await?;
     let entry = config
         .stack
         .iter()
         .find(|e| e.env == env.stack_entry)
         .ok_or_else(|| anyhow::anyhow!("no stack entry {}", env.stack_entry))?;
     if entry.cluster_targets().next().is_none() {
-        return Ok(Some(Vec::new()));
+        return Ok(Vec::new());
     }
     let repo = app
         .config
@@ -338,19 +389,19 @@ pub async fn diff_for_run(app: &App, run_id: i64) -> anyhow::Result<Option<Vec<O
     app.git
         .export(
             repo,
-            &run.pipeline_sha,
+            pipeline_sha,
             Some(&format!("apps/{}", app_row.name)),
             folder.path(),
         )
         .await?;
     let namespace = entry
-        .namespace_for(&app_row.name, &env.name, &run.branch)
+        .namespace_for(&app_row.name, &env.name, branch)
         .map_err(anyhow::Error::msg)?;
     let context_values = crate::gitops::template::context(
         &app_row.name,
         &env.name,
-        &run.branch,
-        &run.commit_sha,
+        branch,
+        commit,
         &entry.variables,
     );
     let image = config
@@ -367,12 +418,12 @@ pub async fn diff_for_run(app: &App, run_id: i64) -> anyhow::Result<Option<Vec<O
             app: app_row.name.clone(),
             env: env.name.clone(),
             namespace: namespace.clone(),
-            branch: run.branch.clone(),
-            commit: run.commit_sha.clone(),
+            branch: branch.to_string(),
+            commit: commit.to_string(),
             image,
             url: env.url.clone(),
             variables: entry.variables.clone(),
-            pipeline_sha: run.pipeline_sha.clone(),
+            pipeline_sha: pipeline_sha.to_string(),
         },
     )?;
     let mut diffs = Vec::new();
@@ -417,7 +468,7 @@ pub async fn diff_for_run(app: &App, run_id: i64) -> anyhow::Result<Option<Vec<O
             });
         }
     }
-    Ok(Some(diffs))
+    Ok(diffs)
 }
 
 fn yaml(value: &Value) -> String {

@@ -800,3 +800,56 @@ async fn a_held_production_run_shows_its_diff_to_the_approver() {
     );
     setup.app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_change_request_shows_what_merging_would_change_on_its_target() {
+    let mut setup = setup("sqlite").await;
+    let app = &setup.app;
+    let latest = setup.repo.head("latest");
+    let feature = setup.repo.head("feature/x");
+    wait_for("staging to run latest", MINUTE, || async {
+        let env = environment(app, "staging").await;
+        (env["commit_sha"] == latest.as_str() && env["state"] == "live").then_some(())
+    })
+    .await;
+    let opened = app
+        .post_json(
+            "/api/v1/change-requests",
+            json!({ "app": "shop", "source_branch": "feature/x" }),
+        )
+        .await;
+    assert_eq!(opened.status, 201, "{}", opened.text());
+    let id = opened.json()["id"].as_i64().unwrap();
+    let diffs = app
+        .get(&format!("/api/v1/change-requests/{id}/diff"))
+        .await
+        .json();
+    let web = diffs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["object"] == "deployment/web in shop-staging")
+        .unwrap_or_else(|| panic!("the staging deployment: {diffs}"));
+    assert_eq!(web["target"], "dev");
+    assert_eq!(web["change"], "update");
+    let diff = web["diff"].as_str().unwrap();
+    assert!(
+        diff.contains(&format!("+    image: registry.example.com/shop:{feature}"))
+            || diff
+                .lines()
+                .any(|l| l.starts_with('+') && l.contains(&feature)),
+        "{diff}"
+    );
+    assert!(
+        diff.lines()
+            .any(|l| l.starts_with('-') && l.contains(&format!("shop:{latest}"))),
+        "{diff}"
+    );
+    let page = app.get(&format!("/change-requests/{id}")).await.text();
+    assert!(
+        page.contains("What merging would change"),
+        "shown to admins"
+    );
+    assert!(page.contains("dev · deployment/web in shop-staging"));
+    setup.app.stop().await;
+}

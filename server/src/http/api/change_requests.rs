@@ -2,7 +2,9 @@
 //! Each handler asks the dashboard port, so the API and the UI share the
 //! rules.
 
-use app::dto::{ChangeRequestDetail, ChangeRequestSummary, NewChangeRequest, Review, ReviewAction};
+use app::dto::{
+    ChangeRequestDetail, ChangeRequestSummary, NewChangeRequest, ObjectDiff, Review, ReviewAction,
+};
 use app::port::DashboardPort;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -44,6 +46,27 @@ pub async fn get(
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("change request {id} does not exist")))
+}
+
+/// Admins: what merging would change on the target environment's clusters.
+#[utoipa::path(get, path = "/api/v1/change-requests/{id}/diff", tag = "change requests",
+    params(("id" = i64, Path)),
+    responses((status = 200, body = [ObjectDiff]), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn diff(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<i64>,
+) -> Result<Json<Vec<ObjectDiff>>, ApiError> {
+    state
+        .change_request_diff(&principal.caller(), id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no diff for change request {id}: it does not exist or its target was never deployed"
+            ))
+        })
 }
 
 async fn review(

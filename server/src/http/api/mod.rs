@@ -49,6 +49,7 @@ use crate::state::AppState;
         change_requests::override_policy,
         change_requests::close,
         change_requests::feedback,
+        change_requests::diff,
         list_releases,
         list_pending_approvals,
         list_clusters,
@@ -145,6 +146,7 @@ pub fn routes() -> Router<AppState> {
             post(change_requests::override_policy),
         )
         .route("/change-requests/{id}/close", post(change_requests::close))
+        .route("/change-requests/{id}/diff", get(change_requests::diff))
         .route(
             "/change-requests/{id}/feedback",
             post(change_requests::feedback),
