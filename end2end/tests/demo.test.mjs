@@ -102,3 +102,62 @@ test('the run page shows steps, test results and the streamed log', async () => 
   assert.deepEqual(problems, []);
   await page.close();
 });
+
+test('a developer opens a change request, an admin approves it in the inbox, Gantry merges', async () => {
+  // The developer proposes merging the preview branch into latest.
+  const devContext = await browser.newContext();
+  const dev = await devContext.newPage();
+  const devProblems = watchProblems(dev);
+  await signIn(dev, base, { name: 'dev', role: 'developer', returnTo: '/change-requests' });
+  await dev.getByText('Open a change request').click();
+  await dev.locator('input[name="app"]').fill('shop');
+  await dev.locator('input[name="source_branch"]').fill('feature/hello');
+  await dev.getByRole('button', { name: 'Open', exact: true }).click();
+  const opened = dev.getByRole('status').getByRole('link');
+  await opened.waitFor({ timeout: 30_000 });
+  const href = await opened.getAttribute('href');
+  await opened.click();
+  await dev.waitForURL(`${base}${href}`);
+  await dev.getByTestId('cr-state').filter({ hasText: 'open' }).waitFor();
+  assert.match(await dev.getByTestId('cr-approvals').textContent(), /0 of 1/);
+  // Developers see where it stands, not the approve button.
+  assert.equal(await dev.getByRole('button', { name: 'Approve' }).count(), 0);
+  await dev.screenshot({ path: join(artifacts, 'demo-change-request-author.png'), fullPage: true });
+  assert.deepEqual(devProblems, []);
+
+  // An admin finds it in the inbox, with its preview and tests, and approves.
+  const adminContext = await browser.newContext();
+  const admin = await adminContext.newPage();
+  const adminProblems = watchProblems(admin);
+  await signIn(admin, base, { name: 'ada', role: 'admin', returnTo: '/approvals' });
+  const row = admin.getByTestId('inbox-requests').locator('tr', { hasText: 'feature/hello' });
+  await row.waitFor();
+  assert.match(await row.textContent(), /preview-feature-hello/);
+  assert.match(await row.textContent(), /2 passed, 0 failed/);
+  await admin.screenshot({ path: join(artifacts, 'demo-approvals-inbox.png'), fullPage: true });
+  await row.getByRole('link', { name: /Say hello/ }).click();
+  await admin.waitForURL(`${base}${href}`);
+  await admin.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
+  const approve = admin.locator('form.decision', { has: admin.locator('input[name="action"][value="approve"]') });
+  await approve.locator('textarea').fill('Looks good on the preview');
+  await approve.getByRole('button', { name: 'Approve' }).click();
+  await admin.getByTestId('cr-state').filter({ hasText: 'merged' }).waitFor({ timeout: 30_000 });
+  assert.match(await admin.getByTestId('cr-detail').textContent(), /merged into latest/);
+  await admin.screenshot({ path: join(artifacts, 'demo-change-request-merged.png'), fullPage: true });
+  assert.deepEqual(adminProblems, []);
+
+  // The author's view says so too, and latest now carries the merge.
+  await dev.reload();
+  await dev.getByTestId('cr-state').filter({ hasText: 'merged' }).waitFor();
+  const detail = await (await dev.request.get(`${base}/api/v1${href}`)).json();
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const environments = await (await dev.request.get(`${base}/api/v1/environments`)).json();
+    const staging = environments.find((e) => e.branch === 'latest');
+    if (staging?.commit_sha === detail.merge_sha && staging.state === 'live') break;
+    if (Date.now() > deadline) throw new Error('staging did not deploy the merge within 60 s');
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  await devContext.close();
+  await adminContext.close();
+});
