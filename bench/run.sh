@@ -33,3 +33,9 @@ cargo build --release -p bench --quiet
 
 echo
 "$TARGET/release/fan_out"
+
+echo
+"$TARGET/release/rollback" "$BIN"
+
+echo
+"$TARGET/release/ledger" "$BIN"

@@ -7,8 +7,8 @@ use leptos::prelude::*;
 
 use crate::dto::{
     ApprovalInbox, AuditEntry, AuditFilter, ChangeRequestDetail, ChangeRequestSummary,
-    ClusterSummary, ConfigStatus, EnvironmentSummary, ObjectDiff, PendingApproval, ReleaseSummary,
-    RunDetail, RunSummary, Settings,
+    ClusterSummary, ConfigStatus, EnvironmentSummary, ObjectDiff, PendingApproval, ReleaseFilter,
+    ReleaseSummary, RunDetail, RunSummary, Settings,
 };
 
 #[cfg(feature = "ssr")]
@@ -70,9 +70,78 @@ pub async fn list_change_requests() -> Result<Vec<ChangeRequestSummary>, ServerF
 }
 
 #[server(prefix = "/fn", endpoint = "list_releases")]
-pub async fn list_releases() -> Result<Vec<ReleaseSummary>, ServerFnError> {
+pub async fn list_releases(filter: ReleaseFilter) -> Result<Vec<ReleaseSummary>, ServerFnError> {
     let (port, caller) = caller().await?;
-    port.releases(&caller).await.map_err(failed("releases"))
+    port.releases(&caller, filter)
+        .await
+        .map_err(failed("releases"))
+}
+
+/// An admin rolls an environment back to release `to` (empty: the last
+/// stable one). `confirm` is the form's "I understand" box.
+#[server(prefix = "/fn", endpoint = "rollback_release")]
+pub async fn rollback_release(
+    app: String,
+    environment: String,
+    to: String,
+    reason: String,
+    confirm: Option<String>,
+    csrf: String,
+) -> Result<crate::dto::RollbackAccepted, ServerFnError> {
+    let (port, caller) = caller().await?;
+    caller.check_csrf(&csrf).map_err(failed("the rollback"))?;
+    if confirm.as_deref() != Some("yes") {
+        return Err(ServerFnError::new(
+            "tick the box to confirm: the environment will be pinned",
+        ));
+    }
+    let to = match to.trim() {
+        "" => None,
+        id => Some(
+            id.parse::<i64>()
+                .map_err(|_| ServerFnError::new(format!("{id:?} is not a release number")))?,
+        ),
+    };
+    let request = crate::dto::RollbackRequest {
+        environment: Some(environment).filter(|e| !e.trim().is_empty()),
+        to,
+        reason,
+    };
+    port.rollback(&caller, app, request)
+        .await
+        .map_err(failed("the rollback"))
+}
+
+#[server(prefix = "/fn", endpoint = "mark_release_stable")]
+pub async fn mark_release_stable(
+    id: i64,
+    reason: String,
+    csrf: String,
+) -> Result<ReleaseSummary, ServerFnError> {
+    let (port, caller) = caller().await?;
+    caller.check_csrf(&csrf).map_err(failed("the release"))?;
+    let reason = Some(reason).filter(|r| !r.trim().is_empty());
+    port.mark_release_stable(&caller, id, reason)
+        .await
+        .map_err(failed("the release"))
+}
+
+#[server(prefix = "/fn", endpoint = "promote_environment")]
+pub async fn promote_environment(
+    app: String,
+    environment: String,
+    reason: String,
+    csrf: String,
+) -> Result<crate::dto::Promotion, ServerFnError> {
+    let (port, caller) = caller().await?;
+    caller.check_csrf(&csrf).map_err(failed("the promotion"))?;
+    let request = crate::dto::PromoteRequest {
+        environment,
+        reason: Some(reason).filter(|r| !r.trim().is_empty()),
+    };
+    port.promote(&caller, app, request)
+        .await
+        .map_err(failed("the promotion"))
 }
 
 #[server(prefix = "/fn", endpoint = "list_pending_approvals")]

@@ -14,8 +14,10 @@ use async_trait::async_trait;
 
 use crate::dto::{
     ApprovalInbox, AuditEntry, AuditFilter, ChangeRequestDetail, ChangeRequestSummary,
-    ClusterRegistration, ClusterSummary, ConfigStatus, EnvironmentSummary, Me, NewChangeRequest,
-    ObjectDiff, PendingApproval, ReleaseSummary, Review, RunDetail, RunSummary, Settings,
+    ClusterRegistration, ClusterSummary, CommitReleases, ConfigStatus, EnvironmentSummary, Me,
+    NewChangeRequest, ObjectDiff, PendingApproval, PromoteRequest, Promotion, ReleaseComparison,
+    ReleaseFilter, ReleaseSummary, Review, RollbackAccepted, RollbackRequest, RunDetail,
+    RunSummary, Settings,
 };
 
 /// A failure behind the port.
@@ -93,7 +95,50 @@ pub trait DashboardPort: Send + Sync + 'static {
         &self,
         caller: &Caller,
     ) -> Result<Vec<ChangeRequestSummary>, PortError>;
-    async fn releases(&self, caller: &Caller) -> Result<Vec<ReleaseSummary>, PortError>;
+    /// One page of the release ledger.
+    async fn releases(
+        &self,
+        caller: &Caller,
+        filter: ReleaseFilter,
+    ) -> Result<Vec<ReleaseSummary>, PortError>;
+    /// One ledger entry (`None`: no such release).
+    async fn release(&self, caller: &Caller, id: i64) -> Result<Option<ReleaseSummary>, PortError>;
+    /// Admins: roll an environment of `app` back, and pin it.
+    async fn rollback(
+        &self,
+        caller: &Caller,
+        app: String,
+        request: RollbackRequest,
+    ) -> Result<RollbackAccepted, PortError>;
+    /// Admins: unpin an environment and deploy its branch head.
+    async fn promote(
+        &self,
+        caller: &Caller,
+        app: String,
+        request: PromoteRequest,
+    ) -> Result<Promotion, PortError>;
+    /// Admins: a live release is stable now, before its soak ends.
+    async fn mark_release_stable(
+        &self,
+        caller: &Caller,
+        id: i64,
+        reason: Option<String>,
+    ) -> Result<ReleaseSummary, PortError>;
+    /// Commits, authors and files between two releases of `app`.
+    async fn compare_releases(
+        &self,
+        caller: &Caller,
+        app: String,
+        from: i64,
+        to: i64,
+    ) -> Result<ReleaseComparison, PortError>;
+    /// Which deployment first carried commit `sha` to each environment.
+    async fn commit_releases(
+        &self,
+        caller: &Caller,
+        app: String,
+        sha: String,
+    ) -> Result<CommitReleases, PortError>;
     async fn pending_approvals(&self, caller: &Caller) -> Result<Vec<PendingApproval>, PortError>;
     async fn clusters(&self, caller: &Caller) -> Result<Vec<ClusterSummary>, PortError>;
     async fn audit_log(

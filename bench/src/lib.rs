@@ -1,4 +1,142 @@
-//! Shared helpers of the benchmark programs: percentiles and printing.
+//! Shared helpers of the benchmark programs: percentiles and printing, git
+//! repositories, and a real `gantry serve` to measure.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// Runs git in `dir`; its trimmed output.
+pub fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .context("running git")?;
+    if !output.status.success() {
+        bail!("git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+/// A fresh working repository on `master`.
+pub fn init_work(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    git(dir, &["init", "-q", "-b", "master"])?;
+    git(dir, &["config", "user.name", "Bench"])?;
+    git(dir, &["config", "user.email", "bench@example.com"])?;
+    Ok(())
+}
+
+/// Commits everything in `dir`; the new commit.
+pub fn commit(dir: &Path, message: &str) -> anyhow::Result<String> {
+    git(dir, &["add", "-A"])?;
+    git(dir, &["commit", "-q", "--allow-empty", "-m", message])?;
+    git(dir, &["rev-parse", "HEAD"])
+}
+
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A real `gantry serve`, stopped when dropped.
+pub struct Gantry {
+    child: Child,
+    pub base: String,
+    pub token: String,
+}
+
+impl Gantry {
+    /// Creates an admin token in `data`, then serves with `args` added
+    /// (e.g. `--pipeline-repo`, `--database-url`).
+    pub async fn start(binary: &str, data: &Path, args: &[&str]) -> anyhow::Result<Gantry> {
+        let data_arg = data.display().to_string();
+        // The flags are global: the token goes into the same database.
+        let created = Command::new(binary)
+            .args([
+                "token",
+                "create",
+                "--name",
+                "bench",
+                "--data-dir",
+                &data_arg,
+            ])
+            .args(args)
+            .env("GANTRY_LOG", "warn")
+            .output()
+            .context("creating a token")?;
+        if !created.status.success() {
+            bail!("token create: {}", String::from_utf8_lossy(&created.stderr));
+        }
+        let token = String::from_utf8_lossy(&created.stdout).trim().to_string();
+        let port = free_port()?;
+        let bind = format!("127.0.0.1:{port}");
+        let child = Command::new(binary)
+            .args(["serve", "--bind", &bind, "--data-dir", &data_arg])
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("GANTRY_LOG", "warn")
+            .env("GANTRY_POLL_INTERVAL", "1s")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting gantry")?;
+        let gantry = Gantry {
+            child,
+            base: format!("http://{bind}"),
+            token,
+        };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !client
+            .get(format!("{}/readyz", gantry.base))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            if Instant::now() > deadline {
+                bail!("gantry did not become ready");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(gantry)
+    }
+
+    /// A request to the API as the admin.
+    pub fn api(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .request(method, format!("{}/api/v1{path}", self.base))
+            .bearer_auth(&self.token)
+    }
+}
+
+impl Drop for Gantry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` every 10 ms until it gives a value, for at most `timeout`.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await? {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
 
 /// The `p`-th percentile (0–100) of `values`, nearest-rank.
 pub fn percentile(values: &[f64], p: f64) -> f64 {

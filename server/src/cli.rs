@@ -89,6 +89,39 @@ pub enum Command {
     /// running Gantry with GANTRY_TOKEN).
     #[command(subcommand)]
     Cr(ChangeRequestCommand),
+    /// Roll an environment back to its last stable release (or `--to`),
+    /// re-applying the stored manifests, and pin it (admins; talks to a
+    /// running Gantry with GANTRY_TOKEN).
+    Rollback {
+        app: String,
+        #[arg(long, default_value = "production")]
+        env: String,
+        /// The release number to go back to.
+        #[arg(long)]
+        to: Option<i64>,
+        /// Why (required): kept in the ledger, the pin and the audit log.
+        #[arg(long)]
+        reason: String,
+        /// Return once the rollback is queued instead of waiting for it.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Unpin an environment and deploy its branch head (admins).
+    Promote {
+        app: String,
+        #[arg(long, default_value = "production")]
+        env: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// The release ledger of an app, newest first.
+    Releases {
+        app: String,
+        #[arg(long)]
+        env: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
     /// Re-encrypt every secret, cluster credential and sealed manifest with
     /// a new key (Gantry must be stopped).
     RotateKey,

@@ -6,11 +6,14 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context as _, bail};
-use app::dto::{ChangeRequestDetail, ChangeRequestSummary, ClusterSummary};
+use app::dto::{
+    ChangeRequestDetail, ChangeRequestSummary, ClusterSummary, Promotion, ReleaseSummary,
+    RollbackAccepted,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::cli::{ChangeRequestCommand, ClusterCommand};
+use crate::cli::{ChangeRequestCommand, ClusterCommand, Command};
 use crate::config::Config;
 
 /// The REST API of one Gantry server.
@@ -232,4 +235,102 @@ fn describe_request(cr: &ChangeRequestSummary) -> String {
         line.push_str(&format!("\t({detail})"));
     }
     line
+}
+
+/// `gantry rollback`, `gantry promote` and `gantry releases`.
+pub async fn ledger(config: &Config, command: Command) -> anyhow::Result<()> {
+    let api = ApiClient::new(config)?;
+    let mut out = std::io::stdout().lock();
+    match command {
+        Command::Rollback {
+            app,
+            env,
+            to,
+            reason,
+            no_wait,
+        } => {
+            let body = json!({ "environment": env, "to": to, "reason": reason });
+            let accepted: RollbackAccepted = serde_json::from_value(
+                api.call(Method::POST, &format!("/apps/{app}/rollback"), Some(body))
+                    .await?,
+            )?;
+            writeln!(
+                out,
+                "rolling {app}/{env} back to release {} ({}) in run {}; {env} is pinned until promoted",
+                accepted.to_release,
+                short(&accepted.version),
+                accepted.run_id
+            )?;
+            if let Some(error) = &accepted.git_error {
+                writeln!(out, "warning: the pin is not in the pipeline repo: {error}")?;
+            }
+            if !no_wait {
+                let state = wait_for_run(&api, accepted.run_id).await?;
+                writeln!(out, "run {}: {state}", accepted.run_id)?;
+                if state != "succeeded" {
+                    anyhow::bail!(
+                        "the rollback did not succeed; see /runs/{}",
+                        accepted.run_id
+                    );
+                }
+            }
+        }
+        Command::Promote { app, env, reason } => {
+            let body = json!({ "environment": env, "reason": reason });
+            let promotion: Promotion = serde_json::from_value(
+                api.call(Method::POST, &format!("/apps/{app}/promote"), Some(body))
+                    .await?,
+            )?;
+            writeln!(out, "{app}/{env}: {}", promotion.detail)?;
+        }
+        Command::Releases { app, env, limit } => {
+            let mut path = format!("/releases?app={app}&limit={limit}");
+            if let Some(env) = &env {
+                path.push_str(&format!("&environment={env}"));
+            }
+            let releases: Vec<ReleaseSummary> =
+                serde_json::from_value(api.call(Method::GET, &path, None).await?)?;
+            if releases.is_empty() {
+                writeln!(out, "no releases")?;
+            }
+            for release in releases {
+                writeln!(
+                    out,
+                    "#{}\t{}\t{}\t{}\t{}\t{}",
+                    release.id,
+                    release.environment,
+                    short(&release.version),
+                    release.state,
+                    release.created_by.as_deref().unwrap_or("gantry"),
+                    release.label.as_deref().unwrap_or_default()
+                )?;
+            }
+        }
+        other => anyhow::bail!("not a ledger command: {other:?}"),
+    }
+    Ok(())
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(7)]
+}
+
+/// Polls a run until it ends; its final state.
+async fn wait_for_run(api: &ApiClient, run_id: i64) -> anyhow::Result<String> {
+    loop {
+        let detail = api
+            .call(Method::GET, &format!("/runs/{run_id}"), None)
+            .await?;
+        let state = detail["run"]["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if !matches!(
+            state.as_str(),
+            "queued" | "running" | "waiting_for_approval"
+        ) {
+            return Ok(state);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }

@@ -4,9 +4,10 @@
 
 use app::dto::{
     ApprovalInbox, AuditEntry, AuditFilter, ChangeRequestDetail, ChangeRequestSummary,
-    ClusterRegistration, ClusterSummary, ConfigIssue, ConfigStatus, EnvironmentSummary,
-    NewChangeRequest, ObjectDiff, PendingApproval, ReleaseSummary, Review, ReviewAction, Role,
-    RunDetail, RunSummary, SettingSource, Settings,
+    ClusterRegistration, ClusterSummary, CommitReleases, ConfigIssue, ConfigStatus,
+    EnvironmentSummary, NewChangeRequest, ObjectDiff, PendingApproval, PromoteRequest, Promotion,
+    ReleaseComparison, ReleaseFilter, ReleaseSummary, Review, ReviewAction, Role, RollbackAccepted,
+    RollbackRequest, RunDetail, RunSummary, SettingSource, Settings,
 };
 use app::port::{Caller, DashboardPort, PortError};
 use async_trait::async_trait;
@@ -92,11 +93,78 @@ impl DashboardPort for App {
             .collect()
     }
 
-    async fn releases(&self, caller: &Caller) -> Result<Vec<ReleaseSummary>, PortError> {
-        let all = db::releases::list_recent(self.db.pool())
+    async fn releases(
+        &self,
+        caller: &Caller,
+        filter: ReleaseFilter,
+    ) -> Result<Vec<ReleaseSummary>, PortError> {
+        let mut conn = self.db.pool().acquire().await.map_err(port_error)?;
+        let page = db::releases::list(&mut conn, &filter)
             .await
             .map_err(port_error)?;
-        Ok(visible(caller, Role::Viewer, all, |r| &r.app))
+        Ok(visible(caller, Role::Viewer, page, |r| &r.app))
+    }
+
+    async fn release(&self, caller: &Caller, id: i64) -> Result<Option<ReleaseSummary>, PortError> {
+        let mut conn = self.db.pool().acquire().await.map_err(port_error)?;
+        let release = db::releases::get(&mut conn, id).await.map_err(port_error)?;
+        if let Some(release) = &release {
+            caller.require(Role::Viewer, Some(&release.app))?;
+        }
+        Ok(release)
+    }
+
+    async fn rollback(
+        &self,
+        caller: &Caller,
+        app: String,
+        request: RollbackRequest,
+    ) -> Result<RollbackAccepted, PortError> {
+        Ok(crate::ledger::rollback::request(self, caller, &app, request).await?)
+    }
+
+    async fn promote(
+        &self,
+        caller: &Caller,
+        app: String,
+        request: PromoteRequest,
+    ) -> Result<Promotion, PortError> {
+        Ok(crate::ledger::rollback::promote(
+            self,
+            caller,
+            &app,
+            &request.environment,
+            request.reason.as_deref(),
+        )
+        .await?)
+    }
+
+    async fn mark_release_stable(
+        &self,
+        caller: &Caller,
+        id: i64,
+        reason: Option<String>,
+    ) -> Result<ReleaseSummary, PortError> {
+        Ok(crate::ledger::stable::mark(self, caller, id, reason.as_deref()).await?)
+    }
+
+    async fn compare_releases(
+        &self,
+        caller: &Caller,
+        app: String,
+        from: i64,
+        to: i64,
+    ) -> Result<ReleaseComparison, PortError> {
+        Ok(crate::ledger::pinpoint::compare(self, caller, &app, from, to).await?)
+    }
+
+    async fn commit_releases(
+        &self,
+        caller: &Caller,
+        app: String,
+        sha: String,
+    ) -> Result<CommitReleases, PortError> {
+        Ok(crate::ledger::pinpoint::landings(self, caller, &app, &sha).await?)
     }
 
     async fn pending_approvals(&self, caller: &Caller) -> Result<Vec<PendingApproval>, PortError> {

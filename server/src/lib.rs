@@ -17,6 +17,7 @@ pub mod flow;
 pub mod git;
 pub mod gitops;
 pub mod http;
+pub mod ledger;
 pub mod manifests;
 pub mod migrate;
 pub mod recovery;

@@ -38,6 +38,9 @@ fn main() -> ExitCode {
             Command::Migrate => gantry::migrate::run(config).await,
             Command::Cluster(command) => gantry::client::cluster(&config, command).await,
             Command::Cr(command) => gantry::client::change_request(&config, command).await,
+            command @ (Command::Rollback { .. }
+            | Command::Promote { .. }
+            | Command::Releases { .. }) => gantry::client::ledger(&config, command).await,
             Command::RotateKey => gantry::admin::rotate_key(config).await,
             Command::Token(command) => gantry::admin::token(config, command).await,
         }

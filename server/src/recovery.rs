@@ -34,6 +34,9 @@ pub async fn recover(app: &App) -> anyhow::Result<()> {
             now,
         )
         .await?;
+        if let Some(release) = db::releases::id_of_deployment(pool, deployment.id).await? {
+            crate::ledger::close(app, release, false, now).await?;
+        }
     }
     for run in db::runs::list_running(pool).await? {
         let reason = "interrupted by a restart of gantry";
@@ -56,11 +59,19 @@ pub async fn recover(app: &App) -> anyhow::Result<()> {
                     commit_sha: &run.commit_sha,
                     pipeline_sha: &run.pipeline_sha,
                     state: RunState::Queued,
-                    trigger: "resume",
+                    // A rollback resumes as the same rollback.
+                    trigger: if run.trigger == crate::ledger::rollback::TRIGGER {
+                        crate::ledger::rollback::TRIGGER
+                    } else {
+                        "resume"
+                    },
                 },
                 now,
             )
             .await?;
+            if let Some((to, by, reason)) = db::runs::rollback_of_run(pool, run.id).await? {
+                db::runs::set_rollback(pool, resumed, to, &by, &reason).await?;
+            }
             db::runs::set_commit_info(
                 pool,
                 resumed,

@@ -110,12 +110,38 @@ fn environment_row(env: EnvironmentSummary) -> impl IntoView {
         }
     });
     let name = env.name.clone();
+    let pinned = env.pin.is_some();
+    let pin = env.pin.map(|pin| {
+        let timeline = format!("/releases?app={}&environment={}", env.app, env.name);
+        let text = format!(
+            "Pinned to {} by {}: {}. New commits are built but not deployed until an admin promotes.",
+            short_sha(&pin.version),
+            pin.pinned_by,
+            pin.reason
+        );
+        let git = match (pin.pin_commit, pin.git_error) {
+            (Some(commit), _) => format!("Pipeline repo commit {}.", short_sha(&commit)),
+            (None, Some(error)) => format!("Not in the pipeline repo: {error}"),
+            (None, None) => "Being written to the pipeline repo…".to_string(),
+        };
+        view! {
+            <div class="pin-banner" role="note" data-testid="pin-banner">
+                {text}
+                " "
+                <span class="muted">{git}</span>
+                " "
+                <a href=timeline>"Release timeline"</a>
+            </div>
+        }
+    });
     view! {
-        <tr data-environment=name>
+        <tr data-environment=name class:pinned=pinned>
             <td class="env-name">{env.name}</td>
             <td class="mono">{env.branch.unwrap_or_default()}</td>
             <td>
                 <Badge state=env.state.as_str() />
+                {pinned.then(|| view! { <span class="badge state-pinned">"pinned"</span> })}
+                {pin}
                 {env.drift.is_some().then(|| view! { <span class="badge state-drifted">"drifted"</span> })}
                 {env.state_detail.map(|detail| view! { <div class="state-detail">{detail}</div> })}
                 {env.drift.map(|drift| view! { <div class="state-detail drift-detail">{drift}</div> })}

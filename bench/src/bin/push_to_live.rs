@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bench::row;
+use bench::{git, init_work, row};
 
 const PUSHES: usize = 20;
 
@@ -26,25 +26,6 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a): pass
 http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
 "#;
-
-fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let output = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .context("running git")?;
-    if !output.status.success() {
-        bail!("git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
-}
-
-fn init_work(dir: &Path) -> anyhow::Result<()> {
-    git(dir, &["init", "-q", "-b", "master"])?;
-    git(dir, &["config", "user.name", "Bench"])?;
-    git(dir, &["config", "user.email", "bench@example.com"])?;
-    Ok(())
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

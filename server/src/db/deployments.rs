@@ -175,3 +175,19 @@ pub async fn previous_objects<'e>(
         .and_then(|text| serde_json::from_str(&text).ok())
         .unwrap_or_default())
 }
+
+/// Marks a deployment as re-applying `of` (a rollback), with the reason.
+pub async fn set_rollback_of<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    of: i64,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE deployments SET rollback_of = $2, reason = $3 WHERE id = $1")
+        .bind(id)
+        .bind(of)
+        .bind(reason)
+        .execute(exec)
+        .await
+        .map(|_| ())
+}

@@ -1,6 +1,6 @@
 //! Environments of every app's stack and their live state.
 
-use app::dto::{EnvironmentState, EnvironmentSummary};
+use app::dto::{EnvironmentState, EnvironmentSummary, PinInfo};
 use sqlx::{Any, Executor, FromRow};
 
 use super::decode_state;
@@ -51,16 +51,27 @@ struct Row {
     commit_author: Option<String>,
     state_detail: Option<String>,
     drift: Option<String>,
+    pin_release: Option<i64>,
+    pin_version: Option<String>,
+    pinned_by: Option<String>,
+    pin_reason: Option<String>,
+    pinned_at: Option<i64>,
+    pin_commit: Option<String>,
+    pin_git_error: Option<String>,
 }
 
-/// Every environment that is not destroyed, grouped by app.
+/// Every environment that is not destroyed, grouped by app, with its pin.
 pub async fn list_active<'e>(
     exec: impl Executor<'e, Database = Any>,
 ) -> Result<Vec<EnvironmentSummary>, sqlx::Error> {
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT a.name AS app, e.name, e.branch, e.state, e.commit_sha, e.pipeline_sha,
-                e.url, e.updated_at, e.commit_message, e.commit_author, e.state_detail, e.drift
+                e.url, e.updated_at, e.commit_message, e.commit_author, e.state_detail, e.drift,
+                p.release_id AS pin_release, p.version AS pin_version, p.pinned_by,
+                p.reason AS pin_reason, p.created_at AS pinned_at, p.pin_commit,
+                p.git_error AS pin_git_error
          FROM environments e JOIN apps a ON a.id = e.app_id
+         LEFT JOIN environment_pins p ON p.environment_id = e.id
          WHERE e.destroyed_at IS NULL AND a.removed_at IS NULL
          ORDER BY a.name, e.id",
     )
@@ -68,6 +79,23 @@ pub async fn list_active<'e>(
     .await?;
     rows.into_iter()
         .map(|row| {
+            let pin = match (
+                row.pin_version,
+                row.pinned_by,
+                row.pin_reason,
+                row.pinned_at,
+            ) {
+                (Some(version), Some(pinned_by), Some(reason), Some(pinned_at)) => Some(PinInfo {
+                    release_id: row.pin_release,
+                    version,
+                    pinned_by,
+                    reason,
+                    pinned_at,
+                    pin_commit: row.pin_commit,
+                    git_error: row.pin_git_error,
+                }),
+                _ => None,
+            };
             Ok(EnvironmentSummary {
                 app: row.app,
                 name: row.name,
@@ -81,6 +109,7 @@ pub async fn list_active<'e>(
                 commit_author: row.commit_author,
                 state_detail: row.state_detail,
                 drift: row.drift,
+                pin,
             })
         })
         .collect()

@@ -201,7 +201,8 @@ pub async fn set_commit_info<'e>(
 }
 
 /// Older runs of the environment that have not finished: queued and held
-/// ones are superseded at once; running ones are asked to stop.
+/// ones are superseded at once; running ones are asked to stop. A rollback
+/// is never superseded: a push must not undo an admin's decision.
 pub async fn supersede_older(
     conn: &mut sqlx::AnyConnection,
     environment_id: i64,
@@ -211,7 +212,7 @@ pub async fn supersede_older(
     sqlx::query(
         "UPDATE runs SET state = $3, superseded_by = $2, finished_at = $4,
              error = 'superseded by a newer push'
-         WHERE environment_id = $1 AND id < $2 AND state IN ($5, $6)",
+         WHERE environment_id = $1 AND id < $2 AND state IN ($5, $6) AND trigger <> 'rollback'",
     )
     .bind(environment_id)
     .bind(newer)
@@ -223,7 +224,7 @@ pub async fn supersede_older(
     .await?;
     sqlx::query(
         "UPDATE runs SET cancel_requested = 1, superseded_by = $2
-         WHERE environment_id = $1 AND id < $2 AND state = $3",
+         WHERE environment_id = $1 AND id < $2 AND state = $3 AND trigger <> 'rollback'",
     )
     .bind(environment_id)
     .bind(newer)
@@ -244,7 +245,11 @@ where
 {
     loop {
         let candidate: Option<i64> =
-            sqlx::query_scalar("SELECT id FROM runs WHERE state = $1 ORDER BY id LIMIT 1")
+            // Rollbacks first: they are what an admin is waiting for.
+            sqlx::query_scalar(
+                "SELECT id FROM runs WHERE state = $1
+                 ORDER BY CASE WHEN trigger = 'rollback' THEN 0 ELSE 1 END, id LIMIT 1",
+            )
                 .bind(RunState::Queued.as_str())
                 .fetch_optional(exec)
                 .await?;
@@ -434,4 +439,56 @@ pub struct DetailExtra {
     pub error: Option<String>,
     pub commit_message: Option<String>,
     pub commit_author: Option<String>,
+}
+
+/// Marks a run as the rollback to release `to`, asked by `by` for `reason`.
+pub async fn set_rollback<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    to: i64,
+    by: &str,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE runs SET rollback_to = $2, requested_by = $3, reason = $4 WHERE id = $1")
+        .bind(id)
+        .bind(to)
+        .bind(by)
+        .bind(reason)
+        .execute(exec)
+        .await
+        .map(|_| ())
+}
+
+/// A rollback run's release, who asked and why.
+pub async fn rollback_of_run<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+) -> Result<Option<(i64, String, String)>, sqlx::Error> {
+    let row: Option<(Option<i64>, Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT rollback_to, requested_by, reason FROM runs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(exec)
+            .await?;
+    Ok(row.and_then(|(to, by, reason)| {
+        Some((to?, by.unwrap_or_default(), reason.unwrap_or_default()))
+    }))
+}
+
+/// An unfinished run of the environment with this trigger, if any.
+pub async fn unfinished_with_trigger<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    environment_id: i64,
+    trigger: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM runs WHERE environment_id = $1 AND trigger = $2 AND state IN ($3, $4, $5)
+         ORDER BY id LIMIT 1",
+    )
+    .bind(environment_id)
+    .bind(trigger)
+    .bind(RunState::Queued.as_str())
+    .bind(RunState::WaitingForApproval.as_str())
+    .bind(RunState::Running.as_str())
+    .fetch_optional(exec)
+    .await
 }

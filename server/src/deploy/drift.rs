@@ -121,7 +121,10 @@ async fn compare(
 }
 
 /// The manifests the environment's current deployment applied.
-async fn deployed_objects(app: &App, deployment_id: i64) -> Result<Option<Vec<Value>>, String> {
+pub(crate) async fn deployed_objects(
+    app: &App,
+    deployment_id: i64,
+) -> Result<Option<Vec<Value>>, String> {
     let Some((digest, nonce, ciphertext, key_id)) =
         db::deployments::sealed(app.db.pool(), deployment_id)
             .await

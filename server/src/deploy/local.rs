@@ -21,6 +21,9 @@ use crate::runner::process::{group_alive, spawn_shell, terminate};
 /// How long a replaced process keeps serving in-flight requests.
 const DRAIN: Duration = Duration::from_secs(2);
 
+/// How many replaced builds each environment keeps, for rollbacks.
+pub const KEPT_BUILDS: usize = 10;
+
 /// How a local app is run: what the deployment records as its manifest.
 /// Secret *names* only; values are resolved at each start.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -142,6 +145,8 @@ impl LocalRuntime {
             source: std::io::Error::other(e),
         })?;
         copied?;
+        // A kept build carries its old process's log; start a fresh one.
+        let _ = std::fs::remove_file(workdir.join(".gantry-app.log"));
         match self.start(db, spec, workdir.clone()).await {
             Ok(started) => Ok(started),
             Err(error) => {
@@ -149,6 +154,33 @@ impl LocalRuntime {
                 Err(error)
             }
         }
+    }
+
+    /// Starts `spec` from the kept build of an earlier deployment of the
+    /// same environment (a rollback: no rebuild).
+    pub async fn redeploy(
+        &self,
+        db: &Db,
+        spec: LocalSpec,
+        from_deployment: i64,
+    ) -> Result<Started, LocalError> {
+        let source = self
+            .root
+            .join(&spec.app)
+            .join(&spec.env)
+            .join(from_deployment.to_string());
+        if !source.is_dir() {
+            return Err(LocalError::Io {
+                path: source,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!(
+                        "the build of deployment {from_deployment} is no longer kept (the local target keeps the last {KEPT_BUILDS} per environment); roll back to a newer release"
+                    ),
+                ),
+            });
+        }
+        self.deploy(db, spec, &source).await
     }
 
     /// Starts (or restarts after a Gantry restart) the process of `spec`
@@ -225,10 +257,14 @@ impl LocalRuntime {
         };
         if let Some(previous) = previous {
             // Requests already sent to the old process get a moment to
-            // finish before it stops: the switch drops no traffic.
+            // finish before it stops: the switch drops no traffic. Its
+            // build stays (a rollback starts it again); old ones go.
+            let env_dir = self.root.join(&spec.app).join(&spec.env);
+            let live = spec.deployment_id;
             tokio::spawn(async move {
                 tokio::time::sleep(DRAIN).await;
-                stop_process(previous).await;
+                stop_process_keep_files(previous).await;
+                prune_builds(&env_dir, live);
             });
         }
         Ok(Started { port, workdir })
@@ -294,6 +330,23 @@ impl LocalRuntime {
         for process in all {
             stop_process_keep_files(process).await;
         }
+    }
+}
+
+/// Removes all but the newest [`KEPT_BUILDS`] replaced builds of an
+/// environment (directories named by deployment id; `live` is kept).
+fn prune_builds(env_dir: &Path, live: i64) {
+    let Ok(entries) = std::fs::read_dir(env_dir) else {
+        return;
+    };
+    let mut builds: Vec<i64> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i64>().ok())
+        .filter(|id| *id != live)
+        .collect();
+    builds.sort_unstable_by(|a, b| b.cmp(a));
+    for old in builds.into_iter().skip(KEPT_BUILDS) {
+        let _ = std::fs::remove_dir_all(env_dir.join(old.to_string()));
     }
 }
 

@@ -65,34 +65,73 @@ struct Plan {
     kubernetes: Option<(String, Rendered)>,
 }
 
+/// What the deploy step did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DeployOutcome {
+    Deployed,
+    /// The environment is pinned: nothing was applied; the text says by
+    /// whom and how to lift it.
+    Pinned(String),
+}
+
 pub async fn deploy(
     app: &App,
     request: &DeployRequest<'_>,
     log: &mut LogSink<'_>,
     cancel: &CancellationToken,
-) -> Result<(), DeployError> {
-    acquire_lock(app, request, log, cancel).await?;
-    let outcome = deploy_locked(app, request, log).await;
+) -> Result<DeployOutcome, DeployError> {
+    acquire_lock(
+        app,
+        request.environment_id,
+        request.environment,
+        request.run_id,
+        log,
+        cancel,
+    )
+    .await?;
+    // Read under the lock: a rollback pins before it queues, so a deploy
+    // that gets the lock after a rollback was asked for never undoes it.
+    let outcome = match db::pins::get(app.db.pool(), request.environment_id).await {
+        Ok(Some(pin)) => {
+            let text = format!(
+                "{} is pinned to {} by {} ({}); built but not deployed — an admin promotes to unpin",
+                request.environment,
+                &pin.version[..pin.version.len().min(7)],
+                pin.pinned_by,
+                pin.reason
+            );
+            log.note(&text)
+                .await
+                .map(|()| DeployOutcome::Pinned(text))
+                .map_err(DeployError::from)
+        }
+        Ok(None) => deploy_locked(app, request, log)
+            .await
+            .map(|()| DeployOutcome::Deployed),
+        Err(error) => Err(error.into()),
+    };
     db::environments::unlock(app.db.pool(), request.environment_id, request.run_id).await?;
     outcome
 }
 
-async fn acquire_lock(
+/// Takes the environment's deploy lock for `run_id`, waiting (and saying
+/// so once in the log) while another run holds it.
+pub(crate) async fn acquire_lock(
     app: &App,
-    request: &DeployRequest<'_>,
+    environment_id: i64,
+    environment: &str,
+    run_id: i64,
     log: &mut LogSink<'_>,
     cancel: &CancellationToken,
 ) -> Result<(), DeployError> {
     let mut told = false;
     loop {
-        if db::environments::try_lock(app.db.pool(), request.environment_id, request.run_id).await?
-        {
+        if db::environments::try_lock(app.db.pool(), environment_id, run_id).await? {
             return Ok(());
         }
         if !told {
             log.note(&format!(
-                "waiting for another deploy to {} to finish",
-                request.environment
+                "waiting for another deploy to {environment} to finish"
             ))
             .await?;
             told = true;
@@ -209,6 +248,7 @@ async fn deploy_locked(
     )
     .await?;
     db::deployments::store_sealed(app.db.pool(), deployment_id, &sealed).await?;
+    let release = open_release(app, request, deployment_id, now).await?;
     if let Some((namespace, _)) = &plan.kubernetes {
         db::environments::set_namespace(app.db.pool(), request.environment_id, namespace).await?;
     }
@@ -238,33 +278,7 @@ async fn deploy_locked(
         }
     }))
     .await;
-    let mut failed = 0;
-    for (target, started, result) in &outcomes {
-        let (state, detail, objects) = match result {
-            Ok((detail, objects)) => (DeploymentState::Succeeded, detail.clone(), objects.clone()),
-            Err(error) => {
-                failed += 1;
-                (DeploymentState::Failed, error.clone(), None)
-            }
-        };
-        let objects = objects.map(|o| serde_json::to_string(&o).unwrap_or_default());
-        db::deployments::record_target(
-            app.db.pool(),
-            deployment_id,
-            target,
-            state,
-            Some(&detail),
-            objects.as_deref(),
-            *started,
-            now_millis(),
-        )
-        .await?;
-        log.note(&format!(
-            "{target}: {}",
-            detail.replace('\n', "\n[gantry]   ")
-        ))
-        .await?;
-    }
+    let failed = record_outcomes(app, deployment_id, &outcomes, log).await?;
 
     let now = now_millis();
     if failed == 0 {
@@ -293,23 +307,13 @@ async fn deploy_locked(
         )
         .await?;
         db::environments::set_drift(app.db.pool(), request.environment_id, None, now).await?;
-        if request.stack_entry == "production" {
-            db::releases::insert(
-                app.db.pool(),
-                &db::releases::NewRelease {
-                    app_id: request.app_id,
-                    environment_id: request.environment_id,
-                    deployment_id,
-                    version: request.commit_sha,
-                    pipeline_sha: request.pipeline_sha,
-                    image: request.image,
-                    created_by: None,
-                },
-                now,
-            )
-            .await?;
+        if let Some(release) = release {
+            crate::ledger::close(app, release, true, now).await?;
         }
         return Ok(());
+    }
+    if let Some(release) = release {
+        crate::ledger::close(app, release, false, now).await?;
     }
 
     let failures: Vec<String> = outcomes
@@ -380,6 +384,83 @@ async fn deploy_locked(
         .await?;
     }
     Err(DeployError::Failed(summary))
+}
+
+/// Opens the ledger entry of a deployment to a fixed environment.
+async fn open_release(
+    app: &App,
+    request: &DeployRequest<'_>,
+    deployment_id: i64,
+    now: i64,
+) -> Result<Option<i64>, DeployError> {
+    if !crate::ledger::records(request.config, request.stack_entry) {
+        return Ok(None);
+    }
+    let pool = app.db.pool();
+    let env = db::environments::get(pool, request.environment_id).await?;
+    let source = db::apps::get(pool, request.app_id)
+        .await?
+        .map(|row| row.source_url)
+        .unwrap_or_else(|| request.config.source.clone());
+    let opening = crate::ledger::Opening {
+        app_id: request.app_id,
+        source_url: &source,
+        config: request.config,
+        environment_id: request.environment_id,
+        deployment_id,
+        run_id: Some(request.run_id),
+        version: request.commit_sha,
+        previous_version: env.as_ref().and_then(|e| e.commit_sha.as_deref()),
+        pipeline_sha: request.pipeline_sha,
+        image: request.image,
+    };
+    Ok(Some(crate::ledger::open(app, &opening, now).await?))
+}
+
+/// One target's outcome: when it started, and its detail and objects (or
+/// what went wrong).
+pub(crate) type TargetResult = (
+    String,
+    i64,
+    Result<(String, Option<Vec<ObjectRef>>), String>,
+);
+
+/// Records each target's outcome on the deployment and in the log; returns
+/// how many failed.
+pub(crate) async fn record_outcomes(
+    app: &App,
+    deployment_id: i64,
+    outcomes: &[TargetResult],
+    log: &mut LogSink<'_>,
+) -> Result<usize, DeployError> {
+    let mut failed = 0;
+    for (target, started, result) in outcomes {
+        let (state, detail, objects) = match result {
+            Ok((detail, objects)) => (DeploymentState::Succeeded, detail.clone(), objects.clone()),
+            Err(error) => {
+                failed += 1;
+                (DeploymentState::Failed, error.clone(), None)
+            }
+        };
+        let objects = objects.map(|o| serde_json::to_string(&o).unwrap_or_default());
+        db::deployments::record_target(
+            app.db.pool(),
+            deployment_id,
+            target,
+            state,
+            Some(&detail),
+            objects.as_deref(),
+            *started,
+            now_millis(),
+        )
+        .await?;
+        log.note(&format!(
+            "{target}: {}",
+            detail.replace('\n', "\n[gantry]   ")
+        ))
+        .await?;
+    }
+    Ok(failed)
 }
 
 /// Applies to one target: a text for the log and record, and for

@@ -36,6 +36,7 @@ pub fn spawn(app: &Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
         tokio::spawn(crate::runner::run_loop(app.clone())),
         tokio::spawn(lifecycle::expiry_loop(app.clone())),
         tokio::spawn(crate::deploy::drift::drift_loop(app.clone())),
+        tokio::spawn(crate::ledger::stable::stability_loop(app.clone())),
     ]
 }
 

@@ -135,9 +135,14 @@ where
 
 /// Pushes `commit` to `branch` without force; a rejected update is an
 /// error naming the branch.
-fn push(repo: &Repository, url: &str, commit: git2::Oid, branch: &str) -> Result<(), GitError> {
-    let staging_ref = format!("refs/gantry/merge/{branch}");
-    repo.reference(&staging_ref, commit, true, "gantry merge")?;
+pub(super) fn push(
+    repo: &Repository,
+    url: &str,
+    commit: git2::Oid,
+    branch: &str,
+) -> Result<(), GitError> {
+    let staging_ref = format!("refs/gantry/push/{branch}");
+    repo.reference(&staging_ref, commit, true, "gantry push")?;
     let mut rejected: Option<String> = None;
     let result = {
         let mut callbacks = RemoteCallbacks::new();

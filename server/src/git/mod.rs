@@ -4,8 +4,10 @@
 //! mirror (libgit2 does not like two fetches into one repository).
 
 mod export;
+mod history;
 mod merge;
 
+pub use history::{ChangedFile, FileCommit};
 pub use merge::{MergeOutcome, MergeRequest};
 
 use std::collections::{BTreeMap, HashMap};

@@ -141,6 +141,15 @@ pub async fn apply(app: &App, repo: &str, sha: &str) -> Result<Outcome, Reconcil
     db::config_revisions::record(&mut *tx, sha, state, &issues_json, now).await?;
     tx.commit().await?;
 
+    // Pins committed to (or removed from) the pipeline repo take effect.
+    match crate::ledger::pin::reconcile(app, repo, sha, &valid).await {
+        Ok(changes) => {
+            for change in changes {
+                tracing::info!(pipeline_sha = %sha, ?change, "pin from the pipeline repo");
+            }
+        }
+        Err(error) => tracing::warn!(pipeline_sha = %sha, %error, "pins not reconciled"),
+    }
     if issues.is_empty() {
         tracing::info!(pipeline_sha = %sha, apps = ?applied, "pipeline repo reconciled");
     } else {

@@ -23,6 +23,10 @@ pub struct AppConfig {
     /// How approved change requests are merged.
     #[serde(default)]
     pub merge: MergeStrategy,
+    /// Template for a commit's page on the forge (`{{ commit }}`), linked
+    /// from release changelogs.
+    #[serde(default)]
+    pub commit_url: Option<String>,
 }
 
 /// How Gantry merges an approved change request into its target branch.
@@ -66,6 +70,10 @@ pub struct StackEntry {
     /// How long cluster targets may take to roll out.
     #[serde(default = "default_rollout_timeout")]
     pub rollout_timeout_seconds: u64,
+    /// How long every target must stay healthy before a release here is
+    /// stable (the rollback target).
+    #[serde(default = "default_stable_after")]
+    pub stable_after_seconds: u64,
     /// Re-apply the last deployment when drift is found.
     #[serde(default)]
     pub self_heal: bool,
@@ -75,6 +83,12 @@ pub struct StackEntry {
 }
 
 pub const DEFAULT_ROLLOUT_TIMEOUT: u64 = 300;
+/// The soak before a release is stable, unless `stable_after` says.
+pub const DEFAULT_STABLE_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
+fn default_stable_after() -> u64 {
+    DEFAULT_STABLE_AFTER.as_secs()
+}
 
 fn default_rollout_timeout() -> u64 {
     DEFAULT_ROLLOUT_TIMEOUT

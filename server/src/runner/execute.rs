@@ -14,7 +14,7 @@ use super::logs::{LineSplitter, LogSink, RunEvent};
 use super::process::{spawn_shell, terminate};
 use super::workspace::Workspace;
 use crate::db::{self, now_millis, runs::RunRow, steps::StepOutcome};
-use crate::deploy::{self, DeployError, DeployRequest};
+use crate::deploy::{self, DeployError, DeployOutcome, DeployRequest};
 use crate::gitops::schema::{CommandStep, LOCAL_TARGET, StackEntry, Step};
 use crate::gitops::template;
 use crate::state::App;
@@ -106,6 +106,9 @@ async fn run_steps(
     workspace: &Workspace,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Ending> {
+    if run.trigger == crate::ledger::rollback::TRIGGER {
+        return run_rollback(app, run, cancel).await;
+    }
     let pool = app.db.pool();
     let app_row = db::apps::get(pool, run.app_id)
         .await?
@@ -219,21 +222,7 @@ async fn run_steps(
                     pipeline_dir: &workspace.pipeline(),
                 };
                 let outcome = deploy::deploy(app, &request, &mut sink, cancel).await;
-                sink.finish().await?;
-                let (state, error) = match outcome {
-                    Ok(()) => (StepState::Succeeded, None),
-                    Err(DeployError::Cancelled) => {
-                        (StepState::Cancelled, Some("cancelled".to_string()))
-                    }
-                    Err(error) => (StepState::Failed, Some(error.to_string())),
-                };
-                StepResult {
-                    state,
-                    exit_code: None,
-                    error,
-                    log_bytes: sink.total_bytes(),
-                    truncated: sink.truncated(),
-                }
+                deploy_step_result(outcome, &mut sink).await?
             }
         };
         db::steps::finish(
@@ -257,7 +246,8 @@ async fn run_steps(
             },
         );
         match result.state {
-            StepState::Succeeded => {}
+            // A pinned environment: built, tested, not deployed.
+            StepState::Succeeded | StepState::Skipped => {}
             StepState::Cancelled => return Ok(Ending::Cancelled),
             _ => {
                 let why = result.error.unwrap_or_else(|| "failed".to_string());
@@ -266,6 +256,90 @@ async fn run_steps(
         }
     }
     Ok(Ending::Succeeded)
+}
+
+/// A deploy-like step's outcome as the step records it.
+async fn deploy_step_result(
+    outcome: Result<DeployOutcome, DeployError>,
+    sink: &mut LogSink<'_>,
+) -> anyhow::Result<StepResult> {
+    sink.finish().await?;
+    let (state, error) = match outcome {
+        Ok(DeployOutcome::Deployed) => (StepState::Succeeded, None),
+        Ok(DeployOutcome::Pinned(why)) => (StepState::Skipped, Some(why)),
+        Err(DeployError::Cancelled) => (StepState::Cancelled, Some("cancelled".to_string())),
+        Err(error) => (StepState::Failed, Some(error.to_string())),
+    };
+    Ok(StepResult {
+        state,
+        exit_code: None,
+        error,
+        log_bytes: sink.total_bytes(),
+        truncated: sink.truncated(),
+    })
+}
+
+/// A rollback run: one step that re-applies a stored release (see
+/// `ledger::rollback`).
+async fn run_rollback(
+    app: &App,
+    run: &RunRow,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Ending> {
+    let pool = app.db.pool();
+    let step_id = db::steps::create_all(pool, run.id, &["rollback"])
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("the rollback step was not recorded"))?;
+    db::steps::start(pool, step_id, now_millis()).await?;
+    app.events.send(
+        run.id,
+        RunEvent::Step {
+            step_id,
+            state: StepState::Running.as_str().into(),
+        },
+    );
+    let mut sink = LogSink::new(
+        &app.db,
+        &app.events,
+        run.id,
+        step_id,
+        Vec::new(),
+        app.config.runner_log_limit_bytes,
+    );
+    let outcome = crate::ledger::rollback::execute(app, run, &mut sink, cancel)
+        .await
+        .map(|()| DeployOutcome::Deployed);
+    let result = deploy_step_result(outcome, &mut sink).await?;
+    db::steps::finish(
+        pool,
+        step_id,
+        &StepOutcome {
+            state: result.state,
+            exit_code: None,
+            error: result.error.as_deref(),
+            log_bytes: i64::try_from(result.log_bytes).unwrap_or(i64::MAX),
+            log_truncated: result.truncated,
+        },
+        now_millis(),
+    )
+    .await?;
+    app.events.send(
+        run.id,
+        RunEvent::Step {
+            step_id,
+            state: result.state.as_str().into(),
+        },
+    );
+    Ok(match result.state {
+        StepState::Succeeded => Ending::Succeeded,
+        StepState::Cancelled => Ending::Cancelled,
+        _ => Ending::Failed(format!(
+            "step rollback {}",
+            result.error.unwrap_or_else(|| "failed".into())
+        )),
+    })
 }
 
 struct StepResult {

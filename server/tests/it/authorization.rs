@@ -77,6 +77,32 @@ const ROUTES: &[(&str, &str, Need)] = &[
         Need::Role(Role::Admin),
     ),
     ("GET", "/api/v1/releases", Need::Role(Role::Viewer)),
+    ("GET", "/api/v1/releases/{id}", Need::Role(Role::Viewer)),
+    (
+        "POST",
+        "/api/v1/releases/{id}/stable",
+        Need::Role(Role::Admin),
+    ),
+    (
+        "POST",
+        "/api/v1/apps/{app}/rollback",
+        Need::Role(Role::Admin),
+    ),
+    (
+        "POST",
+        "/api/v1/apps/{app}/promote",
+        Need::Role(Role::Admin),
+    ),
+    (
+        "GET",
+        "/api/v1/apps/{app}/compare",
+        Need::Role(Role::Viewer),
+    ),
+    (
+        "GET",
+        "/api/v1/apps/{app}/commits/{sha}/releases",
+        Need::Role(Role::Viewer),
+    ),
     ("GET", "/api/v1/approvals", Need::Role(Role::Viewer)),
     ("GET", "/api/v1/clusters", Need::Role(Role::Admin)),
     ("POST", "/api/v1/clusters", Need::Role(Role::Admin)),
@@ -130,7 +156,26 @@ const SERVER_FNS: &[(&str, Need, &str)] = &[
     ("list_environments", Need::Role(Role::Viewer), ""),
     ("list_runs", Need::Role(Role::Viewer), ""),
     ("list_change_requests", Need::Role(Role::Viewer), ""),
-    ("list_releases", Need::Role(Role::Viewer), ""),
+    (
+        "list_releases",
+        Need::Role(Role::Viewer),
+        "filter[limit]=10",
+    ),
+    (
+        "rollback_release",
+        Need::Role(Role::Admin),
+        "app=shop&environment=production&to=&reason=a+reason+long+enough&confirm=yes&csrf=",
+    ),
+    (
+        "mark_release_stable",
+        Need::Role(Role::Admin),
+        "id=CR&reason=&csrf=",
+    ),
+    (
+        "promote_environment",
+        Need::Role(Role::Admin),
+        "app=shop&environment=production&reason=&csrf=",
+    ),
     ("list_pending_approvals", Need::Role(Role::Viewer), ""),
     ("approval_inbox", Need::Role(Role::Viewer), ""),
     ("list_clusters", Need::Role(Role::Admin), ""),
@@ -208,6 +253,7 @@ fn concrete(path: &str, world: &World, token_id: i64) -> String {
             },
         )
         .replace("{app}", "shop")
+        .replace("{sha}", "0000000000000000000000000000000000000000")
 }
 
 fn body_for(method: &str, path: &str) -> Value {
@@ -221,6 +267,8 @@ fn body_for(method: &str, path: &str) -> Value {
         ("PUT", _) => json!({ "value": "a-new-secret" }),
         ("POST", "/api/v1/tokens") => json!({ "name": "probe", "role": "viewer" }),
         ("POST", "/api/v1/hooks/git") => json!({ "app": "shop" }),
+        ("POST", "/api/v1/apps/{app}/rollback") => json!({ "reason": "a reason long enough" }),
+        ("POST", "/api/v1/apps/{app}/promote") => json!({ "environment": "production" }),
         _ => json!({ "comment": "a reason long enough" }),
     }
 }

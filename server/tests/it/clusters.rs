@@ -853,3 +853,143 @@ async fn a_change_request_shows_what_merging_would_change_on_its_target() {
     assert!(page.contains("dev · deployment/web in shop-staging"));
     setup.app.stop().await;
 }
+
+async fn releases(app: &TestApp) -> Vec<Value> {
+    app.get("/api/v1/releases?app=shop&environment=production")
+        .await
+        .json()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Rollback on two emulated production clusters: the exact stored objects
+/// of the stable release come back on both — an object the newer release
+/// added is pruned — and production is pinned even though this pipeline
+/// repo (a working copy) cannot take Gantry's pin commit.
+async fn rollback_on_clusters(backend: &str) {
+    let mut setup = setup(backend).await;
+    let app = &setup.app;
+    let v1 = setup.repo.head("master");
+    let run = finished(app, &v1).await;
+    assert_eq!(
+        run["run"]["state"],
+        "succeeded",
+        "{}",
+        deploy_log(app, &run).await
+    );
+    let r1 = wait_for("v1's release to go live", MINUTE, || async {
+        releases(app)
+            .await
+            .into_iter()
+            .find(|r| r["version"] == v1.as_str() && r["state"] == "live")
+    })
+    .await;
+    assert_eq!(r1["targets"].as_array().unwrap().len(), 2, "{r1}");
+    let marked = app
+        .post_json(
+            &format!("/api/v1/releases/{}/stable", r1["id"]),
+            json!({ "reason": "smoke-tested" }),
+        )
+        .await;
+    assert_eq!(marked.status, 200, "{}", marked.text());
+
+    // v2 comes with an extra object from a newer pipeline commit.
+    setup.pipeline.write(
+        "apps/shop/deploy/extra.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\ndata:\n  added: \"in v2\"\n",
+    );
+    setup.pipeline.commit("extra config");
+    scan(app).await;
+    wait_for("the new pipeline commit", MINUTE, || async {
+        let config = app.get("/api/v1/config").await.json();
+        (config["pipeline_sha"] == setup.pipeline.head("master").as_str()).then_some(())
+    })
+    .await;
+    setup.repo.write("v2.txt", "2");
+    let v2 = setup.repo.commit("v2");
+    scan(app).await;
+    let run = finished(app, &v2).await;
+    assert_eq!(
+        run["run"]["state"],
+        "succeeded",
+        "{}",
+        deploy_log(app, &run).await
+    );
+    for cluster in [&setup.clusters.prod_eu, &setup.clusters.prod_us] {
+        assert!(
+            cluster
+                .store()
+                .object("", "configmaps", "shop-production", "extra")
+                .is_some()
+        );
+    }
+
+    let accepted = app
+        .post_json(
+            "/api/v1/apps/shop/rollback",
+            json!({ "reason": "v2 misbehaves" }),
+        )
+        .await;
+    assert_eq!(accepted.status, 202, "{}", accepted.text());
+    let accepted = accepted.json();
+    assert_eq!(accepted["to_release"], r1["id"]);
+    assert!(accepted["git_error"].as_str().is_some(), "{accepted}");
+    let id = accepted["run_id"].as_i64().unwrap();
+    let run = wait_for("the rollback run", MINUTE, || async {
+        let run = app.get(&format!("/api/v1/runs/{id}")).await.json();
+        (!["queued", "running"].contains(&run["run"]["state"].as_str().unwrap_or("")))
+            .then_some(run)
+    })
+    .await;
+    assert_eq!(run["run"]["state"], "succeeded", "{run}");
+
+    let short = &v1[..7];
+    for cluster in [&setup.clusters.prod_eu, &setup.clusters.prod_us] {
+        let store = cluster.store();
+        let web = store
+            .object("apps", "deployments", "shop-production", "web")
+            .unwrap();
+        assert_eq!(
+            web["spec"]["template"]["spec"]["containers"][0]["image"],
+            json!(format!("registry.example.com/shop:{v1}"))
+        );
+        assert_eq!(web["metadata"]["labels"]["gantry.dev/commit"], json!(v1));
+        assert_eq!(web["status"]["availableReplicas"], json!(3));
+        let settings = store
+            .object("", "configmaps", "shop-production", "settings")
+            .unwrap();
+        assert_eq!(settings["data"]["commit"], json!(short));
+        assert!(
+            store
+                .object("", "configmaps", "shop-production", "extra")
+                .is_none(),
+            "v2's extra object is pruned"
+        );
+    }
+    let entries = releases(app).await;
+    assert_eq!(
+        entries[0]["label"],
+        format!("rollback of {} to {short}", &v2[..7]).as_str()
+    );
+    assert_eq!(entries[0]["targets"].as_array().unwrap().len(), 2);
+    assert_eq!(entries[0]["pipeline_sha"], r1["pipeline_sha"]);
+    let production = environment(app, "production").await;
+    assert_eq!(production["commit_sha"], v1.as_str());
+    assert_eq!(production["pin"]["version"], v1.as_str());
+    assert!(
+        production["pin"]["git_error"].as_str().is_some(),
+        "{production}"
+    );
+    setup.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rollback_restores_the_stored_objects_on_every_cluster_sqlite() {
+    crate::support::bounded(rollback_on_clusters("sqlite")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rollback_restores_the_stored_objects_on_every_cluster_postgres() {
+    crate::support::bounded(rollback_on_clusters("postgres")).await;
+}

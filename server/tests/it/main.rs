@@ -16,6 +16,7 @@ mod clusters;
 mod crash;
 mod dashboard;
 mod flow;
+mod ledger;
 mod ops;
 mod schema;
 mod seed;

@@ -31,6 +31,7 @@ struct RawApp {
     source: Spanned<String>,
     stack: Option<Vec<RawStackEntry>>,
     merge: Option<Spanned<String>>,
+    commit_url: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -48,6 +49,7 @@ struct RawStackEntry {
     #[serde(default)]
     variables: BTreeMap<String, Spanned<String>>,
     rollout_timeout: Option<Spanned<HumanDuration>>,
+    stable_after: Option<Spanned<HumanDuration>>,
     self_heal: Option<bool>,
     #[serde(default)]
     freeze: Vec<RawFreeze>,
@@ -271,6 +273,19 @@ pub fn load_app(
             MergeStrategy::default()
         }),
     };
+    let commit_url = raw_app.commit_url.as_ref().map(|url| {
+        let context = super::template::context(
+            name,
+            "production",
+            "master",
+            "0123456789abcdef",
+            &BTreeMap::new(),
+        );
+        if let Err(message) = super::template::render(&url.value, &context) {
+            app_issues.at(url.referenced, "commit_url", message);
+        }
+        url.value.clone()
+    });
     let (source, stack) = validate_app(raw_app, clusters, &mut app_issues);
     if let Some(pipeline) = &pipeline {
         let needs_local = pipeline.deploys()
@@ -294,6 +309,7 @@ pub fn load_app(
             stack,
             pipeline,
             merge,
+            commit_url,
         }),
         _ => Err(issues),
     }
@@ -493,6 +509,18 @@ fn validate_app(
             Some(timeout) => timeout.value.as_secs(),
             None => super::schema::DEFAULT_ROLLOUT_TIMEOUT,
         };
+        let stable_after_seconds = match &entry.stable_after {
+            Some(soak) if soak.value.as_secs() > 7 * 24 * 3600 => {
+                issues.at(
+                    soak.referenced,
+                    field("stable_after"),
+                    "a release should be judged stable within 7d",
+                );
+                7 * 24 * 3600
+            }
+            Some(soak) => soak.value.as_secs(),
+            None => super::schema::DEFAULT_STABLE_AFTER.as_secs(),
+        };
         let mut freeze = Vec::new();
         for (n, window) in entry.freeze.into_iter().enumerate() {
             if let Err(message) = super::freeze::parse_schedule(&window.start.value) {
@@ -532,6 +560,7 @@ fn validate_app(
             approval,
             variables,
             rollout_timeout_seconds,
+            stable_after_seconds,
             self_heal: entry.self_heal.unwrap_or(false),
             freeze,
         });
@@ -675,6 +704,7 @@ fn default_stack() -> Vec<StackEntry> {
         approval: None,
         variables: BTreeMap::new(),
         rollout_timeout_seconds: super::schema::DEFAULT_ROLLOUT_TIMEOUT,
+        stable_after_seconds: super::schema::DEFAULT_STABLE_AFTER.as_secs(),
         self_heal: false,
         freeze: Vec::new(),
     };

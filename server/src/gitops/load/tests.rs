@@ -122,7 +122,7 @@ fn an_unknown_key_names_its_line_and_field() {
     assert_eq!(found[0].line, Some(8), "{found:?}");
     assert_eq!(
         found[0].message,
-        "unknown field `tll`, expected one of env, branch, branches, target, targets, url, namespace, ttl, approval, variables, rollout_timeout, self_heal, freeze"
+        "unknown field `tll`, expected one of env, branch, branches, target, targets, url, namespace, ttl, approval, variables, rollout_timeout, stable_after, self_heal, freeze"
     );
     assert_eq!(found[0].field, "tll");
     assert!(
@@ -286,4 +286,30 @@ fn freeze_windows_and_the_merge_strategy_are_read_and_checked() {
     assert_eq!(fields, ["merge", "stack[2].freeze[0].start"], "{found:?}");
     assert!(found[0].message.contains("\"squash\""), "{found:?}");
     assert!(found[1].message.contains("\"friday evening\""), "{found:?}");
+}
+
+#[test]
+fn the_soak_and_the_commit_link_are_read_and_checked() {
+    let app = APP.replace(
+        "    approval: { required: 2, roles: [admin] }\n",
+        "    approval: { required: 2, roles: [admin] }\n    stable_after: 30m\n",
+    ) + "commit_url: \"https://git.example.com/shop/commit/{{ commit }}\"\n";
+    let config = load_app("shop", Some(&app), Some(PIPELINE), &[]).expect("valid");
+    assert_eq!(config.stack[2].stable_after_seconds, 30 * 60);
+    assert_eq!(
+        config.stack[1].stable_after_seconds,
+        crate::gitops::schema::DEFAULT_STABLE_AFTER.as_secs()
+    );
+    assert_eq!(
+        config.commit_url.as_deref(),
+        Some("https://git.example.com/shop/commit/{{ commit }}")
+    );
+
+    let bad = app
+        .replace("stable_after: 30m", "stable_after: 30d")
+        .replace("{{ commit }}", "{{ sha }}");
+    let found = issues(&bad, PIPELINE);
+    let fields: Vec<&str> = found.iter().map(|i| i.field.as_str()).collect();
+    assert_eq!(fields, ["commit_url", "stack[2].stable_after"], "{found:?}");
+    assert!(found[1].message.contains("7d"), "{found:?}");
 }

@@ -9,6 +9,7 @@
 mod change_requests;
 mod clusters;
 mod hooks;
+mod releases;
 mod runs;
 mod secrets;
 mod tokens;
@@ -50,7 +51,13 @@ use crate::state::AppState;
         change_requests::close,
         change_requests::feedback,
         change_requests::diff,
-        list_releases,
+        releases::list,
+        releases::get,
+        releases::mark_stable,
+        releases::rollback,
+        releases::promote,
+        releases::compare,
+        releases::commit_releases,
         list_pending_approvals,
         list_clusters,
         list_audit_log,
@@ -89,6 +96,21 @@ use crate::state::AppState;
         app::dto::ApprovalRecord,
         ReleaseSummary,
         ReleaseState,
+        app::dto::ReleaseKind,
+        app::dto::ReleaseFilter,
+        app::dto::ChangelogCommit,
+        app::dto::TargetOutcome,
+        app::dto::DeploymentState,
+        app::dto::PinInfo,
+        app::dto::RollbackRequest,
+        app::dto::RollbackAccepted,
+        app::dto::PromoteRequest,
+        app::dto::Promotion,
+        app::dto::ReleaseComparison,
+        app::dto::ChangedFile,
+        app::dto::CommitLanding,
+        app::dto::CommitReleases,
+        releases::StableRequest,
         PendingApproval,
         ClusterSummary,
         ClusterState,
@@ -151,7 +173,16 @@ pub fn routes() -> Router<AppState> {
             "/change-requests/{id}/feedback",
             post(change_requests::feedback),
         )
-        .route("/releases", get(list_releases))
+        .route("/releases", get(releases::list))
+        .route("/releases/{id}", get(releases::get))
+        .route("/releases/{id}/stable", post(releases::mark_stable))
+        .route("/apps/{app}/rollback", post(releases::rollback))
+        .route("/apps/{app}/promote", post(releases::promote))
+        .route("/apps/{app}/compare", get(releases::compare))
+        .route(
+            "/apps/{app}/commits/{sha}/releases",
+            get(releases::commit_releases),
+        )
         .route("/approvals", get(list_pending_approvals))
         .route("/clusters", get(list_clusters).post(clusters::register))
         .route("/clusters/{name}", axum::routing::delete(clusters::remove))
@@ -215,16 +246,6 @@ async fn list_change_requests(
     principal: Principal,
 ) -> Result<Json<Vec<ChangeRequestSummary>>, ApiError> {
     Ok(Json(state.change_requests(&principal.caller()).await?))
-}
-
-/// The release ledger, newest first.
-#[utoipa::path(get, path = "/api/v1/releases", tag = "releases",
-    responses((status = 200, body = [ReleaseSummary]), (status = 500, body = ErrorBody)))]
-async fn list_releases(
-    State(state): State<AppState>,
-    principal: Principal,
-) -> Result<Json<Vec<ReleaseSummary>>, ApiError> {
-    Ok(Json(state.releases(&principal.caller()).await?))
 }
 
 /// Runs waiting for approval, oldest first.

@@ -1,0 +1,193 @@
+//! The release ledger: every deployment of a fixed environment (staging,
+//! production; not previews) is an entry tied to its commit, with the
+//! changelog since what served before, its approvals and its targets'
+//! outcomes. Production entries are what people call releases.
+//!
+//! Around it: releases become stable after a soak ([`stable`]); a rollback
+//! re-applies a stable release's stored manifests and pins the environment
+//! ([`rollback`], [`pin`]); and any two releases, or any commit, can be
+//! traced ([`pinpoint`]).
+
+pub mod pin;
+pub mod pinpoint;
+pub mod rollback;
+pub mod stable;
+
+use app::dto::{ChangelogCommit, ReleaseKind};
+use app::port::PortError;
+
+use crate::db::{self, releases::NewRelease};
+use crate::flow::stack;
+use crate::gitops::schema::AppConfig;
+use crate::gitops::template;
+use crate::state::App;
+
+/// How many commits a changelog lists at most (a longer one says so).
+pub const CHANGELOG_LIMIT: usize = 200;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Git(#[from] crate::git::GitError),
+    #[error("{0}")]
+    Config(String),
+}
+
+impl From<LedgerError> for PortError {
+    fn from(error: LedgerError) -> Self {
+        let text = error.to_string();
+        match error {
+            LedgerError::NotFound(_) => PortError::NotFound(text),
+            LedgerError::Invalid(_) => PortError::Refused(text),
+            LedgerError::Forbidden(_) => PortError::Forbidden(text),
+            LedgerError::Conflict(_) => PortError::Conflict(text),
+            LedgerError::Db(_) | LedgerError::Git(_) | LedgerError::Config(_) => {
+                PortError::Failed(text)
+            }
+        }
+    }
+}
+
+/// True for environments the ledger records: fixed stack entries (one
+/// branch), not previews.
+pub fn records(config: &AppConfig, stack_entry: &str) -> bool {
+    stack::exact_branch_of(config, stack_entry).is_some()
+}
+
+/// What the deploy step knows when a deployment starts.
+pub struct Opening<'a> {
+    pub app_id: i64,
+    pub source_url: &'a str,
+    pub config: &'a AppConfig,
+    pub environment_id: i64,
+    pub deployment_id: i64,
+    pub run_id: Option<i64>,
+    pub version: &'a str,
+    /// The commit the environment served before.
+    pub previous_version: Option<&'a str>,
+    pub pipeline_sha: &'a str,
+    pub image: Option<&'a str>,
+}
+
+/// Opens the ledger entry of a deployment that starts now. The changelog
+/// comes from the app repo; if git cannot answer, the entry is opened
+/// without it rather than holding the deploy.
+pub async fn open(app: &App, opening: &Opening<'_>, now: i64) -> Result<i64, sqlx::Error> {
+    let changelog = match changelog(app, opening).await {
+        Ok(commits) => commits,
+        Err(error) => {
+            tracing::warn!(%error, version = %opening.version, "changelog unavailable");
+            Vec::new()
+        }
+    };
+    let who = match opening.run_id {
+        Some(run) => released_by(app, run).await?,
+        None => None,
+    };
+    let changelog = serde_json::to_string(&changelog).unwrap_or_else(|_| "[]".into());
+    db::releases::insert(
+        app.db.pool(),
+        &NewRelease {
+            app_id: opening.app_id,
+            environment_id: opening.environment_id,
+            deployment_id: opening.deployment_id,
+            run_id: opening.run_id,
+            kind: ReleaseKind::Release,
+            version: opening.version,
+            previous_version: opening.previous_version,
+            pipeline_sha: opening.pipeline_sha,
+            image: opening.image,
+            label: None,
+            reason: None,
+            rollback_of: None,
+            rollback_to: None,
+            created_by: who.as_deref(),
+            changelog: &changelog,
+        },
+        now,
+    )
+    .await
+}
+
+/// Ends an entry: live (what served before is superseded) or failed.
+pub async fn close(app: &App, release_id: i64, live: bool, now: i64) -> Result<(), sqlx::Error> {
+    let mut tx = app.db.pool().begin().await?;
+    db::releases::finish(&mut tx, release_id, live, now).await?;
+    tx.commit().await
+}
+
+async fn changelog(
+    app: &App,
+    opening: &Opening<'_>,
+) -> Result<Vec<ChangelogCommit>, crate::git::GitError> {
+    let previous = opening
+        .previous_version
+        .filter(|previous| *previous != opening.version);
+    if opening.previous_version == Some(opening.version) {
+        return Ok(Vec::new());
+    }
+    let commits = app
+        .git
+        .log_range(
+            opening.source_url,
+            previous,
+            opening.version,
+            CHANGELOG_LIMIT,
+        )
+        .await?;
+    Ok(commits
+        .into_iter()
+        .map(|commit| changelog_entry(opening.config, commit))
+        .collect())
+}
+
+/// A commit as the ledger shows it, with a link to the forge when the app
+/// configures `commit_url`.
+pub fn changelog_entry(config: &AppConfig, commit: crate::git::CommitInfo) -> ChangelogCommit {
+    let url = config.commit_url.as_deref().and_then(|url| {
+        let context = template::context(&config.name, "", "", &commit.sha, &Default::default());
+        template::render(url, &context).ok()
+    });
+    ChangelogCommit {
+        sha: commit.sha,
+        summary: commit.summary,
+        author: commit.author,
+        author_email: commit.author_email,
+        time: commit.time * 1000,
+        url,
+    }
+}
+
+/// Who let a run's commit through: whoever merged its change request, else
+/// the last person who approved the run, else the commit's author.
+async fn released_by(app: &App, run_id: i64) -> Result<Option<String>, sqlx::Error> {
+    let pool = app.db.pool();
+    let Some(run) = db::runs::get(pool, run_id).await? else {
+        return Ok(None);
+    };
+    if let Some(request) = run.change_request_id
+        && let Some(cr) = db::change_requests::get(pool, request).await?
+        && let Some(merged_by) = cr.merged_by
+    {
+        return Ok(Some(merged_by));
+    }
+    let approver: Option<String> = sqlx::query_scalar(
+        "SELECT u.display_name FROM approvals d JOIN users u ON u.id = d.user_id
+         WHERE d.run_id = $1 AND d.decision IN ('approved', 'override')
+         ORDER BY d.id DESC LIMIT 1",
+    )
+    .bind(run_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(approver.or(run.commit_author))
+}

@@ -1,0 +1,721 @@
+//! Rollback that stays put. One admin action re-applies the exact stored
+//! manifests of the last stable release (or a chosen one) to every target
+//! it ran on — no rebuild — records "rollback of X to Y" in the ledger and
+//! pins the environment, so the next commit on its branch is built but not
+//! deployed until an admin promotes again.
+//!
+//! A rollback is a run (trigger `rollback`, one step) so it shows up like
+//! any other, takes the environment's deploy lock and survives restarts.
+//! Ordering is deterministic: the pin is set when the rollback is asked
+//! for, so a deploy that takes the lock afterwards skips; one already
+//! holding it finishes first, and the rollback then replaces it.
+
+use std::time::Duration;
+
+use app::dto::{
+    DeploymentState, EnvironmentState, Promotion, ReleaseKind, ReleaseState, ReleaseSummary, Role,
+    RollbackAccepted, RollbackRequest, RunState,
+};
+use app::port::Caller;
+
+use super::LedgerError;
+use super::pin::{self, PinFile};
+use crate::db::{
+    self, deployments::NewDeployment, environments::Serving, now_millis, runs::NewRun,
+};
+use crate::deploy::local::{LocalManifest, LocalSpec};
+use crate::deploy::{self, DeployError, cluster};
+use crate::flow::policy;
+use crate::gitops::schema::{AppConfig, ApprovalPolicy, DEFAULT_ROLLOUT_TIMEOUT, LOCAL_TARGET};
+use crate::manifests::ObjectRef;
+use crate::runner::logs::LogSink;
+use crate::state::App;
+
+/// The trigger of rollback runs.
+pub const TRIGGER: &str = "rollback";
+/// The trigger of runs an admin's promotion starts.
+pub const PROMOTE_TRIGGER: &str = "promote";
+
+/// The environment a rollback goes to when none is named.
+pub const DEFAULT_ENVIRONMENT: &str = "production";
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(7)]
+}
+
+/// What both a rollback and a promotion check first: an admin of the app
+/// (with a fresh sign-in where the environment's policy demands one).
+fn require_admin(
+    app: &App,
+    caller: &Caller,
+    config: &AppConfig,
+    env: &str,
+) -> Result<(), LedgerError> {
+    let reauth = config
+        .stack
+        .iter()
+        .find(|entry| entry.env == env)
+        .and_then(|entry| entry.approval.as_ref())
+        .is_some_and(|policy| policy.reauth);
+    let admins = ApprovalPolicy {
+        required: 1,
+        roles: vec!["admin".into()],
+        self_approval: true,
+        reauth,
+    };
+    match policy::refusal(app, caller, &admins, &config.name) {
+        Some(refusal) => Err(LedgerError::Forbidden(refusal)),
+        None => Ok(()),
+    }
+}
+
+/// The app, its configuration and its fixed environment `env`.
+async fn environment(
+    app: &App,
+    app_name: &str,
+    env: &str,
+) -> Result<(db::apps::AppRow, AppConfig, db::environments::EnvRow), LedgerError> {
+    let pool = app.db.pool();
+    let row = db::apps::find_active_by_name(pool, app_name)
+        .await?
+        .ok_or_else(|| LedgerError::NotFound(format!("no app named {app_name}")))?;
+    let config: AppConfig =
+        serde_json::from_str(&row.config).map_err(|e| LedgerError::Config(e.to_string()))?;
+    if !super::records(&config, env) {
+        let fixed: Vec<&str> = config
+            .stack
+            .iter()
+            .filter(|entry| !entry.branches.is_preview())
+            .map(|entry| entry.env.as_str())
+            .collect();
+        return Err(LedgerError::NotFound(format!(
+            "{app_name} has no environment {env} with a release history (it has: {})",
+            fixed.join(", ")
+        )));
+    }
+    let env_row = db::environments::find_by_name(pool, row.id, env)
+        .await?
+        .filter(|e| e.destroyed_at.is_none())
+        .ok_or_else(|| LedgerError::NotFound(format!("{env} of {app_name} was never deployed")))?;
+    Ok((row, config, env_row))
+}
+
+/// Asks for a rollback: checks, pins, queues the rollback run and writes
+/// the pin to the pipeline repo.
+pub async fn request(
+    app: &App,
+    caller: &Caller,
+    app_name: &str,
+    request: RollbackRequest,
+) -> Result<RollbackAccepted, LedgerError> {
+    let env_name = request
+        .environment
+        .clone()
+        .unwrap_or_else(|| DEFAULT_ENVIRONMENT.to_string());
+    caller
+        .require(Role::Admin, Some(app_name))
+        .map_err(|e| LedgerError::Forbidden(e.to_string()))?;
+    let (row, config, env) = environment(app, app_name, &env_name).await?;
+    require_admin(app, caller, &config, &env_name)?;
+    let reason = policy::override_reason(&request.reason)
+        .map_err(|_| {
+            LedgerError::Invalid(
+                "a rollback needs a reason (at least 5 characters); it is kept in the ledger and the audit log"
+                    .into(),
+            )
+        })?
+        .to_string();
+
+    let pool = app.db.pool();
+    let mut conn = pool.acquire().await?;
+    let current = match env.deployment_id {
+        Some(deployment) => db::releases::id_of_deployment(&mut *conn, deployment).await?,
+        None => None,
+    };
+    let target = match request.to {
+        Some(id) => {
+            let target = db::releases::get(&mut conn, id)
+                .await?
+                .ok_or_else(|| LedgerError::NotFound(format!("release {id} does not exist")))?;
+            if target.environment_id != env.id {
+                return Err(LedgerError::Invalid(format!(
+                    "release {id} is of {}/{}, not {app_name}/{env_name}",
+                    target.app, target.environment
+                )));
+            }
+            if matches!(target.state, ReleaseState::Deploying | ReleaseState::Failed) {
+                return Err(LedgerError::Invalid(format!(
+                    "release {id} is {}: only a release that went live can be rolled back to",
+                    target.state
+                )));
+            }
+            target
+        }
+        None => {
+            let id = db::releases::last_stable(&mut *conn, env.id, current)
+                .await?
+                .ok_or_else(|| {
+                    LedgerError::Conflict(format!(
+                        "{app_name}/{env_name} has no stable release to roll back to{}; choose one with `to` (--to)",
+                        current.map(|c| format!(" other than the current one ({c})")).unwrap_or_default()
+                    ))
+                })?;
+            db::releases::get(&mut conn, id)
+                .await?
+                .ok_or_else(|| LedgerError::NotFound(format!("release {id} does not exist")))?
+        }
+    };
+    // Going back to what serves now makes sense only while a newer
+    // version is on its way in (the rollback then stops it).
+    let deploying = db::releases::deploying_in(&mut *conn, env.id).await?;
+    if current == Some(target.id) && !deploying {
+        return Err(LedgerError::Conflict(format!(
+            "{app_name}/{env_name} already serves release {} ({})",
+            target.id,
+            short(&target.version)
+        )));
+    }
+    if let Some(run) = db::runs::unfinished_with_trigger(&mut *conn, env.id, TRIGGER).await? {
+        return Err(LedgerError::Conflict(format!(
+            "a rollback of {app_name}/{env_name} is already under way (run {run})"
+        )));
+    }
+    drop(conn);
+
+    let now = now_millis();
+    let pin_row = db::pins::PinRow {
+        environment_id: env.id,
+        release_id: Some(target.id),
+        version: target.version.clone(),
+        pinned_by: caller.me.name.clone(),
+        reason: reason.clone(),
+        pin_commit: None,
+        git_error: None,
+        created_at: now,
+    };
+    let commit = app
+        .git
+        .commit_info(&row.source_url, &target.version)
+        .await
+        .ok();
+    let mut tx = pool.begin().await?;
+    db::pins::set(&mut *tx, &pin_row).await?;
+    let run_id = db::runs::insert(
+        &mut *tx,
+        &NewRun {
+            app_id: row.id,
+            environment_id: env.id,
+            branch: env.branch.as_deref().unwrap_or_default(),
+            commit_sha: &target.version,
+            pipeline_sha: &target.pipeline_sha,
+            state: RunState::Queued,
+            trigger: TRIGGER,
+        },
+        now,
+    )
+    .await?;
+    db::runs::set_rollback(&mut *tx, run_id, target.id, &caller.me.name, &reason).await?;
+    if let Some(commit) = &commit {
+        db::runs::set_commit_info(&mut *tx, run_id, &commit.summary, &commit.author).await?;
+    }
+    db::audit::record(
+        &mut *tx,
+        &db::audit::NewEntry {
+            actor: &caller.me.name,
+            action: "release.rollback",
+            target: &format!("environment:{app_name}/{env_name}"),
+            reason: Some(&reason),
+            source_ip: caller.source_ip.as_deref(),
+            detail: &serde_json::json!({
+                "run": run_id,
+                "from_release": current,
+                "to_release": target.id,
+                "version": target.version,
+            })
+            .to_string(),
+        },
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    app.flow.runner_wake.notify_one();
+    tracing::info!(app = %app_name, env = %env_name, run = run_id, to = target.id, "rollback queued");
+
+    let (pin_commit, git_error) = write_pin(
+        app,
+        &env,
+        app_name,
+        Some((
+            PinFile {
+                version: target.version.clone(),
+                release: Some(target.id),
+                pinned_by: caller.me.name.clone(),
+                reason: reason.clone(),
+            },
+            now,
+        )),
+        &caller.me.name,
+    )
+    .await?;
+    Ok(RollbackAccepted {
+        run_id,
+        environment: env_name,
+        from_release: current,
+        to_release: target.id,
+        version: target.version,
+        pin_commit,
+        git_error,
+    })
+}
+
+/// Writes the pin (or its removal) to the pipeline repo and records the
+/// outcome on the pin.
+async fn write_pin(
+    app: &App,
+    env: &db::environments::EnvRow,
+    app_name: &str,
+    pin: Option<(PinFile, i64)>,
+    actor: &str,
+) -> Result<(Option<String>, Option<String>), LedgerError> {
+    let outcome = pin::write(
+        app,
+        app_name,
+        &env.name,
+        pin.as_ref().map(|(file, _)| file),
+        actor,
+    )
+    .await;
+    let (commit, error) = match outcome {
+        Ok(commit) => (commit, None),
+        Err(error) => {
+            tracing::warn!(app = %app_name, env = %env.name, %error, "pin not written to the pipeline repo");
+            (None, Some(error))
+        }
+    };
+    if let Some((_, pinned_at)) = pin {
+        db::pins::set_git_outcome(
+            app.db.pool(),
+            env.id,
+            pinned_at,
+            commit.as_deref(),
+            error.as_deref(),
+        )
+        .await?;
+    }
+    // The new pipeline commit is read at once.
+    app.flow.scan_wake.notify_one();
+    Ok((commit, error))
+}
+
+/// An admin lifts the pin and sends the branch head through the usual
+/// flow (its approval policy and freezes included; the promotion counts
+/// as the admin's approval).
+pub async fn promote(
+    app: &App,
+    caller: &Caller,
+    app_name: &str,
+    env_name: &str,
+    reason: Option<&str>,
+) -> Result<Promotion, LedgerError> {
+    caller
+        .require(Role::Admin, Some(app_name))
+        .map_err(|e| LedgerError::Forbidden(e.to_string()))?;
+    let (row, config, env) = environment(app, app_name, env_name).await?;
+    require_admin(app, caller, &config, env_name)?;
+    let pool = app.db.pool();
+    let unpinned = db::pins::delete(pool, env.id).await?;
+    crate::dashboard::audit(
+        app,
+        caller,
+        "environment.promote",
+        &format!("environment:{app_name}/{env_name}"),
+        reason,
+    )
+    .await
+    .map_err(|e| LedgerError::Config(e.to_string()))?;
+    if unpinned {
+        write_pin(app, &env, app_name, None, &caller.me.name).await?;
+    }
+
+    let branch = env.branch.clone().unwrap_or_default();
+    let heads = db::branch_heads::list(pool, row.id).await?;
+    let Some(head) = heads.get(&branch).cloned() else {
+        return Ok(Promotion {
+            environment: env_name.to_string(),
+            unpinned,
+            run_id: None,
+            detail: format!("unpinned; {branch} has no commit to deploy yet"),
+        });
+    };
+    if env.commit_sha.as_deref() == Some(head.as_str()) {
+        return Ok(Promotion {
+            environment: env_name.to_string(),
+            unpinned,
+            run_id: None,
+            detail: format!("unpinned; {env_name} already serves the head of {branch}"),
+        });
+    }
+    let entry = config
+        .stack
+        .iter()
+        .find(|entry| entry.env == env.stack_entry);
+    let held = entry.is_some_and(|e| e.approval.is_some()) || policy::freeze_now(entry).is_some();
+    let commit = app.git.commit_info(&row.source_url, &head).await?;
+    let now = now_millis();
+    let mut tx = pool.begin().await?;
+    let run_id = db::runs::insert(
+        &mut *tx,
+        &NewRun {
+            app_id: row.id,
+            environment_id: env.id,
+            branch: &branch,
+            commit_sha: &head,
+            pipeline_sha: &row.pipeline_sha,
+            state: if held {
+                RunState::WaitingForApproval
+            } else {
+                RunState::Queued
+            },
+            trigger: PROMOTE_TRIGGER,
+        },
+        now,
+    )
+    .await?;
+    db::runs::set_commit_info(&mut *tx, run_id, &commit.summary, &commit.author).await?;
+    db::runs::supersede_older(&mut tx, env.id, run_id, now).await?;
+    tx.commit().await?;
+    let detail = if held {
+        let comment = reason.map_or_else(|| "promoted".to_string(), |r| format!("promoted: {r}"));
+        match crate::flow::approval::approve(app, caller, run_id, Some(&comment)).await {
+            Ok(crate::flow::approval::ApprovalOutcome::Released { .. }) => {
+                format!("unpinned; run {run_id} deploys {}", short(&head))
+            }
+            Ok(crate::flow::approval::ApprovalOutcome::Waiting {
+                approvals,
+                required,
+            }) => format!(
+                "unpinned; run {run_id} of {} waits for approval ({approvals} of {required})",
+                short(&head)
+            ),
+            Ok(crate::flow::approval::ApprovalOutcome::Rejected) => {
+                format!("unpinned; run {run_id} was rejected")
+            }
+            Err(error) => format!("unpinned; run {run_id} is held: {error}"),
+        }
+    } else {
+        app.flow.runner_wake.notify_one();
+        format!("unpinned; run {run_id} deploys {}", short(&head))
+    };
+    Ok(Promotion {
+        environment: env_name.to_string(),
+        unpinned,
+        run_id: Some(run_id),
+        detail,
+    })
+}
+
+/// What the rollback step re-applies, read from the stored deployment.
+struct Stored {
+    release: ReleaseSummary,
+    manifests: String,
+    digest: String,
+    sealed: Option<crate::secrets::Sealed>,
+    objects: Option<Vec<serde_json::Value>>,
+    namespace: Option<String>,
+    local: Option<LocalManifest>,
+    targets: Vec<String>,
+}
+
+async fn stored(app: &App, release_id: i64) -> Result<Stored, DeployError> {
+    let failed = |text: String| DeployError::Failed(text);
+    let mut conn = app.db.pool().acquire().await?;
+    let release = db::releases::get(&mut conn, release_id)
+        .await?
+        .ok_or_else(|| failed(format!("release {release_id} no longer exists")))?;
+    let deployment = db::deployments::get(&mut *conn, release.deployment_id)
+        .await?
+        .ok_or_else(|| failed(format!("deployment {} is gone", release.deployment_id)))?;
+    let shown: serde_json::Value = serde_json::from_str(&deployment.manifests)
+        .map_err(|e| failed(format!("deployment {}: {e}", deployment.id)))?;
+    let local = match shown.get(LOCAL_TARGET) {
+        Some(value) => Some(
+            serde_json::from_value(value.clone())
+                .map_err(|e| failed(format!("deployment {} local manifest: {e}", deployment.id)))?,
+        ),
+        None => None,
+    };
+    let (digest, sealed) = match db::deployments::sealed(&mut *conn, deployment.id).await? {
+        Some((digest, Some(nonce), Some(ciphertext), Some(key_id))) => (
+            digest,
+            Some(crate::secrets::Sealed {
+                nonce,
+                ciphertext,
+                key_id,
+            }),
+        ),
+        Some((digest, ..)) => (digest, None),
+        None => (String::new(), None),
+    };
+    let objects = crate::deploy::drift::deployed_objects(app, deployment.id)
+        .await
+        .map_err(failed)?;
+    Ok(Stored {
+        targets: release.targets.iter().map(|t| t.target.clone()).collect(),
+        namespace: shown["namespace"].as_str().map(str::to_string),
+        release,
+        manifests: deployment.manifests,
+        digest,
+        sealed,
+        objects,
+        local,
+    })
+}
+
+/// The rollback step of a rollback run: waits for the environment's deploy
+/// lock, then re-applies the target release.
+pub async fn execute(
+    app: &App,
+    run: &db::runs::RunRow,
+    log: &mut LogSink<'_>,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<(), DeployError> {
+    let pool = app.db.pool();
+    let (target_id, requested_by, reason) = db::runs::rollback_of_run(pool, run.id)
+        .await?
+        .ok_or_else(|| DeployError::Failed(format!("run {} is not a rollback", run.id)))?;
+    let env = db::environments::get(pool, run.environment_id)
+        .await?
+        .ok_or_else(|| DeployError::Failed("the environment is gone".into()))?;
+    deploy::acquire_lock(app, env.id, &env.name, run.id, log, cancel).await?;
+    let outcome = reapply(app, run, target_id, &requested_by, &reason, log).await;
+    db::environments::unlock(pool, env.id, run.id).await?;
+    outcome
+}
+
+async fn reapply(
+    app: &App,
+    run: &db::runs::RunRow,
+    target_id: i64,
+    requested_by: &str,
+    reason: &str,
+    log: &mut LogSink<'_>,
+) -> Result<(), DeployError> {
+    let pool = app.db.pool();
+    // Read again under the lock: a deploy may have finished meanwhile.
+    let env = db::environments::get(pool, run.environment_id)
+        .await?
+        .ok_or_else(|| DeployError::Failed("the environment is gone".into()))?;
+    let app_row = db::apps::get(pool, run.app_id)
+        .await?
+        .ok_or_else(|| DeployError::Failed("the app is gone".into()))?;
+    let config: Option<AppConfig> = serde_json::from_str(&app_row.config).ok();
+    let stored = stored(app, target_id).await?;
+    let current = match env.deployment_id {
+        Some(deployment) => db::releases::id_of_deployment(pool, deployment).await?,
+        None => None,
+    };
+    let from = env.commit_sha.clone().unwrap_or_default();
+    let label = format!(
+        "rollback of {} to {}",
+        if from.is_empty() {
+            "nothing"
+        } else {
+            short(&from)
+        },
+        short(&stored.release.version)
+    );
+    log.note(&format!(
+        "{label} (release {target_id}) on {}, asked by {requested_by}: {reason}",
+        stored.targets.join(", ")
+    ))
+    .await?;
+
+    let now = now_millis();
+    let deployment_id = db::deployments::insert(
+        pool,
+        &NewDeployment {
+            environment_id: env.id,
+            run_id: Some(run.id),
+            kind: "rollback",
+            commit_sha: &stored.release.version,
+            pipeline_sha: &stored.release.pipeline_sha,
+            image: stored.release.image.as_deref(),
+            manifests: &stored.manifests,
+            manifests_digest: &stored.digest,
+            created_by: Some(requested_by),
+        },
+        now,
+    )
+    .await?;
+    db::deployments::set_rollback_of(pool, deployment_id, stored.release.deployment_id, reason)
+        .await?;
+    if let Some(sealed) = &stored.sealed {
+        db::deployments::store_sealed(pool, deployment_id, sealed).await?;
+    }
+    let release_id = db::releases::insert(
+        pool,
+        &db::releases::NewRelease {
+            app_id: app_row.id,
+            environment_id: env.id,
+            deployment_id,
+            run_id: None,
+            kind: ReleaseKind::Rollback,
+            version: &stored.release.version,
+            previous_version: env.commit_sha.as_deref(),
+            pipeline_sha: &stored.release.pipeline_sha,
+            image: stored.release.image.as_deref(),
+            label: Some(&label),
+            reason: Some(reason),
+            rollback_of: current,
+            rollback_to: Some(target_id),
+            created_by: Some(requested_by),
+            changelog: "[]",
+        },
+        now,
+    )
+    .await?;
+    db::environments::set_state(pool, env.id, EnvironmentState::Deploying, None, now).await?;
+
+    let rollout = Duration::from_secs(
+        config
+            .as_ref()
+            .and_then(|c| c.stack.iter().find(|e| e.env == env.stack_entry))
+            .map_or(DEFAULT_ROLLOUT_TIMEOUT, |e| e.rollout_timeout_seconds),
+    );
+    let outcomes = futures_util::future::join_all(stored.targets.iter().map(|target| {
+        let (stored, env, app_row) = (&stored, &env, &app_row);
+        async move {
+            let started = now_millis();
+            let result =
+                reapply_target(app, app_row, env, target, deployment_id, stored, rollout).await;
+            (target.clone(), started, result)
+        }
+    }))
+    .await;
+    let failed = deploy::record_outcomes(app, deployment_id, &outcomes, log).await?;
+
+    let now = now_millis();
+    let commit = app
+        .git
+        .commit_info(&app_row.source_url, &stored.release.version)
+        .await
+        .ok();
+    let serving = Serving {
+        deployment_id,
+        commit_sha: &stored.release.version,
+        pipeline_sha: &stored.release.pipeline_sha,
+        commit_message: commit.as_ref().map_or("", |c| c.summary.as_str()),
+        commit_author: commit.as_ref().map_or("", |c| c.author.as_str()),
+        url: None,
+    };
+    let total = outcomes.len();
+    let (deployment_state, env_state, summary) = match failed {
+        0 => (DeploymentState::Succeeded, EnvironmentState::Live, None),
+        n if n < total => (
+            DeploymentState::PartiallyFailed,
+            EnvironmentState::PartiallyFailed,
+            Some(format!("{label}: {n} of {total} targets failed")),
+        ),
+        n => (
+            DeploymentState::Failed,
+            EnvironmentState::Failed,
+            Some(format!("{label}: all {n} targets failed")),
+        ),
+    };
+    db::deployments::finish(
+        pool,
+        deployment_id,
+        deployment_state,
+        summary.as_deref(),
+        now,
+    )
+    .await?;
+    if deployment_state == DeploymentState::Failed {
+        db::environments::set_state(pool, env.id, env_state, summary.as_deref(), now).await?;
+    } else {
+        db::environments::set_serving(pool, env.id, &serving, env_state, summary.as_deref(), now)
+            .await?;
+        db::environments::set_drift(pool, env.id, None, now).await?;
+    }
+    super::close(app, release_id, failed == 0, now).await?;
+    match summary {
+        None => {
+            log.note(&format!("{label}: every target serves it; the environment stays pinned until an admin promotes"))
+                .await?;
+            Ok(())
+        }
+        Some(summary) => Err(DeployError::Failed(summary)),
+    }
+}
+
+async fn reapply_target(
+    app: &App,
+    app_row: &db::apps::AppRow,
+    env: &db::environments::EnvRow,
+    target: &str,
+    deployment_id: i64,
+    stored: &Stored,
+    rollout: Duration,
+) -> Result<(String, Option<Vec<ObjectRef>>), String> {
+    if target == LOCAL_TARGET {
+        let manifest = stored
+            .local
+            .clone()
+            .ok_or_else(|| "the stored deployment has no local manifest".to_string())?;
+        let secret_values = crate::secrets::resolve(app, app_row.id, &manifest.secrets)
+            .await
+            .map_err(|e| e.to_string())?;
+        let spec = LocalSpec {
+            app: app_row.name.clone(),
+            env: env.name.clone(),
+            environment_id: env.id,
+            deployment_id,
+            manifest,
+            secret_values,
+            instance_tag: String::new(),
+        };
+        return app
+            .local
+            .redeploy(&app.db, spec, stored.release.deployment_id)
+            .await
+            .map(|started| {
+                (
+                    format!(
+                        "re-started the build of deployment {} on 127.0.0.1:{}, now serving",
+                        stored.release.deployment_id, started.port
+                    ),
+                    None,
+                )
+            })
+            .map_err(|error| error.to_string());
+    }
+    let (Some(objects), Some(namespace)) = (&stored.objects, &stored.namespace) else {
+        return Err("the stored deployment has no Kubernetes manifests".into());
+    };
+    let client = crate::clusters::client(app, target)
+        .await
+        .map_err(|e| e.to_string())?;
+    let previous = db::deployments::previous_objects(app.db.pool(), env.id, target, deployment_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let applied = cluster::deploy(
+        &client,
+        &cluster::ClusterDeploy {
+            cluster: target,
+            namespace,
+            app: &app_row.name,
+            env: &env.name,
+            objects,
+            previous: &previous,
+            rollout_timeout: rollout,
+        },
+    )
+    .await?;
+    Ok((
+        format!(
+            "re-applied {} stored objects to namespace {namespace}, rolled out",
+            applied.objects.len()
+        ),
+        Some(applied.objects),
+    ))
+}

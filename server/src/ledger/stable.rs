@@ -1,0 +1,133 @@
+//! When a release becomes stable: its run's verification steps passed and
+//! every target stayed healthy for the soak time of its stack entry
+//! (`stable_after`, default 10 minutes) — or an admin says so (audited).
+//! A rollback goes to the newest stable release, so "stable" must mean
+//! "known good", never merely "deployed".
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use app::dto::{EnvironmentState, ReleaseSummary, Role, RunState};
+use app::port::Caller;
+
+use super::LedgerError;
+use crate::db::{self, now_millis};
+use crate::gitops::schema::{AppConfig, DEFAULT_STABLE_AFTER};
+use crate::state::App;
+
+/// How often live releases are looked at.
+const CHECK_EVERY: Duration = Duration::from_secs(2);
+
+pub async fn stability_loop(app: Arc<App>) {
+    loop {
+        if let Err(error) = check(&app).await {
+            tracing::warn!(%error, "stability check failed");
+        }
+        tokio::select! {
+            () = app.shutdown.cancelled() => return,
+            () = tokio::time::sleep(CHECK_EVERY) => {}
+        }
+    }
+}
+
+/// One pass over every live release; returns how many became stable.
+pub async fn check(app: &App) -> Result<usize, LedgerError> {
+    let pool = app.db.pool();
+    let now = now_millis();
+    let mut promoted = 0;
+    for release in db::releases::list_live(pool).await? {
+        let Some(env) = db::environments::get(pool, release.environment_id).await? else {
+            continue;
+        };
+        let healthy = env.deployment_id == Some(release.deployment_id)
+            && env.state == EnvironmentState::Live.as_str();
+        if !healthy {
+            if release.healthy_since.is_some() {
+                db::releases::set_healthy_since(pool, release.id, None).await?;
+            }
+            continue;
+        }
+        let Some(since) = release.healthy_since else {
+            db::releases::set_healthy_since(pool, release.id, Some(now)).await?;
+            continue;
+        };
+        if !verified(app, release.run_id).await? {
+            continue;
+        }
+        let soak = soak_of(app, release.app_id, &env.stack_entry).await?;
+        if now - since >= i64::try_from(soak.as_millis()).unwrap_or(i64::MAX)
+            && db::releases::mark_stable(pool, release.id, "gantry", now).await?
+        {
+            tracing::info!(release = release.id, "release is stable");
+            promoted += 1;
+        }
+    }
+    Ok(promoted)
+}
+
+/// The run's steps after the deploy (smoke tests, ...) all passed. A
+/// rollback has no run: it re-applies a release that was verified before.
+async fn verified(app: &App, run_id: Option<i64>) -> Result<bool, sqlx::Error> {
+    let Some(run_id) = run_id else {
+        return Ok(true);
+    };
+    Ok(db::runs::get(app.db.pool(), run_id)
+        .await?
+        .is_some_and(|run| run.state == RunState::Succeeded.as_str()))
+}
+
+async fn soak_of(app: &App, app_id: i64, stack_entry: &str) -> Result<Duration, LedgerError> {
+    let Some(row) = db::apps::get(app.db.pool(), app_id).await? else {
+        return Ok(DEFAULT_STABLE_AFTER);
+    };
+    let config: AppConfig =
+        serde_json::from_str(&row.config).map_err(|e| LedgerError::Config(e.to_string()))?;
+    Ok(config
+        .stack
+        .iter()
+        .find(|entry| entry.env == stack_entry)
+        .map(|entry| Duration::from_secs(entry.stable_after_seconds))
+        .unwrap_or(DEFAULT_STABLE_AFTER))
+}
+
+/// An admin vouches for a live release before its soak ends.
+pub async fn mark(
+    app: &App,
+    caller: &Caller,
+    release_id: i64,
+    reason: Option<&str>,
+) -> Result<ReleaseSummary, LedgerError> {
+    // Refuse before looking: others cannot probe which releases exist.
+    if !caller.me.can_anywhere(Role::Admin) {
+        return Err(LedgerError::Forbidden(format!(
+            "marking a release stable needs the admin role; {} does not have it",
+            caller.me.name
+        )));
+    }
+    let mut conn = app.db.pool().acquire().await?;
+    let release = db::releases::get(&mut conn, release_id)
+        .await?
+        .ok_or_else(|| LedgerError::NotFound(format!("release {release_id} does not exist")))?;
+    caller
+        .require(Role::Admin, Some(&release.app))
+        .map_err(|e| LedgerError::Forbidden(e.to_string()))?;
+    let now = now_millis();
+    if !db::releases::mark_stable(&mut *conn, release_id, &caller.me.name, now).await? {
+        return Err(LedgerError::Conflict(format!(
+            "release {release_id} is {}; only a live release can be marked stable",
+            release.state
+        )));
+    }
+    crate::dashboard::audit(
+        app,
+        caller,
+        "release.mark_stable",
+        &format!("release:{release_id}"),
+        reason,
+    )
+    .await
+    .map_err(|e| LedgerError::Config(e.to_string()))?;
+    db::releases::get(&mut conn, release_id)
+        .await?
+        .ok_or_else(|| LedgerError::NotFound(format!("release {release_id} does not exist")))
+}
