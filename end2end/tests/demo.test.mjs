@@ -161,3 +161,51 @@ test('a developer opens a change request, an admin approves it in the inbox, Gan
   await devContext.close();
   await adminContext.close();
 });
+
+test('an admin rolls staging back from the release timeline, sees the pin, and promotes again', async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const problems = watchProblems(page);
+  const timeline = '/releases?app=shop&environment=staging';
+  await signIn(page, base, { name: 'ada', role: 'admin', returnTo: timeline });
+  await page.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
+  // The release the merge replaced offers the rollback, with a confirmation.
+  const older = page.locator('li.release[data-state="superseded"]').first();
+  await older.waitFor({ timeout: 30_000 });
+  const target = Number(await older.getAttribute('data-release'));
+  await older.locator('input[name="reason"]').fill('the merge broke staging');
+  await older.locator('input[name="confirm"]').check();
+  await older.getByRole('button', { name: 'Roll staging back to this release' }).click();
+  await page.getByTestId('release-outcome').filter({ hasText: `back to release ${target}` }).waitFor({ timeout: 30_000 });
+
+  const deadline = Date.now() + 60_000;
+  let newest;
+  for (;;) {
+    const releases = await (await page.request.get(`${base}/api/v1${timeline}`)).json();
+    newest = releases[0];
+    if (newest.kind === 'rollback' && ['live', 'stable'].includes(newest.state)) break;
+    if (Date.now() > deadline) throw new Error(`the rollback did not go live: ${JSON.stringify(newest)}`);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  assert.equal(newest.rollback_to, target);
+  await page.reload();
+  await page.locator(`li.release[data-release="${newest.id}"]`).filter({ hasText: newest.label }).waitFor();
+  await page.screenshot({ path: join(artifacts, 'demo-release-timeline-rollback.png'), fullPage: true });
+
+  // The stack view says staging is pinned, and by whom.
+  await page.goto(`${base}/`);
+  const banner = page.locator('tr[data-environment="staging"]').getByTestId('pin-banner');
+  await banner.waitFor();
+  assert.match(await banner.textContent(), /Pinned to [0-9a-f]{7} by ada: the merge broke staging/);
+  await page.screenshot({ path: join(artifacts, 'demo-stack-pinned.png'), fullPage: true });
+
+  // Promoting again lifts the pin.
+  await page.goto(`${base}${timeline}`);
+  await page.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
+  await page.getByRole('button', { name: /^Promote staging/ }).click();
+  await page.getByTestId('release-outcome').filter({ hasText: 'unpinned' }).waitFor({ timeout: 30_000 });
+  const environments = await (await page.request.get(`${base}/api/v1/environments`)).json();
+  assert.equal(environments.find((e) => e.name === 'staging').pin, null);
+  assert.deepEqual(problems, []);
+  await context.close();
+});
