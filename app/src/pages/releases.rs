@@ -202,12 +202,11 @@ fn entry(release: ReleaseSummary, admin: bool, actions: Actions) -> impl IntoVie
         .clone()
         .unwrap_or_else(|| "gantry".into());
     let live = release.state == ReleaseState::Live;
+    // A release that was rolled back is not offered as a target (the API
+    // still takes it with `to`, for those who mean it).
     let went_live = matches!(
         release.state,
-        ReleaseState::Live
-            | ReleaseState::Stable
-            | ReleaseState::Superseded
-            | ReleaseState::RolledBack
+        ReleaseState::Live | ReleaseState::Stable | ReleaseState::Superseded
     );
     let current = matches!(release.state, ReleaseState::Live | ReleaseState::Stable);
     let id = release.id;
