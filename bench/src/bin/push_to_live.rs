@@ -82,6 +82,17 @@ async fn main() -> anyhow::Result<()> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
+    // The hook token is issued by an admin (every API call needs one).
+    let created = Command::new(&gantry)
+        .args(["token", "create", "--name", "bench", "--data-dir"])
+        .arg(&data)
+        .env("GANTRY_LOG", "warn")
+        .output()
+        .context("creating a token")?;
+    if !created.status.success() {
+        bail!("token create: {}", String::from_utf8_lossy(&created.stderr));
+    }
+    let admin = String::from_utf8_lossy(&created.stdout).trim().to_string();
     let mut server = Command::new(&gantry)
         .args([
             "serve",
@@ -99,13 +110,13 @@ async fn main() -> anyhow::Result<()> {
         .stdout(Stdio::null())
         .spawn()
         .context("starting gantry")?;
-    let outcome = measure(port, &work, &data).await;
+    let outcome = measure(port, &work, &data, &admin).await;
     let _ = server.kill();
     let _ = server.wait();
     outcome
 }
 
-async fn measure(port: u16, work: &Path, data: &Path) -> anyhow::Result<()> {
+async fn measure(port: u16, work: &Path, data: &Path, admin: &str) -> anyhow::Result<()> {
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let serving = |sha: String| {
@@ -132,6 +143,7 @@ async fn measure(port: u16, work: &Path, data: &Path) -> anyhow::Result<()> {
     let token = loop {
         let response = client
             .post(format!("{base}/api/v1/apps/shop/hook-token"))
+            .bearer_auth(admin)
             .send()
             .await;
         if let Ok(response) = response
