@@ -42,3 +42,6 @@ echo
 
 echo
 "$TARGET/release/ledger" "$BIN"
+
+echo
+"$TARGET/release/webhooks" "$BIN"

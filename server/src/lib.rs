@@ -14,6 +14,7 @@ pub mod db;
 pub mod demo;
 pub mod deploy;
 pub mod flow;
+pub mod forge;
 pub mod git;
 pub mod gitops;
 pub mod http;

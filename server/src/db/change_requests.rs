@@ -375,3 +375,34 @@ pub async fn decisions<'e>(
         })
         .collect())
 }
+
+/// The request a forge knows as `number` (`origin`: github, gitlab, gitea).
+pub async fn find_forge<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    app_id: i64,
+    origin: &str,
+    number: i64,
+) -> Result<Option<CrRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "{SELECT} WHERE c.app_id = $1 AND c.origin = $2 AND c.forge_number = $3
+         ORDER BY c.id DESC LIMIT 1"
+    ))
+    .bind(app_id)
+    .bind(origin)
+    .bind(number)
+    .fetch_optional(exec)
+    .await
+}
+
+pub async fn set_forge_number<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    number: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE change_requests SET forge_number = $2 WHERE id = $1")
+        .bind(id)
+        .bind(number)
+        .execute(exec)
+        .await
+        .map(|_| ())
+}

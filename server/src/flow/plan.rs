@@ -41,6 +41,9 @@ pub async fn plan_pending(app: &App) -> anyhow::Result<usize> {
         let outcome = match event.kind.as_str() {
             "push" => on_push(app, serde_json::from_str(&event.payload)?).await,
             "branch_deleted" => on_delete(app, serde_json::from_str(&event.payload)?).await,
+            kind if kind.starts_with(crate::forge::KIND_PREFIX) => {
+                crate::forge::process(app, &event.source, kind, &event.payload).await
+            }
             other => Err(anyhow::anyhow!("unknown event kind {other:?}")),
         };
         match outcome {

@@ -27,6 +27,8 @@ enum Need {
     Hidden(Role),
     /// Only the app's git trigger token: every user token is refused.
     HookToken,
+    /// Only a forge's signature: every user token is refused.
+    Signed,
 }
 
 /// Every REST route: method, OpenAPI path, who may call it.
@@ -136,6 +138,7 @@ const ROUTES: &[(&str, &str, Need)] = &[
     ),
     ("POST", "/api/v1/runs/{id}/cancel", Need::Role(Role::Admin)),
     ("POST", "/api/v1/hooks/git", Need::HookToken),
+    ("POST", "/api/v1/hooks/{forge}", Need::Signed),
     (
         "POST",
         "/api/v1/apps/{app}/hook-token",
@@ -254,6 +257,7 @@ fn concrete(path: &str, world: &World, token_id: i64) -> String {
         )
         .replace("{app}", "shop")
         .replace("{sha}", "0000000000000000000000000000000000000000")
+        .replace("{forge}", "github")
 }
 
 fn body_for(method: &str, path: &str) -> Value {
@@ -365,7 +369,7 @@ async fn every_route_and_server_function_checks_the_callers_role() {
                     app.status_as(token.as_deref(), request).await
                 };
                 let refused = match (need, caller) {
-                    (Need::HookToken, _) => status == StatusCode::UNAUTHORIZED,
+                    (Need::HookToken | Need::Signed, _) => status == StatusCode::UNAUTHORIZED,
                     (_, None) => status == StatusCode::UNAUTHORIZED,
                     (Need::Hidden(_), Some(_)) => status == StatusCode::NOT_FOUND,
                     _ => status == StatusCode::FORBIDDEN,

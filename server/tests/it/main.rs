@@ -16,6 +16,7 @@ mod clusters;
 mod crash;
 mod dashboard;
 mod flow;
+mod forge;
 mod ledger;
 mod ops;
 mod schema;

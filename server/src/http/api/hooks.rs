@@ -1,6 +1,7 @@
 //! The git trigger endpoint: a git server hook or CI says "this app's repo
 //! changed", and Gantry fetches it at once instead of at the next poll.
-//! Authenticated by a per-app token (stored hashed).
+//! Authenticated by a per-app token (stored hashed). And the forges'
+//! webhooks, authenticated by their signatures (see `crate::forge`).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -95,4 +96,84 @@ pub async fn issue_token(state: &crate::state::App, app_id: i64) -> Result<Strin
     let token = random_token("gth_")?;
     db::apps::set_hook_token_hash(state.db.pool(), app_id, &sha256_hex(&token)).await?;
     Ok(token)
+}
+
+/// Where a forge delivery went.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct DeliveryReceipt {
+    pub forge: String,
+    pub delivery: String,
+    pub event: String,
+    /// The same delivery id was stored before: acknowledged, not stored again.
+    pub duplicate: bool,
+}
+
+/// A forge's webhook (`github`, `gitlab` or `gitea`): verified with the
+/// admin-registered secret (`GITHUB_WEBHOOK_SECRET`, `GITLAB_WEBHOOK_TOKEN`,
+/// `GITEA_WEBHOOK_SECRET`), stored once per delivery id, processed in the
+/// background. 202 when stored, 200 for a repeated delivery.
+#[utoipa::path(post, path = "/api/v1/hooks/{forge}", tag = "hooks",
+    params(("forge" = String, Path, description = "github, gitlab or gitea")),
+    request_body(content = String, description = "the forge's JSON payload, as sent"),
+    responses((status = 202, body = DeliveryReceipt), (status = 200, body = DeliveryReceipt),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn forge_hook(
+    State(state): State<AppState>,
+    Path(forge): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    use crate::forge::{Forge, KIND_PREFIX, webhook};
+    let forge = Forge::parse(&forge).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "no forge {forge:?}; expected github, gitlab or gitea"
+        ))
+    })?;
+    let secret = match crate::secrets::resolve(&state, 0, &[forge.secret_name().to_string()]).await
+    {
+        Ok(values) => values.into_iter().next().map(|(_, value)| value),
+        Err(crate::secrets::SecretError::Missing { .. }) => None,
+        Err(error) => return Err(ApiError::Internal(error.to_string())),
+    };
+    let secret = secret.ok_or_else(|| {
+        ApiError::Unauthorized(
+            webhook::WebhookError::NoSecret {
+                forge: forge.as_str(),
+                name: forge.secret_name().to_string(),
+            }
+            .to_string(),
+        )
+    })?;
+    webhook::verify(forge, &headers, &body, &secret)
+        .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+    let delivery =
+        webhook::delivery(forge, &headers).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let text = std::str::from_utf8(&body)
+        .ok()
+        .filter(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok())
+        .ok_or_else(|| ApiError::BadRequest("the payload is not JSON".into()))?;
+    let stored = db::inbox::insert(
+        state.db.pool(),
+        forge.as_str(),
+        &delivery.id,
+        &format!("{KIND_PREFIX}{}", delivery.event),
+        text,
+        db::now_millis(),
+    )
+    .await?;
+    if stored.is_some() {
+        state.flow.plan_wake.notify_one();
+    }
+    let receipt = DeliveryReceipt {
+        forge: forge.as_str().to_string(),
+        delivery: delivery.id,
+        event: delivery.event,
+        duplicate: stored.is_none(),
+    };
+    let status = if receipt.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(receipt)))
 }

@@ -72,6 +72,7 @@ use crate::state::AppState;
         runs::cancel,
         runs::diff,
         hooks::git_hook,
+        hooks::forge_hook,
         hooks::new_hook_token,
         secrets::put_secret,
         secrets::list_secrets,
@@ -129,6 +130,7 @@ use crate::state::AppState;
         runs::Decision,
         crate::flow::approval::ApprovalOutcome,
         hooks::GitHook,
+        hooks::DeliveryReceipt,
         secrets::SecretValue,
         secrets::SecretName,
         crate::clusters::Registration,
@@ -199,6 +201,7 @@ pub fn routes() -> Router<AppState> {
         .route("/runs/{id}/override", post(runs::override_hold))
         .route("/runs/{id}/diff", get(runs::diff))
         .route("/hooks/git", post(hooks::git_hook))
+        .route("/hooks/{forge}", post(hooks::forge_hook))
         .route("/apps/{app}/hook-token", post(hooks::new_hook_token))
         .route("/secrets", get(secrets::list_secrets))
         .route(

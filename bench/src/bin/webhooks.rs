@@ -1,0 +1,205 @@
+//! Webhook ingestion: 2,000 signed GitHub push deliveries for one app, 20%
+//! of them repeats of earlier delivery ids, posted by 32 concurrent
+//! clients to a real `gantry serve` (the release binary) on SQLite and on
+//! PostgreSQL. Reports deliveries per second, the endpoint's p50/p99, and
+//! checks from the database that every unique delivery was stored and
+//! processed exactly once and none was lost.
+//!
+//! cargo run --release -p bench --bin webhooks -- <path to gantry>
+
+// A benchmark prints its figures, and aborts on a broken set-up.
+#![allow(clippy::print_stdout)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bench::{Gantry, commit, init_work, percentile, wait_until};
+use futures_util::StreamExt;
+use reqwest::Method;
+use serde_json::json;
+use sqlx::Executor;
+
+const DELIVERIES: usize = 2_000;
+const UNIQUE: usize = 1_600;
+const CLIENTS: usize = 32;
+const SECRET: &str = "bench-webhook-secret";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let gantry = std::env::args()
+        .nth(1)
+        .context("usage: webhooks <gantry binary>")?;
+    sqlx::any::install_default_drivers();
+    println!(
+        "webhook ingestion: {DELIVERIES} signed GitHub push deliveries ({UNIQUE} unique, {} repeats), {CLIENTS} concurrent clients",
+        DELIVERIES - UNIQUE
+    );
+    println!(
+        "| backend | deliveries/s | p50 (ms) | p99 (ms) | stored | processed once | all processed after (s) |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for backend in ["sqlite", "postgres"] {
+        measure(&gantry, backend).await?;
+    }
+    Ok(())
+}
+
+async fn measure(binary: &str, backend: &str) -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let (work, pipeline, data) = (
+        root.path().join("shop"),
+        root.path().join("pipeline"),
+        root.path().join("data"),
+    );
+    init_work(&work)?;
+    std::fs::write(work.join("README"), "shop\n")?;
+    let sha = commit(&work, "first")?;
+    init_work(&pipeline)?;
+    std::fs::create_dir_all(pipeline.join("apps/shop"))?;
+    std::fs::write(
+        pipeline.join("apps/shop/app.yaml"),
+        format!(
+            "apiVersion: gantry.dev/v1\nsource: {}\nstack:\n  - env: staging\n    branch: latest\n    target: local\n",
+            work.display()
+        ),
+    )?;
+    std::fs::write(
+        pipeline.join("apps/shop/pipeline.yaml"),
+        "apiVersion: gantry.dev/v1\nsteps:\n  - { name: build, run: \"true\" }\n",
+    )?;
+    commit(&pipeline, "shop")?;
+
+    let admin_url = std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into());
+    let database_name = format!("gantry_webhook_bench_{}", std::process::id());
+    std::fs::create_dir_all(&data)?;
+    let url = match backend {
+        "sqlite" => format!("sqlite://{}?mode=rwc", data.join("gantry.db").display()),
+        _ => {
+            let admin = sqlx::AnyPool::connect(&admin_url).await?;
+            admin
+                .execute(format!("DROP DATABASE IF EXISTS {database_name}").as_str())
+                .await?;
+            admin
+                .execute(format!("CREATE DATABASE {database_name}").as_str())
+                .await?;
+            let base = admin_url
+                .rsplit_once('/')
+                .map_or(admin_url.as_str(), |(b, _)| b);
+            format!("{base}/{database_name}")
+        }
+    };
+    let pipeline_arg = pipeline.display().to_string();
+    let server = Gantry::start(
+        binary,
+        &data,
+        &["--database-url", &url, "--pipeline-repo", &pipeline_arg],
+    )
+    .await?;
+    server
+        .api(Method::PUT, "/secrets/GITHUB_WEBHOOK_SECRET")
+        .json(&json!({ "value": SECRET }))
+        .send()
+        .await?
+        .error_for_status()?;
+
+    // Each unique delivery is a push of the app's master; repeats reuse ids.
+    let body = json!({
+        "ref": "refs/heads/master", "before": "0000000000000000000000000000000000000000",
+        "after": sha, "deleted": false, "created": false,
+        "repository": { "clone_url": work.display().to_string(), "full_name": "bench/shop" },
+    })
+    .to_string();
+    let signature = format!(
+        "sha256={}",
+        gantry::forge::webhook::sign(SECRET, body.as_bytes())
+    );
+    let mut ids: Vec<String> = (0..UNIQUE).map(|i| format!("delivery-{i}")).collect();
+    for i in 0..DELIVERIES - UNIQUE {
+        ids.push(format!("delivery-{}", (i * 7) % UNIQUE));
+    }
+    // A fixed shuffle: repeats arrive interleaved with their originals.
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    let mut seed = 0x2545_f491_u64;
+    for i in (1..order.len()).rev() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        order.swap(i, (seed % (i as u64 + 1)) as usize);
+    }
+    let client = reqwest::Client::new();
+    let endpoint = format!("{}/api/v1/hooks/github", server.base);
+    let shared = Arc::new((body, signature));
+    let started = Instant::now();
+    let times: Vec<anyhow::Result<f64>> = futures_util::stream::iter(order)
+        .map(|i| {
+            let (client, endpoint, shared, id) = (
+                client.clone(),
+                endpoint.clone(),
+                shared.clone(),
+                ids[i].clone(),
+            );
+            async move {
+                let sent = Instant::now();
+                let response = client
+                    .post(&endpoint)
+                    .header("x-github-event", "push")
+                    .header("x-github-delivery", id)
+                    .header("x-hub-signature-256", &shared.1)
+                    .header("content-type", "application/json")
+                    .body(shared.0.clone())
+                    .send()
+                    .await?;
+                if !response.status().is_success() {
+                    bail!("{}: {}", response.status(), response.text().await?);
+                }
+                Ok(sent.elapsed().as_secs_f64() * 1000.0)
+            }
+        })
+        .buffer_unordered(CLIENTS)
+        .collect()
+        .await;
+    let wall = started.elapsed();
+    let times: Vec<f64> = times.into_iter().collect::<anyhow::Result<_>>()?;
+
+    let pool = sqlx::AnyPool::connect(&url).await?;
+    let processed_after = wait_until("every delivery processed", Duration::from_secs(600), || {
+        let pool = pool.clone();
+        async move {
+            let pending: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM event_inbox WHERE source = 'github' AND processed_at IS NULL",
+            )
+            .fetch_one(&pool)
+            .await?;
+            Ok((pending == 0).then(|| started.elapsed()))
+        }
+    })
+    .await?;
+    let (stored, once): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(DISTINCT delivery_id) FROM event_inbox
+         WHERE source = 'github' AND processed_at IS NOT NULL AND error IS NULL",
+    )
+    .fetch_one(&pool)
+    .await?;
+    pool.close().await;
+    if stored != UNIQUE as i64 || once != UNIQUE as i64 {
+        bail!("{backend}: {stored} stored, {once} distinct; expected {UNIQUE} each");
+    }
+    println!(
+        "| {backend} | {:.0} | {:.1} | {:.1} | {stored} of {UNIQUE} | yes | {:.1} |",
+        DELIVERIES as f64 / wall.as_secs_f64(),
+        percentile(&times, 50.0),
+        percentile(&times, 99.0),
+        processed_after.as_secs_f64()
+    );
+    drop(server);
+    if backend == "postgres" {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let admin = sqlx::AnyPool::connect(&admin_url).await?;
+        admin
+            .execute(format!("DROP DATABASE IF EXISTS {database_name} WITH (FORCE)").as_str())
+            .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,227 @@
+//! Forges (GitHub, GitLab, Gitea): their webhooks come in through
+//! `POST /api/v1/hooks/{forge}`, are verified, stored once in the event
+//! inbox (deduplicated by delivery id) and answered at once; the planner
+//! processes them here. A push or branch deletion makes Gantry fetch the
+//! app's repo (the git watcher then plans as for any change); a merge/pull
+//! request becomes a Gantry change request — one model with the native
+//! ones — whose preview is the source branch's environment.
+
+pub mod events;
+pub mod webhook;
+
+use app::dto::ChangeRequestState;
+use serde_json::Value;
+
+use crate::db::{self, apps::AppRow, change_requests::NewRow, now_millis};
+use crate::state::App;
+use events::{ForgeEvent, RequestAction, normalize, same_repo};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forge {
+    GitHub,
+    GitLab,
+    Gitea,
+}
+
+impl Forge {
+    pub const ALL: [Forge; 3] = [Forge::GitHub, Forge::GitLab, Forge::Gitea];
+
+    pub fn parse(text: &str) -> Option<Forge> {
+        Forge::ALL.into_iter().find(|f| f.as_str() == text)
+    }
+
+    /// The name in URLs, the inbox and change requests' `origin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Forge::GitHub => "github",
+            Forge::GitLab => "gitlab",
+            Forge::Gitea => "gitea",
+        }
+    }
+
+    /// The admin-registered secret the forge's webhooks are checked with.
+    pub fn secret_name(self) -> &'static str {
+        match self {
+            Forge::GitHub => "GITHUB_WEBHOOK_SECRET",
+            Forge::GitLab => "GITLAB_WEBHOOK_TOKEN",
+            Forge::Gitea => "GITEA_WEBHOOK_SECRET",
+        }
+    }
+}
+
+/// The inbox kind of forge deliveries: `forge:<event>`.
+pub const KIND_PREFIX: &str = "forge:";
+
+/// Acts on one stored delivery (called by the planner).
+pub async fn process(app: &App, source: &str, kind: &str, payload: &str) -> anyhow::Result<()> {
+    let forge = Forge::parse(source)
+        .ok_or_else(|| anyhow::anyhow!("unknown forge {source:?} in the inbox"))?;
+    let event = kind.strip_prefix(KIND_PREFIX).unwrap_or(kind);
+    let payload: Value = serde_json::from_str(payload)?;
+    match normalize(forge, event, &payload) {
+        ForgeEvent::Ignored(why) => {
+            tracing::debug!(forge = forge.as_str(), %why, "forge delivery ignored");
+            Ok(())
+        }
+        ForgeEvent::Branch { repos, branch, .. } => {
+            for app_row in apps_of(app, &repos).await? {
+                crate::flow::watch::scan_app(app, &app_row, "webhook").await?;
+                tracing::info!(app = %app_row.name, %branch, forge = forge.as_str(), "webhook: fetched");
+            }
+            Ok(())
+        }
+        ForgeEvent::Request {
+            repos,
+            number,
+            action,
+            source_branch,
+            target_branch,
+            head_sha,
+            title,
+            description,
+            author,
+        } => {
+            for app_row in apps_of(app, &repos).await? {
+                let request = ForgeRequest {
+                    forge,
+                    number,
+                    source_branch: &source_branch,
+                    target_branch: &target_branch,
+                    head_sha: head_sha.as_deref(),
+                    title: &title,
+                    description: &description,
+                    author: &author,
+                };
+                on_request(app, &app_row, action, &request).await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The apps whose source is one of `repos`.
+async fn apps_of(app: &App, repos: &[String]) -> anyhow::Result<Vec<AppRow>> {
+    Ok(db::apps::list_active(app.db.pool())
+        .await?
+        .into_iter()
+        .filter(|row| repos.iter().any(|url| same_repo(url, &row.source_url)))
+        .collect())
+}
+
+struct ForgeRequest<'a> {
+    forge: Forge,
+    number: i64,
+    source_branch: &'a str,
+    target_branch: &'a str,
+    head_sha: Option<&'a str>,
+    title: &'a str,
+    description: &'a str,
+    author: &'a str,
+}
+
+async fn on_request(
+    app: &App,
+    app_row: &AppRow,
+    action: RequestAction,
+    request: &ForgeRequest<'_>,
+) -> anyhow::Result<()> {
+    let pool = app.db.pool();
+    let origin = request.forge.as_str();
+    let now = now_millis();
+    let existing =
+        db::change_requests::find_forge(pool, app_row.id, origin, request.number).await?;
+    match (action, existing) {
+        (RequestAction::Opened | RequestAction::Updated, None) => {
+            let id = db::change_requests::insert(
+                pool,
+                &NewRow {
+                    app_id: app_row.id,
+                    origin,
+                    title: request.title,
+                    description: request.description,
+                    source_branch: request.source_branch,
+                    target_branch: request.target_branch,
+                    head_sha: request.head_sha.unwrap_or_default(),
+                    author: request.author,
+                    author_user_id: None,
+                },
+                now,
+            )
+            .await?;
+            db::change_requests::set_forge_number(pool, id, request.number).await?;
+            tracing::info!(app = %app_row.name, change_request = id, forge = origin, number = request.number, "forge request opened");
+            // The preview is the source branch's: fetch it now.
+            crate::flow::watch::scan_app(app, app_row, "webhook").await?;
+        }
+        (RequestAction::Opened | RequestAction::Updated, Some(cr)) => {
+            if let Some(sha) = request.head_sha
+                && cr.head_sha.as_deref() != Some(sha)
+            {
+                db::change_requests::set_head(pool, cr.id, sha, now).await?;
+            } else if cr.state != ChangeRequestState::Open.as_str() {
+                db::change_requests::set_state(pool, cr.id, ChangeRequestState::Open, None, now)
+                    .await?;
+            }
+            crate::flow::watch::scan_app(app, app_row, "webhook").await?;
+        }
+        (RequestAction::Merged, Some(cr)) => {
+            let sha = request.head_sha.unwrap_or_default();
+            db::change_requests::mark_merged(
+                pool,
+                cr.id,
+                sha,
+                request.author,
+                &format!("merged on {origin}"),
+                now,
+            )
+            .await?;
+            // The target branch moved: its pipeline runs.
+            crate::flow::watch::scan_app(app, app_row, "webhook").await?;
+        }
+        (RequestAction::Closed, Some(cr)) => {
+            db::change_requests::set_state(
+                pool,
+                cr.id,
+                ChangeRequestState::Closed,
+                Some(&format!("closed on {origin}")),
+                now,
+            )
+            .await?;
+            destroy_preview(app, app_row, request.source_branch, origin).await?;
+        }
+        (RequestAction::Merged | RequestAction::Closed, None) => {
+            tracing::debug!(number = request.number, "a request Gantry never saw ended");
+        }
+    }
+    Ok(())
+}
+
+/// A closed request's preview goes (unless another request still uses it).
+async fn destroy_preview(
+    app: &App,
+    app_row: &AppRow,
+    branch: &str,
+    origin: &str,
+) -> anyhow::Result<()> {
+    let pool = app.db.pool();
+    if !db::change_requests::active_from(pool, app_row.id, branch)
+        .await?
+        .is_empty()
+    {
+        return Ok(());
+    }
+    let config: crate::gitops::schema::AppConfig = serde_json::from_str(&app_row.config)?;
+    if let Some(env) = db::environments::find_for_branch(pool, app_row.id, branch).await?
+        && env.destroyed_at.is_none()
+        && crate::flow::lifecycle::is_preview(&config, &env)
+    {
+        crate::flow::lifecycle::destroy(
+            app,
+            &env,
+            &app_row.name,
+            &format!("its {origin} request was closed"),
+        )
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,305 @@
+//! Forge webhooks: real GitHub payloads from `@octokit/webhooks-examples`
+//! (npm), GitLab and Gitea payloads written from their documentation.
+//! Signatures are checked, every delivery is stored once, and pushes and
+//! merge/pull requests drive the flow without waiting for a poll.
+
+use std::sync::OnceLock;
+
+use axum::body::Body;
+use axum::http::Request;
+use serde_json::{Value, json};
+
+use crate::support::flow::{MINUTE, QUICK_STEPS, Repos, start, wait_for};
+use crate::support::{TestApp, TestResponse};
+
+const SECRET: &str = "webhook-s3cret";
+
+/// `@octokit/webhooks-examples`: every event's examples, by event name.
+fn github_examples() -> &'static Value {
+    static EXAMPLES: OnceLock<Value> = OnceLock::new();
+    EXAMPLES.get_or_init(|| {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../end2end/node_modules/@octokit/webhooks-examples/api.github.com/index.json"
+        );
+        let text = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("{path}: {e} (./x test runs npm ci in end2end/)"));
+        serde_json::from_str(&text).expect("examples")
+    })
+}
+
+/// A real GitHub example of `event` that satisfies `pick`.
+fn github_example(event: &str, pick: impl Fn(&Value) -> bool) -> Value {
+    github_examples()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == event)
+        .and_then(|e| e["examples"].as_array().unwrap().iter().find(|x| pick(x)))
+        .cloned()
+        .unwrap_or_else(|| panic!("no {event} example"))
+}
+
+fn hex_hmac(body: &[u8]) -> String {
+    gantry::forge::webhook::sign(SECRET, body)
+}
+
+/// Delivers `payload` as `forge` would, with `signature` (None: the right one).
+async fn deliver(
+    app: &TestApp,
+    forge: &str,
+    event: &str,
+    delivery: &str,
+    payload: &Value,
+    signature: Option<&str>,
+) -> TestResponse {
+    let body = payload.to_string();
+    let good = hex_hmac(body.as_bytes());
+    let mut request =
+        Request::post(format!("/api/v1/hooks/{forge}")).header("content-type", "application/json");
+    request = match forge {
+        "github" => request
+            .header("x-github-event", event)
+            .header("x-github-delivery", delivery)
+            .header(
+                "x-hub-signature-256",
+                signature.map_or(format!("sha256={good}"), str::to_string),
+            ),
+        "gitlab" => request
+            .header("x-gitlab-event", event)
+            .header("x-gitlab-event-uuid", delivery)
+            .header("x-gitlab-token", signature.unwrap_or(SECRET)),
+        _ => request
+            .header("x-gitea-event", event)
+            .header("x-gitea-delivery", delivery)
+            .header("x-gitea-signature", signature.map_or(good, str::to_string)),
+    };
+    app.request_as(None, request.body(Body::from(body)).expect("request"))
+        .await
+}
+
+async fn register_secrets(app: &TestApp) {
+    for name in [
+        "GITHUB_WEBHOOK_SECRET",
+        "GITLAB_WEBHOOK_TOKEN",
+        "GITEA_WEBHOOK_SECRET",
+    ] {
+        let request = Request::put(format!("/api/v1/secrets/{name}"))
+            .header("content-type", "application/json")
+            .body(Body::from(json!({ "value": SECRET }).to_string()))
+            .expect("request");
+        assert_eq!(app.request(request).await.status, 204, "{name}");
+    }
+}
+
+/// A GitHub push of `branch` to `sha` in the repo at `path`, from a real
+/// example with its repository pointed at the test's repo.
+fn github_push(path: &str, branch: &str, sha: &str) -> Value {
+    let mut push = github_example("push", |x| {
+        x["ref"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("refs/heads/"))
+    });
+    push["ref"] = json!(format!("refs/heads/{branch}"));
+    push["after"] = json!(sha);
+    push["deleted"] = json!(false);
+    push["repository"]["clone_url"] = json!(format!("{path}.git"));
+    push
+}
+
+fn github_pull_request(action: &str, path: &str, number: i64, head: &str, sha: &str) -> Value {
+    let mut pr = github_example("pull_request", |x| x["action"] == action);
+    pr["number"] = json!(number);
+    pr["pull_request"]["number"] = json!(number);
+    pr["pull_request"]["head"]["ref"] = json!(head);
+    pr["pull_request"]["head"]["sha"] = json!(sha);
+    pr["pull_request"]["base"]["ref"] = json!("latest");
+    pr["pull_request"]["title"] = json!("Faster checkout");
+    pr["repository"]["clone_url"] = json!(path);
+    pr
+}
+
+async fn inbox_count(app: &TestApp, source: &str) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM event_inbox WHERE source = $1")
+        .bind(source)
+        .fetch_one(app.db().pool())
+        .await
+        .expect("count")
+}
+
+async fn change_request(app: &TestApp, origin: &str) -> Option<Value> {
+    let list = app.get("/api/v1/change-requests").await.json();
+    let id = sqlx::query_scalar::<_, i64>(
+        "SELECT id FROM change_requests WHERE origin = $1 ORDER BY id DESC LIMIT 1",
+    )
+    .bind(origin)
+    .fetch_optional(app.db().pool())
+    .await
+    .expect("query")?;
+    list.as_array()?.iter().find(|c| c["id"] == id).cloned()
+}
+
+crate::on_both! {
+    async fn signatures_are_checked_and_each_delivery_is_stored_once(backend) {
+        let repos = Repos::new(QUICK_STEPS);
+        let app = start(backend, &repos).await;
+        let push = github_push(&repos.app.path(), "master", &repos.app.head("master"));
+
+        // Without a registered secret nothing is accepted.
+        let refused = deliver(&app, "github", "push", "d-0", &push, None).await;
+        assert_eq!(refused.status, 401, "{}", refused.text());
+        assert!(refused.text().contains("GITHUB_WEBHOOK_SECRET"), "{}", refused.text());
+        register_secrets(&app).await;
+
+        let bad = "sha256=0000000000000000000000000000000000000000000000000000000000000000";
+        for (forge, event, signature) in [
+            ("github", "push", bad),
+            ("gitlab", "Push Hook", "not-the-token"),
+            ("gitea", "push", "00ff"),
+        ] {
+            let response = deliver(&app, forge, event, "d-bad", &push, Some(signature)).await;
+            assert_eq!(response.status, 401, "{forge}: {}", response.text());
+            assert!(response.text().contains("signature"), "{}", response.text());
+        }
+        let unsigned = app
+            .request_as(
+                None,
+                Request::post("/api/v1/hooks/github")
+                    .header("x-github-event", "push")
+                    .header("x-github-delivery", "d-x")
+                    .body(Body::from(push.to_string()))
+                    .expect("request"),
+            )
+            .await;
+        assert_eq!(unsigned.status, 401, "{}", unsigned.text());
+        let unknown = deliver(&app, "bitbucket", "push", "d-1", &push, None).await;
+        assert_eq!(unknown.status, 404, "{}", unknown.text());
+        assert_eq!(inbox_count(&app, "github").await, 0, "refused deliveries are not stored");
+
+        for forge in ["github", "gitlab", "gitea"] {
+            let event = if forge == "gitlab" { "Push Hook" } else { "push" };
+            let first = deliver(&app, forge, event, "delivery-1", &push, None).await;
+            assert_eq!(first.status, 202, "{forge}: {}", first.text());
+            assert_eq!(first.json()["duplicate"], false);
+            let again = deliver(&app, forge, event, "delivery-1", &push, None).await;
+            assert_eq!(again.status, 200, "{forge}: {}", again.text());
+            assert_eq!(again.json()["duplicate"], true);
+            assert_eq!(inbox_count(&app, forge).await, 1, "{forge}");
+        }
+        // A ping is acknowledged and processed as nothing.
+        let ping = github_example("ping", |_| true);
+        assert_eq!(deliver(&app, "github", "ping", "ping-1", &ping, None).await.status, 202);
+        wait_for("every delivery processed", MINUTE, || async {
+            let pending: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM event_inbox WHERE processed_at IS NULL OR error IS NOT NULL",
+            )
+            .fetch_one(app.db().pool())
+            .await
+            .expect("count");
+            (pending == 0).then_some(())
+        })
+        .await;
+    }
+
+    async fn a_pushed_branch_deploys_without_waiting_for_a_poll(backend) {
+        let repos = Repos::new(QUICK_STEPS);
+        let app = start(backend, &repos).await;
+        register_secrets(&app).await;
+        repos.app.checkout_new("feature-x");
+        repos.app.write("x.txt", "x");
+        let sha = repos.app.commit("feature x");
+        // The test config polls hourly: only the webhook can start this.
+        let push = github_push(&repos.app.path(), "feature-x", &sha);
+        assert_eq!(deliver(&app, "github", "push", "push-1", &push, None).await.status, 202);
+        wait_for("the preview of feature-x to deploy the pushed commit", MINUTE, || async {
+            let envs = app.get("/api/v1/environments").await.json();
+            envs.as_array()?
+                .iter()
+                .find(|e| e["branch"] == "feature-x" && e["commit_sha"] == sha.as_str() && e["state"] == "live")
+                .cloned()
+        })
+        .await;
+    }
+
+    async fn forge_requests_become_change_requests(backend) {
+        let repos = Repos::new(QUICK_STEPS);
+        let app = start(backend, &repos).await;
+        register_secrets(&app).await;
+        let path = repos.app.path();
+        repos.app.checkout_new("feature-x");
+        repos.app.write("x.txt", "x");
+        let first = repos.app.commit("feature x");
+
+        // GitHub: opened → a change request with its preview.
+        let opened = github_pull_request("opened", &path, 7, "feature-x", &first);
+        assert_eq!(deliver(&app, "github", "pull_request", "pr-1", &opened, None).await.status, 202);
+        let cr = wait_for("the change request", MINUTE, || change_request(&app, "github")).await;
+        assert_eq!(cr["source_branch"], "feature-x");
+        assert_eq!(cr["target_branch"], "latest");
+        assert_eq!(cr["title"], "Faster checkout");
+        assert_eq!(cr["state"], "open");
+        assert_eq!(cr["head_sha"], first.as_str());
+        wait_for("the request's preview", MINUTE, || async {
+            let envs = app.get("/api/v1/environments").await.json();
+            envs.as_array()?
+                .iter()
+                .find(|e| e["branch"] == "feature-x" && e["state"] == "live")
+                .cloned()
+        })
+        .await;
+
+        // Updated: the request follows the new head.
+        repos.app.write("y.txt", "y");
+        let second = repos.app.commit("feature y");
+        let synchronized = github_pull_request("synchronize", &path, 7, "feature-x", &second);
+        assert_eq!(deliver(&app, "github", "pull_request", "pr-2", &synchronized, None).await.status, 202);
+        wait_for("the request to follow the new head", MINUTE, || async {
+            change_request(&app, "github").await.filter(|c| c["head_sha"] == second.as_str())
+        })
+        .await;
+
+        // Closed without merging: the request closes, the preview goes.
+        let closed = github_pull_request("closed", &path, 7, "feature-x", &second);
+        assert_eq!(deliver(&app, "github", "pull_request", "pr-3", &closed, None).await.status, 202);
+        wait_for("the request to close", MINUTE, || async {
+            change_request(&app, "github").await.filter(|c| c["state"] == "closed")
+        })
+        .await;
+        wait_for("the preview to be destroyed", MINUTE, || async {
+            let envs = app.get("/api/v1/environments").await.json();
+            (!envs.as_array()?.iter().any(|e| e["branch"] == "feature-x")).then_some(())
+        })
+        .await;
+
+        // GitLab (payload from its documentation): opened, then merged.
+        let merge_request = |action: &str| {
+            json!({
+                "object_kind": "merge_request",
+                "event_type": "merge_request",
+                "user": { "id": 1, "name": "Administrator", "username": "root" },
+                "project": { "id": 1, "name": "shop", "web_url": "http://gitlab.example.com/team/shop",
+                             "git_ssh_url": "git@gitlab.example.com:team/shop.git", "git_http_url": path },
+                "object_attributes": {
+                    "id": 99, "iid": 3, "title": "Gitlab change", "description": "From GitLab",
+                    "source_branch": "feature-x", "target_branch": "latest", "state": "opened",
+                    "action": action, "last_commit": { "id": second, "message": "feature y" }
+                }
+            })
+        };
+        assert_eq!(deliver(&app, "gitlab", "Merge Request Hook", "mr-1", &merge_request("open"), None).await.status, 202);
+        let mr = wait_for("the GitLab request", MINUTE, || change_request(&app, "gitlab")).await;
+        assert_eq!(mr["title"], "Gitlab change");
+        assert_eq!(mr["author"], "root");
+        assert_eq!(deliver(&app, "gitlab", "Merge Request Hook", "mr-2", &merge_request("merge"), None).await.status, 202);
+        wait_for("the GitLab request to be merged", MINUTE, || async {
+            change_request(&app, "gitlab").await.filter(|c| c["state"] == "merged")
+        })
+        .await;
+
+        // Gitea (payload from its documentation): a branch deletion is
+        // fetched like any other change.
+        let delete = json!({ "ref": "feature-x", "ref_type": "branch", "pusher_type": "user",
+                             "repository": { "clone_url": path } });
+        assert_eq!(deliver(&app, "gitea", "delete", "del-1", &delete, None).await.status, 202);
+    }
+}
