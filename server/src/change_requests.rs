@@ -251,6 +251,23 @@ pub async fn open(app: &App, caller: &Caller, new: NewChangeRequest) -> Result<C
     tx.commit().await?;
     app.flow.plan_wake.notify_one();
     tracing::info!(app = %app_row.name, change_request = id, %source, %target, "change request opened");
+    crate::notify::emit(
+        app,
+        crate::notify::Notice {
+            event: crate::notify::Event::ApprovalRequested,
+            app: app_row.name.clone(),
+            environment: crate::flow::stack::entry_for(&config, &target)
+                .map_or_else(|| target.clone(), |entry| entry.env.clone()),
+            subject: format!("change_request:{id}"),
+            title: format!(
+                "{}: {} asks to merge {source} into {target}",
+                app_row.name, caller.me.name
+            ),
+            text: title.clone(),
+            url: Some(crate::notify::link(app, &format!("change-requests/{id}"))),
+        },
+    )
+    .await;
     db::change_requests::get(pool, id)
         .await?
         .ok_or(ChangeRequestError::NotFound(id))

@@ -21,6 +21,7 @@ pub mod http;
 pub mod ledger;
 pub mod manifests;
 pub mod migrate;
+pub mod notify;
 pub mod recovery;
 pub mod runner;
 pub mod secrets;

@@ -17,6 +17,7 @@ pub mod deployments;
 pub mod environments;
 pub mod inbox;
 pub mod local_processes;
+pub mod notifications;
 pub mod pins;
 pub mod releases;
 pub mod runs;

@@ -84,6 +84,16 @@ pub async fn finish(
             .await?;
         return Ok(());
     }
+    // Write first: on SQLite a transaction that reads before it writes can
+    // lose its snapshot to a concurrent writer (SQLITE_BUSY_SNAPSHOT).
+    sqlx::query(
+        "UPDATE releases SET state = $2, finished_at = $3, healthy_since = $3 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(ReleaseState::Live.as_str())
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
     let (environment_id, rollback_of): (i64, Option<i64>) =
         sqlx::query_as("SELECT environment_id, rollback_of FROM releases WHERE id = $1")
             .bind(id)
@@ -112,15 +122,7 @@ pub async fn finish(
             .execute(&mut *conn)
             .await?;
     }
-    sqlx::query(
-        "UPDATE releases SET state = $2, finished_at = $3, healthy_since = $3 WHERE id = $1",
-    )
-    .bind(id)
-    .bind(ReleaseState::Live.as_str())
-    .bind(now)
-    .execute(&mut *conn)
-    .await
-    .map(|_| ())
+    Ok(())
 }
 
 /// The ledger entry of a deployment, if it has one.

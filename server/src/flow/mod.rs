@@ -26,6 +26,8 @@ pub struct Flow {
     pub plan_wake: Notify,
     /// New queued runs.
     pub runner_wake: Notify,
+    /// New notification deliveries.
+    pub notify_wake: Notify,
 }
 
 /// Starts the background loops; they stop when `app.shutdown` fires.
@@ -37,6 +39,7 @@ pub fn spawn(app: &Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
         tokio::spawn(lifecycle::expiry_loop(app.clone())),
         tokio::spawn(crate::deploy::drift::drift_loop(app.clone())),
         tokio::spawn(crate::ledger::stable::stability_loop(app.clone())),
+        tokio::spawn(crate::notify::deliver::delivery_loop(app.clone())),
     ]
 }
 

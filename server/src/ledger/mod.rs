@@ -119,11 +119,76 @@ pub async fn open(app: &App, opening: &Opening<'_>, now: i64) -> Result<i64, sql
     .await
 }
 
-/// Ends an entry: live (what served before is superseded) or failed.
+/// Ends an entry: live (what served before is superseded) or failed. A
+/// release or rollback that went live is announced.
 pub async fn close(app: &App, release_id: i64, live: bool, now: i64) -> Result<(), sqlx::Error> {
     let mut tx = app.db.pool().begin().await?;
     db::releases::finish(&mut tx, release_id, live, now).await?;
-    tx.commit().await
+    tx.commit().await?;
+    if live {
+        announce(app, release_id).await?;
+    }
+    Ok(())
+}
+
+async fn announce(app: &App, release_id: i64) -> Result<(), sqlx::Error> {
+    let mut conn = app.db.pool().acquire().await?;
+    let Some(release) = db::releases::get(&mut conn, release_id).await? else {
+        return Ok(());
+    };
+    let short = &release.version[..release.version.len().min(7)];
+    let (event, title) = match release.kind {
+        ReleaseKind::Rollback => (
+            crate::notify::Event::RolledBack,
+            format!(
+                "{} {}: {}",
+                release.app,
+                release.environment,
+                release.label.clone().unwrap_or_default()
+            ),
+        ),
+        ReleaseKind::Release => (
+            crate::notify::Event::Released,
+            format!("{} {short} is live on {}", release.app, release.environment),
+        ),
+    };
+    let mut text = release
+        .changelog
+        .iter()
+        .take(10)
+        .map(|c| {
+            format!(
+                "- {} {} ({})",
+                &c.sha[..c.sha.len().min(7)],
+                c.summary,
+                c.author
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    if let Some(reason) = &release.reason {
+        text = format!("Reason: {reason}\n{text}");
+    }
+    crate::notify::emit(
+        app,
+        crate::notify::Notice {
+            event,
+            app: release.app.clone(),
+            environment: release.environment.clone(),
+            subject: format!("release:{release_id}"),
+            title,
+            text,
+            url: Some(crate::notify::link(
+                app,
+                &format!(
+                    "releases?app={}&environment={}",
+                    release.app, release.environment
+                ),
+            )),
+        },
+    )
+    .await;
+    Ok(())
 }
 
 async fn changelog(

@@ -30,39 +30,49 @@ pub async fn stability_loop(app: Arc<App>) {
     }
 }
 
-/// One pass over every live release; returns how many became stable.
+/// One pass over every live release; returns how many became stable. A
+/// release that cannot be judged now (a busy database) does not hold up
+/// the others.
 pub async fn check(app: &App) -> Result<usize, LedgerError> {
-    let pool = app.db.pool();
-    let now = now_millis();
     let mut promoted = 0;
-    for release in db::releases::list_live(pool).await? {
-        let Some(env) = db::environments::get(pool, release.environment_id).await? else {
-            continue;
-        };
-        let healthy = env.deployment_id == Some(release.deployment_id)
-            && env.state == EnvironmentState::Live.as_str();
-        if !healthy {
-            if release.healthy_since.is_some() {
-                db::releases::set_healthy_since(pool, release.id, None).await?;
-            }
-            continue;
-        }
-        let Some(since) = release.healthy_since else {
-            db::releases::set_healthy_since(pool, release.id, Some(now)).await?;
-            continue;
-        };
-        if !verified(app, release.run_id).await? {
-            continue;
-        }
-        let soak = soak_of(app, release.app_id, &env.stack_entry).await?;
-        if now - since >= i64::try_from(soak.as_millis()).unwrap_or(i64::MAX)
-            && db::releases::mark_stable(pool, release.id, "gantry", now).await?
-        {
-            tracing::info!(release = release.id, "release is stable");
-            promoted += 1;
+    for release in db::releases::list_live(app.db.pool()).await? {
+        match judge(app, &release, now_millis()).await {
+            Ok(true) => promoted += 1,
+            Ok(false) => {}
+            Err(error) => tracing::warn!(release = release.id, %error, "stability not judged"),
         }
     }
     Ok(promoted)
+}
+
+/// Moves one live release's soak on; true when it became stable.
+async fn judge(app: &App, release: &db::releases::LiveRow, now: i64) -> Result<bool, LedgerError> {
+    let pool = app.db.pool();
+    let Some(env) = db::environments::get(pool, release.environment_id).await? else {
+        return Ok(false);
+    };
+    let healthy = env.deployment_id == Some(release.deployment_id)
+        && env.state == EnvironmentState::Live.as_str();
+    if !healthy {
+        if release.healthy_since.is_some() {
+            db::releases::set_healthy_since(pool, release.id, None).await?;
+        }
+        return Ok(false);
+    }
+    let Some(since) = release.healthy_since else {
+        db::releases::set_healthy_since(pool, release.id, Some(now)).await?;
+        return Ok(false);
+    };
+    if !verified(app, release.run_id).await? {
+        return Ok(false);
+    }
+    let soak = soak_of(app, release.app_id, &env.stack_entry).await?;
+    let stable = now - since >= i64::try_from(soak.as_millis()).unwrap_or(i64::MAX)
+        && db::releases::mark_stable(pool, release.id, "gantry", now).await?;
+    if stable {
+        tracing::info!(release = release.id, "release is stable");
+    }
+    Ok(stable)
 }
 
 /// The run's steps after the deploy (smoke tests, ...) all passed. A

@@ -139,6 +139,19 @@ const ROUTES: &[(&str, &str, Need)] = &[
     ("POST", "/api/v1/runs/{id}/cancel", Need::Role(Role::Admin)),
     ("POST", "/api/v1/hooks/git", Need::HookToken),
     ("POST", "/api/v1/hooks/{forge}", Need::Signed),
+    ("GET", "/api/v1/channels", Need::Role(Role::Admin)),
+    ("PUT", "/api/v1/channels/{name}", Need::Role(Role::Admin)),
+    ("DELETE", "/api/v1/channels/{name}", Need::Role(Role::Admin)),
+    (
+        "POST",
+        "/api/v1/channels/{name}/test",
+        Need::Role(Role::Admin),
+    ),
+    (
+        "GET",
+        "/api/v1/channels/{name}/deliveries",
+        Need::Role(Role::Admin),
+    ),
     (
         "POST",
         "/api/v1/apps/{app}/hook-token",
@@ -268,6 +281,7 @@ fn body_for(method: &str, path: &str) -> Value {
         ("POST", "/api/v1/clusters") => {
             json!({ "name": "c2", "server": "https://127.0.0.1:9", "token": "t0ken", "insecure": true })
         }
+        ("PUT", "/api/v1/channels/{name}") => json!({ "kind": "webhook", "url_secret": "API_KEY" }),
         ("PUT", _) => json!({ "value": "a-new-secret" }),
         ("POST", "/api/v1/tokens") => json!({ "name": "probe", "role": "viewer" }),
         ("POST", "/api/v1/hooks/git") => json!({ "app": "shop" }),

@@ -257,6 +257,14 @@ crate::on_both! {
             change_request(&app, "github").await.filter(|c| c["head_sha"] == second.as_str())
         })
         .await;
+        wait_for("the preview of the new head", MINUTE, || async {
+            let envs = app.get("/api/v1/environments").await.json();
+            envs.as_array()?
+                .iter()
+                .find(|e| e["branch"] == "feature-x" && e["commit_sha"] == second.as_str() && e["state"] == "live")
+                .cloned()
+        })
+        .await;
 
         // Closed without merging: the request closes, the preview goes.
         let closed = github_pull_request("closed", &path, 7, "feature-x", &second);

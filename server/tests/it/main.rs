@@ -18,6 +18,7 @@ mod dashboard;
 mod flow;
 mod forge;
 mod ledger;
+mod notify;
 mod ops;
 mod schema;
 mod seed;

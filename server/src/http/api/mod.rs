@@ -7,6 +7,7 @@
 //! may do is decided by the port methods the handlers call.
 
 mod change_requests;
+mod channels;
 mod clusters;
 mod hooks;
 mod releases;
@@ -73,6 +74,11 @@ use crate::state::AppState;
         runs::diff,
         hooks::git_hook,
         hooks::forge_hook,
+        channels::list,
+        channels::put,
+        channels::remove,
+        channels::test,
+        channels::deliveries,
         hooks::new_hook_token,
         secrets::put_secret,
         secrets::list_secrets,
@@ -131,6 +137,12 @@ use crate::state::AppState;
         crate::flow::approval::ApprovalOutcome,
         hooks::GitHook,
         hooks::DeliveryReceipt,
+        channels::NewChannel,
+        channels::ChannelView,
+        crate::notify::ChannelSettings,
+        crate::notify::Rule,
+        crate::notify::Event,
+        crate::db::notifications::DeliveryRow,
         secrets::SecretValue,
         secrets::SecretName,
         crate::clusters::Registration,
@@ -202,6 +214,13 @@ pub fn routes() -> Router<AppState> {
         .route("/runs/{id}/diff", get(runs::diff))
         .route("/hooks/git", post(hooks::git_hook))
         .route("/hooks/{forge}", post(hooks::forge_hook))
+        .route("/channels", get(channels::list))
+        .route(
+            "/channels/{name}",
+            axum::routing::put(channels::put).delete(channels::remove),
+        )
+        .route("/channels/{name}/test", post(channels::test))
+        .route("/channels/{name}/deliveries", get(channels::deliveries))
         .route("/apps/{app}/hook-token", post(hooks::new_hook_token))
         .route("/secrets", get(secrets::list_secrets))
         .route(

@@ -1,0 +1,115 @@
+//! Sending queued deliveries: due ones are sent, a 2xx (and, for DingTalk,
+//! `errcode: 0`) marks them delivered; anything else is retried after
+//! 2 s, 4 s, 8 s, 16 s and then given up as failed, the last error kept
+//! for the dashboard.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::message::{Outgoing, render};
+use super::{ChannelKind, ChannelSettings, Notice};
+use crate::db::{self, notifications::DueDelivery, now_millis};
+use crate::state::App;
+
+/// Attempts before a delivery is given up.
+pub const MAX_ATTEMPTS: i64 = 5;
+/// The first retry's delay; each next one doubles.
+const FIRST_RETRY: Duration = Duration::from_secs(2);
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn delivery_loop(app: Arc<App>) {
+    let client = reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default();
+    loop {
+        if let Err(error) = send_due(&app, &client).await {
+            tracing::warn!(%error, "notification deliveries failed");
+        }
+        if !crate::flow::pause(&app, &app.flow.notify_wake, Duration::from_millis(500)).await {
+            return;
+        }
+    }
+}
+
+/// Sends every due delivery once; how many were delivered.
+pub async fn send_due(app: &App, client: &reqwest::Client) -> Result<usize, sqlx::Error> {
+    let pool = app.db.pool();
+    let mut delivered = 0;
+    for due in db::notifications::due(pool, now_millis(), 50).await? {
+        let outcome = attempt(app, client, &due).await;
+        let now = now_millis();
+        match outcome {
+            Ok(()) => {
+                db::notifications::delivered(pool, due.id, now).await?;
+                delivered += 1;
+            }
+            Err(error) => {
+                let attempts = due.attempts + 1;
+                let next = (attempts < MAX_ATTEMPTS).then(|| {
+                    let delay = FIRST_RETRY * 2u32.pow(u32::try_from(attempts - 1).unwrap_or(0));
+                    now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)
+                });
+                tracing::warn!(delivery = due.id, attempts, %error, "notification not delivered");
+                db::notifications::failed_attempt(pool, due.id, attempts, next, &error).await?;
+            }
+        }
+    }
+    Ok(delivered)
+}
+
+async fn attempt(app: &App, client: &reqwest::Client, due: &DueDelivery) -> Result<(), String> {
+    let kind = ChannelKind::parse(&due.kind)
+        .ok_or_else(|| format!("unknown channel kind {}", due.kind))?;
+    let settings: ChannelSettings =
+        serde_json::from_str(&due.settings).map_err(|e| format!("channel settings: {e}"))?;
+    let notice: Notice = serde_json::from_str(&due.payload).map_err(|e| format!("notice: {e}"))?;
+    let mut names = vec![settings.url_secret.clone()];
+    names.extend(settings.signing_secret.clone());
+    let values = crate::secrets::resolve(app, 0, &names)
+        .await
+        .map_err(|e| e.to_string())?;
+    let url = &values[0].1;
+    let secret = values.get(1).map(|(_, v)| v.as_str());
+    let outgoing = render(kind, url, secret, &settings.mentions, &notice, now_millis());
+    send(client, kind, &outgoing).await
+}
+
+async fn send(
+    client: &reqwest::Client,
+    kind: ChannelKind,
+    outgoing: &Outgoing,
+) -> Result<(), String> {
+    let mut request = client.post(&outgoing.url).json(&outgoing.body);
+    for (name, value) in &outgoing.headers {
+        request = request.header(name, value);
+    }
+    // The URL holds the robot's token: errors name the host only.
+    let host = url::Url::parse(&outgoing.url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_default();
+    let response = request
+        .send()
+        .await
+        .map_err(|e| format!("{host}: {}", e.without_url()))?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        return Err(format!(
+            "{host} answered {status}: {}",
+            text.chars().take(200).collect::<String>()
+        ));
+    }
+    if kind == ChannelKind::DingTalk {
+        let errcode = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["errcode"].as_i64())
+            .unwrap_or(0);
+        if errcode != 0 {
+            return Err(format!("DingTalk refused the message: {text}"));
+        }
+    }
+    Ok(())
+}

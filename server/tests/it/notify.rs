@@ -1,0 +1,216 @@
+//! Notifications: DingTalk, Slack and a signed webhook, registered by an
+//! admin with their URLs and secrets as registered secrets, each checked by
+//! a local receiver that records every request: the DingTalk signature is
+//! recomputed, the webhook's HMAC checked, one message per run outcome, and
+//! a receiver's 5xx retried until it answers.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use serde_json::{Value, json};
+
+use crate::support::TestApp;
+use crate::support::flow::{MINUTE, Repos, scan, start, wait_for};
+
+/// What the receiver got.
+#[derive(Clone, Debug)]
+struct Received {
+    path: String,
+    query: String,
+    headers: HeaderMap,
+    body: Value,
+}
+
+#[derive(Default)]
+struct Receiver {
+    received: Mutex<Vec<Received>>,
+    /// Paths that answer 500 this many more times (`usize::MAX`: always).
+    failing: Mutex<Vec<(String, usize)>>,
+}
+
+impl Receiver {
+    async fn start() -> (Arc<Receiver>, String) {
+        let receiver = Arc::new(Receiver::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let router = axum::Router::new()
+            .fallback(record)
+            .with_state(receiver.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        (receiver, base)
+    }
+
+    fn fail(&self, path: &str, times: usize) {
+        self.failing.lock().unwrap().push((path.to_string(), times));
+    }
+
+    fn at(&self, path: &str) -> Vec<Received> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+}
+
+async fn record(
+    State(receiver): State<Arc<Receiver>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
+    let path = uri.path().to_string();
+    receiver.received.lock().unwrap().push(Received {
+        path: path.clone(),
+        query: uri.query().unwrap_or_default().to_string(),
+        headers,
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+    });
+    let mut failing = receiver.failing.lock().unwrap();
+    if let Some((_, left)) = failing.iter_mut().find(|(p, left)| *p == path && *left > 0) {
+        if *left != usize::MAX {
+            *left -= 1;
+        }
+        return (StatusCode::INTERNAL_SERVER_ERROR, "try again".into());
+    }
+    (StatusCode::OK, r#"{"errcode":0,"errmsg":"ok"}"#.into())
+}
+
+async fn put_secret(app: &TestApp, name: &str, value: &str) {
+    let request = axum::http::Request::put(format!("/api/v1/secrets/{name}"))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(
+            json!({ "value": value }).to_string(),
+        ))
+        .expect("request");
+    assert_eq!(app.request(request).await.status, 204, "{name}");
+}
+
+async fn put_channel(app: &TestApp, name: &str, channel: Value) {
+    let request = axum::http::Request::put(format!("/api/v1/channels/{name}"))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(channel.to_string()))
+        .expect("request");
+    let response = app.request(request).await;
+    assert_eq!(response.status, 204, "{name}: {}", response.text());
+}
+
+/// The build fails when the commit has a `FAIL` file.
+const STEPS: &str = "  - { name: build, run: \"test ! -f FAIL\" }\n";
+
+crate::on_both! {
+    async fn a_failed_run_is_told_once_on_every_channel(backend) {
+        let (receiver, base) = Receiver::start().await;
+        let repos = Repos::new(STEPS);
+        let app = start(backend, &repos).await;
+        put_secret(&app, "DINGTALK_URL", &format!("{base}/robot/send?access_token=abc")).await;
+        put_secret(&app, "DINGTALK_SECRET", "SEC-ding-secret").await;
+        put_secret(&app, "SLACK_URL", &format!("{base}/slack")).await;
+        put_secret(&app, "HOOK_URL", &format!("{base}/hook")).await;
+        put_secret(&app, "HOOK_SECRET", "hook-secret").await;
+        put_channel(&app, "ding", json!({ "kind": "dingtalk", "url_secret": "DINGTALK_URL",
+            "signing_secret": "DINGTALK_SECRET", "mentions": ["13800000000"],
+            "rules": [{ "events": ["run_failed"] }] })).await;
+        put_channel(&app, "chat", json!({ "kind": "slack", "url_secret": "SLACK_URL",
+            "rules": [{ "events": ["run_failed"] }] })).await;
+        put_channel(&app, "hook", json!({ "kind": "webhook", "url_secret": "HOOK_URL",
+            "signing_secret": "HOOK_SECRET", "rules": [{ "apps": ["shop"], "events": ["run_failed"] }] })).await;
+        // Misconfigured channels are refused with the reason.
+        let bad = axum::http::Request::put("/api/v1/channels/nope")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(json!({ "kind": "dingtalk", "url_secret": "MISSING_URL" }).to_string()))
+            .expect("request");
+        let bad = app.request(bad).await;
+        assert_eq!(bad.status, 400);
+        assert!(bad.text().contains("MISSING_URL"), "{}", bad.text());
+        // Slack answers 500 twice before it takes the message.
+        receiver.fail("/slack", 2);
+
+        repos.app.checkout_new("feature-bad");
+        repos.app.write("FAIL", "1");
+        repos.app.commit("breaks the build");
+        scan(&app).await;
+
+        let ding = wait_for("the DingTalk message", MINUTE, || async {
+            receiver.at("/robot/send").into_iter().next()
+        })
+        .await;
+        let query: std::collections::HashMap<String, String> =
+            url::form_urlencoded::parse(ding.query.as_bytes()).into_owned().collect();
+        assert_eq!(query["access_token"], "abc");
+        let timestamp: i64 = query["timestamp"].parse().expect("timestamp");
+        assert_eq!(query["sign"], gantry::notify::message::dingtalk_sign("SEC-ding-secret", timestamp));
+        assert_eq!(ding.body["msgtype"], "markdown");
+        let text = ding.body["markdown"]["text"].as_str().unwrap();
+        assert!(text.contains("failed") && text.contains("feature-bad"), "{text}");
+        assert!(text.contains("@13800000000"), "{text}");
+        assert_eq!(ding.body["at"]["atMobiles"], json!(["13800000000"]));
+
+        let hook = wait_for("the webhook", MINUTE, || async { receiver.at("/hook").into_iter().next() }).await;
+        let signature = hook.headers["x-gantry-signature"].to_str().unwrap().to_string();
+        assert_eq!(
+            signature,
+            format!("sha256={}", gantry::forge::webhook::sign("hook-secret", hook.body.to_string().as_bytes()))
+        );
+        assert_eq!(hook.body["event"], "run_failed");
+        assert_eq!(hook.body["app"], "shop");
+
+        // Slack: two 500s, then delivered on the third attempt.
+        let slack = wait_for("Slack to get the message after retries", MINUTE, || async {
+            let got = receiver.at("/slack");
+            (got.len() == 3).then_some(got)
+        })
+        .await;
+        assert!(slack[2].body["blocks"].as_array().is_some_and(|b| b.len() == 3), "{:?}", slack[2].body);
+        let log = wait_for("the delivery log", MINUTE, || async {
+            let log = app.get("/api/v1/channels/chat/deliveries").await.json();
+            (log[0]["state"] == "delivered").then_some(log)
+        })
+        .await;
+        assert_eq!(log[0]["attempts"], 3, "{log}");
+        assert_eq!(log[0]["event"], "run_failed");
+
+        // One message per run outcome, not one per step.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(receiver.at("/robot/send").len(), 1);
+        assert_eq!(receiver.at("/hook").len(), 1);
+
+        // The channel list names secrets, never their values.
+        let channels = app.get("/api/v1/channels").await.text();
+        assert!(channels.contains("DINGTALK_URL") && !channels.contains("access_token=abc"), "{channels}");
+        assert!(!channels.contains("SEC-ding-secret") && !channels.contains(&base), "{channels}");
+
+        // "Send test message"; a receiver that keeps failing shows in the log.
+        receiver.fail("/hook", usize::MAX);
+        assert_eq!(app.post_json("/api/v1/channels/ding/test", json!({})).await.status, 202);
+        assert_eq!(app.post_json("/api/v1/channels/hook/test", json!({})).await.status, 202);
+        wait_for("the test message", MINUTE, || async {
+            receiver
+                .at("/robot/send")
+                .into_iter()
+                .find(|r| r.body["markdown"]["title"] == "Gantry test message")
+        })
+        .await;
+        let failing = wait_for("the failing delivery to be logged", MINUTE, || async {
+            let log = app.get("/api/v1/channels/hook/deliveries").await.json();
+            log.as_array()?
+                .iter()
+                .find(|d| d["event"] == "test" && d["state"] == "retrying")
+                .cloned()
+        })
+        .await;
+        assert!(failing["last_error"].as_str().unwrap().contains("500"), "{failing}");
+        let developer = app.token("dev", app::dto::Role::Developer, None).await;
+        let refused = app.post_as(&developer, "/api/v1/channels/ding/test", json!({})).await;
+        assert_eq!(refused.status, 403);
+    }
+}
