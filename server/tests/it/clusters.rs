@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use kube_emulator::{Emulator, Options, RolloutMode};
+use kube_emulator::{Emulator, Faults, Options, RolloutMode};
 use serde_json::{Value, json};
 
 use crate::support::TestApp;
@@ -980,6 +980,86 @@ async fn rollback_on_clusters(backend: &str) {
     assert!(
         production["pin"]["git_error"].as_str().is_some(),
         "{production}"
+    );
+
+    // A push while pinned is built, not deployed: the clusters keep v1.
+    setup.repo.write("v3.txt", "3");
+    let v3 = setup.repo.commit("v3");
+    scan(app).await;
+    let run = finished(app, &v3).await;
+    assert_eq!(run["run"]["state"], "succeeded", "{run}");
+    let deploy = run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "deploy")
+        .unwrap()
+        .clone();
+    assert_eq!(deploy["state"], "skipped", "{deploy}");
+    for cluster in [&setup.clusters.prod_eu, &setup.clusters.prod_us] {
+        let web = cluster
+            .store()
+            .object("apps", "deployments", "shop-production", "web")
+            .unwrap();
+        assert_eq!(web["metadata"]["labels"]["gantry.dev/commit"], json!(v1));
+    }
+
+    // Promoting again unpins and rolls v3 out on both clusters — slowly,
+    // so a rollback asked for meanwhile meets a deploy in flight: it waits
+    // for the lock and wins, whatever the timing.
+    for cluster in [&setup.clusters.prod_eu, &setup.clusters.prod_us] {
+        cluster.set_faults(Faults {
+            latency: Duration::from_millis(150),
+            fail_next: 0,
+        });
+    }
+    let promoted = app
+        .post_json(
+            "/api/v1/apps/shop/promote",
+            json!({ "environment": "production" }),
+        )
+        .await;
+    assert_eq!(promoted.status, 200, "{}", promoted.text());
+    assert_eq!(promoted.json()["unpinned"], true);
+    let in_flight = wait_for("v3 to be deploying", MINUTE, || async {
+        releases(app)
+            .await
+            .into_iter()
+            .find(|r| r["version"] == v3.as_str() && r["state"] == "deploying")
+    })
+    .await;
+    let accepted = app
+        .post_json(
+            "/api/v1/apps/shop/rollback",
+            json!({ "reason": "not v3 either", "to": r1["id"] }),
+        )
+        .await;
+    assert_eq!(accepted.status, 202, "{}", accepted.text());
+    let id = accepted.json()["run_id"].as_i64().unwrap();
+    let run = wait_for("the second rollback", MINUTE, || async {
+        let run = app.get(&format!("/api/v1/runs/{id}")).await.json();
+        (!["queued", "running"].contains(&run["run"]["state"].as_str().unwrap_or("")))
+            .then_some(run)
+    })
+    .await;
+    assert_eq!(run["run"]["state"], "succeeded", "{run}");
+    for cluster in [&setup.clusters.prod_eu, &setup.clusters.prod_us] {
+        let web = cluster
+            .store()
+            .object("apps", "deployments", "shop-production", "web")
+            .unwrap();
+        assert_eq!(web["metadata"]["labels"]["gantry.dev/commit"], json!(v1));
+    }
+    let entries = releases(app).await;
+    assert_eq!(
+        entries[0]["label"],
+        format!("rollback of {} to {short}", &v3[..7]).as_str()
+    );
+    let v3_entry = entries.iter().find(|r| r["id"] == in_flight["id"]).unwrap();
+    assert_eq!(v3_entry["state"], "rolled_back");
+    assert_eq!(
+        environment(app, "production").await["commit_sha"],
+        v1.as_str()
     );
     setup.app.stop().await;
 }
