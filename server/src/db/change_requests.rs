@@ -406,3 +406,27 @@ pub async fn set_forge_number<'e>(
         .await
         .map(|_| ())
 }
+
+/// A forge request's number and Gantry's comment on it, if any.
+pub async fn forge_comment<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+) -> Result<Option<(Option<i64>, Option<String>)>, sqlx::Error> {
+    sqlx::query_as("SELECT forge_number, forge_comment_id FROM change_requests WHERE id = $1")
+        .bind(id)
+        .fetch_optional(exec)
+        .await
+}
+
+pub async fn set_forge_comment<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    comment_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE change_requests SET forge_comment_id = $2 WHERE id = $1")
+        .bind(id)
+        .bind(comment_id)
+        .execute(exec)
+        .await
+        .map(|_| ())
+}

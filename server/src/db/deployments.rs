@@ -191,3 +191,18 @@ pub async fn set_rollback_of<'e>(
         .await
         .map(|_| ())
 }
+
+/// The targets of a run's latest deployment: (target, state, detail).
+pub async fn targets_of_run<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    run_id: i64,
+) -> Result<Vec<(String, String, Option<String>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT t.target, t.state, t.detail FROM deployment_targets t
+         WHERE t.deployment_id = (SELECT MAX(id) FROM deployments WHERE run_id = $1)
+         ORDER BY t.target",
+    )
+    .bind(run_id)
+    .fetch_all(exec)
+    .await
+}

@@ -6,7 +6,9 @@
 //! request becomes a Gantry change request — one model with the native
 //! ones — whose preview is the source branch's environment.
 
+pub mod api;
 pub mod events;
+pub mod feedback;
 pub mod webhook;
 
 use app::dto::ChangeRequestState;

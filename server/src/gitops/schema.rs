@@ -27,6 +27,28 @@ pub struct AppConfig {
     /// from release changelogs.
     #[serde(default)]
     pub commit_url: Option<String>,
+    /// The forge Gantry reports commit statuses and change-request comments
+    /// to, and merges forge requests through.
+    #[serde(default)]
+    pub forge: Option<ForgeConfig>,
+}
+
+/// `forge:` in app.yaml.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgeConfig {
+    /// github, gitlab or gitea.
+    pub kind: String,
+    /// The API base: `https://api.github.com`, `https://gitlab.example.com/api/v4`,
+    /// `https://gitea.example.com/api/v1`.
+    pub api: String,
+    /// `owner/name` (GitLab: the project's path or id).
+    pub repo: String,
+    /// The registered secret holding the API token.
+    pub token_secret: String,
+    /// Put the manifest diff in change-request comments (developers read
+    /// them; off by default).
+    #[serde(default)]
+    pub comment_diff: bool,
 }
 
 /// How Gantry merges an approved change request into its target branch.

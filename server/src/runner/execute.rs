@@ -15,6 +15,8 @@ use super::process::{spawn_shell, terminate};
 use super::workspace::Workspace;
 use crate::db::{self, now_millis, runs::RunRow, steps::StepOutcome};
 use crate::deploy::{self, DeployError, DeployOutcome, DeployRequest};
+use crate::forge::api::StatusState;
+use crate::forge::feedback;
 use crate::gitops::schema::{CommandStep, LOCAL_TARGET, StackEntry, Step};
 use crate::gitops::template;
 use crate::state::App;
@@ -37,6 +39,8 @@ pub async fn execute(app: Arc<App>, run: RunRow) {
     let workspace = Workspace::new(&app.work_dir(), run.id, run.attempt);
     tracing::info!(run = run.id, commit = %run.commit_sha, "run started");
 
+    feedback::status(&app, run.id, None, StatusState::Pending, "running".into());
+    feedback::comment(&app, run.id);
     let ending = match run_steps(&app, &run, &workspace, &cancel).await {
         Ok(ending) => ending,
         Err(error) => Ending::Failed(format!("gantry could not run the pipeline: {error}")),
@@ -61,6 +65,14 @@ pub async fn execute(app: Arc<App>, run: RunRow) {
         tracing::error!(run = run.id, %error, "cannot record the end of a run");
     }
     crate::notify::run_ended(&app, run.id, state, error.as_deref()).await;
+    feedback::status(
+        &app,
+        run.id,
+        None,
+        feedback::run_state(state),
+        error.clone().unwrap_or_else(|| state.as_str().to_string()),
+    );
+    feedback::comment(&app, run.id);
     app.events.send(
         run.id,
         RunEvent::Run {
@@ -102,7 +114,7 @@ async fn watch_cancel(app: Arc<App>, run_id: i64, cancel: CancellationToken) {
 }
 
 async fn run_steps(
-    app: &App,
+    app: &Arc<App>,
     run: &RunRow,
     workspace: &Workspace,
     cancel: &CancellationToken,
@@ -189,6 +201,13 @@ async fn run_steps(
                 state: StepState::Running.as_str().into(),
             },
         );
+        feedback::status(
+            app,
+            run.id,
+            Some(step.name().to_string()),
+            StatusState::Pending,
+            "running".into(),
+        );
         let result = match step {
             Step::Command(command) => {
                 run_command(app, run, step_id, command, &vars, workspace, cancel).await?
@@ -246,6 +265,18 @@ async fn run_steps(
                 state: result.state.as_str().into(),
             },
         );
+        if let Some(state) = feedback::step_state(result.state) {
+            feedback::status(
+                app,
+                run.id,
+                Some(step.name().to_string()),
+                state,
+                result
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| result.state.as_str().to_string()),
+            );
+        }
         match result.state {
             // A pinned environment: built, tested, not deployed.
             StepState::Succeeded | StepState::Skipped => {}

@@ -311,3 +311,81 @@ crate::on_both! {
         assert_eq!(deliver(&app, "gitea", "delete", "del-1", &delete, None).await.status, 202);
     }
 }
+
+crate::on_both! {
+    async fn runs_report_statuses_and_one_comment_per_request_to_the_forge(backend) {
+        let (forge, api) = crate::support::receiver::Receiver::start().await;
+        let repos = Repos::new(QUICK_STEPS);
+        let path = repos.app.path();
+        let app_yaml = crate::support::flow::app_yaml(&path, "")
+            + &format!("forge: {{ kind: github, api: \"{api}\", repo: acme/shop, token_secret: GITHUB_TOKEN }}\n");
+        repos.pipeline.write("apps/shop/app.yaml", &app_yaml);
+        repos.pipeline.commit("shop reports to its forge");
+        let app = start(backend, &repos).await;
+        register_secrets(&app).await;
+        let token = axum::http::Request::put("/api/v1/secrets/GITHUB_TOKEN")
+            .header("content-type", "application/json")
+            .body(Body::from(json!({ "value": "ghp-test-token" }).to_string()))
+            .expect("request");
+        assert_eq!(app.request(token).await.status, 204);
+
+        repos.app.checkout_new("feature-x");
+        repos.app.write("x.txt", "x");
+        let first = repos.app.commit("feature x");
+        let opened = github_pull_request("opened", &path, 7, "feature-x", &first);
+        assert_eq!(deliver(&app, "github", "pull_request", "fb-1", &opened, None).await.status, 202);
+
+        // Statuses: the run and each step, pending then success, with the token.
+        let statuses = format!("/repos/acme/shop/statuses/{first}");
+        let env = gantry::flow::stack::preview_name("preview", "feature-x");
+        let done = wait_for("the run's success status", MINUTE, || async {
+            forge.at(&statuses).into_iter().find(|s| {
+                s.body["context"] == format!("gantry/{env}").as_str() && s.body["state"] == "success"
+            })
+        })
+        .await;
+        assert_eq!(done.headers["authorization"], "Bearer ghp-test-token");
+        assert!(done.body["target_url"].as_str().unwrap().contains("/runs/"), "{:?}", done.body);
+        let contexts: Vec<String> = forge
+            .at(&statuses)
+            .iter()
+            .map(|s| format!("{} {}", s.body["context"].as_str().unwrap(), s.body["state"].as_str().unwrap()))
+            .collect();
+        for expected in [
+            format!("gantry/{env} pending"),
+            format!("gantry/{env}/build pending"),
+            format!("gantry/{env}/build success"),
+            format!("gantry/{env}/deploy success"),
+        ] {
+            assert!(contexts.contains(&expected), "{expected} missing from {contexts:?}");
+        }
+
+        // One comment, created once, then edited in place.
+        let edited = wait_for("the comment to show the finished run", MINUTE, || async {
+            forge
+                .at("/repos/acme/shop/issues/comments/555")
+                .into_iter()
+                .rev()
+                .find(|c| c.body["body"].as_str().is_some_and(|b| b.contains("**Pipeline:** succeeded")))
+        })
+        .await;
+        assert_eq!(edited.method, axum::http::Method::PATCH);
+        let body = edited.body["body"].as_str().unwrap();
+        assert!(body.contains("**Preview:** http://"), "{body}");
+        assert!(body.contains("**Deploy:** local succeeded"), "{body}");
+        assert!(body.contains("[Logs](http"), "{body}");
+
+        repos.app.write("y.txt", "y");
+        let second = repos.app.commit("feature y");
+        let synchronized = github_pull_request("synchronize", &path, 7, "feature-x", &second);
+        assert_eq!(deliver(&app, "github", "pull_request", "fb-2", &synchronized, None).await.status, 202);
+        wait_for("the comment to follow the new head", MINUTE, || async {
+            forge
+                .at("/repos/acme/shop/issues/comments/555")
+                .into_iter()
+                .find(|c| c.body["body"].as_str().is_some_and(|b| b.contains(&second[..7]) && b.contains("succeeded")))
+        })
+        .await;
+        assert_eq!(forge.at("/repos/acme/shop/issues/7/comments").len(), 1, "one comment per request");
+    }
+}

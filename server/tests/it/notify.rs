@@ -4,86 +4,13 @@
 //! recomputed, the webhook's HMAC checked, one message per run outcome, and
 //! a receiver's 5xx retried until it answers.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
 use serde_json::{Value, json};
 
 use crate::support::TestApp;
 use crate::support::flow::{MINUTE, Repos, scan, start, wait_for};
-
-/// What the receiver got.
-#[derive(Clone, Debug)]
-struct Received {
-    path: String,
-    query: String,
-    headers: HeaderMap,
-    body: Value,
-}
-
-#[derive(Default)]
-struct Receiver {
-    received: Mutex<Vec<Received>>,
-    /// Paths that answer 500 this many more times (`usize::MAX`: always).
-    failing: Mutex<Vec<(String, usize)>>,
-}
-
-impl Receiver {
-    async fn start() -> (Arc<Receiver>, String) {
-        let receiver = Arc::new(Receiver::default());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let router = axum::Router::new()
-            .fallback(record)
-            .with_state(receiver.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
-        (receiver, base)
-    }
-
-    fn fail(&self, path: &str, times: usize) {
-        self.failing.lock().unwrap().push((path.to_string(), times));
-    }
-
-    fn at(&self, path: &str) -> Vec<Received> {
-        self.received
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| r.path == path)
-            .cloned()
-            .collect()
-    }
-}
-
-async fn record(
-    State(receiver): State<Arc<Receiver>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> (StatusCode, String) {
-    let path = uri.path().to_string();
-    receiver.received.lock().unwrap().push(Received {
-        path: path.clone(),
-        query: uri.query().unwrap_or_default().to_string(),
-        headers,
-        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-    });
-    let mut failing = receiver.failing.lock().unwrap();
-    if let Some((_, left)) = failing.iter_mut().find(|(p, left)| *p == path && *left > 0) {
-        if *left != usize::MAX {
-            *left -= 1;
-        }
-        return (StatusCode::INTERNAL_SERVER_ERROR, "try again".into());
-    }
-    (StatusCode::OK, r#"{"errcode":0,"errmsg":"ok"}"#.into())
-}
+use crate::support::receiver::Receiver;
 
 async fn put_secret(app: &TestApp, name: &str, value: &str) {
     let request = axum::http::Request::put(format!("/api/v1/secrets/{name}"))

@@ -12,8 +12,8 @@ use serde_saphyr::{Location, Spanned};
 
 use super::duration::HumanDuration;
 use super::schema::{
-    API_VERSION, AppConfig, ApprovalPolicy, BranchMatch, CommandStep, LOCAL_TARGET, LocalRun,
-    MergeStrategy, PipelineConfig, StackEntry, Step,
+    API_VERSION, AppConfig, ApprovalPolicy, BranchMatch, CommandStep, ForgeConfig, LOCAL_TARGET,
+    LocalRun, MergeStrategy, PipelineConfig, StackEntry, Step,
 };
 
 /// Roles an approval policy may name.
@@ -32,6 +32,18 @@ struct RawApp {
     stack: Option<Vec<RawStackEntry>>,
     merge: Option<Spanned<String>>,
     commit_url: Option<Spanned<String>>,
+    forge: Option<RawForge>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawForge {
+    kind: Spanned<String>,
+    api: Option<Spanned<String>>,
+    repo: Spanned<String>,
+    token_secret: Spanned<String>,
+    #[serde(default)]
+    comment_diff: bool,
 }
 
 #[derive(Deserialize)]
@@ -286,6 +298,10 @@ pub fn load_app(
         }
         url.value.clone()
     });
+    let forge = raw_app
+        .forge
+        .as_ref()
+        .and_then(|raw| validate_forge(raw, &mut app_issues));
     let (source, stack) = validate_app(raw_app, clusters, &mut app_issues);
     if let Some(pipeline) = &pipeline {
         let needs_local = pipeline.deploys()
@@ -310,9 +326,62 @@ pub fn load_app(
             pipeline,
             merge,
             commit_url,
+            forge,
         }),
         _ => Err(issues),
     }
+}
+
+/// The forge Gantry reports to: its kind, API base, repository and token.
+fn validate_forge(raw: &RawForge, issues: &mut Issues<'_>) -> Option<ForgeConfig> {
+    let Some(kind) = crate::forge::Forge::parse(&raw.kind.value) else {
+        issues.at(
+            raw.kind.referenced,
+            "forge.kind",
+            format!(
+                "unknown forge {:?}; expected github, gitlab or gitea",
+                raw.kind.value
+            ),
+        );
+        return None;
+    };
+    let api = match (&raw.api, kind) {
+        (Some(api), _) => {
+            if url::Url::parse(&api.value).is_err() {
+                issues.at(
+                    api.referenced,
+                    "forge.api",
+                    format!("{:?} is not a URL", api.value),
+                );
+                return None;
+            }
+            api.value.trim_end_matches('/').to_string()
+        }
+        (None, crate::forge::Forge::GitHub) => "https://api.github.com".to_string(),
+        (None, _) => {
+            issues.at(
+                raw.kind.referenced,
+                "forge.api",
+                "GitLab and Gitea need `api` (e.g. https://gitlab.example.com/api/v4)",
+            );
+            return None;
+        }
+    };
+    if raw.repo.value.trim().is_empty() {
+        issues.at(
+            raw.repo.referenced,
+            "forge.repo",
+            "name the repository (owner/name)",
+        );
+        return None;
+    }
+    Some(ForgeConfig {
+        kind: kind.as_str().to_string(),
+        api,
+        repo: raw.repo.value.trim().to_string(),
+        token_secret: raw.token_secret.value.clone(),
+        comment_diff: raw.comment_diff,
+    })
 }
 
 fn validate_app(

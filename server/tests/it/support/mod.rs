@@ -5,6 +5,7 @@
 pub mod flow;
 pub mod git;
 pub mod process;
+pub mod receiver;
 
 use std::path::Path;
 use std::sync::Arc;

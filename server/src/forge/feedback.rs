@@ -1,0 +1,314 @@
+//! Feedback on the forge, for apps whose app.yaml names their `forge`: a
+//! commit status per stage of every run (`gantry/<env>` for the run,
+//! `gantry/<env>/<step>` per step; pending, success, failure, linking to the
+//! run), and one comment per forge change request — pipeline state, test
+//! summary with failures, preview link, deploy state per target and the
+//! logs link — created once and edited in place as its runs move. Calls run
+//! in the background with a few retries; a forge that is down never holds a
+//! run.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use app::dto::{RunState, StepState, TestReportSummary};
+
+use super::api::{self, StatusState};
+use crate::db;
+use crate::gitops::schema::{AppConfig, ForgeConfig};
+use crate::state::App;
+
+const ATTEMPTS: u32 = 3;
+
+/// Comment edits are serialized, so a request never gets two comments.
+static COMMENTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// What a run reports to: the forge settings and the API token.
+struct Reporter {
+    forge: ForgeConfig,
+    token: String,
+    client: reqwest::Client,
+}
+
+async fn reporter(app: &App, app_name: &str) -> Option<Reporter> {
+    let row = db::apps::find_active_by_name(app.db.pool(), app_name)
+        .await
+        .ok()??;
+    let config: AppConfig = serde_json::from_str(&row.config).ok()?;
+    let forge = config.forge?;
+    let token =
+        match crate::secrets::resolve(app, row.id, std::slice::from_ref(&forge.token_secret)).await
+        {
+            Ok(mut values) => values.pop()?.1,
+            Err(error) => {
+                tracing::warn!(app = %app_name, %error, "forge feedback skipped: no API token");
+                return None;
+            }
+        };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .ok()?;
+    Some(Reporter {
+        forge,
+        token,
+        client,
+    })
+}
+
+/// Sends with retries (1 s, 2 s); the answer, or the last error.
+async fn send(reporter: &Reporter, call: &api::ApiCall) -> Result<serde_json::Value, String> {
+    let mut last = String::new();
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(1 << (attempt - 1))).await;
+        }
+        match api::send(&reporter.client, call).await {
+            Ok(answer) => return Ok(answer),
+            Err(error) => last = error,
+        }
+    }
+    Err(last)
+}
+
+/// A status for the run (`step: None`) or one of its steps.
+pub fn status(
+    app: &Arc<App>,
+    run_id: i64,
+    step: Option<String>,
+    state: StatusState,
+    description: String,
+) {
+    let app = app.clone();
+    tokio::spawn(async move {
+        let Ok(Some((run, _))) = db::runs::detail(app.db.pool(), run_id).await else {
+            return;
+        };
+        let Some(reporter) = reporter(&app, &run.app).await else {
+            return;
+        };
+        let context = match &step {
+            Some(step) => format!("gantry/{}/{step}", run.environment),
+            None => format!("gantry/{}", run.environment),
+        };
+        let call = api::status(
+            &reporter.forge,
+            &reporter.token,
+            &run.commit_sha,
+            state,
+            &context,
+            &description,
+            &crate::notify::link(&app, &format!("runs/{run_id}")),
+        );
+        if let Err(error) = send(&reporter, &call).await {
+            tracing::warn!(run = run_id, %context, %error, "commit status not sent");
+        }
+    });
+}
+
+/// The status words for a step's end.
+pub fn step_state(state: StepState) -> Option<StatusState> {
+    match state {
+        StepState::Running => Some(StatusState::Pending),
+        StepState::Succeeded | StepState::Skipped => Some(StatusState::Success),
+        StepState::Failed | StepState::Cancelled => Some(StatusState::Failure),
+        StepState::Pending => None,
+    }
+}
+
+/// The status words for a run's end.
+pub fn run_state(state: RunState) -> StatusState {
+    match state {
+        RunState::Succeeded => StatusState::Success,
+        RunState::Queued | RunState::WaitingForApproval | RunState::Running => StatusState::Pending,
+        RunState::Failed | RunState::Cancelled | RunState::Superseded => StatusState::Failure,
+    }
+}
+
+/// Brings the request's comment up to date with run `run_id`.
+pub fn comment(app: &Arc<App>, run_id: i64) {
+    let app = app.clone();
+    tokio::spawn(async move {
+        if let Err(error) = update_comment(&app, run_id).await {
+            tracing::warn!(run = run_id, %error, "change-request comment not updated");
+        }
+    });
+}
+
+async fn update_comment(app: &App, run_id: i64) -> Result<(), String> {
+    let pool = app.db.pool();
+    let fail = |e: sqlx::Error| e.to_string();
+    let Some(row) = db::runs::get(pool, run_id).await.map_err(fail)? else {
+        return Ok(());
+    };
+    let Some(cr_id) = row.change_request_id else {
+        return Ok(());
+    };
+    let Some(cr) = db::change_requests::get(pool, cr_id).await.map_err(fail)? else {
+        return Ok(());
+    };
+    let Some((run, extra)) = db::runs::detail(pool, run_id).await.map_err(fail)? else {
+        return Ok(());
+    };
+    let Some(reporter) = reporter(app, &run.app).await else {
+        return Ok(());
+    };
+    if cr.origin != reporter.forge.kind {
+        return Ok(());
+    }
+    let reports = db::steps::reports_for_run(pool, run_id)
+        .await
+        .map_err(fail)?;
+    let steps = db::steps::list(pool, run_id).await.map_err(fail)?;
+    let targets = db::deployments::targets_of_run(pool, run_id)
+        .await
+        .map_err(fail)?;
+    let env = db::environments::find_for_branch(pool, row.app_id, &row.branch)
+        .await
+        .map_err(fail)?;
+    let body = comment_body(&CommentFacts {
+        change_request: cr_id,
+        run_id,
+        state: run.state,
+        error: extra.error.as_deref(),
+        commit: &run.commit_sha,
+        steps: &steps
+            .iter()
+            .map(|s| (s.name.clone(), s.state))
+            .collect::<Vec<_>>(),
+        reports: &reports,
+        preview: env.as_ref().and_then(|e| e.url.as_deref()),
+        targets: &targets,
+        logs: &crate::notify::link(app, &format!("runs/{run_id}")),
+    });
+
+    let _serial = COMMENTS.lock().await;
+    let (number, comment_id) = db::change_requests::forge_comment(pool, cr_id)
+        .await
+        .map_err(fail)?
+        .unwrap_or((None, None));
+    let Some(number) = number else {
+        return Ok(());
+    };
+    match comment_id {
+        Some(id) => {
+            let call = api::update_comment(&reporter.forge, &reporter.token, number, &id, &body);
+            send(&reporter, &call).await?;
+        }
+        None => {
+            let call = api::create_comment(&reporter.forge, &reporter.token, number, &body);
+            let answer = send(&reporter, &call).await?;
+            let id = api::comment_id(&answer)
+                .ok_or_else(|| format!("the forge did not say the new comment's id: {answer}"))?;
+            db::change_requests::set_forge_comment(pool, cr_id, &id)
+                .await
+                .map_err(fail)?;
+        }
+    }
+    Ok(())
+}
+
+/// What the comment says.
+pub struct CommentFacts<'a> {
+    pub change_request: i64,
+    pub run_id: i64,
+    pub state: RunState,
+    pub error: Option<&'a str>,
+    pub commit: &'a str,
+    pub steps: &'a [(String, StepState)],
+    pub reports: &'a [TestReportSummary],
+    pub preview: Option<&'a str>,
+    /// (target, state, detail) of the run's deployment.
+    pub targets: &'a [(String, String, Option<String>)],
+    pub logs: &'a str,
+}
+
+/// The comment's Markdown (snapshot-tested).
+pub fn comment_body(facts: &CommentFacts<'_>) -> String {
+    let short = &facts.commit[..facts.commit.len().min(7)];
+    let mut out = format!(
+        "### Gantry · run {} · `{short}`\n\n**Pipeline:** {}",
+        facts.run_id, facts.state
+    );
+    if let Some(error) = facts.error {
+        out.push_str(&format!(" — {error}"));
+    }
+    out.push_str("\n\n| step | state |\n|---|---|\n");
+    for (name, state) in facts.steps {
+        out.push_str(&format!("| {name} | {state} |\n"));
+    }
+    let (passed, failed, skipped) = facts.reports.iter().fold((0, 0, 0), |(p, f, s), r| {
+        (p + r.passed, f + r.failed, s + r.skipped)
+    });
+    if !facts.reports.is_empty() {
+        out.push_str(&format!(
+            "\n**Tests:** {passed} passed, {failed} failed, {skipped} skipped\n"
+        ));
+        for report in facts.reports {
+            for failure in &report.failures {
+                out.push_str(&format!(
+                    "- ✗ `{}::{}` — {}\n",
+                    failure.suite, failure.case, failure.message
+                ));
+            }
+        }
+    }
+    if let Some(preview) = facts.preview {
+        out.push_str(&format!("\n**Preview:** {preview}\n"));
+    }
+    if !facts.targets.is_empty() {
+        out.push_str("\n**Deploy:** ");
+        out.push_str(
+            &facts
+                .targets
+                .iter()
+                .map(|(target, state, _)| format!("{target} {state}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "\n[Logs]({})\n\n<!-- gantry:change-request:{} -->\n",
+        facts.logs, facts.change_request
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use app::dto::TestCaseFailure;
+
+    #[test]
+    fn the_comment_says_where_the_request_stands() {
+        let reports = vec![TestReportSummary {
+            step: "unit".into(),
+            name: "reports/junit.xml".into(),
+            passed: 11,
+            failed: 1,
+            skipped: 0,
+            failures: vec![TestCaseFailure {
+                suite: "checkout".into(),
+                case: "applies_discounts".into(),
+                message: "expected 90, got 100".into(),
+            }],
+        }];
+        let body = comment_body(&CommentFacts {
+            change_request: 4,
+            run_id: 42,
+            state: RunState::Failed,
+            error: Some("step unit failed (exit 1)"),
+            commit: "4f2a9c1e0b",
+            steps: &[
+                ("build".into(), StepState::Succeeded),
+                ("unit".into(), StepState::Failed),
+                ("deploy".into(), StepState::Skipped),
+            ],
+            reports: &reports,
+            preview: Some("http://preview-feature-x--shop.localhost:3000/"),
+            targets: &[("local".into(), "succeeded".into(), None)],
+            logs: "http://gantry.example.com/runs/42",
+        });
+        insta::assert_snapshot!(body);
+    }
+}
