@@ -312,6 +312,22 @@ pub async fn approve(app: &App, caller: &Caller, id: i64, comment: Option<&str>)
         )));
     }
     decide(app, caller, &judged, "approved", comment, None).await?;
+    crate::notify::emit(
+        app,
+        crate::notify::Notice {
+            event: crate::notify::Event::Approved,
+            app: judged.row.app.clone(),
+            environment: judged.target_entry().map_or_else(
+                || judged.row.target_branch.clone(),
+                |entry| entry.env.clone(),
+            ),
+            subject: format!("change_request:{id}:{}:{}", short(&head), caller.me.name),
+            title: format!("{} approved {}", caller.me.name, judged.label()),
+            text: comment.unwrap_or_default().to_string(),
+            url: Some(crate::notify::link(app, &format!("change-requests/{id}"))),
+        },
+    )
+    .await;
     try_merge(app, id, &caller.me.name).await
 }
 
@@ -543,6 +559,98 @@ async fn reload(app: &App, id: i64) -> Result<CrRow> {
 
 /// Merges the request if its policy is met and no freeze is in force;
 /// otherwise records why not. `by` is who triggered it (for the audit log).
+/// Merges an approved forge request through the forge's API; a refusal
+/// (not mergeable, head moved) leaves it approved with the forge's reason.
+async fn merge_on_forge(
+    app: &App,
+    judged: &Judged,
+    id: i64,
+    head: &str,
+    by: &str,
+) -> Result<CrRow> {
+    let pool = app.db.pool();
+    let origin = judged.row.origin.clone();
+    let now = now_millis();
+    let outcome: std::result::Result<String, String> = async {
+        let forge = judged
+            .config
+            .forge
+            .as_ref()
+            .filter(|forge| forge.kind == origin)
+            .ok_or_else(|| {
+                format!("app.yaml has no `forge` settings for {origin}; merge it on {origin}")
+            })?;
+        let (number, _) = db::change_requests::forge_comment(pool, id)
+            .await
+            .map_err(|e| e.to_string())?
+            .unwrap_or((None, None));
+        let number = number.ok_or_else(|| format!("the {origin} request number is unknown"))?;
+        let token = crate::secrets::resolve(
+            app,
+            judged.row.app_id,
+            std::slice::from_ref(&forge.token_secret),
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .pop()
+        .map(|(_, token)| token)
+        .unwrap_or_default();
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let answer = crate::forge::api::send(
+            &client,
+            &crate::forge::api::merge(forge, &token, number, head),
+        )
+        .await?;
+        // GitHub says `sha`, GitLab `merge_commit_sha`; Gitea says nothing.
+        Ok(answer["sha"]
+            .as_str()
+            .or_else(|| answer["merge_commit_sha"].as_str())
+            .unwrap_or(head)
+            .to_string())
+    }
+    .await;
+    match outcome {
+        Ok(sha) => {
+            let detail = format!("merged on {origin} as {}", short(&sha));
+            let mut tx = pool.begin().await?;
+            db::change_requests::mark_merged(&mut *tx, id, &sha, by, &detail, now).await?;
+            db::audit::record(
+                &mut *tx,
+                &NewEntry {
+                    actor: by,
+                    action: "change_request.merge",
+                    target: &judged.label(),
+                    reason: None,
+                    source_ip: None,
+                    detail: &serde_json::json!({ "merge_sha": sha, "forge": origin, "head": head })
+                        .to_string(),
+                },
+                now,
+            )
+            .await?;
+            tx.commit().await?;
+            app.flow.scan_wake.notify_one();
+        }
+        Err(error) => {
+            let detail =
+                format!("approved, but {origin} did not merge it: {error}; Gantry retries");
+            db::change_requests::set_state(
+                pool,
+                id,
+                ChangeRequestState::Approved,
+                Some(&detail),
+                now,
+            )
+            .await?;
+            tracing::warn!(change_request = id, %error, "forge merge failed");
+        }
+    }
+    reload(app, id).await
+}
+
 pub async fn try_merge(app: &App, id: i64, by: &str) -> Result<CrRow> {
     let _one_at_a_time = MERGES.lock().await;
     let judged = load(app, id).await?;
@@ -582,6 +690,10 @@ pub async fn try_merge(app: &App, id: i64, by: &str) -> Result<CrRow> {
         )
         .await?;
         return reload(app, id).await;
+    }
+    // A forge's request is merged by the forge, so it closes there too.
+    if judged.row.origin != "native" {
+        return merge_on_forge(app, &judged, id, &head, by).await;
     }
     let message = format!(
         "Merge branch '{}' into {}\n\n{} (change request {id})\n\nApproved-by: {}\n",

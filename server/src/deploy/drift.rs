@@ -262,7 +262,26 @@ pub async fn check_all(app: &App) -> anyhow::Result<()> {
             }
             _ => {
                 db::environments::set_drift(app.db.pool(), env.id, drift.as_deref(), now_millis())
-                    .await?
+                    .await?;
+                // Told once per deployment that drifted, not at every check.
+                if let (Some(found), Some(deployment)) = (&drift, env.deployment_id) {
+                    crate::notify::emit(
+                        app,
+                        crate::notify::Notice {
+                            event: crate::notify::Event::Drift,
+                            app: app_row.name.clone(),
+                            environment: env.name.clone(),
+                            subject: format!("deployment:{deployment}"),
+                            title: format!(
+                                "{} {} drifted from its deployment",
+                                app_row.name, env.name
+                            ),
+                            text: found.clone(),
+                            url: Some(crate::notify::link(app, "")),
+                        },
+                    )
+                    .await;
+                }
             }
         }
     }

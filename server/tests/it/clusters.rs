@@ -644,6 +644,22 @@ async fn drift_and_diff(backend: &str) {
         Value::Null,
         "in sync after the deploy"
     );
+    // Admins hear of drift through a channel.
+    let (receiver, base) = crate::support::receiver::Receiver::start().await;
+    let secret = axum::http::Request::put("/api/v1/secrets/DRIFT_HOOK_URL")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(
+            json!({ "value": format!("{base}/drift") }).to_string(),
+        ))
+        .expect("request");
+    assert_eq!(app.request(secret).await.status, 204);
+    let channel = axum::http::Request::put("/api/v1/channels/drift")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(
+            json!({ "kind": "webhook", "url_secret": "DRIFT_HOOK_URL", "rules": [{ "events": ["drift"] }] }).to_string(),
+        ))
+        .expect("request");
+    assert_eq!(app.request(channel).await.status, 204);
 
     // Someone scales the deployment by hand.
     let deployments = setup
@@ -679,6 +695,26 @@ async fn drift_and_diff(backend: &str) {
         app.get("/").await.text().contains("drifted"),
         "the stack view shows it"
     );
+    let told = wait_for("the drift notification", MINUTE, || async {
+        receiver.at("/drift").into_iter().next()
+    })
+    .await;
+    assert_eq!(told.body["event"], "drift");
+    assert_eq!(told.body["environment"], "staging");
+    assert!(
+        told.body["text"]
+            .as_str()
+            .unwrap()
+            .contains("spec.replicas is 5"),
+        "{:?}",
+        told.body
+    );
+    // Checked again, the same drift is not told twice.
+    gantry::deploy::drift::check_all(&app.state)
+        .await
+        .expect("check");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(receiver.at("/drift").len(), 1);
 
     // The diff says what an apply of the run's manifests would change.
     let diffs = app

@@ -387,5 +387,19 @@ crate::on_both! {
         })
         .await;
         assert_eq!(forge.at("/repos/acme/shop/issues/7/comments").len(), 1, "one comment per request");
+
+        // Approved in Gantry, merged by the forge, through its API.
+        let cr = change_request(&app, "github").await.unwrap();
+        let approved = app
+            .post_json(&format!("/api/v1/change-requests/{}/approve", cr["id"]), json!({ "comment": "ok" }))
+            .await;
+        assert_eq!(approved.status, 200, "{}", approved.text());
+        assert_eq!(approved.json()["state"], "merged", "{}", approved.text());
+        assert!(approved.json()["state_detail"].as_str().unwrap().contains("merged on github"));
+        let merge = forge.at("/repos/acme/shop/pulls/7/merge");
+        assert_eq!(merge.len(), 1);
+        assert_eq!(merge[0].method, axum::http::Method::PUT);
+        assert_eq!(merge[0].body["sha"], second.as_str());
+        assert_eq!(merge[0].headers["authorization"], "Bearer ghp-test-token");
     }
 }

@@ -139,5 +139,35 @@ crate::on_both! {
         let developer = app.token("dev", app::dto::Role::Developer, None).await;
         let refused = app.post_as(&developer, "/api/v1/channels/ding/test", json!({})).await;
         assert_eq!(refused.status, 403);
+
+        // A channel without rules hears everything: a change request is
+        // opened (approval requested), then approved.
+        put_secret(&app, "ALL_URL", &format!("{base}/all")).await;
+        put_channel(&app, "everything", json!({ "kind": "webhook", "url_secret": "ALL_URL" })).await;
+        let opened = app
+            .post_json("/api/v1/change-requests", json!({ "app": "shop", "source_branch": "feature-bad" }))
+            .await;
+        assert_eq!(opened.status, 201, "{}", opened.text());
+        let id = opened.json()["id"].as_i64().unwrap();
+        // Another admin: the author may not approve their own request.
+        let ada = app.token("ada", app::dto::Role::Admin, None).await;
+        let approved = app
+            .post_as(&ada, &format!("/api/v1/change-requests/{id}/approve"), json!({ "comment": "fine" }))
+            .await;
+        assert_eq!(approved.status, 200, "{}", approved.text());
+        let events = wait_for("approval requested and approved", MINUTE, || async {
+            let events: Vec<String> = receiver
+                .at("/all")
+                .iter()
+                .map(|r| r.body["event"].as_str().unwrap_or("").to_string())
+                .collect();
+            (events.contains(&"approval_requested".to_string()) && events.contains(&"approved".to_string()))
+                .then_some(events)
+        })
+        .await;
+        assert!(!events.contains(&"run_failed".to_string()), "queued before the channel existed: {events:?}");
+        let requested = receiver.at("/all").into_iter().find(|r| r.body["event"] == "approval_requested").unwrap();
+        assert_eq!(requested.body["environment"], "staging");
+        assert!(requested.body["url"].as_str().unwrap().ends_with(&format!("/change-requests/{id}")));
     }
 }
