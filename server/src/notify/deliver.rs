@@ -71,9 +71,51 @@ async fn attempt(app: &App, client: &reqwest::Client, due: &DueDelivery) -> Resu
         .await
         .map_err(|e| e.to_string())?;
     let url = &values[0].1;
+    if kind == ChannelKind::Email {
+        return send_email(url, &settings, &notice).await;
+    }
     let secret = values.get(1).map(|(_, v)| v.as_str());
     let outgoing = render(kind, url, secret, &settings.mentions, &notice, now_millis());
     send(client, kind, &outgoing).await
+}
+
+/// One email with a text and an HTML part, over SMTP (TLS, STARTTLS or
+/// plain, as the server URL says).
+async fn send_email(
+    smtp_url: &str,
+    settings: &ChannelSettings,
+    notice: &Notice,
+) -> Result<(), String> {
+    use lettre::message::{Mailbox, MultiPart};
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+    let (subject, text, html) = super::message::email(notice);
+    let from: Mailbox = settings
+        .from
+        .as_deref()
+        .unwrap_or("Gantry <gantry@localhost>")
+        .parse()
+        .map_err(|e| format!("from: {e}"))?;
+    let mut message = Message::builder().from(from).subject(subject);
+    for to in &settings.to {
+        message = message.to(to.parse().map_err(|e| format!("to {to}: {e}"))?);
+    }
+    let message = message
+        .multipart(MultiPart::alternative_plain_html(text, html))
+        .map_err(|e| e.to_string())?;
+    // The URL holds the SMTP password: errors name the host only.
+    let host = url::Url::parse(smtp_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_default();
+    let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(smtp_url)
+        .map_err(|e| format!("SMTP server URL for {host}: {e}"))?
+        .timeout(Some(TIMEOUT))
+        .build();
+    transport
+        .send(message)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{host}: {e}"))
 }
 
 async fn send(

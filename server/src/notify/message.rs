@@ -95,7 +95,9 @@ pub fn render(
                 headers: Vec::new(),
             }
         }
-        ChannelKind::Webhook => {
+        // Email is not HTTP: `email` below builds it; this is its JSON
+        // form, for the log.
+        ChannelKind::Webhook | ChannelKind::Email => {
             let body = json!({
                 "event": notice.event.as_str(),
                 "subject": notice.subject,
@@ -123,6 +125,26 @@ pub fn render(
             }
         }
     }
+}
+
+/// An email's subject, plain text and HTML parts.
+pub fn email(notice: &Notice) -> (String, String, String) {
+    let escape = |text: &str| {
+        text.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let text = lines(notice, |label, url| format!("{label}: {url}"));
+    let mut html = format!(
+        "<h2>{}</h2>\n<p>{}</p>\n",
+        escape(&notice.title),
+        escape(&notice.text).replace('\n', "<br>")
+    );
+    if let Some(url) = &notice.url {
+        html.push_str(&format!("<p><a href=\"{}\">Open</a></p>\n", escape(url)));
+    }
+    (notice.title.clone(), text, html)
 }
 
 #[cfg(test)]
@@ -182,6 +204,19 @@ mod tests {
             )
             .body
         );
+    }
+
+    #[test]
+    fn emails_have_a_text_and_an_escaped_html_part() {
+        let mut notice = notice();
+        notice.text = "<b>not bold</b> & more".into();
+        let (subject, text, html) = email(&notice);
+        assert_eq!(subject, "shop staging: run 42 failed");
+        assert!(
+            text.contains("<b>not bold</b> & more")
+                && text.contains("Open: http://gantry.example.com/runs/42")
+        );
+        insta::assert_snapshot!("email_html", html);
     }
 
     #[test]

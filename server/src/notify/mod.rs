@@ -1,5 +1,6 @@
 //! Notifications where people look. Admins register channels (a DingTalk
-//! robot, a Slack incoming webhook, a generic signed webhook) whose URL and
+//! robot, a Slack incoming webhook, a generic signed webhook, email over
+//! SMTP) whose URL and
 //! signing secret are registered secrets, referenced by name — encrypted,
 //! re-keyed with the rest, never shown. Each channel's rules pick the
 //! events (per app and environment) it wants. Every notice becomes one
@@ -42,6 +43,7 @@ names! {
         DingTalk => "dingtalk",
         Slack => "slack",
         Webhook => "webhook",
+        Email => "email",
     }
 }
 
@@ -111,6 +113,14 @@ pub struct ChannelSettings {
     /// A notice is sent when any rule matches (no rules: everything).
     #[serde(default)]
     pub rules: Vec<Rule>,
+    /// Email: the recipients (the URL secret is the SMTP server:
+    /// `smtp://user:pass@host:587?tls=required` for STARTTLS,
+    /// `smtps://…:465` for TLS, `smtp://host:25` for plain).
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// Email: the sender (default `gantry@localhost`).
+    #[serde(default)]
+    pub from: Option<String>,
 }
 
 impl ChannelSettings {

@@ -171,3 +171,96 @@ crate::on_both! {
         assert!(requested.body["url"].as_str().unwrap().ends_with(&format!("/change-requests/{id}")));
     }
 }
+
+/// maildev (npm): an SMTP sink with a REST API, stopped when dropped.
+struct Maildev {
+    child: std::process::Child,
+    smtp: u16,
+    web: u16,
+}
+
+impl Maildev {
+    async fn start() -> Maildev {
+        let (smtp, web) = (
+            crate::support::process::free_port(),
+            crate::support::process::free_port(),
+        );
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../end2end/node_modules/maildev/dist/bin/maildev.js"
+        );
+        let child = std::process::Command::new("node")
+            .args([
+                script,
+                "--smtp",
+                &smtp.to_string(),
+                "--web",
+                &web.to_string(),
+            ])
+            .args(["--ip", "127.0.0.1", "--web-ip", "127.0.0.1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("maildev (./x test runs npm ci in end2end/)");
+        let maildev = Maildev { child, smtp, web };
+        wait_for("maildev to listen", MINUTE, || async {
+            reqwest::get(format!("http://127.0.0.1:{}/api/email", maildev.web))
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+                .map(|_| ())
+        })
+        .await;
+        maildev
+    }
+
+    async fn emails(&self) -> Vec<Value> {
+        reqwest::get(format!("http://127.0.0.1:{}/api/email", self.web))
+            .await
+            .expect("maildev")
+            .json::<Value>()
+            .await
+            .expect("json")
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Maildev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+crate::on_both! {
+    async fn a_failed_run_is_emailed_with_text_and_html(backend) {
+        let maildev = Maildev::start().await;
+        let repos = Repos::new(STEPS);
+        let app = start(backend, &repos).await;
+        put_secret(&app, "SMTP_URL", &format!("smtp://127.0.0.1:{}", maildev.smtp)).await;
+        let bad = axum::http::Request::put("/api/v1/channels/mail")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(json!({ "kind": "email", "url_secret": "SMTP_URL", "to": ["not an address"] }).to_string()))
+            .expect("request");
+        let bad = app.request(bad).await;
+        assert_eq!(bad.status, 400, "{}", bad.text());
+        put_channel(&app, "mail", json!({ "kind": "email", "url_secret": "SMTP_URL",
+            "to": ["ops@example.com"], "from": "Gantry <gantry@example.com>",
+            "rules": [{ "events": ["run_failed"] }] })).await;
+
+        repos.app.checkout_new("feature-bad");
+        repos.app.write("FAIL", "1");
+        repos.app.commit("breaks the build");
+        scan(&app).await;
+        let email = wait_for("the email", MINUTE, || async { maildev.emails().await.into_iter().next() }).await;
+        assert!(email["subject"].as_str().unwrap().contains("failed"), "{email}");
+        assert_eq!(email["to"][0]["address"], "ops@example.com");
+        assert_eq!(email["from"][0]["address"], "gantry@example.com");
+        assert!(email["text"].as_str().unwrap().contains("feature-bad"), "{email}");
+        assert!(email["html"].as_str().unwrap().contains("<h2>"), "{email}");
+        let log = app.get("/api/v1/channels/mail/deliveries").await.json();
+        assert_eq!(log[0]["state"], "delivered", "{log}");
+    }
+}

@@ -91,10 +91,24 @@ pub async fn put(
     }
     let kind = ChannelKind::parse(&channel.kind).ok_or_else(|| {
         ApiError::BadRequest(format!(
-            "kind {:?} is not a channel kind; expected dingtalk, slack or webhook",
+            "kind {:?} is not a channel kind; expected dingtalk, slack, webhook or email",
             channel.kind
         ))
     })?;
+    if kind == ChannelKind::Email {
+        if channel.settings.to.is_empty() {
+            return Err(ApiError::BadRequest(
+                "an email channel needs `to`: one or more addresses".into(),
+            ));
+        }
+        for address in channel.settings.to.iter().chain(&channel.settings.from) {
+            if address.parse::<lettre::message::Mailbox>().is_err() {
+                return Err(ApiError::BadRequest(format!(
+                    "{address:?} is not an email address"
+                )));
+            }
+        }
+    }
     let mut names = vec![channel.settings.url_secret.clone()];
     names.extend(channel.settings.signing_secret.clone());
     crate::secrets::resolve(&state, 0, &names)
