@@ -57,6 +57,11 @@ pub async fn scan(app: &App, source: &str) -> anyhow::Result<usize> {
 }
 
 /// Fetches one app repo and records what moved. Returns the new events.
+/// The inbox source of every branch change, whichever trigger found it (a
+/// poll, the git trigger, a forge webhook): a change seen by two triggers
+/// at once is stored, and run, once.
+const GIT_SOURCE: &str = "git";
+
 pub async fn scan_app(
     app: &App,
     app_row: &db::apps::AppRow,
@@ -90,7 +95,7 @@ pub async fn scan_app(
         };
         let delivery = format!("{}:{branch}:{sha}", app_row.id);
         let payload = serde_json::to_string(&event)?;
-        if db::inbox::insert(&mut *tx, source, &delivery, "push", &payload, now)
+        if db::inbox::insert(&mut *tx, GIT_SOURCE, &delivery, "push", &payload, now)
             .await?
             .is_some()
         {
@@ -110,7 +115,7 @@ pub async fn scan_app(
         };
         let delivery = format!("{}:{branch}:deleted:{sha}", app_row.id);
         let payload = serde_json::to_string(&event)?;
-        if db::inbox::insert(&mut *tx, source, &delivery, "branch_deleted", &payload, now)
+        if db::inbox::insert(&mut *tx, GIT_SOURCE, &delivery, "branch_deleted", &payload, now)
             .await?
             .is_some()
         {
@@ -120,6 +125,7 @@ pub async fn scan_app(
     }
     tx.commit().await?;
     if events > 0 {
+        tracing::debug!(app = %app_row.name, trigger = source, events, "branch changes stored");
         app.flow.plan_wake.notify_one();
     }
     Ok(events)
