@@ -115,9 +115,16 @@ pub async fn scan_app(
         };
         let delivery = format!("{}:{branch}:deleted:{sha}", app_row.id);
         let payload = serde_json::to_string(&event)?;
-        if db::inbox::insert(&mut *tx, GIT_SOURCE, &delivery, "branch_deleted", &payload, now)
-            .await?
-            .is_some()
+        if db::inbox::insert(
+            &mut *tx,
+            GIT_SOURCE,
+            &delivery,
+            "branch_deleted",
+            &payload,
+            now,
+        )
+        .await?
+        .is_some()
         {
             events += 1;
         }
