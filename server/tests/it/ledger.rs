@@ -397,6 +397,14 @@ crate::on_both! {
         let v2 = ledger.release("b.txt", "Add b").await;
         let r2 = ledger.release_in(&v2, "live").await;
         assert_eq!(r2["changelog"].as_array().unwrap().len(), 2);
+        // Pages go back in time with `before`.
+        let older = app
+            .get(&format!("/api/v1/releases?app=shop&environment=production&before={}", r2["id"]))
+            .await
+            .json();
+        assert_eq!(older[0]["id"], r1["id"], "{older}");
+        let one = app.get("/api/v1/releases?limit=1").await.json();
+        assert_eq!(one.as_array().unwrap().len(), 1);
 
         let comparison = app
             .get(&format!("/api/v1/apps/shop/compare?from={}&to={}", r1["id"], r2["id"]))
