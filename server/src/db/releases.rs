@@ -280,46 +280,22 @@ const SELECT: &str = "SELECT r.id, a.name AS app, e.name AS environment, r.envir
      LEFT JOIN runs ru ON ru.id = r.run_id";
 
 /// One page of the ledger, newest first, filtered by app and environment.
-/// The WHERE clause names only the filters that are set: PostgreSQL plans
-/// `($1 IS NULL OR …)` generically and would not use the release index.
 pub async fn list(
     conn: &mut sqlx::AnyConnection,
     filter: &ReleaseFilter,
 ) -> Result<Vec<ReleaseSummary>, sqlx::Error> {
     let limit = filter.limit.unwrap_or(50).clamp(1, PAGE_LIMIT);
-    let mut clauses = Vec::new();
-    let mut next = 0;
-    let mut placeholder = || {
-        next += 1;
-        format!("${next}")
-    };
-    if filter.app.is_some() {
-        clauses.push(format!("a.name = {}", placeholder()));
-    }
-    if filter.environment.is_some() {
-        clauses.push(format!("e.name = {}", placeholder()));
-    }
-    if filter.before.is_some() {
-        clauses.push(format!("r.id < {}", placeholder()));
-    }
-    let limit_at = placeholder();
-    let where_clause = if clauses.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", clauses.join(" AND "))
-    };
-    let sql = format!("{SELECT} {where_clause} ORDER BY r.id DESC LIMIT {limit_at}");
-    let mut query = sqlx::query_as::<_, Row>(&sql);
-    if let Some(app) = &filter.app {
-        query = query.bind(app.as_str());
-    }
-    if let Some(environment) = &filter.environment {
-        query = query.bind(environment.as_str());
-    }
-    if let Some(before) = filter.before {
-        query = query.bind(before);
-    }
-    let rows = query.bind(limit).fetch_all(&mut *conn).await?;
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "{SELECT}
+         WHERE ($1 IS NULL OR a.name = $1) AND ($2 IS NULL OR e.name = $2) AND ($3 IS NULL OR r.id < $3)
+         ORDER BY r.id DESC LIMIT $4"
+    ))
+    .bind(filter.app.as_deref())
+    .bind(filter.environment.as_deref())
+    .bind(filter.before)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
     hydrate(conn, rows).await
 }
 
