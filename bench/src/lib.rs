@@ -158,6 +158,56 @@ pub fn row(name: &str, values: &[f64]) -> String {
     )
 }
 
+/// The database a benchmark runs on: a SQLite file in `data`, or a fresh
+/// PostgreSQL database (on `TEST_POSTGRES_URL`) dropped by [`BenchDatabase::drop_now`].
+pub struct BenchDatabase {
+    pub url: String,
+    postgres: Option<(String, String)>,
+}
+
+impl BenchDatabase {
+    pub async fn create(backend: &str, data: &Path, name: &str) -> anyhow::Result<BenchDatabase> {
+        use sqlx::Executor;
+        std::fs::create_dir_all(data)?;
+        if backend == "sqlite" {
+            return Ok(BenchDatabase {
+                url: format!("sqlite://{}?mode=rwc", data.join("gantry.db").display()),
+                postgres: None,
+            });
+        }
+        let admin_url = std::env::var("TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into());
+        let database = format!("{name}_{}", std::process::id());
+        let admin = sqlx::AnyPool::connect(&admin_url).await?;
+        admin
+            .execute(format!("DROP DATABASE IF EXISTS {database}").as_str())
+            .await?;
+        admin
+            .execute(format!("CREATE DATABASE {database}").as_str())
+            .await?;
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.as_str(), |(b, _)| b);
+        Ok(BenchDatabase {
+            url: format!("{base}/{database}"),
+            postgres: Some((admin_url, database)),
+        })
+    }
+
+    /// Drops the PostgreSQL database (once the server is gone).
+    pub async fn drop_now(self) -> anyhow::Result<()> {
+        use sqlx::Executor;
+        if let Some((admin_url, database)) = self.postgres {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let admin = sqlx::AnyPool::connect(&admin_url).await?;
+            admin
+                .execute(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)").as_str())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

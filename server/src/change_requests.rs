@@ -559,6 +559,40 @@ async fn reload(app: &App, id: i64) -> Result<CrRow> {
 
 /// Merges the request if its policy is met and no freeze is in force;
 /// otherwise records why not. `by` is who triggered it (for the audit log).
+/// Records a merge (state and audit entry together) and lets the watcher
+/// see the target branch move at once.
+#[allow(clippy::too_many_arguments)]
+async fn record_merge(
+    app: &App,
+    judged: &Judged,
+    id: i64,
+    sha: &str,
+    by: &str,
+    detail: &str,
+    audit: &serde_json::Value,
+    now: i64,
+) -> Result<()> {
+    let mut tx = app.db.pool().begin().await?;
+    db::change_requests::mark_merged(&mut *tx, id, sha, by, detail, now).await?;
+    db::audit::record(
+        &mut *tx,
+        &NewEntry {
+            actor: by,
+            action: "change_request.merge",
+            target: &judged.label(),
+            reason: None,
+            source_ip: None,
+            detail: &audit.to_string(),
+        },
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(change_request = id, %sha, "change request merged");
+    app.flow.scan_wake.notify_one();
+    Ok(())
+}
+
 /// Merges an approved forge request through the forge's API; a refusal
 /// (not mergeable, head moved) leaves it approved with the forge's reason.
 async fn merge_on_forge(
@@ -615,24 +649,8 @@ async fn merge_on_forge(
     match outcome {
         Ok(sha) => {
             let detail = format!("merged on {origin} as {}", short(&sha));
-            let mut tx = pool.begin().await?;
-            db::change_requests::mark_merged(&mut *tx, id, &sha, by, &detail, now).await?;
-            db::audit::record(
-                &mut *tx,
-                &NewEntry {
-                    actor: by,
-                    action: "change_request.merge",
-                    target: &judged.label(),
-                    reason: None,
-                    source_ip: None,
-                    detail: &serde_json::json!({ "merge_sha": sha, "forge": origin, "head": head })
-                        .to_string(),
-                },
-                now,
-            )
-            .await?;
-            tx.commit().await?;
-            app.flow.scan_wake.notify_one();
+            let audit = serde_json::json!({ "merge_sha": sha, "forge": origin, "head": head });
+            record_merge(app, judged, id, &sha, by, &detail, &audit, now).await?;
         }
         Err(error) => {
             let detail =
@@ -750,26 +768,9 @@ pub async fn try_merge(app: &App, id: i64, by: &str) -> Result<CrRow> {
                 "merged"
             };
             let detail = format!("{how} into {target} as {}", short(&sha));
-            let mut tx = pool.begin().await?;
-            db::change_requests::mark_merged(&mut *tx, id, &sha, by, &detail, now).await?;
-            db::audit::record(
-                &mut *tx,
-                &NewEntry {
-                    actor: by,
-                    action: "change_request.merge",
-                    target: &judged.label(),
-                    reason: None,
-                    source_ip: None,
-                    detail: &serde_json::json!({ "merge_sha": sha, "fast_forward": fast_forward, "head": head })
-                        .to_string(),
-                },
-                now,
-            )
-            .await?;
-            tx.commit().await?;
-            tracing::info!(change_request = id, %sha, "change request merged");
-            // The target branch moved: let the watcher see it now.
-            app.flow.scan_wake.notify_one();
+            let audit =
+                serde_json::json!({ "merge_sha": sha, "fast_forward": fast_forward, "head": head });
+            record_merge(app, &judged, id, &sha, by, &detail, &audit, now).await?;
         }
         MergeOutcome::AlreadyMerged { target_sha } => {
             let detail = format!("{target} already contained {source}");

@@ -9,13 +9,13 @@
 // A benchmark prints its figures, and aborts on a broken set-up.
 #![allow(clippy::print_stdout)]
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
-use bench::{Gantry, percentile};
+use bench::{BenchDatabase, Gantry, percentile};
 use reqwest::Method;
 use serde_json::json;
-use sqlx::{Any, Executor};
+use sqlx::Any;
 
 const RELEASES: i64 = 10_000;
 const REQUESTS: usize = 200;
@@ -40,28 +40,8 @@ async fn main() -> anyhow::Result<()> {
 async fn measure(binary: &str, backend: &str) -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
     let data = root.path().join("data");
-    let admin_url = std::env::var("TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into());
-    let database_name = format!("gantry_ledger_bench_{}", std::process::id());
-    let url = match backend {
-        "sqlite" => {
-            std::fs::create_dir_all(&data)?;
-            format!("sqlite://{}?mode=rwc", data.join("gantry.db").display())
-        }
-        _ => {
-            let admin = sqlx::AnyPool::connect(&admin_url).await?;
-            admin
-                .execute(format!("DROP DATABASE IF EXISTS {database_name}").as_str())
-                .await?;
-            admin
-                .execute(format!("CREATE DATABASE {database_name}").as_str())
-                .await?;
-            let base = admin_url
-                .rsplit_once('/')
-                .map_or(admin_url.as_str(), |(b, _)| b);
-            format!("{base}/{database_name}")
-        }
-    };
+    let database = BenchDatabase::create(backend, &data, "gantry_ledger_bench").await?;
+    let url = database.url.clone();
     let migrated = std::process::Command::new(binary)
         .args([
             "migrate",
@@ -140,13 +120,7 @@ async fn measure(binary: &str, backend: &str) -> anyhow::Result<()> {
         seeded.as_secs_f64()
     );
     drop(server);
-    if backend == "postgres" {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let admin = sqlx::AnyPool::connect(&admin_url).await?;
-        admin
-            .execute(format!("DROP DATABASE IF EXISTS {database_name} WITH (FORCE)").as_str())
-            .await?;
-    }
+    database.drop_now().await?;
     Ok(())
 }
 

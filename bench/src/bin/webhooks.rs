@@ -14,11 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bench::{Gantry, commit, init_work, percentile, wait_until};
+use bench::{BenchDatabase, Gantry, commit, init_work, percentile, wait_until};
 use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::json;
-use sqlx::Executor;
 
 const DELIVERIES: usize = 2_000;
 const UNIQUE: usize = 1_600;
@@ -70,26 +69,8 @@ async fn measure(binary: &str, backend: &str) -> anyhow::Result<()> {
     )?;
     commit(&pipeline, "shop")?;
 
-    let admin_url = std::env::var("TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into());
-    let database_name = format!("gantry_webhook_bench_{}", std::process::id());
-    std::fs::create_dir_all(&data)?;
-    let url = match backend {
-        "sqlite" => format!("sqlite://{}?mode=rwc", data.join("gantry.db").display()),
-        _ => {
-            let admin = sqlx::AnyPool::connect(&admin_url).await?;
-            admin
-                .execute(format!("DROP DATABASE IF EXISTS {database_name}").as_str())
-                .await?;
-            admin
-                .execute(format!("CREATE DATABASE {database_name}").as_str())
-                .await?;
-            let base = admin_url
-                .rsplit_once('/')
-                .map_or(admin_url.as_str(), |(b, _)| b);
-            format!("{base}/{database_name}")
-        }
-    };
+    let database = BenchDatabase::create(backend, &data, "gantry_webhook_bench").await?;
+    let url = database.url.clone();
     let pipeline_arg = pipeline.display().to_string();
     let server = Gantry::start(
         binary,
@@ -194,12 +175,6 @@ async fn measure(binary: &str, backend: &str) -> anyhow::Result<()> {
         processed_after.as_secs_f64()
     );
     drop(server);
-    if backend == "postgres" {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let admin = sqlx::AnyPool::connect(&admin_url).await?;
-        admin
-            .execute(format!("DROP DATABASE IF EXISTS {database_name} WITH (FORCE)").as_str())
-            .await?;
-    }
+    database.drop_now().await?;
     Ok(())
 }

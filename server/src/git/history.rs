@@ -46,20 +46,7 @@ impl GitStore {
             }
             let mut out = Vec::new();
             for oid in walk.take(limit) {
-                let commit = repo.find_commit(oid?)?;
-                let author = commit.author();
-                out.push(CommitInfo {
-                    sha: commit.id().to_string(),
-                    summary: commit
-                        .summary()
-                        .ok()
-                        .flatten()
-                        .unwrap_or_default()
-                        .to_string(),
-                    author: author.name().unwrap_or_default().to_string(),
-                    author_email: author.email().unwrap_or_default().to_string(),
-                    time: commit.time().seconds(),
-                });
+                out.push(CommitInfo::of(&repo.find_commit(oid?)?));
             }
             Ok(out)
         })

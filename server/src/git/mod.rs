@@ -57,6 +57,24 @@ pub struct CommitInfo {
     pub time: i64,
 }
 
+impl CommitInfo {
+    fn of(commit: &git2::Commit<'_>) -> CommitInfo {
+        let author = commit.author();
+        CommitInfo {
+            sha: commit.id().to_string(),
+            summary: commit
+                .summary()
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+                .to_string(),
+            author: author.name().unwrap_or_default().to_string(),
+            author_email: author.email().unwrap_or_default().to_string(),
+            time: commit.time().seconds(),
+        }
+    }
+}
+
 /// The branch heads of a repository: branch name → commit SHA.
 pub type Heads = BTreeMap<String, String>;
 
@@ -219,20 +237,7 @@ impl GitStore {
         let sha = sha.to_string();
         self.with_mirror(url, move |path| {
             let repo = Repository::open_bare(path)?;
-            let commit = commit_of(&repo, &sha)?;
-            let author = commit.author();
-            Ok(CommitInfo {
-                sha: commit.id().to_string(),
-                summary: commit
-                    .summary()
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default()
-                    .to_string(),
-                author: author.name().unwrap_or_default().to_string(),
-                author_email: author.email().unwrap_or_default().to_string(),
-                time: commit.time().seconds(),
-            })
+            Ok(CommitInfo::of(&commit_of(&repo, &sha)?))
         })
         .await
     }

@@ -245,26 +245,7 @@ async fn run_steps(
                 deploy_step_result(outcome, &mut sink).await?
             }
         };
-        db::steps::finish(
-            pool,
-            step_id,
-            &StepOutcome {
-                state: result.state,
-                exit_code: result.exit_code,
-                error: result.error.as_deref(),
-                log_bytes: i64::try_from(result.log_bytes).unwrap_or(i64::MAX),
-                log_truncated: result.truncated,
-            },
-            now_millis(),
-        )
-        .await?;
-        app.events.send(
-            run.id,
-            RunEvent::Step {
-                step_id,
-                state: result.state.as_str().into(),
-            },
-        );
+        finish_step(app, run.id, step_id, &result).await?;
         if let Some(state) = feedback::step_state(result.state) {
             feedback::status(
                 app,
@@ -344,26 +325,7 @@ async fn run_rollback(
         .await
         .map(|()| DeployOutcome::Deployed);
     let result = deploy_step_result(outcome, &mut sink).await?;
-    db::steps::finish(
-        pool,
-        step_id,
-        &StepOutcome {
-            state: result.state,
-            exit_code: None,
-            error: result.error.as_deref(),
-            log_bytes: i64::try_from(result.log_bytes).unwrap_or(i64::MAX),
-            log_truncated: result.truncated,
-        },
-        now_millis(),
-    )
-    .await?;
-    app.events.send(
-        run.id,
-        RunEvent::Step {
-            step_id,
-            state: result.state.as_str().into(),
-        },
-    );
+    finish_step(app, run.id, step_id, &result).await?;
     Ok(match result.state {
         StepState::Succeeded => Ending::Succeeded,
         StepState::Cancelled => Ending::Cancelled,
@@ -372,6 +334,36 @@ async fn run_rollback(
             result.error.unwrap_or_else(|| "failed".into())
         )),
     })
+}
+
+/// Records a step's end and tells the run page.
+async fn finish_step(
+    app: &App,
+    run_id: i64,
+    step_id: i64,
+    result: &StepResult,
+) -> Result<(), sqlx::Error> {
+    db::steps::finish(
+        app.db.pool(),
+        step_id,
+        &StepOutcome {
+            state: result.state,
+            exit_code: result.exit_code,
+            error: result.error.as_deref(),
+            log_bytes: i64::try_from(result.log_bytes).unwrap_or(i64::MAX),
+            log_truncated: result.truncated,
+        },
+        now_millis(),
+    )
+    .await?;
+    app.events.send(
+        run_id,
+        RunEvent::Step {
+            step_id,
+            state: result.state.as_str().into(),
+        },
+    );
+    Ok(())
 }
 
 struct StepResult {
