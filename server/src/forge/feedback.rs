@@ -135,6 +135,9 @@ pub fn comment(app: &Arc<App>, run_id: i64) {
 }
 
 async fn update_comment(app: &App, run_id: i64) -> Result<(), String> {
+    // Serialized before reading: the last edit always carries the newest
+    // state (an older task must not overwrite a newer body).
+    let _serial = COMMENTS.lock().await;
     let pool = app.db.pool();
     let fail = |e: sqlx::Error| e.to_string();
     let Some(row) = db::runs::get(pool, run_id).await.map_err(fail)? else {
@@ -181,7 +184,6 @@ async fn update_comment(app: &App, run_id: i64) -> Result<(), String> {
         logs: &crate::notify::link(app, &format!("runs/{run_id}")),
     });
 
-    let _serial = COMMENTS.lock().await;
     let (number, comment_id) = db::change_requests::forge_comment(pool, cr_id)
         .await
         .map_err(fail)?
