@@ -7,8 +7,8 @@ use leptos::prelude::*;
 
 use crate::dto::{
     ApprovalInbox, AuditEntry, AuditFilter, ChangeRequestDetail, ChangeRequestSummary,
-    ClusterSummary, ConfigStatus, EnvironmentSummary, ObjectDiff, PendingApproval, ReleaseFilter,
-    ReleaseSummary, RunDetail, RunSummary, Settings,
+    ChannelSummary, ClusterSummary, ConfigStatus, EnvironmentSummary, ObjectDiff, PendingApproval,
+    ReleaseFilter, ReleaseSummary, RunDetail, RunSummary, Settings,
 };
 
 #[cfg(feature = "ssr")]
@@ -186,6 +186,27 @@ pub async fn get_run(id: i64) -> Result<Option<RunDetail>, ServerFnError> {
     port.run_detail(&caller, id)
         .await
         .map_err(failed("the run"))
+}
+
+#[server(prefix = "/fn", endpoint = "list_channels")]
+pub async fn list_channels() -> Result<Vec<ChannelSummary>, ServerFnError> {
+    let (port, caller) = caller().await?;
+    port.channels(&caller)
+        .await
+        .map_err(failed("notification channels"))
+}
+
+/// "Send test message": queued now, its delivery shows in the log.
+#[server(prefix = "/fn", endpoint = "test_channel")]
+pub async fn test_channel(name: String, csrf: String) -> Result<String, ServerFnError> {
+    let (port, caller) = caller().await?;
+    caller
+        .check_csrf(&csrf)
+        .map_err(failed("the test message"))?;
+    port.test_channel(&caller, name.clone())
+        .await
+        .map_err(failed("the test message"))?;
+    Ok(name)
 }
 
 #[server(prefix = "/fn", endpoint = "register_cluster")]

@@ -22,9 +22,9 @@ use leptos_router::{
 use crate::components::layout::Layout;
 use crate::pages::{
     approvals::ApprovalsPage, audit::AuditPage, change_request::ChangeRequestPage,
-    change_requests::ChangeRequestsPage, clusters::ClustersPage, environments::EnvironmentsPage,
-    not_found::NotFoundPage, releases::ReleasesPage, run::RunPage, runs::RunsPage,
-    settings::SettingsPage,
+    change_requests::ChangeRequestsPage, channels::ChannelsPage, clusters::ClustersPage,
+    environments::EnvironmentsPage, not_found::NotFoundPage, releases::ReleasesPage, run::RunPage,
+    runs::RunsPage, settings::SettingsPage,
 };
 
 /// Applies the remembered theme before the first paint, so a dark-theme user
@@ -74,6 +74,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/releases") view=ReleasesPage />
                     <Route path=path!("/approvals") view=ApprovalsPage />
                     <Route path=path!("/clusters") view=ClustersPage />
+                    <Route path=path!("/channels") view=ChannelsPage />
                     <Route path=path!("/audit") view=AuditPage />
                     <Route path=path!("/settings") view=SettingsPage />
                 </Routes>

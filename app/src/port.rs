@@ -14,10 +14,10 @@ use async_trait::async_trait;
 
 use crate::dto::{
     ApprovalInbox, AuditEntry, AuditFilter, ChangeRequestDetail, ChangeRequestSummary,
-    ClusterRegistration, ClusterSummary, CommitReleases, ConfigStatus, EnvironmentSummary, Me,
-    NewChangeRequest, ObjectDiff, PendingApproval, PromoteRequest, Promotion, ReleaseComparison,
-    ReleaseFilter, ReleaseSummary, Review, RollbackAccepted, RollbackRequest, RunDetail,
-    RunSummary, Settings,
+    ChannelSummary, ClusterRegistration, ClusterSummary, CommitReleases, ConfigStatus,
+    EnvironmentSummary, Me, NewChangeRequest, ObjectDiff, PendingApproval, PromoteRequest,
+    Promotion, ReleaseComparison, ReleaseFilter, ReleaseSummary, Review, RollbackAccepted,
+    RollbackRequest, RunDetail, RunSummary, Settings,
 };
 
 /// A failure behind the port.
@@ -141,6 +141,10 @@ pub trait DashboardPort: Send + Sync + 'static {
     ) -> Result<CommitReleases, PortError>;
     async fn pending_approvals(&self, caller: &Caller) -> Result<Vec<PendingApproval>, PortError>;
     async fn clusters(&self, caller: &Caller) -> Result<Vec<ClusterSummary>, PortError>;
+    /// Admins: notification channels and their recent deliveries.
+    async fn channels(&self, caller: &Caller) -> Result<Vec<ChannelSummary>, PortError>;
+    /// Admins: queue a test message through channel `name`.
+    async fn test_channel(&self, caller: &Caller, name: String) -> Result<(), PortError>;
     async fn audit_log(
         &self,
         caller: &Caller,

@@ -4,7 +4,7 @@
 
 use app::dto::{
     ApprovalInbox, AuditEntry, AuditFilter, ChangeRequestDetail, ChangeRequestSummary,
-    ClusterRegistration, ClusterSummary, CommitReleases, ConfigIssue, ConfigStatus,
+    ChannelSummary, ClusterRegistration, ClusterSummary, CommitReleases, ConfigIssue, ConfigStatus,
     EnvironmentSummary, NewChangeRequest, ObjectDiff, PendingApproval, PromoteRequest, Promotion,
     ReleaseComparison, ReleaseFilter, ReleaseSummary, Review, ReviewAction, Role, RollbackAccepted,
     RollbackRequest, RunDetail, RunSummary, SettingSource, Settings,
@@ -177,6 +177,27 @@ impl DashboardPort for App {
     async fn clusters(&self, caller: &Caller) -> Result<Vec<ClusterSummary>, PortError> {
         caller.require(Role::Admin, None)?;
         db::clusters::list(self.db.pool()).await.map_err(port_error)
+    }
+
+    async fn channels(&self, caller: &Caller) -> Result<Vec<ChannelSummary>, PortError> {
+        caller.require(Role::Admin, None)?;
+        crate::notify::channels::summaries(self)
+            .await
+            .map_err(port_error)
+    }
+
+    async fn test_channel(&self, caller: &Caller, name: String) -> Result<(), PortError> {
+        caller.require(Role::Admin, None)?;
+        if crate::notify::channels::send_test(self, &name, &caller.me.name)
+            .await
+            .map_err(port_error)?
+        {
+            Ok(())
+        } else {
+            Err(PortError::NotFound(format!(
+                "no notification channel {name}"
+            )))
+        }
     }
 
     async fn audit_log(

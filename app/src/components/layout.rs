@@ -19,6 +19,7 @@ const NAV: &[(&str, &str, Role)] = &[
     ("/releases", "Releases", Role::Viewer),
     ("/approvals", "Approvals", Role::Viewer),
     ("/clusters", "Clusters", Role::Admin),
+    ("/channels", "Notifications", Role::Admin),
     ("/audit", "Audit", Role::Viewer),
     ("/settings", "Settings", Role::Admin),
 ];

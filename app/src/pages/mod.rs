@@ -4,6 +4,7 @@ pub mod approvals;
 pub mod audit;
 pub mod change_request;
 pub mod change_requests;
+pub mod channels;
 pub mod clusters;
 pub mod environments;
 pub mod not_found;

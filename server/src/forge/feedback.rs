@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use app::dto::{RunState, StepState, TestReportSummary};
+use app::dto::{ObjectDiff, RunState, StepState, TestReportSummary};
 
 use super::api::{self, StatusState};
 use crate::db;
@@ -134,7 +134,8 @@ pub fn comment(app: &Arc<App>, run_id: i64) {
     });
 }
 
-async fn update_comment(app: &App, run_id: i64) -> Result<(), String> {
+/// [`comment`], awaited.
+pub async fn update_comment(app: &App, run_id: i64) -> Result<(), String> {
     // Serialized before reading: the last edit always carries the newest
     // state (an older task must not overwrite a newer body).
     let _serial = COMMENTS.lock().await;
@@ -168,6 +169,20 @@ async fn update_comment(app: &App, run_id: i64) -> Result<(), String> {
     let env = db::environments::find_for_branch(pool, row.app_id, &row.branch)
         .await
         .map_err(fail)?;
+    // The manifest diff only where configured: developers read it, but it
+    // can be long and some teams keep it to the dashboard.
+    let diff = if reporter.forge.comment_diff {
+        Some(
+            crate::deploy::drift::diff_for_change_request(app, cr_id)
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|d| {
+                    d.ok_or_else(|| "the target environment has not been deployed yet".to_string())
+                }),
+        )
+    } else {
+        None
+    };
     let body = comment_body(&CommentFacts {
         change_request: cr_id,
         run_id,
@@ -182,6 +197,10 @@ async fn update_comment(app: &App, run_id: i64) -> Result<(), String> {
         preview: env.as_ref().and_then(|e| e.url.as_deref()),
         targets: &targets,
         logs: &crate::notify::link(app, &format!("runs/{run_id}")),
+        diff: diff
+            .as_ref()
+            .map(|d| d.as_ref().map(Vec::as_slice).map_err(String::as_str)),
+        page: &crate::notify::link(app, &format!("change-requests/{cr_id}")),
     });
 
     let (number, comment_id) = db::change_requests::forge_comment(pool, cr_id)
@@ -222,6 +241,52 @@ pub struct CommentFacts<'a> {
     /// (target, state, detail) of the run's deployment.
     pub targets: &'a [(String, String, Option<String>)],
     pub logs: &'a str,
+    /// The manifest diff of merging the request (`comment_diff: true`), or
+    /// why there is none.
+    pub diff: Option<Result<&'a [ObjectDiff], &'a str>>,
+    /// The change request's page in the dashboard.
+    pub page: &'a str,
+}
+
+/// Forges cap a comment near 64 KiB (GitHub: 65,536 characters); the diff
+/// gets what is left after the summary, the page has the whole of it.
+const DIFF_BUDGET: usize = 50_000;
+
+fn diff_section(diff: Result<&[ObjectDiff], &str>, page: &str) -> String {
+    let objects = match diff {
+        Err(why) => return format!("\n**Manifest diff:** not available — {why}\n"),
+        Ok(objects) => objects,
+    };
+    let changed: Vec<&ObjectDiff> = objects.iter().filter(|d| d.change != "unchanged").collect();
+    if changed.is_empty() {
+        return "\n**Manifest diff:** merging changes no cluster object\n".into();
+    }
+    let mut out = format!(
+        "\n<details><summary><b>Manifest diff:</b> merging changes {} object{}</summary>\n\n",
+        changed.len(),
+        if changed.len() == 1 { "" } else { "s" }
+    );
+    let mut used = 0;
+    for (shown, object) in changed.iter().enumerate() {
+        let block = format!(
+            "`{} · {}` ({})\n```diff\n{}\n```\n",
+            object.target,
+            object.object,
+            object.change,
+            object.diff.trim_end()
+        );
+        if used + block.len() > DIFF_BUDGET {
+            out.push_str(&format!(
+                "… {} more object(s) not shown; the whole diff is on [the change request's page]({page}).\n",
+                changed.len() - shown
+            ));
+            break;
+        }
+        used += block.len();
+        out.push_str(&block);
+    }
+    out.push_str("\n</details>\n");
+    out
 }
 
 /// The comment's Markdown (snapshot-tested).
@@ -269,6 +334,9 @@ pub fn comment_body(facts: &CommentFacts<'_>) -> String {
         );
         out.push('\n');
     }
+    if let Some(diff) = facts.diff {
+        out.push_str(&diff_section(diff, facts.page));
+    }
     out.push_str(&format!(
         "\n[Logs]({})\n\n<!-- gantry:change-request:{} -->\n",
         facts.logs, facts.change_request
@@ -310,7 +378,70 @@ mod tests {
             preview: Some("http://preview-feature-x--shop.localhost:3000/"),
             targets: &[("local".into(), "succeeded".into(), None)],
             logs: "http://gantry.example.com/runs/42",
+            diff: None,
+            page: "http://gantry.example.com/change-requests/4",
         });
         insta::assert_snapshot!(body);
+    }
+
+    #[test]
+    fn the_manifest_diff_is_shown_where_configured_and_kept_within_bounds() {
+        let diffs = vec![
+            ObjectDiff {
+                target: "dev".into(),
+                object: "deployment/web in shop-staging".into(),
+                change: "update".into(),
+                diff: "-    image: shop:1\n+    image: shop:2\n".into(),
+            },
+            ObjectDiff {
+                target: "dev".into(),
+                object: "service/web in shop-staging".into(),
+                change: "unchanged".into(),
+                diff: String::new(),
+            },
+        ];
+        let facts = |diff| CommentFacts {
+            change_request: 4,
+            run_id: 42,
+            state: RunState::Succeeded,
+            error: None,
+            commit: "4f2a9c1e0b",
+            steps: &[],
+            reports: &[],
+            preview: None,
+            targets: &[],
+            logs: "http://gantry.example.com/runs/42",
+            diff,
+            page: "http://gantry.example.com/change-requests/4",
+        };
+        insta::assert_snapshot!(comment_body(&facts(Some(Ok(&diffs)))));
+        let why = comment_body(&facts(Some(Err(
+            "the target environment has not been deployed yet",
+        ))));
+        assert!(
+            why.contains("**Manifest diff:** not available — the target environment"),
+            "{why}"
+        );
+        let same = comment_body(&facts(Some(Ok(&diffs[1..]))));
+        assert!(same.contains("merging changes no cluster object"), "{same}");
+
+        // Many large objects: the comment stays under the forges' limit and
+        // points at the page.
+        let big: Vec<ObjectDiff> = (0..40)
+            .map(|i| ObjectDiff {
+                target: "dev".into(),
+                object: format!("configmap/c{i} in shop"),
+                change: "update".into(),
+                diff: "+ x\n".repeat(1_000),
+            })
+            .collect();
+        let long = comment_body(&facts(Some(Ok(&big))));
+        assert!(long.len() < 60_000, "{}", long.len());
+        assert!(long.contains("more object(s) not shown"), "truncated");
+        assert!(long.contains("(http://gantry.example.com/change-requests/4)"));
+        assert!(
+            long.trim_end().ends_with("-->"),
+            "the marker survives truncation"
+        );
     }
 }

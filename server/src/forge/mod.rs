@@ -152,6 +152,17 @@ async fn on_request(
             .await?;
             db::change_requests::set_forge_number(pool, id, request.number).await?;
             tracing::info!(app = %app_row.name, change_request = id, forge = origin, number = request.number, "forge request opened");
+            // The push usually arrives before the request: its run, planned
+            // already, belongs to the request and reports on it now.
+            if let Some(sha) = request.head_sha
+                && let Some(run) =
+                    db::runs::latest_of_commit(pool, app_row.id, request.source_branch, sha).await?
+            {
+                db::runs::set_change_request(pool, run.id, id).await?;
+                if let Err(error) = feedback::update_comment(app, run.id).await {
+                    tracing::warn!(run = run.id, %error, "change-request comment not updated");
+                }
+            }
             // The preview is the source branch's: fetch it now.
             crate::flow::watch::scan_app(app, app_row, "webhook").await?;
         }

@@ -1,5 +1,5 @@
-//! Sending queued deliveries: due ones are sent, a 2xx (and, for DingTalk,
-//! `errcode: 0`) marks them delivered; anything else is retried after
+//! Sending queued deliveries: due ones are sent, a 2xx (and, for DingTalk
+//! and WeCom, `errcode: 0`) marks them delivered; anything else is retried after
 //! 2 s, 4 s, 8 s, 16 s and then given up as failed, the last error kept
 //! for the dashboard.
 
@@ -65,6 +65,12 @@ async fn attempt(app: &App, client: &reqwest::Client, due: &DueDelivery) -> Resu
     let settings: ChannelSettings =
         serde_json::from_str(&due.settings).map_err(|e| format!("channel settings: {e}"))?;
     let notice: Notice = serde_json::from_str(&due.payload).map_err(|e| format!("notice: {e}"))?;
+    // Templates were checked at registration; should one still fail, the
+    // message goes out in Gantry's words rather than not at all.
+    let notice = super::template::apply(&settings.templates, &notice).unwrap_or_else(|error| {
+        tracing::warn!(delivery = due.id, %error, "template not applied");
+        notice
+    });
     let mut names = vec![settings.url_secret.clone()];
     names.extend(settings.signing_secret.clone());
     let values = crate::secrets::resolve(app, 0, &names)
@@ -144,13 +150,14 @@ async fn send(
             text.chars().take(200).collect::<String>()
         ));
     }
-    if kind == ChannelKind::DingTalk {
+    // The robots answer 200 with an error code when they refuse.
+    if matches!(kind, ChannelKind::DingTalk | ChannelKind::WeCom) {
         let errcode = serde_json::from_str::<serde_json::Value>(&text)
             .ok()
             .and_then(|v| v["errcode"].as_i64())
             .unwrap_or(0);
         if errcode != 0 {
-            return Err(format!("DingTalk refused the message: {text}"));
+            return Err(format!("{} refused the message: {text}", kind.as_str()));
         }
     }
     Ok(())

@@ -1,7 +1,7 @@
 //! What each kind of channel receives for one notice: a DingTalk robot's
 //! markdown message (with @mentions, and the `timestamp` + `sign` query
-//! parameters when the robot has a signing secret), a Slack incoming
-//! webhook's blocks, or a generic webhook's JSON signed with HMAC-SHA256.
+//! parameters when the robot has a signing secret), a WeCom group robot's
+//! markdown, a Slack incoming webhook's blocks, or a generic webhook's JSON signed with HMAC-SHA256.
 
 use base64::Engine;
 use serde_json::{Value, json};
@@ -75,6 +75,26 @@ pub fn render(
                     "markdown": { "title": notice.title, "text": text },
                     "at": { "atMobiles": mentions, "isAtAll": false },
                 }),
+                headers: Vec::new(),
+            }
+        }
+        // WeCom's group robot: markdown, mentions as `<@userid>`; the key is
+        // in the URL, there is no signature.
+        ChannelKind::WeCom => {
+            let mut content = lines(notice, |label, url| format!("[{label}]({url})"));
+            if !mentions.is_empty() {
+                content.push_str("\n\n");
+                content.push_str(
+                    &mentions
+                        .iter()
+                        .map(|m| format!("<@{m}>"))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                );
+            }
+            Outgoing {
+                url: url.to_string(),
+                body: json!({ "msgtype": "markdown", "markdown": { "content": content } }),
                 headers: Vec::new(),
             }
         }
@@ -187,6 +207,18 @@ mod tests {
                 "https://hooks.slack.com/services/x",
                 None,
                 &[],
+                &notice(),
+                at
+            )
+            .body
+        );
+        insta::assert_json_snapshot!(
+            "wecom",
+            render(
+                ChannelKind::WeCom,
+                "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k",
+                None,
+                &["ada".to_string()],
                 &notice(),
                 at
             )

@@ -1,15 +1,18 @@
 //! Notifications where people look. Admins register channels (a DingTalk
-//! robot, a Slack incoming webhook, a generic signed webhook, email over
-//! SMTP) whose URL and
+//! robot, a Slack incoming webhook, a WeCom group robot, a generic signed
+//! webhook, email over SMTP) whose URL and
 //! signing secret are registered secrets, referenced by name — encrypted,
 //! re-keyed with the rest, never shown. Each channel's rules pick the
 //! events (per app and environment) it wants. Every notice becomes one
 //! delivery per channel, unique per (event, subject) — one message per run
 //! outcome or release, not one per step — sent in the background with
-//! retries (exponential backoff, bounded attempts) and kept as a log.
+//! retries (exponential backoff, bounded attempts) and kept as a log. A
+//! channel may word its messages itself (`template`).
 
+pub mod channels;
 pub mod deliver;
 pub mod message;
+pub mod template;
 
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +45,7 @@ names! {
     ChannelKind {
         DingTalk => "dingtalk",
         Slack => "slack",
+        WeCom => "wecom",
         Webhook => "webhook",
         Email => "email",
     }
@@ -107,7 +111,7 @@ pub struct ChannelSettings {
     /// webhook's `X-Gantry-Signature`).
     #[serde(default)]
     pub signing_secret: Option<String>,
-    /// DingTalk: the mobile numbers to @mention.
+    /// DingTalk: the mobile numbers to @mention; WeCom: the user ids.
     #[serde(default)]
     pub mentions: Vec<String>,
     /// A notice is sent when any rule matches (no rules: everything).
@@ -121,6 +125,9 @@ pub struct ChannelSettings {
     /// Email: the sender (default `gantry@localhost`).
     #[serde(default)]
     pub from: Option<String>,
+    /// The channel's own wording, per event name or `default`.
+    #[serde(default, skip_serializing_if = "template::Templates::is_empty")]
+    pub templates: template::Templates,
 }
 
 impl ChannelSettings {

@@ -195,6 +195,7 @@ const SERVER_FNS: &[(&str, Need, &str)] = &[
     ("list_pending_approvals", Need::Role(Role::Viewer), ""),
     ("approval_inbox", Need::Role(Role::Viewer), ""),
     ("list_clusters", Need::Role(Role::Admin), ""),
+    ("list_channels", Need::Role(Role::Admin), ""),
     (
         "list_audit_log",
         Need::Role(Role::Viewer),
@@ -227,6 +228,7 @@ const SERVER_FNS: &[(&str, Need, &str)] = &[
         "name=c2&kubeconfig=nonsense&context=&csrf=",
     ),
     ("check_cluster", Need::Role(Role::Admin), "name=c1&csrf="),
+    ("test_channel", Need::Role(Role::Admin), "name=ch1&csrf="),
 ];
 
 /// Values of the secrets the test stores.

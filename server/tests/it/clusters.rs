@@ -100,6 +100,11 @@ steps:
 ";
 
 async fn setup(backend: &str) -> Setup {
+    setup_with(backend, "").await
+}
+
+/// [`setup`] with `extra` appended to the app's app.yaml.
+async fn setup_with(backend: &str, extra: &str) -> Setup {
     let clusters = Clusters::start().await;
     let repo = WorkRepo::new();
     repo.write("README", "shop\n");
@@ -111,7 +116,7 @@ async fn setup(backend: &str) -> Setup {
     repo.commit("feature x");
     repo.checkout("master");
     let pipeline = WorkRepo::new();
-    pipeline.write("apps/shop/app.yaml", &app_yaml(&repo.path()));
+    pipeline.write("apps/shop/app.yaml", &(app_yaml(&repo.path()) + extra));
     pipeline.write("apps/shop/pipeline.yaml", PIPELINE);
     pipeline.write("apps/shop/deploy/app.yaml", MANIFESTS);
     pipeline.write("apps/shop/deploy/config.yaml", CONFIG_MAP);
@@ -887,6 +892,68 @@ async fn a_change_request_shows_what_merging_would_change_on_its_target() {
         "shown to admins"
     );
     assert!(page.contains("dev · deployment/web in shop-staging"));
+    setup.app.stop().await;
+}
+
+/// `forge: { comment_diff: true }`: the forge request's one comment carries
+/// what merging it would change on its target's cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forge_comment_carries_the_manifest_diff_where_configured() {
+    let (forge, api) = crate::support::receiver::Receiver::start().await;
+    let extra = format!(
+        "forge: {{ kind: github, api: \"{api}\", repo: acme/shop, token_secret: FORGE_TOKEN, comment_diff: true }}\n"
+    );
+    let mut setup = setup_with("sqlite", &extra).await;
+    let app = &setup.app;
+    crate::forge::register_secrets(app).await;
+    let token = app
+        .request(
+            axum::http::Request::put("/api/v1/secrets/FORGE_TOKEN")
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(
+                    json!({ "value": "forge-test-token" }).to_string(),
+                ))
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(token.status, 204);
+    let latest = setup.repo.head("latest");
+    let feature = setup.repo.head("feature/x");
+    wait_for("staging to run latest", MINUTE, || async {
+        let env = environment(app, "staging").await;
+        (env["commit_sha"] == latest.as_str() && env["state"] == "live").then_some(())
+    })
+    .await;
+    let opened =
+        crate::forge::github_pull_request("opened", &setup.repo.path(), 7, "feature/x", &feature);
+    let delivered =
+        crate::forge::deliver(app, "github", "pull_request", "d-1", &opened, None).await;
+    assert_eq!(delivered.status, 202, "{}", delivered.text());
+    let comment = wait_for("the comment with the diff", MINUTE, || async {
+        forge
+            .at("/repos/acme/shop/issues/comments/555")
+            .into_iter()
+            .chain(forge.at("/repos/acme/shop/issues/7/comments"))
+            .filter_map(|c| c.body["body"].as_str().map(str::to_string))
+            .find(|b| b.contains("Manifest diff:</b>"))
+    })
+    .await;
+    assert!(
+        comment.contains("`dev · deployment/web in shop-staging` (update)"),
+        "{comment}"
+    );
+    assert!(
+        comment
+            .lines()
+            .any(|l| l.starts_with('-') && l.contains(&format!("shop:{latest}"))),
+        "{comment}"
+    );
+    assert!(
+        comment
+            .lines()
+            .any(|l| l.starts_with('+') && l.contains(&feature)),
+        "{comment}"
+    );
     setup.app.stop().await;
 }
 

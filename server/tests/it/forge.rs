@@ -45,7 +45,7 @@ fn hex_hmac(body: &[u8]) -> String {
 }
 
 /// Delivers `payload` as `forge` would, with `signature` (None: the right one).
-async fn deliver(
+pub(crate) async fn deliver(
     app: &TestApp,
     forge: &str,
     event: &str,
@@ -78,7 +78,7 @@ async fn deliver(
         .await
 }
 
-async fn register_secrets(app: &TestApp) {
+pub(crate) async fn register_secrets(app: &TestApp) {
     for name in [
         "GITHUB_WEBHOOK_SECRET",
         "GITLAB_WEBHOOK_TOKEN",
@@ -107,7 +107,13 @@ fn github_push(path: &str, branch: &str, sha: &str) -> Value {
     push
 }
 
-fn github_pull_request(action: &str, path: &str, number: i64, head: &str, sha: &str) -> Value {
+pub(crate) fn github_pull_request(
+    action: &str,
+    path: &str,
+    number: i64,
+    head: &str,
+    sha: &str,
+) -> Value {
     let mut pr = github_example("pull_request", |x| x["action"] == action);
     pr["number"] = json!(number);
     pr["pull_request"]["number"] = json!(number);
@@ -312,94 +318,278 @@ crate::on_both! {
     }
 }
 
-crate::on_both! {
-    async fn runs_report_statuses_and_one_comment_per_request_to_the_forge(backend) {
-        let (forge, api) = crate::support::receiver::Receiver::start().await;
-        let repos = Repos::new(QUICK_STEPS);
-        let path = repos.app.path();
-        let app_yaml = crate::support::flow::app_yaml(&path, "")
-            + &format!("forge: {{ kind: github, api: \"{api}\", repo: acme/shop, token_secret: GITHUB_TOKEN }}\n");
-        repos.pipeline.write("apps/shop/app.yaml", &app_yaml);
-        repos.pipeline.commit("shop reports to its forge");
-        let app = start(backend, &repos).await;
-        register_secrets(&app).await;
-        let token = axum::http::Request::put("/api/v1/secrets/GITHUB_TOKEN")
-            .header("content-type", "application/json")
-            .body(Body::from(json!({ "value": "ghp-test-token" }).to_string()))
-            .expect("request");
-        assert_eq!(app.request(token).await.status, 204);
+/// How each forge's API looks to the receiver: where Gantry's calls land,
+/// the auth header it must carry, and how a request is opened by webhook.
+struct ForgeShape {
+    kind: &'static str,
+    /// The repository's part of every API path.
+    repo: &'static str,
+    auth: (&'static str, &'static str),
+    /// Path of the comment list, and of the one comment (id 555, what the
+    /// receiver answers), with the edit's method.
+    comments: &'static str,
+    comment: &'static str,
+    edit: axum::http::Method,
+    /// The merge call: path, method, and the body field carrying the head.
+    merge: &'static str,
+    merge_method: axum::http::Method,
+    merge_sha_field: &'static str,
+    /// The status body's field naming the stage.
+    context_field: &'static str,
+}
 
-        repos.app.checkout_new("feature-x");
-        repos.app.write("x.txt", "x");
-        let first = repos.app.commit("feature x");
-        let opened = github_pull_request("opened", &path, 7, "feature-x", &first);
-        assert_eq!(deliver(&app, "github", "pull_request", "fb-1", &opened, None).await.status, 202);
+const GITHUB: ForgeShape = ForgeShape {
+    kind: "github",
+    repo: "/repos/acme/shop",
+    auth: ("authorization", "Bearer forge-test-token"),
+    comments: "/repos/acme/shop/issues/7/comments",
+    comment: "/repos/acme/shop/issues/comments/555",
+    edit: axum::http::Method::PATCH,
+    merge: "/repos/acme/shop/pulls/7/merge",
+    merge_method: axum::http::Method::PUT,
+    merge_sha_field: "sha",
+    context_field: "context",
+};
 
-        // Statuses: the run and each step, pending then success, with the token.
-        let statuses = format!("/repos/acme/shop/statuses/{first}");
-        let env = gantry::flow::stack::preview_name("preview", "feature-x");
-        let done = wait_for("the run's success status", MINUTE, || async {
-            forge.at(&statuses).into_iter().find(|s| {
-                s.body["context"] == format!("gantry/{env}").as_str() && s.body["state"] == "success"
+// GitLab's API (docs.gitlab.com/ee/api): the project by its URL-encoded
+// path, `PRIVATE-TOKEN`, merge-request notes, `name` for the status.
+const GITLAB: ForgeShape = ForgeShape {
+    kind: "gitlab",
+    repo: "/projects/acme%2Fshop",
+    auth: ("private-token", "forge-test-token"),
+    comments: "/projects/acme%2Fshop/merge_requests/7/notes",
+    comment: "/projects/acme%2Fshop/merge_requests/7/notes/555",
+    edit: axum::http::Method::PUT,
+    merge: "/projects/acme%2Fshop/merge_requests/7/merge",
+    merge_method: axum::http::Method::PUT,
+    merge_sha_field: "sha",
+    context_field: "name",
+};
+
+// Gitea's API (/api/swagger): GitHub-like paths, `token` auth, `Do` merges.
+const GITEA: ForgeShape = ForgeShape {
+    kind: "gitea",
+    repo: "/repos/acme/shop",
+    auth: ("authorization", "token forge-test-token"),
+    comments: "/repos/acme/shop/issues/7/comments",
+    comment: "/repos/acme/shop/issues/comments/555",
+    edit: axum::http::Method::PATCH,
+    merge: "/repos/acme/shop/pulls/7/merge",
+    merge_method: axum::http::Method::POST,
+    merge_sha_field: "head_commit_id",
+    context_field: "context",
+};
+
+/// Request `number` opened or updated on `shape`'s forge, as its webhook
+/// says it: (event header, payload).
+fn request_event(shape: &ForgeShape, update: bool, path: &str, sha: &str) -> (&'static str, Value) {
+    match shape.kind {
+        "github" => (
+            "pull_request",
+            github_pull_request(
+                if update { "synchronize" } else { "opened" },
+                path,
+                7,
+                "feature-x",
+                sha,
+            ),
+        ),
+        // docs.gitlab.com, "Merge request events".
+        "gitlab" => (
+            "Merge Request Hook",
+            json!({
+                "object_kind": "merge_request",
+                "event_type": "merge_request",
+                "user": { "id": 1, "name": "Administrator", "username": "root" },
+                "project": { "id": 1, "name": "shop", "path_with_namespace": "acme/shop",
+                             "web_url": "http://gitlab.example.com/acme/shop", "git_http_url": path },
+                "object_attributes": {
+                    "id": 99, "iid": 7, "title": "Faster checkout", "description": "",
+                    "source_branch": "feature-x", "target_branch": "latest", "state": "opened",
+                    "action": if update { "update" } else { "open" },
+                    "last_commit": { "id": sha, "message": "feature" }
+                }
+            }),
+        ),
+        // docs.gitea.com, "Webhooks": a pull_request event.
+        _ => (
+            "pull_request",
+            json!({
+                "action": if update { "synchronized" } else { "opened" },
+                "number": 7,
+                "pull_request": {
+                    "id": 70, "number": 7, "user": { "login": "gitea-dev" },
+                    "title": "Faster checkout", "body": "", "state": "open", "merged": false,
+                    "head": { "label": "feature-x", "ref": "feature-x", "sha": sha },
+                    "base": { "label": "latest", "ref": "latest" }
+                },
+                "repository": { "id": 1, "full_name": "acme/shop", "clone_url": path },
+                "sender": { "login": "gitea-dev" }
+            }),
+        ),
+    }
+}
+
+/// A request opened on `shape`'s forge gets a status per run and step, one
+/// comment edited in place, and — approved in Gantry — is merged through the
+/// forge's API: each call's method, path, auth header and body checked.
+async fn feedback_round_trip(backend: &str, shape: &ForgeShape) {
+    let (forge, api) = crate::support::receiver::Receiver::start().await;
+    let repos = Repos::new(QUICK_STEPS);
+    let path = repos.app.path();
+    let app_yaml = crate::support::flow::app_yaml(&path, "")
+        + &format!(
+            "forge: {{ kind: {}, api: \"{api}\", repo: acme/shop, token_secret: FORGE_TOKEN }}\n",
+            shape.kind
+        );
+    repos.pipeline.write("apps/shop/app.yaml", &app_yaml);
+    repos.pipeline.commit("shop reports to its forge");
+    let app = start(backend, &repos).await;
+    register_secrets(&app).await;
+    let token = axum::http::Request::put("/api/v1/secrets/FORGE_TOKEN")
+        .header("content-type", "application/json")
+        .body(Body::from(
+            json!({ "value": "forge-test-token" }).to_string(),
+        ))
+        .expect("request");
+    assert_eq!(app.request(token).await.status, 204);
+
+    repos.app.checkout_new("feature-x");
+    repos.app.write("x.txt", "x");
+    let first = repos.app.commit("feature x");
+    let (event, opened) = request_event(shape, false, &path, &first);
+    let response = deliver(&app, shape.kind, event, "fb-1", &opened, None).await;
+    assert_eq!(response.status, 202, "{}", response.text());
+
+    // Statuses: the run and each step, pending then success, with the token.
+    let statuses = format!("{}/statuses/{first}", shape.repo);
+    let env = gantry::flow::stack::preview_name("preview", "feature-x");
+    let field = shape.context_field;
+    let done = wait_for("the run's success status", MINUTE, || async {
+        forge.at(&statuses).into_iter().find(|s| {
+            s.body[field] == format!("gantry/{env}").as_str() && s.body["state"] == "success"
+        })
+    })
+    .await;
+    assert_eq!(done.method, axum::http::Method::POST);
+    assert_eq!(done.headers[shape.auth.0], shape.auth.1);
+    assert!(
+        done.body["target_url"].as_str().unwrap().contains("/runs/"),
+        "{:?}",
+        done.body
+    );
+    let contexts: Vec<String> = forge
+        .at(&statuses)
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {}",
+                s.body[field].as_str().unwrap(),
+                s.body["state"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for expected in [
+        format!("gantry/{env} pending"),
+        format!("gantry/{env}/build pending"),
+        format!("gantry/{env}/build success"),
+        format!("gantry/{env}/deploy success"),
+    ] {
+        assert!(
+            contexts.contains(&expected),
+            "{expected} missing from {contexts:?}"
+        );
+    }
+
+    // One comment, created once (by the run's start, or — when the run
+    // was planned from the push before the request arrived — when the
+    // request adopts it), then edited in place.
+    let finished = wait_for("the comment to show the finished run", MINUTE, || async {
+        forge
+            .at(shape.comments)
+            .into_iter()
+            .chain(forge.at(shape.comment))
+            .find(|c| {
+                c.body["body"]
+                    .as_str()
+                    .is_some_and(|b| b.contains("**Pipeline:** succeeded"))
             })
-        })
-        .await;
-        assert_eq!(done.headers["authorization"], "Bearer ghp-test-token");
-        assert!(done.body["target_url"].as_str().unwrap().contains("/runs/"), "{:?}", done.body);
-        let contexts: Vec<String> = forge
-            .at(&statuses)
-            .iter()
-            .map(|s| format!("{} {}", s.body["context"].as_str().unwrap(), s.body["state"].as_str().unwrap()))
-            .collect();
-        for expected in [
-            format!("gantry/{env} pending"),
-            format!("gantry/{env}/build pending"),
-            format!("gantry/{env}/build success"),
-            format!("gantry/{env}/deploy success"),
-        ] {
-            assert!(contexts.contains(&expected), "{expected} missing from {contexts:?}");
-        }
+    })
+    .await;
+    assert_eq!(finished.headers[shape.auth.0], shape.auth.1);
+    let body = finished.body["body"].as_str().unwrap();
+    assert!(body.contains("**Preview:** http://"), "{body}");
+    assert!(body.contains("**Deploy:** local succeeded"), "{body}");
+    assert!(body.contains("[Logs](http"), "{body}");
+    assert!(
+        !body.contains("Manifest diff"),
+        "only where configured: {body}"
+    );
+    let created = forge.at(shape.comments);
+    assert_eq!(created.len(), 1, "one comment per request");
+    assert_eq!(created[0].method, axum::http::Method::POST);
+    assert_eq!(created[0].headers[shape.auth.0], shape.auth.1);
 
-        // One comment, created once, then edited in place.
-        let edited = wait_for("the comment to show the finished run", MINUTE, || async {
-            forge
-                .at("/repos/acme/shop/issues/comments/555")
-                .into_iter()
-                .rev()
-                .find(|c| c.body["body"].as_str().is_some_and(|b| b.contains("**Pipeline:** succeeded")))
+    repos.app.write("y.txt", "y");
+    let second = repos.app.commit("feature y");
+    let (event, updated) = request_event(shape, true, &path, &second);
+    assert_eq!(
+        deliver(&app, shape.kind, event, "fb-2", &updated, None)
+            .await
+            .status,
+        202
+    );
+    let edited = wait_for("the comment to follow the new head", MINUTE, || async {
+        forge.at(shape.comment).into_iter().find(|c| {
+            c.body["body"]
+                .as_str()
+                .is_some_and(|b| b.contains(&second[..7]) && b.contains("succeeded"))
         })
-        .await;
-        assert_eq!(edited.method, axum::http::Method::PATCH);
-        let body = edited.body["body"].as_str().unwrap();
-        assert!(body.contains("**Preview:** http://"), "{body}");
-        assert!(body.contains("**Deploy:** local succeeded"), "{body}");
-        assert!(body.contains("[Logs](http"), "{body}");
+    })
+    .await;
+    assert_eq!(edited.method, shape.edit);
+    assert_eq!(edited.headers[shape.auth.0], shape.auth.1);
+    assert_eq!(
+        forge.at(shape.comments).len(),
+        1,
+        "still one comment per request"
+    );
 
-        repos.app.write("y.txt", "y");
-        let second = repos.app.commit("feature y");
-        let synchronized = github_pull_request("synchronize", &path, 7, "feature-x", &second);
-        assert_eq!(deliver(&app, "github", "pull_request", "fb-2", &synchronized, None).await.status, 202);
-        wait_for("the comment to follow the new head", MINUTE, || async {
-            forge
-                .at("/repos/acme/shop/issues/comments/555")
-                .into_iter()
-                .find(|c| c.body["body"].as_str().is_some_and(|b| b.contains(&second[..7]) && b.contains("succeeded")))
-        })
+    // Approved in Gantry, merged by the forge, through its API.
+    let cr = change_request(&app, shape.kind).await.unwrap();
+    let approved = app
+        .post_json(
+            &format!("/api/v1/change-requests/{}/approve", cr["id"]),
+            json!({ "comment": "ok" }),
+        )
         .await;
-        assert_eq!(forge.at("/repos/acme/shop/issues/7/comments").len(), 1, "one comment per request");
+    assert_eq!(approved.status, 200, "{}", approved.text());
+    assert_eq!(approved.json()["state"], "merged", "{}", approved.text());
+    let detail = approved.json()["state_detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        detail.contains(&format!("merged on {}", shape.kind)),
+        "{detail}"
+    );
+    let merge = forge.at(shape.merge);
+    assert_eq!(merge.len(), 1);
+    assert_eq!(merge[0].method, shape.merge_method);
+    assert_eq!(merge[0].body[shape.merge_sha_field], second.as_str());
+    assert_eq!(merge[0].headers[shape.auth.0], shape.auth.1);
+}
 
-        // Approved in Gantry, merged by the forge, through its API.
-        let cr = change_request(&app, "github").await.unwrap();
-        let approved = app
-            .post_json(&format!("/api/v1/change-requests/{}/approve", cr["id"]), json!({ "comment": "ok" }))
-            .await;
-        assert_eq!(approved.status, 200, "{}", approved.text());
-        assert_eq!(approved.json()["state"], "merged", "{}", approved.text());
-        assert!(approved.json()["state_detail"].as_str().unwrap().contains("merged on github"));
-        let merge = forge.at("/repos/acme/shop/pulls/7/merge");
-        assert_eq!(merge.len(), 1);
-        assert_eq!(merge[0].method, axum::http::Method::PUT);
-        assert_eq!(merge[0].body["sha"], second.as_str());
-        assert_eq!(merge[0].headers["authorization"], "Bearer ghp-test-token");
+crate::on_both! {
+    async fn github_gets_statuses_one_comment_and_the_merge(backend) {
+        feedback_round_trip(backend, &GITHUB).await;
+    }
+
+    async fn gitlab_gets_statuses_one_comment_and_the_merge(backend) {
+        feedback_round_trip(backend, &GITLAB).await;
+    }
+
+    async fn gitea_gets_statuses_one_comment_and_the_merge(backend) {
+        feedback_round_trip(backend, &GITEA).await;
     }
 }

@@ -136,6 +136,26 @@ crate::on_both! {
         })
         .await;
         assert!(failing["last_error"].as_str().unwrap().contains("500"), "{failing}");
+        // The dashboard shows the failing delivery with its error, and its
+        // "Send test message" button sends one.
+        let page = app.get("/channels").await.text();
+        assert!(page.contains("data-channel=\"hook\"") && page.contains("Send test message"), "{page}");
+        assert!(page.contains("data-state=\"retrying\"") && page.contains("answered 500"), "{page}");
+        assert!(!page.contains("hook-secret") && !page.contains(&base), "no secrets on the page");
+        let button = axum::http::Request::post("/fn/test_channel")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", "application/json")
+            .body(axum::body::Body::from("name=chat&csrf="))
+            .expect("request");
+        let pressed = app.request(button).await;
+        assert_eq!(pressed.status, 200, "{}", pressed.text());
+        wait_for("the dashboard's test message on Slack", MINUTE, || async {
+            receiver
+                .at("/slack")
+                .into_iter()
+                .find(|r| r.body["text"] == "Gantry test message")
+        })
+        .await;
         let developer = app.token("dev", app::dto::Role::Developer, None).await;
         let refused = app.post_as(&developer, "/api/v1/channels/ding/test", json!({})).await;
         assert_eq!(refused.status, 403);
@@ -265,5 +285,52 @@ crate::on_both! {
             log.as_array()?.iter().find(|d| d["state"] == "delivered" && d["event"] == "run_failed").cloned()
         })
         .await;
+    }
+}
+
+crate::on_both! {
+    async fn a_wecom_robot_gets_the_channels_own_wording(backend) {
+        let (receiver, base) = Receiver::start().await;
+        let repos = Repos::new(STEPS);
+        let app = start(backend, &repos).await;
+        put_secret(&app, "WECOM_URL", &format!("{base}/cgi-bin/webhook/send?key=k1")).await;
+        // A template with a typo is refused with its place.
+        let typo = axum::http::Request::put("/api/v1/channels/wecom")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(json!({ "kind": "wecom", "url_secret": "WECOM_URL",
+                "templates": { "run_failed": { "title": "{{ enviroment }} is red" } } }).to_string()))
+            .expect("request");
+        let typo = app.request(typo).await;
+        assert_eq!(typo.status, 400, "{}", typo.text());
+        assert!(typo.text().contains("templates.run_failed.title"), "{}", typo.text());
+        put_channel(&app, "wecom", json!({ "kind": "wecom", "url_secret": "WECOM_URL",
+            "mentions": ["ada"], "rules": [{ "events": ["run_failed"] }],
+            "templates": {
+                "run_failed": { "title": "{{ app }}/{{ environment }} is red",
+                                "text": "{{ text }}\n\nBy the book: {{ url }}" }
+            } })).await;
+        // The robot says no once (HTTP 500) before it takes the message.
+        receiver.fail("/cgi-bin/webhook/send", 1);
+
+        repos.app.checkout_new("feature-bad");
+        repos.app.write("FAIL", "1");
+        repos.app.commit("breaks the build");
+        scan(&app).await;
+
+        let got = wait_for("the WeCom message, after one retry", MINUTE, || async {
+            let got = receiver.at("/cgi-bin/webhook/send");
+            (got.len() == 2).then_some(got)
+        })
+        .await;
+        let message = &got[1];
+        assert_eq!(message.query, "key=k1");
+        assert_eq!(message.body["msgtype"], "markdown");
+        let content = message.body["markdown"]["content"].as_str().unwrap();
+        let env = gantry::flow::stack::preview_name("preview", "feature-bad");
+        assert!(content.starts_with(&format!("shop/{env} is red\n\n")), "{content}");
+        assert!(content.contains("feature-bad") && content.contains("By the book: http"), "{content}");
+        assert!(content.ends_with("<@ada>"), "{content}");
+        let channels = app.get("/api/v1/channels").await.json();
+        assert_eq!(channels[0]["settings"]["templates"]["run_failed"]["title"], "{{ app }}/{{ environment }} is red");
     }
 }

@@ -11,13 +11,13 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Principal;
 use crate::db::{self, notifications::DeliveryRow};
 use crate::http::error::{ApiError, ErrorBody};
-use crate::notify::{ChannelKind, ChannelSettings, Event, Notice};
+use crate::notify::{ChannelKind, ChannelSettings};
 use crate::state::AppState;
 
 /// A channel to register under the path's name.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct NewChannel {
-    /// dingtalk, slack or webhook.
+    /// dingtalk, slack, wecom, webhook or email.
     pub kind: String,
     #[serde(flatten)]
     pub settings: ChannelSettings,
@@ -91,7 +91,7 @@ pub async fn put(
     }
     let kind = ChannelKind::parse(&channel.kind).ok_or_else(|| {
         ApiError::BadRequest(format!(
-            "kind {:?} is not a channel kind; expected dingtalk, slack, webhook or email",
+            "kind {:?} is not a channel kind; expected dingtalk, slack, wecom, webhook or email",
             channel.kind
         ))
     })?;
@@ -109,6 +109,7 @@ pub async fn put(
             }
         }
     }
+    crate::notify::template::validate(&channel.settings.templates).map_err(ApiError::BadRequest)?;
     let mut names = vec![channel.settings.url_secret.clone()];
     names.extend(channel.settings.signing_secret.clone());
     crate::secrets::resolve(&state, 0, &names)
@@ -174,31 +175,11 @@ pub async fn test(
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     principal.require(app::dto::Role::Admin, None)?;
-    let row = channel(&state, &name).await?;
-    let now = db::now_millis();
-    let notice = Notice {
-        event: Event::Test,
-        app: String::new(),
-        environment: String::new(),
-        subject: format!("test:{now}"),
-        title: "Gantry test message".into(),
-        text: format!(
-            "{} checked that channel {name} works.",
-            principal.caller().me.name
-        ),
-        url: Some(crate::notify::link(&state, "")),
-    };
-    let payload = serde_json::to_string(&notice).map_err(|e| ApiError::Internal(e.to_string()))?;
-    db::notifications::queue(
-        state.db.pool(),
-        row.id,
-        Event::Test.as_str(),
-        &notice.subject,
-        &payload,
-        now,
-    )
-    .await?;
-    state.flow.notify_wake.notify_one();
+    if !crate::notify::channels::send_test(&state, &name, &principal.caller().me.name).await? {
+        return Err(ApiError::NotFound(format!(
+            "no notification channel {name}"
+        )));
+    }
     Ok(StatusCode::ACCEPTED)
 }
 
