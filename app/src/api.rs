@@ -8,7 +8,8 @@ use leptos::prelude::*;
 use crate::dto::{
     ApprovalInbox, AuditEntry, AuditFilter, ChangeRequestDetail, ChangeRequestSummary,
     ChannelSummary, ClusterSummary, ConfigStatus, EnvironmentSummary, ObjectDiff, PendingApproval,
-    ReleaseFilter, ReleaseSummary, RunDetail, RunSummary, Settings,
+    ReleaseFilter, ReleaseSummary, RunDetail, RunSummary, Settings, ShareLink, SharedPreview,
+    TesterFeedback,
 };
 
 #[cfg(feature = "ssr")]
@@ -27,6 +28,19 @@ async fn caller() -> Result<(Port, crate::port::Caller), ServerFnError> {
         Some(caller) => Ok((port, caller)),
         None => Err(ServerFnError::new("Sign in to see this.")),
     }
+}
+
+/// The port and who is calling, if anyone: share links may open without
+/// an account.
+#[cfg(feature = "ssr")]
+async fn visitor() -> Result<(Port, Option<crate::port::Caller>), ServerFnError> {
+    let parts = use_context::<http::request::Parts>();
+    let port = use_context::<crate::port::Port>()
+        .map(|port| port.0)
+        .ok_or_else(|| ServerFnError::new("the dashboard port is not configured"))?;
+    let parts = parts.ok_or_else(|| ServerFnError::new("no request"))?;
+    let visitor = port.identify(parts).await.map_err(failed("who you are"))?;
+    Ok((port, visitor))
 }
 
 /// Logs the cause and gives the browser a message without internals
@@ -186,6 +200,52 @@ pub async fn get_run(id: i64) -> Result<Option<RunDetail>, ServerFnError> {
     port.run_detail(&caller, id)
         .await
         .map_err(failed("the run"))
+}
+
+/// The share button: a signed, expiring link to the tester page.
+#[server(prefix = "/fn", endpoint = "share_change_request")]
+pub async fn share_change_request(id: i64, csrf: String) -> Result<ShareLink, ServerFnError> {
+    let (port, caller) = caller().await?;
+    caller.check_csrf(&csrf).map_err(failed("the share link"))?;
+    port.share_change_request(&caller, id)
+        .await
+        .map_err(failed("the share link"))
+}
+
+#[server(prefix = "/fn", endpoint = "get_shared_preview")]
+pub async fn get_shared_preview(token: String) -> Result<SharedPreview, ServerFnError> {
+    let (port, visitor) = visitor().await?;
+    port.shared_preview(visitor.as_ref(), token)
+        .await
+        .map_err(failed("the shared preview"))
+}
+
+/// A tester's verdict through a share link (signed in or not).
+#[server(prefix = "/fn", endpoint = "leave_shared_feedback")]
+pub async fn leave_shared_feedback(
+    token: String,
+    verdict: String,
+    comment: String,
+    name: Option<String>,
+    csrf: String,
+) -> Result<TesterFeedback, ServerFnError> {
+    let (port, visitor) = visitor().await?;
+    // Signed-in visitors prove the form is theirs; for others the link's
+    // token is the capability.
+    if let Some(caller) = &visitor {
+        caller.check_csrf(&csrf).map_err(failed("your feedback"))?;
+    }
+    port.leave_shared_feedback(
+        visitor.as_ref(),
+        token,
+        crate::dto::NewFeedback {
+            verdict,
+            comment,
+            name,
+        },
+    )
+    .await
+    .map_err(failed("your feedback"))
 }
 
 #[server(prefix = "/fn", endpoint = "list_channels")]

@@ -24,7 +24,7 @@ use crate::pages::{
     approvals::ApprovalsPage, audit::AuditPage, change_request::ChangeRequestPage,
     change_requests::ChangeRequestsPage, channels::ChannelsPage, clusters::ClustersPage,
     environments::EnvironmentsPage, not_found::NotFoundPage, releases::ReleasesPage, run::RunPage,
-    runs::RunsPage, settings::SettingsPage,
+    runs::RunsPage, settings::SettingsPage, share::SharePage,
 };
 
 /// Applies the remembered theme before the first paint, so a dark-theme user
@@ -75,6 +75,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/approvals") view=ApprovalsPage />
                     <Route path=path!("/clusters") view=ClustersPage />
                     <Route path=path!("/channels") view=ChannelsPage />
+                    <Route path=path!("/share/:token") view=SharePage />
                     <Route path=path!("/audit") view=AuditPage />
                     <Route path=path!("/settings") view=SettingsPage />
                 </Routes>

@@ -15,9 +15,10 @@ use async_trait::async_trait;
 use crate::dto::{
     ApprovalInbox, AuditEntry, AuditFilter, ChangeRequestDetail, ChangeRequestSummary,
     ChannelSummary, ClusterRegistration, ClusterSummary, CommitReleases, ConfigStatus,
-    EnvironmentSummary, Me, NewChangeRequest, ObjectDiff, PendingApproval, PromoteRequest,
-    Promotion, ReleaseComparison, ReleaseFilter, ReleaseSummary, Review, RollbackAccepted,
-    RollbackRequest, RunDetail, RunSummary, Settings,
+    EnvironmentSummary, Me, NewChangeRequest, NewFeedback, ObjectDiff, PendingApproval,
+    PromoteRequest, Promotion, ReleaseComparison, ReleaseFilter, ReleaseSummary, Review,
+    RollbackAccepted, RollbackRequest, RunDetail, RunSummary, Settings, ShareLink, SharedPreview,
+    TesterFeedback,
 };
 
 /// A failure behind the port.
@@ -141,6 +142,24 @@ pub trait DashboardPort: Send + Sync + 'static {
     ) -> Result<CommitReleases, PortError>;
     async fn pending_approvals(&self, caller: &Caller) -> Result<Vec<PendingApproval>, PortError>;
     async fn clusters(&self, caller: &Caller) -> Result<Vec<ClusterSummary>, PortError>;
+    /// Developers: a signed, expiring link to the request's tester page.
+    async fn share_change_request(&self, caller: &Caller, id: i64) -> Result<ShareLink, PortError>;
+    /// Developers: end a share link before it expires.
+    async fn revoke_share_link(&self, caller: &Caller, id: i64) -> Result<(), PortError>;
+    /// The tester page behind a share link; `visitor` is `None` for someone
+    /// without an account (allowed only where the admin says so).
+    async fn shared_preview(
+        &self,
+        visitor: Option<&Caller>,
+        token: String,
+    ) -> Result<SharedPreview, PortError>;
+    /// Feedback left through a share link.
+    async fn leave_shared_feedback(
+        &self,
+        visitor: Option<&Caller>,
+        token: String,
+        feedback: NewFeedback,
+    ) -> Result<TesterFeedback, PortError>;
     /// Admins: notification channels and their recent deliveries.
     async fn channels(&self, caller: &Caller) -> Result<Vec<ChannelSummary>, PortError>;
     /// Admins: queue a test message through channel `name`.

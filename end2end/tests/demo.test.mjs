@@ -123,6 +123,32 @@ test('a developer opens a change request, an admin approves it in the inbox, Gan
   // Developers see where it stands, not the approve button.
   assert.equal(await dev.getByRole('button', { name: 'Approve' }).count(), 0);
   await dev.screenshot({ path: join(artifacts, 'demo-change-request-author.png'), fullPage: true });
+
+  // The developer shares the preview; a tester without an account opens
+  // the link, tries the preview and leaves feedback.
+  await dev.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
+  await dev.getByRole('button', { name: 'Share with testers' }).click();
+  const shareUrl = await dev.getByTestId('share-url').inputValue({ timeout: 30_000 });
+  assert.match(shareUrl, /\/share\/\d+\.\d+\.\d+\./);
+  const testerContext = await browser.newContext();
+  const tester = await testerContext.newPage();
+  const testerProblems = watchProblems(tester);
+  await tester.goto(shareUrl.replace(/^http:\/\/[^/]+/, base));
+  await tester.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
+  assert.match(await tester.getByTestId('share-title').textContent(), /Say hello/);
+  assert.equal(await tester.getByTestId('share-preview').count(), 1);
+  await tester.screenshot({ path: join(artifacts, 'demo-share-tester.png'), fullPage: true });
+  await tester.getByLabel('It works').check();
+  await tester.locator('textarea[name="comment"]').fill('Hello shows on my phone too');
+  await tester.getByLabel('Your name').fill('Lin from QA');
+  await tester.getByRole('button', { name: 'Send feedback' }).click();
+  await tester.getByTestId('feedback-sent').waitFor({ timeout: 30_000 });
+  await tester.getByTestId('feedback').filter({ hasText: 'Lin from QA' }).waitFor();
+  await tester.screenshot({ path: join(artifacts, 'demo-share-feedback.png'), fullPage: true });
+  assert.deepEqual(testerProblems, []);
+  await testerContext.close();
+  await dev.reload();
+  await dev.getByTestId('feedback').filter({ hasText: 'Hello shows on my phone too' }).waitFor();
   assert.deepEqual(devProblems, []);
 
   // An admin finds it in the inbox, with its preview and tests, and approves.

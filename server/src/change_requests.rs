@@ -367,21 +367,23 @@ pub async fn override_policy(app: &App, caller: &Caller, id: i64, reason: &str) 
     try_merge(app, id, &caller.me.name).await
 }
 
-/// A tester's (or anyone's above) feedback on the preview: recorded with
-/// the decisions, never counted as an approval.
+/// A tester's (or anyone's above) feedback on the preview: one model with
+/// what share-link visitors leave (see `sharing`), never an approval.
 pub async fn feedback(app: &App, caller: &Caller, id: i64, comment: Option<&str>) -> Result<CrRow> {
-    let judged = load(app, id).await?;
-    forbidden(caller, Role::Tester, &judged.row.app)?;
-    let comment = comment
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .ok_or_else(|| ChangeRequestError::Invalid("feedback needs a comment".into()))?;
-    if comment.chars().count() > 4000 {
-        return Err(ChangeRequestError::Invalid(
-            "feedback is longer than 4000 characters".into(),
-        ));
-    }
-    decide(app, caller, &judged, "feedback", Some(comment), None).await?;
+    let feedback = app::dto::NewFeedback {
+        verdict: "note".into(),
+        comment: comment.unwrap_or_default().to_string(),
+        name: None,
+    };
+    crate::sharing::leave_feedback_signed_in(app, caller, id, feedback)
+        .await
+        .map_err(|error| match error {
+            crate::sharing::ShareError::NotFound(id) => ChangeRequestError::NotFound(id),
+            crate::sharing::ShareError::Forbidden(why) => ChangeRequestError::Forbidden(why),
+            crate::sharing::ShareError::Db(error) => ChangeRequestError::Db(error),
+            crate::sharing::ShareError::Config(error) => ChangeRequestError::Config(error),
+            other => ChangeRequestError::Invalid(other.to_string()),
+        })?;
     reload(app, id).await
 }
 
@@ -884,5 +886,10 @@ pub async fn detail(app: &App, caller: &Caller, id: i64) -> Result<ChangeRequest
         freeze: policy::freeze_now(judged.target_entry()).map(|f| f.describe()),
         merge_sha: judged.row.merge_sha.clone(),
         merged_by: judged.row.merged_by.clone(),
+        feedback: db::sharing::feedback_of(pool, id)
+            .await?
+            .into_iter()
+            .map(crate::sharing::feedback_view)
+            .collect(),
     })
 }

@@ -2,12 +2,14 @@
 //! dashboard and of the REST API, each deciding from the [`Caller`] whether
 //! it is allowed. Lists show only the apps the caller may see.
 
+use crate::sharing::ShareError;
 use app::dto::{
     ApprovalInbox, AuditEntry, AuditFilter, ChangeRequestDetail, ChangeRequestSummary,
     ChannelSummary, ClusterRegistration, ClusterSummary, CommitReleases, ConfigIssue, ConfigStatus,
-    EnvironmentSummary, NewChangeRequest, ObjectDiff, PendingApproval, PromoteRequest, Promotion,
-    ReleaseComparison, ReleaseFilter, ReleaseSummary, Review, ReviewAction, Role, RollbackAccepted,
-    RollbackRequest, RunDetail, RunSummary, SettingSource, Settings,
+    EnvironmentSummary, NewChangeRequest, NewFeedback, ObjectDiff, PendingApproval, PromoteRequest,
+    Promotion, ReleaseComparison, ReleaseFilter, ReleaseSummary, Review, ReviewAction, Role,
+    RollbackAccepted, RollbackRequest, RunDetail, RunSummary, SettingSource, Settings, ShareLink,
+    SharedPreview, TesterFeedback,
 };
 use app::port::{Caller, DashboardPort, PortError};
 use async_trait::async_trait;
@@ -177,6 +179,31 @@ impl DashboardPort for App {
     async fn clusters(&self, caller: &Caller) -> Result<Vec<ClusterSummary>, PortError> {
         caller.require(Role::Admin, None)?;
         db::clusters::list(self.db.pool()).await.map_err(port_error)
+    }
+
+    async fn share_change_request(&self, caller: &Caller, id: i64) -> Result<ShareLink, PortError> {
+        Ok(crate::sharing::create(self, caller, id).await?)
+    }
+
+    async fn revoke_share_link(&self, caller: &Caller, id: i64) -> Result<(), PortError> {
+        Ok(crate::sharing::revoke(self, caller, id).await?)
+    }
+
+    async fn shared_preview(
+        &self,
+        visitor: Option<&Caller>,
+        token: String,
+    ) -> Result<SharedPreview, PortError> {
+        Ok(crate::sharing::open(self, &token, visitor).await?)
+    }
+
+    async fn leave_shared_feedback(
+        &self,
+        visitor: Option<&Caller>,
+        token: String,
+        feedback: NewFeedback,
+    ) -> Result<TesterFeedback, PortError> {
+        Ok(crate::sharing::leave_feedback(self, &token, visitor, feedback).await?)
     }
 
     async fn channels(&self, caller: &Caller) -> Result<Vec<ChannelSummary>, PortError> {
@@ -506,6 +533,19 @@ fn cluster_error(error: crate::clusters::ClusterError) -> PortError {
     match error {
         E::Secret(_) | E::Db(_) => PortError::Failed(error.to_string()),
         other => PortError::Refused(other.to_string()),
+    }
+}
+
+impl From<ShareError> for PortError {
+    fn from(error: ShareError) -> Self {
+        let text = error.to_string();
+        match error {
+            ShareError::NotFound(_) | ShareError::Invalid => PortError::NotFound(text),
+            ShareError::Expired(_) | ShareError::Revoked => PortError::Conflict(text),
+            ShareError::Forbidden(_) => PortError::Forbidden(text),
+            ShareError::Refused(_) => PortError::Refused(text),
+            ShareError::Db(_) | ShareError::Config(_) => PortError::Failed(text),
+        }
     }
 }
 

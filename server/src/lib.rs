@@ -26,6 +26,7 @@ pub mod recovery;
 pub mod runner;
 pub mod secrets;
 pub mod serve;
+pub mod sharing;
 pub mod state;
 pub mod storage;
 pub mod telemetry;

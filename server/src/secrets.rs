@@ -71,6 +71,8 @@ pub async fn resolve(
 /// The key that seals and opens secrets.
 pub struct Vault {
     cipher: ChaCha20Poly1305,
+    /// Signs links Gantry hands out (preview share links).
+    signing_key: [u8; 32],
     key_id: String,
 }
 
@@ -80,6 +82,14 @@ impl std::fmt::Debug for Vault {
             .field("key_id", &self.key_id)
             .finish_non_exhaustive()
     }
+}
+
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    use hmac::Mac;
+    let mut mac = <hmac::Hmac<Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    mac.update(message);
+    mac.finalize().into_bytes().into()
 }
 
 /// A sealed value: what the database stores.
@@ -127,8 +137,25 @@ impl Vault {
             .collect();
         Ok(Vault {
             cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
+            signing_key: hmac_sha256(&key, b"gantry/signed-links/v1"),
             key_id,
         })
+    }
+
+    /// HMAC-SHA256 of `message` under a key derived from the secret key
+    /// (so `gantry rotate-key` also ends every signed link).
+    pub fn sign(&self, message: &[u8]) -> [u8; 32] {
+        hmac_sha256(&self.signing_key, message)
+    }
+
+    /// Whether `signature` is [`Vault::sign`] of `message`, compared in
+    /// constant time.
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        use hmac::Mac;
+        let mut mac = <hmac::Hmac<Sha256> as Mac>::new_from_slice(&self.signing_key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        mac.update(message);
+        mac.verify_slice(signature).is_ok()
     }
 
     pub fn key_id(&self) -> &str {

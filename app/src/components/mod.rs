@@ -1,6 +1,7 @@
 //! Building blocks every page uses.
 
 pub mod diff;
+pub mod feedback;
 pub mod layout;
 pub mod list;
 pub mod theme;

@@ -5,8 +5,11 @@
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
-use crate::api::{ReviewChangeRequest, get_change_request, get_change_request_diff};
+use crate::api::{
+    ReviewChangeRequest, ShareChangeRequest, get_change_request, get_change_request_diff,
+};
 use crate::components::diff::diff_section;
+use crate::components::feedback::feedback_list;
 use crate::components::layout::use_me;
 use crate::components::list::{Badge, CsrfField, PageHeader};
 use crate::dto::{
@@ -93,6 +96,9 @@ fn request_view(
     let is_tester = me
         .as_ref()
         .is_some_and(|me| me.can(Role::Tester, Some(&app)));
+    let is_developer = me
+        .as_ref()
+        .is_some_and(|me| me.can(Role::Developer, Some(&app)));
     let active = matches!(cr.state.as_str(), "open" | "approved" | "conflict");
     let approvals = format!(
         "{} of {} (roles: {})",
@@ -143,6 +149,11 @@ fn request_view(
             {preview_view(detail.preview.clone(), detail.run.clone())}
             {reports_view(detail.reports.clone())}
         </section>
+        <section class="panel" aria-labelledby="feedback-heading">
+            <h2 id="feedback-heading">"Tester feedback"</h2>
+            {feedback_list(detail.feedback.clone())}
+            {(active && is_developer).then(|| share_view(cr.id))}
+        </section>
         {(active && is_tester).then(|| actions_view(cr.id, is_admin, is_author, review))}
         {is_admin.then(|| {
             let id = cr.id;
@@ -156,7 +167,54 @@ fn request_view(
     }
 }
 
-fn preview_view(preview: Option<EnvironmentSummary>, run: Option<RunSummary>) -> impl IntoView {
+/// The share button: a signed, expiring link to the tester page, shown to
+/// copy once made.
+fn share_view(id: i64) -> impl IntoView {
+    let share = ServerAction::<ShareChangeRequest>::new();
+    view! {
+        <ActionForm action=share attr:class="form share">
+            <CsrfField />
+            <input type="hidden" name="id" value=id />
+            <button type="submit">"Share with testers"</button>
+        </ActionForm>
+        {move || {
+            share
+                .value()
+                .get()
+                .map(|result| match result {
+                    Ok(link) => {
+                        let note = format!(
+                            "Expires {}{}.",
+                            timestamp(link.expires_at),
+                            if link.anonymous { "; opens without an account" } else { "; testers sign in to open it" },
+                        );
+                        view! {
+                            <label class="share-link">
+                                <span>"Link for testers"</span>
+                                <input
+                                    type="text"
+                                    readonly
+                                    value=link.url
+                                    data-testid="share-url"
+                                />
+                            </label>
+                            <p class="muted">{note}</p>
+                        }
+                            .into_any()
+                    }
+                    Err(error) => {
+                        view! { <p class="notice notice-error" role="alert">{error.to_string()}</p> }
+                            .into_any()
+                    }
+                })
+        }}
+    }
+}
+
+pub(crate) fn preview_view(
+    preview: Option<EnvironmentSummary>,
+    run: Option<RunSummary>,
+) -> impl IntoView {
     let nothing = (preview.is_none() && run.is_none())
         .then(|| view! { <p>"No preview yet: the source commit has not been built."</p> });
     let preview = preview.map(|env| {
@@ -186,7 +244,7 @@ fn preview_view(preview: Option<EnvironmentSummary>, run: Option<RunSummary>) ->
     view! { {preview} {run} {nothing} }
 }
 
-fn reports_view(reports: Vec<TestReportSummary>) -> impl IntoView {
+pub(crate) fn reports_view(reports: Vec<TestReportSummary>) -> impl IntoView {
     if reports.is_empty() {
         return view! { <p>"No test reports."</p> }.into_any();
     }

@@ -12,3 +12,4 @@ pub mod releases;
 pub mod run;
 pub mod runs;
 pub mod settings;
+pub mod share;

@@ -255,6 +255,27 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
+/// Someone who may or may not be signed in: share links open for both.
+/// A signed-in visitor's changes carry the CSRF token like any other.
+pub struct Visitor(pub Option<Principal>);
+
+impl FromRequestParts<AppState> for Visitor {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let principal = authenticate(parts, state).await?;
+        if let Some(principal) = &principal
+            && !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS)
+        {
+            principal.check_csrf(parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()))?;
+        }
+        Ok(Visitor(principal))
+    }
+}
+
 /// Finds or creates the user of an identity, updating name and e-mail.
 pub async fn upsert_user(
     app: &App,

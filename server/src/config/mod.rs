@@ -43,6 +43,8 @@ pub const ENV_VARS: &[&str] = &[
     "GANTRY_SESSION_IDLE",
     "GANTRY_SESSION_MAX",
     "GANTRY_REAUTH_MAX_AGE",
+    "GANTRY_SHARE_ANONYMOUS",
+    "GANTRY_SHARE_TTL",
     // Read by the `gantry cluster` and `gantry cr` commands, not the server.
     "GANTRY_TOKEN",
 ];
@@ -197,6 +199,11 @@ pub struct Config {
     /// How recent a sign-in must be to approve for an environment that
     /// demands a fresh one.
     pub reauth_max_age: std::time::Duration,
+    /// Preview share links open without an account (otherwise: any
+    /// signed-in person).
+    pub share_anonymous: bool,
+    /// How long a new share link works.
+    pub share_ttl: std::time::Duration,
     /// The config file that was read, if any.
     pub file: Option<PathBuf>,
     /// Each setting, its value as shown to people, and the layer that set it.
@@ -283,6 +290,8 @@ struct AuthSection {
     session_idle: Option<String>,
     session_max: Option<String>,
     reauth_max_age: Option<String>,
+    share_anonymous: Option<bool>,
+    share_ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -627,6 +636,26 @@ impl Config {
             None,
             duration,
         )?;
+        let share_anonymous = layers.resolve(
+            "auth.share_anonymous",
+            "false",
+            file.auth.share_anonymous.map(|v| v.to_string()),
+            Some("GANTRY_SHARE_ANONYMOUS"),
+            None,
+            |t| match t {
+                "true" | "1" => Ok(true),
+                "false" | "0" => Ok(false),
+                _ => Err("expected true or false".to_string()),
+            },
+        )?;
+        let share_ttl = layers.resolve(
+            "auth.share_ttl",
+            "72h",
+            file.auth.share_ttl.clone(),
+            Some("GANTRY_SHARE_TTL"),
+            None,
+            duration,
+        )?;
         // The client secret is never shown.
         for entry in layers.sources.iter_mut() {
             if entry.0 == "auth.oidc_client_secret" && !entry.1.is_empty() {
@@ -663,6 +692,8 @@ impl Config {
             session_idle,
             session_max,
             reauth_max_age,
+            share_anonymous,
+            share_ttl,
             file: file_path,
             sources: layers.sources,
         })

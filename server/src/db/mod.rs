@@ -22,6 +22,7 @@ pub mod pins;
 pub mod releases;
 pub mod runs;
 pub mod secrets;
+pub mod sharing;
 pub mod steps;
 
 use std::path::{Path, PathBuf};

@@ -153,6 +153,17 @@ pub async fn get<'e>(
         .await
 }
 
+/// The newest run tied to a change request.
+pub async fn latest_for_change_request<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    change_request_id: i64,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM runs WHERE change_request_id = $1 ORDER BY id DESC LIMIT 1")
+        .bind(change_request_id)
+        .fetch_optional(exec)
+        .await
+}
+
 /// Ties a run to the change request it builds or results from.
 pub async fn set_change_request<'e>(
     exec: impl Executor<'e, Database = Any>,

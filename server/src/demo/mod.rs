@@ -45,6 +45,10 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     // The demo signs people in without a password, on this machine only.
     if config.bind.ip().is_loopback() {
         config.dev_login = true;
+        // ...and testers open share links without an account, unless set.
+        if config.origin("auth.share_anonymous") == Some(&Origin::Default) {
+            config.share_anonymous = true;
+        }
     }
     // Quick feedback without the hook too; an explicit setting wins.
     if config.origin("pipeline.poll_interval") == Some(&Origin::Default) {

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use app::dto::{ObjectDiff, RunState, StepState, TestReportSummary};
+use app::dto::{ObjectDiff, RunState, StepState, TestReportSummary, TesterFeedback};
 
 use super::api::{self, StatusState};
 use crate::db;
@@ -183,6 +183,12 @@ pub async fn update_comment(app: &App, run_id: i64) -> Result<(), String> {
     } else {
         None
     };
+    let feedback: Vec<TesterFeedback> = db::sharing::feedback_of(pool, cr_id)
+        .await
+        .map_err(fail)?
+        .into_iter()
+        .map(crate::sharing::feedback_view)
+        .collect();
     let body = comment_body(&CommentFacts {
         change_request: cr_id,
         run_id,
@@ -201,6 +207,7 @@ pub async fn update_comment(app: &App, run_id: i64) -> Result<(), String> {
             .as_ref()
             .map(|d| d.as_ref().map(Vec::as_slice).map_err(String::as_str)),
         page: &crate::notify::link(app, &format!("change-requests/{cr_id}")),
+        feedback: &feedback,
     });
 
     let (number, comment_id) = db::change_requests::forge_comment(pool, cr_id)
@@ -246,6 +253,37 @@ pub struct CommentFacts<'a> {
     pub diff: Option<Result<&'a [ObjectDiff], &'a str>>,
     /// The change request's page in the dashboard.
     pub page: &'a str,
+    /// What testers said, oldest first.
+    pub feedback: &'a [TesterFeedback],
+}
+
+/// Testers' verdicts, newest last; long comments cut, the page has them.
+fn feedback_section(feedback: &[TesterFeedback]) -> String {
+    const SHOWN: usize = 20;
+    let mut out = String::from("\n**Tester feedback:**\n");
+    let skipped = feedback.len().saturating_sub(SHOWN);
+    if skipped > 0 {
+        out.push_str(&format!("- … {skipped} earlier\n"));
+    }
+    for entry in &feedback[skipped..] {
+        let mark = match entry.verdict.as_str() {
+            "works" => "✅ works",
+            "broken" => "❌ broken",
+            _ => "📝 note",
+        };
+        let mut comment: String = entry.comment.replace(['\r', '\n'], " ");
+        if comment.chars().count() > 300 {
+            comment = comment.chars().take(300).collect::<String>() + "…";
+        }
+        let at = entry
+            .commit_sha
+            .as_deref()
+            .map(|sha| format!(" on `{}`", &sha[..sha.len().min(7)]))
+            .unwrap_or_default();
+        let dash = if comment.is_empty() { "" } else { " — " };
+        out.push_str(&format!("- {mark} · {}{at}{dash}{comment}\n", entry.author));
+    }
+    out
 }
 
 /// Forges cap a comment near 64 KiB (GitHub: 65,536 characters); the diff
@@ -334,6 +372,9 @@ pub fn comment_body(facts: &CommentFacts<'_>) -> String {
         );
         out.push('\n');
     }
+    if !facts.feedback.is_empty() {
+        out.push_str(&feedback_section(facts.feedback));
+    }
     if let Some(diff) = facts.diff {
         out.push_str(&diff_section(diff, facts.page));
     }
@@ -380,6 +421,26 @@ mod tests {
             logs: "http://gantry.example.com/runs/42",
             diff: None,
             page: "http://gantry.example.com/change-requests/4",
+            feedback: &[
+                TesterFeedback {
+                    id: 1,
+                    author: "Lin".into(),
+                    via_share_link: true,
+                    verdict: "broken".into(),
+                    comment: "The cart forgets\nthe coupon".into(),
+                    commit_sha: Some("4f2a9c1e0b".into()),
+                    created_at: 0,
+                },
+                TesterFeedback {
+                    id: 2,
+                    author: "ada".into(),
+                    via_share_link: false,
+                    verdict: "works".into(),
+                    comment: String::new(),
+                    commit_sha: None,
+                    created_at: 0,
+                },
+            ],
         });
         insta::assert_snapshot!(body);
     }
@@ -413,6 +474,7 @@ mod tests {
             logs: "http://gantry.example.com/runs/42",
             diff,
             page: "http://gantry.example.com/change-requests/4",
+            feedback: &[],
         };
         insta::assert_snapshot!(comment_body(&facts(Some(Ok(&diffs)))));
         let why = comment_body(&facts(Some(Err(

@@ -29,6 +29,9 @@ enum Need {
     HookToken,
     /// Only a forge's signature: every user token is refused.
     Signed,
+    /// Only a valid share link's token (the table's is not): everyone is
+    /// refused, signed in or not.
+    ShareToken,
 }
 
 /// Every REST route: method, OpenAPI path, who may call it.
@@ -58,6 +61,18 @@ const ROUTES: &[(&str, &str, Need)] = &[
         "/api/v1/change-requests/{id}/diff",
         Need::Role(Role::Admin),
     ),
+    (
+        "POST",
+        "/api/v1/change-requests/{id}/share",
+        Need::Role(Role::Developer),
+    ),
+    (
+        "DELETE",
+        "/api/v1/share-links/{id}",
+        Need::Role(Role::Developer),
+    ),
+    ("GET", "/api/v1/share/{token}", Need::ShareToken),
+    ("POST", "/api/v1/share/{token}/feedback", Need::ShareToken),
     (
         "POST",
         "/api/v1/change-requests/{id}/reject",
@@ -228,6 +243,17 @@ const SERVER_FNS: &[(&str, Need, &str)] = &[
         "name=c2&kubeconfig=nonsense&context=&csrf=",
     ),
     ("check_cluster", Need::Role(Role::Admin), "name=c1&csrf="),
+    (
+        "share_change_request",
+        Need::Role(Role::Developer),
+        "id=CR&csrf=",
+    ),
+    ("get_shared_preview", Need::ShareToken, "token=1.1.1.AAAA"),
+    (
+        "leave_shared_feedback",
+        Need::ShareToken,
+        "token=1.1.1.AAAA&verdict=works&comment=&csrf=",
+    ),
     ("test_channel", Need::Role(Role::Admin), "name=ch1&csrf="),
 ];
 
@@ -273,6 +299,7 @@ fn concrete(path: &str, world: &World, token_id: i64) -> String {
         .replace("{app}", "shop")
         .replace("{sha}", "0000000000000000000000000000000000000000")
         .replace("{forge}", "github")
+        .replace("{token}", "1.1.1.AAAA")
 }
 
 fn body_for(method: &str, path: &str) -> Value {
@@ -289,6 +316,9 @@ fn body_for(method: &str, path: &str) -> Value {
         ("POST", "/api/v1/hooks/git") => json!({ "app": "shop" }),
         ("POST", "/api/v1/apps/{app}/rollback") => json!({ "reason": "a reason long enough" }),
         ("POST", "/api/v1/apps/{app}/promote") => json!({ "environment": "production" }),
+        ("POST", "/api/v1/share/{token}/feedback") => {
+            json!({ "verdict": "works", "comment": "", "name": "probe" })
+        }
         _ => json!({ "comment": "a reason long enough" }),
     }
 }
@@ -386,6 +416,10 @@ async fn every_route_and_server_function_checks_the_callers_role() {
                 };
                 let refused = match (need, caller) {
                     (Need::HookToken | Need::Signed, _) => status == StatusCode::UNAUTHORIZED,
+                    (Need::ShareToken, _) => matches!(
+                        status,
+                        StatusCode::NOT_FOUND | StatusCode::FORBIDDEN
+                    ),
                     (_, None) => status == StatusCode::UNAUTHORIZED,
                     (Need::Hidden(_), Some(_)) => status == StatusCode::NOT_FOUND,
                     _ => status == StatusCode::FORBIDDEN,
@@ -412,7 +446,10 @@ async fn every_route_and_server_function_checks_the_callers_role() {
                 if SECRET_VALUES.iter().any(|value| text.contains(value)) {
                     failures.push(format!("server fn {name} as {caller:?} shows a secret value"));
                 }
-                let refused = text.contains("does not have it") || text.contains("Sign in to see this");
+                let refused = text.contains("does not have it")
+                    || text.contains("Sign in to see this")
+                    || (matches!(need, Need::ShareToken)
+                        && (text.contains("share link is not valid") || text.contains("sign in to open this link")));
                 let expected = allows(*need, *caller);
                 if expected == refused {
                     failures.push(format!("server fn {name} as {caller:?}: {} {text} (allowed: {expected})", response.status));

@@ -555,8 +555,38 @@ async fn feedback_round_trip(backend: &str, shape: &ForgeShape) {
         "still one comment per request"
     );
 
-    // Approved in Gantry, merged by the forge, through its API.
+    // A tester's feedback through a share link shows in the same comment.
     let cr = change_request(&app, shape.kind).await.unwrap();
+    let link = app
+        .post_json(
+            &format!("/api/v1/change-requests/{}/share", cr["id"]),
+            json!({}),
+        )
+        .await;
+    assert_eq!(link.status, 201, "{}", link.text());
+    let url = link.json()["url"].as_str().unwrap().to_string();
+    let token = url.rsplit_once("/share/").unwrap().1;
+    let sent = app
+        .post_json(
+            &format!("/api/v1/share/{token}/feedback"),
+            json!({ "verdict": "broken", "comment": "The coupon field is gone" }),
+        )
+        .await;
+    assert_eq!(sent.status, 201, "{}", sent.text());
+    let with_feedback = forge.at(shape.comment).into_iter().rev().find(|c| {
+        c.body["body"]
+            .as_str()
+            .is_some_and(|b| b.contains("**Tester feedback:**"))
+    });
+    let with_feedback = with_feedback.expect("the comment is edited before the answer");
+    let body = with_feedback.body["body"].as_str().unwrap();
+    assert!(
+        body.contains("❌ broken") && body.contains("The coupon field is gone"),
+        "{body}"
+    );
+    assert_eq!(forge.at(shape.comments).len(), 1, "still one comment");
+
+    // Approved in Gantry, merged by the forge, through its API.
     let approved = app
         .post_json(
             &format!("/api/v1/change-requests/{}/approve", cr["id"]),

@@ -23,4 +23,5 @@ mod ops;
 mod schema;
 mod seed;
 mod sessions;
+mod sharing;
 mod sso;

@@ -2,8 +2,9 @@
 //! `/api/v1/openapi.json`. Handlers are thin: they ask the same port the
 //! dashboard uses, so the API and the UI never disagree.
 //!
-//! Every route but the OpenAPI document and the git trigger (which takes a
-//! per-app token) needs a principal: a session or an API token. What each
+//! Every route but the OpenAPI document, the git trigger (which takes a
+//! per-app token), the forge webhooks (signed) and share links (the token
+//! decides) needs a principal: a session or an API token. What each
 //! may do is decided by the port methods the handlers call.
 
 mod change_requests;
@@ -13,6 +14,7 @@ mod hooks;
 mod releases;
 mod runs;
 mod secrets;
+mod sharing;
 mod tokens;
 
 pub use hooks::issue_token;
@@ -52,6 +54,10 @@ use crate::state::AppState;
         change_requests::close,
         change_requests::feedback,
         change_requests::diff,
+        sharing::create,
+        sharing::revoke,
+        sharing::open,
+        sharing::feedback,
         releases::list,
         releases::get,
         releases::mark_stable,
@@ -187,6 +193,10 @@ pub fn routes() -> Router<AppState> {
             "/change-requests/{id}/feedback",
             post(change_requests::feedback),
         )
+        .route("/change-requests/{id}/share", post(sharing::create))
+        .route("/share-links/{id}", axum::routing::delete(sharing::revoke))
+        .route("/share/{token}", get(sharing::open))
+        .route("/share/{token}/feedback", post(sharing::feedback))
         .route("/releases", get(releases::list))
         .route("/releases/{id}", get(releases::get))
         .route("/releases/{id}/stable", post(releases::mark_stable))

@@ -1,0 +1,439 @@
+//! Preview sharing for testers. A developer's share button makes a signed,
+//! expiring link to a tester page: the change's commits, its tests, its
+//! preview link and what testers said. The link opens without an account
+//! where the admin allows it (`auth.share_anonymous`), else for anyone
+//! signed in. Feedback left there is recorded on the change request and,
+//! for forge requests, shown in its one comment.
+//!
+//! A token is `<request>.<link>.<expiry>.<signature>`: the signature
+//! (HMAC-SHA256 under a key derived from the secret key) is checked before
+//! the database is asked, the link row makes it revocable.
+
+use app::dto::{ChangeRequestState, NewFeedback, Role, ShareLink, SharedPreview, TesterFeedback};
+use app::port::Caller;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::db::{self, now_millis, sharing::FeedbackRow};
+use crate::state::App;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShareError {
+    #[error("change request {0} does not exist")]
+    NotFound(i64),
+    /// Malformed, tampered with, or signed with another key.
+    #[error("this share link is not valid")]
+    Invalid,
+    #[error("this share link expired at {0}; ask for a new one")]
+    Expired(String),
+    #[error("this share link was revoked; ask for a new one")]
+    Revoked,
+    #[error("{0}")]
+    Forbidden(String),
+    /// Feedback the tester can fix.
+    #[error("{0}")]
+    Refused(String),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("the app's configuration is unreadable: {0}")]
+    Config(#[from] serde_json::Error),
+}
+
+type Result<T> = std::result::Result<T, ShareError>;
+
+/// The verdicts a tester can give.
+pub const VERDICTS: [&str; 3] = ["works", "broken", "note"];
+const COMMENT_LIMIT: usize = 4_000;
+const NAME_LIMIT: usize = 80;
+const COMMITS_SHOWN: usize = 50;
+
+fn signed_part(request: i64, link: i64, expires: i64) -> String {
+    format!("share:v1:{request}:{link}:{expires}")
+}
+
+fn token(app: &App, request: i64, link: i64, expires: i64) -> String {
+    let signature = app
+        .vault
+        .sign(signed_part(request, link, expires).as_bytes());
+    format!(
+        "{request}.{link}.{expires}.{}",
+        URL_SAFE_NO_PAD.encode(signature)
+    )
+}
+
+/// (request, link, expiry) of a well-signed token.
+fn verify(app: &App, token: &str) -> Result<(i64, i64, i64)> {
+    let mut parts = token.split('.');
+    let mut number = || parts.next().and_then(|p| p.parse::<i64>().ok());
+    let (Some(request), Some(link), Some(expires)) = (number(), number(), number()) else {
+        return Err(ShareError::Invalid);
+    };
+    let signature = parts
+        .next()
+        .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+        .ok_or(ShareError::Invalid)?;
+    if parts.next().is_some()
+        || !app
+            .vault
+            .verify(signed_part(request, link, expires).as_bytes(), &signature)
+    {
+        return Err(ShareError::Invalid);
+    }
+    Ok((request, link, expires))
+}
+
+fn when(millis: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(millis)
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default()
+}
+
+/// Developers (and up) of the request's app make a link for it.
+pub async fn create(app: &App, caller: &Caller, request: i64) -> Result<ShareLink> {
+    let pool = app.db.pool();
+    let cr = db::change_requests::get(pool, request)
+        .await?
+        .ok_or(ShareError::NotFound(request))?;
+    caller
+        .require(Role::Developer, Some(&cr.app))
+        .map_err(|e| ShareError::Forbidden(e.to_string()))?;
+    let now = now_millis();
+    let expires = now + i64::try_from(app.config.share_ttl.as_millis()).unwrap_or(i64::MAX / 2);
+    let mut tx = pool.begin().await?;
+    let id = db::sharing::insert_link(&mut *tx, request, &caller.me.name, now, expires).await?;
+    db::audit::record(
+        &mut *tx,
+        &db::audit::NewEntry {
+            actor: &caller.me.name,
+            action: "share_link.create",
+            target: &format!("{} change request {request} (link {id})", cr.app),
+            reason: None,
+            source_ip: caller.source_ip.as_deref(),
+            detail: &serde_json::json!({ "expires_at": expires }).to_string(),
+        },
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(ShareLink {
+        id,
+        change_request_id: request,
+        url: crate::notify::link(app, &format!("share/{}", token(app, request, id, expires))),
+        created_by: caller.me.name.clone(),
+        expires_at: expires,
+        anonymous: app.config.share_anonymous,
+    })
+}
+
+/// Developers of the app (or an admin) end a link before it expires.
+pub async fn revoke(app: &App, caller: &Caller, link: i64) -> Result<()> {
+    let pool = app.db.pool();
+    let Some(row) = db::sharing::link(pool, link).await? else {
+        // Say "no such link" only to those who could revoke one.
+        caller.require(Role::Developer, None).or_else(|e| {
+            if caller.me.can_anywhere(Role::Developer) {
+                Ok(())
+            } else {
+                Err(ShareError::Forbidden(e.to_string()))
+            }
+        })?;
+        return Err(ShareError::Refused(format!(
+            "share link {link} does not exist"
+        )));
+    };
+    let cr = db::change_requests::get(pool, row.change_request_id)
+        .await?
+        .ok_or(ShareError::NotFound(row.change_request_id))?;
+    caller
+        .require(Role::Developer, Some(&cr.app))
+        .map_err(|e| ShareError::Forbidden(e.to_string()))?;
+    if !db::sharing::revoke(pool, link, now_millis()).await? {
+        return Err(ShareError::Revoked);
+    }
+    crate::dashboard::audit(
+        app,
+        caller,
+        "share_link.revoke",
+        &format!("{} change request {} (link {link})", cr.app, cr.id),
+        None,
+    )
+    .await
+    .map_err(|e| ShareError::Refused(e.to_string()))
+}
+
+/// The link's request, if the token is good, live, and the visitor may
+/// use it.
+async fn admit(app: &App, token: &str, visitor: Option<&Caller>) -> Result<(i64, i64, i64)> {
+    let (request, link, expires) = verify(app, token)?;
+    if visitor.is_none() && !app.config.share_anonymous {
+        return Err(ShareError::Forbidden(
+            "sign in to open this link (this Gantry does not allow share links without an account)"
+                .into(),
+        ));
+    }
+    if expires <= now_millis() {
+        return Err(ShareError::Expired(when(expires)));
+    }
+    let row = db::sharing::link(app.db.pool(), link)
+        .await?
+        .filter(|row| row.change_request_id == request)
+        .ok_or(ShareError::Invalid)?;
+    if row.revoked_at.is_some() {
+        return Err(ShareError::Revoked);
+    }
+    Ok((request, link, expires))
+}
+
+pub fn feedback_view(row: FeedbackRow) -> TesterFeedback {
+    TesterFeedback {
+        id: row.id,
+        author: row.author,
+        via_share_link: row.share_link_id.is_some(),
+        verdict: row.verdict,
+        comment: row.comment,
+        commit_sha: row.commit_sha,
+        created_at: row.created_at,
+    }
+}
+
+/// A change request's feedback, oldest first.
+pub async fn feedback_of(app: &App, request: i64) -> Result<Vec<TesterFeedback>> {
+    Ok(db::sharing::feedback_of(app.db.pool(), request)
+        .await?
+        .into_iter()
+        .map(feedback_view)
+        .collect())
+}
+
+/// The tester page behind `token`.
+pub async fn open(app: &App, token: &str, visitor: Option<&Caller>) -> Result<SharedPreview> {
+    let (request, _, expires) = admit(app, token, visitor).await?;
+    let pool = app.db.pool();
+    let cr = db::change_requests::get(pool, request)
+        .await?
+        .ok_or(ShareError::NotFound(request))?;
+    let app_row = db::apps::get(pool, cr.app_id)
+        .await?
+        .ok_or(ShareError::NotFound(request))?;
+    let config: crate::gitops::schema::AppConfig = serde_json::from_str(&app_row.config)?;
+    let preview = db::environments::find_for_branch(pool, cr.app_id, &cr.source_branch).await?;
+    let head = cr.head_sha.clone().unwrap_or_default();
+    let run = db::runs::latest_of_commit(pool, cr.app_id, &cr.source_branch, &head).await?;
+    let (run, reports) = match run {
+        Some(run) => (
+            db::runs::detail(pool, run.id)
+                .await?
+                .map(|(summary, _)| summary),
+            db::steps::reports_for_run(pool, run.id).await?,
+        ),
+        None => (None, Vec::new()),
+    };
+    // What the request brings: its head's commits its target lacks. A
+    // mirror that cannot say (not fetched yet) shows none rather than fail.
+    let target = app
+        .git
+        .heads(&app_row.source_url)
+        .await
+        .ok()
+        .and_then(|heads| heads.get(&cr.target_branch).cloned());
+    let commits = match (&cr.head_sha, target) {
+        (Some(head), Some(target)) => app
+            .git
+            .log_range(&app_row.source_url, Some(&target), head, COMMITS_SHOWN)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|commit| {
+                let mut entry = crate::ledger::changelog_entry(&config, commit);
+                entry.author_email.clear();
+                entry
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(SharedPreview {
+        change_request_id: cr.id,
+        app: cr.app.clone(),
+        state: ChangeRequestState::parse(&cr.state).unwrap_or(ChangeRequestState::Open),
+        title: cr.title,
+        description: cr.description,
+        source_branch: cr.source_branch,
+        target_branch: cr.target_branch,
+        head_sha: cr.head_sha,
+        commits,
+        preview_url: preview.as_ref().and_then(|env| env.url.clone()),
+        preview_state: preview
+            .as_ref()
+            .and_then(|env| app::dto::EnvironmentState::parse(&env.state)),
+        run,
+        reports,
+        feedback: feedback_of(app, request).await?,
+        expires_at: expires,
+    })
+}
+
+/// Records a tester's feedback through `token`; for a forge request, its
+/// comment shows it at once.
+pub async fn leave_feedback(
+    app: &App,
+    token: &str,
+    visitor: Option<&Caller>,
+    feedback: NewFeedback,
+) -> Result<TesterFeedback> {
+    let (request, link, _) = admit(app, token, visitor).await?;
+    record(app, request, Some(link), visitor, feedback).await
+}
+
+/// Signed-in testers (and up) leave feedback on the request's page.
+pub async fn leave_feedback_signed_in(
+    app: &App,
+    caller: &Caller,
+    request: i64,
+    feedback: NewFeedback,
+) -> Result<TesterFeedback> {
+    let cr = db::change_requests::get(app.db.pool(), request)
+        .await?
+        .ok_or(ShareError::NotFound(request))?;
+    caller
+        .require(Role::Tester, Some(&cr.app))
+        .map_err(|e| ShareError::Forbidden(e.to_string()))?;
+    record(app, request, None, Some(caller), feedback).await
+}
+
+/// Checks the feedback; (author, verdict, comment) to store.
+fn validate(
+    visitor: Option<&Caller>,
+    feedback: &NewFeedback,
+) -> Result<(String, &'static str, String)> {
+    let verdict = VERDICTS
+        .into_iter()
+        .find(|v| *v == feedback.verdict.trim())
+        .ok_or_else(|| {
+            ShareError::Refused(format!(
+                "verdict {:?} is not one of {}",
+                feedback.verdict,
+                VERDICTS.join(", ")
+            ))
+        })?;
+    let comment = feedback.comment.trim().to_string();
+    if comment.is_empty() && verdict != "works" {
+        return Err(ShareError::Refused(
+            "comment: say what you saw (only \"works\" may go without one)".into(),
+        ));
+    }
+    if comment.chars().count() > COMMENT_LIMIT {
+        return Err(ShareError::Refused(format!(
+            "comment is longer than {COMMENT_LIMIT} characters"
+        )));
+    }
+    let author = match visitor {
+        Some(caller) => caller.me.name.clone(),
+        None => {
+            let name = feedback.name.as_deref().unwrap_or("").trim();
+            if name.is_empty() || name.chars().count() > NAME_LIMIT {
+                return Err(ShareError::Refused(format!(
+                    "name: say who you are (1 to {NAME_LIMIT} characters)"
+                )));
+            }
+            name.chars().filter(|c| !c.is_control()).collect()
+        }
+    };
+    Ok((author, verdict, comment))
+}
+
+async fn record(
+    app: &App,
+    request: i64,
+    link: Option<i64>,
+    visitor: Option<&Caller>,
+    feedback: NewFeedback,
+) -> Result<TesterFeedback> {
+    let (author, verdict, comment) = validate(visitor, &feedback)?;
+    let pool = app.db.pool();
+    let cr = db::change_requests::get(pool, request)
+        .await?
+        .ok_or(ShareError::NotFound(request))?;
+    let now = now_millis();
+    let mut tx = pool.begin().await?;
+    let id = db::sharing::insert_feedback(
+        &mut *tx,
+        &db::sharing::NewFeedback {
+            change_request_id: request,
+            share_link_id: link,
+            author: &author,
+            verdict,
+            comment: &comment,
+            commit_sha: cr.head_sha.as_deref(),
+        },
+        now,
+    )
+    .await?;
+    let actor = match visitor {
+        Some(_) => author.clone(),
+        None => format!("{author} (share link {})", link.unwrap_or_default()),
+    };
+    db::audit::record(
+        &mut *tx,
+        &db::audit::NewEntry {
+            actor: &actor,
+            action: "feedback.add",
+            target: &format!("{} change request {request}", cr.app),
+            reason: None,
+            source_ip: visitor.and_then(|c| c.source_ip.as_deref()),
+            detail: &serde_json::json!({ "verdict": verdict }).to_string(),
+        },
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(change_request = request, %verdict, "tester feedback recorded");
+    // The forge comment carries the feedback: refresh it from the request's
+    // newest run.
+    if cr.origin != "native"
+        && let Some(run) = db::runs::latest_for_change_request(pool, request).await?
+        && let Err(error) = crate::forge::feedback::update_comment(app, run).await
+    {
+        tracing::warn!(change_request = request, %error, "forge comment not updated with feedback");
+    }
+    Ok(TesterFeedback {
+        id,
+        author,
+        via_share_link: link.is_some(),
+        verdict: verdict.into(),
+        comment,
+        commit_sha: cr.head_sha,
+        created_at: now,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feedback_is_checked_before_it_is_stored() {
+        let feedback = |verdict: &str, comment: &str, name: Option<&str>| NewFeedback {
+            verdict: verdict.into(),
+            comment: comment.into(),
+            name: name.map(str::to_string),
+        };
+        let ok = validate(
+            None,
+            &feedback("broken", " the cart is empty ", Some("Lin")),
+        );
+        let (author, verdict, comment) = ok.unwrap();
+        assert_eq!(
+            (author.as_str(), verdict, comment.as_str()),
+            ("Lin", "broken", "the cart is empty")
+        );
+        assert!(validate(None, &feedback("works", "", Some("Lin"))).is_ok());
+        let error = validate(None, &feedback("broken", "", Some("Lin"))).unwrap_err();
+        assert!(error.to_string().starts_with("comment:"), "{error}");
+        let error = validate(None, &feedback("meh", "x", Some("Lin"))).unwrap_err();
+        assert!(error.to_string().contains("works, broken, note"), "{error}");
+        let error = validate(None, &feedback("note", "x", None)).unwrap_err();
+        assert!(error.to_string().starts_with("name:"), "{error}");
+        let long = "x".repeat(COMMENT_LIMIT + 1);
+        assert!(validate(None, &feedback("note", &long, Some("Lin"))).is_err());
+    }
+}
