@@ -44,4 +44,7 @@ echo
 "$TARGET/release/ledger" "$BIN"
 
 echo
+"$TARGET/release/home" "$BIN"
+
+echo
 "$TARGET/release/webhooks" "$BIN"

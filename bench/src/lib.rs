@@ -53,6 +53,17 @@ impl Gantry {
     /// Creates an admin token in `data`, then serves with `args` added
     /// (e.g. `--pipeline-repo`, `--database-url`).
     pub async fn start(binary: &str, data: &Path, args: &[&str]) -> anyhow::Result<Gantry> {
+        Gantry::start_with_env(binary, data, args, &[]).await
+    }
+
+    /// [`Gantry::start`] with environment variables set for the server
+    /// (they win over the benchmark defaults).
+    pub async fn start_with_env(
+        binary: &str,
+        data: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Gantry> {
         let data_arg = data.display().to_string();
         // The flags are global: the token goes into the same database.
         let created = Command::new(binary)
@@ -81,6 +92,7 @@ impl Gantry {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("GANTRY_LOG", "warn")
             .env("GANTRY_POLL_INTERVAL", "1s")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .spawn()
             .context("starting gantry")?;
@@ -156,6 +168,25 @@ pub fn row(name: &str, values: &[f64]) -> String {
         percentile(values, 50.0),
         percentile(values, 95.0)
     )
+}
+
+/// Applies Gantry's migrations to `url` with the real binary, so a
+/// benchmark can seed the tables before the server starts.
+pub fn migrate(binary: &str, data: &Path, url: &str) -> anyhow::Result<()> {
+    let migrated = Command::new(binary)
+        .args([
+            "migrate",
+            "--data-dir",
+            &data.display().to_string(),
+            "--database-url",
+            url,
+        ])
+        .env("GANTRY_LOG", "warn")
+        .output()?;
+    if !migrated.status.success() {
+        bail!("migrate: {}", String::from_utf8_lossy(&migrated.stderr));
+    }
+    Ok(())
 }
 
 /// The database a benchmark runs on: a SQLite file in `data`, or a fresh

@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { artifacts, freePort, launchBrowser, signIn, watchProblems } from './support.mjs';
 
 let demo;
@@ -234,4 +235,79 @@ test('an admin rolls staging back from the release timeline, sees the pin, and p
   assert.equal(environments.find((e) => e.name === 'staging').pin, null);
   assert.deepEqual(problems, []);
   await context.close();
+});
+
+const axeSource = join(dirname(fileURLToPath(import.meta.url)), '..', 'node_modules', 'axe-core', 'axe.min.js');
+
+// axe-core's serious and critical violations on the page, one line each.
+async function seriousViolations(page) {
+  await page.addScriptTag({ path: axeSource });
+  const { passed, violations } = await page.evaluate(async () => {
+    const result = await window.axe.run(document, { resultTypes: ['violations'] });
+    return {
+      passed: result.passes.length,
+      violations: result.violations
+        .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+        .map((v) => `${v.id} (${v.impact}): ${v.help} — ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join('; ')}`),
+    };
+  });
+  // A check that ran no rule would pass anything.
+  assert.ok(passed >= 10, `axe ran only ${passed} passing rules on ${page.url()}`);
+  return violations;
+}
+
+// Every view, in the light and the dark theme, checked with axe-core (npm):
+// no serious or critical violation. Each view's screenshot is kept.
+test('every view passes an accessibility check (axe-core), light and dark', async () => {
+  const setup = await browser.newContext();
+  const admin = await setup.newPage();
+  await signIn(admin, base, { name: 'ada', role: 'admin' });
+  const me = await (await admin.request.get(`${base}/api/v1/me`)).json();
+  const requests = await (await admin.request.get(`${base}/api/v1/change-requests`)).json();
+  assert.ok(requests.length > 0, 'the earlier journey opened a change request');
+  const shared = await admin.request.post(`${base}/api/v1/change-requests/${requests[0].id}/share`, {
+    headers: { 'x-csrf-token': me.csrf },
+  });
+  assert.equal(shared.status(), 201, await shared.text());
+  const shareUrl = (await shared.json()).url.replace(/^http:\/\/[^/]+/, base);
+  const runs = await (await admin.request.get(`${base}/api/v1/runs`)).json();
+  const views = [
+    ['environments', '/'],
+    ['runs', '/runs'],
+    ['run', `/runs/${runs[0].id}`],
+    ['change-requests', '/change-requests'],
+    ['change-request', `/change-requests/${requests[0].id}`],
+    ['approvals', '/approvals'],
+    ['releases', '/releases?app=shop&environment=staging'],
+    ['clusters', '/clusters'],
+    ['notifications', '/channels'],
+    ['audit', '/audit'],
+    ['settings', '/settings'],
+    ['not-found', '/no-such-page'],
+  ];
+  await setup.close();
+
+  const failures = [];
+  for (const scheme of ['light', 'dark']) {
+    const context = await browser.newContext({ colorScheme: scheme });
+    const page = await context.newPage();
+    await signIn(page, base, { name: 'ada', role: 'admin' });
+    const check = async (name, url) => {
+      await page.goto(url);
+      await page.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
+      for (const violation of await seriousViolations(page)) failures.push(`${scheme} ${name}: ${violation}`);
+      await page.screenshot({ path: join(artifacts, `view-${name}-${scheme}.png`), fullPage: true });
+    };
+    for (const [name, path] of views) await check(name, `${base}${path}`);
+    await context.close();
+    // The tester page, as someone without an account sees it.
+    const visitor = await browser.newContext({ colorScheme: scheme });
+    const visitorPage = await visitor.newPage();
+    await visitorPage.goto(shareUrl);
+    await visitorPage.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
+    for (const violation of await seriousViolations(visitorPage)) failures.push(`${scheme} share: ${violation}`);
+    await visitorPage.screenshot({ path: join(artifacts, `view-share-${scheme}.png`), fullPage: true });
+    await visitor.close();
+  }
+  assert.deepEqual(failures, []);
 });

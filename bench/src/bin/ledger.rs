@@ -42,19 +42,7 @@ async fn measure(binary: &str, backend: &str) -> anyhow::Result<()> {
     let data = root.path().join("data");
     let database = BenchDatabase::create(backend, &data, "gantry_ledger_bench").await?;
     let url = database.url.clone();
-    let migrated = std::process::Command::new(binary)
-        .args([
-            "migrate",
-            "--data-dir",
-            &data.display().to_string(),
-            "--database-url",
-            &url,
-        ])
-        .env("GANTRY_LOG", "warn")
-        .output()?;
-    if !migrated.status.success() {
-        bail!("migrate: {}", String::from_utf8_lossy(&migrated.stderr));
-    }
+    bench::migrate(binary, &data, &url)?;
     let pool = sqlx::AnyPool::connect(&url).await?;
     let started = Instant::now();
     let newest = seed(&pool).await?;
