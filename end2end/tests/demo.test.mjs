@@ -128,6 +128,8 @@ test('a developer opens a change request, an admin approves it in the inbox, Gan
   // The developer shares the preview; a tester without an account opens
   // the link, tries the preview and leaves feedback.
   await dev.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
+  // From here the author's page updates live: it is never reloaded.
+  await dev.evaluate(() => { window.__sameDocument = true; });
   await dev.getByRole('button', { name: 'Share with testers' }).click();
   const shareUrl = await dev.getByTestId('share-url').inputValue({ timeout: 30_000 });
   assert.match(shareUrl, /\/share\/\d+\.\d+\.\d+\./);
@@ -148,8 +150,7 @@ test('a developer opens a change request, an admin approves it in the inbox, Gan
   await tester.screenshot({ path: join(artifacts, 'demo-share-feedback.png'), fullPage: true });
   assert.deepEqual(testerProblems, []);
   await testerContext.close();
-  await dev.reload();
-  await dev.getByTestId('feedback').filter({ hasText: 'Hello shows on my phone too' }).waitFor();
+  await dev.getByTestId('feedback').filter({ hasText: 'Hello shows on my phone too' }).waitFor({ timeout: 30_000 });
   assert.deepEqual(devProblems, []);
 
   // An admin finds it in the inbox, with its preview and tests, and approves.
@@ -173,9 +174,9 @@ test('a developer opens a change request, an admin approves it in the inbox, Gan
   await admin.screenshot({ path: join(artifacts, 'demo-change-request-merged.png'), fullPage: true });
   assert.deepEqual(adminProblems, []);
 
-  // The author's view says so too, and latest now carries the merge.
-  await dev.reload();
-  await dev.getByTestId('cr-state').filter({ hasText: 'merged' }).waitFor();
+  // The author's view says so too, live, and latest now carries the merge.
+  await dev.getByTestId('cr-state').filter({ hasText: 'merged' }).waitFor({ timeout: 30_000 });
+  assert.equal(await dev.evaluate(() => window.__sameDocument === true), true, 'updated without a reload');
   const detail = await (await dev.request.get(`${base}/api/v1${href}`)).json();
   const deadline = Date.now() + 60_000;
   for (;;) {

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod auth;
 pub mod change_requests;
+pub mod changes;
 pub mod cli;
 pub mod client;
 pub mod clusters;

@@ -31,6 +31,8 @@ pub struct App {
     pub flow: Flow,
     pub local: LocalRuntime,
     pub events: RunEvents,
+    /// What the dashboard's open pages are told when something moves.
+    pub changes: crate::changes::Changes,
     pub proxy: crate::http::proxy::ProxyClient,
     pub clusters: crate::clusters::ClientCache,
     pub oidc: crate::auth::oidc::Oidc,
@@ -80,6 +82,7 @@ impl App {
             vault,
             flow: Flow::default(),
             events: RunEvents::default(),
+            changes: crate::changes::Changes::default(),
             proxy: crate::http::proxy::client(),
             clusters: crate::clusters::ClientCache::default(),
             oidc: crate::auth::oidc::Oidc::default(),

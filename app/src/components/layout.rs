@@ -32,6 +32,7 @@ pub fn Layout(children: Children) -> impl IntoView {
     Effect::new(move |_| hydrated.set(true));
     let me = Resource::new(|| (), |_| whoami());
     provide_context(me);
+    crate::components::live::provide_live(me);
 
     view! {
         <a class="skip-link" href="#main">"Skip to content"</a>

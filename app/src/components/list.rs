@@ -12,7 +12,9 @@ where
     F: Fn(T) -> V + Copy + Send + Sync + 'static,
 {
     view! {
-        <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
+        // A transition: a refetch (a live update) keeps the shown data until
+        // the new data is there, rather than flashing "Loading…".
+        <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match resource.await {
                     Ok(data) => render(data).into_any(),
@@ -26,7 +28,7 @@ where
                     }
                 }
             })}
-        </Suspense>
+        </Transition>
     }
 }
 

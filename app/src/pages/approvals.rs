@@ -13,7 +13,15 @@ use crate::format::{short_sha, timestamp};
 #[component]
 pub fn ApprovalsPage() -> impl IntoView {
     let review = ServerAction::<ReviewRun>::new();
-    let inbox = Resource::new(move || review.version().get(), |_| get_approval_inbox());
+    let inbox = Resource::new(
+        move || {
+            (
+                review.version().get(),
+                crate::components::live::live_version(),
+            )
+        },
+        |_| get_approval_inbox(),
+    );
     let me = use_me();
     view! {
         <PageHeader

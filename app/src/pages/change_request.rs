@@ -29,8 +29,14 @@ pub fn ChangeRequestPage() -> impl IntoView {
     };
     let review = ServerAction::<ReviewChangeRequest>::new();
     let detail = Resource::new(
-        move || (id(), review.version().get()),
-        |(id, _)| async move {
+        move || {
+            (
+                id(),
+                review.version().get(),
+                crate::components::live::live_version(),
+            )
+        },
+        |(id, _, _)| async move {
             match id {
                 Some(id) => get_change_request(id).await,
                 None => Ok(None),
@@ -43,7 +49,7 @@ pub fn ChangeRequestPage() -> impl IntoView {
             title="Change request"
             lead="A branch asking to be merged: its preview, its tests and the approvals it needs."
         />
-        <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
+        <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 let me = match me {
                     Some(me) => me.await.ok().flatten(),
@@ -65,7 +71,7 @@ pub fn ChangeRequestPage() -> impl IntoView {
                     }
                 }
             })}
-        </Suspense>
+        </Transition>
         {move || {
             review
                 .value()

@@ -11,7 +11,15 @@ use crate::format::timestamp;
 #[component]
 pub fn ChangeRequestsPage() -> impl IntoView {
     let open = ServerAction::<OpenChangeRequest>::new();
-    let requests = Resource::new(move || open.version().get(), |_| list_change_requests());
+    let requests = Resource::new(
+        move || {
+            (
+                open.version().get(),
+                crate::components::live::live_version(),
+            )
+        },
+        |_| list_change_requests(),
+    );
     let me = use_me();
     view! {
         <PageHeader

@@ -13,7 +13,15 @@ use crate::format::timestamp;
 #[component]
 pub fn ChannelsPage() -> impl IntoView {
     let test = ServerAction::<TestChannel>::new();
-    let channels = Resource::new(move || test.version().get(), |_| list_channels());
+    let channels = Resource::new(
+        move || {
+            (
+                test.version().get(),
+                crate::components::live::live_version(),
+            )
+        },
+        |_| list_channels(),
+    );
     view! {
         <PageHeader
             title="Notifications"

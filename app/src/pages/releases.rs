@@ -38,6 +38,7 @@ pub fn ReleasesPage() -> impl IntoView {
                 rollback.version().get(),
                 stable.version().get(),
                 promote.version().get(),
+                crate::components::live::live_version(),
             )
         },
         |(filter, ..)| list_releases(filter),

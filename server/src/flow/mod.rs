@@ -40,6 +40,7 @@ pub fn spawn(app: &Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
         tokio::spawn(crate::deploy::drift::drift_loop(app.clone())),
         tokio::spawn(crate::ledger::stable::stability_loop(app.clone())),
         tokio::spawn(crate::notify::deliver::delivery_loop(app.clone())),
+        tokio::spawn(crate::changes::feed_loop(app.clone())),
     ]
 }
 

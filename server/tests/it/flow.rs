@@ -337,3 +337,52 @@ on_both! {
         app.stop().await;
     }
 }
+
+/// The next `version` of the change feed, within a minute.
+async fn next_version(stream: &mut axum::body::BodyDataStream) -> String {
+    use futures_util::StreamExt;
+    let mut text = String::new();
+    tokio::time::timeout(MINUTE, async {
+        loop {
+            let chunk = stream.next().await.expect("the feed ended").expect("chunk");
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if let Some(line) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
+            {
+                return line.trim().to_string();
+            }
+        }
+    })
+    .await
+    .expect("a version event within a minute")
+}
+
+crate::on_both! {
+    async fn the_change_feed_moves_when_an_environment_does(backend) {
+        let repos = Repos::new(QUICK_STEPS);
+        let app = start(backend, &repos).await;
+        wait_for("staging live", MINUTE, || async {
+            let envs = app.get("/api/v1/environments").await.json();
+            envs.as_array()?.iter().find(|e| e["branch"] == "latest" && e["state"] == "live").cloned()
+        })
+        .await;
+        let mut feed = app.stream("/api/v1/changes").await;
+        let first = next_version(&mut feed).await;
+        assert!(!first.is_empty());
+
+        // A push: a new run and a redeploy move the version, without the
+        // client asking again.
+        repos.app.checkout("latest");
+        repos.app.write("feed.txt", "1");
+        repos.app.commit("moves the feed");
+        scan(&app).await;
+        let second = next_version(&mut feed).await;
+        assert_ne!(first, second, "a new version after the push");
+
+        // A client that reconnects starts from the current version.
+        let mut again = app.stream("/api/v1/changes").await;
+        let resumed = next_version(&mut again).await;
+        assert!(!resumed.is_empty());
+    }
+}

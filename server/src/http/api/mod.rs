@@ -8,6 +8,7 @@
 //! may do is decided by the port methods the handlers call.
 
 mod change_requests;
+mod changes;
 mod channels;
 mod clusters;
 mod hooks;
@@ -54,6 +55,7 @@ use crate::state::AppState;
         change_requests::close,
         change_requests::feedback,
         change_requests::diff,
+        changes::feed,
         sharing::create,
         sharing::revoke,
         sharing::open,
@@ -193,6 +195,7 @@ pub fn routes() -> Router<AppState> {
             "/change-requests/{id}/feedback",
             post(change_requests::feedback),
         )
+        .route("/changes", get(changes::feed))
         .route("/change-requests/{id}/share", post(sharing::create))
         .route("/share-links/{id}", axum::routing::delete(sharing::revoke))
         .route("/share/{token}", get(sharing::open))

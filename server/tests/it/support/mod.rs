@@ -284,6 +284,23 @@ impl TestApp {
         self.send(request).await
     }
 
+    /// The body of an event stream at `path` (as the admin), read as it
+    /// comes.
+    pub async fn stream(&self, path: &str) -> axum::body::BodyDataStream {
+        let request = Request::get(path)
+            .header("authorization", format!("Bearer {}", self.admin_token))
+            .body(Body::empty())
+            .expect("request");
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("response");
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        response.into_body().into_data_stream()
+    }
+
     /// The status of `request` sent with `token` (or none), without reading
     /// the body (which may be an endless event stream).
     pub async fn status_as(&self, token: Option<&str>, mut request: Request<Body>) -> StatusCode {
