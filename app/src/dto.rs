@@ -230,6 +230,10 @@ pub struct ConfigStatus {
 pub struct EnvironmentSummary {
     pub app: String,
     pub name: String,
+    /// The stack entry it comes from (`preview`, `staging`, …): the home
+    /// matrix's column. Previews are named after their branch instead.
+    #[serde(default)]
+    pub stack_entry: String,
     pub branch: Option<String>,
     pub state: EnvironmentState,
     /// The app commit that runs there (none before the first deploy).

@@ -4,6 +4,7 @@
 
 #![recursion_limit = "256"]
 
+pub mod ansi;
 pub mod api;
 mod components;
 pub mod dto;

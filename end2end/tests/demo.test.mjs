@@ -63,7 +63,7 @@ test('the demo shows three live environments and a click opens the preview', asy
   assert.deepEqual(environments.map((e) => e.branch).sort(), ['feature/hello', 'latest', 'master']);
   await page.goto(`${base}/`);
   await page.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
-  const row = page.locator(`tr[data-environment="${preview.name}"]`);
+  const row = page.locator(`[data-environment="${preview.name}"]`);
   assert.match(await row.textContent(), new RegExp(preview.commit_sha.slice(0, 7)));
   assert.match(await row.textContent(), /Say hello in the preview/);
   await page.screenshot({ path: join(artifacts, 'demo-stack.png'), fullPage: true });
@@ -99,6 +99,18 @@ test('the run page shows steps, test results and the streamed log', async () => 
   const buildLog = page.locator('[data-step="build"] [data-testid="step-log"]');
   await page.locator('[data-step="build"] summary').click();
   await buildLog.filter({ hasText: `built ${run.commit_sha.slice(0, 7)}` }).waitFor({ timeout: 15_000 });
+  // The build prints a green "ok" with ANSI codes: coloured, codes gone.
+  assert.equal(await buildLog.locator('.ansi-fg-2', { hasText: 'ok' }).count(), 1);
+  assert.doesNotMatch(await buildLog.textContent(), /\u001b|\[32m/);
+  // Search hides the lines without the text and marks the others.
+  await page.locator('[data-step="unit"] summary').click();
+  await page.getByTestId('log-search').fill('built');
+  await buildLog.locator('.log-line.match').first().waitFor();
+  const unitLines = page.locator('[data-step="unit"] [data-testid="step-log"] .log-line');
+  assert.ok((await unitLines.count()) > 0, 'the unit step logged lines');
+  assert.equal(await unitLines.filter({ visible: true }).count(), 0, 'lines without "built" are hidden');
+  await page.getByTestId('log-search').fill('');
+  assert.ok((await unitLines.filter({ visible: true }).count()) > 0);
   await page.screenshot({ path: join(artifacts, 'demo-run.png'), fullPage: true });
   assert.deepEqual(problems, []);
   await page.close();
@@ -222,7 +234,7 @@ test('an admin rolls staging back from the release timeline, sees the pin, and p
 
   // The stack view says staging is pinned, and by whom.
   await page.goto(`${base}/`);
-  const banner = page.locator('tr[data-environment="staging"]').getByTestId('pin-banner');
+  const banner = page.locator('[data-environment="staging"]').getByTestId('pin-banner');
   await banner.waitFor();
   assert.match(await banner.textContent(), /Pinned to [0-9a-f]{7} by ada: the merge broke staging/);
   await page.screenshot({ path: join(artifacts, 'demo-stack-pinned.png'), fullPage: true });

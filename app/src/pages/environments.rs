@@ -60,6 +60,8 @@ fn config_banner(status: ConfigStatus) -> impl IntoView {
     .into_any()
 }
 
+/// The matrix: one row per app, one column per stack entry (previews
+/// first, then the fixed environments in the order apps list them).
 fn stacks(environments: Vec<EnvironmentSummary>) -> impl IntoView {
     if environments.is_empty() {
         return view! {
@@ -72,38 +74,105 @@ fn stacks(environments: Vec<EnvironmentSummary>) -> impl IntoView {
         }
         .into_any();
     }
+    let columns = columns(&environments);
     let mut by_app: BTreeMap<String, Vec<EnvironmentSummary>> = BTreeMap::new();
     for env in environments {
         by_app.entry(env.app.clone()).or_default().push(env);
     }
-    by_app
-        .into_iter()
-        .map(|(app, envs)| {
-            let label = format!("{app} environments");
-            view! {
-                <section class="stack" aria-label=label>
-                    <h2>{app}</h2>
-                    <table class="data">
-                        <thead>
-                            <tr>
-                                <th scope="col">"Environment"</th>
-                                <th scope="col">"Branch"</th>
-                                <th scope="col">"State"</th>
-                                <th scope="col">"Commit"</th>
-                                <th scope="col">"Updated"</th>
-                                <th scope="col">"Open"</th>
-                            </tr>
-                        </thead>
-                        <tbody>{envs.into_iter().map(environment_row).collect_view()}</tbody>
-                    </table>
-                </section>
-            }
-        })
-        .collect_view()
-        .into_any()
+    let headers = columns.clone();
+    view! {
+        <div class="matrix-wrap">
+            <table class="data matrix">
+                <caption class="visually-hidden">"Apps and their environments"</caption>
+                <thead>
+                    <tr>
+                        <th scope="col">"App"</th>
+                        {headers
+                            .into_iter()
+                            .map(|column| view! { <th scope="col">{column}</th> })
+                            .collect_view()}
+                    </tr>
+                </thead>
+                <tbody>
+                    {by_app
+                        .into_iter()
+                        .map(|(app, envs)| app_row(app, envs, &columns))
+                        .collect_view()}
+                </tbody>
+            </table>
+        </div>
+    }
+    .into_any()
 }
 
-fn environment_row(env: EnvironmentSummary) -> impl IntoView {
+/// Stack entries, previews first (an entry whose environments are named
+/// otherwise is a preview entry), then in order of appearance.
+fn columns(environments: &[EnvironmentSummary]) -> Vec<String> {
+    let mut previews = Vec::new();
+    let mut fixed = Vec::new();
+    for env in environments {
+        let entry = if env.stack_entry.is_empty() {
+            env.name.clone()
+        } else {
+            env.stack_entry.clone()
+        };
+        let list = if env.name != entry {
+            &mut previews
+        } else {
+            &mut fixed
+        };
+        if !list.contains(&entry) {
+            list.push(entry);
+        }
+    }
+    fixed.retain(|entry| !previews.contains(entry));
+    previews.into_iter().chain(fixed).collect()
+}
+
+fn app_row(app: String, envs: Vec<EnvironmentSummary>, columns: &[String]) -> impl IntoView {
+    let mut cells: Vec<Vec<EnvironmentSummary>> = vec![Vec::new(); columns.len()];
+    for env in envs {
+        let entry = if env.stack_entry.is_empty() {
+            env.name.clone()
+        } else {
+            env.stack_entry.clone()
+        };
+        if let Some(index) = columns.iter().position(|c| *c == entry) {
+            cells[index].push(env);
+        }
+    }
+    let timeline = format!("/releases?app={app}");
+    view! {
+        <tr data-app=app.clone()>
+            <th scope="row" class="app-name">
+                {app.clone()}
+                <div>
+                    <a class="muted" href=timeline>"Releases"</a>
+                </div>
+            </th>
+            {cells
+                .into_iter()
+                .map(|envs| {
+                    if envs.is_empty() {
+                        view! {
+                            <td class="matrix-empty">
+                                <span class="muted">"—"</span>
+                            </td>
+                        }
+                            .into_any()
+                    } else {
+                        view! { <td>{envs.into_iter().map(environment_cell).collect_view()}</td> }
+                            .into_any()
+                    }
+                })
+                .collect_view()}
+        </tr>
+    }
+}
+
+/// One environment in its matrix cell: state, commit, when, link; a pin or
+/// drift stands out.
+fn environment_cell(env: EnvironmentSummary) -> impl IntoView {
     let live = env.state == crate::dto::EnvironmentState::Live;
     let link = env.url.clone().filter(|_| live).map(|url| {
         let label = format!("Open {}", env.name);
@@ -138,36 +207,84 @@ fn environment_row(env: EnvironmentSummary) -> impl IntoView {
             </div>
         }
     });
+    let drifted = env.drift.is_some();
+    let branch = env.branch.clone().unwrap_or_default();
+    let label = env.name.clone();
     view! {
-        <tr data-environment=name class:pinned=pinned>
-            <td class="env-name">{env.name}</td>
-            <td class="mono">{env.branch.unwrap_or_default()}</td>
-            <td>
+        <div
+            class="env-cell"
+            data-environment=name
+            class:pinned=pinned
+            class:drifted=drifted
+        >
+            <div class="env-cell-head">
+                <span class="env-name">{label}</span>
+                " "
                 <Badge state=env.state.as_str() />
                 {pinned.then(|| view! { <span class="badge state-pinned">"pinned"</span> })}
-                {pin}
-                {env.drift.is_some().then(|| view! { <span class="badge state-drifted">"drifted"</span> })}
-                {env.state_detail.map(|detail| view! { <div class="state-detail">{detail}</div> })}
-                {env.drift.map(|drift| view! { <div class="state-detail drift-detail">{drift}</div> })}
-            </td>
-            <td>
-                {match env.commit_sha {
-                    Some(sha) => {
-                        view! {
-                            <div class="commit">
-                                <span class="mono" title=sha.clone()>{short_sha(&sha).to_string()}</span>
-                                " "
-                                <span class="commit-message">{env.commit_message.unwrap_or_default()}</span>
-                                <div class="commit-author">{env.commit_author.unwrap_or_default()}</div>
-                            </div>
-                        }
-                            .into_any()
+                {drifted.then(|| view! { <span class="badge state-drifted">"drifted"</span> })}
+            </div>
+            {(branch != env.name).then(|| view! { <div class="mono muted">{branch.clone()}</div> })}
+            {match env.commit_sha {
+                Some(sha) => {
+                    view! {
+                        <div class="commit">
+                            <span class="mono" title=sha.clone()>{short_sha(&sha).to_string()}</span>
+                            " "
+                            <span class="commit-message">{env.commit_message.unwrap_or_default()}</span>
+                            <div class="commit-author">{env.commit_author.unwrap_or_default()}</div>
+                        </div>
                     }
-                    None => view! { <span class="muted">"not deployed yet"</span> }.into_any(),
-                }}
-            </td>
-            <td>{timestamp(env.updated_at)}</td>
-            <td>{link}</td>
-        </tr>
+                        .into_any()
+                }
+                None => view! { <div class="muted">"not deployed yet"</div> }.into_any(),
+            }}
+            <div class="muted">{timestamp(env.updated_at)}</div>
+            {pin}
+            {env.state_detail.map(|detail| view! { <div class="state-detail">{detail}</div> })}
+            {env.drift.map(|drift| view! { <div class="state-detail drift-detail">{drift}</div> })}
+            {link}
+        </div>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dto::EnvironmentState;
+
+    fn env(app: &str, name: &str, entry: &str) -> EnvironmentSummary {
+        EnvironmentSummary {
+            app: app.into(),
+            name: name.into(),
+            stack_entry: entry.into(),
+            branch: None,
+            state: EnvironmentState::Live,
+            commit_sha: None,
+            pipeline_sha: None,
+            url: None,
+            updated_at: 0,
+            commit_message: None,
+            commit_author: None,
+            state_detail: None,
+            drift: None,
+            pin: None,
+        }
+    }
+
+    #[test]
+    fn the_matrix_puts_previews_first_then_fixed_environments_in_order() {
+        let envs = vec![
+            env("billing", "staging", "staging"),
+            env("billing", "production", "production"),
+            env("shop", "staging", "staging"),
+            env("shop", "preview-feature-x", "preview"),
+            env("shop", "production", "production"),
+            env("shop", "qa", "qa"),
+        ];
+        assert_eq!(
+            columns(&envs),
+            vec!["preview", "staging", "production", "qa"]
+        );
     }
 }

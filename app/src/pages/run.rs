@@ -85,10 +85,79 @@ fn run_view(detail: RunDetail) -> impl IntoView {
         {(run.state == crate::dto::RunState::WaitingForApproval).then(|| diff_view(run.id))}
         {tests_view(detail.reports.clone())}
         <h2>"Steps"</h2>
+        {log_tools(logs)}
         <ol class="steps">
             {detail.steps.iter().cloned().map(|step| step_view(run.id, step, logs)).collect_view()}
         </ol>
     }
+}
+
+/// Search (lines without the text are hidden, matches marked) and follow
+/// (the page stays at the newest line as the log grows).
+fn log_tools(logs: LiveLogs) -> impl IntoView {
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |_| {
+        logs.logs.track();
+        if logs.follow.get()
+            && let Some(window) = web_sys::window()
+            && let Some(body) = window.document().and_then(|d| d.body())
+        {
+            window.scroll_to_with_x_and_y(0.0, f64::from(body.scroll_height()));
+        }
+    });
+    view! {
+        <div class="log-tools" role="search">
+            <label>
+                <span>"Search the logs"</span>
+                <input
+                    type="search"
+                    data-testid="log-search"
+                    prop:value=move || logs.search.get()
+                    on:input=move |event| logs.search.set(event_target_value(&event))
+                />
+            </label>
+            <label class="inline">
+                <input
+                    type="checkbox"
+                    data-testid="log-follow"
+                    prop:checked=move || logs.follow.get()
+                    on:change=move |event| logs.follow.set(event_target_checked(&event))
+                />
+                " Follow the log"
+            </label>
+        </div>
+    }
+}
+
+/// A step's log with ANSI colours; with a search, lines without it are
+/// hidden and the others marked.
+fn log_lines(text: &str, search: &str) -> impl IntoView + use<> {
+    let needle = search.trim().to_lowercase();
+    crate::ansi::lines(text)
+        .into_iter()
+        .map(|segments| {
+            let hit = !needle.is_empty()
+                && crate::ansi::plain(&segments)
+                    .to_lowercase()
+                    .contains(&needle);
+            let hidden = !needle.is_empty() && !hit;
+            view! {
+                <span class="log-line" class:match=hit hidden=hidden>
+                    {segments
+                        .into_iter()
+                        .map(|segment| {
+                            if segment.class.is_empty() {
+                                segment.text.into_any()
+                            } else {
+                                view! { <span class=segment.class>{segment.text}</span> }.into_any()
+                            }
+                        })
+                        .collect_view()}
+                    "\n"
+                </span>
+            }
+        })
+        .collect_view()
 }
 
 /// For a held run: what it would change on its clusters, object by object.
@@ -118,7 +187,9 @@ fn step_view(run_id: i64, step: StepSummary, logs: LiveLogs) -> impl IntoView {
                     {step.error.clone().map(|error| view! { <span class="step-error">{format!(" — {error}")}</span> })}
                     {step.log_truncated.then(|| view! { <span class="muted">" (log truncated)"</span> })}
                 </summary>
-                <pre class="log" data-testid="step-log" aria-label=format!("Log of {}", step.name)>{text}</pre>
+                <pre class="log" data-testid="step-log" aria-label=format!("Log of {}", step.name)>
+                    {move || log_lines(&text(), &logs.search.get())}
+                </pre>
                 <a class="muted" href=format!("/api/v1/runs/{run_id}/steps/{step_id}/log")>"Plain-text log"</a>
             </details>
         </li>
@@ -172,6 +243,8 @@ struct LiveLogs {
     logs: RwSignal<Vec<(i64, i64, String)>>,
     steps: RwSignal<Vec<(i64, String)>>,
     run_state: RwSignal<String>,
+    search: RwSignal<String>,
+    follow: RwSignal<bool>,
 }
 
 impl LiveLogs {
@@ -180,6 +253,8 @@ impl LiveLogs {
             logs: RwSignal::new(Vec::new()),
             steps: RwSignal::new(Vec::new()),
             run_state: RwSignal::new(detail.run.state.as_str().to_string()),
+            search: RwSignal::new(String::new()),
+            follow: RwSignal::new(false),
         }
     }
 

@@ -41,6 +41,7 @@ pub async fn insert<'e>(
 struct Row {
     app: String,
     name: String,
+    stack_entry: String,
     branch: Option<String>,
     state: String,
     commit_sha: Option<String>,
@@ -65,7 +66,7 @@ pub async fn list_active<'e>(
     exec: impl Executor<'e, Database = Any>,
 ) -> Result<Vec<EnvironmentSummary>, sqlx::Error> {
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT a.name AS app, e.name, e.branch, e.state, e.commit_sha, e.pipeline_sha,
+        "SELECT a.name AS app, e.name, e.stack_entry, e.branch, e.state, e.commit_sha, e.pipeline_sha,
                 e.url, e.updated_at, e.commit_message, e.commit_author, e.state_detail, e.drift,
                 p.release_id AS pin_release, p.version AS pin_version, p.pinned_by,
                 p.reason AS pin_reason, p.created_at AS pinned_at, p.pin_commit,
@@ -99,6 +100,7 @@ pub async fn list_active<'e>(
             Ok(EnvironmentSummary {
                 app: row.app,
                 name: row.name,
+                stack_entry: row.stack_entry,
                 branch: row.branch,
                 state: decode_state(&row.state, EnvironmentState::parse)?,
                 commit_sha: row.commit_sha,

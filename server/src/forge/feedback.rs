@@ -144,8 +144,25 @@ pub async fn update_comment(app: &App, run_id: i64) -> Result<(), String> {
     let Some(row) = db::runs::get(pool, run_id).await.map_err(fail)? else {
         return Ok(());
     };
-    let Some(cr_id) = row.change_request_id else {
-        return Ok(());
+    // A run planned from a push that raced its request's webhook was not
+    // tied to the request then: it is the request's if it builds its head.
+    let cr_id = match row.change_request_id {
+        Some(id) => id,
+        None => {
+            let requests = db::change_requests::active_from(pool, row.app_id, &row.branch)
+                .await
+                .map_err(fail)?;
+            let Some(cr) = requests
+                .into_iter()
+                .find(|cr| cr.head_sha.as_deref() == Some(row.commit_sha.as_str()))
+            else {
+                return Ok(());
+            };
+            db::runs::set_change_request(pool, run_id, cr.id)
+                .await
+                .map_err(fail)?;
+            cr.id
+        }
     };
     let Some(cr) = db::change_requests::get(pool, cr_id).await.map_err(fail)? else {
         return Ok(());
