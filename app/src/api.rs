@@ -6,7 +6,7 @@
 use leptos::prelude::*;
 
 use crate::dto::{
-    ApprovalInbox, AuditEntry, AuditFilter, ChangeRequestDetail, ChangeRequestSummary,
+    AppOverview, ApprovalInbox, AuditEntry, AuditFilter, ChangeRequestDetail, ChangeRequestSummary,
     ChannelSummary, ClusterSummary, ConfigStatus, EnvironmentSummary, ObjectDiff, PendingApproval,
     ReleaseFilter, ReleaseSummary, RunDetail, RunSummary, Settings, ShareLink, SharedPreview,
     TesterFeedback,
@@ -73,6 +73,14 @@ pub async fn list_environments() -> Result<Vec<EnvironmentSummary>, ServerFnErro
 pub async fn list_runs() -> Result<Vec<RunSummary>, ServerFnError> {
     let (port, caller) = caller().await?;
     port.runs(&caller).await.map_err(failed("runs"))
+}
+
+#[server(prefix = "/fn", endpoint = "get_app_overview")]
+pub async fn get_app_overview(app: String) -> Result<Option<AppOverview>, ServerFnError> {
+    let (port, caller) = caller().await?;
+    port.app_overview(&caller, app)
+        .await
+        .map_err(failed("the app"))
 }
 
 #[server(prefix = "/fn", endpoint = "list_change_requests")]

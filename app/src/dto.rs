@@ -255,6 +255,19 @@ pub struct EnvironmentSummary {
     pub pin: Option<PinInfo>,
 }
 
+/// One app's page: its stack, its open change requests (with preview,
+/// tests and approvals) and its recent runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct AppOverview {
+    pub app: String,
+    pub source_url: String,
+    pub environments: Vec<EnvironmentSummary>,
+    pub change_requests: Vec<ChangeRequestDetail>,
+    /// Newest first.
+    pub runs: Vec<RunSummary>,
+}
+
 /// One pipeline run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]

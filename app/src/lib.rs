@@ -22,10 +22,10 @@ use leptos_router::{
 
 use crate::components::layout::Layout;
 use crate::pages::{
-    approvals::ApprovalsPage, audit::AuditPage, change_request::ChangeRequestPage,
-    change_requests::ChangeRequestsPage, channels::ChannelsPage, clusters::ClustersPage,
-    environments::EnvironmentsPage, not_found::NotFoundPage, releases::ReleasesPage, run::RunPage,
-    runs::RunsPage, settings::SettingsPage, share::SharePage,
+    app_page::AppPage, approvals::ApprovalsPage, audit::AuditPage,
+    change_request::ChangeRequestPage, change_requests::ChangeRequestsPage, channels::ChannelsPage,
+    clusters::ClustersPage, environments::EnvironmentsPage, not_found::NotFoundPage,
+    releases::ReleasesPage, run::RunPage, runs::RunsPage, settings::SettingsPage, share::SharePage,
 };
 
 /// Applies the remembered theme before the first paint, so a dark-theme user
@@ -76,6 +76,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/approvals") view=ApprovalsPage />
                     <Route path=path!("/clusters") view=ClustersPage />
                     <Route path=path!("/channels") view=ChannelsPage />
+                    <Route path=path!("/apps/:name") view=AppPage />
                     <Route path=path!("/share/:token") view=SharePage />
                     <Route path=path!("/audit") view=AuditPage />
                     <Route path=path!("/settings") view=SettingsPage />

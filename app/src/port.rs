@@ -13,7 +13,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::dto::{
-    ApprovalInbox, AuditEntry, AuditFilter, ChangeRequestDetail, ChangeRequestSummary,
+    AppOverview, ApprovalInbox, AuditEntry, AuditFilter, ChangeRequestDetail, ChangeRequestSummary,
     ChannelSummary, ClusterRegistration, ClusterSummary, CommitReleases, ConfigStatus,
     EnvironmentSummary, Me, NewChangeRequest, NewFeedback, ObjectDiff, PendingApproval,
     PromoteRequest, Promotion, ReleaseComparison, ReleaseFilter, ReleaseSummary, Review,
@@ -92,6 +92,12 @@ pub trait DashboardPort: Send + Sync + 'static {
     async fn identify(&self, parts: http::request::Parts) -> Result<Option<Caller>, PortError>;
     async fn environments(&self, caller: &Caller) -> Result<Vec<EnvironmentSummary>, PortError>;
     async fn runs(&self, caller: &Caller) -> Result<Vec<RunSummary>, PortError>;
+    /// One app's page (`None`: no such app).
+    async fn app_overview(
+        &self,
+        caller: &Caller,
+        app: String,
+    ) -> Result<Option<AppOverview>, PortError>;
     async fn change_requests(
         &self,
         caller: &Caller,

@@ -286,6 +286,7 @@ test('every view passes an accessibility check (axe-core), light and dark', asyn
   const runs = await (await admin.request.get(`${base}/api/v1/runs`)).json();
   const views = [
     ['environments', '/'],
+    ['app', '/apps/shop'],
     ['runs', '/runs'],
     ['run', `/runs/${runs[0].id}`],
     ['change-requests', '/change-requests'],

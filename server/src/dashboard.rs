@@ -4,7 +4,7 @@
 
 use crate::sharing::ShareError;
 use app::dto::{
-    ApprovalInbox, AuditEntry, AuditFilter, ChangeRequestDetail, ChangeRequestSummary,
+    AppOverview, ApprovalInbox, AuditEntry, AuditFilter, ChangeRequestDetail, ChangeRequestSummary,
     ChannelSummary, ClusterRegistration, ClusterSummary, CommitReleases, ConfigIssue, ConfigStatus,
     EnvironmentSummary, NewChangeRequest, NewFeedback, ObjectDiff, PendingApproval, PromoteRequest,
     Promotion, ReleaseComparison, ReleaseFilter, ReleaseSummary, Review, ReviewAction, Role,
@@ -80,6 +80,49 @@ impl DashboardPort for App {
             .await
             .map_err(port_error)?;
         Ok(visible(caller, Role::Viewer, all, |r| &r.app))
+    }
+
+    async fn app_overview(
+        &self,
+        caller: &Caller,
+        app: String,
+    ) -> Result<Option<AppOverview>, PortError> {
+        let pool = self.db.pool();
+        let Some(row) = db::apps::find_active_by_name(pool, &app)
+            .await
+            .map_err(port_error)?
+        else {
+            return Ok(None);
+        };
+        caller.require(Role::Viewer, Some(&app))?;
+        let environments = self
+            .environments(caller)
+            .await?
+            .into_iter()
+            .filter(|e| e.app == app)
+            .collect();
+        let mut change_requests = Vec::new();
+        for cr in db::change_requests::list(pool)
+            .await
+            .map_err(port_error)?
+            .into_iter()
+            .filter(|cr| {
+                cr.app_id == row.id && ["open", "approved", "conflict"].contains(&cr.state.as_str())
+            })
+        {
+            if let Some(detail) = self.change_request(caller, cr.id).await? {
+                change_requests.push(detail);
+            }
+        }
+        Ok(Some(AppOverview {
+            app,
+            source_url: row.source_url,
+            environments,
+            change_requests,
+            runs: db::runs::recent_of_app(pool, row.id, 20)
+                .await
+                .map_err(port_error)?,
+        }))
     }
 
     async fn change_requests(

@@ -31,6 +31,9 @@ pub struct App {
     pub flow: Flow,
     pub local: LocalRuntime,
     pub events: RunEvents,
+    /// Serializes forge comment edits, so a request never gets two
+    /// comments and the last edit carries the newest state.
+    pub forge_comments: tokio::sync::Mutex<()>,
     /// What the dashboard's open pages are told when something moves.
     pub changes: crate::changes::Changes,
     pub proxy: crate::http::proxy::ProxyClient,
@@ -83,6 +86,7 @@ impl App {
             flow: Flow::default(),
             events: RunEvents::default(),
             changes: crate::changes::Changes::default(),
+            forge_comments: tokio::sync::Mutex::new(()),
             proxy: crate::http::proxy::client(),
             clusters: crate::clusters::ClientCache::default(),
             oidc: crate::auth::oidc::Oidc::default(),

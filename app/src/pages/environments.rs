@@ -142,10 +142,11 @@ fn app_row(app: String, envs: Vec<EnvironmentSummary>, columns: &[String]) -> im
         }
     }
     let timeline = format!("/releases?app={app}");
+    let page = format!("/apps/{app}");
     view! {
         <tr data-app=app.clone()>
             <th scope="row" class="app-name">
-                {app.clone()}
+                <a href=page>{app.clone()}</a>
                 <div>
                     <a class="muted" href=timeline>"Releases"</a>
                 </div>
@@ -172,7 +173,7 @@ fn app_row(app: String, envs: Vec<EnvironmentSummary>, columns: &[String]) -> im
 
 /// One environment in its matrix cell: state, commit, when, link; a pin or
 /// drift stands out.
-fn environment_cell(env: EnvironmentSummary) -> impl IntoView {
+pub(crate) fn environment_cell(env: EnvironmentSummary) -> impl IntoView {
     let live = env.state == crate::dto::EnvironmentState::Live;
     let link = env.url.clone().filter(|_| live).map(|url| {
         let label = format!("Open {}", env.name);

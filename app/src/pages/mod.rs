@@ -1,5 +1,6 @@
 //! One module per area of the dashboard.
 
+pub mod app_page;
 pub mod approvals;
 pub mod audit;
 pub mod change_request;

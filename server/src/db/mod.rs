@@ -201,8 +201,11 @@ async fn connect_sqlite(path: &Path) -> Result<Db, DbError> {
         .after_connect(|conn, _meta| {
             Box::pin(async move {
                 // WAL lets the dashboard read while the runner writes; NORMAL
-                // sync is durable across process crashes in WAL mode.
-                conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
+                // sync is durable across process crashes in WAL mode. Writers
+                // take turns: under a burst (many runs finishing at once on
+                // a small machine) one may wait for seconds, which beats
+                // failing with "database is locked".
+                conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000;")
                     .await?;
                 Ok(())
             })

@@ -53,7 +53,45 @@ struct Row {
     finished_at: Option<i64>,
 }
 
+impl Row {
+    fn summary(self) -> Result<RunSummary, sqlx::Error> {
+        Ok(RunSummary {
+            id: self.id,
+            app: self.app,
+            environment: self.environment,
+            branch: self.branch,
+            commit_sha: self.commit_sha,
+            state: decode_state(&self.state, RunState::parse)?,
+            created_at: self.created_at,
+            finished_at: self.finished_at,
+        })
+    }
+}
+
 /// The newest runs first.
+/// The newest runs of one app (uses `runs_by_app`).
+pub async fn recent_of_app<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    app_id: i64,
+    limit: i64,
+) -> Result<Vec<RunSummary>, sqlx::Error> {
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT r.id, a.name AS app, e.name AS environment, r.branch, r.commit_sha, r.state,
+                r.created_at, r.finished_at
+         FROM runs r
+         JOIN apps a ON a.id = r.app_id
+         JOIN environments e ON e.id = r.environment_id
+         WHERE r.app_id = $1
+         ORDER BY r.id DESC
+         LIMIT $2",
+    )
+    .bind(app_id)
+    .bind(limit)
+    .fetch_all(exec)
+    .await?;
+    rows.into_iter().map(Row::summary).collect()
+}
+
 pub async fn list_recent<'e>(
     exec: impl Executor<'e, Database = Any>,
 ) -> Result<Vec<RunSummary>, sqlx::Error> {
@@ -69,20 +107,7 @@ pub async fn list_recent<'e>(
     .bind(LIST_LIMIT)
     .fetch_all(exec)
     .await?;
-    rows.into_iter()
-        .map(|row| {
-            Ok(RunSummary {
-                id: row.id,
-                app: row.app,
-                environment: row.environment,
-                branch: row.branch,
-                commit_sha: row.commit_sha,
-                state: decode_state(&row.state, RunState::parse)?,
-                created_at: row.created_at,
-                finished_at: row.finished_at,
-            })
-        })
-        .collect()
+    rows.into_iter().map(Row::summary).collect()
 }
 
 #[derive(FromRow)]

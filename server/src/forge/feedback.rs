@@ -19,9 +19,6 @@ use crate::state::App;
 
 const ATTEMPTS: u32 = 3;
 
-/// Comment edits are serialized, so a request never gets two comments.
-static COMMENTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// What a run reports to: the forge settings and the API token.
 struct Reporter {
     forge: ForgeConfig,
@@ -128,8 +125,19 @@ pub fn run_state(state: RunState) -> StatusState {
 pub fn comment(app: &Arc<App>, run_id: i64) {
     let app = app.clone();
     tokio::spawn(async move {
-        if let Err(error) = update_comment(&app, run_id).await {
-            tracing::warn!(run = run_id, %error, "change-request comment not updated");
+        // The forge calls retry inside; this covers the database (a busy
+        // moment) and a forge down for longer, so the comment does not stay
+        // stale.
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_secs(2 << attempt)).await;
+            }
+            match update_comment(&app, run_id).await {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::warn!(run = run_id, attempt, %error, "change-request comment not updated");
+                }
+            }
         }
     });
 }
@@ -138,7 +146,7 @@ pub fn comment(app: &Arc<App>, run_id: i64) {
 pub async fn update_comment(app: &App, run_id: i64) -> Result<(), String> {
     // Serialized before reading: the last edit always carries the newest
     // state (an older task must not overwrite a newer body).
-    let _serial = COMMENTS.lock().await;
+    let _serial = app.forge_comments.lock().await;
     let pool = app.db.pool();
     let fail = |e: sqlx::Error| e.to_string();
     let Some(row) = db::runs::get(pool, run_id).await.map_err(fail)? else {

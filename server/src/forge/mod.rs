@@ -103,11 +103,20 @@ pub async fn process(app: &App, source: &str, kind: &str, payload: &str) -> anyh
 
 /// The apps whose source is one of `repos`.
 async fn apps_of(app: &App, repos: &[String]) -> anyhow::Result<Vec<AppRow>> {
-    Ok(db::apps::list_active(app.db.pool())
+    let apps: Vec<AppRow> = db::apps::list_active(app.db.pool())
         .await?
         .into_iter()
         .filter(|row| repos.iter().any(|url| same_repo(url, &row.source_url)))
-        .collect())
+        .collect();
+    if apps.is_empty() {
+        // Worth a line: a repository whose app.yaml names another URL form,
+        // or a hook set up before the pipeline repo lists the app.
+        tracing::info!(
+            ?repos,
+            "forge delivery for a repository no app watches; ignored"
+        );
+    }
+    Ok(apps)
 }
 
 struct ForgeRequest<'a> {

@@ -41,6 +41,7 @@ const ROUTES: &[(&str, &str, Need)] = &[
     ("GET", "/api/v1/environments", Need::Role(Role::Viewer)),
     ("GET", "/api/v1/runs", Need::Role(Role::Viewer)),
     ("GET", "/api/v1/changes", Need::Role(Role::Viewer)),
+    ("GET", "/api/v1/apps/{app}", Need::Role(Role::Viewer)),
     ("GET", "/api/v1/change-requests", Need::Role(Role::Viewer)),
     (
         "POST",
@@ -211,6 +212,7 @@ const SERVER_FNS: &[(&str, Need, &str)] = &[
     ("list_pending_approvals", Need::Role(Role::Viewer), ""),
     ("approval_inbox", Need::Role(Role::Viewer), ""),
     ("list_clusters", Need::Role(Role::Admin), ""),
+    ("get_app_overview", Need::Role(Role::Viewer), "app=shop"),
     ("list_channels", Need::Role(Role::Admin), ""),
     (
         "list_audit_log",

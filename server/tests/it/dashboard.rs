@@ -14,6 +14,7 @@ const AREAS: &[(&str, &str, &str)] = &[
     ("/releases", "Releases", "No releases yet"),
     ("/approvals", "Approvals", "Nothing waits for a decision"),
     ("/clusters", "Clusters", "No clusters registered"),
+    ("/channels", "Notifications", "No channels yet"),
     ("/audit", "Audit", "The audit log is empty"),
 ];
 
@@ -200,5 +201,42 @@ both_backends! {
         let as_developer = app.request_as(Some(&dev), request).await.text();
         assert!(as_developer.contains("0 of 1 (roles: admin)"), "{as_developer}");
         assert!(!as_developer.contains("value=\"approve\""), "developers cannot approve");
+    }
+}
+
+crate::on_both! {
+    async fn an_app_page_shows_its_stack_requests_and_runs(backend) {
+        use crate::support::flow::{MINUTE, QUICK_STEPS, Repos, scan, start, wait_for};
+        let repos = Repos::new(QUICK_STEPS);
+        let app = start(backend, &repos).await;
+        repos.app.checkout_new("feature-x");
+        repos.app.write("x.txt", "x");
+        repos.app.commit("Faster checkout");
+        scan(&app).await;
+        wait_for("the preview of feature-x", MINUTE, || async {
+            let envs = app.get("/api/v1/environments").await.json();
+            envs.as_array()?.iter().find(|e| e["branch"] == "feature-x" && e["state"] == "live").cloned()
+        })
+        .await;
+        let opened = app
+            .post_json("/api/v1/change-requests", serde_json::json!({ "app": "shop", "source_branch": "feature-x" }))
+            .await;
+        assert_eq!(opened.status, 201, "{}", opened.text());
+
+        let overview = app.get("/api/v1/apps/shop").await.json();
+        assert_eq!(overview["app"], "shop");
+        let names: Vec<&str> = overview["environments"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+        assert!(names.contains(&"staging") && names.iter().any(|n| n.contains("feature-x")), "{names:?}");
+        assert_eq!(overview["change_requests"][0]["summary"]["title"], "Faster checkout");
+        assert_eq!(overview["change_requests"][0]["preview"]["state"], "live");
+        assert!(overview["runs"].as_array().is_some_and(|runs| !runs.is_empty()), "{overview}");
+        let html = app.get("/apps/shop").await.text();
+        assert!(html.contains("Open change requests") && html.contains("Faster checkout"), "{html}");
+        assert!(html.contains("data-environment=\"staging\""), "the stack is shown");
+        let home = app.get("/").await.text();
+        assert!(home.contains("href=\"/apps/shop\""), "the matrix links to the app page");
+
+        let missing = app.get("/api/v1/apps/nope").await;
+        assert_eq!(missing.status, StatusCode::NOT_FOUND);
     }
 }

@@ -125,6 +125,15 @@ pub(crate) fn github_pull_request(
     pr
 }
 
+/// Waits until Gantry has reconciled the pipeline repo and knows `shop`: a
+/// delivery for a repository no app watches is (rightly) ignored.
+pub(crate) async fn app_known(app: &TestApp) {
+    wait_for("shop to be reconciled", MINUTE, || async {
+        (app.get("/api/v1/apps/shop").await.status == 200).then_some(())
+    })
+    .await;
+}
+
 async fn inbox_count(app: &TestApp, source: &str) -> i64 {
     sqlx::query_scalar("SELECT COUNT(*) FROM event_inbox WHERE source = $1")
         .bind(source)
@@ -210,6 +219,7 @@ crate::on_both! {
     async fn a_pushed_branch_deploys_without_waiting_for_a_poll(backend) {
         let repos = Repos::new(QUICK_STEPS);
         let app = start(backend, &repos).await;
+        app_known(&app).await;
         register_secrets(&app).await;
         repos.app.checkout_new("feature-x");
         repos.app.write("x.txt", "x");
@@ -230,6 +240,7 @@ crate::on_both! {
     async fn forge_requests_become_change_requests(backend) {
         let repos = Repos::new(QUICK_STEPS);
         let app = start(backend, &repos).await;
+        app_known(&app).await;
         register_secrets(&app).await;
         let path = repos.app.path();
         repos.app.checkout_new("feature-x");
@@ -445,6 +456,7 @@ async fn feedback_round_trip(backend: &str, shape: &ForgeShape) {
     repos.pipeline.write("apps/shop/app.yaml", &app_yaml);
     repos.pipeline.commit("shop reports to its forge");
     let app = start(backend, &repos).await;
+    app_known(&app).await;
     register_secrets(&app).await;
     let token = axum::http::Request::put("/api/v1/secrets/FORGE_TOKEN")
         .header("content-type", "application/json")

@@ -46,6 +46,7 @@ use crate::state::AppState;
     paths(
         list_environments,
         list_runs,
+        get_app,
         list_change_requests,
         change_requests::open,
         change_requests::get,
@@ -172,6 +173,7 @@ pub fn routes() -> Router<AppState> {
         .route("/me", get(crate::http::auth::me))
         .route("/environments", get(list_environments))
         .route("/runs", get(list_runs))
+        .route("/apps/{app}", get(get_app))
         .route(
             "/change-requests",
             get(list_change_requests).post(change_requests::open),
@@ -261,6 +263,23 @@ async fn list_environments(
     principal: Principal,
 ) -> Result<Json<Vec<EnvironmentSummary>>, ApiError> {
     Ok(Json(state.environments(&principal.caller()).await?))
+}
+
+/// One app: its stack, open change requests and recent runs.
+#[utoipa::path(get, path = "/api/v1/apps/{app}", tag = "environments",
+    params(("app" = String, Path)),
+    responses((status = 200, body = app::dto::AppOverview), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn get_app(
+    State(state): State<AppState>,
+    principal: Principal,
+    axum::extract::Path(app): axum::extract::Path<String>,
+) -> Result<Json<app::dto::AppOverview>, ApiError> {
+    state
+        .app_overview(&principal.caller(), app.clone())
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("there is no app {app}")))
 }
 
 /// The most recent runs, newest first.

@@ -1,0 +1,167 @@
+//! One app: its environment stack, its open change requests with their
+//! preview, tests and approvals, and its recent runs.
+
+use leptos::prelude::*;
+use leptos_router::hooks::use_params_map;
+
+use crate::api::get_app_overview;
+use crate::components::list::{Badge, EmptyState, PageHeader};
+use crate::dto::{AppOverview, ChangeRequestDetail, RunSummary};
+use crate::format::{short_sha, timestamp};
+use crate::pages::environments::environment_cell;
+
+#[component]
+pub fn AppPage() -> impl IntoView {
+    let params = use_params_map();
+    let name = move || params.read().get("name").unwrap_or_default();
+    let overview = Resource::new(
+        move || (name(), crate::components::live::live_version()),
+        |(name, _)| get_app_overview(name),
+    );
+    view! {
+        <PageHeader
+            title="App"
+            lead="One application: its stack, the changes waiting to be merged, and its latest runs."
+        />
+        <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match overview.await {
+                    Ok(Some(overview)) => app_view(overview).into_any(),
+                    Ok(None) => view! { <p class="notice">"There is no such app."</p> }.into_any(),
+                    Err(error) => {
+                        view! { <div class="notice notice-error" role="alert">{error.to_string()}</div> }
+                            .into_any()
+                    }
+                }
+            })}
+        </Transition>
+    }
+}
+
+fn app_view(overview: AppOverview) -> impl IntoView {
+    let releases = format!("/releases?app={}", overview.app);
+    view! {
+        <section class="panel" aria-labelledby="app-heading">
+            <h2 id="app-heading" data-testid="app-name">{overview.app.clone()}</h2>
+            <p class="muted mono">{overview.source_url.clone()}</p>
+            <p>
+                <a href=releases>"Release timeline"</a>
+            </p>
+            <div class="stack-cells">
+                {overview.environments.into_iter().map(environment_cell).collect_view()}
+            </div>
+        </section>
+        <section class="panel" aria-labelledby="app-requests">
+            <h2 id="app-requests">"Open change requests"</h2>
+            {requests_table(overview.change_requests)}
+        </section>
+        <section class="panel" aria-labelledby="app-runs">
+            <h2 id="app-runs">"Recent runs"</h2>
+            {runs_table(overview.runs)}
+        </section>
+    }
+}
+
+fn requests_table(requests: Vec<ChangeRequestDetail>) -> impl IntoView {
+    if requests.is_empty() {
+        return view! {
+            <EmptyState title="Nothing waiting">
+                <p>"No change request of this app is open."</p>
+            </EmptyState>
+        }
+        .into_any();
+    }
+    view! {
+        <table class="data" data-testid="app-requests">
+            <thead>
+                <tr>
+                    <th scope="col">"Request"</th>
+                    <th scope="col">"Preview"</th>
+                    <th scope="col">"Tests"</th>
+                    <th scope="col">"Approvals"</th>
+                </tr>
+            </thead>
+            <tbody>
+                {requests
+                    .into_iter()
+                    .map(|detail| {
+                        let cr = detail.summary.clone();
+                        let (passed, failed) = detail
+                            .reports
+                            .iter()
+                            .fold((0, 0), |(p, f), r| (p + r.passed, f + r.failed));
+                        let tests = if detail.reports.is_empty() {
+                            "no reports".to_string()
+                        } else {
+                            format!("{passed} passed, {failed} failed")
+                        };
+                        let preview = detail.preview.clone().map(|env| {
+                            let link = env
+                                .url
+                                .clone()
+                                .map(|url| view! { <a href=url>{env.name.clone()}</a> });
+                            view! {
+                                {link}
+                                " "
+                                <Badge state=env.state.as_str() />
+                            }
+                        });
+                        view! {
+                            <tr>
+                                <td>
+                                    <a href=format!("/change-requests/{}", cr.id)>{format!("#{} {}", cr.id, cr.title)}</a>
+                                    <div class="mono muted">{format!("{} → {}", cr.source_branch, cr.target_branch)}</div>
+                                    <Badge state=cr.state.as_str() />
+                                </td>
+                                <td>{preview}</td>
+                                <td>{tests}</td>
+                                <td>{format!("{} of {}", detail.approvals_of_head, detail.required_approvals)}</td>
+                            </tr>
+                        }
+                    })
+                    .collect_view()}
+            </tbody>
+        </table>
+    }
+    .into_any()
+}
+
+fn runs_table(runs: Vec<RunSummary>) -> impl IntoView {
+    if runs.is_empty() {
+        return view! { <p class="muted">"No runs yet."</p> }.into_any();
+    }
+    view! {
+        <table class="data">
+            <thead>
+                <tr>
+                    <th scope="col">"Run"</th>
+                    <th scope="col">"Environment"</th>
+                    <th scope="col">"Commit"</th>
+                    <th scope="col">"State"</th>
+                    <th scope="col">"Started"</th>
+                </tr>
+            </thead>
+            <tbody>
+                {runs
+                    .into_iter()
+                    .map(|run| {
+                        view! {
+                            <tr>
+                                <td>
+                                    <a href=format!("/runs/{}", run.id)>{format!("#{}", run.id)}</a>
+                                </td>
+                                <td>{run.environment}</td>
+                                <td class="mono">{short_sha(&run.commit_sha).to_string()}</td>
+                                <td>
+                                    <Badge state=run.state.as_str() />
+                                </td>
+                                <td>{timestamp(run.created_at)}</td>
+                            </tr>
+                        }
+                    })
+                    .collect_view()}
+            </tbody>
+        </table>
+    }
+    .into_any()
+}
