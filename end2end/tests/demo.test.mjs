@@ -3,8 +3,8 @@
 // shows the commit the dashboard says it runs. The run page streams logs.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -51,6 +51,21 @@ async function liveEnvironments(page) {
     if (Date.now() > deadline) throw new Error('the demo did not bring three environments live within 90 s');
     await new Promise((resolve) => setTimeout(resolve, 250));
   }
+}
+
+// Opens a change request of shop from `source` on the Change requests
+// page (where `page` is) and follows the link to it; its address.
+async function openChangeRequest(page, source) {
+  await page.getByText('Open a change request').click();
+  await page.locator('input[name="app"]').fill('shop');
+  await page.locator('input[name="source_branch"]').fill(source);
+  await page.getByRole('button', { name: 'Open', exact: true }).click();
+  const opened = page.getByRole('status').getByRole('link');
+  await opened.waitFor({ timeout: 30_000 });
+  const href = await opened.getAttribute('href');
+  await opened.click();
+  await page.waitForURL(`${base}${href}`);
+  return href;
 }
 
 test('the demo shows three live environments and a click opens the preview', async () => {
@@ -122,15 +137,7 @@ test('a developer opens a change request, an admin approves it in the inbox, Gan
   const dev = await devContext.newPage();
   const devProblems = watchProblems(dev);
   await signIn(dev, base, { name: 'dev', role: 'developer', returnTo: '/change-requests' });
-  await dev.getByText('Open a change request').click();
-  await dev.locator('input[name="app"]').fill('shop');
-  await dev.locator('input[name="source_branch"]').fill('feature/hello');
-  await dev.getByRole('button', { name: 'Open', exact: true }).click();
-  const opened = dev.getByRole('status').getByRole('link');
-  await opened.waitFor({ timeout: 30_000 });
-  const href = await opened.getAttribute('href');
-  await opened.click();
-  await dev.waitForURL(`${base}${href}`);
+  const href = await openChangeRequest(dev, 'feature/hello');
   await dev.getByTestId('cr-state').filter({ hasText: 'open' }).waitFor();
   assert.match(await dev.getByTestId('cr-approvals').textContent(), /0 of 1/);
   // Developers see where it stands, not the approve button.
@@ -248,6 +255,69 @@ test('an admin rolls staging back from the release timeline, sees the pin, and p
   assert.equal(environments.find((e) => e.name === 'staging').pin, null);
   assert.deepEqual(problems, []);
   await context.close();
+});
+
+// A developer pushes a branch and opens its preview from the dashboard; a
+// developer is refused an approval; an admin promotes staging to production.
+test('a developer pushes and opens the preview; a developer may not approve; an admin promotes to production', async () => {
+  // The push, with plain git against the demo's app repository.
+  const clone = mkdtempSync(join(tmpdir(), 'gantry-push-'));
+  const git = (...args) => execFileSync('git', args, { cwd: clone, encoding: 'utf8' }).trim();
+  git('clone', '-q', join(workdir, '.gantry', 'demo', 'shop.git'), '.');
+  git('checkout', '-q', '-b', 'feature/pricing');
+  writeFileSync(join(clone, 'PRICING.md'), 'prices, pushed by the journey\n');
+  git('-c', 'user.name=Dev', '-c', 'user.email=dev@example.com', 'add', 'PRICING.md');
+  git('-c', 'user.name=Dev', '-c', 'user.email=dev@example.com', 'commit', '-q', '-m', 'Show prices');
+  const pushed = git('rev-parse', 'HEAD');
+  git('push', '-q', 'origin', 'feature/pricing');
+  rmSync(clone, { recursive: true, force: true });
+
+  const devContext = await browser.newContext();
+  const dev = await devContext.newPage();
+  const devProblems = watchProblems(dev);
+  await signIn(dev, base, { name: 'dev', role: 'developer' });
+  // The home page shows the new preview when it is live, without a reload.
+  const cell = dev.locator('[data-environment^="preview-feature-pricing"]').filter({ hasText: pushed.slice(0, 7) });
+  await cell.getByTestId('open-environment').waitFor({ timeout: 120_000 });
+  await dev.screenshot({ path: join(artifacts, 'demo-pushed-preview.png'), fullPage: true });
+  await cell.getByTestId('open-environment').click();
+  await dev.waitForURL(/preview-feature-pricing.*--shop\.localhost/);
+  assert.equal(await dev.locator('#commit').textContent(), pushed);
+
+  // The developer proposes promoting staging (latest) to production and
+  // may not approve it: no button, and the server refuses the call.
+  await dev.goto(`${base}/change-requests`);
+  await dev.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
+  const href = await openChangeRequest(dev, 'latest');
+  await dev.getByTestId('cr-state').filter({ hasText: 'open' }).waitFor();
+  assert.equal(await dev.getByRole('button', { name: 'Approve' }).count(), 0);
+  const me = await (await dev.request.get(`${base}/api/v1/me`)).json();
+  const refused = await dev.request.post(`${base}/api/v1${href}/approve`, {
+    headers: { 'x-csrf-token': me.csrf },
+    data: { comment: 'my own promotion' },
+  });
+  assert.equal(refused.status(), 403);
+  assert.match(await refused.text(), /needs the admin role/);
+  await dev.screenshot({ path: join(artifacts, 'demo-developer-refused.png'), fullPage: true });
+  assert.deepEqual(devProblems.filter((p) => !p.includes('/approve')), []);
+  await devContext.close();
+
+  // An admin approves: Gantry merges latest into master, production deploys it.
+  const adminContext = await browser.newContext();
+  const admin = await adminContext.newPage();
+  const adminProblems = watchProblems(admin);
+  await signIn(admin, base, { name: 'ada', role: 'admin', returnTo: href });
+  const approve = admin.locator('form.decision', { has: admin.locator('input[name="action"][value="approve"]') });
+  await approve.locator('textarea').fill('Ship it');
+  await approve.getByRole('button', { name: 'Approve' }).click();
+  await admin.getByTestId('cr-state').filter({ hasText: 'merged' }).waitFor({ timeout: 30_000 });
+  const detail = await (await admin.request.get(`${base}/api/v1${href}`)).json();
+  await admin.goto(`${base}/`);
+  const production = admin.locator('[data-environment="production"]').filter({ hasText: detail.merge_sha.slice(0, 7) });
+  await production.getByTestId('open-environment').waitFor({ timeout: 90_000 });
+  await admin.screenshot({ path: join(artifacts, 'demo-promoted-production.png'), fullPage: true });
+  assert.deepEqual(adminProblems, []);
+  await adminContext.close();
 });
 
 const axeSource = join(dirname(fileURLToPath(import.meta.url)), '..', 'node_modules', 'axe-core', 'axe.min.js');
