@@ -320,15 +320,26 @@ impl TestApp {
     }
 
     async fn send(&self, request: Request<Body>) -> TestResponse {
-        let response = self
-            .router
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("infallible router");
-        let status = response.status();
-        let headers = response.headers().clone();
-        match axum::body::to_bytes(response.into_body(), usize::MAX).await {
+        // No single request may take the test's whole time: one that hangs
+        // fails here, naming itself.
+        let what = format!("{} {}", request.method(), request.uri());
+        let answer = async {
+            let response = self
+                .router
+                .clone()
+                .oneshot(request)
+                .await
+                .expect("infallible router");
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX).await;
+            (status, headers, body)
+        };
+        let (status, headers, body) =
+            tokio::time::timeout(std::time::Duration::from_secs(90), answer)
+                .await
+                .unwrap_or_else(|_| panic!("{what} did not answer within 90 s"));
+        match body {
             Ok(body) => TestResponse {
                 status,
                 headers,
