@@ -341,7 +341,7 @@ async function seriousViolations(page) {
 
 // Every view, in the light and the dark theme, checked with axe-core (npm):
 // no serious or critical violation. Each view's screenshot is kept.
-test('every view passes an accessibility check (axe-core), light and dark', async () => {
+test('every view passes an accessibility check (axe-core), light and dark, and fits a phone', async () => {
   const setup = await browser.newContext();
   const admin = await setup.newPage();
   await signIn(admin, base, { name: 'ada', role: 'admin' });
@@ -393,5 +393,20 @@ test('every view passes an accessibility check (axe-core), light and dark', asyn
     await visitorPage.screenshot({ path: join(artifacts, `view-share-${scheme}.png`), fullPage: true });
     await visitor.close();
   }
+  // At a phone's width every view fits: nothing scrolls sideways but the
+  // tables and logs that scroll inside themselves.
+  const phone = await browser.newContext({ viewport: { width: 390, height: 844 } });
+  const small = await phone.newPage();
+  await signIn(small, base, { name: 'ada', role: 'admin' });
+  for (const [name, path] of views) {
+    await small.goto(`${base}${path}`);
+    await small.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
+    const overflow = await small.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+    if (overflow > 1) failures.push(`phone ${name}: the page is ${overflow}px wider than the screen`);
+    if (name === 'environments' || name === 'change-request') {
+      await small.screenshot({ path: join(artifacts, `view-${name}-phone.png`), fullPage: true });
+    }
+  }
+  await phone.close();
   assert.deepEqual(failures, []);
 });
