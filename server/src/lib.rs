@@ -23,6 +23,7 @@ pub mod ledger;
 pub mod manifests;
 pub mod migrate;
 pub mod notify;
+pub mod outbound;
 pub mod recovery;
 pub mod runner;
 pub mod secrets;

@@ -6,9 +6,9 @@ use leptos_router::hooks::use_params_map;
 
 use crate::api::get_app_overview;
 use crate::components::list::{Badge, EmptyState, PageHeader};
-use crate::dto::{AppOverview, ChangeRequestDetail, RunSummary};
-use crate::format::{short_sha, timestamp};
+use crate::dto::{AppOverview, ChangeRequestDetail};
 use crate::pages::environments::environment_cell;
+use crate::pages::runs::run_table;
 
 #[component]
 pub fn AppPage() -> impl IntoView {
@@ -57,7 +57,7 @@ fn app_view(overview: AppOverview) -> impl IntoView {
         </section>
         <section class="panel" aria-labelledby="app-runs">
             <h2 id="app-runs">"Recent runs"</h2>
-            {runs_table(overview.runs)}
+            {run_table(overview.runs)}
         </section>
     }
 }
@@ -116,46 +116,6 @@ fn requests_table(requests: Vec<ChangeRequestDetail>) -> impl IntoView {
                                 <td>{preview}</td>
                                 <td>{tests}</td>
                                 <td>{format!("{} of {}", detail.approvals_of_head, detail.required_approvals)}</td>
-                            </tr>
-                        }
-                    })
-                    .collect_view()}
-            </tbody>
-        </table>
-    }
-    .into_any()
-}
-
-fn runs_table(runs: Vec<RunSummary>) -> impl IntoView {
-    if runs.is_empty() {
-        return view! { <p class="muted">"No runs yet."</p> }.into_any();
-    }
-    view! {
-        <table class="data">
-            <thead>
-                <tr>
-                    <th scope="col">"Run"</th>
-                    <th scope="col">"Environment"</th>
-                    <th scope="col">"Commit"</th>
-                    <th scope="col">"State"</th>
-                    <th scope="col">"Started"</th>
-                </tr>
-            </thead>
-            <tbody>
-                {runs
-                    .into_iter()
-                    .map(|run| {
-                        view! {
-                            <tr>
-                                <td>
-                                    <a href=format!("/runs/{}", run.id)>{format!("#{}", run.id)}</a>
-                                </td>
-                                <td>{run.environment}</td>
-                                <td class="mono">{short_sha(&run.commit_sha).to_string()}</td>
-                                <td>
-                                    <Badge state=run.state.as_str() />
-                                </td>
-                                <td>{timestamp(run.created_at)}</td>
                             </tr>
                         }
                     })

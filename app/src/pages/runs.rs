@@ -16,7 +16,8 @@ pub fn RunsPage() -> impl IntoView {
     }
 }
 
-fn run_table(runs: Vec<RunSummary>) -> impl IntoView {
+/// The runs table (also on an app's page).
+pub(crate) fn run_table(runs: Vec<RunSummary>) -> impl IntoView {
     if runs.is_empty() {
         return view! {
             <EmptyState title="No runs yet">

@@ -158,24 +158,16 @@ pub async fn send(client: &reqwest::Client, call: &ApiCall) -> Result<Value, Str
     for (name, value) in &call.headers {
         request = request.header(*name, value);
     }
-    let host = url::Url::parse(&call.url)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_string))
-        .unwrap_or_default();
-    let response = request
-        .send()
-        .await
-        .map_err(|e| format!("{host}: {}", e.without_url()))?;
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
+    let (status, text) = crate::outbound::send(request, &call.url).await?;
     if !status.is_success() {
+        let host = crate::outbound::host_of(&call.url);
         return Err(format!(
             "{} {} on {host} answered {status}: {}",
             call.method,
             url::Url::parse(&call.url)
                 .map(|u| u.path().to_string())
                 .unwrap_or_default(),
-            text.chars().take(200).collect::<String>()
+            crate::outbound::excerpt(&text)
         ));
     }
     Ok(serde_json::from_str(&text).unwrap_or(Value::Null))

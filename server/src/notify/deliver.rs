@@ -109,10 +109,7 @@ async fn send_email(
         .multipart(MultiPart::alternative_plain_html(text, html))
         .map_err(|e| e.to_string())?;
     // The URL holds the SMTP password: errors name the host only.
-    let host = url::Url::parse(smtp_url)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_string))
-        .unwrap_or_default();
+    let host = crate::outbound::host_of(smtp_url);
     let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(smtp_url)
         .map_err(|e| format!("SMTP server URL for {host}: {e}"))?
         .timeout(Some(TIMEOUT))
@@ -134,20 +131,12 @@ async fn send(
         request = request.header(name, value);
     }
     // The URL holds the robot's token: errors name the host only.
-    let host = url::Url::parse(&outgoing.url)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_string))
-        .unwrap_or_default();
-    let response = request
-        .send()
-        .await
-        .map_err(|e| format!("{host}: {}", e.without_url()))?;
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
+    let (status, text) = crate::outbound::send(request, &outgoing.url).await?;
     if !status.is_success() {
         return Err(format!(
-            "{host} answered {status}: {}",
-            text.chars().take(200).collect::<String>()
+            "{} answered {status}: {}",
+            crate::outbound::host_of(&outgoing.url),
+            crate::outbound::excerpt(&text)
         ));
     }
     // The robots answer 200 with an error code when they refuse.

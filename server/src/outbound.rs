@@ -1,0 +1,30 @@
+//! Calls Gantry makes to other services — forge APIs, chat robots, SMTP
+//! servers. Their URLs often carry a token (a robot's `access_token`, a
+//! password), so errors name the host only, never the URL.
+
+/// The host of `url`, for error messages (empty when it has none).
+pub fn host_of(url: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Sends `request` (built for `url`); the status and body text. A failure
+/// to connect names the host only.
+pub async fn send(
+    request: reqwest::RequestBuilder,
+    url: &str,
+) -> Result<(reqwest::StatusCode, String), String> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| format!("{}: {}", host_of(url), e.without_url()))?;
+    let status = response.status();
+    Ok((status, response.text().await.unwrap_or_default()))
+}
+
+/// The first 200 characters of an answer, for an error message.
+pub fn excerpt(text: &str) -> String {
+    text.chars().take(200).collect()
+}
