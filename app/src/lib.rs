@@ -16,6 +16,7 @@ pub mod port;
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
 use leptos_router::{
+    SsrMode,
     components::{Route, Router, Routes},
     path,
 };
@@ -33,6 +34,20 @@ use crate::pages::{
 const THEME_BOOT_SCRIPT: &str = "try{var t=localStorage.getItem('gantry-theme');\
 if(t==='dark'||t==='light'){document.documentElement.dataset.theme=t}}catch(e){}";
 
+/// Client-side navigation and live refreshes for the server-rendered pages
+/// (see the file's header).
+const PAGE_UPDATES_SCRIPT: &str = include_str!("page_updates.js");
+
+/// Tells the page-updates script that the WASM runs, so islands in pages it
+/// swaps in can be hydrated. Called by the frontend's entry point.
+#[cfg(feature = "hydrate")]
+pub fn islands_ready() {
+    if let Some(root) = leptos::prelude::document().document_element() {
+        // Without it, swapped-in islands wait for a full load; nothing breaks.
+        let _ = root.set_attribute("data-islands", "ready");
+    }
+}
+
 /// The HTML document around the application, rendered on the server only.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     view! {
@@ -44,7 +59,8 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta name="color-scheme" content="light dark" />
                 <link rel="icon" href="data:," />
                 <script inner_html=THEME_BOOT_SCRIPT></script>
-                <HydrationScripts options />
+                <HydrationScripts options islands=true />
+                <script type="module" inner_html=PAGE_UPDATES_SCRIPT></script>
                 <MetaTags />
             </head>
             <body>
@@ -54,7 +70,9 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     }
 }
 
-/// The dashboard: one layout, one route per product area.
+/// The dashboard: one layout, one route per product area. Pages are sent
+/// whole (`SsrMode::Async`): page_updates.js swaps in fetched pages, and
+/// streamed fragments would need their inline scripts to run.
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
@@ -67,19 +85,19 @@ pub fn App() -> impl IntoView {
         <Router>
             <Layout>
                 <Routes fallback=NotFoundPage>
-                    <Route path=path!("/") view=EnvironmentsPage />
-                    <Route path=path!("/runs") view=RunsPage />
-                    <Route path=path!("/runs/:id") view=RunPage />
-                    <Route path=path!("/change-requests") view=ChangeRequestsPage />
-                    <Route path=path!("/change-requests/:id") view=ChangeRequestPage />
-                    <Route path=path!("/releases") view=ReleasesPage />
-                    <Route path=path!("/approvals") view=ApprovalsPage />
-                    <Route path=path!("/clusters") view=ClustersPage />
-                    <Route path=path!("/channels") view=ChannelsPage />
-                    <Route path=path!("/apps/:name") view=AppPage />
-                    <Route path=path!("/share/:token") view=SharePage />
-                    <Route path=path!("/audit") view=AuditPage />
-                    <Route path=path!("/settings") view=SettingsPage />
+                    <Route path=path!("/") view=EnvironmentsPage ssr=SsrMode::Async />
+                    <Route path=path!("/runs") view=RunsPage ssr=SsrMode::Async />
+                    <Route path=path!("/runs/:id") view=RunPage ssr=SsrMode::Async />
+                    <Route path=path!("/change-requests") view=ChangeRequestsPage ssr=SsrMode::Async />
+                    <Route path=path!("/change-requests/:id") view=ChangeRequestPage ssr=SsrMode::Async />
+                    <Route path=path!("/releases") view=ReleasesPage ssr=SsrMode::Async />
+                    <Route path=path!("/approvals") view=ApprovalsPage ssr=SsrMode::Async />
+                    <Route path=path!("/clusters") view=ClustersPage ssr=SsrMode::Async />
+                    <Route path=path!("/channels") view=ChannelsPage ssr=SsrMode::Async />
+                    <Route path=path!("/apps/:name") view=AppPage ssr=SsrMode::Async />
+                    <Route path=path!("/share/:token") view=SharePage ssr=SsrMode::Async />
+                    <Route path=path!("/audit") view=AuditPage ssr=SsrMode::Async />
+                    <Route path=path!("/settings") view=SettingsPage ssr=SsrMode::Async />
                 </Routes>
             </Layout>
         </Router>

@@ -26,17 +26,13 @@ const NAV: &[(&str, &str, Role)] = &[
 
 #[component]
 pub fn Layout(children: Children) -> impl IntoView {
-    // Effects run only in the browser, so this flips once the WASM has
-    // hydrated the page; styles and the browser tests can rely on it.
-    let hydrated = RwSignal::new(false);
-    Effect::new(move |_| hydrated.set(true));
     let me = Resource::new(|| (), |_| whoami());
     provide_context(me);
-    crate::components::live::provide_live(me);
 
     view! {
         <a class="skip-link" href="#main">"Skip to content"</a>
-        <div class="frame" data-hydrated=move || hydrated.get().to_string()>
+        // `data-hydrated` turns "true" once the WASM runs (see ThemeToggle).
+        <div class="frame" data-hydrated="false">
             <header class="topbar">
                 <a class="brand" href="/">
                     <span class="brand-mark" aria-hidden="true">"▲"</span>
@@ -55,6 +51,8 @@ pub fn Layout(children: Children) -> impl IntoView {
                 </Suspense>
             </nav>
             <main class="content" id="main" tabindex="-1">
+                // What the last form did; live refreshes keep it (data-keep).
+                <div id="outcome" class="outcome" data-keep="" aria-live="polite"></div>
                 {children()}
             </main>
         </div>
@@ -102,7 +100,8 @@ fn account(me: Option<Me>) -> impl IntoView {
                 .collect::<Vec<_>>()
                 .join(", ");
             view! {
-                <span class="account" data-testid="account">
+                // data-live: signed-in people get live updates (page_updates.js).
+                <span class="account" data-testid="account" data-live="on">
                     <span class="account-name">{me.name.clone()}</span>
                     <span class="muted">{format!(" · {roles}")}</span>
                 </span>

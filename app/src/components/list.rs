@@ -9,13 +9,15 @@ pub fn loaded<T, V, F>(resource: Resource<Result<T, ServerFnError>>, render: F) 
 where
     T: Clone + Send + Sync + Serialize + DeserializeOwned + 'static,
     V: IntoView + 'static,
-    F: Fn(T) -> V + Copy + Send + Sync + 'static,
+    F: Fn(T) -> V + Clone + Send + Sync + 'static,
 {
     view! {
         // A transition: a refetch (a live update) keeps the shown data until
         // the new data is there, rather than flashing "Loading…".
         <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
-            {move || Suspend::new(async move {
+            {move || {
+                let render = render.clone();
+                Suspend::new(async move {
                 match resource.await {
                     Ok(data) => render(data).into_any(),
                     Err(error) => {
@@ -27,7 +29,8 @@ where
                             .into_any()
                     }
                 }
-            })}
+            })
+            }}
         </Transition>
     }
 }
@@ -62,19 +65,28 @@ pub fn PageHeader(title: &'static str, lead: &'static str) -> impl IntoView {
     }
 }
 
-/// The hidden `csrf` field every form that changes something carries.
-#[component]
-pub fn CsrfField() -> impl IntoView {
+/// Renders `render` with the signed-in person's CSRF token (empty for a
+/// visitor), which every form that changes something sends back. Forms are
+/// islands and cannot read the page's context in the browser, so the token
+/// is handed to them as a prop.
+pub fn with_csrf<V, F>(render: F) -> impl IntoView
+where
+    V: IntoView + 'static,
+    F: Fn(String) -> V + Clone + Send + Sync + 'static,
+{
     let me = crate::components::layout::use_me();
     view! {
-        <Suspense fallback=|| view! { <input type="hidden" name="csrf" value="" /> }>
-            {move || Suspend::new(async move {
-                let token = match me {
-                    Some(me) => me.await.ok().flatten().map(|me| me.csrf).unwrap_or_default(),
-                    None => String::new(),
-                };
-                view! { <input type="hidden" name="csrf" value=token /> }
-            })}
+        <Suspense fallback=|| ()>
+            {move || {
+                let render = render.clone();
+                Suspend::new(async move {
+                    let token = match me {
+                        Some(me) => me.await.ok().flatten().map(|me| me.csrf).unwrap_or_default(),
+                        None => String::new(),
+                    };
+                    render(token)
+                })
+            }}
         </Suspense>
     }
 }

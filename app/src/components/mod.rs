@@ -4,5 +4,5 @@ pub mod diff;
 pub mod feedback;
 pub mod layout;
 pub mod list;
-pub mod live;
+pub mod outcome;
 pub mod theme;

@@ -52,6 +52,13 @@ fn current_theme() -> Theme {
 }
 
 #[cfg(feature = "hydrate")]
+fn mark_hydrated() {
+    if let Ok(Some(frame)) = document().query_selector(".frame") {
+        let _ = frame.set_attribute("data-hydrated", "true");
+    }
+}
+
+#[cfg(feature = "hydrate")]
 fn apply_theme(theme: Theme) {
     if let Some(root) = document().document_element() {
         // A failure here only loses the visual switch; nothing to recover.
@@ -62,14 +69,20 @@ fn apply_theme(theme: Theme) {
     }
 }
 
-#[component]
+/// An island: it is in every page's top bar, so it also marks the frame
+/// `data-hydrated="true"` once the WASM runs (styles and the browser tests
+/// rely on that).
+#[island]
 pub fn ThemeToggle() -> impl IntoView {
     // The server cannot know the browser's theme; it renders the light
     // label and the browser corrects it right after hydration.
     let theme = RwSignal::new(Theme::Light);
 
     #[cfg(feature = "hydrate")]
-    Effect::new(move |_| theme.set(current_theme()));
+    Effect::new(move |_| {
+        theme.set(current_theme());
+        mark_hydrated();
+    });
 
     let toggle = move |_| {
         let next = theme.get_untracked().other();

@@ -14,10 +14,7 @@ use crate::pages::runs::run_table;
 pub fn AppPage() -> impl IntoView {
     let params = use_params_map();
     let name = move || params.read().get("name").unwrap_or_default();
-    let overview = Resource::new(
-        move || (name(), crate::components::live::live_version()),
-        |(name, _)| get_app_overview(name),
-    );
+    let overview = Resource::new(move || (name(), ()), |(name, _)| get_app_overview(name));
     view! {
         <PageHeader
             title="App"

@@ -6,44 +6,20 @@ use leptos::prelude::*;
 
 use crate::api::{ReviewRun, get_approval_inbox};
 use crate::components::layout::use_me;
-use crate::components::list::{Badge, CsrfField, EmptyState, PageHeader};
+use crate::components::list::{Badge, EmptyState, PageHeader};
+use crate::components::outcome::{Outcome, report};
 use crate::dto::{ApprovalInbox, ChangeRequestDetail, Me, PendingApproval, Role};
 use crate::format::{short_sha, timestamp};
 
 #[component]
 pub fn ApprovalsPage() -> impl IntoView {
-    let review = ServerAction::<ReviewRun>::new();
-    let inbox = Resource::new(
-        move || {
-            (
-                review.version().get(),
-                crate::components::live::live_version(),
-            )
-        },
-        |_| get_approval_inbox(),
-    );
+    let inbox = Resource::new(|| (), |_| get_approval_inbox());
     let me = use_me();
     view! {
         <PageHeader
             title="Approvals"
             lead="Change requests and held runs waiting for a decision before they reach a protected environment."
         />
-        {move || {
-            review
-                .value()
-                .get()
-                .map(|result| match result {
-                    Ok(outcome) => {
-                        view! { <p class="notice" role="status">{outcome}</p> }.into_any()
-                    }
-                    Err(error) => {
-                        view! {
-                            <p class="notice notice-error" role="alert">{error.to_string()}</p>
-                        }
-                            .into_any()
-                    }
-                })
-        }}
         <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 let me = match me {
@@ -51,7 +27,7 @@ pub fn ApprovalsPage() -> impl IntoView {
                     None => None,
                 };
                 match inbox.await {
-                    Ok(inbox) => inbox_view(inbox, me, review).into_any(),
+                    Ok(inbox) => inbox_view(inbox, me).into_any(),
                     Err(error) => {
                         view! {
                             <div class="notice notice-error" role="alert">{error.to_string()}</div>
@@ -64,11 +40,7 @@ pub fn ApprovalsPage() -> impl IntoView {
     }
 }
 
-fn inbox_view(
-    inbox: ApprovalInbox,
-    me: Option<Me>,
-    review: ServerAction<ReviewRun>,
-) -> impl IntoView {
+fn inbox_view(inbox: ApprovalInbox, me: Option<Me>) -> impl IntoView {
     if inbox.change_requests.is_empty() && inbox.runs.is_empty() {
         return view! {
             <EmptyState title="Nothing waits for a decision">
@@ -86,7 +58,7 @@ fn inbox_view(
         </section>
         <section aria-label="Held runs">
             <h2>"Held runs"</h2>
-            {runs_table(inbox.runs, me, review)}
+            {runs_table(inbox.runs, me)}
         </section>
     }
     .into_any()
@@ -175,11 +147,7 @@ fn tests_summary(detail: &ChangeRequestDetail) -> String {
     format!("{passed} passed, {failed} failed")
 }
 
-fn runs_table(
-    runs: Vec<PendingApproval>,
-    me: Option<Me>,
-    review: ServerAction<ReviewRun>,
-) -> impl IntoView {
+fn runs_table(runs: Vec<PendingApproval>, me: Option<Me>) -> impl IntoView {
     if runs.is_empty() {
         return view! { <p>"No run is held."</p> }.into_any();
     }
@@ -199,7 +167,10 @@ fn runs_table(
                 {runs
                     .into_iter()
                     .map(|item| {
-                        let admin = me.as_ref().is_some_and(|me| me.can(Role::Admin, Some(&item.app)));
+                        let csrf = me
+                            .as_ref()
+                            .filter(|me| me.can(Role::Admin, Some(&item.app)))
+                            .map(|me| me.csrf.clone());
                         view! {
                             <tr>
                                 <td>
@@ -213,7 +184,7 @@ fn runs_table(
                                     {short_sha(&item.commit_sha).to_string()}
                                 </td>
                                 <td>{timestamp(item.requested_at)}</td>
-                                <td>{admin.then(|| run_decision(item.run_id, review))}</td>
+                                <td>{csrf.map(|csrf| view! { <RunDecision id=item.run_id csrf /> })}</td>
                             </tr>
                         }
                     })
@@ -224,11 +195,19 @@ fn runs_table(
     .into_any()
 }
 
-fn run_decision(id: i64, review: ServerAction<ReviewRun>) -> impl IntoView {
-    let form = move |action: &'static str, label: &'static str| {
+/// Approve or reject a held run (an island: the forms act in the browser).
+#[island]
+fn RunDecision(id: i64, csrf: String) -> impl IntoView {
+    let review = ServerAction::<ReviewRun>::new();
+    report(review, |result| match result {
+        Ok(outcome) => Outcome::done("review-outcome", outcome),
+        Err(error) => Outcome::failed("review-error", error),
+    });
+    let form = |action: &'static str, label: &'static str| {
+        let csrf = csrf.clone();
         view! {
             <ActionForm action=review attr:class="inline">
-                <CsrfField />
+                <input type="hidden" name="csrf" value=csrf />
                 <input type="hidden" name="id" value=id />
                 <input type="hidden" name="action" value=action />
                 <input

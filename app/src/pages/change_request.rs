@@ -11,7 +11,8 @@ use crate::api::{
 use crate::components::diff::diff_section;
 use crate::components::feedback::feedback_list;
 use crate::components::layout::use_me;
-use crate::components::list::{Badge, CsrfField, PageHeader};
+use crate::components::list::{Badge, PageHeader};
+use crate::components::outcome::{Outcome, report};
 use crate::dto::{
     ApprovalRecord, ChangeRequestDetail, EnvironmentSummary, Me, Role, RunSummary,
     TestReportSummary,
@@ -27,22 +28,12 @@ pub fn ChangeRequestPage() -> impl IntoView {
             .get("id")
             .and_then(|id| id.parse::<i64>().ok())
     };
-    let review = ServerAction::<ReviewChangeRequest>::new();
-    let detail = Resource::new(
-        move || {
-            (
-                id(),
-                review.version().get(),
-                crate::components::live::live_version(),
-            )
-        },
-        |(id, _, _)| async move {
-            match id {
-                Some(id) => get_change_request(id).await,
-                None => Ok(None),
-            }
-        },
-    );
+    let detail = Resource::new(id, |id| async move {
+        match id {
+            Some(id) => get_change_request(id).await,
+            None => Ok(None),
+        }
+    });
     let me = use_me();
     view! {
         <PageHeader
@@ -56,7 +47,7 @@ pub fn ChangeRequestPage() -> impl IntoView {
                     None => None,
                 };
                 match detail.await {
-                    Ok(Some(detail)) => request_view(detail, me, review).into_any(),
+                    Ok(Some(detail)) => request_view(detail, me).into_any(),
                     Ok(None) => {
                         view! { <p class="notice">"There is no such change request."</p> }
                             .into_any()
@@ -72,29 +63,13 @@ pub fn ChangeRequestPage() -> impl IntoView {
                 }
             })}
         </Transition>
-        {move || {
-            review
-                .value()
-                .get()
-                .and_then(Result::err)
-                .map(|error| {
-                    view! {
-                        <div class="notice notice-error" role="alert" data-testid="review-error">
-                            {error.to_string()}
-                        </div>
-                    }
-                })
-        }}
     }
 }
 
-fn request_view(
-    detail: ChangeRequestDetail,
-    me: Option<Me>,
-    review: ServerAction<ReviewChangeRequest>,
-) -> impl IntoView {
+fn request_view(detail: ChangeRequestDetail, me: Option<Me>) -> impl IntoView {
     let cr = detail.summary.clone();
     let app = cr.app.clone();
+    let csrf = me.as_ref().map(|me| me.csrf.clone()).unwrap_or_default();
     let is_admin = me
         .as_ref()
         .is_some_and(|me| me.can(Role::Admin, Some(&app)));
@@ -158,9 +133,10 @@ fn request_view(
         <section class="panel" aria-labelledby="feedback-heading">
             <h2 id="feedback-heading">"Tester feedback"</h2>
             {feedback_list(detail.feedback.clone())}
-            {(active && is_developer).then(|| share_view(cr.id))}
+            {(active && is_developer).then(|| view! { <ShareButton id=cr.id csrf=csrf.clone() /> })}
         </section>
-        {(active && is_tester).then(|| actions_view(cr.id, is_admin, is_author, review))}
+        {(active && is_tester)
+            .then(|| view! { <Decide id=cr.id is_admin is_author csrf /> })}
         {is_admin.then(|| {
             let id = cr.id;
             let diff = Resource::new(move || id, get_change_request_diff);
@@ -174,12 +150,13 @@ fn request_view(
 }
 
 /// The share button: a signed, expiring link to the tester page, shown to
-/// copy once made.
-fn share_view(id: i64) -> impl IntoView {
+/// copy once made (an island, showing its own link).
+#[island]
+fn ShareButton(id: i64, csrf: String) -> impl IntoView {
     let share = ServerAction::<ShareChangeRequest>::new();
     view! {
         <ActionForm action=share attr:class="form share">
-            <CsrfField />
+            <input type="hidden" name="csrf" value=csrf />
             <input type="hidden" name="id" value=id />
             <button type="submit">"Share with testers"</button>
         </ActionForm>
@@ -290,17 +267,21 @@ pub(crate) fn reports_view(reports: Vec<TestReportSummary>) -> impl IntoView {
     .into_any()
 }
 
-/// One small form per decision, so each carries its own comment.
-fn actions_view(
-    id: i64,
-    is_admin: bool,
-    is_author: bool,
-    review: ServerAction<ReviewChangeRequest>,
-) -> impl IntoView {
-    let decision = move |action: &'static str, label: &'static str, hint: &'static str| {
+/// One small form per decision, so each carries its own comment (an
+/// island).
+#[island]
+fn Decide(id: i64, is_admin: bool, is_author: bool, csrf: String) -> impl IntoView {
+    let review = ServerAction::<ReviewChangeRequest>::new();
+    report(review, |result| {
+        result
+            .err()
+            .and_then(|error| Outcome::failed("review-error", error))
+    });
+    let decision = |action: &'static str, label: &'static str, hint: &'static str| {
+        let csrf = csrf.clone();
         view! {
             <ActionForm action=review attr:class="form decision">
-                <CsrfField />
+                <input type="hidden" name="csrf" value=csrf />
                 <input type="hidden" name="id" value=id />
                 <input type="hidden" name="action" value=action />
                 <label>

@@ -4,22 +4,14 @@ use leptos::prelude::*;
 
 use crate::api::{OpenChangeRequest, list_change_requests};
 use crate::components::layout::use_me;
-use crate::components::list::{Badge, CsrfField, EmptyState, PageHeader, loaded};
+use crate::components::list::{Badge, EmptyState, PageHeader, loaded};
+use crate::components::outcome::report;
 use crate::dto::{ChangeRequestSummary, Role};
 use crate::format::timestamp;
 
 #[component]
 pub fn ChangeRequestsPage() -> impl IntoView {
-    let open = ServerAction::<OpenChangeRequest>::new();
-    let requests = Resource::new(
-        move || {
-            (
-                open.version().get(),
-                crate::components::live::live_version(),
-            )
-        },
-        |_| list_change_requests(),
-    );
+    let requests = Resource::new(|| (), |_| list_change_requests());
     let me = use_me();
     view! {
         <PageHeader
@@ -28,24 +20,29 @@ pub fn ChangeRequestsPage() -> impl IntoView {
         />
         <Suspense>
             {move || Suspend::new(async move {
-                let developer = match me {
-                    Some(me) => me.await.ok().flatten().is_some_and(|me| me.can_anywhere(Role::Developer)),
-                    None => false,
+                let me = match me {
+                    Some(me) => me.await.ok().flatten(),
+                    None => None,
                 };
-                developer.then(|| open_form(open))
+                me.filter(|me| me.can_anywhere(Role::Developer))
+                    .map(|me| view! { <OpenForm csrf=me.csrf /> })
             })}
         </Suspense>
         {loaded(requests, change_request_table)}
     }
 }
 
-/// Developers propose a merge; opening it builds the branch's preview.
-fn open_form(open: ServerAction<OpenChangeRequest>) -> impl IntoView {
+/// Developers propose a merge; opening it builds the branch's preview. An
+/// island; it shows its own outcome (with a link to the new request).
+#[island]
+fn OpenForm(csrf: String) -> impl IntoView {
+    let open = ServerAction::<OpenChangeRequest>::new();
+    report(open, |_| None);
     view! {
         <details class="panel">
             <summary>"Open a change request"</summary>
             <ActionForm action=open attr:class="form">
-                <CsrfField />
+                <input type="hidden" name="csrf" value=csrf />
                 <label>
                     <span>"App"</span>
                     <input name="app" required />

@@ -6,50 +6,26 @@
 use leptos::prelude::*;
 
 use crate::api::{TestChannel, list_channels};
-use crate::components::list::{CsrfField, EmptyState, PageHeader, loaded};
+use crate::components::list::{EmptyState, PageHeader, loaded, with_csrf};
+use crate::components::outcome::{Outcome, report};
 use crate::dto::{ChannelSummary, DeliverySummary};
 use crate::format::timestamp;
 
 #[component]
 pub fn ChannelsPage() -> impl IntoView {
-    let test = ServerAction::<TestChannel>::new();
-    let channels = Resource::new(
-        move || {
-            (
-                test.version().get(),
-                crate::components::live::live_version(),
-            )
-        },
-        |_| list_channels(),
-    );
+    let channels = Resource::new(|| (), |_| list_channels());
     view! {
         <PageHeader
             title="Notifications"
             lead="Channels that tell people about failed runs, previews, approvals, releases, rollbacks and drift — and how their messages fared."
         />
-        {move || {
-            test.value()
-                .get()
-                .map(|result| match result {
-                    Ok(name) => {
-                        view! {
-                            <p class="notice" role="status">
-                                {format!("Test message queued for {name}; its delivery shows below.")}
-                            </p>
-                        }
-                            .into_any()
-                    }
-                    Err(error) => {
-                        view! { <p class="notice notice-error" role="alert">{error.to_string()}</p> }
-                            .into_any()
-                    }
-                })
-        }}
-        {loaded(channels, move |channels| channel_list(channels, test))}
+        {with_csrf(move |csrf| {
+            loaded(channels, move |channels| channel_list(channels, csrf.clone()))
+        })}
     }
 }
 
-fn channel_list(channels: Vec<ChannelSummary>, test: ServerAction<TestChannel>) -> impl IntoView {
+fn channel_list(channels: Vec<ChannelSummary>, csrf: String) -> impl IntoView {
     if channels.is_empty() {
         return view! {
             <EmptyState title="No channels yet">
@@ -63,12 +39,12 @@ fn channel_list(channels: Vec<ChannelSummary>, test: ServerAction<TestChannel>) 
     }
     channels
         .into_iter()
-        .map(|channel| channel_panel(channel, test))
+        .map(|channel| channel_panel(channel, csrf.clone()))
         .collect_view()
         .into_any()
 }
 
-fn channel_panel(channel: ChannelSummary, test: ServerAction<TestChannel>) -> impl IntoView {
+fn channel_panel(channel: ChannelSummary, csrf: String) -> impl IntoView {
     let heading = format!("channel-{}", channel.name);
     let failures = (channel.failed_deliveries > 0).then(|| {
         view! {
@@ -97,11 +73,7 @@ fn channel_panel(channel: ChannelSummary, test: ServerAction<TestChannel>) -> im
                 {about} {templated}
             </p>
             {failures}
-            <ActionForm action=test>
-                <CsrfField />
-                <input type="hidden" name="name" value=target />
-                <button type="submit">"Send test message"</button>
-            </ActionForm>
+            <TestForm name=target csrf />
             {delivery_table(channel.deliveries)}
         </section>
     }
@@ -149,4 +121,24 @@ fn delivery_table(deliveries: Vec<DeliverySummary>) -> impl IntoView {
         </table>
     }
     .into_any()
+}
+
+/// "Send test message" (an island).
+#[island]
+fn TestForm(name: String, csrf: String) -> impl IntoView {
+    let test = ServerAction::<TestChannel>::new();
+    report(test, |result| match result {
+        Ok(name) => Outcome::done(
+            "channel-outcome",
+            format!("Test message queued for {name}; its delivery shows below."),
+        ),
+        Err(error) => Outcome::failed("channel-error", error),
+    });
+    view! {
+        <ActionForm action=test>
+            <input type="hidden" name="csrf" value=csrf />
+            <input type="hidden" name="name" value=name />
+            <button type="submit">"Send test message"</button>
+        </ActionForm>
+    }
 }

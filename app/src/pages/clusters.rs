@@ -5,72 +5,33 @@
 use leptos::prelude::*;
 
 use crate::api::{CheckCluster, RegisterCluster, list_clusters};
-use crate::components::list::{Badge, CsrfField, EmptyState, PageHeader, loaded};
+use crate::components::list::{Badge, EmptyState, PageHeader, loaded, with_csrf};
+use crate::components::outcome::{Outcome, report};
 use crate::dto::ClusterSummary;
 use crate::format::timestamp;
 
 #[component]
 pub fn ClustersPage() -> impl IntoView {
-    let register = ServerAction::<RegisterCluster>::new();
-    let check = ServerAction::<CheckCluster>::new();
-    let clusters = Resource::new(
-        move || (register.version().get(), check.version().get()),
-        |_| list_clusters(),
-    );
+    let clusters = Resource::new(|| (), |_| list_clusters());
     view! {
         <PageHeader
             title="Clusters"
             lead="Kubernetes clusters environments deploy to, and their last connectivity check."
         />
-        {loaded(clusters, move |clusters| cluster_table(clusters, check))}
+        {with_csrf(move |csrf| {
+            loaded(clusters, move |clusters| cluster_table(clusters, csrf.clone()))
+        })}
         <section class="panel" aria-labelledby="register-heading">
             <h2 id="register-heading">"Register a cluster"</h2>
             <p class="muted">
                 "Paste a kubeconfig; its credentials are encrypted at rest and never shown again. The CLI and the API also take a server URL with a token, or in-cluster."
             </p>
-            <ActionForm action=register attr:class="form">
-                <CsrfField />
-                <label>
-                    <span>"Name"</span>
-                    <input name="name" required pattern="[a-z][a-z0-9-]*" placeholder="prod-eu" />
-                </label>
-                <label>
-                    <span>"Kubeconfig"</span>
-                    <textarea name="kubeconfig" rows="8" required spellcheck="false"></textarea>
-                </label>
-                <label>
-                    <span>"Context (optional; default: the current context)"</span>
-                    <input name="context" />
-                </label>
-                <button type="submit" class="primary">"Register"</button>
-            </ActionForm>
-            {move || {
-                register
-                    .value()
-                    .get()
-                    .map(|result| match result {
-                        Ok(cluster) => {
-                            view! {
-                                <p class="notice" role="status">
-                                    {format!("Registered {}: {}", cluster.name, cluster.state)}
-                                </p>
-                            }
-                                .into_any()
-                        }
-                        Err(error) => {
-                            view! { <p class="notice notice-error" role="alert">{error.to_string()}</p> }
-                                .into_any()
-                        }
-                    })
-            }}
+            {with_csrf(|csrf| view! { <RegisterForm csrf /> })}
         </section>
     }
 }
 
-fn cluster_table(
-    clusters: Vec<ClusterSummary>,
-    check: ServerAction<CheckCluster>,
-) -> impl IntoView {
+fn cluster_table(clusters: Vec<ClusterSummary>, csrf: String) -> impl IntoView {
     if clusters.is_empty() {
         return view! {
             <EmptyState title="No clusters registered">
@@ -113,11 +74,7 @@ fn cluster_table(
                                 <td>{cluster.last_checked_at.map(timestamp).unwrap_or_default()}</td>
                                 <td>{cluster.last_error.unwrap_or_default()}</td>
                                 <td>
-                                    <ActionForm action=check>
-                                        <CsrfField />
-                                        <input type="hidden" name="name" value=name />
-                                        <button type="submit">"Check now"</button>
-                                    </ActionForm>
+                                    <CheckForm name csrf=csrf.clone() />
                                 </td>
                             </tr>
                         }
@@ -127,4 +84,53 @@ fn cluster_table(
         </table>
     }
     .into_any()
+}
+
+/// Registers a cluster from a kubeconfig (an island).
+#[island]
+fn RegisterForm(csrf: String) -> impl IntoView {
+    let register = ServerAction::<RegisterCluster>::new();
+    report(register, |result| match result {
+        Ok(cluster) => Outcome::done(
+            "cluster-outcome",
+            format!("Registered {}: {}", cluster.name, cluster.state),
+        ),
+        Err(error) => Outcome::failed("cluster-error", error),
+    });
+    view! {
+        <ActionForm action=register attr:class="form">
+            <input type="hidden" name="csrf" value=csrf />
+            <label>
+                <span>"Name"</span>
+                <input name="name" required pattern="[a-z][a-z0-9-]*" placeholder="prod-eu" />
+            </label>
+            <label>
+                <span>"Kubeconfig"</span>
+                <textarea name="kubeconfig" rows="8" required spellcheck="false"></textarea>
+            </label>
+            <label>
+                <span>"Context (optional; default: the current context)"</span>
+                <input name="context" />
+            </label>
+            <button type="submit" class="primary">"Register"</button>
+        </ActionForm>
+    }
+}
+
+/// Checks one cluster's connectivity now (an island).
+#[island]
+fn CheckForm(name: String, csrf: String) -> impl IntoView {
+    let check = ServerAction::<CheckCluster>::new();
+    report(check, |result| {
+        result
+            .err()
+            .and_then(|error| Outcome::failed("cluster-error", error))
+    });
+    view! {
+        <ActionForm action=check>
+            <input type="hidden" name="csrf" value=csrf />
+            <input type="hidden" name="name" value=name />
+            <button type="submit">"Check now"</button>
+        </ActionForm>
+    }
 }

@@ -12,12 +12,8 @@ use crate::format::{short_sha, timestamp};
 
 #[component]
 pub fn EnvironmentsPage() -> impl IntoView {
-    let environments = Resource::new(crate::components::live::live_version, |_| {
-        list_environments()
-    });
-    let status = Resource::new(crate::components::live::live_version, |_| {
-        get_config_status()
-    });
+    let environments = Resource::new(|| (), |_| list_environments());
+    let status = Resource::new(|| (), |_| get_config_status());
     view! {
         <PageHeader
             title="Environments"

@@ -7,7 +7,8 @@ use leptos_router::hooks::use_query_map;
 
 use crate::api::{MarkReleaseStable, PromoteEnvironment, RollbackRelease, list_releases};
 use crate::components::layout::use_me;
-use crate::components::list::{Badge, CsrfField, EmptyState, PageHeader};
+use crate::components::list::{Badge, EmptyState, PageHeader};
+use crate::components::outcome::{Outcome, report};
 use crate::dto::{
     ChangelogCommit, Me, ReleaseFilter, ReleaseKind, ReleaseState, ReleaseSummary, Role,
 };
@@ -28,28 +29,9 @@ pub fn ReleasesPage() -> impl IntoView {
             }
         })
     };
-    let rollback = ServerAction::<RollbackRelease>::new();
-    let stable = ServerAction::<MarkReleaseStable>::new();
-    let promote = ServerAction::<PromoteEnvironment>::new();
-    let releases = Resource::new(
-        move || {
-            (
-                filter(),
-                rollback.version().get(),
-                stable.version().get(),
-                promote.version().get(),
-                crate::components::live::live_version(),
-            )
-        },
-        |(filter, ..)| list_releases(filter),
-    );
+    let releases = Resource::new(filter, list_releases);
     let value = move |key: &'static str| query.with(|q| q.get(key).unwrap_or_default());
     let me = use_me();
-    let actions = Actions {
-        rollback,
-        stable,
-        promote,
-    };
     view! {
         <PageHeader
             title="Releases"
@@ -69,7 +51,6 @@ pub fn ReleasesPage() -> impl IntoView {
             <button type="submit">"Show"</button>
             <a href="/releases">"All"</a>
         </form>
-        {move || outcome_notice(&actions)}
         <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 let me = match me {
@@ -77,7 +58,7 @@ pub fn ReleasesPage() -> impl IntoView {
                     None => None,
                 };
                 match releases.await {
-                    Ok(list) => timeline(list, me, filter(), actions).into_any(),
+                    Ok(list) => timeline(list, me, filter()).into_any(),
                     Err(error) => {
                         view! {
                             <div class="notice notice-error" role="alert">
@@ -92,67 +73,7 @@ pub fn ReleasesPage() -> impl IntoView {
     }
 }
 
-#[derive(Clone, Copy)]
-struct Actions {
-    rollback: ServerAction<RollbackRelease>,
-    stable: ServerAction<MarkReleaseStable>,
-    promote: ServerAction<PromoteEnvironment>,
-}
-
-/// What the last action did, or why it was refused.
-fn outcome_notice(actions: &Actions) -> Option<AnyView> {
-    let error = |text: String| {
-        view! {
-            <div class="notice notice-error" role="alert" data-testid="release-error">
-                {text}
-            </div>
-        }
-        .into_any()
-    };
-    let done = |text: String| {
-        view! {
-            <div class="notice" role="status" data-testid="release-outcome">
-                {text}
-            </div>
-        }
-        .into_any()
-    };
-    if let Some(result) = actions.rollback.value().get() {
-        return Some(match result {
-            Ok(accepted) => done(format!(
-                "Rolling {} back to release {} ({}) in run {}; it stays pinned until promoted.{}",
-                accepted.environment,
-                accepted.to_release,
-                short_sha(&accepted.version),
-                accepted.run_id,
-                accepted
-                    .git_error
-                    .map(|e| format!(" The pin is not in the pipeline repo: {e}"))
-                    .unwrap_or_default()
-            )),
-            Err(e) => error(e.to_string()),
-        });
-    }
-    if let Some(result) = actions.promote.value().get() {
-        return Some(match result {
-            Ok(promotion) => done(promotion.detail),
-            Err(e) => error(e.to_string()),
-        });
-    }
-    actions
-        .stable
-        .value()
-        .get()
-        .and_then(Result::err)
-        .map(|e| error(e.to_string()))
-}
-
-fn timeline(
-    releases: Vec<ReleaseSummary>,
-    me: Option<Me>,
-    filter: ReleaseFilter,
-    actions: Actions,
-) -> impl IntoView {
+fn timeline(releases: Vec<ReleaseSummary>, me: Option<Me>, filter: ReleaseFilter) -> impl IntoView {
     if releases.is_empty() {
         return view! {
             <EmptyState title="No releases yet">
@@ -177,8 +98,12 @@ fn timeline(
             {releases
                 .into_iter()
                 .map(|release| {
-                    let admin = me.as_ref().is_some_and(|me| me.can(Role::Admin, Some(&release.app)));
-                    entry(release, admin, actions)
+                    // Admins get the forms, which carry their CSRF token.
+                    let csrf = me
+                        .as_ref()
+                        .filter(|me| me.can(Role::Admin, Some(&release.app)))
+                        .map(|me| me.csrf.clone());
+                    entry(release, csrf)
                 })
                 .collect_view()}
         </ol>
@@ -187,7 +112,9 @@ fn timeline(
     .into_any()
 }
 
-fn entry(release: ReleaseSummary, admin: bool, actions: Actions) -> impl IntoView {
+fn entry(release: ReleaseSummary, csrf: Option<String>) -> impl IntoView {
+    let admin = csrf.is_some();
+    let csrf = csrf.unwrap_or_default();
     let rollback = release.kind == ReleaseKind::Rollback;
     let class = if rollback {
         "release release-rollback"
@@ -213,13 +140,26 @@ fn entry(release: ReleaseSummary, admin: bool, actions: Actions) -> impl IntoVie
     let id = release.id;
     let facts = (targets_view(&release), approvals_view(&release));
     let changelog = changelog_view(release.changelog.clone(), release.previous_version.clone());
-    let place = Place {
-        app: release.app.clone(),
-        environment: release.environment.clone(),
-        id,
-        version: release.version.clone(),
-    };
-    let target = place.clone();
+    let (app, environment, version) = (
+        release.app.clone(),
+        release.environment.clone(),
+        release.version.clone(),
+    );
+    let forms = (
+        (admin && live).then(|| view! { <StableForm id csrf=csrf.clone() /> }),
+        (admin && went_live && !current).then(|| {
+            view! {
+                <RollbackForm
+                    app=app.clone()
+                    environment=environment.clone()
+                    to=id
+                    version
+                    csrf=csrf.clone()
+                />
+            }
+        }),
+        (admin && rollback && current).then(|| view! { <PromoteForm app environment csrf /> }),
+    );
     view! {
         <li class=class data-release=id data-state=release.state.as_str()>
             <header>
@@ -254,20 +194,9 @@ fn entry(release: ReleaseSummary, admin: bool, actions: Actions) -> impl IntoVie
                 })}
             <div class="release-facts">{facts}</div>
             {changelog}
-            {(admin && live).then(|| stable_form(id, actions.stable))}
-            {(admin && went_live && !current).then(|| rollback_form(target, actions.rollback))}
-            {(admin && rollback && current).then(|| promote_form(place, actions.promote))}
+            {forms}
         </li>
     }
-}
-
-/// Where a release is: app, environment, id and version.
-#[derive(Clone)]
-struct Place {
-    app: String,
-    environment: String,
-    id: i64,
-    version: String,
 }
 
 fn targets_view(release: &ReleaseSummary) -> impl IntoView + use<> {
@@ -332,19 +261,45 @@ fn changelog_view(commits: Vec<ChangelogCommit>, previous: Option<String>) -> im
     .into_any()
 }
 
-fn rollback_form(release: Place, action: ServerAction<RollbackRelease>) -> impl IntoView {
-    let button = format!("Roll {} back to this release", release.environment);
+/// Rolls an environment back to this release (an island: the form acts
+/// and reports in the browser).
+#[island]
+fn RollbackForm(
+    app: String,
+    environment: String,
+    to: i64,
+    version: String,
+    csrf: String,
+) -> impl IntoView {
+    let action = ServerAction::<RollbackRelease>::new();
+    report(action, |result| match result {
+        Ok(accepted) => Outcome::done(
+            "release-outcome",
+            format!(
+                "Rolling {} back to release {} ({}) in run {}; it stays pinned until promoted.{}",
+                accepted.environment,
+                accepted.to_release,
+                short_sha(&accepted.version),
+                accepted.run_id,
+                accepted
+                    .git_error
+                    .map(|e| format!(" The pin is not in the pipeline repo: {e}"))
+                    .unwrap_or_default()
+            ),
+        ),
+        Err(e) => Outcome::failed("release-error", e),
+    });
+    let button = format!("Roll {environment} back to this release");
     let confirm = format!(
-        " I understand {} will run {} and stay pinned until an admin promotes again",
-        release.environment,
-        short_sha(&release.version)
+        " I understand {environment} will run {} and stay pinned until an admin promotes again",
+        short_sha(&version)
     );
     view! {
         <ActionForm action=action attr:class="form rollback">
-            <CsrfField />
-            <input type="hidden" name="app" value=release.app />
-            <input type="hidden" name="environment" value=release.environment />
-            <input type="hidden" name="to" value=release.id.to_string() />
+            <input type="hidden" name="csrf" value=csrf />
+            <input type="hidden" name="app" value=app />
+            <input type="hidden" name="environment" value=environment />
+            <input type="hidden" name="to" value=to.to_string() />
             <label>
                 <span>"Reason (required, recorded in the ledger)"</span>
                 <input type="text" name="reason" required minlength="5" />
@@ -358,10 +313,17 @@ fn rollback_form(release: Place, action: ServerAction<RollbackRelease>) -> impl 
     }
 }
 
-fn stable_form(id: i64, action: ServerAction<MarkReleaseStable>) -> impl IntoView {
+#[island]
+fn StableForm(id: i64, csrf: String) -> impl IntoView {
+    let action = ServerAction::<MarkReleaseStable>::new();
+    report(action, |result| {
+        result
+            .err()
+            .and_then(|e| Outcome::failed("release-error", e))
+    });
     view! {
         <ActionForm action=action attr:class="form inline">
-            <CsrfField />
+            <input type="hidden" name="csrf" value=csrf />
             <input type="hidden" name="id" value=id />
             <input type="hidden" name="reason" value="" />
             <button type="submit">"Mark stable now"</button>
@@ -369,16 +331,19 @@ fn stable_form(id: i64, action: ServerAction<MarkReleaseStable>) -> impl IntoVie
     }
 }
 
-fn promote_form(release: Place, action: ServerAction<PromoteEnvironment>) -> impl IntoView {
-    let button = format!(
-        "Promote {}: unpin and deploy the branch head",
-        release.environment
-    );
+#[island]
+fn PromoteForm(app: String, environment: String, csrf: String) -> impl IntoView {
+    let action = ServerAction::<PromoteEnvironment>::new();
+    report(action, |result| match result {
+        Ok(promotion) => Outcome::done("release-outcome", promotion.detail),
+        Err(e) => Outcome::failed("release-error", e),
+    });
+    let button = format!("Promote {environment}: unpin and deploy the branch head");
     view! {
         <ActionForm action=action attr:class="form inline">
-            <CsrfField />
-            <input type="hidden" name="app" value=release.app />
-            <input type="hidden" name="environment" value=release.environment />
+            <input type="hidden" name="csrf" value=csrf />
+            <input type="hidden" name="app" value=app />
+            <input type="hidden" name="environment" value=environment />
             <label>
                 <span>"Note"</span>
                 <input type="text" name="reason" />

@@ -7,7 +7,7 @@ use leptos_router::hooks::use_params_map;
 
 use crate::api::{get_run, get_run_diff};
 use crate::components::diff::diff_section;
-use crate::components::list::PageHeader;
+use crate::components::list::{Badge, PageHeader};
 use crate::dto::{RunDetail, StepSummary, TestReportSummary};
 use crate::format::{short_sha, timestamp};
 
@@ -45,12 +45,6 @@ pub fn RunPage() -> impl IntoView {
 
 fn run_view(detail: RunDetail) -> impl IntoView {
     let run = detail.run.clone();
-    let logs = LiveLogs::new(&detail);
-    #[cfg(feature = "hydrate")]
-    {
-        let run_id = run.id;
-        Effect::new(move |_| logs.connect(run_id));
-    }
     view! {
         <section class="run-summary" aria-label="Run">
             <dl class="facts">
@@ -58,10 +52,7 @@ fn run_view(detail: RunDetail) -> impl IntoView {
                 <dd class="mono">{format!("#{}", run.id)}</dd>
                 <dt>"State"</dt>
                 <dd data-testid="run-state">
-                    {move || {
-                        let state = logs.run_state.get();
-                        view! { <span class=format!("badge state-{state}")>{state.replace('_', " ")}</span> }
-                    }}
+                    <Badge state=run.state.as_str() />
                 </dd>
                 <dt>"App / environment"</dt>
                 <dd>{format!("{} / {}", run.app, run.environment)}</dd>
@@ -85,10 +76,25 @@ fn run_view(detail: RunDetail) -> impl IntoView {
         {(run.state == crate::dto::RunState::WaitingForApproval).then(|| diff_view(run.id))}
         {tests_view(detail.reports.clone())}
         <h2>"Steps"</h2>
-        {log_tools(logs)}
-        <ol class="steps">
-            {detail.steps.iter().cloned().map(|step| step_view(run.id, step, logs)).collect_view()}
-        </ol>
+        <RunSteps run_id=run.id steps=detail.steps.clone() />
+    }
+}
+
+/// The steps with their logs, streamed while the run goes on (an island).
+/// Live refreshes of the page keep it as it is (`data-island-key`), so a
+/// search or follow mode survives them; its own stream keeps it current.
+#[island]
+fn RunSteps(run_id: i64, steps: Vec<StepSummary>) -> impl IntoView {
+    let logs = LiveLogs::new();
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |_| logs.connect(run_id));
+    view! {
+        <div data-island-key=format!("run-{run_id}")>
+            {log_tools(logs)}
+            <ol class="steps">
+                {steps.into_iter().map(|step| step_view(run_id, step, logs)).collect_view()}
+            </ol>
+        </div>
     }
 }
 
@@ -242,17 +248,15 @@ fn tests_view(reports: Vec<TestReportSummary>) -> impl IntoView {
 struct LiveLogs {
     logs: RwSignal<Vec<(i64, i64, String)>>,
     steps: RwSignal<Vec<(i64, String)>>,
-    run_state: RwSignal<String>,
     search: RwSignal<String>,
     follow: RwSignal<bool>,
 }
 
 impl LiveLogs {
-    fn new(detail: &RunDetail) -> LiveLogs {
+    fn new() -> LiveLogs {
         LiveLogs {
             logs: RwSignal::new(Vec::new()),
             steps: RwSignal::new(Vec::new()),
-            run_state: RwSignal::new(detail.run.state.as_str().to_string()),
             search: RwSignal::new(String::new()),
             follow: RwSignal::new(false),
         }
@@ -325,25 +329,11 @@ impl LiveLogs {
                 }
             },
         );
-        let on_run = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
-            move |event: web_sys::MessageEvent| {
-                let Some(data) = event.data().as_string() else {
-                    return;
-                };
-                if let Ok(value) = serde_json::from_str::<serde_json::Value>(&data)
-                    && let Some(state) = value["state"].as_str()
-                {
-                    self.run_state.set(state.to_string());
-                }
-            },
-        );
         let _ = source.add_event_listener_with_callback("log", on_log.as_ref().unchecked_ref());
         let _ = source.add_event_listener_with_callback("step", on_step.as_ref().unchecked_ref());
-        let _ = source.add_event_listener_with_callback("run", on_run.as_ref().unchecked_ref());
         // The page owns the stream for its lifetime; closing on cleanup.
         on_log.forget();
         on_step.forget();
-        on_run.forget();
         let source = send_wrapper::SendWrapper::new(source);
         on_cleanup(move || source.close());
     }

@@ -9,7 +9,7 @@ use crate::format::{short_sha, timestamp};
 
 #[component]
 pub fn RunsPage() -> impl IntoView {
-    let runs = Resource::new(crate::components::live::live_version, |_| list_runs());
+    let runs = Resource::new(|| (), |_| list_runs());
     view! {
         <PageHeader title="Runs" lead="Every pipeline run, newest first, with the commit it built." />
         {loaded(runs, run_table)}

@@ -9,7 +9,8 @@ use leptos_router::hooks::use_params_map;
 use crate::api::{LeaveSharedFeedback, get_shared_preview};
 use crate::components::feedback::feedback_list;
 use crate::components::layout::use_me;
-use crate::components::list::{Badge, CsrfField, PageHeader};
+use crate::components::list::{Badge, PageHeader};
+use crate::components::outcome::report;
 use crate::dto::{ChangelogCommit, SharedPreview};
 use crate::format::{short_sha, timestamp};
 use crate::pages::change_request::reports_view;
@@ -18,11 +19,7 @@ use crate::pages::change_request::reports_view;
 pub fn SharePage() -> impl IntoView {
     let params = use_params_map();
     let token = move || params.read().get("token").unwrap_or_default();
-    let feedback = ServerAction::<LeaveSharedFeedback>::new();
-    let shared = Resource::new(
-        move || (token(), feedback.version().get()),
-        |(token, _)| get_shared_preview(token),
-    );
+    let shared = Resource::new(token, get_shared_preview);
     let me = use_me();
     view! {
         <PageHeader
@@ -31,12 +28,12 @@ pub fn SharePage() -> impl IntoView {
         />
         <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
             {move || Suspend::new(async move {
-                let signed_in = match me {
-                    Some(me) => me.await.ok().flatten().is_some(),
-                    None => false,
+                let me = match me {
+                    Some(me) => me.await.ok().flatten(),
+                    None => None,
                 };
                 match shared.await {
-                    Ok(shared) => shared_view(shared, token(), signed_in, feedback).into_any(),
+                    Ok(shared) => shared_view(shared, token(), me.map(|me| me.csrf)).into_any(),
                     Err(error) => {
                         view! {
                             <div class="notice notice-error" role="alert" data-testid="share-error">
@@ -51,12 +48,7 @@ pub fn SharePage() -> impl IntoView {
     }
 }
 
-fn shared_view(
-    shared: SharedPreview,
-    token: String,
-    signed_in: bool,
-    feedback: ServerAction<LeaveSharedFeedback>,
-) -> impl IntoView {
+fn shared_view(shared: SharedPreview, token: String, csrf: Option<String>) -> impl IntoView {
     let preview = match shared.preview_url.clone() {
         Some(url) => view! {
             <p>
@@ -115,7 +107,13 @@ fn shared_view(
         <section class="panel" aria-labelledby="share-feedback">
             <h2 id="share-feedback">"Feedback"</h2>
             {feedback_list(shared.feedback.clone())}
-            {feedback_form(token, signed_in, feedback)}
+            {view! {
+                <FeedbackForm
+                    token
+                    signed_in=csrf.is_some()
+                    csrf=csrf.unwrap_or_default()
+                />
+            }}
         </section>
     }
 }
@@ -152,14 +150,14 @@ fn commit_list(commits: Vec<ChangelogCommit>) -> impl IntoView {
     .into_any()
 }
 
-fn feedback_form(
-    token: String,
-    signed_in: bool,
-    feedback: ServerAction<LeaveSharedFeedback>,
-) -> impl IntoView {
+/// What the tester found (an island, showing its own outcome).
+#[island]
+fn FeedbackForm(token: String, signed_in: bool, csrf: String) -> impl IntoView {
+    let feedback = ServerAction::<LeaveSharedFeedback>::new();
+    report(feedback, |_| None);
     view! {
         <ActionForm action=feedback attr:class="form feedback-form">
-            <CsrfField />
+            <input type="hidden" name="csrf" value=csrf />
             <input type="hidden" name="token" value=token />
             <fieldset>
                 <legend>"What did you find?"</legend>

@@ -1,0 +1,186 @@
+// Page updates for the server-rendered dashboard: moving between pages
+// without reloading the document, and live refreshes when the server's change
+// feed says something people see has moved. Both fetch the page's HTML and
+// swap in its `.frame`; islands (the parts hydrated by WASM) whose component
+// and props are unchanged are kept as they are, so their state survives.
+// Without this script every link and form still works as plain HTML.
+(() => {
+  const ISLAND = 'leptos-island';
+  let navigating = 0;
+  let refreshing = false;
+  let refreshAgain = false;
+
+  // An island is the same if its component and props are; one that keeps
+  // itself current (the run's live logs) names a key of its own instead.
+  const keyOf = (el) => {
+    const own = el.firstElementChild && el.firstElementChild.dataset.islandKey;
+    return `${el.dataset.component}|${own || el.dataset.props || ''}`;
+  };
+  const islandsReady = () => document.documentElement.dataset.islands === 'ready';
+
+  // Fetches `url` and swaps its frame in. `mode` is 'navigate' (a new page:
+  // only the layout's islands are kept), 'back' (the same, without a new
+  // history entry) or 'refresh' (the same page: every unchanged island and
+  // every `[data-keep]` region is kept, and so is the scroll position).
+  async function swap(url, mode) {
+    const ticket = mode === 'refresh' ? navigating : ++navigating;
+    let response;
+    try {
+      response = await fetch(url, { headers: { Accept: 'text/html' }, credentials: 'same-origin' });
+    } catch (error) {
+      if (mode !== 'refresh') location.assign(url);
+      return false;
+    }
+    const type = response.headers.get('content-type') || '';
+    if (!type.includes('text/html')) {
+      if (mode !== 'refresh') location.assign(url);
+      return false;
+    }
+    const html = await response.text();
+    // A newer navigation started meanwhile: its page wins.
+    if (ticket !== navigating) return false;
+    const doc = new DOMParser().parseFromString(html, 'text/html');
+    const incoming = doc.querySelector('.frame');
+    const current = document.querySelector('.frame');
+    if (!incoming || !current) {
+      if (mode !== 'refresh') location.assign(url);
+      return false;
+    }
+    const fresh = [];
+    morph(current, document.adoptNode(incoming), mode, fresh);
+    document.title = doc.title;
+    if (islandsReady() && window.__hydrateIsland) {
+      for (const el of fresh) window.__hydrateIsland(el, el.dataset.component);
+    }
+    if (mode !== 'refresh') {
+      const landed = response.redirected ? response.url : url;
+      if (mode === 'navigate') history.pushState({}, '', landed);
+      const target = new URL(landed, location.href).hash.slice(1);
+      const anchor = target && document.getElementById(target);
+      if (anchor) anchor.scrollIntoView();
+      else window.scrollTo(0, 0);
+      // Screen readers start reading the new page's content.
+      document.getElementById('main')?.focus({ preventScroll: true });
+    }
+    return true;
+  }
+
+  // Makes `old` (in the page) look like `next` (fetched), touching only
+  // what differs: nodes that stay the same stay in place, so focus, typed
+  // text and anything a test or a person holds on to survive. Islands are
+  // kept whole when their key matches; new ones are collected in `fresh`
+  // for hydration. On a refresh, `[data-keep]` regions and the open/closed
+  // state of sections are left as the person left them.
+  function morph(old, next, mode, fresh) {
+    if (old.tagName === ISLAND.toUpperCase()) {
+      if (keyOf(old) === keyOf(next) && (mode === 'refresh' || !old.closest('main'))) return;
+      old.replaceWith(next);
+      fresh.push(next);
+      return;
+    }
+    if (mode === 'refresh' && old.hasAttribute('data-keep')) return;
+    for (const { name, value } of [...next.attributes]) {
+      if (mode === 'refresh' && old.tagName === 'DETAILS' && name === 'open') continue;
+      // Set by the WASM once it runs; the server always sends "false".
+      if (name === 'data-hydrated') continue;
+      if (old.getAttribute(name) !== value) old.setAttribute(name, value);
+    }
+    for (const { name } of [...old.attributes]) {
+      if (mode === 'refresh' && old.tagName === 'DETAILS' && name === 'open') continue;
+      if (name === 'data-hydrated') continue;
+      if (!next.hasAttribute(name)) old.removeAttribute(name);
+    }
+    const wanted = [...next.childNodes];
+    let cursor = old.firstChild;
+    for (const node of wanted) {
+      if (cursor && sameKind(cursor, node)) {
+        if (node.nodeType === Node.ELEMENT_NODE) morph(cursor, node, mode, fresh);
+        else if (cursor.nodeValue !== node.nodeValue) cursor.nodeValue = node.nodeValue;
+        cursor = cursor.nextSibling;
+      } else {
+        old.insertBefore(node, cursor);
+        if (node.nodeType === Node.ELEMENT_NODE) {
+          if (node.tagName === ISLAND.toUpperCase()) fresh.push(node);
+          else fresh.push(...node.querySelectorAll(ISLAND));
+        }
+      }
+    }
+    while (cursor) {
+      const gone = cursor;
+      cursor = cursor.nextSibling;
+      gone.remove();
+    }
+  }
+
+  // Whether two nodes are "the same thing" for morph: same type and tag,
+  // and the same id or data-* identity where the page gives one.
+  function sameKind(a, b) {
+    if (a.nodeType !== b.nodeType) return false;
+    if (a.nodeType !== Node.ELEMENT_NODE) return true;
+    if (a.tagName !== b.tagName) return false;
+    for (const name of ['id', 'data-app', 'data-step', 'data-release', 'data-channel', 'data-cluster', 'data-delivery']) {
+      if (a.getAttribute(name) !== b.getAttribute(name)) return false;
+    }
+    return a.tagName !== ISLAND.toUpperCase() || a.dataset.component === b.dataset.component;
+  }
+
+  async function refresh() {
+    if (refreshing) {
+      refreshAgain = true;
+      return;
+    }
+    refreshing = true;
+    try {
+      do {
+        refreshAgain = false;
+        await swap(location.href, 'refresh');
+      } while (refreshAgain);
+    } finally {
+      refreshing = false;
+    }
+  }
+  window.addEventListener('gantry:refresh', refresh);
+
+  // Addresses that are pages of the dashboard (not the API, sign-in, files).
+  const isPage = (url) => url.origin === location.origin
+    && !/^\/(api|auth|pkg|hooks|metrics|healthz)(\/|$)/.test(url.pathname);
+
+  document.addEventListener('click', (event) => {
+    if (event.defaultPrevented || event.button !== 0 || event.metaKey || event.ctrlKey
+      || event.shiftKey || event.altKey) return;
+    const a = event.target instanceof Element && event.target.closest('a[href]');
+    if (!a || a.target || a.hasAttribute('download') || a.dataset.swap === 'off') return;
+    const url = new URL(a.href, location.href);
+    if (!isPage(url)) return;
+    // A jump within the page is the browser's business.
+    if (url.pathname === location.pathname && url.search === location.search && url.hash) return;
+    event.preventDefault();
+    swap(url.href, 'navigate');
+  });
+
+  // Filter forms (GET) become navigations too.
+  document.addEventListener('submit', (event) => {
+    const form = event.target;
+    if (event.defaultPrevented || !(form instanceof HTMLFormElement)) return;
+    if ((form.getAttribute('method') || 'get').toLowerCase() !== 'get') return;
+    const url = new URL(form.action || location.href, location.href);
+    if (!isPage(url)) return;
+    url.search = new URLSearchParams(new FormData(form)).toString();
+    event.preventDefault();
+    swap(url.href, 'navigate');
+  });
+
+  window.addEventListener('popstate', () => swap(location.href, 'back'));
+
+  // The change feed (server-sent events, signed-in people only): the first
+  // version says where we are; one that differs — also the first after the
+  // browser reconnects a dropped connection — means "refresh".
+  if (document.querySelector('[data-live="on"]')) {
+    const feed = new EventSource('/api/v1/changes');
+    let seen = null;
+    feed.addEventListener('version', (event) => {
+      if (seen !== null && seen !== event.data) refresh();
+      seen = event.data;
+    });
+  }
+})();
