@@ -93,10 +93,20 @@
     const wanted = [...next.childNodes];
     let cursor = old.firstChild;
     for (const node of wanted) {
-      if (cursor && sameKind(cursor, node)) {
+      // Something the new page no longer has before this node (a paragraph
+      // that became a list, say): drop it rather than rebuild what follows.
+      const match = cursor && findAhead(cursor, node);
+      if (match) {
+        while (cursor !== match) {
+          const gone = cursor;
+          cursor = cursor.nextSibling;
+          gone.remove();
+        }
+        // Taken first: morph may replace the node (a changed island).
+        const after = cursor.nextSibling;
         if (node.nodeType === Node.ELEMENT_NODE) morph(cursor, node, mode, fresh);
         else if (cursor.nodeValue !== node.nodeValue) cursor.nodeValue = node.nodeValue;
-        cursor = cursor.nextSibling;
+        cursor = after;
       } else {
         old.insertBefore(node, cursor);
         if (node.nodeType === Node.ELEMENT_NODE) {
@@ -110,6 +120,25 @@
       cursor = cursor.nextSibling;
       gone.remove();
     }
+  }
+
+  // The first of `from` and its next siblings that `node` can be morphed
+  // into: an island with the same key, else any node of the same kind.
+  // Text and markers only match in place, and nothing reaches past an
+  // island (its state is worth more than rebuilding a node).
+  function findAhead(from, node) {
+    if (node.nodeType !== Node.ELEMENT_NODE) return sameKind(from, node) ? from : null;
+    const island = node.tagName === ISLAND.toUpperCase();
+    let fallback = null;
+    for (let candidate = from; candidate; candidate = candidate.nextSibling) {
+      if (!sameKind(candidate, node)) {
+        if (!island && candidate.nodeName === ISLAND.toUpperCase()) return null;
+        continue;
+      }
+      if (!island || keyOf(candidate) === keyOf(node)) return candidate;
+      fallback = fallback || candidate;
+    }
+    return fallback;
   }
 
   // Whether two nodes are "the same thing" for morph: same type and tag,
@@ -173,14 +202,27 @@
   window.addEventListener('popstate', () => swap(location.href, 'back'));
 
   // The change feed (server-sent events, signed-in people only): the first
-  // version says where we are; one that differs — also the first after the
-  // browser reconnects a dropped connection — means "refresh".
+  // version says where we are; one that differs — also the first after a
+  // dropped connection comes back — means "refresh". The browser retries a
+  // dropped connection by itself, but gives up when a retry fails (offline):
+  // then we open a new one, when the network is back or a little later.
   if (document.querySelector('[data-live="on"]')) {
-    const feed = new EventSource('/api/v1/changes');
     let seen = null;
-    feed.addEventListener('version', (event) => {
-      if (seen !== null && seen !== event.data) refresh();
-      seen = event.data;
-    });
+    let feed = null;
+    let retry = null;
+    const open = () => {
+      clearTimeout(retry);
+      if (feed && feed.readyState !== EventSource.CLOSED) return;
+      feed = new EventSource('/api/v1/changes');
+      feed.addEventListener('version', (event) => {
+        if (seen !== null && seen !== event.data) refresh();
+        seen = event.data;
+      });
+      feed.addEventListener('error', () => {
+        if (feed.readyState === EventSource.CLOSED) retry = setTimeout(open, 5000);
+      });
+    };
+    open();
+    window.addEventListener('online', open);
   }
 })();

@@ -45,6 +45,16 @@ test('the dashboard hydrates, switches theme and navigates without reloading', a
   assert.equal(await page.evaluate(() => window.__sameDocument === true), true, 'navigated without a reload');
   assert.equal(await page.getByRole('link', { name: 'Runs' }).getAttribute('aria-current'), 'page');
   assert.match(await page.locator('main').textContent(), /No runs yet/);
+  // The theme switch (an island in the layout) was kept, not re-rendered.
+  assert.equal(await toggle.textContent(), '☀ Light');
+  // Back and forward move between the fetched pages, still in one document.
+  await page.goBack();
+  await page.waitForURL(`${gantry.url}/`);
+  await page.locator('h1', { hasText: 'Environments' }).waitFor();
+  assert.equal(await page.title(), 'Environments · Gantry');
+  await page.goForward();
+  await page.locator('h1', { hasText: 'Runs' }).waitFor();
+  assert.equal(await page.evaluate(() => window.__sameDocument === true), true, 'back and forward without a reload');
 
   // The choice survives a reload, applied before the WASM loads.
   await page.reload();

@@ -152,6 +152,10 @@ test('a developer opens a change request, an admin approves it in the inbox, Gan
   await dev.getByRole('button', { name: 'Share with testers' }).click();
   const shareUrl = await dev.getByTestId('share-url').inputValue({ timeout: 30_000 });
   assert.match(shareUrl, /\/share\/\d+\.\d+\.\d+\./);
+  // The author starts a comment; live updates must not wipe it.
+  const draft = dev.locator('form.decision', { has: dev.locator('input[name="action"][value="feedback"]') })
+    .locator('textarea');
+  await draft.fill('Half-typed: checking the footer');
   const testerContext = await browser.newContext();
   const tester = await testerContext.newPage();
   const testerProblems = watchProblems(tester);
@@ -170,6 +174,10 @@ test('a developer opens a change request, an admin approves it in the inbox, Gan
   assert.deepEqual(testerProblems, []);
   await testerContext.close();
   await dev.getByTestId('feedback').filter({ hasText: 'Hello shows on my phone too' }).waitFor({ timeout: 30_000 });
+  // The page changed around the author's islands, which were kept as they were.
+  assert.equal(await draft.inputValue(), 'Half-typed: checking the footer', 'the draft survived the update');
+  assert.equal(await draft.evaluate((el) => el === document.activeElement), true, 'the draft kept the focus');
+  assert.equal(await dev.getByTestId('share-url').inputValue(), shareUrl, 'the share link stayed');
   assert.deepEqual(devProblems, []);
 
   // An admin finds it in the inbox, with its preview and tests, and approves.

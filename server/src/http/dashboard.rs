@@ -30,10 +30,10 @@ pub fn routes(state: &AppState) -> Router<AppState> {
 }
 
 /// Anything no route matched: render the app, whose router shows Not Found
-/// (with status 404).
+/// (with status 404) — whole, like every page (see `app::App`).
 pub async fn fallback(State(state): State<AppState>, request: Request) -> Response {
     let options = state.leptos.clone();
-    let handler = leptos_axum::render_app_to_stream_with_context(provide_port(&state), move || {
+    let handler = leptos_axum::render_app_async_with_context(provide_port(&state), move || {
         app::shell(options.clone())
     });
     handler(request).await.into_response()

@@ -47,6 +47,30 @@ both_backends! {
         assert!(!approvals.contains("Nothing waits for a decision"));
     }
 
+    async fn pages_arrive_whole_with_their_interactive_parts_as_islands(app: TestApp) {
+        shop_with_a_run(&app, RunState::WaitingForApproval).await;
+
+        let approvals = app.get("/approvals").await.text();
+        // Whole pages (no streamed "Loading…" placeholders): the browser's
+        // page updates swap fetched pages in without running their scripts.
+        assert!(!approvals.contains("Loading…"), "{approvals}");
+        assert!(!approvals.contains("<template id="), "{approvals}");
+        assert!(approvals.contains("data-testid=\"inbox-runs\""));
+        // The decision buttons are an island, handed what they need as props.
+        let island = approvals
+            .split("<leptos-island ")
+            .skip(1)
+            .find(|island| island.contains("RunDecision"))
+            .unwrap_or_else(|| panic!("no RunDecision island in {approvals}"));
+        assert!(island.contains("data-props="), "{island}");
+        assert!(island.contains("&quot;csrf&quot;:"), "the CSRF token is a prop: {island}");
+        // The islands loader and the page-updates script are on every page.
+        assert!(approvals.contains("__hydrateIsland"), "islands loader");
+        assert!(approvals.contains("gantry:refresh"), "page updates script");
+        // Read-only content is plain HTML, not an island.
+        assert_eq!(approvals.matches("<leptos-island ").count(), 2, "theme switch + decision: {approvals}");
+    }
+
     async fn settings_page_shows_the_backend_and_sources(app: TestApp) {
         let html = app.get("/settings").await.text();
         assert!(html.contains("<h1>Settings</h1>"));
@@ -112,6 +136,8 @@ async fn an_unknown_page_is_a_404_with_the_dashboard_frame() {
         html.contains(">Environments</a>"),
         "the navigation is still there"
     );
+    // Sent whole, like every page: no streamed fragments to patch in later.
+    assert!(!html.contains("<template id="), "{html}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
