@@ -1,6 +1,6 @@
-//! Gantry's dashboard: the Leptos application rendered on the server and
-//! hydrated in the browser, the DTOs it shares with the REST API, and the
-//! server functions it calls.
+//! Gantry's dashboard: the Leptos application rendered on the server, whose
+//! interactive islands are hydrated in the browser, the DTOs it shares with
+//! the REST API, and the server functions it calls.
 
 #![recursion_limit = "256"]
 
@@ -39,7 +39,7 @@ if(t==='dark'||t==='light'){document.documentElement.dataset.theme=t}}catch(e){}
 const PAGE_UPDATES_SCRIPT: &str = include_str!("page_updates.js");
 
 /// Tells the page-updates script that the WASM runs, so islands in pages it
-/// swaps in can be hydrated. Called by the frontend's entry point.
+/// brings in can be hydrated. Called by the frontend's entry point.
 #[cfg(feature = "hydrate")]
 pub fn islands_ready() {
     if let Some(root) = leptos::prelude::document().document_element() {
@@ -71,7 +71,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 }
 
 /// The dashboard: one layout, one route per product area. Pages are sent
-/// whole (`SsrMode::Async`): page_updates.js swaps in fetched pages, and
+/// whole (`SsrMode::Async`): page_updates.js morphs fetched pages in, and
 /// streamed fragments would need their inline scripts to run.
 #[component]
 pub fn App() -> impl IntoView {

@@ -1,9 +1,10 @@
 // Page updates for the server-rendered dashboard: moving between pages
 // without reloading the document, and live refreshes when the server's change
 // feed says something people see has moved. Both fetch the page's HTML and
-// swap in its `.frame`; islands (the parts hydrated by WASM) whose component
-// and props are unchanged are kept as they are, so their state survives.
-// Without this script every link and form still works as plain HTML.
+// morph the page's `.frame` into the fetched one, in place; islands (the
+// parts hydrated by WASM) whose component and props are unchanged are kept
+// as they are, so their state survives. Without this script every link and
+// form still works as plain HTML.
 (() => {
   const ISLAND = 'leptos-island';
   let navigating = 0;
@@ -18,10 +19,15 @@
   };
   const islandsReady = () => document.documentElement.dataset.islands === 'ready';
 
-  // Fetches `url` and swaps its frame in. `mode` is 'navigate' (a new page:
-  // only the layout's islands are kept), 'back' (the same, without a new
-  // history entry) or 'refresh' (the same page: every unchanged island and
-  // every `[data-keep]` region is kept, and so is the scroll position).
+  // The page (path and query) the document shows; a change of the hash
+  // alone is not a new page.
+  let shown = location.pathname + location.search;
+
+  // Fetches `url` and morphs the frame into its page. `mode` is 'navigate'
+  // (a new page: only the layout's islands are kept), 'back' (the same,
+  // without a new history entry) or 'refresh' (the same page: every
+  // unchanged island and every `[data-keep]` region is kept, and so is the
+  // scroll position).
   async function swap(url, mode) {
     const ticket = mode === 'refresh' ? navigating : ++navigating;
     let response;
@@ -55,6 +61,7 @@
     if (mode !== 'refresh') {
       const landed = response.redirected ? response.url : url;
       if (mode === 'navigate') history.pushState({}, '', landed);
+      shown = location.pathname + location.search;
       const target = new URL(landed, location.href).hash.slice(1);
       const anchor = target && document.getElementById(target);
       if (anchor) anchor.scrollIntoView();
@@ -199,7 +206,9 @@
     swap(url.href, 'navigate');
   });
 
-  window.addEventListener('popstate', () => swap(location.href, 'back'));
+  window.addEventListener('popstate', () => {
+    if (location.pathname + location.search !== shown) swap(location.href, 'back');
+  });
 
   // The change feed (server-sent events, signed-in people only): the first
   // version says where we are; one that differs — also the first after a

@@ -32,7 +32,7 @@ pub fn AuditPage() -> impl IntoView {
         />
         <form method="get" class="filters" role="search" aria-label="Filter the audit log">
             <label>
-                "Who" <input type="text" name="actor" prop:value=move || value("actor") />
+                "Who" <input type="text" name="actor" value=value("actor") />
             </label>
             <label>
                 "Action"
@@ -40,12 +40,12 @@ pub fn AuditPage() -> impl IntoView {
                     type="text"
                     name="action"
                     placeholder="change_request"
-                    prop:value=move || value("action")
+                    value=value("action")
                 />
             </label>
             <label>
                 "Target contains"
-                <input type="text" name="target" prop:value=move || value("target") />
+                <input type="text" name="target" value=value("target") />
             </label>
             <button type="submit">"Filter"</button>
             <a href="/audit">"Clear"</a>

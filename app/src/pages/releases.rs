@@ -38,14 +38,14 @@ pub fn ReleasesPage() -> impl IntoView {
             lead="The ledger: every deployment of staging and production, version = commit, newest first."
         />
         <form method="get" class="filters" role="search" aria-label="Filter the releases">
-            <label>"App" <input type="text" name="app" prop:value=move || value("app") /></label>
+            <label>"App" <input type="text" name="app" value=value("app") /></label>
             <label>
                 "Environment"
                 <input
                     type="text"
                     name="environment"
                     placeholder="production"
-                    prop:value=move || value("environment")
+                    value=value("environment")
                 />
             </label>
             <button type="submit">"Show"</button>

@@ -67,6 +67,10 @@ both_backends! {
         // The islands loader and the page-updates script are on every page.
         assert!(approvals.contains("__hydrateIsland"), "islands loader");
         assert!(approvals.contains("gantry:refresh"), "page updates script");
+        // Filters show what the address asks for, without WASM.
+        let releases = app.get("/releases?app=shop&environment=staging").await.text();
+        assert!(releases.contains("name=\"app\" value=\"shop\""), "{releases}");
+        assert!(releases.contains("value=\"staging\""), "{releases}");
         // Read-only content is plain HTML, not an island.
         assert_eq!(approvals.matches("<leptos-island ").count(), 2, "theme switch + decision: {approvals}");
     }
