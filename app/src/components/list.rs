@@ -12,26 +12,26 @@ where
     F: Fn(T) -> V + Clone + Send + Sync + 'static,
 {
     view! {
-        // A transition: a refetch (a live update) keeps the shown data until
-        // the new data is there, rather than flashing "Loading…".
-        <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
+        // Rendered on the server only, and pages are sent whole, so the
+        // fallback shows only if a page is ever streamed.
+        <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
             {move || {
                 let render = render.clone();
                 Suspend::new(async move {
-                match resource.await {
-                    Ok(data) => render(data).into_any(),
-                    Err(error) => {
-                        view! {
-                            <div class="notice notice-error" role="alert">
-                                {error.to_string()}
-                            </div>
+                    match resource.await {
+                        Ok(data) => render(data).into_any(),
+                        Err(error) => {
+                            view! {
+                                <div class="notice notice-error" role="alert">
+                                    {error.to_string()}
+                                </div>
+                            }
+                                .into_any()
                         }
-                            .into_any()
                     }
-                }
-            })
+                })
             }}
-        </Transition>
+        </Suspense>
     }
 }
 

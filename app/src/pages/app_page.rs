@@ -20,7 +20,7 @@ pub fn AppPage() -> impl IntoView {
             title="App"
             lead="One application: its stack, the changes waiting to be merged, and its latest runs."
         />
-        <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
+        <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match overview.await {
                     Ok(Some(overview)) => app_view(overview).into_any(),
@@ -31,7 +31,7 @@ pub fn AppPage() -> impl IntoView {
                     }
                 }
             })}
-        </Transition>
+        </Suspense>
     }
 }
 

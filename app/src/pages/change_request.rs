@@ -40,7 +40,7 @@ pub fn ChangeRequestPage() -> impl IntoView {
             title="Change request"
             lead="A branch asking to be merged: its preview, its tests and the approvals it needs."
         />
-        <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
+        <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 let me = match me {
                     Some(me) => me.await.ok().flatten(),
@@ -62,7 +62,7 @@ pub fn ChangeRequestPage() -> impl IntoView {
                     }
                 }
             })}
-        </Transition>
+        </Suspense>
     }
 }
 
