@@ -125,3 +125,12 @@ fn account(me: Option<Me>) -> impl IntoView {
 pub fn use_me() -> Option<Resource<Result<Option<Me>, ServerFnError>>> {
     use_context::<Resource<Result<Option<Me>, ServerFnError>>>()
 }
+
+/// Waits for [`use_me`]'s answer: the signed-in person, or `None` for a
+/// visitor (or when the lookup failed, which the layout reports).
+pub async fn signed_in(me: Option<Resource<Result<Option<Me>, ServerFnError>>>) -> Option<Me> {
+    match me {
+        Some(me) => me.await.ok().flatten(),
+        None => None,
+    }
+}

@@ -80,10 +80,10 @@ where
             {move || {
                 let render = render.clone();
                 Suspend::new(async move {
-                    let token = match me {
-                        Some(me) => me.await.ok().flatten().map(|me| me.csrf).unwrap_or_default(),
-                        None => String::new(),
-                    };
+                    let token = crate::components::layout::signed_in(me)
+                        .await
+                        .map(|me| me.csrf)
+                        .unwrap_or_default();
                     render(token)
                 })
             }}

@@ -5,7 +5,7 @@
 use leptos::prelude::*;
 
 use crate::api::{ReviewRun, get_approval_inbox};
-use crate::components::layout::use_me;
+use crate::components::layout::{signed_in, use_me};
 use crate::components::list::{Badge, EmptyState, PageHeader};
 use crate::components::outcome::{Outcome, report};
 use crate::dto::{ApprovalInbox, ChangeRequestDetail, Me, PendingApproval, Role};
@@ -22,10 +22,7 @@ pub fn ApprovalsPage() -> impl IntoView {
         />
         <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
             {move || Suspend::new(async move {
-                let me = match me {
-                    Some(me) => me.await.ok().flatten(),
-                    None => None,
-                };
+                let me = signed_in(me).await;
                 match inbox.await {
                     Ok(inbox) => inbox_view(inbox, me).into_any(),
                     Err(error) => {

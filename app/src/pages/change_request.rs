@@ -10,7 +10,7 @@ use crate::api::{
 };
 use crate::components::diff::diff_section;
 use crate::components::feedback::feedback_list;
-use crate::components::layout::use_me;
+use crate::components::layout::{signed_in, use_me};
 use crate::components::list::{Badge, PageHeader};
 use crate::components::outcome::{Outcome, report};
 use crate::dto::{
@@ -42,10 +42,7 @@ pub fn ChangeRequestPage() -> impl IntoView {
         />
         <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
             {move || Suspend::new(async move {
-                let me = match me {
-                    Some(me) => me.await.ok().flatten(),
-                    None => None,
-                };
+                let me = signed_in(me).await;
                 match detail.await {
                     Ok(Some(detail)) => request_view(detail, me).into_any(),
                     Ok(None) => {

@@ -3,7 +3,7 @@
 use leptos::prelude::*;
 
 use crate::api::{OpenChangeRequest, list_change_requests};
-use crate::components::layout::use_me;
+use crate::components::layout::{signed_in, use_me};
 use crate::components::list::{Badge, EmptyState, PageHeader, loaded};
 use crate::components::outcome::report;
 use crate::dto::{ChangeRequestSummary, Role};
@@ -20,10 +20,7 @@ pub fn ChangeRequestsPage() -> impl IntoView {
         />
         <Suspense>
             {move || Suspend::new(async move {
-                let me = match me {
-                    Some(me) => me.await.ok().flatten(),
-                    None => None,
-                };
+                let me = signed_in(me).await;
                 me.filter(|me| me.can_anywhere(Role::Developer))
                     .map(|me| view! { <OpenForm csrf=me.csrf /> })
             })}

@@ -6,7 +6,7 @@ use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 
 use crate::api::{MarkReleaseStable, PromoteEnvironment, RollbackRelease, list_releases};
-use crate::components::layout::use_me;
+use crate::components::layout::{signed_in, use_me};
 use crate::components::list::{Badge, EmptyState, PageHeader};
 use crate::components::outcome::{Outcome, report};
 use crate::dto::{
@@ -53,10 +53,7 @@ pub fn ReleasesPage() -> impl IntoView {
         </form>
         <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
             {move || Suspend::new(async move {
-                let me = match me {
-                    Some(me) => me.await.ok().flatten(),
-                    None => None,
-                };
+                let me = signed_in(me).await;
                 match releases.await {
                     Ok(list) => timeline(list, me, filter()).into_any(),
                     Err(error) => {

@@ -8,7 +8,7 @@ use leptos_router::hooks::use_params_map;
 
 use crate::api::{LeaveSharedFeedback, get_shared_preview};
 use crate::components::feedback::feedback_list;
-use crate::components::layout::use_me;
+use crate::components::layout::{signed_in, use_me};
 use crate::components::list::{Badge, PageHeader};
 use crate::components::outcome::report;
 use crate::dto::{ChangelogCommit, SharedPreview};
@@ -28,10 +28,7 @@ pub fn SharePage() -> impl IntoView {
         />
         <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
             {move || Suspend::new(async move {
-                let me = match me {
-                    Some(me) => me.await.ok().flatten(),
-                    None => None,
-                };
+                let me = signed_in(me).await;
                 match shared.await {
                     Ok(shared) => shared_view(shared, token(), me.map(|me| me.csrf)).into_any(),
                     Err(error) => {
