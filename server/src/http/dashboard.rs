@@ -1,14 +1,14 @@
 //! The Leptos dashboard: server-side rendering of every page, the server
 //! functions, and the 404 page for unknown addresses.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use app::port::{DashboardPort, Port};
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use leptos::prelude::provide_context;
-use leptos_axum::{LeptosRoutes, generate_route_list};
+use leptos_axum::{AxumRouteListing, LeptosRoutes, generate_route_list};
 
 use crate::state::AppState;
 
@@ -18,15 +18,22 @@ fn provide_port(state: &AppState) -> impl Fn() + Clone + Send + Sync + 'static {
     move || provide_context(Port(port.clone()))
 }
 
+/// The dashboard's pages, listed once per process. Listing runs the app with
+/// resource loading suppressed through a process-wide flag, so a page
+/// rendering meanwhile in another server of the same process (the tests
+/// start many) could have a resource that never loads (leptos#4773): the
+/// render hung. The routes are static, so one listing serves every server.
+fn route_list() -> Vec<AxumRouteListing> {
+    static ROUTES: OnceLock<Vec<AxumRouteListing>> = OnceLock::new();
+    ROUTES.get_or_init(|| generate_route_list(app::App)).clone()
+}
+
 /// The page routes and server functions of the dashboard.
 pub fn routes(state: &AppState) -> Router<AppState> {
     let options = state.leptos.clone();
-    Router::new().leptos_routes_with_context(
-        state,
-        generate_route_list(app::App),
-        provide_port(state),
-        move || app::shell(options.clone()),
-    )
+    Router::new().leptos_routes_with_context(state, route_list(), provide_port(state), move || {
+        app::shell(options.clone())
+    })
 }
 
 /// Anything no route matched: render the app, whose router shows Not Found

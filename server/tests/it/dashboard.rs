@@ -129,6 +129,28 @@ async fn pages_load_the_hydration_bundle_and_the_stylesheet() {
     assert_eq!(app.get("/pkg/nope.js").await.status, StatusCode::NOT_FOUND);
 }
 
+/// Another server of the same process building its router (the tests start
+/// many) must not stall a page being rendered meanwhile: listing the routes
+/// suppresses resource loading process-wide, so it happens once (leptos#4773).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn building_routers_does_not_stall_pages_rendering_meanwhile() {
+    let app = crate::support::TestApp::sqlite().await;
+    let state = app.state.clone();
+    let builder = tokio::task::spawn_blocking(move || {
+        for _ in 0..300 {
+            drop(gantry::http::dashboard::routes(&state));
+        }
+    });
+    let mut renders = 0;
+    while !builder.is_finished() || renders < 20 {
+        // Each request fails the test if it does not answer (see `get`).
+        let response = app.get("/").await;
+        assert_eq!(response.status, StatusCode::OK);
+        renders += 1;
+    }
+    builder.await.expect("the router builder");
+}
+
 #[tokio::test]
 async fn an_unknown_page_is_a_404_with_the_dashboard_frame() {
     let app = crate::support::TestApp::sqlite().await;
