@@ -105,8 +105,6 @@ test('the run page shows steps, test results and the streamed log', async () => 
   const runs = await (await page.request.get(`${base}/api/v1/runs`)).json();
   const run = runs.find((r) => r.branch === 'feature/hello' && r.state === 'succeeded');
   assert.ok(run, 'a finished preview run');
-  await page.goto(`${base}/runs`);
-  await page.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
   await page.getByRole('link', { name: `#${run.id}`, exact: true }).click();
   await page.waitForURL(`${base}/runs/${run.id}`);
   await page.locator('[data-step="unit"]').waitFor();

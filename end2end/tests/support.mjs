@@ -89,9 +89,13 @@ export function watchProblems(page) {
   });
   page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
   page.on('requestfailed', (request) => {
-    // A page that navigates away closes its open event streams (the live
-    // change feed): aborted, not failed.
-    if (request.resourceType() === 'eventsource' && request.failure()?.errorText === 'net::ERR_ABORTED') return;
+    // A page that navigates away drops what it still has in flight: its
+    // open event stream (the live change feed) and a live refresh's fetch of
+    // the page. The browser aborted those; the server did not fail them (a
+    // server-side failure shows as a refused, reset or empty response, or an
+    // HTTP error below).
+    const dropped = ['eventsource', 'fetch'].includes(request.resourceType());
+    if (dropped && request.failure()?.errorText === 'net::ERR_ABORTED') return;
     problems.push(`request failed: ${request.url()} (${request.failure()?.errorText})`);
   });
   page.on('response', (response) => {
