@@ -8,8 +8,12 @@
 (() => {
   const ISLAND = 'leptos-island';
   let navigating = 0;
-  let refreshing = false;
+  let refreshing = null;
   let refreshAgain = false;
+  // The change feed's newest version, and the version the page shows: a
+  // page fetched after the feed announced a version shows at least that.
+  let announced = null;
+  let showing = null;
 
   // An island is the same if its component and props are; one that keeps
   // itself current (the run's live logs) names a key of its own instead.
@@ -30,6 +34,7 @@
   // scroll position).
   async function swap(url, mode) {
     const ticket = mode === 'refresh' ? navigating : ++navigating;
+    const version = announced;
     let response;
     try {
       response = await fetch(url, { headers: { Accept: 'text/html' }, credentials: 'same-origin' });
@@ -55,6 +60,7 @@
     const fresh = [];
     morph(current, document.adoptNode(incoming), mode, fresh);
     document.title = doc.title;
+    if (version !== null) showing = version;
     if (islandsReady() && window.__hydrateIsland) {
       for (const el of fresh) window.__hydrateIsland(el, el.dataset.component);
     }
@@ -68,6 +74,8 @@
       else window.scrollTo(0, 0);
       // Screen readers start reading the new page's content.
       document.getElementById('main')?.focus({ preventScroll: true });
+      // The version moved while the page was on its way.
+      catchUp();
     }
     return true;
   }
@@ -160,22 +168,35 @@
     return a.tagName !== ISLAND.toUpperCase() || a.dataset.component === b.dataset.component;
   }
 
-  async function refresh() {
+  // Refetches the page; one asked for while another runs runs once more
+  // after it, so the page ends up at least as new as the last ask.
+  function refresh() {
     if (refreshing) {
       refreshAgain = true;
       return;
     }
-    refreshing = true;
-    try {
-      do {
-        refreshAgain = false;
-        await swap(location.href, 'refresh');
-      } while (refreshAgain);
-    } finally {
-      refreshing = false;
-    }
+    refreshing = (async () => {
+      let shown;
+      try {
+        do {
+          refreshAgain = false;
+          shown = await swap(location.href, 'refresh');
+        } while (refreshAgain);
+      } finally {
+        refreshing = null;
+      }
+      // The fetch failed while the feed still talks: try again a little
+      // later rather than show an old page until the next change (offline,
+      // the 'online' event below does).
+      if (!shown && navigator.onLine) setTimeout(catchUp, 5000);
+    })();
   }
   window.addEventListener('gantry:refresh', refresh);
+
+  // Refreshes if the page shows an older version than the feed announced.
+  function catchUp() {
+    if (announced !== null && showing !== announced) refresh();
+  }
 
   // Addresses that are pages of the dashboard (not the API, sign-in, files).
   const isPage = (url) => url.origin === location.origin
@@ -211,12 +232,14 @@
   });
 
   // The change feed (server-sent events, signed-in people only): the first
-  // version says where we are; one that differs — also the first after a
-  // dropped connection comes back — means "refresh". The browser retries a
-  // dropped connection by itself, but gives up when a retry fails (offline):
-  // then we open a new one, when the network is back or a little later.
+  // version says where we are; one that differs from what the page shows —
+  // also the first after a dropped connection comes back — means "refresh".
+  // The browser retries a dropped connection by itself, but gives up when a
+  // retry fails (offline): then we open a new one, when the network is back
+  // or a little later. A connection can also outlive the network: the
+  // version arrives, the refresh fails; the page catches up once online.
+  // The newest version heard of is on `<html data-live-version>`.
   if (document.querySelector('[data-live="on"]')) {
-    let seen = null;
     let feed = null;
     let retry = null;
     const open = () => {
@@ -224,14 +247,19 @@
       if (feed && feed.readyState !== EventSource.CLOSED) return;
       feed = new EventSource('/api/v1/changes');
       feed.addEventListener('version', (event) => {
-        if (seen !== null && seen !== event.data) refresh();
-        seen = event.data;
+        if (announced === null) showing = event.data;
+        announced = event.data;
+        document.documentElement.dataset.liveVersion = announced;
+        catchUp();
       });
       feed.addEventListener('error', () => {
         if (feed.readyState === EventSource.CLOSED) retry = setTimeout(open, 5000);
       });
     };
     open();
-    window.addEventListener('online', open);
+    window.addEventListener('online', () => {
+      open();
+      catchUp();
+    });
   }
 })();

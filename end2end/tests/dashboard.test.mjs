@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { artifacts, launchBrowser, signIn, startGantry, watchProblems } from './support.mjs';
+import { artifacts, cuttableLink, launchBrowser, signIn, startGantry, watchProblems } from './support.mjs';
 
 let gantry;
 let browser;
@@ -63,5 +63,74 @@ test('the dashboard hydrates, switches theme and navigates without reloading', a
   assert.equal(await toggle.textContent(), '☀ Light');
 
   assert.deepEqual(problems, []);
+  await context.close();
+});
+
+// The live pages catch up with what happened while their connection was
+// down. This Gantry is quiet (no apps), so the only change is the one the
+// test makes — a sign-in, which the audit log records — and a page can only
+// catch up through the way back it is testing, not through a later change.
+
+// The newest version of the change feed the page has heard of.
+const liveVersion = (page) => page.evaluate(() => document.documentElement.dataset.liveVersion);
+
+// Someone else signs in, in a browser context of their own.
+async function signInElsewhere(name) {
+  const context = await browser.newContext();
+  await signIn(await context.newPage(), gantry.url, { name, role: 'viewer' });
+  await context.close();
+}
+
+// An admin with the audit log open, listening to the change feed, at `base`.
+async function auditLogOpen(context, base) {
+  const page = await context.newPage();
+  const problems = watchProblems(page);
+  await signIn(page, base, { name: 'ada', role: 'admin', returnTo: '/audit' });
+  await page.waitForFunction(() => document.documentElement.dataset.liveVersion);
+  await page.evaluate(() => { window.__sameDocument = true; });
+  return { page, problems };
+}
+
+// The connection is cut (open ones dropped, new ones refused) while a
+// change happens; once the network is back the page reconnects by itself,
+// sees the version moved and refetches — without reloading.
+test('a page whose live connection drops catches up when it comes back', async () => {
+  const link = await cuttableLink(Number(new URL(gantry.url).port));
+  const context = await browser.newContext();
+  const { page, problems } = await auditLogOpen(context, `http://127.0.0.1:${link.port}`);
+  const before = await liveVersion(page);
+
+  await link.cut();
+  await signInElsewhere('grace');
+  // Nothing reached the page while the link was down.
+  assert.equal(await liveVersion(page), before);
+  assert.equal(await page.locator('main').getByText('grace').count(), 0);
+
+  await link.restore();
+  await page.locator('main').getByText('grace').first().waitFor({ timeout: 30_000 });
+  assert.notEqual(await liveVersion(page), before, 'the reconnected feed brought the new version');
+  assert.equal(await page.evaluate(() => window.__sameDocument === true), true, 'caught up without a reload');
+  // What failed while the link was cut is the feed's connection, nothing else.
+  assert.deepEqual(problems.filter((p) => !p.includes('/api/v1/changes')), []);
+  await context.close();
+});
+
+// A connection can outlive the network (the browser offline, the stream
+// still open): the new version arrives, but the refetch fails. The page
+// catches up once the network is back, not at some later change.
+test('a page that hears of a change while offline catches up when the network is back', async () => {
+  const context = await browser.newContext();
+  const { page } = await auditLogOpen(context, gantry.url);
+  const before = await liveVersion(page);
+
+  await context.setOffline(true);
+  await signInElsewhere('hopper');
+  await page.waitForFunction((old) => document.documentElement.dataset.liveVersion !== old, before);
+  // The refetch that version asked for failed: the page is behind.
+  assert.equal(await page.locator('main').getByText('hopper').count(), 0);
+
+  await context.setOffline(false);
+  await page.locator('main').getByText('hopper').first().waitFor({ timeout: 30_000 });
+  assert.equal(await page.evaluate(() => window.__sameDocument === true), true, 'caught up without a reload');
   await context.close();
 });

@@ -416,26 +416,3 @@ test('every view passes an accessibility check (axe-core), light and dark, and f
   await phone.close();
   assert.deepEqual(failures, []);
 });
-
-// A page whose live connection drops (the browser goes offline) catches up
-// when it is back: the browser reconnects, the version moved, it refetches.
-test('a page whose live connection drops catches up when it comes back', async () => {
-  const context = await browser.newContext();
-  const page = await context.newPage();
-  await signIn(page, base, { name: 'ada', role: 'admin', returnTo: '/change-requests' });
-  await page.evaluate(() => { window.__sameDocument = true; });
-  assert.equal(await page.getByText('Show prices').count(), 0, 'no request from feature/pricing yet');
-  await context.setOffline(true);
-
-  // Meanwhile a developer opens a request from the branch pushed earlier.
-  const other = await browser.newContext();
-  const dev = await other.newPage();
-  await signIn(dev, base, { name: 'dev', role: 'developer', returnTo: '/change-requests' });
-  await openChangeRequest(dev, 'feature/pricing');
-  await other.close();
-
-  await context.setOffline(false);
-  await page.getByText('Show prices').first().waitFor({ timeout: 30_000 });
-  assert.equal(await page.evaluate(() => window.__sameDocument === true), true, 'caught up without a reload');
-  await context.close();
-});

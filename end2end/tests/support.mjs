@@ -3,7 +3,7 @@
 // cannot download its own browser here; DESIGN.md §6).
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -60,6 +60,35 @@ export async function startGantry({ port: wanted, env: extra = {}, devLogin = tr
   };
 }
 
+// A network link to Gantry on `port` that a test can cut: a TCP forwarder
+// on a port of its own. `cut()` drops every open connection and refuses new
+// ones, as a lost network does; `restore()` listens on the same port again.
+export async function cuttableLink(port) {
+  const open = new Set();
+  const server = createServer((browserSide) => {
+    const gantrySide = connect(port, '127.0.0.1');
+    for (const socket of [browserSide, gantrySide]) {
+      open.add(socket);
+      socket.on('close', () => open.delete(socket));
+      // The other side went away; its close cleans up.
+      socket.on('error', () => socket.destroy());
+    }
+    browserSide.on('close', () => gantrySide.destroy());
+    gantrySide.on('close', () => browserSide.destroy());
+    browserSide.pipe(gantrySide).pipe(browserSide);
+  });
+  const listen = (wanted) => new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(wanted, '127.0.0.1', () => resolve(server.address().port));
+  });
+  const own = await listen(0);
+  const cut = () => new Promise((resolve) => {
+    server.close(() => resolve());
+    for (const socket of open) socket.destroy();
+  });
+  return { port: own, cut, restore: () => listen(own) };
+}
+
 export function chromiumPath() {
   return execFileSync('sh', ['-c', 'command -v chromium || command -v chromium-browser'], { encoding: 'utf8' }).trim();
 }
@@ -85,7 +114,8 @@ export async function launchBrowser() {
 export function watchProblems(page) {
   const problems = [];
   page.on('console', (message) => {
-    if (message.type() === 'error') problems.push(`console: ${message.text()}`);
+    // A failed load's message names its address only as its location.
+    if (message.type() === 'error') problems.push(`console: ${message.text()} (${message.location().url})`);
   });
   page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
   page.on('requestfailed', (request) => {

@@ -71,11 +71,7 @@ impl App {
         let db = Db::connect(&config.database).await?;
         db.migrate().await?;
         let vault = Vault::open(&config.secret_key_file)?;
-        let instance_tag: String = Sha256::digest(config.data_dir.display().to_string().as_bytes())
-            .iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let instance_tag = instance_tag(&config.data_dir);
         let runner_id = format!("{}-{}", instance_tag, std::process::id());
         Ok(App {
             leptos: leptos_options(&config),
@@ -117,6 +113,16 @@ impl App {
         self.shutdown.cancel();
         self.local.stop_all().await;
     }
+}
+
+/// The tag this Gantry puts on every process it starts (steps, local apps),
+/// so that a restart on the same data directory finds what a crash left.
+pub fn instance_tag(data_dir: &std::path::Path) -> String {
+    Sha256::digest(data_dir.display().to_string().as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Leptos' settings, built here rather than read from `LEPTOS_*` variables:

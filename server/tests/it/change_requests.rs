@@ -497,7 +497,7 @@ async fn the_cli_opens_shows_and_approves_a_change_request() {
         assert!(text.contains("admin\tapproved\tship it"), "{text}");
         let listed = gantry_cli(data.path(), &url, &dev, &["cr", "list"]).await;
         assert!(String::from_utf8_lossy(&listed.stdout).contains("#1\tshop"));
-        server.kill();
+        drop(server);
     })
     .await;
 }

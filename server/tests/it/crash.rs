@@ -80,7 +80,7 @@ async fn a_run_killed_mid_step_ends_clearly_and_resumes_after_restart() {
             .await
             .is_some_and(|text| text.contains(&latest))
     );
-    server.kill();
+    drop(server);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,5 +155,5 @@ async fn a_deploy_killed_midway_is_not_applied_twice_and_the_old_version_comes_b
         server.served("staging").await.filter(|t| t.contains(&v3))
     })
     .await;
-    server.kill();
+    drop(server);
 }

@@ -624,7 +624,7 @@ async fn the_cli_rolls_back_lists_releases_and_promotes() {
                 .filter(|body| body.contains(&v2))
         })
         .await;
-        server.kill();
+        drop(server);
     })
     .await;
 }

@@ -2,7 +2,7 @@
 //! codes, one-line errors, signals, ports.
 
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -73,11 +73,14 @@ pub fn stderr(output: &Output) -> String {
 }
 
 /// `gantry serve` on a data directory and a pipeline repo, with an admin
-/// token; killed when dropped.
+/// token; killed when dropped, with whatever it started.
 pub struct Server {
     child: Child,
     pub port: u16,
     pub token: String,
+    data_dir: PathBuf,
+    /// Killed as by a crash: what it started keeps running.
+    crashed: bool,
 }
 
 /// An admin token for the data directory (created before the server runs).
@@ -105,13 +108,14 @@ pub fn admin_token(data: &Path) -> String {
 
 impl Server {
     pub fn start(data: &Path, pipeline: &str, port: u16, token: &str) -> Server {
+        let data_dir = data.join("data");
         let mut child = gantry(data)
             .args([
                 "serve",
                 "--bind",
                 &format!("127.0.0.1:{port}"),
                 "--data-dir",
-                &data.join("data").display().to_string(),
+                &data_dir.display().to_string(),
                 "--pipeline-repo",
                 pipeline,
             ])
@@ -125,14 +129,16 @@ impl Server {
             child,
             port,
             token: token.to_string(),
+            data_dir,
+            crashed: false,
         }
     }
 
+    /// Kills gantry with SIGKILL, as a crash does: its steps and local apps
+    /// stay behind for the next start on the data directory to find.
     pub fn kill(mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
+        self.crashed = true;
+        drop(self);
     }
 
     pub async fn get(&self, path: &str) -> Value {
@@ -176,5 +182,10 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if !self.crashed {
+            // The test is over: nothing gantry started may outlive it
+            // (leftover apps slowed later tests down).
+            gantry::recovery::kill_orphans(&gantry::state::instance_tag(&self.data_dir));
+        }
     }
 }
