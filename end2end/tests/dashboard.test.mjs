@@ -94,8 +94,9 @@ async function auditLogOpen(context, base) {
 // The connection is cut (open ones dropped, new ones refused) while a
 // change happens; once the network is back the page reconnects by itself,
 // sees the version moved and refetches — without reloading.
-test('a page whose live connection drops catches up when it comes back', async () => {
+test('a page whose live connection drops catches up when it comes back', async (t) => {
   const link = await cuttableLink(Number(new URL(gantry.url).port));
+  t.after(() => link.close());
   const context = await browser.newContext();
   const { page, problems } = await auditLogOpen(context, `http://127.0.0.1:${link.port}`);
   const before = await liveVersion(page);

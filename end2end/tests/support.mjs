@@ -62,7 +62,8 @@ export async function startGantry({ port: wanted, env: extra = {}, devLogin = tr
 
 // A network link to Gantry on `port` that a test can cut: a TCP forwarder
 // on a port of its own. `cut()` drops every open connection and refuses new
-// ones, as a lost network does; `restore()` listens on the same port again.
+// ones, as a lost network does; `restore()` listens on the same port again;
+// `close()` ends it for good.
 export async function cuttableLink(port) {
   const open = new Set();
   const server = createServer((browserSide) => {
@@ -82,11 +83,14 @@ export async function cuttableLink(port) {
     server.listen(wanted, '127.0.0.1', () => resolve(server.address().port));
   });
   const own = await listen(0);
+  // Never what keeps the test process alive.
+  server.unref();
   const cut = () => new Promise((resolve) => {
     server.close(() => resolve());
     for (const socket of open) socket.destroy();
   });
-  return { port: own, cut, restore: () => listen(own) };
+  const close = () => (server.listening ? cut() : Promise.resolve());
+  return { port: own, cut, close, restore: () => listen(own) };
 }
 
 export function chromiumPath() {
