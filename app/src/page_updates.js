@@ -8,7 +8,7 @@
 (() => {
   const ISLAND = 'leptos-island';
   let navigating = 0;
-  let refreshing = null;
+  let refreshing = false;
   let refreshAgain = false;
   // The change feed's newest version, and the version the page shows: a
   // page fetched after the feed announced a version shows at least that.
@@ -170,26 +170,25 @@
 
   // Refetches the page; one asked for while another runs runs once more
   // after it, so the page ends up at least as new as the last ask.
-  function refresh() {
+  async function refresh() {
     if (refreshing) {
       refreshAgain = true;
       return;
     }
-    refreshing = (async () => {
-      let shown;
-      try {
-        do {
-          refreshAgain = false;
-          shown = await swap(location.href, 'refresh');
-        } while (refreshAgain);
-      } finally {
-        refreshing = null;
-      }
-      // The fetch failed while the feed still talks: try again a little
-      // later rather than show an old page until the next change (offline,
-      // the 'online' event below does).
-      if (!shown && navigator.onLine) setTimeout(catchUp, 5000);
-    })();
+    refreshing = true;
+    let shown;
+    try {
+      do {
+        refreshAgain = false;
+        shown = await swap(location.href, 'refresh');
+      } while (refreshAgain);
+    } finally {
+      refreshing = false;
+    }
+    // The fetch failed while the feed still talks: try again a little later
+    // rather than show an old page until the next change (offline, the
+    // 'online' event below does).
+    if (!shown && navigator.onLine) setTimeout(catchUp, 5000);
   }
   window.addEventListener('gantry:refresh', refresh);
 
