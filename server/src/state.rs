@@ -34,6 +34,8 @@ pub struct App {
     /// Serializes forge comment edits, so a request never gets two
     /// comments and the last edit carries the newest state.
     pub forge_comments: tokio::sync::Mutex<()>,
+    /// Sends each run's commit statuses in the order they were decided.
+    pub forge_statuses: crate::forge::feedback::StatusOrder,
     /// What the dashboard's open pages are told when something moves.
     pub changes: crate::changes::Changes,
     pub proxy: crate::http::proxy::ProxyClient,
@@ -83,6 +85,7 @@ impl App {
             events: RunEvents::default(),
             changes: crate::changes::Changes::default(),
             forge_comments: tokio::sync::Mutex::new(()),
+            forge_statuses: crate::forge::feedback::StatusOrder::default(),
             proxy: crate::http::proxy::client(),
             clusters: crate::clusters::ClientCache::default(),
             oidc: crate::auth::oidc::Oidc::default(),

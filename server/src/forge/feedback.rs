@@ -7,10 +7,13 @@
 //! in the background with a few retries; a forge that is down never holds a
 //! run.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use app::dto::{ObjectDiff, RunState, StepState, TestReportSummary, TesterFeedback};
+use tokio::sync::oneshot;
 
 use super::api::{self, StatusState};
 use crate::db;
@@ -67,7 +70,10 @@ async fn send(reporter: &Reporter, call: &api::ApiCall) -> Result<serde_json::Va
     Err(last)
 }
 
-/// A status for the run (`step: None`) or one of its steps.
+/// A status for the run (`step: None`) or one of its steps. Sent in the
+/// background, after the run's earlier statuses: a forge shows the last
+/// status it got for a context, so a step's `pending` must not overtake its
+/// `success`.
 pub fn status(
     app: &Arc<App>,
     run_id: i64,
@@ -76,30 +82,96 @@ pub fn status(
     description: String,
 ) {
     let app = app.clone();
+    let mut turn = app.forge_statuses.take_turn(run_id);
     tokio::spawn(async move {
-        let Ok(Some((run, _))) = db::runs::detail(app.db.pool(), run_id).await else {
-            return;
-        };
-        let Some(reporter) = reporter(&app, &run.app).await else {
-            return;
-        };
-        let context = match &step {
-            Some(step) => format!("gantry/{}/{step}", run.environment),
-            None => format!("gantry/{}", run.environment),
-        };
-        let call = api::status(
-            &reporter.forge,
-            &reporter.token,
-            &run.commit_sha,
-            state,
-            &context,
-            &description,
-            &crate::notify::link(&app, &format!("runs/{run_id}")),
-        );
-        if let Err(error) = send(&reporter, &call).await {
-            tracing::warn!(run = run_id, %context, %error, "commit status not sent");
+        if let Some(before) = turn.before.take() {
+            // Sent, or given up on: either way it is our turn.
+            let _ = before.await;
         }
+        send_status(&app, run_id, step, state, description).await;
+        app.forge_statuses.finish(turn);
     });
+}
+
+async fn send_status(
+    app: &Arc<App>,
+    run_id: i64,
+    step: Option<String>,
+    state: StatusState,
+    description: String,
+) {
+    let Ok(Some((run, _))) = db::runs::detail(app.db.pool(), run_id).await else {
+        return;
+    };
+    let Some(reporter) = reporter(app, &run.app).await else {
+        return;
+    };
+    let context = match &step {
+        Some(step) => format!("gantry/{}/{step}", run.environment),
+        None => format!("gantry/{}", run.environment),
+    };
+    let call = api::status(
+        &reporter.forge,
+        &reporter.token,
+        &run.commit_sha,
+        state,
+        &context,
+        &description,
+        &crate::notify::link(app, &format!("runs/{run_id}")),
+    );
+    if let Err(error) = send(&reporter, &call).await {
+        tracing::warn!(run = run_id, %context, %error, "commit status not sent");
+    }
+}
+
+/// The order of each run's statuses: every status waits for the one decided
+/// before it for the same run. Only the newest waiter of a run is held here,
+/// and only while it is not sent.
+#[derive(Debug, Default)]
+pub struct StatusOrder {
+    newest: std::sync::Mutex<HashMap<i64, (u64, oneshot::Receiver<()>)>>,
+    next: AtomicU64,
+}
+
+/// One status's place in its run's order.
+#[derive(Debug)]
+pub struct Turn {
+    run_id: i64,
+    number: u64,
+    /// Resolves (or fails) once the status before is sent.
+    before: Option<oneshot::Receiver<()>>,
+    /// Dropped when this one is sent, which lets the next one go.
+    _sent: oneshot::Sender<()>,
+}
+
+impl StatusOrder {
+    /// The next place in `run_id`'s order, taken where the status is decided.
+    pub fn take_turn(&self, run_id: i64) -> Turn {
+        let number = self.next.fetch_add(1, Ordering::Relaxed);
+        let (sent, after) = oneshot::channel();
+        let mut newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
+        let before = newest
+            .insert(run_id, (number, after))
+            .map(|(_, receiver)| receiver);
+        Turn {
+            run_id,
+            number,
+            before,
+            _sent: sent,
+        }
+    }
+
+    /// Ends a turn: the next status of the run may go; a run with nothing
+    /// waiting is forgotten.
+    pub fn finish(&self, turn: Turn) {
+        let mut newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
+        if newest
+            .get(&turn.run_id)
+            .is_some_and(|(number, _)| *number == turn.number)
+        {
+            newest.remove(&turn.run_id);
+        }
+    }
 }
 
 /// The status words for a step's end.
@@ -529,6 +601,37 @@ mod tests {
         assert!(
             long.trim_end().ends_with("-->"),
             "the marker survives truncation"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_runs_statuses_go_in_the_order_they_were_decided() {
+        let order = Arc::new(StatusOrder::default());
+        let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let turns: Vec<Turn> = (0..3).map(|_| order.take_turn(7)).collect();
+        let other_run = order.take_turn(8);
+        assert!(other_run.before.is_none(), "another run does not wait");
+        // Started last first (this runtime polls tasks in spawn order):
+        // each still waits for the one decided before it.
+        let mut tasks = Vec::new();
+        for (decided, mut turn) in turns.into_iter().enumerate().rev() {
+            let (order, sent) = (order.clone(), sent.clone());
+            tasks.push(tokio::spawn(async move {
+                if let Some(before) = turn.before.take() {
+                    let _ = before.await;
+                }
+                sent.lock().unwrap().push(decided);
+                order.finish(turn);
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        order.finish(other_run);
+        assert_eq!(*sent.lock().unwrap(), vec![0, 1, 2]);
+        assert!(
+            order.newest.lock().unwrap().is_empty(),
+            "nothing is kept once sent"
         );
     }
 }

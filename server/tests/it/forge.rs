@@ -512,6 +512,16 @@ async fn feedback_round_trip(backend: &str, shape: &ForgeShape) {
             "{expected} missing from {contexts:?}"
         );
     }
+    // A forge shows the last status it got for a context: they arrive in
+    // the order they were decided, so each ends on success.
+    for context in ["", "/build", "/deploy"] {
+        let context = format!("gantry/{env}{context}");
+        let last = contexts
+            .iter()
+            .rev()
+            .find(|c| c.starts_with(&format!("{context} ")));
+        assert_eq!(last, Some(&format!("{context} success")), "in {contexts:?}");
+    }
 
     // One comment, created once (by the run's start, or — when the run
     // was planned from the push before the request arrived — when the
