@@ -20,19 +20,17 @@ where
                 Suspend::new(async move {
                     match resource.await {
                         Ok(data) => render(data).into_any(),
-                        Err(error) => {
-                            view! {
-                                <div class="notice notice-error" role="alert">
-                                    {error.to_string()}
-                                </div>
-                            }
-                                .into_any()
-                        }
+                        Err(error) => load_error(error),
                     }
                 })
             }}
         </Suspense>
     }
+}
+
+/// What a page shows in place of data it could not load.
+pub fn load_error(error: impl std::fmt::Display) -> AnyView {
+    view! { <div class="notice notice-error" role="alert">{error.to_string()}</div> }.into_any()
 }
 
 /// What a list shows when there is nothing yet: say why, and what to do.

@@ -6,7 +6,7 @@ use leptos::prelude::*;
 
 use crate::api::{ReviewRun, get_approval_inbox};
 use crate::components::layout::{signed_in, use_me};
-use crate::components::list::{Badge, EmptyState, PageHeader};
+use crate::components::list::{Badge, EmptyState, PageHeader, load_error};
 use crate::components::outcome::{Outcome, report};
 use crate::dto::{ApprovalInbox, ChangeRequestDetail, Me, PendingApproval, Role};
 use crate::format::{short_sha, timestamp};
@@ -25,12 +25,7 @@ pub fn ApprovalsPage() -> impl IntoView {
                 let me = signed_in(me).await;
                 match inbox.await {
                     Ok(inbox) => inbox_view(inbox, me).into_any(),
-                    Err(error) => {
-                        view! {
-                            <div class="notice notice-error" role="alert">{error.to_string()}</div>
-                        }
-                            .into_any()
-                    }
+                    Err(error) => load_error(error),
                 }
             })}
         </Suspense>

@@ -11,7 +11,7 @@ use crate::api::{
 use crate::components::diff::diff_section;
 use crate::components::feedback::feedback_list;
 use crate::components::layout::{signed_in, use_me};
-use crate::components::list::{Badge, PageHeader};
+use crate::components::list::{Badge, PageHeader, load_error};
 use crate::components::outcome::{Outcome, report};
 use crate::dto::{
     ApprovalRecord, ChangeRequestDetail, EnvironmentSummary, Me, Role, RunSummary,
@@ -49,14 +49,7 @@ pub fn ChangeRequestPage() -> impl IntoView {
                         view! { <p class="notice">"There is no such change request."</p> }
                             .into_any()
                     }
-                    Err(error) => {
-                        view! {
-                            <div class="notice notice-error" role="alert">
-                                {error.to_string()}
-                            </div>
-                        }
-                            .into_any()
-                    }
+                    Err(error) => load_error(error),
                 }
             })}
         </Suspense>

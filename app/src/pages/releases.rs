@@ -7,7 +7,7 @@ use leptos_router::hooks::use_query_map;
 
 use crate::api::{MarkReleaseStable, PromoteEnvironment, RollbackRelease, list_releases};
 use crate::components::layout::{signed_in, use_me};
-use crate::components::list::{Badge, EmptyState, PageHeader};
+use crate::components::list::{Badge, EmptyState, PageHeader, load_error};
 use crate::components::outcome::{Outcome, report};
 use crate::dto::{
     ChangelogCommit, Me, ReleaseFilter, ReleaseKind, ReleaseState, ReleaseSummary, Role,
@@ -56,14 +56,7 @@ pub fn ReleasesPage() -> impl IntoView {
                 let me = signed_in(me).await;
                 match releases.await {
                     Ok(list) => timeline(list, me, filter()).into_any(),
-                    Err(error) => {
-                        view! {
-                            <div class="notice notice-error" role="alert">
-                                {error.to_string()}
-                            </div>
-                        }
-                            .into_any()
-                    }
+                    Err(error) => load_error(error),
                 }
             })}
         </Suspense>
