@@ -28,8 +28,7 @@ pub async fn rotate_key(config: Config) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&next_path);
     let next = Vault::open(&next_path)?;
 
-    let pool = db.pool();
-    let mut tx = pool.begin().await?;
+    let mut tx = db.begin().await?;
     let secrets: Vec<SealedRow> =
         sqlx::query_as("SELECT id, name, nonce, ciphertext, key_id FROM secrets")
             .fetch_all(&mut *tx)

@@ -197,7 +197,7 @@ pub async fn open(app: &App, caller: &Caller, new: NewChangeRequest) -> Result<C
         ));
     }
     let now = now_millis();
-    let mut tx = pool.begin().await?;
+    let mut tx = app.db.begin().await?;
     let id = db::change_requests::insert(
         &mut *tx,
         &NewRow {
@@ -400,7 +400,7 @@ pub async fn close(app: &App, caller: &Caller, id: i64) -> Result<CrRow> {
         )));
     }
     let now = now_millis();
-    let mut tx = app.db.pool().begin().await?;
+    let mut tx = app.db.begin().await?;
     db::change_requests::set_state(
         &mut *tx,
         id,
@@ -453,11 +453,10 @@ async fn decide(
     comment: Option<&str>,
     override_reason: Option<&str>,
 ) -> Result<()> {
-    let pool = app.db.pool();
     let head = head_of(judged)?;
     let environment_id = target_environment_id(app, judged).await?;
     let now = now_millis();
-    let mut tx = pool.begin().await?;
+    let mut tx = app.db.begin().await?;
     db::change_requests::record_decision(
         &mut *tx,
         &NewDecision {
@@ -574,7 +573,7 @@ async fn record_merge(
     audit: &serde_json::Value,
     now: i64,
 ) -> Result<()> {
-    let mut tx = app.db.pool().begin().await?;
+    let mut tx = app.db.begin().await?;
     db::change_requests::mark_merged(&mut *tx, id, sha, by, detail, now).await?;
     db::audit::record(
         &mut *tx,

@@ -99,7 +99,7 @@ pub async fn create(app: &App, caller: &Caller, request: i64) -> Result<ShareLin
         .map_err(|e| ShareError::Forbidden(e.to_string()))?;
     let now = now_millis();
     let expires = now + i64::try_from(app.config.share_ttl.as_millis()).unwrap_or(i64::MAX / 2);
-    let mut tx = pool.begin().await?;
+    let mut tx = app.db.begin().await?;
     let id = db::sharing::insert_link(&mut *tx, request, &caller.me.name, now, expires).await?;
     db::audit::record(
         &mut *tx,
@@ -354,7 +354,7 @@ async fn record(
         .await?
         .ok_or(ShareError::NotFound(request))?;
     let now = now_millis();
-    let mut tx = pool.begin().await?;
+    let mut tx = app.db.begin().await?;
     let id = db::sharing::insert_feedback(
         &mut *tx,
         &db::sharing::NewFeedback {

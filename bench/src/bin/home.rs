@@ -107,6 +107,7 @@ async fn measure(binary: &str, backend: &str) -> anyhow::Result<()> {
 
 /// Apps `from..to`, each with its three environments and `RUNS_PER_APP`
 /// runs; the environments point at their newest run's commit.
+#[allow(clippy::disallowed_methods)] // the seeder is the database's only writer
 async fn seed(pool: &sqlx::AnyPool, from: i64, to: i64) -> anyhow::Result<()> {
     let now: i64 = 1_790_000_000_000;
     let mut tx = pool.begin().await?;

@@ -309,7 +309,7 @@ pub async fn set_grants(
     source: &str,
     grants: &[Grant],
 ) -> Result<(), sqlx::Error> {
-    let mut tx = app.db.pool().begin().await?;
+    let mut tx = app.db.begin().await?;
     sqlx::query("DELETE FROM role_bindings WHERE user_id = $1 AND source = $2")
         .bind(user_id)
         .bind(source)

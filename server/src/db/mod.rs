@@ -169,6 +169,21 @@ impl Db {
         self.backend
     }
 
+    /// A transaction that may write. On SQLite it takes the write lock at
+    /// `BEGIN` (`IMMEDIATE`): a deferred transaction reads from a snapshot
+    /// and, if another connection commits before its first write, fails
+    /// at once with "database is locked" — no busy timeout helps, since the
+    /// snapshot is stale, not locked. Waiting for the lock up front makes
+    /// read-then-write transactions take turns instead. Every transaction
+    /// goes through here; `pool().begin()` would bring the failure back.
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            #[allow(clippy::disallowed_methods)] // this is the one place
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
     /// Closes every connection; used on shutdown so SQLite checkpoints its WAL.
     pub async fn close(&self) {
         self.pool.close().await;
@@ -267,4 +282,58 @@ pub fn now_millis() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two writers on SQLite, one of which reads before it writes: the one
+    /// that began first finishes first, and the other waits for it instead
+    /// of failing with "database is locked".
+    #[tokio::test]
+    async fn a_sqlite_transaction_that_reads_then_writes_is_not_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::connect(&DatabaseTarget::Sqlite(dir.path().join("t.db")))
+            .await
+            .expect("open");
+        for statement in [
+            "CREATE TABLE counter (n BIGINT NOT NULL)",
+            "INSERT INTO counter VALUES (0)",
+        ] {
+            db.pool().execute(statement).await.expect("create");
+        }
+
+        let mut tx = db.begin().await.expect("begin");
+        let read: i64 = sqlx::query_scalar("SELECT n FROM counter")
+            .fetch_one(&mut *tx)
+            .await
+            .expect("read");
+        // Another connection writes while the transaction is open.
+        let other = tokio::spawn({
+            let pool = db.pool().clone();
+            async move {
+                sqlx::query("UPDATE counter SET n = n + 10")
+                    .execute(&pool)
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sqlx::query("UPDATE counter SET n = $1")
+            .bind(read + 1)
+            .execute(&mut *tx)
+            .await
+            .expect("the transaction's write is not refused");
+        tx.commit().await.expect("commit");
+        other
+            .await
+            .expect("join")
+            .expect("the other write waits its turn");
+
+        let n: i64 = sqlx::query_scalar("SELECT n FROM counter")
+            .fetch_one(db.pool())
+            .await
+            .expect("read");
+        assert_eq!(n, 11, "the transaction's write, then the other one");
+    }
 }

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::{self, Db, local_processes::LocalProcessRow, now_millis};
-use crate::runner::process::{group_alive, spawn_shell, terminate};
+use crate::runner::process::{GroupChild, group_alive, spawn_shell, terminate};
 
 /// How long a replaced process keeps serving in-flight requests.
 const DRAIN: Duration = Duration::from_secs(2);
@@ -367,7 +367,7 @@ fn start_process(
     workdir: &Path,
     port: u16,
     log_path: &Path,
-) -> Result<tokio::process::Child, LocalError> {
+) -> Result<GroupChild, LocalError> {
     let io = |source| LocalError::Io {
         path: log_path.to_path_buf(),
         source,
@@ -400,7 +400,7 @@ fn start_process(
 }
 
 async fn wait_healthy(
-    child: &mut tokio::process::Child,
+    child: &mut GroupChild,
     url: &str,
     timeout: Duration,
     health: &str,
@@ -447,7 +447,7 @@ async fn wait_healthy(
 async fn supervise(
     db: Db,
     spec: LocalSpec,
-    mut child: tokio::process::Child,
+    mut child: GroupChild,
     workdir: PathBuf,
     log_path: PathBuf,
     stop: CancellationToken,

@@ -154,9 +154,8 @@ pub async fn approve(
     let required = i64::from(policy.required);
     let frozen = policy::freeze_now(held.entry.as_ref());
 
-    let pool = app.db.pool();
     let now = now_millis();
-    let mut tx = pool.begin().await?;
+    let mut tx = app.db.begin().await?;
     let already: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM approvals WHERE run_id = $1 AND user_id = $2 AND decision = 'approved'")
         .bind(run_id)
         .bind(caller.user_id)
@@ -208,7 +207,7 @@ pub async fn reject(
         return Err(ApprovalError::Forbidden(refusal));
     }
     let now = now_millis();
-    let mut tx = app.db.pool().begin().await?;
+    let mut tx = app.db.begin().await?;
     record(&mut tx, caller, &held, "rejected", comment, None, now).await?;
     let reason = format!(
         "rejected by {}{}",
@@ -241,7 +240,7 @@ pub async fn override_hold(
         return Err(ApprovalError::Forbidden(refusal));
     }
     let now = now_millis();
-    let mut tx = app.db.pool().begin().await?;
+    let mut tx = app.db.begin().await?;
     record(&mut tx, caller, &held, "override", None, Some(reason), now).await?;
     db::runs::release_hold(&mut *tx, run_id).await?;
     tx.commit().await?;

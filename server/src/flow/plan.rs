@@ -121,7 +121,7 @@ async fn on_push(app: &App, event: BranchEvent) -> anyhow::Result<()> {
         "push"
     };
     let now = now_millis();
-    let mut tx = pool.begin().await?;
+    let mut tx = app.db.begin().await?;
     let run_id = db::runs::insert(
         &mut *tx,
         &NewRun {

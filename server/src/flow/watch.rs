@@ -79,7 +79,7 @@ pub async fn scan_app(
         }
     };
     let now = now_millis();
-    let mut tx = pool.begin().await?;
+    let mut tx = app.db.begin().await?;
     let known = db::branch_heads::list(&mut *tx, app_row.id).await?;
     let mut events = 0;
     for (branch, sha) in &heads {

@@ -105,7 +105,7 @@ pub async fn apply(app: &App, repo: &str, sha: &str) -> Result<Outcome, Reconcil
     }
 
     let now = now_millis();
-    let mut tx = app.db.pool().begin().await?;
+    let mut tx = app.db.begin().await?;
     let mut applied = Vec::new();
     for config in &valid {
         let json = serde_json::to_string(config).map_err(|e| sqlx::Error::Encode(e.into()))?;

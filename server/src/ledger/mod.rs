@@ -122,7 +122,7 @@ pub async fn open(app: &App, opening: &Opening<'_>, now: i64) -> Result<i64, sql
 /// Ends an entry: live (what served before is superseded) or failed. A
 /// release or rollback that went live is announced.
 pub async fn close(app: &App, release_id: i64, live: bool, now: i64) -> Result<(), sqlx::Error> {
-    let mut tx = app.db.pool().begin().await?;
+    let mut tx = app.db.begin().await?;
     db::releases::finish(&mut tx, release_id, live, now).await?;
     tx.commit().await?;
     if live {

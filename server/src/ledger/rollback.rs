@@ -198,7 +198,7 @@ pub async fn request(
         .commit_info(&row.source_url, &target.version)
         .await
         .ok();
-    let mut tx = pool.begin().await?;
+    let mut tx = app.db.begin().await?;
     db::pins::set(&mut *tx, &pin_row).await?;
     let run_id = db::runs::insert(
         &mut *tx,
@@ -362,7 +362,7 @@ pub async fn promote(
     let held = entry.is_some_and(|e| e.approval.is_some()) || policy::freeze_now(entry).is_some();
     let commit = app.git.commit_info(&row.source_url, &head).await?;
     let now = now_millis();
-    let mut tx = pool.begin().await?;
+    let mut tx = app.db.begin().await?;
     let run_id = db::runs::insert(
         &mut *tx,
         &NewRun {

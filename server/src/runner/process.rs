@@ -21,6 +21,36 @@ const INHERITED: &[&str] = &[
     "SSL_CERT_DIR",
 ];
 
+/// A child that leads its own process group. Dropping it while the leader
+/// still runs kills the whole group, not only the leader as `kill_on_drop`
+/// would: `sh -c "python3 app.py"` would otherwise leave the app running
+/// when its supervisor is dropped (a runtime shutting down without `stop`).
+#[derive(Debug)]
+pub struct GroupChild(Child);
+
+impl std::ops::Deref for GroupChild {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for GroupChild {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for GroupChild {
+    fn drop(&mut self) {
+        // `id` is None once the leader was reaped; its group id may then
+        // belong to someone else, so only a live leader's group is killed.
+        if let Some(pid) = self.0.id() {
+            signal_group(pid, Signal::SIGKILL);
+        }
+    }
+}
+
 /// Starts `script` with `sh -c` in `cwd`, in a new process group.
 pub fn spawn_shell(
     script: &str,
@@ -28,7 +58,7 @@ pub fn spawn_shell(
     env: &[(String, String)],
     stdout: Stdio,
     stderr: Stdio,
-) -> std::io::Result<Child> {
+) -> std::io::Result<GroupChild> {
     let mut command = Command::new("sh");
     command.arg("-c").arg(script).current_dir(cwd).env_clear();
     for name in INHERITED {
@@ -46,7 +76,7 @@ pub fn spawn_shell(
         .stderr(stderr)
         .process_group(0)
         .kill_on_drop(true);
-    command.spawn()
+    command.spawn().map(GroupChild)
 }
 
 /// Sends `signal` to the whole process group led by `pid`.
@@ -77,5 +107,55 @@ pub async fn terminate(child: &mut Child, grace: Duration) {
     // Children of the leader may outlive it; make sure the group is gone.
     if group_alive(pid) {
         signal_group(pid, Signal::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `pid` still runs (a zombie has stopped running).
+    fn running(pid: &str) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            !stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    }
+
+    #[tokio::test]
+    async fn dropping_a_child_stops_what_its_shell_started() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let child = spawn_shell(
+            "sleep 300 & echo $! > grandchild; wait",
+            dir.path(),
+            &[],
+            Stdio::null(),
+            Stdio::null(),
+        )
+        .expect("spawn");
+        let pid_file = dir.path().join("grandchild");
+        let mut pid = String::new();
+        for _ in 0..100 {
+            pid = std::fs::read_to_string(&pid_file).unwrap_or_default();
+            if pid.ends_with('\n') {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let pid = pid.trim().to_string();
+        assert!(running(&pid), "the shell's child {pid:?} is running");
+
+        drop(child);
+        for _ in 0..100 {
+            if !running(&pid) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the shell's child {pid} still runs after the child was dropped");
     }
 }

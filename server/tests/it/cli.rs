@@ -214,8 +214,7 @@ fn a_second_server_on_the_same_data_directory_is_refused() {
     let mut command = gantry(dir.path());
     command.args(["serve", "--bind", &format!("127.0.0.1:{}", free_port())]);
     let output = run(command);
-    let _ = first.kill();
-    let _ = first.wait();
+    stop(&mut first);
     assert_eq!(output.status.code(), Some(1));
     let line = one_line(&stderr(&output)).to_string();
     assert!(line.contains("in use by another gantry process"), "{line}");
@@ -342,10 +341,7 @@ async fn the_cluster_commands_and_key_rotation_work_against_the_real_binary() {
     );
 
     // Rotate the key with Gantry stopped; the cluster still answers after.
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    let _ = server.wait();
+    stop(&mut server);
     let before = std::fs::read_to_string(data.join("secret.key")).expect("key");
     let rotated = gantry_cli(
         dir.path(),
@@ -379,6 +375,14 @@ async fn the_cluster_commands_and_key_rotation_work_against_the_real_binary() {
         stderr(&gone).trim(),
         "gantry: error: no cluster named dev (HTTP 404)"
     );
-    let _ = server.kill();
+    stop(&mut server);
+}
+
+/// Stops a `gantry serve` as a service manager would (SIGTERM), so that it
+/// stops the sample app it deployed; a SIGKILL would leave that running.
+fn stop(server: &mut std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
     let _ = server.wait();
 }

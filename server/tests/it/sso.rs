@@ -113,6 +113,9 @@ impl Drop for Gantry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Nothing it deployed may outlive the test.
+        let data_dir = self._data.path().join("data");
+        gantry::recovery::kill_orphans(&gantry::state::instance_tag(&data_dir));
     }
 }
 

@@ -146,6 +146,7 @@ impl TestApp {
         postgres: Option<PostgresDatabase>,
     ) -> TestApp {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        capture_logs();
         let app = App::start(config).await.expect("the app starts");
         let state = AppState(Arc::new(app));
         let router = gantry::http::build_app(state.clone());
@@ -443,6 +444,20 @@ pub async fn token_for(
             .await
             .expect("token");
     token
+}
+
+/// Gantry's logs, with the time since the test binary started, into the
+/// output of the test that caused them: the test harness shows it only when
+/// that test fails, so a timed-out flow tells what it was doing.
+/// `GANTRY_TEST_LOG` overrides the filter.
+fn capture_logs() {
+    let filter = std::env::var("GANTRY_TEST_LOG").unwrap_or_else(|_| "info,gantry=debug".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_timer(tracing_subscriber::fmt::time::uptime())
+        .with_ansi(false)
+        .with_test_writer()
+        .try_init();
 }
 
 pub fn test_config(data_dir: &Path, database: DatabaseTarget) -> Config {
