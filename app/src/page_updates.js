@@ -13,7 +13,9 @@
   // The change feed's newest version, and the version the page shows: a
   // page fetched after the feed announced a version shows at least that.
   let announced = null;
-  let showing = null;
+  // The server stamps each page with the version it was rendered at.
+  const stampOf = (root) => root.querySelector('[data-page-version]')?.dataset.pageVersion || null;
+  let showing = stampOf(document);
 
   // An island is the same if its component and props are; one that keeps
   // itself current (the run's live logs) names a key of its own instead.
@@ -57,10 +59,12 @@
       if (mode !== 'refresh') location.assign(url);
       return false;
     }
+    const stamp = stampOf(doc);
     const fresh = [];
     morph(current, document.adoptNode(incoming), mode, fresh);
     document.title = doc.title;
-    if (version !== null) showing = version;
+    if (stamp !== null) showing = stamp;
+    else if (version !== null) showing = version;
     if (islandsReady() && window.__hydrateIsland) {
       for (const el of fresh) window.__hydrateIsland(el, el.dataset.component);
     }
@@ -230,9 +234,10 @@
     if (location.pathname + location.search !== shown) swap(location.href, 'back');
   });
 
-  // The change feed (server-sent events, signed-in people only): the first
-  // version says where we are; one that differs from what the page shows —
-  // also the first after a dropped connection comes back — means "refresh".
+  // The change feed (server-sent events, signed-in people only): a version
+  // that differs from the one the page was rendered at (or, for a page
+  // without one, from the feed's first) means "refresh", also the first
+  // after a dropped connection comes back.
   // The browser retries a dropped connection by itself, but gives up when a
   // retry fails (offline): then we open a new one, when the network is back
   // or a little later. A connection can also outlive the network: the
@@ -246,7 +251,7 @@
       if (feed && feed.readyState !== EventSource.CLOSED) return;
       feed = new EventSource('/api/v1/changes');
       feed.addEventListener('version', (event) => {
-        if (announced === null) showing = event.data;
+        if (showing === null) showing = event.data;
         announced = event.data;
         document.documentElement.dataset.liveVersion = announced;
         catchUp();

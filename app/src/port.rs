@@ -21,6 +21,13 @@ use crate::dto::{
     TesterFeedback,
 };
 
+/// The change feed's version as it was when a page's request arrived, read
+/// before the page's data: the page shows at least that version. The server
+/// puts it in the request's extensions; the layout writes it into the page
+/// so that live updates know where the page starts (see `page_updates.js`).
+#[derive(Clone, Debug)]
+pub struct PageVersion(pub String);
+
 /// A failure behind the port.
 #[derive(Debug, thiserror::Error)]
 pub enum PortError {

@@ -135,3 +135,36 @@ test('a page that hears of a change while offline catches up when the network is
   assert.equal(await page.evaluate(() => window.__sameDocument === true), true, 'caught up without a reload');
   await context.close();
 });
+
+// A page starts from the version it was rendered at, not from the first one
+// its feed brings: a change made between the two is shown at once, not at
+// the next change. The feed's connection is held back while the change is
+// made.
+test('a change made while a page was on its way is shown', async () => {
+  const context = await browser.newContext();
+  let asked;
+  const feedAsked = new Promise((resolve) => { asked = resolve; });
+  let release;
+  const gate = new Promise((resolve) => { release = resolve; });
+  await context.route('**/api/v1/changes', async (route) => {
+    asked();
+    await gate;
+    await route.continue();
+  });
+  const page = await context.newPage();
+  const problems = watchProblems(page);
+  await signIn(page, gantry.url, { name: 'ada', role: 'admin', returnTo: '/audit' });
+  await feedAsked;
+  await page.evaluate(() => { window.__sameDocument = true; });
+  const rendered = await page.getByTestId('account').getAttribute('data-page-version');
+  assert.ok(rendered, 'the page says which version it was rendered at');
+
+  await signInElsewhere('lovelace');
+  assert.equal(await page.locator('main').getByText('lovelace').count(), 0);
+  release();
+  await page.locator('main').getByText('lovelace').first().waitFor({ timeout: 30_000 });
+  assert.notEqual(await liveVersion(page), rendered);
+  assert.equal(await page.evaluate(() => window.__sameDocument === true), true, 'caught up without a reload');
+  assert.deepEqual(problems, []);
+  await context.close();
+});

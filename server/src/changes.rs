@@ -36,7 +36,7 @@ impl Changes {
 
 /// The watermarks whose change means "refetch". Each is an indexed maximum
 /// or a count, so the query stays cheap with 100,000 runs.
-async fn version(app: &App) -> Result<String, sqlx::Error> {
+pub async fn version(app: &App) -> Result<String, sqlx::Error> {
     let row: (i64, i64, i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT COALESCE(MAX(updated_at), 0) FROM environments),
                 (SELECT COUNT(*) FROM environments),
@@ -56,22 +56,27 @@ async fn version(app: &App) -> Result<String, sqlx::Error> {
     ))
 }
 
+/// Reads the version now and tells the subscribers if it moved.
+pub async fn refresh(app: &App) {
+    match version(app).await {
+        Ok(now) => {
+            app.changes.version.send_if_modified(|current| {
+                let moved = *current != now;
+                if moved {
+                    *current = now;
+                }
+                moved
+            });
+        }
+        Err(error) => tracing::debug!(%error, "change feed: cannot read the watermarks"),
+    }
+}
+
 pub async fn feed_loop(app: std::sync::Arc<App>) {
     let quiet = tokio::sync::Notify::new();
     loop {
         if app.changes.version.receiver_count() > 0 {
-            match version(&app).await {
-                Ok(now) => {
-                    app.changes.version.send_if_modified(|current| {
-                        let moved = *current != now;
-                        if moved {
-                            *current = now;
-                        }
-                        moved
-                    });
-                }
-                Err(error) => tracing::debug!(%error, "change feed: cannot read the watermarks"),
-            }
+            refresh(&app).await;
         }
         if !crate::flow::pause(&app, &quiet, PERIOD).await {
             return;

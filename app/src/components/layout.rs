@@ -100,8 +100,14 @@ fn account(me: Option<Me>) -> impl IntoView {
                 .collect::<Vec<_>>()
                 .join(", ");
             view! {
-                // data-live: signed-in people get live updates (page_updates.js).
-                <span class="account" data-testid="account" data-live="on">
+                // data-live: signed-in people get live updates (page_updates.js),
+                // starting from the version the page was rendered at.
+                <span
+                    class="account"
+                    data-testid="account"
+                    data-live="on"
+                    data-page-version=page_version()
+                >
                     <span class="account-name">{me.name.clone()}</span>
                     <span class="muted">{format!(" · {roles}")}</span>
                 </span>
@@ -118,6 +124,21 @@ fn account(me: Option<Me>) -> impl IntoView {
             </a>
         }
         .into_any(),
+    }
+}
+
+/// The change feed's version this page was rendered at, if the server
+/// stamped the request with one (`port::PageVersion`).
+fn page_version() -> Option<String> {
+    #[cfg(feature = "ssr")]
+    {
+        use_context::<http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<crate::port::PageVersion>().cloned())
+            .map(|version| version.0)
+    }
+    #[cfg(not(feature = "ssr"))]
+    {
+        None
     }
 }
 

@@ -3,9 +3,11 @@
 
 use std::sync::{Arc, OnceLock};
 
-use app::port::{DashboardPort, Port};
+use app::port::{DashboardPort, PageVersion, Port};
 use axum::Router;
 use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use leptos::prelude::provide_context;
 use leptos_axum::{AxumRouteListing, LeptosRoutes, generate_route_list};
@@ -31,9 +33,34 @@ fn route_list() -> Vec<AxumRouteListing> {
 /// The page routes and server functions of the dashboard.
 pub fn routes(state: &AppState) -> Router<AppState> {
     let options = state.leptos.clone();
-    Router::new().leptos_routes_with_context(state, route_list(), provide_port(state), move || {
-        app::shell(options.clone())
-    })
+    Router::new()
+        .leptos_routes_with_context(state, route_list(), provide_port(state), move || {
+            app::shell(options.clone())
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            stamp_version,
+        ))
+}
+
+/// Stamps a page request with the change feed's version, read before the
+/// page reads its data (see `app::port::PageVersion`). Without it a page
+/// would take the feed's first version as its own, and miss a change made
+/// between its render and the feed's connection until the next change.
+async fn stamp_version(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if request.method() == Method::GET {
+        match crate::changes::version(&state).await {
+            Ok(version) => {
+                request.extensions_mut().insert(PageVersion(version));
+            }
+            Err(error) => tracing::debug!(%error, "page version not read"),
+        }
+    }
+    next.run(request).await
 }
 
 /// Anything no route matched: render the app, whose router shows Not Found

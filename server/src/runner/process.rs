@@ -130,7 +130,7 @@ mod tests {
     async fn dropping_a_child_stops_what_its_shell_started() {
         let dir = tempfile::tempdir().expect("temp dir");
         let child = spawn_shell(
-            "sleep 300 & echo $! > grandchild; wait",
+            "sleep 301 & echo $! > grandchild; wait",
             dir.path(),
             &[],
             Stdio::null(),
