@@ -851,7 +851,7 @@ pub async fn detail(app: &App, caller: &Caller, id: i64) -> Result<ChangeRequest
     let pool = app.db.pool();
     let policy = judged.policy();
     let head = judged.row.head_sha.clone().unwrap_or_default();
-    let preview = db::environments::list_active(pool)
+    let preview = db::environments::list_active(&app.db)
         .await?
         .into_iter()
         .find(|e| {

@@ -57,7 +57,7 @@ impl DashboardPort for App {
     }
 
     async fn environments(&self, caller: &Caller) -> Result<Vec<EnvironmentSummary>, PortError> {
-        let all = db::environments::list_active(self.db.pool())
+        let all = db::environments::list_active(&self.db)
             .await
             .map_err(port_error)?;
         // Drift details name objects and fields: admins only.

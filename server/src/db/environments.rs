@@ -37,7 +37,8 @@ pub async fn insert<'e>(
     .await
 }
 
-#[derive(FromRow)]
+/// One environment of the matrix, as `list_active` reads it.
+#[derive(serde::Deserialize)]
 struct Row {
     app: String,
     name: String,
@@ -61,25 +62,41 @@ struct Row {
     pin_git_error: Option<String>,
 }
 
+/// The matrix's columns, as `name, value` pairs for a JSON object.
+const ROW_FIELDS: &str = "'app', a.name, 'name', e.name, 'stack_entry', e.stack_entry,
+    'branch', e.branch, 'state', e.state, 'commit_sha', e.commit_sha,
+    'pipeline_sha', e.pipeline_sha, 'url', e.url, 'updated_at', e.updated_at,
+    'commit_message', e.commit_message, 'commit_author', e.commit_author,
+    'state_detail', e.state_detail, 'drift', e.drift,
+    'pin_release', p.release_id, 'pin_version', p.version, 'pinned_by', p.pinned_by,
+    'pin_reason', p.reason, 'pinned_at', p.created_at, 'pin_commit', p.pin_commit,
+    'pin_git_error', p.git_error";
+
 /// Every environment that is not destroyed, grouped by app, with its pin.
-pub async fn list_active<'e>(
-    exec: impl Executor<'e, Database = Any>,
-) -> Result<Vec<EnvironmentSummary>, sqlx::Error> {
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT a.name AS app, e.name, e.stack_entry, e.branch, e.state, e.commit_sha, e.pipeline_sha,
-                e.url, e.updated_at, e.commit_message, e.commit_author, e.state_detail, e.drift,
-                p.release_id AS pin_release, p.version AS pin_version, p.pinned_by,
-                p.reason AS pin_reason, p.created_at AS pinned_at, p.pin_commit,
-                p.git_error AS pin_git_error
+///
+/// The home page and API read every environment (3,000 with 1,000 apps),
+/// so each row comes as one JSON text built by the database: through the
+/// `Any` driver every value of a row costs a conversion, and twenty of
+/// them per row took 50 ms on SQLite where one takes 6. The two backends
+/// only differ in the function's name.
+pub async fn list_active(db: &super::Db) -> Result<Vec<EnvironmentSummary>, sqlx::Error> {
+    let object = match db.backend() {
+        super::Backend::Sqlite => format!("json_object({ROW_FIELDS})"),
+        super::Backend::Postgres => format!("json_build_object({ROW_FIELDS})::text"),
+    };
+    let rows: Vec<String> = sqlx::query_scalar(&format!(
+        "SELECT {object}
          FROM environments e JOIN apps a ON a.id = e.app_id
          LEFT JOIN environment_pins p ON p.environment_id = e.id
          WHERE e.destroyed_at IS NULL AND a.removed_at IS NULL
-         ORDER BY a.name, e.id",
-    )
-    .fetch_all(exec)
+         ORDER BY a.name, e.id"
+    ))
+    .fetch_all(db.pool())
     .await?;
     rows.into_iter()
-        .map(|row| {
+        .map(|text| {
+            let row: Row =
+                serde_json::from_str(&text).map_err(|error| sqlx::Error::Decode(error.into()))?;
             let pin = match (
                 row.pin_version,
                 row.pinned_by,
