@@ -38,7 +38,7 @@ pub async fn insert<'e>(
 }
 
 /// One environment of the matrix, as `list_active` reads it.
-#[derive(serde::Deserialize)]
+#[derive(FromRow, serde::Deserialize)]
 struct Row {
     app: String,
     name: String,
@@ -62,41 +62,71 @@ struct Row {
     pin_git_error: Option<String>,
 }
 
-/// The matrix's columns, as `name, value` pairs for a JSON object.
-const ROW_FIELDS: &str = "'app', a.name, 'name', e.name, 'stack_entry', e.stack_entry,
-    'branch', e.branch, 'state', e.state, 'commit_sha', e.commit_sha,
-    'pipeline_sha', e.pipeline_sha, 'url', e.url, 'updated_at', e.updated_at,
-    'commit_message', e.commit_message, 'commit_author', e.commit_author,
-    'state_detail', e.state_detail, 'drift', e.drift,
-    'pin_release', p.release_id, 'pin_version', p.version, 'pinned_by', p.pinned_by,
-    'pin_reason', p.reason, 'pinned_at', p.created_at, 'pin_commit', p.pin_commit,
-    'pin_git_error', p.git_error";
+/// `Row`'s fields and the columns they come from.
+const ROW_COLUMNS: [(&str, &str); 20] = [
+    ("app", "a.name"),
+    ("name", "e.name"),
+    ("stack_entry", "e.stack_entry"),
+    ("branch", "e.branch"),
+    ("state", "e.state"),
+    ("commit_sha", "e.commit_sha"),
+    ("pipeline_sha", "e.pipeline_sha"),
+    ("url", "e.url"),
+    ("updated_at", "e.updated_at"),
+    ("commit_message", "e.commit_message"),
+    ("commit_author", "e.commit_author"),
+    ("state_detail", "e.state_detail"),
+    ("drift", "e.drift"),
+    ("pin_release", "p.release_id"),
+    ("pin_version", "p.version"),
+    ("pinned_by", "p.pinned_by"),
+    ("pin_reason", "p.reason"),
+    ("pinned_at", "p.created_at"),
+    ("pin_commit", "p.pin_commit"),
+    ("pin_git_error", "p.git_error"),
+];
 
 /// Every environment that is not destroyed, grouped by app, with its pin.
 ///
-/// The home page and API read every environment (3,000 with 1,000 apps),
-/// so each row comes as one JSON text built by the database: through the
-/// `Any` driver every value of a row costs a conversion, and twenty of
-/// them per row took 50 ms on SQLite where one takes 6. The two backends
-/// only differ in the function's name.
+/// The home page and API read every environment (3,000 with 1,000 apps).
+/// On SQLite each row comes as one JSON text built by SQLite: through the
+/// `Any` driver every value costs a conversion, and twenty per row took
+/// ~50 ms where one JSON text takes ~20 (`bench/src/bin/home.rs`). On
+/// PostgreSQL building the JSON costs more than it saves (the API's p99
+/// went from 31 to 62 ms), so there the columns come as they are.
 pub async fn list_active(db: &super::Db) -> Result<Vec<EnvironmentSummary>, sqlx::Error> {
-    let object = match db.backend() {
-        super::Backend::Sqlite => format!("json_object({ROW_FIELDS})"),
-        super::Backend::Postgres => format!("json_build_object({ROW_FIELDS})::text"),
-    };
-    let rows: Vec<String> = sqlx::query_scalar(&format!(
-        "SELECT {object}
-         FROM environments e JOIN apps a ON a.id = e.app_id
+    const FROM: &str = "FROM environments e JOIN apps a ON a.id = e.app_id
          LEFT JOIN environment_pins p ON p.environment_id = e.id
          WHERE e.destroyed_at IS NULL AND a.removed_at IS NULL
-         ORDER BY a.name, e.id"
-    ))
-    .fetch_all(db.pool())
-    .await?;
+         ORDER BY a.name, e.id";
+    let rows: Vec<Row> = match db.backend() {
+        super::Backend::Sqlite => {
+            let pairs: Vec<String> = ROW_COLUMNS
+                .iter()
+                .map(|(field, column)| format!("'{field}', {column}"))
+                .collect();
+            let texts: Vec<String> =
+                sqlx::query_scalar(&format!("SELECT json_object({}) {FROM}", pairs.join(", ")))
+                    .fetch_all(db.pool())
+                    .await?;
+            texts
+                .iter()
+                .map(|text| serde_json::from_str(text))
+                .collect::<Result<_, _>>()
+                .map_err(|error| sqlx::Error::Decode(error.into()))?
+        }
+        super::Backend::Postgres => {
+            let columns: Vec<String> = ROW_COLUMNS
+                .iter()
+                .map(|(field, column)| format!("{column} AS {field}"))
+                .collect();
+            sqlx::query_as(&format!("SELECT {} {FROM}", columns.join(", ")))
+                .fetch_all(db.pool())
+                .await?
+        }
+    };
     rows.into_iter()
-        .map(|text| {
-            let row: Row =
-                serde_json::from_str(&text).map_err(|error| sqlx::Error::Decode(error.into()))?;
+        .map(|row| {
             let pin = match (
                 row.pin_version,
                 row.pinned_by,
