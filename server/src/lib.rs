@@ -26,6 +26,7 @@ pub mod notify;
 pub mod outbound;
 pub mod recovery;
 pub mod runner;
+pub mod sandbox;
 pub mod secrets;
 pub mod serve;
 pub mod sharing;

@@ -28,6 +28,13 @@ const INHERITED: &[&str] = &[
 #[derive(Debug)]
 pub struct GroupChild(Child);
 
+impl GroupChild {
+    /// Takes charge of `child`, which must lead its own process group.
+    pub fn new(child: Child) -> GroupChild {
+        GroupChild(child)
+    }
+}
+
 impl std::ops::Deref for GroupChild {
     type Target = Child;
     fn deref(&self) -> &Child {
@@ -51,6 +58,18 @@ impl Drop for GroupChild {
     }
 }
 
+/// The variables every child gets from Gantry's own environment.
+pub fn inherited_env() -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = INHERITED
+        .iter()
+        .filter_map(|name| Some((name.to_string(), std::env::var(name).ok()?)))
+        .collect();
+    if !env.iter().any(|(name, _)| name == "PATH") {
+        env.push(("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()));
+    }
+    env
+}
+
 /// Starts `script` with `sh -c` in `cwd`, in a new process group.
 pub fn spawn_shell(
     script: &str,
@@ -60,16 +79,12 @@ pub fn spawn_shell(
     stderr: Stdio,
 ) -> std::io::Result<GroupChild> {
     let mut command = Command::new("sh");
-    command.arg("-c").arg(script).current_dir(cwd).env_clear();
-    for name in INHERITED {
-        if let Ok(value) = std::env::var(name) {
-            command.env(name, value);
-        }
-    }
-    if std::env::var_os("PATH").is_none() {
-        command.env("PATH", "/usr/local/bin:/usr/bin:/bin");
-    }
     command
+        .arg("-c")
+        .arg(script)
+        .current_dir(cwd)
+        .env_clear()
+        .envs(inherited_env())
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .stdout(stdout)

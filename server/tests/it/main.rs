@@ -20,6 +20,7 @@ mod forge;
 mod ledger;
 mod notify;
 mod ops;
+mod sandbox;
 mod schema;
 mod seed;
 mod sessions;

@@ -1,0 +1,301 @@
+//! The first process inside every sandbox (`gantry-sandbox`, started by
+//! bubblewrap as the sandbox's pid 1). Before the step or app runs it sets
+//! the resource limits, gives up root (when Gantry runs as root) and adds a
+//! Landlock fence; then it starts the command, reaps every process of the
+//! sandbox, passes a stop signal on, and relays the environment URLs a step
+//! may reach to Gantry's preview socket. When it exits, the kernel ends
+//! every process of the sandbox with it.
+//!
+//! It reads its [`Instructions`] as JSON from its first argument and says
+//! how the command ended on the status descriptor Gantry handed it, so a
+//! step that exits 137 is not mistaken for one killed by a signal.
+
+use std::io::Write;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use nix::sys::resource::{Resource, setrlimit};
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{Gid, Pid, Uid, setgid, setgroups, setuid};
+use serde::{Deserialize, Serialize};
+
+/// The exit code of a sandbox whose setup failed before the command ran.
+pub const SETUP_FAILED: i32 = 125;
+
+/// What the helper is asked to do.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Instructions {
+    /// The command and its arguments (`sh -c <script>`).
+    pub argv: Vec<String>,
+    /// Become this uid/gid (Gantry runs as root; bubblewrap left the
+    /// helper only the capabilities to do this).
+    pub user: Option<(u32, u32)>,
+    /// Limits set with `setrlimit`, when no cgroup holds the sandbox.
+    pub rlimits: Vec<Rlimit>,
+    /// The Landlock fence; `None` when the kernel has no Landlock.
+    pub landlock: Option<Fence>,
+    /// Relays `127.0.0.1:<port>` (and `[::1]`) inside the sandbox to a
+    /// Unix socket of Gantry's, which serves only environments.
+    pub forward: Option<Forward>,
+    /// The inherited descriptor to report the command's end on.
+    pub status_fd: Option<i32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rlimit {
+    /// Processes (per user namespace).
+    Processes(u64),
+    /// Writable private memory, in bytes.
+    Data(u64),
+    /// Core dumps (always 0: a dump could hold secrets).
+    Core(u64),
+}
+
+/// Paths inside the sandbox: read (and execute) only, or writable too.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fence {
+    pub read_only: Vec<PathBuf>,
+    pub writable: Vec<PathBuf>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forward {
+    pub port: u16,
+    pub socket: PathBuf,
+}
+
+/// How the command ended, as written on the status descriptor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    Exited(i32),
+    Signalled(i32),
+}
+
+impl Ending {
+    pub fn line(self) -> String {
+        match self {
+            Ending::Exited(code) => format!("exited {code}\n"),
+            Ending::Signalled(signal) => format!("signalled {signal}\n"),
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Ending> {
+        let (kind, number) = text.trim().split_once(' ')?;
+        let number = number.parse().ok()?;
+        match kind {
+            "exited" => Some(Ending::Exited(number)),
+            "signalled" => Some(Ending::Signalled(number)),
+            _ => None,
+        }
+    }
+}
+
+/// The helper's `main`: returns the exit code.
+pub fn main(args: &[String]) -> i32 {
+    let Some(instructions) = args
+        .get(1)
+        .and_then(|text| serde_json::from_str::<Instructions>(text).ok())
+    else {
+        eprintln!(
+            "gantry-sandbox: expected the sandbox instructions as JSON in the first argument"
+        );
+        return SETUP_FAILED;
+    };
+    match run(&instructions) {
+        Ok(ending) => match ending {
+            Ending::Exited(code) => code,
+            Ending::Signalled(signal) => 128 + signal,
+        },
+        Err(message) => {
+            eprintln!("[gantry] the sandbox could not be set up: {message}");
+            SETUP_FAILED
+        }
+    }
+}
+
+fn run(instructions: &Instructions) -> Result<Ending, String> {
+    let mut status = match instructions.status_fd {
+        Some(fd) => Some(status_file(fd)?),
+        None => None,
+    };
+    for limit in &instructions.rlimits {
+        let (resource, value) = match *limit {
+            Rlimit::Processes(n) => (Resource::RLIMIT_NPROC, n),
+            Rlimit::Data(n) => (Resource::RLIMIT_DATA, n),
+            Rlimit::Core(n) => (Resource::RLIMIT_CORE, n),
+        };
+        setrlimit(resource, value, value).map_err(|e| format!("setrlimit {resource:?}: {e}"))?;
+    }
+    // Listeners are bound before root is given up (ports below 1024 work).
+    let listeners = match &instructions.forward {
+        Some(forward) => bind_forward(forward.port)?,
+        None => Vec::new(),
+    };
+    if let Some((uid, gid)) = instructions.user {
+        setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
+        setgid(Gid::from_raw(gid)).map_err(|e| format!("setgid {gid}: {e}"))?;
+        setuid(Uid::from_raw(uid)).map_err(|e| format!("setuid {uid}: {e}"))?;
+        if Uid::effective().is_root() {
+            return Err("still root after setuid".into());
+        }
+    }
+    if let Some(fence) = &instructions.landlock {
+        fence_in(fence)?;
+    }
+    if let Some(forward) = &instructions.forward {
+        for listener in listeners {
+            let socket = forward.socket.clone();
+            std::thread::spawn(move || relay_all(listener, socket));
+        }
+    }
+    // Registered before the command starts, so its end cannot be missed.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGCHLD,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ])
+    .map_err(|e| format!("signal handlers: {e}"))?;
+    let (program, rest) = instructions
+        .argv
+        .split_first()
+        .ok_or_else(|| "no command".to_string())?;
+    let child = Command::new(program)
+        .args(rest)
+        .stdin(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start {program}: {e}"))?;
+    let main = Pid::from_raw(i32::try_from(child.id()).map_err(|e| e.to_string())?);
+    let ending = supervise(&mut signals, main);
+    // What the command left behind ends with the sandbox.
+    let _ = killpg(main, Signal::SIGKILL);
+    if let Some(status) = status.as_mut() {
+        let _ = status.write_all(ending.line().as_bytes());
+    }
+    Ok(ending)
+}
+
+/// Reaps every process that ends in the sandbox (pid 1 inherits orphans)
+/// until the command itself has ended; passes stop signals on to it.
+fn supervise(signals: &mut signal_hook::iterator::Signals, main: Pid) -> Ending {
+    loop {
+        if let Some(ending) = reap(main) {
+            return ending;
+        }
+        for signal in signals.wait() {
+            if signal != signal_hook::consts::SIGCHLD
+                && let Ok(signal) = Signal::try_from(signal)
+            {
+                let _ = killpg(main, signal);
+            }
+        }
+    }
+}
+
+fn reap(main: Pid) -> Option<Ending> {
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == main => return Some(Ending::Exited(code)),
+            Ok(WaitStatus::Signaled(pid, signal, _)) if pid == main => {
+                return Some(Ending::Signalled(signal as i32));
+            }
+            Ok(WaitStatus::StillAlive) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+/// Opens the inherited status descriptor anew (close-on-exec, so the
+/// command cannot write to it) and closes the inherited one.
+fn status_file(fd: i32) -> Result<std::fs::File, String> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/self/fd/{fd}"))
+        .map_err(|e| format!("status descriptor {fd}: {e}"))?;
+    nix::unistd::close(fd).map_err(|e| format!("closing descriptor {fd}: {e}"))?;
+    Ok(file)
+}
+
+fn fence_in(fence: &Fence) -> Result<(), String> {
+    use landlock::{
+        ABI, Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr, RulesetCreatedAttr,
+        Scope, path_beneath_rules,
+    };
+    // The newest ABI checked on these machines (DESIGN.md §5b).
+    let abi = ABI::V7;
+    let fail = |e: landlock::RulesetError| format!("landlock: {e}");
+    Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .handle_access(AccessFs::from_all(abi))
+        .map_err(fail)?
+        .scope(Scope::from_all(abi))
+        .map_err(fail)?
+        .create()
+        .map_err(fail)?
+        .add_rules(path_beneath_rules(
+            &fence.read_only,
+            AccessFs::from_read(abi),
+        ))
+        .map_err(fail)?
+        .add_rules(path_beneath_rules(&fence.writable, AccessFs::from_all(abi)))
+        .map_err(fail)?
+        .restrict_self()
+        .map_err(fail)?;
+    Ok(())
+}
+
+fn bind_forward(port: u16) -> Result<Vec<TcpListener>, String> {
+    let v4 = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+        .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
+    let mut listeners = vec![v4];
+    // `localhost` may resolve to ::1 first; IPv6 may be off, which is fine.
+    if let Ok(v6) = TcpListener::bind(SocketAddr::from((Ipv6Addr::LOCALHOST, port))) {
+        listeners.push(v6);
+    }
+    Ok(listeners)
+}
+
+fn relay_all(listener: TcpListener, socket: PathBuf) {
+    for client in listener.incoming().flatten() {
+        let socket = socket.clone();
+        std::thread::spawn(move || relay(client, &socket));
+    }
+}
+
+/// Copies bytes both ways between a client in the sandbox and Gantry.
+fn relay(client: TcpStream, socket: &std::path::Path) {
+    let Ok(upstream) = UnixStream::connect(socket) else {
+        return;
+    };
+    let (Ok(mut client_read), Ok(mut upstream_write)) = (client.try_clone(), upstream.try_clone())
+    else {
+        return;
+    };
+    let forward = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut client_read, &mut upstream_write);
+        let _ = upstream_write.shutdown(std::net::Shutdown::Write);
+    });
+    let (mut upstream_read, mut client_write) = (upstream, client);
+    let _ = std::io::copy(&mut upstream_read, &mut client_write);
+    let _ = client_write.shutdown(std::net::Shutdown::Write);
+    let _ = forward.join();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endings_round_trip_through_the_status_line() {
+        for ending in [Ending::Exited(0), Ending::Exited(137), Ending::Signalled(9)] {
+            assert_eq!(Ending::parse(&ending.line()), Some(ending));
+        }
+        assert_eq!(Ending::parse("exited"), None);
+        assert_eq!(Ending::parse("crashed 3"), None);
+    }
+}

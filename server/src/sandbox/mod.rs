@@ -1,0 +1,861 @@
+//! The sandbox every step and every local app runs in (DESIGN.md §5b).
+//! App code is written by developers, so whatever it can reach, a developer
+//! can reach: it gets its own user, mount, pid, ipc, uts and network
+//! namespaces (bubblewrap), runs as an unprivileged user, sees a read-only
+//! system and the directories it was given, is fenced by Landlock and held
+//! by a cgroup (or rlimits), reaches the outside through slirp4netns but not
+//! the host's loopback services — and ends with the Gantry that started it.
+//!
+//! When the sandbox cannot be set up, nothing runs unless an admin turned
+//! it off (`runner.sandbox = "none"`), which every run page then says.
+
+mod cgroup;
+pub mod init;
+mod plan;
+mod slirp;
+mod spawner;
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use command_fds::{CommandFdExt, FdMapping};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::runner::process::{self, GroupChild};
+use cgroup::{Cgroup, CgroupParent};
+pub use init::Ending;
+use slirp::Slirp;
+use spawner::Spawner;
+
+/// Where a sandbox's workspace and home appear.
+pub const WORKSPACE: &str = "/workspace";
+pub const PIPELINE: &str = "/pipeline";
+pub const HOME: &str = "/home/gantry";
+pub const APP_DIR: &str = "/app";
+
+/// How long a sandbox may take to start before it is given up.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How Gantry is configured to isolate child processes.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `runner.sandbox`: false only when an admin turned it off.
+    pub enabled: bool,
+    /// `runner.user`: who sandboxed processes run as when Gantry is root.
+    pub user: (u32, u32),
+    /// The `gantry-sandbox` helper.
+    pub helper: PathBuf,
+    /// `runner.read_only_paths`: more host paths shown read-only.
+    pub read_only: Vec<PathBuf>,
+    /// Gantry's own files (data directory, key, config file), masked
+    /// wherever they fall inside what a sandbox sees.
+    pub private: Vec<PathBuf>,
+    /// Gantry's socket that serves environments only (see `http::preview`).
+    pub preview_socket: PathBuf,
+    /// Per-sandbox scratch files (hosts, resolv.conf, API sockets).
+    pub run_dir: PathBuf,
+    /// Names this Gantry's cgroups.
+    pub tag: String,
+    /// The loopback port environment URLs use, relayed to the preview
+    /// socket inside sandboxes (none when environments are not served on
+    /// this host's loopback).
+    pub relay_port: Option<u16>,
+}
+
+/// What a sandbox may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub memory_bytes: u64,
+    pub pids: u64,
+    /// CPU time per second of wall time, in thousandths of a core.
+    pub cpu_millis: u64,
+    /// Size of the private `/tmp`.
+    pub tmp_bytes: u64,
+}
+
+/// A sandbox's network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Network {
+    /// Its own namespace with outbound access and no way to the host's
+    /// loopback, except environment URLs (through the relay).
+    Isolated,
+    /// Only its own loopback.
+    None,
+    /// The host's network (an admin's explicit choice).
+    Host,
+}
+
+/// A host directory shown inside a sandbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mount {
+    pub host: PathBuf,
+    pub inside: PathBuf,
+    pub writable: bool,
+}
+
+impl Mount {
+    pub fn writable(host: impl Into<PathBuf>, inside: impl Into<PathBuf>) -> Mount {
+        Mount {
+            host: host.into(),
+            inside: inside.into(),
+            writable: true,
+        }
+    }
+
+    pub fn read_only(host: impl Into<PathBuf>, inside: impl Into<PathBuf>) -> Mount {
+        Mount {
+            writable: false,
+            ..Mount::writable(host, inside)
+        }
+    }
+}
+
+/// One process tree to start.
+#[derive(Debug)]
+pub struct Spec {
+    /// Run by `sh -c`.
+    pub script: String,
+    pub mounts: Vec<Mount>,
+    /// The working directory: one of `mounts`.
+    pub cwd: Mount,
+    pub env: Vec<(String, String)>,
+    pub limits: Limits,
+    pub network: Network,
+    /// A port of the sandbox to publish on the host's `127.0.0.1`.
+    pub publish: Option<u16>,
+    /// Host names that resolve to the sandbox's loopback (environment
+    /// hosts, reached through the relay).
+    pub hosts: Vec<String>,
+    pub stdout: Stdio,
+    pub stderr: Stdio,
+}
+
+/// Which limit stopped a sandbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitHit {
+    Memory,
+    Processes,
+}
+
+/// How a sandboxed process tree ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exit {
+    pub ending: Ending,
+    pub limit: Option<LimitHit>,
+}
+
+impl Exit {
+    pub fn success(&self) -> bool {
+        self.ending == Ending::Exited(0) && self.limit.is_none()
+    }
+
+    pub fn code(&self) -> Option<i32> {
+        match self.ending {
+            Ending::Exited(code) => Some(code),
+            Ending::Signalled(_) => None,
+        }
+    }
+
+    /// What went wrong, for a step's or an app's error (`None` on success).
+    pub fn problem(&self, limits: &Limits) -> Option<String> {
+        if let Some(limit) = self.limit {
+            return Some(limit_message(limit, limits));
+        }
+        match self.ending {
+            Ending::Exited(0) => None,
+            Ending::Exited(code) => Some(format!("exited with code {code}")),
+            Ending::Signalled(signal) => Some(match Signal::try_from(signal) {
+                Ok(name) => format!("was killed by signal {signal} ({name})"),
+                Err(_) => format!("was killed by signal {signal}"),
+            }),
+        }
+    }
+}
+
+/// "was stopped: …" for a limit a sandbox ran into.
+pub fn limit_message(limit: LimitHit, limits: &Limits) -> String {
+    match limit {
+        LimitHit::Memory => format!(
+            "was stopped: it used more than its memory limit ({})",
+            human_bytes(limits.memory_bytes)
+        ),
+        LimitHit::Processes => format!(
+            "was stopped: it tried to run more than its limit of {} processes (pids)",
+            limits.pids
+        ),
+    }
+}
+
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (unit, size) in UNITS {
+        if bytes >= size && bytes.is_multiple_of(size) {
+            return format!("{} {unit}", bytes / size);
+        }
+    }
+    format!("{bytes} bytes")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("the sandbox is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the sandbox's network is unavailable: {0}")]
+    NoNetwork(String),
+    #[error("cannot start the sandbox: {0}")]
+    Start(String),
+}
+
+/// Whether sandboxes can be made here, for the Settings and run pages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Sandboxing works. `network` names a problem with the isolated
+    /// network (steps with `network: none` or `host` still run);
+    /// `cgroups` says whether limits are cgroups or rlimits.
+    On {
+        network: Option<String>,
+        cgroups: bool,
+    },
+    /// An admin set `runner.sandbox = "none"`.
+    Off,
+    /// Sandboxing was asked for and cannot work: nothing runs.
+    Unavailable(String),
+}
+
+/// Starts sandboxes. One per Gantry.
+#[derive(Debug)]
+pub struct Sandbox {
+    settings: Settings,
+    status: Status,
+    as_root: bool,
+    bwrap: PathBuf,
+    slirp: PathBuf,
+    cgroups: Option<CgroupParent>,
+    spawner: Option<Spawner>,
+    counter: AtomicU64,
+}
+
+impl Sandbox {
+    /// Checks what works here by starting a trial sandbox (a few ms).
+    pub async fn start(settings: Settings) -> Sandbox {
+        let as_root = nix::unistd::Uid::effective().is_root();
+        let mut sandbox = Sandbox {
+            status: Status::Off,
+            as_root,
+            bwrap: find_program("bwrap"),
+            slirp: find_program("slirp4netns"),
+            cgroups: None,
+            spawner: None,
+            counter: AtomicU64::new(0),
+            settings,
+        };
+        if !sandbox.settings.enabled {
+            return sandbox;
+        }
+        sandbox.status = match sandbox.probe().await {
+            Ok(status) => status,
+            Err(reason) => Status::Unavailable(reason),
+        };
+        match &sandbox.status {
+            Status::Unavailable(reason) => {
+                tracing::error!(%reason, "the sandbox is unavailable: no step or local app will run until it is fixed (or runner.sandbox = \"none\" is set)");
+            }
+            Status::On { network, cgroups } => {
+                if let Some(problem) = network {
+                    tracing::warn!(%problem, "sandboxed steps get no network of their own: only `network: none` and `network: host` steps run");
+                }
+                if !cgroups {
+                    tracing::info!("sandbox limits are rlimits (no cgroups here)");
+                }
+            }
+            Status::Off => {}
+        }
+        sandbox
+    }
+
+    async fn probe(&mut self) -> Result<Status, String> {
+        if !self.bwrap.is_file() {
+            return Err(
+                "bubblewrap (bwrap) is not installed; install it with `apt-get install bubblewrap`"
+                    .into(),
+            );
+        }
+        if !self.settings.helper.is_file() {
+            return Err(format!(
+                "the helper {} is missing; it is built with gantry (cargo build --bin gantry-sandbox)",
+                self.settings.helper.display()
+            ));
+        }
+        std::fs::create_dir_all(&self.settings.run_dir)
+            .map_err(|e| format!("cannot create {}: {e}", self.settings.run_dir.display()))?;
+        self.spawner =
+            Some(Spawner::new().map_err(|e| format!("cannot start the spawner thread: {e}"))?);
+        self.cgroups = match CgroupParent::create(&self.settings.tag) {
+            Ok(parent) => Some(parent),
+            Err(reason) => {
+                tracing::debug!(%reason, "no cgroups for sandboxes");
+                None
+            }
+        };
+        let cgroups = self.cgroups.is_some();
+        // Trial runs: the plain sandbox, then its network.
+        self.trial(Network::None).await?;
+        let network = if self.slirp.is_file() {
+            self.trial(Network::Isolated).await.err()
+        } else {
+            Some(
+                "slirp4netns is not installed; install it with `apt-get install slirp4netns`"
+                    .into(),
+            )
+        };
+        Ok(Status::On { network, cgroups })
+    }
+
+    async fn trial(&self, network: Network) -> Result<(), String> {
+        let dir = self.settings.run_dir.join("trial");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let cwd = Mount::read_only(&dir, "/trial");
+        let spec = Spec {
+            script: "exit 0".into(),
+            mounts: vec![cwd.clone()],
+            cwd,
+            env: Vec::new(),
+            limits: Limits {
+                memory_bytes: 256 << 20,
+                pids: 16,
+                cpu_millis: 1000,
+                tmp_bytes: 1 << 20,
+            },
+            network,
+            publish: None,
+            hosts: Vec::new(),
+            stdout: Stdio::null(),
+            stderr: Stdio::piped(),
+        };
+        let mut sandboxed = self
+            .spawn_sandboxed(spec)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut stderr = String::new();
+        if let Some(mut pipe) = sandboxed.child.stderr.take() {
+            let _ = pipe.read_to_string(&mut stderr).await;
+        }
+        let exit = sandboxed.wait().await.map_err(|e| e.to_string())?;
+        sandboxed.finish().await;
+        if exit.success() {
+            Ok(())
+        } else {
+            let why = stderr.lines().last().unwrap_or("no message").trim();
+            Err(format!("a trial sandbox failed ({exit:?}): {why}"))
+        }
+    }
+
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+
+    /// True when child processes run sandboxed.
+    pub fn enabled(&self) -> bool {
+        self.settings.enabled
+    }
+
+    /// The path a process sees for `mount`: inside the sandbox, or the host
+    /// path when sandboxing is off.
+    pub fn seen(&self, mount: &Mount) -> PathBuf {
+        if self.settings.enabled {
+            mount.inside.clone()
+        } else {
+            mount.host.clone()
+        }
+    }
+
+    /// Gives a directory Gantry prepared (a checkout, a deploy) to the
+    /// runner user, so the sandbox may write to it.
+    pub async fn hand_over(&self, path: &Path) -> std::io::Result<()> {
+        if !(self.settings.enabled && self.as_root) {
+            return Ok(());
+        }
+        let (uid, gid) = self.settings.user;
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || chown_tree(&path, uid, gid))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
+    /// Starts `spec`: sandboxed, or as a plain process group when an admin
+    /// turned sandboxing off.
+    pub async fn spawn(&self, spec: Spec) -> Result<Sandboxed, SandboxError> {
+        match &self.status {
+            Status::Off => {
+                let child = process::spawn_shell(
+                    &spec.script,
+                    &spec.cwd.host,
+                    &spec.env,
+                    spec.stdout,
+                    spec.stderr,
+                )
+                .map_err(|e| SandboxError::Start(e.to_string()))?;
+                Ok(Sandboxed { child, inner: None })
+            }
+            Status::Unavailable(reason) => Err(SandboxError::Unavailable(reason.clone())),
+            Status::On { network, .. } => {
+                if let (Network::Isolated, Some(problem)) = (spec.network, network) {
+                    return Err(SandboxError::NoNetwork(problem.clone()));
+                }
+                self.spawn_sandboxed(spec).await
+            }
+        }
+    }
+
+    async fn spawn_sandboxed(&self, spec: Spec) -> Result<Sandboxed, SandboxError> {
+        let start = |e: String| SandboxError::Start(e);
+        let spawner = self
+            .spawner
+            .as_ref()
+            .ok_or_else(|| start("the sandbox spawner is not running".into()))?;
+        let id = self.counter.fetch_add(1, Ordering::Relaxed);
+        let scratch = self
+            .settings
+            .run_dir
+            .join(format!("sandbox-{}-{id}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&scratch);
+        std::fs::create_dir_all(&scratch).map_err(|e| start(e.to_string()))?;
+        let mut guard = ScratchGuard(Some(scratch.clone()));
+
+        let resolv_file = (spec.network == Network::Isolated).then(|| scratch.join("resolv.conf"));
+        if let Some(path) = &resolv_file {
+            std::fs::write(path, format!("nameserver {}\n", slirp::GUEST_DNS))
+                .map_err(|e| start(e.to_string()))?;
+        }
+        let relay = match (spec.network, self.settings.relay_port) {
+            (Network::Isolated, Some(port)) if self.settings.preview_socket.exists() => {
+                Some(init::Forward {
+                    port,
+                    socket: PathBuf::from(plan::PREVIEW_SOCKET),
+                })
+            }
+            _ => None,
+        };
+        // Environment hosts resolve to the relay, and only when there is one.
+        let hosts_file = scratch.join("hosts");
+        let names = if relay.is_some() {
+            &spec.hosts[..]
+        } else {
+            &[]
+        };
+        std::fs::write(&hosts_file, hosts_text(names)).map_err(|e| start(e.to_string()))?;
+        let cgroup = match &self.cgroups {
+            Some(parent) => Some(
+                parent
+                    .child(&format!("s{}-{id}", std::process::id()), &spec.limits)
+                    .map_err(|e| start(format!("cannot create its cgroup: {e}")))?,
+            ),
+            None => None,
+        };
+        let mut rlimits = vec![init::Rlimit::Core(0)];
+        if cgroup.is_none() {
+            rlimits.push(init::Rlimit::Processes(spec.limits.pids));
+            rlimits.push(init::Rlimit::Data(spec.limits.memory_bytes));
+        }
+        let mut writable: Vec<PathBuf> = spec
+            .mounts
+            .iter()
+            .filter(|m| m.writable)
+            .map(|m| m.inside.clone())
+            .collect();
+        writable.extend(["/tmp", "/dev"].map(PathBuf::from));
+        let instructions = init::Instructions {
+            argv: vec!["sh".into(), "-c".into(), spec.script.clone()],
+            user: self.as_root.then_some(self.settings.user),
+            rlimits,
+            landlock: Some(init::Fence {
+                read_only: vec![PathBuf::from("/")],
+                writable,
+            }),
+            forward: relay.clone(),
+            status_fd: Some(plan::STATUS_FD),
+        };
+        let instructions =
+            serde_json::to_string(&instructions).map_err(|e| start(e.to_string()))?;
+        let args = plan::arguments(&plan::Plan {
+            as_root: self.as_root,
+            network: spec.network,
+            mounts: &spec.mounts,
+            cwd: &spec.cwd.inside,
+            read_only: &self.settings.read_only,
+            private: &self.settings.private,
+            tmp_bytes: spec.limits.tmp_bytes,
+            hosts_file: &hosts_file,
+            resolv_file: resolv_file.as_deref(),
+            helper: &self.settings.helper,
+            preview_socket: relay
+                .as_ref()
+                .map(|_| self.settings.preview_socket.as_path()),
+            instructions: &instructions,
+        });
+
+        let (info_read, info_write) = pipe().map_err(start)?;
+        let (block_read, block_write) = pipe().map_err(start)?;
+        let (status_read, status_write) = pipe().map_err(start)?;
+        let mut command = tokio::process::Command::new(&self.bwrap);
+        command
+            .args(&args)
+            .env_clear()
+            .envs(process::inherited_env())
+            .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(spec.stdout)
+            .stderr(spec.stderr)
+            .process_group(0)
+            .kill_on_drop(true);
+        command
+            .fd_mappings(vec![
+                FdMapping {
+                    parent_fd: info_write,
+                    child_fd: plan::INFO_FD,
+                },
+                FdMapping {
+                    parent_fd: block_read,
+                    child_fd: plan::BLOCK_FD,
+                },
+                FdMapping {
+                    parent_fd: status_write,
+                    child_fd: plan::STATUS_FD,
+                },
+            ])
+            .map_err(|e| start(e.to_string()))?;
+        let child = spawner
+            .spawn(command)
+            .await
+            .map_err(|e| start(format!("cannot run {}: {e}", self.bwrap.display())))?;
+        let mut sandboxed = Sandboxed {
+            child: GroupChild::new(child),
+            inner: None,
+        };
+
+        let helper_pid = match read_child_pid(info_read).await {
+            Ok(pid) => pid,
+            Err(error) => {
+                let mut output = String::new();
+                if let Some(mut pipe) = sandboxed.child.stderr.take() {
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        pipe.read_to_string(&mut output),
+                    )
+                    .await;
+                }
+                let why = output.lines().last().unwrap_or(&error).to_string();
+                return Err(start(why));
+            }
+        };
+        if let Some(cgroup) = &cgroup {
+            cgroup
+                .add(helper_pid)
+                .map_err(|e| start(format!("cannot move it into its cgroup: {e}")))?;
+        }
+        let slirp = if spec.network == Network::Isolated {
+            let api = spec.publish.map(|_| scratch.join("slirp.sock"));
+            let slirp = Slirp::start(spawner, &self.slirp, helper_pid, api)
+                .await
+                .map_err(SandboxError::NoNetwork)?;
+            if let Some(port) = spec.publish {
+                slirp.publish(port).await.map_err(start)?;
+            }
+            Some(slirp)
+        } else {
+            None
+        };
+        let status = tokio::net::unix::pipe::Receiver::from_owned_fd(status_read)
+            .map_err(|e| start(e.to_string()))?;
+        sandboxed.inner = Some(Inner {
+            helper_pid,
+            status: Some(status),
+            cgroup,
+            slirp,
+            scratch: guard.0.take(),
+            limits: spec.limits,
+        });
+        // Everything is in place: let the helper start.
+        let mut block = tokio::net::unix::pipe::Sender::from_owned_fd(block_write)
+            .map_err(|e| start(e.to_string()))?;
+        block
+            .write_all(b"1")
+            .await
+            .map_err(|e| start(format!("cannot release the sandbox: {e}")))?;
+        Ok(sandboxed)
+    }
+}
+
+/// A sandboxed process tree (or, with sandboxing off, a process group).
+#[derive(Debug)]
+pub struct Sandboxed {
+    /// bubblewrap (or `sh` when off): its stdout and stderr are the
+    /// command's.
+    pub child: GroupChild,
+    inner: Option<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// The helper's pid on the host (pid 1 inside).
+    helper_pid: u32,
+    status: Option<tokio::net::unix::pipe::Receiver>,
+    cgroup: Option<Cgroup>,
+    slirp: Option<Slirp>,
+    scratch: Option<PathBuf>,
+    limits: Limits,
+}
+
+impl Sandboxed {
+    /// The pid that stands for the tree (bubblewrap's, or the shell's).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    pub fn is_sandboxed(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// The limit the tree has run into so far.
+    pub fn limit_hit(&self) -> Option<LimitHit> {
+        self.inner
+            .as_ref()
+            .and_then(|inner| inner.cgroup.as_ref())
+            .and_then(Cgroup::limit_hit)
+    }
+
+    pub fn limits(&self) -> Option<Limits> {
+        self.inner.as_ref().map(|inner| inner.limits)
+    }
+
+    /// Waits until the tree has ended.
+    pub async fn wait(&mut self) -> std::io::Result<Exit> {
+        let status = self.child.wait().await?;
+        Ok(self.exit_of(status).await)
+    }
+
+    /// The exit if the tree has ended, without waiting.
+    pub async fn try_wait(&mut self) -> std::io::Result<Option<Exit>> {
+        match self.child.try_wait()? {
+            Some(status) => Ok(Some(self.exit_of(status).await)),
+            None => Ok(None),
+        }
+    }
+
+    async fn exit_of(&mut self, status: ExitStatus) -> Exit {
+        use std::os::unix::process::ExitStatusExt;
+        let plain = match (status.code(), status.signal()) {
+            (Some(code), _) => Ending::Exited(code),
+            (None, Some(signal)) => Ending::Signalled(signal),
+            (None, None) => Ending::Exited(-1),
+        };
+        let Some(inner) = self.inner.as_mut() else {
+            return Exit {
+                ending: plain,
+                limit: None,
+            };
+        };
+        let mut line = String::new();
+        if let Some(mut pipe) = inner.status.take() {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), pipe.read_to_string(&mut line)).await;
+        }
+        let ending = Ending::parse(&line).unwrap_or(match plain {
+            // bubblewrap passes on a killed helper as 128 + signal.
+            Ending::Exited(code) if code > 128 && code != init::SETUP_FAILED => {
+                Ending::Signalled(code - 128)
+            }
+            other => other,
+        });
+        Exit {
+            ending,
+            limit: inner.cgroup.as_ref().and_then(Cgroup::limit_hit),
+        }
+    }
+
+    /// Stops the tree: SIGTERM to what runs inside, SIGKILL after `grace`.
+    pub async fn terminate(&mut self, grace: Duration) {
+        let Some(inner) = &self.inner else {
+            process::terminate(&mut self.child, grace).await;
+            return;
+        };
+        if matches!(self.child.try_wait(), Ok(None))
+            && let Ok(pid) = i32::try_from(inner.helper_pid)
+        {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        if tokio::time::timeout(grace, self.child.wait())
+            .await
+            .is_err()
+        {
+            self.kill();
+            let _ = self.child.wait().await;
+        }
+    }
+
+    /// Kills the tree at once.
+    pub fn kill(&mut self) {
+        if let Some(pid) = self.child.id() {
+            process::signal_group(pid, Signal::SIGKILL);
+        }
+        if let Some(pid) = self
+            .inner
+            .as_ref()
+            .and_then(|inner| i32::try_from(inner.helper_pid).ok())
+            && matches!(self.child.try_wait(), Ok(None))
+        {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+
+    /// Releases what the sandbox held (its network, cgroup, scratch files)
+    /// once it has ended.
+    pub async fn finish(mut self) {
+        if let Some(mut inner) = self.inner.take() {
+            if let Some(slirp) = inner.slirp.take() {
+                slirp.stop().await;
+            }
+            inner.release();
+        }
+    }
+}
+
+impl Inner {
+    fn release(&mut self) {
+        if let Some(cgroup) = self.cgroup.take() {
+            cgroup.remove();
+        }
+        if let Some(scratch) = self.scratch.take() {
+            let _ = std::fs::remove_dir_all(scratch);
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Removes a scratch directory unless it was handed on.
+struct ScratchGuard(Option<PathBuf>);
+
+impl Drop for ScratchGuard {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_dir_all(path);
+        }
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))
+}
+
+/// bubblewrap's `--info-fd` JSON: the sandbox's first process.
+async fn read_child_pid(info: OwnedFd) -> Result<u32, String> {
+    let mut pipe =
+        tokio::net::unix::pipe::Receiver::from_owned_fd(info).map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    tokio::time::timeout(START_TIMEOUT, pipe.read_to_string(&mut text))
+        .await
+        .map_err(|_| "bubblewrap did not start in time".to_string())?
+        .map_err(|e| e.to_string())?;
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|info| info.get("child-pid")?.as_u64())
+        .and_then(|pid| u32::try_from(pid).ok())
+        .ok_or_else(|| "bubblewrap exited before the sandbox started".to_string())
+}
+
+/// `/etc/hosts` inside: loopback, plus the environment hosts a step may
+/// reach through the relay. Names are checked: a line break in one would
+/// add entries of its own.
+fn hosts_text(names: &[String]) -> String {
+    let mut line = String::from("127.0.0.1\tlocalhost");
+    for name in names {
+        let plain = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if plain {
+            line.push(' ');
+            line.push_str(name);
+        }
+    }
+    line.push('\n');
+    line
+}
+
+fn find_program(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| Path::new("/usr/bin").join(name))
+}
+
+/// `chown -R` without following links (a checkout may hold hostile ones).
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+    if std::fs::symlink_metadata(path)?.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            chown_tree(&entry?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_files_take_plain_names_only() {
+        let text = hosts_text(&[
+            "preview--shop.localhost".into(),
+            "evil\n10.0.0.1 db".into(),
+            String::new(),
+        ]);
+        assert_eq!(text, "127.0.0.1\tlocalhost preview--shop.localhost\n");
+    }
+
+    #[test]
+    fn limits_and_endings_are_told_plainly() {
+        let limits = Limits {
+            memory_bytes: 2 << 30,
+            pids: 512,
+            cpu_millis: 2000,
+            tmp_bytes: 1 << 30,
+        };
+        let exit = |ending, limit| Exit { ending, limit };
+        assert_eq!(exit(Ending::Exited(0), None).problem(&limits), None);
+        assert_eq!(
+            exit(Ending::Exited(3), None).problem(&limits).as_deref(),
+            Some("exited with code 3")
+        );
+        assert_eq!(
+            exit(Ending::Signalled(9), None).problem(&limits).as_deref(),
+            Some("was killed by signal 9 (SIGKILL)")
+        );
+        assert_eq!(
+            exit(Ending::Signalled(9), Some(LimitHit::Memory))
+                .problem(&limits)
+                .as_deref(),
+            Some("was stopped: it used more than its memory limit (2 GiB)")
+        );
+        assert_eq!(
+            exit(Ending::Exited(1), Some(LimitHit::Processes))
+                .problem(&limits)
+                .as_deref(),
+            Some("was stopped: it tried to run more than its limit of 512 processes (pids)")
+        );
+        assert_eq!(human_bytes(1536 << 20), "1536 MiB");
+        assert_eq!(human_bytes(1000), "1000 bytes");
+    }
+}

@@ -1,0 +1,230 @@
+//! What a sandbox sees, as bubblewrap arguments: a read-only system
+//! (`/usr`, `/etc` without anything of Gantry's, the `/bin` and `/lib`
+//! links), its own `/proc`, a minimal `/dev`, a private `/tmp`, the
+//! directories it was given — and nothing else of the host. Pure, so the
+//! view can be checked without starting anything.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use super::{Mount, Network};
+
+/// Where the helper and Gantry's preview socket appear inside.
+pub const HELPER: &str = "/.gantry/init";
+pub const PREVIEW_SOCKET: &str = "/.gantry/preview.sock";
+/// Descriptors bubblewrap and the helper are given.
+pub const INFO_FD: i32 = 3;
+pub const BLOCK_FD: i32 = 4;
+pub const STATUS_FD: i32 = 5;
+
+/// System directories shown read-only (those that exist on the host).
+const SYSTEM: &[&str] = &["/usr", "/etc"];
+/// Top-level links or directories of merged-/usr and older layouts.
+const SYSTEM_LINKS: &[&str] = &["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
+
+#[derive(Debug)]
+pub struct Plan<'a> {
+    /// Gantry runs as root: no user namespace, the helper drops to the
+    /// runner user itself.
+    pub as_root: bool,
+    pub network: Network,
+    pub mounts: &'a [Mount],
+    pub cwd: &'a Path,
+    /// Extra read-only host paths (`runner.read_only_paths`).
+    pub read_only: &'a [PathBuf],
+    /// Gantry's own files: masked wherever they fall inside what is shown.
+    pub private: &'a [PathBuf],
+    pub tmp_bytes: u64,
+    /// Files generated for this sandbox: `/etc/hosts`, `/etc/resolv.conf`.
+    pub hosts_file: &'a Path,
+    pub resolv_file: Option<&'a Path>,
+    pub helper: &'a Path,
+    pub preview_socket: Option<&'a Path>,
+    /// The helper's instructions (JSON).
+    pub instructions: &'a str,
+}
+
+/// The arguments after `bwrap`.
+pub fn arguments(plan: &Plan<'_>) -> Vec<OsString> {
+    let mut args = Args::default();
+    args.flags(&[
+        "--die-with-parent",
+        // A new session: no terminal to push keystrokes into.
+        "--new-session",
+        // The helper is pid 1: it reaps, and the sandbox ends with it.
+        "--as-pid-1",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--hostname",
+        "gantry-sandbox",
+    ]);
+    if plan.network != Network::Host {
+        args.flags(&["--unshare-net"]);
+    }
+    if plan.as_root {
+        // Only what the helper needs to become the runner user.
+        args.flags(&["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]);
+    } else {
+        args.flags(&["--unshare-user", "--disable-userns"]);
+    }
+    for dir in SYSTEM {
+        if Path::new(dir).is_dir() {
+            args.pair("--ro-bind", dir, dir);
+        }
+    }
+    for link in SYSTEM_LINKS {
+        let path = Path::new(link);
+        match std::fs::read_link(path) {
+            Ok(target) => args.pair("--symlink", target, path),
+            Err(_) if path.is_dir() => args.pair("--ro-bind", path, path),
+            Err(_) => {}
+        }
+    }
+    for path in plan.read_only {
+        args.pair("--ro-bind-try", path, path);
+    }
+    for path in plan.private {
+        if !visible(path, plan.read_only) {
+            continue;
+        }
+        if path.is_dir() {
+            args.one("--tmpfs", path);
+        } else if path.exists() {
+            args.pair("--ro-bind", "/dev/null", path);
+        }
+    }
+    args.one("--proc", "/proc");
+    args.one("--dev", "/dev");
+    args.flags(&["--size", &plan.tmp_bytes.to_string()]);
+    args.one("--tmpfs", "/tmp");
+    args.pair("--ro-bind", plan.hosts_file, "/etc/hosts");
+    if let Some(resolv) = plan.resolv_file {
+        args.pair("--ro-bind", resolv, "/etc/resolv.conf");
+    }
+    for mount in plan.mounts {
+        let flag = if mount.writable {
+            "--bind"
+        } else {
+            "--ro-bind"
+        };
+        args.pair(flag, &mount.host, &mount.inside);
+    }
+    if let Some(socket) = plan.preview_socket {
+        args.pair("--bind", socket, PREVIEW_SOCKET);
+    }
+    args.pair("--ro-bind", plan.helper, HELPER);
+    args.one("--chdir", plan.cwd);
+    args.flags(&[
+        "--info-fd",
+        &INFO_FD.to_string(),
+        "--block-fd",
+        &BLOCK_FD.to_string(),
+        "--",
+        HELPER,
+        plan.instructions,
+    ]);
+    args.0
+}
+
+/// Whether a host path shows inside: under a system directory or an extra
+/// read-only path.
+fn visible(path: &Path, read_only: &[PathBuf]) -> bool {
+    SYSTEM
+        .iter()
+        .map(Path::new)
+        .chain(read_only.iter().map(PathBuf::as_path))
+        .any(|root| path.starts_with(root))
+}
+
+#[derive(Default)]
+struct Args(Vec<OsString>);
+
+impl Args {
+    fn flags(&mut self, flags: &[&str]) {
+        self.0.extend(flags.iter().map(OsString::from));
+    }
+
+    fn one(&mut self, flag: &str, value: impl AsRef<Path>) {
+        self.0.push(flag.into());
+        self.0.push(value.as_ref().as_os_str().to_owned());
+    }
+
+    fn pair(&mut self, flag: &str, from: impl AsRef<Path>, to: impl AsRef<Path>) {
+        self.0.push(flag.into());
+        self.0.push(from.as_ref().as_os_str().to_owned());
+        self.0.push(to.as_ref().as_os_str().to_owned());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan<'a>(mounts: &'a [Mount], private: &'a [PathBuf], network: Network) -> Plan<'a> {
+        Plan {
+            as_root: true,
+            network,
+            mounts,
+            cwd: Path::new("/workspace"),
+            read_only: &[],
+            private,
+            tmp_bytes: 1024,
+            hosts_file: Path::new("/data/run/s1/hosts"),
+            resolv_file: None,
+            helper: Path::new("/opt/gantry/gantry-sandbox"),
+            preview_socket: None,
+            instructions: "{}",
+        }
+    }
+
+    fn text(args: &[OsString]) -> String {
+        args.iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn the_view_holds_the_system_the_mounts_and_nothing_private() {
+        let mounts = [
+            Mount::writable("/data/work/run-1-1/app", "/workspace"),
+            Mount::read_only("/data/work/run-1-1/pipeline", "/pipeline"),
+        ];
+        let private = [PathBuf::from("/etc/gantry"), PathBuf::from("/data")];
+        let args = text(&arguments(&plan(&mounts, &private, Network::Isolated)));
+        assert!(args.contains("--ro-bind /usr /usr"), "{args}");
+        assert!(args.contains("--bind /data/work/run-1-1/app /workspace"));
+        assert!(args.contains("--ro-bind /data/work/run-1-1/pipeline /pipeline"));
+        assert!(args.contains("--unshare-net"));
+        assert!(args.contains("--die-with-parent"));
+        assert!(args.contains("--cap-add CAP_SETUID"));
+        assert!(
+            !args.contains("--unshare-user"),
+            "root mode has no user namespace"
+        );
+        assert!(args.contains("--size 1024 --tmpfs /tmp"));
+        // Nothing binds the host's root or the data directory itself.
+        assert!(!args.contains("--bind / "), "{args}");
+        assert!(!args.contains(" /data /data"), "{args}");
+        assert!(args.ends_with("-- /.gantry/init {}"), "{args}");
+    }
+
+    #[test]
+    fn gantry_files_under_etc_are_masked_and_host_networking_is_explicit() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("gantry.toml");
+        std::fs::write(&config, "x").expect("write");
+        let read_only = [dir.path().to_path_buf()];
+        let private = [config.clone()];
+        let mut plan = plan(&[], &private, Network::Host);
+        plan.read_only = &read_only;
+        let args = text(&arguments(&plan));
+        assert!(
+            args.contains(&format!("--ro-bind /dev/null {}", config.display())),
+            "{args}"
+        );
+        assert!(!args.contains("--unshare-net"), "{args}");
+    }
+}
