@@ -13,6 +13,7 @@ mod pages;
 #[cfg(feature = "ssr")]
 pub mod port;
 
+use leptos::nonce::use_nonce;
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
 use leptos_router::{
@@ -58,9 +59,11 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta name="viewport" content="width=device-width, initial-scale=1" />
                 <meta name="color-scheme" content="light dark" />
                 <link rel="icon" href="data:," />
-                <script inner_html=THEME_BOOT_SCRIPT></script>
+                // Inline scripts carry the nonce of the page's
+                // Content-Security-Policy (set by the server).
+                <script nonce=use_nonce() inner_html=THEME_BOOT_SCRIPT></script>
                 <HydrationScripts options islands=true />
-                <script type="module" inner_html=PAGE_UPDATES_SCRIPT></script>
+                <script type="module" nonce=use_nonce() inner_html=PAGE_UPDATES_SCRIPT></script>
                 <MetaTags />
             </head>
             <body>

@@ -30,6 +30,8 @@ pub struct App {
     pub vault: Vault,
     pub flow: Flow,
     pub local: LocalRuntime,
+    /// Where steps and local apps run.
+    pub sandbox: Arc<crate::sandbox::Sandbox>,
     pub events: RunEvents,
     /// Serializes forge comment edits, so a request never gets two
     /// comments and the last edit carries the newest state.
@@ -66,21 +68,36 @@ impl App {
     /// Connects to the database, brings its schema up to date and opens the
     /// secret key. Background work starts with [`App::spawn_background`].
     pub async fn start(config: Config) -> Result<App, StartError> {
-        for dir in ["git", "work", "deploys"] {
+        crate::storage::make_private(&config.data_dir).map_err(|source| StartError::Dir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        for dir in ["git", "work", "deploys", "run"] {
             let path = config.data_dir.join(dir);
             std::fs::create_dir_all(&path).map_err(|source| StartError::Dir { path, source })?;
         }
         let db = Db::connect(&config.database).await?;
         db.migrate().await?;
+        if let crate::config::DatabaseTarget::Sqlite(path) = &config.database {
+            crate::storage::make_database_private(path);
+        }
         let vault = Vault::open(&config.secret_key_file)?;
         let instance_tag = instance_tag(&config.data_dir);
+        let sandbox = Arc::new(
+            crate::sandbox::Sandbox::start(sandbox_settings(&config, &instance_tag)).await,
+        );
         let runner_id = format!("{}-{}", instance_tag, std::process::id());
         Ok(App {
             leptos: leptos_options(&config),
             metrics: crate::telemetry::metrics_handle(),
             git: GitStore::new(config.data_dir.join("git"), config.git_max_parallel),
-            local: LocalRuntime::new(config.data_dir.join("deploys"), instance_tag.clone()),
+            local: LocalRuntime::new(
+                config.data_dir.join("deploys"),
+                instance_tag.clone(),
+                sandbox.clone(),
+            ),
             vault,
+            sandbox,
             flow: Flow::default(),
             events: RunEvents::default(),
             changes: crate::changes::Changes::default(),
@@ -107,8 +124,13 @@ impl App {
     pub async fn spawn_background(
         self: &std::sync::Arc<App>,
     ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+        // Sandboxed steps reach environments through this socket; it is up
+        // before the first run starts.
+        let preview = crate::http::preview::serve(AppState(self.clone())).await?;
         crate::recovery::recover(self).await?;
-        Ok(crate::flow::spawn(self))
+        let mut tasks = crate::flow::spawn(self);
+        tasks.push(preview);
+        Ok(tasks)
     }
 
     /// Stops the loops and the local environments' processes.
@@ -116,6 +138,44 @@ impl App {
         self.shutdown.cancel();
         self.local.stop_all().await;
     }
+}
+
+/// How the sandbox is set up from the configuration: Gantry's own files are
+/// what no sandbox may see.
+fn sandbox_settings(config: &Config, tag: &str) -> crate::sandbox::Settings {
+    let mut private = vec![config.data_dir.clone(), config.secret_key_file.clone()];
+    if let Some(file) = &config.file {
+        private.push(std::path::absolute(file).unwrap_or_else(|_| file.clone()));
+    }
+    if let crate::config::DatabaseTarget::Sqlite(path) = &config.database {
+        private.push(path.clone());
+    }
+    crate::sandbox::Settings {
+        enabled: config.sandbox,
+        user: config.runner_user,
+        helper: config.sandbox_helper.clone(),
+        read_only: config.runner_read_only_paths.clone(),
+        private,
+        preview_socket: crate::http::preview::socket_path(&config.data_dir),
+        run_dir: config.data_dir.join("run"),
+        tag: tag.to_string(),
+        relay_port: relay_port(&config.public_url),
+    }
+}
+
+/// The port environment URLs use when they point at this host's loopback
+/// (the demo's `http://<env>--<app>.localhost:3000/`): sandboxes reach
+/// them through a relay to the preview socket, not through the host.
+fn relay_port(public: &url::Url) -> Option<u16> {
+    let loopback = match public.host() {
+        Some(url::Host::Domain(name)) => name == "localhost" || name.ends_with(".localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    public
+        .port_or_known_default()
+        .filter(|port| loopback && *port != 0)
 }
 
 /// The tag this Gantry puts on every process it starts (steps, local apps),

@@ -57,6 +57,7 @@ impl DataDir {
             Err(error) => return Err(io(error)),
         }
 
+        make_private(path).map_err(io)?;
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -89,6 +90,24 @@ impl DataDir {
     }
 }
 
+/// The data directory holds the secret key, the database and the
+/// sessions: only Gantry's own user may enter it (0700).
+pub fn make_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+}
+
+/// The SQLite file and its journal files: 0600.
+pub fn make_database_private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +126,25 @@ mod tests {
             "{error}"
         );
         assert!(!root.path().join("no").exists(), "nothing half-created");
+    }
+
+    #[test]
+    fn the_data_directory_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().expect("tempdir");
+        let fresh = root.path().join("data");
+        std::fs::create_dir(&fresh).expect("mkdir");
+        std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        DataDir::open(&fresh).expect("opens");
+        let mode = std::fs::metadata(&fresh)
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o777,
+            0o700,
+            "an existing directory is tightened too"
+        );
     }
 
     #[test]

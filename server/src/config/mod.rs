@@ -32,6 +32,12 @@ pub const ENV_VARS: &[&str] = &[
     "GANTRY_POLL_INTERVAL",
     "GANTRY_RUNNER_MAX_PARALLEL",
     "GANTRY_RUNNER_LOG_LIMIT_BYTES",
+    "GANTRY_RUNNER_SANDBOX",
+    "GANTRY_RUNNER_USER",
+    "GANTRY_RUNNER_READ_ONLY_PATHS",
+    "GANTRY_RUNNER_HELPER",
+    "GANTRY_PREVIEW_DOMAIN",
+    "GANTRY_TRUSTED_PROXIES",
     "GANTRY_GIT_MAX_PARALLEL",
     "GANTRY_SECRET_KEY_FILE",
     "GANTRY_DRIFT_INTERVAL",
@@ -180,6 +186,21 @@ pub struct Config {
     pub poll_interval: std::time::Duration,
     pub runner_max_parallel: usize,
     pub runner_log_limit_bytes: u64,
+    /// `runner.sandbox`: steps and local apps run sandboxed (`bwrap`, the
+    /// default) or, by an admin's explicit choice, not at all (`none`).
+    pub sandbox: bool,
+    /// Who sandboxed processes run as when Gantry runs as root.
+    pub runner_user: (u32, u32),
+    /// More host paths sandboxes see read-only (toolchains outside /usr).
+    pub runner_read_only_paths: Vec<PathBuf>,
+    /// The `gantry-sandbox` helper (default: next to the gantry binary).
+    pub sandbox_helper: PathBuf,
+    /// Environments of the local target are served on
+    /// `<env>--<app>.<preview_domain>`: a host of their own, never the
+    /// dashboard's (default: the public URL's host, e.g. `*.localhost`).
+    pub preview_domain: String,
+    /// Peers whose `X-Forwarded-For` is believed (reverse proxies).
+    pub trusted_proxies: Vec<IpNet>,
     pub git_max_parallel: usize,
     /// The key that encrypts secrets at rest.
     pub secret_key_file: PathBuf,
@@ -259,6 +280,10 @@ struct PipelineSection {
 struct RunnerSection {
     max_parallel: Option<u64>,
     log_limit_bytes: Option<u64>,
+    sandbox: Option<String>,
+    user: Option<String>,
+    read_only_paths: Option<Vec<String>>,
+    helper: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -300,6 +325,8 @@ struct ServerSection {
     bind: Option<String>,
     public_url: Option<String>,
     max_body_bytes: Option<u64>,
+    preview_domain: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -496,6 +523,94 @@ impl Config {
             None,
             positive,
         )?;
+        let sandbox = layers.resolve(
+            "runner.sandbox",
+            "bwrap",
+            file.runner.sandbox.clone(),
+            Some("GANTRY_RUNNER_SANDBOX"),
+            None,
+            |text| match text {
+                "bwrap" => Ok(true),
+                "none" => Ok(false),
+                _ => Err("expected `bwrap` (steps and local apps run sandboxed) or `none` (they run as Gantry's own user, with its access)".to_string()),
+            },
+        )?;
+        let runner_user = layers.resolve(
+            "runner.user",
+            "65534:65534",
+            file.runner.user.clone(),
+            Some("GANTRY_RUNNER_USER"),
+            None,
+            parse_user,
+        )?;
+        let runner_read_only_paths = layers.resolve(
+            "runner.read_only_paths",
+            "",
+            file.runner
+                .read_only_paths
+                .as_ref()
+                .map(|paths| paths.join(",")),
+            Some("GANTRY_RUNNER_READ_ONLY_PATHS"),
+            None,
+            |text| {
+                list(text)
+                    .map(|path| {
+                        let path = PathBuf::from(path);
+                        if path.is_absolute() {
+                            Ok(path)
+                        } else {
+                            Err(format!("{} is not an absolute path", path.display()))
+                        }
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            },
+        )?;
+        let default_helper = std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.join("gantry-sandbox")))
+            .unwrap_or_else(|| PathBuf::from("/usr/local/bin/gantry-sandbox"));
+        let sandbox_helper = layers.resolve(
+            "runner.helper",
+            &default_helper.display().to_string(),
+            file_path_value(&file.runner.helper),
+            Some("GANTRY_RUNNER_HELPER"),
+            None,
+            |text| Ok::<_, String>(PathBuf::from(text)),
+        )?;
+        let preview_domain = layers.resolve(
+            "server.preview_domain",
+            public_url.host_str().unwrap_or("localhost"),
+            file.server.preview_domain.clone(),
+            Some("GANTRY_PREVIEW_DOMAIN"),
+            None,
+            |text| {
+                let text = text.trim().trim_start_matches("*.").to_ascii_lowercase();
+                let valid = !text.is_empty()
+                    && text.split('.').all(|label| {
+                        !label.is_empty()
+                            && label.len() <= 63
+                            && label
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    });
+                if valid {
+                    Ok(text)
+                } else {
+                    Err("expected a domain name like preview.example-usercontent.com".to_string())
+                }
+            },
+        )?;
+        let trusted_proxies = layers.resolve(
+            "server.trusted_proxies",
+            "",
+            file.server
+                .trusted_proxies
+                .as_ref()
+                .map(|list| list.join(",")),
+            Some("GANTRY_TRUSTED_PROXIES"),
+            None,
+            |text| list(text).map(IpNet::parse).collect::<Result<Vec<_>, _>>(),
+        )?;
         let git_max_parallel = layers.resolve(
             "git.max_parallel",
             "4",
@@ -683,6 +798,12 @@ impl Config {
             poll_interval,
             runner_max_parallel,
             runner_log_limit_bytes,
+            sandbox,
+            runner_user,
+            runner_read_only_paths,
+            sandbox_helper,
+            preview_domain,
+            trusted_proxies,
             git_max_parallel,
             secret_key_file,
             drift_interval,
@@ -767,6 +888,87 @@ impl Layers<'_> {
         });
         self.sources.push((key, value, origin));
         parsed
+    }
+}
+
+/// The items of a comma-separated list (how lists arrive from the
+/// environment; the file's arrays are joined the same way).
+fn list(text: &str) -> impl Iterator<Item = &str> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+}
+
+/// `uid:gid`, a bare uid (its gid is the same), or a user name.
+fn parse_user(text: &str) -> Result<(u32, u32), String> {
+    let number = |part: &str| part.trim().parse::<u32>().ok();
+    let (uid, gid) = match text.split_once(':') {
+        Some((uid, gid)) => (number(uid), number(gid)),
+        None => (number(text), number(text)),
+    };
+    if let (Some(uid), Some(gid)) = (uid, gid) {
+        return if uid == 0 || gid == 0 {
+            Err("sandboxed processes must not run as root".to_string())
+        } else {
+            Ok((uid, gid))
+        };
+    }
+    match nix::unistd::User::from_name(text.trim()) {
+        Ok(Some(user)) if user.uid.as_raw() != 0 => Ok((user.uid.as_raw(), user.gid.as_raw())),
+        Ok(Some(_)) => Err("sandboxed processes must not run as root".to_string()),
+        _ => Err("expected uid:gid (e.g. 65534:65534) or the name of a user".to_string()),
+    }
+}
+
+/// An address or network (`10.0.0.0/8`, `::1`), for trusted proxies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpNet {
+    pub address: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    pub fn parse(text: &str) -> Result<IpNet, String> {
+        let (address, prefix) = match text.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text, None),
+        };
+        let address: std::net::IpAddr = address
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP address or network"))?;
+        let max = if address.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(prefix) => prefix
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?}: the prefix length must be 0 to {max}"))?,
+            None => max,
+        };
+        Ok(IpNet { address, prefix })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        // An IPv4 peer may arrive as an IPv4-mapped IPv6 address.
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.address, ip) {
+            (std::net::IpAddr::V4(net), std::net::IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (std::net::IpAddr::V6(net), std::net::IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
     }
 }
 

@@ -267,3 +267,82 @@ fn database_urls_pick_the_backend_and_never_show_passwords() {
     );
     assert!(!text.contains(":pw@"), "password hidden: {text}");
 }
+
+#[test]
+fn the_sandbox_is_on_unless_turned_off_by_name() {
+    let config = Config::resolve(&Flags::default(), &[]).expect("defaults");
+    assert!(config.sandbox);
+    assert_eq!(config.runner_user, (65534, 65534));
+    let off = Config::resolve(
+        &Flags::default(),
+        &env(&[("GANTRY_RUNNER_SANDBOX", "none")]),
+    )
+    .expect("none is accepted");
+    assert!(!off.sandbox);
+    let error = Config::resolve(&Flags::default(), &env(&[("GANTRY_RUNNER_SANDBOX", "off")]))
+        .expect_err("only bwrap or none");
+    assert!(error.to_string().contains("runner.sandbox"), "{error}");
+    for root in ["0:0", "0", "root", "1000:0"] {
+        let error = Config::resolve(&Flags::default(), &env(&[("GANTRY_RUNNER_USER", root)]))
+            .expect_err("root is refused");
+        assert!(
+            error.to_string().contains("must not run as root"),
+            "{root}: {error}"
+        );
+    }
+    let named = Config::resolve(&Flags::default(), &env(&[("GANTRY_RUNNER_USER", "nobody")]))
+        .expect("a user name");
+    assert_eq!(named.runner_user, (65534, 65534));
+    let error = Config::resolve(
+        &Flags::default(),
+        &env(&[("GANTRY_RUNNER_READ_ONLY_PATHS", "/opt/sdk,relative/dir")]),
+    )
+    .expect_err("relative paths are refused");
+    assert!(
+        error
+            .to_string()
+            .contains("relative/dir is not an absolute path"),
+        "{error}"
+    );
+}
+
+#[test]
+fn previews_get_their_own_domain_and_only_listed_proxies_are_trusted() {
+    let config = Config::resolve(&Flags::default(), &[]).expect("defaults");
+    assert_eq!(config.preview_domain, "localhost");
+    assert!(config.trusted_proxies.is_empty());
+    let config = Config::resolve(
+        &Flags::default(),
+        &env(&[
+            ("GANTRY_PREVIEW_DOMAIN", "*.Preview.Example-Usercontent.com"),
+            ("GANTRY_TRUSTED_PROXIES", "10.0.0.0/8, ::1"),
+        ]),
+    )
+    .expect("resolves");
+    assert_eq!(config.preview_domain, "preview.example-usercontent.com");
+    let [net, loopback] = config.trusted_proxies[..] else {
+        panic!("two proxies: {:?}", config.trusted_proxies)
+    };
+    assert!(net.contains("10.1.2.3".parse().expect("ip")));
+    assert!(!net.contains("11.1.2.3".parse().expect("ip")));
+    assert!(
+        net.contains("::ffff:10.9.9.9".parse().expect("ip")),
+        "mapped IPv4"
+    );
+    assert!(loopback.contains("::1".parse().expect("ip")));
+    assert!(!loopback.contains("127.0.0.1".parse().expect("ip")));
+    for bad in ["evil.com/x", "a..b", "bad domain"] {
+        let error = Config::resolve(&Flags::default(), &env(&[("GANTRY_PREVIEW_DOMAIN", bad)]))
+            .expect_err("refused");
+        assert!(
+            error.to_string().contains("server.preview_domain"),
+            "{error}"
+        );
+    }
+    let error = Config::resolve(
+        &Flags::default(),
+        &env(&[("GANTRY_TRUSTED_PROXIES", "10.0.0.0/33")]),
+    )
+    .expect_err("refused");
+    assert!(error.to_string().contains("prefix length"), "{error}");
+}

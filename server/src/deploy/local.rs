@@ -1,8 +1,10 @@
-//! The `local` target: each live environment is a supervised child process
-//! on a free loopback port, started from its own copy of the built
-//! checkout. A deploy starts the new process, waits until it is healthy,
-//! switches the proxy to it and only then stops the old one; a failed health
-//! check leaves the old version serving.
+//! The `local` target: each live environment is a supervised, sandboxed
+//! process started from its own copy of the built checkout (at `/app`
+//! inside its sandbox), listening on `$HOST:$PORT` in its own network
+//! namespace, its port published on the host's loopback. A deploy starts
+//! the new process, waits until it is healthy, switches the proxy to it and
+//! only then stops the old one; a failed health check leaves the old version
+//! serving.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,7 +18,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::{self, Db, local_processes::LocalProcessRow, now_millis};
-use crate::runner::process::{GroupChild, group_alive, spawn_shell, terminate};
+use crate::gitops::schema::{Resources, StepNetwork};
+use crate::runner::process::group_alive;
+use crate::sandbox::{self, Limits, Mount, Network, Sandbox, Sandboxed, Spec};
 
 /// How long a replaced process keeps serving in-flight requests.
 const DRAIN: Duration = Duration::from_secs(2);
@@ -33,6 +37,10 @@ pub struct LocalManifest {
     pub health_timeout_seconds: u64,
     pub env: Vec<(String, String)>,
     pub secrets: Vec<String>,
+    #[serde(default)]
+    pub resources: Resources,
+    #[serde(default)]
+    pub network: StepNetwork,
 }
 
 /// One process to start.
@@ -59,7 +67,7 @@ pub enum LocalError {
     #[error("cannot start `{command}`: {source}")]
     Spawn {
         command: String,
-        source: std::io::Error,
+        source: sandbox::SandboxError,
     },
     #[error("the app exited before it became healthy ({status}); last output:\n{output}")]
     ExitedEarly { status: String, output: String },
@@ -92,6 +100,7 @@ struct LiveProcess {
 pub struct LocalRuntime {
     root: PathBuf,
     instance_tag: String,
+    sandbox: Arc<Sandbox>,
     routes: RwLock<HashMap<(String, String), u16>>,
     live: Mutex<HashMap<i64, LiveProcess>>,
 }
@@ -105,10 +114,11 @@ impl std::fmt::Debug for LiveProcess {
 }
 
 impl LocalRuntime {
-    pub fn new(root: PathBuf, instance_tag: String) -> LocalRuntime {
+    pub fn new(root: PathBuf, instance_tag: String, sandbox: Arc<Sandbox>) -> LocalRuntime {
         LocalRuntime {
             root,
             instance_tag,
+            sandbox,
             routes: RwLock::default(),
             live: Mutex::default(),
         }
@@ -147,6 +157,13 @@ impl LocalRuntime {
         copied?;
         // A kept build carries its old process's log; start a fresh one.
         let _ = std::fs::remove_file(workdir.join(".gantry-app.log"));
+        self.sandbox
+            .hand_over(&workdir)
+            .await
+            .map_err(|source| LocalError::Io {
+                path: workdir.clone(),
+                source,
+            })?;
         match self.start(db, spec, workdir.clone()).await {
             Ok(started) => Ok(started),
             Err(error) => {
@@ -200,7 +217,7 @@ impl LocalRuntime {
             instance_tag: self.instance_tag.clone(),
             ..spec
         };
-        let mut child = start_process(&spec, &workdir, port, &log_path)?;
+        let mut child = start_process(&self.sandbox, &spec, &workdir, port, &log_path).await?;
         let health_url = format!("http://127.0.0.1:{port}{}", spec.manifest.health);
         let timeout = Duration::from_secs(spec.manifest.health_timeout_seconds);
         if let Err(error) = wait_healthy(
@@ -212,12 +229,13 @@ impl LocalRuntime {
         )
         .await
         {
-            terminate(&mut child, Duration::from_secs(5)).await;
+            child.terminate(Duration::from_secs(5)).await;
+            child.finish().await;
             return Err(error);
         }
 
         // Healthy: record, route, then stop the previous process.
-        let pid = child.id().map(i64::from);
+        let pid = child.pid().map(i64::from);
         db::local_processes::upsert(
             db.pool(),
             &LocalProcessRow {
@@ -237,6 +255,7 @@ impl LocalRuntime {
         let stop = CancellationToken::new();
         let supervisor = tokio::spawn(supervise(
             db.clone(),
+            self.sandbox.clone(),
             spec.clone(),
             child,
             workdir.clone(),
@@ -362,12 +381,13 @@ async fn stop_process_keep_files(process: LiveProcess) {
     let _ = process.supervisor.await;
 }
 
-fn start_process(
+async fn start_process(
+    sandbox: &Sandbox,
     spec: &LocalSpec,
     workdir: &Path,
     port: u16,
     log_path: &Path,
-) -> Result<GroupChild, LocalError> {
+) -> Result<Sandboxed, LocalError> {
     let io = |source| LocalError::Io {
         path: log_path.to_path_buf(),
         source,
@@ -378,29 +398,57 @@ fn start_process(
         .open(log_path)
         .map_err(io)?;
     let log_err = log.try_clone().map_err(io)?;
+    let app_dir = Mount::writable(workdir, sandbox::APP_DIR);
+    let seen = sandbox.seen(&app_dir);
+    let network = match (sandbox.enabled(), spec.manifest.network) {
+        (true, StepNetwork::Host) | (false, _) => Network::Host,
+        (true, _) => Network::Isolated,
+    };
+    // In its own network namespace the app listens on every address of it
+    // (its port is published on the host's loopback); on the host's network
+    // only on loopback.
+    let host = if network == Network::Isolated {
+        "0.0.0.0"
+    } else {
+        "127.0.0.1"
+    };
     let mut env: Vec<(String, String)> = spec.manifest.env.clone();
     env.extend(spec.secret_values.iter().cloned());
     env.push(("PORT".into(), port.to_string()));
-    env.push(("HOME".into(), workdir.display().to_string()));
+    env.push(("HOST".into(), host.into()));
+    env.push(("HOME".into(), seen.display().to_string()));
     env.push((
         crate::recovery::INSTANCE_VAR.into(),
         spec.instance_tag.clone(),
     ));
-    spawn_shell(
-        &spec.manifest.run,
-        workdir,
-        &env,
-        Stdio::from(log),
-        Stdio::from(log_err),
-    )
-    .map_err(|source| LocalError::Spawn {
-        command: spec.manifest.run.clone(),
-        source,
-    })
+    let r = &spec.manifest.resources;
+    sandbox
+        .spawn(Spec {
+            script: spec.manifest.run.clone(),
+            mounts: vec![app_dir.clone()],
+            cwd: app_dir,
+            env,
+            limits: Limits {
+                memory_bytes: r.memory_bytes,
+                pids: r.pids,
+                cpu_millis: r.cpu_millis,
+                tmp_bytes: r.tmp_bytes,
+            },
+            network,
+            publish: (network == Network::Isolated).then_some(port),
+            hosts: Vec::new(),
+            stdout: Stdio::from(log),
+            stderr: Stdio::from(log_err),
+        })
+        .await
+        .map_err(|source| LocalError::Spawn {
+            command: spec.manifest.run.clone(),
+            source,
+        })
 }
 
 async fn wait_healthy(
-    child: &mut GroupChild,
+    child: &mut Sandboxed,
     url: &str,
     timeout: Duration,
     health: &str,
@@ -417,9 +465,13 @@ async fn wait_healthy(
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_millis(5);
     loop {
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Ok(Some(exit)) = child.try_wait().await {
+            let limits = child.limits();
+            let status = limits
+                .and_then(|limits| exit.problem(&limits))
+                .unwrap_or_else(|| format!("{:?}", exit.ending));
             return Err(LocalError::ExitedEarly {
-                status: status.to_string(),
+                status,
                 output: tail(log_path).await,
             });
         }
@@ -446,8 +498,9 @@ async fn wait_healthy(
 /// the environment is marked failed.
 async fn supervise(
     db: Db,
+    sandbox: Arc<Sandbox>,
     spec: LocalSpec,
-    mut child: GroupChild,
+    mut child: Sandboxed,
     workdir: PathBuf,
     log_path: PathBuf,
     stop: CancellationToken,
@@ -455,16 +508,22 @@ async fn supervise(
     let mut failures = 0u32;
     loop {
         let started = Instant::now();
-        let status = tokio::select! {
+        let exit = tokio::select! {
             () = stop.cancelled() => {
-                terminate(&mut child, Duration::from_secs(10)).await;
+                child.terminate(Duration::from_secs(10)).await;
+                child.finish().await;
                 return;
             }
-            status = child.wait() => status,
+            exit = child.wait() => exit,
         };
-        let status = status
-            .map(|s| s.to_string())
-            .unwrap_or_else(|e| e.to_string());
+        let limits = child.limits();
+        child.finish().await;
+        let status = match exit {
+            Ok(exit) => limits
+                .and_then(|limits| exit.problem(&limits))
+                .unwrap_or_else(|| format!("{:?}", exit.ending)),
+            Err(error) => error.to_string(),
+        };
         failures = if started.elapsed() > Duration::from_secs(30) {
             1
         } else {
@@ -500,10 +559,10 @@ async fn supervise(
             })
             .and_then(|row| u16::try_from(row.port).ok());
         let Some(port) = port else { return };
-        match start_process(&spec, &workdir, port, &log_path) {
+        match start_process(&sandbox, &spec, &workdir, port, &log_path).await {
             Ok(restarted) => {
                 child = restarted;
-                if let Some(pid) = child.id() {
+                if let Some(pid) = child.pid() {
                     let _ = sqlx::query(
                         "UPDATE local_processes SET pid = $2 WHERE environment_id = $1",
                     )
@@ -543,7 +602,8 @@ fn free_port() -> std::io::Result<u16> {
         .map(|a| a.port())
 }
 
-/// Copies a directory tree (files, permissions, symlinks as links).
+/// Copies a directory tree (regular files with their permissions,
+/// directories, symlinks as links).
 pub fn copy_tree(from: &Path, to: &Path) -> Result<(), LocalError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -559,9 +619,11 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<(), LocalError> {
             std::os::unix::fs::symlink(link, &target).map_err(io(&target))?;
         } else if kind.is_dir() {
             copy_tree(&entry.path(), &target)?;
-        } else {
+        } else if kind.is_file() {
             std::fs::copy(entry.path(), &target).map_err(io(&target))?;
         }
+        // Anything else a step left (a FIFO, a socket) is not copied:
+        // reading a FIFO would block the deploy for good.
     }
     Ok(())
 }

@@ -157,6 +157,8 @@ fn plan(request: &DeployRequest<'_>) -> Result<Plan, DeployError> {
                 health_timeout_seconds: local.health_timeout_seconds,
                 env,
                 secrets: local.secrets.clone(),
+                resources: local.resources,
+                network: local.network,
             }
         });
     let kubernetes = if request.entry.cluster_targets().next().is_some() {

@@ -250,7 +250,14 @@ fn environment_url(
         .targets
         .iter()
         .any(|target| target == LOCAL_TARGET)
-        .then(|| template::local_url(&app.config.public_url, app_name, env)))
+        .then(|| {
+            template::local_url(
+                &app.config.public_url,
+                &app.config.preview_domain,
+                app_name,
+                env,
+            )
+        }))
 }
 
 /// Waits until the pipeline repo has given Gantry the app `name`.

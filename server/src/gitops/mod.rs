@@ -5,5 +5,6 @@ pub mod duration;
 pub mod freeze;
 pub mod load;
 pub mod reconcile;
+pub mod resources;
 pub mod schema;
 pub mod template;

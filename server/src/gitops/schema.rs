@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::resources::{Resources, StepNetwork};
+
 pub const API_VERSION: &str = "gantry.dev/v1";
 
 /// The target name of the embedded process runtime.
@@ -225,6 +227,11 @@ pub struct CommandStep {
     /// JUnit XML files (relative to the checkout) to read after the step.
     pub reports: Vec<String>,
     pub env: BTreeMap<String, String>,
+    /// What the step may use in its sandbox.
+    #[serde(default)]
+    pub resources: Resources,
+    #[serde(default)]
+    pub network: StepNetwork,
 }
 
 /// How the `local` target runs the app.
@@ -237,6 +244,11 @@ pub struct LocalRun {
     pub health_timeout_seconds: u64,
     pub secrets: Vec<String>,
     pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub resources: Resources,
+    /// `default` or `host` (a local app must be reachable).
+    #[serde(default)]
+    pub network: StepNetwork,
 }
 
 /// `*` matches any run of characters (including `/`); everything else is

@@ -32,12 +32,11 @@ pub fn render(template: &str, context: &BTreeMap<String, String>) -> Result<Stri
         .map_err(|error| error.to_string())
 }
 
-/// The proxy URL of an environment on the local target:
-/// `http://<env>--<app>.<public host>:<port>/`.
-pub fn local_url(public: &url::Url, app: &str, env: &str) -> String {
-    let host = public.host_str().unwrap_or("localhost");
+/// The proxy URL of an environment on the local target, on a host of its
+/// own: `http://<env>--<app>.<preview domain>:<public port>/`.
+pub fn local_url(public: &url::Url, preview_domain: &str, app: &str, env: &str) -> String {
     let port = public.port().map(|p| format!(":{p}")).unwrap_or_default();
-    format!("{}://{env}--{app}.{host}{port}/", public.scheme())
+    format!("{}://{env}--{app}.{preview_domain}{port}/", public.scheme())
 }
 
 /// The same environment under a path prefix, for clients that cannot
@@ -75,7 +74,7 @@ mod tests {
     fn local_urls_follow_the_public_url() {
         let public = url::Url::parse("http://localhost:3000/").expect("url");
         assert_eq!(
-            local_url(&public, "shop", "staging"),
+            local_url(&public, "localhost", "shop", "staging"),
             "http://staging--shop.localhost:3000/"
         );
         assert_eq!(
@@ -84,8 +83,13 @@ mod tests {
         );
         let public = url::Url::parse("https://gantry.example.com").expect("url");
         assert_eq!(
-            local_url(&public, "shop", "preview-x"),
-            "https://preview-x--shop.gantry.example.com/"
+            local_url(
+                &public,
+                "previews.example-usercontent.com",
+                "shop",
+                "preview-x"
+            ),
+            "https://preview-x--shop.previews.example-usercontent.com/"
         );
     }
 }

@@ -9,15 +9,25 @@ use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use leptos::prelude::provide_context;
+use leptos::prelude::{provide_context, use_context};
 use leptos_axum::{AxumRouteListing, LeptosRoutes, generate_route_list};
 
+use crate::http::security::CspNonce;
 use crate::state::AppState;
 
-/// Makes the dashboard port available to every render and server function.
+/// Makes the dashboard port available to every render and server function,
+/// and gives the page's inline scripts the nonce its Content-Security-Policy
+/// names (see `http::security`).
 fn provide_port(state: &AppState) -> impl Fn() + Clone + Send + Sync + 'static {
     let port: Arc<dyn DashboardPort> = state.0.clone();
-    move || provide_context(Port(port.clone()))
+    move || {
+        provide_context(Port(port.clone()));
+        let nonce = use_context::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<CspNonce>().cloned());
+        if let Some(CspNonce(nonce)) = nonce {
+            provide_context(leptos::nonce::Nonce::from_value(nonce));
+        }
+    }
 }
 
 /// The dashboard's pages, listed once per process. Listing runs the app with

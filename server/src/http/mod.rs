@@ -10,7 +10,9 @@ pub mod dashboard;
 pub mod error;
 pub mod middleware;
 pub mod ops;
+pub mod preview;
 pub mod proxy;
 pub mod router;
+pub mod security;
 
 pub use router::build_app;

@@ -1,8 +1,14 @@
-//! The reverse proxy of the local target: `http://<env>--<app>.<host>/…`
-//! (browsers resolve `*.localhost` to loopback) and, for clients that
-//! cannot, `http://<host>/env/<app>/<env>/…`. Both forward to the process
-//! serving the environment right now, so a deploy switches traffic
+//! The reverse proxy of the local target: `http://<env>--<app>.<preview
+//! domain>/…` (browsers resolve `*.localhost` to loopback), forwarded to the
+//! process serving the environment right now, so a deploy switches traffic
 //! atomically.
+//!
+//! An environment runs a developer's code, so it is treated as hostile: it
+//! is only ever served on a host of its own (never the dashboard's origin:
+//! the `/env/<app>/<env>/` form on the dashboard redirects there, and is
+//! served as such only on the preview socket sandboxes use), it never
+//! receives Gantry's cookies or an `Authorization` header, and it cannot set
+//! a cookie for any host but its own.
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
@@ -33,8 +39,11 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// `<env>--<app>` from a Host header under the public host, if it is one.
-pub fn environment_from_host(host: &str, public_host: &str) -> Option<(String, String)> {
+/// Cookies of Gantry's own, never forwarded to an environment nor set by one.
+pub const GANTRY_COOKIES: &[&str] = &["gantry_session"];
+
+/// `<env>--<app>` from a Host header under the preview domain, if it is one.
+pub fn environment_from_host(host: &str, preview_domain: &str) -> Option<(String, String)> {
     let host = host.rsplit_once(':').map_or(host, |(name, port)| {
         if port.chars().all(|c| c.is_ascii_digit()) {
             name
@@ -42,7 +51,8 @@ pub fn environment_from_host(host: &str, public_host: &str) -> Option<(String, S
             host
         }
     });
-    let label = host.strip_suffix(public_host)?.strip_suffix('.')?;
+    let host = host.to_ascii_lowercase();
+    let label = host.strip_suffix(preview_domain)?.strip_suffix('.')?;
     let (env, app) = label.split_once("--")?;
     let valid = |name: &str| crate::gitops::load::valid_name(name);
     (valid(env) && valid(app)).then(|| (env.to_string(), app.to_string()))
@@ -56,13 +66,7 @@ pub async fn by_host(State(state): State<AppState>, request: Request, next: Next
         .and_then(|value| value.to_str().ok())
         .map(str::to_string)
         .or_else(|| request.uri().host().map(str::to_string));
-    let public_host = state
-        .config
-        .public_url
-        .host_str()
-        .unwrap_or("localhost")
-        .to_string();
-    match host.and_then(|host| environment_from_host(&host, &public_host)) {
+    match host.and_then(|host| environment_from_host(&host, &state.config.preview_domain)) {
         Some((env, app)) => {
             let path = request
                 .uri()
@@ -75,7 +79,7 @@ pub async fn by_host(State(state): State<AppState>, request: Request, next: Next
     }
 }
 
-/// `/env/{app}/{env}/{*rest}`
+/// `/env/{app}/{env}/{*rest}` (on the preview socket only).
 pub async fn by_path(
     State(state): State<AppState>,
     Path(params): Path<Vec<(String, String)>>,
@@ -106,6 +110,52 @@ pub async fn by_path(
     .await
 }
 
+/// `/env/{app}/{env}/{*rest}` on the dashboard: the environment's own host,
+/// so its code never runs on the dashboard's origin.
+pub async fn redirect_to_host(
+    State(state): State<AppState>,
+    Path(params): Path<Vec<(String, String)>>,
+    request: Request,
+) -> Response {
+    let get = |key: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let (app, env, rest) = (get("app"), get("env"), get("rest"));
+    let valid = |name: &str| crate::gitops::load::valid_name(name);
+    if !(valid(&app) && valid(&env)) {
+        return (StatusCode::NOT_FOUND, "no such environment").into_response();
+    }
+    let base = crate::gitops::template::local_url(
+        &state.config.public_url,
+        &state.config.preview_domain,
+        &app,
+        &env,
+    );
+    let query = request
+        .uri()
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let location = format!("{base}{}{query}", rest.trim_start_matches('/'));
+    let Ok(location) = HeaderValue::from_str(&location) else {
+        return (StatusCode::BAD_REQUEST, "bad path").into_response();
+    };
+    // 307 keeps the method and body of a form or API call.
+    let status = if matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    ) {
+        StatusCode::FOUND
+    } else {
+        StatusCode::TEMPORARY_REDIRECT
+    };
+    (status, [(header::LOCATION, location)]).into_response()
+}
+
 async fn forward(
     state: &AppState,
     app: &str,
@@ -129,6 +179,7 @@ async fn forward(
     };
     parts.uri = uri;
     strip_hop_by_hop(&mut parts.headers);
+    strip_credentials(&mut parts.headers);
     if let Some(host) = original_host {
         parts
             .headers
@@ -147,6 +198,7 @@ async fn forward(
         Ok(response) => {
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
+            confine_cookies(&mut parts.headers);
             Response::from_parts(parts, Body::new(body))
         }
         Err(error) => {
@@ -166,9 +218,131 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// What the environment must never see of the visitor's Gantry identity:
+/// the `Authorization` header (an admin's API token), Gantry's cookies, the
+/// CSRF header. The environment's own cookies pass.
+pub fn strip_credentials(headers: &mut HeaderMap) {
+    headers.remove(header::AUTHORIZATION);
+    headers.remove(header::PROXY_AUTHORIZATION);
+    headers.remove(crate::auth::CSRF_HEADER);
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .map(str::trim)
+        .filter(|pair| {
+            let name = pair.split('=').next().unwrap_or_default().trim();
+            !pair.is_empty() && !is_gantry_cookie(name)
+        })
+        .map(str::to_string)
+        .collect();
+    headers.remove(header::COOKIE);
+    if !kept.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&kept.join("; "))
+    {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
+fn is_gantry_cookie(name: &str) -> bool {
+    // Browsers match cookie names exactly; a name differing only by case
+    // is refused too, as some servers read cookies case-insensitively.
+    GANTRY_COOKIES
+        .iter()
+        .any(|own| own.eq_ignore_ascii_case(name))
+}
+
+/// An environment sets cookies for its own host only: a `Domain` attribute
+/// (which could reach the dashboard's host, `Domain=localhost`) is removed,
+/// and a cookie named like one of Gantry's is dropped.
+pub fn confine_cookies(headers: &mut HeaderMap) {
+    let cookies: Vec<String> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .filter_map(|value| {
+            let mut parts = value.split(';');
+            let pair = parts.next()?.trim();
+            let name = pair.split('=').next().unwrap_or_default().trim();
+            let name = name
+                .strip_prefix("__Host-")
+                .or_else(|| name.strip_prefix("__Secure-"))
+                .unwrap_or(name);
+            if name.is_empty() || is_gantry_cookie(name) {
+                return None;
+            }
+            let attributes: Vec<&str> = parts
+                .map(str::trim)
+                .filter(|a| {
+                    !a.split('=')
+                        .next()
+                        .unwrap_or_default()
+                        .trim()
+                        .eq_ignore_ascii_case("domain")
+                })
+                .collect();
+            Some(
+                std::iter::once(pair)
+                    .chain(attributes)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    for cookie in cookies {
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            headers.append(header::SET_COOKIE, value);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_never_reach_an_environment() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer gat_x"),
+        );
+        headers.insert("x-csrf-token", HeaderValue::from_static("c"));
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("theme=dark; gantry_session=abc; GANTRY_SESSION=x"),
+        );
+        headers.append(header::COOKIE, HeaderValue::from_static("cart=3"));
+        strip_credentials(&mut headers);
+        assert!(headers.get(header::AUTHORIZATION).is_none());
+        assert!(headers.get("x-csrf-token").is_none());
+        assert_eq!(
+            headers.get(header::COOKIE).and_then(|v| v.to_str().ok()),
+            Some("theme=dark; cart=3")
+        );
+    }
+
+    #[test]
+    fn an_environment_cannot_set_cookies_beyond_its_host() {
+        let mut headers = HeaderMap::new();
+        for cookie in [
+            "gantry_session=evil; Path=/; Domain=localhost",
+            "__Host-gantry_session=evil; Secure; Path=/",
+            "cart=3; Domain=.localhost; Path=/; HttpOnly",
+            "plain=1",
+        ] {
+            headers.append(header::SET_COOKIE, HeaderValue::from_static(cookie));
+        }
+        confine_cookies(&mut headers);
+        let kept: Vec<&str> = headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        assert_eq!(kept, ["cart=3; Path=/; HttpOnly", "plain=1"]);
+    }
 
     #[test]
     fn environment_hosts_are_recognised_only_under_the_public_host() {

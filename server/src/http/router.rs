@@ -14,7 +14,7 @@ use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::http::middleware::{REQUEST_ID, record_metrics, request_span};
-use crate::http::{api, assets, auth, dashboard, ops, proxy};
+use crate::http::{api, assets, auth, dashboard, ops, proxy, security};
 use crate::state::AppState;
 
 pub fn build_app(state: AppState) -> Router {
@@ -29,18 +29,27 @@ pub fn build_app(state: AppState) -> Router {
         .route("/auth/callback", get(auth::callback))
         .route("/auth/dev", get(auth::dev_form).post(auth::dev_login))
         .route("/auth/logout", axum::routing::post(auth::logout))
-        .route("/env/{app}/{env}", axum::routing::any(proxy::by_path))
-        .route("/env/{app}/{env}/", axum::routing::any(proxy::by_path))
+        // The path form of an environment moves to its own host.
+        .route(
+            "/env/{app}/{env}",
+            axum::routing::any(proxy::redirect_to_host),
+        )
+        .route(
+            "/env/{app}/{env}/",
+            axum::routing::any(proxy::redirect_to_host),
+        )
         .route(
             "/env/{app}/{env}/{*rest}",
-            axum::routing::any(proxy::by_path),
+            axum::routing::any(proxy::redirect_to_host),
         )
         .nest("/api/v1", api::routes())
         .merge(dashboard::routes(&state))
         .fallback(dashboard::fallback)
         .layer(axum::middleware::from_fn(record_metrics))
         .layer(auth::session_layer(&state))
-        // Environment hosts are proxied before any route sees them.
+        .layer(axum::middleware::from_fn(security::headers))
+        // Environment hosts are proxied before any route sees them (and
+        // before the dashboard's headers, which are not theirs).
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             proxy::by_host,

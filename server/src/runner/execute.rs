@@ -2,22 +2,20 @@
 //! step, and a clear terminal state whatever happens.
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use app::dto::{RunState, StepState};
-use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
-use super::logs::{LineSplitter, LogSink, RunEvent};
-use super::process::{spawn_shell, terminate};
+use super::command::{self, StepResult, sink};
+use super::logs::{LogSink, RunEvent};
 use super::workspace::Workspace;
 use crate::db::{self, now_millis, runs::RunRow, steps::StepOutcome};
 use crate::deploy::{self, DeployError, DeployOutcome, DeployRequest};
 use crate::forge::api::StatusState;
 use crate::forge::feedback;
-use crate::gitops::schema::{CommandStep, LOCAL_TARGET, StackEntry, Step};
+use crate::gitops::schema::{LOCAL_TARGET, StackEntry, Step};
 use crate::gitops::template;
 use crate::state::App;
 
@@ -25,11 +23,6 @@ use crate::state::App;
 enum Ending {
     Succeeded,
     Failed(String),
-    Cancelled,
-}
-
-/// What stops a step early.
-enum Interruption {
     Cancelled,
 }
 
@@ -162,6 +155,10 @@ async fn run_steps(
             )
             .await?;
     }
+    // The sandbox's user writes the checkout and its home, nothing else.
+    app.sandbox.hand_over(&workspace.app()).await?;
+    app.sandbox.hand_over(&workspace.home()).await?;
+    let hosts = environment_hosts(app, run.app_id, &app_row.name).await?;
 
     let context = template::context(
         &app_row.name,
@@ -209,18 +206,11 @@ async fn run_steps(
             "running".into(),
         );
         let result = match step {
-            Step::Command(command) => {
-                run_command(app, run, step_id, command, &vars, workspace, cancel).await?
+            Step::Command(step) => {
+                command::run(app, run, step_id, step, &vars, &hosts, workspace, cancel).await?
             }
             Step::Deploy => {
-                let mut sink = LogSink::new(
-                    &app.db,
-                    &app.events,
-                    run.id,
-                    step_id,
-                    Vec::new(),
-                    app.config.runner_log_limit_bytes,
-                );
+                let mut sink = sink(app, run.id, step_id, Vec::new());
                 let request = DeployRequest {
                     run_id: run.id,
                     app_id: run.app_id,
@@ -313,14 +303,7 @@ async fn run_rollback(
             state: StepState::Running.as_str().into(),
         },
     );
-    let mut sink = LogSink::new(
-        &app.db,
-        &app.events,
-        run.id,
-        step_id,
-        Vec::new(),
-        app.config.runner_log_limit_bytes,
-    );
+    let mut sink = sink(app, run.id, step_id, Vec::new());
     let outcome = crate::ledger::rollback::execute(app, run, &mut sink, cancel)
         .await
         .map(|()| DeployOutcome::Deployed);
@@ -366,14 +349,6 @@ async fn finish_step(
     Ok(())
 }
 
-struct StepResult {
-    state: StepState,
-    exit_code: Option<i64>,
-    error: Option<String>,
-    log_bytes: u64,
-    truncated: bool,
-}
-
 /// The `GANTRY_*` variables and the stack entry's variables.
 #[allow(clippy::too_many_arguments)]
 fn gantry_vars(
@@ -401,11 +376,9 @@ fn gantry_vars(
     set("GANTRY_SHORT_SHA", run.commit_sha.chars().take(7).collect());
     set("GANTRY_PIPELINE_SHA", run.pipeline_sha.clone());
     set("GANTRY_RUN_ID", run.id.to_string());
-    set(
-        "GANTRY_PIPELINE_DIR",
-        workspace.pipeline().display().to_string(),
-    );
-    set("GANTRY_WORKSPACE", workspace.app().display().to_string());
+    let seen = |mount| app.sandbox.seen(&mount).display().to_string();
+    set("GANTRY_PIPELINE_DIR", seen(workspace.pipeline_mount()));
+    set("GANTRY_WORKSPACE", seen(workspace.app_mount()));
     set(crate::recovery::INSTANCE_VAR, app.instance_tag.clone());
     if let Some(image) = image {
         set("GANTRY_IMAGE", image.into());
@@ -422,221 +395,20 @@ fn gantry_vars(
     vars.into_iter().collect()
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_command(
-    app: &App,
-    run: &RunRow,
-    step_id: i64,
-    step: &CommandStep,
-    vars: &[(String, String)],
-    workspace: &Workspace,
-    cancel: &CancellationToken,
-) -> anyhow::Result<StepResult> {
-    let secret_values = match crate::secrets::resolve(app, run.app_id, &step.secrets).await {
-        Ok(values) => values,
-        Err(error) => {
-            let mut sink = LogSink::new(
-                &app.db,
-                &app.events,
-                run.id,
-                step_id,
-                Vec::new(),
-                app.config.runner_log_limit_bytes,
-            );
-            sink.note(&error.to_string()).await?;
-            return Ok(StepResult {
-                state: StepState::Failed,
-                exit_code: None,
-                error: Some(error.to_string()),
-                log_bytes: 0,
-                truncated: false,
-            });
-        }
-    };
-    let masks = secret_values
-        .iter()
-        .map(|(_, value)| value.clone())
-        .collect();
-    let mut sink = LogSink::new(
-        &app.db,
-        &app.events,
-        run.id,
-        step_id,
-        masks,
-        app.config.runner_log_limit_bytes,
-    );
-
-    let mut env: Vec<(String, String)> = vars.to_vec();
-    env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-    env.extend(secret_values);
-    env.push(("HOME".into(), workspace.home().display().to_string()));
-
-    let mut child = match spawn_shell(
-        &step.run,
-        &workspace.app(),
-        &env,
-        Stdio::piped(),
-        Stdio::piped(),
-    ) {
-        Ok(child) => child,
-        Err(error) => {
-            sink.note(&format!("cannot start the step: {error}"))
-                .await?;
-            return Ok(StepResult {
-                state: StepState::Failed,
-                exit_code: None,
-                error: Some(error.to_string()),
-                log_bytes: 0,
-                truncated: false,
-            });
-        }
-    };
-    let mut stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-    let mut stderr = child
-        .stderr
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
-    let (mut out_lines, mut err_lines) = (LineSplitter::default(), LineSplitter::default());
-    let (mut out_buf, mut err_buf) = (vec![0_u8; 16 * 1024], vec![0_u8; 16 * 1024]);
-    let (mut out_open, mut err_open) = (true, true);
-    let timeout = tokio::time::sleep(Duration::from_secs(step.timeout_seconds));
-    tokio::pin!(timeout);
-    let mut flush = tokio::time::interval(Duration::from_millis(250));
-    let mut interruption: Option<Result<Interruption, ()>> = None;
-
-    while out_open || err_open {
-        tokio::select! {
-            read = stdout.read(&mut out_buf), if out_open => match read {
-                Ok(0) | Err(_) => out_open = false,
-                Ok(n) => for line in out_lines.feed(&out_buf[..n]) { sink.line(&line).await?; },
-            },
-            read = stderr.read(&mut err_buf), if err_open => match read {
-                Ok(0) | Err(_) => err_open = false,
-                Ok(n) => for line in err_lines.feed(&err_buf[..n]) { sink.line(&line).await?; },
-            },
-            _ = flush.tick() => sink.flush().await?,
-            () = &mut timeout => { interruption = Some(Err(())); break; }
-            () = cancel.cancelled() => { interruption = Some(Ok(Interruption::Cancelled)); break; }
-        }
+/// The hosts of the app's environments on the local target: inside a
+/// sandbox they resolve to the relay that reaches them (and only them).
+async fn environment_hosts(app: &App, app_id: i64, name: &str) -> Result<Vec<String>, sqlx::Error> {
+    let mut hosts = vec![app.config.preview_domain.clone()];
+    if let Some(host) = app.config.public_url.host_str() {
+        hosts.push(host.to_string());
     }
-    for rest in [out_lines.rest(), err_lines.rest()].into_iter().flatten() {
-        sink.line(&rest).await?;
+    for env in db::environments::list_for_app(app.db.pool(), app_id).await? {
+        hosts.push(format!(
+            "{}--{name}.{}",
+            env.name, app.config.preview_domain
+        ));
     }
-
-    let result = match interruption {
-        Some(Err(())) => {
-            terminate(&mut child, Duration::from_secs(5)).await;
-            let message = format!(
-                "timed out after {}",
-                crate::gitops::duration::HumanDuration(Duration::from_secs(step.timeout_seconds))
-            );
-            sink.note(&format!("step {message}; its processes were stopped"))
-                .await?;
-            StepResult {
-                state: StepState::Failed,
-                exit_code: None,
-                error: Some(message),
-                log_bytes: 0,
-                truncated: false,
-            }
-        }
-        Some(Ok(Interruption::Cancelled)) => {
-            terminate(&mut child, Duration::from_secs(5)).await;
-            sink.note("cancelled; the step's processes were stopped")
-                .await?;
-            StepResult {
-                state: StepState::Cancelled,
-                exit_code: None,
-                error: Some("cancelled".into()),
-                log_bytes: 0,
-                truncated: false,
-            }
-        }
-        None => {
-            let status = child.wait().await?;
-            let code = status.code().map(i64::from);
-            if status.success() {
-                StepResult {
-                    state: StepState::Succeeded,
-                    exit_code: code,
-                    error: None,
-                    log_bytes: 0,
-                    truncated: false,
-                }
-            } else {
-                let error = match code {
-                    Some(code) => format!("exited with code {code}"),
-                    None => format!("was killed ({status})"),
-                };
-                StepResult {
-                    state: StepState::Failed,
-                    exit_code: code,
-                    error: Some(error),
-                    log_bytes: 0,
-                    truncated: false,
-                }
-            }
-        }
-    };
-    read_reports(app, step_id, step, workspace, &mut sink).await?;
-    sink.finish().await?;
-    Ok(StepResult {
-        log_bytes: sink.total_bytes(),
-        truncated: sink.truncated(),
-        ..result
-    })
-}
-
-/// Reads the step's JUnit files; a missing or broken one is noted in the
-/// log, not fatal (the exit code decides the step).
-async fn read_reports(
-    app: &App,
-    step_id: i64,
-    step: &CommandStep,
-    workspace: &Workspace,
-    sink: &mut LogSink<'_>,
-) -> anyhow::Result<()> {
-    const MAX_REPORT: u64 = 20 * 1024 * 1024;
-    for report in &step.reports {
-        let Some(path) = workspace.inside_app(report) else {
-            sink.note(&format!(
-                "test report {report} was not written (or points outside the checkout)"
-            ))
-            .await?;
-            continue;
-        };
-        let size = tokio::fs::metadata(&path)
-            .await
-            .map(|m| m.len())
-            .unwrap_or(0);
-        if size > MAX_REPORT {
-            sink.note(&format!(
-                "test report {report} is larger than 20 MiB; not read"
-            ))
-            .await?;
-            continue;
-        }
-        let xml = match tokio::fs::read_to_string(&path).await {
-            Ok(xml) => xml,
-            Err(error) => {
-                sink.note(&format!("test report {report}: {error}")).await?;
-                continue;
-            }
-        };
-        match super::junit::parse(report, &step.name, &xml) {
-            Ok(summary) => {
-                sink.note(&format!(
-                    "tests in {report}: {} passed, {} failed, {} skipped",
-                    summary.passed, summary.failed, summary.skipped
-                ))
-                .await?;
-                db::steps::insert_report(app.db.pool(), step_id, &summary, now_millis()).await?;
-            }
-            Err(error) => sink.note(&error.to_string()).await?,
-        }
-    }
-    Ok(())
+    hosts.sort();
+    hosts.dedup();
+    Ok(hosts)
 }

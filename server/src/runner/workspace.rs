@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::sandbox::{self, Mount};
+
 pub struct Workspace {
     pub root: PathBuf,
 }
@@ -25,6 +27,30 @@ impl Workspace {
 
     pub fn home(&self) -> PathBuf {
         self.root.join("home")
+    }
+
+    /// The checkout, where steps run: `/workspace` inside the sandbox.
+    pub fn app_mount(&self) -> Mount {
+        Mount::writable(self.app(), sandbox::WORKSPACE)
+    }
+
+    /// The app's pipeline folder, read-only at `/pipeline`.
+    pub fn pipeline_mount(&self) -> Mount {
+        Mount::read_only(self.pipeline(), sandbox::PIPELINE)
+    }
+
+    pub fn home_mount(&self) -> Mount {
+        Mount::writable(self.home(), sandbox::HOME)
+    }
+
+    /// What a step's sandbox is given: the checkout, its home and (when
+    /// there is one) the app's pipeline folder — nothing of other runs.
+    pub fn mounts(&self) -> Vec<Mount> {
+        let mut mounts = vec![self.app_mount(), self.home_mount()];
+        if self.pipeline().is_dir() {
+            mounts.push(self.pipeline_mount());
+        }
+        mounts
     }
 
     /// A path a step named (a report), if it stays inside the checkout

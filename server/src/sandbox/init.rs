@@ -43,6 +43,11 @@ pub struct Instructions {
     pub forward: Option<Forward>,
     /// The inherited descriptor to report the command's end on.
     pub status_fd: Option<i32>,
+    /// The read end of a pipe whose write end only Gantry holds: when it
+    /// reads end-of-file, Gantry is gone (however it died) and the sandbox
+    /// ends. The kernel's parent-death signal alone is not enough: giving
+    /// up root clears it.
+    pub lifeline_fd: Option<i32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,9 +124,18 @@ pub fn main(args: &[String]) -> i32 {
 
 fn run(instructions: &Instructions) -> Result<Ending, String> {
     let mut status = match instructions.status_fd {
-        Some(fd) => Some(status_file(fd)?),
+        Some(fd) => Some(inherited(fd, true)?),
         None => None,
     };
+    if let Some(fd) = instructions.lifeline_fd {
+        let mut lifeline = inherited(fd, false)?;
+        std::thread::spawn(move || {
+            let mut byte = [0_u8; 1];
+            // Nothing is ever written: this returns when Gantry is gone.
+            let _ = std::io::Read::read(&mut lifeline, &mut byte);
+            std::process::exit(SETUP_FAILED);
+        });
+    }
     for limit in &instructions.rlimits {
         let (resource, value) = match *limit {
             Rlimit::Processes(n) => (Resource::RLIMIT_NPROC, n),
@@ -210,13 +224,14 @@ fn reap(main: Pid) -> Option<Ending> {
     }
 }
 
-/// Opens the inherited status descriptor anew (close-on-exec, so the
-/// command cannot write to it) and closes the inherited one.
-fn status_file(fd: i32) -> Result<std::fs::File, String> {
+/// Opens an inherited pipe end anew (close-on-exec, so the command cannot
+/// use it) and closes the inherited descriptor.
+fn inherited(fd: i32, write: bool) -> Result<std::fs::File, String> {
     let file = std::fs::OpenOptions::new()
-        .write(true)
+        .read(!write)
+        .write(write)
         .open(format!("/proc/self/fd/{fd}"))
-        .map_err(|e| format!("status descriptor {fd}: {e}"))?;
+        .map_err(|e| format!("descriptor {fd}: {e}"))?;
     nix::unistd::close(fd).map_err(|e| format!("closing descriptor {fd}: {e}"))?;
     Ok(file)
 }

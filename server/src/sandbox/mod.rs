@@ -479,6 +479,7 @@ impl Sandbox {
             }),
             forward: relay.clone(),
             status_fd: Some(plan::STATUS_FD),
+            lifeline_fd: Some(plan::LIFELINE_FD),
         };
         let instructions =
             serde_json::to_string(&instructions).map_err(|e| start(e.to_string()))?;
@@ -502,6 +503,7 @@ impl Sandbox {
         let (info_read, info_write) = pipe().map_err(start)?;
         let (block_read, block_write) = pipe().map_err(start)?;
         let (status_read, status_write) = pipe().map_err(start)?;
+        let (lifeline_read, lifeline_write) = pipe().map_err(start)?;
         let mut command = tokio::process::Command::new(&self.bwrap);
         command
             .args(&args)
@@ -526,6 +528,10 @@ impl Sandbox {
                 FdMapping {
                     parent_fd: status_write,
                     child_fd: plan::STATUS_FD,
+                },
+                FdMapping {
+                    parent_fd: lifeline_read,
+                    child_fd: plan::LIFELINE_FD,
                 },
             ])
             .map_err(|e| start(e.to_string()))?;
@@ -579,6 +585,7 @@ impl Sandbox {
             slirp,
             scratch: guard.0.take(),
             limits: spec.limits,
+            _lifeline: lifeline_write,
         });
         // Everything is in place: let the helper start.
         let mut block = tokio::net::unix::pipe::Sender::from_owned_fd(block_write)
@@ -609,6 +616,8 @@ struct Inner {
     slirp: Option<Slirp>,
     scratch: Option<PathBuf>,
     limits: Limits,
+    /// Closed when this Gantry goes, which ends the sandbox.
+    _lifeline: OwnedFd,
 }
 
 impl Sandboxed {

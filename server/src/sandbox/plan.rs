@@ -16,6 +16,7 @@ pub const PREVIEW_SOCKET: &str = "/.gantry/preview.sock";
 pub const INFO_FD: i32 = 3;
 pub const BLOCK_FD: i32 = 4;
 pub const STATUS_FD: i32 = 5;
+pub const LIFELINE_FD: i32 = 6;
 
 /// System directories shown read-only (those that exist on the host).
 const SYSTEM: &[&str] = &["/usr", "/etc"];
@@ -82,6 +83,11 @@ pub fn arguments(plan: &Plan<'_>) -> Vec<OsString> {
             Err(_) => {}
         }
     }
+    args.one("--proc", "/proc");
+    args.one("--dev", "/dev");
+    args.flags(&["--size", &plan.tmp_bytes.to_string()]);
+    args.one("--tmpfs", "/tmp");
+    // After /tmp, so an extra path under /tmp is not hidden by it.
     for path in plan.read_only {
         args.pair("--ro-bind-try", path, path);
     }
@@ -95,10 +101,6 @@ pub fn arguments(plan: &Plan<'_>) -> Vec<OsString> {
             args.pair("--ro-bind", "/dev/null", path);
         }
     }
-    args.one("--proc", "/proc");
-    args.one("--dev", "/dev");
-    args.flags(&["--size", &plan.tmp_bytes.to_string()]);
-    args.one("--tmpfs", "/tmp");
     args.pair("--ro-bind", plan.hosts_file, "/etc/hosts");
     if let Some(resolv) = plan.resolv_file {
         args.pair("--ro-bind", resolv, "/etc/resolv.conf");

@@ -65,10 +65,16 @@ on_both! {
         })
         .await;
 
-        // The path-prefix form reaches the same process, path and query kept.
+        // The path-prefix form moves to the environment's own host, path
+        // and query kept: its code never runs on the dashboard's origin.
         let prefixed = app.get("/env/shop/staging/hello?x=1").await;
-        assert_eq!(prefixed.status, 200);
-        assert_eq!(prefixed.text(), format!("commit={v2} path=/hello?x=1\n"));
+        assert_eq!(prefixed.status, 302);
+        assert_eq!(
+            prefixed.header("location"),
+            Some("http://staging--shop.localhost:0/hello?x=1")
+        );
+        let moved = app.get_host("staging--shop.localhost:0", "/hello?x=1").await;
+        assert_eq!(moved.text(), format!("commit={v2} path=/hello?x=1\n"));
 
         // The run is fully recorded: steps, logs, who and what.
         let run = wait_for("the run to succeed", MINUTE, || async {

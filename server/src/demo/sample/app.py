@@ -52,4 +52,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 if __name__ == "__main__":
     port = int(os.environ.get("PORT", "8000"))
-    http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+    # $HOST: 0.0.0.0 in the sandbox's own network namespace, else 127.0.0.1.
+    host = os.environ.get("HOST", "127.0.0.1")
+    http.server.ThreadingHTTPServer((host, port), Handler).serve_forever()

@@ -11,9 +11,10 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_saphyr::{Location, Spanned};
 
 use super::duration::HumanDuration;
+use super::resources::{parse_bytes, parse_cpu};
 use super::schema::{
     API_VERSION, AppConfig, ApprovalPolicy, BranchMatch, CommandStep, ForgeConfig, LOCAL_TARGET,
-    LocalRun, MergeStrategy, PipelineConfig, StackEntry, Step,
+    LocalRun, MergeStrategy, PipelineConfig, Resources, StackEntry, Step, StepNetwork,
 };
 
 /// Roles an approval policy may name.
@@ -116,6 +117,17 @@ struct RawCommandStep {
     reports: Vec<Spanned<String>>,
     #[serde(default)]
     env: BTreeMap<String, Spanned<String>>,
+    resources: Option<RawResources>,
+    network: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResources {
+    memory: Option<Spanned<String>>,
+    pids: Option<Spanned<u64>>,
+    cpu: Option<Spanned<String>>,
+    tmp: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -128,6 +140,8 @@ struct RawLocal {
     secrets: Vec<Spanned<String>>,
     #[serde(default)]
     env: BTreeMap<String, Spanned<String>>,
+    resources: Option<RawResources>,
+    network: Option<Spanned<String>>,
 }
 
 impl<'de> Deserialize<'de> for RawStep {
@@ -717,6 +731,8 @@ fn validate_pipeline(raw: RawPipeline, issues: &mut Issues<'_>) -> Option<Pipeli
                     reports.push(report.value.clone());
                 }
                 let env = env_map(step.env, &field("env"), issues);
+                let resources = resources(step.resources, &field("resources"), issues);
+                let network = network(step.network, &field("network"), issues);
                 steps.push(Step::Command(CommandStep {
                     name,
                     run: step.run.value,
@@ -724,6 +740,8 @@ fn validate_pipeline(raw: RawPipeline, issues: &mut Issues<'_>) -> Option<Pipeli
                     secrets,
                     reports,
                     env,
+                    resources,
+                    network,
                 }));
             }
         }
@@ -753,12 +771,84 @@ fn validate_pipeline(raw: RawPipeline, issues: &mut Issues<'_>) -> Option<Pipeli
                 .unwrap_or(DEFAULT_HEALTH_TIMEOUT),
             secrets: secret_names(&local.secrets, "local.secrets", issues),
             env: env_map(local.env, "local.env", issues),
+            resources: resources(local.resources, "local.resources", issues),
+            network: match local.network {
+                Some(text) if text.value == "none" => {
+                    issues.at(
+                        text.referenced,
+                        "local.network",
+                        "a local app must be reachable: use `default` or `host`",
+                    );
+                    StepNetwork::Default
+                }
+                other => network(other, "local.network", issues),
+            },
         }
     });
     Some(PipelineConfig {
         image: raw.image.map(|s| s.value),
         steps,
         local,
+    })
+}
+
+/// `resources:`, each missing value at its documented default.
+fn resources(raw: Option<RawResources>, field: &str, issues: &mut Issues<'_>) -> Resources {
+    let mut resources = Resources::default();
+    let Some(raw) = raw else {
+        return resources;
+    };
+    let mut size = |value: Option<Spanned<String>>, name: &str, into: &mut u64| {
+        if let Some(value) = value {
+            match parse_bytes(&value.value) {
+                Ok(bytes) => *into = bytes,
+                Err(message) => issues.at(value.referenced, format!("{field}.{name}"), message),
+            }
+        }
+    };
+    size(raw.memory, "memory", &mut resources.memory_bytes);
+    size(raw.tmp, "tmp", &mut resources.tmp_bytes);
+    if let Some(pids) = raw.pids {
+        if (8..=1_000_000).contains(&pids.value) {
+            resources.pids = pids.value;
+        } else {
+            issues.at(
+                pids.referenced,
+                format!("{field}.pids"),
+                "expected a number of processes from 8 to 1000000",
+            );
+        }
+    }
+    if let Some(cpu) = raw.cpu {
+        match parse_cpu(&cpu.value) {
+            Ok(millis) => resources.cpu_millis = millis,
+            Err(message) => issues.at(cpu.referenced, format!("{field}.cpu"), message),
+        }
+    }
+    if resources.memory_bytes < 16 << 20 {
+        issues.at(
+            Location::UNKNOWN,
+            format!("{field}.memory"),
+            "at least 16Mi: less cannot start a shell",
+        );
+    }
+    resources
+}
+
+fn network(raw: Option<Spanned<String>>, field: &str, issues: &mut Issues<'_>) -> StepNetwork {
+    let Some(raw) = raw else {
+        return StepNetwork::Default;
+    };
+    StepNetwork::parse(&raw.value).unwrap_or_else(|| {
+        issues.at(
+            raw.referenced,
+            field,
+            format!(
+                "unknown network {:?}: expected `default` (internet, no host services), `none` or `host`",
+                raw.value
+            ),
+        );
+        StepNetwork::Default
     })
 }
 

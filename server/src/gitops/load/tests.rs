@@ -313,3 +313,64 @@ fn the_soak_and_the_commit_link_are_read_and_checked() {
     assert_eq!(fields, ["commit_url", "stack[2].stable_after"], "{found:?}");
     assert!(found[1].message.contains("7d"), "{found:?}");
 }
+
+#[test]
+fn steps_take_resources_and_a_network_with_precise_errors() {
+    let pipeline = "apiVersion: gantry.dev/v1
+steps:
+  - name: build
+    run: make
+    resources: { memory: 512Mi, pids: 128, cpu: 0.5, tmp: 64Mi }
+    network: none
+  - { name: e2e, run: ./e2e.sh, network: host, resources: { cpu: 2 } }
+  - deploy
+local:
+  run: ./serve
+  resources: { memory: 1Gi }
+";
+    let config = load_app("shop", Some(APP), Some(pipeline), &[]).expect("valid");
+    let Step::Command(build) = &config.pipeline.steps[0] else {
+        panic!("a command")
+    };
+    assert_eq!(build.resources.memory_bytes, 512 << 20);
+    assert_eq!(build.resources.pids, 128);
+    assert_eq!(build.resources.cpu_millis, 500);
+    assert_eq!(build.resources.tmp_bytes, 64 << 20);
+    assert_eq!(build.network, StepNetwork::None);
+    let Step::Command(e2e) = &config.pipeline.steps[1] else {
+        panic!("a command")
+    };
+    assert_eq!(e2e.network, StepNetwork::Host);
+    assert_eq!(e2e.resources.cpu_millis, 2000);
+    assert_eq!(e2e.resources.memory_bytes, 2 << 30, "the default");
+    let local = config.pipeline.local.expect("local");
+    assert_eq!(local.resources.memory_bytes, 1 << 30);
+    assert_eq!(local.network, StepNetwork::Default);
+
+    let bad = "apiVersion: gantry.dev/v1
+steps:
+  - name: build
+    run: make
+    resources: { memory: 2GB, pids: 3, cpu: lots }
+    network: internet
+local:
+  run: ./serve
+  network: none
+";
+    let found = issues(APP, bad);
+    let fields: Vec<&str> = found.iter().map(|i| i.field.as_str()).collect();
+    for field in [
+        "steps[0].resources.memory",
+        "steps[0].resources.pids",
+        "steps[0].resources.cpu",
+        "steps[0].network",
+        "local.network",
+    ] {
+        assert!(fields.contains(&field), "{field} in {found:?}");
+    }
+    assert!(
+        found
+            .iter()
+            .all(|i| i.file == "apps/shop/pipeline.yaml" && i.line.is_some())
+    );
+}

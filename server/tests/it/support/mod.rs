@@ -468,6 +468,8 @@ pub fn test_config(data_dir: &Path, database: DatabaseTarget) -> Config {
     };
     let mut config = Config::resolve(&flags, &[]).expect("test config resolves");
     config.database = database;
+    // The test binary is not next to the helper; cargo built it here.
+    config.sandbox_helper = env!("CARGO_BIN_EXE_gantry-sandbox").into();
     config
 }
 

@@ -108,6 +108,17 @@ pub fn admin_token(data: &Path) -> String {
 
 impl Server {
     pub fn start(data: &Path, pipeline: &str, port: u16, token: &str) -> Server {
+        Server::start_with(data, pipeline, port, token, &[])
+    }
+
+    /// `start`, with more environment variables.
+    pub fn start_with(
+        data: &Path,
+        pipeline: &str,
+        port: u16,
+        token: &str,
+        env: &[(&str, String)],
+    ) -> Server {
         let data_dir = data.join("data");
         let mut child = gantry(data)
             .args([
@@ -120,6 +131,7 @@ impl Server {
                 pipeline,
             ])
             .env("GANTRY_POLL_INTERVAL", "1s")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -153,10 +165,12 @@ impl Server {
             .expect("json")
     }
 
-    /// What `<env>--shop` serves through the proxy, when it answers 200.
+    /// What `<env>--shop` serves through the proxy on its own host, when
+    /// it answers 200.
     pub async fn served(&self, env: &str) -> Option<String> {
         let response = reqwest::Client::new()
-            .get(format!("http://127.0.0.1:{}/env/shop/{env}/", self.port))
+            .get(format!("http://127.0.0.1:{}/", self.port))
+            .header("host", format!("{env}--shop.localhost:{}", self.port))
             .send()
             .await
             .ok()?;

@@ -1,0 +1,310 @@
+//! One command step: its secrets, its sandbox, its output into the log,
+//! its limits, timeout and cancellation, and its test reports.
+
+use std::time::Duration;
+
+use app::dto::StepState;
+use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
+
+use super::logs::{LineSplitter, LogSink};
+use super::workspace::Workspace;
+use crate::db::{self, now_millis, runs::RunRow};
+use crate::gitops::schema::{CommandStep, StepNetwork};
+use crate::sandbox::{Limits, Network, Sandboxed, Spec};
+use crate::state::App;
+
+/// How a step ended, as the run records it.
+pub struct StepResult {
+    pub state: StepState,
+    pub exit_code: Option<i64>,
+    pub error: Option<String>,
+    pub log_bytes: u64,
+    pub truncated: bool,
+}
+
+impl StepResult {
+    pub fn failed(error: String) -> StepResult {
+        StepResult {
+            state: StepState::Failed,
+            exit_code: None,
+            error: Some(error),
+            log_bytes: 0,
+            truncated: false,
+        }
+    }
+}
+
+/// What stops a step early.
+enum Interruption {
+    TimedOut,
+    Cancelled,
+    Limit(crate::sandbox::LimitHit),
+}
+
+/// A log sink for one step of a run, masking `secrets`.
+pub fn sink(app: &App, run_id: i64, step_id: i64, secrets: Vec<String>) -> LogSink<'_> {
+    LogSink::new(
+        &app.db,
+        &app.events,
+        run_id,
+        step_id,
+        secrets,
+        app.config.runner_log_limit_bytes,
+    )
+}
+
+pub fn limits(step: &CommandStep) -> Limits {
+    let r = &step.resources;
+    Limits {
+        memory_bytes: r.memory_bytes,
+        pids: r.pids,
+        cpu_millis: r.cpu_millis,
+        tmp_bytes: r.tmp_bytes,
+    }
+}
+
+pub fn network(network: StepNetwork) -> Network {
+    match network {
+        StepNetwork::Default => Network::Isolated,
+        StepNetwork::None => Network::None,
+        StepNetwork::Host => Network::Host,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    app: &App,
+    run: &RunRow,
+    step_id: i64,
+    step: &CommandStep,
+    vars: &[(String, String)],
+    hosts: &[String],
+    workspace: &Workspace,
+    cancel: &CancellationToken,
+) -> anyhow::Result<StepResult> {
+    let secret_values = match crate::secrets::resolve(app, run.app_id, &step.secrets).await {
+        Ok(values) => values,
+        Err(error) => {
+            let mut sink = sink(app, run.id, step_id, Vec::new());
+            sink.note(&error.to_string()).await?;
+            return Ok(StepResult::failed(error.to_string()));
+        }
+    };
+    let masks = secret_values
+        .iter()
+        .map(|(_, value)| value.clone())
+        .collect();
+    let mut sink = sink(app, run.id, step_id, masks);
+
+    let mut env: Vec<(String, String)> = vars.to_vec();
+    env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.extend(secret_values);
+    env.push((
+        "HOME".into(),
+        app.sandbox
+            .seen(&workspace.home_mount())
+            .display()
+            .to_string(),
+    ));
+    if step.network == StepNetwork::Host {
+        sink.note("this step runs on the host's network (network: host in pipeline.yaml)")
+            .await?;
+    }
+    let limits = limits(step);
+    let spawned = app
+        .sandbox
+        .spawn(Spec {
+            script: step.run.clone(),
+            mounts: workspace.mounts(),
+            cwd: workspace.app_mount(),
+            env,
+            limits,
+            network: network(step.network),
+            publish: None,
+            hosts: hosts.to_vec(),
+            stdout: std::process::Stdio::piped(),
+            stderr: std::process::Stdio::piped(),
+        })
+        .await;
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(error) => {
+            sink.note(&format!("cannot start the step: {error}"))
+                .await?;
+            return Ok(StepResult::failed(error.to_string()));
+        }
+    };
+    let interruption = follow_output(&mut child, &mut sink, step.timeout_seconds, cancel).await?;
+
+    let result = match interruption {
+        Some(Interruption::TimedOut) => {
+            child.terminate(Duration::from_secs(5)).await;
+            let message = format!(
+                "timed out after {}",
+                crate::gitops::duration::HumanDuration(Duration::from_secs(step.timeout_seconds))
+            );
+            sink.note(&format!("step {message}; its processes were stopped"))
+                .await?;
+            StepResult::failed(message)
+        }
+        Some(Interruption::Cancelled) => {
+            child.terminate(Duration::from_secs(5)).await;
+            sink.note("cancelled; the step's processes were stopped")
+                .await?;
+            StepResult {
+                state: StepState::Cancelled,
+                ..StepResult::failed("cancelled".into())
+            }
+        }
+        Some(Interruption::Limit(limit)) => {
+            child.kill();
+            let _ = child.wait().await;
+            let message = crate::sandbox::limit_message(limit, &limits);
+            sink.note(&format!("the step {message}")).await?;
+            StepResult::failed(message)
+        }
+        None => {
+            let exit = child.wait().await?;
+            match exit.problem(&limits) {
+                None => StepResult {
+                    state: StepState::Succeeded,
+                    exit_code: exit.code().map(i64::from),
+                    error: None,
+                    log_bytes: 0,
+                    truncated: false,
+                },
+                Some(problem) => {
+                    if exit.limit.is_some() {
+                        sink.note(&format!("the step {problem}")).await?;
+                    }
+                    StepResult {
+                        exit_code: exit.code().map(i64::from),
+                        ..StepResult::failed(problem)
+                    }
+                }
+            }
+        }
+    };
+    child.finish().await;
+    read_reports(app, step_id, step, workspace, &mut sink).await?;
+    sink.finish().await?;
+    Ok(StepResult {
+        log_bytes: sink.total_bytes(),
+        truncated: sink.truncated(),
+        ..result
+    })
+}
+
+/// Copies the step's output into its log until both streams close, or
+/// until it times out, is cancelled or runs into a limit.
+async fn follow_output(
+    child: &mut Sandboxed,
+    sink: &mut LogSink<'_>,
+    timeout_seconds: u64,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Option<Interruption>> {
+    let mut stdout = child
+        .child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut stderr = child
+        .child
+        .stderr
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+    let (mut out_lines, mut err_lines) = (LineSplitter::default(), LineSplitter::default());
+    let (mut out_buf, mut err_buf) = (vec![0_u8; 16 * 1024], vec![0_u8; 16 * 1024]);
+    let (mut out_open, mut err_open) = (true, true);
+    let timeout = tokio::time::sleep(Duration::from_secs(timeout_seconds));
+    tokio::pin!(timeout);
+    let mut flush = tokio::time::interval(Duration::from_millis(250));
+    let mut interruption = None;
+    while out_open || err_open {
+        tokio::select! {
+            read = stdout.read(&mut out_buf), if out_open => match read {
+                Ok(0) | Err(_) => out_open = false,
+                Ok(n) => for line in out_lines.feed(&out_buf[..n]) { sink.line(&line).await?; },
+            },
+            read = stderr.read(&mut err_buf), if err_open => match read {
+                Ok(0) | Err(_) => err_open = false,
+                Ok(n) => for line in err_lines.feed(&err_buf[..n]) { sink.line(&line).await?; },
+            },
+            _ = flush.tick() => {
+                sink.flush().await?;
+                // A fork bomb or a memory hog is stopped as soon as its
+                // cgroup says so, not when the timeout comes.
+                if let Some(limit) = child.limit_hit() {
+                    interruption = Some(Interruption::Limit(limit));
+                    break;
+                }
+            }
+            () = &mut timeout => { interruption = Some(Interruption::TimedOut); break; }
+            () = cancel.cancelled() => { interruption = Some(Interruption::Cancelled); break; }
+        }
+    }
+    for rest in [out_lines.rest(), err_lines.rest()].into_iter().flatten() {
+        sink.line(&rest).await?;
+    }
+    Ok(interruption)
+}
+
+/// Reads the step's JUnit files; a missing or broken one is noted in the
+/// log, not fatal (the exit code decides the step). The checkout was
+/// written by the step, so only regular files inside it are read (a link
+/// out of it, a FIFO or a device is refused).
+async fn read_reports(
+    app: &App,
+    step_id: i64,
+    step: &CommandStep,
+    workspace: &Workspace,
+    sink: &mut LogSink<'_>,
+) -> anyhow::Result<()> {
+    const MAX_REPORT: u64 = 20 * 1024 * 1024;
+    for report in &step.reports {
+        let Some(path) = workspace.inside_app(report) else {
+            sink.note(&format!(
+                "test report {report} was not written (or points outside the checkout)"
+            ))
+            .await?;
+            continue;
+        };
+        let metadata = match tokio::fs::symlink_metadata(&path).await {
+            Ok(metadata) if metadata.is_file() => metadata,
+            _ => {
+                sink.note(&format!(
+                    "test report {report} is not a regular file; not read"
+                ))
+                .await?;
+                continue;
+            }
+        };
+        if metadata.len() > MAX_REPORT {
+            sink.note(&format!(
+                "test report {report} is larger than 20 MiB; not read"
+            ))
+            .await?;
+            continue;
+        }
+        let xml = match tokio::fs::read_to_string(&path).await {
+            Ok(xml) => xml,
+            Err(error) => {
+                sink.note(&format!("test report {report}: {error}")).await?;
+                continue;
+            }
+        };
+        match super::junit::parse(report, &step.name, &xml) {
+            Ok(summary) => {
+                sink.note(&format!(
+                    "tests in {report}: {} passed, {} failed, {} skipped",
+                    summary.passed, summary.failed, summary.skipped
+                ))
+                .await?;
+                db::steps::insert_report(app.db.pool(), step_id, &summary, now_millis()).await?;
+            }
+            Err(error) => sink.note(&error.to_string()).await?,
+        }
+    }
+    Ok(())
+}
