@@ -73,7 +73,12 @@ pub async fn execute(app: Arc<App>, run: RunRow) {
         },
     );
     app.events.close(run.id);
-    tracing::info!(run = run.id, state = state.as_str(), "run ended");
+    tracing::info!(
+        run = run.id,
+        state = state.as_str(),
+        error = error.as_deref().unwrap_or(""),
+        "run ended"
+    );
 }
 
 async fn finish(

@@ -284,8 +284,14 @@ fn relay_all(listener: TcpListener, socket: PathBuf) {
 
 /// Copies bytes both ways between a client in the sandbox and Gantry.
 fn relay(client: TcpStream, socket: &std::path::Path) {
-    let Ok(upstream) = UnixStream::connect(socket) else {
-        return;
+    let upstream = match UnixStream::connect(socket) {
+        Ok(upstream) => upstream,
+        Err(error) => {
+            eprintln!(
+                "[gantry] cannot reach environments through Gantry's preview socket: {error}"
+            );
+            return;
+        }
     };
     let (Ok(mut client_read), Ok(mut upstream_write)) = (client.try_clone(), upstream.try_clone())
     else {

@@ -113,6 +113,9 @@ pub fn arguments(plan: &Plan<'_>) -> Vec<OsString> {
         };
         args.pair(flag, &mount.host, &mount.inside);
     }
+    // Made by hand: a directory bubblewrap makes for a file's mount point
+    // is closed to everyone but root.
+    args.flags(&["--perms", "0755", "--dir", "/.gantry"]);
     if let Some(socket) = plan.preview_socket {
         args.pair("--bind", socket, PREVIEW_SOCKET);
     }

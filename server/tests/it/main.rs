@@ -17,6 +17,7 @@ mod crash;
 mod dashboard;
 mod flow;
 mod forge;
+mod hostile;
 mod ledger;
 mod notify;
 mod ops;

@@ -51,6 +51,25 @@ pub async fn start_with(
     app
 }
 
+/// Gantry on a real loopback port that its public URL names, so
+/// environment URLs are `http://<env>--shop.localhost:<port>/` as in the
+/// demo. Returns the port.
+pub async fn start_listening(
+    backend: &str,
+    repos: &Repos,
+    configure: impl FnOnce(&mut Config),
+) -> (TestApp, u16) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let mut app = start_with(backend, repos, |config| {
+        config.public_url = format!("http://localhost:{port}/").parse().expect("url");
+        configure(config);
+    })
+    .await;
+    app.serve_tcp(listener);
+    (app, port)
+}
+
 /// What the proxy answers for `<env>--shop`, if it answers 200.
 pub async fn served(app: &TestApp, env: &str) -> Option<String> {
     let response = app

@@ -171,6 +171,21 @@ impl TestApp {
             .expect("background starts");
     }
 
+    /// Serves the router on a real TCP listener too (for what only a port
+    /// shows: a sandboxed step trying to reach Gantry, a browser).
+    pub fn serve_tcp(&mut self, listener: std::net::TcpListener) {
+        listener.set_nonblocking(true).expect("non-blocking");
+        let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+        let router = self.router.clone();
+        self.background.push(tokio::spawn(async move {
+            let _ = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .await;
+        }));
+    }
+
     /// Stops the loops and every local process.
     pub async fn stop(&mut self) {
         self.state.stop().await;

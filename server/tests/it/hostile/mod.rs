@@ -1,0 +1,56 @@
+//! The hostile-developer suite: what a developer's code (a step, a local
+//! app, a preview, a fork) tries in order to get at what only admins have,
+//! and fails to do. Each test failed on the main branch before the sandbox
+//! and the origin split (issue 14).
+
+mod credentials;
+mod local_apps;
+mod previews;
+mod steps;
+
+use std::path::Path;
+
+/// A Python program that tries every door and prints one line per try:
+/// `blocked <what>: <why>` or `ESCAPED <what>` (which a test refuses).
+pub fn attack_program(data: &Path, gantry_pid: u32, gantry_port: u16) -> String {
+    let data = data.display();
+    format!(
+        r#"import os, socket, sys, urllib.request
+DATA = "{data}"
+def attempt(name, action):
+    try:
+        result = action()
+        print(f"ESCAPED {{name}}: {{str(result)[:80]!r}}")
+    except Exception as error:
+        print(f"blocked {{name}}: {{type(error).__name__}}")
+def connect(host, port):
+    with socket.create_connection((host, port), timeout=3):
+        return "connected"
+def api():
+    with urllib.request.urlopen("http://127.0.0.1:{gantry_port}/api/v1/runs", timeout=5) as answer:
+        return answer.read()
+attempt("secret key", lambda: open(DATA + "/secret.key", "rb").read())
+attempt("database", lambda: open(DATA + "/gantry.db", "rb").read(16))
+attempt("sessions", lambda: os.listdir(DATA))
+attempt("git mirrors", lambda: os.listdir(DATA + "/git"))
+attempt("other workspaces", lambda: os.listdir(DATA + "/work"))
+attempt("gantry environ", lambda: open("/proc/{gantry_pid}/environ", "rb").read())
+attempt("signal gantry", lambda: os.kill({gantry_pid}, 0))
+attempt("write outside", lambda: open(os.path.dirname(DATA) + "/escaped", "w").write("x"))
+attempt("write system", lambda: open("/usr/escaped", "w").write("x"))
+attempt("postgres on loopback", lambda: connect("127.0.0.1", 5432))
+attempt("postgres through the gateway", lambda: connect("10.0.2.2", 5432))
+attempt("gantry api", api)
+attempt("the pipeline repo", lambda: open("/pipeline/../other-secrets.txt").read())
+print("uid", os.getuid())
+print("pipeline", sorted(os.listdir(os.environ.get("GANTRY_PIPELINE_DIR", "/pipeline"))))
+"#
+    )
+}
+
+/// The lines of an attack's output that say something escaped.
+pub fn escapes(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|line| line.contains("ESCAPED"))
+        .collect()
+}

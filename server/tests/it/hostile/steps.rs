@@ -1,0 +1,106 @@
+//! A developer's pushed code, run as a step: it reads, writes, connects and
+//! multiplies, and gets nowhere — while its smoke test still reaches the
+//! environment it tests, and every other run goes on.
+
+use super::{attack_program, escapes};
+use crate::on_both;
+use crate::support::TestApp;
+use crate::support::flow::{MINUTE, Repos, scan, start_listening, wait_for};
+
+const PIPELINE: &str = "apiVersion: gantry.dev/v1
+steps:
+  - { name: attack, run: \"if [ -f attack.py ]; then python3 attack.py; fi\" }
+  - deploy
+  - { name: smoke, run: \"if [ -f smoke.py ]; then python3 smoke.py; fi\" }
+local:
+  run: python3 app.py
+  health: /healthz
+  health_timeout: 20s
+";
+
+/// Reaches the environment by both its URLs, as a smoke test does.
+const SMOKE: &str = r#"import os, sys, urllib.request
+for name in ["GANTRY_PREFIX_URL", "GANTRY_URL"]:
+    url = os.environ[name] + "smoke"
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        body = answer.read().decode()
+    print(name, body.strip())
+    if os.environ["GANTRY_COMMIT"] not in body:
+        sys.exit(f"{url} does not serve the commit")
+"#;
+
+/// The run of `sha` once it has ended, with its steps.
+pub async fn ended_run(app: &TestApp, sha: &str) -> serde_json::Value {
+    let run = wait_for("the run to end", 2 * MINUTE, || async {
+        let runs = app.get("/api/v1/runs").await.json();
+        runs.as_array()?
+            .iter()
+            .find(|r| {
+                r["commit_sha"] == sha
+                    && matches!(
+                        r["state"].as_str(),
+                        Some("succeeded" | "failed" | "cancelled")
+                    )
+            })
+            .cloned()
+    })
+    .await;
+    let mut detail = app.get(&format!("/api/v1/runs/{}", run["id"])).await.json();
+    detail["id"] = run["id"].clone();
+    detail
+}
+
+pub async fn step_log(app: &TestApp, run: &serde_json::Value, step: &str) -> String {
+    let step = run["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["name"] == step)
+        .unwrap_or_else(|| panic!("no step {step} in {run}"));
+    app.get(&format!(
+        "/api/v1/runs/{}/steps/{}/log",
+        run["id"], step["id"]
+    ))
+    .await
+    .text()
+}
+
+on_both! {
+    async fn a_step_reaches_nothing_of_gantry_and_its_smoke_test_still_works(backend) {
+        let repos = Repos::new("");
+        repos.pipeline.write("apps/shop/pipeline.yaml", PIPELINE);
+        repos.pipeline.write("other-secrets.txt", "the pipeline repo's other files\n");
+        repos.pipeline.commit("an attack step, a smoke test, a file beside the apps");
+        let (app, port) = start_listening(backend, &repos, |_| {}).await;
+
+        repos.app.checkout_new("feature/attack");
+        repos.app.write("attack.py", &attack_program(app.data_path(), std::process::id(), port));
+        repos.app.write("smoke.py", SMOKE);
+        let sha = repos.app.commit("try every door");
+        scan(&app).await;
+        let run = ended_run(&app, &sha).await;
+        let attack = step_log(&app, &run, "attack").await;
+
+        assert!(escapes(&attack).is_empty(), "escaped: {attack}");
+        for door in [
+            "secret key", "database", "sessions", "git mirrors", "other workspaces",
+            "gantry environ", "signal gantry", "write outside", "write system",
+            "postgres on loopback", "postgres through the gateway", "gantry api",
+            "the pipeline repo",
+        ] {
+            assert!(attack.contains(&format!("blocked {door}:")), "{door}: {attack}");
+        }
+        assert!(!attack.contains("uid 0\n"), "the step does not run as root: {attack}");
+        assert!(
+            attack.contains("pipeline ['app.yaml', 'pipeline.yaml']"),
+            "only its own app's folder: {attack}"
+        );
+        assert!(!app.data_path().parent().unwrap().join("escaped").exists());
+
+        // The environment's URLs still work from inside (the relay).
+        let smoke = step_log(&app, &run, "smoke").await;
+        assert_eq!(run["run"]["state"], "succeeded", "{smoke}");
+        assert!(smoke.contains(&format!("GANTRY_PREFIX_URL commit={sha}")), "{smoke}");
+        assert!(smoke.contains(&format!("GANTRY_URL commit={sha}")), "{smoke}");
+    }
+}
