@@ -87,6 +87,7 @@ pub fn arguments(plan: &Plan<'_>) -> Vec<OsString> {
     args.one("--dev", "/dev");
     args.flags(&["--size", &plan.tmp_bytes.to_string()]);
     args.one("--tmpfs", "/tmp");
+    args.pair("--chmod", "1777", "/tmp");
     // After /tmp, so an extra path under /tmp is not hidden by it.
     for path in plan.read_only {
         args.pair("--ro-bind-try", path, path);
@@ -209,7 +210,7 @@ mod tests {
             !args.contains("--unshare-user"),
             "root mode has no user namespace"
         );
-        assert!(args.contains("--size 1024 --tmpfs /tmp"));
+        assert!(args.contains("--size 1024 --tmpfs /tmp --chmod 1777 /tmp"));
         // Nothing binds the host's root or the data directory itself.
         assert!(!args.contains("--bind / "), "{args}");
         assert!(!args.contains(" /data /data"), "{args}");

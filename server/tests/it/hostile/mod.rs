@@ -36,12 +36,20 @@ attempt("git mirrors", lambda: os.listdir(DATA + "/git"))
 attempt("other workspaces", lambda: os.listdir(DATA + "/work"))
 attempt("gantry environ", lambda: open("/proc/{gantry_pid}/environ", "rb").read())
 attempt("signal gantry", lambda: os.kill({gantry_pid}, 0))
-attempt("write outside", lambda: open(os.path.dirname(DATA) + "/escaped", "w").write("x"))
+attempt("write outside", lambda: open("/escaped", "w").write("x"))
+attempt("write the pipeline folder", lambda: open("/pipeline/escaped", "w").write("x"))
 attempt("write system", lambda: open("/usr/escaped", "w").write("x"))
 attempt("postgres on loopback", lambda: connect("127.0.0.1", 5432))
 attempt("postgres through the gateway", lambda: connect("10.0.2.2", 5432))
 attempt("gantry api", api)
 attempt("the pipeline repo", lambda: open("/pipeline/../other-secrets.txt").read())
+def ptrace():
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.ptrace(16, {gantry_pid}, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "ptrace refused")
+    return "attached"
+attempt("ptrace gantry", ptrace)
 print("uid", os.getuid())
 print("pipeline", sorted(os.listdir(os.environ.get("GANTRY_PIPELINE_DIR", "/pipeline"))))
 "#

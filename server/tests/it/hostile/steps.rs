@@ -85,8 +85,9 @@ on_both! {
         for door in [
             "secret key", "database", "sessions", "git mirrors", "other workspaces",
             "gantry environ", "signal gantry", "write outside", "write system",
+            "write the pipeline folder",
             "postgres on loopback", "postgres through the gateway", "gantry api",
-            "the pipeline repo",
+            "the pipeline repo", "ptrace gantry",
         ] {
             assert!(attack.contains(&format!("blocked {door}:")), "{door}: {attack}");
         }
@@ -102,5 +103,63 @@ on_both! {
         assert_eq!(run["run"]["state"], "succeeded", "{smoke}");
         assert!(smoke.contains(&format!("GANTRY_PREFIX_URL commit={sha}")), "{smoke}");
         assert!(smoke.contains(&format!("GANTRY_URL commit={sha}")), "{smoke}");
+    }
+}
+
+const HOGS: &str = "apiVersion: gantry.dev/v1
+steps:
+  - name: hog
+    run: \"if [ -f hog.sh ]; then sh hog.sh; fi\"
+    timeout: 5m
+    resources: { memory: 64Mi, pids: 64, tmp: 16Mi }
+  - deploy
+local:
+  run: python3 app.py
+  health: /healthz
+  health_timeout: 20s
+";
+
+on_both! {
+    async fn a_fork_bomb_a_memory_hog_and_a_disk_filler_fail_alone_with_their_reason(backend) {
+        let repos = Repos::new("");
+        repos.pipeline.write("apps/shop/pipeline.yaml", HOGS);
+        repos.pipeline.commit("limits");
+        let (app, _) = start_listening(backend, &repos, |config| config.runner_max_parallel = 4).await;
+        let hogs = [
+            ("bomb", "f() { f | f & }; f; sleep 120\n"),
+            ("memory", "python3 -c 'x = b\"x\" * (512 << 20); print(len(x))'\n"),
+            ("disk", "dd if=/dev/zero of=/tmp/fill bs=1M count=200\n"),
+        ];
+        let mut commits = Vec::new();
+        for (branch, script) in hogs {
+            repos.app.checkout("master");
+            repos.app.checkout_new(branch);
+            repos.app.write("hog.sh", script);
+            commits.push(repos.app.commit(branch));
+        }
+        scan(&app).await;
+        let mut reasons = Vec::new();
+        for sha in &commits {
+            let run = ended_run(&app, sha).await;
+            let log = step_log(&app, &run, "hog").await;
+            assert_eq!(run["run"]["state"], "failed", "{run}");
+            reasons.push((run["error"].as_str().unwrap_or_default().to_string(), log));
+        }
+        let [(bomb, _), (memory, _), (disk, disk_log)] = &reasons[..] else {
+            panic!("three runs")
+        };
+        assert!(
+            bomb.contains("tried to run more than its limit of 64 processes"),
+            "{bomb}"
+        );
+        assert!(memory.contains("used more than its memory limit (64 MiB)"), "{memory}");
+        assert!(disk.contains("exited with code 1"), "{disk}");
+        assert!(disk_log.contains("No space left on device"), "{disk_log}");
+
+        // Everything else went on: staging deployed meanwhile, Gantry answers.
+        let latest = repos.app.head("latest");
+        let staging = ended_run(&app, &latest).await;
+        assert_eq!(staging["run"]["state"], "succeeded", "{staging}");
+        assert_eq!(app.get("/healthz").await.status, 200);
     }
 }
