@@ -7,7 +7,8 @@
 // Prints `ready <issuer>` once listening. For the refusal tests it can forge
 // the ID token the token endpoint returns, re-signed with its own key so only
 // the named property is wrong: POST /test/forge?mode=signature|audience|
-// nonce|expired|none.
+// nonce|expired|no_auth_time|none (no_auth_time: a provider that does not say
+// when the person authenticated).
 import Provider from 'oidc-provider';
 import * as jose from 'jose';
 
@@ -79,6 +80,7 @@ provider.use(async (ctx, next) => {
   const now = Math.floor(Date.now() / 1000);
   if (forge === 'audience') claims.aud = 'someone-else';
   if (forge === 'nonce') claims.nonce = 'not-the-nonce-gantry-sent';
+  if (forge === 'no_auth_time') delete claims.auth_time;
   if (forge === 'expired') {
     claims.iat = now - 7200;
     claims.exp = now - 3600;

@@ -121,6 +121,18 @@ pub async fn token(config: Config, command: TokenCommand) -> anyhow::Result<()> 
     // Gantry runs.
     let state = crate::state::App::start(config).await?;
     let user_id = crate::auth::upsert_user(&state, "gantry-cli", &user, &user, None).await?;
+    // Whoever runs this can read the database: they grant the user the
+    // role (a token never holds more than its owner).
+    crate::auth::add_grant(
+        &state,
+        user_id,
+        "cli",
+        &app::dto::Grant {
+            role,
+            app: app.clone(),
+        },
+    )
+    .await?;
     let (_, token) = crate::auth::tokens::create(
         &state,
         user_id,

@@ -148,7 +148,7 @@ pub async fn authenticate(parts: &Parts, app: &App) -> Result<Option<Principal>,
         .and_then(|v| v.strip_prefix("Bearer "))
     {
         let mut principal = tokens::verify(app, bearer.trim()).await?;
-        principal.source_ip = source_ip(parts);
+        principal.source_ip = source_ip(parts, &app.config.trusted_proxies);
         return Ok(Some(principal));
     }
     let Some(session) = parts.extensions.get::<Session>() else {
@@ -190,26 +190,49 @@ pub async fn authenticate(parts: &Parts, app: &App) -> Result<Option<Principal>,
         grants: grants_of(app, user_id).await?,
         auth_time,
         via: Via::Session { csrf },
-        source_ip: source_ip(parts),
+        source_ip: source_ip(parts, &app.config.trusted_proxies),
     }))
 }
 
-/// The request's origin: the first `X-Forwarded-For` hop (Gantry is often
-/// behind a proxy), else the TCP peer.
-pub fn source_ip(parts: &Parts) -> Option<String> {
-    let forwarded = parts
+/// Where the request came from, for the audit log: the TCP peer, unless the
+/// peer is one of `server.trusted_proxies` — then the nearest hop of
+/// `X-Forwarded-For` that is not a trusted proxy. A client can write any
+/// `X-Forwarded-For` it likes, so the header means nothing from others.
+pub fn source_ip(parts: &Parts, trusted: &[crate::config::IpNet]) -> Option<String> {
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip());
+    let forwarded: Vec<&str> = parts
         .headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty());
-    forwarded.or_else(|| {
-        parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|info| info.0.ip().to_string())
-    })
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    client_ip(peer, &forwarded, trusted)
+}
+
+/// The pure part of [`source_ip`].
+pub fn client_ip(
+    peer: Option<std::net::IpAddr>,
+    forwarded: &[&str],
+    trusted: &[crate::config::IpNet],
+) -> Option<String> {
+    let is_trusted = |ip: std::net::IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let mut client = peer?;
+    // Right to left: each trusted hop vouches for the one before it.
+    for hop in forwarded.iter().rev() {
+        if !is_trusted(client) {
+            break;
+        }
+        match hop.parse::<std::net::IpAddr>() {
+            Ok(ip) => client = ip,
+            Err(_) => break,
+        }
+    }
+    Some(client.to_string())
 }
 
 /// Starts a session for `user_id`: a new session id (no fixation), a new
@@ -223,10 +246,12 @@ pub async fn sign_in(
     session.cycle_id().await.map_err(fail)?;
     session.insert(USER_ID, user_id).await.map_err(fail)?;
     session.insert(LOGIN_AT, now_millis()).await.map_err(fail)?;
-    session
-        .insert(AUTH_TIME, auth_time.unwrap_or_else(now_millis))
-        .await
-        .map_err(fail)?;
+    match auth_time {
+        Some(auth_time) => session.insert(AUTH_TIME, auth_time).await.map_err(fail)?,
+        None => {
+            session.remove::<i64>(AUTH_TIME).await.map_err(fail)?;
+        }
+    }
     session
         .insert(CSRF, random_token("")?)
         .await
@@ -339,6 +364,31 @@ pub async fn set_grants(
     tx.commit().await
 }
 
+/// Adds one grant to a user's grants from `source`, keeping the others
+/// (the CLI gives the operator's user the role of each token it creates).
+pub async fn add_grant(
+    app: &App,
+    user_id: i64,
+    source: &str,
+    grant: &Grant,
+) -> Result<(), sqlx::Error> {
+    let mut grants: Vec<Grant> = sqlx::query_as::<_, (String, Option<String>)>(
+        "SELECT b.role, a.name FROM role_bindings b LEFT JOIN apps a ON a.id = b.app_id
+         WHERE b.user_id = $1 AND b.source = $2 ORDER BY b.id",
+    )
+    .bind(user_id)
+    .bind(source)
+    .fetch_all(app.db.pool())
+    .await?
+    .into_iter()
+    .filter_map(|(role, app)| Role::parse(&role).map(|role| Grant { role, app }))
+    .collect();
+    if !grants.contains(grant) {
+        grants.push(grant.clone());
+    }
+    set_grants(app, user_id, source, &grants).await
+}
+
 /// A caller standing for Gantry itself acting on a person's behalf (the
 /// demo's first approval): a user of issuer `gantry-system`.
 pub async fn system_caller(
@@ -410,6 +460,36 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let proxies = [crate::config::IpNet::parse("10.0.0.0/8").expect("net")];
+        let ip = |text: &str| Some(text.parse().expect("ip"));
+        // A client that writes the header itself gains nothing.
+        assert_eq!(
+            client_ip(ip("203.0.113.7"), &["1.2.3.4"], &proxies).as_deref(),
+            Some("203.0.113.7")
+        );
+        assert_eq!(
+            client_ip(ip("203.0.113.7"), &["1.2.3.4"], &[]).as_deref(),
+            Some("203.0.113.7")
+        );
+        // Behind the proxy: the hop the proxy saw, not what the client wrote.
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), &["1.2.3.4", "198.51.100.9"], &proxies).as_deref(),
+            Some("198.51.100.9")
+        );
+        // Two trusted proxies in a row.
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), &["198.51.100.9", "10.0.0.3"], &proxies).as_deref(),
+            Some("198.51.100.9")
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), &["junk"], &proxies).as_deref(),
+            Some("10.0.0.2")
+        );
+        assert_eq!(client_ip(None, &["1.2.3.4"], &proxies), None);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The tower-sessions store: sessions in the `user_sessions` table of
 //! whichever database Gantry uses, expiry in milliseconds like every other
-//! timestamp.
+//! timestamp. A session id is a bearer credential (it is the cookie), so the
+//! table keeps only its SHA-256: whoever reads the database cannot sign in
+//! as anyone.
 
 use async_trait::async_trait;
 use tower_sessions::SessionStore;
@@ -33,6 +35,11 @@ fn backend(error: impl std::fmt::Display) -> Error {
     Error::Backend(error.to_string())
 }
 
+/// What the table keeps of a session id.
+pub fn stored_id(id: &Id) -> String {
+    super::sha256_hex(&id.to_string())
+}
+
 fn expires_at(record: &Record) -> i64 {
     i64::try_from(record.expiry_date.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
@@ -47,7 +54,7 @@ impl SessionStore for DbSessionStore {
             let inserted = sqlx::query(
                 "INSERT INTO user_sessions (id, data, expires_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
             )
-            .bind(record.id.to_string())
+            .bind(stored_id(&record.id))
             .bind(data)
             .bind(expires_at(record))
             .execute(self.db.pool())
@@ -66,7 +73,7 @@ impl SessionStore for DbSessionStore {
             "INSERT INTO user_sessions (id, data, expires_at) VALUES ($1, $2, $3)
              ON CONFLICT (id) DO UPDATE SET data = $2, expires_at = $3",
         )
-        .bind(record.id.to_string())
+        .bind(stored_id(&record.id))
         .bind(data)
         .bind(expires_at(record))
         .execute(self.db.pool())
@@ -79,7 +86,7 @@ impl SessionStore for DbSessionStore {
         let row: Option<(Vec<u8>, i64)> = sqlx::query_as(
             "SELECT data, expires_at FROM user_sessions WHERE id = $1 AND expires_at > $2",
         )
-        .bind(id.to_string())
+        .bind(stored_id(id))
         .bind(now_millis())
         .fetch_optional(self.db.pool())
         .await
@@ -100,7 +107,7 @@ impl SessionStore for DbSessionStore {
 
     async fn delete(&self, id: &Id) -> Result<()> {
         sqlx::query("DELETE FROM user_sessions WHERE id = $1")
-            .bind(id.to_string())
+            .bind(stored_id(id))
             .execute(self.db.pool())
             .await
             .map_err(backend)?;

@@ -1,5 +1,8 @@
 //! API tokens for the CLI and automation: shown once, stored as a SHA-256
 //! hash, scoped to a role (and optionally an app), expiring, revocable.
+//! A token never holds more than its owner: on every request its powers are
+//! its own role and scope intersected with the owner's current grants, so a
+//! demoted or removed owner takes their tokens down with them.
 
 use app::dto::{Grant, Role};
 
@@ -57,6 +60,19 @@ pub async fn verify(app: &App, token: &str) -> Result<Principal, ApiError> {
         return Err(refused());
     }
     let role = Role::parse(&role).ok_or_else(refused)?;
+    let owner = super::grants_of(app, user_id).await?;
+    let grants = effective_grants(
+        &Grant {
+            role,
+            app: app_name,
+        },
+        &owner,
+    );
+    if grants.is_empty() {
+        return Err(ApiError::Unauthorized(format!(
+            "the API token's owner {name} has no role any more; the token grants nothing"
+        )));
+    }
     let _ = sqlx::query("UPDATE api_tokens SET last_used_at = $2 WHERE id = $1")
         .bind(id)
         .bind(now_millis())
@@ -65,14 +81,34 @@ pub async fn verify(app: &App, token: &str) -> Result<Principal, ApiError> {
     Ok(Principal {
         user_id,
         name,
-        grants: vec![Grant {
-            role,
-            app: app_name,
-        }],
+        grants,
         auth_time: None,
         via: Via::Token { token_id: id },
         source_ip: None,
     })
+}
+
+/// What a token may do: each of its owner's grants, cut down to the
+/// token's role and, when the token is for one app, to that app.
+pub fn effective_grants(token: &Grant, owner: &[Grant]) -> Vec<Grant> {
+    let lower = |a: Role, b: Role| if a.rank() <= b.rank() { a } else { b };
+    let mut grants: Vec<Grant> = owner
+        .iter()
+        .filter_map(|grant| {
+            let app = match (&token.app, &grant.app) {
+                (None, app) => app.clone(),
+                (Some(only), None) => Some(only.clone()),
+                (Some(only), Some(app)) if only == app => Some(app.clone()),
+                (Some(_), Some(_)) => return None,
+            };
+            Some(Grant {
+                role: lower(token.role, grant.role),
+                app,
+            })
+        })
+        .collect();
+    grants.dedup();
+    grants
 }
 
 /// Creates a token for `user_id`; returns (id, the token — shown once).
@@ -144,4 +180,46 @@ pub async fn revoke(app: &App, id: i64) -> Result<bool, ApiError> {
             .execute(app.db.pool())
             .await?;
     Ok(result.rows_affected() == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(role: Role, app: Option<&str>) -> Grant {
+        Grant {
+            role,
+            app: app.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_token_holds_at_most_what_its_owner_holds_now() {
+        let admin_token = grant(Role::Admin, None);
+        // The owner was demoted to developer: the admin token is a
+        // developer token now.
+        assert_eq!(
+            effective_grants(&admin_token, &[grant(Role::Developer, None)]),
+            [grant(Role::Developer, None)]
+        );
+        // Removed from every app: nothing.
+        assert!(effective_grants(&admin_token, &[]).is_empty());
+        // An owner scoped to one app: the token is too.
+        assert_eq!(
+            effective_grants(&admin_token, &[grant(Role::Admin, Some("shop"))]),
+            [grant(Role::Admin, Some("shop"))]
+        );
+        // A token for one app cannot reach the owner's other app.
+        let shop_token = grant(Role::Developer, Some("shop"));
+        assert!(effective_grants(&shop_token, &[grant(Role::Admin, Some("billing"))]).is_empty());
+        assert_eq!(
+            effective_grants(&shop_token, &[grant(Role::Admin, None)]),
+            [grant(Role::Developer, Some("shop"))]
+        );
+        // A viewer token of an admin stays a viewer token.
+        assert_eq!(
+            effective_grants(&grant(Role::Viewer, None), &[grant(Role::Admin, None)]),
+            [grant(Role::Viewer, None)]
+        );
+    }
 }

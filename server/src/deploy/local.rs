@@ -508,13 +508,22 @@ async fn supervise(
     let mut failures = 0u32;
     loop {
         let started = Instant::now();
-        let exit = tokio::select! {
-            () = stop.cancelled() => {
-                child.terminate(Duration::from_secs(10)).await;
-                child.finish().await;
-                return;
+        let exit = loop {
+            tokio::select! {
+                () = stop.cancelled() => {
+                    child.terminate(Duration::from_secs(10)).await;
+                    child.finish().await;
+                    return;
+                }
+                exit = child.wait() => break exit,
+                // An app that runs into a limit (a fork bomb) is stopped,
+                // and said so, rather than left limping.
+                () = tokio::time::sleep(Duration::from_secs(1)) => {
+                    if child.limit_hit().is_some() {
+                        child.kill();
+                    }
+                }
             }
-            exit = child.wait() => exit,
         };
         let limits = child.limits();
         child.finish().await;

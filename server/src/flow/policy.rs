@@ -58,8 +58,13 @@ pub fn refusal(
             .auth_time
             .is_some_and(|t| now_millis() - t <= max_age);
         if !fresh {
+            let why = if caller.me.auth_time.is_none() {
+                " (your sign-in did not say when you authenticated: the identity provider sent no auth_time)"
+            } else {
+                ""
+            };
             return Some(format!(
-                "this environment needs a fresh sign-in to approve (within {}); sign in again at /auth/login?fresh=1",
+                "this environment needs a fresh sign-in to approve (within {}){why}; sign in again at /auth/login?fresh=1",
                 HumanDuration(app.config.reauth_max_age)
             ));
         }

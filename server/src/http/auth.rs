@@ -18,13 +18,39 @@ use crate::state::AppState;
 
 const PENDING: &str = "oidc_pending";
 
-/// Only local paths: never an open redirect.
-fn local_path(path: Option<&str>) -> String {
-    match path {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => {
-            path.to_string()
+/// Only a path on this origin: never an open redirect. Browsers drop tabs
+/// and line breaks from URLs and read `\` as `/`, so `/\t/evil.example`
+/// or `/\\evil.example` would leave the site; anything but a plain path
+/// (and query) that stays on this origin once normalised goes to `/`.
+pub fn local_path(path: Option<&str>) -> String {
+    let Some(path) = path else {
+        return "/".into();
+    };
+    let plain = path.starts_with('/')
+        && !path.starts_with("//")
+        && !path
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '\\');
+    if !plain {
+        return "/".into();
+    }
+    let Ok(origin) = url::Url::parse("http://gantry.invalid/") else {
+        return "/".into();
+    };
+    match origin.join(path) {
+        Ok(url) if url.origin() == origin.origin() && url.username().is_empty() => {
+            let mut local = url.path().to_string();
+            if let Some(query) = url.query() {
+                local.push('?');
+                local.push_str(query);
+            }
+            if local.starts_with("//") {
+                "/".into()
+            } else {
+                local
+            }
         }
-        _ => "/".to_string(),
+        _ => "/".into(),
     }
 }
 
@@ -35,11 +61,21 @@ fn redirect_uri(state: &AppState) -> String {
     )
 }
 
-fn source_ip(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(',').next().unwrap_or("").trim().to_string())
+/// Where a sign-in came from (see `auth::source_ip`).
+pub struct ClientIp(pub Option<String>);
+
+impl axum::extract::FromRequestParts<AppState> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(auth::source_ip(
+            parts,
+            &state.config.trusted_proxies,
+        )))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,7 +127,7 @@ pub struct Callback {
 pub async fn callback(
     State(state): State<AppState>,
     session: Session,
-    headers: HeaderMap,
+    ClientIp(ip): ClientIp,
     Query(callback): Query<Callback>,
 ) -> Result<Response, ApiError> {
     let settings = state
@@ -147,14 +183,10 @@ pub async fn callback(
         &auth::grants_from_claim(&identity.roles_claim),
     )
     .await?;
-    auth::sign_in(&session, user_id, identity.auth_time.or(Some(now_millis()))).await?;
-    record_sign_in(
-        &state,
-        &identity.name,
-        "oidc",
-        source_ip(&headers).as_deref(),
-    )
-    .await?;
+    // Only the provider knows when the person authenticated: without its
+    // `auth_time` the session counts as never freshly signed in.
+    auth::sign_in(&session, user_id, identity.auth_time).await?;
+    record_sign_in(&state, &identity.name, "oidc", ip.as_deref()).await?;
     Ok(Redirect::to(&pending.return_to).into_response())
 }
 
@@ -226,20 +258,14 @@ pub struct DevLogin {
 pub async fn dev_login(
     State(state): State<AppState>,
     session: Session,
-    headers: HeaderMap,
+    ClientIp(ip): ClientIp,
     Form(form): Form<DevLogin>,
 ) -> Result<Response, ApiError> {
     let role = Role::parse(&form.role)
         .ok_or_else(|| ApiError::BadRequest(format!("unknown role {:?}", form.role)))?;
     let user_id = auth::dev::user_for(&state, &form.name, role).await?;
     auth::sign_in(&session, user_id, Some(now_millis())).await?;
-    record_sign_in(
-        &state,
-        form.name.trim(),
-        "dev",
-        source_ip(&headers).as_deref(),
-    )
-    .await?;
+    record_sign_in(&state, form.name.trim(), "dev", ip.as_deref()).await?;
     Ok(Redirect::to(&local_path(form.return_to.as_deref())).into_response())
 }
 
@@ -321,4 +347,48 @@ pub fn session_layer(
         .with_same_site(tower_sessions::cookie::SameSite::Lax)
         .with_secure(state.config.public_url.scheme() == "https")
         .with_expiry(tower_sessions::Expiry::OnInactivity(idle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_path;
+
+    #[test]
+    fn return_to_stays_on_this_origin() {
+        assert_eq!(local_path(Some("/runs/3?tab=log")), "/runs/3?tab=log");
+        assert_eq!(local_path(Some("/a/../approvals")), "/approvals");
+        for trick in [
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r//evil.example",
+            "//evil.example",
+            "/\\evil.example",
+            "\\/evil.example",
+            "https://evil.example/",
+            "/%09/evil.example",
+            " /x",
+            "evil.example",
+            "/.//evil.example",
+            "/x@evil.example",
+        ] {
+            let kept = local_path(Some(trick));
+            let home = url::Url::parse("http://gantry.invalid/").expect("url");
+            let resolved = home.join(&kept).expect("a path");
+            assert_eq!(
+                resolved.host_str(),
+                Some("gantry.invalid"),
+                "{trick:?} -> {kept:?}"
+            );
+            assert!(
+                kept.starts_with('/')
+                    && !kept.starts_with("//")
+                    && !kept
+                        .chars()
+                        .any(|c| c.is_control() || c.is_whitespace() || c == '\\'),
+                "{trick:?} -> {kept:?}"
+            );
+        }
+        assert_eq!(local_path(Some("/\t/evil.example")), "/");
+        assert_eq!(local_path(None), "/");
+    }
 }

@@ -1169,10 +1169,10 @@ async fn rollback_on_clusters(backend: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rollback_restores_the_stored_objects_on_every_cluster_sqlite() {
-    crate::support::bounded(rollback_on_clusters("sqlite")).await;
+    Box::pin(crate::support::bounded(rollback_on_clusters("sqlite"))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rollback_restores_the_stored_objects_on_every_cluster_postgres() {
-    crate::support::bounded(rollback_on_clusters("postgres")).await;
+    Box::pin(crate::support::bounded(rollback_on_clusters("postgres"))).await;
 }

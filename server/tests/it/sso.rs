@@ -367,6 +367,19 @@ async fn forged_id_tokens_and_a_wrong_state_are_refused() {
         // And the genuine one still works.
         let genuine = sign_in(&gantry, "alice", "/auth/login").await;
         assert_eq!(me(&genuine, &gantry).await.0, StatusCode::OK);
+
+        // A provider that does not say when the person authenticated: a
+        // plain sign-in works but never counts as fresh, and a fresh one
+        // (what `reauth: true` asks for) is refused.
+        provider.forge("no_auth_time").await;
+        let plain = sign_in(&gantry, "alice", "/auth/login").await;
+        let (status, who) = me(&plain, &gantry).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(who["auth_time"].is_null(), "no time is made up: {who}");
+        let fresh = sign_in(&gantry, "alice", "/auth/login?fresh=1").await;
+        assert_eq!(fresh.status, StatusCode::UNAUTHORIZED, "{}", fresh.body);
+        assert!(fresh.body.contains("auth_time"), "{}", fresh.body);
+        provider.forge("none").await;
     })
     .await;
 }

@@ -1,5 +1,6 @@
 //! API tokens over REST: anyone signed in creates tokens for themselves, up
-//! to their own role; people list and revoke their own, admins everyone's.
+//! to their own role; people list and revoke their own, and only global
+//! admins anyone's (an admin of one app manages that app, not people).
 //! The token is shown once, in the creation answer.
 
 use app::dto::Role;
@@ -39,8 +40,9 @@ pub struct CreatedToken {
 
 const MAX_LIFETIME_DAYS: u64 = 400;
 
+/// Only an admin of every app manages other people's tokens.
 fn is_admin(principal: &Principal) -> bool {
-    principal.me().can_anywhere(Role::Admin)
+    principal.can(Role::Admin, None)
 }
 
 /// Creates a token acting as the caller.

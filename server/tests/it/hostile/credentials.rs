@@ -1,1 +1,186 @@
+//! Credentials that cannot outlive their owner or travel: tokens follow
+//! their owner's grants, only global admins manage other people's tokens,
+//! session ids are not in the database, sign-in redirects stay home and a
+//! forged `X-Forwarded-For` does not rewrite the audit log.
 
+use app::dto::{Grant, Role};
+use axum::body::Body;
+use axum::http::Request;
+use serde_json::json;
+
+use crate::support::TestApp;
+
+async fn user(app: &TestApp, name: &str) -> i64 {
+    gantry::auth::upsert_user(&app.state, "gantry-test", name, name, None)
+        .await
+        .expect("user")
+}
+
+crate::both_backends! {
+    async fn a_demoted_admins_token_loses_what_its_owner_lost(app: TestApp) {
+        let token = app.token("mallory", Role::Admin, None).await;
+        let cluster = json!({ "name": "c1", "server": "https://127.0.0.1:9", "token": "t", "insecure": true });
+        assert_eq!(app.post_as(&token, "/api/v1/clusters", cluster.clone()).await.status, 201);
+
+        // Mallory is demoted to developer (as the next sign-in would do).
+        let mallory = user(&app, "mallory").await;
+        gantry::auth::set_grants(&app.state, mallory, "test", &[Grant { role: Role::Developer, app: None }])
+            .await
+            .expect("demote");
+        let refused = app.post_as(&token, "/api/v1/clusters", json!({ "name": "c2", "server": "https://127.0.0.1:9", "token": "t", "insecure": true })).await;
+        assert_eq!(refused.status, 403, "{}", refused.text());
+        let minted = app.post_as(&token, "/api/v1/tokens", json!({ "name": "again", "role": "admin" })).await;
+        assert_eq!(minted.status, 403, "an old token mints no new power: {}", minted.text());
+        let me = app.request_as(Some(&token), Request::get("/api/v1/me").body(Body::empty()).unwrap()).await.json();
+        assert_eq!(me["grants"], json!([{ "role": "developer", "app": null }]));
+
+        // Removed from everything: the token is worth nothing.
+        gantry::auth::set_grants(&app.state, mallory, "test", &[]).await.expect("remove");
+        let gone = app.request_as(Some(&token), Request::get("/api/v1/runs").body(Body::empty()).unwrap()).await;
+        assert_eq!(gone.status, 401, "{}", gone.text());
+        assert!(gone.text().contains("no role any more"), "{}", gone.text());
+    }
+
+    async fn an_app_admin_cannot_see_or_revoke_other_peoples_tokens(app: TestApp) {
+        crate::seed::shop_with_a_change_request(&app).await;
+        let victim_token = app.token("victor", Role::Developer, None).await;
+        let shop_admin = app.token("sam", Role::Admin, Some("shop")).await;
+        let listed = app.request_as(Some(&shop_admin), Request::get("/api/v1/tokens").body(Body::empty()).unwrap()).await;
+        assert_eq!(listed.status, 200);
+        let listed = listed.json();
+        assert!(listed.as_array().unwrap().iter().all(|t| t["user"] == "sam"), "only their own: {listed}");
+        // Victor's token, as the global admin sees it.
+        let all = app.get("/api/v1/tokens").await.json();
+        let victims = all.as_array().unwrap().iter().find(|t| t["user"] == "victor").expect("victor's token")["id"].clone();
+        let revoke = Request::delete(format!("/api/v1/tokens/{victims}")).body(Body::empty()).unwrap();
+        assert_eq!(app.request_as(Some(&shop_admin), revoke).await.status, 404);
+        let still = app.request_as(Some(&victim_token), Request::get("/api/v1/me").body(Body::empty()).unwrap()).await;
+        assert_eq!(still.status, 200, "victor's token still works");
+        // The global admin can.
+        let revoke = Request::delete(format!("/api/v1/tokens/{victims}")).body(Body::empty()).unwrap();
+        assert_eq!(app.request(revoke).await.status, 204);
+    }
+}
+
+async fn with_dev_login(configure: impl FnOnce(&mut gantry::config::Config)) -> TestApp {
+    TestApp::with_config("sqlite", |config| {
+        config.dev_login = true;
+        configure(config);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_ids_are_not_kept_in_the_database() {
+    crate::support::bounded(async {
+        let app = with_dev_login(|_| {}).await;
+        let browser = app.sign_in("ada", "admin").await;
+        let id = browser
+            .cookie
+            .split_once('=')
+            .expect("cookie")
+            .1
+            .to_string();
+        let stored: Vec<String> = sqlx::query_scalar("SELECT id FROM user_sessions")
+            .fetch_all(app.db().pool())
+            .await
+            .expect("sessions");
+        assert_eq!(stored.len(), 1);
+        assert!(
+            !stored.iter().any(|s| s.contains(&id)),
+            "{stored:?} holds the cookie {id}"
+        );
+        assert_eq!(stored[0], gantry::auth::sha256_hex(&id));
+        // Reading the table gives no cookie that works.
+        let forged = Request::get("/api/v1/me")
+            .header("cookie", format!("gantry_session={}", stored[0]))
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(app.request_as(None, forged).await.status, 401);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_redirects_stay_on_this_origin() {
+    crate::support::bounded(async {
+        let app = with_dev_login(|_| {}).await;
+        for trick in [
+            "/%09/evil.example",
+            "/%0A/evil.example",
+            "//evil.example",
+            "/%5Cevil.example",
+            "%5C%5Cevil.example",
+            "https://evil.example",
+            "/%0D%0A%09/evil.example",
+        ] {
+            let request = Request::post("/auth/dev")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from(format!(
+                    "name=ada&role=viewer&return_to={trick}"
+                )))
+                .unwrap();
+            let response = app.request_as(None, request).await;
+            assert_eq!(response.status, 303, "{trick}");
+            let location = response.header("location").unwrap_or_default().to_string();
+            let resolved = url::Url::parse("http://localhost:3000/")
+                .unwrap()
+                .join(&location)
+                .unwrap();
+            assert_eq!(
+                resolved.host_str(),
+                Some("localhost"),
+                "{trick} -> {location:?}"
+            );
+            assert!(
+                !location.chars().any(|c| c.is_control() || c == '\\'),
+                "{trick} -> {location:?}"
+            );
+        }
+        let form = app
+            .request_as(
+                None,
+                Request::get("/auth/dev?return_to=%2F%09%2Fevil.example")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert!(!form.text().contains("evil.example"), "{}", form.text());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_forwarded_for_is_believed_only_from_a_trusted_proxy() {
+    crate::support::bounded(async {
+        for (trusted, expected) in [(vec![], "127.0.0.1"), (vec!["127.0.0.1"], "203.0.113.9")] {
+            let mut app = with_dev_login(|config| {
+                config.trusted_proxies = trusted
+                    .iter()
+                    .map(|t| gantry::config::IpNet::parse(t).unwrap())
+                    .collect();
+            })
+            .await;
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            app.serve_tcp(listener);
+            let response = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap()
+                .post(format!("http://127.0.0.1:{port}/auth/dev"))
+                .header("x-forwarded-for", "203.0.113.9")
+                .form(&[("name", "ada"), ("role", "viewer"), ("return_to", "/")])
+                .send()
+                .await
+                .expect("sign in");
+            assert_eq!(response.status(), 303);
+            let audit = app.get("/api/v1/audit?action=auth.sign_in").await.json();
+            assert_eq!(
+                audit[0]["source_ip"], expected,
+                "trusted {trusted:?}: {audit}"
+            );
+        }
+    })
+    .await;
+}

@@ -1,1 +1,89 @@
+//! A developer's app on the local target is as hostile as its steps: it
+//! tries the same doors from its sandbox, and its limits hold.
 
+use super::{attack_program, escapes};
+use crate::on_both;
+use crate::support::TestApp;
+use crate::support::flow::{APP_PY, MINUTE, Repos, scan, served, start_listening, wait_for};
+
+const PIPELINE: &str = "apiVersion: gantry.dev/v1
+steps:
+  - { name: build, run: \"true\" }
+  - deploy
+local:
+  run: python3 app.py
+  health: /healthz
+  health_timeout: 20s
+  resources: { memory: 64Mi, pids: 64 }
+";
+
+/// Runs the attack when it starts, then serves what it found.
+const ATTACKING_APP: &str = r#"import http.server, os, subprocess, sys
+FOUND = subprocess.run([sys.executable, "attack.py"], capture_output=True, text=True).stdout
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = FOUND.encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer((os.environ["HOST"], int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+/// The environment's state and detail once it has failed.
+async fn failed(app: &TestApp, env: &str) -> String {
+    wait_for(&format!("{env} to fail"), 2 * MINUTE, || async {
+        let environments = app.get("/api/v1/environments").await.json();
+        environments
+            .as_array()?
+            .iter()
+            .find(|e| e["name"] == env && e["state"] == "failed")
+            .map(|e| e["state_detail"].as_str().unwrap_or_default().to_string())
+    })
+    .await
+}
+
+on_both! {
+    async fn a_local_app_reaches_nothing_of_gantry_and_its_limits_hold(backend) {
+        let repos = Repos::new("");
+        repos.pipeline.write("apps/shop/pipeline.yaml", PIPELINE);
+        repos.pipeline.commit("a local app with limits");
+        let (app, port) = start_listening(backend, &repos, |config| config.runner_max_parallel = 4).await;
+
+        repos.app.checkout_new("attack");
+        repos.app.write("attack.py", &attack_program(app.data_path(), std::process::id(), port));
+        repos.app.write("app.py", ATTACKING_APP);
+        repos.app.commit("an app that tries every door");
+        repos.app.checkout("master");
+        repos.app.checkout_new("memory");
+        repos.app.write("app.py", &format!("x = b'x' * (512 << 20)\n{APP_PY}"));
+        repos.app.commit("an app that eats memory");
+        repos.app.checkout("master");
+        repos.app.checkout_new("bomb");
+        repos.app.write("app.py", &format!("import os\nos.system('f() {{ f | f & }}; f &')\n{APP_PY}"));
+        repos.app.commit("an app that forks without end");
+        scan(&app).await;
+
+        let found = wait_for("the attacking app to serve", 2 * MINUTE, || async {
+            served(&app, "preview-attack").await
+        })
+        .await;
+        assert!(escapes(&found).is_empty(), "escaped: {found}");
+        for door in ["secret key", "database", "git mirrors", "other workspaces", "gantry environ",
+                     "postgres on loopback", "postgres through the gateway", "ptrace gantry"] {
+            assert!(found.contains(&format!("blocked {door}:")), "{door}: {found}");
+        }
+        assert!(!found.contains("uid 0\n"), "{found}");
+
+        let memory = failed(&app, "preview-memory").await;
+        assert!(memory.contains("used more than its memory limit (64 MiB)"), "{memory}");
+        let bomb = failed(&app, "preview-bomb").await;
+        assert!(bomb.contains("more than its limit of 64 processes"), "{bomb}");
+
+        // The other environments serve on.
+        let latest = repos.app.head("latest");
+        assert!(served(&app, "staging").await.is_some_and(|text| text.contains(&latest)));
+    }
+}

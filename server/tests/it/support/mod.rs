@@ -454,6 +454,14 @@ pub async fn token_for(
     let user = gantry::auth::upsert_user(state, "gantry-test", name, name, None)
         .await
         .expect("user");
+    // A token holds at most its owner's grants: the owner gets the role.
+    let grant = app::dto::Grant {
+        role,
+        app: app.map(str::to_string),
+    };
+    gantry::auth::add_grant(state, user, "test", &grant)
+        .await
+        .expect("grant");
     let (_, token) =
         gantry::auth::tokens::create(state, user, &format!("{name} token"), role, app, 3_600_000)
             .await
