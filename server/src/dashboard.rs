@@ -116,7 +116,7 @@ impl DashboardPort for App {
         }
         Ok(Some(AppOverview {
             app,
-            source_url: row.source_url,
+            source_url: crate::config::redact_source(&row.source_url),
             environments,
             change_requests,
             runs: db::runs::recent_of_app(pool, row.id, 20)
@@ -340,7 +340,7 @@ impl DashboardPort for App {
                 self.config
                     .pipeline_repo
                     .as_deref()
-                    .map(crate::config::redact_url)
+                    .map(crate::config::redact_source)
             } else {
                 None
             },

@@ -346,3 +346,38 @@ fn previews_get_their_own_domain_and_only_listed_proxies_are_trusted() {
     .expect_err("refused");
     assert!(error.to_string().contains("prefix length"), "{error}");
 }
+
+#[test]
+fn git_urls_lose_their_credentials_when_shown() {
+    assert_eq!(
+        redact_source("https://ghp_abc123@github.com/acme/shop.git"),
+        "https://***@github.com/acme/shop.git"
+    );
+    assert_eq!(
+        redact_source("https://ci:s3cret@git.example.com/shop"),
+        "https://***@git.example.com/shop"
+    );
+    assert_eq!(
+        redact_source("https://github.com/acme/shop"),
+        "https://github.com/acme/shop"
+    );
+    assert_eq!(redact_source("/srv/git/shop.git"), "/srv/git/shop.git");
+    assert_eq!(
+        redact_source("git@github.com:acme/shop.git"),
+        "git@github.com:acme/shop.git"
+    );
+    let shown = Config::resolve(
+        &Flags::default(),
+        &env(&[(
+            "GANTRY_PIPELINE_REPO",
+            "https://oauth2:tok@gitlab.example.com/ops/pipelines.git",
+        )]),
+    )
+    .expect("resolves");
+    let entry = shown
+        .sources
+        .iter()
+        .find(|(k, _, _)| *k == "pipeline.repo")
+        .expect("entry");
+    assert_eq!(entry.1, "https://***@gitlab.example.com/ops/pipelines.git");
+}

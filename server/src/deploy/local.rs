@@ -21,6 +21,7 @@ use crate::db::{self, Db, local_processes::LocalProcessRow, now_millis};
 use crate::gitops::schema::{Resources, StepNetwork};
 use crate::runner::process::group_alive;
 use crate::sandbox::{self, Limits, Mount, Network, Sandbox, Sandboxed, Spec};
+use crate::secrets::mask::Masker;
 
 /// How long a replaced process keeps serving in-flight requests.
 const DRAIN: Duration = Duration::from_secs(2);
@@ -226,6 +227,7 @@ impl LocalRuntime {
             timeout,
             &spec.manifest.health,
             &log_path,
+            &masker_of(&spec),
         )
         .await
         {
@@ -453,6 +455,7 @@ async fn wait_healthy(
     timeout: Duration,
     health: &str,
     log_path: &Path,
+    masker: &Masker,
 ) -> Result<(), LocalError> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
@@ -472,7 +475,7 @@ async fn wait_healthy(
                 .unwrap_or_else(|| format!("{:?}", exit.ending));
             return Err(LocalError::ExitedEarly {
                 status,
-                output: tail(log_path).await,
+                output: tail(log_path, masker).await,
             });
         }
         if let Ok(response) = client.get(url).send().await
@@ -484,7 +487,7 @@ async fn wait_healthy(
             return Err(LocalError::Unhealthy {
                 health: health.to_string(),
                 seconds: timeout.as_secs(),
-                output: tail(log_path).await,
+                output: tail(log_path, masker).await,
             });
         }
         // Most apps are up within a second: look often at first.
@@ -542,7 +545,7 @@ async fn supervise(
         if failures > 3 {
             let detail = format!(
                 "the app keeps exiting ({status}); last output: {}",
-                tail(&log_path).await
+                tail(&log_path, &masker_of(&spec)).await
             );
             let _ = db::environments::set_state(
                 db.pool(),
@@ -596,13 +599,18 @@ async fn supervise(
     }
 }
 
-/// The last lines of an app's log, for error messages.
-async fn tail(log_path: &Path) -> String {
+/// The last lines of an app's log, for error messages and details that
+/// viewers read: masked with the app's secrets.
+async fn tail(log_path: &Path, masker: &Masker) -> String {
     let text = tokio::fs::read_to_string(log_path)
         .await
         .unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(10)..].join("\n")
+    masker.mask(&lines[lines.len().saturating_sub(10)..].join("\n"))
+}
+
+fn masker_of(spec: &LocalSpec) -> Masker {
+    Masker::new(spec.secret_values.iter().map(|(_, value)| value))
 }
 
 fn free_port() -> std::io::Result<u16> {

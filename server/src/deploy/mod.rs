@@ -327,11 +327,11 @@ async fn deploy_locked(
                 .map(|e| format!("{target}: {}", e.lines().next().unwrap_or_default()))
         })
         .collect();
-    let summary = format!(
+    let summary = log.mask(&format!(
         "{failed} of {} targets failed — {}",
         outcomes.len(),
         failures.join("; ")
-    );
+    ));
     let state = if failed == outcomes.len() {
         DeploymentState::Failed
     } else {
@@ -444,6 +444,8 @@ pub(crate) async fn record_outcomes(
                 (DeploymentState::Failed, error.clone(), None)
             }
         };
+        // A detail may quote the app's own output: viewers read it.
+        let detail = log.mask(&detail);
         let objects = objects.map(|o| serde_json::to_string(&o).unwrap_or_default());
         db::deployments::record_target(
             app.db.pool(),

@@ -20,7 +20,7 @@ use tokio::sync::{Mutex, Semaphore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
-    #[error("cannot fetch {url}: {message}")]
+    #[error("cannot fetch {}: {message}", crate::config::redact_source(.url))]
     Fetch { url: String, message: String },
     #[error("git: {0}")]
     Git(#[from] git2::Error),
@@ -33,7 +33,7 @@ pub enum GitError {
     },
     #[error("refusing to write {0:?}: it would leave the checkout")]
     UnsafePath(String),
-    #[error("cannot push to {branch} of {url}: {message}")]
+    #[error("cannot push to {branch} of {}: {message}", crate::config::redact_source(.url))]
     Push {
         url: String,
         branch: String,

@@ -138,7 +138,19 @@ impl ChannelSettings {
 
 /// Queues `notice` for every channel that wants it. Never fails the caller:
 /// a notification problem is logged, the flow goes on.
-pub async fn emit(app: &App, notice: Notice) {
+pub async fn emit(app: &App, mut notice: Notice) {
+    // A run's error or a deploy's detail may quote an app's output.
+    let app_id = run_app_id(app, &notice.app).await;
+    match crate::secrets::masker(app, app_id).await {
+        Ok(masker) => {
+            notice.title = masker.mask(&notice.title);
+            notice.text = masker.mask(&notice.text);
+        }
+        Err(error) => {
+            tracing::warn!(%error, event = notice.event.as_str(), "notification not queued: it could not be masked");
+            return;
+        }
+    }
     if let Err(error) = queue(app, &notice).await {
         tracing::warn!(%error, event = notice.event.as_str(), subject = %notice.subject, "notification not queued");
     }

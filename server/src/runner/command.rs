@@ -12,6 +12,7 @@ use super::workspace::Workspace;
 use crate::db::{self, now_millis, runs::RunRow};
 use crate::gitops::schema::{CommandStep, StepNetwork};
 use crate::sandbox::{Limits, Network, Sandboxed, Spec};
+use crate::secrets::mask::Masker;
 use crate::state::App;
 
 /// How a step ended, as the run records it.
@@ -42,14 +43,14 @@ enum Interruption {
     Limit(crate::sandbox::LimitHit),
 }
 
-/// A log sink for one step of a run, masking `secrets`.
-pub fn sink(app: &App, run_id: i64, step_id: i64, secrets: Vec<String>) -> LogSink<'_> {
+/// A log sink for one step of a run, masking every secret of the app.
+pub fn sink<'a>(app: &'a App, run_id: i64, step_id: i64, masker: &Masker) -> LogSink<'a> {
     LogSink::new(
         &app.db,
         &app.events,
         run_id,
         step_id,
-        secrets,
+        masker.clone(),
         app.config.runner_log_limit_bytes,
     )
 }
@@ -81,21 +82,17 @@ pub async fn run(
     vars: &[(String, String)],
     hosts: &[String],
     workspace: &Workspace,
+    masker: &Masker,
     cancel: &CancellationToken,
 ) -> anyhow::Result<StepResult> {
+    let mut sink = sink(app, run.id, step_id, masker);
     let secret_values = match crate::secrets::resolve(app, run.app_id, &step.secrets).await {
         Ok(values) => values,
         Err(error) => {
-            let mut sink = sink(app, run.id, step_id, Vec::new());
             sink.note(&error.to_string()).await?;
             return Ok(StepResult::failed(error.to_string()));
         }
     };
-    let masks = secret_values
-        .iter()
-        .map(|(_, value)| value.clone())
-        .collect();
-    let mut sink = sink(app, run.id, step_id, masks);
 
     let mut env: Vec<(String, String)> = vars.to_vec();
     env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));

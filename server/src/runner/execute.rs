@@ -164,6 +164,7 @@ async fn run_steps(
     app.sandbox.hand_over(&workspace.app()).await?;
     app.sandbox.hand_over(&workspace.home()).await?;
     let hosts = environment_hosts(app, run.app_id, &app_row.name).await?;
+    let masker = crate::secrets::masker(app, run.app_id).await?;
 
     let context = template::context(
         &app_row.name,
@@ -212,10 +213,13 @@ async fn run_steps(
         );
         let result = match step {
             Step::Command(step) => {
-                command::run(app, run, step_id, step, &vars, &hosts, workspace, cancel).await?
+                command::run(
+                    app, run, step_id, step, &vars, &hosts, workspace, &masker, cancel,
+                )
+                .await?
             }
             Step::Deploy => {
-                let mut sink = sink(app, run.id, step_id, Vec::new());
+                let mut sink = sink(app, run.id, step_id, &masker);
                 let request = DeployRequest {
                     run_id: run.id,
                     app_id: run.app_id,
@@ -308,7 +312,8 @@ async fn run_rollback(
             state: StepState::Running.as_str().into(),
         },
     );
-    let mut sink = sink(app, run.id, step_id, Vec::new());
+    let masker = crate::secrets::masker(app, run.app_id).await?;
+    let mut sink = sink(app, run.id, step_id, &masker);
     let outcome = crate::ledger::rollback::execute(app, run, &mut sink, cancel)
         .await
         .map(|()| DeployOutcome::Deployed);

@@ -7,13 +7,13 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::db::{self, Db, now_millis};
+use crate::secrets::mask::Masker;
 
 /// A chunk is stored once it holds this much, or when the step's flush
 /// timer fires, whichever comes first.
 pub const CHUNK_BYTES: usize = 32 * 1024;
 /// A line longer than this is cut (and masking works per piece).
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
-const MASK: &str = "***";
 
 /// What live viewers of a run receive.
 #[derive(Clone, Debug, Serialize)]
@@ -77,7 +77,7 @@ pub struct LogSink<'a> {
     step_id: i64,
     seq: i64,
     buffer: String,
-    secrets: Vec<String>,
+    masker: Masker,
     limit: u64,
     stored: u64,
     total: u64,
@@ -85,18 +85,15 @@ pub struct LogSink<'a> {
 }
 
 impl<'a> LogSink<'a> {
-    /// `secrets` are the values to mask; empty ones are ignored.
+    /// Everything written is masked with `masker`.
     pub fn new(
         db: &'a Db,
         events: &'a RunEvents,
         run_id: i64,
         step_id: i64,
-        secrets: Vec<String>,
+        masker: Masker,
         limit: u64,
     ) -> Self {
-        let mut secrets: Vec<String> = secrets.into_iter().filter(|s| !s.is_empty()).collect();
-        // Longest first, so a secret containing another is masked whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         LogSink {
             db,
             events,
@@ -104,7 +101,7 @@ impl<'a> LogSink<'a> {
             step_id,
             seq: 0,
             buffer: String::new(),
-            secrets,
+            masker,
             limit,
             stored: 0,
             total: 0,
@@ -114,12 +111,7 @@ impl<'a> LogSink<'a> {
 
     /// Adds one line (without its newline).
     pub async fn line(&mut self, line: &str) -> Result<(), sqlx::Error> {
-        let mut text = line.to_string();
-        for secret in &self.secrets {
-            if text.contains(secret.as_str()) {
-                text = text.replace(secret.as_str(), MASK);
-            }
-        }
+        let text = self.masker.mask(line);
         let size = text.len() as u64 + 1;
         self.total += size;
         if self.stored + size > self.limit {
@@ -135,10 +127,12 @@ impl<'a> LogSink<'a> {
         Ok(())
     }
 
-    /// A line Gantry itself writes into the step's log.
+    /// A line Gantry itself writes into the step's log (masked too: it may
+    /// quote an app's output or an error holding a value).
     pub async fn note(&mut self, text: &str) -> Result<(), sqlx::Error> {
+        let text = self.masker.mask(text);
         self.buffer.push_str("[gantry] ");
-        self.buffer.push_str(text);
+        self.buffer.push_str(&text);
         self.buffer.push('\n');
         self.flush().await
     }
@@ -174,6 +168,11 @@ impl<'a> LogSink<'a> {
             .await?;
         }
         self.flush().await
+    }
+
+    /// `text` masked as this log masks it (for details stored elsewhere).
+    pub fn mask(&self, text: &str) -> String {
+        self.masker.mask(text)
     }
 
     pub fn total_bytes(&self) -> u64 {

@@ -114,12 +114,14 @@ impl Cgroup {
 
     /// The limit the group ran into, if any: a process killed for memory,
     /// or a process that could not be started.
+    /// A fork bomb also runs out of memory: the process limit, its cause,
+    /// is named first.
     pub fn limit_hit(&self) -> Option<LimitHit> {
-        if counter(&self.read("memory", "memory.oom_control"), "oom_kill") > 0 {
-            return Some(LimitHit::Memory);
-        }
         if counter(&self.read("pids", "pids.events"), "max") > 0 {
             return Some(LimitHit::Processes);
+        }
+        if counter(&self.read("memory", "memory.oom_control"), "oom_kill") > 0 {
+            return Some(LimitHit::Memory);
         }
         None
     }

@@ -5,6 +5,7 @@
 
 mod credentials;
 mod local_apps;
+mod masking;
 mod previews;
 mod steps;
 

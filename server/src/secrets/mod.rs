@@ -3,6 +3,8 @@
 //! associated data, so a ciphertext cannot be moved to another name. Values
 //! only ever leave this module to be injected into a step's environment.
 
+pub mod mask;
+
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -66,6 +68,27 @@ pub async fn resolve(
         values.push((name.clone(), app.vault.open_value(name, &sealed)?));
     }
     Ok(values)
+}
+
+/// A masker for everything `app_id` may be given: its own secrets and the
+/// global ones (a deploy's log, its details and notifications about the app
+/// may hold any of them).
+pub async fn masker(app: &crate::state::App, app_id: i64) -> Result<mask::Masker, SecretError> {
+    let rows = crate::db::secrets::for_app(app.db.pool(), app_id).await?;
+    let mut values = Vec::with_capacity(rows.len());
+    for row in rows {
+        let sealed = Sealed {
+            nonce: row.nonce.clone(),
+            ciphertext: row.ciphertext.clone(),
+            key_id: row.key_id.clone(),
+        };
+        // One that cannot be opened cannot be given to anything either.
+        match app.vault.open_value(&row.name, &sealed) {
+            Ok(value) => values.push(value),
+            Err(error) => tracing::warn!(%error, "a secret is left out of masking"),
+        }
+    }
+    Ok(mask::Masker::new(values))
 }
 
 /// The key that seals and opens secrets.

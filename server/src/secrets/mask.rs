@@ -1,0 +1,121 @@
+//! Masking secret values wherever Gantry shows text that a step, an app or
+//! a deploy produced: step logs, Gantry's own notes, deployment and
+//! environment details, notification texts. A value is masked as it is,
+//! line by line (a PEM key printed over many lines), and in the forms a
+//! script commonly prints it: base64 (standard and URL-safe, padded or not)
+//! and percent-encoded.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+
+pub const MASK: &str = "***";
+
+/// Parts of a multi-line value shorter than this are not masked alone: a
+/// line like `}` or `--` would mask ordinary text everywhere.
+const MIN_PART: usize = 4;
+
+/// The values to hide, and their encodings.
+#[derive(Clone, Debug, Default)]
+pub struct Masker {
+    /// Longest first, so a secret containing another is masked whole.
+    needles: Vec<String>,
+}
+
+impl Masker {
+    pub fn new<I, S>(values: I) -> Masker
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut needles = Vec::new();
+        for value in values {
+            let value = value.as_ref();
+            if value.is_empty() {
+                continue;
+            }
+            needles.push(value.to_string());
+            let trimmed = value.trim();
+            for line in trimmed.lines().map(|l| l.trim_end_matches('\r').trim()) {
+                if line.len() >= MIN_PART {
+                    needles.push(line.to_string());
+                }
+            }
+            for form in [value, trimmed] {
+                for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
+                    needles.push(engine.encode(form));
+                }
+                needles.push(percent_encode(form));
+            }
+        }
+        needles.retain(|needle| !needle.is_empty());
+        needles.sort_by_key(|needle| std::cmp::Reverse(needle.len()));
+        needles.dedup();
+        Masker { needles }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.needles.is_empty()
+    }
+
+    /// `text` with every secret (and encoding of one) replaced by `***`.
+    pub fn mask(&self, text: &str) -> String {
+        let mut text = text.to_string();
+        for needle in &self.needles {
+            if text.contains(needle.as_str()) {
+                text = text.replace(needle.as_str(), MASK);
+            }
+        }
+        text
+    }
+}
+
+/// Percent-encoding as `encodeURIComponent` and most URL libraries write it.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEM: &str = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n-----END PRIVATE KEY-----\n";
+
+    #[test]
+    fn every_line_of_a_multi_line_secret_is_masked() {
+        let masker = Masker::new([PEM]);
+        for line in PEM.lines() {
+            assert_eq!(masker.mask(&format!("log: {line}")), "log: ***", "{line}");
+        }
+        assert!(!masker.mask(PEM).contains("MIIE"));
+    }
+
+    #[test]
+    fn encoded_forms_are_masked_too() {
+        let secret = "p@ss w/rd+?";
+        let masker = Masker::new([secret]);
+        for form in [
+            STANDARD.encode(secret),
+            URL_SAFE_NO_PAD.encode(secret),
+            percent_encode(secret),
+            "p@ss w/rd+?".to_string(),
+        ] {
+            assert_eq!(masker.mask(&format!("x={form};")), "x=***;", "{form}");
+        }
+        assert_eq!(masker.mask("nothing secret"), "nothing secret");
+    }
+
+    #[test]
+    fn short_lines_of_a_value_do_not_mask_everything() {
+        let masker = Masker::new(["{\n  \"k\": \"long-secret-value\"\n}"]);
+        assert_eq!(masker.mask("} done"), "} done");
+        assert_eq!(masker.mask("\"k\": \"long-secret-value\""), "***");
+        assert!(Masker::new([""]).is_empty());
+    }
+}
