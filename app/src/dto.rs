@@ -297,6 +297,9 @@ pub struct StepSummary {
     pub log_truncated: bool,
     pub started_at: Option<UnixMillis>,
     pub finished_at: Option<UnixMillis>,
+    /// `host` when an admin let the step onto the host's network.
+    #[serde(default)]
+    pub network: Option<String>,
 }
 
 /// A failed test case from a JUnit report.
@@ -334,6 +337,14 @@ pub struct RunDetail {
     pub error: Option<String>,
     pub steps: Vec<StepSummary>,
     pub reports: Vec<TestReportSummary>,
+    /// The fork the commit comes from: built without secrets, after an
+    /// admin allowed it.
+    #[serde(default)]
+    pub from_fork: Option<String>,
+    /// What weakens this run's isolation, for a banner (sandboxing turned
+    /// off, a step on the host's network).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// A change request (a native one, or a forge merge/pull request).
@@ -398,6 +409,10 @@ pub struct ChangeRequestDetail {
     /// What testers said, oldest first.
     #[serde(default)]
     pub feedback: Vec<TesterFeedback>,
+    /// The fork a forge request comes from: untrusted (its own preview
+    /// `pr-<number>`, builds allowed by an admin, no secrets).
+    #[serde(default)]
+    pub fork_of: Option<String>,
 }
 
 /// What a tester said about a change request's preview.
@@ -727,6 +742,12 @@ pub struct Settings {
     pub bind: String,
     /// Where each setting came from, e.g. `bind = flag --bind`.
     pub sources: Vec<SettingSource>,
+    /// How steps and local apps are isolated, in a sentence.
+    #[serde(default)]
+    pub sandbox: String,
+    /// Set when isolation is weakened or missing: a warning banner.
+    #[serde(default)]
+    pub sandbox_warning: Option<String>,
 }
 
 /// Which layer of the configuration set one value.

@@ -890,5 +890,6 @@ pub async fn detail(app: &App, caller: &Caller, id: i64) -> Result<ChangeRequest
             .into_iter()
             .map(crate::sharing::feedback_view)
             .collect(),
+        fork_of: judged.row.fork_of.clone(),
     })
 }

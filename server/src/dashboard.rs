@@ -298,6 +298,8 @@ impl DashboardPort for App {
                     source: origin.to_string(),
                 })
                 .collect(),
+            sandbox: crate::sandbox::describe(self.sandbox.status()),
+            sandbox_warning: crate::sandbox::warning(self.sandbox.status()),
         })
     }
 
@@ -359,6 +361,20 @@ impl DashboardPort for App {
         };
         // Testers read test results; steps and errors too (logs need more).
         caller.require(Role::Tester, Some(&run.app))?;
+        let steps = db::steps::list(pool, id).await.map_err(port_error)?;
+        let mut warnings = Vec::new();
+        if let Some(warning) = crate::sandbox::warning(self.sandbox.status()) {
+            warnings.push(warning);
+        }
+        for step in steps
+            .iter()
+            .filter(|s| s.network.as_deref() == Some("host"))
+        {
+            warnings.push(format!(
+                "step {} ran on the host's network (network: host in pipeline.yaml): it could reach every service on this machine's loopback",
+                step.name
+            ));
+        }
         Ok(Some(RunDetail {
             run,
             pipeline_sha: extra.pipeline_sha,
@@ -366,10 +382,12 @@ impl DashboardPort for App {
             commit_author: extra.commit_author,
             trigger: extra.trigger,
             error: extra.error,
-            steps: db::steps::list(pool, id).await.map_err(port_error)?,
+            steps,
             reports: db::steps::reports_for_run(pool, id)
                 .await
                 .map_err(port_error)?,
+            from_fork: extra.from_fork,
+            warnings,
         }))
     }
 

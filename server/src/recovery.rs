@@ -69,6 +69,10 @@ pub async fn recover(app: &App) -> anyhow::Result<()> {
                 now,
             )
             .await?;
+            // A fork's build stays one: no secrets when it resumes either.
+            if let Some(fork) = &run.from_fork {
+                db::runs::set_from_fork(pool, resumed, fork).await?;
+            }
             if let Some((to, by, reason)) = db::runs::rollback_of_run(pool, run.id).await? {
                 db::runs::set_rollback(pool, resumed, to, &by, &reason).await?;
             }

@@ -102,6 +102,13 @@ fn request_view(detail: ChangeRequestDetail, me: Option<Me>) -> impl IntoView {
                 .state_detail
                 .clone()
                 .map(|text| view! { <p class="notice" data-testid="cr-detail">{text}</p> })}
+            {detail.fork_of.clone().map(|fork| {
+                view! {
+                    <p class="notice notice-warn" role="status" data-testid="cr-fork">
+                        {format!("From the fork {fork}: previewed as {}, built only when an admin allows each new head, and without secrets.", cr.source_branch)}
+                    </p>
+                }
+            })}
             {detail
                 .freeze
                 .clone()

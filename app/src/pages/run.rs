@@ -46,6 +46,16 @@ pub fn RunPage() -> impl IntoView {
 fn run_view(detail: RunDetail) -> impl IntoView {
     let run = detail.run.clone();
     view! {
+        {detail.warnings.iter().map(|warning| {
+            view! { <p class="notice notice-error" role="alert" data-testid="isolation-warning">{warning.clone()}</p> }
+        }).collect_view()}
+        {detail.from_fork.clone().map(|fork| {
+            view! {
+                <p class="notice notice-warn" role="status" data-testid="from-fork">
+                    {format!("This commit comes from the fork {fork}: an admin allows each new head, and its steps get no secrets.")}
+                </p>
+            }
+        })}
         <section class="run-summary" aria-label="Run">
             <dl class="facts">
                 <dt>"Run"</dt>

@@ -20,6 +20,9 @@ pub fn SettingsPage() -> impl IntoView {
 
 fn settings_view(settings: Settings) -> impl IntoView {
     view! {
+        {settings.sandbox_warning.clone().map(|warning| {
+            view! { <p class="notice notice-error" role="alert" data-testid="sandbox-warning">{warning}</p> }
+        })}
         <dl class="facts">
             <dt>"Version"</dt>
             <dd class="mono">{settings.version}</dd>
@@ -29,6 +32,8 @@ fn settings_view(settings: Settings) -> impl IntoView {
             <dd class="mono">{settings.data_dir}</dd>
             <dt>"Listening on"</dt>
             <dd class="mono">{settings.bind}</dd>
+            <dt>"Sandbox"</dt>
+            <dd data-testid="sandbox">{settings.sandbox}</dd>
         </dl>
         <h2>"Sources"</h2>
         <table class="data">

@@ -31,6 +31,8 @@ pub struct CrRow {
     pub merge_sha: Option<String>,
     pub merged_by: Option<String>,
     pub created_at: i64,
+    /// The fork a forge request comes from (untrusted), if it does.
+    pub fork_of: Option<String>,
 }
 
 impl CrRow {
@@ -56,7 +58,7 @@ impl CrRow {
 
 const SELECT: &str = "SELECT c.id, c.app_id, a.name AS app, c.origin, c.title, c.description,
         c.source_branch, c.target_branch, c.head_sha, c.author, c.author_user_id, c.state,
-        c.state_detail, c.merge_sha, c.merged_by, c.created_at
+        c.state_detail, c.merge_sha, c.merged_by, c.created_at, c.fork_of
      FROM change_requests c JOIN apps a ON a.id = c.app_id";
 
 #[derive(Clone, Debug)]
@@ -405,6 +407,38 @@ pub async fn set_forge_number<'e>(
         .execute(exec)
         .await
         .map(|_| ())
+}
+
+/// Marks a forge request as coming from `fork`.
+pub async fn set_fork<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    fork: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE change_requests SET fork_of = $2 WHERE id = $1")
+        .bind(id)
+        .bind(fork)
+        .execute(exec)
+        .await
+        .map(|_| ())
+}
+
+/// The fork behind `branch` of the app, when an active request from a fork
+/// is built under that name (`pr-<number>`).
+pub async fn fork_behind<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    app_id: i64,
+    branch: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT fork_of FROM change_requests
+         WHERE app_id = $1 AND source_branch = $2 AND fork_of IS NOT NULL
+         ORDER BY id DESC LIMIT 1",
+    )
+    .bind(app_id)
+    .bind(branch)
+    .fetch_optional(exec)
+    .await
 }
 
 /// A forge request's number and Gantry's comment on it, if any.

@@ -35,6 +35,32 @@ pub async fn insert<'e>(
     .await
 }
 
+/// Stores a forge delivery; `None` when the same delivery id, or the same
+/// signed body under another id (a replay), was stored before.
+pub async fn insert_delivery<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    source: &str,
+    delivery_id: &str,
+    body_digest: &str,
+    kind: &str,
+    payload: &str,
+    now: i64,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO event_inbox (source, delivery_id, body_digest, kind, payload, received_at)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT DO NOTHING RETURNING id",
+    )
+    .bind(source)
+    .bind(delivery_id)
+    .bind(body_digest)
+    .bind(kind)
+    .bind(payload)
+    .bind(now)
+    .fetch_optional(exec)
+    .await
+}
+
 /// The oldest events not processed yet.
 pub async fn pending<'e>(
     exec: impl Executor<'e, Database = Any>,

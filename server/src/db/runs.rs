@@ -163,10 +163,27 @@ pub struct RunRow {
     pub commit_author: Option<String>,
     pub change_request_id: Option<i64>,
     pub created_at: i64,
+    /// The fork the commit comes from: an untrusted build (no secrets).
+    pub from_fork: Option<String>,
 }
 
 const RUN_COLUMNS: &str = "id, app_id, environment_id, branch, commit_sha, pipeline_sha, state, trigger, \
-                           attempt, cancel_requested, commit_message, commit_author, change_request_id, created_at";
+                           attempt, cancel_requested, commit_message, commit_author, change_request_id, created_at, \
+                           from_fork";
+
+/// Marks a run as building a fork's commit.
+pub async fn set_from_fork<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    fork: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE runs SET from_fork = $2 WHERE id = $1")
+        .bind(id)
+        .bind(fork)
+        .execute(exec)
+        .await
+        .map(|_| ())
+}
 
 pub async fn get<'e>(
     exec: impl Executor<'e, Database = Any>,
@@ -428,6 +445,7 @@ struct DetailRow {
     commit_author: Option<String>,
     created_at: i64,
     finished_at: Option<i64>,
+    from_fork: Option<String>,
 }
 
 /// A run with its app and environment names (steps and reports apart).
@@ -437,7 +455,8 @@ pub async fn detail<'e>(
 ) -> Result<Option<(RunSummary, DetailExtra)>, sqlx::Error> {
     let row: Option<DetailRow> = sqlx::query_as(
         "SELECT r.id, a.name AS app, e.name AS environment, r.branch, r.commit_sha, r.pipeline_sha, r.state,
-                r.trigger, r.error, r.commit_message, r.commit_author, r.created_at, r.finished_at
+                r.trigger, r.error, r.commit_message, r.commit_author, r.created_at, r.finished_at,
+                r.from_fork
          FROM runs r JOIN apps a ON a.id = r.app_id JOIN environments e ON e.id = r.environment_id
          WHERE r.id = $1",
     )
@@ -462,6 +481,7 @@ pub async fn detail<'e>(
                 error: row.error,
                 commit_message: row.commit_message,
                 commit_author: row.commit_author,
+                from_fork: row.from_fork,
             },
         ))
     })
@@ -475,6 +495,7 @@ pub struct DetailExtra {
     pub error: Option<String>,
     pub commit_message: Option<String>,
     pub commit_author: Option<String>,
+    pub from_fork: Option<String>,
 }
 
 /// Marks a run as the rollback to release `to`, asked by `by` for `reason`.

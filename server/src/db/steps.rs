@@ -120,6 +120,21 @@ struct StepRow {
     log_truncated: i64,
     started_at: Option<i64>,
     finished_at: Option<i64>,
+    network: Option<String>,
+}
+
+/// Records that a step runs on the host's network.
+pub async fn set_network<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    step_id: i64,
+    network: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE steps SET network = $2 WHERE id = $1")
+        .bind(step_id)
+        .bind(network)
+        .execute(exec)
+        .await
+        .map(|_| ())
 }
 
 pub async fn list<'e>(
@@ -127,7 +142,8 @@ pub async fn list<'e>(
     run_id: i64,
 ) -> Result<Vec<StepSummary>, sqlx::Error> {
     let rows: Vec<StepRow> = sqlx::query_as(
-        "SELECT id, position, name, state, exit_code, error, log_bytes, log_truncated, started_at, finished_at
+        "SELECT id, position, name, state, exit_code, error, log_bytes, log_truncated, started_at, finished_at,
+                network
          FROM steps WHERE run_id = $1 ORDER BY position",
     )
     .bind(run_id)
@@ -146,6 +162,7 @@ pub async fn list<'e>(
                 log_truncated: row.log_truncated != 0,
                 started_at: row.started_at,
                 finished_at: row.finished_at,
+                network: row.network,
             })
         })
         .collect()

@@ -57,6 +57,8 @@ pub struct DeployRequest<'a> {
     pub checkout: &'a Path,
     /// The app's folder of the pipeline repo (its `deploy/` manifests).
     pub pipeline_dir: &'a Path,
+    /// A fork's build: its app runs without the app's secrets.
+    pub untrusted: bool,
 }
 
 /// What was rendered for the targets of one deployment.
@@ -156,7 +158,11 @@ fn plan(request: &DeployRequest<'_>) -> Result<Plan, DeployError> {
                 health: local.health.clone(),
                 health_timeout_seconds: local.health_timeout_seconds,
                 env,
-                secrets: local.secrets.clone(),
+                secrets: if request.untrusted {
+                    Vec::new()
+                } else {
+                    local.secrets.clone()
+                },
                 resources: local.resources,
                 network: local.network,
             }

@@ -61,6 +61,15 @@ impl Held {
         self.entry.as_ref().and_then(|e| e.approval.as_ref())
     }
 
+    /// What releases the run: a fork's build needs one admin to allow it,
+    /// whatever the environment; otherwise the environment's policy.
+    fn release_policy(&self) -> Option<ApprovalPolicy> {
+        if self.run.from_fork.is_some() {
+            return Some(policy::for_change_request(None));
+        }
+        self.policy().cloned()
+    }
+
     fn target(&self) -> String {
         format!("{}/{} run {}", self.app_name, self.env.name, self.run.id)
     }
@@ -132,7 +141,8 @@ pub async fn approve(
     comment: Option<&str>,
 ) -> Result<ApprovalOutcome, ApprovalError> {
     let held = load(app, run_id).await?;
-    let Some(policy) = held.policy() else {
+    let release_policy = held.release_policy();
+    let Some(policy) = release_policy.as_ref() else {
         // Held only by a freeze: it is released when the freeze ends, or
         // by an override.
         let freeze = policy::freeze_now(held.entry.as_ref())
@@ -318,7 +328,7 @@ pub async fn release_thawed(app: &App) -> anyhow::Result<usize> {
             .bind(held.run.id)
             .fetch_one(pool)
             .await?;
-        let required = held.policy().map_or(0, |p| i64::from(p.required));
+        let required = held.release_policy().map_or(0, |p| i64::from(p.required));
         if approvals >= required && db::runs::release_hold(pool, held.run.id).await? {
             tracing::info!(run = held.run.id, "freeze over: run released");
             released += 1;

@@ -109,8 +109,12 @@ async fn on_push(app: &App, event: BranchEvent) -> anyhow::Result<()> {
         db::change_requests::merged_as(pool, app_row.id, &event.branch, &sha).await?;
     let from_request =
         crate::change_requests::on_source_push(app, app_row.id, &event.branch, &sha).await?;
-    let held = entry.approval.is_some() || super::policy::freeze_now(Some(entry)).is_some();
-    let state = if held && merged_by_request.is_none() {
+    // A fork's head waits for an admin to allow it, every new head again.
+    let fork = db::change_requests::fork_behind(pool, app_row.id, &event.branch).await?;
+    let held = entry.approval.is_some()
+        || super::policy::freeze_now(Some(entry)).is_some()
+        || fork.is_some();
+    let state = if held && (merged_by_request.is_none() || fork.is_some()) {
         RunState::WaitingForApproval
     } else {
         RunState::Queued
@@ -140,6 +144,9 @@ async fn on_push(app: &App, event: BranchEvent) -> anyhow::Result<()> {
         db::runs::set_change_request(&mut *tx, run_id, request).await?;
     }
     db::runs::set_commit_info(&mut *tx, run_id, &commit.summary, &commit.author).await?;
+    if let Some(fork) = &fork {
+        db::runs::set_from_fork(&mut *tx, run_id, fork).await?;
+    }
     db::runs::supersede_older(&mut tx, env.id, run_id, now).await?;
     tx.commit().await?;
     tracing::info!(app = %app_row.name, env = %env.name, run = run_id, commit = %sha, state = state.as_str(), "run planned");

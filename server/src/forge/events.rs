@@ -34,6 +34,9 @@ pub enum ForgeEvent {
         title: String,
         description: String,
         author: String,
+        /// The fork it comes from, when its head is in another repository:
+        /// untrusted (see `forge::on_request`).
+        fork: Option<String>,
     },
     /// Nothing for Gantry (a ping, a label, a star…): why.
     Ignored(String),
@@ -110,6 +113,22 @@ pub fn normalize(forge: Forge, event: &str, payload: &Value) -> ForgeEvent {
                 (other, _) => return ForgeEvent::Ignored(format!("pull request {other}")),
             };
             let pr = &payload["pull_request"];
+            // A head repository that is not the base one (or is gone while
+            // the base is named: a deleted fork) is a fork.
+            let (head_repo, base_repo) = (&pr["head"]["repo"], &pr["base"]["repo"]);
+            let same = match (head_repo.is_null(), base_repo.is_null()) {
+                (true, true) => true,
+                (true, false) | (false, true) => false,
+                (false, false) => match (head_repo["id"].as_i64(), base_repo["id"].as_i64()) {
+                    (Some(head), Some(base)) => head == base,
+                    _ => head_repo["full_name"] == base_repo["full_name"],
+                },
+            };
+            let fork = (!same).then(|| {
+                Some(text(head_repo, "/full_name"))
+                    .filter(|name| !name.is_empty())
+                    .unwrap_or_else(|| "a deleted fork".into())
+            });
             ForgeEvent::Request {
                 repos: repos(payload, forge),
                 number: pr["number"]
@@ -123,6 +142,7 @@ pub fn normalize(forge: Forge, event: &str, payload: &Value) -> ForgeEvent {
                 title: text(pr, "/title"),
                 description: text(pr, "/body"),
                 author: text(pr, "/user/login"),
+                fork,
             }
         }
         (Forge::GitLab, "Merge Request Hook") => {
@@ -134,6 +154,11 @@ pub fn normalize(forge: Forge, event: &str, payload: &Value) -> ForgeEvent {
                 "close" => RequestAction::Closed,
                 other => return ForgeEvent::Ignored(format!("merge request {other}")),
             };
+            let fork = (mr["source_project_id"] != mr["target_project_id"]).then(|| {
+                Some(text(mr, "/source/path_with_namespace"))
+                    .filter(|name| !name.is_empty())
+                    .unwrap_or_else(|| format!("project {}", mr["source_project_id"]))
+            });
             ForgeEvent::Request {
                 repos: repos(payload, forge),
                 number: mr["iid"].as_i64().unwrap_or_default(),
@@ -144,6 +169,7 @@ pub fn normalize(forge: Forge, event: &str, payload: &Value) -> ForgeEvent {
                 title: text(mr, "/title"),
                 description: text(mr, "/description"),
                 author: text(payload, "/user/username"),
+                fork,
             }
         }
         (_, other) => ForgeEvent::Ignored(format!("{} event {other}", forge.as_str())),

@@ -5,6 +5,11 @@
 //! app's repo (the git watcher then plans as for any change); a merge/pull
 //! request becomes a Gantry change request — one model with the native
 //! ones — whose preview is the source branch's environment.
+//!
+//! A request from a fork is untrusted: its head branch name means nothing
+//! (a fork's `latest` is not this repository's `latest`), so its head is
+//! fetched from the forge's request ref as `pr-<number>`, its own preview;
+//! its runs wait until an admin allows each new head and get no secrets.
 
 pub mod api;
 pub mod events;
@@ -82,8 +87,21 @@ pub async fn process(app: &App, source: &str, kind: &str, payload: &str) -> anyh
             title,
             description,
             author,
+            fork,
         } => {
+            // A fork's branch name is its author's choice: never ours.
+            let source_branch = match &fork {
+                Some(_) => fork_branch(number),
+                None => source_branch,
+            };
             for app_row in apps_of(app, &repos).await? {
+                let mut head_sha = head_sha.clone();
+                if fork.is_some() {
+                    head_sha =
+                        follow_fork_head(app, &app_row, forge, number, action, &source_branch)
+                            .await?
+                            .or(head_sha);
+                }
                 let request = ForgeRequest {
                     forge,
                     number,
@@ -93,6 +111,7 @@ pub async fn process(app: &App, source: &str, kind: &str, payload: &str) -> anyh
                     title: &title,
                     description: &description,
                     author: &author,
+                    fork: fork.as_deref(),
                 };
                 on_request(app, &app_row, action, &request).await?;
             }
@@ -119,6 +138,42 @@ async fn apps_of(app: &App, repos: &[String]) -> anyhow::Result<Vec<AppRow>> {
     Ok(apps)
 }
 
+/// The name a fork's request is built and previewed under.
+pub fn fork_branch(number: i64) -> String {
+    format!("pr-{number}")
+}
+
+/// Where the forge keeps a request's head in the base repository.
+fn request_ref(forge: Forge, number: i64) -> String {
+    match forge {
+        Forge::GitHub | Forge::Gitea => format!("refs/pull/{number}/head"),
+        Forge::GitLab => format!("refs/merge-requests/{number}/head"),
+    }
+}
+
+/// Keeps the mirror's copy of a fork's request head current (or drops it
+/// when the request ended, which ends its preview at the next scan).
+async fn follow_fork_head(
+    app: &App,
+    app_row: &AppRow,
+    forge: Forge,
+    number: i64,
+    action: RequestAction,
+    name: &str,
+) -> anyhow::Result<Option<String>> {
+    match action {
+        RequestAction::Opened | RequestAction::Updated => Ok(Some(
+            app.git
+                .fetch_fork_head(&app_row.source_url, &request_ref(forge, number), name)
+                .await?,
+        )),
+        RequestAction::Merged | RequestAction::Closed => {
+            app.git.forget_fork_head(&app_row.source_url, name).await?;
+            Ok(None)
+        }
+    }
+}
+
 struct ForgeRequest<'a> {
     forge: Forge,
     number: i64,
@@ -128,6 +183,7 @@ struct ForgeRequest<'a> {
     title: &'a str,
     description: &'a str,
     author: &'a str,
+    fork: Option<&'a str>,
 }
 
 async fn on_request(
@@ -160,7 +216,10 @@ async fn on_request(
             )
             .await?;
             db::change_requests::set_forge_number(pool, id, request.number).await?;
-            tracing::info!(app = %app_row.name, change_request = id, forge = origin, number = request.number, "forge request opened");
+            if let Some(fork) = request.fork {
+                db::change_requests::set_fork(pool, id, fork).await?;
+            }
+            tracing::info!(app = %app_row.name, change_request = id, forge = origin, number = request.number, fork = request.fork.unwrap_or(""), "forge request opened");
             // The push usually arrives before the request: its run, planned
             // already, belongs to the request and reports on it now.
             if let Some(sha) = request.head_sha
@@ -210,6 +269,9 @@ async fn on_request(
             )
             .await?;
             destroy_preview(app, app_row, request.source_branch, origin).await?;
+            if request.fork.is_some() {
+                crate::flow::watch::scan_app(app, app_row, "webhook").await?;
+            }
         }
         (RequestAction::Merged | RequestAction::Closed, None) => {
             tracing::debug!(number = request.number, "a request Gantry never saw ended");

@@ -152,6 +152,59 @@ impl GitStore {
             .await
     }
 
+    /// Fetches a fork's request head, which the forge keeps in the base
+    /// repository under `remote_ref` (`refs/pull/7/head`), into the mirror
+    /// as `refs/forks/<name>`; from then on it is a head named `<name>`
+    /// (`pr-7`) like a branch. Returns its commit.
+    pub async fn fetch_fork_head(
+        &self,
+        url: &str,
+        remote_ref: &str,
+        name: &str,
+    ) -> Result<String, GitError> {
+        let (owned_url, remote_ref, local) = (
+            url.to_string(),
+            remote_ref.to_string(),
+            format!("{FORK_REFS}{name}"),
+        );
+        self.with_mirror(url, move |path| {
+            let repo = Repository::open_bare(path)?;
+            let fail = |error: git2::Error| GitError::Fetch {
+                url: owned_url.clone(),
+                message: error.message().to_string(),
+            };
+            let mut remote = repo.remote_anonymous(&owned_url).map_err(fail)?;
+            let mut options = FetchOptions::new();
+            options
+                .download_tags(AutotagOption::None)
+                .update_fetchhead(false);
+            remote
+                .fetch(
+                    &[format!("+{remote_ref}:{local}")],
+                    Some(&mut options),
+                    None,
+                )
+                .map_err(fail)?;
+            let target = repo.refname_to_id(&local)?;
+            Ok(target.to_string())
+        })
+        .await
+    }
+
+    /// Forgets a fork's request head (the request ended).
+    pub async fn forget_fork_head(&self, url: &str, name: &str) -> Result<(), GitError> {
+        let local = format!("{FORK_REFS}{name}");
+        self.with_mirror(url, move |path| {
+            let repo = Repository::open_bare(path)?;
+            match repo.find_reference(&local) {
+                Ok(mut reference) => Ok(reference.delete()?),
+                Err(error) if error.code() == git2::ErrorCode::NotFound => Ok(()),
+                Err(error) => Err(error.into()),
+            }
+        })
+        .await
+    }
+
     /// The heads as of the last fetch, without touching the network.
     pub async fn heads(&self, url: &str) -> Result<Heads, GitError> {
         self.with_mirror(url, |path| heads_of(&Repository::open_bare(path)?))
@@ -309,12 +362,27 @@ fn fetch_blocking(path: &Path, url: &str) -> Result<Heads, GitError> {
     heads_of(&repo)
 }
 
+/// Where fork request heads live in a mirror (never fetched over by the
+/// `refs/heads/*` refspec, never pruned as branches).
+const FORK_REFS: &str = "refs/forks/";
+
 fn heads_of(repo: &Repository) -> Result<Heads, GitError> {
     let mut heads = Heads::new();
     for branch in repo.branches(Some(BranchType::Local))? {
         let (branch, _) = branch?;
         if let (Some(name), Some(target)) = (branch.name()?, branch.get().target()) {
             heads.insert(name.to_string(), target.to_string());
+        }
+    }
+    // A fork's head never takes the place of a real branch of that name.
+    for reference in repo.references_glob(&format!("{FORK_REFS}*"))? {
+        let reference = reference?;
+        if let (Ok(name), Some(target)) = (reference.name(), reference.target())
+            && let Some(name) = name.strip_prefix(FORK_REFS)
+        {
+            heads
+                .entry(name.to_string())
+                .or_insert_with(|| target.to_string());
         }
     }
     Ok(heads)

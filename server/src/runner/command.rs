@@ -86,7 +86,20 @@ pub async fn run(
     cancel: &CancellationToken,
 ) -> anyhow::Result<StepResult> {
     let mut sink = sink(app, run.id, step_id, masker);
-    let secret_values = match crate::secrets::resolve(app, run.app_id, &step.secrets).await {
+    // A fork's code is a stranger's: it gets none of the app's secrets.
+    let names: &[String] = if let Some(fork) = &run.from_fork {
+        if !step.secrets.is_empty() {
+            sink.note(&format!(
+                "this build comes from the fork {fork}: its steps get no secrets ({} left out)",
+                step.secrets.join(", ")
+            ))
+            .await?;
+        }
+        &[]
+    } else {
+        &step.secrets
+    };
+    let secret_values = match crate::secrets::resolve(app, run.app_id, names).await {
         Ok(values) => values,
         Err(error) => {
             sink.note(&error.to_string()).await?;
@@ -105,6 +118,7 @@ pub async fn run(
             .to_string(),
     ));
     if step.network == StepNetwork::Host {
+        db::steps::set_network(app.db.pool(), step_id, "host").await?;
         sink.note("this step runs on the host's network (network: host in pipeline.yaml)")
             .await?;
     }

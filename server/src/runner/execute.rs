@@ -239,6 +239,7 @@ async fn run_steps(
                     vars: &vars,
                     checkout: &workspace.app(),
                     pipeline_dir: &workspace.pipeline(),
+                    untrusted: run.from_fork.is_some(),
                 };
                 let outcome = deploy::deploy(app, &request, &mut sink, cancel).await;
                 deploy_step_result(outcome, &mut sink).await?

@@ -227,6 +227,39 @@ pub enum Status {
     Unavailable(String),
 }
 
+/// How steps and local apps are isolated, for the Settings page.
+pub fn describe(status: &Status) -> String {
+    match status {
+        Status::On { network, cgroups } => format!(
+            "bubblewrap: own user, mount, pid, ipc, uts and network namespaces, Landlock; limits by {}; network {}",
+            if *cgroups { "cgroups" } else { "rlimits" },
+            if network.is_none() {
+                "through slirp4netns, without the host's loopback"
+            } else {
+                "unavailable (only network: none or host)"
+            }
+        ),
+        Status::Off => "off (runner.sandbox = \"none\")".into(),
+        Status::Unavailable(_) => "unavailable: nothing runs".into(),
+    }
+}
+
+/// The banner text for a status that weakens isolation, if it does.
+pub fn warning(status: &Status) -> Option<String> {
+    match status {
+        Status::Off => Some(
+            "sandboxing is off (runner.sandbox = \"none\"): steps and local apps run as Gantry's own user and can read its key, database and sessions".into(),
+        ),
+        Status::Unavailable(reason) => Some(format!(
+            "the sandbox is unavailable, so no step or local app runs: {reason}"
+        )),
+        Status::On { network: Some(problem), .. } => Some(format!(
+            "sandboxed steps have no network of their own ({problem}); only steps with network: none or host run"
+        )),
+        Status::On { network: None, .. } => None,
+    }
+}
+
 /// Starts sandboxes. One per Gantry.
 #[derive(Debug)]
 pub struct Sandbox {

@@ -152,10 +152,12 @@ pub async fn forge_hook(
         .ok()
         .filter(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok())
         .ok_or_else(|| ApiError::BadRequest("the payload is not JSON".into()))?;
-    let stored = db::inbox::insert(
+    // The same signed body under a new delivery id is a replay, not news.
+    let stored = db::inbox::insert_delivery(
         state.db.pool(),
         forge.as_str(),
         &delivery.id,
+        &crate::auth::sha256_hex(text),
         &format!("{KIND_PREFIX}{}", delivery.event),
         text,
         db::now_millis(),

@@ -4,6 +4,7 @@
 //! and the origin split (issue 14).
 
 mod credentials;
+mod forks;
 mod local_apps;
 mod masking;
 mod previews;
