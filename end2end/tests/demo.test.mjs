@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -90,10 +90,12 @@ test('the demo shows three live environments and a click opens the preview', asy
   assert.equal(await page.locator('h1').textContent(), 'Hello from a preview of feature/hello');
   await page.screenshot({ path: join(artifacts, 'demo-preview.png') });
 
-  // Every environment's link serves the commit the stack view shows.
+  // Every environment's link serves the commit the stack view shows; the
+  // path form on the dashboard moves to the environment's own host.
   for (const env of environments) {
-    const response = await fetch(`${base}/env/shop/${env.name}/api/version`);
-    assert.equal((await response.json()).commit, env.commit_sha, env.name);
+    await page.goto(`${base}/env/shop/${env.name}/api/version`);
+    assert.match(page.url(), new RegExp(`^http://${env.name}--shop\\.localhost:\\d+/api/version$`), env.name);
+    assert.equal(JSON.parse(await page.locator('body').textContent()).commit, env.commit_sha, env.name);
   }
   await page.close();
 });
@@ -330,7 +332,9 @@ const axeSource = join(dirname(fileURLToPath(import.meta.url)), '..', 'node_modu
 
 // axe-core's serious and critical violations on the page, one line each.
 async function seriousViolations(page) {
-  await page.addScriptTag({ path: axeSource });
+  // Through DevTools, not a <script> tag: the page's Content-Security-Policy
+  // (rightly) refuses inline scripts without its nonce.
+  await page.evaluate(`(() => { ${readFileSync(axeSource, 'utf8')}\n})()`);
   const { passed, violations } = await page.evaluate(async () => {
     const result = await window.axe.run(document, { resultTypes: ['violations'] });
     return {
@@ -415,4 +419,84 @@ test('every view passes an accessibility check (axe-core), light and dark, and f
   }
   await phone.close();
   assert.deepEqual(failures, []);
+});
+
+// A developer's preview is hostile to whoever opens it. Its page, opened by
+// a signed-in admin, tries to read the dashboard's API with the admin's
+// cookies and to frame an approval page (to click it for them): the first
+// is refused by the browser (another origin, no CORS), the second by the
+// dashboard's frame-ancestors/X-Frame-Options; the request it receives
+// carries none of the admin's credentials.
+test('a hostile preview opened by an admin can neither call the API nor frame an approval page', async () => {
+  const port = new URL(base).port;
+  const evil = `import html, http.server, json, os
+from pathlib import Path
+VERSION = Path("VERSION").read_text().strip() if Path("VERSION").exists() else "unbuilt"
+PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>hostile preview</title></head><body>
+<pre id="headers">{headers}</pre><p id="api">pending</p>
+<iframe id="victim" src="http://localhost:${port}/approvals"></iframe>
+<script>
+fetch("http://localhost:${port}/api/v1/me", {{ credentials: "include" }})
+  .then((r) => r.text()).then((t) => {{ document.getElementById("api").textContent = "READ " + t; }})
+  .catch((e) => {{ document.getElementById("api").textContent = "refused: " + e; }});
+</script></body></html>"""
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/healthz":
+            body, kind = b"ok", "text/plain"
+        elif self.path == "/api/version":
+            body, kind = json.dumps({"commit": VERSION}).encode(), "application/json"
+        else:
+            headers = html.escape("".join(f"{k}: {v}\\n" for k, v in self.headers.items()))
+            body, kind = PAGE.format(headers=headers).encode(), "text/html; charset=utf-8"
+        self.send_response(200)
+        self.send_header("content-type", kind)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer((os.environ.get("HOST", "127.0.0.1"), int(os.environ["PORT"])), Handler).serve_forever()
+`;
+  const clone = mkdtempSync(join(tmpdir(), 'gantry-evil-'));
+  const git = (...args) => execFileSync('git', args, { cwd: clone, encoding: 'utf8' }).trim();
+  git('clone', '-q', join(workdir, '.gantry', 'demo', 'shop.git'), '.');
+  git('checkout', '-q', '-b', 'feature/evil');
+  writeFileSync(join(clone, 'app.py'), evil);
+  git('-c', 'user.name=Mallory', '-c', 'user.email=mallory@example.com', 'commit', '-q', '-am', 'Innocent-looking change');
+  const pushed = git('rev-parse', 'HEAD');
+  git('push', '-q', 'origin', 'feature/evil');
+  rmSync(clone, { recursive: true, force: true });
+
+  const context = await browser.newContext();
+  const admin = await context.newPage();
+  await signIn(admin, base, { name: 'root', role: 'admin' });
+  const cell = admin.locator('[data-environment^="preview-feature-evil"]').filter({ hasText: pushed.slice(0, 7) });
+  await cell.getByTestId('open-environment').waitFor({ timeout: 120_000 });
+  // By the path form on the dashboard's own address, the way that used to
+  // run a preview on the dashboard's origin: it moves to the preview's host.
+  const envName = await cell.getAttribute('data-environment');
+  await admin.goto(`${base}/env/shop/${envName}/`);
+  await admin.waitForURL(/preview-feature-evil.*--shop\.localhost/);
+
+  // Its own origin: the admin's session cookie never reached it.
+  const headers = await admin.locator('#headers').textContent();
+  assert.doesNotMatch(headers, /gantry_session/i, headers);
+  assert.doesNotMatch(headers, /authorization/i, headers);
+  // Its script could not read the API as the admin.
+  await admin.locator('#api').filter({ hasNotText: 'pending' }).waitFor({ timeout: 30_000 });
+  const api = await admin.locator('#api').textContent();
+  assert.match(api, /^refused: /, api);
+  // Nor show an approval page in a frame.
+  const victim = admin.frames().find((frame) => frame !== admin.mainFrame());
+  assert.ok(victim, 'the frame exists');
+  // Wait for the frame's navigation to settle (an error page, if refused).
+  if (['', 'about:blank'].includes(victim.url())) {
+    await admin.waitForEvent('framenavigated', { predicate: (frame) => frame === victim, timeout: 30_000 });
+  }
+  await victim.waitForLoadState('load');
+  const framed = await victim.content();
+  assert.doesNotMatch(framed, /Approvals · Gantry|data-hydrated/, `the approval page rendered in a frame (${victim.url()})`);
+  await admin.screenshot({ path: join(artifacts, 'hostile-preview.png') });
+  await context.close();
 });

@@ -577,9 +577,15 @@ impl Config {
             None,
             |text| Ok::<_, String>(PathBuf::from(text)),
         )?;
+        // Hosts under an IP address do not exist: previews of a Gantry
+        // reached by IP go under `localhost` (which browsers resolve).
+        let default_preview = match public_url.host() {
+            Some(url::Host::Domain(name)) => name.to_string(),
+            _ => "localhost".to_string(),
+        };
         let preview_domain = layers.resolve(
             "server.preview_domain",
-            public_url.host_str().unwrap_or("localhost"),
+            &default_preview,
             file.server.preview_domain.clone(),
             Some("GANTRY_PREVIEW_DOMAIN"),
             None,

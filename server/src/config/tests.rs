@@ -311,6 +311,21 @@ fn previews_get_their_own_domain_and_only_listed_proxies_are_trusted() {
     let config = Config::resolve(&Flags::default(), &[]).expect("defaults");
     assert_eq!(config.preview_domain, "localhost");
     assert!(config.trusted_proxies.is_empty());
+    let by_ip = Config::resolve(
+        &Flags::default(),
+        &env(&[("GANTRY_PUBLIC_URL", "http://127.0.0.1:3000/")]),
+    )
+    .expect("resolves");
+    assert_eq!(
+        by_ip.preview_domain, "localhost",
+        "no hosts exist under an IP address"
+    );
+    let named = Config::resolve(
+        &Flags::default(),
+        &env(&[("GANTRY_PUBLIC_URL", "https://gantry.example.com/")]),
+    )
+    .expect("resolves");
+    assert_eq!(named.preview_domain, "gantry.example.com");
     let config = Config::resolve(
         &Flags::default(),
         &env(&[

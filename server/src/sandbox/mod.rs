@@ -336,10 +336,12 @@ impl Sandbox {
             }
         };
         let cgroups = self.cgroups.is_some();
-        // Trial runs: the plain sandbox, then its network.
-        self.trial(Network::None).await?;
+        // Trial runs: the plain sandbox, then its network. A trial is tried
+        // a few times: a passing hiccup must not disable sandboxing (or its
+        // network) for the whole life of the process.
+        self.trial_again(Network::None).await?;
         let network = if self.slirp.is_file() {
-            self.trial(Network::Isolated).await.err()
+            self.trial_again(Network::Isolated).await.err()
         } else {
             Some(
                 "slirp4netns is not installed; install it with `apt-get install slirp4netns`"
@@ -347,6 +349,16 @@ impl Sandbox {
             )
         };
         Ok(Status::On { network, cgroups })
+    }
+
+    async fn trial_again(&self, network: Network) -> Result<(), String> {
+        let mut outcome = self.trial(network).await;
+        for _ in 1..3 {
+            let Err(error) = &outcome else { break };
+            tracing::warn!(%error, ?network, "a trial sandbox failed; trying again");
+            outcome = self.trial(network).await;
+        }
+        outcome
     }
 
     async fn trial(&self, network: Network) -> Result<(), String> {

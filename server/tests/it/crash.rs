@@ -91,8 +91,10 @@ async fn a_run_killed_mid_step_ends_clearly_and_resumes_after_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deploy_killed_midway_is_not_applied_twice_and_the_old_version_comes_back() {
     let data = tempfile::tempdir().expect("tempdir");
-    // The app starts slowly when the commit has a SLOWSTART file.
-    let slow_app = "if [ -f SLOWSTART ]; then sleep 30; fi; python3 app.py";
+    // The app starts slowly when the commit has a SLOWSTART file (the
+    // marker makes its processes findable).
+    let marker = format!("gantry-app-{}", std::process::id());
+    let slow_app = format!("if [ -f SLOWSTART ]; then sleep 30; fi; python3 app.py {marker}");
     let pipeline = pipeline_yaml("  - { name: build, run: \"true\" }\n")
         .replace("run: python3 app.py", &format!("run: \"{slow_app}\""));
     let repos = Repos::new("");
@@ -120,7 +122,14 @@ async fn a_deploy_killed_midway_is_not_applied_twice_and_the_old_version_comes_b
             .cloned()
     })
     .await;
+    assert!(alive(&marker), "the apps run");
     server.kill();
+    // Its local apps (v1 serving, v2 starting) die with it, not at the
+    // next start.
+    wait_for("the apps to die with gantry", MINUTE, || async {
+        (!alive(&marker)).then_some(())
+    })
+    .await;
 
     let server = Server::start(data.path(), &repos.pipeline.path(), port, &token);
     let text = wait_for("v1 to serve again after the restart", MINUTE, || async {
