@@ -2,6 +2,9 @@
 //! binary), a bare app repo with a post-receive-style trigger, no-op steps;
 //! 20 pushes to `latest`, each timed from `git push` until the proxy serves
 //! the new commit, and split into phases from Gantry's own timestamps.
+//! Run twice in one go, with the sandbox on and off (`runner.sandbox =
+//! "none"`), so the sandbox's cost per step is measured against a baseline
+//! of the same run.
 //!
 //! cargo run --release -p bench --bin push_to_live -- <path to gantry>
 
@@ -13,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bench::{git, init_work, row};
+use bench::{git, init_work, percentile};
 
 const PUSHES: usize = 20;
 
@@ -32,6 +35,66 @@ async fn main() -> anyhow::Result<()> {
     let gantry = std::env::args()
         .nth(1)
         .context("usage: push_to_live <gantry binary>")?;
+    let sandboxed = push_to_live(&gantry, "bwrap").await?;
+    let plain = push_to_live(&gantry, "none").await?;
+    println!(
+        "push to live, local target, no-op steps, {PUSHES} pushes, trigger endpoint; sandbox on (bwrap) and off (none)"
+    );
+    println!("| phase (ms) | p50 on | p95 on | p50 off | p95 off |");
+    println!("|---|---|---|---|---|");
+    let both = |name: &str, on: &[f64], off: &[f64]| {
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            percentile(on, 50.0),
+            percentile(on, 95.0),
+            percentile(off, 50.0),
+            percentile(off, 95.0)
+        );
+    };
+    both(
+        "total: git push → proxy serves the new commit",
+        &sandboxed.totals,
+        &plain.totals,
+    );
+    both(
+        "detect → plan (inbox event → run created)",
+        &sandboxed.detect_to_plan,
+        &plain.detect_to_plan,
+    );
+    both(
+        "queue + checkout (run created → first step starts)",
+        &sandboxed.queue_checkout,
+        &plain.queue_checkout,
+    );
+    both(
+        "one no-op shell step (start → end)",
+        &sandboxed.step,
+        &plain.step,
+    );
+    both(
+        "deploy (copy, start process, health check, switch)",
+        &sandboxed.deploy,
+        &plain.deploy,
+    );
+    println!(
+        "\nsandbox cost per step at p50: {:.1} ms (goal ≤ 20 ms)",
+        percentile(&sandboxed.step, 50.0) - percentile(&plain.step, 50.0)
+    );
+    Ok(())
+}
+
+/// The figures of one round of pushes.
+#[derive(Default)]
+struct Figures {
+    totals: Vec<f64>,
+    detect_to_plan: Vec<f64>,
+    queue_checkout: Vec<f64>,
+    step: Vec<f64>,
+    deploy: Vec<f64>,
+}
+
+/// One round: a fresh Gantry with `runner.sandbox = <sandbox>`.
+async fn push_to_live(gantry: &str, sandbox: &str) -> anyhow::Result<Figures> {
     let root = tempfile::tempdir()?;
     let (bare, work, pipeline, data) = (
         root.path().join("shop.git"),
@@ -83,7 +146,7 @@ async fn main() -> anyhow::Result<()> {
         .local_addr()?
         .port();
     // The hook token is issued by an admin (every API call needs one).
-    let created = Command::new(&gantry)
+    let created = Command::new(gantry)
         .args(["token", "create", "--name", "bench", "--data-dir"])
         .arg(&data)
         .env("GANTRY_LOG", "warn")
@@ -93,7 +156,7 @@ async fn main() -> anyhow::Result<()> {
         bail!("token create: {}", String::from_utf8_lossy(&created.stderr));
     }
     let admin = String::from_utf8_lossy(&created.stdout).trim().to_string();
-    let mut server = Command::new(&gantry)
+    let mut server = Command::new(gantry)
         .args([
             "serve",
             "--bind",
@@ -107,6 +170,7 @@ async fn main() -> anyhow::Result<()> {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("GANTRY_LOG", "warn")
         .env("GANTRY_POLL_INTERVAL", "1h")
+        .env("GANTRY_RUNNER_SANDBOX", sandbox)
         .stdout(Stdio::null())
         .spawn()
         .context("starting gantry")?;
@@ -116,16 +180,18 @@ async fn main() -> anyhow::Result<()> {
     outcome
 }
 
-async fn measure(port: u16, work: &Path, data: &Path, admin: &str) -> anyhow::Result<()> {
+async fn measure(port: u16, work: &Path, data: &Path, admin: &str) -> anyhow::Result<Figures> {
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let serving = |sha: String| {
         let client = client.clone();
-        let url = format!("{base}/env/shop/staging/");
+        // The environment's own host, as a browser opens it.
+        let url = format!("{base}/");
+        let host = format!("staging--shop.localhost:{port}");
         async move {
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
-                if let Ok(response) = client.get(&url).send().await
+                if let Ok(response) = client.get(&url).header("host", &host).send().await
                     && response.status() == 200
                     && response.text().await.unwrap_or_default() == sha
                 {
@@ -186,15 +252,17 @@ async fn measure(port: u16, work: &Path, data: &Path, admin: &str) -> anyhow::Re
 }
 
 /// Splits each push with Gantry's own timestamps (milliseconds).
-async fn phases(totals: &[f64], shas: &[String], data: &Path) -> anyhow::Result<()> {
+async fn phases(totals: &[f64], shas: &[String], data: &Path) -> anyhow::Result<Figures> {
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(&format!(
         "sqlite://{}?mode=ro",
         data.join("gantry.db").display()
     ))
     .await?;
-    let (mut detect_to_plan, mut queue_checkout, mut steps, mut deploy) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut figures = Figures {
+        totals: totals.to_vec(),
+        ..Figures::default()
+    };
     for sha in shas {
         let received: i64 =
             sqlx::query_scalar("SELECT received_at FROM event_inbox WHERE delivery_id LIKE $1")
@@ -217,39 +285,12 @@ async fn phases(totals: &[f64], shas: &[String], data: &Path) -> anyhow::Result<
             .iter()
             .find(|r| r.0 == "deploy")
             .context("deploy step")?;
-        detect_to_plan.push((created - received) as f64);
-        queue_checkout.push((first - created) as f64);
-        steps.push((deploy_step.1 - first) as f64);
-        deploy.push((deploy_step.2 - deploy_step.1) as f64);
+        figures.detect_to_plan.push((created - received) as f64);
+        figures.queue_checkout.push((first - created) as f64);
+        for (_, started, finished) in rows.iter().filter(|r| r.0 != "deploy") {
+            figures.step.push((finished - started) as f64);
+        }
+        figures.deploy.push((deploy_step.2 - deploy_step.1) as f64);
     }
-    println!(
-        "push to live, local target, no-op steps, {} pushes, trigger endpoint",
-        totals.len()
-    );
-    println!("| phase (ms) | p50 | p95 |");
-    println!("|---|---|---|");
-    println!(
-        "{}",
-        row("total: git push → proxy serves the new commit", totals)
-    );
-    println!(
-        "{}",
-        row("detect → plan (inbox event → run created)", &detect_to_plan)
-    );
-    println!(
-        "{}",
-        row(
-            "queue + checkout (run created → first step starts)",
-            &queue_checkout
-        )
-    );
-    println!("{}", row("steps (2 no-op shell steps)", &steps));
-    println!(
-        "{}",
-        row(
-            "deploy (copy, start process, health check, switch)",
-            &deploy
-        )
-    );
-    Ok(())
+    Ok(figures)
 }

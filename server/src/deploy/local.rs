@@ -156,8 +156,8 @@ impl LocalRuntime {
             source: std::io::Error::other(e),
         })?;
         copied?;
-        // A kept build carries its old process's log; start a fresh one.
-        let _ = std::fs::remove_file(workdir.join(".gantry-app.log"));
+        // A kept build had its old process's log; start a fresh one.
+        let _ = std::fs::remove_file(log_file(&workdir));
         self.sandbox
             .hand_over(&workdir)
             .await
@@ -213,7 +213,7 @@ impl LocalRuntime {
             path: workdir.clone(),
             source,
         })?;
-        let log_path = workdir.join(".gantry-app.log");
+        let log_path = log_file(&workdir);
         let spec = LocalSpec {
             instance_tag: self.instance_tag.clone(),
             ..spec
@@ -354,6 +354,14 @@ impl LocalRuntime {
     }
 }
 
+/// Where a build's process writes its output: beside the build, not in
+/// it. The app owns its build directory; a log inside it could be swapped
+/// for a link to any file of the host, which Gantry (root) would then
+/// append to and quote in details people read.
+fn log_file(workdir: &Path) -> PathBuf {
+    workdir.with_extension("log")
+}
+
 /// Removes all but the newest [`KEPT_BUILDS`] replaced builds of an
 /// environment (directories named by deployment id; `live` is kept).
 fn prune_builds(env_dir: &Path, live: i64) {
@@ -367,7 +375,9 @@ fn prune_builds(env_dir: &Path, live: i64) {
         .collect();
     builds.sort_unstable_by(|a, b| b.cmp(a));
     for old in builds.into_iter().skip(KEPT_BUILDS) {
-        let _ = std::fs::remove_dir_all(env_dir.join(old.to_string()));
+        let build = env_dir.join(old.to_string());
+        let _ = std::fs::remove_dir_all(&build);
+        let _ = std::fs::remove_file(log_file(&build));
     }
 }
 
@@ -376,6 +386,7 @@ async fn stop_process(process: LiveProcess) {
     let workdir = process.workdir.clone();
     stop_process_keep_files(process).await;
     let _ = tokio::fs::remove_dir_all(&workdir).await;
+    let _ = tokio::fs::remove_file(log_file(&workdir)).await;
 }
 
 async fn stop_process_keep_files(process: LiveProcess) {

@@ -163,6 +163,10 @@ async fn run_steps(
     // The sandbox's user writes the checkout and its home, nothing else.
     app.sandbox.hand_over(&workspace.app()).await?;
     app.sandbox.hand_over(&workspace.home()).await?;
+    // Read-only inside, but readable whatever Gantry's umask.
+    if workspace.pipeline().is_dir() {
+        app.sandbox.hand_over(&workspace.pipeline()).await?;
+    }
     let hosts = environment_hosts(app, run.app_id, &app_row.name).await?;
     let masker = crate::secrets::masker(app, run.app_id).await?;
 

@@ -772,7 +772,7 @@ impl Sandboxed {
     pub async fn finish(mut self) {
         if let Some(mut inner) = self.inner.take() {
             if let Some(slirp) = inner.slirp.take() {
-                slirp.stop().await;
+                slirp.stop();
             }
             inner.release();
         }

@@ -141,12 +141,18 @@ impl Slirp {
         }
     }
 
-    /// Ends slirp4netns (its namespace is gone or about to be).
-    pub async fn stop(mut self) {
+    /// Ends slirp4netns (its namespace is gone or about to be). Its exit
+    /// takes the kernel ~20 ms (closing a TAP device waits for an RCU grace
+    /// period), so it is reaped in the background: a step's end does not
+    /// wait for it.
+    pub fn stop(mut self) {
         let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
-        if let Some(socket) = &self.api_socket {
-            let _ = std::fs::remove_file(socket);
-        }
+        let socket = self.api_socket.take();
+        tokio::spawn(async move {
+            let _ = self.child.wait().await;
+            if let Some(socket) = socket {
+                let _ = std::fs::remove_file(socket);
+            }
+        });
     }
 }

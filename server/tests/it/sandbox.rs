@@ -94,3 +94,46 @@ async fn a_script_sees_only_its_workspace_and_the_system() {
     assert!(output.contains("wrote"), "{output}");
     assert!(output.contains("ro-usr"), "{output}");
 }
+
+/// Without a working sandbox nothing runs, and the run says why in one
+/// line; with sandboxing turned off by an admin, pages say so.
+mod refusals {
+    use crate::support::flow::{MINUTE, QUICK_STEPS, Repos, start_with, wait_for};
+
+    crate::on_both! {
+        async fn no_sandbox_no_steps_and_turned_off_is_said_everywhere(backend) {
+            let repos = Repos::new(QUICK_STEPS);
+            let broken = start_with(backend, &repos, |config| {
+                config.sandbox_helper = "/nonexistent/gantry-sandbox".into();
+            })
+            .await;
+            let run = wait_for("the staging run to fail", MINUTE, || async {
+                let runs = broken.get("/api/v1/runs").await.json();
+                runs.as_array()?.iter().find(|r| r["state"] == "failed").cloned()
+            })
+            .await;
+            let detail = broken.get(&format!("/api/v1/runs/{}", run["id"])).await.json();
+            let error = detail["error"].as_str().unwrap_or_default();
+            assert!(error.contains("the sandbox is unavailable"), "{detail}");
+            assert!(error.contains("/nonexistent/gantry-sandbox"), "{detail}");
+            assert!(!error.contains('\n'), "one line: {error}");
+
+            let off = start_with(backend, &repos, |config| config.sandbox = false).await;
+            let run = wait_for("a run without the sandbox", MINUTE, || async {
+                let runs = off.get("/api/v1/runs").await.json();
+                runs.as_array()?.iter().find(|r| r["state"] == "succeeded").cloned()
+            })
+            .await;
+            let detail = off.get(&format!("/api/v1/runs/{}", run["id"])).await.json();
+            let warnings = detail["warnings"].to_string();
+            assert!(warnings.contains("sandboxing is off"), "{detail}");
+            let settings = off.get("/api/v1/settings").await.json();
+            assert!(
+                settings["sandbox_warning"].as_str().unwrap_or_default().contains("runner.sandbox"),
+                "{settings}"
+            );
+            let page = off.get(&format!("/runs/{}", run["id"])).await.text();
+            assert!(page.contains("isolation-warning"), "the run page shows the banner");
+        }
+    }
+}

@@ -64,6 +64,19 @@ on_both! {
         repos.app.checkout_new("bomb");
         repos.app.write("app.py", &format!("import os\nos.system('f() {{ f | f & }}; f &')\n{APP_PY}"));
         repos.app.commit("an app that forks without end");
+        // An app that swaps its log for a link to Gantry's key, then fails,
+        // so that Gantry quotes "its" last output where viewers read it.
+        let key = app.data_path().join("secret.key");
+        repos.app.checkout("master");
+        repos.app.checkout_new("swap");
+        repos.app.write(
+            "app.py",
+            &format!(
+                "import os\nfor name in ['.gantry-app.log', '../1.log', '../2.log', '../3.log']:\n    try:\n        os.remove(name)\n    except OSError:\n        pass\n    try:\n        os.symlink({key:?}, name)\n    except OSError as error:\n        print('refused', name, error)\nraise SystemExit(3)\n",
+                key = key.display().to_string()
+            ),
+        );
+        repos.app.commit("an app that points its log at the key");
         scan(&app).await;
 
         let found = wait_for("the attacking app to serve", 2 * MINUTE, || async {
@@ -81,6 +94,13 @@ on_both! {
         assert!(memory.contains("used more than its memory limit (64 MiB)"), "{memory}");
         let bomb = failed(&app, "preview-bomb").await;
         assert!(bomb.contains("more than its limit of 64 processes"), "{bomb}");
+
+        let swap = failed(&app, "preview-swap").await;
+        let key_text = std::fs::read_to_string(&key).expect("key");
+        assert!(!swap.contains(key_text.trim()), "{swap}");
+        let deployments = app.get("/api/v1/releases").await.text()
+            + &app.get("/api/v1/environments").await.text();
+        assert!(!deployments.contains(key_text.trim()));
 
         // The other environments serve on.
         let latest = repos.app.head("latest");
