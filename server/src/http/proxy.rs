@@ -358,6 +358,11 @@ mod tests {
         assert_eq!(parse("localhost:3000"), None);
         assert_eq!(parse("staging--shop.evil.com"), None);
         assert_eq!(parse("a--b--c.localhost"), None);
-        assert_eq!(parse("Staging--shop.localhost"), None);
+        // Host names are case-insensitive (browsers send them lowercased).
+        assert_eq!(
+            parse("Staging--shop.LOCALHOST"),
+            Some(("staging".into(), "shop".into()))
+        );
+        assert_eq!(parse("staging--shop.localhost.evil.com"), None);
     }
 }
