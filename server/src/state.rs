@@ -83,6 +83,9 @@ impl App {
         }
         let vault = Vault::open(&config.secret_key_file)?;
         let instance_tag = instance_tag(&config.data_dir);
+        if let Some(warning) = preview_domain_warning(&config) {
+            tracing::warn!("{warning}");
+        }
         let sandbox = Arc::new(
             crate::sandbox::Sandbox::start(sandbox_settings(&config, &instance_tag)).await,
         );
@@ -161,6 +164,23 @@ fn sandbox_settings(config: &Config, tag: &str) -> crate::sandbox::Settings {
         tag: tag.to_string(),
         relay_port: relay_port(&config.public_url),
     }
+}
+
+/// Previews whose domain is the dashboard's (or under it) are same-site
+/// with it: their scripts could set cookies for the dashboard. Fine for
+/// `localhost`; said plainly anywhere else (README, "Security model").
+pub fn preview_domain_warning(config: &Config) -> Option<String> {
+    let dashboard = config.public_url.host_str()?.to_ascii_lowercase();
+    let preview = config.preview_domain.as_str();
+    let local = |host: &str| host == "localhost" || host.ends_with(".localhost");
+    let shared = preview == dashboard
+        || dashboard.ends_with(&format!(".{preview}"))
+        || preview.ends_with(&format!(".{dashboard}"));
+    (shared && !local(&dashboard)).then(|| {
+        format!(
+            "previews are served under {preview}, the dashboard's own domain ({dashboard}): a preview's script could set cookies for the dashboard; set server.preview_domain to a domain of its own"
+        )
+    })
 }
 
 /// The port environment URLs use when they point at this host's loopback

@@ -396,3 +396,35 @@ fn git_urls_lose_their_credentials_when_shown() {
         .expect("entry");
     assert_eq!(entry.1, "https://***@gitlab.example.com/ops/pipelines.git");
 }
+
+#[test]
+fn a_preview_domain_under_the_dashboards_is_warned_about() {
+    let config = |public: &str, preview: Option<&str>| {
+        let mut env = vec![("GANTRY_PUBLIC_URL", public)];
+        if let Some(preview) = preview {
+            env.push(("GANTRY_PREVIEW_DOMAIN", preview));
+        }
+        Config::resolve(&Flags::default(), &self::env(&env)).expect("resolves")
+    };
+    let warn = |c: &Config| crate::state::preview_domain_warning(c);
+    assert!(
+        warn(&config("http://localhost:3000/", None)).is_none(),
+        "the demo"
+    );
+    assert!(warn(&config("https://gantry.example.com/", None)).is_some());
+    assert!(
+        warn(&config(
+            "https://gantry.example.com/",
+            Some("gantry.example.com")
+        ))
+        .is_some()
+    );
+    assert!(warn(&config("https://gantry.example.com/", Some("example.com"))).is_some());
+    assert!(
+        warn(&config(
+            "https://gantry.example.com/",
+            Some("preview.example-usercontent.com")
+        ))
+        .is_none()
+    );
+}

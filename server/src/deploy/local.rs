@@ -96,13 +96,16 @@ struct LiveProcess {
     supervisor: JoinHandle<()>,
 }
 
+/// The proxy's routing table: `(app, env)` → the loopback port serving it.
+type Routes = RwLock<HashMap<(String, String), u16>>;
+
 /// All local processes of this Gantry, and the proxy's routing table.
 #[derive(Debug)]
 pub struct LocalRuntime {
     root: PathBuf,
     instance_tag: String,
     sandbox: Arc<Sandbox>,
-    routes: RwLock<HashMap<(String, String), u16>>,
+    routes: Arc<Routes>,
     live: Mutex<HashMap<i64, LiveProcess>>,
 }
 
@@ -120,7 +123,7 @@ impl LocalRuntime {
             root,
             instance_tag,
             sandbox,
-            routes: RwLock::default(),
+            routes: Arc::default(),
             live: Mutex::default(),
         }
     }
@@ -140,15 +143,23 @@ impl LocalRuntime {
         spec: LocalSpec,
         source: &Path,
     ) -> Result<Started, LocalError> {
-        let workdir = self
+        let build = self
             .root
             .join(&spec.app)
             .join(&spec.env)
             .join(spec.deployment_id.to_string());
-        let (from, to) = (source.to_path_buf(), workdir.clone());
+        let workdir = run_dir(&build);
+        // The kept build is never shown to the app: a rollback starts from
+        // it as it was built, not from whatever the app wrote (or linked)
+        // in its directory. The app runs from a copy.
+        let (from, kept, run) = (source.to_path_buf(), build.clone(), workdir.clone());
         let copied = tokio::task::spawn_blocking(move || {
-            let _ = std::fs::remove_dir_all(&to);
-            copy_tree(&from, &to)
+            if from != kept {
+                let _ = std::fs::remove_dir_all(&kept);
+                copy_tree(&from, &kept)?;
+            }
+            let _ = std::fs::remove_dir_all(&run);
+            copy_tree(&kept, &run)
         })
         .await
         .map_err(|e| LocalError::Io {
@@ -258,10 +269,10 @@ impl LocalRuntime {
         let supervisor = tokio::spawn(supervise(
             db.clone(),
             self.sandbox.clone(),
+            self.routes.clone(),
             spec.clone(),
             child,
             workdir.clone(),
-            log_path,
             stop.clone(),
         ));
         let previous = {
@@ -284,7 +295,13 @@ impl LocalRuntime {
             let live = spec.deployment_id;
             tokio::spawn(async move {
                 tokio::time::sleep(DRAIN).await;
+                // Its kept build stays (a rollback copies it again); the
+                // copy it ran from goes.
+                let ran_from = previous.workdir.clone();
                 stop_process_keep_files(previous).await;
+                if ran_from.extension().is_some_and(|e| e == "run") {
+                    let _ = tokio::fs::remove_dir_all(&ran_from).await;
+                }
                 prune_builds(&env_dir, live);
             });
         }
@@ -354,6 +371,11 @@ impl LocalRuntime {
     }
 }
 
+/// The copy of a build its process runs from (and may write to).
+fn run_dir(build: &Path) -> PathBuf {
+    build.with_extension("run")
+}
+
 /// Where a build's process writes its output: beside the build, not in
 /// it. The app owns its build directory; a log inside it could be swapped
 /// for a link to any file of the host, which Gantry (root) would then
@@ -377,6 +399,7 @@ fn prune_builds(env_dir: &Path, live: i64) {
     for old in builds.into_iter().skip(KEPT_BUILDS) {
         let build = env_dir.join(old.to_string());
         let _ = std::fs::remove_dir_all(&build);
+        let _ = std::fs::remove_dir_all(run_dir(&build));
         let _ = std::fs::remove_file(log_file(&build));
     }
 }
@@ -513,12 +536,13 @@ async fn wait_healthy(
 async fn supervise(
     db: Db,
     sandbox: Arc<Sandbox>,
+    routes: Arc<Routes>,
     spec: LocalSpec,
     mut child: Sandboxed,
     workdir: PathBuf,
-    log_path: PathBuf,
     stop: CancellationToken,
 ) {
+    let log_path = log_file(&workdir);
     let mut failures = 0u32;
     loop {
         let started = Instant::now();
@@ -566,6 +590,7 @@ async fn supervise(
                 now_millis(),
             )
             .await;
+            forget_route(&routes, &spec);
             return;
         }
         tokio::select! {
@@ -604,10 +629,18 @@ async fn supervise(
                     now_millis(),
                 )
                 .await;
+                forget_route(&routes, &spec);
                 return;
             }
         }
     }
+}
+
+/// An environment whose process is given up is no longer proxied: its port
+/// is free, and another environment's app may get it next.
+fn forget_route(routes: &Routes, spec: &LocalSpec) {
+    let mut routes = routes.write().unwrap_or_else(|p| p.into_inner());
+    routes.remove(&(spec.app.clone(), spec.env.clone()));
 }
 
 /// The last lines of an app's log, for error messages and details that

@@ -110,7 +110,17 @@ async fn on_push(app: &App, event: BranchEvent) -> anyhow::Result<()> {
     let from_request =
         crate::change_requests::on_source_push(app, app_row.id, &event.branch, &sha).await?;
     // A fork's head waits for an admin to allow it, every new head again.
-    let fork = db::change_requests::fork_behind(pool, app_row.id, &event.branch).await?;
+    // The mirror's own record decides (a request whose row is not written
+    // yet is no less a fork's).
+    let mut fork = db::change_requests::fork_behind(pool, app_row.id, &event.branch).await?;
+    if fork.is_none()
+        && app
+            .git
+            .is_fork_head(&app_row.source_url, &event.branch)
+            .await?
+    {
+        fork = Some("a fork".to_string());
+    }
     let held = entry.approval.is_some()
         || super::policy::freeze_now(Some(entry)).is_some()
         || fork.is_some();

@@ -235,6 +235,11 @@ async fn on_request(
             crate::flow::watch::scan_app(app, app_row, "webhook").await?;
         }
         (RequestAction::Opened | RequestAction::Updated, Some(cr)) => {
+            // A delivery retried after a crash between the row and its
+            // mark: the mark is never missing for long.
+            if let (Some(fork), None) = (request.fork, &cr.fork_of) {
+                db::change_requests::set_fork(pool, cr.id, fork).await?;
+            }
             if let Some(sha) = request.head_sha
                 && cr.head_sha.as_deref() != Some(sha)
             {

@@ -191,6 +191,17 @@ impl GitStore {
         .await
     }
 
+    /// Whether the head `name` is a fork's request head (and no branch of
+    /// the repository): such a head is never trusted, whatever else says.
+    pub async fn is_fork_head(&self, url: &str, name: &str) -> Result<bool, GitError> {
+        let (branch, fork) = (format!("refs/heads/{name}"), format!("{FORK_REFS}{name}"));
+        self.with_mirror(url, move |path| {
+            let repo = Repository::open_bare(path)?;
+            Ok(repo.find_reference(&branch).is_err() && repo.find_reference(&fork).is_ok())
+        })
+        .await
+    }
+
     /// Forgets a fork's request head (the request ended).
     pub async fn forget_fork_head(&self, url: &str, name: &str) -> Result<(), GitError> {
         let local = format!("{FORK_REFS}{name}");

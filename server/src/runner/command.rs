@@ -82,30 +82,35 @@ pub async fn run(
     vars: &[(String, String)],
     hosts: &[String],
     workspace: &Workspace,
-    masker: &Masker,
     cancel: &CancellationToken,
 ) -> anyhow::Result<StepResult> {
-    let mut sink = sink(app, run.id, step_id, masker);
     // A fork's code is a stranger's: it gets none of the app's secrets.
-    let names: &[String] = if let Some(fork) = &run.from_fork {
-        if !step.secrets.is_empty() {
-            sink.note(&format!(
+    let (names, left_out): (&[String], _) = match &run.from_fork {
+        Some(fork) if !step.secrets.is_empty() => (
+            &[],
+            Some(format!(
                 "this build comes from the fork {fork}: its steps get no secrets ({} left out)",
                 step.secrets.join(", ")
-            ))
-            .await?;
-        }
-        &[]
-    } else {
-        &step.secrets
+            )),
+        ),
+        Some(_) => (&[], None),
+        None => (&step.secrets, None),
     };
     let secret_values = match crate::secrets::resolve(app, run.app_id, names).await {
         Ok(values) => values,
         Err(error) => {
+            let mut sink = sink(app, run.id, step_id, &Masker::default());
             sink.note(&error.to_string()).await?;
             return Ok(StepResult::failed(error.to_string()));
         }
     };
+    // Masked with what the step was given, and only that: masking other
+    // secrets would tell a step which of its guesses is one.
+    let masker = Masker::new(secret_values.iter().map(|(_, value)| value));
+    let mut sink = sink(app, run.id, step_id, &masker);
+    if let Some(note) = left_out {
+        sink.note(&note).await?;
+    }
 
     let mut env: Vec<(String, String)> = vars.to_vec();
     env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -261,6 +266,37 @@ async fn follow_output(
     Ok(interruption)
 }
 
+/// Reads a report the step wrote: opened without following a link and
+/// without blocking (a FIFO), checked to be a regular file on the handle
+/// itself, read up to `max` bytes.
+async fn read_report_file(path: &std::path::Path, max: u64) -> Result<String, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let flags = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(flags.bits())
+            .open(&path)
+            .map_err(|e| format!("cannot be opened ({e})"))?;
+        let metadata = file.metadata().map_err(|e| e.to_string())?;
+        if !metadata.is_file() {
+            return Err("is not a regular file".to_string());
+        }
+        if metadata.len() > max {
+            return Err("is larger than 20 MiB".to_string());
+        }
+        let mut text = String::new();
+        file.take(max)
+            .read_to_string(&mut text)
+            .map_err(|e| format!("cannot be read ({e})"))?;
+        Ok(text)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
 /// Reads the step's JUnit files; a missing or broken one is noted in the
 /// log, not fatal (the exit code decides the step). The checkout was
 /// written by the step, so only regular files inside it are read (a link
@@ -281,27 +317,11 @@ async fn read_reports(
             .await?;
             continue;
         };
-        let metadata = match tokio::fs::symlink_metadata(&path).await {
-            Ok(metadata) if metadata.is_file() => metadata,
-            _ => {
-                sink.note(&format!(
-                    "test report {report} is not a regular file; not read"
-                ))
-                .await?;
-                continue;
-            }
-        };
-        if metadata.len() > MAX_REPORT {
-            sink.note(&format!(
-                "test report {report} is larger than 20 MiB; not read"
-            ))
-            .await?;
-            continue;
-        }
-        let xml = match tokio::fs::read_to_string(&path).await {
+        let xml = match read_report_file(&path, MAX_REPORT).await {
             Ok(xml) => xml,
-            Err(error) => {
-                sink.note(&format!("test report {report}: {error}")).await?;
+            Err(why) => {
+                sink.note(&format!("test report {report} {why}; not read"))
+                    .await?;
                 continue;
             }
         };

@@ -145,6 +145,8 @@ async fn run_steps(
     let names: Vec<&str> = config.pipeline.steps.iter().map(Step::name).collect();
     let step_ids = db::steps::create_all(pool, run.id, &names).await?;
 
+    // A fresh workspace: what a crashed attempt left is never written into.
+    workspace.remove().await;
     tokio::fs::create_dir_all(workspace.home()).await?;
     app.git
         .export(&app_row.source_url, &run.commit_sha, None, &workspace.app())
@@ -168,7 +170,12 @@ async fn run_steps(
         app.sandbox.hand_over(&workspace.pipeline()).await?;
     }
     let hosts = environment_hosts(app, run.app_id, &app_row.name).await?;
-    let masker = crate::secrets::masker(app, run.app_id).await?;
+    // The deploy's log quotes the app's output: it is masked with the
+    // secrets the app is given (a fork's app gets none).
+    let masker = match (&config.pipeline.local, &run.from_fork) {
+        (Some(local), None) => crate::secrets::masker_of(app, run.app_id, &local.secrets).await?,
+        _ => crate::secrets::mask::Masker::default(),
+    };
 
     let context = template::context(
         &app_row.name,
@@ -217,10 +224,7 @@ async fn run_steps(
         );
         let result = match step {
             Step::Command(step) => {
-                command::run(
-                    app, run, step_id, step, &vars, &hosts, workspace, &masker, cancel,
-                )
-                .await?
+                command::run(app, run, step_id, step, &vars, &hosts, workspace, cancel).await?
             }
             Step::Deploy => {
                 let mut sink = sink(app, run.id, step_id, &masker);

@@ -125,22 +125,26 @@ impl Cgroup {
         }
         None
     }
+}
 
-    /// Removes the group once its processes are gone (the kernel refuses
-    /// while any is left, so this retries briefly in the background).
-    pub fn remove(self) {
+/// A group is removed when dropped, on every path (a sandbox that failed to
+/// start included), once its processes are gone: the kernel refuses while
+/// any is left, so this retries briefly in the background.
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let dirs = std::mem::take(&mut self.dirs);
         let attempt = |dirs: &[PathBuf]| dirs.iter().all(|dir| remove_dir(dir));
-        if attempt(&self.dirs) {
+        if attempt(&dirs) {
             return;
         }
         std::thread::spawn(move || {
             for _ in 0..50 {
                 std::thread::sleep(std::time::Duration::from_millis(100));
-                if attempt(&self.dirs) {
+                if attempt(&dirs) {
                     return;
                 }
             }
-            tracing::warn!(group = ?self.dirs.first(), "a sandbox's cgroup could not be removed");
+            tracing::warn!(group = ?dirs.first(), "a sandbox's cgroup could not be removed");
         });
     }
 }

@@ -26,6 +26,9 @@ use serde::{Deserialize, Serialize};
 /// The exit code of a sandbox whose setup failed before the command ran.
 pub const SETUP_FAILED: i32 = 125;
 
+/// The status line that says the sandbox is set up.
+pub const READY: &str = "ready\n";
+
 /// What the helper is asked to do.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Instructions {
@@ -41,8 +44,14 @@ pub struct Instructions {
     /// Relays `127.0.0.1:<port>` (and `[::1]`) inside the sandbox to a
     /// Unix socket of Gantry's, which serves only environments.
     pub forward: Option<Forward>,
-    /// The inherited descriptor to report the command's end on.
+    /// The inherited descriptor to report on: `ready` once the sandbox is
+    /// set up, then how the command ended.
     pub status_fd: Option<i32>,
+    /// The inherited descriptor to wait on, after `ready`, before the
+    /// command starts: Gantry brings the sandbox's network up meanwhile.
+    /// (bubblewrap's own `--block-fd` comes too early: slirp4netns would
+    /// race bubblewrap's loopback set-up.)
+    pub go_fd: Option<i32>,
     /// The read end of a pipe whose write end only Gantry holds: when it
     /// reads end-of-file, Gantry is gone (however it died) and the sandbox
     /// ends. The kernel's parent-death signal alone is not enough: giving
@@ -127,6 +136,11 @@ fn run(instructions: &Instructions) -> Result<Ending, String> {
         Some(fd) => Some(inherited(fd, true)?),
         None => None,
     };
+    // Opened while still root: after setuid, /proc/self/fd is root's.
+    let go = match instructions.go_fd {
+        Some(fd) => Some(inherited(fd, false)?),
+        None => None,
+    };
     if let Some(fd) = instructions.lifeline_fd {
         let mut lifeline = inherited(fd, false)?;
         std::thread::spawn(move || {
@@ -164,6 +178,18 @@ fn run(instructions: &Instructions) -> Result<Ending, String> {
         for listener in listeners {
             let socket = forward.socket.clone();
             std::thread::spawn(move || relay_all(listener, socket));
+        }
+    }
+    if let Some(status) = status.as_mut() {
+        status
+            .write_all(READY.as_bytes())
+            .map_err(|e| format!("status: {e}"))?;
+    }
+    if let Some(mut go) = go {
+        let mut byte = [0_u8; 1];
+        match std::io::Read::read(&mut go, &mut byte) {
+            Ok(1) => {}
+            _ => return Err("Gantry went away before the sandbox started".into()),
         }
     }
     // Registered before the command starts, so its end cannot be missed.

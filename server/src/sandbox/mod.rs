@@ -524,6 +524,7 @@ impl Sandbox {
             }),
             forward: relay.clone(),
             status_fd: Some(plan::STATUS_FD),
+            go_fd: Some(plan::GO_FD),
             lifeline_fd: Some(plan::LIFELINE_FD),
         };
         let instructions =
@@ -546,7 +547,7 @@ impl Sandbox {
         });
 
         let (info_read, info_write) = pipe().map_err(start)?;
-        let (block_read, block_write) = pipe().map_err(start)?;
+        let (go_read, go_write) = pipe().map_err(start)?;
         let (status_read, status_write) = pipe().map_err(start)?;
         let (lifeline_read, lifeline_write) = pipe().map_err(start)?;
         let mut command = tokio::process::Command::new(&self.bwrap);
@@ -567,8 +568,8 @@ impl Sandbox {
                     child_fd: plan::INFO_FD,
                 },
                 FdMapping {
-                    parent_fd: block_read,
-                    child_fd: plan::BLOCK_FD,
+                    parent_fd: go_read,
+                    child_fd: plan::GO_FD,
                 },
                 FdMapping {
                     parent_fd: status_write,
@@ -589,7 +590,14 @@ impl Sandbox {
             inner: None,
         };
 
-        let helper_pid = match read_child_pid(info_read).await {
+        let mut status = tokio::net::unix::pipe::Receiver::from_owned_fd(status_read)
+            .map_err(|e| start(e.to_string()))?;
+        let started = async {
+            let pid = read_child_pid(info_read).await?;
+            wait_ready(&mut status).await?;
+            Ok::<u32, String>(pid)
+        };
+        let helper_pid = match started.await {
             Ok(pid) => pid,
             Err(error) => {
                 let mut output = String::new();
@@ -604,6 +612,7 @@ impl Sandbox {
                 return Err(start(why));
             }
         };
+        // The helper is set up and waits: nothing of the command runs yet.
         if let Some(cgroup) = &cgroup {
             cgroup
                 .add(helper_pid)
@@ -621,8 +630,6 @@ impl Sandbox {
         } else {
             None
         };
-        let status = tokio::net::unix::pipe::Receiver::from_owned_fd(status_read)
-            .map_err(|e| start(e.to_string()))?;
         sandboxed.inner = Some(Inner {
             helper_pid,
             status: Some(status),
@@ -632,11 +639,10 @@ impl Sandbox {
             limits: spec.limits,
             _lifeline: lifeline_write,
         });
-        // Everything is in place: let the helper start.
-        let mut block = tokio::net::unix::pipe::Sender::from_owned_fd(block_write)
+        // Everything is in place: let the helper start the command.
+        let mut go = tokio::net::unix::pipe::Sender::from_owned_fd(go_write)
             .map_err(|e| start(e.to_string()))?;
-        block
-            .write_all(b"1")
+        go.write_all(b"1")
             .await
             .map_err(|e| start(format!("cannot release the sandbox: {e}")))?;
         Ok(sandboxed)
@@ -752,11 +758,10 @@ impl Sandboxed {
         }
     }
 
-    /// Kills the tree at once.
+    /// Kills the tree at once: the helper first (pid 1 inside: with it
+    /// goes everything in the sandbox), while bubblewrap still waits for it
+    /// (so its pid cannot have been reused), then bubblewrap.
     pub fn kill(&mut self) {
-        if let Some(pid) = self.child.id() {
-            process::signal_group(pid, Signal::SIGKILL);
-        }
         if let Some(pid) = self
             .inner
             .as_ref()
@@ -764,6 +769,9 @@ impl Sandboxed {
             && matches!(self.child.try_wait(), Ok(None))
         {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        if let Some(pid) = self.child.id() {
+            process::signal_group(pid, Signal::SIGKILL);
         }
     }
 
@@ -781,9 +789,8 @@ impl Sandboxed {
 
 impl Inner {
     fn release(&mut self) {
-        if let Some(cgroup) = self.cgroup.take() {
-            cgroup.remove();
-        }
+        // Dropping the group removes it.
+        self.cgroup.take();
         if let Some(scratch) = self.scratch.take() {
             let _ = std::fs::remove_dir_all(scratch);
         }
@@ -825,6 +832,34 @@ async fn read_child_pid(info: OwnedFd) -> Result<u32, String> {
         .and_then(|info| info.get("child-pid")?.as_u64())
         .and_then(|pid| u32::try_from(pid).ok())
         .ok_or_else(|| "bubblewrap exited before the sandbox started".to_string())
+}
+
+/// Waits for the helper's `ready` line (the sandbox is set up).
+async fn wait_ready(status: &mut tokio::net::unix::pipe::Receiver) -> Result<(), String> {
+    let mut line = Vec::new();
+    let read = async {
+        loop {
+            let byte = status
+                .read_u8()
+                .await
+                .map_err(|_| "the sandbox ended during its set-up".to_string())?;
+            line.push(byte);
+            if byte == b'\n' {
+                return Ok::<(), String>(());
+            }
+        }
+    };
+    tokio::time::timeout(START_TIMEOUT, read)
+        .await
+        .map_err(|_| "the sandbox was not set up in time".to_string())??;
+    if line == init::READY.as_bytes() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the sandbox said {:?} instead of ready",
+            String::from_utf8_lossy(&line)
+        ))
+    }
 }
 
 /// `/etc/hosts` inside: loopback, plus the environment hosts a step may

@@ -14,7 +14,8 @@ pub const HELPER: &str = "/.gantry/init";
 pub const PREVIEW_SOCKET: &str = "/.gantry/preview.sock";
 /// Descriptors bubblewrap and the helper are given.
 pub const INFO_FD: i32 = 3;
-pub const BLOCK_FD: i32 = 4;
+/// The helper waits on it before starting the command (see `init`).
+pub const GO_FD: i32 = 4;
 pub const STATUS_FD: i32 = 5;
 pub const LIFELINE_FD: i32 = 6;
 
@@ -125,8 +126,6 @@ pub fn arguments(plan: &Plan<'_>) -> Vec<OsString> {
     args.flags(&[
         "--info-fd",
         &INFO_FD.to_string(),
-        "--block-fd",
-        &BLOCK_FD.to_string(),
         "--",
         HELPER,
         plan.instructions,

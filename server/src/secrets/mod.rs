@@ -91,6 +91,24 @@ pub async fn masker(app: &crate::state::App, app_id: i64) -> Result<mask::Masker
     Ok(mask::Masker::new(values))
 }
 
+/// A masker for the secrets `names` of `app_id` (those that exist): what a
+/// step or an app was given.
+pub async fn masker_of(
+    app: &crate::state::App,
+    app_id: i64,
+    names: &[String],
+) -> Result<mask::Masker, SecretError> {
+    let mut values = Vec::new();
+    for name in names {
+        match resolve(app, app_id, std::slice::from_ref(name)).await {
+            Ok(found) => values.extend(found.into_iter().map(|(_, value)| value)),
+            Err(SecretError::Db(error)) => return Err(SecretError::Db(error)),
+            Err(_) => {}
+        }
+    }
+    Ok(mask::Masker::new(values))
+}
+
 /// The key that seals and opens secrets.
 pub struct Vault {
     cipher: ChaCha20Poly1305,

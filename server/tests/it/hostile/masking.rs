@@ -23,6 +23,7 @@ steps:
       printf '%s\n' "$PEM_KEY"
       printf '%s' "$PEM_KEY" | base64 -w0; echo
       python3 -c 'import os, urllib.parse; print(urllib.parse.quote(os.environ["PEM_KEY"], safe=""))'
+  - { name: guess, run: "echo guess=other-token-4711" }
   - deploy
 local:
   run: "printf '%s\n' \"$PEM_KEY\"; exit 3"
@@ -53,6 +54,7 @@ on_both! {
         repos.pipeline.commit("a leaky pipeline");
         let app = start(backend, &repos).await;
         put_secret(&app, "PEM_KEY", PEM).await;
+        put_secret(&app, "OTHER_TOKEN", "other-token-4711").await;
         repos.app.checkout("latest");
         repos.app.write("CHANGES", "leak\n");
         let sha = repos.app.commit("print the key");
@@ -64,6 +66,11 @@ on_both! {
         assert!(leak.matches("***").count() >= 6, "every line and form masked: {leak}");
         assert!(!leak.contains("LS0tLS1CRUdJTi"), "base64 of the key: {leak}");
         assert!(!leak.contains("%0AMIIE"), "percent-encoded: {leak}");
+
+        // A step is masked with what it was given, and only that: masking
+        // OTHER_TOKEN here would confirm the step's guess of it.
+        let guess = step_log(&app, &run, "guess").await;
+        assert_eq!(guess, "guess=other-token-4711\n", "no oracle: {guess}");
 
         // The app printed it before failing its health check: the deploy's
         // notes, the target detail, the release and the environment.
