@@ -44,6 +44,11 @@ pub struct Instructions {
     /// Relays `127.0.0.1:<port>` (and `[::1]`) inside the sandbox to a
     /// Unix socket of Gantry's, which serves only environments.
     pub forward: Option<Forward>,
+    /// Networks made unreachable inside (the host's own addresses, cloud
+    /// metadata), set as `prohibit` routes before giving up root: through
+    /// slirp4netns they would be reached from the host itself.
+    #[serde(default)]
+    pub unreachable: Vec<String>,
     /// The inherited descriptor to report on: `ready` once the sandbox is
     /// set up, then how the command ended.
     pub status_fd: Option<i32>,
@@ -163,6 +168,9 @@ fn run(instructions: &Instructions) -> Result<Ending, String> {
         Some(forward) => bind_forward(forward.port)?,
         None => Vec::new(),
     };
+    if !instructions.unreachable.is_empty() {
+        prohibit(&instructions.unreachable)?;
+    }
     if let Some((uid, gid)) = instructions.user {
         setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
         setgid(Gid::from_raw(gid)).map_err(|e| format!("setgid {gid}: {e}"))?;
@@ -288,6 +296,39 @@ fn fence_in(fence: &Fence) -> Result<(), String> {
         .restrict_self()
         .map_err(fail)?;
     Ok(())
+}
+
+/// `ip route add prohibit <net>` for each network, in one `ip -batch`:
+/// a connection there fails at once, whatever the default route says.
+fn prohibit(networks: &[String]) -> Result<(), String> {
+    let batch: String = networks
+        .iter()
+        .filter(|net| net.parse::<std::net::IpAddr>().is_ok() || net.contains('/'))
+        .map(|net| format!("route add prohibit {net}\n"))
+        .collect();
+    let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
+        .into_iter()
+        .find(|path| std::path::Path::new(path).exists())
+        .ok_or_else(|| "iproute2's ip is not installed".to_string())?;
+    let mut child = Command::new(ip)
+        .args(["-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run ip: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(batch.as_bytes())
+            .map_err(|e| format!("ip: {e}"))?;
+    }
+    let status = child.wait().map_err(|e| format!("ip: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip could not set the sandbox's unreachable routes ({status})"
+        ))
+    }
 }
 
 fn bind_forward(port: u16) -> Result<Vec<TcpListener>, String> {

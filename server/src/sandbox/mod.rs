@@ -523,6 +523,11 @@ impl Sandbox {
                 writable,
             }),
             forward: relay.clone(),
+            unreachable: if spec.network == Network::Isolated && self.as_root {
+                unreachable_networks()
+            } else {
+                Vec::new()
+            },
             status_fd: Some(plan::STATUS_FD),
             go_fd: Some(plan::GO_FD),
             lifeline_fd: Some(plan::LIFELINE_FD),
@@ -879,6 +884,27 @@ fn hosts_text(names: &[String]) -> String {
     }
     line.push('\n');
     line
+}
+
+/// What a sandbox's own network must not reach although slirp4netns could
+/// (it connects from the host): every address of the host itself (a service
+/// bound to `0.0.0.0` there is as close as its loopback) and the cloud
+/// metadata address that hands out the host's credentials.
+fn unreachable_networks() -> Vec<String> {
+    let mut networks = vec!["169.254.0.0/16".to_string()];
+    if let Ok(addresses) = nix::ifaddrs::getifaddrs() {
+        for interface in addresses {
+            if let Some(v4) = interface.address.as_ref().and_then(|a| a.as_sockaddr_in()) {
+                let ip = std::net::Ipv4Addr::from(v4.ip());
+                if !ip.is_loopback() {
+                    networks.push(format!("{ip}/32"));
+                }
+            }
+        }
+    }
+    networks.sort();
+    networks.dedup();
+    networks
 }
 
 fn find_program(name: &str) -> PathBuf {

@@ -66,8 +66,13 @@ pub fn arguments(plan: &Plan<'_>) -> Vec<OsString> {
         args.flags(&["--unshare-net"]);
     }
     if plan.as_root {
-        // Only what the helper needs to become the runner user.
+        // Only what the helper needs to become the runner user (and, with
+        // a network of its own, to close off the host's addresses in it);
+        // all of them go with root.
         args.flags(&["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]);
+        if plan.network == Network::Isolated {
+            args.flags(&["--cap-add", "CAP_NET_ADMIN"]);
+        }
     } else {
         args.flags(&["--unshare-user", "--disable-userns"]);
     }

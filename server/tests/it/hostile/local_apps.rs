@@ -85,7 +85,8 @@ on_both! {
         .await;
         assert!(escapes(&found).is_empty(), "escaped: {found}");
         for door in ["secret key", "database", "git mirrors", "other workspaces", "gantry environ",
-                     "postgres on loopback", "postgres through the gateway", "ptrace gantry"] {
+                     "postgres on loopback", "postgres through the gateway", "ptrace gantry",
+                     "a host service on its own address"] {
             assert!(found.contains(&format!("blocked {door}:")), "{door}: {found}");
         }
         assert!(!found.contains("uid 0\n"), "{found}");

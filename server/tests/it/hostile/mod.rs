@@ -16,6 +16,7 @@ use std::path::Path;
 /// `blocked <what>: <why>` or `ESCAPED <what>` (which a test refuses).
 pub fn attack_program(data: &Path, gantry_pid: u32, gantry_port: u16) -> String {
     let data = data.display();
+    let (host_ip, host_port) = host_service();
     format!(
         r#"import os, socket, sys, urllib.request
 DATA = "{data}"
@@ -44,6 +45,8 @@ attempt("write system", lambda: open("/usr/escaped", "w").write("x"))
 attempt("postgres on loopback", lambda: connect("127.0.0.1", 5432))
 attempt("postgres through the gateway", lambda: connect("10.0.2.2", 5432))
 attempt("gantry api", api)
+attempt("a host service on its own address", lambda: connect("{host_ip}", {host_port}))
+attempt("cloud metadata", lambda: connect("169.254.169.254", 80))
 attempt("the pipeline repo", lambda: open("/pipeline/../other-secrets.txt").read())
 def ptrace():
     import ctypes
@@ -56,6 +59,30 @@ print("uid", os.getuid())
 print("pipeline", sorted(os.listdir(os.environ.get("GANTRY_PIPELINE_DIR", "/pipeline"))))
 "#
     )
+}
+
+/// A service the host offers on every address (as `0.0.0.0` binds do), at
+/// the host's own non-loopback address: through slirp4netns a sandbox would
+/// reach it from the host itself. It accepts until the test process ends.
+pub fn host_service() -> (String, u16) {
+    static SERVICE: std::sync::OnceLock<(String, u16)> = std::sync::OnceLock::new();
+    SERVICE
+        .get_or_init(|| {
+            let listener = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
+            let port = listener.local_addr().expect("address").port();
+            std::thread::spawn(move || for _ in listener.incoming() {});
+            let ip = nix::ifaddrs::getifaddrs()
+                .expect("interfaces")
+                .filter_map(|i| {
+                    i.address?
+                        .as_sockaddr_in()
+                        .map(|a| std::net::Ipv4Addr::from(a.ip()))
+                })
+                .find(|ip| !ip.is_loopback())
+                .expect("a non-loopback IPv4 address");
+            (ip.to_string(), port)
+        })
+        .clone()
 }
 
 /// The lines of an attack's output that say something escaped.

@@ -87,7 +87,8 @@ on_both! {
             "gantry environ", "signal gantry", "write outside", "write system",
             "write the pipeline folder",
             "postgres on loopback", "postgres through the gateway", "gantry api",
-            "the pipeline repo", "ptrace gantry",
+            "the pipeline repo", "ptrace gantry", "a host service on its own address",
+            "cloud metadata",
         ] {
             assert!(attack.contains(&format!("blocked {door}:")), "{door}: {attack}");
         }
