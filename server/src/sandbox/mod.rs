@@ -895,7 +895,7 @@ fn unreachable_networks() -> Vec<String> {
     if let Ok(addresses) = nix::ifaddrs::getifaddrs() {
         for interface in addresses {
             if let Some(v4) = interface.address.as_ref().and_then(|a| a.as_sockaddr_in()) {
-                let ip = std::net::Ipv4Addr::from(v4.ip());
+                let ip = v4.ip();
                 if !ip.is_loopback() {
                     networks.push(format!("{ip}/32"));
                 }
