@@ -73,11 +73,7 @@ pub fn host_service() -> (String, u16) {
             std::thread::spawn(move || for _ in listener.incoming() {});
             let ip = nix::ifaddrs::getifaddrs()
                 .expect("interfaces")
-                .filter_map(|i| {
-                    i.address?
-                        .as_sockaddr_in()
-                        .map(|a| std::net::Ipv4Addr::from(a.ip()))
-                })
+                .filter_map(|i| i.address?.as_sockaddr_in().map(|a| a.ip()))
                 .find(|ip| !ip.is_loopback())
                 .expect("a non-loopback IPv4 address");
             (ip.to_string(), port)
