@@ -11,9 +11,6 @@ use crate::db::{self, Db};
 use crate::secrets::{Sealed, Vault};
 use crate::storage::DataDir;
 
-/// A sealed row: id, the name it was sealed under, nonce, ciphertext, key id.
-type SealedRow = (i64, String, Vec<u8>, Vec<u8>, String);
-
 /// Re-encrypts everything sealed with a fresh key. The new key is written
 /// next to the old one first; after the database commits, the old key file
 /// is kept as `<key>.previous` and the new one takes its place.
@@ -29,10 +26,7 @@ pub async fn rotate_key(config: Config) -> anyhow::Result<()> {
     let next = Vault::open(&next_path)?;
 
     let mut tx = db.begin().await?;
-    let secrets: Vec<SealedRow> =
-        sqlx::query_as("SELECT id, name, nonce, ciphertext, key_id FROM secrets")
-            .fetch_all(&mut *tx)
-            .await?;
+    let secrets = db::secrets::all_sealed(&mut *tx).await?;
     for (id, name, nonce, ciphertext, key_id) in &secrets {
         let value = current.open_value(
             name,
@@ -43,18 +37,9 @@ pub async fn rotate_key(config: Config) -> anyhow::Result<()> {
             },
         )?;
         let sealed = next.seal(name, &value)?;
-        sqlx::query("UPDATE secrets SET nonce = $2, ciphertext = $3, key_id = $4 WHERE id = $1")
-            .bind(id)
-            .bind(sealed.nonce)
-            .bind(sealed.ciphertext)
-            .bind(sealed.key_id)
-            .execute(&mut *tx)
-            .await?;
+        db::secrets::reseal(&mut *tx, *id, &sealed).await?;
     }
-    let clusters: Vec<(String, Vec<u8>, Vec<u8>, String)> =
-        sqlx::query_as("SELECT name, credentials_nonce, credentials, key_id FROM clusters")
-            .fetch_all(&mut *tx)
-            .await?;
+    let clusters = db::clusters::all_sealed(&mut *tx).await?;
     for (name, nonce, ciphertext, key_id) in &clusters {
         let seal_name = format!("cluster:{name}");
         let value = current.open_value(
@@ -67,11 +52,7 @@ pub async fn rotate_key(config: Config) -> anyhow::Result<()> {
         )?;
         db::clusters::reseal(&mut *tx, name, &next.seal(&seal_name, &value)?).await?;
     }
-    let deployments: Vec<SealedRow> = sqlx::query_as(
-        "SELECT id, manifests_digest, manifests_nonce, manifests_sealed, manifests_key_id FROM deployments WHERE manifests_sealed IS NOT NULL",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
+    let deployments = db::deployments::all_sealed(&mut *tx).await?;
     for (id, digest, nonce, ciphertext, key_id) in &deployments {
         let seal_name = format!("deployment:{digest}");
         let value = current.open_value(
@@ -116,15 +97,15 @@ pub async fn token(config: Config, command: TokenCommand) -> anyhow::Result<()> 
         format!("unknown role {role:?}; use admin, developer, tester or viewer")
     })?;
     let lifetime =
-        crate::gitops::duration::HumanDuration::parse(&expires).map_err(anyhow::Error::msg)?;
+        crate::config::duration::HumanDuration::parse(&expires).map_err(anyhow::Error::msg)?;
     // The database only, no data-directory lock: this also works while
     // Gantry runs.
     let state = crate::state::App::start(config).await?;
-    let user_id = crate::auth::upsert_user(&state, "gantry-cli", &user, &user, None).await?;
+    let user_id = crate::auth::upsert_user(&state.db, "gantry-cli", &user, &user, None).await?;
     // Whoever runs this can read the database: they grant the user the
     // role (a token never holds more than its owner).
     crate::auth::add_grant(
-        &state,
+        &state.db,
         user_id,
         "cli",
         &app::dto::Grant {
@@ -134,7 +115,7 @@ pub async fn token(config: Config, command: TokenCommand) -> anyhow::Result<()> 
     )
     .await?;
     let (_, token) = crate::auth::tokens::create(
-        &state,
+        &state.db,
         user_id,
         &name,
         role,

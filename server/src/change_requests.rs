@@ -20,9 +20,9 @@ use crate::db::{
     now_millis,
 };
 use crate::flow::policy;
-use crate::flow::stack::{entry_for, production_branch, staging_branch};
 use crate::git::{GitError, MergeOutcome, MergeRequest};
 use crate::gitops::schema::{AppConfig, ApprovalPolicy, BranchMatch, StackEntry};
+use crate::gitops::stack::{entry_for, production_branch, staging_branch};
 use crate::state::App;
 
 #[derive(Debug, thiserror::Error)]
@@ -256,7 +256,7 @@ pub async fn open(app: &App, caller: &Caller, new: NewChangeRequest) -> Result<C
         crate::notify::Notice {
             event: crate::notify::Event::ApprovalRequested,
             app: app_row.name.clone(),
-            environment: crate::flow::stack::entry_for(&config, &target)
+            environment: crate::gitops::stack::entry_for(&config, &target)
                 .map_or_else(|| target.clone(), |entry| entry.env.clone()),
             subject: format!("change_request:{id}"),
             title: format!(
@@ -620,16 +620,14 @@ async fn merge_on_forge(
             .map_err(|e| e.to_string())?
             .unwrap_or((None, None));
         let number = number.ok_or_else(|| format!("the {origin} request number is unknown"))?;
-        let token = crate::secrets::resolve(
-            app,
-            judged.row.app_id,
-            std::slice::from_ref(&forge.token_secret),
-        )
-        .await
-        .map_err(|e| e.to_string())?
-        .pop()
-        .map(|(_, token)| token)
-        .unwrap_or_default();
+        let token = app
+            .secrets()
+            .resolve(judged.row.app_id, std::slice::from_ref(&forge.token_secret))
+            .await
+            .map_err(|e| e.to_string())?
+            .pop()
+            .map(|(_, token)| token)
+            .unwrap_or_default();
         let client = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()

@@ -9,77 +9,62 @@
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-use crate::state::App;
+use crate::db::{self, Db};
 
 const PERIOD: Duration = Duration::from_secs(1);
 
 /// The feed: the current version of what the dashboard shows.
 #[derive(Debug)]
 pub struct Changes {
+    db: Db,
     version: watch::Sender<String>,
 }
 
-impl Default for Changes {
-    fn default() -> Self {
+impl Changes {
+    pub fn new(db: Db) -> Changes {
         Changes {
+            db,
             version: watch::Sender::new(String::new()),
         }
     }
-}
 
-impl Changes {
     pub fn subscribe(&self) -> watch::Receiver<String> {
         self.version.subscribe()
     }
-}
 
-/// The watermarks whose change means "refetch". Each is an indexed maximum
-/// or a count, so the query stays cheap with 100,000 runs.
-pub async fn version(app: &App) -> Result<String, sqlx::Error> {
-    let row: (i64, i64, i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT COALESCE(MAX(updated_at), 0) FROM environments),
-                (SELECT COUNT(*) FROM environments),
-                (SELECT COALESCE(MAX(id), 0) FROM runs),
-                (SELECT COALESCE(MAX(started_at), 0) FROM runs),
-                (SELECT COALESCE(MAX(finished_at), 0) FROM runs),
-                (SELECT COALESCE(MAX(updated_at), 0) FROM change_requests),
-                (SELECT COALESCE(MAX(id), 0) FROM releases),
-                (SELECT COALESCE(MAX(id), 0) FROM audit_log),
-                (SELECT COALESCE(MAX(id), 0) FROM tester_feedback)",
-    )
-    .fetch_one(app.db.pool())
-    .await?;
-    Ok(format!(
-        "{}.{}.{}.{}.{}.{}.{}.{}.{}",
-        row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8
-    ))
-}
-
-/// Reads the version now and tells the subscribers if it moved.
-pub async fn refresh(app: &App) {
-    match version(app).await {
-        Ok(now) => {
-            app.changes.version.send_if_modified(|current| {
-                let moved = *current != now;
-                if moved {
-                    *current = now;
-                }
-                moved
-            });
-        }
-        Err(error) => tracing::debug!(%error, "change feed: cannot read the watermarks"),
+    /// The watermarks whose change means "refetch" (`db::watermarks`).
+    pub async fn version(&self) -> Result<String, sqlx::Error> {
+        db::watermarks::version(self.db.pool()).await
     }
-}
 
-pub async fn feed_loop(app: std::sync::Arc<App>) {
-    let quiet = tokio::sync::Notify::new();
-    loop {
-        if app.changes.version.receiver_count() > 0 {
-            refresh(&app).await;
+    /// Reads the version now and tells the subscribers if it moved.
+    pub async fn refresh(&self) {
+        match self.version().await {
+            Ok(now) => {
+                self.version.send_if_modified(|current| {
+                    let moved = *current != now;
+                    if moved {
+                        *current = now;
+                    }
+                    moved
+                });
+            }
+            Err(error) => tracing::debug!(%error, "change feed: cannot read the watermarks"),
         }
-        if !crate::flow::pause(&app, &quiet, PERIOD).await {
-            return;
+    }
+
+    /// Reads once a period while anyone listens, until shut down.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        loop {
+            if self.version.receiver_count() > 0 {
+                self.refresh().await;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(PERIOD) => {}
+            }
         }
     }
 }

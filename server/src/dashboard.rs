@@ -14,26 +14,14 @@ use app::dto::{
 use app::port::{Caller, DashboardPort, PortError};
 use async_trait::async_trait;
 
-use crate::auth::{Principal, Via};
 use crate::change_requests::{self, ChangeRequestError};
 use crate::db;
+use crate::error::{Classified, Kind};
 use crate::flow::approval::{self, ApprovalError, ApprovalOutcome};
 use crate::state::App;
 
 fn port_error(error: sqlx::Error) -> PortError {
     PortError::Failed(error.to_string())
-}
-
-impl Principal {
-    /// The same person, as the port sees them.
-    pub fn caller(&self) -> Caller {
-        Caller {
-            user_id: self.user_id,
-            me: self.me(),
-            via_token: matches!(self.via, Via::Token { .. }),
-            source_ip: self.source_ip.clone(),
-        }
-    }
 }
 
 /// Keeps the items of apps where the caller has at least `role`.
@@ -50,7 +38,7 @@ impl DashboardPort for App {
         &self,
         parts: axum::http::request::Parts,
     ) -> Result<Option<Caller>, PortError> {
-        let principal = crate::auth::authenticate(&parts, self)
+        let principal = crate::http::principal::authenticate(&parts, self)
             .await
             .map_err(|e| PortError::Failed(e.to_string()))?;
         Ok(principal.map(|p| p.caller()))
@@ -417,15 +405,7 @@ impl DashboardPort for App {
         caller: &Caller,
         registration: ClusterRegistration,
     ) -> Result<ClusterSummary, PortError> {
-        caller.require(Role::Admin, None)?;
-        let summary = crate::clusters::register(self, &registration)
-            .await
-            .map_err(cluster_error)?;
-        audit(self, caller, "cluster.register", &summary.name, None).await?;
-        if let Err(error) = crate::gitops::reconcile::reapply(self).await {
-            tracing::warn!(%error, "re-reading the pipeline repo after a cluster change failed");
-        }
-        Ok(summary)
+        Ok(crate::clusters::register(self, caller, &registration).await?)
     }
 
     async fn check_cluster(
@@ -433,10 +413,7 @@ impl DashboardPort for App {
         caller: &Caller,
         name: String,
     ) -> Result<ClusterSummary, PortError> {
-        caller.require(Role::Admin, None)?;
-        crate::clusters::check(self, &name)
-            .await
-            .map_err(cluster_error)
+        Ok(crate::clusters::check(self, caller, &name).await?)
     }
 
     async fn change_request(
@@ -571,31 +548,36 @@ pub async fn audit(
     target: &str,
     reason: Option<&str>,
 ) -> Result<(), PortError> {
-    db::audit::record(
-        app.db.pool(),
-        &db::audit::NewEntry {
-            actor: &caller.me.name,
-            action,
-            target,
-            reason,
-            source_ip: caller.source_ip.as_deref(),
-            detail: "{}",
-        },
-        db::now_millis(),
-    )
-    .await
-    .map(|_| ())
-    .map_err(port_error)
+    crate::audit::record(&app.db, caller, action, target, reason)
+        .await
+        .map_err(port_error)
 }
 
-/// Mistakes in a registration are the person's to fix; the rest is ours.
-fn cluster_error(error: crate::clusters::ClusterError) -> PortError {
-    use crate::clusters::ClusterError as E;
-    match error {
-        E::Secret(_) | E::Db(_) => PortError::Failed(error.to_string()),
-        other => PortError::Refused(other.to_string()),
+/// The dashboard's answer to a domain error, decided by its kind alone
+/// (the REST API's is `ApiError::of`): the text of an internal failure goes
+/// to the log, never to the page.
+pub fn port_error_of(error: &impl Classified) -> PortError {
+    let message = error.to_string();
+    match error.kind() {
+        Kind::NotFound => PortError::NotFound(message),
+        Kind::Invalid => PortError::Refused(message),
+        Kind::Conflict => PortError::Conflict(message),
+        Kind::Forbidden | Kind::Unauthenticated => PortError::Forbidden(message),
+        Kind::Unavailable | Kind::Internal => PortError::Failed(message),
     }
 }
+
+macro_rules! answered_by_kind {
+    ($($error:ty),* $(,)?) => {$(
+        impl From<$error> for PortError {
+            fn from(error: $error) -> Self {
+                port_error_of(&error)
+            }
+        }
+    )*};
+}
+
+answered_by_kind!(crate::auth::AuthError, crate::clusters::ClusterError);
 
 impl From<ShareError> for PortError {
     fn from(error: ShareError) -> Self {
@@ -639,5 +621,38 @@ impl From<ApprovalError> for PortError {
                 PortError::Failed(text)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the cause")]
+    struct Failure(Kind);
+
+    impl Classified for Failure {
+        fn kind(&self) -> Kind {
+            self.0
+        }
+    }
+
+    /// The port's answer to each kind agrees with the REST API's status
+    /// (`http::error`): what the person can act on is shown, failures are
+    /// not.
+    #[test]
+    fn the_port_answers_each_kind_like_the_api() {
+        let answer = |kind| port_error_of(&Failure(kind));
+        assert!(matches!(answer(Kind::NotFound), PortError::NotFound(_)));
+        assert!(matches!(answer(Kind::Invalid), PortError::Refused(_)));
+        assert!(matches!(answer(Kind::Conflict), PortError::Conflict(_)));
+        assert!(matches!(answer(Kind::Forbidden), PortError::Forbidden(_)));
+        assert!(matches!(
+            answer(Kind::Unauthenticated),
+            PortError::Forbidden(_)
+        ));
+        assert!(matches!(answer(Kind::Unavailable), PortError::Failed(_)));
+        assert!(matches!(answer(Kind::Internal), PortError::Failed(_)));
     }
 }

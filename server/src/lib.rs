@@ -3,6 +3,7 @@
 //! deployment and ledger domains. `main.rs` is only the command line.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod change_requests;
 pub mod changes;
@@ -14,11 +15,14 @@ pub mod dashboard;
 pub mod db;
 pub mod demo;
 pub mod deploy;
+pub mod error;
 pub mod flow;
 pub mod forge;
 pub mod git;
 pub mod gitops;
 pub mod http;
+#[cfg(test)]
+mod layers;
 pub mod ledger;
 pub mod manifests;
 pub mod migrate;

@@ -1,6 +1,17 @@
 //! Calls Gantry makes to other services — forge APIs, chat robots, SMTP
-//! servers. Their URLs often carry a token (a robot's `access_token`, a
-//! password), so errors name the host only, never the URL.
+//! servers, and environments behind the preview proxy. Their URLs often
+//! carry a token (a robot's `access_token`, a password), so errors name the
+//! host only, never the URL.
+
+/// The plain-HTTP client the preview proxy forwards requests with.
+pub type ProxyClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    axum::body::Body,
+>;
+
+pub fn proxy_client() -> ProxyClient {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
 
 /// The host of `url`, for error messages (empty when it has none).
 pub fn host_of(url: &str) -> String {

@@ -11,11 +11,8 @@ use nix::sys::signal::Signal;
 
 use crate::db::{self, now_millis, runs::NewRun};
 use crate::deploy::local::{LocalSpec, parse_manifest};
-use crate::runner::process::signal_group;
+use crate::sandbox::process::{INSTANCE_VAR, signal_group};
 use crate::state::App;
-
-/// The variable that marks every child process with its Gantry instance.
-pub const INSTANCE_VAR: &str = "GANTRY_INSTANCE";
 
 pub async fn recover(app: &App) -> anyhow::Result<()> {
     let killed = kill_orphans(&app.instance_tag);
@@ -116,11 +113,7 @@ pub async fn recover(app: &App) -> anyhow::Result<()> {
 }
 
 async fn had_deployment(app: &App, run_id: i64) -> Result<bool, sqlx::Error> {
-    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deployments WHERE run_id = $1")
-        .bind(run_id)
-        .fetch_one(app.db.pool())
-        .await?;
-    Ok(count > 0)
+    db::deployments::exists_for_run(app.db.pool(), run_id).await
 }
 
 /// Starts the recorded process of every live local environment again.
@@ -155,8 +148,7 @@ async fn restore_local(app: &App) -> anyhow::Result<()> {
             .await?;
             continue;
         };
-        let secret_values = match crate::secrets::resolve(app, app_row.id, &manifest.secrets).await
-        {
+        let secret_values = match app.secrets().resolve(app_row.id, &manifest.secrets).await {
             Ok(values) => values,
             Err(error) => {
                 db::environments::set_state(

@@ -34,7 +34,7 @@ pub async fn serve_with(config: Config, started: impl FnOnce(Arc<App>)) -> anyho
         );
     }
     let state = AppState(Arc::new(app));
-    let background = state.0.spawn_background().await?;
+    let background = crate::http::start(&state).await?;
     tracing::info!(
         %address,
         data_dir = %data_dir.path().display(),

@@ -150,15 +150,15 @@ pub async fn revoke(app: &App, caller: &Caller, link: i64) -> Result<()> {
     if !db::sharing::revoke(pool, link, now_millis()).await? {
         return Err(ShareError::Revoked);
     }
-    crate::dashboard::audit(
-        app,
+    crate::audit::record(
+        &app.db,
         caller,
         "share_link.revoke",
         &format!("{} change request {} (link {link})", cr.app, cr.id),
         None,
     )
     .await
-    .map_err(|e| ShareError::Refused(e.to_string()))
+    .map_err(ShareError::from)
 }
 
 /// The link's request, if the token is good, live, and the visitor may

@@ -40,7 +40,7 @@ pub struct App {
     pub forge_statuses: crate::forge::feedback::StatusOrder,
     /// What the dashboard's open pages are told when something moves.
     pub changes: crate::changes::Changes,
-    pub proxy: crate::http::proxy::ProxyClient,
+    pub proxy: crate::outbound::ProxyClient,
     pub clusters: crate::clusters::ClientCache,
     pub oidc: crate::auth::oidc::Oidc,
     /// Tells background loops to stop.
@@ -103,10 +103,10 @@ impl App {
             sandbox,
             flow: Flow::default(),
             events: RunEvents::default(),
-            changes: crate::changes::Changes::default(),
+            changes: crate::changes::Changes::new(db.clone()),
             forge_comments: tokio::sync::Mutex::new(()),
             forge_statuses: crate::forge::feedback::StatusOrder::default(),
-            proxy: crate::http::proxy::client(),
+            proxy: crate::outbound::proxy_client(),
             clusters: crate::clusters::ClientCache::default(),
             oidc: crate::auth::oidc::Oidc::default(),
             shutdown: CancellationToken::new(),
@@ -117,23 +117,23 @@ impl App {
         })
     }
 
+    /// The apps' secrets, opened with this server's vault.
+    pub fn secrets(&self) -> crate::secrets::Store<'_> {
+        crate::secrets::Store::new(&self.db, &self.vault)
+    }
+
     /// Where run workspaces live.
     pub fn work_dir(&self) -> std::path::PathBuf {
         self.config.data_dir.join("work")
     }
 
     /// Recovers from an earlier crash, then starts watching, planning and
-    /// running.
+    /// running. Whatever steps reach through (`http::start`) is up first.
     pub async fn spawn_background(
         self: &std::sync::Arc<App>,
     ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
-        // Sandboxed steps reach environments through this socket; it is up
-        // before the first run starts.
-        let preview = crate::http::preview::serve(AppState(self.clone())).await?;
         crate::recovery::recover(self).await?;
-        let mut tasks = crate::flow::spawn(self);
-        tasks.push(preview);
-        Ok(tasks)
+        Ok(crate::flow::spawn(self))
     }
 
     /// Stops the loops and the local environments' processes.
@@ -159,7 +159,7 @@ fn sandbox_settings(config: &Config, tag: &str) -> crate::sandbox::Settings {
         helper: config.sandbox_helper.clone(),
         read_only: config.runner_read_only_paths.clone(),
         private,
-        preview_socket: crate::http::preview::socket_path(&config.data_dir),
+        preview_socket: crate::sandbox::preview_socket_path(&config.data_dir),
         run_dir: config.data_dir.join("run"),
         tag: tag.to_string(),
         relay_port: relay_port(&config.public_url),

@@ -168,7 +168,12 @@ async fn push_to_live(gantry: &str, sandbox: &str) -> anyhow::Result<Figures> {
         ])
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("GANTRY_LOG", "warn")
+        // BENCH_GANTRY_LOG shows more of the server (e.g. the sandbox's
+        // `gantry::sandbox=debug` start-up phases) without changing it.
+        .env(
+            "GANTRY_LOG",
+            std::env::var("BENCH_GANTRY_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .env("GANTRY_POLL_INTERVAL", "1h")
         .env("GANTRY_RUNNER_SANDBOX", sandbox)
         .stdout(Stdio::null())

@@ -4,15 +4,16 @@
 
 use app::dto::{Grant, Role};
 
-use crate::http::error::ApiError;
-use crate::state::App;
+use super::AuthError;
+use crate::db::Db;
 
 pub const ISSUER: &str = "gantry-dev-login";
 
-/// Signs `name` in with `role` (for every app); returns the user id.
-pub async fn user_for(app: &App, name: &str, role: Role) -> Result<i64, ApiError> {
-    if !app.config.dev_login {
-        return Err(ApiError::NotFound("the dev login is off".into()));
+/// Signs `name` in with `role` (for every app) when the dev login is
+/// `enabled`; returns the user id.
+pub async fn user_for(db: &Db, enabled: bool, name: &str, role: Role) -> Result<i64, AuthError> {
+    if !enabled {
+        return Err(AuthError::NotFound("the dev login is off".into()));
     }
     let name = name.trim();
     let valid = !name.is_empty()
@@ -21,11 +22,11 @@ pub async fn user_for(app: &App, name: &str, role: Role) -> Result<i64, ApiError
             .chars()
             .all(|c| c.is_alphanumeric() || c == '-' || c == '_' || c == '.');
     if !valid {
-        return Err(ApiError::BadRequest(
+        return Err(AuthError::Invalid(
             "a name of letters, digits, `-`, `_` or `.` (at most 40)".into(),
         ));
     }
-    let user_id = super::upsert_user(app, ISSUER, name, name, None).await?;
-    super::set_grants(app, user_id, "dev", &[Grant { role, app: None }]).await?;
+    let user_id = super::upsert_user(db, ISSUER, name, name, None).await?;
+    super::set_grants(db, user_id, "dev", &[Grant { role, app: None }]).await?;
     Ok(user_id)
 }

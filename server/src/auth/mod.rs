@@ -2,7 +2,8 @@
 //! signed in (a session cookie, from OIDC or the demo's dev login) or an API
 //! token. What a principal may do comes from its grants: a [`Role`] for
 //! every app or for one. Handlers ask with [`Principal::require`]; nothing
-//! in the browser decides.
+//! in the browser decides. How a request becomes a principal (cookies,
+//! headers, sessions) is HTTP's business: `http::auth`.
 
 pub mod dev;
 pub mod oidc;
@@ -10,24 +11,43 @@ pub mod store;
 pub mod tokens;
 
 use app::dto::{Grant, Me, Role};
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
-use axum::http::{Method, header};
+use app::port::{Caller, PortError};
 use sha2::{Digest, Sha256};
-use tower_sessions::Session;
 
-use crate::db::now_millis;
-use crate::http::error::ApiError;
-use crate::state::{App, AppState};
+use crate::db::{self, Db, now_millis};
+use crate::error::{Classified, Kind};
 
-/// Session keys.
-pub const USER_ID: &str = "user_id";
-pub const LOGIN_AT: &str = "login_at";
-pub const AUTH_TIME: &str = "auth_time";
-pub const CSRF: &str = "csrf";
+/// Why an identity or permission check failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No valid credentials: a bad token, an owner with no role left.
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot draw random bytes: {0}")]
+    Random(String),
+    #[error("session: {0}")]
+    Session(String),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
 
-/// The header (or, in forms, the field `csrf`) carrying the CSRF token.
-pub const CSRF_HEADER: &str = "x-csrf-token";
+impl Classified for AuthError {
+    fn kind(&self) -> Kind {
+        match self {
+            AuthError::Unauthenticated(_) => Kind::Unauthenticated,
+            AuthError::Forbidden(_) => Kind::Forbidden,
+            AuthError::NotFound(_) => Kind::NotFound,
+            AuthError::Invalid(_) => Kind::Invalid,
+            AuthError::Random(_) | AuthError::Session(_) | AuthError::Db(_) => Kind::Internal,
+        }
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Via {
@@ -54,16 +74,21 @@ impl Principal {
         self.me().can(role, app)
     }
 
-    /// Refuses (403) unless a grant gives at least `role` on `app`.
-    pub fn require(&self, role: Role, app: Option<&str>) -> Result<(), ApiError> {
-        if self.can(role, app) {
-            return Ok(());
+    /// Refuses (403) unless a grant gives at least `role` on `app`: the
+    /// same check as the dashboard's, [`Caller::require`].
+    pub fn require(&self, role: Role, app: Option<&str>) -> Result<(), AuthError> {
+        self.caller().require(role, app).map_err(refused)
+    }
+
+    /// The same person, as the dashboard port and the domain services see
+    /// them.
+    pub fn caller(&self) -> Caller {
+        Caller {
+            user_id: self.user_id,
+            me: self.me(),
+            via_token: matches!(self.via, Via::Token { .. }),
+            source_ip: self.source_ip.clone(),
         }
-        let scope = app.map(|a| format!(" on app {a}")).unwrap_or_default();
-        Err(ApiError::Forbidden(format!(
-            "this needs the {role} role{scope}; {} does not have it",
-            self.name
-        )))
     }
 
     pub fn me(&self) -> Me {
@@ -79,15 +104,20 @@ impl Principal {
     }
 
     /// Checks a CSRF token sent with a change (sessions only: an API token
-    /// is not sent by the browser on its own, so it needs none).
-    pub fn check_csrf(&self, sent: Option<&str>) -> Result<(), ApiError> {
-        match &self.via {
-            Via::Token { .. } => Ok(()),
-            Via::Session { csrf } if sent.is_some_and(|sent| constant_time_eq(sent, csrf)) => {
-                Ok(())
-            }
-            Via::Session { .. } => Err(ApiError::Forbidden("missing or invalid CSRF token".into())),
-        }
+    /// is not sent by the browser on its own, so it needs none): the same
+    /// check as the dashboard's, [`Caller::check_csrf`].
+    pub fn check_csrf(&self, sent: Option<&str>) -> Result<(), AuthError> {
+        self.caller()
+            .check_csrf(sent.unwrap_or_default())
+            .map_err(refused)
+    }
+}
+
+/// A refusal of the port's identity checks, as this domain's error.
+fn refused(error: PortError) -> AuthError {
+    match error {
+        PortError::Forbidden(reason) => AuthError::Forbidden(reason),
+        other => AuthError::Session(other.to_string()),
     }
 }
 
@@ -108,9 +138,9 @@ pub fn sha256_hex(text: &str) -> String {
 }
 
 /// A fresh random token with a readable prefix.
-pub fn random_token(prefix: &str) -> Result<String, ApiError> {
+pub fn random_token(prefix: &str) -> Result<String, AuthError> {
     let mut bytes = [0_u8; 24];
-    getrandom::fill(&mut bytes).map_err(|e| ApiError::Internal(e.to_string()))?;
+    getrandom::fill(&mut bytes).map_err(|e| AuthError::Random(e.to_string()))?;
     Ok(format!(
         "{prefix}{}",
         bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
@@ -118,103 +148,21 @@ pub fn random_token(prefix: &str) -> Result<String, ApiError> {
 }
 
 /// The grants of a user, from their role bindings.
-pub async fn grants_of(app: &App, user_id: i64) -> Result<Vec<Grant>, sqlx::Error> {
-    let rows: Vec<(String, Option<String>)> = sqlx::query_as(
-        "SELECT b.role, a.name FROM role_bindings b LEFT JOIN apps a ON a.id = b.app_id WHERE b.user_id = $1 ORDER BY b.id",
-    )
-    .bind(user_id)
-    .fetch_all(app.db.pool())
-    .await?;
-    Ok(rows
+pub async fn grants_of(db: &Db, user_id: i64) -> Result<Vec<Grant>, sqlx::Error> {
+    Ok(to_grants(db::users::bindings(db.pool(), user_id).await?))
+}
+
+fn to_grants(bindings: Vec<(String, Option<String>)>) -> Vec<Grant> {
+    bindings
         .into_iter()
         .filter_map(|(role, app)| Role::parse(&role).map(|role| Grant { role, app }))
-        .collect())
+        .collect()
 }
 
-async fn user_name(app: &App, user_id: i64) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT display_name FROM users WHERE id = $1")
-        .bind(user_id)
-        .fetch_optional(app.db.pool())
-        .await
-}
-
-/// Who made the request, if anyone: an API token (`Authorization: Bearer`)
-/// or a signed-in session within its absolute lifetime.
-pub async fn authenticate(parts: &Parts, app: &App) -> Result<Option<Principal>, ApiError> {
-    if let Some(bearer) = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    {
-        let mut principal = tokens::verify(app, bearer.trim()).await?;
-        principal.source_ip = source_ip(parts, &app.config.trusted_proxies);
-        return Ok(Some(principal));
-    }
-    let Some(session) = parts.extensions.get::<Session>() else {
-        return Ok(None);
-    };
-    let user_id: Option<i64> = session
-        .get(USER_ID)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let Some(user_id) = user_id else {
-        return Ok(None);
-    };
-    let login_at: i64 = session
-        .get(LOGIN_AT)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .unwrap_or(0);
-    if now_millis() - login_at > app.config.session_max.as_millis() as i64 {
-        // Past the absolute lifetime: signed out, whatever the activity.
-        let _ = session.flush().await;
-        return Ok(None);
-    }
-    let csrf: String = session
-        .get(CSRF)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .unwrap_or_default();
-    let auth_time: Option<i64> = session
-        .get(AUTH_TIME)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let Some(name) = user_name(app, user_id).await? else {
-        let _ = session.flush().await;
-        return Ok(None);
-    };
-    Ok(Some(Principal {
-        user_id,
-        name,
-        grants: grants_of(app, user_id).await?,
-        auth_time,
-        via: Via::Session { csrf },
-        source_ip: source_ip(parts, &app.config.trusted_proxies),
-    }))
-}
-
-/// Where the request came from, for the audit log: the TCP peer, unless the
+/// Where a request came from, for the audit log: the TCP peer, unless the
 /// peer is one of `server.trusted_proxies` — then the nearest hop of
 /// `X-Forwarded-For` that is not a trusted proxy. A client can write any
 /// `X-Forwarded-For` it likes, so the header means nothing from others.
-pub fn source_ip(parts: &Parts, trusted: &[crate::config::IpNet]) -> Option<String> {
-    let peer = parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|info| info.0.ip());
-    let forwarded: Vec<&str> = parts
-        .headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect();
-    client_ip(peer, &forwarded, trusted)
-}
-
-/// The pure part of [`source_ip`].
 pub fn client_ip(
     peer: Option<std::net::IpAddr>,
     forwarded: &[&str],
@@ -235,131 +183,37 @@ pub fn client_ip(
     Some(client.to_string())
 }
 
-/// Starts a session for `user_id`: a new session id (no fixation), a new
-/// CSRF token, and the time of authentication.
-pub async fn sign_in(
-    session: &Session,
-    user_id: i64,
-    auth_time: Option<i64>,
-) -> Result<(), ApiError> {
-    let fail = |e: tower_sessions::session::Error| ApiError::Internal(e.to_string());
-    session.cycle_id().await.map_err(fail)?;
-    session.insert(USER_ID, user_id).await.map_err(fail)?;
-    session.insert(LOGIN_AT, now_millis()).await.map_err(fail)?;
-    match auth_time {
-        Some(auth_time) => session.insert(AUTH_TIME, auth_time).await.map_err(fail)?,
-        None => {
-            session.remove::<i64>(AUTH_TIME).await.map_err(fail)?;
-        }
-    }
-    session
-        .insert(CSRF, random_token("")?)
-        .await
-        .map_err(fail)?;
-    Ok(())
-}
-
-impl FromRequestParts<AppState> for Principal {
-    type Rejection = ApiError;
-
-    /// Authenticated, and for changes made with a session cookie, carrying
-    /// the session's CSRF token in `X-CSRF-Token`.
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let principal = authenticate(parts, state).await?.ok_or_else(|| {
-            ApiError::Unauthorized(
-                "sign in, or send an API token as `Authorization: Bearer <token>`".into(),
-            )
-        })?;
-        if !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
-            principal.check_csrf(parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()))?;
-        }
-        Ok(principal)
-    }
-}
-
-/// Someone who may or may not be signed in: share links open for both.
-/// A signed-in visitor's changes carry the CSRF token like any other.
-pub struct Visitor(pub Option<Principal>);
-
-impl FromRequestParts<AppState> for Visitor {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let principal = authenticate(parts, state).await?;
-        if let Some(principal) = &principal
-            && !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS)
-        {
-            principal.check_csrf(parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()))?;
-        }
-        Ok(Visitor(principal))
-    }
-}
-
 /// Finds or creates the user of an identity, updating name and e-mail.
 pub async fn upsert_user(
-    app: &App,
+    db: &Db,
     issuer: &str,
     subject: &str,
     name: &str,
     email: Option<&str>,
 ) -> Result<i64, sqlx::Error> {
-    let now = now_millis();
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO users (issuer, subject, email, display_name, created_at, last_login_at)
-         VALUES ($1, $2, $3, $4, $5, $5)
-         ON CONFLICT (issuer, subject) DO UPDATE SET email = $3, display_name = $4, last_login_at = $5
-         RETURNING id",
-    )
-    .bind(issuer)
-    .bind(subject)
-    .bind(email)
-    .bind(name)
-    .bind(now)
-    .fetch_one(app.db.pool())
-    .await?;
-    Ok(id)
+    db::users::upsert(db.pool(), issuer, subject, name, email, now_millis()).await
 }
 
 /// Replaces the user's grants from one source (e.g. the OIDC groups claim
 /// at each sign-in) with `grants`. Unknown apps in grants are skipped.
 pub async fn set_grants(
-    app: &App,
+    db: &Db,
     user_id: i64,
     source: &str,
     grants: &[Grant],
 ) -> Result<(), sqlx::Error> {
-    let mut tx = app.db.begin().await?;
-    sqlx::query("DELETE FROM role_bindings WHERE user_id = $1 AND source = $2")
-        .bind(user_id)
-        .bind(source)
-        .execute(&mut *tx)
-        .await?;
+    let mut tx = db.begin().await?;
+    db::users::remove_bindings_from(&mut *tx, user_id, source).await?;
     for grant in grants {
-        let app_id: Option<i64> = match &grant.app {
-            Some(name) => match sqlx::query_scalar("SELECT id FROM apps WHERE name = $1")
-                .bind(name)
-                .fetch_optional(&mut *tx)
-                .await?
-            {
+        let app_id = match &grant.app {
+            Some(name) => match db::users::app_id(&mut *tx, name).await? {
                 Some(id) => Some(id),
                 None => continue,
             },
             None => None,
         };
-        sqlx::query("INSERT INTO role_bindings (user_id, role, app_id, created_at, source) VALUES ($1, $2, $3, $4, $5)")
-            .bind(user_id)
-            .bind(grant.role.as_str())
-            .bind(app_id)
-            .bind(now_millis())
-            .bind(source)
-            .execute(&mut *tx)
-            .await?;
+        let role = grant.role.as_str();
+        db::users::bind(&mut *tx, user_id, role, app_id, source, now_millis()).await?;
     }
     tx.commit().await
 }
@@ -367,38 +221,28 @@ pub async fn set_grants(
 /// Adds one grant to a user's grants from `source`, keeping the others
 /// (the CLI gives the operator's user the role of each token it creates).
 pub async fn add_grant(
-    app: &App,
+    db: &Db,
     user_id: i64,
     source: &str,
     grant: &Grant,
 ) -> Result<(), sqlx::Error> {
-    let mut grants: Vec<Grant> = sqlx::query_as::<_, (String, Option<String>)>(
-        "SELECT b.role, a.name FROM role_bindings b LEFT JOIN apps a ON a.id = b.app_id
-         WHERE b.user_id = $1 AND b.source = $2 ORDER BY b.id",
-    )
-    .bind(user_id)
-    .bind(source)
-    .fetch_all(app.db.pool())
-    .await?
-    .into_iter()
-    .filter_map(|(role, app)| Role::parse(&role).map(|role| Grant { role, app }))
-    .collect();
+    let mut grants = to_grants(db::users::bindings_from(db.pool(), user_id, source).await?);
     if !grants.contains(grant) {
         grants.push(grant.clone());
     }
-    set_grants(app, user_id, source, &grants).await
+    set_grants(db, user_id, source, &grants).await
 }
 
 /// A caller standing for Gantry itself acting on a person's behalf (the
 /// demo's first approval): a user of issuer `gantry-system`.
 pub async fn system_caller(
-    app: &App,
+    db: &Db,
     name: &str,
     role: Role,
 ) -> Result<app::port::Caller, sqlx::Error> {
-    let user_id = upsert_user(app, "gantry-system", name, name, None).await?;
+    let user_id = upsert_user(db, "gantry-system", name, name, None).await?;
     let grants = vec![Grant { role, app: None }];
-    set_grants(app, user_id, "system", &grants).await?;
+    set_grants(db, user_id, "system", &grants).await?;
     Ok(app::port::Caller {
         user_id,
         me: Me {

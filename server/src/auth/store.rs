@@ -9,7 +9,7 @@ use tower_sessions::SessionStore;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{Error, Result};
 
-use crate::db::{Db, now_millis};
+use crate::db::{self, Db, now_millis};
 
 #[derive(Clone, Debug)]
 pub struct DbSessionStore {
@@ -23,11 +23,7 @@ impl DbSessionStore {
 
     /// Deletes expired sessions (run now and then).
     pub async fn purge_expired(&self) -> std::result::Result<u64, sqlx::Error> {
-        let result = sqlx::query("DELETE FROM user_sessions WHERE expires_at < $1")
-            .bind(now_millis())
-            .execute(self.db.pool())
-            .await?;
-        Ok(result.rows_affected())
+        db::sessions::purge_expired(self.db.pool(), now_millis()).await
     }
 }
 
@@ -51,16 +47,11 @@ impl SessionStore for DbSessionStore {
         loop {
             let data =
                 serde_json::to_vec(&record.data).map_err(|e| Error::Encode(e.to_string()))?;
-            let inserted = sqlx::query(
-                "INSERT INTO user_sessions (id, data, expires_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(stored_id(&record.id))
-            .bind(data)
-            .bind(expires_at(record))
-            .execute(self.db.pool())
-            .await
-            .map_err(backend)?;
-            if inserted.rows_affected() == 1 {
+            let stored = stored_id(&record.id);
+            let inserted = db::sessions::insert(self.db.pool(), &stored, &data, expires_at(record))
+                .await
+                .map_err(backend)?;
+            if inserted {
                 return Ok(());
             }
             record.id = Id::default();
@@ -69,28 +60,17 @@ impl SessionStore for DbSessionStore {
 
     async fn save(&self, record: &Record) -> Result<()> {
         let data = serde_json::to_vec(&record.data).map_err(|e| Error::Encode(e.to_string()))?;
-        sqlx::query(
-            "INSERT INTO user_sessions (id, data, expires_at) VALUES ($1, $2, $3)
-             ON CONFLICT (id) DO UPDATE SET data = $2, expires_at = $3",
-        )
-        .bind(stored_id(&record.id))
-        .bind(data)
-        .bind(expires_at(record))
-        .execute(self.db.pool())
-        .await
-        .map_err(backend)?;
+        let stored = stored_id(&record.id);
+        db::sessions::save(self.db.pool(), &stored, &data, expires_at(record))
+            .await
+            .map_err(backend)?;
         Ok(())
     }
 
     async fn load(&self, id: &Id) -> Result<Option<Record>> {
-        let row: Option<(Vec<u8>, i64)> = sqlx::query_as(
-            "SELECT data, expires_at FROM user_sessions WHERE id = $1 AND expires_at > $2",
-        )
-        .bind(stored_id(id))
-        .bind(now_millis())
-        .fetch_optional(self.db.pool())
-        .await
-        .map_err(backend)?;
+        let row = db::sessions::load(self.db.pool(), &stored_id(id), now_millis())
+            .await
+            .map_err(backend)?;
         let Some((data, expires)) = row else {
             return Ok(None);
         };
@@ -106,9 +86,7 @@ impl SessionStore for DbSessionStore {
     }
 
     async fn delete(&self, id: &Id) -> Result<()> {
-        sqlx::query("DELETE FROM user_sessions WHERE id = $1")
-            .bind(stored_id(id))
-            .execute(self.db.pool())
+        db::sessions::delete(self.db.pool(), &stored_id(id))
             .await
             .map_err(backend)?;
         Ok(())

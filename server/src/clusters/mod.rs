@@ -7,13 +7,15 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use app::dto::{ClusterState, ClusterSummary};
+use app::dto::{ClusterState, ClusterSummary, Role};
+use app::port::Caller;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde::{Deserialize, Serialize};
 
 use crate::db::{self, now_millis};
+use crate::error::{Classified, Kind};
 use crate::secrets::Sealed;
 use crate::state::App;
 
@@ -64,10 +66,44 @@ pub enum ClusterError {
     InUse { cluster: String, apps: String },
     #[error("cannot build a client for cluster {cluster}: {message}")]
     Client { cluster: String, message: String },
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Secret(#[from] crate::secrets::SecretError),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+}
+
+impl Classified for ClusterError {
+    fn kind(&self) -> Kind {
+        match self {
+            ClusterError::NotFound(_) => Kind::NotFound,
+            ClusterError::Exists(_) | ClusterError::InUse { .. } => Kind::Conflict,
+            // A registration that cannot become a client is the admin's to fix.
+            ClusterError::BadName(_)
+            | ClusterError::BadKubeconfig(_)
+            | ClusterError::NoContext { .. }
+            | ClusterError::BadRequest(_)
+            | ClusterError::Client { .. } => Kind::Invalid,
+            ClusterError::Forbidden(_) => Kind::Forbidden,
+            ClusterError::Secret(_) | ClusterError::Db(_) => Kind::Internal,
+        }
+    }
+}
+
+/// Managing clusters is for global admins.
+fn require_admin(caller: &Caller) -> Result<(), ClusterError> {
+    caller
+        .require(Role::Admin, None)
+        .map_err(|refused| ClusterError::Forbidden(refused.to_string()))
+}
+
+/// The set of valid targets changed: read the pipeline repo again, so apps
+/// waiting for a target (or losing one) are validated anew.
+async fn revalidate(app: &App) {
+    if let Err(error) = crate::flow::reconcile::reapply(app).await {
+        tracing::warn!(%error, "re-reading the pipeline repo after a cluster change failed");
+    }
 }
 
 /// Built clients, by cluster name (dropped when the cluster changes).
@@ -212,12 +248,23 @@ fn seal_name(cluster: &str) -> String {
     format!("cluster:{cluster}")
 }
 
-/// Registers a cluster and checks it once. An unreachable cluster is
-/// registered all the same; its summary says why it cannot be reached.
+/// An admin registers a cluster (audited as `cluster.register`), which is
+/// checked once; apps waiting for it are re-validated. An unreachable
+/// cluster is registered all the same; its summary says why it cannot be
+/// reached.
 pub async fn register(
     app: &App,
+    caller: &Caller,
     registration: &Registration,
 ) -> Result<ClusterSummary, ClusterError> {
+    require_admin(caller)?;
+    let summary = store(app, registration).await?;
+    crate::audit::record(&app.db, caller, "cluster.register", &summary.name, None).await?;
+    revalidate(app).await;
+    Ok(summary)
+}
+
+async fn store(app: &App, registration: &Registration) -> Result<ClusterSummary, ClusterError> {
     let name = registration.name.trim();
     if !crate::gitops::load::valid_name(name) || name == crate::gitops::schema::LOCAL_TARGET {
         return Err(ClusterError::BadName(name.to_string()));
@@ -252,7 +299,7 @@ pub async fn register(
         other => other?,
     };
     app.clusters.forget(name);
-    check(app, name).await
+    probe(app, name).await
 }
 
 async fn credentials(app: &App, name: &str) -> Result<Credentials, ClusterError> {
@@ -335,8 +382,13 @@ async fn build_client(name: &str, credentials: &Credentials) -> Result<kube::Cli
     kube::Client::try_from(config).map_err(|e| fail(e.to_string()))
 }
 
-/// Asks the cluster for its version and records the outcome.
-pub async fn check(app: &App, name: &str) -> Result<ClusterSummary, ClusterError> {
+/// An admin asks the cluster for its version now; the outcome is recorded.
+pub async fn check(app: &App, caller: &Caller, name: &str) -> Result<ClusterSummary, ClusterError> {
+    require_admin(caller)?;
+    probe(app, name).await
+}
+
+async fn probe(app: &App, name: &str) -> Result<ClusterSummary, ClusterError> {
     let outcome = match client(app, name).await {
         Ok(client) => {
             match tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await {
@@ -360,8 +412,17 @@ pub async fn check(app: &App, name: &str) -> Result<ClusterSummary, ClusterError
         .ok_or_else(|| ClusterError::NotFound(name.to_string()))
 }
 
-/// Removes a cluster no app targets any more.
-pub async fn remove(app: &App, name: &str) -> Result<(), ClusterError> {
+/// An admin removes a cluster no app targets any more (audited as
+/// `cluster.remove`).
+pub async fn remove(app: &App, caller: &Caller, name: &str) -> Result<(), ClusterError> {
+    require_admin(caller)?;
+    unregister(app, name).await?;
+    crate::audit::record(&app.db, caller, "cluster.remove", name, None).await?;
+    revalidate(app).await;
+    Ok(())
+}
+
+async fn unregister(app: &App, name: &str) -> Result<(), ClusterError> {
     let mut users = Vec::new();
     for app_row in db::apps::list_active(app.db.pool()).await? {
         if let Ok(config) =

@@ -10,6 +10,8 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
+pub mod duration;
+
 /// The file read when neither `--config` nor `GANTRY_CONFIG` names one.
 pub const DEFAULT_CONFIG_FILE: &str = "gantry.toml";
 pub const DEFAULT_BIND: &str = "127.0.0.1:3000";
@@ -497,7 +499,7 @@ impl Config {
             file.pipeline.branch.clone(),
             Some("GANTRY_PIPELINE_BRANCH"),
             None,
-            |text| crate::gitops::load::check_branch_name(text).map(|()| text.to_string()),
+            |text| crate::git::check_branch_name(text).map(|()| text.to_string()),
         )?;
         let poll_interval = layers.resolve(
             "pipeline.poll_interval",
@@ -505,7 +507,7 @@ impl Config {
             file.pipeline.poll_interval.clone(),
             Some("GANTRY_POLL_INTERVAL"),
             None,
-            |text| crate::gitops::duration::HumanDuration::parse(text).map(|d| d.0),
+            |text| crate::config::duration::HumanDuration::parse(text).map(|d| d.0),
         )?;
         let runner_max_parallel = layers.resolve(
             "runner.max_parallel",
@@ -641,11 +643,11 @@ impl Config {
             file.drift.interval.clone(),
             Some("GANTRY_DRIFT_INTERVAL"),
             None,
-            |text| crate::gitops::duration::HumanDuration::parse(text).map(|d| d.0),
+            |text| crate::config::duration::HumanDuration::parse(text).map(|d| d.0),
         )?;
 
         let duration =
-            |text: &str| crate::gitops::duration::HumanDuration::parse(text).map(|d| d.0);
+            |text: &str| crate::config::duration::HumanDuration::parse(text).map(|d| d.0);
         let optional = |text: &str| {
             Ok::<_, String>((!text.trim().is_empty()).then(|| text.trim().to_string()))
         };

@@ -131,3 +131,13 @@ pub async fn delete<'e>(
         .await?;
     Ok(result.rows_affected() > 0)
 }
+
+/// Every cluster's sealed credentials (key rotation): (name, nonce,
+/// ciphertext, key id).
+pub async fn all_sealed<'e>(
+    exec: impl Executor<'e, Database = Any>,
+) -> Result<Vec<(String, Vec<u8>, Vec<u8>, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT name, credentials_nonce, credentials, key_id FROM clusters")
+        .fetch_all(exec)
+        .await
+}

@@ -153,13 +153,14 @@ pub async fn sealed<'e>(
 }
 
 /// The objects the environment's last successful deployment before
-/// `before` applied to `target` (what prune compares against).
-pub async fn previous_objects<'e>(
+/// `before` applied to `target` (what prune compares against), as the
+/// deploy layer stored them.
+pub async fn previous_objects<'e, T: serde::de::DeserializeOwned>(
     exec: impl Executor<'e, Database = Any>,
     environment_id: i64,
     target: &str,
     before: i64,
-) -> Result<Vec<crate::manifests::ObjectRef>, sqlx::Error> {
+) -> Result<Vec<T>, sqlx::Error> {
     let objects: Option<String> = sqlx::query_scalar(
         "SELECT t.objects FROM deployment_targets t JOIN deployments d ON d.id = t.deployment_id
          WHERE d.environment_id = $1 AND t.target = $2 AND t.state = $3 AND t.objects IS NOT NULL AND d.id < $4
@@ -203,6 +204,30 @@ pub async fn targets_of_run<'e>(
          ORDER BY t.target",
     )
     .bind(run_id)
+    .fetch_all(exec)
+    .await
+}
+
+/// Whether a run made any deployment.
+pub async fn exists_for_run<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    run_id: i64,
+) -> Result<bool, sqlx::Error> {
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deployments WHERE run_id = $1")
+        .bind(run_id)
+        .fetch_one(exec)
+        .await?;
+    Ok(count > 0)
+}
+
+/// Every deployment's sealed manifests (key rotation): (id, digest, nonce,
+/// ciphertext, key id).
+pub async fn all_sealed<'e>(
+    exec: impl Executor<'e, Database = Any>,
+) -> Result<Vec<(i64, String, Vec<u8>, Vec<u8>, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, manifests_digest, manifests_nonce, manifests_sealed, manifests_key_id FROM deployments WHERE manifests_sealed IS NOT NULL",
+    )
     .fetch_all(exec)
     .await
 }

@@ -52,3 +52,17 @@ pub async fn list<'e>(
         .fetch_all(exec)
         .await
 }
+
+/// The pid of an environment's process after a restart.
+pub async fn set_pid<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    environment_id: i64,
+    pid: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE local_processes SET pid = $2 WHERE environment_id = $1")
+        .bind(environment_id)
+        .bind(pid)
+        .execute(exec)
+        .await
+        .map(|_| ())
+}

@@ -7,6 +7,7 @@
 //! One file per aggregate; functions take an executor so callers own
 //! transactions.
 
+pub mod approvals;
 pub mod apps;
 pub mod audit;
 pub mod branch_heads;
@@ -22,8 +23,12 @@ pub mod pins;
 pub mod releases;
 pub mod runs;
 pub mod secrets;
+pub mod sessions;
 pub mod sharing;
 pub mod steps;
+pub mod tokens;
+pub mod users;
+pub mod watermarks;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

@@ -96,3 +96,28 @@ pub async fn delete<'e>(
     .await?;
     Ok(result.rows_affected() > 0)
 }
+
+/// Every secret, sealed (key rotation): (id, name, nonce, ciphertext, key id).
+pub async fn all_sealed<'e>(
+    exec: impl Executor<'e, Database = Any>,
+) -> Result<Vec<(i64, String, Vec<u8>, Vec<u8>, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT id, name, nonce, ciphertext, key_id FROM secrets")
+        .fetch_all(exec)
+        .await
+}
+
+/// Replaces one secret's sealed value (key rotation).
+pub async fn reseal<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    sealed: &crate::secrets::Sealed,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE secrets SET nonce = $2, ciphertext = $3, key_id = $4 WHERE id = $1")
+        .bind(id)
+        .bind(sealed.nonce.clone())
+        .bind(sealed.ciphertext.clone())
+        .bind(&sealed.key_id)
+        .execute(exec)
+        .await
+        .map(|_| ())
+}

@@ -146,7 +146,7 @@ pub fn create_repos(dir: &Path) -> anyhow::Result<DemoRepos> {
 /// Installs the push hook, approves the first production run, prints help.
 async fn after_start(app: &Arc<App>, app_repo: &Path, created: bool) -> anyhow::Result<()> {
     let app_row = crate::flow::plan::wait_for_app(app, "shop", Duration::from_secs(60)).await?;
-    let token = crate::http::api::issue_token(app, app_row.id)
+    let token = crate::auth::tokens::issue_hook_token(&app.db, app_row.id)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     install_hook(app_repo, &app.config.public_url, &token)?;
@@ -200,7 +200,7 @@ async fn approve_first_production_run(app: &App) -> anyhow::Result<()> {
     while tokio::time::Instant::now() < deadline {
         let pending = db::runs::list_waiting_for_approval(app.db.pool()).await?;
         if let Some(run) = pending.iter().find(|p| p.environment == "production") {
-            let demo = crate::auth::system_caller(app, "demo", app::dto::Role::Admin).await?;
+            let demo = crate::auth::system_caller(&app.db, "demo", app::dto::Role::Admin).await?;
             crate::flow::approval::approve(
                 app,
                 &demo,

@@ -313,7 +313,7 @@ async fn wait_for_rollout(
             match readiness(kind, &object.data, *generation) {
                 Ok(()) => break,
                 Err(why) if Instant::now() >= deadline => {
-                    let timeout = crate::gitops::duration::HumanDuration(timeout);
+                    let timeout = crate::config::duration::HumanDuration(timeout);
                     return Err(format!(
                         "{}/{name} on {cluster} did not become ready within {timeout}: {why}",
                         kind.to_ascii_lowercase()

@@ -393,7 +393,7 @@ async fn diff_for(
     pipeline_sha: &str,
 ) -> anyhow::Result<Vec<ObjectDiff>> {
     let pool = app.db.pool();
-    let config = crate::gitops::reconcile::config_at(app, app_row, pipeline_sha).await?;
+    let config = crate::flow::reconcile::config_at(app, app_row, pipeline_sha).await?;
     let entry = config
         .stack
         .iter()
@@ -473,7 +473,7 @@ async fn diff_for(
                 diff: unified(&before, &after),
             });
         }
-        let previous = match env.deployment_id {
+        let previous: Vec<ObjectRef> = match env.deployment_id {
             Some(id) => db::deployments::previous_objects(pool, env.id, cluster, id + 1).await?,
             None => Vec::new(),
         };

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::{self, Db, local_processes::LocalProcessRow, now_millis};
 use crate::gitops::schema::{Resources, StepNetwork};
-use crate::runner::process::group_alive;
+use crate::sandbox::process::group_alive;
 use crate::sandbox::{self, Limits, Mount, Network, Sandbox, Sandboxed, Spec};
 use crate::secrets::mask::Masker;
 
@@ -454,7 +454,7 @@ async fn start_process(
     env.push(("HOST".into(), host.into()));
     env.push(("HOME".into(), seen.display().to_string()));
     env.push((
-        crate::recovery::INSTANCE_VAR.into(),
+        crate::sandbox::process::INSTANCE_VAR.into(),
         spec.instance_tag.clone(),
     ));
     let r = &spec.manifest.resources;
@@ -611,12 +611,11 @@ async fn supervise(
             Ok(restarted) => {
                 child = restarted;
                 if let Some(pid) = child.pid() {
-                    let _ = sqlx::query(
-                        "UPDATE local_processes SET pid = $2 WHERE environment_id = $1",
+                    let _ = db::local_processes::set_pid(
+                        db.pool(),
+                        spec.environment_id,
+                        i64::from(pid),
                     )
-                    .bind(spec.environment_id)
-                    .bind(i64::from(pid))
-                    .execute(db.pool())
                     .await;
                 }
             }

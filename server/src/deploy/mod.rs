@@ -486,7 +486,9 @@ async fn deploy_target(
         let Some(manifest) = &plan.local else {
             return Err("pipeline.yaml has no `local` section".into());
         };
-        let secret_values = crate::secrets::resolve(app, request.app_id, &manifest.secrets)
+        let secret_values = app
+            .secrets()
+            .resolve(request.app_id, &manifest.secrets)
             .await
             .map_err(|e| e.to_string())?;
         let spec = LocalSpec {

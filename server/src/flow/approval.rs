@@ -126,12 +126,7 @@ async fn author_of(app: &App, held: &Held) -> Result<Option<i64>, ApprovalError>
     if commit.author_email.is_empty() {
         return Ok(None);
     }
-    Ok(sqlx::query_scalar(
-        "SELECT id FROM users WHERE LOWER(email) = LOWER($1) ORDER BY id LIMIT 1",
-    )
-    .bind(&commit.author_email)
-    .fetch_optional(pool)
-    .await?)
+    Ok(db::users::by_email(pool, &commit.author_email).await?)
 }
 
 pub async fn approve(
@@ -166,24 +161,14 @@ pub async fn approve(
 
     let now = now_millis();
     let mut tx = app.db.begin().await?;
-    let already: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM approvals WHERE run_id = $1 AND user_id = $2 AND decision = 'approved'")
-        .bind(run_id)
-        .bind(caller.user_id)
-        .fetch_one(&mut *tx)
-        .await?;
-    if already > 0 {
+    if db::approvals::has_approved(&mut *tx, run_id, caller.user_id).await? {
         return Err(ApprovalError::AlreadyApproved {
             id: run_id,
             actor: caller.me.name.clone(),
         });
     }
     record(&mut tx, caller, &held, "approved", comment, None, now).await?;
-    let approvals: i64 = sqlx::query_scalar(
-        "SELECT COUNT(DISTINCT user_id) FROM approvals WHERE run_id = $1 AND decision = 'approved'",
-    )
-    .bind(run_id)
-    .fetch_one(&mut *tx)
-    .await?;
+    let approvals = db::approvals::approvers_of_run(&mut *tx, run_id).await?;
     // A freeze keeps the run held even when the approvals are there; it is
     // released when the freeze ends (see `release_thawed`).
     let released = approvals >= required
@@ -324,10 +309,7 @@ pub async fn release_thawed(app: &App) -> anyhow::Result<usize> {
         if policy::freeze_now(held.entry.as_ref()).is_some() {
             continue;
         }
-        let approvals: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT user_id) FROM approvals WHERE run_id = $1 AND decision = 'approved'")
-            .bind(held.run.id)
-            .fetch_one(pool)
-            .await?;
+        let approvals = db::approvals::approvers_of_run(pool, held.run.id).await?;
         let required = held.release_policy().map_or(0, |p| i64::from(p.required));
         if approvals >= required && db::runs::release_hold(pool, held.run.id).await? {
             tracing::info!(run = held.run.id, "freeze over: run released");

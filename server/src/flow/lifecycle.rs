@@ -125,7 +125,7 @@ pub async fn destroy_merged_previews(
 ) -> anyhow::Result<()> {
     let pool = app.db.pool();
     let heads = db::branch_heads::list(pool, app_row.id).await?;
-    let staging = super::stack::staging_branch(config).unwrap_or("latest");
+    let staging = crate::gitops::stack::staging_branch(config).unwrap_or("latest");
     for env in db::environments::list_for_app(pool, app_row.id).await? {
         if !is_preview(config, &env) {
             continue;
@@ -197,7 +197,7 @@ pub async fn expire(app: &App) -> anyhow::Result<()> {
             && env.locked_by_run.is_none()
             && now - env.updated_at > ttl.saturating_mul(1000)
         {
-            let ttl = crate::gitops::duration::HumanDuration(Duration::from_secs(
+            let ttl = crate::config::duration::HumanDuration(Duration::from_secs(
                 u64::try_from(ttl).unwrap_or(0),
             ));
             destroy(

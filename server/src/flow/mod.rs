@@ -7,7 +7,7 @@ pub mod approval;
 pub mod lifecycle;
 pub mod plan;
 pub mod policy;
-pub mod stack;
+pub mod reconcile;
 pub mod watch;
 
 use std::sync::Arc;
@@ -40,7 +40,10 @@ pub fn spawn(app: &Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
         tokio::spawn(crate::deploy::drift::drift_loop(app.clone())),
         tokio::spawn(crate::ledger::stable::stability_loop(app.clone())),
         tokio::spawn(crate::notify::deliver::delivery_loop(app.clone())),
-        tokio::spawn(crate::changes::feed_loop(app.clone())),
+        {
+            let app = app.clone();
+            tokio::spawn(async move { app.changes.run(app.shutdown.clone()).await })
+        },
     ]
 }
 

@@ -9,12 +9,12 @@ use std::time::Duration;
 use app::dto::RunState;
 
 use super::lifecycle;
-use super::stack::{entry_for, preview_name, staging_branch};
 use super::watch::BranchEvent;
 use crate::db::{
     self, environments::EnvRow, environments::NewEnvironment, now_millis, runs::NewRun,
 };
 use crate::gitops::schema::{AppConfig, LOCAL_TARGET, StackEntry};
+use crate::gitops::stack::{entry_for, preview_name, staging_branch};
 use crate::gitops::template;
 use crate::state::App;
 

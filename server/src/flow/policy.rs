@@ -6,8 +6,8 @@
 use app::dto::Role;
 use app::port::Caller;
 
+use crate::config::duration::HumanDuration;
 use crate::db::now_millis;
-use crate::gitops::duration::HumanDuration;
 use crate::gitops::freeze::{self, Freeze};
 use crate::gitops::schema::{ApprovalPolicy, StackEntry};
 use crate::state::App;

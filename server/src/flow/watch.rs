@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::db::{self, now_millis};
-use crate::gitops::reconcile::{self, Outcome};
+use crate::flow::reconcile::{self, Outcome};
 use crate::state::App;
 
 /// The payload of a push or branch deletion event.

@@ -35,15 +35,17 @@ async fn reporter(app: &App, app_name: &str) -> Option<Reporter> {
         .ok()??;
     let config: AppConfig = serde_json::from_str(&row.config).ok()?;
     let forge = config.forge?;
-    let token =
-        match crate::secrets::resolve(app, row.id, std::slice::from_ref(&forge.token_secret)).await
-        {
-            Ok(mut values) => values.pop()?.1,
-            Err(error) => {
-                tracing::warn!(app = %app_name, %error, "forge feedback skipped: no API token");
-                return None;
-            }
-        };
+    let token = match app
+        .secrets()
+        .resolve(row.id, std::slice::from_ref(&forge.token_secret))
+        .await
+    {
+        Ok(mut values) => values.pop()?.1,
+        Err(error) => {
+            tracing::warn!(app = %app_name, %error, "forge feedback skipped: no API token");
+            return None;
+        }
+    };
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()

@@ -23,38 +23,9 @@ use crate::db::{self, apps::AppRow, change_requests::NewRow, now_millis};
 use crate::state::App;
 use events::{ForgeEvent, RequestAction, normalize, same_repo};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Forge {
-    GitHub,
-    GitLab,
-    Gitea,
-}
-
-impl Forge {
-    pub const ALL: [Forge; 3] = [Forge::GitHub, Forge::GitLab, Forge::Gitea];
-
-    pub fn parse(text: &str) -> Option<Forge> {
-        Forge::ALL.into_iter().find(|f| f.as_str() == text)
-    }
-
-    /// The name in URLs, the inbox and change requests' `origin`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Forge::GitHub => "github",
-            Forge::GitLab => "gitlab",
-            Forge::Gitea => "gitea",
-        }
-    }
-
-    /// The admin-registered secret the forge's webhooks are checked with.
-    pub fn secret_name(self) -> &'static str {
-        match self {
-            Forge::GitHub => "GITHUB_WEBHOOK_SECRET",
-            Forge::GitLab => "GITLAB_WEBHOOK_TOKEN",
-            Forge::Gitea => "GITEA_WEBHOOK_SECRET",
-        }
-    }
-}
+/// Which forge an app's repository is on (the configuration language names
+/// the kinds; this module speaks to them).
+pub use crate::gitops::schema::Forge;
 
 /// The inbox kind of forge deliveries: `forge:<event>`.
 pub const KIND_PREFIX: &str = "forge:";

@@ -7,7 +7,28 @@ use std::path::Path;
 use git2::{MergeOptions, PushOptions, RemoteCallbacks, Repository, Signature};
 
 use super::{GitError, GitStore, fetch_blocking, parse_oid};
-use crate::gitops::schema::MergeStrategy;
+use serde::{Deserialize, Serialize};
+
+/// How Gantry merges an approved change request into its target branch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MergeStrategy {
+    /// Always a merge commit (the request stays visible in the history).
+    #[default]
+    MergeCommit,
+    /// Only a fast-forward; a request behind its target must be updated first.
+    FastForward,
+}
+
+impl MergeStrategy {
+    pub fn parse(text: &str) -> Option<MergeStrategy> {
+        match text {
+            "merge-commit" => Some(MergeStrategy::MergeCommit),
+            "fast-forward" => Some(MergeStrategy::FastForward),
+            _ => None,
+        }
+    }
+}
 
 /// What to merge, and how.
 #[derive(Clone, Debug)]

@@ -8,7 +8,7 @@ mod history;
 mod merge;
 
 pub use history::{ChangedFile, FileCommit};
-pub use merge::{MergeOutcome, MergeRequest};
+pub use merge::{MergeOutcome, MergeRequest, MergeStrategy};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -406,6 +406,15 @@ fn parse_oid(sha: &str) -> Result<Oid, GitError> {
 fn commit_of<'r>(repo: &'r Repository, sha: &str) -> Result<git2::Commit<'r>, GitError> {
     repo.find_commit(parse_oid(sha)?)
         .map_err(|_| GitError::UnknownCommit(sha.to_string()))
+}
+
+/// A git branch name as `git check-ref-format --branch` would accept it.
+pub fn check_branch_name(name: &str) -> Result<(), String> {
+    if git2::Reference::is_valid_name(&format!("refs/heads/{name}")) && !name.starts_with('-') {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a valid branch name"))
+    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,11 @@
-//! GitOps configuration: the pipeline repo's `apps/<app>/` folders, their
-//! schema, validation and reconciliation into Gantry's apps.
+//! The configuration language: the pipeline repo's `apps/<app>/` folders,
+//! their schema, validation, templates, freeze windows and the stack of
+//! environments they describe. Pure: no I/O, no database (the layer check in
+//! `layers.rs` keeps it so); `flow::reconcile` applies it to Gantry's apps.
 
-pub mod duration;
 pub mod freeze;
 pub mod load;
-pub mod reconcile;
 pub mod resources;
 pub mod schema;
+pub mod stack;
 pub mod template;

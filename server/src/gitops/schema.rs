@@ -35,6 +35,40 @@ pub struct AppConfig {
     pub forge: Option<ForgeConfig>,
 }
 
+/// The forges an app's `forge:` section may name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forge {
+    GitHub,
+    GitLab,
+    Gitea,
+}
+
+impl Forge {
+    pub const ALL: [Forge; 3] = [Forge::GitHub, Forge::GitLab, Forge::Gitea];
+
+    pub fn parse(text: &str) -> Option<Forge> {
+        Forge::ALL.into_iter().find(|f| f.as_str() == text)
+    }
+
+    /// The name in URLs, the inbox and change requests' `origin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Forge::GitHub => "github",
+            Forge::GitLab => "gitlab",
+            Forge::Gitea => "gitea",
+        }
+    }
+
+    /// The admin-registered secret the forge's webhooks are checked with.
+    pub fn secret_name(self) -> &'static str {
+        match self {
+            Forge::GitHub => "GITHUB_WEBHOOK_SECRET",
+            Forge::GitLab => "GITLAB_WEBHOOK_TOKEN",
+            Forge::Gitea => "GITEA_WEBHOOK_SECRET",
+        }
+    }
+}
+
 /// `forge:` in app.yaml.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForgeConfig {
@@ -53,26 +87,8 @@ pub struct ForgeConfig {
     pub comment_diff: bool,
 }
 
-/// How Gantry merges an approved change request into its target branch.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MergeStrategy {
-    /// Always a merge commit (the request stays visible in the history).
-    #[default]
-    MergeCommit,
-    /// Only a fast-forward; a request behind its target must be updated first.
-    FastForward,
-}
-
-impl MergeStrategy {
-    pub fn parse(text: &str) -> Option<MergeStrategy> {
-        match text {
-            "merge-commit" => Some(MergeStrategy::MergeCommit),
-            "fast-forward" => Some(MergeStrategy::FastForward),
-            _ => None,
-        }
-    }
-}
+/// How approved change requests are merged (git owns the mechanics).
+pub use crate::git::MergeStrategy;
 
 /// One line of the environment stack: which branches deploy where.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -18,7 +18,7 @@ pub fn context(
     context.insert("branch".into(), branch.into());
     context.insert(
         "branch_slug".into(),
-        crate::flow::stack::branch_slug(branch),
+        crate::gitops::stack::branch_slug(branch),
     );
     context.insert("commit".into(), commit.into());
     context.insert("short_sha".into(), commit.chars().take(7).collect());

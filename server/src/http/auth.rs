@@ -11,9 +11,10 @@ use serde::Deserialize;
 use tower_sessions::Session;
 
 use crate::auth::oidc::{OidcError, Pending};
-use crate::auth::{self, CSRF, Principal};
+use crate::auth::{self, Principal};
 use crate::db::{self, now_millis};
 use crate::http::error::ApiError;
+use crate::http::principal::{self, CSRF};
 use crate::state::AppState;
 
 const PENDING: &str = "oidc_pending";
@@ -61,7 +62,7 @@ fn redirect_uri(state: &AppState) -> String {
     )
 }
 
-/// Where a sign-in came from (see `auth::source_ip`).
+/// Where a sign-in came from (see `principal::source_ip`).
 pub struct ClientIp(pub Option<String>);
 
 impl axum::extract::FromRequestParts<AppState> for ClientIp {
@@ -71,7 +72,7 @@ impl axum::extract::FromRequestParts<AppState> for ClientIp {
         parts: &mut axum::http::request::Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp(auth::source_ip(
+        Ok(ClientIp(principal::source_ip(
             parts,
             &state.config.trusted_proxies,
         )))
@@ -169,7 +170,7 @@ pub async fn callback(
         .await
         .map_err(oidc_error)?;
     let user_id = auth::upsert_user(
-        &state,
+        &state.db,
         &identity.issuer,
         &identity.subject,
         &identity.name,
@@ -177,7 +178,7 @@ pub async fn callback(
     )
     .await?;
     auth::set_grants(
-        &state,
+        &state.db,
         user_id,
         "oidc",
         &auth::grants_from_claim(&identity.roles_claim),
@@ -185,7 +186,7 @@ pub async fn callback(
     .await?;
     // Only the provider knows when the person authenticated: without its
     // `auth_time` the session counts as never freshly signed in.
-    auth::sign_in(&session, user_id, identity.auth_time).await?;
+    principal::sign_in(&session, user_id, identity.auth_time).await?;
     record_sign_in(&state, &identity.name, "oidc", ip.as_deref()).await?;
     Ok(Redirect::to(&pending.return_to).into_response())
 }
@@ -263,8 +264,8 @@ pub async fn dev_login(
 ) -> Result<Response, ApiError> {
     let role = Role::parse(&form.role)
         .ok_or_else(|| ApiError::BadRequest(format!("unknown role {:?}", form.role)))?;
-    let user_id = auth::dev::user_for(&state, &form.name, role).await?;
-    auth::sign_in(&session, user_id, Some(now_millis())).await?;
+    let user_id = auth::dev::user_for(&state.db, state.config.dev_login, &form.name, role).await?;
+    principal::sign_in(&session, user_id, Some(now_millis())).await?;
     record_sign_in(&state, form.name.trim(), "dev", ip.as_deref()).await?;
     Ok(Redirect::to(&local_path(form.return_to.as_deref())).into_response())
 }
@@ -287,7 +288,7 @@ pub async fn logout(
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let sent = form.csrf.or_else(|| {
         headers
-            .get(auth::CSRF_HEADER)
+            .get(principal::CSRF_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     });

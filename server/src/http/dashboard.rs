@@ -63,7 +63,7 @@ async fn stamp_version(
     next: Next,
 ) -> Response {
     if request.method() == Method::GET {
-        match crate::changes::version(&state).await {
+        match state.changes.version().await {
             Ok(version) => {
                 request.extensions_mut().insert(PageVersion(version));
             }

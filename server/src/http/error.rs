@@ -7,6 +7,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::error::{Classified, Kind};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -19,6 +21,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     Conflict(String),
+    /// Something Gantry depends on is down; the cause goes to the log.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -32,7 +37,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// A stable, machine-readable code: `not_found`, `bad_request`,
-    /// `unauthorized`, `forbidden`, `conflict`, `internal`.
+    /// `unauthorized`, `forbidden`, `conflict`, `unavailable`, `internal`.
     pub code: &'static str,
     pub message: String,
 }
@@ -45,6 +50,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -57,6 +63,11 @@ impl IntoResponse for ApiError {
             ApiError::Internal(cause) => {
                 tracing::error!(%cause, "request failed");
                 "internal error; the server log has the cause (look up the x-request-id)"
+                    .to_string()
+            }
+            ApiError::Unavailable(cause) => {
+                tracing::warn!(%cause, "request failed: a dependency is unavailable");
+                "temporarily unavailable; try again later (the server log has the cause)"
                     .to_string()
             }
             other => other.to_string(),
@@ -83,8 +94,83 @@ impl From<app::port::PortError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The answer to a domain error, decided by its kind alone.
+    pub fn of(error: &impl Classified) -> ApiError {
+        let message = error.to_string();
+        match error.kind() {
+            Kind::NotFound => ApiError::NotFound(message),
+            Kind::Invalid => ApiError::BadRequest(message),
+            Kind::Conflict => ApiError::Conflict(message),
+            Kind::Forbidden => ApiError::Forbidden(message),
+            Kind::Unauthenticated => ApiError::Unauthorized(message),
+            Kind::Unavailable => ApiError::Unavailable(message),
+            Kind::Internal => ApiError::Internal(message),
+        }
+    }
+}
+
+macro_rules! answered_by_kind {
+    ($($error:ty),* $(,)?) => {$(
+        impl From<$error> for ApiError {
+            fn from(error: $error) -> Self {
+                ApiError::of(&error)
+            }
+        }
+    )*};
+}
+
+answered_by_kind!(crate::auth::AuthError, crate::clusters::ClusterError);
+
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         ApiError::Internal(error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("what went wrong, with an internal detail: db at 10.0.0.5")]
+    struct Failure(Kind);
+
+    impl Classified for Failure {
+        fn kind(&self) -> Kind {
+            self.0
+        }
+    }
+
+    const KINDS: [Kind; 7] = [
+        Kind::NotFound,
+        Kind::Invalid,
+        Kind::Conflict,
+        Kind::Forbidden,
+        Kind::Unauthenticated,
+        Kind::Unavailable,
+        Kind::Internal,
+    ];
+
+    /// Every kind's status and JSON, in one place; the cause of an internal
+    /// or unavailable failure stays in the log.
+    #[tokio::test]
+    async fn every_kind_has_one_answer() {
+        let mut answers = Vec::new();
+        for kind in KINDS {
+            let response = ApiError::of(&Failure(kind)).into_response();
+            let status = response.status().as_u16();
+            let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+                .await
+                .expect("body");
+            let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+            if matches!(kind, Kind::Internal | Kind::Unavailable) {
+                assert!(!body.to_string().contains("10.0.0.5"), "{kind:?}: {body}");
+            }
+            answers.push(
+                serde_json::json!({ "kind": format!("{kind:?}"), "status": status, "body": body }),
+            );
+        }
+        insta::assert_json_snapshot!(answers);
     }
 }

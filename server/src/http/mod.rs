@@ -11,8 +11,21 @@ pub mod error;
 pub mod middleware;
 pub mod ops;
 pub mod preview;
+pub mod principal;
 pub mod proxy;
 pub mod router;
 pub mod security;
 
 pub use router::build_app;
+
+use crate::state::AppState;
+
+/// Starts the application's background work behind the listeners it needs:
+/// the preview socket sandboxed steps reach environments through is up
+/// before the first run starts.
+pub async fn start(state: &AppState) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let preview = preview::serve(state.clone()).await?;
+    let mut tasks = state.0.spawn_background().await?;
+    tasks.push(preview);
+    Ok(tasks)
+}

@@ -14,9 +14,9 @@ use axum::routing::any;
 use crate::http::proxy;
 use crate::state::AppState;
 
-/// Where the socket lives.
+/// Where the socket lives (the sandbox mounts it as its only door out).
 pub fn socket_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("run").join("preview.sock")
+    crate::sandbox::preview_socket_path(data_dir)
 }
 
 /// Environments by host (`<env>--<app>.<preview domain>`) or by path

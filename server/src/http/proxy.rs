@@ -15,17 +15,8 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use crate::state::AppState;
-
-pub type ProxyClient = Client<HttpConnector, Body>;
-
-pub fn client() -> ProxyClient {
-    Client::builder(TokioExecutor::new()).build_http()
-}
 
 /// Headers that belong to one connection, not to the request (RFC 9110 §7.6.1).
 const HOP_BY_HOP: &[&str] = &[
@@ -224,7 +215,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 pub fn strip_credentials(headers: &mut HeaderMap) {
     headers.remove(header::AUTHORIZATION);
     headers.remove(header::PROXY_AUTHORIZATION);
-    headers.remove(crate::auth::CSRF_HEADER);
+    headers.remove(crate::http::principal::CSRF_HEADER);
     let kept: Vec<String> = headers
         .get_all(header::COOKIE)
         .iter()

@@ -17,8 +17,8 @@ use app::dto::{ChangelogCommit, ReleaseKind};
 use app::port::PortError;
 
 use crate::db::{self, releases::NewRelease};
-use crate::flow::stack;
 use crate::gitops::schema::AppConfig;
+use crate::gitops::stack;
 use crate::gitops::template;
 use crate::state::App;
 
@@ -246,13 +246,6 @@ async fn released_by(app: &App, run_id: i64) -> Result<Option<String>, sqlx::Err
     {
         return Ok(Some(merged_by));
     }
-    let approver: Option<String> = sqlx::query_scalar(
-        "SELECT u.display_name FROM approvals d JOIN users u ON u.id = d.user_id
-         WHERE d.run_id = $1 AND d.decision IN ('approved', 'override')
-         ORDER BY d.id DESC LIMIT 1",
-    )
-    .bind(run_id)
-    .fetch_optional(pool)
-    .await?;
+    let approver = db::approvals::last_approver_of_run(pool, run_id).await?;
     Ok(approver.or(run.commit_author))
 }

@@ -324,15 +324,14 @@ pub async fn promote(
     require_admin(app, caller, &config, env_name)?;
     let pool = app.db.pool();
     let unpinned = db::pins::delete(pool, env.id).await?;
-    crate::dashboard::audit(
-        app,
+    crate::audit::record(
+        &app.db,
         caller,
         "environment.promote",
         &format!("environment:{app_name}/{env_name}"),
         reason,
     )
-    .await
-    .map_err(|e| LedgerError::Config(e.to_string()))?;
+    .await?;
     if unpinned {
         write_pin(app, &env, app_name, None, &caller.me.name).await?;
     }
@@ -662,7 +661,9 @@ async fn reapply_target(
             .local
             .clone()
             .ok_or_else(|| "the stored deployment has no local manifest".to_string())?;
-        let secret_values = crate::secrets::resolve(app, app_row.id, &manifest.secrets)
+        let secret_values = app
+            .secrets()
+            .resolve(app_row.id, &manifest.secrets)
             .await
             .map_err(|e| e.to_string())?;
         let spec = LocalSpec {

@@ -128,15 +128,14 @@ pub async fn mark(
             release.state
         )));
     }
-    crate::dashboard::audit(
-        app,
+    crate::audit::record(
+        &app.db,
         caller,
         "release.mark_stable",
         &format!("release:{release_id}"),
         reason,
     )
-    .await
-    .map_err(|e| LedgerError::Config(e.to_string()))?;
+    .await?;
     db::releases::get(&mut conn, release_id)
         .await?
         .ok_or_else(|| LedgerError::NotFound(format!("release {release_id} does not exist")))

@@ -73,7 +73,9 @@ async fn attempt(app: &App, client: &reqwest::Client, due: &DueDelivery) -> Resu
     });
     let mut names = vec![settings.url_secret.clone()];
     names.extend(settings.signing_secret.clone());
-    let values = crate::secrets::resolve(app, 0, &names)
+    let values = app
+        .secrets()
+        .resolve(0, &names)
         .await
         .map_err(|e| e.to_string())?;
     let url = &values[0].1;

@@ -141,7 +141,7 @@ impl ChannelSettings {
 pub async fn emit(app: &App, mut notice: Notice) {
     // A run's error or a deploy's detail may quote an app's output.
     let app_id = run_app_id(app, &notice.app).await;
-    match crate::secrets::masker(app, app_id).await {
+    match app.secrets().masker(app_id).await {
         Ok(masker) => {
             notice.title = masker.mask(&notice.title);
             notice.text = masker.mask(&notice.text);

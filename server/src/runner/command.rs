@@ -96,7 +96,7 @@ pub async fn run(
         Some(_) => (&[], None),
         None => (&step.secrets, None),
     };
-    let secret_values = match crate::secrets::resolve(app, run.app_id, names).await {
+    let secret_values = match app.secrets().resolve(run.app_id, names).await {
         Ok(values) => values,
         Err(error) => {
             let mut sink = sink(app, run.id, step_id, &Masker::default());
@@ -158,7 +158,7 @@ pub async fn run(
             child.terminate(Duration::from_secs(5)).await;
             let message = format!(
                 "timed out after {}",
-                crate::gitops::duration::HumanDuration(Duration::from_secs(step.timeout_seconds))
+                crate::config::duration::HumanDuration(Duration::from_secs(step.timeout_seconds))
             );
             sink.note(&format!("step {message}; its processes were stopped"))
                 .await?;

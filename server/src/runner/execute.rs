@@ -127,7 +127,7 @@ async fn run_steps(
     let env = db::environments::get(pool, run.environment_id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("environment {} is gone", run.environment_id))?;
-    let config = crate::gitops::reconcile::config_at(app, &app_row, &run.pipeline_sha).await?;
+    let config = crate::flow::reconcile::config_at(app, &app_row, &run.pipeline_sha).await?;
     let entry = config
         .stack
         .iter()
@@ -173,7 +173,7 @@ async fn run_steps(
     // The deploy's log quotes the app's output: it is masked with the
     // secrets the app is given (a fork's app gets none).
     let masker = match (&config.pipeline.local, &run.from_fork) {
-        (Some(local), None) => crate::secrets::masker_of(app, run.app_id, &local.secrets).await?,
+        (Some(local), None) => app.secrets().masker_of(run.app_id, &local.secrets).await?,
         _ => crate::secrets::mask::Masker::default(),
     };
 
@@ -321,7 +321,7 @@ async fn run_rollback(
             state: StepState::Running.as_str().into(),
         },
     );
-    let masker = crate::secrets::masker(app, run.app_id).await?;
+    let masker = app.secrets().masker(run.app_id).await?;
     let mut sink = sink(app, run.id, step_id, &masker);
     let outcome = crate::ledger::rollback::execute(app, run, &mut sink, cancel)
         .await
@@ -389,7 +389,7 @@ fn gantry_vars(
     set("GANTRY_BRANCH", run.branch.clone());
     set(
         "GANTRY_BRANCH_SLUG",
-        crate::flow::stack::branch_slug(&run.branch),
+        crate::gitops::stack::branch_slug(&run.branch),
     );
     set("GANTRY_COMMIT", run.commit_sha.clone());
     set("GANTRY_SHORT_SHA", run.commit_sha.chars().take(7).collect());
@@ -398,7 +398,10 @@ fn gantry_vars(
     let seen = |mount| app.sandbox.seen(&mount).display().to_string();
     set("GANTRY_PIPELINE_DIR", seen(workspace.pipeline_mount()));
     set("GANTRY_WORKSPACE", seen(workspace.app_mount()));
-    set(crate::recovery::INSTANCE_VAR, app.instance_tag.clone());
+    set(
+        crate::sandbox::process::INSTANCE_VAR,
+        app.instance_tag.clone(),
+    );
     if let Some(image) = image {
         set("GANTRY_IMAGE", image.into());
     }

@@ -5,7 +5,6 @@ mod command;
 mod execute;
 pub mod junit;
 pub mod logs;
-pub mod process;
 mod workspace;
 
 use std::sync::Arc;

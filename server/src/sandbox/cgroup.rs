@@ -104,12 +104,21 @@ impl Cgroup {
             .unwrap_or_default()
     }
 
-    /// Moves `pid` (and so everything it starts later) into the group.
-    pub fn add(&self, pid: u32) -> std::io::Result<()> {
-        for controller in CONTROLLERS {
-            self.write(controller, "cgroup.procs", &pid.to_string())?;
-        }
-        Ok(())
+    /// Moves `pid` (and so everything it starts later) into the group, on
+    /// the blocking pool: on cgroup v1 each move waits for an RCU grace
+    /// period, which is better spent while the sandbox sets itself up.
+    pub fn add(&self, pid: u32) -> tokio::task::JoinHandle<std::io::Result<()>> {
+        let files: Vec<PathBuf> = self
+            .dirs
+            .iter()
+            .map(|dir| dir.join("cgroup.procs"))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            for file in files {
+                std::fs::write(file, pid.to_string())?;
+            }
+            Ok(())
+        })
     }
 
     /// The limit the group ran into, if any: a process killed for memory,

@@ -49,8 +49,9 @@ pub struct Instructions {
     /// slirp4netns they would be reached from the host itself.
     #[serde(default)]
     pub unreachable: Vec<String>,
-    /// The inherited descriptor to report on: `ready` once the sandbox is
-    /// set up, then how the command ended.
+    /// The inherited descriptor to report on: `ready` once the namespaces
+    /// are up (the rest of the set-up goes on while Gantry starts the
+    /// network), then how the command ended.
     pub status_fd: Option<i32>,
     /// The inherited descriptor to wait on, after `ready`, before the
     /// command starts: Gantry brings the sandbox's network up meanwhile.
@@ -168,6 +169,15 @@ fn run(instructions: &Instructions) -> Result<Ending, String> {
         Some(forward) => bind_forward(forward.port)?,
         None => Vec::new(),
     };
+    // The namespaces exist and loopback is up: Gantry may start the
+    // sandbox's network now, while the rest is set up here. Nothing of the
+    // command runs before it says go, and the helper reads go only once the
+    // routes, the user switch and the fence are in place.
+    if let Some(status) = status.as_mut() {
+        status
+            .write_all(READY.as_bytes())
+            .map_err(|e| format!("status: {e}"))?;
+    }
     if !instructions.unreachable.is_empty() {
         prohibit(&instructions.unreachable)?;
     }
@@ -187,11 +197,6 @@ fn run(instructions: &Instructions) -> Result<Ending, String> {
             let socket = forward.socket.clone();
             std::thread::spawn(move || relay_all(listener, socket));
         }
-    }
-    if let Some(status) = status.as_mut() {
-        status
-            .write_all(READY.as_bytes())
-            .map_err(|e| format!("status: {e}"))?;
     }
     if let Some(mut go) = go {
         let mut byte = [0_u8; 1];

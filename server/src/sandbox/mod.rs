@@ -12,6 +12,7 @@
 mod cgroup;
 pub mod init;
 mod plan;
+pub mod process;
 mod slirp;
 mod spawner;
 
@@ -26,11 +27,17 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::runner::process::{self, GroupChild};
+use self::process::GroupChild;
 use cgroup::{Cgroup, CgroupParent};
 pub use init::Ending;
 use slirp::Slirp;
 use spawner::Spawner;
+
+/// The unix socket, in the data directory, through which a sandbox reaches
+/// the environments it tests (its relay forwards loopback there).
+pub fn preview_socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("run").join("preview.sock")
+}
 
 /// Where a sandbox's workspace and home appear.
 pub const WORKSPACE: &str = "/workspace";
@@ -464,6 +471,7 @@ impl Sandbox {
             .as_ref()
             .ok_or_else(|| start("the sandbox spawner is not running".into()))?;
         let id = self.counter.fetch_add(1, Ordering::Relaxed);
+        let began = std::time::Instant::now();
         let scratch = self
             .settings
             .run_dir
@@ -590,6 +598,7 @@ impl Sandbox {
             .spawn(command)
             .await
             .map_err(|e| start(format!("cannot run {}: {e}", self.bwrap.display())))?;
+        let spawned_at = began.elapsed();
         let mut sandboxed = Sandboxed {
             child: GroupChild::new(child),
             inner: None,
@@ -597,13 +606,15 @@ impl Sandbox {
 
         let mut status = tokio::net::unix::pipe::Receiver::from_owned_fd(status_read)
             .map_err(|e| start(e.to_string()))?;
+        // The helper joins its cgroup while bubblewrap sets up its mounts.
         let started = async {
             let pid = read_child_pid(info_read).await?;
+            let joined = cgroup.as_ref().map(|cgroup| cgroup.add(pid));
             wait_ready(&mut status).await?;
-            Ok::<u32, String>(pid)
+            Ok::<_, String>((pid, joined))
         };
-        let helper_pid = match started.await {
-            Ok(pid) => pid,
+        let (helper_pid, joined) = match started.await {
+            Ok(started) => started,
             Err(error) => {
                 let mut output = String::new();
                 if let Some(mut pipe) = sandboxed.child.stderr.take() {
@@ -617,10 +628,13 @@ impl Sandbox {
                 return Err(start(why));
             }
         };
-        // The helper is set up and waits: nothing of the command runs yet.
-        if let Some(cgroup) = &cgroup {
-            cgroup
-                .add(helper_pid)
+        let ready_at = began.elapsed();
+        // The helper waits for go: nothing of the command runs before the
+        // cgroup holds it and its network is up.
+        if let Some(joined) = joined {
+            joined
+                .await
+                .map_err(|e| start(e.to_string()))?
                 .map_err(|e| start(format!("cannot move it into its cgroup: {e}")))?;
         }
         let slirp = if spec.network == Network::Isolated {
@@ -650,6 +664,12 @@ impl Sandbox {
         go.write_all(b"1")
             .await
             .map_err(|e| start(format!("cannot release the sandbox: {e}")))?;
+        tracing::debug!(
+            spawned_us = spawned_at.as_micros() as u64,
+            ready_us = ready_at.as_micros() as u64,
+            started_us = began.elapsed().as_micros() as u64,
+            "sandbox started"
+        );
         Ok(sandboxed)
     }
 }

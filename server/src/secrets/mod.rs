@@ -42,71 +42,85 @@ pub enum SecretError {
     Db(#[from] sqlx::Error),
 }
 
-/// The values of `names` for `app_id` (its own secrets win over global
-/// ones of the same name), as `(NAME, value)` pairs.
-pub async fn resolve(
-    app: &crate::state::App,
-    app_id: i64,
-    names: &[String],
-) -> Result<Vec<(String, String)>, SecretError> {
-    if names.is_empty() {
-        return Ok(Vec::new());
-    }
-    let rows = crate::db::secrets::for_app(app.db.pool(), app_id).await?;
-    let mut values = Vec::with_capacity(names.len());
-    for name in names {
-        let row = rows
-            .iter()
-            .filter(|row| &row.name == name)
-            .max_by_key(|row| row.app_id.is_some())
-            .ok_or_else(|| SecretError::Missing { name: name.clone() })?;
-        let sealed = Sealed {
-            nonce: row.nonce.clone(),
-            ciphertext: row.ciphertext.clone(),
-            key_id: row.key_id.clone(),
-        };
-        values.push((name.clone(), app.vault.open_value(name, &sealed)?));
-    }
-    Ok(values)
+/// The secrets registered for apps, as steps, deploys, notifications and
+/// forges receive them: rows from the database opened with the vault.
+#[derive(Clone, Copy, Debug)]
+pub struct Store<'a> {
+    db: &'a crate::db::Db,
+    vault: &'a Vault,
 }
 
-/// A masker for everything `app_id` may be given: its own secrets and the
-/// global ones (a deploy's log, its details and notifications about the app
-/// may hold any of them).
-pub async fn masker(app: &crate::state::App, app_id: i64) -> Result<mask::Masker, SecretError> {
-    let rows = crate::db::secrets::for_app(app.db.pool(), app_id).await?;
-    let mut values = Vec::with_capacity(rows.len());
-    for row in rows {
-        let sealed = Sealed {
-            nonce: row.nonce.clone(),
-            ciphertext: row.ciphertext.clone(),
-            key_id: row.key_id.clone(),
-        };
-        // One that cannot be opened cannot be given to anything either.
-        match app.vault.open_value(&row.name, &sealed) {
-            Ok(value) => values.push(value),
-            Err(error) => tracing::warn!(%error, "a secret is left out of masking"),
-        }
+impl<'a> Store<'a> {
+    pub fn new(db: &'a crate::db::Db, vault: &'a Vault) -> Store<'a> {
+        Store { db, vault }
     }
-    Ok(mask::Masker::new(values))
-}
 
-/// A masker for the secrets `names` of `app_id` (those that exist): what a
-/// step or an app was given.
-pub async fn masker_of(
-    app: &crate::state::App,
-    app_id: i64,
-    names: &[String],
-) -> Result<mask::Masker, SecretError> {
-    let mut values = Vec::new();
-    for name in names {
-        match resolve(app, app_id, std::slice::from_ref(name)).await {
-            Ok(found) => values.extend(found.into_iter().map(|(_, value)| value)),
-            Err(SecretError::Db(error)) => return Err(SecretError::Db(error)),
-            Err(_) => {}
+    /// The values of `names` for `app_id` (its own secrets win over global
+    /// ones of the same name), as `(NAME, value)` pairs.
+    pub async fn resolve(
+        &self,
+        app_id: i64,
+        names: &[String],
+    ) -> Result<Vec<(String, String)>, SecretError> {
+        if names.is_empty() {
+            return Ok(Vec::new());
         }
+        let rows = crate::db::secrets::for_app(self.db.pool(), app_id).await?;
+        let mut values = Vec::with_capacity(names.len());
+        for name in names {
+            let row = rows
+                .iter()
+                .filter(|row| &row.name == name)
+                .max_by_key(|row| row.app_id.is_some())
+                .ok_or_else(|| SecretError::Missing { name: name.clone() })?;
+            let sealed = Sealed {
+                nonce: row.nonce.clone(),
+                ciphertext: row.ciphertext.clone(),
+                key_id: row.key_id.clone(),
+            };
+            values.push((name.clone(), self.vault.open_value(name, &sealed)?));
+        }
+        Ok(values)
     }
-    Ok(mask::Masker::new(values))
+
+    /// A masker for everything `app_id` may be given: its own secrets and the
+    /// global ones (a deploy's log, its details and notifications about the app
+    /// may hold any of them).
+    pub async fn masker(&self, app_id: i64) -> Result<mask::Masker, SecretError> {
+        let rows = crate::db::secrets::for_app(self.db.pool(), app_id).await?;
+        let mut values = Vec::with_capacity(rows.len());
+        for row in rows {
+            let sealed = Sealed {
+                nonce: row.nonce.clone(),
+                ciphertext: row.ciphertext.clone(),
+                key_id: row.key_id.clone(),
+            };
+            // One that cannot be opened cannot be given to anything either.
+            match self.vault.open_value(&row.name, &sealed) {
+                Ok(value) => values.push(value),
+                Err(error) => tracing::warn!(%error, "a secret is left out of masking"),
+            }
+        }
+        Ok(mask::Masker::new(values))
+    }
+
+    /// A masker for the secrets `names` of `app_id` (those that exist): what a
+    /// step or an app was given.
+    pub async fn masker_of(
+        &self,
+        app_id: i64,
+        names: &[String],
+    ) -> Result<mask::Masker, SecretError> {
+        let mut values = Vec::new();
+        for name in names {
+            match self.resolve(app_id, std::slice::from_ref(name)).await {
+                Ok(found) => values.extend(found.into_iter().map(|(_, value)| value)),
+                Err(SecretError::Db(error)) => return Err(SecretError::Db(error)),
+                Err(_) => {}
+            }
+        }
+        Ok(mask::Masker::new(values))
+    }
 }
 
 /// The key that seals and opens secrets.

@@ -123,7 +123,7 @@ async fn branch_names_and_commit_messages_are_data_not_code() {
         .await
         .text();
     assert_eq!(log, format!("branch={branch}\n"));
-    let env = gantry::flow::stack::preview_name("preview", &branch);
+    let env = gantry::gitops::stack::preview_name("preview", &branch);
     assert!(gantry::gitops::load::valid_name(&env), "{env}");
     let html = app.get("/").await.text();
     assert!(

@@ -216,7 +216,7 @@ mod flows {
             "{}",
             deploy_log(app, &run).await
         );
-        let preview = gantry::flow::stack::preview_name("preview", "feature/x");
+        let preview = gantry::gitops::stack::preview_name("preview", "feature/x");
         let namespace = format!("shop-{preview}");
         let deployment = setup
             .clusters
@@ -755,7 +755,7 @@ async fn drift_and_diff(backend: &str) {
     );
     setup.pipeline.write("apps/shop/app.yaml", &healing);
     setup.pipeline.commit("self-heal staging");
-    gantry::gitops::reconcile::reconcile(&app.state)
+    gantry::flow::reconcile::reconcile(&app.state)
         .await
         .expect("reconcile");
     gantry::deploy::drift::check_all(&app.state)

@@ -47,7 +47,12 @@ async fn a_run_killed_mid_step_ends_clearly_and_resumes_after_restart() {
             .find(|r| r["state"] == "running")
     })
     .await;
-    assert!(alive(&flag.display().to_string()), "the step runs");
+    // The run is marked running before its sandbox is up: wait for the
+    // step's own process.
+    wait_for("the step's process", MINUTE, || async {
+        alive(&flag.display().to_string()).then_some(())
+    })
+    .await;
     server.kill();
     // A sandboxed step dies with the Gantry that started it, however it
     // died (the kernel's parent-death signal), not at the next start.

@@ -186,8 +186,8 @@ on_both! {
         repos.app.write("bye.txt", "bye");
         let bye = repos.app.commit("bye");
         let mut app = start(backend, &repos).await;
-        let hello_env = gantry::flow::stack::preview_name("preview", "feature/hello");
-        let bye_env = gantry::flow::stack::preview_name("preview", "feature/bye");
+        let hello_env = gantry::gitops::stack::preview_name("preview", "feature/hello");
+        let bye_env = gantry::gitops::stack::preview_name("preview", "feature/bye");
         wait_for("both previews live", MINUTE, || async {
             let a = served(&app, &hello_env).await.filter(|t| t.contains(&hello));
             let b = served(&app, &bye_env).await.filter(|t| t.contains(&bye));
@@ -312,7 +312,7 @@ on_both! {
         repos.app.checkout_new("feature/short");
         let sha = repos.app.commit("short");
         let mut app = start(backend, &repos).await;
-        let env = gantry::flow::stack::preview_name("preview", "feature/short");
+        let env = gantry::gitops::stack::preview_name("preview", "feature/short");
         wait_for("the preview to be live", MINUTE, || async { served(&app, &env).await.filter(|t| t.contains(&sha)) }).await;
         tokio::time::sleep(Duration::from_millis(1500)).await;
         gantry::flow::lifecycle::expire(&app.state).await.expect("expire");

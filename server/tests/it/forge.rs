@@ -475,7 +475,7 @@ async fn feedback_round_trip(backend: &str, shape: &ForgeShape) {
 
     // Statuses: the run and each step, pending then success, with the token.
     let statuses = format!("{}/statuses/{first}", shape.repo);
-    let env = gantry::flow::stack::preview_name("preview", "feature-x");
+    let env = gantry::gitops::stack::preview_name("preview", "feature-x");
     let field = shape.context_field;
     let done = wait_for("the run's success status", MINUTE, || async {
         forge.at(&statuses).into_iter().find(|s| {

@@ -27,3 +27,4 @@ mod seed;
 mod sessions;
 mod sharing;
 mod sso;
+mod surfaces;

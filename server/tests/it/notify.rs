@@ -328,7 +328,7 @@ crate::on_both! {
         assert_eq!(message.query, "key=k1");
         assert_eq!(message.body["msgtype"], "markdown");
         let content = message.body["markdown"]["content"].as_str().unwrap();
-        let env = gantry::flow::stack::preview_name("preview", "feature-bad");
+        let env = gantry::gitops::stack::preview_name("preview", "feature-bad");
         assert!(content.starts_with(&format!("shop/{env} is red\n\n")), "{content}");
         assert!(content.contains("feature-bad") && content.contains("By the book: http"), "{content}");
         assert!(content.ends_with("<@ada>"), "{content}");

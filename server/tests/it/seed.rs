@@ -127,7 +127,7 @@ pub async fn shop_with_a_change_request(app: &TestApp) -> World {
     db::steps::append_log(pool, step_id, 0, "building\n", now)
         .await
         .expect("log");
-    let author = gantry::auth::upsert_user(&app.state, "gantry-test", "author", "author", None)
+    let author = gantry::auth::upsert_user(&app.state.db, "gantry-test", "author", "author", None)
         .await
         .expect("author");
     let change_request_id = db::change_requests::insert(

@@ -10,12 +10,13 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_saphyr::{Location, Spanned};
 
-use super::duration::HumanDuration;
 use super::resources::{parse_bytes, parse_cpu};
 use super::schema::{
     API_VERSION, AppConfig, ApprovalPolicy, BranchMatch, CommandStep, ForgeConfig, LOCAL_TARGET,
     LocalRun, MergeStrategy, PipelineConfig, Resources, StackEntry, Step, StepNetwork,
 };
+use crate::config::duration::HumanDuration;
+use crate::git::check_branch_name;
 
 /// Roles an approval policy may name.
 pub const ROLES: &[&str] = &["admin", "developer", "tester", "viewer"];
@@ -348,7 +349,7 @@ pub fn load_app(
 
 /// The forge Gantry reports to: its kind, API base, repository and token.
 fn validate_forge(raw: &RawForge, issues: &mut Issues<'_>) -> Option<ForgeConfig> {
-    let Some(kind) = crate::forge::Forge::parse(&raw.kind.value) else {
+    let Some(kind) = crate::gitops::schema::Forge::parse(&raw.kind.value) else {
         issues.at(
             raw.kind.referenced,
             "forge.kind",
@@ -371,7 +372,7 @@ fn validate_forge(raw: &RawForge, issues: &mut Issues<'_>) -> Option<ForgeConfig
             }
             api.value.trim_end_matches('/').to_string()
         }
-        (None, crate::forge::Forge::GitHub) => "https://api.github.com".to_string(),
+        (None, crate::gitops::schema::Forge::GitHub) => "https://api.github.com".to_string(),
         (None, _) => {
             issues.at(
                 raw.kind.referenced,
@@ -959,15 +960,6 @@ fn check_env_name(name: &str) -> Result<(), String> {
         return Err(format!("{name:?} is reserved for Gantry"));
     }
     Ok(())
-}
-
-/// A git branch name as `git check-ref-format --branch` would accept it.
-pub fn check_branch_name(name: &str) -> Result<(), String> {
-    if git2::Reference::is_valid_name(&format!("refs/heads/{name}")) && !name.starts_with('-') {
-        Ok(())
-    } else {
-        Err(format!("{name:?} is not a valid branch name"))
-    }
 }
 
 fn check_source(source: &str) -> Result<(), String> {

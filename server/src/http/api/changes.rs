@@ -24,7 +24,7 @@ pub async fn feed(
     principal.require(app::dto::Role::Viewer, None)?;
     // While nobody listened the feed kept an old version: bring it up to
     // date, or a page would take that for a change and refresh for nothing.
-    crate::changes::refresh(&state).await;
+    state.changes.refresh().await;
     let versions = WatchStream::new(state.changes.subscribe())
         // The first value may be empty until the feed's first read.
         .filter(|version| std::future::ready(!version.is_empty()))

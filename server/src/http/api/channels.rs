@@ -112,13 +112,11 @@ pub async fn put(
     crate::notify::template::validate(&channel.settings.templates).map_err(ApiError::BadRequest)?;
     let mut names = vec![channel.settings.url_secret.clone()];
     names.extend(channel.settings.signing_secret.clone());
-    crate::secrets::resolve(&state, 0, &names)
-        .await
-        .map_err(|e| {
-            ApiError::BadRequest(format!(
-                "{e}; register it with PUT /api/v1/secrets/<NAME> first"
-            ))
-        })?;
+    state.secrets().resolve(0, &names).await.map_err(|e| {
+        ApiError::BadRequest(format!(
+            "{e}; register it with PUT /api/v1/secrets/<NAME> first"
+        ))
+    })?;
     let settings =
         serde_json::to_string(&channel.settings).map_err(|e| ApiError::Internal(e.to_string()))?;
     db::notifications::put_channel(

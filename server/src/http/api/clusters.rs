@@ -7,29 +7,13 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 
 use crate::auth::Principal;
-use crate::clusters::{self, ClusterError, Registration};
+use crate::clusters::{self, Registration};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
-impl From<ClusterError> for ApiError {
-    fn from(error: ClusterError) -> Self {
-        match error {
-            ClusterError::NotFound(_) => ApiError::NotFound(error.to_string()),
-            ClusterError::Exists(_) | ClusterError::InUse { .. } => {
-                ApiError::Conflict(error.to_string())
-            }
-            ClusterError::BadName(_)
-            | ClusterError::BadKubeconfig(_)
-            | ClusterError::NoContext { .. }
-            | ClusterError::BadRequest(_)
-            | ClusterError::Client { .. } => ApiError::BadRequest(error.to_string()),
-            ClusterError::Secret(_) | ClusterError::Db(_) => ApiError::Internal(error.to_string()),
-        }
-    }
-}
-
 /// Registers a cluster from a kubeconfig, server + token, or in-cluster,
-/// and checks it. Apps waiting for this target are re-validated.
+/// and checks it. Apps waiting for this target are re-validated. The same
+/// service as the dashboard's: admins only, audited.
 #[utoipa::path(post, path = "/api/v1/clusters", tag = "clusters", request_body = Registration,
     responses((status = 201, body = ClusterSummary), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn register(
@@ -37,9 +21,7 @@ pub async fn register(
     principal: Principal,
     Json(registration): Json<Registration>,
 ) -> Result<impl IntoResponse, ApiError> {
-    principal.require(app::dto::Role::Admin, None)?;
-    let summary = clusters::register(&state, &registration).await?;
-    revalidate(&state).await;
+    let summary = clusters::register(&state, &principal.caller(), &registration).await?;
     Ok((StatusCode::CREATED, Json(summary)))
 }
 
@@ -51,8 +33,9 @@ pub async fn check(
     principal: Principal,
     Path(name): Path<String>,
 ) -> Result<Json<ClusterSummary>, ApiError> {
-    principal.require(app::dto::Role::Admin, None)?;
-    Ok(Json(clusters::check(&state, &name).await?))
+    Ok(Json(
+        clusters::check(&state, &principal.caller(), &name).await?,
+    ))
 }
 
 #[utoipa::path(delete, path = "/api/v1/clusters/{name}", tag = "clusters", params(("name" = String, Path)),
@@ -62,16 +45,6 @@ pub async fn remove(
     principal: Principal,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    principal.require(app::dto::Role::Admin, None)?;
-    clusters::remove(&state, &name).await?;
-    crate::dashboard::audit(&state, &principal.caller(), "cluster.remove", &name, None).await?;
-    revalidate(&state).await;
+    clusters::remove(&state, &principal.caller(), &name).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// The set of valid targets changed: read the pipeline repo again.
-async fn revalidate(state: &AppState) {
-    if let Err(error) = crate::gitops::reconcile::reapply(state).await {
-        tracing::warn!(%error, "re-reading the pipeline repo after a cluster change failed");
-    }
 }

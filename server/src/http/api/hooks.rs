@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Deserialize;
 
-use crate::auth::{Principal, constant_time_eq, random_token, sha256_hex};
+use crate::auth::{Principal, constant_time_eq, sha256_hex};
 use crate::db;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::state::AppState;
@@ -75,7 +75,7 @@ pub async fn new_hook_token(
     let app_row = db::apps::find_active_by_name(state.db.pool(), &app)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("app {app} does not exist")))?;
-    let token = issue_token(&state, app_row.id).await?;
+    let token = crate::auth::tokens::issue_hook_token(&state.db, app_row.id).await?;
     let target = format!("{app} git trigger token");
     crate::dashboard::audit(
         &state,
@@ -89,13 +89,6 @@ pub async fn new_hook_token(
         StatusCode::CREATED,
         Json(serde_json::json!({ "app": app, "token": token })),
     ))
-}
-
-/// Creates and stores (hashed) a fresh token for the app.
-pub async fn issue_token(state: &crate::state::App, app_id: i64) -> Result<String, ApiError> {
-    let token = random_token("gth_")?;
-    db::apps::set_hook_token_hash(state.db.pool(), app_id, &sha256_hex(&token)).await?;
-    Ok(token)
 }
 
 /// Where a forge delivery went.
@@ -129,7 +122,10 @@ pub async fn forge_hook(
             "no forge {forge:?}; expected github, gitlab or gitea"
         ))
     })?;
-    let secret = match crate::secrets::resolve(&state, 0, &[forge.secret_name().to_string()]).await
+    let secret = match state
+        .secrets()
+        .resolve(0, &[forge.secret_name().to_string()])
+        .await
     {
         Ok(values) => values.into_iter().next().map(|(_, value)| value),
         Err(crate::secrets::SecretError::Missing { .. }) => None,

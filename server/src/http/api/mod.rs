@@ -18,8 +18,6 @@ mod secrets;
 mod sharing;
 mod tokens;
 
-pub use hooks::issue_token;
-
 use app::dto::{
     AuditEntry, AuditFilter, ChangeRequestSummary, ClusterState, ClusterSummary, ConfigIssue,
     ConfigStatus, EnvironmentState, EnvironmentSummary, PendingApproval, ReleaseState,

@@ -8,8 +8,9 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
-use crate::auth::{Principal, Visitor};
+use crate::auth::Principal;
 use crate::http::error::{ApiError, ErrorBody};
+use crate::http::principal::Visitor;
 use crate::state::AppState;
 
 /// Developers: a signed link to the request's tester page, expiring after

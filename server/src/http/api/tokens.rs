@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::Principal;
 use crate::auth::tokens::{self, TokenInfo};
-use crate::gitops::duration::HumanDuration;
+use crate::config::duration::HumanDuration;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
@@ -76,7 +76,7 @@ pub async fn create(
     }
     let lifetime_ms = i64::try_from(lifetime.0.as_millis()).unwrap_or(i64::MAX);
     let (id, token) = tokens::create(
-        &state,
+        &state.db,
         principal.user_id,
         name,
         role,
@@ -105,7 +105,7 @@ pub async fn list(
     principal: Principal,
 ) -> Result<Json<Vec<TokenInfo>>, ApiError> {
     let owner = (!is_admin(&principal)).then_some(principal.user_id);
-    Ok(Json(tokens::list(&state, owner).await?))
+    Ok(Json(tokens::list(&state.db, owner).await?))
 }
 
 /// Revokes a token (its owner or an admin).
@@ -118,12 +118,12 @@ pub async fn revoke(
     Path(id): Path<i64>,
 ) -> Result<impl IntoResponse, ApiError> {
     let missing = || ApiError::NotFound(format!("no active token {id}"));
-    let owner = tokens::owner(&state, id).await?.ok_or_else(missing)?;
+    let owner = tokens::owner(&state.db, id).await?.ok_or_else(missing)?;
     if owner != principal.user_id && !is_admin(&principal) {
         // Someone else's token: as if it did not exist.
         return Err(missing());
     }
-    if !tokens::revoke(&state, id).await? {
+    if !tokens::revoke(&state.db, id).await? {
         return Err(missing());
     }
     let caller = principal.caller();

@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::support::TestApp;
 
 async fn user(app: &TestApp, name: &str) -> i64 {
-    gantry::auth::upsert_user(&app.state, "gantry-test", name, name, None)
+    gantry::auth::upsert_user(&app.state.db, "gantry-test", name, name, None)
         .await
         .expect("user")
 }
@@ -24,7 +24,7 @@ crate::both_backends! {
 
         // Mallory is demoted to developer (as the next sign-in would do).
         let mallory = user(&app, "mallory").await;
-        gantry::auth::set_grants(&app.state, mallory, "test", &[Grant { role: Role::Developer, app: None }])
+        gantry::auth::set_grants(&app.state.db, mallory, "test", &[Grant { role: Role::Developer, app: None }])
             .await
             .expect("demote");
         let refused = app.post_as(&token, "/api/v1/clusters", json!({ "name": "c2", "server": "https://127.0.0.1:9", "token": "t", "insecure": true })).await;
@@ -35,7 +35,7 @@ crate::both_backends! {
         assert_eq!(me["grants"], json!([{ "role": "developer", "app": null }]));
 
         // Removed from everything: the token is worth nothing.
-        gantry::auth::set_grants(&app.state, mallory, "test", &[]).await.expect("remove");
+        gantry::auth::set_grants(&app.state.db, mallory, "test", &[]).await.expect("remove");
         let gone = app.request_as(Some(&token), Request::get("/api/v1/runs").body(Body::empty()).unwrap()).await;
         assert_eq!(gone.status, 401, "{}", gone.text());
         assert!(gone.text().contains("no role any more"), "{}", gone.text());

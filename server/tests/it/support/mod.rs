@@ -163,10 +163,7 @@ impl TestApp {
 
     /// Starts watching, planning and running, as `gantry serve` does.
     pub async fn start_flow(&mut self) {
-        self.background = self
-            .state
-            .0
-            .spawn_background()
+        self.background = gantry::http::start(&self.state)
             .await
             .expect("background starts");
     }
@@ -451,7 +448,7 @@ pub async fn token_for(
     role: app::dto::Role,
     app: Option<&str>,
 ) -> String {
-    let user = gantry::auth::upsert_user(state, "gantry-test", name, name, None)
+    let user = gantry::auth::upsert_user(&state.db, "gantry-test", name, name, None)
         .await
         .expect("user");
     // A token holds at most its owner's grants: the owner gets the role.
@@ -459,13 +456,19 @@ pub async fn token_for(
         role,
         app: app.map(str::to_string),
     };
-    gantry::auth::add_grant(state, user, "test", &grant)
+    gantry::auth::add_grant(&state.db, user, "test", &grant)
         .await
         .expect("grant");
-    let (_, token) =
-        gantry::auth::tokens::create(state, user, &format!("{name} token"), role, app, 3_600_000)
-            .await
-            .expect("token");
+    let (_, token) = gantry::auth::tokens::create(
+        &state.db,
+        user,
+        &format!("{name} token"),
+        role,
+        app,
+        3_600_000,
+    )
+    .await
+    .expect("token");
     token
 }
 

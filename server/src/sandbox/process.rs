@@ -11,6 +11,10 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
+/// The variable that marks every child process with its Gantry instance
+/// (start-up recovery finds a crashed instance's orphans by it).
+pub const INSTANCE_VAR: &str = "GANTRY_INSTANCE";
+
 /// Variables passed through from Gantry's environment to every child.
 const INHERITED: &[&str] = &[
     "PATH",

@@ -1,0 +1,334 @@
+//! The layers of the server and the check that keeps their dependencies
+//! pointing one way (README, "Architecture"). A module may use its own
+//! layer and the layers below it, never one above:
+//!
+//! 0. **infrastructure** — storage, database access, git, the vault, the
+//!    sandbox, outbound HTTP, telemetry and the server's own settings;
+//! 1. **configuration language** — the pipeline repo's schema, loading,
+//!    templates, freeze windows, the stack and rendered manifests: pure;
+//! 2. **domain** — runs, deploys, the ledger, change requests, approvals,
+//!    notifications, forges, sharing, identity, clusters;
+//! 3. **application** — `App` wiring the services, start-up recovery;
+//! 4. **adapters** — HTTP: the REST API, the dashboard, webhooks, the proxy;
+//! 5. **commands** — what `main` runs: `serve`, the demo, the CLI client,
+//!    the admin commands.
+//!
+//! The check reads the sources: every `crate::…` path outside test code is
+//! an edge. SQL is written in `db/` only, one file per aggregate; the
+//! check refuses a query anywhere else. `KNOWN_UPWARD` lists the upward edges that are still being
+//! taken apart; a new one fails the check, and so does an entry that no
+//! longer occurs, so the list only ever shrinks.
+
+/// Where a module sits. Ordered: a module may depend on its own layer and
+/// those before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Layer {
+    Infrastructure,
+    Language,
+    Domain,
+    Application,
+    Adapters,
+    Commands,
+}
+
+/// Module path prefixes and their layers; the longest matching prefix wins.
+pub const MODULES: &[(&str, Layer)] = &[
+    ("config", Layer::Infrastructure),
+    ("error", Layer::Infrastructure),
+    ("db", Layer::Infrastructure),
+    ("git", Layer::Infrastructure),
+    ("outbound", Layer::Infrastructure),
+    ("sandbox", Layer::Infrastructure),
+    ("secrets", Layer::Infrastructure),
+    ("storage", Layer::Infrastructure),
+    ("telemetry", Layer::Infrastructure),
+    ("gitops", Layer::Language),
+    ("manifests", Layer::Language),
+    ("audit", Layer::Domain),
+    ("auth", Layer::Domain),
+    ("change_requests", Layer::Domain),
+    ("changes", Layer::Domain),
+    ("clusters", Layer::Domain),
+    ("deploy", Layer::Domain),
+    ("flow", Layer::Domain),
+    ("forge", Layer::Domain),
+    ("ledger", Layer::Domain),
+    ("notify", Layer::Domain),
+    ("runner", Layer::Domain),
+    ("sharing", Layer::Domain),
+    ("recovery", Layer::Application),
+    ("state", Layer::Application),
+    ("dashboard", Layer::Adapters),
+    ("http", Layer::Adapters),
+    ("admin", Layer::Commands),
+    ("cli", Layer::Commands),
+    ("client", Layer::Commands),
+    ("demo", Layer::Commands),
+    ("migrate", Layer::Commands),
+    ("serve", Layer::Commands),
+];
+
+/// Upward edges still to be removed, as (from, to) module prefixes of
+/// `MODULES`: these domain modules still take the whole `App` instead of a
+/// service holding the few dependencies they use (issue 15).
+pub const KNOWN_UPWARD: &[(&str, &str)] = &[
+    ("change_requests", "state"),
+    ("clusters", "state"),
+    ("deploy", "state"),
+    ("flow", "state"),
+    ("forge", "state"),
+    ("ledger", "state"),
+    ("notify", "state"),
+    ("runner", "state"),
+    ("sharing", "state"),
+];
+
+/// The layer of a module path such as `gitops::load` (None: not listed).
+pub fn layer_of(path: &str) -> Option<(&'static str, Layer)> {
+    MODULES
+        .iter()
+        .filter(|(prefix, _)| {
+            path == *prefix
+                || path
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.starts_with("::"))
+        })
+        .max_by_key(|(prefix, _)| prefix.len())
+        .copied()
+}
+
+/// The `crate::` paths a source file names outside its test code, with
+/// their line numbers: `crate::a::b::C` gives `a::b::C`, and a group
+/// `crate::{a::X, b}` gives `a::X` and `b`.
+pub fn crate_paths(source: &str) -> Vec<(usize, String)> {
+    let code = match test_module_at(source) {
+        Some(at) => &source[..at],
+        None => source,
+    };
+    let mut found = Vec::new();
+    for (number, line) in code.lines().enumerate() {
+        let line = line.split("//").next().unwrap_or_default();
+        let mut rest = line;
+        while let Some(at) = rest.find("crate::") {
+            let before = rest[..at].chars().next_back();
+            rest = &rest[at + "crate::".len()..];
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                continue; // `my_crate::` is not this crate
+            }
+            if rest.starts_with('{') {
+                let group = group_at(code, line, number, rest);
+                found.extend(group.into_iter().map(|path| (number + 1, path)));
+            } else {
+                found.push((number + 1, path_at(rest)));
+            }
+        }
+    }
+    found
+}
+
+/// Where a file's `#[cfg(test)] mod …` starts: test code may use anything.
+fn test_module_at(source: &str) -> Option<usize> {
+    source
+        .match_indices("#[cfg(test)]")
+        .map(|(at, _)| at)
+        .find(|at| {
+            source[at + "#[cfg(test)]".len()..]
+                .trim_start()
+                .starts_with("mod ")
+        })
+}
+
+/// `a::b::C` from the start of `text`.
+fn path_at(text: &str) -> String {
+    text.chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+        .collect::<String>()
+        .trim_end_matches(':')
+        .to_string()
+}
+
+/// The first path of each item in a `{…}` group, which may span lines.
+fn group_at(code: &str, line: &str, number: usize, rest: &str) -> Vec<String> {
+    // Re-read from this line onwards so a group over several lines is whole.
+    let start: usize = code
+        .lines()
+        .take(number)
+        .map(|l| l.len() + 1)
+        .sum::<usize>()
+        + (line.len() - rest.len());
+    let text = &code[start.min(code.len())..];
+    let mut depth = 0usize;
+    let mut item = String::new();
+    let mut items = Vec::new();
+    for c in text.chars() {
+        match c {
+            '{' => {
+                depth += 1;
+                if depth == 1 {
+                    continue;
+                }
+            }
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    items.push(std::mem::take(&mut item));
+                    break;
+                }
+            }
+            ',' if depth == 1 => {
+                items.push(std::mem::take(&mut item));
+                continue;
+            }
+            _ => {}
+        }
+        if depth >= 1 {
+            item.push(c);
+        }
+    }
+    items
+        .iter()
+        .map(|item| path_at(item.trim()))
+        .filter(|path| !path.is_empty() && path != "self")
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::{Path, PathBuf};
+
+    fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("read src") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// `gitops/load/mod.rs` → `gitops::load`.
+    fn module_of(src: &Path, file: &Path) -> String {
+        let relative = file.strip_prefix(src).expect("under src");
+        let mut parts: Vec<String> = relative
+            .iter()
+            .map(|part| part.to_string_lossy().trim_end_matches(".rs").to_string())
+            .collect();
+        if parts.last().is_some_and(|last| last == "mod") {
+            parts.pop();
+        }
+        parts.join("::")
+    }
+
+    #[test]
+    fn paths_are_read_from_uses_and_groups() {
+        let source = "use crate::db::{self, now};\nuse crate::{\n    gitops::schema::{A, B},\n    state::App,\n};\nfn f() { crate::flow::go(); } // crate::http::x\nuse other_crate::x;\n#[cfg(test)]\nmod tests { use crate::dashboard::X; }\n";
+        let paths: Vec<String> = crate_paths(source).into_iter().map(|(_, p)| p).collect();
+        assert_eq!(
+            paths,
+            ["db", "gitops::schema", "state::App", "flow::go"],
+            "{paths:?}"
+        );
+        assert_eq!(
+            layer_of("gitops::schema::A"),
+            Some(("gitops", Layer::Language))
+        );
+        assert_eq!(layer_of("gitopsx"), None);
+    }
+
+    /// Queries live in `db/`: domain code asks for what it needs by name.
+    #[test]
+    fn sql_is_written_in_db_only() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        sources(&src, &mut files);
+        let mut outside = Vec::new();
+        for file in &files {
+            let module = module_of(&src, file);
+            if module == "db" || module.starts_with("db::") || module == "layers" {
+                continue;
+            }
+            let source = std::fs::read_to_string(file).expect("read source");
+            let code = match test_module_at(&source) {
+                Some(at) => &source[..at],
+                None => &source[..],
+            };
+            if module.ends_with("tests") {
+                continue;
+            }
+            for (number, line) in code.lines().enumerate() {
+                if line.contains("sqlx::query") {
+                    outside.push(format!("{module}:{}", number + 1));
+                }
+            }
+        }
+        assert!(outside.is_empty(), "SQL outside db/: {outside:?}");
+    }
+
+    /// Every module is placed, and no module uses a layer above its own
+    /// except the edges `KNOWN_UPWARD` still lists.
+    #[test]
+    fn dependencies_point_down() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        sources(&src, &mut files);
+        files.sort();
+        let mut unplaced = BTreeSet::new();
+        let mut upward: BTreeMap<(&str, &str), Vec<String>> = BTreeMap::new();
+        for file in &files {
+            let module = module_of(&src, file);
+            if module.starts_with("bin") || module == "main" || module == "lib" {
+                continue; // the executables sit above every layer
+            }
+            if module.ends_with("tests") || module.contains("::tests::") {
+                continue;
+            }
+            let Some((from, from_layer)) = layer_of(&module) else {
+                if module != "layers" {
+                    unplaced.insert(module);
+                }
+                continue;
+            };
+            let source = std::fs::read_to_string(file).expect("read source");
+            for (line, path) in crate_paths(&source) {
+                let Some((to, to_layer)) = layer_of(&path) else {
+                    continue;
+                };
+                if to_layer > from_layer {
+                    upward.entry((from, to)).or_default().push(format!(
+                        "{}:{line} uses crate::{path} ({from_layer:?} → {to_layer:?})",
+                        file.strip_prefix(&src).expect("under src").display()
+                    ));
+                }
+            }
+        }
+        assert!(
+            unplaced.is_empty(),
+            "modules missing from layers::MODULES: {unplaced:?}"
+        );
+        let known: BTreeSet<(&str, &str)> = KNOWN_UPWARD.iter().copied().collect();
+        let new: Vec<&String> = upward
+            .iter()
+            .filter(|(edge, _)| !known.contains(edge))
+            .flat_map(|(_, sites)| sites)
+            .collect();
+        assert!(
+            new.is_empty(),
+            "dependencies pointing up a layer:\n{}",
+            new.iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        let stale: Vec<&(&str, &str)> = known
+            .iter()
+            .filter(|edge| !upward.contains_key(*edge))
+            .collect();
+        assert!(
+            stale.is_empty(),
+            "layers::KNOWN_UPWARD lists edges that are gone (remove them): {stale:?}"
+        );
+    }
+}
