@@ -127,9 +127,28 @@ impl Gantry {
 
 impl Drop for Gantry {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
     }
+}
+
+/// Stops a `gantry serve` as an operator would (SIGTERM), so it stops the
+/// local apps it runs: with `runner.sandbox = "none"` they are not in a
+/// sandbox that dies with Gantry, and a SIGKILL would leave them running.
+/// SIGKILL only if it has not stopped within 20 s.
+pub fn stop(child: &mut std::process::Child) {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    }
+    for _ in 0..200 {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Polls `check` every 10 ms until it gives a value, for at most `timeout`.

@@ -180,8 +180,7 @@ async fn push_to_live(gantry: &str, sandbox: &str) -> anyhow::Result<Figures> {
         .spawn()
         .context("starting gantry")?;
     let outcome = measure(port, &work, &data, &admin).await;
-    let _ = server.kill();
-    let _ = server.wait();
+    bench::stop(&mut server);
     outcome
 }
 
