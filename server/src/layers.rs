@@ -3,7 +3,8 @@
 //! layer and the layers below it, never one above:
 //!
 //! 0. **infrastructure** — storage, database access, git, the vault, the
-//!    sandbox, outbound HTTP, telemetry and the server's own settings;
+//!    sandbox, outbound HTTP, the clock, telemetry and the server's own
+//!    settings;
 //! 1. **configuration language** — the pipeline repo's schema, loading,
 //!    templates, freeze windows, the stack and rendered manifests: pure;
 //! 2. **domain** — runs, deploys, the ledger, change requests, approvals,
@@ -33,6 +34,7 @@ pub enum Layer {
 
 /// Module path prefixes and their layers; the longest matching prefix wins.
 pub const MODULES: &[(&str, Layer)] = &[
+    ("clock", Layer::Infrastructure),
     ("config", Layer::Infrastructure),
     ("error", Layer::Infrastructure),
     ("db", Layer::Infrastructure),

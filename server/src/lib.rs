@@ -9,6 +9,7 @@ pub mod change_requests;
 pub mod changes;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod clusters;
 pub mod config;
 pub mod dashboard;

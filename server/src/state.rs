@@ -43,6 +43,8 @@ pub struct App {
     pub proxy: crate::outbound::ProxyClient,
     pub clusters: crate::clusters::ClientCache,
     pub oidc: crate::auth::oidc::Oidc,
+    /// What time it is (tests move it instead of waiting).
+    pub clock: crate::clock::Clock,
     /// Tells background loops to stop.
     pub shutdown: CancellationToken,
     /// This process, in the runs it claims.
@@ -109,6 +111,7 @@ impl App {
             proxy: crate::outbound::proxy_client(),
             clusters: crate::clusters::ClientCache::default(),
             oidc: crate::auth::oidc::Oidc::default(),
+            clock: crate::clock::Clock::default(),
             shutdown: CancellationToken::new(),
             runner_id,
             instance_tag,

@@ -9,21 +9,23 @@ use tower_sessions::SessionStore;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{Error, Result};
 
-use crate::db::{self, Db, now_millis};
+use crate::clock::Clock;
+use crate::db::{self, Db};
 
 #[derive(Clone, Debug)]
 pub struct DbSessionStore {
     db: Db,
+    clock: Clock,
 }
 
 impl DbSessionStore {
-    pub fn new(db: Db) -> Self {
-        DbSessionStore { db }
+    pub fn new(db: Db, clock: Clock) -> Self {
+        DbSessionStore { db, clock }
     }
 
     /// Deletes expired sessions (run now and then).
     pub async fn purge_expired(&self) -> std::result::Result<u64, sqlx::Error> {
-        db::sessions::purge_expired(self.db.pool(), now_millis()).await
+        db::sessions::purge_expired(self.db.pool(), self.clock.now_millis()).await
     }
 }
 
@@ -68,7 +70,7 @@ impl SessionStore for DbSessionStore {
     }
 
     async fn load(&self, id: &Id) -> Result<Option<Record>> {
-        let row = db::sessions::load(self.db.pool(), &stored_id(id), now_millis())
+        let row = db::sessions::load(self.db.pool(), &stored_id(id), self.clock.now_millis())
             .await
             .map_err(backend)?;
         let Some((data, expires)) = row else {

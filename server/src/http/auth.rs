@@ -186,7 +186,8 @@ pub async fn callback(
     .await?;
     // Only the provider knows when the person authenticated: without its
     // `auth_time` the session counts as never freshly signed in.
-    principal::sign_in(&session, user_id, identity.auth_time).await?;
+    let now = state.clock.now_millis();
+    principal::sign_in(&session, user_id, identity.auth_time, now).await?;
     record_sign_in(&state, &identity.name, "oidc", ip.as_deref()).await?;
     Ok(Redirect::to(&pending.return_to).into_response())
 }
@@ -265,7 +266,8 @@ pub async fn dev_login(
     let role = Role::parse(&form.role)
         .ok_or_else(|| ApiError::BadRequest(format!("unknown role {:?}", form.role)))?;
     let user_id = auth::dev::user_for(&state.db, state.config.dev_login, &form.name, role).await?;
-    principal::sign_in(&session, user_id, Some(now_millis())).await?;
+    let now = state.clock.now_millis();
+    principal::sign_in(&session, user_id, Some(now), now).await?;
     record_sign_in(&state, form.name.trim(), "dev", ip.as_deref()).await?;
     Ok(Redirect::to(&local_path(form.return_to.as_deref())).into_response())
 }
@@ -342,12 +344,15 @@ pub fn session_layer(
     let idle = time::Duration::milliseconds(
         i64::try_from(state.config.session_idle.as_millis()).unwrap_or(i64::MAX),
     );
-    tower_sessions::SessionManagerLayer::new(auth::store::DbSessionStore::new(state.db.clone()))
-        .with_name("gantry_session")
-        .with_http_only(true)
-        .with_same_site(tower_sessions::cookie::SameSite::Lax)
-        .with_secure(state.config.public_url.scheme() == "https")
-        .with_expiry(tower_sessions::Expiry::OnInactivity(idle))
+    tower_sessions::SessionManagerLayer::new(auth::store::DbSessionStore::new(
+        state.db.clone(),
+        state.clock.clone(),
+    ))
+    .with_name("gantry_session")
+    .with_http_only(true)
+    .with_same_site(tower_sessions::cookie::SameSite::Lax)
+    .with_secure(state.config.public_url.scheme() == "https")
+    .with_expiry(tower_sessions::Expiry::OnInactivity(idle))
 }
 
 #[cfg(test)]

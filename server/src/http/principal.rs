@@ -9,7 +9,7 @@ use axum::http::{Method, header};
 use tower_sessions::Session;
 
 use crate::auth::{self, AuthError, Principal, Via};
-use crate::db::{self, now_millis};
+use crate::db;
 use crate::http::error::ApiError;
 use crate::state::{App, AppState};
 
@@ -44,7 +44,7 @@ pub async fn authenticate(parts: &Parts, app: &App) -> Result<Option<Principal>,
         return Ok(None);
     };
     let login_at: i64 = session.get(LOGIN_AT).await.map_err(fail)?.unwrap_or(0);
-    if now_millis() - login_at > app.config.session_max.as_millis() as i64 {
+    if app.clock.now_millis() - login_at > app.config.session_max.as_millis() as i64 {
         // Past the absolute lifetime: signed out, whatever the activity.
         let _ = session.flush().await;
         return Ok(None);
@@ -82,17 +82,18 @@ pub fn source_ip(parts: &Parts, trusted: &[crate::config::IpNet]) -> Option<Stri
     auth::client_ip(peer, &forwarded, trusted)
 }
 
-/// Starts a session for `user_id`: a new session id (no fixation), a new
-/// CSRF token, and the time of authentication.
+/// Starts a session for `user_id` at `now`: a new session id (no
+/// fixation), a new CSRF token, and the time of authentication.
 pub async fn sign_in(
     session: &Session,
     user_id: i64,
     auth_time: Option<i64>,
+    now: i64,
 ) -> Result<(), AuthError> {
     let fail = |e: tower_sessions::session::Error| AuthError::Session(e.to_string());
     session.cycle_id().await.map_err(fail)?;
     session.insert(USER_ID, user_id).await.map_err(fail)?;
-    session.insert(LOGIN_AT, now_millis()).await.map_err(fail)?;
+    session.insert(LOGIN_AT, now).await.map_err(fail)?;
     match auth_time {
         Some(auth_time) => session.insert(AUTH_TIME, auth_time).await.map_err(fail)?,
         None => {

@@ -195,7 +195,7 @@ async fn sessions_end_after_idle_time_and_after_their_absolute_lifetime() {
     let idle = with_dev_login(|config| config.session_idle = Duration::from_secs(1)).await;
     let browser = idle.sign_in("ada", "admin").await;
     assert_eq!(me_status(&idle, &browser.cookie).await, StatusCode::OK);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    idle.state.clock.advance(Duration::from_millis(2100));
     assert_eq!(
         me_status(&idle, &browser.cookie).await,
         StatusCode::UNAUTHORIZED,
@@ -206,10 +206,10 @@ async fn sessions_end_after_idle_time_and_after_their_absolute_lifetime() {
     let browser: Browser = absolute.sign_in("ada", "admin").await;
     // Activity does not extend the absolute lifetime.
     for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        absolute.state.clock.advance(Duration::from_millis(500));
         assert_eq!(me_status(&absolute, &browser.cookie).await, StatusCode::OK);
     }
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    absolute.state.clock.advance(Duration::from_millis(1000));
     assert_eq!(
         me_status(&absolute, &browser.cookie).await,
         StatusCode::UNAUTHORIZED,
