@@ -426,7 +426,7 @@ fn check_decider(
             judged.row.id, judged.row.state
         )));
     }
-    match policy::refusal(app, caller, policy, &judged.row.app) {
+    match policy::refusal(app.freshness(), caller, policy, &judged.row.app) {
         Some(refusal) => Err(ChangeRequestError::Forbidden(refusal)),
         None => Ok(()),
     }
@@ -692,7 +692,9 @@ pub async fn try_merge(app: &App, id: i64, by: &str) -> Result<CrRow> {
         .await?;
         return reload(app, id).await;
     }
-    if !overridden && let Some(freeze) = policy::freeze_now(judged.target_entry()) {
+    if !overridden
+        && let Some(freeze) = policy::freeze_now(judged.target_entry(), app.clock.now_millis())
+    {
         let detail = format!(
             "approved; {} is {}. It merges when the freeze ends, or an admin overrides with a reason",
             judged.row.target_branch,
@@ -880,7 +882,8 @@ pub async fn detail(app: &App, caller: &Caller, id: i64) -> Result<ChangeRequest
         approver_roles: policy.roles.clone(),
         approvals_of_head: db::change_requests::approvals_of(pool, id, &head).await?,
         decisions: db::change_requests::decisions(pool, Some(id), None).await?,
-        freeze: policy::freeze_now(judged.target_entry()).map(|f| f.describe()),
+        freeze: policy::freeze_now(judged.target_entry(), app.clock.now_millis())
+            .map(|f| f.describe()),
         merge_sha: judged.row.merge_sha.clone(),
         merged_by: judged.row.merged_by.clone(),
         feedback: db::sharing::feedback_of(pool, id)

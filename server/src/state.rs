@@ -120,6 +120,14 @@ impl App {
         })
     }
 
+    /// When a sign-in counts as fresh, now (approval policies' `reauth`).
+    pub fn freshness(&self) -> crate::flow::policy::Freshness {
+        crate::flow::policy::Freshness {
+            max_age: self.config.reauth_max_age,
+            now: self.clock.now_millis(),
+        }
+    }
+
     /// The apps' secrets, opened with this server's vault.
     pub fn secrets(&self) -> crate::secrets::Store<'_> {
         crate::secrets::Store::new(&self.db, &self.vault)

@@ -140,7 +140,7 @@ pub async fn approve(
     let Some(policy) = release_policy.as_ref() else {
         // Held only by a freeze: it is released when the freeze ends, or
         // by an override.
-        let freeze = policy::freeze_now(held.entry.as_ref())
+        let freeze = policy::freeze_now(held.entry.as_ref(), app.clock.now_millis())
             .map(|f| f.describe())
             .unwrap_or_else(|| "frozen".into());
         return Err(ApprovalError::Refused(format!(
@@ -148,7 +148,7 @@ pub async fn approve(
             held.env.name
         )));
     };
-    if let Some(refusal) = policy::refusal(app, caller, policy, &held.app_name) {
+    if let Some(refusal) = policy::refusal(app.freshness(), caller, policy, &held.app_name) {
         return Err(ApprovalError::Forbidden(refusal));
     }
     if let Some(refusal) =
@@ -157,7 +157,7 @@ pub async fn approve(
         return Err(ApprovalError::Forbidden(refusal));
     }
     let required = i64::from(policy.required);
-    let frozen = policy::freeze_now(held.entry.as_ref());
+    let frozen = policy::freeze_now(held.entry.as_ref(), app.clock.now_millis());
 
     let now = now_millis();
     let mut tx = app.db.begin().await?;
@@ -198,7 +198,7 @@ pub async fn reject(
     let held = load(app, run_id).await?;
     let default_policy = policy::for_change_request(None);
     let policy = held.policy().unwrap_or(&default_policy);
-    if let Some(refusal) = policy::refusal(app, caller, policy, &held.app_name) {
+    if let Some(refusal) = policy::refusal(app.freshness(), caller, policy, &held.app_name) {
         return Err(ApprovalError::Forbidden(refusal));
     }
     let now = now_millis();
@@ -231,7 +231,7 @@ pub async fn override_hold(
             .cloned()
             .unwrap_or_else(|| policy::for_change_request(None))
     };
-    if let Some(refusal) = policy::refusal(app, caller, &admin_only, &held.app_name) {
+    if let Some(refusal) = policy::refusal(app.freshness(), caller, &admin_only, &held.app_name) {
         return Err(ApprovalError::Forbidden(refusal));
     }
     let now = now_millis();
@@ -306,7 +306,7 @@ pub async fn release_thawed(app: &App) -> anyhow::Result<usize> {
         let Ok(held) = load(app, pending.run_id).await else {
             continue;
         };
-        if policy::freeze_now(held.entry.as_ref()).is_some() {
+        if policy::freeze_now(held.entry.as_ref(), app.clock.now_millis()).is_some() {
             continue;
         }
         let approvals = db::approvals::approvers_of_run(pool, held.run.id).await?;

@@ -122,7 +122,7 @@ async fn on_push(app: &App, event: BranchEvent) -> anyhow::Result<()> {
         fork = Some("a fork".to_string());
     }
     let held = entry.approval.is_some()
-        || super::policy::freeze_now(Some(entry)).is_some()
+        || super::policy::freeze_now(Some(entry), app.clock.now_millis()).is_some()
         || fork.is_some();
     let state = if held && (merged_by_request.is_none() || fork.is_some()) {
         RunState::WaitingForApproval

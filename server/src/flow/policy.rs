@@ -2,15 +2,24 @@
 //! people must approve, which roles may, whether the author may, whether a
 //! fresh sign-in is needed, and when promotions are frozen. Both held runs
 //! and change requests are judged here, so the rules cannot drift apart.
+//! Pure: the time and the freshness window come in as arguments.
 
 use app::dto::Role;
 use app::port::Caller;
 
+use std::time::Duration;
+
 use crate::config::duration::HumanDuration;
-use crate::db::now_millis;
 use crate::gitops::freeze::{self, Freeze};
 use crate::gitops::schema::{ApprovalPolicy, StackEntry};
-use crate::state::App;
+
+/// When a sign-in counts as fresh: within `max_age` (`auth.reauth_max_age`)
+/// of `now`.
+#[derive(Clone, Copy, Debug)]
+pub struct Freshness {
+    pub max_age: Duration,
+    pub now: i64,
+}
 
 /// A change request into an environment without a policy still needs one
 /// admin: only admins release.
@@ -39,7 +48,7 @@ pub fn lowest_role(policy: &ApprovalPolicy) -> Role {
 /// a missing role, or a sign-in older than `auth.reauth_max_age` where the
 /// policy demands a fresh one.
 pub fn refusal(
-    app: &App,
+    freshness: Freshness,
     caller: &Caller,
     policy: &ApprovalPolicy,
     app_name: &str,
@@ -52,11 +61,11 @@ pub fn refusal(
         ));
     }
     if policy.reauth {
-        let max_age = app.config.reauth_max_age.as_millis() as i64;
+        let max_age = i64::try_from(freshness.max_age.as_millis()).unwrap_or(i64::MAX);
         let fresh = caller
             .me
             .auth_time
-            .is_some_and(|t| now_millis() - t <= max_age);
+            .is_some_and(|t| freshness.now - t <= max_age);
         if !fresh {
             let why = if caller.me.auth_time.is_none() {
                 " (your sign-in did not say when you authenticated: the identity provider sent no auth_time)"
@@ -65,7 +74,7 @@ pub fn refusal(
             };
             return Some(format!(
                 "this environment needs a fresh sign-in to approve (within {}){why}; sign in again at /auth/login?fresh=1",
-                HumanDuration(app.config.reauth_max_age)
+                HumanDuration(freshness.max_age)
             ));
         }
     }
@@ -86,9 +95,9 @@ pub fn self_approval_refusal(
     })
 }
 
-/// The freeze in force on the environment now, if any.
-pub fn freeze_now(entry: Option<&StackEntry>) -> Option<Freeze> {
-    entry.and_then(|entry| freeze::active(&entry.freeze, now_millis()))
+/// The freeze in force on the environment at `now`, if any.
+pub fn freeze_now(entry: Option<&StackEntry>, now: i64) -> Option<Freeze> {
+    entry.and_then(|entry| freeze::active(&entry.freeze, now))
 }
 
 /// An override needs a reason people can read later.
@@ -101,5 +110,153 @@ pub fn override_reason(reason: &str) -> Result<&str, String> {
         )
     } else {
         Ok(reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use app::dto::{Grant, Me};
+
+    const NOW: i64 = 1_800_000_000_000;
+    const HOUR: i64 = 3_600_000;
+
+    fn caller(id: i64, role: Role, app: Option<&str>, auth_time: Option<i64>) -> Caller {
+        Caller {
+            user_id: id,
+            me: Me {
+                name: format!("user{id}"),
+                grants: vec![Grant {
+                    role,
+                    app: app.map(str::to_string),
+                }],
+                csrf: String::new(),
+                auth_time,
+            },
+            via_token: false,
+            source_ip: None,
+        }
+    }
+
+    fn policy(roles: &[&str], reauth: bool, self_approval: bool) -> ApprovalPolicy {
+        ApprovalPolicy {
+            required: 2,
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            self_approval,
+            reauth,
+        }
+    }
+
+    fn within_an_hour() -> Freshness {
+        Freshness {
+            max_age: Duration::from_secs(3600),
+            now: NOW,
+        }
+    }
+
+    #[test]
+    fn a_request_into_an_environment_without_a_policy_needs_one_admin() {
+        let default = for_change_request(None);
+        assert_eq!((default.required, lowest_role(&default)), (1, Role::Admin));
+        assert!(!default.self_approval && !default.reauth);
+    }
+
+    #[test]
+    fn the_lowest_listed_role_decides_and_unknown_roles_mean_admin() {
+        assert_eq!(
+            lowest_role(&policy(&["admin", "tester"], false, false)),
+            Role::Tester
+        );
+        assert_eq!(lowest_role(&policy(&["nobody"], false, false)), Role::Admin);
+    }
+
+    #[test]
+    fn a_role_below_the_policy_or_on_another_app_is_refused() {
+        let testers = policy(&["tester"], false, false);
+        assert_eq!(
+            refusal(
+                within_an_hour(),
+                &caller(1, Role::Tester, Some("shop"), None),
+                &testers,
+                "shop"
+            ),
+            None
+        );
+        assert_eq!(
+            refusal(
+                within_an_hour(),
+                &caller(1, Role::Admin, None, None),
+                &testers,
+                "shop"
+            ),
+            None
+        );
+        let viewer = refusal(
+            within_an_hour(),
+            &caller(1, Role::Viewer, None, None),
+            &testers,
+            "shop",
+        );
+        assert!(viewer.is_some_and(|why| why.contains("needs the tester role on shop")));
+        let elsewhere = refusal(
+            within_an_hour(),
+            &caller(1, Role::Admin, Some("billing"), None),
+            &testers,
+            "shop",
+        );
+        assert!(elsewhere.is_some());
+    }
+
+    #[test]
+    fn a_fresh_sign_in_is_one_within_the_window_and_needs_an_auth_time() {
+        let fresh_only = policy(&["admin"], true, false);
+        let at = |auth_time| caller(1, Role::Admin, None, auth_time);
+        assert_eq!(
+            refusal(within_an_hour(), &at(Some(NOW - HOUR)), &fresh_only, "shop"),
+            None
+        );
+        let stale = refusal(
+            within_an_hour(),
+            &at(Some(NOW - HOUR - 1)),
+            &fresh_only,
+            "shop",
+        );
+        assert!(stale.is_some_and(|why| why.contains("fresh sign-in") && why.contains("1h")));
+        let unknown = refusal(within_an_hour(), &at(None), &fresh_only, "shop");
+        assert!(unknown.is_some_and(|why| why.contains("sent no auth_time")));
+        // Without `reauth`, an old sign-in is fine.
+        assert_eq!(
+            refusal(
+                within_an_hour(),
+                &at(None),
+                &policy(&["admin"], false, false),
+                "shop"
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn the_author_may_not_approve_unless_the_policy_says_so() {
+        let author = caller(7, Role::Admin, None, None);
+        assert!(
+            self_approval_refusal(&author, &policy(&["admin"], false, false), Some(7)).is_some()
+        );
+        assert!(
+            self_approval_refusal(&author, &policy(&["admin"], false, true), Some(7)).is_none()
+        );
+        assert!(
+            self_approval_refusal(&author, &policy(&["admin"], false, false), Some(8)).is_none()
+        );
+        assert!(self_approval_refusal(&author, &policy(&["admin"], false, false), None).is_none());
+    }
+
+    #[test]
+    fn an_override_needs_a_readable_reason() {
+        assert!(override_reason("  ok  ").is_err());
+        assert_eq!(
+            override_reason("  hotfix for the outage "),
+            Ok("hotfix for the outage")
+        );
     }
 }

@@ -63,7 +63,7 @@ fn require_admin(
         self_approval: true,
         reauth,
     };
-    match policy::refusal(app, caller, &admins, &config.name) {
+    match policy::refusal(app.freshness(), caller, &admins, &config.name) {
         Some(refusal) => Err(LedgerError::Forbidden(refusal)),
         None => Ok(()),
     }
@@ -358,7 +358,8 @@ pub async fn promote(
         .stack
         .iter()
         .find(|entry| entry.env == env.stack_entry);
-    let held = entry.is_some_and(|e| e.approval.is_some()) || policy::freeze_now(entry).is_some();
+    let held = entry.is_some_and(|e| e.approval.is_some())
+        || policy::freeze_now(entry, app.clock.now_millis()).is_some();
     let commit = app.git.commit_info(&row.source_url, &head).await?;
     let now = now_millis();
     let mut tx = app.db.begin().await?;
