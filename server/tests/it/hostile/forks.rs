@@ -61,7 +61,13 @@ on_both! {
             .body(axum::body::Body::from(json!({ "value": "tok-3f9a-secret" }).to_string()))
             .unwrap();
         assert_eq!(app.request(put).await.status, 204);
-        let staging_runs = runs_of(&app, &repos.app.head("latest")).await.len();
+        // Staging's own run for `latest` is planned first (or the count
+        // below would race it).
+        let staging_runs = wait_for("staging's own run", MINUTE, || async {
+            let runs = runs_of(&app, &repos.app.head("latest")).await;
+            (!runs.is_empty()).then_some(runs.len())
+        })
+        .await;
 
         let path = repos.app.path();
         let sha = fork_commit(&repos, 7, "typo.txt");
