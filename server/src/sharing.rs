@@ -14,7 +14,7 @@ use app::port::Caller;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::db::{self, now_millis, sharing::FeedbackRow};
+use crate::db::{self, sharing::FeedbackRow};
 use crate::state::App;
 
 #[derive(Debug, thiserror::Error)]
@@ -97,7 +97,7 @@ pub async fn create(app: &App, caller: &Caller, request: i64) -> Result<ShareLin
     caller
         .require(Role::Developer, Some(&cr.app))
         .map_err(|e| ShareError::Forbidden(e.to_string()))?;
-    let now = now_millis();
+    let now = app.clock.now_millis();
     let expires = now + i64::try_from(app.config.share_ttl.as_millis()).unwrap_or(i64::MAX / 2);
     let mut tx = app.db.begin().await?;
     let id = db::sharing::insert_link(&mut *tx, request, &caller.me.name, now, expires).await?;
@@ -147,7 +147,7 @@ pub async fn revoke(app: &App, caller: &Caller, link: i64) -> Result<()> {
     caller
         .require(Role::Developer, Some(&cr.app))
         .map_err(|e| ShareError::Forbidden(e.to_string()))?;
-    if !db::sharing::revoke(pool, link, now_millis()).await? {
+    if !db::sharing::revoke(pool, link, app.clock.now_millis()).await? {
         return Err(ShareError::Revoked);
     }
     crate::audit::record(
@@ -171,7 +171,7 @@ async fn admit(app: &App, token: &str, visitor: Option<&Caller>) -> Result<(i64,
                 .into(),
         ));
     }
-    if expires <= now_millis() {
+    if expires <= app.clock.now_millis() {
         return Err(ShareError::Expired(when(expires)));
     }
     let row = db::sharing::link(app.db.pool(), link)
@@ -353,7 +353,7 @@ async fn record(
     let cr = db::change_requests::get(pool, request)
         .await?
         .ok_or(ShareError::NotFound(request))?;
-    let now = now_millis();
+    let now = app.clock.now_millis();
     let mut tx = app.db.begin().await?;
     let id = db::sharing::insert_feedback(
         &mut *tx,

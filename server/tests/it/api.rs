@@ -3,10 +3,10 @@
 use app::dto::RunState;
 use axum::http::StatusCode;
 
-use crate::both_backends;
+use crate::on_both;
 use crate::seed::{COMMIT, shop_with_a_run};
 
-both_backends! {
+on_both! {
     async fn lists_are_empty_on_a_fresh_database(app: TestApp) {
         for path in ["environments", "runs", "change-requests", "releases", "approvals", "clusters", "audit"] {
             let response = app.get(&format!("/api/v1/{path}")).await;
@@ -120,7 +120,7 @@ async fn the_openapi_document_describes_every_route() {
     );
 }
 
-both_backends! {
+on_both! {
     async fn api_tokens_are_created_up_to_ones_role_listed_and_revoked(app: TestApp) {
         let dev = app.token("dev", app::dto::Role::Developer, None).await;
         let make = |role: &str| serde_json::json!({ "name": "ci", "role": role, "expires": "1d" });

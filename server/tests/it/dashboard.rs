@@ -4,7 +4,7 @@
 use app::dto::RunState;
 use axum::http::StatusCode;
 
-use crate::both_backends;
+use crate::on_both;
 use crate::seed::shop_with_a_run;
 
 const AREAS: &[(&str, &str, &str)] = &[
@@ -18,7 +18,7 @@ const AREAS: &[(&str, &str, &str)] = &[
     ("/audit", "Audit", "The audit log is empty"),
 ];
 
-both_backends! {
+on_both! {
     async fn every_area_renders_its_empty_state_on_a_fresh_database(app: TestApp) {
         for (path, heading, empty) in AREAS {
             let response = app.get(path).await;
@@ -233,7 +233,7 @@ fn url_encode(text: &str) -> String {
         .collect()
 }
 
-both_backends! {
+on_both! {
     async fn the_inbox_and_the_request_page_show_what_a_decision_needs(app: TestApp) {
         let id = crate::seed::shop_with_a_change_request(&app).await.change_request_id;
         let inbox = app.get("/approvals").await.text();

@@ -3,9 +3,9 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 
-use crate::both_backends;
+use crate::on_both;
 
-both_backends! {
+on_both! {
     async fn healthz_reports_the_version(app: TestApp) {
         let response = app.get("/healthz").await;
         assert_eq!(response.status, StatusCode::OK);

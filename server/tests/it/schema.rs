@@ -2,9 +2,9 @@
 
 use gantry::db::{self, Db, DbError, audit::NewEntry};
 
-use crate::both_backends;
+use crate::on_both;
 
-both_backends! {
+on_both! {
     async fn migrating_again_changes_nothing(app: TestApp) {
         app.db().migrate().await.expect("second migration run is a no-op");
         app.db().check_ready().await.expect("still ready");
@@ -90,7 +90,7 @@ async fn sqlite_runs_in_wal_mode_with_foreign_keys_on() {
     assert_eq!(foreign_keys, 1);
 }
 
-both_backends! {
+on_both! {
     async fn one_run_at_a_time_holds_an_environment_s_deploy_lock(app: TestApp) {
         use app::dto::RunState;
         let seeded = crate::seed::shop_with_a_run(&app, RunState::Running).await;

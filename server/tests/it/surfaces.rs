@@ -26,7 +26,7 @@ async fn audited(app: &TestApp, action: &str) -> Vec<String> {
         .collect()
 }
 
-crate::both_backends! {
+crate::on_both! {
     async fn clusters_answer_alike_over_rest_and_the_dashboard(app: TestApp) {
         let cluster = Emulator::start(Options::default()).await.expect("emulator");
         let kubeconfig = cluster.kubeconfig("ctx");

@@ -16,7 +16,7 @@ async fn user(app: &TestApp, name: &str) -> i64 {
         .expect("user")
 }
 
-crate::both_backends! {
+crate::on_both! {
     async fn a_demoted_admins_token_loses_what_its_owner_lost(app: TestApp) {
         let token = app.token("mallory", Role::Admin, None).await;
         let cluster = json!({ "name": "c1", "server": "https://127.0.0.1:9", "token": "t", "insecure": true });

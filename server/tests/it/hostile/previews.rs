@@ -76,7 +76,7 @@ on_both! {
     }
 }
 
-crate::both_backends! {
+crate::on_both! {
     async fn dashboard_responses_carry_a_content_security_policy(app: TestApp) {
         let page = app.get("/").await;
         let policy = page.header("content-security-policy").expect("a policy").to_string();

@@ -9,24 +9,6 @@ use gantry::config::Config;
 use super::TestApp;
 use super::git::WorkRepo;
 
-/// Runs each body on SQLite and on PostgreSQL, with the flow's config.
-#[macro_export]
-macro_rules! on_both {
-    ($(async fn $name:ident($backend:ident) $body:block)*) => {
-        $(
-            mod $name {
-                #[allow(unused_imports)]
-                use super::*;
-                async fn body($backend: &'static str) $body
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn sqlite() { $crate::support::bounded(body("sqlite")).await }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn postgres() { $crate::support::bounded(body("postgres")).await }
-            }
-        )*
-    };
-}
-
 pub const MINUTE: Duration = Duration::from_secs(60);
 
 /// Gantry on `backend`, watching `repos`, with the flow running.

@@ -1,6 +1,6 @@
 //! `TestApp`: the real router, in-process, over a fresh database — a SQLite
 //! file in a temp dir, or a PostgreSQL database created for the test and
-//! dropped after it. `both_backends!` runs one test body against each.
+//! dropped after it. `on_both!` runs one test body against each.
 
 pub mod flow;
 pub mod git;
@@ -28,9 +28,12 @@ pub fn postgres_admin_url() -> String {
 }
 
 /// Runs each test body once on SQLite and once on PostgreSQL, as
-/// `<name>::sqlite` and `<name>::postgres`.
+/// `<name>::sqlite` and `<name>::postgres` — the one macro for both
+/// backends. A body takes either a fresh `TestApp` (`async fn t(app:
+/// TestApp)`) or the backend's name, to start Gantry its own way (`async fn
+/// t(backend)`, e.g. with `support::flow::start`).
 #[macro_export]
-macro_rules! both_backends {
+macro_rules! on_both {
     ($(async fn $name:ident($app:ident: TestApp) $body:block)*) => {
         $(
             mod $name {
@@ -48,6 +51,19 @@ macro_rules! both_backends {
                 async fn postgres() {
                     $crate::support::bounded(body($crate::support::TestApp::postgres().await)).await
                 }
+            }
+        )*
+    };
+    ($(async fn $name:ident($backend:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                async fn body($backend: &'static str) $body
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn sqlite() { $crate::support::bounded(body("sqlite")).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn postgres() { $crate::support::bounded(body("postgres")).await }
             }
         )*
     };
