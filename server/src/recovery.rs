@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use app::dto::{DeploymentState, EnvironmentState, RunState};
+use app::dto::{EnvironmentState, RunState};
 use nix::sys::signal::Signal;
 
 use crate::db::{self, now_millis, runs::NewRun};
@@ -23,17 +23,7 @@ pub async fn recover(app: &App) -> anyhow::Result<()> {
     let now = now_millis();
     let interrupted = db::deployments::list_deploying(pool).await?;
     for deployment in &interrupted {
-        db::deployments::finish(
-            pool,
-            deployment.id,
-            DeploymentState::Failed,
-            Some("interrupted by a restart of gantry; not re-applied"),
-            now,
-        )
-        .await?;
-        if let Some(release) = db::releases::id_of_deployment(pool, deployment.id).await? {
-            crate::ledger::close(app, release, false, now).await?;
-        }
+        crate::deploy::lifecycle::abandon(&app.db, deployment, now).await?;
     }
     for run in db::runs::list_running(pool).await? {
         let reason = "interrupted by a restart of gantry";

@@ -300,29 +300,26 @@ async fn heal(app: &App, env: &EnvRow, config: &AppConfig) -> Result<(), String>
     let objects = deployed_objects(app, deployment_id)
         .await?
         .unwrap_or_default();
-    let app_name = db::apps::get(app.db.pool(), env.app_id)
+    let app_row = db::apps::get(app.db.pool(), env.app_id)
         .await
-        .map_err(|e| e.to_string())?
-        .map(|a| a.name)
-        .unwrap_or_default();
+        .map_err(|e| e.to_string())?;
+    let subject = super::lifecycle::Subject {
+        app_id: env.app_id,
+        app: app_row.as_ref().map_or("", |a| a.name.as_str()),
+        environment_id: env.id,
+        environment: &env.name,
+        rollout_timeout: Duration::from_secs(entry.rollout_timeout_seconds),
+    };
+    let kubernetes = super::lifecycle::Kubernetes {
+        namespace: namespace.to_string(),
+        objects,
+    };
+    // The deployment's own objects as `previous`: nothing is pruned.
+    let refs: Vec<ObjectRef> = kubernetes.objects.iter().map(ObjectRef::of).collect();
     for cluster in entry.cluster_targets() {
-        let client = crate::clusters::client(app, cluster)
+        super::lifecycle::apply_objects(app, &subject, cluster, &kubernetes, &refs)
             .await
             .map_err(|e| e.to_string())?;
-        let refs: Vec<ObjectRef> = objects.iter().map(ObjectRef::of).collect();
-        super::cluster::deploy(
-            &client,
-            &super::cluster::ClusterDeploy {
-                cluster,
-                namespace,
-                app: &app_name,
-                env: &env.name,
-                objects: &objects,
-                previous: &refs,
-                rollout_timeout: Duration::from_secs(entry.rollout_timeout_seconds),
-            },
-        )
-        .await?;
     }
     Ok(())
 }

@@ -70,7 +70,6 @@ pub struct Opening<'a> {
     pub source_url: &'a str,
     pub config: &'a AppConfig,
     pub environment_id: i64,
-    pub deployment_id: i64,
     pub run_id: Option<i64>,
     pub version: &'a str,
     /// The commit the environment served before.
@@ -79,28 +78,20 @@ pub struct Opening<'a> {
     pub image: Option<&'a str>,
 }
 
-/// Opens the ledger entry of a deployment that starts now. The changelog
-/// comes from the app repo; if git cannot answer, the entry is opened
-/// without it rather than holding the deploy.
-pub async fn open(app: &App, opening: &Opening<'_>, now: i64) -> Result<i64, sqlx::Error> {
-    let changelog = match changelog(app, opening).await {
-        Ok(commits) => commits,
-        Err(error) => {
-            tracing::warn!(%error, version = %opening.version, "changelog unavailable");
-            Vec::new()
-        }
-    };
-    let who = match opening.run_id {
-        Some(run) => released_by(app, run).await?,
-        None => None,
-    };
-    let changelog = serde_json::to_string(&changelog).unwrap_or_else(|_| "[]".into());
-    db::releases::insert(
-        app.db.pool(),
-        &NewRelease {
+/// What a release's entry says besides its deployment: the changelog and
+/// who let it through.
+pub struct Entry {
+    changelog: String,
+    created_by: Option<String>,
+}
+
+impl Entry {
+    /// The entry to open with the deployment (which fills its id in).
+    pub fn release<'a>(&'a self, opening: &Opening<'a>) -> NewRelease<'a> {
+        NewRelease {
             app_id: opening.app_id,
             environment_id: opening.environment_id,
-            deployment_id: opening.deployment_id,
+            deployment_id: 0,
             run_id: opening.run_id,
             kind: ReleaseKind::Release,
             version: opening.version,
@@ -111,27 +102,35 @@ pub async fn open(app: &App, opening: &Opening<'_>, now: i64) -> Result<i64, sql
             reason: None,
             rollback_of: None,
             rollback_to: None,
-            created_by: who.as_deref(),
-            changelog: &changelog,
-        },
-        now,
-    )
-    .await
-}
-
-/// Ends an entry: live (what served before is superseded) or failed. A
-/// release or rollback that went live is announced.
-pub async fn close(app: &App, release_id: i64, live: bool, now: i64) -> Result<(), sqlx::Error> {
-    let mut tx = app.db.begin().await?;
-    db::releases::finish(&mut tx, release_id, live, now).await?;
-    tx.commit().await?;
-    if live {
-        announce(app, release_id).await?;
+            created_by: self.created_by.as_deref(),
+            changelog: &self.changelog,
+        }
     }
-    Ok(())
 }
 
-async fn announce(app: &App, release_id: i64) -> Result<(), sqlx::Error> {
+/// Prepares the ledger entry of a deployment about to start. The changelog
+/// comes from the app repo; if git cannot answer, the entry goes without
+/// it rather than holding the deploy.
+pub async fn entry(app: &App, opening: &Opening<'_>) -> Result<Entry, sqlx::Error> {
+    let changelog = match changelog(app, opening).await {
+        Ok(commits) => commits,
+        Err(error) => {
+            tracing::warn!(%error, version = %opening.version, "changelog unavailable");
+            Vec::new()
+        }
+    };
+    let created_by = match opening.run_id {
+        Some(run) => released_by(app, run).await?,
+        None => None,
+    };
+    Ok(Entry {
+        changelog: serde_json::to_string(&changelog).unwrap_or_else(|_| "[]".into()),
+        created_by,
+    })
+}
+
+/// Announces a release or rollback that went live.
+pub(crate) async fn announce(app: &App, release_id: i64) -> Result<(), sqlx::Error> {
     let mut conn = app.db.pool().acquire().await?;
     let Some(release) = db::releases::get(&mut conn, release_id).await? else {
         return Ok(());

@@ -13,21 +13,20 @@
 use std::time::Duration;
 
 use app::dto::{
-    DeploymentState, EnvironmentState, Promotion, ReleaseKind, ReleaseState, ReleaseSummary, Role,
-    RollbackAccepted, RollbackRequest, RunState,
+    Promotion, ReleaseKind, ReleaseState, ReleaseSummary, Role, RollbackAccepted, RollbackRequest,
+    RunState,
 };
 use app::port::Caller;
 
 use super::LedgerError;
 use super::pin::{self, PinFile};
-use crate::db::{
-    self, deployments::NewDeployment, environments::Serving, now_millis, runs::NewRun,
+use crate::db::{self, environments::Serving, now_millis, runs::NewRun};
+use crate::deploy::lifecycle::{
+    self, Begin, Build, Conclusion, Kind, Kubernetes, Record, Source, Subject,
 };
-use crate::deploy::local::{LocalManifest, LocalSpec};
-use crate::deploy::{self, DeployError, cluster};
+use crate::deploy::{self, DeployError};
 use crate::flow::policy;
 use crate::gitops::schema::{AppConfig, ApprovalPolicy, DEFAULT_ROLLOUT_TIMEOUT, LOCAL_TARGET};
-use crate::manifests::ObjectRef;
 use crate::runner::logs::LogSink;
 use crate::state::App;
 
@@ -417,12 +416,8 @@ pub async fn promote(
 /// What the rollback step re-applies, read from the stored deployment.
 struct Stored {
     release: ReleaseSummary,
-    manifests: String,
-    digest: String,
-    sealed: Option<crate::secrets::Sealed>,
-    objects: Option<Vec<serde_json::Value>>,
-    namespace: Option<String>,
-    local: Option<LocalManifest>,
+    record: Record,
+    source: Source,
     targets: Vec<String>,
 }
 
@@ -459,15 +454,22 @@ async fn stored(app: &App, release_id: i64) -> Result<Stored, DeployError> {
     let objects = crate::deploy::drift::deployed_objects(app, deployment.id)
         .await
         .map_err(failed)?;
+    let kubernetes = match (objects, shown["namespace"].as_str()) {
+        (Some(objects), Some(namespace)) => Some(Kubernetes {
+            namespace: namespace.to_string(),
+            objects,
+        }),
+        _ => None,
+    };
     Ok(Stored {
         targets: release.targets.iter().map(|t| t.target.clone()).collect(),
-        namespace: shown["namespace"].as_str().map(str::to_string),
         release,
-        manifests: deployment.manifests,
-        digest,
-        sealed,
-        objects,
-        local,
+        record: Record {
+            shown: deployment.manifests,
+            digest,
+            sealed,
+        },
+        source: Source { local, kubernetes },
     })
 }
 
@@ -530,194 +532,99 @@ async fn reapply(
     ))
     .await?;
 
-    let now = now_millis();
-    let deployment_id = db::deployments::insert(
-        pool,
-        &NewDeployment {
-            environment_id: env.id,
+    let subject = Subject {
+        app_id: app_row.id,
+        app: &app_row.name,
+        environment_id: env.id,
+        environment: &env.name,
+        rollout_timeout: Duration::from_secs(
+            config
+                .as_ref()
+                .and_then(|c| c.stack.iter().find(|e| e.env == env.stack_entry))
+                .map_or(DEFAULT_ROLLOUT_TIMEOUT, |e| e.rollout_timeout_seconds),
+        ),
+    };
+    let version = &stored.release.version;
+    let pipeline_sha = &stored.release.pipeline_sha;
+    let image = stored.release.image.as_deref();
+    let begun = lifecycle::begin(
+        &app.db,
+        &subject,
+        Begin {
             run_id: Some(run.id),
-            kind: "rollback",
-            commit_sha: &stored.release.version,
-            pipeline_sha: &stored.release.pipeline_sha,
-            image: stored.release.image.as_deref(),
-            manifests: &stored.manifests,
-            manifests_digest: &stored.digest,
+            kind: Kind::Rollback {
+                of: stored.release.deployment_id,
+                reason,
+            },
+            commit_sha: version,
+            pipeline_sha,
+            image,
             created_by: Some(requested_by),
+            record: &stored.record,
+            namespace: stored
+                .source
+                .kubernetes
+                .as_ref()
+                .map(|k| k.namespace.as_str()),
+            release: Some(db::releases::NewRelease {
+                app_id: app_row.id,
+                environment_id: env.id,
+                deployment_id: 0,
+                run_id: None,
+                kind: ReleaseKind::Rollback,
+                version,
+                previous_version: env.commit_sha.as_deref(),
+                pipeline_sha,
+                image,
+                label: Some(&label),
+                reason: Some(reason),
+                rollback_of: current,
+                rollback_to: Some(target_id),
+                created_by: Some(requested_by),
+                changelog: "[]",
+            }),
         },
-        now,
+        now_millis(),
     )
     .await?;
-    db::deployments::set_rollback_of(pool, deployment_id, stored.release.deployment_id, reason)
-        .await?;
-    if let Some(sealed) = &stored.sealed {
-        db::deployments::store_sealed(pool, deployment_id, sealed).await?;
-    }
-    let release_id = db::releases::insert(
-        pool,
-        &db::releases::NewRelease {
-            app_id: app_row.id,
-            environment_id: env.id,
-            deployment_id,
-            run_id: None,
-            kind: ReleaseKind::Rollback,
-            version: &stored.release.version,
-            previous_version: env.commit_sha.as_deref(),
-            pipeline_sha: &stored.release.pipeline_sha,
-            image: stored.release.image.as_deref(),
-            label: Some(&label),
-            reason: Some(reason),
-            rollback_of: current,
-            rollback_to: Some(target_id),
-            created_by: Some(requested_by),
-            changelog: "[]",
-        },
-        now,
-    )
-    .await?;
-    db::environments::set_state(pool, env.id, EnvironmentState::Deploying, None, now).await?;
 
-    let rollout = Duration::from_secs(
-        config
-            .as_ref()
-            .and_then(|c| c.stack.iter().find(|e| e.env == env.stack_entry))
-            .map_or(DEFAULT_ROLLOUT_TIMEOUT, |e| e.rollout_timeout_seconds),
-    );
-    let outcomes = futures_util::future::join_all(stored.targets.iter().map(|target| {
-        let (stored, env, app_row) = (&stored, &env, &app_row);
-        async move {
-            let started = now_millis();
-            let result =
-                reapply_target(app, app_row, env, target, deployment_id, stored, rollout).await;
-            (target.clone(), started, result)
-        }
-    }))
+    let outcomes = lifecycle::apply(
+        app,
+        &subject,
+        begun.deployment_id,
+        &stored.source,
+        Build::Stored {
+            deployment_id: stored.release.deployment_id,
+        },
+        &stored.targets,
+    )
     .await;
-    let failed = deploy::record_outcomes(app, deployment_id, &outcomes, log).await?;
-
-    let now = now_millis();
-    let commit = app
-        .git
-        .commit_info(&app_row.source_url, &stored.release.version)
-        .await
-        .ok();
-    let serving = Serving {
-        deployment_id,
-        commit_sha: &stored.release.version,
-        pipeline_sha: &stored.release.pipeline_sha,
-        commit_message: commit.as_ref().map_or("", |c| c.summary.as_str()),
-        commit_author: commit.as_ref().map_or("", |c| c.author.as_str()),
-        url: None,
-    };
-    let total = outcomes.len();
-    let (deployment_state, env_state, summary) = match failed {
-        0 => (DeploymentState::Succeeded, EnvironmentState::Live, None),
-        n if n < total => (
-            DeploymentState::PartiallyFailed,
-            EnvironmentState::PartiallyFailed,
-            Some(format!("{label}: {n} of {total} targets failed")),
-        ),
-        n => (
-            DeploymentState::Failed,
-            EnvironmentState::Failed,
-            Some(format!("{label}: all {n} targets failed")),
-        ),
-    };
-    db::deployments::finish(
-        pool,
-        deployment_id,
-        deployment_state,
-        summary.as_deref(),
-        now,
+    let commit = app.git.commit_info(&app_row.source_url, version).await.ok();
+    let verdict = lifecycle::conclude(
+        app,
+        &subject,
+        Conclusion {
+            begun,
+            label: &label,
+            serving: Serving {
+                deployment_id: begun.deployment_id,
+                commit_sha: version,
+                pipeline_sha,
+                commit_message: commit.as_ref().map_or("", |c| c.summary.as_str()),
+                commit_author: commit.as_ref().map_or("", |c| c.author.as_str()),
+                url: None,
+            },
+            outcomes: &outcomes,
+        },
+        log,
     )
     .await?;
-    if deployment_state == DeploymentState::Failed {
-        db::environments::set_state(pool, env.id, env_state, summary.as_deref(), now).await?;
-    } else {
-        db::environments::set_serving(pool, env.id, &serving, env_state, summary.as_deref(), now)
-            .await?;
-        db::environments::set_drift(pool, env.id, None, now).await?;
-    }
-    super::close(app, release_id, failed == 0, now).await?;
-    match summary {
+    match verdict.detail {
         None => {
             log.note(&format!("{label}: every target serves it; the environment stays pinned until an admin promotes"))
                 .await?;
             Ok(())
         }
-        Some(summary) => Err(DeployError::Failed(summary)),
+        Some(detail) => Err(DeployError::Failed(detail)),
     }
-}
-
-async fn reapply_target(
-    app: &App,
-    app_row: &db::apps::AppRow,
-    env: &db::environments::EnvRow,
-    target: &str,
-    deployment_id: i64,
-    stored: &Stored,
-    rollout: Duration,
-) -> Result<(String, Option<Vec<ObjectRef>>), String> {
-    if target == LOCAL_TARGET {
-        let manifest = stored
-            .local
-            .clone()
-            .ok_or_else(|| "the stored deployment has no local manifest".to_string())?;
-        let secret_values = app
-            .secrets()
-            .resolve(app_row.id, &manifest.secrets)
-            .await
-            .map_err(|e| e.to_string())?;
-        let spec = LocalSpec {
-            app: app_row.name.clone(),
-            env: env.name.clone(),
-            environment_id: env.id,
-            deployment_id,
-            manifest,
-            secret_values,
-            instance_tag: String::new(),
-        };
-        return app
-            .local
-            .redeploy(&app.db, spec, stored.release.deployment_id)
-            .await
-            .map(|started| {
-                (
-                    format!(
-                        "re-started the build of deployment {} on 127.0.0.1:{}, now serving",
-                        stored.release.deployment_id, started.port
-                    ),
-                    None,
-                )
-            })
-            .map_err(|error| error.to_string());
-    }
-    let (Some(objects), Some(namespace)) = (&stored.objects, &stored.namespace) else {
-        return Err("the stored deployment has no Kubernetes manifests".into());
-    };
-    let client = crate::clusters::client(app, target)
-        .await
-        .map_err(|e| e.to_string())?;
-    let previous = db::deployments::previous_objects(app.db.pool(), env.id, target, deployment_id)
-        .await
-        .map_err(|e| e.to_string())?;
-    let applied = cluster::deploy(
-        &client,
-        &cluster::ClusterDeploy {
-            cluster: target,
-            namespace,
-            app: &app_row.name,
-            env: &env.name,
-            objects,
-            previous: &previous,
-            rollout_timeout: rollout,
-        },
-    )
-    .await?;
-    Ok((
-        format!(
-            "re-applied {} stored objects to namespace {namespace}, rolled out",
-            applied.objects.len()
-        ),
-        Some(applied.objects),
-    ))
 }

@@ -167,6 +167,20 @@ async fn a_deploy_killed_midway_is_not_applied_twice_and_the_old_version_comes_b
         "{staging}"
     );
 
+    // Recovery concluded the deployment it interrupted: its ledger entry
+    // is failed, not left deploying.
+    let releases = server
+        .get("/api/v1/releases?app=shop&environment=staging")
+        .await;
+    let entry = releases
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["version"] == v2.as_str())
+        .cloned()
+        .expect("the interrupted deploy has its ledger entry");
+    assert_eq!(entry["state"], "failed", "{entry}");
+
     // The environment is not locked: the next push deploys.
     repos.app.remove("SLOWSTART");
     let v3 = repos.app.commit("fast again");

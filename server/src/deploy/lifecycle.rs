@@ -1,0 +1,701 @@
+//! One lifecycle for every deployment — a deploy of a new commit, a
+//! rollback to a stored release, a self-heal, and later each step of a
+//! canary:
+//!
+//! 1. **begin** — one transaction records the deployment (its manifests as
+//!    people see them, the exact text sealed), opens its ledger entry and
+//!    marks the environment `deploying`;
+//! 2. **apply** — every target at once, from a [`Source`] that was either
+//!    rendered now or read back from a stored deployment;
+//! 3. **conclude** — one transaction records each target's outcome, ends
+//!    the deployment and its ledger entry, and says what the environment
+//!    serves now.
+//!
+//! A crash between begin and conclude leaves a deployment in `deploying`,
+//! which start-up recovery concludes with [`abandon`]: never a half-written
+//! one.
+
+use std::path::Path;
+use std::time::Duration;
+
+use app::dto::{DeploymentState, EnvironmentState};
+use futures_util::future::join_all;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::DeployError;
+use super::cluster::{self, Applied};
+use super::local::{LocalError, LocalManifest, LocalSpec};
+use crate::clusters::ClusterError;
+use crate::db::{self, Db, deployments::NewDeployment, environments::Serving, now_millis};
+use crate::gitops::schema::LOCAL_TARGET;
+use crate::manifests::{ObjectRef, Rendered};
+use crate::runner::logs::LogSink;
+use crate::secrets::{Sealed, SecretError};
+use crate::state::App;
+
+/// What a deployment applies to each kind of target.
+#[derive(Clone, Debug, Default)]
+pub struct Source {
+    pub local: Option<LocalManifest>,
+    pub kubernetes: Option<Kubernetes>,
+}
+
+/// The objects for the cluster targets, in apply order.
+#[derive(Clone, Debug)]
+pub struct Kubernetes {
+    pub namespace: String,
+    pub objects: Vec<Value>,
+}
+
+/// How a deployment's source is kept: what people see (Secrets redacted),
+/// its digest, and the exact text sealed.
+pub struct Record {
+    pub shown: String,
+    pub digest: String,
+    pub sealed: Option<Sealed>,
+}
+
+impl Record {
+    /// Records a source rendered now.
+    pub fn of(source: &Source, vault: &crate::secrets::Vault) -> Result<Self, DeployError> {
+        let failed = |e: &dyn std::fmt::Display| DeployError::Failed(e.to_string());
+        let mut shown = serde_json::Map::new();
+        if let Some(local) = &source.local {
+            shown.insert(
+                LOCAL_TARGET.into(),
+                serde_json::to_value(local).map_err(|e| failed(&e))?,
+            );
+        }
+        let mut exact = serde_json::Map::new();
+        if let Some(kubernetes) = &source.kubernetes {
+            let rendered = Rendered {
+                objects: kubernetes.objects.clone(),
+            };
+            shown.insert("namespace".into(), serde_json::json!(kubernetes.namespace));
+            shown.insert(
+                "kubernetes".into(),
+                serde_json::json!(Rendered::to_yaml(&rendered.redacted())),
+            );
+            exact.insert(
+                "kubernetes".into(),
+                serde_json::json!(Rendered::to_yaml(&rendered.objects)),
+            );
+        }
+        let shown = serde_json::to_string_pretty(&shown).map_err(|e| failed(&e))?;
+        let exact = serde_json::to_string(&exact).map_err(|e| failed(&e))?;
+        let digest: String = Sha256::digest(exact.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let sealed = vault
+            .seal(&format!("deployment:{digest}"), &exact)
+            .map_err(|e| failed(&e))?;
+        Ok(Self {
+            shown,
+            digest,
+            sealed: Some(sealed),
+        })
+    }
+}
+
+/// Where the local target's build comes from.
+#[derive(Clone, Copy, Debug)]
+pub enum Build<'a> {
+    /// The checkout a run just built.
+    Checkout(&'a Path),
+    /// The build a stored deployment ran (a rollback: no rebuild).
+    Stored { deployment_id: i64 },
+}
+
+/// The environment a deployment goes to.
+#[derive(Clone, Debug)]
+pub struct Subject<'a> {
+    pub app_id: i64,
+    pub app: &'a str,
+    pub environment_id: i64,
+    pub environment: &'a str,
+    pub rollout_timeout: Duration,
+}
+
+/// Why a deployment is made.
+#[derive(Clone, Copy, Debug)]
+pub enum Kind<'a> {
+    Deploy,
+    /// Re-applies deployment `of` (its stored source).
+    Rollback {
+        of: i64,
+        reason: &'a str,
+    },
+}
+
+impl Kind<'_> {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Self::Deploy => "deploy",
+            Self::Rollback { .. } => "rollback",
+        }
+    }
+}
+
+/// What begin records.
+pub struct Begin<'a> {
+    pub run_id: Option<i64>,
+    pub kind: Kind<'a>,
+    pub commit_sha: &'a str,
+    pub pipeline_sha: &'a str,
+    pub image: Option<&'a str>,
+    pub created_by: Option<&'a str>,
+    pub record: &'a Record,
+    pub namespace: Option<&'a str>,
+    /// The ledger entry to open (its deployment is filled in).
+    pub release: Option<db::releases::NewRelease<'a>>,
+}
+
+/// A deployment under way.
+#[derive(Clone, Copy, Debug)]
+pub struct Begun {
+    pub deployment_id: i64,
+    pub release_id: Option<i64>,
+}
+
+/// Step 1: records the deployment, opens its ledger entry and marks the
+/// environment deploying, in one transaction.
+pub async fn begin(
+    db: &Db,
+    subject: &Subject<'_>,
+    begin: Begin<'_>,
+    now: i64,
+) -> Result<Begun, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let deployment_id = db::deployments::insert(
+        &mut *tx,
+        &NewDeployment {
+            environment_id: subject.environment_id,
+            run_id: begin.run_id,
+            kind: begin.kind.as_str(),
+            commit_sha: begin.commit_sha,
+            pipeline_sha: begin.pipeline_sha,
+            image: begin.image,
+            manifests: &begin.record.shown,
+            manifests_digest: &begin.record.digest,
+            created_by: begin.created_by,
+        },
+        now,
+    )
+    .await?;
+    if let Some(sealed) = &begin.record.sealed {
+        db::deployments::store_sealed(&mut *tx, deployment_id, sealed).await?;
+    }
+    if let Kind::Rollback { of, reason } = begin.kind {
+        db::deployments::set_rollback_of(&mut *tx, deployment_id, of, reason).await?;
+    }
+    let release_id = match begin.release {
+        Some(release) => Some(
+            db::releases::insert(
+                &mut *tx,
+                &db::releases::NewRelease {
+                    deployment_id,
+                    ..release
+                },
+                now,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    if let Some(namespace) = begin.namespace {
+        db::environments::set_namespace(&mut *tx, subject.environment_id, namespace).await?;
+    }
+    db::environments::set_state(
+        &mut *tx,
+        subject.environment_id,
+        EnvironmentState::Deploying,
+        None,
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Begun {
+        deployment_id,
+        release_id,
+    })
+}
+
+/// Why one target did not take the deployment.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("pipeline.yaml has no `local` section")]
+    NoLocalManifest,
+    #[error("the deployment has no Kubernetes manifests")]
+    NoManifests,
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error(transparent)]
+    Local(#[from] LocalError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// What the cluster answered (already a sentence for people).
+    #[error("{0}")]
+    Apply(String),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// What one target did: a sentence for the log and the record, and for
+/// clusters the objects now there.
+#[derive(Debug)]
+pub struct TargetDone {
+    pub detail: String,
+    pub objects: Option<Vec<ObjectRef>>,
+}
+
+/// One target's outcome and when it started.
+#[derive(Debug)]
+pub struct TargetOutcome {
+    pub target: String,
+    pub started: i64,
+    pub result: Result<TargetDone, TargetError>,
+}
+
+/// Step 2: applies `source` to every target at once; each outcome is kept
+/// on its own (one failing target leaves the others alone).
+pub async fn apply(
+    app: &App,
+    subject: &Subject<'_>,
+    deployment_id: i64,
+    source: &Source,
+    build: Build<'_>,
+    targets: &[String],
+) -> Vec<TargetOutcome> {
+    join_all(targets.iter().map(|target| async move {
+        let started = now_millis();
+        let result = if target == LOCAL_TARGET {
+            apply_local(app, subject, deployment_id, source, build).await
+        } else {
+            apply_cluster(app, subject, target, deployment_id, source, build).await
+        };
+        TargetOutcome {
+            target: target.clone(),
+            started,
+            result,
+        }
+    }))
+    .await
+}
+
+async fn apply_local(
+    app: &App,
+    subject: &Subject<'_>,
+    deployment_id: i64,
+    source: &Source,
+    build: Build<'_>,
+) -> Result<TargetDone, TargetError> {
+    let manifest = source.local.clone().ok_or(TargetError::NoLocalManifest)?;
+    let secret_values = app
+        .secrets()
+        .resolve(subject.app_id, &manifest.secrets)
+        .await?;
+    let spec = LocalSpec {
+        app: subject.app.to_string(),
+        env: subject.environment.to_string(),
+        environment_id: subject.environment_id,
+        deployment_id,
+        manifest,
+        secret_values,
+        instance_tag: String::new(),
+    };
+    let detail = match build {
+        Build::Checkout(checkout) => {
+            let started = app.local.deploy(&app.db, spec, checkout).await?;
+            format!("healthy on 127.0.0.1:{}, now serving", started.port)
+        }
+        Build::Stored { deployment_id: of } => {
+            let started = app.local.redeploy(&app.db, spec, of).await?;
+            format!(
+                "re-started the build of deployment {of} on 127.0.0.1:{}, now serving",
+                started.port
+            )
+        }
+    };
+    Ok(TargetDone {
+        detail,
+        objects: None,
+    })
+}
+
+async fn apply_cluster(
+    app: &App,
+    subject: &Subject<'_>,
+    target: &str,
+    deployment_id: i64,
+    source: &Source,
+    build: Build<'_>,
+) -> Result<TargetDone, TargetError> {
+    let kubernetes = source.kubernetes.as_ref().ok_or(TargetError::NoManifests)?;
+    // Prune compares with what the last successful deployment left here.
+    let previous = db::deployments::previous_objects(
+        app.db.pool(),
+        subject.environment_id,
+        target,
+        deployment_id,
+    )
+    .await?;
+    let applied = apply_objects(app, subject, target, kubernetes, &previous).await?;
+    let pruned = if applied.pruned.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<String> = applied.pruned.iter().map(ToString::to_string).collect();
+        format!("; pruned {}", names.join(", "))
+    };
+    let what = match build {
+        Build::Checkout(_) => format!("applied {} objects", applied.objects.len()),
+        Build::Stored { .. } => format!("re-applied {} stored objects", applied.objects.len()),
+    };
+    Ok(TargetDone {
+        detail: format!(
+            "{what} to namespace {}, rolled out{pruned}",
+            kubernetes.namespace
+        ),
+        objects: Some(applied.objects),
+    })
+}
+
+/// Applies objects to one cluster and waits for their rollout; prunes what
+/// `previous` has and they do not. Self-heal calls it with the objects
+/// themselves as `previous` (nothing to prune).
+pub async fn apply_objects(
+    app: &App,
+    subject: &Subject<'_>,
+    target: &str,
+    kubernetes: &Kubernetes,
+    previous: &[ObjectRef],
+) -> Result<Applied, TargetError> {
+    let client = crate::clusters::client(app, target).await?;
+    cluster::deploy(
+        &client,
+        &cluster::ClusterDeploy {
+            cluster: target,
+            namespace: &kubernetes.namespace,
+            app: subject.app,
+            env: subject.environment,
+            objects: &kubernetes.objects,
+            previous,
+            rollout_timeout: subject.rollout_timeout,
+        },
+    )
+    .await
+    .map_err(TargetError::Apply)
+}
+
+/// What a deployment's outcome means for it and its environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub deployment: DeploymentState,
+    pub environment: EnvironmentState,
+    /// Whether the environment now serves this deployment (some target
+    /// took it).
+    pub serves: bool,
+    /// Why not every target took it: on the deployment.
+    pub summary: Option<String>,
+    /// What the environment says about it.
+    pub detail: Option<String>,
+}
+
+/// Maps the targets' outcomes to the deployment's and the environment's
+/// states. `failures` are (target, first line of its error), already
+/// masked; `still_serving` says whether an earlier deployment serves.
+pub fn verdict(
+    label: &str,
+    total: usize,
+    failures: &[(String, String)],
+    still_serving: bool,
+) -> Verdict {
+    if failures.is_empty() {
+        return Verdict {
+            deployment: DeploymentState::Succeeded,
+            environment: EnvironmentState::Live,
+            serves: true,
+            summary: None,
+            detail: None,
+        };
+    }
+    let listed: Vec<String> = failures.iter().map(|(t, e)| format!("{t}: {e}")).collect();
+    let summary = format!(
+        "{} of {total} targets failed — {}",
+        failures.len(),
+        listed.join("; ")
+    );
+    let (deployment, environment, serves, detail) = if failures.len() < total {
+        // The healthy targets run the new version: it is what serves.
+        (
+            DeploymentState::PartiallyFailed,
+            EnvironmentState::PartiallyFailed,
+            true,
+            format!("{label}: {summary}"),
+        )
+    } else if still_serving {
+        (
+            DeploymentState::Failed,
+            EnvironmentState::Live,
+            false,
+            format!("{label} failed ({summary}); the previous version is still serving"),
+        )
+    } else {
+        (
+            DeploymentState::Failed,
+            EnvironmentState::Failed,
+            false,
+            format!("{label} failed: {summary}"),
+        )
+    };
+    Verdict {
+        deployment,
+        environment,
+        serves,
+        summary: Some(summary),
+        detail: Some(detail),
+    }
+}
+
+/// What conclude needs besides the outcomes.
+pub struct Conclusion<'a> {
+    pub begun: Begun,
+    /// How the deployment is named in the environment's detail, e.g.
+    /// "deploy #12 of 1a2b3c4".
+    pub label: &'a str,
+    /// What the environment serves if some target took it.
+    pub serving: Serving<'a>,
+    pub outcomes: &'a [TargetOutcome],
+}
+
+/// Step 3: records every target's outcome, ends the deployment and its
+/// ledger entry, and sets what the environment serves, in one
+/// transaction; then logs each outcome and announces a release that went
+/// live.
+pub async fn conclude(
+    app: &App,
+    subject: &Subject<'_>,
+    conclusion: Conclusion<'_>,
+    log: &mut LogSink<'_>,
+) -> Result<Verdict, DeployError> {
+    let Begun {
+        deployment_id,
+        release_id,
+    } = conclusion.begun;
+    // A detail may quote the app's own output: viewers read it.
+    let details: Vec<(DeploymentState, String, Option<String>)> = conclusion
+        .outcomes
+        .iter()
+        .map(|outcome| match &outcome.result {
+            Ok(done) => (
+                DeploymentState::Succeeded,
+                log.mask(&done.detail),
+                done.objects
+                    .as_ref()
+                    .map(|o| serde_json::to_string(o).unwrap_or_default()),
+            ),
+            Err(error) => (DeploymentState::Failed, log.mask(&error.to_string()), None),
+        })
+        .collect();
+    let failures: Vec<(String, String)> = conclusion
+        .outcomes
+        .iter()
+        .zip(&details)
+        .filter(|(_, (state, ..))| *state == DeploymentState::Failed)
+        .map(|(outcome, (_, detail, _))| {
+            let first = detail.lines().next().unwrap_or_default().to_string();
+            (outcome.target.clone(), first)
+        })
+        .collect();
+
+    let now = now_millis();
+    let mut tx = app.db.begin().await?;
+    for (outcome, (state, detail, objects)) in conclusion.outcomes.iter().zip(&details) {
+        db::deployments::record_target(
+            &mut *tx,
+            deployment_id,
+            &outcome.target,
+            *state,
+            Some(detail),
+            objects.as_deref(),
+            outcome.started,
+            now,
+        )
+        .await?;
+    }
+    let still_serving = db::environments::get(&mut *tx, subject.environment_id)
+        .await?
+        .and_then(|env| env.deployment_id)
+        .is_some();
+    let verdict = verdict(
+        conclusion.label,
+        conclusion.outcomes.len(),
+        &failures,
+        still_serving,
+    );
+    db::deployments::finish(
+        &mut *tx,
+        deployment_id,
+        verdict.deployment,
+        verdict.summary.as_deref(),
+        now,
+    )
+    .await?;
+    if verdict.serves {
+        let serving = Serving {
+            deployment_id,
+            ..conclusion.serving
+        };
+        db::environments::set_serving(
+            &mut *tx,
+            subject.environment_id,
+            &serving,
+            verdict.environment,
+            verdict.detail.as_deref(),
+            now,
+        )
+        .await?;
+        db::environments::set_drift(&mut *tx, subject.environment_id, None, now).await?;
+    } else {
+        db::environments::set_state(
+            &mut *tx,
+            subject.environment_id,
+            verdict.environment,
+            verdict.detail.as_deref(),
+            now,
+        )
+        .await?;
+    }
+    let live = verdict.deployment == DeploymentState::Succeeded;
+    if let Some(release) = release_id {
+        db::releases::finish(&mut tx, release, live, now).await?;
+    }
+    tx.commit().await?;
+
+    for (outcome, (_, detail, _)) in conclusion.outcomes.iter().zip(&details) {
+        log.note(&format!(
+            "{}: {}",
+            outcome.target,
+            detail.replace('\n', "\n[gantry]   ")
+        ))
+        .await?;
+    }
+    if live && let Some(release) = release_id {
+        crate::ledger::announce(app, release).await?;
+    }
+    Ok(verdict)
+}
+
+/// Concludes a deployment a crash left in `deploying`: failed, its ledger
+/// entry failed, its environment back to what served before — in one
+/// transaction. Nothing is re-applied.
+pub async fn abandon(
+    db: &Db,
+    deployment: &db::deployments::DeploymentRow,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    db::deployments::finish(
+        &mut *tx,
+        deployment.id,
+        DeploymentState::Failed,
+        Some("interrupted by a restart of gantry; not re-applied"),
+        now,
+    )
+    .await?;
+    if let Some(release) = db::releases::id_of_deployment(&mut *tx, deployment.id).await? {
+        db::releases::finish(&mut tx, release, false, now).await?;
+    }
+    if let Some(env) = db::environments::get(&mut *tx, deployment.environment_id).await?
+        && env.state == EnvironmentState::Deploying.as_str()
+    {
+        let (state, detail) = if env.deployment_id.is_some() {
+            (
+                EnvironmentState::Live,
+                "a deploy was interrupted by a restart; the previous version is serving",
+            )
+        } else {
+            (
+                EnvironmentState::Failed,
+                "the first deploy was interrupted by a restart",
+            )
+        };
+        db::environments::set_state(&mut *tx, env.id, state, Some(detail), now).await?;
+    }
+    tx.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(target: &str, error: &str) -> (String, String) {
+        (target.to_string(), error.to_string())
+    }
+
+    #[test]
+    fn every_target_took_it() {
+        let v = verdict("deploy #3 of abc1234", 2, &[], true);
+        assert_eq!(v.deployment, DeploymentState::Succeeded);
+        assert_eq!(v.environment, EnvironmentState::Live);
+        assert!(v.serves);
+        assert_eq!((v.summary, v.detail), (None, None));
+    }
+
+    #[test]
+    fn some_targets_failed_the_rest_serve_it() {
+        let v = verdict(
+            "deploy #3 of abc1234",
+            3,
+            &[failed("prod-us", "timed out")],
+            true,
+        );
+        assert_eq!(v.deployment, DeploymentState::PartiallyFailed);
+        assert_eq!(v.environment, EnvironmentState::PartiallyFailed);
+        assert!(v.serves, "the healthy targets run the new version");
+        assert_eq!(
+            v.summary.as_deref(),
+            Some("1 of 3 targets failed — prod-us: timed out")
+        );
+        assert_eq!(
+            v.detail.as_deref(),
+            Some("deploy #3 of abc1234: 1 of 3 targets failed — prod-us: timed out")
+        );
+    }
+
+    #[test]
+    fn all_failed_while_an_earlier_version_serves() {
+        let failures = [failed("local", "unhealthy"), failed("prod", "forbidden")];
+        let v = verdict("deploy #4 of abc1234", 2, &failures, true);
+        assert_eq!(v.deployment, DeploymentState::Failed);
+        assert_eq!(v.environment, EnvironmentState::Live);
+        assert!(!v.serves);
+        let detail = v.detail.unwrap();
+        assert!(
+            detail.ends_with("the previous version is still serving"),
+            "{detail}"
+        );
+        assert!(
+            detail.contains("local: unhealthy; prod: forbidden"),
+            "{detail}"
+        );
+    }
+
+    #[test]
+    fn all_failed_with_nothing_serving() {
+        let v = verdict(
+            "deploy #1 of abc1234",
+            1,
+            &[failed("local", "exited")],
+            false,
+        );
+        assert_eq!(v.deployment, DeploymentState::Failed);
+        assert_eq!(v.environment, EnvironmentState::Failed);
+        assert!(!v.serves);
+        assert_eq!(
+            v.detail.as_deref(),
+            Some("deploy #1 of abc1234 failed: 1 of 1 targets failed — local: exited")
+        );
+    }
+}
