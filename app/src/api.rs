@@ -58,6 +58,12 @@ fn failed(what: &'static str) -> impl FnOnce(crate::port::PortError) -> ServerFn
                 "could not load {what}; the server log has the cause"
             ))
         }
+        crate::port::PortError::Unavailable(cause) => {
+            tracing::warn!(%cause, "dashboard could not load {what}: a dependency is unavailable");
+            ServerFnError::new(format!(
+                "could not load {what}: a service Gantry depends on did not answer; try again later"
+            ))
+        }
     }
 }
 

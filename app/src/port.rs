@@ -35,6 +35,10 @@ pub enum PortError {
     /// browser (the dashboard shows a generic message).
     #[error("{0}")]
     Failed(String),
+    /// Something Gantry depends on (a cluster, a git host) did not answer;
+    /// trying later may help. The text goes to the log, like `Failed`.
+    #[error("{0}")]
+    Unavailable(String),
     /// The request was refused for a reason the person can fix; the text
     /// is shown to them.
     #[error("{0}")]

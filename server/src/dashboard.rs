@@ -514,9 +514,7 @@ impl DashboardPort for App {
         };
         // Manifests are the admins'.
         caller.require(Role::Admin, Some(&cr.app))?;
-        crate::deploy::drift::diff_for_change_request(self, id)
-            .await
-            .map_err(|e| PortError::Refused(format!("cannot compute the diff: {e:#}")))
+        Ok(crate::deploy::drift::diff_for_change_request(self, id).await?)
     }
 
     async fn run_diff(
@@ -532,11 +530,9 @@ impl DashboardPort for App {
         };
         // Manifests are the admins' (they may hold more than developers see).
         caller.require(Role::Admin, Some(&run.app))?;
-        // A diff that cannot be computed (cluster down, bad manifests) is
-        // something the admin should read, not a server fault.
-        crate::deploy::drift::diff_for_run(self, id)
-            .await
-            .map_err(|e| PortError::Refused(format!("cannot compute the diff: {e:#}")))
+        // Bad manifests are the admin's to read and fix (Invalid); a
+        // cluster that does not answer is Unavailable.
+        Ok(crate::deploy::drift::diff_for_run(self, id).await?)
     }
 }
 
@@ -563,7 +559,8 @@ pub fn port_error_of(error: &impl Classified) -> PortError {
         Kind::Invalid => PortError::Refused(message),
         Kind::Conflict => PortError::Conflict(message),
         Kind::Forbidden | Kind::Unauthenticated => PortError::Forbidden(message),
-        Kind::Unavailable | Kind::Internal => PortError::Failed(message),
+        Kind::Unavailable => PortError::Unavailable(message),
+        Kind::Internal => PortError::Failed(message),
     }
 }
 
@@ -577,7 +574,11 @@ macro_rules! answered_by_kind {
     )*};
 }
 
-answered_by_kind!(crate::auth::AuthError, crate::clusters::ClusterError);
+answered_by_kind!(
+    crate::auth::AuthError,
+    crate::clusters::ClusterError,
+    crate::deploy::drift::DriftError,
+);
 
 impl From<ShareError> for PortError {
     fn from(error: ShareError) -> Self {
@@ -652,7 +653,10 @@ mod tests {
             answer(Kind::Unauthenticated),
             PortError::Forbidden(_)
         ));
-        assert!(matches!(answer(Kind::Unavailable), PortError::Failed(_)));
+        assert!(matches!(
+            answer(Kind::Unavailable),
+            PortError::Unavailable(_)
+        ));
         assert!(matches!(answer(Kind::Internal), PortError::Failed(_)));
     }
 }

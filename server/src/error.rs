@@ -26,3 +26,15 @@ pub enum Kind {
 pub trait Classified: std::error::Error {
     fn kind(&self) -> Kind;
 }
+
+/// What a person may read of an error: its message, unless the error is
+/// internal or an outage (then a sentence, and the cause goes to the log).
+pub fn shown(error: &impl Classified) -> String {
+    let sentence = match error.kind() {
+        Kind::Internal => "an internal error occurred; it is in Gantry's log",
+        Kind::Unavailable => "a service Gantry depends on did not answer; try again later",
+        _ => return error.to_string(),
+    };
+    tracing::warn!(%error, "not shown to the caller");
+    sentence.to_string()
+}

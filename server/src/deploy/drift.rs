@@ -13,10 +13,47 @@ use kube::discovery::Scope;
 use serde_json::{Value, json};
 
 use super::cluster::{FIELD_MANAGER, Kinds};
+use crate::clusters::ClusterError;
 use crate::db::{self, environments::EnvRow, now_millis};
+use crate::error::{Classified, Kind};
 use crate::gitops::schema::AppConfig;
-use crate::manifests::{self, ObjectRef, Rendered};
+use crate::manifests::{self, ManifestError, ObjectRef, Rendered};
 use crate::state::App;
+
+/// Why live state could not be compared with what Gantry applies.
+#[derive(Debug, thiserror::Error)]
+pub enum DriftError {
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// What a cluster answered (or that it did not).
+    #[error("{0}")]
+    Unreachable(String),
+    /// The configuration or manifests at the commit do not render.
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Manifests(#[from] ManifestError),
+    #[error(transparent)]
+    Git(#[from] crate::git::GitError),
+    /// A stored deployment that cannot be read back (key, format).
+    #[error("deployment {deployment}: {message}")]
+    Stored { deployment: i64, message: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+impl Classified for DriftError {
+    fn kind(&self) -> Kind {
+        match self {
+            DriftError::Cluster(error) => error.kind(),
+            DriftError::Unreachable(_) | DriftError::Git(_) => Kind::Unavailable,
+            DriftError::Config(_) | DriftError::Manifests(_) => Kind::Invalid,
+            DriftError::Stored { .. } | DriftError::Io(_) | DriftError::Db(_) => Kind::Internal,
+        }
+    }
+}
 
 /// Fields the server owns, or that change on every write.
 fn normalize(object: &Value) -> Value {
@@ -78,10 +115,8 @@ async fn compare(
     cluster: &str,
     namespace: &str,
     objects: &[Value],
-) -> Result<Vec<Comparison>, String> {
-    let client = crate::clusters::client(app, cluster)
-        .await
-        .map_err(|e| e.to_string())?;
+) -> Result<Vec<Comparison>, DriftError> {
+    let client = crate::clusters::client(app, cluster).await?;
     let mut kinds = Kinds::new(&client, cluster);
     let mut out = Vec::new();
     for object in objects {
@@ -91,7 +126,10 @@ async fn compare(
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let (ar, caps) = kinds.resolve(api_version, kind, false).await?;
+        let (ar, caps) = kinds
+            .resolve(api_version, kind, false)
+            .await
+            .map_err(DriftError::Unreachable)?;
         let mut object = object.clone();
         let api: Api<DynamicObject> = if caps.scope == Scope::Namespaced {
             object["metadata"]["namespace"] = json!(namespace);
@@ -99,17 +137,20 @@ async fn compare(
         } else {
             Api::all_with(client.clone(), &ar)
         };
-        let live = api
-            .get_opt(&name)
-            .await
-            .map_err(|e| format!("reading {kind}/{name} on {cluster}: {e}"))?;
+        let live = api.get_opt(&name).await.map_err(|e| {
+            DriftError::Unreachable(format!("reading {kind}/{name} on {cluster}: {e}"))
+        })?;
         let live_value = live.map(|o| serde_json::to_value(o).unwrap_or(Value::Null));
         // A missing namespace makes a dry run fail; the object is simply new.
         let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
         let after = match api.patch(&name, &params, &Patch::Apply(&object)).await {
             Ok(result) => serde_json::to_value(result).unwrap_or(Value::Null),
             Err(_) if live_value.is_none() => object.clone(),
-            Err(error) => return Err(format!("dry-run of {kind}/{name} on {cluster}: {error}")),
+            Err(error) => {
+                return Err(DriftError::Unreachable(format!(
+                    "dry-run of {kind}/{name} on {cluster}: {error}"
+                )));
+            }
         };
         out.push(Comparison {
             reference: ObjectRef::of(&object),
@@ -124,11 +165,13 @@ async fn compare(
 pub(crate) async fn deployed_objects(
     app: &App,
     deployment_id: i64,
-) -> Result<Option<Vec<Value>>, String> {
+) -> Result<Option<Vec<Value>>, DriftError> {
+    let stored = |message: String| DriftError::Stored {
+        deployment: deployment_id,
+        message,
+    };
     let Some((digest, nonce, ciphertext, key_id)) =
-        db::deployments::sealed(app.db.pool(), deployment_id)
-            .await
-            .map_err(|e| e.to_string())?
+        db::deployments::sealed(app.db.pool(), deployment_id).await?
     else {
         return Ok(None);
     };
@@ -145,16 +188,22 @@ pub(crate) async fn deployed_objects(
                 key_id,
             },
         )
-        .map_err(|e| e.to_string())?;
-    let exact: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        .map_err(|e| stored(e.to_string()))?;
+    let exact: Value = serde_json::from_str(&text).map_err(|e| stored(e.to_string()))?;
     let Some(yaml) = exact["kubernetes"].as_str() else {
         return Ok(None);
     };
-    Rendered::from_yaml(yaml).map(|r| Some(r.objects))
+    Rendered::from_yaml(yaml)
+        .map(|r| Some(r.objects))
+        .map_err(stored)
 }
 
 /// Checks one environment; `Some(summary)` when live state differs.
-pub async fn check(app: &App, env: &EnvRow, config: &AppConfig) -> Result<Option<String>, String> {
+pub async fn check(
+    app: &App,
+    env: &EnvRow,
+    config: &AppConfig,
+) -> Result<Option<String>, DriftError> {
     let (Some(deployment_id), Some(namespace)) = (env.deployment_id, env.namespace.as_deref())
     else {
         return Ok(None);
@@ -204,7 +253,7 @@ pub async fn drift_loop(app: Arc<App>) {
     }
 }
 
-pub async fn check_all(app: &App) -> anyhow::Result<()> {
+pub async fn check_all(app: &App) -> Result<(), DriftError> {
     for env in db::environments::list_all_active(app.db.pool()).await? {
         if env.namespace.is_none() || env.deployment_id.is_none() || env.locked_by_run.is_some() {
             continue;
@@ -212,7 +261,9 @@ pub async fn check_all(app: &App) -> anyhow::Result<()> {
         let Some(app_row) = db::apps::get(app.db.pool(), env.app_id).await? else {
             continue;
         };
-        let config: AppConfig = serde_json::from_str(&app_row.config)?;
+        let config: AppConfig = serde_json::from_str(&app_row.config).map_err(|e| {
+            DriftError::Config(format!("{}: stored configuration: {e}", app_row.name))
+        })?;
         let drift = match check(app, &env, &config).await {
             Ok(drift) => drift,
             Err(error) => {
@@ -289,7 +340,7 @@ pub async fn check_all(app: &App) -> anyhow::Result<()> {
 }
 
 /// Re-applies the environment's current deployment, unchanged.
-async fn heal(app: &App, env: &EnvRow, config: &AppConfig) -> Result<(), String> {
+async fn heal(app: &App, env: &EnvRow, config: &AppConfig) -> Result<(), DriftError> {
     let (Some(deployment_id), Some(namespace)) = (env.deployment_id, env.namespace.as_deref())
     else {
         return Ok(());
@@ -300,9 +351,7 @@ async fn heal(app: &App, env: &EnvRow, config: &AppConfig) -> Result<(), String>
     let objects = deployed_objects(app, deployment_id)
         .await?
         .unwrap_or_default();
-    let app_row = db::apps::get(app.db.pool(), env.app_id)
-        .await
-        .map_err(|e| e.to_string())?;
+    let app_row = db::apps::get(app.db.pool(), env.app_id).await?;
     let subject = super::lifecycle::Subject {
         app_id: env.app_id,
         app: app_row.as_ref().map_or("", |a| a.name.as_str()),
@@ -319,7 +368,7 @@ async fn heal(app: &App, env: &EnvRow, config: &AppConfig) -> Result<(), String>
     for cluster in entry.cluster_targets() {
         super::lifecycle::apply_objects(app, &subject, cluster, &kubernetes, &refs)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| DriftError::Unreachable(e.to_string()))?;
     }
     Ok(())
 }
@@ -328,17 +377,17 @@ pub use app::dto::ObjectDiff;
 
 /// The diff between what runs in the run's environment and what the run
 /// would apply, rendered from the run's commits.
-pub async fn diff_for_run(app: &App, run_id: i64) -> anyhow::Result<Option<Vec<ObjectDiff>>> {
+pub async fn diff_for_run(app: &App, run_id: i64) -> Result<Option<Vec<ObjectDiff>>, DriftError> {
     let pool = app.db.pool();
     let Some(run) = db::runs::get(pool, run_id).await? else {
         return Ok(None);
     };
     let env = db::environments::get(pool, run.environment_id)
         .await?
-        .ok_or_else(|| anyhow::anyhow!("environment gone"))?;
+        .ok_or_else(|| DriftError::Config(format!("run {run_id}: its environment is gone")))?;
     let app_row = db::apps::get(pool, run.app_id)
         .await?
-        .ok_or_else(|| anyhow::anyhow!("app gone"))?;
+        .ok_or_else(|| DriftError::Config(format!("run {run_id}: its app is gone")))?;
     diff_for(
         app,
         &app_row,
@@ -358,7 +407,7 @@ pub async fn diff_for_run(app: &App, run_id: i64) -> anyhow::Result<Option<Vec<O
 pub async fn diff_for_change_request(
     app: &App,
     id: i64,
-) -> anyhow::Result<Option<Vec<ObjectDiff>>> {
+) -> Result<Option<Vec<ObjectDiff>>, DriftError> {
     let pool = app.db.pool();
     let Some(cr) = db::change_requests::get(pool, id).await? else {
         return Ok(None);
@@ -372,7 +421,7 @@ pub async fn diff_for_change_request(
     };
     let app_row = db::apps::get(pool, cr.app_id)
         .await?
-        .ok_or_else(|| anyhow::anyhow!("app gone"))?;
+        .ok_or_else(|| DriftError::Config(format!("change request {id}: its app is gone")))?;
     let pipeline_sha = app_row.pipeline_sha.clone();
     diff_for(app, &app_row, &env, &cr.target_branch, head, &pipeline_sha)
         .await
@@ -388,14 +437,21 @@ async fn diff_for(
     branch: &str,
     commit: &str,
     pipeline_sha: &str,
-) -> anyhow::Result<Vec<ObjectDiff>> {
+) -> Result<Vec<ObjectDiff>, DriftError> {
     let pool = app.db.pool();
-    let config = crate::flow::reconcile::config_at(app, app_row, pipeline_sha).await?;
+    let config = crate::flow::reconcile::config_at(app, app_row, pipeline_sha)
+        .await
+        .map_err(|e| DriftError::Config(format!("{e:#}")))?;
     let entry = config
         .stack
         .iter()
         .find(|e| e.env == env.stack_entry)
-        .ok_or_else(|| anyhow::anyhow!("no stack entry {}", env.stack_entry))?;
+        .ok_or_else(|| {
+            DriftError::Config(format!(
+                "{} has no stack entry {} at pipeline commit {pipeline_sha}",
+                app_row.name, env.stack_entry
+            ))
+        })?;
     if entry.cluster_targets().next().is_none() {
         return Ok(Vec::new());
     }
@@ -403,7 +459,7 @@ async fn diff_for(
         .config
         .pipeline_repo
         .as_deref()
-        .ok_or_else(|| anyhow::anyhow!("no pipeline repo"))?;
+        .ok_or_else(|| DriftError::Config("no pipeline repo is configured".into()))?;
     let folder = tempfile::tempdir()?;
     app.git
         .export(
@@ -415,7 +471,7 @@ async fn diff_for(
         .await?;
     let namespace = entry
         .namespace_for(&app_row.name, &env.name, branch)
-        .map_err(anyhow::Error::msg)?;
+        .map_err(DriftError::Config)?;
     let context_values = crate::gitops::template::context(
         &app_row.name,
         &env.name,
@@ -429,7 +485,7 @@ async fn diff_for(
         .as_ref()
         .map(|t| crate::gitops::template::render(t, &context_values))
         .transpose()
-        .map_err(anyhow::Error::msg)?;
+        .map_err(|e| DriftError::Config(format!("pipeline.yaml image: {e}")))?;
     let rendered = manifests::render(
         &folder.path().join("deploy"),
         &format!("apps/{}/deploy", app_row.name),
@@ -447,9 +503,7 @@ async fn diff_for(
     )?;
     let mut diffs = Vec::new();
     for cluster in entry.cluster_targets() {
-        let comparisons = compare(app, cluster, &namespace, &rendered.objects)
-            .await
-            .map_err(anyhow::Error::msg)?;
+        let comparisons = compare(app, cluster, &namespace, &rendered.objects).await?;
         let applied: Vec<ObjectRef> = comparisons.iter().map(|c| c.reference.clone()).collect();
         for comparison in comparisons {
             let before = comparison

@@ -274,7 +274,7 @@ pub async fn update_comment(app: &App, run_id: i64) -> Result<(), String> {
         Some(
             crate::deploy::drift::diff_for_change_request(app, cr_id)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| crate::error::shown(&e))
                 .and_then(|d| {
                     d.ok_or_else(|| "the target environment has not been deployed yet".to_string())
                 }),

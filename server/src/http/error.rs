@@ -86,6 +86,7 @@ impl From<app::port::PortError> for ApiError {
     fn from(error: app::port::PortError) -> Self {
         match error {
             app::port::PortError::Failed(cause) => ApiError::Internal(cause),
+            app::port::PortError::Unavailable(cause) => ApiError::Unavailable(cause),
             app::port::PortError::Refused(reason) => ApiError::BadRequest(reason),
             app::port::PortError::Forbidden(reason) => ApiError::Forbidden(reason),
             app::port::PortError::NotFound(reason) => ApiError::NotFound(reason),
@@ -120,7 +121,11 @@ macro_rules! answered_by_kind {
     )*};
 }
 
-answered_by_kind!(crate::auth::AuthError, crate::clusters::ClusterError);
+answered_by_kind!(
+    crate::auth::AuthError,
+    crate::clusters::ClusterError,
+    crate::deploy::drift::DriftError,
+);
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {

@@ -453,7 +453,7 @@ async fn stored(app: &App, release_id: i64) -> Result<Stored, DeployError> {
     };
     let objects = crate::deploy::drift::deployed_objects(app, deployment.id)
         .await
-        .map_err(failed)?;
+        .map_err(|e| failed(e.to_string()))?;
     let kubernetes = match (objects, shown["namespace"].as_str()) {
         (Some(objects), Some(namespace)) => Some(Kubernetes {
             namespace: namespace.to_string(),

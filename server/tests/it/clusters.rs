@@ -839,6 +839,20 @@ async fn a_held_production_run_shows_its_diff_to_the_approver() {
         page.contains("change-update")
             && page.contains("prod-eu · deployment/web in shop-production")
     );
+
+    // A cluster that does not answer is an outage (503), not the admin's
+    // mistake, and the answer does not carry the cause (the cluster's
+    // address, the client's error chain).
+    let address = setup.clusters.prod_us.url();
+    setup.clusters.prod_us.stop();
+    let down = app.get(&format!("/api/v1/runs/{held}/diff")).await;
+    assert_eq!(down.status, 503, "{}", down.text());
+    let port = address.rsplit(':').next().unwrap().to_string();
+    assert!(
+        !down.text().contains(&port) && !down.text().contains("prod-us"),
+        "{}",
+        down.text()
+    );
     setup.app.stop().await;
 }
 
