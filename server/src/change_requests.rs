@@ -835,7 +835,7 @@ async fn approvers(app: &App, id: i64, head: &str) -> Result<Vec<String>> {
 }
 
 /// Merges approved requests a freeze held back, once it is over. Periodic.
-pub async fn merge_thawed(app: &App) -> anyhow::Result<()> {
+pub async fn merge_thawed(app: &App) -> Result<()> {
     for cr in db::change_requests::approved(app.db.pool()).await? {
         if let Err(error) = try_merge(app, cr.id, "gantry").await {
             tracing::warn!(change_request = cr.id, %error, "retrying the merge failed");

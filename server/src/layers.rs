@@ -269,6 +269,39 @@ mod tests {
         assert!(outside.is_empty(), "SQL outside db/: {outside:?}");
     }
 
+    /// Below the application, errors are typed (each domain's enum with a
+    /// kind): `anyhow` is for the application, the adapters and commands.
+    #[test]
+    fn errors_are_typed_below_the_application() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        sources(&src, &mut files);
+        let mut untyped = Vec::new();
+        for file in &files {
+            let module = module_of(&src, file);
+            let Some((_, layer)) = layer_of(&module) else {
+                continue;
+            };
+            if layer >= Layer::Application {
+                continue;
+            }
+            let source = std::fs::read_to_string(file).expect("read source");
+            let code = match test_module_at(&source) {
+                Some(at) => &source[..at],
+                None => &source[..],
+            };
+            for (number, line) in code.lines().enumerate() {
+                if line.contains("anyhow") && !line.trim_start().starts_with("//") {
+                    untyped.push(format!("{module}:{}", number + 1));
+                }
+            }
+        }
+        assert!(
+            untyped.is_empty(),
+            "anyhow below the application layer: {untyped:?}"
+        );
+    }
+
     /// Every module is placed, and no module uses a layer above its own
     /// except the edges `KNOWN_UPWARD` still lists.
     #[test]

@@ -441,7 +441,7 @@ async fn diff_for(
     let pool = app.db.pool();
     let config = crate::flow::reconcile::config_at(app, app_row, pipeline_sha)
         .await
-        .map_err(|e| DriftError::Config(format!("{e:#}")))?;
+        .map_err(|e| DriftError::Config(e.to_string()))?;
     let entry = config
         .stack
         .iter()

@@ -299,7 +299,7 @@ async fn record(
 /// Releases held runs whose only obstacle was a freeze that has ended:
 /// runs of environments without a policy, and runs whose approvals are
 /// complete. Called periodically.
-pub async fn release_thawed(app: &App) -> anyhow::Result<usize> {
+pub async fn release_thawed(app: &App) -> Result<usize, super::FlowError> {
     let pool = app.db.pool();
     let mut released = 0;
     for pending in db::runs::list_waiting_for_approval(pool).await? {

@@ -20,7 +20,12 @@ pub fn is_preview(config: &AppConfig, env: &EnvRow) -> bool {
 }
 
 /// Stops an environment's runs, tears down what it runs, and records it.
-pub async fn destroy(app: &App, env: &EnvRow, app_name: &str, reason: &str) -> anyhow::Result<()> {
+pub async fn destroy(
+    app: &App,
+    env: &EnvRow,
+    app_name: &str,
+    reason: &str,
+) -> Result<(), super::FlowError> {
     let pool = app.db.pool();
     let now = now_millis();
     db::environments::set_state(
@@ -122,7 +127,7 @@ pub async fn destroy_merged_previews(
     app_row: &db::apps::AppRow,
     config: &AppConfig,
     staging_head: &str,
-) -> anyhow::Result<()> {
+) -> Result<(), super::FlowError> {
     let pool = app.db.pool();
     let heads = db::branch_heads::list(pool, app_row.id).await?;
     let staging = crate::gitops::stack::staging_branch(config).unwrap_or("latest");
@@ -172,7 +177,7 @@ pub async fn expiry_loop(app: Arc<App>) {
     }
 }
 
-pub async fn expire(app: &App) -> anyhow::Result<()> {
+pub async fn expire(app: &App) -> Result<(), super::FlowError> {
     let pool = app.db.pool();
     let now = now_millis();
     let active_apps = db::apps::list_active(pool).await?;

@@ -15,7 +15,55 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use crate::error::{Classified, Kind};
 use crate::state::App;
+
+/// What can stop the flow's work on one event, run or environment.
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    /// The pipeline repo's configuration for an app, at some commit, does
+    /// not load or render; the text names the file and field.
+    #[error("{0}")]
+    Config(String),
+    /// Something the flow expected has gone (an app, an environment).
+    #[error("{0}")]
+    Gone(String),
+    #[error(transparent)]
+    Git(#[from] crate::git::GitError),
+    #[error(transparent)]
+    Deploy(#[from] crate::deploy::DeployError),
+    #[error(transparent)]
+    Local(#[from] crate::deploy::local::LocalError),
+    #[error(transparent)]
+    Cluster(#[from] crate::clusters::ClusterError),
+    #[error(transparent)]
+    Forge(#[from] crate::forge::ForgeError),
+    /// A record Gantry wrote (an event's payload, an app's configuration)
+    /// that does not read back.
+    #[error("a stored record: {0}")]
+    Stored(#[from] serde_json::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+impl Classified for FlowError {
+    fn kind(&self) -> Kind {
+        match self {
+            FlowError::Config(_) => Kind::Invalid,
+            FlowError::Gone(_) => Kind::NotFound,
+            FlowError::Git(_) => Kind::Unavailable,
+            FlowError::Cluster(error) => error.kind(),
+            FlowError::Forge(error) => error.kind(),
+            FlowError::Deploy(_)
+            | FlowError::Local(_)
+            | FlowError::Stored(_)
+            | FlowError::Io(_)
+            | FlowError::Db(_) => Kind::Internal,
+        }
+    }
+}
 
 /// Wake-ups between the loops; the database holds the actual work.
 #[derive(Debug, Default)]

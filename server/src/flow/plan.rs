@@ -33,7 +33,7 @@ pub async fn plan_loop(app: Arc<App>) {
 }
 
 /// Acts on every pending inbox event, oldest first.
-pub async fn plan_pending(app: &App) -> anyhow::Result<usize> {
+pub async fn plan_pending(app: &App) -> Result<usize, super::FlowError> {
     let pool = app.db.pool();
     let events = db::inbox::pending(pool, 100).await?;
     let count = events.len();
@@ -42,9 +42,13 @@ pub async fn plan_pending(app: &App) -> anyhow::Result<usize> {
             "push" => on_push(app, serde_json::from_str(&event.payload)?).await,
             "branch_deleted" => on_delete(app, serde_json::from_str(&event.payload)?).await,
             kind if kind.starts_with(crate::forge::KIND_PREFIX) => {
-                crate::forge::process(app, &event.source, kind, &event.payload).await
+                crate::forge::process(app, &event.source, kind, &event.payload)
+                    .await
+                    .map_err(super::FlowError::from)
             }
-            other => Err(anyhow::anyhow!("unknown event kind {other:?}")),
+            other => Err(super::FlowError::Config(format!(
+                "unknown event kind {other:?} in the inbox"
+            ))),
         };
         match outcome {
             Ok(()) => db::inbox::mark_processed(pool, event.id, None, now_millis()).await?,
@@ -62,7 +66,7 @@ pub async fn plan_pending(app: &App) -> anyhow::Result<usize> {
     Ok(count)
 }
 
-async fn on_push(app: &App, event: BranchEvent) -> anyhow::Result<()> {
+async fn on_push(app: &App, event: BranchEvent) -> Result<(), super::FlowError> {
     let pool = app.db.pool();
     let Some(sha) = event.after.clone() else {
         return Ok(());
@@ -168,7 +172,7 @@ async fn on_push(app: &App, event: BranchEvent) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn on_delete(app: &App, event: BranchEvent) -> anyhow::Result<()> {
+async fn on_delete(app: &App, event: BranchEvent) -> Result<(), super::FlowError> {
     let pool = app.db.pool();
     let Some(app_row) = db::apps::get(pool, event.app_id).await? else {
         return Ok(());
@@ -196,7 +200,7 @@ async fn ensure_environment(
     app_row: &db::apps::AppRow,
     entry: &StackEntry,
     branch: &str,
-) -> anyhow::Result<EnvRow> {
+) -> Result<EnvRow, super::FlowError> {
     let pool = app.db.pool();
     let now = now_millis();
     let ttl = entry.ttl_seconds.and_then(|t| i64::try_from(t).ok());
@@ -247,7 +251,7 @@ async fn ensure_environment(
     }
     db::environments::find_by_name(pool, app_row.id, &name)
         .await?
-        .ok_or_else(|| anyhow::anyhow!("environment {name} vanished"))
+        .ok_or_else(|| super::FlowError::Gone(format!("environment {name} vanished")))
 }
 
 fn environment_url(
@@ -256,12 +260,12 @@ fn environment_url(
     env: &str,
     branch: &str,
     entry: &StackEntry,
-) -> anyhow::Result<Option<String>> {
+) -> Result<Option<String>, super::FlowError> {
     if let Some(url) = &entry.url {
         let context = template::context(app_name, env, branch, "", &entry.variables);
         return template::render(url, &context)
             .map(Some)
-            .map_err(|e| anyhow::anyhow!("stack entry {} url: {e}", entry.env));
+            .map_err(|e| super::FlowError::Config(format!("stack entry {} url: {e}", entry.env)));
     }
     Ok(entry
         .targets
@@ -282,14 +286,16 @@ pub async fn wait_for_app(
     app: &App,
     name: &str,
     timeout: Duration,
-) -> anyhow::Result<db::apps::AppRow> {
+) -> Result<db::apps::AppRow, super::FlowError> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if let Some(row) = db::apps::find_active_by_name(app.db.pool(), name).await? {
             return Ok(row);
         }
         if tokio::time::Instant::now() > deadline {
-            anyhow::bail!("the pipeline repo did not define app {name} within {timeout:?}");
+            return Err(super::FlowError::Gone(format!(
+                "the pipeline repo did not define app {name} within {timeout:?}"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

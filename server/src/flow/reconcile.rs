@@ -184,9 +184,9 @@ pub async fn config_at(
     app: &App,
     app_row: &db::apps::AppRow,
     pipeline_sha: &str,
-) -> anyhow::Result<AppConfig> {
+) -> Result<AppConfig, super::FlowError> {
     if app_row.pipeline_sha == pipeline_sha || app.config.pipeline_repo.is_none() {
-        return Ok(serde_json::from_str(&app_row.config)?);
+        return stored_config(app_row);
     }
     let repo = app.config.pipeline_repo.as_deref().unwrap_or_default();
     let app_yaml = app
@@ -217,13 +217,20 @@ pub async fn config_at(
         &clusters,
     )
     .map_err(|issues| {
-        anyhow::anyhow!(
+        super::FlowError::Config(format!(
             "the pipeline repo at {pipeline_sha} is invalid for this app: {}",
             issues
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join("; ")
-        )
+        ))
+    })
+}
+
+/// The configuration the app was last loaded with.
+pub fn stored_config(app_row: &db::apps::AppRow) -> Result<AppConfig, super::FlowError> {
+    serde_json::from_str(&app_row.config).map_err(|e| {
+        super::FlowError::Config(format!("{}: the stored configuration: {e}", app_row.name))
     })
 }

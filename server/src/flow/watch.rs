@@ -32,7 +32,7 @@ pub async fn scan_loop(app: Arc<App>) {
 }
 
 /// One pass: reconcile the pipeline repo, then fetch every app.
-pub async fn scan(app: &App, source: &str) -> anyhow::Result<usize> {
+pub async fn scan(app: &App, source: &str) -> Result<usize, super::FlowError> {
     match reconcile::reconcile(app).await {
         Ok(Outcome::Reconciled { issues, .. }) if !issues.is_empty() => {
             tracing::warn!(
@@ -66,7 +66,7 @@ pub async fn scan_app(
     app: &App,
     app_row: &db::apps::AppRow,
     source: &str,
-) -> anyhow::Result<usize> {
+) -> Result<usize, super::FlowError> {
     let pool = app.db.pool();
     let heads = match app.git.fetch(&app_row.source_url).await {
         Ok(heads) => {

@@ -30,10 +30,45 @@ pub use crate::gitops::schema::Forge;
 /// The inbox kind of forge deliveries: `forge:<event>`.
 pub const KIND_PREFIX: &str = "forge:";
 
+/// What can stop acting on one forge delivery.
+#[derive(Debug, thiserror::Error)]
+pub enum ForgeError {
+    #[error("unknown forge {0:?} in the inbox")]
+    UnknownForge(String),
+    /// A delivery or record that does not parse.
+    #[error("a stored record: {0}")]
+    Stored(#[from] serde_json::Error),
+    #[error(transparent)]
+    Git(#[from] crate::git::GitError),
+    /// The flow's work the delivery started (a scan, a preview's end).
+    #[error(transparent)]
+    Flow(Box<crate::flow::FlowError>),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+impl From<crate::flow::FlowError> for ForgeError {
+    fn from(error: crate::flow::FlowError) -> Self {
+        ForgeError::Flow(Box::new(error))
+    }
+}
+
+impl crate::error::Classified for ForgeError {
+    fn kind(&self) -> crate::error::Kind {
+        use crate::error::Kind;
+        match self {
+            ForgeError::UnknownForge(_) | ForgeError::Stored(_) | ForgeError::Db(_) => {
+                Kind::Internal
+            }
+            ForgeError::Git(_) => Kind::Unavailable,
+            ForgeError::Flow(error) => error.kind(),
+        }
+    }
+}
+
 /// Acts on one stored delivery (called by the planner).
-pub async fn process(app: &App, source: &str, kind: &str, payload: &str) -> anyhow::Result<()> {
-    let forge = Forge::parse(source)
-        .ok_or_else(|| anyhow::anyhow!("unknown forge {source:?} in the inbox"))?;
+pub async fn process(app: &App, source: &str, kind: &str, payload: &str) -> Result<(), ForgeError> {
+    let forge = Forge::parse(source).ok_or_else(|| ForgeError::UnknownForge(source.to_string()))?;
     let event = kind.strip_prefix(KIND_PREFIX).unwrap_or(kind);
     let payload: Value = serde_json::from_str(payload)?;
     match normalize(forge, event, &payload) {
@@ -92,7 +127,7 @@ pub async fn process(app: &App, source: &str, kind: &str, payload: &str) -> anyh
 }
 
 /// The apps whose source is one of `repos`.
-async fn apps_of(app: &App, repos: &[String]) -> anyhow::Result<Vec<AppRow>> {
+async fn apps_of(app: &App, repos: &[String]) -> Result<Vec<AppRow>, ForgeError> {
     let apps: Vec<AppRow> = db::apps::list_active(app.db.pool())
         .await?
         .into_iter()
@@ -131,7 +166,7 @@ async fn follow_fork_head(
     number: i64,
     action: RequestAction,
     name: &str,
-) -> anyhow::Result<Option<String>> {
+) -> Result<Option<String>, ForgeError> {
     match action {
         RequestAction::Opened | RequestAction::Updated => Ok(Some(
             app.git
@@ -162,7 +197,7 @@ async fn on_request(
     app_row: &AppRow,
     action: RequestAction,
     request: &ForgeRequest<'_>,
-) -> anyhow::Result<()> {
+) -> Result<(), ForgeError> {
     let pool = app.db.pool();
     let origin = request.forge.as_str();
     let now = now_millis();
@@ -262,7 +297,7 @@ async fn destroy_preview(
     app_row: &AppRow,
     branch: &str,
     origin: &str,
-) -> anyhow::Result<()> {
+) -> Result<(), ForgeError> {
     let pool = app.db.pool();
     if !db::change_requests::active_from(pool, app_row.id, branch)
         .await?

@@ -83,7 +83,7 @@ pub async fn run(
     hosts: &[String],
     workspace: &Workspace,
     cancel: &CancellationToken,
-) -> anyhow::Result<StepResult> {
+) -> Result<StepResult, super::RunError> {
     // A fork's code is a stranger's: it gets none of the app's secrets.
     let (names, left_out): (&[String], _) = match &run.from_fork {
         Some(fork) if !step.secrets.is_empty() => (
@@ -219,17 +219,17 @@ async fn follow_output(
     sink: &mut LogSink<'_>,
     timeout_seconds: u64,
     cancel: &CancellationToken,
-) -> anyhow::Result<Option<Interruption>> {
+) -> Result<Option<Interruption>, super::RunError> {
     let mut stdout = child
         .child
         .stdout
         .take()
-        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        .ok_or_else(|| std::io::Error::other("the step's stdout was not captured"))?;
     let mut stderr = child
         .child
         .stderr
         .take()
-        .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+        .ok_or_else(|| std::io::Error::other("the step's stderr was not captured"))?;
     let (mut out_lines, mut err_lines) = (LineSplitter::default(), LineSplitter::default());
     let (mut out_buf, mut err_buf) = (vec![0_u8; 16 * 1024], vec![0_u8; 16 * 1024]);
     let (mut out_open, mut err_open) = (true, true);
@@ -307,7 +307,7 @@ async fn read_reports(
     step: &CommandStep,
     workspace: &Workspace,
     sink: &mut LogSink<'_>,
-) -> anyhow::Result<()> {
+) -> Result<(), super::RunError> {
     const MAX_REPORT: u64 = 20 * 1024 * 1024;
     for report in &step.reports {
         let Some(path) = workspace.inside_app(report) else {

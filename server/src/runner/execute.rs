@@ -8,6 +8,7 @@ use std::time::Duration;
 use app::dto::{RunState, StepState};
 use tokio_util::sync::CancellationToken;
 
+use super::RunError;
 use super::command::{self, StepResult, sink};
 use super::logs::{LogSink, RunEvent};
 use super::workspace::Workspace;
@@ -116,17 +117,17 @@ async fn run_steps(
     run: &RunRow,
     workspace: &Workspace,
     cancel: &CancellationToken,
-) -> anyhow::Result<Ending> {
+) -> Result<Ending, RunError> {
     if run.trigger == crate::ledger::rollback::TRIGGER {
         return run_rollback(app, run, cancel).await;
     }
     let pool = app.db.pool();
     let app_row = db::apps::get(pool, run.app_id)
         .await?
-        .ok_or_else(|| anyhow::anyhow!("app {} is gone", run.app_id))?;
+        .ok_or_else(|| RunError::Gone(format!("app {} is gone", run.app_id)))?;
     let env = db::environments::get(pool, run.environment_id)
         .await?
-        .ok_or_else(|| anyhow::anyhow!("environment {} is gone", run.environment_id))?;
+        .ok_or_else(|| RunError::Gone(format!("environment {} is gone", run.environment_id)))?;
     let config = crate::flow::reconcile::config_at(app, &app_row, &run.pipeline_sha).await?;
     let entry = config
         .stack
@@ -134,11 +135,10 @@ async fn run_steps(
         .find(|entry| entry.env == env.stack_entry)
         .cloned()
         .ok_or_else(|| {
-            anyhow::anyhow!(
+            RunError::Gone(format!(
                 "the stack of {} has no entry {:?} any more",
-                app_row.name,
-                env.stack_entry
-            )
+                app_row.name, env.stack_entry
+            ))
         })?;
 
     // Steps are recorded first, so the run page shows the whole plan.
@@ -187,7 +187,7 @@ async fn run_steps(
     let image = match &config.pipeline.image {
         Some(template) => Some(
             template::render(template, &context)
-                .map_err(|e| anyhow::anyhow!("pipeline.yaml image: {e}"))?,
+                .map_err(|e| RunError::Config(format!("pipeline.yaml image: {e}")))?,
         ),
         None => None,
     };
@@ -283,7 +283,7 @@ async fn run_steps(
 async fn deploy_step_result(
     outcome: Result<DeployOutcome, DeployError>,
     sink: &mut LogSink<'_>,
-) -> anyhow::Result<StepResult> {
+) -> Result<StepResult, RunError> {
     sink.finish().await?;
     let (state, error) = match outcome {
         Ok(DeployOutcome::Deployed) => (StepState::Succeeded, None),
@@ -306,13 +306,13 @@ async fn run_rollback(
     app: &App,
     run: &RunRow,
     cancel: &CancellationToken,
-) -> anyhow::Result<Ending> {
+) -> Result<Ending, RunError> {
     let pool = app.db.pool();
     let step_id = db::steps::create_all(pool, run.id, &["rollback"])
         .await?
         .into_iter()
         .next()
-        .ok_or_else(|| anyhow::anyhow!("the rollback step was not recorded"))?;
+        .ok_or_else(|| RunError::Gone("the rollback step was not recorded".into()))?;
     db::steps::start(pool, step_id, now_millis()).await?;
     app.events.send(
         run.id,

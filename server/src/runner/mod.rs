@@ -15,6 +15,30 @@ use tokio::sync::Semaphore;
 use crate::db::{self, now_millis};
 use crate::state::App;
 
+/// What ends a run before its steps could say how it went: the run is
+/// failed with this as its error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The app, environment or stack entry the run was planned for is gone.
+    #[error("{0}")]
+    Gone(String),
+    /// The pipeline at the run's commit does not load or render.
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Flow(#[from] crate::flow::FlowError),
+    #[error(transparent)]
+    Git(#[from] crate::git::GitError),
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
 /// Runs until shutdown: wakes on `flow.runner_wake` or every second.
 pub async fn run_loop(app: Arc<App>) {
     let slots = Arc::new(Semaphore::new(app.config.runner_max_parallel));
