@@ -179,7 +179,7 @@ pub async fn expiry_loop(app: Arc<App>) {
 
 pub async fn expire(app: &App) -> Result<(), super::FlowError> {
     let pool = app.db.pool();
-    let now = now_millis();
+    let now = app.clock.now_millis();
     let active_apps = db::apps::list_active(pool).await?;
     for env in db::environments::list_all_active(pool).await? {
         let Some(app_row) = active_apps.iter().find(|a| a.id == env.app_id) else {

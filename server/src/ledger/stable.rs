@@ -11,7 +11,7 @@ use app::dto::{EnvironmentState, ReleaseSummary, Role, RunState};
 use app::port::Caller;
 
 use super::LedgerError;
-use crate::db::{self, now_millis};
+use crate::db;
 use crate::gitops::schema::{AppConfig, DEFAULT_STABLE_AFTER};
 use crate::state::App;
 
@@ -36,7 +36,7 @@ pub async fn stability_loop(app: Arc<App>) {
 pub async fn check(app: &App) -> Result<usize, LedgerError> {
     let mut promoted = 0;
     for release in db::releases::list_live(app.db.pool()).await? {
-        match judge(app, &release, now_millis()).await {
+        match judge(app, &release, app.clock.now_millis()).await {
             Ok(true) => promoted += 1,
             Ok(false) => {}
             Err(error) => tracing::warn!(release = release.id, %error, "stability not judged"),
@@ -121,7 +121,7 @@ pub async fn mark(
     caller
         .require(Role::Admin, Some(&release.app))
         .map_err(|e| LedgerError::Forbidden(e.to_string()))?;
-    let now = now_millis();
+    let now = app.clock.now_millis();
     if !db::releases::mark_stable(&mut *conn, release_id, &caller.me.name, now).await? {
         return Err(LedgerError::Conflict(format!(
             "release {release_id} is {}; only a live release can be marked stable",

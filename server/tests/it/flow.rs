@@ -306,7 +306,7 @@ on_both! {
 
     async fn a_preview_past_its_ttl_is_destroyed(backend) {
         let repos = Repos::new(QUICK_STEPS);
-        let app_yaml = crate::support::flow::app_yaml(&repos.app.path(), "").replace("    branches: \"*\"\n", "    branches: \"*\"\n    ttl: 1s\n");
+        let app_yaml = crate::support::flow::app_yaml(&repos.app.path(), "").replace("    branches: \"*\"\n", "    branches: \"*\"\n    ttl: 1h\n");
         repos.pipeline.write("apps/shop/app.yaml", &app_yaml);
         repos.pipeline.commit("short-lived previews");
         repos.app.checkout_new("feature/short");
@@ -314,11 +314,14 @@ on_both! {
         let mut app = start(backend, &repos).await;
         let env = gantry::gitops::stack::preview_name("preview", "feature/short");
         wait_for("the preview to be live", MINUTE, || async { served(&app, &env).await.filter(|t| t.contains(&sha)) }).await;
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Not yet: the TTL counts from the preview's last deploy.
+        gantry::flow::lifecycle::expire(&app.state).await.expect("expire");
+        assert!(served(&app, &env).await.is_some(), "destroyed before its TTL");
+        app.state.clock.advance(Duration::from_secs(3601));
         gantry::flow::lifecycle::expire(&app.state).await.expect("expire");
         assert!(served(&app, &env).await.is_none());
         let audit = app.get("/api/v1/audit").await.json();
-        assert!(audit.as_array().unwrap().iter().any(|e| e["action"] == "environment.destroy" && e["reason"] == "its TTL of 1s passed"), "{audit}");
+        assert!(audit.as_array().unwrap().iter().any(|e| e["action"] == "environment.destroy" && e["reason"] == "its TTL of 1h passed"), "{audit}");
         app.stop().await;
     }
 
