@@ -238,24 +238,11 @@ impl DashboardPort for App {
     }
 
     async fn channels(&self, caller: &Caller) -> Result<Vec<ChannelSummary>, PortError> {
-        caller.require(Role::Admin, None)?;
-        crate::notify::channels::summaries(self)
-            .await
-            .map_err(port_error)
+        Ok(crate::notify::channels::summaries(self, caller).await?)
     }
 
     async fn test_channel(&self, caller: &Caller, name: String) -> Result<(), PortError> {
-        caller.require(Role::Admin, None)?;
-        if crate::notify::channels::send_test(self, &name, &caller.me.name)
-            .await
-            .map_err(port_error)?
-        {
-            Ok(())
-        } else {
-            Err(PortError::NotFound(format!(
-                "no notification channel {name}"
-            )))
-        }
+        Ok(crate::notify::channels::send_test(self, caller, &name).await?)
     }
 
     async fn audit_log(
@@ -578,6 +565,7 @@ answered_by_kind!(
     crate::auth::AuthError,
     crate::clusters::ClusterError,
     crate::deploy::drift::DriftError,
+    crate::notify::channels::ChannelError,
 );
 
 impl From<ShareError> for PortError {

@@ -125,6 +125,7 @@ answered_by_kind!(
     crate::auth::AuthError,
     crate::clusters::ClusterError,
     crate::deploy::drift::DriftError,
+    crate::notify::channels::ChannelError,
 );
 
 impl From<sqlx::Error> for ApiError {

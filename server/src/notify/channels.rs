@@ -1,12 +1,186 @@
-//! Channels as people see them — what each hears and how its recent
-//! deliveries fared — and the "send test message" action. The REST API and
-//! the dashboard both come here.
+//! Notification channels, one service behind both surfaces: registering
+//! (validated: kind, addresses, templates, and secrets that exist),
+//! listing what each hears and how its deliveries fare, removing, the
+//! "send test message" action and the delivery log. Managing channels is
+//! for global admins; every change is audited here.
 
-use app::dto::{ChannelSummary, DeliverySummary};
+use app::dto::{ChannelSummary, DeliverySummary, Role};
+use app::port::Caller;
 
-use super::{ChannelSettings, Event, Notice};
-use crate::db::{self, now_millis};
+use super::{ChannelKind, ChannelSettings, Event, Notice};
+use crate::db::{self, notifications::DeliveryRow, now_millis};
+use crate::error::{Classified, Kind};
 use crate::state::App;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("no notification channel {0}")]
+    NotFound(String),
+    /// The channel as given cannot work; the text says which field.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+impl Classified for ChannelError {
+    fn kind(&self) -> Kind {
+        match self {
+            ChannelError::Forbidden(_) => Kind::Forbidden,
+            ChannelError::NotFound(_) => Kind::NotFound,
+            ChannelError::Invalid(_) => Kind::Invalid,
+            ChannelError::Db(_) => Kind::Internal,
+        }
+    }
+}
+
+fn require_admin(caller: &Caller) -> Result<(), ChannelError> {
+    caller
+        .require(Role::Admin, None)
+        .map_err(|refused| ChannelError::Forbidden(refused.to_string()))
+}
+
+/// A registered channel: its settings (secret names, never values) and how
+/// many of its deliveries were given up.
+pub struct Registered {
+    pub name: String,
+    pub kind: String,
+    pub settings: ChannelSettings,
+    pub deliveries: Vec<DeliveryRow>,
+}
+
+impl Registered {
+    pub fn failed_deliveries(&self) -> i64 {
+        let failed = self
+            .deliveries
+            .iter()
+            .filter(|d| d.state == "failed")
+            .count();
+        i64::try_from(failed).unwrap_or(i64::MAX)
+    }
+}
+
+/// Every channel with its deliveries, newest first. A channel whose stored
+/// settings do not read back is left out, with a warning in the log.
+pub async fn registered(app: &App, caller: &Caller) -> Result<Vec<Registered>, ChannelError> {
+    require_admin(caller)?;
+    let pool = app.db.pool();
+    let mut out = Vec::new();
+    for row in db::notifications::channels(pool).await? {
+        let settings: ChannelSettings = match serde_json::from_str(&row.settings) {
+            Ok(settings) => settings,
+            Err(error) => {
+                tracing::warn!(channel = %row.name, %error, "unreadable channel settings");
+                continue;
+            }
+        };
+        out.push(Registered {
+            deliveries: db::notifications::deliveries(pool, row.id).await?,
+            name: row.name,
+            kind: row.kind,
+            settings,
+        });
+    }
+    Ok(out)
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 40
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Registers (or replaces) channel `name`. Its secrets must be registered
+/// first; nothing is stored when any field is wrong.
+pub async fn put(
+    app: &App,
+    caller: &Caller,
+    name: &str,
+    kind: &str,
+    settings: &ChannelSettings,
+) -> Result<(), ChannelError> {
+    require_admin(caller)?;
+    if !valid_name(name) {
+        return Err(ChannelError::Invalid(format!(
+            "{name:?} is not a channel name: lowercase letters, digits and `-`, at most 40"
+        )));
+    }
+    let kind = ChannelKind::parse(kind).ok_or_else(|| {
+        ChannelError::Invalid(format!(
+            "kind {kind:?} is not a channel kind; expected dingtalk, slack, wecom, webhook or email"
+        ))
+    })?;
+    if kind == ChannelKind::Email {
+        if settings.to.is_empty() {
+            return Err(ChannelError::Invalid(
+                "an email channel needs `to`: one or more addresses".into(),
+            ));
+        }
+        for address in settings.to.iter().chain(&settings.from) {
+            if address.parse::<lettre::message::Mailbox>().is_err() {
+                return Err(ChannelError::Invalid(format!(
+                    "{address:?} is not an email address"
+                )));
+            }
+        }
+    }
+    super::template::validate(&settings.templates).map_err(ChannelError::Invalid)?;
+    let mut names = vec![settings.url_secret.clone()];
+    names.extend(settings.signing_secret.clone());
+    app.secrets().resolve(0, &names).await.map_err(|e| {
+        ChannelError::Invalid(format!(
+            "{e}; register it with PUT /api/v1/secrets/<NAME> first"
+        ))
+    })?;
+    let stored = serde_json::to_string(settings)
+        .map_err(|e| ChannelError::Invalid(format!("the settings cannot be stored: {e}")))?;
+    db::notifications::put_channel(app.db.pool(), name, kind.as_str(), &stored, now_millis())
+        .await?;
+    crate::audit::record(
+        &app.db,
+        caller,
+        "channel.set",
+        &format!("channel {name}"),
+        None,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Removes channel `name` (its delivery log goes with it).
+pub async fn remove(app: &App, caller: &Caller, name: &str) -> Result<(), ChannelError> {
+    require_admin(caller)?;
+    if !db::notifications::delete_channel(app.db.pool(), name).await? {
+        return Err(ChannelError::NotFound(name.to_string()));
+    }
+    crate::audit::record(
+        &app.db,
+        caller,
+        "channel.remove",
+        &format!("channel {name}"),
+        None,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Channel `name`'s delivery log, newest first.
+pub async fn deliveries(
+    app: &App,
+    caller: &Caller,
+    name: &str,
+) -> Result<Vec<DeliveryRow>, ChannelError> {
+    require_admin(caller)?;
+    let pool = app.db.pool();
+    let row = db::notifications::channel(pool, name)
+        .await?
+        .ok_or_else(|| ChannelError::NotFound(name.to_string()))?;
+    Ok(db::notifications::deliveries(pool, row.id).await?)
+}
 
 /// How many deliveries per channel the dashboard shows.
 const RECENT: usize = 10;
@@ -41,27 +215,20 @@ fn hears(settings: &ChannelSettings) -> String {
         .join("; ")
 }
 
-/// Every channel with its recent deliveries, newest first.
-pub async fn summaries(app: &App) -> Result<Vec<ChannelSummary>, sqlx::Error> {
-    let pool = app.db.pool();
-    let mut out = Vec::new();
-    for row in db::notifications::channels(pool).await? {
-        let settings: ChannelSettings = match serde_json::from_str(&row.settings) {
-            Ok(settings) => settings,
-            Err(error) => {
-                tracing::warn!(channel = %row.name, %error, "unreadable channel settings");
-                continue;
-            }
-        };
-        let deliveries = db::notifications::deliveries(pool, row.id).await?;
-        let failed = deliveries.iter().filter(|d| d.state == "failed").count();
-        out.push(ChannelSummary {
-            hears: hears(&settings),
-            templated: settings.templates.keys().cloned().collect(),
-            name: row.name,
-            kind: row.kind,
-            failed_deliveries: i64::try_from(failed).unwrap_or(i64::MAX),
-            deliveries: deliveries
+/// Every channel with its recent deliveries, newest first, as the
+/// Settings page shows them.
+pub async fn summaries(app: &App, caller: &Caller) -> Result<Vec<ChannelSummary>, ChannelError> {
+    Ok(registered(app, caller)
+        .await?
+        .into_iter()
+        .map(|channel| ChannelSummary {
+            hears: hears(&channel.settings),
+            templated: channel.settings.templates.keys().cloned().collect(),
+            failed_deliveries: channel.failed_deliveries(),
+            name: channel.name,
+            kind: channel.kind,
+            deliveries: channel
+                .deliveries
                 .into_iter()
                 .take(RECENT)
                 .map(|d| DeliverySummary {
@@ -75,18 +242,18 @@ pub async fn summaries(app: &App) -> Result<Vec<ChannelSummary>, sqlx::Error> {
                     delivered_at: d.delivered_at,
                 })
                 .collect(),
-        });
-    }
-    Ok(out)
+        })
+        .collect())
 }
 
-/// Queues a test message through channel `name` for `who`; `false`: no
-/// such channel.
-pub async fn send_test(app: &App, name: &str, who: &str) -> Result<bool, sqlx::Error> {
+/// Queues a test message through channel `name`, from the caller.
+pub async fn send_test(app: &App, caller: &Caller, name: &str) -> Result<(), ChannelError> {
+    require_admin(caller)?;
     let pool = app.db.pool();
-    let Some(row) = db::notifications::channel(pool, name).await? else {
-        return Ok(false);
-    };
+    let row = db::notifications::channel(pool, name)
+        .await?
+        .ok_or_else(|| ChannelError::NotFound(name.to_string()))?;
+    let who = &caller.me.name;
     let now = now_millis();
     let notice = Notice {
         event: Event::Test,
@@ -108,7 +275,7 @@ pub async fn send_test(app: &App, name: &str, who: &str) -> Result<bool, sqlx::E
     )
     .await?;
     app.flow.notify_wake.notify_one();
-    Ok(true)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -94,3 +94,70 @@ crate::on_both! {
         assert!(removals.iter().any(|e| e.contains("via-rest")), "{removals:?}");
     }
 }
+
+async fn put(app: &TestApp, token: &str, body: Value) -> crate::support::TestResponse {
+    app.request_as(
+        Some(token),
+        axum::http::Request::put("/api/v1/channels/team")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body.to_string()))
+            .expect("request"),
+    )
+    .await
+}
+
+crate::on_both! {
+    async fn channels_answer_alike_over_rest_and_the_dashboard(app: TestApp) {
+        let admin_token = app.token("ada", Role::Admin, None).await;
+        let developer_token = app.token("dev", Role::Developer, None).await;
+        let admin = gantry::auth::system_caller(&app.state.db, "ada", Role::Admin)
+            .await
+            .expect("a caller");
+        let developer = gantry::auth::system_caller(&app.state.db, "dev", Role::Developer)
+            .await
+            .expect("a caller");
+        let hook = app
+            .request_as(
+                Some(&admin_token),
+                axum::http::Request::put("/api/v1/secrets/HOOK_URL")
+                    .header("content-type", "application/json")
+                    .body(axum::body::Body::from(json!({ "value": "http://127.0.0.1:9/hook" }).to_string()))
+                    .expect("request"),
+            )
+            .await;
+        assert!(hook.status.is_success(), "{}", hook.text());
+
+        // A developer registers nothing, and nothing is recorded.
+        let refused = put(&app, &developer_token, json!({ "kind": "webhook", "url_secret": "HOOK_URL" })).await;
+        assert_eq!(refused.status, 403, "{}", refused.text());
+        assert!(audited(&app, "channel.set").await.is_empty());
+        // A wrong field is named, and nothing is stored.
+        let wrong = put(&app, &admin_token, json!({ "kind": "pager", "url_secret": "HOOK_URL" })).await;
+        assert_eq!(wrong.status, 400, "{}", wrong.text());
+        assert!(wrong.text().contains("pager"), "{}", wrong.text());
+        let registered = put(&app, &admin_token, json!({ "kind": "webhook", "url_secret": "HOOK_URL" })).await;
+        assert_eq!(registered.status, 204, "{}", registered.text());
+        assert_eq!(audited(&app, "channel.set").await, ["\"channel team\" by \"ada\""]);
+
+        // Listing: the same channels through either; developers see none.
+        let rest = app.get_as(&admin_token, "/api/v1/channels").await.json();
+        let port = app.state.channels(&admin).await.expect("listed");
+        let names = |v: &Value| v.as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+        assert_eq!(names(&rest), port.iter().map(|c| c.name.clone()).collect::<Vec<_>>());
+        assert_eq!(app.get_as(&developer_token, "/api/v1/channels").await.status, 403);
+        assert!(matches!(app.state.channels(&developer).await, Err(PortError::Forbidden(_))));
+
+        // A test message: queued through either; an unknown channel is not found.
+        let rest = app.post_as(&admin_token, "/api/v1/channels/team/test", json!({})).await;
+        assert_eq!(rest.status, 202, "{}", rest.text());
+        app.state.test_channel(&admin, "team".into()).await.expect("queued");
+        let log = app.get_as(&admin_token, "/api/v1/channels/team/deliveries").await.json();
+        assert_eq!(log.as_array().unwrap().iter().filter(|d| d["event"] == "test").count(), 2, "{log}");
+        let rest = app.post_as(&admin_token, "/api/v1/channels/nope/test", json!({})).await;
+        assert_eq!(rest.status, 404, "{}", rest.text());
+        let port = app.state.test_channel(&admin, "nope".into()).await;
+        assert!(matches!(port, Err(PortError::NotFound(_))), "{port:?}");
+        let port = app.state.test_channel(&developer, "team".into()).await;
+        assert!(matches!(port, Err(PortError::Forbidden(_))), "{port:?}");
+    }
+}

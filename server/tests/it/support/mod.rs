@@ -285,6 +285,12 @@ impl TestApp {
         self.request_as(Some(token), request).await
     }
 
+    /// A GET with an API token.
+    pub async fn get_as(&self, token: &str, path: &str) -> TestResponse {
+        let request = Request::get(path).body(Body::empty()).expect("request");
+        self.request_as(Some(token), request).await
+    }
+
     /// Sends `request` with `token` as the bearer, or with no credentials.
     pub async fn request_as(
         &self,
