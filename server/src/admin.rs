@@ -114,7 +114,7 @@ pub async fn token(config: Config, command: TokenCommand) -> anyhow::Result<()> 
         },
     )
     .await?;
-    let (_, token) = crate::auth::tokens::create(
+    let (_, token, _) = crate::auth::tokens::mint(
         &state.db,
         user_id,
         &name,

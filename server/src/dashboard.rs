@@ -523,19 +523,6 @@ impl DashboardPort for App {
     }
 }
 
-/// Records what a person did.
-pub async fn audit(
-    app: &App,
-    caller: &Caller,
-    action: &str,
-    target: &str,
-    reason: Option<&str>,
-) -> Result<(), PortError> {
-    crate::audit::record(&app.db, caller, action, target, reason)
-        .await
-        .map_err(port_error)
-}
-
 /// The dashboard's answer to a domain error, decided by its kind alone
 /// (the REST API's is `ApiError::of`): the text of an internal failure goes
 /// to the log, never to the page.

@@ -5,8 +5,10 @@
 //! demoted or removed owner takes their tokens down with them.
 
 use app::dto::{Grant, Role};
+use app::port::Caller;
 
 use super::{AuthError, Principal, Via, random_token, sha256_hex};
+use crate::config::duration::HumanDuration;
 use crate::db::{self, Db, now_millis};
 
 pub use crate::db::tokens::TokenInfo;
@@ -77,15 +79,91 @@ pub fn effective_grants(token: &Grant, owner: &[Grant]) -> Vec<Grant> {
     grants
 }
 
-/// Creates a token for `user_id`; returns (id, the token — shown once).
+/// Tokens live at most this long.
+pub const MAX_LIFETIME_DAYS: u64 = 400;
+
+/// What someone asks for when they create a token.
+pub struct TokenRequest<'a> {
+    /// What it is for, e.g. `ci` or `laptop`.
+    pub name: &'a str,
+    pub role: &'a str,
+    pub app: Option<&'a str>,
+    /// How long it lives, e.g. `30d` (default 90d).
+    pub expires: Option<&'a str>,
+}
+
+/// A token just created: its secret is shown once, here.
+pub struct Created {
+    pub id: i64,
+    pub token: String,
+    pub expires_at: i64,
+}
+
+/// Only an admin of every app manages other people's tokens (an admin of
+/// one app manages that app, not people).
+fn manages_everyone(caller: &Caller) -> bool {
+    caller.me.can(Role::Admin, None)
+}
+
+/// Creates a token acting as the caller, with at most the caller's power;
+/// audited.
 pub async fn create(
+    db: &Db,
+    caller: &Caller,
+    request: &TokenRequest<'_>,
+) -> Result<Created, AuthError> {
+    let name = request.name.trim();
+    if name.is_empty() || name.chars().count() > 60 {
+        return Err(AuthError::Invalid(
+            "name: say what the token is for, in at most 60 characters".into(),
+        ));
+    }
+    let role = Role::parse(request.role).ok_or_else(|| {
+        AuthError::Invalid(format!(
+            "role: unknown role {:?}; expected admin, developer, tester or viewer",
+            request.role
+        ))
+    })?;
+    // Nobody mints more power than they hold.
+    caller
+        .require(role, request.app)
+        .map_err(|refused| AuthError::Forbidden(refused.to_string()))?;
+    let lifetime = HumanDuration::parse(request.expires.unwrap_or("90d"))
+        .map_err(|e| AuthError::Invalid(format!("expires: {e}")))?;
+    if lifetime.0.as_secs() == 0 || lifetime.0.as_secs() > MAX_LIFETIME_DAYS * 86_400 {
+        return Err(AuthError::Invalid(format!(
+            "expires: a token lives between 1s and {MAX_LIFETIME_DAYS}d"
+        )));
+    }
+    let lifetime_ms = i64::try_from(lifetime.0.as_millis()).unwrap_or(i64::MAX);
+    let (id, token, expires_at) =
+        mint(db, caller.user_id, name, role, request.app, lifetime_ms).await?;
+    crate::audit::record(
+        db,
+        caller,
+        "token.create",
+        &format!("token {id} ({name})"),
+        None,
+    )
+    .await?;
+    Ok(Created {
+        id,
+        token,
+        expires_at,
+    })
+}
+
+/// Makes a token for `user_id` without asking who wants it: for
+/// [`create`], and for the `gantry token create` command (whoever runs it
+/// can read the database). Returns (id, the token — shown once, expiry).
+pub async fn mint(
     db: &Db,
     user_id: i64,
     name: &str,
     role: Role,
     app_name: Option<&str>,
     lifetime_ms: i64,
-) -> Result<(i64, String), AuthError> {
+) -> Result<(i64, String, i64), AuthError> {
     let app_id = match app_name {
         Some(app_name) => Some(
             db::apps::find_active_by_name(db.pool(), app_name)
@@ -97,36 +175,70 @@ pub async fn create(
     };
     let token = random_token("gat_")?;
     let now = now_millis();
+    let expires_at = now + lifetime_ms;
     let new = db::tokens::NewToken {
         user_id,
         name,
         token_hash: &sha256_hex(&token),
         role: role.as_str(),
         app_id,
-        expires_at: now + lifetime_ms,
+        expires_at,
     };
     let id = db::tokens::insert(db.pool(), &new, now).await?;
-    Ok((id, token))
+    Ok((id, token, expires_at))
 }
 
-/// Every token (`owner: None`) or one user's, newest first.
-pub async fn list(db: &Db, owner: Option<i64>) -> Result<Vec<TokenInfo>, AuthError> {
+/// The caller's tokens (a global admin's: everyone's), newest first.
+pub async fn list(db: &Db, caller: &Caller) -> Result<Vec<TokenInfo>, AuthError> {
+    let owner = (!manages_everyone(caller)).then_some(caller.user_id);
     Ok(db::tokens::list(db.pool(), owner).await?)
 }
 
-/// The user a token belongs to.
-pub async fn owner(db: &Db, id: i64) -> Result<Option<i64>, AuthError> {
-    Ok(db::tokens::owner(db.pool(), id).await?)
+/// Revokes a live token of the caller's (a global admin: anyone's);
+/// audited. Someone else's token answers as if it did not exist.
+pub async fn revoke(db: &Db, caller: &Caller, id: i64) -> Result<(), AuthError> {
+    let missing = || AuthError::NotFound(format!("no active token {id}"));
+    let owner = db::tokens::owner(db.pool(), id)
+        .await?
+        .ok_or_else(missing)?;
+    if owner != caller.user_id && !manages_everyone(caller) {
+        return Err(missing());
+    }
+    if !db::tokens::revoke(db.pool(), id, now_millis()).await? {
+        return Err(missing());
+    }
+    crate::audit::record(db, caller, "token.revoke", &format!("token {id}"), None).await?;
+    Ok(())
 }
 
-/// Revokes a live token; false when it was unknown or revoked already.
-pub async fn revoke(db: &Db, id: i64) -> Result<bool, AuthError> {
-    Ok(db::tokens::revoke(db.pool(), id, now_millis()).await?)
+/// A fresh trigger-hook token for an app (`gth_…`) for an admin of it,
+/// replacing the one before; only its hash is kept. Audited.
+pub async fn issue_hook_token(
+    db: &Db,
+    caller: &Caller,
+    app_name: &str,
+) -> Result<String, AuthError> {
+    caller
+        .require(Role::Admin, Some(app_name))
+        .map_err(|refused| AuthError::Forbidden(refused.to_string()))?;
+    let app_row = db::apps::find_active_by_name(db.pool(), app_name)
+        .await?
+        .ok_or_else(|| AuthError::NotFound(format!("app {app_name} does not exist")))?;
+    let token = rotate_hook_token(db, app_row.id).await?;
+    crate::audit::record(
+        db,
+        caller,
+        "hook_token.issue",
+        &format!("{app_name} git trigger token"),
+        None,
+    )
+    .await?;
+    Ok(token)
 }
 
-/// A fresh trigger-hook token for an app (`gth_…`), replacing the one
-/// before; only its hash is kept.
-pub async fn issue_hook_token(db: &Db, app_id: i64) -> Result<String, AuthError> {
+/// Replaces an app's trigger-hook token without asking who wants it (the
+/// demo installs its own hook).
+pub async fn rotate_hook_token(db: &Db, app_id: i64) -> Result<String, AuthError> {
     let token = random_token("gth_")?;
     db::apps::set_hook_token_hash(db.pool(), app_id, &sha256_hex(&token)).await?;
     Ok(token)

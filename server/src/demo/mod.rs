@@ -146,7 +146,7 @@ pub fn create_repos(dir: &Path) -> anyhow::Result<DemoRepos> {
 /// Installs the push hook, approves the first production run, prints help.
 async fn after_start(app: &Arc<App>, app_repo: &Path, created: bool) -> anyhow::Result<()> {
     let app_row = crate::flow::plan::wait_for_app(app, "shop", Duration::from_secs(60)).await?;
-    let token = crate::auth::tokens::issue_hook_token(&app.db, app_row.id)
+    let token = crate::auth::tokens::rotate_hook_token(&app.db, app_row.id)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     install_hook(app_repo, &app.config.public_url, &token)?;

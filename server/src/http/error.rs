@@ -126,6 +126,7 @@ answered_by_kind!(
     crate::clusters::ClusterError,
     crate::deploy::drift::DriftError,
     crate::notify::channels::ChannelError,
+    crate::runner::cancel::CancelError,
 );
 
 impl From<sqlx::Error> for ApiError {

@@ -1,6 +1,7 @@
 //! The runner: claims queued runs from the database (the durable queue) and
 //! executes them, at most `runner.max_parallel` at once.
 
+pub mod cancel;
 mod command;
 mod execute;
 pub mod junit;

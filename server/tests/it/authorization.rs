@@ -374,7 +374,7 @@ async fn every_route_and_server_function_checks_the_callers_role() {
         let owner = gantry::auth::upsert_user(&app.state.db, "gantry-test", "owner", "owner", None)
             .await
             .expect("owner");
-        let (token_id, _) = gantry::auth::tokens::create(&app.state.db, owner, "theirs", Role::Viewer, None, 3_600_000)
+        let (token_id, _, _) = gantry::auth::tokens::mint(&app.state.db, owner, "theirs", Role::Viewer, None, 3_600_000)
             .await
             .expect("token");
 

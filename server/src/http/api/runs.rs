@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use app::dto::{Role, RunDetail, RunState};
+use app::dto::RunDetail;
 use app::port::DashboardPort;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -190,42 +190,7 @@ pub async fn cancel(
     principal: Principal,
     Path(id): Path<i64>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let pool = state.db.pool();
-    let run = db::runs::get(pool, id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("run {id} does not exist")))?;
-    let app_name = db::apps::get(pool, run.app_id)
-        .await?
-        .map(|a| a.name)
-        .unwrap_or_default();
-    principal.require(Role::Admin, Some(&app_name))?;
-    match RunState::parse(&run.state) {
-        Some(RunState::Running) => db::runs::request_cancel(pool, id).await?,
-        Some(RunState::Queued | RunState::WaitingForApproval) => {
-            db::runs::finish(
-                pool,
-                id,
-                RunState::Cancelled,
-                Some("cancelled"),
-                db::now_millis(),
-            )
-            .await?;
-        }
-        _ => {
-            return Err(ApiError::Conflict(format!(
-                "run {id} is {} and cannot be cancelled",
-                run.state
-            )));
-        }
-    }
-    crate::dashboard::audit(
-        &state,
-        &principal.caller(),
-        "run.cancel",
-        &format!("{app_name} run {id}"),
-        None,
-    )
-    .await?;
+    crate::runner::cancel::cancel(&state, &principal.caller(), id).await?;
     Ok((
         axum::http::StatusCode::ACCEPTED,
         Json(serde_json::json!({ "cancel_requested": true })),

@@ -98,7 +98,7 @@ pub async fn put_secret(
     .await?;
     // The name and scope, never the value.
     let target = scoped(&name, body.app.as_deref());
-    crate::dashboard::audit(&state, &principal.caller(), "secret.set", &target, None).await?;
+    crate::audit::record(&state.db, &principal.caller(), "secret.set", &target, None).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -131,8 +131,14 @@ pub async fn delete_secret(
     let app_id = app_id(&state, scope.app.as_deref()).await?;
     if db::secrets::delete(state.db.pool(), &name, app_id).await? {
         let target = scoped(&name, scope.app.as_deref());
-        crate::dashboard::audit(&state, &principal.caller(), "secret.delete", &target, None)
-            .await?;
+        crate::audit::record(
+            &state.db,
+            &principal.caller(),
+            "secret.delete",
+            &target,
+            None,
+        )
+        .await?;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound(format!("no secret {name}")))

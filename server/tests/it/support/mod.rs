@@ -481,7 +481,7 @@ pub async fn token_for(
     gantry::auth::add_grant(&state.db, user, "test", &grant)
         .await
         .expect("grant");
-    let (_, token) = gantry::auth::tokens::create(
+    let (_, token, _) = gantry::auth::tokens::mint(
         &state.db,
         user,
         &format!("{name} token"),

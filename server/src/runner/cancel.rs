@@ -1,0 +1,89 @@
+//! Stopping a run on an admin's word: a queued or held run ends at once; a
+//! running one is asked to stop (its step is killed, the run ends
+//! `cancelled`). Audited here, whichever surface asked.
+
+use app::dto::{Role, RunState};
+use app::port::Caller;
+
+use crate::db;
+use crate::error::{Classified, Kind};
+use crate::state::App;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    #[error("run {0} does not exist")]
+    NotFound(i64),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("run {id} is {state} and cannot be cancelled")]
+    Finished { id: i64, state: String },
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+impl Classified for CancelError {
+    fn kind(&self) -> Kind {
+        match self {
+            CancelError::NotFound(_) => Kind::NotFound,
+            CancelError::Forbidden(_) => Kind::Forbidden,
+            CancelError::Finished { .. } => Kind::Conflict,
+            CancelError::Db(_) => Kind::Internal,
+        }
+    }
+}
+
+/// What a cancel did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Cancelled {
+    /// The run had not started: it is cancelled now.
+    Now,
+    /// The run is running: its runner stops it shortly.
+    Requested,
+}
+
+/// Cancels run `id` for an admin of its app.
+pub async fn cancel(app: &App, caller: &Caller, id: i64) -> Result<Cancelled, CancelError> {
+    let pool = app.db.pool();
+    let run = db::runs::get(pool, id)
+        .await?
+        .ok_or(CancelError::NotFound(id))?;
+    let app_name = db::apps::get(pool, run.app_id)
+        .await?
+        .map(|a| a.name)
+        .unwrap_or_default();
+    caller
+        .require(Role::Admin, Some(&app_name))
+        .map_err(|refused| CancelError::Forbidden(refused.to_string()))?;
+    let outcome = match RunState::parse(&run.state) {
+        Some(RunState::Running) => {
+            db::runs::request_cancel(pool, id).await?;
+            Cancelled::Requested
+        }
+        Some(RunState::Queued | RunState::WaitingForApproval) => {
+            db::runs::finish(
+                pool,
+                id,
+                RunState::Cancelled,
+                Some("cancelled"),
+                db::now_millis(),
+            )
+            .await?;
+            Cancelled::Now
+        }
+        _ => {
+            return Err(CancelError::Finished {
+                id,
+                state: run.state,
+            });
+        }
+    };
+    crate::audit::record(
+        &app.db,
+        caller,
+        "run.cancel",
+        &format!("{app_name} run {id}"),
+        None,
+    )
+    .await?;
+    Ok(outcome)
+}
