@@ -44,6 +44,20 @@ pub enum ChangeRequestError {
     Git(#[from] GitError),
 }
 
+impl crate::error::Classified for ChangeRequestError {
+    fn kind(&self) -> crate::error::Kind {
+        use crate::error::Kind;
+        match self {
+            ChangeRequestError::NotFound(_) => Kind::NotFound,
+            ChangeRequestError::Invalid(_) => Kind::Invalid,
+            ChangeRequestError::Forbidden(_) => Kind::Forbidden,
+            ChangeRequestError::Conflict(_) => Kind::Conflict,
+            ChangeRequestError::Git(error) => error.kind(),
+            ChangeRequestError::Db(_) | ChangeRequestError::Config(_) => Kind::Internal,
+        }
+    }
+}
+
 type Result<T> = std::result::Result<T, ChangeRequestError>;
 
 /// One merge at a time: two approvals arriving together must not both merge.
@@ -668,6 +682,99 @@ async fn merge_on_forge(
     reload(app, id).await
 }
 
+/// Whether an active request may be merged now.
+#[derive(Debug, PartialEq, Eq)]
+enum Gate {
+    /// Not enough approvals of its current head.
+    NeedsApprovals {
+        approvals: i64,
+        required: i64,
+    },
+    /// Approved, but its target is frozen (the text says how).
+    Frozen(String),
+    Ready,
+}
+
+/// An admin's override lets a request through whatever its approvals and
+/// any freeze; otherwise approvals come first, then the freeze.
+fn gate(approvals: i64, required: i64, overridden: bool, freeze: Option<String>) -> Gate {
+    if overridden {
+        return Gate::Ready;
+    }
+    if approvals < required {
+        return Gate::NeedsApprovals {
+            approvals,
+            required,
+        };
+    }
+    match freeze {
+        Some(freeze) => Gate::Frozen(freeze),
+        None => Gate::Ready,
+    }
+}
+
+/// What a merge attempt makes of the request.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    Merged {
+        sha: String,
+        detail: String,
+    },
+    AlreadyMerged {
+        sha: String,
+        detail: String,
+    },
+    /// Not merged: the request's new state and what to do about it.
+    Stays {
+        state: ChangeRequestState,
+        detail: String,
+    },
+}
+
+fn after_merge(outcome: &MergeOutcome, source: &str, target: &str) -> Next {
+    match outcome {
+        MergeOutcome::Merged { sha, fast_forward } => {
+            let how = if *fast_forward {
+                "fast-forwarded"
+            } else {
+                "merged"
+            };
+            Next::Merged {
+                detail: format!("{how} into {target} as {}", short(sha)),
+                sha: sha.clone(),
+            }
+        }
+        MergeOutcome::AlreadyMerged { target_sha } => Next::AlreadyMerged {
+            sha: target_sha.clone(),
+            detail: format!("{target} already contained {source}"),
+        },
+        MergeOutcome::Conflict { files } => Next::Stays {
+            state: ChangeRequestState::Conflict,
+            detail: format!(
+                "cannot merge: {source} and {target} both changed {}. Merge {target} into {source} (or rebase), resolve, and push; the request is reviewed again",
+                files.join(", ")
+            ),
+        },
+        MergeOutcome::NotFastForward => Next::Stays {
+            state: ChangeRequestState::Conflict,
+            detail: format!(
+                "cannot fast-forward: {target} has commits {source} lacks. Rebase {source} onto {target} and push (this app merges by fast-forward only)"
+            ),
+        },
+        // New commits need their own approval: the request is open again.
+        MergeOutcome::SourceMoved { now: moved } => Next::Stays {
+            state: ChangeRequestState::Open,
+            detail: match moved {
+                Some(sha) => format!(
+                    "{source} moved to {} after approval; the new commits need approval",
+                    short(sha)
+                ),
+                None => format!("{source} was deleted"),
+            },
+        },
+    }
+}
+
 pub async fn try_merge(app: &App, id: i64, by: &str) -> Result<CrRow> {
     let _one_at_a_time = MERGES.lock().await;
     let judged = load(app, id).await?;
@@ -679,35 +786,27 @@ pub async fn try_merge(app: &App, id: i64, by: &str) -> Result<CrRow> {
     let policy = judged.policy();
     let overridden = db::change_requests::overridden(pool, id, &head).await?;
     let approvals = db::change_requests::approvals_of(pool, id, &head).await?;
-    let required = i64::from(policy.required);
-    if !overridden && approvals < required {
-        let detail = format!("{approvals} of {required} approvals");
-        db::change_requests::set_state(
-            pool,
-            id,
+    let freeze = policy::freeze_now(judged.target_entry(), app.clock.now_millis())
+        .map(|freeze| freeze.describe());
+    let hold = match gate(approvals, i64::from(policy.required), overridden, freeze) {
+        Gate::Ready => None,
+        Gate::NeedsApprovals {
+            approvals,
+            required,
+        } => Some((
             ChangeRequestState::Open,
-            Some(&detail),
-            now_millis(),
-        )
-        .await?;
-        return reload(app, id).await;
-    }
-    if !overridden
-        && let Some(freeze) = policy::freeze_now(judged.target_entry(), app.clock.now_millis())
-    {
-        let detail = format!(
-            "approved; {} is {}. It merges when the freeze ends, or an admin overrides with a reason",
-            judged.row.target_branch,
-            freeze.describe()
-        );
-        db::change_requests::set_state(
-            pool,
-            id,
+            format!("{approvals} of {required} approvals"),
+        )),
+        Gate::Frozen(freeze) => Some((
             ChangeRequestState::Approved,
-            Some(&detail),
-            now_millis(),
-        )
-        .await?;
+            format!(
+                "approved; {} is {freeze}. It merges when the freeze ends, or an admin overrides with a reason",
+                judged.row.target_branch
+            ),
+        )),
+    };
+    if let Some((state, detail)) = hold {
+        db::change_requests::set_state(pool, id, state, Some(&detail), now_millis()).await?;
         return reload(app, id).await;
     }
     // A forge's request is merged by the forge, so it closes there too.
@@ -761,60 +860,28 @@ pub async fn try_merge(app: &App, id: i64, by: &str) -> Result<CrRow> {
         }
     };
     let (source, target) = (&judged.row.source_branch, &judged.row.target_branch);
-    match outcome {
-        MergeOutcome::Merged { sha, fast_forward } => {
-            let how = if fast_forward {
-                "fast-forwarded"
-            } else {
-                "merged"
-            };
-            let detail = format!("{how} into {target} as {}", short(&sha));
+    match after_merge(&outcome, source, target) {
+        Next::Merged { sha, detail } => {
+            let fast_forward = matches!(
+                outcome,
+                MergeOutcome::Merged {
+                    fast_forward: true,
+                    ..
+                }
+            );
             let audit =
                 serde_json::json!({ "merge_sha": sha, "fast_forward": fast_forward, "head": head });
             record_merge(app, &judged, id, &sha, by, &detail, &audit, now).await?;
         }
-        MergeOutcome::AlreadyMerged { target_sha } => {
-            let detail = format!("{target} already contained {source}");
-            db::change_requests::mark_merged(pool, id, &target_sha, by, &detail, now).await?;
+        Next::AlreadyMerged { sha, detail } => {
+            db::change_requests::mark_merged(pool, id, &sha, by, &detail, now).await?;
         }
-        MergeOutcome::Conflict { files } => {
-            let detail = format!(
-                "cannot merge: {source} and {target} both changed {}. Merge {target} into {source} (or rebase), resolve, and push; the request is reviewed again",
-                files.join(", ")
-            );
-            db::change_requests::set_state(
-                pool,
-                id,
-                ChangeRequestState::Conflict,
-                Some(&detail),
-                now,
-            )
-            .await?;
-        }
-        MergeOutcome::NotFastForward => {
-            let detail = format!(
-                "cannot fast-forward: {target} has commits {source} lacks. Rebase {source} onto {target} and push (this app merges by fast-forward only)"
-            );
-            db::change_requests::set_state(
-                pool,
-                id,
-                ChangeRequestState::Conflict,
-                Some(&detail),
-                now,
-            )
-            .await?;
-        }
-        MergeOutcome::SourceMoved { now: moved } => {
-            let detail = match moved {
-                Some(sha) => format!(
-                    "{source} moved to {} after approval; the new commits need approval",
-                    short(&sha)
-                ),
-                None => format!("{source} was deleted"),
-            };
-            db::change_requests::set_state(pool, id, ChangeRequestState::Open, Some(&detail), now)
-                .await?;
-            app.flow.scan_wake.notify_one();
+        Next::Stays { state, detail } => {
+            db::change_requests::set_state(pool, id, state, Some(&detail), now).await?;
+            if matches!(outcome, MergeOutcome::SourceMoved { .. }) {
+                // The new head is planned (and reviewed) at once.
+                app.flow.scan_wake.notify_one();
+            }
         }
     }
     reload(app, id).await
@@ -893,4 +960,105 @@ pub async fn detail(app: &App, caller: &Caller, id: i64) -> Result<ChangeRequest
             .collect(),
         fork_of: judged.row.fork_of.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn approvals_come_first_then_the_freeze() {
+        assert_eq!(
+            gate(0, 1, false, None),
+            Gate::NeedsApprovals {
+                approvals: 0,
+                required: 1
+            }
+        );
+        // Still short of approvals while frozen: it asks for approvals.
+        assert_eq!(
+            gate(1, 2, false, Some("frozen".into())),
+            Gate::NeedsApprovals {
+                approvals: 1,
+                required: 2
+            }
+        );
+        assert_eq!(
+            gate(2, 2, false, Some("frozen until Monday".into())),
+            Gate::Frozen("frozen until Monday".into())
+        );
+        assert_eq!(gate(3, 2, false, None), Gate::Ready);
+    }
+
+    #[test]
+    fn an_override_passes_approvals_and_freezes() {
+        assert_eq!(gate(0, 2, true, Some("frozen".into())), Gate::Ready);
+    }
+
+    #[test]
+    fn every_merge_outcome_has_its_next_state() {
+        let merged = after_merge(
+            &MergeOutcome::Merged {
+                sha: "0123456789abcdef".into(),
+                fast_forward: true,
+            },
+            "feature",
+            "master",
+        );
+        assert_eq!(
+            merged,
+            Next::Merged {
+                sha: "0123456789abcdef".into(),
+                detail: "fast-forwarded into master as 0123456789ab".into()
+            }
+        );
+        assert!(matches!(
+            after_merge(
+                &MergeOutcome::AlreadyMerged {
+                    target_sha: "abc".into()
+                },
+                "feature",
+                "master"
+            ),
+            Next::AlreadyMerged { sha, .. } if sha == "abc"
+        ));
+        let conflict = after_merge(
+            &MergeOutcome::Conflict {
+                files: vec!["a.txt".into(), "b.txt".into()],
+            },
+            "feature",
+            "master",
+        );
+        assert!(
+            matches!(&conflict, Next::Stays { state: ChangeRequestState::Conflict, detail } if detail.contains("both changed a.txt, b.txt")),
+            "{conflict:?}"
+        );
+        assert!(matches!(
+            after_merge(&MergeOutcome::NotFastForward, "feature", "master"),
+            Next::Stays {
+                state: ChangeRequestState::Conflict,
+                ..
+            }
+        ));
+        let moved = after_merge(
+            &MergeOutcome::SourceMoved {
+                now: Some("fedcba9876543210".into()),
+            },
+            "feature",
+            "master",
+        );
+        assert_eq!(
+            moved,
+            Next::Stays {
+                state: ChangeRequestState::Open,
+                detail:
+                    "feature moved to fedcba987654 after approval; the new commits need approval"
+                        .into()
+            }
+        );
+        assert!(matches!(
+            after_merge(&MergeOutcome::SourceMoved { now: None }, "feature", "master"),
+            Next::Stays { state: ChangeRequestState::Open, detail } if detail == "feature was deleted"
+        ));
+    }
 }

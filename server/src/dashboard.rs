@@ -2,7 +2,6 @@
 //! dashboard and of the REST API, each deciding from the [`Caller`] whether
 //! it is allowed. Lists show only the apps the caller may see.
 
-use crate::sharing::ShareError;
 use app::dto::{
     AppOverview, ApprovalInbox, AuditEntry, AuditFilter, ChangeRequestDetail, ChangeRequestSummary,
     ChannelSummary, ClusterRegistration, ClusterSummary, CommitReleases, ConfigIssue, ConfigStatus,
@@ -17,7 +16,7 @@ use async_trait::async_trait;
 use crate::change_requests::{self, ChangeRequestError};
 use crate::db;
 use crate::error::{Classified, Kind};
-use crate::flow::approval::{self, ApprovalError, ApprovalOutcome};
+use crate::flow::approval::{self, ApprovalOutcome};
 use crate::state::App;
 
 fn port_error(error: sqlx::Error) -> PortError {
@@ -553,52 +552,11 @@ answered_by_kind!(
     crate::clusters::ClusterError,
     crate::deploy::drift::DriftError,
     crate::notify::channels::ChannelError,
+    crate::ledger::LedgerError,
+    crate::sharing::ShareError,
+    crate::change_requests::ChangeRequestError,
+    crate::flow::approval::ApprovalError,
 );
-
-impl From<ShareError> for PortError {
-    fn from(error: ShareError) -> Self {
-        let text = error.to_string();
-        match error {
-            ShareError::NotFound(_) | ShareError::Invalid => PortError::NotFound(text),
-            ShareError::Expired(_) | ShareError::Revoked => PortError::Conflict(text),
-            ShareError::Forbidden(_) => PortError::Forbidden(text),
-            ShareError::Refused(_) => PortError::Refused(text),
-            ShareError::Db(_) | ShareError::Config(_) => PortError::Failed(text),
-        }
-    }
-}
-
-impl From<ChangeRequestError> for PortError {
-    fn from(error: ChangeRequestError) -> Self {
-        let text = error.to_string();
-        match error {
-            ChangeRequestError::NotFound(_) => PortError::NotFound(text),
-            ChangeRequestError::Invalid(_) => PortError::Refused(text),
-            ChangeRequestError::Forbidden(_) => PortError::Forbidden(text),
-            ChangeRequestError::Conflict(_) => PortError::Conflict(text),
-            ChangeRequestError::Db(_)
-            | ChangeRequestError::Config(_)
-            | ChangeRequestError::Git(_) => PortError::Failed(text),
-        }
-    }
-}
-
-impl From<ApprovalError> for PortError {
-    fn from(error: ApprovalError) -> Self {
-        let text = error.to_string();
-        match error {
-            ApprovalError::NotFound(_) => PortError::NotFound(text),
-            ApprovalError::NotWaiting { .. }
-            | ApprovalError::AlreadyApproved { .. }
-            | ApprovalError::Refused(_) => PortError::Conflict(text),
-            ApprovalError::Forbidden(_) => PortError::Forbidden(text),
-            ApprovalError::Invalid(_) => PortError::Refused(text),
-            ApprovalError::Db(_) | ApprovalError::Config(_) | ApprovalError::Git(_) => {
-                PortError::Failed(text)
-            }
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -39,6 +39,20 @@ pub enum ShareError {
     Config(#[from] serde_json::Error),
 }
 
+impl crate::error::Classified for ShareError {
+    fn kind(&self) -> crate::error::Kind {
+        use crate::error::Kind;
+        match self {
+            // A bad link says no more than a missing one.
+            ShareError::NotFound(_) | ShareError::Invalid => Kind::NotFound,
+            ShareError::Expired(_) | ShareError::Revoked => Kind::Conflict,
+            ShareError::Forbidden(_) => Kind::Forbidden,
+            ShareError::Refused(_) => Kind::Invalid,
+            ShareError::Db(_) | ShareError::Config(_) => Kind::Internal,
+        }
+    }
+}
+
 type Result<T> = std::result::Result<T, ShareError>;
 
 /// The verdicts a tester can give.

@@ -37,6 +37,22 @@ pub enum ApprovalError {
     Git(#[from] crate::git::GitError),
 }
 
+impl crate::error::Classified for ApprovalError {
+    fn kind(&self) -> crate::error::Kind {
+        use crate::error::Kind;
+        match self {
+            ApprovalError::NotFound(_) => Kind::NotFound,
+            ApprovalError::NotWaiting { .. }
+            | ApprovalError::AlreadyApproved { .. }
+            | ApprovalError::Refused(_) => Kind::Conflict,
+            ApprovalError::Forbidden(_) => Kind::Forbidden,
+            ApprovalError::Invalid(_) => Kind::Invalid,
+            ApprovalError::Git(error) => error.kind(),
+            ApprovalError::Db(_) | ApprovalError::Config(_) => Kind::Internal,
+        }
+    }
+}
+
 #[derive(Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum ApprovalOutcome {

@@ -45,6 +45,19 @@ pub enum GitError {
     Join(String),
 }
 
+impl crate::error::Classified for GitError {
+    fn kind(&self) -> crate::error::Kind {
+        use crate::error::Kind;
+        match self {
+            // The remote did not answer or refused: an outage to retry.
+            GitError::Fetch { .. } | GitError::Push { .. } => Kind::Unavailable,
+            GitError::UnknownCommit(_) => Kind::NotFound,
+            GitError::Refused(_) | GitError::UnsafePath(_) => Kind::Invalid,
+            GitError::Git(_) | GitError::Io { .. } | GitError::Join(_) => Kind::Internal,
+        }
+    }
+}
+
 /// A commit, as people read it in the stack view.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommitInfo {

@@ -127,6 +127,10 @@ answered_by_kind!(
     crate::deploy::drift::DriftError,
     crate::notify::channels::ChannelError,
     crate::runner::cancel::CancelError,
+    crate::ledger::LedgerError,
+    crate::sharing::ShareError,
+    crate::change_requests::ChangeRequestError,
+    crate::flow::approval::ApprovalError,
 );
 
 impl From<sqlx::Error> for ApiError {

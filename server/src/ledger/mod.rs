@@ -14,9 +14,9 @@ pub mod rollback;
 pub mod stable;
 
 use app::dto::{ChangelogCommit, ReleaseKind};
-use app::port::PortError;
 
 use crate::db::{self, releases::NewRelease};
+use crate::error::{Classified, Kind};
 use crate::gitops::schema::AppConfig;
 use crate::gitops::stack;
 use crate::gitops::template;
@@ -43,17 +43,15 @@ pub enum LedgerError {
     Config(String),
 }
 
-impl From<LedgerError> for PortError {
-    fn from(error: LedgerError) -> Self {
-        let text = error.to_string();
-        match error {
-            LedgerError::NotFound(_) => PortError::NotFound(text),
-            LedgerError::Invalid(_) => PortError::Refused(text),
-            LedgerError::Forbidden(_) => PortError::Forbidden(text),
-            LedgerError::Conflict(_) => PortError::Conflict(text),
-            LedgerError::Db(_) | LedgerError::Git(_) | LedgerError::Config(_) => {
-                PortError::Failed(text)
-            }
+impl Classified for LedgerError {
+    fn kind(&self) -> Kind {
+        match self {
+            LedgerError::NotFound(_) => Kind::NotFound,
+            LedgerError::Invalid(_) => Kind::Invalid,
+            LedgerError::Forbidden(_) => Kind::Forbidden,
+            LedgerError::Conflict(_) => Kind::Conflict,
+            LedgerError::Git(error) => error.kind(),
+            LedgerError::Db(_) | LedgerError::Config(_) => Kind::Internal,
         }
     }
 }

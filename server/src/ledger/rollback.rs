@@ -99,6 +99,35 @@ async fn environment(
     Ok((row, config, env_row))
 }
 
+/// Why a release someone chose cannot be rolled back to in environment
+/// `environment_id` (named `place`): it is another environment's, or it
+/// never went live.
+fn chosen_refusal(
+    target: &ReleaseSummary,
+    environment_id: i64,
+    place: &str,
+) -> Option<LedgerError> {
+    if target.environment_id != environment_id {
+        return Some(LedgerError::Invalid(format!(
+            "release {} is of {}/{}, not {place}",
+            target.id, target.app, target.environment
+        )));
+    }
+    if matches!(target.state, ReleaseState::Deploying | ReleaseState::Failed) {
+        return Some(LedgerError::Invalid(format!(
+            "release {} is {}: only a release that went live can be rolled back to",
+            target.id, target.state
+        )));
+    }
+    None
+}
+
+/// Going back to what serves now makes sense only while a newer version
+/// is on its way in (the rollback then stops it).
+fn serves_already(current: Option<i64>, target: i64, deploying: bool) -> bool {
+    current == Some(target) && !deploying
+}
+
 /// Asks for a rollback: checks, pins, queues the rollback run and writes
 /// the pin to the pipeline repo.
 pub async fn request(
@@ -136,17 +165,10 @@ pub async fn request(
             let target = db::releases::get(&mut conn, id)
                 .await?
                 .ok_or_else(|| LedgerError::NotFound(format!("release {id} does not exist")))?;
-            if target.environment_id != env.id {
-                return Err(LedgerError::Invalid(format!(
-                    "release {id} is of {}/{}, not {app_name}/{env_name}",
-                    target.app, target.environment
-                )));
-            }
-            if matches!(target.state, ReleaseState::Deploying | ReleaseState::Failed) {
-                return Err(LedgerError::Invalid(format!(
-                    "release {id} is {}: only a release that went live can be rolled back to",
-                    target.state
-                )));
+            if let Some(refused) =
+                chosen_refusal(&target, env.id, &format!("{app_name}/{env_name}"))
+            {
+                return Err(refused);
             }
             target
         }
@@ -164,10 +186,8 @@ pub async fn request(
                 .ok_or_else(|| LedgerError::NotFound(format!("release {id} does not exist")))?
         }
     };
-    // Going back to what serves now makes sense only while a newer
-    // version is on its way in (the rollback then stops it).
     let deploying = db::releases::deploying_in(&mut *conn, env.id).await?;
-    if current == Some(target.id) && !deploying {
+    if serves_already(current, target.id, deploying) {
         return Err(LedgerError::Conflict(format!(
             "{app_name}/{env_name} already serves release {} ({})",
             target.id,
@@ -626,5 +646,55 @@ async fn reapply(
             Ok(())
         }
         Some(detail) => Err(DeployError::Failed(detail)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn release(id: i64, environment_id: i64, state: ReleaseState) -> ReleaseSummary {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "app": "shop", "environment": "production",
+            "environment_id": environment_id, "version": "abc1234", "state": state,
+            "kind": "release", "label": null, "previous_version": null,
+            "pipeline_sha": "p", "image": null, "reason": null, "rollback_of": null,
+            "rollback_to": null, "run_id": null, "deployment_id": 1, "created_by": null,
+            "created_at": 0, "finished_at": null, "stable_at": null, "stable_by": null,
+            "changelog": [], "targets": [], "approvals": [],
+        }))
+        .expect("a release")
+    }
+
+    #[test]
+    fn only_a_release_of_this_environment_that_went_live_is_chosen() {
+        for state in [
+            ReleaseState::Live,
+            ReleaseState::Stable,
+            ReleaseState::Superseded,
+            ReleaseState::RolledBack,
+        ] {
+            assert!(chosen_refusal(&release(4, 7, state), 7, "shop/production").is_none());
+        }
+        for state in [ReleaseState::Deploying, ReleaseState::Failed] {
+            let refused = chosen_refusal(&release(4, 7, state), 7, "shop/production");
+            assert!(
+                matches!(&refused, Some(LedgerError::Invalid(text)) if text.contains("went live")),
+                "{refused:?}"
+            );
+        }
+        let elsewhere = chosen_refusal(&release(4, 8, ReleaseState::Stable), 7, "shop/staging");
+        assert!(
+            matches!(&elsewhere, Some(LedgerError::Invalid(text)) if text == "release 4 is of shop/production, not shop/staging"),
+            "{elsewhere:?}"
+        );
+    }
+
+    #[test]
+    fn what_serves_is_a_target_only_while_a_newer_version_deploys() {
+        assert!(serves_already(Some(4), 4, false));
+        assert!(!serves_already(Some(4), 4, true), "stops the newer deploy");
+        assert!(!serves_already(Some(5), 4, false));
+        assert!(!serves_already(None, 4, false));
     }
 }

@@ -193,3 +193,19 @@ fn a_kustomization_is_built_after_the_templates_render() {
         Err(other) => panic!("{other}"),
     }
 }
+
+/// The whole rendered text, exactly as applied and as people see it: any
+/// change to labels, annotations, ordering or redaction shows up here.
+#[test]
+fn rendered_manifests_are_stable() {
+    let dir = deploy_dir(&[
+        ("app.yaml", DEPLOYMENT),
+        (
+            "svc.yml",
+            "apiVersion: v1\nkind: Service\nmetadata: { name: shop }\nspec: { ports: [{ port: 80 }] }\n",
+        ),
+    ]);
+    let rendered = render(dir.path(), "apps/shop/deploy", &context()).expect("renders");
+    insta::assert_snapshot!("applied", Rendered::to_yaml(&rendered.objects));
+    insta::assert_snapshot!("shown", Rendered::to_yaml(&rendered.redacted()));
+}

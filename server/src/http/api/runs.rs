@@ -17,16 +17,10 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use crate::auth::Principal;
 use crate::db;
-use crate::flow::approval::{self, ApprovalError, ApprovalOutcome};
+use crate::flow::approval::{self, ApprovalOutcome};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::runner::logs::RunEvent;
 use crate::state::AppState;
-
-impl From<ApprovalError> for ApiError {
-    fn from(error: ApprovalError) -> Self {
-        app::port::PortError::from(error).into()
-    }
-}
 
 /// A run with its steps and test reports.
 #[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs",
