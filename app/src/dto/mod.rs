@@ -1,0 +1,77 @@
+//! Data shared by the server and the dashboard: what the REST API returns and
+//! what server functions hand to components. Compiled for both targets, so no
+//! server-only types here; OpenAPI schemas are derived only under `ssr`.
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch, UTC. Every timestamp Gantry stores or
+/// returns uses this unit, so the two databases and the browser agree.
+pub type UnixMillis = i64;
+
+macro_rules! state_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The stable name used in the database, the API and CSS classes.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            /// Parses the stable name; `None` for anything else.
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+mod audit;
+mod change_requests;
+mod clusters;
+mod environments;
+mod identity;
+mod notify;
+mod releases;
+mod runs;
+mod settings;
+mod sharing;
+mod states;
+
+pub use audit::*;
+pub use change_requests::*;
+pub use clusters::*;
+pub use environments::*;
+pub use identity::*;
+pub use notify::*;
+pub use releases::*;
+pub use runs::*;
+pub use settings::*;
+pub use sharing::*;
+pub use states::*;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names_round_trip_through_parse() {
+        for state in RunState::ALL {
+            assert_eq!(RunState::parse(state.as_str()), Some(*state));
+        }
+        assert_eq!(RunState::parse("Running"), None);
+    }
+}
