@@ -96,23 +96,96 @@ impl Caller {
     }
 }
 
-/// Everything the dashboard reads or does, answered by the server.
+// Everything the dashboard reads or does, answered by the server: one
+// trait per domain (`DashboardPort`, below, is all of them together).
+
+/// Who is asking.
 #[async_trait]
-pub trait DashboardPort: Send + Sync + 'static {
+pub trait IdentityPort: Send + Sync {
     /// Who made the request (`None`: nobody signed in).
     async fn identify(&self, parts: http::request::Parts) -> Result<Option<Caller>, PortError>;
+}
+
+/// The environment stack: every environment, one app's page.
+#[async_trait]
+pub trait StackPort: Send + Sync {
     async fn environments(&self, caller: &Caller) -> Result<Vec<EnvironmentSummary>, PortError>;
-    async fn runs(&self, caller: &Caller) -> Result<Vec<RunSummary>, PortError>;
     /// One app's page (`None`: no such app).
     async fn app_overview(
         &self,
         caller: &Caller,
         app: String,
     ) -> Result<Option<AppOverview>, PortError>;
+}
+
+/// Runs, their logs and diffs, and the runs held for approval.
+#[async_trait]
+pub trait RunsPort: Send + Sync {
+    async fn runs(&self, caller: &Caller) -> Result<Vec<RunSummary>, PortError>;
+    async fn pending_approvals(&self, caller: &Caller) -> Result<Vec<PendingApproval>, PortError>;
+    async fn run_detail(&self, caller: &Caller, id: i64) -> Result<Option<RunDetail>, PortError>;
+    /// The stored log of one step of a run, in order.
+    async fn step_log(
+        &self,
+        caller: &Caller,
+        run_id: i64,
+        step_id: i64,
+    ) -> Result<Option<String>, PortError>;
+    /// Approve, reject or override a run held for approval; says what
+    /// happened ("released", "waiting: 1 of 2", "rejected").
+    async fn review_run(
+        &self,
+        caller: &Caller,
+        id: i64,
+        review: Review,
+    ) -> Result<String, PortError>;
+    /// What a run would change on its clusters (`None`: no such run).
+    async fn run_diff(
+        &self,
+        caller: &Caller,
+        id: i64,
+    ) -> Result<Option<Vec<ObjectDiff>>, PortError>;
+}
+
+/// Change requests: listing, opening, reviewing, their diffs, the inbox.
+#[async_trait]
+pub trait ChangeRequestsPort: Send + Sync {
     async fn change_requests(
         &self,
         caller: &Caller,
     ) -> Result<Vec<ChangeRequestSummary>, PortError>;
+    /// The change request page (`None`: no such request).
+    async fn change_request(
+        &self,
+        caller: &Caller,
+        id: i64,
+    ) -> Result<Option<ChangeRequestDetail>, PortError>;
+    /// Active change requests and held runs the caller can see.
+    async fn approval_inbox(&self, caller: &Caller) -> Result<ApprovalInbox, PortError>;
+    async fn open_change_request(
+        &self,
+        caller: &Caller,
+        request: NewChangeRequest,
+    ) -> Result<ChangeRequestSummary, PortError>;
+    /// Approve, reject, override or close a change request.
+    async fn review_change_request(
+        &self,
+        caller: &Caller,
+        id: i64,
+        review: Review,
+    ) -> Result<ChangeRequestSummary, PortError>;
+    /// What merging a change request would change on its target's clusters
+    /// (`None`: no such request, or a target never deployed).
+    async fn change_request_diff(
+        &self,
+        caller: &Caller,
+        id: i64,
+    ) -> Result<Option<Vec<ObjectDiff>>, PortError>;
+}
+
+/// The release ledger: entries, rollback, promotion, stability, comparisons.
+#[async_trait]
+pub trait ReleasesPort: Send + Sync {
     /// One page of the release ledger.
     async fn releases(
         &self,
@@ -157,8 +230,27 @@ pub trait DashboardPort: Send + Sync + 'static {
         app: String,
         sha: String,
     ) -> Result<CommitReleases, PortError>;
-    async fn pending_approvals(&self, caller: &Caller) -> Result<Vec<PendingApproval>, PortError>;
+}
+
+/// Registered clusters.
+#[async_trait]
+pub trait ClustersPort: Send + Sync {
     async fn clusters(&self, caller: &Caller) -> Result<Vec<ClusterSummary>, PortError>;
+    async fn register_cluster(
+        &self,
+        caller: &Caller,
+        registration: ClusterRegistration,
+    ) -> Result<ClusterSummary, PortError>;
+    async fn check_cluster(
+        &self,
+        caller: &Caller,
+        name: String,
+    ) -> Result<ClusterSummary, PortError>;
+}
+
+/// Share links for testers and the feedback left through them.
+#[async_trait]
+pub trait SharingPort: Send + Sync {
     /// Developers: a signed, expiring link to the request's tester page.
     async fn share_change_request(&self, caller: &Caller, id: i64) -> Result<ShareLink, PortError>;
     /// Developers: end a share link before it expires.
@@ -177,6 +269,11 @@ pub trait DashboardPort: Send + Sync + 'static {
         token: String,
         feedback: NewFeedback,
     ) -> Result<TesterFeedback, PortError>;
+}
+
+/// What admins read and check: channels, the audit log, settings, the configuration.
+#[async_trait]
+pub trait AdminPort: Send + Sync {
     /// Admins: notification channels and their recent deliveries.
     async fn channels(&self, caller: &Caller) -> Result<Vec<ChannelSummary>, PortError>;
     /// Admins: queue a test message through channel `name`.
@@ -188,65 +285,36 @@ pub trait DashboardPort: Send + Sync + 'static {
     ) -> Result<Vec<AuditEntry>, PortError>;
     async fn settings(&self, caller: &Caller) -> Result<Settings, PortError>;
     async fn config_status(&self, caller: &Caller) -> Result<ConfigStatus, PortError>;
-    async fn run_detail(&self, caller: &Caller, id: i64) -> Result<Option<RunDetail>, PortError>;
-    /// The stored log of one step of a run, in order.
-    async fn step_log(
-        &self,
-        caller: &Caller,
-        run_id: i64,
-        step_id: i64,
-    ) -> Result<Option<String>, PortError>;
-    async fn register_cluster(
-        &self,
-        caller: &Caller,
-        registration: ClusterRegistration,
-    ) -> Result<ClusterSummary, PortError>;
-    async fn check_cluster(
-        &self,
-        caller: &Caller,
-        name: String,
-    ) -> Result<ClusterSummary, PortError>;
-    /// The change request page (`None`: no such request).
-    async fn change_request(
-        &self,
-        caller: &Caller,
-        id: i64,
-    ) -> Result<Option<ChangeRequestDetail>, PortError>;
-    /// Active change requests and held runs the caller can see.
-    async fn approval_inbox(&self, caller: &Caller) -> Result<ApprovalInbox, PortError>;
-    async fn open_change_request(
-        &self,
-        caller: &Caller,
-        request: NewChangeRequest,
-    ) -> Result<ChangeRequestSummary, PortError>;
-    /// Approve, reject, override or close a change request.
-    async fn review_change_request(
-        &self,
-        caller: &Caller,
-        id: i64,
-        review: Review,
-    ) -> Result<ChangeRequestSummary, PortError>;
-    /// Approve, reject or override a run held for approval; says what
-    /// happened ("released", "waiting: 1 of 2", "rejected").
-    async fn review_run(
-        &self,
-        caller: &Caller,
-        id: i64,
-        review: Review,
-    ) -> Result<String, PortError>;
-    /// What merging a change request would change on its target's clusters
-    /// (`None`: no such request, or a target never deployed).
-    async fn change_request_diff(
-        &self,
-        caller: &Caller,
-        id: i64,
-    ) -> Result<Option<Vec<ObjectDiff>>, PortError>;
-    /// What a run would change on its clusters (`None`: no such run).
-    async fn run_diff(
-        &self,
-        caller: &Caller,
-        id: i64,
-    ) -> Result<Option<Vec<ObjectDiff>>, PortError>;
+}
+
+/// Everything the dashboard reads or does, answered by the server: every
+/// domain's trait above, implemented by whatever implements them all (the
+/// server's `App`).
+pub trait DashboardPort:
+    IdentityPort
+    + StackPort
+    + RunsPort
+    + ChangeRequestsPort
+    + ReleasesPort
+    + ClustersPort
+    + SharingPort
+    + AdminPort
+    + 'static
+{
+}
+
+impl<
+    T: IdentityPort
+        + StackPort
+        + RunsPort
+        + ChangeRequestsPort
+        + ReleasesPort
+        + ClustersPort
+        + SharingPort
+        + AdminPort
+        + 'static,
+> DashboardPort for T
+{
 }
 
 /// The handle provided as context: `provide_context(Port(...))`.

@@ -10,7 +10,10 @@ use app::dto::{
     RollbackAccepted, RollbackRequest, RunDetail, RunSummary, SettingSource, Settings, ShareLink,
     SharedPreview, TesterFeedback,
 };
-use app::port::{Caller, DashboardPort, PortError};
+use app::port::{
+    AdminPort, Caller, ChangeRequestsPort, ClustersPort, IdentityPort, PortError, ReleasesPort,
+    RunsPort, SharingPort, StackPort,
+};
 use async_trait::async_trait;
 
 use crate::change_requests::{self, ChangeRequestError};
@@ -32,7 +35,7 @@ fn visible<T>(caller: &Caller, role: Role, items: Vec<T>, app_of: impl Fn(&T) ->
 }
 
 #[async_trait]
-impl DashboardPort for App {
+impl IdentityPort for App {
     async fn identify(
         &self,
         parts: axum::http::request::Parts,
@@ -42,7 +45,10 @@ impl DashboardPort for App {
             .map_err(|e| PortError::Failed(e.to_string()))?;
         Ok(principal.map(|p| p.caller()))
     }
+}
 
+#[async_trait]
+impl StackPort for App {
     async fn environments(&self, caller: &Caller) -> Result<Vec<EnvironmentSummary>, PortError> {
         let all = db::environments::list_active(&self.db)
             .await
@@ -60,13 +66,6 @@ impl DashboardPort for App {
                 e
             })
             .collect())
-    }
-
-    async fn runs(&self, caller: &Caller) -> Result<Vec<RunSummary>, PortError> {
-        let all = db::runs::list_recent(self.db.pool())
-            .await
-            .map_err(port_error)?;
-        Ok(visible(caller, Role::Viewer, all, |r| &r.app))
     }
 
     async fn app_overview(
@@ -111,7 +110,132 @@ impl DashboardPort for App {
                 .map_err(port_error)?,
         }))
     }
+}
 
+#[async_trait]
+impl RunsPort for App {
+    async fn runs(&self, caller: &Caller) -> Result<Vec<RunSummary>, PortError> {
+        let all = db::runs::list_recent(self.db.pool())
+            .await
+            .map_err(port_error)?;
+        Ok(visible(caller, Role::Viewer, all, |r| &r.app))
+    }
+
+    async fn pending_approvals(&self, caller: &Caller) -> Result<Vec<PendingApproval>, PortError> {
+        let all = db::runs::list_waiting_for_approval(self.db.pool())
+            .await
+            .map_err(port_error)?;
+        Ok(visible(caller, Role::Viewer, all, |p| &p.app))
+    }
+
+    async fn run_detail(&self, caller: &Caller, id: i64) -> Result<Option<RunDetail>, PortError> {
+        let pool = self.db.pool();
+        let Some((run, extra)) = db::runs::detail(pool, id).await.map_err(port_error)? else {
+            return Ok(None);
+        };
+        // Testers read test results; steps and errors too (logs need more).
+        caller.require(Role::Tester, Some(&run.app))?;
+        let steps = db::steps::list(pool, id).await.map_err(port_error)?;
+        let mut warnings = Vec::new();
+        if let Some(warning) = crate::sandbox::warning(self.sandbox.status()) {
+            warnings.push(warning);
+        }
+        for step in steps
+            .iter()
+            .filter(|s| s.network.as_deref() == Some("host"))
+        {
+            warnings.push(format!(
+                "step {} ran on the host's network (network: host in pipeline.yaml): it could reach every service on this machine's loopback",
+                step.name
+            ));
+        }
+        Ok(Some(RunDetail {
+            run,
+            pipeline_sha: extra.pipeline_sha,
+            commit_message: extra.commit_message,
+            commit_author: extra.commit_author,
+            trigger: extra.trigger,
+            error: extra.error,
+            steps,
+            reports: db::steps::reports_for_run(pool, id)
+                .await
+                .map_err(port_error)?,
+            from_fork: extra.from_fork,
+            warnings,
+        }))
+    }
+
+    async fn step_log(
+        &self,
+        caller: &Caller,
+        run_id: i64,
+        step_id: i64,
+    ) -> Result<Option<String>, PortError> {
+        let pool = self.db.pool();
+        let Some((run, _)) = db::runs::detail(pool, run_id).await.map_err(port_error)? else {
+            return Ok(None);
+        };
+        caller.require(Role::Developer, Some(&run.app))?;
+        let steps = db::steps::list(pool, run_id).await.map_err(port_error)?;
+        if !steps.iter().any(|step| step.id == step_id) {
+            return Ok(None);
+        }
+        let chunks = db::steps::log_chunks(pool, step_id, 0)
+            .await
+            .map_err(port_error)?;
+        Ok(Some(chunks.into_iter().map(|(_, text)| text).collect()))
+    }
+
+    async fn review_run(
+        &self,
+        caller: &Caller,
+        id: i64,
+        review: Review,
+    ) -> Result<String, PortError> {
+        let comment = review.comment.as_deref().filter(|c| !c.trim().is_empty());
+        let outcome = match review.action {
+            ReviewAction::Approve => approval::approve(self, caller, id, comment).await?,
+            ReviewAction::Reject => approval::reject(self, caller, id, comment).await?,
+            ReviewAction::Override => {
+                approval::override_hold(self, caller, id, comment.unwrap_or("")).await?
+            }
+            ReviewAction::Close | ReviewAction::Feedback => {
+                return Err(PortError::Refused(
+                    "a held run is approved, rejected or overridden".into(),
+                ));
+            }
+        };
+        Ok(match outcome {
+            ApprovalOutcome::Released { .. } => "released: the run is queued".into(),
+            ApprovalOutcome::Waiting {
+                approvals,
+                required,
+            } => format!("waiting: {approvals} of {required} approvals"),
+            ApprovalOutcome::Rejected => "rejected".into(),
+        })
+    }
+
+    async fn run_diff(
+        &self,
+        caller: &Caller,
+        id: i64,
+    ) -> Result<Option<Vec<ObjectDiff>>, PortError> {
+        let Some((run, _)) = db::runs::detail(self.db.pool(), id)
+            .await
+            .map_err(port_error)?
+        else {
+            return Ok(None);
+        };
+        // Manifests are the admins' (they may hold more than developers see).
+        caller.require(Role::Admin, Some(&run.app))?;
+        // Bad manifests are the admin's to read and fix (Invalid); a
+        // cluster that does not answer is Unavailable.
+        Ok(crate::deploy::drift::diff_for_run(self, id).await?)
+    }
+}
+
+#[async_trait]
+impl ChangeRequestsPort for App {
     async fn change_requests(
         &self,
         caller: &Caller,
@@ -125,6 +249,81 @@ impl DashboardPort for App {
             .collect()
     }
 
+    async fn change_request(
+        &self,
+        caller: &Caller,
+        id: i64,
+    ) -> Result<Option<ChangeRequestDetail>, PortError> {
+        match change_requests::detail(self, caller, id).await {
+            Ok(detail) => Ok(Some(detail)),
+            Err(ChangeRequestError::NotFound(_)) => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn approval_inbox(&self, caller: &Caller) -> Result<ApprovalInbox, PortError> {
+        let active = db::change_requests::list(self.db.pool())
+            .await
+            .map_err(port_error)?
+            .into_iter()
+            .filter(|cr| cr.is_active() && caller.me.can(Role::Viewer, Some(&cr.app)));
+        let mut change_requests = Vec::new();
+        for cr in active {
+            change_requests.push(change_requests::detail(self, caller, cr.id).await?);
+        }
+        Ok(ApprovalInbox {
+            change_requests,
+            runs: self.pending_approvals(caller).await?,
+        })
+    }
+
+    async fn open_change_request(
+        &self,
+        caller: &Caller,
+        request: NewChangeRequest,
+    ) -> Result<ChangeRequestSummary, PortError> {
+        let row = change_requests::open(self, caller, request).await?;
+        row.summary().map_err(port_error)
+    }
+
+    async fn review_change_request(
+        &self,
+        caller: &Caller,
+        id: i64,
+        review: Review,
+    ) -> Result<ChangeRequestSummary, PortError> {
+        let comment = review.comment.as_deref().filter(|c| !c.trim().is_empty());
+        let row = match review.action {
+            ReviewAction::Approve => change_requests::approve(self, caller, id, comment).await?,
+            ReviewAction::Reject => change_requests::reject(self, caller, id, comment).await?,
+            ReviewAction::Override => {
+                change_requests::override_policy(self, caller, id, comment.unwrap_or("")).await?
+            }
+            ReviewAction::Close => change_requests::close(self, caller, id).await?,
+            ReviewAction::Feedback => change_requests::feedback(self, caller, id, comment).await?,
+        };
+        row.summary().map_err(port_error)
+    }
+
+    async fn change_request_diff(
+        &self,
+        caller: &Caller,
+        id: i64,
+    ) -> Result<Option<Vec<ObjectDiff>>, PortError> {
+        let Some(cr) = db::change_requests::get(self.db.pool(), id)
+            .await
+            .map_err(port_error)?
+        else {
+            return Ok(None);
+        };
+        // Manifests are the admins'.
+        caller.require(Role::Admin, Some(&cr.app))?;
+        Ok(crate::deploy::drift::diff_for_change_request(self, id).await?)
+    }
+}
+
+#[async_trait]
+impl ReleasesPort for App {
     async fn releases(
         &self,
         caller: &Caller,
@@ -198,19 +397,34 @@ impl DashboardPort for App {
     ) -> Result<CommitReleases, PortError> {
         Ok(crate::ledger::pinpoint::landings(self, caller, &app, &sha).await?)
     }
+}
 
-    async fn pending_approvals(&self, caller: &Caller) -> Result<Vec<PendingApproval>, PortError> {
-        let all = db::runs::list_waiting_for_approval(self.db.pool())
-            .await
-            .map_err(port_error)?;
-        Ok(visible(caller, Role::Viewer, all, |p| &p.app))
-    }
-
+#[async_trait]
+impl ClustersPort for App {
     async fn clusters(&self, caller: &Caller) -> Result<Vec<ClusterSummary>, PortError> {
         caller.require(Role::Admin, None)?;
         db::clusters::list(self.db.pool()).await.map_err(port_error)
     }
 
+    async fn register_cluster(
+        &self,
+        caller: &Caller,
+        registration: ClusterRegistration,
+    ) -> Result<ClusterSummary, PortError> {
+        Ok(crate::clusters::register(self, caller, &registration).await?)
+    }
+
+    async fn check_cluster(
+        &self,
+        caller: &Caller,
+        name: String,
+    ) -> Result<ClusterSummary, PortError> {
+        Ok(crate::clusters::check(self, caller, &name).await?)
+    }
+}
+
+#[async_trait]
+impl SharingPort for App {
     async fn share_change_request(&self, caller: &Caller, id: i64) -> Result<ShareLink, PortError> {
         Ok(crate::sharing::create(self, caller, id).await?)
     }
@@ -235,7 +449,10 @@ impl DashboardPort for App {
     ) -> Result<TesterFeedback, PortError> {
         Ok(crate::sharing::leave_feedback(self, &token, visitor, feedback).await?)
     }
+}
 
+#[async_trait]
+impl AdminPort for App {
     async fn channels(&self, caller: &Caller) -> Result<Vec<ChannelSummary>, PortError> {
         Ok(crate::notify::channels::summaries(self, caller).await?)
     }
@@ -326,199 +543,6 @@ impl DashboardPort for App {
             issues,
             checked_at: latest.as_ref().map(|r| r.created_at),
         })
-    }
-
-    async fn run_detail(&self, caller: &Caller, id: i64) -> Result<Option<RunDetail>, PortError> {
-        let pool = self.db.pool();
-        let Some((run, extra)) = db::runs::detail(pool, id).await.map_err(port_error)? else {
-            return Ok(None);
-        };
-        // Testers read test results; steps and errors too (logs need more).
-        caller.require(Role::Tester, Some(&run.app))?;
-        let steps = db::steps::list(pool, id).await.map_err(port_error)?;
-        let mut warnings = Vec::new();
-        if let Some(warning) = crate::sandbox::warning(self.sandbox.status()) {
-            warnings.push(warning);
-        }
-        for step in steps
-            .iter()
-            .filter(|s| s.network.as_deref() == Some("host"))
-        {
-            warnings.push(format!(
-                "step {} ran on the host's network (network: host in pipeline.yaml): it could reach every service on this machine's loopback",
-                step.name
-            ));
-        }
-        Ok(Some(RunDetail {
-            run,
-            pipeline_sha: extra.pipeline_sha,
-            commit_message: extra.commit_message,
-            commit_author: extra.commit_author,
-            trigger: extra.trigger,
-            error: extra.error,
-            steps,
-            reports: db::steps::reports_for_run(pool, id)
-                .await
-                .map_err(port_error)?,
-            from_fork: extra.from_fork,
-            warnings,
-        }))
-    }
-
-    async fn step_log(
-        &self,
-        caller: &Caller,
-        run_id: i64,
-        step_id: i64,
-    ) -> Result<Option<String>, PortError> {
-        let pool = self.db.pool();
-        let Some((run, _)) = db::runs::detail(pool, run_id).await.map_err(port_error)? else {
-            return Ok(None);
-        };
-        caller.require(Role::Developer, Some(&run.app))?;
-        let steps = db::steps::list(pool, run_id).await.map_err(port_error)?;
-        if !steps.iter().any(|step| step.id == step_id) {
-            return Ok(None);
-        }
-        let chunks = db::steps::log_chunks(pool, step_id, 0)
-            .await
-            .map_err(port_error)?;
-        Ok(Some(chunks.into_iter().map(|(_, text)| text).collect()))
-    }
-
-    async fn register_cluster(
-        &self,
-        caller: &Caller,
-        registration: ClusterRegistration,
-    ) -> Result<ClusterSummary, PortError> {
-        Ok(crate::clusters::register(self, caller, &registration).await?)
-    }
-
-    async fn check_cluster(
-        &self,
-        caller: &Caller,
-        name: String,
-    ) -> Result<ClusterSummary, PortError> {
-        Ok(crate::clusters::check(self, caller, &name).await?)
-    }
-
-    async fn change_request(
-        &self,
-        caller: &Caller,
-        id: i64,
-    ) -> Result<Option<ChangeRequestDetail>, PortError> {
-        match change_requests::detail(self, caller, id).await {
-            Ok(detail) => Ok(Some(detail)),
-            Err(ChangeRequestError::NotFound(_)) => Ok(None),
-            Err(error) => Err(error.into()),
-        }
-    }
-
-    async fn approval_inbox(&self, caller: &Caller) -> Result<ApprovalInbox, PortError> {
-        let active = db::change_requests::list(self.db.pool())
-            .await
-            .map_err(port_error)?
-            .into_iter()
-            .filter(|cr| cr.is_active() && caller.me.can(Role::Viewer, Some(&cr.app)));
-        let mut change_requests = Vec::new();
-        for cr in active {
-            change_requests.push(change_requests::detail(self, caller, cr.id).await?);
-        }
-        Ok(ApprovalInbox {
-            change_requests,
-            runs: self.pending_approvals(caller).await?,
-        })
-    }
-
-    async fn open_change_request(
-        &self,
-        caller: &Caller,
-        request: NewChangeRequest,
-    ) -> Result<ChangeRequestSummary, PortError> {
-        let row = change_requests::open(self, caller, request).await?;
-        row.summary().map_err(port_error)
-    }
-
-    async fn review_change_request(
-        &self,
-        caller: &Caller,
-        id: i64,
-        review: Review,
-    ) -> Result<ChangeRequestSummary, PortError> {
-        let comment = review.comment.as_deref().filter(|c| !c.trim().is_empty());
-        let row = match review.action {
-            ReviewAction::Approve => change_requests::approve(self, caller, id, comment).await?,
-            ReviewAction::Reject => change_requests::reject(self, caller, id, comment).await?,
-            ReviewAction::Override => {
-                change_requests::override_policy(self, caller, id, comment.unwrap_or("")).await?
-            }
-            ReviewAction::Close => change_requests::close(self, caller, id).await?,
-            ReviewAction::Feedback => change_requests::feedback(self, caller, id, comment).await?,
-        };
-        row.summary().map_err(port_error)
-    }
-
-    async fn review_run(
-        &self,
-        caller: &Caller,
-        id: i64,
-        review: Review,
-    ) -> Result<String, PortError> {
-        let comment = review.comment.as_deref().filter(|c| !c.trim().is_empty());
-        let outcome = match review.action {
-            ReviewAction::Approve => approval::approve(self, caller, id, comment).await?,
-            ReviewAction::Reject => approval::reject(self, caller, id, comment).await?,
-            ReviewAction::Override => {
-                approval::override_hold(self, caller, id, comment.unwrap_or("")).await?
-            }
-            ReviewAction::Close | ReviewAction::Feedback => {
-                return Err(PortError::Refused(
-                    "a held run is approved, rejected or overridden".into(),
-                ));
-            }
-        };
-        Ok(match outcome {
-            ApprovalOutcome::Released { .. } => "released: the run is queued".into(),
-            ApprovalOutcome::Waiting {
-                approvals,
-                required,
-            } => format!("waiting: {approvals} of {required} approvals"),
-            ApprovalOutcome::Rejected => "rejected".into(),
-        })
-    }
-
-    async fn change_request_diff(
-        &self,
-        caller: &Caller,
-        id: i64,
-    ) -> Result<Option<Vec<ObjectDiff>>, PortError> {
-        let Some(cr) = db::change_requests::get(self.db.pool(), id)
-            .await
-            .map_err(port_error)?
-        else {
-            return Ok(None);
-        };
-        // Manifests are the admins'.
-        caller.require(Role::Admin, Some(&cr.app))?;
-        Ok(crate::deploy::drift::diff_for_change_request(self, id).await?)
-    }
-
-    async fn run_diff(
-        &self,
-        caller: &Caller,
-        id: i64,
-    ) -> Result<Option<Vec<ObjectDiff>>, PortError> {
-        let Some((run, _)) = db::runs::detail(self.db.pool(), id)
-            .await
-            .map_err(port_error)?
-        else {
-            return Ok(None);
-        };
-        // Manifests are the admins' (they may hold more than developers see).
-        caller.require(Role::Admin, Some(&run.app))?;
-        // Bad manifests are the admin's to read and fix (Invalid); a
-        // cluster that does not answer is Unavailable.
-        Ok(crate::deploy::drift::diff_for_run(self, id).await?)
     }
 }
 

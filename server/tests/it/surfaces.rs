@@ -3,7 +3,7 @@
 //! entry through either.
 
 use app::dto::Role;
-use app::port::{DashboardPort, PortError};
+use app::port::{AdminPort, ClustersPort, PortError};
 use kube_emulator::{Emulator, Options};
 use serde_json::{Value, json};
 

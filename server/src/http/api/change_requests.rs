@@ -5,7 +5,7 @@
 use app::dto::{
     ChangeRequestDetail, ChangeRequestSummary, NewChangeRequest, ObjectDiff, Review, ReviewAction,
 };
-use app::port::DashboardPort;
+use app::port::ChangeRequestsPort;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;

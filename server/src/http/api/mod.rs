@@ -24,7 +24,7 @@ use app::dto::{
     ReleaseSummary, RunDetail, RunState, RunSummary, SettingSource, Settings, StepState,
     StepSummary, TestCaseFailure, TestReportSummary,
 };
-use app::port::DashboardPort;
+use app::port::{AdminPort, ChangeRequestsPort, ClustersPort, RunsPort, StackPort};
 use axum::Json;
 use axum::Router;
 use axum::extract::{OriginalUri, Query, State};

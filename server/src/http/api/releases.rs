@@ -6,7 +6,7 @@ use app::dto::{
     CommitReleases, PromoteRequest, Promotion, ReleaseComparison, ReleaseFilter, ReleaseSummary,
     RollbackAccepted, RollbackRequest,
 };
-use app::port::DashboardPort;
+use app::port::ReleasesPort;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;

@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use app::dto::RunDetail;
-use app::port::DashboardPort;
+use app::port::RunsPort;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::header;

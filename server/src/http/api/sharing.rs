@@ -3,7 +3,7 @@
 //! feedback (signed in, or without an account where the admin allows it).
 
 use app::dto::{NewFeedback, ShareLink, SharedPreview, TesterFeedback};
-use app::port::DashboardPort;
+use app::port::SharingPort;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
