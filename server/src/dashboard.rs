@@ -411,7 +411,10 @@ impl ClustersPort for App {
         caller: &Caller,
         registration: ClusterRegistration,
     ) -> Result<ClusterSummary, PortError> {
-        Ok(crate::clusters::register(self, caller, &registration).await?)
+        Ok(self
+            .cluster_registry()
+            .register(caller, &registration)
+            .await?)
     }
 
     async fn check_cluster(
@@ -419,7 +422,7 @@ impl ClustersPort for App {
         caller: &Caller,
         name: String,
     ) -> Result<ClusterSummary, PortError> {
-        Ok(crate::clusters::check(self, caller, &name).await?)
+        Ok(self.cluster_registry().check(caller, &name).await?)
     }
 }
 

@@ -75,7 +75,6 @@ pub const MODULES: &[(&str, Layer)] = &[
 /// service holding the few dependencies they use (issue 15).
 pub const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("change_requests", "state"),
-    ("clusters", "state"),
     ("deploy", "state"),
     ("flow", "state"),
     ("forge", "state"),

@@ -41,7 +41,7 @@ pub struct App {
     /// What the dashboard's open pages are told when something moves.
     pub changes: crate::changes::Changes,
     pub proxy: crate::outbound::ProxyClient,
-    pub clusters: crate::clusters::ClientCache,
+    pub cluster_clients: crate::clusters::ClientCache,
     pub oidc: crate::auth::oidc::Oidc,
     /// What time it is (tests move it instead of waiting).
     pub clock: crate::clock::Clock,
@@ -109,7 +109,7 @@ impl App {
             forge_comments: tokio::sync::Mutex::new(()),
             forge_statuses: crate::forge::feedback::StatusOrder::default(),
             proxy: crate::outbound::proxy_client(),
-            clusters: crate::clusters::ClientCache::default(),
+            cluster_clients: crate::clusters::ClientCache::default(),
             oidc: crate::auth::oidc::Oidc::default(),
             clock: crate::clock::Clock::default(),
             shutdown: CancellationToken::new(),
@@ -125,6 +125,16 @@ impl App {
         crate::flow::policy::Freshness {
             max_age: self.config.reauth_max_age,
             now: self.clock.now_millis(),
+        }
+    }
+
+    /// The registered clusters and their clients.
+    pub fn cluster_registry(&self) -> crate::clusters::Registry<'_> {
+        crate::clusters::Registry {
+            db: &self.db,
+            vault: &self.vault,
+            clients: &self.cluster_clients,
+            flow: &self.flow,
         }
     }
 

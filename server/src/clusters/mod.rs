@@ -14,10 +14,10 @@ use base64::engine::general_purpose::STANDARD;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde::{Deserialize, Serialize};
 
-use crate::db::{self, now_millis};
+use crate::db::{self, Db, now_millis};
 use crate::error::{Classified, Kind};
-use crate::secrets::Sealed;
-use crate::state::App;
+use crate::flow::Flow;
+use crate::secrets::{Sealed, Vault};
 
 /// How Gantry reaches a cluster. Stored sealed; never returned.
 #[derive(Clone, Serialize, Deserialize)]
@@ -98,12 +98,14 @@ fn require_admin(caller: &Caller) -> Result<(), ClusterError> {
         .map_err(|refused| ClusterError::Forbidden(refused.to_string()))
 }
 
-/// The set of valid targets changed: read the pipeline repo again, so apps
-/// waiting for a target (or losing one) are validated anew.
-async fn revalidate(app: &App) {
-    if let Err(error) = crate::flow::reconcile::reapply(app).await {
-        tracing::warn!(%error, "re-reading the pipeline repo after a cluster change failed");
-    }
+/// The registered clusters, with what they need and nothing more: the
+/// database, the vault their credentials are sealed with, the clients
+/// built so far, and the flow (told when the set of targets changes).
+pub struct Registry<'a> {
+    pub db: &'a Db,
+    pub vault: &'a Vault,
+    pub clients: &'a ClientCache,
+    pub flow: &'a Flow,
 }
 
 /// Built clients, by cluster name (dropped when the cluster changes).
@@ -248,87 +250,168 @@ fn seal_name(cluster: &str) -> String {
     format!("cluster:{cluster}")
 }
 
-/// An admin registers a cluster (audited as `cluster.register`), which is
-/// checked once; apps waiting for it are re-validated. An unreachable
-/// cluster is registered all the same; its summary says why it cannot be
-/// reached.
-pub async fn register(
-    app: &App,
-    caller: &Caller,
-    registration: &Registration,
-) -> Result<ClusterSummary, ClusterError> {
-    require_admin(caller)?;
-    let summary = store(app, registration).await?;
-    crate::audit::record(&app.db, caller, "cluster.register", &summary.name, None).await?;
-    revalidate(app).await;
-    Ok(summary)
-}
-
-async fn store(app: &App, registration: &Registration) -> Result<ClusterSummary, ClusterError> {
-    let name = registration.name.trim();
-    if !crate::gitops::load::valid_name(name) || name == crate::gitops::schema::LOCAL_TARGET {
-        return Err(ClusterError::BadName(name.to_string()));
+impl Registry<'_> {
+    /// The set of valid targets changed: the next scan reads the pipeline
+    /// repo again (now), so apps waiting for a target (or losing one) are
+    /// validated anew.
+    fn targets_changed(&self) {
+        self.flow
+            .targets_changed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.flow.scan_wake.notify_one();
     }
-    let (credentials, server) = registration.credentials()?;
-    // Refuse what cannot become a client before storing anything.
-    build_client(name, &credentials).await?;
-    let json =
-        serde_json::to_string(&credentials).map_err(|e| ClusterError::BadRequest(e.to_string()))?;
-    let sealed = app.vault.seal(&seal_name(name), &json)?;
-    let inserted = db::clusters::insert(
-        app.db.pool(),
-        &db::clusters::NewCluster {
-            name,
-            kind: kind_name(&credentials),
-            context: match &credentials {
-                Credentials::Kubeconfig { context, .. } => context.as_deref(),
-                _ => None,
-            },
-            server_url: server.as_deref(),
-            sealed: &sealed,
-        },
-        now_millis(),
-    )
-    .await;
-    match inserted {
-        Err(sqlx::Error::Database(error))
-            if error.message().to_ascii_lowercase().contains("unique") =>
-        {
-            return Err(ClusterError::Exists(name.to_string()));
+
+    /// An admin registers a cluster (audited as `cluster.register`), which is
+    /// checked once; apps waiting for it are re-validated. An unreachable
+    /// cluster is registered all the same; its summary says why it cannot be
+    /// reached.
+    pub async fn register(
+        &self,
+        caller: &Caller,
+        registration: &Registration,
+    ) -> Result<ClusterSummary, ClusterError> {
+        require_admin(caller)?;
+        let summary = self.store(registration).await?;
+        crate::audit::record(self.db, caller, "cluster.register", &summary.name, None).await?;
+        self.targets_changed();
+        Ok(summary)
+    }
+
+    async fn store(&self, registration: &Registration) -> Result<ClusterSummary, ClusterError> {
+        let name = registration.name.trim();
+        if !crate::gitops::load::valid_name(name) || name == crate::gitops::schema::LOCAL_TARGET {
+            return Err(ClusterError::BadName(name.to_string()));
         }
-        other => other?,
-    };
-    app.clusters.forget(name);
-    probe(app, name).await
-}
-
-async fn credentials(app: &App, name: &str) -> Result<Credentials, ClusterError> {
-    let row = db::clusters::sealed(app.db.pool(), name)
-        .await?
-        .ok_or_else(|| ClusterError::NotFound(name.to_string()))?;
-    let json = app.vault.open_value(
-        &seal_name(name),
-        &Sealed {
-            nonce: row.0,
-            ciphertext: row.1,
-            key_id: row.2,
-        },
-    )?;
-    serde_json::from_str(&json).map_err(|e| ClusterError::Client {
-        cluster: name.to_string(),
-        message: e.to_string(),
-    })
-}
-
-/// The client for a registered cluster (built once, then cached).
-pub async fn client(app: &App, name: &str) -> Result<kube::Client, ClusterError> {
-    if let Some(client) = app.clusters.get(name) {
-        return Ok(client);
+        let (credentials, server) = registration.credentials()?;
+        // Refuse what cannot become a client before storing anything.
+        build_client(name, &credentials).await?;
+        let json = serde_json::to_string(&credentials)
+            .map_err(|e| ClusterError::BadRequest(e.to_string()))?;
+        let sealed = self.vault.seal(&seal_name(name), &json)?;
+        let inserted = db::clusters::insert(
+            self.db.pool(),
+            &db::clusters::NewCluster {
+                name,
+                kind: kind_name(&credentials),
+                context: match &credentials {
+                    Credentials::Kubeconfig { context, .. } => context.as_deref(),
+                    _ => None,
+                },
+                server_url: server.as_deref(),
+                sealed: &sealed,
+            },
+            now_millis(),
+        )
+        .await;
+        match inserted {
+            Err(sqlx::Error::Database(error))
+                if error.message().to_ascii_lowercase().contains("unique") =>
+            {
+                return Err(ClusterError::Exists(name.to_string()));
+            }
+            other => other?,
+        };
+        self.clients.forget(name);
+        self.probe(name).await
     }
-    let credentials = credentials(app, name).await?;
-    let client = build_client(name, &credentials).await?;
-    app.clusters.put(name, client.clone());
-    Ok(client)
+
+    async fn credentials(&self, name: &str) -> Result<Credentials, ClusterError> {
+        let row = db::clusters::sealed(self.db.pool(), name)
+            .await?
+            .ok_or_else(|| ClusterError::NotFound(name.to_string()))?;
+        let json = self.vault.open_value(
+            &seal_name(name),
+            &Sealed {
+                nonce: row.0,
+                ciphertext: row.1,
+                key_id: row.2,
+            },
+        )?;
+        serde_json::from_str(&json).map_err(|e| ClusterError::Client {
+            cluster: name.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The client for a registered cluster (built once, then cached).
+    pub async fn client(&self, name: &str) -> Result<kube::Client, ClusterError> {
+        if let Some(client) = self.clients.get(name) {
+            return Ok(client);
+        }
+        let credentials = self.credentials(name).await?;
+        let client = build_client(name, &credentials).await?;
+        self.clients.put(name, client.clone());
+        Ok(client)
+    }
+
+    /// An admin asks the cluster for its version now; the outcome is recorded.
+    pub async fn check(&self, caller: &Caller, name: &str) -> Result<ClusterSummary, ClusterError> {
+        require_admin(caller)?;
+        self.probe(name).await
+    }
+
+    async fn probe(&self, name: &str) -> Result<ClusterSummary, ClusterError> {
+        let outcome = match self.client(name).await {
+            Ok(client) => {
+                match tokio::time::timeout(Duration::from_secs(10), client.apiserver_version())
+                    .await
+                {
+                    Ok(Ok(info)) => Ok(info.git_version),
+                    Ok(Err(error)) => Err(error.to_string()),
+                    Err(_) => Err("no answer within 10s".to_string()),
+                }
+            }
+            Err(ClusterError::NotFound(name)) => return Err(ClusterError::NotFound(name)),
+            Err(error) => Err(error.to_string()),
+        };
+        let (state, version, error) = match &outcome {
+            Ok(version) => (ClusterState::Reachable, Some(version.as_str()), None),
+            Err(error) => (ClusterState::Unreachable, None, Some(error.as_str())),
+        };
+        db::clusters::record_check(self.db.pool(), name, state, version, error, now_millis())
+            .await?;
+        db::clusters::list(self.db.pool())
+            .await?
+            .into_iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| ClusterError::NotFound(name.to_string()))
+    }
+
+    /// An admin removes a cluster no app targets any more (audited as
+    /// `cluster.remove`).
+    pub async fn remove(&self, caller: &Caller, name: &str) -> Result<(), ClusterError> {
+        require_admin(caller)?;
+        self.unregister(name).await?;
+        crate::audit::record(self.db, caller, "cluster.remove", name, None).await?;
+        self.targets_changed();
+        Ok(())
+    }
+
+    async fn unregister(&self, name: &str) -> Result<(), ClusterError> {
+        let mut users = Vec::new();
+        for app_row in db::apps::list_active(self.db.pool()).await? {
+            if let Ok(config) =
+                serde_json::from_str::<crate::gitops::schema::AppConfig>(&app_row.config)
+                && config
+                    .stack
+                    .iter()
+                    .any(|entry| entry.targets.iter().any(|t| t == name))
+            {
+                users.push(app_row.name);
+            }
+        }
+        if !users.is_empty() {
+            return Err(ClusterError::InUse {
+                cluster: name.to_string(),
+                apps: users.join(", "),
+            });
+        }
+        if !db::clusters::delete(self.db.pool(), name).await? {
+            return Err(ClusterError::NotFound(name.to_string()));
+        }
+        self.clients.forget(name);
+        Ok(())
+    }
 }
 
 async fn build_client(name: &str, credentials: &Credentials) -> Result<kube::Client, ClusterError> {
@@ -380,86 +463,4 @@ async fn build_client(name: &str, credentials: &Credentials) -> Result<kube::Cli
     config.connect_timeout = Some(Duration::from_secs(5));
     config.read_timeout = Some(Duration::from_secs(60));
     kube::Client::try_from(config).map_err(|e| fail(e.to_string()))
-}
-
-/// An admin asks the cluster for its version now; the outcome is recorded.
-pub async fn check(app: &App, caller: &Caller, name: &str) -> Result<ClusterSummary, ClusterError> {
-    require_admin(caller)?;
-    probe(app, name).await
-}
-
-async fn probe(app: &App, name: &str) -> Result<ClusterSummary, ClusterError> {
-    let outcome = match client(app, name).await {
-        Ok(client) => {
-            match tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await {
-                Ok(Ok(info)) => Ok(info.git_version),
-                Ok(Err(error)) => Err(error.to_string()),
-                Err(_) => Err("no answer within 10s".to_string()),
-            }
-        }
-        Err(ClusterError::NotFound(name)) => return Err(ClusterError::NotFound(name)),
-        Err(error) => Err(error.to_string()),
-    };
-    let (state, version, error) = match &outcome {
-        Ok(version) => (ClusterState::Reachable, Some(version.as_str()), None),
-        Err(error) => (ClusterState::Unreachable, None, Some(error.as_str())),
-    };
-    db::clusters::record_check(app.db.pool(), name, state, version, error, now_millis()).await?;
-    db::clusters::list(app.db.pool())
-        .await?
-        .into_iter()
-        .find(|c| c.name == name)
-        .ok_or_else(|| ClusterError::NotFound(name.to_string()))
-}
-
-/// An admin removes a cluster no app targets any more (audited as
-/// `cluster.remove`).
-pub async fn remove(app: &App, caller: &Caller, name: &str) -> Result<(), ClusterError> {
-    require_admin(caller)?;
-    unregister(app, name).await?;
-    crate::audit::record(&app.db, caller, "cluster.remove", name, None).await?;
-    revalidate(app).await;
-    Ok(())
-}
-
-async fn unregister(app: &App, name: &str) -> Result<(), ClusterError> {
-    let mut users = Vec::new();
-    for app_row in db::apps::list_active(app.db.pool()).await? {
-        if let Ok(config) =
-            serde_json::from_str::<crate::gitops::schema::AppConfig>(&app_row.config)
-            && config
-                .stack
-                .iter()
-                .any(|entry| entry.targets.iter().any(|t| t == name))
-        {
-            users.push(app_row.name);
-        }
-    }
-    if !users.is_empty() {
-        return Err(ClusterError::InUse {
-            cluster: name.to_string(),
-            apps: users.join(", "),
-        });
-    }
-    if !db::clusters::delete(app.db.pool(), name).await? {
-        return Err(ClusterError::NotFound(name.to_string()));
-    }
-    app.clusters.forget(name);
-    Ok(())
-}
-
-/// Re-seals every cluster's credentials with `next` (key rotation).
-pub async fn reseal_all(app: &App, next: &crate::secrets::Vault) -> Result<usize, ClusterError> {
-    let names: Vec<String> = db::clusters::list(app.db.pool())
-        .await?
-        .into_iter()
-        .map(|c| c.name)
-        .collect();
-    for name in &names {
-        let json = serde_json::to_string(&credentials(app, name).await?)
-            .map_err(|e| ClusterError::BadRequest(e.to_string()))?;
-        let sealed = next.seal(&seal_name(name), &json)?;
-        db::clusters::reseal(app.db.pool(), name, &sealed).await?;
-    }
-    Ok(names.len())
 }

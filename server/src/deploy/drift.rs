@@ -116,7 +116,7 @@ async fn compare(
     namespace: &str,
     objects: &[Value],
 ) -> Result<Vec<Comparison>, DriftError> {
-    let client = crate::clusters::client(app, cluster).await?;
+    let client = app.cluster_registry().client(cluster).await?;
     let mut kinds = Kinds::new(&client, cluster);
     let mut out = Vec::new();
     for object in objects {

@@ -371,7 +371,7 @@ pub async fn apply_objects(
     kubernetes: &Kubernetes,
     previous: &[ObjectRef],
 ) -> Result<Applied, TargetError> {
-    let client = crate::clusters::client(app, target).await?;
+    let client = app.cluster_registry().client(target).await?;
     cluster::deploy(
         &client,
         &cluster::ClusterDeploy {

@@ -106,7 +106,7 @@ async fn destroy_on_clusters(app: &App, env: &EnvRow, app_name: &str) -> Vec<Str
         .collect();
     let mut lines = Vec::new();
     for cluster in clusters {
-        let outcome = match crate::clusters::client(app, &cluster).await {
+        let outcome = match app.cluster_registry().client(&cluster).await {
             Ok(client) => {
                 crate::deploy::cluster::delete_namespace(
                     &client, &cluster, namespace, app_name, &env.name,

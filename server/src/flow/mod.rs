@@ -76,6 +76,9 @@ pub struct Flow {
     pub runner_wake: Notify,
     /// New notification deliveries.
     pub notify_wake: Notify,
+    /// A cluster was registered or removed: the next scan validates every
+    /// app anew, even if the pipeline repo did not move.
+    pub targets_changed: std::sync::atomic::AtomicBool,
 }
 
 /// Starts the background loops; they stop when `app.shutdown` fires.

@@ -33,7 +33,16 @@ pub async fn scan_loop(app: Arc<App>) {
 
 /// One pass: reconcile the pipeline repo, then fetch every app.
 pub async fn scan(app: &App, source: &str) -> Result<usize, super::FlowError> {
-    match reconcile::reconcile(app).await {
+    let revalidate = app
+        .flow
+        .targets_changed
+        .swap(false, std::sync::atomic::Ordering::SeqCst);
+    let reconciled = if revalidate {
+        reconcile::reapply(app).await
+    } else {
+        reconcile::reconcile(app).await
+    };
+    match reconciled {
         Ok(Outcome::Reconciled { issues, .. }) if !issues.is_empty() => {
             tracing::warn!(
                 problems = issues.len(),

@@ -1194,3 +1194,44 @@ async fn rollback_restores_the_stored_objects_on_every_cluster_sqlite() {
 async fn rollback_restores_the_stored_objects_on_every_cluster_postgres() {
     Box::pin(crate::support::bounded(rollback_on_clusters("postgres"))).await;
 }
+
+/// An app that targets a cluster nobody registered yet is refused; once an
+/// admin registers it, the app is validated anew without a pipeline commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn registering_a_cluster_revalidates_the_apps_waiting_for_it() {
+    use crate::support::flow::{QUICK_STEPS, Repos, app_yaml, scan, start};
+    let repos = Repos::new(QUICK_STEPS);
+    let waiting = app_yaml(
+        &repos.app.path(),
+        "  - env: edge\n    branch: edge\n    target: late\n",
+    );
+    repos.pipeline.write("apps/shop/app.yaml", &waiting);
+    repos
+        .pipeline
+        .commit("edge goes to a cluster not registered yet");
+    let mut app = start("sqlite", &repos).await;
+    scan(&app).await;
+    let issues = |config: &Value| config["issues"].as_array().cloned().unwrap_or_default();
+    let refused = app.get("/api/v1/config").await.json();
+    assert!(
+        issues(&refused).iter().any(|i| i
+            .to_string()
+            .contains("\\\"late\\\" is not a registered cluster")),
+        "{refused}"
+    );
+
+    let cluster = Emulator::start(Options::default()).await.expect("emulator");
+    let registered = app
+        .post_json(
+            "/api/v1/clusters",
+            json!({ "name": "late", "kubeconfig": cluster.kubeconfig("late") }),
+        )
+        .await;
+    assert_eq!(registered.status, 201, "{}", registered.text());
+    wait_for("the app to be validated anew", MINUTE, || async {
+        let config = app.get("/api/v1/config").await.json();
+        issues(&config).is_empty().then_some(())
+    })
+    .await;
+    app.stop().await;
+}

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 
 use crate::auth::Principal;
-use crate::clusters::{self, Registration};
+use crate::clusters::Registration;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
@@ -21,7 +21,10 @@ pub async fn register(
     principal: Principal,
     Json(registration): Json<Registration>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let summary = clusters::register(&state, &principal.caller(), &registration).await?;
+    let summary = state
+        .cluster_registry()
+        .register(&principal.caller(), &registration)
+        .await?;
     Ok((StatusCode::CREATED, Json(summary)))
 }
 
@@ -34,7 +37,10 @@ pub async fn check(
     Path(name): Path<String>,
 ) -> Result<Json<ClusterSummary>, ApiError> {
     Ok(Json(
-        clusters::check(&state, &principal.caller(), &name).await?,
+        state
+            .cluster_registry()
+            .check(&principal.caller(), &name)
+            .await?,
     ))
 }
 
@@ -45,6 +51,9 @@ pub async fn remove(
     principal: Principal,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    clusters::remove(&state, &principal.caller(), &name).await?;
+    state
+        .cluster_registry()
+        .remove(&principal.caller(), &name)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
