@@ -82,18 +82,11 @@ pub async fn recover(app: &App) -> anyhow::Result<()> {
     db::environments::release_stale_locks(pool).await?;
 
     for env in db::environments::list_all_active(pool).await? {
+        // A deploying environment whose deployment was concluded above
+        // (or that never got one) says so too.
         if env.state == EnvironmentState::Deploying.as_str() {
-            let (state, detail) = if env.deployment_id.is_some() {
-                (
-                    EnvironmentState::Live,
-                    "a deploy was interrupted by a restart; the previous version is serving",
-                )
-            } else {
-                (
-                    EnvironmentState::Failed,
-                    "the first deploy was interrupted by a restart",
-                )
-            };
+            let (state, detail) =
+                crate::deploy::lifecycle::interrupted(env.deployment_id.is_some());
             db::environments::set_state(pool, env.id, state, Some(detail), now).await?;
         }
     }

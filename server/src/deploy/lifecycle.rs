@@ -610,20 +610,26 @@ pub async fn abandon(
     if let Some(env) = db::environments::get(&mut *tx, deployment.environment_id).await?
         && env.state == EnvironmentState::Deploying.as_str()
     {
-        let (state, detail) = if env.deployment_id.is_some() {
-            (
-                EnvironmentState::Live,
-                "a deploy was interrupted by a restart; the previous version is serving",
-            )
-        } else {
-            (
-                EnvironmentState::Failed,
-                "the first deploy was interrupted by a restart",
-            )
-        };
+        let (state, detail) = interrupted(env.deployment_id.is_some());
         db::environments::set_state(&mut *tx, env.id, state, Some(detail), now).await?;
     }
     tx.commit().await
+}
+
+/// What an environment whose deploy a restart interrupted is now: live
+/// if an earlier deployment still serves, else failed.
+pub fn interrupted(still_serving: bool) -> (EnvironmentState, &'static str) {
+    if still_serving {
+        (
+            EnvironmentState::Live,
+            "a deploy was interrupted by a restart; the previous version is serving",
+        )
+    } else {
+        (
+            EnvironmentState::Failed,
+            "the first deploy was interrupted by a restart",
+        )
+    }
 }
 
 #[cfg(test)]
