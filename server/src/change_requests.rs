@@ -266,7 +266,7 @@ pub async fn open(app: &App, caller: &Caller, new: NewChangeRequest) -> Result<C
     app.flow.plan_wake.notify_one();
     tracing::info!(app = %app_row.name, change_request = id, %source, %target, "change request opened");
     crate::notify::emit(
-        app,
+        &app.notifier(),
         crate::notify::Notice {
             event: crate::notify::Event::ApprovalRequested,
             app: app_row.name.clone(),
@@ -278,7 +278,10 @@ pub async fn open(app: &App, caller: &Caller, new: NewChangeRequest) -> Result<C
                 app_row.name, caller.me.name
             ),
             text: title.clone(),
-            url: Some(crate::notify::link(app, &format!("change-requests/{id}"))),
+            url: Some(crate::notify::link(
+                &app.notifier(),
+                &format!("change-requests/{id}"),
+            )),
         },
     )
     .await;
@@ -327,7 +330,7 @@ pub async fn approve(app: &App, caller: &Caller, id: i64, comment: Option<&str>)
     }
     decide(app, caller, &judged, "approved", comment, None).await?;
     crate::notify::emit(
-        app,
+        &app.notifier(),
         crate::notify::Notice {
             event: crate::notify::Event::Approved,
             app: judged.row.app.clone(),
@@ -338,7 +341,10 @@ pub async fn approve(app: &App, caller: &Caller, id: i64, comment: Option<&str>)
             subject: format!("change_request:{id}:{}:{}", short(&head), caller.me.name),
             title: format!("{} approved {}", caller.me.name, judged.label()),
             text: comment.unwrap_or_default().to_string(),
-            url: Some(crate::notify::link(app, &format!("change-requests/{id}"))),
+            url: Some(crate::notify::link(
+                &app.notifier(),
+                &format!("change-requests/{id}"),
+            )),
         },
     )
     .await;

@@ -457,11 +457,11 @@ impl SharingPort for App {
 #[async_trait]
 impl AdminPort for App {
     async fn channels(&self, caller: &Caller) -> Result<Vec<ChannelSummary>, PortError> {
-        Ok(crate::notify::channels::summaries(self, caller).await?)
+        Ok(crate::notify::channels::summaries(&self.notifier(), caller).await?)
     }
 
     async fn test_channel(&self, caller: &Caller, name: String) -> Result<(), PortError> {
-        Ok(crate::notify::channels::send_test(self, caller, &name).await?)
+        Ok(crate::notify::channels::send_test(&self.notifier(), caller, &name).await?)
     }
 
     async fn audit_log(

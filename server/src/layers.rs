@@ -79,7 +79,6 @@ pub const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("flow", "state"),
     ("forge", "state"),
     ("ledger", "state"),
-    ("notify", "state"),
     ("runner", "state"),
     ("sharing", "state"),
 ];

@@ -132,7 +132,10 @@ pub async fn create(app: &App, caller: &Caller, request: i64) -> Result<ShareLin
     Ok(ShareLink {
         id,
         change_request_id: request,
-        url: crate::notify::link(app, &format!("share/{}", token(app, request, id, expires))),
+        url: crate::notify::link(
+            &app.notifier(),
+            &format!("share/{}", token(app, request, id, expires)),
+        ),
         created_by: caller.me.name.clone(),
         expires_at: expires,
         anonymous: app.config.share_anonymous,

@@ -128,6 +128,16 @@ impl App {
         }
     }
 
+    /// Notifications: queueing notices, channels, deliveries.
+    pub fn notifier(&self) -> crate::notify::Notifier<'_> {
+        crate::notify::Notifier {
+            db: &self.db,
+            vault: &self.vault,
+            flow: &self.flow,
+            public_url: &self.config.public_url,
+        }
+    }
+
     /// The registered clusters and their clients.
     pub fn cluster_registry(&self) -> crate::clusters::Registry<'_> {
         crate::clusters::Registry {

@@ -317,7 +317,7 @@ pub async fn check_all(app: &App) -> Result<(), DriftError> {
                 // Told once per deployment that drifted, not at every check.
                 if let (Some(found), Some(deployment)) = (&drift, env.deployment_id) {
                     crate::notify::emit(
-                        app,
+                        &app.notifier(),
                         crate::notify::Notice {
                             event: crate::notify::Event::Drift,
                             app: app_row.name.clone(),
@@ -328,7 +328,7 @@ pub async fn check_all(app: &App) -> Result<(), DriftError> {
                                 app_row.name, env.name
                             ),
                             text: found.clone(),
-                            url: Some(crate::notify::link(app, "")),
+                            url: Some(crate::notify::link(&app.notifier(), "")),
                         },
                     )
                     .await;

@@ -90,12 +90,25 @@ pub fn spawn(app: &Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
         tokio::spawn(lifecycle::expiry_loop(app.clone())),
         tokio::spawn(crate::deploy::drift::drift_loop(app.clone())),
         tokio::spawn(crate::ledger::stable::stability_loop(app.clone())),
-        tokio::spawn(crate::notify::deliver::delivery_loop(app.clone())),
+        tokio::spawn(delivery_loop(app.clone())),
         {
             let app = app.clone();
             tokio::spawn(async move { app.changes.run(app.shutdown.clone()).await })
         },
     ]
+}
+
+/// Sends due notifications: every half second, or when a notice is queued.
+async fn delivery_loop(app: Arc<App>) {
+    let client = crate::notify::deliver::client();
+    loop {
+        if let Err(error) = crate::notify::deliver::send_due(&app.notifier(), &client).await {
+            tracing::warn!(%error, "notification deliveries failed");
+        }
+        if !pause(&app, &app.flow.notify_wake, Duration::from_millis(500)).await {
+            return;
+        }
+    }
 }
 
 /// Sleeps `period` unless woken or shut down first. False on shutdown.

@@ -119,7 +119,7 @@ async fn send_status(
         state,
         &context,
         &description,
-        &crate::notify::link(app, &format!("runs/{run_id}")),
+        &crate::notify::link(&app.notifier(), &format!("runs/{run_id}")),
     );
     if let Err(error) = send(&reporter, &call).await {
         tracing::warn!(run = run_id, %context, %error, "commit status not sent");
@@ -301,11 +301,11 @@ pub async fn update_comment(app: &App, run_id: i64) -> Result<(), String> {
         reports: &reports,
         preview: env.as_ref().and_then(|e| e.url.as_deref()),
         targets: &targets,
-        logs: &crate::notify::link(app, &format!("runs/{run_id}")),
+        logs: &crate::notify::link(&app.notifier(), &format!("runs/{run_id}")),
         diff: diff
             .as_ref()
             .map(|d| d.as_ref().map(Vec::as_slice).map_err(String::as_str)),
-        page: &crate::notify::link(app, &format!("change-requests/{cr_id}")),
+        page: &crate::notify::link(&app.notifier(), &format!("change-requests/{cr_id}")),
         feedback: &feedback,
     });
 

@@ -167,7 +167,7 @@ pub(crate) async fn announce(app: &App, release_id: i64) -> Result<(), sqlx::Err
         text = format!("Reason: {reason}\n{text}");
     }
     crate::notify::emit(
-        app,
+        &app.notifier(),
         crate::notify::Notice {
             event,
             app: release.app.clone(),
@@ -176,7 +176,7 @@ pub(crate) async fn announce(app: &App, release_id: i64) -> Result<(), sqlx::Err
             title,
             text,
             url: Some(crate::notify::link(
-                app,
+                &app.notifier(),
                 &format!(
                     "releases?app={}&environment={}",
                     release.app, release.environment

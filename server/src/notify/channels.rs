@@ -7,10 +7,9 @@
 use app::dto::{ChannelSummary, DeliverySummary, Role};
 use app::port::Caller;
 
-use super::{ChannelKind, ChannelSettings, Event, Notice};
+use super::{ChannelKind, ChannelSettings, Event, Notice, Notifier};
 use crate::db::{self, notifications::DeliveryRow, now_millis};
 use crate::error::{Classified, Kind};
-use crate::state::App;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
@@ -64,9 +63,12 @@ impl Registered {
 
 /// Every channel with its deliveries, newest first. A channel whose stored
 /// settings do not read back is left out, with a warning in the log.
-pub async fn registered(app: &App, caller: &Caller) -> Result<Vec<Registered>, ChannelError> {
+pub async fn registered(
+    notifier: &Notifier<'_>,
+    caller: &Caller,
+) -> Result<Vec<Registered>, ChannelError> {
     require_admin(caller)?;
-    let pool = app.db.pool();
+    let pool = notifier.db.pool();
     let mut out = Vec::new();
     for row in db::notifications::channels(pool).await? {
         let settings: ChannelSettings = match serde_json::from_str(&row.settings) {
@@ -97,7 +99,7 @@ fn valid_name(name: &str) -> bool {
 /// Registers (or replaces) channel `name`. Its secrets must be registered
 /// first; nothing is stored when any field is wrong.
 pub async fn put(
-    app: &App,
+    notifier: &Notifier<'_>,
     caller: &Caller,
     name: &str,
     kind: &str,
@@ -131,17 +133,23 @@ pub async fn put(
     super::template::validate(&settings.templates).map_err(ChannelError::Invalid)?;
     let mut names = vec![settings.url_secret.clone()];
     names.extend(settings.signing_secret.clone());
-    app.secrets().resolve(0, &names).await.map_err(|e| {
+    notifier.secrets().resolve(0, &names).await.map_err(|e| {
         ChannelError::Invalid(format!(
             "{e}; register it with PUT /api/v1/secrets/<NAME> first"
         ))
     })?;
     let stored = serde_json::to_string(settings)
         .map_err(|e| ChannelError::Invalid(format!("the settings cannot be stored: {e}")))?;
-    db::notifications::put_channel(app.db.pool(), name, kind.as_str(), &stored, now_millis())
-        .await?;
+    db::notifications::put_channel(
+        notifier.db.pool(),
+        name,
+        kind.as_str(),
+        &stored,
+        now_millis(),
+    )
+    .await?;
     crate::audit::record(
-        &app.db,
+        notifier.db,
         caller,
         "channel.set",
         &format!("channel {name}"),
@@ -152,13 +160,17 @@ pub async fn put(
 }
 
 /// Removes channel `name` (its delivery log goes with it).
-pub async fn remove(app: &App, caller: &Caller, name: &str) -> Result<(), ChannelError> {
+pub async fn remove(
+    notifier: &Notifier<'_>,
+    caller: &Caller,
+    name: &str,
+) -> Result<(), ChannelError> {
     require_admin(caller)?;
-    if !db::notifications::delete_channel(app.db.pool(), name).await? {
+    if !db::notifications::delete_channel(notifier.db.pool(), name).await? {
         return Err(ChannelError::NotFound(name.to_string()));
     }
     crate::audit::record(
-        &app.db,
+        notifier.db,
         caller,
         "channel.remove",
         &format!("channel {name}"),
@@ -170,12 +182,12 @@ pub async fn remove(app: &App, caller: &Caller, name: &str) -> Result<(), Channe
 
 /// Channel `name`'s delivery log, newest first.
 pub async fn deliveries(
-    app: &App,
+    notifier: &Notifier<'_>,
     caller: &Caller,
     name: &str,
 ) -> Result<Vec<DeliveryRow>, ChannelError> {
     require_admin(caller)?;
-    let pool = app.db.pool();
+    let pool = notifier.db.pool();
     let row = db::notifications::channel(pool, name)
         .await?
         .ok_or_else(|| ChannelError::NotFound(name.to_string()))?;
@@ -217,8 +229,11 @@ fn hears(settings: &ChannelSettings) -> String {
 
 /// Every channel with its recent deliveries, newest first, as the
 /// Settings page shows them.
-pub async fn summaries(app: &App, caller: &Caller) -> Result<Vec<ChannelSummary>, ChannelError> {
-    Ok(registered(app, caller)
+pub async fn summaries(
+    notifier: &Notifier<'_>,
+    caller: &Caller,
+) -> Result<Vec<ChannelSummary>, ChannelError> {
+    Ok(registered(notifier, caller)
         .await?
         .into_iter()
         .map(|channel| ChannelSummary {
@@ -247,9 +262,13 @@ pub async fn summaries(app: &App, caller: &Caller) -> Result<Vec<ChannelSummary>
 }
 
 /// Queues a test message through channel `name`, from the caller.
-pub async fn send_test(app: &App, caller: &Caller, name: &str) -> Result<(), ChannelError> {
+pub async fn send_test(
+    notifier: &Notifier<'_>,
+    caller: &Caller,
+    name: &str,
+) -> Result<(), ChannelError> {
     require_admin(caller)?;
-    let pool = app.db.pool();
+    let pool = notifier.db.pool();
     let row = db::notifications::channel(pool, name)
         .await?
         .ok_or_else(|| ChannelError::NotFound(name.to_string()))?;
@@ -262,7 +281,7 @@ pub async fn send_test(app: &App, caller: &Caller, name: &str) -> Result<(), Cha
         subject: format!("test:{now}"),
         title: "Gantry test message".into(),
         text: format!("{who} checked that channel {name} works."),
-        url: Some(super::link(app, "")),
+        url: Some(super::link(notifier, "")),
     };
     let payload = serde_json::to_string(&notice).unwrap_or_default();
     db::notifications::queue(
@@ -274,7 +293,7 @@ pub async fn send_test(app: &App, caller: &Caller, name: &str) -> Result<(), Cha
         now,
     )
     .await?;
-    app.flow.notify_wake.notify_one();
+    notifier.flow.notify_wake.notify_one();
     Ok(())
 }
 

@@ -3,13 +3,11 @@
 //! 2 s, 4 s, 8 s, 16 s and then given up as failed, the last error kept
 //! for the dashboard.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::message::{Outgoing, render};
-use super::{ChannelKind, ChannelSettings, Notice};
+use super::{ChannelKind, ChannelSettings, Notice, Notifier};
 use crate::db::{self, notifications::DueDelivery, now_millis};
-use crate::state::App;
 
 /// Attempts before a delivery is given up.
 pub const MAX_ATTEMPTS: i64 = 5;
@@ -17,28 +15,25 @@ pub const MAX_ATTEMPTS: i64 = 5;
 const FIRST_RETRY: Duration = Duration::from_secs(2);
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn delivery_loop(app: Arc<App>) {
-    let client = reqwest::Client::builder()
+/// The client deliveries are sent with: no redirects (a channel's URL is
+/// where the message goes, nowhere else), a timeout.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
         .timeout(TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .unwrap_or_default();
-    loop {
-        if let Err(error) = send_due(&app, &client).await {
-            tracing::warn!(%error, "notification deliveries failed");
-        }
-        if !crate::flow::pause(&app, &app.flow.notify_wake, Duration::from_millis(500)).await {
-            return;
-        }
-    }
+        .unwrap_or_default()
 }
 
 /// Sends every due delivery once; how many were delivered.
-pub async fn send_due(app: &App, client: &reqwest::Client) -> Result<usize, sqlx::Error> {
-    let pool = app.db.pool();
+pub async fn send_due(
+    notifier: &Notifier<'_>,
+    client: &reqwest::Client,
+) -> Result<usize, sqlx::Error> {
+    let pool = notifier.db.pool();
     let mut delivered = 0;
     for due in db::notifications::due(pool, now_millis(), 50).await? {
-        let outcome = attempt(app, client, &due).await;
+        let outcome = attempt(notifier, client, &due).await;
         let now = now_millis();
         match outcome {
             Ok(()) => {
@@ -59,7 +54,11 @@ pub async fn send_due(app: &App, client: &reqwest::Client) -> Result<usize, sqlx
     Ok(delivered)
 }
 
-async fn attempt(app: &App, client: &reqwest::Client, due: &DueDelivery) -> Result<(), String> {
+async fn attempt(
+    notifier: &Notifier<'_>,
+    client: &reqwest::Client,
+    due: &DueDelivery,
+) -> Result<(), String> {
     let kind = ChannelKind::parse(&due.kind)
         .ok_or_else(|| format!("unknown channel kind {}", due.kind))?;
     let settings: ChannelSettings =
@@ -73,7 +72,7 @@ async fn attempt(app: &App, client: &reqwest::Client, due: &DueDelivery) -> Resu
     });
     let mut names = vec![settings.url_secret.clone()];
     names.extend(settings.signing_secret.clone());
-    let values = app
+    let values = notifier
         .secrets()
         .resolve(0, &names)
         .await

@@ -17,7 +17,6 @@ pub mod template;
 use serde::{Deserialize, Serialize};
 
 use crate::db::{self, now_millis};
-use crate::state::App;
 
 macro_rules! names {
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
@@ -136,12 +135,29 @@ impl ChannelSettings {
     }
 }
 
+/// What notifications need and nothing more: the database (the queue),
+/// the vault (channel URLs and signing keys are secrets), the flow (to wake
+/// delivery) and the dashboard's public address (for links).
+#[derive(Clone, Copy)]
+pub struct Notifier<'a> {
+    pub db: &'a crate::db::Db,
+    pub vault: &'a crate::secrets::Vault,
+    pub flow: &'a crate::flow::Flow,
+    pub public_url: &'a url::Url,
+}
+
+impl Notifier<'_> {
+    fn secrets(&self) -> crate::secrets::Store<'_> {
+        crate::secrets::Store::new(self.db, self.vault)
+    }
+}
+
 /// Queues `notice` for every channel that wants it. Never fails the caller:
 /// a notification problem is logged, the flow goes on.
-pub async fn emit(app: &App, mut notice: Notice) {
+pub async fn emit(notifier: &Notifier<'_>, mut notice: Notice) {
     // A run's error or a deploy's detail may quote an app's output.
-    let app_id = run_app_id(app, &notice.app).await;
-    match app.secrets().masker(app_id).await {
+    let app_id = run_app_id(notifier, &notice.app).await;
+    match notifier.secrets().masker(app_id).await {
         Ok(masker) => {
             notice.title = masker.mask(&notice.title);
             notice.text = masker.mask(&notice.text);
@@ -151,13 +167,13 @@ pub async fn emit(app: &App, mut notice: Notice) {
             return;
         }
     }
-    if let Err(error) = queue(app, &notice).await {
+    if let Err(error) = queue(notifier, &notice).await {
         tracing::warn!(%error, event = notice.event.as_str(), subject = %notice.subject, "notification not queued");
     }
 }
 
-async fn queue(app: &App, notice: &Notice) -> Result<usize, sqlx::Error> {
-    let pool = app.db.pool();
+async fn queue(notifier: &Notifier<'_>, notice: &Notice) -> Result<usize, sqlx::Error> {
+    let pool = notifier.db.pool();
     let payload = serde_json::to_string(notice).unwrap_or_default();
     let now = now_millis();
     let mut queued = 0;
@@ -180,23 +196,28 @@ async fn queue(app: &App, notice: &Notice) -> Result<usize, sqlx::Error> {
         }
     }
     if queued > 0 {
-        app.flow.notify_wake.notify_one();
+        notifier.flow.notify_wake.notify_one();
     }
     Ok(queued)
 }
 
 /// The link to a page of the dashboard.
-pub fn link(app: &App, path: &str) -> String {
+pub fn link(notifier: &Notifier<'_>, path: &str) -> String {
     format!(
         "{}/{}",
-        app.config.public_url.as_str().trim_end_matches('/'),
+        notifier.public_url.as_str().trim_end_matches('/'),
         path.trim_start_matches('/')
     )
 }
 
 /// A run ended: failed runs everywhere, and previews that went live.
-pub async fn run_ended(app: &App, run_id: i64, state: app::dto::RunState, error: Option<&str>) {
-    let pool = app.db.pool();
+pub async fn run_ended(
+    notifier: &Notifier<'_>,
+    run_id: i64,
+    state: app::dto::RunState,
+    error: Option<&str>,
+) {
+    let pool = notifier.db.pool();
     let Ok(Some((run, _))) = db::runs::detail(pool, run_id).await else {
         return;
     };
@@ -209,12 +230,12 @@ pub async fn run_ended(app: &App, run_id: i64, state: app::dto::RunState, error:
             subject: format!("run:{run_id}"),
             title: format!("{} {}: run {run_id} failed", run.app, run.environment),
             text: format!("{short} on {}: {}", run.branch, error.unwrap_or("failed")),
-            url: Some(link(app, &format!("runs/{run_id}"))),
+            url: Some(link(notifier, &format!("runs/{run_id}"))),
         },
         app::dto::RunState::Succeeded => {
             let Ok(Some(env)) = db::environments::find_for_branch(
                 pool,
-                run_app_id(app, &run.app).await,
+                run_app_id(notifier, &run.app).await,
                 &run.branch,
             )
             .await
@@ -246,11 +267,11 @@ pub async fn run_ended(app: &App, run_id: i64, state: app::dto::RunState, error:
         }
         _ => return,
     };
-    emit(app, notice).await;
+    emit(notifier, notice).await;
 }
 
-async fn run_app_id(app: &App, name: &str) -> i64 {
-    db::apps::find_active_by_name(app.db.pool(), name)
+async fn run_app_id(notifier: &Notifier<'_>, name: &str) -> i64 {
+    db::apps::find_active_by_name(notifier.db.pool(), name)
         .await
         .ok()
         .flatten()

@@ -58,7 +58,7 @@ pub async fn execute(app: Arc<App>, run: RunRow) {
     if let Err(error) = finish(&app, run.id, state, error.as_deref(), now).await {
         tracing::error!(run = run.id, %error, "cannot record the end of a run");
     }
-    crate::notify::run_ended(&app, run.id, state, error.as_deref()).await;
+    crate::notify::run_ended(&app.notifier(), run.id, state, error.as_deref()).await;
     feedback::status(
         &app,
         run.id,

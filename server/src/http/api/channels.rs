@@ -41,7 +41,7 @@ pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<Vec<ChannelView>>, ApiError> {
-    let channels = channels::registered(&state, &principal.caller()).await?;
+    let channels = channels::registered(&state.notifier(), &principal.caller()).await?;
     Ok(Json(
         channels
             .into_iter()
@@ -66,7 +66,14 @@ pub async fn put(
     Json(channel): Json<NewChannel>,
 ) -> Result<impl IntoResponse, ApiError> {
     let caller = principal.caller();
-    channels::put(&state, &caller, &name, &channel.kind, &channel.settings).await?;
+    channels::put(
+        &state.notifier(),
+        &caller,
+        &name,
+        &channel.kind,
+        &channel.settings,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -78,7 +85,7 @@ pub async fn remove(
     principal: Principal,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    channels::remove(&state, &principal.caller(), &name).await?;
+    channels::remove(&state.notifier(), &principal.caller(), &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -91,7 +98,7 @@ pub async fn test(
     principal: Principal,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    channels::send_test(&state, &principal.caller(), &name).await?;
+    channels::send_test(&state.notifier(), &principal.caller(), &name).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -105,6 +112,6 @@ pub async fn deliveries(
     Path(name): Path<String>,
 ) -> Result<Json<Vec<DeliveryRow>>, ApiError> {
     Ok(Json(
-        channels::deliveries(&state, &principal.caller(), &name).await?,
+        channels::deliveries(&state.notifier(), &principal.caller(), &name).await?,
     ))
 }

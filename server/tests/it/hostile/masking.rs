@@ -92,7 +92,7 @@ on_both! {
             .body(axum::body::Body::from(json!({ "kind": "slack", "url_secret": "SLACK_URL" }).to_string()))
             .expect("request");
         assert_eq!(app.request(channel).await.status, 204);
-        gantry::notify::emit(&app.state, gantry::notify::Notice {
+        gantry::notify::emit(&app.state.notifier(), gantry::notify::Notice {
             event: gantry::notify::Event::RunFailed,
             app: "shop".into(),
             environment: "staging".into(),
