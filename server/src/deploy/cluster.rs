@@ -37,6 +37,79 @@ pub struct Applied {
     pub pruned: Vec<ObjectRef>,
 }
 
+/// Why an apply, a discovery, a prune, a rollout or a teardown on a cluster
+/// did not succeed. Each says which object on which cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The API server answered with an error status.
+    #[error("{what}: {message} ({code}){tries}")]
+    Answered {
+        what: String,
+        code: u16,
+        message: String,
+        tries: String,
+    },
+    /// No answer: the connection failed, or the client could not ask.
+    #[error("{what}: {message}{tries}")]
+    Unreachable {
+        what: String,
+        message: String,
+        tries: String,
+    },
+    #[error("apiVersion {0:?} is not valid")]
+    BadApiVersion(String),
+    #[error("kind {kind} ({api_version}) is not served by cluster {cluster}")]
+    NotServed {
+        kind: String,
+        api_version: String,
+        cluster: String,
+    },
+    #[error("{object} on {cluster} did not become ready within {timeout}: {why}")]
+    NotReady {
+        object: String,
+        cluster: String,
+        timeout: crate::config::duration::HumanDuration,
+        why: String,
+    },
+    /// A namespace Gantry did not create (or not for this environment).
+    #[error("namespace {namespace} on {cluster} is not Gantry's for {owner}; not deleting it")]
+    NotOurs {
+        namespace: String,
+        cluster: String,
+        owner: String,
+    },
+    #[error("namespace {namespace} on {cluster} is still terminating after {after}")]
+    StillTerminating {
+        namespace: String,
+        cluster: String,
+        after: crate::config::duration::HumanDuration,
+    },
+}
+
+impl ApplyError {
+    /// The API server said the thing does not exist.
+    fn is_not_found(&self) -> bool {
+        matches!(self, ApplyError::Answered { code: 404, .. })
+    }
+}
+
+impl crate::error::Classified for ApplyError {
+    fn kind(&self) -> crate::error::Kind {
+        use crate::error::Kind;
+        match self {
+            ApplyError::Answered { code, .. } if (400..500).contains(code) && *code != 429 => {
+                Kind::Invalid
+            }
+            ApplyError::Answered { .. }
+            | ApplyError::Unreachable { .. }
+            | ApplyError::NotReady { .. }
+            | ApplyError::StillTerminating { .. } => Kind::Unavailable,
+            ApplyError::BadApiVersion(_) | ApplyError::NotServed { .. } => Kind::Invalid,
+            ApplyError::NotOurs { .. } => Kind::Conflict,
+        }
+    }
+}
+
 /// True for errors worth another attempt: overload, unavailability, and
 /// connections that failed or were cut.
 fn transient(error: &kube::Error) -> bool {
@@ -48,19 +121,21 @@ fn transient(error: &kube::Error) -> bool {
 }
 
 /// Runs `call` up to [`ATTEMPTS`] times while it fails transiently.
-async fn retry<T, F, Fut>(what: &str, mut call: F) -> Result<T, String>
+async fn retry<T, F, Fut>(what: &str, mut call: F) -> Result<T, ApplyError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, kube::Error>>,
 {
     let mut delay = Duration::from_millis(200);
-    for attempt in 1..=ATTEMPTS {
+    let mut attempt = 1;
+    loop {
         match call().await {
             Ok(value) => return Ok(value),
             Err(error) if transient(&error) && attempt < ATTEMPTS => {
                 tracing::warn!(%error, attempt, "{what}: transient error, retrying");
                 tokio::time::sleep(delay).await;
                 delay *= 2;
+                attempt += 1;
             }
             Err(error) => {
                 let tries = if transient(&error) {
@@ -68,17 +143,22 @@ where
                 } else {
                     String::new()
                 };
-                return Err(format!("{what}: {}{tries}", describe(&error)));
+                let what = what.to_string();
+                return Err(match error {
+                    kube::Error::Api(status) => ApplyError::Answered {
+                        what,
+                        code: status.code,
+                        message: status.message,
+                        tries,
+                    },
+                    other => ApplyError::Unreachable {
+                        what,
+                        message: other.to_string(),
+                        tries,
+                    },
+                });
             }
         }
-    }
-    Err(format!("{what}: gave up"))
-}
-
-fn describe(error: &kube::Error) -> String {
-    match error {
-        kube::Error::Api(status) => format!("{} ({})", status.message, status.code),
-        other => other.to_string(),
     }
 }
 
@@ -105,11 +185,11 @@ impl<'c> Kinds<'c> {
         api_version: &str,
         kind: &str,
         refresh: bool,
-    ) -> Result<(ApiResource, ApiCapabilities), String> {
+    ) -> Result<(ApiResource, ApiCapabilities), ApplyError> {
         if refresh || !self.groups.contains_key(api_version) {
             let gv: GroupVersion = api_version
                 .parse()
-                .map_err(|_| format!("apiVersion {api_version:?} is not valid"))?;
+                .map_err(|_| ApplyError::BadApiVersion(api_version.to_string()))?;
             let client = self.client.clone();
             let found = retry(
                 &format!("discovering {api_version} on {}", self.cluster),
@@ -121,7 +201,7 @@ impl<'c> Kinds<'c> {
             .await;
             let resources = match found {
                 Ok(group) => group.versioned_resources(&gv.version),
-                Err(error) if error.contains("(404)") || error.contains("not found") => Vec::new(),
+                Err(error) if error.is_not_found() => Vec::new(),
                 Err(error) => return Err(error),
             };
             self.groups.insert(api_version.to_string(), resources);
@@ -129,11 +209,10 @@ impl<'c> Kinds<'c> {
         self.groups
             .get(api_version)
             .and_then(|resources| resources.iter().find(|(ar, _)| ar.kind == kind).cloned())
-            .ok_or_else(|| {
-                format!(
-                    "kind {kind} ({api_version}) is not served by cluster {}",
-                    self.cluster
-                )
+            .ok_or_else(|| ApplyError::NotServed {
+                kind: kind.to_string(),
+                api_version: api_version.to_string(),
+                cluster: self.cluster.to_string(),
             })
     }
 }
@@ -152,7 +231,10 @@ fn api_for(
 }
 
 /// Applies `request.objects` and waits for them to roll out.
-pub async fn deploy(client: &kube::Client, request: &ClusterDeploy<'_>) -> Result<Applied, String> {
+pub async fn deploy(
+    client: &kube::Client,
+    request: &ClusterDeploy<'_>,
+) -> Result<Applied, ApplyError> {
     let mut kinds = Kinds::new(client, request.cluster);
     ensure_namespace(client, &mut kinds, request).await?;
 
@@ -219,7 +301,7 @@ async fn ensure_namespace(
     client: &kube::Client,
     kinds: &mut Kinds<'_>,
     request: &ClusterDeploy<'_>,
-) -> Result<(), String> {
+) -> Result<(), ApplyError> {
     if request
         .objects
         .iter()
@@ -255,7 +337,7 @@ async fn prune(
     kinds: &mut Kinds<'_>,
     request: &ClusterDeploy<'_>,
     applied: &[ObjectRef],
-) -> Result<Vec<ObjectRef>, String> {
+) -> Result<Vec<ObjectRef>, ApplyError> {
     let mut pruned = Vec::new();
     for old in request.previous {
         if applied.iter().any(|new| same_object(new, old)) {
@@ -277,7 +359,7 @@ async fn prune(
         .await;
         match outcome {
             Ok(()) => pruned.push(old.clone()),
-            Err(error) if error.contains("(404)") => {}
+            Err(error) if error.is_not_found() => {}
             Err(error) => return Err(error),
         }
     }
@@ -300,7 +382,7 @@ async fn wait_for_rollout(
     workloads: &[(Api<DynamicObject>, String, String, i64)],
     timeout: Duration,
     cluster: &str,
-) -> Result<(), String> {
+) -> Result<(), ApplyError> {
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_millis(50);
     for (api, kind, name, generation) in workloads {
@@ -313,11 +395,12 @@ async fn wait_for_rollout(
             match readiness(kind, &object.data, *generation) {
                 Ok(()) => break,
                 Err(why) if Instant::now() >= deadline => {
-                    let timeout = crate::config::duration::HumanDuration(timeout);
-                    return Err(format!(
-                        "{}/{name} on {cluster} did not become ready within {timeout}: {why}",
-                        kind.to_ascii_lowercase()
-                    ));
+                    return Err(ApplyError::NotReady {
+                        object: format!("{}/{name}", kind.to_ascii_lowercase()),
+                        cluster: cluster.to_string(),
+                        timeout: crate::config::duration::HumanDuration(timeout),
+                        why,
+                    });
                 }
                 Err(_) => {
                     tokio::time::sleep(pause).await;
@@ -405,7 +488,7 @@ pub async fn delete_namespace(
     namespace: &str,
     app: &str,
     env: &str,
-) -> Result<String, String> {
+) -> Result<String, ApplyError> {
     let mut kinds = Kinds::new(client, cluster);
     let (ar, caps) = kinds.resolve("v1", "Namespace", false).await?;
     let api = api_for(client, &ar, &caps, None);
@@ -428,9 +511,11 @@ pub async fn delete_namespace(
         && labels.get(APP_LABEL).map(String::as_str) == Some(app)
         && labels.get(ENV_LABEL).map(String::as_str) == Some(env);
     if !ours {
-        return Err(format!(
-            "namespace {namespace} on {cluster} is not Gantry's for {app}/{env}; not deleting it"
-        ));
+        return Err(ApplyError::NotOurs {
+            namespace: namespace.to_string(),
+            cluster: cluster.to_string(),
+            owner: format!("{app}/{env}"),
+        });
     }
     retry(
         &format!("deleting namespace {namespace} on {cluster}"),
@@ -462,9 +547,11 @@ pub async fn delete_namespace(
             ));
         }
         if Instant::now() > deadline {
-            return Err(format!(
-                "namespace {namespace} on {cluster} is still terminating after 2m"
-            ));
+            return Err(ApplyError::StillTerminating {
+                namespace: namespace.to_string(),
+                cluster: cluster.to_string(),
+                after: crate::config::duration::HumanDuration(Duration::from_secs(120)),
+            });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -473,6 +560,40 @@ pub async fn delete_namespace(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::{Classified, Kind};
+
+    fn answered(code: u16) -> ApplyError {
+        ApplyError::Answered {
+            what: "applying deployment/web to prod".into(),
+            code,
+            message: "no".into(),
+            tries: String::new(),
+        }
+    }
+
+    /// Prune and discovery skip what is already gone by the error's code,
+    /// not by its text; the kind says whose problem it is.
+    #[test]
+    fn cluster_answers_have_kinds() {
+        assert!(answered(404).is_not_found());
+        assert!(!answered(403).is_not_found());
+        assert_eq!(
+            answered(422).kind(),
+            Kind::Invalid,
+            "the manifests are wrong"
+        );
+        assert_eq!(
+            answered(403).kind(),
+            Kind::Invalid,
+            "the credentials lack a permission"
+        );
+        assert_eq!(answered(429).kind(), Kind::Unavailable);
+        assert_eq!(answered(503).kind(), Kind::Unavailable);
+        assert_eq!(
+            answered(422).to_string(),
+            "applying deployment/web to prod: no (422)"
+        );
+    }
 
     #[test]
     fn readiness_follows_the_workload_status() {

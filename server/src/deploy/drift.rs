@@ -34,6 +34,8 @@ pub enum DriftError {
     #[error(transparent)]
     Manifests(#[from] ManifestError),
     #[error(transparent)]
+    Apply(#[from] super::cluster::ApplyError),
+    #[error(transparent)]
     Git(#[from] crate::git::GitError),
     /// A stored deployment that cannot be read back (key, format).
     #[error("deployment {deployment}: {message}")]
@@ -48,6 +50,7 @@ impl Classified for DriftError {
     fn kind(&self) -> Kind {
         match self {
             DriftError::Cluster(error) => error.kind(),
+            DriftError::Apply(error) => error.kind(),
             DriftError::Unreachable(_) | DriftError::Git(_) => Kind::Unavailable,
             DriftError::Config(_) | DriftError::Manifests(_) => Kind::Invalid,
             DriftError::Stored { .. } | DriftError::Io(_) | DriftError::Db(_) => Kind::Internal,
@@ -126,10 +129,7 @@ async fn compare(
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let (ar, caps) = kinds
-            .resolve(api_version, kind, false)
-            .await
-            .map_err(DriftError::Unreachable)?;
+        let (ar, caps) = kinds.resolve(api_version, kind, false).await?;
         let mut object = object.clone();
         let api: Api<DynamicObject> = if caps.scope == Scope::Namespaced {
             object["metadata"]["namespace"] = json!(namespace);

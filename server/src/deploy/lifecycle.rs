@@ -235,9 +235,8 @@ pub enum TargetError {
     Local(#[from] LocalError),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
-    /// What the cluster answered (already a sentence for people).
-    #[error("{0}")]
-    Apply(String),
+    #[error(transparent)]
+    Apply(#[from] super::cluster::ApplyError),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
 }

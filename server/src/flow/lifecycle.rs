@@ -107,12 +107,11 @@ async fn destroy_on_clusters(app: &App, env: &EnvRow, app_name: &str) -> Vec<Str
     let mut lines = Vec::new();
     for cluster in clusters {
         let outcome = match app.cluster_registry().client(&cluster).await {
-            Ok(client) => {
-                crate::deploy::cluster::delete_namespace(
-                    &client, &cluster, namespace, app_name, &env.name,
-                )
-                .await
-            }
+            Ok(client) => crate::deploy::cluster::delete_namespace(
+                &client, &cluster, namespace, app_name, &env.name,
+            )
+            .await
+            .map_err(|error| error.to_string()),
             Err(error) => Err(error.to_string()),
         };
         lines.push(outcome.unwrap_or_else(|error| format!("teardown incomplete: {error}")));
