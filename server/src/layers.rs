@@ -42,6 +42,8 @@ pub const MODULES: &[(&str, Layer)] = &[
     ("outbound", Layer::Infrastructure),
     ("sandbox", Layer::Infrastructure),
     ("secrets", Layer::Infrastructure),
+    // Checks callers and audits: domain code kept beside the vault.
+    ("secrets::admin", Layer::Domain),
     ("storage", Layer::Infrastructure),
     ("telemetry", Layer::Infrastructure),
     ("gitops", Layer::Language),

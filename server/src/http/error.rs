@@ -127,6 +127,7 @@ answered_by_kind!(
     crate::deploy::drift::DriftError,
     crate::notify::channels::ChannelError,
     crate::runner::cancel::CancelError,
+    crate::secrets::admin::AdminError,
     crate::ledger::LedgerError,
     crate::sharing::ShareError,
     crate::change_requests::ChangeRequestError,

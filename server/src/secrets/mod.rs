@@ -3,6 +3,7 @@
 //! associated data, so a ciphertext cannot be moved to another name. Values
 //! only ever leave this module to be injected into a step's environment.
 
+pub mod admin;
 pub mod mask;
 
 use std::io::Write;

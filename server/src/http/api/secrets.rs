@@ -1,4 +1,5 @@
-//! Secrets: set, list (names only) and delete. Values are never returned.
+//! Secrets over REST: set, list (names only) and delete, each a call to
+//! `secrets::admin`. Values are never returned.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -7,8 +8,8 @@ use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Principal;
-use crate::db::{self, secrets::NewSecret};
 use crate::http::error::{ApiError, ErrorBody};
+use crate::secrets::admin;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -29,28 +30,6 @@ pub struct SecretName {
     pub app: Option<String>,
 }
 
-/// The shortest value accepted: shorter ones could not be masked in logs
-/// without garbling them.
-const MIN_LENGTH: usize = 4;
-
-async fn app_id(state: &AppState, app: Option<&str>) -> Result<Option<i64>, ApiError> {
-    match app {
-        None => Ok(None),
-        Some(name) => db::apps::find_active_by_name(state.db.pool(), name)
-            .await?
-            .map(|row| Some(row.id))
-            .ok_or_else(|| ApiError::NotFound(format!("app {name} does not exist"))),
-    }
-}
-
-/// `NAME` or `NAME (app shop)`, for the audit log.
-fn scoped(name: &str, app: Option<&str>) -> String {
-    match app {
-        Some(app) => format!("secret {name} (app {app})"),
-        None => format!("secret {name}"),
-    }
-}
-
 /// Creates or replaces a secret.
 #[utoipa::path(put, path = "/api/v1/secrets/{name}", tag = "secrets",
     params(("name" = String, Path)), request_body = SecretValue,
@@ -61,44 +40,16 @@ pub async fn put_secret(
     Path(name): Path<String>,
     Json(body): Json<SecretValue>,
 ) -> Result<impl IntoResponse, ApiError> {
-    principal.require(app::dto::Role::Admin, None)?;
-    let valid_name = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-        && !name.as_bytes()[0].is_ascii_digit()
-        && !name.starts_with("GANTRY_");
-    if !valid_name {
-        return Err(ApiError::BadRequest(format!(
-            "{name:?} is not a secret name: uppercase letters, digits and `_`, not starting with GANTRY_"
-        )));
-    }
-    if body.value.chars().count() < MIN_LENGTH {
-        return Err(ApiError::BadRequest(format!(
-            "a secret value needs at least {MIN_LENGTH} characters, so logs can mask it"
-        )));
-    }
-    let app_id = app_id(&state, body.app.as_deref()).await?;
-    let sealed = state
-        .vault
-        .seal(&name, &body.value)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    db::secrets::put(
-        state.db.pool(),
-        &NewSecret {
-            name: &name,
-            app_id,
-            nonce: &sealed.nonce,
-            ciphertext: &sealed.ciphertext,
-            key_id: &sealed.key_id,
-            created_by: None,
-        },
-        db::now_millis(),
+    let caller = principal.caller();
+    admin::put(
+        &state.db,
+        &state.vault,
+        &caller,
+        &name,
+        &body.value,
+        body.app.as_deref(),
     )
     .await?;
-    // The name and scope, never the value.
-    let target = scoped(&name, body.app.as_deref());
-    crate::audit::record(&state.db, &principal.caller(), "secret.set", &target, None).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -108,8 +59,7 @@ pub async fn list_secrets(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<Vec<SecretName>>, ApiError> {
-    principal.require(app::dto::Role::Admin, None)?;
-    let names = db::secrets::list_names(state.db.pool()).await?;
+    let names = admin::names(&state.db, &principal.caller()).await?;
     Ok(Json(
         names
             .into_iter()
@@ -127,20 +77,6 @@ pub async fn delete_secret(
     Path(name): Path<String>,
     Query(scope): Query<SecretScope>,
 ) -> Result<impl IntoResponse, ApiError> {
-    principal.require(app::dto::Role::Admin, None)?;
-    let app_id = app_id(&state, scope.app.as_deref()).await?;
-    if db::secrets::delete(state.db.pool(), &name, app_id).await? {
-        let target = scoped(&name, scope.app.as_deref());
-        crate::audit::record(
-            &state.db,
-            &principal.caller(),
-            "secret.delete",
-            &target,
-            None,
-        )
-        .await?;
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound(format!("no secret {name}")))
-    }
+    admin::delete(&state.db, &principal.caller(), &name, scope.app.as_deref()).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
