@@ -128,6 +128,7 @@ answered_by_kind!(
     crate::notify::channels::ChannelError,
     crate::runner::cancel::CancelError,
     crate::secrets::admin::AdminError,
+    crate::runner::watch::WatchError,
     crate::ledger::LedgerError,
     crate::sharing::ShareError,
     crate::change_requests::ChangeRequestError,

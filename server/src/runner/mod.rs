@@ -6,6 +6,7 @@ mod command;
 mod execute;
 pub mod junit;
 pub mod logs;
+pub mod watch;
 mod workspace;
 
 use std::sync::Arc;

@@ -11,12 +11,10 @@ use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures_util::stream::{self, Stream, StreamExt};
+use futures_util::stream::{Stream, StreamExt};
 use serde::Deserialize;
-use tokio_stream::wrappers::BroadcastStream;
 
 use crate::auth::Principal;
-use crate::db;
 use crate::flow::approval::{self, ApprovalOutcome};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::runner::logs::RunEvent;
@@ -65,49 +63,9 @@ pub async fn run_events(
     principal: Principal,
     Path(id): Path<i64>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    // Logs: the same permission as reading a step's log.
-    let caller = principal.caller();
-    if let Some((run, _)) = db::runs::detail(state.db.pool(), id).await? {
-        caller.require(app::dto::Role::Developer, Some(&run.app))?;
-    }
-    // Subscribe before reading the stored log, so nothing falls between.
-    let live = BroadcastStream::new(state.events.subscribe(id));
-    let detail = state
-        .run_detail(&caller, id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("run {id} does not exist")))?;
-    let mut replay = Vec::new();
-    let mut seen = Vec::new();
-    for step in &detail.steps {
-        let chunks = db::steps::log_chunks(state.db.pool(), step.id, 0).await?;
-        let last = chunks.last().map(|(seq, _)| *seq).unwrap_or(0);
-        seen.push((step.id, last));
-        for (seq, text) in chunks {
-            replay.push(RunEvent::Log {
-                step_id: step.id,
-                seq,
-                text,
-            });
-        }
-        replay.push(RunEvent::Step {
-            step_id: step.id,
-            state: step.state.as_str().into(),
-        });
-    }
-    replay.push(RunEvent::Run {
-        state: detail.run.state.as_str().into(),
-    });
-    let live = live.filter_map(move |event| {
-        let keep = match &event {
-            Ok(RunEvent::Log { step_id, seq, .. }) => {
-                !seen.iter().any(|(s, last)| s == step_id && seq <= last)
-            }
-            Ok(_) => true,
-            Err(_) => false,
-        };
-        std::future::ready(if keep { event.ok() } else { None })
-    });
-    let events = stream::iter(replay).chain(live).map(|event| {
+    let events =
+        crate::runner::watch::watch(&state.db, &state.events, &principal.caller(), id).await?;
+    let events = events.map(|event| {
         let name = match &event {
             RunEvent::Log { .. } => "log",
             RunEvent::Step { .. } => "step",
