@@ -395,7 +395,7 @@ pub async fn feedback(app: &App, caller: &Caller, id: i64, comment: Option<&str>
         comment: comment.unwrap_or_default().to_string(),
         name: None,
     };
-    crate::sharing::leave_feedback_signed_in(app, caller, id, feedback)
+    crate::sharing::leave_feedback_signed_in(&app.sharing(), caller, id, feedback)
         .await
         .map_err(|error| match error {
             crate::sharing::ShareError::NotFound(id) => ChangeRequestError::NotFound(id),

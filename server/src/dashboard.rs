@@ -429,11 +429,11 @@ impl ClustersPort for App {
 #[async_trait]
 impl SharingPort for App {
     async fn share_change_request(&self, caller: &Caller, id: i64) -> Result<ShareLink, PortError> {
-        Ok(crate::sharing::create(self, caller, id).await?)
+        Ok(crate::sharing::create(&self.sharing(), caller, id).await?)
     }
 
     async fn revoke_share_link(&self, caller: &Caller, id: i64) -> Result<(), PortError> {
-        Ok(crate::sharing::revoke(self, caller, id).await?)
+        Ok(crate::sharing::revoke(&self.sharing(), caller, id).await?)
     }
 
     async fn shared_preview(
@@ -441,7 +441,7 @@ impl SharingPort for App {
         visitor: Option<&Caller>,
         token: String,
     ) -> Result<SharedPreview, PortError> {
-        Ok(crate::sharing::open(self, &token, visitor).await?)
+        Ok(crate::sharing::open(&self.sharing(), &token, visitor).await?)
     }
 
     async fn leave_shared_feedback(
@@ -450,7 +450,7 @@ impl SharingPort for App {
         token: String,
         feedback: NewFeedback,
     ) -> Result<TesterFeedback, PortError> {
-        Ok(crate::sharing::leave_feedback(self, &token, visitor, feedback).await?)
+        Ok(crate::sharing::leave_feedback(&self.sharing(), &token, visitor, feedback).await?)
     }
 }
 

@@ -82,7 +82,6 @@ pub const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("forge", "state"),
     ("ledger", "state"),
     ("runner", "state"),
-    ("sharing", "state"),
 ];
 
 /// The layer of a module path such as `gitops::load` (None: not listed).

@@ -15,7 +15,31 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::db::{self, sharing::FeedbackRow};
-use crate::state::App;
+
+/// Brings a change request's forge comment up to date (the forge module
+/// does; sharing only asks, so it need not know the forge).
+#[async_trait::async_trait]
+pub trait CommentRefresh: Send + Sync {
+    /// Refreshes the comment from run `run_id`; failures are logged there.
+    async fn refresh(&self, run_id: i64);
+}
+
+/// Share links and tester feedback, with what they need: the database, the
+/// vault (links are signed), the clock (they expire), git (the commits a
+/// request brings), links to the dashboard, the settings, and the forge
+/// comment to refresh when feedback arrives.
+pub struct Sharing<'a> {
+    pub db: &'a crate::db::Db,
+    pub vault: &'a crate::secrets::Vault,
+    pub clock: &'a crate::clock::Clock,
+    pub git: &'a crate::git::GitStore,
+    pub notifier: crate::notify::Notifier<'a>,
+    /// How long a link lives.
+    pub ttl: std::time::Duration,
+    /// Whether people without an account may use links.
+    pub anonymous: bool,
+    pub comments: &'a dyn CommentRefresh,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShareError {
@@ -65,8 +89,8 @@ fn signed_part(request: i64, link: i64, expires: i64) -> String {
     format!("share:v1:{request}:{link}:{expires}")
 }
 
-fn token(app: &App, request: i64, link: i64, expires: i64) -> String {
-    let signature = app
+fn token(sharing: &Sharing<'_>, request: i64, link: i64, expires: i64) -> String {
+    let signature = sharing
         .vault
         .sign(signed_part(request, link, expires).as_bytes());
     format!(
@@ -76,7 +100,7 @@ fn token(app: &App, request: i64, link: i64, expires: i64) -> String {
 }
 
 /// (request, link, expiry) of a well-signed token.
-fn verify(app: &App, token: &str) -> Result<(i64, i64, i64)> {
+fn verify(sharing: &Sharing<'_>, token: &str) -> Result<(i64, i64, i64)> {
     let mut parts = token.split('.');
     let mut number = || parts.next().and_then(|p| p.parse::<i64>().ok());
     let (Some(request), Some(link), Some(expires)) = (number(), number(), number()) else {
@@ -87,7 +111,7 @@ fn verify(app: &App, token: &str) -> Result<(i64, i64, i64)> {
         .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
         .ok_or(ShareError::Invalid)?;
     if parts.next().is_some()
-        || !app
+        || !sharing
             .vault
             .verify(signed_part(request, link, expires).as_bytes(), &signature)
     {
@@ -103,17 +127,17 @@ fn when(millis: i64) -> String {
 }
 
 /// Developers (and up) of the request's app make a link for it.
-pub async fn create(app: &App, caller: &Caller, request: i64) -> Result<ShareLink> {
-    let pool = app.db.pool();
+pub async fn create(sharing: &Sharing<'_>, caller: &Caller, request: i64) -> Result<ShareLink> {
+    let pool = sharing.db.pool();
     let cr = db::change_requests::get(pool, request)
         .await?
         .ok_or(ShareError::NotFound(request))?;
     caller
         .require(Role::Developer, Some(&cr.app))
         .map_err(|e| ShareError::Forbidden(e.to_string()))?;
-    let now = app.clock.now_millis();
-    let expires = now + i64::try_from(app.config.share_ttl.as_millis()).unwrap_or(i64::MAX / 2);
-    let mut tx = app.db.begin().await?;
+    let now = sharing.clock.now_millis();
+    let expires = now + i64::try_from(sharing.ttl.as_millis()).unwrap_or(i64::MAX / 2);
+    let mut tx = sharing.db.begin().await?;
     let id = db::sharing::insert_link(&mut *tx, request, &caller.me.name, now, expires).await?;
     db::audit::record(
         &mut *tx,
@@ -133,18 +157,18 @@ pub async fn create(app: &App, caller: &Caller, request: i64) -> Result<ShareLin
         id,
         change_request_id: request,
         url: crate::notify::link(
-            &app.notifier(),
-            &format!("share/{}", token(app, request, id, expires)),
+            &sharing.notifier,
+            &format!("share/{}", token(sharing, request, id, expires)),
         ),
         created_by: caller.me.name.clone(),
         expires_at: expires,
-        anonymous: app.config.share_anonymous,
+        anonymous: sharing.anonymous,
     })
 }
 
 /// Developers of the app (or an admin) end a link before it expires.
-pub async fn revoke(app: &App, caller: &Caller, link: i64) -> Result<()> {
-    let pool = app.db.pool();
+pub async fn revoke(sharing: &Sharing<'_>, caller: &Caller, link: i64) -> Result<()> {
+    let pool = sharing.db.pool();
     let Some(row) = db::sharing::link(pool, link).await? else {
         // Say "no such link" only to those who could revoke one.
         caller.require(Role::Developer, None).or_else(|e| {
@@ -164,11 +188,11 @@ pub async fn revoke(app: &App, caller: &Caller, link: i64) -> Result<()> {
     caller
         .require(Role::Developer, Some(&cr.app))
         .map_err(|e| ShareError::Forbidden(e.to_string()))?;
-    if !db::sharing::revoke(pool, link, app.clock.now_millis()).await? {
+    if !db::sharing::revoke(pool, link, sharing.clock.now_millis()).await? {
         return Err(ShareError::Revoked);
     }
     crate::audit::record(
-        &app.db,
+        sharing.db,
         caller,
         "share_link.revoke",
         &format!("{} change request {} (link {link})", cr.app, cr.id),
@@ -180,18 +204,22 @@ pub async fn revoke(app: &App, caller: &Caller, link: i64) -> Result<()> {
 
 /// The link's request, if the token is good, live, and the visitor may
 /// use it.
-async fn admit(app: &App, token: &str, visitor: Option<&Caller>) -> Result<(i64, i64, i64)> {
-    let (request, link, expires) = verify(app, token)?;
-    if visitor.is_none() && !app.config.share_anonymous {
+async fn admit(
+    sharing: &Sharing<'_>,
+    token: &str,
+    visitor: Option<&Caller>,
+) -> Result<(i64, i64, i64)> {
+    let (request, link, expires) = verify(sharing, token)?;
+    if visitor.is_none() && !sharing.anonymous {
         return Err(ShareError::Forbidden(
             "sign in to open this link (this Gantry does not allow share links without an account)"
                 .into(),
         ));
     }
-    if expires <= app.clock.now_millis() {
+    if expires <= sharing.clock.now_millis() {
         return Err(ShareError::Expired(when(expires)));
     }
-    let row = db::sharing::link(app.db.pool(), link)
+    let row = db::sharing::link(sharing.db.pool(), link)
         .await?
         .filter(|row| row.change_request_id == request)
         .ok_or(ShareError::Invalid)?;
@@ -214,8 +242,8 @@ pub fn feedback_view(row: FeedbackRow) -> TesterFeedback {
 }
 
 /// A change request's feedback, oldest first.
-pub async fn feedback_of(app: &App, request: i64) -> Result<Vec<TesterFeedback>> {
-    Ok(db::sharing::feedback_of(app.db.pool(), request)
+pub async fn feedback_of(sharing: &Sharing<'_>, request: i64) -> Result<Vec<TesterFeedback>> {
+    Ok(db::sharing::feedback_of(sharing.db.pool(), request)
         .await?
         .into_iter()
         .map(feedback_view)
@@ -223,9 +251,13 @@ pub async fn feedback_of(app: &App, request: i64) -> Result<Vec<TesterFeedback>>
 }
 
 /// The tester page behind `token`.
-pub async fn open(app: &App, token: &str, visitor: Option<&Caller>) -> Result<SharedPreview> {
-    let (request, _, expires) = admit(app, token, visitor).await?;
-    let pool = app.db.pool();
+pub async fn open(
+    sharing: &Sharing<'_>,
+    token: &str,
+    visitor: Option<&Caller>,
+) -> Result<SharedPreview> {
+    let (request, _, expires) = admit(sharing, token, visitor).await?;
+    let pool = sharing.db.pool();
     let cr = db::change_requests::get(pool, request)
         .await?
         .ok_or(ShareError::NotFound(request))?;
@@ -247,14 +279,14 @@ pub async fn open(app: &App, token: &str, visitor: Option<&Caller>) -> Result<Sh
     };
     // What the request brings: its head's commits its target lacks. A
     // mirror that cannot say (not fetched yet) shows none rather than fail.
-    let target = app
+    let target = sharing
         .git
         .heads(&app_row.source_url)
         .await
         .ok()
         .and_then(|heads| heads.get(&cr.target_branch).cloned());
     let commits = match (&cr.head_sha, target) {
-        (Some(head), Some(target)) => app
+        (Some(head), Some(target)) => sharing
             .git
             .log_range(&app_row.source_url, Some(&target), head, COMMITS_SHOWN)
             .await
@@ -284,7 +316,7 @@ pub async fn open(app: &App, token: &str, visitor: Option<&Caller>) -> Result<Sh
             .and_then(|env| app::dto::EnvironmentState::parse(&env.state)),
         run,
         reports,
-        feedback: feedback_of(app, request).await?,
+        feedback: feedback_of(sharing, request).await?,
         expires_at: expires,
     })
 }
@@ -292,29 +324,29 @@ pub async fn open(app: &App, token: &str, visitor: Option<&Caller>) -> Result<Sh
 /// Records a tester's feedback through `token`; for a forge request, its
 /// comment shows it at once.
 pub async fn leave_feedback(
-    app: &App,
+    sharing: &Sharing<'_>,
     token: &str,
     visitor: Option<&Caller>,
     feedback: NewFeedback,
 ) -> Result<TesterFeedback> {
-    let (request, link, _) = admit(app, token, visitor).await?;
-    record(app, request, Some(link), visitor, feedback).await
+    let (request, link, _) = admit(sharing, token, visitor).await?;
+    record(sharing, request, Some(link), visitor, feedback).await
 }
 
 /// Signed-in testers (and up) leave feedback on the request's page.
 pub async fn leave_feedback_signed_in(
-    app: &App,
+    sharing: &Sharing<'_>,
     caller: &Caller,
     request: i64,
     feedback: NewFeedback,
 ) -> Result<TesterFeedback> {
-    let cr = db::change_requests::get(app.db.pool(), request)
+    let cr = db::change_requests::get(sharing.db.pool(), request)
         .await?
         .ok_or(ShareError::NotFound(request))?;
     caller
         .require(Role::Tester, Some(&cr.app))
         .map_err(|e| ShareError::Forbidden(e.to_string()))?;
-    record(app, request, None, Some(caller), feedback).await
+    record(sharing, request, None, Some(caller), feedback).await
 }
 
 /// Checks the feedback; (author, verdict, comment) to store.
@@ -359,19 +391,19 @@ fn validate(
 }
 
 async fn record(
-    app: &App,
+    sharing: &Sharing<'_>,
     request: i64,
     link: Option<i64>,
     visitor: Option<&Caller>,
     feedback: NewFeedback,
 ) -> Result<TesterFeedback> {
     let (author, verdict, comment) = validate(visitor, &feedback)?;
-    let pool = app.db.pool();
+    let pool = sharing.db.pool();
     let cr = db::change_requests::get(pool, request)
         .await?
         .ok_or(ShareError::NotFound(request))?;
-    let now = app.clock.now_millis();
-    let mut tx = app.db.begin().await?;
+    let now = sharing.clock.now_millis();
+    let mut tx = sharing.db.begin().await?;
     let id = db::sharing::insert_feedback(
         &mut *tx,
         &db::sharing::NewFeedback {
@@ -408,9 +440,8 @@ async fn record(
     // newest run.
     if cr.origin != "native"
         && let Some(run) = db::runs::latest_for_change_request(pool, request).await?
-        && let Err(error) = crate::forge::feedback::update_comment(app, run).await
     {
-        tracing::warn!(change_request = request, %error, "forge comment not updated with feedback");
+        sharing.comments.refresh(run).await;
     }
     Ok(TesterFeedback {
         id,

@@ -138,6 +138,20 @@ impl App {
         }
     }
 
+    /// Share links and tester feedback.
+    pub fn sharing(&self) -> crate::sharing::Sharing<'_> {
+        crate::sharing::Sharing {
+            db: &self.db,
+            vault: &self.vault,
+            clock: &self.clock,
+            git: &self.git,
+            notifier: self.notifier(),
+            ttl: self.config.share_ttl,
+            anonymous: self.config.share_anonymous,
+            comments: self,
+        }
+    }
+
     /// The registered clusters and their clients.
     pub fn cluster_registry(&self) -> crate::clusters::Registry<'_> {
         crate::clusters::Registry {
@@ -263,5 +277,15 @@ impl Deref for AppState {
 impl FromRef<AppState> for LeptosOptions {
     fn from_ref(state: &AppState) -> LeptosOptions {
         state.leptos.clone()
+    }
+}
+
+/// Feedback refreshes a change request's forge comment through the forge.
+#[async_trait::async_trait]
+impl crate::sharing::CommentRefresh for App {
+    async fn refresh(&self, run_id: i64) {
+        if let Err(error) = crate::forge::feedback::update_comment(self, run_id).await {
+            tracing::warn!(run = run_id, %error, "forge comment not updated with feedback");
+        }
     }
 }
