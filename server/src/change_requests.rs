@@ -23,7 +23,43 @@ use crate::flow::policy;
 use crate::git::{GitError, MergeOutcome, MergeRequest};
 use crate::gitops::schema::{AppConfig, ApprovalPolicy, BranchMatch, StackEntry};
 use crate::gitops::stack::{entry_for, production_branch, staging_branch};
-use crate::state::App;
+
+/// Change requests with what they need: the database, the vault (forge
+/// tokens are secrets), the clock and the fresh-sign-in window (approval
+/// policy, freezes), git (merges), the flow (to plan and scan), and
+/// notifications and sharing.
+#[derive(Clone, Copy)]
+pub struct ChangeRequests<'a> {
+    pub db: &'a crate::db::Db,
+    pub vault: &'a crate::secrets::Vault,
+    pub clock: &'a crate::clock::Clock,
+    pub reauth_max_age: std::time::Duration,
+    pub git: &'a crate::git::GitStore,
+    pub flow: &'a crate::flow::Flow,
+    pub notifier: crate::notify::Notifier<'a>,
+    pub sharing: crate::sharing::Sharing<'a>,
+}
+
+impl<'a> ChangeRequests<'a> {
+    fn freshness(&self) -> policy::Freshness {
+        policy::Freshness {
+            max_age: self.reauth_max_age,
+            now: self.clock.now_millis(),
+        }
+    }
+
+    fn secrets(&self) -> crate::secrets::Store<'a> {
+        crate::secrets::Store::new(self.db, self.vault)
+    }
+
+    fn notifier(&self) -> crate::notify::Notifier<'a> {
+        self.notifier
+    }
+
+    fn sharing(&self) -> crate::sharing::Sharing<'a> {
+        self.sharing
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChangeRequestError {
@@ -87,8 +123,8 @@ impl Judged {
     }
 }
 
-async fn load(app: &App, id: i64) -> Result<Judged> {
-    let pool = app.db.pool();
+async fn load(requests: &ChangeRequests<'_>, id: i64) -> Result<Judged> {
+    let pool = requests.db.pool();
     let row = db::change_requests::get(pool, id)
         .await?
         .ok_or(ChangeRequestError::NotFound(id))?;
@@ -121,8 +157,12 @@ fn default_target(config: &AppConfig, source: &str) -> Option<String> {
 
 /// Opens a request (developers and up). Its source's preview is built if
 /// the current head has no run yet.
-pub async fn open(app: &App, caller: &Caller, new: NewChangeRequest) -> Result<CrRow> {
-    let pool = app.db.pool();
+pub async fn open(
+    requests: &ChangeRequests<'_>,
+    caller: &Caller,
+    new: NewChangeRequest,
+) -> Result<CrRow> {
+    let pool = requests.db.pool();
     let app_row = db::apps::find_active_by_name(pool, &new.app)
         .await?
         .ok_or_else(|| ChangeRequestError::Invalid(format!("no app named {:?}", new.app)))?;
@@ -162,7 +202,7 @@ pub async fn open(app: &App, caller: &Caller, new: NewChangeRequest) -> Result<C
             "source_branch and target_branch are both {source:?}"
         )));
     }
-    let heads = app.git.fetch(&app_row.source_url).await?;
+    let heads = requests.git.fetch(&app_row.source_url).await?;
     let head = heads.get(&source).cloned().ok_or_else(|| {
         ChangeRequestError::Invalid(format!(
             "source_branch {source:?} does not exist in {}; push it first",
@@ -175,7 +215,7 @@ pub async fn open(app: &App, caller: &Caller, new: NewChangeRequest) -> Result<C
             app_row.source_url
         )));
     }
-    if app
+    if requests
         .git
         .is_ancestor(&app_row.source_url, &head, &heads[&target])
         .await?
@@ -196,7 +236,7 @@ pub async fn open(app: &App, caller: &Caller, new: NewChangeRequest) -> Result<C
     }
     let title = match new.title.as_deref().map(str::trim) {
         Some(title) if !title.is_empty() => title.to_string(),
-        _ => app
+        _ => requests
             .git
             .commit_info(&app_row.source_url, &head)
             .await
@@ -211,7 +251,7 @@ pub async fn open(app: &App, caller: &Caller, new: NewChangeRequest) -> Result<C
         ));
     }
     let now = now_millis();
-    let mut tx = app.db.begin().await?;
+    let mut tx = requests.db.begin().await?;
     let id = db::change_requests::insert(
         &mut *tx,
         &NewRow {
@@ -263,10 +303,10 @@ pub async fn open(app: &App, caller: &Caller, new: NewChangeRequest) -> Result<C
         }
     }
     tx.commit().await?;
-    app.flow.plan_wake.notify_one();
+    requests.flow.plan_wake.notify_one();
     tracing::info!(app = %app_row.name, change_request = id, %source, %target, "change request opened");
     crate::notify::emit(
-        &app.notifier(),
+        &requests.notifier(),
         crate::notify::Notice {
             event: crate::notify::Event::ApprovalRequested,
             app: app_row.name.clone(),
@@ -279,7 +319,7 @@ pub async fn open(app: &App, caller: &Caller, new: NewChangeRequest) -> Result<C
             ),
             text: title.clone(),
             url: Some(crate::notify::link(
-                &app.notifier(),
+                &requests.notifier(),
                 &format!("change-requests/{id}"),
             )),
         },
@@ -294,12 +334,12 @@ pub async fn open(app: &App, caller: &Caller, new: NewChangeRequest) -> Result<C
 /// to the new head (approvals start over). Returns the request the run
 /// belongs to, if any.
 pub async fn on_source_push(
-    app: &App,
+    requests: &ChangeRequests<'_>,
     app_id: i64,
     branch: &str,
     sha: &str,
 ) -> std::result::Result<Option<i64>, sqlx::Error> {
-    let pool = app.db.pool();
+    let pool = requests.db.pool();
     let mut first = None;
     for cr in db::change_requests::active_from(pool, app_id, branch).await? {
         first.get_or_insert(cr.id);
@@ -312,25 +352,30 @@ pub async fn on_source_push(
 }
 
 /// Approves the request's current head; merges when the policy is met.
-pub async fn approve(app: &App, caller: &Caller, id: i64, comment: Option<&str>) -> Result<CrRow> {
-    let judged = load(app, id).await?;
+pub async fn approve(
+    requests: &ChangeRequests<'_>,
+    caller: &Caller,
+    id: i64,
+    comment: Option<&str>,
+) -> Result<CrRow> {
+    let judged = load(requests, id).await?;
     let policy = judged.policy();
-    check_decider(app, caller, &judged, &policy)?;
+    check_decider(requests, caller, &judged, &policy)?;
     if let Some(refusal) = policy::self_approval_refusal(caller, &policy, judged.row.author_user_id)
     {
         return Err(ChangeRequestError::Forbidden(refusal));
     }
     let head = head_of(&judged)?;
-    if db::change_requests::has_approved(app.db.pool(), id, &head, caller.user_id).await? {
+    if db::change_requests::has_approved(requests.db.pool(), id, &head, caller.user_id).await? {
         return Err(ChangeRequestError::Conflict(format!(
             "{} has already approved {} of change request {id}",
             caller.me.name,
             short(&head)
         )));
     }
-    decide(app, caller, &judged, "approved", comment, None).await?;
+    decide(requests, caller, &judged, "approved", comment, None).await?;
     crate::notify::emit(
-        &app.notifier(),
+        &requests.notifier(),
         crate::notify::Notice {
             event: crate::notify::Event::Approved,
             app: judged.row.app.clone(),
@@ -342,60 +387,75 @@ pub async fn approve(app: &App, caller: &Caller, id: i64, comment: Option<&str>)
             title: format!("{} approved {}", caller.me.name, judged.label()),
             text: comment.unwrap_or_default().to_string(),
             url: Some(crate::notify::link(
-                &app.notifier(),
+                &requests.notifier(),
                 &format!("change-requests/{id}"),
             )),
         },
     )
     .await;
-    try_merge(app, id, &caller.me.name).await
+    try_merge(requests, id, &caller.me.name).await
 }
 
 /// Rejects the request: it is closed for good.
-pub async fn reject(app: &App, caller: &Caller, id: i64, comment: Option<&str>) -> Result<CrRow> {
-    let judged = load(app, id).await?;
+pub async fn reject(
+    requests: &ChangeRequests<'_>,
+    caller: &Caller,
+    id: i64,
+    comment: Option<&str>,
+) -> Result<CrRow> {
+    let judged = load(requests, id).await?;
     let policy = judged.policy();
-    check_decider(app, caller, &judged, &policy)?;
-    decide(app, caller, &judged, "rejected", comment, None).await?;
+    check_decider(requests, caller, &judged, &policy)?;
+    decide(requests, caller, &judged, "rejected", comment, None).await?;
     let detail = format!(
         "rejected by {}{}",
         caller.me.name,
         comment.map(|c| format!(": {c}")).unwrap_or_default()
     );
     db::change_requests::set_state(
-        app.db.pool(),
+        requests.db.pool(),
         id,
         ChangeRequestState::Rejected,
         Some(&detail),
         now_millis(),
     )
     .await?;
-    reload(app, id).await
+    reload(requests, id).await
 }
 
 /// An admin merges regardless of the count, the author rule and a freeze,
 /// with a mandatory reason kept in the audit log.
-pub async fn override_policy(app: &App, caller: &Caller, id: i64, reason: &str) -> Result<CrRow> {
-    let judged = load(app, id).await?;
+pub async fn override_policy(
+    requests: &ChangeRequests<'_>,
+    caller: &Caller,
+    id: i64,
+    reason: &str,
+) -> Result<CrRow> {
+    let judged = load(requests, id).await?;
     let reason = policy::override_reason(reason).map_err(ChangeRequestError::Invalid)?;
     let admin_only = ApprovalPolicy {
         roles: vec!["admin".into()],
         ..judged.policy()
     };
-    check_decider(app, caller, &judged, &admin_only)?;
-    decide(app, caller, &judged, "override", None, Some(reason)).await?;
-    try_merge(app, id, &caller.me.name).await
+    check_decider(requests, caller, &judged, &admin_only)?;
+    decide(requests, caller, &judged, "override", None, Some(reason)).await?;
+    try_merge(requests, id, &caller.me.name).await
 }
 
 /// A tester's (or anyone's above) feedback on the preview: one model with
 /// what share-link visitors leave (see `sharing`), never an approval.
-pub async fn feedback(app: &App, caller: &Caller, id: i64, comment: Option<&str>) -> Result<CrRow> {
+pub async fn feedback(
+    requests: &ChangeRequests<'_>,
+    caller: &Caller,
+    id: i64,
+    comment: Option<&str>,
+) -> Result<CrRow> {
     let feedback = app::dto::NewFeedback {
         verdict: "note".into(),
         comment: comment.unwrap_or_default().to_string(),
         name: None,
     };
-    crate::sharing::leave_feedback_signed_in(&app.sharing(), caller, id, feedback)
+    crate::sharing::leave_feedback_signed_in(&requests.sharing(), caller, id, feedback)
         .await
         .map_err(|error| match error {
             crate::sharing::ShareError::NotFound(id) => ChangeRequestError::NotFound(id),
@@ -404,12 +464,12 @@ pub async fn feedback(app: &App, caller: &Caller, id: i64, comment: Option<&str>
             crate::sharing::ShareError::Config(error) => ChangeRequestError::Config(error),
             other => ChangeRequestError::Invalid(other.to_string()),
         })?;
-    reload(app, id).await
+    reload(requests, id).await
 }
 
 /// The author (or an admin) withdraws the request.
-pub async fn close(app: &App, caller: &Caller, id: i64) -> Result<CrRow> {
-    let judged = load(app, id).await?;
+pub async fn close(requests: &ChangeRequests<'_>, caller: &Caller, id: i64) -> Result<CrRow> {
+    let judged = load(requests, id).await?;
     if judged.row.author_user_id != Some(caller.user_id) {
         forbidden(caller, Role::Admin, &judged.row.app)?;
     }
@@ -420,7 +480,7 @@ pub async fn close(app: &App, caller: &Caller, id: i64) -> Result<CrRow> {
         )));
     }
     let now = now_millis();
-    let mut tx = app.db.begin().await?;
+    let mut tx = requests.db.begin().await?;
     db::change_requests::set_state(
         &mut *tx,
         id,
@@ -431,11 +491,11 @@ pub async fn close(app: &App, caller: &Caller, id: i64) -> Result<CrRow> {
     .await?;
     audit(&mut tx, caller, "change_request.close", &judged, None, now).await?;
     tx.commit().await?;
-    reload(app, id).await
+    reload(requests, id).await
 }
 
 fn check_decider(
-    app: &App,
+    requests: &ChangeRequests<'_>,
     caller: &Caller,
     judged: &Judged,
     policy: &ApprovalPolicy,
@@ -446,7 +506,7 @@ fn check_decider(
             judged.row.id, judged.row.state
         )));
     }
-    match policy::refusal(app.freshness(), caller, policy, &judged.row.app) {
+    match policy::refusal(requests.freshness(), caller, policy, &judged.row.app) {
         Some(refusal) => Err(ChangeRequestError::Forbidden(refusal)),
         None => Ok(()),
     }
@@ -466,7 +526,7 @@ fn short(sha: &str) -> &str {
 }
 
 async fn decide(
-    app: &App,
+    requests: &ChangeRequests<'_>,
     caller: &Caller,
     judged: &Judged,
     decision: &str,
@@ -474,9 +534,9 @@ async fn decide(
     override_reason: Option<&str>,
 ) -> Result<()> {
     let head = head_of(judged)?;
-    let environment_id = target_environment_id(app, judged).await?;
+    let environment_id = target_environment_id(requests, judged).await?;
     let now = now_millis();
-    let mut tx = app.db.begin().await?;
+    let mut tx = requests.db.begin().await?;
     db::change_requests::record_decision(
         &mut *tx,
         &NewDecision {
@@ -542,8 +602,8 @@ async fn audit(
 
 /// The environment the target branch deploys to (created on the first
 /// decision if it never ran, so the approval has an environment to belong to).
-async fn target_environment_id(app: &App, judged: &Judged) -> Result<i64> {
-    let pool = app.db.pool();
+async fn target_environment_id(requests: &ChangeRequests<'_>, judged: &Judged) -> Result<i64> {
+    let pool = requests.db.pool();
     if let Some(env) =
         db::environments::find_for_branch(pool, judged.row.app_id, &judged.row.target_branch)
             .await?
@@ -572,8 +632,8 @@ async fn target_environment_id(app: &App, judged: &Judged) -> Result<i64> {
     .await?)
 }
 
-async fn reload(app: &App, id: i64) -> Result<CrRow> {
-    db::change_requests::get(app.db.pool(), id)
+async fn reload(requests: &ChangeRequests<'_>, id: i64) -> Result<CrRow> {
+    db::change_requests::get(requests.db.pool(), id)
         .await?
         .ok_or(ChangeRequestError::NotFound(id))
 }
@@ -584,7 +644,7 @@ async fn reload(app: &App, id: i64) -> Result<CrRow> {
 /// see the target branch move at once.
 #[allow(clippy::too_many_arguments)]
 async fn record_merge(
-    app: &App,
+    requests: &ChangeRequests<'_>,
     judged: &Judged,
     id: i64,
     sha: &str,
@@ -593,7 +653,7 @@ async fn record_merge(
     audit: &serde_json::Value,
     now: i64,
 ) -> Result<()> {
-    let mut tx = app.db.begin().await?;
+    let mut tx = requests.db.begin().await?;
     db::change_requests::mark_merged(&mut *tx, id, sha, by, detail, now).await?;
     db::audit::record(
         &mut *tx,
@@ -610,20 +670,20 @@ async fn record_merge(
     .await?;
     tx.commit().await?;
     tracing::info!(change_request = id, %sha, "change request merged");
-    app.flow.scan_wake.notify_one();
+    requests.flow.scan_wake.notify_one();
     Ok(())
 }
 
 /// Merges an approved forge request through the forge's API; a refusal
 /// (not mergeable, head moved) leaves it approved with the forge's reason.
 async fn merge_on_forge(
-    app: &App,
+    requests: &ChangeRequests<'_>,
     judged: &Judged,
     id: i64,
     head: &str,
     by: &str,
 ) -> Result<CrRow> {
-    let pool = app.db.pool();
+    let pool = requests.db.pool();
     let origin = judged.row.origin.clone();
     let now = now_millis();
     let outcome: std::result::Result<String, String> = async {
@@ -640,7 +700,7 @@ async fn merge_on_forge(
             .map_err(|e| e.to_string())?
             .unwrap_or((None, None));
         let number = number.ok_or_else(|| format!("the {origin} request number is unknown"))?;
-        let token = app
+        let token = requests
             .secrets()
             .resolve(judged.row.app_id, std::slice::from_ref(&forge.token_secret))
             .await
@@ -669,7 +729,7 @@ async fn merge_on_forge(
         Ok(sha) => {
             let detail = format!("merged on {origin} as {}", short(&sha));
             let audit = serde_json::json!({ "merge_sha": sha, "forge": origin, "head": head });
-            record_merge(app, judged, id, &sha, by, &detail, &audit, now).await?;
+            record_merge(requests, judged, id, &sha, by, &detail, &audit, now).await?;
         }
         Err(error) => {
             let detail =
@@ -685,7 +745,7 @@ async fn merge_on_forge(
             tracing::warn!(change_request = id, %error, "forge merge failed");
         }
     }
-    reload(app, id).await
+    reload(requests, id).await
 }
 
 /// Whether an active request may be merged now.
@@ -781,18 +841,18 @@ fn after_merge(outcome: &MergeOutcome, source: &str, target: &str) -> Next {
     }
 }
 
-pub async fn try_merge(app: &App, id: i64, by: &str) -> Result<CrRow> {
+pub async fn try_merge(requests: &ChangeRequests<'_>, id: i64, by: &str) -> Result<CrRow> {
     let _one_at_a_time = MERGES.lock().await;
-    let judged = load(app, id).await?;
+    let judged = load(requests, id).await?;
     if !judged.row.is_active() {
         return Ok(judged.row);
     }
-    let pool = app.db.pool();
+    let pool = requests.db.pool();
     let head = head_of(&judged)?;
     let policy = judged.policy();
     let overridden = db::change_requests::overridden(pool, id, &head).await?;
     let approvals = db::change_requests::approvals_of(pool, id, &head).await?;
-    let freeze = policy::freeze_now(judged.target_entry(), app.clock.now_millis())
+    let freeze = policy::freeze_now(judged.target_entry(), requests.clock.now_millis())
         .map(|freeze| freeze.describe());
     let hold = match gate(approvals, i64::from(policy.required), overridden, freeze) {
         Gate::Ready => None,
@@ -813,18 +873,18 @@ pub async fn try_merge(app: &App, id: i64, by: &str) -> Result<CrRow> {
     };
     if let Some((state, detail)) = hold {
         db::change_requests::set_state(pool, id, state, Some(&detail), now_millis()).await?;
-        return reload(app, id).await;
+        return reload(requests, id).await;
     }
     // A forge's request is merged by the forge, so it closes there too.
     if judged.row.origin != "native" {
-        return merge_on_forge(app, &judged, id, &head, by).await;
+        return merge_on_forge(requests, &judged, id, &head, by).await;
     }
     let message = format!(
         "Merge branch '{}' into {}\n\n{} (change request {id})\n\nApproved-by: {}\n",
         judged.row.source_branch,
         judged.row.target_branch,
         judged.row.title,
-        approvers(app, id, &head).await?.join(", ")
+        approvers(requests, id, &head).await?.join(", ")
     );
     let request = MergeRequest {
         source_branch: judged.row.source_branch.clone(),
@@ -835,7 +895,7 @@ pub async fn try_merge(app: &App, id: i64, by: &str) -> Result<CrRow> {
     };
     let record_pool = pool.clone();
     let runtime = tokio::runtime::Handle::current();
-    let outcome = app
+    let outcome = requests
         .git
         .merge_and_push(&judged.source_url, request, move |sha| {
             runtime
@@ -862,7 +922,7 @@ pub async fn try_merge(app: &App, id: i64, by: &str) -> Result<CrRow> {
             )
             .await?;
             tracing::warn!(change_request = id, %error, "merge failed");
-            return reload(app, id).await;
+            return reload(requests, id).await;
         }
     };
     let (source, target) = (&judged.row.source_branch, &judged.row.target_branch);
@@ -877,7 +937,7 @@ pub async fn try_merge(app: &App, id: i64, by: &str) -> Result<CrRow> {
             );
             let audit =
                 serde_json::json!({ "merge_sha": sha, "fast_forward": fast_forward, "head": head });
-            record_merge(app, &judged, id, &sha, by, &detail, &audit, now).await?;
+            record_merge(requests, &judged, id, &sha, by, &detail, &audit, now).await?;
         }
         Next::AlreadyMerged { sha, detail } => {
             db::change_requests::mark_merged(pool, id, &sha, by, &detail, now).await?;
@@ -886,15 +946,15 @@ pub async fn try_merge(app: &App, id: i64, by: &str) -> Result<CrRow> {
             db::change_requests::set_state(pool, id, state, Some(&detail), now).await?;
             if matches!(outcome, MergeOutcome::SourceMoved { .. }) {
                 // The new head is planned (and reviewed) at once.
-                app.flow.scan_wake.notify_one();
+                requests.flow.scan_wake.notify_one();
             }
         }
     }
-    reload(app, id).await
+    reload(requests, id).await
 }
 
-async fn approvers(app: &App, id: i64, head: &str) -> Result<Vec<String>> {
-    let mut names: Vec<String> = db::change_requests::decisions(app.db.pool(), Some(id), None)
+async fn approvers(requests: &ChangeRequests<'_>, id: i64, head: &str) -> Result<Vec<String>> {
+    let mut names: Vec<String> = db::change_requests::decisions(requests.db.pool(), Some(id), None)
         .await?
         .into_iter()
         .filter(|d| {
@@ -908,9 +968,9 @@ async fn approvers(app: &App, id: i64, head: &str) -> Result<Vec<String>> {
 }
 
 /// Merges approved requests a freeze held back, once it is over. Periodic.
-pub async fn merge_thawed(app: &App) -> Result<()> {
-    for cr in db::change_requests::approved(app.db.pool()).await? {
-        if let Err(error) = try_merge(app, cr.id, "gantry").await {
+pub async fn merge_thawed(requests: &ChangeRequests<'_>) -> Result<()> {
+    for cr in db::change_requests::approved(requests.db.pool()).await? {
+        if let Err(error) = try_merge(requests, cr.id, "gantry").await {
             tracing::warn!(change_request = cr.id, %error, "retrying the merge failed");
         }
     }
@@ -918,13 +978,17 @@ pub async fn merge_thawed(app: &App) -> Result<()> {
 }
 
 /// The change request page: the request, its preview, tests and decisions.
-pub async fn detail(app: &App, caller: &Caller, id: i64) -> Result<ChangeRequestDetail> {
-    let judged = load(app, id).await?;
+pub async fn detail(
+    requests: &ChangeRequests<'_>,
+    caller: &Caller,
+    id: i64,
+) -> Result<ChangeRequestDetail> {
+    let judged = load(requests, id).await?;
     forbidden(caller, Role::Viewer, &judged.row.app)?;
-    let pool = app.db.pool();
+    let pool = requests.db.pool();
     let policy = judged.policy();
     let head = judged.row.head_sha.clone().unwrap_or_default();
-    let preview = db::environments::list_active(&app.db)
+    let preview = db::environments::list_active(requests.db)
         .await?
         .into_iter()
         .find(|e| {
@@ -955,7 +1019,7 @@ pub async fn detail(app: &App, caller: &Caller, id: i64) -> Result<ChangeRequest
         approver_roles: policy.roles.clone(),
         approvals_of_head: db::change_requests::approvals_of(pool, id, &head).await?,
         decisions: db::change_requests::decisions(pool, Some(id), None).await?,
-        freeze: policy::freeze_now(judged.target_entry(), app.clock.now_millis())
+        freeze: policy::freeze_now(judged.target_entry(), requests.clock.now_millis())
             .map(|f| f.describe()),
         merge_sha: judged.row.merge_sha.clone(),
         merged_by: judged.row.merged_by.clone(),

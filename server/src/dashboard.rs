@@ -254,7 +254,7 @@ impl ChangeRequestsPort for App {
         caller: &Caller,
         id: i64,
     ) -> Result<Option<ChangeRequestDetail>, PortError> {
-        match change_requests::detail(self, caller, id).await {
+        match change_requests::detail(&self.change_request_service(), caller, id).await {
             Ok(detail) => Ok(Some(detail)),
             Err(ChangeRequestError::NotFound(_)) => Ok(None),
             Err(error) => Err(error.into()),
@@ -269,7 +269,9 @@ impl ChangeRequestsPort for App {
             .filter(|cr| cr.is_active() && caller.me.can(Role::Viewer, Some(&cr.app)));
         let mut change_requests = Vec::new();
         for cr in active {
-            change_requests.push(change_requests::detail(self, caller, cr.id).await?);
+            change_requests.push(
+                change_requests::detail(&self.change_request_service(), caller, cr.id).await?,
+            );
         }
         Ok(ApprovalInbox {
             change_requests,
@@ -282,7 +284,7 @@ impl ChangeRequestsPort for App {
         caller: &Caller,
         request: NewChangeRequest,
     ) -> Result<ChangeRequestSummary, PortError> {
-        let row = change_requests::open(self, caller, request).await?;
+        let row = change_requests::open(&self.change_request_service(), caller, request).await?;
         row.summary().map_err(port_error)
     }
 
@@ -294,13 +296,29 @@ impl ChangeRequestsPort for App {
     ) -> Result<ChangeRequestSummary, PortError> {
         let comment = review.comment.as_deref().filter(|c| !c.trim().is_empty());
         let row = match review.action {
-            ReviewAction::Approve => change_requests::approve(self, caller, id, comment).await?,
-            ReviewAction::Reject => change_requests::reject(self, caller, id, comment).await?,
-            ReviewAction::Override => {
-                change_requests::override_policy(self, caller, id, comment.unwrap_or("")).await?
+            ReviewAction::Approve => {
+                change_requests::approve(&self.change_request_service(), caller, id, comment)
+                    .await?
             }
-            ReviewAction::Close => change_requests::close(self, caller, id).await?,
-            ReviewAction::Feedback => change_requests::feedback(self, caller, id, comment).await?,
+            ReviewAction::Reject => {
+                change_requests::reject(&self.change_request_service(), caller, id, comment).await?
+            }
+            ReviewAction::Override => {
+                change_requests::override_policy(
+                    &self.change_request_service(),
+                    caller,
+                    id,
+                    comment.unwrap_or(""),
+                )
+                .await?
+            }
+            ReviewAction::Close => {
+                change_requests::close(&self.change_request_service(), caller, id).await?
+            }
+            ReviewAction::Feedback => {
+                change_requests::feedback(&self.change_request_service(), caller, id, comment)
+                    .await?
+            }
         };
         row.summary().map_err(port_error)
     }

@@ -76,7 +76,6 @@ pub const MODULES: &[(&str, Layer)] = &[
 /// `MODULES`: these domain modules still take the whole `App` instead of a
 /// service holding the few dependencies they use (issue 15).
 pub const KNOWN_UPWARD: &[(&str, &str)] = &[
-    ("change_requests", "state"),
     ("deploy", "state"),
     ("flow", "state"),
     ("forge", "state"),

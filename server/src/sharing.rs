@@ -28,6 +28,7 @@ pub trait CommentRefresh: Send + Sync {
 /// vault (links are signed), the clock (they expire), git (the commits a
 /// request brings), links to the dashboard, the settings, and the forge
 /// comment to refresh when feedback arrives.
+#[derive(Clone, Copy)]
 pub struct Sharing<'a> {
     pub db: &'a crate::db::Db,
     pub vault: &'a crate::secrets::Vault,

@@ -138,6 +138,20 @@ impl App {
         }
     }
 
+    /// Change requests: opening, reviews, merges.
+    pub fn change_request_service(&self) -> crate::change_requests::ChangeRequests<'_> {
+        crate::change_requests::ChangeRequests {
+            db: &self.db,
+            vault: &self.vault,
+            clock: &self.clock,
+            reauth_max_age: self.config.reauth_max_age,
+            git: &self.git,
+            flow: &self.flow,
+            notifier: self.notifier(),
+            sharing: self.sharing(),
+        }
+    }
+
     /// Share links and tester feedback.
     pub fn sharing(&self) -> crate::sharing::Sharing<'_> {
         crate::sharing::Sharing {

@@ -166,7 +166,9 @@ pub async fn expiry_loop(app: Arc<App>) {
         if let Err(error) = super::approval::release_thawed(&app).await {
             tracing::warn!(%error, "releasing runs after a freeze failed");
         }
-        if let Err(error) = crate::change_requests::merge_thawed(&app).await {
+        if let Err(error) =
+            crate::change_requests::merge_thawed(&app.change_request_service()).await
+        {
             tracing::warn!(%error, "merging change requests after a freeze failed");
         }
         tokio::select! {

@@ -111,8 +111,13 @@ async fn on_push(app: &App, event: BranchEvent) -> Result<(), super::FlowError> 
     // freeze or a policy holds anything else.
     let merged_by_request =
         db::change_requests::merged_as(pool, app_row.id, &event.branch, &sha).await?;
-    let from_request =
-        crate::change_requests::on_source_push(app, app_row.id, &event.branch, &sha).await?;
+    let from_request = crate::change_requests::on_source_push(
+        &app.change_request_service(),
+        app_row.id,
+        &event.branch,
+        &sha,
+    )
+    .await?;
     // A fork's head waits for an admin to allow it, every new head again.
     // The mirror's own record decides (a request whose row is not written
     // yet is no less a fork's).

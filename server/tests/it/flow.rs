@@ -314,6 +314,13 @@ on_both! {
         let mut app = start(backend, &repos).await;
         let env = gantry::gitops::stack::preview_name("preview", "feature/short");
         wait_for("the preview to be live", MINUTE, || async { served(&app, &env).await.filter(|t| t.contains(&sha)) }).await;
+        // Its run ends (and lets go of the deploy lock, which holds expiry
+        // off) after the new version already serves.
+        wait_for("the preview's run to end", MINUTE, || async {
+            let runs = app.get("/api/v1/runs").await.json();
+            runs.as_array()?.iter().find(|r| r["commit_sha"] == sha.as_str() && r["state"] == "succeeded").cloned()
+        })
+        .await;
         // Not yet: the TTL counts from the preview's last deploy.
         gantry::flow::lifecycle::expire(&app.state).await.expect("expire");
         assert!(served(&app, &env).await.is_some(), "destroyed before its TTL");
