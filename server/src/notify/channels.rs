@@ -278,7 +278,9 @@ pub async fn send_test(
         event: Event::Test,
         app: String::new(),
         environment: String::new(),
-        subject: format!("test:{now}"),
+        // Each test message is its own (deliveries are one per subject):
+        // two asked for in the same millisecond are two messages.
+        subject: format!("test:{now}:{:016x}", nonce()),
         title: "Gantry test message".into(),
         text: format!("{who} checked that channel {name} works."),
         url: Some(super::link(notifier, "")),
@@ -295,6 +297,13 @@ pub async fn send_test(
     .await?;
     notifier.flow.notify_wake.notify_one();
     Ok(())
+}
+
+fn nonce() -> u64 {
+    let mut bytes = [0u8; 8];
+    // Without randomness the time alone still names the message.
+    let _ = getrandom::fill(&mut bytes);
+    u64::from_le_bytes(bytes)
 }
 
 #[cfg(test)]
