@@ -170,25 +170,28 @@ pub async fn create(sharing: &Sharing<'_>, caller: &Caller, request: i64) -> Res
 /// Developers of the app (or an admin) end a link before it expires.
 pub async fn revoke(sharing: &Sharing<'_>, caller: &Caller, link: i64) -> Result<()> {
     let pool = sharing.db.pool();
+    // Those who could revoke some link hear "no such link" both for a link
+    // that does not exist and for another app's: a developer of one app
+    // cannot probe which link ids exist elsewhere. Others are refused.
+    let unknown = || {
+        if caller.me.can_anywhere(Role::Developer) {
+            ShareError::Refused(format!("share link {link} does not exist"))
+        } else {
+            ShareError::Forbidden(format!(
+                "revoking a share link needs the developer role; {} does not have it",
+                caller.me.name
+            ))
+        }
+    };
     let Some(row) = db::sharing::link(pool, link).await? else {
-        // Say "no such link" only to those who could revoke one.
-        caller.require(Role::Developer, None).or_else(|e| {
-            if caller.me.can_anywhere(Role::Developer) {
-                Ok(())
-            } else {
-                Err(ShareError::Forbidden(e.to_string()))
-            }
-        })?;
-        return Err(ShareError::Refused(format!(
-            "share link {link} does not exist"
-        )));
+        return Err(unknown());
     };
     let cr = db::change_requests::get(pool, row.change_request_id)
         .await?
-        .ok_or(ShareError::NotFound(row.change_request_id))?;
-    caller
-        .require(Role::Developer, Some(&cr.app))
-        .map_err(|e| ShareError::Forbidden(e.to_string()))?;
+        .ok_or_else(unknown)?;
+    if caller.require(Role::Developer, Some(&cr.app)).is_err() {
+        return Err(unknown());
+    }
     if !db::sharing::revoke(pool, link, sharing.clock.now_millis()).await? {
         return Err(ShareError::Revoked);
     }

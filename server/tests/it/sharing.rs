@@ -141,8 +141,28 @@ crate::on_both! {
         let page = app.get(&format!("/change-requests/{id}")).await.text();
         assert!(page.contains("The coupon field is gone") && page.contains("Share with testers"), "{page}");
 
-        // Revoked: refused with the reason.
+        // A developer of another app cannot tell this link from one that
+        // does not exist, and cannot revoke it.
         let link_id = link["id"].as_i64().unwrap();
+        // (A developer of `billing` only: the owner's grant scopes the token.)
+        let stranger = {
+            let db = &app.state.db;
+            let user = gantry::auth::upsert_user(db, "gantry-test", "other-dev", "other-dev", None).await.unwrap();
+            let grant = app::dto::Grant { role: app::dto::Role::Developer, app: Some("billing".into()) };
+            gantry::auth::add_grant(db, user, "test", &grant).await.unwrap();
+            gantry::auth::tokens::mint(db, user, "other", app::dto::Role::Developer, None, 3_600_000).await.unwrap().1
+        };
+        let delete = |id: i64| Request::delete(format!("/api/v1/share-links/{id}")).body(Body::empty()).unwrap();
+        let theirs = app.request_as(Some(&stranger), delete(link_id)).await;
+        let missing = app.request_as(Some(&stranger), delete(link_id + 1000)).await;
+        assert_eq!((theirs.status, missing.status), (missing.status, missing.status));
+        assert_eq!(
+            theirs.text().replace(&link_id.to_string(), "N"),
+            missing.text().replace(&(link_id + 1000).to_string(), "N"),
+            "the same answer"
+        );
+
+        // Revoked: refused with the reason.
         let revoked = app
             .request_as(Some(&developer), Request::delete(format!("/api/v1/share-links/{link_id}")).body(Body::empty()).unwrap())
             .await;
