@@ -3,7 +3,7 @@
 //! entry through either.
 
 use app::dto::Role;
-use app::port::{AdminPort, ClustersPort, PortError};
+use app::port::{AdminPort, ClustersPort, PortError, SharingPort};
 use kube_emulator::{Emulator, Options};
 use serde_json::{Value, json};
 
@@ -160,4 +160,75 @@ crate::on_both! {
         let port = app.state.test_channel(&developer, "team".into()).await;
         assert!(matches!(port, Err(PortError::Forbidden(_))), "{port:?}");
     }
+}
+
+crate::on_both! {
+    async fn share_links_answer_alike_over_rest_and_the_dashboard(app: TestApp) {
+        let world = crate::seed::shop_with_a_change_request(&app).await;
+        let id = world.change_request_id;
+        let developer_token = app.token("dev", Role::Developer, None).await;
+        let viewer_token = app.token("vera", Role::Viewer, None).await;
+        let developer = gantry::auth::system_caller(&app.state.db, "dev", Role::Developer)
+            .await
+            .expect("a caller");
+        let viewer = gantry::auth::system_caller(&app.state.db, "vera", Role::Viewer)
+            .await
+            .expect("a caller");
+
+        // Making a link: through either, audited by the person who did it.
+        let rest = app.post_as(&developer_token, &format!("/api/v1/change-requests/{id}/share"), json!({})).await;
+        assert_eq!(rest.status, 201, "{}", rest.text());
+        let port = app.state.share_change_request(&developer, id).await.expect("made through the port");
+        assert_eq!(port.change_request_id, id);
+        assert_eq!(audited(&app, "share_link.create").await.len(), 2);
+        // A viewer may do neither, and nothing is recorded.
+        let rest = app.post_as(&viewer_token, &format!("/api/v1/change-requests/{id}/share"), json!({})).await;
+        assert_eq!(rest.status, 403, "{}", rest.text());
+        let refused = app.state.share_change_request(&viewer, id).await;
+        assert!(matches!(refused, Err(PortError::Forbidden(_))), "{refused:?}");
+        assert_eq!(audited(&app, "share_link.create").await.len(), 2);
+        // A request that does not exist: not found through either.
+        let rest = app.post_as(&developer_token, "/api/v1/change-requests/999999/share", json!({})).await;
+        assert_eq!(rest.status, 404, "{}", rest.text());
+        let missing = app.state.share_change_request(&developer, 999_999).await;
+        assert!(matches!(missing, Err(PortError::NotFound(_))), "{missing:?}");
+
+        // Revoking: through either, audited; twice is a conflict through either.
+        let rest_link = rest_link_id(&app, &developer_token, id).await;
+        let revoked = app
+            .request_as(
+                Some(&developer_token),
+                axum::http::Request::delete(format!("/api/v1/share-links/{rest_link}"))
+                    .body(axum::body::Body::empty())
+                    .expect("request"),
+            )
+            .await;
+        assert_eq!(revoked.status, 204, "{}", revoked.text());
+        app.state.revoke_share_link(&developer, port.id).await.expect("revoked through the port");
+        assert_eq!(audited(&app, "share_link.revoke").await.len(), 2);
+        let again = app.state.revoke_share_link(&developer, rest_link).await;
+        assert!(matches!(again, Err(PortError::Conflict(_))), "{again:?}");
+        let again = app
+            .request_as(
+                Some(&developer_token),
+                axum::http::Request::delete(format!("/api/v1/share-links/{}", port.id))
+                    .body(axum::body::Body::empty())
+                    .expect("request"),
+            )
+            .await;
+        assert_eq!(again.status, 409, "{}", again.text());
+    }
+}
+
+/// Makes a link over REST and returns its id.
+async fn rest_link_id(app: &TestApp, token: &str, request: i64) -> i64 {
+    let made = app
+        .post_as(
+            token,
+            &format!("/api/v1/change-requests/{request}/share"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{}", made.text());
+    made.json()["id"].as_i64().expect("a link id")
 }
