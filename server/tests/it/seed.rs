@@ -153,3 +153,20 @@ pub async fn shop_with_a_change_request(app: &TestApp) -> World {
         change_request_id,
     }
 }
+
+/// A second app, `name`, with nothing deployed: so a token can be scoped
+/// to an app other than the one a test attacks.
+pub async fn another_app(app: &TestApp, name: &str) {
+    db::apps::insert(
+        app.db().pool(),
+        &NewApp {
+            name,
+            source_url: "file:///srv/git/other.git",
+            config: "{}",
+            pipeline_sha: PIPELINE_COMMIT,
+        },
+        1_795_846_452_000,
+    )
+    .await
+    .expect("insert app");
+}

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::Request;
+use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
 
 use crate::support::TestApp;
@@ -144,18 +144,12 @@ crate::on_both! {
         // A developer of another app cannot tell this link from one that
         // does not exist, and cannot revoke it.
         let link_id = link["id"].as_i64().unwrap();
-        // (A developer of `billing` only: the owner's grant scopes the token.)
-        let stranger = {
-            let db = &app.state.db;
-            let user = gantry::auth::upsert_user(db, "gantry-test", "other-dev", "other-dev", None).await.unwrap();
-            let grant = app::dto::Grant { role: app::dto::Role::Developer, app: Some("billing".into()) };
-            gantry::auth::add_grant(db, user, "test", &grant).await.unwrap();
-            gantry::auth::tokens::mint(db, user, "other", app::dto::Role::Developer, None, 3_600_000).await.unwrap().1
-        };
+        crate::seed::another_app(&app, "billing").await;
+        let stranger = app.token("other-dev", app::dto::Role::Developer, Some("billing")).await;
         let delete = |id: i64| Request::delete(format!("/api/v1/share-links/{id}")).body(Body::empty()).unwrap();
         let theirs = app.request_as(Some(&stranger), delete(link_id)).await;
         let missing = app.request_as(Some(&stranger), delete(link_id + 1000)).await;
-        assert_eq!((theirs.status, missing.status), (missing.status, missing.status));
+        assert_eq!((theirs.status, missing.status), (StatusCode::BAD_REQUEST, StatusCode::BAD_REQUEST), "{}", theirs.text());
         assert_eq!(
             theirs.text().replace(&link_id.to_string(), "N"),
             missing.text().replace(&(link_id + 1000).to_string(), "N"),

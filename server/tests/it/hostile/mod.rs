@@ -8,6 +8,7 @@ mod forks;
 mod local_apps;
 mod masking;
 mod previews;
+mod scopes;
 mod steps;
 
 use std::path::Path;
