@@ -51,14 +51,6 @@ impl<'a> ChangeRequests<'a> {
     fn secrets(&self) -> crate::secrets::Store<'a> {
         crate::secrets::Store::new(self.db, self.vault)
     }
-
-    fn notifier(&self) -> crate::notify::Notifier<'a> {
-        self.notifier
-    }
-
-    fn sharing(&self) -> crate::sharing::Sharing<'a> {
-        self.sharing
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -306,7 +298,7 @@ pub async fn open(
     requests.flow.plan_wake.notify_one();
     tracing::info!(app = %app_row.name, change_request = id, %source, %target, "change request opened");
     crate::notify::emit(
-        &requests.notifier(),
+        &requests.notifier,
         crate::notify::Notice {
             event: crate::notify::Event::ApprovalRequested,
             app: app_row.name.clone(),
@@ -319,7 +311,7 @@ pub async fn open(
             ),
             text: title.clone(),
             url: Some(crate::notify::link(
-                &requests.notifier(),
+                &requests.notifier,
                 &format!("change-requests/{id}"),
             )),
         },
@@ -375,7 +367,7 @@ pub async fn approve(
     }
     decide(requests, caller, &judged, "approved", comment, None).await?;
     crate::notify::emit(
-        &requests.notifier(),
+        &requests.notifier,
         crate::notify::Notice {
             event: crate::notify::Event::Approved,
             app: judged.row.app.clone(),
@@ -387,7 +379,7 @@ pub async fn approve(
             title: format!("{} approved {}", caller.me.name, judged.label()),
             text: comment.unwrap_or_default().to_string(),
             url: Some(crate::notify::link(
-                &requests.notifier(),
+                &requests.notifier,
                 &format!("change-requests/{id}"),
             )),
         },
@@ -455,7 +447,7 @@ pub async fn feedback(
         comment: comment.unwrap_or_default().to_string(),
         name: None,
     };
-    crate::sharing::leave_feedback_signed_in(&requests.sharing(), caller, id, feedback)
+    crate::sharing::leave_feedback_signed_in(&requests.sharing, caller, id, feedback)
         .await
         .map_err(|error| match error {
             crate::sharing::ShareError::NotFound(id) => ChangeRequestError::NotFound(id),
