@@ -424,7 +424,8 @@ pub async fn override_policy(
     reason: &str,
 ) -> Result<CrRow> {
     let judged = load(requests, id).await?;
-    let reason = policy::override_reason(reason).map_err(ChangeRequestError::Invalid)?;
+    let reason =
+        policy::override_reason(reason).map_err(|e| ChangeRequestError::Invalid(e.into()))?;
     let admin_only = ApprovalPolicy {
         roles: vec!["admin".into()],
         ..judged.policy()
@@ -666,6 +667,24 @@ async fn record_merge(
     Ok(())
 }
 
+/// Why the forge did not merge an approved request: kept on the request,
+/// which stays approved (Gantry retries).
+#[derive(Debug, thiserror::Error)]
+enum ForgeMergeError {
+    #[error("app.yaml has no `forge` settings for {0}; merge it on {0}")]
+    NotConfigured(String),
+    #[error("the {0} request number is unknown")]
+    NoNumber(String),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
+    #[error("HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error(transparent)]
+    Call(#[from] crate::outbound::CallError),
+}
+
 /// Merges an approved forge request through the forge's API; a refusal
 /// (not mergeable, head moved) leaves it approved with the forge's reason.
 async fn merge_on_forge(
@@ -678,32 +697,27 @@ async fn merge_on_forge(
     let pool = requests.db.pool();
     let origin = judged.row.origin.clone();
     let now = now_millis();
-    let outcome: std::result::Result<String, String> = async {
+    let outcome: std::result::Result<String, ForgeMergeError> = async {
         let forge = judged
             .config
             .forge
             .as_ref()
             .filter(|forge| forge.kind == origin)
-            .ok_or_else(|| {
-                format!("app.yaml has no `forge` settings for {origin}; merge it on {origin}")
-            })?;
+            .ok_or_else(|| ForgeMergeError::NotConfigured(origin.clone()))?;
         let (number, _) = db::change_requests::forge_comment(pool, id)
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
             .unwrap_or((None, None));
-        let number = number.ok_or_else(|| format!("the {origin} request number is unknown"))?;
+        let number = number.ok_or_else(|| ForgeMergeError::NoNumber(origin.clone()))?;
         let token = requests
             .secrets()
             .resolve(judged.row.app_id, std::slice::from_ref(&forge.token_secret))
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
             .pop()
             .map(|(_, token)| token)
             .unwrap_or_default();
         let client = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .map_err(|e| e.to_string())?;
+            .build()?;
         let answer = crate::forge::api::send(
             &client,
             &crate::forge::api::merge(forge, &token, number, head),

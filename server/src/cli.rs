@@ -1,5 +1,6 @@
 //! The `gantry` command line.
 
+use crate::error::Rejected;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -54,8 +55,8 @@ pub struct GlobalArgs {
     pub log_format: Option<LogFormat>,
 }
 
-fn parse_log_format(text: &str) -> Result<LogFormat, String> {
-    text.parse()
+fn parse_log_format(text: &str) -> Result<LogFormat, Rejected> {
+    text.parse().map_err(Rejected)
 }
 
 impl GlobalArgs {

@@ -38,3 +38,35 @@ pub fn shown(error: &impl Classified) -> String {
     tracing::warn!(%error, "not shown to the caller");
     sentence.to_string()
 }
+
+/// A value that does not parse or is out of bounds, and why, in words for
+/// the person who wrote it (a duration, a URL, a size, a branch name). Its
+/// kind is always `Invalid`; the error that holds it names the field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Rejected(pub String);
+
+impl Classified for Rejected {
+    fn kind(&self) -> Kind {
+        Kind::Invalid
+    }
+}
+
+impl From<String> for Rejected {
+    fn from(reason: String) -> Rejected {
+        Rejected(reason)
+    }
+}
+
+impl From<&str> for Rejected {
+    fn from(reason: &str) -> Rejected {
+        Rejected(reason.to_string())
+    }
+}
+
+/// The reason, where an error holding it keeps messages per field.
+impl From<Rejected> for String {
+    fn from(rejected: Rejected) -> String {
+        rejected.0
+    }
+}

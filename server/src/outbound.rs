@@ -21,16 +21,40 @@ pub fn host_of(url: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Why a call to another service did not get what it asked for. The
+/// messages are kept with deliveries and shown to admins: they name the
+/// host, never the URL.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The request could not be made or no answer came.
+    #[error("{host}: {reason}")]
+    Unreachable { host: String, reason: String },
+    /// The service answered, and not with success.
+    #[error("{call} answered {status}: {excerpt}")]
+    Refused {
+        /// The host, or the method, path and host.
+        call: String,
+        status: reqwest::StatusCode,
+        excerpt: String,
+    },
+}
+
+impl crate::error::Classified for CallError {
+    fn kind(&self) -> crate::error::Kind {
+        crate::error::Kind::Unavailable
+    }
+}
+
 /// Sends `request` (built for `url`); the status and body text. A failure
 /// to connect names the host only.
 pub async fn send(
     request: reqwest::RequestBuilder,
     url: &str,
-) -> Result<(reqwest::StatusCode, String), String> {
-    let response = request
-        .send()
-        .await
-        .map_err(|e| format!("{}: {}", host_of(url), e.without_url()))?;
+) -> Result<(reqwest::StatusCode, String), CallError> {
+    let response = request.send().await.map_err(|e| CallError::Unreachable {
+        host: host_of(url),
+        reason: e.without_url().to_string(),
+    })?;
     let status = response.status();
     Ok((status, response.text().await.unwrap_or_default()))
 }

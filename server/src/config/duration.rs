@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer};
 pub struct HumanDuration(pub Duration);
 
 impl HumanDuration {
-    pub fn parse(text: &str) -> Result<HumanDuration, String> {
+    pub fn parse(text: &str) -> Result<HumanDuration, crate::error::Rejected> {
         let text = text.trim();
         if text.is_empty() {
             return Err("expected a duration like 30s, 10m, 2h or 3d".into());
@@ -28,7 +28,7 @@ impl HumanDuration {
                 'm' => 60,
                 'h' => 3600,
                 'd' => 86_400,
-                _ => return Err(format!("unknown unit {c:?} in {text:?}; use s, m, h or d")),
+                _ => return Err(format!("unknown unit {c:?} in {text:?}; use s, m, h or d").into()),
             };
             let n: u64 = digits
                 .parse()
@@ -40,12 +40,10 @@ impl HumanDuration {
             digits.clear();
         }
         if !digits.is_empty() {
-            return Err(format!(
-                "{text:?} needs a unit (s, m, h or d) after {digits}"
-            ));
+            return Err(format!("{text:?} needs a unit (s, m, h or d) after {digits}").into());
         }
         if total == 0 {
-            return Err(format!("{text:?} must be longer than zero"));
+            return Err(format!("{text:?} must be longer than zero").into());
         }
         Ok(HumanDuration(Duration::from_secs(total)))
     }
@@ -104,16 +102,19 @@ mod tests {
         assert!(
             HumanDuration::parse("10")
                 .unwrap_err()
+                .0
                 .contains("needs a unit")
         );
         assert!(
             HumanDuration::parse("5w")
                 .unwrap_err()
+                .0
                 .contains("unknown unit")
         );
         assert!(
             HumanDuration::parse("0s")
                 .unwrap_err()
+                .0
                 .contains("longer than zero")
         );
         assert!(HumanDuration::parse("").is_err());

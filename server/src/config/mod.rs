@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use crate::error::Rejected;
 use serde::Deserialize;
 
 pub mod duration;
@@ -75,7 +76,7 @@ pub enum ConfigError {
         key: &'static str,
         value: String,
         origin: Origin,
-        reason: String,
+        reason: Rejected,
     },
     #[error("unknown environment variable {name}; Gantry reads {}", ENV_VARS.join(", "))]
     UnknownEnv { name: String },
@@ -143,7 +144,7 @@ pub enum DatabaseTarget {
 impl DatabaseTarget {
     /// Parses a `DATABASE_URL`-style value: `sqlite:<path>`, `sqlite://<path>`
     /// or `postgres://…` / `postgresql://…`.
-    pub fn parse(url: &str) -> Result<Self, String> {
+    pub fn parse(url: &str) -> Result<Self, Rejected> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             return Ok(DatabaseTarget::Postgres(url.to_string()));
         }
@@ -681,7 +682,7 @@ impl Config {
                     key: "auth.oidc_issuer",
                     value: issuer.clone(),
                     origin: layers.origin_of("auth.oidc_issuer"),
-                    reason: format!("expected the issuer URL ({e})"),
+                    reason: format!("expected the issuer URL ({e})").into(),
                 })?;
                 Some(OidcSettings {
                     issuer,
@@ -732,7 +733,8 @@ impl Config {
                 origin: layers.origin_of("auth.dev_login"),
                 reason: format!(
                     "the dev login signs anyone in without a password, so it only works on a loopback bind; server.bind is {bind}"
-                ),
+                )
+                .into(),
             });
         }
         let session_idle = layers.resolve(
@@ -858,14 +860,14 @@ impl Layers<'_> {
 
     /// Takes the highest layer that has a value, records where it came from,
     /// and parses it; a parse error names the key, the value and its layer.
-    fn resolve<T>(
+    fn resolve<T, E: Into<Rejected>>(
         &mut self,
         key: &'static str,
         default: &str,
         file: Option<String>,
         env: Option<&'static str>,
         flag: Option<(String, &'static str)>,
-        parse: impl FnOnce(&str) -> Result<T, String>,
+        parse: impl FnOnce(&str) -> Result<T, E>,
     ) -> Result<T, ConfigError> {
         let from_env = env.and_then(|name| {
             self.env
@@ -885,6 +887,7 @@ impl Layers<'_> {
             .or(from_file)
             .unwrap_or_else(|| (default.to_string(), Origin::Default));
         let parsed = parse(&value).map_err(|reason| {
+            let reason = reason.into();
             let shown = if key == "storage.database_url" {
                 redact_url(&value)
             } else {
@@ -911,7 +914,7 @@ fn list(text: &str) -> impl Iterator<Item = &str> {
 }
 
 /// `uid:gid`, a bare uid (its gid is the same), or a user name.
-fn parse_user(text: &str) -> Result<(u32, u32), String> {
+fn parse_user(text: &str) -> Result<(u32, u32), Rejected> {
     let number = |part: &str| part.trim().parse::<u32>().ok();
     let (uid, gid) = match text.split_once(':') {
         Some((uid, gid)) => (number(uid), number(gid)),
@@ -919,15 +922,15 @@ fn parse_user(text: &str) -> Result<(u32, u32), String> {
     };
     if let (Some(uid), Some(gid)) = (uid, gid) {
         return if uid == 0 || gid == 0 {
-            Err("sandboxed processes must not run as root".to_string())
+            Err("sandboxed processes must not run as root".into())
         } else {
             Ok((uid, gid))
         };
     }
     match nix::unistd::User::from_name(text.trim()) {
         Ok(Some(user)) if user.uid.as_raw() != 0 => Ok((user.uid.as_raw(), user.gid.as_raw())),
-        Ok(Some(_)) => Err("sandboxed processes must not run as root".to_string()),
-        _ => Err("expected uid:gid (e.g. 65534:65534) or the name of a user".to_string()),
+        Ok(Some(_)) => Err("sandboxed processes must not run as root".into()),
+        _ => Err("expected uid:gid (e.g. 65534:65534) or the name of a user".into()),
     }
 }
 
@@ -939,7 +942,7 @@ pub struct IpNet {
 }
 
 impl IpNet {
-    pub fn parse(text: &str) -> Result<IpNet, String> {
+    pub fn parse(text: &str) -> Result<IpNet, Rejected> {
         let (address, prefix) = match text.split_once('/') {
             Some((address, prefix)) => (address, Some(prefix)),
             None => (text, None),
@@ -983,21 +986,21 @@ impl IpNet {
     }
 }
 
-fn positive(text: &str) -> Result<u64, String> {
+fn positive(text: &str) -> Result<u64, Rejected> {
     match text.parse::<u64>() {
-        Ok(0) | Err(_) => Err("expected a positive number".to_string()),
+        Ok(0) | Err(_) => Err("expected a positive number".into()),
         Ok(n) => Ok(n),
     }
 }
 
-fn small_count(text: &str) -> Result<usize, String> {
+fn small_count(text: &str) -> Result<usize, Rejected> {
     match text.parse::<usize>() {
         Ok(n) if (1..=256).contains(&n) => Ok(n),
-        _ => Err("expected a number from 1 to 256".to_string()),
+        _ => Err("expected a number from 1 to 256".into()),
     }
 }
 
-fn parse_public_url(text: &str) -> Result<url::Url, String> {
+fn parse_public_url(text: &str) -> Result<url::Url, Rejected> {
     let url = url::Url::parse(text)
         .map_err(|e| format!("expected a URL like http://localhost:3000/ ({e})"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {

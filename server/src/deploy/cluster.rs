@@ -399,7 +399,7 @@ async fn wait_for_rollout(
                         object: format!("{}/{name}", kind.to_ascii_lowercase()),
                         cluster: cluster.to_string(),
                         timeout: crate::config::duration::HumanDuration(timeout),
-                        why,
+                        why: why.0,
                     });
                 }
                 Err(_) => {
@@ -412,8 +412,12 @@ async fn wait_for_rollout(
     Ok(())
 }
 
+/// Why a workload is not ready yet, as its status tells.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Waiting(pub String);
+
 /// Ready, or why not, from a workload's status.
-pub fn readiness(kind: &str, object: &Value, generation: i64) -> Result<(), String> {
+pub fn readiness(kind: &str, object: &Value, generation: i64) -> Result<(), Waiting> {
     let status = &object["status"];
     let count = |field: &str| status[field].as_i64().unwrap_or(0);
     let observed = status["observedGeneration"].as_i64().unwrap_or(0);
@@ -437,44 +441,47 @@ pub fn readiness(kind: &str, object: &Value, generation: i64) -> Result<(), Stri
             if count("succeeded") >= completions {
                 Ok(())
             } else if count("failed") > object["spec"]["backoffLimit"].as_i64().unwrap_or(6) {
-                Err(format!("the job failed {} times", count("failed")))
+                Err(Waiting(format!("the job failed {} times", count("failed"))))
             } else {
-                Err(format!("{}/{completions} completions", count("succeeded")))
+                Err(Waiting(format!(
+                    "{}/{completions} completions",
+                    count("succeeded")
+                )))
             }
         }
-        _ if observed < generation => Err(format!(
+        _ if observed < generation => Err(Waiting(format!(
             "the controller has not seen generation {generation} yet"
-        )),
+        ))),
         "DaemonSet" => {
             let desired = count("desiredNumberScheduled");
             if count("numberAvailable") >= desired && count("updatedNumberScheduled") >= desired {
                 Ok(())
             } else {
-                Err(format!(
+                Err(Waiting(format!(
                     "{}/{desired} pods available",
                     count("numberAvailable")
-                ))
+                )))
             }
         }
         "StatefulSet" => {
             if count("readyReplicas") >= wanted && count("updatedReplicas") >= wanted {
                 Ok(())
             } else {
-                Err(format!(
+                Err(Waiting(format!(
                     "{}/{wanted} replicas ready",
                     count("readyReplicas")
-                ))
+                )))
             }
         }
         _ => {
             if count("updatedReplicas") >= wanted && count("availableReplicas") >= wanted {
                 Ok(())
             } else {
-                Err(format!(
+                Err(Waiting(format!(
                     "{}/{wanted} replicas available{}",
                     count("availableReplicas"),
                     condition_message()
-                ))
+                )))
             }
         }
     }
@@ -601,13 +608,17 @@ mod tests {
         assert_eq!(readiness("Deployment", &deployment, 2), Ok(()));
         assert_eq!(
             readiness("Deployment", &deployment, 3),
-            Err("the controller has not seen generation 3 yet".into())
+            Err(Waiting(
+                "the controller has not seen generation 3 yet".into()
+            ))
         );
         let stuck = json!({"spec": {"replicas": 2}, "status": {"observedGeneration": 1, "updatedReplicas": 2, "availableReplicas": 0,
             "conditions": [{"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable", "message": "no"}]}});
         assert_eq!(
             readiness("Deployment", &stuck, 1),
-            Err("0/2 replicas available (MinimumReplicasUnavailable: no)".into())
+            Err(Waiting(
+                "0/2 replicas available (MinimumReplicasUnavailable: no)".into()
+            ))
         );
         assert!(readiness("Job", &json!({"spec": {}, "status": {"succeeded": 1}}), 1).is_ok());
         assert!(readiness("DaemonSet", &json!({"status": {"observedGeneration": 1, "desiredNumberScheduled": 3, "numberAvailable": 3, "updatedNumberScheduled": 3}}), 1).is_ok());

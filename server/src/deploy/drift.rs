@@ -195,7 +195,7 @@ pub(crate) async fn deployed_objects(
     };
     Rendered::from_yaml(yaml)
         .map(|r| Some(r.objects))
-        .map_err(stored)
+        .map_err(|e| stored(e.0))
 }
 
 /// Checks one environment; `Some(summary)` when live state differs.
@@ -471,7 +471,7 @@ async fn diff_for(
         .await?;
     let namespace = entry
         .namespace_for(&app_row.name, &env.name, branch)
-        .map_err(DriftError::Config)?;
+        .map_err(|e| DriftError::Config(e.into()))?;
     let context_values = crate::gitops::template::context(
         &app_row.name,
         &env.name,

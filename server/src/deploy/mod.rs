@@ -164,7 +164,7 @@ fn plan(request: &DeployRequest<'_>) -> Result<Source, DeployError> {
         let namespace = request
             .entry
             .namespace_for(request.app_name, request.environment, request.branch)
-            .map_err(DeployError::Failed)?;
+            .map_err(|e| DeployError::Failed(e.into()))?;
         let context = RenderContext {
             app: request.app_name.to_string(),
             env: request.environment.to_string(),

@@ -239,7 +239,7 @@ pub async fn override_hold(
     reason: &str,
 ) -> Result<ApprovalOutcome, ApprovalError> {
     let held = load(app, run_id).await?;
-    let reason = policy::override_reason(reason).map_err(ApprovalError::Invalid)?;
+    let reason = policy::override_reason(reason).map_err(|e| ApprovalError::Invalid(e.into()))?;
     let admin_only = crate::gitops::schema::ApprovalPolicy {
         roles: vec!["admin".into()],
         ..held

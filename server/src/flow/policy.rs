@@ -4,6 +4,7 @@
 //! and change requests are judged here, so the rules cannot drift apart.
 //! Pure: the time and the freshness window come in as arguments.
 
+use crate::error::Rejected;
 use app::dto::Role;
 use app::port::Caller;
 
@@ -101,7 +102,7 @@ pub fn freeze_now(entry: Option<&StackEntry>, now: i64) -> Option<Freeze> {
 }
 
 /// An override needs a reason people can read later.
-pub fn override_reason(reason: &str) -> Result<&str, String> {
+pub fn override_reason(reason: &str) -> Result<&str, Rejected> {
     let reason = reason.trim();
     if reason.chars().count() < 5 {
         Err(

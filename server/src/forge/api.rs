@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::Forge;
 use crate::gitops::schema::ForgeConfig;
+use crate::outbound::CallError;
 
 /// A commit status's state, in Gantry's words.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,8 +150,13 @@ pub fn merge(config: &ForgeConfig, token: &str, number: i64, sha: &str) -> ApiCa
 
 /// Sends a call; the answer's JSON (or `null`). Errors name the host only
 /// and never the token.
-pub async fn send(client: &reqwest::Client, call: &ApiCall) -> Result<Value, String> {
-    let method = reqwest::Method::from_bytes(call.method.as_bytes()).map_err(|e| e.to_string())?;
+pub async fn send(client: &reqwest::Client, call: &ApiCall) -> Result<Value, CallError> {
+    let method = reqwest::Method::from_bytes(call.method.as_bytes()).map_err(|e| {
+        CallError::Unreachable {
+            host: crate::outbound::host_of(&call.url),
+            reason: format!("method {}: {e}", call.method),
+        }
+    })?;
     let mut request = client
         .request(method, &call.url)
         .header("user-agent", "gantry")
@@ -161,14 +167,14 @@ pub async fn send(client: &reqwest::Client, call: &ApiCall) -> Result<Value, Str
     let (status, text) = crate::outbound::send(request, &call.url).await?;
     if !status.is_success() {
         let host = crate::outbound::host_of(&call.url);
-        return Err(format!(
-            "{} {} on {host} answered {status}: {}",
-            call.method,
-            url::Url::parse(&call.url)
-                .map(|u| u.path().to_string())
-                .unwrap_or_default(),
-            crate::outbound::excerpt(&text)
-        ));
+        let path = url::Url::parse(&call.url)
+            .map(|u| u.path().to_string())
+            .unwrap_or_default();
+        return Err(CallError::Refused {
+            call: format!("{} {path} on {host}", call.method),
+            status,
+            excerpt: crate::outbound::excerpt(&text),
+        });
     }
     Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
 }

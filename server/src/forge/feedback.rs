@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use super::api::{self, StatusState};
 use crate::db;
 use crate::gitops::schema::{AppConfig, ForgeConfig};
+use crate::outbound::CallError;
 use crate::state::App;
 
 const ATTEMPTS: u32 = 3;
@@ -57,19 +58,28 @@ async fn reporter(app: &App, app_name: &str) -> Option<Reporter> {
     })
 }
 
+/// Why a change request's comment was not brought up to date.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedbackError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Call(#[from] CallError),
+    #[error("the forge did not say the new comment's id: {0}")]
+    NoCommentId(serde_json::Value),
+}
+
 /// Sends with retries (1 s, 2 s); the answer, or the last error.
-async fn send(reporter: &Reporter, call: &api::ApiCall) -> Result<serde_json::Value, String> {
-    let mut last = String::new();
-    for attempt in 0..ATTEMPTS {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_secs(1 << (attempt - 1))).await;
+async fn send(reporter: &Reporter, call: &api::ApiCall) -> Result<serde_json::Value, CallError> {
+    let mut outcome = api::send(&reporter.client, call).await;
+    for attempt in 1..ATTEMPTS {
+        if outcome.is_ok() {
+            break;
         }
-        match api::send(&reporter.client, call).await {
-            Ok(answer) => return Ok(answer),
-            Err(error) => last = error,
-        }
+        tokio::time::sleep(Duration::from_secs(1 << (attempt - 1))).await;
+        outcome = api::send(&reporter.client, call).await;
     }
-    Err(last)
+    outcome
 }
 
 /// A status for the run (`step: None`) or one of its steps. Sent in the
@@ -217,13 +227,12 @@ pub fn comment(app: &Arc<App>, run_id: i64) {
 }
 
 /// [`comment`], awaited.
-pub async fn update_comment(app: &App, run_id: i64) -> Result<(), String> {
+pub async fn update_comment(app: &App, run_id: i64) -> Result<(), FeedbackError> {
     // Serialized before reading: the last edit always carries the newest
     // state (an older task must not overwrite a newer body).
     let _serial = app.forge_comments.lock().await;
     let pool = app.db.pool();
-    let fail = |e: sqlx::Error| e.to_string();
-    let Some(row) = db::runs::get(pool, run_id).await.map_err(fail)? else {
+    let Some(row) = db::runs::get(pool, run_id).await? else {
         return Ok(());
     };
     // A run planned from a push that raced its request's webhook was not
@@ -231,25 +240,21 @@ pub async fn update_comment(app: &App, run_id: i64) -> Result<(), String> {
     let cr_id = match row.change_request_id {
         Some(id) => id,
         None => {
-            let requests = db::change_requests::active_from(pool, row.app_id, &row.branch)
-                .await
-                .map_err(fail)?;
+            let requests = db::change_requests::active_from(pool, row.app_id, &row.branch).await?;
             let Some(cr) = requests
                 .into_iter()
                 .find(|cr| cr.head_sha.as_deref() == Some(row.commit_sha.as_str()))
             else {
                 return Ok(());
             };
-            db::runs::set_change_request(pool, run_id, cr.id)
-                .await
-                .map_err(fail)?;
+            db::runs::set_change_request(pool, run_id, cr.id).await?;
             cr.id
         }
     };
-    let Some(cr) = db::change_requests::get(pool, cr_id).await.map_err(fail)? else {
+    let Some(cr) = db::change_requests::get(pool, cr_id).await? else {
         return Ok(());
     };
-    let Some((run, extra)) = db::runs::detail(pool, run_id).await.map_err(fail)? else {
+    let Some((run, extra)) = db::runs::detail(pool, run_id).await? else {
         return Ok(());
     };
     let Some(reporter) = reporter(app, &run.app).await else {
@@ -258,16 +263,10 @@ pub async fn update_comment(app: &App, run_id: i64) -> Result<(), String> {
     if cr.origin != reporter.forge.kind {
         return Ok(());
     }
-    let reports = db::steps::reports_for_run(pool, run_id)
-        .await
-        .map_err(fail)?;
-    let steps = db::steps::list(pool, run_id).await.map_err(fail)?;
-    let targets = db::deployments::targets_of_run(pool, run_id)
-        .await
-        .map_err(fail)?;
-    let env = db::environments::find_for_branch(pool, row.app_id, &row.branch)
-        .await
-        .map_err(fail)?;
+    let reports = db::steps::reports_for_run(pool, run_id).await?;
+    let steps = db::steps::list(pool, run_id).await?;
+    let targets = db::deployments::targets_of_run(pool, run_id).await?;
+    let env = db::environments::find_for_branch(pool, row.app_id, &row.branch).await?;
     // The manifest diff only where configured: developers read it, but it
     // can be long and some teams keep it to the dashboard.
     let diff = if reporter.forge.comment_diff {
@@ -283,8 +282,7 @@ pub async fn update_comment(app: &App, run_id: i64) -> Result<(), String> {
         None
     };
     let feedback: Vec<TesterFeedback> = db::sharing::feedback_of(pool, cr_id)
-        .await
-        .map_err(fail)?
+        .await?
         .into_iter()
         .map(crate::sharing::feedback_view)
         .collect();
@@ -310,8 +308,7 @@ pub async fn update_comment(app: &App, run_id: i64) -> Result<(), String> {
     });
 
     let (number, comment_id) = db::change_requests::forge_comment(pool, cr_id)
-        .await
-        .map_err(fail)?
+        .await?
         .unwrap_or((None, None));
     let Some(number) = number else {
         return Ok(());
@@ -325,10 +322,8 @@ pub async fn update_comment(app: &App, run_id: i64) -> Result<(), String> {
             let call = api::create_comment(&reporter.forge, &reporter.token, number, &body);
             let answer = send(&reporter, &call).await?;
             let id = api::comment_id(&answer)
-                .ok_or_else(|| format!("the forge did not say the new comment's id: {answer}"))?;
-            db::change_requests::set_forge_comment(pool, cr_id, &id)
-                .await
-                .map_err(fail)?;
+                .ok_or_else(|| FeedbackError::NoCommentId(answer.clone()))?;
+            db::change_requests::set_forge_comment(pool, cr_id, &id).await?;
         }
     }
     Ok(())

@@ -10,6 +10,7 @@ mod merge;
 pub use history::{ChangedFile, FileCommit};
 pub use merge::{MergeOutcome, MergeRequest, MergeStrategy};
 
+use crate::error::Rejected;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex};
@@ -422,11 +423,11 @@ fn commit_of<'r>(repo: &'r Repository, sha: &str) -> Result<git2::Commit<'r>, Gi
 }
 
 /// A git branch name as `git check-ref-format --branch` would accept it.
-pub fn check_branch_name(name: &str) -> Result<(), String> {
+pub fn check_branch_name(name: &str) -> Result<(), Rejected> {
     if git2::Reference::is_valid_name(&format!("refs/heads/{name}")) && !name.starts_with('-') {
         Ok(())
     } else {
-        Err(format!("{name:?} is not a valid branch name"))
+        Err(format!("{name:?} is not a valid branch name").into())
     }
 }
 

@@ -5,6 +5,7 @@
 //! `freeze: [{ start: "0 18 * * FRI", for: 62h, reason: "weekend" }]` freezes
 //! from Friday 18:00 for 62 hours. Schedules are read in UTC.
 
+use crate::error::Rejected;
 use std::str::FromStr;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -42,11 +43,11 @@ impl Freeze {
 }
 
 /// Checks a schedule as written in `app.yaml`.
-pub fn parse_schedule(text: &str) -> Result<Cron, String> {
+pub fn parse_schedule(text: &str) -> Result<Cron, Rejected> {
     Cron::from_str(text).map_err(|error| {
-        format!(
+        Rejected(format!(
             "{text:?} is not a cron schedule ({error}); expected 5 fields like \"0 18 * * FRI\""
-        )
+        ))
     })
 }
 
@@ -118,6 +119,6 @@ mod tests {
         let freeze = active(&[weekend(), always], now).expect("frozen");
         assert_eq!(freeze.reason, "weekend");
         let error = parse_schedule("every friday").expect_err("invalid");
-        assert!(error.contains("\"every friday\""), "{error}");
+        assert!(error.0.contains("\"every friday\""), "{error}");
     }
 }

@@ -3,6 +3,7 @@
 //! Kubernetes-style quantities (`2Gi`, `512Mi`, `1G`; `2`, `0.5`, `500m`
 //! cores).
 
+use crate::error::Rejected;
 use serde::{Deserialize, Serialize};
 
 /// The documented defaults.
@@ -65,7 +66,7 @@ impl StepNetwork {
 }
 
 /// Bytes from `2Gi`, `512Mi`, `64Ki`, `1G`, `500M`, `1024`.
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
+pub fn parse_bytes(text: &str) -> Result<u64, Rejected> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -84,7 +85,8 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
         _ => {
             return Err(format!(
                 "unknown unit {unit:?} in {text:?}; use Ki, Mi, Gi (or k, M, G), e.g. 512Mi"
-            ));
+            )
+            .into());
         }
     };
     let value: f64 = number
@@ -92,13 +94,13 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
         .map_err(|_| format!("expected a size like 512Mi or 2Gi, found {text:?}"))?;
     let bytes = value * factor as f64;
     if !(bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64) {
-        return Err(format!("{text:?} is not a usable size"));
+        return Err(format!("{text:?} is not a usable size").into());
     }
     Ok(bytes as u64)
 }
 
 /// Thousandths of a core from `2`, `0.5`, `500m`.
-pub fn parse_cpu(text: &str) -> Result<u64, String> {
+pub fn parse_cpu(text: &str) -> Result<u64, Rejected> {
     let text = text.trim();
     let millis = match text.strip_suffix('m') {
         Some(millis) => millis.parse::<u64>().ok(),
@@ -110,10 +112,8 @@ pub fn parse_cpu(text: &str) -> Result<u64, String> {
     };
     match millis {
         Some(millis) if millis >= 10 => Ok(millis),
-        Some(_) => Err(format!("{text:?} is less than 10m (a hundredth of a core)")),
-        None => Err(format!(
-            "expected cores like 2, 0.5 or 500m, found {text:?}"
-        )),
+        Some(_) => Err(format!("{text:?} is less than 10m (a hundredth of a core)").into()),
+        None => Err(format!("expected cores like 2, 0.5 or 500m, found {text:?}").into()),
     }
 }
 

@@ -3,6 +3,7 @@
 //! gantry.dev/v1`). Stored as JSON with the app; everything downstream
 //! (planner, runner, deployer) reads these types, never the YAML.
 
+use crate::error::Rejected;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -137,7 +138,7 @@ fn default_rollout_timeout() -> u64 {
 impl StackEntry {
     /// The Kubernetes namespace of environment `env` of `app`: the entry's
     /// template, or `<app>-<env>`.
-    pub fn namespace_for(&self, app: &str, env: &str, branch: &str) -> Result<String, String> {
+    pub fn namespace_for(&self, app: &str, env: &str, branch: &str) -> Result<String, Rejected> {
         let namespace = match &self.namespace {
             Some(template) => {
                 let context = super::template::context(app, env, branch, "", &self.variables);
@@ -154,9 +155,7 @@ impl StackEntry {
         if valid {
             Ok(namespace)
         } else {
-            Err(format!(
-                "namespace {namespace:?} is not a valid Kubernetes namespace name"
-            ))
+            Err(format!("namespace {namespace:?} is not a valid Kubernetes namespace name").into())
         }
     }
 

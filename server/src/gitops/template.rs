@@ -2,6 +2,7 @@
 //! minijinja with strict undefined variables, so a typo is an error rather
 //! than an empty string.
 
+use crate::error::Rejected;
 use std::collections::BTreeMap;
 
 /// The variables every template sees (plus the stack entry's `variables`).
@@ -25,11 +26,11 @@ pub fn context(
     context
 }
 
-pub fn render(template: &str, context: &BTreeMap<String, String>) -> Result<String, String> {
+pub fn render(template: &str, context: &BTreeMap<String, String>) -> Result<String, Rejected> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.render_str(template, context)
-        .map_err(|error| error.to_string())
+        .map_err(|error| Rejected(error.to_string()))
 }
 
 /// The proxy URL of an environment on the local target, on a host of its

@@ -6,6 +6,7 @@
 //! applied, labelled and annotated as Gantry's, and kept with the
 //! deployment: sealed as applied, redacted for people.
 
+use crate::error::Rejected;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -144,7 +145,7 @@ impl Rendered {
     }
 
     /// Parses what [`Rendered::to_yaml`] wrote.
-    pub fn from_yaml(text: &str) -> Result<Rendered, String> {
+    pub fn from_yaml(text: &str) -> Result<Rendered, Rejected> {
         let objects: Vec<Value> =
             serde_saphyr::from_str_multiple(text).map_err(|e| e.to_string())?;
         Ok(Rendered {
@@ -245,7 +246,7 @@ pub fn render(
         if object.is_null() {
             continue;
         }
-        let place = |message: String| ManifestError::Invalid {
+        let place = |message: Rejected| ManifestError::Invalid {
             file: file.clone(),
             message: format!("document {index}: {message}"),
         };
@@ -262,7 +263,7 @@ pub fn render(
             reference.namespace.clone(),
             reference.name.clone(),
         )) {
-            return Err(place(format!("{reference} is defined twice")));
+            return Err(place(format!("{reference} is defined twice").into()));
         }
         out.push(object);
     }
@@ -364,7 +365,7 @@ fn valid_subdomain(name: &str) -> bool {
 }
 
 /// Checks one object and marks it as Gantry's.
-fn validate(mut object: Value, context: &RenderContext) -> Result<Value, String> {
+fn validate(mut object: Value, context: &RenderContext) -> Result<Value, Rejected> {
     if !object.is_object() {
         return Err("expected a mapping (a Kubernetes object)".into());
     }
@@ -373,9 +374,7 @@ fn validate(mut object: Value, context: &RenderContext) -> Result<Value, String>
         .ok_or("`apiVersion` is missing")?
         .to_string();
     if api_version.is_empty() || api_version.split('/').count() > 2 {
-        return Err(format!(
-            "`apiVersion` {api_version:?} is not group/version or version"
-        ));
+        return Err(format!("`apiVersion` {api_version:?} is not group/version or version").into());
     }
     let kind = object["kind"]
         .as_str()
@@ -386,9 +385,7 @@ fn validate(mut object: Value, context: &RenderContext) -> Result<Value, String>
         .ok_or("`metadata.name` is missing")?
         .to_string();
     if !valid_subdomain(&name) {
-        return Err(format!(
-            "metadata.name {name:?} is not a lowercase RFC 1123 name"
-        ));
+        return Err(format!("metadata.name {name:?} is not a lowercase RFC 1123 name").into());
     }
     if kind != "Namespace"
         && let Some(namespace) = object["metadata"]["namespace"].as_str()
@@ -397,7 +394,7 @@ fn validate(mut object: Value, context: &RenderContext) -> Result<Value, String>
         return Err(format!(
             "{kind}/{name} sets namespace {namespace:?}; objects of this environment go to {:?} (leave `namespace` out)",
             context.namespace
-        ));
+        ).into());
     }
     if !object["metadata"]["labels"].is_object() && !object["metadata"]["labels"].is_null() {
         return Err("`metadata.labels` must be a mapping".into());

@@ -130,7 +130,7 @@ pub async fn put(
             }
         }
     }
-    super::template::validate(&settings.templates).map_err(ChannelError::Invalid)?;
+    super::template::validate(&settings.templates).map_err(|e| ChannelError::Invalid(e.into()))?;
     let mut names = vec![settings.url_secret.clone()];
     names.extend(settings.signing_secret.clone());
     notifier.secrets().resolve(0, &names).await.map_err(|e| {

@@ -9,6 +9,30 @@ use super::message::{Outgoing, render};
 use super::{ChannelKind, ChannelSettings, Notice, Notifier};
 use crate::db::{self, notifications::DueDelivery, now_millis};
 
+/// Why one attempt at a delivery failed; its message is kept with the
+/// delivery for the Settings page (hosts only, never a URL).
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("unknown channel kind {0}")]
+    UnknownKind(String),
+    #[error("{what}: {source}")]
+    Stored {
+        what: &'static str,
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
+    #[error("{what}: {reason}")]
+    Email { what: String, reason: String },
+    #[error(transparent)]
+    Call(#[from] crate::outbound::CallError),
+    #[error("{channel} refused the message: {answer}")]
+    Refused {
+        channel: &'static str,
+        answer: String,
+    },
+}
+
 /// Attempts before a delivery is given up.
 pub const MAX_ATTEMPTS: i64 = 5;
 /// The first retry's delay; each next one doubles.
@@ -47,7 +71,8 @@ pub async fn send_due(
                     now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)
                 });
                 tracing::warn!(delivery = due.id, attempts, %error, "notification not delivered");
-                db::notifications::failed_attempt(pool, due.id, attempts, next, &error).await?;
+                db::notifications::failed_attempt(pool, due.id, attempts, next, &error.to_string())
+                    .await?;
             }
         }
     }
@@ -58,12 +83,19 @@ async fn attempt(
     notifier: &Notifier<'_>,
     client: &reqwest::Client,
     due: &DueDelivery,
-) -> Result<(), String> {
+) -> Result<(), DeliveryError> {
     let kind = ChannelKind::parse(&due.kind)
-        .ok_or_else(|| format!("unknown channel kind {}", due.kind))?;
+        .ok_or_else(|| DeliveryError::UnknownKind(due.kind.clone()))?;
     let settings: ChannelSettings =
-        serde_json::from_str(&due.settings).map_err(|e| format!("channel settings: {e}"))?;
-    let notice: Notice = serde_json::from_str(&due.payload).map_err(|e| format!("notice: {e}"))?;
+        serde_json::from_str(&due.settings).map_err(|source| DeliveryError::Stored {
+            what: "channel settings",
+            source,
+        })?;
+    let notice: Notice =
+        serde_json::from_str(&due.payload).map_err(|source| DeliveryError::Stored {
+            what: "notice",
+            source,
+        })?;
     // Templates were checked at registration; should one still fail, the
     // message goes out in Gantry's words rather than not at all.
     let notice = super::template::apply(&settings.templates, &notice).unwrap_or_else(|error| {
@@ -72,11 +104,7 @@ async fn attempt(
     });
     let mut names = vec![settings.url_secret.clone()];
     names.extend(settings.signing_secret.clone());
-    let values = notifier
-        .secrets()
-        .resolve(0, &names)
-        .await
-        .map_err(|e| e.to_string())?;
+    let values = notifier.secrets().resolve(0, &names).await?;
     let url = &values[0].1;
     if kind == ChannelKind::Email {
         return send_email(url, &settings, &notice).await;
@@ -92,7 +120,7 @@ async fn send_email(
     smtp_url: &str,
     settings: &ChannelSettings,
     notice: &Notice,
-) -> Result<(), String> {
+) -> Result<(), DeliveryError> {
     use lettre::message::{Mailbox, MultiPart};
     use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
     let (subject, text, html) = super::message::email(notice);
@@ -101,32 +129,39 @@ async fn send_email(
         .as_deref()
         .unwrap_or("Gantry <gantry@localhost>")
         .parse()
-        .map_err(|e| format!("from: {e}"))?;
+        .map_err(|e| email("from", e))?;
     let mut message = Message::builder().from(from).subject(subject);
     for to in &settings.to {
-        message = message.to(to.parse().map_err(|e| format!("to {to}: {e}"))?);
+        message = message.to(to.parse().map_err(|e| email(format!("to {to}"), e))?);
     }
     let message = message
         .multipart(MultiPart::alternative_plain_html(text, html))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| email("message", e))?;
     // The URL holds the SMTP password: errors name the host only.
     let host = crate::outbound::host_of(smtp_url);
     let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(smtp_url)
-        .map_err(|e| format!("SMTP server URL for {host}: {e}"))?
+        .map_err(|e| email(format!("SMTP server URL for {host}"), e))?
         .timeout(Some(TIMEOUT))
         .build();
     transport
         .send(message)
         .await
         .map(|_| ())
-        .map_err(|e| format!("{host}: {e}"))
+        .map_err(|e| email(host, e))
+}
+
+fn email(what: impl Into<String>, reason: impl std::fmt::Display) -> DeliveryError {
+    DeliveryError::Email {
+        what: what.into(),
+        reason: reason.to_string(),
+    }
 }
 
 async fn send(
     client: &reqwest::Client,
     kind: ChannelKind,
     outgoing: &Outgoing,
-) -> Result<(), String> {
+) -> Result<(), DeliveryError> {
     let mut request = client.post(&outgoing.url).json(&outgoing.body);
     for (name, value) in &outgoing.headers {
         request = request.header(name, value);
@@ -134,11 +169,12 @@ async fn send(
     // The URL holds the robot's token: errors name the host only.
     let (status, text) = crate::outbound::send(request, &outgoing.url).await?;
     if !status.is_success() {
-        return Err(format!(
-            "{} answered {status}: {}",
-            crate::outbound::host_of(&outgoing.url),
-            crate::outbound::excerpt(&text)
-        ));
+        return Err(crate::outbound::CallError::Refused {
+            call: crate::outbound::host_of(&outgoing.url),
+            status,
+            excerpt: crate::outbound::excerpt(&text),
+        }
+        .into());
     }
     // The robots answer 200 with an error code when they refuse.
     if matches!(kind, ChannelKind::DingTalk | ChannelKind::WeCom) {
@@ -147,7 +183,10 @@ async fn send(
             .and_then(|v| v["errcode"].as_i64())
             .unwrap_or(0);
         if errcode != 0 {
-            return Err(format!("{} refused the message: {text}", kind.as_str()));
+            return Err(DeliveryError::Refused {
+                channel: kind.as_str(),
+                answer: text,
+            });
         }
     }
     Ok(())

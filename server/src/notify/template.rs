@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{Event, Notice};
+use crate::error::Rejected;
 
 /// The key that applies to events without a template of their own.
 pub const DEFAULT: &str = "default";
@@ -40,7 +41,7 @@ fn context(notice: &Notice) -> BTreeMap<String, String> {
 
 /// `notice` in the channel's wording. Errors name the template's place
 /// (`templates.run_failed.title`).
-pub fn apply(templates: &Templates, notice: &Notice) -> Result<Notice, String> {
+pub fn apply(templates: &Templates, notice: &Notice) -> Result<Notice, Rejected> {
     let Some((key, template)) = templates
         .get_key_value(notice.event.as_str())
         .or_else(|| templates.get_key_value(DEFAULT))
@@ -50,7 +51,7 @@ pub fn apply(templates: &Templates, notice: &Notice) -> Result<Notice, String> {
     let values = context(notice);
     let render = |part: &str, source: &Option<String>, fallback: &str| match source {
         Some(source) => crate::gitops::template::render(source, &values)
-            .map_err(|error| format!("templates.{key}.{part}: {error}")),
+            .map_err(|error| Rejected(format!("templates.{key}.{part}: {error}"))),
         None => Ok(fallback.to_string()),
     };
     Ok(Notice {
@@ -62,20 +63,20 @@ pub fn apply(templates: &Templates, notice: &Notice) -> Result<Notice, String> {
 
 /// Refuses unknown keys and templates that do not render against a sample
 /// notice (a syntax error or an undefined name).
-pub fn validate(templates: &Templates) -> Result<(), String> {
+pub fn validate(templates: &Templates) -> Result<(), Rejected> {
     for key in templates.keys() {
         let event = if key == DEFAULT {
             Event::RunFailed
         } else {
             Event::parse(key).ok_or_else(|| {
-                format!(
+                Rejected(format!(
                     "templates.{key}: not an event; expected {DEFAULT} or one of {}",
                     Event::ALL
                         .iter()
                         .map(|e| e.as_str())
                         .collect::<Vec<_>>()
                         .join(", ")
-                )
+                ))
             })?
         };
         let sample = Notice {
@@ -152,17 +153,18 @@ mod tests {
     #[test]
     fn typos_and_unknown_events_are_refused_with_their_place() {
         let typo = Templates::from([("run_failed".into(), template("{{ enviroment }}"))]);
-        let error = validate(&typo).unwrap_err();
+        let error = validate(&typo).unwrap_err().0;
         assert!(error.starts_with("templates.run_failed.title:"), "{error}");
         assert!(error.contains("undefined"), "{error}");
         let syntax = Templates::from([(DEFAULT.into(), template("{% if %}"))]);
         assert!(
             validate(&syntax)
                 .unwrap_err()
+                .0
                 .starts_with("templates.default.title:")
         );
         let unknown = Templates::from([("deployed".into(), template("x"))]);
-        let error = validate(&unknown).unwrap_err();
+        let error = validate(&unknown).unwrap_err().0;
         assert!(
             error.contains("templates.deployed: not an event") && error.contains("released"),
             "{error}"

@@ -269,7 +269,7 @@ async fn follow_output(
 /// Reads a report the step wrote: opened without following a link and
 /// without blocking (a FIFO), checked to be a regular file on the handle
 /// itself, read up to `max` bytes.
-async fn read_report_file(path: &std::path::Path, max: u64) -> Result<String, String> {
+async fn read_report_file(path: &std::path::Path, max: u64) -> Result<String, ReportFileError> {
     use std::os::unix::fs::OpenOptionsExt;
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
@@ -279,22 +279,35 @@ async fn read_report_file(path: &std::path::Path, max: u64) -> Result<String, St
             .read(true)
             .custom_flags(flags.bits())
             .open(&path)
-            .map_err(|e| format!("cannot be opened ({e})"))?;
-        let metadata = file.metadata().map_err(|e| e.to_string())?;
+            .map_err(ReportFileError::Open)?;
+        let metadata = file.metadata().map_err(ReportFileError::Read)?;
         if !metadata.is_file() {
-            return Err("is not a regular file".to_string());
+            return Err(ReportFileError::NotAFile);
         }
         if metadata.len() > max {
-            return Err("is larger than 20 MiB".to_string());
+            return Err(ReportFileError::TooLarge);
         }
         let mut text = String::new();
         file.take(max)
             .read_to_string(&mut text)
-            .map_err(|e| format!("cannot be read ({e})"))?;
+            .map_err(ReportFileError::Read)?;
         Ok(text)
     })
     .await
-    .map_err(|e| e.to_string())?
+    .map_err(|e| ReportFileError::Read(std::io::Error::other(e)))?
+}
+
+/// Why a report file the step names was not read (said after its path).
+#[derive(Debug, thiserror::Error)]
+enum ReportFileError {
+    #[error("cannot be opened ({0})")]
+    Open(std::io::Error),
+    #[error("cannot be read ({0})")]
+    Read(std::io::Error),
+    #[error("is not a regular file")]
+    NotAFile,
+    #[error("is larger than 20 MiB")]
+    TooLarge,
 }
 
 /// Reads the step's JUnit files; a missing or broken one is noted in the

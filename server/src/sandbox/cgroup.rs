@@ -7,6 +7,7 @@
 //! does not set up yet; there, and wherever Gantry may not create groups,
 //! the sandbox falls back to rlimits (see `init`).
 
+use super::SetupFailed;
 use std::path::{Path, PathBuf};
 
 use super::{LimitHit, Limits};
@@ -24,16 +25,15 @@ pub struct CgroupParent {
 impl CgroupParent {
     /// Creates (or reuses) `gantry-<tag>` under this process's own group of
     /// each controller; the reason when that is not possible.
-    pub fn create(tag: &str) -> Result<CgroupParent, String> {
+    pub fn create(tag: &str) -> Result<CgroupParent, SetupFailed> {
         let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
         let mut dirs = Vec::new();
         for controller in CONTROLLERS {
             let base = Path::new(ROOT).join(controller);
             if !base.join("cgroup.procs").is_file() {
-                return Err(format!(
-                    "no cgroup v1 {controller} controller at {}",
-                    base.display()
-                ));
+                return Err(
+                    format!("no cgroup v1 {controller} controller at {}", base.display()).into(),
+                );
             }
             let parent = own_path(&own, controller)
                 .map(|path| base.join(path.trim_start_matches('/')))

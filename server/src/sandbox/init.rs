@@ -10,6 +10,7 @@
 //! how the command ended on the status descriptor Gantry handed it, so a
 //! step that exits 137 is not mistaken for one killed by a signal.
 
+use super::SetupFailed;
 use std::io::Write;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
@@ -137,7 +138,7 @@ pub fn main(args: &[String]) -> i32 {
     }
 }
 
-fn run(instructions: &Instructions) -> Result<Ending, String> {
+fn run(instructions: &Instructions) -> Result<Ending, SetupFailed> {
     let mut status = match instructions.status_fd {
         Some(fd) => Some(inherited(fd, true)?),
         None => None,
@@ -265,7 +266,7 @@ fn reap(main: Pid) -> Option<Ending> {
 
 /// Opens an inherited pipe end anew (close-on-exec, so the command cannot
 /// use it) and closes the inherited descriptor.
-fn inherited(fd: i32, write: bool) -> Result<std::fs::File, String> {
+fn inherited(fd: i32, write: bool) -> Result<std::fs::File, SetupFailed> {
     let file = std::fs::OpenOptions::new()
         .read(!write)
         .write(write)
@@ -275,7 +276,7 @@ fn inherited(fd: i32, write: bool) -> Result<std::fs::File, String> {
     Ok(file)
 }
 
-fn fence_in(fence: &Fence) -> Result<(), String> {
+fn fence_in(fence: &Fence) -> Result<(), SetupFailed> {
     use landlock::{
         ABI, Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr, RulesetCreatedAttr,
         Scope, path_beneath_rules,
@@ -305,7 +306,7 @@ fn fence_in(fence: &Fence) -> Result<(), String> {
 
 /// `ip route add prohibit <net>` for each network, in one `ip -batch`:
 /// a connection there fails at once, whatever the default route says.
-fn prohibit(networks: &[String]) -> Result<(), String> {
+fn prohibit(networks: &[String]) -> Result<(), SetupFailed> {
     let batch: String = networks
         .iter()
         .filter(|net| net.parse::<std::net::IpAddr>().is_ok() || net.contains('/'))
@@ -330,13 +331,11 @@ fn prohibit(networks: &[String]) -> Result<(), String> {
     if status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "ip could not set the sandbox's unreachable routes ({status})"
-        ))
+        Err(format!("ip could not set the sandbox's unreachable routes ({status})").into())
     }
 }
 
-fn bind_forward(port: u16) -> Result<Vec<TcpListener>, String> {
+fn bind_forward(port: u16) -> Result<Vec<TcpListener>, SetupFailed> {
     let v4 = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
         .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
     let mut listeners = vec![v4];

@@ -208,6 +208,24 @@ pub fn human_bytes(bytes: u64) -> String {
     format!("{bytes} bytes")
 }
 
+/// Why a sandbox could not be set up, in words for the Settings page and
+/// the log (nobody branches on the cause: the sandbox works or it does not).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SetupFailed(pub String);
+
+impl From<String> for SetupFailed {
+    fn from(reason: String) -> SetupFailed {
+        SetupFailed(reason)
+    }
+}
+
+impl From<&str> for SetupFailed {
+    fn from(reason: &str) -> SetupFailed {
+        SetupFailed(reason.to_string())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     #[error("the sandbox is unavailable: {0}")]
@@ -299,7 +317,7 @@ impl Sandbox {
         }
         sandbox.status = match sandbox.probe().await {
             Ok(status) => status,
-            Err(reason) => Status::Unavailable(reason),
+            Err(reason) => Status::Unavailable(reason.0),
         };
         match &sandbox.status {
             Status::Unavailable(reason) => {
@@ -318,7 +336,7 @@ impl Sandbox {
         sandbox
     }
 
-    async fn probe(&mut self) -> Result<Status, String> {
+    async fn probe(&mut self) -> Result<Status, SetupFailed> {
         if !self.bwrap.is_file() {
             return Err(
                 "bubblewrap (bwrap) is not installed; install it with `apt-get install bubblewrap`"
@@ -329,7 +347,7 @@ impl Sandbox {
             return Err(format!(
                 "the helper {} is missing; it is built with gantry (cargo build --bin gantry-sandbox)",
                 self.settings.helper.display()
-            ));
+            ).into());
         }
         std::fs::create_dir_all(&self.settings.run_dir)
             .map_err(|e| format!("cannot create {}: {e}", self.settings.run_dir.display()))?;
@@ -348,7 +366,7 @@ impl Sandbox {
         // network) for the whole life of the process.
         self.trial_again(Network::None).await?;
         let network = if self.slirp.is_file() {
-            self.trial_again(Network::Isolated).await.err()
+            self.trial_again(Network::Isolated).await.err().map(|e| e.0)
         } else {
             Some(
                 "slirp4netns is not installed; install it with `apt-get install slirp4netns`"
@@ -358,7 +376,7 @@ impl Sandbox {
         Ok(Status::On { network, cgroups })
     }
 
-    async fn trial_again(&self, network: Network) -> Result<(), String> {
+    async fn trial_again(&self, network: Network) -> Result<(), SetupFailed> {
         let mut outcome = self.trial(network).await;
         for _ in 1..3 {
             let Err(error) = &outcome else { break };
@@ -368,7 +386,7 @@ impl Sandbox {
         outcome
     }
 
-    async fn trial(&self, network: Network) -> Result<(), String> {
+    async fn trial(&self, network: Network) -> Result<(), SetupFailed> {
         let dir = self.settings.run_dir.join("trial");
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let cwd = Mount::read_only(&dir, "/trial");
@@ -403,7 +421,7 @@ impl Sandbox {
             Ok(())
         } else {
             let why = stderr.lines().last().unwrap_or("no message").trim();
-            Err(format!("a trial sandbox failed ({exit:?}): {why}"))
+            Err(format!("a trial sandbox failed ({exit:?}): {why}").into())
         }
     }
 
@@ -465,11 +483,10 @@ impl Sandbox {
     }
 
     async fn spawn_sandboxed(&self, spec: Spec) -> Result<Sandboxed, SandboxError> {
-        let start = |e: String| SandboxError::Start(e);
         let spawner = self
             .spawner
             .as_ref()
-            .ok_or_else(|| start("the sandbox spawner is not running".into()))?;
+            .ok_or_else(|| start("the sandbox spawner is not running"))?;
         let id = self.counter.fetch_add(1, Ordering::Relaxed);
         let began = std::time::Instant::now();
         let scratch = self
@@ -611,7 +628,7 @@ impl Sandbox {
             let pid = read_child_pid(info_read).await?;
             let joined = cgroup.as_ref().map(|cgroup| cgroup.add(pid));
             wait_ready(&mut status).await?;
-            Ok::<_, String>((pid, joined))
+            Ok::<_, SetupFailed>((pid, joined))
         };
         let (helper_pid, joined) = match started.await {
             Ok(started) => started,
@@ -624,7 +641,7 @@ impl Sandbox {
                     )
                     .await;
                 }
-                let why = output.lines().last().unwrap_or(&error).to_string();
+                let why = output.lines().last().unwrap_or(&error.0).to_string();
                 return Err(start(why));
             }
         };
@@ -641,7 +658,7 @@ impl Sandbox {
             let api = spec.publish.map(|_| scratch.join("slirp.sock"));
             let slirp = Slirp::start(spawner, &self.slirp, helper_pid, api)
                 .await
-                .map_err(SandboxError::NoNetwork)?;
+                .map_err(|e| SandboxError::NoNetwork(e.0))?;
             if let Some(port) = spec.publish {
                 slirp.publish(port).await.map_err(start)?;
             }
@@ -839,12 +856,17 @@ impl Drop for ScratchGuard {
     }
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))
+/// A set-up failure of one sandbox.
+fn start(reason: impl Into<SetupFailed>) -> SandboxError {
+    SandboxError::Start(reason.into().0)
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), SetupFailed> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SetupFailed(format!("pipe: {e}")))
 }
 
 /// bubblewrap's `--info-fd` JSON: the sandbox's first process.
-async fn read_child_pid(info: OwnedFd) -> Result<u32, String> {
+async fn read_child_pid(info: OwnedFd) -> Result<u32, SetupFailed> {
     let mut pipe =
         tokio::net::unix::pipe::Receiver::from_owned_fd(info).map_err(|e| e.to_string())?;
     let mut text = String::new();
@@ -856,11 +878,11 @@ async fn read_child_pid(info: OwnedFd) -> Result<u32, String> {
         .ok()
         .and_then(|info| info.get("child-pid")?.as_u64())
         .and_then(|pid| u32::try_from(pid).ok())
-        .ok_or_else(|| "bubblewrap exited before the sandbox started".to_string())
+        .ok_or_else(|| "bubblewrap exited before the sandbox started".into())
 }
 
 /// Waits for the helper's `ready` line (the sandbox is set up).
-async fn wait_ready(status: &mut tokio::net::unix::pipe::Receiver) -> Result<(), String> {
+async fn wait_ready(status: &mut tokio::net::unix::pipe::Receiver) -> Result<(), SetupFailed> {
     let mut line = Vec::new();
     let read = async {
         loop {
@@ -870,7 +892,7 @@ async fn wait_ready(status: &mut tokio::net::unix::pipe::Receiver) -> Result<(),
                 .map_err(|_| "the sandbox ended during its set-up".to_string())?;
             line.push(byte);
             if byte == b'\n' {
-                return Ok::<(), String>(());
+                return Ok::<(), SetupFailed>(());
             }
         }
     };
@@ -883,7 +905,8 @@ async fn wait_ready(status: &mut tokio::net::unix::pipe::Receiver) -> Result<(),
         Err(format!(
             "the sandbox said {:?} instead of ready",
             String::from_utf8_lossy(&line)
-        ))
+        )
+        .into())
     }
 }
 

@@ -9,6 +9,7 @@
 //! own sandbox and seccomp filter, and ends when the descriptor Gantry holds
 //! closes (`--exit-fd`), which includes Gantry being killed.
 
+use super::SetupFailed;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -40,7 +41,7 @@ impl Slirp {
         program: &Path,
         pid: u32,
         api_socket: Option<PathBuf>,
-    ) -> Result<Slirp, String> {
+    ) -> Result<Slirp, SetupFailed> {
         let (ready_read, ready_write) = super::pipe()?;
         let (exit_read, exit_write) = super::pipe()?;
         let mut command = tokio::process::Command::new(program);
@@ -93,7 +94,7 @@ impl Slirp {
                         .await;
             }
             let last = stderr.lines().last().unwrap_or("no message").to_string();
-            return Err(format!("slirp4netns did not bring the network up: {last}"));
+            return Err(format!("slirp4netns did not bring the network up: {last}").into());
         }
         Ok(Slirp {
             child,
@@ -103,7 +104,7 @@ impl Slirp {
     }
 
     /// Publishes `port` of the sandbox on the host's `127.0.0.1:<port>`.
-    pub async fn publish(&self, port: u16) -> Result<(), String> {
+    pub async fn publish(&self, port: u16) -> Result<(), SetupFailed> {
         let socket = self
             .api_socket
             .as_ref()
@@ -136,7 +137,7 @@ impl Slirp {
         let answer: serde_json::Value = serde_json::from_str(&answer)
             .map_err(|_| format!("slirp4netns API answered {answer:?}"))?;
         match answer.get("error") {
-            Some(error) => Err(format!("cannot publish port {port}: {error}")),
+            Some(error) => Err(format!("cannot publish port {port}: {error}").into()),
             None => Ok(()),
         }
     }

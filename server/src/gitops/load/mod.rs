@@ -2,6 +2,7 @@
 //! found, each with its file, line, field and what was expected. Nothing is
 //! partially accepted: an app's config is valid as a whole or not at all.
 
+use crate::error::Rejected;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
@@ -945,24 +946,24 @@ fn valid_step_name(name: &str) -> bool {
 }
 
 /// Environment variable names a step may set or receive.
-fn check_env_name(name: &str) -> Result<(), String> {
+fn check_env_name(name: &str) -> Result<(), Rejected> {
     let valid = !name.is_empty()
         && name
             .bytes()
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
         && !name.as_bytes()[0].is_ascii_digit();
     if !valid {
-        return Err(format!(
-            "{name:?} is not a variable name: uppercase letters, digits and `_`"
-        ));
+        return Err(
+            format!("{name:?} is not a variable name: uppercase letters, digits and `_`").into(),
+        );
     }
     if name.starts_with("GANTRY_") || name == "PORT" || name == "PATH" || name == "HOME" {
-        return Err(format!("{name:?} is reserved for Gantry"));
+        return Err(format!("{name:?} is reserved for Gantry").into());
     }
     Ok(())
 }
 
-fn check_source(source: &str) -> Result<(), String> {
+fn check_source(source: &str) -> Result<(), Rejected> {
     if source.is_empty() {
         return Err("`source` must name the app's git repository".into());
     }
@@ -973,26 +974,24 @@ fn check_source(source: &str) -> Result<(), String> {
     if has_scheme || scp_like || source.starts_with('/') {
         Ok(())
     } else {
-        Err(format!("{source:?} is not a git URL or an absolute path"))
+        Err(format!("{source:?} is not a git URL or an absolute path").into())
     }
 }
 
-fn check_relative_path(path: &str) -> Result<(), String> {
+fn check_relative_path(path: &str) -> Result<(), Rejected> {
     let escapes = path.starts_with('/') || path.split('/').any(|part| part == "..");
     if path.is_empty() || escapes {
-        Err(format!(
-            "{path:?} must be a path inside the checkout (relative, without ..)"
-        ))
+        Err(format!("{path:?} must be a path inside the checkout (relative, without ..)").into())
     } else {
         Ok(())
     }
 }
 
-fn check_template(template: &str) -> Result<(), String> {
+fn check_template(template: &str) -> Result<(), Rejected> {
     let env = minijinja::Environment::new();
     env.template_from_str(template)
         .map(|_| ())
-        .map_err(|error| format!("template error: {error}"))
+        .map_err(|error| Rejected(format!("template error: {error}")))
 }
 
 #[cfg(test)]
