@@ -271,6 +271,12 @@ mod tests {
     /// kind): `anyhow` is for the application, the adapters and commands.
     #[test]
     fn errors_are_typed_below_the_application() {
+        assert!(string_error("fn f() -> Result<u64, String> {"));
+        assert!(string_error("let x: Result<(), String> = y;"));
+        assert!(!string_error(
+            "fn f() -> Result<BTreeMap<String, String>, Error> {"
+        ));
+        assert!(!string_error("fn f() -> Result<String> {"));
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
         let mut files = Vec::new();
         sources(&src, &mut files);
@@ -289,15 +295,43 @@ mod tests {
                 None => &source[..],
             };
             for (number, line) in code.lines().enumerate() {
-                if line.contains("anyhow") && !line.trim_start().starts_with("//") {
+                if line.trim_start().starts_with("//") {
+                    continue;
+                }
+                if line.contains("anyhow") || string_error(line) {
                     untyped.push(format!("{module}:{}", number + 1));
                 }
             }
         }
         assert!(
             untyped.is_empty(),
-            "anyhow below the application layer: {untyped:?}"
+            "anyhow or a String error below the application layer: {untyped:?}"
         );
+    }
+
+    /// Whether a line names a `Result` whose error is a plain `String`.
+    fn string_error(line: &str) -> bool {
+        line.match_indices("Result<").any(|(at, _)| {
+            // The outermost `Result<…>`: its last argument at depth one.
+            let mut depth = 0;
+            let mut last = None;
+            for (offset, c) in line[at + "Result".len()..].char_indices() {
+                let position = at + "Result".len() + offset;
+                match c {
+                    '<' => depth += 1,
+                    ',' if depth == 1 => last = Some(position + 1),
+                    '>' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return last
+                                .is_some_and(|last| line[last..position].trim() == "String");
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            false
+        })
     }
 
     /// Every module is placed, and no module uses a layer above its own

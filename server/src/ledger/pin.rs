@@ -52,6 +52,15 @@ fn render(app: &str, env: &str, file: &PinFile) -> String {
     )
 }
 
+/// Why a pin was not written to the pipeline repo (it still holds in Gantry).
+#[derive(Debug, thiserror::Error)]
+pub enum PinWriteError {
+    #[error("no pipeline repo is configured; the pin is kept by Gantry only")]
+    NoPipelineRepo,
+    #[error(transparent)]
+    Git(#[from] crate::git::GitError),
+}
+
 /// Writes (or with `None` removes) the pin file in the pipeline repo.
 /// The commit that wrote the change (`None`: nothing to change).
 pub async fn write(
@@ -60,9 +69,9 @@ pub async fn write(
     env_name: &str,
     pin: Option<&PinFile>,
     actor: &str,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, PinWriteError> {
     let Some(repo) = app.config.pipeline_repo.as_deref() else {
-        return Err("no pipeline repo is configured; the pin is kept by Gantry only".into());
+        return Err(PinWriteError::NoPipelineRepo);
     };
     let message = match pin {
         Some(pin) => format!(
@@ -83,7 +92,7 @@ pub async fn write(
             },
         )
         .await
-        .map_err(|error| error.to_string())
+        .map_err(PinWriteError::from)
 }
 
 fn short(sha: &str) -> &str {

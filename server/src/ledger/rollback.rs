@@ -308,7 +308,7 @@ async fn write_pin(
         Ok(commit) => (commit, None),
         Err(error) => {
             tracing::warn!(app = %app_name, env = %env.name, %error, "pin not written to the pipeline repo");
-            (None, Some(error))
+            (None, Some(error.to_string()))
         }
     };
     if let Some((_, pinned_at)) = pin {
