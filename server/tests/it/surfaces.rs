@@ -1,6 +1,8 @@
 //! The REST API and the dashboard are two surfaces over the same domain
 //! services: the same action gives the same answer and the same audit
-//! entry through either.
+//! entry through either — clusters, channels, share links, the ledger
+//! (marking stable, rollback, promotion) and reviews of runs and change
+//! requests.
 
 use app::dto::Role;
 use app::port::{AdminPort, ClustersPort, PortError, SharingPort};
@@ -231,4 +233,206 @@ async fn rest_link_id(app: &TestApp, token: &str, request: i64) -> i64 {
         .await;
     assert_eq!(made.status, 201, "{}", made.text());
     made.json()["id"].as_i64().expect("a link id")
+}
+
+/// The status the REST API gives the answer the port gave.
+fn status_of<T>(port: &Result<T, PortError>) -> u16 {
+    match port {
+        Ok(_) => 200,
+        Err(PortError::Refused(_)) => 400,
+        Err(PortError::Forbidden(_)) => 403,
+        Err(PortError::NotFound(_)) => 404,
+        Err(PortError::Conflict(_)) => 409,
+        Err(PortError::Failed(_)) => 500,
+        Err(PortError::Unavailable(_)) => 503,
+    }
+}
+
+/// The two surfaces gave the answer `expected` (a status) to one action.
+fn agree<T: std::fmt::Debug>(
+    action: &str,
+    rest: &crate::support::TestResponse,
+    port: &Result<T, PortError>,
+    expected: u16,
+) {
+    assert_eq!(rest.status, expected, "{action} over REST: {}", rest.text());
+    assert_eq!(
+        status_of(port),
+        expected,
+        "{action} through the port: {port:?}"
+    );
+}
+
+fn rollback(environment: &str, reason: &str, to: Option<i64>) -> app::dto::RollbackRequest {
+    app::dto::RollbackRequest {
+        environment: Some(environment.into()),
+        reason: reason.into(),
+        to,
+    }
+}
+
+fn promotion(environment: &str) -> app::dto::PromoteRequest {
+    app::dto::PromoteRequest {
+        environment: environment.into(),
+        reason: Some("ship the head".into()),
+    }
+}
+
+crate::on_both! {
+    async fn releases_answer_alike_over_rest_and_the_dashboard(backend) {
+        use app::port::ReleasesPort;
+        use crate::support::flow::{MINUTE, QUICK_STEPS, Repos, scan, start_with, wait_for};
+
+        let repos = Repos::new(QUICK_STEPS);
+        let app = start_with(backend, &repos, |_| {}).await;
+        scan(&app).await;
+        let v1 = repos.app.head("latest");
+        let release = wait_for("the staging release", MINUTE, || async {
+            let list = app.get("/api/v1/releases?environment=staging").await.json();
+            list.as_array()?
+                .iter()
+                .find(|r| r["version"] == v1.as_str() && r["state"] == "live")
+                .cloned()
+        })
+        .await;
+        let id = release["id"].as_i64().expect("a release id");
+        let admin_token = app.token("ada", Role::Admin, None).await;
+        let developer_token = app.token("dev", Role::Developer, None).await;
+        let admin = gantry::auth::system_caller(&app.state.db, "ada", Role::Admin).await.expect("a caller");
+        let developer = gantry::auth::system_caller(&app.state.db, "dev", Role::Developer).await.expect("a caller");
+        let state = &app.state;
+
+        // Marking stable: refused to a developer, not found, done once, then a conflict.
+        let stable = |token: &str, release: i64| {
+            let token = token.to_string();
+            let app = &app;
+            async move { app.post_as(&token, &format!("/api/v1/releases/{release}/stable"), json!({})).await }
+        };
+        agree("a developer marks stable", &stable(&developer_token, id).await, &state.mark_release_stable(&developer, id, None).await, 403);
+        agree("marking a missing release", &stable(&admin_token, 999_999).await, &state.mark_release_stable(&admin, 999_999, None).await, 404);
+        let marked = state.mark_release_stable(&admin, id, Some("verified by hand".into())).await.expect("marked");
+        assert_eq!(marked.stable_by.as_deref(), Some("ada"));
+        agree("marking a stable release again", &stable(&admin_token, id).await, &state.mark_release_stable(&admin, id, None).await, 409);
+        assert_eq!(audited(&app, "release.mark_stable").await.len(), 1);
+
+        // Rolling back: each refusal alike, and none of them recorded.
+        let rest_rollback = |token: &str, app_name: &str, body: Value| {
+            let (token, path) = (token.to_string(), format!("/api/v1/apps/{app_name}/rollback"));
+            let app = &app;
+            async move { app.post_as(&token, &path, body).await }
+        };
+        agree(
+            "a developer rolls back",
+            &rest_rollback(&developer_token, "shop", json!({ "environment": "staging", "reason": "it is broken" })).await,
+            &state.rollback(&developer, "shop".into(), rollback("staging", "it is broken", None)).await,
+            403,
+        );
+        agree(
+            "a rollback without a reason",
+            &rest_rollback(&admin_token, "shop", json!({ "environment": "staging", "reason": "" })).await,
+            &state.rollback(&admin, "shop".into(), rollback("staging", "", None)).await,
+            400,
+        );
+        agree(
+            "a rollback of a missing app",
+            &rest_rollback(&admin_token, "nope", json!({ "environment": "staging", "reason": "it is broken" })).await,
+            &state.rollback(&admin, "nope".into(), rollback("staging", "it is broken", None)).await,
+            404,
+        );
+        agree(
+            "a rollback with nothing older to go to",
+            &rest_rollback(&admin_token, "shop", json!({ "environment": "staging", "reason": "it is broken" })).await,
+            &state.rollback(&admin, "shop".into(), rollback("staging", "it is broken", None)).await,
+            409,
+        );
+        agree(
+            "a rollback to what already serves",
+            &rest_rollback(&admin_token, "shop", json!({ "environment": "staging", "reason": "it is broken", "to": id })).await,
+            &state.rollback(&admin, "shop".into(), rollback("staging", "it is broken", Some(id))).await,
+            409,
+        );
+        assert!(audited(&app, "release.rollback").await.is_empty());
+
+        // Promoting: refused to a developer, not found, and done through
+        // either with the same answer, each audited once.
+        let rest_promote = |token: &str, app_name: &str| {
+            let (token, path) = (token.to_string(), format!("/api/v1/apps/{app_name}/promote"));
+            let app = &app;
+            async move { app.post_as(&token, &path, json!({ "environment": "staging", "reason": "ship the head" })).await }
+        };
+        agree("a developer promotes", &rest_promote(&developer_token, "shop").await, &state.promote(&developer, "shop".into(), promotion("staging")).await, 403);
+        agree("promoting a missing app", &rest_promote(&admin_token, "nope").await, &state.promote(&admin, "nope".into(), promotion("staging")).await, 404);
+        assert!(audited(&app, "environment.promote").await.is_empty());
+        let rest = rest_promote(&admin_token, "shop").await;
+        let port = state.promote(&admin, "shop".into(), promotion("staging")).await;
+        agree("an admin promotes", &rest, &port, 200);
+        let rest: app::dto::Promotion = serde_json::from_value(rest.json()).expect("a promotion");
+        assert_eq!(rest, port.expect("promoted"));
+        assert!(rest.detail.contains("already serves"), "{rest:?}");
+        assert_eq!(audited(&app, "environment.promote").await.len(), 2);
+    }
+}
+
+crate::on_both! {
+    async fn reviews_answer_alike_over_rest_and_the_dashboard(app: TestApp) {
+        use app::dto::{Review, ReviewAction};
+        use app::port::{ChangeRequestsPort, RunsPort};
+
+        let world = crate::seed::shop_with_a_change_request(&app).await;
+        let (run, request) = (world.run_id, world.change_request_id);
+        let admin_token = app.token("ada", Role::Admin, None).await;
+        let viewer_token = app.token("vera", Role::Viewer, None).await;
+        let admin = gantry::auth::system_caller(&app.state.db, "ada", Role::Admin).await.expect("a caller");
+        let viewer = gantry::auth::system_caller(&app.state.db, "vera", Role::Viewer).await.expect("a caller");
+        let review = |action| Review { action, comment: Some("looked at it".into()) };
+        let state = &app.state;
+        let body = json!({ "comment": "looked at it" });
+
+        // A held run: refused to a viewer, not found, decided once, then a conflict.
+        agree(
+            "a viewer approves a run",
+            &app.post_as(&viewer_token, &format!("/api/v1/runs/{run}/approve"), body.clone()).await,
+            &state.review_run(&viewer, run, review(ReviewAction::Approve)).await,
+            403,
+        );
+        agree(
+            "approving a missing run",
+            &app.post_as(&admin_token, "/api/v1/runs/999999/approve", body.clone()).await,
+            &state.review_run(&admin, 999_999, review(ReviewAction::Approve)).await,
+            404,
+        );
+        assert!(audited(&app, "run.reject").await.is_empty());
+        let rejected = state.review_run(&admin, run, review(ReviewAction::Reject)).await.expect("rejected");
+        assert!(rejected.contains("rejected"), "{rejected}");
+        agree(
+            "rejecting a decided run again",
+            &app.post_as(&admin_token, &format!("/api/v1/runs/{run}/reject"), body.clone()).await,
+            &state.review_run(&admin, run, review(ReviewAction::Reject)).await,
+            409,
+        );
+        assert_eq!(audited(&app, "run.reject").await, [format!("\"shop/production run {run}\" by \"ada\"")]);
+
+        // A change request: the same pattern.
+        agree(
+            "a viewer approves a change request",
+            &app.post_as(&viewer_token, &format!("/api/v1/change-requests/{request}/approve"), body.clone()).await,
+            &state.review_change_request(&viewer, request, review(ReviewAction::Approve)).await,
+            403,
+        );
+        agree(
+            "approving a missing change request",
+            &app.post_as(&admin_token, "/api/v1/change-requests/999999/approve", body.clone()).await,
+            &state.review_change_request(&admin, 999_999, review(ReviewAction::Approve)).await,
+            404,
+        );
+        let closed = state.review_change_request(&admin, request, review(ReviewAction::Reject)).await.expect("rejected");
+        assert_eq!(closed.id, request);
+        agree(
+            "rejecting a rejected change request",
+            &app.post_as(&admin_token, &format!("/api/v1/change-requests/{request}/reject"), body.clone()).await,
+            &state.review_change_request(&admin, request, review(ReviewAction::Reject)).await,
+            409,
+        );
+        assert_eq!(audited(&app, "change_request.reject").await.len(), 1);
+    }
 }
