@@ -35,7 +35,7 @@ pub struct ChangeRequests<'a> {
     pub clock: &'a crate::clock::Clock,
     pub reauth_max_age: std::time::Duration,
     pub git: &'a crate::git::GitStore,
-    pub flow: &'a crate::flow::Flow,
+    pub flow: &'a crate::signals::Signals,
     pub notifier: crate::notify::Notifier<'a>,
     pub sharing: crate::sharing::Sharing<'a>,
 }
@@ -277,7 +277,7 @@ pub async fn open(
     match db::runs::latest_of_commit(&mut *tx, app_row.id, &source, &head).await? {
         Some(run) => db::runs::set_change_request(&mut *tx, run.id, id).await?,
         None => {
-            let event = crate::flow::watch::BranchEvent {
+            let event = db::inbox::BranchEvent {
                 app_id: app_row.id,
                 branch: source.clone(),
                 before: None,

@@ -194,10 +194,15 @@ impl RunsPort for App {
     ) -> Result<String, PortError> {
         let comment = review.comment.as_deref().filter(|c| !c.trim().is_empty());
         let outcome = match review.action {
-            ReviewAction::Approve => approval::approve(self, caller, id, comment).await?,
-            ReviewAction::Reject => approval::reject(self, caller, id, comment).await?,
+            ReviewAction::Approve => {
+                approval::approve(&self.approvals(), caller, id, comment).await?
+            }
+            ReviewAction::Reject => {
+                approval::reject(&self.approvals(), caller, id, comment).await?
+            }
             ReviewAction::Override => {
-                approval::override_hold(self, caller, id, comment.unwrap_or("")).await?
+                approval::override_hold(&self.approvals(), caller, id, comment.unwrap_or(""))
+                    .await?
             }
             ReviewAction::Close | ReviewAction::Feedback => {
                 return Err(PortError::Refused(
@@ -230,7 +235,7 @@ impl RunsPort for App {
         caller.require(Role::Admin, Some(&run.app))?;
         // Bad manifests are the admin's to read and fix (Invalid); a
         // cluster that does not answer is Unavailable.
-        Ok(crate::deploy::drift::diff_for_run(self, id).await?)
+        Ok(crate::deploy::drift::diff_for_run(&self.delivery(), id).await?)
     }
 }
 
@@ -336,7 +341,7 @@ impl ChangeRequestsPort for App {
         };
         // Manifests are the admins'.
         caller.require(Role::Admin, Some(&cr.app))?;
-        Ok(crate::deploy::drift::diff_for_change_request(self, id).await?)
+        Ok(crate::deploy::drift::diff_for_change_request(&self.delivery(), id).await?)
     }
 }
 
@@ -369,7 +374,7 @@ impl ReleasesPort for App {
         app: String,
         request: RollbackRequest,
     ) -> Result<RollbackAccepted, PortError> {
-        Ok(crate::ledger::rollback::request(self, caller, &app, request).await?)
+        Ok(crate::ledger::rollback::request(&self.delivery(), caller, &app, request).await?)
     }
 
     async fn promote(
@@ -379,7 +384,7 @@ impl ReleasesPort for App {
         request: PromoteRequest,
     ) -> Result<Promotion, PortError> {
         Ok(crate::ledger::rollback::promote(
-            self,
+            &self.delivery(),
             caller,
             &app,
             &request.environment,
@@ -394,7 +399,7 @@ impl ReleasesPort for App {
         id: i64,
         reason: Option<String>,
     ) -> Result<ReleaseSummary, PortError> {
-        Ok(crate::ledger::stable::mark(self, caller, id, reason.as_deref()).await?)
+        Ok(crate::ledger::stable::mark(&self.delivery(), caller, id, reason.as_deref()).await?)
     }
 
     async fn compare_releases(
@@ -404,7 +409,7 @@ impl ReleasesPort for App {
         from: i64,
         to: i64,
     ) -> Result<ReleaseComparison, PortError> {
-        Ok(crate::ledger::pinpoint::compare(self, caller, &app, from, to).await?)
+        Ok(crate::ledger::pinpoint::compare(&self.delivery(), caller, &app, from, to).await?)
     }
 
     async fn commit_releases(
@@ -413,7 +418,7 @@ impl ReleasesPort for App {
         app: String,
         sha: String,
     ) -> Result<CommitReleases, PortError> {
-        Ok(crate::ledger::pinpoint::landings(self, caller, &app, &sha).await?)
+        Ok(crate::ledger::pinpoint::landings(&self.delivery(), caller, &app, &sha).await?)
     }
 }
 

@@ -14,10 +14,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::db::{Db, DbError};
 use crate::deploy::local::LocalRuntime;
-use crate::flow::Flow;
 use crate::git::GitStore;
 use crate::runner::logs::RunEvents;
 use crate::secrets::{SecretError, Vault};
+use crate::signals::Signals;
 
 /// Everything the server holds for its whole life.
 #[derive(Debug)]
@@ -28,7 +28,7 @@ pub struct App {
     pub leptos: LeptosOptions,
     pub git: GitStore,
     pub vault: Vault,
-    pub flow: Flow,
+    pub flow: Signals,
     pub local: LocalRuntime,
     /// Where steps and local apps run.
     pub sandbox: Arc<crate::sandbox::Sandbox>,
@@ -103,7 +103,7 @@ impl App {
             ),
             vault,
             sandbox,
-            flow: Flow::default(),
+            flow: Signals::default(),
             events: RunEvents::default(),
             changes: crate::changes::Changes::new(db.clone()),
             forge_comments: tokio::sync::Mutex::new(()),
@@ -125,6 +125,36 @@ impl App {
         crate::flow::policy::Freshness {
             max_age: self.config.reauth_max_age,
             now: self.clock.now_millis(),
+        }
+    }
+
+    /// Decisions on runs held for approval.
+    pub fn approvals(&self) -> crate::flow::approval::Approvals<'_> {
+        crate::flow::approval::Approvals {
+            db: &self.db,
+            git: &self.git,
+            clock: &self.clock,
+            flow: &self.flow,
+            reauth_max_age: self.config.reauth_max_age,
+        }
+    }
+
+    /// What deploys, rollbacks and the ledger use.
+    pub fn delivery(&self) -> crate::delivery::Delivery<'_> {
+        crate::delivery::Delivery {
+            db: &self.db,
+            vault: &self.vault,
+            git: &self.git,
+            local: &self.local,
+            cluster_clients: &self.cluster_clients,
+            clock: &self.clock,
+            flow: &self.flow,
+            pipeline: crate::delivery::Pipeline {
+                repo: self.config.pipeline_repo.as_deref(),
+                branch: &self.config.pipeline_branch,
+            },
+            public_url: &self.config.public_url,
+            reauth_max_age: self.config.reauth_max_age,
         }
     }
 
@@ -298,7 +328,10 @@ impl FromRef<AppState> for LeptosOptions {
 #[async_trait::async_trait]
 impl crate::sharing::CommentRefresh for App {
     async fn refresh(&self, run_id: i64) {
-        if let Err(error) = crate::forge::feedback::update_comment(self, run_id).await {
+        if let Err(error) =
+            crate::forge::feedback::update_comment(&self.delivery(), &self.forge_comments, run_id)
+                .await
+        {
             tracing::warn!(run = run_id, %error, "forge comment not updated with feedback");
         }
     }

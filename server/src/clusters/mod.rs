@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::{self, Db, now_millis};
 use crate::error::{Classified, Kind};
-use crate::flow::Flow;
 use crate::secrets::{Sealed, Vault};
+use crate::signals::Signals;
 
 /// How Gantry reaches a cluster. Stored sealed; never returned.
 #[derive(Clone, Serialize, Deserialize)]
@@ -105,7 +105,7 @@ pub struct Registry<'a> {
     pub db: &'a Db,
     pub vault: &'a Vault,
     pub clients: &'a ClientCache,
-    pub flow: &'a Flow,
+    pub flow: &'a Signals,
 }
 
 /// Built clients, by cluster name (dropped when the cluster changes).

@@ -3,6 +3,17 @@
 
 use sqlx::{Any, Executor, FromRow};
 
+/// The payload of a push or branch deletion event.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BranchEvent {
+    pub app_id: i64,
+    pub branch: String,
+    /// The head before (none for a new branch).
+    pub before: Option<String>,
+    /// The head after (none for a deleted branch).
+    pub after: Option<String>,
+}
+
 #[derive(Clone, Debug, FromRow)]
 pub struct EventRow {
     pub id: i64,

@@ -202,7 +202,7 @@ async fn approve_first_production_run(app: &App) -> anyhow::Result<()> {
         if let Some(run) = pending.iter().find(|p| p.environment == "production") {
             let demo = crate::auth::system_caller(&app.db, "demo", app::dto::Role::Admin).await?;
             crate::flow::approval::approve(
-                app,
+                &app.approvals(),
                 &demo,
                 run.run_id,
                 Some("approved by gantry demo so every environment starts live"),

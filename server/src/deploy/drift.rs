@@ -5,7 +5,6 @@
 //! dry-run apply, so defaults and field ownership count exactly as they
 //! would in a real apply.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
@@ -15,10 +14,10 @@ use serde_json::{Value, json};
 use super::cluster::{FIELD_MANAGER, Kinds};
 use crate::clusters::ClusterError;
 use crate::db::{self, environments::EnvRow, now_millis};
+use crate::delivery::Delivery;
 use crate::error::{Classified, Kind};
 use crate::gitops::schema::AppConfig;
 use crate::manifests::{self, ManifestError, ObjectRef, Rendered};
-use crate::state::App;
 
 /// Why live state could not be compared with what Gantry applies.
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +113,7 @@ struct Comparison {
 
 /// Dry-runs `objects` on one cluster and reads the live objects.
 async fn compare(
-    app: &App,
+    app: &Delivery<'_>,
     cluster: &str,
     namespace: &str,
     objects: &[Value],
@@ -163,7 +162,7 @@ async fn compare(
 
 /// The manifests the environment's current deployment applied.
 pub(crate) async fn deployed_objects(
-    app: &App,
+    app: &Delivery<'_>,
     deployment_id: i64,
 ) -> Result<Option<Vec<Value>>, DriftError> {
     let stored = |message: String| DriftError::Stored {
@@ -200,7 +199,7 @@ pub(crate) async fn deployed_objects(
 
 /// Checks one environment; `Some(summary)` when live state differs.
 pub async fn check(
-    app: &App,
+    app: &Delivery<'_>,
     env: &EnvRow,
     config: &AppConfig,
 ) -> Result<Option<String>, DriftError> {
@@ -239,21 +238,9 @@ pub async fn check(
     Ok((!findings.is_empty()).then(|| findings.join("; ")))
 }
 
-/// Every `interval`: checks each live environment on clusters, records the
-/// drift, and re-applies where the stack entry opted in to self-heal.
-pub async fn drift_loop(app: Arc<App>) {
-    loop {
-        tokio::select! {
-            () = app.shutdown.cancelled() => return,
-            () = tokio::time::sleep(app.config.drift_interval) => {}
-        }
-        if let Err(error) = check_all(&app).await {
-            tracing::warn!(%error, "drift check failed");
-        }
-    }
-}
-
-pub async fn check_all(app: &App) -> Result<(), DriftError> {
+/// Checks each live environment on clusters, records the drift, and
+/// re-applies where the stack entry opted in to self-heal.
+pub async fn check_all(app: &Delivery<'_>) -> Result<(), DriftError> {
     for env in db::environments::list_all_active(app.db.pool()).await? {
         if env.namespace.is_none() || env.deployment_id.is_none() || env.locked_by_run.is_some() {
             continue;
@@ -340,7 +327,7 @@ pub async fn check_all(app: &App) -> Result<(), DriftError> {
 }
 
 /// Re-applies the environment's current deployment, unchanged.
-async fn heal(app: &App, env: &EnvRow, config: &AppConfig) -> Result<(), DriftError> {
+async fn heal(app: &Delivery<'_>, env: &EnvRow, config: &AppConfig) -> Result<(), DriftError> {
     let (Some(deployment_id), Some(namespace)) = (env.deployment_id, env.namespace.as_deref())
     else {
         return Ok(());
@@ -377,7 +364,10 @@ pub use app::dto::ObjectDiff;
 
 /// The diff between what runs in the run's environment and what the run
 /// would apply, rendered from the run's commits.
-pub async fn diff_for_run(app: &App, run_id: i64) -> Result<Option<Vec<ObjectDiff>>, DriftError> {
+pub async fn diff_for_run(
+    app: &Delivery<'_>,
+    run_id: i64,
+) -> Result<Option<Vec<ObjectDiff>>, DriftError> {
     let pool = app.db.pool();
     let Some(run) = db::runs::get(pool, run_id).await? else {
         return Ok(None);
@@ -405,7 +395,7 @@ pub async fn diff_for_run(app: &App, run_id: i64) -> Result<Option<Vec<ObjectDif
 /// the current pipeline repo. `None`: no such request, or the target has
 /// never been deployed.
 pub async fn diff_for_change_request(
-    app: &App,
+    app: &Delivery<'_>,
     id: i64,
 ) -> Result<Option<Vec<ObjectDiff>>, DriftError> {
     let pool = app.db.pool();
@@ -431,7 +421,7 @@ pub async fn diff_for_change_request(
 /// The diff of deploying `commit` of `branch` to `env`, with the pipeline
 /// repo at `pipeline_sha`.
 async fn diff_for(
-    app: &App,
+    app: &Delivery<'_>,
     app_row: &db::apps::AppRow,
     env: &db::environments::EnvRow,
     branch: &str,
@@ -439,7 +429,7 @@ async fn diff_for(
     pipeline_sha: &str,
 ) -> Result<Vec<ObjectDiff>, DriftError> {
     let pool = app.db.pool();
-    let config = crate::flow::reconcile::config_at(app, app_row, pipeline_sha)
+    let config = crate::configs::at(app.db, app.git, app.pipeline.repo, app_row, pipeline_sha)
         .await
         .map_err(|e| DriftError::Config(e.to_string()))?;
     let entry = config
@@ -456,9 +446,8 @@ async fn diff_for(
         return Ok(Vec::new());
     }
     let repo = app
-        .config
-        .pipeline_repo
-        .as_deref()
+        .pipeline
+        .repo
         .ok_or_else(|| DriftError::Config("no pipeline repo is configured".into()))?;
     let folder = tempfile::tempdir()?;
     app.git

@@ -28,11 +28,11 @@ use super::cluster::{self, Applied};
 use super::local::{LocalError, LocalManifest, LocalSpec};
 use crate::clusters::ClusterError;
 use crate::db::{self, Db, deployments::NewDeployment, environments::Serving, now_millis};
+use crate::delivery::Delivery;
 use crate::gitops::schema::LOCAL_TARGET;
 use crate::manifests::{ObjectRef, Rendered};
 use crate::runner::logs::LogSink;
 use crate::secrets::{Sealed, SecretError};
-use crate::state::App;
 
 /// What a deployment applies to each kind of target.
 #[derive(Clone, Debug, Default)]
@@ -260,7 +260,7 @@ pub struct TargetOutcome {
 /// Step 2: applies `source` to every target at once; each outcome is kept
 /// on its own (one failing target leaves the others alone).
 pub async fn apply(
-    app: &App,
+    app: &Delivery<'_>,
     subject: &Subject<'_>,
     deployment_id: i64,
     source: &Source,
@@ -284,7 +284,7 @@ pub async fn apply(
 }
 
 async fn apply_local(
-    app: &App,
+    app: &Delivery<'_>,
     subject: &Subject<'_>,
     deployment_id: i64,
     source: &Source,
@@ -306,11 +306,11 @@ async fn apply_local(
     };
     let detail = match build {
         Build::Checkout(checkout) => {
-            let started = app.local.deploy(&app.db, spec, checkout).await?;
+            let started = app.local.deploy(app.db, spec, checkout).await?;
             format!("healthy on 127.0.0.1:{}, now serving", started.port)
         }
         Build::Stored { deployment_id: of } => {
-            let started = app.local.redeploy(&app.db, spec, of).await?;
+            let started = app.local.redeploy(app.db, spec, of).await?;
             format!(
                 "re-started the build of deployment {of} on 127.0.0.1:{}, now serving",
                 started.port
@@ -324,7 +324,7 @@ async fn apply_local(
 }
 
 async fn apply_cluster(
-    app: &App,
+    app: &Delivery<'_>,
     subject: &Subject<'_>,
     target: &str,
     deployment_id: i64,
@@ -364,7 +364,7 @@ async fn apply_cluster(
 /// `previous` has and they do not. Self-heal calls it with the objects
 /// themselves as `previous` (nothing to prune).
 pub async fn apply_objects(
-    app: &App,
+    app: &Delivery<'_>,
     subject: &Subject<'_>,
     target: &str,
     kubernetes: &Kubernetes,
@@ -473,7 +473,7 @@ pub struct Conclusion<'a> {
 /// transaction; then logs each outcome and announces a release that went
 /// live.
 pub async fn conclude(
-    app: &App,
+    app: &Delivery<'_>,
     subject: &Subject<'_>,
     conclusion: Conclusion<'_>,
     log: &mut LogSink<'_>,

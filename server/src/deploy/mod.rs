@@ -16,10 +16,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::{self, environments::Serving, now_millis};
+use crate::delivery::Delivery;
 use crate::gitops::schema::{AppConfig, LOCAL_TARGET, StackEntry};
 use crate::manifests::{self, RenderContext};
 use crate::runner::logs::LogSink;
-use crate::state::App;
 use lifecycle::{Begin, Build, Conclusion, Kind, Kubernetes, Record, Source, Subject};
 use local::LocalManifest;
 
@@ -70,7 +70,7 @@ pub enum DeployOutcome {
 }
 
 pub async fn deploy(
-    app: &App,
+    app: &Delivery<'_>,
     request: &DeployRequest<'_>,
     log: &mut LogSink<'_>,
     cancel: &CancellationToken,
@@ -112,7 +112,7 @@ pub async fn deploy(
 /// Takes the environment's deploy lock for `run_id`, waiting (and saying
 /// so once in the log) while another run holds it.
 pub(crate) async fn acquire_lock(
-    app: &App,
+    app: &Delivery<'_>,
     environment_id: i64,
     environment: &str,
     run_id: i64,
@@ -190,7 +190,7 @@ fn plan(request: &DeployRequest<'_>) -> Result<Source, DeployError> {
 }
 
 async fn deploy_locked(
-    app: &App,
+    app: &Delivery<'_>,
     request: &DeployRequest<'_>,
     log: &mut LogSink<'_>,
 ) -> Result<(), DeployError> {
@@ -201,7 +201,7 @@ async fn deploy_locked(
             return Err(error);
         }
     };
-    let record = Record::of(&source, &app.vault)?;
+    let record = Record::of(&source, app.vault)?;
     let subject = Subject {
         app_id: request.app_id,
         app: request.app_name,
@@ -211,7 +211,7 @@ async fn deploy_locked(
     };
     let entry = ledger_entry(app, request).await?;
     let begun = lifecycle::begin(
-        &app.db,
+        app.db,
         &subject,
         Begin {
             run_id: Some(request.run_id),
@@ -276,7 +276,7 @@ async fn deploy_locked(
 /// The ledger entry of a deployment to a fixed environment (none for
 /// previews), read before the deployment begins.
 async fn ledger_entry(
-    app: &App,
+    app: &Delivery<'_>,
     request: &DeployRequest<'_>,
 ) -> Result<Option<(crate::ledger::Entry, Option<String>, String)>, DeployError> {
     if !crate::ledger::records(request.config, request.stack_entry) {

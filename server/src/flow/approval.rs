@@ -11,7 +11,26 @@ use app::port::Caller;
 use super::policy;
 use crate::db::{self, audit::NewEntry, change_requests::NewDecision, now_millis, runs::RunRow};
 use crate::gitops::schema::{AppConfig, ApprovalPolicy, StackEntry};
-use crate::state::App;
+
+/// Approving, rejecting and overriding runs held for approval, and
+/// releasing them when a freeze ends.
+pub struct Approvals<'a> {
+    pub db: &'a crate::db::Db,
+    pub git: &'a crate::git::GitStore,
+    pub clock: &'a crate::clock::Clock,
+    pub flow: &'a crate::signals::Signals,
+    /// How recent a sign-in must be where a policy asks for `reauth`.
+    pub reauth_max_age: std::time::Duration,
+}
+
+impl Approvals<'_> {
+    fn freshness(&self) -> policy::Freshness {
+        policy::Freshness {
+            max_age: self.reauth_max_age,
+            now: self.clock.now_millis(),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApprovalError {
@@ -91,8 +110,8 @@ impl Held {
     }
 }
 
-async fn load(app: &App, run_id: i64) -> Result<Held, ApprovalError> {
-    let pool = app.db.pool();
+async fn load(service: &Approvals<'_>, run_id: i64) -> Result<Held, ApprovalError> {
+    let pool = service.db.pool();
     let run = db::runs::get(pool, run_id)
         .await?
         .ok_or(ApprovalError::NotFound(run_id))?;
@@ -124,8 +143,8 @@ async fn load(app: &App, run_id: i64) -> Result<Held, ApprovalError> {
 
 /// The Gantry user who wrote the change a run builds: the change request's
 /// author, else the user whose e-mail is the commit author's.
-async fn author_of(app: &App, held: &Held) -> Result<Option<i64>, ApprovalError> {
-    let pool = app.db.pool();
+async fn author_of(service: &Approvals<'_>, held: &Held) -> Result<Option<i64>, ApprovalError> {
+    let pool = service.db.pool();
     if let Some(cr) = held.run.change_request_id
         && let Some(row) = db::change_requests::get(pool, cr).await?
         && row.author_user_id.is_some()
@@ -135,7 +154,7 @@ async fn author_of(app: &App, held: &Held) -> Result<Option<i64>, ApprovalError>
     let Some(app_row) = db::apps::get(pool, held.run.app_id).await? else {
         return Ok(None);
     };
-    let commit = app
+    let commit = service
         .git
         .commit_info(&app_row.source_url, &held.run.commit_sha)
         .await?;
@@ -146,17 +165,17 @@ async fn author_of(app: &App, held: &Held) -> Result<Option<i64>, ApprovalError>
 }
 
 pub async fn approve(
-    app: &App,
+    service: &Approvals<'_>,
     caller: &Caller,
     run_id: i64,
     comment: Option<&str>,
 ) -> Result<ApprovalOutcome, ApprovalError> {
-    let held = load(app, run_id).await?;
+    let held = load(service, run_id).await?;
     let release_policy = held.release_policy();
     let Some(policy) = release_policy.as_ref() else {
         // Held only by a freeze: it is released when the freeze ends, or
         // by an override.
-        let freeze = policy::freeze_now(held.entry.as_ref(), app.clock.now_millis())
+        let freeze = policy::freeze_now(held.entry.as_ref(), service.clock.now_millis())
             .map(|f| f.describe())
             .unwrap_or_else(|| "frozen".into());
         return Err(ApprovalError::Refused(format!(
@@ -164,19 +183,19 @@ pub async fn approve(
             held.env.name
         )));
     };
-    if let Some(refusal) = policy::refusal(app.freshness(), caller, policy, &held.app_name) {
+    if let Some(refusal) = policy::refusal(service.freshness(), caller, policy, &held.app_name) {
         return Err(ApprovalError::Forbidden(refusal));
     }
     if let Some(refusal) =
-        policy::self_approval_refusal(caller, policy, author_of(app, &held).await?)
+        policy::self_approval_refusal(caller, policy, author_of(service, &held).await?)
     {
         return Err(ApprovalError::Forbidden(refusal));
     }
     let required = i64::from(policy.required);
-    let frozen = policy::freeze_now(held.entry.as_ref(), app.clock.now_millis());
+    let frozen = policy::freeze_now(held.entry.as_ref(), service.clock.now_millis());
 
     let now = now_millis();
-    let mut tx = app.db.begin().await?;
+    let mut tx = service.db.begin().await?;
     if db::approvals::has_approved(&mut *tx, run_id, caller.user_id).await? {
         return Err(ApprovalError::AlreadyApproved {
             id: run_id,
@@ -192,7 +211,7 @@ pub async fn approve(
         && db::runs::release_hold(&mut *tx, run_id).await?;
     tx.commit().await?;
     if released {
-        app.flow.runner_wake.notify_one();
+        service.flow.runner_wake.notify_one();
         Ok(ApprovalOutcome::Released {
             approvals,
             required,
@@ -206,19 +225,19 @@ pub async fn approve(
 }
 
 pub async fn reject(
-    app: &App,
+    service: &Approvals<'_>,
     caller: &Caller,
     run_id: i64,
     comment: Option<&str>,
 ) -> Result<ApprovalOutcome, ApprovalError> {
-    let held = load(app, run_id).await?;
+    let held = load(service, run_id).await?;
     let default_policy = policy::for_change_request(None);
     let policy = held.policy().unwrap_or(&default_policy);
-    if let Some(refusal) = policy::refusal(app.freshness(), caller, policy, &held.app_name) {
+    if let Some(refusal) = policy::refusal(service.freshness(), caller, policy, &held.app_name) {
         return Err(ApprovalError::Forbidden(refusal));
     }
     let now = now_millis();
-    let mut tx = app.db.begin().await?;
+    let mut tx = service.db.begin().await?;
     record(&mut tx, caller, &held, "rejected", comment, None, now).await?;
     let reason = format!(
         "rejected by {}{}",
@@ -233,12 +252,12 @@ pub async fn reject(
 /// An admin releases a held run regardless of the count and of a freeze,
 /// with a reason that goes into the audit log.
 pub async fn override_hold(
-    app: &App,
+    service: &Approvals<'_>,
     caller: &Caller,
     run_id: i64,
     reason: &str,
 ) -> Result<ApprovalOutcome, ApprovalError> {
-    let held = load(app, run_id).await?;
+    let held = load(service, run_id).await?;
     let reason = policy::override_reason(reason).map_err(|e| ApprovalError::Invalid(e.into()))?;
     let admin_only = crate::gitops::schema::ApprovalPolicy {
         roles: vec!["admin".into()],
@@ -247,15 +266,16 @@ pub async fn override_hold(
             .cloned()
             .unwrap_or_else(|| policy::for_change_request(None))
     };
-    if let Some(refusal) = policy::refusal(app.freshness(), caller, &admin_only, &held.app_name) {
+    if let Some(refusal) = policy::refusal(service.freshness(), caller, &admin_only, &held.app_name)
+    {
         return Err(ApprovalError::Forbidden(refusal));
     }
     let now = now_millis();
-    let mut tx = app.db.begin().await?;
+    let mut tx = service.db.begin().await?;
     record(&mut tx, caller, &held, "override", None, Some(reason), now).await?;
     db::runs::release_hold(&mut *tx, run_id).await?;
     tx.commit().await?;
-    app.flow.runner_wake.notify_one();
+    service.flow.runner_wake.notify_one();
     Ok(ApprovalOutcome::Released {
         approvals: 0,
         required: held.policy().map_or(0, |p| i64::from(p.required)),
@@ -315,14 +335,14 @@ async fn record(
 /// Releases held runs whose only obstacle was a freeze that has ended:
 /// runs of environments without a policy, and runs whose approvals are
 /// complete. Called periodically.
-pub async fn release_thawed(app: &App) -> Result<usize, super::FlowError> {
-    let pool = app.db.pool();
+pub async fn release_thawed(service: &Approvals<'_>) -> Result<usize, ApprovalError> {
+    let pool = service.db.pool();
     let mut released = 0;
     for pending in db::runs::list_waiting_for_approval(pool).await? {
-        let Ok(held) = load(app, pending.run_id).await else {
+        let Ok(held) = load(service, pending.run_id).await else {
             continue;
         };
-        if policy::freeze_now(held.entry.as_ref(), app.clock.now_millis()).is_some() {
+        if policy::freeze_now(held.entry.as_ref(), service.clock.now_millis()).is_some() {
             continue;
         }
         let approvals = db::approvals::approvers_of_run(pool, held.run.id).await?;
@@ -333,7 +353,7 @@ pub async fn release_thawed(app: &App) -> Result<usize, super::FlowError> {
         }
     }
     if released > 0 {
-        app.flow.runner_wake.notify_one();
+        service.flow.runner_wake.notify_one();
     }
     Ok(released)
 }

@@ -11,14 +11,6 @@ use crate::db::{self, audit::NewEntry, environments::EnvRow, now_millis};
 use crate::gitops::schema::AppConfig;
 use crate::state::App;
 
-/// True when the environment was created for a branch by a glob entry.
-pub fn is_preview(config: &AppConfig, env: &EnvRow) -> bool {
-    config
-        .stack
-        .iter()
-        .any(|entry| entry.env == env.stack_entry && entry.branches.is_preview())
-}
-
 /// Stops an environment's runs, tears down what it runs, and records it.
 pub async fn destroy(
     app: &App,
@@ -131,7 +123,7 @@ pub async fn destroy_merged_previews(
     let heads = db::branch_heads::list(pool, app_row.id).await?;
     let staging = crate::gitops::stack::staging_branch(config).unwrap_or("latest");
     for env in db::environments::list_for_app(pool, app_row.id).await? {
-        if !is_preview(config, &env) {
+        if !crate::gitops::stack::is_preview(config, &env.stack_entry) {
             continue;
         }
         let Some(head) = env.branch.as_deref().and_then(|b| heads.get(b)) else {
@@ -163,7 +155,7 @@ pub async fn expiry_loop(app: Arc<App>) {
             tracing::warn!(%error, "expiring environments failed");
         }
         // Freezes end on the clock, not on an event.
-        if let Err(error) = super::approval::release_thawed(&app).await {
+        if let Err(error) = super::approval::release_thawed(&app.approvals()).await {
             tracing::warn!(%error, "releasing runs after a freeze failed");
         }
         if let Err(error) =
@@ -199,7 +191,7 @@ pub async fn expire(app: &App) -> Result<(), super::FlowError> {
         };
         let config: AppConfig = serde_json::from_str(&app_row.config)?;
         if let Some(ttl) = env.ttl_seconds
-            && is_preview(&config, &env)
+            && crate::gitops::stack::is_preview(&config, &env.stack_entry)
             && env.locked_by_run.is_none()
             && now - env.updated_at > ttl.saturating_mul(1000)
         {

@@ -37,7 +37,7 @@ pub enum FlowError {
     #[error(transparent)]
     Cluster(#[from] crate::clusters::ClusterError),
     #[error(transparent)]
-    Forge(#[from] crate::forge::ForgeError),
+    Forge(#[from] crate::forge::inbound::ForgeError),
     /// A record Gantry wrote (an event's payload, an app's configuration)
     /// that does not read back.
     #[error("a stored record: {0}")]
@@ -46,6 +46,16 @@ pub enum FlowError {
     Io(#[from] std::io::Error),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+}
+
+impl From<crate::configs::ConfigError> for FlowError {
+    fn from(error: crate::configs::ConfigError) -> Self {
+        match error {
+            crate::configs::ConfigError::Invalid(text) => FlowError::Config(text),
+            crate::configs::ConfigError::Git(error) => FlowError::Git(error),
+            crate::configs::ConfigError::Db(error) => FlowError::Db(error),
+        }
+    }
 }
 
 impl Classified for FlowError {
@@ -65,22 +75,6 @@ impl Classified for FlowError {
     }
 }
 
-/// Wake-ups between the loops; the database holds the actual work.
-#[derive(Debug, Default)]
-pub struct Flow {
-    /// A repo changed or a trigger arrived: scan now.
-    pub scan_wake: Notify,
-    /// New events in the inbox.
-    pub plan_wake: Notify,
-    /// New queued runs.
-    pub runner_wake: Notify,
-    /// New notification deliveries.
-    pub notify_wake: Notify,
-    /// A cluster was registered or removed: the next scan validates every
-    /// app anew, even if the pipeline repo did not move.
-    pub targets_changed: std::sync::atomic::AtomicBool,
-}
-
 /// Starts the background loops; they stop when `app.shutdown` fires.
 pub fn spawn(app: &Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
     vec![
@@ -88,8 +82,8 @@ pub fn spawn(app: &Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
         tokio::spawn(plan::plan_loop(app.clone())),
         tokio::spawn(crate::runner::run_loop(app.clone())),
         tokio::spawn(lifecycle::expiry_loop(app.clone())),
-        tokio::spawn(crate::deploy::drift::drift_loop(app.clone())),
-        tokio::spawn(crate::ledger::stable::stability_loop(app.clone())),
+        tokio::spawn(drift_loop(app.clone())),
+        tokio::spawn(stability_loop(app.clone())),
         tokio::spawn(delivery_loop(app.clone())),
         {
             let app = app.clone();
@@ -107,6 +101,33 @@ async fn delivery_loop(app: Arc<App>) {
         }
         if !pause(&app, &app.flow.notify_wake, Duration::from_millis(500)).await {
             return;
+        }
+    }
+}
+
+/// Every `drift_interval`: checks each live environment on clusters (and
+/// self-heals where its stack entry opted in).
+async fn drift_loop(app: Arc<App>) {
+    loop {
+        tokio::select! {
+            () = app.shutdown.cancelled() => return,
+            () = tokio::time::sleep(app.config.drift_interval) => {}
+        }
+        if let Err(error) = crate::deploy::drift::check_all(&app.delivery()).await {
+            tracing::warn!(%error, "drift check failed");
+        }
+    }
+}
+
+/// Marks live releases stable once their soak is over.
+async fn stability_loop(app: Arc<App>) {
+    loop {
+        if let Err(error) = crate::ledger::stable::check(&app.delivery()).await {
+            tracing::warn!(%error, "stability check failed");
+        }
+        tokio::select! {
+            () = app.shutdown.cancelled() => return,
+            () = tokio::time::sleep(crate::ledger::stable::CHECK_EVERY) => {}
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use app::dto::RunState;
 
 use super::lifecycle;
-use super::watch::BranchEvent;
+use crate::db::inbox::BranchEvent;
 use crate::db::{
     self, environments::EnvRow, environments::NewEnvironment, now_millis, runs::NewRun,
 };
@@ -42,7 +42,7 @@ pub async fn plan_pending(app: &App) -> Result<usize, super::FlowError> {
             "push" => on_push(app, serde_json::from_str(&event.payload)?).await,
             "branch_deleted" => on_delete(app, serde_json::from_str(&event.payload)?).await,
             kind if kind.starts_with(crate::forge::KIND_PREFIX) => {
-                crate::forge::process(app, &event.source, kind, &event.payload)
+                crate::forge::inbound::process(app, &event.source, kind, &event.payload)
                     .await
                     .map_err(super::FlowError::from)
             }
@@ -187,7 +187,7 @@ async fn on_delete(app: &App, event: BranchEvent) -> Result<(), super::FlowError
     else {
         return Ok(());
     };
-    if lifecycle::is_preview(&config, &env) {
+    if crate::gitops::stack::is_preview(&config, &env.stack_entry) {
         lifecycle::destroy(
             app,
             &env,

@@ -10,7 +10,6 @@ use app::dto::ConfigIssue;
 use crate::db::{self, apps::NewApp, now_millis};
 use crate::git::GitError;
 use crate::gitops::load::load_app;
-use crate::gitops::schema::AppConfig;
 use crate::state::App;
 
 #[derive(Debug, thiserror::Error)]
@@ -142,7 +141,7 @@ pub async fn apply(app: &App, repo: &str, sha: &str) -> Result<Outcome, Reconcil
     tx.commit().await?;
 
     // Pins committed to (or removed from) the pipeline repo take effect.
-    match crate::ledger::pin::reconcile(app, repo, sha, &valid).await {
+    match crate::ledger::pin::reconcile(&app.delivery(), repo, sha, &valid).await {
         Ok(changes) => {
             for change in changes {
                 tracing::info!(pipeline_sha = %sha, ?change, "pin from the pipeline repo");
@@ -176,61 +175,4 @@ pub async fn reapply(app: &App) -> Result<Outcome, ReconcileError> {
         Some(sha) => apply(app, repo, &sha.clone()).await,
         None => reconcile(app).await,
     }
-}
-
-/// The configuration the run was planned with: the app's current one when
-/// it comes from the same pipeline commit, else read again at that commit.
-pub async fn config_at(
-    app: &App,
-    app_row: &db::apps::AppRow,
-    pipeline_sha: &str,
-) -> Result<AppConfig, super::FlowError> {
-    if app_row.pipeline_sha == pipeline_sha || app.config.pipeline_repo.is_none() {
-        return stored_config(app_row);
-    }
-    let repo = app.config.pipeline_repo.as_deref().unwrap_or_default();
-    let app_yaml = app
-        .git
-        .read_file(
-            repo,
-            pipeline_sha,
-            &format!("apps/{}/app.yaml", app_row.name),
-        )
-        .await?;
-    let pipeline_yaml = app
-        .git
-        .read_file(
-            repo,
-            pipeline_sha,
-            &format!("apps/{}/pipeline.yaml", app_row.name),
-        )
-        .await?;
-    let clusters: Vec<String> = db::clusters::list(app.db.pool())
-        .await?
-        .into_iter()
-        .map(|c| c.name)
-        .collect();
-    crate::gitops::load::load_app(
-        &app_row.name,
-        app_yaml.as_deref(),
-        pipeline_yaml.as_deref(),
-        &clusters,
-    )
-    .map_err(|issues| {
-        super::FlowError::Config(format!(
-            "the pipeline repo at {pipeline_sha} is invalid for this app: {}",
-            issues
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        ))
-    })
-}
-
-/// The configuration the app was last loaded with.
-pub fn stored_config(app_row: &db::apps::AppRow) -> Result<AppConfig, super::FlowError> {
-    serde_json::from_str(&app_row.config).map_err(|e| {
-        super::FlowError::Config(format!("{}: the stored configuration: {e}", app_row.name))
-    })
 }

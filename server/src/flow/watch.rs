@@ -5,20 +5,9 @@
 
 use std::sync::Arc;
 
-use crate::db::{self, now_millis};
+use crate::db::{self, inbox::BranchEvent, now_millis};
 use crate::flow::reconcile::{self, Outcome};
 use crate::state::App;
-
-/// The payload of a push or branch deletion event.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct BranchEvent {
-    pub app_id: i64,
-    pub branch: String,
-    /// The head before (none for a new branch).
-    pub before: Option<String>,
-    /// The head after (none for a deleted branch).
-    pub after: Option<String>,
-}
 
 pub async fn scan_loop(app: Arc<App>) {
     loop {

@@ -8,7 +8,6 @@
 //! run.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -17,9 +16,9 @@ use tokio::sync::oneshot;
 
 use super::api::{self, StatusState};
 use crate::db;
+use crate::delivery::Delivery;
 use crate::gitops::schema::{AppConfig, ForgeConfig};
 use crate::outbound::CallError;
-use crate::state::App;
 
 const ATTEMPTS: u32 = 3;
 
@@ -30,7 +29,7 @@ struct Reporter {
     client: reqwest::Client,
 }
 
-async fn reporter(app: &App, app_name: &str) -> Option<Reporter> {
+async fn reporter(app: &Delivery<'_>, app_name: &str) -> Option<Reporter> {
     let row = db::apps::find_active_by_name(app.db.pool(), app_name)
         .await
         .ok()??;
@@ -82,31 +81,9 @@ async fn send(reporter: &Reporter, call: &api::ApiCall) -> Result<serde_json::Va
     outcome
 }
 
-/// A status for the run (`step: None`) or one of its steps. Sent in the
-/// background, after the run's earlier statuses: a forge shows the last
-/// status it got for a context, so a step's `pending` must not overtake its
-/// `success`.
-pub fn status(
-    app: &Arc<App>,
-    run_id: i64,
-    step: Option<String>,
-    state: StatusState,
-    description: String,
-) {
-    let app = app.clone();
-    let mut turn = app.forge_statuses.take_turn(run_id);
-    tokio::spawn(async move {
-        if let Some(before) = turn.before.take() {
-            // Sent, or given up on: either way it is our turn.
-            let _ = before.await;
-        }
-        send_status(&app, run_id, step, state, description).await;
-        app.forge_statuses.finish(turn);
-    });
-}
-
-async fn send_status(
-    app: &Arc<App>,
+/// Sends one commit status (see `forge::report::status` for the order).
+pub async fn send_status(
+    app: &Delivery<'_>,
     run_id: i64,
     step: Option<String>,
     state: StatusState,
@@ -154,6 +131,16 @@ pub struct Turn {
     before: Option<oneshot::Receiver<()>>,
     /// Dropped when this one is sent, which lets the next one go.
     _sent: oneshot::Sender<()>,
+}
+
+impl Turn {
+    /// Waits for the status decided before this one: sent, or given up
+    /// on, either way it is this one's turn.
+    pub async fn wait(&mut self) {
+        if let Some(before) = self.before.take() {
+            let _ = before.await;
+        }
+    }
 }
 
 impl StatusOrder {
@@ -205,32 +192,16 @@ pub fn run_state(state: RunState) -> StatusState {
     }
 }
 
-/// Brings the request's comment up to date with run `run_id`.
-pub fn comment(app: &Arc<App>, run_id: i64) {
-    let app = app.clone();
-    tokio::spawn(async move {
-        // The forge calls retry inside; this covers the database (a busy
-        // moment) and a forge down for longer, so the comment does not stay
-        // stale.
-        for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_secs(2 << attempt)).await;
-            }
-            match update_comment(&app, run_id).await {
-                Ok(()) => return,
-                Err(error) => {
-                    tracing::warn!(run = run_id, attempt, %error, "change-request comment not updated");
-                }
-            }
-        }
-    });
-}
-
-/// [`comment`], awaited.
-pub async fn update_comment(app: &App, run_id: i64) -> Result<(), FeedbackError> {
+/// Brings the request's comment up to date with run `run_id` (the edits
+/// are serialized by `comments`, so the last one carries the newest state).
+pub async fn update_comment(
+    app: &Delivery<'_>,
+    comments: &tokio::sync::Mutex<()>,
+    run_id: i64,
+) -> Result<(), FeedbackError> {
     // Serialized before reading: the last edit always carries the newest
     // state (an older task must not overwrite a newer body).
-    let _serial = app.forge_comments.lock().await;
+    let _serial = comments.lock().await;
     let pool = app.db.pool();
     let Some(row) = db::runs::get(pool, run_id).await? else {
         return Ok(());
@@ -603,8 +574,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_runs_statuses_go_in_the_order_they_were_decided() {
-        let order = Arc::new(StatusOrder::default());
-        let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let order = std::sync::Arc::new(StatusOrder::default());
+        let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let turns: Vec<Turn> = (0..3).map(|_| order.take_turn(7)).collect();
         let other_run = order.take_turn(8);
         assert!(other_run.before.is_none(), "another run does not wait");

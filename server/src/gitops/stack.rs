@@ -20,6 +20,15 @@ pub fn entry_for<'c>(config: &'c AppConfig, branch: &str) -> Option<&'c StackEnt
         })
 }
 
+/// True when environments of `stack_entry` are made per branch by a glob
+/// entry (previews).
+pub fn is_preview(config: &AppConfig, stack_entry: &str) -> bool {
+    config
+        .stack
+        .iter()
+        .any(|entry| entry.env == stack_entry && entry.branches.is_preview())
+}
+
 /// The branch whose head decides when a preview is merged: the branch of
 /// the `staging` entry (the seed's `latest`).
 pub fn staging_branch(config: &AppConfig) -> Option<&str> {

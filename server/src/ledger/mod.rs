@@ -16,11 +16,11 @@ pub mod stable;
 use app::dto::{ChangelogCommit, ReleaseKind};
 
 use crate::db::{self, releases::NewRelease};
+use crate::delivery::Delivery;
 use crate::error::{Classified, Kind};
 use crate::gitops::schema::AppConfig;
 use crate::gitops::stack;
 use crate::gitops::template;
-use crate::state::App;
 
 /// How many commits a changelog lists at most (a longer one says so).
 pub const CHANGELOG_LIMIT: usize = 200;
@@ -109,7 +109,7 @@ impl Entry {
 /// Prepares the ledger entry of a deployment about to start. The changelog
 /// comes from the app repo; if git cannot answer, the entry goes without
 /// it rather than holding the deploy.
-pub async fn entry(app: &App, opening: &Opening<'_>) -> Result<Entry, sqlx::Error> {
+pub async fn entry(app: &Delivery<'_>, opening: &Opening<'_>) -> Result<Entry, sqlx::Error> {
     let changelog = match changelog(app, opening).await {
         Ok(commits) => commits,
         Err(error) => {
@@ -128,7 +128,7 @@ pub async fn entry(app: &App, opening: &Opening<'_>) -> Result<Entry, sqlx::Erro
 }
 
 /// Announces a release or rollback that went live.
-pub(crate) async fn announce(app: &App, release_id: i64) -> Result<(), sqlx::Error> {
+pub(crate) async fn announce(app: &Delivery<'_>, release_id: i64) -> Result<(), sqlx::Error> {
     let mut conn = app.db.pool().acquire().await?;
     let Some(release) = db::releases::get(&mut conn, release_id).await? else {
         return Ok(());
@@ -189,7 +189,7 @@ pub(crate) async fn announce(app: &App, release_id: i64) -> Result<(), sqlx::Err
 }
 
 async fn changelog(
-    app: &App,
+    app: &Delivery<'_>,
     opening: &Opening<'_>,
 ) -> Result<Vec<ChangelogCommit>, crate::git::GitError> {
     let previous = opening
@@ -232,7 +232,7 @@ pub fn changelog_entry(config: &AppConfig, commit: crate::git::CommitInfo) -> Ch
 
 /// Who let a run's commit through: whoever merged its change request, else
 /// the last person who approved the run, else the commit's author.
-async fn released_by(app: &App, run_id: i64) -> Result<Option<String>, sqlx::Error> {
+async fn released_by(app: &Delivery<'_>, run_id: i64) -> Result<Option<String>, sqlx::Error> {
     let pool = app.db.pool();
     let Some(run) = db::runs::get(pool, run_id).await? else {
         return Ok(None);

@@ -11,9 +11,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::db::{self, now_millis, pins::PinRow};
+use crate::delivery::Delivery;
 use crate::git::FileCommit;
 use crate::gitops::schema::AppConfig;
-use crate::state::App;
 
 /// The pin file's content.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -64,13 +64,13 @@ pub enum PinWriteError {
 /// Writes (or with `None` removes) the pin file in the pipeline repo.
 /// The commit that wrote the change (`None`: nothing to change).
 pub async fn write(
-    app: &App,
+    app: &Delivery<'_>,
     app_name: &str,
     env_name: &str,
     pin: Option<&PinFile>,
     actor: &str,
 ) -> Result<Option<String>, PinWriteError> {
-    let Some(repo) = app.config.pipeline_repo.as_deref() else {
+    let Some(repo) = app.pipeline.repo else {
         return Err(PinWriteError::NoPipelineRepo);
     };
     let message = match pin {
@@ -85,7 +85,7 @@ pub async fn write(
         .commit_file(
             repo,
             FileCommit {
-                branch: app.config.pipeline_branch.clone(),
+                branch: app.pipeline.branch.to_string(),
                 path: path(app_name, env_name),
                 content: pin.map(|pin| render(app_name, env_name, pin)),
                 message,
@@ -108,7 +108,7 @@ pub enum PinChange {
 
 /// Honours the pin files of `sha` for the fixed environments of `configs`.
 pub async fn reconcile(
-    app: &App,
+    app: &Delivery<'_>,
     repo: &str,
     sha: &str,
     configs: &[AppConfig],
@@ -190,7 +190,7 @@ pub async fn reconcile(
 }
 
 async fn audit(
-    app: &App,
+    app: &Delivery<'_>,
     actor: &str,
     action: &str,
     app_name: &str,

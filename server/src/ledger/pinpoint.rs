@@ -9,14 +9,14 @@ use app::port::Caller;
 
 use super::{CHANGELOG_LIMIT, LedgerError, changelog_entry};
 use crate::db;
+use crate::delivery::Delivery;
 use crate::gitops::schema::AppConfig;
-use crate::state::App;
 
 /// How many deployments per environment a commit search looks through.
 const HISTORY_LIMIT: i64 = 5_000;
 
 async fn app_for(
-    app: &App,
+    app: &Delivery<'_>,
     caller: &Caller,
     name: &str,
 ) -> Result<(db::apps::AppRow, AppConfig), LedgerError> {
@@ -33,7 +33,7 @@ async fn app_for(
 
 /// Everything between release `from` and release `to` of one app.
 pub async fn compare(
-    app: &App,
+    app: &Delivery<'_>,
     caller: &Caller,
     app_name: &str,
     from: i64,
@@ -87,7 +87,7 @@ pub async fn compare(
 /// For each environment of the app: the first deployment whose commit
 /// contains `sha` (the commit itself or a descendant).
 pub async fn landings(
-    app: &App,
+    app: &Delivery<'_>,
     caller: &Caller,
     app_name: &str,
     sha: &str,

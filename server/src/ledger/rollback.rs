@@ -21,6 +21,7 @@ use app::port::Caller;
 use super::LedgerError;
 use super::pin::{self, PinFile};
 use crate::db::{self, environments::Serving, now_millis, runs::NewRun};
+use crate::delivery::Delivery;
 use crate::deploy::lifecycle::{
     self, Begin, Build, Conclusion, Kind, Kubernetes, Record, Source, Subject,
 };
@@ -28,7 +29,6 @@ use crate::deploy::{self, DeployError};
 use crate::flow::policy;
 use crate::gitops::schema::{AppConfig, ApprovalPolicy, DEFAULT_ROLLOUT_TIMEOUT, LOCAL_TARGET};
 use crate::runner::logs::LogSink;
-use crate::state::App;
 
 /// The trigger of rollback runs.
 pub const TRIGGER: &str = "rollback";
@@ -45,7 +45,7 @@ fn short(sha: &str) -> &str {
 /// What both a rollback and a promotion check first: an admin of the app
 /// (with a fresh sign-in where the environment's policy demands one).
 fn require_admin(
-    app: &App,
+    app: &Delivery<'_>,
     caller: &Caller,
     config: &AppConfig,
     env: &str,
@@ -70,7 +70,7 @@ fn require_admin(
 
 /// The app, its configuration and its fixed environment `env`.
 async fn environment(
-    app: &App,
+    app: &Delivery<'_>,
     app_name: &str,
     env: &str,
 ) -> Result<(db::apps::AppRow, AppConfig, db::environments::EnvRow), LedgerError> {
@@ -131,7 +131,7 @@ fn serves_already(current: Option<i64>, target: i64, deploying: bool) -> bool {
 /// Asks for a rollback: checks, pins, queues the rollback run and writes
 /// the pin to the pipeline repo.
 pub async fn request(
-    app: &App,
+    app: &Delivery<'_>,
     caller: &Caller,
     app_name: &str,
     request: RollbackRequest,
@@ -290,7 +290,7 @@ pub async fn request(
 /// Writes the pin (or its removal) to the pipeline repo and records the
 /// outcome on the pin.
 async fn write_pin(
-    app: &App,
+    app: &Delivery<'_>,
     env: &db::environments::EnvRow,
     app_name: &str,
     pin: Option<(PinFile, i64)>,
@@ -330,7 +330,7 @@ async fn write_pin(
 /// flow (its approval policy and freezes included; the promotion counts
 /// as the admin's approval).
 pub async fn promote(
-    app: &App,
+    app: &Delivery<'_>,
     caller: &Caller,
     app_name: &str,
     env_name: &str,
@@ -344,7 +344,7 @@ pub async fn promote(
     let pool = app.db.pool();
     let unpinned = db::pins::delete(pool, env.id).await?;
     crate::audit::record(
-        &app.db,
+        app.db,
         caller,
         "environment.promote",
         &format!("environment:{app_name}/{env_name}"),
@@ -405,7 +405,8 @@ pub async fn promote(
     tx.commit().await?;
     let detail = if held {
         let comment = reason.map_or_else(|| "promoted".to_string(), |r| format!("promoted: {r}"));
-        match crate::flow::approval::approve(app, caller, run_id, Some(&comment)).await {
+        match crate::flow::approval::approve(&app.approvals(), caller, run_id, Some(&comment)).await
+        {
             Ok(crate::flow::approval::ApprovalOutcome::Released { .. }) => {
                 format!("unpinned; run {run_id} deploys {}", short(&head))
             }
@@ -441,7 +442,7 @@ struct Stored {
     targets: Vec<String>,
 }
 
-async fn stored(app: &App, release_id: i64) -> Result<Stored, DeployError> {
+async fn stored(app: &Delivery<'_>, release_id: i64) -> Result<Stored, DeployError> {
     let failed = |text: String| DeployError::Failed(text);
     let mut conn = app.db.pool().acquire().await?;
     let release = db::releases::get(&mut conn, release_id)
@@ -496,7 +497,7 @@ async fn stored(app: &App, release_id: i64) -> Result<Stored, DeployError> {
 /// The rollback step of a rollback run: waits for the environment's deploy
 /// lock, then re-applies the target release.
 pub async fn execute(
-    app: &App,
+    app: &Delivery<'_>,
     run: &db::runs::RunRow,
     log: &mut LogSink<'_>,
     cancel: &tokio_util::sync::CancellationToken,
@@ -515,7 +516,7 @@ pub async fn execute(
 }
 
 async fn reapply(
-    app: &App,
+    app: &Delivery<'_>,
     run: &db::runs::RunRow,
     target_id: i64,
     requested_by: &str,
@@ -568,7 +569,7 @@ async fn reapply(
     let pipeline_sha = &stored.release.pipeline_sha;
     let image = stored.release.image.as_deref();
     let begun = lifecycle::begin(
-        &app.db,
+        app.db,
         &subject,
         Begin {
             run_id: Some(run.id),

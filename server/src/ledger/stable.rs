@@ -4,7 +4,6 @@
 //! A rollback goes to the newest stable release, so "stable" must mean
 //! "known good", never merely "deployed".
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use app::dto::{EnvironmentState, ReleaseSummary, Role, RunState};
@@ -12,28 +11,16 @@ use app::port::Caller;
 
 use super::LedgerError;
 use crate::db;
+use crate::delivery::Delivery;
 use crate::gitops::schema::{AppConfig, DEFAULT_STABLE_AFTER};
-use crate::state::App;
 
 /// How often live releases are looked at.
-const CHECK_EVERY: Duration = Duration::from_secs(2);
-
-pub async fn stability_loop(app: Arc<App>) {
-    loop {
-        if let Err(error) = check(&app).await {
-            tracing::warn!(%error, "stability check failed");
-        }
-        tokio::select! {
-            () = app.shutdown.cancelled() => return,
-            () = tokio::time::sleep(CHECK_EVERY) => {}
-        }
-    }
-}
+pub const CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// One pass over every live release; returns how many became stable. A
 /// release that cannot be judged now (a busy database) does not hold up
 /// the others.
-pub async fn check(app: &App) -> Result<usize, LedgerError> {
+pub async fn check(app: &Delivery<'_>) -> Result<usize, LedgerError> {
     let mut promoted = 0;
     for release in db::releases::list_live(app.db.pool()).await? {
         match judge(app, &release, app.clock.now_millis()).await {
@@ -46,7 +33,11 @@ pub async fn check(app: &App) -> Result<usize, LedgerError> {
 }
 
 /// Moves one live release's soak on; true when it became stable.
-async fn judge(app: &App, release: &db::releases::LiveRow, now: i64) -> Result<bool, LedgerError> {
+async fn judge(
+    app: &Delivery<'_>,
+    release: &db::releases::LiveRow,
+    now: i64,
+) -> Result<bool, LedgerError> {
     let pool = app.db.pool();
     let Some(env) = db::environments::get(pool, release.environment_id).await? else {
         return Ok(false);
@@ -77,7 +68,7 @@ async fn judge(app: &App, release: &db::releases::LiveRow, now: i64) -> Result<b
 
 /// The run's steps after the deploy (smoke tests, ...) all passed. A
 /// rollback has no run: it re-applies a release that was verified before.
-async fn verified(app: &App, run_id: Option<i64>) -> Result<bool, sqlx::Error> {
+async fn verified(app: &Delivery<'_>, run_id: Option<i64>) -> Result<bool, sqlx::Error> {
     let Some(run_id) = run_id else {
         return Ok(true);
     };
@@ -86,7 +77,11 @@ async fn verified(app: &App, run_id: Option<i64>) -> Result<bool, sqlx::Error> {
         .is_some_and(|run| run.state == RunState::Succeeded.as_str()))
 }
 
-async fn soak_of(app: &App, app_id: i64, stack_entry: &str) -> Result<Duration, LedgerError> {
+async fn soak_of(
+    app: &Delivery<'_>,
+    app_id: i64,
+    stack_entry: &str,
+) -> Result<Duration, LedgerError> {
     let Some(row) = db::apps::get(app.db.pool(), app_id).await? else {
         return Ok(DEFAULT_STABLE_AFTER);
     };
@@ -102,7 +97,7 @@ async fn soak_of(app: &App, app_id: i64, stack_entry: &str) -> Result<Duration, 
 
 /// An admin vouches for a live release before its soak ends.
 pub async fn mark(
-    app: &App,
+    app: &Delivery<'_>,
     caller: &Caller,
     release_id: i64,
     reason: Option<&str>,
@@ -129,7 +124,7 @@ pub async fn mark(
         )));
     }
     crate::audit::record(
-        &app.db,
+        app.db,
         caller,
         "release.mark_stable",
         &format!("release:{release_id}"),

@@ -142,7 +142,7 @@ impl ChannelSettings {
 pub struct Notifier<'a> {
     pub db: &'a crate::db::Db,
     pub vault: &'a crate::secrets::Vault,
-    pub flow: &'a crate::flow::Flow,
+    pub flow: &'a crate::signals::Signals,
     pub public_url: &'a url::Url,
 }
 
@@ -250,7 +250,7 @@ pub async fn run_ended(
             else {
                 return;
             };
-            if !crate::flow::lifecycle::is_preview(&config, &env)
+            if !crate::gitops::stack::is_preview(&config, &env.stack_entry)
                 || env.commit_sha.as_deref() != Some(run.commit_sha.as_str())
             {
                 return;

@@ -5,9 +5,8 @@
 use app::dto::{Role, RunState};
 use app::port::Caller;
 
-use crate::db;
+use crate::db::{self, Db};
 use crate::error::{Classified, Kind};
-use crate::state::App;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CancelError {
@@ -42,8 +41,8 @@ pub enum Cancelled {
 }
 
 /// Cancels run `id` for an admin of its app.
-pub async fn cancel(app: &App, caller: &Caller, id: i64) -> Result<Cancelled, CancelError> {
-    let pool = app.db.pool();
+pub async fn cancel(db: &Db, caller: &Caller, id: i64) -> Result<Cancelled, CancelError> {
+    let pool = db.pool();
     let run = db::runs::get(pool, id)
         .await?
         .ok_or(CancelError::NotFound(id))?;
@@ -78,7 +77,7 @@ pub async fn cancel(app: &App, caller: &Caller, id: i64) -> Result<Cancelled, Ca
         }
     };
     crate::audit::record(
-        &app.db,
+        db,
         caller,
         "run.cancel",
         &format!("{app_name} run {id}"),

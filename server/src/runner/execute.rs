@@ -15,7 +15,7 @@ use super::workspace::Workspace;
 use crate::db::{self, now_millis, runs::RunRow, steps::StepOutcome};
 use crate::deploy::{self, DeployError, DeployOutcome, DeployRequest};
 use crate::forge::api::StatusState;
-use crate::forge::feedback;
+use crate::forge::{feedback, report};
 use crate::gitops::schema::{LOCAL_TARGET, StackEntry, Step};
 use crate::gitops::template;
 use crate::state::App;
@@ -33,8 +33,8 @@ pub async fn execute(app: Arc<App>, run: RunRow) {
     let workspace = Workspace::new(&app.work_dir(), run.id, run.attempt);
     tracing::info!(run = run.id, commit = %run.commit_sha, "run started");
 
-    feedback::status(&app, run.id, None, StatusState::Pending, "running".into());
-    feedback::comment(&app, run.id);
+    report::status(&app, run.id, None, StatusState::Pending, "running".into());
+    report::comment(&app, run.id);
     let ending = match run_steps(&app, &run, &workspace, &cancel).await {
         Ok(ending) => ending,
         Err(error) => Ending::Failed(format!("gantry could not run the pipeline: {error}")),
@@ -59,14 +59,14 @@ pub async fn execute(app: Arc<App>, run: RunRow) {
         tracing::error!(run = run.id, %error, "cannot record the end of a run");
     }
     crate::notify::run_ended(&app.notifier(), run.id, state, error.as_deref()).await;
-    feedback::status(
+    report::status(
         &app,
         run.id,
         None,
         feedback::run_state(state),
         error.clone().unwrap_or_else(|| state.as_str().to_string()),
     );
-    feedback::comment(&app, run.id);
+    report::comment(&app, run.id);
     app.events.send(
         run.id,
         RunEvent::Run {
@@ -128,7 +128,14 @@ async fn run_steps(
     let env = db::environments::get(pool, run.environment_id)
         .await?
         .ok_or_else(|| RunError::Gone(format!("environment {} is gone", run.environment_id)))?;
-    let config = crate::flow::reconcile::config_at(app, &app_row, &run.pipeline_sha).await?;
+    let config = crate::configs::at(
+        &app.db,
+        &app.git,
+        app.config.pipeline_repo.as_deref(),
+        &app_row,
+        &run.pipeline_sha,
+    )
+    .await?;
     let entry = config
         .stack
         .iter()
@@ -215,7 +222,7 @@ async fn run_steps(
                 state: StepState::Running.as_str().into(),
             },
         );
-        feedback::status(
+        report::status(
             app,
             run.id,
             Some(step.name().to_string()),
@@ -249,13 +256,13 @@ async fn run_steps(
                     pipeline_dir: &workspace.pipeline(),
                     untrusted: run.from_fork.is_some(),
                 };
-                let outcome = deploy::deploy(app, &request, &mut sink, cancel).await;
+                let outcome = deploy::deploy(&app.delivery(), &request, &mut sink, cancel).await;
                 deploy_step_result(outcome, &mut sink).await?
             }
         };
         finish_step(app, run.id, step_id, &result).await?;
         if let Some(state) = feedback::step_state(result.state) {
-            feedback::status(
+            report::status(
                 app,
                 run.id,
                 Some(step.name().to_string()),
@@ -323,7 +330,7 @@ async fn run_rollback(
     );
     let masker = app.secrets().masker(run.app_id).await?;
     let mut sink = sink(app, run.id, step_id, &masker);
-    let outcome = crate::ledger::rollback::execute(app, run, &mut sink, cancel)
+    let outcome = crate::ledger::rollback::execute(&app.delivery(), run, &mut sink, cancel)
         .await
         .map(|()| DeployOutcome::Deployed);
     let result = deploy_step_result(outcome, &mut sink).await?;

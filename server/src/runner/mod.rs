@@ -30,6 +30,8 @@ pub enum RunError {
     #[error(transparent)]
     Flow(#[from] crate::flow::FlowError),
     #[error(transparent)]
+    Configuration(#[from] crate::configs::ConfigError),
+    #[error(transparent)]
     Git(#[from] crate::git::GitError),
     #[error(transparent)]
     Secret(#[from] crate::secrets::SecretError),

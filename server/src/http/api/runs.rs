@@ -97,7 +97,13 @@ pub async fn approve(
     Json(decision): Json<Decision>,
 ) -> Result<Json<ApprovalOutcome>, ApiError> {
     Ok(Json(
-        approval::approve(&state, &principal.caller(), id, decision.comment.as_deref()).await?,
+        approval::approve(
+            &state.approvals(),
+            &principal.caller(),
+            id,
+            decision.comment.as_deref(),
+        )
+        .await?,
     ))
 }
 
@@ -112,7 +118,13 @@ pub async fn reject(
     Json(decision): Json<Decision>,
 ) -> Result<Json<ApprovalOutcome>, ApiError> {
     Ok(Json(
-        approval::reject(&state, &principal.caller(), id, decision.comment.as_deref()).await?,
+        approval::reject(
+            &state.approvals(),
+            &principal.caller(),
+            id,
+            decision.comment.as_deref(),
+        )
+        .await?,
     ))
 }
 
@@ -129,7 +141,7 @@ pub async fn override_hold(
 ) -> Result<Json<ApprovalOutcome>, ApiError> {
     let reason = decision.comment.as_deref().unwrap_or("");
     Ok(Json(
-        approval::override_hold(&state, &principal.caller(), id, reason).await?,
+        approval::override_hold(&state.approvals(), &principal.caller(), id, reason).await?,
     ))
 }
 
@@ -142,7 +154,7 @@ pub async fn cancel(
     principal: Principal,
     Path(id): Path<i64>,
 ) -> Result<impl IntoResponse, ApiError> {
-    crate::runner::cancel::cancel(&state, &principal.caller(), id).await?;
+    crate::runner::cancel::cancel(&state.db, &principal.caller(), id).await?;
     Ok((
         axum::http::StatusCode::ACCEPTED,
         Json(serde_json::json!({ "cancel_requested": true })),

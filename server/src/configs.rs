@@ -1,0 +1,80 @@
+//! The configuration an app's runs and deployments are judged by: the one
+//! it was last loaded with, or the pipeline repo's at the commit a run was
+//! planned from (a run keeps the rules it started under).
+
+use crate::db::{self, Db, apps::AppRow};
+use crate::git::{GitError, GitStore};
+use crate::gitops::load::load_app;
+use crate::gitops::schema::AppConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The files at that commit do not load; the text names file and field.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+impl crate::error::Classified for ConfigError {
+    fn kind(&self) -> crate::error::Kind {
+        use crate::error::Kind;
+        match self {
+            ConfigError::Invalid(_) => Kind::Invalid,
+            ConfigError::Git(error) => error.kind(),
+            ConfigError::Db(_) => Kind::Internal,
+        }
+    }
+}
+
+/// The configuration the run was planned with: the app's current one when
+/// it comes from the same pipeline commit, else read again at that commit
+/// from `pipeline_repo`.
+pub async fn at(
+    db: &Db,
+    git: &GitStore,
+    pipeline_repo: Option<&str>,
+    app_row: &AppRow,
+    pipeline_sha: &str,
+) -> Result<AppConfig, ConfigError> {
+    let Some(repo) = pipeline_repo.filter(|_| app_row.pipeline_sha != pipeline_sha) else {
+        return stored(app_row);
+    };
+    let folder = format!("apps/{}", app_row.name);
+    let app_yaml = git
+        .read_file(repo, pipeline_sha, &format!("{folder}/app.yaml"))
+        .await?;
+    let pipeline_yaml = git
+        .read_file(repo, pipeline_sha, &format!("{folder}/pipeline.yaml"))
+        .await?;
+    let clusters: Vec<String> = db::clusters::list(db.pool())
+        .await?
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    load_app(
+        &app_row.name,
+        app_yaml.as_deref(),
+        pipeline_yaml.as_deref(),
+        &clusters,
+    )
+    .map_err(|issues| {
+        ConfigError::Invalid(format!(
+            "the pipeline repo at {pipeline_sha} is invalid for this app: {}",
+            issues
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))
+    })
+}
+
+/// The configuration the app was last loaded with.
+pub fn stored(app_row: &AppRow) -> Result<AppConfig, ConfigError> {
+    serde_json::from_str(&app_row.config).map_err(|e| {
+        ConfigError::Invalid(format!("{}: the stored configuration: {e}", app_row.name))
+    })
+}

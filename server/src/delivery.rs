@@ -1,0 +1,83 @@
+//! What deploying, rolling back, self-healing and the release ledger use of
+//! the application: the database, the vault, git, the two kinds of target
+//! (local processes and cluster clients), the clock, the loops' wake-ups and
+//! the pipeline repo. The deploy and ledger modules take this instead of the
+//! whole `App`; `App::delivery` lends one.
+
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::clusters::{ClientCache, Registry};
+use crate::db::Db;
+use crate::deploy::local::LocalRuntime;
+use crate::flow::approval::Approvals;
+use crate::flow::policy::Freshness;
+use crate::git::GitStore;
+use crate::notify::Notifier;
+use crate::secrets::Vault;
+use crate::signals::Signals;
+
+pub struct Delivery<'a> {
+    pub db: &'a Db,
+    pub vault: &'a Vault,
+    pub git: &'a GitStore,
+    pub local: &'a LocalRuntime,
+    pub cluster_clients: &'a ClientCache,
+    pub clock: &'a Clock,
+    pub flow: &'a Signals,
+    /// Where pins are committed and runs' configurations are read back.
+    pub pipeline: Pipeline<'a>,
+    /// Links in notices point here.
+    pub public_url: &'a url::Url,
+    /// How recent a sign-in must be where a policy asks for `reauth`.
+    pub reauth_max_age: Duration,
+}
+
+/// The pipeline repo, if one is configured, and its branch.
+#[derive(Clone, Copy)]
+pub struct Pipeline<'a> {
+    pub repo: Option<&'a str>,
+    pub branch: &'a str,
+}
+
+impl Delivery<'_> {
+    pub fn cluster_registry(&self) -> Registry<'_> {
+        Registry {
+            db: self.db,
+            vault: self.vault,
+            clients: self.cluster_clients,
+            flow: self.flow,
+        }
+    }
+
+    pub fn notifier(&self) -> Notifier<'_> {
+        Notifier {
+            db: self.db,
+            vault: self.vault,
+            flow: self.flow,
+            public_url: self.public_url,
+        }
+    }
+
+    pub fn approvals(&self) -> Approvals<'_> {
+        Approvals {
+            db: self.db,
+            git: self.git,
+            clock: self.clock,
+            flow: self.flow,
+            reauth_max_age: self.reauth_max_age,
+        }
+    }
+
+    pub fn secrets(&self) -> crate::secrets::Store<'_> {
+        crate::secrets::Store::new(self.db, self.vault)
+    }
+
+    /// When a sign-in counts as fresh, now.
+    pub fn freshness(&self) -> Freshness {
+        Freshness {
+            max_age: self.reauth_max_age,
+            now: self.clock.now_millis(),
+        }
+    }
+}
