@@ -477,14 +477,7 @@ async fn an_admin_can_vouch_for_a_release_before_its_soak_ends() {
         scan(&app).await;
         let v1 = repos.app.head("latest");
         // The default soak is ten minutes: the release stays live.
-        let release = wait_for("the staging release", MINUTE, || async {
-            let list = app.get("/api/v1/releases?environment=staging").await.json();
-            list.as_array()?
-                .iter()
-                .find(|r| r["version"] == v1.as_str() && r["state"] == "live")
-                .cloned()
-        })
-        .await;
+        let release = crate::support::flow::live_release(&app, "staging", &v1).await;
         // Nine minutes of a ten-minute soak, judged twice (the first pass
         // may be the one that starts the soak).
         gantry::ledger::stable::check(&app.state.delivery())

@@ -281,20 +281,13 @@ fn promotion(environment: &str) -> app::dto::PromoteRequest {
 crate::on_both! {
     async fn releases_answer_alike_over_rest_and_the_dashboard(backend) {
         use app::port::ReleasesPort;
-        use crate::support::flow::{MINUTE, QUICK_STEPS, Repos, scan, start_with, wait_for};
+        use crate::support::flow::{QUICK_STEPS, Repos, live_release, scan, start_with};
 
         let repos = Repos::new(QUICK_STEPS);
         let app = start_with(backend, &repos, |_| {}).await;
         scan(&app).await;
         let v1 = repos.app.head("latest");
-        let release = wait_for("the staging release", MINUTE, || async {
-            let list = app.get("/api/v1/releases?environment=staging").await.json();
-            list.as_array()?
-                .iter()
-                .find(|r| r["version"] == v1.as_str() && r["state"] == "live")
-                .cloned()
-        })
-        .await;
+        let release = live_release(&app, "staging", &v1).await;
         let id = release["id"].as_i64().expect("a release id");
         let admin_token = app.token("ada", Role::Admin, None).await;
         let developer_token = app.token("dev", Role::Developer, None).await;

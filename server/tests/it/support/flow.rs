@@ -120,6 +120,25 @@ impl Repos {
     }
 }
 
+/// The ledger entry of `version` in `env` once it is live.
+pub async fn live_release(app: &TestApp, env: &str, version: &str) -> serde_json::Value {
+    wait_for(
+        &format!("the {env} release of {version}"),
+        MINUTE,
+        || async {
+            let list = app
+                .get(&format!("/api/v1/releases?environment={env}"))
+                .await
+                .json();
+            list.as_array()?
+                .iter()
+                .find(|r| r["version"] == version && r["state"] == "live")
+                .cloned()
+        },
+    )
+    .await
+}
+
 /// Polls `check` until it returns `Some`, or fails the test with `what`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
