@@ -104,7 +104,7 @@ async fn http(
         .execute(request)
         .await
         .map_err(|e| HttpError(e.to_string()))?;
-    let mut builder = axum::http::Response::builder().status(response.status());
+    let mut builder = http::Response::builder().status(response.status());
     for (name, value) in response.headers() {
         builder = builder.header(name, value);
     }

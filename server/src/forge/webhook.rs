@@ -4,7 +4,7 @@
 //! `X-Gitea-Signature: <hex>`); GitLab sends the shared token itself
 //! (`X-Gitlab-Token`). Every comparison is constant-time.
 
-use axum::http::HeaderMap;
+use http::HeaderMap;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
