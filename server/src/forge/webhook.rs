@@ -4,8 +4,8 @@
 //! `X-Gitea-Signature: <hex>`); GitLab sends the shared token itself
 //! (`X-Gitlab-Token`). Every comparison is constant-time.
 
-use http::HeaderMap;
 use hmac::{Hmac, Mac};
+use http::HeaderMap;
 use sha2::Sha256;
 
 use super::Forge;

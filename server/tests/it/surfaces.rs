@@ -394,7 +394,14 @@ crate::on_both! {
             &state.review_run(&admin, 999_999, review(ReviewAction::Approve)).await,
             404,
         );
+        agree(
+            "overriding a hold without a reason",
+            &app.post_as(&admin_token, &format!("/api/v1/runs/{run}/override"), json!({ "comment": "" })).await,
+            &state.review_run(&admin, run, Review { action: ReviewAction::Override, comment: None }).await,
+            400,
+        );
         assert!(audited(&app, "run.reject").await.is_empty());
+        assert!(audited(&app, "run.override").await.is_empty());
         let rejected = state.review_run(&admin, run, review(ReviewAction::Reject)).await.expect("rejected");
         assert!(rejected.contains("rejected"), "{rejected}");
         agree(
@@ -418,6 +425,43 @@ crate::on_both! {
             &state.review_change_request(&admin, 999_999, review(ReviewAction::Approve)).await,
             404,
         );
+        agree(
+            "overriding a change request's policy without a reason",
+            &app.post_as(&admin_token, &format!("/api/v1/change-requests/{request}/override"), json!({ "comment": "" })).await,
+            &state.review_change_request(&admin, request, Review { action: ReviewAction::Override, comment: None }).await,
+            400,
+        );
+        agree(
+            "a viewer closes someone's change request",
+            &app.post_as(&viewer_token, &format!("/api/v1/change-requests/{request}/close"), json!({})).await,
+            &state.review_change_request(&viewer, request, Review { action: ReviewAction::Close, comment: None }).await,
+            403,
+        );
+        // Opening: refused to a viewer; an app named in the body that does
+        // not exist is a wrong request (400), not a missing resource.
+        let opening = |app_name: &str| app::dto::NewChangeRequest {
+            app: app_name.into(),
+            source_branch: "feature-search".into(),
+            target_branch: None,
+            title: Some("Search".into()),
+            description: None,
+        };
+        let body_for = |app_name: &str| serde_json::to_value(opening(app_name)).expect("json");
+        agree(
+            "a viewer opens a change request",
+            &app.post_as(&viewer_token, "/api/v1/change-requests", body_for("shop")).await,
+            &state.open_change_request(&viewer, opening("shop")).await,
+            403,
+        );
+        agree(
+            "opening a change request for a missing app",
+            &app.post_as(&admin_token, "/api/v1/change-requests", body_for("nope")).await,
+            &state.open_change_request(&admin, opening("nope")).await,
+            400,
+        );
+        assert!(audited(&app, "change_request.open").await.is_empty());
+        assert!(audited(&app, "change_request.close").await.is_empty());
+        assert!(audited(&app, "change_request.override").await.is_empty());
         let closed = state.review_change_request(&admin, request, review(ReviewAction::Reject)).await.expect("rejected");
         assert_eq!(closed.id, request);
         agree(
