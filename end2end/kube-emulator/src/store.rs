@@ -709,11 +709,16 @@ impl Store {
                 .collect();
             for key in inside.into_iter().chain([ns]) {
                 if let Some(entry) = inner.objects.remove(&key) {
+                    // A deletion is a new version: a watch from the
+                    // delete's resourceVersion (`kubectl delete ns --wait`)
+                    // must see it.
                     inner.version += 1;
+                    let mut object = entry.object;
+                    object["metadata"]["resourceVersion"] = json!(inner.version.to_string());
                     let _ = self.events.send(WatchEvent {
                         kind: "DELETED",
                         key,
-                        object: entry.object,
+                        object,
                     });
                 }
             }

@@ -285,13 +285,46 @@ async fn deleting_a_namespace_deletes_what_is_in_it() {
         "{missing}"
     );
 
-    namespaces
+    let deleted = namespaces
         .delete("preview", &DeleteParams::default())
         .await
-        .unwrap();
+        .unwrap()
+        .left()
+        .expect("the namespace, terminating");
     let terminating = namespaces.get("preview").await.unwrap();
     assert_eq!(terminating.data["status"]["phase"], json!("Terminating"));
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // As `kubectl delete namespace` waits: a watch from the delete's
+    // resourceVersion sees the namespace's DELETED once its grace is over.
+    let since = deleted
+        .metadata
+        .resource_version
+        .expect("a resourceVersion");
+    let mut stream = Box::pin(
+        namespaces
+            .watch(
+                &WatchParams::default().fields("metadata.name=preview"),
+                &since,
+            )
+            .await
+            .unwrap(),
+    );
+    let gone = tokio::time::timeout(Duration::from_secs(10), async {
+        use futures_util::StreamExt;
+        while let Some(event) = stream.next().await {
+            if let WatchEvent::Deleted(object) = event.unwrap() {
+                return object;
+            }
+        }
+        panic!("the watch ended without the namespace's deletion");
+    })
+    .await
+    .expect("the deletion reaches a watch from the delete's resourceVersion");
+    assert_eq!(gone.metadata.name.as_deref(), Some("preview"));
+    let version = |rv: &Option<String>| rv.as_deref().and_then(|v| v.parse::<u64>().ok());
+    assert!(
+        version(&gone.metadata.resource_version) > version(&Some(since)),
+        "the deletion is a newer version"
+    );
     assert!(namespaces.get_opt("preview").await.unwrap().is_none());
     assert!(
         emulator
