@@ -73,7 +73,13 @@ pub struct Faults {
 pub struct Emulator {
     addr: SocketAddr,
     store: Arc<Store>,
-    stop: Option<oneshot::Sender<()>>,
+    stop: Option<Serving>,
+}
+
+/// The server task and what stops it.
+struct Serving {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Emulator {
@@ -108,16 +114,17 @@ impl Emulator {
     }
 
     /// Makes the cluster unreachable (connections refused) until
-    /// [`Emulator::restart`].
-    pub fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+    /// [`Emulator::restart`]; returns once the port is closed.
+    pub async fn stop(&mut self) {
+        if let Some(serving) = self.stop.take() {
+            let _ = serving.stop.send(());
+            let _ = serving.task.await;
         }
     }
 
     /// Serves again on the same port, with the same objects.
     pub async fn restart(&mut self) -> std::io::Result<()> {
-        self.stop();
+        self.stop().await;
         let mut attempts = 0;
         let listener = loop {
             match TcpListener::bind(self.addr).await {
@@ -142,22 +149,24 @@ impl Emulator {
     }
 }
 
-/// Serves the API on `listener` until the returned sender fires.
-fn serve(listener: TcpListener, store: Arc<Store>) -> oneshot::Sender<()> {
+/// Serves the API on `listener` until stopped.
+fn serve(listener: TcpListener, store: Arc<Store>) -> Serving {
     let (stop, stopped) = oneshot::channel::<()>();
     let router = http::router(store);
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let _ = axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 let _ = stopped.await;
             })
             .await;
     });
-    stop
+    Serving { stop, task }
 }
 
 impl Drop for Emulator {
     fn drop(&mut self) {
-        self.stop();
+        if let Some(serving) = self.stop.take() {
+            let _ = serving.stop.send(());
+        }
     }
 }

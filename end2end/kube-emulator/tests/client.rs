@@ -395,8 +395,7 @@ async fn faults_are_injected_and_an_unreachable_cluster_refuses_connections() {
         "latency applies to every request"
     );
     emulator.set_faults(Faults::default());
-    emulator.stop();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    emulator.stop().await;
     assert!(
         client.apiserver_version().await.is_err(),
         "stopped = unreachable"

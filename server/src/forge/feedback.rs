@@ -3,9 +3,9 @@
 //! `gantry/<env>/<step>` per step; pending, success, failure, linking to the
 //! run), and one comment per forge change request — pipeline state, test
 //! summary with failures, preview link, deploy state per target and the
-//! logs link — created once and edited in place as its runs move. Calls run
-//! in the background with a few retries; a forge that is down never holds a
-//! run.
+//! logs link — created once and edited in place as its runs move. Each call
+//! is retried a few times; `report` sends them in the background, so a
+//! forge that is down never holds a run.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +20,8 @@ use crate::delivery::Delivery;
 use crate::gitops::schema::{AppConfig, ForgeConfig};
 use crate::outbound::CallError;
 
-const ATTEMPTS: u32 = 3;
+/// Tries of one forge call (and, in `report`, of one comment update).
+pub(super) const ATTEMPTS: u32 = 3;
 
 /// What a run reports to: the forge settings and the API token.
 struct Reporter {

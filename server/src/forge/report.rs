@@ -6,10 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::api::StatusState;
-use super::feedback::{send_status, update_comment};
+use super::feedback::{ATTEMPTS, send_status, update_comment};
 use crate::state::App;
-
-const ATTEMPTS: u32 = 3;
 
 /// A status for the run (`step: None`) or one of its steps. Sent in the
 /// background, after the run's earlier statuses: a forge shows the last

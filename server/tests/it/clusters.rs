@@ -420,7 +420,7 @@ mod flows {
         );
 
         // An unreachable cluster fails its target; the other succeeds.
-        setup.clusters.prod_us.stop();
+        setup.clusters.prod_us.stop().await;
         setup.repo.checkout("master");
         setup.repo.write("hotfix", "1");
         let hotfix = setup.repo.commit("hotfix");
@@ -609,7 +609,7 @@ async fn registering_clusters_is_validated_and_credentials_never_come_back() {
     );
 
     let mut cluster = cluster;
-    cluster.stop();
+    cluster.stop().await;
     // The emulator's listener closes as its task ends: ask until it has.
     let checked = wait_for("the stopped cluster to be unreachable", MINUTE, || async {
         let checked = app
@@ -848,7 +848,7 @@ async fn a_held_production_run_shows_its_diff_to_the_approver() {
     // mistake, and the answer does not carry the cause (the cluster's
     // address, the client's error chain).
     let address = setup.clusters.prod_us.url();
-    setup.clusters.prod_us.stop();
+    setup.clusters.prod_us.stop().await;
     let down = app.get(&format!("/api/v1/runs/{held}/diff")).await;
     assert_eq!(down.status, 503, "{}", down.text());
     let port = address.rsplit(':').next().unwrap().to_string();
