@@ -1,5 +1,5 @@
-//! The emulator as the real `kube` client (and, when present, `kubectl`)
-//! sees it.
+//! The emulator as the real `kube` client sees it (kubectl and helm:
+//! `conformance.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -405,88 +405,4 @@ async fn faults_are_injected_and_an_unreachable_cluster_refuses_connections() {
         client.apiserver_version().await.is_ok(),
         "back, with the same port"
     );
-}
-
-/// A real `kubectl` accepts the emulator (skipped with a note when no
-/// kubectl is installed; `./x test` installs Debian's when run as root).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_applies_gets_and_deletes() {
-    let Ok(kubectl) = which("kubectl") else {
-        eprintln!("kubectl is not installed: the kubectl check did not run");
-        return;
-    };
-    let emulator = Emulator::start(Options::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("config");
-    std::fs::write(&kubeconfig, emulator.kubeconfig("emulator")).unwrap();
-    let manifest = dir.path().join("cm.yaml");
-    std::fs::write(&manifest, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: hello\n  namespace: default\ndata:\n  greeting: hi\n").unwrap();
-    let run = |args: Vec<String>| {
-        let kubectl = kubectl.clone();
-        let kubeconfig = kubeconfig.clone();
-        async move {
-            tokio::task::spawn_blocking(move || {
-                std::process::Command::new(kubectl)
-                    .arg("--kubeconfig")
-                    .arg(kubeconfig)
-                    .args(args)
-                    .output()
-                    .unwrap()
-            })
-            .await
-            .unwrap()
-        }
-    };
-    let applied = run(vec![
-        "apply".into(),
-        "--server-side".into(),
-        "-f".into(),
-        manifest.display().to_string(),
-    ])
-    .await;
-    assert!(
-        applied.status.success(),
-        "kubectl apply: {}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&applied.stdout).contains("configmap/hello serverside-applied"),
-        "{}",
-        String::from_utf8_lossy(&applied.stdout)
-    );
-    let got = run(vec![
-        "get".into(),
-        "configmap".into(),
-        "hello".into(),
-        "-o".into(),
-        "jsonpath={.data.greeting}".into(),
-    ])
-    .await;
-    assert_eq!(
-        String::from_utf8_lossy(&got.stdout),
-        "hi",
-        "{}",
-        String::from_utf8_lossy(&got.stderr)
-    );
-    let deleted = run(vec!["delete".into(), "configmap".into(), "hello".into()]).await;
-    assert!(
-        deleted.status.success(),
-        "kubectl delete: {}",
-        String::from_utf8_lossy(&deleted.stderr)
-    );
-    assert!(
-        emulator
-            .store()
-            .object("", "configmaps", "default", "hello")
-            .is_none()
-    );
-}
-
-fn which(program: &str) -> Result<std::path::PathBuf, ()> {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join(program))
-        .find(|path| path.is_file())
-        .ok_or(())
 }

@@ -1,0 +1,262 @@
+//! The emulator against the real kubectl 1.33 and Helm 4 (installed into
+//! `.tools/bin` by `./x test`, DESIGN.md §6): a scripted session whose
+//! every line expects what a real API server answers. Every emulator
+//! feature adds its kubectl line here; the figure (lines passing of lines
+//! tried) goes to BENCHMARKS.md.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use kube_emulator::{Emulator, Options};
+
+/// `.tools/bin/<name>` of the workspace, or `$KUBECTL`/`$HELM`.
+fn tool(name: &str, env: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env) {
+        return PathBuf::from(path);
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../.tools/bin")
+        .join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: `./x tools` installs kubectl 1.33 and helm 4 into .tools/bin (or set {env})",
+        path.display()
+    );
+    path
+}
+
+/// What a line expects of kubectl's exit and output (the error says what
+/// was wanted).
+type Expect = Box<dyn Fn(&Output) -> Result<(), String>>;
+
+/// One line of the session: what is run, and what a real server answers.
+struct Line {
+    what: &'static str,
+    args: Vec<String>,
+    stdin: Option<String>,
+    expect: Expect,
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Succeeds and prints `wanted` somewhere on stdout.
+fn prints(wanted: &'static str) -> Expect {
+    Box::new(move |out: &Output| {
+        if out.status.success() && text(&out.stdout).contains(wanted) {
+            Ok(())
+        } else {
+            Err(format!("wanted {wanted:?} on stdout"))
+        }
+    })
+}
+
+/// Succeeds and prints exactly `wanted` (trimmed).
+fn prints_exactly(wanted: &'static str) -> Expect {
+    Box::new(move |out: &Output| {
+        if out.status.success() && text(&out.stdout).trim() == wanted {
+            Ok(())
+        } else {
+            Err(format!("wanted exactly {wanted:?} on stdout"))
+        }
+    })
+}
+
+fn line(what: &'static str, args: &str, expect: Expect) -> Line {
+    Line {
+        what,
+        args: args.split_whitespace().map(str::to_string).collect(),
+        stdin: None,
+        expect,
+    }
+}
+
+fn with_stdin(mut line: Line, stdin: String) -> Line {
+    line.stdin = Some(stdin);
+    line
+}
+
+const DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: conformance
+  labels: {app: web, tier: front}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+        - name: web
+          image: nginx:1.27
+          env: [{name: GREETING, value: hi}]
+";
+
+const NAMESPACE: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: conformance\n";
+
+const DOOMED: &str = "apiVersion: v1
+kind: Namespace
+metadata:
+  name: doomed
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+  namespace: doomed
+data: {colour: blue}
+";
+
+fn session(chart: &str) -> Vec<Line> {
+    let without_env = DEPLOYMENT.replace("          env: [{name: GREETING, value: hi}]\n", "");
+    vec![
+        with_stdin(line("server-side apply creates", "apply --server-side -f -", prints("namespace/conformance serverside-applied")), NAMESPACE.into()),
+        with_stdin(line("server-side apply of a deployment", "apply --server-side -f -", prints("deployment.apps/web serverside-applied")), DEPLOYMENT.into()),
+        line("get with -o jsonpath", "get deploy web -n conformance -o jsonpath={.spec.replicas}", prints_exactly("2")),
+        line("a label selector", "get deploy -n conformance -l tier=front -o name", prints_exactly("deployment.apps/web")),
+        line("a field selector", "get deploy -n conformance --field-selector metadata.name=web -o name", prints_exactly("deployment.apps/web")),
+        with_stdin(line("a field dropped from a later apply is removed", "apply --server-side -f -", prints("serverside-applied")), without_env.clone()),
+        line("… and is gone", "get deploy web -n conformance -o jsonpath={.spec.template.spec.containers[0].env}", prints_exactly("")),
+        with_stdin(line("diff --server-side shows a change", "diff --server-side -f -", Box::new(|out: &Output| {
+            // kubectl diff exits 1 when there are differences.
+            if out.status.code() == Some(1) && text(&out.stdout).contains("replicas: 3") { Ok(()) } else { Err("wanted exit 1 and the new replicas".into()) }
+        })), without_env.replace("replicas: 2", "replicas: 3")),
+        line("a strategic-merge patch", r#"patch deploy web -n conformance -p {"spec":{"replicas":4}}"#, prints("deployment.apps/web patched")),
+        line("a merge patch", r#"patch deploy web -n conformance --type=merge -p {"metadata":{"labels":{"patched":"yes"}}}"#, prints("deployment.apps/web patched")),
+        line("label", "label deploy web -n conformance team=shop", prints("deployment.apps/web labeled")),
+        line("annotate", "annotate deploy web -n conformance note=conformance", prints("deployment.apps/web annotated")),
+        line("… all three took", "get deploy web -n conformance -o jsonpath={.spec.replicas}/{.metadata.labels.patched}/{.metadata.labels.team}/{.metadata.annotations.note}", prints_exactly("4/yes/shop/conformance")),
+        line("rollout restart", "rollout restart deploy/web -n conformance", prints("deployment.apps/web restarted")),
+        line("rollout status", "rollout status deploy/web -n conformance --timeout=30s", prints("successfully rolled out")),
+        line("wait for a condition", "wait --for=condition=Available deploy/web -n conformance --timeout=30s", prints("condition met")),
+        line("get -w ends at its timeout", "get deploy -n conformance -w --request-timeout=2s -o name", Box::new(|out: &Output| {
+            // The watch prints what exists, then waits until the timeout.
+            if text(&out.stdout).contains("deployment.apps/web") { Ok(()) } else { Err("wanted the existing deployment listed".into()) }
+        })),
+        with_stdin(line("client-side apply, first", "apply -f -", prints("configmap/greeting created")), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: greeting\n  namespace: conformance\ndata: {word: hello}\n".into()),
+        with_stdin(line("client-side apply, again", "apply -f -", prints("configmap/greeting configured")), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: greeting\n  namespace: conformance\ndata: {word: hi}\n".into()),
+        with_stdin(line("helm template rendered and applied", "apply --server-side -n conformance -f -", prints("serverside-applied")), chart.to_string()),
+        line("delete a deployment", "delete deploy web -n conformance", prints("deployment.apps \"web\" deleted")),
+        line("wait --for=delete of what is gone", "wait --for=delete deploy/web -n conformance --timeout=10s", Box::new(|out: &Output| {
+            if out.status.success() { Ok(()) } else { Err("wanted success".into()) }
+        })),
+        with_stdin(line("a namespace with objects in it", "apply --server-side -f -", prints("configmap/settings serverside-applied")), DOOMED.into()),
+        line("delete --wait of that namespace returns", "delete namespace doomed --wait=true --timeout=20s", prints("namespace \"doomed\" deleted")),
+        line("… and it is gone, with what was in it", "get configmap settings -n doomed --ignore-not-found -o name", prints_exactly("")),
+    ]
+}
+
+fn run(program: &Path, kubeconfig: &Path, line: &Line) -> Output {
+    let mut child = Command::new(program)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(&line.args)
+        .stdin(if line.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = &line.stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_and_helm_get_what_a_real_server_answers() {
+    let kubectl = tool("kubectl", "KUBECTL");
+    let helm = tool("helm", "HELM");
+    let grace = Duration::from_millis(500);
+    let emulator = Emulator::start(Options {
+        namespace_termination: grace,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("config");
+    std::fs::write(&kubeconfig, emulator.kubeconfig("emulator")).unwrap();
+
+    // A chart as `helm create` makes it, rendered by `helm template`.
+    let made = Command::new(&helm)
+        .args(["create", "shop"])
+        .current_dir(dir.path())
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "helm create: {}", text(&made.stderr));
+    let linted = Command::new(&helm)
+        .args(["lint", "shop"])
+        .current_dir(dir.path())
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        linted.status.success(),
+        "helm lint: {}",
+        text(&linted.stdout)
+    );
+    let rendered = Command::new(&helm)
+        .args(["template", "shop", "shop", "--namespace", "conformance"])
+        .current_dir(dir.path())
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        rendered.status.success(),
+        "helm template: {}",
+        text(&rendered.stderr)
+    );
+    // The chart's test hook (a Pod) is not applied: pods are not emulated yet.
+    let chart: String = text(&rendered.stdout)
+        .split("\n---")
+        .filter(|doc| !doc.contains("helm.sh/hook"))
+        .collect::<Vec<_>>()
+        .join("\n---");
+
+    let lines = session(&chart);
+    let tried = lines.len();
+    let mut failed = Vec::new();
+    for line in &lines {
+        let began = Instant::now();
+        let output = tokio::task::block_in_place(|| run(&kubectl, &kubeconfig, line));
+        let took = began.elapsed();
+        if let Err(why) = (line.expect)(&output) {
+            failed.push(format!(
+                "{} — kubectl {}: {why}\n  exit {:?}\n  stdout: {}\n  stderr: {}",
+                line.what,
+                line.args.join(" "),
+                output.status.code(),
+                text(&output.stdout).trim(),
+                text(&output.stderr).trim()
+            ));
+        }
+        if line.what.starts_with("delete --wait of that namespace") {
+            // A figure, not a check (BENCHMARKS.md): a real server is done
+            // within its termination grace and a second; the line above
+            // fails if kubectl gives up at its own timeout instead.
+            eprintln!("namespace deletion wait: {took:?} (grace {grace:?})");
+        }
+    }
+    eprintln!(
+        "kubectl conformance: {} of {tried} lines pass",
+        tried - failed.len()
+    );
+    assert!(failed.is_empty(), "{}", failed.join("\n\n"));
+}
