@@ -352,7 +352,9 @@ async fn handle(
                     }),
                 Ok(patch)
                     if content_type.starts_with("application/merge-patch")
-                        || content_type.starts_with("application/strategic-merge-patch") =>
+                        || content_type.starts_with("application/strategic-merge-patch")
+                        || (content_type.starts_with("application/json-patch")
+                            && patch.is_array()) =>
                 {
                     store
                         .merge_patch(
@@ -370,7 +372,7 @@ async fn handle(
                     code: 415,
                     reason: "UnsupportedMediaType",
                     message: format!(
-                        "the body of the request was in an unknown format - accepted media types include: application/apply-patch+yaml, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type})"
+                        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {content_type})"
                     ),
                 }),
             }

@@ -16,6 +16,7 @@
 
 mod apply;
 mod http;
+mod json_patch;
 mod resources;
 mod rollout;
 mod store;

@@ -27,6 +27,21 @@ impl Resource {
         }
     }
 
+    /// In the `all` category, as on a real server: the workloads and the
+    /// services (not config maps, secrets or namespaces).
+    fn in_all(&self) -> bool {
+        matches!(
+            (self.group.as_str(), self.plural.as_str()),
+            ("", "pods" | "services" | "replicationcontrollers")
+                | (
+                    "apps",
+                    "deployments" | "replicasets" | "statefulsets" | "daemonsets"
+                )
+                | ("batch", "jobs" | "cronjobs")
+                | ("autoscaling", "horizontalpodautoscalers")
+        )
+    }
+
     /// `deployments.apps`, as error messages name it.
     pub fn qualified(&self) -> String {
         if self.group.is_empty() {
@@ -47,14 +62,19 @@ impl Resource {
             "update",
             "watch",
         ];
-        let mut entries = vec![json!({
+        let mut entry = json!({
             "name": self.plural,
             "singularName": self.singular,
             "namespaced": self.namespaced,
             "kind": self.kind,
             "verbs": verbs,
             "shortNames": self.short_names,
-        })];
+        });
+        if self.in_all() {
+            // `kubectl get all` lists the resources of this category.
+            entry["categories"] = json!(["all"]);
+        }
+        let mut entries = vec![entry];
         if self.status {
             entries.push(json!({
                 "name": format!("{}/status", self.plural),

@@ -546,11 +546,19 @@ impl Store {
             .cloned()
             .ok_or_else(|| ApiError::not_found(resource, name))?;
         let mut object = live.object.clone();
-        if status {
-            merge(&mut object["status"], &patch["status"]);
-        } else {
-            merge(&mut object, patch);
-            object["status"] = live.object["status"].clone();
+        match (patch, status) {
+            // A JSON patch (RFC 6902) is a list of operations.
+            (Value::Array(operations), _) => {
+                crate::json_patch::apply(&mut object, operations)?;
+                if !status {
+                    object["status"] = live.object["status"].clone();
+                }
+            }
+            (_, true) => merge(&mut object["status"], &patch["status"]),
+            (_, false) => {
+                merge(&mut object, patch);
+                object["status"] = live.object["status"].clone();
+            }
         }
         let owners = apply::update(
             &live.object,

@@ -129,9 +129,15 @@ fn session(chart: &str) -> Vec<Line> {
         })), without_env.replace("replicas: 2", "replicas: 3")),
         line("a strategic-merge patch", r#"patch deploy web -n conformance -p {"spec":{"replicas":4}}"#, prints("deployment.apps/web patched")),
         line("a merge patch", r#"patch deploy web -n conformance --type=merge -p {"metadata":{"labels":{"patched":"yes"}}}"#, prints("deployment.apps/web patched")),
+        line("a JSON patch", r#"patch deploy web -n conformance --type=json -p [{"op":"replace","path":"/spec/replicas","value":5},{"op":"add","path":"/metadata/labels/json","value":"yes"}]"#, prints("deployment.apps/web patched")),
+        line("… took", "get deploy web -n conformance -o jsonpath={.spec.replicas}/{.metadata.labels.json}", prints_exactly("5/yes")),
+        line("a JSON patch whose test fails is refused", r#"patch deploy web -n conformance --type=json -p [{"op":"test","path":"/spec/replicas","value":1}]"#, Box::new(|out: &Output| {
+            if !out.status.success() && text(&out.stderr).contains("test") { Ok(()) } else { Err("wanted a refusal naming the test".into()) }
+        })),
+        line("get all (the `all` category)", "get all -n conformance -o name", prints("deployment.apps/web")),
         line("label", "label deploy web -n conformance team=shop", prints("deployment.apps/web labeled")),
         line("annotate", "annotate deploy web -n conformance note=conformance", prints("deployment.apps/web annotated")),
-        line("… all three took", "get deploy web -n conformance -o jsonpath={.spec.replicas}/{.metadata.labels.patched}/{.metadata.labels.team}/{.metadata.annotations.note}", prints_exactly("4/yes/shop/conformance")),
+        line("… all took", "get deploy web -n conformance -o jsonpath={.spec.replicas}/{.metadata.labels.patched}/{.metadata.labels.team}/{.metadata.annotations.note}", prints_exactly("5/yes/shop/conformance")),
         line("rollout restart", "rollout restart deploy/web -n conformance", prints("deployment.apps/web restarted")),
         line("rollout status", "rollout status deploy/web -n conformance --timeout=30s", prints("successfully rolled out")),
         line("wait for a condition", "wait --for=condition=Available deploy/web -n conformance --timeout=30s", prints("condition met")),
