@@ -293,6 +293,35 @@ async fn handle(
         .cloned()
         .unwrap_or_else(|| "unknown".to_string());
     let namespace = target.namespace.clone();
+    // Bodies are JSON (or YAML for apply); kubectl creates built-in kinds
+    // in protobuf, decoded for the kinds it sends (`protobuf`). Anything
+    // else is refused as a real server refuses a media type it does not
+    // serve (415), so a client can tell.
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let unsupported = |why: String| {
+        ApiError {
+            code: 415,
+            reason: "UnsupportedMediaType",
+            message: format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf ({why})"
+            ),
+        }
+        .into_response()
+    };
+    let body = if matches!(method, Method::POST | Method::PUT) && content_type.contains("protobuf")
+    {
+        match crate::protobuf::decode(&body) {
+            Ok(object) => Bytes::from(object.to_string()),
+            Err(why) => return unsupported(why),
+        }
+    } else if content_type.contains("cbor") {
+        return unsupported(format!("got {content_type}"));
+    } else {
+        body
+    };
     let outcome: Result<Response, ApiError> = match (method, target.name.clone()) {
         (Method::GET, Some(name)) => store
             .get(&target.resource, &namespace, &name)

@@ -17,6 +17,7 @@
 mod apply;
 mod http;
 mod json_patch;
+mod protobuf;
 mod resources;
 mod rollout;
 mod store;

@@ -134,6 +134,11 @@ fn session(chart: &str) -> Vec<Line> {
         line("a JSON patch whose test fails is refused", r#"patch deploy web -n conformance --type=json -p [{"op":"test","path":"/spec/replicas","value":1}]"#, Box::new(|out: &Output| {
             if !out.status.success() && text(&out.stderr).contains("test") { Ok(()) } else { Err("wanted a refusal naming the test".into()) }
         })),
+        line("create namespace (kubectl sends protobuf)", "create namespace made-by-create", prints("namespace/made-by-create created")),
+        line("create configmap", "create configmap made -n conformance --from-literal=k=v", prints("configmap/made created")),
+        line("… with its data", "get configmap made -n conformance -o jsonpath={.data.k}", prints_exactly("v")),
+        line("create secret", "create secret generic token -n conformance --from-literal=p=q", prints("secret/token created")),
+        line("… with its data in base64", "get secret token -n conformance -o jsonpath={.data.p}", prints_exactly("cQ==")),
         line("get all (the `all` category)", "get all -n conformance -o name", prints("deployment.apps/web")),
         line("label", "label deploy web -n conformance team=shop", prints("deployment.apps/web labeled")),
         line("annotate", "annotate deploy web -n conformance note=conformance", prints("deployment.apps/web annotated")),
