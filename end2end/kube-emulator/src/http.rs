@@ -237,6 +237,8 @@ struct Target {
     namespace: String,
     name: Option<String>,
     status: bool,
+    /// The `/scale` subresource of a workload.
+    scale: bool,
 }
 
 fn resolve(store: &Store, group: &str, version: &str, rest: &[String]) -> Result<Target, ApiError> {
@@ -254,6 +256,15 @@ fn resolve(store: &Store, group: &str, version: &str, rest: &[String]) -> Result
         [plural, name, "status"] => (*plural, "", Some(*name), true),
         ["namespaces", ns, plural, name] => (*plural, *ns, Some(*name), false),
         ["namespaces", ns, plural, name, "status"] => (*plural, *ns, Some(*name), true),
+        ["namespaces", ns, plural, name, "scale"] if scalable(group, plural) => {
+            return Ok(Target {
+                resource: find(plural)?,
+                namespace: ns.to_string(),
+                name: Some(name.to_string()),
+                status: false,
+                scale: true,
+            });
+        }
         _ => return Err(ApiError::not_found_path(&rest.join("/"))),
     };
     let resource = find(plural)?;
@@ -265,7 +276,77 @@ fn resolve(store: &Store, group: &str, version: &str, rest: &[String]) -> Result
         namespace: namespace.to_string(),
         name: name.map(str::to_string),
         status,
+        scale: false,
     })
+}
+
+/// The workloads with a `/scale` subresource.
+pub(crate) fn scalable(group: &str, plural: &str) -> bool {
+    group == "apps" && matches!(plural, "deployments" | "statefulsets" | "replicasets")
+}
+
+/// An `autoscaling/v1` Scale of a workload.
+fn scale_of(object: &Value) -> Value {
+    let labels = object["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": object["metadata"]["name"],
+            "namespace": object["metadata"]["namespace"],
+            "resourceVersion": object["metadata"]["resourceVersion"],
+            "uid": object["metadata"]["uid"],
+        },
+        "spec": { "replicas": object["spec"]["replicas"].as_i64().unwrap_or(1) },
+        "status": {
+            "replicas": object["status"]["replicas"].as_i64().unwrap_or(0),
+            "selector": labels,
+        },
+    })
+}
+
+/// GET, PATCH (merge) or PUT of a workload's Scale: only `spec.replicas`
+/// changes the workload.
+fn scale(
+    store: &Store,
+    target: &Target,
+    method: &Method,
+    body: &Bytes,
+    manager: &str,
+    dry_run: bool,
+) -> Result<Response, ApiError> {
+    let name = target.name.as_deref().unwrap_or_default();
+    if *method != Method::GET {
+        let change = parse_body(body, false)?;
+        let replicas = change["spec"]["replicas"]
+            .as_i64()
+            .ok_or_else(|| ApiError::invalid("a scale change needs spec.replicas, a number"))?;
+        if replicas < 0 {
+            return Err(ApiError::invalid(format!(
+                "spec.replicas: Invalid value: {replicas}: must be greater than or equal to 0"
+            )));
+        }
+        store.merge_patch(
+            &target.resource,
+            &target.namespace,
+            name,
+            &json!({ "spec": { "replicas": replicas } }),
+            manager,
+            dry_run,
+            false,
+        )?;
+    }
+    let object = store.get(&target.resource, &target.namespace, name)?;
+    Ok(json_response(StatusCode::OK, &scale_of(&object)))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -322,6 +403,10 @@ async fn handle(
     } else {
         body
     };
+    if target.scale {
+        return scale(&store, &target, &method, &body, &manager, dry_run)
+            .unwrap_or_else(IntoResponse::into_response);
+    }
     let outcome: Result<Response, ApiError> = match (method, target.name.clone()) {
         (Method::GET, Some(name)) => store
             .get(&target.resource, &namespace, &name)

@@ -75,6 +75,17 @@ impl Resource {
             entry["categories"] = json!(["all"]);
         }
         let mut entries = vec![entry];
+        if crate::http::scalable(&self.group, &self.plural) {
+            entries.push(json!({
+                "name": format!("{}/scale", self.plural),
+                "singularName": "",
+                "namespaced": self.namespaced,
+                "group": "autoscaling",
+                "version": "v1",
+                "kind": "Scale",
+                "verbs": ["get", "patch", "update"],
+            }));
+        }
         if self.status {
             entries.push(json!({
                 "name": format!("{}/status", self.plural),

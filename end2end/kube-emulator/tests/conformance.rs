@@ -140,9 +140,14 @@ fn session(chart: &str) -> Vec<Line> {
         line("create secret", "create secret generic token -n conformance --from-literal=p=q", prints("secret/token created")),
         line("… with its data in base64", "get secret token -n conformance -o jsonpath={.data.p}", prints_exactly("cQ==")),
         line("get all (the `all` category)", "get all -n conformance -o name", prints("deployment.apps/web")),
+        line("scale (the /scale subresource)", "scale deploy web -n conformance --replicas=6", prints("deployment.apps/web scaled")),
+        line("… took", "get deploy web -n conformance -o jsonpath={.spec.replicas}", prints_exactly("6")),
+        line("a negative scale is refused", "scale deploy web -n conformance --replicas=-1", Box::new(|out: &Output| {
+            if out.status.success() { Err("wanted a refusal".into()) } else { Ok(()) }
+        })),
         line("label", "label deploy web -n conformance team=shop", prints("deployment.apps/web labeled")),
         line("annotate", "annotate deploy web -n conformance note=conformance", prints("deployment.apps/web annotated")),
-        line("… all took", "get deploy web -n conformance -o jsonpath={.spec.replicas}/{.metadata.labels.patched}/{.metadata.labels.team}/{.metadata.annotations.note}", prints_exactly("5/yes/shop/conformance")),
+        line("… all took", "get deploy web -n conformance -o jsonpath={.spec.replicas}/{.metadata.labels.patched}/{.metadata.labels.team}/{.metadata.annotations.note}", prints_exactly("6/yes/shop/conformance")),
         line("rollout restart", "rollout restart deploy/web -n conformance", prints("deployment.apps/web restarted")),
         line("rollout status", "rollout status deploy/web -n conformance --timeout=30s", prints("successfully rolled out")),
         line("wait for a condition", "wait --for=condition=Available deploy/web -n conformance --timeout=30s", prints("condition met")),
