@@ -459,6 +459,20 @@ crate::on_both! {
             &state.open_change_request(&admin, opening("nope")).await,
             400,
         );
+        // Feedback: refused to a viewer, and left once through each.
+        agree(
+            "a viewer leaves feedback",
+            &app.post_as(&viewer_token, &format!("/api/v1/change-requests/{request}/feedback"), body.clone()).await,
+            &state.review_change_request(&viewer, request, review(ReviewAction::Feedback)).await,
+            403,
+        );
+        agree(
+            "an admin leaves feedback",
+            &app.post_as(&admin_token, &format!("/api/v1/change-requests/{request}/feedback"), json!({ "comment": "the basket is faster" })).await,
+            &state.review_change_request(&admin, request, Review { action: ReviewAction::Feedback, comment: Some("the basket is faster".into()) }).await,
+            200,
+        );
+        assert_eq!(audited(&app, "feedback.add").await.len(), 2);
         assert!(audited(&app, "change_request.open").await.is_empty());
         assert!(audited(&app, "change_request.close").await.is_empty());
         assert!(audited(&app, "change_request.override").await.is_empty());
