@@ -136,6 +136,19 @@ pub fn builtins() -> Vec<Resource> {
             false,
         ),
         builtin("", "v1", "pods", "Pod", true, &["po"], true),
+        // Events, in both groups a real server serves them in (kubectl
+        // get events reads the core one; newer clients events.k8s.io). A
+        // real server shows one store through both; here they are two.
+        builtin("", "v1", "events", "Event", true, &["ev"], false),
+        builtin(
+            "events.k8s.io",
+            "v1",
+            "events",
+            "Event",
+            true,
+            &["ev"],
+            false,
+        ),
         builtin(
             "",
             "v1",

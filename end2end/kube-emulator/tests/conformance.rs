@@ -139,6 +139,12 @@ fn session(chart: &str) -> Vec<Line> {
         line("… with its data", "get configmap made -n conformance -o jsonpath={.data.k}", prints_exactly("v")),
         line("create secret", "create secret generic token -n conformance --from-literal=p=q", prints("secret/token created")),
         line("… with its data in base64", "get secret token -n conformance -o jsonpath={.data.p}", prints_exactly("cQ==")),
+        line("get events (none yet)", "get events -n conformance", Box::new(|out: &Output| {
+            if out.status.success() && text(&out.stderr).contains("No resources found") { Ok(()) } else { Err("wanted success and \"No resources found\"".into()) }
+        })),
+        with_stdin(line("an event recorded through events.k8s.io", "apply --server-side -f -", prints("event.events.k8s.io/web.1 serverside-applied")),
+            "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata:\n  name: web.1\n  namespace: conformance\nreason: Scaled\nnote: scaled to 6\ntype: Normal\naction: Scale\nreportingController: conformance\nreportingInstance: conformance-1\neventTime: \"2026-12-01T00:00:00.000000Z\"\nregarding: {apiVersion: apps/v1, kind: Deployment, name: web, namespace: conformance}\n".into()),
+        line("… and read back by its reason", "get events.v1.events.k8s.io web.1 -n conformance -o jsonpath={.reason}", prints_exactly("Scaled")),
         line("get all (the `all` category)", "get all -n conformance -o name", prints("deployment.apps/web")),
         line("scale (the /scale subresource)", "scale deploy web -n conformance --replicas=6", prints("deployment.apps/web scaled")),
         line("… took", "get deploy web -n conformance -o jsonpath={.spec.replicas}", prints_exactly("6")),
