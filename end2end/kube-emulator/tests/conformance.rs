@@ -216,35 +216,26 @@ async fn kubectl_and_helm_get_what_a_real_server_answers() {
     std::fs::write(&kubeconfig, emulator.kubeconfig("emulator")).unwrap();
 
     // A chart as `helm create` makes it, rendered by `helm template`.
-    let made = Command::new(&helm)
-        .args(["create", "shop"])
-        .current_dir(dir.path())
-        .env("HOME", dir.path())
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "helm create: {}", text(&made.stderr));
-    let linted = Command::new(&helm)
-        .args(["lint", "shop"])
-        .current_dir(dir.path())
-        .env("HOME", dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        linted.status.success(),
-        "helm lint: {}",
-        text(&linted.stdout)
-    );
-    let rendered = Command::new(&helm)
-        .args(["template", "shop", "shop", "--namespace", "conformance"])
-        .current_dir(dir.path())
-        .env("HOME", dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        rendered.status.success(),
-        "helm template: {}",
-        text(&rendered.stderr)
-    );
+    // Helm keeps its caches under HOME: the test's own directory.
+    let helm_run = |args: &[&str]| {
+        let out = Command::new(&helm)
+            .args(args)
+            .current_dir(dir.path())
+            .env("HOME", dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "helm {}: {}{}",
+            args.join(" "),
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        out
+    };
+    helm_run(&["create", "shop"]);
+    helm_run(&["lint", "shop"]);
+    let rendered = helm_run(&["template", "shop", "shop", "--namespace", "conformance"]);
     // The chart's test hook (a Pod) is not applied: pods are not emulated yet.
     let chart: String = text(&rendered.stdout)
         .split("\n---")
