@@ -164,3 +164,50 @@ on_both! {
         assert_eq!(app.get("/healthz").await.status, 200);
     }
 }
+
+/// A step whose test reports are traps: a FIFO (reading it would hang the
+/// runner), a link to Gantry's secret key by its host path, and a link out
+/// of the checkout.
+const REPORT_TRAPS: &str = "apiVersion: gantry.dev/v1
+steps:
+  - name: traps
+    run: \"if [ -f traps.sh ]; then sh traps.sh; fi\"
+    reports: [fifo.xml, key.xml, out/escape.xml]
+  - deploy
+local:
+  run: python3 app.py
+  health: /healthz
+  health_timeout: 20s
+";
+
+on_both! {
+    async fn test_reports_that_are_fifos_or_links_out_are_refused_unread(backend) {
+        let repos = Repos::new("");
+        repos.pipeline.write("apps/shop/pipeline.yaml", REPORT_TRAPS);
+        repos.pipeline.commit("a step whose reports are traps");
+        let (app, _port) = start_listening(backend, &repos, |_| {}).await;
+        let key = app.data_path().join("secret.key");
+        assert!(key.is_file(), "the key the trap points at exists");
+
+        repos.app.checkout_new("feature/traps");
+        repos.app.write(
+            "traps.sh",
+            &format!("mkfifo fifo.xml\nln -s {} key.xml\nln -s / out\necho traps set\n", key.display()),
+        );
+        let sha = repos.app.commit("reports that are traps");
+        scan(&app).await;
+        // The run ends: the FIFO was not opened for a blocking read.
+        let run = ended_run(&app, &sha).await;
+        let log = step_log(&app, &run, "traps").await;
+        assert!(log.contains("traps set"), "{log}");
+        assert!(log.contains("test report fifo.xml is not a regular file; not read"), "{log}");
+        for link in ["key.xml", "out/escape.xml"] {
+            assert!(
+                log.contains(&format!("test report {link} was not written (or points outside the checkout)"))
+                    || log.contains(&format!("test report {link} cannot be opened")),
+                "{link}: {log}"
+            );
+        }
+        assert!(!log.contains("tests in"), "nothing was read as a report: {log}");
+    }
+}
