@@ -426,10 +426,7 @@ pub async fn override_policy(
     let judged = load(requests, id).await?;
     let reason =
         policy::override_reason(reason).map_err(|e| ChangeRequestError::Invalid(e.into()))?;
-    let admin_only = ApprovalPolicy {
-        roles: vec!["admin".into()],
-        ..judged.policy()
-    };
+    let admin_only = policy::admin_only(judged.policy());
     check_decider(requests, caller, &judged, &admin_only)?;
     decide(requests, caller, &judged, "override", None, Some(reason)).await?;
     try_merge(requests, id, &caller.me.name).await

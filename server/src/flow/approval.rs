@@ -259,13 +259,11 @@ pub async fn override_hold(
 ) -> Result<ApprovalOutcome, ApprovalError> {
     let held = load(service, run_id).await?;
     let reason = policy::override_reason(reason).map_err(|e| ApprovalError::Invalid(e.into()))?;
-    let admin_only = crate::gitops::schema::ApprovalPolicy {
-        roles: vec!["admin".into()],
-        ..held
-            .policy()
+    let admin_only = policy::admin_only(
+        held.policy()
             .cloned()
-            .unwrap_or_else(|| policy::for_change_request(None))
-    };
+            .unwrap_or_else(|| policy::for_change_request(None)),
+    );
     if let Some(refusal) = policy::refusal(service.freshness(), caller, &admin_only, &held.app_name)
     {
         return Err(ApprovalError::Forbidden(refusal));

@@ -22,6 +22,15 @@ pub struct Freshness {
     pub now: i64,
 }
 
+/// The policy an override is judged by: `policy`'s rules (reauth and the
+/// rest), decided by admins only.
+pub fn admin_only(policy: ApprovalPolicy) -> ApprovalPolicy {
+    ApprovalPolicy {
+        roles: vec!["admin".into()],
+        ..policy
+    }
+}
+
 /// A change request into an environment without a policy still needs one
 /// admin: only admins release.
 pub fn for_change_request(entry: Option<&StackEntry>) -> ApprovalPolicy {
