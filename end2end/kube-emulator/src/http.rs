@@ -239,6 +239,8 @@ struct Target {
     status: bool,
     /// The `/scale` subresource of a workload.
     scale: bool,
+    /// The `/log` subresource of a pod.
+    log: bool,
 }
 
 fn resolve(store: &Store, group: &str, version: &str, rest: &[String]) -> Result<Target, ApiError> {
@@ -256,13 +258,17 @@ fn resolve(store: &Store, group: &str, version: &str, rest: &[String]) -> Result
         [plural, name, "status"] => (*plural, "", Some(*name), true),
         ["namespaces", ns, plural, name] => (*plural, *ns, Some(*name), false),
         ["namespaces", ns, plural, name, "status"] => (*plural, *ns, Some(*name), true),
-        ["namespaces", ns, plural, name, "scale"] if scalable(group, plural) => {
+        ["namespaces", ns, plural, name, sub @ ("scale" | "log")]
+            if (*sub == "scale" && scalable(group, plural))
+                || (*sub == "log" && group.is_empty() && *plural == "pods") =>
+        {
             return Ok(Target {
                 resource: find(plural)?,
                 namespace: ns.to_string(),
                 name: Some(name.to_string()),
                 status: false,
-                scale: true,
+                scale: *sub == "scale",
+                log: *sub == "log",
             });
         }
         _ => return Err(ApiError::not_found_path(&rest.join("/"))),
@@ -277,6 +283,7 @@ fn resolve(store: &Store, group: &str, version: &str, rest: &[String]) -> Result
         name: name.map(str::to_string),
         status,
         scale: false,
+        log: false,
     })
 }
 
@@ -374,6 +381,22 @@ async fn handle(
         .cloned()
         .unwrap_or_else(|| "unknown".to_string());
     let namespace = target.namespace.clone();
+    let watching = param("watch") == "true" || param("watch") == "1";
+    let verb = verb_of(&method, target.name.is_some(), watching);
+    if !crate::access::allowed(
+        &store.denied(),
+        verb,
+        &target.resource.group,
+        &target.resource.plural,
+    ) {
+        return crate::access::forbidden(
+            verb,
+            &target.resource,
+            &namespace,
+            target.name.as_deref(),
+        )
+        .into_response();
+    }
     // Bodies are JSON (or YAML for apply); kubectl creates built-in kinds
     // in protobuf, decoded for the kinds it sends (`protobuf`). Anything
     // else is refused as a real server refuses a media type it does not
@@ -403,17 +426,58 @@ async fn handle(
     } else {
         body
     };
+    // `kubectl get` asks for a Table; `includeObject` says what each row
+    // carries besides its cells.
+    let table = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .filter(|accept| crate::table::wanted(accept))
+        .map(|_| param("includeObject").to_string());
+    if target.resource.is_review() {
+        return match method {
+            Method::POST => parse_body(&body, false)
+                .and_then(|review| crate::access::review(&store.denied(), &review))
+                .map(|answer| json_response(StatusCode::CREATED, &answer))
+                .unwrap_or_else(IntoResponse::into_response),
+            method => ApiError {
+                code: 405,
+                reason: "MethodNotAllowed",
+                message: format!("{method} is not supported for access reviews"),
+            }
+            .into_response(),
+        };
+    }
+    if target.log {
+        return pod_log(&store, &target, &params).unwrap_or_else(IntoResponse::into_response);
+    }
     if target.scale {
         return scale(&store, &target, &method, &body, &manager, dry_run)
             .unwrap_or_else(IntoResponse::into_response);
     }
     let outcome: Result<Response, ApiError> = match (method, target.name.clone()) {
-        (Method::GET, Some(name)) => store
-            .get(&target.resource, &namespace, &name)
-            .map(|o| json_response(StatusCode::OK, &o)),
-        (Method::GET, None) if param("watch") == "true" || param("watch") == "1" => {
-            Ok(watch(store.clone(), target, &params))
+        (Method::GET, Some(name)) => {
+            store
+                .get(&target.resource, &namespace, &name)
+                .map(|o| match &table {
+                    Some(include) => {
+                        let version = o["metadata"]["resourceVersion"]
+                            .as_str()
+                            .unwrap_or_default();
+                        json_response(
+                            StatusCode::OK,
+                            &table_of(
+                                &store,
+                                &target.resource,
+                                std::slice::from_ref(&o),
+                                include,
+                                version,
+                            ),
+                        )
+                    }
+                    None => json_response(StatusCode::OK, &o),
+                })
         }
+        (Method::GET, None) if watching => Ok(watch(store.clone(), target, &params, table)),
         (Method::GET, None) => {
             let ns = (!namespace.is_empty()).then_some(namespace.as_str());
             store
@@ -423,8 +487,18 @@ async fn handle(
                     param("labelSelector"),
                     param("fieldSelector"),
                 )
-                .map(|(items, version)| {
-                    json_response(
+                .map(|(items, version)| match &table {
+                    Some(include) => json_response(
+                        StatusCode::OK,
+                        &table_of(
+                            &store,
+                            &target.resource,
+                            &items,
+                            include,
+                            &version.to_string(),
+                        ),
+                    ),
+                    None => json_response(
                         StatusCode::OK,
                         &json!({
                             "kind": format!("{}List", target.resource.kind),
@@ -432,7 +506,7 @@ async fn handle(
                             "metadata": { "resourceVersion": version.to_string() },
                             "items": items,
                         }),
-                    )
+                    ),
                 })
         }
         (Method::PATCH, Some(name)) => {
@@ -526,6 +600,91 @@ async fn handle(
     outcome.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// What a pod's container printed (`?container=`, `tailLines=`), as text.
+/// A container that has not started has no log yet, as on a real server.
+fn pod_log(
+    store: &Store,
+    target: &Target,
+    params: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let name = target.name.as_deref().unwrap_or_default();
+    let pod = store.get(&target.resource, &target.namespace, name)?;
+    let containers: Vec<&str> = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    let container = match (params.get("container"), containers.as_slice()) {
+        (Some(wanted), _) if containers.contains(&wanted.as_str()) => wanted.as_str(),
+        (Some(wanted), _) => {
+            return Err(ApiError::bad_request(format!(
+                "container {wanted} is not valid for pod {name}"
+            )));
+        }
+        (None, [only]) => only,
+        (None, _) => {
+            return Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                containers.join(" ")
+            )));
+        }
+    };
+    let waiting = pod["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == container)
+        .and_then(|c| c["state"]["waiting"]["reason"].as_str());
+    if let Some(reason) = waiting {
+        return Err(ApiError::bad_request(format!(
+            "container \"{container}\" in pod \"{name}\" is waiting to start: {reason}"
+        )));
+    }
+    let mut text = store.log(&target.namespace, name, container);
+    if let Some(tail) = params
+        .get("tailLines")
+        .and_then(|t| t.parse::<usize>().ok())
+    {
+        let lines: Vec<&str> = text.lines().collect();
+        let kept = &lines[lines.len().saturating_sub(tail)..];
+        text = kept.iter().map(|l| format!("{l}\n")).collect();
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain")], text).into_response())
+}
+
+/// The RBAC verb of a request.
+fn verb_of(method: &Method, named: bool, watching: bool) -> &'static str {
+    match *method {
+        Method::GET if named => "get",
+        Method::GET if watching => "watch",
+        Method::GET => "list",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if named => "delete",
+        Method::DELETE => "deletecollection",
+        _ => "",
+    }
+}
+
+/// A Table of `objects`, with a custom resource's own printer columns.
+fn table_of(
+    store: &Store,
+    resource: &Resource,
+    objects: &[Value],
+    include: &str,
+    version: &str,
+) -> Value {
+    let crd = store.object(
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        "",
+        &format!("{}.{}", resource.plural, resource.group),
+    );
+    crate::table::render(resource, crd.as_ref(), objects, include, version)
+}
+
 fn parse_body(body: &Bytes, yaml: bool) -> Result<Value, ApiError> {
     let text =
         std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
@@ -563,7 +722,12 @@ fn resource_list(store: &Store, group: &str, version: &str) -> Response {
 /// A watch: JSON lines of `{"type": ..., "object": ...}`; with
 /// `sendInitialEvents=true` every existing object first, then a BOOKMARK
 /// annotated `k8s.io/initial-events-end`; bookmarks every second when asked.
-fn watch(store: Arc<Store>, target: Target, params: &HashMap<String, String>) -> Response {
+fn watch(
+    store: Arc<Store>,
+    target: Target,
+    params: &HashMap<String, String>,
+    table: Option<String>,
+) -> Response {
     let labels = Selector::parse(
         params
             .get("labelSelector")
@@ -646,10 +810,26 @@ fn watch(store: Arc<Store>, target: Target, params: &HashMap<String, String>) ->
                     bookmarks.then(|| bookmark(&resource, ticker_store.resource_version(), false)),
                 )
             });
+    // Watched as a Table, each event carries a one-row Table.
+    let table_store = store.clone();
+    let table_resource = target.resource.clone();
     let stream = futures_util::stream::iter(first)
         .chain(futures_util::stream::select(live, ticks))
         .take_until(tokio::time::sleep(timeout))
-        .map(|line| Ok::<_, Infallible>(format!("{line}\n")));
+        .map(move |mut line| {
+            if let Some(include) = &table
+                && line["type"] != "BOOKMARK"
+            {
+                let object = line["object"].take();
+                let version = object["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                line["object"] =
+                    table_of(&table_store, &table_resource, &[object], include, &version);
+            }
+            Ok::<_, Infallible>(format!("{line}\n"))
+        });
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")

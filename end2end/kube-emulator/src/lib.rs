@@ -14,13 +14,16 @@
 //! # }
 //! ```
 
+mod access;
 mod apply;
+mod deployments;
 mod http;
 mod json_patch;
 mod protobuf;
 mod resources;
 mod rollout;
 mod store;
+mod table;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +32,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+pub use access::Denied;
 pub use resources::Resource;
 pub use store::{ApiError, Store};
 
@@ -50,6 +54,9 @@ pub struct Options {
     pub namespace_termination: Duration,
     /// Reported by `/version`.
     pub git_version: String,
+    /// What the credentials may not do (403, and `allowed: false` in a
+    /// `SelfSubjectAccessReview`); everything else is allowed.
+    pub denied: Vec<Denied>,
 }
 
 impl Default for Options {
@@ -58,6 +65,7 @@ impl Default for Options {
             rollout: RolloutMode::After(Duration::from_millis(100)),
             namespace_termination: Duration::from_millis(100),
             git_version: "v1.33.0-gantry-emulator".to_string(),
+            denied: Vec::new(),
         }
     }
 }
@@ -113,6 +121,17 @@ impl Emulator {
 
     pub fn set_rollout(&self, mode: RolloutMode) {
         self.store.set_rollout(mode);
+    }
+
+    /// Appends `text` to what `container` of `pod` has printed (what
+    /// `kubectl logs` and the pod's `/log` read).
+    pub fn write_log(&self, namespace: &str, pod: &str, container: &str, text: &str) {
+        self.store.write_log(namespace, pod, container, text);
+    }
+
+    /// Replaces what the credentials may not do, from the next request on.
+    pub fn set_denied(&self, denied: Vec<Denied>) {
+        self.store.set_denied(denied);
     }
 
     /// Makes the cluster unreachable (connections refused) until

@@ -51,9 +51,45 @@ fn object(kind: &str, raw: &[Field<'_>]) -> Result<Value, String> {
                 object["type"] = json!(kind_of_secret);
             }
         }
+        "SelfSubjectAccessReview" => {
+            // `kubectl auth can-i`: spec (2) with resourceAttributes (1) or
+            // nonResourceAttributes (2).
+            let spec = fields(bytes_of(raw, 2).unwrap_or_default())?;
+            let strings = |message: &[u8], names: &[(u64, &str)]| -> Result<Value, String> {
+                let message = fields(message)?;
+                let mut out = Map::new();
+                for (number, name) in names {
+                    let value = string_of(&message, *number);
+                    if !value.is_empty() {
+                        out.insert((*name).into(), json!(value));
+                    }
+                }
+                Ok(Value::Object(out))
+            };
+            let mut review = Map::new();
+            if let Some(attributes) = bytes_of(&spec, 1) {
+                let names = [
+                    (1, "namespace"),
+                    (2, "verb"),
+                    (3, "group"),
+                    (4, "version"),
+                    (5, "resource"),
+                    (6, "subresource"),
+                    (7, "name"),
+                ];
+                review.insert("resourceAttributes".into(), strings(attributes, &names)?);
+            }
+            if let Some(attributes) = bytes_of(&spec, 2) {
+                review.insert(
+                    "nonResourceAttributes".into(),
+                    strings(attributes, &[(1, "path"), (2, "verb")])?,
+                );
+            }
+            object["spec"] = Value::Object(review);
+        }
         other => {
             return Err(format!(
-                "the emulator decodes protobuf for Namespace, ConfigMap and Secret only, not {other}; send JSON"
+                "the emulator decodes protobuf for Namespace, ConfigMap, Secret and SelfSubjectAccessReview only, not {other}; send JSON"
             ));
         }
     }
@@ -223,6 +259,18 @@ mod tests {
         assert!(
             decode(&[MAGIC, &[0x0a, 0x7f]].concat()).is_err(),
             "truncated"
+        );
+        let attributes = [field(2, b"delete"), field(5, b"namespaces")].concat();
+        let raw = [field(1, &[]), field(2, &field(1, &attributes))].concat();
+        let type_meta = [
+            field(1, b"authorization.k8s.io/v1"),
+            field(2, b"SelfSubjectAccessReview"),
+        ]
+        .concat();
+        let body = [MAGIC.to_vec(), field(1, &type_meta), field(2, &raw)].concat();
+        assert_eq!(
+            decode(&body).unwrap()["spec"],
+            json!({"resourceAttributes": {"verb": "delete", "resource": "namespaces"}})
         );
         assert_eq!(base64(b"hi!"), "aGkh");
         assert_eq!(base64(b"hi"), "aGk=");

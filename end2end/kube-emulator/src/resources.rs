@@ -51,17 +51,26 @@ impl Resource {
         }
     }
 
+    /// Reviews are only created (and answered at once), never stored.
+    pub fn is_review(&self) -> bool {
+        self.group == "authorization.k8s.io"
+    }
+
     pub fn discovery_entries(&self) -> Vec<Value> {
-        let verbs = [
-            "create",
-            "delete",
-            "deletecollection",
-            "get",
-            "list",
-            "patch",
-            "update",
-            "watch",
-        ];
+        let verbs: &[&str] = if self.is_review() {
+            &["create"]
+        } else {
+            &[
+                "create",
+                "delete",
+                "deletecollection",
+                "get",
+                "list",
+                "patch",
+                "update",
+                "watch",
+            ]
+        };
         let mut entry = json!({
             "name": self.plural,
             "singularName": self.singular,
@@ -136,6 +145,27 @@ pub fn builtins() -> Vec<Resource> {
             false,
         ),
         builtin("", "v1", "pods", "Pod", true, &["po"], true),
+        // Served so that `kubectl apply --prune`, whose default list names
+        // them, finds every kind it looks for.
+        builtin("", "v1", "endpoints", "Endpoints", true, &["ep"], false),
+        builtin(
+            "",
+            "v1",
+            "replicationcontrollers",
+            "ReplicationController",
+            true,
+            &["rc"],
+            true,
+        ),
+        builtin(
+            "",
+            "v1",
+            "persistentvolumes",
+            "PersistentVolume",
+            false,
+            &["pv"],
+            true,
+        ),
         // Events, in both groups a real server serves them in (kubectl
         // get events reads the core one; newer clients events.k8s.io). A
         // real server shows one store through both; here they are two.
@@ -238,6 +268,15 @@ pub fn builtins() -> Vec<Resource> {
             "v1",
             "clusterrolebindings",
             "ClusterRoleBinding",
+            false,
+            &[],
+            false,
+        ),
+        builtin(
+            "authorization.k8s.io",
+            "v1",
+            "selfsubjectaccessreviews",
+            "SelfSubjectAccessReview",
             false,
             &[],
             false,

@@ -1,6 +1,7 @@
 //! A stand-in for the controllers: workloads become available (Jobs
-//! complete) a while after their spec changes — or never — and namespaces
-//! being deleted go away with their content.
+//! complete) a while after their spec changes — or never —, Deployments
+//! get ReplicaSets and pods (`deployments`), and namespaces being deleted
+//! go away with their content.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,13 +21,14 @@ pub fn spawn(store: Arc<Store>) {
             let Some(store) = weak.upgrade() else { return };
             store.finish_terminating();
             let mode = store.rollout();
+            let ready = |age: Duration| match mode {
+                RolloutMode::After(delay) => age >= delay,
+                RolloutMode::Never => false,
+            };
             for (key, object, age) in store.workloads() {
-                let ready = match mode {
-                    RolloutMode::After(delay) => age >= delay,
-                    RolloutMode::Never => false,
-                };
-                store.set_status(&key, status(&key.plural, &object, ready));
+                store.set_status(&key, status(&key.plural, &object, ready(age)));
             }
+            crate::deployments::reconcile(&store, ready);
         }
     });
 }

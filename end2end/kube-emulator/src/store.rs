@@ -93,6 +93,9 @@ pub struct Store {
     events: broadcast::Sender<WatchEvent>,
     faults: Mutex<Faults>,
     rollout: Mutex<RolloutMode>,
+    denied: Mutex<Vec<crate::Denied>>,
+    /// Container output by (namespace, pod, container).
+    logs: Mutex<BTreeMap<(String, String, String), String>>,
     pub options: Options,
 }
 
@@ -108,12 +111,37 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// RFC 3339, UTC, seconds — as the API server writes timestamps.
-pub fn now_rfc3339() -> String {
-    let secs = SystemTime::now()
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> i64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+/// RFC 3339, UTC, seconds — as the API server writes timestamps.
+pub fn now_rfc3339() -> String {
+    rfc3339(now_unix())
+}
+
+/// Reads `YYYY-MM-DDTHH:MM:SS[.fraction]Z` into seconds since the epoch.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let number = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    // Days from the civil date (the inverse of `rfc3339` below).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
+/// RFC 3339, UTC, seconds, of a time in seconds since the epoch.
+pub fn rfc3339(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let z = days + 719_468;
@@ -180,6 +208,8 @@ impl Store {
             events,
             faults: Mutex::default(),
             rollout: Mutex::new(rollout),
+            denied: Mutex::new(options.denied.clone()),
+            logs: Mutex::default(),
             options,
         }
     }
@@ -209,6 +239,14 @@ impl Store {
 
     pub fn set_rollout(&self, mode: RolloutMode) {
         *lock(&self.rollout) = mode;
+    }
+
+    pub fn denied(&self) -> Vec<crate::Denied> {
+        lock(&self.denied).clone()
+    }
+
+    pub fn set_denied(&self, denied: Vec<crate::Denied>) {
+        *lock(&self.denied) = denied;
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<WatchEvent> {
@@ -756,6 +794,61 @@ impl Store {
         Ok(deleted)
     }
 
+    /// A controller's write of a whole object (no field ownership of its
+    /// own): stored only if the object is still at `expected`'s
+    /// resourceVersion (`None`: only if it does not exist), so a client's
+    /// write in between is never undone. True when stored.
+    pub fn put_if(&self, group: &str, plural: &str, object: Value, expected: Option<&str>) -> bool {
+        let mut inner = lock(&self.inner);
+        let Some(resource) = inner
+            .resources
+            .iter()
+            .find(|r| r.group == group && r.plural == plural)
+            .cloned()
+        else {
+            return false;
+        };
+        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+        let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
+        let key = self.key(&resource, namespace, name);
+        let current = inner.objects.get(&key);
+        let now = current.and_then(|e| e.object["metadata"]["resourceVersion"].as_str());
+        if now != expected {
+            return false;
+        }
+        let owners = current.map(|e| e.owners.clone()).unwrap_or_default();
+        self.commit(&mut inner, &resource, key, object, owners, false);
+        true
+    }
+
+    /// Deletes an object as the garbage collector does.
+    pub fn remove(&self, key: &Key) {
+        let resource = lock(&self.inner)
+            .resources
+            .iter()
+            .find(|r| r.group == key.group && r.plural == key.plural)
+            .cloned();
+        if let Some(resource) = resource {
+            let _ = self.delete(&resource, &key.namespace, &key.name, false);
+        }
+    }
+
+    /// Appends to what a pod's container has printed (`kubectl logs`).
+    pub fn write_log(&self, namespace: &str, pod: &str, container: &str, text: &str) {
+        lock(&self.logs)
+            .entry((namespace.into(), pod.into(), container.into()))
+            .or_default()
+            .push_str(text);
+    }
+
+    /// What a pod's container has printed so far.
+    pub fn log(&self, namespace: &str, pod: &str, container: &str) -> String {
+        lock(&self.logs)
+            .get(&(namespace.into(), pod.into(), container.into()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Sets an object's status as a controller would (no ownership).
     pub fn set_status(&self, key: &Key, status: Value) {
         let mut inner = lock(&self.inner);
@@ -934,4 +1027,19 @@ fn set(text: &str) -> Result<Vec<String>, ApiError> {
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty())
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_read_back_as_written() {
+        for secs in [0, 951_782_400, 1_798_761_599, 1_800_000_000] {
+            assert_eq!(super::parse_rfc3339(&super::rfc3339(secs)), Some(secs));
+        }
+        assert_eq!(
+            super::parse_rfc3339("2026-12-01T00:00:00.000000Z"),
+            Some(1_796_083_200)
+        );
+        assert_eq!(super::parse_rfc3339("yesterday"), None);
+    }
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use kube_emulator::{Emulator, Options};
+use kube_emulator::{Denied, Emulator, Options};
 
 /// `.tools/bin/<name>` of the workspace, or `$KUBECTL`/`$HELM`.
 fn tool(name: &str, env: &str) -> PathBuf {
@@ -32,11 +32,16 @@ fn tool(name: &str, env: &str) -> PathBuf {
 /// was wanted).
 type Expect = Box<dyn Fn(&Output) -> Result<(), String>>;
 
+/// What is done to the cluster before a line runs.
+type Setup = Box<dyn Fn(&Emulator)>;
+
 /// One line of the session: what is run, and what a real server answers.
 struct Line {
     what: &'static str,
     args: Vec<String>,
     stdin: Option<String>,
+    /// Done to the cluster first, as its workloads would (a pod printing).
+    before: Option<Setup>,
     expect: Expect,
 }
 
@@ -71,6 +76,7 @@ fn line(what: &'static str, args: &str, expect: Expect) -> Line {
         what,
         args: args.split_whitespace().map(str::to_string).collect(),
         stdin: None,
+        before: None,
         expect,
     }
 }
@@ -78,6 +84,93 @@ fn line(what: &'static str, args: &str, expect: Expect) -> Line {
 fn with_stdin(mut line: Line, stdin: String) -> Line {
     line.stdin = Some(stdin);
     line
+}
+
+fn after(mut line: Line, before: impl Fn(&Emulator) + 'static) -> Line {
+    line.before = Some(Box::new(before));
+    line
+}
+
+/// Fails, saying `wanted` on stderr.
+fn refused(wanted: &'static str) -> Expect {
+    Box::new(move |out: &Output| {
+        if !out.status.success() && text(&out.stderr).contains(wanted) {
+            Ok(())
+        } else {
+            Err(format!("wanted a failure saying {wanted:?}"))
+        }
+    })
+}
+
+/// A table: the header has exactly `headings`, and some row has every one
+/// of `cells` (in its columns, in order).
+fn table(headings: &'static [&'static str], cells: &'static [&'static str]) -> Expect {
+    Box::new(move |out: &Output| {
+        let stdout = text(&out.stdout);
+        let mut lines = stdout.lines();
+        let header: Vec<&str> = lines
+            .next()
+            .unwrap_or_default()
+            .split("  ")
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .collect();
+        if !out.status.success() || header != headings {
+            return Err(format!("wanted the headings {headings:?}"));
+        }
+        let has_row = lines.any(|row| {
+            let words: Vec<&str> = row.split_whitespace().collect();
+            let mut at = 0;
+            cells
+                .iter()
+                .all(|cell| match words[at..].iter().position(|w| w == cell) {
+                    Some(found) => {
+                        at += found + 1;
+                        true
+                    }
+                    None => false,
+                })
+        });
+        if has_row {
+            Ok(())
+        } else {
+            Err(format!("wanted a row with {cells:?}"))
+        }
+    })
+}
+
+/// `kubectl rollout history` lists exactly these revisions.
+fn revisions(wanted: &'static [u32]) -> Expect {
+    Box::new(move |out: &Output| {
+        let listed: Vec<u32> = text(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect();
+        if out.status.success() && listed == wanted {
+            Ok(())
+        } else {
+            Err(format!("wanted the revisions {wanted:?}, got {listed:?}"))
+        }
+    })
+}
+
+/// Makes every pod of the `web` deployment print `hello from web`.
+fn web_pods_print(emulator: &Emulator) {
+    for (key, pod) in emulator.store().objects_of("", "pods") {
+        if key.namespace == "conformance" && pod["metadata"]["labels"]["app"] == "web" {
+            emulator.write_log(&key.namespace, &key.name, "web", "hello from web\n");
+        }
+    }
+}
+
+fn prunable(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|name| {
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: conformance\n  labels: {{prune: \"yes\"}}\ndata: {{k: v}}\n")
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
 }
 
 const DEPLOYMENT: &str = "apiVersion: apps/v1
@@ -117,6 +210,15 @@ fn session(chart: &str) -> Vec<Line> {
     let without_env = DEPLOYMENT.replace("          env: [{name: GREETING, value: hi}]\n", "");
     vec![
         with_stdin(line("server-side apply creates", "apply --server-side -f -", prints("namespace/conformance serverside-applied")), NAMESPACE.into()),
+        line("get events (none yet)", "get events -n conformance", Box::new(|out: &Output| {
+            if out.status.success() && text(&out.stderr).contains("No resources found") { Ok(()) } else { Err("wanted success and \"No resources found\"".into()) }
+        })),
+        line("auth can-i of an allowed verb", "auth can-i create deployments -n conformance", prints_exactly("yes")),
+        line("auth can-i of a denied verb", "auth can-i delete persistentvolumes", Box::new(|out: &Output| {
+            // kubectl prints "no" and exits 1.
+            if out.status.code() == Some(1) && text(&out.stdout).trim() == "no" { Ok(()) } else { Err("wanted exit 1 and \"no\"".into()) }
+        })),
+        line("a denied request is refused as RBAC refuses it", "delete pv anything", refused("persistentvolumes \"anything\" is forbidden: User \"emulator\" cannot delete resource \"persistentvolumes\" in API group \"\" at the cluster scope")),
         with_stdin(line("server-side apply of a deployment", "apply --server-side -f -", prints("deployment.apps/web serverside-applied")), DEPLOYMENT.into()),
         line("get with -o jsonpath", "get deploy web -n conformance -o jsonpath={.spec.replicas}", prints_exactly("2")),
         line("a label selector", "get deploy -n conformance -l tier=front -o name", prints_exactly("deployment.apps/web")),
@@ -139,9 +241,6 @@ fn session(chart: &str) -> Vec<Line> {
         line("… with its data", "get configmap made -n conformance -o jsonpath={.data.k}", prints_exactly("v")),
         line("create secret", "create secret generic token -n conformance --from-literal=p=q", prints("secret/token created")),
         line("… with its data in base64", "get secret token -n conformance -o jsonpath={.data.p}", prints_exactly("cQ==")),
-        line("get events (none yet)", "get events -n conformance", Box::new(|out: &Output| {
-            if out.status.success() && text(&out.stderr).contains("No resources found") { Ok(()) } else { Err("wanted success and \"No resources found\"".into()) }
-        })),
         with_stdin(line("an event recorded through events.k8s.io", "apply --server-side -f -", prints("event.events.k8s.io/web.1 serverside-applied")),
             "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata:\n  name: web.1\n  namespace: conformance\nreason: Scaled\nnote: scaled to 6\ntype: Normal\naction: Scale\nreportingController: conformance\nreportingInstance: conformance-1\neventTime: \"2026-12-01T00:00:00.000000Z\"\nregarding: {apiVersion: apps/v1, kind: Deployment, name: web, namespace: conformance}\n".into()),
         line("… and read back by its reason", "get events.v1.events.k8s.io web.1 -n conformance -o jsonpath={.reason}", prints_exactly("Scaled")),
@@ -156,11 +255,41 @@ fn session(chart: &str) -> Vec<Line> {
         line("… all took", "get deploy web -n conformance -o jsonpath={.spec.replicas}/{.metadata.labels.patched}/{.metadata.labels.team}/{.metadata.annotations.note}", prints_exactly("6/yes/shop/conformance")),
         line("rollout restart", "rollout restart deploy/web -n conformance", prints("deployment.apps/web restarted")),
         line("rollout status", "rollout status deploy/web -n conformance --timeout=30s", prints("successfully rolled out")),
+        line("get deploy prints kubectl's columns (the Table format)", "get deploy -n conformance", table(&["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"], &["web", "6/6", "6", "6"])),
+        line("… and more with -o wide", "get deploy web -n conformance -o wide", table(&["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"], &["web", "web", "nginx:1.27", "app=web"])),
+        line("get ns", "get ns conformance", table(&["NAME", "STATUS", "AGE"], &["conformance", "Active"])),
+        line("get configmap", "get cm made -n conformance", table(&["NAME", "DATA", "AGE"], &["made", "1"])),
+        line("get rs: a ReplicaSet per template", "get rs -n conformance -l app=web", table(&["NAME", "DESIRED", "CURRENT", "READY", "AGE"], &["6", "6", "6"])),
+        line("get pods: the current ReplicaSet's", "get pods -n conformance -l app=web", table(&["NAME", "READY", "STATUS", "RESTARTS", "AGE"], &["1/1", "Running", "0"])),
+        line("… six of them", "get pods -n conformance -l app=web -o name", Box::new(|out: &Output| {
+            let pods = text(&out.stdout).lines().filter(|l| l.starts_with("pod/web-")).count();
+            if out.status.success() && pods == 6 { Ok(()) } else { Err(format!("wanted 6 pods, got {pods}")) }
+        })),
+        line("get events: the rollout recorded", "get events -n conformance", Box::new(|out: &Output| {
+            let stdout = text(&out.stdout);
+            if out.status.success() && stdout.contains("ScalingReplicaSet") && stdout.contains("Scaled up replica set web-") { Ok(()) } else { Err("wanted ScalingReplicaSet events".into()) }
+        })),
+        after(line("logs of a deployment's pod", "logs deploy/web -n conformance", prints_exactly("hello from web")), web_pods_print),
+        line("logs of a container the pod does not have", "logs deploy/web -n conformance -c nope", refused("is not valid for pod")),
+        line("rollout history", "rollout history deploy/web -n conformance", revisions(&[1, 2, 3])),
+        line("rollout undo", "rollout undo deploy/web -n conformance", prints("deployment.apps/web rolled back")),
+        line("… rolls out", "rollout status deploy/web -n conformance --timeout=30s", prints("successfully rolled out")),
+        line("… and is the newest revision", "rollout history deploy/web -n conformance", revisions(&[1, 3, 4])),
+        line("rollout undo to a revision", "rollout undo deploy/web -n conformance --to-revision=1", prints("deployment.apps/web rolled back")),
+        line("… brings its template back", "get deploy web -n conformance -o jsonpath={.spec.template.spec.containers[0].env[0].value}", prints_exactly("hi")),
+        line("… as revision 5", "rollout history deploy/web -n conformance", revisions(&[3, 4, 5])),
         line("wait for a condition", "wait --for=condition=Available deploy/web -n conformance --timeout=30s", prints("condition met")),
         line("get -w ends at its timeout", "get deploy -n conformance -w --request-timeout=2s -o name", Box::new(|out: &Output| {
             // The watch prints what exists, then waits until the timeout.
             if text(&out.stdout).contains("deployment.apps/web") { Ok(()) } else { Err("wanted the existing deployment listed".into()) }
         })),
+        line("get -w as a table ends at its timeout", "get deploy -n conformance -w --request-timeout=2s", Box::new(|out: &Output| {
+            let stdout = text(&out.stdout);
+            if stdout.contains("UP-TO-DATE") && stdout.lines().any(|l| l.starts_with("web ")) { Ok(()) } else { Err("wanted the table of the existing deployment".into()) }
+        })),
+        with_stdin(line("apply --prune -l, first", "apply --prune -l prune=yes -f -", prints("configmap/pruned-b created")), prunable(&["pruned-a", "pruned-b"])),
+        with_stdin(line("apply --prune -l prunes what is left out", "apply --prune -l prune=yes -f -", prints("configmap/pruned-b pruned")), prunable(&["pruned-a"])),
+        line("… which is gone, and the rest is not", "get cm -n conformance -l prune=yes -o name", prints_exactly("configmap/pruned-a")),
         with_stdin(line("client-side apply, first", "apply -f -", prints("configmap/greeting created")), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: greeting\n  namespace: conformance\ndata: {word: hello}\n".into()),
         with_stdin(line("client-side apply, again", "apply -f -", prints("configmap/greeting configured")), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: greeting\n  namespace: conformance\ndata: {word: hi}\n".into()),
         with_stdin(line("helm template rendered and applied", "apply --server-side -n conformance -f -", prints("serverside-applied")), chart.to_string()),
@@ -168,6 +297,10 @@ fn session(chart: &str) -> Vec<Line> {
         line("wait --for=delete of what is gone", "wait --for=delete deploy/web -n conformance --timeout=10s", Box::new(|out: &Output| {
             if out.status.success() { Ok(()) } else { Err("wanted success".into()) }
         })),
+        line("wait --for=delete of the pods its ReplicaSets had (garbage collection)", "wait --for=delete pods -l app=web -n conformance --timeout=10s", Box::new(|out: &Output| {
+            if out.status.success() { Ok(()) } else { Err("wanted success".into()) }
+        })),
+        line("… and of its ReplicaSets", "get rs -n conformance -l app=web -o name", prints_exactly("")),
         with_stdin(line("a namespace with objects in it", "apply --server-side -f -", prints("configmap/settings serverside-applied")), DOOMED.into()),
         line("delete --wait of that namespace returns", "delete namespace doomed --wait=true --timeout=20s", prints("namespace \"doomed\" deleted")),
         line("… and it is gone, with what was in it", "get configmap settings -n doomed --ignore-not-found -o name", prints_exactly("")),
@@ -207,6 +340,7 @@ async fn kubectl_and_helm_get_what_a_real_server_answers() {
     let grace = Duration::from_millis(500);
     let emulator = Emulator::start(Options {
         namespace_termination: grace,
+        denied: vec![Denied::new("delete", "", "persistentvolumes")],
         ..Options::default()
     })
     .await
@@ -247,6 +381,9 @@ async fn kubectl_and_helm_get_what_a_real_server_answers() {
     let tried = lines.len();
     let mut failed = Vec::new();
     for line in &lines {
+        if let Some(before) = &line.before {
+            before(&emulator);
+        }
         let began = Instant::now();
         let output = tokio::task::block_in_place(|| run(&kubectl, &kubeconfig, line));
         let took = began.elapsed();
