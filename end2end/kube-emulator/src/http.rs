@@ -28,6 +28,7 @@ pub fn router(store: Arc<Store>) -> Router {
         .route("/version", get(version))
         .route("/openapi/v2", get(openapi_v2))
         .route("/openapi/v3", get(openapi_v3))
+        .route("/openapi/v3/{*path}", get(openapi_v3_document))
         .route("/api", get(core_versions))
         .route("/apis", get(groups))
         .route("/api/{*rest}", axum::routing::any(dispatch_core))
@@ -115,8 +116,23 @@ async fn openapi_v2(headers: HeaderMap) -> Response {
     )
 }
 
-async fn openapi_v3() -> Response {
-    json_response(StatusCode::OK, &json!({ "paths": {} }))
+async fn openapi_v3(State(store): State<Arc<Store>>) -> Response {
+    json_response(StatusCode::OK, &crate::openapi::index(&store.resources()))
+}
+
+async fn openapi_v3_document(
+    State(store): State<Arc<Store>>,
+    axum::extract::Path(path): axum::extract::Path<String>,
+) -> Response {
+    let crds: Vec<Value> = store
+        .objects_of("apiextensions.k8s.io", "customresourcedefinitions")
+        .into_iter()
+        .map(|(_, crd)| crd)
+        .collect();
+    match crate::openapi::document(&path, &store.resources(), &crds) {
+        Some(document) => json_response(StatusCode::OK, &document),
+        None => ApiError::not_found_path(&format!("openapi/v3/{path}")).into_response(),
+    }
 }
 
 async fn core_versions() -> Response {

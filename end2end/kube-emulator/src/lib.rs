@@ -19,6 +19,7 @@ mod apply;
 mod deployments;
 mod http;
 mod json_patch;
+mod openapi;
 mod protobuf;
 mod resources;
 mod rollout;

@@ -213,6 +213,15 @@ fn session(chart: &str) -> Vec<Line> {
         line("get events (none yet)", "get events -n conformance", Box::new(|out: &Output| {
             if out.status.success() && text(&out.stderr).contains("No resources found") { Ok(()) } else { Err("wanted success and \"No resources found\"".into()) }
         })),
+        line("explain a field (OpenAPI v3)", "explain deployment.spec.replicas", Box::new(|out: &Output| {
+            let stdout = text(&out.stdout);
+            if out.status.success() && stdout.contains("FIELD: replicas <integer>") && stdout.contains("Number of desired pods") { Ok(()) } else { Err("wanted the field, its type and its description".into()) }
+        })),
+        line("explain a kind of the core group", "explain configmap", Box::new(|out: &Output| {
+            let stdout = text(&out.stdout);
+            if out.status.success() && stdout.contains("KIND:       ConfigMap") && stdout.contains("data\t<map[string]string>") { Ok(()) } else { Err("wanted the kind and its fields".into()) }
+        })),
+        line("explain a field that does not exist", "explain deployment.spec.nonsense", refused("field \"nonsense\" does not exist")),
         line("auth can-i of an allowed verb", "auth can-i create deployments -n conformance", prints_exactly("yes")),
         line("auth can-i of a denied verb", "auth can-i delete persistentvolumes", Box::new(|out: &Output| {
             // kubectl prints "no" and exits 1.
