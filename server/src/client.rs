@@ -128,13 +128,18 @@ pub async fn cluster(config: &Config, command: ClusterCommand) -> anyhow::Result
 
 fn describe_cluster(cluster: &ClusterSummary) -> String {
     let server = cluster.server_url.as_deref().unwrap_or("in-cluster");
-    match (&cluster.server_version, &cluster.last_error) {
+    let mut line = match (&cluster.server_version, &cluster.last_error) {
         (_, Some(error)) => format!("{}\t{server}\t{}\t{error}", cluster.name, cluster.state),
         (Some(version), None) => {
             format!("{}\t{server}\t{}\t{version}", cluster.name, cluster.state)
         }
         (None, None) => format!("{}\t{server}\t{}", cluster.name, cluster.state),
+    };
+    // One line per permission the credentials lack, under the cluster.
+    for missing in &cluster.missing_permissions {
+        line.push_str(&format!("\n  missing permission: {missing}"));
     }
+    line
 }
 
 /// `gantry cr open|list|show|approve|reject|close`.

@@ -12,6 +12,11 @@ pub struct ClusterSummary {
     pub server_version: Option<String>,
     pub last_checked_at: Option<UnixMillis>,
     pub last_error: Option<String>,
+    /// What Gantry needs that the credentials may not do, as the last check
+    /// asked the cluster (`create namespaces`, `patch deployments.apps`):
+    /// deploys that need them would fail.
+    #[serde(default)]
+    pub missing_permissions: Vec<String>,
 }
 
 /// What an admin sends to register a cluster: a kubeconfig (choosing a

@@ -52,6 +52,7 @@ fn cluster_table(clusters: Vec<ClusterSummary>, csrf: String) -> impl IntoView {
                     <th scope="col">"Version"</th>
                     <th scope="col">"Checked"</th>
                     <th scope="col">"Last error"</th>
+                    <th scope="col">"Missing permissions"</th>
                     <th scope="col">
                         <span class="visually-hidden">"Actions"</span>
                     </th>
@@ -73,6 +74,9 @@ fn cluster_table(clusters: Vec<ClusterSummary>, csrf: String) -> impl IntoView {
                                 <td>{cluster.server_version.unwrap_or_default()}</td>
                                 <td>{cluster.last_checked_at.map(timestamp).unwrap_or_default()}</td>
                                 <td>{cluster.last_error.unwrap_or_default()}</td>
+                                <td data-missing-permissions="">
+                                    <MissingPermissions missing=cluster.missing_permissions />
+                                </td>
                                 <td>
                                     <CheckForm name csrf=csrf.clone() />
                                 </td>
@@ -82,6 +86,21 @@ fn cluster_table(clusters: Vec<ClusterSummary>, csrf: String) -> impl IntoView {
                     .collect_view()}
             </tbody>
         </table>
+    }
+    .into_any()
+}
+
+/// What the cluster's credentials lack of what Gantry needs, one per line
+/// (nothing when the last check found all of it).
+#[component]
+fn MissingPermissions(missing: Vec<String>) -> impl IntoView {
+    if missing.is_empty() {
+        return ().into_any();
+    }
+    view! {
+        <ul class="missing-permissions">
+            {missing.into_iter().map(|line| view! { <li>{line}</li> }).collect_view()}
+        </ul>
     }
     .into_any()
 }

@@ -1,7 +1,11 @@
 //! The cluster registry: Kubernetes clusters registered by admins, from a
 //! kubeconfig (choosing a context), from server URL + CA bundle + bearer
 //! token, or as in-cluster. Credentials are sealed with the secret key and
-//! never leave this module except inside a `kube::Client`.
+//! never leave this module except inside a `kube::Client`. Each check also
+//! asks the cluster what the credentials lack of what Gantry needs
+//! (`access`).
+
+mod access;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -351,30 +355,85 @@ impl Registry<'_> {
     }
 
     async fn probe(&self, name: &str) -> Result<ClusterSummary, ClusterError> {
-        let outcome = match self.client(name).await {
+        let within = |seconds| Duration::from_secs(seconds);
+        let client = match self.client(name).await {
+            Ok(client) => Ok(client),
+            Err(ClusterError::NotFound(name)) => return Err(ClusterError::NotFound(name)),
+            Err(error) => Err(error.to_string()),
+        };
+        let outcome = match &client {
             Ok(client) => {
-                match tokio::time::timeout(Duration::from_secs(10), client.apiserver_version())
-                    .await
-                {
+                match tokio::time::timeout(within(10), client.apiserver_version()).await {
                     Ok(Ok(info)) => Ok(info.git_version),
                     Ok(Err(error)) => Err(error.to_string()),
                     Err(_) => Err("no answer within 10s".to_string()),
                 }
             }
-            Err(ClusterError::NotFound(name)) => return Err(ClusterError::NotFound(name)),
-            Err(error) => Err(error.to_string()),
+            Err(error) => Err(error.clone()),
         };
-        let (state, version, error) = match &outcome {
-            Ok(version) => (ClusterState::Reachable, Some(version.as_str()), None),
-            Err(error) => (ClusterState::Unreachable, None, Some(error.as_str())),
+        // Only a cluster that answered is asked what its credentials lack.
+        let (missing, review_error) = match (&outcome, &client) {
+            (Ok(_), Ok(client)) => {
+                let kinds = self.kinds_in_use(name).await?;
+                match tokio::time::timeout(within(20), access::missing(client, &kinds)).await {
+                    Ok(Ok(missing)) => (Some(missing), None),
+                    Ok(Err(error)) => (
+                        None,
+                        Some(format!(
+                            "could not ask which permissions are missing: {error}"
+                        )),
+                    ),
+                    Err(_) => (
+                        None,
+                        Some(
+                            "could not ask which permissions are missing: no answer within 20s"
+                                .into(),
+                        ),
+                    ),
+                }
+            }
+            _ => (None, None),
         };
-        db::clusters::record_check(self.db.pool(), name, state, version, error, now_millis())
-            .await?;
+        let check = match &outcome {
+            Ok(version) => db::clusters::Check {
+                state: ClusterState::Reachable,
+                version: Some(version.as_str()),
+                error: review_error.as_deref(),
+                missing_permissions: missing.as_deref(),
+            },
+            Err(error) => db::clusters::Check {
+                state: ClusterState::Unreachable,
+                version: None,
+                error: Some(error.as_str()),
+                missing_permissions: None,
+            },
+        };
+        db::clusters::record_check(self.db.pool(), name, &check, now_millis()).await?;
         db::clusters::list(self.db.pool())
             .await?
             .into_iter()
             .find(|c| c.name == name)
             .ok_or_else(|| ClusterError::NotFound(name.to_string()))
+    }
+
+    /// The kinds of the objects each environment's latest deployment to
+    /// the cluster sent it (attempted or not).
+    async fn kinds_in_use(
+        &self,
+        name: &str,
+    ) -> Result<std::collections::BTreeSet<(String, String)>, ClusterError> {
+        let mut objects = Vec::new();
+        for shown in db::deployments::latest_manifests_on(self.db.pool(), name).await? {
+            let Ok(shown) = serde_json::from_str::<serde_json::Value>(&shown) else {
+                continue;
+            };
+            if let Some(yaml) = shown["kubernetes"].as_str()
+                && let Ok(rendered) = crate::manifests::Rendered::from_yaml(yaml)
+            {
+                objects.extend(rendered.objects);
+            }
+        }
+        Ok(access::kinds_in(&objects))
     }
 
     /// An admin removes a cluster no app targets any more (audited as

@@ -14,13 +14,14 @@ struct Row {
     server_version: Option<String>,
     last_checked_at: Option<i64>,
     last_error: Option<String>,
+    missing_permissions: Option<String>,
 }
 
 pub async fn list<'e>(
     exec: impl Executor<'e, Database = Any>,
 ) -> Result<Vec<ClusterSummary>, sqlx::Error> {
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT name, server_url, state, server_version, last_checked_at, last_error
+        "SELECT name, server_url, state, server_version, last_checked_at, last_error, missing_permissions
          FROM clusters ORDER BY name",
     )
     .fetch_all(exec)
@@ -34,6 +35,11 @@ pub async fn list<'e>(
                 server_version: row.server_version,
                 last_checked_at: row.last_checked_at,
                 last_error: row.last_error,
+                missing_permissions: row
+                    .missing_permissions
+                    .as_deref()
+                    .and_then(|json| serde_json::from_str(json).ok())
+                    .unwrap_or_default(),
             })
         })
         .collect()
@@ -98,24 +104,35 @@ pub async fn reseal<'e>(
     .map(|_| ())
 }
 
+/// What a check found out about a cluster.
+pub struct Check<'a> {
+    pub state: ClusterState,
+    pub version: Option<&'a str>,
+    pub error: Option<&'a str>,
+    /// `None` when the check could not ask.
+    pub missing_permissions: Option<&'a [String]>,
+}
+
 pub async fn record_check<'e>(
     exec: impl Executor<'e, Database = Any>,
     name: &str,
-    state: ClusterState,
-    version: Option<&str>,
-    error: Option<&str>,
+    check: &Check<'_>,
     now: i64,
 ) -> Result<(), sqlx::Error> {
+    let missing = check
+        .missing_permissions
+        .map(|missing| serde_json::to_string(missing).unwrap_or_else(|_| "[]".into()));
     sqlx::query(
         "UPDATE clusters SET state = $2, server_version = COALESCE($3, server_version), last_error = $4,
-             last_checked_at = $5, updated_at = $5
+             last_checked_at = $5, updated_at = $5, missing_permissions = $6
          WHERE name = $1",
     )
     .bind(name)
-    .bind(state.as_str())
-    .bind(version)
-    .bind(error)
+    .bind(check.state.as_str())
+    .bind(check.version)
+    .bind(check.error)
     .bind(now)
+    .bind(missing)
     .execute(exec)
     .await
     .map(|_| ())

@@ -231,3 +231,21 @@ pub async fn all_sealed<'e>(
     .fetch_all(exec)
     .await
 }
+
+/// The shown manifests of each environment's latest deployment to `target`
+/// (what the cluster check reads the kinds in use from).
+pub async fn latest_manifests_on<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    target: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT d.manifests FROM deployments d
+         WHERE d.id IN (SELECT MAX(d2.id) FROM deployments d2
+                        JOIN deployment_targets t ON t.deployment_id = d2.id
+                        WHERE t.target = $1 GROUP BY d2.environment_id)
+         ORDER BY d.id",
+    )
+    .bind(target)
+    .fetch_all(exec)
+    .await
+}

@@ -366,6 +366,21 @@ async fn the_cluster_commands_and_key_rotation_work_against_the_real_binary() {
         "{}",
         stderr(&checked)
     );
+    // Credentials that may not delete namespaces or read events: the check
+    // says so, one line each, under the cluster.
+    cluster.set_denied(vec![
+        kube_emulator::Denied::new("delete", "", "namespaces"),
+        kube_emulator::Denied::new("*", "", "events"),
+    ]);
+    let checked = gantry_cli(dir.path(), &url, &token, &["cluster", "check", "dev"]).await;
+    assert!(checked.status.success(), "{}", stderr(&checked));
+    assert_eq!(
+        String::from_utf8_lossy(&checked.stdout),
+        format!(
+            "dev\t{}\treachable\tv1.33.0-gantry-emulator\n  missing permission: delete namespaces (to tear down previews)\n  missing permission: list events (to show why a rollout is stuck)\n",
+            cluster.url()
+        )
+    );
 
     let removed = gantry_cli(dir.path(), &url, &token, &["cluster", "remove", "dev"]).await;
     assert_eq!(String::from_utf8_lossy(&removed.stdout), "removed dev\n");

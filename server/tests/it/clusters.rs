@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use kube_emulator::{Emulator, Faults, Options, RolloutMode};
+use kube_emulator::{Denied, Emulator, Faults, Options, RolloutMode};
 use serde_json::{Value, json};
 
 use crate::support::TestApp;
@@ -528,6 +528,72 @@ mod flows {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn failures_are_contained_per_target_postgres() {
         failures_are_contained_per_target("postgres").await;
+    }
+
+    /// Credentials that lack what Gantry needs on a cluster: the check
+    /// names each missing permission — the kinds in use included — before
+    /// a deploy fails on it, and clears once they are granted.
+    async fn a_check_names_the_permissions_the_credentials_lack(backend: &str) {
+        let setup = setup(backend).await;
+        let app = &setup.app;
+        let master = setup.repo.head("master");
+        assert_eq!(finished(app, &master).await["run"]["state"], "succeeded");
+        let check = |name: &'static str| async move {
+            let response = app
+                .post_json(&format!("/api/v1/clusters/{name}/check"), json!({}))
+                .await;
+            assert_eq!(response.status, 200, "{}", response.text());
+            response.json()
+        };
+        assert_eq!(check("prod-eu").await["missing_permissions"], json!([]));
+
+        setup.clusters.prod_eu.set_denied(vec![
+            Denied::new("patch", "apps", "deployments"),
+            Denied::new("delete", "", "namespaces"),
+        ]);
+        let checked = check("prod-eu").await;
+        assert_eq!(checked["state"], "reachable");
+        assert_eq!(
+            checked["missing_permissions"],
+            json!([
+                "delete namespaces (to tear down previews)",
+                "patch deployments.apps (to apply them)",
+            ]),
+            "production deploys a Deployment to prod-eu"
+        );
+        let listed = app.get("/api/v1/clusters").await.json();
+        let prod_us = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "prod-us")
+            .unwrap();
+        assert_eq!(prod_us["missing_permissions"], json!([]), "{listed}");
+
+        // What the check said is what the next deploy runs into.
+        setup.repo.write("fix", "1");
+        let fix = setup.repo.commit("a fix");
+        scan(app).await;
+        let run = finished(app, &fix).await;
+        assert_eq!(run["run"]["state"], "failed");
+        let log = deploy_log(app, &run).await;
+        assert!(
+            log.contains("cannot patch resource \"deployments\" in API group \"apps\""),
+            "{log}"
+        );
+
+        setup.clusters.prod_eu.set_denied(Vec::new());
+        assert_eq!(check("prod-eu").await["missing_permissions"], json!([]));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_check_names_the_permissions_the_credentials_lack_sqlite() {
+        a_check_names_the_permissions_the_credentials_lack("sqlite").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_check_names_the_permissions_the_credentials_lack_postgres() {
+        a_check_names_the_permissions_the_credentials_lack("postgres").await;
     }
 }
 

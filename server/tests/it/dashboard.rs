@@ -220,6 +220,33 @@ async fn the_clusters_page_registers_and_checks_clusters() {
             && html.contains("Check now")
             && html.contains("v1.33.0-gantry-emulator")
     );
+    assert!(
+        !html.contains("to tear down previews"),
+        "nothing is missing yet"
+    );
+
+    // Credentials that may not delete namespaces: the next check lists it.
+    cluster.set_denied(vec![kube_emulator::Denied::new("delete", "", "namespaces")]);
+    let checked = app
+        .request(
+            axum::http::Request::post("/fn/check_cluster")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("accept", "application/json")
+                .body(axum::body::Body::from("name=dev&csrf="))
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(checked.status, StatusCode::OK, "{}", checked.text());
+    let html = app.get("/clusters").await.text();
+    let cell = html
+        .split("data-missing-permissions")
+        .nth(1)
+        .and_then(|rest| rest.split("</td>").next())
+        .unwrap_or_default();
+    assert!(
+        cell.contains("<li>delete namespaces (to tear down previews)</li>"),
+        "{html}"
+    );
 }
 
 fn url_encode(text: &str) -> String {

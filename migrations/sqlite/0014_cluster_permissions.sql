@@ -1,0 +1,4 @@
+-- What the cluster's credentials may not do of what Gantry needs, as the
+-- last check asked the cluster (SelfSubjectAccessReview): a JSON array of
+-- sentences, NULL when the check could not ask.
+ALTER TABLE clusters ADD COLUMN missing_permissions TEXT;
