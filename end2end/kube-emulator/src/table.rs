@@ -142,17 +142,32 @@ fn last_seen(event: &Value) -> Value {
     json!(at.map_or_else(|| "<unknown>".to_string(), since))
 }
 
+/// `ready/wanted` replicas of a workload.
+fn ready_of_wanted(workload: &Value) -> Value {
+    json!(format!(
+        "{}/{}",
+        int(&workload["status"]["readyReplicas"]),
+        workload["spec"]["replicas"].as_i64().unwrap_or(1)
+    ))
+}
+
+/// What `-o wide` adds for a workload: its containers, images (and selector).
+fn wide_workload_columns(with_selector: bool) -> Vec<Column> {
+    let mut columns = vec![
+        column("Containers", "string", 1, container_names),
+        column("Images", "string", 1, container_images),
+    ];
+    if with_selector {
+        columns.push(column("Selector", "string", 1, selector));
+    }
+    columns
+}
+
 /// The printer columns of a built-in kind (kubectl's usual headings).
 fn builtin_columns(resource: &Resource) -> Vec<Column> {
     let rest = match (resource.group.as_str(), resource.plural.as_str()) {
         ("apps", "deployments") => vec![
-            column("Ready", "string", 0, |o| {
-                json!(format!(
-                    "{}/{}",
-                    int(&o["status"]["readyReplicas"]),
-                    o["spec"]["replicas"].as_i64().unwrap_or(1)
-                ))
-            }),
+            column("Ready", "string", 0, ready_of_wanted),
             column("Up-to-date", "integer", 0, |o| {
                 json!(int(&o["status"]["updatedReplicas"]))
             }),
@@ -160,10 +175,10 @@ fn builtin_columns(resource: &Resource) -> Vec<Column> {
                 json!(int(&o["status"]["availableReplicas"]))
             }),
             age_column(),
-            column("Containers", "string", 1, container_names),
-            column("Images", "string", 1, container_images),
-            column("Selector", "string", 1, selector),
-        ],
+        ]
+        .into_iter()
+        .chain(wide_workload_columns(true))
+        .collect(),
         ("apps", "replicasets") => vec![
             column("Desired", "integer", 0, |o| {
                 json!(int(&o["spec"]["replicas"]))
@@ -175,22 +190,16 @@ fn builtin_columns(resource: &Resource) -> Vec<Column> {
                 json!(int(&o["status"]["readyReplicas"]))
             }),
             age_column(),
-            column("Containers", "string", 1, container_names),
-            column("Images", "string", 1, container_images),
-            column("Selector", "string", 1, selector),
-        ],
-        ("apps", "statefulsets") => vec![
-            column("Ready", "string", 0, |o| {
-                json!(format!(
-                    "{}/{}",
-                    int(&o["status"]["readyReplicas"]),
-                    o["spec"]["replicas"].as_i64().unwrap_or(1)
-                ))
-            }),
-            age_column(),
-            column("Containers", "string", 1, container_names),
-            column("Images", "string", 1, container_images),
-        ],
+        ]
+        .into_iter()
+        .chain(wide_workload_columns(true))
+        .collect(),
+        ("apps", "statefulsets") => {
+            vec![column("Ready", "string", 0, ready_of_wanted), age_column()]
+                .into_iter()
+                .chain(wide_workload_columns(false))
+                .collect()
+        }
         ("apps", "daemonsets") => vec![
             column("Desired", "integer", 0, |o| {
                 json!(int(&o["status"]["desiredNumberScheduled"]))
