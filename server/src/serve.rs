@@ -20,6 +20,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 /// `serve`, calling `started` once the server is up (the demo uses it).
 pub async fn serve_with(config: Config, started: impl FnOnce(Arc<App>)) -> anyhow::Result<()> {
     let data_dir = DataDir::open(&config.data_dir)?;
+    // SQLite is one process's, wherever the file lives; held until we return.
+    let _database_lock = match &config.database {
+        crate::config::DatabaseTarget::Sqlite(path) => {
+            Some(crate::storage::DatabaseLock::acquire(path)?)
+        }
+        _ => None,
+    };
     // Bind before touching the database: a port in use fails in
     // milliseconds and changes nothing.
     let listener = TcpListener::bind(config.bind)

@@ -1,6 +1,7 @@
 //! The data directory: created on first start, checked for writability,
 //! and locked so two Gantry processes never share one (they would run the
-//! same work twice).
+//! same work twice). A SQLite database is locked too, wherever it lives:
+//! SQLite serves one Gantry process; several replicas need PostgreSQL.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
@@ -21,6 +22,62 @@ pub enum DataDirError {
         "data directory {path} is in use by another gantry process (lock file {path}/gantry.lock)"
     )]
     Locked { path: PathBuf },
+    #[error(
+        "the SQLite database {path} is in use by another gantry process{by} (lock file {path}.lock): SQLite serves one gantry process; run several replicas on PostgreSQL (storage.database_url = postgres://…)",
+        by = pid.as_ref().map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+    )]
+    DatabaseInUse { path: PathBuf, pid: Option<String> },
+}
+
+/// Takes `path` as this process's lock file, writing the pid into it (which
+/// helps a person find the other process). `None` when another holds it.
+fn exclusive(path: &Path) -> std::io::Result<Option<File>> {
+    let mut lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => return Ok(None),
+        Err(TryLockError::Error(error)) => return Err(error),
+    }
+    // Failure to write the pid is harmless.
+    let _ = lock
+        .set_len(0)
+        .and_then(|_| writeln!(lock, "{}", std::process::id()));
+    Ok(Some(lock))
+}
+
+/// A SQLite database held by this process (`<database>.lock`), so a second
+/// `gantry serve` on the same file — from another data directory — stops
+/// with a clear error instead of running the same work twice.
+#[derive(Debug)]
+pub struct DatabaseLock {
+    _lock: File,
+}
+
+impl DatabaseLock {
+    pub fn acquire(database: &Path) -> Result<DatabaseLock, DataDirError> {
+        let mut name = database.as_os_str().to_owned();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        let io = |source| DataDirError::Io {
+            path: path.clone(),
+            source,
+        };
+        match exclusive(&path).map_err(io)? {
+            Some(lock) => Ok(DatabaseLock { _lock: lock }),
+            None => Err(DataDirError::DatabaseInUse {
+                path: database.to_path_buf(),
+                pid: std::fs::read_to_string(&path)
+                    .ok()
+                    .map(|pid| pid.trim().to_string())
+                    .filter(|pid| !pid.is_empty()),
+            }),
+        }
+    }
 }
 
 /// An opened, locked data directory. The lock is released when dropped.
@@ -58,26 +115,11 @@ impl DataDir {
         }
 
         make_private(path).map_err(io)?;
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path.join("gantry.lock"))
-            .map_err(io)?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(DataDirError::Locked {
-                    path: path.to_path_buf(),
-                });
-            }
-            Err(TryLockError::Error(error)) => return Err(io(error)),
-        }
-        let mut lock = lock;
-        // The pid helps a person find the other process; failure is harmless.
-        let _ = lock
-            .set_len(0)
-            .and_then(|_| writeln!(lock, "{}", std::process::id()));
+        let Some(lock) = exclusive(&path.join("gantry.lock")).map_err(io)? else {
+            return Err(DataDirError::Locked {
+                path: path.to_path_buf(),
+            });
+        };
 
         Ok(DataDir {
             path: path.to_path_buf(),

@@ -221,6 +221,50 @@ fn a_second_server_on_the_same_data_directory_is_refused() {
 }
 
 #[test]
+fn a_second_server_on_the_same_sqlite_database_is_refused_from_another_data_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let database = dir.path().join("shared.db");
+    let url = format!("sqlite://{}", database.display());
+    let serve = |data: &str, port: u16| {
+        let mut command = gantry(dir.path());
+        command
+            .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+            .args(["--data-dir", &dir.path().join(data).display().to_string()])
+            .env("DATABASE_URL", &url);
+        command
+    };
+    let port = free_port();
+    let mut first = serve("one", port)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    wait_until_serving(&mut first, port);
+
+    let output = run(serve("two", free_port()));
+    let line = one_line(&stderr(&output)).to_string();
+    assert_eq!(output.status.code(), Some(1), "{line}");
+    assert!(
+        line.contains(&format!(
+            "the SQLite database {} is in use by another gantry process (pid {})",
+            database.display(),
+            first.id()
+        )) && line.contains("run several replicas on PostgreSQL"),
+        "{line}"
+    );
+    // Once the first is gone the database is free again.
+    stop(&mut first);
+    let port = free_port();
+    let mut second = serve("two", port)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    wait_until_serving(&mut second, port);
+    stop(&mut second);
+}
+
+#[test]
 fn migrate_works_against_postgresql_from_database_url() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let database = runtime.block_on(crate::support::PostgresDatabase::create());
