@@ -82,6 +82,7 @@ fn controller_uid(object: &Value) -> Option<&str> {
         .iter()
         .find(|o| {
             o["controller"] == true
+                && o["apiVersion"] == "apps/v1"
                 && matches!(o["kind"].as_str(), Some("Deployment" | "ReplicaSet"))
         })?["uid"]
         .as_str()
@@ -338,8 +339,10 @@ fn pods(store: &Store, key: &Key, set: &Value) {
         updated["status"] = pod_status(pod, ready);
         converge(store, "", "pods", Some(pod), updated);
     }
-    for _ in mine.len()..wanted {
-        let suffix = encode(store.resource_version() * 31 + u64::from(fnv(&key.name)), 5);
+    for index in mine.len()..wanted {
+        // The index keeps names apart even when no write moved the version.
+        let seed = store.resource_version() * 31 + index as u64 * 7 + u64::from(fnv(&key.name));
+        let suffix = encode(seed, 5);
         let name = format!("{}-{suffix}", key.name);
         let template = &set["spec"]["template"];
         let mut pod = json!({

@@ -533,6 +533,25 @@ async fn handle(
                 .to_string();
             match parse_body(&body, content_type.contains("yaml")) {
                 Err(error) => Err(error),
+                // An apply that creates the object is a create too, for
+                // RBAC as for a real server.
+                Ok(_)
+                    if content_type.starts_with("application/apply-patch")
+                        && store.get(&target.resource, &namespace, &name).is_err()
+                        && !crate::access::allowed(
+                            &store.denied(),
+                            "create",
+                            &target.resource.group,
+                            &target.resource.plural,
+                        ) =>
+                {
+                    Err(crate::access::forbidden(
+                        "create",
+                        &target.resource,
+                        &namespace,
+                        Some(&name),
+                    ))
+                }
                 Ok(patch) if content_type.starts_with("application/apply-patch") => store
                     .apply(
                         &target.resource,

@@ -406,3 +406,51 @@ async fn faults_are_injected_and_an_unreachable_cluster_refuses_connections() {
         "back, with the same port"
     );
 }
+
+#[tokio::test]
+async fn a_denied_create_refuses_an_apply_that_would_create_but_not_one_that_updates() {
+    let emulator = Emulator::start(Options::default()).await.unwrap();
+    let client = client(&emulator).await;
+    let api = deployments(&client, "default");
+    let params = PatchParams::apply("test").force();
+    api.patch(
+        "old",
+        &params,
+        &Patch::Apply(deployment("old", json!({}), 1)),
+    )
+    .await
+    .unwrap();
+    emulator.set_denied(vec![kube_emulator::Denied::new(
+        "create",
+        "apps",
+        "deployments",
+    )]);
+    let refused = api
+        .patch(
+            "new",
+            &params,
+            &Patch::Apply(deployment("new", json!({}), 1)),
+        )
+        .await
+        .unwrap_err();
+    match refused {
+        kube::Error::Api(status) => {
+            assert_eq!(status.code, 403);
+            assert!(
+                status
+                    .message
+                    .contains("cannot create resource \"deployments\""),
+                "{}",
+                status.message
+            );
+        }
+        other => panic!("wanted a 403, got {other}"),
+    }
+    api.patch(
+        "old",
+        &params,
+        &Patch::Apply(deployment("old", json!({}), 2)),
+    )
+    .await
+    .unwrap();
+}

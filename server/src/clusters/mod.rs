@@ -375,7 +375,7 @@ impl Registry<'_> {
         let (missing, review_error) = match (&outcome, &client) {
             (Ok(_), Ok(client)) => {
                 let kinds = self.kinds_in_use(name).await?;
-                match tokio::time::timeout(within(20), access::missing(client, &kinds)).await {
+                match tokio::time::timeout(within(60), access::missing(client, &kinds)).await {
                     Ok(Ok(missing)) => (Some(missing), None),
                     Ok(Err(error)) => (
                         None,
@@ -416,24 +416,21 @@ impl Registry<'_> {
             .ok_or_else(|| ClusterError::NotFound(name.to_string()))
     }
 
-    /// The kinds of the objects each environment's latest deployment to
-    /// the cluster sent it (attempted or not).
-    async fn kinds_in_use(
-        &self,
-        name: &str,
-    ) -> Result<std::collections::BTreeSet<(String, String)>, ClusterError> {
-        let mut objects = Vec::new();
-        for shown in db::deployments::latest_manifests_on(self.db.pool(), name).await? {
+    /// The kinds of the objects each live environment's latest deployment
+    /// to the cluster sent it (attempted or not), with who sent them.
+    async fn kinds_in_use(&self, name: &str) -> Result<access::KindsInUse, ClusterError> {
+        let mut kinds = access::KindsInUse::new();
+        for (app, env, shown) in db::deployments::latest_manifests_on(self.db.pool(), name).await? {
             let Ok(shown) = serde_json::from_str::<serde_json::Value>(&shown) else {
                 continue;
             };
             if let Some(yaml) = shown["kubernetes"].as_str()
                 && let Ok(rendered) = crate::manifests::Rendered::from_yaml(yaml)
             {
-                objects.extend(rendered.objects);
+                access::add_kinds(&mut kinds, &format!("{app}/{env}"), &rendered.objects);
             }
         }
-        Ok(access::kinds_in(&objects))
+        Ok(kinds)
     }
 
     /// An admin removes a cluster no app targets any more (audited as

@@ -232,15 +232,19 @@ pub async fn all_sealed<'e>(
     .await
 }
 
-/// The shown manifests of each environment's latest deployment to `target`
-/// (what the cluster check reads the kinds in use from).
+/// The shown manifests of each live environment's latest deployment to
+/// `target`, with the app and environment names (what the cluster check
+/// reads the kinds in use from).
 pub async fn latest_manifests_on<'e>(
     exec: impl Executor<'e, Database = Any>,
     target: &str,
-) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT d.manifests FROM deployments d
-         WHERE d.id IN (SELECT MAX(d2.id) FROM deployments d2
+) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT a.name, e.name, d.manifests FROM deployments d
+         JOIN environments e ON e.id = d.environment_id
+         JOIN apps a ON a.id = e.app_id
+         WHERE e.destroyed_at IS NULL
+           AND d.id IN (SELECT MAX(d2.id) FROM deployments d2
                         JOIN deployment_targets t ON t.deployment_id = d2.id
                         WHERE t.target = $1 GROUP BY d2.environment_id)
          ORDER BY d.id",

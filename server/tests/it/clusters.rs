@@ -557,7 +557,7 @@ mod flows {
             checked["missing_permissions"],
             json!([
                 "delete namespaces (to tear down previews)",
-                "patch deployments.apps (to apply them)",
+                "patch deployments.apps (to apply them; for shop/production)",
             ]),
             "production deploys a Deployment to prod-eu"
         );
