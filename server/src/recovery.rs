@@ -1,15 +1,18 @@
-//! Start-up recovery after a crash or a kill: processes left behind by the
-//! previous Gantry are stopped, interrupted runs end in a clear state (and
-//! resume when they had not deployed yet), half-done deployments are marked
-//! failed and never re-applied, locks are released, and every live
-//! environment of the local target is started again.
+//! Recovery after a crash, a kill or a lost replica: processes left behind
+//! by the previous Gantry are stopped, interrupted runs end in a clear state
+//! (and resume when they had not deployed yet), half-done deployments are
+//! marked failed and never re-applied, locks are released, and every live
+//! environment of the local target is started again. On SQLite (one
+//! process) that is everything running at start-up; on PostgreSQL, where
+//! replicas share the work, only runs whose lease expired — at start-up and
+//! then every third of `runner.lease` (`lease_loop`).
 
 use std::path::Path;
 
 use app::dto::{EnvironmentState, RunState};
 use nix::sys::signal::Signal;
 
-use crate::db::{self, now_millis, runs::NewRun};
+use crate::db::{self, Backend, now_millis, runs::NewRun};
 use crate::deploy::local::{LocalSpec, parse_manifest};
 use crate::sandbox::process::{INSTANCE_VAR, signal_group};
 use crate::state::App;
@@ -21,78 +24,164 @@ pub async fn recover(app: &App) -> anyhow::Result<()> {
     }
     let pool = app.db.pool();
     let now = now_millis();
-    let interrupted = db::deployments::list_deploying(pool).await?;
-    for deployment in &interrupted {
-        crate::deploy::lifecycle::abandon(&app.db, deployment, now).await?;
+    if app.db.backend() == Backend::Sqlite {
+        // SQLite is one process's (`storage::DatabaseLock`): whatever is
+        // running or deploying was this Gantry's before it stopped.
+        for deployment in db::deployments::list_deploying(pool).await? {
+            crate::deploy::lifecycle::abandon(&app.db, &deployment, now).await?;
+        }
+        take_over(app, i64::MAX, "interrupted by a restart of gantry").await?;
+        for env in db::environments::list_all_active(pool).await? {
+            // A deploying environment whose deployment was concluded above
+            // (or that never got one) says so too.
+            if env.state == EnvironmentState::Deploying.as_str() {
+                conclude_interrupted(app, env.id, env.deployment_id.is_some(), now).await?;
+            }
+        }
+    } else {
+        // Other replicas may be running runs right now: only those whose
+        // lease expired are taken over.
+        take_over_expired(app).await?;
     }
-    for run in db::runs::list_running(pool).await? {
-        let reason = "interrupted by a restart of gantry";
+    db::environments::release_stale_locks(pool).await?;
+    restore_local(app).await?;
+    Ok(())
+}
+
+/// Every third of the lease, on PostgreSQL: runs whose replica stopped
+/// renewing their lease (it died, or lost the database) are taken over.
+pub async fn lease_loop(app: std::sync::Arc<App>) {
+    if app.db.backend() == Backend::Sqlite {
+        return;
+    }
+    loop {
+        tokio::select! {
+            () = app.shutdown.cancelled() => return,
+            () = tokio::time::sleep(app.config.runner_lease / 3) => {}
+        }
+        match take_over_expired(&app).await {
+            Ok(0) => {}
+            Ok(taken) => {
+                let _ = db::environments::release_stale_locks(app.db.pool()).await;
+                app.flow.runner_wake.notify_one();
+                tracing::warn!(
+                    taken,
+                    "took over runs whose replica stopped renewing their lease"
+                );
+            }
+            Err(error) => tracing::warn!(%error, "taking over runs with expired leases failed"),
+        }
+    }
+}
+
+/// Takes over the runs whose lease expired; how many this replica took.
+async fn take_over_expired(app: &App) -> anyhow::Result<usize> {
+    let lease = app.config.runner_lease;
+    let expired_before = now_millis() - i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    let reason = format!(
+        "its replica stopped renewing the run's lease ({}); taken over by replica {}",
+        crate::config::duration::HumanDuration(lease),
+        app.runner_id
+    );
+    take_over(app, expired_before, &reason).await
+}
+
+/// Ends each running run whose lease ran out before `expired_before` as
+/// failed with `reason` — atomically, so of replicas racing for a run one
+/// takes it — and resumes it as a new run when it had not deployed yet and
+/// nothing newer is queued for its environment.
+async fn take_over(app: &App, expired_before: i64, reason: &str) -> anyhow::Result<usize> {
+    let pool = app.db.pool();
+    let mut taken = 0;
+    for run in db::runs::list_expired(pool, expired_before).await? {
+        let now = now_millis();
+        if !db::runs::take_over(pool, run.id, expired_before, reason, now).await? {
+            continue;
+        }
+        taken += 1;
         db::steps::interrupt_running(pool, run.id, reason, now).await?;
         db::steps::skip_pending(pool, run.id).await?;
-        db::runs::finish(pool, run.id, RunState::Failed, Some(reason), now).await?;
-        let deployed = interrupted.iter().any(|d| d.run_id == Some(run.id))
-            || had_deployment(app, run.id).await?;
+        // Its half-done deployment is concluded, never re-applied.
+        let mut deployed = had_deployment(app, run.id).await?;
+        for deployment in db::deployments::list_deploying(pool).await? {
+            if deployment.run_id == Some(run.id) {
+                crate::deploy::lifecycle::abandon(&app.db, &deployment, now).await?;
+                deployed = true;
+            }
+        }
+        if let Some(env) = db::environments::get(pool, run.environment_id).await?
+            && env.state == EnvironmentState::Deploying.as_str()
+            && env.locked_by_run == Some(run.id)
+        {
+            conclude_interrupted(app, env.id, env.deployment_id.is_some(), now).await?;
+        }
         let newer = db::runs::list_unfinished_for_environment(pool, run.environment_id)
             .await?
             .into_iter()
             .any(|r| r.id > run.id);
-        if !deployed && !newer {
-            let resumed = db::runs::insert(
-                pool,
-                &NewRun {
-                    app_id: run.app_id,
-                    environment_id: run.environment_id,
-                    branch: &run.branch,
-                    commit_sha: &run.commit_sha,
-                    pipeline_sha: &run.pipeline_sha,
-                    state: RunState::Queued,
-                    // A rollback resumes as the same rollback.
-                    trigger: if run.trigger == crate::ledger::rollback::TRIGGER {
-                        crate::ledger::rollback::TRIGGER
-                    } else {
-                        "resume"
-                    },
-                },
-                now,
-            )
-            .await?;
-            // A fork's build stays one: no secrets when it resumes either.
-            if let Some(fork) = &run.from_fork {
-                db::runs::set_from_fork(pool, resumed, fork).await?;
-            }
-            if let Some((to, by, reason)) = db::runs::rollback_of_run(pool, run.id).await? {
-                db::runs::set_rollback(pool, resumed, to, &by, &reason).await?;
-            }
-            db::runs::set_commit_info(
-                pool,
-                resumed,
-                run.commit_message.as_deref().unwrap_or_default(),
-                run.commit_author.as_deref().unwrap_or_default(),
-            )
-            .await?;
-            tracing::warn!(
-                run = run.id,
-                resumed,
-                "run interrupted before deploying; resumed as a new run"
-            );
-        } else {
-            tracing::warn!(run = run.id, "run interrupted; ended as failed");
+        if deployed || newer {
+            tracing::warn!(run = run.id, reason, "run interrupted; ended as failed");
+            continue;
         }
+        let resumed = resume(app, &run, now).await?;
+        tracing::warn!(
+            run = run.id,
+            resumed,
+            reason,
+            "run interrupted before deploying; resumed as a new run"
+        );
     }
-    db::environments::release_stale_locks(pool).await?;
+    Ok(taken)
+}
 
-    for env in db::environments::list_all_active(pool).await? {
-        // A deploying environment whose deployment was concluded above
-        // (or that never got one) says so too.
-        if env.state == EnvironmentState::Deploying.as_str() {
-            let (state, detail) =
-                crate::deploy::lifecycle::interrupted(env.deployment_id.is_some());
-            db::environments::set_state(pool, env.id, state, Some(detail), now).await?;
-        }
+/// Queues `run` again as a new run (`resume`, or the same rollback).
+async fn resume(app: &App, run: &db::runs::RunRow, now: i64) -> Result<i64, sqlx::Error> {
+    let pool = app.db.pool();
+    let resumed = db::runs::insert(
+        pool,
+        &NewRun {
+            app_id: run.app_id,
+            environment_id: run.environment_id,
+            branch: &run.branch,
+            commit_sha: &run.commit_sha,
+            pipeline_sha: &run.pipeline_sha,
+            state: RunState::Queued,
+            // A rollback resumes as the same rollback.
+            trigger: if run.trigger == crate::ledger::rollback::TRIGGER {
+                crate::ledger::rollback::TRIGGER
+            } else {
+                "resume"
+            },
+        },
+        now,
+    )
+    .await?;
+    // A fork's build stays one: no secrets when it resumes either.
+    if let Some(fork) = &run.from_fork {
+        db::runs::set_from_fork(pool, resumed, fork).await?;
     }
+    if let Some((to, by, reason)) = db::runs::rollback_of_run(pool, run.id).await? {
+        db::runs::set_rollback(pool, resumed, to, &by, &reason).await?;
+    }
+    db::runs::set_commit_info(
+        pool,
+        resumed,
+        run.commit_message.as_deref().unwrap_or_default(),
+        run.commit_author.as_deref().unwrap_or_default(),
+    )
+    .await?;
+    Ok(resumed)
+}
 
-    restore_local(app).await?;
-    Ok(())
+/// An environment left `deploying` says what became of it.
+async fn conclude_interrupted(
+    app: &App,
+    environment_id: i64,
+    had_deployment: bool,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let (state, detail) = crate::deploy::lifecycle::interrupted(had_deployment);
+    db::environments::set_state(app.db.pool(), environment_id, state, Some(detail), now).await
 }
 
 async fn had_deployment(app: &App, run_id: i64) -> Result<bool, sqlx::Error> {

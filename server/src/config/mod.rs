@@ -189,6 +189,9 @@ pub struct Config {
     pub poll_interval: std::time::Duration,
     pub runner_max_parallel: usize,
     pub runner_log_limit_bytes: u64,
+    /// `runner.lease`: a replica owns a run while it renews the run's lease
+    /// (every third of this); a run whose lease expired is taken over.
+    pub runner_lease: std::time::Duration,
     /// `runner.sandbox`: steps and local apps run sandboxed (`bwrap`, the
     /// default) or, by an admin's explicit choice, not at all (`none`).
     pub sandbox: bool,
@@ -283,6 +286,7 @@ struct PipelineSection {
 struct RunnerSection {
     max_parallel: Option<u64>,
     log_limit_bytes: Option<u64>,
+    lease: Option<String>,
     sandbox: Option<String>,
     user: Option<String>,
     read_only_paths: Option<Vec<String>>,
@@ -525,6 +529,22 @@ impl Config {
             Some("GANTRY_RUNNER_LOG_LIMIT_BYTES"),
             None,
             positive,
+        )?;
+        let runner_lease = layers.resolve(
+            "runner.lease",
+            "30s",
+            file.runner.lease.clone(),
+            Some("GANTRY_RUNNER_LEASE"),
+            None,
+            |text| {
+                let lease = crate::config::duration::HumanDuration::parse(text)?.0;
+                if lease < std::time::Duration::from_secs(3) {
+                    return Err(Rejected::from(
+                        "expected at least 3s: the lease is renewed every third of it".to_string(),
+                    ));
+                }
+                Ok(lease)
+            },
         )?;
         let sandbox = layers.resolve(
             "runner.sandbox",
@@ -811,6 +831,7 @@ impl Config {
             poll_interval,
             runner_max_parallel,
             runner_log_limit_bytes,
+            runner_lease,
             sandbox,
             runner_user,
             runner_read_only_paths,

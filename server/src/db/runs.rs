@@ -365,6 +365,46 @@ pub async fn release_hold<'e>(
     Ok(result.rows_affected() == 1)
 }
 
+/// Running runs whose lease ran out before `expired_before` (their
+/// replica stopped renewing it), oldest first.
+pub async fn list_expired<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    expired_before: i64,
+) -> Result<Vec<RunRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs
+         WHERE state = $1 AND (heartbeat_at IS NULL OR heartbeat_at < $2) ORDER BY id"
+    ))
+    .bind(RunState::Running.as_str())
+    .bind(expired_before)
+    .fetch_all(exec)
+    .await
+}
+
+/// Ends a running run as failed with `reason` if its lease is still
+/// expired: true for exactly one of the replicas that try at once.
+pub async fn take_over<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    expired_before: i64,
+    reason: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let taken = sqlx::query(
+        "UPDATE runs SET state = $2, error = $3, finished_at = $4
+         WHERE id = $1 AND state = $5 AND (heartbeat_at IS NULL OR heartbeat_at < $6)",
+    )
+    .bind(id)
+    .bind(RunState::Failed.as_str())
+    .bind(reason)
+    .bind(now)
+    .bind(RunState::Running.as_str())
+    .bind(expired_before)
+    .execute(exec)
+    .await?;
+    Ok(taken.rows_affected() == 1)
+}
+
 pub async fn heartbeat<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,

@@ -85,6 +85,7 @@ pub fn spawn(app: &Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
         tokio::spawn(drift_loop(app.clone())),
         tokio::spawn(stability_loop(app.clone())),
         tokio::spawn(delivery_loop(app.clone())),
+        tokio::spawn(crate::recovery::lease_loop(app.clone())),
         {
             let app = app.clone();
             tokio::spawn(async move { app.changes.run(app.shutdown.clone()).await })

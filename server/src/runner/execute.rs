@@ -94,8 +94,12 @@ async fn finish(
 }
 
 /// Polls the database for a cancel request (it may come from another
-/// replica or a newer push) and keeps the run's heartbeat fresh.
+/// replica or a newer push) and renews the run's lease every third of
+/// `runner.lease`, so no other replica takes it over while this one lives.
 async fn watch_cancel(app: Arc<App>, run_id: i64, cancel: CancellationToken) {
+    let renew_every = u64::try_from((app.config.runner_lease / 3).as_millis() / 250)
+        .unwrap_or(1)
+        .max(1);
     let mut ticks = 0u64;
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -106,7 +110,7 @@ async fn watch_cancel(app: Arc<App>, run_id: i64, cancel: CancellationToken) {
         ) {
             cancel.cancel();
         }
-        if ticks.is_multiple_of(20) {
+        if ticks.is_multiple_of(renew_every) {
             let _ = db::runs::heartbeat(app.db.pool(), run_id, now_millis()).await;
         }
     }
