@@ -187,6 +187,15 @@ fn bad_values_name_the_key_value_and_origin() {
     let error = Config::resolve(&Flags::default(), &env(&[("GANTRY_LOG", "info,[[")]))
         .expect_err("refused");
     assert!(error.to_string().contains("log.level"), "{error}");
+
+    let error = Config::resolve(&Flags::default(), &env(&[("GANTRY_RUNNER_LEASE", "1s")]))
+        .expect_err("refused");
+    assert_eq!(
+        error.to_string(),
+        "invalid value \"1s\" for runner.lease (from environment GANTRY_RUNNER_LEASE): expected at least 3s: the lease is renewed every third of it"
+    );
+    let config = Config::resolve(&Flags::default(), &[]).expect("defaults resolve");
+    assert_eq!(config.runner_lease, std::time::Duration::from_secs(30));
 }
 
 #[test]

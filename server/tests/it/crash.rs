@@ -1,11 +1,12 @@
 //! Crash safety with the real binary: `gantry serve` killed with SIGKILL in
 //! the middle of a run and in the middle of a deploy, then started again on
-//! the same data directory.
+//! the same data directory — or, on PostgreSQL, another replica taking the
+//! run over once its lease expired.
 
 use std::time::Duration;
 
 use crate::support::flow::{Repos, pipeline_yaml, wait_for};
-use crate::support::process::{Server, admin_token, free_port};
+use crate::support::process::{Server, admin_token, admin_token_with, free_port};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -189,4 +190,106 @@ async fn a_deploy_killed_midway_is_not_applied_twice_and_the_old_version_comes_b
     })
     .await;
     drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_step_is_taken_over_by_another_once_its_lease_expires() {
+    let database = crate::support::PostgresDatabase::create().await;
+    let (one, two) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let keys = tempfile::tempdir().expect("key dir");
+    let flags = tempfile::tempdir().expect("flag dir");
+    let flag = flags.path().join("slow");
+    std::fs::write(&flag, "").expect("flag");
+    let step = format!(
+        "  - {{ name: slow, run: \"while [ -f {} ]; do sleep 0.2; done\" }}\n",
+        flag.display()
+    );
+    let repos = Repos::new(&step);
+    let latest = repos.app.head("latest");
+    // Two replicas: their own data directories and ports, one database and
+    // one secret key; a short lease so the takeover comes soon.
+    let env = [
+        (
+            "GANTRY_RUNNER_READ_ONLY_PATHS",
+            flags.path().display().to_string(),
+        ),
+        ("DATABASE_URL", database.url.clone()),
+        (
+            "GANTRY_SECRET_KEY_FILE",
+            keys.path().join("secret.key").display().to_string(),
+        ),
+        ("GANTRY_RUNNER_LEASE", "3s".to_string()),
+    ];
+    let token = admin_token_with(one.path(), &env);
+    let first = Server::start_with(
+        one.path(),
+        &repos.pipeline.path(),
+        free_port(),
+        &token,
+        &env,
+    );
+    let running = wait_for("the staging run to be running", MINUTE, || async {
+        first
+            .run_of(&latest)
+            .await
+            .into_iter()
+            .find(|r| r["state"] == "running")
+    })
+    .await;
+    wait_for("the step's process", MINUTE, || async {
+        alive(&flag.display().to_string()).then_some(())
+    })
+    .await;
+
+    // A second replica starting does not take over a run whose lease is
+    // being renewed (it answers only once its start-up recovery is done).
+    let second = Server::start_with(
+        two.path(),
+        &repos.pipeline.path(),
+        free_port(),
+        &token,
+        &env,
+    );
+    let runs = second.run_of(&latest).await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["id"], running["id"]);
+    assert_eq!(
+        runs[0]["state"], "running",
+        "the live run stays its replica's"
+    );
+
+    first.kill();
+    wait_for("the step to die with its replica", MINUTE, || async {
+        (!alive(&flag.display().to_string())).then_some(())
+    })
+    .await;
+    std::fs::remove_file(&flag).expect("unflag");
+    let runs = wait_for("the other replica to finish the run", MINUTE, || async {
+        let runs = second.run_of(&latest).await;
+        runs.iter()
+            .any(|r| r["state"] == "succeeded")
+            .then_some(runs)
+    })
+    .await;
+    let taken = second.get(&format!("/api/v1/runs/{}", running["id"])).await;
+    assert_eq!(taken["run"]["state"], "failed", "{taken}");
+    let error = taken["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with(
+            "its replica stopped renewing the run's lease (3s); taken over by replica "
+        ),
+        "{taken}"
+    );
+    assert_eq!(taken["steps"][0]["state"], "failed");
+    let resumed = runs.iter().find(|r| r["state"] == "succeeded").unwrap();
+    assert_eq!(
+        second.get(&format!("/api/v1/runs/{}", resumed["id"])).await["trigger"],
+        "resume"
+    );
+    assert_eq!(runs.len(), 2, "taken over once, not by each look: {runs:?}");
+    drop(second);
+    database.drop_now().await;
 }

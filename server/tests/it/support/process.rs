@@ -85,7 +85,13 @@ pub struct Server {
 
 /// An admin token for the data directory (created before the server runs).
 pub fn admin_token(data: &Path) -> String {
+    admin_token_with(data, &[])
+}
+
+/// `admin_token`, with more environment variables (`DATABASE_URL`).
+pub fn admin_token_with(data: &Path, env: &[(&str, String)]) -> String {
     let output = gantry(data)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .args([
             "token",
             "create",
