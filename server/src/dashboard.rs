@@ -517,6 +517,10 @@ impl AdminPort for App {
                 .collect(),
             sandbox: crate::sandbox::describe(self.sandbox.status()),
             sandbox_warning: crate::sandbox::warning(self.sandbox.status()),
+            replica: self.runner_id.clone(),
+            singletons: crate::flow::singletons::holders(self)
+                .await
+                .map_err(port_error)?,
         })
     }
 

@@ -45,6 +45,8 @@ pub struct App {
     pub oidc: crate::auth::oidc::Oidc,
     /// What time it is (tests move it instead of waiting).
     pub clock: crate::clock::Clock,
+    /// Which of the elected background loops this replica runs now.
+    pub singletons: crate::flow::singletons::Singletons,
     /// Tells background loops to stop.
     pub shutdown: CancellationToken,
     /// This process, in the runs it claims.
@@ -112,6 +114,7 @@ impl App {
             cluster_clients: crate::clusters::ClientCache::default(),
             oidc: crate::auth::oidc::Oidc::default(),
             clock: crate::clock::Clock::default(),
+            singletons: crate::flow::singletons::Singletons::default(),
             shutdown: CancellationToken::new(),
             runner_id,
             instance_tag,
@@ -222,6 +225,8 @@ impl App {
         self: &std::sync::Arc<App>,
     ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
         crate::recovery::recover(self).await?;
+        // Elected before the loops start, so the holder's first pass is now.
+        crate::flow::singletons::elect(self).await;
         Ok(crate::flow::spawn(self))
     }
 

@@ -64,6 +64,27 @@ pub struct Settings {
     /// Set when isolation is weakened or missing: a warning banner.
     #[serde(default)]
     pub sandbox_warning: Option<String>,
+    /// This replica's name (in runs it claims and leases it holds).
+    #[serde(default)]
+    pub replica: String,
+    /// Which replica runs each background loop that runs on one replica at
+    /// a time (on SQLite: this one, all of them).
+    #[serde(default)]
+    pub singletons: Vec<SingletonHolder>,
+}
+
+/// One elected background loop and the replica that holds it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct SingletonHolder {
+    /// `scan`, `plan`, `expiry`, `drift`, `stability`, `delivery`.
+    pub name: String,
+    pub holder: String,
+    /// Held by the replica that answered.
+    pub here: bool,
+    pub since: Option<UnixMillis>,
+    /// When the lease runs out unless renewed.
+    pub until: Option<UnixMillis>,
 }
 
 /// Which layer of the configuration set one value.

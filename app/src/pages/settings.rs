@@ -35,6 +35,35 @@ fn settings_view(settings: Settings) -> impl IntoView {
             <dt>"Sandbox"</dt>
             <dd data-testid="sandbox">{settings.sandbox}</dd>
         </dl>
+        <h2>"Replicas"</h2>
+        <p>
+            "This is replica " <span class="mono" data-testid="replica">{settings.replica}</span>
+            ". These loops run on one replica at a time; another takes one over within a lease when its replica stops."
+        </p>
+        <table class="data" data-testid="singletons">
+            <thead>
+                <tr>
+                    <th scope="col">"Loop"</th>
+                    <th scope="col">"Run by"</th>
+                </tr>
+            </thead>
+            <tbody>
+                {settings
+                    .singletons
+                    .into_iter()
+                    .map(|singleton| {
+                        let here = if singleton.here { " (this replica)" } else { "" };
+                        let row = singleton.name.clone();
+                        view! {
+                            <tr data-singleton=row>
+                                <td class="mono">{singleton.name}</td>
+                                <td class="mono">{singleton.holder}{here}</td>
+                            </tr>
+                        }
+                    })
+                    .collect_view()}
+            </tbody>
+        </table>
         <h2>"Sources"</h2>
         <table class="data">
             <thead>

@@ -25,6 +25,7 @@ pub mod runs;
 pub mod secrets;
 pub mod sessions;
 pub mod sharing;
+pub mod singletons;
 pub mod steps;
 pub mod tokens;
 pub mod users;

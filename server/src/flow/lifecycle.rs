@@ -151,22 +151,27 @@ pub async fn destroy_merged_previews(
 /// the pipeline repo, are destroyed.
 pub async fn expiry_loop(app: Arc<App>) {
     loop {
-        if let Err(error) = expire(&app).await {
-            tracing::warn!(%error, "expiring environments failed");
-        }
-        // Freezes end on the clock, not on an event.
-        if let Err(error) = super::approval::release_thawed(&app.approvals()).await {
-            tracing::warn!(%error, "releasing runs after a freeze failed");
-        }
-        if let Err(error) =
-            crate::change_requests::merge_thawed(&app.change_request_service()).await
-        {
-            tracing::warn!(%error, "merging change requests after a freeze failed");
+        if app.singletons.holds(&app, "expiry") {
+            expire_and_thaw(&app).await;
         }
         tokio::select! {
             () = app.shutdown.cancelled() => return,
             () = tokio::time::sleep(Duration::from_secs(30)) => {}
         }
+    }
+}
+
+/// One pass of the expiry loop: previews past their TTL, and freezes that
+/// ended (they end on the clock, not on an event).
+async fn expire_and_thaw(app: &App) {
+    if let Err(error) = expire(app).await {
+        tracing::warn!(%error, "expiring environments failed");
+    }
+    if let Err(error) = super::approval::release_thawed(&app.approvals()).await {
+        tracing::warn!(%error, "releasing runs after a freeze failed");
+    }
+    if let Err(error) = crate::change_requests::merge_thawed(&app.change_request_service()).await {
+        tracing::warn!(%error, "merging change requests after a freeze failed");
     }
 }
 

@@ -8,6 +8,7 @@ pub mod lifecycle;
 pub mod plan;
 pub mod policy;
 pub mod reconcile;
+pub mod singletons;
 pub mod watch;
 
 use std::sync::Arc;
@@ -86,6 +87,7 @@ pub fn spawn(app: &Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
         tokio::spawn(stability_loop(app.clone())),
         tokio::spawn(delivery_loop(app.clone())),
         tokio::spawn(crate::recovery::lease_loop(app.clone())),
+        tokio::spawn(singletons::elect_loop(app.clone())),
         {
             let app = app.clone();
             tokio::spawn(async move { app.changes.run(app.shutdown.clone()).await })
@@ -97,7 +99,9 @@ pub fn spawn(app: &Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
 async fn delivery_loop(app: Arc<App>) {
     let client = crate::notify::deliver::client();
     loop {
-        if let Err(error) = crate::notify::deliver::send_due(&app.notifier(), &client).await {
+        if app.singletons.holds(&app, "delivery")
+            && let Err(error) = crate::notify::deliver::send_due(&app.notifier(), &client).await
+        {
             tracing::warn!(%error, "notification deliveries failed");
         }
         if !pause(&app, &app.flow.notify_wake, Duration::from_millis(500)).await {
@@ -114,7 +118,9 @@ async fn drift_loop(app: Arc<App>) {
             () = app.shutdown.cancelled() => return,
             () = tokio::time::sleep(app.config.drift_interval) => {}
         }
-        if let Err(error) = crate::deploy::drift::check_all(&app.delivery()).await {
+        if app.singletons.holds(&app, "drift")
+            && let Err(error) = crate::deploy::drift::check_all(&app.delivery()).await
+        {
             tracing::warn!(%error, "drift check failed");
         }
     }
@@ -123,7 +129,9 @@ async fn drift_loop(app: Arc<App>) {
 /// Marks live releases stable once their soak is over.
 async fn stability_loop(app: Arc<App>) {
     loop {
-        if let Err(error) = crate::ledger::stable::check(&app.delivery()).await {
+        if app.singletons.holds(&app, "stability")
+            && let Err(error) = crate::ledger::stable::check(&app.delivery()).await
+        {
             tracing::warn!(%error, "stability check failed");
         }
         tokio::select! {

@@ -23,7 +23,9 @@ const MAX_ATTEMPTS: i64 = 5;
 
 pub async fn plan_loop(app: Arc<App>) {
     loop {
-        if let Err(error) = plan_pending(&app).await {
+        if app.singletons.holds(&app, "plan")
+            && let Err(error) = plan_pending(&app).await
+        {
             tracing::warn!(%error, "planning failed");
         }
         if !super::pause(&app, &app.flow.plan_wake, Duration::from_secs(2)).await {

@@ -11,7 +11,9 @@ use crate::state::App;
 
 pub async fn scan_loop(app: Arc<App>) {
     loop {
-        if let Err(error) = scan(&app, "poll").await {
+        if app.singletons.holds(&app, "scan")
+            && let Err(error) = scan(&app, "poll").await
+        {
             tracing::warn!(%error, "scanning git failed");
         }
         if !super::pause(&app, &app.flow.scan_wake, app.config.poll_interval).await {

@@ -243,9 +243,9 @@ impl GitStore {
         sha: &str,
         file: &str,
     ) -> Result<Option<String>, GitError> {
-        let (sha, file) = (sha.to_string(), file.to_string());
+        let (owned_url, sha, file) = (url.to_string(), sha.to_string(), file.to_string());
         self.with_mirror(url, move |path| {
-            let repo = Repository::open_bare(path)?;
+            let repo = mirror_with(path, &owned_url, &sha)?;
             let tree = commit_of(&repo, &sha)?.tree()?;
             let entry = match tree.get_path(Path::new(&file)) {
                 Ok(entry) => entry,
@@ -265,9 +265,9 @@ impl GitStore {
         sha: &str,
         dir: &str,
     ) -> Result<Vec<String>, GitError> {
-        let (sha, dir) = (sha.to_string(), dir.to_string());
+        let (owned_url, sha, dir) = (url.to_string(), sha.to_string(), dir.to_string());
         self.with_mirror(url, move |path| {
-            let repo = Repository::open_bare(path)?;
+            let repo = mirror_with(path, &owned_url, &sha)?;
             let tree = commit_of(&repo, &sha)?.tree()?;
             let sub = match tree.get_path(Path::new(&dir)) {
                 Ok(entry) => entry.to_object(&repo)?.peel_to_tree()?,
@@ -292,13 +292,14 @@ impl GitStore {
         subdir: Option<&str>,
         dest: &Path,
     ) -> Result<(), GitError> {
-        let (sha, subdir, dest) = (
+        let (owned_url, sha, subdir, dest) = (
+            url.to_string(),
             sha.to_string(),
             subdir.map(str::to_string),
             dest.to_path_buf(),
         );
         self.with_mirror(url, move |path| {
-            let repo = Repository::open_bare(path)?;
+            let repo = mirror_with(path, &owned_url, &sha)?;
             let mut tree = commit_of(&repo, &sha)?.tree()?;
             if let Some(subdir) = subdir {
                 tree = tree
@@ -312,9 +313,9 @@ impl GitStore {
     }
 
     pub async fn commit_info(&self, url: &str, sha: &str) -> Result<CommitInfo, GitError> {
-        let sha = sha.to_string();
+        let (owned_url, sha) = (url.to_string(), sha.to_string());
         self.with_mirror(url, move |path| {
-            let repo = Repository::open_bare(path)?;
+            let repo = mirror_with(path, &owned_url, &sha)?;
             Ok(CommitInfo::of(&commit_of(&repo, &sha)?))
         })
         .await
@@ -423,6 +424,19 @@ fn commit_of<'r>(repo: &'r Repository, sha: &str) -> Result<git2::Commit<'r>, Gi
 }
 
 /// A git branch name as `git check-ref-format --branch` would accept it.
+/// The mirror of `url` with commit `sha` in it. Mirrors are caches, one
+/// per replica: a commit another replica fetched (and planned a run for)
+/// is fetched here on first use.
+fn mirror_with(path: &Path, url: &str, sha: &str) -> Result<Repository, GitError> {
+    if let Ok(repo) = Repository::open_bare(path)
+        && commit_of(&repo, sha).is_ok()
+    {
+        return Ok(repo);
+    }
+    fetch_blocking(path, url)?;
+    Ok(Repository::open_bare(path)?)
+}
+
 pub fn check_branch_name(name: &str) -> Result<(), Rejected> {
     if git2::Reference::is_valid_name(&format!("refs/heads/{name}")) && !name.starts_with('-') {
         Ok(())
@@ -448,6 +462,69 @@ mod tests {
                 "cannot fetch /nonexistent/ghost.git: no repository at /nonexistent/ghost.git"
             ),
             "{error}"
+        );
+    }
+
+    /// A replica's mirror is a cache: a commit another replica fetched (it
+    /// planned the run) is fetched on first use here, and a mirror that does
+    /// not exist yet is made.
+    #[tokio::test]
+    async fn a_commit_this_replica_never_fetched_is_fetched_on_first_read() {
+        let source = tempfile::tempdir().expect("source");
+        let repo = Repository::init(source.path()).expect("init");
+        std::fs::write(source.path().join("README"), "first\n").expect("write");
+        let commit = |message: &str| {
+            let mut index = repo.index().expect("index");
+            index
+                .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+                .expect("add");
+            let tree = repo
+                .find_tree(index.write_tree().expect("tree"))
+                .expect("tree");
+            let signature = git2::Signature::now("Ada", "ada@example.com").expect("signature");
+            let parents: Vec<git2::Commit<'_>> = repo
+                .head()
+                .ok()
+                .and_then(|head| head.peel_to_commit().ok())
+                .into_iter()
+                .collect();
+            let parents: Vec<&git2::Commit<'_>> = parents.iter().collect();
+            repo.commit(
+                Some("HEAD"),
+                &signature,
+                &signature,
+                message,
+                &tree,
+                &parents,
+            )
+            .expect("commit")
+            .to_string()
+        };
+        let first = commit("first");
+        let url = source.path().display().to_string();
+        let replica = tempfile::tempdir().expect("replica");
+        let store = GitStore::new(replica.path().to_path_buf(), 2);
+        assert_eq!(
+            store.read_file(&url, &first, "README").await.expect("read"),
+            Some("first\n".to_string()),
+            "no mirror yet"
+        );
+        std::fs::write(source.path().join("README"), "second\n").expect("write");
+        let second = commit("second");
+        assert_eq!(
+            store
+                .read_file(&url, &second, "README")
+                .await
+                .expect("read"),
+            Some("second\n".to_string()),
+            "a mirror without the commit"
+        );
+        assert!(
+            store
+                .read_file(&url, &"0".repeat(40), "README")
+                .await
+                .is_err(),
+            "a commit nobody has is still an error"
         );
     }
 }

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use serde_json::Value;
+
 use crate::support::flow::{Repos, pipeline_yaml, wait_for};
 use crate::support::process::{Server, admin_token, admin_token_with, free_port};
 
@@ -261,14 +263,61 @@ async fn a_replica_killed_mid_step_is_taken_over_by_another_once_its_lease_expir
         "the live run stays its replica's"
     );
 
+    // The elected loops run on the first replica; the second stands by.
+    let holders = |settings: Value| -> Vec<(String, bool)> {
+        settings["singletons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["holder"].as_str().unwrap().to_string(), s["here"] == true))
+            .collect()
+    };
+    let on_second = holders(second.get("/api/v1/settings").await);
+    let first_name = holders(first.get("/api/v1/settings").await)[0].0.clone();
+    assert_eq!(on_second.len(), 6, "{on_second:?}");
+    assert!(
+        on_second
+            .iter()
+            .all(|(holder, here)| *holder == first_name && !here),
+        "{on_second:?}"
+    );
+    assert!(
+        second
+            .text("/metrics")
+            .await
+            .contains("gantry_singleton_held{name=\"scan\"} 0"),
+        "the second replica does not scan"
+    );
+
     first.kill();
     wait_for("the step to die with its replica", MINUTE, || async {
         (!alive(&flag.display().to_string())).then_some(())
     })
     .await;
     std::fs::remove_file(&flag).expect("unflag");
+    // Within a lease, the second replica runs every elected loop.
+    wait_for("the loops to fail over", MINUTE, || async {
+        holders(second.get("/api/v1/settings").await)
+            .iter()
+            .all(|(holder, here)| *here && *holder != first_name)
+            .then_some(())
+    })
+    .await;
+    assert!(
+        second
+            .text("/metrics")
+            .await
+            .contains("gantry_singleton_held{name=\"scan\"} 1"),
+        "the second replica scans now"
+    );
     let runs = wait_for("the other replica to finish the run", MINUTE, || async {
         let runs = second.run_of(&latest).await;
+        for run in &runs {
+            eprintln!(
+                "RUN {}",
+                second.get(&format!("/api/v1/runs/{}", run["id"])).await
+            );
+        }
         runs.iter()
             .any(|r| r["state"] == "succeeded")
             .then_some(runs)

@@ -171,6 +171,19 @@ impl Server {
             .expect("json")
     }
 
+    /// A page as text (`/metrics`).
+    pub async fn text(&self, path: &str) -> String {
+        reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}{path}", self.port))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("get")
+            .text()
+            .await
+            .expect("text")
+    }
+
     /// What `<env>--shop` serves through the proxy on its own host, when
     /// it answers 200.
     pub async fn served(&self, env: &str) -> Option<String> {

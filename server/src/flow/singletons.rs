@@ -1,0 +1,147 @@
+//! Background loops that must run on one replica at a time — scanning git,
+//! planning, expiring previews and thawing freezes, drift, the stability
+//! soak, notification delivery — are elected in the database: each has a
+//! lease row (`db::singletons`) a replica takes and renews every third of
+//! `runner.lease`. A replica that dies stops renewing, and another takes
+//! the loop within one lease. On SQLite (one process) this replica holds
+//! them all. The runner is not one of them: replicas share runs by claiming
+//! them (`db::runs::claim_next`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::db::{self, Backend};
+use crate::state::App;
+
+/// The elected loops, by name.
+pub const LOOPS: [&str; 6] = ["scan", "plan", "expiry", "drift", "stability", "delivery"];
+
+/// What this replica holds, and until when it may act on it.
+#[derive(Debug, Default)]
+pub struct Singletons {
+    held: Mutex<HashMap<&'static str, Instant>>,
+}
+
+impl Singletons {
+    /// Whether this replica holds `name` now. A lease counts as held only
+    /// until two thirds of it after its last renewal, so a replica that
+    /// cannot renew (the database is gone) stops before another may start.
+    pub fn holds(&self, app: &App, name: &str) -> bool {
+        if app.db.backend() == Backend::Sqlite {
+            return true;
+        }
+        self.lock()
+            .get(name)
+            .is_some_and(|until| Instant::now() < *until)
+    }
+
+    /// The loops this replica holds now.
+    pub fn held(&self, app: &App) -> Vec<&'static str> {
+        LOOPS
+            .into_iter()
+            .filter(|name| self.holds(app, name))
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<&'static str, Instant>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn lease_millis(app: &App) -> i64 {
+    i64::try_from(app.config.runner_lease.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Takes or renews every loop's lease once.
+pub async fn elect(app: &App) {
+    if app.db.backend() == Backend::Sqlite {
+        publish(app);
+        return;
+    }
+    for name in LOOPS {
+        let asked = Instant::now();
+        match db::singletons::hold(&app.db, name, &app.runner_id, lease_millis(app)).await {
+            Ok(true) => {
+                let until = asked + app.config.runner_lease * 2 / 3;
+                let taken = app.singletons.lock().insert(name, until).is_none();
+                if taken {
+                    tracing::info!(singleton = name, replica = %app.runner_id, "this replica now runs the {name} loop");
+                }
+            }
+            Ok(false) => {
+                app.singletons.lock().remove(name);
+            }
+            // Kept until its own expiry: a blip does not hand the loop over.
+            Err(error) => {
+                tracing::warn!(%error, singleton = name, "renewing a singleton lease failed")
+            }
+        }
+    }
+    publish(app);
+}
+
+/// `/metrics`: `gantry_singleton_held{name}` is 1 on the replica that
+/// holds the loop, 0 on the others.
+fn publish(app: &App) {
+    for name in LOOPS {
+        let held = if app.singletons.holds(app, name) {
+            1.0
+        } else {
+            0.0
+        };
+        metrics::gauge!("gantry_singleton_held", "name" => name).set(held);
+    }
+}
+
+/// Renews (or tries to take) the leases every third of `runner.lease`;
+/// gives them up at shutdown so another replica takes over at once.
+pub async fn elect_loop(app: Arc<App>) {
+    if app.db.backend() == Backend::Sqlite {
+        return;
+    }
+    loop {
+        tokio::select! {
+            () = app.shutdown.cancelled() => break,
+            () = tokio::time::sleep(app.config.runner_lease / 3) => {}
+        }
+        elect(&app).await;
+    }
+    let held = app.singletons.held(&app);
+    app.singletons.lock().clear();
+    for name in held {
+        let _ = db::singletons::release(&app.db, name, &app.runner_id).await;
+    }
+}
+
+/// Who runs each elected loop (the Settings page).
+pub async fn holders(app: &App) -> Result<Vec<app::dto::SingletonHolder>, sqlx::Error> {
+    if app.db.backend() == Backend::Sqlite {
+        return Ok(LOOPS
+            .into_iter()
+            .map(|name| app::dto::SingletonHolder {
+                name: name.into(),
+                holder: app.runner_id.clone(),
+                here: true,
+                since: None,
+                until: None,
+            })
+            .collect());
+    }
+    let leases = db::singletons::list(&app.db).await?;
+    Ok(LOOPS
+        .into_iter()
+        .map(|name| {
+            let lease = leases.iter().find(|l| l.name == name);
+            app::dto::SingletonHolder {
+                name: name.into(),
+                holder: lease
+                    .map(|l| l.holder.clone())
+                    .unwrap_or_else(|| "nobody yet".into()),
+                here: app.singletons.holds(app, name),
+                since: lease.map(|l| l.acquired_at),
+                until: lease.map(|l| l.expires_at),
+            }
+        })
+        .collect())
+}
