@@ -193,7 +193,7 @@ pub async fn missing(
         ));
     }
     // Discovery once per group version.
-    let mut served: BTreeMap<String, Result<Vec<(String, String)>, String>> = BTreeMap::new();
+    let mut served: BTreeMap<String, Result<Vec<(String, String)>, LookupError>> = BTreeMap::new();
     for ((api_version, kind), users) in kinds.iter().take(MAX_KINDS) {
         if !served.contains_key(api_version) {
             served.insert(api_version.clone(), discover(client, api_version).await);
@@ -245,14 +245,20 @@ pub async fn missing(
     Ok(lacking)
 }
 
+/// Why the kinds of a group version could not be looked up (said on the
+/// kind's own line of the check).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct LookupError(String);
+
 /// The kinds a group version serves: (kind, plural).
 async fn discover(
     client: &kube::Client,
     api_version: &str,
-) -> Result<Vec<(String, String)>, String> {
+) -> Result<Vec<(String, String)>, LookupError> {
     let version: GroupVersion = api_version
         .parse()
-        .map_err(|_| "not a valid apiVersion".to_string())?;
+        .map_err(|_| LookupError("not a valid apiVersion".to_string()))?;
     match tokio::time::timeout(
         PER_REQUEST,
         kube::discovery::oneshot::pinned_group(client, &version),
@@ -265,11 +271,11 @@ async fn discover(
             .map(|(resource, _)| (resource.kind, resource.plural))
             .collect()),
         Ok(Err(kube::Error::Api(status))) if status.code == 404 => Ok(Vec::new()),
-        Ok(Err(error)) => Err(format!("could not be looked up: {error}")),
-        Err(_) => Err(format!(
+        Ok(Err(error)) => Err(LookupError(format!("could not be looked up: {error}"))),
+        Err(_) => Err(LookupError(format!(
             "could not be looked up: no answer within {}s",
             PER_REQUEST.as_secs()
-        )),
+        ))),
     }
 }
 
