@@ -20,6 +20,25 @@ fn alive(pattern: &str) -> bool {
     !String::from_utf8_lossy(&output.stdout).trim().is_empty()
 }
 
+/// Waits until the run of `sha` is running and its step's own process
+/// (which hangs while `flag` exists) is up — the run is marked running
+/// before its sandbox is. Returns the run.
+async fn slow_step_running(server: &Server, sha: &str, flag: &std::path::Path) -> Value {
+    let run = wait_for("the staging run to be running", MINUTE, || async {
+        server
+            .run_of(sha)
+            .await
+            .into_iter()
+            .find(|r| r["state"] == "running")
+    })
+    .await;
+    wait_for("the step's process", MINUTE, || async {
+        alive(&flag.display().to_string()).then_some(())
+    })
+    .await;
+    run
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_killed_mid_step_ends_clearly_and_resumes_after_restart() {
     let data = tempfile::tempdir().expect("tempdir");
@@ -42,20 +61,7 @@ async fn a_run_killed_mid_step_ends_clearly_and_resumes_after_restart() {
         flags.path().display().to_string(),
     )];
     let server = Server::start_with(data.path(), &repos.pipeline.path(), port, &token, &shown);
-    wait_for("the staging run to be running", MINUTE, || async {
-        server
-            .run_of(&latest)
-            .await
-            .into_iter()
-            .find(|r| r["state"] == "running")
-    })
-    .await;
-    // The run is marked running before its sandbox is up: wait for the
-    // step's own process.
-    wait_for("the step's process", MINUTE, || async {
-        alive(&flag.display().to_string()).then_some(())
-    })
-    .await;
+    slow_step_running(&server, &latest, &flag).await;
     server.kill();
     // A sandboxed step dies with the Gantry that started it, however it
     // died (the kernel's parent-death signal), not at the next start.
@@ -233,18 +239,7 @@ async fn a_replica_killed_mid_step_is_taken_over_by_another_once_its_lease_expir
         &token,
         &env,
     );
-    let running = wait_for("the staging run to be running", MINUTE, || async {
-        first
-            .run_of(&latest)
-            .await
-            .into_iter()
-            .find(|r| r["state"] == "running")
-    })
-    .await;
-    wait_for("the step's process", MINUTE, || async {
-        alive(&flag.display().to_string()).then_some(())
-    })
-    .await;
+    let running = slow_step_running(&first, &latest, &flag).await;
 
     // A second replica starting does not take over a run whose lease is
     // being renewed (it answers only once its start-up recovery is done).

@@ -159,29 +159,22 @@ impl Server {
         drop(self);
     }
 
-    pub async fn get(&self, path: &str) -> Value {
+    async fn fetch(&self, path: &str) -> reqwest::Response {
         reqwest::Client::new()
             .get(format!("http://127.0.0.1:{}{path}", self.port))
             .bearer_auth(&self.token)
             .send()
             .await
             .expect("get")
-            .json()
-            .await
-            .expect("json")
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        self.fetch(path).await.json().await.expect("json")
     }
 
     /// A page as text (`/metrics`).
     pub async fn text(&self, path: &str) -> String {
-        reqwest::Client::new()
-            .get(format!("http://127.0.0.1:{}{path}", self.port))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .expect("get")
-            .text()
-            .await
-            .expect("text")
+        self.fetch(path).await.text().await.expect("text")
     }
 
     /// What `<env>--shop` serves through the proxy on its own host, when
