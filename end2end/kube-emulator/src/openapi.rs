@@ -4,7 +4,7 @@
 //! the ones the Kubernetes project publishes, as the k8s-openapi crate
 //! carries them; a custom resource's is its CRD's `openAPIV3Schema`.
 
-use k8s_openapi::api::{apps, batch, core, events, networking, rbac};
+use k8s_openapi::api::{apps, batch, core, events, networking, policy, rbac};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use schemars::{JsonSchema, Schema};
@@ -56,6 +56,7 @@ fn builtin(group: &str, version: &str) -> Vec<Typed> {
             apps::v1::ReplicaSet,
         ],
         ("batch", "v1") => typed![batch::v1::Job, batch::v1::CronJob],
+        ("policy", "v1") => typed![policy::v1::PodDisruptionBudget],
         ("events.k8s.io", "v1") => typed![events::v1::Event],
         ("networking.k8s.io", "v1") => {
             typed![networking::v1::Ingress, networking::v1::NetworkPolicy]

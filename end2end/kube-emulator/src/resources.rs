@@ -217,6 +217,15 @@ pub fn builtins() -> Vec<Resource> {
             true,
         ),
         builtin("batch", "v1", "jobs", "Job", true, &[], true),
+        builtin(
+            "policy",
+            "v1",
+            "poddisruptionbudgets",
+            "PodDisruptionBudget",
+            true,
+            &["pdb"],
+            true,
+        ),
         builtin("batch", "v1", "cronjobs", "CronJob", true, &["cj"], true),
         builtin(
             "networking.k8s.io",

@@ -11,6 +11,7 @@ mod api;
 mod authorization;
 mod bad_input;
 mod change_requests;
+mod chart;
 mod cli;
 mod clusters;
 mod crash;
