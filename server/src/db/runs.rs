@@ -287,42 +287,37 @@ pub async fn supersede_older(
     .map(|_| ())
 }
 
-/// Claims the oldest queued run for this runner, atomically.
-pub async fn claim_next<'e, E>(
-    exec: E,
+/// Claims the oldest queued run for this runner, atomically (rollbacks
+/// first: they are what an admin is waiting for). On PostgreSQL, replicas
+/// claiming at once skip each other's locked rows (`FOR UPDATE SKIP
+/// LOCKED`) instead of queueing behind them; SQLite has one process, whose
+/// runners take turns on the write lock.
+pub async fn claim_next(
+    db: &super::Db,
     runner_id: &str,
     now: i64,
-) -> Result<Option<RunRow>, sqlx::Error>
-where
-    E: Executor<'e, Database = Any> + Copy,
-{
-    loop {
-        let candidate: Option<i64> =
-            // Rollbacks first: they are what an admin is waiting for.
-            sqlx::query_scalar(
-                "SELECT id FROM runs WHERE state = $1
-                 ORDER BY CASE WHEN trigger = 'rollback' THEN 0 ELSE 1 END, id LIMIT 1",
-            )
-                .bind(RunState::Queued.as_str())
-                .fetch_optional(exec)
-                .await?;
-        let Some(id) = candidate else { return Ok(None) };
-        let claimed = sqlx::query(
-            "UPDATE runs SET state = $2, runner_id = $3, started_at = COALESCE(started_at, $4),
-                 heartbeat_at = $4, attempt = attempt + 1
-             WHERE id = $1 AND state = $5",
-        )
-        .bind(id)
-        .bind(RunState::Running.as_str())
-        .bind(runner_id)
-        .bind(now)
-        .bind(RunState::Queued.as_str())
-        .execute(exec)
-        .await?;
-        // Another runner (a replica on the same PostgreSQL) may have won.
-        if claimed.rows_affected() == 1 {
-            return get(exec, id).await;
-        }
+) -> Result<Option<RunRow>, sqlx::Error> {
+    const NEXT: &str = "SELECT id FROM runs WHERE state = $4
+         ORDER BY CASE WHEN trigger = 'rollback' THEN 0 ELSE 1 END, id LIMIT 1";
+    let lock = match db.backend() {
+        super::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        super::Backend::Sqlite => "",
+    };
+    let claimed: Option<i64> = sqlx::query_scalar(&format!(
+        "UPDATE runs SET state = $1, runner_id = $2, started_at = COALESCE(started_at, $3),
+             heartbeat_at = $3, attempt = attempt + 1
+         WHERE id = ({NEXT}{lock}) AND state = $4
+         RETURNING id"
+    ))
+    .bind(RunState::Running.as_str())
+    .bind(runner_id)
+    .bind(now)
+    .bind(RunState::Queued.as_str())
+    .fetch_optional(db.pool())
+    .await?;
+    match claimed {
+        Some(id) => get(db.pool(), id).await,
+        None => Ok(None),
     }
 }
 

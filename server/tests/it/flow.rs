@@ -402,3 +402,76 @@ crate::on_both! {
         assert!(!resumed.is_empty());
     }
 }
+
+// Runners claiming at once — as replicas on one PostgreSQL do, each with
+// several runners — take each queued run exactly once, rollbacks first.
+on_both! {
+    async fn concurrent_claims_take_each_run_once(app: TestApp) {
+        use gantry::db;
+        let pool = app.db().pool();
+        let app_id = db::apps::insert(
+            pool,
+            &db::apps::NewApp { name: "shop", source_url: "/nowhere", config: "{}", pipeline_sha: "p" },
+            1,
+        )
+        .await
+        .expect("app");
+        let environment_id = db::environments::insert(
+            pool,
+            &db::environments::NewEnvironment {
+                app_id,
+                name: "staging",
+                stack_entry: "staging",
+                branch: Some("main"),
+                url: None,
+                namespace: None,
+            },
+            1,
+        )
+        .await
+        .expect("environment");
+        let mut queued = Vec::new();
+        for n in 0..40 {
+            let trigger = if n == 39 { "rollback" } else { "push" };
+            let run = db::runs::NewRun {
+                app_id,
+                environment_id,
+                branch: "main",
+                commit_sha: "c",
+                pipeline_sha: "p",
+                state: app::dto::RunState::Queued,
+                trigger,
+            };
+            queued.push(db::runs::insert(pool, &run, 1).await.expect("run"));
+        }
+        let first = db::runs::claim_next(app.db(), "judge", 2)
+            .await
+            .expect("claim")
+            .expect("a run");
+        assert_eq!(first.id, queued[39], "the rollback first");
+
+        let claimers: Vec<_> = (0..8)
+            .map(|runner| {
+                let db = app.db().clone();
+                tokio::spawn(async move {
+                    let mut mine = Vec::new();
+                    while let Some(run) = db::runs::claim_next(&db, &format!("runner-{runner}"), 3)
+                        .await
+                        .expect("claim")
+                    {
+                        mine.push(run.id);
+                    }
+                    mine
+                })
+            })
+            .collect();
+        let mut claimed = vec![first.id];
+        for claimer in claimers {
+            claimed.extend(claimer.await.expect("join"));
+        }
+        claimed.sort_unstable();
+        let mut wanted = queued.clone();
+        wanted.sort_unstable();
+        assert_eq!(claimed, wanted, "every run once, none twice");
+    }
+}
