@@ -48,3 +48,6 @@ echo
 
 echo
 "$TARGET/release/webhooks" "$BIN"
+
+echo
+"$TARGET/release/takeover" "$BIN"

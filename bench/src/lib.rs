@@ -125,6 +125,14 @@ impl Gantry {
     }
 }
 
+impl Gantry {
+    /// Kills it with SIGKILL, as a crash (or a lost machine) does.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Gantry {
     fn drop(&mut self) {
         stop(&mut self.child);
