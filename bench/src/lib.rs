@@ -29,6 +29,27 @@ pub fn init_work(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A pipeline repo in `pipeline` (initialised and committed) with one app,
+/// `shop`, from `source`: `staging` follows `latest` on the local target,
+/// with the given `steps:` list (YAML, one item per line).
+pub fn staging_pipeline(pipeline: &Path, source: &Path, steps: &str) -> anyhow::Result<()> {
+    init_work(pipeline)?;
+    std::fs::create_dir_all(pipeline.join("apps/shop"))?;
+    std::fs::write(
+        pipeline.join("apps/shop/app.yaml"),
+        format!(
+            "apiVersion: gantry.dev/v1\nsource: {}\nstack:\n  - env: staging\n    branch: latest\n    target: local\n",
+            source.display()
+        ),
+    )?;
+    std::fs::write(
+        pipeline.join("apps/shop/pipeline.yaml"),
+        format!("apiVersion: gantry.dev/v1\nsteps:\n{steps}"),
+    )?;
+    commit(pipeline, "shop")?;
+    Ok(())
+}
+
 /// Commits everything in `dir`; the new commit.
 pub fn commit(dir: &Path, message: &str) -> anyhow::Result<String> {
     git(dir, &["add", "-A"])?;

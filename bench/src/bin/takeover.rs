@@ -89,23 +89,14 @@ async fn round_trip(binary: &str, round: usize) -> anyhow::Result<f64> {
     bench::git(&work, &["checkout", "-q", "-b", "latest"])?;
     let flag = flags.join("hold");
     std::fs::write(&flag, "")?;
-    init_work(&pipeline)?;
-    std::fs::create_dir_all(pipeline.join("apps/shop"))?;
-    std::fs::write(
-        pipeline.join("apps/shop/app.yaml"),
-        format!(
-            "apiVersion: gantry.dev/v1\nsource: {}\nstack:\n  - env: staging\n    branch: latest\n    target: local\n",
-            work.display()
-        ),
-    )?;
-    std::fs::write(
-        pipeline.join("apps/shop/pipeline.yaml"),
-        format!(
-            "apiVersion: gantry.dev/v1\nsteps:\n  - {{ name: hold, run: \"while [ -f {} ]; do sleep 0.05; done\" }}\n",
+    bench::staging_pipeline(
+        &pipeline,
+        &work,
+        &format!(
+            "  - {{ name: hold, run: \"while [ -f {} ]; do sleep 0.05; done\" }}\n",
             flag.display()
         ),
     )?;
-    commit(&pipeline, "shop")?;
 
     let database = BenchDatabase::create(
         "postgres",

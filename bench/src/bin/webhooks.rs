@@ -54,20 +54,7 @@ async fn measure(binary: &str, backend: &str) -> anyhow::Result<()> {
     init_work(&work)?;
     std::fs::write(work.join("README"), "shop\n")?;
     let sha = commit(&work, "first")?;
-    init_work(&pipeline)?;
-    std::fs::create_dir_all(pipeline.join("apps/shop"))?;
-    std::fs::write(
-        pipeline.join("apps/shop/app.yaml"),
-        format!(
-            "apiVersion: gantry.dev/v1\nsource: {}\nstack:\n  - env: staging\n    branch: latest\n    target: local\n",
-            work.display()
-        ),
-    )?;
-    std::fs::write(
-        pipeline.join("apps/shop/pipeline.yaml"),
-        "apiVersion: gantry.dev/v1\nsteps:\n  - { name: build, run: \"true\" }\n",
-    )?;
-    commit(&pipeline, "shop")?;
+    bench::staging_pipeline(&pipeline, &work, "  - { name: build, run: \"true\" }\n")?;
 
     let database = BenchDatabase::create(backend, &data, "gantry_webhook_bench").await?;
     let url = database.url.clone();
@@ -85,20 +72,28 @@ async fn measure(binary: &str, backend: &str) -> anyhow::Result<()> {
         .await?
         .error_for_status()?;
 
-    // Each unique delivery is a push of the app's master; repeats reuse ids.
-    let body = json!({
-        "ref": "refs/heads/master", "before": "0000000000000000000000000000000000000000",
-        "after": sha, "deleted": false, "created": false,
-        "repository": { "clone_url": work.display().to_string(), "full_name": "bench/shop" },
-    })
-    .to_string();
-    let signature = format!(
-        "sha256={}",
-        gantry::forge::webhook::sign(SECRET, body.as_bytes())
-    );
-    let mut ids: Vec<String> = (0..UNIQUE).map(|i| format!("delivery-{i}")).collect();
+    // Each unique delivery is a push of the app's master with a body of its
+    // own (Gantry recognises a body replayed under a new id as a replay);
+    // repeats are redeliveries: the same id and the same body.
+    let signed: Vec<(String, String)> = (0..UNIQUE)
+        .map(|n| {
+            let body = json!({
+                "ref": "refs/heads/master", "before": "0000000000000000000000000000000000000000",
+                "after": sha, "deleted": false, "created": false,
+                "repository": { "clone_url": work.display().to_string(), "full_name": "bench/shop" },
+                "head_commit": { "id": sha, "message": format!("push {n}") },
+            })
+            .to_string();
+            let signature = format!(
+                "sha256={}",
+                gantry::forge::webhook::sign(SECRET, body.as_bytes())
+            );
+            (body, signature)
+        })
+        .collect();
+    let mut ids: Vec<usize> = (0..UNIQUE).collect();
     for i in 0..DELIVERIES - UNIQUE {
-        ids.push(format!("delivery-{}", (i * 7) % UNIQUE));
+        ids.push((i * 7) % UNIQUE);
     }
     // A fixed shuffle: repeats arrive interleaved with their originals.
     let mut order: Vec<usize> = (0..ids.len()).collect();
@@ -111,25 +106,21 @@ async fn measure(binary: &str, backend: &str) -> anyhow::Result<()> {
     }
     let client = reqwest::Client::new();
     let endpoint = format!("{}/api/v1/hooks/github", server.base);
-    let shared = Arc::new((body, signature));
+    let shared = Arc::new(signed);
     let started = Instant::now();
     let times: Vec<anyhow::Result<f64>> = futures_util::stream::iter(order)
         .map(|i| {
-            let (client, endpoint, shared, id) = (
-                client.clone(),
-                endpoint.clone(),
-                shared.clone(),
-                ids[i].clone(),
-            );
+            let (client, endpoint, shared, n) =
+                (client.clone(), endpoint.clone(), shared.clone(), ids[i]);
             async move {
                 let sent = Instant::now();
                 let response = client
                     .post(&endpoint)
                     .header("x-github-event", "push")
-                    .header("x-github-delivery", id)
-                    .header("x-hub-signature-256", &shared.1)
+                    .header("x-github-delivery", format!("delivery-{n}"))
+                    .header("x-hub-signature-256", &shared[n].1)
                     .header("content-type", "application/json")
-                    .body(shared.0.clone())
+                    .body(shared[n].0.clone())
                     .send()
                     .await?;
                 if !response.status().is_success() {
