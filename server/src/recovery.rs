@@ -30,7 +30,7 @@ pub async fn recover(app: &App) -> anyhow::Result<()> {
         for deployment in db::deployments::list_deploying(pool).await? {
             crate::deploy::lifecycle::abandon(&app.db, &deployment, now).await?;
         }
-        take_over(app, i64::MAX, "interrupted by a restart of gantry").await?;
+        take_over(app, None, "interrupted by a restart of gantry").await?;
         for env in db::environments::list_all_active(pool).await? {
             // A deploying environment whose deployment was concluded above
             // (or that never got one) says so too.
@@ -77,25 +77,26 @@ pub async fn lease_loop(app: std::sync::Arc<App>) {
 /// Takes over the runs whose lease expired; how many this replica took.
 async fn take_over_expired(app: &App) -> anyhow::Result<usize> {
     let lease = app.config.runner_lease;
-    let expired_before = now_millis() - i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
     let reason = format!(
         "its replica stopped renewing the run's lease ({}); taken over by replica {}",
         crate::config::duration::HumanDuration(lease),
         app.runner_id
     );
-    take_over(app, expired_before, &reason).await
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    take_over(app, Some(lease_ms), &reason).await
 }
 
-/// Ends each running run whose lease ran out before `expired_before` as
-/// failed with `reason` — atomically, so of replicas racing for a run one
-/// takes it — and resumes it as a new run when it had not deployed yet and
-/// nothing newer is queued for its environment.
-async fn take_over(app: &App, expired_before: i64, reason: &str) -> anyhow::Result<usize> {
+/// Ends each running run whose lease (ms, in the database's clock; `None`:
+/// every running run) ran out as failed with `reason` — atomically, so of
+/// replicas racing for a run one takes it — and resumes it as a new run
+/// when it had not deployed yet and nothing newer is queued for its
+/// environment.
+async fn take_over(app: &App, lease_ms: Option<i64>, reason: &str) -> anyhow::Result<usize> {
     let pool = app.db.pool();
     let mut taken = 0;
-    for run in db::runs::list_expired(pool, expired_before).await? {
+    for run in db::runs::list_expired(&app.db, lease_ms).await? {
         let now = now_millis();
-        if !db::runs::take_over(pool, run.id, expired_before, reason, now).await? {
+        if !db::runs::take_over(&app.db, run.id, lease_ms, reason, now).await? {
             continue;
         }
         taken += 1;

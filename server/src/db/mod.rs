@@ -283,6 +283,16 @@ fn decode_state<T>(text: &str, parse: fn(&str) -> Option<T>) -> Result<T, sqlx::
 }
 
 /// Now, in the unit every table uses.
+/// Now, in milliseconds since the epoch, as the database's clock says: what
+/// leases are measured in, so replicas whose clocks disagree still agree on
+/// whose lease ran out.
+pub(crate) fn now_sql(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+    }
+}
+
 pub fn now_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -303,9 +303,10 @@ pub async fn claim_next(
         super::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         super::Backend::Sqlite => "",
     };
+    let now_db = super::now_sql(db.backend());
     let claimed: Option<i64> = sqlx::query_scalar(&format!(
         "UPDATE runs SET state = $1, runner_id = $2, started_at = COALESCE(started_at, $3),
-             heartbeat_at = $3, attempt = attempt + 1
+             heartbeat_at = {now_db}, attempt = attempt + 1
          WHERE id = ({NEXT}{lock}) AND state = $4
          RETURNING id"
     ))
@@ -360,57 +361,67 @@ pub async fn release_hold<'e>(
     Ok(result.rows_affected() == 1)
 }
 
-/// Running runs whose lease ran out before `expired_before` (their
-/// replica stopped renewing it), oldest first.
-pub async fn list_expired<'e>(
-    exec: impl Executor<'e, Database = Any>,
-    expired_before: i64,
+/// The lease condition, with the lease (ms) bound as `$2`: a heartbeat
+/// older than the lease by the database's clock — or, with no lease (NULL:
+/// SQLite's start-up, where the one process is this one), any running run.
+fn expired(db: &super::Db) -> String {
+    format!(
+        "($2 IS NULL OR heartbeat_at IS NULL OR heartbeat_at < {} - $2)",
+        super::now_sql(db.backend())
+    )
+}
+
+/// Running runs whose lease ran out (their replica stopped renewing it),
+/// oldest first; with no lease, every running run.
+pub async fn list_expired(
+    db: &super::Db,
+    lease_ms: Option<i64>,
 ) -> Result<Vec<RunRow>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {RUN_COLUMNS} FROM runs
-         WHERE state = $1 AND (heartbeat_at IS NULL OR heartbeat_at < $2) ORDER BY id"
+        "SELECT {RUN_COLUMNS} FROM runs WHERE state = $1 AND {} ORDER BY id",
+        expired(db)
     ))
     .bind(RunState::Running.as_str())
-    .bind(expired_before)
-    .fetch_all(exec)
+    .bind(lease_ms)
+    .fetch_all(db.pool())
     .await
 }
 
 /// Ends a running run as failed with `reason` if its lease is still
 /// expired: true for exactly one of the replicas that try at once.
-pub async fn take_over<'e>(
-    exec: impl Executor<'e, Database = Any>,
+pub async fn take_over(
+    db: &super::Db,
     id: i64,
-    expired_before: i64,
+    lease_ms: Option<i64>,
     reason: &str,
     now: i64,
 ) -> Result<bool, sqlx::Error> {
-    let taken = sqlx::query(
-        "UPDATE runs SET state = $2, error = $3, finished_at = $4
-         WHERE id = $1 AND state = $5 AND (heartbeat_at IS NULL OR heartbeat_at < $6)",
-    )
-    .bind(id)
+    let taken = sqlx::query(&format!(
+        "UPDATE runs SET state = $3, error = $4, finished_at = $5
+         WHERE id = $6 AND state = $1 AND {}",
+        expired(db)
+    ))
+    .bind(RunState::Running.as_str())
+    .bind(lease_ms)
     .bind(RunState::Failed.as_str())
     .bind(reason)
     .bind(now)
-    .bind(RunState::Running.as_str())
-    .bind(expired_before)
-    .execute(exec)
+    .bind(id)
+    .execute(db.pool())
     .await?;
     Ok(taken.rows_affected() == 1)
 }
 
-pub async fn heartbeat<'e>(
-    exec: impl Executor<'e, Database = Any>,
-    id: i64,
-    now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE runs SET heartbeat_at = $2 WHERE id = $1")
-        .bind(id)
-        .bind(now)
-        .execute(exec)
-        .await
-        .map(|_| ())
+/// Renews a run's lease, in the database's clock.
+pub async fn heartbeat(db: &super::Db, id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "UPDATE runs SET heartbeat_at = {} WHERE id = $1",
+        super::now_sql(db.backend())
+    ))
+    .bind(id)
+    .execute(db.pool())
+    .await
+    .map(|_| ())
 }
 
 pub async fn request_cancel<'e>(

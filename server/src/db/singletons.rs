@@ -4,15 +4,7 @@
 
 use sqlx::FromRow;
 
-use super::{Backend, Db};
-
-/// Now, in milliseconds since the epoch, as the database's clock says.
-fn now_sql(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
-        Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
-    }
-}
+use super::{Db, now_sql};
 
 /// Takes or renews `name` for `holder` for `lease_ms`: true when `holder`
 /// holds it now (it held it, or the lease had expired or was free).

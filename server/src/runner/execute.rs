@@ -111,7 +111,7 @@ async fn watch_cancel(app: Arc<App>, run_id: i64, cancel: CancellationToken) {
             cancel.cancel();
         }
         if ticks.is_multiple_of(renew_every) {
-            let _ = db::runs::heartbeat(app.db.pool(), run_id, now_millis()).await;
+            let _ = db::runs::heartbeat(&app.db, run_id).await;
         }
     }
 }

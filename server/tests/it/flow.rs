@@ -475,3 +475,62 @@ on_both! {
         assert_eq!(claimed, wanted, "every run once, none twice");
     }
 }
+
+// A run's lease is measured in the database's clock: a replica whose own
+// clock is off cannot find a live run expired. Renewed just now, it is not
+// expired for a 3 s lease; its heartbeat pushed 10 s into the past (as a
+// replica that stopped renewing leaves it), it is, and one take-over wins.
+on_both! {
+    async fn run_leases_expire_by_the_database_clock(app: TestApp) {
+        use gantry::db;
+        let pool = app.db().pool();
+        let app_id = db::apps::insert(
+            pool,
+            &db::apps::NewApp { name: "shop", source_url: "/nowhere", config: "{}", pipeline_sha: "p" },
+            1,
+        )
+        .await
+        .expect("app");
+        let environment_id = db::environments::insert(
+            pool,
+            &db::environments::NewEnvironment {
+                app_id,
+                name: "staging",
+                stack_entry: "staging",
+                branch: Some("main"),
+                url: None,
+                namespace: None,
+            },
+            1,
+        )
+        .await
+        .expect("environment");
+        let run = db::runs::NewRun {
+            app_id,
+            environment_id,
+            branch: "main",
+            commit_sha: "c",
+            pipeline_sha: "p",
+            state: app::dto::RunState::Queued,
+            trigger: "push",
+        };
+        let id = db::runs::insert(pool, &run, 1).await.expect("run");
+        // The claim's `now` is the replica's (here: 10 s ahead); the lease
+        // is stamped by the database.
+        let ahead = gantry::db::now_millis() + 10_000;
+        db::runs::claim_next(app.db(), "replica-a", ahead).await.expect("claim").expect("a run");
+        let lease = Some(3_000);
+        assert!(db::runs::list_expired(app.db(), lease).await.expect("list").is_empty());
+        assert!(!db::runs::take_over(app.db(), id, lease, "taken", ahead).await.expect("take"));
+        assert_eq!(db::runs::list_expired(app.db(), None).await.expect("list").len(), 1, "with no lease, every running run");
+
+        sqlx::query("UPDATE runs SET heartbeat_at = heartbeat_at - 10000 WHERE id = $1")
+            .bind(id)
+            .execute(pool)
+            .await
+            .expect("age the heartbeat");
+        assert_eq!(db::runs::list_expired(app.db(), lease).await.expect("list").len(), 1);
+        assert!(db::runs::take_over(app.db(), id, lease, "taken", ahead).await.expect("take"));
+        assert!(!db::runs::take_over(app.db(), id, lease, "taken", ahead).await.expect("take"), "once");
+    }
+}
