@@ -403,33 +403,47 @@ crate::on_both! {
     }
 }
 
+/// An app `shop` with an environment `staging`, straight in the database
+/// (for tests of the run queue itself): their ids.
+async fn shop_staging(app: &TestApp) -> (i64, i64) {
+    use gantry::db;
+    let pool = app.db().pool();
+    let app_id = db::apps::insert(
+        pool,
+        &db::apps::NewApp {
+            name: "shop",
+            source_url: "/nowhere",
+            config: "{}",
+            pipeline_sha: "p",
+        },
+        1,
+    )
+    .await
+    .expect("app");
+    let environment_id = db::environments::insert(
+        pool,
+        &db::environments::NewEnvironment {
+            app_id,
+            name: "staging",
+            stack_entry: "staging",
+            branch: Some("main"),
+            url: None,
+            namespace: None,
+        },
+        1,
+    )
+    .await
+    .expect("environment");
+    (app_id, environment_id)
+}
+
 // Runners claiming at once — as replicas on one PostgreSQL do, each with
 // several runners — take each queued run exactly once, rollbacks first.
 on_both! {
     async fn concurrent_claims_take_each_run_once(app: TestApp) {
         use gantry::db;
         let pool = app.db().pool();
-        let app_id = db::apps::insert(
-            pool,
-            &db::apps::NewApp { name: "shop", source_url: "/nowhere", config: "{}", pipeline_sha: "p" },
-            1,
-        )
-        .await
-        .expect("app");
-        let environment_id = db::environments::insert(
-            pool,
-            &db::environments::NewEnvironment {
-                app_id,
-                name: "staging",
-                stack_entry: "staging",
-                branch: Some("main"),
-                url: None,
-                namespace: None,
-            },
-            1,
-        )
-        .await
-        .expect("environment");
+        let (app_id, environment_id) = shop_staging(&app).await;
         let mut queued = Vec::new();
         for n in 0..40 {
             let trigger = if n == 39 { "rollback" } else { "push" };
@@ -484,27 +498,7 @@ on_both! {
     async fn run_leases_expire_by_the_database_clock(app: TestApp) {
         use gantry::db;
         let pool = app.db().pool();
-        let app_id = db::apps::insert(
-            pool,
-            &db::apps::NewApp { name: "shop", source_url: "/nowhere", config: "{}", pipeline_sha: "p" },
-            1,
-        )
-        .await
-        .expect("app");
-        let environment_id = db::environments::insert(
-            pool,
-            &db::environments::NewEnvironment {
-                app_id,
-                name: "staging",
-                stack_entry: "staging",
-                branch: Some("main"),
-                url: None,
-                namespace: None,
-            },
-            1,
-        )
-        .await
-        .expect("environment");
+        let (app_id, environment_id) = shop_staging(&app).await;
         let run = db::runs::NewRun {
             app_id,
             environment_id,
