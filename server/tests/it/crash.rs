@@ -211,8 +211,9 @@ async fn a_replica_killed_mid_step_is_taken_over_by_another_once_its_lease_expir
     let flags = tempfile::tempdir().expect("flag dir");
     let flag = flags.path().join("slow");
     std::fs::write(&flag, "").expect("flag");
+    // A hostile step: it ignores SIGTERM and outlives several leases.
     let step = format!(
-        "  - {{ name: slow, run: \"while [ -f {} ]; do sleep 0.2; done\" }}\n",
+        "  - {{ name: slow, run: \"trap '' TERM; while [ -f {} ]; do sleep 0.2; done\" }}\n",
         flag.display()
     );
     let repos = Repos::new(&step);
@@ -250,6 +251,26 @@ async fn a_replica_killed_mid_step_is_taken_over_by_another_once_its_lease_expir
         &token,
         &env,
     );
+    // While its replica lives, a step that outlives three leases is not
+    // taken over: the replica renews the lease (read from the database).
+    let pool = sqlx::AnyPool::connect(&database.url)
+        .await
+        .expect("database");
+    wait_for(
+        "the lease to be renewed past three leases",
+        MINUTE,
+        || async {
+            let held: Option<i64> =
+                sqlx::query_scalar("SELECT heartbeat_at - started_at FROM runs WHERE id = $1")
+                    .bind(running["id"].as_i64().unwrap())
+                    .fetch_one(&pool)
+                    .await
+                    .expect("heartbeat");
+            held.filter(|held| *held > 9_000).map(|_| ())
+        },
+    )
+    .await;
+    pool.close().await;
     let runs = second.run_of(&latest).await;
     assert_eq!(runs.len(), 1, "{runs:?}");
     assert_eq!(runs[0]["id"], running["id"]);
