@@ -94,7 +94,13 @@ async fn take_over_expired(app: &App) -> anyhow::Result<usize> {
 async fn take_over(app: &App, lease_ms: Option<i64>, reason: &str) -> anyhow::Result<usize> {
     let pool = app.db.pool();
     let mut taken = 0;
-    for run in db::runs::list_expired(&app.db, lease_ms).await? {
+    let expired = db::runs::list_expired(&app.db, lease_ms).await?;
+    if expired.is_empty() {
+        return Ok(0);
+    }
+    // Read once: the deployments of the runs taken over below.
+    let deploying = db::deployments::list_deploying(pool).await?;
+    for run in expired {
         let now = now_millis();
         if !db::runs::take_over(&app.db, run.id, lease_ms, reason, now).await? {
             continue;
@@ -104,9 +110,9 @@ async fn take_over(app: &App, lease_ms: Option<i64>, reason: &str) -> anyhow::Re
         db::steps::skip_pending(pool, run.id).await?;
         // Its half-done deployment is concluded, never re-applied.
         let mut deployed = had_deployment(app, run.id).await?;
-        for deployment in db::deployments::list_deploying(pool).await? {
+        for deployment in &deploying {
             if deployment.run_id == Some(run.id) {
-                crate::deploy::lifecycle::abandon(&app.db, &deployment, now).await?;
+                crate::deploy::lifecycle::abandon(&app.db, deployment, now).await?;
                 deployed = true;
             }
         }

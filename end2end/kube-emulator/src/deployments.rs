@@ -149,8 +149,10 @@ pub fn reconcile(store: &Store, ready: impl Fn(Duration) -> bool) {
             deploy(store, &key, &deployment, &sets, ready(age));
         }
     }
+    // Pods read once per pass, not once per ReplicaSet.
+    let all_pods = store.objects_of("", "pods");
     for (key, set) in store.objects_of("apps", "replicasets") {
-        pods(store, &key, &set);
+        pods(store, &key, &set, &all_pods);
     }
     collect_garbage(store);
 }
@@ -322,11 +324,10 @@ pub fn record(
 
 /// The ReplicaSet's pods: as many as it wants, `Running` and ready once it
 /// counts them ready.
-fn pods(store: &Store, key: &Key, set: &Value) {
+fn pods(store: &Store, key: &Key, set: &Value, all_pods: &[(Key, Value)]) {
     let uid = set["metadata"]["uid"].as_str().unwrap_or_default();
-    let mine: Vec<(Key, Value)> = store
-        .objects_of("", "pods")
-        .into_iter()
+    let mine: Vec<&(Key, Value)> = all_pods
+        .iter()
         .filter(|(k, pod)| k.namespace == key.namespace && controller_uid(pod) == Some(uid))
         .collect();
     let wanted = int(&set["spec"]["replicas"]).max(0) as usize;

@@ -437,26 +437,32 @@ async fn shop_staging(app: &TestApp) -> (i64, i64) {
     (app_id, environment_id)
 }
 
+/// Queues a run of `main` for the environment; its id.
+async fn queue(app: &TestApp, app_id: i64, environment_id: i64, trigger: &str) -> i64 {
+    let run = gantry::db::runs::NewRun {
+        app_id,
+        environment_id,
+        branch: "main",
+        commit_sha: "c",
+        pipeline_sha: "p",
+        state: app::dto::RunState::Queued,
+        trigger,
+    };
+    gantry::db::runs::insert(app.db().pool(), &run, 1)
+        .await
+        .expect("run")
+}
+
 // Runners claiming at once — as replicas on one PostgreSQL do, each with
 // several runners — take each queued run exactly once, rollbacks first.
 on_both! {
     async fn concurrent_claims_take_each_run_once(app: TestApp) {
         use gantry::db;
-        let pool = app.db().pool();
         let (app_id, environment_id) = shop_staging(&app).await;
         let mut queued = Vec::new();
         for n in 0..40 {
             let trigger = if n == 39 { "rollback" } else { "push" };
-            let run = db::runs::NewRun {
-                app_id,
-                environment_id,
-                branch: "main",
-                commit_sha: "c",
-                pipeline_sha: "p",
-                state: app::dto::RunState::Queued,
-                trigger,
-            };
-            queued.push(db::runs::insert(pool, &run, 1).await.expect("run"));
+            queued.push(queue(&app, app_id, environment_id, trigger).await);
         }
         let first = db::runs::claim_next(app.db(), "judge", 2)
             .await
@@ -499,16 +505,7 @@ on_both! {
         use gantry::db;
         let pool = app.db().pool();
         let (app_id, environment_id) = shop_staging(&app).await;
-        let run = db::runs::NewRun {
-            app_id,
-            environment_id,
-            branch: "main",
-            commit_sha: "c",
-            pipeline_sha: "p",
-            state: app::dto::RunState::Queued,
-            trigger: "push",
-        };
-        let id = db::runs::insert(pool, &run, 1).await.expect("run");
+        let id = queue(&app, app_id, environment_id, "push").await;
         // The claim's `now` is the replica's (here: 10 s ahead); the lease
         // is stamped by the database.
         let ahead = gantry::db::now_millis() + 10_000;
