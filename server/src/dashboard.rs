@@ -162,6 +162,9 @@ impl RunsPort for App {
                 .map_err(port_error)?,
             from_fork: extra.from_fork,
             warnings,
+            attempts: db::run_attempts::of_run(pool, id)
+                .await
+                .map_err(port_error)?,
         }))
     }
 

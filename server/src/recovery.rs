@@ -9,10 +9,10 @@
 
 use std::path::Path;
 
-use app::dto::{EnvironmentState, RunState};
+use app::dto::EnvironmentState;
 use nix::sys::signal::Signal;
 
-use crate::db::{self, Backend, now_millis, runs::NewRun};
+use crate::db::{self, Backend, now_millis, runs::TakeOver};
 use crate::deploy::local::{LocalSpec, parse_manifest};
 use crate::sandbox::process::{INSTANCE_VAR, signal_group};
 use crate::state::App;
@@ -27,10 +27,19 @@ pub async fn recover(app: &App) -> anyhow::Result<()> {
     if app.db.backend() == Backend::Sqlite {
         // SQLite is one process's (`storage::DatabaseLock`): whatever is
         // running or deploying was this Gantry's before it stopped.
-        for deployment in db::deployments::list_deploying(pool).await? {
-            crate::deploy::lifecycle::abandon(&app.db, &deployment, now).await?;
-        }
         take_over(app, None, "interrupted by a restart of gantry").await?;
+        // Deployments no run of it is resuming.
+        for deployment in db::deployments::list_deploying(pool).await? {
+            let mut tx = app.db.begin().await?;
+            crate::deploy::lifecycle::abandon(
+                &mut tx,
+                &deployment,
+                "interrupted by a restart of gantry; not re-applied",
+                now,
+            )
+            .await?;
+            tx.commit().await?;
+        }
         for env in db::environments::list_all_active(pool).await? {
             // A deploying environment whose deployment was concluded above
             // (or that never got one) says so too.
@@ -86,11 +95,17 @@ async fn take_over_expired(app: &App) -> anyhow::Result<usize> {
     take_over(app, Some(lease_ms), &reason).await
 }
 
-/// Ends each running run whose lease (ms, in the database's clock; `None`:
-/// every running run) ran out as failed with `reason` — atomically, so of
-/// replicas racing for a run one takes it — and resumes it as a new run
-/// when it had not deployed yet and nothing newer is queued for its
-/// environment.
+/// A run interrupted this many times is not resumed again: something in
+/// it (a step, a deploy) may be what brings its replicas down.
+const MAX_ATTEMPTS: i64 = 3;
+
+/// Takes each running run whose lease (ms, in the database's clock;
+/// `None`: every running run) ran out away from its replica — atomically,
+/// so of replicas racing for a run one takes it — and queues it again: its
+/// next attempt resumes at the step it was in (see `runner::execute`), and
+/// a deployment it had started is concluded and applied again by that
+/// attempt. It ends as failed instead when a newer run of its environment
+/// is waiting, or after `MAX_ATTEMPTS`.
 async fn take_over(app: &App, lease_ms: Option<i64>, reason: &str) -> anyhow::Result<usize> {
     let pool = app.db.pool();
     let mut taken = 0;
@@ -102,82 +117,75 @@ async fn take_over(app: &App, lease_ms: Option<i64>, reason: &str) -> anyhow::Re
     let deploying = db::deployments::list_deploying(pool).await?;
     for run in expired {
         let now = now_millis();
-        if !db::runs::take_over(&app.db, run.id, lease_ms, reason, now).await? {
-            continue;
-        }
-        taken += 1;
-        db::steps::interrupt_running(pool, run.id, reason, now).await?;
-        db::steps::skip_pending(pool, run.id).await?;
-        // Its half-done deployment is concluded, never re-applied.
-        let mut deployed = had_deployment(app, run.id).await?;
-        for deployment in &deploying {
-            if deployment.run_id == Some(run.id) {
-                crate::deploy::lifecycle::abandon(&app.db, deployment, now).await?;
-                deployed = true;
-            }
-        }
-        if let Some(env) = db::environments::get(pool, run.environment_id).await?
-            && env.state == EnvironmentState::Deploying.as_str()
-            && env.locked_by_run == Some(run.id)
-        {
-            conclude_interrupted(app, env.id, env.deployment_id.is_some(), now).await?;
-        }
         let newer = db::runs::list_unfinished_for_environment(pool, run.environment_id)
             .await?
             .into_iter()
             .any(|r| r.id > run.id);
-        if deployed || newer {
-            tracing::warn!(run = run.id, reason, "run interrupted; ended as failed");
+        let ended = if newer {
+            Some(format!(
+                "{reason}; not resumed: a newer run of its environment is waiting"
+            ))
+        } else if run.attempt >= MAX_ATTEMPTS {
+            Some(format!(
+                "{reason}; not resumed: interrupted {MAX_ATTEMPTS} times"
+            ))
+        } else {
+            None
+        };
+        let what = match &ended {
+            Some(why) => TakeOver::End(why),
+            None => TakeOver::Resume,
+        };
+        // One transaction: until it commits, no replica can claim the run
+        // whose steps and deployment are being put in order.
+        let mut tx = app.db.begin().await?;
+        if !db::runs::take_over(&app.db, &mut tx, run.id, lease_ms, what, now).await? {
             continue;
         }
-        let resumed = resume(app, &run, now).await?;
-        tracing::warn!(
-            run = run.id,
-            resumed,
-            reason,
-            "run interrupted before deploying; resumed as a new run"
-        );
+        taken += 1;
+        db::run_attempts::finish(&mut *tx, run.id, Some(reason), now).await?;
+        if ended.is_some() {
+            db::steps::interrupt_running(&mut *tx, run.id, reason, now).await?;
+            db::steps::skip_pending(&mut *tx, run.id).await?;
+        } else {
+            // Its next attempt runs the step from its start.
+            db::steps::pause_running(&mut *tx, run.id).await?;
+        }
+        let detail = match ended {
+            Some(_) => format!("interrupted ({reason}); not re-applied"),
+            None => format!(
+                "interrupted ({reason}); attempt {} of run {} applies it again",
+                run.attempt + 1,
+                run.id
+            ),
+        };
+        for deployment in deploying.iter().filter(|d| d.run_id == Some(run.id)) {
+            crate::deploy::lifecycle::abandon(&mut tx, deployment, &detail, now).await?;
+        }
+        if let Some(env) = db::environments::get(&mut *tx, run.environment_id).await?
+            && env.state == EnvironmentState::Deploying.as_str()
+            && env.locked_by_run == Some(run.id)
+        {
+            let (state, detail) =
+                crate::deploy::lifecycle::interrupted(env.deployment_id.is_some());
+            db::environments::set_state(&mut *tx, env.id, state, Some(detail), now).await?;
+        }
+        db::environments::unlock(&mut *tx, run.environment_id, run.id).await?;
+        tx.commit().await?;
+        match ended {
+            Some(why) => tracing::warn!(run = run.id, why, "run interrupted; ended as failed"),
+            None => tracing::warn!(
+                run = run.id,
+                attempt = run.attempt + 1,
+                reason,
+                "run interrupted; queued to resume as its next attempt"
+            ),
+        }
+    }
+    if taken > 0 {
+        app.flow.runner_wake.notify_one();
     }
     Ok(taken)
-}
-
-/// Queues `run` again as a new run (`resume`, or the same rollback).
-async fn resume(app: &App, run: &db::runs::RunRow, now: i64) -> Result<i64, sqlx::Error> {
-    let pool = app.db.pool();
-    let resumed = db::runs::insert(
-        pool,
-        &NewRun {
-            app_id: run.app_id,
-            environment_id: run.environment_id,
-            branch: &run.branch,
-            commit_sha: &run.commit_sha,
-            pipeline_sha: &run.pipeline_sha,
-            state: RunState::Queued,
-            // A rollback resumes as the same rollback.
-            trigger: if run.trigger == crate::ledger::rollback::TRIGGER {
-                crate::ledger::rollback::TRIGGER
-            } else {
-                "resume"
-            },
-        },
-        now,
-    )
-    .await?;
-    // A fork's build stays one: no secrets when it resumes either.
-    if let Some(fork) = &run.from_fork {
-        db::runs::set_from_fork(pool, resumed, fork).await?;
-    }
-    if let Some((to, by, reason)) = db::runs::rollback_of_run(pool, run.id).await? {
-        db::runs::set_rollback(pool, resumed, to, &by, &reason).await?;
-    }
-    db::runs::set_commit_info(
-        pool,
-        resumed,
-        run.commit_message.as_deref().unwrap_or_default(),
-        run.commit_author.as_deref().unwrap_or_default(),
-    )
-    .await?;
-    Ok(resumed)
 }
 
 /// An environment left `deploying` says what became of it.
@@ -189,10 +197,6 @@ async fn conclude_interrupted(
 ) -> Result<(), sqlx::Error> {
     let (state, detail) = crate::deploy::lifecycle::interrupted(had_deployment);
     db::environments::set_state(app.db.pool(), environment_id, state, Some(detail), now).await
-}
-
-async fn had_deployment(app: &App, run_id: i64) -> Result<bool, sqlx::Error> {
-    db::deployments::exists_for_run(app.db.pool(), run_id).await
 }
 
 /// Starts the recorded process of every live local environment again.

@@ -60,6 +60,24 @@ pub struct TestReportSummary {
     pub failures: Vec<TestCaseFailure>,
 }
 
+/// One start of a run. A run whose replica died, lost the database or
+/// restarted is taken over and resumes as its next attempt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct RunAttempt {
+    /// 1 for the first start.
+    pub attempt: i64,
+    /// The replica (runner id) that ran it.
+    pub replica: String,
+    /// The position of the first step it ran, and that step's name.
+    pub from_step: i64,
+    pub from_step_name: Option<String>,
+    pub started_at: UnixMillis,
+    pub finished_at: Option<UnixMillis>,
+    /// Why it ended without ending the run.
+    pub interrupted: Option<String>,
+}
+
 /// Everything the run page shows.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
@@ -80,6 +98,9 @@ pub struct RunDetail {
     /// off, a step on the host's network).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Its starts, first first (more than one after a take-over).
+    #[serde(default)]
+    pub attempts: Vec<RunAttempt>,
 }
 
 /// A run held until enough people approve it.

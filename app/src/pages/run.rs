@@ -8,7 +8,7 @@ use leptos_router::hooks::use_params_map;
 use crate::api::{get_run, get_run_diff};
 use crate::components::diff::diff_section;
 use crate::components::list::{Badge, PageHeader};
-use crate::dto::{RunDetail, StepSummary, TestReportSummary};
+use crate::dto::{RunAttempt, RunDetail, StepSummary, TestReportSummary};
 use crate::format::{short_sha, timestamp};
 
 #[component]
@@ -83,11 +83,33 @@ fn run_view(detail: RunDetail) -> impl IntoView {
             </dl>
             {detail.error.clone().map(|error| view! { <p class="notice notice-error">{error}</p> })}
         </section>
+        {attempts_view(detail.attempts.clone())}
         {(run.state == crate::dto::RunState::WaitingForApproval).then(|| diff_view(run.id))}
         {tests_view(detail.reports.clone())}
         <h2>"Steps"</h2>
         <RunSteps run_id=run.id steps=detail.steps.clone() />
     }
+}
+
+/// The run's attempts, when it had more than one: which replica ran each,
+/// from which step, and why it ended without ending the run.
+fn attempts_view(attempts: Vec<RunAttempt>) -> impl IntoView {
+    (attempts.len() > 1).then(|| {
+        view! {
+            <h2>"Attempts"</h2>
+            <ol class="attempts" data-testid="run-attempts">
+                {attempts.into_iter().map(|a| {
+                    let from = a.from_step_name.clone().unwrap_or_else(|| "the first step".into());
+                    view! {
+                        <li data-testid="run-attempt">
+                            {format!("Attempt {} on replica {}, from {from}, started {}", a.attempt, a.replica, timestamp(a.started_at))}
+                            {a.interrupted.clone().map(|why| view! { <span class="step-error">{format!(" — ended: {why}")}</span> })}
+                        </li>
+                    }
+                }).collect_view()}
+            </ol>
+        }
+    })
 }
 
 /// The steps with their logs, streamed while the run goes on (an island).

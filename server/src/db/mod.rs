@@ -21,6 +21,7 @@ pub mod local_processes;
 pub mod notifications;
 pub mod pins;
 pub mod releases;
+pub mod run_attempts;
 pub mod runs;
 pub mod secrets;
 pub mod sessions;

@@ -387,41 +387,104 @@ pub async fn list_expired(
     .await
 }
 
-/// Ends a running run as failed with `reason` if its lease is still
-/// expired: true for exactly one of the replicas that try at once.
+/// What becomes of a run taken over.
+#[derive(Clone, Copy, Debug)]
+pub enum TakeOver<'a> {
+    /// Queued again: its next attempt resumes it.
+    Resume,
+    /// Ended as failed, with this reason.
+    End(&'a str),
+}
+
+/// Takes a running run whose lease is still expired (`None`: any running
+/// run) away from its replica, inside `tx`: true for exactly one of the
+/// replicas that try at once. Until `tx` commits, the row stays locked, so
+/// no replica claims the resumed run before the caller has put its steps
+/// and deployment in order.
 pub async fn take_over(
     db: &super::Db,
+    tx: &mut sqlx::AnyConnection,
     id: i64,
     lease_ms: Option<i64>,
-    reason: &str,
+    what: TakeOver<'_>,
     now: i64,
 ) -> Result<bool, sqlx::Error> {
-    let taken = sqlx::query(&format!(
-        "UPDATE runs SET state = $3, error = $4, finished_at = $5
-         WHERE id = $6 AND state = $1 AND {}",
-        expired(db)
-    ))
-    .bind(RunState::Running.as_str())
-    .bind(lease_ms)
-    .bind(RunState::Failed.as_str())
-    .bind(reason)
-    .bind(now)
-    .bind(id)
-    .execute(db.pool())
-    .await?;
+    let query = match what {
+        TakeOver::Resume => format!(
+            "UPDATE runs SET state = $3, runner_id = NULL, heartbeat_at = NULL
+             WHERE id = $4 AND state = $1 AND {}",
+            expired(db)
+        ),
+        TakeOver::End(_) => format!(
+            "UPDATE runs SET state = $3, error = $5, finished_at = $6
+             WHERE id = $4 AND state = $1 AND {}",
+            expired(db)
+        ),
+    };
+    let (state, reason) = match what {
+        TakeOver::Resume => (RunState::Queued, None),
+        TakeOver::End(reason) => (RunState::Failed, Some(reason)),
+    };
+    let mut query = sqlx::query(&query)
+        .bind(RunState::Running.as_str())
+        .bind(lease_ms)
+        .bind(state.as_str())
+        .bind(id);
+    if let Some(reason) = reason {
+        query = query.bind(reason).bind(now);
+    }
+    let taken = query.execute(&mut *tx).await?;
     Ok(taken.rows_affected() == 1)
 }
 
-/// Renews a run's lease, in the database's clock.
-pub async fn heartbeat(db: &super::Db, id: i64) -> Result<(), sqlx::Error> {
-    sqlx::query(&format!(
-        "UPDATE runs SET heartbeat_at = {} WHERE id = $1",
+/// Renews the lease of `attempt` of a run, in the database's clock. False
+/// when this replica no longer holds it: another replica took the run
+/// over (this one lost the database for longer than a lease) or it ended.
+pub async fn heartbeat(
+    db: &super::Db,
+    id: i64,
+    runner_id: &str,
+    attempt: i64,
+) -> Result<bool, sqlx::Error> {
+    let renewed = sqlx::query(&format!(
+        "UPDATE runs SET heartbeat_at = {} WHERE id = $1 AND runner_id = $2 AND attempt = $3
+             AND state = $4",
         super::now_sql(db.backend())
     ))
     .bind(id)
+    .bind(runner_id)
+    .bind(attempt)
+    .bind(RunState::Running.as_str())
     .execute(db.pool())
-    .await
-    .map(|_| ())
+    .await?;
+    Ok(renewed.rows_affected() == 1)
+}
+
+/// Ends `attempt` of a run as its runner saw it end — unless the runner
+/// lost the run (taken over, or ended by someone else): false then.
+pub async fn finish_attempt<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    runner_id: &str,
+    attempt: i64,
+    state: RunState,
+    error: Option<&str>,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let ended = sqlx::query(
+        "UPDATE runs SET state = $2, error = $3, finished_at = $4
+         WHERE id = $1 AND state = $5 AND runner_id = $6 AND attempt = $7",
+    )
+    .bind(id)
+    .bind(state.as_str())
+    .bind(error)
+    .bind(now)
+    .bind(RunState::Running.as_str())
+    .bind(runner_id)
+    .bind(attempt)
+    .execute(exec)
+    .await?;
+    Ok(ended.rows_affected() == 1)
 }
 
 pub async fn request_cancel<'e>(

@@ -5,7 +5,8 @@ use sqlx::{Any, Executor, FromRow};
 
 use super::decode_state;
 
-/// Creates the step rows of a run, in order, and returns their ids.
+/// Creates the step rows of a run, in order, and returns their ids. A
+/// later attempt of the run finds them made and gets the same ids.
 pub async fn create_all<'e, E>(
     exec: E,
     run_id: i64,
@@ -14,31 +15,79 @@ pub async fn create_all<'e, E>(
 where
     E: Executor<'e, Database = Any> + Copy,
 {
-    let mut ids = Vec::with_capacity(names.len());
     for (position, name) in names.iter().enumerate() {
-        let id = sqlx::query_scalar(
-            "INSERT INTO steps (run_id, position, name, state) VALUES ($1, $2, $3, $4) RETURNING id",
+        sqlx::query(
+            "INSERT INTO steps (run_id, position, name, state) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (run_id, position) DO NOTHING",
         )
         .bind(run_id)
         .bind(i64::try_from(position).unwrap_or(i64::MAX))
         .bind(*name)
         .bind(StepState::Pending.as_str())
-        .fetch_one(exec)
+        .execute(exec)
         .await?;
-        ids.push(id);
     }
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM steps WHERE run_id = $1 AND position < $2 ORDER BY position",
+    )
+    .bind(run_id)
+    .bind(i64::try_from(names.len()).unwrap_or(i64::MAX))
+    .fetch_all(exec)
+    .await?;
     Ok(ids)
 }
 
+/// Where a run's steps stand, in order: `(id, state)`.
+pub async fn progress<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    run_id: i64,
+) -> Result<Vec<(i64, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT id, state FROM steps WHERE run_id = $1 ORDER BY position")
+        .bind(run_id)
+        .fetch_all(exec)
+        .await
+}
+
+/// Makes the steps from `position` on pending again, for a later attempt
+/// that runs them from their start: their logs stay (the attempt adds to
+/// them), their test reports go (the attempt writes its own).
+pub async fn again<'e, E>(exec: E, run_id: i64, position: i64) -> Result<(), sqlx::Error>
+where
+    E: Executor<'e, Database = Any> + Copy,
+{
+    sqlx::query(
+        "DELETE FROM test_reports WHERE step_id IN
+             (SELECT id FROM steps WHERE run_id = $1 AND position >= $2)",
+    )
+    .bind(run_id)
+    .bind(position)
+    .execute(exec)
+    .await?;
+    sqlx::query(
+        "UPDATE steps SET state = $3, exit_code = NULL, error = NULL, log_bytes = 0,
+             log_truncated = 0, started_at = NULL, finished_at = NULL
+         WHERE run_id = $1 AND position >= $2",
+    )
+    .bind(run_id)
+    .bind(position)
+    .bind(StepState::Pending.as_str())
+    .execute(exec)
+    .await
+    .map(|_| ())
+}
+
+/// Starts a step as part of `attempt` of its run.
 pub async fn start<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
+    attempt: i64,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE steps SET state = $2, started_at = $3 WHERE id = $1")
+    sqlx::query("UPDATE steps SET state = $2, started_at = $3, attempt = $4 WHERE id = $1")
         .bind(id)
         .bind(StepState::Running.as_str())
         .bind(now)
+        .bind(attempt)
         .execute(exec)
         .await
         .map(|_| ())
@@ -53,16 +102,19 @@ pub struct StepOutcome<'a> {
     pub log_truncated: bool,
 }
 
+/// Ends a step, unless a later attempt of its run has started it since
+/// (this replica lost the run).
 pub async fn finish<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
+    attempt: i64,
     outcome: &StepOutcome<'_>,
     now: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE steps SET state = $2, exit_code = $3, error = $4, log_bytes = $5, log_truncated = $6,
              finished_at = $7
-         WHERE id = $1",
+         WHERE id = $1 AND attempt = $8",
     )
     .bind(id)
     .bind(outcome.state.as_str())
@@ -71,6 +123,7 @@ pub async fn finish<'e>(
     .bind(outcome.log_bytes)
     .bind(i64::from(outcome.log_truncated))
     .bind(now)
+    .bind(attempt)
     .execute(exec)
     .await
     .map(|_| ())
@@ -85,6 +138,21 @@ pub async fn skip_pending<'e>(
         .bind(run_id)
         .bind(StepState::Skipped.as_str())
         .bind(StepState::Pending.as_str())
+        .execute(exec)
+        .await
+        .map(|_| ())
+}
+
+/// Makes the steps an interrupted attempt left running pending again: the
+/// run's next attempt runs them from their start.
+pub async fn pause_running<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    run_id: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE steps SET state = $2, started_at = NULL WHERE run_id = $1 AND state = $3")
+        .bind(run_id)
+        .bind(StepState::Pending.as_str())
+        .bind(StepState::Running.as_str())
         .execute(exec)
         .await
         .map(|_| ())
@@ -185,6 +253,20 @@ pub async fn append_log<'e>(
     .execute(exec)
     .await
     .map(|_| ())
+}
+
+/// The number of the step's last log chunk (0: none yet): a later
+/// attempt's chunks follow it.
+pub async fn last_seq<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    step_id: i64,
+) -> Result<i64, sqlx::Error> {
+    let last: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(seq) FROM log_chunks WHERE step_id = $1")
+            .bind(step_id)
+            .fetch_one(exec)
+            .await?;
+    Ok(last.unwrap_or(0))
 }
 
 /// Log chunks of a step after `after_seq`, in order: `(seq, content)`.

@@ -586,25 +586,26 @@ pub async fn conclude(
     Ok(verdict)
 }
 
-/// Concludes a deployment a crash left in `deploying`: failed, its ledger
-/// entry failed, its environment back to what served before — in one
-/// transaction. Nothing is re-applied.
+/// Concludes a deployment a crash left in `deploying`, inside the caller's
+/// transaction: failed (with `detail`), its ledger entry failed, its
+/// environment back to what served before. It is never re-applied itself;
+/// a resumed run applies its manifests again as a new deployment.
 pub async fn abandon(
-    db: &Db,
+    tx: &mut sqlx::AnyConnection,
     deployment: &db::deployments::DeploymentRow,
+    detail: &str,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = db.begin().await?;
     db::deployments::finish(
         &mut *tx,
         deployment.id,
         DeploymentState::Failed,
-        Some("interrupted by a restart of gantry; not re-applied"),
+        Some(detail),
         now,
     )
     .await?;
     if let Some(release) = db::releases::id_of_deployment(&mut *tx, deployment.id).await? {
-        db::releases::finish(&mut tx, release, false, now).await?;
+        db::releases::finish(tx, release, false, now).await?;
     }
     if let Some(env) = db::environments::get(&mut *tx, deployment.environment_id).await?
         && env.state == EnvironmentState::Deploying.as_str()
@@ -612,7 +613,7 @@ pub async fn abandon(
         let (state, detail) = interrupted(env.deployment_id.is_some());
         db::environments::set_state(&mut *tx, env.id, state, Some(detail), now).await?;
     }
-    tx.commit().await
+    Ok(())
 }
 
 /// What an environment whose deploy a restart interrupted is now: live

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use app::dto::{RunState, StepState};
@@ -29,9 +30,27 @@ enum Ending {
 
 pub async fn execute(app: Arc<App>, run: RunRow) {
     let cancel = CancellationToken::new();
-    let watcher = tokio::spawn(watch_cancel(app.clone(), run.id, cancel.clone()));
+    let lost = Arc::new(AtomicBool::new(false));
+    let watcher = tokio::spawn(watch_cancel(
+        app.clone(),
+        run.clone(),
+        cancel.clone(),
+        lost.clone(),
+    ));
     let workspace = Workspace::new(&app.work_dir(), run.id, run.attempt);
-    tracing::info!(run = run.id, commit = %run.commit_sha, "run started");
+    tracing::info!(run = run.id, attempt = run.attempt, commit = %run.commit_sha, "run started");
+    if let Err(error) = db::run_attempts::start(
+        app.db.pool(),
+        run.id,
+        run.attempt,
+        &app.runner_id,
+        0,
+        now_millis(),
+    )
+    .await
+    {
+        tracing::warn!(run = run.id, %error, "cannot record the run's attempt");
+    }
 
     report::status(&app, run.id, None, StatusState::Pending, "running".into());
     report::comment(&app, run.id);
@@ -55,8 +74,21 @@ pub async fn execute(app: Arc<App>, run: RunRow) {
             _ => (RunState::Cancelled, Some("cancelled".to_string())),
         },
     };
-    if let Err(error) = finish(&app, run.id, state, error.as_deref(), now).await {
-        tracing::error!(run = run.id, %error, "cannot record the end of a run");
+    match finish(&app, &run, state, error.as_deref(), now).await {
+        Ok(true) => {}
+        // Another replica took the run over (this one lost the database
+        // for longer than a lease): its attempt says how the run ends.
+        Ok(false) if lost.load(Ordering::Relaxed) => {
+            tracing::warn!(
+                run = run.id,
+                attempt = run.attempt,
+                "run lost to another replica"
+            );
+            app.events.close(run.id);
+            return;
+        }
+        Ok(false) => {}
+        Err(error) => tracing::error!(run = run.id, %error, "cannot record the end of a run"),
     }
     crate::notify::run_ended(&app.notifier(), run.id, state, error.as_deref()).await;
     report::status(
@@ -82,21 +114,46 @@ pub async fn execute(app: Arc<App>, run: RunRow) {
     );
 }
 
+/// Ends the run and its attempt; false when this replica no longer holds
+/// the run.
 async fn finish(
     app: &App,
-    run_id: i64,
+    run: &RunRow,
     state: RunState,
     error: Option<&str>,
     now: i64,
-) -> Result<(), sqlx::Error> {
-    db::steps::skip_pending(app.db.pool(), run_id).await?;
-    db::runs::finish(app.db.pool(), run_id, state, error, now).await
+) -> Result<bool, sqlx::Error> {
+    let mut tx = app.db.begin().await?;
+    let ended = db::runs::finish_attempt(
+        &mut *tx,
+        run.id,
+        &app.runner_id,
+        run.attempt,
+        state,
+        error,
+        now,
+    )
+    .await?;
+    if ended {
+        db::steps::skip_pending(&mut *tx, run.id).await?;
+        db::run_attempts::finish(&mut *tx, run.id, None, now).await?;
+    }
+    tx.commit().await?;
+    Ok(ended)
 }
 
 /// Polls the database for a cancel request (it may come from another
 /// replica or a newer push) and renews the run's lease every third of
 /// `runner.lease`, so no other replica takes it over while this one lives.
-async fn watch_cancel(app: Arc<App>, run_id: i64, cancel: CancellationToken) {
+/// A renewal that finds the run taken over sets `lost` and cancels: the
+/// attempt stops, writing nothing over the one that took over.
+async fn watch_cancel(
+    app: Arc<App>,
+    run: RunRow,
+    cancel: CancellationToken,
+    lost: Arc<AtomicBool>,
+) {
+    let run_id = run.id;
     let renew_every = u64::try_from((app.config.runner_lease / 3).as_millis() / 250)
         .unwrap_or(1)
         .max(1);
@@ -110,8 +167,17 @@ async fn watch_cancel(app: Arc<App>, run_id: i64, cancel: CancellationToken) {
         ) {
             cancel.cancel();
         }
-        if ticks.is_multiple_of(renew_every) {
-            let _ = db::runs::heartbeat(&app.db, run_id).await;
+        if ticks.is_multiple_of(renew_every)
+            && let Ok(false) =
+                db::runs::heartbeat(&app.db, run_id, &app.runner_id, run.attempt).await
+        {
+            tracing::warn!(
+                run = run_id,
+                "the run's lease was taken over; stopping this attempt"
+            );
+            lost.store(true, Ordering::Relaxed);
+            cancel.cancel();
+            return;
         }
     }
 }
@@ -155,30 +221,38 @@ async fn run_steps(
     // Steps are recorded first, so the run page shows the whole plan.
     let names: Vec<&str> = config.pipeline.steps.iter().map(Step::name).collect();
     let step_ids = db::steps::create_all(pool, run.id, &names).await?;
-
-    // A fresh workspace: what a crashed attempt left is never written into.
-    workspace.remove().await;
-    tokio::fs::create_dir_all(workspace.home()).await?;
-    app.git
-        .export(&app_row.source_url, &run.commit_sha, None, &workspace.app())
-        .await?;
-    if let Some(repo) = app.config.pipeline_repo.as_deref() {
-        let folder = format!("apps/{}", app_row.name);
+    let from = resume_point(app, run, workspace).await?;
+    if from.reused {
+        tracing::info!(
+            run = run.id,
+            step = from.step,
+            "resuming in the earlier attempt's workspace"
+        );
+    } else {
+        // A fresh workspace: what a crashed attempt left is never written into.
+        workspace.remove().await;
+        tokio::fs::create_dir_all(workspace.home()).await?;
         app.git
-            .export(
-                repo,
-                &run.pipeline_sha,
-                Some(&folder),
-                &workspace.pipeline(),
-            )
+            .export(&app_row.source_url, &run.commit_sha, None, &workspace.app())
             .await?;
-    }
-    // The sandbox's user writes the checkout and its home, nothing else.
-    app.sandbox.hand_over(&workspace.app()).await?;
-    app.sandbox.hand_over(&workspace.home()).await?;
-    // Read-only inside, but readable whatever Gantry's umask.
-    if workspace.pipeline().is_dir() {
-        app.sandbox.hand_over(&workspace.pipeline()).await?;
+        if let Some(repo) = app.config.pipeline_repo.as_deref() {
+            let folder = format!("apps/{}", app_row.name);
+            app.git
+                .export(
+                    repo,
+                    &run.pipeline_sha,
+                    Some(&folder),
+                    &workspace.pipeline(),
+                )
+                .await?;
+        }
+        // The sandbox's user writes the checkout and its home, nothing else.
+        app.sandbox.hand_over(&workspace.app()).await?;
+        app.sandbox.hand_over(&workspace.home()).await?;
+        // Read-only inside, but readable whatever Gantry's umask.
+        if workspace.pipeline().is_dir() {
+            app.sandbox.hand_over(&workspace.pipeline()).await?;
+        }
     }
     let hosts = environment_hosts(app, run.app_id, &app_row.name).await?;
     // The deploy's log quotes the app's output: it is masked with the
@@ -214,11 +288,21 @@ async fn run_steps(
         workspace,
     );
 
-    for (step, step_id) in config.pipeline.steps.iter().zip(step_ids) {
+    for (step, step_id) in config.pipeline.steps.iter().zip(step_ids).skip(from.step) {
         if cancel.is_cancelled() {
             return Ok(Ending::Cancelled);
         }
-        db::steps::start(pool, step_id, now_millis()).await?;
+        if let Some(why) = &from.again {
+            sink(
+                app,
+                run.id,
+                step_id,
+                &crate::secrets::mask::Masker::default(),
+            )
+            .note(why)
+            .await?;
+        }
+        db::steps::start(pool, step_id, run.attempt, now_millis()).await?;
         app.events.send(
             run.id,
             RunEvent::Step {
@@ -264,7 +348,7 @@ async fn run_steps(
                 deploy_step_result(outcome, &mut sink).await?
             }
         };
-        finish_step(app, run.id, step_id, &result).await?;
+        finish_step(app, run, step_id, &result).await?;
         if let Some(state) = feedback::step_state(result.state) {
             report::status(
                 app,
@@ -288,6 +372,84 @@ async fn run_steps(
         }
     }
     Ok(Ending::Succeeded)
+}
+
+/// Where an attempt of a run starts.
+struct ResumePoint {
+    /// The position of its first step.
+    step: usize,
+    /// It carries on in the earlier attempt's workspace.
+    reused: bool,
+    /// What each step it runs says first, in a later attempt.
+    again: Option<String>,
+}
+
+/// A first attempt starts at the first step. A later one (the run was taken
+/// over) starts at the step the run was in, in the earlier attempt's
+/// workspace, when this replica has it (it ran that attempt and
+/// restarted). Otherwise it starts from the first step in a fresh
+/// workspace: what the earlier steps built is on another replica's disk,
+/// a per-replica cache. Either way, the steps it runs start from their
+/// start; a deploy is applied again (idempotently, as a new deployment).
+async fn resume_point(
+    app: &App,
+    run: &RunRow,
+    workspace: &Workspace,
+) -> Result<ResumePoint, RunError> {
+    if run.attempt <= 1 {
+        return Ok(ResumePoint {
+            step: 0,
+            reused: false,
+            again: None,
+        });
+    }
+    let pool = app.db.pool();
+    let done = db::steps::progress(pool, run.id)
+        .await?
+        .iter()
+        .take_while(|(_, state)| {
+            state == StepState::Succeeded.as_str() || state == StepState::Skipped.as_str()
+        })
+        .count();
+    let earlier = Workspace::new(&app.work_dir(), run.id, run.attempt - 1);
+    let reused = done > 0 && earlier.app().is_dir() && workspace.take_from(&earlier).await.is_ok();
+    if !reused {
+        earlier.remove().await;
+    }
+    let step = if reused { done } else { 0 };
+    let position = i64::try_from(step).unwrap_or(i64::MAX);
+    db::steps::again(pool, run.id, position).await?;
+    db::run_attempts::start(
+        pool,
+        run.id,
+        run.attempt,
+        &app.runner_id,
+        position,
+        now_millis(),
+    )
+    .await?;
+    let ended = db::run_attempts::of_run(pool, run.id)
+        .await?
+        .into_iter()
+        .rev()
+        .find(|a| a.attempt < run.attempt)
+        .and_then(|a| a.interrupted)
+        .unwrap_or_else(|| "interrupted".to_string());
+    let replayed = if !reused && done > 0 {
+        "; the steps before the one it was in run again too, since what they built stayed on the replica that ran them"
+    } else {
+        ""
+    };
+    Ok(ResumePoint {
+        step,
+        reused,
+        again: Some(format!(
+            "attempt {} on replica {}: this step runs from its start (attempt {} ended: {ended}){replayed}",
+            run.attempt,
+            app.runner_id,
+            run.attempt - 1
+        )),
+    })
 }
 
 /// A deploy-like step's outcome as the step records it.
@@ -324,7 +486,7 @@ async fn run_rollback(
         .into_iter()
         .next()
         .ok_or_else(|| RunError::Gone("the rollback step was not recorded".into()))?;
-    db::steps::start(pool, step_id, now_millis()).await?;
+    db::steps::start(pool, step_id, run.attempt, now_millis()).await?;
     app.events.send(
         run.id,
         RunEvent::Step {
@@ -338,7 +500,7 @@ async fn run_rollback(
         .await
         .map(|()| DeployOutcome::Deployed);
     let result = deploy_step_result(outcome, &mut sink).await?;
-    finish_step(app, run.id, step_id, &result).await?;
+    finish_step(app, run, step_id, &result).await?;
     Ok(match result.state {
         StepState::Succeeded => Ending::Succeeded,
         StepState::Cancelled => Ending::Cancelled,
@@ -352,13 +514,15 @@ async fn run_rollback(
 /// Records a step's end and tells the run page.
 async fn finish_step(
     app: &App,
-    run_id: i64,
+    run: &RunRow,
     step_id: i64,
     result: &StepResult,
 ) -> Result<(), sqlx::Error> {
+    let run_id = run.id;
     db::steps::finish(
         app.db.pool(),
         step_id,
+        run.attempt,
         &StepOutcome {
             state: result.state,
             exit_code: result.exit_code,

@@ -76,6 +76,9 @@ pub struct LogSink<'a> {
     run_id: i64,
     step_id: i64,
     seq: i64,
+    /// The step's log so far was looked up: a later attempt's chunks
+    /// follow the earlier attempt's.
+    resumed: bool,
     buffer: String,
     masker: Masker,
     limit: u64,
@@ -100,6 +103,7 @@ impl<'a> LogSink<'a> {
             run_id,
             step_id,
             seq: 0,
+            resumed: false,
             buffer: String::new(),
             masker,
             limit,
@@ -141,6 +145,10 @@ impl<'a> LogSink<'a> {
     pub async fn flush(&mut self) -> Result<(), sqlx::Error> {
         if self.buffer.is_empty() {
             return Ok(());
+        }
+        if !self.resumed {
+            self.seq = db::steps::last_seq(self.db.pool(), self.step_id).await?;
+            self.resumed = true;
         }
         self.seq += 1;
         let text = std::mem::take(&mut self.buffer);

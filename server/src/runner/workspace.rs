@@ -1,6 +1,7 @@
 //! A run's workspace: `<data>/work/run-<id>-<attempt>/` with the app
 //! checked out in `app/`, the pipeline repo's app folder in `pipeline/` and a
-//! private `home/`. Removed when the run ends.
+//! private `home/`. Removed when the run ends; a later attempt of the run on
+//! the same replica carries on in it (`take_from`).
 
 use std::path::{Path, PathBuf};
 
@@ -59,6 +60,13 @@ impl Workspace {
         let base = self.app().canonicalize().ok()?;
         let path = base.join(relative).canonicalize().ok()?;
         path.starts_with(&base).then_some(path)
+    }
+
+    /// Moves an earlier attempt's workspace here (this replica ran it and
+    /// restarted): the steps it finished are not run again.
+    pub async fn take_from(&self, earlier: &Workspace) -> std::io::Result<()> {
+        self.remove().await;
+        tokio::fs::rename(&earlier.root, &self.root).await
     }
 
     pub async fn remove(&self) {

@@ -39,20 +39,32 @@ async fn slow_step_running(server: &Server, sha: &str, flag: &std::path::Path) -
     run
 }
 
+/// The log of step `position` of run `run`.
+async fn step_log(server: &Server, run: &Value, position: usize) -> String {
+    let step = &run["steps"][position]["id"];
+    server
+        .text(&format!(
+            "/api/v1/runs/{}/steps/{step}/log",
+            run["run"]["id"]
+        ))
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_killed_mid_step_ends_clearly_and_resumes_after_restart() {
+async fn a_run_killed_mid_step_resumes_at_that_step_as_its_next_attempt_after_restart() {
     let data = tempfile::tempdir().expect("tempdir");
-    // The step hangs while the flag file exists (a marker makes it
-    // findable); its folder is shown to sandboxes read-only.
+    // The second step hangs while the flag file exists (a marker makes it
+    // findable); its folder is shown to sandboxes read-only. It reads what
+    // the first step built, which only the first attempt's workspace has.
     let flags = tempfile::tempdir().expect("flag dir");
     let flag = flags.path().join("slow");
     std::fs::write(&flag, "").expect("flag");
     let marker = format!("gantry-crash-{}", std::process::id());
-    let step = format!(
-        "  - {{ name: slow, run: \"while [ -f {} ]; do sleep 0.2; done; echo {marker} > /dev/null\" }}\n",
+    let steps = format!(
+        "  - {{ name: build, run: \"echo built-once > built.txt\" }}\n  - {{ name: slow, run: \"while [ -f {} ]; do sleep 0.2; done; cat built.txt; echo {marker} > /dev/null\" }}\n",
         flag.display()
     );
-    let repos = Repos::new(&step);
+    let repos = Repos::new(&steps);
     let latest = repos.app.head("latest");
     let port = free_port();
     let token = admin_token(data.path());
@@ -61,7 +73,7 @@ async fn a_run_killed_mid_step_ends_clearly_and_resumes_after_restart() {
         flags.path().display().to_string(),
     )];
     let server = Server::start_with(data.path(), &repos.pipeline.path(), port, &token, &shown);
-    slow_step_running(&server, &latest, &flag).await;
+    let running = slow_step_running(&server, &latest, &flag).await;
     server.kill();
     // A sandboxed step dies with the Gantry that started it, however it
     // died (the kernel's parent-death signal), not at the next start.
@@ -72,27 +84,44 @@ async fn a_run_killed_mid_step_ends_clearly_and_resumes_after_restart() {
 
     std::fs::remove_file(&flag).expect("unflag");
     let server = Server::start_with(data.path(), &repos.pipeline.path(), port, &token, &shown);
-    let runs = wait_for("the resumed run to succeed", MINUTE, || async {
+    let runs = wait_for("the run to resume and succeed", MINUTE, || async {
         let runs = server.run_of(&latest).await;
         runs.iter()
             .any(|r| r["state"] == "succeeded")
             .then_some(runs)
     })
     .await;
-    let interrupted = runs
-        .iter()
-        .find(|r| r["state"] == "failed")
-        .expect("the interrupted run is failed, not lost");
-    let detail = server
-        .get(&format!("/api/v1/runs/{}", interrupted["id"]))
-        .await;
-    assert_eq!(detail["error"], "interrupted by a restart of gantry");
-    assert_eq!(detail["steps"][0]["state"], "failed");
-    let resumed = runs.iter().find(|r| r["state"] == "succeeded").unwrap();
+    assert_eq!(runs.len(), 1, "the same run resumes: {runs:?}");
+    assert_eq!(runs[0]["id"], running["id"]);
+    let detail = server.get(&format!("/api/v1/runs/{}", running["id"])).await;
+    assert_eq!(detail["error"], Value::Null, "{detail}");
+    let attempts = detail["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 2, "{detail}");
     assert_eq!(
-        server.get(&format!("/api/v1/runs/{}", resumed["id"])).await["trigger"],
-        "resume"
+        attempts[0]["interrupted"],
+        "interrupted by a restart of gantry"
     );
+    assert_eq!(attempts[0]["from_step"], 0);
+    // The same replica kept the workspace: attempt 2 starts at the step
+    // the run was in, and the step reads what attempt 1's build wrote.
+    assert_eq!(attempts[1]["from_step"], 1, "{detail}");
+    assert_eq!(attempts[1]["from_step_name"], "slow");
+    assert_eq!(attempts[1]["interrupted"], Value::Null);
+    assert!(attempts[1]["finished_at"].is_i64(), "{detail}");
+    assert_eq!(detail["steps"][0]["state"], "succeeded");
+    assert_eq!(detail["steps"][1]["state"], "succeeded");
+    let build = step_log(&server, &detail, 0).await;
+    assert!(
+        !build.contains("attempt 2"),
+        "the build is not run again: {build}"
+    );
+    let slow = step_log(&server, &detail, 1).await;
+    assert!(
+        slow.contains("[gantry] attempt 2 on replica ")
+            && slow.contains("this step runs from its start (attempt 1 ended: interrupted by a restart of gantry)"),
+        "{slow}"
+    );
+    assert!(slow.contains("built-once"), "{slow}");
     assert!(
         server
             .served("staging")
@@ -103,7 +132,8 @@ async fn a_run_killed_mid_step_ends_clearly_and_resumes_after_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deploy_killed_midway_is_not_applied_twice_and_the_old_version_comes_back() {
+async fn a_deploy_killed_midway_is_concluded_the_old_version_comes_back_and_the_next_attempt_applies_it_again()
+ {
     let data = tempfile::tempdir().expect("tempdir");
     // The app starts slowly when the commit has a SLOWSTART file (the
     // marker makes its processes findable).
@@ -151,44 +181,37 @@ async fn a_deploy_killed_midway_is_not_applied_twice_and_the_old_version_comes_b
     })
     .await;
     assert!(text.contains(&v1), "the previous version serves: {text}");
-    let runs = server.run_of(&v2).await;
+    // The run resumes as its next attempt, at its deploy step, which
+    // applies v2 again as a new deployment (the app still starts slowly).
+    let run = wait_for("the run's second attempt", MINUTE, || async {
+        let runs = server.run_of(&v2).await;
+        assert_eq!(runs.len(), 1, "the same run resumes: {runs:?}");
+        let detail = server.get(&format!("/api/v1/runs/{}", runs[0]["id"])).await;
+        (detail["attempts"].as_array().map_or(0, Vec::len) == 2).then_some(detail)
+    })
+    .await;
     assert_eq!(
-        runs.len(),
-        1,
-        "the interrupted deploy is not retried: {runs:?}"
+        run["attempts"][0]["interrupted"],
+        "interrupted by a restart of gantry"
     );
-    assert_eq!(runs[0]["state"], "failed");
-    let environments = server.get("/api/v1/environments").await;
-    let staging = environments
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "staging")
-        .unwrap()
-        .clone();
-    assert_eq!(staging["state"], "live");
-    assert_eq!(staging["commit_sha"], v1.as_str());
-    assert!(
-        staging["state_detail"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("interrupted"),
-        "{staging}"
-    );
+    assert_eq!(run["attempts"][1]["from_step_name"], "deploy", "{run}");
 
     // Recovery concluded the deployment it interrupted: its ledger entry
-    // is failed, not left deploying.
+    // is failed, not left deploying, and was not applied again itself.
     let releases = server
         .get("/api/v1/releases?app=shop&environment=staging")
         .await;
-    let entry = releases
+    let of_v2: Vec<&Value> = releases
         .as_array()
         .unwrap()
         .iter()
-        .find(|r| r["version"] == v2.as_str())
-        .cloned()
-        .expect("the interrupted deploy has its ledger entry");
-    assert_eq!(entry["state"], "failed", "{entry}");
+        .filter(|r| r["version"] == v2.as_str())
+        .collect();
+    assert!(
+        of_v2.iter().any(|r| r["state"] == "failed"),
+        "the interrupted deploy has its failed ledger entry: {of_v2:?}"
+    );
+    assert!(of_v2.len() <= 2, "{of_v2:?}");
 
     // The environment is not locked: the next push deploys.
     repos.app.remove("SLOWSTART");
@@ -197,6 +220,13 @@ async fn a_deploy_killed_midway_is_not_applied_twice_and_the_old_version_comes_b
         server.served("staging").await.filter(|t| t.contains(&v3))
     })
     .await;
+    let of_v2 = server
+        .get(&format!("/api/v1/runs/{}", run["run"]["id"]))
+        .await;
+    assert!(
+        ["superseded", "failed"].contains(&of_v2["run"]["state"].as_str().unwrap_or_default()),
+        "{of_v2}"
+    );
     drop(server);
 }
 
@@ -213,7 +243,7 @@ async fn a_replica_killed_mid_step_is_taken_over_by_another_once_its_lease_expir
     std::fs::write(&flag, "").expect("flag");
     // A hostile step: it ignores SIGTERM and outlives several leases.
     let step = format!(
-        "  - {{ name: slow, run: \"trap '' TERM; while [ -f {} ]; do sleep 0.2; done\" }}\n",
+        "  - {{ name: build, run: \"echo built > built.txt\" }}\n  - {{ name: slow, run: \"trap '' TERM; while [ -f {} ]; do sleep 0.2; done; cat built.txt\" }}\n",
         flag.display()
     );
     let repos = Repos::new(&step);
@@ -328,33 +358,42 @@ async fn a_replica_killed_mid_step_is_taken_over_by_another_once_its_lease_expir
     );
     let runs = wait_for("the other replica to finish the run", MINUTE, || async {
         let runs = second.run_of(&latest).await;
-        for run in &runs {
-            eprintln!(
-                "RUN {}",
-                second.get(&format!("/api/v1/runs/{}", run["id"])).await
-            );
-        }
         runs.iter()
             .any(|r| r["state"] == "succeeded")
             .then_some(runs)
     })
     .await;
+    assert_eq!(runs.len(), 1, "the same run resumes, once: {runs:?}");
+    assert_eq!(runs[0]["id"], running["id"]);
     let taken = second.get(&format!("/api/v1/runs/{}", running["id"])).await;
-    assert_eq!(taken["run"]["state"], "failed", "{taken}");
-    let error = taken["error"].as_str().unwrap_or_default();
+    let attempts = taken["attempts"].as_array().expect("attempts");
+    assert_eq!(
+        attempts.len(),
+        2,
+        "taken over once, not by each look: {taken}"
+    );
+    let interrupted = attempts[0]["interrupted"].as_str().unwrap_or_default();
     assert!(
-        error.starts_with(
+        interrupted.starts_with(
             "its replica stopped renewing the run's lease (3s); taken over by replica "
         ),
         "{taken}"
     );
-    assert_eq!(taken["steps"][0]["state"], "failed");
-    let resumed = runs.iter().find(|r| r["state"] == "succeeded").unwrap();
-    assert_eq!(
-        second.get(&format!("/api/v1/runs/{}", resumed["id"])).await["trigger"],
-        "resume"
+    assert_ne!(attempts[0]["replica"], attempts[1]["replica"], "{taken}");
+    // The workspace stayed on the dead replica: attempt 2 runs from the
+    // first step (the build the slow step reads), and says why in the log.
+    assert_eq!(attempts[1]["from_step"], 0, "{taken}");
+    assert_eq!(taken["steps"][0]["state"], "succeeded");
+    assert_eq!(taken["steps"][1]["state"], "succeeded");
+    let log = step_log(&second, &taken, 0).await;
+    assert!(
+        log.contains(&format!(
+            "[gantry] attempt 2 on replica {}: this step runs from its start (attempt 1 ended: {interrupted}); the steps before the one it was in run again too",
+            attempts[1]["replica"].as_str().unwrap()
+        )),
+        "{log}"
     );
-    assert_eq!(runs.len(), 2, "taken over once, not by each look: {runs:?}");
+    assert_eq!(log.matches("[gantry] attempt 2").count(), 1, "{log}");
     drop(second);
     database.drop_now().await;
 }

@@ -500,6 +500,8 @@ on_both! {
 // clock is off cannot find a live run expired. Renewed just now, it is not
 // expired for a 3 s lease; its heartbeat pushed 10 s into the past (as a
 // replica that stopped renewing leaves it), it is, and one take-over wins.
+// The run is queued again: the replica that lost it can no longer renew
+// it, and the next claim is its second attempt.
 on_both! {
     async fn run_leases_expire_by_the_database_clock(app: TestApp) {
         use gantry::db;
@@ -511,8 +513,11 @@ on_both! {
         let ahead = gantry::db::now_millis() + 10_000;
         db::runs::claim_next(app.db(), "replica-a", ahead).await.expect("claim").expect("a run");
         let lease = Some(3_000);
+        let mut conn = pool.acquire().await.expect("connection");
+        let resume = db::runs::TakeOver::Resume;
         assert!(db::runs::list_expired(app.db(), lease).await.expect("list").is_empty());
-        assert!(!db::runs::take_over(app.db(), id, lease, "taken", ahead).await.expect("take"));
+        assert!(!db::runs::take_over(app.db(), &mut conn, id, lease, resume, ahead).await.expect("take"));
+        assert!(db::runs::heartbeat(app.db(), id, "replica-a", 1).await.expect("renew"), "still its replica's");
         assert_eq!(db::runs::list_expired(app.db(), None).await.expect("list").len(), 1, "with no lease, every running run");
 
         sqlx::query("UPDATE runs SET heartbeat_at = heartbeat_at - 10000 WHERE id = $1")
@@ -521,7 +526,11 @@ on_both! {
             .await
             .expect("age the heartbeat");
         assert_eq!(db::runs::list_expired(app.db(), lease).await.expect("list").len(), 1);
-        assert!(db::runs::take_over(app.db(), id, lease, "taken", ahead).await.expect("take"));
-        assert!(!db::runs::take_over(app.db(), id, lease, "taken", ahead).await.expect("take"), "once");
+        assert!(db::runs::take_over(app.db(), &mut conn, id, lease, resume, ahead).await.expect("take"));
+        assert!(!db::runs::take_over(app.db(), &mut conn, id, lease, resume, ahead).await.expect("take"), "once");
+        drop(conn);
+        assert!(!db::runs::heartbeat(app.db(), id, "replica-a", 1).await.expect("renew"), "lost");
+        let again = db::runs::claim_next(app.db(), "replica-b", ahead).await.expect("claim").expect("the run again");
+        assert_eq!((again.id, again.attempt), (id, 2));
     }
 }

@@ -21,8 +21,8 @@ mod tokens;
 use app::dto::{
     AuditEntry, AuditFilter, ChangeRequestSummary, ClusterState, ClusterSummary, ConfigIssue,
     ConfigStatus, EnvironmentState, EnvironmentSummary, PendingApproval, ReleaseState,
-    ReleaseSummary, RunDetail, RunState, RunSummary, SettingSource, Settings, StepState,
-    StepSummary, TestCaseFailure, TestReportSummary,
+    ReleaseSummary, RunAttempt, RunDetail, RunState, RunSummary, SettingSource, Settings,
+    StepState, StepSummary, TestCaseFailure, TestReportSummary,
 };
 use app::port::{AdminPort, ChangeRequestsPort, ClustersPort, RunsPort, StackPort};
 use axum::Json;
@@ -136,6 +136,7 @@ use crate::state::AppState;
         ConfigStatus,
         ConfigIssue,
         RunDetail,
+        RunAttempt,
         StepSummary,
         StepState,
         TestReportSummary,
