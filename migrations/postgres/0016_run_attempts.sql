@@ -15,3 +15,6 @@ CREATE TABLE run_attempts (
 -- The attempt that last started the step: a replica that lost its run
 -- writes nothing over the attempt that took it over.
 ALTER TABLE steps ADD COLUMN attempt BIGINT NOT NULL DEFAULT 1;
+-- The run deploys to the `local` target: with several replicas, only
+-- `runner.local_replica` claims it (the processes live on its machine).
+ALTER TABLE runs ADD COLUMN local_target BIGINT NOT NULL DEFAULT 0;

@@ -53,7 +53,10 @@ pub async fn recover(app: &App) -> anyhow::Result<()> {
         take_over_expired(app).await?;
     }
     db::environments::release_stale_locks(pool).await?;
-    restore_local(app).await?;
+    // The processes of the local target live on the replica that runs it.
+    if app.runs_local() {
+        restore_local(app).await?;
+    }
     Ok(())
 }
 

@@ -69,6 +69,15 @@ pub enum StartError {
 }
 
 impl App {
+    /// This replica runs the environments of the `local` target: no
+    /// `runner.local_replica` is named, or it is this one.
+    pub fn runs_local(&self) -> bool {
+        self.config
+            .local_replica
+            .as_deref()
+            .is_none_or(|owner| owner == self.config.replica)
+    }
+
     /// Connects to the database, brings its schema up to date and opens the
     /// secret key. Background work starts with [`App::spawn_background`].
     pub async fn start(config: Config) -> Result<App, StartError> {
@@ -93,7 +102,8 @@ impl App {
         let sandbox = Arc::new(
             crate::sandbox::Sandbox::start(sandbox_settings(&config, &instance_tag)).await,
         );
-        let runner_id = format!("{}-{}", instance_tag, std::process::id());
+        // Unique among replicas that share a name on one host.
+        let runner_id = format!("{}-{}", config.replica, std::process::id());
         Ok(App {
             leptos: leptos_options(&config),
             metrics: crate::telemetry::metrics_handle(),

@@ -17,6 +17,33 @@ pub mod duration;
 pub const DEFAULT_CONFIG_FILE: &str = "gantry.toml";
 pub const DEFAULT_BIND: &str = "127.0.0.1:3000";
 pub const DEFAULT_DATA_DIR: &str = ".gantry";
+/// The host's name, the default name of a replica (a pod's name in a
+/// cluster).
+fn default_replica_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| replica_name(name).is_ok())
+        .unwrap_or_else(|| "gantry".to_string())
+}
+
+/// A replica's name: 1–63 letters, digits, `.`, `_` or `-` (it is shown
+/// and compared, never used as a path).
+fn replica_name(text: &str) -> Result<String, Rejected> {
+    let fine = !text.is_empty()
+        && text.len() <= 63
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if fine {
+        Ok(text.to_string())
+    } else {
+        Err(Rejected::from(
+            "expected a replica name: 1 to 63 letters, digits, '.', '_' or '-'".to_string(),
+        ))
+    }
+}
+
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 2 * 1024 * 1024;
 
 /// The environment variables Gantry reads. Any other `GANTRY_*` variable is
@@ -36,6 +63,8 @@ pub const ENV_VARS: &[&str] = &[
     "GANTRY_RUNNER_MAX_PARALLEL",
     "GANTRY_RUNNER_LOG_LIMIT_BYTES",
     "GANTRY_RUNNER_LEASE",
+    "GANTRY_RUNNER_REPLICA",
+    "GANTRY_RUNNER_LOCAL_REPLICA",
     "GANTRY_RUNNER_SANDBOX",
     "GANTRY_RUNNER_USER",
     "GANTRY_RUNNER_READ_ONLY_PATHS",
@@ -193,6 +222,13 @@ pub struct Config {
     /// `runner.lease`: a replica owns a run while it renews the run's lease
     /// (every third of this); a run whose lease expired is taken over.
     pub runner_lease: std::time::Duration,
+    /// `runner.replica`: this replica's name (default: the host's name), in
+    /// run attempts, loop holders and `runner.local_replica`.
+    pub replica: String,
+    /// `runner.local_replica`: with several replicas, the one that runs
+    /// the environments of the `local` target (their processes live on
+    /// its machine); none = any replica (one replica, or SQLite).
+    pub local_replica: Option<String>,
     /// `runner.sandbox`: steps and local apps run sandboxed (`bwrap`, the
     /// default) or, by an admin's explicit choice, not at all (`none`).
     pub sandbox: bool,
@@ -288,6 +324,8 @@ struct RunnerSection {
     max_parallel: Option<u64>,
     log_limit_bytes: Option<u64>,
     lease: Option<String>,
+    replica: Option<String>,
+    local_replica: Option<String>,
     sandbox: Option<String>,
     user: Option<String>,
     read_only_paths: Option<Vec<String>>,
@@ -545,6 +583,25 @@ impl Config {
                     ));
                 }
                 Ok(lease)
+            },
+        )?;
+        let replica = layers.resolve(
+            "runner.replica",
+            &default_replica_name(),
+            file.runner.replica.clone(),
+            Some("GANTRY_RUNNER_REPLICA"),
+            None,
+            replica_name,
+        )?;
+        let local_replica = layers.resolve(
+            "runner.local_replica",
+            "",
+            file.runner.local_replica.clone(),
+            Some("GANTRY_RUNNER_LOCAL_REPLICA"),
+            None,
+            |text| match text {
+                "" => Ok(None),
+                name => replica_name(name).map(Some),
             },
         )?;
         let sandbox = layers.resolve(
@@ -833,6 +890,8 @@ impl Config {
             runner_max_parallel,
             runner_log_limit_bytes,
             runner_lease,
+            replica,
+            local_replica,
             sandbox,
             runner_user,
             runner_read_only_paths,

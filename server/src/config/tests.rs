@@ -196,6 +196,44 @@ fn bad_values_name_the_key_value_and_origin() {
     );
     let config = Config::resolve(&Flags::default(), &[]).expect("defaults resolve");
     assert_eq!(config.runner_lease, std::time::Duration::from_secs(30));
+    assert_eq!(
+        config.local_replica, None,
+        "any replica runs local by default"
+    );
+    assert!(!config.replica.is_empty());
+
+    for hostile in ["../etc", "a b", "", "x;rm -rf /"] {
+        let error = Config::resolve(
+            &Flags::default(),
+            &env(&[("GANTRY_RUNNER_REPLICA", hostile)]),
+        )
+        .expect_err("refused");
+        assert!(
+            error.to_string().contains("for runner.replica (from environment GANTRY_RUNNER_REPLICA): expected a replica name"),
+            "{error}"
+        );
+    }
+    let error = Config::resolve(
+        &Flags::default(),
+        &env(&[("GANTRY_RUNNER_LOCAL_REPLICA", "a/b")]),
+    )
+    .expect_err("refused");
+    assert!(
+        error.to_string().contains("runner.local_replica"),
+        "{error}"
+    );
+    let config = Config::resolve(
+        &Flags::default(),
+        &env(&[
+            ("GANTRY_RUNNER_REPLICA", "gantry-1"),
+            ("GANTRY_RUNNER_LOCAL_REPLICA", "gantry-0"),
+        ]),
+    )
+    .expect("names resolve");
+    assert_eq!(
+        (config.replica.as_str(), config.local_replica.as_deref()),
+        ("gantry-1", Some("gantry-0"))
+    );
 }
 
 #[test]

@@ -406,6 +406,21 @@ pub async fn mark_destroyed<'e>(
 
 /// Drops deploy locks held by runs that are not running any more (after a
 /// crash nobody would release them).
+/// The environment has been deployed to the `local` target.
+pub async fn on_local_target<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+) -> Result<bool, sqlx::Error> {
+    let count: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM deployment_targets t JOIN deployments d ON d.id = t.deployment_id
+         WHERE d.environment_id = $1 AND t.target = 'local'",
+    )
+    .bind(id)
+    .fetch_one(exec)
+    .await?;
+    Ok(count > 0)
+}
+
 pub async fn release_stale_locks<'e>(
     exec: impl Executor<'e, Database = Any>,
 ) -> Result<u64, sqlx::Error> {

@@ -17,6 +17,8 @@ pub struct NewRun<'a> {
     pub pipeline_sha: &'a str,
     pub state: RunState,
     pub trigger: &'a str,
+    /// It deploys to the `local` target (see `claim_next`).
+    pub local_target: bool,
 }
 
 pub async fn insert<'e>(
@@ -26,8 +28,9 @@ pub async fn insert<'e>(
 ) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
         "INSERT INTO runs
-            (app_id, environment_id, branch, commit_sha, pipeline_sha, state, trigger, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            (app_id, environment_id, branch, commit_sha, pipeline_sha, state, trigger, created_at,
+             local_target)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
     )
     .bind(run.app_id)
     .bind(run.environment_id)
@@ -37,6 +40,7 @@ pub async fn insert<'e>(
     .bind(run.state.as_str())
     .bind(run.trigger)
     .bind(now)
+    .bind(i64::from(run.local_target))
     .fetch_one(exec)
     .await
 }
@@ -291,13 +295,15 @@ pub async fn supersede_older(
 /// first: they are what an admin is waiting for). On PostgreSQL, replicas
 /// claiming at once skip each other's locked rows (`FOR UPDATE SKIP
 /// LOCKED`) instead of queueing behind them; SQLite has one process, whose
-/// runners take turns on the write lock.
+/// runners take turns on the write lock. Runs that deploy to the `local`
+/// target are claimed only by a replica that runs it (`local`).
 pub async fn claim_next(
     db: &super::Db,
     runner_id: &str,
+    local: bool,
     now: i64,
 ) -> Result<Option<RunRow>, sqlx::Error> {
-    const NEXT: &str = "SELECT id FROM runs WHERE state = $4
+    const NEXT: &str = "SELECT id FROM runs WHERE state = $4 AND ($5 = 1 OR local_target = 0)
          ORDER BY CASE WHEN trigger = 'rollback' THEN 0 ELSE 1 END, id LIMIT 1";
     let lock = match db.backend() {
         super::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
@@ -314,6 +320,7 @@ pub async fn claim_next(
     .bind(runner_id)
     .bind(now)
     .bind(RunState::Queued.as_str())
+    .bind(i64::from(local))
     .fetch_optional(db.pool())
     .await?;
     match claimed {

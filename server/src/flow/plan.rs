@@ -157,6 +157,7 @@ async fn on_push(app: &App, event: BranchEvent) -> Result<(), super::FlowError> 
             pipeline_sha: &app_row.pipeline_sha,
             state,
             trigger,
+            local_target: entry.targets.iter().any(|t| t == LOCAL_TARGET),
         },
         now,
     )

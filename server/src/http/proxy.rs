@@ -156,6 +156,19 @@ async fn forward(
     request: Request,
 ) -> Response {
     let Some(port) = state.local.route(app, env) else {
+        if let Some(owner) = state.config.local_replica.as_deref()
+            && !state.runs_local()
+        {
+            return (
+                StatusCode::MISDIRECTED_REQUEST,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                format!(
+                    "Gantry: environments of the local target run on replica {owner} (runner.local_replica); this is replica {}. Route preview hosts to {owner}.\n",
+                    state.config.replica
+                ),
+            )
+                .into_response();
+        }
         return (
             StatusCode::BAD_GATEWAY,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],

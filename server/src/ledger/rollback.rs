@@ -217,6 +217,7 @@ pub async fn request(
         .commit_info(&row.source_url, &target.version)
         .await
         .ok();
+    let local_target = db::environments::on_local_target(app.db.pool(), env.id).await?;
     let mut tx = app.db.begin().await?;
     db::pins::set(&mut *tx, &pin_row).await?;
     let run_id = db::runs::insert(
@@ -229,6 +230,7 @@ pub async fn request(
             pipeline_sha: &target.pipeline_sha,
             state: RunState::Queued,
             trigger: TRIGGER,
+            local_target,
         },
         now,
     )
@@ -396,6 +398,7 @@ pub async fn promote(
                 RunState::Queued
             },
             trigger: PROMOTE_TRIGGER,
+            local_target: entry.is_some_and(|e| e.targets.iter().any(|t| t == LOCAL_TARGET)),
         },
         now,
     )

@@ -55,7 +55,7 @@ pub async fn run_loop(app: Arc<App>) {
                 Err(_) => return,
             },
         };
-        match db::runs::claim_next(&app.db, &app.runner_id, now_millis()).await {
+        match db::runs::claim_next(&app.db, &app.runner_id, app.runs_local(), now_millis()).await {
             Ok(Some(run)) => {
                 let app = app.clone();
                 tokio::spawn(async move {

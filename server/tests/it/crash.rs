@@ -397,3 +397,77 @@ async fn a_replica_killed_mid_step_is_taken_over_by_another_once_its_lease_expir
     drop(second);
     database.drop_now().await;
 }
+
+// With several replicas, `local` environments are owned by the replica
+// `runner.local_replica` names: only it claims their runs and runs their
+// processes; another replica's proxy says where they are instead of
+// failing vaguely.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_environments_run_on_the_named_replica_only() {
+    let database = crate::support::PostgresDatabase::create().await;
+    let (one, two) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let keys = tempfile::tempdir().expect("key dir");
+    let repos = Repos::new(crate::support::flow::QUICK_STEPS);
+    let latest = repos.app.head("latest");
+    let shared = |name: &str| {
+        vec![
+            ("DATABASE_URL", database.url.clone()),
+            (
+                "GANTRY_SECRET_KEY_FILE",
+                keys.path().join("secret.key").display().to_string(),
+            ),
+            ("GANTRY_RUNNER_REPLICA", name.to_string()),
+            ("GANTRY_RUNNER_LOCAL_REPLICA", "owner".to_string()),
+        ]
+    };
+    let (first_env, second_env) = (shared("other"), shared("owner"));
+    let token = admin_token_with(one.path(), &first_env);
+    // The other replica starts first and would claim the run if it could.
+    let other = Server::start_with(
+        one.path(),
+        &repos.pipeline.path(),
+        free_port(),
+        &token,
+        &first_env,
+    );
+    let owner = Server::start_with(
+        two.path(),
+        &repos.pipeline.path(),
+        free_port(),
+        &token,
+        &second_env,
+    );
+    wait_for("staging to serve the latest commit", MINUTE, || async {
+        owner
+            .served("staging")
+            .await
+            .filter(|t| t.contains(&latest))
+    })
+    .await;
+    for run in owner.get("/api/v1/runs").await.as_array().unwrap() {
+        let detail = owner.get(&format!("/api/v1/runs/{}", run["id"])).await;
+        for attempt in detail["attempts"].as_array().unwrap() {
+            assert!(
+                attempt["replica"].as_str().unwrap().starts_with("owner-"),
+                "{detail}"
+            );
+        }
+    }
+    let misdirected = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{}/", other.port))
+        .header("host", format!("staging--shop.localhost:{}", other.port))
+        .send()
+        .await
+        .expect("proxy");
+    assert_eq!(misdirected.status(), 421);
+    assert_eq!(
+        misdirected.text().await.unwrap(),
+        "Gantry: environments of the local target run on replica owner (runner.local_replica); this is replica other. Route preview hosts to owner.\n"
+    );
+    drop(other);
+    drop(owner);
+    database.drop_now().await;
+}

@@ -439,6 +439,17 @@ async fn shop_staging(app: &TestApp) -> (i64, i64) {
 
 /// Queues a run of `main` for the environment; its id.
 async fn queue(app: &TestApp, app_id: i64, environment_id: i64, trigger: &str) -> i64 {
+    queue_to(app, app_id, environment_id, trigger, false).await
+}
+
+/// Queues a run that deploys to the local target, or not.
+async fn queue_to(
+    app: &TestApp,
+    app_id: i64,
+    environment_id: i64,
+    trigger: &str,
+    local_target: bool,
+) -> i64 {
     let run = gantry::db::runs::NewRun {
         app_id,
         environment_id,
@@ -447,10 +458,28 @@ async fn queue(app: &TestApp, app_id: i64, environment_id: i64, trigger: &str) -
         pipeline_sha: "p",
         state: app::dto::RunState::Queued,
         trigger,
+        local_target,
     };
     gantry::db::runs::insert(app.db().pool(), &run, 1)
         .await
         .expect("run")
+}
+
+// With `runner.local_replica` named, a replica that is not it never claims
+// a run deploying to the local target (its processes would live on the
+// wrong machine), oldest first or not; the named one does.
+on_both! {
+    async fn runs_of_the_local_target_are_claimed_only_by_the_replica_that_runs_it(app: TestApp) {
+        use gantry::db;
+        let (app_id, environment_id) = shop_staging(&app).await;
+        let local = queue_to(&app, app_id, environment_id, "push", true).await;
+        let cluster = queue_to(&app, app_id, environment_id, "push", false).await;
+        let other = db::runs::claim_next(app.db(), "other", false, 2).await.expect("claim").expect("a run");
+        assert_eq!(other.id, cluster, "the older local run is skipped, not claimed");
+        assert!(db::runs::claim_next(app.db(), "other", false, 2).await.expect("claim").is_none());
+        let owner = db::runs::claim_next(app.db(), "owner", true, 2).await.expect("claim").expect("a run");
+        assert_eq!(owner.id, local);
+    }
 }
 
 // Runners claiming at once — as replicas on one PostgreSQL do, each with
@@ -464,7 +493,7 @@ on_both! {
             let trigger = if n == 39 { "rollback" } else { "push" };
             queued.push(queue(&app, app_id, environment_id, trigger).await);
         }
-        let first = db::runs::claim_next(app.db(), "judge", 2)
+        let first = db::runs::claim_next(app.db(), "judge", true, 2)
             .await
             .expect("claim")
             .expect("a run");
@@ -475,7 +504,7 @@ on_both! {
                 let db = app.db().clone();
                 tokio::spawn(async move {
                     let mut mine = Vec::new();
-                    while let Some(run) = db::runs::claim_next(&db, &format!("runner-{runner}"), 3)
+                    while let Some(run) = db::runs::claim_next(&db, &format!("runner-{runner}"), true, 3)
                         .await
                         .expect("claim")
                     {
@@ -511,7 +540,7 @@ on_both! {
         // The claim's `now` is the replica's (here: 10 s ahead); the lease
         // is stamped by the database.
         let ahead = gantry::db::now_millis() + 10_000;
-        db::runs::claim_next(app.db(), "replica-a", ahead).await.expect("claim").expect("a run");
+        db::runs::claim_next(app.db(), "replica-a", true, ahead).await.expect("claim").expect("a run");
         let lease = Some(3_000);
         let mut conn = pool.acquire().await.expect("connection");
         let resume = db::runs::TakeOver::Resume;
@@ -530,7 +559,7 @@ on_both! {
         assert!(!db::runs::take_over(app.db(), &mut conn, id, lease, resume, ahead).await.expect("take"), "once");
         drop(conn);
         assert!(!db::runs::heartbeat(app.db(), id, "replica-a", 1).await.expect("renew"), "lost");
-        let again = db::runs::claim_next(app.db(), "replica-b", ahead).await.expect("claim").expect("the run again");
+        let again = db::runs::claim_next(app.db(), "replica-b", true, ahead).await.expect("claim").expect("the run again");
         assert_eq!((again.id, again.attempt), (id, 2));
     }
 }

@@ -53,6 +53,7 @@ pub async fn shop_with_a_run(app: &TestApp, state: RunState) -> Seeded {
             pipeline_sha: PIPELINE_COMMIT,
             state,
             trigger: "push",
+            local_target: false,
         },
         now + 1000,
     )
@@ -116,6 +117,7 @@ pub async fn shop_with_a_change_request(app: &TestApp) -> World {
             pipeline_sha: PIPELINE_COMMIT,
             state: RunState::WaitingForApproval,
             trigger: "push",
+            local_target: false,
         },
         now,
     )
