@@ -32,6 +32,7 @@ pub mod migrate;
 pub mod notify;
 pub mod outbound;
 pub mod recovery;
+pub mod relay;
 pub mod runner;
 pub mod sandbox;
 pub mod secrets;

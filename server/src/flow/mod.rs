@@ -14,8 +14,6 @@ pub mod watch;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
-
 use crate::error::{Classified, Kind};
 use crate::state::App;
 
@@ -78,7 +76,9 @@ impl Classified for FlowError {
 
 /// Starts the background loops; they stop when `app.shutdown` fires.
 pub fn spawn(app: &Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
-    vec![
+    // Connected first, so nothing the loops send is missed by the others.
+    let mut loops = crate::relay::spawn(app);
+    loops.extend([
         tokio::spawn(watch::scan_loop(app.clone())),
         tokio::spawn(plan::plan_loop(app.clone())),
         tokio::spawn(crate::runner::run_loop(app.clone())),
@@ -92,7 +92,8 @@ pub fn spawn(app: &Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
             let app = app.clone();
             tokio::spawn(async move { app.changes.run(app.shutdown.clone()).await })
         },
-    ]
+    ]);
+    loops
 }
 
 /// Sends due notifications: every half second, or when a notice is queued.
@@ -141,8 +142,16 @@ async fn stability_loop(app: Arc<App>) {
     }
 }
 
+/// Sleeps `period` unless shut down first: false then.
+pub(crate) async fn pause_for(app: &App, period: Duration) -> bool {
+    tokio::select! {
+        () = app.shutdown.cancelled() => false,
+        () = tokio::time::sleep(period) => true,
+    }
+}
+
 /// Sleeps `period` unless woken or shut down first. False on shutdown.
-pub(crate) async fn pause(app: &App, notify: &Notify, period: Duration) -> bool {
+pub(crate) async fn pause(app: &App, notify: &crate::signals::Wake, period: Duration) -> bool {
     tokio::select! {
         () = app.shutdown.cancelled() => false,
         () = notify.notified() => true,

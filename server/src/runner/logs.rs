@@ -33,10 +33,13 @@ pub enum RunEvent {
     },
 }
 
-/// One broadcast channel per run with live viewers or a live runner.
+/// One broadcast channel per run with live viewers or a live runner. With
+/// several replicas, what a runner sends also reaches viewers on the other
+/// replicas (`crate::relay`).
 #[derive(Debug, Default)]
 pub struct RunEvents {
     channels: Mutex<HashMap<i64, broadcast::Sender<RunEvent>>>,
+    relay: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<(i64, RunEvent)>>,
 }
 
 impl RunEvents {
@@ -44,9 +47,23 @@ impl RunEvents {
         self.sender(run_id).subscribe()
     }
 
+    /// Tells the run's viewers here and on the other replicas.
     pub fn send(&self, run_id: i64, event: RunEvent) {
+        if let Some(relay) = self.relay.get() {
+            let _ = relay.send((run_id, event.clone()));
+        }
+        self.send_here(run_id, event);
+    }
+
+    /// Tells the run's viewers on this replica (an event another replica's
+    /// runner sent).
+    pub fn send_here(&self, run_id: i64, event: RunEvent) {
         // Nobody listening is normal.
         let _ = self.sender(run_id).send(event);
+    }
+
+    pub fn relay_to(&self, relay: tokio::sync::mpsc::UnboundedSender<(i64, RunEvent)>) {
+        let _ = self.relay.set(relay);
     }
 
     /// Forgets a finished run's channel once nobody listens any more.

@@ -471,3 +471,91 @@ async fn local_environments_run_on_the_named_replica_only() {
     drop(owner);
     database.drop_now().await;
 }
+
+// A run page on one replica follows a run another replica executes: its
+// live stream (the run page's) gets the log lines and step states as the
+// other replica's runner writes them (LISTEN/NOTIFY), not only what was
+// stored when it connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_page_on_one_replica_streams_a_step_another_replica_runs() {
+    let database = crate::support::PostgresDatabase::create().await;
+    let (one, two) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let keys = tempfile::tempdir().expect("key dir");
+    let flags = tempfile::tempdir().expect("flag dir");
+    let flag = flags.path().join("slow");
+    std::fs::write(&flag, "").expect("flag");
+    let marker = format!("streamed-from-the-runner-{}", std::process::id());
+    let step = format!(
+        "  - {{ name: slow, run: \"echo before; while [ -f {} ]; do sleep 0.2; done; echo {marker}\" }}\n",
+        flag.display()
+    );
+    let repos = Repos::new(&step);
+    let latest = repos.app.head("latest");
+    // The run deploys to the local target, which only `runner` runs: the
+    // step runs there, the page is watched on `viewer`.
+    let shared = |name: &str| {
+        vec![
+            ("DATABASE_URL", database.url.clone()),
+            (
+                "GANTRY_SECRET_KEY_FILE",
+                keys.path().join("secret.key").display().to_string(),
+            ),
+            ("GANTRY_RUNNER_REPLICA", name.to_string()),
+            ("GANTRY_RUNNER_LOCAL_REPLICA", "runner".to_string()),
+            (
+                "GANTRY_RUNNER_READ_ONLY_PATHS",
+                flags.path().display().to_string(),
+            ),
+        ]
+    };
+    let (viewer_env, runner_env) = (shared("viewer"), shared("runner"));
+    let token = admin_token_with(one.path(), &viewer_env);
+    let viewer = Server::start_with(
+        one.path(),
+        &repos.pipeline.path(),
+        free_port(),
+        &token,
+        &viewer_env,
+    );
+    let runner = Server::start_with(
+        two.path(),
+        &repos.pipeline.path(),
+        free_port(),
+        &token,
+        &runner_env,
+    );
+    let running = slow_step_running(&viewer, &latest, &flag).await;
+    let mut stream = viewer
+        .fetch(&format!("/api/v1/runs/{}/events", running["id"]))
+        .await;
+    // Connected (the stored "before" is replayed): now the step goes on.
+    let mut seen = String::new();
+    while !seen.contains("before") {
+        let chunk = stream.chunk().await.expect("the stream").expect("bytes");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    std::fs::remove_file(&flag).expect("unflag");
+    let streamed = async {
+        while !(seen.contains(&marker) && seen.contains("\"state\":\"succeeded\"")) {
+            let chunk = stream.chunk().await.expect("the stream").expect("bytes");
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    tokio::time::timeout(MINUTE, streamed)
+        .await
+        .expect("the other replica's step streamed here within a minute");
+    let detail = viewer.get(&format!("/api/v1/runs/{}", running["id"])).await;
+    assert!(
+        detail["attempts"][0]["replica"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("runner-"),
+        "{detail}"
+    );
+    drop(viewer);
+    drop(runner);
+    database.drop_now().await;
+}

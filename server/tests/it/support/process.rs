@@ -159,7 +159,7 @@ impl Server {
         drop(self);
     }
 
-    async fn fetch(&self, path: &str) -> reqwest::Response {
+    pub async fn fetch(&self, path: &str) -> reqwest::Response {
         reqwest::Client::new()
             .get(format!("http://127.0.0.1:{}{path}", self.port))
             .bearer_auth(&self.token)
