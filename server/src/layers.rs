@@ -83,6 +83,7 @@ pub const MODULES: &[(&str, Layer)] = &[
     ("forge::report", Layer::Application),
     ("runner", Layer::Application),
     ("recovery", Layer::Application),
+    ("relay", Layer::Application),
     ("state", Layer::Application),
     ("dashboard", Layer::Adapters),
     ("http", Layer::Adapters),

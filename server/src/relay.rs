@@ -118,12 +118,7 @@ async fn publish(
         let Ok(payload) = serde_json::to_string(&notice) else {
             continue;
         };
-        if let Err(error) = sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANNEL)
-            .bind(payload)
-            .execute(app.db.pool())
-            .await
-        {
+        if let Err(error) = db::notices::publish(&app.db, CHANNEL, &payload).await {
             tracing::debug!(%error, "relay: cannot publish a notice");
         }
     }

@@ -18,6 +18,7 @@ pub mod deployments;
 pub mod environments;
 pub mod inbox;
 pub mod local_processes;
+pub mod notices;
 pub mod notifications;
 pub mod pins;
 pub mod releases;

@@ -1,0 +1,11 @@
+//! Notices between replicas on PostgreSQL (`NOTIFY`; see `crate::relay`).
+
+/// Publishes `payload` on `channel` to every replica listening.
+pub async fn publish(db: &super::Db, channel: &str, payload: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(channel)
+        .bind(payload)
+        .execute(db.pool())
+        .await
+        .map(|_| ())
+}
