@@ -22,6 +22,7 @@ mod hostile;
 mod ledger;
 mod notify;
 mod ops;
+mod replicas;
 mod sandbox;
 mod schema;
 mod seed;
