@@ -1,7 +1,9 @@
 //! Webhook ingestion: 2,000 signed GitHub push deliveries for one app, 20%
 //! of them repeats of earlier delivery ids, posted by 32 concurrent
-//! clients to a real `gantry serve` (the release binary) on SQLite and on
-//! PostgreSQL. Reports deliveries per second, the endpoint's p50/p99, and
+//! clients to a real `gantry serve` (the release binary) on SQLite, on
+//! PostgreSQL, and to three replicas on one PostgreSQL (deliveries spread
+//! over them round-robin; the ratio to one replica is printed). Reports
+//! deliveries per second, the endpoint's p50/p99, and
 //! checks from the database that every unique delivery was stored and
 //! processed exactly once and none was lost.
 //!
@@ -35,16 +37,21 @@ async fn main() -> anyhow::Result<()> {
         DELIVERIES - UNIQUE
     );
     println!(
-        "| backend | deliveries/s | p50 (ms) | p99 (ms) | stored | processed once | all processed after (s) |"
+        "| backend | replicas | deliveries/s | p50 (ms) | p99 (ms) | stored | processed once | all processed after (s) |"
     );
-    println!("|---|---|---|---|---|---|---|");
-    for backend in ["sqlite", "postgres"] {
-        measure(&gantry, backend).await?;
-    }
+    println!("|---|---|---|---|---|---|---|---|");
+    measure(&gantry, "sqlite", 1).await?;
+    let one = measure(&gantry, "postgres", 1).await?;
+    let three = measure(&gantry, "postgres", 3).await?;
+    println!(
+        "\nthroughput, 3 replicas / 1 replica on PostgreSQL: {:.2}x",
+        three / one
+    );
     Ok(())
 }
 
-async fn measure(binary: &str, backend: &str) -> anyhow::Result<()> {
+/// Deliveries per second.
+async fn measure(binary: &str, backend: &str, replicas: usize) -> anyhow::Result<f64> {
     let root = tempfile::tempdir()?;
     let (work, pipeline, data) = (
         root.path().join("shop"),
@@ -59,12 +66,27 @@ async fn measure(binary: &str, backend: &str) -> anyhow::Result<()> {
     let database = BenchDatabase::create(backend, &data, "gantry_webhook_bench").await?;
     let url = database.url.clone();
     let pipeline_arg = pipeline.display().to_string();
-    let server = Gantry::start(
-        binary,
-        &data,
-        &["--database-url", &url, "--pipeline-repo", &pipeline_arg],
-    )
-    .await?;
+    // Replicas share the database and the secret key, each with its own
+    // data directory and port.
+    let key = root.path().join("secret.key").display().to_string();
+    let mut servers = Vec::new();
+    for n in 0..replicas {
+        let data = if n == 0 {
+            data.clone()
+        } else {
+            root.path().join(format!("data-{n}"))
+        };
+        servers.push(
+            Gantry::start_with_env(
+                binary,
+                &data,
+                &["--database-url", &url, "--pipeline-repo", &pipeline_arg],
+                &[("GANTRY_SECRET_KEY_FILE", key.as_str())],
+            )
+            .await?,
+        );
+    }
+    let server = &servers[0];
     server
         .api(Method::PUT, "/secrets/GITHUB_WEBHOOK_SECRET")
         .json(&json!({ "value": SECRET }))
@@ -105,13 +127,20 @@ async fn measure(binary: &str, backend: &str) -> anyhow::Result<()> {
         order.swap(i, (seed % (i as u64 + 1)) as usize);
     }
     let client = reqwest::Client::new();
-    let endpoint = format!("{}/api/v1/hooks/github", server.base);
+    let endpoints: Vec<String> = servers
+        .iter()
+        .map(|s| format!("{}/api/v1/hooks/github", s.base))
+        .collect();
     let shared = Arc::new(signed);
     let started = Instant::now();
-    let times: Vec<anyhow::Result<f64>> = futures_util::stream::iter(order)
-        .map(|i| {
-            let (client, endpoint, shared, n) =
-                (client.clone(), endpoint.clone(), shared.clone(), ids[i]);
+    let times: Vec<anyhow::Result<f64>> = futures_util::stream::iter(order.into_iter().enumerate())
+        .map(|(k, i)| {
+            let (client, endpoint, shared, n) = (
+                client.clone(),
+                endpoints[k % endpoints.len()].clone(),
+                shared.clone(),
+                ids[i],
+            );
             async move {
                 let sent = Instant::now();
                 let response = client
@@ -158,14 +187,14 @@ async fn measure(binary: &str, backend: &str) -> anyhow::Result<()> {
     if stored != UNIQUE as i64 || once != UNIQUE as i64 {
         bail!("{backend}: {stored} stored, {once} distinct; expected {UNIQUE} each");
     }
+    let rate = DELIVERIES as f64 / wall.as_secs_f64();
     println!(
-        "| {backend} | {:.0} | {:.1} | {:.1} | {stored} of {UNIQUE} | yes | {:.1} |",
-        DELIVERIES as f64 / wall.as_secs_f64(),
+        "| {backend} | {replicas} | {rate:.0} | {:.1} | {:.1} | {stored} of {UNIQUE} | yes | {:.1} |",
         percentile(&times, 50.0),
         percentile(&times, 99.0),
         processed_after.as_secs_f64()
     );
-    drop(server);
+    drop(servers);
     database.drop_now().await?;
-    Ok(())
+    Ok(rate)
 }
