@@ -559,3 +559,100 @@ async fn a_run_page_on_one_replica_streams_a_step_another_replica_runs() {
     drop(runner);
     database.drop_now().await;
 }
+
+// A replica cut off from the database for longer than a lease loses its
+// run to another replica. When it can reach the database again, its next
+// renewal finds the run taken over: it stops the step and writes nothing
+// over the attempt that took over (run, steps and attempts stay that
+// attempt's). Here the other replica's take-over and start of the step
+// are written as it writes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_lost_its_run_stops_and_writes_nothing_over_the_attempt_that_took_over() {
+    let flags = tempfile::tempdir().expect("flag dir");
+    let flag = flags.path().join("slow");
+    std::fs::write(&flag, "").expect("flag");
+    let step = format!(
+        "  - {{ name: slow, run: \"while [ -f {} ]; do sleep 0.2; done\" }}\n",
+        flag.display()
+    );
+    let repos = Repos::new(&step);
+    let latest = repos.app.head("latest");
+    let pipeline = repos.pipeline.path();
+    let shown = flags.path().to_path_buf();
+    let mut app = crate::support::TestApp::with_config("postgres", |config| {
+        config.pipeline_repo = Some(pipeline);
+        config.poll_interval = Duration::from_secs(3600);
+        config.runner_lease = Duration::from_secs(3);
+        config.runner_read_only_paths.push(shown);
+    })
+    .await;
+    app.start_flow().await;
+    let pool = app.db().pool().clone();
+    let run: i64 = wait_for("the step to run", MINUTE, || async {
+        let running: Option<i64> = sqlx::query_scalar(
+            "SELECT r.id FROM runs r JOIN steps s ON s.run_id = r.id
+             WHERE r.commit_sha = $1 AND s.state = 'running'",
+        )
+        .bind(&latest)
+        .fetch_optional(&pool)
+        .await
+        .expect("runs");
+        running.filter(|_| alive(&flag.display().to_string()))
+    })
+    .await;
+    // Replica B took the run over and started the step as attempt 2.
+    sqlx::query(
+        "UPDATE runs SET runner_id = 'replica-b-1', attempt = 2, heartbeat_at = heartbeat_at
+         WHERE id = $1",
+    )
+    .bind(run)
+    .execute(&pool)
+    .await
+    .expect("take over");
+    sqlx::query("UPDATE steps SET attempt = 2 WHERE run_id = $1")
+        .bind(run)
+        .execute(&pool)
+        .await
+        .expect("start the step");
+    wait_for("this replica to stop the step it lost", MINUTE, || async {
+        (!alive(&flag.display().to_string())).then_some(())
+    })
+    .await;
+    // Its executor has returned once its workspace is gone.
+    let workspace = app.data_path().join("work").join(format!("run-{run}-1"));
+    wait_for("the lost attempt to end", MINUTE, || async {
+        (!workspace.exists()).then_some(())
+    })
+    .await;
+    let (state, runner, finished): (String, String, Option<i64>) =
+        sqlx::query_as("SELECT state, runner_id, finished_at FROM runs WHERE id = $1")
+            .bind(run)
+            .fetch_one(&pool)
+            .await
+            .expect("run");
+    assert_eq!(
+        (state.as_str(), runner.as_str(), finished),
+        ("running", "replica-b-1", None),
+        "the run is still attempt 2's"
+    );
+    let (step_state, step_attempt): (String, i64) =
+        sqlx::query_as("SELECT state, attempt FROM steps WHERE run_id = $1")
+            .bind(run)
+            .fetch_one(&pool)
+            .await
+            .expect("step");
+    assert_eq!((step_state.as_str(), step_attempt), ("running", 2));
+    let open: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM run_attempts WHERE run_id = $1 AND finished_at IS NULL",
+    )
+    .bind(run)
+    .fetch_one(&pool)
+    .await
+    .expect("attempts");
+    assert_eq!(
+        open, 1,
+        "attempt 1 is not closed by the replica that lost it"
+    );
+    std::fs::remove_file(&flag).ok();
+    app.stop().await;
+}
