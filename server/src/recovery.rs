@@ -124,7 +124,9 @@ async fn take_over(app: &App, lease_ms: Option<i64>, reason: &str) -> anyhow::Re
             .await?
             .into_iter()
             .any(|r| r.id > run.id);
-        let ended = if newer {
+        let ended = if run.cancel_requested != 0 {
+            Some(format!("{reason}; not resumed: it was asked to stop"))
+        } else if newer {
             Some(format!(
                 "{reason}; not resumed: a newer run of its environment is waiting"
             ))

@@ -102,8 +102,14 @@ impl App {
         let sandbox = Arc::new(
             crate::sandbox::Sandbox::start(sandbox_settings(&config, &instance_tag)).await,
         );
-        // Unique among replicas that share a name on one host.
-        let runner_id = format!("{}-{}", config.replica, std::process::id());
+        // Unique among replicas that share a name (pid 1 in containers):
+        // the data directory's tag tells them apart.
+        let runner_id = format!(
+            "{}-{}-{}",
+            config.replica,
+            std::process::id(),
+            instance_tag.chars().take(6).collect::<String>()
+        );
         Ok(App {
             leptos: leptos_options(&config),
             metrics: crate::telemetry::metrics_handle(),

@@ -76,21 +76,29 @@ where
     .map(|_| ())
 }
 
-/// Starts a step as part of `attempt` of its run.
+/// The runner still holds the step's run: `$4` its attempt, `$5` its id.
+const OWNED: &str = "EXISTS (SELECT 1 FROM runs r WHERE r.id = steps.run_id AND r.attempt = $4
+                      AND r.runner_id = $5 AND r.state = 'running')";
+
+/// Starts a step as part of `attempt` of its run, if `runner` still holds
+/// that attempt (a replica that lost its run writes nothing).
 pub async fn start<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
-    attempt: i64,
+    (runner, attempt): (&str, i64),
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE steps SET state = $2, started_at = $3, attempt = $4 WHERE id = $1")
-        .bind(id)
-        .bind(StepState::Running.as_str())
-        .bind(now)
-        .bind(attempt)
-        .execute(exec)
-        .await
-        .map(|_| ())
+    sqlx::query(&format!(
+        "UPDATE steps SET state = $2, started_at = $3, attempt = $4 WHERE id = $1 AND {OWNED}"
+    ))
+    .bind(id)
+    .bind(StepState::Running.as_str())
+    .bind(now)
+    .bind(attempt)
+    .bind(runner)
+    .execute(exec)
+    .await
+    .map(|_| ())
 }
 
 #[derive(Clone, Debug)]
@@ -102,20 +110,21 @@ pub struct StepOutcome<'a> {
     pub log_truncated: bool,
 }
 
-/// Ends a step, unless a later attempt of its run has started it since
-/// (this replica lost the run).
+/// Ends a step, if `runner` still holds `attempt` of its run and a later
+/// attempt has not started the step since (this replica lost the run).
 pub async fn finish<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
-    attempt: i64,
+    (runner, attempt): (&str, i64),
     outcome: &StepOutcome<'_>,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let owned = OWNED.replace("$4", "$8").replace("$5", "$9");
+    sqlx::query(&format!(
         "UPDATE steps SET state = $2, exit_code = $3, error = $4, log_bytes = $5, log_truncated = $6,
              finished_at = $7
-         WHERE id = $1 AND attempt = $8",
-    )
+         WHERE id = $1 AND attempt = $8 AND {owned}"
+    ))
     .bind(id)
     .bind(outcome.state.as_str())
     .bind(outcome.exit_code)
@@ -124,6 +133,7 @@ pub async fn finish<'e>(
     .bind(i64::from(outcome.log_truncated))
     .bind(now)
     .bind(attempt)
+    .bind(runner)
     .execute(exec)
     .await
     .map(|_| ())

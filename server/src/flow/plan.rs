@@ -241,7 +241,7 @@ async fn ensure_environment(
         }
         Some(env) => return Ok(env),
         None => {
-            let id = db::environments::insert(
+            let inserted = db::environments::insert(
                 pool,
                 &NewEnvironment {
                     app_id: app_row.id,
@@ -253,8 +253,14 @@ async fn ensure_environment(
                 },
                 now,
             )
-            .await?;
-            db::environments::set_ttl(pool, id, ttl).await?;
+            .await;
+            match inserted {
+                Ok(id) => db::environments::set_ttl(pool, id, ttl).await?,
+                // Made meanwhile (the planner and an approved change
+                // request, or another replica): that one is it.
+                Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {}
+                Err(error) => return Err(error.into()),
+            }
         }
     }
     db::environments::find_by_name(pool, app_row.id, &name)

@@ -76,18 +76,20 @@ pub async fn execute(app: Arc<App>, run: RunRow) {
     };
     match finish(&app, &run, state, error.as_deref(), now).await {
         Ok(true) => {}
-        // Another replica took the run over (this one lost the database
-        // for longer than a lease): its attempt says how the run ends.
-        Ok(false) if lost.load(Ordering::Relaxed) => {
+        // Nothing else ends a running run: another replica took it over
+        // (this one lost the database for longer than a lease), and its
+        // attempt says how the run ends — no notice, no status from here.
+        Ok(false) => {
+            let seen = lost.load(Ordering::Relaxed);
             tracing::warn!(
                 run = run.id,
                 attempt = run.attempt,
+                seen,
                 "run lost to another replica"
             );
             app.events.close(run.id);
             return;
         }
-        Ok(false) => {}
         Err(error) => tracing::error!(run = run.id, %error, "cannot record the end of a run"),
     }
     crate::notify::run_ended(&app.notifier(), run.id, state, error.as_deref()).await;
@@ -302,7 +304,7 @@ async fn run_steps(
             .note(why)
             .await?;
         }
-        db::steps::start(pool, step_id, run.attempt, now_millis()).await?;
+        db::steps::start(pool, step_id, (&app.runner_id, run.attempt), now_millis()).await?;
         app.events.send(
             run.id,
             RunEvent::Step {
@@ -486,7 +488,7 @@ async fn run_rollback(
         .into_iter()
         .next()
         .ok_or_else(|| RunError::Gone("the rollback step was not recorded".into()))?;
-    db::steps::start(pool, step_id, run.attempt, now_millis()).await?;
+    db::steps::start(pool, step_id, (&app.runner_id, run.attempt), now_millis()).await?;
     app.events.send(
         run.id,
         RunEvent::Step {
@@ -522,7 +524,7 @@ async fn finish_step(
     db::steps::finish(
         app.db.pool(),
         step_id,
-        run.attempt,
+        (&app.runner_id, run.attempt),
         &StepOutcome {
             state: result.state,
             exit_code: result.exit_code,
