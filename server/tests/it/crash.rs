@@ -398,48 +398,71 @@ async fn a_replica_killed_mid_step_is_taken_over_by_another_once_its_lease_expir
     database.drop_now().await;
 }
 
+/// Two replicas named `names` on one fresh PostgreSQL database (own data
+/// directories and ports, one secret key), `local_owner` running the local
+/// target; `extra` is set for both.
+struct NamedReplicas {
+    first: Server,
+    second: Server,
+    database: crate::support::PostgresDatabase,
+    _dirs: [tempfile::TempDir; 3],
+}
+
+impl NamedReplicas {
+    async fn start(
+        repos: &Repos,
+        names: [&str; 2],
+        local_owner: &str,
+        extra: &[(&'static str, String)],
+    ) -> NamedReplicas {
+        let database = crate::support::PostgresDatabase::create().await;
+        let dirs = [(); 3].map(|()| tempfile::tempdir().expect("tempdir"));
+        let env = |name: &str| {
+            let mut env = vec![
+                ("DATABASE_URL", database.url.clone()),
+                (
+                    "GANTRY_SECRET_KEY_FILE",
+                    dirs[2].path().join("secret.key").display().to_string(),
+                ),
+                ("GANTRY_RUNNER_REPLICA", name.to_string()),
+                ("GANTRY_RUNNER_LOCAL_REPLICA", local_owner.to_string()),
+            ];
+            env.extend(extra.iter().cloned());
+            env
+        };
+        let (first_env, second_env) = (env(names[0]), env(names[1]));
+        let token = admin_token_with(dirs[0].path(), &first_env);
+        let start = |dir: &tempfile::TempDir, env: &[(&str, String)]| {
+            Server::start_with(dir.path(), &repos.pipeline.path(), free_port(), &token, env)
+        };
+        let first = start(&dirs[0], &first_env);
+        let second = start(&dirs[1], &second_env);
+        NamedReplicas {
+            first,
+            second,
+            database,
+            _dirs: dirs,
+        }
+    }
+
+    async fn stop(self) {
+        drop(self.first);
+        drop(self.second);
+        self.database.drop_now().await;
+    }
+}
+
 // With several replicas, `local` environments are owned by the replica
 // `runner.local_replica` names: only it claims their runs and runs their
 // processes; another replica's proxy says where they are instead of
 // failing vaguely.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_environments_run_on_the_named_replica_only() {
-    let database = crate::support::PostgresDatabase::create().await;
-    let (one, two) = (
-        tempfile::tempdir().expect("tempdir"),
-        tempfile::tempdir().expect("tempdir"),
-    );
-    let keys = tempfile::tempdir().expect("key dir");
     let repos = Repos::new(crate::support::flow::QUICK_STEPS);
     let latest = repos.app.head("latest");
-    let shared = |name: &str| {
-        vec![
-            ("DATABASE_URL", database.url.clone()),
-            (
-                "GANTRY_SECRET_KEY_FILE",
-                keys.path().join("secret.key").display().to_string(),
-            ),
-            ("GANTRY_RUNNER_REPLICA", name.to_string()),
-            ("GANTRY_RUNNER_LOCAL_REPLICA", "owner".to_string()),
-        ]
-    };
-    let (first_env, second_env) = (shared("other"), shared("owner"));
-    let token = admin_token_with(one.path(), &first_env);
     // The other replica starts first and would claim the run if it could.
-    let other = Server::start_with(
-        one.path(),
-        &repos.pipeline.path(),
-        free_port(),
-        &token,
-        &first_env,
-    );
-    let owner = Server::start_with(
-        two.path(),
-        &repos.pipeline.path(),
-        free_port(),
-        &token,
-        &second_env,
-    );
+    let replicas = NamedReplicas::start(&repos, ["other", "owner"], "owner", &[]).await;
+    let (other, owner) = (&replicas.first, &replicas.second);
     wait_for("staging to serve the latest commit", MINUTE, || async {
         owner
             .served("staging")
@@ -467,9 +490,7 @@ async fn local_environments_run_on_the_named_replica_only() {
         misdirected.text().await.unwrap(),
         "Gantry: environments of the local target run on replica owner (runner.local_replica); this is replica other. Route preview hosts to owner.\n"
     );
-    drop(other);
-    drop(owner);
-    database.drop_now().await;
+    replicas.stop().await;
 }
 
 // A run page on one replica follows a run another replica executes: its
@@ -478,12 +499,6 @@ async fn local_environments_run_on_the_named_replica_only() {
 // stored when it connected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_page_on_one_replica_streams_a_step_another_replica_runs() {
-    let database = crate::support::PostgresDatabase::create().await;
-    let (one, two) = (
-        tempfile::tempdir().expect("tempdir"),
-        tempfile::tempdir().expect("tempdir"),
-    );
-    let keys = tempfile::tempdir().expect("key dir");
     let flags = tempfile::tempdir().expect("flag dir");
     let flag = flags.path().join("slow");
     std::fs::write(&flag, "").expect("flag");
@@ -496,37 +511,12 @@ async fn a_run_page_on_one_replica_streams_a_step_another_replica_runs() {
     let latest = repos.app.head("latest");
     // The run deploys to the local target, which only `runner` runs: the
     // step runs there, the page is watched on `viewer`.
-    let shared = |name: &str| {
-        vec![
-            ("DATABASE_URL", database.url.clone()),
-            (
-                "GANTRY_SECRET_KEY_FILE",
-                keys.path().join("secret.key").display().to_string(),
-            ),
-            ("GANTRY_RUNNER_REPLICA", name.to_string()),
-            ("GANTRY_RUNNER_LOCAL_REPLICA", "runner".to_string()),
-            (
-                "GANTRY_RUNNER_READ_ONLY_PATHS",
-                flags.path().display().to_string(),
-            ),
-        ]
-    };
-    let (viewer_env, runner_env) = (shared("viewer"), shared("runner"));
-    let token = admin_token_with(one.path(), &viewer_env);
-    let viewer = Server::start_with(
-        one.path(),
-        &repos.pipeline.path(),
-        free_port(),
-        &token,
-        &viewer_env,
-    );
-    let runner = Server::start_with(
-        two.path(),
-        &repos.pipeline.path(),
-        free_port(),
-        &token,
-        &runner_env,
-    );
+    let shown = [(
+        "GANTRY_RUNNER_READ_ONLY_PATHS",
+        flags.path().display().to_string(),
+    )];
+    let replicas = NamedReplicas::start(&repos, ["viewer", "runner"], "runner", &shown).await;
+    let viewer = &replicas.first;
     let running = slow_step_running(&viewer, &latest, &flag).await;
     let mut stream = viewer
         .fetch(&format!("/api/v1/runs/{}/events", running["id"]))
@@ -555,9 +545,7 @@ async fn a_run_page_on_one_replica_streams_a_step_another_replica_runs() {
             .starts_with("runner-"),
         "{detail}"
     );
-    drop(viewer);
-    drop(runner);
-    database.drop_now().await;
+    replicas.stop().await;
 }
 
 // A replica cut off from the database for longer than a lease loses its
