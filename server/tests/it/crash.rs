@@ -517,7 +517,7 @@ async fn a_run_page_on_one_replica_streams_a_step_another_replica_runs() {
     )];
     let replicas = NamedReplicas::start(&repos, ["viewer", "runner"], "runner", &shown).await;
     let viewer = &replicas.first;
-    let running = slow_step_running(&viewer, &latest, &flag).await;
+    let running = slow_step_running(viewer, &latest, &flag).await;
     let mut stream = viewer
         .fetch(&format!("/api/v1/runs/{}/events", running["id"]))
         .await;
