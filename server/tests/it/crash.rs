@@ -20,6 +20,28 @@ fn alive(pattern: &str) -> bool {
     !String::from_utf8_lossy(&output.stdout).trim().is_empty()
 }
 
+/// Waits until no process matching `pattern` is left after gantry was
+/// killed. A timeout names the survivors — pid, parent, state, age and
+/// command — since which process outlived gantry is the whole question.
+async fn die_with_gantry(what: &str, pattern: &str) {
+    let deadline = std::time::Instant::now() + MINUTE;
+    while alive(pattern) {
+        if std::time::Instant::now() > deadline {
+            let table = std::process::Command::new("ps")
+                .args(["-eo", "pid,ppid,pgid,stat,etimes,wchan:20,args"])
+                .output()
+                .expect("ps");
+            let table = String::from_utf8_lossy(&table.stdout);
+            let survivors: Vec<&str> = table.lines().filter(|l| l.contains(pattern)).collect();
+            panic!(
+                "{what} outlived gantry by a minute:\n{}",
+                survivors.join("\n")
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits until the run of `sha` is running and its step's own process
 /// (which hangs while `flag` exists) is up — the run is marked running
 /// before its sandbox is. Returns the run.
@@ -77,10 +99,7 @@ async fn a_run_killed_mid_step_resumes_at_that_step_as_its_next_attempt_after_re
     server.kill();
     // A sandboxed step dies with the Gantry that started it, however it
     // died (the kernel's parent-death signal), not at the next start.
-    wait_for("the step to die with gantry", MINUTE, || async {
-        (!alive(&flag.display().to_string())).then_some(())
-    })
-    .await;
+    die_with_gantry("the step", &flag.display().to_string()).await;
 
     std::fs::remove_file(&flag).expect("unflag");
     let server = Server::start_with(data.path(), &repos.pipeline.path(), port, &token, &shown);
@@ -170,10 +189,7 @@ async fn a_deploy_killed_midway_is_concluded_the_old_version_comes_back_and_the_
     server.kill();
     // Its local apps (v1 serving, v2 starting) die with it, not at the
     // next start.
-    wait_for("the apps to die with gantry", MINUTE, || async {
-        (!alive(&marker)).then_some(())
-    })
-    .await;
+    die_with_gantry("the apps", &marker).await;
 
     let server = Server::start(data.path(), &repos.pipeline.path(), port, &token);
     let text = wait_for("v1 to serve again after the restart", MINUTE, || async {
@@ -336,10 +352,7 @@ async fn a_replica_killed_mid_step_is_taken_over_by_another_once_its_lease_expir
     );
 
     first.kill();
-    wait_for("the step to die with its replica", MINUTE, || async {
-        (!alive(&flag.display().to_string())).then_some(())
-    })
-    .await;
+    die_with_gantry("the step", &flag.display().to_string()).await;
     std::fs::remove_file(&flag).expect("unflag");
     // Within a lease, the second replica runs every elected loop.
     wait_for("the loops to fail over", MINUTE, || async {
