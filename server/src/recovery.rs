@@ -9,10 +9,10 @@
 
 use std::path::Path;
 
-use app::dto::EnvironmentState;
+use app::dto::{EnvironmentState, RunState};
 use nix::sys::signal::Signal;
 
-use crate::db::{self, Backend, now_millis, runs::TakeOver};
+use crate::db::{self, Backend, now_millis, runs::Orphans, runs::TakeOver};
 use crate::deploy::local::{LocalSpec, parse_manifest};
 use crate::sandbox::process::{INSTANCE_VAR, signal_group};
 use crate::state::App;
@@ -27,7 +27,7 @@ pub async fn recover(app: &App) -> anyhow::Result<()> {
     if app.db.backend() == Backend::Sqlite {
         // SQLite is one process's (`storage::DatabaseLock`): whatever is
         // running or deploying was this Gantry's before it stopped.
-        take_over(app, None, "interrupted by a restart of gantry").await?;
+        take_over(app, Orphans::All, "interrupted by a restart of gantry").await?;
         // Deployments no run of it is resuming.
         for deployment in db::deployments::list_deploying(pool).await? {
             let mut tx = app.db.begin().await?;
@@ -95,7 +95,20 @@ async fn take_over_expired(app: &App) -> anyhow::Result<usize> {
         app.runner_id
     );
     let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-    take_over(app, Some(lease_ms), &reason).await
+    take_over(app, Orphans::LeaseExpired(lease_ms), &reason).await
+}
+
+/// As a replica shuts down (PostgreSQL): its running runs are queued again
+/// at once, for another replica to resume, instead of a lease later. Their
+/// executors find the run gone at their next write and stop, writing
+/// nothing. SQLite keeps them: the one process resumes them in place when
+/// it starts again, with their workspaces.
+pub async fn hand_over(app: &App) -> anyhow::Result<usize> {
+    if app.db.backend() == Backend::Sqlite {
+        return Ok(0);
+    }
+    let reason = format!("its replica {} shut down and handed it over", app.runner_id);
+    take_over(app, Orphans::Of(&app.runner_id), &reason).await
 }
 
 /// A run interrupted this many times is not resumed again: something in
@@ -109,10 +122,10 @@ const MAX_ATTEMPTS: i64 = 3;
 /// a deployment it had started is concluded and applied again by that
 /// attempt. It ends as failed instead when a newer run of its environment
 /// is waiting, or after `MAX_ATTEMPTS`.
-async fn take_over(app: &App, lease_ms: Option<i64>, reason: &str) -> anyhow::Result<usize> {
+async fn take_over(app: &App, which: Orphans<'_>, reason: &str) -> anyhow::Result<usize> {
     let pool = app.db.pool();
     let mut taken = 0;
-    let expired = db::runs::list_expired(&app.db, lease_ms).await?;
+    let expired = db::runs::list_orphans(&app.db, which).await?;
     if expired.is_empty() {
         return Ok(0);
     }
@@ -124,27 +137,40 @@ async fn take_over(app: &App, lease_ms: Option<i64>, reason: &str) -> anyhow::Re
             .await?
             .into_iter()
             .any(|r| r.id > run.id);
+        // Why it is not resumed, and the state it ends in then.
         let ended = if run.cancel_requested != 0 {
-            Some(format!("{reason}; not resumed: it was asked to stop"))
+            if db::runs::cancel_state(pool, run.id).await?.1 {
+                Some((
+                    RunState::Superseded,
+                    format!("{reason}; not resumed: superseded by a newer push"),
+                ))
+            } else {
+                Some((
+                    RunState::Cancelled,
+                    format!("{reason}; not resumed: it was asked to stop"),
+                ))
+            }
         } else if newer {
-            Some(format!(
-                "{reason}; not resumed: a newer run of its environment is waiting"
+            Some((
+                RunState::Superseded,
+                format!("{reason}; not resumed: a newer run of its environment is waiting"),
             ))
         } else if run.attempt >= MAX_ATTEMPTS {
-            Some(format!(
-                "{reason}; not resumed: interrupted {MAX_ATTEMPTS} times"
+            Some((
+                RunState::Failed,
+                format!("{reason}; not resumed: interrupted {MAX_ATTEMPTS} times"),
             ))
         } else {
             None
         };
         let what = match &ended {
-            Some(why) => TakeOver::End(why),
+            Some((state, why)) => TakeOver::End(*state, why),
             None => TakeOver::Resume,
         };
         // One transaction: until it commits, no replica can claim the run
         // whose steps and deployment are being put in order.
         let mut tx = app.db.begin().await?;
-        if !db::runs::take_over(&app.db, &mut tx, run.id, lease_ms, what, now).await? {
+        if !db::runs::take_over(&app.db, &mut tx, run.id, which, what, now).await? {
             continue;
         }
         taken += 1;
@@ -178,7 +204,12 @@ async fn take_over(app: &App, lease_ms: Option<i64>, reason: &str) -> anyhow::Re
         db::environments::unlock(&mut *tx, run.environment_id, run.id).await?;
         tx.commit().await?;
         match ended {
-            Some(why) => tracing::warn!(run = run.id, why, "run interrupted; ended as failed"),
+            Some((state, why)) => tracing::warn!(
+                run = run.id,
+                state = state.as_str(),
+                why,
+                "run interrupted; ended, not resumed"
+            ),
             None => tracing::warn!(
                 run = run.id,
                 attempt = run.attempt + 1,

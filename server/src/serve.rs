@@ -60,6 +60,15 @@ pub async fn serve_with(config: Config, started: impl FnOnce(Arc<App>)) -> anyho
     .context("serving HTTP")?;
 
     tracing::info!("shutting down");
+    // Before the loops stop: another replica resumes this one's runs now,
+    // not a lease from now (a rolling restart waits for no lease).
+    match crate::recovery::hand_over(&state).await {
+        Ok(0) => {}
+        Ok(handed) => tracing::info!(handed, "handed running runs over to the other replicas"),
+        Err(error) => {
+            tracing::warn!(%error, "cannot hand runs over; they are taken over once their lease expires")
+        }
+    }
     state.stop().await;
     for task in background {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;

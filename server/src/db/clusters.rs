@@ -158,3 +158,15 @@ pub async fn all_sealed<'e>(
         .fetch_all(exec)
         .await
 }
+
+/// Whether a cluster was registered after `at` (ms).
+pub async fn registered_since<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    at: i64,
+) -> Result<bool, sqlx::Error> {
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM clusters WHERE created_at > $1")
+        .bind(at)
+        .fetch_one(exec)
+        .await?;
+    Ok(count > 0)
+}

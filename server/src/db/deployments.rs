@@ -42,21 +42,29 @@ pub async fn insert<'e>(
     .await
 }
 
+/// Concludes a deployment that is still `deploying`; false when it was
+/// concluded already — by a take-over that abandoned it while a replica
+/// that had lost its run was still applying it. That replica's verdict
+/// must not overwrite the abandonment.
 pub async fn finish<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
     state: DeploymentState,
     reason: Option<&str>,
     now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE deployments SET state = $2, reason = COALESCE($3, reason), finished_at = $4 WHERE id = $1")
-        .bind(id)
-        .bind(state.as_str())
-        .bind(reason)
-        .bind(now)
-        .execute(exec)
-        .await
-        .map(|_| ())
+) -> Result<bool, sqlx::Error> {
+    let concluded = sqlx::query(
+        "UPDATE deployments SET state = $2, reason = COALESCE($3, reason), finished_at = $4
+         WHERE id = $1 AND state = $5",
+    )
+    .bind(id)
+    .bind(state.as_str())
+    .bind(reason)
+    .bind(now)
+    .bind(DeploymentState::Deploying.as_str())
+    .execute(exec)
+    .await?;
+    Ok(concluded.rows_affected() == 1)
 }
 
 #[allow(clippy::too_many_arguments)]

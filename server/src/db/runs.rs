@@ -368,28 +368,48 @@ pub async fn release_hold<'e>(
     Ok(result.rows_affected() == 1)
 }
 
-/// The lease condition, with the lease (ms) bound as `$2`: a heartbeat
-/// older than the lease by the database's clock — or, with no lease (NULL:
-/// SQLite's start-up, where the one process is this one), any running run.
-fn expired(db: &super::Db) -> String {
-    format!(
-        "($2 IS NULL OR heartbeat_at IS NULL OR heartbeat_at < {} - $2)",
-        super::now_sql(db.backend())
-    )
+/// Which running runs a take-over takes.
+#[derive(Clone, Copy, Debug)]
+pub enum Orphans<'a> {
+    /// Every one: SQLite's start-up, where the one process is this one.
+    All,
+    /// Those whose heartbeat is older than this lease (ms) by the
+    /// database's clock: their replica stopped renewing it.
+    LeaseExpired(i64),
+    /// This replica's own, handed over as it shuts down.
+    Of(&'a str),
 }
 
-/// Running runs whose lease ran out (their replica stopped renewing it),
-/// oldest first; with no lease, every running run.
-pub async fn list_expired(
-    db: &super::Db,
-    lease_ms: Option<i64>,
-) -> Result<Vec<RunRow>, sqlx::Error> {
+impl Orphans<'_> {
+    /// The condition: a lease (ms) bound as `$2` and a runner as `$3`,
+    /// each NULL when it does not apply ([`Orphans::values`]).
+    fn condition(db: &super::Db) -> String {
+        format!(
+            "($2 IS NULL OR heartbeat_at IS NULL OR heartbeat_at < {} - $2)
+             AND ($3 IS NULL OR runner_id = $3)",
+            super::now_sql(db.backend())
+        )
+    }
+
+    fn values(&self) -> (Option<i64>, Option<String>) {
+        match *self {
+            Orphans::All => (None, None),
+            Orphans::LeaseExpired(lease) => (Some(lease), None),
+            Orphans::Of(runner) => (None, Some(runner.to_string())),
+        }
+    }
+}
+
+/// The running runs `which` selects, oldest first.
+pub async fn list_orphans(db: &super::Db, which: Orphans<'_>) -> Result<Vec<RunRow>, sqlx::Error> {
+    let (lease, runner) = which.values();
     sqlx::query_as(&format!(
         "SELECT {RUN_COLUMNS} FROM runs WHERE state = $1 AND {} ORDER BY id",
-        expired(db)
+        Orphans::condition(db)
     ))
     .bind(RunState::Running.as_str())
-    .bind(lease_ms)
+    .bind(lease)
+    .bind(runner)
     .fetch_all(db.pool())
     .await
 }
@@ -399,42 +419,45 @@ pub async fn list_expired(
 pub enum TakeOver<'a> {
     /// Queued again: its next attempt resumes it.
     Resume,
-    /// Ended as failed, with this reason.
-    End(&'a str),
+    /// Ended in this state (failed, cancelled, superseded), with this
+    /// reason.
+    End(RunState, &'a str),
 }
 
-/// Takes a running run whose lease is still expired (`None`: any running
-/// run) away from its replica, inside `tx`: true for exactly one of the
-/// replicas that try at once. Until `tx` commits, the row stays locked, so
-/// no replica claims the resumed run before the caller has put its steps
-/// and deployment in order.
+/// Takes a running run that `which` still selects away from its replica,
+/// inside `tx`: true for exactly one of the replicas that try at once.
+/// Until `tx` commits, the row stays locked, so no replica claims the
+/// resumed run before the caller has put its steps and deployment in
+/// order.
 pub async fn take_over(
     db: &super::Db,
     tx: &mut sqlx::AnyConnection,
     id: i64,
-    lease_ms: Option<i64>,
+    which: Orphans<'_>,
     what: TakeOver<'_>,
     now: i64,
 ) -> Result<bool, sqlx::Error> {
     let query = match what {
         TakeOver::Resume => format!(
-            "UPDATE runs SET state = $3, runner_id = NULL, heartbeat_at = NULL
-             WHERE id = $4 AND state = $1 AND {}",
-            expired(db)
+            "UPDATE runs SET state = $4, runner_id = NULL, heartbeat_at = NULL
+             WHERE id = $5 AND state = $1 AND {}",
+            Orphans::condition(db)
         ),
-        TakeOver::End(_) => format!(
-            "UPDATE runs SET state = $3, error = $5, finished_at = $6
-             WHERE id = $4 AND state = $1 AND {}",
-            expired(db)
+        TakeOver::End(..) => format!(
+            "UPDATE runs SET state = $4, error = $6, finished_at = $7
+             WHERE id = $5 AND state = $1 AND {}",
+            Orphans::condition(db)
         ),
     };
     let (state, reason) = match what {
         TakeOver::Resume => (RunState::Queued, None),
-        TakeOver::End(reason) => (RunState::Failed, Some(reason)),
+        TakeOver::End(state, reason) => (state, Some(reason)),
     };
+    let (lease, runner) = which.values();
     let mut query = sqlx::query(&query)
         .bind(RunState::Running.as_str())
-        .bind(lease_ms)
+        .bind(lease)
+        .bind(runner)
         .bind(state.as_str())
         .bind(id);
     if let Some(reason) = reason {

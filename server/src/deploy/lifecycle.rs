@@ -533,7 +533,7 @@ pub async fn conclude(
         &failures,
         still_serving,
     );
-    db::deployments::finish(
+    let concluded = db::deployments::finish(
         &mut *tx,
         deployment_id,
         verdict.deployment,
@@ -541,6 +541,15 @@ pub async fn conclude(
         now,
     )
     .await?;
+    if !concluded {
+        // Its run was taken over meanwhile: the deployment was abandoned and
+        // the attempt that took over applies it again. Nothing of this
+        // verdict is recorded.
+        return Err(DeployError::Failed(format!(
+            "{} was concluded while it was being applied: its run was taken over",
+            conclusion.label
+        )));
+    }
     if verdict.serves {
         let serving = Serving {
             deployment_id,
@@ -596,14 +605,18 @@ pub async fn abandon(
     detail: &str,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    db::deployments::finish(
+    if !db::deployments::finish(
         &mut *tx,
         deployment.id,
         DeploymentState::Failed,
         Some(detail),
         now,
     )
-    .await?;
+    .await?
+    {
+        // Concluded meanwhile by its own replica: its verdict stands.
+        return Ok(());
+    }
     if let Some(release) = db::releases::id_of_deployment(&mut *tx, deployment.id).await? {
         db::releases::finish(tx, release, false, now).await?;
     }

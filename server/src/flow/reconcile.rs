@@ -56,9 +56,18 @@ pub async fn reconcile(app: &App) -> Result<Outcome, ReconcileError> {
             available,
         });
     };
-    let latest = db::config_revisions::latest(app.db.pool()).await?;
-    if latest.is_some_and(|revision| revision.pipeline_sha == sha) {
-        return Ok(Outcome::Unchanged { sha });
+    let pool = app.db.pool();
+    if let Some(revision) = db::config_revisions::latest(pool)
+        .await?
+        .filter(|revision| revision.pipeline_sha == sha)
+    {
+        // A commit refused (wholly or in part) may name a cluster that was
+        // registered since: it is read again then, not at the next commit.
+        let retry = revision.state != "applied"
+            && db::clusters::registered_since(pool, revision.created_at).await?;
+        if !retry {
+            return Ok(Outcome::Unchanged { sha });
+        }
     }
     apply(app, repo, &sha).await
 }

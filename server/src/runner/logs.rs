@@ -167,9 +167,24 @@ impl<'a> LogSink<'a> {
             self.seq = db::steps::last_seq(self.db.pool(), self.step_id).await?;
             self.resumed = true;
         }
-        self.seq += 1;
         let text = std::mem::take(&mut self.buffer);
-        db::steps::append_log(self.db.pool(), self.step_id, self.seq, &text, now_millis()).await?;
+        // A replica that lost this run may still write a chunk or two of
+        // the earlier attempt's output before it finds out; this attempt's
+        // chunk then follows those instead of failing on their number.
+        let mut tries = 0;
+        loop {
+            self.seq += 1;
+            match db::steps::append_log(self.db.pool(), self.step_id, self.seq, &text, now_millis())
+                .await
+            {
+                Ok(()) => break,
+                Err(sqlx::Error::Database(error)) if error.is_unique_violation() && tries < 3 => {
+                    tries += 1;
+                    self.seq = db::steps::last_seq(self.db.pool(), self.step_id).await?;
+                }
+                Err(error) => return Err(error),
+            }
+        }
         self.events.send(
             self.run_id,
             RunEvent::Log {

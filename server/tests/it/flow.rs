@@ -541,20 +541,25 @@ on_both! {
         // is stamped by the database.
         let ahead = gantry::db::now_millis() + 10_000;
         db::runs::claim_next(app.db(), "replica-a", true, ahead).await.expect("claim").expect("a run");
-        let lease = Some(3_000);
+        let lease = db::runs::Orphans::LeaseExpired(3_000);
         let mut conn = pool.acquire().await.expect("connection");
         let resume = db::runs::TakeOver::Resume;
-        assert!(db::runs::list_expired(app.db(), lease).await.expect("list").is_empty());
+        assert!(db::runs::list_orphans(app.db(), lease).await.expect("list").is_empty());
         assert!(!db::runs::take_over(app.db(), &mut conn, id, lease, resume, ahead).await.expect("take"));
         assert!(db::runs::heartbeat(app.db(), id, "replica-a", 1).await.expect("renew"), "still its replica's");
-        assert_eq!(db::runs::list_expired(app.db(), None).await.expect("list").len(), 1, "with no lease, every running run");
+        assert_eq!(db::runs::list_orphans(app.db(), db::runs::Orphans::All).await.expect("list").len(), 1, "every running run");
+        // A replica shutting down hands over its own runs only.
+        let other = db::runs::Orphans::Of("replica-b");
+        assert!(db::runs::list_orphans(app.db(), other).await.expect("list").is_empty());
+        assert!(!db::runs::take_over(app.db(), &mut conn, id, other, resume, ahead).await.expect("take"));
+        assert_eq!(db::runs::list_orphans(app.db(), db::runs::Orphans::Of("replica-a")).await.expect("list").len(), 1);
 
         sqlx::query("UPDATE runs SET heartbeat_at = heartbeat_at - 10000 WHERE id = $1")
             .bind(id)
             .execute(pool)
             .await
             .expect("age the heartbeat");
-        assert_eq!(db::runs::list_expired(app.db(), lease).await.expect("list").len(), 1);
+        assert_eq!(db::runs::list_orphans(app.db(), lease).await.expect("list").len(), 1);
         assert!(db::runs::take_over(app.db(), &mut conn, id, lease, resume, ahead).await.expect("take"));
         assert!(!db::runs::take_over(app.db(), &mut conn, id, lease, resume, ahead).await.expect("take"), "once");
         drop(conn);

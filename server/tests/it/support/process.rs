@@ -159,6 +159,15 @@ impl Server {
         drop(self);
     }
 
+    /// Stops gantry as a service manager does in a rolling restart
+    /// (SIGTERM), and waits until it has exited.
+    pub fn stop(mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
     pub async fn fetch(&self, path: &str) -> reqwest::Response {
         reqwest::Client::new()
             .get(format!("http://127.0.0.1:{}{path}", self.port))
