@@ -8,17 +8,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::flow::{Repos, pipeline_yaml, wait_for};
-use crate::support::process::{Server, admin_token, admin_token_with, free_port};
+use crate::support::process::{Server, admin_token, admin_token_with, alive, free_port};
 
 const MINUTE: Duration = Duration::from_secs(60);
-
-fn alive(pattern: &str) -> bool {
-    let output = std::process::Command::new("pgrep")
-        .args(["-f", pattern])
-        .output()
-        .expect("pgrep");
-    !String::from_utf8_lossy(&output.stdout).trim().is_empty()
-}
 
 /// Waits until no process matching `pattern` is left after gantry was
 /// killed. A timeout names the survivors — pid, parent, state, age and

@@ -7,12 +7,46 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use crate::support::flow::{QUICK_STEPS, Repos, wait_for};
+use crate::support::git::WorkRepo;
 use crate::support::process::{Server, admin_token_with, free_port};
 
 const MINUTE: Duration = Duration::from_secs(60);
 const DELIVERIES: usize = 2_000;
 const UNIQUE: usize = 1_600;
 const SECRET: &str = "replicas-webhook-secret";
+
+/// A signed push delivery of `commit` to `branch` of `source`: (body,
+/// signature). Each `n` has a body of its own: a body replayed under a new
+/// id is refused as a replay.
+fn signed_push(source: &str, branch: &str, commit: &str, n: usize) -> (String, String) {
+    let body = json!({
+        "ref": format!("refs/heads/{branch}"), "before": "0000000000000000000000000000000000000000",
+        "after": commit, "deleted": false, "created": false,
+        "repository": { "clone_url": source, "full_name": "team/shop" },
+        "head_commit": { "id": commit, "message": format!("push {n}") },
+    })
+    .to_string();
+    let signature = format!(
+        "sha256={}",
+        gantry::forge::webhook::sign(SECRET, body.as_bytes())
+    );
+    (body, signature)
+}
+
+/// Posts delivery `id` to the replica on `port`: its HTTP status, or 0 when
+/// the replica did not answer.
+async fn deliver(client: &reqwest::Client, port: u16, id: &str, signed: &(String, String)) -> u16 {
+    client
+        .post(format!("http://127.0.0.1:{port}/api/v1/hooks/github"))
+        .header("x-github-event", "push")
+        .header("x-github-delivery", id)
+        .header("x-hub-signature-256", &signed.1)
+        .header("content-type", "application/json")
+        .body(signed.0.clone())
+        .send()
+        .await
+        .map_or(0, |response| response.status().as_u16())
+}
 
 // 2,000 signed deliveries spread over the three replicas — a fifth of
 // them redeliveries, often to another replica than the original — are
@@ -64,22 +98,7 @@ async fn webhooks_spread_over_three_replicas_are_each_processed_once() {
 
     let source = repos.app.path();
     let signed: Vec<(String, String)> = (0..UNIQUE)
-        .map(|n| {
-            // A body of its own per delivery: a body replayed under a new
-            // id is refused as a replay.
-            let body = json!({
-                "ref": "refs/heads/master", "before": "0000000000000000000000000000000000000000",
-                "after": master, "deleted": false, "created": false,
-                "repository": { "clone_url": source, "full_name": "team/shop" },
-                "head_commit": { "id": master, "message": format!("push {n}") },
-            })
-            .to_string();
-            let signature = format!(
-                "sha256={}",
-                gantry::forge::webhook::sign(SECRET, body.as_bytes())
-            );
-            (body, signature)
-        })
+        .map(|n| signed_push(&source, "master", &master, n))
         .collect();
     let mut deliveries: Vec<usize> = (0..UNIQUE).collect();
     deliveries.extend((0..DELIVERIES - UNIQUE).map(|i| (i * 7) % UNIQUE));
@@ -87,20 +106,7 @@ async fn webhooks_spread_over_three_replicas_are_each_processed_once() {
     let statuses: Vec<u16> = futures_util::stream::iter(deliveries.into_iter().enumerate())
         .map(|(k, n)| {
             let (client, signed, port) = (client.clone(), &signed, ports[k % 3]);
-            async move {
-                client
-                    .post(format!("http://127.0.0.1:{port}/api/v1/hooks/github"))
-                    .header("x-github-event", "push")
-                    .header("x-github-delivery", format!("delivery-{n}"))
-                    .header("x-hub-signature-256", &signed[n].1)
-                    .header("content-type", "application/json")
-                    .body(signed[n].0.clone())
-                    .send()
-                    .await
-                    .expect("post")
-                    .status()
-                    .as_u16()
-            }
+            async move { deliver(&client, port, &format!("delivery-{n}"), &signed[n]).await }
         })
         .buffer_unordered(16)
         .collect()
@@ -181,6 +187,105 @@ spec:
           image: \"{{ image }}\"
 ";
 
+/// Three replicas' worth of Gantry on one database — data directories,
+/// ports, names, one secret key — watching the app `shop` whose staging
+/// environment deploys to an emulated cluster.
+struct Fleet {
+    cluster: kube_emulator::Emulator,
+    app: WorkRepo,
+    pipeline: WorkRepo,
+    database_url: String,
+    extra: Vec<(&'static str, String)>,
+    keys: tempfile::TempDir,
+    data: Vec<tempfile::TempDir>,
+    ports: Vec<u16>,
+    token: String,
+}
+
+impl Fleet {
+    const NAMES: [&'static str; 3] = ["r0", "r1", "r2"];
+
+    async fn new(
+        database_url: &str,
+        pipeline_yaml: &str,
+        extra: &[(&'static str, String)],
+    ) -> Fleet {
+        let cluster = kube_emulator::Emulator::start(kube_emulator::Options::default())
+            .await
+            .expect("emulator");
+        let app = WorkRepo::new();
+        app.write("README", "shop\n");
+        app.commit("first");
+        app.checkout_new("latest");
+        let pipeline = WorkRepo::new();
+        pipeline.write("apps/shop/app.yaml", &cluster_app_yaml(&app.path()));
+        pipeline.write("apps/shop/pipeline.yaml", pipeline_yaml);
+        pipeline.write("apps/shop/deploy/app.yaml", CLUSTER_MANIFESTS);
+        pipeline.commit("shop on a cluster");
+        let mut fleet = Fleet {
+            cluster,
+            app,
+            pipeline,
+            database_url: database_url.to_string(),
+            extra: extra.to_vec(),
+            keys: tempfile::tempdir().expect("key dir"),
+            data: (0..3)
+                .map(|_| tempfile::tempdir().expect("tempdir"))
+                .collect(),
+            ports: (0..3).map(|_| free_port()).collect(),
+            token: String::new(),
+        };
+        fleet.token = admin_token_with(fleet.data[0].path(), &fleet.env(0));
+        fleet
+    }
+
+    fn env(&self, i: usize) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            ("DATABASE_URL", self.database_url.clone()),
+            (
+                "GANTRY_SECRET_KEY_FILE",
+                self.keys.path().join("secret.key").display().to_string(),
+            ),
+            ("GANTRY_RUNNER_REPLICA", Self::NAMES[i].to_string()),
+            ("GANTRY_RUNNER_LEASE", "10s".to_string()),
+        ];
+        env.extend(self.extra.iter().cloned());
+        env
+    }
+
+    /// Starts replica `i` (again: same data directory, port and name).
+    fn start(&self, i: usize) -> Server {
+        Server::start_with(
+            self.data[i].path(),
+            &self.pipeline.path(),
+            self.ports[i],
+            &self.token,
+            &self.env(i),
+        )
+    }
+
+    /// Registers the emulated cluster as `dev`, through replica `via`.
+    async fn register_cluster(&self, via: usize) {
+        let registered = reqwest::Client::new()
+            .post(format!(
+                "http://127.0.0.1:{}/api/v1/clusters",
+                self.ports[via]
+            ))
+            .bearer_auth(&self.token)
+            .json(&json!({ "name": "dev", "kubeconfig": self.cluster.kubeconfig("dev") }))
+            .send()
+            .await
+            .expect("register");
+        assert!(registered.status().is_success(), "{registered:?}");
+    }
+
+    /// Push `n` to the staging branch; its commit.
+    fn push(&self, n: usize) -> String {
+        self.app.write("VERSION", &format!("{n}\n"));
+        self.app.commit(&format!("push {n}"))
+    }
+}
+
 /// What became of the runs of `commits`: (commit, run id, state, error).
 async fn runs_of(pool: &sqlx::AnyPool, commits: &[String]) -> Vec<(String, i64, String, String)> {
     let mut found = Vec::new();
@@ -206,54 +311,10 @@ async fn runs_of(pool: &sqlx::AnyPool, commits: &[String]) -> Vec<(String, i64, 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_during_twenty_pushes_loses_no_push_and_deploys_each_run_once() {
     let database = crate::support::PostgresDatabase::create().await;
-    let cluster = kube_emulator::Emulator::start(kube_emulator::Options::default())
-        .await
-        .expect("emulator");
-    let keys = tempfile::tempdir().expect("key dir");
-    let app = crate::support::git::WorkRepo::new();
-    app.write("README", "shop\n");
-    app.commit("first");
-    app.checkout_new("latest");
-    let pipeline = crate::support::git::WorkRepo::new();
-    pipeline.write("apps/shop/app.yaml", &cluster_app_yaml(&app.path()));
-    pipeline.write("apps/shop/pipeline.yaml", CLUSTER_PIPELINE);
-    pipeline.write("apps/shop/deploy/app.yaml", CLUSTER_MANIFESTS);
-    pipeline.commit("shop on a cluster");
-    let env = |name: &str| {
-        vec![
-            ("DATABASE_URL", database.url.clone()),
-            (
-                "GANTRY_SECRET_KEY_FILE",
-                keys.path().join("secret.key").display().to_string(),
-            ),
-            ("GANTRY_RUNNER_REPLICA", name.to_string()),
-            ("GANTRY_RUNNER_LEASE", "10s".to_string()),
-        ]
-    };
-    let names = ["r0", "r1", "r2"];
-    let data: Vec<_> = (0..3)
-        .map(|_| tempfile::tempdir().expect("tempdir"))
-        .collect();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let token = admin_token_with(data[0].path(), &env(names[0]));
-    let start = |i: usize| {
-        Server::start_with(
-            data[i].path(),
-            &pipeline.path(),
-            ports[i],
-            &token,
-            &env(names[i]),
-        )
-    };
-    let mut replicas: Vec<Option<Server>> = (0..3).map(|i| Some(start(i))).collect();
-    let registered = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{}/api/v1/clusters", ports[1]))
-        .bearer_auth(&token)
-        .json(&json!({ "name": "dev", "kubeconfig": cluster.kubeconfig("dev") }))
-        .send()
-        .await
-        .expect("register");
-    assert!(registered.status().is_success(), "{registered:?}");
+    let fleet = Fleet::new(&database.url, CLUSTER_PIPELINE, &[]).await;
+    let names = Fleet::NAMES;
+    let mut replicas: Vec<Option<Server>> = (0..3).map(|i| Some(fleet.start(i))).collect();
+    fleet.register_cluster(1).await;
 
     let pool = sqlx::AnyPool::connect(&database.url)
         .await
@@ -261,8 +322,7 @@ async fn a_rolling_restart_during_twenty_pushes_loses_no_push_and_deploys_each_r
     let mut commits = Vec::new();
     let mut restarted: Vec<usize> = Vec::new();
     for n in 0..PUSHES {
-        app.write("VERSION", &format!("{n}\n"));
-        let commit = app.commit(&format!("push {n}"));
+        let commit = fleet.push(n);
         commits.push(commit.clone());
         // Each push is planned before the next: a push is lost only if it
         // never gets a run.
@@ -294,7 +354,7 @@ async fn a_rolling_restart_during_twenty_pushes_loses_no_push_and_deploys_each_r
                 .or_else(|| (0..3).find(|i| !restarted.contains(i)))
                 .expect("a replica left to restart");
             replicas[next].take().expect("running").stop();
-            replicas[next] = Some(start(next));
+            replicas[next] = Some(fleet.start(next));
             restarted.push(next);
         }
     }
@@ -390,7 +450,8 @@ async fn a_rolling_restart_during_twenty_pushes_loses_no_push_and_deploys_each_r
     .await
     .expect("leftovers");
     assert_eq!((deploying, locked), (0, 0), "no deployment or lock left");
-    let web = cluster
+    let web = fleet
+        .cluster
         .store()
         .object("apps", "deployments", "shop-staging", "web")
         .expect("the staging deployment");
@@ -401,4 +462,196 @@ async fn a_rolling_restart_during_twenty_pushes_loses_no_push_and_deploys_each_r
     pool.close().await;
     drop(replicas);
     database.drop_now().await;
+}
+
+const LOAD: usize = 300;
+const LOAD_REPEATS: usize = 60;
+
+/// Sends `LOAD` deliveries (and `LOAD_REPEATS` redeliveries) over `ports`,
+/// four at a time, each until a replica accepts it — as a forge redelivers
+/// what was refused. Counts the accepted ones in `accepted` as it goes;
+/// returns how many attempts were refused or went unanswered.
+async fn deliver_until_accepted(
+    ports: Vec<u16>,
+    signed: Vec<(String, String)>,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> usize {
+    let client = reqwest::Client::new();
+    let mut deliveries: Vec<usize> = (0..LOAD).collect();
+    deliveries.extend((0..LOAD_REPEATS).map(|i| (i * 7) % LOAD));
+    let refusals: Vec<usize> = futures_util::stream::iter(deliveries.into_iter().enumerate())
+        .map(|(k, n)| {
+            let (client, signed, ports, accepted) = (&client, &signed, &ports, &accepted);
+            async move {
+                let deadline = std::time::Instant::now() + MINUTE * 2;
+                let mut refused = 0;
+                for attempt in 0.. {
+                    let port = ports[(k + attempt) % ports.len()];
+                    let status = deliver(client, port, &format!("load-{n}"), &signed[n]).await;
+                    if (200..300).contains(&status) {
+                        accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        break;
+                    }
+                    refused += 1;
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "delivery load-{n} still refused ({status}) after two minutes"
+                    );
+                    // A forge's redelivery comes later, not in a busy loop.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                refused
+            }
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    refusals.into_iter().sum()
+}
+
+// PostgreSQL restarted as a crash restarts it (every connection dropped at
+// once) while two replicas take webhook deliveries and run a step: the
+// replicas carry on by themselves, with no restart of theirs. Every
+// delivery is stored and processed once (a forge redelivers what was
+// refused during the outage), the run goes on and deploys once, every
+// elected loop is held again, and no lock stays held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_under_load_loses_nothing_and_does_nothing_twice() {
+    let postgres = crate::support::postgres_server::PostgresServer::start().await;
+    let flags = tempfile::tempdir().expect("flag dir");
+    let flag = flags.path().join("hold");
+    std::fs::write(&flag, "").expect("flag");
+    // The step writes a line every 0.2 s while it waits: its log is written
+    // through the outage too.
+    let pipeline = format!(
+        "apiVersion: gantry.dev/v1
+image: \"registry.example.com/shop:{{{{ commit }}}}\"
+steps:
+  - {{ name: build, run: \"while [ -f {} ]; do echo waiting; sleep 0.2; done; echo built\" }}
+  - deploy
+",
+        flag.display()
+    );
+    let shown = [(
+        "GANTRY_RUNNER_READ_ONLY_PATHS",
+        flags.path().display().to_string(),
+    )];
+    let fleet = Fleet::new(&postgres.url, &pipeline, &shown).await;
+    let replicas: Vec<Server> = (0..2).map(|i| fleet.start(i)).collect();
+    fleet.register_cluster(0).await;
+    let secret = reqwest::Client::new()
+        .put(format!(
+            "http://127.0.0.1:{}/api/v1/secrets/GITHUB_WEBHOOK_SECRET",
+            replicas[1].port
+        ))
+        .bearer_auth(&fleet.token)
+        .json(&json!({ "value": SECRET }))
+        .send()
+        .await
+        .expect("put");
+    assert!(secret.status().is_success(), "{secret:?}");
+    let commit = fleet.push(0);
+    wait_for("the step to run", MINUTE, || async {
+        crate::support::process::alive(&flag.display().to_string()).then_some(())
+    })
+    .await;
+
+    let source = fleet.app.path();
+    let signed: Vec<(String, String)> = (0..LOAD)
+        .map(|n| signed_push(&source, "latest", &commit, n))
+        .collect();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let load = tokio::spawn(deliver_until_accepted(
+        replicas.iter().map(|r| r.port).collect(),
+        signed,
+        accepted.clone(),
+    ));
+    wait_for("the load to be under way", MINUTE, || async {
+        (accepted.load(std::sync::atomic::Ordering::Relaxed) >= 60).then_some(())
+    })
+    .await;
+    let started = || async {
+        let pool = sqlx::AnyPool::connect(&postgres.url)
+            .await
+            .expect("database");
+        let at: String = sqlx::query_scalar("SELECT pg_postmaster_start_time()::TEXT")
+            .fetch_one(&pool)
+            .await
+            .expect("start time");
+        pool.close().await;
+        at
+    };
+    let before = started().await;
+    tokio::task::block_in_place(|| postgres.restart());
+    assert_ne!(started().await, before, "the server restarted");
+    std::fs::remove_file(&flag).expect("unflag");
+    let refused = load.await.expect("load");
+    let total = LOAD + LOAD_REPEATS;
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::Relaxed), total);
+
+    let pool = sqlx::AnyPool::connect(&postgres.url)
+        .await
+        .expect("database");
+    wait_for("every delivery processed", MINUTE, || async {
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM event_inbox WHERE source = 'github' AND processed_at IS NULL",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("pending");
+        (pending == 0).then_some(())
+    })
+    .await;
+    let (stored, distinct, failed): (i64, i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(DISTINCT delivery_id), COUNT(error) FROM event_inbox
+         WHERE source = 'github'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("counts");
+    assert_eq!(
+        (stored, distinct, failed),
+        (LOAD as i64, LOAD as i64, 0),
+        "{refused} refusals during the outage"
+    );
+    let run = wait_for("the run to end", MINUTE, || async {
+        let runs = runs_of(&pool, std::slice::from_ref(&commit)).await;
+        runs.iter()
+            .all(|(_, _, state, _)| !matches!(state.as_str(), "queued" | "running"))
+            .then_some(runs)
+    })
+    .await;
+    assert_eq!(run.len(), 1, "{run:?}");
+    let (_, run_id, state, error) = &run[0];
+    assert_eq!((state.as_str(), error.as_str()), ("succeeded", ""));
+    let deployments: Vec<(String,)> =
+        sqlx::query_as("SELECT state FROM deployments WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_all(&pool)
+            .await
+            .expect("deployments");
+    assert_eq!(deployments, [("succeeded".to_string(),)]);
+    let locked: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM environments WHERE locked_by_run IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .expect("locks");
+    assert_eq!(locked, 0, "no lock left");
+    // Every elected loop is held again, by one live replica each.
+    wait_for("every loop to be held again", MINUTE, || async {
+        let held: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM singletons
+             WHERE expires_at > (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("singletons");
+        (held == 6).then_some(())
+    })
+    .await;
+    for replica in &replicas {
+        assert_eq!(replica.fetch("/readyz").await.status(), 200);
+    }
+    pool.close().await;
+    drop(replicas);
 }

@@ -4,6 +4,7 @@
 
 pub mod flow;
 pub mod git;
+pub mod postgres_server;
 pub mod process;
 pub mod receiver;
 

@@ -224,3 +224,12 @@ impl Drop for Server {
         }
     }
 }
+
+/// Whether a process whose command line holds `pattern` is running.
+pub fn alive(pattern: &str) -> bool {
+    let output = std::process::Command::new("pgrep")
+        .args(["-f", pattern])
+        .output()
+        .expect("pgrep");
+    !String::from_utf8_lossy(&output.stdout).trim().is_empty()
+}
