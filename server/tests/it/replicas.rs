@@ -255,12 +255,19 @@ impl Fleet {
 
     /// Starts replica `i` (again: same data directory, port and name).
     fn start(&self, i: usize) -> Server {
+        self.start_with(i, &[])
+    }
+
+    /// `start`, with more environment variables for this replica.
+    fn start_with(&self, i: usize, more: &[(&'static str, String)]) -> Server {
+        let mut env = self.env(i);
+        env.extend(more.iter().cloned());
         Server::start_with(
             self.data[i].path(),
             &self.pipeline.path(),
             self.ports[i],
             &self.token,
-            &self.env(i),
+            &env,
         )
     }
 
@@ -654,4 +661,166 @@ steps:
     }
     pool.close().await;
     drop(replicas);
+}
+
+/// A pipeline whose build holds while `flag` exists, writing a line every
+/// 0.2 s (so its log is written all along), then deploys.
+fn held_pipeline(flag: &std::path::Path) -> String {
+    format!(
+        "apiVersion: gantry.dev/v1
+image: \"registry.example.com/shop:{{{{ commit }}}}\"
+steps:
+  - {{ name: build, run: \"while [ -f {} ]; do echo waiting; sleep 0.2; done; echo built\" }}
+  - deploy
+",
+        flag.display()
+    )
+}
+
+/// libfaketime, which shifts a process's wall clock (LD_PRELOAD).
+fn faketime_library() -> String {
+    let found = std::fs::read_dir("/usr/lib")
+        .expect("/usr/lib")
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.path().join("faketime/libfaketime.so.1"))
+        .find(|path| path.is_file())
+        .expect("libfaketime (./x test installs it)");
+    found.display().to_string()
+}
+
+/// The holders of the elected loops.
+async fn loop_holders(pool: &sqlx::AnyPool) -> Vec<String> {
+    sqlx::query_scalar("SELECT holder FROM singletons ORDER BY name")
+        .fetch_all(pool)
+        .await
+        .expect("singletons")
+}
+
+// A replica whose clock is 10 s ahead — more than a lease (6 s) — takes
+// neither a live run nor a loop from the replica that holds them: leases
+// are stamped and judged in the database's clock. When that replica dies,
+// it takes both over a lease later, and the run's history says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_clock_is_ten_seconds_ahead_takes_nothing_early() {
+    let database = crate::support::PostgresDatabase::create().await;
+    let flags = tempfile::tempdir().expect("flag dir");
+    let flag = flags.path().join("hold");
+    std::fs::write(&flag, "").expect("flag");
+    let extra = [
+        (
+            "GANTRY_RUNNER_READ_ONLY_PATHS",
+            flags.path().display().to_string(),
+        ),
+        ("GANTRY_RUNNER_LEASE", "6s".to_string()),
+    ];
+    let fleet = Fleet::new(&database.url, &held_pipeline(&flag), &extra).await;
+    let punctual = fleet.start(0);
+    fleet.register_cluster(0).await;
+    let commit = fleet.push(0);
+    wait_for("the step to run", MINUTE, || async {
+        crate::support::process::alive(&flag.display().to_string()).then_some(())
+    })
+    .await;
+    let pool = sqlx::AnyPool::connect(&database.url)
+        .await
+        .expect("database");
+    let owner = loop_holders(&pool).await;
+    assert_eq!(owner.len(), 6, "{owner:?}");
+
+    let ahead = fleet.start_with(
+        1,
+        &[
+            ("LD_PRELOAD", faketime_library()),
+            ("FAKETIME", "+10s".to_string()),
+            // Timers and timeouts run on the true monotonic clock.
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_string()),
+        ],
+    );
+    // Its clock is off: the date its HTTP answers carry is 10 s ahead.
+    let date = ahead.fetch("/readyz").await.headers()["date"]
+        .to_str()
+        .expect("date")
+        .to_string();
+    let said = chrono::DateTime::parse_from_rfc2822(&date).expect("an HTTP date");
+    let skew = said.signed_duration_since(chrono::Utc::now());
+    assert!(skew.num_seconds() >= 8, "{skew:?} ({date})");
+
+    // Three leases of renewals by the punctual replica, watched in the
+    // database; the one ahead checks for expired leases every 2 s.
+    let heartbeat = |pool: &sqlx::AnyPool| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<i64>>(
+                "SELECT heartbeat_at FROM runs WHERE state = 'running'",
+            )
+            .fetch_one(&pool)
+            .await
+            .expect("heartbeat")
+            .expect("renewed")
+        }
+    };
+    let first = heartbeat(&pool).await;
+    wait_for("three leases of renewals", MINUTE, || async {
+        (heartbeat(&pool).await >= first + 18_000).then_some(())
+    })
+    .await;
+    let (attempt, runner): (i64, String) =
+        sqlx::query_as("SELECT attempt, runner_id FROM runs WHERE commit_sha = $1")
+            .bind(&commit)
+            .fetch_one(&pool)
+            .await
+            .expect("run");
+    assert_eq!(attempt, 1, "the live run was not taken");
+    assert!(runner.starts_with("r0-"), "{runner}");
+    assert_eq!(loop_holders(&pool).await, owner, "no loop was taken");
+
+    // The punctual replica dies: the one ahead takes over a lease later.
+    punctual.kill();
+    let taken = wait_for("the run to be taken over", MINUTE, || async {
+        sqlx::query_as::<_, (i64, String)>(
+            "SELECT attempt, runner_id FROM runs WHERE commit_sha = $1 AND state = 'running'",
+        )
+        .bind(&commit)
+        .fetch_optional(&pool)
+        .await
+        .expect("run")
+        .filter(|(attempt, _)| *attempt == 2)
+    })
+    .await;
+    assert!(taken.1.starts_with("r1-"), "{taken:?}");
+    std::fs::remove_file(&flag).expect("unflag");
+    let (state, error): (String, Option<String>) = wait_for("the run to end", MINUTE, || async {
+        sqlx::query_as::<_, (String, Option<String>)>(
+            "SELECT state, error FROM runs WHERE commit_sha = $1",
+        )
+        .bind(&commit)
+        .fetch_one(&pool)
+        .await
+        .ok()
+        .filter(|(state, _)| state != "running" && state != "queued")
+    })
+    .await;
+    assert_eq!((state.as_str(), error), ("succeeded", None));
+    let interrupted: String = sqlx::query_scalar(
+        "SELECT interrupted FROM run_attempts a JOIN runs r ON r.id = a.run_id
+         WHERE r.commit_sha = $1 AND a.attempt = 1",
+    )
+    .bind(&commit)
+    .fetch_one(&pool)
+    .await
+    .expect("attempt 1");
+    assert!(
+        interrupted.starts_with(
+            "its replica stopped renewing the run's lease (6s); taken over by replica r1-"
+        ),
+        "{interrupted}"
+    );
+    wait_for("the loops to fail over", MINUTE, || async {
+        let holders = loop_holders(&pool).await;
+        (holders.len() == 6 && holders.iter().all(|h| h.starts_with("r1-"))).then_some(())
+    })
+    .await;
+    pool.close().await;
+    drop(ahead);
+    database.drop_now().await;
 }
