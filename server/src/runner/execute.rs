@@ -74,7 +74,19 @@ pub async fn execute(app: Arc<App>, run: RunRow) {
             _ => (RunState::Cancelled, Some("cancelled".to_string())),
         },
     };
-    match finish(&app, &run, state, error.as_deref(), now).await {
+    // Retried for up to a lease: a database that is briefly away must not
+    // leave a finished run to be taken over and run again.
+    let deadline = tokio::time::Instant::now() + app.config.runner_lease;
+    let finished = loop {
+        match finish(&app, &run, state, error.as_deref(), now).await {
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(run = run.id, %error, "cannot record the end of a run yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            other => break other,
+        }
+    };
+    match finished {
         Ok(true) => {}
         // Nothing else ends a running run: another replica took it over
         // (this one lost the database for longer than a lease), and its
@@ -90,7 +102,14 @@ pub async fn execute(app: Arc<App>, run: RunRow) {
             app.events.close(run.id);
             return;
         }
-        Err(error) => tracing::error!(run = run.id, %error, "cannot record the end of a run"),
+        // Unknown: whether this replica still holds the run. Its lease
+        // settles that (taken over and resumed elsewhere); announcing an
+        // end that was never recorded would be wrong either way.
+        Err(error) => {
+            tracing::error!(run = run.id, %error, "cannot record the end of a run");
+            app.events.close(run.id);
+            return;
+        }
     }
     crate::notify::run_ended(&app.notifier(), run.id, state, error.as_deref()).await;
     report::status(

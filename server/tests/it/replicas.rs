@@ -824,3 +824,146 @@ async fn a_replica_whose_clock_is_ten_seconds_ahead_takes_nothing_early() {
     drop(ahead);
     database.drop_now().await;
 }
+
+// A replica cut from the database — every connection dropped, new ones
+// refused — for longer than a lease says it is not ready, and the other
+// replica takes its run and its loops over a lease later. When the link
+// comes back, the cut replica finds it lost them: it stops its step and
+// its loops and writes nothing over the attempt that took over. The run
+// deploys once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_cut_from_the_database_loses_its_run_and_loops_and_writes_nothing_after() {
+    let database = crate::support::PostgresDatabase::create().await;
+    let flags = tempfile::tempdir().expect("flag dir");
+    let flag = flags.path().join("hold");
+    std::fs::write(&flag, "").expect("flag");
+    let extra = [
+        (
+            "GANTRY_RUNNER_READ_ONLY_PATHS",
+            flags.path().display().to_string(),
+        ),
+        ("GANTRY_RUNNER_LEASE", "6s".to_string()),
+    ];
+    let fleet = Fleet::new(&database.url, &held_pipeline(&flag), &extra).await;
+    let link = crate::support::database_link::DatabaseLink::for_url(&database.url).await;
+    let cut = fleet.start_with(1, &[("DATABASE_URL", link.url(&database.url))]);
+    fleet.register_cluster(1).await;
+    let commit = fleet.push(0);
+    wait_for("the step to run", MINUTE, || async {
+        crate::support::process::alive(&flag.display().to_string()).then_some(())
+    })
+    .await;
+    let pool = sqlx::AnyPool::connect(&database.url)
+        .await
+        .expect("database");
+    let on = |replica: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let holders = loop_holders(&pool).await;
+            (holders.len() == 6 && holders.iter().all(|h| h.starts_with(replica))).then_some(())
+        }
+    };
+    wait_for("the cut replica to hold every loop", MINUTE, || on("r1-")).await;
+    let run_id: i64 = sqlx::query_scalar("SELECT id FROM runs WHERE commit_sha = $1")
+        .bind(&commit)
+        .fetch_one(&pool)
+        .await
+        .expect("run");
+    let other = fleet.start(0);
+
+    link.cut();
+    wait_for("the cut replica to say it is not ready", MINUTE, || async {
+        (cut.fetch("/readyz").await.status() == 503).then_some(())
+    })
+    .await;
+    wait_for("the other replica to take the run over", MINUTE, || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT runner_id FROM runs WHERE id = $1 AND state = 'running' AND attempt = 2",
+        )
+        .bind(run_id)
+        .fetch_optional(&pool)
+        .await
+        .expect("run")
+        .filter(|runner| runner.starts_with("r0-"))
+    })
+    .await;
+    wait_for("the other replica to hold every loop", MINUTE, || on("r0-")).await;
+
+    link.restore();
+    // The cut replica's attempt ends (its workspace is gone) and it holds
+    // no loop, by its own account.
+    let workspace = fleet.data[1]
+        .path()
+        .join("data")
+        .join("work")
+        .join(format!("run-{run_id}-1"));
+    wait_for("the cut replica to stop its attempt", MINUTE, || async {
+        (!workspace.exists()).then_some(())
+    })
+    .await;
+    wait_for("the cut replica to give its loops up", MINUTE, || async {
+        let metrics = cut.text("/metrics").await;
+        let held: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("gantry_singleton_held{"))
+            .collect();
+        (held.len() == 6 && held.iter().all(|l| l.ends_with(" 0"))).then_some(())
+    })
+    .await;
+    assert_eq!(cut.fetch("/readyz").await.status(), 200);
+
+    std::fs::remove_file(&flag).expect("unflag");
+    let (state, error): (String, Option<String>) = wait_for("the run to end", MINUTE, || async {
+        sqlx::query_as::<_, (String, Option<String>)>("SELECT state, error FROM runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_one(&pool)
+            .await
+            .ok()
+            .filter(|(state, _)| state != "running" && state != "queued")
+    })
+    .await;
+    assert_eq!((state.as_str(), error), ("succeeded", None));
+    let attempts: Vec<(i64, String, Option<String>)> = sqlx::query_as(
+        "SELECT attempt, runner_id, interrupted FROM run_attempts WHERE run_id = $1 ORDER BY attempt",
+    )
+    .bind(run_id)
+    .fetch_all(&pool)
+    .await
+    .expect("attempts");
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert!(attempts[0].1.starts_with("r1-"), "{attempts:?}");
+    assert!(
+        attempts[0]
+            .2
+            .as_deref()
+            .is_some_and(|why| why.starts_with("its replica stopped renewing the run's lease")),
+        "{attempts:?}"
+    );
+    assert!(
+        attempts[1].1.starts_with("r0-") && attempts[1].2.is_none(),
+        "{attempts:?}"
+    );
+    // Every step is the second attempt's, and succeeded.
+    let steps: Vec<(i64, String)> =
+        sqlx::query_as("SELECT attempt, state FROM steps WHERE run_id = $1 ORDER BY position")
+            .bind(run_id)
+            .fetch_all(&pool)
+            .await
+            .expect("steps");
+    assert!(
+        steps
+            .iter()
+            .all(|(attempt, state)| *attempt == 2 && state == "succeeded"),
+        "{steps:?}"
+    );
+    let deployments: Vec<(String,)> =
+        sqlx::query_as("SELECT state FROM deployments WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_all(&pool)
+            .await
+            .expect("deployments");
+    assert_eq!(deployments, [("succeeded".to_string(),)]);
+    pool.close().await;
+    drop((cut, other));
+    database.drop_now().await;
+}

@@ -2,6 +2,7 @@
 //! file in a temp dir, or a PostgreSQL database created for the test and
 //! dropped after it. `on_both!` runs one test body against each.
 
+pub mod database_link;
 pub mod flow;
 pub mod git;
 pub mod postgres_server;
