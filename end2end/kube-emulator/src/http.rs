@@ -795,7 +795,14 @@ fn watch(
         .unwrap_or(0);
     let resource = target.resource.clone();
     let namespace = target.namespace.clone();
-    let events = store.subscribe();
+    let Ok((kept, events)) = store.watch_from(since) else {
+        return ApiError {
+            code: 410,
+            reason: "Expired",
+            message: format!("too old resource version: {since}"),
+        }
+        .into_response();
+    };
 
     let mut first: Vec<Value> = Vec::new();
     if initial {
@@ -821,20 +828,30 @@ fn watch(
         first.push(bookmark(&resource, store.resource_version(), true));
     }
     let kind_resource = resource.clone();
+    let wanted = move |event: &crate::store::WatchEvent| {
+        event.key.group == kind_resource.group
+            && event.key.plural == kind_resource.plural
+            && (namespace.is_empty() || event.key.namespace == namespace)
+            && event.object["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(u64::MAX)
+                > since
+            && labels.matches_labels(&event.object)
+            && fields.matches_fields(&event.object)
+    };
+    let line =
+        |event: crate::store::WatchEvent| json!({ "type": event.kind, "object": event.object });
+    // From a resourceVersion, what happened since it comes first (the
+    // events between a client's list and its watch: a reflector that
+    // missed them would wait forever); initial events already stand for
+    // the present state.
+    if !initial && since > 0 {
+        first.extend(kept.into_iter().filter(|e| wanted(e)).map(line));
+    }
     let live = BroadcastStream::new(events).filter_map(move |event| {
-        let keep = event.ok().filter(|event| {
-            event.key.group == kind_resource.group
-                && event.key.plural == kind_resource.plural
-                && (namespace.is_empty() || event.key.namespace == namespace)
-                && event.object["metadata"]["resourceVersion"]
-                    .as_str()
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(u64::MAX)
-                    > since
-                && labels.matches_labels(&event.object)
-                && fields.matches_fields(&event.object)
-        });
-        std::future::ready(keep.map(|event| json!({ "type": event.kind, "object": event.object })))
+        let keep = event.ok().filter(|event| wanted(event));
+        std::future::ready(keep.map(line))
     });
     let ticker_store = store.clone();
     let ticks =

@@ -86,6 +86,27 @@ struct Inner {
     resources: Vec<Resource>,
     objects: BTreeMap<Key, Entry>,
     version: u64,
+    /// The latest events, as a real apiserver's watch cache keeps them: a
+    /// watch from a resourceVersion gets every event after it, also those
+    /// between the client's list and its watch request.
+    history: std::collections::VecDeque<WatchEvent>,
+    /// The resourceVersion of the newest event no longer kept (0: none).
+    forgotten: u64,
+}
+
+/// Events kept for watches that start from an earlier resourceVersion.
+const HISTORY: usize = 10_000;
+
+/// A watch from a resourceVersion older than the events kept: a real
+/// server answers 410 Gone and the client lists again.
+#[derive(Debug)]
+pub struct TooOld;
+
+fn version_of(event: &WatchEvent) -> u64 {
+    event.object["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 pub struct Store {
@@ -176,6 +197,8 @@ impl Store {
         let (events, _) = broadcast::channel(4096);
         let rollout = options.rollout;
         let mut inner = Inner {
+            history: std::collections::VecDeque::new(),
+            forgotten: 0,
             resources: resources::builtins(),
             objects: BTreeMap::new(),
             version: 1,
@@ -249,8 +272,35 @@ impl Store {
         *lock(&self.denied) = denied;
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<WatchEvent> {
-        self.events.subscribe()
+    /// The events after resourceVersion `since` that were kept, and the
+    /// ones to come — taken together, so none falls between the two.
+    pub fn watch_from(
+        &self,
+        since: u64,
+    ) -> Result<(Vec<WatchEvent>, broadcast::Receiver<WatchEvent>), TooOld> {
+        let inner = lock(&self.inner);
+        if since < inner.forgotten {
+            return Err(TooOld);
+        }
+        let kept = inner
+            .history
+            .iter()
+            .filter(|event| version_of(event) > since)
+            .cloned()
+            .collect();
+        Ok((kept, self.events.subscribe()))
+    }
+
+    /// Sends an event to the watches, and keeps it for later ones; called
+    /// with the store locked, so events are kept in the order sent.
+    fn publish(&self, inner: &mut Inner, event: WatchEvent) {
+        if inner.history.len() == HISTORY
+            && let Some(oldest) = inner.history.pop_front()
+        {
+            inner.forgotten = version_of(&oldest);
+        }
+        inner.history.push_back(event.clone());
+        let _ = self.events.send(event);
     }
 
     pub fn resource_version(&self) -> u64 {
@@ -485,11 +535,14 @@ impl Store {
                 inner.resources.push(custom);
             }
         }
-        let _ = self.events.send(WatchEvent {
-            kind: if created { "ADDED" } else { "MODIFIED" },
-            key,
-            object: object.clone(),
-        });
+        self.publish(
+            inner,
+            WatchEvent {
+                kind: if created { "ADDED" } else { "MODIFIED" },
+                key,
+                object: object.clone(),
+            },
+        );
         Written { object, created }
     }
 
@@ -711,22 +764,28 @@ impl Store {
                     spec_changed: Instant::now(),
                 },
             );
-            let _ = self.events.send(WatchEvent {
-                kind: "MODIFIED",
-                key,
-                object: object.clone(),
-            });
+            self.publish(
+                &mut inner,
+                WatchEvent {
+                    kind: "MODIFIED",
+                    key,
+                    object: object.clone(),
+                },
+            );
             return Ok(object);
         }
         inner.objects.remove(&key);
         inner.version += 1;
         let mut object = entry.object;
         object["metadata"]["resourceVersion"] = json!(inner.version.to_string());
-        let _ = self.events.send(WatchEvent {
-            kind: "DELETED",
-            key,
-            object: object.clone(),
-        });
+        self.publish(
+            &mut inner,
+            WatchEvent {
+                kind: "DELETED",
+                key,
+                object: object.clone(),
+            },
+        );
         Ok(object)
     }
 
@@ -761,11 +820,14 @@ impl Store {
                     inner.version += 1;
                     let mut object = entry.object;
                     object["metadata"]["resourceVersion"] = json!(inner.version.to_string());
-                    let _ = self.events.send(WatchEvent {
-                        kind: "DELETED",
-                        key,
-                        object,
-                    });
+                    self.publish(
+                        &mut inner,
+                        WatchEvent {
+                            kind: "DELETED",
+                            key,
+                            object,
+                        },
+                    );
                 }
             }
         }
@@ -869,11 +931,14 @@ impl Store {
                 ..entry
             },
         );
-        let _ = self.events.send(WatchEvent {
-            kind: "MODIFIED",
-            key: key.clone(),
-            object,
-        });
+        self.publish(
+            &mut inner,
+            WatchEvent {
+                kind: "MODIFIED",
+                key: key.clone(),
+                object,
+            },
+        );
     }
 
     /// Workloads the rollout controller looks after: key, object, and how

@@ -241,6 +241,60 @@ async fn selectors_watch_and_the_rollout_controller() {
     );
 }
 
+// A watch from the resourceVersion a list returned gets what changed
+// between that list and the watch request, as from a real apiserver's
+// watch cache (kubectl's `rollout status` lists, then watches; missing
+// the change in between, it waited out its timeout under load).
+#[tokio::test]
+async fn a_watch_from_a_resource_version_gets_what_changed_since() {
+    let emulator = Emulator::start(Options {
+        rollout: RolloutMode::Never,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let client = client(&emulator).await;
+    let api = deployments(&client, "default");
+    let params = PatchParams::apply("gantry").force();
+    api.patch(
+        "web",
+        &params,
+        &Patch::Apply(deployment("web", json!({"app": "web"}), 1)),
+    )
+    .await
+    .unwrap();
+    let listed = api.list(&ListParams::default()).await.unwrap();
+    let version = listed.metadata.resource_version.clone().unwrap();
+    // Changed after the list, before the watch.
+    api.patch(
+        "web",
+        &params,
+        &Patch::Apply(deployment("web", json!({"app": "web"}), 3)),
+    )
+    .await
+    .unwrap();
+    let mut stream = Box::pin(api.watch(&WatchParams::default(), &version).await.unwrap());
+    use futures_util::StreamExt;
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("an event, not a wait")
+        .unwrap()
+        .unwrap();
+    let WatchEvent::Modified(object) = first else {
+        panic!("wanted the change made after the list: {first:?}");
+    };
+    assert_eq!(object.data["spec"]["replicas"], json!(3));
+    assert!(
+        object
+            .metadata
+            .resource_version
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > version.parse::<u64>().unwrap()
+    );
+}
+
 #[tokio::test]
 async fn deleting_a_namespace_deletes_what_is_in_it() {
     let emulator = Emulator::start(Options::default()).await.unwrap();

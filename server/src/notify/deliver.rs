@@ -110,7 +110,14 @@ async fn attempt(
         return send_email(url, &settings, &notice).await;
     }
     let secret = values.get(1).map(|(_, v)| v.as_str());
-    let outgoing = render(kind, url, secret, &settings.mentions, &notice, now_millis());
+    let mut outgoing = render(kind, url, secret, &settings.mentions, &notice, now_millis());
+    if kind == ChannelKind::Webhook {
+        // The same on every attempt: a delivery sent again after a crash
+        // (sent, never marked delivered) is told apart from a new one.
+        outgoing
+            .headers
+            .push(("x-gantry-delivery".to_string(), due.id.to_string()));
+    }
     send(client, kind, &outgoing).await
 }
 

@@ -649,3 +649,79 @@ async fn a_replica_that_lost_its_run_stops_and_writes_nothing_over_the_attempt_t
     std::fs::remove_file(&flag).ok();
     app.stop().await;
 }
+
+/// `method` `path` with a JSON body on `server`, as its admin; the status.
+async fn send_json(server: &Server, method: reqwest::Method, path: &str, body: Value) -> u16 {
+    reqwest::Client::new()
+        .request(method, format!("http://127.0.0.1:{}{path}", server.port))
+        .bearer_auth(&server.token)
+        .json(&body)
+        .send()
+        .await
+        .expect("request")
+        .status()
+        .as_u16()
+}
+
+// Gantry killed while a notification is on its way — the receiver has it
+// and has not answered — sends it again after the restart, as the same
+// delivery (its `x-gantry-delivery` id says so, for the receiver to drop
+// it if it did act on the first), and queues it once: nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_interrupted_by_a_kill_is_sent_again_as_the_same_delivery() {
+    let (receiver, base) = crate::support::receiver::Receiver::start().await;
+    receiver.hold("/hook", 1);
+    let data = tempfile::tempdir().expect("tempdir");
+    let repos = Repos::new(crate::support::flow::QUICK_STEPS);
+    let port = free_port();
+    let token = admin_token(data.path());
+    let server = Server::start(data.path(), &repos.pipeline.path(), port, &token);
+    let put = reqwest::Method::PUT;
+    let url = serde_json::json!({ "value": format!("{base}/hook") });
+    assert_eq!(
+        send_json(&server, put.clone(), "/api/v1/secrets/HOOK_URL", url).await,
+        204
+    );
+    let channel = serde_json::json!({ "kind": "webhook", "url_secret": "HOOK_URL",
+        "rules": [{ "events": ["run_failed"] }] });
+    let stored = send_json(&server, put, "/api/v1/channels/hook", channel).await;
+    assert!((200..300).contains(&stored), "{stored}");
+    let test = reqwest::Method::POST;
+    let queued = send_json(
+        &server,
+        test,
+        "/api/v1/channels/hook/test",
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(queued, 202);
+    wait_for("the receiver to get the message", MINUTE, || async {
+        (receiver.at("/hook").len() == 1).then_some(())
+    })
+    .await;
+    server.kill();
+
+    let server = Server::start(data.path(), &repos.pipeline.path(), port, &token);
+    let got = wait_for("the message to be sent again", MINUTE, || async {
+        let got = receiver.at("/hook");
+        (got.len() == 2).then_some(got)
+    })
+    .await;
+    assert_eq!(got[0].body, got[1].body);
+    assert_eq!(got[0].body["event"], "test");
+    let id = |n: usize| {
+        got[n].headers["x-gantry-delivery"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(id(0), id(1), "the same delivery");
+    let log = wait_for("the delivery to be logged delivered", MINUTE, || async {
+        let log = server.get("/api/v1/channels/hook/deliveries").await;
+        (log[0]["state"] == "delivered").then_some(log)
+    })
+    .await;
+    assert_eq!(log.as_array().unwrap().len(), 1, "queued once: {log}");
+    assert_eq!(log[0]["id"].to_string(), id(0), "{log}");
+    drop(server);
+}

@@ -25,6 +25,8 @@ pub struct Receiver {
     received: Mutex<Vec<Received>>,
     /// Paths that answer 500 this many more times (`usize::MAX`: always).
     failing: Mutex<Vec<(String, usize)>>,
+    /// Paths whose next requests are recorded and never answered.
+    holding: Mutex<Vec<(String, usize)>>,
 }
 
 impl Receiver {
@@ -45,6 +47,12 @@ impl Receiver {
 
     pub fn fail(&self, path: &str, times: usize) {
         self.failing.lock().unwrap().push((path.to_string(), times));
+    }
+
+    /// The next `times` requests to `path` are recorded and never
+    /// answered, as a receiver that hangs.
+    pub fn hold(&self, path: &str, times: usize) {
+        self.holding.lock().unwrap().push((path.to_string(), times));
     }
 
     pub fn at(&self, path: &str) -> Vec<Received> {
@@ -73,6 +81,19 @@ async fn record(
         headers,
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
     });
+    let held = {
+        let mut holding = receiver.holding.lock().unwrap();
+        match holding.iter_mut().find(|(p, left)| *p == path && *left > 0) {
+            Some((_, left)) => {
+                *left -= 1;
+                true
+            }
+            None => false,
+        }
+    };
+    if held {
+        std::future::pending::<()>().await;
+    }
     let mut failing = receiver.failing.lock().unwrap();
     if let Some((_, left)) = failing.iter_mut().find(|(p, left)| *p == path && *left > 0) {
         if *left != usize::MAX {
