@@ -98,9 +98,10 @@ async fn take_over_expired(app: &App) -> anyhow::Result<usize> {
     take_over(app, Orphans::LeaseExpired(lease_ms), &reason).await
 }
 
-/// As a replica shuts down (PostgreSQL): its running runs are queued again
-/// at once, for another replica to resume, instead of a lease later. Their
-/// executors find the run gone at their next write and stop, writing
+/// As a replica shuts down (PostgreSQL; its runner has stopped claiming):
+/// its running runs are queued again at once, for another replica to
+/// resume, instead of a lease later. Then their executors are told to stop
+/// (`App::handed_over`); none holds its run any more, so they write
 /// nothing. SQLite keeps them: the one process resumes them in place when
 /// it starts again, with their workspaces.
 pub async fn hand_over(app: &App) -> anyhow::Result<usize> {
@@ -108,7 +109,9 @@ pub async fn hand_over(app: &App) -> anyhow::Result<usize> {
         return Ok(0);
     }
     let reason = format!("its replica {} shut down and handed it over", app.runner_id);
-    take_over(app, Orphans::Of(&app.runner_id), &reason).await
+    let handed = take_over(app, Orphans::Of(&app.runner_id), &reason).await;
+    app.handed_over.cancel();
+    handed
 }
 
 /// A run interrupted this many times is not resumed again: something in
@@ -129,8 +132,6 @@ async fn take_over(app: &App, which: Orphans<'_>, reason: &str) -> anyhow::Resul
     if expired.is_empty() {
         return Ok(0);
     }
-    // Read once: the deployments of the runs taken over below.
-    let deploying = db::deployments::list_deploying(pool).await?;
     for run in expired {
         let now = now_millis();
         let newer = db::runs::list_unfinished_for_environment(pool, run.environment_id)
@@ -190,6 +191,9 @@ async fn take_over(app: &App, which: Orphans<'_>, reason: &str) -> anyhow::Resul
                 run.id
             ),
         };
+        // Read once the run is taken, not before: a deployment its replica
+        // began meanwhile is concluded too.
+        let deploying = db::deployments::list_deploying(&mut *tx).await?;
         for deployment in deploying.iter().filter(|d| d.run_id == Some(run.id)) {
             crate::deploy::lifecycle::abandon(&mut tx, deployment, &detail, now).await?;
         }

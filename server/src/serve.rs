@@ -51,24 +51,28 @@ pub async fn serve_with(config: Config, started: impl FnOnce(Arc<App>)) -> anyho
 
     let router = build_app(state.clone());
     started(state.0.clone());
+    let stopping = state.0.clone();
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        // At the signal, not after the HTTP drain (an open live stream can
+        // hold that until the process is killed): no more claims, then
+        // another replica resumes this one's runs now, not a lease from
+        // now (a rolling restart waits for no lease).
+        stopping.draining.cancel();
+        match crate::recovery::hand_over(&stopping).await {
+            Ok(0) => {}
+            Ok(handed) => tracing::info!(handed, "handed running runs over to the other replicas"),
+            Err(error) => tracing::warn!(%error, "cannot hand runs over; they are taken over once their lease expires"),
+        }
+    })
     .await
     .context("serving HTTP")?;
 
     tracing::info!("shutting down");
-    // Before the loops stop: another replica resumes this one's runs now,
-    // not a lease from now (a rolling restart waits for no lease).
-    match crate::recovery::hand_over(&state).await {
-        Ok(0) => {}
-        Ok(handed) => tracing::info!(handed, "handed running runs over to the other replicas"),
-        Err(error) => {
-            tracing::warn!(%error, "cannot hand runs over; they are taken over once their lease expires")
-        }
-    }
     state.stop().await;
     for task in background {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;

@@ -49,6 +49,11 @@ pub struct App {
     pub singletons: crate::flow::singletons::Singletons,
     /// Tells background loops to stop.
     pub shutdown: CancellationToken,
+    /// This replica is stopping: its runner claims no more runs.
+    pub draining: CancellationToken,
+    /// Its running runs were handed over to the other replicas
+    /// (`recovery::hand_over`): their executors stop, writing nothing.
+    pub handed_over: CancellationToken,
     /// This process, in the runs it claims.
     pub runner_id: String,
     /// Marks every child process of this data directory (see `recovery`).
@@ -132,6 +137,8 @@ impl App {
             clock: crate::clock::Clock::default(),
             singletons: crate::flow::singletons::Singletons::default(),
             shutdown: CancellationToken::new(),
+            draining: CancellationToken::new(),
+            handed_over: CancellationToken::new(),
             runner_id,
             instance_tag,
             config,

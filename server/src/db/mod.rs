@@ -295,6 +295,21 @@ pub(crate) fn now_sql(backend: Backend) -> &'static str {
     }
 }
 
+/// Whether `error` is the database being away for a moment — a restart, a
+/// dropped connection, a server still starting — rather than a refusal:
+/// worth trying again shortly.
+pub fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
+        // Connection exceptions (08) and operator intervention (57P: the
+        // server shutting down or starting up).
+        sqlx::Error::Database(error) => error
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
+    }
+}
+
 pub fn now_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

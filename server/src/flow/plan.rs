@@ -147,6 +147,18 @@ async fn on_push(app: &App, event: BranchEvent) -> Result<(), super::FlowError> 
     };
     let now = now_millis();
     let mut tx = app.db.begin().await?;
+    // The same commit of the branch already on its way to this environment
+    // — its branch event seen twice, as when a scan is retried after the
+    // database went away — is not planned again (that would supersede the
+    // run that is deploying it).
+    if db::runs::list_unfinished_for_environment(&mut *tx, env.id)
+        .await?
+        .iter()
+        .any(|run| run.commit_sha == sha && run.branch == event.branch)
+    {
+        tracing::info!(app = %app_row.name, env = %env.name, commit = %sha, "already planned; not again");
+        return Ok(());
+    }
     let run_id = db::runs::insert(
         &mut *tx,
         &NewRun {

@@ -56,6 +56,19 @@ pub async fn execute(app: Arc<App>, run: RunRow) {
     report::comment(&app, run.id);
     let ending = match run_steps(&app, &run, &workspace, &cancel).await {
         Ok(ending) => ending,
+        // The shared database went away mid-run (a restart, a cut): what
+        // this attempt did is not all recorded, so it is not ended here.
+        // Its lease runs out and the run resumes as its next attempt, here
+        // or on another replica. (SQLite is this process's own file.)
+        Err(RunError::Db(error))
+            if db::is_transient(&error) && app.db.backend() != db::Backend::Sqlite =>
+        {
+            tracing::warn!(run = run.id, attempt = run.attempt, %error, "the database went away mid-run; leaving the run to its lease");
+            watcher.abort();
+            workspace.remove().await;
+            app.events.close(run.id);
+            return;
+        }
         Err(error) => Ending::Failed(format!("gantry could not run the pipeline: {error}")),
     };
     watcher.abort();
@@ -180,7 +193,15 @@ async fn watch_cancel(
         .max(1);
     let mut ticks = 0u64;
     loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            // Handed over as this replica stops: the run is another's now.
+            () = app.handed_over.cancelled() => {
+                lost.store(true, Ordering::Relaxed);
+                cancel.cancel();
+                return;
+            }
+        }
         ticks += 1;
         if matches!(
             db::runs::cancel_state(app.db.pool(), run_id).await,

@@ -86,6 +86,10 @@ impl RunEvents {
     }
 }
 
+/// How long a step's log waits for a database that went away.
+const OUTAGE: std::time::Duration = std::time::Duration::from_secs(30);
+const RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Collects one step's output.
 pub struct LogSink<'a> {
     db: &'a Db,
@@ -163,9 +167,20 @@ impl<'a> LogSink<'a> {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        if !self.resumed {
-            self.seq = db::steps::last_seq(self.db.pool(), self.step_id).await?;
-            self.resumed = true;
+        // A database away for a moment (a restart, a dropped connection)
+        // does not fail the step: the chunk is written once it is back.
+        let deadline = tokio::time::Instant::now() + OUTAGE;
+        let away =
+            |error: &sqlx::Error| db::is_transient(error) && tokio::time::Instant::now() < deadline;
+        while !self.resumed {
+            match db::steps::last_seq(self.db.pool(), self.step_id).await {
+                Ok(seq) => {
+                    self.seq = seq;
+                    self.resumed = true;
+                }
+                Err(error) if away(&error) => tokio::time::sleep(RETRY).await,
+                Err(error) => return Err(error),
+            }
         }
         let text = std::mem::take(&mut self.buffer);
         // A replica that lost this run may still write a chunk or two of
@@ -181,6 +196,10 @@ impl<'a> LogSink<'a> {
                 Err(sqlx::Error::Database(error)) if error.is_unique_violation() && tries < 3 => {
                     tries += 1;
                     self.seq = db::steps::last_seq(self.db.pool(), self.step_id).await?;
+                }
+                Err(error) if away(&error) => {
+                    self.seq -= 1;
+                    tokio::time::sleep(RETRY).await;
                 }
                 Err(error) => return Err(error),
             }

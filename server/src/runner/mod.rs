@@ -50,11 +50,15 @@ pub async fn run_loop(app: Arc<App>) {
         // Take a slot before claiming, so a claimed run always starts.
         let permit = tokio::select! {
             () = app.shutdown.cancelled() => return,
+            () = app.draining.cancelled() => return,
             permit = slots.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => return,
             },
         };
+        if app.draining.is_cancelled() {
+            return;
+        }
         match db::runs::claim_next(&app.db, &app.runner_id, app.runs_local(), now_millis()).await {
             Ok(Some(run)) => {
                 let app = app.clone();
@@ -73,6 +77,7 @@ pub async fn run_loop(app: Arc<App>) {
         }
         tokio::select! {
             () = app.shutdown.cancelled() => return,
+            () = app.draining.cancelled() => return,
             () = app.flow.runner_wake.notified() => {}
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }

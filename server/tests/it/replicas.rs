@@ -423,18 +423,20 @@ async fn a_rolling_restart_during_twenty_pushes_loses_no_push_and_deploys_each_r
     }
     // The stopped replicas said so in the history of the runs they held.
     let handed: Vec<(i64, i64, String)> = sqlx::query_as(
-        "SELECT run_id, attempt, interrupted FROM run_attempts WHERE interrupted LIKE '%shut down and handed it over%'",
+        "SELECT run_id, attempt, runner_id FROM run_attempts WHERE interrupted LIKE '%shut down and handed it over%'",
     )
     .fetch_all(&pool)
     .await
     .expect("attempts");
     assert!(!handed.is_empty(), "a run was handed over");
-    for (run, attempt, _) in &handed {
+    for (run, attempt, stopping) in &handed {
+        // Not by the replica that was stopping: it claims nothing more.
         let next: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM run_attempts WHERE run_id = $1 AND attempt = $2",
+            "SELECT COUNT(*) FROM run_attempts WHERE run_id = $1 AND attempt = $2 AND runner_id <> $3",
         )
         .bind(run)
         .bind(attempt + 1)
+        .bind(stopping)
         .fetch_one(&pool)
         .await
         .expect("next attempt");
