@@ -48,6 +48,28 @@ async fn deliver(client: &reqwest::Client, port: u16, id: &str, signed: &(String
         .map_or(0, |response| response.status().as_u16())
 }
 
+/// Once no GitHub delivery is pending: how many are stored, how many
+/// distinct ids, how many failed.
+async fn inbox_once_processed(pool: &sqlx::AnyPool) -> (i64, i64, i64) {
+    wait_for("every delivery processed", MINUTE, || async {
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM event_inbox WHERE source = 'github' AND processed_at IS NULL",
+        )
+        .fetch_one(pool)
+        .await
+        .expect("pending");
+        (pending == 0).then_some(())
+    })
+    .await;
+    sqlx::query_as(
+        "SELECT COUNT(*), COUNT(DISTINCT delivery_id), COUNT(error) FROM event_inbox
+         WHERE source = 'github'",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("counts")
+}
+
 // 2,000 signed deliveries spread over the three replicas — a fifth of
 // them redeliveries, often to another replica than the original — are
 // each stored and processed exactly once: one inbox row per delivery id,
@@ -123,23 +145,7 @@ async fn webhooks_spread_over_three_replicas_are_each_processed_once() {
     let pool = sqlx::AnyPool::connect(&database.url)
         .await
         .expect("database");
-    wait_for("every delivery processed", MINUTE, || async {
-        let pending: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM event_inbox WHERE source = 'github' AND processed_at IS NULL",
-        )
-        .fetch_one(&pool)
-        .await
-        .expect("pending");
-        (pending == 0).then_some(())
-    })
-    .await;
-    let (stored, distinct, failed): (i64, i64, i64) = sqlx::query_as(
-        "SELECT COUNT(*), COUNT(DISTINCT delivery_id), COUNT(error) FROM event_inbox
-         WHERE source = 'github'",
-    )
-    .fetch_one(&pool)
-    .await
-    .expect("counts");
+    let (stored, distinct, failed) = inbox_once_processed(&pool).await;
     assert_eq!(
         (stored, distinct, failed),
         (UNIQUE as i64, UNIQUE as i64, 0)
@@ -601,23 +607,7 @@ steps:
     let pool = sqlx::AnyPool::connect(&postgres.url)
         .await
         .expect("database");
-    wait_for("every delivery processed", MINUTE, || async {
-        let pending: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM event_inbox WHERE source = 'github' AND processed_at IS NULL",
-        )
-        .fetch_one(&pool)
-        .await
-        .expect("pending");
-        (pending == 0).then_some(())
-    })
-    .await;
-    let (stored, distinct, failed): (i64, i64, i64) = sqlx::query_as(
-        "SELECT COUNT(*), COUNT(DISTINCT delivery_id), COUNT(error) FROM event_inbox
-         WHERE source = 'github'",
-    )
-    .fetch_one(&pool)
-    .await
-    .expect("counts");
+    let (stored, distinct, failed) = inbox_once_processed(&pool).await;
     assert_eq!(
         (stored, distinct, failed),
         (LOAD as i64, LOAD as i64, 0),
