@@ -533,25 +533,10 @@ async fn deliver_until_accepted(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_under_load_loses_nothing_and_does_nothing_twice() {
     let postgres = crate::support::postgres_server::PostgresServer::start().await;
-    let flags = tempfile::tempdir().expect("flag dir");
-    let flag = flags.path().join("hold");
-    std::fs::write(&flag, "").expect("flag");
     // The step writes a line every 0.2 s while it waits: its log is written
     // through the outage too.
-    let pipeline = format!(
-        "apiVersion: gantry.dev/v1
-image: \"registry.example.com/shop:{{{{ commit }}}}\"
-steps:
-  - {{ name: build, run: \"while [ -f {} ]; do echo waiting; sleep 0.2; done; echo built\" }}
-  - deploy
-",
-        flag.display()
-    );
-    let shown = [(
-        "GANTRY_RUNNER_READ_ONLY_PATHS",
-        flags.path().display().to_string(),
-    )];
-    let fleet = Fleet::new(&postgres.url, &pipeline, &shown).await;
+    let hold = Hold::new();
+    let fleet = Fleet::new(&postgres.url, &hold.pipeline(), &[hold.shown()]).await;
     let replicas: Vec<Server> = (0..2).map(|i| fleet.start(i)).collect();
     fleet.register_cluster(0).await;
     let secret = reqwest::Client::new()
@@ -566,10 +551,7 @@ steps:
         .expect("put");
     assert!(secret.status().is_success(), "{secret:?}");
     let commit = fleet.push(0);
-    wait_for("the step to run", MINUTE, || async {
-        crate::support::process::alive(&flag.display().to_string()).then_some(())
-    })
-    .await;
+    hold.step_running().await;
 
     let source = fleet.app.path();
     let signed: Vec<(String, String)> = (0..LOAD)
@@ -599,7 +581,7 @@ steps:
     let before = started().await;
     tokio::task::block_in_place(|| postgres.restart());
     assert_ne!(started().await, before, "the server restarted");
-    std::fs::remove_file(&flag).expect("unflag");
+    hold.release();
     let refused = load.await.expect("load");
     let total = LOAD + LOAD_REPEATS;
     assert_eq!(accepted.load(std::sync::atomic::Ordering::Relaxed), total);
@@ -655,18 +637,55 @@ steps:
     drop(replicas);
 }
 
-/// A pipeline whose build holds while `flag` exists, writing a line every
-/// 0.2 s (so its log is written all along), then deploys.
-fn held_pipeline(flag: &std::path::Path) -> String {
-    format!(
-        "apiVersion: gantry.dev/v1
+/// A flag file that holds the build step of [`Hold::pipeline`] while it
+/// exists, in a folder shown to sandboxes read-only.
+struct Hold {
+    dir: tempfile::TempDir,
+    flag: std::path::PathBuf,
+}
+
+impl Hold {
+    fn new() -> Hold {
+        let dir = tempfile::tempdir().expect("flag dir");
+        let flag = dir.path().join("hold");
+        std::fs::write(&flag, "").expect("flag");
+        Hold { dir, flag }
+    }
+
+    /// A pipeline whose build holds, writing a line every 0.2 s (so its
+    /// log is written all along), then deploys.
+    fn pipeline(&self) -> String {
+        format!(
+            "apiVersion: gantry.dev/v1
 image: \"registry.example.com/shop:{{{{ commit }}}}\"
 steps:
   - {{ name: build, run: \"while [ -f {} ]; do echo waiting; sleep 0.2; done; echo built\" }}
   - deploy
 ",
-        flag.display()
-    )
+            self.flag.display()
+        )
+    }
+
+    /// What shows the flag's folder to sandboxes.
+    fn shown(&self) -> (&'static str, String) {
+        (
+            "GANTRY_RUNNER_READ_ONLY_PATHS",
+            self.dir.path().display().to_string(),
+        )
+    }
+
+    /// Waits until a held step's process is up.
+    async fn step_running(&self) {
+        let pattern = self.flag.display().to_string();
+        wait_for("the step to run", MINUTE, || async {
+            crate::support::process::alive(&pattern).then_some(())
+        })
+        .await;
+    }
+
+    fn release(&self) {
+        std::fs::remove_file(&self.flag).expect("unflag");
+    }
 }
 
 /// libfaketime, which shifts a process's wall clock (LD_PRELOAD).
@@ -695,24 +714,13 @@ async fn loop_holders(pool: &sqlx::AnyPool) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_whose_clock_is_ten_seconds_ahead_takes_nothing_early() {
     let database = crate::support::PostgresDatabase::create().await;
-    let flags = tempfile::tempdir().expect("flag dir");
-    let flag = flags.path().join("hold");
-    std::fs::write(&flag, "").expect("flag");
-    let extra = [
-        (
-            "GANTRY_RUNNER_READ_ONLY_PATHS",
-            flags.path().display().to_string(),
-        ),
-        ("GANTRY_RUNNER_LEASE", "6s".to_string()),
-    ];
-    let fleet = Fleet::new(&database.url, &held_pipeline(&flag), &extra).await;
+    let hold = Hold::new();
+    let extra = [hold.shown(), ("GANTRY_RUNNER_LEASE", "6s".to_string())];
+    let fleet = Fleet::new(&database.url, &hold.pipeline(), &extra).await;
     let punctual = fleet.start(0);
     fleet.register_cluster(0).await;
     let commit = fleet.push(0);
-    wait_for("the step to run", MINUTE, || async {
-        crate::support::process::alive(&flag.display().to_string()).then_some(())
-    })
-    .await;
+    hold.step_running().await;
     let pool = sqlx::AnyPool::connect(&database.url)
         .await
         .expect("database");
@@ -780,7 +788,7 @@ async fn a_replica_whose_clock_is_ten_seconds_ahead_takes_nothing_early() {
     })
     .await;
     assert!(taken.1.starts_with("r1-"), "{taken:?}");
-    std::fs::remove_file(&flag).expect("unflag");
+    hold.release();
     let (state, error): (String, Option<String>) = wait_for("the run to end", MINUTE, || async {
         sqlx::query_as::<_, (String, Option<String>)>(
             "SELECT state, error FROM runs WHERE commit_sha = $1",
@@ -826,25 +834,14 @@ async fn a_replica_whose_clock_is_ten_seconds_ahead_takes_nothing_early() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_cut_from_the_database_loses_its_run_and_loops_and_writes_nothing_after() {
     let database = crate::support::PostgresDatabase::create().await;
-    let flags = tempfile::tempdir().expect("flag dir");
-    let flag = flags.path().join("hold");
-    std::fs::write(&flag, "").expect("flag");
-    let extra = [
-        (
-            "GANTRY_RUNNER_READ_ONLY_PATHS",
-            flags.path().display().to_string(),
-        ),
-        ("GANTRY_RUNNER_LEASE", "6s".to_string()),
-    ];
-    let fleet = Fleet::new(&database.url, &held_pipeline(&flag), &extra).await;
+    let hold = Hold::new();
+    let extra = [hold.shown(), ("GANTRY_RUNNER_LEASE", "6s".to_string())];
+    let fleet = Fleet::new(&database.url, &hold.pipeline(), &extra).await;
     let link = crate::support::database_link::DatabaseLink::for_url(&database.url).await;
     let cut = fleet.start_with(1, &[("DATABASE_URL", link.url(&database.url))]);
     fleet.register_cluster(1).await;
     let commit = fleet.push(0);
-    wait_for("the step to run", MINUTE, || async {
-        crate::support::process::alive(&flag.display().to_string()).then_some(())
-    })
-    .await;
+    hold.step_running().await;
     let pool = sqlx::AnyPool::connect(&database.url)
         .await
         .expect("database");
@@ -904,7 +901,7 @@ async fn a_replica_cut_from_the_database_loses_its_run_and_loops_and_writes_noth
     .await;
     assert_eq!(cut.fetch("/readyz").await.status(), 200);
 
-    std::fs::remove_file(&flag).expect("unflag");
+    hold.release();
     let (state, error): (String, Option<String>) = wait_for("the run to end", MINUTE, || async {
         sqlx::query_as::<_, (String, Option<String>)>("SELECT state, error FROM runs WHERE id = $1")
             .bind(run_id)
