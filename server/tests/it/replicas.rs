@@ -666,6 +666,13 @@ steps:
         )
     }
 
+    /// [`Hold::pipeline`], its build ignoring SIGTERM as a hostile step
+    /// does.
+    fn stubborn_pipeline(&self) -> String {
+        self.pipeline()
+            .replace("run: \"while", "run: \"trap '' TERM; while")
+    }
+
     /// What shows the flag's folder to sandboxes.
     fn shown(&self) -> (&'static str, String) {
         (
@@ -954,5 +961,84 @@ async fn a_replica_cut_from_the_database_loses_its_run_and_loops_and_writes_noth
     assert_eq!(deployments, [("succeeded".to_string(),)]);
     pool.close().await;
     drop((cut, other));
+    database.drop_now().await;
+}
+
+// A replica stopped (SIGTERM) while its step — a hostile one, ignoring
+// SIGTERM — runs: the replica still stops, the run is handed over at once
+// to the other replica, and nothing of the stopped replica's attempt is
+// written over the one that took over: every step is the second
+// attempt's, and the run deploys once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_stopping_under_a_step_that_ignores_sigterm_hands_the_run_over() {
+    let database = crate::support::PostgresDatabase::create().await;
+    let hold = Hold::new();
+    let fleet = Fleet::new(&database.url, &hold.stubborn_pipeline(), &[hold.shown()]).await;
+    let stopping = fleet.start(1);
+    fleet.register_cluster(1).await;
+    let commit = fleet.push(0);
+    hold.step_running().await;
+    let other = fleet.start(0);
+    stopping.stop();
+    let pool = sqlx::AnyPool::connect(&database.url)
+        .await
+        .expect("database");
+    let (run_id, runner): (i64, String) = wait_for("the run to be resumed", MINUTE, || async {
+        sqlx::query_as::<_, (i64, String)>(
+            "SELECT id, runner_id FROM runs WHERE commit_sha = $1 AND state = 'running' AND attempt = 2",
+        )
+        .bind(&commit)
+        .fetch_optional(&pool)
+        .await
+        .expect("run")
+    })
+    .await;
+    assert!(runner.starts_with("r0-"), "{runner}");
+    hold.release();
+    let state: String = wait_for("the run to end", MINUTE, || async {
+        sqlx::query_scalar::<_, String>("SELECT state FROM runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_one(&pool)
+            .await
+            .ok()
+            .filter(|state| state != "running" && state != "queued")
+    })
+    .await;
+    assert_eq!(state, "succeeded");
+    let interrupted: Option<String> = sqlx::query_scalar(
+        "SELECT interrupted FROM run_attempts WHERE run_id = $1 AND attempt = 1",
+    )
+    .bind(run_id)
+    .fetch_one(&pool)
+    .await
+    .expect("attempt 1");
+    assert!(
+        interrupted
+            .as_deref()
+            .is_some_and(|why| why.starts_with("its replica r1-")
+                && why.ends_with("shut down and handed it over")),
+        "{interrupted:?}"
+    );
+    let steps: Vec<(i64, String)> =
+        sqlx::query_as("SELECT attempt, state FROM steps WHERE run_id = $1 ORDER BY position")
+            .bind(run_id)
+            .fetch_all(&pool)
+            .await
+            .expect("steps");
+    assert!(
+        steps
+            .iter()
+            .all(|(attempt, state)| *attempt == 2 && state == "succeeded"),
+        "{steps:?}"
+    );
+    let deployments: Vec<(String,)> =
+        sqlx::query_as("SELECT state FROM deployments WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_all(&pool)
+            .await
+            .expect("deployments");
+    assert_eq!(deployments, [("succeeded".to_string(),)]);
+    pool.close().await;
+    drop(other);
     database.drop_now().await;
 }
