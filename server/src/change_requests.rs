@@ -26,8 +26,8 @@ use crate::gitops::stack::{entry_for, production_branch, staging_branch};
 
 /// Change requests with what they need: the database, the vault (forge
 /// tokens are secrets), the clock and the fresh-sign-in window (approval
-/// policy, freezes), git (merges), the flow (to plan and scan), and
-/// notifications and sharing.
+/// policy, freezes), git (merges) under a lease in the replica's name, the
+/// flow (to plan and scan), and notifications and sharing.
 #[derive(Clone, Copy)]
 pub struct ChangeRequests<'a> {
     pub db: &'a crate::db::Db,
@@ -35,6 +35,10 @@ pub struct ChangeRequests<'a> {
     pub clock: &'a crate::clock::Clock,
     pub reauth_max_age: std::time::Duration,
     pub git: &'a crate::git::GitStore,
+    /// This replica (its runner id): who holds a request's merge lease.
+    pub replica: &'a str,
+    /// How long a merge lease lasts unrenewed (`runner.lease`).
+    pub merge_lease: std::time::Duration,
     pub flow: &'a crate::signals::Signals,
     pub notifier: crate::notify::Notifier<'a>,
     pub sharing: crate::sharing::Sharing<'a>,
@@ -88,7 +92,8 @@ impl crate::error::Classified for ChangeRequestError {
 
 type Result<T> = std::result::Result<T, ChangeRequestError>;
 
-/// One merge at a time: two approvals arriving together must not both merge.
+/// One merge at a time in this process; across replicas, a request is
+/// merged under its lease (`merge_lease`).
 static MERGES: Mutex<()> = Mutex::const_new(());
 
 /// A request with the configuration it is judged by.
@@ -813,6 +818,13 @@ fn after_merge(outcome: &MergeOutcome, source: &str, target: &str) -> Next {
                 sha: sha.clone(),
             }
         }
+        MergeOutcome::Landed { sha } => Next::Merged {
+            detail: format!(
+                "merged into {target} as {}: the merge reached {target} before the replica merging it stopped, and was recorded on retry",
+                short(sha)
+            ),
+            sha: sha.clone(),
+        },
         MergeOutcome::AlreadyMerged { target_sha } => Next::AlreadyMerged {
             sha: target_sha.clone(),
             detail: format!("{target} already contained {source}"),
@@ -846,6 +858,39 @@ fn after_merge(outcome: &MergeOutcome, source: &str, target: &str) -> Next {
 
 pub async fn try_merge(requests: &ChangeRequests<'_>, id: i64, by: &str) -> Result<CrRow> {
     let _one_at_a_time = MERGES.lock().await;
+    let lease = format!("merge:{id}");
+    if !hold_merge_lease(requests, &lease).await? {
+        // Another replica is merging it (or died doing so: its lease
+        // expires and the expiry loop retries).
+        return reload(requests, id).await;
+    }
+    let renewing = async {
+        let mut renew = tokio::time::interval(requests.merge_lease / 3);
+        renew.tick().await;
+        loop {
+            renew.tick().await;
+            if let Err(error) = hold_merge_lease(requests, &lease).await {
+                tracing::warn!(change_request = id, %error, "renewing the merge lease failed");
+            }
+        }
+    };
+    let merged = tokio::select! {
+        merged = merge_if_ready(requests, id, by) => merged,
+        never = renewing => never,
+    };
+    if let Err(error) = db::singletons::release(requests.db, &lease, requests.replica).await {
+        tracing::warn!(change_request = id, %error, "releasing the merge lease failed; it expires");
+    }
+    merged
+}
+
+async fn hold_merge_lease(requests: &ChangeRequests<'_>, lease: &str) -> Result<bool> {
+    let ms = i64::try_from(requests.merge_lease.as_millis()).unwrap_or(i64::MAX);
+    Ok(db::singletons::hold(requests.db, lease, requests.replica, ms).await?)
+}
+
+/// `try_merge` under the request's lease.
+async fn merge_if_ready(requests: &ChangeRequests<'_>, id: i64, by: &str) -> Result<CrRow> {
     let judged = load(requests, id).await?;
     if !judged.row.is_active() {
         return Ok(judged.row);
@@ -878,6 +923,17 @@ pub async fn try_merge(requests: &ChangeRequests<'_>, id: i64, by: &str) -> Resu
         db::change_requests::set_state(pool, id, state, Some(&detail), now_millis()).await?;
         return reload(requests, id).await;
     }
+    // Approved before merging: a replica that dies mid-merge leaves the
+    // request where the expiry loop retries it.
+    let merging = format!("approved; merging into {}", judged.row.target_branch);
+    db::change_requests::set_state(
+        pool,
+        id,
+        ChangeRequestState::Approved,
+        Some(&merging),
+        now_millis(),
+    )
+    .await?;
     // A forge's request is merged by the forge, so it closes there too.
     if judged.row.origin != "native" {
         return merge_on_forge(requests, &judged, id, &head, by).await;
@@ -895,6 +951,7 @@ pub async fn try_merge(requests: &ChangeRequests<'_>, id: i64, by: &str) -> Resu
         target_branch: judged.row.target_branch.clone(),
         strategy: judged.config.merge,
         message,
+        interrupted: judged.row.merge_sha.clone(),
     };
     let record_pool = pool.clone();
     let runtime = tokio::runtime::Handle::current();
@@ -938,8 +995,13 @@ pub async fn try_merge(requests: &ChangeRequests<'_>, id: i64, by: &str) -> Resu
                     ..
                 }
             );
-            let audit =
-                serde_json::json!({ "merge_sha": sha, "fast_forward": fast_forward, "head": head });
+            let landed = matches!(outcome, MergeOutcome::Landed { .. });
+            let audit = serde_json::json!({
+                "merge_sha": sha,
+                "fast_forward": fast_forward,
+                "head": head,
+                "interrupted": landed,
+            });
             record_merge(requests, &judged, id, &sha, by, &detail, &audit, now).await?;
         }
         Next::AlreadyMerged { sha, detail } => {
@@ -970,7 +1032,9 @@ async fn approvers(requests: &ChangeRequests<'_>, id: i64, head: &str) -> Result
     Ok(names)
 }
 
-/// Merges approved requests a freeze held back, once it is over. Periodic.
+/// Merges approved requests that are not merged yet: a freeze held them
+/// back and is over, the merge failed, or the replica merging one died.
+/// Periodic (the expiry loop, on one replica).
 pub async fn merge_thawed(requests: &ChangeRequests<'_>) -> Result<()> {
     for cr in db::change_requests::approved(requests.db.pool()).await? {
         if let Err(error) = try_merge(requests, cr.id, "gantry").await {

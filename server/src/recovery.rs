@@ -205,7 +205,7 @@ async fn take_over(app: &App, which: Orphans<'_>, reason: &str) -> anyhow::Resul
                 crate::deploy::lifecycle::interrupted(env.deployment_id.is_some());
             db::environments::set_state(&mut *tx, env.id, state, Some(detail), now).await?;
         }
-        db::environments::unlock(&mut *tx, run.environment_id, run.id).await?;
+        db::environments::release_lock_of(&mut *tx, run.environment_id, run.id).await?;
         tx.commit().await?;
         match ended {
             Some((state, why)) => tracing::warn!(

@@ -202,6 +202,8 @@ impl App {
             clock: &self.clock,
             reauth_max_age: self.config.reauth_max_age,
             git: &self.git,
+            replica: &self.runner_id,
+            merge_lease: self.config.runner_lease,
             flow: &self.flow,
             notifier: self.notifier(),
             sharing: self.sharing(),

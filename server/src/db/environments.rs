@@ -4,6 +4,7 @@ use app::dto::{EnvironmentState, EnvironmentSummary, PinInfo};
 use sqlx::{Any, Executor, FromRow};
 
 use super::decode_state;
+use super::runs::Holder;
 
 #[derive(Clone, Debug)]
 pub struct NewEnvironment<'a> {
@@ -294,25 +295,53 @@ pub async fn set_ttl<'e>(
         .map(|_| ())
 }
 
-/// Takes the environment's deploy lock for `run_id`; false when another
-/// run holds it.
+/// `holder` still holds its run (`$2` run, `$3` runner, `$4` attempt).
+const HELD: &str = "EXISTS (SELECT 1 FROM runs r WHERE r.id = $2 AND r.runner_id = $3
+                     AND r.attempt = $4 AND r.state = 'running')";
+
+/// Takes the environment's deploy lock for `holder`'s run; false when
+/// another run holds it, or `holder` lost its run.
 pub async fn try_lock<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
-    run_id: i64,
+    holder: Holder<'_>,
 ) -> Result<bool, sqlx::Error> {
-    let result = sqlx::query(
+    let result = sqlx::query(&format!(
         "UPDATE environments SET locked_by_run = $2
-         WHERE id = $1 AND (locked_by_run IS NULL OR locked_by_run = $2)",
-    )
+         WHERE id = $1 AND (locked_by_run IS NULL OR locked_by_run = $2) AND {HELD}"
+    ))
     .bind(id)
-    .bind(run_id)
+    .bind(holder.run_id)
+    .bind(holder.runner)
+    .bind(holder.attempt)
     .execute(exec)
     .await?;
     Ok(result.rows_affected() == 1)
 }
 
+/// Gives the deploy lock up, if `holder` still holds its run: the lock is
+/// the run's, and a replica that lost the run must not release it from
+/// under the attempt that took over.
 pub async fn unlock<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    holder: Holder<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "UPDATE environments SET locked_by_run = NULL
+         WHERE id = $1 AND locked_by_run = $2 AND {HELD}"
+    ))
+    .bind(id)
+    .bind(holder.run_id)
+    .bind(holder.runner)
+    .bind(holder.attempt)
+    .execute(exec)
+    .await
+    .map(|_| ())
+}
+
+/// Drops `run_id`'s deploy lock whoever runs it (a take-over).
+pub async fn release_lock_of<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
     run_id: i64,

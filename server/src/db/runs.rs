@@ -467,6 +467,36 @@ pub async fn take_over(
     Ok(taken.rows_affected() == 1)
 }
 
+/// One attempt of a run, as the replica running it holds it: what that
+/// replica's writes are guarded by, so a replica that lost its run (taken
+/// over after its lease expired) writes nothing over the next attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Holder<'a> {
+    pub run_id: i64,
+    pub runner: &'a str,
+    pub attempt: i64,
+}
+
+/// True while `holder` still holds its run. In a transaction it also locks
+/// the run's row until the transaction ends: on PostgreSQL a take-over of
+/// the run waits for it, and then sees what it wrote.
+pub async fn lock_held<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    holder: Holder<'_>,
+) -> Result<bool, sqlx::Error> {
+    let held = sqlx::query(
+        "UPDATE runs SET attempt = attempt
+         WHERE id = $1 AND runner_id = $2 AND attempt = $3 AND state = $4",
+    )
+    .bind(holder.run_id)
+    .bind(holder.runner)
+    .bind(holder.attempt)
+    .bind(RunState::Running.as_str())
+    .execute(exec)
+    .await?;
+    Ok(held.rows_affected() == 1)
+}
+
 /// Renews the lease of `attempt` of a run, in the database's clock. False
 /// when this replica no longer holds it: another replica took the run
 /// over (this one lost the database for longer than a lease) or it ended.

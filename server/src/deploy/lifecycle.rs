@@ -27,7 +27,9 @@ use super::DeployError;
 use super::cluster::{self, Applied};
 use super::local::{LocalError, LocalManifest, LocalSpec};
 use crate::clusters::ClusterError;
-use crate::db::{self, Db, deployments::NewDeployment, environments::Serving, now_millis};
+use crate::db::{
+    self, Db, deployments::NewDeployment, environments::Serving, now_millis, runs::Holder,
+};
 use crate::delivery::Delivery;
 use crate::gitops::schema::LOCAL_TARGET;
 use crate::manifests::{ObjectRef, Rendered};
@@ -140,7 +142,9 @@ impl Kind<'_> {
 
 /// What begin records.
 pub struct Begin<'a> {
-    pub run_id: Option<i64>,
+    /// The run deploying, as this replica holds it (none for a deployment
+    /// outside a run).
+    pub run: Option<Holder<'a>>,
     pub kind: Kind<'a>,
     pub commit_sha: &'a str,
     pub pipeline_sha: &'a str,
@@ -160,19 +164,30 @@ pub struct Begun {
 }
 
 /// Step 1: records the deployment, opens its ledger entry and marks the
-/// environment deploying, in one transaction.
+/// environment deploying, in one transaction — only while the replica
+/// still holds the run, which it keeps locked meanwhile: a take-over then
+/// sees the deployment and concludes it, and a replica that lost its run
+/// begins nothing.
 pub async fn begin(
     db: &Db,
     subject: &Subject<'_>,
     begin: Begin<'_>,
     now: i64,
-) -> Result<Begun, sqlx::Error> {
+) -> Result<Begun, DeployError> {
     let mut tx = db.begin().await?;
+    if let Some(run) = begin.run
+        && !db::runs::lock_held(&mut *tx, run).await?
+    {
+        return Err(DeployError::Lost {
+            run: run.run_id,
+            attempt: run.attempt,
+        });
+    }
     let deployment_id = db::deployments::insert(
         &mut *tx,
         &NewDeployment {
             environment_id: subject.environment_id,
-            run_id: begin.run_id,
+            run_id: begin.run.map(|run| run.run_id),
             kind: begin.kind.as_str(),
             commit_sha: begin.commit_sha,
             pipeline_sha: begin.pipeline_sha,

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{self, environments::Serving, now_millis};
+use crate::db::{self, environments::Serving, now_millis, runs::Holder};
 use crate::delivery::Delivery;
 use crate::gitops::schema::{AppConfig, LOCAL_TARGET, StackEntry};
 use crate::manifests::{self, RenderContext};
@@ -29,13 +29,19 @@ pub enum DeployError {
     Cancelled,
     #[error("{0}")]
     Failed(String),
+    /// This replica lost the run (another took it over): nothing applied.
+    #[error(
+        "attempt {attempt} of run {run} is no longer this replica's (another took the run over); nothing was applied"
+    )]
+    Lost { run: i64, attempt: i64 },
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
 }
 
 /// Everything the deploy step needs to know about its run.
 pub struct DeployRequest<'a> {
-    pub run_id: i64,
+    /// The run's attempt, as this replica holds it.
+    pub run: Holder<'a>,
     pub app_id: i64,
     pub app_name: &'a str,
     pub environment_id: i64,
@@ -79,7 +85,7 @@ pub async fn deploy(
         app,
         request.environment_id,
         request.environment,
-        request.run_id,
+        request.run,
         log,
         cancel,
     )
@@ -105,24 +111,30 @@ pub async fn deploy(
             .map(|()| DeployOutcome::Deployed),
         Err(error) => Err(error.into()),
     };
-    db::environments::unlock(app.db.pool(), request.environment_id, request.run_id).await?;
+    db::environments::unlock(app.db.pool(), request.environment_id, request.run).await?;
     outcome
 }
 
-/// Takes the environment's deploy lock for `run_id`, waiting (and saying
-/// so once in the log) while another run holds it.
+/// Takes the environment's deploy lock for `run`, waiting (and saying so
+/// once in the log) while another run holds it.
 pub(crate) async fn acquire_lock(
     app: &Delivery<'_>,
     environment_id: i64,
     environment: &str,
-    run_id: i64,
+    run: Holder<'_>,
     log: &mut LogSink<'_>,
     cancel: &CancellationToken,
 ) -> Result<(), DeployError> {
     let mut told = false;
     loop {
-        if db::environments::try_lock(app.db.pool(), environment_id, run_id).await? {
+        if db::environments::try_lock(app.db.pool(), environment_id, run).await? {
             return Ok(());
+        }
+        if !db::runs::lock_held(app.db.pool(), run).await? {
+            return Err(DeployError::Lost {
+                run: run.run_id,
+                attempt: run.attempt,
+            });
         }
         if !told {
             log.note(&format!(
@@ -214,7 +226,7 @@ async fn deploy_locked(
         app.db,
         &subject,
         Begin {
-            run_id: Some(request.run_id),
+            run: Some(request.run),
             kind: Kind::Deploy,
             commit_sha: request.commit_sha,
             pipeline_sha: request.pipeline_sha,
@@ -304,7 +316,7 @@ fn opening<'a>(
         source_url,
         config: request.config,
         environment_id: request.environment_id,
-        run_id: Some(request.run_id),
+        run_id: Some(request.run.run_id),
         version: request.commit_sha,
         previous_version,
         pipeline_sha: request.pipeline_sha,

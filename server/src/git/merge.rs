@@ -40,6 +40,9 @@ pub struct MergeRequest {
     pub strategy: MergeStrategy,
     /// The merge commit's message (unused for a fast-forward).
     pub message: String,
+    /// The commit an earlier, interrupted attempt recorded before pushing
+    /// (its replica stopped): if the target has it, that merge landed.
+    pub interrupted: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +51,9 @@ pub enum MergeOutcome {
     Merged { sha: String, fast_forward: bool },
     /// The target already contains the source.
     AlreadyMerged { target_sha: String },
+    /// The target already contains `sha`, the commit an interrupted attempt
+    /// pushed: that merge landed, and only its record is missing.
+    Landed { sha: String },
     /// The same files were changed on both sides.
     Conflict { files: Vec<String> },
     /// A fast-forward was required but the target has commits the source
@@ -104,6 +110,14 @@ where
     let source = parse_oid(&request.source_sha)?;
     let target = parse_oid(target_sha)?;
     if source == target || repo.graph_descendant_of(target, source)? {
+        if let Some(sha) = &request.interrupted
+            && let Ok(earlier) = parse_oid(sha)
+            // An attempt that never pushed made its commit in another
+            // replica's mirror, or in this one but not in the target.
+            && (earlier == target || repo.graph_descendant_of(target, earlier).unwrap_or(false))
+        {
+            return Ok(MergeOutcome::Landed { sha: sha.clone() });
+        }
         return Ok(MergeOutcome::AlreadyMerged {
             target_sha: target_sha.clone(),
         });

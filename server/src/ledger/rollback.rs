@@ -502,6 +502,7 @@ async fn stored(app: &Delivery<'_>, release_id: i64) -> Result<Stored, DeployErr
 pub async fn execute(
     app: &Delivery<'_>,
     run: &db::runs::RunRow,
+    held: db::runs::Holder<'_>,
     log: &mut LogSink<'_>,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<(), DeployError> {
@@ -512,15 +513,16 @@ pub async fn execute(
     let env = db::environments::get(pool, run.environment_id)
         .await?
         .ok_or_else(|| DeployError::Failed("the environment is gone".into()))?;
-    deploy::acquire_lock(app, env.id, &env.name, run.id, log, cancel).await?;
-    let outcome = reapply(app, run, target_id, &requested_by, &reason, log).await;
-    db::environments::unlock(pool, env.id, run.id).await?;
+    deploy::acquire_lock(app, env.id, &env.name, held, log, cancel).await?;
+    let outcome = reapply(app, run, held, target_id, &requested_by, &reason, log).await;
+    db::environments::unlock(pool, env.id, held).await?;
     outcome
 }
 
 async fn reapply(
     app: &Delivery<'_>,
     run: &db::runs::RunRow,
+    held: db::runs::Holder<'_>,
     target_id: i64,
     requested_by: &str,
     reason: &str,
@@ -575,7 +577,7 @@ async fn reapply(
         app.db,
         &subject,
         Begin {
-            run_id: Some(run.id),
+            run: Some(held),
             kind: Kind::Rollback {
                 of: stored.release.deployment_id,
                 reason,

@@ -366,7 +366,7 @@ async fn run_steps(
             Step::Deploy => {
                 let mut sink = sink(app, run.id, step_id, &masker);
                 let request = DeployRequest {
-                    run_id: run.id,
+                    run: held(app, run),
                     app_id: run.app_id,
                     app_name: &app_row.name,
                     environment_id: env.id,
@@ -504,6 +504,8 @@ async fn deploy_step_result(
         Ok(DeployOutcome::Deployed) => (StepState::Succeeded, None),
         Ok(DeployOutcome::Pinned(why)) => (StepState::Skipped, Some(why)),
         Err(DeployError::Cancelled) => (StepState::Cancelled, Some("cancelled".to_string())),
+        // Not written: the attempt that took over owns the step now.
+        Err(lost @ DeployError::Lost { .. }) => (StepState::Cancelled, Some(lost.to_string())),
         Err(error) => (StepState::Failed, Some(error.to_string())),
     };
     Ok(StepResult {
@@ -538,9 +540,10 @@ async fn run_rollback(
     );
     let masker = app.secrets().masker(run.app_id).await?;
     let mut sink = sink(app, run.id, step_id, &masker);
-    let outcome = crate::ledger::rollback::execute(&app.delivery(), run, &mut sink, cancel)
-        .await
-        .map(|()| DeployOutcome::Deployed);
+    let outcome =
+        crate::ledger::rollback::execute(&app.delivery(), run, held(app, run), &mut sink, cancel)
+            .await
+            .map(|()| DeployOutcome::Deployed);
     let result = deploy_step_result(outcome, &mut sink).await?;
     finish_step(app, run, step_id, &result).await?;
     Ok(match result.state {
@@ -650,4 +653,13 @@ async fn environment_hosts(app: &App, app_id: i64, name: &str) -> Result<Vec<Str
     hosts.sort();
     hosts.dedup();
     Ok(hosts)
+}
+
+/// `run`'s current attempt as this replica holds it.
+fn held<'a>(app: &'a App, run: &RunRow) -> db::runs::Holder<'a> {
+    db::runs::Holder {
+        run_id: run.id,
+        runner: &app.runner_id,
+        attempt: run.attempt,
+    }
 }

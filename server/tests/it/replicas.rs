@@ -1042,3 +1042,248 @@ async fn a_replica_stopping_under_a_step_that_ignores_sigterm_hands_the_run_over
     drop(other);
     database.drop_now().await;
 }
+
+/// Where the test holds a replica mid-merge: a trigger on the request's
+/// row waits on an advisory lock the test holds — lock 1 when the merge
+/// commit is about to be recorded (before the push), lock 2 when the merge
+/// is about to be recorded as done (after the push).
+const MERGE_HOLDS: &str = "
+CREATE FUNCTION hold_merges() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.merge_sha IS NOT NULL AND NEW.merge_sha IS DISTINCT FROM OLD.merge_sha
+       AND NEW.state <> 'merged' THEN
+        PERFORM pg_advisory_xact_lock(1);
+    END IF;
+    IF NEW.state = 'merged' AND OLD.state <> 'merged' THEN
+        PERFORM pg_advisory_xact_lock(2);
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER hold_merges BEFORE UPDATE ON change_requests
+    FOR EACH ROW EXECUTE FUNCTION hold_merges();
+";
+
+/// The test's hand on a merge: holds advisory lock `key` on its own
+/// connection until [`MergeHold::kill_under`].
+struct MergeHold {
+    connection: sqlx::pool::PoolConnection<sqlx::Any>,
+    key: i64,
+}
+
+impl MergeHold {
+    async fn new(pool: &sqlx::AnyPool, key: i64) -> MergeHold {
+        let mut connection = pool.acquire().await.expect("connection");
+        sqlx::query("SELECT 1 FROM (SELECT pg_advisory_lock($1)) AS held")
+            .bind(key)
+            .execute(&mut *connection)
+            .await
+            .expect("advisory lock");
+        MergeHold { connection, key }
+    }
+
+    /// Waits until a replica's merge waits on the hold, SIGKILLs that
+    /// replica, ends its waiting statement as the database does for a
+    /// client that is gone (its transaction rolls back), and lets go.
+    async fn kill_under(mut self, pool: &sqlx::AnyPool, replica: Server) {
+        let waiting = "FROM pg_stat_activity WHERE datname = current_database()
+                       AND wait_event_type = 'Lock' AND wait_event = 'advisory'
+                       AND query LIKE 'UPDATE change_requests%'";
+        wait_for("a merge to wait on the hold", MINUTE, || async {
+            let count: i64 = sqlx::query_scalar(&format!("SELECT count(*) {waiting}"))
+                .fetch_one(pool)
+                .await
+                .expect("activity");
+            (count > 0).then_some(())
+        })
+        .await;
+        replica.kill();
+        sqlx::query(&format!(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid, 10000) {waiting}) AS ended"
+        ))
+        .execute(pool)
+        .await
+        .expect("terminate");
+        sqlx::query("SELECT 1 FROM (SELECT pg_advisory_unlock($1)) AS released")
+            .bind(self.key)
+            .execute(&mut *self.connection)
+            .await
+            .expect("advisory unlock");
+    }
+}
+
+/// Approves change request `id` through `port`, not waiting for the answer
+/// (the replica answering it is killed mid-merge).
+fn approve_in_background(port: u16, token: &str, id: i64) -> tokio::task::JoinHandle<()> {
+    let (url, token) = (
+        format!("http://127.0.0.1:{port}/api/v1/change-requests/{id}/approve"),
+        token.to_string(),
+    );
+    tokio::spawn(async move {
+        let _ = reqwest::Client::new()
+            .post(url)
+            .bearer_auth(token)
+            .json(&json!({ "comment": "ship it" }))
+            .send()
+            .await;
+    })
+}
+
+// A replica SIGKILLed mid-merge — once after making the merge commit but
+// before pushing it, once after pushing it but before recording it —
+// leaves the request approved under a lease that expires; another replica
+// then merges it, or finds the pushed merge and records it. Each request
+// lands on its target as exactly one merge commit, deployed once by a run
+// tied to the request, no lease is left, and the request says what
+// happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_merge_leaves_the_request_to_another_that_merges_it_once() {
+    let database = crate::support::PostgresDatabase::create().await;
+    let fleet = Fleet::new(&database.url, CLUSTER_PIPELINE, &[]).await;
+    // Gantry merges into a bare origin, as on a git server.
+    let origin = tempfile::tempdir().expect("origin");
+    let origin_path = origin.path().display().to_string();
+    fleet
+        .app
+        .git(&["clone", "-q", "--bare", &fleet.app.path(), &origin_path]);
+    fleet.app.git(&["remote", "add", "origin", &origin_path]);
+    fleet
+        .pipeline
+        .write("apps/shop/app.yaml", &cluster_app_yaml(&origin_path));
+    fleet.pipeline.commit("shop from its origin");
+    let origin_git = |args: &[&str]| -> String {
+        let output = std::process::Command::new("git")
+            .args(args)
+            .current_dir(origin.path())
+            .output()
+            .expect("git");
+        assert!(output.status.success(), "git {args:?}");
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    };
+    let dev = crate::support::process::token_with(
+        fleet.data[0].path(),
+        &fleet.env(0),
+        "dev",
+        "developer",
+    );
+    let mut killed = fleet.start(0);
+    let survivor = fleet.start(1);
+    fleet.register_cluster(1).await;
+    let pool = sqlx::AnyPool::connect(&database.url)
+        .await
+        .expect("database");
+    sqlx::raw_sql(MERGE_HOLDS)
+        .execute(&pool)
+        .await
+        .expect("merge holds");
+    let client = reqwest::Client::new();
+
+    for (n, key) in [(0, 1), (1, 2)] {
+        let branch = format!("feature-{n}");
+        fleet.app.git(&["checkout", "-q", "-b", &branch, "latest"]);
+        fleet.app.write(&format!("{branch}.txt"), "new\n");
+        let head = fleet.app.commit(&format!("add {branch}"));
+        fleet.app.git(&["push", "-q", "origin", &branch]);
+        fleet.app.git(&["checkout", "-q", "latest"]);
+        let opened: serde_json::Value = wait_for("the request to open", MINUTE, || async {
+            let response = client
+                .post(format!(
+                    "http://127.0.0.1:{}/api/v1/change-requests",
+                    fleet.ports[0]
+                ))
+                .bearer_auth(&dev)
+                .json(&json!({ "app": "shop", "source_branch": branch }))
+                .send()
+                .await
+                .ok()?;
+            (response.status() == 201).then_some(response.json().await.ok()?)
+        })
+        .await;
+        let id = opened["id"].as_i64().expect("id");
+        let hold = MergeHold::new(&pool, key).await;
+        let approving = approve_in_background(fleet.ports[0], &fleet.token, id);
+        hold.kill_under(&pool, killed).await;
+        let _ = approving.await;
+        let (state, detail, merge_sha): (String, String, String) = wait_for(
+            "another replica to merge the request",
+            2 * MINUTE,
+            || async {
+                sqlx::query_as::<_, (String, String, String)>(
+                    "SELECT state, state_detail, merge_sha FROM change_requests WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .ok()
+                .filter(|(state, ..)| state == "merged")
+            },
+        )
+        .await;
+        assert_eq!(state, "merged");
+        // One merge commit of this request on the target: the one recorded.
+        let merge_commits: Vec<String> = origin_git(&["rev-list", "--merges", "latest"])
+            .lines()
+            .filter(|commit| {
+                origin_git(&["rev-list", "--parents", "-n", "1", commit]).contains(&head)
+            })
+            .map(str::to_string)
+            .collect();
+        assert_eq!(merge_commits, std::slice::from_ref(&merge_sha), "{branch}");
+        if key == 2 {
+            assert!(
+                detail.contains("before the replica merging it stopped, and was recorded on retry"),
+                "{detail}"
+            );
+        } else {
+            assert!(detail.starts_with("merged into latest as "), "{detail}");
+        }
+        // The merge is deployed once, by a run tied to its request.
+        let merge = &merge_sha;
+        let run: (i64, String, String) = wait_for("the merge's run to end", 2 * MINUTE, || async {
+            sqlx::query_as::<_, (i64, String, String)>(
+                "SELECT id, state, trigger FROM runs WHERE commit_sha = $1",
+            )
+            .bind(merge)
+            .fetch_optional(&pool)
+            .await
+            .expect("runs")
+            .filter(|(_, state, _)| state != "running" && state != "queued")
+        })
+        .await;
+        assert_eq!(
+            (run.1.as_str(), run.2.as_str()),
+            ("succeeded", "change_request")
+        );
+        let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE commit_sha = $1")
+            .bind(merge)
+            .fetch_one(&pool)
+            .await
+            .expect("runs");
+        assert_eq!(runs, 1, "{merge}");
+        let deployments: Vec<(String,)> =
+            sqlx::query_as("SELECT state FROM deployments WHERE run_id = $1")
+                .bind(run.0)
+                .fetch_all(&pool)
+                .await
+                .expect("deployments");
+        assert_eq!(deployments, [("succeeded".to_string(),)], "{merge}");
+        killed = fleet.start(0);
+    }
+
+    let audited: Vec<String> = sqlx::query_scalar(
+        "SELECT detail FROM audit_log WHERE action = 'change_request.merge' ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("audit");
+    assert_eq!(audited.len(), 2, "{audited:?}");
+    assert!(audited[1].contains("\"interrupted\":true"), "{audited:?}");
+    let leases: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM singletons WHERE name LIKE 'merge:%'")
+            .fetch_one(&pool)
+            .await
+            .expect("leases");
+    assert_eq!(leases, 0, "no merge lease is left");
+    pool.close().await;
+    drop((killed, survivor));
+    database.drop_now().await;
+}

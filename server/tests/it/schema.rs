@@ -91,18 +91,37 @@ async fn sqlite_runs_in_wal_mode_with_foreign_keys_on() {
 }
 
 on_both! {
-    async fn one_run_at_a_time_holds_an_environment_s_deploy_lock(app: TestApp) {
+    async fn one_run_at_a_time_holds_an_environment_s_deploy_lock_and_only_while_it_holds_the_run(app: TestApp) {
         use app::dto::RunState;
+        use db::runs::Holder;
         let seeded = crate::seed::shop_with_a_run(&app, RunState::Running).await;
         let pool = app.db().pool();
-        let env: i64 = sqlx::query_scalar("SELECT environment_id FROM runs WHERE id = $1").bind(seeded.run_id).fetch_one(pool).await.expect("env");
-        assert!(db::environments::try_lock(pool, env, seeded.run_id).await.expect("lock"));
-        assert!(db::environments::try_lock(pool, env, seeded.run_id).await.expect("re-entrant for the holder"));
-        assert!(!db::environments::try_lock(pool, env, seeded.run_id + 1).await.expect("lock"), "a second run waits");
-        db::environments::unlock(pool, env, seeded.run_id).await.expect("unlock");
-        assert!(db::environments::try_lock(pool, env, seeded.run_id + 1).await.expect("lock"));
+        let (env, app_id): (i64, i64) = sqlx::query_as("SELECT environment_id, app_id FROM runs WHERE id = $1").bind(seeded.run_id).fetch_one(pool).await.expect("env");
+        let other = db::runs::insert(pool, &db::runs::NewRun { app_id, environment_id: env, branch: "latest", commit_sha: crate::seed::COMMIT, pipeline_sha: crate::seed::PIPELINE_COMMIT, state: RunState::Running, trigger: "push", local_target: false }, 2).await.expect("second run");
+        let hold = |run_id: i64, runner: &'static str, attempt: i64| async move {
+            sqlx::query("UPDATE runs SET runner_id = $2, attempt = $3 WHERE id = $1").bind(run_id).bind(runner).bind(attempt).execute(pool).await.expect("hold");
+            Holder { run_id, runner, attempt }
+        };
+        let first = hold(seeded.run_id, "replica-a", 1).await;
+        let second = hold(other, "replica-a", 1).await;
+        assert!(db::environments::try_lock(pool, env, first).await.expect("lock"));
+        assert!(db::environments::try_lock(pool, env, first).await.expect("re-entrant for the holder"));
+        assert!(!db::environments::try_lock(pool, env, second).await.expect("lock"), "a second run waits");
+
+        // The first run is taken over: the replica that lost it can neither
+        // take the lock nor release it from under the attempt that took over.
+        let taken_over = hold(seeded.run_id, "replica-b", 2).await;
+        assert!(!db::runs::lock_held(pool, first).await.expect("held"));
+        assert!(db::runs::lock_held(pool, taken_over).await.expect("held"));
+        assert!(!db::environments::try_lock(pool, env, first).await.expect("lock"), "the lost attempt");
+        db::environments::unlock(pool, env, first).await.expect("unlock");
+        assert!(!db::environments::try_lock(pool, env, second).await.expect("lock"), "still held for the run");
+        assert!(db::environments::try_lock(pool, env, taken_over).await.expect("lock"), "the attempt that took over");
+        db::environments::unlock(pool, env, taken_over).await.expect("unlock");
+        assert!(db::environments::try_lock(pool, env, second).await.expect("lock"));
         // A lock held by a run that is not running is released at start-up.
-        db::runs::finish(pool, seeded.run_id, RunState::Failed, None, 1).await.expect("finish");
+        db::runs::finish(pool, other, RunState::Failed, None, 3).await.expect("finish");
+        assert!(!db::runs::lock_held(pool, second).await.expect("held"), "an ended run is held by nobody");
         assert_eq!(db::environments::release_stale_locks(pool).await.expect("release"), 1);
     }
 }

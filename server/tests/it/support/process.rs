@@ -90,6 +90,12 @@ pub fn admin_token(data: &Path) -> String {
 
 /// `admin_token`, with more environment variables (`DATABASE_URL`).
 pub fn admin_token_with(data: &Path, env: &[(&str, String)]) -> String {
+    token_with(data, env, "admin", "admin")
+}
+
+/// A token of `role` for `user` (created if missing), with `gantry token
+/// create` on the data directory `data`.
+pub fn token_with(data: &Path, env: &[(&str, String)], user: &str, role: &str) -> String {
     let output = gantry(data)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .args([
@@ -98,7 +104,9 @@ pub fn admin_token_with(data: &Path, env: &[(&str, String)]) -> String {
             "--name",
             "crash-test",
             "--role",
-            "admin",
+            role,
+            "--user",
+            user,
             "--data-dir",
             &data.join("data").display().to_string(),
         ])
