@@ -849,9 +849,14 @@ fn watch(
     if !initial && since > 0 {
         first.extend(kept.into_iter().filter(|e| wanted(e)).map(line));
     }
+    // A watcher too slow for the event stream (it lagged behind the
+    // channel) is closed, as the apiserver closes one: its client lists and
+    // watches again instead of missing events unawares. `None` ends it.
     let live = BroadcastStream::new(events).filter_map(move |event| {
-        let keep = event.ok().filter(|event| wanted(event));
-        std::future::ready(keep.map(line))
+        std::future::ready(match event {
+            Ok(event) => wanted(&event).then(|| Some(line(event))),
+            Err(_lagged) => Some(None),
+        })
     });
     let ticker_store = store.clone();
     let ticks =
@@ -859,14 +864,17 @@ fn watch(
             .skip(1)
             .filter_map(move |_| {
                 std::future::ready(
-                    bookmarks.then(|| bookmark(&resource, ticker_store.resource_version(), false)),
+                    bookmarks
+                        .then(|| Some(bookmark(&resource, ticker_store.resource_version(), false))),
                 )
             });
     // Watched as a Table, each event carries a one-row Table.
     let table_store = store.clone();
     let table_resource = target.resource.clone();
-    let stream = futures_util::stream::iter(first)
+    let stream = futures_util::stream::iter(first.into_iter().map(Some))
         .chain(futures_util::stream::select(live, ticks))
+        .take_while(|line| std::future::ready(line.is_some()))
+        .filter_map(std::future::ready)
         .take_until(tokio::time::sleep(timeout))
         .map(move |mut line| {
             if let Some(include) = &table

@@ -508,3 +508,52 @@ async fn a_denied_create_refuses_an_apply_that_would_create_but_not_one_that_upd
     .await
     .unwrap();
 }
+
+// A watcher that falls behind — its client reads nothing while thousands
+// of changes happen — is closed, as the apiserver closes a watcher that
+// cannot keep up: its client then lists and watches again, instead of
+// going on with a gap it cannot see.
+#[tokio::test]
+async fn a_watch_that_falls_behind_is_closed_rather_than_left_with_a_gap() {
+    use futures_util::StreamExt;
+    const CHANGES: usize = 8_000;
+    let emulator = Emulator::start(Options::default()).await.unwrap();
+    let client = client(&emulator).await;
+    let config_maps = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("", "v1", "ConfigMap"),
+        "configmaps",
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(client, "default", &config_maps);
+    let listed = api.list(&ListParams::default()).await.unwrap();
+    let version = listed.metadata.resource_version.unwrap();
+    let mut stream = Box::pin(api.watch(&WatchParams::default(), &version).await.unwrap());
+    // Written straight into the store while nobody reads the watch: more
+    // than the sockets' buffers hold and the emulator's event channel keeps.
+    let store = emulator.store();
+    let resource = store.find("", "v1", "configmaps").unwrap();
+    let filler = "x".repeat(4096);
+    for n in 0..CHANGES {
+        let object = json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": { "name": format!("c{n}"), "namespace": "default" },
+            "data": { "filler": filler },
+        });
+        store
+            .create(&resource, "default", &object, "test", false)
+            .unwrap();
+    }
+    let mut added = 0;
+    let drained = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(event) = stream.next().await {
+            if matches!(event, Ok(WatchEvent::Added(_))) {
+                added += 1;
+            }
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "the watch was left open with a gap");
+    assert!(
+        added < CHANGES,
+        "{added} of {CHANGES}: it never fell behind"
+    );
+}

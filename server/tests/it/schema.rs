@@ -124,4 +124,36 @@ on_both! {
         assert!(!db::runs::lock_held(pool, second).await.expect("held"), "an ended run is held by nobody");
         assert_eq!(db::environments::release_stale_locks(pool).await.expect("release"), 1);
     }
+
+    async fn a_replica_that_lost_its_run_begins_no_deployment(app: TestApp) {
+        use app::dto::RunState;
+        use gantry::deploy::{DeployError, lifecycle::{self, Begin, Kind, Record, Subject}};
+        let seeded = crate::seed::shop_with_a_run(&app, RunState::Running).await;
+        let pool = app.db().pool();
+        let (env, app_id): (i64, i64) = sqlx::query_as("SELECT environment_id, app_id FROM runs WHERE id = $1").bind(seeded.run_id).fetch_one(pool).await.expect("env");
+        // Attempt 2 runs on replica-b: attempt 1 on replica-a lost the run.
+        sqlx::query("UPDATE runs SET runner_id = 'replica-b', attempt = 2 WHERE id = $1").bind(seeded.run_id).execute(pool).await.expect("take over");
+        let subject = Subject { app_id, app: "shop", environment_id: env, environment: "staging", rollout_timeout: std::time::Duration::from_secs(60) };
+        let record = Record { shown: "{}".into(), digest: "d".into(), sealed: None };
+        let begin = |runner: &'static str, attempt: i64| Begin {
+            run: Some(db::runs::Holder { run_id: seeded.run_id, runner, attempt }),
+            kind: Kind::Deploy,
+            commit_sha: crate::seed::COMMIT,
+            pipeline_sha: crate::seed::PIPELINE_COMMIT,
+            image: None,
+            created_by: None,
+            record: &record,
+            namespace: None,
+            release: None,
+        };
+        let lost = lifecycle::begin(app.db(), &subject, begin("replica-a", 1), 5).await;
+        assert!(matches!(lost, Err(DeployError::Lost { attempt: 1, .. })), "{lost:?}");
+        let deployments: i64 = sqlx::query_scalar("SELECT count(*) FROM deployments").fetch_one(pool).await.expect("count");
+        assert_eq!(deployments, 0, "nothing was begun");
+        let state: String = sqlx::query_scalar("SELECT state FROM environments WHERE id = $1").bind(env).fetch_one(pool).await.expect("env");
+        assert_ne!(state, "deploying");
+        let begun = lifecycle::begin(app.db(), &subject, begin("replica-b", 2), 5).await.expect("the attempt that holds the run");
+        let run_of: Option<i64> = sqlx::query_scalar("SELECT run_id FROM deployments WHERE id = $1").bind(begun.deployment_id).fetch_one(pool).await.expect("deployment");
+        assert_eq!(run_of, Some(seeded.run_id));
+    }
 }
