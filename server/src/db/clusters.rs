@@ -160,13 +160,22 @@ pub async fn all_sealed<'e>(
 }
 
 /// Whether a cluster was registered after `at` (ms).
-pub async fn registered_since<'e>(
+/// Whether a cluster was registered after the one with id `seen` (ids
+/// only grow; replicas' clocks need not agree).
+pub async fn registered_after<'e>(
     exec: impl Executor<'e, Database = Any>,
-    at: i64,
+    seen: i64,
 ) -> Result<bool, sqlx::Error> {
-    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM clusters WHERE created_at > $1")
-        .bind(at)
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM clusters WHERE id > $1")
+        .bind(seen)
         .fetch_one(exec)
         .await?;
     Ok(count > 0)
+}
+
+/// The highest cluster id registered (0 when none is).
+pub async fn highest_id<'e>(exec: impl Executor<'e, Database = Any>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM clusters")
+        .fetch_one(exec)
+        .await
 }

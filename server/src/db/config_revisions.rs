@@ -9,23 +9,33 @@ pub struct RevisionRow {
     pub state: String,
     pub issues: String,
     pub created_at: i64,
+    /// The highest cluster id registered when it was read.
+    pub clusters_seen: i64,
+}
+
+/// What reading one pipeline commit came to.
+pub struct NewRevision<'a> {
+    pub pipeline_sha: &'a str,
+    pub state: &'a str,
+    pub issues_json: &'a str,
+    /// The highest cluster id among the clusters it was judged against.
+    pub clusters_seen: i64,
 }
 
 pub async fn record<'e>(
     exec: impl Executor<'e, Database = Any>,
-    pipeline_sha: &str,
-    state: &str,
-    issues_json: &str,
+    revision: &NewRevision<'_>,
     now: i64,
 ) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
-        "INSERT INTO config_revisions (pipeline_sha, state, issues, created_at)
-         VALUES ($1, $2, $3, $4) RETURNING id",
+        "INSERT INTO config_revisions (pipeline_sha, state, issues, created_at, clusters_seen)
+         VALUES ($1, $2, $3, $4, $5) RETURNING id",
     )
-    .bind(pipeline_sha)
-    .bind(state)
-    .bind(issues_json)
+    .bind(revision.pipeline_sha)
+    .bind(revision.state)
+    .bind(revision.issues_json)
     .bind(now)
+    .bind(revision.clusters_seen)
     .fetch_one(exec)
     .await
 }
@@ -34,7 +44,7 @@ pub async fn latest<'e>(
     exec: impl Executor<'e, Database = Any>,
 ) -> Result<Option<RevisionRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, pipeline_sha, state, issues, created_at FROM config_revisions
+        "SELECT id, pipeline_sha, state, issues, created_at, clusters_seen FROM config_revisions
          ORDER BY id DESC LIMIT 1",
     )
     .fetch_optional(exec)

@@ -547,6 +547,31 @@ pub async fn finish_attempt<'e>(
     Ok(ended.rows_affected() == 1)
 }
 
+/// Whether `attempt` of the run already ended as `state` at `at` under
+/// `runner_id`: an earlier try of this very end whose commit was not
+/// acknowledged (the connection dropped) but went through.
+pub async fn ended_as<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    runner_id: &str,
+    attempt: i64,
+    state: RunState,
+    at: i64,
+) -> Result<bool, sqlx::Error> {
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT id FROM runs
+         WHERE id = $1 AND runner_id = $2 AND attempt = $3 AND state = $4 AND finished_at = $5",
+    )
+    .bind(id)
+    .bind(runner_id)
+    .bind(attempt)
+    .bind(state.as_str())
+    .bind(at)
+    .fetch_optional(exec)
+    .await?;
+    Ok(found.is_some())
+}
+
 pub async fn request_cancel<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,

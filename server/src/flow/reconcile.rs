@@ -64,7 +64,7 @@ pub async fn reconcile(app: &App) -> Result<Outcome, ReconcileError> {
         // A commit refused (wholly or in part) may name a cluster that was
         // registered since: it is read again then, not at the next commit.
         let retry = revision.state != "applied"
-            && db::clusters::registered_since(pool, revision.created_at).await?;
+            && db::clusters::registered_after(pool, revision.clusters_seen).await?;
         if !retry {
             return Ok(Outcome::Unchanged { sha });
         }
@@ -75,6 +75,8 @@ pub async fn reconcile(app: &App) -> Result<Outcome, ReconcileError> {
 /// Reads every app folder at `sha` and records the outcome.
 pub async fn apply(app: &App, repo: &str, sha: &str) -> Result<Outcome, ReconcileError> {
     let folders = app.git.list_dirs(repo, sha, "apps").await?;
+    // Read before the list: a cluster registered in between is read again.
+    let clusters_seen = db::clusters::highest_id(app.db.pool()).await?;
     let clusters: Vec<String> = db::clusters::list(app.db.pool())
         .await?
         .into_iter()
@@ -146,7 +148,13 @@ pub async fn apply(app: &App, repo: &str, sha: &str) -> Result<Outcome, Reconcil
         (false, true) => "rejected",
     };
     let issues_json = serde_json::to_string(&issues).map_err(|e| sqlx::Error::Encode(e.into()))?;
-    db::config_revisions::record(&mut *tx, sha, state, &issues_json, now).await?;
+    let revision = db::config_revisions::NewRevision {
+        pipeline_sha: sha,
+        state,
+        issues_json: &issues_json,
+        clusters_seen,
+    };
+    db::config_revisions::record(&mut *tx, &revision, now).await?;
     tx.commit().await?;
 
     // Pins committed to (or removed from) the pipeline repo take effect.

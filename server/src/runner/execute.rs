@@ -149,7 +149,8 @@ pub async fn execute(app: Arc<App>, run: RunRow) {
 }
 
 /// Ends the run and its attempt; false when this replica no longer holds
-/// the run.
+/// the run. A retry after an unacknowledged commit that did go through
+/// finds the run ended as this attempt ended it: true.
 async fn finish(
     app: &App,
     run: &RunRow,
@@ -168,12 +169,13 @@ async fn finish(
         now,
     )
     .await?;
-    if ended {
-        db::steps::skip_pending(&mut *tx, run.id).await?;
-        db::run_attempts::finish(&mut *tx, run.id, None, now).await?;
+    if !ended {
+        return db::runs::ended_as(&mut *tx, run.id, &app.runner_id, run.attempt, state, now).await;
     }
+    db::steps::skip_pending(&mut *tx, run.id).await?;
+    db::run_attempts::finish(&mut *tx, run.id, None, now).await?;
     tx.commit().await?;
-    Ok(ended)
+    Ok(true)
 }
 
 /// Polls the database for a cancel request (it may come from another

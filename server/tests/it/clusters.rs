@@ -1262,7 +1262,9 @@ async fn rollback_restores_the_stored_objects_on_every_cluster_postgres() {
 }
 
 /// An app that targets a cluster nobody registered yet is refused; once an
-/// admin registers it, the app is validated anew without a pipeline commit.
+/// admin registers it, the app is validated anew without a pipeline commit
+/// — even when the replica that read the commit has a clock far ahead of
+/// the one that registers the cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn registering_a_cluster_revalidates_the_apps_waiting_for_it() {
     use crate::support::flow::{QUICK_STEPS, Repos, app_yaml, scan, start};
@@ -1286,6 +1288,11 @@ async fn registering_a_cluster_revalidates_the_apps_waiting_for_it() {
         "{refused}"
     );
 
+    // Read by a replica whose clock is an hour ahead.
+    sqlx::query("UPDATE config_revisions SET created_at = created_at + 3600000")
+        .execute(app.db().pool())
+        .await
+        .expect("skew");
     let cluster = Emulator::start(Options::default()).await.expect("emulator");
     let registered = app
         .post_json(

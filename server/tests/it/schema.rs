@@ -125,6 +125,23 @@ on_both! {
         assert_eq!(db::environments::release_stale_locks(pool).await.expect("release"), 1);
     }
 
+    async fn a_retried_end_of_a_run_whose_first_commit_went_through_is_known_as_its_own(app: TestApp) {
+        use app::dto::RunState;
+        let seeded = crate::seed::shop_with_a_run(&app, RunState::Running).await;
+        let pool = app.db().pool();
+        sqlx::query("UPDATE runs SET runner_id = 'replica-a', attempt = 1 WHERE id = $1").bind(seeded.run_id).execute(pool).await.expect("hold");
+        let end = |runner: &'static str, at: i64| db::runs::finish_attempt(pool, seeded.run_id, runner, 1, RunState::Succeeded, None, at);
+        assert!(end("replica-a", 7).await.expect("end"));
+        // The retry: the run is no longer running, but it ended as this try would end it.
+        assert!(!end("replica-a", 7).await.expect("end"));
+        assert!(db::runs::ended_as(pool, seeded.run_id, "replica-a", 1, RunState::Succeeded, 7).await.expect("read"));
+        // Not another replica's end, another end or another attempt's.
+        assert!(!db::runs::ended_as(pool, seeded.run_id, "replica-b", 1, RunState::Succeeded, 7).await.expect("read"));
+        assert!(!db::runs::ended_as(pool, seeded.run_id, "replica-a", 1, RunState::Failed, 7).await.expect("read"));
+        assert!(!db::runs::ended_as(pool, seeded.run_id, "replica-a", 2, RunState::Succeeded, 7).await.expect("read"));
+        assert!(!db::runs::ended_as(pool, seeded.run_id, "replica-a", 1, RunState::Succeeded, 8).await.expect("read"));
+    }
+
     async fn a_replica_that_lost_its_run_begins_no_deployment(app: TestApp) {
         use app::dto::RunState;
         use gantry::deploy::{DeployError, lifecycle::{self, Begin, Kind, Record, Subject}};
