@@ -742,7 +742,7 @@ async fn merge_on_forge(
         Err(error) => {
             let detail =
                 format!("approved, but {origin} did not merge it: {error}; Gantry retries");
-            db::change_requests::set_state(
+            db::change_requests::set_state_if_active(
                 pool,
                 id,
                 ChangeRequestState::Approved,
@@ -858,19 +858,30 @@ fn after_merge(outcome: &MergeOutcome, source: &str, target: &str) -> Next {
 
 pub async fn try_merge(requests: &ChangeRequests<'_>, id: i64, by: &str) -> Result<CrRow> {
     let _one_at_a_time = MERGES.lock().await;
-    let lease = format!("merge:{id}");
-    if !hold_merge_lease(requests, &lease).await? {
-        // Another replica is merging it (or died doing so: its lease
-        // expires and the expiry loop retries).
-        return reload(requests, id).await;
+    let lease = merge_lease_name(id);
+    // Another replica merging it finishes within a lease (or died, and its
+    // lease expires): wait, then judge the request afresh — an approval
+    // that arrived meanwhile counts.
+    let deadline = tokio::time::Instant::now() + requests.merge_lease;
+    while !hold_merge_lease(requests, &lease).await? {
+        if tokio::time::Instant::now() >= deadline {
+            return reload(requests, id).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     let renewing = async {
         let mut renew = tokio::time::interval(requests.merge_lease / 3);
         renew.tick().await;
         loop {
             renew.tick().await;
-            if let Err(error) = hold_merge_lease(requests, &lease).await {
-                tracing::warn!(change_request = id, %error, "renewing the merge lease failed");
+            match hold_merge_lease(requests, &lease).await {
+                Ok(true) => {}
+                // Lost: the push is refused at its last check (the lease
+                // is checked when the merge commit is recorded).
+                Ok(false) => tracing::warn!(change_request = id, "the merge lease was lost"),
+                Err(error) => {
+                    tracing::warn!(change_request = id, %error, "renewing the merge lease failed");
+                }
             }
         }
     };
@@ -882,6 +893,10 @@ pub async fn try_merge(requests: &ChangeRequests<'_>, id: i64, by: &str) -> Resu
         tracing::warn!(change_request = id, %error, "releasing the merge lease failed; it expires");
     }
     merged
+}
+
+fn merge_lease_name(id: i64) -> String {
+    format!("merge:{id}")
 }
 
 async fn hold_merge_lease(requests: &ChangeRequests<'_>, lease: &str) -> Result<bool> {
@@ -920,20 +935,25 @@ async fn merge_if_ready(requests: &ChangeRequests<'_>, id: i64, by: &str) -> Res
         )),
     };
     if let Some((state, detail)) = hold {
-        db::change_requests::set_state(pool, id, state, Some(&detail), now_millis()).await?;
+        db::change_requests::set_state_if_active(pool, id, state, Some(&detail), now_millis())
+            .await?;
         return reload(requests, id).await;
     }
     // Approved before merging: a replica that dies mid-merge leaves the
-    // request where the expiry loop retries it.
+    // request where the expiry loop retries it. A request rejected, closed
+    // or merged since it was read is left so.
     let merging = format!("approved; merging into {}", judged.row.target_branch);
-    db::change_requests::set_state(
+    if !db::change_requests::set_state_if_active(
         pool,
         id,
         ChangeRequestState::Approved,
         Some(&merging),
         now_millis(),
     )
-    .await?;
+    .await?
+    {
+        return reload(requests, id).await;
+    }
     // A forge's request is merged by the forge, so it closes there too.
     if judged.row.origin != "native" {
         return merge_on_forge(requests, &judged, id, &head, by).await;
@@ -953,27 +973,35 @@ async fn merge_if_ready(requests: &ChangeRequests<'_>, id: i64, by: &str) -> Res
         message,
         interrupted: judged.row.merge_sha.clone(),
     };
-    let record_pool = pool.clone();
+    let (record_db, replica) = (requests.db.clone(), requests.replica.to_string());
     let runtime = tokio::runtime::Handle::current();
     let outcome = requests
         .git
         .merge_and_push(&judged.source_url, request, move |sha| {
-            runtime
-                .block_on(db::change_requests::set_merge_sha(
-                    &record_pool,
-                    id,
-                    Some(sha),
-                ))
-                .map_err(|e| GitError::Refused(format!("cannot record the merge: {e}")))
+            let lease = merge_lease_name(id);
+            let recorded = runtime.block_on(db::change_requests::record_merge_sha_under_lease(
+                &record_db,
+                id,
+                sha,
+                (&lease, &replica),
+            ));
+            match recorded {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(GitError::Refused(format!(
+                    "this replica no longer holds the merge lease of change request {id}; it was not pushed"
+                ))),
+                Err(e) => Err(GitError::Refused(format!("cannot record the merge: {e}"))),
+            }
         })
         .await;
     let now = now_millis();
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(error) => {
-            db::change_requests::set_merge_sha(pool, id, None).await?;
+            // The recorded merge commit stays: if the push reached the
+            // target after all, the retry finds it there (`Landed`).
             let detail = format!("approved, but the merge failed: {error}; Gantry retries");
-            db::change_requests::set_state(
+            db::change_requests::set_state_if_active(
                 pool,
                 id,
                 ChangeRequestState::Approved,
@@ -1008,7 +1036,7 @@ async fn merge_if_ready(requests: &ChangeRequests<'_>, id: i64, by: &str) -> Res
             db::change_requests::mark_merged(pool, id, &sha, by, &detail, now).await?;
         }
         Next::Stays { state, detail } => {
-            db::change_requests::set_state(pool, id, state, Some(&detail), now).await?;
+            db::change_requests::set_state_if_active(pool, id, state, Some(&detail), now).await?;
             if matches!(outcome, MergeOutcome::SourceMoved { .. }) {
                 // The new head is planned (and reviewed) at once.
                 requests.flow.scan_wake.notify_one();

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -795,6 +796,11 @@ fn watch(
         .unwrap_or(0);
     let resource = target.resource.clone();
     let namespace = target.namespace.clone();
+    // A bookmark names the last version this watcher has been through —
+    // not the store's, which a watcher behind its events has not reached:
+    // resuming from that would skip what it has not been sent.
+    let through = Arc::new(AtomicU64::new(store.resource_version()));
+    let seen = through.clone();
     let Ok((kept, events)) = store.watch_from(since) else {
         return ApiError {
             code: 410,
@@ -854,19 +860,24 @@ fn watch(
     // watches again instead of missing events unawares. `None` ends it.
     let live = BroadcastStream::new(events).filter_map(move |event| {
         std::future::ready(match event {
-            Ok(event) => wanted(&event).then(|| Some(line(event))),
+            Ok(event) => {
+                if let Some(version) = event.object["metadata"]["resourceVersion"]
+                    .as_str()
+                    .and_then(|v| v.parse::<u64>().ok())
+                {
+                    seen.fetch_max(version, Ordering::Relaxed);
+                }
+                wanted(&event).then(|| Some(line(event)))
+            }
             Err(_lagged) => Some(None),
         })
     });
-    let ticker_store = store.clone();
     let ticks =
         tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(Duration::from_secs(1)))
             .skip(1)
             .filter_map(move |_| {
-                std::future::ready(
-                    bookmarks
-                        .then(|| Some(bookmark(&resource, ticker_store.resource_version(), false))),
-                )
+                let version = through.load(Ordering::Relaxed);
+                std::future::ready(bookmarks.then(|| Some(bookmark(&resource, version, false))))
             });
     // Watched as a Table, each event carries a one-row Table.
     let table_store = store.clone();

@@ -543,10 +543,21 @@ async fn a_watch_that_falls_behind_is_closed_rather_than_left_with_a_gap() {
             .unwrap();
     }
     let mut added = 0;
+    let mut through: u64 = version.parse().unwrap();
     let drained = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(event) = stream.next().await {
-            if matches!(event, Ok(WatchEvent::Added(_))) {
-                added += 1;
+            match event {
+                Ok(WatchEvent::Added(object)) => {
+                    added += 1;
+                    through = object.metadata.resource_version.unwrap().parse().unwrap();
+                }
+                // A bookmark never claims more than the watcher was sent:
+                // resuming from it must not skip what it missed.
+                Ok(WatchEvent::Bookmark(bookmark)) => {
+                    let claimed: u64 = bookmark.metadata.resource_version.parse().unwrap();
+                    assert!(claimed <= through, "bookmark {claimed} ahead of {through}");
+                }
+                _ => {}
             }
         }
     })

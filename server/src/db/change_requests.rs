@@ -188,7 +188,63 @@ pub async fn set_state<'e>(
     Ok(())
 }
 
-/// A new head on the source branch: back to open, approvals start over.
+/// Sets the state of a request that is still active (open, approved or in
+/// conflict): false when it was merged, rejected or closed meanwhile, by
+/// another replica, a reviewer or the forge — that is not undone.
+pub async fn set_state_if_active<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    state: ChangeRequestState,
+    detail: Option<&str>,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let active = ACTIVE
+        .iter()
+        .map(|state| format!("'{}'", state.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let set = sqlx::query(&format!(
+        "UPDATE change_requests SET state = $2, state_detail = $3, updated_at = $4
+         WHERE id = $1 AND state IN ({active})"
+    ))
+    .bind(id)
+    .bind(state.as_str())
+    .bind(detail)
+    .bind(now)
+    .execute(exec)
+    .await?;
+    Ok(set.rows_affected() == 1)
+}
+
+/// Records the merge commit about to be pushed — only while `holder` holds
+/// the request's merge lease `lease` (in the database's clock) and the
+/// request is still approved: the last check before the push, so a
+/// replica whose lease ran out pushes nothing.
+pub async fn record_merge_sha_under_lease(
+    db: &super::Db,
+    id: i64,
+    sha: &str,
+    (lease, holder): (&str, &str),
+) -> Result<bool, sqlx::Error> {
+    let recorded = sqlx::query(&format!(
+        "UPDATE change_requests SET merge_sha = $2
+         WHERE id = $1 AND state = $3
+           AND EXISTS (SELECT 1 FROM singletons
+                       WHERE name = $4 AND holder = $5 AND expires_at > {})",
+        super::now_sql(db.backend())
+    ))
+    .bind(id)
+    .bind(sha)
+    .bind(ChangeRequestState::Approved.as_str())
+    .bind(lease)
+    .bind(holder)
+    .execute(db.pool())
+    .await?;
+    Ok(recorded.rows_affected() == 1)
+}
+
+/// A new head on the source branch: back to open, approvals start over,
+/// and a merge commit recorded for the old head is forgotten.
 pub async fn set_head<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
@@ -196,7 +252,8 @@ pub async fn set_head<'e>(
     now: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE change_requests SET head_sha = $2, state = $3, state_detail = NULL, updated_at = $4
+        "UPDATE change_requests SET head_sha = $2, state = $3, state_detail = NULL, updated_at = $4,
+             merge_sha = NULL
          WHERE id = $1",
     )
     .bind(id)
@@ -205,21 +262,6 @@ pub async fn set_head<'e>(
     .bind(now)
     .execute(exec)
     .await?;
-    Ok(())
-}
-
-/// Records the commit about to be pushed (before the push, so the planner
-/// recognises it), or clears it when the push failed.
-pub async fn set_merge_sha<'e>(
-    exec: impl Executor<'e, Database = Any>,
-    id: i64,
-    sha: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE change_requests SET merge_sha = $2 WHERE id = $1")
-        .bind(id)
-        .bind(sha)
-        .execute(exec)
-        .await?;
     Ok(())
 }
 

@@ -477,6 +477,23 @@ pub struct Holder<'a> {
     pub attempt: i64,
 }
 
+/// True while `holder` still holds its run (a read; see `lock_held`).
+pub async fn holds<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    holder: Holder<'_>,
+) -> Result<bool, sqlx::Error> {
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT id FROM runs WHERE id = $1 AND runner_id = $2 AND attempt = $3 AND state = $4",
+    )
+    .bind(holder.run_id)
+    .bind(holder.runner)
+    .bind(holder.attempt)
+    .bind(RunState::Running.as_str())
+    .fetch_optional(exec)
+    .await?;
+    Ok(found.is_some())
+}
+
 /// True while `holder` still holds its run. In a transaction it also locks
 /// the run's row until the transaction ends: on PostgreSQL a take-over of
 /// the run waits for it, and then sees what it wrote.

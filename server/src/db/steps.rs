@@ -111,14 +111,15 @@ pub struct StepOutcome<'a> {
 }
 
 /// Ends a step, if `runner` still holds `attempt` of its run and a later
-/// attempt has not started the step since (this replica lost the run).
+/// attempt has not started the step since (this replica lost the run):
+/// false then.
 pub async fn finish<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
     (runner, attempt): (&str, i64),
     outcome: &StepOutcome<'_>,
     now: i64,
-) -> Result<(), sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
     let owned = OWNED.replace("$4", "$8").replace("$5", "$9");
     sqlx::query(&format!(
         "UPDATE steps SET state = $2, exit_code = $3, error = $4, log_bytes = $5, log_truncated = $6,
@@ -136,7 +137,7 @@ pub async fn finish<'e>(
     .bind(runner)
     .execute(exec)
     .await
-    .map(|_| ())
+    .map(|ended| ended.rows_affected() == 1)
 }
 
 /// Marks the steps that never ran (after a failure or cancel).

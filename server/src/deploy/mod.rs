@@ -130,7 +130,7 @@ pub(crate) async fn acquire_lock(
         if db::environments::try_lock(app.db.pool(), environment_id, run).await? {
             return Ok(());
         }
-        if !db::runs::lock_held(app.db.pool(), run).await? {
+        if !db::runs::holds(app.db.pool(), run).await? {
             return Err(DeployError::Lost {
                 run: run.run_id,
                 attempt: run.attempt,

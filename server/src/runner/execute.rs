@@ -392,8 +392,10 @@ async fn run_steps(
                 deploy_step_result(outcome, &mut sink).await?
             }
         };
-        finish_step(app, run, step_id, &result).await?;
-        if let Some(state) = feedback::step_state(result.state) {
+        // A step this replica no longer holds is not reported: the
+        // attempt that took the run over reports it.
+        let recorded = finish_step(app, run, step_id, &result).await?;
+        if recorded && let Some(state) = feedback::step_state(result.state) {
             report::status(
                 app,
                 run.id,
@@ -564,9 +566,9 @@ async fn finish_step(
     run: &RunRow,
     step_id: i64,
     result: &StepResult,
-) -> Result<(), sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
     let run_id = run.id;
-    db::steps::finish(
+    let recorded = db::steps::finish(
         app.db.pool(),
         step_id,
         (&app.runner_id, run.attempt),
@@ -580,14 +582,16 @@ async fn finish_step(
         now_millis(),
     )
     .await?;
-    app.events.send(
-        run_id,
-        RunEvent::Step {
-            step_id,
-            state: result.state.as_str().into(),
-        },
-    );
-    Ok(())
+    if recorded {
+        app.events.send(
+            run_id,
+            RunEvent::Step {
+                step_id,
+                state: result.state.as_str().into(),
+            },
+        );
+    }
+    Ok(recorded)
 }
 
 /// The `GANTRY_*` variables and the stack entry's variables.
