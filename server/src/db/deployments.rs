@@ -216,6 +216,24 @@ pub async fn targets_of_run<'e>(
     .await
 }
 
+/// The deployment of `run_id` the environment serves, if an earlier
+/// attempt of the run deployed it and nothing replaced it since.
+pub async fn serving_of_run<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    environment_id: i64,
+    run_id: i64,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT d.id FROM environments e JOIN deployments d ON d.id = e.deployment_id
+         WHERE e.id = $1 AND d.run_id = $2 AND d.state = $3",
+    )
+    .bind(environment_id)
+    .bind(run_id)
+    .bind(DeploymentState::Succeeded.as_str())
+    .fetch_optional(exec)
+    .await
+}
+
 /// Whether a run made any deployment.
 pub async fn exists_for_run<'e>(
     exec: impl Executor<'e, Database = Any>,

@@ -106,9 +106,29 @@ pub async fn deploy(
                 .map(|()| DeployOutcome::Pinned(text))
                 .map_err(DeployError::from)
         }
-        Ok(None) => deploy_locked(app, request, log)
-            .await
-            .map(|()| DeployOutcome::Deployed),
+        Ok(None) => match db::deployments::serving_of_run(
+            app.db.pool(),
+            request.environment_id,
+            request.run.run_id,
+        )
+        .await
+        {
+            // An earlier attempt of this run deployed, and the environment
+            // still serves it (the attempt was resumed from its first step
+            // on another replica): not applied twice.
+            Ok(Some(deployment)) => log
+                .note(&format!(
+                    "{} already serves deployment #{deployment} of this run (an earlier attempt); not applied again",
+                    request.environment
+                ))
+                .await
+                .map(|()| DeployOutcome::Deployed)
+                .map_err(DeployError::from),
+            Ok(None) => deploy_locked(app, request, log)
+                .await
+                .map(|()| DeployOutcome::Deployed),
+            Err(error) => Err(error.into()),
+        },
         Err(error) => Err(error.into()),
     };
     db::environments::unlock(app.db.pool(), request.environment_id, request.run).await?;

@@ -1287,3 +1287,79 @@ async fn a_replica_killed_mid_merge_leaves_the_request_to_another_that_merges_it
     drop((killed, survivor));
     database.drop_now().await;
 }
+
+// A replica SIGKILLed in a step after its run's deploy succeeded: the
+// replica that takes the run over resumes it from the first step (the
+// workspace is on the dead replica's disk), and its deploy step finds the
+// environment serving this run's deployment and applies nothing again —
+// one deployment for the run, and its log says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_resumed_elsewhere_after_its_deploy_does_not_deploy_again() {
+    let database = crate::support::PostgresDatabase::create().await;
+    let hold = Hold::new();
+    let pipeline = format!(
+        "apiVersion: gantry.dev/v1
+image: \"registry.example.com/shop:{{{{ commit }}}}\"
+steps:
+  - {{ name: build, run: \"echo built\" }}
+  - deploy
+  - {{ name: smoke, run: \"while [ -f {} ]; do sleep 0.2; done; echo smoke ok\" }}
+",
+        hold.flag.display()
+    );
+    let fleet = Fleet::new(&database.url, &pipeline, &[hold.shown()]).await;
+    let dying = fleet.start(1);
+    fleet.register_cluster(1).await;
+    let commit = fleet.push(0);
+    hold.step_running().await;
+    let other = fleet.start(0);
+    dying.kill();
+    let pool = sqlx::AnyPool::connect(&database.url)
+        .await
+        .expect("database");
+    let run_id: i64 = wait_for("the run to be resumed", 2 * MINUTE, || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT id FROM runs WHERE commit_sha = $1 AND state = 'running' AND attempt = 2",
+        )
+        .bind(&commit)
+        .fetch_optional(&pool)
+        .await
+        .expect("run")
+    })
+    .await;
+    hold.release();
+    let state: String = wait_for("the run to end", 2 * MINUTE, || async {
+        sqlx::query_scalar::<_, String>("SELECT state FROM runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_one(&pool)
+            .await
+            .ok()
+            .filter(|state| state != "running" && state != "queued")
+    })
+    .await;
+    assert_eq!(state, "succeeded");
+    let deployments: Vec<(String,)> =
+        sqlx::query_as("SELECT state FROM deployments WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_all(&pool)
+            .await
+            .expect("deployments");
+    assert_eq!(deployments, [("succeeded".to_string(),)]);
+    let log: Vec<String> = sqlx::query_scalar(
+        "SELECT l.content FROM log_chunks l JOIN steps s ON s.id = l.step_id
+         WHERE s.run_id = $1 AND s.name = 'deploy' ORDER BY l.seq",
+    )
+    .bind(run_id)
+    .fetch_all(&pool)
+    .await
+    .expect("deploy log");
+    assert!(
+        log.iter()
+            .any(|text| text.contains("already serves deployment #")
+                && text.contains("not applied again")),
+        "{log:?}"
+    );
+    pool.close().await;
+    drop(other);
+    database.drop_now().await;
+}
