@@ -605,13 +605,7 @@ async fn postgres_restarted_under_load_loses_nothing_and_does_nothing_twice() {
     assert_eq!(run.len(), 1, "{run:?}");
     let (_, run_id, state, error) = &run[0];
     assert_eq!((state.as_str(), error.as_str()), ("succeeded", ""));
-    let deployments: Vec<(String,)> =
-        sqlx::query_as("SELECT state FROM deployments WHERE run_id = $1")
-            .bind(run_id)
-            .fetch_all(&pool)
-            .await
-            .expect("deployments");
-    assert_eq!(deployments, [("succeeded".to_string(),)]);
+    assert_eq!(deployment_states(&pool, *run_id).await, ["succeeded"]);
     let locked: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM environments WHERE locked_by_run IS NOT NULL")
             .fetch_one(&pool)
@@ -693,6 +687,28 @@ steps:
     fn release(&self) {
         std::fs::remove_file(&self.flag).expect("unflag");
     }
+}
+
+/// Waits for run `run_id` to end; its state.
+async fn run_end(pool: &sqlx::AnyPool, run_id: i64) -> String {
+    wait_for("the run to end", 2 * MINUTE, || async {
+        sqlx::query_scalar::<_, String>("SELECT state FROM runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_one(pool)
+            .await
+            .ok()
+            .filter(|state| state != "running" && state != "queued")
+    })
+    .await
+}
+
+/// The states of run `run_id`'s deployments, oldest first.
+async fn deployment_states(pool: &sqlx::AnyPool, run_id: i64) -> Vec<String> {
+    sqlx::query_scalar("SELECT state FROM deployments WHERE run_id = $1 ORDER BY id")
+        .bind(run_id)
+        .fetch_all(pool)
+        .await
+        .expect("deployments")
 }
 
 /// libfaketime, which shifts a process's wall clock (LD_PRELOAD).
@@ -952,13 +968,7 @@ async fn a_replica_cut_from_the_database_loses_its_run_and_loops_and_writes_noth
             .all(|(attempt, state)| *attempt == 2 && state == "succeeded"),
         "{steps:?}"
     );
-    let deployments: Vec<(String,)> =
-        sqlx::query_as("SELECT state FROM deployments WHERE run_id = $1")
-            .bind(run_id)
-            .fetch_all(&pool)
-            .await
-            .expect("deployments");
-    assert_eq!(deployments, [("succeeded".to_string(),)]);
+    assert_eq!(deployment_states(&pool, run_id).await, ["succeeded"]);
     pool.close().await;
     drop((cut, other));
     database.drop_now().await;
@@ -995,15 +1005,7 @@ async fn a_replica_stopping_under_a_step_that_ignores_sigterm_hands_the_run_over
     .await;
     assert!(runner.starts_with("r0-"), "{runner}");
     hold.release();
-    let state: String = wait_for("the run to end", MINUTE, || async {
-        sqlx::query_scalar::<_, String>("SELECT state FROM runs WHERE id = $1")
-            .bind(run_id)
-            .fetch_one(&pool)
-            .await
-            .ok()
-            .filter(|state| state != "running" && state != "queued")
-    })
-    .await;
+    let state = run_end(&pool, run_id).await;
     assert_eq!(state, "succeeded");
     let interrupted: Option<String> = sqlx::query_scalar(
         "SELECT interrupted FROM run_attempts WHERE run_id = $1 AND attempt = 1",
@@ -1031,13 +1033,7 @@ async fn a_replica_stopping_under_a_step_that_ignores_sigterm_hands_the_run_over
             .all(|(attempt, state)| *attempt == 2 && state == "succeeded"),
         "{steps:?}"
     );
-    let deployments: Vec<(String,)> =
-        sqlx::query_as("SELECT state FROM deployments WHERE run_id = $1")
-            .bind(run_id)
-            .fetch_all(&pool)
-            .await
-            .expect("deployments");
-    assert_eq!(deployments, [("succeeded".to_string(),)]);
+    assert_eq!(deployment_states(&pool, run_id).await, ["succeeded"]);
     pool.close().await;
     drop(other);
     database.drop_now().await;
@@ -1259,13 +1255,11 @@ async fn a_replica_killed_mid_merge_leaves_the_request_to_another_that_merges_it
             .await
             .expect("runs");
         assert_eq!(runs, 1, "{merge}");
-        let deployments: Vec<(String,)> =
-            sqlx::query_as("SELECT state FROM deployments WHERE run_id = $1")
-                .bind(run.0)
-                .fetch_all(&pool)
-                .await
-                .expect("deployments");
-        assert_eq!(deployments, [("succeeded".to_string(),)], "{merge}");
+        assert_eq!(
+            deployment_states(&pool, run.0).await,
+            ["succeeded"],
+            "{merge}"
+        );
         killed = fleet.start(0);
     }
 
@@ -1328,23 +1322,9 @@ steps:
     })
     .await;
     hold.release();
-    let state: String = wait_for("the run to end", 2 * MINUTE, || async {
-        sqlx::query_scalar::<_, String>("SELECT state FROM runs WHERE id = $1")
-            .bind(run_id)
-            .fetch_one(&pool)
-            .await
-            .ok()
-            .filter(|state| state != "running" && state != "queued")
-    })
-    .await;
+    let state = run_end(&pool, run_id).await;
     assert_eq!(state, "succeeded");
-    let deployments: Vec<(String,)> =
-        sqlx::query_as("SELECT state FROM deployments WHERE run_id = $1")
-            .bind(run_id)
-            .fetch_all(&pool)
-            .await
-            .expect("deployments");
-    assert_eq!(deployments, [("succeeded".to_string(),)]);
+    assert_eq!(deployment_states(&pool, run_id).await, ["succeeded"]);
     let log: Vec<String> = sqlx::query_scalar(
         "SELECT l.content FROM log_chunks l JOIN steps s ON s.id = l.step_id
          WHERE s.run_id = $1 AND s.name = 'deploy' ORDER BY l.seq",
