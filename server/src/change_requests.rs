@@ -90,6 +90,15 @@ impl crate::error::Classified for ChangeRequestError {
     }
 }
 
+impl From<crate::coverage::CoverageError> for ChangeRequestError {
+    fn from(error: crate::coverage::CoverageError) -> Self {
+        match error {
+            crate::coverage::CoverageError::Db(error) => ChangeRequestError::Db(error),
+            crate::coverage::CoverageError::Git(error) => ChangeRequestError::Git(error),
+        }
+    }
+}
+
 type Result<T> = std::result::Result<T, ChangeRequestError>;
 
 /// One merge at a time in this process; across replicas, a request is
@@ -363,7 +372,10 @@ pub async fn approve(
         return Err(ChangeRequestError::Forbidden(refusal));
     }
     let head = head_of(&judged)?;
-    if db::change_requests::has_approved(requests.db.pool(), id, &head, caller.user_id).await? {
+    let environment = target_environment_id(requests, &judged).await?;
+    if db::change_requests::has_approved(requests.db.pool(), id, &head, caller.user_id, environment)
+        .await?
+    {
         return Err(ChangeRequestError::Conflict(format!(
             "{} has already approved {} of change request {id}",
             caller.me.name,
@@ -390,7 +402,25 @@ pub async fn approve(
         },
     )
     .await;
-    try_merge(requests, id, &caller.me.name).await
+    let merged = try_merge(requests, id, &caller.me.name).await?;
+    // The approval may cover a held run's commits (the request's head
+    // pushed to its target before it was approved): it goes now.
+    release_covered(requests).await;
+    Ok(merged)
+}
+
+/// Releases held runs that approvals now cover.
+async fn release_covered(requests: &ChangeRequests<'_>) {
+    let approvals = crate::flow::approval::Approvals {
+        db: requests.db,
+        git: requests.git,
+        clock: requests.clock,
+        flow: requests.flow,
+        reauth_max_age: requests.reauth_max_age,
+    };
+    if let Err(error) = crate::flow::approval::release_covered(&approvals).await {
+        tracing::warn!(%error, "releasing held runs that approvals now cover failed");
+    }
 }
 
 /// Rejects the request: it is closed for good.
@@ -530,6 +560,17 @@ async fn decide(
 ) -> Result<()> {
     let head = head_of(judged)?;
     let environment_id = target_environment_id(requests, judged).await?;
+    // What the decider saw the request against: an approval covers what
+    // its head adds to the target's head (see `coverage`).
+    let base = match decision {
+        "approved" | "override" => requests
+            .git
+            .heads(&judged.source_url)
+            .await?
+            .get(&judged.row.target_branch)
+            .cloned(),
+        _ => None,
+    };
     let now = now_millis();
     let mut tx = requests.db.begin().await?;
     db::change_requests::record_decision(
@@ -544,6 +585,7 @@ async fn decide(
             commit_sha: Some(&head),
             auth_time: caller.me.auth_time,
             override_reason,
+            base_sha: base.as_deref(),
         },
         now,
     )
@@ -642,14 +684,23 @@ async fn record_merge(
     requests: &ChangeRequests<'_>,
     judged: &Judged,
     id: i64,
-    sha: &str,
+    sha: Option<&str>,
     by: &str,
     detail: &str,
     audit: &serde_json::Value,
     now: i64,
 ) -> Result<()> {
     let mut tx = requests.db.begin().await?;
-    db::change_requests::mark_merged(&mut *tx, id, sha, by, detail, now).await?;
+    db::change_requests::mark_merged(
+        &mut *tx,
+        id,
+        sha,
+        db::change_requests::MergedVia::Gantry,
+        by,
+        detail,
+        now,
+    )
+    .await?;
     db::audit::record(
         &mut *tx,
         &NewEntry {
@@ -664,7 +715,11 @@ async fn record_merge(
     )
     .await?;
     tx.commit().await?;
-    tracing::info!(change_request = id, %sha, "change request merged");
+    tracing::info!(
+        change_request = id,
+        sha = sha.unwrap_or("unknown"),
+        "change request merged"
+    );
     requests.flow.scan_wake.notify_one();
     Ok(())
 }
@@ -695,11 +750,38 @@ async fn merge_on_forge(
     id: i64,
     head: &str,
     by: &str,
+    target_coverage: Option<crate::git::Coverage>,
 ) -> Result<CrRow> {
     let pool = requests.db.pool();
     let origin = judged.row.origin.clone();
+    let target = judged.row.target_branch.clone();
     let now = now_millis();
-    let outcome: std::result::Result<String, ForgeMergeError> = async {
+    // The forge merges onto the target's head: not onto commits no
+    // approval covers (checked here; the forge's merge commit covers only
+    // what it adds to its first parent, so a target that moves meanwhile
+    // gains nothing unchecked).
+    if let Some(coverage) = target_coverage {
+        let heads = requests.git.fetch(&judged.source_url).await?;
+        if let Some(target_sha) = heads.get(&target) {
+            let uncovered = requests
+                .git
+                .uncovered(&judged.source_url, target_sha, coverage)
+                .await?;
+            if !uncovered.is_empty() {
+                let detail = uncovered_detail(&target, target_sha, &uncovered);
+                db::change_requests::set_state_if_active(
+                    pool,
+                    id,
+                    ChangeRequestState::Approved,
+                    Some(&detail),
+                    now,
+                )
+                .await?;
+                return reload(requests, id).await;
+            }
+        }
+    }
+    let outcome: std::result::Result<Option<String>, ForgeMergeError> = async {
         let forge = judged
             .config
             .forge
@@ -729,15 +811,47 @@ async fn merge_on_forge(
         Ok(answer["sha"]
             .as_str()
             .or_else(|| answer["merge_commit_sha"].as_str())
-            .unwrap_or(head)
-            .to_string())
+            .map(str::to_string))
     }
     .await;
     match outcome {
         Ok(sha) => {
-            let detail = format!("merged on {origin} as {}", short(&sha));
+            let sha = match sha {
+                Some(sha) => Some(sha),
+                None => forge_merge_commit(requests, judged, head).await,
+            };
+            let detail = match &sha {
+                Some(sha) => format!("merged on {origin} as {}", short(sha)),
+                None => format!("merged on {origin}"),
+            };
             let audit = serde_json::json!({ "merge_sha": sha, "forge": origin, "head": head });
-            record_merge(requests, judged, id, &sha, by, &detail, &audit, now).await?;
+            if let Some(sha) = &sha {
+                db::coverage::grant(
+                    pool,
+                    &db::coverage::NewGrant {
+                        app_id: judged.row.app_id,
+                        branch: &target,
+                        kind: "forge_merge",
+                        tip_sha: sha,
+                        base_sha: None,
+                        change_request_id: Some(id),
+                        user_id: None,
+                    },
+                    now,
+                )
+                .await?;
+            }
+            record_merge(
+                requests,
+                judged,
+                id,
+                sha.as_deref(),
+                by,
+                &detail,
+                &audit,
+                now,
+            )
+            .await?;
         }
         Err(error) => {
             let detail =
@@ -754,6 +868,26 @@ async fn merge_on_forge(
         }
     }
     reload(requests, id).await
+}
+
+/// The forge's merge commit of `head`, when its answer did not say
+/// (Gitea): the target's new head, if it is `head` or merges it.
+async fn forge_merge_commit(
+    requests: &ChangeRequests<'_>,
+    judged: &Judged,
+    head: &str,
+) -> Option<String> {
+    let heads = requests.git.fetch(&judged.source_url).await.ok()?;
+    let target = heads.get(&judged.row.target_branch)?.clone();
+    let merges_head = target == head
+        || requests
+            .git
+            .parents(&judged.source_url, &target)
+            .await
+            .ok()?
+            .iter()
+            .any(|parent| parent == head);
+    merges_head.then_some(target)
 }
 
 /// Whether an active request may be merged now.
@@ -795,7 +929,6 @@ enum Next {
         detail: String,
     },
     AlreadyMerged {
-        sha: String,
         detail: String,
     },
     /// Not merged: the request's new state and what to do about it.
@@ -803,6 +936,27 @@ enum Next {
         state: ChangeRequestState,
         detail: String,
     },
+}
+
+/// Why an approved request waits: its target carries commits no approval
+/// covers. It merges once they are covered (Gantry retries), or an admin
+/// overrides.
+fn uncovered_detail(target: &str, target_sha: &str, uncovered: &crate::git::Uncovered) -> String {
+    let count = if uncovered.more {
+        format!("at least {}", uncovered.total)
+    } else {
+        uncovered.total.to_string()
+    };
+    let noun = if uncovered.total == 1 {
+        "commit"
+    } else {
+        "commits"
+    };
+    format!(
+        "approved, but not merged: {target} (at {}) carries {count} {noun} no approval covers: {}. Merging would take them live under this request's approval. Approve {target}'s held run (or revert them); Gantry merges once they are covered, or an admin overrides with a reason",
+        short(target_sha),
+        uncovered.describe(5)
+    )
 }
 
 fn after_merge(outcome: &MergeOutcome, source: &str, target: &str) -> Next {
@@ -826,8 +980,17 @@ fn after_merge(outcome: &MergeOutcome, source: &str, target: &str) -> Next {
             sha: sha.clone(),
         },
         MergeOutcome::AlreadyMerged { target_sha } => Next::AlreadyMerged {
-            sha: target_sha.clone(),
-            detail: format!("{target} already contained {source}"),
+            detail: format!(
+                "{target} already contained {source} (at {}); nothing was merged",
+                short(target_sha)
+            ),
+        },
+        MergeOutcome::Uncovered {
+            target_sha,
+            uncovered,
+        } => Next::Stays {
+            state: ChangeRequestState::Approved,
+            detail: uncovered_detail(target, target_sha, uncovered),
         },
         MergeOutcome::Conflict { files } => Next::Stays {
             state: ChangeRequestState::Conflict,
@@ -913,8 +1076,9 @@ async fn merge_if_ready(requests: &ChangeRequests<'_>, id: i64, by: &str) -> Res
     let pool = requests.db.pool();
     let head = head_of(&judged)?;
     let policy = judged.policy();
-    let overridden = db::change_requests::overridden(pool, id, &head).await?;
-    let approvals = db::change_requests::approvals_of(pool, id, &head).await?;
+    let environment = target_environment_id(requests, &judged).await?;
+    let overridden = db::change_requests::overridden(pool, id, &head, environment).await?;
+    let approvals = db::change_requests::approvals_of(pool, id, &head, environment).await?;
     let freeze = policy::freeze_now(judged.target_entry(), requests.clock.now_millis())
         .map(|freeze| freeze.describe());
     let hold = match gate(approvals, i64::from(policy.required), overridden, freeze) {
@@ -954,9 +1118,32 @@ async fn merge_if_ready(requests: &ChangeRequests<'_>, id: i64, by: &str) -> Res
     {
         return reload(requests, id).await;
     }
+    // Into a protected environment's branch, Gantry merges only onto a
+    // head whose history approvals cover: a merge would otherwise take an
+    // unapproved commit live under this request's approval. An admin's
+    // override merges regardless (its audit entry lists what it covered).
+    let target_coverage = match (
+        &judged.target_entry().and_then(|e| e.approval.clone()),
+        overridden,
+    ) {
+        (Some(protected), false) => Some(
+            crate::coverage::of(
+                requests.db,
+                crate::coverage::Protected {
+                    app_id: judged.row.app_id,
+                    source_url: &judged.source_url,
+                    branch: &judged.row.target_branch,
+                    environment_id: Some(environment),
+                    policy: protected,
+                },
+            )
+            .await?,
+        ),
+        _ => None,
+    };
     // A forge's request is merged by the forge, so it closes there too.
     if judged.row.origin != "native" {
-        return merge_on_forge(requests, &judged, id, &head, by).await;
+        return merge_on_forge(requests, &judged, id, &head, by, target_coverage).await;
     }
     let message = format!(
         "Merge branch '{}' into {}\n\n{} (change request {id})\n\nApproved-by: {}\n",
@@ -972,18 +1159,30 @@ async fn merge_if_ready(requests: &ChangeRequests<'_>, id: i64, by: &str) -> Res
         strategy: judged.config.merge,
         message,
         interrupted: judged.row.merge_sha.clone(),
+        target_coverage,
     };
     let (record_db, replica) = (requests.db.clone(), requests.replica.to_string());
+    let (app_id, target) = (judged.row.app_id, judged.row.target_branch.clone());
     let runtime = tokio::runtime::Handle::current();
     let outcome = requests
         .git
         .merge_and_push(&judged.source_url, request, move |sha| {
             let lease = merge_lease_name(id);
+            let grant = db::coverage::NewGrant {
+                app_id,
+                branch: &target,
+                kind: "merge",
+                tip_sha: sha,
+                base_sha: None,
+                change_request_id: Some(id),
+                user_id: None,
+            };
             let recorded = runtime.block_on(db::change_requests::record_merge_sha_under_lease(
                 &record_db,
                 id,
                 sha,
                 (&lease, &replica),
+                &grant,
             ));
             match recorded {
                 Ok(true) => Ok(()),
@@ -1030,10 +1229,21 @@ async fn merge_if_ready(requests: &ChangeRequests<'_>, id: i64, by: &str) -> Res
                 "head": head,
                 "interrupted": landed,
             });
-            record_merge(requests, &judged, id, &sha, by, &detail, &audit, now).await?;
+            record_merge(requests, &judged, id, Some(&sha), by, &detail, &audit, now).await?;
         }
-        Next::AlreadyMerged { sha, detail } => {
-            db::change_requests::mark_merged(pool, id, &sha, by, &detail, now).await?;
+        Next::AlreadyMerged { detail } => {
+            // No commit of the target's is this request's merge: the
+            // target's head is judged by what approvals cover, like any.
+            db::change_requests::mark_merged(
+                pool,
+                id,
+                None,
+                db::change_requests::MergedVia::Contained,
+                by,
+                &detail,
+                now,
+            )
+            .await?;
         }
         Next::Stays { state, detail } => {
             db::change_requests::set_state_if_active(pool, id, state, Some(&detail), now).await?;
@@ -1083,6 +1293,15 @@ pub async fn detail(
     let pool = requests.db.pool();
     let policy = judged.policy();
     let head = judged.row.head_sha.clone().unwrap_or_default();
+    let environment =
+        db::environments::find_for_branch(pool, judged.row.app_id, &judged.row.target_branch)
+            .await?
+            .map(|env| env.id);
+    let (commits, uncovered_on_target) = if judged.row.is_active() {
+        review_commits(requests, &judged, &head, environment).await?
+    } else {
+        (Vec::new(), None)
+    };
     let preview = db::environments::list_active(requests.db)
         .await?
         .into_iter()
@@ -1112,7 +1331,12 @@ pub async fn detail(
         reports,
         required_approvals: i64::from(policy.required),
         approver_roles: policy.roles.clone(),
-        approvals_of_head: db::change_requests::approvals_of(pool, id, &head).await?,
+        approvals_of_head: match environment {
+            Some(environment) => {
+                db::change_requests::approvals_of(pool, id, &head, environment).await?
+            }
+            None => 0,
+        },
         decisions: db::change_requests::decisions(pool, Some(id), None).await?,
         freeze: policy::freeze_now(judged.target_entry(), requests.clock.now_millis())
             .map(|f| f.describe()),
@@ -1124,7 +1348,58 @@ pub async fn detail(
             .map(crate::sharing::feedback_view)
             .collect(),
         fork_of: judged.row.fork_of.clone(),
+        commits,
+        uncovered_on_target,
     })
+}
+
+/// What a reviewer decides on: the request's own commits (what its head
+/// adds to the target's head — what an approval covers) and, apart, the
+/// commits on a protected target that no approval covers (the request
+/// does not merge onto them). As of the mirror's last fetch.
+async fn review_commits(
+    requests: &ChangeRequests<'_>,
+    judged: &Judged,
+    head: &str,
+    environment: Option<i64>,
+) -> Result<(
+    Vec<app::dto::ChangelogCommit>,
+    Option<app::dto::UncoveredCommits>,
+)> {
+    let heads = requests.git.heads(&judged.source_url).await?;
+    let Some(target) = heads.get(&judged.row.target_branch) else {
+        return Ok((Vec::new(), None));
+    };
+    if head.is_empty() {
+        return Ok((Vec::new(), None));
+    }
+    let own = requests
+        .git
+        .log_range(&judged.source_url, Some(target), head, 100)
+        .await
+        .unwrap_or_default();
+    let own = crate::coverage::view(&crate::git::Uncovered {
+        total: own.len(),
+        commits: own,
+        more: false,
+    })
+    .commits;
+    let uncovered = match judged.target_entry().and_then(|e| e.approval.as_ref()) {
+        Some(policy) => {
+            let protected = crate::coverage::Protected {
+                app_id: judged.row.app_id,
+                source_url: &judged.source_url,
+                branch: &judged.row.target_branch,
+                environment_id: environment,
+                policy,
+            };
+            let uncovered =
+                crate::coverage::uncovered(requests.db, requests.git, protected, target).await?;
+            Some(crate::coverage::view(&uncovered))
+        }
+        None => None,
+    };
+    Ok((own, uncovered))
 }
 
 #[cfg(test)]
@@ -1185,7 +1460,7 @@ mod tests {
                 "feature",
                 "master"
             ),
-            Next::AlreadyMerged { sha, .. } if sha == "abc"
+            Next::AlreadyMerged { detail } if detail.contains("nothing was merged")
         ));
         let conflict = after_merge(
             &MergeOutcome::Conflict {

@@ -165,6 +165,8 @@ impl RunsPort for App {
             attempts: db::run_attempts::of_run(pool, id)
                 .await
                 .map_err(port_error)?,
+            uncovered: extra.uncovered,
+            pushed_by: extra.pushed_by,
         }))
     }
 

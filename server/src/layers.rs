@@ -58,6 +58,7 @@ pub const MODULES: &[(&str, Layer)] = &[
     ("changes", Layer::Domain),
     ("clusters", Layer::Domain),
     ("configs", Layer::Domain),
+    ("coverage", Layer::Domain),
     ("delivery", Layer::Domain),
     ("deploy", Layer::Domain),
     // Approval policy and decisions on held runs: domain code kept beside

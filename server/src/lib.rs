@@ -13,6 +13,7 @@ pub mod clock;
 pub mod clusters;
 pub mod config;
 pub mod configs;
+pub mod coverage;
 pub mod dashboard;
 pub mod db;
 pub mod delivery;

@@ -68,6 +68,15 @@ pub struct ChangeRequestDetail {
     /// `pr-<number>`, builds allowed by an admin, no secrets).
     #[serde(default)]
     pub fork_of: Option<String>,
+    /// The request's own commits: what its head adds to the target's head
+    /// (what an approval of it covers), newest first.
+    #[serde(default)]
+    pub commits: Vec<ChangelogCommit>,
+    /// Commits already on the target that no approval covers: Gantry does
+    /// not merge into them (approve the target's held run first, or an
+    /// admin overrides).
+    #[serde(default)]
+    pub uncovered_on_target: Option<UncoveredCommits>,
 }
 
 /// What waits for a decision: change requests (with their preview, tests

@@ -101,6 +101,26 @@ pub struct RunDetail {
     /// Its starts, first first (more than one after a take-over).
     #[serde(default)]
     pub attempts: Vec<RunAttempt>,
+    /// For a run held for approval: the commits it would take live that no
+    /// approval covers yet (approving the run covers them).
+    #[serde(default)]
+    pub uncovered: Option<UncoveredCommits>,
+    /// Who pushed its commit, where a forge said and the account maps to a
+    /// Gantry user (never from commit metadata).
+    #[serde(default)]
+    pub pushed_by: Option<String>,
+}
+
+/// The commits a deployment would take live that no approval covers
+/// (README, "What an approval covers"), newest first.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct UncoveredCommits {
+    /// How many there are (at least this many when `more`).
+    pub total: i64,
+    pub more: bool,
+    /// The first hundred of them.
+    pub commits: Vec<ChangelogCommit>,
 }
 
 /// A run held until enough people approve it.
@@ -112,6 +132,9 @@ pub struct PendingApproval {
     pub environment: String,
     pub commit_sha: String,
     pub requested_at: UnixMillis,
+    /// The commits approving it covers that nothing covers yet.
+    #[serde(default)]
+    pub uncovered: Option<UncoveredCommits>,
 }
 
 /// What a run would change on one object of one cluster.

@@ -194,6 +194,16 @@ pub async fn upsert_user(
     db::users::upsert(db.pool(), issuer, subject, name, email, now_millis()).await
 }
 
+/// Records the forge account the person signs in as, from the claim
+/// `auth.forge_login_claim` names (none: the token did not carry it).
+pub async fn set_forge_login(
+    db: &Db,
+    user_id: i64,
+    login: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    db::users::set_forge_login(db.pool(), user_id, login.map(str::trim)).await
+}
+
 /// Replaces the user's grants from one source (e.g. the OIDC groups claim
 /// at each sign-in) with `grants`. Unknown apps in grants are skipped.
 pub async fn set_grants(
@@ -254,6 +264,50 @@ pub async fn system_caller(
         via_token: true,
         source_ip: None,
     })
+}
+
+/// A forge account as a Gantry identity: the one user whose sign-in
+/// carried this login in the claim `auth.forge_login_claim` names (the
+/// identity the forge and the SSO share). Never from commit metadata; an
+/// account no user — or more than one — signs in as maps to nobody.
+#[derive(Clone, Debug)]
+pub struct ForgeIdentity {
+    pub user_id: i64,
+    pub name: String,
+    pub grants: Vec<Grant>,
+}
+
+impl ForgeIdentity {
+    /// The person as an approver: no fresh sign-in to show (a policy with
+    /// `reauth` refuses them).
+    pub fn caller(&self) -> Caller {
+        Caller {
+            user_id: self.user_id,
+            me: Me {
+                name: self.name.clone(),
+                grants: self.grants.clone(),
+                csrf: String::new(),
+                auth_time: None,
+            },
+            via_token: true,
+            source_ip: None,
+        }
+    }
+}
+
+pub async fn forge_identity(db: &Db, login: &str) -> Result<Option<ForgeIdentity>, sqlx::Error> {
+    if login.trim().is_empty() {
+        return Ok(None);
+    }
+    let users = db::users::by_forge_login(db.pool(), login.trim()).await?;
+    let [(user_id, name)] = users.as_slice() else {
+        return Ok(None);
+    };
+    Ok(Some(ForgeIdentity {
+        user_id: *user_id,
+        name: name.clone(),
+        grants: grants_of(db, *user_id).await?,
+    }))
 }
 
 /// Grants from the values of the roles claim: `admin`, `developer`,

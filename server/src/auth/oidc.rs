@@ -67,6 +67,15 @@ pub struct Identity {
     pub roles_claim: Vec<String>,
     /// Milliseconds since the epoch, when the provider says so.
     pub auth_time: Option<i64>,
+    /// Every claim of the verified ID token (for `auth.forge_login_claim`).
+    pub claims: serde_json::Value,
+}
+
+impl Identity {
+    /// The text of claim `name`, if the token carries one.
+    pub fn claim(&self, name: &str) -> Option<&str> {
+        self.claims[name].as_str().filter(|v| !v.trim().is_empty())
+    }
 }
 
 /// Discovers the provider once (lazily) and keeps the client.
@@ -287,6 +296,7 @@ fn verify(
         email: claims.email().map(|e| e.to_string()),
         roles_claim,
         auth_time,
+        claims: payload,
     })
 }
 

@@ -254,6 +254,12 @@ pub struct Config {
     pub oidc: Option<OidcSettings>,
     /// The claim whose values map to roles.
     pub roles_claim: String,
+    /// The ID-token claim that carries the person's forge account (when the
+    /// identity provider is the forge, or shares its accounts): how forge
+    /// authors, mergers and pushers become Gantry identities. None: no
+    /// forge account is anyone's, and forge merges and pushes count for
+    /// nothing.
+    pub forge_login_claim: Option<String>,
     /// The demo's sign-in without a password (loopback binds only).
     pub dev_login: bool,
     /// A session ends after this long without a request...
@@ -357,6 +363,7 @@ struct AuthSection {
     oidc_client_id: Option<String>,
     oidc_client_secret: Option<String>,
     roles_claim: Option<String>,
+    forge_login_claim: Option<String>,
     dev_login: Option<bool>,
     session_idle: Option<String>,
     session_max: Option<String>,
@@ -792,6 +799,14 @@ impl Config {
                 }
             },
         )?;
+        let forge_login_claim = layers.resolve(
+            "auth.forge_login_claim",
+            "",
+            file.auth.forge_login_claim.clone(),
+            Some("GANTRY_FORGE_LOGIN_CLAIM"),
+            None,
+            |text| Ok::<_, String>(Some(text.trim().to_string()).filter(|t| !t.is_empty())),
+        )?;
         let dev_login = layers.resolve(
             "auth.dev_login",
             "false",
@@ -903,6 +918,7 @@ impl Config {
             drift_interval,
             oidc,
             roles_claim,
+            forge_login_claim,
             dev_login,
             session_idle,
             session_max,

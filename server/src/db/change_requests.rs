@@ -151,7 +151,9 @@ pub async fn approved<'e>(
         .await
 }
 
-/// The request whose merge produced `sha` on `branch`, if any.
+/// The request whose merge by Gantry produced `sha` on `branch`, if any
+/// (recorded before the push, so `merged_via` is not set yet while it is
+/// on its way; a forge's merges are never this).
 pub async fn merged_as<'e>(
     exec: impl Executor<'e, Database = Any>,
     app_id: i64,
@@ -160,11 +162,14 @@ pub async fn merged_as<'e>(
 ) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT id FROM change_requests
-         WHERE app_id = $1 AND target_branch = $2 AND merge_sha = $3 ORDER BY id DESC LIMIT 1",
+         WHERE app_id = $1 AND target_branch = $2 AND merge_sha = $3
+           AND (merged_via IS NULL OR merged_via = $4)
+         ORDER BY id DESC LIMIT 1",
     )
     .bind(app_id)
     .bind(branch)
     .bind(sha)
+    .bind(MergedVia::Gantry.as_str())
     .fetch_optional(exec)
     .await
 }
@@ -220,12 +225,18 @@ pub async fn set_state_if_active<'e>(
 /// the request's merge lease `lease` (in the database's clock) and the
 /// request is still approved: the last check before the push, so a
 /// replica whose lease ran out pushes nothing.
+///
+/// With the commit, its coverage grant is written (`grant`): Gantry
+/// merges only onto a target it checked, so its merge covers what is
+/// under it (see `coverage`).
 pub async fn record_merge_sha_under_lease(
     db: &super::Db,
     id: i64,
     sha: &str,
     (lease, holder): (&str, &str),
+    grant: &super::coverage::NewGrant<'_>,
 ) -> Result<bool, sqlx::Error> {
+    let mut tx = db.begin().await?;
     let recorded = sqlx::query(&format!(
         "UPDATE change_requests SET merge_sha = $2
          WHERE id = $1 AND state = $3
@@ -238,9 +249,14 @@ pub async fn record_merge_sha_under_lease(
     .bind(ChangeRequestState::Approved.as_str())
     .bind(lease)
     .bind(holder)
-    .execute(db.pool())
+    .execute(&mut *tx)
     .await?;
-    Ok(recorded.rows_affected() == 1)
+    if recorded.rows_affected() != 1 {
+        return Ok(false);
+    }
+    super::coverage::grant(&mut *tx, grant, super::now_millis()).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// A new head on the source branch: back to open, approvals start over,
@@ -265,18 +281,48 @@ pub async fn set_head<'e>(
     Ok(())
 }
 
+/// How a request came to be merged (`change_requests.merged_via`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MergedVia {
+    /// Gantry merged it (itself, or through the forge's API) after checking
+    /// its target: the merge commit is recorded.
+    Gantry,
+    /// A merge on the forge that the policy counts as an approval.
+    Forge,
+    /// Merged on the forge, not counted as an approval: what it brought is
+    /// judged like any push.
+    ForgeUncounted,
+    /// The target already contained it: nothing was merged, no commit is
+    /// the request's.
+    Contained,
+}
+
+impl MergedVia {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MergedVia::Gantry => "gantry",
+            MergedVia::Forge => "forge",
+            MergedVia::ForgeUncounted => "forge-uncounted",
+            MergedVia::Contained => "contained",
+        }
+    }
+}
+
+/// Marks a request merged, unless it is merged already (a forge's echo of
+/// Gantry's own merge never overwrites Gantry's record). False then.
 pub async fn mark_merged<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
-    sha: &str,
+    sha: Option<&str>,
+    via: MergedVia,
     by: &str,
     detail: &str,
     now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<bool, sqlx::Error> {
+    let marked = sqlx::query(
         "UPDATE change_requests SET state = $2, merge_sha = $3, merged_by = $4, state_detail = $5,
-            merged_at = $6, updated_at = $6
-         WHERE id = $1",
+            merged_at = $6, updated_at = $6, merged_via = $7
+         WHERE id = $1 AND state <> $2",
     )
     .bind(id)
     .bind(ChangeRequestState::Merged.as_str())
@@ -284,9 +330,10 @@ pub async fn mark_merged<'e>(
     .bind(by)
     .bind(detail)
     .bind(now)
+    .bind(via.as_str())
     .execute(exec)
     .await?;
-    Ok(())
+    Ok(marked.rows_affected() == 1)
 }
 
 #[derive(Clone, Debug)]
@@ -301,6 +348,9 @@ pub struct NewDecision<'a> {
     pub commit_sha: Option<&'a str>,
     pub auth_time: Option<i64>,
     pub override_reason: Option<&'a str>,
+    /// For a decision on a change request: the target's head the decider
+    /// saw (an approval covers what the request's head adds to it).
+    pub base_sha: Option<&'a str>,
 }
 
 pub async fn record_decision<'e>(
@@ -310,8 +360,8 @@ pub async fn record_decision<'e>(
 ) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
         "INSERT INTO approvals (environment_id, run_id, change_request_id, user_id, decision,
-            comment, commit_sha, auth_time, override_reason, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+            comment, commit_sha, auth_time, override_reason, created_at, base_sha)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
     )
     .bind(decision.environment_id)
     .bind(decision.run_id)
@@ -323,23 +373,28 @@ pub async fn record_decision<'e>(
     .bind(decision.auth_time)
     .bind(decision.override_reason)
     .bind(now)
+    .bind(decision.base_sha)
     .fetch_one(exec)
     .await
 }
 
-/// Distinct people who approved `sha` of the request (an override counts as
-/// meeting the policy on its own; see [`overridden`]).
+/// Distinct people who approved `sha` of the request into `environment`
+/// (its target's: a request retargeted on the forge starts over; an
+/// override counts as meeting the policy on its own, see [`overridden`]).
 pub async fn approvals_of<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
     sha: &str,
+    environment: i64,
 ) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT COUNT(DISTINCT user_id) FROM approvals
-         WHERE change_request_id = $1 AND commit_sha = $2 AND decision = 'approved'",
+         WHERE change_request_id = $1 AND commit_sha = $2 AND decision = 'approved'
+           AND environment_id = $3",
     )
     .bind(id)
     .bind(sha)
+    .bind(environment)
     .fetch_one(exec)
     .await
 }
@@ -349,14 +404,16 @@ pub async fn has_approved<'e>(
     id: i64,
     sha: &str,
     user_id: i64,
+    environment: i64,
 ) -> Result<bool, sqlx::Error> {
     let count: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM approvals WHERE change_request_id = $1 AND commit_sha = $2
-            AND user_id = $3 AND decision IN ('approved', 'override')",
+            AND user_id = $3 AND decision IN ('approved', 'override') AND environment_id = $4",
     )
     .bind(id)
     .bind(sha)
     .bind(user_id)
+    .bind(environment)
     .fetch_one(exec)
     .await?;
     Ok(count > 0)
@@ -367,13 +424,16 @@ pub async fn overridden<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
     sha: &str,
+    environment: i64,
 ) -> Result<bool, sqlx::Error> {
     let count: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM approvals
-         WHERE change_request_id = $1 AND commit_sha = $2 AND decision = 'override'",
+         WHERE change_request_id = $1 AND commit_sha = $2 AND decision = 'override'
+           AND environment_id = $3",
     )
     .bind(id)
     .bind(sha)
+    .bind(environment)
     .fetch_one(exec)
     .await?;
     Ok(count > 0)
@@ -505,4 +565,49 @@ pub async fn set_forge_comment<'e>(
         .execute(exec)
         .await
         .map(|_| ())
+}
+
+/// The forge retargeted the request: its new target, and it is open again
+/// (approvals belong to a target's environment and start over).
+pub async fn retarget<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    target_branch: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE change_requests SET target_branch = $2, state = $3, state_detail = $4,
+            updated_at = $5, merge_sha = NULL
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(target_branch)
+    .bind(ChangeRequestState::Open.as_str())
+    .bind(format!(
+        "retargeted to {target_branch}; approvals start over"
+    ))
+    .bind(now)
+    .execute(exec)
+    .await
+    .map(|_| ())
+}
+
+
+/// The people who approved `sha` of the request into `environment`.
+pub async fn approvers_of<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    sha: &str,
+    environment: i64,
+) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT user_id FROM approvals
+         WHERE change_request_id = $1 AND commit_sha = $2 AND decision = 'approved'
+           AND environment_id = $3",
+    )
+    .bind(id)
+    .bind(sha)
+    .bind(environment)
+    .fetch_all(exec)
+    .await
 }

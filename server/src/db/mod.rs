@@ -14,6 +14,7 @@ pub mod branch_heads;
 pub mod change_requests;
 pub mod clusters;
 pub mod config_revisions;
+pub mod coverage;
 pub mod deployments;
 pub mod environments;
 pub mod inbox;

@@ -1,6 +1,6 @@
 //! Pipeline runs.
 
-use app::dto::{PendingApproval, RunState, RunSummary};
+use app::dto::{PendingApproval, RunState, RunSummary, UncoveredCommits};
 use sqlx::{Any, Executor, FromRow};
 
 use super::decode_state;
@@ -121,6 +121,45 @@ struct WaitingRow {
     environment: String,
     commit_sha: String,
     created_at: i64,
+    uncovered: Option<String>,
+}
+
+/// A run's stored uncovered commits (written by [`set_uncovered`]); a
+/// record that does not read back shows as none rather than failing a page.
+fn uncovered_of(text: Option<&str>) -> Option<UncoveredCommits> {
+    text.and_then(|text| serde_json::from_str(text).ok())
+}
+
+/// Records what a held run would take live that nothing covers, and who
+/// pushed its commit (a Gantry user, where a forge said).
+pub async fn set_uncovered<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    uncovered: Option<&UncoveredCommits>,
+) -> Result<(), sqlx::Error> {
+    let text = uncovered
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    sqlx::query("UPDATE runs SET uncovered = $2 WHERE id = $1")
+        .bind(id)
+        .bind(text)
+        .execute(exec)
+        .await
+        .map(|_| ())
+}
+
+pub async fn set_pushed_by<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    user_id: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE runs SET pushed_by_user_id = $2 WHERE id = $1")
+        .bind(id)
+        .bind(user_id)
+        .execute(exec)
+        .await
+        .map(|_| ())
 }
 
 /// Runs held until their environment's approval policy is met, oldest first.
@@ -128,7 +167,7 @@ pub async fn list_waiting_for_approval<'e>(
     exec: impl Executor<'e, Database = Any>,
 ) -> Result<Vec<PendingApproval>, sqlx::Error> {
     let rows: Vec<WaitingRow> = sqlx::query_as(
-        "SELECT r.id, a.name AS app, e.name AS environment, r.commit_sha, r.created_at
+        "SELECT r.id, a.name AS app, e.name AS environment, r.commit_sha, r.created_at, r.uncovered
          FROM runs r
          JOIN apps a ON a.id = r.app_id
          JOIN environments e ON e.id = r.environment_id
@@ -146,6 +185,7 @@ pub async fn list_waiting_for_approval<'e>(
             environment: row.environment,
             commit_sha: row.commit_sha,
             requested_at: row.created_at,
+            uncovered: uncovered_of(row.uncovered.as_deref()),
         })
         .collect())
 }
@@ -169,11 +209,13 @@ pub struct RunRow {
     pub created_at: i64,
     /// The fork the commit comes from: an untrusted build (no secrets).
     pub from_fork: Option<String>,
+    /// The Gantry user who pushed the commit, where a forge said so.
+    pub pushed_by_user_id: Option<i64>,
 }
 
 const RUN_COLUMNS: &str = "id, app_id, environment_id, branch, commit_sha, pipeline_sha, state, trigger, \
                            attempt, cancel_requested, commit_message, commit_author, change_request_id, created_at, \
-                           from_fork";
+                           from_fork, pushed_by_user_id";
 
 /// Marks a run as building a fork's commit.
 pub async fn set_from_fork<'e>(
@@ -657,6 +699,8 @@ struct DetailRow {
     created_at: i64,
     finished_at: Option<i64>,
     from_fork: Option<String>,
+    uncovered: Option<String>,
+    pushed_by: Option<String>,
 }
 
 /// A run with its app and environment names (steps and reports apart).
@@ -667,8 +711,9 @@ pub async fn detail<'e>(
     let row: Option<DetailRow> = sqlx::query_as(
         "SELECT r.id, a.name AS app, e.name AS environment, r.branch, r.commit_sha, r.pipeline_sha, r.state,
                 r.trigger, r.error, r.commit_message, r.commit_author, r.created_at, r.finished_at,
-                r.from_fork
+                r.from_fork, r.uncovered, u.display_name AS pushed_by
          FROM runs r JOIN apps a ON a.id = r.app_id JOIN environments e ON e.id = r.environment_id
+         LEFT JOIN users u ON u.id = r.pushed_by_user_id
          WHERE r.id = $1",
     )
     .bind(id)
@@ -693,6 +738,8 @@ pub async fn detail<'e>(
                 commit_message: row.commit_message,
                 commit_author: row.commit_author,
                 from_fork: row.from_fork,
+                uncovered: uncovered_of(row.uncovered.as_deref()),
+                pushed_by: row.pushed_by,
             },
         ))
     })
@@ -707,6 +754,8 @@ pub struct DetailExtra {
     pub commit_message: Option<String>,
     pub commit_author: Option<String>,
     pub from_fork: Option<String>,
+    pub uncovered: Option<UncoveredCommits>,
+    pub pushed_by: Option<String>,
 }
 
 /// Marks a run as the rollback to release `to`, asked by `by` for `reason`.

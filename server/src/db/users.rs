@@ -122,3 +122,32 @@ pub async fn by_email<'e>(
         .fetch_optional(exec)
         .await
 }
+
+/// The users who sign in as forge account `login` (case-insensitive; see
+/// `auth.forge_login_claim`), with their names.
+pub async fn by_forge_login<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    login: &str,
+) -> Result<Vec<(i64, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, display_name FROM users WHERE LOWER(forge_login) = LOWER($1) ORDER BY id LIMIT 2",
+    )
+    .bind(login)
+    .fetch_all(exec)
+    .await
+}
+
+/// Records the forge account the user signs in as (none: the identity
+/// provider did not say).
+pub async fn set_forge_login<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    user_id: i64,
+    login: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET forge_login = $2 WHERE id = $1")
+        .bind(user_id)
+        .bind(login)
+        .execute(exec)
+        .await
+        .map(|_| ())
+}

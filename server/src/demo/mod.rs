@@ -167,7 +167,7 @@ async fn after_start(app: &Arc<App>, app_repo: &Path, created: bool) -> anyhow::
         app_repo = app_repo.display(),
     );
     if created {
-        approve_first_production_run(app).await?;
+        approve_first_runs(app).await?;
     }
     Ok(())
 }
@@ -194,12 +194,18 @@ fn install_hook(app_repo: &Path, public_url: &url::Url, token: &str) -> anyhow::
 }
 
 /// The demo starts with all three environments live, so it approves the
-/// first production run itself (recorded in the audit log as `demo`).
-async fn approve_first_production_run(app: &App) -> anyhow::Result<()> {
+/// first staging and production runs itself (recorded in the audit log as
+/// `demo`): both are protected, as Gantry's defaults protect them.
+async fn approve_first_runs(app: &App) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let mut waiting = vec!["staging", "production"];
     while tokio::time::Instant::now() < deadline {
         let pending = db::runs::list_waiting_for_approval(app.db.pool()).await?;
-        if let Some(run) = pending.iter().find(|p| p.environment == "production") {
+        let due: Vec<_> = pending
+            .iter()
+            .filter(|p| waiting.contains(&p.environment.as_str()))
+            .collect();
+        for run in due {
             let demo = crate::auth::system_caller(&app.db, "demo", app::dto::Role::Admin).await?;
             crate::flow::approval::approve(
                 &app.approvals(),
@@ -209,9 +215,15 @@ async fn approve_first_production_run(app: &App) -> anyhow::Result<()> {
             )
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+            waiting.retain(|env| *env != run.environment);
+        }
+        if waiting.is_empty() {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    anyhow::bail!("the first production run never waited for approval")
+    anyhow::bail!(
+        "the first {} run never waited for approval",
+        waiting.join(" and ")
+    )
 }

@@ -141,8 +141,11 @@ async fn load(service: &Approvals<'_>, run_id: i64) -> Result<Held, ApprovalErro
     })
 }
 
-/// The Gantry user who wrote the change a run builds: the change request's
-/// author, else the user whose e-mail is the commit author's.
+/// The Gantry user who brought the change a run builds: the author of its
+/// change request (who opened it in Gantry, or the forge account mapped to
+/// them), else who pushed it (where a forge said so). Never the commit's
+/// author line, which the pusher writes as they like. None: Gantry does
+/// not know (a push to a plain git remote), and the run page says so.
 async fn author_of(service: &Approvals<'_>, held: &Held) -> Result<Option<i64>, ApprovalError> {
     let pool = service.db.pool();
     if let Some(cr) = held.run.change_request_id
@@ -151,17 +154,7 @@ async fn author_of(service: &Approvals<'_>, held: &Held) -> Result<Option<i64>, 
     {
         return Ok(row.author_user_id);
     }
-    let Some(app_row) = db::apps::get(pool, held.run.app_id).await? else {
-        return Ok(None);
-    };
-    let commit = service
-        .git
-        .commit_info(&app_row.source_url, &held.run.commit_sha)
-        .await?;
-    if commit.author_email.is_empty() {
-        return Ok(None);
-    }
-    Ok(db::users::by_email(pool, &commit.author_email).await?)
+    Ok(held.run.pushed_by_user_id)
 }
 
 pub async fn approve(
@@ -301,6 +294,7 @@ async fn record(
             commit_sha: Some(&held.run.commit_sha),
             auth_time: caller.me.auth_time,
             override_reason,
+            base_sha: None,
         },
         now,
     )
@@ -330,9 +324,70 @@ async fn record(
     Ok(())
 }
 
+/// Releases held runs whose commits approvals now cover (a request
+/// approved after its head was pushed to the target, a forge merge that
+/// counts arriving after the push), unless a freeze holds them; updates
+/// what the others' approval screens list. Held forks wait for an admin
+/// whatever covers them.
+pub async fn release_covered(service: &Approvals<'_>) -> Result<usize, ApprovalError> {
+    let pool = service.db.pool();
+    let mut released = 0;
+    for pending in db::runs::list_waiting_for_approval(pool).await? {
+        let Ok(held) = load(service, pending.run_id).await else {
+            continue;
+        };
+        let Some(policy) = held.policy().filter(|_| held.run.from_fork.is_none()) else {
+            continue;
+        };
+        let Some(app_row) = db::apps::get(pool, held.run.app_id).await? else {
+            continue;
+        };
+        let target = crate::coverage::Protected {
+            app_id: held.run.app_id,
+            source_url: &app_row.source_url,
+            branch: &held.run.branch,
+            environment_id: Some(held.env.id),
+            policy,
+        };
+        let uncovered =
+            match crate::coverage::uncovered(service.db, service.git, target, &held.run.commit_sha)
+                .await
+            {
+                Ok(uncovered) => uncovered,
+                Err(error) => {
+                    tracing::warn!(run = held.run.id, %error, "cannot tell what covers a held run");
+                    continue;
+                }
+            };
+        if uncovered.is_empty()
+            && policy::freeze_now(held.entry.as_ref(), service.clock.now_millis()).is_none()
+        {
+            let mut tx = service.db.begin().await?;
+            db::runs::set_uncovered(&mut *tx, held.run.id, None).await?;
+            let freed = db::runs::release_hold(&mut *tx, held.run.id).await?;
+            tx.commit().await?;
+            if freed {
+                tracing::info!(
+                    run = held.run.id,
+                    "approvals cover the run's commits: released"
+                );
+                released += 1;
+            }
+        } else if pending.uncovered.as_ref() != Some(&crate::coverage::view(&uncovered)) {
+            let view = (!uncovered.is_empty()).then(|| crate::coverage::view(&uncovered));
+            db::runs::set_uncovered(pool, held.run.id, view.as_ref()).await?;
+        }
+    }
+    if released > 0 {
+        service.flow.runner_wake.notify_one();
+    }
+    Ok(released)
+}
+
 /// Releases held runs whose only obstacle was a freeze that has ended:
 /// runs of environments without a policy, and runs whose approvals are
-/// complete. Called periodically.
+/// complete; and runs approvals now cover ([`release_covered`]). Called
+/// periodically.
 pub async fn release_thawed(service: &Approvals<'_>) -> Result<usize, ApprovalError> {
     let pool = service.db.pool();
     let mut released = 0;
@@ -353,5 +408,5 @@ pub async fn release_thawed(service: &Approvals<'_>) -> Result<usize, ApprovalEr
     if released > 0 {
         service.flow.runner_wake.notify_one();
     }
-    Ok(released)
+    Ok(released + release_covered(service).await?)
 }

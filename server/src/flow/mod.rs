@@ -57,6 +57,15 @@ impl From<crate::configs::ConfigError> for FlowError {
     }
 }
 
+impl From<crate::coverage::CoverageError> for FlowError {
+    fn from(error: crate::coverage::CoverageError) -> Self {
+        match error {
+            crate::coverage::CoverageError::Db(error) => FlowError::Db(error),
+            crate::coverage::CoverageError::Git(error) => FlowError::Git(error),
+        }
+    }
+}
+
 impl Classified for FlowError {
     fn kind(&self) -> Kind {
         match self {

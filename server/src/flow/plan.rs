@@ -9,6 +9,7 @@ use std::time::Duration;
 use app::dto::RunState;
 
 use super::lifecycle;
+use crate::coverage;
 use crate::db::inbox::BranchEvent;
 use crate::db::{
     self, environments::EnvRow, environments::NewEnvironment, now_millis, runs::NewRun,
@@ -109,8 +110,8 @@ async fn on_push(app: &App, event: BranchEvent) -> Result<(), super::FlowError> 
 
     let env = ensure_environment(app, &app_row, entry, &event.branch).await?;
     let commit = app.git.commit_info(&app_row.source_url, &sha).await?;
-    // A commit an approved change request merged is not held again; a
-    // freeze or a policy holds anything else.
+    // Gantry's own merge of an approved request: the merge waited out any
+    // freeze already, so a freeze does not hold it again.
     let merged_by_request =
         db::change_requests::merged_as(pool, app_row.id, &event.branch, &sha).await?;
     let from_request = crate::change_requests::on_source_push(
@@ -132,10 +133,31 @@ async fn on_push(app: &App, event: BranchEvent) -> Result<(), super::FlowError> 
     {
         fork = Some("a fork".to_string());
     }
-    let held = entry.approval.is_some()
-        || super::policy::freeze_now(Some(entry), app.clock.now_millis()).is_some()
-        || fork.is_some();
-    let state = if held && (merged_by_request.is_none() || fork.is_some()) {
+    // Who pushed it, where a forge said: the run's author for the
+    // no-self-approval rule, and on a branch whose policy counts pushes,
+    // an approval of what the push adds.
+    let pusher = pushed_by(app, &app_row, &event.branch, &sha).await?;
+    // A protected environment deploys only what approvals cover.
+    let uncovered = match &entry.approval {
+        Some(policy) if fork.is_none() => {
+            let target = coverage::Protected {
+                app_id: app_row.id,
+                source_url: &app_row.source_url,
+                branch: &event.branch,
+                environment_id: Some(env.id),
+                policy,
+            };
+            if let Some((push, who)) = &pusher {
+                count_push(app, target, &app_row.name, &sha, push, who).await?;
+            }
+            Some(coverage::uncovered(&app.db, &app.git, target, &sha).await?)
+        }
+        _ => None,
+    };
+    let frozen = super::policy::freeze_now(Some(entry), app.clock.now_millis()).is_some()
+        && merged_by_request.is_none();
+    let held = uncovered.as_ref().is_some_and(|u| !u.is_empty()) || frozen || fork.is_some();
+    let state = if held {
         RunState::WaitingForApproval
     } else {
         RunState::Queued
@@ -178,6 +200,12 @@ async fn on_push(app: &App, event: BranchEvent) -> Result<(), super::FlowError> 
         db::runs::set_change_request(&mut *tx, run_id, request).await?;
     }
     db::runs::set_commit_info(&mut *tx, run_id, &commit.summary, &commit.author).await?;
+    if held && let Some(uncovered) = &uncovered {
+        db::runs::set_uncovered(&mut *tx, run_id, Some(&coverage::view(uncovered))).await?;
+    }
+    if let Some((_, who)) = &pusher {
+        db::runs::set_pushed_by(&mut *tx, run_id, who.user_id).await?;
+    }
     if let Some(fork) = &fork {
         db::runs::set_from_fork(&mut *tx, run_id, fork).await?;
     }
@@ -189,6 +217,54 @@ async fn on_push(app: &App, event: BranchEvent) -> Result<(), super::FlowError> 
     if staging.as_deref() == Some(event.branch.as_str()) {
         lifecycle::destroy_merged_previews(app, &app_row, &config, &sha).await?;
     }
+    Ok(())
+}
+
+/// The Gantry user who pushed `sha` to `branch`, where a forge's signed
+/// push event named an account that maps to one (`auth.forge_login_claim`).
+async fn pushed_by(
+    app: &App,
+    app_row: &db::apps::AppRow,
+    branch: &str,
+    sha: &str,
+) -> Result<Option<(db::coverage::ForgePush, crate::auth::ForgeIdentity)>, super::FlowError> {
+    let Some(push) = db::coverage::pusher(app.db.pool(), app_row.id, branch, sha).await? else {
+        return Ok(None);
+    };
+    Ok(crate::auth::forge_identity(&app.db, &push.login)
+        .await?
+        .map(|who| (push, who)))
+}
+
+/// A push counts as its pusher's approval of what it adds where the
+/// policy says so (`approval.forge_push`) and the pusher may approve.
+async fn count_push(
+    app: &App,
+    target: coverage::Protected<'_>,
+    app_name: &str,
+    sha: &str,
+    push: &db::coverage::ForgePush,
+    who: &crate::auth::ForgeIdentity,
+) -> Result<(), super::FlowError> {
+    if !target.policy.forge_push {
+        return Ok(());
+    }
+    let freshness = super::policy::Freshness {
+        max_age: app.config.reauth_max_age,
+        now: app.clock.now_millis(),
+    };
+    if let Some(why) = super::policy::refusal(freshness, &who.caller(), target.policy, app_name) {
+        tracing::info!(app = app_name, branch = target.branch, pusher = %push.login, %why, "a push that does not count as an approval");
+        return Ok(());
+    }
+    coverage::grant_push(
+        &app.db,
+        target,
+        sha,
+        push.before_sha.as_deref(),
+        who.user_id,
+    )
+    .await?;
     Ok(())
 }
 

@@ -36,12 +36,7 @@ pub fn admin_only(policy: ApprovalPolicy) -> ApprovalPolicy {
 pub fn for_change_request(entry: Option<&StackEntry>) -> ApprovalPolicy {
     entry
         .and_then(|entry| entry.approval.clone())
-        .unwrap_or_else(|| ApprovalPolicy {
-            required: 1,
-            roles: vec!["admin".into()],
-            self_approval: false,
-            reauth: false,
-        })
+        .unwrap_or_else(ApprovalPolicy::one_admin)
 }
 
 /// The lowest role the policy accepts (a role includes those above it).
@@ -154,6 +149,8 @@ mod tests {
             roles: roles.iter().map(|r| r.to_string()).collect(),
             self_approval,
             reauth,
+            forge_merge: false,
+            forge_push: false,
         }
     }
 

@@ -22,6 +22,10 @@ pub enum ForgeEvent {
         repos: Vec<String>,
         branch: String,
         deleted: bool,
+        /// The push: the head before and after, and the forge account that
+        /// pushed (authenticated by the forge; the commits' author lines
+        /// are the pusher's to write and mean nothing).
+        push: Option<Push>,
     },
     /// A merge/pull request was opened, updated, merged or closed.
     Request {
@@ -37,9 +41,25 @@ pub enum ForgeEvent {
         /// The fork it comes from, when its head is in another repository:
         /// untrusted (see `forge::on_request`).
         fork: Option<String>,
+        /// For a merged request: the forge account that merged it and the
+        /// commit the merge made on the target.
+        merged: Option<ForgeMerge>,
     },
     /// Nothing for Gantry (a ping, a label, a star…): why.
     Ignored(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Push {
+    pub before: Option<String>,
+    pub after: String,
+    pub pusher: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForgeMerge {
+    pub by: String,
+    pub commit: Option<String>,
 }
 
 fn text(value: &Value, pointer: &str) -> String {
@@ -87,10 +107,23 @@ pub fn normalize(forge: Forge, event: &str, payload: &Value) -> ForgeEvent {
             };
             let deleted = payload["deleted"].as_bool().unwrap_or(false)
                 || text(payload, "/after") == ZERO_SHA;
+            // GitHub and Gitea name the account in `sender`, GitLab in
+            // `user_username`.
+            let pusher = match forge {
+                Forge::GitLab => text(payload, "/user_username"),
+                Forge::GitHub | Forge::Gitea => text(payload, "/sender/login"),
+            };
+            let after = text(payload, "/after");
+            let push = (!deleted && !after.is_empty() && !pusher.is_empty()).then(|| Push {
+                before: Some(text(payload, "/before")).filter(|b| !b.is_empty() && b != ZERO_SHA),
+                after,
+                pusher,
+            });
             ForgeEvent::Branch {
                 repos: repos(payload, forge),
                 branch,
                 deleted,
+                push,
             }
         }
         (Forge::GitHub | Forge::Gitea, "delete") => {
@@ -101,6 +134,7 @@ pub fn normalize(forge: Forge, event: &str, payload: &Value) -> ForgeEvent {
                 repos: repos(payload, forge),
                 branch: text(payload, "/ref"),
                 deleted: true,
+                push: None,
             }
         }
         (Forge::GitHub | Forge::Gitea, "pull_request") => {
@@ -143,6 +177,10 @@ pub fn normalize(forge: Forge, event: &str, payload: &Value) -> ForgeEvent {
                 description: text(pr, "/body"),
                 author: text(pr, "/user/login"),
                 fork,
+                merged: (action == RequestAction::Merged).then(|| ForgeMerge {
+                    by: text(pr, "/merged_by/login"),
+                    commit: Some(text(pr, "/merge_commit_sha")).filter(|s| !s.is_empty()),
+                }),
             }
         }
         (Forge::GitLab, "Merge Request Hook") => {
@@ -170,6 +208,12 @@ pub fn normalize(forge: Forge, event: &str, payload: &Value) -> ForgeEvent {
                 description: text(mr, "/description"),
                 author: text(payload, "/user/username"),
                 fork,
+                // GitLab's hook names who acted in `user`: for a merge, the
+                // merger (the request's author is `author_id`, a number).
+                merged: (action == RequestAction::Merged).then(|| ForgeMerge {
+                    by: text(payload, "/user/username"),
+                    commit: Some(text(mr, "/merge_commit_sha")).filter(|s| !s.is_empty()),
+                }),
             }
         }
         (_, other) => ForgeEvent::Ignored(format!("{} event {other}", forge.as_str())),

@@ -58,8 +58,29 @@ pub async fn process(app: &App, source: &str, kind: &str, payload: &str) -> Resu
             tracing::debug!(forge = forge.as_str(), %why, "forge delivery ignored");
             Ok(())
         }
-        ForgeEvent::Branch { repos, branch, .. } => {
+        ForgeEvent::Branch {
+            repos,
+            branch,
+            push,
+            ..
+        } => {
             for app_row in apps_of(app, &repos).await? {
+                // Who pushed, before the scan plans the push's run: its
+                // author for no-self-approval, and where the policy counts
+                // pushes, an approval (see `flow::plan`).
+                if let Some(push) = &push {
+                    db::coverage::record_push(
+                        app.db.pool(),
+                        app_row.id,
+                        &branch,
+                        &push.after,
+                        push.before.as_deref(),
+                        forge.as_str(),
+                        &push.pusher,
+                        now_millis(),
+                    )
+                    .await?;
+                }
                 crate::flow::watch::scan_app(app, &app_row, "webhook").await?;
                 tracing::info!(app = %app_row.name, %branch, forge = forge.as_str(), "webhook: fetched");
             }
@@ -76,6 +97,7 @@ pub async fn process(app: &App, source: &str, kind: &str, payload: &str) -> Resu
             description,
             author,
             fork,
+            merged,
         } => {
             // A fork's branch name is its author's choice: never ours.
             let source_branch = match &fork {
@@ -100,6 +122,7 @@ pub async fn process(app: &App, source: &str, kind: &str, payload: &str) -> Resu
                     description: &description,
                     author: &author,
                     fork: fork.as_deref(),
+                    merged: merged.as_ref(),
                 };
                 on_request(app, &app_row, action, &request).await?;
             }
@@ -167,6 +190,7 @@ struct ForgeRequest<'a> {
     description: &'a str,
     author: &'a str,
     fork: Option<&'a str>,
+    merged: Option<&'a super::events::ForgeMerge>,
 }
 
 async fn on_request(
@@ -182,6 +206,9 @@ async fn on_request(
         db::change_requests::find_forge(pool, app_row.id, origin, request.number).await?;
     match (action, existing) {
         (RequestAction::Opened | RequestAction::Updated, None) => {
+            // The author as a Gantry identity (for no-self-approval): the
+            // forge account mapped to a user, never a commit's author line.
+            let author = crate::auth::forge_identity(&app.db, request.author).await?;
             let id = db::change_requests::insert(
                 pool,
                 &NewRow {
@@ -193,7 +220,7 @@ async fn on_request(
                     target_branch: request.target_branch,
                     head_sha: request.head_sha.unwrap_or_default(),
                     author: request.author,
-                    author_user_id: None,
+                    author_user_id: author.map(|who| who.user_id),
                 },
                 now,
             )
@@ -225,7 +252,15 @@ async fn on_request(
             if let (Some(fork), None) = (request.fork, &cr.fork_of) {
                 db::change_requests::set_fork(pool, cr.id, fork).await?;
             }
-            if let Some(sha) = request.head_sha
+            if !request.target_branch.is_empty()
+                && request.target_branch != cr.target_branch
+                && cr.is_active()
+            {
+                // Retargeted on the forge: Gantry judges it against its new
+                // target (approvals start over), never the old one's.
+                db::change_requests::retarget(pool, cr.id, request.target_branch, now).await?;
+                tracing::info!(change_request = cr.id, from = %cr.target_branch, to = %request.target_branch, "forge request retargeted");
+            } else if let Some(sha) = request.head_sha
                 && cr.head_sha.as_deref() != Some(sha)
             {
                 db::change_requests::set_head(pool, cr.id, sha, now).await?;
@@ -236,16 +271,7 @@ async fn on_request(
             crate::flow::watch::scan_app(app, app_row, "webhook").await?;
         }
         (RequestAction::Merged, Some(cr)) => {
-            let sha = request.head_sha.unwrap_or_default();
-            db::change_requests::mark_merged(
-                pool,
-                cr.id,
-                sha,
-                request.author,
-                &format!("merged on {origin}"),
-                now,
-            )
-            .await?;
+            on_forge_merge(app, app_row, &cr, request).await?;
             // The target branch moved: its pipeline runs.
             crate::flow::watch::scan_app(app, app_row, "webhook").await?;
         }
@@ -268,6 +294,208 @@ async fn on_request(
         }
     }
     Ok(())
+}
+
+/// The forge says a request was merged. Gantry's own merge is already
+/// recorded and stays so (this is its echo). Otherwise the merge counts as
+/// an approval only as far as the policy says (see [`counted_merge`]);
+/// either way the request is done, and what the merge brought to the
+/// target is judged like any push, by what approvals cover.
+async fn on_forge_merge(
+    app: &App,
+    app_row: &AppRow,
+    cr: &db::change_requests::CrRow,
+    request: &ForgeRequest<'_>,
+) -> Result<(), ForgeError> {
+    let pool = app.db.pool();
+    let origin = request.forge.as_str();
+    if cr.state == ChangeRequestState::Merged.as_str() {
+        tracing::debug!(
+            change_request = cr.id,
+            "the forge's echo of a recorded merge"
+        );
+        return Ok(());
+    }
+    let merger = request.merged.map(|m| m.by.as_str()).unwrap_or_default();
+    let commit = request.merged.and_then(|m| m.commit.as_deref());
+    let now = now_millis();
+    match counted_merge(app, app_row, cr, request).await? {
+        Ok(who) => {
+            let commit = commit.unwrap_or_default();
+            let mut tx = app.db.begin().await?;
+            let marked = db::change_requests::mark_merged(
+                &mut *tx,
+                cr.id,
+                Some(commit),
+                db::change_requests::MergedVia::Forge,
+                &who.name,
+                &format!(
+                    "merged on {origin} by {merger}: counted as {}'s approval",
+                    who.name
+                ),
+                now,
+            )
+            .await?;
+            if marked {
+                db::coverage::grant(
+                    &mut *tx,
+                    &db::coverage::NewGrant {
+                        app_id: app_row.id,
+                        branch: &cr.target_branch,
+                        kind: "forge_merge",
+                        tip_sha: commit,
+                        base_sha: None,
+                        change_request_id: Some(cr.id),
+                        user_id: Some(who.user_id),
+                    },
+                    now,
+                )
+                .await?;
+                db::audit::record(
+                    &mut *tx,
+                    &db::audit::NewEntry {
+                        actor: &who.name,
+                        action: "change_request.forge_merge",
+                        target: &format!(
+                            "{} change request {} ({} → {})",
+                            app_row.name, cr.id, cr.source_branch, cr.target_branch
+                        ),
+                        reason: None,
+                        source_ip: None,
+                        detail: &serde_json::json!({
+                            "forge": origin,
+                            "merged_by": merger,
+                            "merge_sha": commit,
+                            "head": request.head_sha,
+                        })
+                        .to_string(),
+                    },
+                    now,
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            // The merge's run may be held already (the push arrived first).
+            if let Err(error) = crate::flow::approval::release_covered(&app.approvals()).await {
+                tracing::warn!(%error, "releasing runs the forge merge covers failed");
+            }
+        }
+        Err(why) => {
+            db::change_requests::mark_merged(
+                pool,
+                cr.id,
+                None,
+                db::change_requests::MergedVia::ForgeUncounted,
+                merger,
+                &format!("merged on {origin} by {merger}; not an approval: {why}. What it brought to {} waits for approval like any push", request.target_branch),
+                now,
+            )
+            .await?;
+            tracing::info!(change_request = cr.id, %why, "a forge merge that does not count as an approval");
+        }
+    }
+    Ok(())
+}
+
+/// Whether a forge merge counts as an approval: the policy of the target's
+/// environment says forge merges count (`approval.forge_merge`), the merge
+/// was into that branch (the request's target as Gantry knows it, and the
+/// event's), its merge commit is on the branch, and the forge account that
+/// merged maps to a Gantry user the policy accepts — not the request's
+/// author unless the policy allows self-approval — with the other approvals
+/// the policy needs given in Gantry. Otherwise why not.
+async fn counted_merge(
+    app: &App,
+    app_row: &AppRow,
+    cr: &db::change_requests::CrRow,
+    request: &ForgeRequest<'_>,
+) -> Result<Result<crate::auth::ForgeIdentity, String>, ForgeError> {
+    let config: crate::gitops::schema::AppConfig = serde_json::from_str(&app_row.config)?;
+    let target = request.target_branch;
+    let Some(policy) = crate::gitops::stack::entry_for(&config, target)
+        .filter(|entry| !entry.branches.is_preview())
+        .and_then(|entry| entry.approval.as_ref())
+    else {
+        return Ok(Err(format!(
+            "{target} is not a protected environment's branch"
+        )));
+    };
+    if !policy.forge_merge {
+        return Ok(Err(format!(
+            "the policy of {target} does not count forge merges (approval.forge_merge)"
+        )));
+    }
+    if cr.target_branch != target {
+        return Ok(Err(format!(
+            "Gantry knew the request as one into {}, not {target}",
+            cr.target_branch
+        )));
+    }
+    let Some(merged) = request.merged else {
+        return Ok(Err("the event does not say who merged it".into()));
+    };
+    let Some(commit) = merged.commit.as_deref() else {
+        return Ok(Err("the event does not name the merge commit".into()));
+    };
+    let Some(who) = crate::auth::forge_identity(&app.db, &merged.by).await? else {
+        return Ok(Err(format!(
+            "the {} account {:?} that merged it is no Gantry user (auth.forge_login_claim)",
+            request.forge.as_str(),
+            merged.by
+        )));
+    };
+    let freshness = crate::flow::policy::Freshness {
+        max_age: app.config.reauth_max_age,
+        now: app.clock.now_millis(),
+    };
+    let caller = who.caller();
+    if let Some(why) = crate::flow::policy::refusal(freshness, &caller, policy, &app_row.name) {
+        return Ok(Err(why));
+    }
+    let author = match cr.author_user_id {
+        Some(author) => Some(author),
+        None => crate::auth::forge_identity(&app.db, &cr.author)
+            .await?
+            .map(|a| a.user_id),
+    };
+    if let Some(why) = crate::flow::policy::self_approval_refusal(&caller, policy, author) {
+        return Ok(Err(why));
+    }
+    // The merge commit must be on the branch: the forge may say "merged"
+    // of a merge that is not there (a retargeted request merged elsewhere
+    // and its event replayed).
+    let heads = app.git.fetch(&app_row.source_url).await?;
+    let on_branch = match heads.get(target) {
+        Some(head) => app
+            .git
+            .is_ancestor(&app_row.source_url, commit, head)
+            .await
+            .unwrap_or(false),
+        None => false,
+    };
+    if !on_branch {
+        return Ok(Err(format!("its merge commit {commit} is not on {target}")));
+    }
+    // Approvals given in Gantry count with the merger's.
+    if policy.required > 1 {
+        let environment = db::environments::find_for_branch(app.db.pool(), app_row.id, target)
+            .await?
+            .map(|env| env.id);
+        let head = request.head_sha.unwrap_or_default();
+        let others = match environment {
+            Some(env) => db::change_requests::approvers_of(app.db.pool(), cr.id, head, env).await?,
+            None => Vec::new(),
+        };
+        let count = others.iter().filter(|id| **id != who.user_id).count() + 1;
+        if count < policy.required as usize {
+            return Ok(Err(format!(
+                "{count} of {} approvals: the merger's and {} given in Gantry",
+                policy.required,
+                count - 1
+            )));
+        }
+    }
+    Ok(Ok(who))
 }
 
 /// A closed request's preview goes (unless another request still uses it).

@@ -43,6 +43,10 @@ pub struct MergeRequest {
     /// The commit an earlier, interrupted attempt recorded before pushing
     /// (its replica stopped): if the target has it, that merge landed.
     pub interrupted: Option<String>,
+    /// What approvals cover on the target branch: a target whose head
+    /// carries a commit outside it is not merged into (the merge would
+    /// carry that commit along unapproved). `None`: an admin's override.
+    pub target_coverage: Option<super::Coverage>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +65,12 @@ pub enum MergeOutcome {
     NotFastForward,
     /// The source branch moved (or vanished) after approval.
     SourceMoved { now: Option<String> },
+    /// The target's head carries commits no approval covers: merging
+    /// would take them live under this request's approval.
+    Uncovered {
+        target_sha: String,
+        uncovered: super::Uncovered,
+    },
 }
 
 impl GitStore {
@@ -121,6 +131,15 @@ where
         return Ok(MergeOutcome::AlreadyMerged {
             target_sha: target_sha.clone(),
         });
+    }
+    if let Some(coverage) = &request.target_coverage {
+        let uncovered = super::coverage::uncovered_in(&repo, target, coverage)?;
+        if !uncovered.is_empty() {
+            return Ok(MergeOutcome::Uncovered {
+                target_sha: target_sha.clone(),
+                uncovered,
+            });
+        }
     }
     let fast_forwardable = repo.graph_descendant_of(source, target)?;
     let (new_head, fast_forward) = match request.strategy {

@@ -3,10 +3,12 @@
 //! blocking pool, at most `max_parallel` at once, and one at a time per
 //! mirror (libgit2 does not like two fetches into one repository).
 
+mod coverage;
 mod export;
 mod history;
 mod merge;
 
+pub use coverage::{Coverage, CoveredRange, RangeBase, Uncovered};
 pub use history::{ChangedFile, FileCommit};
 pub use merge::{MergeOutcome, MergeRequest, MergeStrategy};
 
@@ -317,6 +319,19 @@ impl GitStore {
         self.with_mirror(url, move |path| {
             let repo = mirror_with(path, &owned_url, &sha)?;
             Ok(CommitInfo::of(&commit_of(&repo, &sha)?))
+        })
+        .await
+    }
+
+    /// The parents of a commit, first parent first.
+    pub async fn parents(&self, url: &str, sha: &str) -> Result<Vec<String>, GitError> {
+        let (owned_url, sha) = (url.to_string(), sha.to_string());
+        self.with_mirror(url, move |path| {
+            let repo = mirror_with(path, &owned_url, &sha)?;
+            Ok(commit_of(&repo, &sha)?
+                .parent_ids()
+                .map(|id| id.to_string())
+                .collect())
         })
         .await
     }

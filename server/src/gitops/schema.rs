@@ -198,6 +198,31 @@ pub struct ApprovalPolicy {
     /// Approvers must have signed in within `auth.reauth_max_age`.
     #[serde(default)]
     pub reauth: bool,
+    /// A merge made on the forge into this branch counts as its merger's
+    /// approval (the seed's model: only admins may merge on the forge),
+    /// when the merger maps to a Gantry user the policy accepts.
+    #[serde(default)]
+    pub forge_merge: bool,
+    /// A push to this branch counts as its pusher's approval of what it
+    /// adds, when a forge reports the pusher and the account maps to a
+    /// Gantry user the policy accepts (only with `required: 1`).
+    #[serde(default)]
+    pub forge_push: bool,
+}
+
+impl ApprovalPolicy {
+    /// One admin's approval, nobody approving their own change: what
+    /// Gantry asks where nothing else is written (only admins release).
+    pub fn one_admin() -> ApprovalPolicy {
+        ApprovalPolicy {
+            required: 1,
+            roles: vec!["admin".into()],
+            self_approval: false,
+            reauth: false,
+            forge_merge: false,
+            forge_push: false,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

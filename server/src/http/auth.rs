@@ -184,6 +184,9 @@ pub async fn callback(
         &auth::grants_from_claim(&identity.roles_claim),
     )
     .await?;
+    if let Some(claim) = &state.config.forge_login_claim {
+        auth::set_forge_login(&state.db, user_id, identity.claim(claim)).await?;
+    }
     // Only the provider knows when the person authenticated: without its
     // `auth_time` the session counts as never freshly signed in.
     let now = state.clock.now_millis();

@@ -57,10 +57,9 @@ fn require_admin(
         .and_then(|entry| entry.approval.as_ref())
         .is_some_and(|policy| policy.reauth);
     let admins = ApprovalPolicy {
-        required: 1,
-        roles: vec!["admin".into()],
         self_approval: true,
         reauth,
+        ..ApprovalPolicy::one_admin()
     };
     match policy::refusal(app.freshness(), caller, &admins, &config.name) {
         Some(refusal) => Err(LedgerError::Forbidden(refusal)),

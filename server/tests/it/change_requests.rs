@@ -10,114 +10,12 @@ use serde_json::{Value, json};
 
 use crate::cli::gantry_cli;
 use crate::on_both;
-use crate::support::TestApp;
-use crate::support::flow::{
-    MINUTE, QUICK_STEPS, Repos, app_yaml, scan, served, start, start_with, wait_for,
-};
-use crate::support::git::WorkRepo;
+use crate::support::flow::{MINUTE, scan, served, start, start_with, wait_for};
 use crate::support::process::{Server, admin_token, free_port, stderr};
-
-/// The app's repos with a bare `origin` as Gantry's source, as on a git
-/// server: developers commit in the work tree and push; Gantry merges and
-/// pushes into the bare repository.
-struct Remote {
-    repos: Repos,
-    bare: tempfile::TempDir,
-}
-
-impl Remote {
-    fn new() -> Remote {
-        Remote::with_app_yaml(|yaml| yaml)
-    }
-
-    /// `edit` changes the generated `app.yaml` (policies, freezes, merge).
-    fn with_app_yaml(edit: impl FnOnce(String) -> String) -> Remote {
-        let repos = Repos::new(QUICK_STEPS);
-        let bare = tempfile::tempdir().expect("tempdir");
-        let path = bare.path().display().to_string();
-        repos
-            .app
-            .git(&["clone", "-q", "--bare", &repos.app.path(), &path]);
-        repos.app.git(&["remote", "add", "origin", &path]);
-        repos
-            .pipeline
-            .write("apps/shop/app.yaml", &edit(app_yaml(&path, "")));
-        repos.pipeline.commit("shop from its origin");
-        Remote { repos, bare }
-    }
-
-    fn work(&self) -> &WorkRepo {
-        &self.repos.app
-    }
-
-    fn push(&self, branch: &str) {
-        self.work().git(&["push", "-q", "origin", branch]);
-    }
-
-    /// A branch's head on the server.
-    fn head(&self, branch: &str) -> String {
-        self.bare_git(&["rev-parse", branch])
-    }
-
-    fn bare_git(&self, args: &[&str]) -> String {
-        let output = std::process::Command::new("git")
-            .args(args)
-            .current_dir(self.bare.path())
-            .output()
-            .expect("git");
-        assert!(
-            output.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).trim().to_string()
-    }
-
-    fn parents(&self, branch: &str) -> Vec<String> {
-        self.bare_git(&["rev-list", "--parents", "-n", "1", branch])
-            .split_whitespace()
-            .skip(1)
-            .map(str::to_string)
-            .collect()
-    }
-
-    /// `branch` from `from` with one new file, pushed; returns its head.
-    fn feature(&self, branch: &str, from: &str, file: &str) -> String {
-        self.work().git(&["checkout", "-q", "-b", branch, from]);
-        self.work().write(file, &format!("{branch}\n"));
-        let sha = self.work().commit(&format!("add {branch}"));
-        self.push(branch);
-        sha
-    }
-}
+use crate::support::remote::{Remote, approve_held, decide, held_run, open, ready};
 
 fn production_policy(policy: &str) -> impl FnOnce(String) -> String {
     move |yaml: String| yaml.replace("    approval: { required: 1 }\n", &format!("{policy}\n"))
-}
-
-/// Waits until the pipeline repo has given Gantry the app `shop`.
-async fn ready(app: TestApp) -> TestApp {
-    gantry::flow::plan::wait_for_app(&app.state, "shop", MINUTE)
-        .await
-        .expect("app shop");
-    app
-}
-
-async fn open(app: &TestApp, token: &str, body: Value) -> Value {
-    let response = app.post_as(token, "/api/v1/change-requests", body).await;
-    assert_eq!(response.status, 201, "{}", response.text());
-    response.json()
-}
-
-async fn decide(app: &TestApp, token: &str, id: i64, action: &str, comment: &str) -> (u16, Value) {
-    let response = app
-        .post_as(
-            token,
-            &format!("/api/v1/change-requests/{id}/{action}"),
-            json!({ "comment": comment }),
-        )
-        .await;
-    (response.status.as_u16(), response.json())
 }
 
 fn audit_actions(audit: &Value) -> Vec<String> {
@@ -206,6 +104,8 @@ on_both! {
         let ada = app.admin_token.clone();
         let bo = app.token("bo", Role::Admin, None).await;
         let master_before = remote.head("master");
+        // Production's first commit is covered by approving its run.
+        approve_held(&app, "production", &[&ada, &bo]).await;
 
         // An admin proposes promoting latest into production.
         let opened = open(&app, &ada, json!({ "app": "shop", "source_branch": "latest" })).await;
@@ -401,6 +301,10 @@ on_both! {
         // Signing in again makes it fresh; the approval records when.
         let fresh = app.sign_in("eve", "admin").await;
         let before = app.state.clock.now_millis();
+        // Production's first commit is covered by approving its run.
+        let first = held_run(&app, "production").await;
+        let response = app.post_as_browser(&fresh, &format!("/api/v1/runs/{first}/approve"), json!({})).await;
+        assert_eq!(response.status, 200, "{}", response.text());
         let response = app.post_as_browser(&fresh, &format!("/api/v1/change-requests/{id}/approve"), json!({ "comment": "ok" })).await;
         assert_eq!(response.status, 200, "{}", response.text());
         assert_eq!(response.json()["state"], "merged");

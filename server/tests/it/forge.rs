@@ -94,7 +94,7 @@ pub(crate) async fn register_secrets(app: &TestApp) {
 
 /// A GitHub push of `branch` to `sha` in the repo at `path`, from a real
 /// example with its repository pointed at the test's repo.
-fn github_push(path: &str, branch: &str, sha: &str) -> Value {
+pub(crate) fn github_push(path: &str, branch: &str, sha: &str) -> Value {
     let mut push = github_example("push", |x| {
         x["ref"]
             .as_str()

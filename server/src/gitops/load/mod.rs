@@ -89,6 +89,10 @@ struct RawApproval {
     self_approval: bool,
     #[serde(default)]
     reauth: bool,
+    #[serde(default)]
+    forge_merge: bool,
+    #[serde(default)]
+    forge_push: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -557,11 +561,27 @@ fn validate_app(
             if roles.is_empty() {
                 roles.push("admin".to_string());
             }
+            let forge_push = match raw.forge_push {
+                Some(push) if push.value && required != 1 => {
+                    issues.at(
+                        push.referenced,
+                        field("approval.forge_push"),
+                        format!(
+                            "a push is one person's approval: forge_push needs `required: 1` (this entry requires {required})"
+                        ),
+                    );
+                    false
+                }
+                Some(push) => push.value,
+                None => false,
+            };
             ApprovalPolicy {
                 required,
                 roles,
                 self_approval: raw.self_approval,
                 reauth: raw.reauth,
+                forge_merge: raw.forge_merge,
+                forge_push,
             }
         });
         for (template, name) in [(&entry.url, "url"), (&entry.namespace, "namespace")] {
@@ -869,16 +889,17 @@ fn default_stack() -> Vec<StackEntry> {
         self_heal: false,
         freeze: Vec::new(),
     };
+    // Staging is protected like production (the seed: "releases to staging
+    // and production need an admin's approval"); a team that wants an open
+    // staging writes its stack without `approval` on it.
     vec![
         entry("preview", BranchMatch::Glob("*".into())),
-        entry("staging", BranchMatch::Exact("latest".into())),
         StackEntry {
-            approval: Some(ApprovalPolicy {
-                required: 1,
-                roles: vec!["admin".into()],
-                self_approval: false,
-                reauth: false,
-            }),
+            approval: Some(ApprovalPolicy::one_admin()),
+            ..entry("staging", BranchMatch::Exact("latest".into()))
+        },
+        StackEntry {
+            approval: Some(ApprovalPolicy::one_admin()),
             ..entry("production", BranchMatch::Exact("master".into()))
         },
     ]

@@ -51,6 +51,8 @@ fn a_valid_app_loads_into_its_stack_and_pipeline() {
             roles: vec!["admin".into()],
             self_approval: false,
             reauth: false,
+            forge_merge: false,
+            forge_push: false,
         })
     );
     assert_eq!(
@@ -74,7 +76,7 @@ fn a_valid_app_loads_into_its_stack_and_pipeline() {
 }
 
 #[test]
-fn without_a_stack_the_seed_defaults_apply() {
+fn without_a_stack_the_seed_defaults_apply_staging_and_production_protected() {
     let config = load_app(
         "shop",
         Some("apiVersion: gantry.dev/v1\nsource: /srv/git/shop.git\n"),
@@ -94,7 +96,7 @@ fn without_a_stack_the_seed_defaults_apply() {
             (
                 "staging".to_string(),
                 BranchMatch::Exact("latest".into()),
-                false
+                true
             ),
             (
                 "production".to_string(),
@@ -372,5 +374,35 @@ local:
         found
             .iter()
             .all(|i| i.file == "apps/shop/pipeline.yaml" && i.line.is_some())
+    );
+}
+
+#[test]
+fn a_push_counts_as_an_approval_only_where_one_approval_is_required() {
+    let app = |approval: &str| {
+        format!(
+            "apiVersion: gantry.dev/v1\nsource: /srv/git/shop.git\nstack:\n  - env: production\n    branch: master\n    target: local\n    approval: {approval}\n"
+        )
+    };
+    let counted = load_app(
+        "shop",
+        Some(&app("{ required: 1, forge_push: true, forge_merge: true }")),
+        Some(PIPELINE),
+        &[],
+    )
+    .expect("valid");
+    let policy = counted.stack[0].approval.clone().expect("policy");
+    assert!(policy.forge_push && policy.forge_merge);
+    let issues = load_app(
+        "shop",
+        Some(&app("{ required: 2, forge_push: true }")),
+        Some(PIPELINE),
+        &[],
+    )
+    .expect_err("two approvals and pushes that count");
+    let text = format!("{issues:?}");
+    assert!(
+        text.contains("approval.forge_push") && text.contains("needs `required: 1`"),
+        "{text}"
     );
 }

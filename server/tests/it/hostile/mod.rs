@@ -3,6 +3,7 @@
 //! and fails to do. Each test failed on the main branch before the sandbox
 //! and the origin split (issue 14).
 
+mod approvals;
 mod credentials;
 mod forks;
 mod local_apps;

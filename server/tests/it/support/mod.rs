@@ -8,6 +8,7 @@ pub mod git;
 pub mod postgres_server;
 pub mod process;
 pub mod receiver;
+pub mod remote;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -230,6 +231,19 @@ impl TestApp {
     /// An API token for a user `name` with `role` (on `app`, or all).
     pub async fn token(&self, name: &str, role: app::dto::Role, app: Option<&str>) -> String {
         token_for(&self.state, name, role, app).await
+    }
+
+    /// Makes `name` (a user of [`TestApp::token`]) the person who signs in
+    /// as forge account `login` with e-mail `email` — what a sign-in sets
+    /// through `auth.forge_login_claim`.
+    pub async fn forge_account(&self, name: &str, login: &str, email: &str) {
+        let user =
+            gantry::auth::upsert_user(&self.state.db, "gantry-test", name, name, Some(email))
+                .await
+                .expect("user");
+        gantry::auth::set_forge_login(&self.state.db, user, Some(login))
+            .await
+            .expect("forge login");
     }
 
     /// Signs `name` in with the dev login (which the test config must
