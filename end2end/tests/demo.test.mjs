@@ -500,3 +500,104 @@ http.server.ThreadingHTTPServer((os.environ.get("HOST", "127.0.0.1"), int(os.env
   await admin.screenshot({ path: join(artifacts, 'hostile-preview.png') });
   await context.close();
 });
+
+// Issue 27: what an approval covers, as an admin reads it. A developer
+// pushes straight to master: the run is held and lists that commit as one
+// no approval covers; a harmless change request into master shows it apart
+// from its own commits; approving the request does not merge it onto that
+// commit. Each screen at a desk's and a phone's width, light and dark.
+test('a commit pushed straight to master is held, listed apart, and no other approval takes it live', async () => {
+  const clone = mkdtempSync(join(tmpdir(), 'gantry-smuggle-'));
+  const git = (...args) => execFileSync('git', args, { cwd: clone, encoding: 'utf8' }).trim();
+  const as = ['-c', 'user.name=Mallory', '-c', 'user.email=mallory@example.com'];
+  git('clone', '-q', join(workdir, '.gantry', 'demo', 'shop.git'), '.');
+  git('checkout', '-q', 'master');
+  const before = git('rev-parse', 'HEAD');
+  writeFileSync(join(clone, 'backdoor.py'), "print('owned')\n");
+  git(...as, 'add', 'backdoor.py');
+  git(...as, 'commit', '-q', '-m', 'Tidy up imports');
+  const smuggled = git('rev-parse', 'HEAD');
+  git('push', '-q', 'origin', 'master');
+  git('checkout', '-q', '-b', 'feature/typo', before);
+  writeFileSync(join(clone, 'TYPO.md'), 'a typo, fixed\n');
+  git(...as, 'add', 'TYPO.md');
+  git(...as, 'commit', '-q', '-m', 'Fix a typo');
+  git('push', '-q', 'origin', 'feature/typo');
+  rmSync(clone, { recursive: true, force: true });
+
+  // The developer opens the harmless request into master.
+  const devContext = await browser.newContext();
+  const dev = await devContext.newPage();
+  await signIn(dev, base, { name: 'mallory', role: 'developer' });
+  const devMe = await (await dev.request.get(`${base}/api/v1/me`)).json();
+  const opened = await dev.request.post(`${base}/api/v1/change-requests`, {
+    headers: { 'x-csrf-token': devMe.csrf },
+    data: { app: 'shop', source_branch: 'feature/typo', target_branch: 'master', title: 'Fix a typo' },
+  });
+  assert.equal(opened.status(), 201, await opened.text());
+  const request = await opened.json();
+  await devContext.close();
+
+  const setup = await browser.newContext();
+  const admin = await setup.newPage();
+  await signIn(admin, base, { name: 'ada', role: 'admin' });
+  const deadline = Date.now() + 60_000;
+  let held;
+  while (!held) {
+    const pending = await (await admin.request.get(`${base}/api/v1/approvals`)).json();
+    held = pending.find((p) => p.commit_sha === smuggled);
+    if (!held) {
+      assert.ok(Date.now() < deadline, 'the push to master was never held');
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  }
+  assert.equal(held.uncovered.commits[0].sha, smuggled);
+  await setup.close();
+
+  const failures = [];
+  const screens = [
+    ['run', `/runs/${held.run_id}`, 'run-uncovered'],
+    ['change-request', `/change-requests/${request.id}`, 'cr-uncovered'],
+    ['approvals', '/approvals', 'inbox-run-uncovered'],
+  ];
+  for (const scheme of ['light', 'dark']) {
+    for (const [width, height] of [[1440, 900], [390, 844]]) {
+      const context = await browser.newContext({ colorScheme: scheme, viewport: { width, height } });
+      const page = await context.newPage();
+      const problems = watchProblems(page);
+      await signIn(page, base, { name: 'ada', role: 'admin' });
+      for (const [name, path, testid] of screens) {
+        await page.goto(`${base}${path}`);
+        await page.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
+        const listed = page.getByTestId(testid).first();
+        await listed.waitFor();
+        assert.match(await listed.textContent(), name === 'approvals' ? /Tidy up imports/ : new RegExp(smuggled.slice(0, 7)));
+        for (const violation of await seriousViolations(page)) failures.push(`${scheme} ${width} ${name}: ${violation}`);
+        const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+        if (overflow > 1) failures.push(`${scheme} ${width} ${name}: ${overflow}px wider than the screen`);
+        await page.screenshot({ path: join(artifacts, `coverage-${name}-${width}-${scheme}.png`), fullPage: true });
+      }
+      assert.deepEqual(problems, []);
+      await context.close();
+    }
+  }
+  assert.deepEqual(failures, []);
+
+  // The admin approves "Fix a typo": it is not merged onto the commit
+  // nobody approved, and the page says why.
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await signIn(page, base, { name: 'ada', role: 'admin', returnTo: `/change-requests/${request.id}` });
+  const commits = page.getByTestId('cr-commits');
+  assert.match(await commits.textContent(), /Fix a typo/);
+  assert.doesNotMatch(await commits.textContent(), /Tidy up imports/);
+  const approve = page.locator('form.decision', { has: page.locator('input[name="action"][value="approve"]') });
+  await approve.locator('textarea').fill('a typo, fine');
+  await approve.getByRole('button', { name: 'Approve' }).click();
+  await page.getByTestId('cr-state').filter({ hasText: 'approved' }).waitFor({ timeout: 30_000 });
+  await page.getByTestId('cr-detail').filter({ hasText: 'no approval covers' }).waitFor({ timeout: 30_000 });
+  await page.screenshot({ path: join(artifacts, 'coverage-approved-not-merged.png'), fullPage: true });
+  const environments = await (await page.request.get(`${base}/api/v1/environments`)).json();
+  assert.notEqual(environments.find((e) => e.name === 'production').commit_sha, smuggled);
+  await context.close();
+});

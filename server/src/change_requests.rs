@@ -514,7 +514,20 @@ pub async fn close(requests: &ChangeRequests<'_>, caller: &Caller, id: i64) -> R
         now,
     )
     .await?;
-    audit(&mut tx, caller, "change_request.close", &judged, None, now).await?;
+    let detail = serde_json::json!({
+        "head": judged.row.head_sha,
+        "auth_time": caller.me.auth_time,
+    });
+    audit(
+        &mut tx,
+        caller,
+        "change_request.close",
+        &judged,
+        None,
+        &detail,
+        now,
+    )
+    .await?;
     tx.commit().await?;
     reload(requests, id).await
 }
@@ -571,6 +584,33 @@ async fn decide(
             .cloned(),
         _ => None,
     };
+    // An override merges onto whatever the target carries: its audit
+    // entry names the commits on the target no approval covered.
+    let overrode = match (
+        decision,
+        &base,
+        judged.target_entry().and_then(|e| e.approval.as_ref()),
+    ) {
+        ("override", Some(target), Some(policy)) => {
+            let protected = crate::coverage::Protected {
+                app_id: judged.row.app_id,
+                source_url: &judged.source_url,
+                branch: &judged.row.target_branch,
+                environment_id: Some(environment_id),
+                policy,
+            };
+            let uncovered =
+                crate::coverage::uncovered(requests.db, requests.git, protected, target).await?;
+            (!uncovered.is_empty()).then(|| {
+                uncovered
+                    .commits
+                    .iter()
+                    .map(|c| serde_json::json!({ "sha": c.sha, "summary": c.summary, "author": c.author }))
+                    .collect::<Vec<_>>()
+            })
+        }
+        _ => None,
+    };
     let now = now_millis();
     let mut tx = requests.db.begin().await?;
     db::change_requests::record_decision(
@@ -596,12 +636,20 @@ async fn decide(
         "feedback" => "change_request.feedback",
         _ => "change_request.override",
     };
+    let mut detail = serde_json::json!({
+        "head": judged.row.head_sha,
+        "auth_time": caller.me.auth_time,
+    });
+    if let Some(commits) = overrode {
+        detail["uncovered_on_target"] = serde_json::Value::from(commits);
+    }
     audit(
         &mut tx,
         caller,
         action,
         judged,
         override_reason.or(comment),
+        &detail,
         now,
     )
     .await?;
@@ -615,6 +663,7 @@ async fn audit(
     action: &str,
     judged: &Judged,
     reason: Option<&str>,
+    detail: &serde_json::Value,
     now: i64,
 ) -> Result<()> {
     db::audit::record(
@@ -625,11 +674,7 @@ async fn audit(
             target: &judged.label(),
             reason,
             source_ip: caller.source_ip.as_deref(),
-            detail: &serde_json::json!({
-                "head": judged.row.head_sha,
-                "auth_time": caller.me.auth_time,
-            })
-            .to_string(),
+            detail: &detail.to_string(),
         },
         now,
     )

@@ -5,6 +5,7 @@
 use leptos::prelude::*;
 
 use crate::api::{ReviewRun, get_approval_inbox};
+use crate::components::commits::count;
 use crate::components::layout::{signed_in, use_me};
 use crate::components::list::{Badge, EmptyState, PageHeader, load_error};
 use crate::components::outcome::{Outcome, report};
@@ -105,6 +106,17 @@ fn requests_table(requests: Vec<ChangeRequestDetail>, me: Option<Me>) -> impl In
                                 <td>
                                     <Badge state=cr.state.as_str() />
                                     {detail.freeze.clone().map(|f| view! { <span class="hint">{f}</span> })}
+                                    {detail
+                                        .uncovered_on_target
+                                        .as_ref()
+                                        .filter(|u| u.total > 0)
+                                        .map(|u| {
+                                            view! {
+                                                <span class="hint hint-warn">
+                                                    {format!("{} on {} no approval covers", count(u), cr.target_branch)}
+                                                </span>
+                                            }
+                                        })}
                                 </td>
                                 <td>
                                     {admin
@@ -151,6 +163,7 @@ fn runs_table(runs: Vec<PendingApproval>, me: Option<Me>) -> impl IntoView {
                     <th scope="col">"App"</th>
                     <th scope="col">"Environment"</th>
                     <th scope="col">"Commit"</th>
+                    <th scope="col">"Covers"</th>
                     <th scope="col">"Waiting since"</th>
                     <th scope="col">"Decide"</th>
                 </tr>
@@ -174,6 +187,17 @@ fn runs_table(runs: Vec<PendingApproval>, me: Option<Me>) -> impl IntoView {
                                 <td>{item.environment.clone()}</td>
                                 <td class="mono" title=item.commit_sha.clone()>
                                     {short_sha(&item.commit_sha).to_string()}
+                                </td>
+                                <td data-testid="inbox-run-uncovered">
+                                    {item
+                                        .uncovered
+                                        .as_ref()
+                                        .filter(|u| u.total > 0)
+                                        .map(|u| {
+                                            let first = u.commits.first().map(|c| c.summary.clone()).unwrap_or_default();
+                                            format!("{} no approval covers yet (newest: {first})", count(u))
+                                        })
+                                        .unwrap_or_else(|| "held by a freeze or for a fork".into())}
                                 </td>
                                 <td>{timestamp(item.requested_at)}</td>
                                 <td>{csrf.map(|csrf| view! { <RunDecision id=item.run_id csrf /> })}</td>

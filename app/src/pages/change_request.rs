@@ -8,6 +8,7 @@ use leptos_router::hooks::use_params_map;
 use crate::api::{
     ReviewChangeRequest, ShareChangeRequest, get_change_request, get_change_request_diff,
 };
+use crate::components::commits::{commit_table, count, uncovered_panel};
 use crate::components::diff::diff_section;
 use crate::components::feedback::feedback_list;
 use crate::components::layout::{signed_in, use_me};
@@ -122,6 +123,33 @@ fn request_view(detail: ChangeRequestDetail, me: Option<Me>) -> impl IntoView {
             {(!detail.description.is_empty())
                 .then(|| view! { <p class="description">{detail.description.clone()}</p> })}
         </section>
+        {detail
+            .uncovered_on_target
+            .clone()
+            .filter(|u| u.total > 0)
+            .map(|uncovered| {
+                let title = format!(
+                    "{} already on {} that no approval covers",
+                    count(&uncovered),
+                    cr.target_branch
+                );
+                uncovered_panel(
+                    uncovered,
+                    title,
+                    "Approving this request does not cover these, and Gantry does not merge onto them: approve the target's held run first (or revert them), or an admin overrides with a reason.",
+                    "cr-uncovered",
+                )
+            })}
+        {(!detail.commits.is_empty())
+            .then(|| {
+                view! {
+                    <section class="panel" aria-label="Commits of this request">
+                        <h2>{format!("Commits of this request ({})", detail.commits.len())}</h2>
+                        <p class="hint">"What its head adds to the target: what an approval covers."</p>
+                        {commit_table(detail.commits.clone(), "cr-commits")}
+                    </section>
+                }
+            })}
         <section class="panel" aria-label="Preview and tests">
             <h2>"Preview and tests"</h2>
             {preview_view(detail.preview.clone(), detail.run.clone())}

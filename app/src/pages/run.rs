@@ -6,6 +6,7 @@ use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
 use crate::api::{get_run, get_run_diff};
+use crate::components::commits::{count, uncovered_panel};
 use crate::components::diff::diff_section;
 use crate::components::list::{Badge, PageHeader};
 use crate::dto::{RunAttempt, RunDetail, StepSummary, TestReportSummary};
@@ -80,9 +81,28 @@ fn run_view(detail: RunDetail) -> impl IntoView {
                 <dd class="mono" title=detail.pipeline_sha.clone()>{short_sha(&detail.pipeline_sha).to_string()}</dd>
                 <dt>"Started"</dt>
                 <dd>{format!("{} ({})", timestamp(run.created_at), detail.trigger)}</dd>
+                <dt>"Pushed by"</dt>
+                <dd data-testid="run-pushed-by">
+                    {detail.pushed_by.clone().unwrap_or_else(|| {
+                        "not known: the git remote does not say (the author line is the pusher's to write)".into()
+                    })}
+                </dd>
             </dl>
             {detail.error.clone().map(|error| view! { <p class="notice notice-error">{error}</p> })}
         </section>
+        {detail
+            .uncovered
+            .clone()
+            .filter(|u| u.total > 0 && run.state == crate::dto::RunState::WaitingForApproval)
+            .map(|uncovered| {
+                let title = format!("What approving covers: {} no approval covers yet", count(&uncovered));
+                uncovered_panel(
+                    uncovered,
+                    title,
+                    "Approving this run takes these commits live in this environment and counts as their approval.",
+                    "run-uncovered",
+                )
+            })}
         {attempts_view(detail.attempts.clone())}
         {(run.state == crate::dto::RunState::WaitingForApproval).then(|| diff_view(run.id))}
         {tests_view(detail.reports.clone())}

@@ -592,7 +592,6 @@ pub async fn retarget<'e>(
     .map(|_| ())
 }
 
-
 /// The people who approved `sha` of the request into `environment`.
 pub async fn approvers_of<'e>(
     exec: impl Executor<'e, Database = Any>,

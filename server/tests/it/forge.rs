@@ -630,6 +630,53 @@ async fn feedback_round_trip(backend: &str, shape: &ForgeShape) {
     assert_eq!(merge[0].method, shape.merge_method);
     assert_eq!(merge[0].body[shape.merge_sha_field], second.as_str());
     assert_eq!(merge[0].headers[shape.auth.0], shape.auth.1);
+
+    // The forge's own "merged" event follows: an echo of Gantry's merge,
+    // which never overwrites what Gantry recorded.
+    let recorded = app
+        .get(&format!("/api/v1/change-requests/{}", cr["id"]))
+        .await
+        .json();
+    let (event, mut echo) = request_event(shape, true, &path, &second);
+    let other = "0123456789abcdef0123456789abcdef01234567";
+    match shape.kind {
+        "gitlab" => {
+            echo["object_attributes"]["action"] = json!("merge");
+            echo["object_attributes"]["merge_commit_sha"] = json!(other);
+            echo["user"]["username"] = json!("someone-else");
+        }
+        _ => {
+            echo["action"] = json!("closed");
+            echo["pull_request"]["merged"] = json!(true);
+            echo["pull_request"]["merge_commit_sha"] = json!(other);
+            echo["pull_request"]["merged_by"] = json!({ "login": "someone-else" });
+        }
+    }
+    assert_eq!(
+        deliver(&app, shape.kind, event, "fb-echo", &echo, None)
+            .await
+            .status,
+        202
+    );
+    wait_for("the echo to be processed", MINUTE, || async {
+        let pending: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM event_inbox WHERE processed_at IS NULL")
+                .fetch_one(app.db().pool())
+                .await
+                .ok()?;
+        (pending == 0).then_some(())
+    })
+    .await;
+    let after = app
+        .get(&format!("/api/v1/change-requests/{}", cr["id"]))
+        .await
+        .json();
+    assert_eq!(after["merge_sha"], recorded["merge_sha"], "{after}");
+    assert_eq!(after["merged_by"], recorded["merged_by"], "{after}");
+    assert_eq!(
+        after["summary"]["state_detail"],
+        recorded["summary"]["state_detail"]
+    );
 }
 
 crate::on_both! {

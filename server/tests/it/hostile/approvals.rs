@@ -133,6 +133,35 @@ on_both! {
         app.stop().await;
     }
 
+    async fn an_admins_override_merges_onto_uncovered_commits_and_its_audit_names_them(backend) {
+        let remote = Remote::new();
+        let mut app = production_live(backend, &remote).await;
+        let admin = app.admin_token.clone();
+        let mallory = app.token("mallory", Role::Developer, Some("shop")).await;
+        let first = remote.head("master");
+        let work = remote.work();
+        work.checkout("master");
+        work.write("backdoor.py", "print('owned')\n");
+        let x = work.commit("tidy up imports");
+        remote.push("master");
+        scan(&app).await;
+        run_of(&app, &x).await;
+        remote.feature("feature/typo", &first, "typo.txt");
+        let id = open(&app, &mallory, json!({ "app": "shop", "source_branch": "feature/typo", "target_branch": "master" })).await["id"].as_i64().unwrap();
+
+        let (status, merged) = decide(&app, &admin, id, "override", "outage: ship it with the import tidy-up").await;
+        assert_eq!(status, 200, "{merged}");
+        assert_eq!(merged["state"], "merged", "{merged}");
+        let detail: String = sqlx::query_scalar("SELECT detail FROM audit_log WHERE action = 'change_request.override'")
+            .fetch_one(app.db().pool())
+            .await
+            .expect("the override's audit entry");
+        let detail: Value = serde_json::from_str(&detail).unwrap();
+        assert_eq!(detail["uncovered_on_target"][0]["sha"], x.as_str(), "{detail}");
+        serving(&app, "production", &remote.head("master")).await;
+        app.stop().await;
+    }
+
     async fn a_request_its_target_already_contains_records_no_merge_of_the_target(backend) {
         let remote = Remote::new();
         let mut app = production_live(backend, &remote).await;
@@ -229,6 +258,78 @@ on_both! {
         assert!(body["error"]["message"].as_str().unwrap().contains("wrote this change"), "{body}");
         let (status, body) = decide(&app, &bob, id, "approve", "fine").await;
         assert_eq!(status, 200, "{body}");
+        app.stop().await;
+    }
+
+    async fn a_push_is_an_approval_only_where_the_policy_counts_pushes_and_only_an_approvers(backend) {
+        let remote = Remote::with_app_yaml(|yaml| yaml.replace("approval: { required: 1 }", "approval: { required: 1, forge_push: true }"));
+        let mut app = production_live(backend, &remote).await;
+        register_secrets(&app).await;
+        app_known(&app).await;
+        app.token("alice", Role::Admin, None).await;
+        app.token("mallory", Role::Developer, Some("shop")).await;
+        app.forge_account("alice", "alice-gh", "alice@example.com").await;
+        app.forge_account("mallory", "mallory-gh", "mallory@example.com").await;
+        let bare = remote.bare.path().display().to_string();
+        let work = remote.work();
+        work.checkout("master");
+        let push_as = |login: &'static str, file: &'static str| {
+            let before = remote.head("master");
+            work.write(file, "x\n");
+            let sha = work.commit(file);
+            remote.push("master");
+            let mut push = github_push(&bare, "master", &sha);
+            push["before"] = json!(before);
+            push["sender"]["login"] = json!(login);
+            (sha, push)
+        };
+
+        // A developer's push is no approval.
+        let (mine, push) = push_as("mallory-gh", "mallory.txt");
+        assert_eq!(deliver(&app, "github", "push", "push-mallory", &push, None).await.status, 202);
+        let held = run_of(&app, &mine).await;
+        assert_eq!(held["run"]["state"], "waiting_for_approval", "{held}");
+        let run = held["run"]["id"].as_i64().unwrap();
+        assert_eq!(app.post_json(&format!("/api/v1/runs/{run}/approve"), json!({})).await.status, 200);
+
+        // An admin's push approves what it adds: it deploys without a hold.
+        let (hers, push) = push_as("alice-gh", "alice.txt");
+        assert_eq!(deliver(&app, "github", "push", "push-alice", &push, None).await.status, 202);
+        serving(&app, "production", &hers).await;
+        app.stop().await;
+    }
+
+    async fn staging_is_protected_under_gantrys_defaults(backend) {
+        // An app.yaml without a stack: Gantry's default stack.
+        let remote = Remote::with_app_yaml(|yaml| yaml[..yaml.find("stack:").unwrap()].to_string());
+        let mut app = ready(start(backend, &remote.repos).await).await;
+        let admin = app.admin_token.clone();
+        let mallory = app.token("mallory", Role::Developer, Some("shop")).await;
+        approve_held(&app, "staging", &[&admin]).await;
+        serving(&app, "staging", &remote.head("latest")).await;
+
+        // An approved change request into latest covers its commits.
+        remote.feature("feature/ok", "latest", "ok.txt");
+        let id = open(&app, &mallory, json!({ "app": "shop", "source_branch": "feature/ok" })).await["id"].as_i64().unwrap();
+        let (status, merged) = decide(&app, &admin, id, "approve", "ok").await;
+        assert_eq!(status, 200, "{merged}");
+        assert_eq!(merged["state"], "merged", "{merged}");
+        serving(&app, "staging", &remote.head("latest")).await;
+
+        // A push straight to latest waits for an admin.
+        let work = remote.work();
+        work.checkout("latest");
+        work.git(&["pull", "-q", "--ff-only", "origin", "latest"]);
+        work.write("direct.txt", "x\n");
+        let direct = work.commit("straight to staging");
+        remote.push("latest");
+        scan(&app).await;
+        let held = wait_for("the staging run of the push", MINUTE, || async {
+            let runs = app.get("/api/v1/runs").await.json();
+            runs.as_array()?.iter().find(|r| r["commit_sha"] == direct.as_str() && r["environment"] == "staging").cloned()
+        })
+        .await;
+        assert_eq!(held["state"], "waiting_for_approval", "{held}");
         app.stop().await;
     }
 
