@@ -1343,7 +1343,7 @@ pub async fn detail(
             .await?
             .map(|env| env.id);
     let (commits, uncovered_on_target) = if judged.row.is_active() {
-        review_commits(requests, &judged, &head, environment).await?
+        review_commits(requests, &judged, &head, environment).await
     } else {
         (Vec::new(), None)
     };
@@ -1401,50 +1401,58 @@ pub async fn detail(
 /// What a reviewer decides on: the request's own commits (what its head
 /// adds to the target's head — what an approval covers) and, apart, the
 /// commits on a protected target that no approval covers (the request
-/// does not merge onto them). As of the mirror's last fetch.
+/// does not merge onto them). As of the mirror's last fetch; a mirror that
+/// lacks them shows none (the merge itself checks, whatever the page said).
 async fn review_commits(
     requests: &ChangeRequests<'_>,
     judged: &Judged,
     head: &str,
     environment: Option<i64>,
-) -> Result<(
+) -> (
     Vec<app::dto::ChangelogCommit>,
     Option<app::dto::UncoveredCommits>,
-)> {
-    let heads = requests.git.heads(&judged.source_url).await?;
-    let Some(target) = heads.get(&judged.row.target_branch) else {
-        return Ok((Vec::new(), None));
-    };
-    if head.is_empty() {
-        return Ok((Vec::new(), None));
+) {
+    let shown = async {
+        let heads = requests.git.heads(&judged.source_url).await?;
+        let Some(target) = heads
+            .get(&judged.row.target_branch)
+            .filter(|_| !head.is_empty())
+        else {
+            return Ok((Vec::new(), None));
+        };
+        let own = requests
+            .git
+            .log_range(&judged.source_url, Some(target), head, 100)
+            .await?;
+        let own = crate::coverage::view(&crate::git::Uncovered {
+            total: own.len(),
+            commits: own,
+            more: false,
+        })
+        .commits;
+        let uncovered = match judged.target_entry().and_then(|e| e.approval.as_ref()) {
+            Some(policy) => {
+                let protected = crate::coverage::Protected {
+                    app_id: judged.row.app_id,
+                    source_url: &judged.source_url,
+                    branch: &judged.row.target_branch,
+                    environment_id: environment,
+                    policy,
+                };
+                let uncovered =
+                    crate::coverage::uncovered(requests.db, requests.git, protected, target)
+                        .await?;
+                Some(crate::coverage::view(&uncovered))
+            }
+            None => None,
+        };
+        Ok::<_, ChangeRequestError>((own, uncovered))
     }
-    let own = requests
-        .git
-        .log_range(&judged.source_url, Some(target), head, 100)
-        .await
-        .unwrap_or_default();
-    let own = crate::coverage::view(&crate::git::Uncovered {
-        total: own.len(),
-        commits: own,
-        more: false,
+    .await;
+    shown.unwrap_or_else(|error| {
+        tracing::info!(change_request = judged.row.id, %error, "the request's commits cannot be shown");
+        (Vec::new(), None)
     })
-    .commits;
-    let uncovered = match judged.target_entry().and_then(|e| e.approval.as_ref()) {
-        Some(policy) => {
-            let protected = crate::coverage::Protected {
-                app_id: judged.row.app_id,
-                source_url: &judged.source_url,
-                branch: &judged.row.target_branch,
-                environment_id: environment,
-                policy,
-            };
-            let uncovered =
-                crate::coverage::uncovered(requests.db, requests.git, protected, target).await?;
-            Some(crate::coverage::view(&uncovered))
-        }
-        None => None,
-    };
-    Ok((own, uncovered))
 }
 
 #[cfg(test)]

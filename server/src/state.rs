@@ -118,7 +118,8 @@ impl App {
         Ok(App {
             leptos: leptos_options(&config),
             metrics: crate::telemetry::metrics_handle(),
-            git: GitStore::new(config.data_dir.join("git"), config.git_max_parallel),
+            git: GitStore::new(config.data_dir.join("git"), config.git_max_parallel)
+                .with_export_limits(config.git_export_limits),
             local: LocalRuntime::new(
                 config.data_dir.join("deploys"),
                 instance_tag.clone(),

@@ -244,7 +244,14 @@ pub struct Config {
     pub preview_domain: String,
     /// Peers whose `X-Forwarded-For` is believed (reverse proxies).
     pub trusted_proxies: Vec<IpNet>,
+    /// `server.allowed_hosts`: names the dashboard answers to besides the
+    /// public URL's host, `localhost` and IP addresses (a DNS-rebinding
+    /// page comes under a name of its own, and is refused).
+    pub allowed_hosts: Vec<String>,
     pub git_max_parallel: usize,
+    /// `git.export_max_bytes`, `_entries`, `_depth`: what one checkout of
+    /// a commit (a developer's tree) may write.
+    pub git_export_limits: crate::git::ExportLimits,
     /// The key that encrypts secrets at rest.
     pub secret_key_file: PathBuf,
     /// How often live cluster state is compared with the last deployment.
@@ -342,6 +349,9 @@ struct RunnerSection {
 #[serde(default, deny_unknown_fields)]
 struct GitSection {
     max_parallel: Option<u64>,
+    export_max_bytes: Option<u64>,
+    export_max_entries: Option<u64>,
+    export_max_depth: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -380,6 +390,7 @@ struct ServerSection {
     max_body_bytes: Option<u64>,
     preview_domain: Option<String>,
     trusted_proxies: Option<Vec<String>>,
+    allowed_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -705,6 +716,28 @@ impl Config {
             None,
             |text| list(text).map(IpNet::parse).collect::<Result<Vec<_>, _>>(),
         )?;
+        let allowed_hosts = layers.resolve(
+            "server.allowed_hosts",
+            "",
+            file.server
+                .allowed_hosts
+                .as_ref()
+                .map(|list| list.join(",")),
+            Some("GANTRY_ALLOWED_HOSTS"),
+            None,
+            |text| {
+                list(text)
+                    .map(|host| {
+                        let host = host.trim().to_ascii_lowercase();
+                        if host.is_empty() || host.contains(['/', ' ', '@']) {
+                            Err(format!("{host:?} is not a host name"))
+                        } else {
+                            Ok(host)
+                        }
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            },
+        )?;
         let git_max_parallel = layers.resolve(
             "git.max_parallel",
             "4",
@@ -713,6 +746,33 @@ impl Config {
             None,
             small_count,
         )?;
+        let defaults = crate::git::ExportLimits::default();
+        let git_export_limits = crate::git::ExportLimits {
+            max_bytes: layers.resolve(
+                "git.export_max_bytes",
+                &defaults.max_bytes.to_string(),
+                file.git.export_max_bytes.map(|v| v.to_string()),
+                Some("GANTRY_GIT_EXPORT_MAX_BYTES"),
+                None,
+                positive,
+            )?,
+            max_entries: layers.resolve(
+                "git.export_max_entries",
+                &defaults.max_entries.to_string(),
+                file.git.export_max_entries.map(|v| v.to_string()),
+                Some("GANTRY_GIT_EXPORT_MAX_ENTRIES"),
+                None,
+                positive,
+            )?,
+            max_depth: layers.resolve(
+                "git.export_max_depth",
+                &defaults.max_depth.to_string(),
+                file.git.export_max_depth.map(|v| v.to_string()),
+                Some("GANTRY_GIT_EXPORT_MAX_DEPTH"),
+                None,
+                |text| positive(text).map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            )?,
+        };
         let default_key = data_dir.join("secret.key").display().to_string();
         let secret_key_file = layers.resolve(
             "secrets.key_file",
@@ -913,7 +973,9 @@ impl Config {
             sandbox_helper,
             preview_domain,
             trusted_proxies,
+            allowed_hosts,
             git_max_parallel,
+            git_export_limits,
             secret_key_file,
             drift_interval,
             oidc,

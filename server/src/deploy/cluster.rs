@@ -28,6 +28,8 @@ pub struct ClusterDeploy<'a> {
     /// What the environment's previous deployment applied here.
     pub previous: &'a [ObjectRef],
     pub rollout_timeout: Duration,
+    /// A preview's namespace is Gantry's to create and delete.
+    pub preview: bool,
 }
 
 /// What a successful apply left on the cluster.
@@ -78,6 +80,16 @@ pub enum ApplyError {
         cluster: String,
         owner: String,
     },
+    /// A preview's namespace that exists and is not Gantry's: taking it over
+    /// would delete it with the preview.
+    #[error(
+        "namespace {namespace} on {cluster} exists and Gantry did not create it for {owner}: a preview's namespace is deleted with the preview, so Gantry does not take over one it did not make. Choose another `namespace:` for the stack entry, or remove that namespace"
+    )]
+    Foreign {
+        namespace: String,
+        cluster: String,
+        owner: String,
+    },
     #[error("namespace {namespace} on {cluster} is still terminating after {after}")]
     StillTerminating {
         namespace: String,
@@ -105,7 +117,7 @@ impl crate::error::Classified for ApplyError {
             | ApplyError::NotReady { .. }
             | ApplyError::StillTerminating { .. } => Kind::Unavailable,
             ApplyError::BadApiVersion(_) | ApplyError::NotServed { .. } => Kind::Invalid,
-            ApplyError::NotOurs { .. } => Kind::Conflict,
+            ApplyError::NotOurs { .. } | ApplyError::Foreign { .. } => Kind::Conflict,
         }
     }
 }
@@ -236,7 +248,7 @@ pub async fn deploy(
     request: &ClusterDeploy<'_>,
 ) -> Result<Applied, ApplyError> {
     let mut kinds = Kinds::new(client, request.cluster);
-    ensure_namespace(client, &mut kinds, request).await?;
+    let foreign = ensure_namespace(client, &mut kinds, request).await? == Namespace::Foreign;
 
     let mut applied = Vec::new();
     let mut workloads = Vec::new();
@@ -248,6 +260,10 @@ pub async fn deploy(
             .as_str()
             .unwrap_or_default()
             .to_string();
+        if foreign && kind == "Namespace" && name == request.namespace {
+            // Applied, it would carry Gantry's labels: adopted after all.
+            continue;
+        }
         let (ar, caps) = match kinds.resolve(api_version, kind, false).await {
             Ok(found) => found,
             // A kind from a CRD applied just before: ask again once.
@@ -297,20 +313,62 @@ pub async fn deploy(
     })
 }
 
+/// Whose the environment's namespace is, once it exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Namespace {
+    Gantrys,
+    /// Someone else's, deployed into as found (never labelled, never deleted).
+    Foreign,
+}
+
+/// Creates the environment's namespace, labelled as Gantry's for it. One
+/// that exists and is not Gantry's for this environment is never adopted
+/// (labelled, it would be deleted with the environment): a preview refuses
+/// it; staging and production deploy into it as they find it (a platform
+/// team's namespace with its quotas), and Gantry never deletes it.
 async fn ensure_namespace(
     client: &kube::Client,
     kinds: &mut Kinds<'_>,
     request: &ClusterDeploy<'_>,
-) -> Result<(), ApplyError> {
+) -> Result<Namespace, ApplyError> {
+    let (ar, caps) = kinds.resolve("v1", "Namespace", false).await?;
+    let api = api_for(client, &ar, &caps, None);
+    let existing = retry(
+        &format!(
+            "reading namespace {} on {}",
+            request.namespace, request.cluster
+        ),
+        || {
+            let api = api.clone();
+            let name = request.namespace.to_string();
+            async move { api.get_opt(&name).await }
+        },
+    )
+    .await?;
+    if let Some(existing) = existing {
+        let labels = existing.metadata.labels.unwrap_or_default();
+        let ours = labels.get(MANAGED_BY).map(String::as_str) == Some("gantry")
+            && labels.get(APP_LABEL).map(String::as_str) == Some(request.app)
+            && labels.get(ENV_LABEL).map(String::as_str) == Some(request.env);
+        if ours {
+            return Ok(Namespace::Gantrys);
+        }
+        if !request.preview {
+            return Ok(Namespace::Foreign);
+        }
+        return Err(ApplyError::Foreign {
+            namespace: request.namespace.to_string(),
+            cluster: request.cluster.to_string(),
+            owner: format!("{}/{}", request.app, request.env),
+        });
+    }
     if request
         .objects
         .iter()
         .any(|o| o["kind"] == "Namespace" && o["metadata"]["name"] == request.namespace)
     {
-        return Ok(());
+        return Ok(Namespace::Gantrys);
     }
-    let (ar, caps) = kinds.resolve("v1", "Namespace", false).await?;
-    let api = api_for(client, &ar, &caps, None);
     let namespace = json!({
         "apiVersion": "v1", "kind": "Namespace",
         "metadata": { "name": request.namespace, "labels": { MANAGED_BY: "gantry", APP_LABEL: request.app, ENV_LABEL: request.env } },
@@ -328,7 +386,7 @@ async fn ensure_namespace(
         },
     )
     .await
-    .map(|_| ())
+    .map(|_| Namespace::Gantrys)
 }
 
 /// Deletes what the previous deployment applied and this one did not.

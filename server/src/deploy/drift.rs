@@ -349,6 +349,7 @@ async fn heal(app: &Delivery<'_>, env: &EnvRow, config: &AppConfig) -> Result<()
     let kubernetes = super::lifecycle::Kubernetes {
         namespace: namespace.to_string(),
         objects,
+        preview: entry.branches.is_preview(),
     };
     // The deployment's own objects as `previous`: nothing is pruned.
     let refs: Vec<ObjectRef> = kubernetes.objects.iter().map(ObjectRef::of).collect();
@@ -454,8 +455,8 @@ async fn diff_for(
         .export(
             repo,
             pipeline_sha,
-            Some(&format!("apps/{}", app_row.name)),
             folder.path(),
+            crate::git::Export::folder(&format!("apps/{}", app_row.name)),
         )
         .await?;
     let namespace = entry

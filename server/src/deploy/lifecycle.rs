@@ -48,6 +48,9 @@ pub struct Source {
 pub struct Kubernetes {
     pub namespace: String,
     pub objects: Vec<Value>,
+    /// The environment is a preview: its namespace is Gantry's to create
+    /// and delete, so one Gantry did not create is refused, not adopted.
+    pub preview: bool,
 }
 
 /// How a deployment's source is kept: what people see (Secrets redacted),
@@ -396,6 +399,7 @@ pub async fn apply_objects(
             objects: &kubernetes.objects,
             previous,
             rollout_timeout: subject.rollout_timeout,
+            preview: kubernetes.preview,
         },
     )
     .await

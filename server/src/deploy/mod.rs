@@ -60,8 +60,8 @@ pub struct DeployRequest<'a> {
     pub vars: &'a [(String, String)],
     /// The built checkout to run from (local target).
     pub checkout: &'a Path,
-    /// The app's folder of the pipeline repo (its `deploy/` manifests).
-    pub pipeline_dir: &'a Path,
+    /// The app's `deploy/` folder at the run's pipeline commit.
+    pub manifests_dir: &'a Path,
     /// A fork's build: its app runs without the app's secrets.
     pub untrusted: bool,
 }
@@ -209,11 +209,12 @@ fn plan(request: &DeployRequest<'_>) -> Result<Source, DeployError> {
             pipeline_sha: request.pipeline_sha.to_string(),
         };
         let folder = format!("apps/{}/deploy", request.app_name);
-        let rendered = manifests::render(&request.pipeline_dir.join("deploy"), &folder, &context)
+        let rendered = manifests::render(request.manifests_dir, &folder, &context)
             .map_err(|e| DeployError::Failed(e.to_string()))?;
         Some(Kubernetes {
             namespace,
             objects: rendered.objects,
+            preview: request.entry.branches.is_preview(),
         })
     } else {
         None

@@ -361,9 +361,26 @@ fn diff_section(diff: Result<&[ObjectDiff], &str>, page: &str) -> String {
         Err(why) => return format!("\n**Manifest diff:** not available — {why}\n"),
         Ok(objects) => objects,
     };
-    let changed: Vec<&ObjectDiff> = objects.iter().filter(|d| d.change != "unchanged").collect();
+    // Developers and fork authors read the comment: a Secret, even
+    // redacted to digests, stays on Gantry's admin-only page.
+    let (secrets, changed): (Vec<&ObjectDiff>, Vec<&ObjectDiff>) = objects
+        .iter()
+        .filter(|d| d.change != "unchanged")
+        .partition(|d| d.object.starts_with("secret/"));
+    let secrets_note = match secrets.len() {
+        0 => String::new(),
+        n => format!(
+            "{n} Secret{} would change too: not shown here; admins see it on [the change request's page]({page}).\n",
+            if n == 1 { "" } else { "s" }
+        ),
+    };
     if changed.is_empty() {
-        return "\n**Manifest diff:** merging changes no cluster object\n".into();
+        let what = if secrets.is_empty() {
+            "no cluster object"
+        } else {
+            "no other cluster object"
+        };
+        return format!("\n**Manifest diff:** merging changes {what}\n{secrets_note}");
     }
     let mut out = format!(
         "\n<details><summary><b>Manifest diff:</b> merging changes {} object{}</summary>\n\n",
@@ -389,6 +406,7 @@ fn diff_section(diff: Result<&[ObjectDiff], &str>, page: &str) -> String {
         used += block.len();
         out.push_str(&block);
     }
+    out.push_str(&secrets_note);
     out.push_str("\n</details>\n");
     out
 }
@@ -526,6 +544,12 @@ mod tests {
                 change: "unchanged".into(),
                 diff: String::new(),
             },
+            ObjectDiff {
+                target: "dev".into(),
+                object: "secret/db in shop-staging".into(),
+                change: "update".into(),
+                diff: "-  password: <redacted sha256:0a1b2c3d4e5f>\n+  password: <redacted sha256:99aa88bb77cc>\n".into(),
+            },
         ];
         let facts = |diff| CommentFacts {
             change_request: 4,
@@ -542,7 +566,14 @@ mod tests {
             page: "http://gantry.example.com/change-requests/4",
             feedback: &[],
         };
-        insta::assert_snapshot!(comment_body(&facts(Some(Ok(&diffs)))));
+        let shown = comment_body(&facts(Some(Ok(&diffs))));
+        // A Secret is counted, never shown, not even as digests.
+        assert!(
+            !shown.contains("redacted") && !shown.contains("secret/db"),
+            "{shown}"
+        );
+        assert!(shown.contains("1 Secret would change too"), "{shown}");
+        insta::assert_snapshot!(shown);
         let why = comment_body(&facts(Some(Err(
             "the target environment has not been deployed yet",
         ))));
@@ -550,7 +581,7 @@ mod tests {
             why.contains("**Manifest diff:** not available — the target environment"),
             "{why}"
         );
-        let same = comment_body(&facts(Some(Ok(&diffs[1..]))));
+        let same = comment_body(&facts(Some(Ok(&diffs[1..2]))));
         assert!(same.contains("merging changes no cluster object"), "{same}");
 
         // Many large objects: the comment stays under the forges' limit and

@@ -9,6 +9,7 @@ mod history;
 mod merge;
 
 pub use coverage::{Coverage, CoveredRange, RangeBase, Uncovered};
+pub use export::{Export, ExportLimits};
 pub use history::{ChangedFile, FileCommit};
 pub use merge::{MergeOutcome, MergeRequest, MergeStrategy};
 
@@ -44,6 +45,11 @@ pub enum GitError {
     },
     #[error("{0}")]
     Refused(String),
+    /// A tree past an export limit: the text names the limit and the object.
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("cancelled")]
+    Cancelled,
     #[error("git worker stopped: {0}")]
     Join(String),
 }
@@ -55,7 +61,8 @@ impl crate::error::Classified for GitError {
             // The remote did not answer or refused: an outage to retry.
             GitError::Fetch { .. } | GitError::Push { .. } => Kind::Unavailable,
             GitError::UnknownCommit(_) => Kind::NotFound,
-            GitError::Refused(_) | GitError::UnsafePath(_) => Kind::Invalid,
+            GitError::Refused(_) | GitError::UnsafePath(_) | GitError::TooLarge(_) => Kind::Invalid,
+            GitError::Cancelled => Kind::Conflict,
             GitError::Git(_) | GitError::Io { .. } | GitError::Join(_) => Kind::Internal,
         }
     }
@@ -98,6 +105,7 @@ pub type Heads = BTreeMap<String, String>;
 #[derive(Debug)]
 pub struct GitStore {
     root: PathBuf,
+    limits: ExportLimits,
     permits: Semaphore,
     locks: StdMutex<HashMap<String, Arc<Mutex<()>>>>,
 }
@@ -106,9 +114,16 @@ impl GitStore {
     pub fn new(root: PathBuf, max_parallel: usize) -> GitStore {
         GitStore {
             root,
+            limits: ExportLimits::default(),
             permits: Semaphore::new(max_parallel.max(1)),
             locks: StdMutex::default(),
         }
+    }
+
+    /// Bounds every export by `limits` (`git.export_*`).
+    pub fn with_export_limits(mut self, limits: ExportLimits) -> GitStore {
+        self.limits = limits;
+        self
     }
 
     /// The mirror directory for `url`: readable, and unique per URL.
@@ -285,31 +300,32 @@ impl GitStore {
         .await
     }
 
-    /// Writes the files of `subdir` (the whole tree when `None`) at a commit
-    /// into `dest`, like `git archive`: no `.git`, modes and symlinks kept.
+    /// Writes what `export` asks of a commit's tree into `dest`, like `git
+    /// archive`: no `.git`, modes and symlinks kept, within the export
+    /// limits.
     pub async fn export(
         &self,
         url: &str,
         sha: &str,
-        subdir: Option<&str>,
         dest: &Path,
+        export: Export,
     ) -> Result<(), GitError> {
-        let (owned_url, sha, subdir, dest) = (
+        let (owned_url, sha, dest, limits) = (
             url.to_string(),
             sha.to_string(),
-            subdir.map(str::to_string),
             dest.to_path_buf(),
+            self.limits,
         );
         self.with_mirror(url, move |path| {
             let repo = mirror_with(path, &owned_url, &sha)?;
             let mut tree = commit_of(&repo, &sha)?.tree()?;
-            if let Some(subdir) = subdir {
+            if let Some(subdir) = &export.subdir {
                 tree = tree
-                    .get_path(Path::new(&subdir))?
+                    .get_path(Path::new(subdir))?
                     .to_object(&repo)?
                     .peel_to_tree()?;
             }
-            export::write_tree(&repo, &tree, &dest)
+            export::write_tree(&repo, &tree, &dest, &export, limits, &sha)
         })
         .await
     }

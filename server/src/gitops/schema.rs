@@ -231,9 +231,27 @@ pub struct PipelineConfig {
     pub image: Option<String>,
     pub steps: Vec<Step>,
     pub local: Option<LocalRun>,
+    /// Paths of the app's pipeline folder that steps never see (besides
+    /// `deploy/` and `app.yaml`, which they never do), relative to it.
+    #[serde(default)]
+    pub private: Vec<String>,
 }
 
+/// What of the app's pipeline folder steps never see at `/pipeline`: the
+/// manifests (`deploy/`, which Gantry alone renders), the environments
+/// (`app.yaml`), and what `pipeline.yaml` lists as `private`.
+pub const HIDDEN_FROM_STEPS: [&str; 2] = ["deploy", "app.yaml"];
+
 impl PipelineConfig {
+    /// The paths of the app's pipeline folder steps are not given.
+    pub fn hidden_from_steps(&self) -> Vec<String> {
+        HIDDEN_FROM_STEPS
+            .iter()
+            .map(|path| path.to_string())
+            .chain(self.private.iter().cloned())
+            .collect()
+    }
+
     pub fn deploys(&self) -> bool {
         self.steps.iter().any(|step| matches!(step, Step::Deploy))
     }

@@ -18,6 +18,9 @@ use crate::http::principal::{self, CSRF};
 use crate::state::AppState;
 
 const PENDING: &str = "oidc_pending";
+/// The dev login form's token: a sign-in posted from another site (which
+/// would sign the visitor in as someone the site chose) carries none.
+const LOGIN_CSRF: &str = "dev_login_csrf";
 
 /// Only a path on this origin: never an open redirect. Browsers drop tabs
 /// and line breaks from URLs and read `\` as `/`, so `/\t/evil.example`
@@ -227,30 +230,41 @@ async fn record_sign_in(
     Ok(())
 }
 
-/// The dev login form (only when enabled).
-pub async fn dev_form(State(state): State<AppState>, Query(query): Query<LoginQuery>) -> Response {
+/// The dev login form (only when enabled), with a token only this browser's
+/// session holds.
+pub async fn dev_form(
+    State(state): State<AppState>,
+    session: Session,
+    Query(query): Query<LoginQuery>,
+) -> Result<Response, ApiError> {
     if !state.config.dev_login {
-        return (StatusCode::NOT_FOUND, "the dev login is off").into_response();
+        return Ok((StatusCode::NOT_FOUND, "the dev login is off").into_response());
     }
+    let token = auth::random_token("")?;
+    session
+        .insert(LOGIN_CSRF, token.clone())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     let return_to = escape(&local_path(query.return_to.as_deref()));
     let options: String = Role::ALL
         .iter()
         .rev()
         .map(|r| format!("<option value=\"{r}\">{r}</option>"))
         .collect();
-    Html(page(
+    Ok(Html(page(
         "Sign in (dev login)",
         &format!(
             "<p class=\"muted\">The demo's password-less sign-in, for this machine only. Real deployments use single sign-on.</p>
 <form method=\"post\" action=\"/auth/dev\" class=\"form\">
 <input type=\"hidden\" name=\"return_to\" value=\"{return_to}\">
+<input type=\"hidden\" name=\"csrf\" value=\"{token}\">
 <label><span>Name</span><input name=\"name\" value=\"ada\" required autofocus></label>
 <label><span>Role</span><select name=\"role\">{options}</select></label>
 <button type=\"submit\" class=\"primary\">Sign in</button>
 </form>"
         ),
     ))
-    .into_response()
+    .into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -258,6 +272,8 @@ pub struct DevLogin {
     name: String,
     role: String,
     return_to: Option<String>,
+    /// The form's token (see [`dev_form`]).
+    csrf: Option<String>,
 }
 
 pub async fn dev_login(
@@ -266,6 +282,21 @@ pub async fn dev_login(
     ClientIp(ip): ClientIp,
     Form(form): Form<DevLogin>,
 ) -> Result<Response, ApiError> {
+    if !state.config.dev_login {
+        return Err(ApiError::NotFound("the dev login is off".into()));
+    }
+    let expected: Option<String> = session
+        .remove(LOGIN_CSRF)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    match (expected, form.csrf.as_deref()) {
+        (Some(expected), Some(sent)) if auth::constant_time_eq(&expected, sent) => {}
+        _ => {
+            return Err(ApiError::Forbidden(
+                "the sign-in form expired or was not this site's: open /auth/dev again".into(),
+            ));
+        }
+    }
     let role = Role::parse(&form.role)
         .ok_or_else(|| ApiError::BadRequest(format!("unknown role {:?}", form.role)))?;
     let user_id = auth::dev::user_for(&state.db, state.config.dev_login, &form.name, role).await?;

@@ -8,6 +8,8 @@ use axum::http::request::Parts;
 use axum::http::{Method, header};
 use tower_sessions::Session;
 
+use app::dto::Role;
+
 use crate::auth::{self, AuthError, Principal, Via};
 use crate::db;
 use crate::http::error::ApiError;
@@ -125,6 +127,42 @@ impl FromRequestParts<AppState> for Principal {
             principal.check_csrf(parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()))?;
         }
         Ok(principal)
+    }
+}
+
+/// A principal allowed near an admin-only route: an admin of the route's
+/// `{app}`, or where the route names none, of some app. Taken before the
+/// body is read, so who may not call a route learns nothing of what it
+/// would accept (a 403, never a 422); the domain still decides exactly.
+pub struct Admin(pub Principal);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let principal = Principal::from_request_parts(parts, state).await?;
+        let app =
+            axum::extract::Path::<std::collections::HashMap<String, String>>::from_request_parts(
+                parts, state,
+            )
+            .await
+            .ok()
+            .and_then(|axum::extract::Path(params)| params.get("app").cloned());
+        let allowed = match &app {
+            Some(app) => principal.can(Role::Admin, Some(app)),
+            None => principal.me().can_anywhere(Role::Admin),
+        };
+        if !allowed {
+            return Err(ApiError::Forbidden(format!(
+                "this needs the admin role{}; {} does not have it",
+                app.map(|app| format!(" on {app}")).unwrap_or_default(),
+                principal.name
+            )));
+        }
+        Ok(Admin(principal))
     }
 }
 

@@ -48,6 +48,11 @@ pub fn build_app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(record_metrics))
         .layer(auth::session_layer(&state))
         .layer(axum::middleware::from_fn(security::headers))
+        // Under a name that is not Gantry's (a DNS-rebinding page), nothing.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            security::allowed_host,
+        ))
         // Environment hosts are proxied before any route sees them (and
         // before the dashboard's headers, which are not theirs).
         .layer(axum::middleware::from_fn_with_state(

@@ -3,11 +3,16 @@
 //! framing), `X-Frame-Options`, `X-Content-Type-Options` and a referrer
 //! policy. Environments are proxied before this layer: their headers are
 //! their own.
+//!
+//! And the hosts the dashboard answers to: a page on another name that
+//! resolves to this server (DNS rebinding) would be same-origin with
+//! whatever it reads, so a request under a name that is not Gantry's is
+//! refused.
 
 use axum::extract::Request;
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 
 /// The nonce of one response's inline scripts (see `dashboard`).
@@ -67,4 +72,85 @@ fn new_nonce() -> String {
         bytes = now.to_le_bytes();
     }
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Whether the dashboard answers to `host` (a `Host` header): the public
+/// URL's host, `localhost`, an IP address, or one of `server.allowed_hosts`.
+/// The port is not compared (the name is what a rebinding page controls).
+pub fn answers_to(host: &str, public: &url::Url, allowed: &[String]) -> bool {
+    let name = match host.rsplit_once(':') {
+        // `[::1]:3000`, `127.0.0.1:3000`, `localhost:3000`; a bare IPv6
+        // address in brackets has no port to strip.
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) && !name.is_empty() => name,
+        _ => host,
+    }
+    .trim_start_matches('[')
+    .trim_end_matches(']')
+    .to_ascii_lowercase();
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name == "localhost"
+        || public.host_str().is_some_and(|h| {
+            h.trim_start_matches('[')
+                .trim_end_matches(']')
+                .eq_ignore_ascii_case(&name)
+        })
+        || allowed.contains(&name)
+}
+
+/// Refuses (421) a request under a name that is not Gantry's. Probes and
+/// the metrics scrape come by a pod's address, and are always answered; a
+/// request without `Host` (not from a browser) is too.
+pub async fn allowed_host(
+    axum::extract::State(state): axum::extract::State<crate::state::AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let probe = matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics");
+    match host {
+        Some(host)
+            if !probe
+                && !answers_to(&host, &state.config.public_url, &state.config.allowed_hosts) =>
+        {
+            let message = format!(
+                "this Gantry answers as {} (and localhost); {host} is not one of its names. An admin adds it to server.allowed_hosts",
+                state.config.public_url.host_str().unwrap_or("localhost")
+            );
+            (axum::http::StatusCode::MISDIRECTED_REQUEST, message).into_response()
+        }
+        _ => next.run(request).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dashboard_answers_to_its_names_and_addresses_only() {
+        let public: url::Url = "https://gantry.example.com/".parse().unwrap();
+        let allowed = vec!["ci.internal".to_string()];
+        for host in [
+            "gantry.example.com",
+            "GANTRY.example.com:443",
+            "localhost:3000",
+            "127.0.0.1:3000",
+            "[::1]:3000",
+            "10.0.0.7",
+            "ci.internal",
+        ] {
+            assert!(answers_to(host, &public, &allowed), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "gantry.example.com.evil.example:3000",
+            "rebind.attacker.test:3000",
+        ] {
+            assert!(!answers_to(host, &public, &allowed), "{host}");
+        }
+    }
 }

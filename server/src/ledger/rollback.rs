@@ -478,9 +478,11 @@ async fn stored(app: &Delivery<'_>, release_id: i64) -> Result<Stored, DeployErr
         .await
         .map_err(|e| failed(e.to_string()))?;
     let kubernetes = match (objects, shown["namespace"].as_str()) {
+        // Releases are of staging and production, never of previews.
         (Some(objects), Some(namespace)) => Some(Kubernetes {
             namespace: namespace.to_string(),
             objects,
+            preview: false,
         }),
         _ => None,
     };

@@ -17,6 +17,7 @@ use crate::db::{self, now_millis, runs::RunRow, steps::StepOutcome};
 use crate::deploy::{self, DeployError, DeployOutcome, DeployRequest};
 use crate::forge::api::StatusState;
 use crate::forge::{feedback, report};
+use crate::git::Export;
 use crate::gitops::schema::{LOCAL_TARGET, StackEntry, Step};
 use crate::gitops::template;
 use crate::state::App;
@@ -69,6 +70,9 @@ pub async fn execute(app: Arc<App>, run: RunRow) {
             app.events.close(run.id);
             return;
         }
+        // Cancelled while Gantry prepared it (a checkout stops between
+        // entries): the cancel, not the interrupted work, is the ending.
+        Err(_) if cancel.is_cancelled() => Ending::Cancelled,
         Err(error) => Ending::Failed(format!("gantry could not run the pipeline: {error}")),
     };
     watcher.abort();
@@ -277,18 +281,44 @@ async fn run_steps(
         workspace.remove().await;
         tokio::fs::create_dir_all(workspace.home()).await?;
         app.git
-            .export(&app_row.source_url, &run.commit_sha, None, &workspace.app())
+            .export(
+                &app_row.source_url,
+                &run.commit_sha,
+                &workspace.app(),
+                Export::all().cancelled_by(cancel),
+            )
             .await?;
         if let Some(repo) = app.config.pipeline_repo.as_deref() {
             let folder = format!("apps/{}", app_row.name);
+            // Steps see their scripts and pipeline.yaml; never the admins'
+            // manifests, the app's environments nor what is marked private.
             app.git
                 .export(
                     repo,
                     &run.pipeline_sha,
-                    Some(&folder),
                     &workspace.pipeline(),
+                    Export::folder(&folder)
+                        .skipping(config.pipeline.hidden_from_steps())
+                        .cancelled_by(cancel),
                 )
                 .await?;
+            // The manifests go where only Gantry's deploy step reads them.
+            if app
+                .git
+                .list_dirs(repo, &run.pipeline_sha, &folder)
+                .await?
+                .iter()
+                .any(|dir| dir == "deploy")
+            {
+                app.git
+                    .export(
+                        repo,
+                        &run.pipeline_sha,
+                        &workspace.manifests(),
+                        Export::folder(&format!("{folder}/deploy")).cancelled_by(cancel),
+                    )
+                    .await?;
+            }
         }
         // The sandbox's user writes the checkout and its home, nothing else.
         app.sandbox.hand_over(&workspace.app()).await?;
@@ -385,7 +415,7 @@ async fn run_steps(
                     url: url.as_deref(),
                     vars: &vars,
                     checkout: &workspace.app(),
-                    pipeline_dir: &workspace.pipeline(),
+                    manifests_dir: &workspace.manifests(),
                     untrusted: run.from_fork.is_some(),
                 };
                 let outcome = deploy::deploy(&app.delivery(), &request, &mut sink, cancel).await;

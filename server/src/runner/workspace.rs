@@ -1,6 +1,8 @@
 //! A run's workspace: `<data>/work/run-<id>-<attempt>/` with the app
-//! checked out in `app/`, the pipeline repo's app folder in `pipeline/` and a
-//! private `home/`. Removed when the run ends; a later attempt of the run on
+//! checked out in `app/`, what steps may see of the pipeline repo's app
+//! folder in `pipeline/` (its scripts and `pipeline.yaml`), the admins'
+//! manifests in `manifests/` (for Gantry's deploy step only: no sandbox is
+//! given it) and a private `home/`. Removed when the run ends; a later attempt of the run on
 //! the same replica carries on in it (`take_from`).
 
 use std::path::{Path, PathBuf};
@@ -28,6 +30,11 @@ impl Workspace {
 
     pub fn home(&self) -> PathBuf {
         self.root.join("home")
+    }
+
+    /// The app's `deploy/` folder: rendered by Gantry, never mounted.
+    pub fn manifests(&self) -> PathBuf {
+        self.root.join("manifests")
     }
 
     /// The checkout, where steps run: `/workspace` inside the sandbox.

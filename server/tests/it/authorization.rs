@@ -482,3 +482,67 @@ async fn every_route_and_server_function_checks_the_callers_role() {
     })
     .await;
 }
+
+/// Routes only admins may call, that take a body.
+const ADMIN_BODY_ROUTES: &[(&str, &str)] = &[
+    ("POST", "/api/v1/clusters"),
+    ("PUT", "/api/v1/channels/{name}"),
+    ("PUT", "/api/v1/secrets/{name}"),
+    ("POST", "/api/v1/apps/{app}/rollback"),
+    ("POST", "/api/v1/apps/{app}/promote"),
+    ("POST", "/api/v1/releases/{id}/stable"),
+    ("POST", "/api/v1/runs/{id}/override"),
+    ("POST", "/api/v1/change-requests/{id}/override"),
+];
+
+/// Who may not call a route learns nothing of what it would accept: a body
+/// that is no JSON at all, sent by someone without the role, is refused
+/// for who they are (401, 403), never judged for what it is (400, 415,
+/// 422). Every route with a body checks who calls before reading it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_may_not_call_a_route_is_refused_before_its_body_is_read() {
+    crate::support::bounded(async {
+        let app = TestApp::sqlite().await;
+        let world = shop_with_a_change_request(&app).await;
+        let callers = tokens(&app).await;
+        let mut failures = Vec::new();
+        for (method, path, _) in ROUTES
+            .iter()
+            .filter(|(m, _, _)| matches!(*m, "POST" | "PUT"))
+        {
+            let admin_only = ADMIN_BODY_ROUTES.contains(&(*method, *path));
+            for (caller, token) in &callers {
+                // Anonymous callers are refused before any body; below
+                // admin, the admin-only routes refuse them before it too.
+                let refused_for_who = match caller {
+                    None => !matches!(
+                        *path,
+                        "/api/v1/hooks/git"
+                            | "/api/v1/hooks/{forge}"
+                            | "/api/v1/share/{token}/feedback"
+                    ),
+                    Some(role) => admin_only && *role != Role::Admin,
+                };
+                if !refused_for_who {
+                    continue;
+                }
+                let request = Request::builder()
+                    .method(Method::from_bytes(method.as_bytes()).expect("method"))
+                    .uri(concrete(path, &world, 0))
+                    .header("content-type", "text/plain")
+                    .body(Body::from("{ this is not json"))
+                    .expect("request");
+                let status = app.status_as(token.as_deref(), request).await;
+                if !matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+                    failures.push(format!("{method} {path} as {caller:?}: {status}"));
+                }
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "judged the body before the caller:\n{}",
+            failures.join("\n")
+        );
+    })
+    .await;
+}

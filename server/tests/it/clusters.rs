@@ -105,7 +105,11 @@ async fn setup(backend: &str) -> Setup {
 
 /// [`setup`] with `extra` appended to the app's app.yaml.
 async fn setup_with(backend: &str, extra: &str) -> Setup {
-    let clusters = Clusters::start().await;
+    setup_on(backend, extra, Clusters::start().await).await
+}
+
+/// [`setup_with`] on clusters the test prepared.
+async fn setup_on(backend: &str, extra: &str, clusters: Clusters) -> Setup {
     let repo = WorkRepo::new();
     repo.write("README", "shop\n");
     repo.commit("first");
@@ -1307,4 +1311,87 @@ async fn registering_a_cluster_revalidates_the_apps_waiting_for_it() {
     })
     .await;
     app.stop().await;
+}
+
+/// A namespace someone else made on `cluster`, labelled as theirs.
+fn foreign_namespace(cluster: &Emulator, name: &str) {
+    let namespaces = cluster
+        .store()
+        .find("", "v1", "namespaces")
+        .expect("namespaces");
+    cluster
+        .store()
+        .create(
+            &namespaces,
+            "",
+            &json!({ "apiVersion": "v1", "kind": "Namespace",
+                    "metadata": { "name": name, "labels": { "team": "payments" } } }),
+            "kubectl",
+            false,
+        )
+        .expect("created");
+}
+
+/// A preview's namespace is deleted with the preview: Gantry never takes
+/// over one it did not create (a same-named namespace of another team
+/// would be labelled Gantry's, then deleted). Staging deploys into a
+/// namespace a platform team made, as it finds it, and never claims it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_namespace_gantry_did_not_create_is_never_taken_over() {
+    crate::support::bounded(async {
+        let clusters = Clusters::start().await;
+        let preview = gantry::gitops::stack::preview_name("preview", "feature/x");
+        let theirs = format!("shop-{preview}");
+        foreign_namespace(&clusters.dev, &theirs);
+        foreign_namespace(&clusters.dev, "shop-staging");
+        let setup = setup_on("sqlite", "", clusters).await;
+        let app = &setup.app;
+
+        let run = finished(app, &setup.repo.head("feature/x")).await;
+        assert_eq!(run["run"]["state"], "failed", "{run}");
+        let log = deploy_log(app, &run).await;
+        assert!(
+            log.contains(&format!(
+                "namespace {theirs} on dev exists and Gantry did not create it"
+            )),
+            "{log}"
+        );
+        let staging = finished(app, &setup.repo.head("latest")).await;
+        assert_eq!(
+            staging["run"]["state"],
+            "succeeded",
+            "{}",
+            deploy_log(app, &staging).await
+        );
+        let store = setup.clusters.dev.store();
+        assert!(
+            store
+                .object("apps", "deployments", "shop-staging", "web")
+                .is_some()
+        );
+        for name in [theirs.as_str(), "shop-staging"] {
+            let namespace = store
+                .object("", "namespaces", "", name)
+                .expect("still there");
+            let labels = &namespace["metadata"]["labels"];
+            assert_eq!(labels["team"], "payments", "{namespace}");
+            assert!(
+                labels["app.kubernetes.io/managed-by"].is_null(),
+                "not claimed: {namespace}"
+            );
+        }
+
+        // The preview goes (its branch is deleted): their namespace stays.
+        setup.repo.git(&["branch", "-D", "feature/x"]);
+        scan(app).await;
+        wait_for("the preview to be destroyed", MINUTE, || async {
+            environment(app, &preview).await.is_null().then_some(())
+        })
+        .await;
+        assert!(
+            store.object("", "namespaces", "", &theirs).is_some(),
+            "their namespace survives"
+        );
+    })
+    .await;
 }

@@ -28,19 +28,7 @@ async fn me_status(app: &TestApp, cookie: &str) -> StatusCode {
 
 /// The raw `Set-Cookie` of a dev sign-in (sending `cookie`, if any).
 async fn sign_in_raw(app: &TestApp, cookie: Option<&str>) -> String {
-    let mut request =
-        Request::post("/auth/dev").header("content-type", "application/x-www-form-urlencoded");
-    if let Some(cookie) = cookie {
-        request = request.header("cookie", cookie);
-    }
-    let response = app
-        .request_as(
-            None,
-            request
-                .body(Body::from("name=ada&role=admin&return_to=%2F"))
-                .expect("request"),
-        )
-        .await;
+    let response = app.dev_login("ada", "admin", "%2F", cookie).await;
     assert_eq!(response.status, 303, "{}", response.text());
     response
         .header("set-cookie")

@@ -103,6 +103,8 @@ struct RawPipeline {
     image: Option<Spanned<String>>,
     steps: Spanned<Vec<RawStep>>,
     local: Option<RawLocal>,
+    #[serde(default)]
+    private: Vec<Spanned<String>>,
 }
 
 /// A step is either the bare word `deploy` or a command mapping.
@@ -807,10 +809,34 @@ fn validate_pipeline(raw: RawPipeline, issues: &mut Issues<'_>) -> Option<Pipeli
             },
         }
     });
+    let private = raw
+        .private
+        .into_iter()
+        .filter_map(|path| {
+            let clean = path.value.trim().trim_end_matches('/').to_string();
+            let escapes = clean.is_empty()
+                || clean.starts_with('/')
+                || clean.split('/').any(|part| part.is_empty() || part == "." || part == "..");
+            if escapes {
+                issues.at(
+                    path.referenced,
+                    "private",
+                    format!(
+                        "{:?} is not a path inside the app's pipeline folder (e.g. `scripts/release-keys.sh`)",
+                        path.value
+                    ),
+                );
+                None
+            } else {
+                Some(clean)
+            }
+        })
+        .collect();
     Some(PipelineConfig {
         image: raw.image.map(|s| s.value),
         steps,
         local,
+        private,
     })
 }
 

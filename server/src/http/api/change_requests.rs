@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use super::runs::Decision;
 use crate::auth::Principal;
 use crate::http::error::{ApiError, ErrorBody};
+use crate::http::principal::Admin;
 use crate::state::AppState;
 
 /// Opens a change request from a branch into an environment branch
@@ -133,7 +134,7 @@ pub async fn reject(
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn override_policy(
     State(state): State<AppState>,
-    principal: Principal,
+    Admin(principal): Admin,
     Path(id): Path<i64>,
     Json(decision): Json<Decision>,
 ) -> Result<Json<ChangeRequestSummary>, ApiError> {

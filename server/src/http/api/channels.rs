@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Principal;
 use crate::db::notifications::DeliveryRow;
 use crate::http::error::{ApiError, ErrorBody};
+use crate::http::principal::Admin;
 use crate::notify::{ChannelSettings, channels};
 use crate::state::AppState;
 
@@ -61,7 +62,7 @@ pub async fn list(
     responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn put(
     State(state): State<AppState>,
-    principal: Principal,
+    Admin(principal): Admin,
     Path(name): Path<String>,
     Json(channel): Json<NewChannel>,
 ) -> Result<impl IntoResponse, ApiError> {

@@ -9,6 +9,7 @@ use axum::response::IntoResponse;
 use crate::auth::Principal;
 use crate::clusters::Registration;
 use crate::http::error::{ApiError, ErrorBody};
+use crate::http::principal::Admin;
 use crate::state::AppState;
 
 /// Registers a cluster from a kubeconfig, server + token, or in-cluster,
@@ -18,7 +19,7 @@ use crate::state::AppState;
     responses((status = 201, body = ClusterSummary), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn register(
     State(state): State<AppState>,
-    principal: Principal,
+    Admin(principal): Admin,
     Json(registration): Json<Registration>,
 ) -> Result<impl IntoResponse, ApiError> {
     let summary = state

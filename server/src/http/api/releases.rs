@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::auth::Principal;
 use crate::http::error::{ApiError, ErrorBody};
+use crate::http::principal::Admin;
 use crate::state::AppState;
 
 /// The ledger, newest first: every deployment of staging and production,
@@ -58,7 +59,7 @@ pub struct StableRequest {
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn mark_stable(
     State(state): State<AppState>,
-    principal: Principal,
+    Admin(principal): Admin,
     Path(id): Path<i64>,
     Json(request): Json<StableRequest>,
 ) -> Result<Json<ReleaseSummary>, ApiError> {
@@ -79,7 +80,7 @@ pub async fn mark_stable(
         (status = 409, body = ErrorBody)))]
 pub async fn rollback(
     State(state): State<AppState>,
-    principal: Principal,
+    Admin(principal): Admin,
     Path(app): Path<String>,
     Json(request): Json<RollbackRequest>,
 ) -> Result<(StatusCode, Json<RollbackAccepted>), ApiError> {
@@ -94,7 +95,7 @@ pub async fn rollback(
         (status = 404, body = ErrorBody)))]
 pub async fn promote(
     State(state): State<AppState>,
-    principal: Principal,
+    Admin(principal): Admin,
     Path(app): Path<String>,
     Json(request): Json<PromoteRequest>,
 ) -> Result<Json<Promotion>, ApiError> {

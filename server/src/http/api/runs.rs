@@ -17,6 +17,7 @@ use serde::Deserialize;
 use crate::auth::Principal;
 use crate::flow::approval::{self, ApprovalOutcome};
 use crate::http::error::{ApiError, ErrorBody};
+use crate::http::principal::Admin;
 use crate::runner::logs::RunEvent;
 use crate::state::AppState;
 
@@ -135,7 +136,7 @@ pub async fn reject(
     responses((status = 200, body = ApprovalOutcome), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn override_hold(
     State(state): State<AppState>,
-    principal: Principal,
+    Admin(principal): Admin,
     Path(id): Path<i64>,
     Json(decision): Json<Decision>,
 ) -> Result<Json<ApprovalOutcome>, ApiError> {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::Principal;
 use crate::http::error::{ApiError, ErrorBody};
+use crate::http::principal::Admin;
 use crate::secrets::admin;
 use crate::state::AppState;
 
@@ -36,7 +37,7 @@ pub struct SecretName {
     responses((status = 204), (status = 400, body = ErrorBody)))]
 pub async fn put_secret(
     State(state): State<AppState>,
-    principal: Principal,
+    Admin(principal): Admin,
     Path(name): Path<String>,
     Json(body): Json<SecretValue>,
 ) -> Result<impl IntoResponse, ApiError> {

@@ -114,13 +114,7 @@ async fn sign_in_redirects_stay_on_this_origin() {
             "https://evil.example",
             "/%0D%0A%09/evil.example",
         ] {
-            let request = Request::post("/auth/dev")
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(Body::from(format!(
-                    "name=ada&role=viewer&return_to={trick}"
-                )))
-                .unwrap();
-            let response = app.request_as(None, request).await;
+            let response = app.dev_login("ada", "viewer", trick, None).await;
             assert_eq!(response.status, 303, "{trick}");
             let location = response.header("location").unwrap_or_default().to_string();
             let resolved = url::Url::parse("http://localhost:3000/")
@@ -164,13 +158,33 @@ async fn a_forged_forwarded_for_is_believed_only_from_a_trusted_proxy() {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let port = listener.local_addr().unwrap().port();
             app.serve_tcp(listener);
-            let response = reqwest::Client::builder()
+            let client = reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
+                .unwrap();
+            let form = client
+                .get(format!("http://127.0.0.1:{port}/auth/dev"))
+                .send()
+                .await
+                .expect("the form");
+            let session = form.headers()["set-cookie"]
+                .to_str()
                 .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .to_string();
+            let csrf = crate::support::dev_login_token(&form.text().await.unwrap());
+            let response = client
                 .post(format!("http://127.0.0.1:{port}/auth/dev"))
                 .header("x-forwarded-for", "203.0.113.9")
-                .form(&[("name", "ada"), ("role", "viewer"), ("return_to", "/")])
+                .header("cookie", session)
+                .form(&[
+                    ("name", "ada"),
+                    ("role", "viewer"),
+                    ("return_to", "/"),
+                    ("csrf", csrf.as_str()),
+                ])
                 .send()
                 .await
                 .expect("sign in");
@@ -180,6 +194,123 @@ async fn a_forged_forwarded_for_is_believed_only_from_a_trusted_proxy() {
                 audit[0]["source_ip"], expected,
                 "trusted {trusted:?}: {audit}"
             );
+        }
+    })
+    .await;
+}
+
+/// A page on another site posts the dev login form for its visitor (a
+/// login CSRF: the visitor would act, unknowing, as whoever the page
+/// chose): without the form's token from the visitor's own session, it is
+/// refused and signs nobody in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dev_login_posted_from_another_site_signs_nobody_in() {
+    crate::support::bounded(async {
+        let app = with_dev_login(|_| {}).await;
+        let post = |body: &str, cookie: Option<&str>| {
+            let mut request = Request::post("/auth/dev")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("origin", "http://evil.example");
+            if let Some(cookie) = cookie {
+                request = request.header("cookie", cookie);
+            }
+            request.body(Body::from(body.to_string())).unwrap()
+        };
+        // No token, or a made-up one, without the visitor's session.
+        for body in [
+            "name=mallory&role=admin&return_to=%2F",
+            "name=mallory&role=admin&return_to=%2F&csrf=0123456789abcdef",
+        ] {
+            let response = app.request_as(None, post(body, None)).await;
+            assert_eq!(response.status, 403, "{body}: {}", response.text());
+            assert!(response.header("set-cookie").is_none(), "{body}");
+        }
+        // The attacker's own form token, in the visitor's session: refused.
+        let attackers = app
+            .request_as(None, Request::get("/auth/dev").body(Body::empty()).unwrap())
+            .await;
+        let token = crate::support::dev_login_token(&attackers.text());
+        let visitor = app
+            .request_as(None, Request::get("/auth/dev").body(Body::empty()).unwrap())
+            .await;
+        let cookie = visitor
+            .header("set-cookie")
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let response = app
+            .request_as(
+                None,
+                post(
+                    &format!("name=mallory&role=admin&return_to=%2F&csrf={token}"),
+                    Some(&cookie),
+                ),
+            )
+            .await;
+        assert_eq!(response.status, 403, "{}", response.text());
+        let me = app
+            .request_as(
+                None,
+                Request::get("/api/v1/me")
+                    .header("cookie", &cookie)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(me.status, 401, "nobody is signed in: {}", me.text());
+        // The form's own token, in its own session, signs in.
+        assert_eq!(
+            app.dev_login("ada", "viewer", "%2F", None).await.status,
+            303
+        );
+    })
+    .await;
+}
+
+/// A page under a name of the attacker's that resolves to this server (DNS
+/// rebinding) would be same-origin with what it reads: the dashboard
+/// answers only to its own names; probes answer whatever the name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_answers_only_to_its_own_names() {
+    crate::support::bounded(async {
+        let app = with_dev_login(|config| {
+            config.public_url = "http://gantry.example.com:3000/".parse().unwrap();
+            config.allowed_hosts = vec!["gantry.internal".into()];
+        })
+        .await;
+        let at = |host: &str, path: &str| {
+            Request::get(path)
+                .header("host", host)
+                .body(Body::empty())
+                .unwrap()
+        };
+        for host in [
+            "rebind.attacker.test:3000",
+            "gantry.example.com.attacker.test",
+        ] {
+            for path in ["/", "/api/v1/environments", "/auth/dev"] {
+                let response = app.request_as(None, at(host, path)).await;
+                assert_eq!(response.status, 421, "{host}{path}: {}", response.text());
+                assert!(response.text().contains("server.allowed_hosts"));
+            }
+        }
+        for host in [
+            "gantry.example.com:3000",
+            "localhost:3000",
+            "127.0.0.1:3000",
+            "gantry.internal",
+        ] {
+            let response = app.request_as(None, at(host, "/auth/dev")).await;
+            assert_eq!(response.status, 200, "{host}: {}", response.text());
+        }
+        // A probe or a scrape comes by a pod's address, or any name.
+        for path in ["/healthz", "/readyz", "/metrics"] {
+            let response = app
+                .request_as(None, at("10-0-0-7.pods.cluster.local:3000", path))
+                .await;
+            assert_ne!(response.status, 421, "{path}");
         }
     })
     .await;

@@ -94,8 +94,8 @@ on_both! {
         }
         assert!(!attack.contains("uid 0\n"), "the step does not run as root: {attack}");
         assert!(
-            attack.contains("pipeline ['app.yaml', 'pipeline.yaml']"),
-            "only its own app's folder: {attack}"
+            attack.contains("pipeline ['pipeline.yaml']"),
+            "only its own app's pipeline.yaml: {attack}"
         );
         assert!(!app.data_path().parent().unwrap().join("escaped").exists());
 
@@ -210,4 +210,66 @@ on_both! {
         }
         assert!(!log.contains("tests in"), "nothing was read as a report: {log}");
     }
+}
+
+/// The admins' part of the pipeline folder: a Secret manifest, the app's
+/// environments, a script marked private — and a script steps may run.
+const SEARCHER: &str = "apiVersion: gantry.dev/v1
+private: [release/keys.sh]
+steps:
+  - { name: search, run: \"if [ -f search.sh ]; then sh search.sh; fi\" }
+  - deploy
+local:
+  run: python3 app.py
+  health: /healthz
+  health_timeout: 20s
+";
+
+const SECRET_VALUE: &str = "s3cr3t-manifest-value-9f41c7";
+
+/// A step that searches the whole sandbox for a Secret manifest's value.
+/// (A test of the files alone: storage plays no part, one backend will do.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_step_searching_its_whole_sandbox_finds_no_manifest_and_no_private_file() {
+    crate::support::bounded(async {
+        let repos = Repos::new("");
+        repos.pipeline.write("apps/shop/pipeline.yaml", SEARCHER);
+        repos.pipeline.write(
+            "apps/shop/deploy/secret.yaml",
+            &format!("apiVersion: v1\nkind: Secret\nmetadata: {{ name: db }}\nstringData: {{ password: {SECRET_VALUE} }}\n"),
+        );
+        repos.pipeline.write("apps/shop/release/keys.sh", &format!("echo {SECRET_VALUE}\n"));
+        repos.pipeline.write("apps/shop/scripts/build.sh", "echo building\n");
+        repos.pipeline.commit("manifests, a private script and a build script");
+        let (app, _port) = start_listening("sqlite", &repos, |_| {}).await;
+
+        repos.app.checkout_new("feature/search");
+        repos.app.write(
+            "search.sh",
+            // The value, assembled at run time so the script is no match.
+            &format!(
+                "V={}; V=\"${{V}}{}\"\n\
+                 find / -xdev \\( -path /proc -o -path /sys \\) -prune -o -type f -print 2>/dev/null \\
+                   | xargs grep -l \"$V\" 2>/dev/null | sed 's/^/FOUND /'\n\
+                 grep -l \"$V\" /proc/self/environ 2>/dev/null | sed 's/^/FOUND /'\n\
+                 echo pipeline: $(cd /pipeline && find . -type f | sort)\n\
+                 echo searched\n",
+                &SECRET_VALUE[..10],
+                &SECRET_VALUE[10..]
+            ),
+        );
+        let sha = repos.app.commit("search everything");
+        scan(&app).await;
+        let run = ended_run(&app, &sha).await;
+        let log = step_log(&app, &run, "search").await;
+        assert!(log.contains("searched"), "{log}");
+        assert!(!log.contains("FOUND"), "the value was found: {log}");
+        assert!(!log.contains(SECRET_VALUE), "{log}");
+        assert!(
+            log.contains("pipeline: ./pipeline.yaml ./scripts/build.sh"),
+            "steps see their scripts and pipeline.yaml only: {log}"
+        );
+        assert_eq!(run["run"]["state"], "succeeded", "{run}");
+    })
+    .await;
 }

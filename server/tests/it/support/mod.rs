@@ -249,11 +249,7 @@ impl TestApp {
     /// Signs `name` in with the dev login (which the test config must
     /// enable), as a browser would: a session cookie and its CSRF token.
     pub async fn sign_in(&self, name: &str, role: &str) -> Browser {
-        let request = Request::post("/auth/dev")
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(Body::from(format!("name={name}&role={role}&return_to=%2F")))
-            .expect("request");
-        let response = self.request_as(None, request).await;
+        let response = self.dev_login(name, role, "%2F", None).await;
         assert_eq!(response.status, 303, "dev login: {}", response.text());
         let cookie = response
             .header("set-cookie")
@@ -274,6 +270,41 @@ impl TestApp {
             csrf: me.json()["csrf"].as_str().expect("csrf").to_string(),
             cookie,
         }
+    }
+
+    /// The dev login as a browser does it: the form first (a session
+    /// cookie and the form's token), then the post (`return_to` as sent,
+    /// URL-encoded). `cookie`: a session the browser already had.
+    pub async fn dev_login(
+        &self,
+        name: &str,
+        role: &str,
+        return_to: &str,
+        cookie: Option<&str>,
+    ) -> TestResponse {
+        let mut form = Request::get("/auth/dev");
+        if let Some(cookie) = cookie {
+            form = form.header("cookie", cookie);
+        }
+        let form = self
+            .request_as(None, form.body(Body::empty()).expect("request"))
+            .await;
+        assert_eq!(form.status, 200, "the dev login form: {}", form.text());
+        let session = form
+            .header("set-cookie")
+            .and_then(|c| c.split(';').next())
+            .map(str::to_string)
+            .or_else(|| cookie.map(str::to_string))
+            .expect("a session for the form");
+        let csrf = dev_login_token(&form.text());
+        let request = Request::post("/auth/dev")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", session)
+            .body(Body::from(format!(
+                "name={name}&role={role}&return_to={return_to}&csrf={csrf}"
+            )))
+            .expect("request");
+        self.request_as(None, request).await
     }
 
     /// A JSON POST with the browser's cookie and CSRF header.
@@ -584,4 +615,13 @@ impl PostgresDatabase {
             let _ = conn.close().await;
         }
     }
+}
+
+/// The token in a dev login form's page.
+pub fn dev_login_token(page: &str) -> String {
+    page.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the form's token")
+        .to_string()
 }
