@@ -1338,7 +1338,7 @@ fn foreign_namespace(cluster: &Emulator, name: &str) {
 /// namespace a platform team made, as it finds it, and never claims it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_namespace_gantry_did_not_create_is_never_taken_over() {
-    crate::support::bounded(async {
+    Box::pin(crate::support::bounded(async {
         let clusters = Clusters::start().await;
         let preview = gantry::gitops::stack::preview_name("preview", "feature/x");
         let theirs = format!("shop-{preview}");
@@ -1392,6 +1392,6 @@ async fn a_namespace_gantry_did_not_create_is_never_taken_over() {
             store.object("", "namespaces", "", &theirs).is_some(),
             "their namespace survives"
         );
-    })
+    }))
     .await;
 }
