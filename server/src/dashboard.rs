@@ -140,6 +140,9 @@ impl RunsPort for App {
         if let Some(warning) = crate::sandbox::warning(self.sandbox.status()) {
             warnings.push(warning);
         }
+        if let Some(weaker) = crate::sandbox::limits_warning(self.sandbox.status()) {
+            warnings.push(weaker);
+        }
         for step in steps
             .iter()
             .filter(|s| s.network.as_deref() == Some("host"))
@@ -522,6 +525,10 @@ impl AdminPort for App {
                 .collect(),
             sandbox: crate::sandbox::describe(self.sandbox.status()),
             sandbox_warning: crate::sandbox::warning(self.sandbox.status()),
+            limits_warning: crate::sandbox::limits_warning(self.sandbox.status()),
+            blocked_networks: crate::sandbox::unreachable_networks(
+                &self.config.runner_blocked_networks,
+            ),
             replica: self.runner_id.clone(),
             singletons: crate::flow::singletons::holders(self)
                 .await

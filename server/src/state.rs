@@ -124,7 +124,8 @@ impl App {
                 config.data_dir.join("deploys"),
                 instance_tag.clone(),
                 sandbox.clone(),
-            ),
+            )
+            .with_log_limit(config.runner_log_limit_bytes),
             vault,
             sandbox,
             flow: Signals::default(),
@@ -278,6 +279,7 @@ fn sandbox_settings(config: &Config, tag: &str) -> crate::sandbox::Settings {
         user: config.runner_user,
         helper: config.sandbox_helper.clone(),
         read_only: config.runner_read_only_paths.clone(),
+        blocked_networks: config.runner_blocked_networks.clone(),
         private,
         preview_socket: crate::sandbox::preview_socket_path(&config.data_dir),
         run_dir: config.data_dir.join("run"),

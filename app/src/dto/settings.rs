@@ -64,6 +64,13 @@ pub struct Settings {
     /// Set when isolation is weakened or missing: a warning banner.
     #[serde(default)]
     pub sandbox_warning: Option<String>,
+    /// Set when limits are rlimits, not cgroups: what is weaker.
+    #[serde(default)]
+    pub limits_warning: Option<String>,
+    /// What no sandbox's network reaches (the built-in list, this host's
+    /// own addresses, `runner.blocked_networks`).
+    #[serde(default)]
+    pub blocked_networks: Vec<String>,
     /// This replica's name (in runs it claims and leases it holds).
     #[serde(default)]
     pub replica: String,

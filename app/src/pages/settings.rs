@@ -23,6 +23,9 @@ fn settings_view(settings: Settings) -> impl IntoView {
         {settings.sandbox_warning.clone().map(|warning| {
             view! { <p class="notice notice-error" role="alert" data-testid="sandbox-warning">{warning}</p> }
         })}
+        {settings.limits_warning.clone().map(|warning| {
+            view! { <p class="notice notice-warn" role="status" data-testid="limits-warning">{warning}</p> }
+        })}
         <dl class="facts">
             <dt>"Version"</dt>
             <dd class="mono">{settings.version}</dd>
@@ -34,6 +37,8 @@ fn settings_view(settings: Settings) -> impl IntoView {
             <dd class="mono">{settings.bind}</dd>
             <dt>"Sandbox"</dt>
             <dd data-testid="sandbox">{settings.sandbox}</dd>
+            <dt>"Unreachable from sandboxes"</dt>
+            <dd class="mono" data-testid="blocked-networks">{settings.blocked_networks.join(", ")}</dd>
         </dl>
         <h2>"Replicas"</h2>
         <p>

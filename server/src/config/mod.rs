@@ -236,6 +236,10 @@ pub struct Config {
     pub runner_user: (u32, u32),
     /// More host paths sandboxes see read-only (toolchains outside /usr).
     pub runner_read_only_paths: Vec<PathBuf>,
+    /// `runner.blocked_networks`: networks sandboxes may not reach, beyond
+    /// the built-in list (link-local, cloud metadata, the host's own
+    /// addresses), as `address/prefix`.
+    pub runner_blocked_networks: Vec<String>,
     /// The `gantry-sandbox` helper (default: next to the gantry binary).
     pub sandbox_helper: PathBuf,
     /// Environments of the local target are served on
@@ -342,6 +346,7 @@ struct RunnerSection {
     sandbox: Option<String>,
     user: Option<String>,
     read_only_paths: Option<Vec<String>>,
+    blocked_networks: Option<Vec<String>>,
     helper: Option<PathBuf>,
 }
 
@@ -641,6 +646,21 @@ impl Config {
             Some("GANTRY_RUNNER_USER"),
             None,
             parse_user,
+        )?;
+        let runner_blocked_networks = layers.resolve(
+            "runner.blocked_networks",
+            "",
+            file.runner
+                .blocked_networks
+                .as_ref()
+                .map(|list| list.join(",")),
+            Some("GANTRY_RUNNER_BLOCKED_NETWORKS"),
+            None,
+            |text| {
+                list(text)
+                    .map(|net| IpNet::parse(net).map(|n| format!("{}/{}", n.address, n.prefix)))
+                    .collect::<Result<Vec<_>, _>>()
+            },
         )?;
         let runner_read_only_paths = layers.resolve(
             "runner.read_only_paths",
@@ -970,6 +990,7 @@ impl Config {
             sandbox,
             runner_user,
             runner_read_only_paths,
+            runner_blocked_networks,
             sandbox_helper,
             preview_domain,
             trusted_proxies,

@@ -107,6 +107,9 @@ pub struct LocalRuntime {
     sandbox: Arc<Sandbox>,
     routes: Arc<Routes>,
     live: Mutex<HashMap<i64, LiveProcess>>,
+    /// How much of an app's output its log keeps (`runner.log_limit_bytes`,
+    /// a file; one rotated file more).
+    log_limit: u64,
 }
 
 impl std::fmt::Debug for LiveProcess {
@@ -125,7 +128,14 @@ impl LocalRuntime {
             sandbox,
             routes: Arc::default(),
             live: Mutex::default(),
+            log_limit: 10 * 1024 * 1024,
         }
+    }
+
+    /// Caps each app's log file at `bytes`.
+    pub fn with_log_limit(mut self, bytes: u64) -> LocalRuntime {
+        self.log_limit = bytes;
+        self
     }
 
     /// The loopback port serving `<env>` of `<app>`, if any.
@@ -168,7 +178,7 @@ impl LocalRuntime {
         })?;
         copied?;
         // A kept build had its old process's log; start a fresh one.
-        let _ = std::fs::remove_file(log_file(&workdir));
+        remove_log(&log_file(&workdir));
         self.sandbox
             .hand_over(&workdir)
             .await
@@ -229,7 +239,11 @@ impl LocalRuntime {
             instance_tag: self.instance_tag.clone(),
             ..spec
         };
-        let mut child = start_process(&self.sandbox, &spec, &workdir, port, &log_path).await?;
+        let log = AppLog {
+            path: log_path.clone(),
+            limit: self.log_limit,
+        };
+        let mut child = start_process(&self.sandbox, &spec, &workdir, port, &log).await?;
         let health_url = format!("http://127.0.0.1:{port}{}", spec.manifest.health);
         let timeout = Duration::from_secs(spec.manifest.health_timeout_seconds);
         if let Err(error) = wait_healthy(
@@ -272,7 +286,7 @@ impl LocalRuntime {
             self.routes.clone(),
             spec.clone(),
             child,
-            workdir.clone(),
+            (workdir.clone(), self.log_limit),
             stop.clone(),
         ));
         let previous = {
@@ -384,6 +398,13 @@ fn log_file(workdir: &Path) -> PathBuf {
     workdir.with_extension("log")
 }
 
+/// Removes an app's log and its rotated generation.
+fn remove_log(log: &Path) {
+    for file in [log.to_path_buf(), super::app_log::previous(log)] {
+        let _ = std::fs::remove_file(file);
+    }
+}
+
 /// Removes all but the newest [`KEPT_BUILDS`] replaced builds of an
 /// environment (directories named by deployment id; `live` is kept).
 fn prune_builds(env_dir: &Path, live: i64) {
@@ -400,7 +421,7 @@ fn prune_builds(env_dir: &Path, live: i64) {
         let build = env_dir.join(old.to_string());
         let _ = std::fs::remove_dir_all(&build);
         let _ = std::fs::remove_dir_all(run_dir(&build));
-        let _ = std::fs::remove_file(log_file(&build));
+        remove_log(&log_file(&build));
     }
 }
 
@@ -409,7 +430,7 @@ async fn stop_process(process: LiveProcess) {
     let workdir = process.workdir.clone();
     stop_process_keep_files(process).await;
     let _ = tokio::fs::remove_dir_all(&workdir).await;
-    let _ = tokio::fs::remove_file(log_file(&workdir)).await;
+    remove_log(&log_file(&workdir));
 }
 
 async fn stop_process_keep_files(process: LiveProcess) {
@@ -417,23 +438,21 @@ async fn stop_process_keep_files(process: LiveProcess) {
     let _ = process.supervisor.await;
 }
 
+/// Where an app's output goes, and how much of it is kept.
+struct AppLog {
+    path: PathBuf,
+    limit: u64,
+}
+
+/// Starts the app; its output is copied into its capped log (see
+/// [`super::app_log`]) for as long as it runs.
 async fn start_process(
     sandbox: &Sandbox,
     spec: &LocalSpec,
     workdir: &Path,
     port: u16,
-    log_path: &Path,
+    log: &AppLog,
 ) -> Result<Sandboxed, LocalError> {
-    let io = |source| LocalError::Io {
-        path: log_path.to_path_buf(),
-        source,
-    };
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_path)
-        .map_err(io)?;
-    let log_err = log.try_clone().map_err(io)?;
     let app_dir = Mount::writable(workdir, sandbox::APP_DIR);
     let seen = sandbox.seen(&app_dir);
     let network = match (sandbox.enabled(), spec.manifest.network) {
@@ -458,7 +477,7 @@ async fn start_process(
         spec.instance_tag.clone(),
     ));
     let r = &spec.manifest.resources;
-    sandbox
+    let mut child = sandbox
         .spawn(Spec {
             script: spec.manifest.run.clone(),
             mounts: vec![app_dir.clone()],
@@ -473,14 +492,23 @@ async fn start_process(
             network,
             publish: (network == Network::Isolated).then_some(port),
             hosts: Vec::new(),
-            stdout: Stdio::from(log),
-            stderr: Stdio::from(log_err),
+            stdout: Stdio::piped(),
+            stderr: Stdio::piped(),
         })
         .await
         .map_err(|source| LocalError::Spawn {
             command: spec.manifest.run.clone(),
             source,
-        })
+        })?;
+    if let (Some(stdout), Some(stderr)) = (child.child.stdout.take(), child.child.stderr.take()) {
+        tokio::spawn(super::app_log::keep(
+            stdout,
+            stderr,
+            log.path.clone(),
+            log.limit,
+        ));
+    }
+    Ok(child)
 }
 
 async fn wait_healthy(
@@ -539,10 +567,14 @@ async fn supervise(
     routes: Arc<Routes>,
     spec: LocalSpec,
     mut child: Sandboxed,
-    workdir: PathBuf,
+    (workdir, log_limit): (PathBuf, u64),
     stop: CancellationToken,
 ) {
     let log_path = log_file(&workdir);
+    let log = AppLog {
+        path: log_path.clone(),
+        limit: log_limit,
+    };
     let mut failures = 0u32;
     loop {
         let started = Instant::now();
@@ -607,7 +639,7 @@ async fn supervise(
             })
             .and_then(|row| u16::try_from(row.port).ok());
         let Some(port) = port else { return };
-        match start_process(&sandbox, &spec, &workdir, port, &log_path).await {
+        match start_process(&sandbox, &spec, &workdir, port, &log).await {
             Ok(restarted) => {
                 child = restarted;
                 if let Some(pid) = child.pid() {
@@ -645,11 +677,7 @@ fn forget_route(routes: &Routes, spec: &LocalSpec) {
 /// The last lines of an app's log, for error messages and details that
 /// viewers read: masked with the app's secrets.
 async fn tail(log_path: &Path, masker: &Masker) -> String {
-    let text = tokio::fs::read_to_string(log_path)
-        .await
-        .unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    masker.mask(&lines[lines.len().saturating_sub(10)..].join("\n"))
+    super::app_log::tail(log_path, 10, masker).await
 }
 
 fn masker_of(spec: &LocalSpec) -> Masker {
@@ -662,8 +690,8 @@ fn free_port() -> std::io::Result<u16> {
         .map(|a| a.port())
 }
 
-/// Copies a directory tree (regular files with their permissions,
-/// directories, symlinks as links).
+/// Copies a directory tree (regular files with their permissions and
+/// their holes, directories, symlinks as links).
 pub fn copy_tree(from: &Path, to: &Path) -> Result<(), LocalError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -680,12 +708,56 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<(), LocalError> {
         } else if kind.is_dir() {
             copy_tree(&entry.path(), &target)?;
         } else if kind.is_file() {
-            std::fs::copy(entry.path(), &target).map_err(io(&target))?;
+            copy_sparse(&entry.path(), &target).map_err(io(&target))?;
         }
         // Anything else a step left (a FIFO, a socket) is not copied:
         // reading a FIFO would block the deploy for good.
     }
     Ok(())
+}
+
+/// Copies a file's data and keeps its holes: a step can make a sparse
+/// file of a terabyte for free, and a copy that wrote its zeros would cost
+/// Gantry's disk the terabyte. Data is found with `SEEK_DATA`/`SEEK_HOLE`;
+/// where the file system cannot say, the file is copied whole.
+fn copy_sparse(from: &Path, to: &Path) -> std::io::Result<()> {
+    use nix::unistd::{Whence, lseek};
+    use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+
+    let source = std::fs::File::open(from)?;
+    let meta = source.metadata()?;
+    let target = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(meta.permissions().mode() & 0o7777)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(to)?;
+    let length = i64::try_from(meta.len()).unwrap_or(i64::MAX);
+    let mut buffer = vec![0_u8; 256 * 1024];
+    let mut offset = 0_i64;
+    while offset < length {
+        let data = match lseek(&source, offset, Whence::SeekData) {
+            Ok(data) => data,
+            // No data after `offset`: the rest is a hole.
+            Err(nix::errno::Errno::ENXIO) => break,
+            Err(_) => offset,
+        };
+        let hole = lseek(&source, data, Whence::SeekHole).unwrap_or(length);
+        let mut at = data;
+        while at < hole {
+            let want = usize::try_from(hole - at)
+                .unwrap_or(usize::MAX)
+                .min(buffer.len());
+            let read = source.read_at(&mut buffer[..want], at as u64)?;
+            if read == 0 {
+                break;
+            }
+            target.write_all_at(&buffer[..read], at as u64)?;
+            at += read as i64;
+        }
+        offset = hole;
+    }
+    target.set_len(meta.len())
 }
 
 /// Reads a deployment's local manifest back (for restarts).
@@ -694,3 +766,43 @@ pub fn parse_manifest(text: &str) -> Option<LocalManifest> {
 }
 
 pub type SharedLocal = Arc<LocalRuntime>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{FileExt, MetadataExt};
+
+    #[test]
+    fn a_sparse_file_a_step_made_is_copied_with_its_holes() {
+        let dir = tempfile::tempdir().expect("dir");
+        let from = dir.path().join("build");
+        std::fs::create_dir(&from).expect("build");
+        // 64 GiB in name, a few bytes in fact.
+        let file = std::fs::File::create(from.join("sparse.img")).expect("file");
+        file.write_all_at(b"head", 0).expect("head");
+        file.write_all_at(b"middle", 32 << 30).expect("middle");
+        file.set_len(64 << 30).expect("length");
+        std::fs::write(from.join("plain.txt"), "plain\n").expect("plain");
+
+        let to = dir.path().join("copy");
+        copy_tree(&from, &to).expect("copied");
+        let copied = std::fs::metadata(to.join("sparse.img")).expect("copy");
+        assert_eq!(copied.len(), 64 << 30);
+        assert!(
+            copied.blocks() * 512 < 16 << 20,
+            "the copy takes {} bytes on disk",
+            copied.blocks() * 512
+        );
+        let copy = std::fs::File::open(to.join("sparse.img")).expect("open");
+        let mut middle = [0_u8; 6];
+        copy.read_exact_at(&mut middle, 32 << 30).expect("read");
+        assert_eq!(&middle, b"middle");
+        let mut head = [0_u8; 4];
+        copy.read_exact_at(&mut head, 0).expect("read");
+        assert_eq!(&head, b"head");
+        assert_eq!(
+            std::fs::read_to_string(to.join("plain.txt")).expect("plain"),
+            "plain\n"
+        );
+    }
+}

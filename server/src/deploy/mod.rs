@@ -5,6 +5,7 @@
 //! partially failed. One deploy per environment at a time (a lock in the
 //! database, so it holds across replicas and restarts).
 
+pub mod app_log;
 pub mod cluster;
 pub mod drift;
 pub mod lifecycle;

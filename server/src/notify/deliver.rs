@@ -97,11 +97,17 @@ async fn attempt(
             source,
         })?;
     // Templates were checked at registration; should one still fail, the
-    // message goes out in Gantry's words rather than not at all.
-    let notice = super::template::apply(&settings.templates, &notice).unwrap_or_else(|error| {
-        tracing::warn!(delivery = due.id, %error, "template not applied");
-        notice
-    });
+    // message goes out in Gantry's words rather than not at all. The
+    // notice's own words are made inert in the channel's markup first: the
+    // template's markup is an admin's, what it quotes is anyone's.
+    let worded = |notice: Notice| {
+        super::template::apply(&settings.templates, &notice).unwrap_or_else(|error| {
+            tracing::warn!(delivery = due.id, %error, "template not applied");
+            notice
+        })
+    };
+    let marked = worded(super::message::inert(kind, &notice));
+    let notice = worded(notice);
     let mut names = vec![settings.url_secret.clone()];
     names.extend(settings.signing_secret.clone());
     let values = notifier.secrets().resolve(0, &names).await?;
@@ -110,7 +116,14 @@ async fn attempt(
         return send_email(url, &settings, &notice).await;
     }
     let secret = values.get(1).map(|(_, v)| v.as_str());
-    let mut outgoing = render(kind, url, secret, &settings.mentions, &notice, now_millis());
+    let mut outgoing = render(
+        kind,
+        url,
+        secret,
+        &settings.mentions,
+        (&notice, &marked),
+        now_millis(),
+    );
     if kind == ChannelKind::Webhook {
         // The same on every attempt: a delivery sent again after a crash
         // (sent, never marked delivered) is told apart from a new one.

@@ -2,6 +2,11 @@
 //! markdown message (with @mentions, and the `timestamp` + `sign` query
 //! parameters when the robot has a signing secret), a WeCom group robot's
 //! markdown, a Slack incoming webhook's blocks, or a generic webhook's JSON signed with HMAC-SHA256.
+//!
+//! A notice quotes what anyone may write — branch names, request titles,
+//! commit messages — so in a channel with markup it is made inert first
+//! ([`inert`]): no `<!channel>`, no link that says one thing and goes to
+//! another, no tracking image.
 
 use base64::Engine;
 use serde_json::{Value, json};
@@ -26,6 +31,50 @@ fn lines(notice: &Notice, link: impl Fn(&str, &str) -> String) -> String {
     text
 }
 
+/// Slack's mrkdwn: `&`, `<` and `>` are its control characters (links,
+/// `<!channel>`, `<@user>`), escaped as Slack documents.
+fn slack_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// DingTalk's and WeCom's markdown: every character that opens a link, an
+/// image, HTML (`<font>`, `<@userid>`), emphasis, code or a heading is
+/// backslash-escaped, so it shows as written.
+fn markdown_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(
+            c,
+            '\\' | '[' | ']' | '(' | ')' | '!' | '<' | '>' | '*' | '_' | '`' | '#' | '|' | '~'
+        ) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `notice` with its text made inert in `kind`'s markup (unchanged for
+/// channels without markup: email escapes its HTML itself, a webhook's
+/// JSON is data). Channel templates are applied after: an admin's own
+/// markup in them stays markup.
+pub fn inert(kind: ChannelKind, notice: &Notice) -> Notice {
+    let escape: fn(&str) -> String = match kind {
+        ChannelKind::Slack => slack_escape,
+        ChannelKind::DingTalk | ChannelKind::WeCom => markdown_escape,
+        ChannelKind::Webhook | ChannelKind::Email => return notice.clone(),
+    };
+    Notice {
+        app: escape(&notice.app),
+        environment: escape(&notice.environment),
+        title: escape(&notice.title),
+        text: escape(&notice.text),
+        ..notice.clone()
+    }
+}
+
 /// DingTalk's signature: base64(HMAC-SHA256(secret, "<timestamp>\n<secret>")).
 pub fn dingtalk_sign(secret: &str, timestamp_ms: i64) -> String {
     use hmac::{Hmac, Mac};
@@ -35,17 +84,20 @@ pub fn dingtalk_sign(secret: &str, timestamp_ms: i64) -> String {
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
+/// The request for one notice: `plain` for fields shown as text (titles,
+/// a webhook's JSON), `marked` — made [`inert`] — for fields in markup.
 pub fn render(
     kind: ChannelKind,
     url: &str,
     secret: Option<&str>,
     mentions: &[String],
-    notice: &Notice,
+    (plain, marked): (&Notice, &Notice),
     now_ms: i64,
 ) -> Outgoing {
+    let notice = plain;
     match kind {
         ChannelKind::DingTalk => {
-            let mut text = lines(notice, |label, url| format!("[{label}]({url})"));
+            let mut text = lines(marked, |label, url| format!("[{label}]({url})"));
             if !mentions.is_empty() {
                 text.push_str("\n\n");
                 text.push_str(
@@ -81,7 +133,7 @@ pub fn render(
         // WeCom's group robot: markdown, mentions as `<@userid>`; the key is
         // in the URL, there is no signature.
         ChannelKind::WeCom => {
-            let mut content = lines(notice, |label, url| format!("[{label}]({url})"));
+            let mut content = lines(marked, |label, url| format!("[{label}]({url})"));
             if !mentions.is_empty() {
                 content.push_str("\n\n");
                 content.push_str(
@@ -99,16 +151,17 @@ pub fn render(
             }
         }
         ChannelKind::Slack => {
-            let text = lines(notice, |label, url| format!("<{url}|{label}>"));
+            let text = lines(marked, |label, url| format!("<{url}|{label}>"));
             Outgoing {
                 url: url.to_string(),
                 body: json!({
-                    "text": notice.title,
+                    // The notification's fallback text is mrkdwn too.
+                    "text": marked.title,
                     "blocks": [
                         { "type": "header", "text": { "type": "plain_text", "text": notice.title } },
                         { "type": "section", "text": { "type": "mrkdwn", "text": text } },
                         { "type": "context", "elements": [
-                            { "type": "mrkdwn", "text": format!("{} · {} · {}", notice.app, notice.environment, notice.event.as_str()) }
+                            { "type": "mrkdwn", "text": format!("{} · {} · {}", marked.app, marked.environment, notice.event.as_str()) }
                         ] }
                     ],
                 }),
@@ -195,7 +248,7 @@ mod tests {
                 "https://oapi.dingtalk.com/robot/send?access_token=t",
                 Some("SEC1"),
                 &mentions,
-                &notice(),
+                (&notice(), &notice()),
                 at
             )
             .body
@@ -207,7 +260,7 @@ mod tests {
                 "https://hooks.slack.com/services/x",
                 None,
                 &[],
-                &notice(),
+                (&notice(), &notice()),
                 at
             )
             .body
@@ -219,7 +272,7 @@ mod tests {
                 "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k",
                 None,
                 &["ada".to_string()],
-                &notice(),
+                (&notice(), &notice()),
                 at
             )
             .body
@@ -231,7 +284,7 @@ mod tests {
                 "http://example.com/hook",
                 Some("k"),
                 &[],
-                &notice(),
+                (&notice(), &notice()),
                 at
             )
             .body
@@ -258,7 +311,7 @@ mod tests {
             "https://oapi.dingtalk.com/robot/send?access_token=t",
             Some("SEC1"),
             &[],
-            &notice(),
+            (&notice(), &notice()),
             1_790_000_000_000,
         );
         let sign = dingtalk_sign("SEC1", 1_790_000_000_000);
@@ -269,5 +322,79 @@ mod tests {
             "https://oapi.dingtalk.com/robot/send?access_token=t&timestamp=1790000000000&"
         ));
         assert!(out.url.ends_with(&expected), "{}", out.url);
+    }
+
+    /// What an attacker puts in a branch name or a request title: a
+    /// channel-wide ping, a link that says one thing and goes to another,
+    /// a tracking image, WeCom's mention and colour markup.
+    const HOSTILE: &str = "<!channel> [fix typo](http://evil.example) ![](http://t.example/p.gif) <@zhangsan> <font color=\"warning\">*urgent*</font>";
+
+    #[test]
+    fn what_anyone_wrote_is_inert_in_each_channels_markup() {
+        let mut hostile = notice();
+        hostile.title = format!("shop: mallory asks to merge {HOSTILE}");
+        hostile.text = HOSTILE.to_string();
+        let at = 1_790_000_000_000;
+        let out = |kind| {
+            render(
+                kind,
+                "https://example.com/hook",
+                None,
+                &[],
+                (&hostile, &inert(kind, &hostile)),
+                at,
+            )
+            .body
+        };
+
+        let slack = out(ChannelKind::Slack);
+        let section = slack["blocks"][1]["text"]["text"].as_str().unwrap();
+        assert!(
+            !section.contains("<!channel>") && !section.contains("<http://evil"),
+            "{section}"
+        );
+        assert!(section.contains("&lt;!channel&gt;"), "{section}");
+        // Gantry's own link stays a link.
+        assert!(
+            section.contains("<http://gantry.example.com/runs/42|Open>"),
+            "{section}"
+        );
+        assert!(!slack["text"].as_str().unwrap().contains("<!channel>"));
+        // The header is plain text: shown as written, not escaped twice.
+        assert!(
+            slack["blocks"][0]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .contains("<!channel>")
+        );
+
+        for kind in [ChannelKind::DingTalk, ChannelKind::WeCom] {
+            let body = out(kind);
+            let text = body["markdown"]["text"]
+                .as_str()
+                .or(body["markdown"]["content"].as_str())
+                .unwrap();
+            // Every markup character of what was written is escaped.
+            let written = text.split("[Open]").next().unwrap();
+            let mut previous = ' ';
+            for c in written.chars() {
+                if "<>[]()!*".contains(c) {
+                    assert_eq!(previous, '\\', "{kind:?} keeps a live {c:?}: {text}");
+                }
+                previous = c;
+            }
+            assert!(
+                text.contains("\\[fix typo\\]\\(http://evil.example\\)"),
+                "{text}"
+            );
+            assert!(
+                text.contains("[Open](http://gantry.example.com/runs/42)"),
+                "{text}"
+            );
+        }
+
+        // Channels without markup get the words as they are.
+        assert_eq!(out(ChannelKind::Webhook)["text"], HOSTILE);
+        assert_eq!(inert(ChannelKind::Email, &hostile), hostile);
     }
 }

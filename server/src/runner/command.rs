@@ -230,7 +230,10 @@ async fn follow_output(
         .stderr
         .take()
         .ok_or_else(|| std::io::Error::other("the step's stderr was not captured"))?;
-    let (mut out_lines, mut err_lines) = (LineSplitter::default(), LineSplitter::default());
+    let (mut out_lines, mut err_lines) = (
+        LineSplitter::masked_by(sink.masker()),
+        LineSplitter::masked_by(sink.masker()),
+    );
     let (mut out_buf, mut err_buf) = (vec![0_u8; 16 * 1024], vec![0_u8; 16 * 1024]);
     let (mut out_open, mut err_open) = (true, true);
     let timeout = tokio::time::sleep(Duration::from_secs(timeout_seconds));

@@ -229,6 +229,11 @@ impl<'a> LogSink<'a> {
         self.flush().await
     }
 
+    /// What this log masks with.
+    pub fn masker(&self) -> &Masker {
+        &self.masker
+    }
+
     /// `text` masked as this log masks it (for details stored elsewhere).
     pub fn mask(&self, text: &str) -> String {
         self.masker.mask(text)
@@ -245,13 +250,23 @@ impl<'a> LogSink<'a> {
 
 /// Splits a byte stream into lines, cutting lines longer than
 /// [`MAX_LINE_BYTES`] so a step printing gigabytes without a newline cannot
-/// exhaust memory.
+/// exhaust memory. A cut never falls inside a secret the log masks: each
+/// piece is masked alone, so a value split in two would show in halves.
 #[derive(Default)]
 pub struct LineSplitter {
     pending: Vec<u8>,
+    masker: Masker,
 }
 
 impl LineSplitter {
+    /// A splitter whose cuts keep clear of `masker`'s values.
+    pub fn masked_by(masker: &Masker) -> LineSplitter {
+        LineSplitter {
+            pending: Vec::new(),
+            masker: masker.clone(),
+        }
+    }
+
     /// Feeds bytes; returns the complete lines they finish.
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<String> {
         let mut lines = Vec::new();
@@ -260,12 +275,21 @@ impl LineSplitter {
                 lines.push(self.take());
             } else {
                 self.pending.push(byte);
-                if self.pending.len() >= MAX_LINE_BYTES {
-                    lines.push(self.take());
+                if self.pending.len() >= MAX_LINE_BYTES + self.masker.longest() {
+                    lines.push(self.cut());
                 }
             }
         }
         lines
+    }
+
+    /// The first [`MAX_LINE_BYTES`] of an overlong line — less, to the
+    /// start of a value that would straddle the cut.
+    fn cut(&mut self) -> String {
+        let at = self.masker.safe_cut(&self.pending, MAX_LINE_BYTES).max(1);
+        let rest = self.pending.split_off(at);
+        let piece = std::mem::replace(&mut self.pending, rest);
+        String::from_utf8_lossy(&piece).into_owned()
     }
 
     /// What is left at the end of the stream.
@@ -283,6 +307,7 @@ impl LineSplitter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secrets::mask::MASK;
 
     #[test]
     fn lines_are_split_and_overlong_ones_cut() {
@@ -295,5 +320,37 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert!(lines.iter().all(|l| l.len() == MAX_LINE_BYTES));
         assert_eq!(splitter.rest().map(|r| r.len()), Some(5));
+    }
+
+    #[test]
+    fn a_secret_printed_across_the_cut_of_an_overlong_line_stays_masked() {
+        let secret = "tok-0123456789abcdef";
+        let masker = Masker::new([secret]);
+        let mut splitter = LineSplitter::masked_by(&masker);
+        // The secret begins 5 bytes before the cut.
+        let mut line = vec![b'x'; MAX_LINE_BYTES - 5];
+        line.extend_from_slice(secret.as_bytes());
+        line.extend_from_slice(&vec![b'y'; MAX_LINE_BYTES]);
+        line.push(b'\n');
+        let pieces = splitter.feed(&line);
+        assert!(pieces.len() >= 2);
+        let shown: Vec<String> = pieces.iter().map(|p| masker.mask(p)).collect();
+        for piece in &shown {
+            assert!(
+                !piece.contains("tok-0") && !piece.contains("abcdef"),
+                "a half shows"
+            );
+            assert!(piece.len() <= MAX_LINE_BYTES + secret.len());
+        }
+        assert_eq!(shown.iter().filter(|p| p.contains(MASK)).count(), 1);
+        // Without the masker's help, the cut splits it (what this prevents).
+        let mut plain = LineSplitter::default();
+        let halves = plain.feed(&line);
+        assert!(
+            halves
+                .iter()
+                .map(|p| masker.mask(p))
+                .any(|p| p.ends_with("tok-0"))
+        );
     }
 }

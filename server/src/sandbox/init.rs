@@ -182,6 +182,9 @@ fn run(instructions: &Instructions) -> Result<Ending, SetupFailed> {
     if !instructions.unreachable.is_empty() {
         prohibit(&instructions.unreachable)?;
     }
+    // Without root, bubblewrap left the helper CAP_NET_ADMIN (ambient) for
+    // the routes above: nothing started from here keeps it.
+    drop_ambient_capabilities()?;
     if let Some((uid, gid)) = instructions.user {
         setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
         setgid(Gid::from_raw(gid)).map_err(|e| format!("setgid {gid}: {e}"))?;
@@ -304,12 +307,38 @@ fn fence_in(fence: &Fence) -> Result<(), SetupFailed> {
     Ok(())
 }
 
-/// `ip route add prohibit <net>` for each network, in one `ip -batch`:
-/// a connection there fails at once, whatever the default route says.
+/// Clears the ambient capabilities, so the command (a non-root uid)
+/// starts with none: a no-op where there are none.
+fn drop_ambient_capabilities() -> Result<(), SetupFailed> {
+    caps::clear(None, caps::CapSet::Ambient)
+        .map_err(|e| format!("cannot clear the ambient capabilities: {e}").into())
+}
+
+/// `ip route add prohibit <net>` for each network, in one `ip -batch` per
+/// family: a connection there fails at once, whatever the default route
+/// says. IPv4 must take; IPv6 routes are skipped where the namespace has
+/// no IPv6 at all (then nothing reaches those networks anyway).
 fn prohibit(networks: &[String]) -> Result<(), SetupFailed> {
+    let (v6, v4): (Vec<&String>, Vec<&String>) = networks
+        .iter()
+        .filter(|net| net.contains('/') || net.parse::<std::net::IpAddr>().is_ok())
+        .partition(|net| net.contains(':'));
+    route_batch(&v4)?;
+    let ipv6_off = std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6")
+        .map(|v| v.trim() == "1")
+        .unwrap_or(true);
+    if !v6.is_empty() && !ipv6_off {
+        route_batch(&v6)?;
+    }
+    Ok(())
+}
+
+fn route_batch(networks: &[&String]) -> Result<(), SetupFailed> {
+    if networks.is_empty() {
+        return Ok(());
+    }
     let batch: String = networks
         .iter()
-        .filter(|net| net.parse::<std::net::IpAddr>().is_ok() || net.contains('/'))
         .map(|net| format!("route add prohibit {net}\n"))
         .collect();
     let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]

@@ -9,7 +9,7 @@
 //! When the sandbox cannot be set up, nothing runs unless an admin turned
 //! it off (`runner.sandbox = "none"`), which every run page then says.
 
-mod cgroup;
+pub mod cgroup;
 pub mod init;
 mod plan;
 pub mod process;
@@ -59,6 +59,9 @@ pub struct Settings {
     pub helper: PathBuf,
     /// `runner.read_only_paths`: more host paths shown read-only.
     pub read_only: Vec<PathBuf>,
+    /// `runner.blocked_networks`: networks no sandbox reaches, beyond
+    /// [`BLOCKED_NETWORKS`] and the host's own addresses.
+    pub blocked_networks: Vec<String>,
     /// Gantry's own files (data directory, key, config file), masked
     /// wherever they fall inside what a sandbox sees.
     pub private: Vec<PathBuf>,
@@ -241,10 +244,11 @@ pub enum SandboxError {
 pub enum Status {
     /// Sandboxing works. `network` names a problem with the isolated
     /// network (steps with `network: none` or `host` still run);
-    /// `cgroups` says whether limits are cgroups or rlimits.
+    /// `cgroups` names the hierarchy the limits are set in (`cgroup v2`,
+    /// `cgroup v1`), none when they are rlimits.
     On {
         network: Option<String>,
-        cgroups: bool,
+        cgroups: Option<&'static str>,
     },
     /// An admin set `runner.sandbox = "none"`.
     Off,
@@ -257,7 +261,7 @@ pub fn describe(status: &Status) -> String {
     match status {
         Status::On { network, cgroups } => format!(
             "bubblewrap: own user, mount, pid, ipc, uts and network namespaces, Landlock; limits by {}; network {}",
-            if *cgroups { "cgroups" } else { "rlimits" },
+            cgroups.unwrap_or("rlimits"),
             if network.is_none() {
                 "through slirp4netns, without the host's loopback"
             } else {
@@ -266,6 +270,18 @@ pub fn describe(status: &Status) -> String {
         ),
         Status::Off => "off (runner.sandbox = \"none\")".into(),
         Status::Unavailable(_) => "unavailable: nothing runs".into(),
+    }
+}
+
+/// What is weaker when limits are rlimits (no cgroups could be managed):
+/// for the Settings page and every run page.
+pub fn limits_warning(status: &Status) -> Option<String> {
+    match status {
+        Status::On { cgroups: None, .. } => Some(format!(
+            "{}. On cgroup v2, give Gantry a delegated group (systemd: Delegate=yes; the Helm chart sets it up) to get them",
+            cgroup::weaker_without_cgroups()
+        )),
+        _ => None,
     }
 }
 
@@ -327,8 +343,11 @@ impl Sandbox {
                 if let Some(problem) = network {
                     tracing::warn!(%problem, "sandboxed steps get no network of their own: only `network: none` and `network: host` steps run");
                 }
-                if !cgroups {
-                    tracing::info!("sandbox limits are rlimits (no cgroups here)");
+                if cgroups.is_none() {
+                    tracing::warn!(
+                        weaker = cgroup::weaker_without_cgroups(),
+                        "sandbox limits are rlimits (no cgroups here)"
+                    );
                 }
             }
             Status::Off => {}
@@ -356,11 +375,11 @@ impl Sandbox {
         self.cgroups = match CgroupParent::create(&self.settings.tag) {
             Ok(parent) => Some(parent),
             Err(reason) => {
-                tracing::debug!(%reason, "no cgroups for sandboxes");
+                tracing::info!(reason = %reason.0, "no cgroups for sandboxes");
                 None
             }
         };
-        let cgroups = self.cgroups.is_some();
+        let cgroups = self.cgroups.as_ref().map(CgroupParent::describe);
         // Trial runs: the plain sandbox, then its network. A trial is tried
         // a few times: a passing hiccup must not disable sandboxing (or its
         // network) for the whole life of the process.
@@ -548,8 +567,9 @@ impl Sandbox {
                 writable,
             }),
             forward: relay.clone(),
-            unreachable: if spec.network == Network::Isolated && self.as_root {
-                unreachable_networks()
+            // Root or not: a network of its own reaches none of these.
+            unreachable: if spec.network == Network::Isolated {
+                unreachable_networks(&self.settings.blocked_networks)
             } else {
                 Vec::new()
             },
@@ -656,7 +676,7 @@ impl Sandbox {
         }
         let slirp = if spec.network == Network::Isolated {
             let api = spec.publish.map(|_| scratch.join("slirp.sock"));
-            let slirp = Slirp::start(spawner, &self.slirp, helper_pid, api)
+            let slirp = Slirp::start(spawner, &self.slirp, helper_pid, api, self.as_root)
                 .await
                 .map_err(|e| SandboxError::NoNetwork(e.0))?;
             if let Some(port) = spec.publish {
@@ -929,22 +949,42 @@ fn hosts_text(names: &[String]) -> String {
     line
 }
 
+/// Networks no sandbox reaches, whatever the admin adds: link-local (v4
+/// and v6, where clouds answer metadata requests) and the other well-known
+/// metadata addresses — Alibaba's, Azure's wire server, AWS's IPv6 one.
+pub const BLOCKED_NETWORKS: &[&str] = &[
+    "169.254.0.0/16",
+    "fe80::/10",
+    "100.100.100.200/32",
+    "168.63.129.16/32",
+    "fd00:ec2::254/128",
+];
+
 /// What a sandbox's own network must not reach although slirp4netns could
-/// (it connects from the host): every address of the host itself (a service
-/// bound to `0.0.0.0` there is as close as its loopback) and the cloud
-/// metadata address that hands out the host's credentials.
-fn unreachable_networks() -> Vec<String> {
-    let mut networks = vec!["169.254.0.0/16".to_string()];
+/// (it connects from the host): [`BLOCKED_NETWORKS`], every address of the
+/// host itself (a service bound to `0.0.0.0` or `::` there is as close as
+/// its loopback), and what the admin listed (`runner.blocked_networks`).
+pub fn unreachable_networks(extra: &[String]) -> Vec<String> {
+    let mut networks: Vec<String> = BLOCKED_NETWORKS.iter().map(|n| n.to_string()).collect();
     if let Ok(addresses) = nix::ifaddrs::getifaddrs() {
         for interface in addresses {
-            if let Some(v4) = interface.address.as_ref().and_then(|a| a.as_sockaddr_in()) {
+            let Some(address) = interface.address.as_ref() else {
+                continue;
+            };
+            if let Some(v4) = address.as_sockaddr_in() {
                 let ip = v4.ip();
                 if !ip.is_loopback() {
                     networks.push(format!("{ip}/32"));
                 }
+            } else if let Some(v6) = address.as_sockaddr_in6() {
+                let ip = v6.ip();
+                if !ip.is_loopback() {
+                    networks.push(format!("{ip}/128"));
+                }
             }
         }
     }
+    networks.extend(extra.iter().cloned());
     networks.sort();
     networks.dedup();
     networks

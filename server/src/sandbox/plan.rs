@@ -21,6 +21,21 @@ pub const LIFELINE_FD: i32 = 6;
 
 /// System directories shown read-only (those that exist on the host).
 const SYSTEM: &[&str] = &["/usr", "/etc"];
+/// The devices a sandbox gets (what bubblewrap's `--dev` gives).
+const DEVICES: &[&str] = &[
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+    "/dev/tty",
+];
+const DEVICE_LINKS: &[(&str, &str)] = &[
+    ("/dev/fd", "/proc/self/fd"),
+    ("/dev/stdin", "/proc/self/fd/0"),
+    ("/dev/stdout", "/proc/self/fd/1"),
+    ("/dev/stderr", "/proc/self/fd/2"),
+];
 /// Top-level links or directories of merged-/usr and older layouts.
 const SYSTEM_LINKS: &[&str] = &["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
 
@@ -73,6 +88,14 @@ pub fn arguments(plan: &Plan<'_>) -> Vec<OsString> {
         if plan.network == Network::Isolated {
             args.flags(&["--cap-add", "CAP_NET_ADMIN"]);
         }
+    } else if plan.network == Network::Isolated {
+        // Without root, slirp4netns reaches the sandbox's network through
+        // its user namespace: the one namespace it must be (bubblewrap's
+        // `--disable-userns` would nest another, which does not own the
+        // network). CAP_NET_ADMIN is for the helper to close off the host's
+        // addresses and the metadata networks; it clears it before the
+        // command starts.
+        args.flags(&["--unshare-user", "--cap-add", "CAP_NET_ADMIN"]);
     } else {
         args.flags(&["--unshare-user", "--disable-userns"]);
     }
@@ -90,7 +113,24 @@ pub fn arguments(plan: &Plan<'_>) -> Vec<OsString> {
         }
     }
     args.one("--proc", "/proc");
-    args.one("--dev", "/dev");
+    if plan.as_root {
+        args.one("--dev", "/dev");
+    } else {
+        // Without root, bubblewrap's `--dev` leaves a capability it was
+        // given unusable for network set-up; the same devices, by hand.
+        args.one("--tmpfs", "/dev");
+        for device in DEVICES {
+            args.pair("--dev-bind", device, device);
+        }
+        for (link, target) in DEVICE_LINKS {
+            args.pair("--symlink", target, link);
+        }
+    }
+    // Shared memory is a tmpfs of its own, of the same size as /tmp: never
+    // one without bounds (memory it holds is outside a limit set with
+    // rlimits only).
+    args.flags(&["--size", &plan.tmp_bytes.to_string()]);
+    args.one("--tmpfs", "/dev/shm");
     args.flags(&["--size", &plan.tmp_bytes.to_string()]);
     args.one("--tmpfs", "/tmp");
     args.pair("--chmod", "1777", "/tmp");

@@ -41,6 +41,7 @@ impl Slirp {
         program: &Path,
         pid: u32,
         api_socket: Option<PathBuf>,
+        as_root: bool,
     ) -> Result<Slirp, SetupFailed> {
         let (ready_read, ready_write) = super::pipe()?;
         let (exit_read, exit_write) = super::pipe()?;
@@ -50,7 +51,6 @@ impl Slirp {
                 "--configure",
                 "--disable-host-loopback",
                 "--mtu=65520",
-                "--enable-sandbox",
                 "--enable-seccomp",
                 "--ready-fd=3",
                 "--exit-fd=4",
@@ -63,6 +63,15 @@ impl Slirp {
         if let Some(socket) = &api_socket {
             let _ = std::fs::remove_file(socket);
             command.arg(format!("--api-socket={}", socket.display()));
+        }
+        if as_root {
+            // slirp4netns's own mount sandbox: it needs to be root where
+            // it runs, which it is only when Gantry is.
+            command.arg("--enable-sandbox");
+        } else {
+            // Without root, the sandbox's network is reached through its
+            // user namespace (Gantry's uid owns it).
+            command.arg(format!("--userns-path=/proc/{pid}/ns/user"));
         }
         command.arg(pid.to_string()).arg("tap0");
         command

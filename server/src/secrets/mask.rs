@@ -57,6 +57,38 @@ impl Masker {
         self.needles.is_empty()
     }
 
+    /// Where a cut of `bytes` at `at` is safe: `at`, or the start of the
+    /// earliest secret (or encoding) that would straddle it — moved back
+    /// until none does, so neither piece holds part of a value that the
+    /// masking of each piece would miss.
+    pub fn safe_cut(&self, bytes: &[u8], mut at: usize) -> usize {
+        loop {
+            let crossing = self
+                .needles
+                .iter()
+                .filter_map(|needle| {
+                    let needle = needle.as_bytes();
+                    let from = at.saturating_sub(needle.len() - 1);
+                    let to = (at + needle.len() - 1).min(bytes.len());
+                    bytes[from..to]
+                        .windows(needle.len())
+                        .position(|window| window == needle)
+                        .map(|p| from + p)
+                        .filter(|start| *start < at)
+                })
+                .min();
+            match crossing {
+                Some(start) if start > 0 => at = start,
+                _ => return at,
+            }
+        }
+    }
+
+    /// The longest form of a value it masks (0 without values).
+    pub fn longest(&self) -> usize {
+        self.needles.first().map_or(0, String::len)
+    }
+
     /// `text` with every secret (and encoding of one) replaced by `***`.
     pub fn mask(&self, text: &str) -> String {
         let mut text = text.to_string();
@@ -117,5 +149,16 @@ mod tests {
         assert_eq!(masker.mask("} done"), "} done");
         assert_eq!(masker.mask("\"k\": \"long-secret-value\""), "***");
         assert!(Masker::new([""]).is_empty());
+    }
+
+    #[test]
+    fn a_cut_never_falls_inside_a_value() {
+        let masker = Masker::new(["s3cr3t-token"]);
+        let text = b"xxxxxxxxs3cr3t-tokenyyyy";
+        // A cut inside the value moves to its start; elsewhere it stays.
+        assert_eq!(masker.safe_cut(text, 12), 8);
+        assert_eq!(masker.safe_cut(text, 8), 8);
+        assert_eq!(masker.safe_cut(text, 21), 21);
+        assert_eq!(Masker::default().safe_cut(text, 12), 12);
     }
 }

@@ -1,5 +1,6 @@
 //! The sandbox on its own: what a hostile script inside sees and reaches.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -16,6 +17,7 @@ fn settings(data: &Path) -> Settings {
         user: (65534, 65534),
         helper: helper(),
         read_only: Vec::new(),
+        blocked_networks: vec!["192.0.2.0/24".into()],
         private: vec![data.to_path_buf()],
         preview_socket: data.join("run/preview.sock"),
         run_dir: data.join("run"),
@@ -136,4 +138,180 @@ mod refusals {
             assert!(page.contains("isolation-warning"), "the run page shows the banner");
         }
     }
+}
+
+/// Tries each network a sandbox must not reach and says how it failed: a
+/// `prohibit` route refuses at once (`PermissionError`), where a missing
+/// route or a silent network would only time out.
+fn egress_script(host_ip: &str, host_port: u16) -> String {
+    format!(
+        r#"import socket
+def attempt(name, host, port):
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+        print("REACHED", name)
+    except Exception as error:
+        print("refused", name, type(error).__name__)
+attempt("aws-gcp-metadata", "169.254.169.254", 80)
+attempt("alibaba-metadata", "100.100.100.200", 80)
+attempt("azure-wireserver", "168.63.129.16", 80)
+attempt("admin-listed", "192.0.2.7", 80)
+attempt("host-own-address", "{host_ip}", {host_port})
+print(open("/proc/self/status").read())
+"#
+    )
+}
+
+fn check_egress(output: &str) {
+    assert!(!output.contains("REACHED"), "{output}");
+    for name in [
+        "aws-gcp-metadata",
+        "alibaba-metadata",
+        "azure-wireserver",
+        "admin-listed",
+        "host-own-address",
+    ] {
+        assert!(
+            output.contains(&format!("refused {name} PermissionError")),
+            "{name}: {output}"
+        );
+    }
+    // The command holds no capability (the helper's are gone).
+    for line in [
+        "CapEff:\t0000000000000000",
+        "CapAmb:\t0000000000000000",
+        "CapPrm:\t0000000000000000",
+    ] {
+        assert!(output.contains(line), "{line}: {output}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_of_its_own_reaches_no_blocked_network() {
+    let data = tempfile::tempdir().expect("data dir");
+    let workspace = data.path().join("work/run-1");
+    std::fs::create_dir_all(&workspace).expect("workspace");
+    let sandbox = Sandbox::start(settings(data.path())).await;
+    let (ip, port) = crate::hostile::host_service();
+    std::fs::write(workspace.join("egress.py"), egress_script(&ip, port)).expect("script");
+    let (output, exit) = run(&sandbox, &workspace, "python3 egress.py", Network::Isolated).await;
+    assert_eq!(exit.ending, Ending::Exited(0), "{output}");
+    check_egress(&output);
+}
+
+/// The same without root: Gantry run by an ordinary user (this test's body
+/// runs again in a child process as uid 65534).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_root_a_network_of_its_own_reaches_no_blocked_network() {
+    const AS_NOBODY: &str = "GANTRY_TEST_AS_NOBODY";
+    let (ip, port) = match std::env::var(AS_NOBODY) {
+        Ok(target) => {
+            let (ip, port) = target.split_once(' ').expect("ip port");
+            (ip.to_string(), port.parse::<u16>().expect("port"))
+        }
+        Err(_) => {
+            let (ip, port) = crate::hostile::host_service();
+            // As on Debian: anyone may open the tun device (slirp4netns
+            // does, for a rootless network). This machine's is root's only.
+            let tun = std::path::Path::new("/dev/net/tun");
+            let mode = std::fs::metadata(tun).expect("/dev/net/tun").permissions();
+            std::fs::set_permissions(tun, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+                .expect("chmod");
+            let child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+                .args([
+                    "--exact",
+                    "sandbox::without_root_a_network_of_its_own_reaches_no_blocked_network",
+                    "--nocapture",
+                    "--test-threads",
+                    "1",
+                ])
+                .env(AS_NOBODY, format!("{ip} {port}"))
+                .env("HOME", "/tmp")
+                .uid(65534)
+                .gid(65534)
+                .output()
+                .expect("the test as nobody");
+            std::fs::set_permissions(tun, mode).expect("restore");
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&child.stdout),
+                String::from_utf8_lossy(&child.stderr)
+            );
+            assert!(child.status.success(), "as nobody: {text}");
+            assert!(text.contains("checked as uid 65534"), "{text}");
+            return;
+        }
+    };
+    assert!(!nix::unistd::Uid::effective().is_root());
+    let data = tempfile::tempdir().expect("data dir");
+    let workspace = data.path().join("work/run-1");
+    std::fs::create_dir_all(&workspace).expect("workspace");
+    let sandbox = Sandbox::start(settings(data.path())).await;
+    assert!(
+        matches!(sandbox.status(), Status::On { network: None, .. }),
+        "{:?}",
+        sandbox.status()
+    );
+    std::fs::write(workspace.join("egress.py"), egress_script(&ip, port)).expect("script");
+    let (output, exit) = run(&sandbox, &workspace, "python3 egress.py", Network::Isolated).await;
+    assert_eq!(exit.ending, Ending::Exited(0), "{output}");
+    check_egress(&output);
+    println!("checked as uid {}", nix::unistd::Uid::effective());
+}
+
+/// The cgroup v2 path against a real v2 hierarchy, mounted by the test: on
+/// a pure v2 kernel, a delegated group with its controllers; on a hybrid
+/// one like these machines (memory, pids and cpu bound to v1), the refusal
+/// names what the group is not delegated.
+#[tokio::test]
+async fn a_real_cgroup_v2_hierarchy_is_delegated_or_refused_with_what_it_lacks() {
+    let mount = tempfile::tempdir().expect("mount point");
+    nix::mount::mount(
+        Some("none"),
+        mount.path(),
+        Some("cgroup2"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .expect("mount cgroup2 (the tests run as root)");
+    let own = mount
+        .path()
+        .join(format!("gantry-test-{}", std::process::id()));
+    std::fs::create_dir(&own).expect("a group of the test's own");
+    let available =
+        std::fs::read_to_string(mount.path().join("cgroup.controllers")).expect("controllers");
+    let wanted = ["memory", "pids", "cpu"];
+    if wanted
+        .iter()
+        .all(|c| available.split_whitespace().any(|a| a == *c))
+    {
+        std::fs::write(
+            mount.path().join("cgroup.subtree_control"),
+            "+memory +pids +cpu",
+        )
+        .expect("enable");
+        let parent = gantry::sandbox::cgroup::CgroupParent::delegate(&own).expect("delegated");
+        assert_eq!(parent.describe(), "cgroup v2");
+        let limits = Limits {
+            memory_bytes: 64 << 20,
+            pids: 32,
+            cpu_millis: 500,
+            tmp_bytes: 0,
+        };
+        drop(parent.child("s1", &limits).expect("a sandbox's group"));
+    } else {
+        let error = gantry::sandbox::cgroup::CgroupParent::delegate(&own)
+            .expect_err("not delegated")
+            .0;
+        let missing: Vec<&str> = wanted
+            .iter()
+            .copied()
+            .filter(|c| !available.split_whitespace().any(|a| a == *c))
+            .collect();
+        assert!(error.contains(&missing.join(", ")), "{error} ({available})");
+    }
+    let _ = std::fs::remove_dir(own.join("sandboxes"));
+    let _ = std::fs::remove_dir(own.join("gantry"));
+    let _ = std::fs::remove_dir(&own);
+    nix::mount::umount(mount.path()).expect("unmount");
 }

@@ -108,3 +108,66 @@ on_both! {
         assert!(served(&app, "staging").await.is_some_and(|text| text.contains(&latest)));
     }
 }
+
+/// An app that prints without end: its log files stay within the limit
+/// (one rotated file more), while it serves on. (Files alone: one backend.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_app_printing_without_end_is_kept_to_its_log_limit() {
+    crate::support::bounded(async {
+        const LIMIT: u64 = 256 * 1024;
+        let repos = Repos::new("");
+        repos.pipeline.write("apps/shop/pipeline.yaml", PIPELINE);
+        repos.pipeline.commit("a local app");
+        let (app, _port) = start_listening("sqlite", &repos, |config| {
+            config.runner_log_limit_bytes = LIMIT;
+        })
+        .await;
+        repos.app.checkout_new("flood");
+        repos.app.write(
+            "app.py",
+            &format!(
+                "import sys, threading\ndef flood():\n    n = 0\n    while True:\n        n += 1\n        sys.stdout.write('line %d %s\\n' % (n, 'x' * 100))\n        sys.stdout.flush()\nthreading.Thread(target=flood, daemon=True).start()\n{APP_PY}"
+            ),
+        );
+        let sha = repos.app.commit("an app that prints without end");
+        scan(&app).await;
+        wait_for("the flooding app to serve", 2 * MINUTE, || async {
+            served(&app, "preview-flood").await.filter(|text| text.contains(&sha))
+        })
+        .await;
+        // Until it has printed fifty times the limit.
+        let logs = app.data_path().join("deploys");
+        let (log, rotated) = wait_for("fifty limits of output", 2 * MINUTE, || async {
+            let log = find(&logs, ".log")?;
+            let rotated = find(&logs, ".log.1")?;
+            let text = std::fs::read_to_string(&log).ok()?;
+            let last: u64 = text
+                .lines()
+                .rev()
+                .find_map(|line| line.strip_prefix("line ")?.split(' ').next()?.parse().ok())?;
+            (last * 110 > 50 * LIMIT).then_some((log, rotated))
+        })
+        .await;
+        for file in [&log, &rotated] {
+            let size = std::fs::metadata(file).expect("log").len();
+            assert!(size <= LIMIT, "{} is {size} bytes", file.display());
+        }
+        assert!(served(&app, "preview-flood").await.is_some(), "it serves on");
+    })
+    .await;
+}
+
+/// The first file under `dir` whose name ends with `suffix`.
+fn find(dir: &std::path::Path, suffix: &str) -> Option<std::path::PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()? {
+        let path = entry.ok()?.path();
+        if path.is_dir() {
+            if let Some(found) = find(&path, suffix) {
+                return Some(found);
+            }
+        } else if path.to_string_lossy().ends_with(suffix) {
+            return Some(path);
+        }
+    }
+    None
+}
