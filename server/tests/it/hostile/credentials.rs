@@ -146,7 +146,7 @@ async fn sign_in_redirects_stay_on_this_origin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_forwarded_for_is_believed_only_from_a_trusted_proxy() {
-    crate::support::bounded(async {
+    Box::pin(crate::support::bounded(async {
         for (trusted, expected) in [(vec![], "127.0.0.1"), (vec!["127.0.0.1"], "203.0.113.9")] {
             let mut app = with_dev_login(|config| {
                 config.trusted_proxies = trusted
@@ -195,7 +195,7 @@ async fn a_forged_forwarded_for_is_believed_only_from_a_trusted_proxy() {
                 "trusted {trusted:?}: {audit}"
             );
         }
-    })
+    }))
     .await;
 }
 
