@@ -471,7 +471,7 @@ crate::on_both! {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_admin_can_vouch_for_a_release_before_its_soak_ends() {
-    crate::support::bounded(async {
+    Box::pin(crate::support::bounded(async {
         let repos = Repos::new(QUICK_STEPS);
         let app = start_with("sqlite", &repos, |_| {}).await;
         scan(&app).await;
@@ -514,7 +514,7 @@ async fn an_admin_can_vouch_for_a_release_before_its_soak_ends() {
             .post_json(&format!("/api/v1/releases/{id}/stable"), json!({}))
             .await;
         assert_eq!(again.status, 409, "{}", again.text());
-    })
+    }))
     .await;
 }
 

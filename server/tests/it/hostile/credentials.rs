@@ -205,7 +205,7 @@ async fn a_forged_forwarded_for_is_believed_only_from_a_trusted_proxy() {
 /// refused and signs nobody in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dev_login_posted_from_another_site_signs_nobody_in() {
-    crate::support::bounded(async {
+    Box::pin(crate::support::bounded(async {
         let app = with_dev_login(|_| {}).await;
         let post = |body: &str, cookie: Option<&str>| {
             let mut request = Request::post("/auth/dev")
@@ -265,7 +265,7 @@ async fn a_dev_login_posted_from_another_site_signs_nobody_in() {
             app.dev_login("ada", "viewer", "%2F", None).await.status,
             303
         );
-    })
+    }))
     .await;
 }
 
