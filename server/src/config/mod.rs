@@ -232,8 +232,11 @@ pub struct Config {
     /// `runner.sandbox`: steps and local apps run sandboxed (`bwrap`, the
     /// default) or, by an admin's explicit choice, not at all (`none`).
     pub sandbox: bool,
-    /// Who sandboxed processes run as when Gantry runs as root.
+    /// Who sandboxed processes run as when Gantry runs as root and no uid
+    /// of `runner_uids` is free.
     pub runner_user: (u32, u32),
+    /// `runner.uids`: the range each sandbox's own uid is leased from.
+    pub runner_uids: (u32, u32),
     /// More host paths sandboxes see read-only (toolchains outside /usr).
     pub runner_read_only_paths: Vec<PathBuf>,
     /// `runner.blocked_networks`: networks sandboxes may not reach, beyond
@@ -345,6 +348,7 @@ struct RunnerSection {
     local_replica: Option<String>,
     sandbox: Option<String>,
     user: Option<String>,
+    uids: Option<String>,
     read_only_paths: Option<Vec<String>>,
     blocked_networks: Option<Vec<String>>,
     helper: Option<PathBuf>,
@@ -646,6 +650,22 @@ impl Config {
             Some("GANTRY_RUNNER_USER"),
             None,
             parse_user,
+        )?;
+        let runner_uids = layers.resolve(
+            "runner.uids",
+            "1500000000-1500065535",
+            file.runner.uids.clone(),
+            Some("GANTRY_RUNNER_UIDS"),
+            None,
+            |text| {
+                let parsed = text.split_once('-').and_then(|(first, last)| {
+                    Some((first.trim().parse::<u32>().ok()?, last.trim().parse::<u32>().ok()?))
+                });
+                match parsed {
+                    Some((first, last)) if first > 0 && first <= last && last < u32::MAX => Ok((first, last)),
+                    _ => Err("expected a range of uids `first-last` (e.g. 1500000000-1500065535), not including 0".to_string()),
+                }
+            },
         )?;
         let runner_blocked_networks = layers.resolve(
             "runner.blocked_networks",
@@ -989,6 +1009,7 @@ impl Config {
             local_replica,
             sandbox,
             runner_user,
+            runner_uids,
             runner_read_only_paths,
             runner_blocked_networks,
             sandbox_helper,

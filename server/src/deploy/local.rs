@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::db::{self, Db, local_processes::LocalProcessRow, now_millis};
 use crate::gitops::schema::{Resources, StepNetwork};
 use crate::sandbox::process::group_alive;
+use crate::sandbox::users::UserLease;
 use crate::sandbox::{self, Limits, Mount, Network, Sandbox, Sandboxed, Spec};
 use crate::secrets::mask::Masker;
 
@@ -179,13 +180,6 @@ impl LocalRuntime {
         copied?;
         // A kept build had its old process's log; start a fresh one.
         remove_log(&log_file(&workdir));
-        self.sandbox
-            .hand_over(&workdir)
-            .await
-            .map_err(|source| LocalError::Io {
-                path: workdir.clone(),
-                source,
-            })?;
         match self.start(db, spec, workdir.clone()).await {
             Ok(started) => Ok(started),
             Err(error) => {
@@ -239,9 +233,19 @@ impl LocalRuntime {
             instance_tag: self.instance_tag.clone(),
             ..spec
         };
+        // A uid of its own for as long as it runs; its copy is its.
+        let user = self.sandbox.lease_user();
+        self.sandbox
+            .hand_over(&workdir, user.as_ref().map(UserLease::ids))
+            .await
+            .map_err(|source| LocalError::Io {
+                path: workdir.clone(),
+                source,
+            })?;
         let log = AppLog {
             path: log_path.clone(),
             limit: self.log_limit,
+            user: user.as_ref().map(UserLease::ids),
         };
         let mut child = start_process(&self.sandbox, &spec, &workdir, port, &log).await?;
         let health_url = format!("http://127.0.0.1:{port}{}", spec.manifest.health);
@@ -286,7 +290,7 @@ impl LocalRuntime {
             self.routes.clone(),
             spec.clone(),
             child,
-            (workdir.clone(), self.log_limit),
+            (workdir.clone(), self.log_limit, user),
             stop.clone(),
         ));
         let previous = {
@@ -442,6 +446,8 @@ async fn stop_process_keep_files(process: LiveProcess) {
 struct AppLog {
     path: PathBuf,
     limit: u64,
+    /// The app's own uid (see `Sandbox::lease_user`).
+    user: Option<(u32, u32)>,
 }
 
 /// Starts the app; its output is copied into its capped log (see
@@ -492,6 +498,7 @@ async fn start_process(
             network,
             publish: (network == Network::Isolated).then_some(port),
             hosts: Vec::new(),
+            user: log.user,
             stdout: Stdio::piped(),
             stderr: Stdio::piped(),
         })
@@ -567,13 +574,14 @@ async fn supervise(
     routes: Arc<Routes>,
     spec: LocalSpec,
     mut child: Sandboxed,
-    (workdir, log_limit): (PathBuf, u64),
+    (workdir, log_limit, user): (PathBuf, u64, Option<UserLease>),
     stop: CancellationToken,
 ) {
     let log_path = log_file(&workdir);
     let log = AppLog {
         path: log_path.clone(),
         limit: log_limit,
+        user: user.as_ref().map(UserLease::ids),
     };
     let mut failures = 0u32;
     loop {

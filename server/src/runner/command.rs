@@ -139,6 +139,7 @@ pub async fn run(
             network: network(step.network),
             publish: None,
             hosts: hosts.to_vec(),
+            user: workspace.user_ids(),
             stdout: std::process::Stdio::piped(),
             stderr: std::process::Stdio::piped(),
         })

@@ -38,7 +38,8 @@ pub async fn execute(app: Arc<App>, run: RunRow) {
         cancel.clone(),
         lost.clone(),
     ));
-    let workspace = Workspace::new(&app.work_dir(), run.id, run.attempt);
+    let mut workspace = Workspace::new(&app.work_dir(), run.id, run.attempt);
+    workspace.user = app.sandbox.lease_user();
     tracing::info!(run = run.id, attempt = run.attempt, commit = %run.commit_sha, "run started");
     if let Err(error) = db::run_attempts::start(
         app.db.pool(),
@@ -276,6 +277,14 @@ async fn run_steps(
             step = from.step,
             "resuming in the earlier attempt's workspace"
         );
+        // This attempt runs as a uid of its own: the earlier one's files
+        // become its.
+        app.sandbox
+            .hand_over(&workspace.app(), workspace.user_ids())
+            .await?;
+        app.sandbox
+            .hand_over(&workspace.home(), workspace.user_ids())
+            .await?;
     } else {
         // A fresh workspace: what a crashed attempt left is never written into.
         workspace.remove().await;
@@ -321,11 +330,17 @@ async fn run_steps(
             }
         }
         // The sandbox's user writes the checkout and its home, nothing else.
-        app.sandbox.hand_over(&workspace.app()).await?;
-        app.sandbox.hand_over(&workspace.home()).await?;
+        app.sandbox
+            .hand_over(&workspace.app(), workspace.user_ids())
+            .await?;
+        app.sandbox
+            .hand_over(&workspace.home(), workspace.user_ids())
+            .await?;
         // Read-only inside, but readable whatever Gantry's umask.
         if workspace.pipeline().is_dir() {
-            app.sandbox.hand_over(&workspace.pipeline()).await?;
+            app.sandbox
+                .hand_over(&workspace.pipeline(), workspace.user_ids())
+                .await?;
         }
     }
     let hosts = environment_hosts(app, run.app_id, &app_row.name).await?;

@@ -11,13 +11,24 @@ use crate::sandbox::{self, Mount};
 
 pub struct Workspace {
     pub root: PathBuf,
+    /// The run's own uid (Gantry runs as root), held while the run runs:
+    /// its steps run as it and own the checkout.
+    pub user: Option<crate::sandbox::users::UserLease>,
 }
 
 impl Workspace {
     pub fn new(work_dir: &Path, run_id: i64, attempt: i64) -> Workspace {
         Workspace {
             root: work_dir.join(format!("run-{run_id}-{attempt}")),
+            user: None,
         }
+    }
+
+    /// The uid and gid the run's sandboxes run as, if it has its own.
+    pub fn user_ids(&self) -> Option<(u32, u32)> {
+        self.user
+            .as_ref()
+            .map(crate::sandbox::users::UserLease::ids)
     }
 
     pub fn app(&self) -> PathBuf {

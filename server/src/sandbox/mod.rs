@@ -15,10 +15,12 @@ mod plan;
 pub mod process;
 mod slirp;
 mod spawner;
+pub mod users;
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -53,8 +55,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Settings {
     /// `runner.sandbox`: false only when an admin turned it off.
     pub enabled: bool,
-    /// `runner.user`: who sandboxed processes run as when Gantry is root.
+    /// `runner.user`: who sandboxed processes run as when Gantry is root
+    /// and no uid of `uids` was leased (a directory handed over alone).
     pub user: (u32, u32),
+    /// `runner.uids`: the range each sandbox's own uid comes from.
+    pub uids: (u32, u32),
     /// The `gantry-sandbox` helper.
     pub helper: PathBuf,
     /// `runner.read_only_paths`: more host paths shown read-only.
@@ -141,6 +146,9 @@ pub struct Spec {
     /// Host names that resolve to the sandbox's loopback (environment
     /// hosts, reached through the relay).
     pub hosts: Vec<String>,
+    /// Who it runs as when Gantry is root: a leased uid (see
+    /// [`Sandbox::lease_user`]); `runner.user` when none.
+    pub user: Option<(u32, u32)>,
     pub stdout: Stdio,
     pub stderr: Stdio,
 }
@@ -312,6 +320,7 @@ pub struct Sandbox {
     cgroups: Option<CgroupParent>,
     spawner: Option<Spawner>,
     counter: AtomicU64,
+    users: Arc<users::UserPool>,
 }
 
 impl Sandbox {
@@ -326,6 +335,7 @@ impl Sandbox {
             cgroups: None,
             spawner: None,
             counter: AtomicU64::new(0),
+            users: users::UserPool::new(settings.uids),
             settings,
         };
         if !sandbox.settings.enabled {
@@ -423,6 +433,7 @@ impl Sandbox {
             network,
             publish: None,
             hosts: Vec::new(),
+            user: None,
             stdout: Stdio::null(),
             stderr: Stdio::piped(),
         };
@@ -463,13 +474,30 @@ impl Sandbox {
         }
     }
 
+    /// A uid of its own for a run or a local app, when Gantry runs as root
+    /// (without root, sandboxes run as Gantry's own uid); none when the
+    /// whole range is in use (then `runner.user`, shared).
+    pub fn lease_user(&self) -> Option<users::UserLease> {
+        if !(self.settings.enabled && self.as_root) {
+            return None;
+        }
+        let lease = self.users.lease();
+        if lease.is_none() {
+            tracing::warn!(
+                uids = self.users.size(),
+                "every uid of runner.uids is in use: this sandbox shares runner.user"
+            );
+        }
+        lease
+    }
+
     /// Gives a directory Gantry prepared (a checkout, a deploy) to the
-    /// runner user, so the sandbox may write to it.
-    pub async fn hand_over(&self, path: &Path) -> std::io::Result<()> {
+    /// sandbox's user, so the sandbox may write to it.
+    pub async fn hand_over(&self, path: &Path, user: Option<(u32, u32)>) -> std::io::Result<()> {
         if !(self.settings.enabled && self.as_root) {
             return Ok(());
         }
-        let (uid, gid) = self.settings.user;
+        let (uid, gid) = user.unwrap_or(self.settings.user);
         let path = path.to_path_buf();
         tokio::task::spawn_blocking(move || chown_tree(&path, uid, gid))
             .await
@@ -538,6 +566,15 @@ impl Sandbox {
             &[]
         };
         std::fs::write(&hosts_file, hosts_text(names)).map_err(|e| start(e.to_string()))?;
+        let user = spec.user.unwrap_or(self.settings.user);
+        let identity = self.as_root.then(|| {
+            let (passwd, group) = (scratch.join("passwd"), scratch.join("group"));
+            (passwd, group)
+        });
+        if let Some((passwd, group)) = &identity {
+            std::fs::write(passwd, users::passwd_file(user)).map_err(|e| start(e.to_string()))?;
+            std::fs::write(group, users::group_file(user)).map_err(|e| start(e.to_string()))?;
+        }
         let cgroup = match &self.cgroups {
             Some(parent) => Some(
                 parent
@@ -560,7 +597,7 @@ impl Sandbox {
         writable.extend(["/tmp", "/dev"].map(PathBuf::from));
         let instructions = init::Instructions {
             argv: vec!["sh".into(), "-c".into(), spec.script.clone()],
-            user: self.as_root.then_some(self.settings.user),
+            user: self.as_root.then_some(user),
             rlimits,
             landlock: Some(init::Fence {
                 read_only: vec![PathBuf::from("/")],
@@ -588,6 +625,7 @@ impl Sandbox {
             private: &self.settings.private,
             tmp_bytes: spec.limits.tmp_bytes,
             hosts_file: &hosts_file,
+            identity: identity.as_ref().map(|(p, g)| (p.as_path(), g.as_path())),
             resolv_file: resolv_file.as_deref(),
             helper: &self.settings.helper,
             preview_socket: relay

@@ -52,8 +52,11 @@ pub struct Plan<'a> {
     /// Gantry's own files: masked wherever they fall inside what is shown.
     pub private: &'a [PathBuf],
     pub tmp_bytes: u64,
-    /// Files generated for this sandbox: `/etc/hosts`, `/etc/resolv.conf`.
+    /// Files generated for this sandbox: `/etc/hosts`, `/etc/resolv.conf`,
+    /// and (as root, where it runs as a uid of its own) `/etc/passwd` and
+    /// `/etc/group`.
     pub hosts_file: &'a Path,
+    pub identity: Option<(&'a Path, &'a Path)>,
     pub resolv_file: Option<&'a Path>,
     pub helper: &'a Path,
     pub preview_socket: Option<&'a Path>,
@@ -149,6 +152,10 @@ pub fn arguments(plan: &Plan<'_>) -> Vec<OsString> {
         }
     }
     args.pair("--ro-bind", plan.hosts_file, "/etc/hosts");
+    if let Some((passwd, group)) = plan.identity {
+        args.pair("--ro-bind", passwd, "/etc/passwd");
+        args.pair("--ro-bind", group, "/etc/group");
+    }
     if let Some(resolv) = plan.resolv_file {
         args.pair("--ro-bind", resolv, "/etc/resolv.conf");
     }
@@ -222,6 +229,7 @@ mod tests {
             private,
             tmp_bytes: 1024,
             hosts_file: Path::new("/data/run/s1/hosts"),
+            identity: None,
             resolv_file: None,
             helper: Path::new("/opt/gantry/gantry-sandbox"),
             preview_socket: None,

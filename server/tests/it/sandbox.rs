@@ -15,6 +15,7 @@ fn settings(data: &Path) -> Settings {
     Settings {
         enabled: true,
         user: (65534, 65534),
+        uids: (1_500_000_000, 1_500_000_009),
         helper: helper(),
         read_only: Vec::new(),
         blocked_networks: vec!["192.0.2.0/24".into()],
@@ -40,7 +41,9 @@ async fn run(
     script: &str,
     network: Network,
 ) -> (String, gantry::sandbox::Exit) {
-    sandbox.hand_over(workspace).await.expect("hand over");
+    let user = sandbox.lease_user();
+    let ids = user.as_ref().map(gantry::sandbox::users::UserLease::ids);
+    sandbox.hand_over(workspace, ids).await.expect("hand over");
     let cwd = Mount::writable(workspace, "/workspace");
     let mut sandboxed = sandbox
         .spawn(Spec {
@@ -52,6 +55,7 @@ async fn run(
             network,
             publish: None,
             hosts: Vec::new(),
+            user: ids,
             stdout: Stdio::piped(),
             stderr: Stdio::piped(),
         })
@@ -314,4 +318,41 @@ async fn a_real_cgroup_v2_hierarchy_is_delegated_or_refused_with_what_it_lacks()
     let _ = std::fs::remove_dir(own.join("gantry"));
     let _ = std::fs::remove_dir(&own);
     nix::mount::umount(mount.path()).expect("unmount");
+}
+
+/// Each sandbox runs as a uid of its own from `runner.uids` (Gantry as
+/// root): per-user kernel limits are never shared between two of them, and
+/// each finds itself in its `/etc/passwd`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sandboxes_at_once_run_as_two_uids_of_the_range() {
+    let data = tempfile::tempdir().expect("data dir");
+    let sandbox = Sandbox::start(settings(data.path())).await;
+    let script = "id -u; id -un; stat -c %u /workspace; sleep 1";
+    let (first, second) = (data.path().join("work/a"), data.path().join("work/b"));
+    std::fs::create_dir_all(&first).expect("a");
+    std::fs::create_dir_all(&second).expect("b");
+    let ((a, _), (b, _)) = tokio::join!(
+        run(&sandbox, &first, script, Network::None),
+        run(&sandbox, &second, script, Network::None)
+    );
+    let uid = |output: &str| {
+        output
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .parse::<u32>()
+            .expect(output)
+    };
+    let (ua, ub) = (uid(&a), uid(&b));
+    assert_ne!(ua, ub, "{a} / {b}");
+    for (output, uid) in [(&a, ua), (&b, ub)] {
+        assert!((1_500_000_000..=1_500_000_009).contains(&uid), "{output}");
+        let lines: Vec<&str> = output.lines().collect();
+        assert_eq!(lines.get(1), Some(&"gantry"), "{output}");
+        assert_eq!(
+            lines.get(2),
+            Some(&uid.to_string().as_str()),
+            "its workspace is its: {output}"
+        );
+    }
 }

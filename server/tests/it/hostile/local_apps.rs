@@ -113,7 +113,7 @@ on_both! {
 /// (one rotated file more), while it serves on. (Files alone: one backend.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_app_printing_without_end_is_kept_to_its_log_limit() {
-    crate::support::bounded(async {
+    Box::pin(crate::support::bounded(async {
         const LIMIT: u64 = 256 * 1024;
         let repos = Repos::new("");
         repos.pipeline.write("apps/shop/pipeline.yaml", PIPELINE);
@@ -153,7 +153,7 @@ async fn an_app_printing_without_end_is_kept_to_its_log_limit() {
             assert!(size <= LIMIT, "{} is {size} bytes", file.display());
         }
         assert!(served(&app, "preview-flood").await.is_some(), "it serves on");
-    })
+    }))
     .await;
 }
 

@@ -231,7 +231,7 @@ const SECRET_VALUE: &str = "s3cr3t-manifest-value-9f41c7";
 /// (A test of the files alone: storage plays no part, one backend will do.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_step_searching_its_whole_sandbox_finds_no_manifest_and_no_private_file() {
-    crate::support::bounded(async {
+    Box::pin(crate::support::bounded(async {
         let repos = Repos::new("");
         repos.pipeline.write("apps/shop/pipeline.yaml", SEARCHER);
         repos.pipeline.write(
@@ -270,6 +270,6 @@ async fn a_step_searching_its_whole_sandbox_finds_no_manifest_and_no_private_fil
             "steps see their scripts and pipeline.yaml only: {log}"
         );
         assert_eq!(run["run"]["state"], "succeeded", "{run}");
-    })
+    }))
     .await;
 }
