@@ -43,7 +43,8 @@ const provider = new Provider(issuer, {
   jwks: { keys: [signingKey] },
   pkce: { required: () => true, methods: ['S256'] },
   scopes: ['openid', 'profile', 'email'],
-  claims: { openid: ['sub'], profile: ['name', 'groups'], email: ['email'] },
+  // `nickname` stands for the person's forge account (auth.forge_login_claim).
+  claims: { openid: ['sub'], profile: ['name', 'groups', 'nickname'], email: ['email'] },
   // Put the scope's claims in the ID token, where Gantry reads the roles.
   conformIdTokenClaims: false,
   features: { devInteractions: { enabled: true } },
@@ -52,7 +53,7 @@ const provider = new Provider(issuer, {
     return {
       accountId: id,
       async claims() {
-        return { sub: id, name: id, email: `${id}@example.com`, groups: GROUPS[id] ?? [] };
+        return { sub: id, name: id, nickname: `${id}-gh`, email: `${id}@example.com`, groups: GROUPS[id] ?? [] };
       },
     };
   },

@@ -10,6 +10,8 @@
 --   forge_merge  a forge merge the policy counts (`approval.forge_merge`,
 --                by a forge user mapped to an approver): covers what the
 --                merge commit adds to its first parent.
+--   forge_ff     a forge's fast-forward the policy counts: covers that
+--                commit alone (its parents are its pusher's choice).
 --   push         a forge push the policy counts (`approval.forge_push`):
 --                covers what `tip_sha` adds to `base_sha`.
 CREATE TABLE coverage_grants (
@@ -34,6 +36,9 @@ ALTER TABLE approvals ADD COLUMN base_sha TEXT;
 -- (merged on the forge, not an approval), `contained` (the target already
 -- had it; nothing was merged).
 ALTER TABLE change_requests ADD COLUMN merged_via TEXT;
+-- Merges recorded before: `legacy` (a forge's echo could have written a
+-- request's head there); only Gantry's own merges skip a freeze.
+UPDATE change_requests SET merged_via = 'legacy' WHERE merge_sha IS NOT NULL;
 
 -- The forge account a person signs in as (from the claim
 -- `auth.forge_login_claim` names): how forge authors, mergers and pushers

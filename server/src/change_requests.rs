@@ -367,8 +367,8 @@ pub async fn approve(
     let judged = load(requests, id).await?;
     let policy = judged.policy();
     check_decider(requests, caller, &judged, &policy)?;
-    if let Some(refusal) = policy::self_approval_refusal(caller, &policy, judged.row.author_user_id)
-    {
+    let author = crate::auth::author_of_request(requests.db, &judged.row).await?;
+    if let Some(refusal) = policy::self_approval_refusal(caller, &policy, author.as_slice()) {
         return Err(ChangeRequestError::Forbidden(refusal));
     }
     let head = head_of(&judged)?;
@@ -805,12 +805,14 @@ async fn merge_on_forge(
     // approval covers (checked here; the forge's merge commit covers only
     // what it adds to its first parent, so a target that moves meanwhile
     // gains nothing unchecked).
+    let mut target_before = None;
     if let Some(coverage) = target_coverage {
         let heads = requests.git.fetch(&judged.source_url).await?;
         if let Some(target_sha) = heads.get(&target) {
+            target_before = Some(target_sha.clone());
             let uncovered = requests
                 .git
-                .uncovered(&judged.source_url, target_sha, coverage)
+                .uncovered_any(&judged.source_url, &[target_sha, head], coverage)
                 .await?;
             if !uncovered.is_empty() {
                 let detail = uncovered_detail(&target, target_sha, &uncovered);
@@ -863,7 +865,7 @@ async fn merge_on_forge(
         Ok(sha) => {
             let sha = match sha {
                 Some(sha) => Some(sha),
-                None => forge_merge_commit(requests, judged, head).await,
+                None => forge_merge_commit(requests, judged, head, target_before.as_deref()).await,
             };
             let detail = match &sha {
                 Some(sha) => format!("merged on {origin} as {}", short(sha)),
@@ -871,12 +873,20 @@ async fn merge_on_forge(
             };
             let audit = serde_json::json!({ "merge_sha": sha, "forge": origin, "head": head });
             if let Some(sha) = &sha {
+                // A fast-forward's commit is the request's own, parents and
+                // all: only it is granted; a merge (or squash) commit the
+                // forge made grants what it adds to the target.
+                let kind = if sha == head {
+                    "forge_ff"
+                } else {
+                    "forge_merge"
+                };
                 db::coverage::grant(
                     pool,
                     &db::coverage::NewGrant {
                         app_id: judged.row.app_id,
                         branch: &target,
-                        kind: "forge_merge",
+                        kind,
                         tip_sha: sha,
                         base_sha: None,
                         change_request_id: Some(id),
@@ -916,22 +926,26 @@ async fn merge_on_forge(
 }
 
 /// The forge's merge commit of `head`, when its answer did not say
-/// (Gitea): the target's new head, if it is `head` or merges it.
+/// (Gitea): the target's new head, if it is `head` (a fast-forward) or a
+/// merge of `head` onto the target Gantry checked (`before`) — anything
+/// else (a commit pushed meanwhile) is no merge of Gantry's.
 async fn forge_merge_commit(
     requests: &ChangeRequests<'_>,
     judged: &Judged,
     head: &str,
+    before: Option<&str>,
 ) -> Option<String> {
     let heads = requests.git.fetch(&judged.source_url).await.ok()?;
     let target = heads.get(&judged.row.target_branch)?.clone();
-    let merges_head = target == head
-        || requests
-            .git
-            .parents(&judged.source_url, &target)
-            .await
-            .ok()?
-            .iter()
-            .any(|parent| parent == head);
+    if target == head {
+        return Some(target);
+    }
+    let parents = requests
+        .git
+        .parents(&judged.source_url, &target)
+        .await
+        .ok()?;
+    let merges_head = before.is_some_and(|before| parents == [before, head]);
     merges_head.then_some(target)
 }
 
@@ -983,9 +997,9 @@ enum Next {
     },
 }
 
-/// Why an approved request waits: its target carries commits no approval
-/// covers. It merges once they are covered (Gantry retries), or an admin
-/// overrides.
+/// Why an approved request waits: merging it would take commits live that
+/// no approval covers (on its target, or under its head). It merges once
+/// they are covered (Gantry retries), or an admin overrides.
 fn uncovered_detail(target: &str, target_sha: &str, uncovered: &crate::git::Uncovered) -> String {
     let count = if uncovered.more {
         format!("at least {}", uncovered.total)
@@ -998,7 +1012,7 @@ fn uncovered_detail(target: &str, target_sha: &str, uncovered: &crate::git::Unco
         "commits"
     };
     format!(
-        "approved, but not merged: {target} (at {}) carries {count} {noun} no approval covers: {}. Merging would take them live under this request's approval. Approve {target}'s held run (or revert them); Gantry merges once they are covered, or an admin overrides with a reason",
+        "approved, but not merged: merging into {target} (at {}) would take {count} {noun} live that no approval covers: {}. Approve {target}'s held run (or revert them); Gantry merges once they are covered, or an admin overrides with a reason",
         short(target_sha),
         uncovered.describe(5)
     )
@@ -1163,28 +1177,34 @@ async fn merge_if_ready(requests: &ChangeRequests<'_>, id: i64, by: &str) -> Res
     {
         return reload(requests, id).await;
     }
-    // Into a protected environment's branch, Gantry merges only onto a
-    // head whose history approvals cover: a merge would otherwise take an
-    // unapproved commit live under this request's approval. An admin's
-    // override merges regardless (its audit entry lists what it covered).
-    let target_coverage = match (
-        &judged.target_entry().and_then(|e| e.approval.clone()),
-        overridden,
-    ) {
-        (Some(protected), false) => Some(
-            crate::coverage::of(
+    // Into a protected environment's branch, Gantry merges only what
+    // approvals cover — on the target's head and under the request's: a
+    // merge would otherwise take an unapproved commit live under this
+    // request's approval. An admin's override covers what it was given:
+    // the target as it was then (its audit entry lists what was uncovered
+    // on it) and the request's head; commits pushed since are not.
+    let target_coverage = match judged.target_entry().and_then(|e| e.approval.clone()) {
+        Some(protected) => {
+            let mut coverage = crate::coverage::of(
                 requests.db,
                 crate::coverage::Protected {
                     app_id: judged.row.app_id,
                     source_url: &judged.source_url,
                     branch: &judged.row.target_branch,
                     environment_id: Some(environment),
-                    policy: protected,
+                    policy: &protected,
                 },
             )
-            .await?,
-        ),
-        _ => None,
+            .await?;
+            if overridden {
+                coverage.full.extend(
+                    db::change_requests::override_bases(pool, id, &head, environment).await?,
+                );
+                coverage.full.push(head.clone());
+            }
+            Some(coverage)
+        }
+        None => None,
     };
     // A forge's request is merged by the forge, so it closes there too.
     if judged.row.origin != "native" {

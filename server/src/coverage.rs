@@ -64,7 +64,10 @@ pub async fn of(db: &Db, target: Protected<'_>) -> Result<Coverage, sqlx::Error>
             db::coverage::run_decisions(pool, env)
                 .await?
                 .into_iter()
-                .filter(|run| run.approvers >= required || run.overrides > 0)
+                // A rejection takes back what approvals gave.
+                .filter(|run| {
+                    run.rejections == 0 && (run.approvers >= required || run.overrides > 0)
+                })
                 .map(|run| run.commit_sha),
         );
         coverage.ranges.extend(request_ranges(
@@ -81,6 +84,9 @@ pub async fn of(db: &Db, target: Protected<'_>) -> Result<Coverage, sqlx::Error>
             // A push that made the branch says nothing of what was under
             // it: only its own commit is the pusher's.
             ("forge_merge", _) | ("push", None) => RangeBase::FirstParent,
+            // A forge's fast-forward: the commit is the pusher's, parents
+            // and all; only it is covered.
+            ("forge_ff", _) => RangeBase::Parents,
             ("push", Some(base)) => RangeBase::Commits(vec![base]),
             (kind, _) => {
                 tracing::warn!(kind, "a coverage grant of an unknown kind covers nothing");
@@ -114,7 +120,11 @@ fn request_ranges(
     heads
         .into_iter()
         .filter_map(|((_, tip), decisions)| {
-            if decisions.iter().any(|d| d.base_sha.is_none()) {
+            // Given before bases were kept, or taken back by a rejection.
+            if decisions
+                .iter()
+                .any(|d| d.decision == "rejected" || d.base_sha.is_none())
+            {
                 return None;
             }
             let mut approvers: Vec<i64> = decisions
@@ -200,9 +210,30 @@ pub async fn grant_push(
     .await
 }
 
+/// `live` (what the environment runs) when `candidate` does not descend
+/// from it: deploying it would go back — to an older release, or to a
+/// history the branch was force-pushed to. Whatever covers its commits, a
+/// rewind waits for an approval (an admin's rollback is the ledger's).
+pub async fn rewinds(
+    git: &GitStore,
+    source_url: &str,
+    live: Option<&str>,
+    candidate: &str,
+) -> Result<Option<String>, GitError> {
+    let Some(live) = live.filter(|live| *live != candidate) else {
+        return Ok(None);
+    };
+    let descends = git
+        .is_ancestor(source_url, live, candidate)
+        .await
+        .unwrap_or(false);
+    Ok((!descends).then(|| live.to_string()))
+}
+
 /// The uncovered commits as the approval screens show them.
 pub fn view(uncovered: &Uncovered) -> UncoveredCommits {
     UncoveredCommits {
+        rewinds_from: None,
         total: i64::try_from(uncovered.total).unwrap_or(i64::MAX),
         more: uncovered.more,
         commits: uncovered
@@ -271,5 +302,17 @@ mod tests {
     #[test]
     fn approvals_given_before_bases_were_kept_cover_nothing() {
         assert!(request_ranges(vec![decision(1, "h", 7, "approved", None)], 1).is_empty());
+    }
+
+    #[test]
+    fn a_rejection_takes_back_what_the_approvals_of_a_head_covered() {
+        let approved = vec![
+            decision(1, "h", 7, "approved", Some("t")),
+            decision(1, "h", 8, "approved", Some("t")),
+        ];
+        assert_eq!(request_ranges(approved.clone(), 2).len(), 1);
+        let mut rejected = approved;
+        rejected.push(decision(1, "h", 9, "rejected", None));
+        assert!(request_ranges(rejected, 2).is_empty());
     }
 }

@@ -121,6 +121,11 @@ pub struct UncoveredCommits {
     pub more: bool,
     /// The first hundred of them.
     pub commits: Vec<ChangelogCommit>,
+    /// Set when the commit does not descend from what the environment
+    /// runs (this commit): deploying it would go back (a rewind), which
+    /// waits for an approval whatever covers it.
+    #[serde(default)]
+    pub rewinds_from: Option<String>,
 }
 
 /// A run held until enough people approve it.

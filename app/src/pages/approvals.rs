@@ -192,10 +192,13 @@ fn runs_table(runs: Vec<PendingApproval>, me: Option<Me>) -> impl IntoView {
                                     {item
                                         .uncovered
                                         .as_ref()
-                                        .filter(|u| u.total > 0)
+                                        .filter(|u| u.total > 0 || u.rewinds_from.is_some())
                                         .map(|u| {
                                             let first = u.commits.first().map(|c| c.summary.clone()).unwrap_or_default();
-                                            format!("{} no approval covers yet (newest: {first})", count(u))
+                                            match &u.rewinds_from {
+                                                Some(live) => format!("goes back from {} (what runs now)", short_sha(live)),
+                                                None => format!("{} no approval covers yet (newest: {first})", count(u)),
+                                            }
                                         })
                                         .unwrap_or_else(|| "held by a freeze or for a fork".into())}
                                 </td>

@@ -93,9 +93,20 @@ fn run_view(detail: RunDetail) -> impl IntoView {
         {detail
             .uncovered
             .clone()
-            .filter(|u| u.total > 0 && run.state == crate::dto::RunState::WaitingForApproval)
+            .filter(|u| {
+                (u.total > 0 || u.rewinds_from.is_some())
+                    && run.state == crate::dto::RunState::WaitingForApproval
+            })
             .map(|uncovered| {
-                let title = format!("What approving covers: {} no approval covers yet", count(&uncovered));
+                let title = match &uncovered.rewinds_from {
+                    Some(live) => format!(
+                        "What approving does: {} goes back from {} (what it runs now); {} no approval covers",
+                        run.environment,
+                        short_sha(live),
+                        count(&uncovered)
+                    ),
+                    None => format!("What approving covers: {} no approval covers yet", count(&uncovered)),
+                };
                 uncovered_panel(
                     uncovered,
                     title,

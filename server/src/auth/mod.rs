@@ -295,6 +295,21 @@ impl ForgeIdentity {
     }
 }
 
+/// The Gantry user who wrote a change request: who opened it in Gantry, or
+/// — for a forge's request — the user its forge author maps to now (a
+/// person may sign in for the first time after the request was opened).
+pub async fn author_of_request(
+    db: &Db,
+    request: &db::change_requests::CrRow,
+) -> Result<Option<i64>, sqlx::Error> {
+    if request.author_user_id.is_some() || request.origin == "native" {
+        return Ok(request.author_user_id);
+    }
+    Ok(forge_identity(db, &request.author)
+        .await?
+        .map(|who| who.user_id))
+}
+
 pub async fn forge_identity(db: &Db, login: &str) -> Result<Option<ForgeIdentity>, sqlx::Error> {
     if login.trim().is_empty() {
         return Ok(None);

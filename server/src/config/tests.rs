@@ -475,3 +475,56 @@ fn a_preview_domain_under_the_dashboards_is_warned_about() {
         .is_none()
     );
 }
+
+#[test]
+fn the_isolation_settings_are_read_and_checked() {
+    let config = Config::resolve(
+        &Flags::default(),
+        &env(&[
+            ("GANTRY_RUNNER_UIDS", "200000-200999"),
+            (
+                "GANTRY_RUNNER_BLOCKED_NETWORKS",
+                "10.20.0.0/16, 2001:db8::1",
+            ),
+            ("GANTRY_ALLOWED_HOSTS", "Gantry.Internal, ci.local"),
+            ("GANTRY_FORGE_LOGIN_CLAIM", "preferred_username"),
+            ("GANTRY_GIT_EXPORT_MAX_BYTES", "1048576"),
+        ]),
+    )
+    .expect("resolves");
+    assert_eq!(config.runner_uids, (200_000, 200_999));
+    assert_eq!(
+        config.runner_blocked_networks,
+        ["10.20.0.0/16", "2001:db8::1/128"]
+    );
+    assert_eq!(config.allowed_hosts, ["gantry.internal", "ci.local"]);
+    assert_eq!(
+        config.forge_login_claim.as_deref(),
+        Some("preferred_username")
+    );
+    assert_eq!(config.git_export_limits.max_bytes, 1_048_576);
+    let defaults = Config::resolve(&Flags::default(), &env(&[])).expect("defaults");
+    assert_eq!(
+        defaults.forge_login_claim, None,
+        "no forge account is anyone's by default"
+    );
+    assert!(defaults.runner_uids.0 > 0 && defaults.runner_uids.1 > defaults.runner_uids.0);
+    for (name, bad, key) in [
+        ("GANTRY_RUNNER_UIDS", "0-10", "runner.uids"),
+        ("GANTRY_RUNNER_UIDS", "20-10", "runner.uids"),
+        (
+            "GANTRY_RUNNER_BLOCKED_NETWORKS",
+            "10.0.0.0/40",
+            "runner.blocked_networks",
+        ),
+        (
+            "GANTRY_ALLOWED_HOSTS",
+            "evil.example/x",
+            "server.allowed_hosts",
+        ),
+        ("GANTRY_GIT_EXPORT_MAX_DEPTH", "0", "git.export_max_depth"),
+    ] {
+        let error = Config::resolve(&Flags::default(), &env(&[(name, bad)])).expect_err(bad);
+        assert!(error.to_string().contains(key), "{name}={bad}: {error}");
+    }
+}

@@ -152,8 +152,8 @@ pub async fn approved<'e>(
 }
 
 /// The request whose merge by Gantry produced `sha` on `branch`, if any
-/// (recorded before the push, so `merged_via` is not set yet while it is
-/// on its way; a forge's merges are never this).
+/// (recorded with `merged_via = gantry` before the push; a forge's merges,
+/// and merges recorded before, are never this).
 pub async fn merged_as<'e>(
     exec: impl Executor<'e, Database = Any>,
     app_id: i64,
@@ -163,7 +163,7 @@ pub async fn merged_as<'e>(
     sqlx::query_scalar(
         "SELECT id FROM change_requests
          WHERE app_id = $1 AND target_branch = $2 AND merge_sha = $3
-           AND (merged_via IS NULL OR merged_via = $4)
+           AND merged_via = $4
          ORDER BY id DESC LIMIT 1",
     )
     .bind(app_id)
@@ -238,10 +238,11 @@ pub async fn record_merge_sha_under_lease(
 ) -> Result<bool, sqlx::Error> {
     let mut tx = db.begin().await?;
     let recorded = sqlx::query(&format!(
-        "UPDATE change_requests SET merge_sha = $2
+        "UPDATE change_requests SET merge_sha = $2, merged_via = '{}'
          WHERE id = $1 AND state = $3
            AND EXISTS (SELECT 1 FROM singletons
                        WHERE name = $4 AND holder = $5 AND expires_at > {})",
+        MergedVia::Gantry.as_str(),
         super::now_sql(db.backend())
     ))
     .bind(id)
@@ -269,7 +270,7 @@ pub async fn set_head<'e>(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE change_requests SET head_sha = $2, state = $3, state_detail = NULL, updated_at = $4,
-             merge_sha = NULL
+             merge_sha = NULL, merged_via = NULL
          WHERE id = $1",
     )
     .bind(id)
@@ -577,7 +578,7 @@ pub async fn retarget<'e>(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE change_requests SET target_branch = $2, state = $3, state_detail = $4,
-            updated_at = $5, merge_sha = NULL
+            updated_at = $5, merge_sha = NULL, merged_via = NULL
          WHERE id = $1",
     )
     .bind(id)
@@ -603,6 +604,26 @@ pub async fn approvers_of<'e>(
         "SELECT DISTINCT user_id FROM approvals
          WHERE change_request_id = $1 AND commit_sha = $2 AND decision = 'approved'
            AND environment_id = $3",
+    )
+    .bind(id)
+    .bind(sha)
+    .bind(environment)
+    .fetch_all(exec)
+    .await
+}
+
+/// The target heads the admins who overrode `sha` of the request into
+/// `environment` saw: an override covers the target as it was then.
+pub async fn override_bases<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    sha: &str,
+    environment: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT base_sha FROM approvals
+         WHERE change_request_id = $1 AND commit_sha = $2 AND decision = 'override'
+           AND environment_id = $3 AND base_sha IS NOT NULL",
     )
     .bind(id)
     .bind(sha)

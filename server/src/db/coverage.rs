@@ -17,12 +17,13 @@ pub async fn deployed_commits<'e>(
 }
 
 /// Decisions on one held run of the environment: how many people approved
-/// it and whether an admin overrode the hold.
+/// it, whether an admin overrode the hold, whether anyone rejected it.
 #[derive(Clone, Debug, FromRow)]
 pub struct RunDecisions {
     pub commit_sha: String,
     pub approvers: i64,
     pub overrides: i64,
+    pub rejections: i64,
 }
 
 pub async fn run_decisions<'e>(
@@ -32,7 +33,8 @@ pub async fn run_decisions<'e>(
     sqlx::query_as(
         "SELECT r.commit_sha,
                 COUNT(DISTINCT CASE WHEN a.decision = 'approved' THEN a.user_id END) AS approvers,
-                SUM(CASE WHEN a.decision = 'override' THEN 1 ELSE 0 END) AS overrides
+                SUM(CASE WHEN a.decision = 'override' THEN 1 ELSE 0 END) AS overrides,
+                SUM(CASE WHEN a.decision = 'rejected' THEN 1 ELSE 0 END) AS rejections
          FROM approvals a JOIN runs r ON r.id = a.run_id
          WHERE r.environment_id = $1
          GROUP BY r.id, r.commit_sha",
@@ -42,8 +44,8 @@ pub async fn run_decisions<'e>(
     .await
 }
 
-/// One approval (or override) of a change request's head into the
-/// environment, with the target head its decider saw.
+/// One decision (approval, override or rejection) on a change request's
+/// head into the environment, with the target head its decider saw.
 #[derive(Clone, Debug, FromRow)]
 pub struct RequestDecision {
     pub change_request_id: i64,
@@ -61,7 +63,7 @@ pub async fn request_decisions<'e>(
         "SELECT change_request_id, commit_sha, user_id, decision, base_sha
          FROM approvals
          WHERE environment_id = $1 AND change_request_id IS NOT NULL
-           AND commit_sha IS NOT NULL AND decision IN ('approved', 'override')
+           AND commit_sha IS NOT NULL AND decision IN ('approved', 'override', 'rejected')
          ORDER BY id",
     )
     .bind(environment_id)

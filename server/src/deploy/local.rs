@@ -450,6 +450,41 @@ struct AppLog {
     user: Option<(u32, u32)>,
 }
 
+/// A running app and the task that copies its output into its log.
+struct AppChild {
+    process: Sandboxed,
+    writer: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::ops::Deref for AppChild {
+    type Target = Sandboxed;
+    fn deref(&self) -> &Sandboxed {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for AppChild {
+    fn deref_mut(&mut self) -> &mut Sandboxed {
+        &mut self.process
+    }
+}
+
+impl AppChild {
+    /// Ends the sandbox (see [`Sandboxed::finish`]); the log's copier
+    /// finishes by itself.
+    async fn finish(self) {
+        self.process.finish().await;
+    }
+
+    /// Once the app has ended: waits (briefly) until what it printed is in
+    /// its log, so its last words are there to quote.
+    async fn output_written(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+        }
+    }
+}
+
 /// Starts the app; its output is copied into its capped log (see
 /// [`super::app_log`]) for as long as it runs.
 async fn start_process(
@@ -458,7 +493,7 @@ async fn start_process(
     workdir: &Path,
     port: u16,
     log: &AppLog,
-) -> Result<Sandboxed, LocalError> {
+) -> Result<AppChild, LocalError> {
     let app_dir = Mount::writable(workdir, sandbox::APP_DIR);
     let seen = sandbox.seen(&app_dir);
     let network = match (sandbox.enabled(), spec.manifest.network) {
@@ -507,19 +542,23 @@ async fn start_process(
             command: spec.manifest.run.clone(),
             source,
         })?;
-    if let (Some(stdout), Some(stderr)) = (child.child.stdout.take(), child.child.stderr.take()) {
-        tokio::spawn(super::app_log::keep(
+    let writer = match (child.child.stdout.take(), child.child.stderr.take()) {
+        (Some(stdout), Some(stderr)) => Some(tokio::spawn(super::app_log::keep(
             stdout,
             stderr,
             log.path.clone(),
             log.limit,
-        ));
-    }
-    Ok(child)
+        ))),
+        _ => None,
+    };
+    Ok(AppChild {
+        process: child,
+        writer,
+    })
 }
 
 async fn wait_healthy(
-    child: &mut Sandboxed,
+    child: &mut AppChild,
     url: &str,
     timeout: Duration,
     health: &str,
@@ -542,6 +581,7 @@ async fn wait_healthy(
             let status = limits
                 .and_then(|limits| exit.problem(&limits))
                 .unwrap_or_else(|| format!("{:?}", exit.ending));
+            child.output_written().await;
             return Err(LocalError::ExitedEarly {
                 status,
                 output: tail(log_path, masker).await,
@@ -573,7 +613,7 @@ async fn supervise(
     sandbox: Arc<Sandbox>,
     routes: Arc<Routes>,
     spec: LocalSpec,
-    mut child: Sandboxed,
+    mut child: AppChild,
     (workdir, log_limit, user): (PathBuf, u64, Option<UserLease>),
     stop: CancellationToken,
 ) {
@@ -604,6 +644,7 @@ async fn supervise(
             }
         };
         let limits = child.limits();
+        child.output_written().await;
         child.finish().await;
         let status = match exit {
             Ok(exit) => limits

@@ -141,20 +141,33 @@ async fn load(service: &Approvals<'_>, run_id: i64) -> Result<Held, ApprovalErro
     })
 }
 
-/// The Gantry user who brought the change a run builds: the author of its
-/// change request (who opened it in Gantry, or the forge account mapped to
-/// them), else who pushed it (where a forge said so). Never the commit's
-/// author line, which the pusher writes as they like. None: Gantry does
-/// not know (a push to a plain git remote), and the run page says so.
-async fn author_of(service: &Approvals<'_>, held: &Held) -> Result<Option<i64>, ApprovalError> {
+/// The Gantry users who brought the change a run builds: the author of
+/// its change request (who opened it in Gantry, or the forge account mapped
+/// to them) and who pushed it (where a forge said so) — each looked up now,
+/// not only when the run was planned. Never the commit's author line, which
+/// the pusher writes as they like. Empty: Gantry does not know (a push to a
+/// plain git remote), and the run page says so.
+async fn authors_of(service: &Approvals<'_>, held: &Held) -> Result<Vec<i64>, ApprovalError> {
     let pool = service.db.pool();
+    let mut authors = Vec::new();
     if let Some(cr) = held.run.change_request_id
         && let Some(row) = db::change_requests::get(pool, cr).await?
-        && row.author_user_id.is_some()
     {
-        return Ok(row.author_user_id);
+        authors.extend(crate::auth::author_of_request(service.db, &row).await?);
     }
-    Ok(held.run.pushed_by_user_id)
+    authors.extend(held.run.pushed_by_user_id);
+    if let Some(push) = db::coverage::pusher(
+        pool,
+        held.run.app_id,
+        &held.run.branch,
+        &held.run.commit_sha,
+    )
+    .await?
+        && let Some(who) = crate::auth::forge_identity(service.db, &push.login).await?
+    {
+        authors.push(who.user_id);
+    }
+    Ok(authors)
 }
 
 pub async fn approve(
@@ -180,7 +193,7 @@ pub async fn approve(
         return Err(ApprovalError::Forbidden(refusal));
     }
     if let Some(refusal) =
-        policy::self_approval_refusal(caller, policy, author_of(service, &held).await?)
+        policy::self_approval_refusal(caller, policy, &authors_of(service, &held).await?)
     {
         return Err(ApprovalError::Forbidden(refusal));
     }
@@ -349,17 +362,30 @@ pub async fn release_covered(service: &Approvals<'_>) -> Result<usize, ApprovalE
             environment_id: Some(held.env.id),
             policy,
         };
-        let uncovered =
-            match crate::coverage::uncovered(service.db, service.git, target, &held.run.commit_sha)
-                .await
-            {
-                Ok(uncovered) => uncovered,
-                Err(error) => {
-                    tracing::warn!(run = held.run.id, %error, "cannot tell what covers a held run");
-                    continue;
-                }
-            };
-        if uncovered.is_empty()
+        let judged = async {
+            let mut view = crate::coverage::view(
+                &crate::coverage::uncovered(service.db, service.git, target, &held.run.commit_sha)
+                    .await?,
+            );
+            view.rewinds_from = crate::coverage::rewinds(
+                service.git,
+                &app_row.source_url,
+                held.env.commit_sha.as_deref(),
+                &held.run.commit_sha,
+            )
+            .await?;
+            Ok::<_, crate::coverage::CoverageError>(view)
+        }
+        .await;
+        let view = match judged {
+            Ok(view) => view,
+            Err(error) => {
+                tracing::warn!(run = held.run.id, %error, "cannot tell what covers a held run");
+                continue;
+            }
+        };
+        if view.total == 0
+            && view.rewinds_from.is_none()
             && policy::freeze_now(held.entry.as_ref(), service.clock.now_millis()).is_none()
         {
             let mut tx = service.db.begin().await?;
@@ -373,9 +399,8 @@ pub async fn release_covered(service: &Approvals<'_>) -> Result<usize, ApprovalE
                 );
                 released += 1;
             }
-        } else if pending.uncovered.as_ref() != Some(&crate::coverage::view(&uncovered)) {
-            let view = (!uncovered.is_empty()).then(|| crate::coverage::view(&uncovered));
-            db::runs::set_uncovered(pool, held.run.id, view.as_ref()).await?;
+        } else if pending.uncovered.as_ref() != Some(&view) {
+            db::runs::set_uncovered(pool, held.run.id, Some(&view)).await?;
         }
     }
     if released > 0 {

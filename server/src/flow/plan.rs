@@ -150,13 +150,26 @@ async fn on_push(app: &App, event: BranchEvent) -> Result<(), super::FlowError> 
             if let Some((push, who)) = &pusher {
                 count_push(app, target, &app_row.name, &sha, push, who).await?;
             }
-            Some(coverage::uncovered(&app.db, &app.git, target, &sha).await?)
+            let mut view =
+                coverage::view(&coverage::uncovered(&app.db, &app.git, target, &sha).await?);
+            view.rewinds_from = coverage::rewinds(
+                &app.git,
+                &app_row.source_url,
+                env.commit_sha.as_deref(),
+                &sha,
+            )
+            .await?;
+            Some(view)
         }
         _ => None,
     };
     let frozen = super::policy::freeze_now(Some(entry), app.clock.now_millis()).is_some()
         && merged_by_request.is_none();
-    let held = uncovered.as_ref().is_some_and(|u| !u.is_empty()) || frozen || fork.is_some();
+    let held = uncovered
+        .as_ref()
+        .is_some_and(|u| u.total > 0 || u.rewinds_from.is_some())
+        || frozen
+        || fork.is_some();
     let state = if held {
         RunState::WaitingForApproval
     } else {
@@ -201,7 +214,7 @@ async fn on_push(app: &App, event: BranchEvent) -> Result<(), super::FlowError> 
     }
     db::runs::set_commit_info(&mut *tx, run_id, &commit.summary, &commit.author).await?;
     if held && let Some(uncovered) = &uncovered {
-        db::runs::set_uncovered(&mut *tx, run_id, Some(&coverage::view(uncovered))).await?;
+        db::runs::set_uncovered(&mut *tx, run_id, Some(uncovered)).await?;
     }
     if let Some((_, who)) = &pusher {
         db::runs::set_pushed_by(&mut *tx, run_id, who.user_id).await?;

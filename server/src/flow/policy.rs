@@ -86,13 +86,14 @@ pub fn refusal(
     None
 }
 
-/// Refuses the author of the change, unless the policy allows it.
+/// Refuses an author of the change — its request's author, its pusher —
+/// unless the policy allows it.
 pub fn self_approval_refusal(
     caller: &Caller,
     policy: &ApprovalPolicy,
-    author_user_id: Option<i64>,
+    authors: &[i64],
 ) -> Option<String> {
-    (!policy.self_approval && author_user_id == Some(caller.user_id)).then(|| {
+    (!policy.self_approval && authors.contains(&caller.user_id)).then(|| {
         format!(
             "{} wrote this change and cannot approve it; another approver must",
             caller.me.name
@@ -246,16 +247,14 @@ mod tests {
     #[test]
     fn the_author_may_not_approve_unless_the_policy_says_so() {
         let author = caller(7, Role::Admin, None, None);
+        assert!(self_approval_refusal(&author, &policy(&["admin"], false, false), &[7]).is_some());
+        assert!(self_approval_refusal(&author, &policy(&["admin"], false, true), &[7]).is_none());
+        assert!(self_approval_refusal(&author, &policy(&["admin"], false, false), &[8]).is_none());
+        assert!(self_approval_refusal(&author, &policy(&["admin"], false, false), &[]).is_none());
+        // The request's author and the pusher are both authors.
         assert!(
-            self_approval_refusal(&author, &policy(&["admin"], false, false), Some(7)).is_some()
+            self_approval_refusal(&author, &policy(&["admin"], false, false), &[3, 7]).is_some()
         );
-        assert!(
-            self_approval_refusal(&author, &policy(&["admin"], false, true), Some(7)).is_none()
-        );
-        assert!(
-            self_approval_refusal(&author, &policy(&["admin"], false, false), Some(8)).is_none()
-        );
-        assert!(self_approval_refusal(&author, &policy(&["admin"], false, false), None).is_none());
     }
 
     #[test]

@@ -337,12 +337,20 @@ async fn on_forge_merge(
             )
             .await?;
             if marked {
+                // A fast-forward's commit is the author's, parents and all:
+                // only it is covered. A merge (or squash) commit the forge
+                // made covers what it adds to the target.
+                let fast_forward = request.head_sha == Some(commit);
                 db::coverage::grant(
                     &mut *tx,
                     &db::coverage::NewGrant {
                         app_id: app_row.id,
                         branch: &cr.target_branch,
-                        kind: "forge_merge",
+                        kind: if fast_forward {
+                            "forge_ff"
+                        } else {
+                            "forge_merge"
+                        },
                         tip_sha: commit,
                         base_sha: None,
                         change_request_id: Some(cr.id),
@@ -452,13 +460,10 @@ async fn counted_merge(
     if let Some(why) = crate::flow::policy::refusal(freshness, &caller, policy, &app_row.name) {
         return Ok(Err(why));
     }
-    let author = match cr.author_user_id {
-        Some(author) => Some(author),
-        None => crate::auth::forge_identity(&app.db, &cr.author)
-            .await?
-            .map(|a| a.user_id),
-    };
-    if let Some(why) = crate::flow::policy::self_approval_refusal(&caller, policy, author) {
+    let author = crate::auth::author_of_request(&app.db, cr).await?;
+    if let Some(why) =
+        crate::flow::policy::self_approval_refusal(&caller, policy, author.as_slice())
+    {
         return Ok(Err(why));
     }
     // The merge commit must be on the branch: the forge may say "merged"

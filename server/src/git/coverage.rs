@@ -37,6 +37,9 @@ pub enum RangeBase {
     Commits(Vec<String>),
     /// What the tip adds to its first parent (a forge's merge commit).
     FirstParent,
+    /// The tip alone (a commit a forge fast-forwarded: its parents are its
+    /// pusher's to choose).
+    Parents,
 }
 
 /// The commits of a candidate nothing covers, newest first.
@@ -97,6 +100,27 @@ impl GitStore {
     }
 }
 
+impl GitStore {
+    /// The commits of any of `candidates` that `coverage` does not cover.
+    pub async fn uncovered_any(
+        &self,
+        url: &str,
+        candidates: &[&str],
+        coverage: Coverage,
+    ) -> Result<Uncovered, GitError> {
+        let candidates: Vec<String> = candidates.iter().map(|c| c.to_string()).collect();
+        self.with_mirror(url, move |path| {
+            let repo = Repository::open_bare(path)?;
+            let oids = candidates
+                .iter()
+                .map(|sha| parse_oid(sha))
+                .collect::<Result<Vec<_>, _>>()?;
+            uncovered_in_any(&repo, &oids, &coverage)
+        })
+        .await
+    }
+}
+
 /// A commit the mirror has, or `None` (a covered tip the remote dropped is
 /// no tip of anything the remote serves).
 fn known(repo: &Repository, sha: &str) -> Option<Oid> {
@@ -104,11 +128,52 @@ fn known(repo: &Repository, sha: &str) -> Option<Oid> {
     repo.find_commit(oid).ok().map(|_| oid)
 }
 
+/// The commits of any of `candidates` nothing covers, each once.
+pub(super) fn uncovered_in_any(
+    repo: &Repository,
+    candidates: &[Oid],
+    coverage: &Coverage,
+) -> Result<Uncovered, GitError> {
+    let mut order: Vec<Oid> = Vec::new();
+    let mut seen = HashSet::new();
+    let mut more = false;
+    for candidate in candidates {
+        let (found, cut) = uncovered_oids(repo, *candidate, coverage)?;
+        more |= cut;
+        order.extend(found.into_iter().filter(|oid| seen.insert(*oid)));
+    }
+    listed(repo, order, more)
+}
+
 pub(super) fn uncovered_in(
     repo: &Repository,
     candidate: Oid,
     coverage: &Coverage,
 ) -> Result<Uncovered, GitError> {
+    let (order, more) = uncovered_oids(repo, candidate, coverage)?;
+    listed(repo, order, more)
+}
+
+fn listed(repo: &Repository, order: Vec<Oid>, more: bool) -> Result<Uncovered, GitError> {
+    let commits = order
+        .iter()
+        .take(LIST_LIMIT)
+        .map(|oid| Ok(CommitInfo::of(&repo.find_commit(*oid)?)))
+        .collect::<Result<Vec<_>, GitError>>()?;
+    Ok(Uncovered {
+        commits,
+        total: order.len(),
+        more,
+    })
+}
+
+/// The uncovered commits of `candidate`, newest first, and whether the
+/// walk stopped at its limit.
+fn uncovered_oids(
+    repo: &Repository,
+    candidate: Oid,
+    coverage: &Coverage,
+) -> Result<(Vec<Oid>, bool), GitError> {
     let full: Vec<Oid> = coverage
         .full
         .iter()
@@ -142,12 +207,25 @@ pub(super) fn uncovered_in(
             granted.push(tip)?;
             match &range.base {
                 RangeBase::Commits(bases) => {
-                    for base in bases.iter().filter_map(|sha| known(repo, sha)) {
+                    // A base this mirror lacks (force-pushed away before it
+                    // fetched) would leave the tip's whole history granted:
+                    // such a range grants nothing here.
+                    let known_bases: Option<Vec<Oid>> =
+                        bases.iter().map(|sha| known(repo, sha)).collect();
+                    let Some(known_bases) = known_bases else {
+                        continue;
+                    };
+                    for base in known_bases {
                         granted.hide(base)?;
                     }
                 }
                 RangeBase::FirstParent => {
                     if let Ok(parent) = repo.find_commit(tip)?.parent_id(0) {
+                        granted.hide(parent)?;
+                    }
+                }
+                RangeBase::Parents => {
+                    for parent in repo.find_commit(tip)?.parent_ids() {
                         granted.hide(parent)?;
                     }
                 }
@@ -161,16 +239,7 @@ pub(super) fn uncovered_in(
         }
     }
     let remaining: Vec<Oid> = order.into_iter().filter(|oid| left.contains(oid)).collect();
-    let commits = remaining
-        .iter()
-        .take(LIST_LIMIT)
-        .map(|oid| Ok(CommitInfo::of(&repo.find_commit(*oid)?)))
-        .collect::<Result<Vec<_>, GitError>>()?;
-    Ok(Uncovered {
-        commits,
-        total: remaining.len(),
-        more,
-    })
+    Ok((remaining, more))
 }
 
 #[cfg(test)]
@@ -293,6 +362,32 @@ mod tests {
             }],
         };
         assert_eq!(h.uncovered(merge, &coverage), ["x"]);
+    }
+
+    #[test]
+    fn a_base_the_mirror_lacks_grants_nothing_and_a_fast_forward_grants_its_commit_alone() {
+        let h = History::new();
+        let live = h.commit("live", &[]);
+        let x = h.commit("x", &[live]);
+        let head = h.commit("head", &[x]);
+        let unknown = Coverage {
+            full: vec![live.to_string()],
+            ranges: vec![CoveredRange {
+                tip: head.to_string(),
+                base: RangeBase::Commits(vec!["0123456789012345678901234567890123456789".into()]),
+            }],
+        };
+        assert_eq!(h.uncovered(head, &unknown), ["head", "x"]);
+        // A crafted merge fast-forwarded by a forge: parents [covered, x].
+        let crafted = h.commit("crafted", &[live, x]);
+        let fast_forwarded = Coverage {
+            full: vec![live.to_string()],
+            ranges: vec![CoveredRange {
+                tip: crafted.to_string(),
+                base: RangeBase::Parents,
+            }],
+        };
+        assert_eq!(h.uncovered(crafted, &fast_forwarded), ["x"]);
     }
 
     #[test]

@@ -43,9 +43,10 @@ pub struct MergeRequest {
     /// The commit an earlier, interrupted attempt recorded before pushing
     /// (its replica stopped): if the target has it, that merge landed.
     pub interrupted: Option<String>,
-    /// What approvals cover on the target branch: a target whose head
-    /// carries a commit outside it is not merged into (the merge would
-    /// carry that commit along unapproved). `None`: an admin's override.
+    /// What approvals cover on the target branch (an override's included):
+    /// a merge that would take a commit outside it live — on the target's
+    /// head, or under the request's — is not made. `None`: the target is no
+    /// protected environment's branch.
     pub target_coverage: Option<super::Coverage>,
 }
 
@@ -133,7 +134,7 @@ where
         });
     }
     if let Some(coverage) = &request.target_coverage {
-        let uncovered = super::coverage::uncovered_in(&repo, target, coverage)?;
+        let uncovered = super::coverage::uncovered_in_any(&repo, &[target, source], coverage)?;
         if !uncovered.is_empty() {
             return Ok(MergeOutcome::Uncovered {
                 target_sha: target_sha.clone(),

@@ -90,6 +90,7 @@ impl Gantry {
             .env("GANTRY_OIDC_CLIENT_ID", "gantry")
             .env("GANTRY_OIDC_CLIENT_SECRET", "gantry-test-secret")
             .env("GANTRY_REAUTH_MAX_AGE", "5m")
+            .env("GANTRY_FORGE_LOGIN_CLAIM", "nickname")
             .args(
                 pipeline
                     .map(|p| ["--pipeline-repo", p])
@@ -248,6 +249,19 @@ async fn sign_in_through_the_identity_provider_maps_groups_to_roles() {
         let (status, who) = me(&alice, &gantry).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(who["name"], "alice");
+        // Her forge account, from the claim `auth.forge_login_claim` names:
+        // how her forge merges and pushes become hers.
+        let database = gantry._data.path().join("data/gantry.db");
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", database.display()))
+            .await
+            .expect("the database");
+        let login: Option<String> =
+            sqlx::query_scalar("SELECT forge_login FROM users WHERE display_name = 'alice'")
+                .fetch_one(&pool)
+                .await
+                .expect("alice");
+        assert_eq!(login.as_deref(), Some("alice-gh"));
+        pool.close().await;
         assert_eq!(
             who["grants"],
             serde_json::json!([{ "role": "admin", "app": null }])

@@ -574,6 +574,14 @@ fn validate_app(
                     );
                     false
                 }
+                Some(push) if push.value && !raw.self_approval => {
+                    issues.at(
+                        push.referenced,
+                        field("approval.forge_push"),
+                        "a push counted as an approval is its pusher's own: forge_push needs `self_approval: true`",
+                    );
+                    false
+                }
                 Some(push) => push.value,
                 None => false,
             };

@@ -386,7 +386,9 @@ fn a_push_counts_as_an_approval_only_where_one_approval_is_required() {
     };
     let counted = load_app(
         "shop",
-        Some(&app("{ required: 1, forge_push: true, forge_merge: true }")),
+        Some(&app(
+            "{ required: 1, forge_push: true, self_approval: true, forge_merge: true }",
+        )),
         Some(PIPELINE),
         &[],
     )
@@ -395,7 +397,9 @@ fn a_push_counts_as_an_approval_only_where_one_approval_is_required() {
     assert!(policy.forge_push && policy.forge_merge);
     let issues = load_app(
         "shop",
-        Some(&app("{ required: 2, forge_push: true }")),
+        Some(&app(
+            "{ required: 2, forge_push: true, self_approval: true }",
+        )),
         Some(PIPELINE),
         &[],
     )
@@ -405,4 +409,12 @@ fn a_push_counts_as_an_approval_only_where_one_approval_is_required() {
         text.contains("approval.forge_push") && text.contains("needs `required: 1`"),
         "{text}"
     );
+    let issues = load_app(
+        "shop",
+        Some(&app("{ required: 1, forge_push: true }")),
+        Some(PIPELINE),
+        &[],
+    )
+    .expect_err("a push is its pusher's own approval");
+    assert!(format!("{issues:?}").contains("needs `self_approval: true`"));
 }

@@ -133,6 +133,70 @@ on_both! {
         app.stop().await;
     }
 
+    async fn a_request_built_on_an_unapproved_commit_never_merges_it_even_once_the_target_is_reset(backend) {
+        let remote = Remote::new();
+        let mut app = production_live(backend, &remote).await;
+        let admin = app.admin_token.clone();
+        let mallory = app.token("mallory", Role::Developer, Some("shop")).await;
+        let first = remote.head("master");
+        // X straight onto master (held), and a request built on X.
+        let work = remote.work();
+        work.checkout("master");
+        work.write("backdoor.py", "print('owned')\n");
+        let x = work.commit("tidy up imports");
+        remote.push("master");
+        scan(&app).await;
+        run_of(&app, &x).await;
+        remote.feature("feature/on-x", "master", "y.txt");
+        let id = open(&app, &mallory, json!({ "app": "shop", "source_branch": "feature/on-x", "target_branch": "master" })).await["id"].as_i64().unwrap();
+        let (status, approved) = decide(&app, &admin, id, "approve", "y is fine").await;
+        assert_eq!(status, 200, "{approved}");
+        assert_eq!(approved["state"], "approved", "{approved}");
+
+        // Mallory resets master to what production runs: the target is
+        // covered now, but X is still under the request's head.
+        work.checkout("master");
+        work.git(&["reset", "-q", "--hard", &first]);
+        work.git(&["push", "-q", "--force", "origin", "master"]);
+        gantry::change_requests::merge_thawed(&app.state.change_request_service()).await.expect("retry");
+        let detail = app.get(&format!("/api/v1/change-requests/{id}")).await.json();
+        assert_eq!(detail["summary"]["state"], "approved", "{detail}");
+        let why = detail["summary"]["state_detail"].as_str().unwrap_or_default();
+        assert!(why.contains(&x[..12]) && why.contains("no approval covers"), "{why}");
+        assert_eq!(remote.head("master"), first, "nothing was merged");
+        serving(&app, "production", &first).await;
+        app.stop().await;
+    }
+
+    async fn a_push_that_goes_back_from_what_production_runs_waits_for_an_approval(backend) {
+        let remote = Remote::new();
+        let mut app = production_live(backend, &remote).await;
+        // A second release of two commits, pushed at once: approved, live.
+        let work = remote.work();
+        work.checkout("master");
+        work.write("release-2a.txt", "2a\n");
+        let middle = work.commit("release 2, first half");
+        work.write("release-2b.txt", "2b\n");
+        let second = work.commit("release 2");
+        remote.push("master");
+        scan(&app).await;
+        approve_held(&app, "production", &[&app.admin_token.clone()]).await;
+        serving(&app, "production", &second).await;
+
+        // Mallory force-pushes master back to the release's first half:
+        // every commit of it was approved with the release, but production
+        // would go back.
+        work.git(&["reset", "-q", "--hard", &middle]);
+        work.git(&["push", "-q", "--force", "origin", "master"]);
+        scan(&app).await;
+        let held = run_of(&app, &middle).await;
+        assert_eq!(held["run"]["state"], "waiting_for_approval", "{held}");
+        assert_eq!(held["uncovered"]["rewinds_from"], second.as_str(), "{held}");
+        assert_eq!(held["uncovered"]["total"], 0, "{held}");
+        serving(&app, "production", &second).await;
+        app.stop().await;
+    }
+
     async fn an_admins_override_merges_onto_uncovered_commits_and_its_audit_names_them(backend) {
         let remote = Remote::new();
         let mut app = production_live(backend, &remote).await;
@@ -226,6 +290,13 @@ on_both! {
 
         // Alice may not approve her own push; Bob, named by the commit, may.
         let run = held["run"]["id"].as_i64().unwrap();
+        // (Told who pushed after the run was planned, as when a scan sees
+        // the push before its event arrives: still hers.)
+        sqlx::query("UPDATE runs SET pushed_by_user_id = NULL WHERE id = $1")
+            .bind(run)
+            .execute(app.db().pool())
+            .await
+            .expect("forget");
         let own = app.post_as(&alice, &format!("/api/v1/runs/{run}/approve"), json!({})).await;
         assert_eq!(own.status, 403, "{}", own.text());
         assert!(own.text().contains("cannot approve"), "{}", own.text());
@@ -240,7 +311,6 @@ on_both! {
         register_secrets(&app).await;
         let alice = app.token("alice", Role::Admin, None).await;
         let bob = app.token("bob", Role::Admin, None).await;
-        app.forge_account("alice", "alice-gh", "alice@example.com").await;
         let head = remote.feature("feature/mine", "master", "mine.txt");
         let bare = remote.bare.path().display().to_string();
         let mut opened = github_pull_request("opened", &bare, 21, "feature/mine", &head);
@@ -253,6 +323,9 @@ on_both! {
         })
         .await;
 
+        // Alice signs in for the first time after she opened it: her forge
+        // account is hers from then on, and so is the request.
+        app.forge_account("alice", "alice-gh", "alice@example.com").await;
         let (status, body) = decide(&app, &alice, id, "approve", "mine, fine").await;
         assert_eq!(status, 403, "{body}");
         assert!(body["error"]["message"].as_str().unwrap().contains("wrote this change"), "{body}");
@@ -262,7 +335,7 @@ on_both! {
     }
 
     async fn a_push_is_an_approval_only_where_the_policy_counts_pushes_and_only_an_approvers(backend) {
-        let remote = Remote::with_app_yaml(|yaml| yaml.replace("approval: { required: 1 }", "approval: { required: 1, forge_push: true }"));
+        let remote = Remote::with_app_yaml(|yaml| yaml.replace("approval: { required: 1 }", "approval: { required: 1, forge_push: true, self_approval: true }"));
         let mut app = production_live(backend, &remote).await;
         register_secrets(&app).await;
         app_known(&app).await;
