@@ -73,6 +73,7 @@ async fn fan_out(clusters: &[(Emulator, kube::Client)], round: usize) -> Duratio
                     objects,
                     previous: &[],
                     rollout_timeout: Duration::from_secs(60),
+                    preview: false,
                 },
             )
             .await
