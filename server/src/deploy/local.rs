@@ -778,7 +778,8 @@ fn copy_sparse(from: &Path, to: &Path) -> std::io::Result<()> {
     let target = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(meta.permissions().mode() & 0o7777)
+        // No set-id bits: the copy is Gantry's until handed over.
+        .mode(meta.permissions().mode() & 0o777)
         .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
         .open(to)?;
     let length = i64::try_from(meta.len()).unwrap_or(i64::MAX);

@@ -173,6 +173,7 @@ fn write_entries(
         let target = dest.join(name);
         match entry.filemode() {
             mode if mode == i32::from(FileMode::Tree) => {
+                tree_fits(repo, entry.id(), budget.limits, &relative)?;
                 let subtree = entry.to_object(repo)?.peel_to_tree()?;
                 // A new directory: never one that exists (or a link).
                 std::fs::create_dir(&target).map_err(io(&target))?;
@@ -211,6 +212,27 @@ fn write_entries(
                 file.write_all(blob.content()).map_err(io(&target))?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Refuses a tree object too big for the entries an export may write (read
+/// from its header, before it is parsed: a tree of a million names costs a
+/// push nothing). A tree entry takes at most ~300 bytes (a name, an id, a
+/// mode).
+pub(super) fn tree_fits(
+    repo: &Repository,
+    id: Oid,
+    limits: ExportLimits,
+    path: &str,
+) -> Result<(), GitError> {
+    let (size, _) = repo.odb()?.read_header(id)?;
+    if size as u64 > limits.max_entries.saturating_mul(300) {
+        return Err(GitError::TooLarge(format!(
+            "the tree {} is {size} bytes: more than git.export_max_entries ({}) entries could take",
+            if path.is_empty() { "at the top" } else { path },
+            limits.max_entries
+        )));
     }
     Ok(())
 }

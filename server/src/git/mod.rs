@@ -318,12 +318,13 @@ impl GitStore {
         );
         self.with_mirror(url, move |path| {
             let repo = mirror_with(path, &owned_url, &sha)?;
-            let mut tree = commit_of(&repo, &sha)?.tree()?;
+            let commit = commit_of(&repo, &sha)?;
+            export::tree_fits(&repo, commit.tree_id(), limits, "")?;
+            let mut tree = commit.tree()?;
             if let Some(subdir) = &export.subdir {
-                tree = tree
-                    .get_path(Path::new(subdir))?
-                    .to_object(&repo)?
-                    .peel_to_tree()?;
+                let entry = tree.get_path(Path::new(subdir))?;
+                export::tree_fits(&repo, entry.id(), limits, subdir)?;
+                tree = entry.to_object(&repo)?.peel_to_tree()?;
             }
             export::write_tree(&repo, &tree, &dest, &export, limits, &sha)
         })

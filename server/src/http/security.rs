@@ -105,11 +105,13 @@ pub async fn allowed_host(
     request: Request,
     next: Next,
 ) -> Response {
+    // HTTP/2 names the host in the request's authority, not a header.
     let host = request
         .headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+        .map(str::to_string)
+        .or_else(|| request.uri().authority().map(|a| a.to_string()));
     let probe = matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics");
     match host {
         Some(host)

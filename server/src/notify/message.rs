@@ -159,9 +159,11 @@ pub fn render(
                     "text": marked.title,
                     "blocks": [
                         { "type": "header", "text": { "type": "plain_text", "text": notice.title } },
-                        { "type": "section", "text": { "type": "mrkdwn", "text": text } },
+                        // `verbatim`: no mention or channel name is parsed
+                        // out of plain words.
+                        { "type": "section", "text": { "type": "mrkdwn", "text": text, "verbatim": true } },
                         { "type": "context", "elements": [
-                            { "type": "mrkdwn", "text": format!("{} · {} · {}", marked.app, marked.environment, notice.event.as_str()) }
+                            { "type": "mrkdwn", "text": format!("{} · {} · {}", marked.app, marked.environment, notice.event.as_str()), "verbatim": true }
                         ] }
                     ],
                 }),

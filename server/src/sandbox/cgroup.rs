@@ -99,12 +99,27 @@ impl CgroupParent {
             .into());
         }
         writable(own)?;
+        // Only a group that is Gantry's own: every process in it Gantry or
+        // started by it (a container's init above it included). Anyone
+        // else's processes — a login session's — are not moved.
+        let procs = std::fs::read_to_string(own.join("cgroup.procs")).unwrap_or_default();
+        let foreign: Vec<&str> = procs
+            .split_whitespace()
+            .filter(|pid| !ours(pid.parse().unwrap_or(0)))
+            .collect();
+        if !foreign.is_empty() {
+            return Err(format!(
+                "the cgroup v2 group {} holds processes that are not Gantry's ({}): it is not delegated to Gantry",
+                own.display(),
+                foreign.join(", ")
+            )
+            .into());
+        }
         let leaf = own.join("gantry");
         std::fs::create_dir_all(&leaf)
             .map_err(|e| format!("cannot create {}: {e}", leaf.display()))?;
         // No process may stay in a group whose controllers are enabled for
-        // its children: move every one (Gantry's own, at least) to the leaf.
-        let procs = std::fs::read_to_string(own.join("cgroup.procs")).unwrap_or_default();
+        // its children: move every one (Gantry's own) to the leaf.
         for pid in procs.split_whitespace() {
             // A process that ended meanwhile is no error.
             let _ = std::fs::write(leaf.join("cgroup.procs"), pid);
@@ -162,6 +177,37 @@ impl CgroupParent {
             CgroupParent::V2 { .. } => "cgroup v2",
         }
     }
+}
+
+/// Whether `pid` is this process, one it started, or the init that
+/// started it (a container's `tini` as pid 1).
+fn ours(pid: u32) -> bool {
+    let me = std::process::id();
+    if pid == 1 && nix::unistd::getppid().as_raw() == 1 {
+        return true;
+    }
+    let mut current = pid;
+    for _ in 0..64 {
+        if current == me {
+            return true;
+        }
+        if current <= 1 {
+            return false;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{current}/stat")) else {
+            return false;
+        };
+        // `pid (comm) state ppid …`: the name may hold spaces or parentheses.
+        let Some(parent) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|ppid| ppid.parse().ok())
+        else {
+            return false;
+        };
+        current = parent;
+    }
+    false
 }
 
 /// CPU time per period for `limits` (at least a hundredth of a core).
@@ -339,12 +385,13 @@ mod tests {
             "cpuset cpu io memory hugetlb pids rdma\n",
         )
         .expect("controllers");
-        std::fs::write(own.join("cgroup.procs"), "4242\n").expect("procs");
+        let me = std::process::id().to_string();
+        std::fs::write(own.join("cgroup.procs"), format!("{me}\n")).expect("procs");
         let parent = CgroupParent::delegate(own).expect("delegated");
         assert_eq!(parent.describe(), "cgroup v2");
         assert_eq!(
             std::fs::read_to_string(own.join("gantry/cgroup.procs")).unwrap(),
-            "4242"
+            me
         );
         assert_eq!(
             std::fs::read_to_string(own.join("cgroup.subtree_control")).unwrap(),
@@ -377,6 +424,20 @@ mod tests {
         assert_eq!(group.limit_hit(), Some(LimitHit::Memory));
         std::fs::write(own.join("sandboxes/s1/pids.events"), "max 7\n").unwrap();
         assert_eq!(group.limit_hit(), Some(LimitHit::Processes));
+    }
+
+    #[test]
+    fn a_v2_group_holding_someone_elses_processes_is_not_taken() {
+        let own = tempfile::tempdir().expect("dir");
+        std::fs::write(own.path().join("cgroup.controllers"), "cpu memory pids\n")
+            .expect("controllers");
+        // pid 2 (kthreadd) is nobody Gantry started.
+        std::fs::write(own.path().join("cgroup.procs"), "2\n").expect("procs");
+        let error = CgroupParent::delegate(own.path())
+            .expect_err("not Gantry's")
+            .0;
+        assert!(error.contains("not Gantry's (2)"), "{error}");
+        assert!(!own.path().join("sandboxes").exists());
     }
 
     #[test]

@@ -59,6 +59,10 @@ pub struct Instructions {
     /// (bubblewrap's own `--block-fd` comes too early: slirp4netns would
     /// race bubblewrap's loopback set-up.)
     pub go_fd: Option<i32>,
+    /// The descriptor to read the command's own variables from (JSON pairs):
+    /// they are the command's only, never this helper's or `ip`'s.
+    #[serde(default)]
+    pub env_fd: Option<i32>,
     /// The read end of a pipe whose write end only Gantry holds: when it
     /// reads end-of-file, Gantry is gone (however it died) and the sandbox
     /// ends. The kernel's parent-death signal alone is not enough: giving
@@ -143,6 +147,15 @@ fn run(instructions: &Instructions) -> Result<Ending, SetupFailed> {
         Some(fd) => Some(inherited(fd, true)?),
         None => None,
     };
+    let command_env: Vec<(String, String)> = match instructions.env_fd {
+        Some(fd) => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut inherited(fd, false)?, &mut text)
+                .map_err(|e| format!("the command's variables: {e}"))?;
+            serde_json::from_str(&text).map_err(|e| format!("the command's variables: {e}"))?
+        }
+        None => Vec::new(),
+    };
     // Opened while still root: after setuid, /proc/self/fd is root's.
     let go = match instructions.go_fd {
         Some(fd) => Some(inherited(fd, false)?),
@@ -183,8 +196,13 @@ fn run(instructions: &Instructions) -> Result<Ending, SetupFailed> {
         prohibit(&instructions.unreachable)?;
     }
     // Without root, bubblewrap left the helper CAP_NET_ADMIN (ambient) for
-    // the routes above: nothing started from here keeps it.
+    // the routes above: nothing started from here keeps it — nor does the
+    // helper, unless it still has to become the runner user (as root,
+    // giving up root takes its capabilities with it).
     drop_ambient_capabilities()?;
+    if instructions.user.is_none() {
+        drop_all_capabilities()?;
+    }
     if let Some((uid, gid)) = instructions.user {
         setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
         setgid(Gid::from_raw(gid)).map_err(|e| format!("setgid {gid}: {e}"))?;
@@ -223,6 +241,7 @@ fn run(instructions: &Instructions) -> Result<Ending, SetupFailed> {
         .ok_or_else(|| "no command".to_string())?;
     let child = Command::new(program)
         .args(rest)
+        .envs(command_env)
         .stdin(Stdio::null())
         .process_group(0)
         .spawn()
@@ -314,6 +333,19 @@ fn drop_ambient_capabilities() -> Result<(), SetupFailed> {
         .map_err(|e| format!("cannot clear the ambient capabilities: {e}").into())
 }
 
+/// Clears the helper's own capabilities (effective, permitted, inheritable).
+fn drop_all_capabilities() -> Result<(), SetupFailed> {
+    for set in [
+        caps::CapSet::Effective,
+        caps::CapSet::Inheritable,
+        caps::CapSet::Permitted,
+    ] {
+        caps::clear(None, set)
+            .map_err(|e| format!("cannot clear the {set:?} capabilities: {e}"))?;
+    }
+    Ok(())
+}
+
 /// `ip route add prohibit <net>` for each network, in one `ip -batch` per
 /// family: a connection there fails at once, whatever the default route
 /// says. IPv4 must take; IPv6 routes are skipped where the namespace has
@@ -347,6 +379,8 @@ fn route_batch(networks: &[&String]) -> Result<(), SetupFailed> {
         .ok_or_else(|| "iproute2's ip is not installed".to_string())?;
     let mut child = Command::new(ip)
         .args(["-batch", "-"])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()

@@ -610,6 +610,7 @@ impl Sandbox {
             } else {
                 Vec::new()
             },
+            env_fd: Some(plan::ENV_FD),
             status_fd: Some(plan::STATUS_FD),
             go_fd: Some(plan::GO_FD),
             lifeline_fd: Some(plan::LIFELINE_FD),
@@ -634,6 +635,17 @@ impl Sandbox {
             instructions: &instructions,
         });
 
+        // The command's variables go to the helper through a file of
+        // Gantry's (unlinked once open), never through bubblewrap's
+        // environment.
+        let env_path = scratch.join("env.json");
+        std::fs::write(
+            &env_path,
+            serde_json::to_string(&spec.env).map_err(|e| start(e.to_string()))?,
+        )
+        .map_err(|e| start(e.to_string()))?;
+        let env_file = std::fs::File::open(&env_path).map_err(|e| start(e.to_string()))?;
+        let _ = std::fs::remove_file(&env_path);
         let (info_read, info_write) = pipe().map_err(start)?;
         let (go_read, go_write) = pipe().map_err(start)?;
         let (status_read, status_write) = pipe().map_err(start)?;
@@ -643,7 +655,6 @@ impl Sandbox {
             .args(&args)
             .env_clear()
             .envs(process::inherited_env())
-            .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(spec.stdout)
             .stderr(spec.stderr)
@@ -666,6 +677,10 @@ impl Sandbox {
                 FdMapping {
                     parent_fd: lifeline_read,
                     child_fd: plan::LIFELINE_FD,
+                },
+                FdMapping {
+                    parent_fd: std::os::fd::OwnedFd::from(env_file),
+                    child_fd: plan::ENV_FD,
                 },
             ])
             .map_err(|e| start(e.to_string()))?;

@@ -18,6 +18,10 @@ pub const INFO_FD: i32 = 3;
 pub const GO_FD: i32 = 4;
 pub const STATUS_FD: i32 = 5;
 pub const LIFELINE_FD: i32 = 6;
+/// The command's own environment (a step's variables and secrets), read by
+/// the helper: never bubblewrap's or the helper's own, where a variable
+/// like `LD_PRELOAD` would run code before the sandbox is set up.
+pub const ENV_FD: i32 = 7;
 
 /// System directories shown read-only (those that exist on the host).
 const SYSTEM: &[&str] = &["/usr", "/etc"];
@@ -120,7 +124,10 @@ pub fn arguments(plan: &Plan<'_>) -> Vec<OsString> {
         args.one("--dev", "/dev");
     } else {
         // Without root, bubblewrap's `--dev` leaves a capability it was
-        // given unusable for network set-up; the same devices, by hand.
+        // given unusable for network set-up; the same devices, by hand, on
+        // a tiny tmpfs made read-only below (it is the sandbox's own:
+        // writable, it would be unbounded memory).
+        args.flags(&["--size", "65536"]);
         args.one("--tmpfs", "/dev");
         for device in DEVICES {
             args.pair("--dev-bind", device, device);
@@ -131,9 +138,13 @@ pub fn arguments(plan: &Plan<'_>) -> Vec<OsString> {
     }
     // Shared memory is a tmpfs of its own, of the same size as /tmp: never
     // one without bounds (memory it holds is outside a limit set with
-    // rlimits only).
+    // rlimits only), and anyone's to use, as /tmp.
     args.flags(&["--size", &plan.tmp_bytes.to_string()]);
     args.one("--tmpfs", "/dev/shm");
+    args.pair("--chmod", "1777", "/dev/shm");
+    if !plan.as_root {
+        args.one("--remount-ro", "/dev");
+    }
     args.flags(&["--size", &plan.tmp_bytes.to_string()]);
     args.one("--tmpfs", "/tmp");
     args.pair("--chmod", "1777", "/tmp");

@@ -15,6 +15,10 @@ pub struct UserPool {
     first: u32,
     count: u32,
     used: Mutex<BTreeSet<u32>>,
+    /// Where the next search starts: uids are handed out in turn, not the
+    /// lowest free one again at once (what a uid leaves behind in the
+    /// kernel — a keyring — is not the next sandbox's at once).
+    next: Mutex<u32>,
 }
 
 /// A uid (and the gid of the same number) held until dropped.
@@ -48,15 +52,19 @@ impl UserPool {
             first,
             count: last.saturating_sub(first).saturating_add(1),
             used: Mutex::default(),
+            next: Mutex::new(0),
         })
     }
 
-    /// The lowest free uid; none when every one is in use.
+    /// The next free uid in turn; none when every one is in use.
     pub fn lease(self: &Arc<Self>) -> Option<UserLease> {
         let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
-        let uid = (0..self.count)
-            .map(|offset| self.first + offset)
-            .find(|uid| !used.contains(uid))?;
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        let offset = (0..self.count)
+            .map(|step| (*next + step) % self.count)
+            .find(|offset| !used.contains(&(self.first + offset)))?;
+        *next = (offset + 1) % self.count;
+        let uid = self.first + offset;
         used.insert(uid);
         Some(UserLease {
             pool: self.clone(),
@@ -100,6 +108,11 @@ mod tests {
         drop(b);
         assert_eq!(pool.lease().expect("again").ids(), (5001, 5001));
         assert_eq!(pool.size(), 3);
+        // In turn: a uid given back is not the next one handed out.
+        let pool = UserPool::new((7000, 7003));
+        let first = pool.lease().expect("first");
+        drop(first);
+        assert_eq!(pool.lease().expect("next").ids().0, 7001);
     }
 
     #[test]

@@ -356,3 +356,78 @@ async fn two_sandboxes_at_once_run_as_two_uids_of_the_range() {
         );
     }
 }
+
+/// A step's variables are its command's only: a `LD_PRELOAD` an admin's
+/// pipeline.yaml sets (to a library a developer's checkout holds, at its
+/// predictable host path) never reaches bubblewrap or the helper, which
+/// run on the host before the sandbox exists — as root, when Gantry is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_variable_never_reaches_the_processes_that_build_the_sandbox() {
+    let data = tempfile::tempdir().expect("data dir");
+    let workspace = data.path().join("work/run-1");
+    std::fs::create_dir_all(&workspace).expect("workspace");
+    let marker = data.path().join("loaded-on-the-host");
+    let source = workspace.join("evil.c");
+    std::fs::write(
+        &source,
+        format!(
+            "#include <stdio.h>\n__attribute__((constructor)) static void evil(void) {{ FILE *f = fopen(\"{}\", \"a\"); if (f) {{ fputs(\"loaded\\n\", f); fclose(f); }} }}\n",
+            marker.display()
+        ),
+    )
+    .expect("source");
+    let library = workspace.join("evil.so");
+    let built = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .status()
+        .expect("cc (./x installs gcc)");
+    assert!(built.success());
+    // The library does load where it can: a process on the host.
+    let control = std::process::Command::new("true")
+        .env("LD_PRELOAD", &library)
+        .status()
+        .expect("true");
+    assert!(
+        control.success() && marker.exists(),
+        "the control case loads it"
+    );
+    std::fs::remove_file(&marker).expect("reset");
+
+    let sandbox = Sandbox::start(settings(data.path())).await;
+    let user = sandbox.lease_user();
+    let ids = user.as_ref().map(gantry::sandbox::users::UserLease::ids);
+    sandbox.hand_over(&workspace, ids).await.expect("hand over");
+    let cwd = Mount::writable(&workspace, "/workspace");
+    let mut sandboxed = sandbox
+        .spawn(Spec {
+            script: "echo ran".into(),
+            mounts: vec![cwd.clone()],
+            cwd,
+            env: vec![("LD_PRELOAD".into(), library.display().to_string())],
+            limits: LIMITS,
+            network: Network::Isolated,
+            publish: None,
+            hosts: Vec::new(),
+            user: ids,
+            stdout: Stdio::piped(),
+            stderr: Stdio::piped(),
+        })
+        .await
+        .expect("the sandbox starts");
+    let mut out = String::new();
+    sandboxed
+        .child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .await
+        .expect("out");
+    let exit = sandboxed.wait().await.expect("wait");
+    sandboxed.finish().await;
+    assert_eq!(exit.ending, Ending::Exited(0), "{out}");
+    assert!(out.contains("ran"), "{out}");
+    assert!(!marker.exists(), "the step's LD_PRELOAD ran on the host");
+}
