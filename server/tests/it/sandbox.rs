@@ -41,6 +41,17 @@ async fn run(
     script: &str,
     network: Network,
 ) -> (String, gantry::sandbox::Exit) {
+    run_with(sandbox, workspace, script, network, Vec::new()).await
+}
+
+/// [`run`] with the step's variables `env`.
+async fn run_with(
+    sandbox: &Sandbox,
+    workspace: &Path,
+    script: &str,
+    network: Network,
+    env: Vec<(String, String)>,
+) -> (String, gantry::sandbox::Exit) {
     let user = sandbox.lease_user();
     let ids = user.as_ref().map(gantry::sandbox::users::UserLease::ids);
     sandbox.hand_over(workspace, ids).await.expect("hand over");
@@ -50,7 +61,10 @@ async fn run(
             script: script.into(),
             mounts: vec![cwd.clone()],
             cwd,
-            env: vec![("HOME".into(), "/workspace".into())],
+            env: [("HOME".to_string(), "/workspace".to_string())]
+                .into_iter()
+                .chain(env)
+                .collect(),
             limits: LIMITS,
             network,
             publish: None,
@@ -396,37 +410,14 @@ async fn a_step_variable_never_reaches_the_processes_that_build_the_sandbox() {
     std::fs::remove_file(&marker).expect("reset");
 
     let sandbox = Sandbox::start(settings(data.path())).await;
-    let user = sandbox.lease_user();
-    let ids = user.as_ref().map(gantry::sandbox::users::UserLease::ids);
-    sandbox.hand_over(&workspace, ids).await.expect("hand over");
-    let cwd = Mount::writable(&workspace, "/workspace");
-    let mut sandboxed = sandbox
-        .spawn(Spec {
-            script: "echo ran".into(),
-            mounts: vec![cwd.clone()],
-            cwd,
-            env: vec![("LD_PRELOAD".into(), library.display().to_string())],
-            limits: LIMITS,
-            network: Network::Isolated,
-            publish: None,
-            hosts: Vec::new(),
-            user: ids,
-            stdout: Stdio::piped(),
-            stderr: Stdio::piped(),
-        })
-        .await
-        .expect("the sandbox starts");
-    let mut out = String::new();
-    sandboxed
-        .child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut out)
-        .await
-        .expect("out");
-    let exit = sandboxed.wait().await.expect("wait");
-    sandboxed.finish().await;
+    let (out, exit) = run_with(
+        &sandbox,
+        &workspace,
+        "echo ran",
+        Network::Isolated,
+        vec![("LD_PRELOAD".into(), library.display().to_string())],
+    )
+    .await;
     assert_eq!(exit.ending, Ending::Exited(0), "{out}");
     assert!(out.contains("ran"), "{out}");
     assert!(!marker.exists(), "the step's LD_PRELOAD ran on the host");

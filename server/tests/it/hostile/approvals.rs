@@ -55,6 +55,18 @@ fn uncovered_shas(list: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Mallory's commit X, "tidy up imports", pushed straight to master and
+/// seen by Gantry: its production run is held.
+async fn smuggle(remote: &Remote, app: &TestApp) -> String {
+    let work = remote.work();
+    work.checkout("master");
+    work.write("backdoor.py", "print('owned')\n");
+    let x = work.commit("tidy up imports");
+    remote.push("master");
+    scan(app).await;
+    x
+}
+
 /// Commits what is staged in the work tree as `author` (any text: the
 /// author line is the pusher's to write).
 fn commit_as(remote: &Remote, author: &str, message: &str) -> String {
@@ -82,12 +94,7 @@ on_both! {
 
         // Mallory pushes X straight to master: its production run is held,
         // and says which commit nothing covers.
-        let work = remote.work();
-        work.checkout("master");
-        work.write("backdoor.py", "print('owned')\n");
-        let x = work.commit("tidy up imports");
-        remote.push("master");
-        scan(&app).await;
+        let x = smuggle(&remote, &app).await;
         let held = run_of(&app, &x).await;
         assert_eq!(held["run"]["state"], "waiting_for_approval", "{held}");
         assert_eq!(uncovered_shas(&held["uncovered"]), [x.as_str()], "{held}");
@@ -140,13 +147,9 @@ on_both! {
         let mallory = app.token("mallory", Role::Developer, Some("shop")).await;
         let first = remote.head("master");
         // X straight onto master (held), and a request built on X.
-        let work = remote.work();
-        work.checkout("master");
-        work.write("backdoor.py", "print('owned')\n");
-        let x = work.commit("tidy up imports");
-        remote.push("master");
-        scan(&app).await;
+        let x = smuggle(&remote, &app).await;
         run_of(&app, &x).await;
+        let work = remote.work();
         remote.feature("feature/on-x", "master", "y.txt");
         let id = open(&app, &mallory, json!({ "app": "shop", "source_branch": "feature/on-x", "target_branch": "master" })).await["id"].as_i64().unwrap();
         let (status, approved) = decide(&app, &admin, id, "approve", "y is fine").await;
@@ -203,12 +206,7 @@ on_both! {
         let admin = app.admin_token.clone();
         let mallory = app.token("mallory", Role::Developer, Some("shop")).await;
         let first = remote.head("master");
-        let work = remote.work();
-        work.checkout("master");
-        work.write("backdoor.py", "print('owned')\n");
-        let x = work.commit("tidy up imports");
-        remote.push("master");
-        scan(&app).await;
+        let x = smuggle(&remote, &app).await;
         run_of(&app, &x).await;
         remote.feature("feature/typo", &first, "typo.txt");
         let id = open(&app, &mallory, json!({ "app": "shop", "source_branch": "feature/typo", "target_branch": "master" })).await["id"].as_i64().unwrap();
