@@ -346,23 +346,21 @@ fn drop_all_capabilities() -> Result<(), SetupFailed> {
     Ok(())
 }
 
-/// `ip route add prohibit <net>` for each network, in one `ip -batch` per
-/// family: a connection there fails at once, whatever the default route
-/// says. IPv4 must take; IPv6 routes are skipped where the namespace has
-/// no IPv6 at all (then nothing reaches those networks anyway).
+/// `ip route add prohibit <net>` for each network, in one `ip -batch` (ip
+/// tells the family from the address): a connection there fails at once,
+/// whatever the default route says. IPv4 must take; IPv6 routes are left
+/// out where the namespace has no IPv6 at all (then nothing reaches those
+/// networks anyway).
 fn prohibit(networks: &[String]) -> Result<(), SetupFailed> {
-    let (v6, v4): (Vec<&String>, Vec<&String>) = networks
-        .iter()
-        .filter(|net| net.contains('/') || net.parse::<std::net::IpAddr>().is_ok())
-        .partition(|net| net.contains(':'));
-    route_batch(&v4)?;
     let ipv6_off = std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6")
         .map(|v| v.trim() == "1")
         .unwrap_or(true);
-    if !v6.is_empty() && !ipv6_off {
-        route_batch(&v6)?;
-    }
-    Ok(())
+    let networks: Vec<&String> = networks
+        .iter()
+        .filter(|net| net.contains('/') || net.parse::<std::net::IpAddr>().is_ok())
+        .filter(|net| !(ipv6_off && net.contains(':')))
+        .collect();
+    route_batch(&networks)
 }
 
 fn route_batch(networks: &[&String]) -> Result<(), SetupFailed> {

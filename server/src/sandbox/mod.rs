@@ -684,6 +684,7 @@ impl Sandbox {
                 },
             ])
             .map_err(|e| start(e.to_string()))?;
+        let prepared_at = began.elapsed();
         let child = spawner
             .spawn(command)
             .await
@@ -719,14 +720,8 @@ impl Sandbox {
             }
         };
         let ready_at = began.elapsed();
-        // The helper waits for go: nothing of the command runs before the
-        // cgroup holds it and its network is up.
-        if let Some(joined) = joined {
-            joined
-                .await
-                .map_err(|e| start(e.to_string()))?
-                .map_err(|e| start(format!("cannot move it into its cgroup: {e}")))?;
-        }
+        // Its network comes up while the cgroup move (a blocking task,
+        // which may wait for an RCU grace period) finishes.
         let slirp = if spec.network == Network::Isolated {
             let api = spec.publish.map(|_| scratch.join("slirp.sock"));
             let slirp = Slirp::start(spawner, &self.slirp, helper_pid, api, self.as_root)
@@ -739,6 +734,15 @@ impl Sandbox {
         } else {
             None
         };
+        let network_at = began.elapsed();
+        // The helper waits for go: nothing of the command runs before the
+        // cgroup holds it and its network is up.
+        if let Some(joined) = joined {
+            joined
+                .await
+                .map_err(|e| start(e.to_string()))?
+                .map_err(|e| start(format!("cannot move it into its cgroup: {e}")))?;
+        }
         sandboxed.inner = Some(Inner {
             helper_pid,
             status: Some(status),
@@ -755,8 +759,10 @@ impl Sandbox {
             .await
             .map_err(|e| start(format!("cannot release the sandbox: {e}")))?;
         tracing::debug!(
+            prepared_us = prepared_at.as_micros() as u64,
             spawned_us = spawned_at.as_micros() as u64,
             ready_us = ready_at.as_micros() as u64,
+            network_us = network_at.as_micros() as u64,
             started_us = began.elapsed().as_micros() as u64,
             "sandbox started"
         );
@@ -891,13 +897,14 @@ impl Sandboxed {
     }
 
     /// Releases what the sandbox held (its network, cgroup, scratch files)
-    /// once it has ended.
+    /// once it has ended. In the background: removing cgroup directories
+    /// and files blocks, and nothing that follows a step waits on it.
     pub async fn finish(mut self) {
         if let Some(mut inner) = self.inner.take() {
             if let Some(slirp) = inner.slirp.take() {
                 slirp.stop();
             }
-            inner.release();
+            tokio::task::spawn_blocking(move || inner.release());
         }
     }
 }

@@ -72,7 +72,7 @@ async fn with_dev_login(configure: impl FnOnce(&mut gantry::config::Config)) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_ids_are_not_kept_in_the_database() {
-    crate::support::bounded(async {
+    Box::pin(crate::support::bounded(async {
         let app = with_dev_login(|_| {}).await;
         let browser = app.sign_in("ada", "admin").await;
         let id = browser
@@ -97,13 +97,13 @@ async fn session_ids_are_not_kept_in_the_database() {
             .body(Body::empty())
             .unwrap();
         assert_eq!(app.request_as(None, forged).await.status, 401);
-    })
+    }))
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_redirects_stay_on_this_origin() {
-    crate::support::bounded(async {
+    Box::pin(crate::support::bounded(async {
         let app = with_dev_login(|_| {}).await;
         for trick in [
             "/%09/evil.example",
@@ -140,7 +140,7 @@ async fn sign_in_redirects_stay_on_this_origin() {
             )
             .await;
         assert!(!form.text().contains("evil.example"), "{}", form.text());
-    })
+    }))
     .await;
 }
 
@@ -274,7 +274,7 @@ async fn a_dev_login_posted_from_another_site_signs_nobody_in() {
 /// answers only to its own names; probes answer whatever the name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_answers_only_to_its_own_names() {
-    crate::support::bounded(async {
+    Box::pin(crate::support::bounded(async {
         let app = with_dev_login(|config| {
             config.public_url = "http://gantry.example.com:3000/".parse().unwrap();
             config.allowed_hosts = vec!["gantry.internal".into()];
@@ -312,6 +312,6 @@ async fn the_dashboard_answers_only_to_its_own_names() {
                 .await;
             assert_ne!(response.status, 421, "{path}");
         }
-    })
+    }))
     .await;
 }
