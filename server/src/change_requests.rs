@@ -816,14 +816,7 @@ async fn merge_on_forge(
                 .await?;
             if !uncovered.is_empty() {
                 let detail = uncovered_detail(&target, target_sha, &uncovered);
-                db::change_requests::set_state_if_active(
-                    pool,
-                    id,
-                    ChangeRequestState::Approved,
-                    Some(&detail),
-                    now,
-                )
-                .await?;
+                approved_for_now(pool, id, &detail, now).await?;
                 return reload(requests, id).await;
             }
         }
@@ -911,18 +904,30 @@ async fn merge_on_forge(
         Err(error) => {
             let detail =
                 format!("approved, but {origin} did not merge it: {error}; Gantry retries");
-            db::change_requests::set_state_if_active(
-                pool,
-                id,
-                ChangeRequestState::Approved,
-                Some(&detail),
-                now,
-            )
-            .await?;
+            approved_for_now(pool, id, &detail, now).await?;
             tracing::warn!(change_request = id, %error, "forge merge failed");
         }
     }
     reload(requests, id).await
+}
+
+/// Leaves an active request approved and unmerged, saying why (the retry
+/// loop takes it up again). False when it was rejected, closed or merged
+/// meanwhile: then it stays so.
+async fn approved_for_now(
+    pool: &sqlx::AnyPool,
+    id: i64,
+    detail: &str,
+    now: i64,
+) -> std::result::Result<bool, sqlx::Error> {
+    db::change_requests::set_state_if_active(
+        pool,
+        id,
+        ChangeRequestState::Approved,
+        Some(detail),
+        now,
+    )
+    .await
 }
 
 /// The forge's merge commit of `head`, when its answer did not say
@@ -1166,15 +1171,7 @@ async fn merge_if_ready(requests: &ChangeRequests<'_>, id: i64, by: &str) -> Res
     // request where the expiry loop retries it. A request rejected, closed
     // or merged since it was read is left so.
     let merging = format!("approved; merging into {}", judged.row.target_branch);
-    if !db::change_requests::set_state_if_active(
-        pool,
-        id,
-        ChangeRequestState::Approved,
-        Some(&merging),
-        now_millis(),
-    )
-    .await?
-    {
+    if !approved_for_now(pool, id, &merging, now_millis()).await? {
         return reload(requests, id).await;
     }
     // Into a protected environment's branch, Gantry merges only what
@@ -1265,14 +1262,7 @@ async fn merge_if_ready(requests: &ChangeRequests<'_>, id: i64, by: &str) -> Res
             // The recorded merge commit stays: if the push reached the
             // target after all, the retry finds it there (`Landed`).
             let detail = format!("approved, but the merge failed: {error}; Gantry retries");
-            db::change_requests::set_state_if_active(
-                pool,
-                id,
-                ChangeRequestState::Approved,
-                Some(&detail),
-                now,
-            )
-            .await?;
+            approved_for_now(pool, id, &detail, now).await?;
             tracing::warn!(change_request = id, %error, "merge failed");
             return reload(requests, id).await;
         }

@@ -55,16 +55,41 @@ fn uncovered_shas(list: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Mallory's commit X, "tidy up imports", pushed straight to master and
-/// seen by Gantry: its production run is held.
-async fn smuggle(remote: &Remote, app: &TestApp) -> String {
+/// Production live at its first commit, and mallory's commit X, "tidy up
+/// imports", pushed straight to master and seen by Gantry: its production
+/// run (`held`) waits for an approval.
+struct Smuggled {
+    remote: Remote,
+    app: TestApp,
+    admin: String,
+    mallory: String,
+    first: String,
+    x: String,
+    held: Value,
+}
+
+async fn smuggled(backend: &str) -> Smuggled {
+    let remote = Remote::new();
+    let app = production_live(backend, &remote).await;
+    let admin = app.admin_token.clone();
+    let mallory = app.token("mallory", Role::Developer, Some("shop")).await;
+    let first = remote.head("master");
     let work = remote.work();
     work.checkout("master");
     work.write("backdoor.py", "print('owned')\n");
     let x = work.commit("tidy up imports");
     remote.push("master");
-    scan(app).await;
-    x
+    scan(&app).await;
+    let held = run_of(&app, &x).await;
+    Smuggled {
+        remote,
+        app,
+        admin,
+        mallory,
+        first,
+        x,
+        held,
+    }
 }
 
 /// Commits what is staged in the work tree as `author` (any text: the
@@ -86,16 +111,9 @@ fn commit_as(remote: &Remote, author: &str, message: &str) -> String {
 
 on_both! {
     async fn a_commit_pushed_straight_to_production_does_not_ride_a_harmless_request_live(backend) {
-        let remote = Remote::new();
-        let mut app = production_live(backend, &remote).await;
-        let admin = app.admin_token.clone();
-        let mallory = app.token("mallory", Role::Developer, Some("shop")).await;
-        let first = remote.head("master");
-
         // Mallory pushes X straight to master: its production run is held,
         // and says which commit nothing covers.
-        let x = smuggle(&remote, &app).await;
-        let held = run_of(&app, &x).await;
+        let Smuggled { remote, mut app, admin, mallory, first, x, held } = smuggled(backend).await;
         assert_eq!(held["run"]["state"], "waiting_for_approval", "{held}");
         assert_eq!(uncovered_shas(&held["uncovered"]), [x.as_str()], "{held}");
         assert_eq!(held["uncovered"]["commits"][0]["summary"], "tidy up imports");
@@ -141,14 +159,8 @@ on_both! {
     }
 
     async fn a_request_built_on_an_unapproved_commit_never_merges_it_even_once_the_target_is_reset(backend) {
-        let remote = Remote::new();
-        let mut app = production_live(backend, &remote).await;
-        let admin = app.admin_token.clone();
-        let mallory = app.token("mallory", Role::Developer, Some("shop")).await;
-        let first = remote.head("master");
         // X straight onto master (held), and a request built on X.
-        let x = smuggle(&remote, &app).await;
-        run_of(&app, &x).await;
+        let Smuggled { remote, mut app, admin, mallory, first, x, .. } = smuggled(backend).await;
         let work = remote.work();
         remote.feature("feature/on-x", "master", "y.txt");
         let id = open(&app, &mallory, json!({ "app": "shop", "source_branch": "feature/on-x", "target_branch": "master" })).await["id"].as_i64().unwrap();
@@ -201,13 +213,7 @@ on_both! {
     }
 
     async fn an_admins_override_merges_onto_uncovered_commits_and_its_audit_names_them(backend) {
-        let remote = Remote::new();
-        let mut app = production_live(backend, &remote).await;
-        let admin = app.admin_token.clone();
-        let mallory = app.token("mallory", Role::Developer, Some("shop")).await;
-        let first = remote.head("master");
-        let x = smuggle(&remote, &app).await;
-        run_of(&app, &x).await;
+        let Smuggled { remote, mut app, admin, mallory, first, x, .. } = smuggled(backend).await;
         remote.feature("feature/typo", &first, "typo.txt");
         let id = open(&app, &mallory, json!({ "app": "shop", "source_branch": "feature/typo", "target_branch": "master" })).await["id"].as_i64().unwrap();
 
