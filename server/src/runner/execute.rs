@@ -277,14 +277,6 @@ async fn run_steps(
             step = from.step,
             "resuming in the earlier attempt's workspace"
         );
-        // This attempt runs as a uid of its own: the earlier one's files
-        // become its.
-        app.sandbox
-            .hand_over(&workspace.app(), workspace.user_ids())
-            .await?;
-        app.sandbox
-            .hand_over(&workspace.home(), workspace.user_ids())
-            .await?;
     } else {
         // A fresh workspace: what a crashed attempt left is never written into.
         workspace.remove().await;
@@ -329,20 +321,8 @@ async fn run_steps(
                     .await?;
             }
         }
-        // The sandbox's user writes the checkout and its home, nothing else.
-        app.sandbox
-            .hand_over(&workspace.app(), workspace.user_ids())
-            .await?;
-        app.sandbox
-            .hand_over(&workspace.home(), workspace.user_ids())
-            .await?;
-        // Read-only inside, but readable whatever Gantry's umask.
-        if workspace.pipeline().is_dir() {
-            app.sandbox
-                .hand_over(&workspace.pipeline(), workspace.user_ids())
-                .await?;
-        }
     }
+    hand_over(app, workspace).await?;
     let hosts = environment_hosts(app, run.app_id, &app_row.name).await?;
     // The deploy's log quotes the app's output: it is masked with the
     // secrets the app is given (a fork's app gets none).
@@ -541,6 +521,19 @@ async fn resume_point(
             run.attempt - 1
         )),
     })
+}
+
+/// Gives the workspace to this attempt's sandbox user: it writes the
+/// checkout and its home, nothing else, and reads the pipeline's scripts
+/// (read-only inside) whatever Gantry's umask. A resumed attempt runs as a
+/// uid of its own: the earlier attempt's files become its.
+async fn hand_over(app: &App, workspace: &Workspace) -> std::io::Result<()> {
+    for dir in [workspace.app(), workspace.home(), workspace.pipeline()] {
+        if dir.is_dir() {
+            app.sandbox.hand_over(&dir, workspace.user_ids()).await?;
+        }
+    }
+    Ok(())
 }
 
 /// A deploy-like step's outcome as the step records it.
