@@ -461,6 +461,27 @@ on_both! {
         assert_eq!(held["run"]["environment"], "production");
         app.stop().await;
     }
+
+    async fn a_forge_merge_counts_for_nothing_where_the_policy_does_not_say_so(backend) {
+        // The default policy: `approval: { required: 1 }`, no `forge_merge`.
+        let remote = Remote::new();
+        let mut app = production_live(backend, &remote).await;
+        register_secrets(&app).await;
+        app.token("alice", Role::Admin, None).await;
+        app.token("mallory", Role::Developer, Some("shop")).await;
+        app.forge_account("alice", "alice-gh", "alice@example.com").await;
+        app.forge_account("mallory", "mallory-gh", "mallory@example.com").await;
+        // Merged on the forge by an admin who could approve it in Gantry:
+        // still no approval, and what it brought to master is held.
+        let merge = merged_on_forge(&app, &remote, 41, "mallory-gh", "alice-gh", Merge::Commit("master")).await;
+        scan(&app).await;
+        let held = run_of(&app, &merge).await;
+        assert_eq!(held["run"]["state"], "waiting_for_approval", "{held}");
+        assert!(uncovered_shas(&held["uncovered"]).contains(&merge), "{held}");
+        let detail = request_of(&app, 41).await["summary"]["state_detail"].as_str().unwrap_or_default().to_string();
+        assert!(detail.contains("not an approval") && detail.contains("does not count forge merges"), "{detail}");
+        app.stop().await;
+    }
 }
 
 /// How the forge merged a request, into which branch.

@@ -147,7 +147,7 @@ impl Server {
             .env("GANTRY_POLL_INTERVAL", "1s")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log_file(data))
             .spawn()
             .expect("spawn gantry");
         wait_until_serving(&mut child, port);
@@ -221,10 +221,29 @@ impl Server {
     }
 }
 
+/// Where a server started on `data` writes its log, appended to across
+/// restarts: shown when a test fails while the server runs.
+fn log_file(data: &Path) -> Stdio {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data.join("gantry.log"))
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null())
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking()
+            && let Some(data) = self.data_dir.parent()
+            && let Ok(log) = std::fs::read_to_string(data.join("gantry.log"))
+        {
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(80)..].join("\n");
+            eprintln!("--- the log of gantry on port {} ---\n{tail}", self.port);
+        }
         if !self.crashed {
             // The test is over: nothing gantry started may outlive it
             // (leftover apps slowed later tests down).
