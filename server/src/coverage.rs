@@ -1,4 +1,4 @@
-//! What an approval covers (README, "What an approval covers"). Whether a
+//! What an approval covers (user guide, docs/src/approvals.md, "What an approval covers"). Whether a
 //! protected environment may deploy a commit is decided by content, not by
 //! the road the commit took: every commit between what the environment has
 //! deployed and the candidate must be covered —

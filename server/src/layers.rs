@@ -1,5 +1,5 @@
 //! The layers of the server and the check that keeps their dependencies
-//! pointing one way (README, "Architecture"). A module may use its own
+//! pointing one way (user guide, docs/src/architecture.md). A module may use its own
 //! layer and the layers below it, never one above:
 //!
 //! 0. **infrastructure** — storage, database access, git, the vault, the

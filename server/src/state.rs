@@ -291,7 +291,7 @@ fn sandbox_settings(config: &Config, tag: &str) -> crate::sandbox::Settings {
 
 /// Previews whose domain is the dashboard's (or under it) are same-site
 /// with it: their scripts could set cookies for the dashboard. Fine for
-/// `localhost`; said plainly anywhere else (README, "Security model").
+/// `localhost`; said plainly anywhere else (user guide, docs/src/security.md).
 pub fn preview_domain_warning(config: &Config) -> Option<String> {
     let dashboard = config.public_url.host_str()?.to_ascii_lowercase();
     let preview = config.preview_domain.as_str();

@@ -1,6 +1,6 @@
 //! Lists of commits on the approval screens: a change request's own
-//! commits, and — set apart — the commits no approval covers yet (README,
-//! "What an approval covers"). Messages and author lines are whatever the
+//! commits, and — set apart — the commits no approval covers yet (user
+//! guide, docs/src/approvals.md, "What an approval covers"). Messages and author lines are whatever the
 //! pusher wrote: shown as text, never trusted for who someone is.
 
 use leptos::prelude::*;

@@ -112,7 +112,7 @@ pub struct RunDetail {
 }
 
 /// The commits a deployment would take live that no approval covers
-/// (README, "What an approval covers"), newest first.
+/// (user guide, docs/src/approvals.md, "What an approval covers"), newest first.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct UncoveredCommits {

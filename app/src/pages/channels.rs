@@ -31,7 +31,7 @@ fn channel_list(channels: Vec<ChannelSummary>, csrf: String) -> impl IntoView {
             <EmptyState title="No channels yet">
                 <p>
                     "Register DingTalk, Slack, WeCom, email or a signed webhook with "
-                    <code>"PUT /api/v1/channels/<name>"</code> " (see the README)."
+                    <code>"PUT /api/v1/channels/<name>"</code> " (see the user guide, docs/src/notifications.md)."
                 </p>
             </EmptyState>
         }

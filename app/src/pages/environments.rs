@@ -65,7 +65,7 @@ fn stacks(environments: Vec<EnvironmentSummary>) -> impl IntoView {
                 <p>
                     "Environments appear when Gantry reconciles a pipeline repo and a branch of an app is pushed."
                 </p>
-                <p>"The README's Configuration section shows how to point Gantry at one."</p>
+                <p>"The user guide's Configuration page (docs/src/configuration.md) shows how to point Gantry at one."</p>
             </EmptyState>
         }
         .into_any();

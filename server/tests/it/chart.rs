@@ -174,7 +174,7 @@ async fn the_chart_lints_renders_and_rolls_out_with_the_rbac_gantry_asks_for() {
         .count();
     assert_eq!(pods, 3, "three replicas");
 
-    // What the cluster check asks for (README, "Permissions").
+    // What the cluster check asks for (user guide, docs/src/targets.md, "Permissions").
     let role = store
         .object("rbac.authorization.k8s.io", "clusterroles", "", "gantry")
         .expect("the cluster role");
