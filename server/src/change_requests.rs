@@ -13,13 +13,13 @@ use app::dto::{ChangeRequestDetail, ChangeRequestState, NewChangeRequest, Role};
 use app::port::Caller;
 use tokio::sync::Mutex;
 
+use crate::approvals::policy;
 use crate::db::{
     self,
     audit::NewEntry,
     change_requests::{CrRow, NewDecision, NewRow},
     now_millis,
 };
-use crate::flow::policy;
 use crate::git::{GitError, MergeOutcome, MergeRequest};
 use crate::gitops::schema::{AppConfig, ApprovalPolicy, BranchMatch, StackEntry};
 use crate::gitops::stack::{entry_for, production_branch, staging_branch};
@@ -411,14 +411,14 @@ pub async fn approve(
 
 /// Releases held runs that approvals now cover.
 async fn release_covered(requests: &ChangeRequests<'_>) {
-    let approvals = crate::flow::approval::Approvals {
+    let approvals = crate::approvals::Approvals {
         db: requests.db,
         git: requests.git,
         clock: requests.clock,
         flow: requests.flow,
         reauth_max_age: requests.reauth_max_age,
     };
-    if let Err(error) = crate::flow::approval::release_covered(&approvals).await {
+    if let Err(error) = crate::approvals::release_covered(&approvals).await {
         tracing::warn!(%error, "releasing held runs that approvals now cover failed");
     }
 }

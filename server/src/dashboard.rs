@@ -16,10 +16,10 @@ use app::port::{
 };
 use async_trait::async_trait;
 
+use crate::approvals::{self, ApprovalOutcome};
 use crate::change_requests::{self, ChangeRequestError};
 use crate::db;
 use crate::error::{Classified, Kind};
-use crate::flow::approval::{self, ApprovalOutcome};
 use crate::state::App;
 
 fn port_error(error: sqlx::Error) -> PortError {
@@ -203,13 +203,13 @@ impl RunsPort for App {
         let comment = review.comment.as_deref().filter(|c| !c.trim().is_empty());
         let outcome = match review.action {
             ReviewAction::Approve => {
-                approval::approve(&self.approvals(), caller, id, comment).await?
+                approvals::approve(&self.approvals(), caller, id, comment).await?
             }
             ReviewAction::Reject => {
-                approval::reject(&self.approvals(), caller, id, comment).await?
+                approvals::reject(&self.approvals(), caller, id, comment).await?
             }
             ReviewAction::Override => {
-                approval::override_hold(&self.approvals(), caller, id, comment.unwrap_or(""))
+                approvals::override_hold(&self.approvals(), caller, id, comment.unwrap_or(""))
                     .await?
             }
             ReviewAction::Close | ReviewAction::Feedback => {
@@ -530,7 +530,7 @@ impl AdminPort for App {
                 &self.config.runner_blocked_networks,
             ),
             replica: self.runner_id.clone(),
-            singletons: crate::flow::singletons::holders(self)
+            singletons: crate::jobs::election::holders(self)
                 .await
                 .map_err(port_error)?,
         })
@@ -621,7 +621,7 @@ answered_by_kind!(
     crate::ledger::LedgerError,
     crate::sharing::ShareError,
     crate::change_requests::ChangeRequestError,
-    crate::flow::approval::ApprovalError,
+    crate::approvals::ApprovalError,
 );
 
 #[cfg(test)]

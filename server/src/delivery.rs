@@ -6,12 +6,12 @@
 
 use std::time::Duration;
 
+use crate::approvals::Approvals;
+use crate::approvals::policy::Freshness;
 use crate::clock::Clock;
 use crate::clusters::{ClientCache, Registry};
 use crate::db::Db;
 use crate::deploy::local::LocalRuntime;
-use crate::flow::approval::Approvals;
-use crate::flow::policy::Freshness;
 use crate::git::GitStore;
 use crate::notify::Notifier;
 use crate::secrets::Vault;

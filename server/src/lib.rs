@@ -3,6 +3,7 @@
 //! deployment and ledger domains. `main.rs` is only the command line.
 
 pub mod admin;
+pub mod approvals;
 pub mod audit;
 pub mod auth;
 pub mod change_requests;
@@ -20,11 +21,11 @@ pub mod delivery;
 pub mod demo;
 pub mod deploy;
 pub mod error;
-pub mod flow;
 pub mod forge;
 pub mod git;
 pub mod gitops;
 pub mod http;
+pub mod jobs;
 #[cfg(test)]
 mod layers;
 pub mod ledger;
@@ -32,9 +33,7 @@ pub mod manifests;
 pub mod migrate;
 pub mod notify;
 pub mod outbound;
-pub mod recovery;
-pub mod relay;
-pub mod runner;
+pub mod runs;
 pub mod sandbox;
 pub mod secrets;
 pub mod serve;

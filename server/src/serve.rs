@@ -63,7 +63,7 @@ pub async fn serve_with(config: Config, started: impl FnOnce(Arc<App>)) -> anyho
         // another replica resumes this one's runs now, not a lease from
         // now (a rolling restart waits for no lease).
         stopping.draining.cancel();
-        match crate::recovery::hand_over(&stopping).await {
+        match crate::jobs::recovery::hand_over(&stopping).await {
             Ok(0) => {}
             Ok(handed) => tracing::info!(handed, "handed running runs over to the other replicas"),
             Err(error) => tracing::warn!(%error, "cannot hand runs over; they are taken over once their lease expires"),

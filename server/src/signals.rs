@@ -1,5 +1,6 @@
-//! Wake-ups between Gantry's loops (scan, plan, run, deliver). They carry
-//! no work: the database holds it, so a lost wake-up only delays it until
+//! Wake-ups between Gantry's loops (scan, plan, run, deliver), and which
+//! elected loops this replica holds. Wake-ups carry no work: the database
+//! holds it, so a lost wake-up only delays it until
 //! the loop's next tick. With several replicas, a wake-up also reaches the
 //! other replicas (`relay`): the planner may run on another one than the
 //! replica a webhook reached.
@@ -89,5 +90,57 @@ impl Signals {
             &self.runner_wake,
             &self.notify_wake,
         ]
+    }
+}
+
+/// Which of the elected background loops this replica holds, and until
+/// when it may act on each (`jobs::election` takes and renews the leases).
+/// A lease counts as held only until two thirds of it after its last
+/// renewal, so a replica that cannot renew (the database is gone) stops
+/// before another may start.
+#[derive(Debug)]
+pub struct Singletons {
+    /// One process (SQLite): it holds every loop, with no lease.
+    all: bool,
+    held: std::sync::Mutex<std::collections::HashMap<&'static str, std::time::Instant>>,
+}
+
+impl Singletons {
+    /// `alone`: this process is the only one (SQLite) and holds them all.
+    pub fn new(alone: bool) -> Singletons {
+        Singletons {
+            all: alone,
+            held: Default::default(),
+        }
+    }
+
+    /// Whether this replica holds `name` now.
+    pub fn holds(&self, name: &str) -> bool {
+        self.all
+            || self
+                .lock()
+                .get(name)
+                .is_some_and(|until| std::time::Instant::now() < *until)
+    }
+
+    /// Holds `name` until `until`; whether it was newly taken.
+    pub fn hold(&self, name: &'static str, until: std::time::Instant) -> bool {
+        self.lock().insert(name, until).is_none()
+    }
+
+    pub fn lose(&self, name: &str) {
+        self.lock().remove(name);
+    }
+
+    /// Gives every lease up (this replica is stopping).
+    pub fn lose_all(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<&'static str, std::time::Instant>>
+    {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::db::{Db, DbError};
 use crate::deploy::local::LocalRuntime;
 use crate::git::GitStore;
-use crate::runner::logs::RunEvents;
+use crate::runs::logs::RunEvents;
 use crate::secrets::{SecretError, Vault};
 use crate::signals::Signals;
 
@@ -46,7 +46,7 @@ pub struct App {
     /// What time it is (tests move it instead of waiting).
     pub clock: crate::clock::Clock,
     /// Which of the elected background loops this replica runs now.
-    pub singletons: crate::flow::singletons::Singletons,
+    pub singletons: crate::signals::Singletons,
     /// Tells background loops to stop.
     pub shutdown: CancellationToken,
     /// This replica is stopping: its runner claims no more runs.
@@ -84,7 +84,7 @@ impl App {
     }
 
     /// Connects to the database, brings its schema up to date and opens the
-    /// secret key. Background work starts with [`App::spawn_background`].
+    /// secret key. Background work starts with `jobs::start`.
     pub async fn start(config: Config) -> Result<App, StartError> {
         crate::storage::make_private(&config.data_dir).map_err(|source| StartError::Dir {
             path: config.data_dir.clone(),
@@ -137,7 +137,7 @@ impl App {
             cluster_clients: crate::clusters::ClientCache::default(),
             oidc: crate::auth::oidc::Oidc::default(),
             clock: crate::clock::Clock::default(),
-            singletons: crate::flow::singletons::Singletons::default(),
+            singletons: crate::signals::Singletons::new(db.backend() == crate::db::Backend::Sqlite),
             shutdown: CancellationToken::new(),
             draining: CancellationToken::new(),
             handed_over: CancellationToken::new(),
@@ -149,16 +149,16 @@ impl App {
     }
 
     /// When a sign-in counts as fresh, now (approval policies' `reauth`).
-    pub fn freshness(&self) -> crate::flow::policy::Freshness {
-        crate::flow::policy::Freshness {
+    pub fn freshness(&self) -> crate::approvals::policy::Freshness {
+        crate::approvals::policy::Freshness {
             max_age: self.config.reauth_max_age,
             now: self.clock.now_millis(),
         }
     }
 
     /// Decisions on runs held for approval.
-    pub fn approvals(&self) -> crate::flow::approval::Approvals<'_> {
-        crate::flow::approval::Approvals {
+    pub fn approvals(&self) -> crate::approvals::Approvals<'_> {
+        crate::approvals::Approvals {
             db: &self.db,
             git: &self.git,
             clock: &self.clock,
@@ -244,17 +244,6 @@ impl App {
     /// Where run workspaces live.
     pub fn work_dir(&self) -> std::path::PathBuf {
         self.config.data_dir.join("work")
-    }
-
-    /// Recovers from an earlier crash, then starts watching, planning and
-    /// running. Whatever steps reach through (`http::start`) is up first.
-    pub async fn spawn_background(
-        self: &std::sync::Arc<App>,
-    ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
-        crate::recovery::recover(self).await?;
-        // Elected before the loops start, so the holder's first pass is now.
-        crate::flow::singletons::elect(self).await;
-        Ok(crate::flow::spawn(self))
     }
 
     /// Stops the loops and the local environments' processes.

@@ -1,4 +1,4 @@
-//! Notices between replicas on PostgreSQL (`NOTIFY`; see `crate::relay`).
+//! Notices between replicas on PostgreSQL (`NOTIFY`; see `crate::jobs::relay`).
 
 /// Publishes `payload` on `channel` to every replica listening.
 pub async fn publish(db: &super::Db, channel: &str, payload: &str) -> Result<(), sqlx::Error> {

@@ -145,7 +145,7 @@ pub fn create_repos(dir: &Path) -> anyhow::Result<DemoRepos> {
 
 /// Installs the push hook, approves the first production run, prints help.
 async fn after_start(app: &Arc<App>, app_repo: &Path, created: bool) -> anyhow::Result<()> {
-    let app_row = crate::flow::plan::wait_for_app(app, "shop", Duration::from_secs(60)).await?;
+    let app_row = crate::jobs::plan::wait_for_app(app, "shop", Duration::from_secs(60)).await?;
     let token = crate::auth::tokens::rotate_hook_token(&app.db, app_row.id)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -207,7 +207,7 @@ async fn approve_first_runs(app: &App) -> anyhow::Result<()> {
             .collect();
         for run in due {
             let demo = crate::auth::system_caller(&app.db, "demo", app::dto::Role::Admin).await?;
-            crate::flow::approval::approve(
+            crate::approvals::approve(
                 &app.approvals(),
                 &demo,
                 run.run_id,

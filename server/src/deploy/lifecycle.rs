@@ -33,7 +33,7 @@ use crate::db::{
 use crate::delivery::Delivery;
 use crate::gitops::schema::LOCAL_TARGET;
 use crate::manifests::{ObjectRef, Rendered};
-use crate::runner::logs::LogSink;
+use crate::runs::logs::LogSink;
 use crate::secrets::{Sealed, SecretError};
 
 /// What a deployment applies to each kind of target.

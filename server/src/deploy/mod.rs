@@ -20,7 +20,7 @@ use crate::db::{self, environments::Serving, now_millis, runs::Holder};
 use crate::delivery::Delivery;
 use crate::gitops::schema::{AppConfig, LOCAL_TARGET, StackEntry};
 use crate::manifests::{self, RenderContext};
-use crate::runner::logs::LogSink;
+use crate::runs::logs::LogSink;
 use lifecycle::{Begin, Build, Conclusion, Kind, Kubernetes, Record, Source, Subject};
 use local::LocalManifest;
 

@@ -21,7 +21,7 @@ use crate::gitops::schema::{AppConfig, ForgeConfig};
 use crate::outbound::CallError;
 
 /// Tries of one forge call (and, in `report`, of one comment update).
-pub(super) const ATTEMPTS: u32 = 3;
+pub(crate) const ATTEMPTS: u32 = 3;
 
 /// What a run reports to: the forge settings and the API token.
 struct Reporter {

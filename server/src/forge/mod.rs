@@ -14,8 +14,6 @@
 pub mod api;
 pub mod events;
 pub mod feedback;
-pub mod inbound;
-pub mod report;
 pub mod webhook;
 
 /// Which forge an app's repository is on (the configuration language names

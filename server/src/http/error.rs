@@ -126,13 +126,13 @@ answered_by_kind!(
     crate::clusters::ClusterError,
     crate::deploy::drift::DriftError,
     crate::notify::channels::ChannelError,
-    crate::runner::cancel::CancelError,
+    crate::runs::cancel::CancelError,
     crate::secrets::admin::AdminError,
-    crate::runner::watch::WatchError,
+    crate::runs::watch::WatchError,
     crate::ledger::LedgerError,
     crate::sharing::ShareError,
     crate::change_requests::ChangeRequestError,
-    crate::flow::approval::ApprovalError,
+    crate::approvals::ApprovalError,
 );
 
 impl From<sqlx::Error> for ApiError {

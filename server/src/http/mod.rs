@@ -25,7 +25,7 @@ use crate::state::AppState;
 /// before the first run starts.
 pub async fn start(state: &AppState) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let preview = preview::serve(state.clone()).await?;
-    let mut tasks = state.0.spawn_background().await?;
+    let mut tasks = crate::jobs::start(&state.0).await?;
     tasks.push(preview);
     Ok(tasks)
 }

@@ -20,15 +20,15 @@ use app::port::Caller;
 
 use super::LedgerError;
 use super::pin::{self, PinFile};
+use crate::approvals::policy;
 use crate::db::{self, environments::Serving, now_millis, runs::NewRun};
 use crate::delivery::Delivery;
 use crate::deploy::lifecycle::{
     self, Begin, Build, Conclusion, Kind, Kubernetes, Record, Source, Subject,
 };
 use crate::deploy::{self, DeployError};
-use crate::flow::policy;
 use crate::gitops::schema::{AppConfig, ApprovalPolicy, DEFAULT_ROLLOUT_TIMEOUT, LOCAL_TARGET};
-use crate::runner::logs::LogSink;
+use crate::runs::logs::LogSink;
 
 /// The trigger of rollback runs.
 pub const TRIGGER: &str = "rollback";
@@ -407,19 +407,18 @@ pub async fn promote(
     tx.commit().await?;
     let detail = if held {
         let comment = reason.map_or_else(|| "promoted".to_string(), |r| format!("promoted: {r}"));
-        match crate::flow::approval::approve(&app.approvals(), caller, run_id, Some(&comment)).await
-        {
-            Ok(crate::flow::approval::ApprovalOutcome::Released { .. }) => {
+        match crate::approvals::approve(&app.approvals(), caller, run_id, Some(&comment)).await {
+            Ok(crate::approvals::ApprovalOutcome::Released { .. }) => {
                 format!("unpinned; run {run_id} deploys {}", short(&head))
             }
-            Ok(crate::flow::approval::ApprovalOutcome::Waiting {
+            Ok(crate::approvals::ApprovalOutcome::Waiting {
                 approvals,
                 required,
             }) => format!(
                 "unpinned; run {run_id} of {} waits for approval ({approvals} of {required})",
                 short(&head)
             ),
-            Ok(crate::flow::approval::ApprovalOutcome::Rejected) => {
+            Ok(crate::approvals::ApprovalOutcome::Rejected) => {
                 format!("unpinned; run {run_id} was rejected")
             }
             Err(error) => format!("unpinned; run {run_id} is held: {error}"),

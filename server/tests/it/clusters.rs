@@ -152,7 +152,7 @@ async fn setup_on(backend: &str, extra: &str, clusters: Clusters) -> Setup {
 }
 
 async fn scan(app: &TestApp) {
-    gantry::flow::watch::scan(&app.state, "test")
+    gantry::jobs::scan::scan(&app.state, "test")
         .await
         .expect("scan");
 }
@@ -829,7 +829,7 @@ async fn drift_and_diff(backend: &str) {
     );
     setup.pipeline.write("apps/shop/app.yaml", &healing);
     setup.pipeline.commit("self-heal staging");
-    gantry::flow::reconcile::reconcile(&app.state)
+    gantry::jobs::reconcile::reconcile(&app.state)
         .await
         .expect("reconcile");
     gantry::deploy::drift::check_all(&app.state.delivery())

@@ -342,6 +342,16 @@ async fn a_replica_killed_mid_step_is_taken_over_by_another_once_its_lease_expir
             .contains("gantry_singleton_held{name=\"scan\"} 0"),
         "the second replica does not scan"
     );
+    // Each job counts its passes where it runs: scans here, none there.
+    let scans = "gantry_job_passes_total{job=\"scan\",outcome=\"ok\"}";
+    assert!(
+        first.text("/metrics").await.contains(scans),
+        "the first replica scans"
+    );
+    assert!(
+        !second.text("/metrics").await.contains("job=\"scan\""),
+        "the second replica passes no scan"
+    );
 
     first.kill();
     die_with_gantry("the step", &flag.display().to_string()).await;
@@ -361,6 +371,10 @@ async fn a_replica_killed_mid_step_is_taken_over_by_another_once_its_lease_expir
             .contains("gantry_singleton_held{name=\"scan\"} 1"),
         "the second replica scans now"
     );
+    wait_for("the second replica's first scan", MINUTE, || async {
+        second.text("/metrics").await.contains(scans).then_some(())
+    })
+    .await;
     let runs = wait_for("the other replica to finish the run", MINUTE, || async {
         let runs = second.run_of(&latest).await;
         runs.iter()

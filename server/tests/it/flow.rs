@@ -322,10 +322,10 @@ on_both! {
         })
         .await;
         // Not yet: the TTL counts from the preview's last deploy.
-        gantry::flow::lifecycle::expire(&app.state).await.expect("expire");
+        gantry::jobs::lifecycle::expire(&app.state).await.expect("expire");
         assert!(served(&app, &env).await.is_some(), "destroyed before its TTL");
         app.state.clock.advance(Duration::from_secs(3601));
-        gantry::flow::lifecycle::expire(&app.state).await.expect("expire");
+        gantry::jobs::lifecycle::expire(&app.state).await.expect("expire");
         assert!(served(&app, &env).await.is_none());
         let audit = app.get("/api/v1/audit").await.json();
         assert!(audit.as_array().unwrap().iter().any(|e| e["action"] == "environment.destroy" && e["reason"] == "its TTL of 1h passed"), "{audit}");

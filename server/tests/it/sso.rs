@@ -116,7 +116,7 @@ impl Drop for Gantry {
         let _ = self.child.wait();
         // Nothing it deployed may outlive the test.
         let data_dir = self._data.path().join("data");
-        gantry::recovery::kill_orphans(&gantry::state::instance_tag(&data_dir));
+        gantry::jobs::recovery::kill_orphans(&gantry::state::instance_tag(&data_dir));
     }
 }
 

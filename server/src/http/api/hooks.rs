@@ -51,7 +51,7 @@ pub async fn git_hook(
     }
     let app = state.0.clone();
     tokio::spawn(async move {
-        if let Err(error) = crate::flow::watch::scan_app(&app, &app_row, "hook").await {
+        if let Err(error) = crate::jobs::scan::scan_app(&app, &app_row, "hook").await {
             tracing::warn!(app = %app_row.name, %error, "triggered fetch failed");
         }
     });

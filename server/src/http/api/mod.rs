@@ -142,7 +142,7 @@ use crate::state::AppState;
         TestReportSummary,
         TestCaseFailure,
         runs::Decision,
-        crate::flow::approval::ApprovalOutcome,
+        crate::approvals::ApprovalOutcome,
         hooks::GitHook,
         hooks::DeliveryReceipt,
         channels::NewChannel,

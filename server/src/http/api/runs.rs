@@ -14,11 +14,11 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{Stream, StreamExt};
 use serde::Deserialize;
 
+use crate::approvals::{self, ApprovalOutcome};
 use crate::auth::Principal;
-use crate::flow::approval::{self, ApprovalOutcome};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::principal::Admin;
-use crate::runner::logs::RunEvent;
+use crate::runs::logs::RunEvent;
 use crate::state::AppState;
 
 /// A run with its steps and test reports.
@@ -65,7 +65,7 @@ pub async fn run_events(
     Path(id): Path<i64>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let events =
-        crate::runner::watch::watch(&state.db, &state.events, &principal.caller(), id).await?;
+        crate::runs::watch::watch(&state.db, &state.events, &principal.caller(), id).await?;
     let events = events.map(|event| {
         let name = match &event {
             RunEvent::Log { .. } => "log",
@@ -98,7 +98,7 @@ pub async fn approve(
     Json(decision): Json<Decision>,
 ) -> Result<Json<ApprovalOutcome>, ApiError> {
     Ok(Json(
-        approval::approve(
+        approvals::approve(
             &state.approvals(),
             &principal.caller(),
             id,
@@ -119,7 +119,7 @@ pub async fn reject(
     Json(decision): Json<Decision>,
 ) -> Result<Json<ApprovalOutcome>, ApiError> {
     Ok(Json(
-        approval::reject(
+        approvals::reject(
             &state.approvals(),
             &principal.caller(),
             id,
@@ -142,7 +142,7 @@ pub async fn override_hold(
 ) -> Result<Json<ApprovalOutcome>, ApiError> {
     let reason = decision.comment.as_deref().unwrap_or("");
     Ok(Json(
-        approval::override_hold(&state.approvals(), &principal.caller(), id, reason).await?,
+        approvals::override_hold(&state.approvals(), &principal.caller(), id, reason).await?,
     ))
 }
 
@@ -155,7 +155,7 @@ pub async fn cancel(
     principal: Principal,
     Path(id): Path<i64>,
 ) -> Result<impl IntoResponse, ApiError> {
-    crate::runner::cancel::cancel(&state.db, &principal.caller(), id).await?;
+    crate::runs::cancel::cancel(&state.db, &principal.caller(), id).await?;
     Ok((
         axum::http::StatusCode::ACCEPTED,
         Json(serde_json::json!({ "cancel_requested": true })),

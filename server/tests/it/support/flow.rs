@@ -62,7 +62,7 @@ pub async fn served(app: &TestApp, env: &str) -> Option<String> {
 
 /// One pass of the git watcher, now.
 pub async fn scan(app: &TestApp) {
-    gantry::flow::watch::scan(&app.state, "test")
+    gantry::jobs::scan::scan(&app.state, "test")
         .await
         .expect("scan");
 }

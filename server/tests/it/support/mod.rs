@@ -479,7 +479,7 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         // Whatever a failing test left running must not outlive it.
         self.state.shutdown.cancel();
-        gantry::recovery::kill_orphans(&self.state.instance_tag);
+        gantry::jobs::recovery::kill_orphans(&self.state.instance_tag);
         if let Some(database) = self.postgres.take() {
             // Drop cannot await, and the test's runtime may be the one
             // blocked here: a fresh runtime on another thread drops the

@@ -247,7 +247,7 @@ impl Drop for Server {
         if !self.crashed {
             // The test is over: nothing gantry started may outlive it
             // (leftover apps slowed later tests down).
-            gantry::recovery::kill_orphans(&gantry::state::instance_tag(&self.data_dir));
+            gantry::jobs::recovery::kill_orphans(&gantry::state::instance_tag(&self.data_dir));
         }
     }
 }

@@ -84,7 +84,7 @@ impl Remote {
 
 /// Waits until the pipeline repo has given Gantry the app `shop`.
 pub async fn ready(app: TestApp) -> TestApp {
-    gantry::flow::plan::wait_for_app(&app.state, "shop", MINUTE)
+    gantry::jobs::plan::wait_for_app(&app.state, "shop", MINUTE)
         .await
         .expect("app shop");
     app

@@ -3,12 +3,13 @@
 //! `waiting_for_approval` until enough distinct people approve it; one
 //! rejection ends it; an admin may override the policy with a reason.
 //!
-//! The rules themselves live in [`super::policy`].
+//! The rules themselves live in [`policy`].
+
+pub mod policy;
 
 use app::dto::RunState;
 use app::port::Caller;
 
-use super::policy;
 use crate::db::{self, audit::NewEntry, change_requests::NewDecision, now_millis, runs::RunRow};
 use crate::gitops::schema::{AppConfig, ApprovalPolicy, StackEntry};
 

@@ -3,24 +3,9 @@
 //! a timer (`pipeline.poll_interval`) and at once when the trigger endpoint
 //! is called.
 
-use std::sync::Arc;
-
 use crate::db::{self, inbox::BranchEvent, now_millis};
-use crate::flow::reconcile::{self, Outcome};
+use crate::jobs::reconcile::{self, Outcome};
 use crate::state::App;
-
-pub async fn scan_loop(app: Arc<App>) {
-    loop {
-        if app.singletons.holds(&app, "scan")
-            && let Err(error) = scan(&app, "poll").await
-        {
-            tracing::warn!(%error, "scanning git failed");
-        }
-        if !super::pause(&app, &app.flow.scan_wake, app.config.poll_interval).await {
-            return;
-        }
-    }
-}
 
 /// One pass: reconcile the pipeline repo, then fetch every app.
 pub async fn scan(app: &App, source: &str) -> Result<usize, super::FlowError> {

@@ -7,10 +7,10 @@ use app::dto::StepState;
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
-use super::logs::{LineSplitter, LogSink};
-use super::workspace::Workspace;
 use crate::db::{self, now_millis, runs::RunRow};
 use crate::gitops::schema::{CommandStep, StepNetwork};
+use crate::runs::logs::{LineSplitter, LogSink};
+use crate::runs::workspace::Workspace;
 use crate::sandbox::{Limits, Network, Sandboxed, Spec};
 use crate::secrets::mask::Masker;
 use crate::state::App;
@@ -342,7 +342,7 @@ async fn read_reports(
                 continue;
             }
         };
-        match super::junit::parse(report, &step.name, &xml) {
+        match crate::runs::junit::parse(report, &step.name, &xml) {
             Ok(summary) => {
                 sink.note(&format!(
                     "tests in {report}: {} passed, {} failed, {} skipped",

@@ -7,9 +7,9 @@
 use app::dto::ChangeRequestState;
 use serde_json::Value;
 
-use super::events::{ForgeEvent, RequestAction, normalize, same_repo};
-use super::{Forge, KIND_PREFIX, feedback, fork_branch};
 use crate::db::{self, apps::AppRow, change_requests::NewRow, now_millis};
+use crate::forge::events::{ForgeEvent, RequestAction, normalize, same_repo};
+use crate::forge::{Forge, KIND_PREFIX, feedback, fork_branch};
 use crate::state::App;
 
 /// What can stop acting on one forge delivery.
@@ -24,13 +24,13 @@ pub enum ForgeError {
     Git(#[from] crate::git::GitError),
     /// The flow's work the delivery started (a scan, a preview's end).
     #[error(transparent)]
-    Flow(Box<crate::flow::FlowError>),
+    Flow(Box<crate::jobs::FlowError>),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
 }
 
-impl From<crate::flow::FlowError> for ForgeError {
-    fn from(error: crate::flow::FlowError) -> Self {
+impl From<crate::jobs::FlowError> for ForgeError {
+    fn from(error: crate::jobs::FlowError) -> Self {
         ForgeError::Flow(Box::new(error))
     }
 }
@@ -81,7 +81,7 @@ pub async fn process(app: &App, source: &str, kind: &str, payload: &str) -> Resu
                     )
                     .await?;
                 }
-                crate::flow::watch::scan_app(app, &app_row, "webhook").await?;
+                crate::jobs::scan::scan_app(app, &app_row, "webhook").await?;
                 tracing::info!(app = %app_row.name, %branch, forge = forge.as_str(), "webhook: fetched");
             }
             Ok(())
@@ -190,7 +190,7 @@ struct ForgeRequest<'a> {
     description: &'a str,
     author: &'a str,
     fork: Option<&'a str>,
-    merged: Option<&'a super::events::ForgeMerge>,
+    merged: Option<&'a crate::forge::events::ForgeMerge>,
 }
 
 async fn on_request(
@@ -244,7 +244,7 @@ async fn on_request(
                 }
             }
             // The preview is the source branch's: fetch it now.
-            crate::flow::watch::scan_app(app, app_row, "webhook").await?;
+            crate::jobs::scan::scan_app(app, app_row, "webhook").await?;
         }
         (RequestAction::Opened | RequestAction::Updated, Some(cr)) => {
             // A delivery retried after a crash between the row and its
@@ -268,12 +268,12 @@ async fn on_request(
                 db::change_requests::set_state(pool, cr.id, ChangeRequestState::Open, None, now)
                     .await?;
             }
-            crate::flow::watch::scan_app(app, app_row, "webhook").await?;
+            crate::jobs::scan::scan_app(app, app_row, "webhook").await?;
         }
         (RequestAction::Merged, Some(cr)) => {
             on_forge_merge(app, app_row, &cr, request).await?;
             // The target branch moved: its pipeline runs.
-            crate::flow::watch::scan_app(app, app_row, "webhook").await?;
+            crate::jobs::scan::scan_app(app, app_row, "webhook").await?;
         }
         (RequestAction::Closed, Some(cr)) => {
             db::change_requests::set_state(
@@ -286,7 +286,7 @@ async fn on_request(
             .await?;
             destroy_preview(app, app_row, request.source_branch, origin).await?;
             if request.fork.is_some() {
-                crate::flow::watch::scan_app(app, app_row, "webhook").await?;
+                crate::jobs::scan::scan_app(app, app_row, "webhook").await?;
             }
         }
         (RequestAction::Merged | RequestAction::Closed, None) => {
@@ -384,7 +384,7 @@ async fn on_forge_merge(
             }
             tx.commit().await?;
             // The merge's run may be held already (the push arrived first).
-            if let Err(error) = crate::flow::approval::release_covered(&app.approvals()).await {
+            if let Err(error) = crate::approvals::release_covered(&app.approvals()).await {
                 tracing::warn!(%error, "releasing runs the forge merge covers failed");
             }
         }
@@ -452,17 +452,18 @@ async fn counted_merge(
             merged.by
         )));
     };
-    let freshness = crate::flow::policy::Freshness {
+    let freshness = crate::approvals::policy::Freshness {
         max_age: app.config.reauth_max_age,
         now: app.clock.now_millis(),
     };
     let caller = who.caller();
-    if let Some(why) = crate::flow::policy::refusal(freshness, &caller, policy, &app_row.name) {
+    if let Some(why) = crate::approvals::policy::refusal(freshness, &caller, policy, &app_row.name)
+    {
         return Ok(Err(why));
     }
     let author = crate::auth::author_of_request(&app.db, cr).await?;
     if let Some(why) =
-        crate::flow::policy::self_approval_refusal(&caller, policy, author.as_slice())
+        crate::approvals::policy::self_approval_refusal(&caller, policy, author.as_slice())
     {
         return Ok(Err(why));
     }
@@ -522,7 +523,7 @@ async fn destroy_preview(
         && env.destroyed_at.is_none()
         && crate::gitops::stack::is_preview(&config, &env.stack_entry)
     {
-        crate::flow::lifecycle::destroy(
+        crate::jobs::lifecycle::destroy(
             app,
             &env,
             &app_row.name,

@@ -3,7 +3,6 @@
 //! that environment is superseded; protected environments hold the run for
 //! approval.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use app::dto::RunState;
@@ -22,19 +21,6 @@ use crate::state::App;
 /// An event that keeps failing is given up after this many attempts.
 const MAX_ATTEMPTS: i64 = 5;
 
-pub async fn plan_loop(app: Arc<App>) {
-    loop {
-        if app.singletons.holds(&app, "plan")
-            && let Err(error) = plan_pending(&app).await
-        {
-            tracing::warn!(%error, "planning failed");
-        }
-        if !super::pause(&app, &app.flow.plan_wake, Duration::from_secs(2)).await {
-            return;
-        }
-    }
-}
-
 /// Acts on every pending inbox event, oldest first.
 pub async fn plan_pending(app: &App) -> Result<usize, super::FlowError> {
     let pool = app.db.pool();
@@ -45,7 +31,7 @@ pub async fn plan_pending(app: &App) -> Result<usize, super::FlowError> {
             "push" => on_push(app, serde_json::from_str(&event.payload)?).await,
             "branch_deleted" => on_delete(app, serde_json::from_str(&event.payload)?).await,
             kind if kind.starts_with(crate::forge::KIND_PREFIX) => {
-                crate::forge::inbound::process(app, &event.source, kind, &event.payload)
+                crate::jobs::forge_inbound::process(app, &event.source, kind, &event.payload)
                     .await
                     .map_err(super::FlowError::from)
             }
@@ -163,7 +149,8 @@ async fn on_push(app: &App, event: BranchEvent) -> Result<(), super::FlowError> 
         }
         _ => None,
     };
-    let frozen = super::policy::freeze_now(Some(entry), app.clock.now_millis()).is_some()
+    let frozen = crate::approvals::policy::freeze_now(Some(entry), app.clock.now_millis())
+        .is_some()
         && merged_by_request.is_none();
     let held = uncovered
         .as_ref()
@@ -262,11 +249,13 @@ async fn count_push(
     if !target.policy.forge_push {
         return Ok(());
     }
-    let freshness = super::policy::Freshness {
+    let freshness = crate::approvals::policy::Freshness {
         max_age: app.config.reauth_max_age,
         now: app.clock.now_millis(),
     };
-    if let Some(why) = super::policy::refusal(freshness, &who.caller(), target.policy, app_name) {
+    if let Some(why) =
+        crate::approvals::policy::refusal(freshness, &who.caller(), target.policy, app_name)
+    {
         tracing::info!(app = app_name, branch = target.branch, pusher = %push.login, %why, "a push that does not count as an approval");
         return Ok(());
     }

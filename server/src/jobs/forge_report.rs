@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::api::StatusState;
-use super::feedback::{ATTEMPTS, send_status, update_comment};
+use crate::forge::api::StatusState;
+use crate::forge::feedback::{ATTEMPTS, send_status, update_comment};
 use crate::state::App;
 
 /// A status for the run (`step: None`) or one of its steps. Sent in the

@@ -1,13 +1,8 @@
 //! The runner: claims queued runs from the database (the durable queue) and
 //! executes them, at most `runner.max_parallel` at once.
 
-pub mod cancel;
 mod command;
 mod execute;
-pub mod junit;
-pub mod logs;
-pub mod watch;
-mod workspace;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +23,7 @@ pub enum RunError {
     #[error("{0}")]
     Config(String),
     #[error(transparent)]
-    Flow(#[from] crate::flow::FlowError),
+    Flow(#[from] crate::jobs::FlowError),
     #[error(transparent)]
     Configuration(#[from] crate::configs::ConfigError),
     #[error(transparent)]

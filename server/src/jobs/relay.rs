@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::config::DatabaseTarget;
 use crate::db;
-use crate::runner::logs::RunEvent;
+use crate::runs::logs::RunEvent;
 use crate::state::App;
 
 const CHANNEL: &str = "gantry_relay";
@@ -132,7 +132,7 @@ async fn listen(app: Arc<App>, url: String) {
             Ok(listener) => listener,
             Err(error) => {
                 tracing::debug!(%error, "relay: cannot connect; retrying");
-                if !crate::flow::pause_for(&app, Duration::from_secs(1)).await {
+                if !crate::jobs::driver::pause_for(&app, Duration::from_secs(1)).await {
                     return;
                 }
                 continue;

@@ -60,30 +60,19 @@ pub async fn recover(app: &App) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every third of the lease, on PostgreSQL: runs whose replica stopped
-/// renewing their lease (it died, or lost the database) are taken over.
-pub async fn lease_loop(app: std::sync::Arc<App>) {
-    if app.db.backend() == Backend::Sqlite {
-        return;
+/// Runs whose replica stopped renewing their lease (it died, or lost the
+/// database) are taken over (PostgreSQL, every third of the lease).
+pub async fn take_over_lapsed(app: &App) -> anyhow::Result<()> {
+    let taken = take_over_expired(app).await?;
+    if taken > 0 {
+        let _ = db::environments::release_stale_locks(app.db.pool()).await;
+        app.flow.runner_wake.notify_one();
+        tracing::warn!(
+            taken,
+            "took over runs whose replica stopped renewing their lease"
+        );
     }
-    loop {
-        tokio::select! {
-            () = app.shutdown.cancelled() => return,
-            () = tokio::time::sleep(app.config.runner_lease / 3) => {}
-        }
-        match take_over_expired(&app).await {
-            Ok(0) => {}
-            Ok(taken) => {
-                let _ = db::environments::release_stale_locks(app.db.pool()).await;
-                app.flow.runner_wake.notify_one();
-                tracing::warn!(
-                    taken,
-                    "took over runs whose replica stopped renewing their lease"
-                );
-            }
-            Err(error) => tracing::warn!(%error, "taking over runs with expired leases failed"),
-        }
-    }
+    Ok(())
 }
 
 /// Takes over the runs whose lease expired; how many this replica took.

@@ -35,7 +35,7 @@ pub enum RunEvent {
 
 /// One broadcast channel per run with live viewers or a live runner. With
 /// several replicas, what a runner sends also reaches viewers on the other
-/// replicas (`crate::relay`).
+/// replicas (`crate::jobs::relay`).
 #[derive(Debug, Default)]
 pub struct RunEvents {
     channels: Mutex<HashMap<i64, broadcast::Sender<RunEvent>>>,

@@ -2,7 +2,6 @@
 //! into the staging branch, deleted, or past its TTL; environments of apps
 //! that left the pipeline repo. Teardown is verified and recorded.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use app::dto::{EnvironmentState, RunState};
@@ -147,27 +146,13 @@ pub async fn destroy_merged_previews(
     Ok(())
 }
 
-/// Every 30 s: previews past their TTL, and environments of apps that left
-/// the pipeline repo, are destroyed.
-pub async fn expiry_loop(app: Arc<App>) {
-    loop {
-        if app.singletons.holds(&app, "expiry") {
-            expire_and_thaw(&app).await;
-        }
-        tokio::select! {
-            () = app.shutdown.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(30)) => {}
-        }
-    }
-}
-
-/// One pass of the expiry loop: previews past their TTL, and freezes that
+/// One pass of the expiry job: previews past their TTL, and freezes that
 /// ended (they end on the clock, not on an event).
-async fn expire_and_thaw(app: &App) {
+pub async fn expire_and_thaw(app: &App) {
     if let Err(error) = expire(app).await {
         tracing::warn!(%error, "expiring environments failed");
     }
-    if let Err(error) = super::approval::release_thawed(&app.approvals()).await {
+    if let Err(error) = crate::approvals::release_thawed(&app.approvals()).await {
         tracing::warn!(%error, "releasing runs after a freeze failed");
     }
     if let Err(error) = crate::change_requests::merge_thawed(&app.change_request_service()).await {

@@ -7,8 +7,6 @@
 //! them all. The runner is not one of them: replicas share runs by claiming
 //! them (`db::runs::claim_next`).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::db::{self, Backend};
@@ -16,38 +14,6 @@ use crate::state::App;
 
 /// The elected loops, by name.
 pub const LOOPS: [&str; 6] = ["scan", "plan", "expiry", "drift", "stability", "delivery"];
-
-/// What this replica holds, and until when it may act on it.
-#[derive(Debug, Default)]
-pub struct Singletons {
-    held: Mutex<HashMap<&'static str, Instant>>,
-}
-
-impl Singletons {
-    /// Whether this replica holds `name` now. A lease counts as held only
-    /// until two thirds of it after its last renewal, so a replica that
-    /// cannot renew (the database is gone) stops before another may start.
-    pub fn holds(&self, app: &App, name: &str) -> bool {
-        if app.db.backend() == Backend::Sqlite {
-            return true;
-        }
-        self.lock()
-            .get(name)
-            .is_some_and(|until| Instant::now() < *until)
-    }
-
-    /// The loops this replica holds now.
-    pub fn held(&self, app: &App) -> Vec<&'static str> {
-        LOOPS
-            .into_iter()
-            .filter(|name| self.holds(app, name))
-            .collect()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<&'static str, Instant>> {
-        self.held.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
 
 fn lease_millis(app: &App) -> i64 {
     i64::try_from(app.config.runner_lease.as_millis()).unwrap_or(i64::MAX)
@@ -64,14 +30,11 @@ pub async fn elect(app: &App) {
         match db::singletons::hold(&app.db, name, &app.runner_id, lease_millis(app)).await {
             Ok(true) => {
                 let until = asked + app.config.runner_lease * 2 / 3;
-                let taken = app.singletons.lock().insert(name, until).is_none();
-                if taken {
+                if app.singletons.hold(name, until) {
                     tracing::info!(singleton = name, replica = %app.runner_id, "this replica now runs the {name} loop");
                 }
             }
-            Ok(false) => {
-                app.singletons.lock().remove(name);
-            }
+            Ok(false) => app.singletons.lose(name),
             // Kept until its own expiry: a blip does not hand the loop over.
             Err(error) => {
                 tracing::warn!(%error, singleton = name, "renewing a singleton lease failed")
@@ -85,30 +48,22 @@ pub async fn elect(app: &App) {
 /// holds the loop, 0 on the others.
 fn publish(app: &App) {
     for name in LOOPS {
-        let held = if app.singletons.holds(app, name) {
-            1.0
-        } else {
-            0.0
-        };
+        let held = if app.singletons.holds(name) { 1.0 } else { 0.0 };
         metrics::gauge!("gantry_singleton_held", "name" => name).set(held);
     }
 }
 
-/// Renews (or tries to take) the leases every third of `runner.lease`;
-/// gives them up at shutdown so another replica takes over at once.
-pub async fn elect_loop(app: Arc<App>) {
+/// Gives the leases up as this replica stops, so another takes over at once
+/// instead of a lease later.
+pub async fn resign(app: &App) {
     if app.db.backend() == Backend::Sqlite {
         return;
     }
-    loop {
-        tokio::select! {
-            () = app.shutdown.cancelled() => break,
-            () = tokio::time::sleep(app.config.runner_lease / 3) => {}
-        }
-        elect(&app).await;
-    }
-    let held = app.singletons.held(&app);
-    app.singletons.lock().clear();
+    let held: Vec<&str> = LOOPS
+        .into_iter()
+        .filter(|name| app.singletons.holds(name))
+        .collect();
+    app.singletons.lose_all();
     for name in held {
         let _ = db::singletons::release(&app.db, name, &app.runner_id).await;
     }
@@ -138,7 +93,7 @@ pub async fn holders(app: &App) -> Result<Vec<app::dto::SingletonHolder>, sqlx::
                 holder: lease
                     .map(|l| l.holder.clone())
                     .unwrap_or_else(|| "nobody yet".into()),
-                here: app.singletons.holds(app, name),
+                here: app.singletons.holds(name),
                 since: lease.map(|l| l.acquired_at),
                 until: lease.map(|l| l.expires_at),
             }

@@ -11,15 +11,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::RunError;
 use super::command::{self, StepResult, sink};
-use super::logs::{LogSink, RunEvent};
-use super::workspace::Workspace;
 use crate::db::{self, now_millis, runs::RunRow, steps::StepOutcome};
 use crate::deploy::{self, DeployError, DeployOutcome, DeployRequest};
 use crate::forge::api::StatusState;
-use crate::forge::{feedback, report};
+use crate::forge::feedback;
 use crate::git::Export;
 use crate::gitops::schema::{LOCAL_TARGET, StackEntry, Step};
 use crate::gitops::template;
+use crate::jobs::forge_report as report;
+use crate::runs::logs::{LogSink, RunEvent};
+use crate::runs::workspace::Workspace;
 use crate::state::App;
 
 /// How a run ended.
