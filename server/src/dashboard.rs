@@ -102,7 +102,7 @@ impl StackPort for App {
         }
         Ok(Some(AppOverview {
             app,
-            source_url: crate::config::redact_source(&row.source_url),
+            source_url: crate::git::redact_source(&row.source_url),
             environments,
             change_requests,
             runs: db::runs::recent_of_app(pool, row.id, 20)
@@ -575,7 +575,7 @@ impl AdminPort for App {
                 self.config
                     .pipeline_repo
                     .as_deref()
-                    .map(crate::config::redact_source)
+                    .map(crate::git::redact_source)
             } else {
                 None
             },

@@ -36,6 +36,7 @@ pub mod outbound;
 pub mod runs;
 pub mod sandbox;
 pub mod secrets;
+pub mod secrets_admin;
 pub mod serve;
 pub mod sharing;
 pub mod signals;

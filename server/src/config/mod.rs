@@ -994,7 +994,7 @@ impl Config {
             if entry.0 == "storage.database_url" {
                 entry.1 = redact_url(&entry.1);
             } else if entry.0 == "pipeline.repo" {
-                entry.1 = redact_source(&entry.1);
+                entry.1 = crate::git::redact_source(&entry.1);
             }
         }
 
@@ -1247,21 +1247,6 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
             message,
         }
     })
-}
-
-/// A git URL as people may see it: `https://ghp_token@github.com/o/r` or
-/// `https://user:pass@host/r` → `https://***@host/r` (forges take a token
-/// as the user name, so the user part goes too).
-pub fn redact_source(text: &str) -> String {
-    match url::Url::parse(text) {
-        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
-            // Only URLs that cannot carry credentials refuse these.
-            let _ = url.set_password(None);
-            let _ = url.set_username("***");
-            url.to_string()
-        }
-        _ => text.to_string(),
-    }
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.

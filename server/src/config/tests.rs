@@ -1,4 +1,5 @@
 use super::*;
+use crate::git::redact_source;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs

@@ -50,7 +50,7 @@ pub struct NewCluster<'a> {
     pub kind: &'a str,
     pub context: Option<&'a str>,
     pub server_url: Option<&'a str>,
-    pub sealed: &'a crate::secrets::Sealed,
+    pub sealed: &'a super::Sealed,
 }
 
 pub async fn insert<'e>(
@@ -90,7 +90,7 @@ pub async fn sealed<'e>(
 pub async fn reseal<'e>(
     exec: impl Executor<'e, Database = Any>,
     name: &str,
-    sealed: &crate::secrets::Sealed,
+    sealed: &super::Sealed,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE clusters SET credentials_nonce = $2, credentials = $3, key_id = $4 WHERE name = $1",

@@ -137,7 +137,7 @@ pub async fn list_deploying<'e>(
 pub async fn store_sealed<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
-    sealed: &crate::secrets::Sealed,
+    sealed: &super::Sealed,
 ) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE deployments SET manifests_sealed = $2, manifests_nonce = $3, manifests_key_id = $4 WHERE id = $1")
         .bind(id)

@@ -110,7 +110,7 @@ pub async fn all_sealed<'e>(
 pub async fn reseal<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
-    sealed: &crate::secrets::Sealed,
+    sealed: &super::Sealed,
 ) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE secrets SET nonce = $2, ciphertext = $3, key_id = $4 WHERE id = $1")
         .bind(id)

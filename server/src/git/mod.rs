@@ -24,7 +24,7 @@ use tokio::sync::{Mutex, Semaphore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
-    #[error("cannot fetch {}: {message}", crate::config::redact_source(.url))]
+    #[error("cannot fetch {}: {message}", redact_source(.url))]
     Fetch { url: String, message: String },
     #[error("git: {0}")]
     Git(#[from] git2::Error),
@@ -37,7 +37,7 @@ pub enum GitError {
     },
     #[error("refusing to write {0:?}: it would leave the checkout")]
     UnsafePath(String),
-    #[error("cannot push to {branch} of {}: {message}", crate::config::redact_source(.url))]
+    #[error("cannot push to {branch} of {}: {message}", redact_source(.url))]
     Push {
         url: String,
         branch: String,
@@ -474,6 +474,21 @@ pub fn check_branch_name(name: &str) -> Result<(), Rejected> {
         Ok(())
     } else {
         Err(format!("{name:?} is not a valid branch name").into())
+    }
+}
+
+/// A git URL as people may see it: `https://ghp_token@github.com/o/r` or
+/// `https://user:pass@host/r` → `https://***@host/r` (forges take a token
+/// as the user name, so the user part goes too).
+pub fn redact_source(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+            // Only URLs that cannot carry credentials refuse these.
+            let _ = url.set_password(None);
+            let _ = url.set_username("***");
+            url.to_string()
+        }
+        _ => text.to_string(),
     }
 }
 

@@ -127,7 +127,7 @@ answered_by_kind!(
     crate::deploy::drift::DriftError,
     crate::notify::channels::ChannelError,
     crate::runs::cancel::CancelError,
-    crate::secrets::admin::AdminError,
+    crate::secrets_admin::AdminError,
     crate::runs::watch::WatchError,
     crate::ledger::LedgerError,
     crate::sharing::ShareError,

@@ -3,7 +3,6 @@
 //! associated data, so a ciphertext cannot be moved to another name. Values
 //! only ever leave this module to be injected into a step's environment.
 
-pub mod admin;
 pub mod mask;
 
 use std::io::Write;
@@ -148,12 +147,8 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-/// A sealed value: what the database stores.
-pub struct Sealed {
-    pub nonce: Vec<u8>,
-    pub ciphertext: Vec<u8>,
-    pub key_id: String,
-}
+/// A sealed value, as the database stores it.
+pub use crate::db::Sealed;
 
 impl Vault {
     /// Opens the key file, creating it (0600, random key) when missing.

@@ -1,5 +1,5 @@
 //! Secrets over REST: set, list (names only) and delete, each a call to
-//! `secrets::admin`. Values are never returned.
+//! `secrets_admin`. Values are never returned.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Principal;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::principal::Admin;
-use crate::secrets::admin;
+use crate::secrets_admin as admin;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

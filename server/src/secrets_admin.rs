@@ -1,14 +1,14 @@
 //! Managing the registered secrets (global admins): set, list names, delete.
-//! Values go in sealed and never come out; every change is audited. This
-//! is domain code inside the infrastructure's `secrets` (it checks callers
-//! and audits), placed as such in `layers.rs`.
+//! Values go in sealed and never come out; every change is audited. The
+//! vault and the store it uses are infrastructure (`secrets`); this checks
+//! callers and audits, so it is domain code of its own.
 
 use app::dto::Role;
 use app::port::Caller;
 
-use super::{SecretError, Vault};
 use crate::db::{self, Db, secrets::NewSecret};
 use crate::error::{Classified, Kind};
+use crate::secrets::{SecretError, Vault};
 
 /// The shortest value accepted: shorter ones could not be masked in logs
 /// without garbling them.
