@@ -29,6 +29,7 @@ sleep 5
 rss_kb=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
 echo "| idle server RSS (SQLite, after one page and one API call) | $((rss_kb / 1024)) MiB ($rss_kb kB) |"
 echo "| release binary size | $(wc -c < "$BIN") bytes |"
+echo "| release gantry-sandbox size (pid 1 of every sandbox) | $(wc -c < "$TARGET/release/gantry-sandbox") bytes |"
 
 echo
 cargo build --release -p bench --quiet

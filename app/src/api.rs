@@ -60,6 +60,14 @@ fn failed(what: &'static str) -> impl FnOnce(crate::port::PortError) -> ServerFn
         }
         crate::port::PortError::Unavailable(cause) => {
             tracing::warn!(%cause, "dashboard could not load {what}: a dependency is unavailable");
+            // Answered as the REST API answers an outage: 503, retry later.
+            if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+                response.set_status(http::StatusCode::SERVICE_UNAVAILABLE);
+                response.insert_header(
+                    http::header::RETRY_AFTER,
+                    http::HeaderValue::from_static("5"),
+                );
+            }
             ServerFnError::new(format!(
                 "could not load {what}: a service Gantry depends on did not answer; try again later"
             ))

@@ -85,7 +85,8 @@ impl crate::error::Classified for ChangeRequestError {
             ChangeRequestError::Forbidden(_) => Kind::Forbidden,
             ChangeRequestError::Conflict(_) => Kind::Conflict,
             ChangeRequestError::Git(error) => error.kind(),
-            ChangeRequestError::Db(_) | ChangeRequestError::Config(_) => Kind::Internal,
+            ChangeRequestError::Config(_) => Kind::Internal,
+            ChangeRequestError::Db(error) => error.kind(),
         }
     }
 }

@@ -24,7 +24,7 @@ impl crate::error::Classified for ConfigError {
         match self {
             ConfigError::Invalid(_) => Kind::Invalid,
             ConfigError::Git(error) => error.kind(),
-            ConfigError::Db(_) => Kind::Internal,
+            ConfigError::Db(error) => error.kind(),
         }
     }
 }

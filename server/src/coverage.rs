@@ -34,7 +34,7 @@ pub enum CoverageError {
 impl crate::error::Classified for CoverageError {
     fn kind(&self) -> crate::error::Kind {
         match self {
-            CoverageError::Db(_) => crate::error::Kind::Internal,
+            CoverageError::Db(error) => crate::error::Classified::kind(error),
             CoverageError::Git(error) => error.kind(),
         }
     }

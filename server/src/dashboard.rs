@@ -23,7 +23,7 @@ use crate::error::{Classified, Kind};
 use crate::state::App;
 
 fn port_error(error: sqlx::Error) -> PortError {
-    PortError::Failed(error.to_string())
+    port_error_of(&error)
 }
 
 /// Keeps the items of apps where the caller has at least `role`.
@@ -42,7 +42,7 @@ impl IdentityPort for App {
     ) -> Result<Option<Caller>, PortError> {
         let principal = crate::http::principal::authenticate(&parts, self)
             .await
-            .map_err(|e| PortError::Failed(e.to_string()))?;
+            .map_err(|e| port_error_of(&e))?;
         Ok(principal.map(|p| p.caller()))
     }
 }

@@ -35,7 +35,8 @@ impl Classified for AdminError {
             AdminError::Forbidden(_) => Kind::Forbidden,
             AdminError::NotFound(_) => Kind::NotFound,
             AdminError::Invalid(_) => Kind::Invalid,
-            AdminError::Vault(_) | AdminError::Db(_) => Kind::Internal,
+            AdminError::Vault(_) => Kind::Internal,
+            AdminError::Db(error) => error.kind(),
         }
     }
 }

@@ -73,7 +73,8 @@ impl crate::error::Classified for ShareError {
             ShareError::Expired(_) | ShareError::Revoked => Kind::Conflict,
             ShareError::Forbidden(_) => Kind::Forbidden,
             ShareError::Refused(_) => Kind::Invalid,
-            ShareError::Db(_) | ShareError::Config(_) => Kind::Internal,
+            ShareError::Config(_) => Kind::Internal,
+            ShareError::Db(error) => error.kind(),
         }
     }
 }

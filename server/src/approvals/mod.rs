@@ -68,7 +68,8 @@ impl crate::error::Classified for ApprovalError {
             ApprovalError::Forbidden(_) => Kind::Forbidden,
             ApprovalError::Invalid(_) => Kind::Invalid,
             ApprovalError::Git(error) => error.kind(),
-            ApprovalError::Db(_) | ApprovalError::Config(_) => Kind::Internal,
+            ApprovalError::Config(_) => Kind::Internal,
+            ApprovalError::Db(error) => error.kind(),
         }
     }
 }

@@ -44,7 +44,8 @@ impl Classified for AuthError {
             AuthError::Forbidden(_) => Kind::Forbidden,
             AuthError::NotFound(_) => Kind::NotFound,
             AuthError::Invalid(_) => Kind::Invalid,
-            AuthError::Random(_) | AuthError::Session(_) | AuthError::Db(_) => Kind::Internal,
+            AuthError::Random(_) | AuthError::Session(_) => Kind::Internal,
+            AuthError::Db(error) => error.kind(),
         }
     }
 }

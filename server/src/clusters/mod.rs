@@ -90,7 +90,8 @@ impl Classified for ClusterError {
             | ClusterError::BadRequest(_)
             | ClusterError::Client { .. } => Kind::Invalid,
             ClusterError::Forbidden(_) => Kind::Forbidden,
-            ClusterError::Secret(_) | ClusterError::Db(_) => Kind::Internal,
+            ClusterError::Secret(_) => Kind::Internal,
+            ClusterError::Db(error) => error.kind(),
         }
     }
 }

@@ -104,6 +104,48 @@ pub enum DbError {
     Query(#[from] sqlx::Error),
 }
 
+/// What kind of failure a database error is, for every caller above `db/`:
+/// the database gone (a lost connection, a pool that timed out waiting for
+/// one, a server shutting down) is an outage — `Unavailable`, answered 503
+/// with `Retry-After` like a git or cluster outage — and a unique key
+/// already taken is a `Conflict`. Anything else is a defect: `Internal`.
+impl crate::error::Classified for sqlx::Error {
+    fn kind(&self) -> crate::error::Kind {
+        use crate::error::Kind;
+        match self {
+            // A connection cut mid-conversation reads as a protocol error
+            // (nothing, where the server's answer should be).
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => Kind::Unavailable,
+            sqlx::Error::Database(error) if error.is_unique_violation() => Kind::Conflict,
+            sqlx::Error::Database(error) if outage(error.as_ref()) => Kind::Unavailable,
+            _ => Kind::Internal,
+        }
+    }
+}
+
+/// A database that cannot answer now, where trying again later may work:
+/// PostgreSQL's connection exceptions (class 08), a server shutting down
+/// or starting (57P01–57P03), too many connections (53300); SQLite busy or
+/// locked (primary codes 5 and 6, with their extended codes).
+fn outage(error: &dyn sqlx::error::DatabaseError) -> bool {
+    let code = error.code();
+    let code = code.as_deref().unwrap_or_default();
+    if error
+        .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+        .is_some()
+    {
+        return code
+            .parse::<u32>()
+            .is_ok_and(|code| matches!(code & 0xff, 5 | 6));
+    }
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+}
+
 /// The connection pool and which backend it talks to.
 #[derive(Clone, Debug)]
 pub struct Db {
@@ -377,5 +419,35 @@ mod tests {
             .await
             .expect("read");
         assert_eq!(n, 11, "the transaction's write, then the other one");
+    }
+
+    /// A key already taken is a conflict; a database that went away is an
+    /// outage, not a defect (the surfaces answer 409 and 503).
+    #[tokio::test]
+    async fn database_errors_have_the_kind_of_what_went_wrong() {
+        use crate::error::{Classified, Kind};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::connect(&DatabaseTarget::Sqlite(dir.path().join("t.db")))
+            .await
+            .expect("open");
+        db.pool()
+            .execute("CREATE TABLE names (name TEXT NOT NULL UNIQUE)")
+            .await
+            .expect("create");
+        let insert = || sqlx::query("INSERT INTO names VALUES ('shop')").execute(db.pool());
+        insert().await.expect("first");
+        let taken = insert().await.expect_err("the name is taken");
+        assert_eq!(taken.kind(), Kind::Conflict, "{taken}");
+        let wrong = sqlx::query("SELECT nothing FROM names")
+            .execute(db.pool())
+            .await
+            .expect_err("no such column");
+        assert_eq!(wrong.kind(), Kind::Internal, "{wrong}");
+        db.pool().close().await;
+        let closed = sqlx::query("SELECT 1")
+            .execute(db.pool())
+            .await
+            .expect_err("the pool is closed");
+        assert_eq!(closed.kind(), Kind::Unavailable, "{closed}");
     }
 }

@@ -52,7 +52,8 @@ impl Classified for DriftError {
             DriftError::Apply(error) => error.kind(),
             DriftError::Unreachable(_) | DriftError::Git(_) => Kind::Unavailable,
             DriftError::Config(_) | DriftError::Manifests(_) => Kind::Invalid,
-            DriftError::Stored { .. } | DriftError::Io(_) | DriftError::Db(_) => Kind::Internal,
+            DriftError::Stored { .. } | DriftError::Io(_) => Kind::Internal,
+            DriftError::Db(error) => error.kind(),
         }
     }
 }

@@ -42,6 +42,11 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// What `Retry-After` says on an answer to an outage, in seconds: about a
+/// pool's wait for a connection, so a retry is not answered from the same
+/// outage at once.
+pub const RETRY_AFTER_SECONDS: &str = "5";
+
 impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str) {
         match self {
@@ -72,13 +77,22 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        (
+        let mut response = (
             status,
             Json(ErrorBody {
                 error: ErrorDetail { code, message },
             }),
         )
-            .into_response()
+            .into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // An outage (the database, git, a cluster): clients and proxies
+            // try again after this many seconds rather than at once.
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
+        }
+        response
     }
 }
 
@@ -137,7 +151,7 @@ answered_by_kind!(
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        ApiError::Internal(error.to_string())
+        ApiError::of(&error)
     }
 }
 

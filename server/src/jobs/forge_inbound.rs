@@ -39,9 +39,8 @@ impl crate::error::Classified for ForgeError {
     fn kind(&self) -> crate::error::Kind {
         use crate::error::Kind;
         match self {
-            ForgeError::UnknownForge(_) | ForgeError::Stored(_) | ForgeError::Db(_) => {
-                Kind::Internal
-            }
+            ForgeError::Db(error) => error.kind(),
+            ForgeError::UnknownForge(_) | ForgeError::Stored(_) => Kind::Internal,
             ForgeError::Git(_) => Kind::Unavailable,
             ForgeError::Flow(error) => error.kind(),
         }

@@ -93,8 +93,8 @@ impl Classified for FlowError {
             FlowError::Deploy(_)
             | FlowError::Local(_)
             | FlowError::Stored(_)
-            | FlowError::Io(_)
-            | FlowError::Db(_) => Kind::Internal,
+            | FlowError::Io(_) => Kind::Internal,
+            FlowError::Db(error) => error.kind(),
         }
     }
 }

@@ -51,7 +51,8 @@ impl Classified for LedgerError {
             LedgerError::Forbidden(_) => Kind::Forbidden,
             LedgerError::Conflict(_) => Kind::Conflict,
             LedgerError::Git(error) => error.kind(),
-            LedgerError::Db(_) | LedgerError::Config(_) => Kind::Internal,
+            LedgerError::Config(_) => Kind::Internal,
+            LedgerError::Db(error) => error.kind(),
         }
     }
 }

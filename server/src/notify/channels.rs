@@ -30,7 +30,7 @@ impl Classified for ChannelError {
             ChannelError::Forbidden(_) => Kind::Forbidden,
             ChannelError::NotFound(_) => Kind::NotFound,
             ChannelError::Invalid(_) => Kind::Invalid,
-            ChannelError::Db(_) => Kind::Internal,
+            ChannelError::Db(error) => error.kind(),
         }
     }
 }

@@ -26,7 +26,7 @@ impl Classified for CancelError {
             CancelError::NotFound(_) => Kind::NotFound,
             CancelError::Forbidden(_) => Kind::Forbidden,
             CancelError::Finished { .. } => Kind::Conflict,
-            CancelError::Db(_) => Kind::Internal,
+            CancelError::Db(error) => error.kind(),
         }
     }
 }

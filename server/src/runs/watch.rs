@@ -27,7 +27,7 @@ impl Classified for WatchError {
         match self {
             WatchError::NotFound(_) => Kind::NotFound,
             WatchError::Forbidden(_) => Kind::Forbidden,
-            WatchError::Db(_) => Kind::Internal,
+            WatchError::Db(error) => error.kind(),
         }
     }
 }

@@ -10,7 +10,6 @@
 //! it off (`runner.sandbox = "none"`), which every run page then says.
 
 pub mod cgroup;
-pub mod init;
 mod plan;
 pub mod process;
 mod slirp;
@@ -31,7 +30,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use self::process::GroupChild;
 use cgroup::{Cgroup, CgroupParent};
-pub use init::Ending;
+pub use gantry_sandbox::{Ending, SetupFailed};
 use slirp::Slirp;
 use spawner::Spawner;
 
@@ -219,24 +218,6 @@ pub fn human_bytes(bytes: u64) -> String {
     format!("{bytes} bytes")
 }
 
-/// Why a sandbox could not be set up, in words for the Settings page and
-/// the log (nobody branches on the cause: the sandbox works or it does not).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct SetupFailed(pub String);
-
-impl From<String> for SetupFailed {
-    fn from(reason: String) -> SetupFailed {
-        SetupFailed(reason)
-    }
-}
-
-impl From<&str> for SetupFailed {
-    fn from(reason: &str) -> SetupFailed {
-        SetupFailed(reason.to_string())
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     #[error("the sandbox is unavailable: {0}")]
@@ -374,7 +355,7 @@ impl Sandbox {
         }
         if !self.settings.helper.is_file() {
             return Err(format!(
-                "the helper {} is missing; it is built with gantry (cargo build --bin gantry-sandbox)",
+                "the helper {} is missing; it is built beside gantry (cargo build -p gantry-sandbox) and installed next to it, or named by runner.helper",
                 self.settings.helper.display()
             ).into());
         }
@@ -551,7 +532,7 @@ impl Sandbox {
         }
         let relay = match (spec.network, self.settings.relay_port) {
             (Network::Isolated, Some(port)) if self.settings.preview_socket.exists() => {
-                Some(init::Forward {
+                Some(gantry_sandbox::Forward {
                     port,
                     socket: PathBuf::from(plan::PREVIEW_SOCKET),
                 })
@@ -583,10 +564,10 @@ impl Sandbox {
             ),
             None => None,
         };
-        let mut rlimits = vec![init::Rlimit::Core(0)];
+        let mut rlimits = vec![gantry_sandbox::Rlimit::Core(0)];
         if cgroup.is_none() {
-            rlimits.push(init::Rlimit::Processes(spec.limits.pids));
-            rlimits.push(init::Rlimit::Data(spec.limits.memory_bytes));
+            rlimits.push(gantry_sandbox::Rlimit::Processes(spec.limits.pids));
+            rlimits.push(gantry_sandbox::Rlimit::Data(spec.limits.memory_bytes));
         }
         let mut writable: Vec<PathBuf> = spec
             .mounts
@@ -595,11 +576,11 @@ impl Sandbox {
             .map(|m| m.inside.clone())
             .collect();
         writable.extend(["/tmp", "/dev"].map(PathBuf::from));
-        let instructions = init::Instructions {
+        let instructions = gantry_sandbox::Instructions {
             argv: vec!["sh".into(), "-c".into(), spec.script.clone()],
             user: self.as_root.then_some(user),
             rlimits,
-            landlock: Some(init::Fence {
+            landlock: Some(gantry_sandbox::Fence {
                 read_only: vec![PathBuf::from("/")],
                 writable,
             }),
@@ -848,7 +829,7 @@ impl Sandboxed {
         }
         let ending = Ending::parse(&line).unwrap_or(match plain {
             // bubblewrap passes on a killed helper as 128 + signal.
-            Ending::Exited(code) if code > 128 && code != init::SETUP_FAILED => {
+            Ending::Exited(code) if code > 128 && code != gantry_sandbox::SETUP_FAILED => {
                 Ending::Signalled(code - 128)
             }
             other => other,
@@ -979,7 +960,7 @@ async fn wait_ready(status: &mut tokio::net::unix::pipe::Receiver) -> Result<(),
     tokio::time::timeout(START_TIMEOUT, read)
         .await
         .map_err(|_| "the sandbox was not set up in time".to_string())??;
-    if line == init::READY.as_bytes() {
+    if line == gantry_sandbox::READY.as_bytes() {
         Ok(())
     } else {
         Err(format!(

@@ -82,3 +82,53 @@ on_both! {
         assert_eq!(response.status, StatusCode::PAYLOAD_TOO_LARGE);
     }
 }
+
+// The database out of reach (the link to PostgreSQL cut: connections drop,
+// new ones are refused): both surfaces answer 503 with Retry-After, as for
+// a git or cluster outage, not 500 — and answer again once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_is_answered_503_with_retry_after_on_both_surfaces() {
+    use crate::support::database_link::DatabaseLink;
+    use gantry::config::DatabaseTarget;
+    let link = DatabaseLink::for_url(&crate::support::postgres_admin_url()).await;
+    let app = crate::support::TestApp::with_config("postgres", |config| {
+        if let DatabaseTarget::Postgres(url) = &config.database {
+            config.database = DatabaseTarget::Postgres(link.url(url));
+        }
+    })
+    .await;
+    assert_eq!(app.get("/api/v1/runs").await.status, StatusCode::OK);
+    assert_eq!(app.server_fn("list_runs").await.status, StatusCode::OK);
+
+    link.cut();
+    let api = app.get("/api/v1/runs").await;
+    assert_eq!(
+        api.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        api.text()
+    );
+    assert_eq!(api.header("retry-after"), Some("5"));
+    assert_eq!(api.json()["error"]["code"], "unavailable", "{}", api.text());
+    let dashboard = app.server_fn("list_runs").await;
+    assert_eq!(
+        dashboard.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        dashboard.text()
+    );
+    assert_eq!(dashboard.header("retry-after"), Some("5"));
+    assert!(
+        dashboard.text().contains("try again later"),
+        "{}",
+        dashboard.text()
+    );
+
+    link.restore();
+    crate::support::flow::wait_for(
+        "the API to answer again",
+        crate::support::flow::MINUTE,
+        || async { (app.get("/api/v1/runs").await.status == StatusCode::OK).then_some(()) },
+    )
+    .await;
+}

@@ -8,7 +8,7 @@ use gantry::sandbox::{Ending, Limits, Mount, Network, Sandbox, Settings, Spec, S
 use tokio::io::AsyncReadExt;
 
 pub fn helper() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_gantry-sandbox"))
+    crate::support::sandbox_helper()
 }
 
 fn settings(data: &Path) -> Settings {

@@ -10,7 +10,7 @@ pub mod process;
 pub mod receiver;
 pub mod remote;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -555,6 +555,19 @@ fn capture_logs() {
         .try_init();
 }
 
+/// The sandbox helper, where cargo builds it: next to the gantry binary.
+/// It is a crate of its own (`gantry-sandbox`), built by `cargo test
+/// --workspace` (`./x test`) for its own tests.
+pub fn sandbox_helper() -> PathBuf {
+    let helper = Path::new(env!("CARGO_BIN_EXE_gantry")).with_file_name("gantry-sandbox");
+    assert!(
+        helper.is_file(),
+        "{} is missing: build it with `cargo build -p gantry-sandbox` (./x test does)",
+        helper.display()
+    );
+    helper
+}
+
 pub fn test_config(data_dir: &Path, database: DatabaseTarget) -> Config {
     let flags = Flags {
         data_dir: Some(data_dir.to_path_buf()),
@@ -563,8 +576,8 @@ pub fn test_config(data_dir: &Path, database: DatabaseTarget) -> Config {
     };
     let mut config = Config::resolve(&flags, &[]).expect("test config resolves");
     config.database = database;
-    // The test binary is not next to the helper; cargo built it here.
-    config.sandbox_helper = env!("CARGO_BIN_EXE_gantry-sandbox").into();
+    // The test binary is not next to the helper; gantry is.
+    config.sandbox_helper = crate::support::sandbox_helper();
     config
 }
 

@@ -1,5 +1,6 @@
 //! The first process inside every sandbox (`gantry-sandbox`, started by
-//! bubblewrap as the sandbox's pid 1). Before the step or app runs it sets
+//! bubblewrap as the sandbox's pid 1; the server's `sandbox` module starts
+//! it). Before the step or app runs it sets
 //! the resource limits, gives up root (when Gantry runs as root) and adds a
 //! Landlock fence; then it starts the command, reaps every process of the
 //! sandbox, passes a stop signal on, and relays the environment URLs a step
@@ -10,7 +11,6 @@
 //! how the command ended on the status descriptor Gantry handed it, so a
 //! step that exits 137 is not mistaken for one killed by a signal.
 
-use super::SetupFailed;
 use std::io::Write;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
@@ -23,6 +23,24 @@ use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Gid, Pid, Uid, setgid, setgroups, setuid};
 use serde::{Deserialize, Serialize};
+
+/// Why a sandbox could not be set up, in words for the Settings page and
+/// the log (nobody branches on the cause: the sandbox works or it does not).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SetupFailed(pub String);
+
+impl From<String> for SetupFailed {
+    fn from(reason: String) -> SetupFailed {
+        SetupFailed(reason)
+    }
+}
+
+impl From<&str> for SetupFailed {
+    fn from(reason: &str) -> SetupFailed {
+        SetupFailed(reason.to_string())
+    }
+}
 
 /// The exit code of a sandbox whose setup failed before the command ran.
 pub const SETUP_FAILED: i32 = 125;
