@@ -243,7 +243,7 @@ impl RunsPort for App {
         caller.require(Role::Admin, Some(&run.app))?;
         // Bad manifests are the admin's to read and fix (Invalid); a
         // cluster that does not answer is Unavailable.
-        Ok(crate::deploy::drift::diff_for_run(&self.delivery(), id).await?)
+        Ok(crate::delivery::deploy::drift::diff_for_run(&self.delivery(), id).await?)
     }
 }
 
@@ -349,7 +349,7 @@ impl ChangeRequestsPort for App {
         };
         // Manifests are the admins'.
         caller.require(Role::Admin, Some(&cr.app))?;
-        Ok(crate::deploy::drift::diff_for_change_request(&self.delivery(), id).await?)
+        Ok(crate::delivery::deploy::drift::diff_for_change_request(&self.delivery(), id).await?)
     }
 }
 
@@ -382,7 +382,10 @@ impl ReleasesPort for App {
         app: String,
         request: RollbackRequest,
     ) -> Result<RollbackAccepted, PortError> {
-        Ok(crate::ledger::rollback::request(&self.delivery(), caller, &app, request).await?)
+        Ok(
+            crate::delivery::ledger::rollback::request(&self.delivery(), caller, &app, request)
+                .await?,
+        )
     }
 
     async fn promote(
@@ -391,7 +394,7 @@ impl ReleasesPort for App {
         app: String,
         request: PromoteRequest,
     ) -> Result<Promotion, PortError> {
-        Ok(crate::ledger::rollback::promote(
+        Ok(crate::delivery::ledger::rollback::promote(
             &self.delivery(),
             caller,
             &app,
@@ -407,7 +410,10 @@ impl ReleasesPort for App {
         id: i64,
         reason: Option<String>,
     ) -> Result<ReleaseSummary, PortError> {
-        Ok(crate::ledger::stable::mark(&self.delivery(), caller, id, reason.as_deref()).await?)
+        Ok(
+            crate::delivery::ledger::stable::mark(&self.delivery(), caller, id, reason.as_deref())
+                .await?,
+        )
     }
 
     async fn compare_releases(
@@ -417,7 +423,10 @@ impl ReleasesPort for App {
         from: i64,
         to: i64,
     ) -> Result<ReleaseComparison, PortError> {
-        Ok(crate::ledger::pinpoint::compare(&self.delivery(), caller, &app, from, to).await?)
+        Ok(
+            crate::delivery::ledger::pinpoint::compare(&self.delivery(), caller, &app, from, to)
+                .await?,
+        )
     }
 
     async fn commit_releases(
@@ -426,7 +435,10 @@ impl ReleasesPort for App {
         app: String,
         sha: String,
     ) -> Result<CommitReleases, PortError> {
-        Ok(crate::ledger::pinpoint::landings(&self.delivery(), caller, &app, &sha).await?)
+        Ok(
+            crate::delivery::ledger::pinpoint::landings(&self.delivery(), caller, &app, &sha)
+                .await?,
+        )
     }
 }
 
@@ -616,9 +628,9 @@ macro_rules! answered_by_kind {
 answered_by_kind!(
     crate::auth::AuthError,
     crate::clusters::ClusterError,
-    crate::deploy::drift::DriftError,
+    crate::delivery::deploy::drift::DriftError,
     crate::notify::channels::ChannelError,
-    crate::ledger::LedgerError,
+    crate::delivery::ledger::LedgerError,
     crate::sharing::ShareError,
     crate::change_requests::ChangeRequestError,
     crate::approvals::ApprovalError,

@@ -61,9 +61,7 @@ pub const MODULES: &[(&str, Layer)] = &[
     ("configs", Layer::Domain),
     ("coverage", Layer::Domain),
     ("delivery", Layer::Domain),
-    ("deploy", Layer::Domain),
     ("forge", Layer::Domain),
-    ("ledger", Layer::Domain),
     ("notify", Layer::Domain),
     ("runs", Layer::Domain),
     ("secrets_admin", Layer::Domain),
@@ -406,54 +404,19 @@ mod tests {
         circular
     }
 
-    /// Folder-level circles that remain from before the folders were made
-    /// to show the layers (issue 28), each an edge `a` → `b` on a circle.
-    /// The list only shrinks: a new circle fails the test below, and so
-    /// does an entry that is no longer on one (delete it).
-    ///
-    /// What remains is the delivery domain: `delivery`, `deploy`, `ledger`,
-    /// `notify`, `forge` and `sharing` call each other's services.
-    const CIRCLES_LEFT: &[(&str, &str)] = &[
-        ("delivery", "deploy"),
-        ("delivery", "notify"),
-        ("deploy", "delivery"),
-        ("deploy", "ledger"),
-        ("deploy", "notify"),
-        ("forge", "delivery"),
-        ("forge", "deploy"),
-        ("forge", "notify"),
-        ("forge", "sharing"),
-        ("ledger", "delivery"),
-        ("ledger", "deploy"),
-        ("ledger", "notify"),
-        ("notify", "forge"),
-        ("sharing", "ledger"),
-        ("sharing", "notify"),
-    ];
-
     /// No two top-level folders use each other, directly or round a
-    /// circle — within a layer as across layers — beyond [`CIRCLES_LEFT`].
+    /// circle — within a layer as across layers: each folder holds one
+    /// layer, and reading its imports shows what it stands on.
     #[test]
     fn no_folder_uses_another_round_a_circle() {
-        let circular = circular_edges(&folder_graph());
-        let new: Vec<String> = circular
-            .iter()
-            .filter(|((from, to), _)| !CIRCLES_LEFT.contains(&(from.as_str(), to.as_str())))
+        let circular: Vec<String> = circular_edges(&folder_graph())
+            .into_iter()
             .map(|((from, to), site)| format!("{from} → {to} ({site})"))
             .collect();
         assert!(
-            new.is_empty(),
+            circular.is_empty(),
             "folders that use each other round a circle:\n{}",
-            new.join("\n")
-        );
-        let gone: Vec<String> = CIRCLES_LEFT
-            .iter()
-            .filter(|(from, to)| !circular.contains_key(&(from.to_string(), to.to_string())))
-            .map(|(from, to)| format!("{from} → {to}"))
-            .collect();
-        assert!(
-            gone.is_empty(),
-            "no longer on a circle, delete from CIRCLES_LEFT: {gone:?}"
+            circular.join("\n")
         );
     }
 

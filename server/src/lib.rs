@@ -19,7 +19,6 @@ pub mod dashboard;
 pub mod db;
 pub mod delivery;
 pub mod demo;
-pub mod deploy;
 pub mod error;
 pub mod forge;
 pub mod git;
@@ -28,7 +27,6 @@ pub mod http;
 pub mod jobs;
 #[cfg(test)]
 mod layers;
-pub mod ledger;
 pub mod manifests;
 pub mod migrate;
 pub mod notify;

@@ -298,7 +298,7 @@ pub async fn open(
             .unwrap_or_default()
             .into_iter()
             .map(|commit| {
-                let mut entry = crate::ledger::changelog_entry(&config, commit);
+                let mut entry = crate::delivery::ledger::changelog_entry(&config, commit);
                 entry.author_email.clear();
                 entry
             })

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::db::{Db, DbError};
-use crate::deploy::local::LocalRuntime;
+use crate::delivery::deploy::local::LocalRuntime;
 use crate::git::GitStore;
 use crate::runs::logs::RunEvents;
 use crate::secrets::{SecretError, Vault};

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bench::percentile;
 use futures_util::future::join_all;
-use gantry::deploy::cluster::{ClusterDeploy, deploy};
+use gantry::delivery::deploy::cluster::{ClusterDeploy, deploy};
 use kube_emulator::{Emulator, Faults, Options, RolloutMode};
 use serde_json::{Value, json};
 

@@ -243,7 +243,7 @@ pub async fn update_comment(
     // can be long and some teams keep it to the dashboard.
     let diff = if reporter.forge.comment_diff {
         Some(
-            crate::deploy::drift::diff_for_change_request(app, cr_id)
+            crate::delivery::deploy::drift::diff_for_change_request(app, cr_id)
                 .await
                 .map_err(|e| crate::error::shown(&e))
                 .and_then(|d| {

@@ -4,9 +4,7 @@
 //! `X-Gitea-Signature: <hex>`); GitLab sends the shared token itself
 //! (`X-Gitlab-Token`). Every comparison is constant-time.
 
-use hmac::{Hmac, Mac};
 use http::HeaderMap;
-use sha2::Sha256;
 
 use super::Forge;
 
@@ -102,17 +100,7 @@ pub fn verify(
 }
 
 /// Hex HMAC-SHA256 of `body` under `secret`.
-pub fn sign(secret: &str, body: &[u8]) -> String {
-    // HMAC accepts keys of any length: this cannot fail.
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-    mac.update(body);
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use crate::secrets::hmac_hex as sign;
 
 fn constant_time_hex_eq(sent: &str, expected: &str) -> bool {
     crate::auth::constant_time_eq(&sent.to_ascii_lowercase(), expected)

@@ -98,7 +98,7 @@ async fn destroy_on_clusters(app: &App, env: &EnvRow, app_name: &str) -> Vec<Str
     let mut lines = Vec::new();
     for cluster in clusters {
         let outcome = match app.cluster_registry().client(&cluster).await {
-            Ok(client) => crate::deploy::cluster::delete_namespace(
+            Ok(client) => crate::delivery::deploy::cluster::delete_namespace(
                 &client, &cluster, namespace, app_name, &env.name,
             )
             .await

@@ -46,9 +46,9 @@ pub enum FlowError {
     #[error(transparent)]
     Git(#[from] crate::git::GitError),
     #[error(transparent)]
-    Deploy(#[from] crate::deploy::DeployError),
+    Deploy(#[from] crate::delivery::deploy::DeployError),
     #[error(transparent)]
-    Local(#[from] crate::deploy::local::LocalError),
+    Local(#[from] crate::delivery::deploy::local::LocalError),
     #[error(transparent)]
     Cluster(#[from] crate::clusters::ClusterError),
     #[error(transparent)]
@@ -142,20 +142,20 @@ fn spawn(app: &Arc<App>) -> Vec<JoinHandle<()>> {
     // stack entry opted in).
     let drift = Schedule::every("drift", "the drift check", config.drift_interval).elected();
     jobs.push(tokio::spawn(drive(app.clone(), drift, |app| async move {
-        crate::deploy::drift::check_all(&app.delivery()).await
+        crate::delivery::deploy::drift::check_all(&app.delivery()).await
     })));
     // Live releases marked stable once their soak is over.
     let stability = Schedule::every(
         "stability",
         "the stability check",
-        crate::ledger::stable::CHECK_EVERY,
+        crate::delivery::ledger::stable::CHECK_EVERY,
     )
     .elected()
     .at_start();
     jobs.push(tokio::spawn(drive(
         app.clone(),
         stability,
-        |app| async move { crate::ledger::stable::check(&app.delivery()).await },
+        |app| async move { crate::delivery::ledger::stable::check(&app.delivery()).await },
     )));
     let delivery = Schedule::every(
         "delivery",

@@ -158,7 +158,7 @@ pub async fn apply(app: &App, repo: &str, sha: &str) -> Result<Outcome, Reconcil
     tx.commit().await?;
 
     // Pins committed to (or removed from) the pipeline repo take effect.
-    match crate::ledger::pin::reconcile(&app.delivery(), repo, sha, &valid).await {
+    match crate::delivery::ledger::pin::reconcile(&app.delivery(), repo, sha, &valid).await {
         Ok(changes) => {
             for change in changes {
                 tracing::info!(pipeline_sha = %sha, ?change, "pin from the pipeline repo");

@@ -13,7 +13,7 @@ use app::dto::{EnvironmentState, RunState};
 use nix::sys::signal::Signal;
 
 use crate::db::{self, Backend, now_millis, runs::Orphans, runs::TakeOver};
-use crate::deploy::local::{LocalSpec, parse_manifest};
+use crate::delivery::deploy::local::{LocalSpec, parse_manifest};
 use crate::sandbox::process::{INSTANCE_VAR, signal_group};
 use crate::state::App;
 
@@ -31,7 +31,7 @@ pub async fn recover(app: &App) -> anyhow::Result<()> {
         // Deployments no run of it is resuming.
         for deployment in db::deployments::list_deploying(pool).await? {
             let mut tx = app.db.begin().await?;
-            crate::deploy::lifecycle::abandon(
+            crate::delivery::deploy::lifecycle::abandon(
                 &mut tx,
                 &deployment,
                 "interrupted by a restart of gantry; not re-applied",
@@ -184,14 +184,14 @@ async fn take_over(app: &App, which: Orphans<'_>, reason: &str) -> anyhow::Resul
         // began meanwhile is concluded too.
         let deploying = db::deployments::list_deploying(&mut *tx).await?;
         for deployment in deploying.iter().filter(|d| d.run_id == Some(run.id)) {
-            crate::deploy::lifecycle::abandon(&mut tx, deployment, &detail, now).await?;
+            crate::delivery::deploy::lifecycle::abandon(&mut tx, deployment, &detail, now).await?;
         }
         if let Some(env) = db::environments::get(&mut *tx, run.environment_id).await?
             && env.state == EnvironmentState::Deploying.as_str()
             && env.locked_by_run == Some(run.id)
         {
             let (state, detail) =
-                crate::deploy::lifecycle::interrupted(env.deployment_id.is_some());
+                crate::delivery::deploy::lifecycle::interrupted(env.deployment_id.is_some());
             db::environments::set_state(&mut *tx, env.id, state, Some(detail), now).await?;
         }
         db::environments::release_lock_of(&mut *tx, run.environment_id, run.id).await?;
@@ -224,7 +224,7 @@ async fn conclude_interrupted(
     had_deployment: bool,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    let (state, detail) = crate::deploy::lifecycle::interrupted(had_deployment);
+    let (state, detail) = crate::delivery::deploy::lifecycle::interrupted(had_deployment);
     db::environments::set_state(app.db.pool(), environment_id, state, Some(detail), now).await
 }
 

@@ -188,7 +188,7 @@ pub fn render(
                         "x-gantry-signature".to_string(),
                         format!(
                             "sha256={}",
-                            crate::forge::webhook::sign(secret, body.to_string().as_bytes())
+                            crate::secrets::hmac_hex(secret, body.to_string().as_bytes())
                         ),
                     )]
                 })

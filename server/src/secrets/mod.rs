@@ -139,6 +139,15 @@ impl std::fmt::Debug for Vault {
     }
 }
 
+/// Hex HMAC-SHA256 of `body` under `secret`: how forges sign the webhooks
+/// they send, and how Gantry signs its own notification webhooks.
+pub fn hmac_hex(secret: &str, body: &[u8]) -> String {
+    hmac_sha256(secret.as_bytes(), body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     use hmac::Mac;
     let mut mac = <hmac::Hmac<Sha256> as Mac>::new_from_slice(key)

@@ -714,7 +714,7 @@ async fn drift_and_diff(backend: &str) {
     let latest = setup.repo.head("latest");
     let run = finished(app, &latest).await;
     assert_eq!(run["run"]["state"], "succeeded");
-    gantry::deploy::drift::check_all(&app.state.delivery())
+    gantry::delivery::deploy::drift::check_all(&app.state.delivery())
         .await
         .expect("check");
     assert_eq!(
@@ -760,7 +760,7 @@ async fn drift_and_diff(backend: &str) {
             false,
         )
         .expect("out-of-band change");
-    gantry::deploy::drift::check_all(&app.state.delivery())
+    gantry::delivery::deploy::drift::check_all(&app.state.delivery())
         .await
         .expect("check");
     let staging = environment(app, "staging").await;
@@ -788,7 +788,7 @@ async fn drift_and_diff(backend: &str) {
         told.body
     );
     // Checked again, the same drift is not told twice.
-    gantry::deploy::drift::check_all(&app.state.delivery())
+    gantry::delivery::deploy::drift::check_all(&app.state.delivery())
         .await
         .expect("check");
     // Queued once: the second check found the deployment already told.
@@ -832,7 +832,7 @@ async fn drift_and_diff(backend: &str) {
     gantry::jobs::reconcile::reconcile(&app.state)
         .await
         .expect("reconcile");
-    gantry::deploy::drift::check_all(&app.state.delivery())
+    gantry::delivery::deploy::drift::check_all(&app.state.delivery())
         .await
         .expect("check");
     let web = setup

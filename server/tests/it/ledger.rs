@@ -480,11 +480,11 @@ async fn an_admin_can_vouch_for_a_release_before_its_soak_ends() {
         let release = crate::support::flow::live_release(&app, "staging", &v1).await;
         // Nine minutes of a ten-minute soak, judged twice (the first pass
         // may be the one that starts the soak).
-        gantry::ledger::stable::check(&app.state.delivery())
+        gantry::delivery::ledger::stable::check(&app.state.delivery())
             .await
             .expect("check");
         app.state.clock.advance(Duration::from_secs(9 * 60));
-        gantry::ledger::stable::check(&app.state.delivery())
+        gantry::delivery::ledger::stable::check(&app.state.delivery())
             .await
             .expect("check");
         let id = release["id"].as_i64().unwrap();

@@ -144,7 +144,7 @@ on_both! {
 
     async fn a_replica_that_lost_its_run_begins_no_deployment(app: TestApp) {
         use app::dto::RunState;
-        use gantry::deploy::{DeployError, lifecycle::{self, Begin, Kind, Record, Subject}};
+        use gantry::delivery::deploy::{DeployError, lifecycle::{self, Begin, Kind, Record, Subject}};
         let seeded = crate::seed::shop_with_a_run(&app, RunState::Running).await;
         let pool = app.db().pool();
         let (env, app_id): (i64, i64) = sqlx::query_as("SELECT environment_id, app_id FROM runs WHERE id = $1").bind(seeded.run_id).fetch_one(pool).await.expect("env");

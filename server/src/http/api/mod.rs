@@ -154,7 +154,7 @@ use crate::state::AppState;
         secrets::SecretValue,
         secrets::SecretName,
         crate::clusters::Registration,
-        crate::deploy::drift::ObjectDiff,
+        crate::delivery::deploy::drift::ObjectDiff,
         app::dto::Me,
         app::dto::Grant,
         app::dto::Role,

@@ -166,12 +166,12 @@ pub async fn cancel(
 /// the live state against a server-side dry run of the run's manifests.
 #[utoipa::path(get, path = "/api/v1/runs/{id}/diff", tag = "runs",
     params(("id" = i64, Path)),
-    responses((status = 200, body = [crate::deploy::drift::ObjectDiff]), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = [crate::delivery::deploy::drift::ObjectDiff]), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn diff(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<i64>,
-) -> Result<Json<Vec<crate::deploy::drift::ObjectDiff>>, ApiError> {
+) -> Result<Json<Vec<crate::delivery::deploy::drift::ObjectDiff>>, ApiError> {
     state
         .run_diff(&principal.caller(), id)
         .await?

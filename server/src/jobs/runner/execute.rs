@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::RunError;
 use super::command::{self, StepResult, sink};
 use crate::db::{self, now_millis, runs::RunRow, steps::StepOutcome};
-use crate::deploy::{self, DeployError, DeployOutcome, DeployRequest};
+use crate::delivery::deploy::{self, DeployError, DeployOutcome, DeployRequest};
 use crate::forge::api::StatusState;
 use crate::forge::feedback;
 use crate::git::Export;
@@ -238,7 +238,7 @@ async fn run_steps(
     workspace: &Workspace,
     cancel: &CancellationToken,
 ) -> Result<Ending, RunError> {
-    if run.trigger == crate::ledger::rollback::TRIGGER {
+    if run.trigger == crate::delivery::ledger::rollback::TRIGGER {
         return run_rollback(app, run, cancel).await;
     }
     let pool = app.db.pool();
@@ -583,10 +583,15 @@ async fn run_rollback(
     );
     let masker = app.secrets().masker(run.app_id).await?;
     let mut sink = sink(app, run.id, step_id, &masker);
-    let outcome =
-        crate::ledger::rollback::execute(&app.delivery(), run, held(app, run), &mut sink, cancel)
-            .await
-            .map(|()| DeployOutcome::Deployed);
+    let outcome = crate::delivery::ledger::rollback::execute(
+        &app.delivery(),
+        run,
+        held(app, run),
+        &mut sink,
+        cancel,
+    )
+    .await
+    .map(|()| DeployOutcome::Deployed);
     let result = deploy_step_result(outcome, &mut sink).await?;
     finish_step(app, run, step_id, &result).await?;
     Ok(match result.state {

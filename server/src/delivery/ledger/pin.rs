@@ -112,7 +112,7 @@ pub async fn reconcile(
     repo: &str,
     sha: &str,
     configs: &[AppConfig],
-) -> Result<Vec<PinChange>, crate::ledger::LedgerError> {
+) -> Result<Vec<PinChange>, crate::delivery::ledger::LedgerError> {
     let pool = app.db.pool();
     let mut changes = Vec::new();
     for config in configs {

@@ -1,8 +1,13 @@
-//! What deploying, rolling back, self-healing and the release ledger use of
-//! the application: the database, the vault, git, the two kinds of target
+//! Delivery: deploying ([`deploy`]: the deploy step, the local target,
+//! clusters, drift) and the release ledger ([`ledger`]: releases, pins,
+//! rollback, the stability soak), and the service both take instead of the
+//! whole `App` — the database, the vault, git, the two kinds of target
 //! (local processes and cluster clients), the clock, the loops' wake-ups and
-//! the pipeline repo. The deploy and ledger modules take this instead of the
-//! whole `App`; `App::delivery` lends one.
+//! the pipeline repo. `App::delivery` lends one. The three call each other
+//! (a deploy records a release, a rollback deploys), so they share a folder.
+
+pub mod deploy;
+pub mod ledger;
 
 use std::time::Duration;
 
@@ -11,11 +16,11 @@ use crate::approvals::policy::Freshness;
 use crate::clock::Clock;
 use crate::clusters::{ClientCache, Registry};
 use crate::db::Db;
-use crate::deploy::local::LocalRuntime;
 use crate::git::GitStore;
 use crate::notify::Notifier;
 use crate::secrets::Vault;
 use crate::signals::Signals;
+use deploy::local::LocalRuntime;
 
 pub struct Delivery<'a> {
     pub db: &'a Db,

@@ -312,8 +312,8 @@ async fn deploy_locked(
 async fn ledger_entry(
     app: &Delivery<'_>,
     request: &DeployRequest<'_>,
-) -> Result<Option<(crate::ledger::Entry, Option<String>, String)>, DeployError> {
-    if !crate::ledger::records(request.config, request.stack_entry) {
+) -> Result<Option<(crate::delivery::ledger::Entry, Option<String>, String)>, DeployError> {
+    if !crate::delivery::ledger::records(request.config, request.stack_entry) {
         return Ok(None);
     }
     let pool = app.db.pool();
@@ -324,7 +324,9 @@ async fn ledger_entry(
         .await?
         .map(|row| row.source_url)
         .unwrap_or_else(|| request.config.source.clone());
-    let entry = crate::ledger::entry(app, &opening(request, &source, previous.as_deref())).await?;
+    let entry =
+        crate::delivery::ledger::entry(app, &opening(request, &source, previous.as_deref()))
+            .await?;
     Ok(Some((entry, previous, source)))
 }
 
@@ -332,8 +334,8 @@ fn opening<'a>(
     request: &'a DeployRequest<'a>,
     source_url: &'a str,
     previous_version: Option<&'a str>,
-) -> crate::ledger::Opening<'a> {
-    crate::ledger::Opening {
+) -> crate::delivery::ledger::Opening<'a> {
+    crate::delivery::ledger::Opening {
         app_id: request.app_id,
         source_url,
         config: request.config,

@@ -23,10 +23,10 @@ use super::pin::{self, PinFile};
 use crate::approvals::policy;
 use crate::db::{self, environments::Serving, now_millis, runs::NewRun};
 use crate::delivery::Delivery;
-use crate::deploy::lifecycle::{
+use crate::delivery::deploy::lifecycle::{
     self, Begin, Build, Conclusion, Kind, Kubernetes, Record, Source, Subject,
 };
-use crate::deploy::{self, DeployError};
+use crate::delivery::deploy::{self, DeployError};
 use crate::gitops::schema::{AppConfig, ApprovalPolicy, DEFAULT_ROLLOUT_TIMEOUT, LOCAL_TARGET};
 use crate::runs::logs::LogSink;
 
@@ -473,7 +473,7 @@ async fn stored(app: &Delivery<'_>, release_id: i64) -> Result<Stored, DeployErr
         Some((digest, ..)) => (digest, None),
         None => (String::new(), None),
     };
-    let objects = crate::deploy::drift::deployed_objects(app, deployment.id)
+    let objects = crate::delivery::deploy::drift::deployed_objects(app, deployment.id)
         .await
         .map_err(|e| failed(e.to_string()))?;
     let kubernetes = match (objects, shown["namespace"].as_str()) {

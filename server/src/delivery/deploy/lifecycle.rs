@@ -609,7 +609,7 @@ pub async fn conclude(
         .await?;
     }
     if live && let Some(release) = release_id {
-        crate::ledger::announce(app, release).await?;
+        crate::delivery::ledger::announce(app, release).await?;
     }
     Ok(verdict)
 }
