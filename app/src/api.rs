@@ -60,7 +60,8 @@ fn failed(what: &'static str) -> impl FnOnce(crate::port::PortError) -> ServerFn
         }
         crate::port::PortError::Unavailable(cause) => {
             tracing::warn!(%cause, "dashboard could not load {what}: a dependency is unavailable");
-            // Answered as the REST API answers an outage: 503, retry later.
+            // Answered as the REST API answers an outage: 503, retry later
+            // (the same seconds as the server's `RETRY_AFTER_SECONDS`).
             if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
                 response.set_status(http::StatusCode::SERVICE_UNAVAILABLE);
                 response.insert_header(

@@ -700,7 +700,7 @@ async fn target_environment_id(requests: &ChangeRequests<'_>, judged: &Judged) -
     if let Some(env) = db::environments::find_by_name(pool, judged.row.app_id, &entry_env).await? {
         return Ok(env.id);
     }
-    Ok(db::environments::insert(
+    let inserted = db::environments::insert(
         pool,
         &db::environments::NewEnvironment {
             app_id: judged.row.app_id,
@@ -712,7 +712,22 @@ async fn target_environment_id(requests: &ChangeRequests<'_>, judged: &Judged) -
         },
         now_millis(),
     )
-    .await?)
+    .await;
+    match inserted {
+        Ok(id) => Ok(id),
+        // Made meanwhile by the planner (or another replica): that one is it.
+        Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
+            db::environments::find_by_name(pool, judged.row.app_id, &entry_env)
+                .await?
+                .map(|env| env.id)
+                .ok_or_else(|| {
+                    ChangeRequestError::Conflict(format!(
+                        "environment {entry_env} vanished; try again"
+                    ))
+                })
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 async fn reload(requests: &ChangeRequests<'_>, id: i64) -> Result<CrRow> {

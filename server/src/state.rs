@@ -52,11 +52,11 @@ pub struct App {
     /// This replica is stopping: its runner claims no more runs.
     pub draining: CancellationToken,
     /// Its running runs were handed over to the other replicas
-    /// (`recovery::hand_over`): their executors stop, writing nothing.
+    /// (`jobs::recovery::hand_over`): their executors stop, writing nothing.
     pub handed_over: CancellationToken,
     /// This process, in the runs it claims.
     pub runner_id: String,
-    /// Marks every child process of this data directory (see `recovery`).
+    /// Marks every child process of this data directory (see `jobs::recovery`).
     pub instance_tag: String,
 }
 

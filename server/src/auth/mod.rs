@@ -33,6 +33,9 @@ pub enum AuthError {
     Random(String),
     #[error("session: {0}")]
     Session(String),
+    /// The session table did not answer (the database is out of reach).
+    #[error("session store: {0}")]
+    SessionStore(String),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
 }
@@ -45,6 +48,7 @@ impl Classified for AuthError {
             AuthError::NotFound(_) => Kind::NotFound,
             AuthError::Invalid(_) => Kind::Invalid,
             AuthError::Random(_) | AuthError::Session(_) => Kind::Internal,
+            AuthError::SessionStore(_) => Kind::Unavailable,
             AuthError::Db(error) => error.kind(),
         }
     }
@@ -111,6 +115,17 @@ impl Principal {
         self.caller()
             .check_csrf(sent.unwrap_or_default())
             .map_err(refused)
+    }
+}
+
+/// A session that could not be read or written: its store (the database)
+/// not answering is an outage; a record that does not decode is internal.
+pub fn session_error(error: tower_sessions::session::Error) -> AuthError {
+    match error {
+        tower_sessions::session::Error::Store(tower_sessions::session_store::Error::Backend(
+            cause,
+        )) => AuthError::SessionStore(cause),
+        other => AuthError::Session(other.to_string()),
     }
 }
 

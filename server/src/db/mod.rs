@@ -107,8 +107,10 @@ pub enum DbError {
 /// What kind of failure a database error is, for every caller above `db/`:
 /// the database gone (a lost connection, a pool that timed out waiting for
 /// one, a server shutting down) is an outage — `Unavailable`, answered 503
-/// with `Retry-After` like a git or cluster outage — and a unique key
-/// already taken is a `Conflict`. Anything else is a defect: `Internal`.
+/// with `Retry-After` like a git or cluster outage. Anything else is a
+/// defect: `Internal`, logged, never shown — a unique key already taken
+/// included: only the domain knows which key it was and whether that is a
+/// conflict the caller can act on (`ClusterError::Exists`), so it says so.
 impl crate::error::Classified for sqlx::Error {
     fn kind(&self) -> crate::error::Kind {
         use crate::error::Kind;
@@ -121,7 +123,6 @@ impl crate::error::Classified for sqlx::Error {
             | sqlx::Error::Tls(_)
             | sqlx::Error::Protocol(_)
             | sqlx::Error::WorkerCrashed => Kind::Unavailable,
-            sqlx::Error::Database(error) if error.is_unique_violation() => Kind::Conflict,
             sqlx::Error::Database(error) if outage(error.as_ref()) => Kind::Unavailable,
             _ => Kind::Internal,
         }
@@ -421,8 +422,9 @@ mod tests {
         assert_eq!(n, 11, "the transaction's write, then the other one");
     }
 
-    /// A key already taken is a conflict; a database that went away is an
-    /// outage, not a defect (the surfaces answer 409 and 503).
+    /// A database that went away is an outage, not a defect (the surfaces
+    /// answer 503); a key already taken or a bad query is internal (500,
+    /// the cause in the log: an index name is nobody's business).
     #[tokio::test]
     async fn database_errors_have_the_kind_of_what_went_wrong() {
         use crate::error::{Classified, Kind};
@@ -437,7 +439,7 @@ mod tests {
         let insert = || sqlx::query("INSERT INTO names VALUES ('shop')").execute(db.pool());
         insert().await.expect("first");
         let taken = insert().await.expect_err("the name is taken");
-        assert_eq!(taken.kind(), Kind::Conflict, "{taken}");
+        assert_eq!(taken.kind(), Kind::Internal, "{taken}");
         let wrong = sqlx::query("SELECT nothing FROM names")
             .execute(db.pool())
             .await

@@ -1,6 +1,6 @@
 //! Pins: an environment kept on a release until an admin promotes again.
 //! The pipeline repo holds the same pin as `apps/<app>/pins/<env>.yaml`
-//! (see `ledger::pin`); this table is what the deploy step reads.
+//! (see `delivery::ledger::pin`); this table is what the deploy step reads.
 
 use app::dto::PinInfo;
 use sqlx::{Any, Executor, FromRow};

@@ -4,7 +4,7 @@
 //! run), and one comment per forge change request — pipeline state, test
 //! summary with failures, preview link, deploy state per target and the
 //! logs link — created once and edited in place as its runs move. Each call
-//! is retried a few times; `report` sends them in the background, so a
+//! is retried a few times; `jobs::forge_report` sends them in the background, so a
 //! forge that is down never holds a run.
 
 use std::collections::HashMap;
@@ -20,7 +20,7 @@ use crate::delivery::Delivery;
 use crate::gitops::schema::{AppConfig, ForgeConfig};
 use crate::outbound::CallError;
 
-/// Tries of one forge call (and, in `report`, of one comment update).
+/// Tries of one forge call (and, in `jobs::forge_report`, of one comment update).
 pub(crate) const ATTEMPTS: u32 = 3;
 
 /// What a run reports to: the forge settings and the API token.
@@ -82,7 +82,7 @@ async fn send(reporter: &Reporter, call: &api::ApiCall) -> Result<serde_json::Va
     outcome
 }
 
-/// Sends one commit status (see `forge::report::status` for the order).
+/// Sends one commit status (see `jobs::forge_report::status` for the order).
 pub async fn send_status(
     app: &Delivery<'_>,
     run_id: i64,

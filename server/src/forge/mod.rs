@@ -1,7 +1,7 @@
 //! Forges (GitHub, GitLab, Gitea): their webhooks come in through
 //! `POST /api/v1/hooks/{forge}`, are verified, stored once in the event
 //! inbox (deduplicated by delivery id) and answered at once; the planner
-//! processes them (`inbound`). A push or branch deletion makes Gantry fetch the
+//! processes them (`jobs::forge_inbound`). A push or branch deletion makes Gantry fetch the
 //! app's repo (the git watcher then plans as for any change); a merge/pull
 //! request becomes a Gantry change request — one model with the native
 //! ones — whose preview is the source branch's environment.

@@ -1,7 +1,7 @@
 //! The configuration language: the pipeline repo's `apps/<app>/` folders,
 //! their schema, validation, templates, freeze windows and the stack of
 //! environments they describe. Pure: no I/O, no database (the layer check in
-//! `layers.rs` keeps it so); `flow::reconcile` applies it to Gantry's apps.
+//! `layers.rs` keeps it so); `jobs::reconcile` applies it to Gantry's apps.
 
 pub mod freeze;
 pub mod load;

@@ -115,7 +115,7 @@ pub async fn login(
     session
         .insert(PENDING, &pending)
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(|e| ApiError::from(auth::session_error(e)))?;
     Ok(Redirect::to(&url).into_response())
 }
 
@@ -146,7 +146,7 @@ pub async fn callback(
     let pending: Pending = session
         .remove(PENDING)
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::from(auth::session_error(e)))?
         .ok_or_else(|| {
             ApiError::BadRequest(
                 "no sign-in in progress in this browser; start again at /auth/login".into(),
@@ -244,7 +244,7 @@ pub async fn dev_form(
     session
         .insert(LOGIN_CSRF, token.clone())
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(|e| ApiError::from(auth::session_error(e)))?;
     let return_to = escape(&local_path(query.return_to.as_deref()));
     let options: String = Role::ALL
         .iter()
@@ -288,7 +288,7 @@ pub async fn dev_login(
     let expected: Option<String> = session
         .remove(LOGIN_CSRF)
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(|e| ApiError::from(auth::session_error(e)))?;
     match (expected, form.csrf.as_deref()) {
         (Some(expected), Some(sent)) if auth::constant_time_eq(&expected, sent) => {}
         _ => {
@@ -321,7 +321,7 @@ pub async fn logout(
     let expected: Option<String> = session
         .get(CSRF)
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(|e| ApiError::from(auth::session_error(e)))?;
     let sent = form.csrf.or_else(|| {
         headers
             .get(principal::CSRF_HEADER)
@@ -335,7 +335,7 @@ pub async fn logout(
     session
         .flush()
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(|e| ApiError::from(auth::session_error(e)))?;
     let _ = state;
     Ok(Redirect::to("/").into_response())
 }

@@ -40,7 +40,7 @@ pub async fn authenticate(parts: &Parts, app: &App) -> Result<Option<Principal>,
     let Some(session) = parts.extensions.get::<Session>() else {
         return Ok(None);
     };
-    let fail = |e: tower_sessions::session::Error| AuthError::Session(e.to_string());
+    let fail = crate::auth::session_error;
     let user_id: Option<i64> = session.get(USER_ID).await.map_err(fail)?;
     let Some(user_id) = user_id else {
         return Ok(None);
@@ -92,7 +92,7 @@ pub async fn sign_in(
     auth_time: Option<i64>,
     now: i64,
 ) -> Result<(), AuthError> {
-    let fail = |e: tower_sessions::session::Error| AuthError::Session(e.to_string());
+    let fail = crate::auth::session_error;
     session.cycle_id().await.map_err(fail)?;
     session.insert(USER_ID, user_id).await.map_err(fail)?;
     session.insert(LOGIN_AT, now).await.map_err(fail)?;

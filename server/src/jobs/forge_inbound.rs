@@ -66,7 +66,7 @@ pub async fn process(app: &App, source: &str, kind: &str, payload: &str) -> Resu
             for app_row in apps_of(app, &repos).await? {
                 // Who pushed, before the scan plans the push's run: its
                 // author for no-self-approval, and where the policy counts
-                // pushes, an approval (see `flow::plan`).
+                // pushes, an approval (see `jobs::plan`).
                 if let Some(push) = &push {
                     db::coverage::record_push(
                         app.db.pool(),

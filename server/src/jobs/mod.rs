@@ -9,7 +9,8 @@
 //! database (the event inbox, the runs table), so a restart resumes where
 //! it stopped.
 //!
-//! `serve` starts the jobs ([`start`]); nothing below calls into them.
+//! `serve` starts the jobs ([`start`], through `http::start`, which brings
+//! up the preview socket first); nothing below calls into them.
 //! Each periodic job is one pass run by [`driver::drive`].
 
 pub mod driver;

@@ -5,7 +5,7 @@
 //! environment of the local target is started again. On SQLite (one
 //! process) that is everything running at start-up; on PostgreSQL, where
 //! replicas share the work, only runs whose lease expired — at start-up and
-//! then every third of `runner.lease` (`lease_loop`).
+//! then every third of `runner.lease` (`take_over_lapsed`, the `takeover` job).
 
 use std::path::Path;
 

@@ -16,7 +16,7 @@
 //!   this process's own group of each controller.
 //!
 //! Where neither can be managed the sandbox falls back to rlimits (see
-//! `init`), and the Settings page and every run page say which limits are
+//! the `gantry_sandbox` crate), and the Settings page and every run page say which limits are
 //! weaker ([`weaker_without_cgroups`]).
 
 use super::SetupFailed;

@@ -14,7 +14,7 @@ pub const HELPER: &str = "/.gantry/init";
 pub const PREVIEW_SOCKET: &str = "/.gantry/preview.sock";
 /// Descriptors bubblewrap and the helper are given.
 pub const INFO_FD: i32 = 3;
-/// The helper waits on it before starting the command (see `init`).
+/// The helper waits on it before starting the command (see the `gantry_sandbox` crate).
 pub const GO_FD: i32 = 4;
 pub const STATUS_FD: i32 = 5;
 pub const LIFELINE_FD: i32 = 6;

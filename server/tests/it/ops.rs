@@ -95,9 +95,21 @@ async fn a_database_outage_is_answered_503_with_retry_after_on_both_surfaces() {
         if let DatabaseTarget::Postgres(url) = &config.database {
             config.database = DatabaseTarget::Postgres(link.url(url));
         }
+        config.dev_login = true;
     })
     .await;
+    let browser = app.sign_in("ada", "developer").await;
+    let as_browser = || {
+        Request::get("/api/v1/runs")
+            .header("cookie", &browser.cookie)
+            .body(Body::empty())
+            .expect("request")
+    };
     assert_eq!(app.get("/api/v1/runs").await.status, StatusCode::OK);
+    assert_eq!(
+        app.request_as(None, as_browser()).await.status,
+        StatusCode::OK
+    );
     assert_eq!(app.server_fn("list_runs").await.status, StatusCode::OK);
 
     link.cut();
@@ -110,6 +122,15 @@ async fn a_database_outage_is_answered_503_with_retry_after_on_both_surfaces() {
     );
     assert_eq!(api.header("retry-after"), Some("5"));
     assert_eq!(api.json()["error"]["code"], "unavailable", "{}", api.text());
+    // Signed in with a session: its store is the database too.
+    let session = app.request_as(None, as_browser()).await;
+    assert_eq!(
+        session.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        session.text()
+    );
+    assert_eq!(session.header("retry-after"), Some("5"));
     let dashboard = app.server_fn("list_runs").await;
     assert_eq!(
         dashboard.status,

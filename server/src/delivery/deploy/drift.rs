@@ -182,7 +182,7 @@ pub(crate) async fn deployed_objects(
         .vault
         .open_value(
             &format!("deployment:{digest}"),
-            &crate::secrets::Sealed {
+            &crate::db::Sealed {
                 nonce,
                 ciphertext,
                 key_id,

@@ -464,7 +464,7 @@ async fn stored(app: &Delivery<'_>, release_id: i64) -> Result<Stored, DeployErr
     let (digest, sealed) = match db::deployments::sealed(&mut *conn, deployment.id).await? {
         Some((digest, Some(nonce), Some(ciphertext), Some(key_id))) => (
             digest,
-            Some(crate::secrets::Sealed {
+            Some(crate::db::Sealed {
                 nonce,
                 ciphertext,
                 key_id,

@@ -116,6 +116,7 @@ pub async fn forge_hook(
     {
         Ok(values) => values.into_iter().next().map(|(_, value)| value),
         Err(crate::secrets::SecretError::Missing { .. }) => None,
+        Err(crate::secrets::SecretError::Db(error)) => return Err(ApiError::of(&error)),
         Err(error) => return Err(ApiError::Internal(error.to_string())),
     };
     let secret = secret.ok_or_else(|| {

@@ -561,7 +561,7 @@ async fn deploy_step_result(
 }
 
 /// A rollback run: one step that re-applies a stored release (see
-/// `ledger::rollback`).
+/// `delivery::ledger::rollback`).
 async fn run_rollback(
     app: &App,
     run: &RunRow,
