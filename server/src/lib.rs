@@ -42,4 +42,5 @@ pub mod state;
 pub mod storage;
 pub mod telemetry;
 
-pub use state::{App, AppState};
+pub use http::AppState;
+pub use state::App;

@@ -8,8 +8,9 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::http::AppState;
 use crate::http::build_app;
-use crate::state::{App, AppState};
+use crate::state::App;
 use crate::storage::DataDir;
 
 /// Everything `gantry serve` does. Returns when shut down gracefully.
@@ -40,7 +41,7 @@ pub async fn serve_with(config: Config, started: impl FnOnce(Arc<App>)) -> anyho
             "this binary has no WASM frontend embedded: the dashboard renders but is not interactive; build with ./x build"
         );
     }
-    let state = AppState(Arc::new(app));
+    let state = AppState::new(Arc::new(app));
     let background = crate::http::start(&state).await?;
     tracing::info!(
         %address,
@@ -50,8 +51,8 @@ pub async fn serve_with(config: Config, started: impl FnOnce(Arc<App>)) -> anyho
     );
 
     let router = build_app(state.clone());
-    started(state.0.clone());
-    let stopping = state.0.clone();
+    started(state.app.clone());
+    let stopping = state.app.clone();
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),

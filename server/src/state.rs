@@ -1,12 +1,8 @@
-//! The one application state every handler, server function and background
-//! task shares.
+//! `App`: the services wired together, for the whole life of the server —
+//! what the jobs (`jobs`) and the HTTP surface (`http::AppState`, which
+//! adds what only HTTP reads) both use.
 
-use std::ops::Deref;
 use std::sync::Arc;
-
-use axum::extract::FromRef;
-use leptos::prelude::LeptosOptions;
-use metrics_exporter_prometheus::PrometheusHandle;
 
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -24,8 +20,6 @@ use crate::signals::Signals;
 pub struct App {
     pub config: Config,
     pub db: Db,
-    pub metrics: PrometheusHandle,
-    pub leptos: LeptosOptions,
     pub git: GitStore,
     pub vault: Vault,
     pub flow: Signals,
@@ -40,9 +34,7 @@ pub struct App {
     pub forge_statuses: crate::forge::feedback::StatusOrder,
     /// What the dashboard's open pages are told when something moves.
     pub changes: crate::changes::Changes,
-    pub proxy: crate::outbound::ProxyClient,
     pub cluster_clients: crate::clusters::ClientCache,
-    pub oidc: crate::auth::oidc::Oidc,
     /// What time it is (tests move it instead of waiting).
     pub clock: crate::clock::Clock,
     /// Which of the elected background loops this replica runs now.
@@ -116,8 +108,6 @@ impl App {
             instance_tag.chars().take(6).collect::<String>()
         );
         Ok(App {
-            leptos: leptos_options(&config),
-            metrics: crate::telemetry::metrics_handle(),
             git: GitStore::new(config.data_dir.join("git"), config.git_max_parallel)
                 .with_export_limits(config.git_export_limits),
             local: LocalRuntime::new(
@@ -133,9 +123,7 @@ impl App {
             changes: crate::changes::Changes::new(db.clone()),
             forge_comments: tokio::sync::Mutex::new(()),
             forge_statuses: crate::forge::feedback::StatusOrder::default(),
-            proxy: crate::outbound::proxy_client(),
             cluster_clients: crate::clusters::ClientCache::default(),
-            oidc: crate::auth::oidc::Oidc::default(),
             clock: crate::clock::Clock::default(),
             singletons: crate::signals::Singletons::new(db.backend() == crate::db::Backend::Sqlite),
             shutdown: CancellationToken::new(),
@@ -318,33 +306,6 @@ pub fn instance_tag(data_dir: &std::path::Path) -> String {
         .take(8)
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// Leptos' settings, built here rather than read from `LEPTOS_*` variables:
-/// the frontend is embedded in the binary (see `http::assets`).
-fn leptos_options(config: &Config) -> LeptosOptions {
-    LeptosOptions::builder()
-        .output_name("gantry")
-        .site_pkg_dir("pkg")
-        .site_addr(config.bind)
-        .build()
-}
-
-/// The cheap-to-clone handle axum passes to handlers.
-#[derive(Clone, Debug)]
-pub struct AppState(pub Arc<App>);
-
-impl Deref for AppState {
-    type Target = App;
-    fn deref(&self) -> &App {
-        &self.0
-    }
-}
-
-impl FromRef<AppState> for LeptosOptions {
-    fn from_ref(state: &AppState) -> LeptosOptions {
-        state.leptos.clone()
-    }
 }
 
 /// Feedback refreshes a change request's forge comment through the forge.

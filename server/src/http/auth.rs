@@ -13,9 +13,9 @@ use tower_sessions::Session;
 use crate::auth::oidc::{OidcError, Pending};
 use crate::auth::{self, Principal};
 use crate::db::{self, now_millis};
+use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::principal::{self, CSRF};
-use crate::state::AppState;
 
 const PENDING: &str = "oidc_pending";
 /// The dev login form's token: a sign-in posted from another site (which
@@ -108,6 +108,7 @@ pub async fn login(
     let fresh = query.fresh.as_deref() == Some("1");
     let max_age = fresh.then_some(state.config.reauth_max_age);
     let (url, pending) = state
+        .web
         .oidc
         .begin(settings, &redirect_uri(&state), &return_to, max_age)
         .await
@@ -158,6 +159,7 @@ pub async fn callback(
         ));
     };
     let identity = state
+        .web
         .oidc
         .finish(
             &settings,

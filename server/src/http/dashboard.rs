@@ -12,14 +12,14 @@ use axum::response::{IntoResponse, Response};
 use leptos::prelude::{provide_context, use_context};
 use leptos_axum::{AxumRouteListing, LeptosRoutes, generate_route_list};
 
+use crate::http::AppState;
 use crate::http::security::CspNonce;
-use crate::state::AppState;
 
 /// Makes the dashboard port available to every render and server function,
 /// and gives the page's inline scripts the nonce its Content-Security-Policy
 /// names (see `http::security`).
 fn provide_port(state: &AppState) -> impl Fn() + Clone + Send + Sync + 'static {
-    let port: Arc<dyn DashboardPort> = state.0.clone();
+    let port: Arc<dyn DashboardPort> = state.app.clone();
     move || {
         provide_context(Port(port.clone()));
         let nonce = use_context::<axum::http::request::Parts>()
@@ -42,7 +42,7 @@ fn route_list() -> Vec<AxumRouteListing> {
 
 /// The page routes and server functions of the dashboard.
 pub fn routes(state: &AppState) -> Router<AppState> {
-    let options = state.leptos.clone();
+    let options = state.web.leptos.clone();
     Router::new()
         .leptos_routes_with_context(state, route_list(), provide_port(state), move || {
             app::shell(options.clone())
@@ -76,7 +76,7 @@ async fn stamp_version(
 /// Anything no route matched: render the app, whose router shows Not Found
 /// (with status 404) — whole, like every page (see `app::App`).
 pub async fn fallback(State(state): State<AppState>, request: Request) -> Response {
-    let options = state.leptos.clone();
+    let options = state.web.leptos.clone();
     let handler = leptos_axum::render_app_async_with_context(provide_port(&state), move || {
         app::shell(options.clone())
     });

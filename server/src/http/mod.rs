@@ -15,17 +15,17 @@ pub mod principal;
 pub mod proxy;
 pub mod router;
 pub mod security;
+pub mod state;
 
 pub use router::build_app;
-
-use crate::state::AppState;
+pub use state::AppState;
 
 /// Starts the application's background work behind the listeners it needs:
 /// the preview socket sandboxed steps reach environments through is up
 /// before the first run starts.
 pub async fn start(state: &AppState) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let preview = preview::serve(state.clone()).await?;
-    let mut tasks = crate::jobs::start(&state.0).await?;
+    let mut tasks = crate::jobs::start(&state.app).await?;
     tasks.push(preview);
     Ok(tasks)
 }

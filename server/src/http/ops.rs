@@ -6,7 +6,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde_json::json;
 
-use crate::state::AppState;
+use crate::http::AppState;
 
 /// Liveness: the process is up and answering.
 pub async fn healthz() -> impl IntoResponse {
@@ -37,6 +37,6 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(),
+        state.web.metrics.render(),
     )
 }

@@ -11,8 +11,8 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::any;
 
+use crate::http::AppState;
 use crate::http::proxy;
-use crate::state::AppState;
 
 /// Where the socket lives (the sandbox mounts it as its only door out).
 pub fn socket_path(data_dir: &Path) -> PathBuf {

@@ -12,8 +12,9 @@ use app::dto::Role;
 
 use crate::auth::{self, AuthError, Principal, Via};
 use crate::db;
+use crate::http::AppState;
 use crate::http::error::ApiError;
-use crate::state::{App, AppState};
+use crate::state::App;
 
 /// Session keys.
 pub const USER_ID: &str = "user_id";

@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::state::AppState;
+use crate::http::AppState;
 
 /// Headers that belong to one connection, not to the request (RFC 9110 §7.6.1).
 const HOP_BY_HOP: &[&str] = &[
@@ -198,7 +198,12 @@ async fn forward(
             .headers
             .insert(HeaderName::from_static("x-forwarded-prefix"), prefix);
     }
-    match state.proxy.request(Request::from_parts(parts, body)).await {
+    match state
+        .web
+        .proxy
+        .request(Request::from_parts(parts, body))
+        .await
+    {
         Ok(response) => {
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);

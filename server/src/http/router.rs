@@ -13,9 +13,9 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use crate::http::AppState;
 use crate::http::middleware::{REQUEST_ID, record_metrics, request_span};
 use crate::http::{api, assets, auth, dashboard, ops, proxy, security};
-use crate::state::AppState;
 
 pub fn build_app(state: AppState) -> Router {
     let body_limit = usize::try_from(state.config.max_body_bytes).unwrap_or(usize::MAX);

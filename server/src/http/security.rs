@@ -101,7 +101,7 @@ pub fn answers_to(host: &str, public: &url::Url, allowed: &[String]) -> bool {
 /// the metrics scrape come by a pod's address, and are always answered; a
 /// request without `Host` (not from a browser) is too.
 pub async fn allowed_host(
-    axum::extract::State(state): axum::extract::State<crate::state::AppState>,
+    axum::extract::State(state): axum::extract::State<crate::http::AppState>,
     request: Request,
     next: Next,
 ) -> Response {

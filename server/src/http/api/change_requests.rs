@@ -12,9 +12,9 @@ use axum::http::StatusCode;
 
 use super::runs::Decision;
 use crate::auth::Principal;
+use crate::http::AppState;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::principal::Admin;
-use crate::state::AppState;
 
 /// Opens a change request from a branch into an environment branch
 /// (default: the staging branch; from the staging branch: production).

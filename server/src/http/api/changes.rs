@@ -10,8 +10,8 @@ use futures_util::stream::{Stream, StreamExt};
 use tokio_stream::wrappers::WatchStream;
 
 use crate::auth::Principal;
+use crate::http::AppState;
 use crate::http::error::ApiError;
-use crate::state::AppState;
 
 /// `version` events: the current version first, then each new one (at
 /// most one a second). Clients that reconnect compare and refetch.

@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::Principal;
 use crate::db::notifications::DeliveryRow;
+use crate::http::AppState;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::principal::Admin;
 use crate::notify::{ChannelSettings, channels};
-use crate::state::AppState;
 
 /// A channel to register under the path's name.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

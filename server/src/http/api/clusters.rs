@@ -8,9 +8,9 @@ use axum::response::IntoResponse;
 
 use crate::auth::Principal;
 use crate::clusters::Registration;
+use crate::http::AppState;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::principal::Admin;
-use crate::state::AppState;
 
 /// Registers a cluster from a kubeconfig, server + token, or in-cluster,
 /// and checks it. Apps waiting for this target are re-validated. The same

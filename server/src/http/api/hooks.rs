@@ -11,8 +11,8 @@ use serde::Deserialize;
 
 use crate::auth::{Principal, constant_time_eq, sha256_hex};
 use crate::db;
+use crate::http::AppState;
 use crate::http::error::{ApiError, ErrorBody};
-use crate::state::AppState;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct GitHook {
@@ -49,7 +49,7 @@ pub async fn git_hook(
     if !constant_time_eq(&sha256_hex(token), &expected) {
         return Err(ApiError::Unauthorized("unknown app or wrong token".into()));
     }
-    let app = state.0.clone();
+    let app = state.app.clone();
     tokio::spawn(async move {
         if let Err(error) = crate::jobs::scan::scan_app(&app, &app_row, "hook").await {
             tracing::warn!(app = %app_row.name, %error, "triggered fetch failed");

@@ -32,8 +32,8 @@ use axum::routing::{get, post};
 use utoipa::OpenApi;
 
 use crate::auth::Principal;
+use crate::http::AppState;
 use crate::http::error::{ApiError, ErrorBody, ErrorDetail};
-use crate::state::AppState;
 
 #[derive(OpenApi)]
 #[openapi(

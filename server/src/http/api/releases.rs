@@ -13,9 +13,9 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 
 use crate::auth::Principal;
+use crate::http::AppState;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::principal::Admin;
-use crate::state::AppState;
 
 /// The ledger, newest first: every deployment of staging and production,
 /// filtered by app and environment, paged with `before`.

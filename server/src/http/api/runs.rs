@@ -16,10 +16,10 @@ use serde::Deserialize;
 
 use crate::approvals::{self, ApprovalOutcome};
 use crate::auth::Principal;
+use crate::http::AppState;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::principal::Admin;
 use crate::runs::logs::RunEvent;
-use crate::state::AppState;
 
 /// A run with its steps and test reports.
 #[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs",

@@ -8,10 +8,10 @@ use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Principal;
+use crate::http::AppState;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::principal::Admin;
 use crate::secrets_admin as admin;
-use crate::state::AppState;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct SecretValue {

@@ -9,9 +9,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
 use crate::auth::Principal;
+use crate::http::AppState;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::principal::Visitor;
-use crate::state::AppState;
 
 /// Developers: a signed link to the request's tester page, expiring after
 /// `auth.share_ttl`.

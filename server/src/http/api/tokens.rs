@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::Principal;
 use crate::auth::tokens::{self, TokenInfo, TokenRequest};
+use crate::http::AppState;
 use crate::http::error::{ApiError, ErrorBody};
-use crate::state::AppState;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct NewToken {

@@ -167,7 +167,7 @@ impl TestApp {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         capture_logs();
         let app = App::start(config).await.expect("the app starts");
-        let state = AppState(Arc::new(app));
+        let state = AppState::new(Arc::new(app));
         let router = gantry::http::build_app(state.clone());
         let admin_token = token_for(&state, "test-admin", app::dto::Role::Admin, None).await;
         TestApp {
