@@ -138,10 +138,11 @@ async fn load(requests: &ChangeRequests<'_>, id: i64) -> Result<Judged> {
     let app_row = db::apps::get(pool, row.app_id)
         .await?
         .ok_or(ChangeRequestError::NotFound(id))?;
+    let config = crate::configs::stored(&app_row)?;
     Ok(Judged {
         row,
         source_url: app_row.source_url,
-        config: serde_json::from_str(&app_row.config)?,
+        config,
     })
 }
 
@@ -174,7 +175,7 @@ pub async fn open(
         .await?
         .ok_or_else(|| ChangeRequestError::Invalid(format!("no app named {:?}", new.app)))?;
     forbidden(caller, Role::Developer, &app_row.name)?;
-    let config: AppConfig = serde_json::from_str(&app_row.config)?;
+    let config: AppConfig = crate::configs::stored(&app_row)?;
     let source = new.source_branch.trim().to_string();
     let target = match new.target_branch.as_deref().map(str::trim) {
         Some(target) if !target.is_empty() => target.to_string(),

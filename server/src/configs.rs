@@ -40,7 +40,9 @@ pub async fn at(
     pipeline_sha: &str,
 ) -> Result<AppConfig, ConfigError> {
     let Some(repo) = pipeline_repo.filter(|_| app_row.pipeline_sha != pipeline_sha) else {
-        return stored(app_row);
+        return stored(app_row).map_err(|e| {
+            ConfigError::Invalid(format!("{}: the stored configuration: {e}", app_row.name))
+        });
     };
     let folder = format!("apps/{}", app_row.name);
     let app_yaml = git
@@ -72,9 +74,8 @@ pub async fn at(
     })
 }
 
-/// The configuration the app was last loaded with.
-pub fn stored(app_row: &AppRow) -> Result<AppConfig, ConfigError> {
-    serde_json::from_str(&app_row.config).map_err(|e| {
-        ConfigError::Invalid(format!("{}: the stored configuration: {e}", app_row.name))
-    })
+/// The configuration the app was last loaded with, read back from what
+/// the reconciler stored: every reader goes through here.
+pub fn stored(app_row: &AppRow) -> Result<AppConfig, serde_json::Error> {
+    serde_json::from_str(&app_row.config)
 }

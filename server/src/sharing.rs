@@ -269,7 +269,7 @@ pub async fn open(
     let app_row = db::apps::get(pool, cr.app_id)
         .await?
         .ok_or(ShareError::NotFound(request))?;
-    let config: crate::gitops::schema::AppConfig = serde_json::from_str(&app_row.config)?;
+    let config: crate::gitops::schema::AppConfig = crate::configs::stored(&app_row)?;
     let preview = db::environments::find_for_branch(pool, cr.app_id, &cr.source_branch).await?;
     let head = cr.head_sha.clone().unwrap_or_default();
     let run = db::runs::latest_of_commit(pool, cr.app_id, &cr.source_branch, &head).await?;

@@ -129,7 +129,7 @@ async fn load(service: &Approvals<'_>, run_id: i64) -> Result<Held, ApprovalErro
     let app_row = db::apps::get(pool, run.app_id)
         .await?
         .ok_or(ApprovalError::NotFound(run_id))?;
-    let config: AppConfig = serde_json::from_str(&app_row.config)?;
+    let config: AppConfig = crate::configs::stored(&app_row)?;
     let entry = config
         .stack
         .iter()

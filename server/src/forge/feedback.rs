@@ -34,7 +34,7 @@ async fn reporter(app: &Delivery<'_>, app_name: &str) -> Option<Reporter> {
     let row = db::apps::find_active_by_name(app.db.pool(), app_name)
         .await
         .ok()??;
-    let config: AppConfig = serde_json::from_str(&row.config).ok()?;
+    let config: AppConfig = crate::configs::stored(&row).ok()?;
     let forge = config.forge?;
     let token = match app
         .secrets()

@@ -417,7 +417,7 @@ async fn counted_merge(
     cr: &db::change_requests::CrRow,
     request: &ForgeRequest<'_>,
 ) -> Result<Result<crate::auth::ForgeIdentity, String>, ForgeError> {
-    let config: crate::gitops::schema::AppConfig = serde_json::from_str(&app_row.config)?;
+    let config: crate::gitops::schema::AppConfig = crate::configs::stored(app_row)?;
     let target = request.target_branch;
     let Some(policy) = crate::gitops::stack::entry_for(&config, target)
         .filter(|entry| !entry.branches.is_preview())
@@ -517,7 +517,7 @@ async fn destroy_preview(
     {
         return Ok(());
     }
-    let config: crate::gitops::schema::AppConfig = serde_json::from_str(&app_row.config)?;
+    let config: crate::gitops::schema::AppConfig = crate::configs::stored(app_row)?;
     if let Some(env) = db::environments::find_for_branch(pool, app_row.id, branch).await?
         && env.destroyed_at.is_none()
         && crate::gitops::stack::is_preview(&config, &env.stack_entry)

@@ -179,7 +179,7 @@ pub async fn expire(app: &App) -> Result<(), super::FlowError> {
             .await?;
             continue;
         };
-        let config: AppConfig = serde_json::from_str(&app_row.config)?;
+        let config: AppConfig = crate::configs::stored(app_row)?;
         if let Some(ttl) = env.ttl_seconds
             && crate::gitops::stack::is_preview(&config, &env.stack_entry)
             && env.locked_by_run.is_none()

@@ -63,7 +63,7 @@ async fn on_push(app: &App, event: BranchEvent) -> Result<(), super::FlowError> 
     let Some(app_row) = db::apps::get(pool, event.app_id).await? else {
         return Ok(());
     };
-    let config: AppConfig = serde_json::from_str(&app_row.config)?;
+    let config: AppConfig = crate::configs::stored(&app_row)?;
     let Some(entry) = entry_for(&config, &event.branch) else {
         tracing::debug!(app = %app_row.name, branch = %event.branch, "no environment for this branch");
         return Ok(());
@@ -275,7 +275,7 @@ async fn on_delete(app: &App, event: BranchEvent) -> Result<(), super::FlowError
     let Some(app_row) = db::apps::get(pool, event.app_id).await? else {
         return Ok(());
     };
-    let config: AppConfig = serde_json::from_str(&app_row.config)?;
+    let config: AppConfig = crate::configs::stored(&app_row)?;
     let Some(env) = db::environments::find_for_branch(pool, app_row.id, &event.branch).await?
     else {
         return Ok(());

@@ -249,7 +249,7 @@ pub async fn check_all(app: &Delivery<'_>) -> Result<(), DriftError> {
         let Some(app_row) = db::apps::get(app.db.pool(), env.app_id).await? else {
             continue;
         };
-        let config: AppConfig = serde_json::from_str(&app_row.config).map_err(|e| {
+        let config: AppConfig = crate::configs::stored(&app_row).map_err(|e| {
             DriftError::Config(format!("{}: stored configuration: {e}", app_row.name))
         })?;
         let drift = match check(app, &env, &config).await {

@@ -27,7 +27,7 @@ async fn app_for(
         .await?
         .ok_or_else(|| LedgerError::NotFound(format!("no app named {name}")))?;
     let config: AppConfig =
-        serde_json::from_str(&row.config).map_err(|e| LedgerError::Config(e.to_string()))?;
+        crate::configs::stored(&row).map_err(|e| LedgerError::Config(e.to_string()))?;
     Ok((row, config))
 }
 

@@ -78,7 +78,7 @@ async fn environment(
         .await?
         .ok_or_else(|| LedgerError::NotFound(format!("no app named {app_name}")))?;
     let config: AppConfig =
-        serde_json::from_str(&row.config).map_err(|e| LedgerError::Config(e.to_string()))?;
+        crate::configs::stored(&row).map_err(|e| LedgerError::Config(e.to_string()))?;
     if !super::records(&config, env) {
         let fixed: Vec<&str> = config
             .stack
@@ -536,7 +536,7 @@ async fn reapply(
     let app_row = db::apps::get(pool, run.app_id)
         .await?
         .ok_or_else(|| DeployError::Failed("the app is gone".into()))?;
-    let config: Option<AppConfig> = serde_json::from_str(&app_row.config).ok();
+    let config: Option<AppConfig> = crate::configs::stored(&app_row).ok();
     let stored = stored(app, target_id).await?;
     let current = match env.deployment_id {
         Some(deployment) => db::releases::id_of_deployment(pool, deployment).await?,

@@ -86,7 +86,7 @@ async fn soak_of(
         return Ok(DEFAULT_STABLE_AFTER);
     };
     let config: AppConfig =
-        serde_json::from_str(&row.config).map_err(|e| LedgerError::Config(e.to_string()))?;
+        crate::configs::stored(&row).map_err(|e| LedgerError::Config(e.to_string()))?;
     Ok(config
         .stack
         .iter()
