@@ -65,7 +65,7 @@ pub async fn rotate_key(config: Config) -> anyhow::Result<()> {
         )?;
         db::deployments::store_sealed(&mut *tx, *id, &next.seal(&seal_name, &value)?).await?;
     }
-    tx.commit().await?;
+    crate::db::commit(tx).await?;
     let previous = key_file.with_extension("previous");
     std::fs::rename(key_file, &previous)
         .with_context(|| format!("moving {} aside", key_file.display()))?;

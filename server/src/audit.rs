@@ -13,7 +13,7 @@ pub async fn record(
     action: &str,
     target: &str,
     reason: Option<&str>,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), crate::db::QueryError> {
     db::audit::record(
         db.pool(),
         &db::audit::NewEntry {

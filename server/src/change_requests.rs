@@ -28,7 +28,7 @@ use crate::gitops::stack::{entry_for, production_branch, staging_branch};
 /// tokens are secrets), the clock and the fresh-sign-in window (approval
 /// policy, freezes), git (merges) under a lease in the replica's name, the
 /// flow (to plan and scan), and notifications and sharing.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct ChangeRequests<'a> {
     pub db: &'a crate::db::Db,
     pub vault: &'a crate::secrets::Vault,
@@ -69,7 +69,7 @@ pub enum ChangeRequestError {
     #[error("{0}")]
     Conflict(String),
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[from] crate::db::QueryError),
     #[error("the app's configuration is unreadable: {0}")]
     Config(#[from] serde_json::Error),
     #[error("{0}")]
@@ -310,7 +310,7 @@ pub async fn open(
             .await?;
         }
     }
-    tx.commit().await?;
+    crate::db::commit(tx).await?;
     requests.flow.plan_wake.notify_one();
     tracing::info!(app = %app_row.name, change_request = id, %source, %target, "change request opened");
     crate::notify::emit(
@@ -346,7 +346,7 @@ pub async fn on_source_push(
     app_id: i64,
     branch: &str,
     sha: &str,
-) -> std::result::Result<Option<i64>, sqlx::Error> {
+) -> std::result::Result<Option<i64>, crate::db::QueryError> {
     let pool = requests.db.pool();
     let mut first = None;
     for cr in db::change_requests::active_from(pool, app_id, branch).await? {
@@ -530,7 +530,7 @@ pub async fn close(requests: &ChangeRequests<'_>, caller: &Caller, id: i64) -> R
         now,
     )
     .await?;
-    tx.commit().await?;
+    crate::db::commit(tx).await?;
     reload(requests, id).await
 }
 
@@ -655,7 +655,7 @@ async fn decide(
         now,
     )
     .await?;
-    tx.commit().await?;
+    crate::db::commit(tx).await?;
     Ok(())
 }
 
@@ -717,7 +717,7 @@ async fn target_environment_id(requests: &ChangeRequests<'_>, judged: &Judged) -
     match inserted {
         Ok(id) => Ok(id),
         // Made meanwhile by the planner (or another replica): that one is it.
-        Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
+        Err(error) if error.is_conflict() => {
             db::environments::find_by_name(pool, judged.row.app_id, &entry_env)
                 .await?
                 .map(|env| env.id)
@@ -776,7 +776,7 @@ async fn record_merge(
         now,
     )
     .await?;
-    tx.commit().await?;
+    crate::db::commit(tx).await?;
     tracing::info!(
         change_request = id,
         sha = sha.unwrap_or("unknown"),
@@ -795,7 +795,7 @@ enum ForgeMergeError {
     #[error("the {0} request number is unknown")]
     NoNumber(String),
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[from] crate::db::QueryError),
     #[error(transparent)]
     Secret(#[from] crate::secrets::SecretError),
     #[error("HTTP client: {0}")]
@@ -936,7 +936,7 @@ async fn approved_for_now(
     id: i64,
     detail: &str,
     now: i64,
-) -> std::result::Result<bool, sqlx::Error> {
+) -> std::result::Result<bool, crate::db::QueryError> {
     db::change_requests::set_state_if_active(
         pool,
         id,

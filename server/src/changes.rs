@@ -35,7 +35,7 @@ impl Changes {
     }
 
     /// The watermarks whose change means "refetch" (`db::watermarks`).
-    pub async fn version(&self) -> Result<String, sqlx::Error> {
+    pub async fn version(&self) -> Result<String, crate::db::QueryError> {
         db::watermarks::version(self.db.pool()).await
     }
 

@@ -15,7 +15,7 @@ pub enum ConfigError {
     #[error(transparent)]
     Git(#[from] GitError),
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[from] crate::db::QueryError),
 }
 
 impl crate::error::Classified for ConfigError {

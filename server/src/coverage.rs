@@ -26,7 +26,7 @@ use crate::gitops::schema::ApprovalPolicy;
 #[derive(Debug, thiserror::Error)]
 pub enum CoverageError {
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[from] crate::db::QueryError),
     #[error(transparent)]
     Git(#[from] GitError),
 }
@@ -52,7 +52,7 @@ pub struct Protected<'a> {
 }
 
 /// Everything that covers commits on `target`'s branch today.
-pub async fn of(db: &Db, target: Protected<'_>) -> Result<Coverage, sqlx::Error> {
+pub async fn of(db: &Db, target: Protected<'_>) -> Result<Coverage, crate::db::QueryError> {
     let pool = db.pool();
     let required = i64::from(target.policy.required);
     let mut coverage = Coverage::default();
@@ -167,7 +167,7 @@ pub async fn grant_merge<'e>(
     branch: &str,
     sha: &str,
     change_request_id: i64,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), crate::db::QueryError> {
     db::coverage::grant(
         exec,
         &NewGrant {
@@ -193,7 +193,7 @@ pub async fn grant_push(
     sha: &str,
     before: Option<&str>,
     user_id: i64,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), crate::db::QueryError> {
     db::coverage::grant(
         db.pool(),
         &NewGrant {

@@ -22,7 +22,7 @@ use crate::db;
 use crate::error::{Classified, Kind};
 use crate::state::App;
 
-fn port_error(error: sqlx::Error) -> PortError {
+fn port_error(error: db::QueryError) -> PortError {
     port_error_of(&error)
 }
 
@@ -92,9 +92,7 @@ impl StackPort for App {
             .await
             .map_err(port_error)?
             .into_iter()
-            .filter(|cr| {
-                cr.app_id == row.id && ["open", "approved", "conflict"].contains(&cr.state.as_str())
-            })
+            .filter(|cr| cr.app_id == row.id && cr.is_active())
         {
             if let Some(detail) = self.change_request(caller, cr.id).await? {
                 change_requests.push(detail);
@@ -360,7 +358,7 @@ impl ReleasesPort for App {
         caller: &Caller,
         filter: ReleaseFilter,
     ) -> Result<Vec<ReleaseSummary>, PortError> {
-        let mut conn = self.db.pool().acquire().await.map_err(port_error)?;
+        let mut conn = self.db.acquire().await.map_err(port_error)?;
         let page = db::releases::list(&mut conn, &filter)
             .await
             .map_err(port_error)?;
@@ -368,7 +366,7 @@ impl ReleasesPort for App {
     }
 
     async fn release(&self, caller: &Caller, id: i64) -> Result<Option<ReleaseSummary>, PortError> {
-        let mut conn = self.db.pool().acquire().await.map_err(port_error)?;
+        let mut conn = self.db.acquire().await.map_err(port_error)?;
         let release = db::releases::get(&mut conn, id).await.map_err(port_error)?;
         if let Some(release) = &release {
             caller.require(Role::Viewer, Some(&release.app))?;
@@ -541,7 +539,7 @@ impl AdminPort for App {
             blocked_networks: crate::sandbox::unreachable_networks(
                 &self.config.runner_blocked_networks,
             ),
-            replica: self.runner_id.clone(),
+            replica: self.replica.id.clone(),
             singletons: crate::jobs::election::holders(self)
                 .await
                 .map_err(port_error)?,

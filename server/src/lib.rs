@@ -31,6 +31,7 @@ pub mod manifests;
 pub mod migrate;
 pub mod notify;
 pub mod outbound;
+pub mod replica;
 pub mod runs;
 pub mod sandbox;
 pub mod secrets;

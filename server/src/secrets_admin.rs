@@ -26,7 +26,7 @@ pub enum AdminError {
     #[error(transparent)]
     Vault(#[from] SecretError),
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[from] crate::db::QueryError),
 }
 
 impl Classified for AdminError {

@@ -63,7 +63,7 @@ pub async fn serve_with(config: Config, started: impl FnOnce(Arc<App>)) -> anyho
         // hold that until the process is killed): no more claims, then
         // another replica resumes this one's runs now, not a lease from
         // now (a rolling restart waits for no lease).
-        stopping.draining.cancel();
+        stopping.replica.draining.cancel();
         match crate::jobs::recovery::hand_over(&stopping).await {
             Ok(0) => {}
             Ok(handed) => tracing::info!(handed, "handed running runs over to the other replicas"),

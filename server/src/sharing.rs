@@ -9,7 +9,7 @@
 //! (HMAC-SHA256 under a key derived from the secret key) is checked before
 //! the database is asked, the link row makes it revocable.
 
-use app::dto::{ChangeRequestState, NewFeedback, Role, ShareLink, SharedPreview, TesterFeedback};
+use app::dto::{NewFeedback, Role, ShareLink, SharedPreview, TesterFeedback};
 use app::port::Caller;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -28,7 +28,7 @@ pub trait CommentRefresh: Send + Sync {
 /// vault (links are signed), the clock (they expire), git (the commits a
 /// request brings), links to the dashboard, the settings, and the forge
 /// comment to refresh when feedback arrives.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct Sharing<'a> {
     pub db: &'a crate::db::Db,
     pub vault: &'a crate::secrets::Vault,
@@ -39,7 +39,7 @@ pub struct Sharing<'a> {
     pub ttl: std::time::Duration,
     /// Whether people without an account may use links.
     pub anonymous: bool,
-    pub comments: &'a dyn CommentRefresh,
+    pub comments: std::sync::Arc<dyn CommentRefresh + 'a>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +59,7 @@ pub enum ShareError {
     #[error("{0}")]
     Refused(String),
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[from] crate::db::QueryError),
     #[error("the app's configuration is unreadable: {0}")]
     Config(#[from] serde_json::Error),
 }
@@ -154,7 +154,7 @@ pub async fn create(sharing: &Sharing<'_>, caller: &Caller, request: i64) -> Res
         now,
     )
     .await?;
-    tx.commit().await?;
+    crate::db::commit(tx).await?;
     Ok(ShareLink {
         id,
         change_request_id: request,
@@ -308,7 +308,7 @@ pub async fn open(
     Ok(SharedPreview {
         change_request_id: cr.id,
         app: cr.app.clone(),
-        state: ChangeRequestState::parse(&cr.state).unwrap_or(ChangeRequestState::Open),
+        state: cr.state,
         title: cr.title,
         description: cr.description,
         source_branch: cr.source_branch,
@@ -316,9 +316,7 @@ pub async fn open(
         head_sha: cr.head_sha,
         commits,
         preview_url: preview.as_ref().and_then(|env| env.url.clone()),
-        preview_state: preview
-            .as_ref()
-            .and_then(|env| app::dto::EnvironmentState::parse(&env.state)),
+        preview_state: preview.as_ref().map(|env| env.state),
         run,
         reports,
         feedback: feedback_of(sharing, request).await?,
@@ -439,7 +437,7 @@ async fn record(
         now,
     )
     .await?;
-    tx.commit().await?;
+    crate::db::commit(tx).await?;
     tracing::info!(change_request = request, %verdict, "tester feedback recorded");
     // The forge comment carries the feedback: refresh it from the request's
     // newest run.

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::db::{Db, DbError};
@@ -27,27 +26,13 @@ pub struct App {
     /// Where steps and local apps run.
     pub sandbox: Arc<crate::sandbox::Sandbox>,
     pub events: RunEvents,
-    /// Serializes forge comment edits, so a request never gets two
-    /// comments and the last edit carries the newest state.
-    pub forge_comments: tokio::sync::Mutex<()>,
-    /// Sends each run's commit statuses in the order they were decided.
-    pub forge_statuses: crate::forge::feedback::StatusOrder,
     /// What the dashboard's open pages are told when something moves.
     pub changes: crate::changes::Changes,
     pub cluster_clients: crate::clusters::ClientCache,
     /// What time it is (tests move it instead of waiting).
     pub clock: crate::clock::Clock,
-    /// Which of the elected background loops this replica runs now.
-    pub singletons: crate::signals::Singletons,
-    /// Tells background loops to stop.
-    pub shutdown: CancellationToken,
-    /// This replica is stopping: its runner claims no more runs.
-    pub draining: CancellationToken,
-    /// Its running runs were handed over to the other replicas
-    /// (`jobs::recovery::hand_over`): their executors stop, writing nothing.
-    pub handed_over: CancellationToken,
-    /// This process, in the runs it claims.
-    pub runner_id: String,
+    /// This process: its id, its elected jobs, whether it is stopping.
+    pub replica: crate::replica::Replica,
     /// Marks every child process of this data directory (see `jobs::recovery`).
     pub instance_tag: String,
 }
@@ -121,15 +106,12 @@ impl App {
             flow: Signals::default(),
             events: RunEvents::default(),
             changes: crate::changes::Changes::new(db.clone()),
-            forge_comments: tokio::sync::Mutex::new(()),
-            forge_statuses: crate::forge::feedback::StatusOrder::default(),
             cluster_clients: crate::clusters::ClientCache::default(),
             clock: crate::clock::Clock::default(),
-            singletons: crate::signals::Singletons::new(db.backend() == crate::db::Backend::Sqlite),
-            shutdown: CancellationToken::new(),
-            draining: CancellationToken::new(),
-            handed_over: CancellationToken::new(),
-            runner_id,
+            replica: crate::replica::Replica::new(
+                runner_id,
+                db.backend() == crate::db::Backend::Sqlite,
+            ),
             instance_tag,
             config,
             db,
@@ -138,24 +120,11 @@ impl App {
 
     /// When a sign-in counts as fresh, now (approval policies' `reauth`).
     pub fn freshness(&self) -> crate::approvals::policy::Freshness {
-        crate::approvals::policy::Freshness {
-            max_age: self.config.reauth_max_age,
-            now: self.clock.now_millis(),
-        }
+        self.delivery().freshness()
     }
 
-    /// Decisions on runs held for approval.
-    pub fn approvals(&self) -> crate::approvals::Approvals<'_> {
-        crate::approvals::Approvals {
-            db: &self.db,
-            git: &self.git,
-            clock: &self.clock,
-            flow: &self.flow,
-            reauth_max_age: self.config.reauth_max_age,
-        }
-    }
-
-    /// What deploys, rollbacks and the ledger use.
+    /// What deploys, rollbacks and the ledger use; the narrower services
+    /// below are built from it, in one place.
     pub fn delivery(&self) -> crate::delivery::Delivery<'_> {
         crate::delivery::Delivery {
             db: &self.db,
@@ -174,14 +143,24 @@ impl App {
         }
     }
 
+    /// Decisions on runs held for approval.
+    pub fn approvals(&self) -> crate::approvals::Approvals<'_> {
+        self.delivery().approvals()
+    }
+
     /// Notifications: queueing notices, channels, deliveries.
     pub fn notifier(&self) -> crate::notify::Notifier<'_> {
-        crate::notify::Notifier {
-            db: &self.db,
-            vault: &self.vault,
-            flow: &self.flow,
-            public_url: &self.config.public_url,
-        }
+        self.delivery().notifier()
+    }
+
+    /// The registered clusters and their clients.
+    pub fn cluster_registry(&self) -> crate::clusters::Registry<'_> {
+        self.delivery().cluster_registry()
+    }
+
+    /// The apps' secrets, opened with this server's vault.
+    pub fn secrets(&self) -> crate::secrets::Store<'_> {
+        self.delivery().secrets()
     }
 
     /// Change requests: opening, reviews, merges.
@@ -192,7 +171,7 @@ impl App {
             clock: &self.clock,
             reauth_max_age: self.config.reauth_max_age,
             git: &self.git,
-            replica: &self.runner_id,
+            replica: &self.replica.id,
             merge_lease: self.config.runner_lease,
             flow: &self.flow,
             notifier: self.notifier(),
@@ -210,23 +189,11 @@ impl App {
             notifier: self.notifier(),
             ttl: self.config.share_ttl,
             anonymous: self.config.share_anonymous,
-            comments: self,
+            comments: Arc::new(crate::forge::feedback::CommentEditor {
+                delivery: self.delivery(),
+                serial: &self.replica.forge_comments,
+            }),
         }
-    }
-
-    /// The registered clusters and their clients.
-    pub fn cluster_registry(&self) -> crate::clusters::Registry<'_> {
-        crate::clusters::Registry {
-            db: &self.db,
-            vault: &self.vault,
-            clients: &self.cluster_clients,
-            flow: &self.flow,
-        }
-    }
-
-    /// The apps' secrets, opened with this server's vault.
-    pub fn secrets(&self) -> crate::secrets::Store<'_> {
-        crate::secrets::Store::new(&self.db, &self.vault)
     }
 
     /// Where run workspaces live.
@@ -236,7 +203,7 @@ impl App {
 
     /// Stops the loops and the local environments' processes.
     pub async fn stop(&self) {
-        self.shutdown.cancel();
+        self.replica.shutdown.cancel();
         self.local.stop_all().await;
     }
 }
@@ -306,17 +273,4 @@ pub fn instance_tag(data_dir: &std::path::Path) -> String {
         .take(8)
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// Feedback refreshes a change request's forge comment through the forge.
-#[async_trait::async_trait]
-impl crate::sharing::CommentRefresh for App {
-    async fn refresh(&self, run_id: i64) {
-        if let Err(error) =
-            crate::forge::feedback::update_comment(&self.delivery(), &self.forge_comments, run_id)
-                .await
-        {
-            tracing::warn!(run = run_id, %error, "forge comment not updated with feedback");
-        }
-    }
 }

@@ -36,8 +36,35 @@ macro_rules! state_enum {
                 f.write_str(self.as_str())
             }
         }
+
+        /// How a stored name is read back (the server's rows).
+        impl TryFrom<String> for $name {
+            type Error = UnknownState;
+            fn try_from(text: String) -> Result<Self, UnknownState> {
+                Self::parse(&text).ok_or(UnknownState {
+                    kind: stringify!($name),
+                    text,
+                })
+            }
+        }
     };
 }
+
+/// A stored state name that none of its enum's values has: the row was
+/// written by something else, and is reported, not guessed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownState {
+    pub kind: &'static str,
+    pub text: String,
+}
+
+impl std::fmt::Display for UnknownState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unknown {} {:?}", self.kind, self.text)
+    }
+}
+
+impl std::error::Error for UnknownState {}
 
 mod audit;
 mod change_requests;
@@ -73,5 +100,11 @@ mod tests {
             assert_eq!(RunState::parse(state.as_str()), Some(*state));
         }
         assert_eq!(RunState::parse("Running"), None);
+        assert_eq!(
+            RunState::try_from("running".to_string()),
+            Ok(RunState::Running)
+        );
+        let unknown = RunState::try_from("Running".to_string()).expect_err("not a stored name");
+        assert_eq!(unknown.to_string(), "unknown RunState \"Running\"");
     }
 }

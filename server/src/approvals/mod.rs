@@ -38,7 +38,7 @@ pub enum ApprovalError {
     #[error("run {0} does not exist")]
     NotFound(i64),
     #[error("run {id} is {state}, not waiting for approval")]
-    NotWaiting { id: i64, state: String },
+    NotWaiting { id: i64, state: RunState },
     #[error("{actor} has already approved run {id}")]
     AlreadyApproved { id: i64, actor: String },
     #[error("{0}")]
@@ -50,7 +50,7 @@ pub enum ApprovalError {
     #[error("{0}")]
     Invalid(String),
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[from] crate::db::QueryError),
     #[error("the app's configuration is unreadable: {0}")]
     Config(#[from] serde_json::Error),
     #[error("{0}")]
@@ -117,7 +117,7 @@ async fn load(service: &Approvals<'_>, run_id: i64) -> Result<Held, ApprovalErro
     let run = db::runs::get(pool, run_id)
         .await?
         .ok_or(ApprovalError::NotFound(run_id))?;
-    if run.state != RunState::WaitingForApproval.as_str() {
+    if run.state != RunState::WaitingForApproval {
         return Err(ApprovalError::NotWaiting {
             id: run_id,
             state: run.state,
@@ -217,7 +217,7 @@ pub async fn approve(
     let released = approvals >= required
         && frozen.is_none()
         && db::runs::release_hold(&mut *tx, run_id).await?;
-    tx.commit().await?;
+    crate::db::commit(tx).await?;
     if released {
         service.flow.runner_wake.notify_one();
         Ok(ApprovalOutcome::Released {
@@ -253,7 +253,7 @@ pub async fn reject(
         comment.map(|c| format!(": {c}")).unwrap_or_default()
     );
     db::runs::finish(&mut *tx, run_id, RunState::Cancelled, Some(&reason), now).await?;
-    tx.commit().await?;
+    crate::db::commit(tx).await?;
     Ok(ApprovalOutcome::Rejected)
 }
 
@@ -280,7 +280,7 @@ pub async fn override_hold(
     let mut tx = service.db.begin().await?;
     record(&mut tx, caller, &held, "override", None, Some(reason), now).await?;
     db::runs::release_hold(&mut *tx, run_id).await?;
-    tx.commit().await?;
+    crate::db::commit(tx).await?;
     service.flow.runner_wake.notify_one();
     Ok(ApprovalOutcome::Released {
         approvals: 0,
@@ -393,7 +393,7 @@ pub async fn release_covered(service: &Approvals<'_>) -> Result<usize, ApprovalE
             let mut tx = service.db.begin().await?;
             db::runs::set_uncovered(&mut *tx, held.run.id, None).await?;
             let freed = db::runs::release_hold(&mut *tx, held.run.id).await?;
-            tx.commit().await?;
+            crate::db::commit(tx).await?;
             if freed {
                 tracing::info!(
                     run = held.run.id,

@@ -37,7 +37,7 @@ pub enum AuthError {
     #[error("session store: {0}")]
     SessionStore(String),
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[from] crate::db::QueryError),
 }
 
 impl Classified for AuthError {
@@ -164,7 +164,7 @@ pub fn random_token(prefix: &str) -> Result<String, AuthError> {
 }
 
 /// The grants of a user, from their role bindings.
-pub async fn grants_of(db: &Db, user_id: i64) -> Result<Vec<Grant>, sqlx::Error> {
+pub async fn grants_of(db: &Db, user_id: i64) -> Result<Vec<Grant>, crate::db::QueryError> {
     Ok(to_grants(db::users::bindings(db.pool(), user_id).await?))
 }
 
@@ -206,7 +206,7 @@ pub async fn upsert_user(
     subject: &str,
     name: &str,
     email: Option<&str>,
-) -> Result<i64, sqlx::Error> {
+) -> Result<i64, crate::db::QueryError> {
     db::users::upsert(db.pool(), issuer, subject, name, email, now_millis()).await
 }
 
@@ -216,7 +216,7 @@ pub async fn set_forge_login(
     db: &Db,
     user_id: i64,
     login: Option<&str>,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), crate::db::QueryError> {
     db::users::set_forge_login(db.pool(), user_id, login.map(str::trim)).await
 }
 
@@ -227,7 +227,7 @@ pub async fn set_grants(
     user_id: i64,
     source: &str,
     grants: &[Grant],
-) -> Result<(), sqlx::Error> {
+) -> Result<(), crate::db::QueryError> {
     let mut tx = db.begin().await?;
     db::users::remove_bindings_from(&mut *tx, user_id, source).await?;
     for grant in grants {
@@ -241,7 +241,7 @@ pub async fn set_grants(
         let role = grant.role.as_str();
         db::users::bind(&mut *tx, user_id, role, app_id, source, now_millis()).await?;
     }
-    tx.commit().await
+    crate::db::commit(tx).await
 }
 
 /// Adds one grant to a user's grants from `source`, keeping the others
@@ -251,7 +251,7 @@ pub async fn add_grant(
     user_id: i64,
     source: &str,
     grant: &Grant,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), crate::db::QueryError> {
     let mut grants = to_grants(db::users::bindings_from(db.pool(), user_id, source).await?);
     if !grants.contains(grant) {
         grants.push(grant.clone());
@@ -265,7 +265,7 @@ pub async fn system_caller(
     db: &Db,
     name: &str,
     role: Role,
-) -> Result<app::port::Caller, sqlx::Error> {
+) -> Result<app::port::Caller, crate::db::QueryError> {
     let user_id = upsert_user(db, "gantry-system", name, name, None).await?;
     let grants = vec![Grant { role, app: None }];
     set_grants(db, user_id, "system", &grants).await?;
@@ -317,7 +317,7 @@ impl ForgeIdentity {
 pub async fn author_of_request(
     db: &Db,
     request: &db::change_requests::CrRow,
-) -> Result<Option<i64>, sqlx::Error> {
+) -> Result<Option<i64>, crate::db::QueryError> {
     if request.author_user_id.is_some() || request.origin == "native" {
         return Ok(request.author_user_id);
     }
@@ -326,7 +326,10 @@ pub async fn author_of_request(
         .map(|who| who.user_id))
 }
 
-pub async fn forge_identity(db: &Db, login: &str) -> Result<Option<ForgeIdentity>, sqlx::Error> {
+pub async fn forge_identity(
+    db: &Db,
+    login: &str,
+) -> Result<Option<ForgeIdentity>, crate::db::QueryError> {
     if login.trim().is_empty() {
         return Ok(None);
     }

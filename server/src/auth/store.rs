@@ -24,7 +24,7 @@ impl DbSessionStore {
     }
 
     /// Deletes expired sessions (run now and then).
-    pub async fn purge_expired(&self) -> std::result::Result<u64, sqlx::Error> {
+    pub async fn purge_expired(&self) -> std::result::Result<u64, crate::db::QueryError> {
         db::sessions::purge_expired(self.db.pool(), self.clock.now_millis()).await
     }
 }

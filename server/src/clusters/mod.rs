@@ -75,7 +75,7 @@ pub enum ClusterError {
     #[error(transparent)]
     Secret(#[from] crate::secrets::SecretError),
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[from] crate::db::QueryError),
 }
 
 impl Classified for ClusterError {
@@ -309,9 +309,7 @@ impl Registry<'_> {
         )
         .await;
         match inserted {
-            Err(sqlx::Error::Database(error))
-                if error.message().to_ascii_lowercase().contains("unique") =>
-            {
+            Err(error) if error.is_conflict() => {
                 return Err(ClusterError::Exists(name.to_string()));
             }
             other => other?,

@@ -8,7 +8,7 @@ pub async fn has_approved<'e>(
     exec: impl Executor<'e, Database = Any>,
     run_id: i64,
     user_id: i64,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::QueryError> {
     let count: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM approvals WHERE run_id = $1 AND user_id = $2 AND decision = 'approved'",
     )
@@ -23,26 +23,26 @@ pub async fn has_approved<'e>(
 pub async fn approvers_of_run<'e>(
     exec: impl Executor<'e, Database = Any>,
     run_id: i64,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+) -> Result<i64, super::QueryError> {
+    Ok(sqlx::query_scalar(
         "SELECT COUNT(DISTINCT user_id) FROM approvals WHERE run_id = $1 AND decision = 'approved'",
     )
     .bind(run_id)
     .fetch_one(exec)
-    .await
+    .await?)
 }
 
 /// Who last approved (or overrode the hold of) a run, by name.
 pub async fn last_approver_of_run<'e>(
     exec: impl Executor<'e, Database = Any>,
     run_id: i64,
-) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar(
+) -> Result<Option<String>, super::QueryError> {
+    Ok(sqlx::query_scalar(
         "SELECT u.display_name FROM approvals d JOIN users u ON u.id = d.user_id
          WHERE d.run_id = $1 AND d.decision IN ('approved', 'override')
          ORDER BY d.id DESC LIMIT 1",
     )
     .bind(run_id)
     .fetch_optional(exec)
-    .await
+    .await?)
 }

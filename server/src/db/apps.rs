@@ -26,8 +26,8 @@ pub async fn insert<'e>(
     exec: impl Executor<'e, Database = Any>,
     app: &NewApp<'_>,
     now: i64,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+) -> Result<i64, super::QueryError> {
+    Ok(sqlx::query_scalar(
         "INSERT INTO apps (name, source_url, config, pipeline_sha, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $5) RETURNING id",
     )
@@ -37,7 +37,7 @@ pub async fn insert<'e>(
     .bind(app.pipeline_sha)
     .bind(now)
     .fetch_one(exec)
-    .await
+    .await?)
 }
 
 /// Inserts or updates (and un-retires) the app of that name.
@@ -45,8 +45,8 @@ pub async fn upsert<'e>(
     exec: impl Executor<'e, Database = Any>,
     app: &NewApp<'_>,
     now: i64,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+) -> Result<i64, super::QueryError> {
+    Ok(sqlx::query_scalar(
         "INSERT INTO apps (name, source_url, config, pipeline_sha, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $5)
          ON CONFLICT (name) DO UPDATE SET source_url = $2, config = $3, pipeline_sha = $4,
@@ -59,7 +59,7 @@ pub async fn upsert<'e>(
     .bind(app.pipeline_sha)
     .bind(now)
     .fetch_one(exec)
-    .await
+    .await?)
 }
 
 const COLUMNS: &str = "id, name, source_url, config, pipeline_sha";
@@ -67,34 +67,36 @@ const COLUMNS: &str = "id, name, source_url, config, pipeline_sha";
 /// Apps that are in the pipeline repo now.
 pub async fn list_active<'e>(
     exec: impl Executor<'e, Database = Any>,
-) -> Result<Vec<AppRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+) -> Result<Vec<AppRow>, super::QueryError> {
+    Ok(sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM apps WHERE removed_at IS NULL ORDER BY name"
     ))
     .fetch_all(exec)
-    .await
+    .await?)
 }
 
 pub async fn get<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
-) -> Result<Option<AppRow>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM apps WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(exec)
-        .await
+) -> Result<Option<AppRow>, super::QueryError> {
+    Ok(
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM apps WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(exec)
+            .await?,
+    )
 }
 
 pub async fn find_active_by_name<'e>(
     exec: impl Executor<'e, Database = Any>,
     name: &str,
-) -> Result<Option<AppRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+) -> Result<Option<AppRow>, super::QueryError> {
+    Ok(sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM apps WHERE name = $1 AND removed_at IS NULL"
     ))
     .bind(name)
     .fetch_optional(exec)
-    .await
+    .await?)
 }
 
 /// Retires one app that left the pipeline repo.
@@ -102,36 +104,42 @@ pub async fn mark_removed<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
     now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE apps SET removed_at = $2 WHERE id = $1 AND removed_at IS NULL")
-        .bind(id)
-        .bind(now)
-        .execute(exec)
-        .await
-        .map(|_| ())
+) -> Result<(), super::QueryError> {
+    Ok(
+        sqlx::query("UPDATE apps SET removed_at = $2 WHERE id = $1 AND removed_at IS NULL")
+            .bind(id)
+            .bind(now)
+            .execute(exec)
+            .await
+            .map(|_| ())?,
+    )
 }
 
 pub async fn set_hook_token_hash<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
     hash: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE apps SET hook_token_hash = $2 WHERE id = $1")
-        .bind(id)
-        .bind(hash)
-        .execute(exec)
-        .await
-        .map(|_| ())
+) -> Result<(), super::QueryError> {
+    Ok(
+        sqlx::query("UPDATE apps SET hook_token_hash = $2 WHERE id = $1")
+            .bind(id)
+            .bind(hash)
+            .execute(exec)
+            .await
+            .map(|_| ())?,
+    )
 }
 
 pub async fn hook_token_hash<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
-) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT hook_token_hash FROM apps WHERE id = $1")
-        .bind(id)
-        .fetch_one(exec)
-        .await
+) -> Result<Option<String>, super::QueryError> {
+    Ok(
+        sqlx::query_scalar("SELECT hook_token_hash FROM apps WHERE id = $1")
+            .bind(id)
+            .fetch_one(exec)
+            .await?,
+    )
 }
 
 /// Records the outcome of the last fetch of the app's repo.
@@ -139,20 +147,22 @@ pub async fn set_fetch_error<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
     error: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE apps SET fetch_error = $2 WHERE id = $1")
-        .bind(id)
-        .bind(error)
-        .execute(exec)
-        .await
-        .map(|_| ())
+) -> Result<(), super::QueryError> {
+    Ok(
+        sqlx::query("UPDATE apps SET fetch_error = $2 WHERE id = $1")
+            .bind(id)
+            .bind(error)
+            .execute(exec)
+            .await
+            .map(|_| ())?,
+    )
 }
 
 /// Active apps whose repo could not be fetched: `(name, error)`.
 pub async fn fetch_errors<'e>(
     exec: impl Executor<'e, Database = Any>,
-) -> Result<Vec<(String, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT name, fetch_error FROM apps WHERE removed_at IS NULL AND fetch_error IS NOT NULL ORDER BY name")
+) -> Result<Vec<(String, String)>, super::QueryError> {
+    Ok(sqlx::query_as("SELECT name, fetch_error FROM apps WHERE removed_at IS NULL AND fetch_error IS NOT NULL ORDER BY name")
         .fetch_all(exec)
-        .await
+        .await?)
 }

@@ -19,8 +19,8 @@ pub async fn record<'e>(
     exec: impl Executor<'e, Database = Any>,
     entry: &NewEntry<'_>,
     now: i64,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+) -> Result<i64, super::QueryError> {
+    Ok(sqlx::query_scalar(
         "INSERT INTO audit_log (at, actor, action, target, reason, source_ip, detail)
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
     )
@@ -32,7 +32,7 @@ pub async fn record<'e>(
     .bind(entry.source_ip)
     .bind(entry.detail)
     .fetch_one(exec)
-    .await
+    .await?)
 }
 
 #[derive(FromRow)]
@@ -71,7 +71,7 @@ fn like_literal(text: &str) -> String {
 pub async fn list<'e>(
     exec: impl Executor<'e, Database = Any>,
     filter: &AuditFilter,
-) -> Result<Vec<AuditEntry>, sqlx::Error> {
+) -> Result<Vec<AuditEntry>, super::QueryError> {
     let family = filter
         .action
         .as_deref()

@@ -8,7 +8,7 @@ use sqlx::{Any, Executor};
 pub async fn list<'e>(
     exec: impl Executor<'e, Database = Any>,
     app_id: i64,
-) -> Result<BTreeMap<String, String>, sqlx::Error> {
+) -> Result<BTreeMap<String, String>, super::QueryError> {
     let rows: Vec<(String, String)> =
         sqlx::query_as("SELECT branch, commit_sha FROM branch_heads WHERE app_id = $1")
             .bind(app_id)
@@ -23,8 +23,8 @@ pub async fn set<'e>(
     branch: &str,
     sha: &str,
     now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), super::QueryError> {
+    Ok(sqlx::query(
         "INSERT INTO branch_heads (app_id, branch, commit_sha, updated_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (app_id, branch) DO UPDATE SET commit_sha = $3, updated_at = $4",
     )
@@ -34,18 +34,20 @@ pub async fn set<'e>(
     .bind(now)
     .execute(exec)
     .await
-    .map(|_| ())
+    .map(|_| ())?)
 }
 
 pub async fn delete<'e>(
     exec: impl Executor<'e, Database = Any>,
     app_id: i64,
     branch: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM branch_heads WHERE app_id = $1 AND branch = $2")
-        .bind(app_id)
-        .bind(branch)
-        .execute(exec)
-        .await
-        .map(|_| ())
+) -> Result<(), super::QueryError> {
+    Ok(
+        sqlx::query("DELETE FROM branch_heads WHERE app_id = $1 AND branch = $2")
+            .bind(app_id)
+            .bind(branch)
+            .execute(exec)
+            .await
+            .map(|_| ())?,
+    )
 }

@@ -4,8 +4,6 @@
 use app::dto::{ApprovalRecord, ChangeRequestState, ChangeRequestSummary};
 use sqlx::{Any, Executor, FromRow};
 
-use super::decode_state;
-
 /// The states in which a request still waits for something.
 pub const ACTIVE: [ChangeRequestState; 3] = [
     ChangeRequestState::Open,
@@ -26,7 +24,8 @@ pub struct CrRow {
     pub head_sha: Option<String>,
     pub author: String,
     pub author_user_id: Option<i64>,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: ChangeRequestState,
     pub state_detail: Option<String>,
     pub merge_sha: Option<String>,
     pub merged_by: Option<String>,
@@ -36,7 +35,7 @@ pub struct CrRow {
 }
 
 impl CrRow {
-    pub fn summary(&self) -> Result<ChangeRequestSummary, sqlx::Error> {
+    pub fn summary(&self) -> Result<ChangeRequestSummary, super::QueryError> {
         Ok(ChangeRequestSummary {
             id: self.id,
             app: self.app.clone(),
@@ -44,7 +43,7 @@ impl CrRow {
             source_branch: self.source_branch.clone(),
             target_branch: self.target_branch.clone(),
             author: self.author.clone(),
-            state: decode_state(&self.state, ChangeRequestState::parse)?,
+            state: self.state,
             state_detail: self.state_detail.clone(),
             head_sha: self.head_sha.clone(),
             created_at: self.created_at,
@@ -52,7 +51,7 @@ impl CrRow {
     }
 
     pub fn is_active(&self) -> bool {
-        ACTIVE.iter().any(|state| state.as_str() == self.state)
+        ACTIVE.contains(&self.state)
     }
 }
 
@@ -78,8 +77,8 @@ pub async fn insert<'e>(
     exec: impl Executor<'e, Database = Any>,
     row: &NewRow<'_>,
     now: i64,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+) -> Result<i64, super::QueryError> {
+    Ok(sqlx::query_scalar(
         "INSERT INTO change_requests (app_id, origin, title, description, source_branch,
             target_branch, head_sha, author, author_user_id, state, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING id",
@@ -96,22 +95,24 @@ pub async fn insert<'e>(
     .bind(ChangeRequestState::Open.as_str())
     .bind(now)
     .fetch_one(exec)
-    .await
+    .await?)
 }
 
 pub async fn get<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
-) -> Result<Option<CrRow>, sqlx::Error> {
-    sqlx::query_as(&format!("{SELECT} WHERE c.id = $1"))
+) -> Result<Option<CrRow>, super::QueryError> {
+    Ok(sqlx::query_as(&format!("{SELECT} WHERE c.id = $1"))
         .bind(id)
         .fetch_optional(exec)
-        .await
+        .await?)
 }
 
 /// Open requests first, then the rest; newest first within each.
-pub async fn list<'e>(exec: impl Executor<'e, Database = Any>) -> Result<Vec<CrRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+pub async fn list<'e>(
+    exec: impl Executor<'e, Database = Any>,
+) -> Result<Vec<CrRow>, super::QueryError> {
+    Ok(sqlx::query_as(&format!(
         "{SELECT} ORDER BY CASE WHEN c.state IN ($1, $2, $3) THEN 0 ELSE 1 END,
             c.created_at DESC, c.id DESC LIMIT 200"
     ))
@@ -119,7 +120,7 @@ pub async fn list<'e>(exec: impl Executor<'e, Database = Any>) -> Result<Vec<CrR
     .bind(ACTIVE[1].as_str())
     .bind(ACTIVE[2].as_str())
     .fetch_all(exec)
-    .await
+    .await?)
 }
 
 /// Requests still waiting whose source is `branch` of the app.
@@ -127,8 +128,8 @@ pub async fn active_from<'e>(
     exec: impl Executor<'e, Database = Any>,
     app_id: i64,
     branch: &str,
-) -> Result<Vec<CrRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+) -> Result<Vec<CrRow>, super::QueryError> {
+    Ok(sqlx::query_as(&format!(
         "{SELECT} WHERE c.app_id = $1 AND c.source_branch = $2 AND c.state IN ($3, $4, $5)
          ORDER BY c.id"
     ))
@@ -138,17 +139,19 @@ pub async fn active_from<'e>(
     .bind(ACTIVE[1].as_str())
     .bind(ACTIVE[2].as_str())
     .fetch_all(exec)
-    .await
+    .await?)
 }
 
 /// Requests approved but not merged yet (a freeze held them back).
 pub async fn approved<'e>(
     exec: impl Executor<'e, Database = Any>,
-) -> Result<Vec<CrRow>, sqlx::Error> {
-    sqlx::query_as(&format!("{SELECT} WHERE c.state = $1 ORDER BY c.id"))
-        .bind(ChangeRequestState::Approved.as_str())
-        .fetch_all(exec)
-        .await
+) -> Result<Vec<CrRow>, super::QueryError> {
+    Ok(
+        sqlx::query_as(&format!("{SELECT} WHERE c.state = $1 ORDER BY c.id"))
+            .bind(ChangeRequestState::Approved.as_str())
+            .fetch_all(exec)
+            .await?,
+    )
 }
 
 /// The request whose merge by Gantry produced `sha` on `branch`, if any
@@ -159,8 +162,8 @@ pub async fn merged_as<'e>(
     app_id: i64,
     branch: &str,
     sha: &str,
-) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar(
+) -> Result<Option<i64>, super::QueryError> {
+    Ok(sqlx::query_scalar(
         "SELECT id FROM change_requests
          WHERE app_id = $1 AND target_branch = $2 AND merge_sha = $3
            AND merged_via = $4
@@ -171,7 +174,7 @@ pub async fn merged_as<'e>(
     .bind(sha)
     .bind(MergedVia::Gantry.as_str())
     .fetch_optional(exec)
-    .await
+    .await?)
 }
 
 pub async fn set_state<'e>(
@@ -180,7 +183,7 @@ pub async fn set_state<'e>(
     state: ChangeRequestState,
     detail: Option<&str>,
     now: i64,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), super::QueryError> {
     sqlx::query(
         "UPDATE change_requests SET state = $2, state_detail = $3, updated_at = $4 WHERE id = $1",
     )
@@ -202,7 +205,7 @@ pub async fn set_state_if_active<'e>(
     state: ChangeRequestState,
     detail: Option<&str>,
     now: i64,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::QueryError> {
     let active = ACTIVE
         .iter()
         .map(|state| format!("'{}'", state.as_str()))
@@ -235,7 +238,7 @@ pub async fn record_merge_sha_under_lease(
     sha: &str,
     (lease, holder): (&str, &str),
     grant: &super::coverage::NewGrant<'_>,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::QueryError> {
     let mut tx = db.begin().await?;
     let recorded = sqlx::query(&format!(
         "UPDATE change_requests SET merge_sha = $2, merged_via = '{}'
@@ -267,7 +270,7 @@ pub async fn set_head<'e>(
     id: i64,
     sha: &str,
     now: i64,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), super::QueryError> {
     sqlx::query(
         "UPDATE change_requests SET head_sha = $2, state = $3, state_detail = NULL, updated_at = $4,
              merge_sha = NULL, merged_via = NULL
@@ -319,7 +322,7 @@ pub async fn mark_merged<'e>(
     by: &str,
     detail: &str,
     now: i64,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::QueryError> {
     let marked = sqlx::query(
         "UPDATE change_requests SET state = $2, merge_sha = $3, merged_by = $4, state_detail = $5,
             merged_at = $6, updated_at = $6, merged_via = $7
@@ -358,8 +361,8 @@ pub async fn record_decision<'e>(
     exec: impl Executor<'e, Database = Any>,
     decision: &NewDecision<'_>,
     now: i64,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+) -> Result<i64, super::QueryError> {
+    Ok(sqlx::query_scalar(
         "INSERT INTO approvals (environment_id, run_id, change_request_id, user_id, decision,
             comment, commit_sha, auth_time, override_reason, created_at, base_sha)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
@@ -376,7 +379,7 @@ pub async fn record_decision<'e>(
     .bind(now)
     .bind(decision.base_sha)
     .fetch_one(exec)
-    .await
+    .await?)
 }
 
 /// Distinct people who approved `sha` of the request into `environment`
@@ -387,8 +390,8 @@ pub async fn approvals_of<'e>(
     id: i64,
     sha: &str,
     environment: i64,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+) -> Result<i64, super::QueryError> {
+    Ok(sqlx::query_scalar(
         "SELECT COUNT(DISTINCT user_id) FROM approvals
          WHERE change_request_id = $1 AND commit_sha = $2 AND decision = 'approved'
            AND environment_id = $3",
@@ -397,7 +400,7 @@ pub async fn approvals_of<'e>(
     .bind(sha)
     .bind(environment)
     .fetch_one(exec)
-    .await
+    .await?)
 }
 
 pub async fn has_approved<'e>(
@@ -406,7 +409,7 @@ pub async fn has_approved<'e>(
     sha: &str,
     user_id: i64,
     environment: i64,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::QueryError> {
     let count: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM approvals WHERE change_request_id = $1 AND commit_sha = $2
             AND user_id = $3 AND decision IN ('approved', 'override') AND environment_id = $4",
@@ -426,7 +429,7 @@ pub async fn overridden<'e>(
     id: i64,
     sha: &str,
     environment: i64,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::QueryError> {
     let count: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM approvals
          WHERE change_request_id = $1 AND commit_sha = $2 AND decision = 'override'
@@ -456,7 +459,7 @@ pub async fn decisions<'e>(
     exec: impl Executor<'e, Database = Any>,
     change_request: Option<i64>,
     run: Option<i64>,
-) -> Result<Vec<ApprovalRecord>, sqlx::Error> {
+) -> Result<Vec<ApprovalRecord>, super::QueryError> {
     let rows: Vec<DecisionRow> = sqlx::query_as(
         "SELECT u.display_name AS who, d.decision, d.comment, d.override_reason, d.commit_sha,
                 d.auth_time, d.created_at
@@ -487,8 +490,8 @@ pub async fn find_forge<'e>(
     app_id: i64,
     origin: &str,
     number: i64,
-) -> Result<Option<CrRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+) -> Result<Option<CrRow>, super::QueryError> {
+    Ok(sqlx::query_as(&format!(
         "{SELECT} WHERE c.app_id = $1 AND c.origin = $2 AND c.forge_number = $3
          ORDER BY c.id DESC LIMIT 1"
     ))
@@ -496,20 +499,22 @@ pub async fn find_forge<'e>(
     .bind(origin)
     .bind(number)
     .fetch_optional(exec)
-    .await
+    .await?)
 }
 
 pub async fn set_forge_number<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
     number: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE change_requests SET forge_number = $2 WHERE id = $1")
-        .bind(id)
-        .bind(number)
-        .execute(exec)
-        .await
-        .map(|_| ())
+) -> Result<(), super::QueryError> {
+    Ok(
+        sqlx::query("UPDATE change_requests SET forge_number = $2 WHERE id = $1")
+            .bind(id)
+            .bind(number)
+            .execute(exec)
+            .await
+            .map(|_| ())?,
+    )
 }
 
 /// Marks a forge request as coming from `fork`.
@@ -517,13 +522,15 @@ pub async fn set_fork<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
     fork: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE change_requests SET fork_of = $2 WHERE id = $1")
-        .bind(id)
-        .bind(fork)
-        .execute(exec)
-        .await
-        .map(|_| ())
+) -> Result<(), super::QueryError> {
+    Ok(
+        sqlx::query("UPDATE change_requests SET fork_of = $2 WHERE id = $1")
+            .bind(id)
+            .bind(fork)
+            .execute(exec)
+            .await
+            .map(|_| ())?,
+    )
 }
 
 /// The fork behind `branch` of the app, when an active request from a fork
@@ -532,8 +539,8 @@ pub async fn fork_behind<'e>(
     exec: impl Executor<'e, Database = Any>,
     app_id: i64,
     branch: &str,
-) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar(
+) -> Result<Option<String>, super::QueryError> {
+    Ok(sqlx::query_scalar(
         "SELECT fork_of FROM change_requests
          WHERE app_id = $1 AND source_branch = $2 AND fork_of IS NOT NULL
          ORDER BY id DESC LIMIT 1",
@@ -541,31 +548,35 @@ pub async fn fork_behind<'e>(
     .bind(app_id)
     .bind(branch)
     .fetch_optional(exec)
-    .await
+    .await?)
 }
 
 /// A forge request's number and Gantry's comment on it, if any.
 pub async fn forge_comment<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
-) -> Result<Option<(Option<i64>, Option<String>)>, sqlx::Error> {
-    sqlx::query_as("SELECT forge_number, forge_comment_id FROM change_requests WHERE id = $1")
-        .bind(id)
-        .fetch_optional(exec)
-        .await
+) -> Result<Option<(Option<i64>, Option<String>)>, super::QueryError> {
+    Ok(
+        sqlx::query_as("SELECT forge_number, forge_comment_id FROM change_requests WHERE id = $1")
+            .bind(id)
+            .fetch_optional(exec)
+            .await?,
+    )
 }
 
 pub async fn set_forge_comment<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
     comment_id: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE change_requests SET forge_comment_id = $2 WHERE id = $1")
-        .bind(id)
-        .bind(comment_id)
-        .execute(exec)
-        .await
-        .map(|_| ())
+) -> Result<(), super::QueryError> {
+    Ok(
+        sqlx::query("UPDATE change_requests SET forge_comment_id = $2 WHERE id = $1")
+            .bind(id)
+            .bind(comment_id)
+            .execute(exec)
+            .await
+            .map(|_| ())?,
+    )
 }
 
 /// The forge retargeted the request: its new target, and it is open again
@@ -575,8 +586,8 @@ pub async fn retarget<'e>(
     id: i64,
     target_branch: &str,
     now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), super::QueryError> {
+    Ok(sqlx::query(
         "UPDATE change_requests SET target_branch = $2, state = $3, state_detail = $4,
             updated_at = $5, merge_sha = NULL, merged_via = NULL
          WHERE id = $1",
@@ -590,7 +601,7 @@ pub async fn retarget<'e>(
     .bind(now)
     .execute(exec)
     .await
-    .map(|_| ())
+    .map(|_| ())?)
 }
 
 /// The people who approved `sha` of the request into `environment`.
@@ -599,8 +610,8 @@ pub async fn approvers_of<'e>(
     id: i64,
     sha: &str,
     environment: i64,
-) -> Result<Vec<i64>, sqlx::Error> {
-    sqlx::query_scalar(
+) -> Result<Vec<i64>, super::QueryError> {
+    Ok(sqlx::query_scalar(
         "SELECT DISTINCT user_id FROM approvals
          WHERE change_request_id = $1 AND commit_sha = $2 AND decision = 'approved'
            AND environment_id = $3",
@@ -609,7 +620,7 @@ pub async fn approvers_of<'e>(
     .bind(sha)
     .bind(environment)
     .fetch_all(exec)
-    .await
+    .await?)
 }
 
 /// The target heads the admins who overrode `sha` of the request into
@@ -619,8 +630,8 @@ pub async fn override_bases<'e>(
     id: i64,
     sha: &str,
     environment: i64,
-) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
+) -> Result<Vec<String>, super::QueryError> {
+    Ok(sqlx::query_scalar(
         "SELECT base_sha FROM approvals
          WHERE change_request_id = $1 AND commit_sha = $2 AND decision = 'override'
            AND environment_id = $3 AND base_sha IS NOT NULL",
@@ -629,5 +640,5 @@ pub async fn override_bases<'e>(
     .bind(sha)
     .bind(environment)
     .fetch_all(exec)
-    .await
+    .await?)
 }

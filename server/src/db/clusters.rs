@@ -19,7 +19,7 @@ struct Row {
 
 pub async fn list<'e>(
     exec: impl Executor<'e, Database = Any>,
-) -> Result<Vec<ClusterSummary>, sqlx::Error> {
+) -> Result<Vec<ClusterSummary>, super::QueryError> {
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT name, server_url, state, server_version, last_checked_at, last_error, missing_permissions
          FROM clusters ORDER BY name",
@@ -57,8 +57,8 @@ pub async fn insert<'e>(
     exec: impl Executor<'e, Database = Any>,
     cluster: &NewCluster<'_>,
     now: i64,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+) -> Result<i64, super::QueryError> {
+    Ok(sqlx::query_scalar(
         "INSERT INTO clusters (name, kind, context, server_url, credentials_nonce, credentials, key_id, state,
              created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING id",
@@ -73,26 +73,28 @@ pub async fn insert<'e>(
     .bind(ClusterState::Unknown.as_str())
     .bind(now)
     .fetch_one(exec)
-    .await
+    .await?)
 }
 
 /// The sealed credentials: (nonce, ciphertext, key id).
 pub async fn sealed<'e>(
     exec: impl Executor<'e, Database = Any>,
     name: &str,
-) -> Result<Option<(Vec<u8>, Vec<u8>, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT credentials_nonce, credentials, key_id FROM clusters WHERE name = $1")
-        .bind(name)
-        .fetch_optional(exec)
-        .await
+) -> Result<Option<(Vec<u8>, Vec<u8>, String)>, super::QueryError> {
+    Ok(sqlx::query_as(
+        "SELECT credentials_nonce, credentials, key_id FROM clusters WHERE name = $1",
+    )
+    .bind(name)
+    .fetch_optional(exec)
+    .await?)
 }
 
 pub async fn reseal<'e>(
     exec: impl Executor<'e, Database = Any>,
     name: &str,
     sealed: &super::Sealed,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), super::QueryError> {
+    Ok(sqlx::query(
         "UPDATE clusters SET credentials_nonce = $2, credentials = $3, key_id = $4 WHERE name = $1",
     )
     .bind(name)
@@ -101,7 +103,7 @@ pub async fn reseal<'e>(
     .bind(&sealed.key_id)
     .execute(exec)
     .await
-    .map(|_| ())
+    .map(|_| ())?)
 }
 
 /// What a check found out about a cluster.
@@ -118,11 +120,11 @@ pub async fn record_check<'e>(
     name: &str,
     check: &Check<'_>,
     now: i64,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), super::QueryError> {
     let missing = check
         .missing_permissions
         .map(|missing| serde_json::to_string(missing).unwrap_or_else(|_| "[]".into()));
-    sqlx::query(
+    Ok(sqlx::query(
         "UPDATE clusters SET state = $2, server_version = COALESCE($3, server_version), last_error = $4,
              last_checked_at = $5, updated_at = $5, missing_permissions = $6
          WHERE name = $1",
@@ -135,13 +137,13 @@ pub async fn record_check<'e>(
     .bind(missing)
     .execute(exec)
     .await
-    .map(|_| ())
+    .map(|_| ())?)
 }
 
 pub async fn delete<'e>(
     exec: impl Executor<'e, Database = Any>,
     name: &str,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::QueryError> {
     let result = sqlx::query("DELETE FROM clusters WHERE name = $1")
         .bind(name)
         .execute(exec)
@@ -153,10 +155,12 @@ pub async fn delete<'e>(
 /// ciphertext, key id).
 pub async fn all_sealed<'e>(
     exec: impl Executor<'e, Database = Any>,
-) -> Result<Vec<(String, Vec<u8>, Vec<u8>, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT name, credentials_nonce, credentials, key_id FROM clusters")
-        .fetch_all(exec)
-        .await
+) -> Result<Vec<(String, Vec<u8>, Vec<u8>, String)>, super::QueryError> {
+    Ok(
+        sqlx::query_as("SELECT name, credentials_nonce, credentials, key_id FROM clusters")
+            .fetch_all(exec)
+            .await?,
+    )
 }
 
 /// Whether a cluster was registered after `at` (ms).
@@ -165,7 +169,7 @@ pub async fn all_sealed<'e>(
 pub async fn registered_after<'e>(
     exec: impl Executor<'e, Database = Any>,
     seen: i64,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::QueryError> {
     let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM clusters WHERE id > $1")
         .bind(seen)
         .fetch_one(exec)
@@ -174,8 +178,12 @@ pub async fn registered_after<'e>(
 }
 
 /// The highest cluster id registered (0 when none is).
-pub async fn highest_id<'e>(exec: impl Executor<'e, Database = Any>) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM clusters")
-        .fetch_one(exec)
-        .await
+pub async fn highest_id<'e>(
+    exec: impl Executor<'e, Database = Any>,
+) -> Result<i64, super::QueryError> {
+    Ok(
+        sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM clusters")
+            .fetch_one(exec)
+            .await?,
+    )
 }

@@ -26,8 +26,8 @@ pub async fn record<'e>(
     exec: impl Executor<'e, Database = Any>,
     revision: &NewRevision<'_>,
     now: i64,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+) -> Result<i64, super::QueryError> {
+    Ok(sqlx::query_scalar(
         "INSERT INTO config_revisions (pipeline_sha, state, issues, created_at, clusters_seen)
          VALUES ($1, $2, $3, $4, $5) RETURNING id",
     )
@@ -37,16 +37,16 @@ pub async fn record<'e>(
     .bind(now)
     .bind(revision.clusters_seen)
     .fetch_one(exec)
-    .await
+    .await?)
 }
 
 pub async fn latest<'e>(
     exec: impl Executor<'e, Database = Any>,
-) -> Result<Option<RevisionRow>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Option<RevisionRow>, super::QueryError> {
+    Ok(sqlx::query_as(
         "SELECT id, pipeline_sha, state, issues, created_at, clusters_seen FROM config_revisions
          ORDER BY id DESC LIMIT 1",
     )
     .fetch_optional(exec)
-    .await
+    .await?)
 }

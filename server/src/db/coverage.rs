@@ -9,11 +9,13 @@ use sqlx::{Any, Executor, FromRow};
 pub async fn deployed_commits<'e>(
     exec: impl Executor<'e, Database = Any>,
     environment_id: i64,
-) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT DISTINCT commit_sha FROM deployments WHERE environment_id = $1")
-        .bind(environment_id)
-        .fetch_all(exec)
-        .await
+) -> Result<Vec<String>, super::QueryError> {
+    Ok(
+        sqlx::query_scalar("SELECT DISTINCT commit_sha FROM deployments WHERE environment_id = $1")
+            .bind(environment_id)
+            .fetch_all(exec)
+            .await?,
+    )
 }
 
 /// Decisions on one held run of the environment: how many people approved
@@ -29,8 +31,8 @@ pub struct RunDecisions {
 pub async fn run_decisions<'e>(
     exec: impl Executor<'e, Database = Any>,
     environment_id: i64,
-) -> Result<Vec<RunDecisions>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Vec<RunDecisions>, super::QueryError> {
+    Ok(sqlx::query_as(
         "SELECT r.commit_sha,
                 COUNT(DISTINCT CASE WHEN a.decision = 'approved' THEN a.user_id END) AS approvers,
                 SUM(CASE WHEN a.decision = 'override' THEN 1 ELSE 0 END) AS overrides,
@@ -41,7 +43,7 @@ pub async fn run_decisions<'e>(
     )
     .bind(environment_id)
     .fetch_all(exec)
-    .await
+    .await?)
 }
 
 /// One decision (approval, override or rejection) on a change request's
@@ -58,8 +60,8 @@ pub struct RequestDecision {
 pub async fn request_decisions<'e>(
     exec: impl Executor<'e, Database = Any>,
     environment_id: i64,
-) -> Result<Vec<RequestDecision>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Vec<RequestDecision>, super::QueryError> {
+    Ok(sqlx::query_as(
         "SELECT change_request_id, commit_sha, user_id, decision, base_sha
          FROM approvals
          WHERE environment_id = $1 AND change_request_id IS NOT NULL
@@ -68,7 +70,7 @@ pub async fn request_decisions<'e>(
     )
     .bind(environment_id)
     .fetch_all(exec)
-    .await
+    .await?)
 }
 
 /// A grant: see the migration `0018_approval_coverage.sql` for the kinds.
@@ -83,15 +85,15 @@ pub async fn grants<'e>(
     exec: impl Executor<'e, Database = Any>,
     app_id: i64,
     branch: &str,
-) -> Result<Vec<GrantRow>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Vec<GrantRow>, super::QueryError> {
+    Ok(sqlx::query_as(
         "SELECT kind, tip_sha, base_sha FROM coverage_grants
          WHERE app_id = $1 AND branch = $2 ORDER BY id",
     )
     .bind(app_id)
     .bind(branch)
     .fetch_all(exec)
-    .await
+    .await?)
 }
 
 #[derive(Clone, Debug)]
@@ -109,8 +111,8 @@ pub async fn grant<'e>(
     exec: impl Executor<'e, Database = Any>,
     grant: &NewGrant<'_>,
     now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), super::QueryError> {
+    Ok(sqlx::query(
         "INSERT INTO coverage_grants (app_id, branch, kind, tip_sha, base_sha, change_request_id,
              user_id, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -125,7 +127,7 @@ pub async fn grant<'e>(
     .bind(now)
     .execute(exec)
     .await
-    .map(|_| ())
+    .map(|_| ())?)
 }
 
 /// Who pushed a branch head, as a forge's signed push event said.
@@ -146,8 +148,8 @@ pub async fn record_push<'e>(
     forge: &str,
     login: &str,
     now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), super::QueryError> {
+    Ok(sqlx::query(
         "INSERT INTO forge_pushes (app_id, branch, sha, before_sha, forge, login, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (app_id, branch, sha)
@@ -162,7 +164,7 @@ pub async fn record_push<'e>(
     .bind(now)
     .execute(exec)
     .await
-    .map(|_| ())
+    .map(|_| ())?)
 }
 
 pub async fn pusher<'e>(
@@ -170,8 +172,8 @@ pub async fn pusher<'e>(
     app_id: i64,
     branch: &str,
     sha: &str,
-) -> Result<Option<ForgePush>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Option<ForgePush>, super::QueryError> {
+    Ok(sqlx::query_as(
         "SELECT forge, login, before_sha FROM forge_pushes
          WHERE app_id = $1 AND branch = $2 AND sha = $3",
     )
@@ -179,5 +181,5 @@ pub async fn pusher<'e>(
     .bind(branch)
     .bind(sha)
     .fetch_optional(exec)
-    .await
+    .await?)
 }

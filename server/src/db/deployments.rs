@@ -21,8 +21,8 @@ pub async fn insert<'e>(
     exec: impl Executor<'e, Database = Any>,
     new: &NewDeployment<'_>,
     now: i64,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+) -> Result<i64, super::QueryError> {
+    Ok(sqlx::query_scalar(
         "INSERT INTO deployments (environment_id, run_id, kind, commit_sha, pipeline_sha, image, state,
              manifests, manifests_digest, created_by, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
@@ -39,7 +39,7 @@ pub async fn insert<'e>(
     .bind(new.created_by)
     .bind(now)
     .fetch_one(exec)
-    .await
+    .await?)
 }
 
 /// Concludes a deployment that is still `deploying`; false when it was
@@ -52,7 +52,7 @@ pub async fn finish<'e>(
     state: DeploymentState,
     reason: Option<&str>,
     now: i64,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::QueryError> {
     let concluded = sqlx::query(
         "UPDATE deployments SET state = $2, reason = COALESCE($3, reason), finished_at = $4
          WHERE id = $1 AND state = $5",
@@ -77,8 +77,8 @@ pub async fn record_target<'e>(
     objects: Option<&str>,
     started_at: i64,
     now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), super::QueryError> {
+    Ok(sqlx::query(
         "INSERT INTO deployment_targets (deployment_id, target, state, detail, objects, started_at, finished_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (deployment_id, target) DO UPDATE SET state = $3, detail = $4, objects = $5, finished_at = $7",
@@ -92,7 +92,7 @@ pub async fn record_target<'e>(
     .bind(now)
     .execute(exec)
     .await
-    .map(|_| ())
+    .map(|_| ())?)
 }
 
 #[derive(Clone, Debug, FromRow)]
@@ -110,27 +110,27 @@ pub struct DeploymentRow {
 pub async fn get<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
-) -> Result<Option<DeploymentRow>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Option<DeploymentRow>, super::QueryError> {
+    Ok(sqlx::query_as(
         "SELECT id, environment_id, run_id, kind, commit_sha, pipeline_sha, state, manifests
          FROM deployments WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(exec)
-    .await
+    .await?)
 }
 
 /// Deployments a crash left in `deploying`.
 pub async fn list_deploying<'e>(
     exec: impl Executor<'e, Database = Any>,
-) -> Result<Vec<DeploymentRow>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Vec<DeploymentRow>, super::QueryError> {
+    Ok(sqlx::query_as(
         "SELECT id, environment_id, run_id, kind, commit_sha, pipeline_sha, state, manifests
          FROM deployments WHERE state = $1 ORDER BY id",
     )
     .bind(DeploymentState::Deploying.as_str())
     .fetch_all(exec)
-    .await
+    .await?)
 }
 
 /// Stores the exact manifests, sealed.
@@ -138,26 +138,26 @@ pub async fn store_sealed<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
     sealed: &super::Sealed,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE deployments SET manifests_sealed = $2, manifests_nonce = $3, manifests_key_id = $4 WHERE id = $1")
+) -> Result<(), super::QueryError> {
+    Ok(sqlx::query("UPDATE deployments SET manifests_sealed = $2, manifests_nonce = $3, manifests_key_id = $4 WHERE id = $1")
         .bind(id)
         .bind(sealed.ciphertext.clone())
         .bind(sealed.nonce.clone())
         .bind(&sealed.key_id)
         .execute(exec)
         .await
-        .map(|_| ())
+        .map(|_| ())?)
 }
 
 /// The sealed manifests and their digest: (digest, nonce, ciphertext, key id).
 pub async fn sealed<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
-) -> Result<Option<(String, Option<Vec<u8>>, Option<Vec<u8>>, Option<String>)>, sqlx::Error> {
-    sqlx::query_as("SELECT manifests_digest, manifests_nonce, manifests_sealed, manifests_key_id FROM deployments WHERE id = $1")
+) -> Result<Option<(String, Option<Vec<u8>>, Option<Vec<u8>>, Option<String>)>, super::QueryError> {
+    Ok(sqlx::query_as("SELECT manifests_digest, manifests_nonce, manifests_sealed, manifests_key_id FROM deployments WHERE id = $1")
         .bind(id)
         .fetch_optional(exec)
-        .await
+        .await?)
 }
 
 /// The objects the environment's last successful deployment before
@@ -168,7 +168,7 @@ pub async fn previous_objects<'e, T: serde::de::DeserializeOwned>(
     environment_id: i64,
     target: &str,
     before: i64,
-) -> Result<Vec<T>, sqlx::Error> {
+) -> Result<Vec<T>, super::QueryError> {
     let objects: Option<String> = sqlx::query_scalar(
         "SELECT t.objects FROM deployment_targets t JOIN deployments d ON d.id = t.deployment_id
          WHERE d.environment_id = $1 AND t.target = $2 AND t.state = $3 AND t.objects IS NOT NULL AND d.id < $4
@@ -191,29 +191,31 @@ pub async fn set_rollback_of<'e>(
     id: i64,
     of: i64,
     reason: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE deployments SET rollback_of = $2, reason = $3 WHERE id = $1")
-        .bind(id)
-        .bind(of)
-        .bind(reason)
-        .execute(exec)
-        .await
-        .map(|_| ())
+) -> Result<(), super::QueryError> {
+    Ok(
+        sqlx::query("UPDATE deployments SET rollback_of = $2, reason = $3 WHERE id = $1")
+            .bind(id)
+            .bind(of)
+            .bind(reason)
+            .execute(exec)
+            .await
+            .map(|_| ())?,
+    )
 }
 
 /// The targets of a run's latest deployment: (target, state, detail).
 pub async fn targets_of_run<'e>(
     exec: impl Executor<'e, Database = Any>,
     run_id: i64,
-) -> Result<Vec<(String, String, Option<String>)>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Vec<(String, String, Option<String>)>, super::QueryError> {
+    Ok(sqlx::query_as(
         "SELECT t.target, t.state, t.detail FROM deployment_targets t
          WHERE t.deployment_id = (SELECT MAX(id) FROM deployments WHERE run_id = $1)
          ORDER BY t.target",
     )
     .bind(run_id)
     .fetch_all(exec)
-    .await
+    .await?)
 }
 
 /// The deployment of `run_id` the environment serves, if an earlier
@@ -222,8 +224,8 @@ pub async fn serving_of_run<'e>(
     exec: impl Executor<'e, Database = Any>,
     environment_id: i64,
     run_id: i64,
-) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar(
+) -> Result<Option<i64>, super::QueryError> {
+    Ok(sqlx::query_scalar(
         "SELECT d.id FROM environments e JOIN deployments d ON d.id = e.deployment_id
          WHERE e.id = $1 AND d.run_id = $2 AND d.state = $3",
     )
@@ -231,14 +233,14 @@ pub async fn serving_of_run<'e>(
     .bind(run_id)
     .bind(DeploymentState::Succeeded.as_str())
     .fetch_optional(exec)
-    .await
+    .await?)
 }
 
 /// Whether a run made any deployment.
 pub async fn exists_for_run<'e>(
     exec: impl Executor<'e, Database = Any>,
     run_id: i64,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::QueryError> {
     let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deployments WHERE run_id = $1")
         .bind(run_id)
         .fetch_one(exec)
@@ -250,12 +252,12 @@ pub async fn exists_for_run<'e>(
 /// ciphertext, key id).
 pub async fn all_sealed<'e>(
     exec: impl Executor<'e, Database = Any>,
-) -> Result<Vec<(i64, String, Vec<u8>, Vec<u8>, String)>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Vec<(i64, String, Vec<u8>, Vec<u8>, String)>, super::QueryError> {
+    Ok(sqlx::query_as(
         "SELECT id, manifests_digest, manifests_nonce, manifests_sealed, manifests_key_id FROM deployments WHERE manifests_sealed IS NOT NULL",
     )
     .fetch_all(exec)
-    .await
+    .await?)
 }
 
 /// The shown manifests of each live environment's latest deployment to
@@ -264,8 +266,8 @@ pub async fn all_sealed<'e>(
 pub async fn latest_manifests_on<'e>(
     exec: impl Executor<'e, Database = Any>,
     target: &str,
-) -> Result<Vec<(String, String, String)>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Vec<(String, String, String)>, super::QueryError> {
+    Ok(sqlx::query_as(
         "SELECT a.name, e.name, d.manifests FROM deployments d
          JOIN environments e ON e.id = d.environment_id
          JOIN apps a ON a.id = e.app_id
@@ -277,5 +279,5 @@ pub async fn latest_manifests_on<'e>(
     )
     .bind(target)
     .fetch_all(exec)
-    .await
+    .await?)
 }

@@ -20,8 +20,8 @@ pub async fn insert<'e>(
     exec: impl Executor<'e, Database = Any>,
     env: &NewEnvironment<'_>,
     now: i64,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+) -> Result<i64, super::QueryError> {
+    Ok(sqlx::query_scalar(
         "INSERT INTO environments
             (app_id, name, stack_entry, branch, state, url, namespace, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING id",
@@ -35,7 +35,7 @@ pub async fn insert<'e>(
     .bind(env.namespace)
     .bind(now)
     .fetch_one(exec)
-    .await
+    .await?)
 }
 
 /// One environment of the matrix, as `list_active` reads it.
@@ -95,7 +95,7 @@ const ROW_COLUMNS: [(&str, &str); 20] = [
 /// ~50 ms where one JSON text takes ~20 (`bench/src/bin/home.rs`). On
 /// PostgreSQL building the JSON costs more than it saves (the API's p99
 /// went from 31 to 62 ms), so there the columns come as they are.
-pub async fn list_active(db: &super::Db) -> Result<Vec<EnvironmentSummary>, sqlx::Error> {
+pub async fn list_active(db: &super::Db) -> Result<Vec<EnvironmentSummary>, super::QueryError> {
     const FROM: &str = "FROM environments e JOIN apps a ON a.id = e.app_id
          LEFT JOIN environment_pins p ON p.environment_id = e.id
          WHERE e.destroyed_at IS NULL AND a.removed_at IS NULL
@@ -114,7 +114,7 @@ pub async fn list_active(db: &super::Db) -> Result<Vec<EnvironmentSummary>, sqlx
                 .iter()
                 .map(|text| serde_json::from_str(text))
                 .collect::<Result<_, _>>()
-                .map_err(|error| sqlx::Error::Decode(error.into()))?
+                .map_err(super::QueryError::stored)?
         }
         super::Backend::Postgres => {
             let columns: Vec<String> = ROW_COLUMNS
@@ -173,7 +173,8 @@ pub struct EnvRow {
     pub name: String,
     pub stack_entry: String,
     pub branch: Option<String>,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: EnvironmentState,
     pub url: Option<String>,
     pub commit_sha: Option<String>,
     pub locked_by_run: Option<i64>,
@@ -191,13 +192,13 @@ const ENV_COLUMNS: &str = "id, app_id, name, stack_entry, branch, state, url, co
 pub async fn get<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
-) -> Result<Option<EnvRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+) -> Result<Option<EnvRow>, super::QueryError> {
+    Ok(sqlx::query_as(&format!(
         "SELECT {ENV_COLUMNS} FROM environments WHERE id = $1"
     ))
     .bind(id)
     .fetch_optional(exec)
-    .await
+    .await?)
 }
 
 /// The environment of that name, destroyed or not.
@@ -205,14 +206,14 @@ pub async fn find_by_name<'e>(
     exec: impl Executor<'e, Database = Any>,
     app_id: i64,
     name: &str,
-) -> Result<Option<EnvRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+) -> Result<Option<EnvRow>, super::QueryError> {
+    Ok(sqlx::query_as(&format!(
         "SELECT {ENV_COLUMNS} FROM environments WHERE app_id = $1 AND name = $2"
     ))
     .bind(app_id)
     .bind(name)
     .fetch_optional(exec)
-    .await
+    .await?)
 }
 
 /// The live (not destroyed) environment that follows `branch`.
@@ -220,39 +221,39 @@ pub async fn find_for_branch<'e>(
     exec: impl Executor<'e, Database = Any>,
     app_id: i64,
     branch: &str,
-) -> Result<Option<EnvRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+) -> Result<Option<EnvRow>, super::QueryError> {
+    Ok(sqlx::query_as(&format!(
         "SELECT {ENV_COLUMNS} FROM environments
          WHERE app_id = $1 AND branch = $2 AND destroyed_at IS NULL ORDER BY id LIMIT 1"
     ))
     .bind(app_id)
     .bind(branch)
     .fetch_optional(exec)
-    .await
+    .await?)
 }
 
 /// Every environment of an app that is not destroyed.
 pub async fn list_for_app<'e>(
     exec: impl Executor<'e, Database = Any>,
     app_id: i64,
-) -> Result<Vec<EnvRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+) -> Result<Vec<EnvRow>, super::QueryError> {
+    Ok(sqlx::query_as(&format!(
         "SELECT {ENV_COLUMNS} FROM environments WHERE app_id = $1 AND destroyed_at IS NULL ORDER BY id"
     ))
     .bind(app_id)
     .fetch_all(exec)
-    .await
+    .await?)
 }
 
 /// Every environment that is not destroyed, across apps.
 pub async fn list_all_active<'e>(
     exec: impl Executor<'e, Database = Any>,
-) -> Result<Vec<EnvRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+) -> Result<Vec<EnvRow>, super::QueryError> {
+    Ok(sqlx::query_as(&format!(
         "SELECT {ENV_COLUMNS} FROM environments WHERE destroyed_at IS NULL ORDER BY id"
     ))
     .fetch_all(exec)
-    .await
+    .await?)
 }
 
 /// Brings a destroyed environment back for a new branch head.
@@ -263,8 +264,8 @@ pub async fn revive<'e>(
     url: Option<&str>,
     ttl_seconds: Option<i64>,
     now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), super::QueryError> {
+    Ok(sqlx::query(
         "UPDATE environments SET destroyed_at = NULL, branch = $2, url = $3, ttl_seconds = $4,
              state = $5, state_detail = NULL, commit_sha = NULL, pipeline_sha = NULL,
              commit_message = NULL, commit_author = NULL, deployment_id = NULL,
@@ -279,20 +280,22 @@ pub async fn revive<'e>(
     .bind(now)
     .execute(exec)
     .await
-    .map(|_| ())
+    .map(|_| ())?)
 }
 
 pub async fn set_ttl<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
     ttl_seconds: Option<i64>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE environments SET ttl_seconds = $2 WHERE id = $1")
-        .bind(id)
-        .bind(ttl_seconds)
-        .execute(exec)
-        .await
-        .map(|_| ())
+) -> Result<(), super::QueryError> {
+    Ok(
+        sqlx::query("UPDATE environments SET ttl_seconds = $2 WHERE id = $1")
+            .bind(id)
+            .bind(ttl_seconds)
+            .execute(exec)
+            .await
+            .map(|_| ())?,
+    )
 }
 
 /// `holder` still holds its run (`$2` run, `$3` runner, `$4` attempt).
@@ -305,7 +308,7 @@ pub async fn try_lock<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
     holder: Holder<'_>,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::QueryError> {
     let result = sqlx::query(&format!(
         "UPDATE environments SET locked_by_run = $2
          WHERE id = $1 AND (locked_by_run IS NULL OR locked_by_run = $2) AND {HELD}"
@@ -326,8 +329,8 @@ pub async fn unlock<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
     holder: Holder<'_>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(&format!(
+) -> Result<(), super::QueryError> {
+    Ok(sqlx::query(&format!(
         "UPDATE environments SET locked_by_run = NULL
          WHERE id = $1 AND locked_by_run = $2 AND {HELD}"
     ))
@@ -337,7 +340,7 @@ pub async fn unlock<'e>(
     .bind(holder.attempt)
     .execute(exec)
     .await
-    .map(|_| ())
+    .map(|_| ())?)
 }
 
 /// Drops `run_id`'s deploy lock whoever runs it (a take-over).
@@ -345,13 +348,15 @@ pub async fn release_lock_of<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
     run_id: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE environments SET locked_by_run = NULL WHERE id = $1 AND locked_by_run = $2")
-        .bind(id)
-        .bind(run_id)
-        .execute(exec)
-        .await
-        .map(|_| ())
+) -> Result<(), super::QueryError> {
+    Ok(sqlx::query(
+        "UPDATE environments SET locked_by_run = NULL WHERE id = $1 AND locked_by_run = $2",
+    )
+    .bind(id)
+    .bind(run_id)
+    .execute(exec)
+    .await
+    .map(|_| ())?)
 }
 
 pub async fn set_state<'e>(
@@ -360,8 +365,8 @@ pub async fn set_state<'e>(
     state: EnvironmentState,
     detail: Option<&str>,
     now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), super::QueryError> {
+    Ok(sqlx::query(
         "UPDATE environments SET state = $2, state_detail = $3, updated_at = $4 WHERE id = $1",
     )
     .bind(id)
@@ -370,7 +375,7 @@ pub async fn set_state<'e>(
     .bind(now)
     .execute(exec)
     .await
-    .map(|_| ())
+    .map(|_| ())?)
 }
 
 /// What an environment serves after a successful deployment.
@@ -391,8 +396,8 @@ pub async fn set_serving<'e>(
     state: EnvironmentState,
     detail: Option<&str>,
     now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), super::QueryError> {
+    Ok(sqlx::query(
         "UPDATE environments SET deployment_id = $2, commit_sha = $3, pipeline_sha = $4,
              commit_message = $5, commit_author = $6, url = COALESCE($7, url), state = $8,
              state_detail = $9, updated_at = $10
@@ -410,7 +415,7 @@ pub async fn set_serving<'e>(
     .bind(now)
     .execute(exec)
     .await
-    .map(|_| ())
+    .map(|_| ())?)
 }
 
 pub async fn mark_destroyed<'e>(
@@ -418,8 +423,8 @@ pub async fn mark_destroyed<'e>(
     id: i64,
     detail: &str,
     now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), super::QueryError> {
+    Ok(sqlx::query(
         "UPDATE environments SET state = $2, state_detail = $3, destroyed_at = $4, updated_at = $4,
              locked_by_run = NULL, deployment_id = NULL
          WHERE id = $1",
@@ -430,7 +435,7 @@ pub async fn mark_destroyed<'e>(
     .bind(now)
     .execute(exec)
     .await
-    .map(|_| ())
+    .map(|_| ())?)
 }
 
 /// Drops deploy locks held by runs that are not running any more (after a
@@ -439,7 +444,7 @@ pub async fn mark_destroyed<'e>(
 pub async fn on_local_target<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::QueryError> {
     let count: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM deployment_targets t JOIN deployments d ON d.id = t.deployment_id
          WHERE d.environment_id = $1 AND t.target = 'local'",
@@ -452,7 +457,7 @@ pub async fn on_local_target<'e>(
 
 pub async fn release_stale_locks<'e>(
     exec: impl Executor<'e, Database = Any>,
-) -> Result<u64, sqlx::Error> {
+) -> Result<u64, super::QueryError> {
     let result = sqlx::query(
         "UPDATE environments SET locked_by_run = NULL
          WHERE locked_by_run IS NOT NULL
@@ -467,13 +472,15 @@ pub async fn set_namespace<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
     namespace: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE environments SET namespace = $2 WHERE id = $1")
-        .bind(id)
-        .bind(namespace)
-        .execute(exec)
-        .await
-        .map(|_| ())
+) -> Result<(), super::QueryError> {
+    Ok(
+        sqlx::query("UPDATE environments SET namespace = $2 WHERE id = $1")
+            .bind(id)
+            .bind(namespace)
+            .execute(exec)
+            .await
+            .map(|_| ())?,
+    )
 }
 
 /// Records the last drift check: `None` = in sync.
@@ -482,12 +489,14 @@ pub async fn set_drift<'e>(
     id: i64,
     drift: Option<&str>,
     now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE environments SET drift = $2, drift_checked_at = $3 WHERE id = $1")
-        .bind(id)
-        .bind(drift)
-        .bind(now)
-        .execute(exec)
-        .await
-        .map(|_| ())
+) -> Result<(), super::QueryError> {
+    Ok(
+        sqlx::query("UPDATE environments SET drift = $2, drift_checked_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(drift)
+            .bind(now)
+            .execute(exec)
+            .await
+            .map(|_| ())?,
+    )
 }

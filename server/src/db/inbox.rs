@@ -31,8 +31,8 @@ pub async fn insert<'e>(
     kind: &str,
     payload: &str,
     now: i64,
-) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar(
+) -> Result<Option<i64>, super::QueryError> {
+    Ok(sqlx::query_scalar(
         "INSERT INTO event_inbox (source, delivery_id, kind, payload, received_at)
          VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (source, delivery_id) DO NOTHING RETURNING id",
@@ -43,7 +43,7 @@ pub async fn insert<'e>(
     .bind(payload)
     .bind(now)
     .fetch_optional(exec)
-    .await
+    .await?)
 }
 
 /// Stores a forge delivery; `None` when the same delivery id, or the same
@@ -56,8 +56,8 @@ pub async fn insert_delivery<'e>(
     kind: &str,
     payload: &str,
     now: i64,
-) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar(
+) -> Result<Option<i64>, super::QueryError> {
+    Ok(sqlx::query_scalar(
         "INSERT INTO event_inbox (source, delivery_id, body_digest, kind, payload, received_at)
          VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT DO NOTHING RETURNING id",
@@ -69,21 +69,21 @@ pub async fn insert_delivery<'e>(
     .bind(payload)
     .bind(now)
     .fetch_optional(exec)
-    .await
+    .await?)
 }
 
 /// The oldest events not processed yet.
 pub async fn pending<'e>(
     exec: impl Executor<'e, Database = Any>,
     limit: i64,
-) -> Result<Vec<EventRow>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Vec<EventRow>, super::QueryError> {
+    Ok(sqlx::query_as(
         "SELECT id, source, kind, payload, attempts FROM event_inbox
          WHERE processed_at IS NULL ORDER BY id LIMIT $1",
     )
     .bind(limit)
     .fetch_all(exec)
-    .await
+    .await?)
 }
 
 /// Marks an event done; `error` keeps why it could not be acted on.
@@ -92,14 +92,14 @@ pub async fn mark_processed<'e>(
     id: i64,
     error: Option<&str>,
     now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE event_inbox SET processed_at = $2, error = $3, attempts = attempts + 1 WHERE id = $1")
+) -> Result<(), super::QueryError> {
+    Ok(sqlx::query("UPDATE event_inbox SET processed_at = $2, error = $3, attempts = attempts + 1 WHERE id = $1")
         .bind(id)
         .bind(now)
         .bind(error)
         .execute(exec)
         .await
-        .map(|_| ())
+        .map(|_| ())?)
 }
 
 /// Counts a failed attempt without finishing the event (it is retried).
@@ -107,11 +107,13 @@ pub async fn mark_attempt<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
     error: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE event_inbox SET attempts = attempts + 1, error = $2 WHERE id = $1")
-        .bind(id)
-        .bind(error)
-        .execute(exec)
-        .await
-        .map(|_| ())
+) -> Result<(), super::QueryError> {
+    Ok(
+        sqlx::query("UPDATE event_inbox SET attempts = attempts + 1, error = $2 WHERE id = $1")
+            .bind(id)
+            .bind(error)
+            .execute(exec)
+            .await
+            .map(|_| ())?,
+    )
 }

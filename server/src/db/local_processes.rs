@@ -16,8 +16,8 @@ pub async fn upsert<'e>(
     exec: impl Executor<'e, Database = Any>,
     row: &LocalProcessRow,
     now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), super::QueryError> {
+    Ok(sqlx::query(
         "INSERT INTO local_processes (environment_id, deployment_id, pid, port, workdir, started_at)
          VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (environment_id) DO UPDATE SET deployment_id = $2, pid = $3, port = $4,
@@ -31,26 +31,28 @@ pub async fn upsert<'e>(
     .bind(now)
     .execute(exec)
     .await
-    .map(|_| ())
+    .map(|_| ())?)
 }
 
 pub async fn delete<'e>(
     exec: impl Executor<'e, Database = Any>,
     environment_id: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM local_processes WHERE environment_id = $1")
-        .bind(environment_id)
-        .execute(exec)
-        .await
-        .map(|_| ())
+) -> Result<(), super::QueryError> {
+    Ok(
+        sqlx::query("DELETE FROM local_processes WHERE environment_id = $1")
+            .bind(environment_id)
+            .execute(exec)
+            .await
+            .map(|_| ())?,
+    )
 }
 
 pub async fn list<'e>(
     exec: impl Executor<'e, Database = Any>,
-) -> Result<Vec<LocalProcessRow>, sqlx::Error> {
-    sqlx::query_as("SELECT environment_id, deployment_id, pid, port, workdir FROM local_processes ORDER BY environment_id")
+) -> Result<Vec<LocalProcessRow>, super::QueryError> {
+    Ok(sqlx::query_as("SELECT environment_id, deployment_id, pid, port, workdir FROM local_processes ORDER BY environment_id")
         .fetch_all(exec)
-        .await
+        .await?)
 }
 
 /// The pid of an environment's process after a restart.
@@ -58,11 +60,13 @@ pub async fn set_pid<'e>(
     exec: impl Executor<'e, Database = Any>,
     environment_id: i64,
     pid: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE local_processes SET pid = $2 WHERE environment_id = $1")
-        .bind(environment_id)
-        .bind(pid)
-        .execute(exec)
-        .await
-        .map(|_| ())
+) -> Result<(), super::QueryError> {
+    Ok(
+        sqlx::query("UPDATE local_processes SET pid = $2 WHERE environment_id = $1")
+            .bind(environment_id)
+            .bind(pid)
+            .execute(exec)
+            .await
+            .map(|_| ())?,
+    )
 }

@@ -17,6 +17,7 @@ pub mod config_revisions;
 pub mod coverage;
 pub mod deployments;
 pub mod environments;
+mod error;
 pub mod inbox;
 pub mod local_processes;
 pub mod notices;
@@ -44,6 +45,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyPool, ConnectOptions, Connection, Executor};
 
 use crate::config::{DatabaseTarget, redact_url};
+pub use error::{Failure, QueryError};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
@@ -102,49 +104,6 @@ pub enum DbError {
     NotMigrated { found: Option<i64>, expected: i64 },
     #[error("database query failed: {0}")]
     Query(#[from] sqlx::Error),
-}
-
-/// What kind of failure a database error is, for every caller above `db/`:
-/// the database gone (a lost connection, a pool that timed out waiting for
-/// one, a server shutting down) is an outage — `Unavailable`, answered 503
-/// with `Retry-After` like a git or cluster outage. Anything else is a
-/// defect: `Internal`, logged, never shown — a unique key already taken
-/// included: only the domain knows which key it was and whether that is a
-/// conflict the caller can act on (`ClusterError::Exists`), so it says so.
-impl crate::error::Classified for sqlx::Error {
-    fn kind(&self) -> crate::error::Kind {
-        use crate::error::Kind;
-        match self {
-            // A connection cut mid-conversation reads as a protocol error
-            // (nothing, where the server's answer should be).
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::Protocol(_)
-            | sqlx::Error::WorkerCrashed => Kind::Unavailable,
-            sqlx::Error::Database(error) if outage(error.as_ref()) => Kind::Unavailable,
-            _ => Kind::Internal,
-        }
-    }
-}
-
-/// A database that cannot answer now, where trying again later may work:
-/// PostgreSQL's connection exceptions (class 08), a server shutting down
-/// or starting (57P01–57P03), too many connections (53300); SQLite busy or
-/// locked (primary codes 5 and 6, with their extended codes).
-fn outage(error: &dyn sqlx::error::DatabaseError) -> bool {
-    let code = error.code();
-    let code = code.as_deref().unwrap_or_default();
-    if error
-        .try_downcast_ref::<sqlx::sqlite::SqliteError>()
-        .is_some()
-    {
-        return code
-            .parse::<u32>()
-            .is_ok_and(|code| matches!(code & 0xff, 5 | 6));
-    }
-    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
 }
 
 /// The connection pool and which backend it talks to.
@@ -236,12 +195,17 @@ impl Db {
     /// snapshot is stale, not locked. Waiting for the lock up front makes
     /// read-then-write transactions take turns instead. Every transaction
     /// goes through here; `pool().begin()` would bring the failure back.
-    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-        match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+    pub async fn begin(&self) -> Result<Tx, QueryError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             #[allow(clippy::disallowed_methods)] // this is the one place
-            Backend::Postgres => self.pool.begin().await,
-        }
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    /// One connection of the pool, for a few queries in a row.
+    pub async fn acquire(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, QueryError> {
+        Ok(self.pool.acquire().await?)
     }
 
     /// Closes every connection; used on shutdown so SQLite checkpoints its WAL.
@@ -332,8 +296,16 @@ fn check_sqlite_file(path: &Path) -> Result<(), DbError> {
 
 /// Turns a stored state name into its enum; an unknown name means the row
 /// was written by something else and is reported, not guessed.
-fn decode_state<T>(text: &str, parse: fn(&str) -> Option<T>) -> Result<T, sqlx::Error> {
-    parse(text).ok_or_else(|| sqlx::Error::Decode(format!("unknown state {text:?}").into()))
+fn decode_state<T>(text: &str, parse: fn(&str) -> Option<T>) -> Result<T, QueryError> {
+    parse(text).ok_or_else(|| QueryError::stored(format!("unknown state {text:?}")))
+}
+
+/// A transaction begun with [`Db::begin`].
+pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// Commits what `tx` wrote.
+pub async fn commit(tx: Tx) -> Result<(), QueryError> {
+    Ok(tx.commit().await?)
 }
 
 /// Now, in the unit every table uses.
@@ -344,21 +316,6 @@ pub(crate) fn now_sql(backend: Backend) -> &'static str {
     match backend {
         Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
         Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
-    }
-}
-
-/// Whether `error` is the database being away for a moment — a restart, a
-/// dropped connection, a server still starting — rather than a refusal:
-/// worth trying again shortly.
-pub fn is_transient(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
-        // Connection exceptions (08) and operator intervention (57P: the
-        // server shutting down or starting up).
-        sqlx::Error::Database(error) => error
-            .code()
-            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
-        _ => false,
     }
 }
 
@@ -438,18 +395,27 @@ mod tests {
             .expect("create");
         let insert = || sqlx::query("INSERT INTO names VALUES ('shop')").execute(db.pool());
         insert().await.expect("first");
-        let taken = insert().await.expect_err("the name is taken");
+        let taken = QueryError::from(insert().await.expect_err("the name is taken"));
+        assert_eq!(taken.failure(), Failure::Conflict, "{taken}");
         assert_eq!(taken.kind(), Kind::Internal, "{taken}");
-        let wrong = sqlx::query("SELECT nothing FROM names")
-            .execute(db.pool())
-            .await
-            .expect_err("no such column");
+        let wrong = QueryError::from(
+            sqlx::query("SELECT nothing FROM names")
+                .execute(db.pool())
+                .await
+                .expect_err("no such column"),
+        );
+        assert_eq!(wrong.failure(), Failure::Internal, "{wrong}");
         assert_eq!(wrong.kind(), Kind::Internal, "{wrong}");
+        let unknown = decode_state("exploded", |_| None::<()>).expect_err("no such state");
+        assert_eq!(unknown.failure(), Failure::Stored, "{unknown}");
         db.pool().close().await;
-        let closed = sqlx::query("SELECT 1")
-            .execute(db.pool())
-            .await
-            .expect_err("the pool is closed");
+        let closed = QueryError::from(
+            sqlx::query("SELECT 1")
+                .execute(db.pool())
+                .await
+                .expect_err("the pool is closed"),
+        );
+        assert_eq!(closed.failure(), Failure::Unavailable, "{closed}");
         assert_eq!(closed.kind(), Kind::Unavailable, "{closed}");
     }
 }

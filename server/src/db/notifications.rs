@@ -13,24 +13,24 @@ pub struct ChannelRow {
 
 pub async fn channels<'e>(
     exec: impl Executor<'e, Database = Any>,
-) -> Result<Vec<ChannelRow>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Vec<ChannelRow>, super::QueryError> {
+    Ok(sqlx::query_as(
         "SELECT id, name, kind, settings, created_at FROM notification_channels ORDER BY name",
     )
     .fetch_all(exec)
-    .await
+    .await?)
 }
 
 pub async fn channel<'e>(
     exec: impl Executor<'e, Database = Any>,
     name: &str,
-) -> Result<Option<ChannelRow>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Option<ChannelRow>, super::QueryError> {
+    Ok(sqlx::query_as(
         "SELECT id, name, kind, settings, created_at FROM notification_channels WHERE name = $1",
     )
     .bind(name)
     .fetch_optional(exec)
-    .await
+    .await?)
 }
 
 /// Registers a channel, or replaces one of the same name.
@@ -40,8 +40,8 @@ pub async fn put_channel<'e>(
     kind: &str,
     settings: &str,
     now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), super::QueryError> {
+    Ok(sqlx::query(
         "INSERT INTO notification_channels (name, kind, settings, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $4)
          ON CONFLICT (name) DO UPDATE SET kind = $2, settings = $3, updated_at = $4",
@@ -52,13 +52,13 @@ pub async fn put_channel<'e>(
     .bind(now)
     .execute(exec)
     .await
-    .map(|_| ())
+    .map(|_| ())?)
 }
 
 pub async fn delete_channel<'e>(
     exec: impl Executor<'e, Database = Any>,
     name: &str,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::QueryError> {
     let result = sqlx::query("DELETE FROM notification_channels WHERE name = $1")
         .bind(name)
         .execute(exec)
@@ -75,7 +75,7 @@ pub async fn queue<'e>(
     subject: &str,
     payload: &str,
     now: i64,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::QueryError> {
     let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO notification_deliveries
              (channel_id, event, subject, payload, state, next_attempt_at, created_at)
@@ -106,8 +106,8 @@ pub async fn due<'e>(
     exec: impl Executor<'e, Database = Any>,
     now: i64,
     limit: i64,
-) -> Result<Vec<DueDelivery>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Vec<DueDelivery>, super::QueryError> {
+    Ok(sqlx::query_as(
         "SELECT d.id, c.kind, c.settings, d.payload, d.attempts
          FROM notification_deliveries d JOIN notification_channels c ON c.id = d.channel_id
          WHERE d.state IN ('pending', 'retrying') AND d.next_attempt_at <= $1
@@ -116,15 +116,15 @@ pub async fn due<'e>(
     .bind(now)
     .bind(limit)
     .fetch_all(exec)
-    .await
+    .await?)
 }
 
 pub async fn delivered<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
     now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), super::QueryError> {
+    Ok(sqlx::query(
         "UPDATE notification_deliveries SET state = 'delivered', attempts = attempts + 1,
              delivered_at = $2, next_attempt_at = NULL WHERE id = $1",
     )
@@ -132,7 +132,7 @@ pub async fn delivered<'e>(
     .bind(now)
     .execute(exec)
     .await
-    .map(|_| ())
+    .map(|_| ())?)
 }
 
 /// Records a failed attempt: retried at `next`, or failed for good.
@@ -142,8 +142,8 @@ pub async fn failed_attempt<'e>(
     attempts: i64,
     next: Option<i64>,
     error: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), super::QueryError> {
+    Ok(sqlx::query(
         "UPDATE notification_deliveries SET state = $2, attempts = $3, next_attempt_at = $4,
              last_error = $5 WHERE id = $1",
     )
@@ -154,7 +154,7 @@ pub async fn failed_attempt<'e>(
     .bind(error)
     .execute(exec)
     .await
-    .map(|_| ())
+    .map(|_| ())?)
 }
 
 /// One line of a channel's delivery log.
@@ -174,12 +174,12 @@ pub struct DeliveryRow {
 pub async fn deliveries<'e>(
     exec: impl Executor<'e, Database = Any>,
     channel_id: i64,
-) -> Result<Vec<DeliveryRow>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Vec<DeliveryRow>, super::QueryError> {
+    Ok(sqlx::query_as(
         "SELECT id, event, subject, state, attempts, last_error, created_at, delivered_at
          FROM notification_deliveries WHERE channel_id = $1 ORDER BY id DESC LIMIT 200",
     )
     .bind(channel_id)
     .fetch_all(exec)
-    .await
+    .await?)
 }

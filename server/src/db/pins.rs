@@ -37,28 +37,32 @@ const COLUMNS: &str =
 pub async fn get<'e>(
     exec: impl Executor<'e, Database = Any>,
     environment_id: i64,
-) -> Result<Option<PinRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+) -> Result<Option<PinRow>, super::QueryError> {
+    Ok(sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM environment_pins WHERE environment_id = $1"
     ))
     .bind(environment_id)
     .fetch_optional(exec)
-    .await
+    .await?)
 }
 
 /// Every pin, for the stack view.
-pub async fn list<'e>(exec: impl Executor<'e, Database = Any>) -> Result<Vec<PinRow>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM environment_pins"))
-        .fetch_all(exec)
-        .await
+pub async fn list<'e>(
+    exec: impl Executor<'e, Database = Any>,
+) -> Result<Vec<PinRow>, super::QueryError> {
+    Ok(
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM environment_pins"))
+            .fetch_all(exec)
+            .await?,
+    )
 }
 
 /// Pins the environment (a newer pin replaces an older one).
 pub async fn set<'e>(
     exec: impl Executor<'e, Database = Any>,
     pin: &PinRow,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), super::QueryError> {
+    Ok(sqlx::query(
         "INSERT INTO environment_pins
              (environment_id, release_id, version, pinned_by, reason, pin_commit, git_error, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -75,7 +79,7 @@ pub async fn set<'e>(
     .bind(pin.created_at)
     .execute(exec)
     .await
-    .map(|_| ())
+    .map(|_| ())?)
 }
 
 /// Records what writing the pin to the pipeline repo gave. Only the pin
@@ -86,8 +90,8 @@ pub async fn set_git_outcome<'e>(
     pinned_at: i64,
     pin_commit: Option<&str>,
     git_error: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), super::QueryError> {
+    Ok(sqlx::query(
         "UPDATE environment_pins SET pin_commit = $3, git_error = $4
          WHERE environment_id = $1 AND created_at = $2",
     )
@@ -97,14 +101,14 @@ pub async fn set_git_outcome<'e>(
     .bind(git_error)
     .execute(exec)
     .await
-    .map(|_| ())
+    .map(|_| ())?)
 }
 
 /// Unpins; true when there was a pin.
 pub async fn delete<'e>(
     exec: impl Executor<'e, Database = Any>,
     environment_id: i64,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::QueryError> {
     let result = sqlx::query("DELETE FROM environment_pins WHERE environment_id = $1")
         .bind(environment_id)
         .execute(exec)

@@ -38,8 +38,8 @@ pub async fn insert<'e>(
     exec: impl Executor<'e, Database = Any>,
     release: &NewRelease<'_>,
     now: i64,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+) -> Result<i64, super::QueryError> {
+    Ok(sqlx::query_scalar(
         "INSERT INTO releases (app_id, environment_id, deployment_id, run_id, kind, version,
              previous_version, pipeline_sha, image, state, label, reason, rollback_of, rollback_to,
              created_by, changelog, created_at)
@@ -64,7 +64,7 @@ pub async fn insert<'e>(
     .bind(release.changelog)
     .bind(now)
     .fetch_one(exec)
-    .await
+    .await?)
 }
 
 /// Ends the deploy of entry `id`. Live: what served before is superseded
@@ -74,7 +74,7 @@ pub async fn finish(
     id: i64,
     live: bool,
     now: i64,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), super::QueryError> {
     if !live {
         sqlx::query("UPDATE releases SET state = $2, finished_at = $3 WHERE id = $1")
             .bind(id)
@@ -129,18 +129,20 @@ pub async fn finish(
 pub async fn id_of_deployment<'e>(
     exec: impl Executor<'e, Database = Any>,
     deployment_id: i64,
-) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT id FROM releases WHERE deployment_id = $1")
-        .bind(deployment_id)
-        .fetch_optional(exec)
-        .await
+) -> Result<Option<i64>, super::QueryError> {
+    Ok(
+        sqlx::query_scalar("SELECT id FROM releases WHERE deployment_id = $1")
+            .bind(deployment_id)
+            .fetch_optional(exec)
+            .await?,
+    )
 }
 
 /// True while a deployment of the environment is being recorded.
 pub async fn deploying_in<'e>(
     exec: impl Executor<'e, Database = Any>,
     environment_id: i64,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::QueryError> {
     let count: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM releases WHERE environment_id = $1 AND state = $2",
     )
@@ -164,27 +166,29 @@ pub struct LiveRow {
 
 pub async fn list_live<'e>(
     exec: impl Executor<'e, Database = Any>,
-) -> Result<Vec<LiveRow>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Vec<LiveRow>, super::QueryError> {
+    Ok(sqlx::query_as(
         "SELECT id, app_id, environment_id, deployment_id, run_id, healthy_since
          FROM releases WHERE state = $1",
     )
     .bind(ReleaseState::Live.as_str())
     .fetch_all(exec)
-    .await
+    .await?)
 }
 
 pub async fn set_healthy_since<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
     since: Option<i64>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE releases SET healthy_since = $2 WHERE id = $1")
-        .bind(id)
-        .bind(since)
-        .execute(exec)
-        .await
-        .map(|_| ())
+) -> Result<(), super::QueryError> {
+    Ok(
+        sqlx::query("UPDATE releases SET healthy_since = $2 WHERE id = $1")
+            .bind(id)
+            .bind(since)
+            .execute(exec)
+            .await
+            .map(|_| ())?,
+    )
 }
 
 /// Marks a live release stable; false when it is not live (any more).
@@ -193,7 +197,7 @@ pub async fn mark_stable<'e>(
     id: i64,
     by: &str,
     now: i64,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::QueryError> {
     let result = sqlx::query(
         "UPDATE releases SET state = $2, stable_at = $3, stable_by = $4 WHERE id = $1 AND state = $5",
     )
@@ -213,8 +217,8 @@ pub async fn last_stable<'e>(
     exec: impl Executor<'e, Database = Any>,
     environment_id: i64,
     except: Option<i64>,
-) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar(
+) -> Result<Option<i64>, super::QueryError> {
+    Ok(sqlx::query_scalar(
         "SELECT id FROM releases
          WHERE environment_id = $1 AND stable_at IS NOT NULL AND id <> $2
          ORDER BY id DESC LIMIT 1",
@@ -222,7 +226,7 @@ pub async fn last_stable<'e>(
     .bind(environment_id)
     .bind(except.unwrap_or(0))
     .fetch_optional(exec)
-    .await
+    .await?)
 }
 
 /// Deployments whose build a rollback may need: those of releases that
@@ -231,8 +235,8 @@ pub async fn stable_deployments<'e>(
     exec: impl Executor<'e, Database = Any>,
     environment_id: i64,
     limit: i64,
-) -> Result<Vec<i64>, sqlx::Error> {
-    sqlx::query_scalar(
+) -> Result<Vec<i64>, super::QueryError> {
+    Ok(sqlx::query_scalar(
         "SELECT deployment_id FROM releases
          WHERE environment_id = $1 AND stable_at IS NOT NULL
          ORDER BY id DESC LIMIT $2",
@@ -240,7 +244,7 @@ pub async fn stable_deployments<'e>(
     .bind(environment_id)
     .bind(limit)
     .fetch_all(exec)
-    .await
+    .await?)
 }
 
 #[derive(FromRow)]
@@ -283,7 +287,7 @@ const SELECT: &str = "SELECT r.id, a.name AS app, e.name AS environment, r.envir
 pub async fn list(
     conn: &mut sqlx::AnyConnection,
     filter: &ReleaseFilter,
-) -> Result<Vec<ReleaseSummary>, sqlx::Error> {
+) -> Result<Vec<ReleaseSummary>, super::QueryError> {
     let limit = filter.limit.unwrap_or(50).clamp(1, PAGE_LIMIT);
     let rows: Vec<Row> = sqlx::query_as(&format!(
         "{SELECT}
@@ -302,7 +306,7 @@ pub async fn list(
 pub async fn get(
     conn: &mut sqlx::AnyConnection,
     id: i64,
-) -> Result<Option<ReleaseSummary>, sqlx::Error> {
+) -> Result<Option<ReleaseSummary>, super::QueryError> {
     let rows: Vec<Row> = sqlx::query_as(&format!("{SELECT} WHERE r.id = $1"))
         .bind(id)
         .fetch_all(&mut *conn)
@@ -316,8 +320,8 @@ pub async fn deployment_history<'e>(
     exec: impl Executor<'e, Database = Any>,
     environment_id: i64,
     limit: i64,
-) -> Result<Vec<(i64, String, Option<i64>, Option<i64>)>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Vec<(i64, String, Option<i64>, Option<i64>)>, super::QueryError> {
+    Ok(sqlx::query_as(
         "SELECT d.id, d.commit_sha, d.finished_at, r.id
          FROM deployments d LEFT JOIN releases r ON r.deployment_id = d.id
          WHERE d.environment_id = $1 AND d.state IN ($2, $3)
@@ -328,7 +332,7 @@ pub async fn deployment_history<'e>(
     .bind(DeploymentState::PartiallyFailed.as_str())
     .bind(limit)
     .fetch_all(exec)
-    .await
+    .await?)
 }
 
 /// Adds each entry's targets and the decisions that let it through (on its
@@ -336,7 +340,7 @@ pub async fn deployment_history<'e>(
 async fn hydrate(
     conn: &mut sqlx::AnyConnection,
     rows: Vec<Row>,
-) -> Result<Vec<ReleaseSummary>, sqlx::Error> {
+) -> Result<Vec<ReleaseSummary>, super::QueryError> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
@@ -389,7 +393,7 @@ async fn hydrate(
                         finished_at: t.finished_at,
                     })
                 })
-                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+                .collect::<Result<Vec<_>, super::QueryError>>()?;
             let approvals = decisions
                 .iter()
                 .filter(|d| {

@@ -13,8 +13,8 @@ pub async fn start<'e>(
     runner_id: &str,
     from_step: i64,
     now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), super::QueryError> {
+    Ok(sqlx::query(
         "INSERT INTO run_attempts (run_id, attempt, runner_id, from_step, started_at)
          VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (run_id, attempt) DO UPDATE SET from_step = $4",
@@ -26,7 +26,7 @@ pub async fn start<'e>(
     .bind(now)
     .execute(exec)
     .await
-    .map(|_| ())
+    .map(|_| ())?)
 }
 
 /// Ends the run's latest open attempt; `interrupted` says why when it did
@@ -36,8 +36,8 @@ pub async fn finish<'e>(
     run_id: i64,
     interrupted: Option<&str>,
     now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), super::QueryError> {
+    Ok(sqlx::query(
         "UPDATE run_attempts SET finished_at = $2, interrupted = $3
          WHERE run_id = $1 AND finished_at IS NULL",
     )
@@ -46,7 +46,7 @@ pub async fn finish<'e>(
     .bind(interrupted)
     .execute(exec)
     .await
-    .map(|_| ())
+    .map(|_| ())?)
 }
 
 #[derive(FromRow)]
@@ -64,7 +64,7 @@ struct AttemptRow {
 pub async fn of_run<'e>(
     exec: impl Executor<'e, Database = Any>,
     run_id: i64,
-) -> Result<Vec<RunAttempt>, sqlx::Error> {
+) -> Result<Vec<RunAttempt>, super::QueryError> {
     let rows: Vec<AttemptRow> = sqlx::query_as(
         "SELECT a.attempt, a.runner_id, a.from_step, s.name AS step, a.started_at, a.finished_at,
                 a.interrupted

@@ -25,8 +25,8 @@ pub async fn insert<'e>(
     exec: impl Executor<'e, Database = Any>,
     run: &NewRun<'_>,
     now: i64,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+) -> Result<i64, super::QueryError> {
+    Ok(sqlx::query_scalar(
         "INSERT INTO runs
             (app_id, environment_id, branch, commit_sha, pipeline_sha, state, trigger, created_at,
              local_target)
@@ -42,7 +42,7 @@ pub async fn insert<'e>(
     .bind(now)
     .bind(i64::from(run.local_target))
     .fetch_one(exec)
-    .await
+    .await?)
 }
 
 #[derive(FromRow)]
@@ -58,7 +58,7 @@ struct Row {
 }
 
 impl Row {
-    fn summary(self) -> Result<RunSummary, sqlx::Error> {
+    fn summary(self) -> Result<RunSummary, super::QueryError> {
         Ok(RunSummary {
             id: self.id,
             app: self.app,
@@ -78,7 +78,7 @@ pub async fn recent_of_app<'e>(
     exec: impl Executor<'e, Database = Any>,
     app_id: i64,
     limit: i64,
-) -> Result<Vec<RunSummary>, sqlx::Error> {
+) -> Result<Vec<RunSummary>, super::QueryError> {
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT r.id, a.name AS app, e.name AS environment, r.branch, r.commit_sha, r.state,
                 r.created_at, r.finished_at
@@ -98,7 +98,7 @@ pub async fn recent_of_app<'e>(
 
 pub async fn list_recent<'e>(
     exec: impl Executor<'e, Database = Any>,
-) -> Result<Vec<RunSummary>, sqlx::Error> {
+) -> Result<Vec<RunSummary>, super::QueryError> {
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT r.id, a.name AS app, e.name AS environment, r.branch, r.commit_sha, r.state,
                 r.created_at, r.finished_at
@@ -136,36 +136,38 @@ pub async fn set_uncovered<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
     uncovered: Option<&UncoveredCommits>,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), super::QueryError> {
     let text = uncovered
         .map(serde_json::to_string)
         .transpose()
-        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    sqlx::query("UPDATE runs SET uncovered = $2 WHERE id = $1")
+        .map_err(super::QueryError::unwritable)?;
+    Ok(sqlx::query("UPDATE runs SET uncovered = $2 WHERE id = $1")
         .bind(id)
         .bind(text)
         .execute(exec)
         .await
-        .map(|_| ())
+        .map(|_| ())?)
 }
 
 pub async fn set_pushed_by<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
     user_id: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE runs SET pushed_by_user_id = $2 WHERE id = $1")
-        .bind(id)
-        .bind(user_id)
-        .execute(exec)
-        .await
-        .map(|_| ())
+) -> Result<(), super::QueryError> {
+    Ok(
+        sqlx::query("UPDATE runs SET pushed_by_user_id = $2 WHERE id = $1")
+            .bind(id)
+            .bind(user_id)
+            .execute(exec)
+            .await
+            .map(|_| ())?,
+    )
 }
 
 /// Runs held until their environment's approval policy is met, oldest first.
 pub async fn list_waiting_for_approval<'e>(
     exec: impl Executor<'e, Database = Any>,
-) -> Result<Vec<PendingApproval>, sqlx::Error> {
+) -> Result<Vec<PendingApproval>, super::QueryError> {
     let rows: Vec<WaitingRow> = sqlx::query_as(
         "SELECT r.id, a.name AS app, e.name AS environment, r.commit_sha, r.created_at, r.uncovered
          FROM runs r
@@ -199,7 +201,8 @@ pub struct RunRow {
     pub branch: String,
     pub commit_sha: String,
     pub pipeline_sha: String,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: RunState,
     pub trigger: String,
     pub attempt: i64,
     pub cancel_requested: i64,
@@ -222,34 +225,38 @@ pub async fn set_from_fork<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
     fork: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE runs SET from_fork = $2 WHERE id = $1")
+) -> Result<(), super::QueryError> {
+    Ok(sqlx::query("UPDATE runs SET from_fork = $2 WHERE id = $1")
         .bind(id)
         .bind(fork)
         .execute(exec)
         .await
-        .map(|_| ())
+        .map(|_| ())?)
 }
 
 pub async fn get<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
-) -> Result<Option<RunRow>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(exec)
-        .await
+) -> Result<Option<RunRow>, super::QueryError> {
+    Ok(
+        sqlx::query_as(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(exec)
+            .await?,
+    )
 }
 
 /// The newest run tied to a change request.
 pub async fn latest_for_change_request<'e>(
     exec: impl Executor<'e, Database = Any>,
     change_request_id: i64,
-) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT id FROM runs WHERE change_request_id = $1 ORDER BY id DESC LIMIT 1")
-        .bind(change_request_id)
-        .fetch_optional(exec)
-        .await
+) -> Result<Option<i64>, super::QueryError> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM runs WHERE change_request_id = $1 ORDER BY id DESC LIMIT 1",
+    )
+    .bind(change_request_id)
+    .fetch_optional(exec)
+    .await?)
 }
 
 /// Ties a run to the change request it builds or results from.
@@ -257,7 +264,7 @@ pub async fn set_change_request<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
     change_request_id: i64,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), super::QueryError> {
     sqlx::query("UPDATE runs SET change_request_id = $2 WHERE id = $1")
         .bind(id)
         .bind(change_request_id)
@@ -272,8 +279,8 @@ pub async fn latest_of_commit<'e>(
     app_id: i64,
     branch: &str,
     sha: &str,
-) -> Result<Option<RunRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+) -> Result<Option<RunRow>, super::QueryError> {
+    Ok(sqlx::query_as(&format!(
         "SELECT {RUN_COLUMNS} FROM runs WHERE app_id = $1 AND branch = $2 AND commit_sha = $3
          ORDER BY id DESC LIMIT 1"
     ))
@@ -281,7 +288,7 @@ pub async fn latest_of_commit<'e>(
     .bind(branch)
     .bind(sha)
     .fetch_optional(exec)
-    .await
+    .await?)
 }
 
 pub async fn set_commit_info<'e>(
@@ -289,14 +296,16 @@ pub async fn set_commit_info<'e>(
     id: i64,
     message: &str,
     author: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE runs SET commit_message = $2, commit_author = $3 WHERE id = $1")
-        .bind(id)
-        .bind(message)
-        .bind(author)
-        .execute(exec)
-        .await
-        .map(|_| ())
+) -> Result<(), super::QueryError> {
+    Ok(
+        sqlx::query("UPDATE runs SET commit_message = $2, commit_author = $3 WHERE id = $1")
+            .bind(id)
+            .bind(message)
+            .bind(author)
+            .execute(exec)
+            .await
+            .map(|_| ())?,
+    )
 }
 
 /// Older runs of the environment that have not finished: queued and held
@@ -307,7 +316,7 @@ pub async fn supersede_older(
     environment_id: i64,
     newer: i64,
     now: i64,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), super::QueryError> {
     sqlx::query(
         "UPDATE runs SET state = $3, superseded_by = $2, finished_at = $4,
              error = 'superseded by a newer push'
@@ -321,7 +330,7 @@ pub async fn supersede_older(
     .bind(RunState::WaitingForApproval.as_str())
     .execute(&mut *conn)
     .await?;
-    sqlx::query(
+    Ok(sqlx::query(
         "UPDATE runs SET cancel_requested = 1, superseded_by = $2
          WHERE environment_id = $1 AND id < $2 AND state = $3 AND trigger <> 'rollback'",
     )
@@ -330,7 +339,7 @@ pub async fn supersede_older(
     .bind(RunState::Running.as_str())
     .execute(&mut *conn)
     .await
-    .map(|_| ())
+    .map(|_| ())?)
 }
 
 /// Claims the oldest queued run for this runner, atomically (rollbacks
@@ -344,7 +353,7 @@ pub async fn claim_next(
     runner_id: &str,
     local: bool,
     now: i64,
-) -> Result<Option<RunRow>, sqlx::Error> {
+) -> Result<Option<RunRow>, super::QueryError> {
     const NEXT: &str = "SELECT id FROM runs WHERE state = $4 AND ($5 = 1 OR local_target = 0)
          ORDER BY CASE WHEN trigger = 'rollback' THEN 0 ELSE 1 END, id LIMIT 1";
     let lock = match db.backend() {
@@ -378,8 +387,8 @@ pub async fn finish<'e>(
     state: RunState,
     error: Option<&str>,
     now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), super::QueryError> {
+    Ok(sqlx::query(
         "UPDATE runs SET state = $2, error = $3, finished_at = $4
          WHERE id = $1 AND state IN ($5, $6, $7)",
     )
@@ -392,7 +401,7 @@ pub async fn finish<'e>(
     .bind(RunState::WaitingForApproval.as_str())
     .execute(exec)
     .await
-    .map(|_| ())
+    .map(|_| ())?)
 }
 
 /// Moves a held run on (`waiting_for_approval` → `queued`). False when the
@@ -400,7 +409,7 @@ pub async fn finish<'e>(
 pub async fn release_hold<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::QueryError> {
     let result = sqlx::query("UPDATE runs SET state = $2 WHERE id = $1 AND state = $3")
         .bind(id)
         .bind(RunState::Queued.as_str())
@@ -443,9 +452,12 @@ impl Orphans<'_> {
 }
 
 /// The running runs `which` selects, oldest first.
-pub async fn list_orphans(db: &super::Db, which: Orphans<'_>) -> Result<Vec<RunRow>, sqlx::Error> {
+pub async fn list_orphans(
+    db: &super::Db,
+    which: Orphans<'_>,
+) -> Result<Vec<RunRow>, super::QueryError> {
     let (lease, runner) = which.values();
-    sqlx::query_as(&format!(
+    Ok(sqlx::query_as(&format!(
         "SELECT {RUN_COLUMNS} FROM runs WHERE state = $1 AND {} ORDER BY id",
         Orphans::condition(db)
     ))
@@ -453,7 +465,7 @@ pub async fn list_orphans(db: &super::Db, which: Orphans<'_>) -> Result<Vec<RunR
     .bind(lease)
     .bind(runner)
     .fetch_all(db.pool())
-    .await
+    .await?)
 }
 
 /// What becomes of a run taken over.
@@ -478,7 +490,7 @@ pub async fn take_over(
     which: Orphans<'_>,
     what: TakeOver<'_>,
     now: i64,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::QueryError> {
     let query = match what {
         TakeOver::Resume => format!(
             "UPDATE runs SET state = $4, runner_id = NULL, heartbeat_at = NULL
@@ -523,7 +535,7 @@ pub struct Holder<'a> {
 pub async fn holds<'e>(
     exec: impl Executor<'e, Database = Any>,
     holder: Holder<'_>,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::QueryError> {
     let found: Option<i64> = sqlx::query_scalar(
         "SELECT id FROM runs WHERE id = $1 AND runner_id = $2 AND attempt = $3 AND state = $4",
     )
@@ -542,7 +554,7 @@ pub async fn holds<'e>(
 pub async fn lock_held<'e>(
     exec: impl Executor<'e, Database = Any>,
     holder: Holder<'_>,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::QueryError> {
     let held = sqlx::query(
         "UPDATE runs SET attempt = attempt
          WHERE id = $1 AND runner_id = $2 AND attempt = $3 AND state = $4",
@@ -564,7 +576,7 @@ pub async fn heartbeat(
     id: i64,
     runner_id: &str,
     attempt: i64,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::QueryError> {
     let renewed = sqlx::query(&format!(
         "UPDATE runs SET heartbeat_at = {} WHERE id = $1 AND runner_id = $2 AND attempt = $3
              AND state = $4",
@@ -589,7 +601,7 @@ pub async fn finish_attempt<'e>(
     state: RunState,
     error: Option<&str>,
     now: i64,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::QueryError> {
     let ended = sqlx::query(
         "UPDATE runs SET state = $2, error = $3, finished_at = $4
          WHERE id = $1 AND state = $5 AND runner_id = $6 AND attempt = $7",
@@ -616,7 +628,7 @@ pub async fn ended_as<'e>(
     attempt: i64,
     state: RunState,
     at: i64,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::QueryError> {
     let found: Option<i64> = sqlx::query_scalar(
         "SELECT id FROM runs
          WHERE id = $1 AND runner_id = $2 AND attempt = $3 AND state = $4 AND finished_at = $5",
@@ -634,19 +646,21 @@ pub async fn ended_as<'e>(
 pub async fn request_cancel<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE runs SET cancel_requested = 1 WHERE id = $1")
-        .bind(id)
-        .execute(exec)
-        .await
-        .map(|_| ())
+) -> Result<(), super::QueryError> {
+    Ok(
+        sqlx::query("UPDATE runs SET cancel_requested = 1 WHERE id = $1")
+            .bind(id)
+            .execute(exec)
+            .await
+            .map(|_| ())?,
+    )
 }
 
 /// Cancel requested, and whether a newer run is the reason.
 pub async fn cancel_state<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
-) -> Result<(bool, bool), sqlx::Error> {
+) -> Result<(bool, bool), super::QueryError> {
     let (requested, superseded_by): (i64, Option<i64>) =
         sqlx::query_as("SELECT cancel_requested, superseded_by FROM runs WHERE id = $1")
             .bind(id)
@@ -658,21 +672,21 @@ pub async fn cancel_state<'e>(
 /// Runs of this runner id, or of any runner, left `running`.
 pub async fn list_running<'e>(
     exec: impl Executor<'e, Database = Any>,
-) -> Result<Vec<RunRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+) -> Result<Vec<RunRow>, super::QueryError> {
+    Ok(sqlx::query_as(&format!(
         "SELECT {RUN_COLUMNS} FROM runs WHERE state = $1 ORDER BY id"
     ))
     .bind(RunState::Running.as_str())
     .fetch_all(exec)
-    .await
+    .await?)
 }
 
 /// Runs of an environment that have not ended.
 pub async fn list_unfinished_for_environment<'e>(
     exec: impl Executor<'e, Database = Any>,
     environment_id: i64,
-) -> Result<Vec<RunRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+) -> Result<Vec<RunRow>, super::QueryError> {
+    Ok(sqlx::query_as(&format!(
         "SELECT {RUN_COLUMNS} FROM runs WHERE environment_id = $1 AND state IN ($2, $3, $4) ORDER BY id"
     ))
     .bind(environment_id)
@@ -680,7 +694,7 @@ pub async fn list_unfinished_for_environment<'e>(
     .bind(RunState::WaitingForApproval.as_str())
     .bind(RunState::Running.as_str())
     .fetch_all(exec)
-    .await
+    .await?)
 }
 
 #[derive(FromRow)]
@@ -707,7 +721,7 @@ struct DetailRow {
 pub async fn detail<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
-) -> Result<Option<(RunSummary, DetailExtra)>, sqlx::Error> {
+) -> Result<Option<(RunSummary, DetailExtra)>, super::QueryError> {
     let row: Option<DetailRow> = sqlx::query_as(
         "SELECT r.id, a.name AS app, e.name AS environment, r.branch, r.commit_sha, r.pipeline_sha, r.state,
                 r.trigger, r.error, r.commit_message, r.commit_author, r.created_at, r.finished_at,
@@ -765,22 +779,24 @@ pub async fn set_rollback<'e>(
     to: i64,
     by: &str,
     reason: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE runs SET rollback_to = $2, requested_by = $3, reason = $4 WHERE id = $1")
-        .bind(id)
-        .bind(to)
-        .bind(by)
-        .bind(reason)
-        .execute(exec)
-        .await
-        .map(|_| ())
+) -> Result<(), super::QueryError> {
+    Ok(sqlx::query(
+        "UPDATE runs SET rollback_to = $2, requested_by = $3, reason = $4 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(to)
+    .bind(by)
+    .bind(reason)
+    .execute(exec)
+    .await
+    .map(|_| ())?)
 }
 
 /// A rollback run's release, who asked and why.
 pub async fn rollback_of_run<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
-) -> Result<Option<(i64, String, String)>, sqlx::Error> {
+) -> Result<Option<(i64, String, String)>, super::QueryError> {
     let row: Option<(Option<i64>, Option<String>, Option<String>)> =
         sqlx::query_as("SELECT rollback_to, requested_by, reason FROM runs WHERE id = $1")
             .bind(id)
@@ -796,8 +812,8 @@ pub async fn unfinished_with_trigger<'e>(
     exec: impl Executor<'e, Database = Any>,
     environment_id: i64,
     trigger: &str,
-) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar(
+) -> Result<Option<i64>, super::QueryError> {
+    Ok(sqlx::query_scalar(
         "SELECT id FROM runs WHERE environment_id = $1 AND trigger = $2 AND state IN ($3, $4, $5)
          ORDER BY id LIMIT 1",
     )
@@ -807,5 +823,5 @@ pub async fn unfinished_with_trigger<'e>(
     .bind(RunState::WaitingForApproval.as_str())
     .bind(RunState::Running.as_str())
     .fetch_optional(exec)
-    .await
+    .await?)
 }

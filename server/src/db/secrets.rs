@@ -23,7 +23,7 @@ pub struct NewSecret<'a> {
 }
 
 /// Creates or replaces the secret `name` (global, or of one app).
-pub async fn put<'e, E>(exec: E, secret: &NewSecret<'_>, now: i64) -> Result<(), sqlx::Error>
+pub async fn put<'e, E>(exec: E, secret: &NewSecret<'_>, now: i64) -> Result<(), super::QueryError>
 where
     E: Executor<'e, Database = Any> + Copy,
 {
@@ -61,32 +61,32 @@ where
 pub async fn for_app<'e>(
     exec: impl Executor<'e, Database = Any>,
     app_id: i64,
-) -> Result<Vec<SecretRow>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Vec<SecretRow>, super::QueryError> {
+    Ok(sqlx::query_as(
         "SELECT name, app_id, nonce, ciphertext, key_id FROM secrets
          WHERE app_id IS NULL OR app_id = $1 ORDER BY name",
     )
     .bind(app_id)
     .fetch_all(exec)
-    .await
+    .await?)
 }
 
 /// Names and scopes, never values: `(name, app name or None)`.
 pub async fn list_names<'e>(
     exec: impl Executor<'e, Database = Any>,
-) -> Result<Vec<(String, Option<String>)>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Vec<(String, Option<String>)>, super::QueryError> {
+    Ok(sqlx::query_as(
         "SELECT s.name, a.name FROM secrets s LEFT JOIN apps a ON a.id = s.app_id ORDER BY s.name, a.name",
     )
     .fetch_all(exec)
-    .await
+    .await?)
 }
 
 pub async fn delete<'e>(
     exec: impl Executor<'e, Database = Any>,
     name: &str,
     app_id: Option<i64>,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::QueryError> {
     let result = sqlx::query(
         "DELETE FROM secrets WHERE name = $1 AND COALESCE(app_id, 0) = COALESCE($2, 0)",
     )
@@ -100,10 +100,12 @@ pub async fn delete<'e>(
 /// Every secret, sealed (key rotation): (id, name, nonce, ciphertext, key id).
 pub async fn all_sealed<'e>(
     exec: impl Executor<'e, Database = Any>,
-) -> Result<Vec<(i64, String, Vec<u8>, Vec<u8>, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT id, name, nonce, ciphertext, key_id FROM secrets")
-        .fetch_all(exec)
-        .await
+) -> Result<Vec<(i64, String, Vec<u8>, Vec<u8>, String)>, super::QueryError> {
+    Ok(
+        sqlx::query_as("SELECT id, name, nonce, ciphertext, key_id FROM secrets")
+            .fetch_all(exec)
+            .await?,
+    )
 }
 
 /// Replaces one secret's sealed value (key rotation).
@@ -111,13 +113,15 @@ pub async fn reseal<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
     sealed: &super::Sealed,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE secrets SET nonce = $2, ciphertext = $3, key_id = $4 WHERE id = $1")
-        .bind(id)
-        .bind(sealed.nonce.clone())
-        .bind(sealed.ciphertext.clone())
-        .bind(&sealed.key_id)
-        .execute(exec)
-        .await
-        .map(|_| ())
+) -> Result<(), super::QueryError> {
+    Ok(
+        sqlx::query("UPDATE secrets SET nonce = $2, ciphertext = $3, key_id = $4 WHERE id = $1")
+            .bind(id)
+            .bind(sealed.nonce.clone())
+            .bind(sealed.ciphertext.clone())
+            .bind(&sealed.key_id)
+            .execute(exec)
+            .await
+            .map(|_| ())?,
+    )
 }

@@ -8,7 +8,7 @@ pub async fn insert<'e>(
     stored_id: &str,
     data: &[u8],
     expires_at: i64,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::QueryError> {
     let inserted = sqlx::query(
         "INSERT INTO user_sessions (id, data, expires_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
     )
@@ -25,8 +25,8 @@ pub async fn save<'e>(
     stored_id: &str,
     data: &[u8],
     expires_at: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), super::QueryError> {
+    Ok(sqlx::query(
         "INSERT INTO user_sessions (id, data, expires_at) VALUES ($1, $2, $3)
          ON CONFLICT (id) DO UPDATE SET data = $2, expires_at = $3",
     )
@@ -35,7 +35,7 @@ pub async fn save<'e>(
     .bind(expires_at)
     .execute(exec)
     .await
-    .map(|_| ())
+    .map(|_| ())?)
 }
 
 /// A live session's data and expiry.
@@ -43,30 +43,32 @@ pub async fn load<'e>(
     exec: impl Executor<'e, Database = Any>,
     stored_id: &str,
     now: i64,
-) -> Result<Option<(Vec<u8>, i64)>, sqlx::Error> {
-    sqlx::query_as("SELECT data, expires_at FROM user_sessions WHERE id = $1 AND expires_at > $2")
-        .bind(stored_id)
-        .bind(now)
-        .fetch_optional(exec)
-        .await
+) -> Result<Option<(Vec<u8>, i64)>, super::QueryError> {
+    Ok(sqlx::query_as(
+        "SELECT data, expires_at FROM user_sessions WHERE id = $1 AND expires_at > $2",
+    )
+    .bind(stored_id)
+    .bind(now)
+    .fetch_optional(exec)
+    .await?)
 }
 
 pub async fn delete<'e>(
     exec: impl Executor<'e, Database = Any>,
     stored_id: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM user_sessions WHERE id = $1")
+) -> Result<(), super::QueryError> {
+    Ok(sqlx::query("DELETE FROM user_sessions WHERE id = $1")
         .bind(stored_id)
         .execute(exec)
         .await
-        .map(|_| ())
+        .map(|_| ())?)
 }
 
 /// Deletes the sessions expired before `now`; how many.
 pub async fn purge_expired<'e>(
     exec: impl Executor<'e, Database = Any>,
     now: i64,
-) -> Result<u64, sqlx::Error> {
+) -> Result<u64, super::QueryError> {
     let result = sqlx::query("DELETE FROM user_sessions WHERE expires_at < $1")
         .bind(now)
         .execute(exec)

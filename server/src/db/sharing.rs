@@ -18,8 +18,8 @@ pub async fn insert_link<'e>(
     created_by: &str,
     now: i64,
     expires_at: i64,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+) -> Result<i64, super::QueryError> {
+    Ok(sqlx::query_scalar(
         "INSERT INTO share_links (change_request_id, created_by, created_at, expires_at)
          VALUES ($1, $2, $3, $4) RETURNING id",
     )
@@ -28,34 +28,34 @@ pub async fn insert_link<'e>(
     .bind(now)
     .bind(expires_at)
     .fetch_one(exec)
-    .await
+    .await?)
 }
 
 pub async fn link<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
-) -> Result<Option<ShareLinkRow>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Option<ShareLinkRow>, super::QueryError> {
+    Ok(sqlx::query_as(
         "SELECT id, change_request_id, created_by, created_at, expires_at, revoked_at
          FROM share_links WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(exec)
-    .await
+    .await?)
 }
 
 /// Links of a change request, newest first.
 pub async fn links_of<'e>(
     exec: impl Executor<'e, Database = Any>,
     change_request_id: i64,
-) -> Result<Vec<ShareLinkRow>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Vec<ShareLinkRow>, super::QueryError> {
+    Ok(sqlx::query_as(
         "SELECT id, change_request_id, created_by, created_at, expires_at, revoked_at
          FROM share_links WHERE change_request_id = $1 ORDER BY id DESC",
     )
     .bind(change_request_id)
     .fetch_all(exec)
-    .await
+    .await?)
 }
 
 /// `false`: no such link, or revoked already.
@@ -63,7 +63,7 @@ pub async fn revoke<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
     now: i64,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::QueryError> {
     let done =
         sqlx::query("UPDATE share_links SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
             .bind(id)
@@ -98,8 +98,8 @@ pub async fn insert_feedback<'e>(
     exec: impl Executor<'e, Database = Any>,
     feedback: &NewFeedback<'_>,
     now: i64,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+) -> Result<i64, super::QueryError> {
+    Ok(sqlx::query_scalar(
         "INSERT INTO tester_feedback
              (change_request_id, share_link_id, author, verdict, comment, commit_sha, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
@@ -112,19 +112,19 @@ pub async fn insert_feedback<'e>(
     .bind(feedback.commit_sha)
     .bind(now)
     .fetch_one(exec)
-    .await
+    .await?)
 }
 
 /// A change request's feedback, oldest first.
 pub async fn feedback_of<'e>(
     exec: impl Executor<'e, Database = Any>,
     change_request_id: i64,
-) -> Result<Vec<FeedbackRow>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Vec<FeedbackRow>, super::QueryError> {
+    Ok(sqlx::query_as(
         "SELECT id, change_request_id, share_link_id, author, verdict, comment, commit_sha, created_at
          FROM tester_feedback WHERE change_request_id = $1 ORDER BY id LIMIT 500",
     )
     .bind(change_request_id)
     .fetch_all(exec)
-    .await
+    .await?)
 }

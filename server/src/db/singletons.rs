@@ -8,7 +8,12 @@ use super::{Db, now_sql};
 
 /// Takes or renews `name` for `holder` for `lease_ms`: true when `holder`
 /// holds it now (it held it, or the lease had expired or was free).
-pub async fn hold(db: &Db, name: &str, holder: &str, lease_ms: i64) -> Result<bool, sqlx::Error> {
+pub async fn hold(
+    db: &Db,
+    name: &str,
+    holder: &str,
+    lease_ms: i64,
+) -> Result<bool, super::QueryError> {
     let now = now_sql(db.backend());
     let held = sqlx::query(&format!(
         "INSERT INTO singletons (name, holder, acquired_at, expires_at)
@@ -29,13 +34,15 @@ pub async fn hold(db: &Db, name: &str, holder: &str, lease_ms: i64) -> Result<bo
 }
 
 /// Gives `name` up (a replica shutting down), if `holder` holds it.
-pub async fn release(db: &Db, name: &str, holder: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM singletons WHERE name = $1 AND holder = $2")
-        .bind(name)
-        .bind(holder)
-        .execute(db.pool())
-        .await
-        .map(|_| ())
+pub async fn release(db: &Db, name: &str, holder: &str) -> Result<(), super::QueryError> {
+    Ok(
+        sqlx::query("DELETE FROM singletons WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(db.pool())
+            .await
+            .map(|_| ())?,
+    )
 }
 
 /// Who holds what.
@@ -47,8 +54,12 @@ pub struct Lease {
     pub expires_at: i64,
 }
 
-pub async fn list(db: &Db) -> Result<Vec<Lease>, sqlx::Error> {
-    sqlx::query_as("SELECT name, holder, acquired_at, expires_at FROM singletons ORDER BY name")
+pub async fn list(db: &Db) -> Result<Vec<Lease>, super::QueryError> {
+    Ok(
+        sqlx::query_as(
+            "SELECT name, holder, acquired_at, expires_at FROM singletons ORDER BY name",
+        )
         .fetch_all(db.pool())
-        .await
+        .await?,
+    )
 }

@@ -11,7 +11,7 @@ pub async fn create_all<'e, E>(
     exec: E,
     run_id: i64,
     names: &[&str],
-) -> Result<Vec<i64>, sqlx::Error>
+) -> Result<Vec<i64>, super::QueryError>
 where
     E: Executor<'e, Database = Any> + Copy,
 {
@@ -41,17 +41,21 @@ where
 pub async fn progress<'e>(
     exec: impl Executor<'e, Database = Any>,
     run_id: i64,
-) -> Result<Vec<(i64, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT id, state FROM steps WHERE run_id = $1 ORDER BY position")
-        .bind(run_id)
-        .fetch_all(exec)
-        .await
+) -> Result<Vec<(i64, StepState)>, super::QueryError> {
+    let rows: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, state FROM steps WHERE run_id = $1 ORDER BY position")
+            .bind(run_id)
+            .fetch_all(exec)
+            .await?;
+    rows.into_iter()
+        .map(|(id, state)| Ok((id, decode_state(&state, StepState::parse)?)))
+        .collect()
 }
 
 /// Makes the steps from `position` on pending again, for a later attempt
 /// that runs them from their start: their logs stay (the attempt adds to
 /// them), their test reports go (the attempt writes its own).
-pub async fn again<'e, E>(exec: E, run_id: i64, position: i64) -> Result<(), sqlx::Error>
+pub async fn again<'e, E>(exec: E, run_id: i64, position: i64) -> Result<(), super::QueryError>
 where
     E: Executor<'e, Database = Any> + Copy,
 {
@@ -63,7 +67,7 @@ where
     .bind(position)
     .execute(exec)
     .await?;
-    sqlx::query(
+    Ok(sqlx::query(
         "UPDATE steps SET state = $3, exit_code = NULL, error = NULL, log_bytes = 0,
              log_truncated = 0, started_at = NULL, finished_at = NULL
          WHERE run_id = $1 AND position >= $2",
@@ -73,7 +77,7 @@ where
     .bind(StepState::Pending.as_str())
     .execute(exec)
     .await
-    .map(|_| ())
+    .map(|_| ())?)
 }
 
 /// The runner still holds the step's run: `$4` its attempt, `$5` its id.
@@ -87,8 +91,8 @@ pub async fn start<'e>(
     id: i64,
     (runner, attempt): (&str, i64),
     now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(&format!(
+) -> Result<(), super::QueryError> {
+    Ok(sqlx::query(&format!(
         "UPDATE steps SET state = $2, started_at = $3, attempt = $4 WHERE id = $1 AND {OWNED}"
     ))
     .bind(id)
@@ -98,7 +102,7 @@ pub async fn start<'e>(
     .bind(runner)
     .execute(exec)
     .await
-    .map(|_| ())
+    .map(|_| ())?)
 }
 
 #[derive(Clone, Debug)]
@@ -119,9 +123,9 @@ pub async fn finish<'e>(
     (runner, attempt): (&str, i64),
     outcome: &StepOutcome<'_>,
     now: i64,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::QueryError> {
     let owned = OWNED.replace("$4", "$8").replace("$5", "$9");
-    sqlx::query(&format!(
+    Ok(sqlx::query(&format!(
         "UPDATE steps SET state = $2, exit_code = $3, error = $4, log_bytes = $5, log_truncated = $6,
              finished_at = $7
          WHERE id = $1 AND attempt = $8 AND {owned}"
@@ -137,21 +141,23 @@ pub async fn finish<'e>(
     .bind(runner)
     .execute(exec)
     .await
-    .map(|ended| ended.rows_affected() == 1)
+    .map(|ended| ended.rows_affected() == 1)?)
 }
 
 /// Marks the steps that never ran (after a failure or cancel).
 pub async fn skip_pending<'e>(
     exec: impl Executor<'e, Database = Any>,
     run_id: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE steps SET state = $2 WHERE run_id = $1 AND state = $3")
-        .bind(run_id)
-        .bind(StepState::Skipped.as_str())
-        .bind(StepState::Pending.as_str())
-        .execute(exec)
-        .await
-        .map(|_| ())
+) -> Result<(), super::QueryError> {
+    Ok(
+        sqlx::query("UPDATE steps SET state = $2 WHERE run_id = $1 AND state = $3")
+            .bind(run_id)
+            .bind(StepState::Skipped.as_str())
+            .bind(StepState::Pending.as_str())
+            .execute(exec)
+            .await
+            .map(|_| ())?,
+    )
 }
 
 /// Makes the steps an interrupted attempt left running pending again: the
@@ -159,14 +165,16 @@ pub async fn skip_pending<'e>(
 pub async fn pause_running<'e>(
     exec: impl Executor<'e, Database = Any>,
     run_id: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE steps SET state = $2, started_at = NULL WHERE run_id = $1 AND state = $3")
-        .bind(run_id)
-        .bind(StepState::Pending.as_str())
-        .bind(StepState::Running.as_str())
-        .execute(exec)
-        .await
-        .map(|_| ())
+) -> Result<(), super::QueryError> {
+    Ok(sqlx::query(
+        "UPDATE steps SET state = $2, started_at = NULL WHERE run_id = $1 AND state = $3",
+    )
+    .bind(run_id)
+    .bind(StepState::Pending.as_str())
+    .bind(StepState::Running.as_str())
+    .execute(exec)
+    .await
+    .map(|_| ())?)
 }
 
 /// Ends steps left running by an interrupted process.
@@ -175,8 +183,8 @@ pub async fn interrupt_running<'e>(
     run_id: i64,
     reason: &str,
     now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE steps SET state = $2, error = $3, finished_at = $4 WHERE run_id = $1 AND state = $5")
+) -> Result<(), super::QueryError> {
+    Ok(sqlx::query("UPDATE steps SET state = $2, error = $3, finished_at = $4 WHERE run_id = $1 AND state = $5")
         .bind(run_id)
         .bind(StepState::Failed.as_str())
         .bind(reason)
@@ -184,7 +192,7 @@ pub async fn interrupt_running<'e>(
         .bind(StepState::Running.as_str())
         .execute(exec)
         .await
-        .map(|_| ())
+        .map(|_| ())?)
 }
 
 #[derive(FromRow)]
@@ -207,19 +215,19 @@ pub async fn set_network<'e>(
     exec: impl Executor<'e, Database = Any>,
     step_id: i64,
     network: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE steps SET network = $2 WHERE id = $1")
+) -> Result<(), super::QueryError> {
+    Ok(sqlx::query("UPDATE steps SET network = $2 WHERE id = $1")
         .bind(step_id)
         .bind(network)
         .execute(exec)
         .await
-        .map(|_| ())
+        .map(|_| ())?)
 }
 
 pub async fn list<'e>(
     exec: impl Executor<'e, Database = Any>,
     run_id: i64,
-) -> Result<Vec<StepSummary>, sqlx::Error> {
+) -> Result<Vec<StepSummary>, super::QueryError> {
     let rows: Vec<StepRow> = sqlx::query_as(
         "SELECT id, position, name, state, exit_code, error, log_bytes, log_truncated, started_at, finished_at,
                 network
@@ -253,8 +261,8 @@ pub async fn append_log<'e>(
     seq: i64,
     content: &str,
     now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), super::QueryError> {
+    Ok(sqlx::query(
         "INSERT INTO log_chunks (step_id, seq, content, created_at) VALUES ($1, $2, $3, $4)",
     )
     .bind(step_id)
@@ -263,7 +271,7 @@ pub async fn append_log<'e>(
     .bind(now)
     .execute(exec)
     .await
-    .map(|_| ())
+    .map(|_| ())?)
 }
 
 /// The number of the step's last log chunk (0: none yet): a later
@@ -271,7 +279,7 @@ pub async fn append_log<'e>(
 pub async fn last_seq<'e>(
     exec: impl Executor<'e, Database = Any>,
     step_id: i64,
-) -> Result<i64, sqlx::Error> {
+) -> Result<i64, super::QueryError> {
     let last: Option<i64> =
         sqlx::query_scalar("SELECT MAX(seq) FROM log_chunks WHERE step_id = $1")
             .bind(step_id)
@@ -285,14 +293,14 @@ pub async fn log_chunks<'e>(
     exec: impl Executor<'e, Database = Any>,
     step_id: i64,
     after_seq: i64,
-) -> Result<Vec<(i64, String)>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Vec<(i64, String)>, super::QueryError> {
+    Ok(sqlx::query_as(
         "SELECT seq, content FROM log_chunks WHERE step_id = $1 AND seq > $2 ORDER BY seq",
     )
     .bind(step_id)
     .bind(after_seq)
     .fetch_all(exec)
-    .await
+    .await?)
 }
 
 pub async fn insert_report<'e>(
@@ -300,10 +308,10 @@ pub async fn insert_report<'e>(
     step_id: i64,
     report: &TestReportSummary,
     now: i64,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), super::QueryError> {
     let failures =
-        serde_json::to_string(&report.failures).map_err(|e| sqlx::Error::Encode(e.into()))?;
-    sqlx::query(
+        serde_json::to_string(&report.failures).map_err(super::QueryError::unwritable)?;
+    Ok(sqlx::query(
         "INSERT INTO test_reports (step_id, name, passed, failed, skipped, failures, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
@@ -316,7 +324,7 @@ pub async fn insert_report<'e>(
     .bind(now)
     .execute(exec)
     .await
-    .map(|_| ())
+    .map(|_| ())?)
 }
 
 #[derive(FromRow)]
@@ -332,7 +340,7 @@ struct ReportRow {
 pub async fn reports_for_run<'e>(
     exec: impl Executor<'e, Database = Any>,
     run_id: i64,
-) -> Result<Vec<TestReportSummary>, sqlx::Error> {
+) -> Result<Vec<TestReportSummary>, super::QueryError> {
     let rows: Vec<ReportRow> = sqlx::query_as(
         "SELECT s.name AS step, t.name, t.passed, t.failed, t.skipped, t.failures
          FROM test_reports t JOIN steps s ON s.id = t.step_id
@@ -344,7 +352,7 @@ pub async fn reports_for_run<'e>(
     rows.into_iter()
         .map(|row| {
             let failures: Vec<TestCaseFailure> =
-                serde_json::from_str(&row.failures).map_err(|e| sqlx::Error::Decode(e.into()))?;
+                serde_json::from_str(&row.failures).map_err(super::QueryError::stored)?;
             Ok(TestReportSummary {
                 step: row.step,
                 name: row.name,

@@ -31,8 +31,8 @@ pub struct Presented {
 pub async fn by_hash<'e>(
     exec: impl Executor<'e, Database = Any>,
     token_hash: &str,
-) -> Result<Option<Presented>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Option<Presented>, super::QueryError> {
+    Ok(sqlx::query_as(
         "SELECT t.id, t.user_id, u.display_name AS name, t.role, a.name AS app_name, t.expires_at,
                 t.revoked_at
          FROM api_tokens t JOIN users u ON u.id = t.user_id LEFT JOIN apps a ON a.id = t.app_id
@@ -40,20 +40,22 @@ pub async fn by_hash<'e>(
     )
     .bind(token_hash)
     .fetch_optional(exec)
-    .await
+    .await?)
 }
 
 pub async fn touch<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
     now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE api_tokens SET last_used_at = $2 WHERE id = $1")
-        .bind(id)
-        .bind(now)
-        .execute(exec)
-        .await
-        .map(|_| ())
+) -> Result<(), super::QueryError> {
+    Ok(
+        sqlx::query("UPDATE api_tokens SET last_used_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now)
+            .execute(exec)
+            .await
+            .map(|_| ())?,
+    )
 }
 
 /// A token to store.
@@ -71,8 +73,8 @@ pub async fn insert<'e>(
     exec: impl Executor<'e, Database = Any>,
     token: &NewToken<'_>,
     now: i64,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+) -> Result<i64, super::QueryError> {
+    Ok(sqlx::query_scalar(
         "INSERT INTO api_tokens (user_id, name, token_hash, role, app_id, created_at, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
     )
@@ -84,15 +86,15 @@ pub async fn insert<'e>(
     .bind(now)
     .bind(token.expires_at)
     .fetch_one(exec)
-    .await
+    .await?)
 }
 
 /// Every token (`owner: None`) or one user's, newest first.
 pub async fn list<'e>(
     exec: impl Executor<'e, Database = Any>,
     owner: Option<i64>,
-) -> Result<Vec<TokenInfo>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Vec<TokenInfo>, super::QueryError> {
+    Ok(sqlx::query_as(
         "SELECT t.id, t.name, u.display_name AS \"user\", t.role, a.name AS app, t.created_at,
                 t.expires_at, t.revoked_at, t.last_used_at
          FROM api_tokens t JOIN users u ON u.id = t.user_id LEFT JOIN apps a ON a.id = t.app_id
@@ -101,17 +103,19 @@ pub async fn list<'e>(
     )
     .bind(owner)
     .fetch_all(exec)
-    .await
+    .await?)
 }
 
 pub async fn owner<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
-) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT user_id FROM api_tokens WHERE id = $1")
-        .bind(id)
-        .fetch_optional(exec)
-        .await
+) -> Result<Option<i64>, super::QueryError> {
+    Ok(
+        sqlx::query_scalar("SELECT user_id FROM api_tokens WHERE id = $1")
+            .bind(id)
+            .fetch_optional(exec)
+            .await?,
+    )
 }
 
 /// Revokes a live token; false when it was unknown or revoked already.
@@ -119,7 +123,7 @@ pub async fn revoke<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
     now: i64,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::QueryError> {
     let result =
         sqlx::query("UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
             .bind(id)

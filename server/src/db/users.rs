@@ -8,13 +8,13 @@ use sqlx::{Any, Executor};
 pub async fn bindings<'e>(
     exec: impl Executor<'e, Database = Any>,
     user_id: i64,
-) -> Result<Vec<(String, Option<String>)>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Vec<(String, Option<String>)>, super::QueryError> {
+    Ok(sqlx::query_as(
         "SELECT b.role, a.name FROM role_bindings b LEFT JOIN apps a ON a.id = b.app_id WHERE b.user_id = $1 ORDER BY b.id",
     )
     .bind(user_id)
     .fetch_all(exec)
-    .await
+    .await?)
 }
 
 /// The bindings one source gave a user.
@@ -22,28 +22,30 @@ pub async fn bindings_from<'e>(
     exec: impl Executor<'e, Database = Any>,
     user_id: i64,
     source: &str,
-) -> Result<Vec<(String, Option<String>)>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Vec<(String, Option<String>)>, super::QueryError> {
+    Ok(sqlx::query_as(
         "SELECT b.role, a.name FROM role_bindings b LEFT JOIN apps a ON a.id = b.app_id
          WHERE b.user_id = $1 AND b.source = $2 ORDER BY b.id",
     )
     .bind(user_id)
     .bind(source)
     .fetch_all(exec)
-    .await
+    .await?)
 }
 
 pub async fn remove_bindings_from<'e>(
     exec: impl Executor<'e, Database = Any>,
     user_id: i64,
     source: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM role_bindings WHERE user_id = $1 AND source = $2")
-        .bind(user_id)
-        .bind(source)
-        .execute(exec)
-        .await
-        .map(|_| ())
+) -> Result<(), super::QueryError> {
+    Ok(
+        sqlx::query("DELETE FROM role_bindings WHERE user_id = $1 AND source = $2")
+            .bind(user_id)
+            .bind(source)
+            .execute(exec)
+            .await
+            .map(|_| ())?,
+    )
 }
 
 /// Binds `role` on `app_id` (None: every app) to a user.
@@ -54,8 +56,8 @@ pub async fn bind<'e>(
     app_id: Option<i64>,
     source: &str,
     now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO role_bindings (user_id, role, app_id, created_at, source) VALUES ($1, $2, $3, $4, $5)")
+) -> Result<(), super::QueryError> {
+    Ok(sqlx::query("INSERT INTO role_bindings (user_id, role, app_id, created_at, source) VALUES ($1, $2, $3, $4, $5)")
         .bind(user_id)
         .bind(role)
         .bind(app_id)
@@ -63,28 +65,30 @@ pub async fn bind<'e>(
         .bind(source)
         .execute(exec)
         .await
-        .map(|_| ())
+        .map(|_| ())?)
 }
 
 /// The id of an app by name, removed or not (bindings outlive removal).
 pub async fn app_id<'e>(
     exec: impl Executor<'e, Database = Any>,
     name: &str,
-) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT id FROM apps WHERE name = $1")
+) -> Result<Option<i64>, super::QueryError> {
+    Ok(sqlx::query_scalar("SELECT id FROM apps WHERE name = $1")
         .bind(name)
         .fetch_optional(exec)
-        .await
+        .await?)
 }
 
 pub async fn display_name<'e>(
     exec: impl Executor<'e, Database = Any>,
     user_id: i64,
-) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT display_name FROM users WHERE id = $1")
-        .bind(user_id)
-        .fetch_optional(exec)
-        .await
+) -> Result<Option<String>, super::QueryError> {
+    Ok(
+        sqlx::query_scalar("SELECT display_name FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(exec)
+            .await?,
+    )
 }
 
 /// Finds or creates the user of an identity, updating name and e-mail;
@@ -96,8 +100,8 @@ pub async fn upsert<'e>(
     name: &str,
     email: Option<&str>,
     now: i64,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+) -> Result<i64, super::QueryError> {
+    Ok(sqlx::query_scalar(
         "INSERT INTO users (issuer, subject, email, display_name, created_at, last_login_at)
          VALUES ($1, $2, $3, $4, $5, $5)
          ON CONFLICT (issuer, subject) DO UPDATE SET email = $3, display_name = $4, last_login_at = $5
@@ -109,18 +113,20 @@ pub async fn upsert<'e>(
     .bind(name)
     .bind(now)
     .fetch_one(exec)
-    .await
+    .await?)
 }
 
 /// The first user with this e-mail address (case-insensitive).
 pub async fn by_email<'e>(
     exec: impl Executor<'e, Database = Any>,
     email: &str,
-) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT id FROM users WHERE LOWER(email) = LOWER($1) ORDER BY id LIMIT 1")
-        .bind(email)
-        .fetch_optional(exec)
-        .await
+) -> Result<Option<i64>, super::QueryError> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM users WHERE LOWER(email) = LOWER($1) ORDER BY id LIMIT 1",
+    )
+    .bind(email)
+    .fetch_optional(exec)
+    .await?)
 }
 
 /// The users who sign in as forge account `login` (case-insensitive; see
@@ -128,13 +134,13 @@ pub async fn by_email<'e>(
 pub async fn by_forge_login<'e>(
     exec: impl Executor<'e, Database = Any>,
     login: &str,
-) -> Result<Vec<(i64, String)>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Vec<(i64, String)>, super::QueryError> {
+    Ok(sqlx::query_as(
         "SELECT id, display_name FROM users WHERE LOWER(forge_login) = LOWER($1) ORDER BY id LIMIT 2",
     )
     .bind(login)
     .fetch_all(exec)
-    .await
+    .await?)
 }
 
 /// Records the forge account the user signs in as (none: the identity
@@ -143,11 +149,13 @@ pub async fn set_forge_login<'e>(
     exec: impl Executor<'e, Database = Any>,
     user_id: i64,
     login: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE users SET forge_login = $2 WHERE id = $1")
-        .bind(user_id)
-        .bind(login)
-        .execute(exec)
-        .await
-        .map(|_| ())
+) -> Result<(), super::QueryError> {
+    Ok(
+        sqlx::query("UPDATE users SET forge_login = $2 WHERE id = $1")
+            .bind(user_id)
+            .bind(login)
+            .execute(exec)
+            .await
+            .map(|_| ())?,
+    )
 }

@@ -4,7 +4,9 @@
 use sqlx::{Any, Executor};
 
 /// One string that changes whenever any watermark does.
-pub async fn version<'e>(exec: impl Executor<'e, Database = Any>) -> Result<String, sqlx::Error> {
+pub async fn version<'e>(
+    exec: impl Executor<'e, Database = Any>,
+) -> Result<String, super::QueryError> {
     let row: (i64, i64, i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT COALESCE(MAX(updated_at), 0) FROM environments),
                 (SELECT COUNT(*) FROM environments),

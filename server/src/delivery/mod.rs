@@ -45,8 +45,10 @@ pub struct Pipeline<'a> {
     pub branch: &'a str,
 }
 
-impl Delivery<'_> {
-    pub fn cluster_registry(&self) -> Registry<'_> {
+/// The narrower services, built here only (`App` lends them through its
+/// `Delivery`): each takes just what it uses of the same resources.
+impl<'a> Delivery<'a> {
+    pub fn cluster_registry(&self) -> Registry<'a> {
         Registry {
             db: self.db,
             vault: self.vault,
@@ -55,7 +57,7 @@ impl Delivery<'_> {
         }
     }
 
-    pub fn notifier(&self) -> Notifier<'_> {
+    pub fn notifier(&self) -> Notifier<'a> {
         Notifier {
             db: self.db,
             vault: self.vault,
@@ -64,7 +66,7 @@ impl Delivery<'_> {
         }
     }
 
-    pub fn approvals(&self) -> Approvals<'_> {
+    pub fn approvals(&self) -> Approvals<'a> {
         Approvals {
             db: self.db,
             git: self.git,
@@ -74,7 +76,7 @@ impl Delivery<'_> {
         }
     }
 
-    pub fn secrets(&self) -> crate::secrets::Store<'_> {
+    pub fn secrets(&self) -> crate::secrets::Store<'a> {
         crate::secrets::Store::new(self.db, self.vault)
     }
 

@@ -62,7 +62,7 @@ async fn reporter(app: &Delivery<'_>, app_name: &str) -> Option<Reporter> {
 #[derive(Debug, thiserror::Error)]
 pub enum FeedbackError {
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[from] crate::db::QueryError),
     #[error(transparent)]
     Call(#[from] CallError),
     #[error("the forge did not say the new comment's id: {0}")]
@@ -190,6 +190,23 @@ pub fn run_state(state: RunState) -> StatusState {
         RunState::Succeeded => StatusState::Success,
         RunState::Queued | RunState::WaitingForApproval | RunState::Running => StatusState::Pending,
         RunState::Failed | RunState::Cancelled | RunState::Superseded => StatusState::Failure,
+    }
+}
+
+/// Keeps change requests' forge comments up to date when testers leave
+/// feedback (`sharing` asks through `CommentRefresh`, knowing no forge).
+pub struct CommentEditor<'a> {
+    pub delivery: Delivery<'a>,
+    /// This replica's edits, one at a time (`Replica::forge_comments`).
+    pub serial: &'a tokio::sync::Mutex<()>,
+}
+
+#[async_trait::async_trait]
+impl crate::sharing::CommentRefresh for CommentEditor<'_> {
+    async fn refresh(&self, run_id: i64) {
+        if let Err(error) = update_comment(&self.delivery, self.serial, run_id).await {
+            tracing::warn!(run = run_id, %error, "forge comment not updated with feedback");
+        }
     }
 }
 

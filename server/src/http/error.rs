@@ -149,8 +149,8 @@ answered_by_kind!(
     crate::approvals::ApprovalError,
 );
 
-impl From<sqlx::Error> for ApiError {
-    fn from(error: sqlx::Error) -> Self {
+impl From<crate::db::QueryError> for ApiError {
+    fn from(error: crate::db::QueryError) -> Self {
         ApiError::of(&error)
     }
 }

@@ -49,7 +49,7 @@ pub async fn serve(state: AppState) -> std::io::Result<tokio::task::JoinHandle<(
     let _ = std::fs::remove_file(&path);
     let listener = tokio::net::UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))?;
-    let shutdown = state.shutdown.clone();
+    let shutdown = state.replica.shutdown.clone();
     let router = router(state);
     Ok(tokio::spawn(async move {
         let served = axum::serve(listener, router)

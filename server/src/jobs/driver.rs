@@ -65,7 +65,7 @@ impl Schedule {
     }
 }
 
-/// Runs `pass` on `schedule` until `app.shutdown`.
+/// Runs `pass` on `schedule` until `app.replica.shutdown`.
 pub async fn drive<F, Fut, T, E>(app: Arc<App>, schedule: Schedule, pass: F)
 where
     F: Fn(Arc<App>) -> Fut,
@@ -76,7 +76,7 @@ where
         return;
     }
     loop {
-        if !schedule.elected || app.singletons.holds(schedule.name) {
+        if !schedule.elected || app.replica.singletons.holds(schedule.name) {
             let started = Instant::now();
             let outcome = match pass(app.clone()).await {
                 Ok(_) => "ok",
@@ -107,7 +107,7 @@ async fn wait(app: &App, schedule: &Schedule) -> bool {
 /// Sleeps `period` unless shut down first: false then.
 pub(crate) async fn pause_for(app: &App, period: Duration) -> bool {
     tokio::select! {
-        () = app.shutdown.cancelled() => false,
+        () = app.replica.shutdown.cancelled() => false,
         () = tokio::time::sleep(period) => true,
     }
 }
@@ -115,7 +115,7 @@ pub(crate) async fn pause_for(app: &App, period: Duration) -> bool {
 /// Sleeps `period` unless woken or shut down first. False on shutdown.
 pub(crate) async fn pause(app: &App, notify: &Wake, period: Duration) -> bool {
     tokio::select! {
-        () = app.shutdown.cancelled() => false,
+        () = app.replica.shutdown.cancelled() => false,
         () = notify.notified() => true,
         () = tokio::time::sleep(period) => true,
     }

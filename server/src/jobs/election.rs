@@ -27,14 +27,14 @@ pub async fn elect(app: &App) {
     }
     for name in LOOPS {
         let asked = Instant::now();
-        match db::singletons::hold(&app.db, name, &app.runner_id, lease_millis(app)).await {
+        match db::singletons::hold(&app.db, name, &app.replica.id, lease_millis(app)).await {
             Ok(true) => {
                 let until = asked + app.config.runner_lease * 2 / 3;
-                if app.singletons.hold(name, until) {
-                    tracing::info!(singleton = name, replica = %app.runner_id, "this replica now runs the {name} loop");
+                if app.replica.singletons.hold(name, until) {
+                    tracing::info!(singleton = name, replica = %app.replica.id, "this replica now runs the {name} loop");
                 }
             }
-            Ok(false) => app.singletons.lose(name),
+            Ok(false) => app.replica.singletons.lose(name),
             // Kept until its own expiry: a blip does not hand the loop over.
             Err(error) => {
                 tracing::warn!(%error, singleton = name, "renewing a singleton lease failed")
@@ -48,7 +48,11 @@ pub async fn elect(app: &App) {
 /// holds the loop, 0 on the others.
 fn publish(app: &App) {
     for name in LOOPS {
-        let held = if app.singletons.holds(name) { 1.0 } else { 0.0 };
+        let held = if app.replica.singletons.holds(name) {
+            1.0
+        } else {
+            0.0
+        };
         metrics::gauge!("gantry_singleton_held", "name" => name).set(held);
     }
 }
@@ -61,22 +65,22 @@ pub async fn resign(app: &App) {
     }
     let held: Vec<&str> = LOOPS
         .into_iter()
-        .filter(|name| app.singletons.holds(name))
+        .filter(|name| app.replica.singletons.holds(name))
         .collect();
-    app.singletons.lose_all();
+    app.replica.singletons.lose_all();
     for name in held {
-        let _ = db::singletons::release(&app.db, name, &app.runner_id).await;
+        let _ = db::singletons::release(&app.db, name, &app.replica.id).await;
     }
 }
 
 /// Who runs each elected loop (the Settings page).
-pub async fn holders(app: &App) -> Result<Vec<app::dto::SingletonHolder>, sqlx::Error> {
+pub async fn holders(app: &App) -> Result<Vec<app::dto::SingletonHolder>, crate::db::QueryError> {
     if app.db.backend() == Backend::Sqlite {
         return Ok(LOOPS
             .into_iter()
             .map(|name| app::dto::SingletonHolder {
                 name: name.into(),
-                holder: app.runner_id.clone(),
+                holder: app.replica.id.clone(),
                 here: true,
                 since: None,
                 until: None,
@@ -93,7 +97,7 @@ pub async fn holders(app: &App) -> Result<Vec<app::dto::SingletonHolder>, sqlx::
                 holder: lease
                     .map(|l| l.holder.clone())
                     .unwrap_or_else(|| "nobody yet".into()),
-                here: app.singletons.holds(name),
+                here: app.replica.singletons.holds(name),
                 since: lease.map(|l| l.acquired_at),
                 until: lease.map(|l| l.expires_at),
             }

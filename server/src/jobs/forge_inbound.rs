@@ -26,7 +26,7 @@ pub enum ForgeError {
     #[error(transparent)]
     Flow(Box<crate::jobs::FlowError>),
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[from] crate::db::QueryError),
 }
 
 impl From<crate::jobs::FlowError> for ForgeError {
@@ -237,7 +237,8 @@ async fn on_request(
             {
                 db::runs::set_change_request(pool, run.id, id).await?;
                 if let Err(error) =
-                    feedback::update_comment(&app.delivery(), &app.forge_comments, run.id).await
+                    feedback::update_comment(&app.delivery(), &app.replica.forge_comments, run.id)
+                        .await
                 {
                     tracing::warn!(run = run.id, %error, "change-request comment not updated");
                 }
@@ -263,7 +264,7 @@ async fn on_request(
                 && cr.head_sha.as_deref() != Some(sha)
             {
                 db::change_requests::set_head(pool, cr.id, sha, now).await?;
-            } else if cr.state != ChangeRequestState::Open.as_str() {
+            } else if cr.state != ChangeRequestState::Open {
                 db::change_requests::set_state(pool, cr.id, ChangeRequestState::Open, None, now)
                     .await?;
             }
@@ -308,7 +309,7 @@ async fn on_forge_merge(
 ) -> Result<(), ForgeError> {
     let pool = app.db.pool();
     let origin = request.forge.as_str();
-    if cr.state == ChangeRequestState::Merged.as_str() {
+    if cr.state == ChangeRequestState::Merged {
         tracing::debug!(
             change_request = cr.id,
             "the forge's echo of a recorded merge"
@@ -381,7 +382,7 @@ async fn on_forge_merge(
                 )
                 .await?;
             }
-            tx.commit().await?;
+            crate::db::commit(tx).await?;
             // The merge's run may be held already (the push arrived first).
             if let Err(error) = crate::approvals::release_covered(&app.approvals()).await {
                 tracing::warn!(%error, "releasing runs the forge merge covers failed");

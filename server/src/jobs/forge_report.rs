@@ -21,11 +21,11 @@ pub fn status(
     description: String,
 ) {
     let app = app.clone();
-    let mut turn = app.forge_statuses.take_turn(run_id);
+    let mut turn = app.replica.forge_statuses.take_turn(run_id);
     tokio::spawn(async move {
         turn.wait().await;
         send_status(&app.delivery(), run_id, step, state, description).await;
-        app.forge_statuses.finish(turn);
+        app.replica.forge_statuses.finish(turn);
     });
 }
 
@@ -40,7 +40,7 @@ pub fn comment(app: &Arc<App>, run_id: i64) {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_secs(2 << attempt)).await;
             }
-            match update_comment(&app.delivery(), &app.forge_comments, run_id).await {
+            match update_comment(&app.delivery(), &app.replica.forge_comments, run_id).await {
                 Ok(()) => return,
                 Err(error) => {
                     tracing::warn!(run = run_id, attempt, %error, "change-request comment not updated");

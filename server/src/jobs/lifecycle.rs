@@ -28,7 +28,7 @@ pub async fn destroy(
     )
     .await?;
     for run in db::runs::list_unfinished_for_environment(pool, env.id).await? {
-        if run.state == RunState::Running.as_str() {
+        if run.state == RunState::Running {
             db::runs::request_cancel(pool, run.id).await?;
         } else {
             db::runs::finish(

@@ -61,7 +61,7 @@ pub enum FlowError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[from] crate::db::QueryError),
 }
 
 impl From<crate::configs::ConfigError> for FlowError {
@@ -101,7 +101,7 @@ impl Classified for FlowError {
 }
 
 /// Recovers from an earlier crash, takes the elected loops' leases, then
-/// starts every job; they stop when `app.shutdown` fires. Whatever steps
+/// starts every job; they stop when `app.replica.shutdown` fires. Whatever steps
 /// reach through (`http::start`) is up first.
 pub async fn start(app: &Arc<App>) -> anyhow::Result<Vec<JoinHandle<()>>> {
     recovery::recover(app).await?;
@@ -197,7 +197,7 @@ fn spawn(app: &Arc<App>) -> Vec<JoinHandle<()>> {
     }
     let changes = app.clone();
     jobs.push(tokio::spawn(async move {
-        changes.changes.run(changes.shutdown.clone()).await
+        changes.changes.run(changes.replica.shutdown.clone()).await
     }));
     jobs
 }

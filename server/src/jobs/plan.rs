@@ -210,7 +210,7 @@ async fn on_push(app: &App, event: BranchEvent) -> Result<(), super::FlowError> 
         db::runs::set_from_fork(&mut *tx, run_id, fork).await?;
     }
     db::runs::supersede_older(&mut tx, env.id, run_id, now).await?;
-    tx.commit().await?;
+    crate::db::commit(tx).await?;
     tracing::info!(app = %app_row.name, env = %env.name, run = run_id, commit = %sha, state = state.as_str(), "run planned");
     app.flow.runner_wake.notify_one();
 
@@ -348,7 +348,7 @@ async fn ensure_environment(
                 Ok(id) => db::environments::set_ttl(pool, id, ttl).await?,
                 // Made meanwhile (the planner and an approved change
                 // request, or another replica): that one is it.
-                Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {}
+                Err(error) if error.is_conflict() => {}
                 Err(error) => return Err(error.into()),
             }
         }

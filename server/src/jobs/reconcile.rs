@@ -19,7 +19,7 @@ pub enum ReconcileError {
     #[error("the pipeline repo has no branch {branch:?} (it has: {available})")]
     NoBranch { branch: String, available: String },
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[from] crate::db::QueryError),
 }
 
 /// What a reconciliation did.
@@ -118,7 +118,7 @@ pub async fn apply(app: &App, repo: &str, sha: &str) -> Result<Outcome, Reconcil
     let mut tx = app.db.begin().await?;
     let mut applied = Vec::new();
     for config in &valid {
-        let json = serde_json::to_string(config).map_err(|e| sqlx::Error::Encode(e.into()))?;
+        let json = serde_json::to_string(config).map_err(crate::db::QueryError::unwritable)?;
         db::apps::upsert(
             &mut *tx,
             &NewApp {
@@ -147,7 +147,7 @@ pub async fn apply(app: &App, repo: &str, sha: &str) -> Result<Outcome, Reconcil
         (false, false) => "partial",
         (false, true) => "rejected",
     };
-    let issues_json = serde_json::to_string(&issues).map_err(|e| sqlx::Error::Encode(e.into()))?;
+    let issues_json = serde_json::to_string(&issues).map_err(crate::db::QueryError::unwritable)?;
     let revision = db::config_revisions::NewRevision {
         pipeline_sha: sha,
         state,
@@ -155,7 +155,7 @@ pub async fn apply(app: &App, repo: &str, sha: &str) -> Result<Outcome, Reconcil
         clusters_seen,
     };
     db::config_revisions::record(&mut *tx, &revision, now).await?;
-    tx.commit().await?;
+    crate::db::commit(tx).await?;
 
     // Pins committed to (or removed from) the pipeline repo take effect.
     match crate::delivery::ledger::pin::reconcile(&app.delivery(), repo, sha, &valid).await {

@@ -38,12 +38,12 @@ pub async fn recover(app: &App) -> anyhow::Result<()> {
                 now,
             )
             .await?;
-            tx.commit().await?;
+            crate::db::commit(tx).await?;
         }
         for env in db::environments::list_all_active(pool).await? {
             // A deploying environment whose deployment was concluded above
             // (or that never got one) says so too.
-            if env.state == EnvironmentState::Deploying.as_str() {
+            if env.state == EnvironmentState::Deploying {
                 conclude_interrupted(app, env.id, env.deployment_id.is_some(), now).await?;
             }
         }
@@ -81,7 +81,7 @@ async fn take_over_expired(app: &App) -> anyhow::Result<usize> {
     let reason = format!(
         "its replica stopped renewing the run's lease ({}); taken over by replica {}",
         crate::config::duration::HumanDuration(lease),
-        app.runner_id
+        app.replica.id
     );
     let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
     take_over(app, Orphans::LeaseExpired(lease_ms), &reason).await
@@ -97,9 +97,12 @@ pub async fn hand_over(app: &App) -> anyhow::Result<usize> {
     if app.db.backend() == Backend::Sqlite {
         return Ok(0);
     }
-    let reason = format!("its replica {} shut down and handed it over", app.runner_id);
-    let handed = take_over(app, Orphans::Of(&app.runner_id), &reason).await;
-    app.handed_over.cancel();
+    let reason = format!(
+        "its replica {} shut down and handed it over",
+        app.replica.id
+    );
+    let handed = take_over(app, Orphans::Of(&app.replica.id), &reason).await;
+    app.replica.handed_over.cancel();
     handed
 }
 
@@ -187,7 +190,7 @@ async fn take_over(app: &App, which: Orphans<'_>, reason: &str) -> anyhow::Resul
             crate::delivery::deploy::lifecycle::abandon(&mut tx, deployment, &detail, now).await?;
         }
         if let Some(env) = db::environments::get(&mut *tx, run.environment_id).await?
-            && env.state == EnvironmentState::Deploying.as_str()
+            && env.state == EnvironmentState::Deploying
             && env.locked_by_run == Some(run.id)
         {
             let (state, detail) =
@@ -195,7 +198,7 @@ async fn take_over(app: &App, which: Orphans<'_>, reason: &str) -> anyhow::Resul
             db::environments::set_state(&mut *tx, env.id, state, Some(detail), now).await?;
         }
         db::environments::release_lock_of(&mut *tx, run.environment_id, run.id).await?;
-        tx.commit().await?;
+        crate::db::commit(tx).await?;
         match ended {
             Some((state, why)) => tracing::warn!(
                 run = run.id,
@@ -223,7 +226,7 @@ async fn conclude_interrupted(
     environment_id: i64,
     had_deployment: bool,
     now: i64,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), crate::db::QueryError> {
     let (state, detail) = crate::delivery::deploy::lifecycle::interrupted(had_deployment);
     db::environments::set_state(app.db.pool(), environment_id, state, Some(detail), now).await
 }

@@ -110,9 +110,9 @@ async fn publish(
 ) {
     loop {
         let notice = tokio::select! {
-            () = app.shutdown.cancelled() => return,
-            Some((run, event)) = events.recv() => Notice::of_event(&app.runner_id, run, &event),
-            Some(name) = wakes.recv() => Notice::Wake { origin: app.runner_id.clone(), name: name.to_string() },
+            () = app.replica.shutdown.cancelled() => return,
+            Some((run, event)) = events.recv() => Notice::of_event(&app.replica.id, run, &event),
+            Some(name) = wakes.recv() => Notice::Wake { origin: app.replica.id.clone(), name: name.to_string() },
             else => return,
         };
         let Ok(payload) = serde_json::to_string(&notice) else {
@@ -144,7 +144,7 @@ async fn listen(app: Arc<App>, url: String) {
         }
         loop {
             let notification = tokio::select! {
-                () = app.shutdown.cancelled() => return,
+                () = app.replica.shutdown.cancelled() => return,
                 received = listener.try_recv() => received,
             };
             match notification {
@@ -169,7 +169,7 @@ async fn pass_on(app: &App, payload: &str) {
         tracing::debug!(payload, "relay: an unreadable notice; ignored");
         return;
     };
-    if notice.origin() == app.runner_id {
+    if notice.origin() == app.replica.id {
         return;
     }
     match notice {

@@ -115,7 +115,7 @@ pub async fn scan_app(
         }
         db::branch_heads::delete(&mut *tx, app_row.id, branch).await?;
     }
-    tx.commit().await?;
+    crate::db::commit(tx).await?;
     if events > 0 {
         tracing::debug!(app = %app_row.name, trigger = source, events, "branch changes stored");
         app.flow.plan_wake.notify_one();

@@ -21,7 +21,7 @@ pub enum ChannelError {
     #[error("{0}")]
     Invalid(String),
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[from] crate::db::QueryError),
 }
 
 impl Classified for ChannelError {

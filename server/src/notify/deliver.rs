@@ -53,7 +53,7 @@ pub fn client() -> reqwest::Client {
 pub async fn send_due(
     notifier: &Notifier<'_>,
     client: &reqwest::Client,
-) -> Result<usize, sqlx::Error> {
+) -> Result<usize, crate::db::QueryError> {
     let pool = notifier.db.pool();
     let mut delivered = 0;
     for due in db::notifications::due(pool, now_millis(), 50).await? {

@@ -172,7 +172,7 @@ pub async fn emit(notifier: &Notifier<'_>, mut notice: Notice) {
     }
 }
 
-async fn queue(notifier: &Notifier<'_>, notice: &Notice) -> Result<usize, sqlx::Error> {
+async fn queue(notifier: &Notifier<'_>, notice: &Notice) -> Result<usize, crate::db::QueryError> {
     let pool = notifier.db.pool();
     let payload = serde_json::to_string(notice).unwrap_or_default();
     let now = now_millis();

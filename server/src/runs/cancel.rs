@@ -15,9 +15,9 @@ pub enum CancelError {
     #[error("{0}")]
     Forbidden(String),
     #[error("run {id} is {state} and cannot be cancelled")]
-    Finished { id: i64, state: String },
+    Finished { id: i64, state: RunState },
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[from] crate::db::QueryError),
 }
 
 impl Classified for CancelError {
@@ -53,12 +53,12 @@ pub async fn cancel(db: &Db, caller: &Caller, id: i64) -> Result<Cancelled, Canc
     caller
         .require(Role::Admin, Some(&app_name))
         .map_err(|refused| CancelError::Forbidden(refused.to_string()))?;
-    let outcome = match RunState::parse(&run.state) {
-        Some(RunState::Running) => {
+    let outcome = match run.state {
+        RunState::Running => {
             db::runs::request_cancel(pool, id).await?;
             Cancelled::Requested
         }
-        Some(RunState::Queued | RunState::WaitingForApproval) => {
+        RunState::Queued | RunState::WaitingForApproval => {
             db::runs::finish(
                 pool,
                 id,

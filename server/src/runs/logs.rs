@@ -135,7 +135,7 @@ impl<'a> LogSink<'a> {
     }
 
     /// Adds one line (without its newline).
-    pub async fn line(&mut self, line: &str) -> Result<(), sqlx::Error> {
+    pub async fn line(&mut self, line: &str) -> Result<(), crate::db::QueryError> {
         let text = self.masker.mask(line);
         let size = text.len() as u64 + 1;
         self.total += size;
@@ -154,7 +154,7 @@ impl<'a> LogSink<'a> {
 
     /// A line Gantry itself writes into the step's log (masked too: it may
     /// quote an app's output or an error holding a value).
-    pub async fn note(&mut self, text: &str) -> Result<(), sqlx::Error> {
+    pub async fn note(&mut self, text: &str) -> Result<(), crate::db::QueryError> {
         let text = self.masker.mask(text);
         self.buffer.push_str("[gantry] ");
         self.buffer.push_str(&text);
@@ -163,7 +163,7 @@ impl<'a> LogSink<'a> {
     }
 
     /// Stores and broadcasts what is buffered.
-    pub async fn flush(&mut self) -> Result<(), sqlx::Error> {
+    pub async fn flush(&mut self) -> Result<(), crate::db::QueryError> {
         if self.buffer.is_empty() {
             return Ok(());
         }
@@ -171,7 +171,7 @@ impl<'a> LogSink<'a> {
         // does not fail the step: the chunk is written once it is back.
         let deadline = tokio::time::Instant::now() + OUTAGE;
         let away =
-            |error: &sqlx::Error| db::is_transient(error) && tokio::time::Instant::now() < deadline;
+            |error: &db::QueryError| error.is_transient() && tokio::time::Instant::now() < deadline;
         while !self.resumed {
             match db::steps::last_seq(self.db.pool(), self.step_id).await {
                 Ok(seq) => {
@@ -193,7 +193,7 @@ impl<'a> LogSink<'a> {
                 .await
             {
                 Ok(()) => break,
-                Err(sqlx::Error::Database(error)) if error.is_unique_violation() && tries < 3 => {
+                Err(error) if error.is_conflict() && tries < 3 => {
                     tries += 1;
                     self.seq = db::steps::last_seq(self.db.pool(), self.step_id).await?;
                 }
@@ -216,7 +216,7 @@ impl<'a> LogSink<'a> {
     }
 
     /// Flushes and, if output was dropped, says so in the log itself.
-    pub async fn finish(&mut self) -> Result<(), sqlx::Error> {
+    pub async fn finish(&mut self) -> Result<(), crate::db::QueryError> {
         if self.truncated {
             let dropped = self.total - self.stored;
             self.flush().await?;

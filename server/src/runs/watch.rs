@@ -19,7 +19,7 @@ pub enum WatchError {
     #[error("{0}")]
     Forbidden(String),
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[from] crate::db::QueryError),
 }
 
 impl Classified for WatchError {

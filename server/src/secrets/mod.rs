@@ -39,7 +39,7 @@ pub enum SecretError {
     )]
     Missing { name: String },
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[from] crate::db::QueryError),
 }
 
 /// The secrets registered for apps, as steps, deploys, notifications and

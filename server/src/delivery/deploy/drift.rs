@@ -42,7 +42,7 @@ pub enum DriftError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[from] crate::db::QueryError),
 }
 
 impl Classified for DriftError {

@@ -233,7 +233,7 @@ pub async fn begin(
         now,
     )
     .await?;
-    tx.commit().await?;
+    crate::db::commit(tx).await?;
     Ok(Begun {
         deployment_id,
         release_id,
@@ -256,7 +256,7 @@ pub enum TargetError {
     #[error(transparent)]
     Apply(#[from] super::cluster::ApplyError),
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[from] crate::db::QueryError),
 }
 
 /// What one target did: a sentence for the log and the record, and for
@@ -598,7 +598,7 @@ pub async fn conclude(
     if let Some(release) = release_id {
         db::releases::finish(&mut tx, release, live, now).await?;
     }
-    tx.commit().await?;
+    crate::db::commit(tx).await?;
 
     for (outcome, (_, detail, _)) in conclusion.outcomes.iter().zip(&details) {
         log.note(&format!(
@@ -623,7 +623,7 @@ pub async fn abandon(
     deployment: &db::deployments::DeploymentRow,
     detail: &str,
     now: i64,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), crate::db::QueryError> {
     if !db::deployments::finish(
         &mut *tx,
         deployment.id,
@@ -640,7 +640,7 @@ pub async fn abandon(
         db::releases::finish(tx, release, false, now).await?;
     }
     if let Some(env) = db::environments::get(&mut *tx, deployment.environment_id).await?
-        && env.state == EnvironmentState::Deploying.as_str()
+        && env.state == EnvironmentState::Deploying
     {
         let (state, detail) = interrupted(env.deployment_id.is_some());
         db::environments::set_state(&mut *tx, env.id, state, Some(detail), now).await?;

@@ -80,7 +80,7 @@ pub enum LocalError {
         output: String,
     },
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[from] crate::db::QueryError),
 }
 
 /// What a successful deploy left running.

@@ -36,7 +36,7 @@ pub enum DeployError {
     )]
     Lost { run: i64, attempt: i64 },
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[from] crate::db::QueryError),
 }
 
 /// Everything the deploy step needs to know about its run.

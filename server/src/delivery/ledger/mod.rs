@@ -36,7 +36,7 @@ pub enum LedgerError {
     #[error("{0}")]
     Conflict(String),
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[from] crate::db::QueryError),
     #[error(transparent)]
     Git(#[from] crate::git::GitError),
     #[error("{0}")]
@@ -110,7 +110,10 @@ impl Entry {
 /// Prepares the ledger entry of a deployment about to start. The changelog
 /// comes from the app repo; if git cannot answer, the entry goes without
 /// it rather than holding the deploy.
-pub async fn entry(app: &Delivery<'_>, opening: &Opening<'_>) -> Result<Entry, sqlx::Error> {
+pub async fn entry(
+    app: &Delivery<'_>,
+    opening: &Opening<'_>,
+) -> Result<Entry, crate::db::QueryError> {
     let changelog = match changelog(app, opening).await {
         Ok(commits) => commits,
         Err(error) => {
@@ -129,8 +132,11 @@ pub async fn entry(app: &Delivery<'_>, opening: &Opening<'_>) -> Result<Entry, s
 }
 
 /// Announces a release or rollback that went live.
-pub(crate) async fn announce(app: &Delivery<'_>, release_id: i64) -> Result<(), sqlx::Error> {
-    let mut conn = app.db.pool().acquire().await?;
+pub(crate) async fn announce(
+    app: &Delivery<'_>,
+    release_id: i64,
+) -> Result<(), crate::db::QueryError> {
+    let mut conn = app.db.acquire().await?;
     let Some(release) = db::releases::get(&mut conn, release_id).await? else {
         return Ok(());
     };
@@ -233,7 +239,10 @@ pub fn changelog_entry(config: &AppConfig, commit: crate::git::CommitInfo) -> Ch
 
 /// Who let a run's commit through: whoever merged its change request, else
 /// the last person who approved the run, else the commit's author.
-async fn released_by(app: &Delivery<'_>, run_id: i64) -> Result<Option<String>, sqlx::Error> {
+async fn released_by(
+    app: &Delivery<'_>,
+    run_id: i64,
+) -> Result<Option<String>, crate::db::QueryError> {
     let pool = app.db.pool();
     let Some(run) = db::runs::get(pool, run_id).await? else {
         return Ok(None);

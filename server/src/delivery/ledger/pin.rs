@@ -196,7 +196,7 @@ async fn audit(
     app_name: &str,
     env: &str,
     sha: &str,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), crate::db::QueryError> {
     db::audit::record(
         app.db.pool(),
         &db::audit::NewEntry {

@@ -40,7 +40,7 @@ pub async fn compare(
     to: i64,
 ) -> Result<ReleaseComparison, LedgerError> {
     let (row, config) = app_for(app, caller, app_name).await?;
-    let mut conn = app.db.pool().acquire().await?;
+    let mut conn = app.db.acquire().await?;
     let mut load = async |id: i64| {
         db::releases::get(&mut conn, id)
             .await?

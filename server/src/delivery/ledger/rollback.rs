@@ -153,8 +153,7 @@ pub async fn request(
         })?
         .to_string();
 
-    let pool = app.db.pool();
-    let mut conn = pool.acquire().await?;
+    let mut conn = app.db.acquire().await?;
     let current = match env.deployment_id {
         Some(deployment) => db::releases::id_of_deployment(&mut *conn, deployment).await?,
         None => None,
@@ -257,7 +256,7 @@ pub async fn request(
         now,
     )
     .await?;
-    tx.commit().await?;
+    crate::db::commit(tx).await?;
     app.flow.runner_wake.notify_one();
     tracing::info!(app = %app_name, env = %env_name, run = run_id, to = target.id, "rollback queued");
 
@@ -404,7 +403,7 @@ pub async fn promote(
     .await?;
     db::runs::set_commit_info(&mut *tx, run_id, &commit.summary, &commit.author).await?;
     db::runs::supersede_older(&mut tx, env.id, run_id, now).await?;
-    tx.commit().await?;
+    crate::db::commit(tx).await?;
     let detail = if held {
         let comment = reason.map_or_else(|| "promoted".to_string(), |r| format!("promoted: {r}"));
         match crate::approvals::approve(&app.approvals(), caller, run_id, Some(&comment)).await {
@@ -445,7 +444,7 @@ struct Stored {
 
 async fn stored(app: &Delivery<'_>, release_id: i64) -> Result<Stored, DeployError> {
     let failed = |text: String| DeployError::Failed(text);
-    let mut conn = app.db.pool().acquire().await?;
+    let mut conn = app.db.acquire().await?;
     let release = db::releases::get(&mut conn, release_id)
         .await?
         .ok_or_else(|| failed(format!("release {release_id} no longer exists")))?;

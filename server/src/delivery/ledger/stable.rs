@@ -42,8 +42,8 @@ async fn judge(
     let Some(env) = db::environments::get(pool, release.environment_id).await? else {
         return Ok(false);
     };
-    let healthy = env.deployment_id == Some(release.deployment_id)
-        && env.state == EnvironmentState::Live.as_str();
+    let healthy =
+        env.deployment_id == Some(release.deployment_id) && env.state == EnvironmentState::Live;
     if !healthy {
         if release.healthy_since.is_some() {
             db::releases::set_healthy_since(pool, release.id, None).await?;
@@ -68,13 +68,13 @@ async fn judge(
 
 /// The run's steps after the deploy (smoke tests, ...) all passed. A
 /// rollback has no run: it re-applies a release that was verified before.
-async fn verified(app: &Delivery<'_>, run_id: Option<i64>) -> Result<bool, sqlx::Error> {
+async fn verified(app: &Delivery<'_>, run_id: Option<i64>) -> Result<bool, crate::db::QueryError> {
     let Some(run_id) = run_id else {
         return Ok(true);
     };
     Ok(db::runs::get(app.db.pool(), run_id)
         .await?
-        .is_some_and(|run| run.state == RunState::Succeeded.as_str()))
+        .is_some_and(|run| run.state == RunState::Succeeded))
 }
 
 async fn soak_of(
@@ -109,7 +109,7 @@ pub async fn mark(
             caller.me.name
         )));
     }
-    let mut conn = app.db.pool().acquire().await?;
+    let mut conn = app.db.acquire().await?;
     let release = db::releases::get(&mut conn, release_id)
         .await?
         .ok_or_else(|| LedgerError::NotFound(format!("release {release_id} does not exist")))?;

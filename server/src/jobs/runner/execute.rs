@@ -46,7 +46,7 @@ pub async fn execute(app: Arc<App>, run: RunRow) {
         app.db.pool(),
         run.id,
         run.attempt,
-        &app.runner_id,
+        &app.replica.id,
         0,
         now_millis(),
     )
@@ -64,7 +64,7 @@ pub async fn execute(app: Arc<App>, run: RunRow) {
         // Its lease runs out and the run resumes as its next attempt, here
         // or on another replica. (SQLite is this process's own file.)
         Err(RunError::Db(error))
-            if db::is_transient(&error) && app.db.backend() != db::Backend::Sqlite =>
+            if error.is_transient() && app.db.backend() != db::Backend::Sqlite =>
         {
             tracing::warn!(run = run.id, attempt = run.attempt, %error, "the database went away mid-run; leaving the run to its lease");
             watcher.abort();
@@ -163,12 +163,12 @@ async fn finish(
     state: RunState,
     error: Option<&str>,
     now: i64,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, crate::db::QueryError> {
     let mut tx = app.db.begin().await?;
     let ended = db::runs::finish_attempt(
         &mut *tx,
         run.id,
-        &app.runner_id,
+        &app.replica.id,
         run.attempt,
         state,
         error,
@@ -176,11 +176,12 @@ async fn finish(
     )
     .await?;
     if !ended {
-        return db::runs::ended_as(&mut *tx, run.id, &app.runner_id, run.attempt, state, now).await;
+        return db::runs::ended_as(&mut *tx, run.id, &app.replica.id, run.attempt, state, now)
+            .await;
     }
     db::steps::skip_pending(&mut *tx, run.id).await?;
     db::run_attempts::finish(&mut *tx, run.id, None, now).await?;
-    tx.commit().await?;
+    crate::db::commit(tx).await?;
     Ok(true)
 }
 
@@ -204,7 +205,7 @@ async fn watch_cancel(
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(250)) => {}
             // Handed over as this replica stops: the run is another's now.
-            () = app.handed_over.cancelled() => {
+            () = app.replica.handed_over.cancelled() => {
                 lost.store(true, Ordering::Relaxed);
                 cancel.cancel();
                 return;
@@ -219,7 +220,7 @@ async fn watch_cancel(
         }
         if ticks.is_multiple_of(renew_every)
             && let Ok(false) =
-                db::runs::heartbeat(&app.db, run_id, &app.runner_id, run.attempt).await
+                db::runs::heartbeat(&app.db, run_id, &app.replica.id, run.attempt).await
         {
             tracing::warn!(
                 run = run_id,
@@ -372,7 +373,7 @@ async fn run_steps(
             .note(why)
             .await?;
         }
-        db::steps::start(pool, step_id, (&app.runner_id, run.attempt), now_millis()).await?;
+        db::steps::start(pool, step_id, (&app.replica.id, run.attempt), now_millis()).await?;
         app.events.send(
             run.id,
             RunEvent::Step {
@@ -479,9 +480,7 @@ async fn resume_point(
     let done = db::steps::progress(pool, run.id)
         .await?
         .iter()
-        .take_while(|(_, state)| {
-            state == StepState::Succeeded.as_str() || state == StepState::Skipped.as_str()
-        })
+        .take_while(|(_, state)| matches!(state, StepState::Succeeded | StepState::Skipped))
         .count();
     let earlier = Workspace::new(&app.work_dir(), run.id, run.attempt - 1);
     let reused = done > 0 && earlier.app().is_dir() && workspace.take_from(&earlier).await.is_ok();
@@ -495,7 +494,7 @@ async fn resume_point(
         pool,
         run.id,
         run.attempt,
-        &app.runner_id,
+        &app.replica.id,
         position,
         now_millis(),
     )
@@ -518,7 +517,7 @@ async fn resume_point(
         again: Some(format!(
             "attempt {} on replica {}: this step runs from its start (attempt {} ended: {ended}){replayed}",
             run.attempt,
-            app.runner_id,
+            app.replica.id,
             run.attempt - 1
         )),
     })
@@ -573,7 +572,7 @@ async fn run_rollback(
         .into_iter()
         .next()
         .ok_or_else(|| RunError::Gone("the rollback step was not recorded".into()))?;
-    db::steps::start(pool, step_id, (&app.runner_id, run.attempt), now_millis()).await?;
+    db::steps::start(pool, step_id, (&app.replica.id, run.attempt), now_millis()).await?;
     app.events.send(
         run.id,
         RunEvent::Step {
@@ -610,12 +609,12 @@ async fn finish_step(
     run: &RunRow,
     step_id: i64,
     result: &StepResult,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, crate::db::QueryError> {
     let run_id = run.id;
     let recorded = db::steps::finish(
         app.db.pool(),
         step_id,
-        (&app.runner_id, run.attempt),
+        (&app.replica.id, run.attempt),
         &StepOutcome {
             state: result.state,
             exit_code: result.exit_code,
@@ -689,7 +688,11 @@ fn gantry_vars(
 
 /// The hosts of the app's environments on the local target: inside a
 /// sandbox they resolve to the relay that reaches them (and only them).
-async fn environment_hosts(app: &App, app_id: i64, name: &str) -> Result<Vec<String>, sqlx::Error> {
+async fn environment_hosts(
+    app: &App,
+    app_id: i64,
+    name: &str,
+) -> Result<Vec<String>, crate::db::QueryError> {
     let mut hosts = vec![app.config.preview_domain.clone()];
     if let Some(host) = app.config.public_url.host_str() {
         hosts.push(host.to_string());
@@ -709,7 +712,7 @@ async fn environment_hosts(app: &App, app_id: i64, name: &str) -> Result<Vec<Str
 fn held<'a>(app: &'a App, run: &RunRow) -> db::runs::Holder<'a> {
     db::runs::Holder {
         run_id: run.id,
-        runner: &app.runner_id,
+        runner: &app.replica.id,
         attempt: run.attempt,
     }
 }

@@ -35,7 +35,7 @@ pub enum RunError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[from] crate::db::QueryError),
 }
 
 /// Runs until shutdown: wakes on `flow.runner_wake` or every second.
@@ -44,17 +44,17 @@ pub async fn run_loop(app: Arc<App>) {
     loop {
         // Take a slot before claiming, so a claimed run always starts.
         let permit = tokio::select! {
-            () = app.shutdown.cancelled() => return,
-            () = app.draining.cancelled() => return,
+            () = app.replica.shutdown.cancelled() => return,
+            () = app.replica.draining.cancelled() => return,
             permit = slots.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => return,
             },
         };
-        if app.draining.is_cancelled() {
+        if app.replica.draining.is_cancelled() {
             return;
         }
-        match db::runs::claim_next(&app.db, &app.runner_id, app.runs_local(), now_millis()).await {
+        match db::runs::claim_next(&app.db, &app.replica.id, app.runs_local(), now_millis()).await {
             Ok(Some(run)) => {
                 let app = app.clone();
                 tokio::spawn(async move {
@@ -71,8 +71,8 @@ pub async fn run_loop(app: Arc<App>) {
             }
         }
         tokio::select! {
-            () = app.shutdown.cancelled() => return,
-            () = app.draining.cancelled() => return,
+            () = app.replica.shutdown.cancelled() => return,
+            () = app.replica.draining.cancelled() => return,
             () = app.flow.runner_wake.notified() => {}
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }

@@ -478,7 +478,7 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         // Whatever a failing test left running must not outlive it.
-        self.state.shutdown.cancel();
+        self.state.replica.shutdown.cancel();
         gantry::jobs::recovery::kill_orphans(&self.state.instance_tag);
         if let Some(database) = self.postgres.take() {
             // Drop cannot await, and the test's runtime may be the one
