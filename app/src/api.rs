@@ -84,6 +84,38 @@ pub async fn list_environments() -> Result<Vec<EnvironmentSummary>, ServerFnErro
         .map_err(failed("environments"))
 }
 
+#[server(prefix = "/fn", endpoint = "list_lanes")]
+pub async fn list_lanes(
+    query: crate::dto::LaneQuery,
+) -> Result<crate::dto::LanesPage, ServerFnError> {
+    let (port, caller) = caller().await?;
+    port.lanes_page(&caller, query)
+        .await
+        .map_err(failed("the lanes"))
+}
+
+#[server(prefix = "/fn", endpoint = "get_attention")]
+pub async fn get_attention() -> Result<crate::dto::Attention, ServerFnError> {
+    let (port, caller) = caller().await?;
+    port.attention(&caller)
+        .await
+        .map_err(failed("what needs attention"))
+}
+
+/// How many decisions wait for the signed-in person (0 for a visitor):
+/// the count beside Approvals in the navigation.
+#[server(prefix = "/fn", endpoint = "waiting_for_me")]
+pub async fn waiting_for_me() -> Result<u32, ServerFnError> {
+    let (port, caller) = visitor().await?;
+    match caller {
+        Some(caller) => port
+            .waiting_for_me(&caller)
+            .await
+            .map_err(failed("the approvals waiting")),
+        None => Ok(0),
+    }
+}
+
 #[server(prefix = "/fn", endpoint = "list_runs")]
 pub async fn list_runs() -> Result<Vec<RunSummary>, ServerFnError> {
     let (port, caller) = caller().await?;

@@ -21,6 +21,47 @@ pub fn timestamp(at: UnixMillis) -> String {
     )
 }
 
+/// Now, for relative times. Pages render on the server (only forms are
+/// islands), so the server's clock is the one that counts.
+pub fn now_millis() -> UnixMillis {
+    #[cfg(feature = "ssr")]
+    {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    }
+    #[cfg(not(feature = "ssr"))]
+    {
+        0
+    }
+}
+
+/// `5 min ago`, `3 h ago`, `2 days ago`: how long before `now` `at` was.
+pub fn ago(at: UnixMillis, now: UnixMillis) -> String {
+    let seconds = (now - at).max(0) / 1000;
+    match seconds {
+        0..=44 => "just now".to_string(),
+        45..=3_599 => format!("{} min ago", (seconds + 30) / 60),
+        3_600..=86_399 => format!("{} h ago", seconds / 3_600),
+        86_400..=172_799 => "yesterday".to_string(),
+        _ => format!("{} days ago", seconds / 86_400),
+    }
+}
+
+/// RFC 3339 in UTC, for `<time datetime>`.
+pub fn iso(at: UnixMillis) -> String {
+    let seconds = at.div_euclid(1000);
+    let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
+    let of_day = seconds.rem_euclid(86_400);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        of_day / 3600,
+        (of_day % 3600) / 60,
+        of_day % 60
+    )
+}
+
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
 /// algorithm), so the WASM bundle needs no date library.
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -49,6 +90,19 @@ mod tests {
         assert_eq!(timestamp(1_795_846_452_000), "2026-11-28 06:14 UTC");
         // One second before the epoch.
         assert_eq!(timestamp(-1000), "1969-12-31 23:59 UTC");
+    }
+
+    #[test]
+    fn relative_times_round_to_what_a_person_would_say() {
+        let now = 1_795_846_452_000;
+        assert_eq!(ago(now - 10_000, now), "just now");
+        assert_eq!(ago(now - 5 * 60_000, now), "5 min ago");
+        assert_eq!(ago(now - 3 * 3_600_000, now), "3 h ago");
+        assert_eq!(ago(now - 30 * 3_600_000, now), "yesterday");
+        assert_eq!(ago(now - 5 * 86_400_000, now), "5 days ago");
+        // A clock a little behind another's never says "in the future".
+        assert_eq!(ago(now + 5_000, now), "just now");
+        assert_eq!(iso(1_795_846_452_000), "2026-11-28T06:14:12Z");
     }
 
     #[test]

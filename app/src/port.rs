@@ -13,12 +13,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::dto::{
-    AppOverview, ApprovalInbox, AuditEntry, AuditFilter, ChangeRequestDetail, ChangeRequestSummary,
-    ChannelSummary, ClusterRegistration, ClusterSummary, CommitReleases, ConfigStatus,
-    EnvironmentSummary, Me, NewChangeRequest, NewFeedback, ObjectDiff, PendingApproval,
-    PromoteRequest, Promotion, ReleaseComparison, ReleaseFilter, ReleaseSummary, Review,
-    RollbackAccepted, RollbackRequest, RunDetail, RunSummary, Settings, ShareLink, SharedPreview,
-    TesterFeedback,
+    AppOverview, ApprovalInbox, Attention, AuditEntry, AuditFilter, ChangeRequestDetail,
+    ChangeRequestSummary, ChannelSummary, ClusterRegistration, ClusterSummary, CommitReleases,
+    ConfigStatus, EnvironmentSummary, LaneQuery, LanesPage, Me, NewChangeRequest, NewFeedback,
+    ObjectDiff, PendingApproval, PromoteRequest, Promotion, ReleaseComparison, ReleaseFilter,
+    ReleaseSummary, Review, RollbackAccepted, RollbackRequest, RunDetail, RunSummary, Settings,
+    ShareLink, SharedPreview, TesterFeedback,
 };
 
 /// The change feed's version as it was when a page's request arrived, read
@@ -110,6 +110,13 @@ pub trait IdentityPort: Send + Sync {
 #[async_trait]
 pub trait StackPort: Send + Sync {
     async fn environments(&self, caller: &Caller) -> Result<Vec<EnvironmentSummary>, PortError>;
+    /// A page of lanes, one per app.
+    async fn lanes_page(&self, caller: &Caller, query: LaneQuery) -> Result<LanesPage, PortError>;
+    /// What needs someone now ("needs attention").
+    async fn attention(&self, caller: &Caller) -> Result<Attention, PortError>;
+    /// How many change requests and held runs wait for this caller's
+    /// decision (the count beside Approvals).
+    async fn waiting_for_me(&self, caller: &Caller) -> Result<u32, PortError>;
     /// One app's page (`None`: no such app).
     async fn app_overview(
         &self,

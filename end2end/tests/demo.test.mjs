@@ -328,6 +328,113 @@ test('a developer pushes and opens the preview; a developer may not approve; an 
   await adminContext.close();
 });
 
+// Pushes `message`'s commit onto `branch` of the demo's shop, with
+// `files` (name → content) changed; its id.
+function pushCommit(branch, message, files) {
+  const clone = mkdtempSync(join(tmpdir(), 'gantry-push-'));
+  try {
+    const git = (...args) => execFileSync('git', args, { cwd: clone, encoding: 'utf8' }).trim();
+    git('clone', '-q', join(workdir, '.gantry', 'demo', 'shop.git'), '.');
+    git('checkout', '-q', '-b', branch);
+    for (const [name, content] of Object.entries(files)) writeFileSync(join(clone, name), content);
+    git('-c', 'user.name=Dev', '-c', 'user.email=dev@example.com', 'add', '-A');
+    git('-c', 'user.name=Dev', '-c', 'user.email=dev@example.com', 'commit', '-q', '-m', message);
+    const sha = git('rev-parse', 'HEAD');
+    git('push', '-q', 'origin', branch);
+    return sha;
+  } finally {
+    rmSync(clone, { recursive: true, force: true });
+  }
+}
+
+// The elements of `main` whose box reaches past the window's right edge.
+async function pastTheEdge(page) {
+  return page.evaluate(() => {
+    const width = document.documentElement.clientWidth;
+    return [...document.querySelectorAll('main *')]
+      .filter((el) => {
+        const box = el.getBoundingClientRect();
+        return box.width > 0 && box.right > width + 1;
+      })
+      .slice(0, 5)
+      .map((el) => `<${el.tagName.toLowerCase()} class="${el.className}"> right=${Math.round(el.getBoundingClientRect().right)} > ${width}`);
+  });
+}
+
+test('the home page is a lane per app: a failed preview first and red with its reason, the gap between stages, nothing past the edge', async () => {
+  // A 200-character branch whose run fails its tests, with a message
+  // that is one long word.
+  const branch = `feature/${'checkout-totals-'.repeat(13)}`.slice(0, 200);
+  assert.equal(branch.length, 200);
+  const failing = pushCommit(branch, `Break-the-totals-${'x'.repeat(240)}`, {
+    'test_app.py': 'raise SystemExit("the checkout total is wrong")\n',
+  });
+
+  const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
+  const page = await context.newPage();
+  const problems = watchProblems(page);
+  await signIn(page, base, { name: 'ada', role: 'admin' });
+  // The lane has the preview once its run has failed (the API the page uses).
+  const deadline = Date.now() + 120_000;
+  let lane;
+  for (;;) {
+    const lanes = await (await page.request.get(`${base}/api/v1/lanes?search=sho`)).json();
+    lane = lanes.lanes.find((l) => l.app === 'shop');
+    const preview = lane?.previews.find((p) => p.environment.branch === branch);
+    if (preview?.last_run?.state === 'failed') break;
+    if (Date.now() > deadline) throw new Error(`the long branch's run did not fail in time: ${JSON.stringify(lane)}`);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  assert.equal(lane.previews[0].environment.branch, branch, 'the failed preview comes first');
+  assert.deepEqual(lane.stages.map((s) => s.environment.name), ['staging', 'production']);
+  const failedRun = lane.previews[0].last_run;
+
+  for (const [width, height] of [[1440, 900], [390, 844]]) {
+    await page.setViewportSize({ width, height });
+    for (const path of ['/', '/apps/shop', '/runs', '/approvals']) {
+      await page.goto(`${base}${path}`);
+      await page.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
+      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+      const name = path === '/' ? 'home' : path.slice(1).replaceAll('/', '-');
+      await page.screenshot({ path: join(artifacts, `edge-${name}-${width}.png`), fullPage: true });
+      const past = await pastTheEdge(page);
+      assert.ok(overflow <= 1, `${path} at ${width}px scrolls sideways by ${overflow}px: ${past.join('; ')}`);
+      assert.deepEqual(past, [], `${path} at ${width}px`);
+    }
+    await page.goto(`${base}/`);
+    await page.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
+    const shop = page.locator('section.lane[data-app="shop"]');
+    const preview = shop.locator('.lane-preview').first();
+    assert.match(await preview.getAttribute('class'), /\bfailed\b/);
+    assert.equal(await preview.locator('.lane-branch').getAttribute('title'), branch);
+    assert.equal(await preview.getByRole('link', { name: `Run #${failedRun.id}` }).getAttribute('href'), `/runs/${failedRun.id}`);
+    assert.match(await preview.textContent(), new RegExp(failing.slice(0, 7)));
+    // Staging, then production, and what lies between them in words.
+    assert.deepEqual(await shop.locator('.lane-stage').evaluateAll((els) => els.map((e) => e.dataset.environment)), ['staging', 'production']);
+    assert.match(await shop.getByTestId('lane-gap').textContent(), /staging (and production run the same commit|has \d+ commits? not in production)|production is \d+ commits? ahead of staging/);
+    // Needs attention: the failure, linked to its run.
+    const attention = page.getByTestId('attention');
+    assert.equal(await attention.getByRole('link', { name: new RegExp(`^shop · preview-`) }).first().getAttribute('href'), `/runs/${failedRun.id}`);
+    await page.screenshot({ path: join(artifacts, `lanes-${width}.png`), fullPage: true });
+    await page.emulateMedia({ colorScheme: 'dark' });
+    await page.screenshot({ path: join(artifacts, `lanes-${width}-dark.png`), fullPage: true });
+    await page.emulateMedia({ colorScheme: 'light' });
+  }
+
+  // A search that matches nothing says so; one that matches keeps the lane.
+  await page.goto(`${base}/?q=no-such-app`);
+  assert.match(await page.locator('main').textContent(), /No app you may see has “no-such-app” in its name/);
+  await page.goto(`${base}/?q=SHO`);
+  assert.equal(await page.locator('section.lane').count(), 1);
+  // The count beside Approvals is the decisions waiting for this person.
+  const waiting = (await (await page.request.get(`${base}/api/v1/attention`)).json()).waiting_for_you;
+  const count = page.getByTestId('approvals-count');
+  if (waiting === 0) assert.equal(await count.count(), 0);
+  else assert.equal((await count.locator('[aria-hidden]').textContent()).trim(), String(waiting));
+  assert.deepEqual(problems, []);
+  await context.close();
+});
+
 const axeSource = join(dirname(fileURLToPath(import.meta.url)), '..', 'node_modules', 'axe-core', 'axe.min.js');
 
 // axe-core's serious and critical violations on the page, one line each.

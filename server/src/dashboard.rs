@@ -3,12 +3,12 @@
 //! it is allowed. Lists show only the apps the caller may see.
 
 use app::dto::{
-    AppOverview, ApprovalInbox, AuditEntry, AuditFilter, ChangeRequestDetail, ChangeRequestSummary,
-    ChannelSummary, ClusterRegistration, ClusterSummary, CommitReleases, ConfigIssue, ConfigStatus,
-    EnvironmentSummary, NewChangeRequest, NewFeedback, ObjectDiff, PendingApproval, PromoteRequest,
-    Promotion, ReleaseComparison, ReleaseFilter, ReleaseSummary, Review, ReviewAction, Role,
-    RollbackAccepted, RollbackRequest, RunDetail, RunSummary, SettingSource, Settings, ShareLink,
-    SharedPreview, TesterFeedback,
+    AppOverview, ApprovalInbox, Attention, AuditEntry, AuditFilter, ChangeRequestDetail,
+    ChangeRequestSummary, ChannelSummary, ClusterRegistration, ClusterSummary, CommitReleases,
+    ConfigIssue, ConfigStatus, EnvironmentSummary, LaneQuery, LanesPage, NewChangeRequest,
+    NewFeedback, ObjectDiff, PendingApproval, PromoteRequest, Promotion, ReleaseComparison,
+    ReleaseFilter, ReleaseSummary, Review, ReviewAction, Role, RollbackAccepted, RollbackRequest,
+    RunDetail, RunSummary, SettingSource, Settings, ShareLink, SharedPreview, TesterFeedback,
 };
 use app::port::{
     AdminPort, Caller, ChangeRequestsPort, ClustersPort, IdentityPort, PortError, ReleasesPort,
@@ -53,19 +53,22 @@ impl StackPort for App {
         let all = db::environments::list_active(&self.db)
             .await
             .map_err(port_error)?;
-        // Drift details name objects and fields: admins only.
-        let admin = caller.me.can_anywhere(Role::Admin);
         Ok(visible(caller, Role::Viewer, all, |e| &e.app)
             .into_iter()
-            .map(|mut e| {
-                if !caller.me.can(Role::Admin, Some(&e.app)) && !admin {
-                    e.drift = e
-                        .drift
-                        .map(|_| "drift found; an admin can see the details".into());
-                }
-                e
-            })
+            .map(|e| crate::lanes::redact_drift(caller, e))
             .collect())
+    }
+
+    async fn lanes_page(&self, caller: &Caller, query: LaneQuery) -> Result<LanesPage, PortError> {
+        Ok(self.lanes().page(caller, &query).await?)
+    }
+
+    async fn attention(&self, caller: &Caller) -> Result<Attention, PortError> {
+        Ok(self.lanes().attention(caller).await?)
+    }
+
+    async fn waiting_for_me(&self, caller: &Caller) -> Result<u32, PortError> {
+        Ok(self.lanes().waiting_for(caller).await?)
     }
 
     async fn app_overview(
@@ -98,10 +101,12 @@ impl StackPort for App {
                 change_requests.push(detail);
             }
         }
+        let lane = self.lanes().lane(caller, &app).await?;
         Ok(Some(AppOverview {
             app,
             source_url: crate::git::redact_source(&row.source_url),
             environments,
+            lane,
             change_requests,
             runs: db::runs::recent_of_app(pool, row.id, 20)
                 .await
@@ -632,6 +637,7 @@ answered_by_kind!(
     crate::sharing::ShareError,
     crate::change_requests::ChangeRequestError,
     crate::approvals::ApprovalError,
+    crate::lanes::LaneError,
 );
 
 #[cfg(test)]

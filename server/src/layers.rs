@@ -62,6 +62,7 @@ pub const MODULES: &[(&str, Layer)] = &[
     ("coverage", Layer::Domain),
     ("delivery", Layer::Domain),
     ("forge", Layer::Domain),
+    ("lanes", Layer::Domain),
     ("notify", Layer::Domain),
     ("runs", Layer::Domain),
     ("secrets_admin", Layer::Domain),

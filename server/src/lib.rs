@@ -25,6 +25,7 @@ pub mod git;
 pub mod gitops;
 pub mod http;
 pub mod jobs;
+pub mod lanes;
 #[cfg(test)]
 mod layers;
 pub mod manifests;

@@ -163,6 +163,15 @@ impl App {
         self.delivery().secrets()
     }
 
+    /// Each app's lane and what needs attention.
+    pub fn lanes(&self) -> crate::lanes::Lanes<'_> {
+        crate::lanes::Lanes {
+            db: &self.db,
+            git: &self.git,
+            clock: &self.clock,
+        }
+    }
+
     /// Change requests: opening, reviews, merges.
     pub fn change_request_service(&self) -> crate::change_requests::ChangeRequests<'_> {
         crate::change_requests::ChangeRequests {

@@ -6,7 +6,7 @@ use leptos::prelude::*;
 use leptos_router::components::A;
 use leptos_router::hooks::use_location;
 
-use crate::api::whoami;
+use crate::api::{waiting_for_me, whoami};
 use crate::components::theme::ThemeToggle;
 use crate::dto::{Me, Role};
 
@@ -28,6 +28,7 @@ const NAV: &[(&str, &str, Role)] = &[
 pub fn Layout(children: Children) -> impl IntoView {
     let me = Resource::new(|| (), |_| whoami());
     provide_context(me);
+    let waiting = Resource::new(|| (), |_| waiting_for_me());
 
     view! {
         <a class="skip-link" href="#main">"Skip to content"</a>
@@ -46,8 +47,10 @@ pub fn Layout(children: Children) -> impl IntoView {
                 </div>
             </header>
             <nav class="sidebar" aria-label="Main">
-                <Suspense fallback=|| nav(None)>
-                    {move || Suspend::new(async move { nav(me.await.ok().flatten()) })}
+                <Suspense fallback=|| nav(None, 0)>
+                    {move || Suspend::new(async move {
+                        nav(me.await.ok().flatten(), waiting.await.unwrap_or(0))
+                    })}
                 </Suspense>
             </nav>
             <main class="content" id="main" tabindex="-1">
@@ -59,8 +62,9 @@ pub fn Layout(children: Children) -> impl IntoView {
     }
 }
 
-/// The areas this person may use (only the viewer ones before sign-in).
-fn nav(me: Option<Me>) -> impl IntoView {
+/// The areas this person may use (only the viewer ones before sign-in),
+/// with how many decisions wait for them beside Approvals.
+fn nav(me: Option<Me>, waiting: u32) -> impl IntoView {
     let items: Vec<_> = NAV
         .iter()
         .filter(|(_, _, role)| {
@@ -72,6 +76,26 @@ fn nav(me: Option<Me>) -> impl IntoView {
             {items
                 .into_iter()
                 .map(|(href, label, _)| {
+                    if *href == "/approvals" && waiting > 0 {
+                        let text = if waiting == 1 {
+                            "1 waits for you".to_string()
+                        } else {
+                            format!("{waiting} wait for you")
+                        };
+                        return view! {
+                            <li>
+                                <A href=*href>
+                                    {*label}
+                                    " "
+                                    <span class="nav-count" data-testid="approvals-count">
+                                        <span aria-hidden="true">{waiting}</span>
+                                        <span class="visually-hidden">{text}</span>
+                                    </span>
+                                </A>
+                            </li>
+                        }
+                        .into_any();
+                    }
                     view! {
                         <li>
                             <A href=*href exact=*href == "/">
@@ -79,6 +103,7 @@ fn nav(me: Option<Me>) -> impl IntoView {
                             </A>
                         </li>
                     }
+                    .into_any()
                 })
                 .collect_view()}
         </ul>

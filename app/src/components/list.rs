@@ -88,3 +88,15 @@ where
         </Suspense>
     }
 }
+
+/// A moment: relative ("5 min ago") with the exact time on hover, and
+/// machine-readable for assistive technology.
+#[component]
+pub fn Time(at: crate::dto::UnixMillis) -> impl IntoView {
+    let now = crate::format::now_millis();
+    view! {
+        <time datetime=crate::format::iso(at) title=crate::format::timestamp(at)>
+            {crate::format::ago(at, now)}
+        </time>
+    }
+}

@@ -41,6 +41,8 @@ pub struct AppOverview {
     pub app: String,
     pub source_url: String,
     pub environments: Vec<EnvironmentSummary>,
+    /// Its lane, every preview listed.
+    pub lane: Option<AppLane>,
     pub change_requests: Vec<ChangeRequestDetail>,
     /// Newest first.
     pub runs: Vec<RunSummary>,

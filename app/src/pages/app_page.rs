@@ -7,7 +7,7 @@ use leptos_router::hooks::use_params_map;
 use crate::api::get_app_overview;
 use crate::components::list::{Badge, EmptyState, PageHeader};
 use crate::dto::{AppOverview, ChangeRequestDetail};
-use crate::pages::environments::environment_cell;
+use crate::pages::environments::lane_view;
 use crate::pages::runs::run_table;
 
 #[component]
@@ -38,15 +38,14 @@ pub fn AppPage() -> impl IntoView {
 fn app_view(overview: AppOverview) -> impl IntoView {
     let releases = format!("/releases?app={}", overview.app);
     view! {
+        <leptos_meta::Title text=overview.app.clone() />
         <section class="panel" aria-labelledby="app-heading">
             <h2 id="app-heading" data-testid="app-name">{overview.app.clone()}</h2>
             <p class="muted mono">{overview.source_url.clone()}</p>
             <p>
                 <a href=releases>"Release timeline"</a>
             </p>
-            <div class="stack-cells">
-                {overview.environments.into_iter().map(environment_cell).collect_view()}
-            </div>
+            {overview.lane.map(|lane| lane_view(lane, true))}
         </section>
         <section class="panel" aria-labelledby="app-requests">
             <h2 id="app-requests">"Open change requests"</h2>
@@ -69,7 +68,7 @@ fn requests_table(requests: Vec<ChangeRequestDetail>) -> impl IntoView {
         .into_any();
     }
     view! {
-        <table class="data" data-testid="app-requests">
+        <table class="data cards" data-testid="app-requests">
             <thead>
                 <tr>
                     <th scope="col">"Request"</th>
@@ -105,14 +104,14 @@ fn requests_table(requests: Vec<ChangeRequestDetail>) -> impl IntoView {
                         });
                         view! {
                             <tr>
-                                <td>
+                                <td data-label="Request">
                                     <a href=format!("/change-requests/{}", cr.id)>{format!("#{} {}", cr.id, cr.title)}</a>
                                     <div class="mono muted">{format!("{} → {}", cr.source_branch, cr.target_branch)}</div>
                                     <Badge state=cr.state.as_str() />
                                 </td>
-                                <td>{preview}</td>
-                                <td>{tests}</td>
-                                <td>{format!("{} of {}", detail.approvals_of_head, detail.required_approvals)}</td>
+                                <td data-label="Preview">{preview}</td>
+                                <td data-label="Tests">{tests}</td>
+                                <td data-label="Approvals">{format!("{} of {}", detail.approvals_of_head, detail.required_approvals)}</td>
                             </tr>
                         }
                     })

@@ -62,7 +62,7 @@ fn requests_table(requests: Vec<ChangeRequestDetail>, me: Option<Me>) -> impl In
         return view! { <p>"No change request is open."</p> }.into_any();
     }
     view! {
-        <table class="data" data-testid="inbox-requests">
+        <table class="data cards" data-testid="inbox-requests">
             <thead>
                 <tr>
                     <th scope="col">"Request"</th>
@@ -89,21 +89,21 @@ fn requests_table(requests: Vec<ChangeRequestDetail>, me: Option<Me>) -> impl In
                             .map(|(name, url)| view! { <a href=url>{name}</a> });
                         view! {
                             <tr>
-                                <td>
+                                <td data-label="Request">
                                     <a href=format!("/change-requests/{}", cr.id)>
                                         {format!("#{} {}", cr.id, cr.title)}
                                     </a>
                                 </td>
-                                <td class="mono">
+                                <td data-label="Branches" class="mono">
                                     {format!("{}: {} → {}", cr.app, cr.source_branch, cr.target_branch)}
                                 </td>
-                                <td>{cr.author}</td>
-                                <td>{preview}</td>
-                                <td>{tests}</td>
-                                <td>
+                                <td data-label="Author">{cr.author}</td>
+                                <td data-label="Preview">{preview}</td>
+                                <td data-label="Tests">{tests}</td>
+                                <td data-label="Approvals">
                                     {format!("{} of {}", detail.approvals_of_head, detail.required_approvals)}
                                 </td>
-                                <td>
+                                <td data-label="State" class="card-state">
                                     <Badge state=cr.state.as_str() />
                                     {detail.freeze.clone().map(|f| view! { <span class="hint">{f}</span> })}
                                     {detail
@@ -118,7 +118,7 @@ fn requests_table(requests: Vec<ChangeRequestDetail>, me: Option<Me>) -> impl In
                                             }
                                         })}
                                 </td>
-                                <td>
+                                <td data-label="Manifests">
                                     {admin
                                         .then(|| {
                                             view! {
@@ -156,7 +156,7 @@ fn runs_table(runs: Vec<PendingApproval>, me: Option<Me>) -> impl IntoView {
         return view! { <p>"No run is held."</p> }.into_any();
     }
     view! {
-        <table class="data" data-testid="inbox-runs">
+        <table class="data cards" data-testid="inbox-runs">
             <thead>
                 <tr>
                     <th scope="col">"Run"</th>
@@ -178,17 +178,17 @@ fn runs_table(runs: Vec<PendingApproval>, me: Option<Me>) -> impl IntoView {
                             .map(|me| me.csrf.clone());
                         view! {
                             <tr>
-                                <td>
+                                <td data-label="Run">
                                     <a href=format!("/runs/{}", item.run_id)>
                                         {format!("#{}", item.run_id)}
                                     </a>
                                 </td>
-                                <td>{item.app.clone()}</td>
-                                <td>{item.environment.clone()}</td>
-                                <td class="mono" title=item.commit_sha.clone()>
+                                <td data-label="App">{item.app.clone()}</td>
+                                <td data-label="Environment">{item.environment.clone()}</td>
+                                <td data-label="Commit" class="mono" title=item.commit_sha.clone()>
                                     {short_sha(&item.commit_sha).to_string()}
                                 </td>
-                                <td data-testid="inbox-run-uncovered">
+                                <td data-label="Covers" data-testid="inbox-run-uncovered">
                                     {item
                                         .uncovered
                                         .as_ref()
@@ -202,8 +202,8 @@ fn runs_table(runs: Vec<PendingApproval>, me: Option<Me>) -> impl IntoView {
                                         })
                                         .unwrap_or_else(|| "held by a freeze or for a fork".into())}
                                 </td>
-                                <td>{timestamp(item.requested_at)}</td>
-                                <td>{csrf.map(|csrf| view! { <RunDecision id=item.run_id csrf /> })}</td>
+                                <td data-label="Waiting since">{timestamp(item.requested_at)}</td>
+                                <td data-label="Decide">{csrf.map(|csrf| view! { <RunDecision id=item.run_id csrf /> })}</td>
                             </tr>
                         }
                     })

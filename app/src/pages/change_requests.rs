@@ -13,6 +13,15 @@ use crate::format::timestamp;
 pub fn ChangeRequestsPage() -> impl IntoView {
     let requests = Resource::new(|| (), |_| list_change_requests());
     let me = use_me();
+    // A lane's "Open change request" fills the form in (`?app=&source=&target=`).
+    let query = leptos_router::hooks::use_query_map();
+    let prefill = move || {
+        query.with(|q| Prefill {
+            app: q.get("app").unwrap_or_default(),
+            source: q.get("source").unwrap_or_default(),
+            target: q.get("target").unwrap_or_default(),
+        })
+    };
     view! {
         <PageHeader
             title="Change requests"
@@ -21,8 +30,9 @@ pub fn ChangeRequestsPage() -> impl IntoView {
         <Suspense>
             {move || Suspend::new(async move {
                 let me = signed_in(me).await;
+                let prefill = prefill();
                 me.filter(|me| me.can_anywhere(Role::Developer))
-                    .map(|me| view! { <OpenForm csrf=me.csrf /> })
+                    .map(|me| view! { <OpenForm csrf=me.csrf prefill /> })
             })}
         </Suspense>
         {loaded(requests, change_request_table)}
@@ -31,26 +41,40 @@ pub fn ChangeRequestsPage() -> impl IntoView {
 
 /// Developers propose a merge; opening it builds the branch's preview. An
 /// island; it shows its own outcome (with a link to the new request).
+/// What a link asked the form to hold.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Prefill {
+    app: String,
+    source: String,
+    target: String,
+}
+
 #[island]
-fn OpenForm(csrf: String) -> impl IntoView {
+fn OpenForm(csrf: String, prefill: Prefill) -> impl IntoView {
     let open = ServerAction::<OpenChangeRequest>::new();
     report(open, |_| None);
+    let expanded = !prefill.app.is_empty();
     view! {
-        <details class="panel">
+        <details class="panel" open=expanded>
             <summary>"Open a change request"</summary>
             <ActionForm action=open attr:class="form">
                 <input type="hidden" name="csrf" value=csrf />
                 <label>
                     <span>"App"</span>
-                    <input name="app" required />
+                    <input name="app" required value=prefill.app />
                 </label>
                 <label>
                     <span>"Source branch"</span>
-                    <input name="source_branch" required placeholder="feature/checkout" />
+                    <input
+                        name="source_branch"
+                        required
+                        placeholder="feature/checkout"
+                        value=prefill.source
+                    />
                 </label>
                 <label>
                     <span>"Target branch (default: latest; from latest: master)"</span>
-                    <input name="target_branch" />
+                    <input name="target_branch" value=prefill.target />
                 </label>
                 <label>
                     <span>"Title (default: the last commit's)"</span>

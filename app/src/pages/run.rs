@@ -256,7 +256,7 @@ fn step_view(run_id: i64, step: StepSummary, logs: LiveLogs) -> impl IntoView {
                     {step.error.clone().map(|error| view! { <span class="step-error">{format!(" — {error}")}</span> })}
                     {step.log_truncated.then(|| view! { <span class="muted">" (log truncated)"</span> })}
                 </summary>
-                <pre class="log" data-testid="step-log" aria-label=format!("Log of {}", step.name)>
+                <pre class="log" data-testid="step-log" role="region" aria-label=format!("Log of {}", step.name)>
                     {move || log_lines(&text(), &logs.search.get())}
                 </pre>
                 <a class="muted" href=format!("/api/v1/runs/{run_id}/steps/{step_id}/log")>"Plain-text log"</a>

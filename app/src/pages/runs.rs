@@ -27,7 +27,7 @@ pub(crate) fn run_table(runs: Vec<RunSummary>) -> impl IntoView {
         .into_any();
     }
     view! {
-        <table class="data">
+        <table class="data cards">
             <thead>
                 <tr>
                     <th scope="col">"Run"</th>
@@ -45,19 +45,19 @@ pub(crate) fn run_table(runs: Vec<RunSummary>) -> impl IntoView {
                     .map(|run| {
                         view! {
                             <tr>
-                                <td class="mono">
+                                <td data-label="Run" class="mono">
                                     <a href=format!("/runs/{}", run.id)>{format!("#{}", run.id)}</a>
                                 </td>
-                                <td>{run.app}</td>
-                                <td>{run.environment}</td>
-                                <td>{run.branch}</td>
-                                <td class="mono" title=run.commit_sha.clone()>
+                                <td data-label="App">{run.app}</td>
+                                <td data-label="Environment">{run.environment}</td>
+                                <td data-label="Branch">{run.branch}</td>
+                                <td data-label="Commit" class="mono" title=run.commit_sha.clone()>
                                     {short_sha(&run.commit_sha).to_string()}
                                 </td>
-                                <td>
+                                <td data-label="State" class="card-state">
                                     <Badge state=run.state.as_str() />
                                 </td>
-                                <td>{timestamp(run.created_at)}</td>
+                                <td data-label="Started">{timestamp(run.created_at)}</td>
                             </tr>
                         }
                     })

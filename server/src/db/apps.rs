@@ -166,3 +166,33 @@ pub async fn fetch_errors<'e>(
         .fetch_all(exec)
         .await?)
 }
+
+/// The ids and names of the apps in the pipeline repo now, by name: what
+/// the home page pages through without reading every configuration.
+pub async fn names_active<'e>(
+    exec: impl Executor<'e, Database = Any>,
+) -> Result<Vec<(i64, String)>, super::QueryError> {
+    Ok(
+        sqlx::query_as("SELECT id, name FROM apps WHERE removed_at IS NULL ORDER BY name")
+            .fetch_all(exec)
+            .await?,
+    )
+}
+
+/// The apps with these ids (any order).
+pub async fn by_ids<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    ids: &[i64],
+) -> Result<Vec<AppRow>, super::QueryError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Numbers, written into the text: no injection.
+    let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM apps WHERE id IN ({})",
+        ids.join(", ")
+    ))
+    .fetch_all(exec)
+    .await?)
+}

@@ -96,10 +96,51 @@ const ROW_COLUMNS: [(&str, &str); 20] = [
 /// PostgreSQL building the JSON costs more than it saves (the API's p99
 /// went from 31 to 62 ms), so there the columns come as they are.
 pub async fn list_active(db: &super::Db) -> Result<Vec<EnvironmentSummary>, super::QueryError> {
-    const FROM: &str = "FROM environments e JOIN apps a ON a.id = e.app_id
+    list_active_of(db, Which::All).await
+}
+
+/// Which of the environments that are not destroyed to read.
+#[derive(Clone, Copy, Debug)]
+pub enum Which<'a> {
+    All,
+    /// Those of these apps (by id): one page of lanes.
+    Apps(&'a [i64]),
+    /// Those that failed, drifted or are pinned, at most this many.
+    NeedingAttention(u32),
+}
+
+/// The environments `which` names, grouped by app, with their pins.
+pub async fn list_active_of(
+    db: &super::Db,
+    which: Which<'_>,
+) -> Result<Vec<EnvironmentSummary>, super::QueryError> {
+    // Ids and the limit are numbers, written into the text: no injection.
+    let (filter, limit) = match which {
+        Which::All => (String::new(), String::new()),
+        Which::Apps([]) => return Ok(Vec::new()),
+        Which::Apps(ids) => {
+            let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+            (
+                format!(" AND e.app_id IN ({})", ids.join(", ")),
+                String::new(),
+            )
+        }
+        Which::NeedingAttention(limit) => (
+            format!(
+                " AND (e.state IN ('{}', '{}') OR e.drift IS NOT NULL OR p.environment_id IS NOT NULL)",
+                EnvironmentState::Failed.as_str(),
+                EnvironmentState::PartiallyFailed.as_str()
+            ),
+            format!(" LIMIT {limit}"),
+        ),
+    };
+    let from = format!(
+        "FROM environments e JOIN apps a ON a.id = e.app_id
          LEFT JOIN environment_pins p ON p.environment_id = e.id
-         WHERE e.destroyed_at IS NULL AND a.removed_at IS NULL
-         ORDER BY a.name, e.id";
+         WHERE e.destroyed_at IS NULL AND a.removed_at IS NULL{filter}
+         ORDER BY a.name, e.id{limit}"
+    );
+    let from = from.as_str();
     let rows: Vec<Row> = match db.backend() {
         super::Backend::Sqlite => {
             let pairs: Vec<String> = ROW_COLUMNS
@@ -107,7 +148,7 @@ pub async fn list_active(db: &super::Db) -> Result<Vec<EnvironmentSummary>, supe
                 .map(|(field, column)| format!("'{field}', {column}"))
                 .collect();
             let texts: Vec<String> =
-                sqlx::query_scalar(&format!("SELECT json_object({}) {FROM}", pairs.join(", ")))
+                sqlx::query_scalar(&format!("SELECT json_object({}) {from}", pairs.join(", ")))
                     .fetch_all(db.pool())
                     .await?;
             texts
@@ -121,7 +162,7 @@ pub async fn list_active(db: &super::Db) -> Result<Vec<EnvironmentSummary>, supe
                 .iter()
                 .map(|(field, column)| format!("{column} AS {field}"))
                 .collect();
-            sqlx::query_as(&format!("SELECT {} {FROM}", columns.join(", ")))
+            sqlx::query_as(&format!("SELECT {} {from}", columns.join(", ")))
                 .fetch_all(db.pool())
                 .await?
         }

@@ -825,3 +825,76 @@ pub async fn unfinished_with_trigger<'e>(
     .fetch_optional(exec)
     .await?)
 }
+
+/// The newest run of an environment that was not superseded, keyed by app
+/// and environment name.
+#[derive(Clone, Debug, FromRow)]
+pub struct LatestRow {
+    pub app: String,
+    pub environment: String,
+    pub id: i64,
+    #[sqlx(try_from = "String")]
+    pub state: RunState,
+    pub commit_sha: String,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+    pub error: Option<String>,
+}
+
+const LATEST_COLUMNS: &str = "a.name AS app, e.name AS environment, r.id, r.state, r.commit_sha,
+     r.created_at, r.finished_at, r.error";
+
+/// The newest run of each live environment of these apps (by id): one
+/// index probe per environment (`runs_by_environment`).
+pub async fn latest_of_apps<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    app_ids: &[i64],
+) -> Result<Vec<LatestRow>, super::QueryError> {
+    if app_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Numbers, written into the text: no injection.
+    let ids: Vec<String> = app_ids.iter().map(i64::to_string).collect();
+    Ok(sqlx::query_as(&format!(
+        "SELECT {LATEST_COLUMNS}
+         FROM environments e
+         JOIN apps a ON a.id = e.app_id
+         JOIN runs r ON r.id = (
+             SELECT n.id FROM runs n
+             WHERE n.environment_id = e.id AND n.state <> $1
+             ORDER BY n.created_at DESC, n.id DESC LIMIT 1)
+         WHERE e.destroyed_at IS NULL AND e.app_id IN ({})",
+        ids.join(", ")
+    ))
+    .bind(RunState::Superseded.as_str())
+    .fetch_all(exec)
+    .await?)
+}
+
+/// Failed runs that are still the newest of their live environment,
+/// newest first, at most `limit`, among the runs since `since`.
+pub async fn failed_and_latest<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    since: i64,
+    limit: u32,
+) -> Result<Vec<LatestRow>, super::QueryError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {LATEST_COLUMNS}
+         FROM runs r
+         JOIN environments e ON e.id = r.environment_id
+         JOIN apps a ON a.id = r.app_id
+         WHERE r.state = $1 AND r.created_at >= $2
+           AND e.destroyed_at IS NULL AND a.removed_at IS NULL
+           AND NOT EXISTS (
+               SELECT 1 FROM runs n
+               WHERE n.environment_id = r.environment_id AND n.state <> $3
+                 AND (n.created_at > r.created_at OR (n.created_at = r.created_at AND n.id > r.id)))
+         ORDER BY r.created_at DESC, r.id DESC
+         LIMIT {limit}"
+    ))
+    .bind(RunState::Failed.as_str())
+    .bind(since)
+    .bind(RunState::Superseded.as_str())
+    .fetch_all(exec)
+    .await?)
+}

@@ -108,7 +108,15 @@ pub struct GitStore {
     limits: ExportLimits,
     permits: Semaphore,
     locks: StdMutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// `ahead_behind` answers: two commits' distance never changes.
+    distances: StdMutex<Distances>,
 }
+
+/// (a, b) → (commits of a not in b, commits of b not in a).
+type Distances = HashMap<(String, String), (usize, usize)>;
+
+/// Distances `ahead_behind` remembers, at most (then it starts over).
+const DISTANCES_KEPT: usize = 20_000;
 
 impl GitStore {
     pub fn new(root: PathBuf, max_parallel: usize) -> GitStore {
@@ -117,6 +125,7 @@ impl GitStore {
             limits: ExportLimits::default(),
             permits: Semaphore::new(max_parallel.max(1)),
             locks: StdMutex::default(),
+            distances: StdMutex::default(),
         }
     }
 
@@ -351,6 +360,45 @@ impl GitStore {
                 .collect())
         })
         .await
+    }
+
+    /// How many commits `a` has that `b` does not, and the reverse: the
+    /// arrows between a lane's stages. Remembered (commits never change),
+    /// and read without waiting for a fetch of the same mirror: git's
+    /// objects are immutable, so reading beside a fetch is safe.
+    pub async fn ahead_behind(
+        &self,
+        url: &str,
+        a: &str,
+        b: &str,
+    ) -> Result<(usize, usize), GitError> {
+        let key = (a.to_string(), b.to_string());
+        let known = self
+            .distances
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&key)
+            .copied();
+        if let Some(distance) = known {
+            return Ok(distance);
+        }
+        let path = self.mirror_path(url);
+        let (oa, ob) = (parse_oid(a)?, parse_oid(b)?);
+        let distance = tokio::task::spawn_blocking(move || -> Result<_, GitError> {
+            let repo = Repository::open_bare(&path)?;
+            Ok(repo.graph_ahead_behind(oa, ob)?)
+        })
+        .await
+        .map_err(|e| GitError::Join(e.to_string()))??;
+        let mut distances = self
+            .distances
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if distances.len() >= DISTANCES_KEPT {
+            distances.clear();
+        }
+        distances.insert(key, distance);
+        Ok(distance)
     }
 
     /// True when `ancestor` is `descendant` or one of its ancestors.

@@ -39,6 +39,8 @@ const ROUTES: &[(&str, &str, Need)] = &[
     ("GET", "/api/v1/openapi.json", Need::Public),
     ("GET", "/api/v1/me", Need::Role(Role::Viewer)),
     ("GET", "/api/v1/environments", Need::Role(Role::Viewer)),
+    ("GET", "/api/v1/lanes", Need::Role(Role::Viewer)),
+    ("GET", "/api/v1/attention", Need::Role(Role::Viewer)),
     ("GET", "/api/v1/runs", Need::Role(Role::Viewer)),
     ("GET", "/api/v1/changes", Need::Role(Role::Viewer)),
     ("GET", "/api/v1/apps/{app}", Need::Role(Role::Viewer)),
@@ -187,6 +189,9 @@ const ROUTES: &[(&str, &str, Need)] = &[
 const SERVER_FNS: &[(&str, Need, &str)] = &[
     ("whoami", Need::Public, ""),
     ("list_environments", Need::Role(Role::Viewer), ""),
+    ("list_lanes", Need::Role(Role::Viewer), "query[search]=sh"),
+    ("get_attention", Need::Role(Role::Viewer), ""),
+    ("waiting_for_me", Need::Public, ""),
     ("list_runs", Need::Role(Role::Viewer), ""),
     ("list_change_requests", Need::Role(Role::Viewer), ""),
     (

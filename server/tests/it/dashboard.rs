@@ -319,3 +319,110 @@ crate::on_both! {
         assert_eq!(missing.status, StatusCode::NOT_FOUND);
     }
 }
+
+// The lane of an app: staging then production, the commits between them
+// counted from git; a preview whose run failed comes first with its reason,
+// and the "needs attention" strip links to that run.
+crate::on_both! {
+    async fn a_lane_counts_the_commits_between_stages_and_puts_a_failed_preview_first(backend) {
+        use crate::support::flow::{MINUTE, Repos, scan, start, wait_for};
+        // `fail` fails on the branch `feature-broken` only.
+        let steps = "  - { name: check, run: \"test \\\"$GANTRY_BRANCH\\\" != feature-broken || { echo the totals are wrong; exit 3; }\" }\n";
+        let repos = Repos::new(steps);
+        let mut app = start(backend, &repos).await;
+        let pending = wait_for("the production run to wait", MINUTE, || async {
+            let pending = app.get("/api/v1/approvals").await.json();
+            pending.as_array().filter(|a| !a.is_empty()).map(|a| a[0]["run_id"].as_i64().unwrap())
+        })
+        .await;
+        let approved = app.post_json(&format!("/api/v1/runs/{pending}/approve"), serde_json::json!({ "comment": "ship it" })).await;
+        assert_eq!(approved.status, 200, "{}", approved.text());
+        let lane = |lanes: serde_json::Value| lanes["lanes"].as_array().and_then(|l| l.iter().find(|l| l["app"] == "shop").cloned());
+        let live = |lane: &serde_json::Value, env: &str, sha: &str| {
+            lane["stages"].as_array().is_some_and(|stages| {
+                stages.iter().any(|s| s["environment"]["name"] == env && s["environment"]["state"] == "live" && s["environment"]["commit_sha"] == sha)
+            })
+        };
+        let (master, latest) = (repos.app.head("master"), repos.app.head("latest"));
+        let first = wait_for("staging and production live", MINUTE, || async {
+            let lane = lane(app.get("/api/v1/lanes").await.json())?;
+            (live(&lane, "staging", &latest) && live(&lane, "production", &master)).then_some(lane)
+        })
+        .await;
+        let stages: Vec<&str> = first["stages"].as_array().unwrap().iter().map(|s| s["environment"]["name"].as_str().unwrap()).collect();
+        assert_eq!(stages, ["staging", "production"]);
+        assert_eq!((first["gaps"][0]["ahead"].as_u64(), first["gaps"][0]["behind"].as_u64()), (Some(1), Some(0)), "{first}");
+
+        // Two more commits on latest: staging is three ahead.
+        repos.app.checkout("latest");
+        for n in 1..=2 {
+            repos.app.write("CHANGES", &format!("change {n}\n"));
+            repos.app.commit(&format!("change {n}"));
+        }
+        let latest = repos.app.head("latest");
+        // And a branch whose run fails.
+        repos.app.checkout_new("feature-broken");
+        repos.app.write("broken.txt", "x");
+        repos.app.commit("Break the totals");
+        scan(&app).await;
+        let lane = wait_for("staging at the new head and the broken preview's run failed", MINUTE, || async {
+            let lane = lane(app.get("/api/v1/lanes").await.json())?;
+            let failed = lane["previews"][0]["last_run"]["state"] == "failed";
+            (live(&lane, "staging", &latest) && failed).then_some(lane)
+        })
+        .await;
+        assert_eq!((lane["gaps"][0]["ahead"].as_u64(), lane["gaps"][0]["behind"].as_u64()), (Some(3), Some(0)), "{lane}");
+        let broken = &lane["previews"][0];
+        assert_eq!(broken["environment"]["branch"], "feature-broken");
+        assert_eq!(broken["last_run"]["error"], "step check exited with code 3", "{broken}");
+        let run = broken["last_run"]["id"].as_i64().unwrap();
+
+        let attention = app.get("/api/v1/attention").await.json();
+        assert!(
+            attention["failed"].as_array().unwrap().iter().any(|item| item["app"] == "shop" && item["run_id"] == run),
+            "{attention}"
+        );
+        let home = app.get("/").await.text();
+        assert!(home.contains("staging has 3 commits not in production"), "the gap in words");
+        assert!(home.contains(&format!("href=\"/runs/{run}\"")), "the failure links to its run");
+        assert!(home.contains("href=\"/change-requests?app=shop&amp;source=latest&amp;target=master\""), "{home}");
+        app.stop().await;
+    }
+}
+
+// A caller scoped to one app sees that app's lane only — not in the page,
+// the count, the search or the attention strip — and the pages split many
+// apps twenty at a time.
+crate::on_both! {
+    async fn lanes_show_only_what_the_caller_may_see_twenty_at_a_time(app: TestApp) {
+        use app::dto::Role;
+        shop_with_a_run(&app, RunState::Failed).await;
+        for n in 0..25 {
+            crate::seed::another_app(&app, &format!("app-{n:02}")).await;
+        }
+        let all = app.get("/api/v1/lanes").await.json();
+        assert_eq!((all["matching"].as_u64(), all["pages"].as_u64()), (Some(26), Some(2)), "{all}");
+        assert_eq!(all["lanes"].as_array().map(Vec::len), Some(20));
+        let second = app.get("/api/v1/lanes?page=2").await.json();
+        let names: Vec<&str> = second["lanes"].as_array().unwrap().iter().map(|l| l["app"].as_str().unwrap()).collect();
+        assert_eq!(names, ["app-20", "app-21", "app-22", "app-23", "app-24", "shop"]);
+        // A page past the end is the last page; a search keeps its matches.
+        assert_eq!(app.get("/api/v1/lanes?page=99").await.json()["page"], 2);
+        let found = app.get("/api/v1/lanes?search=SHO").await.json();
+        assert_eq!(found["lanes"][0]["app"], "shop");
+        assert_eq!(found["matching"], 1);
+
+        let scoped = app.token("outsider", Role::Admin, Some("app-03")).await;
+        let theirs = app.get_as(&scoped, "/api/v1/lanes").await.json();
+        let names: Vec<&str> = theirs["lanes"].as_array().unwrap().iter().map(|l| l["app"].as_str().unwrap()).collect();
+        assert_eq!(names, ["app-03"], "{theirs}");
+        assert_eq!(theirs["matching"], 1);
+        let searched = app.get_as(&scoped, "/api/v1/lanes?search=shop").await.json();
+        assert_eq!(searched["matching"], 0, "a search does not reveal another app: {searched}");
+        let attention = app.get_as(&scoped, "/api/v1/attention").await.text();
+        assert!(!attention.contains("shop"), "{attention}");
+        let home = app.get_as(&scoped, "/").await.text();
+        assert!(!home.contains("shop"), "the page names no other app");
+        assert_eq!(app.get("/api/v1/lanes?search=%27%20OR%201%3D1--").await.json()["matching"], 0);
+    }
+}

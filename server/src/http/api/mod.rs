@@ -43,6 +43,8 @@ use crate::http::error::{ApiError, ErrorBody, ErrorDetail};
     ),
     paths(
         list_environments,
+        list_lanes,
+        get_attention,
         list_runs,
         get_app,
         list_change_requests,
@@ -171,6 +173,8 @@ pub fn routes() -> Router<AppState> {
         .route("/openapi.json", get(openapi))
         .route("/me", get(crate::http::auth::me))
         .route("/environments", get(list_environments))
+        .route("/lanes", get(list_lanes))
+        .route("/attention", get(get_attention))
         .route("/runs", get(list_runs))
         .route("/apps/{app}", get(get_app))
         .route(
@@ -262,6 +266,31 @@ async fn list_environments(
     principal: Principal,
 ) -> Result<Json<Vec<EnvironmentSummary>>, ApiError> {
     Ok(Json(state.environments(&principal.caller()).await?))
+}
+
+/// A page of lanes: each app's previews, then its fixed environments in
+/// stack order with the commits between them (`search`: part of an app's
+/// name; `page`: from 1, at most 20 lanes each).
+#[utoipa::path(get, path = "/api/v1/lanes", tag = "environments",
+    params(app::dto::LaneQuery),
+    responses((status = 200, body = app::dto::LanesPage), (status = 500, body = ErrorBody)))]
+async fn list_lanes(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(query): Query<app::dto::LaneQuery>,
+) -> Result<Json<app::dto::LanesPage>, ApiError> {
+    Ok(Json(state.lanes_page(&principal.caller(), query).await?))
+}
+
+/// What needs someone now: failed environments and runs, decisions
+/// waiting for the caller, drift and pins.
+#[utoipa::path(get, path = "/api/v1/attention", tag = "environments",
+    responses((status = 200, body = app::dto::Attention), (status = 500, body = ErrorBody)))]
+async fn get_attention(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<app::dto::Attention>, ApiError> {
+    Ok(Json(state.attention(&principal.caller()).await?))
 }
 
 /// One app: its stack, open change requests and recent runs.

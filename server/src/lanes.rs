@@ -1,0 +1,490 @@
+//! The lanes: each app's way to production read as one line — its previews,
+//! then the environments of its fixed stack entries in stack order, with
+//! the commits between them — and the "needs attention" strip above them.
+//! Built for the home page at thousands of apps: only the page's apps have
+//! their configurations read, their environments and last runs come in one
+//! query each, and the distances between commits are remembered by git.
+
+use std::collections::HashMap;
+
+use app::dto::{
+    AppLane, Attention, AttentionItem, EnvironmentSummary, LANES_PER_PAGE, LaneGap, LaneQuery,
+    LaneStop, LanesPage, LastRun, PREVIEWS_PER_LANE, Role, RunState,
+};
+use app::port::Caller;
+
+use crate::clock::Clock;
+use crate::db::{self, Db, QueryError};
+use crate::error::{Classified, Kind};
+use crate::git::GitStore;
+use crate::gitops::schema::{AppConfig, BranchMatch};
+
+/// What the lanes read: the database, the mirrors (for distances between
+/// commits) and the clock (for freezes).
+#[derive(Clone, Copy)]
+pub struct Lanes<'a> {
+    pub db: &'a Db,
+    pub git: &'a GitStore,
+    pub clock: &'a Clock,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaneError {
+    #[error("database: {0}")]
+    Db(#[from] QueryError),
+}
+
+impl Classified for LaneError {
+    fn kind(&self) -> Kind {
+        match self {
+            LaneError::Db(error) => error.kind(),
+        }
+    }
+}
+
+/// Searches longer than this are cut (an app name is far shorter).
+const SEARCH_MAX_CHARS: usize = 100;
+
+/// How far back the strip looks for failed runs.
+const FAILURES_WITHIN_MILLIS: i64 = 14 * 24 * 3600 * 1000;
+
+/// Items of each kind the strip lists, at most.
+const ATTENTION_ITEMS: usize = 8;
+
+impl Lanes<'_> {
+    /// One page of the lanes of the apps the caller may see whose name
+    /// contains the search.
+    pub async fn page(&self, caller: &Caller, query: &LaneQuery) -> Result<LanesPage, LaneError> {
+        let search: String = query
+            .search
+            .as_deref()
+            .unwrap_or_default()
+            .trim()
+            .chars()
+            .take(SEARCH_MAX_CHARS)
+            .collect();
+        let needle = search.to_lowercase();
+        let matching: Vec<(i64, String)> = db::apps::names_active(self.db.pool())
+            .await?
+            .into_iter()
+            .filter(|(_, name)| {
+                caller.me.can(Role::Viewer, Some(name)) && name.to_lowercase().contains(&needle)
+            })
+            .collect();
+        let per_page = LANES_PER_PAGE as usize;
+        let pages = matching.len().div_ceil(per_page).max(1);
+        let page = (query.page.unwrap_or(1).max(1) as usize).min(pages);
+        let shown = &matching
+            [((page - 1) * per_page).min(matching.len())..(page * per_page).min(matching.len())];
+        let lanes = self
+            .lanes_of(caller, shown, Some(PREVIEWS_PER_LANE))
+            .await?;
+        Ok(LanesPage {
+            lanes,
+            matching: u32::try_from(matching.len()).unwrap_or(u32::MAX),
+            page: u32::try_from(page).unwrap_or(u32::MAX),
+            pages: u32::try_from(pages).unwrap_or(u32::MAX),
+            search,
+        })
+    }
+
+    /// One app's lane with every preview (its page); `None`: no such app
+    /// (or not one the caller may see).
+    pub async fn lane(&self, caller: &Caller, app: &str) -> Result<Option<AppLane>, LaneError> {
+        let Some(row) = db::apps::find_active_by_name(self.db.pool(), app).await? else {
+            return Ok(None);
+        };
+        if !caller.me.can(Role::Viewer, Some(app)) {
+            return Ok(None);
+        }
+        Ok(self
+            .lanes_of(caller, &[(row.id, row.name)], None)
+            .await?
+            .pop())
+    }
+
+    /// The lanes of `apps` (id, name), in that order.
+    async fn lanes_of(
+        &self,
+        caller: &Caller,
+        apps: &[(i64, String)],
+        preview_cap: Option<usize>,
+    ) -> Result<Vec<AppLane>, LaneError> {
+        let ids: Vec<i64> = apps.iter().map(|(id, _)| *id).collect();
+        let pool = self.db.pool();
+        let rows = db::apps::by_ids(pool, &ids).await?;
+        // A configuration that does not read back leaves the lane in the
+        // environments' own order; the config banner says what is wrong.
+        let apps_by_name: HashMap<String, (String, Option<AppConfig>)> = rows
+            .into_iter()
+            .map(|row| {
+                let config = crate::configs::stored(&row).ok();
+                (row.name, (row.source_url, config))
+            })
+            .collect();
+        let mut environments: HashMap<String, Vec<EnvironmentSummary>> = HashMap::new();
+        for env in
+            db::environments::list_active_of(self.db, db::environments::Which::Apps(&ids)).await?
+        {
+            let env = redact_drift(caller, env);
+            environments.entry(env.app.clone()).or_default().push(env);
+        }
+        let mut latest: HashMap<(String, String), LastRun> = db::runs::latest_of_apps(pool, &ids)
+            .await?
+            .into_iter()
+            .map(|row| ((row.app.clone(), row.environment.clone()), last_run(row)))
+            .collect();
+        let now = self.clock.now_millis();
+        let mut lanes = Vec::with_capacity(apps.len());
+        for (_, name) in apps {
+            let (source, config) = match apps_by_name.get(name) {
+                Some((source, config)) => (source.as_str(), config.as_ref()),
+                None => continue,
+            };
+            let envs = environments.remove(name).unwrap_or_default();
+            let stops = envs.into_iter().map(|env| {
+                let last_run = latest.remove(&(env.app.clone(), env.name.clone()));
+                let frozen = config
+                    .and_then(|config| config.stack.iter().find(|e| e.env == env.stack_entry))
+                    .and_then(|entry| crate::approvals::policy::freeze_now(Some(entry), now))
+                    .map(|freeze| freeze.describe());
+                LaneStop {
+                    environment: env,
+                    last_run,
+                    frozen,
+                }
+            });
+            let mut lane = arrange(name, config, stops.collect(), preview_cap);
+            for gap in &mut lane.gaps {
+                self.measure(source, &lane.stages, gap).await;
+            }
+            lanes.push(lane);
+        }
+        Ok(lanes)
+    }
+
+    /// Counts the commits between the two stages of `gap`, when both have
+    /// a commit live and the mirror knows them.
+    async fn measure(&self, source: &str, stages: &[LaneStop], gap: &mut LaneGap) {
+        let commit = |name: &str| {
+            stages
+                .iter()
+                .find(|stop| stop.environment.name == name)
+                .and_then(|stop| stop.environment.commit_sha.clone())
+        };
+        let (Some(from), Some(to)) = (commit(&gap.from), commit(&gap.to)) else {
+            return;
+        };
+        match self.git.ahead_behind(source, &from, &to).await {
+            Ok((ahead, behind)) => {
+                gap.ahead = Some(u32::try_from(ahead).unwrap_or(u32::MAX));
+                gap.behind = Some(u32::try_from(behind).unwrap_or(u32::MAX));
+            }
+            Err(error) => {
+                tracing::debug!(%error, from, to, "lane gap not measured");
+            }
+        }
+    }
+
+    /// What needs someone now, across the apps the caller may see.
+    pub async fn attention(&self, caller: &Caller) -> Result<Attention, LaneError> {
+        let pool = self.db.pool();
+        let visible = |app: &str| caller.me.can(Role::Viewer, Some(app));
+        let flagged: Vec<EnvironmentSummary> = db::environments::list_active_of(
+            self.db,
+            db::environments::Which::NeedingAttention(500),
+        )
+        .await?
+        .into_iter()
+        .filter(|env| visible(&env.app))
+        .map(|env| redact_drift(caller, env))
+        .collect();
+        let since = self.clock.now_millis() - FAILURES_WITHIN_MILLIS;
+        let mut failed: Vec<AttentionItem> = db::runs::failed_and_latest(pool, since, 100)
+            .await?
+            .into_iter()
+            .filter(|run| visible(&run.app))
+            .map(|run| AttentionItem {
+                detail: run
+                    .error
+                    .clone()
+                    .map(|error| first_line(&error))
+                    .unwrap_or_else(|| "the run failed".into()),
+                app: run.app,
+                environment: run.environment,
+                run_id: Some(run.id),
+            })
+            .collect();
+        for env in flagged.iter().filter(|env| {
+            matches!(
+                env.state,
+                app::dto::EnvironmentState::Failed | app::dto::EnvironmentState::PartiallyFailed
+            )
+        }) {
+            if !failed
+                .iter()
+                .any(|item| item.app == env.app && item.environment == env.name)
+            {
+                failed.push(AttentionItem {
+                    app: env.app.clone(),
+                    environment: env.name.clone(),
+                    detail: env
+                        .state_detail
+                        .as_deref()
+                        .map(first_line)
+                        .unwrap_or_else(|| "the deploy failed".into()),
+                    run_id: None,
+                });
+            }
+        }
+        failed.truncate(ATTENTION_ITEMS);
+        let item = |env: &EnvironmentSummary, detail: String| AttentionItem {
+            app: env.app.clone(),
+            environment: env.name.clone(),
+            detail,
+            run_id: None,
+        };
+        let drifted = flagged
+            .iter()
+            .filter_map(|env| Some(item(env, first_line(env.drift.as_deref()?))))
+            .take(ATTENTION_ITEMS)
+            .collect();
+        let pinned = flagged
+            .iter()
+            .filter_map(|env| {
+                let pin = env.pin.as_ref()?;
+                Some(item(
+                    env,
+                    format!("pinned by {}: {}", pin.pinned_by, first_line(&pin.reason)),
+                ))
+            })
+            .take(ATTENTION_ITEMS)
+            .collect();
+        Ok(Attention {
+            failed,
+            waiting_for_you: self.waiting_for(caller).await?,
+            drifted,
+            pinned,
+        })
+    }
+
+    /// Change requests and held runs the caller may decide on: their
+    /// policy accepts the caller's role, and the caller did not write them.
+    pub async fn waiting_for(&self, caller: &Caller) -> Result<u32, LaneError> {
+        use crate::approvals::policy::{for_change_request, lowest_role};
+        let pool = self.db.pool();
+        let mut configs: HashMap<String, Option<AppConfig>> = HashMap::new();
+        let mut config_of = async |app: &str| -> Result<Option<AppConfig>, LaneError> {
+            if let Some(config) = configs.get(app) {
+                return Ok(config.clone());
+            }
+            let config = db::apps::find_active_by_name(pool, app)
+                .await?
+                .and_then(|row| crate::configs::stored(&row).ok());
+            configs.insert(app.to_string(), config.clone());
+            Ok(config)
+        };
+        let mut count = 0u32;
+        for cr in db::change_requests::list(pool).await? {
+            if !cr.is_active() || cr.author_user_id == Some(caller.user_id) {
+                continue;
+            }
+            let config = config_of(&cr.app).await?;
+            let entry = config
+                .as_ref()
+                .and_then(|config| crate::gitops::stack::entry_for(config, &cr.target_branch));
+            let role = lowest_role(&for_change_request(entry));
+            if caller.me.can(role, Some(&cr.app)) {
+                count += 1;
+            }
+        }
+        for held in db::runs::list_waiting_for_approval(pool).await? {
+            let config = config_of(&held.app).await?;
+            let entry = config.as_ref().and_then(|config| {
+                config
+                    .stack
+                    .iter()
+                    .find(|entry| entry.env == held.environment)
+            });
+            let role = lowest_role(&for_change_request(entry));
+            if caller.me.can(role, Some(&held.app)) {
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+}
+
+/// Drift details name objects and fields: admins of the app only.
+pub fn redact_drift(caller: &Caller, mut env: EnvironmentSummary) -> EnvironmentSummary {
+    if !caller.me.can(Role::Admin, Some(&env.app)) {
+        env.drift = env
+            .drift
+            .map(|_| "drift found; an admin can see the details".into());
+    }
+    env
+}
+
+fn last_run(row: db::runs::LatestRow) -> LastRun {
+    LastRun {
+        id: row.id,
+        state: row.state,
+        commit_sha: row.commit_sha,
+        created_at: row.created_at,
+        finished_at: row.finished_at,
+        error: row
+            .error
+            .filter(|_| row.state == RunState::Failed)
+            .map(|error| first_line(&error)),
+    }
+}
+
+/// The first line of a text, within a lane's width of reading.
+fn first_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default().trim();
+    if line.chars().count() > 200 {
+        format!("{}…", line.chars().take(199).collect::<String>())
+    } else {
+        line.to_string()
+    }
+}
+
+/// Puts one app's environments in lane order: the fixed entries' in stack
+/// order, previews failed first, then those on their way, then the newest.
+fn arrange(
+    app: &str,
+    config: Option<&AppConfig>,
+    stops: Vec<LaneStop>,
+    preview_cap: Option<usize>,
+) -> AppLane {
+    let position = |stop: &LaneStop| {
+        config
+            .and_then(|config| {
+                config
+                    .stack
+                    .iter()
+                    .position(|entry| entry.env == stop.environment.stack_entry)
+            })
+            .unwrap_or(usize::MAX)
+    };
+    let fixed = |stop: &LaneStop| match config {
+        Some(config) => config.stack.iter().any(|entry| {
+            entry.env == stop.environment.name && matches!(entry.branches, BranchMatch::Exact(_))
+        }),
+        None => stop.environment.name == stop.environment.stack_entry,
+    };
+    let (mut stages, mut previews): (Vec<LaneStop>, Vec<LaneStop>) =
+        stops.into_iter().partition(fixed);
+    stages.sort_by_key(position);
+    previews.sort_by(|a, b| {
+        let rank = |stop: &LaneStop| (!stop.failed(), !stop.on_its_way());
+        rank(a)
+            .cmp(&rank(b))
+            .then(b.environment.updated_at.cmp(&a.environment.updated_at))
+            .then(a.environment.name.cmp(&b.environment.name))
+    });
+    let total = previews.len();
+    if let Some(cap) = preview_cap {
+        previews.truncate(cap);
+    }
+    let gaps = stages
+        .windows(2)
+        .map(|pair| LaneGap {
+            from: pair[0].environment.name.clone(),
+            to: pair[1].environment.name.clone(),
+            ahead: None,
+            behind: None,
+            from_branch: pair[0].environment.branch.clone(),
+            to_branch: pair[1].environment.branch.clone(),
+        })
+        .collect();
+    AppLane {
+        app: app.to_string(),
+        more_previews: u32::try_from(total - previews.len()).unwrap_or(u32::MAX),
+        previews,
+        stages,
+        gaps,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use app::dto::EnvironmentState;
+
+    fn stop(name: &str, entry: &str, state: EnvironmentState, updated_at: i64) -> LaneStop {
+        LaneStop {
+            environment: EnvironmentSummary {
+                app: "shop".into(),
+                name: name.into(),
+                stack_entry: entry.into(),
+                branch: Some(name.into()),
+                state,
+                commit_sha: None,
+                pipeline_sha: None,
+                url: None,
+                updated_at,
+                commit_message: None,
+                commit_author: None,
+                state_detail: None,
+                drift: None,
+                pin: None,
+            },
+            last_run: None,
+            frozen: None,
+        }
+    }
+
+    fn names(stops: &[LaneStop]) -> Vec<&str> {
+        stops.iter().map(|s| s.environment.name.as_str()).collect()
+    }
+
+    /// Without a configuration the fixed environments are those named
+    /// after their entry; previews come failed first, then those on their
+    /// way, then the newest, and the cap leaves a count of the rest.
+    #[test]
+    fn a_lane_lists_failed_previews_first_and_keeps_stages_apart() {
+        use EnvironmentState::*;
+        let mut failed_run = stop("preview-b", "preview", Live, 5);
+        failed_run.last_run = Some(LastRun {
+            id: 9,
+            state: RunState::Failed,
+            commit_sha: "c".into(),
+            created_at: 5,
+            finished_at: Some(6),
+            error: Some("tests failed".into()),
+        });
+        let lane = arrange(
+            "shop",
+            None,
+            vec![
+                stop("staging", "staging", Live, 1),
+                stop("preview-a", "preview", Live, 9),
+                failed_run,
+                stop("preview-c", "preview", Pending, 2),
+                stop("preview-d", "preview", Failed, 1),
+                stop("production", "production", Live, 1),
+                stop("preview-e", "preview", Live, 3),
+            ],
+            Some(4),
+        );
+        assert_eq!(names(&lane.stages), ["staging", "production"]);
+        assert_eq!(
+            names(&lane.previews),
+            ["preview-b", "preview-d", "preview-c", "preview-a"]
+        );
+        assert_eq!(lane.more_previews, 1);
+        assert_eq!(lane.gaps.len(), 1);
+        assert_eq!(
+            (lane.gaps[0].from.as_str(), lane.gaps[0].to.as_str()),
+            ("staging", "production")
+        );
+    }
+
+    #[test]
+    fn a_failure_is_told_in_one_bounded_line() {
+        assert_eq!(first_line("step test failed\nexit 1"), "step test failed");
+        let long = "x".repeat(500);
+        assert_eq!(first_line(&long).chars().count(), 200);
+    }
+}
