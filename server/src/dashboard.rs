@@ -84,12 +84,13 @@ impl StackPort for App {
             return Ok(None);
         };
         caller.require(Role::Viewer, Some(&app))?;
-        let environments = self
-            .environments(caller)
-            .await?
-            .into_iter()
-            .filter(|e| e.app == app)
-            .collect();
+        let environments =
+            db::environments::list_active_of(&self.db, db::environments::Which::Apps(&[row.id]))
+                .await
+                .map_err(port_error)?
+                .into_iter()
+                .map(|e| crate::lanes::redact_drift(caller, e))
+                .collect();
         let mut change_requests = Vec::new();
         for cr in db::change_requests::list(pool)
             .await

@@ -64,12 +64,12 @@ impl Lanes<'_> {
             .take(SEARCH_MAX_CHARS)
             .collect();
         let needle = search.to_lowercase();
-        let matching: Vec<(i64, String)> = db::apps::names_active(self.db.pool())
+        let matching: Vec<(i64, String)> = self
+            .visible(caller)
             .await?
+            .apps
             .into_iter()
-            .filter(|(_, name)| {
-                caller.me.can(Role::Viewer, Some(name)) && name.to_lowercase().contains(&needle)
-            })
+            .filter(|(_, name)| name.to_lowercase().contains(&needle))
             .collect();
         let per_page = LANES_PER_PAGE as usize;
         let pages = matching.len().div_ceil(per_page).max(1);
@@ -142,8 +142,15 @@ impl Lanes<'_> {
                 None => continue,
             };
             let envs = environments.remove(name).unwrap_or_default();
+            // Run errors are for testers and above, like a run's page.
+            let errors_shown = caller.me.can(Role::Tester, Some(name));
             let stops = envs.into_iter().map(|env| {
-                let last_run = latest.remove(&(env.app.clone(), env.name.clone()));
+                let last_run = latest
+                    .remove(&(env.app.clone(), env.name.clone()))
+                    .map(|run| LastRun {
+                        error: run.error.filter(|_| errors_shown),
+                        ..run
+                    });
                 let frozen = config
                     .and_then(|config| config.stack.iter().find(|e| e.env == env.stack_entry))
                     .and_then(|entry| crate::approvals::policy::freeze_now(Some(entry), now))
@@ -155,7 +162,9 @@ impl Lanes<'_> {
                 }
             });
             let mut lane = arrange(name, config, stops.collect(), preview_cap);
+            let promotable = caller.me.can(Role::Developer, Some(name));
             for gap in &mut lane.gaps {
+                gap.promotable = promotable;
                 self.measure(source, &lane.stages, gap).await;
             }
             lanes.push(lane);
@@ -186,35 +195,59 @@ impl Lanes<'_> {
         }
     }
 
-    /// What needs someone now, across the apps the caller may see.
+    /// The apps the caller may see, by name, and whether that is all.
+    async fn visible(&self, caller: &Caller) -> Result<Visible, LaneError> {
+        let all = db::apps::names_active(self.db.pool()).await?;
+        let count = all.len();
+        let apps: Vec<(i64, String)> = all
+            .into_iter()
+            .filter(|(_, name)| caller.me.can(Role::Viewer, Some(name)))
+            .collect();
+        Ok(Visible {
+            every: apps.len() == count,
+            apps,
+        })
+    }
+
+    /// What needs someone now, across the apps the caller may see: the
+    /// queries are limited to those apps before their limits apply, so
+    /// other apps' trouble never crowds out the caller's own.
     pub async fn attention(&self, caller: &Caller) -> Result<Attention, LaneError> {
         let pool = self.db.pool();
-        let visible = |app: &str| caller.me.can(Role::Viewer, Some(app));
+        let visible = self.visible(caller).await?;
+        let ids = visible.ids();
         let flagged: Vec<EnvironmentSummary> = db::environments::list_active_of(
             self.db,
-            db::environments::Which::NeedingAttention(500),
+            db::environments::Which::NeedingAttention {
+                limit: 500,
+                apps: ids.as_deref(),
+            },
         )
         .await?
         .into_iter()
-        .filter(|env| visible(&env.app))
         .map(|env| redact_drift(caller, env))
         .collect();
+        // Why a run failed is for testers and above, like a run's page.
+        let reason = |app: &str, text: Option<&str>, otherwise: &str| match text {
+            Some(text) if caller.me.can(Role::Tester, Some(app)) => first_line(text),
+            _ => otherwise.to_string(),
+        };
         let since = self.clock.now_millis() - FAILURES_WITHIN_MILLIS;
-        let mut failed: Vec<AttentionItem> = db::runs::failed_and_latest(pool, since, 100)
-            .await?
-            .into_iter()
-            .filter(|run| visible(&run.app))
-            .map(|run| AttentionItem {
-                detail: run
-                    .error
-                    .clone()
-                    .map(|error| first_line(&error))
-                    .unwrap_or_else(|| "the run failed".into()),
-                app: run.app,
-                environment: run.environment,
-                run_id: Some(run.id),
-            })
-            .collect();
+        let mut failed: Vec<(i64, AttentionItem)> =
+            db::runs::failed_and_latest(pool, since, 100, ids.as_deref())
+                .await?
+                .into_iter()
+                .map(|run| {
+                    let at = run.finished_at.unwrap_or(run.created_at);
+                    let item = AttentionItem {
+                        detail: reason(&run.app, run.error.as_deref(), "the run failed"),
+                        app: run.app,
+                        environment: run.environment,
+                        run_id: Some(run.id),
+                    };
+                    (at, item)
+                })
+                .collect();
         for env in flagged.iter().filter(|env| {
             matches!(
                 env.state,
@@ -223,21 +256,19 @@ impl Lanes<'_> {
         }) {
             if !failed
                 .iter()
-                .any(|item| item.app == env.app && item.environment == env.name)
+                .any(|(_, item)| item.app == env.app && item.environment == env.name)
             {
-                failed.push(AttentionItem {
+                let item = AttentionItem {
                     app: env.app.clone(),
                     environment: env.name.clone(),
-                    detail: env
-                        .state_detail
-                        .as_deref()
-                        .map(first_line)
-                        .unwrap_or_else(|| "the deploy failed".into()),
+                    detail: reason(&env.app, env.state_detail.as_deref(), "the deploy failed"),
                     run_id: None,
-                });
+                };
+                failed.push((env.updated_at, item));
             }
         }
-        failed.truncate(ATTENTION_ITEMS);
+        // Newest first, whichever kind.
+        failed.sort_by(|a, b| b.0.cmp(&a.0));
         let item = |env: &EnvironmentSummary, detail: String| AttentionItem {
             app: env.app.clone(),
             environment: env.name.clone(),
@@ -261,57 +292,89 @@ impl Lanes<'_> {
             .take(ATTENTION_ITEMS)
             .collect();
         Ok(Attention {
-            failed,
-            waiting_for_you: self.waiting_for(caller).await?,
+            failed: failed
+                .into_iter()
+                .take(ATTENTION_ITEMS)
+                .map(|(_, item)| item)
+                .collect(),
+            waiting_for_you: self.waiting_among(caller, &visible).await?,
             drifted,
             pinned,
         })
     }
 
-    /// Change requests and held runs the caller may decide on: their
-    /// policy accepts the caller's role, and the caller did not write them.
+    /// Held runs and open change requests the caller may decide on and has
+    /// not: the policy accepts the caller's role, the caller did not bring
+    /// the change (unless the policy allows it), a fork's waits for an
+    /// admin, and a run held only by a freeze waits for no one.
     pub async fn waiting_for(&self, caller: &Caller) -> Result<u32, LaneError> {
+        let visible = self.visible(caller).await?;
+        self.waiting_among(caller, &visible).await
+    }
+
+    async fn waiting_among(&self, caller: &Caller, visible: &Visible) -> Result<u32, LaneError> {
         use crate::approvals::policy::{for_change_request, lowest_role};
+        use crate::gitops::schema::ApprovalPolicy;
         let pool = self.db.pool();
-        let mut configs: HashMap<String, Option<AppConfig>> = HashMap::new();
-        let mut config_of = async |app: &str| -> Result<Option<AppConfig>, LaneError> {
-            if let Some(config) = configs.get(app) {
-                return Ok(config.clone());
-            }
-            let config = db::apps::find_active_by_name(pool, app)
+        let ids = visible.ids();
+        let candidates: Vec<db::approvals::Undecided> =
+            db::approvals::undecided(pool, caller.user_id, ids.as_deref())
                 .await?
-                .and_then(|row| crate::configs::stored(&row).ok());
-            configs.insert(app.to_string(), config.clone());
-            Ok(config)
-        };
-        let mut count = 0u32;
-        for cr in db::change_requests::list(pool).await? {
-            if !cr.is_active() || cr.author_user_id == Some(caller.user_id) {
-                continue;
-            }
-            let config = config_of(&cr.app).await?;
-            let entry = config
-                .as_ref()
-                .and_then(|config| crate::gitops::stack::entry_for(config, &cr.target_branch));
-            let role = lowest_role(&for_change_request(entry));
-            if caller.me.can(role, Some(&cr.app)) {
-                count += 1;
-            }
+                .into_iter()
+                .filter(|item| item.decided == 0 && caller.me.can(Role::Viewer, Some(&item.app)))
+                .collect();
+        if candidates.is_empty() {
+            return Ok(0);
         }
-        for held in db::runs::list_waiting_for_approval(pool).await? {
-            let config = config_of(&held.app).await?;
-            let entry = config.as_ref().and_then(|config| {
+        let mut app_ids: Vec<i64> = candidates.iter().map(|item| item.app_id).collect();
+        app_ids.sort_unstable();
+        app_ids.dedup();
+        let configs: HashMap<i64, AppConfig> = db::apps::by_ids(pool, &app_ids)
+            .await?
+            .into_iter()
+            .filter_map(|row| Some((row.id, crate::configs::stored(&row).ok()?)))
+            .collect();
+        let mut count = 0u32;
+        for item in candidates {
+            let config = configs.get(&item.app_id);
+            let policy: Option<ApprovalPolicy> = if item.from_fork != 0 {
+                Some(ApprovalPolicy::one_admin())
+            } else if let Some(entry) = &item.stack_entry {
                 config
-                    .stack
-                    .iter()
-                    .find(|entry| entry.env == held.environment)
-            });
-            let role = lowest_role(&for_change_request(entry));
-            if caller.me.can(role, Some(&held.app)) {
+                    .and_then(|config| config.stack.iter().find(|e| e.env == *entry))
+                    .and_then(|entry| entry.approval.clone())
+            } else {
+                let entry = config.and_then(|config| {
+                    crate::gitops::stack::entry_for(config, item.target_branch.as_deref()?)
+                });
+                Some(for_change_request(entry))
+            };
+            let Some(policy) = policy else {
+                continue;
+            };
+            let brought =
+                [item.author_user_id, item.pushed_by_user_id].contains(&Some(caller.user_id));
+            if caller.me.can(lowest_role(&policy), Some(&item.app))
+                && (policy.self_approval || !brought)
+            {
                 count += 1;
             }
         }
         Ok(count)
+    }
+}
+
+/// The apps a caller may see: `every` when that is all of them (then the
+/// queries need no filter).
+struct Visible {
+    apps: Vec<(i64, String)>,
+    every: bool,
+}
+
+impl Visible {
+    /// The ids to limit queries to; `None`: no limit.
+    fn ids(&self) -> Option<Vec<i64>> {
+        (!self.every).then(|| self.apps.iter().map(|(id, _)| *id).collect())
     }
 }
 
@@ -396,6 +459,7 @@ fn arrange(
             behind: None,
             from_branch: pair[0].environment.branch.clone(),
             to_branch: pair[1].environment.branch.clone(),
+            promotable: false,
         })
         .collect();
     AppLane {

@@ -120,6 +120,9 @@ pub struct LaneGap {
     /// into the other promotes.
     pub from_branch: Option<String>,
     pub to_branch: Option<String>,
+    /// The caller may open the change request that promotes.
+    #[serde(default)]
+    pub promotable: bool,
 }
 
 impl LaneGap {
@@ -202,6 +205,7 @@ mod tests {
             behind,
             from_branch: Some("latest".into()),
             to_branch: Some("master".into()),
+            promotable: true,
         }
     }
 

@@ -105,8 +105,12 @@ pub enum Which<'a> {
     All,
     /// Those of these apps (by id): one page of lanes.
     Apps(&'a [i64]),
-    /// Those that failed, drifted or are pinned, at most this many.
-    NeedingAttention(u32),
+    /// Those that failed, drifted or are pinned, of these apps (all apps:
+    /// `None`), the most recently changed first, at most `limit`.
+    NeedingAttention {
+        limit: u32,
+        apps: Option<&'a [i64]>,
+    },
 }
 
 /// The environments `which` names, grouped by app, with their pins.
@@ -115,30 +119,29 @@ pub async fn list_active_of(
     which: Which<'_>,
 ) -> Result<Vec<EnvironmentSummary>, super::QueryError> {
     // Ids and the limit are numbers, written into the text: no injection.
-    let (filter, limit) = match which {
-        Which::All => (String::new(), String::new()),
-        Which::Apps([]) => return Ok(Vec::new()),
-        Which::Apps(ids) => {
-            let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
-            (
-                format!(" AND e.app_id IN ({})", ids.join(", ")),
-                String::new(),
-            )
-        }
-        Which::NeedingAttention(limit) => (
+    let of_apps = |ids: &[i64]| {
+        let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+        format!(" AND e.app_id IN ({})", ids.join(", "))
+    };
+    let (filter, order) = match which {
+        Which::All => (String::new(), "a.name, e.id".to_string()),
+        Which::Apps([]) | Which::NeedingAttention { apps: Some([]), .. } => return Ok(Vec::new()),
+        Which::Apps(ids) => (of_apps(ids), "a.name, e.id".to_string()),
+        Which::NeedingAttention { limit, apps } => (
             format!(
-                " AND (e.state IN ('{}', '{}') OR e.drift IS NOT NULL OR p.environment_id IS NOT NULL)",
+                " AND (e.state IN ('{}', '{}') OR e.drift IS NOT NULL OR p.environment_id IS NOT NULL){}",
                 EnvironmentState::Failed.as_str(),
-                EnvironmentState::PartiallyFailed.as_str()
+                EnvironmentState::PartiallyFailed.as_str(),
+                apps.map(of_apps).unwrap_or_default()
             ),
-            format!(" LIMIT {limit}"),
+            format!("e.updated_at DESC, e.id DESC LIMIT {limit}"),
         ),
     };
     let from = format!(
         "FROM environments e JOIN apps a ON a.id = e.app_id
          LEFT JOIN environment_pins p ON p.environment_id = e.id
          WHERE e.destroyed_at IS NULL AND a.removed_at IS NULL{filter}
-         ORDER BY a.name, e.id{limit}"
+         ORDER BY {order}"
     );
     let from = from.as_str();
     let rows: Vec<Row> = match db.backend() {

@@ -49,9 +49,14 @@ impl QueryError {
     }
 
     /// The database was away for a moment: worth trying again shortly.
-    /// (A closed pool is not: it was closed on purpose, at shutdown.)
+    /// Narrower than `Unavailable`: a closed pool was closed on purpose (at
+    /// shutdown), and the driver also reports some refusals of its own as
+    /// protocol errors (a message too large), which no retry cures.
     pub fn is_transient(&self) -> bool {
-        !matches!(self.0, sqlx::Error::PoolClosed) && self.failure() == Failure::Unavailable
+        !matches!(
+            self.0,
+            sqlx::Error::PoolClosed | sqlx::Error::Protocol(_) | sqlx::Error::Tls(_)
+        ) && self.failure() == Failure::Unavailable
     }
 
     /// A stored value that does not read back as what Gantry wrote.
@@ -81,7 +86,8 @@ impl Classified for QueryError {
 
 /// A database that cannot answer now, where trying again later may work:
 /// PostgreSQL's connection exceptions (class 08), a server shutting down
-/// or starting (57P01–57P03), too many connections (53300); SQLite busy or
+/// or starting (57P01–57P03), an idle session ended (57P05), too many
+/// connections (53300); SQLite busy or
 /// locked (primary codes 5 and 6, with their extended codes).
 fn outage(error: &dyn sqlx::error::DatabaseError) -> bool {
     let code = error.code();
@@ -94,5 +100,5 @@ fn outage(error: &dyn sqlx::error::DatabaseError) -> bool {
             .parse::<u32>()
             .is_ok_and(|code| matches!(code & 0xff, 5 | 6));
     }
-    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "57P05" | "53300")
 }

@@ -872,18 +872,29 @@ pub async fn latest_of_apps<'e>(
 }
 
 /// Failed runs that are still the newest of their live environment,
-/// newest first, at most `limit`, among the runs since `since`.
+/// newest first, at most `limit`, among the runs since `since` of `apps`
+/// (all apps: `None`).
 pub async fn failed_and_latest<'e>(
     exec: impl Executor<'e, Database = Any>,
     since: i64,
     limit: u32,
+    apps: Option<&[i64]>,
 ) -> Result<Vec<LatestRow>, super::QueryError> {
+    // Ids are numbers, written into the text: no injection.
+    let of_apps = match apps {
+        None => String::new(),
+        Some([]) => return Ok(Vec::new()),
+        Some(ids) => {
+            let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+            format!(" AND r.app_id IN ({})", ids.join(", "))
+        }
+    };
     Ok(sqlx::query_as(&format!(
         "SELECT {LATEST_COLUMNS}
          FROM runs r
          JOIN environments e ON e.id = r.environment_id
          JOIN apps a ON a.id = r.app_id
-         WHERE r.state = $1 AND r.created_at >= $2
+         WHERE r.state = $1 AND r.created_at >= $2{of_apps}
            AND e.destroyed_at IS NULL AND a.removed_at IS NULL
            AND NOT EXISTS (
                SELECT 1 FROM runs n

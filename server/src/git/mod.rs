@@ -115,6 +115,10 @@ pub struct GitStore {
 /// (a, b) → (commits of a not in b, commits of b not in a).
 type Distances = HashMap<(String, String), (usize, usize)>;
 
+/// How long `ahead_behind` may walk history before it gives up (the lane
+/// then says the stages cannot be compared yet).
+const DISTANCE_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Distances `ahead_behind` remembers, at most (then it starts over).
 const DISTANCES_KEPT: usize = 20_000;
 
@@ -384,12 +388,24 @@ impl GitStore {
         }
         let path = self.mirror_path(url);
         let (oa, ob) = (parse_oid(a)?, parse_oid(b)?);
-        let distance = tokio::task::spawn_blocking(move || -> Result<_, GitError> {
+        // Within the git work's bounds, and short: a page waits for it.
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| GitError::Join(e.to_string()))?;
+        let walk = tokio::task::spawn_blocking(move || -> Result<_, GitError> {
             let repo = Repository::open_bare(&path)?;
             Ok(repo.graph_ahead_behind(oa, ob)?)
-        })
-        .await
-        .map_err(|e| GitError::Join(e.to_string()))??;
+        });
+        let distance = tokio::time::timeout(DISTANCE_WITHIN, walk)
+            .await
+            .map_err(|_| {
+                GitError::Join(format!(
+                    "comparing {a} and {b} took over {DISTANCE_WITHIN:?}"
+                ))
+            })?
+            .map_err(|e| GitError::Join(e.to_string()))??;
         let mut distances = self
             .distances
             .lock()

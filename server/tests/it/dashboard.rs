@@ -335,9 +335,16 @@ crate::on_both! {
             pending.as_array().filter(|a| !a.is_empty()).map(|a| a[0]["run_id"].as_i64().unwrap())
         })
         .await;
+        // The held production run waits for an admin, not for a developer.
+        use app::dto::Role;
+        let developer = app.token("dev", Role::Developer, None).await;
+        let viewer = app.token("viewer", Role::Viewer, None).await;
+        assert_eq!(app.get("/api/v1/attention").await.json()["waiting_for_you"], 1);
+        assert_eq!(app.get_as(&developer, "/api/v1/attention").await.json()["waiting_for_you"], 0);
         let approved = app.post_json(&format!("/api/v1/runs/{pending}/approve"), serde_json::json!({ "comment": "ship it" })).await;
         assert_eq!(approved.status, 200, "{}", approved.text());
-        let lane = |lanes: serde_json::Value| lanes["lanes"].as_array().and_then(|l| l.iter().find(|l| l["app"] == "shop").cloned());
+        assert_eq!(app.get("/api/v1/attention").await.json()["waiting_for_you"], 0, "decided");
+        let shop_lane = |lanes: serde_json::Value| lanes["lanes"].as_array().and_then(|l| l.iter().find(|l| l["app"] == "shop").cloned());
         let live = |lane: &serde_json::Value, env: &str, sha: &str| {
             lane["stages"].as_array().is_some_and(|stages| {
                 stages.iter().any(|s| s["environment"]["name"] == env && s["environment"]["state"] == "live" && s["environment"]["commit_sha"] == sha)
@@ -345,7 +352,7 @@ crate::on_both! {
         };
         let (master, latest) = (repos.app.head("master"), repos.app.head("latest"));
         let first = wait_for("staging and production live", MINUTE, || async {
-            let lane = lane(app.get("/api/v1/lanes").await.json())?;
+            let lane = shop_lane(app.get("/api/v1/lanes").await.json())?;
             (live(&lane, "staging", &latest) && live(&lane, "production", &master)).then_some(lane)
         })
         .await;
@@ -366,7 +373,7 @@ crate::on_both! {
         repos.app.commit("Break the totals");
         scan(&app).await;
         let lane = wait_for("staging at the new head and the broken preview's run failed", MINUTE, || async {
-            let lane = lane(app.get("/api/v1/lanes").await.json())?;
+            let lane = shop_lane(app.get("/api/v1/lanes").await.json())?;
             let failed = lane["previews"][0]["last_run"]["state"] == "failed";
             (live(&lane, "staging", &latest) && failed).then_some(lane)
         })
@@ -382,6 +389,13 @@ crate::on_both! {
             attention["failed"].as_array().unwrap().iter().any(|item| item["app"] == "shop" && item["run_id"] == run),
             "{attention}"
         );
+        // Why it failed is for testers and above, like the run's page.
+        let seen = shop_lane(app.get_as(&viewer, "/api/v1/lanes").await.json()).unwrap();
+        assert!(seen["previews"][0]["last_run"]["error"].is_null(), "{seen}");
+        assert_eq!(seen["gaps"][0]["promotable"], false, "viewers open no change request");
+        let theirs = app.get_as(&viewer, "/api/v1/attention").await.json();
+        assert_eq!(theirs["failed"][0]["detail"], "the run failed", "{theirs}");
+        assert!(!app.get_as(&viewer, "/").await.text().contains("exited with code 3"));
         let home = app.get("/").await.text();
         assert!(home.contains("staging has 3 commits not in production"), "the gap in words");
         assert!(home.contains(&format!("href=\"/runs/{run}\"")), "the failure links to its run");
