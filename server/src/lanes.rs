@@ -268,7 +268,7 @@ impl Lanes<'_> {
             }
         }
         // Newest first, whichever kind.
-        failed.sort_by(|a, b| b.0.cmp(&a.0));
+        failed.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
         let item = |env: &EnvironmentSummary, detail: String| AttentionItem {
             app: env.app.clone(),
             environment: env.name.clone(),

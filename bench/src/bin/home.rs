@@ -111,7 +111,13 @@ async fn measure(binary: &str, backend: &str) -> anyhow::Result<()> {
 /// runs; the environments point at their newest run's commit.
 #[allow(clippy::disallowed_methods)] // the seeder is the database's only writer
 async fn seed(pool: &sqlx::AnyPool, from: i64, to: i64) -> anyhow::Result<()> {
-    let now: i64 = 1_790_000_000_000;
+    // A day ago, so the "needs attention" strip's window (14 days) holds
+    // the failed runs below.
+    let now: i64 = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis(),
+    )? - 86_400_000;
     let mut tx = pool.begin().await?;
     for n in from..to {
         let name = format!("app-{n:04}");
@@ -157,8 +163,15 @@ async fn seed(pool: &sqlx::AnyPool, from: i64, to: i64) -> anyhow::Result<()> {
                     sql.push(',');
                 }
                 let p = binds.len();
+                // One run in fifty fails (the newest of each app's preview
+                // among them): the attention strip has work to do.
+                let state = if run % 50 == 49 {
+                    "failed"
+                } else {
+                    "succeeded"
+                };
                 sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, 'p', 'succeeded', 'push', 'a change', 'Ada', ${}, ${}, ${})",
+                    "(${}, ${}, ${}, ${}, 'p', '{state}', 'push', 'a change', 'Ada', ${}, ${}, ${})",
                     p + 1, p + 2, p + 3, p + 4, p + 5, p + 5, p + 5
                 ));
                 binds.push(Bind::Int(app));
