@@ -184,10 +184,11 @@ impl Lanes<'_> {
         let (Some(from), Some(to)) = (commit(&gap.from), commit(&gap.to)) else {
             return;
         };
-        match self.git.ahead_behind(source, &from, &to).await {
-            Ok((ahead, behind)) => {
-                gap.ahead = Some(u32::try_from(ahead).unwrap_or(u32::MAX));
-                gap.behind = Some(u32::try_from(behind).unwrap_or(u32::MAX));
+        match self.git.distance(source, &from, &to).await {
+            Ok(distance) => {
+                gap.ahead = Some(u32::try_from(distance.ahead).unwrap_or(u32::MAX));
+                gap.behind = Some(u32::try_from(distance.behind).unwrap_or(u32::MAX));
+                gap.same_code = distance.same_tree;
             }
             Err(error) => {
                 tracing::debug!(%error, from, to, "lane gap not measured");
@@ -197,14 +198,15 @@ impl Lanes<'_> {
 
     /// The apps the caller may see, by name, and whether that is all.
     async fn visible(&self, caller: &Caller) -> Result<Visible, LaneError> {
-        let all = db::apps::names_active(self.db.pool()).await?;
-        let count = all.len();
-        let apps: Vec<(i64, String)> = all
+        let apps: Vec<(i64, String)> = db::apps::names_active(self.db.pool())
+            .await?
             .into_iter()
             .filter(|(_, name)| caller.me.can(Role::Viewer, Some(name)))
             .collect();
+        // Only a grant on every app lifts the filter: an app added after
+        // the list was read stays out of a scoped caller's answers.
         Ok(Visible {
-            every: apps.len() == count,
+            every: caller.me.can(Role::Viewer, None),
             apps,
         })
     }
@@ -364,8 +366,8 @@ impl Lanes<'_> {
     }
 }
 
-/// The apps a caller may see: `every` when that is all of them (then the
-/// queries need no filter).
+/// The apps a caller may see: `every` when a grant covers all apps (then
+/// the queries need no filter).
 struct Visible {
     apps: Vec<(i64, String)>,
     every: bool,
@@ -460,6 +462,7 @@ fn arrange(
             from_branch: pair[0].environment.branch.clone(),
             to_branch: pair[1].environment.branch.clone(),
             promotable: false,
+            same_code: false,
         })
         .collect();
     AppLane {

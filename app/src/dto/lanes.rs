@@ -123,6 +123,10 @@ pub struct LaneGap {
     /// The caller may open the change request that promotes.
     #[serde(default)]
     pub promotable: bool,
+    /// Both run the same code (the same tree), however their histories
+    /// differ — a promotion's merge commit, say.
+    #[serde(default)]
+    pub same_code: bool,
 }
 
 impl LaneGap {
@@ -137,6 +141,9 @@ impl LaneGap {
         };
         match (self.ahead, self.behind) {
             (Some(0), Some(0)) => format!("{} and {} run the same commit", self.from, self.to),
+            (Some(_), Some(_)) if self.same_code => {
+                format!("{} and {} run the same code", self.from, self.to)
+            }
             (Some(ahead), Some(0)) => {
                 format!("{} has {} not in {}", self.from, commits(ahead), self.to)
             }
@@ -206,6 +213,7 @@ mod tests {
             from_branch: Some("latest".into()),
             to_branch: Some("master".into()),
             promotable: true,
+            same_code: false,
         }
     }
 
@@ -226,6 +234,14 @@ mod tests {
         assert_eq!(
             gap(Some(1), Some(1)).describe(),
             "staging has 1 commit not in production; production has 1 commit not in staging"
+        );
+        let merged = LaneGap {
+            same_code: true,
+            ..gap(Some(0), Some(1))
+        };
+        assert_eq!(
+            merged.describe(),
+            "staging and production run the same code"
         );
         assert_eq!(
             gap(None, None).describe(),

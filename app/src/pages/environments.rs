@@ -285,7 +285,7 @@ pub(crate) fn lane_view(lane: AppLane, full: bool) -> impl IntoView {
 fn gap_view(app: &str, gap: LaneGap) -> impl IntoView + use<> {
     let text = gap.describe();
     let promote = match (gap.ahead, &gap.from_branch, &gap.to_branch) {
-        (Some(ahead), Some(from), Some(to)) if ahead > 0 && gap.promotable => {
+        (Some(ahead), Some(from), Some(to)) if ahead > 0 && gap.promotable && !gap.same_code => {
             let href = format!(
                 "/change-requests?app={}&source={}&target={}",
                 encode(app),

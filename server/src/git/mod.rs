@@ -108,18 +108,30 @@ pub struct GitStore {
     limits: ExportLimits,
     permits: Semaphore,
     locks: StdMutex<HashMap<String, Arc<Mutex<()>>>>,
-    /// `ahead_behind` answers: two commits' distance never changes.
+    /// `distance` answers: two commits' distance never changes.
     distances: StdMutex<Distances>,
 }
 
 /// (a, b) → (commits of a not in b, commits of b not in a).
-type Distances = HashMap<(String, String), (usize, usize)>;
+type Distances = HashMap<(String, String), Distance>;
 
-/// How long `ahead_behind` may walk history before it gives up (the lane
+/// How two commits differ, as a lane tells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Distance {
+    /// Commits of the first that the second lacks.
+    pub ahead: usize,
+    /// Commits of the second that the first lacks.
+    pub behind: usize,
+    /// Both have the same tree: the same code, whatever the history says
+    /// (a merge commit made by a promotion is "ahead" but changes nothing).
+    pub same_tree: bool,
+}
+
+/// How long `distance` may walk history before it gives up (the lane
 /// then says the stages cannot be compared yet).
 const DISTANCE_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Distances `ahead_behind` remembers, at most (then it starts over).
+/// Distances `distance` remembers, at most (then it starts over).
 const DISTANCES_KEPT: usize = 20_000;
 
 impl GitStore {
@@ -366,16 +378,11 @@ impl GitStore {
         .await
     }
 
-    /// How many commits `a` has that `b` does not, and the reverse: the
-    /// arrows between a lane's stages. Remembered (commits never change),
+    /// How many commits `a` has that `b` does not, the reverse, and whether
+    /// their trees are the same: the arrows between a lane's stages. Remembered (commits never change),
     /// and read without waiting for a fetch of the same mirror: git's
     /// objects are immutable, so reading beside a fetch is safe.
-    pub async fn ahead_behind(
-        &self,
-        url: &str,
-        a: &str,
-        b: &str,
-    ) -> Result<(usize, usize), GitError> {
+    pub async fn distance(&self, url: &str, a: &str, b: &str) -> Result<Distance, GitError> {
         let key = (a.to_string(), b.to_string());
         let known = self
             .distances
@@ -396,7 +403,13 @@ impl GitStore {
             .map_err(|e| GitError::Join(e.to_string()))?;
         let walk = tokio::task::spawn_blocking(move || -> Result<_, GitError> {
             let repo = Repository::open_bare(&path)?;
-            Ok(repo.graph_ahead_behind(oa, ob)?)
+            let (ahead, behind) = repo.graph_ahead_behind(oa, ob)?;
+            let same_tree = repo.find_commit(oa)?.tree_id() == repo.find_commit(ob)?.tree_id();
+            Ok(Distance {
+                ahead,
+                behind,
+                same_tree,
+            })
         });
         let distance = tokio::time::timeout(DISTANCE_WITHIN, walk)
             .await

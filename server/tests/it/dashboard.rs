@@ -400,6 +400,30 @@ crate::on_both! {
         assert!(home.contains("staging has 3 commits not in production"), "the gap in words");
         assert!(home.contains(&format!("href=\"/runs/{run}\"")), "the failure links to its run");
         assert!(home.contains("href=\"/change-requests?app=shop&amp;source=latest&amp;target=master\""), "{home}");
+
+        // Promoted by a merge commit: production is one commit "ahead" (the
+        // merge), yet runs the same code, and there is nothing to promote.
+        repos.app.checkout("master");
+        repos.app.git(&["merge", "--no-ff", "-q", "-m", "Promote latest", "latest"]);
+        let merged = repos.app.head("master");
+        scan(&app).await;
+        let held = wait_for("the merge's production run to wait", MINUTE, || async {
+            let pending = app.get("/api/v1/approvals").await.json();
+            pending.as_array()?.iter().find(|p| p["commit_sha"] == merged.as_str()).map(|p| p["run_id"].as_i64().unwrap())
+        })
+        .await;
+        let approved = app.post_json(&format!("/api/v1/runs/{held}/approve"), serde_json::json!({ "comment": "promote" })).await;
+        assert_eq!(approved.status, 200, "{}", approved.text());
+        let promoted = wait_for("production live at the merge", MINUTE, || async {
+            let lane = shop_lane(app.get("/api/v1/lanes").await.json())?;
+            live(&lane, "production", &merged).then_some(lane)
+        })
+        .await;
+        let gap = &promoted["gaps"][0];
+        assert_eq!((gap["ahead"].as_u64(), gap["behind"].as_u64(), gap["same_code"].as_bool()), (Some(0), Some(1), Some(true)), "{gap}");
+        let home = app.get("/").await.text();
+        assert!(home.contains("staging and production run the same code"), "the gap in words");
+        assert!(!home.contains("Open change request"), "nothing to promote");
         app.stop().await;
     }
 }
