@@ -62,6 +62,19 @@ pub fn iso(at: UnixMillis) -> String {
     )
 }
 
+/// What a failed call says, in the person's terms: the framework's
+/// prefixes ("error running server function: …") are not theirs.
+pub fn plain(error: impl std::fmt::Display) -> String {
+    let text = error.to_string();
+    if let Some(message) = text.strip_prefix("error running server function: ") {
+        return message.to_string();
+    }
+    if text.starts_with("error reaching server to call server function") {
+        return "Gantry could not be reached; check the connection and try again.".to_string();
+    }
+    text
+}
+
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
 /// algorithm), so the WASM bundle needs no date library.
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -103,6 +116,19 @@ mod tests {
         // A clock a little behind another's never says "in the future".
         assert_eq!(ago(now + 5_000, now), "just now");
         assert_eq!(iso(1_795_846_452_000), "2026-11-28T06:14:12Z");
+    }
+
+    #[test]
+    fn failures_read_without_the_frameworks_words() {
+        assert_eq!(
+            plain("error running server function: Sign in to see this."),
+            "Sign in to see this."
+        );
+        assert_eq!(
+            plain("error reaching server to call server function: TypeError: fetch failed"),
+            "Gantry could not be reached; check the connection and try again."
+        );
+        assert_eq!(plain("the app has no stack"), "the app has no stack");
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub fn diff_section(title: &'static str, diff: Diff) -> impl IntoView {
                                 .into_any()
                         }
                         Err(error) => {
-                            view! { <p class="notice notice-error">{error.to_string()}</p> }.into_any()
+                            view! { <p class="notice notice-error">{crate::format::plain(&error)}</p> }.into_any()
                         }
                     }
                 })}

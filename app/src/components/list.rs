@@ -30,7 +30,8 @@ where
 
 /// What a page shows in place of data it could not load.
 pub fn load_error(error: impl std::fmt::Display) -> AnyView {
-    view! { <div class="notice notice-error" role="alert">{error.to_string()}</div> }.into_any()
+    view! { <div class="notice notice-error" role="alert">{crate::format::plain(error)}</div> }
+        .into_any()
 }
 
 /// What a list shows when there is nothing yet: say why, and what to do.

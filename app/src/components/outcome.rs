@@ -26,7 +26,7 @@ impl Outcome {
 
     pub fn failed(testid: &'static str, error: impl ToString) -> Option<Outcome> {
         Some(Outcome {
-            text: error.to_string(),
+            text: crate::format::plain(error.to_string()),
             error: true,
             testid,
         })

@@ -26,7 +26,7 @@ pub fn AppPage() -> impl IntoView {
                     Ok(Some(overview)) => app_view(overview).into_any(),
                     Ok(None) => view! { <p class="notice">"There is no such app."</p> }.into_any(),
                     Err(error) => {
-                        view! { <div class="notice notice-error" role="alert">{error.to_string()}</div> }
+                        view! { <div class="notice notice-error" role="alert">{crate::format::plain(&error)}</div> }
                             .into_any()
                     }
                 }

@@ -211,7 +211,7 @@ fn ShareButton(id: i64, csrf: String) -> impl IntoView {
                             .into_any()
                     }
                     Err(error) => {
-                        view! { <p class="notice notice-error" role="alert">{error.to_string()}</p> }
+                        view! { <p class="notice notice-error" role="alert">{crate::format::plain(&error)}</p> }
                             .into_any()
                     }
                 })

@@ -103,7 +103,7 @@ fn OpenForm(csrf: String, prefill: Prefill) -> impl IntoView {
                         }
                         Err(error) => {
                             view! {
-                                <p class="notice notice-error" role="alert">{error.to_string()}</p>
+                                <p class="notice notice-error" role="alert">{crate::format::plain(&error)}</p>
                             }
                                 .into_any()
                         }

@@ -43,6 +43,9 @@ pub fn EnvironmentsPage() -> impl IntoView {
     }
 }
 
+/// Problems the banner lists, at most.
+const BANNER_ISSUES: usize = 10;
+
 /// Problems in the pipeline repo, where everyone sees them.
 fn config_banner(status: ConfigStatus) -> impl IntoView {
     if status.issues.is_empty() {
@@ -59,6 +62,9 @@ fn config_banner(status: ConfigStatus) -> impl IntoView {
         Some("rejected") => format!("Pipeline repo commit {sha} was not applied"),
         _ => "Some apps have problems".to_string(),
     };
+    // A page, not a report: thousands of apps whose sources do not fetch
+    // would make the banner the page (`GET /api/v1/config` lists them all).
+    let more = status.issues.len().saturating_sub(BANNER_ISSUES);
     view! {
         <section class="notice notice-error config-issues" role="alert">
             <h2>{heading}</h2>
@@ -67,9 +73,11 @@ fn config_banner(status: ConfigStatus) -> impl IntoView {
                 {status
                     .issues
                     .into_iter()
+                    .take(BANNER_ISSUES)
                     .map(|issue| view! { <li class="mono">{issue.to_string()}</li> })
                     .collect_view()}
             </ul>
+            {(more > 0).then(|| view! { <p data-testid="more-issues">{format!("…and {more} more.")}</p> })}
         </section>
     }
     .into_any()

