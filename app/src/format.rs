@@ -62,6 +62,19 @@ pub fn iso(at: UnixMillis) -> String {
     )
 }
 
+/// Percent-encoding as `encodeURIComponent` and most URL libraries write
+/// it (the server's secret masking uses it too).
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// What a failed call says, in the person's terms: the framework's
 /// prefixes ("error running server function: …") are not theirs.
 pub fn plain(error: impl std::fmt::Display) -> String {
@@ -116,6 +129,13 @@ mod tests {
         // A clock a little behind another's never says "in the future".
         assert_eq!(ago(now + 5_000, now), "just now");
         assert_eq!(iso(1_795_846_452_000), "2026-11-28T06:14:12Z");
+    }
+
+    #[test]
+    fn a_search_is_escaped_for_the_address() {
+        assert_eq!(percent_encode("shop"), "shop");
+        assert_eq!(percent_encode("a b&c=d"), "a%20b%26c%3Dd");
+        assert_eq!(percent_encode("ü"), "%C3%BC");
     }
 
     #[test]

@@ -186,7 +186,7 @@ fn pager(page: &LanesPage) -> impl IntoView + use<> {
     let search = if page.search.is_empty() {
         String::new()
     } else {
-        format!("&q={}", encode(&page.search))
+        format!("&q={}", crate::format::percent_encode(&page.search))
     };
     let previous = (page.page > 1).then(|| {
         let href = format!("/?page={}{search}", page.page - 1);
@@ -204,18 +204,6 @@ fn pager(page: &LanesPage) -> impl IntoView + use<> {
         </nav>
     }
     .into_any()
-}
-
-/// Query-string escaping for a search term.
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// One app's way to production, left to right: previews, then each stage
@@ -296,9 +284,9 @@ fn gap_view(app: &str, gap: LaneGap) -> impl IntoView + use<> {
         (Some(ahead), Some(from), Some(to)) if ahead > 0 && gap.promotable && !gap.same_code => {
             let href = format!(
                 "/change-requests?app={}&source={}&target={}",
-                encode(app),
-                encode(from),
-                encode(to)
+                crate::format::percent_encode(app),
+                crate::format::percent_encode(from),
+                crate::format::percent_encode(to)
             );
             let label = format!("Open a change request from {from} into {to}");
             Some(view! {
@@ -469,17 +457,5 @@ fn preview_item(stop: LaneStop) -> impl IntoView {
             {last_run_view(stop.last_run)}
             {link}
         </li>
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_search_is_escaped_for_the_address() {
-        assert_eq!(encode("shop"), "shop");
-        assert_eq!(encode("a b&c=d"), "a%20b%26c%3Dd");
-        assert_eq!(encode("ü"), "%C3%BC");
     }
 }

@@ -82,8 +82,8 @@ where
         None => String::new(),
         Some([]) => " AND 1 = 0".to_string(),
         Some(ids) => {
-            let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
-            format!(" AND {column} IN ({})", ids.join(", "))
+            let ids = super::id_list(ids);
+            format!(" AND {column} IN ({})", ids)
         }
     };
     let mut held: Vec<Undecided> = sqlx::query_as(&format!(

@@ -188,11 +188,10 @@ pub async fn by_ids<'e>(
         return Ok(Vec::new());
     }
     // Numbers, written into the text: no injection.
-    let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
-    Ok(sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM apps WHERE id IN ({})",
-        ids.join(", ")
-    ))
-    .fetch_all(exec)
-    .await?)
+    let ids = super::id_list(ids);
+    Ok(
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM apps WHERE id IN ({})", ids))
+            .fetch_all(exec)
+            .await?,
+    )
 }

@@ -120,8 +120,8 @@ pub async fn list_active_of(
 ) -> Result<Vec<EnvironmentSummary>, super::QueryError> {
     // Ids and the limit are numbers, written into the text: no injection.
     let of_apps = |ids: &[i64]| {
-        let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
-        format!(" AND e.app_id IN ({})", ids.join(", "))
+        let ids = super::id_list(ids);
+        format!(" AND e.app_id IN ({})", ids)
     };
     let (filter, order) = match which {
         Which::All => (String::new(), "a.name, e.id".to_string()),

@@ -300,6 +300,15 @@ fn decode_state<T>(text: &str, parse: fn(&str) -> Option<T>) -> Result<T, QueryE
     parse(text).ok_or_else(|| QueryError::stored(format!("unknown state {text:?}")))
 }
 
+/// Ids for an `IN (…)` list, written into a query's text: they are
+/// numbers, so nothing a person wrote reaches the SQL.
+fn id_list(ids: &[i64]) -> String {
+    ids.iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A transaction begun with [`Db::begin`].
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 

@@ -854,7 +854,7 @@ pub async fn latest_of_apps<'e>(
         return Ok(Vec::new());
     }
     // Numbers, written into the text: no injection.
-    let ids: Vec<String> = app_ids.iter().map(i64::to_string).collect();
+    let ids = super::id_list(app_ids);
     Ok(sqlx::query_as(&format!(
         "SELECT {LATEST_COLUMNS}
          FROM environments e
@@ -864,7 +864,7 @@ pub async fn latest_of_apps<'e>(
              WHERE n.environment_id = e.id AND n.state <> $1
              ORDER BY n.created_at DESC, n.id DESC LIMIT 1)
          WHERE e.destroyed_at IS NULL AND e.app_id IN ({})",
-        ids.join(", ")
+        ids
     ))
     .bind(RunState::Superseded.as_str())
     .fetch_all(exec)
@@ -892,8 +892,8 @@ where
         None => String::new(),
         Some([]) => return Ok(Vec::new()),
         Some(ids) => {
-            let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
-            format!(" AND r.app_id IN ({})", ids.join(", "))
+            let ids = super::id_list(ids);
+            format!(" AND r.app_id IN ({})", ids)
         }
     };
     #[derive(FromRow)]
@@ -923,13 +923,13 @@ where
     let mut environments: Vec<i64> = failed.iter().map(|f| f.environment_id).collect();
     environments.sort_unstable();
     environments.dedup();
-    let ids: Vec<String> = environments.iter().map(i64::to_string).collect();
+    let ids = super::id_list(&environments);
     let newest: Vec<(i64, Option<i64>)> = sqlx::query_as(&format!(
         "SELECT e.id, (SELECT n.id FROM runs n
                        WHERE n.environment_id = e.id AND n.state <> $1
                        ORDER BY n.created_at DESC, n.id DESC LIMIT 1)
          FROM environments e WHERE e.id IN ({})",
-        ids.join(", ")
+        ids
     ))
     .bind(RunState::Superseded.as_str())
     .fetch_all(exec)

@@ -44,7 +44,7 @@ impl Masker {
                 for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
                     needles.push(engine.encode(form));
                 }
-                needles.push(percent_encode(form));
+                needles.push(app::format::percent_encode(form));
             }
         }
         needles.retain(|needle| !needle.is_empty());
@@ -101,18 +101,6 @@ impl Masker {
     }
 }
 
-/// Percent-encoding as `encodeURIComponent` and most URL libraries write it.
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,7 +123,7 @@ mod tests {
         for form in [
             STANDARD.encode(secret),
             URL_SAFE_NO_PAD.encode(secret),
-            percent_encode(secret),
+            app::format::percent_encode(secret),
             "p@ss w/rd+?".to_string(),
         ] {
             assert_eq!(masker.mask(&format!("x={form};")), "x=***;", "{form}");
