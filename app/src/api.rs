@@ -8,8 +8,7 @@ use leptos::prelude::*;
 use crate::dto::{
     AppOverview, ApprovalInbox, AuditEntry, AuditFilter, ChangeRequestDetail, ChangeRequestSummary,
     ChannelSummary, ClusterSummary, ConfigStatus, EnvironmentSummary, ObjectDiff, PendingApproval,
-    ReleaseFilter, ReleaseSummary, RunDetail, RunSummary, Settings, ShareLink, SharedPreview,
-    TesterFeedback,
+    ReleaseFilter, ReleaseSummary, RunDetail, Settings, ShareLink, SharedPreview, TesterFeedback,
 };
 
 #[cfg(feature = "ssr")]
@@ -43,6 +42,14 @@ async fn visitor() -> Result<(Port, Option<crate::port::Caller>), ServerFnError>
     Ok((port, visitor))
 }
 
+/// The status of the page (or server-function answer) being made.
+#[cfg(feature = "ssr")]
+fn set_status(status: http::StatusCode) {
+    if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+        response.set_status(status);
+    }
+}
+
 /// Logs the cause and gives the browser a message without internals
 /// (or the reason, when the request was refused for one the person can fix).
 #[cfg(feature = "ssr")]
@@ -52,6 +59,11 @@ fn failed(what: &'static str) -> impl FnOnce(crate::port::PortError) -> ServerFn
         | crate::port::PortError::Forbidden(reason)
         | crate::port::PortError::NotFound(reason)
         | crate::port::PortError::Conflict(reason) => ServerFnError::new(reason),
+        crate::port::PortError::Gone(reason) => {
+            // A page built on what is gone says so in its status too.
+            set_status(http::StatusCode::GONE);
+            ServerFnError::new(reason)
+        }
         crate::port::PortError::Failed(cause) => {
             tracing::error!(%cause, "dashboard could not load {what}");
             ServerFnError::new(format!(
@@ -117,9 +129,11 @@ pub async fn waiting_for_me() -> Result<u32, ServerFnError> {
 }
 
 #[server(prefix = "/fn", endpoint = "list_runs")]
-pub async fn list_runs() -> Result<Vec<RunSummary>, ServerFnError> {
+pub async fn list_runs(
+    #[server(default)] query: crate::dto::RunQuery,
+) -> Result<crate::dto::RunsPage, ServerFnError> {
     let (port, caller) = caller().await?;
-    port.runs(&caller).await.map_err(failed("runs"))
+    port.runs(&caller, query).await.map_err(failed("runs"))
 }
 
 #[server(prefix = "/fn", endpoint = "get_app_overview")]
@@ -270,9 +284,12 @@ pub async fn share_change_request(id: i64, csrf: String) -> Result<ShareLink, Se
 #[server(prefix = "/fn", endpoint = "get_shared_preview")]
 pub async fn get_shared_preview(token: String) -> Result<SharedPreview, ServerFnError> {
     let (port, visitor) = visitor().await?;
-    port.shared_preview(visitor.as_ref(), token)
-        .await
-        .map_err(failed("the shared preview"))
+    let shared = port.shared_preview(visitor.as_ref(), token).await;
+    if let Err(crate::port::PortError::NotFound(_)) = &shared {
+        // A link that never was (or was tampered with) is a 404 page.
+        set_status(http::StatusCode::NOT_FOUND);
+    }
+    shared.map_err(failed("the shared preview"))
 }
 
 /// A tester's verdict through a share link (signed in or not).
@@ -453,6 +470,16 @@ fn review_of(action: &str, comment: String) -> Result<crate::dto::Review, Server
         action,
         comment: Some(comment).filter(|c| !c.trim().is_empty()),
     })
+}
+
+/// An admin stops a run (queued, held or running).
+#[server(prefix = "/fn", endpoint = "cancel_run")]
+pub async fn cancel_run(id: i64, csrf: String) -> Result<String, ServerFnError> {
+    let (port, caller) = caller().await?;
+    caller.check_csrf(&csrf).map_err(failed("the cancel"))?;
+    port.cancel_run(&caller, id)
+        .await
+        .map_err(failed("the cancel"))
 }
 
 #[server(prefix = "/fn", endpoint = "whoami")]

@@ -49,6 +49,33 @@ pub fn ago(at: UnixMillis, now: UnixMillis) -> String {
     }
 }
 
+/// `42 s`, `3 min 5 s`, `1 h 2 min`: how long something took.
+pub fn duration(millis: i64) -> String {
+    let seconds = millis.max(0) / 1000;
+    match seconds {
+        0..=59 => format!("{seconds} s"),
+        60..=3_599 => format!("{} min {} s", seconds / 60, seconds % 60),
+        _ => format!("{} h {} min", seconds / 3_600, (seconds % 3_600) / 60),
+    }
+}
+
+/// Characters a one-line summary keeps at most.
+const LINE_MAX_CHARS: usize = 200;
+
+/// The first non-blank line of a text, cut to 200 characters: a list's
+/// one-line reason or commit subject. `None` for a blank text.
+pub fn first_line(text: &str) -> Option<String> {
+    let line = text.lines().map(str::trim).find(|line| !line.is_empty())?;
+    Some(if line.chars().count() > LINE_MAX_CHARS {
+        format!(
+            "{}…",
+            line.chars().take(LINE_MAX_CHARS - 1).collect::<String>()
+        )
+    } else {
+        line.to_string()
+    })
+}
+
 /// RFC 3339 in UTC, for `<time datetime>`.
 pub fn iso(at: UnixMillis) -> String {
     let seconds = at.div_euclid(1000);
@@ -106,6 +133,22 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_and_one_line_summaries_read_short() {
+        assert_eq!(duration(999), "0 s");
+        assert_eq!(duration(185_000), "3 min 5 s");
+        assert_eq!(duration(3_720_000), "1 h 2 min");
+        assert_eq!(duration(-5), "0 s");
+        assert_eq!(
+            first_line("\n  \n step test failed: exit 1\nmore"),
+            Some("step test failed: exit 1".into())
+        );
+        assert_eq!(first_line(" \n "), None);
+        let long = first_line(&"é".repeat(500)).unwrap();
+        assert_eq!(long.chars().count(), 200);
+        assert!(long.ends_with('…'));
+    }
 
     #[test]
     fn formats_epoch_leap_days_and_pre_epoch_instants() {

@@ -17,8 +17,8 @@ use crate::dto::{
     ChangeRequestSummary, ChannelSummary, ClusterRegistration, ClusterSummary, CommitReleases,
     ConfigStatus, EnvironmentSummary, LaneQuery, LanesPage, Me, NewChangeRequest, NewFeedback,
     ObjectDiff, PendingApproval, PromoteRequest, Promotion, ReleaseComparison, ReleaseFilter,
-    ReleaseSummary, Review, RollbackAccepted, RollbackRequest, RunDetail, RunSummary, Settings,
-    ShareLink, SharedPreview, TesterFeedback,
+    ReleaseSummary, Review, RollbackAccepted, RollbackRequest, RunDetail, RunQuery, RunsPage,
+    Settings, ShareLink, SharedPreview, TesterFeedback,
 };
 
 /// The change feed's version as it was when a page's request arrived, read
@@ -52,6 +52,9 @@ pub enum PortError {
     /// The thing's state does not allow this now (already decided, frozen).
     #[error("{0}")]
     Conflict(String),
+    /// It was there and is gone for good (an expired or revoked link).
+    #[error("{0}")]
+    Gone(String),
 }
 
 /// Who is asking: a signed-in person or an API token's owner.
@@ -128,7 +131,8 @@ pub trait StackPort: Send + Sync {
 /// Runs, their logs and diffs, and the runs held for approval.
 #[async_trait]
 pub trait RunsPort: Send + Sync {
-    async fn runs(&self, caller: &Caller) -> Result<Vec<RunSummary>, PortError>;
+    /// A page of runs, newest first, of the apps the caller may see.
+    async fn runs(&self, caller: &Caller, query: RunQuery) -> Result<RunsPage, PortError>;
     async fn pending_approvals(&self, caller: &Caller) -> Result<Vec<PendingApproval>, PortError>;
     async fn run_detail(&self, caller: &Caller, id: i64) -> Result<Option<RunDetail>, PortError>;
     /// The stored log of one step of a run, in order.
@@ -152,6 +156,8 @@ pub trait RunsPort: Send + Sync {
         caller: &Caller,
         id: i64,
     ) -> Result<Option<Vec<ObjectDiff>>, PortError>;
+    /// Stops a run for an admin of its app; says what happened.
+    async fn cancel_run(&self, caller: &Caller, id: i64) -> Result<String, PortError>;
 }
 
 /// Change requests: listing, opening, reviewing, their diffs, the inbox.

@@ -163,6 +163,9 @@ test('a developer opens a change request, an admin approves it in the inbox, Gan
   await tester.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
   assert.match(await tester.getByTestId('share-title').textContent(), /Say hello/);
   assert.equal(await tester.getByTestId('share-preview').count(), 1);
+  // The tester page alone: no product navigation, named after the change.
+  assert.equal(await tester.locator('nav.sidebar').count(), 0);
+  assert.match(await tester.title(), /^Test: Say hello.* · shop · Gantry$/);
   await tester.screenshot({ path: join(artifacts, 'demo-share-tester.png'), fullPage: true });
   await tester.getByLabel('It works').check();
   await tester.locator('textarea[name="comment"]').fill('Hello shows on my phone too');
@@ -170,6 +173,7 @@ test('a developer opens a change request, an admin approves it in the inbox, Gan
   await tester.getByRole('button', { name: 'Send feedback' }).click();
   await tester.getByTestId('feedback-sent').waitFor({ timeout: 30_000 });
   await tester.getByTestId('feedback').filter({ hasText: 'Lin from QA' }).waitFor();
+  assert.equal(await tester.locator('textarea[name="comment"]').inputValue(), '', 'the sent form is emptied');
   await tester.screenshot({ path: join(artifacts, 'demo-share-feedback.png'), fullPage: true });
   assert.deepEqual(testerProblems, []);
   await testerContext.close();
@@ -458,7 +462,7 @@ async function seriousViolations(page) {
 
 // Every view, in the light and the dark theme, checked with axe-core (npm):
 // no serious or critical violation. Each view's screenshot is kept.
-test('every view passes an accessibility check (axe-core), light and dark, and fits a phone', async () => {
+test('every view passes an accessibility check (axe-core) at a desk\'s and a phone\'s width, light and dark, and fits a phone', async () => {
   const setup = await browser.newContext();
   const admin = await setup.newPage();
   await signIn(admin, base, { name: 'ada', role: 'admin' });
@@ -490,25 +494,27 @@ test('every view passes an accessibility check (axe-core), light and dark, and f
 
   const failures = [];
   for (const scheme of ['light', 'dark']) {
-    const context = await browser.newContext({ colorScheme: scheme });
-    const page = await context.newPage();
-    await signIn(page, base, { name: 'ada', role: 'admin' });
-    const check = async (name, url) => {
-      await page.goto(url);
-      await page.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
-      for (const violation of await seriousViolations(page)) failures.push(`${scheme} ${name}: ${violation}`);
-      await page.screenshot({ path: join(artifacts, `view-${name}-${scheme}.png`), fullPage: true });
-    };
-    for (const [name, path] of views) await check(name, `${base}${path}`);
-    await context.close();
-    // The tester page, as someone without an account sees it.
-    const visitor = await browser.newContext({ colorScheme: scheme });
-    const visitorPage = await visitor.newPage();
-    await visitorPage.goto(shareUrl);
-    await visitorPage.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
-    for (const violation of await seriousViolations(visitorPage)) failures.push(`${scheme} share: ${violation}`);
-    await visitorPage.screenshot({ path: join(artifacts, `view-share-${scheme}.png`), fullPage: true });
-    await visitor.close();
+    for (const [width, height] of [[1440, 900], [390, 844]]) {
+      const context = await browser.newContext({ colorScheme: scheme, viewport: { width, height } });
+      const page = await context.newPage();
+      await signIn(page, base, { name: 'ada', role: 'admin' });
+      const check = async (name, url) => {
+        await page.goto(url);
+        await page.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
+        for (const violation of await seriousViolations(page)) failures.push(`${scheme} ${width}px ${name}: ${violation}`);
+        await page.screenshot({ path: join(artifacts, `view-${name}-${width}-${scheme}.png`), fullPage: true });
+      };
+      for (const [name, path] of views) await check(name, `${base}${path}`);
+      await context.close();
+      // The tester page, as someone without an account sees it.
+      const visitor = await browser.newContext({ colorScheme: scheme, viewport: { width, height } });
+      const visitorPage = await visitor.newPage();
+      await visitorPage.goto(shareUrl);
+      await visitorPage.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
+      for (const violation of await seriousViolations(visitorPage)) failures.push(`${scheme} ${width}px share: ${violation}`);
+      await visitorPage.screenshot({ path: join(artifacts, `view-share-${width}-${scheme}.png`), fullPage: true });
+      await visitor.close();
+    }
   }
   // At a phone's width every view fits: nothing scrolls sideways but the
   // tables and logs that scroll inside themselves.
@@ -706,5 +712,100 @@ test('a commit pushed straight to master is held, listed apart, and no other app
   await page.screenshot({ path: join(artifacts, 'coverage-approved-not-merged.png'), fullPage: true });
   const environments = await (await page.request.get(`${base}/api/v1/environments`)).json();
   assert.notEqual(environments.find((e) => e.name === 'production').commit_sha, smuggled);
+  await context.close();
+});
+
+test('the runs list filters and pages, says why a run failed; a run shows its timeline and an admin can cancel', async () => {
+  const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
+  const page = await context.newPage();
+  const problems = watchProblems(page);
+  await signIn(page, base, { name: 'ada', role: 'admin' });
+  const failed = (await (await page.request.get(`${base}/api/v1/runs?state=failed`)).json())[0];
+  assert.ok(failed, 'the lanes journey left a failed run');
+  assert.ok(failed.reason, `a failed run says why: ${JSON.stringify(failed)}`);
+
+  // Filters live in the address and the form keeps them.
+  await page.goto(`${base}/runs?state=failed&app=shop`);
+  await page.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
+  const rows = page.getByTestId('run-row');
+  assert.ok((await rows.count()) >= 1);
+  for (const state of await rows.locator('.card-state .badge').allTextContents()) assert.equal(state.trim(), 'failed');
+  assert.equal(await rows.first().getByTestId('run-reason').textContent(), failed.reason);
+  assert.equal(await page.locator('select[name="state"]').inputValue(), 'failed');
+  await page.screenshot({ path: join(artifacts, 'runs-filtered-1440.png'), fullPage: true });
+  // A filter that matches nothing says so.
+  await page.locator('input[name="branch"]').fill('no-such-branch');
+  await page.getByRole('button', { name: 'Show' }).click();
+  await page.waitForURL(/branch=no-such-branch/);
+  await page.getByText('No run matches these filters').waitFor();
+
+  // The failed run: its title, a timeline with a bar per step that ran.
+  await page.goto(`${base}/runs/${failed.id}`);
+  await page.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
+  assert.equal(await page.title(), `Run #${failed.id} · shop · Gantry`);
+  const detail = await (await page.request.get(`${base}/api/v1/runs/${failed.id}`)).json();
+  const timeline = page.getByTestId('run-timeline');
+  assert.equal(await timeline.getByTestId('timeline-step').count(), detail.steps.length);
+  const ran = detail.steps.filter((s) => s.started_at).length;
+  assert.equal(await timeline.locator('.timeline-bar:not(.timeline-wait)').count(), ran);
+  assert.equal(await timeline.locator('.timeline-bar.state-failed').count(), detail.steps.filter((s) => s.state === 'failed').length);
+  assert.equal(await page.getByTestId('cancel-run').count(), 0, 'a finished run has nothing to cancel');
+  for (const scheme of ['light', 'dark']) {
+    for (const [width, height] of [[1440, 900], [390, 844]]) {
+      await page.emulateMedia({ colorScheme: scheme });
+      await page.setViewportSize({ width, height });
+      await page.screenshot({ path: join(artifacts, `run-timeline-${width}-${scheme}.png`), fullPage: true });
+      const past = await pastTheEdge(page);
+      assert.deepEqual(past, [], `the run page at ${width}px`);
+    }
+  }
+  await page.emulateMedia({ colorScheme: 'light' });
+  await page.setViewportSize({ width: 1440, height: 900 });
+
+  // A run held for approval (production holds every push to master): an
+  // admin cancels it from its page.
+  const heldRuns = `${base}/api/v1/runs?state=waiting_for_approval&environment=production`;
+  if ((await (await page.request.get(heldRuns)).json()).length === 0) {
+    const clone = mkdtempSync(join(tmpdir(), 'gantry-cancel-'));
+    const git = (...args) => execFileSync('git', args, { cwd: clone, encoding: 'utf8' }).trim();
+    git('clone', '-q', join(workdir, '.gantry', 'demo', 'shop.git'), '.');
+    git('checkout', '-q', 'master');
+    writeFileSync(join(clone, 'cancel-me.txt'), 'x\n');
+    git('-c', 'user.name=Dev', '-c', 'user.email=dev@example.com', 'add', '-A');
+    git('-c', 'user.name=Dev', '-c', 'user.email=dev@example.com', 'commit', '-q', '-m', 'To be cancelled');
+    git('push', '-q', 'origin', 'master');
+    rmSync(clone, { recursive: true, force: true });
+  }
+  const deadline = Date.now() + 120_000;
+  let held;
+  for (;;) {
+    held = (await (await page.request.get(heldRuns)).json())[0];
+    if (held) break;
+    if (Date.now() > deadline) throw new Error('no production run was held');
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  await page.goto(`${base}/runs/${held.id}`);
+  await page.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
+  await page.getByTestId('run-actions').getByRole('button', { name: 'Approve' }).waitFor();
+  await page.getByTestId('cancel-run').click();
+  await page.getByTestId('cancel-outcome').waitFor();
+  const after = await (await page.request.get(`${base}/api/v1/runs/${held.id}`)).json();
+  assert.equal(after.run.state, 'cancelled');
+
+  // On a phone the navigation is a menu that names the current page.
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.goto(`${base}/runs`);
+  await page.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
+  const menu = page.locator('.nav-phone summary');
+  assert.ok(await menu.isVisible(), 'a menu button on a phone');
+  assert.equal((await menu.locator('.nav-here').textContent()).trim(), 'Runs');
+  assert.equal(await page.locator('.nav-wide').isVisible(), false);
+  await page.screenshot({ path: join(artifacts, 'nav-phone-closed.png') });
+  await menu.click();
+  await page.screenshot({ path: join(artifacts, 'nav-phone-open.png') });
+  await page.locator('.nav-phone').getByRole('link', { name: /^Approvals/ }).click();
+  await page.waitForURL(`${base}/approvals`);
+  assert.equal((await page.locator('.nav-phone summary .nav-here').textContent()).trim(), 'Approvals');
+  assert.deepEqual(problems, []);
   await context.close();
 });

@@ -6,9 +6,10 @@ use app::dto::{
     AppOverview, ApprovalInbox, Attention, AuditEntry, AuditFilter, ChangeRequestDetail,
     ChangeRequestSummary, ChannelSummary, ClusterRegistration, ClusterSummary, CommitReleases,
     ConfigIssue, ConfigStatus, EnvironmentSummary, LaneQuery, LanesPage, NewChangeRequest,
-    NewFeedback, ObjectDiff, PendingApproval, PromoteRequest, Promotion, ReleaseComparison,
-    ReleaseFilter, ReleaseSummary, Review, ReviewAction, Role, RollbackAccepted, RollbackRequest,
-    RunDetail, RunSummary, SettingSource, Settings, ShareLink, SharedPreview, TesterFeedback,
+    NewFeedback, ObjectDiff, PendingApproval, PromoteRequest, Promotion, RUNS_PER_PAGE,
+    ReleaseComparison, ReleaseFilter, ReleaseSummary, Review, ReviewAction, Role, RollbackAccepted,
+    RollbackRequest, RunDetail, RunQuery, RunState, RunsPage, SettingSource, Settings, ShareLink,
+    SharedPreview, TesterFeedback,
 };
 use app::port::{
     AdminPort, Caller, ChangeRequestsPort, ClustersPort, IdentityPort, PortError, ReleasesPort,
@@ -118,11 +119,53 @@ impl StackPort for App {
 
 #[async_trait]
 impl RunsPort for App {
-    async fn runs(&self, caller: &Caller) -> Result<Vec<RunSummary>, PortError> {
-        let all = db::runs::list_recent(self.db.pool())
+    async fn runs(&self, caller: &Caller, query: RunQuery) -> Result<RunsPage, PortError> {
+        let pool = self.db.pool();
+        let query = query.cleaned();
+        let state = match query.state.as_deref() {
+            None => None,
+            Some(text) => Some(RunState::parse(text).ok_or_else(|| {
+                let known: Vec<&str> = RunState::ALL.iter().map(|s| s.as_str()).collect();
+                PortError::Refused(format!(
+                    "state {text:?} is not a run state; one of: {}",
+                    known.join(", ")
+                ))
+            })?),
+        };
+        let app_ids = crate::visibility::Visible::of(&self.db, caller, Role::Viewer)
             .await
-            .map_err(port_error)?;
-        Ok(visible(caller, Role::Viewer, all, |r| &r.app))
+            .map_err(port_error)?
+            .ids();
+        let per_page = i64::from(RUNS_PER_PAGE);
+        let mut runs = db::runs::page(
+            pool,
+            &db::runs::Filter {
+                app_ids: app_ids.as_deref(),
+                app: query.app.as_deref(),
+                environment: query.environment.as_deref(),
+                state,
+                branch: query.branch.as_deref(),
+                actor: query.actor.as_deref(),
+                before: query.before,
+            },
+            per_page + 1,
+        )
+        .await
+        .map_err(port_error)?;
+        let older = (runs.len() as i64 > per_page).then(|| {
+            runs.truncate(per_page as usize);
+            runs.last().map(|r| r.id)
+        });
+        for run in &mut runs {
+            // Why a run failed is for testers and above, like its page.
+            if !caller.me.can(Role::Tester, Some(&run.app)) {
+                run.reason = None;
+            }
+        }
+        Ok(RunsPage {
+            runs,
+            older: older.flatten(),
+        })
     }
 
     async fn pending_approvals(&self, caller: &Caller) -> Result<Vec<PendingApproval>, PortError> {
@@ -248,6 +291,18 @@ impl RunsPort for App {
         // Bad manifests are the admin's to read and fix (Invalid); a
         // cluster that does not answer is Unavailable.
         Ok(crate::delivery::deploy::drift::diff_for_run(&self.delivery(), id).await?)
+    }
+
+    async fn cancel_run(&self, caller: &Caller, id: i64) -> Result<String, PortError> {
+        use crate::runs::cancel::{Cancelled, cancel};
+        Ok(match cancel(&self.db, caller, id).await? {
+            Cancelled::Now => format!("Run #{id} is cancelled."),
+            Cancelled::Requested => {
+                format!(
+                    "Run #{id} is asked to stop: its step is stopped and the run ends cancelled."
+                )
+            }
+        })
     }
 }
 
@@ -613,6 +668,7 @@ pub fn port_error_of(error: &impl Classified) -> PortError {
         Kind::NotFound => PortError::NotFound(message),
         Kind::Invalid => PortError::Refused(message),
         Kind::Conflict => PortError::Conflict(message),
+        Kind::Gone => PortError::Gone(message),
         Kind::Forbidden | Kind::Unauthenticated => PortError::Forbidden(message),
         Kind::Unavailable => PortError::Unavailable(message),
         Kind::Internal => PortError::Failed(message),
@@ -639,6 +695,7 @@ answered_by_kind!(
     crate::change_requests::ChangeRequestError,
     crate::approvals::ApprovalError,
     crate::lanes::LaneError,
+    crate::runs::cancel::CancelError,
 );
 
 #[cfg(test)]
@@ -664,6 +721,7 @@ mod tests {
         assert!(matches!(answer(Kind::NotFound), PortError::NotFound(_)));
         assert!(matches!(answer(Kind::Invalid), PortError::Refused(_)));
         assert!(matches!(answer(Kind::Conflict), PortError::Conflict(_)));
+        assert!(matches!(answer(Kind::Gone), PortError::Gone(_)));
         assert!(matches!(answer(Kind::Forbidden), PortError::Forbidden(_)));
         assert!(matches!(
             answer(Kind::Unauthenticated),

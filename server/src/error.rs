@@ -12,6 +12,9 @@ pub enum Kind {
     Invalid,
     /// The thing's state does not allow this now.
     Conflict,
+    /// The thing was there and is gone for good (an expired or revoked
+    /// share link): asking again will not help; asking for a new one will.
+    Gone,
     /// The caller is known but may not do this.
     Forbidden,
     /// The caller is not known: no, or no longer valid, credentials.

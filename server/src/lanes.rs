@@ -18,6 +18,7 @@ use crate::db::{self, Db, QueryError};
 use crate::error::{Classified, Kind};
 use crate::git::GitStore;
 use crate::gitops::schema::{AppConfig, BranchMatch};
+use crate::visibility::Visible;
 
 /// What the lanes read: the database, the mirrors (for distances between
 /// commits) and the clock (for freezes).
@@ -64,24 +65,47 @@ impl Lanes<'_> {
             .take(SEARCH_MAX_CHARS)
             .collect();
         let needle = search.to_lowercase();
-        let matching: Vec<(i64, String)> = self
-            .visible(caller)
-            .await?
-            .apps
-            .into_iter()
-            .filter(|(_, name)| name.to_lowercase().contains(&needle))
-            .collect();
         let per_page = LANES_PER_PAGE as usize;
-        let pages = matching.len().div_ceil(per_page).max(1);
-        let page = (query.page.unwrap_or(1).max(1) as usize).min(pages);
-        let shown = &matching
-            [((page - 1) * per_page).min(matching.len())..(page * per_page).min(matching.len())];
+        let wanted = query.page.unwrap_or(1).max(1) as usize;
+        // A grant on every app pages in SQL (no list of every name per
+        // request); a scoped caller's few apps are filtered here.
+        let (shown, total): (Vec<(i64, String)>, usize) =
+            match Visible::of(self.db, caller, Role::Viewer).await? {
+                Visible::Every => {
+                    let pool = self.db.pool();
+                    let total = db::apps::count_active(pool, &needle).await?;
+                    let total = usize::try_from(total).unwrap_or(0);
+                    let page = wanted.min(total.div_ceil(per_page).max(1));
+                    let offset = i64::try_from((page - 1) * per_page).unwrap_or(i64::MAX);
+                    let apps =
+                        db::apps::page_active(pool, &needle, offset, i64::from(LANES_PER_PAGE))
+                            .await?;
+                    (apps, total)
+                }
+                Visible::Only(apps) => {
+                    let matching: Vec<_> = apps
+                        .into_iter()
+                        .filter(|(_, name)| name.to_lowercase().contains(&needle))
+                        .collect();
+                    let total = matching.len();
+                    let page = wanted.min(total.div_ceil(per_page).max(1));
+                    let shown = matching
+                        .into_iter()
+                        .skip((page - 1) * per_page)
+                        .take(per_page)
+                        .collect();
+                    (shown, total)
+                }
+            };
+        let pages = total.div_ceil(per_page).max(1);
+        let page = wanted.min(pages);
+        let shown = &shown[..];
         let lanes = self
             .lanes_of(caller, shown, Some(PREVIEWS_PER_LANE))
             .await?;
         Ok(LanesPage {
             lanes,
-            matching: u32::try_from(matching.len()).unwrap_or(u32::MAX),
+            matching: u32::try_from(total).unwrap_or(u32::MAX),
             page: u32::try_from(page).unwrap_or(u32::MAX),
             pages: u32::try_from(pages).unwrap_or(u32::MAX),
             search,
@@ -196,27 +220,12 @@ impl Lanes<'_> {
         }
     }
 
-    /// The apps the caller may see, by name, and whether that is all.
-    async fn visible(&self, caller: &Caller) -> Result<Visible, LaneError> {
-        let apps: Vec<(i64, String)> = db::apps::names_active(self.db.pool())
-            .await?
-            .into_iter()
-            .filter(|(_, name)| caller.me.can(Role::Viewer, Some(name)))
-            .collect();
-        // Only a grant on every app lifts the filter: an app added after
-        // the list was read stays out of a scoped caller's answers.
-        Ok(Visible {
-            every: caller.me.can(Role::Viewer, None),
-            apps,
-        })
-    }
-
     /// What needs someone now, across the apps the caller may see: the
     /// queries are limited to those apps before their limits apply, so
     /// other apps' trouble never crowds out the caller's own.
     pub async fn attention(&self, caller: &Caller) -> Result<Attention, LaneError> {
         let pool = self.db.pool();
-        let visible = self.visible(caller).await?;
+        let visible = Visible::of(self.db, caller, Role::Viewer).await?;
         let ids = visible.ids();
         let flagged: Vec<EnvironmentSummary> = db::environments::list_active_of(
             self.db,
@@ -310,7 +319,7 @@ impl Lanes<'_> {
     /// the change (unless the policy allows it), a fork's waits for an
     /// admin, and a run held only by a freeze waits for no one.
     pub async fn waiting_for(&self, caller: &Caller) -> Result<u32, LaneError> {
-        let visible = self.visible(caller).await?;
+        let visible = Visible::of(self.db, caller, Role::Viewer).await?;
         self.waiting_among(caller, &visible).await
     }
 
@@ -368,18 +377,6 @@ impl Lanes<'_> {
 
 /// The apps a caller may see: `every` when a grant covers all apps (then
 /// the queries need no filter).
-struct Visible {
-    apps: Vec<(i64, String)>,
-    every: bool,
-}
-
-impl Visible {
-    /// The ids to limit queries to; `None`: no limit.
-    fn ids(&self) -> Option<Vec<i64>> {
-        (!self.every).then(|| self.apps.iter().map(|(id, _)| *id).collect())
-    }
-}
-
 /// Drift details name objects and fields: admins of the app only.
 pub fn redact_drift(caller: &Caller, mut env: EnvironmentSummary) -> EnvironmentSummary {
     if !caller.me.can(Role::Admin, Some(&env.app)) {
@@ -406,12 +403,7 @@ fn last_run(row: db::runs::LatestRow) -> LastRun {
 
 /// The first line of a text, within a lane's width of reading.
 fn first_line(text: &str) -> String {
-    let line = text.lines().next().unwrap_or_default().trim();
-    if line.chars().count() > 200 {
-        format!("{}…", line.chars().take(199).collect::<String>())
-    } else {
-        line.to_string()
-    }
+    app::format::first_line(text).unwrap_or_default()
 }
 
 /// Puts one app's environments in lane order: the fixed entries' in stack

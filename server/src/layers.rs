@@ -67,6 +67,7 @@ pub const MODULES: &[(&str, Layer)] = &[
     ("runs", Layer::Domain),
     ("secrets_admin", Layer::Domain),
     ("sharing", Layer::Domain),
+    ("visibility", Layer::Domain),
     ("replica", Layer::Application),
     ("state", Layer::Application),
     ("jobs", Layer::Jobs),

@@ -43,6 +43,7 @@ pub mod signals;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
+pub mod visibility;
 
 pub use http::AppState;
 pub use state::App;

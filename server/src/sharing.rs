@@ -47,12 +47,15 @@ pub enum ShareError {
     #[error("change request {0} does not exist")]
     NotFound(i64),
     /// Malformed, tampered with, or signed with another key.
-    #[error("this share link is not valid")]
+    #[error("this share link is not valid; ask whoever sent it for a new one")]
     Invalid,
     #[error("this share link expired at {0}; ask for a new one")]
     Expired(String),
     #[error("this share link was revoked; ask for a new one")]
     Revoked,
+    /// Revoking a link twice: the link is gone, the request is what fails.
+    #[error("share link {0} is already revoked")]
+    AlreadyRevoked(i64),
     #[error("{0}")]
     Forbidden(String),
     /// Feedback the tester can fix.
@@ -70,7 +73,8 @@ impl crate::error::Classified for ShareError {
         match self {
             // A bad link says no more than a missing one.
             ShareError::NotFound(_) | ShareError::Invalid => Kind::NotFound,
-            ShareError::Expired(_) | ShareError::Revoked => Kind::Conflict,
+            ShareError::Expired(_) | ShareError::Revoked => Kind::Gone,
+            ShareError::AlreadyRevoked(_) => Kind::Conflict,
             ShareError::Forbidden(_) => Kind::Forbidden,
             ShareError::Refused(_) => Kind::Invalid,
             ShareError::Config(_) => Kind::Internal,
@@ -194,7 +198,7 @@ pub async fn revoke(sharing: &Sharing<'_>, caller: &Caller, link: i64) -> Result
         return Err(unknown());
     }
     if !db::sharing::revoke(pool, link, sharing.clock.now_millis()).await? {
-        return Err(ShareError::Revoked);
+        return Err(ShareError::AlreadyRevoked(link));
     }
     crate::audit::record(
         sharing.db,

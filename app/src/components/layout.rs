@@ -29,11 +29,17 @@ pub fn Layout(children: Children) -> impl IntoView {
     let me = Resource::new(|| (), |_| whoami());
     provide_context(me);
     let waiting = Resource::new(|| (), |_| waiting_for_me());
+    // A tester behind a share link sees that page alone: the product's
+    // areas are not theirs to browse.
+    let bare = use_location()
+        .pathname
+        .get_untracked()
+        .starts_with("/share/");
 
     view! {
         <a class="skip-link" href="#main">"Skip to content"</a>
         // `data-hydrated` turns "true" once the WASM runs (see ThemeToggle).
-        <div class="frame" data-hydrated="false">
+        <div class="frame" class:frame-bare=bare data-hydrated="false">
             <header class="topbar">
                 <a class="brand" href="/">
                     <span class="brand-mark" aria-hidden="true">"▲"</span>
@@ -46,13 +52,18 @@ pub fn Layout(children: Children) -> impl IntoView {
                     <ThemeToggle />
                 </div>
             </header>
-            <nav class="sidebar" aria-label="Main">
-                <Suspense fallback=|| nav(None, 0)>
-                    {move || Suspend::new(async move {
-                        nav(me.await.ok().flatten(), waiting.await.unwrap_or(0))
-                    })}
-                </Suspense>
-            </nav>
+            {(!bare)
+                .then(|| {
+                    view! {
+                        <nav class="sidebar" aria-label="Main">
+                            <Suspense fallback=|| nav(None, 0)>
+                                {move || Suspend::new(async move {
+                                    nav(me.await.ok().flatten(), waiting.await.unwrap_or(0))
+                                })}
+                            </Suspense>
+                        </nav>
+                    }
+                })}
             <main class="content" id="main" tabindex="-1">
                 // What the last form did; live refreshes keep it (data-keep).
                 <div id="outcome" class="outcome" data-keep="" aria-live="polite"></div>
@@ -63,20 +74,57 @@ pub fn Layout(children: Children) -> impl IntoView {
 }
 
 /// The areas this person may use (only the viewer ones before sign-in),
-/// with how many decisions wait for them beside Approvals.
+/// with how many decisions wait for them beside Approvals. A desk shows
+/// the list; a phone shows a menu button naming the current page (and the
+/// count), which opens the same list.
 fn nav(me: Option<Me>, waiting: u32) -> impl IntoView {
-    let items: Vec<_> = NAV
+    let items: Vec<(&'static str, &'static str)> = NAV
         .iter()
         .filter(|(_, _, role)| {
             *role == Role::Viewer || me.as_ref().is_some_and(|me| me.can_anywhere(*role))
         })
+        .map(|(href, label, _)| (*href, *label))
         .collect();
+    let path = use_location().pathname.get_untracked();
+    let here = items
+        .iter()
+        .filter(|(href, _)| {
+            if *href == "/" {
+                path == "/" || path.starts_with("/apps/")
+            } else {
+                path.starts_with(href)
+            }
+        })
+        .map(|(_, label)| *label)
+        .next_back()
+        .unwrap_or("Pages");
+    view! {
+        <div class="nav-wide">{nav_list(&items, waiting, true)}</div>
+        <details class="nav-phone">
+            <summary>
+                <span class="nav-phone-label">"Menu"</span>
+                <span class="nav-here">{here}</span>
+                {(waiting > 0).then(|| view! { <span class="nav-count" aria-hidden="true">{waiting}</span> })}
+            </summary>
+            {nav_list(&items, waiting, false)}
+        </details>
+    }
+}
+
+/// The list of areas; `counted` marks the Approvals count for the tests
+/// (one of the two lists on a page).
+fn nav_list(
+    items: &[(&'static str, &'static str)],
+    waiting: u32,
+    counted: bool,
+) -> impl IntoView + use<> {
+    let items = items.to_vec();
     view! {
         <ul>
             {items
                 .into_iter()
-                .map(|(href, label, _)| {
-                    if *href == "/approvals" && waiting > 0 {
+                .map(|(href, label)| {
+                    if href == "/approvals" && waiting > 0 {
                         let text = if waiting == 1 {
                             "1 waits for you".to_string()
                         } else {
@@ -84,10 +132,10 @@ fn nav(me: Option<Me>, waiting: u32) -> impl IntoView {
                         };
                         return view! {
                             <li>
-                                <A href=*href>
-                                    {*label}
+                                <A href=href>
+                                    {label}
                                     " "
-                                    <span class="nav-count" data-testid="approvals-count">
+                                    <span class="nav-count" data-testid=counted.then_some("approvals-count")>
                                         <span aria-hidden="true">{waiting}</span>
                                         <span class="visually-hidden">{text}</span>
                                     </span>
@@ -98,8 +146,8 @@ fn nav(me: Option<Me>, waiting: u32) -> impl IntoView {
                     }
                     view! {
                         <li>
-                            <A href=*href exact=*href == "/">
-                                {*label}
+                            <A href=href exact=href == "/">
+                                {label}
                             </A>
                         </li>
                     }

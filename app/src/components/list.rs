@@ -53,10 +53,16 @@ pub fn Badge(state: &'static str) -> impl IntoView {
 }
 
 /// A page heading with a one-line explanation of what the page is for.
+/// The tab shows the heading too, unless the page names its tab after
+/// what it shows (`tab=false`: "Run #10 · shop").
 #[component]
-pub fn PageHeader(title: &'static str, lead: &'static str) -> impl IntoView {
+pub fn PageHeader(
+    title: &'static str,
+    lead: &'static str,
+    #[prop(default = true)] tab: bool,
+) -> impl IntoView {
     view! {
-        <leptos_meta::Title text=title />
+        {tab.then(|| view! { <leptos_meta::Title text=title /> })}
         <header class="page-header">
             <h1>{title}</h1>
             <p class="lead">{lead}</p>

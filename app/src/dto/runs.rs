@@ -15,6 +15,113 @@ pub struct RunSummary {
     pub state: RunState,
     pub created_at: UnixMillis,
     pub finished_at: Option<UnixMillis>,
+    /// When its first step started (`None`: it never started).
+    #[serde(default)]
+    pub started_at: Option<UnixMillis>,
+    /// What started it: `push`, `hook`, `poll`, `change_request`,
+    /// `rollback`, `promote`, …
+    #[serde(default)]
+    pub trigger: String,
+    /// The first line of its commit's message (the author's words: shown,
+    /// never trusted).
+    #[serde(default)]
+    pub commit_message: Option<String>,
+    /// Who made it happen, as sign-in knows them: the admin who asked for a
+    /// rollback or promotion, or the Gantry user a forge said pushed the
+    /// commit. Never the commit's author line.
+    #[serde(default)]
+    pub actor: Option<String>,
+    /// Why it ended without success, in one line (for testers and above).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The newer run that took its place, for a superseded run.
+    #[serde(default)]
+    pub superseded_by: Option<i64>,
+}
+
+/// Which runs the runs list shows: every filter is optional and exact
+/// (names as the pages show them); `before` pages back from a run id.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema, utoipa::IntoParams))]
+pub struct RunQuery {
+    #[serde(default)]
+    pub app: Option<String>,
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// A run state (`failed`, `running`, `waiting_for_approval`, …).
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// A person, as the Actor column shows them.
+    #[serde(default)]
+    pub actor: Option<String>,
+    /// Only runs older than this run id (the `older` of the previous page).
+    #[serde(default)]
+    pub before: Option<i64>,
+}
+
+impl RunQuery {
+    /// The query with blank filters dropped and the rest trimmed (a form
+    /// sends every field, filled or not).
+    pub fn cleaned(self) -> RunQuery {
+        let clean = |field: Option<String>| {
+            field
+                .map(|text| text.trim().to_string())
+                .filter(|text| !text.is_empty())
+        };
+        RunQuery {
+            app: clean(self.app),
+            environment: clean(self.environment),
+            state: clean(self.state),
+            branch: clean(self.branch),
+            actor: clean(self.actor),
+            before: self.before,
+        }
+    }
+
+    /// The query as an address's query string, percent-encoded (empty for
+    /// no filter): the runs page's links and the API's `Link` header.
+    pub fn query_string(&self) -> String {
+        let encode = crate::format::percent_encode;
+        [
+            ("app", self.app.as_deref().map(encode)),
+            ("environment", self.environment.as_deref().map(encode)),
+            ("state", self.state.as_deref().map(encode)),
+            ("branch", self.branch.as_deref().map(encode)),
+            ("actor", self.actor.as_deref().map(encode)),
+            ("before", self.before.map(|b| b.to_string())),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| value.map(|v| format!("{key}={v}")))
+        .collect::<Vec<_>>()
+        .join("&")
+    }
+
+    /// Whether any filter (paging apart) is set.
+    pub fn is_filtered(&self) -> bool {
+        [
+            &self.app,
+            &self.environment,
+            &self.state,
+            &self.branch,
+            &self.actor,
+        ]
+        .iter()
+        .any(|f| f.is_some())
+    }
+}
+
+/// Runs a page of the runs list holds, at most.
+pub const RUNS_PER_PAGE: u32 = 50;
+
+/// One page of runs, newest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct RunsPage {
+    pub runs: Vec<RunSummary>,
+    /// Pass as `before` for the next (older) page; `None`: this is the last.
+    pub older: Option<i64>,
 }
 
 /// One step of a run.

@@ -19,12 +19,19 @@ pub fn AppPage() -> impl IntoView {
         <PageHeader
             title="App"
             lead="One application: its stack, the changes waiting to be merged, and its latest runs."
+            tab=false
         />
         <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match overview.await {
                     Ok(Some(overview)) => app_view(overview).into_any(),
-                    Ok(None) => view! { <p class="notice">"There is no such app."</p> }.into_any(),
+                    Ok(None) => {
+                        view! {
+                            <leptos_meta::Title text="App not found" />
+                            <p class="notice">"There is no such app."</p>
+                        }
+                            .into_any()
+                    }
                     Err(error) => {
                         view! { <div class="notice notice-error" role="alert">{crate::format::plain(&error)}</div> }
                             .into_any()
@@ -36,7 +43,11 @@ pub fn AppPage() -> impl IntoView {
 }
 
 fn app_view(overview: AppOverview) -> impl IntoView {
-    let releases = format!("/releases?app={}", overview.app);
+    let releases = format!(
+        "/releases?app={}",
+        crate::format::percent_encode(&overview.app)
+    );
+    let all_runs = format!("/runs?app={}", crate::format::percent_encode(&overview.app));
     view! {
         <leptos_meta::Title text=overview.app.clone() />
         <section class="panel" aria-labelledby="app-heading">
@@ -54,6 +65,7 @@ fn app_view(overview: AppOverview) -> impl IntoView {
         <section class="panel" aria-labelledby="app-runs">
             <h2 id="app-runs">"Recent runs"</h2>
             {run_table(overview.runs)}
+            <p><a href=all_runs>"All runs of this app, with filters"</a></p>
         </section>
     }
 }

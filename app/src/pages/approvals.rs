@@ -10,7 +10,7 @@ use crate::components::layout::{signed_in, use_me};
 use crate::components::list::{Badge, EmptyState, PageHeader, load_error};
 use crate::components::outcome::{Outcome, report};
 use crate::dto::{ApprovalInbox, ChangeRequestDetail, Me, PendingApproval, Role};
-use crate::format::{short_sha, timestamp};
+use crate::format::short_sha;
 
 #[component]
 pub fn ApprovalsPage() -> impl IntoView {
@@ -202,7 +202,7 @@ fn runs_table(runs: Vec<PendingApproval>, me: Option<Me>) -> impl IntoView {
                                         })
                                         .unwrap_or_else(|| "held by a freeze or for a fork".into())}
                                 </td>
-                                <td data-label="Waiting since">{timestamp(item.requested_at)}</td>
+                                <td data-label="Waiting since"><crate::components::list::Time at=item.requested_at /></td>
                                 <td data-label="Decide">{csrf.map(|csrf| view! { <RunDecision id=item.run_id csrf /> })}</td>
                             </tr>
                         }
@@ -216,7 +216,7 @@ fn runs_table(runs: Vec<PendingApproval>, me: Option<Me>) -> impl IntoView {
 
 /// Approve or reject a held run (an island: the forms act in the browser).
 #[island]
-fn RunDecision(id: i64, csrf: String) -> impl IntoView {
+pub(crate) fn RunDecision(id: i64, csrf: String) -> impl IntoView {
     let review = ServerAction::<ReviewRun>::new();
     report(review, |result| match result {
         Ok(outcome) => Outcome::done("review-outcome", outcome),

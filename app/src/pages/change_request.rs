@@ -40,6 +40,7 @@ pub fn ChangeRequestPage() -> impl IntoView {
         <PageHeader
             title="Change request"
             lead="A branch asking to be merged: its preview, its tests and the approvals it needs."
+            tab=false
         />
         <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
             {move || Suspend::new(async move {
@@ -47,7 +48,10 @@ pub fn ChangeRequestPage() -> impl IntoView {
                 match detail.await {
                     Ok(Some(detail)) => request_view(detail, me).into_any(),
                     Ok(None) => {
-                        view! { <p class="notice">"There is no such change request."</p> }
+                        view! {
+                            <leptos_meta::Title text="Change request not found" />
+                            <p class="notice">"There is no such change request."</p>
+                        }
                             .into_any()
                     }
                     Err(error) => load_error(error),
@@ -79,6 +83,7 @@ fn request_view(detail: ChangeRequestDetail, me: Option<Me>) -> impl IntoView {
         detail.approver_roles.join(", ")
     );
     view! {
+        <leptos_meta::Title text=format!("CR #{} {} · {}", cr.id, cr.title, cr.app) />
         <section class="panel" aria-label="Where it stands">
             <h2>{format!("#{} {}", cr.id, cr.title)}</h2>
             <dl class="facts">

@@ -5,12 +5,17 @@
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
-use crate::api::{get_run, get_run_diff};
+use crate::api::{CancelRun, get_run, get_run_diff};
 use crate::components::commits::{count, uncovered_panel};
 use crate::components::diff::diff_section;
-use crate::components::list::{Badge, PageHeader};
-use crate::dto::{RunAttempt, RunDetail, StepSummary, TestReportSummary};
-use crate::format::{short_sha, timestamp};
+use crate::components::layout::{signed_in, use_me};
+use crate::components::list::{Badge, PageHeader, Time};
+use crate::components::outcome::{Outcome, report};
+use crate::dto::{
+    Me, Role, RunAttempt, RunDetail, RunState, RunSummary, StepState, StepSummary,
+    TestReportSummary,
+};
+use crate::format::{duration, short_sha};
 
 #[component]
 pub fn RunPage() -> impl IntoView {
@@ -28,12 +33,18 @@ pub fn RunPage() -> impl IntoView {
         }
     });
     view! {
-        <PageHeader title="Run" lead="Steps, logs and test results of one pipeline run." />
+        <PageHeader title="Run" lead="Steps, logs and test results of one pipeline run." tab=false />
         <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match detail.await {
                     Ok(Some(detail)) => run_view(detail).into_any(),
-                    Ok(None) => view! { <p class="notice">"There is no such run."</p> }.into_any(),
+                    Ok(None) => {
+                        view! {
+                            <leptos_meta::Title text="Run not found" />
+                            <p class="notice">"There is no such run."</p>
+                        }
+                            .into_any()
+                    }
                     Err(error) => {
                         view! { <div class="notice notice-error" role="alert">{crate::format::plain(&error)}</div> }
                             .into_any()
@@ -46,7 +57,17 @@ pub fn RunPage() -> impl IntoView {
 
 fn run_view(detail: RunDetail) -> impl IntoView {
     let run = detail.run.clone();
+    let me = use_me();
+    let superseded = run
+        .superseded_by
+        .filter(|_| run.state == crate::dto::RunState::Superseded);
+    let ended = (!matches!(
+        run.state,
+        RunState::Queued | RunState::WaitingForApproval | RunState::Running
+    ))
+    .then_some(());
     view! {
+        <leptos_meta::Title text=format!("Run #{} · {}", run.id, run.app) />
         {detail.warnings.iter().map(|warning| {
             view! { <p class="notice notice-error" role="alert" data-testid="isolation-warning">{warning.clone()}</p> }
         }).collect_view()}
@@ -80,7 +101,11 @@ fn run_view(detail: RunDetail) -> impl IntoView {
                 <dt>"Pipeline repo"</dt>
                 <dd class="mono" title=detail.pipeline_sha.clone()>{short_sha(&detail.pipeline_sha).to_string()}</dd>
                 <dt>"Started"</dt>
-                <dd>{format!("{} ({})", timestamp(run.created_at), detail.trigger)}</dd>
+                <dd>
+                    <Time at=run.created_at />
+                    {format!(" by {}", crate::pages::runs::trigger_name(&detail.trigger))}
+                    {run.actor.clone().map(|actor| format!(" · {actor}"))}
+                </dd>
                 <dt>"Pushed by"</dt>
                 <dd data-testid="run-pushed-by">
                     {detail.pushed_by.clone().unwrap_or_else(|| {
@@ -88,8 +113,28 @@ fn run_view(detail: RunDetail) -> impl IntoView {
                     })}
                 </dd>
             </dl>
-            {detail.error.clone().map(|error| view! { <p class="notice notice-error">{error}</p> })}
+            {match superseded {
+                Some(by) => {
+                    view! {
+                        <p class="notice" role="status" data-testid="run-superseded">
+                            "Superseded by "
+                            <a href=format!("/runs/{by}")>{format!("run #{by}")}</a>
+                            {format!(": a newer push to {} took its place before it finished.", run.environment)}
+                        </p>
+                    }
+                        .into_any()
+                }
+                None => {
+                    detail
+                        .error
+                        .clone()
+                        .map(|error| view! { <p class="notice notice-error" data-testid="run-error">{error}</p> })
+                        .into_any()
+                }
+            }}
+            {ended.is_none().then(|| run_actions(me, run.clone()))}
         </section>
+        {timeline_view(&run, &detail.steps, &detail.attempts)}
         {detail
             .uncovered
             .clone()
@@ -122,6 +167,147 @@ fn run_view(detail: RunDetail) -> impl IntoView {
     }
 }
 
+/// What a person may do with an unfinished run: approve or reject a held
+/// one, cancel any (admins of the app).
+fn run_actions(
+    me: Option<Resource<Result<Option<Me>, ServerFnError>>>,
+    run: RunSummary,
+) -> impl IntoView {
+    view! {
+        <Suspense fallback=|| ()>
+            {move || {
+                let run = run.clone();
+                Suspend::new(async move {
+                    let me = signed_in(me).await?;
+                    if !me.can(Role::Admin, Some(&run.app)) {
+                        return None;
+                    }
+                    let held = run.state == RunState::WaitingForApproval;
+                    Some(view! {
+                        <div class="run-actions" data-testid="run-actions">
+                            {held.then(|| view! {
+                                <crate::pages::approvals::RunDecision id=run.id csrf=me.csrf.clone() />
+                            })}
+                            <CancelButton id=run.id csrf=me.csrf.clone() />
+                        </div>
+                    })
+                })
+            }}
+        </Suspense>
+    }
+}
+
+/// Stops the run (an island: the form acts in the browser).
+#[island]
+fn CancelButton(id: i64, csrf: String) -> impl IntoView {
+    let cancel = ServerAction::<CancelRun>::new();
+    report(cancel, |result| match result {
+        Ok(outcome) => Outcome::done("cancel-outcome", outcome),
+        Err(error) => Outcome::failed("cancel-error", error),
+    });
+    view! {
+        <ActionForm action=cancel attr:class="inline">
+            <input type="hidden" name="csrf" value=csrf />
+            <input type="hidden" name="id" value=id />
+            <button type="submit" class="danger" data-testid="cancel-run">"Cancel run"</button>
+        </ActionForm>
+    }
+}
+
+/// When each part of the run happened, on one time axis: the wait in the
+/// queue (or for an approval), then each step's bar; later attempts mark
+/// where a replica took over. Bars are decoration: every row says its
+/// times in words too.
+fn timeline_view(
+    run: &RunSummary,
+    steps: &[StepSummary],
+    attempts: &[RunAttempt],
+) -> impl IntoView + use<> {
+    let now = crate::format::now_millis();
+    let start = run.created_at;
+    let first_step = steps.iter().filter_map(|s| s.started_at).min();
+    let end = run
+        .finished_at
+        .into_iter()
+        .chain(
+            steps
+                .iter()
+                .filter_map(|s| s.finished_at.or(s.started_at.map(|_| now))),
+        )
+        .max()
+        .unwrap_or(now)
+        .max(start + 1);
+    let span = (end - start) as f64;
+    let place = |from: i64, to: i64| {
+        let left = ((from - start) as f64 / span * 100.0).clamp(0.0, 100.0);
+        let width = ((to - from) as f64 / span * 100.0).clamp(0.5, 100.0 - left);
+        format!("left: {left:.2}%; width: {width:.2}%")
+    };
+    let waited = first_step.or(run.started_at).unwrap_or(end);
+    let queue_label = if run.state == RunState::WaitingForApproval {
+        "Waiting for approval"
+    } else {
+        "Queued"
+    };
+    let marks: Vec<_> = attempts
+        .iter()
+        .skip(1)
+        .map(|a| {
+            let left = ((a.started_at - start) as f64 / span * 100.0).clamp(0.0, 100.0);
+            view! {
+                <span
+                    class="timeline-mark"
+                    style=format!("left: {left:.2}%")
+                    title=format!("attempt {} on {}", a.attempt, a.replica)
+                ></span>
+            }
+        })
+        .collect();
+    let rows = steps.iter().map(|step| {
+        let bar = step.started_at.map(|from| {
+            let to = step.finished_at.unwrap_or(now);
+            (place(from, to), duration(to - from))
+        });
+        let state = step.state.as_str();
+        let said = match (&bar, step.state) {
+            (Some((_, took)), StepState::Running) => format!("running for {took}"),
+            (Some((_, took)), _) => took.clone(),
+            (None, _) => "did not run".to_string(),
+        };
+        view! {
+            <li class="timeline-row" data-testid="timeline-step">
+                <span class="timeline-label">{step.name.clone()}</span>
+                <span class="timeline-track" aria-hidden="true">
+                    {bar.map(|(style, _)| view! { <span class=format!("timeline-bar state-{state}") style=style></span> })}
+                </span>
+                <span class="timeline-time">{said}</span>
+            </li>
+        }
+    }).collect_view();
+    view! {
+        <section class="timeline" aria-labelledby="timeline-heading" data-testid="run-timeline">
+            <h2 id="timeline-heading">"Timeline"</h2>
+            <ol class="timeline-rows">
+                <li class="timeline-row">
+                    <span class="timeline-label">{queue_label}</span>
+                    <span class="timeline-track" aria-hidden="true">
+                        <span class="timeline-bar timeline-wait" style=place(start, waited)></span>
+                        {marks}
+                    </span>
+                    <span class="timeline-time">{duration(waited - start)}</span>
+                </li>
+                {rows}
+            </ol>
+            <p class="muted timeline-total">
+                {match run.finished_at {
+                    Some(finished) => format!("{} from the push to the end", duration(finished - start)),
+                    None => format!("{} so far", duration(now - start)),
+                }}
+            </p>
+        </section>
+    }
+}
+
 /// The run's attempts, when it had more than one: which replica ran each,
 /// from which step, and why it ended without ending the run.
 fn attempts_view(attempts: Vec<RunAttempt>) -> impl IntoView {
@@ -133,7 +319,8 @@ fn attempts_view(attempts: Vec<RunAttempt>) -> impl IntoView {
                     let from = a.from_step_name.clone().unwrap_or_else(|| "the first step".into());
                     view! {
                         <li data-testid="run-attempt">
-                            {format!("Attempt {} on replica {}, from {from}, started {}", a.attempt, a.replica, timestamp(a.started_at))}
+                            {format!("Attempt {} on replica {}, from {from}, started ", a.attempt, a.replica)}
+                            <Time at=a.started_at />
                             {a.interrupted.clone().map(|why| view! { <span class="step-error">{format!(" — ended: {why}")}</span> })}
                         </li>
                     }

@@ -11,7 +11,7 @@ use crate::components::feedback::feedback_list;
 use crate::components::layout::{signed_in, use_me};
 use crate::components::list::{Badge, PageHeader};
 use crate::components::outcome::report;
-use crate::dto::{ChangelogCommit, SharedPreview};
+use crate::dto::{ChangeRequestState, ChangelogCommit, SharedPreview};
 use crate::format::{short_sha, timestamp};
 use crate::pages::change_request::reports_view;
 
@@ -25,6 +25,7 @@ pub fn SharePage() -> impl IntoView {
         <PageHeader
             title="Preview for testers"
             lead="A change waiting to be merged: try its preview and say what you found."
+            tab=false
         />
         <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
             {move || Suspend::new(async move {
@@ -33,6 +34,7 @@ pub fn SharePage() -> impl IntoView {
                     Ok(shared) => shared_view(shared, token(), me.map(|me| me.csrf)).into_any(),
                     Err(error) => {
                         view! {
+                            <leptos_meta::Title text="Share link" />
                             <div class="notice notice-error" role="alert" data-testid="share-error">
                                 {crate::format::plain(&error)}
                             </div>
@@ -69,7 +71,18 @@ fn shared_view(shared: SharedPreview, token: String, csrf: Option<String>) -> im
             </p>
         }
     });
+    let closed = match shared.state {
+        ChangeRequestState::Merged => Some(
+            "This change was merged: it is no longer waiting for testing, and its preview may be gone.",
+        ),
+        ChangeRequestState::Closed | ChangeRequestState::Rejected => Some(
+            "This change request was closed without merging: nothing here needs testing any more.",
+        ),
+        _ => None,
+    };
     view! {
+        <leptos_meta::Title text=format!("Test: {} · {}", shared.title, shared.app) />
+        {closed.map(|text| view! { <p class="notice notice-warn" role="status" data-testid="share-closed">{text}</p> })}
         <section class="panel" aria-labelledby="share-title">
             <h2 id="share-title" data-testid="share-title">{shared.title.clone()}</h2>
             <dl class="facts">
@@ -104,13 +117,17 @@ fn shared_view(shared: SharedPreview, token: String, csrf: Option<String>) -> im
         <section class="panel" aria-labelledby="share-feedback">
             <h2 id="share-feedback">"Feedback"</h2>
             {feedback_list(shared.feedback.clone())}
-            {view! {
-                <FeedbackForm
-                    token
-                    signed_in=csrf.is_some()
-                    csrf=csrf.unwrap_or_default()
-                />
-            }}
+            {closed
+                .is_none()
+                .then(|| {
+                    view! {
+                        <FeedbackForm
+                            token
+                            signed_in=csrf.is_some()
+                            csrf=csrf.unwrap_or_default()
+                        />
+                    }
+                })}
         </section>
     }
 }
@@ -152,8 +169,18 @@ fn commit_list(commits: Vec<ChangelogCommit>) -> impl IntoView {
 fn FeedbackForm(token: String, signed_in: bool, csrf: String) -> impl IntoView {
     let feedback = ServerAction::<LeaveSharedFeedback>::new();
     report(feedback, |_| None);
+    let form = NodeRef::<leptos::html::Form>::new();
+    // Sent: the form empties, ready for the next finding.
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |_| {
+        if let Some(Ok(_)) = feedback.value().get()
+            && let Some(form) = form.get()
+        {
+            form.reset();
+        }
+    });
     view! {
-        <ActionForm action=feedback attr:class="form feedback-form">
+        <ActionForm action=feedback node_ref=form attr:class="form feedback-form">
             <input type="hidden" name="csrf" value=csrf />
             <input type="hidden" name="token" value=token />
             <fieldset>

@@ -179,6 +179,48 @@ pub async fn names_active<'e>(
     )
 }
 
+/// The `LIKE` pattern for names containing `needle` (already lower-case):
+/// `%`, `_` and `\` in it match themselves.
+fn containing(needle: &str) -> String {
+    let escaped = needle
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+/// How many active apps have `needle` (lower-case; empty: any) in their
+/// lower-cased name.
+pub async fn count_active<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    needle: &str,
+) -> Result<i64, super::QueryError> {
+    Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM apps WHERE removed_at IS NULL AND LOWER(name) LIKE $1 ESCAPE '\\'",
+    )
+    .bind(containing(needle))
+    .fetch_one(exec)
+    .await?)
+}
+
+/// A page of those apps (id, name), in name order.
+pub async fn page_active<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    needle: &str,
+    offset: i64,
+    limit: i64,
+) -> Result<Vec<(i64, String)>, super::QueryError> {
+    Ok(sqlx::query_as(
+        "SELECT id, name FROM apps WHERE removed_at IS NULL AND LOWER(name) LIKE $1 ESCAPE '\\'
+         ORDER BY name LIMIT $2 OFFSET $3",
+    )
+    .bind(containing(needle))
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(exec)
+    .await?)
+}
+
 /// The apps with these ids (any order).
 pub async fn by_ids<'e>(
     exec: impl Executor<'e, Database = Any>,

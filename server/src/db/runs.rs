@@ -5,9 +5,6 @@ use sqlx::{Any, Executor, FromRow};
 
 use super::decode_state;
 
-/// How many runs a list returns at most (paging comes with the run views).
-pub const LIST_LIMIT: i64 = 200;
-
 #[derive(Clone, Debug)]
 pub struct NewRun<'a> {
     pub app_id: i64,
@@ -55,7 +52,25 @@ struct Row {
     state: String,
     created_at: i64,
     finished_at: Option<i64>,
+    started_at: Option<i64>,
+    trigger: String,
+    commit_message: Option<String>,
+    actor: Option<String>,
+    error: Option<String>,
+    superseded_by: Option<i64>,
 }
+
+/// The columns [`Row`] reads; `FROM` needs [`LIST_FROM`].
+const LIST_COLUMNS: &str =
+    "r.id, a.name AS app, e.name AS environment, r.branch, r.commit_sha, r.state,
+     r.created_at, r.finished_at, r.started_at, r.trigger, r.commit_message,
+     COALESCE(r.requested_by, u.display_name) AS actor, r.error, r.superseded_by";
+
+/// Who made a run happen, as sign-in knows them (never the commit's author).
+const LIST_FROM: &str = "runs r
+     JOIN apps a ON a.id = r.app_id
+     JOIN environments e ON e.id = r.environment_id
+     LEFT JOIN users u ON u.id = r.pushed_by_user_id";
 
 impl Row {
     fn summary(self) -> Result<RunSummary, super::QueryError> {
@@ -68,27 +83,32 @@ impl Row {
             state: decode_state(&self.state, RunState::parse)?,
             created_at: self.created_at,
             finished_at: self.finished_at,
+            started_at: self.started_at,
+            trigger: self.trigger,
+            commit_message: first_line(self.commit_message.as_deref()),
+            actor: self.actor,
+            reason: first_line(self.error.as_deref()),
+            superseded_by: self.superseded_by,
         })
     }
 }
 
-/// The newest runs first.
+fn first_line(text: Option<&str>) -> Option<String> {
+    app::format::first_line(text?)
+}
+
 /// The newest runs of one app (uses `runs_by_app`).
 pub async fn recent_of_app<'e>(
     exec: impl Executor<'e, Database = Any>,
     app_id: i64,
     limit: i64,
 ) -> Result<Vec<RunSummary>, super::QueryError> {
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT r.id, a.name AS app, e.name AS environment, r.branch, r.commit_sha, r.state,
-                r.created_at, r.finished_at
-         FROM runs r
-         JOIN apps a ON a.id = r.app_id
-         JOIN environments e ON e.id = r.environment_id
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "SELECT {LIST_COLUMNS} FROM {LIST_FROM}
          WHERE r.app_id = $1
          ORDER BY r.id DESC
-         LIMIT $2",
-    )
+         LIMIT $2"
+    ))
     .bind(app_id)
     .bind(limit)
     .fetch_all(exec)
@@ -96,21 +116,75 @@ pub async fn recent_of_app<'e>(
     rows.into_iter().map(Row::summary).collect()
 }
 
-pub async fn list_recent<'e>(
+/// Which runs [`page`] returns: exact matches, all optional.
+#[derive(Debug, Default)]
+pub struct Filter<'a> {
+    /// Only these apps (`None`: any app): what the caller may see.
+    pub app_ids: Option<&'a [i64]>,
+    pub app: Option<&'a str>,
+    pub environment: Option<&'a str>,
+    pub state: Option<RunState>,
+    pub branch: Option<&'a str>,
+    pub actor: Option<&'a str>,
+    /// Only runs with a smaller id.
+    pub before: Option<i64>,
+}
+
+/// Up to `limit` runs matching `filter`, newest first (by id, so paging
+/// with `before` neither skips nor repeats a run).
+pub async fn page<'e>(
     exec: impl Executor<'e, Database = Any>,
+    filter: &Filter<'_>,
+    limit: i64,
 ) -> Result<Vec<RunSummary>, super::QueryError> {
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT r.id, a.name AS app, e.name AS environment, r.branch, r.commit_sha, r.state,
-                r.created_at, r.finished_at
-         FROM runs r
-         JOIN apps a ON a.id = r.app_id
-         JOIN environments e ON e.id = r.environment_id
-         ORDER BY r.created_at DESC, r.id DESC
-         LIMIT $1",
-    )
-    .bind(LIST_LIMIT)
-    .fetch_all(exec)
-    .await?;
+    let mut clauses = Vec::new();
+    // Placeholders are numbered as values are pushed; names and states go
+    // in as bound values, ids (numbers) into the text.
+    let mut values: Vec<String> = Vec::new();
+    let mut bind = |clause: &dyn Fn(usize) -> String, value: &str| {
+        values.push(value.to_string());
+        clauses.push(clause(values.len()));
+    };
+    if let Some(app) = filter.app {
+        bind(&|n| format!("a.name = ${n}"), app);
+    }
+    if let Some(environment) = filter.environment {
+        bind(&|n| format!("e.name = ${n}"), environment);
+    }
+    if let Some(state) = filter.state {
+        bind(&|n| format!("r.state = ${n}"), state.as_str());
+    }
+    if let Some(branch) = filter.branch {
+        bind(&|n| format!("r.branch = ${n}"), branch);
+    }
+    if let Some(actor) = filter.actor {
+        bind(
+            &|n| format!("COALESCE(r.requested_by, u.display_name) = ${n}"),
+            actor,
+        );
+    }
+    if let Some(ids) = filter.app_ids {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        clauses.push(format!("r.app_id IN ({})", super::id_list(ids)));
+    }
+    if let Some(before) = filter.before {
+        clauses.push(format!("r.id < {before}"));
+    }
+    let filter_sql = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    let sql = format!(
+        "SELECT {LIST_COLUMNS} FROM {LIST_FROM} {filter_sql} ORDER BY r.id DESC LIMIT {limit}"
+    );
+    let mut query = sqlx::query_as::<_, Row>(&sql);
+    for value in values {
+        query = query.bind(value);
+    }
+    let rows = query.fetch_all(exec).await?;
     rows.into_iter().map(Row::summary).collect()
 }
 
@@ -715,6 +789,9 @@ struct DetailRow {
     from_fork: Option<String>,
     uncovered: Option<String>,
     pushed_by: Option<String>,
+    started_at: Option<i64>,
+    requested_by: Option<String>,
+    superseded_by: Option<i64>,
 }
 
 /// A run with its app and environment names (steps and reports apart).
@@ -725,7 +802,8 @@ pub async fn detail<'e>(
     let row: Option<DetailRow> = sqlx::query_as(
         "SELECT r.id, a.name AS app, e.name AS environment, r.branch, r.commit_sha, r.pipeline_sha, r.state,
                 r.trigger, r.error, r.commit_message, r.commit_author, r.created_at, r.finished_at,
-                r.from_fork, r.uncovered, u.display_name AS pushed_by
+                r.from_fork, r.uncovered, u.display_name AS pushed_by, r.started_at, r.requested_by,
+                r.superseded_by
          FROM runs r JOIN apps a ON a.id = r.app_id JOIN environments e ON e.id = r.environment_id
          LEFT JOIN users u ON u.id = r.pushed_by_user_id
          WHERE r.id = $1",
@@ -744,6 +822,12 @@ pub async fn detail<'e>(
                 state: decode_state(&row.state, RunState::parse)?,
                 created_at: row.created_at,
                 finished_at: row.finished_at,
+                started_at: row.started_at,
+                trigger: row.trigger.clone(),
+                commit_message: first_line(row.commit_message.as_deref()),
+                actor: row.requested_by.clone().or(row.pushed_by.clone()),
+                reason: first_line(row.error.as_deref()),
+                superseded_by: row.superseded_by,
             },
             DetailExtra {
                 pipeline_sha: row.pipeline_sha,

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use app::port::{DashboardPort, PageVersion, Port};
+use app::port::{DashboardPort, IdentityPort, PageVersion, Port};
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::Method;
@@ -51,6 +51,37 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             state.clone(),
             stamp_version,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            sign_in_first,
+        ))
+}
+
+/// A visitor without an account who opens a page is sent to sign in and
+/// brought back: every page but a share link's shows only what an account
+/// may see, and a page of "sign in to see this" boxes helps nobody.
+async fn sign_in_first(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if request.method() != Method::GET || !needs_an_account(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    match state.app.identify(parts.clone()).await {
+        Ok(None) => {
+            let back = parts.uri.path_and_query().map_or("/", |path| path.as_str());
+            axum::response::Redirect::to(&format!(
+                "/auth/login?return_to={}",
+                app::format::percent_encode(back)
+            ))
+            .into_response()
+        }
+        // Signed in, or the lookup failed (the page reports that itself).
+        _ => next.run(Request::from_parts(parts, body)).await,
+    }
+}
+
+/// Pages a visitor may open without an account: a share link's.
+fn needs_an_account(path: &str) -> bool {
+    !path.starts_with("/share/")
 }
 
 /// Stamps a page request with the change feed's version, read before the

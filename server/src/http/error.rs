@@ -21,6 +21,8 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    Gone(String),
     /// Something Gantry depends on is down; the cause goes to the log.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -37,7 +39,8 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// A stable, machine-readable code: `not_found`, `bad_request`,
-    /// `unauthorized`, `forbidden`, `conflict`, `unavailable`, `internal`.
+    /// `unauthorized`, `forbidden`, `conflict`, `gone`, `unavailable`,
+    /// `internal`.
     pub code: &'static str,
     pub message: String,
 }
@@ -55,6 +58,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Gone(_) => (StatusCode::GONE, "gone"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -105,6 +109,7 @@ impl From<app::port::PortError> for ApiError {
             app::port::PortError::Forbidden(reason) => ApiError::Forbidden(reason),
             app::port::PortError::NotFound(reason) => ApiError::NotFound(reason),
             app::port::PortError::Conflict(reason) => ApiError::Conflict(reason),
+            app::port::PortError::Gone(reason) => ApiError::Gone(reason),
         }
     }
 }
@@ -117,6 +122,7 @@ impl ApiError {
             Kind::NotFound => ApiError::NotFound(message),
             Kind::Invalid => ApiError::BadRequest(message),
             Kind::Conflict => ApiError::Conflict(message),
+            Kind::Gone => ApiError::Gone(message),
             Kind::Forbidden => ApiError::Forbidden(message),
             Kind::Unauthenticated => ApiError::Unauthorized(message),
             Kind::Unavailable => ApiError::Unavailable(message),
@@ -169,10 +175,11 @@ mod tests {
         }
     }
 
-    const KINDS: [Kind; 7] = [
+    const KINDS: [Kind; 8] = [
         Kind::NotFound,
         Kind::Invalid,
         Kind::Conflict,
+        Kind::Gone,
         Kind::Forbidden,
         Kind::Unauthenticated,
         Kind::Unavailable,

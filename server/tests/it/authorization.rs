@@ -192,7 +192,7 @@ const SERVER_FNS: &[(&str, Need, &str)] = &[
     ("list_lanes", Need::Role(Role::Viewer), "query[search]=sh"),
     ("get_attention", Need::Role(Role::Viewer), ""),
     ("waiting_for_me", Need::Public, ""),
-    ("list_runs", Need::Role(Role::Viewer), ""),
+    ("list_runs", Need::Role(Role::Viewer), "query[app]=shop"),
     ("list_change_requests", Need::Role(Role::Viewer), ""),
     (
         "list_releases",
@@ -263,6 +263,8 @@ const SERVER_FNS: &[(&str, Need, &str)] = &[
         "token=1.1.1.AAAA&verdict=works&comment=&csrf=",
     ),
     ("test_channel", Need::Role(Role::Admin), "name=ch1&csrf="),
+    // Last: it ends the run the others read.
+    ("cancel_run", Need::Role(Role::Admin), "id=RUN&csrf="),
 ];
 
 /// Values of the secrets the test stores.

@@ -86,9 +86,10 @@ on_both! {
         let seeded = shop_with_a_run(&app, RunState::Queued).await;
         let response = app.server_fn("list_runs").await;
         assert_eq!(response.status, StatusCode::OK, "{}", response.text());
-        let runs = response.json();
-        assert_eq!(runs[0]["id"], seeded.run_id);
-        assert_eq!(runs[0]["state"], "queued");
+        let page = response.json();
+        assert_eq!(page["runs"][0]["id"], seeded.run_id);
+        assert_eq!(page["runs"][0]["state"], "queued");
+        assert!(page["older"].is_null(), "one run, one page");
     }
 }
 
@@ -463,4 +464,176 @@ crate::on_both! {
         assert!(!home.contains("shop"), "the page names no other app");
         assert_eq!(app.get("/api/v1/lanes?search=%27%20OR%201%3D1--").await.json()["matching"], 0);
     }
+}
+
+crate::on_both! {
+    // The runs list: exact filters pushed into the query, 50 a page with a
+    // `Link` to the next, the failure's first line for testers and above,
+    // superseded runs pointing at their successor, scoped callers seeing
+    // their apps' runs only, and a filter that matches nothing saying so.
+    async fn the_runs_list_filters_pages_and_says_why_a_run_failed(app: TestApp) {
+        use app::dto::Role;
+        use gantry::db::{self, environments::NewEnvironment, runs::NewRun};
+        let seeded = shop_with_a_run(&app, RunState::Queued).await;
+        let pool = app.db().pool();
+        let first = db::runs::get(pool, seeded.run_id).await.unwrap().unwrap();
+        let app = &app;
+        let insert = |app_id: i64, environment_id: i64, branch: &'static str, at: i64| async move {
+            db::runs::insert(
+                app.db().pool(),
+                &NewRun {
+                    app_id,
+                    environment_id,
+                    branch,
+                    commit_sha: "4f2a9c1e0b7d4c3a2f1e0d9c8b7a6f5e4d3c2b1a",
+                    pipeline_sha: "0000000000000000000000000000000000000001",
+                    state: RunState::Queued,
+                    trigger: "push",
+                    local_target: false,
+                },
+                at,
+            )
+            .await
+            .unwrap()
+        };
+        let mut ids = vec![seeded.run_id];
+        for n in 0..60 {
+            ids.push(insert(first.app_id, first.environment_id, "latest", 1_795_846_460_000 + n).await);
+        }
+        // The newest queued run of staging supersedes the older ones.
+        let newest = *ids.last().unwrap();
+        let mut conn = app.db().acquire().await.unwrap();
+        db::runs::supersede_older(&mut *conn, first.environment_id, newest, 1_795_846_470_000)
+            .await
+            .unwrap();
+        drop(conn);
+
+        crate::seed::another_app(&app, "other").await;
+        let other = db::apps::find_active_by_name(pool, "other").await.unwrap().unwrap();
+        let review = db::environments::insert(
+            pool,
+            &NewEnvironment {
+                app_id: other.id,
+                name: "preview-feature-x",
+                stack_entry: "preview",
+                branch: Some("feature/x"),
+                url: None,
+                namespace: None,
+            },
+            1_795_846_452_000,
+        )
+        .await
+        .unwrap();
+        let failed = insert(other.id, review, "feature/x", 1_795_846_480_000).await;
+        db::runs::finish(
+            pool,
+            failed,
+            RunState::Failed,
+            Some("\nstep test failed: exit 1\nthe log has the rest"),
+            1_795_846_545_000,
+        )
+        .await
+        .unwrap();
+
+        // Newest first, 50 a page, a `Link` to the rest that ends.
+        let page = app.get("/api/v1/runs").await;
+        let runs = page.json();
+        let listed: Vec<i64> = runs.as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
+        assert_eq!(listed.len(), 50);
+        assert_eq!(listed[0], failed);
+        assert!(listed.windows(2).all(|w| w[0] > w[1]), "{listed:?}");
+        let link = page.headers["link"].to_str().unwrap().to_string();
+        let next = link.trim_start_matches('<').split('>').next().unwrap().to_string();
+        assert_eq!(next, format!("/api/v1/runs?before={}", listed[49]));
+        let rest = app.get(&next).await;
+        let older: Vec<i64> = rest.json().as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
+        assert_eq!(older.len(), 12, "62 runs in all");
+        assert!(older.iter().all(|id| *id < listed[49]));
+        assert!(rest.headers.get("link").is_none(), "the last page has no next");
+
+        // What failed, why, and who replaced what.
+        let first_row = &runs[0];
+        assert_eq!(first_row["reason"], "step test failed: exit 1");
+        assert_eq!(first_row["trigger"], "push");
+        assert_eq!(first_row["finished_at"].as_i64().unwrap() - first_row["created_at"].as_i64().unwrap(), 65_000);
+        let replaced = app.get("/api/v1/runs?state=superseded&app=shop").await.json();
+        assert_eq!(replaced.as_array().unwrap().len(), 50);
+        assert!(replaced.as_array().unwrap().iter().all(|r| r["superseded_by"] == newest));
+
+        // Exact filters, together.
+        let filtered = app.get("/api/v1/runs?app=other&environment=preview-feature-x&branch=feature%2Fx&state=failed").await.json();
+        assert_eq!(filtered.as_array().unwrap().len(), 1, "{filtered}");
+        for query in ["app=sho", "branch=feature", "state=running", "actor=nobody", "environment=production"] {
+            let none = app.get(&format!("/api/v1/runs?{query}")).await.json();
+            assert_eq!(none.as_array().map(Vec::len), Some(0), "{query}: {none}");
+        }
+        let blank = app.get("/api/v1/runs?app=&state=&branch=").await.json();
+        assert_eq!(blank.as_array().unwrap().len(), 50, "blank fields filter nothing");
+        let bad = app.get("/api/v1/runs?state=exploded").await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        assert!(bad.text().contains("\\\"exploded\\\" is not a run state"), "{}", bad.text());
+        // Hostile filter text is a value, never SQL.
+        let hostile = app.get("/api/v1/runs?branch=%27%20OR%201%3D1--&actor=x%27%29%20OR%20%281%3D1").await.json();
+        assert_eq!(hostile.as_array().map(Vec::len), Some(0), "{hostile}");
+
+        // A scoped viewer sees their app's runs only, without the reason.
+        let viewer = app.token("watcher", Role::Viewer, Some("other")).await;
+        let theirs = app.get_as(&viewer, "/api/v1/runs").await.json();
+        let apps: Vec<&str> = theirs.as_array().unwrap().iter().map(|r| r["app"].as_str().unwrap()).collect();
+        assert_eq!(apps, ["other"], "{theirs}");
+        assert!(theirs[0]["reason"].is_null(), "the reason is for testers and above");
+        let asked = app.get_as(&viewer, "/api/v1/runs?app=shop").await.json();
+        assert_eq!(asked.as_array().map(Vec::len), Some(0), "a filter does not reveal another app");
+
+        // The page: the filters kept in the form, the reason, the pager.
+        let html = app.get("/runs?state=failed").await.text();
+        assert!(html.contains("step test failed: exit 1"), "reason shown");
+        assert!(html.contains("<option value=\"failed\" selected"), "state kept in the filter");
+        let all = app.get("/runs").await.text();
+        assert!(all.contains(&format!("/runs?before={}", listed[49])), "older page linked");
+        let nothing = app.get("/runs?app=nosuchapp").await.text();
+        assert!(nothing.contains("No run matches these filters"), "{nothing}");
+    }
+}
+
+// A visitor without an account is sent to sign in and brought back to the
+// page they asked for, filters included; a share link opens without one.
+#[tokio::test]
+async fn an_anonymous_visitor_is_sent_to_sign_in_and_back() {
+    use axum::body::Body;
+    use axum::http::Request;
+    let app = crate::support::TestApp::sqlite().await;
+    for (path, back) in [
+        ("/", "%2F"),
+        (
+            "/runs?state=failed&app=shop",
+            "%2Fruns%3Fstate%3Dfailed%26app%3Dshop",
+        ),
+        ("/apps/shop", "%2Fapps%2Fshop"),
+    ] {
+        let page = app
+            .request_as(None, Request::get(path).body(Body::empty()).unwrap())
+            .await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(
+            page.header("location"),
+            Some(format!("/auth/login?return_to={back}").as_str()),
+            "{path}"
+        );
+    }
+    let share = app
+        .request_as(
+            None,
+            Request::get("/share/1.1.1.AAAA")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        share.status,
+        StatusCode::NOT_FOUND,
+        "a share link needs no account; a bad one is a 404"
+    );
+    // Signed in, the page itself.
+    assert_eq!(app.get("/runs").await.status, StatusCode::OK);
 }

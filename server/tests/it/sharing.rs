@@ -164,8 +164,15 @@ crate::on_both! {
         let gone = app
             .request_as(Some(&tester), Request::get(format!("/api/v1/share/{token}")).body(Body::empty()).unwrap())
             .await;
-        assert_eq!(gone.status, 409, "{}", gone.text());
+        assert_eq!(gone.status, 410, "{}", gone.text());
         assert!(gone.text().contains("revoked"), "{}", gone.text());
+        // The tester page says so, in its status too, and what to do.
+        let page = app
+            .request_as(Some(&tester), Request::get(format!("/share/{token}")).body(Body::empty()).unwrap())
+            .await;
+        assert_eq!(page.status, 410);
+        assert!(page.text().contains("revoked; ask for a new one"), "{}", page.text());
+        assert!(!page.text().contains("error running server function"), "{}", page.text());
     }
 
     async fn where_allowed_a_share_link_works_without_an_account(backend) {
@@ -226,10 +233,19 @@ crate::on_both! {
             u64::try_from(expires - now).unwrap_or(0) + 1,
         ));
         let expired = anonymous(&app, "GET", &format!("/api/v1/share/{token}"), None).await;
-        assert_eq!(expired.status, 409, "{}", expired.text());
+        assert_eq!(expired.status, 410, "{}", expired.text());
         assert!(expired.text().contains("expired"), "{}", expired.text());
         let late = anonymous(&app, "POST", &format!("/api/v1/share/{token}/feedback"),
             Some(json!({ "verdict": "works", "comment": "", "name": "Lin" }))).await;
-        assert_eq!(late.status, 409, "{}", late.text());
+        assert_eq!(late.status, 410, "{}", late.text());
+        let page = anonymous(&app, "GET", &format!("/share/{token}"), None).await;
+        assert_eq!(page.status, 410);
+        assert!(page.text().contains("ask for a new one"), "{}", page.text());
+        // A link that never was (a tampered token) is a 404 page.
+        let mut forged = token.clone();
+        forged.push('x');
+        let missing = anonymous(&app, "GET", &format!("/share/{forged}"), None).await;
+        assert_eq!(missing.status, 404);
+        assert!(missing.text().contains("not valid; ask whoever sent it for a new one"), "{}", missing.text());
     }
 }

@@ -245,6 +245,7 @@ fn status_of<T>(port: &Result<T, PortError>) -> u16 {
         Err(PortError::Conflict(_)) => 409,
         Err(PortError::Failed(_)) => 500,
         Err(PortError::Unavailable(_)) => 503,
+        Err(PortError::Gone(_)) => 410,
     }
 }
 

@@ -28,6 +28,7 @@ use app::port::{AdminPort, ChangeRequestsPort, ClustersPort, RunsPort, StackPort
 use axum::Json;
 use axum::Router;
 use axum::extract::{OriginalUri, Query, State};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use utoipa::OpenApi;
 
@@ -310,14 +311,34 @@ async fn get_app(
         .ok_or_else(|| ApiError::NotFound(format!("there is no app {app}")))
 }
 
-/// The most recent runs, newest first.
+/// A page of runs, newest first (50 at most): filters are exact and
+/// optional. The body is the page's runs; when older runs match, a
+/// `Link: <…?before=N>; rel="next"` header gives the next page's address
+/// (the body stays a list, as it always was).
 #[utoipa::path(get, path = "/api/v1/runs", tag = "runs",
-    responses((status = 200, body = [RunSummary]), (status = 500, body = ErrorBody)))]
+    params(app::dto::RunQuery),
+    responses(
+        (status = 200, body = [RunSummary],
+            headers(("Link" = String, description = "`<…>; rel=\"next\"` when older runs match"))),
+        (status = 400, body = ErrorBody), (status = 500, body = ErrorBody)))]
 async fn list_runs(
     State(state): State<AppState>,
     principal: Principal,
-) -> Result<Json<Vec<RunSummary>>, ApiError> {
-    Ok(Json(state.runs(&principal.caller()).await?))
+    Query(query): Query<app::dto::RunQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let page = state.runs(&principal.caller(), query.clone()).await?;
+    let mut headers = axum::http::HeaderMap::new();
+    if let Some(before) = page.older {
+        let next = app::dto::RunQuery {
+            before: Some(before),
+            ..query.cleaned()
+        };
+        let link = format!("</api/v1/runs?{}>; rel=\"next\"", next.query_string());
+        if let Ok(value) = axum::http::HeaderValue::from_str(&link) {
+            headers.insert(axum::http::header::LINK, value);
+        }
+    }
+    Ok((headers, Json(page.runs)))
 }
 
 /// Change requests, open ones first.
