@@ -152,6 +152,15 @@ pub async fn list_change_requests() -> Result<Vec<ChangeRequestSummary>, ServerF
         .map_err(failed("change requests"))
 }
 
+/// One release with its soak progress (`None`: no such release).
+#[server(prefix = "/fn", endpoint = "get_release")]
+pub async fn get_release(id: i64) -> Result<Option<ReleaseSummary>, ServerFnError> {
+    let (port, caller) = caller().await?;
+    port.release(&caller, id)
+        .await
+        .map_err(failed("the release"))
+}
+
 #[server(prefix = "/fn", endpoint = "list_releases")]
 pub async fn list_releases(filter: ReleaseFilter) -> Result<Vec<ReleaseSummary>, ServerFnError> {
     let (port, caller) = caller().await?;
@@ -437,10 +446,17 @@ pub async fn review_change_request(
     action: String,
     comment: String,
     csrf: String,
+    // The danger zone's "I understand" box, which an override needs.
+    #[server(default)] confirm: Option<String>,
 ) -> Result<ChangeRequestSummary, ServerFnError> {
     let (port, caller) = caller().await?;
     caller.check_csrf(&csrf).map_err(failed("the decision"))?;
     let review = review_of(&action, comment)?;
+    if review.action == crate::dto::ReviewAction::Override && confirm.is_none() {
+        return Err(ServerFnError::new(
+            "an override merges without the approvals: tick \"I understand\" to confirm it",
+        ));
+    }
     port.review_change_request(&caller, id, review)
         .await
         .map_err(failed("the decision"))

@@ -49,11 +49,12 @@ pub fn ago(at: UnixMillis, now: UnixMillis) -> String {
     }
 }
 
-/// `42 s`, `3 min 5 s`, `1 h 2 min`: how long something took.
+/// `under 1 s`, `42 s`, `3 min 5 s`, `1 h 2 min`: how long something took.
 pub fn duration(millis: i64) -> String {
     let seconds = millis.max(0) / 1000;
     match seconds {
-        0..=59 => format!("{seconds} s"),
+        0 => "under 1 s".to_string(),
+        1..=59 => format!("{seconds} s"),
         60..=3_599 => format!("{} min {} s", seconds / 60, seconds % 60),
         _ => format!("{} h {} min", seconds / 3_600, (seconds % 3_600) / 60),
     }
@@ -136,10 +137,11 @@ mod tests {
 
     #[test]
     fn durations_and_one_line_summaries_read_short() {
-        assert_eq!(duration(999), "0 s");
+        assert_eq!(duration(999), "under 1 s");
+        assert_eq!(duration(59_999), "59 s");
         assert_eq!(duration(185_000), "3 min 5 s");
         assert_eq!(duration(3_720_000), "1 h 2 min");
-        assert_eq!(duration(-5), "0 s");
+        assert_eq!(duration(-5), "under 1 s");
         assert_eq!(
             first_line("\n  \n step test failed: exit 1\nmore"),
             Some("step test failed: exit 1".into())

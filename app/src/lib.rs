@@ -24,10 +24,20 @@ use leptos_router::{
 
 use crate::components::layout::Layout;
 use crate::pages::{
-    app_page::AppPage, approvals::ApprovalsPage, audit::AuditPage,
-    change_request::ChangeRequestPage, change_requests::ChangeRequestsPage, channels::ChannelsPage,
-    clusters::ClustersPage, environments::EnvironmentsPage, not_found::NotFoundPage,
-    releases::ReleasesPage, run::RunPage, runs::RunsPage, settings::SettingsPage, share::SharePage,
+    app_page::AppPage,
+    approvals::ApprovalsPage,
+    audit::AuditPage,
+    change_request::ChangeRequestPage,
+    change_requests::ChangeRequestsPage,
+    channels::ChannelsPage,
+    clusters::ClustersPage,
+    environments::EnvironmentsPage,
+    not_found::NotFoundPage,
+    releases::{ReleasePage, ReleasesPage},
+    run::RunPage,
+    runs::RunsPage,
+    settings::SettingsPage,
+    share::SharePage,
 };
 
 /// Applies the remembered theme before the first paint, so a dark-theme user
@@ -94,6 +104,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/change-requests") view=ChangeRequestsPage ssr=SsrMode::Async />
                     <Route path=path!("/change-requests/:id") view=ChangeRequestPage ssr=SsrMode::Async />
                     <Route path=path!("/releases") view=ReleasesPage ssr=SsrMode::Async />
+                    <Route path=path!("/releases/:id") view=ReleasePage ssr=SsrMode::Async />
                     <Route path=path!("/approvals") view=ApprovalsPage ssr=SsrMode::Async />
                     <Route path=path!("/clusters") view=ClustersPage ssr=SsrMode::Async />
                     <Route path=path!("/channels") view=ChannelsPage ssr=SsrMode::Async />

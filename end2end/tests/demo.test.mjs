@@ -153,8 +153,7 @@ test('a developer opens a change request, an admin approves it in the inbox, Gan
   const shareUrl = await dev.getByTestId('share-url').inputValue({ timeout: 30_000 });
   assert.match(shareUrl, /\/share\/\d+\.\d+\.\d+\./);
   // The author starts a comment; live updates must not wipe it.
-  const draft = dev.locator('form.decision', { has: dev.locator('input[name="action"][value="feedback"]') })
-    .locator('textarea');
+  const draft = dev.getByTestId('review-box').locator('textarea');
   await draft.fill('Half-typed: checking the footer');
   const testerContext = await browser.newContext();
   const tester = await testerContext.newPage();
@@ -197,7 +196,13 @@ test('a developer opens a change request, an admin approves it in the inbox, Gan
   await row.getByRole('link', { name: /Say hello/ }).click();
   await admin.waitForURL(`${base}${href}`);
   await admin.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
-  const approve = admin.locator('form.decision', { has: admin.locator('input[name="action"][value="approve"]') });
+  // One review box; the override waits apart, closed, behind its own box.
+  const danger = admin.getByTestId('danger-zone');
+  assert.equal(await danger.getByRole('button', { name: 'Override and merge' }).isVisible(), false);
+  await danger.locator('summary').click();
+  assert.equal(await danger.getByRole('button', { name: 'Override and merge' }).isVisible(), true);
+  assert.equal(await danger.locator('input[name="confirm"]').getAttribute('required'), '');
+  const approve = admin.getByTestId('review-box');
   await approve.locator('textarea').fill('Looks good on the preview');
   await approve.getByRole('button', { name: 'Approve' }).click();
   await admin.getByTestId('cr-state').filter({ hasText: 'merged' }).waitFor({ timeout: 30_000 });
@@ -319,7 +324,7 @@ test('a developer pushes and opens the preview; a developer may not approve; an 
   const admin = await adminContext.newPage();
   const adminProblems = watchProblems(admin);
   await signIn(admin, base, { name: 'ada', role: 'admin', returnTo: href });
-  const approve = admin.locator('form.decision', { has: admin.locator('input[name="action"][value="approve"]') });
+  const approve = admin.getByTestId('review-box');
   await approve.locator('textarea').fill('Ship it');
   await approve.getByRole('button', { name: 'Approve' }).click();
   await admin.getByTestId('cr-state').filter({ hasText: 'merged' }).waitFor({ timeout: 30_000 });
@@ -475,6 +480,8 @@ test('every view passes an accessibility check (axe-core) at a desk\'s and a pho
   assert.equal(shared.status(), 201, await shared.text());
   const shareUrl = (await shared.json()).url.replace(/^http:\/\/[^/]+/, base);
   const runs = await (await admin.request.get(`${base}/api/v1/runs`)).json();
+  const releases = await (await admin.request.get(`${base}/api/v1/releases?app=shop`)).json();
+  assert.ok(releases.length > 0, 'the earlier journeys made releases');
   const views = [
     ['environments', '/'],
     ['app', '/apps/shop'],
@@ -484,6 +491,7 @@ test('every view passes an accessibility check (axe-core) at a desk\'s and a pho
     ['change-request', `/change-requests/${requests[0].id}`],
     ['approvals', '/approvals'],
     ['releases', '/releases?app=shop&environment=staging'],
+    ['release', `/releases/${releases[0].id}`],
     ['clusters', '/clusters'],
     ['notifications', '/channels'],
     ['audit', '/audit'],
@@ -704,7 +712,7 @@ test('a commit pushed straight to master is held, listed apart, and no other app
   const commits = page.getByTestId('cr-commits');
   assert.match(await commits.textContent(), /Fix a typo/);
   assert.doesNotMatch(await commits.textContent(), /Tidy up imports/);
-  const approve = page.locator('form.decision', { has: page.locator('input[name="action"][value="approve"]') });
+  const approve = page.getByTestId('review-box');
   await approve.locator('textarea').fill('a typo, fine');
   await approve.getByRole('button', { name: 'Approve' }).click();
   await page.getByTestId('cr-state').filter({ hasText: 'approved' }).waitFor({ timeout: 30_000 });

@@ -113,6 +113,11 @@ impl StackPort for App {
             runs: db::runs::recent_of_app(pool, row.id, 20)
                 .await
                 .map_err(port_error)?,
+            charts: Some(
+                crate::charts::of_app(&self.db, row.id, self.clock.now_millis())
+                    .await
+                    .map_err(port_error)?,
+            ),
         }))
     }
 }
@@ -429,10 +434,16 @@ impl ReleasesPort for App {
     async fn release(&self, caller: &Caller, id: i64) -> Result<Option<ReleaseSummary>, PortError> {
         let mut conn = self.db.acquire().await.map_err(port_error)?;
         let release = db::releases::get(&mut conn, id).await.map_err(port_error)?;
-        if let Some(release) = &release {
-            caller.require(Role::Viewer, Some(&release.app))?;
+        drop(conn);
+        let Some(mut release) = release else {
+            return Ok(None);
+        };
+        caller.require(Role::Viewer, Some(&release.app))?;
+        if release.state == app::dto::ReleaseState::Live {
+            release.soak =
+                crate::delivery::ledger::stable::progress(&self.delivery(), release.id).await?;
         }
-        Ok(release)
+        Ok(Some(release))
     }
 
     async fn rollback(

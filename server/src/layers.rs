@@ -57,6 +57,7 @@ pub const MODULES: &[(&str, Layer)] = &[
     ("auth", Layer::Domain),
     ("change_requests", Layer::Domain),
     ("changes", Layer::Domain),
+    ("charts", Layer::Domain),
     ("clusters", Layer::Domain),
     ("configs", Layer::Domain),
     ("coverage", Layer::Domain),

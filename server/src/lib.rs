@@ -8,6 +8,7 @@ pub mod audit;
 pub mod auth;
 pub mod change_requests;
 pub mod changes;
+pub mod charts;
 pub mod cli;
 pub mod client;
 pub mod clock;

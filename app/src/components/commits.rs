@@ -11,7 +11,7 @@ use crate::format::short_sha;
 /// A table of commits, newest first.
 pub fn commit_table(commits: Vec<ChangelogCommit>, testid: &'static str) -> impl IntoView {
     view! {
-        <table class="data commits" data-testid=testid>
+        <table class="data cards commits" data-testid=testid>
             <thead>
                 <tr>
                     <th scope="col">"Commit"</th>
@@ -25,11 +25,11 @@ pub fn commit_table(commits: Vec<ChangelogCommit>, testid: &'static str) -> impl
                     .map(|commit| {
                         view! {
                             <tr>
-                                <td class="mono" title=commit.sha.clone()>
+                                <td data-label="Commit" class="mono" title=commit.sha.clone()>
                                     {short_sha(&commit.sha).to_string()}
                                 </td>
-                                <td class="commit-message">{commit.summary}</td>
-                                <td>{commit.author}</td>
+                                <td data-label="Message" class="commit-message">{commit.summary}</td>
+                                <td data-label="Author line">{commit.author}</td>
                             </tr>
                         }
                     })

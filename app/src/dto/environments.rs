@@ -46,4 +46,45 @@ pub struct AppOverview {
     pub change_requests: Vec<ChangeRequestDetail>,
     /// Newest first.
     pub runs: Vec<RunSummary>,
+    /// Its recent runs' durations and deploys per day, for the charts.
+    #[serde(default)]
+    pub charts: Option<AppCharts>,
 }
+
+/// What an app's page charts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct AppCharts {
+    /// Its newest finished runs (succeeded or failed), oldest first.
+    pub durations: Vec<RunDuration>,
+    /// The first instant (UTC midnight) of each day charted, oldest first.
+    pub days: Vec<UnixMillis>,
+    /// Deploys started each of those days, one series per stack entry
+    /// (every preview counts under its entry).
+    pub deploys: Vec<DeploySeries>,
+}
+
+/// How long one run took, from its first step to its end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct RunDuration {
+    pub id: i64,
+    pub at: UnixMillis,
+    pub millis: i64,
+    pub state: RunState,
+}
+
+/// Deploys per day of one stack entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct DeploySeries {
+    pub entry: String,
+    /// One count per day of [`AppCharts::days`].
+    pub counts: Vec<u32>,
+}
+
+/// Runs an app's duration chart shows, at most.
+pub const CHARTED_RUNS: i64 = 60;
+
+/// Days an app's deploys chart covers.
+pub const CHARTED_DAYS: i64 = 14;

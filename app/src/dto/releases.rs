@@ -42,6 +42,20 @@ pub struct ReleaseSummary {
     pub targets: Vec<TargetOutcome>,
     /// The decisions that let it through (on its run or change request).
     pub approvals: Vec<ApprovalRecord>,
+    /// For one live release read on its own: how far it is through its
+    /// soak before it counts as stable.
+    #[serde(default)]
+    pub soak: Option<SoakProgress>,
+}
+
+/// How far a live release is through its soak: healthy (every target
+/// live) since when, out of how long its stack entry's `stable_after` asks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct SoakProgress {
+    /// `None`: not healthy now (the soak starts again when it is).
+    pub healthy_since: Option<UnixMillis>,
+    pub soak_millis: i64,
 }
 
 /// A commit of a release's changelog.

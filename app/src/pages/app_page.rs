@@ -62,6 +62,17 @@ fn app_view(overview: AppOverview) -> impl IntoView {
             <h2 id="app-requests">"Open change requests"</h2>
             {requests_table(overview.change_requests)}
         </section>
+        {overview
+            .charts
+            .clone()
+            .map(|charts| {
+                view! {
+                    <section class="panel" aria-labelledby="app-charts">
+                        <h2 id="app-charts">"Over time"</h2>
+                        {crate::components::charts::app_charts(charts)}
+                    </section>
+                }
+            })}
         <section class="panel" aria-labelledby="app-runs">
             <h2 id="app-runs">"Recent runs"</h2>
             {run_table(overview.runs)}

@@ -6,7 +6,6 @@ use leptos_router::hooks::use_query_map;
 use crate::api::list_audit_log;
 use crate::components::list::{EmptyState, PageHeader, loaded};
 use crate::dto::{AuditEntry, AuditFilter};
-use crate::format::timestamp;
 
 #[component]
 pub fn AuditPage() -> impl IntoView {
@@ -64,7 +63,7 @@ fn audit_table(entries: Vec<AuditEntry>) -> impl IntoView {
         .into_any();
     }
     view! {
-        <table class="data">
+        <table class="data cards">
             <thead>
                 <tr>
                     <th scope="col">"When"</th>
@@ -81,12 +80,12 @@ fn audit_table(entries: Vec<AuditEntry>) -> impl IntoView {
                     .map(|entry| {
                         view! {
                             <tr>
-                                <td>{timestamp(entry.at)}</td>
-                                <td>{entry.actor}</td>
-                                <td class="mono">{entry.action}</td>
-                                <td>{entry.target}</td>
-                                <td>{entry.reason.unwrap_or_default()}</td>
-                                <td class="mono">{entry.source_ip.unwrap_or_default()}</td>
+                                <td data-label="When"><crate::components::list::Time at=entry.at /></td>
+                                <td data-label="Who">{entry.actor}</td>
+                                <td data-label="Action" class="mono card-state">{entry.action}</td>
+                                <td data-label="Target">{entry.target}</td>
+                                <td data-label="Reason">{entry.reason.unwrap_or_default()}</td>
+                                <td data-label="From" class="mono">{entry.source_ip.unwrap_or_default()}</td>
                             </tr>
                         }
                     })

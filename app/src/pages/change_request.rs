@@ -102,7 +102,7 @@ fn request_view(detail: ChangeRequestDetail, me: Option<Me>) -> impl IntoView {
                 <dt>"Approvals"</dt>
                 <dd data-testid="cr-approvals">{approvals}</dd>
                 <dt>"Opened"</dt>
-                <dd>{timestamp(cr.created_at)}</dd>
+                <dd><crate::components::list::Time at=cr.created_at /></dd>
             </dl>
             {cr
                 .state_detail
@@ -297,8 +297,10 @@ pub(crate) fn reports_view(reports: Vec<TestReportSummary>) -> impl IntoView {
     .into_any()
 }
 
-/// One small form per decision, so each carries its own comment (an
-/// island).
+/// How a person decides on a request (an island): one review box — a
+/// comment with Approve, Reject or Comment — then, apart, Close in a menu
+/// and the break-glass override in a danger zone of its own, with its own
+/// confirmation, so it never reads like feedback.
 #[island]
 fn Decide(id: i64, is_admin: bool, is_author: bool, csrf: String) -> impl IntoView {
     let review = ServerAction::<ReviewChangeRequest>::new();
@@ -307,41 +309,89 @@ fn Decide(id: i64, is_admin: bool, is_author: bool, csrf: String) -> impl IntoVi
             .err()
             .and_then(|error| Outcome::failed("review-error", error))
     });
-    let decision = |action: &'static str, label: &'static str, hint: &'static str| {
-        let csrf = csrf.clone();
+    let hidden = move |csrf: &str| {
+        let csrf = csrf.to_string();
         view! {
-            <ActionForm action=review attr:class="form decision">
-                <input type="hidden" name="csrf" value=csrf />
-                <input type="hidden" name="id" value=id />
-                <input type="hidden" name="action" value=action />
-                <label>
-                    <span>{hint}</span>
-                    <textarea name="comment" rows="2"></textarea>
-                </label>
-                <button type="submit" class=if action == "approve" { "primary" } else { "" }>
-                    {label}
-                </button>
-            </ActionForm>
+            <input type="hidden" name="csrf" value=csrf />
+            <input type="hidden" name="id" value=id />
         }
     };
+    // Each form's closure keeps its own copy.
+    let (close_csrf, override_csrf) = (csrf.clone(), csrf.clone());
     view! {
-        <section class="panel" aria-label="Decide">
-            <h2>"Decide"</h2>
-            <div class="decisions">
-                {is_admin.then(|| decision("approve", "Approve", "Comment (optional)"))}
-                {is_admin.then(|| decision("reject", "Reject", "Why not"))}
-                {is_admin
-                    .then(|| {
-                        decision(
-                            "override",
-                            "Override policy",
-                            "Reason (required, audited): merge regardless of approvals and freezes",
-                        )
-                    })}
-                {decision("feedback", "Leave feedback", "Feedback on the preview (not an approval)")}
-                {(is_author || is_admin).then(|| decision("close", "Close request", "Note (optional)"))}
-            </div>
+        <section class="panel review-box" aria-labelledby="review-heading">
+            <h2 id="review-heading">"Review"</h2>
+            <ActionForm action=review attr:class="form decision" attr:data-testid="review-box">
+                {hidden(&csrf)}
+                <label>
+                    <span>
+                        {if is_admin {
+                            "Comment (optional for Approve, the reason for Reject)"
+                        } else {
+                            "Feedback on the preview (a comment, not an approval)"
+                        }}
+                    </span>
+                    <textarea name="comment" rows="3"></textarea>
+                </label>
+                <div class="review-actions">
+                    {is_admin
+                        .then(|| {
+                            view! {
+                                <button type="submit" name="action" value="approve" class="primary">
+                                    "Approve"
+                                </button>
+                                <button type="submit" name="action" value="reject">
+                                    "Reject"
+                                </button>
+                            }
+                        })}
+                    <button type="submit" name="action" value="feedback">
+                        "Comment"
+                    </button>
+                </div>
+            </ActionForm>
+            {(is_author || is_admin)
+                .then(|| {
+                    view! {
+                        <details class="more-menu">
+                            <summary>"More actions"</summary>
+                            <ActionForm action=review attr:class="form" attr:data-testid="close-form">
+                                {hidden(&close_csrf)}
+                                <input type="hidden" name="action" value="close" />
+                                <label>
+                                    <span>"Note (optional)"</span>
+                                    <input type="text" name="comment" />
+                                </label>
+                                <button type="submit">"Close request"</button>
+                            </ActionForm>
+                        </details>
+                    }
+                })}
         </section>
+        {is_admin
+            .then(|| {
+                view! {
+                    <details class="panel danger-zone" data-testid="danger-zone">
+                        <summary>"Danger zone: merge without the approvals"</summary>
+                        <ActionForm action=review attr:class="form">
+                            {hidden(&override_csrf)}
+                            <input type="hidden" name="action" value="override" />
+                            <p>
+                                "Overriding merges this request now, whatever its approval policy and any freeze say. It is audited with your name and reason, and the notifications say it was an override."
+                            </p>
+                            <label>
+                                <span>"Reason (required, audited)"</span>
+                                <textarea name="comment" rows="2" required minlength="10"></textarea>
+                            </label>
+                            <label class="inline">
+                                <input type="checkbox" name="confirm" required />
+                                " I understand this skips the approvals and freezes"
+                            </label>
+                            <button type="submit" class="danger">"Override and merge"</button>
+                        </ActionForm>
+                    </details>
+                }
+            })}
     }
 }
 
@@ -350,7 +400,7 @@ fn decisions_view(decisions: Vec<ApprovalRecord>) -> impl IntoView {
         return view! { <p>"Nobody has decided yet."</p> }.into_any();
     }
     view! {
-        <table class="data">
+        <table class="data cards">
             <thead>
                 <tr>
                     <th scope="col">"When"</th>
@@ -366,13 +416,13 @@ fn decisions_view(decisions: Vec<ApprovalRecord>) -> impl IntoView {
                     .map(|d| {
                         view! {
                             <tr>
-                                <td>{timestamp(d.at)}</td>
-                                <td>{d.who}</td>
-                                <td>{d.decision}</td>
-                                <td class="mono">
+                                <td data-label="When"><crate::components::list::Time at=d.at /></td>
+                                <td data-label="Who">{d.who}</td>
+                                <td data-label="Decision" class="card-state">{d.decision}</td>
+                                <td data-label="Commit" class="mono">
                                     {d.commit_sha.as_deref().map(short_sha).unwrap_or("–").to_string()}
                                 </td>
-                                <td>{d.comment.unwrap_or_default()}</td>
+                                <td data-label="Comment">{d.comment.unwrap_or_default()}</td>
                             </tr>
                         }
                     })

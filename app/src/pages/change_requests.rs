@@ -7,7 +7,6 @@ use crate::components::layout::{signed_in, use_me};
 use crate::components::list::{Badge, EmptyState, PageHeader, loaded};
 use crate::components::outcome::report;
 use crate::dto::{ChangeRequestSummary, Role};
-use crate::format::timestamp;
 
 #[component]
 pub fn ChangeRequestsPage() -> impl IntoView {
@@ -125,7 +124,7 @@ fn change_request_table(requests: Vec<ChangeRequestSummary>) -> impl IntoView {
         .into_any();
     }
     view! {
-        <table class="data">
+        <table class="data cards">
             <thead>
                 <tr>
                     <th scope="col">"#"</th>
@@ -143,19 +142,19 @@ fn change_request_table(requests: Vec<ChangeRequestSummary>) -> impl IntoView {
                     .map(|cr| {
                         view! {
                             <tr>
-                                <td class="mono">{cr.id}</td>
-                                <td>{cr.app}</td>
-                                <td>
+                                <td data-label="#" class="mono">{cr.id}</td>
+                                <td data-label="App">{cr.app}</td>
+                                <td data-label="Title">
                                     <a href=format!("/change-requests/{}", cr.id)>{cr.title}</a>
                                 </td>
-                                <td class="mono">
+                                <td data-label="Branches" class="mono wrap">
                                     {format!("{} → {}", cr.source_branch, cr.target_branch)}
                                 </td>
-                                <td>{cr.author}</td>
-                                <td>
+                                <td data-label="Author">{cr.author}</td>
+                                <td data-label="State" class="card-state">
                                     <Badge state=cr.state.as_str() />
                                 </td>
-                                <td>{timestamp(cr.created_at)}</td>
+                                <td data-label="Opened"><crate::components::list::Time at=cr.created_at /></td>
                             </tr>
                         }
                     })

@@ -9,7 +9,6 @@ use crate::api::{TestChannel, list_channels};
 use crate::components::list::{EmptyState, PageHeader, loaded, with_csrf};
 use crate::components::outcome::{Outcome, report};
 use crate::dto::{ChannelSummary, DeliverySummary};
-use crate::format::timestamp;
 
 #[component]
 pub fn ChannelsPage() -> impl IntoView {
@@ -84,7 +83,7 @@ fn delivery_table(deliveries: Vec<DeliverySummary>) -> impl IntoView {
         return view! { <p class="muted">"Nothing sent yet."</p> }.into_any();
     }
     view! {
-        <table class="data">
+        <table class="data cards">
             <caption class="visually-hidden">"Recent deliveries, newest first"</caption>
             <thead>
                 <tr>
@@ -102,17 +101,17 @@ fn delivery_table(deliveries: Vec<DeliverySummary>) -> impl IntoView {
                     .map(|delivery| {
                         view! {
                             <tr data-delivery=delivery.id.to_string() data-state=delivery.state.clone()>
-                                <td>{delivery.event.replace('_', " ")}</td>
-                                <td class="mono">{delivery.subject}</td>
-                                <td>
+                                <td data-label="Event">{delivery.event.replace('_', " ")}</td>
+                                <td data-label="About" class="mono">{delivery.subject}</td>
+                                <td data-label="State" class="card-state">
                                     <span class=format!(
                                         "badge state-{}",
                                         delivery.state,
                                     )>{delivery.state.clone()}</span>
                                 </td>
-                                <td>{delivery.attempts}</td>
-                                <td>{timestamp(delivery.created_at)}</td>
-                                <td>{delivery.last_error.unwrap_or_default()}</td>
+                                <td data-label="Attempts">{delivery.attempts}</td>
+                                <td data-label="Queued"><crate::components::list::Time at=delivery.created_at /></td>
+                                <td data-label="Last error">{delivery.last_error.unwrap_or_default()}</td>
                             </tr>
                         }
                     })

@@ -8,7 +8,6 @@ use crate::api::{CheckCluster, RegisterCluster, list_clusters};
 use crate::components::list::{Badge, EmptyState, PageHeader, loaded, with_csrf};
 use crate::components::outcome::{Outcome, report};
 use crate::dto::ClusterSummary;
-use crate::format::timestamp;
 
 #[component]
 pub fn ClustersPage() -> impl IntoView {
@@ -72,7 +71,7 @@ fn cluster_table(clusters: Vec<ClusterSummary>, csrf: String) -> impl IntoView {
                                     <Badge state=cluster.state.as_str() />
                                 </td>
                                 <td>{cluster.server_version.unwrap_or_default()}</td>
-                                <td>{cluster.last_checked_at.map(timestamp).unwrap_or_default()}</td>
+                                <td>{cluster.last_checked_at.map(|at| view! { <crate::components::list::Time at /> })}</td>
                                 <td>{cluster.last_error.unwrap_or_default()}</td>
                                 <td data-missing-permissions="">
                                     <MissingPermissions missing=cluster.missing_permissions />

@@ -5,14 +5,16 @@
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 
-use crate::api::{MarkReleaseStable, PromoteEnvironment, RollbackRelease, list_releases};
+use crate::api::{
+    MarkReleaseStable, PromoteEnvironment, RollbackRelease, get_release, list_releases,
+};
 use crate::components::layout::{signed_in, use_me};
 use crate::components::list::{Badge, EmptyState, PageHeader, load_error};
 use crate::components::outcome::{Outcome, report};
 use crate::dto::{
     ChangelogCommit, Me, ReleaseFilter, ReleaseKind, ReleaseState, ReleaseSummary, Role,
 };
-use crate::format::{short_sha, timestamp};
+use crate::format::short_sha;
 
 #[component]
 pub fn ReleasesPage() -> impl IntoView {
@@ -102,6 +104,113 @@ fn timeline(releases: Vec<ReleaseSummary>, me: Option<Me>, filter: ReleaseFilter
     .into_any()
 }
 
+/// One release: what went live, where and when, its approvals and the
+/// commits it brought, its soak towards stable, and the actions on it.
+#[component]
+pub fn ReleasePage() -> impl IntoView {
+    let params = leptos_router::hooks::use_params_map();
+    let id = move || {
+        params
+            .read()
+            .get("id")
+            .and_then(|id| id.parse::<i64>().ok())
+    };
+    let release = Resource::new(id, |id| async move {
+        match id {
+            Some(id) => get_release(id).await,
+            None => Ok(None),
+        }
+    });
+    let me = use_me();
+    view! {
+        <PageHeader
+            title="Release"
+            lead="One entry of the ledger: what went live, who approved it, what it brought, and whether it is stable yet."
+            tab=false
+        />
+        <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                let me = signed_in(me).await;
+                match release.await {
+                    Ok(Some(release)) => release_view(release, me).into_any(),
+                    Ok(None) => {
+                        #[cfg(feature = "ssr")]
+                        if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+                            response.set_status(http::StatusCode::NOT_FOUND);
+                        }
+                        view! {
+                            <leptos_meta::Title text="Release not found" />
+                            <p class="notice">"There is no such release."</p>
+                        }
+                            .into_any()
+                    }
+                    Err(error) => load_error(error),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+fn release_view(release: ReleaseSummary, me: Option<Me>) -> impl IntoView {
+    let title = format!(
+        "Release #{} · {} / {}",
+        release.id, release.app, release.environment
+    );
+    let all = format!(
+        "/releases?app={}&environment={}",
+        crate::format::percent_encode(&release.app),
+        crate::format::percent_encode(&release.environment)
+    );
+    let run = release.run_id.map(|run| {
+        view! { <a href=format!("/runs/{run}")>{format!("Run #{run}, which deployed it")}</a> }
+    });
+    let soak = release.soak.clone().map(soak_view);
+    let csrf = me
+        .as_ref()
+        .filter(|me| me.can(Role::Admin, Some(&release.app)))
+        .map(|me| me.csrf.clone());
+    view! {
+        <leptos_meta::Title text=title />
+        <p class="release-links">
+            <a href=all>"All releases of this environment"</a>
+            {run.map(|run| view! { " · " {run} })}
+        </p>
+        {soak}
+        <ol class="timeline" data-testid="release">{entry(release, csrf)}</ol>
+    }
+}
+
+/// A live release's way to stable: healthy since when, out of how long.
+fn soak_view(soak: crate::dto::SoakProgress) -> impl IntoView {
+    let now = crate::format::now_millis();
+    let text = match soak.healthy_since {
+        None => format!(
+            "Not stable yet: the soak of {} starts once every target is healthy.",
+            crate::format::duration(soak.soak_millis)
+        ),
+        Some(since) => {
+            let left = (since + soak.soak_millis - now).max(0);
+            format!(
+                "Soaking: healthy for {} of {}; stable in about {} if it stays so (and its run's checks passed).",
+                crate::format::duration(now - since),
+                crate::format::duration(soak.soak_millis),
+                crate::format::duration(left)
+            )
+        }
+    };
+    let done = soak.healthy_since.map_or(0, |since| {
+        ((now - since) * 100 / soak.soak_millis.max(1)).clamp(0, 100)
+    });
+    view! {
+        <section class="panel soak" aria-label="Soak" data-testid="release-soak">
+            <p>{text}</p>
+            <progress max="100" value=done.to_string() aria-label="Soak progress">
+                {format!("{done}%")}
+            </progress>
+        </section>
+    }
+}
+
 fn entry(release: ReleaseSummary, csrf: Option<String>) -> impl IntoView {
     let admin = csrf.is_some();
     let csrf = csrf.unwrap_or_default();
@@ -155,17 +264,17 @@ fn entry(release: ReleaseSummary, csrf: Option<String>) -> impl IntoView {
             <header>
                 <h2>
                     {rollback.then(|| view! { <span class="marker" aria-hidden="true">"↩ "</span> })}
-                    <span class="mono" title=release.version.clone()>{title}</span>
+                    <a class="mono" href=format!("/releases/{id}") title=release.version.clone()>{title}</a>
                 </h2>
                 <Badge state=release.state.as_str() />
                 <span class="muted">
                     {format!(
-                        " {} / {} · #{} · by {who} · {}",
+                        " {} / {} · #{} · by {who} · ",
                         release.app,
                         release.environment,
                         release.id,
-                        timestamp(release.created_at)
                     )}
+                    <crate::components::list::Time at=release.created_at />
                 </span>
             </header>
             {release.reason.clone().map(|reason| view! { <p class="reason">"Reason: " {reason}</p> })}
@@ -174,11 +283,9 @@ fn entry(release: ReleaseSummary, csrf: Option<String>) -> impl IntoView {
                 .map(|at| {
                     view! {
                         <p class="muted">
-                            {format!(
-                                "Stable since {} ({})",
-                                timestamp(at),
-                                release.stable_by.clone().unwrap_or_default()
-                            )}
+                            "Stable since "
+                            <crate::components::list::Time at />
+                            {format!(" ({})", release.stable_by.clone().unwrap_or_default())}
                         </p>
                     }
                 })}

@@ -191,7 +191,7 @@ fn run_row(run: RunSummary) -> impl IntoView {
             <td data-label="Commit" class="run-commit">
                 <span class="mono" title=run.commit_sha.clone()>{short_sha(&run.commit_sha).to_string()}</span>
                 " "
-                <span class="mono muted run-branch">{run.branch.clone()}</span>
+                <span class="mono muted run-branch" title=run.branch.clone()>{run.branch.clone()}</span>
                 {run.commit_message.clone().map(|m| view! { <span class="run-message">{m}</span> })}
             </td>
             <td data-label="Started by">{started_by}</td>

@@ -45,7 +45,7 @@ fn settings_view(settings: Settings) -> impl IntoView {
             "This is replica " <span class="mono" data-testid="replica">{settings.replica}</span>
             ". These loops run on one replica at a time; another takes one over within a lease when its replica stops."
         </p>
-        <table class="data" data-testid="singletons">
+        <table class="data cards" data-testid="singletons">
             <thead>
                 <tr>
                     <th scope="col">"Loop"</th>
@@ -61,8 +61,8 @@ fn settings_view(settings: Settings) -> impl IntoView {
                         let row = singleton.name.clone();
                         view! {
                             <tr data-singleton=row>
-                                <td class="mono">{singleton.name}</td>
-                                <td class="mono">{singleton.holder}{here}</td>
+                                <td data-label="Loop" class="mono">{singleton.name}</td>
+                                <td data-label="Run by" class="mono">{singleton.holder}{here}</td>
                             </tr>
                         }
                     })
@@ -70,7 +70,7 @@ fn settings_view(settings: Settings) -> impl IntoView {
             </tbody>
         </table>
         <h2>"Sources"</h2>
-        <table class="data">
+        <table class="data cards">
             <thead>
                 <tr>
                     <th scope="col">"Setting"</th>
@@ -85,9 +85,9 @@ fn settings_view(settings: Settings) -> impl IntoView {
                     .map(|source| {
                         view! {
                             <tr>
-                                <td class="mono">{source.key}</td>
-                                <td class="mono">{source.value}</td>
-                                <td>{source.source}</td>
+                                <td data-label="Setting" class="mono">{source.key}</td>
+                                <td data-label="Value" class="mono">{source.value}</td>
+                                <td data-label="Set by">{source.source}</td>
                             </tr>
                         }
                     })

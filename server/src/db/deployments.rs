@@ -281,3 +281,21 @@ pub async fn latest_manifests_on<'e>(
     .fetch_all(exec)
     .await?)
 }
+
+/// When each deploy of an app's environments since `since` started, with
+/// the environment's stack entry (uses `deployments_by_environment`).
+pub async fn started_since_of_app<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    app_id: i64,
+    since: i64,
+) -> Result<Vec<(String, i64)>, super::QueryError> {
+    Ok(sqlx::query_as(
+        "SELECT e.stack_entry, d.created_at
+         FROM environments e JOIN deployments d ON d.environment_id = e.id
+         WHERE e.app_id = $1 AND d.created_at >= $2",
+    )
+    .bind(app_id)
+    .bind(since)
+    .fetch_all(exec)
+    .await?)
+}

@@ -176,6 +176,21 @@ pub async fn list_live<'e>(
     .await?)
 }
 
+/// One release as the stability check sees it, if it is live.
+pub async fn live_row<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+) -> Result<Option<LiveRow>, super::QueryError> {
+    Ok(sqlx::query_as(
+        "SELECT id, app_id, environment_id, deployment_id, run_id, healthy_since
+         FROM releases WHERE id = $1 AND state = $2",
+    )
+    .bind(id)
+    .bind(ReleaseState::Live.as_str())
+    .fetch_optional(exec)
+    .await?)
+}
+
 pub async fn set_healthy_since<'e>(
     exec: impl Executor<'e, Database = Any>,
     id: i64,
@@ -430,6 +445,7 @@ async fn hydrate(
                 changelog,
                 targets,
                 approvals,
+                soak: None,
             })
         })
         .collect()

@@ -116,6 +116,37 @@ pub async fn recent_of_app<'e>(
     rows.into_iter().map(Row::summary).collect()
 }
 
+/// An app's newest runs that ran to an end (succeeded or failed): id,
+/// created, started, finished, state; newest first (uses `runs_by_app`).
+pub async fn durations_of_app<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    app_id: i64,
+    limit: i64,
+) -> Result<Vec<(i64, i64, Option<i64>, i64, RunState)>, super::QueryError> {
+    let rows: Vec<(i64, i64, Option<i64>, i64, String)> = sqlx::query_as(
+        "SELECT id, created_at, started_at, finished_at, state FROM runs
+         WHERE app_id = $1 AND state IN ($2, $3) AND finished_at IS NOT NULL
+         ORDER BY id DESC LIMIT $4",
+    )
+    .bind(app_id)
+    .bind(RunState::Succeeded.as_str())
+    .bind(RunState::Failed.as_str())
+    .bind(limit)
+    .fetch_all(exec)
+    .await?;
+    rows.into_iter()
+        .map(|(id, created, started, finished, state)| {
+            Ok((
+                id,
+                created,
+                started,
+                finished,
+                decode_state(&state, RunState::parse)?,
+            ))
+        })
+        .collect()
+}
+
 /// Which runs [`page`] returns: exact matches, all optional.
 #[derive(Debug, Default)]
 pub struct Filter<'a> {

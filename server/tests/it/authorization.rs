@@ -215,6 +215,7 @@ const SERVER_FNS: &[(&str, Need, &str)] = &[
         "app=shop&environment=production&reason=&csrf=",
     ),
     ("list_pending_approvals", Need::Role(Role::Viewer), ""),
+    ("get_release", Need::Role(Role::Viewer), "id=1"),
     ("approval_inbox", Need::Role(Role::Viewer), ""),
     ("list_clusters", Need::Role(Role::Admin), ""),
     ("get_app_overview", Need::Role(Role::Viewer), "app=shop"),

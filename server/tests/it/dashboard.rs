@@ -315,6 +315,32 @@ crate::on_both! {
         assert!(html.contains("data-environment=\"staging\""), "the stack is shown");
         let home = app.get("/").await.text();
         assert!(home.contains("href=\"/apps/shop\""), "the matrix links to the app page");
+        assert!(html.contains("<title>shop · Gantry</title>"), "titled after the app");
+
+        // The charts: every finished run's duration, oldest first, and
+        // today's deploys counted per stack entry.
+        let charts = &overview["charts"];
+        let durations = charts["durations"].as_array().unwrap();
+        let finished: Vec<i64> = overview["runs"].as_array().unwrap().iter()
+            .filter(|r| r["state"] == "succeeded" || r["state"] == "failed")
+            .map(|r| r["id"].as_i64().unwrap())
+            .rev()
+            .collect();
+        let charted: Vec<i64> = durations.iter().map(|d| d["id"].as_i64().unwrap()).collect();
+        assert_eq!(charted, finished, "{charts}");
+        assert!(durations.iter().all(|d| d["millis"].as_i64().unwrap() >= 0));
+        assert_eq!(charts["days"].as_array().unwrap().len(), 14);
+        let series = charts["deploys"].as_array().unwrap();
+        let entries: Vec<&str> = series.iter().map(|s| s["entry"].as_str().unwrap()).collect();
+        assert!(entries.contains(&"staging"), "{charts}");
+        for s in series {
+            let counts = s["counts"].as_array().unwrap();
+            assert!(counts[13].as_u64().unwrap() >= 1, "deployed today: {s}");
+            assert!(counts[..13].iter().all(|c| c == 0), "nothing before today: {s}");
+        }
+        assert!(html.contains("data-testid=\"chart-durations\"") && html.contains("data-testid=\"chart-deploys\""));
+        assert!(html.contains(&format!("The last {} runs: median", finished.len())), "{html}");
+        assert!(html.contains("deploys in the last 14 days: "), "{html}");
 
         let missing = app.get("/api/v1/apps/nope").await;
         assert_eq!(missing.status, StatusCode::NOT_FOUND);
@@ -636,4 +662,35 @@ async fn an_anonymous_visitor_is_sent_to_sign_in_and_back() {
     );
     // Signed in, the page itself.
     assert_eq!(app.get("/runs").await.status, StatusCode::OK);
+}
+
+crate::on_both! {
+    // The dashboard's override needs its "I understand" box: a form
+    // submitted without it (a script, a stale page) merges nothing.
+    async fn an_override_from_the_dashboard_needs_its_confirmation(app: TestApp) {
+        use axum::body::Body;
+        use axum::http::Request;
+        let world = crate::seed::shop_with_a_change_request(&app).await;
+        let admin = app.token("boss", app::dto::Role::Admin, None).await;
+        let post = |body: String| {
+            Request::post("/fn/review_change_request")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("accept", "application/json")
+                .body(Body::from(body))
+                .unwrap()
+        };
+        let id = world.change_request_id;
+        let unconfirmed = app
+            .request_as(Some(&admin), post(format!("id={id}&action=override&comment=hotfix+for+the+outage&csrf=")))
+            .await;
+        assert!(unconfirmed.text().contains("tick \"I understand\""), "{}", unconfirmed.text());
+        let detail = app.get(&format!("/api/v1/change-requests/{id}")).await.json();
+        assert_eq!(detail["summary"]["state"], "open", "nothing merged: {detail}");
+        assert!(detail["decisions"].as_array().unwrap().iter().all(|d| d["decision"] != "override"), "{detail}");
+        // The other decisions need no such box.
+        let commented = app
+            .request_as(Some(&admin), post(format!("id={id}&action=feedback&comment=looks+fine&csrf=")))
+            .await;
+        assert_eq!(commented.status, StatusCode::OK, "{}", commented.text());
+    }
 }

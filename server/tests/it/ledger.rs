@@ -488,10 +488,28 @@ async fn an_admin_can_vouch_for_a_release_before_its_soak_ends() {
             .await
             .expect("check");
         let id = release["id"].as_i64().unwrap();
-        assert_eq!(
-            app.get(&format!("/api/v1/releases/{id}")).await.json()["state"],
-            "live"
+        let read = app.get(&format!("/api/v1/releases/{id}")).await.json();
+        assert_eq!(read["state"], "live");
+        // Its soak, on its own answer and on its page.
+        assert_eq!(read["soak"]["soak_millis"], 600_000, "{read}");
+        assert!(read["soak"]["healthy_since"].is_i64(), "{read}");
+        let page = app.get(&format!("/releases/{id}")).await;
+        assert_eq!(page.status, 200);
+        let html = page.text();
+        assert!(
+            html.contains(&format!(
+                "<title>Release #{id} · shop / staging · Gantry</title>"
+            )),
+            "{html}"
         );
+        assert!(
+            html.contains("Soaking: healthy for") && html.contains("of 10 min 0 s"),
+            "{html}"
+        );
+        assert!(html.contains("data-testid=\"release-soak\""));
+        let missing = app.get("/releases/999999").await;
+        assert_eq!(missing.status, 404);
+        assert!(missing.text().contains("There is no such release."));
         let developer = app.token("dev", app::dto::Role::Developer, None).await;
         let refused = app
             .post_as(

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use app::dto::{EnvironmentState, ReleaseSummary, Role, RunState};
+use app::dto::{EnvironmentState, ReleaseSummary, Role, RunState, SoakProgress};
 use app::port::Caller;
 
 use super::LedgerError;
@@ -64,6 +64,25 @@ async fn judge(
         tracing::info!(release = release.id, "release is stable");
     }
     Ok(stable)
+}
+
+/// How far a live release is through its soak (`None`: it is not live).
+pub async fn progress(
+    app: &Delivery<'_>,
+    release_id: i64,
+) -> Result<Option<SoakProgress>, LedgerError> {
+    let pool = app.db.pool();
+    let Some(release) = db::releases::live_row(pool, release_id).await? else {
+        return Ok(None);
+    };
+    let Some(env) = db::environments::get(pool, release.environment_id).await? else {
+        return Ok(None);
+    };
+    let soak = soak_of(app, release.app_id, &env.stack_entry).await?;
+    Ok(Some(SoakProgress {
+        healthy_since: release.healthy_since,
+        soak_millis: i64::try_from(soak.as_millis()).unwrap_or(i64::MAX),
+    }))
 }
 
 /// The run's steps after the deploy (smoke tests, ...) all passed. A
