@@ -281,6 +281,32 @@ pub async fn get_run(id: i64) -> Result<Option<RunDetail>, ServerFnError> {
 }
 
 /// The share button: a signed, expiring link to the tester page.
+/// A developer ends a share link.
+#[server(prefix = "/fn", endpoint = "revoke_share_link")]
+pub async fn revoke_share_link(id: i64, csrf: String) -> Result<String, ServerFnError> {
+    let (port, caller) = caller().await?;
+    caller.check_csrf(&csrf).map_err(failed("the revocation"))?;
+    port.revoke_share_link(&caller, id)
+        .await
+        .map_err(failed("the revocation"))?;
+    Ok(format!("Share link {id} is revoked: it no longer opens."))
+}
+
+/// A developer gives a share link another full lifetime.
+#[server(prefix = "/fn", endpoint = "extend_share_link")]
+pub async fn extend_share_link(id: i64, csrf: String) -> Result<String, ServerFnError> {
+    let (port, caller) = caller().await?;
+    caller.check_csrf(&csrf).map_err(failed("the extension"))?;
+    let link = port
+        .extend_share_link(&caller, id)
+        .await
+        .map_err(failed("the extension"))?;
+    Ok(format!(
+        "Share link {id} now expires {}; its address is the same.",
+        crate::format::timestamp(link.expires_at)
+    ))
+}
+
 #[server(prefix = "/fn", endpoint = "share_change_request")]
 pub async fn share_change_request(id: i64, csrf: String) -> Result<ShareLink, ServerFnError> {
     let (port, caller) = caller().await?;

@@ -268,6 +268,8 @@ pub trait SharingPort: Send + Sync {
     async fn share_change_request(&self, caller: &Caller, id: i64) -> Result<ShareLink, PortError>;
     /// Developers: end a share link before it expires.
     async fn revoke_share_link(&self, caller: &Caller, id: i64) -> Result<(), PortError>;
+    /// Developers: give a live link another full lifetime (same address).
+    async fn extend_share_link(&self, caller: &Caller, id: i64) -> Result<ShareLink, PortError>;
     /// The tester page behind a share link; `visitor` is `None` for someone
     /// without an account (allowed only where the admin says so).
     async fn shared_preview(

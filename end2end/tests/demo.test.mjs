@@ -181,6 +181,21 @@ test('a developer opens a change request, an admin approves it in the inbox, Gan
   assert.equal(await draft.inputValue(), 'Half-typed: checking the footer', 'the draft survived the update');
   assert.equal(await draft.evaluate((el) => el === document.activeElement), true, 'the draft kept the focus');
   assert.equal(await dev.getByTestId('share-url').inputValue(), shareUrl, 'the share link stayed');
+  // The links given so far: the address to copy, its QR code, Extend, Revoke.
+  const links = dev.getByTestId('share-links');
+  await links.waitFor({ timeout: 30_000 });
+  const item = links.locator('.share-link-item').first();
+  assert.equal(await item.getByTestId('share-link-url').inputValue(), shareUrl);
+  await dev.context().grantPermissions(['clipboard-read', 'clipboard-write']);
+  await item.getByRole('button', { name: 'Copy' }).click();
+  await item.getByText('Copied.').waitFor();
+  assert.equal(await dev.evaluate(() => navigator.clipboard.readText()), shareUrl);
+  await item.locator('.share-qr summary').click();
+  assert.ok((await item.locator('svg.qr rect').count()) > 100, 'a QR code is drawn');
+  await dev.screenshot({ path: join(artifacts, 'share-links.png'), fullPage: true });
+  await item.getByRole('button', { name: 'Extend' }).click();
+  await dev.getByTestId('share-link-outcome').waitFor({ timeout: 30_000 });
+  assert.match(await dev.getByTestId('share-link-outcome').textContent(), /its address is the same/);
   assert.deepEqual(devProblems, []);
 
   // An admin finds it in the inbox, with its preview and tests, and approves.
@@ -814,6 +829,16 @@ test('the runs list filters and pages, says why a run failed; a run shows its ti
   await page.locator('.nav-phone').getByRole('link', { name: /^Approvals/ }).click();
   await page.waitForURL(`${base}/approvals`);
   assert.equal((await page.locator('.nav-phone summary .nav-here').textContent()).trim(), 'Approvals');
+
+  // Settings says what is in effect: the demo turned the dev login on and
+  // set its own pipeline repo, which it read and applied.
+  await page.setViewportSize({ width: 1440, height: 900 });
+  await page.goto(`${base}/settings`);
+  const setting = (key) => page.locator('tr', { has: page.locator('td', { hasText: new RegExp(`^${key.replace('.', '\\.')}$`) }) });
+  assert.match(await setting('auth.dev_login').textContent(), /true.*gantry demo/);
+  assert.match(await setting('pipeline.repo').textContent(), /pipeline\.git.*gantry demo/);
+  assert.match(await page.getByTestId('pipeline-health').textContent(), /applied/);
+  await page.screenshot({ path: join(artifacts, 'settings-1440.png'), fullPage: true });
   assert.deepEqual(problems, []);
   await context.close();
 });

@@ -1422,6 +1422,7 @@ pub async fn detail(
         fork_of: judged.row.fork_of.clone(),
         commits,
         uncovered_on_target,
+        share_links: Vec::new(),
     })
 }
 

@@ -332,7 +332,10 @@ impl ChangeRequestsPort for App {
         id: i64,
     ) -> Result<Option<ChangeRequestDetail>, PortError> {
         match change_requests::detail(&self.change_request_service(), caller, id).await {
-            Ok(detail) => Ok(Some(detail)),
+            Ok(mut detail) => {
+                detail.share_links = crate::sharing::links(&self.sharing(), caller, id).await?;
+                Ok(Some(detail))
+            }
             Err(ChangeRequestError::NotFound(_)) => Ok(None),
             Err(error) => Err(error.into()),
         }
@@ -547,6 +550,10 @@ impl SharingPort for App {
 
     async fn revoke_share_link(&self, caller: &Caller, id: i64) -> Result<(), PortError> {
         Ok(crate::sharing::revoke(&self.sharing(), caller, id).await?)
+    }
+
+    async fn extend_share_link(&self, caller: &Caller, id: i64) -> Result<ShareLink, PortError> {
+        Ok(crate::sharing::extend(&self.sharing(), caller, id).await?)
     }
 
     async fn shared_preview(

@@ -159,31 +159,127 @@ pub async fn create(sharing: &Sharing<'_>, caller: &Caller, request: i64) -> Res
     )
     .await?;
     crate::db::commit(tx).await?;
-    Ok(ShareLink {
-        id,
-        change_request_id: request,
-        url: crate::notify::link(
-            &sharing.notifier,
-            &format!("share/{}", token(sharing, request, id, expires)),
-        ),
-        created_by: caller.me.name.clone(),
-        expires_at: expires,
-        anonymous: sharing.anonymous,
-    })
+    Ok(link_view(
+        sharing,
+        &db::sharing::ShareLinkRow {
+            id,
+            change_request_id: request,
+            created_by: caller.me.name.clone(),
+            created_at: now,
+            expires_at: expires,
+            revoked_at: None,
+        },
+    ))
 }
 
-/// Developers of the app (or an admin) end a link before it expires.
-pub async fn revoke(sharing: &Sharing<'_>, caller: &Caller, link: i64) -> Result<()> {
+/// A link as its creator sees it: its address (the token is derived from
+/// the link's id and expiry, so it can be shown again), and its QR code.
+fn link_view(sharing: &Sharing<'_>, row: &db::sharing::ShareLinkRow) -> ShareLink {
+    let url = crate::notify::link(
+        &sharing.notifier,
+        &format!(
+            "share/{}",
+            token(sharing, row.change_request_id, row.id, row.expires_at)
+        ),
+    );
+    ShareLink {
+        id: row.id,
+        change_request_id: row.change_request_id,
+        qr: qr_rows(&url),
+        url,
+        created_by: row.created_by.clone(),
+        expires_at: row.expires_at,
+        anonymous: sharing.anonymous,
+        revoked_at: row.revoked_at,
+    }
+}
+
+/// `text` as a QR code: a row of `1` (dark) and `0` per line, with no
+/// quiet zone (the page draws it). Empty if it does not fit a QR code.
+fn qr_rows(text: &str) -> Vec<String> {
+    let Ok(code) = qrcode::QrCode::new(text.as_bytes()) else {
+        return Vec::new();
+    };
+    let width = code.width();
+    code.to_colors()
+        .chunks(width)
+        .map(|row| {
+            row.iter()
+                .map(|color| {
+                    if *color == qrcode::Color::Dark {
+                        '1'
+                    } else {
+                        '0'
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The links of a request, newest first, for developers of its app (and
+/// admins); anyone else gets none (they cannot make or end links either).
+pub async fn links(sharing: &Sharing<'_>, caller: &Caller, request: i64) -> Result<Vec<ShareLink>> {
     let pool = sharing.db.pool();
-    // Those who could revoke some link hear "no such link" both for a link
-    // that does not exist and for another app's: a developer of one app
-    // cannot probe which link ids exist elsewhere. Others are refused.
+    let Some(cr) = db::change_requests::get(pool, request).await? else {
+        return Ok(Vec::new());
+    };
+    if !caller.me.can(Role::Developer, Some(&cr.app)) {
+        return Ok(Vec::new());
+    }
+    Ok(db::sharing::links_of(pool, request)
+        .await?
+        .iter()
+        .map(|row| link_view(sharing, row))
+        .collect())
+}
+
+/// Developers of the app give a live link another full lifetime from now;
+/// its address stays the same (the stored expiry is what counts).
+pub async fn extend(sharing: &Sharing<'_>, caller: &Caller, link: i64) -> Result<ShareLink> {
+    let pool = sharing.db.pool();
+    let (row, cr) = link_of_developer(sharing, caller, link).await?;
+    if row.revoked_at.is_some() {
+        return Err(ShareError::AlreadyRevoked(link));
+    }
+    let now = sharing.clock.now_millis();
+    let expires = now + i64::try_from(sharing.ttl.as_millis()).unwrap_or(i64::MAX / 2);
+    if !db::sharing::extend(pool, link, expires).await? {
+        return Err(ShareError::AlreadyRevoked(link));
+    }
+    crate::audit::record(
+        sharing.db,
+        caller,
+        "share_link.extend",
+        &format!("{} change request {} (link {link})", cr.app, cr.id),
+        None,
+    )
+    .await?;
+    Ok(link_view(
+        sharing,
+        &db::sharing::ShareLinkRow {
+            expires_at: expires,
+            ..row
+        },
+    ))
+}
+
+/// A link and its request, for a developer of the request's app. Those
+/// who could act on some link hear "no such link" both for a link that
+/// does not exist and for another app's: a developer of one app cannot
+/// probe which link ids exist elsewhere. Others are refused.
+async fn link_of_developer(
+    sharing: &Sharing<'_>,
+    caller: &Caller,
+    link: i64,
+) -> Result<(db::sharing::ShareLinkRow, db::change_requests::CrRow)> {
+    let pool = sharing.db.pool();
     let unknown = || {
         if caller.me.can_anywhere(Role::Developer) {
             ShareError::Refused(format!("share link {link} does not exist"))
         } else {
             ShareError::Forbidden(format!(
-                "revoking a share link needs the developer role; {} does not have it",
+                "changing a share link needs the developer role; {} does not have it",
                 caller.me.name
             ))
         }
@@ -197,6 +293,13 @@ pub async fn revoke(sharing: &Sharing<'_>, caller: &Caller, link: i64) -> Result
     if caller.require(Role::Developer, Some(&cr.app)).is_err() {
         return Err(unknown());
     }
+    Ok((row, cr))
+}
+
+/// Developers of the app (or an admin) end a link before it expires.
+pub async fn revoke(sharing: &Sharing<'_>, caller: &Caller, link: i64) -> Result<()> {
+    let pool = sharing.db.pool();
+    let (_, cr) = link_of_developer(sharing, caller, link).await?;
     if !db::sharing::revoke(pool, link, sharing.clock.now_millis()).await? {
         return Err(ShareError::AlreadyRevoked(link));
     }
@@ -225,15 +328,18 @@ async fn admit(
                 .into(),
         ));
     }
-    if expires <= sharing.clock.now_millis() {
-        return Err(ShareError::Expired(when(expires)));
-    }
     let row = db::sharing::link(sharing.db.pool(), link)
         .await?
         .filter(|row| row.change_request_id == request)
         .ok_or(ShareError::Invalid)?;
     if row.revoked_at.is_some() {
         return Err(ShareError::Revoked);
+    }
+    // The stored expiry counts: extending a link keeps its address. The
+    // signed one is never later than it (a link is only ever extended).
+    let expires = row.expires_at.max(expires);
+    if expires <= sharing.clock.now_millis() {
+        return Err(ShareError::Expired(when(expires)));
     }
     Ok((request, link, expires))
 }

@@ -7,4 +7,5 @@ pub mod feedback;
 pub mod layout;
 pub mod list;
 pub mod outcome;
+pub mod share_links;
 pub mod theme;

@@ -57,6 +57,9 @@ pub struct ChangeRequestDetail {
     /// Approvals of the current head, by distinct people.
     pub approvals_of_head: i64,
     pub decisions: Vec<ApprovalRecord>,
+    /// Its share links, newest first: for developers of the app only.
+    #[serde(default)]
+    pub share_links: Vec<ShareLink>,
     /// The target environment's freeze, when one is in force.
     pub freeze: Option<String>,
     pub merge_sha: Option<String>,

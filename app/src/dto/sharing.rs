@@ -30,6 +30,13 @@ pub struct ShareLink {
     pub expires_at: UnixMillis,
     /// Whether it opens without an account (the admin's `auth.share_anonymous`).
     pub anonymous: bool,
+    /// When it was revoked (listed links only).
+    #[serde(default)]
+    pub revoked_at: Option<UnixMillis>,
+    /// The link as a QR code, one string of `1` (dark) and `0` per row,
+    /// for a tester to open it on a phone.
+    #[serde(default)]
+    pub qr: Vec<String>,
 }
 
 /// The tester page behind a share link: what changed, how its tests went,

@@ -164,6 +164,13 @@ fn request_view(detail: ChangeRequestDetail, me: Option<Me>) -> impl IntoView {
             <h2 id="feedback-heading">"Tester feedback"</h2>
             {feedback_list(detail.feedback.clone())}
             {(active && is_developer).then(|| view! { <ShareButton id=cr.id csrf=csrf.clone() /> })}
+            {is_developer
+                .then(|| {
+                    crate::components::share_links::share_links_panel(
+                        detail.share_links.clone(),
+                        csrf.clone(),
+                    )
+                })}
         </section>
         {(active && is_tester)
             .then(|| view! { <Decide id=cr.id is_admin is_author csrf /> })}
@@ -212,6 +219,10 @@ fn ShareButton(id: i64, csrf: String) -> impl IntoView {
                                 />
                             </label>
                             <p class="muted">{note}</p>
+                            <details class="share-qr">
+                                <summary>"QR code"</summary>
+                                {crate::components::share_links::qr_code(&link.qr, "QR code of the new link")}
+                            </details>
                         }
                             .into_any()
                     }

@@ -2,19 +2,64 @@
 
 use leptos::prelude::*;
 
-use crate::api::get_settings;
-use crate::components::list::{PageHeader, loaded};
-use crate::dto::Settings;
+use crate::api::{get_config_status, get_settings};
+use crate::components::list::{PageHeader, Time, loaded};
+use crate::dto::{ConfigStatus, Settings};
+use crate::format::short_sha;
 
 #[component]
 pub fn SettingsPage() -> impl IntoView {
     let settings = Resource::new(|| (), |_| get_settings());
+    let pipeline = Resource::new(|| (), |_| get_config_status());
     view! {
         <PageHeader
             title="Settings"
             lead="The configuration this server runs with: defaults, then the file, then environment, then flags."
         />
+        {loaded(pipeline, pipeline_health)}
         {loaded(settings, settings_view)}
+    }
+}
+
+/// The pipeline repo: which commit is in effect, when it was read, and
+/// what it refused.
+fn pipeline_health(status: ConfigStatus) -> impl IntoView {
+    let (class, verdict) = match status.state.as_deref() {
+        Some("applied") => ("badge state-succeeded", "applied"),
+        Some("partial") => ("badge state-partially_failed", "partly applied"),
+        Some("rejected") => ("badge state-failed", "rejected"),
+        _ => ("badge", "not read yet"),
+    };
+    view! {
+        <section class="panel" aria-labelledby="pipeline-heading" data-testid="pipeline-health">
+            <h2 id="pipeline-heading">"Pipeline repo"</h2>
+            <dl class="facts">
+                <dt>"Repository"</dt>
+                <dd class="mono">
+                    {status.pipeline_repo.clone().unwrap_or_else(|| "none configured".into())}
+                    {format!(" ({})", status.pipeline_branch)}
+                </dd>
+                <dt>"Commit in effect"</dt>
+                <dd>
+                    <span class="mono">{status.pipeline_sha.as_deref().map(short_sha).unwrap_or("–").to_string()}</span>
+                    " "
+                    <span class=class>{verdict}</span>
+                </dd>
+                <dt>"Last read"</dt>
+                <dd>{status.checked_at.map(|at| view! { <Time at /> })}</dd>
+            </dl>
+            {if status.issues.is_empty() {
+                view! { <p class="muted">"No problem found in the last commit read."</p> }.into_any()
+            } else {
+                view! {
+                    <p>{format!("{} problem(s) in the last commit read:", status.issues.len())}</p>
+                    <ul>
+                        {status.issues.iter().take(20).map(|issue| view! { <li class="mono">{issue.to_string()}</li> }).collect_view()}
+                    </ul>
+                }
+                    .into_any()
+            }}
+        </section>
     }
 }
 

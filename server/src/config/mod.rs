@@ -131,6 +131,8 @@ pub enum Origin {
     File(PathBuf),
     Env(&'static str),
     Flag(&'static str),
+    /// `gantry demo` chose it (its own pipeline repo, the dev login).
+    Demo,
 }
 
 impl fmt::Display for Origin {
@@ -140,6 +142,7 @@ impl fmt::Display for Origin {
             Origin::File(path) => write!(f, "file {}", path.display()),
             Origin::Env(name) => write!(f, "environment {name}"),
             Origin::Flag(name) => write!(f, "flag {name}"),
+            Origin::Demo => f.write_str("gantry demo"),
         }
     }
 }
@@ -1039,6 +1042,13 @@ impl Config {
             file: file_path,
             sources: layers.sources,
         })
+    }
+
+    /// Records that `gantry demo` set `key` to `value` after the layers
+    /// were read, so Settings shows what is in effect and why.
+    pub fn set_by_demo(&mut self, key: &'static str, value: String) {
+        self.sources.retain(|(k, _, _)| *k != key);
+        self.sources.push((key, value, Origin::Demo));
     }
 
     /// The layer that set `key`.

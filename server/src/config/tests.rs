@@ -529,3 +529,21 @@ fn the_isolation_settings_are_read_and_checked() {
         assert!(error.to_string().contains(key), "{name}={bad}: {error}");
     }
 }
+
+/// What `gantry demo` sets after reading the layers is recorded as its, so
+/// Settings never says "false (default)" of a value in effect as true.
+#[test]
+fn a_value_the_demo_sets_is_recorded_as_the_demos() {
+    let mut config = Config::resolve(&Flags::default(), &[]).expect("defaults resolve");
+    assert_eq!(config.origin("auth.dev_login"), Some(&Origin::Default));
+    config.set_by_demo("auth.dev_login", "true".into());
+    assert_eq!(config.origin("auth.dev_login"), Some(&Origin::Demo));
+    let shown: Vec<_> = config
+        .sources
+        .iter()
+        .filter(|(k, _, _)| *k == "auth.dev_login")
+        .collect();
+    assert_eq!(shown.len(), 1, "one line per setting");
+    assert_eq!(shown[0].1, "true");
+    assert_eq!(shown[0].2.to_string(), "gantry demo");
+}

@@ -73,6 +73,21 @@ pub async fn revoke<'e>(
     Ok(done.rows_affected() == 1)
 }
 
+/// A live link's new expiry; `false`: no such link, or revoked.
+pub async fn extend<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    expires_at: i64,
+) -> Result<bool, super::QueryError> {
+    let done =
+        sqlx::query("UPDATE share_links SET expires_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id)
+            .bind(expires_at)
+            .execute(exec)
+            .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 #[derive(Clone, Debug, FromRow)]
 pub struct FeedbackRow {
     pub id: i64,

@@ -42,17 +42,21 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         tracing::warn!("the demo uses its own pipeline repo; the configured one is ignored");
     }
     config.pipeline_repo = Some(repos.app_pipeline_url());
+    config.set_by_demo("pipeline.repo", repos.app_pipeline_url());
     // The demo signs people in without a password, on this machine only.
     if config.bind.ip().is_loopback() {
         config.dev_login = true;
+        config.set_by_demo("auth.dev_login", "true".into());
         // ...and testers open share links without an account, unless set.
         if config.origin("auth.share_anonymous") == Some(&Origin::Default) {
             config.share_anonymous = true;
+            config.set_by_demo("auth.share_anonymous", "true".into());
         }
     }
     // Quick feedback without the hook too; an explicit setting wins.
     if config.origin("pipeline.poll_interval") == Some(&Origin::Default) {
         config.poll_interval = Duration::from_secs(5);
+        config.set_by_demo("pipeline.poll_interval", "5s".into());
     }
     let app_repo = repos.app.clone();
     let created = repos.created;

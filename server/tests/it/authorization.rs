@@ -75,6 +75,11 @@ const ROUTES: &[(&str, &str, Need)] = &[
         "/api/v1/share-links/{id}",
         Need::Role(Role::Developer),
     ),
+    (
+        "POST",
+        "/api/v1/share-links/{id}/extend",
+        Need::Role(Role::Developer),
+    ),
     ("GET", "/api/v1/share/{token}", Need::ShareToken),
     ("POST", "/api/v1/share/{token}/feedback", Need::ShareToken),
     (
@@ -264,6 +269,16 @@ const SERVER_FNS: &[(&str, Need, &str)] = &[
         "token=1.1.1.AAAA&verdict=works&comment=&csrf=",
     ),
     ("test_channel", Need::Role(Role::Admin), "name=ch1&csrf="),
+    (
+        "extend_share_link",
+        Need::Role(Role::Developer),
+        "id=1&csrf=",
+    ),
+    (
+        "revoke_share_link",
+        Need::Role(Role::Developer),
+        "id=1&csrf=",
+    ),
     // Last: it ends the run the others read.
     ("cancel_run", Need::Role(Role::Admin), "id=RUN&csrf="),
 ];

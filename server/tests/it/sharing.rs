@@ -248,4 +248,73 @@ crate::on_both! {
         assert_eq!(missing.status, 404);
         assert!(missing.text().contains("not valid; ask whoever sent it for a new one"), "{}", missing.text());
     }
+
+    // The links a developer gave are listed on the request for developers
+    // (address, QR code, expiry), not for viewers; Extend gives a live link
+    // a new lifetime at the same address; a revoked one cannot be extended,
+    // nor can another app's developer touch it.
+    async fn share_links_are_listed_extended_and_revoked(backend) {
+        use app::dto::Role;
+        let repos = Repos::new(QUICK_STEPS);
+        let app = start_with(backend, &repos, |config| {
+            config.share_anonymous = true;
+            config.share_ttl = Duration::from_secs(60);
+        })
+        .await;
+        let id = request_with_preview(&app, &repos).await;
+        let developer = app.token("dev", Role::Developer, Some("shop")).await;
+        let made = app.post_as(&developer, &format!("/api/v1/change-requests/{id}/share"), json!({})).await;
+        assert_eq!(made.status, 201, "{}", made.text());
+        let link = made.json();
+        let (link_id, token) = (link["id"].as_i64().unwrap(), token_of(&link));
+        let first_expiry = link["expires_at"].as_i64().unwrap();
+
+        // Listed, with the same address and a QR code, for developers only.
+        let listed = app.get_as(&developer, &format!("/api/v1/change-requests/{id}")).await.json();
+        let links = listed["share_links"].as_array().unwrap();
+        assert_eq!(links.len(), 1, "{listed}");
+        assert_eq!(links[0]["url"], link["url"]);
+        let qr = links[0]["qr"].as_array().unwrap();
+        assert!(qr.len() >= 21 && qr.iter().all(|row| row.as_str().unwrap().len() == qr.len()), "a square QR code");
+        let viewer = app.token("watcher", Role::Viewer, Some("shop")).await;
+        let seen = app.get_as(&viewer, &format!("/api/v1/change-requests/{id}")).await.json();
+        assert_eq!(seen["share_links"], json!([]), "viewers get no links");
+        let page = app.get_as(&developer, &format!("/change-requests/{id}")).await.text();
+        assert!(page.contains("data-testid=\"share-links\"") && page.contains("aria-label=\"QR code of link "), "{page}");
+
+        // Extended: the same address opens after the first expiry.
+        app.state.clock.advance(Duration::from_secs(50));
+        let extended = app.post_as(&developer, &format!("/api/v1/share-links/{link_id}/extend"), json!({})).await;
+        assert_eq!(extended.status, 200, "{}", extended.text());
+        assert!(extended.json()["expires_at"].as_i64().unwrap() > first_expiry);
+        app.state.clock.advance(Duration::from_secs(30));
+        let opened = anonymous(&app, "GET", &format!("/api/v1/share/{token}"), None).await;
+        assert_eq!(opened.status, 200, "past its first expiry, extended: {}", opened.text());
+        let audit = app.get("/api/v1/audit?action=share_link.extend").await.text();
+        assert!(audit.contains(&format!("(link {link_id})")), "{audit}");
+
+        // Another app's developer cannot extend or revoke it, nor learn it exists.
+        crate::seed::another_app(&app, "elsewhere").await;
+        let stranger = app.token("other-dev", Role::Developer, Some("elsewhere")).await;
+        let theirs = app.post_as(&stranger, &format!("/api/v1/share-links/{link_id}/extend"), json!({})).await;
+        let missing = app.post_as(&stranger, &format!("/api/v1/share-links/{}/extend", link_id + 1000), json!({})).await;
+        assert_eq!((theirs.status, missing.status), (StatusCode::BAD_REQUEST, StatusCode::BAD_REQUEST));
+        assert_eq!(
+            theirs.text().replace(&link_id.to_string(), "N"),
+            missing.text().replace(&(link_id + 1000).to_string(), "N"),
+        );
+        let refused = app.post_as(&viewer, &format!("/api/v1/share-links/{link_id}/extend"), json!({})).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+
+        // Revoked: listed as such, and not extended again.
+        let revoked = app
+            .request_as(Some(&developer), Request::delete(format!("/api/v1/share-links/{link_id}")).body(Body::empty()).unwrap())
+            .await;
+        assert_eq!(revoked.status, 204);
+        let listed = app.get_as(&developer, &format!("/api/v1/change-requests/{id}")).await.json();
+        assert!(listed["share_links"][0]["revoked_at"].is_i64(), "{listed}");
+        let again = app.post_as(&developer, &format!("/api/v1/share-links/{link_id}/extend"), json!({})).await;
+        assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text());
+        assert_eq!(anonymous(&app, "GET", &format!("/api/v1/share/{token}"), None).await.status, 410);
+    }
 }

@@ -60,6 +60,7 @@ use crate::http::error::{ApiError, ErrorBody, ErrorDetail};
         changes::feed,
         sharing::create,
         sharing::revoke,
+        sharing::extend,
         sharing::open,
         sharing::feedback,
         releases::list,
@@ -204,6 +205,7 @@ pub fn routes() -> Router<AppState> {
         .route("/changes", get(changes::feed))
         .route("/change-requests/{id}/share", post(sharing::create))
         .route("/share-links/{id}", axum::routing::delete(sharing::revoke))
+        .route("/share-links/{id}/extend", post(sharing::extend))
         .route("/share/{token}", get(sharing::open))
         .route("/share/{token}/feedback", post(sharing::feedback))
         .route("/releases", get(releases::list))

@@ -42,11 +42,27 @@ pub async fn revoke(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Developers: gives a live share link another full lifetime from now; its
+/// address stays the same.
+#[utoipa::path(post, path = "/api/v1/share-links/{id}/extend", tag = "change requests",
+    params(("id" = i64, Path)),
+    responses((status = 200, body = ShareLink), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn extend(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<i64>,
+) -> Result<Json<ShareLink>, ApiError> {
+    Ok(Json(
+        state.extend_share_link(&principal.caller(), id).await?,
+    ))
+}
+
 /// The tester page's facts: commits, tests, preview, feedback.
 #[utoipa::path(get, path = "/api/v1/share/{token}", tag = "change requests",
     params(("token" = String, Path)),
     responses((status = 200, body = SharedPreview), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)))]
 pub async fn open(
     State(state): State<AppState>,
     Visitor(visitor): Visitor,
@@ -62,7 +78,7 @@ pub async fn open(
     params(("token" = String, Path)), request_body = NewFeedback,
     responses((status = 201, body = TesterFeedback), (status = 400, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody)))]
+        (status = 410, body = ErrorBody)))]
 pub async fn feedback(
     State(state): State<AppState>,
     Visitor(visitor): Visitor,
