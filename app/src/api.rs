@@ -439,6 +439,17 @@ pub async fn get_approval_inbox() -> Result<ApprovalInbox, ServerFnError> {
         .map_err(failed("the approvals"))
 }
 
+/// What the "open a change request" form offers: apps, and `app`'s branches.
+#[server(prefix = "/fn", endpoint = "request_choices")]
+pub async fn request_choices(
+    #[server(default)] app: String,
+) -> Result<crate::dto::RequestChoices, ServerFnError> {
+    let (port, caller) = caller().await?;
+    port.request_choices(&caller, app)
+        .await
+        .map_err(failed("the apps and branches"))
+}
+
 #[server(prefix = "/fn", endpoint = "open_change_request")]
 pub async fn open_change_request(
     app: String,

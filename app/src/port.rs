@@ -180,6 +180,12 @@ pub trait ChangeRequestsPort: Send + Sync {
         caller: &Caller,
         request: NewChangeRequest,
     ) -> Result<ChangeRequestSummary, PortError>;
+    /// The apps the caller may open requests on and the branches of `app`.
+    async fn request_choices(
+        &self,
+        caller: &Caller,
+        app: String,
+    ) -> Result<crate::dto::RequestChoices, PortError>;
     /// Approve, reject, override or close a change request.
     async fn review_change_request(
         &self,

@@ -58,6 +58,10 @@ async function liveEnvironments(page) {
 async function openChangeRequest(page, source) {
   await page.getByText('Open a change request').click();
   await page.locator('input[name="app"]').fill('shop');
+  // Pickers: the apps, then the chosen app's branches, as suggestions.
+  await page.locator('#request-apps option[value="shop"]').waitFor({ state: 'attached' });
+  await page.locator(`#request-branches option[value="${source}"]`).waitFor({ state: 'attached', timeout: 30_000 });
+  assert.equal(await page.locator('input[name="source_branch"]').getAttribute('list'), 'request-branches');
   await page.locator('input[name="source_branch"]').fill(source);
   await page.getByRole('button', { name: 'Open', exact: true }).click();
   const opened = page.getByRole('status').getByRole('link');

@@ -368,6 +368,43 @@ impl ChangeRequestsPort for App {
         row.summary().map_err(port_error)
     }
 
+    async fn request_choices(
+        &self,
+        caller: &Caller,
+        app: String,
+    ) -> Result<app::dto::RequestChoices, PortError> {
+        use crate::visibility::Visible;
+        use app::dto::CHOICES_MAX;
+        let pool = self.db.pool();
+        let apps = match Visible::of(&self.db, caller, Role::Developer)
+            .await
+            .map_err(port_error)?
+        {
+            Visible::Every => db::apps::page_active(pool, "", 0, CHOICES_MAX as i64)
+                .await
+                .map_err(port_error)?,
+            Visible::Only(apps) => apps.into_iter().take(CHOICES_MAX).collect(),
+        };
+        let app = app.trim();
+        let mut branches = Vec::new();
+        if caller.me.can(Role::Developer, Some(app))
+            && let Some(row) = db::apps::find_active_by_name(pool, app)
+                .await
+                .map_err(port_error)?
+        {
+            branches = db::branch_heads::list(pool, row.id)
+                .await
+                .map_err(port_error)?
+                .into_keys()
+                .take(CHOICES_MAX)
+                .collect();
+        }
+        Ok(app::dto::RequestChoices {
+            apps: apps.into_iter().map(|(_, name)| name).collect(),
+            branches,
+        })
+    }
+
     async fn review_change_request(
         &self,
         caller: &Caller,

@@ -107,3 +107,44 @@ pub fn Time(at: crate::dto::UnixMillis) -> impl IntoView {
         </time>
     }
 }
+
+/// An admins' area: its content for admins only (`everywhere`: admins of
+/// every app); anyone else reads one sentence saying whose area it is, and
+/// sees no form they could not use.
+#[component]
+pub fn AdminsOnly(
+    /// What the area holds, as a sentence's subject ("Clusters").
+    what: &'static str,
+    #[prop(optional)] everywhere: bool,
+    children: ChildrenFn,
+) -> impl IntoView {
+    let me = crate::components::layout::use_me();
+    view! {
+        <Suspense fallback=|| ()>
+            {move || {
+                let children = children.clone();
+                Suspend::new(async move {
+                    let allowed = crate::components::layout::signed_in(me)
+                        .await
+                        .is_some_and(|me| {
+                            if everywhere {
+                                me.can(crate::dto::Role::Admin, None)
+                            } else {
+                                me.can_anywhere(crate::dto::Role::Admin)
+                            }
+                        });
+                    if allowed {
+                        children().into_any()
+                    } else {
+                        view! {
+                            <p class="notice" role="status" data-testid="admins-only">
+                                {format!("{what} are for admins: ask an admin if something here needs changing.")}
+                            </p>
+                        }
+                            .into_any()
+                    }
+                })
+            }}
+        </Suspense>
+    }
+}

@@ -20,6 +20,18 @@ pub struct ChangeRequestSummary {
     pub created_at: UnixMillis,
 }
 
+/// What the "open a change request" form offers to pick from: the apps
+/// the caller may open requests on, and the branches of the app chosen.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct RequestChoices {
+    pub apps: Vec<String>,
+    pub branches: Vec<String>,
+}
+
+/// Apps and branches the form offers, at most.
+pub const CHOICES_MAX: usize = 500;
+
 /// One approval, rejection or override.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]

@@ -4,12 +4,14 @@
 
 use leptos::prelude::*;
 
-use crate::api::{ReviewRun, get_approval_inbox};
+use crate::api::{ReviewChangeRequest, ReviewRun, get_approval_inbox};
 use crate::components::commits::count;
 use crate::components::layout::{signed_in, use_me};
 use crate::components::list::{Badge, EmptyState, PageHeader, load_error};
 use crate::components::outcome::{Outcome, report};
-use crate::dto::{ApprovalInbox, ChangeRequestDetail, Me, PendingApproval, Role};
+use crate::dto::{
+    ApprovalInbox, ChangeRequestDetail, ChangeRequestState, Me, PendingApproval, Role,
+};
 use crate::format::short_sha;
 
 #[component]
@@ -73,6 +75,7 @@ fn requests_table(requests: Vec<ChangeRequestDetail>, me: Option<Me>) -> impl In
                     <th scope="col">"Approvals"</th>
                     <th scope="col">"State"</th>
                     <th scope="col">"Manifests"</th>
+                    <th scope="col">"Decide"</th>
                 </tr>
             </thead>
             <tbody>
@@ -81,6 +84,16 @@ fn requests_table(requests: Vec<ChangeRequestDetail>, me: Option<Me>) -> impl In
                     .map(|detail| {
                         let cr = detail.summary.clone();
                         let admin = me.as_ref().is_some_and(|me| me.can(Role::Admin, Some(&cr.app)));
+                        let decide = me
+                            .as_ref()
+                            .filter(|_| {
+                                admin
+                                    && matches!(
+                                        cr.state,
+                                        ChangeRequestState::Open | ChangeRequestState::Approved | ChangeRequestState::Conflict
+                                    )
+                            })
+                            .map(|me| view! { <RequestDecision id=cr.id csrf=me.csrf.clone() /> });
                         let tests = tests_summary(&detail);
                         let preview = detail
                             .preview
@@ -126,6 +139,7 @@ fn requests_table(requests: Vec<ChangeRequestDetail>, me: Option<Me>) -> impl In
                                             }
                                         })}
                                 </td>
+                                <td data-label="Decide" data-testid="inbox-decide">{decide}</td>
                             </tr>
                         }
                     })
@@ -212,6 +226,26 @@ fn runs_table(runs: Vec<PendingApproval>, me: Option<Me>) -> impl IntoView {
         </table>
     }
     .into_any()
+}
+
+/// Approve or reject a change request from the inbox, with one comment
+/// (an island; the override stays on the request's page, in its danger zone).
+#[island]
+fn RequestDecision(id: i64, csrf: String) -> impl IntoView {
+    let review = ServerAction::<ReviewChangeRequest>::new();
+    report(review, |result| match result {
+        Ok(cr) => Outcome::done("review-outcome", format!("#{} is {}", cr.id, cr.state)),
+        Err(error) => Outcome::failed("review-error", error),
+    });
+    view! {
+        <ActionForm action=review attr:class="inline">
+            <input type="hidden" name="csrf" value=csrf />
+            <input type="hidden" name="id" value=id />
+            <input type="text" name="comment" aria-label=format!("Comment on #{id}") placeholder="comment" />
+            <button type="submit" name="action" value="approve">"Approve"</button>
+            <button type="submit" name="action" value="reject">"Reject"</button>
+        </ActionForm>
+    }
 }
 
 /// Approve or reject a held run (an island: the forms act in the browser).

@@ -2,7 +2,7 @@
 
 use leptos::prelude::*;
 
-use crate::api::{OpenChangeRequest, list_change_requests};
+use crate::api::{OpenChangeRequest, list_change_requests, request_choices};
 use crate::components::layout::{signed_in, use_me};
 use crate::components::list::{Badge, EmptyState, PageHeader, loaded};
 use crate::components::outcome::report;
@@ -53,6 +53,16 @@ fn OpenForm(csrf: String, prefill: Prefill) -> impl IntoView {
     let open = ServerAction::<OpenChangeRequest>::new();
     report(open, |_| None);
     let expanded = !prefill.app.is_empty();
+    // The apps to pick from, and the chosen app's branches: suggestions
+    // (a datalist), so typing still works.
+    let app = RwSignal::new(prefill.app.clone());
+    let choices = Resource::new(move || app.get(), request_choices);
+    let options = move |items: Vec<String>| {
+        items
+            .into_iter()
+            .map(|item| view! { <option value=item></option> })
+            .collect_view()
+    };
     view! {
         <details class="panel" open=expanded>
             <summary>"Open a change request"</summary>
@@ -60,20 +70,34 @@ fn OpenForm(csrf: String, prefill: Prefill) -> impl IntoView {
                 <input type="hidden" name="csrf" value=csrf />
                 <label>
                     <span>"App"</span>
-                    <input name="app" required value=prefill.app />
+                    <input
+                        name="app"
+                        required
+                        list="request-apps"
+                        autocomplete="off"
+                        value=prefill.app
+                        on:input=move |event| app.set(event_target_value(&event))
+                    />
                 </label>
                 <label>
                     <span>"Source branch"</span>
                     <input
                         name="source_branch"
                         required
+                        list="request-branches"
+                        autocomplete="off"
                         placeholder="feature/checkout"
                         value=prefill.source
                     />
                 </label>
                 <label>
                     <span>"Target branch (default: latest; from latest: master)"</span>
-                    <input name="target_branch" value=prefill.target />
+                    <input
+                        name="target_branch"
+                        list="request-branches"
+                        autocomplete="off"
+                        value=prefill.target
+                    />
                 </label>
                 <label>
                     <span>"Title (default: the last commit's)"</span>
@@ -84,6 +108,19 @@ fn OpenForm(csrf: String, prefill: Prefill) -> impl IntoView {
                     <textarea name="description" rows="3"></textarea>
                 </label>
                 <button type="submit" class="primary">"Open"</button>
+                <Transition fallback=|| ()>
+                    {move || {
+                        choices
+                            .get()
+                            .and_then(Result::ok)
+                            .map(|choices| {
+                                view! {
+                                    <datalist id="request-apps">{options(choices.apps)}</datalist>
+                                    <datalist id="request-branches">{options(choices.branches)}</datalist>
+                                }
+                            })
+                    }}
+                </Transition>
             </ActionForm>
             {move || {
                 open.value()

@@ -6,7 +6,7 @@
 use leptos::prelude::*;
 
 use crate::api::{TestChannel, list_channels};
-use crate::components::list::{EmptyState, PageHeader, loaded, with_csrf};
+use crate::components::list::{AdminsOnly, EmptyState, PageHeader, loaded, with_csrf};
 use crate::components::outcome::{Outcome, report};
 use crate::dto::{ChannelSummary, DeliverySummary};
 
@@ -18,9 +18,11 @@ pub fn ChannelsPage() -> impl IntoView {
             title="Notifications"
             lead="Channels that tell people about failed runs, previews, approvals, releases, rollbacks and drift — and how their messages fared."
         />
-        {with_csrf(move |csrf| {
-            loaded(channels, move |channels| channel_list(channels, csrf.clone()))
-        })}
+        <AdminsOnly what="Notification channels">
+            {with_csrf(move |csrf| {
+                loaded(channels, move |channels| channel_list(channels, csrf.clone()))
+            })}
+        </AdminsOnly>
     }
 }
 

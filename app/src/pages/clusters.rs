@@ -5,7 +5,7 @@
 use leptos::prelude::*;
 
 use crate::api::{CheckCluster, RegisterCluster, list_clusters};
-use crate::components::list::{Badge, EmptyState, PageHeader, loaded, with_csrf};
+use crate::components::list::{AdminsOnly, Badge, EmptyState, PageHeader, loaded, with_csrf};
 use crate::components::outcome::{Outcome, report};
 use crate::dto::ClusterSummary;
 
@@ -17,16 +17,18 @@ pub fn ClustersPage() -> impl IntoView {
             title="Clusters"
             lead="Kubernetes clusters environments deploy to, and their last connectivity check."
         />
-        {with_csrf(move |csrf| {
-            loaded(clusters, move |clusters| cluster_table(clusters, csrf.clone()))
-        })}
-        <section class="panel" aria-labelledby="register-heading">
-            <h2 id="register-heading">"Register a cluster"</h2>
-            <p class="muted">
-                "Paste a kubeconfig; its credentials are encrypted at rest and never shown again. The CLI and the API also take a server URL with a token, or in-cluster."
-            </p>
-            {with_csrf(|csrf| view! { <RegisterForm csrf /> })}
-        </section>
+        <AdminsOnly what="Clusters">
+            {with_csrf(move |csrf| {
+                loaded(clusters, move |clusters| cluster_table(clusters, csrf.clone()))
+            })}
+            <section class="panel" aria-labelledby="register-heading">
+                <h2 id="register-heading">"Register a cluster"</h2>
+                <p class="muted">
+                    "Paste a kubeconfig; its credentials are encrypted at rest and never shown again. The CLI and the API also take a server URL with a token, or in-cluster."
+                </p>
+                {with_csrf(|csrf| view! { <RegisterForm csrf /> })}
+            </section>
+        </AdminsOnly>
     }
 }
 

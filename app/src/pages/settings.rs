@@ -3,7 +3,7 @@
 use leptos::prelude::*;
 
 use crate::api::{get_config_status, get_settings};
-use crate::components::list::{PageHeader, Time, loaded};
+use crate::components::list::{AdminsOnly, PageHeader, Time, loaded};
 use crate::dto::{ConfigStatus, Settings};
 use crate::format::short_sha;
 
@@ -16,8 +16,10 @@ pub fn SettingsPage() -> impl IntoView {
             title="Settings"
             lead="The configuration this server runs with: defaults, then the file, then environment, then flags."
         />
-        {loaded(pipeline, pipeline_health)}
-        {loaded(settings, settings_view)}
+        <AdminsOnly what="Settings" everywhere=true>
+            {loaded(pipeline, pipeline_health)}
+            {loaded(settings, settings_view)}
+        </AdminsOnly>
     }
 }
 

@@ -269,6 +269,7 @@ const SERVER_FNS: &[(&str, Need, &str)] = &[
         "token=1.1.1.AAAA&verdict=works&comment=&csrf=",
     ),
     ("test_channel", Need::Role(Role::Admin), "name=ch1&csrf="),
+    ("request_choices", Need::Role(Role::Viewer), "app=shop"),
     (
         "extend_share_link",
         Need::Role(Role::Developer),

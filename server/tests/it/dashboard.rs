@@ -269,6 +269,10 @@ on_both! {
         let inbox = app.get("/approvals").await.text();
         assert!(inbox.contains(&format!("href=\"/change-requests/{id}\"")), "the inbox links the request");
         assert!(inbox.contains("Faster checkout") && inbox.contains("0 of 1"), "{inbox}");
+        // Admins decide right there (the override stays on the request's page).
+        let decide = &inbox[inbox.find("data-testid=\"inbox-decide\"").expect("a Decide cell")..];
+        assert!(decide.contains("value=\"approve\"") && decide.contains("value=\"reject\""), "{decide}");
+        assert!(!inbox.contains("value=\"override\""), "no override in the inbox");
 
         // An admin sees the decision forms; a developer sees where it stands.
         let page = app.get(&format!("/change-requests/{id}")).await.text();
@@ -283,6 +287,8 @@ on_both! {
         let as_developer = app.request_as(Some(&dev), request).await.text();
         assert!(as_developer.contains("0 of 1 (roles: admin)"), "{as_developer}");
         assert!(!as_developer.contains("value=\"approve\""), "developers cannot approve");
+        let their_inbox = app.get_as(&dev, "/approvals").await.text();
+        assert!(!their_inbox.contains("value=\"approve\""), "nor in the inbox");
     }
 }
 
@@ -351,6 +357,27 @@ crate::on_both! {
 
         let missing = app.get("/api/v1/apps/nope").await;
         assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+        // The "open a change request" form's pickers: the apps one may
+        // open requests on, and the chosen app's branches; none for a viewer.
+        let choices = |token: Option<String>| {
+            let app = &app;
+            async move {
+                let request = axum::http::Request::post("/fn/request_choices")
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .header("accept", "application/json")
+                    .body(axum::body::Body::from("app=shop"))
+                    .unwrap();
+                app.request_as(token.as_deref(), request).await.json()
+            }
+        };
+        let admin = choices(Some(app.admin_token.clone())).await;
+        assert_eq!(admin["apps"], serde_json::json!(["shop"]), "{admin}");
+        let branches: Vec<&str> = admin["branches"].as_array().unwrap().iter().map(|b| b.as_str().unwrap()).collect();
+        assert!(branches.contains(&"feature-x") && branches.contains(&"latest"), "{branches:?}");
+        let viewer = app.token("watcher", app::dto::Role::Viewer, None).await;
+        let seen = choices(Some(viewer)).await;
+        assert_eq!((seen["apps"].as_array().map(Vec::len), seen["branches"].as_array().map(Vec::len)), (Some(0), Some(0)), "{seen}");
     }
 }
 
@@ -699,5 +726,30 @@ crate::on_both! {
             .request_as(Some(&admin), post(format!("id={id}&action=feedback&comment=looks+fine&csrf=")))
             .await;
         assert_eq!(commented.status, StatusCode::OK, "{}", commented.text());
+    }
+}
+
+crate::on_both! {
+    // An admins' page, opened by someone else, says whose area it is — no
+    // error box, no form they could not use, nothing of its content.
+    async fn admins_pages_say_so_to_others_and_show_no_forms(app: TestApp) {
+        use app::dto::Role;
+        shop_with_a_run(&app, RunState::Queued).await;
+        let developer = app.token("dev", Role::Developer, None).await;
+        let scoped_admin = app.token("shop-admin", Role::Admin, Some("shop")).await;
+        for (path, what) in [("/clusters", "Clusters"), ("/channels", "Notification channels"), ("/settings", "Settings")] {
+            let html = app.get_as(&developer, path).await.text();
+            let main = &html[html.find("id=\"main\"").expect("the page's main")..];
+            assert!(main.contains(&format!("{what} are for admins")), "{path}: {main}");
+            assert!(!main.contains("notice-error"), "{path}: no error box");
+            assert!(!main.contains("<form"), "{path}: no form");
+        }
+        // An admin of one app manages clusters and channels, not Settings.
+        let clusters = app.get_as(&scoped_admin, "/clusters").await.text();
+        assert!(clusters.contains("Register a cluster"));
+        let settings = app.get_as(&scoped_admin, "/settings").await.text();
+        assert!(settings.contains("Settings are for admins"));
+        let own = app.get("/settings").await.text();
+        assert!(own.contains("data-testid=\"pipeline-health\""));
     }
 }
