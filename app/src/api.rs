@@ -161,6 +161,19 @@ pub async fn get_release(id: i64) -> Result<Option<ReleaseSummary>, ServerFnErro
         .map_err(failed("the release"))
 }
 
+/// Commits, authors and files between two releases of an app.
+#[server(prefix = "/fn", endpoint = "compare_releases")]
+pub async fn compare_releases(
+    app: String,
+    from: i64,
+    to: i64,
+) -> Result<crate::dto::ReleaseComparison, ServerFnError> {
+    let (port, caller) = caller().await?;
+    port.compare_releases(&caller, app, from, to)
+        .await
+        .map_err(failed("the comparison"))
+}
+
 #[server(prefix = "/fn", endpoint = "list_releases")]
 pub async fn list_releases(filter: ReleaseFilter) -> Result<Vec<ReleaseSummary>, ServerFnError> {
     let (port, caller) = caller().await?;

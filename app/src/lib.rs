@@ -33,7 +33,7 @@ use crate::pages::{
     clusters::ClustersPage,
     environments::EnvironmentsPage,
     not_found::NotFoundPage,
-    releases::{ReleasePage, ReleasesPage},
+    releases::{ComparePage, ReleasePage, ReleasesPage},
     run::RunPage,
     runs::RunsPage,
     settings::SettingsPage,
@@ -104,6 +104,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/change-requests") view=ChangeRequestsPage ssr=SsrMode::Async />
                     <Route path=path!("/change-requests/:id") view=ChangeRequestPage ssr=SsrMode::Async />
                     <Route path=path!("/releases") view=ReleasesPage ssr=SsrMode::Async />
+                    <Route path=path!("/releases/compare") view=ComparePage ssr=SsrMode::Async />
                     <Route path=path!("/releases/:id") view=ReleasePage ssr=SsrMode::Async />
                     <Route path=path!("/approvals") view=ApprovalsPage ssr=SsrMode::Async />
                     <Route path=path!("/clusters") view=ClustersPage ssr=SsrMode::Async />

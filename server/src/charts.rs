@@ -3,6 +3,8 @@
 //! newest runs by the app's index, the deploys of the last fortnight); the
 //! pictures are drawn by the dashboard, server-side.
 
+use std::collections::BTreeMap;
+
 use app::dto::{AppCharts, CHARTED_DAYS, CHARTED_RUNS, DeploySeries, RunDuration};
 
 use crate::db::{self, Db, QueryError};
@@ -26,7 +28,8 @@ pub async fn of_app(db: &Db, app_id: i64, now: i64) -> Result<AppCharts, QueryEr
     let today = now.div_euclid(DAY_MILLIS) * DAY_MILLIS;
     let first = today - (CHARTED_DAYS - 1) * DAY_MILLIS;
     let days: Vec<i64> = (0..CHARTED_DAYS).map(|n| first + n * DAY_MILLIS).collect();
-    let mut deploys: Vec<DeploySeries> = Vec::new();
+    // Per stack entry (in name order), a count per day.
+    let mut counts: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for (entry, at) in db::deployments::started_since_of_app(pool, app_id, first).await? {
         let Ok(day) = usize::try_from((at - first).div_euclid(DAY_MILLIS)) else {
             continue;
@@ -34,19 +37,12 @@ pub async fn of_app(db: &Db, app_id: i64, now: i64) -> Result<AppCharts, QueryEr
         if day >= days.len() {
             continue; // a clock ahead of ours: not a day we chart
         }
-        let series = match deploys.iter_mut().position(|s| s.entry == entry) {
-            Some(index) => &mut deploys[index],
-            None => {
-                deploys.push(DeploySeries {
-                    entry,
-                    counts: vec![0; days.len()],
-                });
-                deploys.last_mut().expect("just pushed")
-            }
-        };
-        series.counts[day] += 1;
+        counts.entry(entry).or_insert_with(|| vec![0; days.len()])[day] += 1;
     }
-    deploys.sort_by(|a, b| a.entry.cmp(&b.entry));
+    let deploys = counts
+        .into_iter()
+        .map(|(entry, counts)| DeploySeries { entry, counts })
+        .collect();
     Ok(AppCharts {
         durations,
         days,

@@ -6,7 +6,8 @@ use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 
 use crate::api::{
-    MarkReleaseStable, PromoteEnvironment, RollbackRelease, get_release, list_releases,
+    MarkReleaseStable, PromoteEnvironment, RollbackRelease, compare_releases, get_release,
+    list_releases,
 };
 use crate::components::layout::{signed_in, use_me};
 use crate::components::list::{Badge, EmptyState, PageHeader, load_error};
@@ -85,17 +86,31 @@ fn timeline(releases: Vec<ReleaseSummary>, me: Option<Me>, filter: ReleaseFilter
         }
         view! { <a class="button-link" href=href>"Older releases"</a> }
     });
+    // The release before each one in its environment, if listed: what a
+    // "compare" link compares it with.
+    let older_of: Vec<Option<i64>> = releases
+        .iter()
+        .enumerate()
+        .map(|(n, release)| {
+            releases[n + 1..]
+                .iter()
+                .find(|older| older.environment_id == release.environment_id)
+                .map(|older| older.id)
+        })
+        .collect();
     view! {
         <ol class="timeline" data-testid="release-timeline">
             {releases
                 .into_iter()
-                .map(|release| {
+                .enumerate()
+                .map(|(n, release)| {
                     // Admins get the forms, which carry their CSRF token.
                     let csrf = me
                         .as_ref()
                         .filter(|me| me.can(Role::Admin, Some(&release.app)))
                         .map(|me| me.csrf.clone());
-                    entry(release, csrf)
+                    let previous = older_of[n];
+                    entry(release, csrf, previous)
                 })
                 .collect_view()}
         </ol>
@@ -165,6 +180,7 @@ fn release_view(release: ReleaseSummary, me: Option<Me>) -> impl IntoView {
         view! { <a href=format!("/runs/{run}")>{format!("Run #{run}, which deployed it")}</a> }
     });
     let soak = release.soak.clone().map(soak_view);
+    let (app_name, id) = (release.app.clone(), release.id);
     let csrf = me
         .as_ref()
         .filter(|me| me.can(Role::Admin, Some(&release.app)))
@@ -176,7 +192,106 @@ fn release_view(release: ReleaseSummary, me: Option<Me>) -> impl IntoView {
             {run.map(|run| view! { " · " {run} })}
         </p>
         {soak}
-        <ol class="timeline" data-testid="release">{entry(release, csrf)}</ol>
+        <ol class="timeline" data-testid="release">{entry(release, csrf, None)}</ol>
+        <form method="get" action="/releases/compare" class="filters" aria-label="Compare with another release">
+            <input type="hidden" name="app" value=app_name />
+            <input type="hidden" name="to" value=id.to_string() />
+            <label>"Compare with release #" <input type="number" name="from" min="1" required /></label>
+            <button type="submit">"Compare"</button>
+        </form>
+    }
+}
+
+/// What lies between two releases of an app: its commits (newest first),
+/// their authors and the files they changed. The address holds the pair
+/// (`?app=&from=&to=`), so a comparison can be shared.
+#[component]
+pub fn ComparePage() -> impl IntoView {
+    let query = use_query_map();
+    let pair = move || {
+        query.with(|q| {
+            let number = |key: &str| q.get(key).and_then(|v| v.trim().parse::<i64>().ok());
+            (
+                q.get("app").unwrap_or_default(),
+                number("from"),
+                number("to"),
+            )
+        })
+    };
+    let comparison = Resource::new(pair, |(app, from, to)| async move {
+        match (app.trim().is_empty(), from, to) {
+            (false, Some(from), Some(to)) => compare_releases(app, from, to).await.map(Some),
+            _ => Ok(None),
+        }
+    });
+    let value = move |key: &'static str| query.with(|q| q.get(key).unwrap_or_default());
+    view! {
+        <PageHeader
+            title="Compare releases"
+            lead="What lies between two releases of an app: the commits, who wrote them, the files they changed."
+        />
+        <form method="get" class="filters" role="search" aria-label="Releases to compare">
+            <label>"App" <input type="text" name="app" required value=value("app") /></label>
+            <label>"From release #" <input type="number" name="from" min="1" required value=value("from") /></label>
+            <label>"To release #" <input type="number" name="to" min="1" required value=value("to") /></label>
+            <button type="submit">"Compare"</button>
+        </form>
+        <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match comparison.await {
+                    Ok(Some(comparison)) => comparison_view(comparison).into_any(),
+                    Ok(None) => {
+                        view! { <p class="muted">"Pick an app and two of its releases (their numbers are on the release timeline)."</p> }
+                            .into_any()
+                    }
+                    Err(error) => load_error(error),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+fn comparison_view(comparison: crate::dto::ReleaseComparison) -> impl IntoView {
+    let heading = format!(
+        "Release #{} ({}) → #{} ({})",
+        comparison.from,
+        short_sha(&comparison.from_version),
+        comparison.to,
+        short_sha(&comparison.to_version)
+    );
+    let summary = format!(
+        "{} commit(s) by {}; {} file(s) changed.",
+        comparison.commits.len(),
+        if comparison.authors.is_empty() {
+            "nobody".to_string()
+        } else {
+            comparison.authors.join(", ")
+        },
+        comparison.files.len()
+    );
+    view! {
+        <leptos_meta::Title text=format!("Compare #{} → #{} · {}", comparison.from, comparison.to, comparison.app) />
+        <section class="panel" aria-labelledby="compare-heading" data-testid="comparison">
+            <h2 id="compare-heading">{heading}</h2>
+            <p>{summary}</p>
+            {crate::components::commits::commit_table(comparison.commits, "compare-commits")}
+            <h3>"Files"</h3>
+            <ul class="changed-files" data-testid="compare-files">
+                {comparison
+                    .files
+                    .into_iter()
+                    .map(|file| {
+                        view! {
+                            <li>
+                                <span class=format!("badge file-{}", file.status)>{file.status.clone()}</span>
+                                " "
+                                <span class="mono">{file.path}</span>
+                            </li>
+                        }
+                    })
+                    .collect_view()}
+            </ul>
+        </section>
     }
 }
 
@@ -211,7 +326,15 @@ fn soak_view(soak: crate::dto::SoakProgress) -> impl IntoView {
     }
 }
 
-fn entry(release: ReleaseSummary, csrf: Option<String>) -> impl IntoView {
+fn entry(release: ReleaseSummary, csrf: Option<String>, previous: Option<i64>) -> impl IntoView {
+    let compare = previous.map(|from| {
+        let href = format!(
+            "/releases/compare?app={}&from={from}&to={}",
+            crate::format::percent_encode(&release.app),
+            release.id
+        );
+        view! { <a class="release-compare" href=href>{format!("Compare with #{from}")}</a> }
+    });
     let admin = csrf.is_some();
     let csrf = csrf.unwrap_or_default();
     let rollback = release.kind == ReleaseKind::Rollback;
@@ -291,6 +414,7 @@ fn entry(release: ReleaseSummary, csrf: Option<String>) -> impl IntoView {
                 })}
             <div class="release-facts">{facts}</div>
             {changelog}
+            {compare}
             {forms}
         </li>
     }

@@ -30,6 +30,12 @@ on_both! {
                 "state": "running",
                 "created_at": 1_795_846_453_000_i64,
                 "finished_at": null,
+                "started_at": null,
+                "trigger": "push",
+                "commit_message": null,
+                "actor": null,
+                "reason": null,
+                "superseded_by": null,
             }])
         );
 

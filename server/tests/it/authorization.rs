@@ -271,6 +271,11 @@ const SERVER_FNS: &[(&str, Need, &str)] = &[
     ("test_channel", Need::Role(Role::Admin), "name=ch1&csrf="),
     ("request_choices", Need::Role(Role::Viewer), "app=shop"),
     (
+        "compare_releases",
+        Need::Role(Role::Viewer),
+        "app=shop&from=1&to=2",
+    ),
+    (
         "extend_share_link",
         Need::Role(Role::Developer),
         "id=1&csrf=",

@@ -563,12 +563,12 @@ crate::on_both! {
         // The newest queued run of staging supersedes the older ones.
         let newest = *ids.last().unwrap();
         let mut conn = app.db().acquire().await.unwrap();
-        db::runs::supersede_older(&mut *conn, first.environment_id, newest, 1_795_846_470_000)
+        db::runs::supersede_older(&mut conn, first.environment_id, newest, 1_795_846_470_000)
             .await
             .unwrap();
         drop(conn);
 
-        crate::seed::another_app(&app, "other").await;
+        crate::seed::another_app(app, "other").await;
         let other = db::apps::find_active_by_name(pool, "other").await.unwrap().unwrap();
         let review = db::environments::insert(
             pool,

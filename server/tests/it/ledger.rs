@@ -416,6 +416,16 @@ crate::on_both! {
         assert_eq!(comparison["authors"], json!(["Ada Tester"]));
         let files: Vec<&str> = comparison["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
         assert_eq!(files, vec!["a.txt", "b.txt"]);
+        // The same on a page whose address holds the pair, linked from the
+        // timeline (each release against the one before it) and the release.
+        let page = app.get(&format!("/releases/compare?app=shop&from={}&to={}", r1["id"], r2["id"])).await.text();
+        assert!(page.contains("Add b") && page.contains("Add a") && page.contains("b.txt"), "{page}");
+        assert!(page.contains("2 commit(s) by Ada Tester; 2 file(s) changed."), "{page}");
+        let timeline = app.get("/releases?app=shop&environment=production").await.text();
+        assert!(timeline.contains(&format!("/releases/compare?app=shop&amp;from={}&amp;to={}", r1["id"], r2["id"])), "{timeline}");
+        let empty = app.get("/releases/compare").await;
+        assert_eq!(empty.status, 200);
+        assert!(empty.text().contains("Pick an app and two of its releases"));
 
         // `a` never ran on its own: it reached production with v2.
         let landings = app.get(&format!("/api/v1/apps/shop/commits/{a}/releases")).await;
