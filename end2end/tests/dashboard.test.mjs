@@ -39,11 +39,11 @@ test('the dashboard hydrates, switches theme and navigates without reloading', a
   // Client-side navigation: the document is not reloaded, so a marker set on
   // window survives.
   await page.evaluate(() => { window.__sameDocument = true; });
-  await page.getByRole('link', { name: 'Runs' }).click();
+  await page.getByRole('link', { name: 'Runs', exact: true }).click();
   await page.waitForURL(`${gantry.url}/runs`);
   await page.locator('h1', { hasText: 'Runs' }).waitFor();
   assert.equal(await page.evaluate(() => window.__sameDocument === true), true, 'navigated without a reload');
-  assert.equal(await page.getByRole('link', { name: 'Runs' }).getAttribute('aria-current'), 'page');
+  assert.equal(await page.getByRole('link', { name: 'Runs', exact: true }).getAttribute('aria-current'), 'page');
   assert.match(await page.locator('main').textContent(), /No runs yet/);
   // The theme switch (an island in the layout) was kept, not re-rendered.
   assert.equal(await toggle.textContent(), '☀ Light');
