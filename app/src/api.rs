@@ -315,7 +315,7 @@ pub async fn extend_share_link(id: i64, csrf: String) -> Result<String, ServerFn
         .await
         .map_err(failed("the extension"))?;
     Ok(format!(
-        "Share link {id} now expires {}; its address is the same.",
+        "Share link {id} now expires {}; the address testers have keeps working.",
         crate::format::timestamp(link.expires_at)
     ))
 }
@@ -502,7 +502,8 @@ pub async fn review_change_request(
     let (port, caller) = caller().await?;
     caller.check_csrf(&csrf).map_err(failed("the decision"))?;
     let review = review_of(&action, comment)?;
-    if review.action == crate::dto::ReviewAction::Override && confirm.is_none() {
+    let ticked = matches!(confirm.as_deref(), Some("on" | "yes" | "true"));
+    if review.action == crate::dto::ReviewAction::Override && !ticked {
         return Err(ServerFnError::new(
             "an override merges without the approvals: tick \"I understand\" to confirm it",
         ));

@@ -9,7 +9,7 @@
 //! starts them over. A merge commit's SHA is recorded before it is pushed, so
 //! the planner knows the push it sees was approved and does not hold it again.
 
-use app::dto::{ChangeRequestDetail, ChangeRequestState, NewChangeRequest, Role};
+use app::dto::{ChangeRequestDetail, ChangeRequestState, NewChangeRequest, Role, RunSummary};
 use app::port::Caller;
 use tokio::sync::Mutex;
 
@@ -1385,9 +1385,14 @@ pub async fn detail(
         .await?;
     let (run, reports) = match run {
         Some(run) => {
+            let tester = caller.me.can(Role::Tester, Some(&judged.row.app));
             let summary = db::runs::detail(pool, run.id)
                 .await?
-                .map(|(summary, _)| summary);
+                .map(|(summary, _)| RunSummary {
+                    // Why a run failed is for testers and up, as on its page.
+                    reason: summary.reason.filter(|_| tester),
+                    ..summary
+                });
             let reports = db::steps::reports_for_run(pool, run.id).await?;
             (summary, reports)
         }

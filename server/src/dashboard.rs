@@ -8,8 +8,8 @@ use app::dto::{
     ConfigIssue, ConfigStatus, EnvironmentSummary, LaneQuery, LanesPage, NewChangeRequest,
     NewFeedback, ObjectDiff, PendingApproval, PromoteRequest, Promotion, RUNS_PER_PAGE,
     ReleaseComparison, ReleaseFilter, ReleaseSummary, Review, ReviewAction, Role, RollbackAccepted,
-    RollbackRequest, RunDetail, RunQuery, RunState, RunsPage, SettingSource, Settings, ShareLink,
-    SharedPreview, TesterFeedback,
+    RollbackRequest, RunDetail, RunQuery, RunState, RunSummary, RunsPage, SettingSource, Settings,
+    ShareLink, SharedPreview, TesterFeedback,
 };
 use app::port::{
     AdminPort, Caller, ChangeRequestsPort, ClustersPort, IdentityPort, PortError, ReleasesPort,
@@ -112,7 +112,16 @@ impl StackPort for App {
             change_requests,
             runs: db::runs::recent_of_app(pool, row.id, 20)
                 .await
-                .map_err(port_error)?,
+                .map_err(port_error)?
+                .into_iter()
+                .map(|run| RunSummary {
+                    // Why a run failed is for testers and up, as on its page.
+                    reason: run
+                        .reason
+                        .filter(|_| caller.me.can(Role::Tester, Some(&run.app))),
+                    ..run
+                })
+                .collect(),
             charts: Some(
                 crate::charts::of_app(&self.db, row.id, self.clock.now_millis())
                     .await

@@ -9,7 +9,7 @@
 //! (HMAC-SHA256 under a key derived from the secret key) is checked before
 //! the database is asked, the link row makes it revocable.
 
-use app::dto::{NewFeedback, Role, ShareLink, SharedPreview, TesterFeedback};
+use app::dto::{NewFeedback, Role, RunSummary, ShareLink, SharedPreview, TesterFeedback};
 use app::port::Caller;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -56,6 +56,9 @@ pub enum ShareError {
     /// Revoking a link twice: the link is gone, the request is what fails.
     #[error("share link {0} is already revoked")]
     AlreadyRevoked(i64),
+    /// Extending a link that has expired: make a new one instead.
+    #[error("share link {0} has expired; make a new one")]
+    NotLive(i64),
     #[error("{0}")]
     Forbidden(String),
     /// Feedback the tester can fix.
@@ -74,7 +77,7 @@ impl crate::error::Classified for ShareError {
             // A bad link says no more than a missing one.
             ShareError::NotFound(_) | ShareError::Invalid => Kind::NotFound,
             ShareError::Expired(_) | ShareError::Revoked => Kind::Gone,
-            ShareError::AlreadyRevoked(_) => Kind::Conflict,
+            ShareError::AlreadyRevoked(_) | ShareError::NotLive(_) => Kind::Conflict,
             ShareError::Forbidden(_) => Kind::Forbidden,
             ShareError::Refused(_) => Kind::Invalid,
             ShareError::Config(_) => Kind::Internal,
@@ -243,6 +246,10 @@ pub async fn extend(sharing: &Sharing<'_>, caller: &Caller, link: i64) -> Result
         return Err(ShareError::AlreadyRevoked(link));
     }
     let now = sharing.clock.now_millis();
+    // An expired link stays expired: copies of it may be anywhere by now.
+    if row.expires_at <= now {
+        return Err(ShareError::NotLive(link));
+    }
     let expires = now + i64::try_from(sharing.ttl.as_millis()).unwrap_or(i64::MAX / 2);
     if !db::sharing::extend(pool, link, expires).await? {
         return Err(ShareError::AlreadyRevoked(link));
@@ -385,9 +392,15 @@ pub async fn open(
     let run = db::runs::latest_of_commit(pool, cr.app_id, &cr.source_branch, &head).await?;
     let (run, reports) = match run {
         Some(run) => (
+            // A tester page shows the run's state and tests, never why it
+            // failed nor who started it (testers and up read those).
             db::runs::detail(pool, run.id)
                 .await?
-                .map(|(summary, _)| summary),
+                .map(|(summary, _)| RunSummary {
+                    reason: None,
+                    actor: None,
+                    ..summary
+                }),
             db::steps::reports_for_run(pool, run.id).await?,
         ),
         None => (None, Vec::new()),

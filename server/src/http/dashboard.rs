@@ -61,7 +61,10 @@ pub fn routes(state: &AppState) -> Router<AppState> {
 /// brought back: every page but a share link's shows only what an account
 /// may see, and a page of "sign in to see this" boxes helps nobody.
 async fn sign_in_first(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if request.method() != Method::GET || !needs_an_account(request.uri().path()) {
+    // Where nobody can sign in (API tokens only), there is nowhere to send
+    // a visitor: the page says "sign in to see this" itself.
+    let can_sign_in = state.config.oidc.is_some() || state.config.dev_login;
+    if request.method() != Method::GET || !can_sign_in || !needs_an_account(request.uri().path()) {
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();

@@ -642,6 +642,11 @@ crate::on_both! {
         let apps: Vec<&str> = theirs.as_array().unwrap().iter().map(|r| r["app"].as_str().unwrap()).collect();
         assert_eq!(apps, ["other"], "{theirs}");
         assert!(theirs[0]["reason"].is_null(), "the reason is for testers and above");
+        // Nor on the app's page, where a viewer sees the runs too.
+        let overview = app.get_as(&viewer, "/api/v1/apps/other").await.json();
+        assert!(overview["runs"][0]["reason"].is_null(), "{overview}");
+        let as_admin = app.get("/api/v1/apps/other").await.json();
+        assert_eq!(as_admin["runs"][0]["reason"], "step test failed: exit 1");
         let asked = app.get_as(&viewer, "/api/v1/runs?app=shop").await.json();
         assert_eq!(asked.as_array().map(Vec::len), Some(0), "a filter does not reveal another app");
 
@@ -662,7 +667,8 @@ crate::on_both! {
 async fn an_anonymous_visitor_is_sent_to_sign_in_and_back() {
     use axum::body::Body;
     use axum::http::Request;
-    let app = crate::support::TestApp::sqlite().await;
+    let app =
+        crate::support::TestApp::with_config("sqlite", |config| config.dev_login = true).await;
     for (path, back) in [
         ("/", "%2F"),
         (
@@ -696,6 +702,18 @@ async fn an_anonymous_visitor_is_sent_to_sign_in_and_back() {
     );
     // Signed in, the page itself.
     assert_eq!(app.get("/runs").await.status, StatusCode::OK);
+    // Where nobody can sign in (API tokens only), there is nowhere to send
+    // a visitor: the page answers and says so itself.
+    let tokens_only = crate::support::TestApp::sqlite().await;
+    let page = tokens_only
+        .request_as(None, Request::get("/runs").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.text().contains("Sign in to see this."),
+        "{}",
+        page.text()
+    );
 }
 
 crate::on_both! {

@@ -306,6 +306,13 @@ crate::on_both! {
         let refused = app.post_as(&viewer, &format!("/api/v1/share-links/{link_id}/extend"), json!({})).await;
         assert_eq!(refused.status, StatusCode::FORBIDDEN);
 
+        // An expired link stays expired: it is not extended.
+        app.state.clock.advance(Duration::from_secs(60));
+        let late = app.post_as(&developer, &format!("/api/v1/share-links/{link_id}/extend"), json!({})).await;
+        assert_eq!(late.status, StatusCode::CONFLICT, "{}", late.text());
+        assert!(late.text().contains("has expired; make a new one"), "{}", late.text());
+        assert_eq!(anonymous(&app, "GET", &format!("/api/v1/share/{token}"), None).await.status, 410);
+
         // Revoked: listed as such, and not extended again.
         let revoked = app
             .request_as(Some(&developer), Request::delete(format!("/api/v1/share-links/{link_id}")).body(Body::empty()).unwrap())
