@@ -181,7 +181,7 @@ async fn the_clusters_page_registers_and_checks_clusters() {
     let form = |pairs: &[(&str, &str)]| {
         let body: String = pairs
             .iter()
-            .map(|(k, v)| format!("{k}={}", url_encode(v)))
+            .map(|(k, v)| format!("{k}={}", app::format::percent_encode(v)))
             .collect::<Vec<_>>()
             .join("&");
         axum::http::Request::post("/fn/register_cluster")
@@ -250,17 +250,6 @@ async fn the_clusters_page_registers_and_checks_clusters() {
         cell.contains("<li>delete namespaces (to tear down previews)</li>"),
         "{html}"
     );
-}
-
-fn url_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 on_both! {
