@@ -25,7 +25,10 @@ async fn caller() -> Result<(Port, crate::port::Caller), ServerFnError> {
     let parts = parts.ok_or_else(|| ServerFnError::new("no request"))?;
     match port.identify(parts).await.map_err(failed("who you are"))? {
         Some(caller) => Ok((port, caller)),
-        None => Err(ServerFnError::new("Sign in to see this.")),
+        None => Err(refusal(
+            http::StatusCode::UNAUTHORIZED,
+            "Sign in to see this.".into(),
+        )),
     }
 }
 
@@ -50,15 +53,28 @@ fn set_status(status: http::StatusCode) {
     }
 }
 
+/// A refusal answers a form's call with its status (400, 403, 404, 409) —
+/// the person's to fix, not a server failure; a page being rendered keeps
+/// its own status (the page says what was refused).
+#[cfg(feature = "ssr")]
+fn refusal(status: http::StatusCode, reason: String) -> ServerFnError {
+    let called = use_context::<http::request::Parts>()
+        .is_some_and(|parts| parts.uri.path().starts_with("/fn/"));
+    if called {
+        set_status(status);
+    }
+    ServerFnError::new(reason)
+}
+
 /// Logs the cause and gives the browser a message without internals
 /// (or the reason, when the request was refused for one the person can fix).
 #[cfg(feature = "ssr")]
 fn failed(what: &'static str) -> impl FnOnce(crate::port::PortError) -> ServerFnError {
     move |error| match error {
-        crate::port::PortError::Refused(reason)
-        | crate::port::PortError::Forbidden(reason)
-        | crate::port::PortError::NotFound(reason)
-        | crate::port::PortError::Conflict(reason) => ServerFnError::new(reason),
+        crate::port::PortError::Refused(reason) => refusal(http::StatusCode::BAD_REQUEST, reason),
+        crate::port::PortError::Forbidden(reason) => refusal(http::StatusCode::FORBIDDEN, reason),
+        crate::port::PortError::NotFound(reason) => refusal(http::StatusCode::NOT_FOUND, reason),
+        crate::port::PortError::Conflict(reason) => refusal(http::StatusCode::CONFLICT, reason),
         crate::port::PortError::Gone(reason) => {
             // A page built on what is gone says so in its status too.
             set_status(http::StatusCode::GONE);
@@ -389,6 +405,152 @@ pub async fn test_channel(name: String, csrf: String) -> Result<String, ServerFn
     Ok(name)
 }
 
+/// Splits a form's "a, b c" list into its items.
+#[cfg(feature = "ssr")]
+fn items(text: &str) -> Vec<String> {
+    text.split([',', ' ', '\n'])
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// An empty form field is an absent value.
+#[cfg(feature = "ssr")]
+fn given(text: String) -> Option<String> {
+    Some(text.trim().to_string()).filter(|text| !text.is_empty())
+}
+
+/// Admins register (or replace) a channel; its secrets go by name.
+#[server(prefix = "/fn", endpoint = "register_channel")]
+#[allow(clippy::too_many_arguments)]
+pub async fn register_channel(
+    name: String,
+    kind: String,
+    url_secret: String,
+    #[server(default)] signing_secret: String,
+    #[server(default)] to: String,
+    #[server(default)] from: String,
+    #[server(default)] mentions: String,
+    #[server(default)] events: Vec<String>,
+    csrf: String,
+) -> Result<String, ServerFnError> {
+    let (port, caller) = caller().await?;
+    caller.check_csrf(&csrf).map_err(failed("the channel"))?;
+    let form = crate::dto::ChannelForm {
+        name: name.trim().to_string(),
+        kind,
+        url_secret: url_secret.trim().to_string(),
+        signing_secret: given(signing_secret),
+        to: items(&to),
+        from: given(from),
+        mentions: items(&mentions),
+        events,
+    };
+    let name = form.name.clone();
+    port.register_channel(&caller, form)
+        .await
+        .map_err(failed("the channel"))?;
+    Ok(name)
+}
+
+#[server(prefix = "/fn", endpoint = "remove_channel")]
+pub async fn remove_channel(name: String, csrf: String) -> Result<String, ServerFnError> {
+    let (port, caller) = caller().await?;
+    caller.check_csrf(&csrf).map_err(failed("the channel"))?;
+    port.remove_channel(&caller, name.clone())
+        .await
+        .map_err(failed("the channel"))?;
+    Ok(name)
+}
+
+#[server(prefix = "/fn", endpoint = "list_secrets")]
+pub async fn list_secrets() -> Result<Vec<crate::dto::SecretEntry>, ServerFnError> {
+    let (port, caller) = caller().await?;
+    port.secrets(&caller).await.map_err(failed("secrets"))
+}
+
+/// Admins set a secret; the value goes in sealed and never comes back.
+#[server(prefix = "/fn", endpoint = "set_secret")]
+pub async fn set_secret(
+    name: String,
+    value: String,
+    #[server(default)] app: String,
+    csrf: String,
+) -> Result<String, ServerFnError> {
+    let (port, caller) = caller().await?;
+    caller.check_csrf(&csrf).map_err(failed("the secret"))?;
+    let name = name.trim().to_string();
+    port.set_secret(&caller, name.clone(), value, given(app))
+        .await
+        .map_err(failed("the secret"))?;
+    Ok(name)
+}
+
+#[server(prefix = "/fn", endpoint = "delete_secret")]
+pub async fn delete_secret(
+    name: String,
+    #[server(default)] app: String,
+    csrf: String,
+) -> Result<String, ServerFnError> {
+    let (port, caller) = caller().await?;
+    caller.check_csrf(&csrf).map_err(failed("the secret"))?;
+    port.delete_secret(&caller, name.clone(), given(app))
+        .await
+        .map_err(failed("the secret"))?;
+    Ok(name)
+}
+
+#[server(prefix = "/fn", endpoint = "list_api_tokens")]
+pub async fn list_api_tokens() -> Result<Vec<crate::dto::ApiToken>, ServerFnError> {
+    let (port, caller) = caller().await?;
+    port.api_tokens(&caller).await.map_err(failed("API tokens"))
+}
+
+/// A token acting as the signed-in person; the secret is in the answer
+/// and nowhere else, ever.
+#[server(prefix = "/fn", endpoint = "create_api_token")]
+pub async fn create_api_token(
+    name: String,
+    role: String,
+    #[server(default)] app: String,
+    #[server(default)] expires: String,
+    csrf: String,
+) -> Result<crate::dto::CreatedApiToken, ServerFnError> {
+    let (port, caller) = caller().await?;
+    caller.check_csrf(&csrf).map_err(failed("the token"))?;
+    let request = crate::dto::ApiTokenRequest {
+        name,
+        role,
+        app: given(app),
+        expires: given(expires),
+    };
+    port.create_api_token(&caller, request)
+        .await
+        .map_err(failed("the token"))
+}
+
+#[server(prefix = "/fn", endpoint = "revoke_api_token")]
+pub async fn revoke_api_token(id: i64, csrf: String) -> Result<i64, ServerFnError> {
+    let (port, caller) = caller().await?;
+    caller.check_csrf(&csrf).map_err(failed("the token"))?;
+    port.revoke_api_token(&caller, id)
+        .await
+        .map_err(failed("the token"))?;
+    Ok(id)
+}
+
+/// What an open change request changes, file by file.
+#[server(prefix = "/fn", endpoint = "get_change_request_files")]
+pub async fn get_change_request_files(
+    id: i64,
+) -> Result<crate::dto::ChangeRequestFiles, ServerFnError> {
+    let (port, caller) = caller().await?;
+    port.change_request_files(&caller, id)
+        .await
+        .map_err(failed("the changed files"))
+}
+
 #[server(prefix = "/fn", endpoint = "register_cluster")]
 pub async fn register_cluster(
     name: String,
@@ -547,6 +709,14 @@ pub async fn cancel_run(id: i64, csrf: String) -> Result<String, ServerFnError> 
     port.cancel_run(&caller, id)
         .await
         .map_err(failed("the cancel"))
+}
+
+/// A developer runs a finished run's commit again; the new run's id.
+#[server(prefix = "/fn", endpoint = "rerun_run")]
+pub async fn rerun_run(id: i64, csrf: String) -> Result<i64, ServerFnError> {
+    let (port, caller) = caller().await?;
+    caller.check_csrf(&csrf).map_err(failed("the re-run"))?;
+    port.rerun(&caller, id).await.map_err(failed("the re-run"))
 }
 
 #[server(prefix = "/fn", endpoint = "whoami")]

@@ -37,8 +37,20 @@ pub fn now_millis() -> UnixMillis {
     }
 }
 
-/// `5 min ago`, `3 h ago`, `2 days ago`: how long before `now` `at` was.
+/// `5 min ago`, `3 h ago`, `2 days ago`: how long before `now` `at` was;
+/// `in 30 days` for a moment ahead.
 pub fn ago(at: UnixMillis, now: UnixMillis) -> String {
+    // A moment ahead (an expiry): "in 30 days"; a few seconds of clock
+    // skew still read "just now".
+    let ahead = (at - now) / 1000;
+    if ahead > 44 {
+        return match ahead {
+            45..=3_599 => format!("in {} min", (ahead + 30) / 60),
+            3_600..=86_399 => format!("in {} h", ahead / 3_600),
+            86_400..=172_799 => "tomorrow".to_string(),
+            _ => format!("in {} days", ahead / 86_400),
+        };
+    }
     let seconds = (now - at).max(0) / 1000;
     match seconds {
         0..=44 => "just now".to_string(),
@@ -173,6 +185,10 @@ mod tests {
         assert_eq!(ago(now - 5 * 86_400_000, now), "5 days ago");
         // A clock a little behind another's never says "in the future".
         assert_eq!(ago(now + 5_000, now), "just now");
+        assert_eq!(ago(now + 10 * 60_000, now), "in 10 min");
+        assert_eq!(ago(now + 5 * 3_600_000, now), "in 5 h");
+        assert_eq!(ago(now + 30 * 3_600_000, now), "tomorrow");
+        assert_eq!(ago(now + 30 * 86_400_000, now), "in 30 days");
         assert_eq!(iso(1_795_846_452_000), "2026-11-28T06:14:12Z");
     }
 

@@ -36,8 +36,10 @@ use crate::pages::{
     releases::{ComparePage, ReleasePage, ReleasesPage},
     run::RunPage,
     runs::RunsPage,
+    secrets::SecretsPage,
     settings::SettingsPage,
     share::SharePage,
+    tokens::TokensPage,
 };
 
 /// Applies the remembered theme before the first paint, so a dark-theme user
@@ -108,11 +110,13 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/releases/:id") view=ReleasePage ssr=SsrMode::Async />
                     <Route path=path!("/approvals") view=ApprovalsPage ssr=SsrMode::Async />
                     <Route path=path!("/clusters") view=ClustersPage ssr=SsrMode::Async />
-                    <Route path=path!("/channels") view=ChannelsPage ssr=SsrMode::Async />
+                    <Route path=path!("/notifications") view=ChannelsPage ssr=SsrMode::Async />
                     <Route path=path!("/apps/:name") view=AppPage ssr=SsrMode::Async />
                     <Route path=path!("/share/:token") view=SharePage ssr=SsrMode::Async />
                     <Route path=path!("/audit") view=AuditPage ssr=SsrMode::Async />
                     <Route path=path!("/settings") view=SettingsPage ssr=SsrMode::Async />
+                    <Route path=path!("/secrets") view=SecretsPage ssr=SsrMode::Async />
+                    <Route path=path!("/tokens") view=TokensPage ssr=SsrMode::Async />
                 </Routes>
             </Layout>
         </Router>

@@ -158,6 +158,8 @@ pub trait RunsPort: Send + Sync {
     ) -> Result<Option<Vec<ObjectDiff>>, PortError>;
     /// Stops a run for an admin of its app; says what happened.
     async fn cancel_run(&self, caller: &Caller, id: i64) -> Result<String, PortError>;
+    /// Plans a finished run's commit again; the new run's id.
+    async fn rerun(&self, caller: &Caller, id: i64) -> Result<i64, PortError>;
 }
 
 /// Change requests: listing, opening, reviewing, their diffs, the inbox.
@@ -173,6 +175,12 @@ pub trait ChangeRequestsPort: Send + Sync {
         caller: &Caller,
         id: i64,
     ) -> Result<Option<ChangeRequestDetail>, PortError>;
+    /// What an open request changes, file by file.
+    async fn change_request_files(
+        &self,
+        caller: &Caller,
+        id: i64,
+    ) -> Result<crate::dto::ChangeRequestFiles, PortError>;
     /// Active change requests and held runs the caller can see.
     async fn approval_inbox(&self, caller: &Caller) -> Result<ApprovalInbox, PortError>;
     async fn open_change_request(
@@ -292,7 +300,8 @@ pub trait SharingPort: Send + Sync {
     ) -> Result<TesterFeedback, PortError>;
 }
 
-/// What admins read and check: channels, the audit log, settings, the configuration.
+/// What admins read and check — channels, the audit log, settings, the
+/// configuration, secrets — and everyone's own API tokens.
 #[async_trait]
 pub trait AdminPort: Send + Sync {
     /// Admins: notification channels and their recent deliveries.
@@ -306,6 +315,39 @@ pub trait AdminPort: Send + Sync {
     ) -> Result<Vec<AuditEntry>, PortError>;
     async fn settings(&self, caller: &Caller) -> Result<Settings, PortError>;
     async fn config_status(&self, caller: &Caller) -> Result<ConfigStatus, PortError>;
+    /// Admins: register (or replace) a notification channel.
+    async fn register_channel(
+        &self,
+        caller: &Caller,
+        form: crate::dto::ChannelForm,
+    ) -> Result<(), PortError>;
+    /// Admins: remove a channel (its delivery log goes with it).
+    async fn remove_channel(&self, caller: &Caller, name: String) -> Result<(), PortError>;
+    /// Global admins: every secret's name and scope, never a value.
+    async fn secrets(&self, caller: &Caller) -> Result<Vec<crate::dto::SecretEntry>, PortError>;
+    /// Global admins: create or replace a secret (for one app, or all).
+    async fn set_secret(
+        &self,
+        caller: &Caller,
+        name: String,
+        value: String,
+        app: Option<String>,
+    ) -> Result<(), PortError>;
+    async fn delete_secret(
+        &self,
+        caller: &Caller,
+        name: String,
+        app: Option<String>,
+    ) -> Result<(), PortError>;
+    /// The caller's API tokens (a global admin's: everyone's).
+    async fn api_tokens(&self, caller: &Caller) -> Result<Vec<crate::dto::ApiToken>, PortError>;
+    /// A token acting as the caller, with at most their power.
+    async fn create_api_token(
+        &self,
+        caller: &Caller,
+        request: crate::dto::ApiTokenRequest,
+    ) -> Result<crate::dto::CreatedApiToken, PortError>;
+    async fn revoke_api_token(&self, caller: &Caller, id: i64) -> Result<(), PortError>;
 }
 
 /// Everything the dashboard reads or does, answered by the server: every

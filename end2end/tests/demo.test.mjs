@@ -146,6 +146,15 @@ test('a developer opens a change request, an admin approves it in the inbox, Gan
   assert.match(await dev.getByTestId('cr-approvals').textContent(), /0 of 1/);
   // Developers see where it stands, not the approve button.
   assert.equal(await dev.getByRole('button', { name: 'Approve' }).count(), 0);
+  // What it changes, file by file, with the lines it adds.
+  const files = dev.getByTestId('cr-files');
+  await files.waitFor({ timeout: 30_000 });
+  const changed = await (await dev.request.get(`${base}/api/v1${href}/files`)).json();
+  assert.ok(changed.files.length >= 1, JSON.stringify(changed));
+  assert.equal(await files.locator('details.file-diff').count(), changed.files.length);
+  const added = changed.files.flatMap((f) => f.lines).filter((l) => l.startsWith('+'));
+  assert.ok(added.length >= 1, 'the branch adds lines');
+  assert.equal(await files.locator('pre.diff .diff-add').count(), added.length);
   await dev.screenshot({ path: join(artifacts, 'demo-change-request-author.png'), fullPage: true });
 
   // The developer shares the preview; a tester without an account opens
@@ -509,10 +518,12 @@ test('every view passes an accessibility check (axe-core) at a desk\'s and a pho
     ['change-requests', '/change-requests'],
     ['change-request', `/change-requests/${requests[0].id}`],
     ['approvals', '/approvals'],
-    ['releases', '/releases?app=shop&environment=staging'],
+    ['releases', '/releases?app=shop'],
     ['release', `/releases/${releases[0].id}`],
     ['clusters', '/clusters'],
-    ['notifications', '/channels'],
+    ['notifications', '/notifications'],
+    ['secrets', '/secrets'],
+    ['tokens', '/tokens'],
     ['audit', '/audit'],
     ['settings', '/settings'],
     ['not-found', '/no-such-page'],
@@ -777,6 +788,7 @@ test('the runs list filters and pages, says why a run failed; a run shows its ti
   assert.equal(await timeline.locator('.timeline-bar:not(.timeline-wait)').count(), ran);
   assert.equal(await timeline.locator('.timeline-bar.state-failed').count(), detail.steps.filter((s) => s.state === 'failed').length);
   assert.equal(await page.getByTestId('cancel-run').count(), 0, 'a finished run has nothing to cancel');
+  assert.equal(await page.getByTestId('rerun').count(), 1, 'an ended run can run again');
   for (const scheme of ['light', 'dark']) {
     for (const [width, height] of [[1440, 900], [390, 844]]) {
       await page.emulateMedia({ colorScheme: scheme });
@@ -818,6 +830,46 @@ test('the runs list filters and pages, says why a run failed; a run shows its ti
   await page.getByTestId('cancel-outcome').waitFor();
   const after = await (await page.request.get(`${base}/api/v1/runs/${held.id}`)).json();
   assert.equal(after.run.state, 'cancelled');
+  // Run it again: planned like a push, so it is held for approval again,
+  // and the browser goes to the new run.
+  await page.getByTestId('rerun').waitFor({ timeout: 30_000 });
+  await page.getByTestId('rerun').click();
+  await page.waitForURL((url) => /\/runs\/\d+$/.test(url.pathname) && url.pathname !== `/runs/${held.id}`, { timeout: 30_000 });
+  const rerunId = Number(new URL(page.url()).pathname.split('/').pop());
+  const rerun = await (await page.request.get(`${base}/api/v1/runs/${rerunId}`)).json();
+  assert.equal(rerun.trigger, 'rerun');
+  assert.equal(rerun.run.state, 'waiting_for_approval', 'a re-run waits for approval like a push');
+  assert.equal(rerun.run.commit_sha, held.commit_sha);
+  // An admin overrides the hold: the release it makes flags the commits
+  // that went live with no approval covering them.
+  const me = await (await page.request.get(`${base}/api/v1/me`)).json();
+  const overridden = await page.request.post(`${base}/api/v1/runs/${rerunId}/override`, {
+    headers: { 'x-csrf-token': me.csrf },
+    data: { comment: 'demo for the board, reviewed later' },
+  });
+  assert.equal(overridden.status(), 200, await overridden.text());
+  const releasedBy = Date.now() + 90_000;
+  let release;
+  for (;;) {
+    release = (await (await page.request.get(`${base}/api/v1/releases?app=shop&environment=production`)).json())
+      .find((r) => r.run_id === rerunId && ['live', 'stable'].includes(r.state));
+    if (release) break;
+    if (Date.now() > releasedBy) throw new Error('the overridden run made no live release');
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  await page.goto(`${base}/releases/${release.id}`);
+  await page.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
+  const flagged = page.getByTestId('release-uncovered');
+  await flagged.waitFor();
+  assert.match(await flagged.textContent(), /went live with no approval covering them/);
+  assert.ok((await flagged.getByTestId('uncovered-commits').locator('tbody tr').count()) >= 1);
+  await page.screenshot({ path: join(artifacts, 'release-uncovered-1440.png'), fullPage: true });
+  // The releases as a lane per environment.
+  await page.goto(`${base}/releases?app=shop`);
+  await page.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
+  const lanes = await page.locator('.ledger-lane').evaluateAll((els) => els.map((el) => el.dataset.lane));
+  assert.deepEqual(lanes, ['staging', 'production']);
+  await page.screenshot({ path: join(artifacts, 'releases-lanes-1440.png'), fullPage: true });
 
   // On a phone the navigation is a menu that names the current page.
   await page.setViewportSize({ width: 390, height: 844 });
@@ -844,5 +896,116 @@ test('the runs list filters and pages, says why a run failed; a run shows its ti
   assert.match(await page.getByTestId('pipeline-health').textContent(), /applied/);
   await page.screenshot({ path: join(artifacts, 'settings-1440.png'), fullPage: true });
   assert.deepEqual(problems, []);
+  await context.close();
+});
+
+// Secrets, channels and API tokens have screens: a value goes in and never
+// comes back, a channel names its secret, a token is shown once, works,
+// and stops working when revoked.
+test('an admin keeps a secret by name, adds a channel that uses it, and makes and revokes an API token', async () => {
+  const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
+  const page = await context.newPage();
+  const problems = watchProblems(page);
+  await signIn(page, base, { name: 'ada', role: 'admin' });
+
+  await page.goto(`${base}/secrets`);
+  await page.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
+  const value = 'http://127.0.0.1:9/hook-s3cr3t-value';
+  await page.locator('input[name="name"]').fill('TEAM_HOOK_URL');
+  await page.locator('input[name="value"]').fill(value);
+  await page.getByRole('button', { name: 'Set secret' }).click();
+  await page.getByTestId('secret-outcome').waitFor({ timeout: 30_000 });
+  await page.locator('tr[data-secret="TEAM_HOOK_URL"]').waitFor({ timeout: 30_000 });
+  assert.equal(await page.locator('input[name="value"]').inputValue(), '', 'the value leaves the form');
+  assert.ok(!(await page.content()).includes('s3cr3t'), 'the value is nowhere on the page');
+  const listed = await (await page.request.get(`${base}/api/v1/secrets`)).json();
+  assert.ok(!JSON.stringify(listed).includes('s3cr3t'), 'nor in the API');
+  await page.screenshot({ path: join(artifacts, 'secrets-1440.png'), fullPage: true });
+
+  await page.goto(`${base}/notifications`);
+  await page.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
+  const form = page.locator('form', { has: page.getByRole('button', { name: 'Save channel' }) });
+  // A channel naming a secret nobody set is refused, naming it.
+  await form.locator('input[name="name"]').fill('bad-hook');
+  await form.locator('input[name="url_secret"]').fill('NO_SUCH_SECRET');
+  await form.getByRole('button', { name: 'Save channel' }).click();
+  await page.getByTestId('channel-error').filter({ hasText: 'NO_SUCH_SECRET' }).waitFor({ timeout: 30_000 });
+  assert.doesNotMatch(await page.getByTestId('channel-error').textContent(), /error running server function|\.rs\b|\/src\//);
+  await form.locator('input[name="name"]').fill('team-hook');
+  await form.locator('select[name="kind"]').selectOption('webhook');
+  await form.locator('input[name="url_secret"]').fill('TEAM_HOOK_URL');
+  await form.getByLabel('a run failed').check();
+  await form.getByLabel('released').check();
+  await form.getByRole('button', { name: 'Save channel' }).click();
+  await page.getByTestId('channel-outcome').filter({ hasText: 'team-hook' }).waitFor({ timeout: 30_000 });
+  const panel = page.locator('[data-channel="team-hook"]');
+  await panel.waitFor({ timeout: 30_000 });
+  // Saving the same name again is refused: the form would drop what only
+  // the API sets.
+  await form.locator('input[name="name"]').fill('team-hook');
+  await form.locator('input[name="url_secret"]').fill('TEAM_HOOK_URL');
+  await form.getByRole('button', { name: 'Save channel' }).click();
+  await page.getByTestId('channel-error').filter({ hasText: 'exists' }).waitFor({ timeout: 30_000 });
+  const channels = await (await page.request.get(`${base}/api/v1/channels`)).json();
+  const saved = channels.find((c) => c.name === 'team-hook');
+  assert.equal(saved.kind, 'webhook');
+  assert.equal(saved.settings.url_secret, 'TEAM_HOOK_URL');
+  assert.deepEqual(saved.settings.rules.flatMap((r) => r.events).sort(), ['released', 'run_failed']);
+  assert.equal(channels.some((c) => c.name === 'bad-hook'), false);
+  await page.screenshot({ path: join(artifacts, 'channels-1440.png'), fullPage: true });
+  await panel.getByRole('button', { name: 'Remove team-hook' }).click();
+  await page.getByTestId('channel-outcome').filter({ hasText: 'removed' }).waitFor({ timeout: 30_000 });
+  await panel.waitFor({ state: 'detached', timeout: 30_000 });
+
+  // A kubeconfig as minikube writes it names files on its owner's machine:
+  // refused, naming the field, echoing no path, reading nothing here.
+  await page.goto(`${base}/clusters`);
+  await page.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
+  const kubeconfig = [
+    'apiVersion: v1', 'kind: Config',
+    'clusters:', '- name: minikube', '  cluster:', '    server: https://192.168.49.2:8443',
+    '    certificate-authority: /home/me/.minikube/ca.crt',
+    'users:', '- name: minikube', '  user:', '    token: abc',
+    'contexts:', '- name: minikube', '  context: { cluster: minikube, user: minikube }',
+    'current-context: minikube', '',
+  ].join('\n');
+  await page.locator('input[name="name"]').fill('laptop');
+  await page.locator('textarea[name="kubeconfig"]').fill(kubeconfig);
+  await page.getByRole('button', { name: 'Register' }).click();
+  const refusal = page.getByTestId('cluster-error');
+  await refusal.waitFor({ timeout: 30_000 });
+  const said = await refusal.textContent();
+  assert.match(said, /certificate-authority.*inline/);
+  assert.doesNotMatch(said, /\/home\/me|error running server function|\.rs\b/);
+
+  // A token: shown once, it works; revoked, it does not.
+  await page.goto(`${base}/tokens`);
+  await page.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
+  await page.locator('input[name="name"]').fill('ci-e2e');
+  await page.locator('select[name="role"]').selectOption('developer');
+  await page.locator('input[name="app"]').fill('shop');
+  await page.locator('input[name="expires"]').fill('30d');
+  await page.getByRole('button', { name: 'Make token' }).click();
+  const shown = await page.getByTestId('token-secret').textContent({ timeout: 30_000 });
+  const token = shown.trim().split(' ').pop();
+  assert.ok(token.length > 20, shown);
+  const row = page.locator('tr[data-token="ci-e2e"]');
+  await row.waitFor({ timeout: 30_000 });
+  assert.equal(await row.getAttribute('data-state'), 'active');
+  assert.match(await row.textContent(), /developer on shop/);
+  assert.match(await row.locator('[data-label="Expires"]').textContent(), /in (29|30) days/);
+  assert.ok(!(await row.textContent()).includes(token), 'the list never shows the secret');
+  const asToken = () => fetch(`${base}/api/v1/me`, { headers: { authorization: `Bearer ${token}` } });
+  assert.equal((await asToken()).status, 200);
+  await page.screenshot({ path: join(artifacts, 'tokens-1440.png'), fullPage: true });
+  await row.getByRole('button', { name: 'Revoke ci-e2e' }).click();
+  await page.getByTestId('token-outcome').waitFor({ timeout: 30_000 });
+  await page.locator('tr[data-token="ci-e2e"][data-state="revoked"]').waitFor({ timeout: 30_000 });
+  assert.equal((await asToken()).status, 401);
+  // The refusals asked for above answer 400 or 409 — the person's to fix,
+  // never a server error; nothing else went wrong.
+  const unexpected = problems.filter((p) => !/(HTTP 40[09]|status of 40[09]).*\/fn\/register_(channel|cluster)/.test(p));
+  assert.deepEqual(unexpected, []);
+  assert.ok(problems.some((p) => p.includes('HTTP 409')), 'the second save was a conflict');
   await context.close();
 });

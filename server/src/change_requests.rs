@@ -1374,13 +1374,17 @@ pub async fn detail(
     } else {
         (Vec::new(), None)
     };
-    let preview = db::environments::list_active(requests.db)
-        .await?
-        .into_iter()
-        .find(|e| {
-            e.app == judged.row.app
-                && e.branch.as_deref() == Some(judged.row.source_branch.as_str())
-        });
+
+    let app_ids = [judged.row.app_id];
+    let preview =
+        db::environments::list_active_of(requests.db, db::environments::Which::Apps(&app_ids))
+            .await?
+            .into_iter()
+            .find(|e| {
+                e.app == judged.row.app
+                    && e.branch.as_deref() == Some(judged.row.source_branch.as_str())
+            })
+            .map(|e| crate::lanes::redact(caller, e));
     let run = db::runs::latest_of_commit(pool, judged.row.app_id, &judged.row.source_branch, &head)
         .await?;
     let (run, reports) = match run {
@@ -1428,6 +1432,70 @@ pub async fn detail(
         commits,
         uncovered_on_target,
         share_links: Vec::new(),
+    })
+}
+
+/// What an open request changes, file by file, as of the mirror's last
+/// fetch (nothing when the request is closed; `unavailable` when the
+/// mirror cannot say). The lines are for developers and up — source is
+/// theirs to read; a viewer or tester sees the names, and no file is read
+/// for them.
+pub async fn files(
+    requests: &ChangeRequests<'_>,
+    caller: &Caller,
+    id: i64,
+) -> Result<app::dto::ChangeRequestFiles> {
+    let judged = load(requests, id).await?;
+    forbidden(caller, Role::Viewer, &judged.row.app)?;
+    let lines = caller.me.can(Role::Developer, Some(&judged.row.app));
+    let head = judged.row.head_sha.clone().unwrap_or_default();
+    if !judged.row.is_active() {
+        return Ok(app::dto::ChangeRequestFiles::default());
+    }
+    let shown = async {
+        let heads = requests.git.heads(&judged.source_url).await?;
+        let Some(target) = heads
+            .get(&judged.row.target_branch)
+            .filter(|_| !head.is_empty())
+        else {
+            return Ok(crate::git::Patches::default());
+        };
+        requests
+            .git
+            .patches(
+                &judged.source_url,
+                target,
+                &head,
+                crate::git::PatchLimits::default(),
+                lines,
+            )
+            .await
+    }
+    .await;
+    let (patches, unavailable) = match shown {
+        Ok(patches) => (patches, false),
+        Err(error) => {
+            tracing::info!(change_request = judged.row.id, %error, "the request's files cannot be shown");
+            (crate::git::Patches::default(), true)
+        }
+    };
+    Ok(app::dto::ChangeRequestFiles {
+        files: patches
+            .files
+            .into_iter()
+            .map(|file| app::dto::FileDiff {
+                path: file.path,
+                status: file.status,
+                additions: file.additions.map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+                deletions: file.deletions.map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+                binary: file.binary,
+                lines: file.lines,
+                truncated: file.truncated,
+            })
+            .collect(),
+        more_files: patches.more_files,
+        lines_withheld: !lines,
+        unavailable,
     })
 }
 

@@ -56,7 +56,7 @@ impl StackPort for App {
             .map_err(port_error)?;
         Ok(visible(caller, Role::Viewer, all, |e| &e.app)
             .into_iter()
-            .map(|e| crate::lanes::redact_drift(caller, e))
+            .map(|e| crate::lanes::redact(caller, e))
             .collect())
     }
 
@@ -90,7 +90,7 @@ impl StackPort for App {
                 .await
                 .map_err(port_error)?
                 .into_iter()
-                .map(|e| crate::lanes::redact_drift(caller, e))
+                .map(|e| crate::lanes::redact(caller, e))
                 .collect();
         let mut change_requests = Vec::new();
         for cr in db::change_requests::list(pool)
@@ -307,6 +307,10 @@ impl RunsPort for App {
         Ok(crate::delivery::deploy::drift::diff_for_run(&self.delivery(), id).await?)
     }
 
+    async fn rerun(&self, caller: &Caller, id: i64) -> Result<i64, PortError> {
+        Ok(crate::jobs::rerun::rerun(self, caller, id).await?)
+    }
+
     async fn cancel_run(&self, caller: &Caller, id: i64) -> Result<String, PortError> {
         use crate::runs::cancel::{Cancelled, cancel};
         Ok(match cancel(&self.db, caller, id).await? {
@@ -333,6 +337,14 @@ impl ChangeRequestsPort for App {
             .iter()
             .map(|row| row.summary().map_err(port_error))
             .collect()
+    }
+
+    async fn change_request_files(
+        &self,
+        caller: &Caller,
+        id: i64,
+    ) -> Result<app::dto::ChangeRequestFiles, PortError> {
+        Ok(change_requests::files(&self.change_request_service(), caller, id).await?)
     }
 
     async fn change_request(
@@ -491,6 +503,17 @@ impl ReleasesPort for App {
         if release.state == app::dto::ReleaseState::Live {
             release.soak =
                 crate::delivery::ledger::stable::progress(&self.delivery(), release.id).await?;
+        }
+        // Released by an override: what its run was held for went live
+        // with no approval covering it.
+        if let Some(run_id) = release.run_id
+            && release.approvals.iter().any(|a| a.decision == "override")
+        {
+            release.uncovered = db::runs::detail(self.db.pool(), run_id)
+                .await
+                .map_err(port_error)?
+                .and_then(|(_, extra)| extra.uncovered)
+                .filter(|uncovered| uncovered.total > 0);
         }
         Ok(Some(release))
     }
@@ -671,6 +694,129 @@ impl AdminPort for App {
         })
     }
 
+    async fn register_channel(
+        &self,
+        caller: &Caller,
+        form: app::dto::ChannelForm,
+    ) -> Result<(), PortError> {
+        let events = form
+            .events
+            .iter()
+            .map(|name| {
+                crate::notify::Event::parse(name)
+                    .ok_or_else(|| PortError::Refused(format!("{name:?} is not an event")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // The form knows no per-app rules nor wording: replacing a
+        // channel from it would silently drop those.
+        let existing = crate::notify::channels::registered(&self.notifier(), caller).await?;
+        if existing.iter().any(|channel| channel.name == form.name) {
+            return Err(PortError::Conflict(format!(
+                "a channel named {} exists: remove it first, or change it with PUT /api/v1/channels/{} (which keeps what the form cannot show)",
+                form.name, form.name
+            )));
+        }
+        let settings = crate::notify::ChannelSettings {
+            url_secret: form.url_secret,
+            signing_secret: form.signing_secret,
+            mentions: form.mentions,
+            rules: if events.is_empty() {
+                Vec::new()
+            } else {
+                vec![crate::notify::Rule {
+                    events,
+                    ..Default::default()
+                }]
+            },
+            to: form.to,
+            from: form.from,
+            templates: Default::default(),
+        };
+        Ok(crate::notify::channels::put(
+            &self.notifier(),
+            caller,
+            &form.name,
+            &form.kind,
+            &settings,
+        )
+        .await?)
+    }
+
+    async fn remove_channel(&self, caller: &Caller, name: String) -> Result<(), PortError> {
+        Ok(crate::notify::channels::remove(&self.notifier(), caller, &name).await?)
+    }
+
+    async fn secrets(&self, caller: &Caller) -> Result<Vec<app::dto::SecretEntry>, PortError> {
+        Ok(crate::secrets_admin::names(&self.db, caller)
+            .await?
+            .into_iter()
+            .map(|(name, app)| app::dto::SecretEntry { name, app })
+            .collect())
+    }
+
+    async fn set_secret(
+        &self,
+        caller: &Caller,
+        name: String,
+        value: String,
+        app: Option<String>,
+    ) -> Result<(), PortError> {
+        Ok(
+            crate::secrets_admin::put(&self.db, &self.vault, caller, &name, &value, app.as_deref())
+                .await?,
+        )
+    }
+
+    async fn delete_secret(
+        &self,
+        caller: &Caller,
+        name: String,
+        app: Option<String>,
+    ) -> Result<(), PortError> {
+        Ok(crate::secrets_admin::delete(&self.db, caller, &name, app.as_deref()).await?)
+    }
+
+    async fn api_tokens(&self, caller: &Caller) -> Result<Vec<app::dto::ApiToken>, PortError> {
+        Ok(crate::auth::tokens::list(&self.db, caller)
+            .await?
+            .into_iter()
+            .map(|token| app::dto::ApiToken {
+                id: token.id,
+                name: token.name,
+                user: token.user,
+                role: token.role,
+                app: token.app,
+                created_at: token.created_at,
+                expires_at: token.expires_at,
+                revoked_at: token.revoked_at,
+                last_used_at: token.last_used_at,
+            })
+            .collect())
+    }
+
+    async fn create_api_token(
+        &self,
+        caller: &Caller,
+        request: app::dto::ApiTokenRequest,
+    ) -> Result<app::dto::CreatedApiToken, PortError> {
+        let request = crate::auth::tokens::TokenRequest {
+            name: &request.name,
+            role: &request.role,
+            app: request.app.as_deref(),
+            expires: request.expires.as_deref(),
+        };
+        let created = crate::auth::tokens::create(&self.db, caller, &request).await?;
+        Ok(app::dto::CreatedApiToken {
+            id: created.id,
+            token: created.token,
+            expires_at: created.expires_at,
+        })
+    }
+
+    async fn revoke_api_token(&self, caller: &Caller, id: i64) -> Result<(), PortError> {
+        Ok(crate::auth::tokens::revoke(&self.db, caller, id).await?)
+    }
+
     /// The pipeline repo is the admins' business: others learn only that
     /// there are problems.
     async fn config_status(&self, caller: &Caller) -> Result<ConfigStatus, PortError> {
@@ -760,6 +906,8 @@ answered_by_kind!(
     crate::approvals::ApprovalError,
     crate::lanes::LaneError,
     crate::runs::cancel::CancelError,
+    crate::jobs::rerun::RerunError,
+    crate::secrets_admin::AdminError,
 );
 
 #[cfg(test)]

@@ -150,7 +150,7 @@ impl Lanes<'_> {
         for env in
             db::environments::list_active_of(self.db, db::environments::Which::Apps(&ids)).await?
         {
-            let env = redact_drift(caller, env);
+            let env = redact(caller, env);
             environments.entry(env.app.clone()).or_default().push(env);
         }
         let mut latest: HashMap<(String, String), LastRun> = db::runs::latest_of_apps(pool, &ids)
@@ -236,7 +236,7 @@ impl Lanes<'_> {
         )
         .await?
         .into_iter()
-        .map(|env| redact_drift(caller, env))
+        .map(|env| redact(caller, env))
         .collect();
         // Why a run failed is for testers and above, like a run's page.
         let reason = |app: &str, text: Option<&str>, otherwise: &str| match text {
@@ -375,14 +375,19 @@ impl Lanes<'_> {
     }
 }
 
-/// The apps a caller may see: `every` when a grant covers all apps (then
-/// the queries need no filter).
-/// Drift details name objects and fields: admins of the app only.
-pub fn redact_drift(caller: &Caller, mut env: EnvironmentSummary) -> EnvironmentSummary {
+/// What a caller may read of an environment: drift details name objects
+/// and fields (admins of the app only); why it is in its state — often a
+/// failure's text — is for testers and up, like a run's page.
+pub fn redact(caller: &Caller, mut env: EnvironmentSummary) -> EnvironmentSummary {
     if !caller.me.can(Role::Admin, Some(&env.app)) {
         env.drift = env
             .drift
             .map(|_| "drift found; an admin can see the details".into());
+    }
+    // A failed deploy that left the old version serving reads "live"
+    // with the failure in its detail: the detail goes whatever the state.
+    if !caller.me.can(Role::Tester, Some(&env.app)) {
+        env.state_detail = None;
     }
     env
 }

@@ -19,7 +19,7 @@ const NAV: &[(&str, &str, Role)] = &[
     ("/releases", "Releases", Role::Viewer),
     ("/approvals", "Approvals", Role::Viewer),
     ("/clusters", "Clusters", Role::Admin),
-    ("/channels", "Notifications", Role::Admin),
+    ("/notifications", "Notifications", Role::Admin),
     ("/audit", "Audit", Role::Viewer),
     ("/settings", "Settings", Role::Admin),
 ];
@@ -91,6 +91,9 @@ fn nav(me: Option<Me>, waiting: u32) -> impl IntoView {
         .filter(|(href, _)| {
             if *href == "/" {
                 path == "/" || path.starts_with("/apps/")
+            } else if *href == "/settings" {
+                // Secrets live with the settings.
+                path.starts_with(href) || path.starts_with("/secrets")
             } else {
                 path.starts_with(href)
             }
@@ -184,6 +187,7 @@ fn account(me: Option<Me>) -> impl IntoView {
                     <span class="account-name">{me.name.clone()}</span>
                     <span class="muted">{format!(" · {roles}")}</span>
                 </span>
+                <a href="/tokens" class="account-tokens">"API tokens"</a>
                 <form method="post" action="/auth/logout" class="inline">
                     <input type="hidden" name="csrf" value=me.csrf.clone() />
                     <button type="submit">"Sign out"</button>

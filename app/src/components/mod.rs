@@ -4,6 +4,7 @@ pub mod charts;
 pub mod commits;
 pub mod diff;
 pub mod feedback;
+pub mod file_diff;
 pub mod layout;
 pub mod list;
 pub mod outcome;

@@ -57,8 +57,9 @@ pub fn report<S>(
     let _ = (value, describe);
 }
 
+/// Puts `outcome` in the page's outcome region now.
 #[cfg(feature = "hydrate")]
-fn show(outcome: &Outcome) {
+pub fn show(outcome: &Outcome) {
     let document = document();
     let (Some(region), Ok(message)) = (
         document.get_element_by_id("outcome"),

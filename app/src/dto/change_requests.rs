@@ -94,6 +94,43 @@ pub struct ChangeRequestDetail {
     pub uncovered_on_target: Option<UncoveredCommits>,
 }
 
+/// What a change request changes, file by file, from where it left its
+/// target to its head. The lines (and their counts) are for developers and
+/// up; others get the names.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct ChangeRequestFiles {
+    pub files: Vec<FileDiff>,
+    /// More files changed than are listed.
+    pub more_files: bool,
+    /// The lines were left out: they are for developers and up.
+    pub lines_withheld: bool,
+    /// The files cannot be shown now (the mirror lacks a commit, or the
+    /// branch shares no history with its target); nothing is listed.
+    #[serde(default)]
+    pub unavailable: bool,
+}
+
+/// One file a change request changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct FileDiff {
+    pub path: String,
+    /// added, modified, deleted, renamed, …
+    pub status: String,
+    /// Lines added and removed (`None`: not read — withheld, or past the
+    /// size limits).
+    pub additions: Option<u32>,
+    pub deletions: Option<u32>,
+    pub binary: bool,
+    /// The unified diff, a line each, its first character the kind: `@` a
+    /// hunk header, `+` added, `-` removed, ` ` unchanged. Empty for a
+    /// binary file, or for a caller below developer.
+    pub lines: Vec<String>,
+    /// Lines were left out (a size limit).
+    pub truncated: bool,
+}
+
 /// What waits for a decision: change requests (with their preview, tests
 /// and approvals) and runs held for approval.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

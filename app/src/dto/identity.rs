@@ -61,3 +61,38 @@ impl Me {
             .any(|grant| grant.role.rank() >= role.rank())
     }
 }
+
+/// An API token as its owner (or a global admin) sees it: never the secret.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct ApiToken {
+    pub id: i64,
+    /// What it is for (`ci`, `laptop`).
+    pub name: String,
+    /// Whose it is.
+    pub user: String,
+    pub role: String,
+    pub app: Option<String>,
+    pub created_at: UnixMillis,
+    pub expires_at: UnixMillis,
+    pub revoked_at: Option<UnixMillis>,
+    pub last_used_at: Option<UnixMillis>,
+}
+
+/// A token to create, acting as its creator with at most their power.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApiTokenRequest {
+    pub name: String,
+    pub role: String,
+    pub app: Option<String>,
+    /// `30d`, `12h` (default 90 days).
+    pub expires: Option<String>,
+}
+
+/// A token just created: the secret, shown this once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CreatedApiToken {
+    pub id: i64,
+    pub token: String,
+    pub expires_at: UnixMillis,
+}

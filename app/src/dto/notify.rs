@@ -34,3 +34,22 @@ pub struct DeliverySummary {
     pub created_at: UnixMillis,
     pub delivered_at: Option<UnixMillis>,
 }
+
+/// A channel as the dashboard's form registers it: its URL and signing
+/// key are registered secrets, named here, never typed in.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChannelForm {
+    pub name: String,
+    /// dingtalk, slack, wecom, webhook or email.
+    pub kind: String,
+    pub url_secret: String,
+    pub signing_secret: Option<String>,
+    /// Email: the recipients.
+    pub to: Vec<String>,
+    /// Email: the sender.
+    pub from: Option<String>,
+    /// DingTalk: mobile numbers to @mention; WeCom: user ids.
+    pub mentions: Vec<String>,
+    /// Only these events (none: every event).
+    pub events: Vec<String>,
+}

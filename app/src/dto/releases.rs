@@ -46,6 +46,11 @@ pub struct ReleaseSummary {
     /// soak before it counts as stable.
     #[serde(default)]
     pub soak: Option<SoakProgress>,
+    /// For one release read on its own: commits it took live that no
+    /// approval covered — its run was held for them and an admin's
+    /// override released it.
+    #[serde(default)]
+    pub uncovered: Option<UncoveredCommits>,
 }
 
 /// How far a live release is through its soak: healthy (every target

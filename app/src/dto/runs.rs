@@ -261,3 +261,10 @@ pub struct ObjectDiff {
     /// Unified diff of the object's YAML (Secrets redacted).
     pub diff: String,
 }
+
+/// A run that was just planned (a re-run): queued, or held for approval.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct RunStarted {
+    pub run_id: i64,
+}

@@ -102,3 +102,12 @@ pub struct SettingSource {
     pub value: String,
     pub source: String,
 }
+
+/// A registered secret: its name and scope, never its value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct SecretEntry {
+    pub name: String,
+    /// The one app it is for (`None`: every app may use it).
+    pub app: Option<String>,
+}

@@ -1,5 +1,5 @@
-//! One change request: where it stands (for its author), its preview and
-//! tests, the policy and every decision, and — for those allowed — the
+//! One change request: where it stands (for its author), its commits and
+//! changed files, its preview and tests, the policy and every decision, and — for those allowed — the
 //! approve, reject, override and close actions.
 
 use leptos::prelude::*;
@@ -7,6 +7,7 @@ use leptos_router::hooks::use_params_map;
 
 use crate::api::{
     ReviewChangeRequest, ShareChangeRequest, get_change_request, get_change_request_diff,
+    get_change_request_files,
 };
 use crate::components::commits::{commit_table, count, uncovered_panel};
 use crate::components::diff::diff_section;
@@ -155,6 +156,17 @@ fn request_view(detail: ChangeRequestDetail, me: Option<Me>) -> impl IntoView {
                     </section>
                 }
             })}
+        {active.then(|| {
+            let id = cr.id;
+            let files = Resource::new(move || id, get_change_request_files);
+            view! {
+                <Suspense fallback=|| ()>
+                    {move || Suspend::new(async move {
+                        files.await.ok().map(crate::components::file_diff::files_panel)
+                    })}
+                </Suspense>
+            }
+        })}
         <section class="panel" aria-label="Preview and tests">
             <h2>"Preview and tests"</h2>
             {preview_view(detail.preview.clone(), detail.run.clone())}

@@ -1,11 +1,11 @@
 //! Notification channels (admins): what each hears, how its recent
-//! deliveries fared — a failure shows its last error — and a "send test
-//! message" button. Registering a channel is the API's and CLI's job: its
-//! URL and secrets are registered secrets, named there.
+//! deliveries fared — a failure shows its last error — a "send test
+//! message" button, and a form to add one. A channel's URL and signing key
+//! are registered secrets (the Secrets page), named here, never typed in.
 
 use leptos::prelude::*;
 
-use crate::api::{TestChannel, list_channels};
+use crate::api::{RegisterChannel, RemoveChannel, TestChannel, list_channels, list_secrets};
 use crate::components::list::{AdminsOnly, EmptyState, PageHeader, loaded, with_csrf};
 use crate::components::outcome::{Outcome, report};
 use crate::dto::{ChannelSummary, DeliverySummary};
@@ -13,15 +13,29 @@ use crate::dto::{ChannelSummary, DeliverySummary};
 #[component]
 pub fn ChannelsPage() -> impl IntoView {
     let channels = Resource::new(|| (), |_| list_channels());
+    let secrets = Resource::new(|| (), |_| list_secrets());
     view! {
         <PageHeader
             title="Notifications"
             lead="Channels that tell people about failed runs, previews, approvals, releases, rollbacks and drift — and how their messages fared."
         />
-        <AdminsOnly what="Notification channels">
+        <AdminsOnly what="Notification channels" everywhere=true>
             {with_csrf(move |csrf| {
                 loaded(channels, move |channels| channel_list(channels, csrf.clone()))
             })}
+            <section class="panel" aria-labelledby="add-channel-heading">
+                <h2 id="add-channel-heading">"Add a channel"</h2>
+                <p class="muted">
+                    "The robot's or webhook's URL (for email, the SMTP server's) is a secret: set it on the "
+                    <a href="/secrets">"Secrets"</a> " page first, then name it here. To change a channel, remove it and add it again (or use the API, which also sets per-app rules and wording)."
+                </p>
+                {with_csrf(move |csrf| {
+                    loaded(secrets, move |secrets| {
+                        let names: Vec<String> = secrets.into_iter().map(|s| s.name).collect();
+                        view! { <AddForm secrets=names csrf=csrf.clone() /> }
+                    })
+                })}
+            </section>
         </AdminsOnly>
     }
 }
@@ -31,7 +45,7 @@ fn channel_list(channels: Vec<ChannelSummary>, csrf: String) -> impl IntoView {
         return view! {
             <EmptyState title="No channels yet">
                 <p>
-                    "Register DingTalk, Slack, WeCom, email or a signed webhook with "
+                    "Add DingTalk, Slack, WeCom, email or a signed webhook below, or with "
                     <code>"PUT /api/v1/channels/<name>"</code> " (see the user guide, docs/src/notifications.md)."
                 </p>
             </EmptyState>
@@ -74,7 +88,10 @@ fn channel_panel(channel: ChannelSummary, csrf: String) -> impl IntoView {
                 {about} {templated}
             </p>
             {failures}
-            <TestForm name=target csrf />
+            <div class="run-actions">
+                <TestForm name=target.clone() csrf=csrf.clone() />
+                <RemoveForm name=target csrf />
+            </div>
             {delivery_table(channel.deliveries)}
         </section>
     }
@@ -140,6 +157,105 @@ fn TestForm(name: String, csrf: String) -> impl IntoView {
             <input type="hidden" name="csrf" value=csrf />
             <input type="hidden" name="name" value=name />
             <button type="submit">"Send test message"</button>
+        </ActionForm>
+    }
+}
+
+/// The events a channel can be limited to, with their words.
+const EVENTS: &[(&str, &str)] = &[
+    ("run_failed", "a run failed"),
+    ("preview_ready", "a preview is ready"),
+    ("approval_requested", "an approval is asked for"),
+    ("approved", "approved"),
+    ("released", "released"),
+    ("rolled_back", "rolled back"),
+    ("drift", "drift found"),
+];
+
+/// Adds a channel (an island).
+#[island]
+fn AddForm(secrets: Vec<String>, csrf: String) -> impl IntoView {
+    let add = ServerAction::<RegisterChannel>::new();
+    report(add, |result| match result {
+        Ok(name) => Outcome::done(
+            "channel-outcome",
+            format!("Channel {name} is saved; send it a test message to see it work."),
+        ),
+        Err(error) => Outcome::failed("channel-error", error),
+    });
+    view! {
+        <ActionForm action=add attr:class="form" attr:autocomplete="off">
+            <input type="hidden" name="csrf" value=csrf />
+            <datalist id="secret-names">
+                {secrets.into_iter().map(|name| view! { <option value=name></option> }).collect_view()}
+            </datalist>
+            <label>
+                <span>"Name (lowercase letters, digits and -)"</span>
+                <input name="name" required pattern="[a-z0-9][a-z0-9\\-]*" maxlength="40" placeholder="team-chat" />
+            </label>
+            <label>
+                <span>"Kind"</span>
+                <select name="kind">
+                    <option value="dingtalk">"DingTalk"</option>
+                    <option value="slack">"Slack"</option>
+                    <option value="wecom">"WeCom"</option>
+                    <option value="email">"Email"</option>
+                    <option value="webhook">"Webhook (signed)"</option>
+                </select>
+            </label>
+            <label>
+                <span>"Secret holding the URL (email: the SMTP server)"</span>
+                <input name="url_secret" required list="secret-names" placeholder="DINGTALK_URL" spellcheck="false" />
+            </label>
+            <label>
+                <span>"Secret it signs with (optional: DingTalk sign, webhook signature)"</span>
+                <input name="signing_secret" list="secret-names" spellcheck="false" />
+            </label>
+            <label>
+                <span>"Email: recipients, separated by commas"</span>
+                <input name="to" placeholder="team@example.com" />
+            </label>
+            <label>
+                <span>"Email: sender (optional)"</span>
+                <input name="from" placeholder="gantry@example.com" />
+            </label>
+            <label>
+                <span>"DingTalk: mobile numbers to @mention · WeCom: user ids (optional)"</span>
+                <input name="mentions" />
+            </label>
+            <fieldset>
+                <legend>"Only these events (none ticked: every event)"</legend>
+                {EVENTS
+                    .iter()
+                    .map(|(value, words)| {
+                        view! {
+                            <label class="inline">
+                                <input type="checkbox" name="events[]" value=*value />
+                                {format!(" {words}")}
+                            </label>
+                        }
+                    })
+                    .collect_view()}
+            </fieldset>
+            <button type="submit" class="primary">"Save channel"</button>
+        </ActionForm>
+    }
+}
+
+/// Removes a channel (an island).
+#[island]
+fn RemoveForm(name: String, csrf: String) -> impl IntoView {
+    let remove = ServerAction::<RemoveChannel>::new();
+    report(remove, |result| match result {
+        Ok(name) => Outcome::done("channel-outcome", format!("Channel {name} is removed.")),
+        Err(error) => Outcome::failed("channel-error", error),
+    });
+    let label = format!("Remove {name}");
+    view! {
+        <ActionForm action=remove attr:class="inline">
+            <input type="hidden" name="csrf" value=csrf />
+            <input type="hidden" name="name" value=name />
+            <button type="submit" class="danger" aria-label=label>"Remove"</button>
         </ActionForm>
     }
 }

@@ -122,7 +122,7 @@ fn RegisterForm(csrf: String) -> impl IntoView {
             <input type="hidden" name="csrf" value=csrf />
             <label>
                 <span>"Name"</span>
-                <input name="name" required pattern="[a-z][a-z0-9-]*" placeholder="prod-eu" />
+                <input name="name" required pattern="[a-z][a-z0-9\\-]*" placeholder="prod-eu" />
             </label>
             <label>
                 <span>"Kubeconfig"</span>

@@ -12,5 +12,7 @@ pub mod not_found;
 pub mod releases;
 pub mod run;
 pub mod runs;
+pub mod secrets;
 pub mod settings;
 pub mod share;
+pub mod tokens;

@@ -9,6 +9,7 @@ use crate::api::{
     MarkReleaseStable, PromoteEnvironment, RollbackRelease, compare_releases, get_release,
     list_releases,
 };
+use crate::components::commits::{count, uncovered_panel};
 use crate::components::layout::{signed_in, use_me};
 use crate::components::list::{Badge, EmptyState, PageHeader, load_error};
 use crate::components::outcome::{Outcome, report};
@@ -38,7 +39,7 @@ pub fn ReleasesPage() -> impl IntoView {
     view! {
         <PageHeader
             title="Releases"
-            lead="The ledger: every deployment of staging and production, version = commit, newest first."
+            lead="Every deployment of staging and production, a lane per environment: version = commit, newest first."
         />
         <form method="get" class="filters" role="search" aria-label="Filter the releases">
             <label>"App" <input type="text" name="app" value=value("app") /></label>
@@ -98,22 +99,46 @@ fn timeline(releases: Vec<ReleaseSummary>, me: Option<Me>, filter: ReleaseFilter
                 .map(|older| older.id)
         })
         .collect();
+    // A lane per environment, upstream on the left: production last.
+    let mut lanes: Vec<(String, Vec<(ReleaseSummary, Option<i64>)>)> = Vec::new();
+    for (release, previous) in releases.into_iter().zip(older_of) {
+        match lanes
+            .iter_mut()
+            .find(|(env, _)| *env == release.environment)
+        {
+            Some((_, entries)) => entries.push((release, previous)),
+            None => lanes.push((release.environment.clone(), vec![(release, previous)])),
+        }
+    }
+    lanes.sort_by(|(a, _), (b, _)| (a == "production", a).cmp(&(b == "production", b)));
     view! {
-        <ol class="timeline" data-testid="release-timeline">
-            {releases
+        <div class="ledger-lanes" data-testid="release-timeline">
+            {lanes
                 .into_iter()
-                .enumerate()
-                .map(|(n, release)| {
-                    // Admins get the forms, which carry their CSRF token.
-                    let csrf = me
-                        .as_ref()
-                        .filter(|me| me.can(Role::Admin, Some(&release.app)))
-                        .map(|me| me.csrf.clone());
-                    let previous = older_of[n];
-                    entry(release, csrf, previous)
+                .map(|(environment, entries)| {
+                    let heading = format!("lane-{environment}");
+                    let (labelled, marker) = (heading.clone(), environment.clone());
+                    view! {
+                        <section class="ledger-lane" aria-labelledby=labelled data-lane=marker>
+                            <h2 id=heading>{environment}</h2>
+                            <ol class="timeline">
+                                {entries
+                                    .into_iter()
+                                    .map(|(release, previous)| {
+                                        // Admins get the forms, which carry their CSRF token.
+                                        let csrf = me
+                                            .as_ref()
+                                            .filter(|me| me.can(Role::Admin, Some(&release.app)))
+                                            .map(|me| me.csrf.clone());
+                                        entry(release, csrf, previous)
+                                    })
+                                    .collect_view()}
+                            </ol>
+                        </section>
+                    }
                 })
                 .collect_view()}
-        </ol>
+        </div>
         {older}
     }
     .into_any()
@@ -140,7 +165,7 @@ pub fn ReleasePage() -> impl IntoView {
     view! {
         <PageHeader
             title="Release"
-            lead="One entry of the ledger: what went live, who approved it, what it brought, and whether it is stable yet."
+            lead="What went live, who approved it, what it brought, and whether it is stable yet."
             tab=false
         />
         <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
@@ -180,6 +205,15 @@ fn release_view(release: ReleaseSummary, me: Option<Me>) -> impl IntoView {
         view! { <a href=format!("/runs/{run}")>{format!("Run #{run}, which deployed it")}</a> }
     });
     let soak = release.soak.clone().map(soak_view);
+    let uncovered = release.uncovered.clone().map(|uncovered| {
+        let title = format!("{} went live with no approval covering them", count(&uncovered));
+        uncovered_panel(
+            uncovered,
+            title,
+            "Its run was held for these and an admin's override released it: the override's reason is among the approvals below.",
+            "release-uncovered",
+        )
+    });
     let (app_name, id) = (release.app.clone(), release.id);
     let csrf = me
         .as_ref()
@@ -192,6 +226,7 @@ fn release_view(release: ReleaseSummary, me: Option<Me>) -> impl IntoView {
             {run.map(|run| view! { " · " {run} })}
         </p>
         {soak}
+        {uncovered}
         <ol class="timeline" data-testid="release">{entry(release, csrf, None)}</ol>
         <form method="get" action="/releases/compare" class="filters" aria-label="Compare with another release">
             <input type="hidden" name="app" value=app_name />
@@ -522,7 +557,7 @@ fn RollbackForm(
             <input type="hidden" name="environment" value=environment />
             <input type="hidden" name="to" value=to.to_string() />
             <label>
-                <span>"Reason (required, recorded in the ledger)"</span>
+                <span>"Reason (required, kept with the release)"</span>
                 <input type="text" name="reason" required minlength="5" />
             </label>
             <label class="confirm">

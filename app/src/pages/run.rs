@@ -5,7 +5,7 @@
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
-use crate::api::{CancelRun, get_run, get_run_diff};
+use crate::api::{CancelRun, RerunRun, get_run, get_run_diff};
 use crate::components::commits::{count, uncovered_panel};
 use crate::components::diff::diff_section;
 use crate::components::layout::{signed_in, use_me};
@@ -132,7 +132,7 @@ fn run_view(detail: RunDetail) -> impl IntoView {
                         .into_any()
                 }
             }}
-            {ended.is_none().then(|| run_actions(me, run.clone()))}
+            {run_actions(me, run.clone(), ended.is_none())}
         </section>
         {timeline_view(&run, &detail.steps, &detail.attempts)}
         {detail
@@ -167,11 +167,14 @@ fn run_view(detail: RunDetail) -> impl IntoView {
     }
 }
 
-/// What a person may do with an unfinished run: approve or reject a held
-/// one, cancel any (admins of the app).
+/// What a person may do with a run: approve or reject a held one, cancel
+/// an unfinished one (admins of the app); run an ended one again
+/// (developers of the app — planned like a push, so approvals hold it
+/// alike; a rollback is rolled back again from the ledger instead).
 fn run_actions(
     me: Option<Resource<Result<Option<Me>, ServerFnError>>>,
     run: RunSummary,
+    unfinished: bool,
 ) -> impl IntoView {
     view! {
         <Suspense fallback=|| ()>
@@ -179,6 +182,18 @@ fn run_actions(
                 let run = run.clone();
                 Suspend::new(async move {
                     let me = signed_in(me).await?;
+                    if !unfinished {
+                        let again = matches!(
+                            run.state,
+                            RunState::Failed | RunState::Cancelled | RunState::Succeeded
+                        ) && run.trigger != "rollback"
+                            && me.can(Role::Developer, Some(&run.app));
+                        return again.then(|| view! {
+                            <div class="run-actions" data-testid="run-actions">
+                                <RerunButton id=run.id csrf=me.csrf.clone() />
+                            </div>
+                        }.into_any());
+                    }
                     if !me.can(Role::Admin, Some(&run.app)) {
                         return None;
                     }
@@ -190,7 +205,7 @@ fn run_actions(
                             })}
                             <CancelButton id=run.id csrf=me.csrf.clone() />
                         </div>
-                    })
+                    }.into_any())
                 })
             }}
         </Suspense>
@@ -210,6 +225,31 @@ fn CancelButton(id: i64, csrf: String) -> impl IntoView {
             <input type="hidden" name="csrf" value=csrf />
             <input type="hidden" name="id" value=id />
             <button type="submit" class="danger" data-testid="cancel-run">"Cancel run"</button>
+        </ActionForm>
+    }
+}
+
+/// Runs the commit again (an island): the browser goes to the new run.
+#[island]
+fn RerunButton(id: i64, csrf: String) -> impl IntoView {
+    let rerun = ServerAction::<RerunRun>::new();
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |_| match rerun.value().get() {
+        Some(Ok(new_id)) => {
+            let _ = window().location().set_href(&format!("/runs/{new_id}"));
+        }
+        Some(Err(error)) => {
+            if let Some(outcome) = Outcome::failed("rerun-error", error) {
+                crate::components::outcome::show(&outcome);
+            }
+        }
+        None => {}
+    });
+    view! {
+        <ActionForm action=rerun attr:class="inline">
+            <input type="hidden" name="csrf" value=csrf />
+            <input type="hidden" name="id" value=id />
+            <button type="submit" data-testid="rerun">"Re-run"</button>
         </ActionForm>
     }
 }

@@ -17,6 +17,12 @@ pub fn SettingsPage() -> impl IntoView {
             lead="The configuration this server runs with: defaults, then the file, then environment, then flags."
         />
         <AdminsOnly what="Settings" everywhere=true>
+            <nav class="panel more-settings" aria-label="More settings">
+                <a href="/secrets">"Secrets"</a>
+                <a href="/tokens">"API tokens"</a>
+                <a href="/notifications">"Notifications"</a>
+                <a href="/clusters">"Clusters"</a>
+            </nav>
             {loaded(pipeline, pipeline_health)}
             {loaded(settings, settings_view)}
         </AdminsOnly>

@@ -6,6 +6,7 @@
 //! (`access`).
 
 mod access;
+mod kubeconfig;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -172,6 +173,9 @@ impl IntoCredentials for Registration {
             (Some(text), None, false) => {
                 let kubeconfig = Kubeconfig::from_yaml(text)
                     .map_err(|e| ClusterError::BadKubeconfig(e.to_string()))?;
+                if let Some(why) = kubeconfig::refusal(&kubeconfig) {
+                    return Err(ClusterError::BadKubeconfig(why));
+                }
                 let context = self
                     .context
                     .clone()
@@ -480,6 +484,11 @@ async fn build_client(name: &str, credentials: &Credentials) -> Result<kube::Cli
             context,
         } => {
             let parsed = Kubeconfig::from_yaml(kubeconfig).map_err(|e| fail(e.to_string()))?;
+            // Checked when registered; checked again for what was stored
+            // before the rule.
+            if let Some(why) = kubeconfig::refusal(&parsed) {
+                return Err(fail(why));
+            }
             let options = KubeConfigOptions {
                 context: context.clone(),
                 ..KubeConfigOptions::default()

@@ -446,6 +446,7 @@ async fn hydrate(
                 targets,
                 approvals,
                 soak: None,
+                uncovered: None,
             })
         })
         .collect()

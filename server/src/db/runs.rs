@@ -887,6 +887,22 @@ pub struct DetailExtra {
     pub pushed_by: Option<String>,
 }
 
+/// Marks a run as asked for by `by` (a re-run): the runs list's "started by".
+pub async fn set_requested_by<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    by: &str,
+) -> Result<(), super::QueryError> {
+    Ok(
+        sqlx::query("UPDATE runs SET requested_by = $2 WHERE id = $1")
+            .bind(id)
+            .bind(by)
+            .execute(exec)
+            .await
+            .map(|_| ())?,
+    )
+}
+
 /// Marks a run as the rollback to release `to`, asked by `by` for `reason`.
 pub async fn set_rollback<'e>(
     exec: impl Executor<'e, Database = Any>,

@@ -7,11 +7,13 @@ mod coverage;
 mod export;
 mod history;
 mod merge;
+mod patch;
 
 pub use coverage::{Coverage, CoveredRange, RangeBase, Uncovered};
 pub use export::{Export, ExportLimits};
 pub use history::{ChangedFile, FileCommit};
 pub use merge::{MergeOutcome, MergeRequest, MergeStrategy};
+pub use patch::{FilePatch, PatchLimits, Patches};
 
 use crate::error::Rejected;
 use std::collections::{BTreeMap, HashMap};

@@ -47,6 +47,11 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .leptos_routes_with_context(state, route_list(), provide_port(state), move || {
             app::shell(options.clone())
         })
+        // The Notifications page was /channels; links to it keep working.
+        .route(
+            "/channels",
+            axum::routing::get(|| async { axum::response::Redirect::permanent("/notifications") }),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             stamp_version,

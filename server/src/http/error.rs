@@ -147,6 +147,7 @@ answered_by_kind!(
     crate::delivery::deploy::drift::DriftError,
     crate::notify::channels::ChannelError,
     crate::runs::cancel::CancelError,
+    crate::jobs::rerun::RerunError,
     crate::secrets_admin::AdminError,
     crate::runs::watch::WatchError,
     crate::delivery::ledger::LedgerError,

@@ -22,6 +22,7 @@ pub mod plan;
 pub mod reconcile;
 pub mod recovery;
 pub mod relay;
+pub mod rerun;
 pub mod runner;
 pub mod scan;
 

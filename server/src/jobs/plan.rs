@@ -21,6 +21,9 @@ use crate::state::App;
 /// An event that keeps failing is given up after this many attempts.
 const MAX_ATTEMPTS: i64 = 5;
 
+/// What a re-run's row says started it.
+pub const RERUN_TRIGGER: &str = "rerun";
+
 /// Acts on every pending inbox event, oldest first.
 pub async fn plan_pending(app: &App) -> Result<usize, super::FlowError> {
     let pool = app.db.pool();
@@ -56,23 +59,58 @@ pub async fn plan_pending(app: &App) -> Result<usize, super::FlowError> {
 }
 
 async fn on_push(app: &App, event: BranchEvent) -> Result<(), super::FlowError> {
-    let pool = app.db.pool();
     let Some(sha) = event.after.clone() else {
         return Ok(());
     };
-    let Some(app_row) = db::apps::get(pool, event.app_id).await? else {
-        return Ok(());
+    plan_head(app, event.app_id, &event.branch, &sha, &Cause::Push)
+        .await
+        .map(|_| ())
+}
+
+/// Why a branch head is planned.
+pub enum Cause {
+    /// It was pushed (or first seen).
+    Push,
+    /// A person asked to run it again (`jobs::rerun`): the same planning as
+    /// a push — approvals, freezes and forks hold it alike — recorded as
+    /// theirs.
+    Rerun { by: String },
+}
+
+/// What planning a head came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Planned {
+    /// Run `id`, queued or held for approval.
+    Run(i64),
+    /// Nothing to run, and why (said to whoever asked for a re-run).
+    Nothing(&'static str),
+}
+
+/// Plans `sha`, the head of `branch`, onto its environment: one run,
+/// held when approvals do not cover it, a freeze is in force or it comes
+/// from a fork; older unfinished runs of the environment are superseded.
+pub async fn plan_head(
+    app: &App,
+    app_id: i64,
+    branch: &str,
+    sha: &str,
+    cause: &Cause,
+) -> Result<Planned, super::FlowError> {
+    let pool = app.db.pool();
+    let sha = sha.to_string();
+    let Some(app_row) = db::apps::get(pool, app_id).await? else {
+        return Ok(Planned::Nothing("the app is gone"));
     };
     let config: AppConfig = crate::configs::stored(&app_row)?;
-    let Some(entry) = entry_for(&config, &event.branch) else {
-        tracing::debug!(app = %app_row.name, branch = %event.branch, "no environment for this branch");
-        return Ok(());
+    let Some(entry) = entry_for(&config, branch) else {
+        tracing::debug!(app = %app_row.name, branch = %branch, "no environment for this branch");
+        return Ok(Planned::Nothing("no environment deploys this branch"));
     };
 
     let staging = staging_branch(&config).map(str::to_string);
     if entry.branches.is_preview()
         && let Some(staging) = staging.as_deref()
-        && staging != event.branch
+        && staging != branch
         && let Some(staging_head) = db::branch_heads::list(pool, app_row.id).await?.get(staging)
         && app
             .git
@@ -80,60 +118,60 @@ async fn on_push(app: &App, event: BranchEvent) -> Result<(), super::FlowError> 
             .await?
     {
         // Already merged: no preview for it (an existing one is torn down).
-        if let Some(env) =
-            db::environments::find_for_branch(pool, app_row.id, &event.branch).await?
-        {
+        if let Some(env) = db::environments::find_for_branch(pool, app_row.id, branch).await? {
             lifecycle::destroy(
                 app,
                 &env,
                 &app_row.name,
-                &format!("{} was merged into {staging}", event.branch),
+                &format!("{branch} was merged into {staging}"),
             )
             .await?;
         }
-        return Ok(());
+        return Ok(Planned::Nothing(
+            "the branch is merged into staging: its preview is gone",
+        ));
     }
 
-    let env = ensure_environment(app, &app_row, entry, &event.branch).await?;
+    let env = ensure_environment(app, &app_row, entry, branch).await?;
     let commit = app.git.commit_info(&app_row.source_url, &sha).await?;
     // Gantry's own merge of an approved request: the merge waited out any
-    // freeze already, so a freeze does not hold it again.
-    let merged_by_request =
-        db::change_requests::merged_as(pool, app_row.id, &event.branch, &sha).await?;
+    // freeze already, so a freeze does not hold it again (its re-run, asked
+    // for later, is held like any other run).
+    let merged_by_request = db::change_requests::merged_as(pool, app_row.id, branch, &sha).await?;
+    let merge_waited_out_freeze = merged_by_request.is_some() && matches!(cause, Cause::Push);
     let from_request = crate::change_requests::on_source_push(
         &app.change_request_service(),
         app_row.id,
-        &event.branch,
+        branch,
         &sha,
     )
     .await?;
     // A fork's head waits for an admin to allow it, every new head again.
     // The mirror's own record decides (a request whose row is not written
     // yet is no less a fork's).
-    let mut fork = db::change_requests::fork_behind(pool, app_row.id, &event.branch).await?;
-    if fork.is_none()
-        && app
-            .git
-            .is_fork_head(&app_row.source_url, &event.branch)
-            .await?
-    {
+    let mut fork = db::change_requests::fork_behind(pool, app_row.id, branch).await?;
+    if fork.is_none() && app.git.is_fork_head(&app_row.source_url, branch).await? {
         fork = Some("a fork".to_string());
     }
     // Who pushed it, where a forge said: the run's author for the
     // no-self-approval rule, and on a branch whose policy counts pushes,
     // an approval of what the push adds.
-    let pusher = pushed_by(app, &app_row, &event.branch, &sha).await?;
+    let pusher = pushed_by(app, &app_row, branch, &sha).await?;
     // A protected environment deploys only what approvals cover.
     let uncovered = match &entry.approval {
         Some(policy) if fork.is_none() => {
             let target = coverage::Protected {
                 app_id: app_row.id,
                 source_url: &app_row.source_url,
-                branch: &event.branch,
+                branch,
                 environment_id: Some(env.id),
                 policy,
             };
-            if let Some((push, who)) = &pusher {
+            // A push counts once, when it is planned; a re-run of it does
+            // not count it again under today's grants and policy.
+            if let Some((push, who)) = &pusher
+                && matches!(cause, Cause::Push)
+            {
                 count_push(app, target, &app_row.name, &sha, push, who).await?;
             }
             let mut view =
@@ -151,7 +189,7 @@ async fn on_push(app: &App, event: BranchEvent) -> Result<(), super::FlowError> 
     };
     let frozen = crate::approvals::policy::freeze_now(Some(entry), app.clock.now_millis())
         .is_some()
-        && merged_by_request.is_none();
+        && !merge_waited_out_freeze;
     let held = uncovered
         .as_ref()
         .is_some_and(|u| u.total > 0 || u.rewinds_from.is_some())
@@ -162,13 +200,23 @@ async fn on_push(app: &App, event: BranchEvent) -> Result<(), super::FlowError> 
     } else {
         RunState::Queued
     };
-    let trigger = if merged_by_request.is_some() {
-        "change_request"
-    } else {
-        "push"
+    let trigger = match cause {
+        Cause::Rerun { .. } => RERUN_TRIGGER,
+        Cause::Push if merged_by_request.is_some() => "change_request",
+        Cause::Push => "push",
     };
     let now = now_millis();
     let mut tx = app.db.begin().await?;
+    // A re-run is of the branch's current head: a push seen since it was
+    // asked for wins (its run would otherwise be superseded by an older
+    // commit's).
+    if matches!(cause, Cause::Rerun { .. })
+        && db::branch_heads::list(&mut *tx, app_id).await?.get(branch) != Some(&sha)
+    {
+        return Ok(Planned::Nothing(
+            "the branch moved on meanwhile: re-run its newest run",
+        ));
+    }
     // The same commit of the branch already on its way to this environment
     // — its branch event seen twice, as when a scan is retried after the
     // database went away — is not planned again (that would supersede the
@@ -176,17 +224,19 @@ async fn on_push(app: &App, event: BranchEvent) -> Result<(), super::FlowError> 
     if db::runs::list_unfinished_for_environment(&mut *tx, env.id)
         .await?
         .iter()
-        .any(|run| run.commit_sha == sha && run.branch == event.branch)
+        .any(|run| run.commit_sha == sha && run.branch == branch)
     {
         tracing::info!(app = %app_row.name, env = %env.name, commit = %sha, "already planned; not again");
-        return Ok(());
+        return Ok(Planned::Nothing(
+            "a run of this commit is already on its way to the environment",
+        ));
     }
     let run_id = db::runs::insert(
         &mut *tx,
         &NewRun {
             app_id: app_row.id,
             environment_id: env.id,
-            branch: &event.branch,
+            branch,
             commit_sha: &sha,
             pipeline_sha: &app_row.pipeline_sha,
             state,
@@ -206,6 +256,9 @@ async fn on_push(app: &App, event: BranchEvent) -> Result<(), super::FlowError> 
     if let Some((_, who)) = &pusher {
         db::runs::set_pushed_by(&mut *tx, run_id, who.user_id).await?;
     }
+    if let Cause::Rerun { by } = cause {
+        db::runs::set_requested_by(&mut *tx, run_id, by).await?;
+    }
     if let Some(fork) = &fork {
         db::runs::set_from_fork(&mut *tx, run_id, fork).await?;
     }
@@ -214,10 +267,10 @@ async fn on_push(app: &App, event: BranchEvent) -> Result<(), super::FlowError> 
     tracing::info!(app = %app_row.name, env = %env.name, run = run_id, commit = %sha, state = state.as_str(), "run planned");
     app.flow.runner_wake.notify_one();
 
-    if staging.as_deref() == Some(event.branch.as_str()) {
+    if staging.as_deref() == Some(branch) {
         lifecycle::destroy_merged_previews(app, &app_row, &config, &sha).await?;
     }
-    Ok(())
+    Ok(Planned::Run(run_id))
 }
 
 /// The Gantry user who pushed `sha` to `branch`, where a forge's signed

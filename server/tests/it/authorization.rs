@@ -66,6 +66,11 @@ const ROUTES: &[(&str, &str, Need)] = &[
         Need::Role(Role::Admin),
     ),
     (
+        "GET",
+        "/api/v1/change-requests/{id}/files",
+        Need::Role(Role::Viewer),
+    ),
+    (
         "POST",
         "/api/v1/change-requests/{id}/share",
         Need::Role(Role::Developer),
@@ -161,6 +166,11 @@ const ROUTES: &[(&str, &str, Need)] = &[
         Need::Role(Role::Admin),
     ),
     ("POST", "/api/v1/runs/{id}/cancel", Need::Role(Role::Admin)),
+    (
+        "POST",
+        "/api/v1/runs/{id}/rerun",
+        Need::Role(Role::Developer),
+    ),
     ("POST", "/api/v1/hooks/git", Need::HookToken),
     ("POST", "/api/v1/hooks/{forge}", Need::Signed),
     ("GET", "/api/v1/channels", Need::Role(Role::Admin)),
@@ -237,6 +247,11 @@ const SERVER_FNS: &[(&str, Need, &str)] = &[
     ("get_change_request", Need::Role(Role::Viewer), "id=CR"),
     ("get_change_request_diff", Need::Role(Role::Admin), "id=CR"),
     (
+        "get_change_request_files",
+        Need::Role(Role::Viewer),
+        "id=CR",
+    ),
+    (
         "open_change_request",
         Need::Role(Role::Developer),
         "app=shop&source_branch=feature-x&target_branch=&title=&description=&csrf=",
@@ -269,6 +284,38 @@ const SERVER_FNS: &[(&str, Need, &str)] = &[
         "token=1.1.1.AAAA&verdict=works&comment=&csrf=",
     ),
     ("test_channel", Need::Role(Role::Admin), "name=ch1&csrf="),
+    (
+        "register_channel",
+        Need::Role(Role::Admin),
+        "name=ch2&kind=slack&url_secret=API_KEY&csrf=",
+    ),
+    (
+        "remove_channel",
+        Need::Role(Role::Admin),
+        "name=nosuch&csrf=",
+    ),
+    ("list_secrets", Need::Role(Role::Admin), ""),
+    (
+        "set_secret",
+        Need::Role(Role::Admin),
+        "name=UI_KEY&value=a-new-secret&app=&csrf=",
+    ),
+    (
+        "delete_secret",
+        Need::Role(Role::Admin),
+        "name=NOSUCH&app=&csrf=",
+    ),
+    ("list_api_tokens", Need::Role(Role::Viewer), ""),
+    (
+        "create_api_token",
+        Need::Role(Role::Viewer),
+        "name=ui&role=viewer&app=&expires=&csrf=",
+    ),
+    (
+        "revoke_api_token",
+        Need::Role(Role::Viewer),
+        "id=999999&csrf=",
+    ),
     ("request_choices", Need::Role(Role::Viewer), "app=shop"),
     (
         "compare_releases",
@@ -285,6 +332,8 @@ const SERVER_FNS: &[(&str, Need, &str)] = &[
         Need::Role(Role::Developer),
         "id=1&csrf=",
     ),
+    // The run is unfinished: a re-run is refused for that, after who asks.
+    ("rerun_run", Need::Role(Role::Developer), "id=RUN&csrf="),
     // Last: it ends the run the others read.
     ("cancel_run", Need::Role(Role::Admin), "id=RUN&csrf="),
 ];

@@ -30,6 +30,8 @@ fn audit_actions(audit: &Value) -> Vec<String> {
 on_both! {
     async fn an_approved_change_request_is_merged_and_its_target_deploys(backend) {
         let remote = Remote::new();
+        // The branch also carries a file whose text is markup.
+        remote.work().write("evil.html", "<img src=x onerror=alert(1)>\n");
         let feature = remote.feature("feature-x", "latest", "feature.txt");
         let old_latest = remote.head("latest");
         let mut app = ready(start(backend, &remote.repos).await).await;
@@ -55,6 +57,46 @@ on_both! {
         assert_eq!(detail["required_approvals"], 1);
         assert_eq!(detail["approver_roles"], json!(["admin"]));
         assert!(served(&app, "preview-feature-x").await.is_some_and(|t| t.contains(&feature)));
+
+        // Why a preview failed is for testers and up: a viewer reading the
+        // request sees that it failed, not the reason.
+        {
+            use gantry::db;
+            let pool = app.db().pool();
+            let shop = db::apps::find_active_by_name(pool, "shop").await.unwrap().unwrap();
+            let preview = db::environments::find_by_name(pool, shop.id, "preview-feature-x").await.unwrap().unwrap();
+            let why = "deploy failed: secret DB_PASSWORD=hunter2 rejected";
+            db::environments::set_state(pool, preview.id, app::dto::EnvironmentState::Failed, Some(why), 1_795_846_500_000).await.unwrap();
+            let viewer = app.token("watcher", Role::Viewer, Some("shop")).await;
+            let seen = app.get_as(&viewer, &format!("/api/v1/change-requests/{id}")).await.json();
+            assert_eq!(seen["preview"]["state"], "failed", "{seen}");
+            assert!(seen["preview"]["state_detail"].is_null(), "{seen}");
+            assert!(!seen.to_string().contains("hunter2"), "{seen}");
+            let page = app.get_as(&viewer, &format!("/change-requests/{id}")).await.text();
+            assert!(!page.contains("hunter2"), "the page hides it too");
+            let tester = app.token("qa", Role::Tester, Some("shop")).await;
+            let told = app.get_as(&tester, &format!("/api/v1/change-requests/{id}")).await.json();
+            assert_eq!(told["preview"]["state_detail"], why);
+            db::environments::set_state(pool, preview.id, app::dto::EnvironmentState::Live, None, 1_795_846_500_001).await.unwrap();
+
+            // What it changes, file by file: the lines for developers, the
+            // names for a viewer; the author's text stays text.
+            let files = app.get_as(&dev, &format!("/api/v1/change-requests/{id}/files")).await.json();
+            let paths: Vec<&str> = files["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+            assert_eq!(paths, ["evil.html", "feature.txt"], "{files}");
+            let evil = &files["files"][0];
+            assert_eq!((evil["status"].as_str(), evil["additions"].as_i64()), (Some("added"), Some(1)));
+            assert!(evil["lines"][0].as_str().unwrap().starts_with("@@ -0,0 +1 @@"), "{evil}");
+            assert_eq!(evil["lines"][1], "+<img src=x onerror=alert(1)>");
+            let withheld = app.get_as(&viewer, &format!("/api/v1/change-requests/{id}/files")).await.json();
+            assert_eq!(withheld["lines_withheld"], true);
+            assert!(withheld["files"].as_array().unwrap().iter().all(|f| f["lines"].as_array().unwrap().is_empty()), "{withheld}");
+            assert_eq!(withheld["files"][0]["path"], "evil.html", "names are shown");
+            assert!(withheld["files"][0]["additions"].is_null(), "no file is read for a viewer: {withheld}");
+            let page = app.get_as(&dev, &format!("/change-requests/{id}")).await.text();
+            assert!(page.contains("+&lt;img src=x onerror=alert(1)&gt;"), "the diff is on the page, escaped");
+            assert!(!page.contains("<img src=x"), "never as markup");
+        }
 
         // Opening it twice is a conflict; a developer cannot approve.
         let twice = app.post_as(&dev, "/api/v1/change-requests", json!({ "app": "shop", "source_branch": "feature-x" })).await;

@@ -639,6 +639,45 @@ async fn registering_clusters_is_validated_and_credentials_never_come_back() {
     assert_eq!(bad_name.status, 400);
     let both = app.post_json("/api/v1/clusters", json!({ "name": "dev", "kubeconfig": kubeconfig, "server": cluster.url(), "token": "t" })).await;
     assert_eq!(both.status, 400);
+    // A kubeconfig that would run a command or read a file on the server is
+    // refused before anything runs, and the answer echoes no server path.
+    let marker = tempfile::tempdir().unwrap();
+    let pwned = marker.path().join("pwned");
+    let exec = kubeconfig.replace(
+        "  user:\n",
+        &format!("  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: sh\n      args: [\"-c\", \"touch {}\"]\n", pwned.display()),
+    );
+    assert_ne!(exec, kubeconfig, "the user entry was found");
+    let refused = app
+        .post_json(
+            "/api/v1/clusters",
+            json!({ "name": "evil", "kubeconfig": exec }),
+        )
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert!(refused.text().contains("exec"), "{}", refused.text());
+    let reads = kubeconfig.replace("  user:\n", "  user:\n    tokenFile: /etc/shadow\n");
+    let refused = app
+        .post_json(
+            "/api/v1/clusters",
+            json!({ "name": "evil", "kubeconfig": reads }),
+        )
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert!(
+        !refused.text().contains("/etc/shadow"),
+        "{}",
+        refused.text()
+    );
+    assert!(!pwned.exists(), "the command never ran");
+    assert!(
+        app.get("/api/v1/clusters")
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 
     let created = app
         .post_json(

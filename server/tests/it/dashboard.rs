@@ -14,7 +14,7 @@ const AREAS: &[(&str, &str, &str)] = &[
     ("/releases", "Releases", "No releases yet"),
     ("/approvals", "Approvals", "Nothing waits for a decision"),
     ("/clusters", "Clusters", "No clusters registered"),
-    ("/channels", "Notifications", "No channels yet"),
+    ("/notifications", "Notifications", "No channels yet"),
     ("/audit", "Audit", "The audit log is empty"),
 ];
 
@@ -198,7 +198,8 @@ async fn the_clusters_page_registers_and_checks_clusters() {
             ("csrf", ""),
         ]))
         .await;
-    assert_eq!(refused.status, StatusCode::INTERNAL_SERVER_ERROR);
+    // Refused for what it asked: the person's to fix, not a server error.
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
     assert!(
         refused
             .text()
@@ -744,7 +745,7 @@ crate::on_both! {
         shop_with_a_run(&app, RunState::Queued).await;
         let developer = app.token("dev", Role::Developer, None).await;
         let scoped_admin = app.token("shop-admin", Role::Admin, Some("shop")).await;
-        for (path, what) in [("/clusters", "Clusters"), ("/channels", "Notification channels"), ("/settings", "Settings")] {
+        for (path, what) in [("/clusters", "Clusters"), ("/notifications", "Notification channels"), ("/settings", "Settings")] {
             let html = app.get_as(&developer, path).await.text();
             let main = &html[html.find("id=\"main\"").expect("the page's main")..];
             assert!(main.contains(&format!("{what} are for admins")), "{path}: {main}");

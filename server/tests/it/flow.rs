@@ -125,6 +125,9 @@ on_both! {
         .await;
         assert_eq!(releases[0]["version"], master.as_str());
         assert_eq!(releases[0]["state"], "live");
+        // Approved: nothing it took live is flagged.
+        let one = app.get(&format!("/api/v1/releases/{}", releases[0]["id"])).await.json();
+        assert!(one["uncovered"].is_null(), "{one}");
         let audit = app.get("/api/v1/audit").await.json();
         assert!(audit.as_array().unwrap().iter().any(|e| e["action"] == "run.approve" && e["actor"] == "test-admin" && e["reason"] == "ship it"));
 
@@ -143,6 +146,58 @@ on_both! {
         assert_eq!(detail["run"]["state"], "cancelled");
         assert_eq!(detail["error"], "rejected by test-admin: not today");
         assert!(served(&app, "production").await.is_some_and(|text| text.contains(&master)), "still the approved version");
+
+        // A re-run is planned like a push: the rejected commit is held
+        // again, never deployed on a developer's word.
+        let dev = app.token("dev", app::dto::Role::Developer, Some("shop")).await;
+        let viewer = app.token("watcher", app::dto::Role::Viewer, Some("shop")).await;
+        let rerun_of = |id: i64| format!("/api/v1/runs/{id}/rerun");
+        let refused = app.post_as(&viewer, &rerun_of(held), serde_json::json!({})).await;
+        assert_eq!(refused.status, 403, "{}", refused.text());
+        let again = app.post_as(&dev, &rerun_of(held), serde_json::json!({})).await;
+        assert_eq!(again.status, 201, "{}", again.text());
+        let rerun = again.json()["run_id"].as_i64().unwrap();
+        let detail = app.get(&format!("/api/v1/runs/{rerun}")).await.json();
+        assert_eq!(detail["run"]["state"], "waiting_for_approval", "{detail}");
+        assert_eq!(detail["trigger"], "rerun");
+        assert_eq!(detail["run"]["actor"], "dev");
+        assert_eq!(detail["run"]["commit_sha"], repos.app.head("master").as_str());
+        let theirs = app.get("/api/v1/runs?actor=dev").await.json();
+        assert_eq!(theirs[0]["id"], rerun, "{theirs}");
+        // Once is enough while it waits; an older commit is a rollback's job.
+        let twice = app.post_as(&dev, &rerun_of(held), serde_json::json!({})).await;
+        assert_eq!(twice.status, 409, "{}", twice.text());
+        assert!(twice.text().contains("already on its way"), "{}", twice.text());
+        let older = app.post_as(&dev, &rerun_of(pending), serde_json::json!({})).await;
+        assert_eq!(older.status, 409, "{}", older.text());
+        assert!(older.text().contains("has moved on"), "{}", older.text());
+        let audit = app.get("/api/v1/audit").await.json();
+        assert!(audit.as_array().unwrap().iter().any(|e| e["action"] == "run.rerun" && e["actor"] == "dev"), "{audit}");
+        assert!(served(&app, "production").await.is_some_and(|text| text.contains(&master)), "still the approved version");
+        app.stop().await;
+    }
+
+    async fn a_release_flags_the_commits_an_override_took_live(backend) {
+        let repos = Repos::new(QUICK_STEPS);
+        let mut app = start(backend, &repos).await;
+        let held = wait_for("the production run to wait", MINUTE, || async {
+            let pending = app.get("/api/v1/approvals").await.json();
+            pending.as_array().filter(|a| !a.is_empty()).map(|a| a[0]["run_id"].as_i64().unwrap())
+        })
+        .await;
+        let run = app.get(&format!("/api/v1/runs/{held}")).await.json();
+        let total = run["uncovered"]["total"].as_i64().unwrap();
+        assert!(total >= 1, "{run}");
+        let released = app.post_json(&format!("/api/v1/runs/{held}/override"), serde_json::json!({ "comment": "board demo, no time for review" })).await;
+        assert_eq!(released.status, 200, "{}", released.text());
+        let master = repos.app.head("master");
+        let release = crate::support::flow::live_release(&app, "production", &master).await;
+        let one = app.get(&format!("/api/v1/releases/{}", release["id"])).await.json();
+        assert_eq!(one["uncovered"]["total"].as_i64(), Some(total), "{one}");
+        assert!(one["uncovered"]["commits"].as_array().unwrap().iter().any(|c| c["sha"] == master.as_str()), "{one}");
+        let page = app.get(&format!("/releases/{}", release["id"])).await.text();
+        assert!(page.contains("went live with no approval covering them"), "the release page flags them");
+        assert!(page.contains("release-uncovered"));
         app.stop().await;
     }
 

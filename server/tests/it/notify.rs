@@ -138,10 +138,14 @@ crate::on_both! {
         assert!(failing["last_error"].as_str().unwrap().contains("500"), "{failing}");
         // The dashboard shows the failing delivery with its error, and its
         // "Send test message" button sends one.
-        let page = app.get("/channels").await.text();
+        let page = app.get("/notifications").await.text();
         assert!(page.contains("data-channel=\"hook\"") && page.contains("Send test message"), "{page}");
         assert!(page.contains("data-state=\"retrying\"") && page.contains("answered 500"), "{page}");
         assert!(!page.contains("hook-secret") && !page.contains(&base), "no secrets on the page");
+        // Its old address still leads there.
+        let moved = app.get("/channels").await;
+        assert_eq!(moved.status, 308);
+        assert_eq!(moved.headers["location"], "/notifications");
         let button = axum::http::Request::post("/fn/test_channel")
             .header("content-type", "application/x-www-form-urlencoded")
             .header("accept", "application/json")

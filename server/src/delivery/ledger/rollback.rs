@@ -147,7 +147,7 @@ pub async fn request(
     let reason = policy::override_reason(&request.reason)
         .map_err(|_| {
             LedgerError::Invalid(
-                "a rollback needs a reason (at least 5 characters); it is kept in the ledger and the audit log"
+                "a rollback needs a reason (at least 5 characters); it is kept with the release and in the audit log"
                     .into(),
             )
         })?

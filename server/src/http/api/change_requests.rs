@@ -49,6 +49,22 @@ pub async fn get(
         .ok_or_else(|| ApiError::NotFound(format!("change request {id} does not exist")))
 }
 
+/// What an open request changes, file by file, with the unified diff of
+/// each (the lines for developers and up; others get names and counts).
+#[utoipa::path(get, path = "/api/v1/change-requests/{id}/files", tag = "change requests",
+    params(("id" = i64, Path)),
+    responses((status = 200, body = app::dto::ChangeRequestFiles), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn files(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<i64>,
+) -> Result<Json<app::dto::ChangeRequestFiles>, ApiError> {
+    Ok(Json(
+        state.change_request_files(&principal.caller(), id).await?,
+    ))
+}
+
 /// Admins: what merging would change on the target environment's clusters.
 #[utoipa::path(get, path = "/api/v1/change-requests/{id}/diff", tag = "change requests",
     params(("id" = i64, Path)),

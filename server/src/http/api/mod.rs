@@ -57,6 +57,7 @@ use crate::http::error::{ApiError, ErrorBody, ErrorDetail};
         change_requests::close,
         change_requests::feedback,
         change_requests::diff,
+        change_requests::files,
         changes::feed,
         sharing::create,
         sharing::revoke,
@@ -82,6 +83,7 @@ use crate::http::error::{ApiError, ErrorBody, ErrorDetail};
         runs::reject,
         runs::override_hold,
         runs::cancel,
+        runs::rerun,
         runs::diff,
         hooks::git_hook,
         hooks::forge_hook,
@@ -106,6 +108,7 @@ use crate::http::error::{ApiError, ErrorBody, ErrorDetail};
         EnvironmentSummary,
         EnvironmentState,
         RunSummary,
+        app::dto::RunStarted,
         RunState,
         ChangeRequestSummary,
         app::dto::ChangeRequestState,
@@ -126,6 +129,8 @@ use crate::http::error::{ApiError, ErrorBody, ErrorDetail};
         app::dto::Promotion,
         app::dto::ReleaseComparison,
         app::dto::ChangedFile,
+        app::dto::ChangeRequestFiles,
+        app::dto::FileDiff,
         app::dto::CommitLanding,
         app::dto::CommitReleases,
         releases::StableRequest,
@@ -198,6 +203,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/change-requests/{id}/close", post(change_requests::close))
         .route("/change-requests/{id}/diff", get(change_requests::diff))
+        .route("/change-requests/{id}/files", get(change_requests::files))
         .route(
             "/change-requests/{id}/feedback",
             post(change_requests::feedback),
@@ -231,6 +237,7 @@ pub fn routes() -> Router<AppState> {
         .route("/runs/{id}/approve", post(runs::approve))
         .route("/runs/{id}/reject", post(runs::reject))
         .route("/runs/{id}/cancel", post(runs::cancel))
+        .route("/runs/{id}/rerun", post(runs::rerun))
         .route("/runs/{id}/override", post(runs::override_hold))
         .route("/runs/{id}/diff", get(runs::diff))
         .route("/hooks/git", post(hooks::git_hook))

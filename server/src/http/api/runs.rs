@@ -1,5 +1,5 @@
 //! Runs: detail, logs (stored and live), and the actions on a run:
-//! approve, reject, cancel.
+//! approve, reject, cancel, re-run.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -159,6 +159,24 @@ pub async fn cancel(
     Ok((
         axum::http::StatusCode::ACCEPTED,
         Json(serde_json::json!({ "cancel_requested": true })),
+    ))
+}
+
+/// Runs a finished run's commit again (developers of its app): planned like
+/// a push of that head, so it is held for approval where a push would be.
+/// Only the branch's current head; an older commit is a rollback.
+#[utoipa::path(post, path = "/api/v1/runs/{id}/rerun", tag = "runs",
+    params(("id" = i64, Path)),
+    responses((status = 201, body = app::dto::RunStarted), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn rerun(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<i64>,
+) -> Result<impl IntoResponse, ApiError> {
+    let run_id = crate::jobs::rerun::rerun(&state.app, &principal.caller(), id).await?;
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(app::dto::RunStarted { run_id }),
     ))
 }
 
