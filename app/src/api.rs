@@ -421,37 +421,41 @@ fn given(text: String) -> Option<String> {
     Some(text.trim().to_string()).filter(|text| !text.is_empty())
 }
 
-/// Admins register (or replace) a channel; its secrets go by name.
+/// Admins register a channel; its secrets go by name. `recipients` are
+/// whom it tells: email addresses for email, mobile numbers to @mention
+/// for DingTalk, user ids for WeCom (the sender and per-app rules are the
+/// API's).
 #[server(prefix = "/fn", endpoint = "register_channel")]
-#[allow(clippy::too_many_arguments)]
 pub async fn register_channel(
     name: String,
     kind: String,
     url_secret: String,
     #[server(default)] signing_secret: String,
-    #[server(default)] to: String,
-    #[server(default)] from: String,
-    #[server(default)] mentions: String,
+    #[server(default)] recipients: String,
     #[server(default)] events: Vec<String>,
     csrf: String,
 ) -> Result<String, ServerFnError> {
     let (port, caller) = caller().await?;
     caller.check_csrf(&csrf).map_err(failed("the channel"))?;
+    let recipients = items(&recipients);
+    let email = kind == "email";
     let form = crate::dto::ChannelForm {
         name: name.trim().to_string(),
         kind,
         url_secret: url_secret.trim().to_string(),
         signing_secret: given(signing_secret),
-        to: items(&to),
-        from: given(from),
-        mentions: items(&mentions),
+        to: if email { recipients.clone() } else { Vec::new() },
+        from: None,
+        mentions: if email { Vec::new() } else { recipients },
         events,
     };
     let name = form.name.clone();
     port.register_channel(&caller, form)
         .await
         .map_err(failed("the channel"))?;
-    Ok(name)
+    Ok(format!(
+        "Channel {name} is saved; send it a test message to see it work."
+    ))
 }
 
 #[server(prefix = "/fn", endpoint = "remove_channel")]
@@ -461,7 +465,7 @@ pub async fn remove_channel(name: String, csrf: String) -> Result<String, Server
     port.remove_channel(&caller, name.clone())
         .await
         .map_err(failed("the channel"))?;
-    Ok(name)
+    Ok(format!("Channel {name} is removed."))
 }
 
 #[server(prefix = "/fn", endpoint = "list_secrets")]
@@ -484,7 +488,9 @@ pub async fn set_secret(
     port.set_secret(&caller, name.clone(), value, given(app))
         .await
         .map_err(failed("the secret"))?;
-    Ok(name)
+    Ok(format!(
+        "Secret {name} is set. Its value will not be shown again."
+    ))
 }
 
 #[server(prefix = "/fn", endpoint = "delete_secret")]
@@ -498,7 +504,7 @@ pub async fn delete_secret(
     port.delete_secret(&caller, name.clone(), given(app))
         .await
         .map_err(failed("the secret"))?;
-    Ok(name)
+    Ok(format!("Secret {name} is deleted."))
 }
 
 #[server(prefix = "/fn", endpoint = "list_api_tokens")]
@@ -516,7 +522,7 @@ pub async fn create_api_token(
     #[server(default)] app: String,
     #[server(default)] expires: String,
     csrf: String,
-) -> Result<crate::dto::CreatedApiToken, ServerFnError> {
+) -> Result<String, ServerFnError> {
     let (port, caller) = caller().await?;
     caller.check_csrf(&csrf).map_err(failed("the token"))?;
     let request = crate::dto::ApiTokenRequest {
@@ -525,19 +531,24 @@ pub async fn create_api_token(
         app: given(app),
         expires: given(expires),
     };
-    port.create_api_token(&caller, request)
+    let created = port
+        .create_api_token(&caller, request)
         .await
-        .map_err(failed("the token"))
+        .map_err(failed("the token"))?;
+    Ok(format!(
+        "Your new token — copy it now, it will not be shown again: {}",
+        created.token
+    ))
 }
 
 #[server(prefix = "/fn", endpoint = "revoke_api_token")]
-pub async fn revoke_api_token(id: i64, csrf: String) -> Result<i64, ServerFnError> {
+pub async fn revoke_api_token(id: i64, csrf: String) -> Result<String, ServerFnError> {
     let (port, caller) = caller().await?;
     caller.check_csrf(&csrf).map_err(failed("the token"))?;
     port.revoke_api_token(&caller, id)
         .await
         .map_err(failed("the token"))?;
-    Ok(id)
+    Ok(format!("Token {id} is revoked: it no longer works."))
 }
 
 /// What an open change request changes, file by file.
@@ -711,12 +722,16 @@ pub async fn cancel_run(id: i64, csrf: String) -> Result<String, ServerFnError> 
         .map_err(failed("the cancel"))
 }
 
-/// A developer runs a finished run's commit again; the new run's id.
+/// A developer runs a finished run's commit again; the new run's address.
 #[server(prefix = "/fn", endpoint = "rerun_run")]
-pub async fn rerun_run(id: i64, csrf: String) -> Result<i64, ServerFnError> {
+pub async fn rerun_run(id: i64, csrf: String) -> Result<String, ServerFnError> {
     let (port, caller) = caller().await?;
     caller.check_csrf(&csrf).map_err(failed("the re-run"))?;
-    port.rerun(&caller, id).await.map_err(failed("the re-run"))
+    let new_id = port
+        .rerun(&caller, id)
+        .await
+        .map_err(failed("the re-run"))?;
+    Ok(format!("/runs/{new_id}"))
 }
 
 #[server(prefix = "/fn", endpoint = "whoami")]

@@ -218,6 +218,56 @@
     swap(url.href, 'navigate');
   });
 
+  // Action forms (`data-action`): a POST to a server function, sent here
+  // rather than by WASM, so a button costs the bundle nothing. The answer
+  // is a sentence for the outcome region (`data-done` names its test id,
+  // `data-error` the failure's) and the page refreshes; with `data-go` the
+  // answer is the address to go to; `data-reset` empties the form once
+  // sent. Without this script the form still posts (plain HTML).
+  const say = (text, error, testid) => {
+    const region = document.getElementById('outcome');
+    if (!region) return;
+    const message = document.createElement('div');
+    message.className = error ? 'notice notice-error' : 'notice';
+    message.setAttribute('role', error ? 'alert' : 'status');
+    message.dataset.testid = testid;
+    message.textContent = text;
+    region.replaceChildren(message);
+  };
+  document.addEventListener('submit', async (event) => {
+    const form = event.target;
+    if (event.defaultPrevented || !(form instanceof HTMLFormElement) || !form.hasAttribute('data-action')) return;
+    event.preventDefault();
+    const button = event.submitter;
+    if (button) button.disabled = true;
+    try {
+      const response = await fetch(form.action, {
+        method: 'POST',
+        headers: { Accept: 'application/json', 'Content-Type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams(new FormData(form)),
+        credentials: 'same-origin',
+      });
+      const text = await response.text();
+      if (!response.ok) {
+        // A server function's error reads `Kind|message`.
+        say(text.replace(/^[A-Za-z]+\|/, ''), true, form.dataset.error || 'action-error');
+        return;
+      }
+      const answer = JSON.parse(text);
+      if (form.hasAttribute('data-go')) {
+        location.assign(answer);
+        return;
+      }
+      say(answer, false, form.dataset.done || 'action-outcome');
+      if (form.hasAttribute('data-reset')) form.reset();
+      window.dispatchEvent(new Event('gantry:refresh'));
+    } catch {
+      say('The server did not answer; try again.', true, form.dataset.error || 'action-error');
+    } finally {
+      if (button) button.disabled = false;
+    }
+  });
+
   // Filter forms (GET) become navigations too.
   document.addEventListener('submit', (event) => {
     const form = event.target;

@@ -156,6 +156,19 @@ test('a developer opens a change request, an admin approves it in the inbox, Gan
   assert.ok(added.length >= 1, 'the branch adds lines');
   assert.equal(await files.locator('pre.diff .diff-add').count(), added.length);
   await dev.screenshot({ path: join(artifacts, 'demo-change-request-author.png'), fullPage: true });
+  // The diff reads in both themes and at a phone's width, and fits it.
+  await dev.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
+  for (const scheme of ['light', 'dark']) {
+    for (const [width, height] of [[1440, 900], [390, 844]]) {
+      await dev.emulateMedia({ colorScheme: scheme });
+      await dev.setViewportSize({ width, height });
+      assert.deepEqual(await seriousViolations(dev), [], `${scheme} ${width}px`);
+      assert.deepEqual(await pastTheEdge(dev), [], `${scheme} ${width}px`);
+      await files.screenshot({ path: join(artifacts, `cr-files-${width}-${scheme}.png`) });
+    }
+  }
+  await dev.emulateMedia({ colorScheme: 'light' });
+  await dev.setViewportSize({ width: 1280, height: 720 });
 
   // The developer shares the preview; a tester without an account opens
   // the link, tries the preview and leaves feedback.

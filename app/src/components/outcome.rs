@@ -57,9 +57,8 @@ pub fn report<S>(
     let _ = (value, describe);
 }
 
-/// Puts `outcome` in the page's outcome region now.
 #[cfg(feature = "hydrate")]
-pub fn show(outcome: &Outcome) {
+fn show(outcome: &Outcome) {
     let document = document();
     let (Some(region), Ok(message)) = (
         document.get_element_by_id("outcome"),

@@ -5,7 +5,7 @@
 
 use leptos::prelude::*;
 
-use crate::api::{RegisterChannel, RemoveChannel, TestChannel, list_channels, list_secrets};
+use crate::api::{TestChannel, list_channels, list_secrets};
 use crate::components::list::{AdminsOnly, EmptyState, PageHeader, loaded, with_csrf};
 use crate::components::outcome::{Outcome, report};
 use crate::dto::{ChannelSummary, DeliverySummary};
@@ -32,7 +32,7 @@ pub fn ChannelsPage() -> impl IntoView {
                 {with_csrf(move |csrf| {
                     loaded(secrets, move |secrets| {
                         let names: Vec<String> = secrets.into_iter().map(|s| s.name).collect();
-                        view! { <AddForm secrets=names csrf=csrf.clone() /> }
+                        add_form(names, csrf.clone())
                     })
                 })}
             </section>
@@ -90,7 +90,7 @@ fn channel_panel(channel: ChannelSummary, csrf: String) -> impl IntoView {
             {failures}
             <div class="run-actions">
                 <TestForm name=target.clone() csrf=csrf.clone() />
-                <RemoveForm name=target csrf />
+                {remove_form(target, csrf)}
             </div>
             {delivery_table(channel.deliveries)}
         </section>
@@ -172,19 +172,18 @@ const EVENTS: &[(&str, &str)] = &[
     ("drift", "drift found"),
 ];
 
-/// Adds a channel (an island).
-#[island]
-fn AddForm(secrets: Vec<String>, csrf: String) -> impl IntoView {
-    let add = ServerAction::<RegisterChannel>::new();
-    report(add, |result| match result {
-        Ok(name) => Outcome::done(
-            "channel-outcome",
-            format!("Channel {name} is saved; send it a test message to see it work."),
-        ),
-        Err(error) => Outcome::failed("channel-error", error),
-    });
+/// Adds a channel (an action form: page_updates.js posts it, no WASM).
+fn add_form(secrets: Vec<String>, csrf: String) -> impl IntoView {
     view! {
-        <ActionForm action=add attr:class="form" attr:autocomplete="off">
+        <form
+            method="post"
+            action="/fn/register_channel"
+            class="form"
+            autocomplete="off"
+            data-action=""
+            data-done="channel-outcome"
+            data-error="channel-error"
+        >
             <input type="hidden" name="csrf" value=csrf />
             <datalist id="secret-names">
                 {secrets.into_iter().map(|name| view! { <option value=name></option> }).collect_view()}
@@ -212,16 +211,8 @@ fn AddForm(secrets: Vec<String>, csrf: String) -> impl IntoView {
                 <input name="signing_secret" list="secret-names" spellcheck="false" />
             </label>
             <label>
-                <span>"Email: recipients, separated by commas"</span>
-                <input name="to" placeholder="team@example.com" />
-            </label>
-            <label>
-                <span>"Email: sender (optional)"</span>
-                <input name="from" placeholder="gantry@example.com" />
-            </label>
-            <label>
-                <span>"DingTalk: mobile numbers to @mention · WeCom: user ids (optional)"</span>
-                <input name="mentions" />
+                <span>"Whom it tells, separated by commas: email addresses (email), mobile numbers to @mention (DingTalk), user ids (WeCom)"</span>
+                <input name="recipients" placeholder="team@example.com" />
             </label>
             <fieldset>
                 <legend>"Only these events (none ticked: every event)"</legend>
@@ -238,24 +229,25 @@ fn AddForm(secrets: Vec<String>, csrf: String) -> impl IntoView {
                     .collect_view()}
             </fieldset>
             <button type="submit" class="primary">"Save channel"</button>
-        </ActionForm>
+        </form>
     }
 }
 
-/// Removes a channel (an island).
-#[island]
-fn RemoveForm(name: String, csrf: String) -> impl IntoView {
-    let remove = ServerAction::<RemoveChannel>::new();
-    report(remove, |result| match result {
-        Ok(name) => Outcome::done("channel-outcome", format!("Channel {name} is removed.")),
-        Err(error) => Outcome::failed("channel-error", error),
-    });
+/// Removes a channel (an action form).
+fn remove_form(name: String, csrf: String) -> impl IntoView {
     let label = format!("Remove {name}");
     view! {
-        <ActionForm action=remove attr:class="inline">
+        <form
+            method="post"
+            action="/fn/remove_channel"
+            class="inline"
+            data-action=""
+            data-done="channel-outcome"
+            data-error="channel-error"
+        >
             <input type="hidden" name="csrf" value=csrf />
             <input type="hidden" name="name" value=name />
             <button type="submit" class="danger" aria-label=label>"Remove"</button>
-        </ActionForm>
+        </form>
     }
 }

@@ -67,6 +67,9 @@ pub fn ReleasesPage() -> impl IntoView {
     }
 }
 
+/// One environment's releases, each with the release before it there.
+type Lane = (String, Vec<(ReleaseSummary, Option<i64>)>);
+
 fn timeline(releases: Vec<ReleaseSummary>, me: Option<Me>, filter: ReleaseFilter) -> impl IntoView {
     if releases.is_empty() {
         return view! {
@@ -100,7 +103,7 @@ fn timeline(releases: Vec<ReleaseSummary>, me: Option<Me>, filter: ReleaseFilter
         })
         .collect();
     // A lane per environment, upstream on the left: production last.
-    let mut lanes: Vec<(String, Vec<(ReleaseSummary, Option<i64>)>)> = Vec::new();
+    let mut lanes: Vec<Lane> = Vec::new();
     for (release, previous) in releases.into_iter().zip(older_of) {
         match lanes
             .iter_mut()

@@ -5,7 +5,7 @@
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
-use crate::api::{CancelRun, RerunRun, get_run, get_run_diff};
+use crate::api::{CancelRun, get_run, get_run_diff};
 use crate::components::commits::{count, uncovered_panel};
 use crate::components::diff::diff_section;
 use crate::components::layout::{signed_in, use_me};
@@ -190,7 +190,7 @@ fn run_actions(
                             && me.can(Role::Developer, Some(&run.app));
                         return again.then(|| view! {
                             <div class="run-actions" data-testid="run-actions">
-                                <RerunButton id=run.id csrf=me.csrf.clone() />
+                                {rerun_form(run.id, me.csrf.clone())}
                             </div>
                         }.into_any());
                     }
@@ -229,28 +229,15 @@ fn CancelButton(id: i64, csrf: String) -> impl IntoView {
     }
 }
 
-/// Runs the commit again (an island): the browser goes to the new run.
-#[island]
-fn RerunButton(id: i64, csrf: String) -> impl IntoView {
-    let rerun = ServerAction::<RerunRun>::new();
-    #[cfg(feature = "hydrate")]
-    Effect::new(move |_| match rerun.value().get() {
-        Some(Ok(new_id)) => {
-            let _ = window().location().set_href(&format!("/runs/{new_id}"));
-        }
-        Some(Err(error)) => {
-            if let Some(outcome) = Outcome::failed("rerun-error", error) {
-                crate::components::outcome::show(&outcome);
-            }
-        }
-        None => {}
-    });
+/// Runs the commit again (an action form: page_updates.js posts it, no
+/// WASM); the browser goes to the new run.
+fn rerun_form(id: i64, csrf: String) -> impl IntoView {
     view! {
-        <ActionForm action=rerun attr:class="inline">
+        <form method="post" action="/fn/rerun_run" class="inline" data-action="" data-go="" data-error="rerun-error">
             <input type="hidden" name="csrf" value=csrf />
             <input type="hidden" name="id" value=id />
             <button type="submit" data-testid="rerun">"Re-run"</button>
-        </ActionForm>
+        </form>
     }
 }
 

@@ -5,9 +5,8 @@
 
 use leptos::prelude::*;
 
-use crate::api::{DeleteSecret, SetSecret, list_secrets};
+use crate::api::list_secrets;
 use crate::components::list::{AdminsOnly, EmptyState, PageHeader, loaded, with_csrf};
-use crate::components::outcome::{Outcome, report};
 use crate::dto::SecretEntry;
 
 #[component]
@@ -25,7 +24,7 @@ pub fn SecretsPage() -> impl IntoView {
                 <p class="muted">
                     "Setting a name that exists replaces its value. Runs started after this use the new value."
                 </p>
-                {with_csrf(|csrf| view! { <SetForm csrf /> })}
+                {with_csrf(set_form)}
             </section>
         </AdminsOnly>
     }
@@ -68,7 +67,7 @@ fn secret_table(secrets: Vec<SecretEntry>, csrf: String) -> impl IntoView {
                                 <td data-label="For">{scope}</td>
                                 <td data-label="Value" class="muted">"hidden"</td>
                                 <td data-label="Actions">
-                                    <DeleteForm name=secret.name app=secret.app.unwrap_or_default() csrf=csrf.clone() />
+                                    {delete_form(secret.name, secret.app.unwrap_or_default(), csrf.clone())}
                                 </td>
                             </tr>
                         }
@@ -80,29 +79,20 @@ fn secret_table(secrets: Vec<SecretEntry>, csrf: String) -> impl IntoView {
     .into_any()
 }
 
-/// Sets a secret (an island); the form forgets the value once sent.
-#[island]
-fn SetForm(csrf: String) -> impl IntoView {
-    let set = ServerAction::<SetSecret>::new();
-    report(set, |result| match result {
-        Ok(name) => Outcome::done(
-            "secret-outcome",
-            format!("Secret {name} is set. Its value will not be shown again."),
-        ),
-        Err(error) => Outcome::failed("secret-error", error),
-    });
-    let form = NodeRef::<leptos::html::Form>::new();
-    // Set: the value leaves the page.
-    #[cfg(feature = "hydrate")]
-    Effect::new(move |_| {
-        if let Some(Ok(_)) = set.value().get()
-            && let Some(form) = form.get()
-        {
-            form.reset();
-        }
-    });
+/// Sets a secret (an action form: page_updates.js posts it, no WASM); the
+/// form forgets the value once sent.
+fn set_form(csrf: String) -> impl IntoView {
     view! {
-        <ActionForm action=set node_ref=form attr:class="form" attr:autocomplete="off">
+        <form
+            method="post"
+            action="/fn/set_secret"
+            class="form"
+            autocomplete="off"
+            data-action=""
+            data-reset=""
+            data-done="secret-outcome"
+            data-error="secret-error"
+        >
             <input type="hidden" name="csrf" value=csrf />
             <label>
                 <span>"Name (uppercase letters, digits and _)"</span>
@@ -117,25 +107,26 @@ fn SetForm(csrf: String) -> impl IntoView {
                 <input name="app" placeholder="shop" autocomplete="off" />
             </label>
             <button type="submit" class="primary">"Set secret"</button>
-        </ActionForm>
+        </form>
     }
 }
 
-/// Deletes one secret (an island).
-#[island]
-fn DeleteForm(name: String, app: String, csrf: String) -> impl IntoView {
-    let delete = ServerAction::<DeleteSecret>::new();
-    report(delete, |result| match result {
-        Ok(name) => Outcome::done("secret-outcome", format!("Secret {name} is deleted.")),
-        Err(error) => Outcome::failed("secret-error", error),
-    });
+/// Deletes one secret (an action form).
+fn delete_form(name: String, app: String, csrf: String) -> impl IntoView {
     let label = format!("Delete {name}");
     view! {
-        <ActionForm action=delete attr:class="inline">
+        <form
+            method="post"
+            action="/fn/delete_secret"
+            class="inline"
+            data-action=""
+            data-done="secret-outcome"
+            data-error="secret-error"
+        >
             <input type="hidden" name="csrf" value=csrf />
             <input type="hidden" name="name" value=name />
             <input type="hidden" name="app" value=app />
             <button type="submit" class="danger" aria-label=label>"Delete"</button>
-        </ActionForm>
+        </form>
     }
 }

@@ -5,10 +5,9 @@
 
 use leptos::prelude::*;
 
-use crate::api::{CreateApiToken, RevokeApiToken, list_api_tokens};
+use crate::api::list_api_tokens;
 use crate::components::layout::{signed_in, use_me};
 use crate::components::list::{EmptyState, PageHeader, Time, loaded};
-use crate::components::outcome::{Outcome, report};
 use crate::dto::{ApiToken, Me, Role};
 
 #[component]
@@ -38,7 +37,7 @@ pub fn TokensPage() -> impl IntoView {
                         <p class="muted">
                             "Send it as " <code>"Authorization: Bearer <token>"</code> ". It is shown once, right after it is made: keep it in your CI's secret store."
                         </p>
-                        <CreateForm roles csrf />
+                        {create_form(roles, csrf)}
                     </section>
                 }
                 .into_any()
@@ -115,7 +114,7 @@ fn token_table(tokens: Vec<ApiToken>, csrf: String) -> impl IntoView {
                                 </td>
                                 <td data-label="Actions">
                                     {(state == "active").then(|| view! {
-                                        <RevokeForm id=token.id name=label.clone() csrf=csrf.clone() />
+                                        {revoke_form(token.id, label.clone(), csrf.clone())}
                                     })}
                                 </td>
                             </tr>
@@ -128,24 +127,21 @@ fn token_table(tokens: Vec<ApiToken>, csrf: String) -> impl IntoView {
     .into_any()
 }
 
-/// Makes a token (an island) and shows its secret, this once.
-#[island]
-fn CreateForm(roles: Vec<String>, csrf: String) -> impl IntoView {
-    let create = ServerAction::<CreateApiToken>::new();
-    // The outcome region keeps the secret in view while the list refreshes.
-    report(create, |result| match result {
-        Ok(created) => Outcome::done(
-            "token-secret",
-            format!(
-                "Your new token — copy it now, it will not be shown again: {}",
-                created.token
-            ),
-        ),
-        Err(error) => Outcome::failed("token-error", error),
-    });
+/// Makes a token (an action form) and shows its secret, this once, in the
+/// outcome region (which a refresh keeps).
+fn create_form(roles: Vec<String>, csrf: String) -> impl IntoView {
     let top = roles.last().cloned().unwrap_or_default();
     view! {
-        <ActionForm action=create attr:class="form" attr:autocomplete="off">
+        <form
+            method="post"
+            action="/fn/create_api_token"
+            class="form"
+            autocomplete="off"
+            data-action=""
+            data-reset=""
+            data-done="token-secret"
+            data-error="token-error"
+        >
             <input type="hidden" name="csrf" value=csrf />
             <label>
                 <span>"What it is for"</span>
@@ -172,27 +168,25 @@ fn CreateForm(roles: Vec<String>, csrf: String) -> impl IntoView {
                 <input name="expires" placeholder="90d" autocomplete="off" />
             </label>
             <button type="submit" class="primary">"Make token"</button>
-        </ActionForm>
+        </form>
     }
 }
 
-/// Revokes one token (an island).
-#[island]
-fn RevokeForm(id: i64, name: String, csrf: String) -> impl IntoView {
-    let revoke = ServerAction::<RevokeApiToken>::new();
-    report(revoke, |result| match result {
-        Ok(id) => Outcome::done(
-            "token-outcome",
-            format!("Token {id} is revoked: it no longer works."),
-        ),
-        Err(error) => Outcome::failed("token-error", error),
-    });
+/// Revokes one token (an action form).
+fn revoke_form(id: i64, name: String, csrf: String) -> impl IntoView {
     let label = format!("Revoke {name}");
     view! {
-        <ActionForm action=revoke attr:class="inline">
+        <form
+            method="post"
+            action="/fn/revoke_api_token"
+            class="inline"
+            data-action=""
+            data-done="token-outcome"
+            data-error="token-error"
+        >
             <input type="hidden" name="csrf" value=csrf />
             <input type="hidden" name="id" value=id />
             <button type="submit" class="danger" aria-label=label>"Revoke"</button>
-        </ActionForm>
+        </form>
     }
 }
