@@ -444,7 +444,11 @@ pub async fn register_channel(
         kind,
         url_secret: url_secret.trim().to_string(),
         signing_secret: given(signing_secret),
-        to: if email { recipients.clone() } else { Vec::new() },
+        to: if email {
+            recipients.clone()
+        } else {
+            Vec::new()
+        },
         from: None,
         mentions: if email { Vec::new() } else { recipients },
         events,

@@ -140,6 +140,7 @@ impl App {
             },
             public_url: &self.config.public_url,
             reauth_max_age: self.config.reauth_max_age,
+            helm: &self.config.helm_path,
         }
     }
 

@@ -255,6 +255,8 @@ pub struct Config {
     pub runner_blocked_networks: Vec<String>,
     /// The `gantry-sandbox` helper (default: next to the gantry binary).
     pub sandbox_helper: PathBuf,
+    /// The `helm` that renders charts (default: `helm` on the PATH).
+    pub helm_path: PathBuf,
     /// Environments of the local target are served on
     /// `<env>--<app>.<preview_domain>`: a host of their own, never the
     /// dashboard's (default: the public URL's host, e.g. `*.localhost`).
@@ -338,6 +340,13 @@ struct FileConfig {
     secrets: SecretsSection,
     drift: DriftSection,
     auth: AuthSection,
+    deploy: DeploySection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct DeploySection {
+    helm_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -718,6 +727,14 @@ impl Config {
             .ok()
             .and_then(|exe| Some(exe.parent()?.join("gantry-sandbox")))
             .unwrap_or_else(|| PathBuf::from("/usr/local/bin/gantry-sandbox"));
+        let helm_path = layers.resolve(
+            "deploy.helm_path",
+            "helm",
+            file_path_value(&file.deploy.helm_path),
+            Some("GANTRY_HELM_PATH"),
+            None,
+            |text| Ok::<_, String>(PathBuf::from(text)),
+        )?;
         let sandbox_helper = layers.resolve(
             "runner.helper",
             &default_helper.display().to_string(),
@@ -1023,6 +1040,7 @@ impl Config {
             runner_read_only_paths,
             runner_blocked_networks,
             sandbox_helper,
+            helm_path,
             preview_domain,
             trusted_proxies,
             allowed_hosts,

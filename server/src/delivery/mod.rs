@@ -36,6 +36,8 @@ pub struct Delivery<'a> {
     pub public_url: &'a url::Url,
     /// How recent a sign-in must be where a policy asks for `reauth`.
     pub reauth_max_age: Duration,
+    /// The `helm` that renders charts.
+    pub helm: &'a std::path::Path,
 }
 
 /// The pipeline repo, if one is configured, and its branch.

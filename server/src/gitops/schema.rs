@@ -121,6 +121,10 @@ pub struct StackEntry {
     /// When promotions into the environment are blocked.
     #[serde(default)]
     pub freeze: Vec<super::freeze::FreezeWindow>,
+    /// Helm values for a chart, over its `values.yaml` and
+    /// `values-<env>.yaml`.
+    #[serde(default)]
+    pub values: Option<serde_json::Value>,
 }
 
 pub const DEFAULT_ROLLOUT_TIMEOUT: u64 = 300;

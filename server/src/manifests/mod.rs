@@ -1,8 +1,9 @@
 //! Manifests: an app's `deploy/` folder in the pipeline repo, rendered for
-//! one environment and commit. Every `*.yaml`/`*.yml` file is a minijinja
-//! template (strict variables); when `kustomization.yaml` is present the
-//! rendered folder is then built with `kustomize build` (or
-//! `kubectl kustomize`). The result is validated before anything is
+//! one environment and commit. A folder with a `Chart.yaml` is a Helm
+//! chart, rendered by `helm template` ([`helm`]). Otherwise every
+//! `*.yaml`/`*.yml` file is a minijinja template (strict variables); when
+//! `kustomization.yaml` is present the rendered folder is then built with
+//! `kustomize build` (or `kubectl kustomize`). The result is validated before anything is
 //! applied, labelled and annotated as Gantry's, and kept with the
 //! deployment: sealed as applied, redacted for people.
 
@@ -33,6 +34,12 @@ pub enum ManifestError {
     NoKustomize { file: String },
     #[error("kustomize failed for {folder}: {message}")]
     Kustomize { folder: String, message: String },
+    #[error(
+        "{file} makes this a Helm chart: install helm (3 or 4) on the Gantry server's PATH, or set deploy.helm_path to it"
+    )]
+    NoHelm { file: String },
+    #[error("helm could not render {folder}: {message}")]
+    Helm { folder: String, message: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -54,6 +61,13 @@ pub struct RenderContext {
     pub variables: BTreeMap<String, String>,
     /// The pipeline-repo commit (an annotation).
     pub pipeline_sha: String,
+    /// The stack entry's name (`staging`, `preview`): a chart's
+    /// `values-<entry>.yaml`.
+    pub stack_entry: String,
+    /// The stack entry's `values:` for a chart (last, so they win).
+    pub values: Option<Value>,
+    /// The `helm` that renders charts.
+    pub helm: PathBuf,
 }
 
 impl RenderContext {
@@ -183,6 +197,47 @@ pub fn render(
             folder: format!("{folder}/"),
         });
     }
+    let objects = if helm::is_chart(deploy_dir) {
+        chart_objects(deploy_dir, folder, context)?
+    } else {
+        template_objects(deploy_dir, folder, context)?
+    };
+    checked(objects, folder, context)
+}
+
+/// A chart's objects, each with the chart file and document it came from.
+fn chart_objects(
+    deploy_dir: &Path,
+    folder: &str,
+    context: &RenderContext,
+) -> Result<Vec<(String, usize, Value)>, ManifestError> {
+    let mut objects = Vec::new();
+    for document in helm::template(deploy_dir, folder, context)? {
+        let docs: Vec<Value> = serde_saphyr::from_str_multiple(&document.text).map_err(|e| {
+            ManifestError::Invalid {
+                file: document.file.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        for (index, object) in docs.into_iter().enumerate() {
+            if let Some(why) = helm::hook_refusal(&object) {
+                return Err(ManifestError::Invalid {
+                    file: document.file.clone(),
+                    message: why,
+                });
+            }
+            objects.push((document.file.clone(), index + 1, object));
+        }
+    }
+    Ok(objects)
+}
+
+/// The objects of a folder of templates (and a kustomization).
+fn template_objects(
+    deploy_dir: &Path,
+    folder: &str,
+    context: &RenderContext,
+) -> Result<Vec<(String, usize, Value)>, ManifestError> {
     let mut files = Vec::new();
     collect_yaml(deploy_dir, deploy_dir, &mut files)?;
     let values = context.values();
@@ -239,7 +294,15 @@ pub fn render(
             );
         }
     }
+    Ok(objects)
+}
 
+/// Validates, labels and orders rendered objects.
+fn checked(
+    objects: Vec<(String, usize, Value)>,
+    folder: &str,
+    context: &RenderContext,
+) -> Result<Rendered, ManifestError> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for (file, index, object) in objects {
@@ -419,6 +482,8 @@ fn validate(mut object: Value, context: &RenderContext) -> Result<Value, Rejecte
     annotations["gantry.dev/branch"] = json!(context.branch);
     Ok(object)
 }
+
+pub mod helm;
 
 #[cfg(test)]
 mod tests;

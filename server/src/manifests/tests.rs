@@ -13,7 +13,171 @@ fn context() -> RenderContext {
             .into_iter()
             .collect(),
         pipeline_sha: "feedfacefeedfacefeedfacefeedfacefeedface".into(),
+        stack_entry: "staging".into(),
+        values: None,
+        helm: helm(),
     }
+}
+
+/// The real helm `./x` installs into `.tools/bin` (or `$HELM`).
+fn helm() -> PathBuf {
+    std::env::var_os("HELM").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/helm"),
+        PathBuf::from,
+    )
+}
+
+/// A chart as `helm create shop` makes it, in a folder of its own.
+fn created_chart() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let helm = helm();
+    assert!(
+        helm.is_file(),
+        "{} is missing: ./x test installs helm into .tools/bin",
+        helm.display()
+    );
+    let made = std::process::Command::new(&helm)
+        .args(["create", "shop"])
+        .current_dir(dir.path())
+        .env("HOME", dir.path())
+        .output()
+        .expect("helm create");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    dir
+}
+
+fn find<'a>(rendered: &'a Rendered, kind: &str) -> Option<&'a Value> {
+    rendered.objects.iter().find(|o| o["kind"] == kind)
+}
+
+#[test]
+fn a_chart_renders_with_values_per_environment_then_the_entrys_then_gantrys() {
+    let dir = created_chart();
+    let chart = dir.path().join("shop");
+    std::fs::write(
+        chart.join("values-staging.yaml"),
+        "replicaCount: 2
+service:
+  port: 8080
+",
+    )
+    .unwrap();
+    std::fs::write(
+        chart.join("templates/release.yaml"),
+        "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: release
+data:
+  commit: {{ .Values.gantry.commit | quote }}
+  env: {{ .Values.gantry.env | quote }}
+",
+    )
+    .unwrap();
+    let staging = RenderContext {
+        values: Some(json!({ "replicaCount": 4 })),
+        ..context()
+    };
+    let rendered = render(&chart, "apps/shop/deploy", &staging).expect("renders");
+    let deployment = find(&rendered, "Deployment").expect("a Deployment");
+    assert_eq!(
+        deployment["spec"]["replicas"], 4,
+        "the entry's values win over values-staging.yaml"
+    );
+    assert_eq!(
+        deployment["metadata"]["labels"][APP_LABEL], "shop",
+        "labelled as Gantry's"
+    );
+    let service = find(&rendered, "Service").expect("a Service");
+    assert_eq!(
+        service["spec"]["ports"][0]["port"], 8080,
+        "values-staging.yaml over values.yaml"
+    );
+    let release = find(&rendered, "ConfigMap").expect("the ConfigMap");
+    assert_eq!(release["data"]["commit"], staging.commit.as_str());
+    assert_eq!(release["data"]["env"], "staging");
+    assert!(
+        rendered.objects.iter().all(|o| o["kind"] != "Pod"),
+        "helm test pods are not deployed"
+    );
+    // Another entry has no values file of its own: the chart's defaults.
+    let preview = RenderContext {
+        stack_entry: "preview".into(),
+        ..context()
+    };
+    let rendered = render(&chart, "apps/shop/deploy", &preview).expect("renders");
+    assert_eq!(
+        find(&rendered, "Deployment").unwrap()["spec"]["replicas"],
+        1
+    );
+    assert_eq!(
+        find(&rendered, "Service").unwrap()["spec"]["ports"][0]["port"],
+        80
+    );
+}
+
+#[test]
+fn a_chart_that_fails_names_its_file_and_no_server_path() {
+    let dir = created_chart();
+    let chart = dir.path().join("shop");
+    std::fs::write(
+        chart.join("templates/broken.yaml"),
+        "{{ .Values.nothing.here }}
+",
+    )
+    .unwrap();
+    let error = render(&chart, "apps/shop/deploy", &context())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("templates/broken.yaml"), "{error}");
+    assert!(
+        !error.contains(&dir.path().display().to_string()),
+        "no server path: {error}"
+    );
+    assert!(!error.contains("/tmp"), "no server path: {error}");
+
+    // A hook is named, not applied as an ordinary object.
+    std::fs::remove_file(chart.join("templates/broken.yaml")).unwrap();
+    std::fs::write(
+        chart.join("templates/migrate.yaml"),
+        "apiVersion: batch/v1
+kind: Job
+metadata:
+  name: migrate
+  annotations:
+    helm.sh/hook: pre-upgrade
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{ name: m, image: busybox }]
+",
+    )
+    .unwrap();
+    let error = render(&chart, "apps/shop/deploy", &context())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("apps/shop/deploy/templates/migrate.yaml") && error.contains("Job/migrate"),
+        "{error}"
+    );
+
+    // Without helm the deploy says what to install.
+    let missing = RenderContext {
+        helm: PathBuf::from("/nonexistent/helm"),
+        ..context()
+    };
+    let error = render(&chart, "apps/shop/deploy", &missing)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("install helm") && error.contains("deploy.helm_path"),
+        "{error}"
+    );
 }
 
 fn deploy_dir(files: &[(&str, &str)]) -> tempfile::TempDir {

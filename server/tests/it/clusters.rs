@@ -1434,3 +1434,162 @@ async fn a_namespace_gantry_did_not_create_is_never_taken_over() {
     }))
     .await;
 }
+
+/// Every file under `from`, written into `repo` under `to`.
+fn copy_tree(from: &std::path::Path, repo: &WorkRepo, to: &str) {
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let path = entry.path();
+        let name = format!("{to}/{}", entry.file_name().to_string_lossy());
+        if path.is_dir() {
+            copy_tree(&path, repo, &name);
+        } else {
+            repo.write(&name, &std::fs::read_to_string(&path).unwrap());
+        }
+    }
+}
+
+// A chart as `helm create` makes it, in the app's deploy folder: rendered
+// by the real helm with `values-staging.yaml` and the stack entry's
+// `values:`, applied by Gantry; the next release, whose values turn the
+// ServiceAccount off, prunes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_helm_chart_deploys_with_its_values_per_environment_and_prunes() {
+    let dev = Emulator::start(Options {
+        rollout: RolloutMode::After(Duration::from_millis(100)),
+        ..Options::default()
+    })
+    .await
+    .expect("dev");
+    let made = tempfile::tempdir().unwrap();
+    let created = std::process::Command::new(crate::support::helm())
+        .args(["create", "shop"])
+        .current_dir(made.path())
+        .env("HOME", made.path())
+        .output()
+        .expect("helm create");
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+
+    let repo = WorkRepo::new();
+    repo.write(
+        "README", "shop
+",
+    );
+    repo.commit("first");
+    repo.checkout_new("latest");
+    let latest = repo.commit("staging");
+    let pipeline = WorkRepo::new();
+    pipeline.write(
+        "apps/shop/app.yaml",
+        &format!(
+            "apiVersion: gantry.dev/v1
+source: {}
+stack:
+  - env: staging
+    branch: latest
+    target: dev
+    values: {{ podAnnotations: {{ team: payments }} }}
+",
+            repo.path()
+        ),
+    );
+    pipeline.write("apps/shop/pipeline.yaml", PIPELINE);
+    copy_tree(&made.path().join("shop"), &pipeline, "apps/shop/deploy");
+    pipeline.write(
+        "apps/shop/deploy/values-staging.yaml",
+        "replicaCount: 2
+service:
+  port: 8080
+",
+    );
+    pipeline.commit("shop as a chart");
+    let pipeline_path = pipeline.path();
+    let mut app = TestApp::with_config("sqlite", |config| {
+        config.pipeline_repo = Some(pipeline_path);
+        config.poll_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let registered = app
+        .post_json(
+            "/api/v1/clusters",
+            json!({ "name": "dev", "kubeconfig": dev.kubeconfig("dev-context") }),
+        )
+        .await;
+    assert_eq!(registered.status, 201, "{}", registered.text());
+    app.start_flow().await;
+
+    let run = finished(&app, &latest).await;
+    assert_eq!(
+        run["run"]["state"],
+        "succeeded",
+        "{}",
+        deploy_log(&app, &run).await
+    );
+    let store = dev.store();
+    let web = store
+        .object("apps", "deployments", "shop-staging", "shop")
+        .expect("the chart's Deployment");
+    assert_eq!(web["spec"]["replicas"], json!(2), "values-staging.yaml");
+    assert_eq!(
+        web["spec"]["template"]["metadata"]["annotations"]["team"],
+        json!("payments"),
+        "the entry's values"
+    );
+    assert_eq!(web["metadata"]["labels"]["gantry.dev/app"], json!("shop"));
+    assert_eq!(
+        web["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        json!("gantry"),
+        "Gantry's, not Helm's"
+    );
+    let service = store
+        .object("", "services", "shop-staging", "shop")
+        .expect("the chart's Service");
+    assert_eq!(service["spec"]["ports"][0]["port"], json!(8080));
+    assert!(
+        store
+            .object("", "serviceaccounts", "shop-staging", "shop")
+            .is_some()
+    );
+    assert!(
+        store
+            .object("", "pods", "shop-staging", "shop-test-connection")
+            .is_none(),
+        "no helm test pod"
+    );
+
+    // The next release turns the ServiceAccount off: it is pruned.
+    pipeline.write(
+        "apps/shop/deploy/values-staging.yaml",
+        "replicaCount: 2
+service:
+  port: 8080
+serviceAccount:
+  create: false
+",
+    );
+    pipeline.commit("no service account");
+    repo.write("v2", "2");
+    let v2 = repo.commit("v2");
+    scan(&app).await;
+    let run = finished(&app, &v2).await;
+    assert_eq!(
+        run["run"]["state"],
+        "succeeded",
+        "{}",
+        deploy_log(&app, &run).await
+    );
+    assert!(
+        store
+            .object("", "serviceaccounts", "shop-staging", "shop")
+            .is_none(),
+        "pruned"
+    );
+    let web = store
+        .object("apps", "deployments", "shop-staging", "shop")
+        .expect("still there");
+    assert_eq!(web["metadata"]["labels"]["gantry.dev/commit"], json!(v2));
+    app.stop().await;
+}

@@ -490,6 +490,9 @@ async fn diff_for(
             url: env.url.clone(),
             variables: entry.variables.clone(),
             pipeline_sha: pipeline_sha.to_string(),
+            stack_entry: entry.env.clone(),
+            values: entry.values.clone(),
+            helm: app.helm.to_path_buf(),
         },
     )?;
     let mut diffs = Vec::new();

@@ -172,7 +172,7 @@ pub(crate) async fn acquire_lock(
 }
 
 /// Renders what every target of the environment will receive.
-fn plan(request: &DeployRequest<'_>) -> Result<Source, DeployError> {
+fn plan(app: &Delivery<'_>, request: &DeployRequest<'_>) -> Result<Source, DeployError> {
     let local = (request.entry.targets.iter().any(|t| t == LOCAL_TARGET))
         .then_some(request.config.pipeline.local.as_ref())
         .flatten()
@@ -208,6 +208,9 @@ fn plan(request: &DeployRequest<'_>) -> Result<Source, DeployError> {
             url: request.url.map(str::to_string),
             variables: request.entry.variables.clone(),
             pipeline_sha: request.pipeline_sha.to_string(),
+            stack_entry: request.stack_entry.to_string(),
+            values: request.entry.values.clone(),
+            helm: app.helm.to_path_buf(),
         };
         let folder = format!("apps/{}/deploy", request.app_name);
         let rendered = manifests::render(request.manifests_dir, &folder, &context)
@@ -228,7 +231,7 @@ async fn deploy_locked(
     request: &DeployRequest<'_>,
     log: &mut LogSink<'_>,
 ) -> Result<(), DeployError> {
-    let source = match plan(request) {
+    let source = match plan(app, request) {
         Ok(source) => source,
         Err(error) => {
             log.note(&format!("nothing was applied: {error}")).await?;

@@ -68,6 +68,7 @@ struct RawStackEntry {
     self_heal: Option<bool>,
     #[serde(default)]
     freeze: Vec<RawFreeze>,
+    values: Option<Spanned<serde_json::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -636,6 +637,18 @@ fn validate_app(
             Some(soak) => soak.value.as_secs(),
             None => super::schema::DEFAULT_STABLE_AFTER.as_secs(),
         };
+        // Helm values: a mapping, handed to the chart as they are.
+        let values = match entry.values {
+            Some(values) if !values.value.is_object() => {
+                issues.at(
+                    values.referenced,
+                    field("values"),
+                    "Helm values must be a mapping (key: value)",
+                );
+                None
+            }
+            other => other.map(|values| values.value),
+        };
         let mut freeze = Vec::new();
         for (n, window) in entry.freeze.into_iter().enumerate() {
             if let Err(message) = super::freeze::parse_schedule(&window.start.value) {
@@ -678,6 +691,7 @@ fn validate_app(
             stable_after_seconds,
             self_heal: entry.self_heal.unwrap_or(false),
             freeze,
+            values,
         });
     }
     let previews: Vec<&StackEntry> = stack.iter().filter(|e| e.branches.is_preview()).collect();
@@ -922,6 +936,7 @@ fn default_stack() -> Vec<StackEntry> {
         stable_after_seconds: super::schema::DEFAULT_STABLE_AFTER.as_secs(),
         self_heal: false,
         freeze: Vec::new(),
+        values: None,
     };
     // Staging is protected like production (the seed: "releases to staging
     // and production need an admin's approval"); a team that wants an open

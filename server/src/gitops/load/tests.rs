@@ -418,3 +418,26 @@ fn a_push_counts_as_an_approval_only_where_one_approval_is_required() {
     .expect_err("a push is its pusher's own approval");
     assert!(format!("{issues:?}").contains("needs `self_approval: true`"));
 }
+
+#[test]
+fn helm_values_of_an_entry_are_a_mapping() {
+    let app = APP.replace(
+        "    approval: { required: 2, roles: [admin] }\n",
+        "    approval: { required: 2, roles: [admin] }\n    values: { replicaCount: 3, ingress: { enabled: true } }\n",
+    );
+    let config = load_app("shop", Some(&app), Some(PIPELINE), &[]).expect("valid");
+    assert_eq!(
+        config.stack[2].values,
+        Some(serde_json::json!({ "replicaCount": 3, "ingress": { "enabled": true } }))
+    );
+    assert_eq!(config.stack[1].values, None);
+
+    let bad = app.replace(
+        "values: { replicaCount: 3, ingress: { enabled: true } }",
+        "values: [replicaCount]",
+    );
+    let found = issues(&bad, PIPELINE);
+    let fields: Vec<&str> = found.iter().map(|i| i.field.as_str()).collect();
+    assert_eq!(fields, ["stack[2].values"], "{found:?}");
+    assert!(found[0].line.is_some(), "{found:?}");
+}

@@ -578,7 +578,16 @@ pub fn test_config(data_dir: &Path, database: DatabaseTarget) -> Config {
     config.database = database;
     // The test binary is not next to the helper; gantry is.
     config.sandbox_helper = crate::support::sandbox_helper();
+    config.helm_path = helm();
     config
+}
+
+/// The real helm `./x` installs into `.tools/bin` (or `$HELM`).
+pub fn helm() -> PathBuf {
+    std::env::var_os("HELM").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/helm"),
+        PathBuf::from,
+    )
 }
 
 /// A database of its own for one test, on the shared PostgreSQL server.
