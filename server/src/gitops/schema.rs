@@ -125,6 +125,19 @@ pub struct StackEntry {
     /// `values-<env>.yaml`.
     #[serde(default)]
     pub values: Option<serde_json::Value>,
+    /// A chart from a chart repository (instead of one in `deploy/`).
+    #[serde(default)]
+    pub chart: Option<ChartSource>,
+}
+
+/// A chart in a chart repository, at a pinned version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChartSource {
+    /// The repository's address (`https://charts.example.com`).
+    pub repo: String,
+    pub name: String,
+    /// An exact version: a deploy never floats to a newer chart.
+    pub version: String,
 }
 
 pub const DEFAULT_ROLLOUT_TIMEOUT: u64 = 300;

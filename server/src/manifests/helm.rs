@@ -7,6 +7,10 @@
 //! renders: Gantry applies what it renders itself (server-side apply,
 //! prune, its own ledger), so there is no Helm release to drift from.
 //!
+//! A chart may also come from a chart repository at a pinned version
+//! (`chart: {repo, name, version}` in the stack entry); `deploy/` then
+//! holds only values files.
+//!
 //! Helm runs with an empty home of its own and no other environment: the
 //! server's Helm configuration, plugins and credentials are never used.
 //! What it says names the chart's files, never a path on the server.
@@ -52,15 +56,32 @@ pub fn template(
         })?;
         Ok(path)
     };
-    let mut args: Vec<std::ffi::OsString> = vec![
-        "template".into(),
-        context.app.clone().into(),
-        deploy_dir.as_os_str().to_owned(),
+    let mut args: Vec<std::ffi::OsString> = vec!["template".into(), context.app.clone().into()];
+    match &context.chart {
+        // From a chart repository: its values over the chart's own come
+        // from `deploy/values.yaml` when there is one.
+        Some(source) => {
+            args.extend([
+                source.name.clone().into(),
+                "--repo".into(),
+                source.repo.clone().into(),
+                "--version".into(),
+                source.version.clone().into(),
+            ]);
+            let own = deploy_dir.join("values.yaml");
+            if own.is_file() {
+                args.push("--values".into());
+                args.push(own.into_os_string());
+            }
+        }
+        None => args.push(deploy_dir.as_os_str().to_owned()),
+    }
+    args.extend([
         "--namespace".into(),
         context.namespace.clone().into(),
         // `helm test` pods are not part of a deploy.
         "--skip-tests".into(),
-    ];
+    ]);
     let per_entry = deploy_dir.join(format!("values-{}.yaml", context.stack_entry));
     if per_entry.is_file() {
         args.push("--values".into());

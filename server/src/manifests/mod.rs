@@ -68,6 +68,9 @@ pub struct RenderContext {
     pub values: Option<Value>,
     /// The `helm` that renders charts.
     pub helm: PathBuf,
+    /// A chart from a chart repository (`deploy/` then holds only its
+    /// values files, if any).
+    pub chart: Option<crate::gitops::schema::ChartSource>,
 }
 
 impl RenderContext {
@@ -192,12 +195,12 @@ pub fn render(
     folder: &str,
     context: &RenderContext,
 ) -> Result<Rendered, ManifestError> {
-    if !deploy_dir.is_dir() {
+    if context.chart.is_none() && !deploy_dir.is_dir() {
         return Err(ManifestError::NoManifests {
             folder: format!("{folder}/"),
         });
     }
-    let objects = if helm::is_chart(deploy_dir) {
+    let objects = if context.chart.is_some() || helm::is_chart(deploy_dir) {
         chart_objects(deploy_dir, folder, context)?
     } else {
         template_objects(deploy_dir, folder, context)?

@@ -16,6 +16,7 @@ fn context() -> RenderContext {
         stack_entry: "staging".into(),
         values: None,
         helm: helm(),
+        chart: None,
     }
 }
 

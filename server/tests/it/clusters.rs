@@ -1593,3 +1593,124 @@ serviceAccount:
     assert_eq!(web["metadata"]["labels"]["gantry.dev/commit"], json!(v2));
     app.stop().await;
 }
+
+// A chart from a chart repository (a real `helm repo index`, served over
+// loopback) at its pinned version, with values from `deploy/`; a version
+// the repository lacks fails the deploy, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chart_from_a_chart_repository_deploys_at_its_pinned_version() {
+    use axum::response::IntoResponse;
+    let dev = Emulator::start(Options {
+        rollout: RolloutMode::After(Duration::from_millis(100)),
+        ..Options::default()
+    })
+    .await
+    .expect("dev");
+    let made = tempfile::tempdir().unwrap();
+    let helm = |args: &[&str]| {
+        let out = std::process::Command::new(crate::support::helm())
+            .args(args)
+            .current_dir(made.path())
+            .env("HOME", made.path())
+            .output()
+            .expect("helm");
+        assert!(
+            out.status.success(),
+            "helm {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    helm(&["create", "shop"]);
+    helm(&["package", "shop", "-d", "repo"]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    helm(&["repo", "index", "repo", "--url", &address]);
+    let files = made.path().join("repo");
+    let served = axum::Router::new().route(
+        "/{file}",
+        axum::routing::get(
+            move |axum::extract::Path(file): axum::extract::Path<String>| {
+                let files = files.clone();
+                async move {
+                    match std::fs::read(files.join(file)) {
+                        Ok(bytes) => bytes.into_response(),
+                        Err(_) => axum::http::StatusCode::NOT_FOUND.into_response(),
+                    }
+                }
+            },
+        ),
+    );
+    tokio::spawn(async move { axum::serve(listener, served).await });
+
+    let repo = WorkRepo::new();
+    repo.write("README", "shop\n");
+    repo.commit("first");
+    repo.checkout_new("latest");
+    let latest = repo.commit("staging");
+    let pipeline = WorkRepo::new();
+    let app_yaml = |version: &str| {
+        format!(
+            "apiVersion: gantry.dev/v1\nsource: {}\nstack:\n  - env: staging\n    branch: latest\n    target: dev\n    chart: {{ repo: \"{address}\", name: shop, version: \"{version}\" }}\n",
+            repo.path()
+        )
+    };
+    pipeline.write("apps/shop/app.yaml", &app_yaml("0.1.0"));
+    pipeline.write("apps/shop/pipeline.yaml", PIPELINE);
+    pipeline.write("apps/shop/deploy/values-staging.yaml", "replicaCount: 3\n");
+    pipeline.commit("shop from a chart repository");
+    let pipeline_path = pipeline.path();
+    let mut app = TestApp::with_config("sqlite", |config| {
+        config.pipeline_repo = Some(pipeline_path);
+        config.poll_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let registered = app
+        .post_json(
+            "/api/v1/clusters",
+            json!({ "name": "dev", "kubeconfig": dev.kubeconfig("dev-context") }),
+        )
+        .await;
+    assert_eq!(registered.status, 201, "{}", registered.text());
+    app.start_flow().await;
+
+    let run = finished(&app, &latest).await;
+    assert_eq!(
+        run["run"]["state"],
+        "succeeded",
+        "{}",
+        deploy_log(&app, &run).await
+    );
+    let web = dev
+        .store()
+        .object("apps", "deployments", "shop-staging", "shop")
+        .expect("the chart's Deployment");
+    assert_eq!(
+        web["spec"]["replicas"],
+        json!(3),
+        "values-staging.yaml from deploy/"
+    );
+    assert_eq!(
+        web["metadata"]["labels"]["helm.sh/chart"],
+        json!("shop-0.1.0")
+    );
+
+    pipeline.write("apps/shop/app.yaml", &app_yaml("9.9.9"));
+    pipeline.commit("a version nobody published");
+    repo.write("v2", "2");
+    let v2 = repo.commit("v2");
+    scan(&app).await;
+    let run = finished(&app, &v2).await;
+    let log = deploy_log(&app, &run).await;
+    assert_eq!(run["run"]["state"], "failed", "{log}");
+    assert!(log.contains("9.9.9"), "{log}");
+    let web = dev
+        .store()
+        .object("apps", "deployments", "shop-staging", "shop")
+        .expect("still there");
+    assert_eq!(
+        web["metadata"]["labels"]["gantry.dev/commit"],
+        json!(latest),
+        "nothing applied"
+    );
+    app.stop().await;
+}

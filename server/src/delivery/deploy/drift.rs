@@ -493,6 +493,7 @@ async fn diff_for(
             stack_entry: entry.env.clone(),
             values: entry.values.clone(),
             helm: app.helm.to_path_buf(),
+            chart: entry.chart.clone(),
         },
     )?;
     let mut diffs = Vec::new();

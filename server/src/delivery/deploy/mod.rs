@@ -211,6 +211,7 @@ fn plan(app: &Delivery<'_>, request: &DeployRequest<'_>) -> Result<Source, Deplo
             stack_entry: request.stack_entry.to_string(),
             values: request.entry.values.clone(),
             helm: app.helm.to_path_buf(),
+            chart: request.entry.chart.clone(),
         };
         let folder = format!("apps/{}/deploy", request.app_name);
         let rendered = manifests::render(request.manifests_dir, &folder, &context)

@@ -69,6 +69,15 @@ struct RawStackEntry {
     #[serde(default)]
     freeze: Vec<RawFreeze>,
     values: Option<Spanned<serde_json::Value>>,
+    chart: Option<RawChart>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChart {
+    repo: Spanned<String>,
+    name: Spanned<String>,
+    version: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -649,6 +658,57 @@ fn validate_app(
             }
             other => other.map(|values| values.value),
         };
+        let chart = entry.chart.and_then(|chart| {
+            let mut ok = true;
+            let repo = url::Url::parse(&chart.repo.value).ok();
+            if !repo
+                .as_ref()
+                .is_some_and(|url| matches!(url.scheme(), "http" | "https"))
+            {
+                issues.at(
+                    chart.repo.referenced,
+                    field("chart.repo"),
+                    format!(
+                        "{:?} is not an http(s) address of a chart repository",
+                        chart.repo.value
+                    ),
+                );
+                ok = false;
+            }
+            let plain = |text: &str| {
+                !text.is_empty()
+                    && text
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c))
+            };
+            if !plain(&chart.name.value) {
+                issues.at(
+                    chart.name.referenced,
+                    field("chart.name"),
+                    format!("{:?} is not a chart name", chart.name.value),
+                );
+                ok = false;
+            }
+            // A range would let a deploy pick up a chart nobody reviewed.
+            if !plain(&chart.version.value)
+                || chart.version.value.starts_with(['^', '~', '>', '<', '='])
+            {
+                issues.at(
+                    chart.version.referenced,
+                    field("chart.version"),
+                    format!(
+                        "{:?} is not an exact chart version (pin one, e.g. 1.2.3)",
+                        chart.version.value
+                    ),
+                );
+                ok = false;
+            }
+            ok.then(|| super::schema::ChartSource {
+                repo: chart.repo.value,
+                name: chart.name.value,
+                version: chart.version.value,
+            })
+        });
         let mut freeze = Vec::new();
         for (n, window) in entry.freeze.into_iter().enumerate() {
             if let Err(message) = super::freeze::parse_schedule(&window.start.value) {
@@ -692,6 +752,7 @@ fn validate_app(
             self_heal: entry.self_heal.unwrap_or(false),
             freeze,
             values,
+            chart,
         });
     }
     let previews: Vec<&StackEntry> = stack.iter().filter(|e| e.branches.is_preview()).collect();
@@ -937,6 +998,7 @@ fn default_stack() -> Vec<StackEntry> {
         self_heal: false,
         freeze: Vec::new(),
         values: None,
+        chart: None,
     };
     // Staging is protected like production (the seed: "releases to staging
     // and production need an admin's approval"); a team that wants an open

@@ -124,7 +124,7 @@ fn an_unknown_key_names_its_line_and_field() {
     assert_eq!(found[0].line, Some(8), "{found:?}");
     assert_eq!(
         found[0].message,
-        "unknown field `tll`, expected one of env, branch, branches, target, targets, url, namespace, ttl, approval, variables, rollout_timeout, stable_after, self_heal, freeze"
+        "unknown field `tll`, expected one of env, branch, branches, target, targets, url, namespace, ttl, approval, variables, rollout_timeout, stable_after, self_heal, freeze, values, chart"
     );
     assert_eq!(found[0].field, "tll");
     assert!(
@@ -440,4 +440,34 @@ fn helm_values_of_an_entry_are_a_mapping() {
     let fields: Vec<&str> = found.iter().map(|i| i.field.as_str()).collect();
     assert_eq!(fields, ["stack[2].values"], "{found:?}");
     assert!(found[0].line.is_some(), "{found:?}");
+}
+
+#[test]
+fn a_chart_from_a_repository_is_pinned_to_an_exact_version() {
+    let app = APP.replace(
+        "    approval: { required: 2, roles: [admin] }\n",
+        "    approval: { required: 2, roles: [admin] }\n    chart: { repo: \"https://charts.example.com\", name: shop, version: 1.4.2 }\n",
+    );
+    let config = load_app("shop", Some(&app), Some(PIPELINE), &[]).expect("valid");
+    let chart = config.stack[2].chart.clone().expect("the chart");
+    assert_eq!(
+        (
+            chart.repo.as_str(),
+            chart.name.as_str(),
+            chart.version.as_str()
+        ),
+        ("https://charts.example.com", "shop", "1.4.2")
+    );
+
+    let bad = app
+        .replace("https://charts.example.com", "file:///etc")
+        .replace("version: 1.4.2", "version: \"^1.4\"");
+    let found = issues(&bad, PIPELINE);
+    let fields: Vec<&str> = found.iter().map(|i| i.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["stack[2].chart.repo", "stack[2].chart.version"],
+        "{found:?}"
+    );
+    assert!(found[1].message.contains("exact"), "{found:?}");
 }
