@@ -703,7 +703,7 @@ fn validate_app(
                 );
                 ok = false;
             }
-            ok.then(|| super::schema::ChartSource {
+            ok.then_some(super::schema::ChartSource {
                 repo: chart.repo.value,
                 name: chart.name.value,
                 version: chart.version.value,
