@@ -19,6 +19,17 @@ pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const APP_LABEL: &str = "gantry.dev/app";
 pub const ENV_LABEL: &str = "gantry.dev/env";
 pub const COMMIT_LABEL: &str = "gantry.dev/commit";
+/// Orders a release's objects: each wave is applied and healthy before the
+/// next (a whole number; default 0; lower first).
+pub const WAVE_ANNOTATION: &str = "gantry.dev/wave";
+
+/// The wave of a rendered (so validated) object.
+pub fn wave_of(object: &Value) -> i64 {
+    object["metadata"]["annotations"][WAVE_ANNOTATION]
+        .as_str()
+        .and_then(|wave| wave.trim().parse().ok())
+        .unwrap_or(0)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -339,11 +350,15 @@ fn checked(
             message: "no Kubernetes objects in the manifests".into(),
         });
     }
-    // Namespaces and CRDs first, so what lives in them can be applied.
-    out.sort_by_key(|o| match o["kind"].as_str() {
-        Some("Namespace") => 0,
-        Some("CustomResourceDefinition") => 1,
-        _ => 2,
+    // By wave; in each, namespaces and CRDs first, so what lives in them
+    // can be applied.
+    out.sort_by_key(|o| {
+        let rank = match o["kind"].as_str() {
+            Some("Namespace") => 0,
+            Some("CustomResourceDefinition") => 1,
+            _ => 2,
+        };
+        (wave_of(o), rank)
     });
     Ok(Rendered { objects: out })
 }
@@ -479,6 +494,17 @@ fn validate(mut object: Value, context: &RenderContext) -> Result<Value, Rejecte
         .ok_or("`metadata` must be a mapping")?;
     if !annotations.is_object() {
         return Err("`metadata.annotations` must be a mapping".into());
+    }
+    if let Some(wave) = annotations.get(WAVE_ANNOTATION)
+        && wave
+            .as_str()
+            .and_then(|w| w.trim().parse::<i64>().ok())
+            .is_none()
+    {
+        return Err(format!(
+            "{kind}/{name}: annotation {WAVE_ANNOTATION} is {wave}; it must be a whole number in quotes (\"-1\", \"0\", \"2\")"
+        )
+        .into());
     }
     annotations["gantry.dev/commit"] = json!(context.commit);
     annotations["gantry.dev/pipeline-sha"] = json!(context.pipeline_sha);

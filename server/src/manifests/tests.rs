@@ -374,3 +374,40 @@ fn rendered_manifests_are_stable() {
     insta::assert_snapshot!("applied", Rendered::to_yaml(&rendered.objects));
     insta::assert_snapshot!("shown", Rendered::to_yaml(&rendered.redacted()));
 }
+
+#[test]
+fn objects_come_in_waves_and_a_wave_is_a_whole_number() {
+    let dir = deploy_dir(&[(
+        "a.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: late, annotations: { gantry.dev/wave: \"2\" } }\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: { name: plain }\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: { name: early, annotations: { gantry.dev/wave: \"-1\" } }\n---\napiVersion: v1\nkind: Namespace\nmetadata: { name: extra, annotations: { gantry.dev/wave: \"2\" } }\n",
+    )]);
+    let rendered = render(dir.path(), "apps/shop/deploy", &context()).expect("renders");
+    let order: Vec<&str> = rendered
+        .objects
+        .iter()
+        .map(|o| o["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        ["early", "plain", "extra", "late"],
+        "by wave, a namespace first within its wave"
+    );
+    assert_eq!(
+        rendered.objects.iter().map(wave_of).collect::<Vec<_>>(),
+        [-1, 0, 2, 2]
+    );
+
+    let bad = deploy_dir(&[(
+        "b.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: soon, annotations: { gantry.dev/wave: \"soon\" } }\n",
+    )]);
+    let error = render(bad.path(), "apps/shop/deploy", &context())
+        .expect_err("not a number")
+        .to_string();
+    assert!(
+        error.starts_with(
+            "apps/shop/deploy/b.yaml: document 1: ConfigMap/soon: annotation gantry.dev/wave"
+        ),
+        "{error}"
+    );
+}

@@ -1714,3 +1714,59 @@ async fn a_chart_from_a_chart_repository_deploys_at_its_pinned_version() {
     );
     app.stop().await;
 }
+
+// Waves: each is applied and healthy before the next. With the first
+// wave's Deployment never rolling out, the second wave is never applied
+// and the deploy says which object held it; once the cluster rolls out
+// again, a new release applies both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wave_is_healthy_before_the_next_is_applied() {
+    let setup = setup("sqlite").await;
+    let app = &setup.app;
+    let latest = setup.repo.head("latest");
+    finished(app, &latest).await;
+    setup.clusters.dev.set_rollout(RolloutMode::Never);
+    setup.pipeline.write(
+        "apps/shop/deploy/later.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: after-web\n  annotations: { gantry.dev/wave: \"1\" }\ndata: { ready: \"yes\" }\n",
+    );
+    setup.pipeline.commit("a second wave");
+    setup.repo.checkout("latest");
+    setup.repo.write("v2", "2");
+    let v2 = setup.repo.commit("v2");
+    scan(app).await;
+    let run = finished(app, &v2).await;
+    let log = deploy_log(app, &run).await;
+    assert_eq!(run["run"]["state"], "failed", "{log}");
+    assert!(
+        log.contains("deployment/web") && log.contains("did not become ready"),
+        "{log}"
+    );
+    let store = setup.clusters.dev.store();
+    assert!(
+        store
+            .object("", "configmaps", "shop-staging", "after-web")
+            .is_none(),
+        "wave 1 waited for wave 0: {log}"
+    );
+
+    setup
+        .clusters
+        .dev
+        .set_rollout(RolloutMode::After(Duration::from_millis(100)));
+    setup.repo.write("v3", "3");
+    let v3 = setup.repo.commit("v3");
+    scan(app).await;
+    let run = finished(app, &v3).await;
+    assert_eq!(
+        run["run"]["state"],
+        "succeeded",
+        "{}",
+        deploy_log(app, &run).await
+    );
+    assert!(
+        store
+            .object("", "configmaps", "shop-staging", "after-web")
+            .is_some()
+    );
+}

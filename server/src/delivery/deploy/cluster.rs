@@ -12,7 +12,7 @@ use kube::core::{ApiResource, GroupVersion};
 use kube::discovery::{ApiCapabilities, Scope, oneshot};
 use serde_json::{Value, json};
 
-use crate::manifests::{APP_LABEL, ENV_LABEL, MANAGED_BY, ObjectRef};
+use crate::manifests::{APP_LABEL, ENV_LABEL, MANAGED_BY, ObjectRef, wave_of};
 
 pub const FIELD_MANAGER: &str = "gantry";
 const ATTEMPTS: u32 = 4;
@@ -253,7 +253,24 @@ pub async fn deploy(
     let mut applied = Vec::new();
     let mut workloads = Vec::new();
     let mut refresh = false;
+    // One deadline for every wave's rollout.
+    let deadline = Instant::now() + request.rollout_timeout;
+    let mut wave = request.objects.first().map(wave_of);
     for object in request.objects {
+        // A wave is healthy before the next is applied (the objects come
+        // sorted by wave).
+        let next = wave_of(object);
+        if wave != Some(next) {
+            wait_for_rollout(
+                &workloads,
+                deadline,
+                request.rollout_timeout,
+                request.cluster,
+            )
+            .await?;
+            workloads.clear();
+            wave = Some(next);
+        }
         let api_version = object["apiVersion"].as_str().unwrap_or_default();
         let kind = object["kind"].as_str().unwrap_or_default();
         let name = object["metadata"]["name"]
@@ -306,7 +323,13 @@ pub async fn deploy(
     }
 
     let pruned = prune(client, &mut kinds, request, &applied).await?;
-    wait_for_rollout(&workloads, request.rollout_timeout, request.cluster).await?;
+    wait_for_rollout(
+        &workloads,
+        deadline,
+        request.rollout_timeout,
+        request.cluster,
+    )
+    .await?;
     Ok(Applied {
         objects: applied,
         pruned,
@@ -438,10 +461,10 @@ fn same_object(a: &ObjectRef, b: &ObjectRef) -> bool {
 /// Waits until every workload is available (Jobs: complete).
 async fn wait_for_rollout(
     workloads: &[(Api<DynamicObject>, String, String, i64)],
+    deadline: Instant,
     timeout: Duration,
     cluster: &str,
 ) -> Result<(), ApplyError> {
-    let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_millis(50);
     for (api, kind, name, generation) in workloads {
         loop {
