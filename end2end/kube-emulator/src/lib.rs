@@ -35,7 +35,7 @@ use tokio::sync::oneshot;
 
 pub use access::Denied;
 pub use resources::Resource;
-pub use store::{ApiError, Store};
+pub use store::{ApiError, Key, Store};
 
 /// How the fake rollout controller treats workloads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

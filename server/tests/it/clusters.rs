@@ -1770,3 +1770,85 @@ async fn a_wave_is_healthy_before_the_next_is_applied() {
             .is_some()
     );
 }
+
+// Health of any kind: a custom resource whose controller says
+// `Ready=False` holds the rollout and fails it at the deadline with its
+// own words; once it says `Ready=True`, the next release succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_custom_resource_that_is_not_ready_fails_the_rollout_with_its_message() {
+    let setup = setup("sqlite").await;
+    let app = &setup.app;
+    finished(app, &setup.repo.head("latest")).await;
+    setup.pipeline.write(
+        "apps/shop/deploy/crd.yaml",
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: { name: buckets.example.com }\nspec:\n  group: example.com\n  scope: Namespaced\n  names: { plural: buckets, singular: bucket, kind: Bucket }\n  versions: [{ name: v1, served: true, storage: true }]\n",
+    );
+    setup.pipeline.write(
+        "apps/shop/deploy/bucket.yaml",
+        "apiVersion: example.com/v1\nkind: Bucket\nmetadata: { name: assets }\nspec: { size: 10Gi }\n",
+    );
+    setup.pipeline.commit("a bucket");
+    setup.repo.checkout("latest");
+    setup.repo.write("b", "1");
+    let first = setup.repo.commit("with a bucket");
+    scan(app).await;
+    let run = finished(app, &first).await;
+    assert_eq!(
+        run["run"]["state"],
+        "succeeded",
+        "{}",
+        deploy_log(app, &run).await
+    );
+
+    // Its controller now says it is not ready.
+    let key = kube_emulator::Key {
+        group: "example.com".into(),
+        plural: "buckets".into(),
+        namespace: "shop-staging".into(),
+        name: "assets".into(),
+    };
+    let store = setup.clusters.dev.store();
+    store.set_status(&key, json!({ "conditions": [{ "type": "Ready", "status": "False", "reason": "NameTaken", "message": "the bucket name is taken" }] }));
+    setup.repo.write("b", "2");
+    let second = setup.repo.commit("again");
+    scan(app).await;
+    let run = finished(app, &second).await;
+    let log = deploy_log(app, &run).await;
+    assert_eq!(run["run"]["state"], "failed", "{log}");
+    assert!(
+        log.contains("bucket/assets on dev did not become ready"),
+        "{log}"
+    );
+    assert!(
+        log.contains("Ready=False: NameTaken: the bucket name is taken"),
+        "{log}"
+    );
+
+    // Stalled: failed at once, in its words.
+    store.set_status(&key, json!({ "conditions": [{ "type": "Stalled", "status": "True", "reason": "QuotaExceeded", "message": "no more buckets" }] }));
+    setup.repo.write("b", "3");
+    let third = setup.repo.commit("once more");
+    scan(app).await;
+    let run = finished(app, &third).await;
+    let log = deploy_log(app, &run).await;
+    assert_eq!(run["run"]["state"], "failed", "{log}");
+    assert!(
+        log.contains("bucket/assets on dev failed: Stalled: QuotaExceeded: no more buckets"),
+        "{log}"
+    );
+
+    store.set_status(
+        &key,
+        json!({ "conditions": [{ "type": "Ready", "status": "True" }] }),
+    );
+    setup.repo.write("b", "4");
+    let fourth = setup.repo.commit("ready now");
+    scan(app).await;
+    let run = finished(app, &fourth).await;
+    assert_eq!(
+        run["run"]["state"],
+        "succeeded",
+        "{}",
+        deploy_log(app, &run).await
+    );
+}

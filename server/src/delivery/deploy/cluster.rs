@@ -12,6 +12,7 @@ use kube::core::{ApiResource, GroupVersion};
 use kube::discovery::{ApiCapabilities, Scope, oneshot};
 use serde_json::{Value, json};
 
+use super::health::{self, Health};
 use crate::manifests::{APP_LABEL, ENV_LABEL, MANAGED_BY, ObjectRef, wave_of};
 
 pub const FIELD_MANAGER: &str = "gantry";
@@ -66,6 +67,13 @@ pub enum ApplyError {
         api_version: String,
         cluster: String,
     },
+    /// What the object's status says will not come right by waiting.
+    #[error("{object} on {cluster} failed: {why}")]
+    Unhealthy {
+        object: String,
+        cluster: String,
+        why: String,
+    },
     #[error("{object} on {cluster} did not become ready within {timeout}: {why}")]
     NotReady {
         object: String,
@@ -116,7 +124,9 @@ impl crate::error::Classified for ApplyError {
             | ApplyError::Unreachable { .. }
             | ApplyError::NotReady { .. }
             | ApplyError::StillTerminating { .. } => Kind::Unavailable,
-            ApplyError::BadApiVersion(_) | ApplyError::NotServed { .. } => Kind::Invalid,
+            ApplyError::BadApiVersion(_)
+            | ApplyError::NotServed { .. }
+            | ApplyError::Unhealthy { .. } => Kind::Invalid,
             ApplyError::NotOurs { .. } | ApplyError::Foreign { .. } => Kind::Conflict,
         }
     }
@@ -311,13 +321,21 @@ pub async fn deploy(
         if kind == "CustomResourceDefinition" {
             refresh = true;
         }
-        if matches!(kind, "Deployment" | "StatefulSet" | "DaemonSet" | "Job") {
-            workloads.push((
-                api.clone(),
-                kind.to_string(),
-                name.clone(),
-                result.metadata.generation.unwrap_or(1),
-            ));
+        // Whatever the apply's answer does not already show healthy is
+        // waited for, any kind (custom resources by their conditions).
+        let generation = result.metadata.generation.unwrap_or(1);
+        match health::of(kind, &result.data, generation) {
+            Health::Healthy => {}
+            Health::InProgress(_) => {
+                workloads.push((api.clone(), kind.to_string(), name.clone(), generation));
+            }
+            Health::Failed(why) => {
+                return Err(ApplyError::Unhealthy {
+                    object: format!("{}/{name}", kind.to_ascii_lowercase()),
+                    cluster: request.cluster.to_string(),
+                    why,
+                });
+            }
         }
         applied.push(ObjectRef::of(&object));
     }
@@ -473,17 +491,24 @@ async fn wait_for_rollout(
                 async move { api.get(&name).await }
             })
             .await?;
-            match readiness(kind, &object.data, *generation) {
-                Ok(()) => break,
-                Err(why) if Instant::now() >= deadline => {
+            match health::of(kind, &object.data, *generation) {
+                Health::Healthy => break,
+                Health::Failed(why) => {
+                    return Err(ApplyError::Unhealthy {
+                        object: format!("{}/{name}", kind.to_ascii_lowercase()),
+                        cluster: cluster.to_string(),
+                        why,
+                    });
+                }
+                Health::InProgress(why) if Instant::now() >= deadline => {
                     return Err(ApplyError::NotReady {
                         object: format!("{}/{name}", kind.to_ascii_lowercase()),
                         cluster: cluster.to_string(),
                         timeout: crate::config::duration::HumanDuration(timeout),
-                        why: why.0,
+                        why,
                     });
                 }
-                Err(_) => {
+                Health::InProgress(_) => {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(1));
                 }
@@ -491,81 +516,6 @@ async fn wait_for_rollout(
         }
     }
     Ok(())
-}
-
-/// Why a workload is not ready yet, as its status tells.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Waiting(pub String);
-
-/// Ready, or why not, from a workload's status.
-pub fn readiness(kind: &str, object: &Value, generation: i64) -> Result<(), Waiting> {
-    let status = &object["status"];
-    let count = |field: &str| status[field].as_i64().unwrap_or(0);
-    let observed = status["observedGeneration"].as_i64().unwrap_or(0);
-    let wanted = object["spec"]["replicas"].as_i64().unwrap_or(1);
-    let condition_message = || {
-        status["conditions"]
-            .as_array()
-            .and_then(|conditions| conditions.iter().find(|c| c["status"] == "False"))
-            .map(|c| {
-                format!(
-                    " ({}: {})",
-                    c["reason"].as_str().unwrap_or(""),
-                    c["message"].as_str().unwrap_or("")
-                )
-            })
-            .unwrap_or_default()
-    };
-    match kind {
-        "Job" => {
-            let completions = object["spec"]["completions"].as_i64().unwrap_or(1);
-            if count("succeeded") >= completions {
-                Ok(())
-            } else if count("failed") > object["spec"]["backoffLimit"].as_i64().unwrap_or(6) {
-                Err(Waiting(format!("the job failed {} times", count("failed"))))
-            } else {
-                Err(Waiting(format!(
-                    "{}/{completions} completions",
-                    count("succeeded")
-                )))
-            }
-        }
-        _ if observed < generation => Err(Waiting(format!(
-            "the controller has not seen generation {generation} yet"
-        ))),
-        "DaemonSet" => {
-            let desired = count("desiredNumberScheduled");
-            if count("numberAvailable") >= desired && count("updatedNumberScheduled") >= desired {
-                Ok(())
-            } else {
-                Err(Waiting(format!(
-                    "{}/{desired} pods available",
-                    count("numberAvailable")
-                )))
-            }
-        }
-        "StatefulSet" => {
-            if count("readyReplicas") >= wanted && count("updatedReplicas") >= wanted {
-                Ok(())
-            } else {
-                Err(Waiting(format!(
-                    "{}/{wanted} replicas ready",
-                    count("readyReplicas")
-                )))
-            }
-        }
-        _ => {
-            if count("updatedReplicas") >= wanted && count("availableReplicas") >= wanted {
-                Ok(())
-            } else {
-                Err(Waiting(format!(
-                    "{}/{wanted} replicas available{}",
-                    count("availableReplicas"),
-                    condition_message()
-                )))
-            }
-        }
-    }
 }
 
 /// Deletes an environment's namespace (only one Gantry created for it) and
@@ -685,21 +635,23 @@ mod tests {
 
     #[test]
     fn readiness_follows_the_workload_status() {
+        let readiness = |kind: &str, object: &Value, generation: i64| match health::of(
+            kind, object, generation,
+        ) {
+            Health::Healthy => Ok(()),
+            Health::InProgress(why) | Health::Failed(why) => Err(why),
+        };
         let deployment = json!({"spec": {"replicas": 2}, "status": {"observedGeneration": 2, "updatedReplicas": 2, "availableReplicas": 2}});
         assert_eq!(readiness("Deployment", &deployment, 2), Ok(()));
         assert_eq!(
             readiness("Deployment", &deployment, 3),
-            Err(Waiting(
-                "the controller has not seen generation 3 yet".into()
-            ))
+            Err("the controller has not seen generation 3 yet".into())
         );
         let stuck = json!({"spec": {"replicas": 2}, "status": {"observedGeneration": 1, "updatedReplicas": 2, "availableReplicas": 0,
             "conditions": [{"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable", "message": "no"}]}});
         assert_eq!(
             readiness("Deployment", &stuck, 1),
-            Err(Waiting(
-                "0/2 replicas available (MinimumReplicasUnavailable: no)".into()
-            ))
+            Err("0/2 replicas available (MinimumReplicasUnavailable: no)".into())
         );
         assert!(readiness("Job", &json!({"spec": {}, "status": {"succeeded": 1}}), 1).is_ok());
         assert!(readiness("DaemonSet", &json!({"status": {"observedGeneration": 1, "desiredNumberScheduled": 3, "numberAvailable": 3, "updatedNumberScheduled": 3}}), 1).is_ok());

@@ -8,6 +8,7 @@
 pub mod app_log;
 pub mod cluster;
 pub mod drift;
+pub mod health;
 pub mod lifecycle;
 pub mod local;
 

@@ -1,0 +1,224 @@
+//! Whether an applied object is healthy, from what the cluster says of it:
+//! the workload kinds by their own status (replicas available, a Job's
+//! completions), PersistentVolumeClaims by their phase, and every other
+//! kind — custom resources included — by the community's conventions, as
+//! kstatus reads them: a controller that has not seen the object's
+//! generation yet is still working; `Stalled=True` has failed;
+//! `Reconciling=True`, `Ready=False` or `Available=False` are still in
+//! progress (and fail the deploy at its deadline, with their message); an
+//! object with no status (a ConfigMap, a Service) is healthy as applied.
+
+use serde_json::Value;
+
+/// What an object's status says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Health {
+    Healthy,
+    /// Not yet, and why (in the object's own words where it gives them).
+    InProgress(String),
+    /// Will not get there by waiting.
+    Failed(String),
+}
+
+/// The health of `object` (a `kind`) that was applied at `generation`.
+pub fn of(kind: &str, object: &Value, generation: i64) -> Health {
+    let status = &object["status"];
+    match kind {
+        "Deployment" | "StatefulSet" | "DaemonSet" | "Job" => workload(kind, object, generation),
+        "PersistentVolumeClaim" => match status["phase"].as_str() {
+            Some("Bound") => Health::Healthy,
+            Some("Lost") => Health::Failed("the claim lost its volume".into()),
+            phase => Health::InProgress(format!(
+                "the claim is {}",
+                phase.unwrap_or("not bound yet").to_lowercase()
+            )),
+        },
+        _ => conventional(status, generation),
+    }
+}
+
+/// kstatus's reading of any kind.
+fn conventional(status: &Value, generation: i64) -> Health {
+    if !status.is_object() {
+        return Health::Healthy;
+    }
+    if let Some(observed) = status["observedGeneration"].as_i64()
+        && observed < generation
+    {
+        return Health::InProgress(format!(
+            "the controller has not seen generation {generation} yet"
+        ));
+    }
+    let condition = |kind: &str| {
+        status["conditions"]
+            .as_array()
+            .and_then(|all| all.iter().find(|c| c["type"] == kind))
+    };
+    let said = |c: &Value| {
+        let reason = c["reason"].as_str().unwrap_or_default();
+        let message = c["message"].as_str().unwrap_or_default();
+        match (reason.is_empty(), message.is_empty()) {
+            (true, true) => String::new(),
+            (false, true) => format!(": {reason}"),
+            (true, false) => format!(": {message}"),
+            (false, false) => format!(": {reason}: {message}"),
+        }
+    };
+    if let Some(stalled) = condition("Stalled").filter(|c| c["status"] == "True") {
+        return Health::Failed(format!("Stalled{}", said(stalled)));
+    }
+    if let Some(reconciling) = condition("Reconciling").filter(|c| c["status"] == "True") {
+        return Health::InProgress(format!("Reconciling{}", said(reconciling)));
+    }
+    for kind in ["Ready", "Available"] {
+        if let Some(not) = condition(kind).filter(|c| c["status"] == "False") {
+            return Health::InProgress(format!("{kind}=False{}", said(not)));
+        }
+    }
+    Health::Healthy
+}
+
+/// The workload kinds, by their own status.
+fn workload(kind: &str, object: &Value, generation: i64) -> Health {
+    let status = &object["status"];
+    let count = |field: &str| status[field].as_i64().unwrap_or(0);
+    let observed = status["observedGeneration"].as_i64().unwrap_or(0);
+    let wanted = object["spec"]["replicas"].as_i64().unwrap_or(1);
+    let waiting = |text: String| Health::InProgress(text);
+    match kind {
+        "Job" => {
+            let completions = object["spec"]["completions"].as_i64().unwrap_or(1);
+            let backoff = object["spec"]["backoffLimit"].as_i64().unwrap_or(6);
+            if count("succeeded") >= completions {
+                Health::Healthy
+            } else if count("failed") > backoff {
+                Health::Failed(format!(
+                    "the job failed {} times (backoffLimit {backoff})",
+                    count("failed")
+                ))
+            } else {
+                waiting(format!("{}/{completions} completions", count("succeeded")))
+            }
+        }
+        _ if observed < generation => waiting(format!(
+            "the controller has not seen generation {generation} yet"
+        )),
+        "DaemonSet" => {
+            let desired = count("desiredNumberScheduled");
+            if count("numberAvailable") >= desired && count("updatedNumberScheduled") >= desired {
+                Health::Healthy
+            } else {
+                waiting(format!(
+                    "{}/{desired} pods available",
+                    count("numberAvailable")
+                ))
+            }
+        }
+        "StatefulSet" => {
+            if count("readyReplicas") >= wanted && count("updatedReplicas") >= wanted {
+                Health::Healthy
+            } else {
+                waiting(format!(
+                    "{}/{wanted} replicas ready",
+                    count("readyReplicas")
+                ))
+            }
+        }
+        _ => {
+            if count("updatedReplicas") >= wanted && count("availableReplicas") >= wanted {
+                Health::Healthy
+            } else {
+                let why = status["conditions"]
+                    .as_array()
+                    .and_then(|all| all.iter().find(|c| c["status"] == "False"))
+                    .map(|c| {
+                        format!(
+                            " ({}: {})",
+                            c["reason"].as_str().unwrap_or(""),
+                            c["message"].as_str().unwrap_or("")
+                        )
+                    })
+                    .unwrap_or_default();
+                waiting(format!(
+                    "{}/{wanted} replicas available{why}",
+                    count("availableReplicas")
+                ))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn with(conditions: Value) -> Value {
+        json!({ "status": { "observedGeneration": 2, "conditions": conditions } })
+    }
+
+    #[test]
+    fn any_kind_is_read_by_its_conditions_as_kstatus_does() {
+        assert_eq!(of("ConfigMap", &json!({ "data": {} }), 1), Health::Healthy);
+        let ready = with(json!([{ "type": "Ready", "status": "True" }]));
+        assert_eq!(of("Widget", &ready, 2), Health::Healthy);
+        assert_eq!(
+            of("Widget", &ready, 3),
+            Health::InProgress("the controller has not seen generation 3 yet".into())
+        );
+        let not_ready = with(
+            json!([{ "type": "Ready", "status": "False", "reason": "BadConfig", "message": "the bucket name is taken" }]),
+        );
+        assert_eq!(
+            of("Widget", &not_ready, 2),
+            Health::InProgress("Ready=False: BadConfig: the bucket name is taken".into())
+        );
+        let stalled = with(json!([
+            { "type": "Ready", "status": "False" },
+            { "type": "Stalled", "status": "True", "reason": "QuotaExceeded", "message": "no more buckets" }
+        ]));
+        assert_eq!(
+            of("Widget", &stalled, 2),
+            Health::Failed("Stalled: QuotaExceeded: no more buckets".into())
+        );
+        let reconciling =
+            with(json!([{ "type": "Reconciling", "status": "True", "message": "creating" }]));
+        assert_eq!(
+            of("Widget", &reconciling, 2),
+            Health::InProgress("Reconciling: creating".into())
+        );
+        let unavailable = with(json!([{ "type": "Available", "status": "False" }]));
+        assert_eq!(
+            of("Widget", &unavailable, 2),
+            Health::InProgress("Available=False".into())
+        );
+    }
+
+    #[test]
+    fn built_in_kinds_by_their_own_status() {
+        let claim = |phase: &str| json!({ "status": { "phase": phase } });
+        assert_eq!(
+            of("PersistentVolumeClaim", &claim("Bound"), 1),
+            Health::Healthy
+        );
+        assert!(matches!(
+            of("PersistentVolumeClaim", &claim("Pending"), 1),
+            Health::InProgress(_)
+        ));
+        assert!(matches!(
+            of("PersistentVolumeClaim", &claim("Lost"), 1),
+            Health::Failed(_)
+        ));
+        let job = json!({ "spec": { "backoffLimit": 1 }, "status": { "failed": 2 } });
+        assert_eq!(
+            of("Job", &job, 1),
+            Health::Failed("the job failed 2 times (backoffLimit 1)".into())
+        );
+        let fresh = json!({ "spec": { "replicas": 2 } });
+        assert!(
+            matches!(of("Deployment", &fresh, 1), Health::InProgress(_)),
+            "no status yet is not ready"
+        );
+    }
+}
