@@ -411,3 +411,29 @@ fn objects_come_in_waves_and_a_wave_is_a_whole_number() {
         "{error}"
     );
 }
+
+#[test]
+fn values_a_charts_schema_refuses_are_named() {
+    let dir = created_chart();
+    let chart = dir.path().join("shop");
+    std::fs::write(
+        chart.join("values.schema.json"),
+        r#"{"type": "object", "properties": {"service": {"type": "object", "additionalProperties": false, "properties": {"type": {"type": "string"}, "port": {"type": "integer"}}}}}"#,
+    )
+    .unwrap();
+    let typo = RenderContext {
+        values: Some(json!({ "service": { "prot": 8080 } })),
+        ..context()
+    };
+    let error = render(&chart, "apps/shop/deploy", &typo)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with("helm could not render apps/shop/deploy:"),
+        "{error}"
+    );
+    assert!(error.contains("prot"), "the unknown key is named: {error}");
+    assert!(!error.contains("/tmp"), "no server path: {error}");
+    // Gantry's own `gantry` key passes a schema that allows what it does not list.
+    render(&chart, "apps/shop/deploy", &context()).expect("valid values render");
+}

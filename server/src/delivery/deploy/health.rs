@@ -1,6 +1,7 @@
 //! Whether an applied object is healthy, from what the cluster says of it:
 //! the workload kinds by their own status (replicas available, a Job's
-//! completions), PersistentVolumeClaims by their phase, and every other
+//! completions), PersistentVolumeClaims by their phase, load-balanced
+//! Services and Ingresses by the address they were given, and every other
 //! kind — custom resources included — by the community's conventions, as
 //! kstatus reads them: a controller that has not seen the object's
 //! generation yet is still working; `Stalled=True` has failed;
@@ -25,6 +26,8 @@ pub fn of(kind: &str, object: &Value, generation: i64) -> Health {
     let status = &object["status"];
     match kind {
         "Deployment" | "StatefulSet" | "DaemonSet" | "Job" => workload(kind, object, generation),
+        "Service" if object["spec"]["type"] == "LoadBalancer" => addressed(status),
+        "Ingress" => addressed(status),
         "PersistentVolumeClaim" => match status["phase"].as_str() {
             Some("Bound") => Health::Healthy,
             Some("Lost") => Health::Failed("the claim lost its volume".into()),
@@ -34,6 +37,18 @@ pub fn of(kind: &str, object: &Value, generation: i64) -> Health {
             )),
         },
         _ => conventional(status, generation),
+    }
+}
+
+/// A load balancer's address, once one was given.
+fn addressed(status: &Value) -> Health {
+    let given = status["loadBalancer"]["ingress"]
+        .as_array()
+        .is_some_and(|ingress| !ingress.is_empty());
+    if given {
+        Health::Healthy
+    } else {
+        Health::InProgress("waiting for a load-balancer address".into())
     }
 }
 
@@ -215,6 +230,23 @@ mod tests {
             of("Job", &job, 1),
             Health::Failed("the job failed 2 times (backoffLimit 1)".into())
         );
+        let balanced = |ingress: Value| json!({ "spec": { "type": "LoadBalancer" }, "status": { "loadBalancer": { "ingress": ingress } } });
+        assert_eq!(
+            of("Service", &balanced(json!([{ "ip": "203.0.113.7" }])), 1),
+            Health::Healthy
+        );
+        assert!(matches!(
+            of("Service", &balanced(json!([])), 1),
+            Health::InProgress(_)
+        ));
+        assert_eq!(
+            of("Service", &json!({ "spec": { "type": "ClusterIP" } }), 1),
+            Health::Healthy
+        );
+        assert!(matches!(
+            of("Ingress", &json!({ "status": {} }), 1),
+            Health::InProgress(_)
+        ));
         let fresh = json!({ "spec": { "replicas": 2 } });
         assert!(
             matches!(of("Deployment", &fresh, 1), Health::InProgress(_)),
