@@ -504,6 +504,17 @@ impl Store {
         if resource.plural == "namespaces" && object["status"].is_null() {
             object["status"] = json!({ "phase": "Active" });
         }
+        // The real API server accepts a CRD's names and establishes it as
+        // it stores it.
+        if resource.plural == "customresourcedefinitions" && object["status"].is_null() {
+            object["status"] = json!({
+                "acceptedNames": object["spec"]["names"].clone(),
+                "conditions": [
+                    { "type": "NamesAccepted", "status": "True", "reason": "NoConflicts" },
+                    { "type": "Established", "status": "True", "reason": "InitialNamesAccepted" }
+                ]
+            });
+        }
         if dry_run {
             return Written { object, created };
         }

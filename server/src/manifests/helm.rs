@@ -56,6 +56,9 @@ pub fn template(
         })?;
         Ok(path)
     };
+    if context.chart.is_none() {
+        only_its_own_files(deploy_dir, folder)?;
+    }
     let mut args: Vec<std::ffi::OsString> = vec!["template".into(), context.app.clone().into()];
     match &context.chart {
         // From a chart repository: its values over the chart's own come
@@ -137,6 +140,38 @@ pub fn template(
         });
     }
     Ok(documents(&String::from_utf8_lossy(&output.stdout), folder))
+}
+
+/// A chart reads only itself: a symbolic link leading out of it would let
+/// `.Files.Get` put the server's files into a manifest. Refused, named.
+fn only_its_own_files(dir: &Path, folder: &str) -> Result<(), ManifestError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ManifestError::Io { path, source }
+    };
+    let root = dir.canonicalize().map_err(io(dir))?;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        for entry in std::fs::read_dir(&current).map_err(io(&current))?.flatten() {
+            let path = entry.path();
+            let kind = entry.file_type().map_err(io(&path))?;
+            if kind.is_symlink() {
+                let inside = path
+                    .canonicalize()
+                    .is_ok_and(|target| target.starts_with(&root));
+                if !inside {
+                    let relative = path.strip_prefix(dir).unwrap_or(&path);
+                    return Err(ManifestError::Invalid {
+                        file: format!("{folder}/{}", relative.display()),
+                        message: "a symbolic link that leads out of the chart: a chart is rendered from its own files only".into(),
+                    });
+                }
+            } else if kind.is_dir() {
+                pending.push(path);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Splits Helm's output into documents, each named after the chart file its

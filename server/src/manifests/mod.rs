@@ -23,8 +23,19 @@ pub const COMMIT_LABEL: &str = "gantry.dev/commit";
 /// next (a whole number; default 0; lower first).
 pub const WAVE_ANNOTATION: &str = "gantry.dev/wave";
 
-/// The wave of a rendered (so validated) object.
+/// Set to `"false"`, an object is not waited for (a load balancer's
+/// address on a cluster that never gives one, a claim bound on first use).
+pub const WAIT_ANNOTATION: &str = "gantry.dev/wait";
+
+/// The wave of a rendered (so validated) object: Namespaces and CRDs are
+/// applied before every wave, in the lowest.
 pub fn wave_of(object: &Value) -> i64 {
+    if matches!(
+        object["kind"].as_str(),
+        Some("Namespace" | "CustomResourceDefinition")
+    ) {
+        return i64::MIN;
+    }
     object["metadata"]["annotations"][WAVE_ANNOTATION]
         .as_str()
         .and_then(|wave| wave.trim().parse().ok())
@@ -350,15 +361,12 @@ fn checked(
             message: "no Kubernetes objects in the manifests".into(),
         });
     }
-    // By wave; in each, namespaces and CRDs first, so what lives in them
-    // can be applied.
-    out.sort_by_key(|o| {
-        let rank = match o["kind"].as_str() {
-            Some("Namespace") => 0,
-            Some("CustomResourceDefinition") => 1,
-            _ => 2,
-        };
-        (wave_of(o), rank)
+    // Namespaces and CRDs before everything (what lives in them may be in
+    // any wave), then the rest by wave.
+    out.sort_by_key(|o| match o["kind"].as_str() {
+        Some("Namespace") => (0, i64::MIN),
+        Some("CustomResourceDefinition") => (1, i64::MIN),
+        _ => (2, wave_of(o)),
     });
     Ok(Rendered { objects: out })
 }

@@ -389,12 +389,12 @@ fn objects_come_in_waves_and_a_wave_is_a_whole_number() {
         .collect();
     assert_eq!(
         order,
-        ["early", "plain", "extra", "late"],
-        "by wave, a namespace first within its wave"
+        ["extra", "early", "plain", "late"],
+        "a namespace before every wave, then by wave"
     );
     assert_eq!(
         rendered.objects.iter().map(wave_of).collect::<Vec<_>>(),
-        [-1, 0, 2, 2]
+        [i64::MIN, -1, 0, 2]
     );
 
     let bad = deploy_dir(&[(
@@ -436,4 +436,25 @@ fn values_a_charts_schema_refuses_are_named() {
     assert!(!error.contains("/tmp"), "no server path: {error}");
     // Gantry's own `gantry` key passes a schema that allows what it does not list.
     render(&chart, "apps/shop/deploy", &context()).expect("valid values render");
+}
+
+#[test]
+fn a_chart_link_out_of_the_chart_is_refused() {
+    let dir = created_chart();
+    let chart = dir.path().join("shop");
+    std::fs::create_dir_all(chart.join("files")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", chart.join("files/host")).unwrap();
+    let error = render(&chart, "apps/shop/deploy", &context())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with(
+            "apps/shop/deploy/files/host: a symbolic link that leads out of the chart"
+        ),
+        "{error}"
+    );
+    // A link inside the chart is fine.
+    std::fs::remove_file(chart.join("files/host")).unwrap();
+    std::os::unix::fs::symlink("../values.yaml", chart.join("files/values")).unwrap();
+    render(&chart, "apps/shop/deploy", &context()).expect("a link within the chart renders");
 }

@@ -13,7 +13,7 @@ use kube::discovery::{ApiCapabilities, Scope, oneshot};
 use serde_json::{Value, json};
 
 use super::health::{self, Health};
-use crate::manifests::{APP_LABEL, ENV_LABEL, MANAGED_BY, ObjectRef, wave_of};
+use crate::manifests::{APP_LABEL, ENV_LABEL, MANAGED_BY, ObjectRef, WAIT_ANNOTATION, wave_of};
 
 pub const FIELD_MANAGER: &str = "gantry";
 const ATTEMPTS: u32 = 4;
@@ -324,7 +324,9 @@ pub async fn deploy(
         // Whatever the apply's answer does not already show healthy is
         // waited for, any kind (custom resources by their conditions).
         let generation = result.metadata.generation.unwrap_or(1);
+        let waited = object["metadata"]["annotations"][WAIT_ANNOTATION] != "false";
         match health::of(kind, &result.data, generation) {
+            _ if !waited => {}
             Health::Healthy => {}
             Health::InProgress(_) => {
                 workloads.push((api.clone(), kind.to_string(), name.clone(), generation));

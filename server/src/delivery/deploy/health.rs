@@ -26,6 +26,18 @@ pub fn of(kind: &str, object: &Value, generation: i64) -> Health {
     let status = &object["status"];
     match kind {
         "Deployment" | "StatefulSet" | "DaemonSet" | "Job" => workload(kind, object, generation),
+        // Its kind is served once the apiserver established it.
+        "CustomResourceDefinition" => {
+            let established = status["conditions"].as_array().is_some_and(|all| {
+                all.iter()
+                    .any(|c| c["type"] == "Established" && c["status"] == "True")
+            });
+            if established {
+                Health::Healthy
+            } else {
+                Health::InProgress("the API server has not established it yet".into())
+            }
+        }
         "Service" if object["spec"]["type"] == "LoadBalancer" => addressed(status),
         "Ingress" => addressed(status),
         "PersistentVolumeClaim" => match status["phase"].as_str() {
@@ -245,6 +257,15 @@ mod tests {
         );
         assert!(matches!(
             of("Ingress", &json!({ "status": {} }), 1),
+            Health::InProgress(_)
+        ));
+        let crd = |established: &str| json!({ "status": { "conditions": [{ "type": "Established", "status": established }] } });
+        assert_eq!(
+            of("CustomResourceDefinition", &crd("True"), 1),
+            Health::Healthy
+        );
+        assert!(matches!(
+            of("CustomResourceDefinition", &crd("False"), 1),
             Health::InProgress(_)
         ));
         let fresh = json!({ "spec": { "replicas": 2 } });

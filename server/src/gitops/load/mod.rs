@@ -660,23 +660,29 @@ fn validate_app(
         };
         let chart = entry.chart.and_then(|chart| {
             let mut ok = true;
+            // https, or plain http to this machine (a mirror beside
+            // Gantry); never credentials in the address (Helm repeats it).
             let repo = url::Url::parse(&chart.repo.value).ok();
-            if !repo
-                .as_ref()
-                .is_some_and(|url| matches!(url.scheme(), "http" | "https"))
-            {
+            let acceptable = repo.as_ref().is_some_and(|url| {
+                let here = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+                (url.scheme() == "https" || (url.scheme() == "http" && here))
+                    && url.username().is_empty()
+                    && url.password().is_none()
+            });
+            if !acceptable {
                 issues.at(
                     chart.repo.referenced,
                     field("chart.repo"),
                     format!(
-                        "{:?} is not an http(s) address of a chart repository",
+                        "{:?} is not the https address of a chart repository (plain http only to this machine; no credentials in the address)",
                         chart.repo.value
                     ),
                 );
                 ok = false;
             }
+            // Never `-…` (a flag to helm) nor `.`/`..` (a local path).
             let plain = |text: &str| {
-                !text.is_empty()
+                text.starts_with(|c: char| c.is_ascii_alphanumeric())
                     && text
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c))

@@ -471,3 +471,59 @@ fn a_chart_from_a_repository_is_pinned_to_an_exact_version() {
     );
     assert!(found[1].message.contains("exact"), "{found:?}");
 }
+
+#[test]
+fn a_chart_repository_is_https_and_a_chart_never_a_flag_or_a_path() {
+    let app = |repo: &str, name: &str, version: &str| {
+        APP.replace(
+            "    approval: { required: 2, roles: [admin] }\n",
+            &format!("    approval: {{ required: 2, roles: [admin] }}\n    chart: {{ repo: \"{repo}\", name: \"{name}\", version: \"{version}\" }}\n"),
+        )
+    };
+    assert!(
+        load_app(
+            "shop",
+            Some(&app("http://127.0.0.1:8879", "shop", "1.0.0")),
+            Some(PIPELINE),
+            &[]
+        )
+        .is_ok(),
+        "http to this machine"
+    );
+    for (repo, name, version, field) in [
+        (
+            "http://charts.example.com",
+            "shop",
+            "1.0.0",
+            "stack[2].chart.repo",
+        ),
+        (
+            "https://user:pass@charts.example.com",
+            "shop",
+            "1.0.0",
+            "stack[2].chart.repo",
+        ),
+        (
+            "https://charts.example.com",
+            "--post-renderer=x",
+            "1.0.0",
+            "stack[2].chart.name",
+        ),
+        (
+            "https://charts.example.com",
+            "..",
+            "1.0.0",
+            "stack[2].chart.name",
+        ),
+        (
+            "https://charts.example.com",
+            "shop",
+            "-1",
+            "stack[2].chart.version",
+        ),
+    ] {
+        let found = issues(&app(repo, name, version), PIPELINE);
+        let fields: Vec<&str> = found.iter().map(|i| i.field.as_str()).collect();
+        assert_eq!(fields, [field], "{repo} {name} {version}: {found:?}");
+    }
+}
