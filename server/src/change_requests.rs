@@ -1453,18 +1453,14 @@ pub async fn files(
         return Ok(app::dto::ChangeRequestFiles::default());
     }
     let shown = async {
-        let heads = requests.git.heads(&judged.source_url).await?;
-        let Some(target) = heads
-            .get(&judged.row.target_branch)
-            .filter(|_| !head.is_empty())
-        else {
+        let Some(target) = target_head(requests, &judged, &head).await? else {
             return Ok(crate::git::Patches::default());
         };
         requests
             .git
             .patches(
                 &judged.source_url,
-                target,
+                &target,
                 &head,
                 crate::git::PatchLimits::default(),
                 lines,
@@ -1499,6 +1495,23 @@ pub async fn files(
     })
 }
 
+/// The target branch's head in the mirror, when the request has a `head`
+/// to compare with it.
+async fn target_head(
+    requests: &ChangeRequests<'_>,
+    judged: &Judged,
+    head: &str,
+) -> std::result::Result<Option<String>, GitError> {
+    if head.is_empty() {
+        return Ok(None);
+    }
+    Ok(requests
+        .git
+        .heads(&judged.source_url)
+        .await?
+        .remove(&judged.row.target_branch))
+}
+
 /// What a reviewer decides on: the request's own commits (what its head
 /// adds to the target's head — what an approval covers) and, apart, the
 /// commits on a protected target that no approval covers (the request
@@ -1514,16 +1527,12 @@ async fn review_commits(
     Option<app::dto::UncoveredCommits>,
 ) {
     let shown = async {
-        let heads = requests.git.heads(&judged.source_url).await?;
-        let Some(target) = heads
-            .get(&judged.row.target_branch)
-            .filter(|_| !head.is_empty())
-        else {
+        let Some(target) = target_head(requests, judged, head).await? else {
             return Ok((Vec::new(), None));
         };
         let own = requests
             .git
-            .log_range(&judged.source_url, Some(target), head, 100)
+            .log_range(&judged.source_url, Some(&target), head, 100)
             .await?;
         let own = crate::coverage::view(&crate::git::Uncovered {
             total: own.len(),
@@ -1541,7 +1550,7 @@ async fn review_commits(
                     policy,
                 };
                 let uncovered =
-                    crate::coverage::uncovered(requests.db, requests.git, protected, target)
+                    crate::coverage::uncovered(requests.db, requests.git, protected, &target)
                         .await?;
                 Some(crate::coverage::view(&uncovered))
             }

@@ -1,5 +1,6 @@
 //! Building blocks every page uses.
 
+pub mod action;
 pub mod charts;
 pub mod commits;
 pub mod diff;

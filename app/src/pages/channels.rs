@@ -6,6 +6,7 @@
 use leptos::prelude::*;
 
 use crate::api::{TestChannel, list_channels, list_secrets};
+use crate::components::action::removal;
 use crate::components::list::{AdminsOnly, EmptyState, PageHeader, loaded, with_csrf};
 use crate::components::outcome::{Outcome, report};
 use crate::dto::{ChannelSummary, DeliverySummary};
@@ -90,7 +91,14 @@ fn channel_panel(channel: ChannelSummary, csrf: String) -> impl IntoView {
             {failures}
             <div class="run-actions">
                 <TestForm name=target.clone() csrf=csrf.clone() />
-                {remove_form(target, csrf)}
+                {removal(
+                    "/fn/remove_channel",
+                    vec![("name", target.clone())],
+                    "Remove",
+                    &target,
+                    ("channel-outcome", "channel-error"),
+                    csrf,
+                )}
             </div>
             {delivery_table(channel.deliveries)}
         </section>
@@ -229,25 +237,6 @@ fn add_form(secrets: Vec<String>, csrf: String) -> impl IntoView {
                     .collect_view()}
             </fieldset>
             <button type="submit" class="primary">"Save channel"</button>
-        </form>
-    }
-}
-
-/// Removes a channel (an action form).
-fn remove_form(name: String, csrf: String) -> impl IntoView {
-    let label = format!("Remove {name}");
-    view! {
-        <form
-            method="post"
-            action="/fn/remove_channel"
-            class="inline"
-            data-action=""
-            data-done="channel-outcome"
-            data-error="channel-error"
-        >
-            <input type="hidden" name="csrf" value=csrf />
-            <input type="hidden" name="name" value=name />
-            <button type="submit" class="danger" aria-label=label>"Remove"</button>
         </form>
     }
 }

@@ -6,6 +6,7 @@
 use leptos::prelude::*;
 
 use crate::api::list_secrets;
+use crate::components::action::removal;
 use crate::components::list::{AdminsOnly, EmptyState, PageHeader, loaded, with_csrf};
 use crate::dto::SecretEntry;
 
@@ -67,7 +68,14 @@ fn secret_table(secrets: Vec<SecretEntry>, csrf: String) -> impl IntoView {
                                 <td data-label="For">{scope}</td>
                                 <td data-label="Value" class="muted">"hidden"</td>
                                 <td data-label="Actions">
-                                    {delete_form(secret.name, secret.app.unwrap_or_default(), csrf.clone())}
+                                    {removal(
+                                        "/fn/delete_secret",
+                                        vec![("name", secret.name.clone()), ("app", secret.app.unwrap_or_default())],
+                                        "Delete",
+                                        &secret.name,
+                                        ("secret-outcome", "secret-error"),
+                                        csrf.clone(),
+                                    )}
                                 </td>
                             </tr>
                         }
@@ -107,26 +115,6 @@ fn set_form(csrf: String) -> impl IntoView {
                 <input name="app" placeholder="shop" autocomplete="off" />
             </label>
             <button type="submit" class="primary">"Set secret"</button>
-        </form>
-    }
-}
-
-/// Deletes one secret (an action form).
-fn delete_form(name: String, app: String, csrf: String) -> impl IntoView {
-    let label = format!("Delete {name}");
-    view! {
-        <form
-            method="post"
-            action="/fn/delete_secret"
-            class="inline"
-            data-action=""
-            data-done="secret-outcome"
-            data-error="secret-error"
-        >
-            <input type="hidden" name="csrf" value=csrf />
-            <input type="hidden" name="name" value=name />
-            <input type="hidden" name="app" value=app />
-            <button type="submit" class="danger" aria-label=label>"Delete"</button>
         </form>
     }
 }

@@ -6,6 +6,7 @@
 use leptos::prelude::*;
 
 use crate::api::list_api_tokens;
+use crate::components::action::removal;
 use crate::components::layout::{signed_in, use_me};
 use crate::components::list::{EmptyState, PageHeader, Time, loaded};
 use crate::dto::{ApiToken, Me, Role};
@@ -114,7 +115,14 @@ fn token_table(tokens: Vec<ApiToken>, csrf: String) -> impl IntoView {
                                 </td>
                                 <td data-label="Actions">
                                     {(state == "active").then(|| view! {
-                                        {revoke_form(token.id, label.clone(), csrf.clone())}
+                                        {removal(
+                                            "/fn/revoke_api_token",
+                                            vec![("id", token.id.to_string())],
+                                            "Revoke",
+                                            &label,
+                                            ("token-outcome", "token-error"),
+                                            csrf.clone(),
+                                        )}
                                     })}
                                 </td>
                             </tr>
@@ -168,25 +176,6 @@ fn create_form(roles: Vec<String>, csrf: String) -> impl IntoView {
                 <input name="expires" placeholder="90d" autocomplete="off" />
             </label>
             <button type="submit" class="primary">"Make token"</button>
-        </form>
-    }
-}
-
-/// Revokes one token (an action form).
-fn revoke_form(id: i64, name: String, csrf: String) -> impl IntoView {
-    let label = format!("Revoke {name}");
-    view! {
-        <form
-            method="post"
-            action="/fn/revoke_api_token"
-            class="inline"
-            data-action=""
-            data-done="token-outcome"
-            data-error="token-error"
-        >
-            <input type="hidden" name="csrf" value=csrf />
-            <input type="hidden" name="id" value=id />
-            <button type="submit" class="danger" aria-label=label>"Revoke"</button>
         </form>
     }
 }

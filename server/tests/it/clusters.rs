@@ -1448,64 +1448,56 @@ fn copy_tree(from: &std::path::Path, repo: &WorkRepo, to: &str) {
     }
 }
 
-// A chart as `helm create` makes it, in the app's deploy folder: rendered
-// by the real helm with `values-staging.yaml` and the stack entry's
-// `values:`, applied by Gantry; the next release, whose values turn the
-// ServiceAccount off, prunes it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_helm_chart_deploys_with_its_values_per_environment_and_prunes() {
+/// `helm` with `args`, run in `dir` (its home too).
+fn helm_in(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new(crate::support::helm())
+        .args(args)
+        .current_dir(dir)
+        .env("HOME", dir)
+        .output()
+        .expect("helm");
+    assert!(
+        out.status.success(),
+        "helm {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An app.yaml deploying `latest` of `source` to staging on `dev`, with
+/// `extra` lines in the entry.
+fn staging_on_dev(source: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: gantry.dev/v1\nsource: {source}\nstack:\n  - env: staging\n    branch: latest\n    target: dev\n{extra}"
+    )
+}
+
+/// Shop on one emulated cluster, `dev`: its repo (on `latest`), a pipeline
+/// repo that `fill` completes (app.yaml from `entry`), Gantry running.
+struct OneCluster {
+    dev: Emulator,
+    repo: WorkRepo,
+    pipeline: WorkRepo,
+    app: TestApp,
+    latest: String,
+}
+
+async fn on_one_cluster(entry: &str, fill: impl FnOnce(&WorkRepo)) -> OneCluster {
     let dev = Emulator::start(Options {
         rollout: RolloutMode::After(Duration::from_millis(100)),
         ..Options::default()
     })
     .await
     .expect("dev");
-    let made = tempfile::tempdir().unwrap();
-    let created = std::process::Command::new(crate::support::helm())
-        .args(["create", "shop"])
-        .current_dir(made.path())
-        .env("HOME", made.path())
-        .output()
-        .expect("helm create");
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
-
     let repo = WorkRepo::new();
-    repo.write(
-        "README", "shop
-",
-    );
+    repo.write("README", "shop\n");
     repo.commit("first");
     repo.checkout_new("latest");
     let latest = repo.commit("staging");
     let pipeline = WorkRepo::new();
-    pipeline.write(
-        "apps/shop/app.yaml",
-        &format!(
-            "apiVersion: gantry.dev/v1
-source: {}
-stack:
-  - env: staging
-    branch: latest
-    target: dev
-    values: {{ podAnnotations: {{ team: payments }} }}
-",
-            repo.path()
-        ),
-    );
+    pipeline.write("apps/shop/app.yaml", &staging_on_dev(&repo.path(), entry));
     pipeline.write("apps/shop/pipeline.yaml", PIPELINE);
-    copy_tree(&made.path().join("shop"), &pipeline, "apps/shop/deploy");
-    pipeline.write(
-        "apps/shop/deploy/values-staging.yaml",
-        "replicaCount: 2
-service:
-  port: 8080
-",
-    );
-    pipeline.commit("shop as a chart");
+    fill(&pipeline);
+    pipeline.commit("shop on dev");
     let pipeline_path = pipeline.path();
     let mut app = TestApp::with_config("sqlite", |config| {
         config.pipeline_repo = Some(pipeline_path);
@@ -1520,6 +1512,40 @@ service:
         .await;
     assert_eq!(registered.status, 201, "{}", registered.text());
     app.start_flow().await;
+    OneCluster {
+        dev,
+        repo,
+        pipeline,
+        app,
+        latest,
+    }
+}
+
+// A chart as `helm create` makes it, in the app's deploy folder: rendered
+// by the real helm with `values-staging.yaml` and the stack entry's
+// `values:`, applied by Gantry; the next release, whose values turn the
+// ServiceAccount off, prunes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_helm_chart_deploys_with_its_values_per_environment_and_prunes() {
+    let made = tempfile::tempdir().unwrap();
+    helm_in(made.path(), &["create", "shop"]);
+    let OneCluster {
+        dev,
+        repo,
+        pipeline,
+        mut app,
+        latest,
+    } = on_one_cluster(
+        "    values: { podAnnotations: { team: payments } }\n",
+        |pipeline| {
+            copy_tree(&made.path().join("shop"), pipeline, "apps/shop/deploy");
+            pipeline.write(
+                "apps/shop/deploy/values-staging.yaml",
+                "replicaCount: 2\nservice:\n  port: 8080\n",
+            );
+        },
+    )
+    .await;
 
     let run = finished(&app, &latest).await;
     assert_eq!(
@@ -1600,31 +1626,12 @@ serviceAccount:
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_chart_from_a_chart_repository_deploys_at_its_pinned_version() {
     use axum::response::IntoResponse;
-    let dev = Emulator::start(Options {
-        rollout: RolloutMode::After(Duration::from_millis(100)),
-        ..Options::default()
-    })
-    .await
-    .expect("dev");
     let made = tempfile::tempdir().unwrap();
-    let helm = |args: &[&str]| {
-        let out = std::process::Command::new(crate::support::helm())
-            .args(args)
-            .current_dir(made.path())
-            .env("HOME", made.path())
-            .output()
-            .expect("helm");
-        assert!(
-            out.status.success(),
-            "helm {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    helm(&["create", "shop"]);
-    helm(&["package", "shop", "-d", "repo"]);
+    helm_in(made.path(), &["create", "shop"]);
+    helm_in(made.path(), &["package", "shop", "-d", "repo"]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
-    helm(&["repo", "index", "repo", "--url", &address]);
+    helm_in(made.path(), &["repo", "index", "repo", "--url", &address]);
     let files = made.path().join("repo");
     let served = axum::Router::new().route(
         "/{file}",
@@ -1642,36 +1649,19 @@ async fn a_chart_from_a_chart_repository_deploys_at_its_pinned_version() {
     );
     tokio::spawn(async move { axum::serve(listener, served).await });
 
-    let repo = WorkRepo::new();
-    repo.write("README", "shop\n");
-    repo.commit("first");
-    repo.checkout_new("latest");
-    let latest = repo.commit("staging");
-    let pipeline = WorkRepo::new();
-    let app_yaml = |version: &str| {
-        format!(
-            "apiVersion: gantry.dev/v1\nsource: {}\nstack:\n  - env: staging\n    branch: latest\n    target: dev\n    chart: {{ repo: \"{address}\", name: shop, version: \"{version}\" }}\n",
-            repo.path()
-        )
+    let chart = |version: &str| {
+        format!("    chart: {{ repo: \"{address}\", name: shop, version: \"{version}\" }}\n")
     };
-    pipeline.write("apps/shop/app.yaml", &app_yaml("0.1.0"));
-    pipeline.write("apps/shop/pipeline.yaml", PIPELINE);
-    pipeline.write("apps/shop/deploy/values-staging.yaml", "replicaCount: 3\n");
-    pipeline.commit("shop from a chart repository");
-    let pipeline_path = pipeline.path();
-    let mut app = TestApp::with_config("sqlite", |config| {
-        config.pipeline_repo = Some(pipeline_path);
-        config.poll_interval = Duration::from_secs(3600);
+    let OneCluster {
+        dev,
+        repo,
+        pipeline,
+        mut app,
+        latest,
+    } = on_one_cluster(&chart("0.1.0"), |pipeline| {
+        pipeline.write("apps/shop/deploy/values-staging.yaml", "replicaCount: 3\n");
     })
     .await;
-    let registered = app
-        .post_json(
-            "/api/v1/clusters",
-            json!({ "name": "dev", "kubeconfig": dev.kubeconfig("dev-context") }),
-        )
-        .await;
-    assert_eq!(registered.status, 201, "{}", registered.text());
-    app.start_flow().await;
 
     let run = finished(&app, &latest).await;
     assert_eq!(
@@ -1694,7 +1684,10 @@ async fn a_chart_from_a_chart_repository_deploys_at_its_pinned_version() {
         json!("shop-0.1.0")
     );
 
-    pipeline.write("apps/shop/app.yaml", &app_yaml("9.9.9"));
+    pipeline.write(
+        "apps/shop/app.yaml",
+        &staging_on_dev(&repo.path(), &chart("9.9.9")),
+    );
     pipeline.commit("a version nobody published");
     repo.write("v2", "2");
     let v2 = repo.commit("v2");
