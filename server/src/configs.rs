@@ -56,22 +56,29 @@ pub async fn at(
         .into_iter()
         .map(|c| c.name)
         .collect();
-    load_app(
-        &app_row.name,
-        app_yaml.as_deref(),
-        pipeline_yaml.as_deref(),
-        &clusters,
-    )
-    .map_err(|issues| {
-        ConfigError::Invalid(format!(
-            "the pipeline repo at {pipeline_sha} is invalid for this app: {}",
-            issues
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        ))
-    })
+    let admin_yaml = git
+        .read_file(repo, pipeline_sha, crate::gitops::guardrails::FILE)
+        .await?;
+    crate::gitops::load::load_admin(admin_yaml.as_deref())
+        .and_then(|admin| {
+            load_app(
+                &app_row.name,
+                app_yaml.as_deref(),
+                pipeline_yaml.as_deref(),
+                &clusters,
+            )
+            .and_then(|config| crate::gitops::load::guarded(config, &admin))
+        })
+        .map_err(|issues| {
+            ConfigError::Invalid(format!(
+                "the pipeline repo at {pipeline_sha} is invalid for this app: {}",
+                issues
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ))
+        })
 }
 
 /// The configuration the app was last loaded with, read back from what

@@ -13,7 +13,11 @@ use std::time::{Duration, Instant};
 
 use bench::percentile;
 use futures_util::future::join_all;
-use gantry::delivery::deploy::cluster::{ClusterDeploy, deploy};
+use std::sync::Arc;
+
+use gantry::clusters::Served;
+use gantry::delivery::deploy::cluster::{ClusterDeploy, Run, deploy};
+use gantry::gitops::guardrails::Guardrails;
 use kube_emulator::{Emulator, Faults, Options, RolloutMode};
 use serde_json::{Value, json};
 
@@ -34,7 +38,10 @@ fn release(round: usize) -> Vec<Value> {
     objects
 }
 
-async fn clusters(count: usize) -> Vec<(Emulator, kube::Client)> {
+/// An emulated cluster, a client of it, and what Gantry learnt it serves.
+type Cluster = (Emulator, kube::Client, Arc<Served>);
+
+async fn clusters(count: usize) -> Vec<Cluster> {
     let mut out = Vec::new();
     for _ in 0..count {
         let emulator = Emulator::start(Options {
@@ -50,22 +57,26 @@ async fn clusters(count: usize) -> Vec<(Emulator, kube::Client)> {
         let client =
             kube::Client::try_from(kube::Config::new(emulator.url().parse().expect("url")))
                 .expect("client");
-        out.push((emulator, client));
+        out.push((emulator, client, Arc::default()));
     }
     out
 }
 
 /// Applies one round to every cluster concurrently; the wall time.
-async fn fan_out(clusters: &[(Emulator, kube::Client)], round: usize) -> Duration {
+async fn fan_out(clusters: &[Cluster], round: usize) -> Duration {
     let objects = release(round);
+    let guardrails = Guardrails::default();
     let started = Instant::now();
-    let outcomes = join_all(clusters.iter().enumerate().map(|(i, (_, client))| {
-        let objects = &objects;
+    let outcomes = join_all(clusters.iter().enumerate().map(|(i, (_, client, served))| {
+        let (objects, guardrails) = (&objects, &guardrails);
         async move {
             let name = format!("cluster-{i}");
             deploy(
                 client,
+                served.clone(),
                 &ClusterDeploy {
+                    run: Run::Deploy,
+                    guardrails,
                     cluster: &name,
                     namespace: "bench",
                     app: "bench",
@@ -93,19 +104,27 @@ async fn main() {
         "fan-out: one 10-object release, {} ms injected latency per API request, {ROUNDS} rounds each",
         LATENCY.as_millis()
     );
-    println!("| clusters | p50 (ms) | apply time per object (ms) |");
-    println!("|---|---|---|");
+    println!(
+        "| clusters | p50 (ms) | sequential round trips (p50 / latency) | API requests per cluster and deploy |"
+    );
+    println!("|---|---|---|---|");
     let mut medians = Vec::new();
     for count in [1, 5, 10] {
         let clusters = clusters(count).await;
         fan_out(&clusters, 0).await; // warm-up: namespace, discovery, connections
+        let before: u64 = clusters.iter().map(|(e, ..)| e.store().requests()).sum();
         let mut times = Vec::new();
         for round in 1..=ROUNDS {
             times.push(fan_out(&clusters, round).await.as_secs_f64() * 1000.0);
         }
+        let after: u64 = clusters.iter().map(|(e, ..)| e.store().requests()).sum();
+        let requests = (after - before) as f64 / (ROUNDS * count) as f64;
         let p50 = percentile(&times, 50.0);
         medians.push(p50);
-        println!("| {count} | {p50:.0} | {:.1} |", p50 / 10.0);
+        println!(
+            "| {count} | {p50:.0} | {:.1} | {requests:.1} |",
+            p50 / LATENCY.as_millis() as f64
+        );
     }
     println!(
         "\n10-cluster / 1-cluster ratio: {:.2} (goal ≤ 1.5)",
@@ -124,7 +143,7 @@ async fn kubectl_comparison(gantry_one: f64) {
         println!("kubectl is not installed: no comparison");
         return;
     };
-    let (emulator, _) = clusters(1).await.remove(0);
+    let (emulator, ..) = clusters(1).await.remove(0);
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("config");
     std::fs::write(&kubeconfig, emulator.kubeconfig("bench")).expect("kubeconfig");

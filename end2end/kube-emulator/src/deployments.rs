@@ -22,14 +22,14 @@ const NOT_COPIED: [&str; 2] = [REVISION, "kubectl.kubernetes.io/last-applied-con
 /// look-alikes).
 const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
-fn fnv(text: &str) -> u32 {
+pub(crate) fn fnv(text: &str) -> u32 {
     text.bytes().fold(0x811c_9dc5u32, |hash, byte| {
         (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
     })
 }
 
 /// A name-safe rendering of `value`, `length` characters long.
-fn encode(mut value: u64, length: usize) -> String {
+pub(crate) fn encode(mut value: u64, length: usize) -> String {
     (0..length)
         .map(|_| {
             let c = ALPHABET[(value % ALPHABET.len() as u64) as usize] as char;
@@ -74,16 +74,21 @@ fn revision(set: &Value) -> i64 {
 }
 
 /// The uid of the object's controller (its owner with `controller: true`)
-/// when that is a Deployment or a ReplicaSet — what these controllers and
-/// their garbage collection look after.
-fn controller_uid(object: &Value) -> Option<&str> {
+/// when that is a Deployment, a ReplicaSet or a Job — what these
+/// controllers and their garbage collection look after.
+pub(crate) fn controller_uid(object: &Value) -> Option<&str> {
     object["metadata"]["ownerReferences"]
         .as_array()?
         .iter()
         .find(|o| {
             o["controller"] == true
-                && o["apiVersion"] == "apps/v1"
-                && matches!(o["kind"].as_str(), Some("Deployment" | "ReplicaSet"))
+                && match o["apiVersion"].as_str() {
+                    Some("apps/v1") => {
+                        matches!(o["kind"].as_str(), Some("Deployment" | "ReplicaSet"))
+                    }
+                    Some("batch/v1") => o["kind"] == "Job",
+                    _ => false,
+                }
         })?["uid"]
         .as_str()
 }
@@ -404,11 +409,15 @@ fn pod_status(pod: &Value, ready: bool) -> Value {
 /// Deletes ReplicaSets and pods whose controller is gone (background
 /// cascading deletion).
 fn collect_garbage(store: &Store) {
-    let owners: BTreeSet<String> = [("apps", "deployments"), ("apps", "replicasets")]
-        .iter()
-        .flat_map(|(group, plural)| store.objects_of(group, plural))
-        .filter_map(|(_, o)| o["metadata"]["uid"].as_str().map(str::to_string))
-        .collect();
+    let owners: BTreeSet<String> = [
+        ("apps", "deployments"),
+        ("apps", "replicasets"),
+        ("batch", "jobs"),
+    ]
+    .iter()
+    .flat_map(|(group, plural)| store.objects_of(group, plural))
+    .filter_map(|(_, o)| o["metadata"]["uid"].as_str().map(str::to_string))
+    .collect();
     for (group, plural) in [("apps", "replicasets"), ("", "pods")] {
         for (key, object) in store.objects_of(group, plural) {
             if controller_uid(&object).is_some_and(|uid| !owners.contains(uid)) {

@@ -636,7 +636,8 @@ async fn handle(
     outcome.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// What a pod's container printed (`?container=`, `tailLines=`), as text.
+/// What a pod's container printed (`?container=`, `tailLines=`,
+/// `limitBytes=`), as text.
 /// A container that has not started has no log yet, as on a real server.
 fn pod_log(
     store: &Store,
@@ -685,6 +686,14 @@ fn pod_log(
         let lines: Vec<&str> = text.lines().collect();
         let kept = &lines[lines.len().saturating_sub(tail)..];
         text = kept.iter().map(|l| format!("{l}\n")).collect();
+    }
+    if let Some(limit) = params
+        .get("limitBytes")
+        .and_then(|l| l.parse::<usize>().ok())
+        && text.len() > limit
+    {
+        // A real server cuts at the byte; a client decodes lossily.
+        text = String::from_utf8_lossy(&text.as_bytes()[..limit]).into_owned();
     }
     Ok(([(header::CONTENT_TYPE, "text/plain")], text).into_response())
 }

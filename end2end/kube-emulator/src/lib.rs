@@ -18,6 +18,7 @@ mod access;
 mod apply;
 mod deployments;
 mod http;
+mod jobs;
 mod json_patch;
 mod openapi;
 mod protobuf;

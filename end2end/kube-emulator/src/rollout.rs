@@ -1,6 +1,6 @@
-//! A stand-in for the controllers: workloads become available (Jobs
-//! complete) a while after their spec changes — or never —, Deployments
-//! get ReplicaSets and pods (`deployments`), and namespaces being deleted
+//! A stand-in for the controllers: workloads become available a while
+//! after their spec changes — or never —, Deployments get ReplicaSets and
+//! pods (`deployments`), Jobs a pod that runs (`jobs`), and namespaces being deleted
 //! go away with their content.
 
 use std::sync::Arc;
@@ -26,9 +26,12 @@ pub fn spawn(store: Arc<Store>) {
                 RolloutMode::Never => false,
             };
             for (key, object, age) in store.workloads() {
-                store.set_status(&key, status(&key.plural, &object, ready(age)));
+                if key.plural != "jobs" {
+                    store.set_status(&key, status(&key.plural, &object, ready(age)));
+                }
             }
             crate::deployments::reconcile(&store, ready);
+            crate::jobs::reconcile(&store, ready);
         }
     });
 }
@@ -66,22 +69,14 @@ fn status(plural: &str, object: &Value, ready: bool) -> Value {
             "currentReplicas": replicas,
             "updatedReplicas": replicas,
         }),
-        "daemonsets" => json!({
+        _ => json!({
             "observedGeneration": generation,
+            "numberReady": i64::from(ready),
+            "numberAvailable": i64::from(ready),
             "desiredNumberScheduled": 1,
             "currentNumberScheduled": 1,
             "updatedNumberScheduled": 1,
-            "numberReady": i64::from(ready),
-            "numberAvailable": i64::from(ready),
             "numberMisscheduled": 0,
         }),
-        _ => {
-            let completions = object["spec"]["completions"].as_i64().unwrap_or(1);
-            if ready {
-                json!({ "succeeded": completions, "conditions": [condition("Complete", true, "Completed", "")] })
-            } else {
-                json!({ "active": 1 })
-            }
-        }
     }
 }

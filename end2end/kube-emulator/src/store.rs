@@ -113,6 +113,8 @@ pub struct Store {
     inner: Mutex<Inner>,
     events: broadcast::Sender<WatchEvent>,
     faults: Mutex<Faults>,
+    /// Every request answered so far (benchmarks count round trips).
+    requests: std::sync::atomic::AtomicU64,
     rollout: Mutex<RolloutMode>,
     denied: Mutex<Vec<crate::Denied>>,
     /// Container output by (namespace, pod, container).
@@ -230,6 +232,7 @@ impl Store {
             inner: Mutex::new(inner),
             events,
             faults: Mutex::default(),
+            requests: std::sync::atomic::AtomicU64::new(0),
             rollout: Mutex::new(rollout),
             denied: Mutex::new(options.denied.clone()),
             logs: Mutex::default(),
@@ -245,8 +248,15 @@ impl Store {
         *lock(&self.faults) = faults;
     }
 
+    /// How many requests the server has received.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Counts one request against `fail_next`; true when it must fail.
     pub fn take_failure(&self) -> bool {
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut faults = lock(&self.faults);
         if faults.fail_next > 0 {
             faults.fail_next -= 1;

@@ -9,7 +9,7 @@ mod access;
 mod kubeconfig;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use app::dto::{ClusterState, ClusterSummary, Role};
@@ -17,6 +17,8 @@ use app::port::Caller;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::ApiResource;
+use kube::discovery::ApiCapabilities;
 use serde::{Deserialize, Serialize};
 
 use crate::db::{self, Db, now_millis};
@@ -114,10 +116,37 @@ pub struct Registry<'a> {
     pub flow: &'a Signals,
 }
 
-/// Built clients, by cluster name (dropped when the cluster changes).
+/// Built clients, by cluster name, each with what its cluster was found to
+/// serve (both dropped when the cluster changes).
 #[derive(Default)]
 pub struct ClientCache {
-    clients: Mutex<HashMap<String, kube::Client>>,
+    clients: Mutex<HashMap<String, (kube::Client, Arc<Served>)>>,
+}
+
+/// The kinds one cluster serves, by apiVersion, learnt as deploys ask and
+/// kept across them: a deploy asks discovery only for a group version it
+/// has not seen, or for a kind it did not find there (a CRD installed
+/// since).
+#[derive(Default)]
+pub struct Served {
+    groups: Mutex<HashMap<String, Vec<(ApiResource, ApiCapabilities)>>>,
+}
+
+impl Served {
+    pub fn get(&self, api_version: &str) -> Option<Vec<(ApiResource, ApiCapabilities)>> {
+        self.groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(api_version)
+            .cloned()
+    }
+
+    pub fn put(&self, api_version: &str, resources: Vec<(ApiResource, ApiCapabilities)>) {
+        self.groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(api_version.to_string(), resources);
+    }
 }
 
 impl std::fmt::Debug for ClientCache {
@@ -127,7 +156,7 @@ impl std::fmt::Debug for ClientCache {
 }
 
 impl ClientCache {
-    fn get(&self, name: &str) -> Option<kube::Client> {
+    fn get(&self, name: &str) -> Option<(kube::Client, Arc<Served>)> {
         self.clients
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -135,11 +164,13 @@ impl ClientCache {
             .cloned()
     }
 
-    fn put(&self, name: &str, client: kube::Client) {
+    fn put(&self, name: &str, client: kube::Client) -> Arc<Served> {
+        let served = Arc::new(Served::default());
         self.clients
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string(), client);
+            .insert(name.to_string(), (client, served.clone()));
+        served
     }
 
     fn forget(&self, name: &str) {
@@ -342,13 +373,21 @@ impl Registry<'_> {
 
     /// The client for a registered cluster (built once, then cached).
     pub async fn client(&self, name: &str) -> Result<kube::Client, ClusterError> {
-        if let Some(client) = self.clients.get(name) {
-            return Ok(client);
+        self.connection(name).await.map(|(client, _)| client)
+    }
+
+    /// The client for a registered cluster and what it was found to serve.
+    pub async fn connection(
+        &self,
+        name: &str,
+    ) -> Result<(kube::Client, Arc<Served>), ClusterError> {
+        if let Some(connection) = self.clients.get(name) {
+            return Ok(connection);
         }
         let credentials = self.credentials(name).await?;
         let client = build_client(name, &credentials).await?;
-        self.clients.put(name, client.clone());
-        Ok(client)
+        let served = self.clients.put(name, client.clone());
+        Ok((client, served))
     }
 
     /// An admin asks the cluster for its version now; the outcome is recorded.

@@ -4,6 +4,7 @@
 //! `layers.rs` keeps it so); `jobs::reconcile` applies it to Gantry's apps.
 
 pub mod freeze;
+pub mod guardrails;
 pub mod load;
 pub mod resources;
 pub mod schema;

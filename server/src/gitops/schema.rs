@@ -34,6 +34,9 @@ pub struct AppConfig {
     /// to, and merges forge requests through.
     #[serde(default)]
     pub forge: Option<ForgeConfig>,
+    /// What the pipeline repo's admin file lets it do.
+    #[serde(default)]
+    pub guardrails: super::guardrails::Guardrails,
 }
 
 /// The forges an app's `forge:` section may name.

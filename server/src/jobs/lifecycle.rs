@@ -85,24 +85,41 @@ async fn destroy_on_clusters(app: &App, env: &EnvRow, app_name: &str) -> Vec<Str
         Ok(Some(row)) => serde_json::from_str::<AppConfig>(&row.config).ok(),
         _ => None,
     };
-    let clusters: Vec<String> = config
-        .iter()
-        .flat_map(|c| {
-            c.stack
-                .iter()
-                .filter(|e| e.env == env.stack_entry)
-                .flat_map(|e| e.cluster_targets().cloned())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let entry = config
+        .as_ref()
+        .and_then(|c| c.stack.iter().find(|e| e.env == env.stack_entry));
+    let clusters: Vec<String> = entry
+        .map(|e| e.cluster_targets().cloned().collect())
+        .unwrap_or_default();
+    let timeout = Duration::from_secs(entry.map_or(300, |e| e.rollout_timeout_seconds));
+    // What the environment's current deployment applied: its pre-delete
+    // hooks run first.
+    let objects = match env.deployment_id {
+        Some(id) => crate::delivery::deploy::drift::deployed_objects(&app.delivery(), id)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
     let mut lines = Vec::new();
     for cluster in clusters {
-        let outcome = match app.cluster_registry().client(&cluster).await {
-            Ok(client) => crate::delivery::deploy::cluster::delete_namespace(
-                &client, &cluster, namespace, app_name, &env.name,
-            )
-            .await
-            .map_err(|error| error.to_string()),
+        let outcome = match app.cluster_registry().connection(&cluster).await {
+            Ok((client, served)) => {
+                // A preview goes with its branch: a failing pre-delete hook
+                // is reported, and the namespace deleted all the same.
+                let hooks = crate::delivery::deploy::cluster::pre_delete(
+                    &client, served, &cluster, namespace, &objects, timeout,
+                )
+                .await
+                .unwrap_or_else(|error| vec![error.to_string()]);
+                lines.extend(hooks);
+                crate::delivery::deploy::cluster::delete_namespace(
+                    &client, &cluster, namespace, app_name, &env.name,
+                )
+                .await
+                .map_err(|error| error.to_string())
+            }
             Err(error) => Err(error.to_string()),
         };
         lines.push(outcome.unwrap_or_else(|error| format!("teardown incomplete: {error}")));

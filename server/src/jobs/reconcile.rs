@@ -9,7 +9,8 @@ use app::dto::ConfigIssue;
 
 use crate::db::{self, apps::NewApp, now_millis};
 use crate::git::GitError;
-use crate::gitops::load::load_app;
+use crate::gitops::guardrails::{self, AdminFile};
+use crate::gitops::load::{guarded, load_admin, load_app};
 use crate::state::App;
 
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +86,17 @@ pub async fn apply(app: &App, repo: &str, sha: &str) -> Result<Outcome, Reconcil
 
     let mut valid = Vec::new();
     let mut issues = Vec::new();
-    for name in &folders {
+    // A broken admin file takes no app's configuration: each keeps the
+    // one it had, within the guardrails it had.
+    let admin_text = app.git.read_file(repo, sha, guardrails::FILE).await?;
+    let admin = match load_admin(admin_text.as_deref()) {
+        Ok(admin) => Some(admin),
+        Err(found) => {
+            issues.extend(found);
+            None
+        }
+    };
+    for name in folders.iter().filter(|_| admin.is_some()) {
         let app_yaml = app
             .git
             .read_file(repo, sha, &format!("apps/{name}/app.yaml"))
@@ -99,7 +110,9 @@ pub async fn apply(app: &App, repo: &str, sha: &str) -> Result<Outcome, Reconcil
             app_yaml.as_deref(),
             pipeline_yaml.as_deref(),
             &clusters,
-        ) {
+        )
+        .and_then(|config| guarded(config, admin.as_ref().unwrap_or(&AdminFile::default())))
+        {
             Ok(config) => valid.push(config),
             Err(found) => issues.extend(found),
         }

@@ -206,18 +206,6 @@ fn documents(output: &str, folder: &str) -> Vec<Document> {
     out
 }
 
-/// A Helm hook is not an ordinary object: Gantry does not run hooks yet,
-/// and applying one as if it were (a migration Job beside the new
-/// version) would be wrong. Names the hook.
-pub fn hook_refusal(object: &Value) -> Option<String> {
-    let hook = object["metadata"]["annotations"]["helm.sh/hook"].as_str()?;
-    Some(format!(
-        "{}/{} is a Helm hook (helm.sh/hook: {hook}): Gantry does not run hooks yet; remove the annotation to apply it with the rest",
-        object["kind"].as_str().unwrap_or("object"),
-        object["metadata"]["name"].as_str().unwrap_or("?"),
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,19 +223,5 @@ mod tests {
             ]
         );
         assert!(docs[1].text.contains("kind: Deployment"));
-    }
-
-    #[test]
-    fn hooks_are_named_not_applied() {
-        let job = json!({ "kind": "Job", "metadata": { "name": "migrate", "annotations": { "helm.sh/hook": "pre-upgrade" } } });
-        let why = hook_refusal(&job).unwrap_or_default();
-        assert!(
-            why.contains("Job/migrate") && why.contains("pre-upgrade"),
-            "{why}"
-        );
-        assert_eq!(
-            hook_refusal(&json!({ "kind": "Service", "metadata": { "name": "web" } })),
-            None
-        );
     }
 }

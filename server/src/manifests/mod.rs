@@ -93,6 +93,8 @@ pub struct RenderContext {
     /// A chart from a chart repository (`deploy/` then holds only its
     /// values files, if any).
     pub chart: Option<crate::gitops::schema::ChartSource>,
+    /// What the app may create.
+    pub guardrails: crate::gitops::guardrails::Guardrails,
 }
 
 impl RenderContext {
@@ -245,12 +247,6 @@ fn chart_objects(
             }
         })?;
         for (index, object) in docs.into_iter().enumerate() {
-            if let Some(why) = helm::hook_refusal(&object) {
-                return Err(ManifestError::Invalid {
-                    file: document.file.clone(),
-                    message: why,
-                });
-            }
             objects.push((document.file.clone(), index + 1, object));
         }
     }
@@ -345,6 +341,17 @@ fn checked(
             .rsplit_once('/')
             .map(|(g, _)| g.to_string())
             .unwrap_or_default();
+        if crate::gitops::guardrails::CLUSTER_SCOPED.contains(&reference.kind.as_str())
+            && let Some(why) = context.guardrails.kind_refusal(
+                &context.app,
+                &group,
+                &reference.kind,
+                &reference.name,
+                &context.namespace,
+            )
+        {
+            return Err(place(why.into()));
+        }
         if !seen.insert((
             group,
             reference.kind.clone(),
@@ -514,6 +521,8 @@ fn validate(mut object: Value, context: &RenderContext) -> Result<Value, Rejecte
         )
         .into());
     }
+    hooks::of(&object)?;
+    let annotations = &mut object["metadata"]["annotations"];
     annotations["gantry.dev/commit"] = json!(context.commit);
     annotations["gantry.dev/pipeline-sha"] = json!(context.pipeline_sha);
     annotations["gantry.dev/branch"] = json!(context.branch);
@@ -521,6 +530,7 @@ fn validate(mut object: Value, context: &RenderContext) -> Result<Value, Rejecte
 }
 
 pub mod helm;
+pub mod hooks;
 
 #[cfg(test)]
 mod tests;

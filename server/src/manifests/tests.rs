@@ -17,6 +17,7 @@ fn context() -> RenderContext {
         values: None,
         helm: helm(),
         chart: None,
+        guardrails: Default::default(),
     }
 }
 
@@ -141,7 +142,7 @@ fn a_chart_that_fails_names_its_file_and_no_server_path() {
     );
     assert!(!error.contains("/tmp"), "no server path: {error}");
 
-    // A hook is named, not applied as an ordinary object.
+    // A hook Gantry cannot run is refused with its file and name.
     std::fs::remove_file(chart.join("templates/broken.yaml")).unwrap();
     std::fs::write(
         chart.join("templates/migrate.yaml"),
@@ -150,7 +151,7 @@ kind: Job
 metadata:
   name: migrate
   annotations:
-    helm.sh/hook: pre-upgrade
+    helm.sh/hook: post-delete
 spec:
   template:
     spec:
@@ -163,7 +164,9 @@ spec:
         .unwrap_err()
         .to_string();
     assert!(
-        error.contains("apps/shop/deploy/templates/migrate.yaml") && error.contains("Job/migrate"),
+        error.contains("apps/shop/deploy/templates/migrate.yaml")
+            && error.contains("Job/migrate")
+            && error.contains("post-delete"),
         "{error}"
     );
 
@@ -381,7 +384,15 @@ fn objects_come_in_waves_and_a_wave_is_a_whole_number() {
         "a.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: late, annotations: { gantry.dev/wave: \"2\" } }\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: { name: plain }\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: { name: early, annotations: { gantry.dev/wave: \"-1\" } }\n---\napiVersion: v1\nkind: Namespace\nmetadata: { name: extra, annotations: { gantry.dev/wave: \"2\" } }\n",
     )]);
-    let rendered = render(dir.path(), "apps/shop/deploy", &context()).expect("renders");
+    let may_create_namespaces = RenderContext {
+        guardrails: crate::gitops::guardrails::Guardrails {
+            rule: "apps.shop".into(),
+            cluster_kinds: vec!["Namespace".into()],
+            ..Default::default()
+        },
+        ..context()
+    };
+    let rendered = render(dir.path(), "apps/shop/deploy", &may_create_namespaces).expect("renders");
     let order: Vec<&str> = rendered
         .objects
         .iter()

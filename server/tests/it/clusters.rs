@@ -483,6 +483,11 @@ mod flows {
             "apps/shop/deploy/crd.yaml",
             "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: { name: widgets.example.com }\nspec:\n  group: example.com\n  scope: Namespaced\n  names: { plural: widgets, singular: widget, kind: Widget }\n  versions: [{ name: v1, served: true, storage: true }]\n",
         );
+        // An app creates cluster-scoped kinds only as the admin file allows.
+        setup.pipeline.write(
+            "gantry.yaml",
+            "apiVersion: gantry.dev/v1\napps:\n  shop:\n    cluster_kinds: [CustomResourceDefinition]\n",
+        );
         setup.pipeline.commit("the widget CRD");
         setup.clusters.dev.set_faults(kube_emulator::Faults {
             latency: Duration::ZERO,
@@ -1780,6 +1785,10 @@ async fn a_custom_resource_that_is_not_ready_fails_the_rollout_with_its_message(
         "apps/shop/deploy/bucket.yaml",
         "apiVersion: example.com/v1\nkind: Bucket\nmetadata: { name: assets }\nspec: { size: 10Gi }\n",
     );
+    setup.pipeline.write(
+        "gantry.yaml",
+        "apiVersion: gantry.dev/v1\napps:\n  shop:\n    cluster_kinds: [apiextensions.k8s.io/CustomResourceDefinition]\n",
+    );
     setup.pipeline.commit("a bucket");
     setup.repo.checkout("latest");
     setup.repo.write("b", "1");
@@ -1844,4 +1853,417 @@ async fn a_custom_resource_that_is_not_ready_fails_the_rollout_with_its_message(
         "{}",
         deploy_log(app, &run).await
     );
+}
+
+/// A hook Job of `phase` that runs `script` (the emulator runs `sh -c`
+/// scripts of `echo` and `exit`), with extra annotations.
+fn hook_job(name: &str, annotations: &str, script: &str) -> String {
+    format!(
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {name}\n  annotations: {{ {annotations} }}\nspec:\n  backoffLimit: 0\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n        - name: {name}\n          image: \"{{{{ image }}}}\"\n          command: [sh, -c, \"{script}\"]\n"
+    )
+}
+
+/// What the newest pod of Job `job` in `namespace` printed.
+fn job_log(cluster: &Emulator, namespace: &str, job: &str) -> String {
+    let store = cluster.store();
+    let mut pods: Vec<Value> = store
+        .objects_of("", "pods")
+        .into_iter()
+        .map(|(_, pod)| pod)
+        .filter(|pod| {
+            pod["metadata"]["namespace"] == namespace
+                && pod["metadata"]["labels"]["job-name"] == job
+        })
+        .collect();
+    pods.sort_by_key(|pod| {
+        pod["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|v| v.parse::<u64>().ok())
+    });
+    let Some(pod) = pods.last() else {
+        return String::new();
+    };
+    store.log(namespace, pod["metadata"]["name"].as_str().unwrap(), job)
+}
+
+// Hooks: a pre-deploy migration Job completes before anything is applied
+// and its failure stops the deploy with its log, the on-failure hook then
+// runs; a post-deploy smoke Job (Helm's annotations) runs after and is
+// deleted by its policy; a rollback runs the migration of the release it
+// goes back to, and its record shows it; a preview's pre-delete hook runs
+// before its namespace goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hooks_run_in_their_phases_on_deploys_rollbacks_and_deletes() {
+    let good = "echo migrating to {{ commit }}";
+    let one = on_one_cluster(
+        "    rollout_timeout: 20s\n  - env: preview\n    branches: \"feature/*\"\n    target: dev\n",
+        |pipeline| {
+            pipeline.write(
+                "apps/shop/deploy/web.yaml",
+                MANIFESTS.replace("{{ replicas }}", "1").as_str(),
+            );
+            pipeline.write(
+                "apps/shop/deploy/migrate.yaml",
+                &hook_job("migrate", "gantry.dev/hook: pre-deploy", good),
+            );
+            pipeline.write(
+                "apps/shop/deploy/smoke.yaml",
+                &hook_job(
+                    "smoke",
+                    "helm.sh/hook: \"post-install,post-upgrade\", helm.sh/hook-delete-policy: hook-succeeded",
+                    "echo smoke ok",
+                ),
+            );
+            pipeline.write(
+                "apps/shop/deploy/cleanup.yaml",
+                &hook_job("cleanup", "gantry.dev/hook: on-failure", "echo cleaning up"),
+            );
+            pipeline.write(
+                "apps/shop/deploy/farewell.yaml",
+                &hook_job("farewell", "gantry.dev/hook: pre-delete", "echo goodbye"),
+            );
+        },
+    )
+    .await;
+    let app = &one.app;
+    let store = one.dev.store();
+    let v1 = one.latest.clone();
+    let run = finished(app, &v1).await;
+    let log = deploy_log(app, &run).await;
+    assert_eq!(run["run"]["state"], "succeeded", "{log}");
+    assert!(
+        log.contains("pre-deploy hook job/migrate completed"),
+        "{log}"
+    );
+    assert!(
+        log.contains("post-deploy hook job/smoke completed"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("cleanup") && !log.contains("farewell"),
+        "{log}"
+    );
+    assert_eq!(
+        job_log(&one.dev, "shop-staging", "migrate"),
+        format!("migrating to {v1}\n")
+    );
+    assert!(
+        store
+            .object("batch", "jobs", "shop-staging", "smoke")
+            .is_none(),
+        "hook-succeeded: deleted once it succeeded"
+    );
+    assert!(
+        store
+            .object("batch", "jobs", "shop-staging", "migrate")
+            .is_some()
+    );
+    for never in ["cleanup", "farewell"] {
+        assert!(
+            store
+                .object("batch", "jobs", "shop-staging", never)
+                .is_none()
+        );
+    }
+
+    // The migration fails: nothing else is applied, its log says why, and
+    // the on-failure hook runs.
+    one.pipeline.write(
+        "apps/shop/deploy/migrate.yaml",
+        &hook_job(
+            "migrate",
+            "gantry.dev/hook: pre-deploy",
+            "echo migrating to {{ commit }}; echo relation orders already exists; exit 1",
+        ),
+    );
+    one.pipeline.commit("a migration that fails");
+    scan(app).await;
+    wait_for("the new pipeline commit", MINUTE, || async {
+        let config = app.get("/api/v1/config").await.json();
+        (config["pipeline_sha"] == one.pipeline.head("master").as_str()).then_some(())
+    })
+    .await;
+    one.repo.checkout("latest");
+    one.repo.write("v2", "2");
+    let v2 = one.repo.commit("v2");
+    scan(app).await;
+    let run = finished(app, &v2).await;
+    let log = deploy_log(app, &run).await;
+    assert_eq!(run["run"]["state"], "failed", "{log}");
+    assert!(
+        log.contains(
+            "pre-deploy hook job/migrate on dev failed: the job failed: BackoffLimitExceeded"
+        ),
+        "{log}"
+    );
+    assert!(log.contains("relation orders already exists"), "{log}");
+    assert!(
+        log.contains("on-failure hook job/cleanup completed"),
+        "{log}"
+    );
+    let web = store
+        .object("apps", "deployments", "shop-staging", "web")
+        .unwrap();
+    assert_eq!(
+        web["spec"]["template"]["spec"]["containers"][0]["image"],
+        json!(format!("registry.example.com/shop:{v1}")),
+        "nothing applied after the failed migration"
+    );
+
+    one.pipeline.write(
+        "apps/shop/deploy/migrate.yaml",
+        &hook_job("migrate", "gantry.dev/hook: pre-deploy", good),
+    );
+    one.pipeline.commit("the migration fixed");
+    scan(app).await;
+    wait_for("the fixed pipeline commit", MINUTE, || async {
+        let config = app.get("/api/v1/config").await.json();
+        (config["pipeline_sha"] == one.pipeline.head("master").as_str()).then_some(())
+    })
+    .await;
+    one.repo.write("v3", "3");
+    let v3 = one.repo.commit("v3");
+    scan(app).await;
+    let run = finished(app, &v3).await;
+    assert_eq!(
+        run["run"]["state"],
+        "succeeded",
+        "{}",
+        deploy_log(app, &run).await
+    );
+    assert_eq!(
+        job_log(&one.dev, "shop-staging", "migrate"),
+        format!("migrating to {v3}\n")
+    );
+
+    // Back to v1: its own migration runs again, and the record says so.
+    let staging_releases = || async {
+        app.get("/api/v1/releases?app=shop&environment=staging")
+            .await
+            .json()
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let r1 = staging_releases()
+        .await
+        .into_iter()
+        .find(|r| r["version"] == v1.as_str())
+        .expect("v1's release");
+    let accepted = app
+        .post_json(
+            "/api/v1/apps/shop/rollback",
+            json!({ "environment": "staging", "to": r1["id"], "reason": "v3 is slow" }),
+        )
+        .await;
+    assert_eq!(accepted.status, 202, "{}", accepted.text());
+    let id = accepted.json()["run_id"].as_i64().unwrap();
+    let run = wait_for("the rollback run", MINUTE, || async {
+        let run = app.get(&format!("/api/v1/runs/{id}")).await.json();
+        (!["queued", "running"].contains(&run["run"]["state"].as_str().unwrap_or("")))
+            .then_some(run)
+    })
+    .await;
+    assert_eq!(run["run"]["state"], "succeeded", "{run}");
+    assert_eq!(
+        job_log(&one.dev, "shop-staging", "migrate"),
+        format!("migrating to {v1}\n"),
+        "the rollback ran the migration of the release it went back to"
+    );
+    let rollback = &staging_releases().await[0];
+    let detail = rollback["targets"][0]["detail"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        detail.contains("pre-deploy hook job/migrate completed")
+            && detail.contains("post-deploy hook job/smoke completed"),
+        "{rollback}"
+    );
+
+    // A preview's pre-delete hook runs before its namespace goes.
+    one.repo.checkout_new("feature/x");
+    one.repo.write("x", "x");
+    let x = one.repo.commit("x");
+    scan(app).await;
+    let run = finished(app, &x).await;
+    assert_eq!(
+        run["run"]["state"],
+        "succeeded",
+        "{}",
+        deploy_log(app, &run).await
+    );
+    one.repo.checkout("latest");
+    one.repo
+        .git(&["merge", "-q", "--no-ff", "-m", "merge x", "feature/x"]);
+    scan(app).await;
+    let detail = wait_for("the preview's teardown", MINUTE, || async {
+        let detail = app
+            .db_value(
+                "SELECT state_detail FROM environments WHERE stack_entry = $1",
+                "preview",
+            )
+            .await;
+        detail
+            .contains("deleted and verified gone")
+            .then_some(detail)
+    })
+    .await;
+    assert!(
+        detail.contains("pre-delete hook job/farewell completed"),
+        "{detail}"
+    );
+}
+
+/// Commits the pipeline repo and waits until Gantry read that commit;
+/// the configuration status it then reports.
+async fn pipeline_committed(one: &OneCluster, message: &str) -> Value {
+    let sha = one.pipeline.commit(message);
+    scan(&one.app).await;
+    wait_for("the pipeline commit to be read", MINUTE, || async {
+        let config = one.app.get("/api/v1/config").await.json();
+        (config["pipeline_sha"] == sha.as_str()).then_some(config)
+    })
+    .await
+}
+
+// Guardrails from the pipeline repo's admin file: a ClusterRole (and a
+// cluster-scoped custom kind, whose CRD the release brings) is refused
+// before anything is applied, naming file, object and rule; so is a
+// namespace outside the app's patterns; a cluster the app may not use
+// refuses its configuration, which keeps the one it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn guardrails_refuse_cluster_kinds_foreign_namespaces_and_clusters() {
+    let rails = "apiVersion: gantry.dev/v1\napps:\n  shop:\n    clusters: [dev]\n    namespaces: [\"{app}-*\"]\n    cluster_kinds: [CustomResourceDefinition]\n";
+    let one = on_one_cluster("", |pipeline| {
+        pipeline.write(
+            "apps/shop/deploy/web.yaml",
+            MANIFESTS.replace("{{ replicas }}", "1").as_str(),
+        );
+        pipeline.write("gantry.yaml", rails);
+    })
+    .await;
+    let app = &one.app;
+    let store = one.dev.store();
+    let run = finished(app, &one.latest).await;
+    assert_eq!(
+        run["run"]["state"],
+        "succeeded",
+        "{}",
+        deploy_log(app, &run).await
+    );
+    let push = |name: &'static str| {
+        one.repo.checkout("latest");
+        one.repo.write(name, name);
+        one.repo.commit(name)
+    };
+
+    // A ClusterRole: refused while rendering, with its file.
+    one.pipeline.write(
+        "apps/shop/deploy/role.yaml",
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: { name: reader }\nrules: []\n",
+    );
+    pipeline_committed(&one, "a cluster role").await;
+    let sha = push("role");
+    scan(app).await;
+    let run = finished(app, &sha).await;
+    let log = deploy_log(app, &run).await;
+    assert_eq!(run["run"]["state"], "failed", "{log}");
+    assert!(
+        log.contains("apps/shop/deploy/role.yaml: document 1: ClusterRole/reader is cluster-scoped and shop may not create it: gantry.yaml apps.shop.cluster_kinds allows CustomResourceDefinition"),
+        "{log}"
+    );
+    assert!(
+        store
+            .object("rbac.authorization.k8s.io", "clusterroles", "", "reader")
+            .is_none()
+    );
+
+    // A cluster-scoped custom kind, known from its CRD in the same release:
+    // refused before anything is applied, the CRD included.
+    one.pipeline.remove("apps/shop/deploy/role.yaml");
+    one.pipeline.write(
+        "apps/shop/deploy/tenant.yaml",
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: { name: tenants.example.com }\nspec:\n  group: example.com\n  scope: Cluster\n  names: { plural: tenants, singular: tenant, kind: Tenant }\n  versions: [{ name: v1, served: true, storage: true }]\n---\napiVersion: example.com/v1\nkind: Tenant\nmetadata: { name: acme }\nspec: {}\n",
+    );
+    pipeline_committed(&one, "a tenant").await;
+    let sha = push("tenant");
+    scan(app).await;
+    let run = finished(app, &sha).await;
+    let log = deploy_log(app, &run).await;
+    assert_eq!(run["run"]["state"], "failed", "{log}");
+    assert!(
+        log.contains("Tenant/acme is cluster-scoped and shop may not create it")
+            && log.contains("(on dev)"),
+        "{log}"
+    );
+    assert!(
+        store
+            .object(
+                "apiextensions.k8s.io",
+                "customresourcedefinitions",
+                "",
+                "tenants.example.com"
+            )
+            .is_none(),
+        "nothing was applied"
+    );
+
+    // A namespace outside the app's patterns.
+    one.pipeline.remove("apps/shop/deploy/tenant.yaml");
+    one.pipeline.write(
+        "apps/shop/app.yaml",
+        &staging_on_dev(&one.repo.path(), "    namespace: kube-system\n"),
+    );
+    pipeline_committed(&one, "into kube-system").await;
+    let sha = push("kube-system");
+    scan(app).await;
+    let run = finished(app, &sha).await;
+    let log = deploy_log(app, &run).await;
+    assert_eq!(run["run"]["state"], "failed", "{log}");
+    assert!(
+        log.contains("shop may not deploy into namespace kube-system: gantry.yaml apps.shop.namespaces allows {app}-*"),
+        "{log}"
+    );
+    assert!(
+        store
+            .object("apps", "deployments", "kube-system", "web")
+            .is_none()
+    );
+
+    // A cluster the app may not use: the configuration is refused.
+    one.pipeline
+        .write("apps/shop/app.yaml", &staging_on_dev(&one.repo.path(), ""));
+    one.pipeline.write(
+        "gantry.yaml",
+        &rails.replace("clusters: [dev]", "clusters: [prod-eu]"),
+    );
+    let config = pipeline_committed(&one, "dev is off limits").await;
+    assert_eq!(config["state"], "rejected", "{config}");
+    assert_eq!(
+        config["issues"][0]["file"], "apps/shop/app.yaml",
+        "{config}"
+    );
+    assert_eq!(
+        config["issues"][0]["field"], "stack.staging.targets",
+        "{config}"
+    );
+    assert!(
+        config["issues"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(
+                "shop may not deploy to cluster dev: gantry.yaml apps.shop.clusters allows prod-eu"
+            ),
+        "{config}"
+    );
+
+    // A broken admin file names its line; no app takes the commit.
+    one.pipeline.write(
+        "gantry.yaml",
+        "apiVersion: gantry.dev/v1\napps:\n  shop:\n    cluster_kind: [ClusterRole]\n",
+    );
+    let config = pipeline_committed(&one, "a typo").await;
+    assert_eq!(config["state"], "rejected", "{config}");
+    assert_eq!(config["issues"][0]["file"], "gantry.yaml", "{config}");
+    assert_eq!(config["issues"][0]["line"], 4, "{config}");
 }

@@ -4,15 +4,21 @@
 //! previous deployment applied and this one does not, and a rollout wait.
 //! Transient API errors are retried with backoff; permanent ones are not.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use futures_util::StreamExt;
+use futures_util::future::join_all;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, WatchEvent, WatchParams};
 use kube::core::{ApiResource, GroupVersion};
 use kube::discovery::{ApiCapabilities, Scope, oneshot};
 use serde_json::{Value, json};
 
 use super::health::{self, Health};
+use super::hooks;
+use crate::clusters::Served;
+use crate::gitops::guardrails::Guardrails;
+use crate::manifests::hooks::{Hook, Occasion, Phase};
 use crate::manifests::{APP_LABEL, ENV_LABEL, MANAGED_BY, ObjectRef, WAIT_ANNOTATION, wave_of};
 
 pub const FIELD_MANAGER: &str = "gantry";
@@ -31,6 +37,10 @@ pub struct ClusterDeploy<'a> {
     pub rollout_timeout: Duration,
     /// A preview's namespace is Gantry's to create and delete.
     pub preview: bool,
+    /// Which hooks run.
+    pub run: Run,
+    /// What the app may create.
+    pub guardrails: &'a Guardrails,
 }
 
 /// What a successful apply left on the cluster.
@@ -38,6 +48,8 @@ pub struct ClusterDeploy<'a> {
 pub struct Applied {
     pub objects: Vec<ObjectRef>,
     pub pruned: Vec<ObjectRef>,
+    /// A sentence per hook that ran.
+    pub hooks: Vec<String>,
 }
 
 /// Why an apply, a discovery, a prune, a rollout or a teardown on a cluster
@@ -73,6 +85,26 @@ pub enum ApplyError {
         object: String,
         cluster: String,
         why: String,
+    },
+    #[error("{0}")]
+    BadHook(String),
+    /// The app's guardrails refuse an object.
+    #[error("{0}")]
+    Guardrail(String),
+    /// A hook ended in failure: its reason and the end of its log.
+    #[error("{phase} hook {object} on {cluster} failed: {why}{log}")]
+    HookFailed {
+        phase: &'static str,
+        object: String,
+        cluster: String,
+        why: String,
+        log: String,
+    },
+    /// A failure, and what the hooks that ran meanwhile did.
+    #[error("{error} (hooks: {})", hooks.join("; "))]
+    AfterHooks {
+        error: Box<ApplyError>,
+        hooks: Vec<String>,
     },
     #[error("{object} on {cluster} did not become ready within {timeout}: {why}")]
     NotReady {
@@ -128,6 +160,10 @@ impl crate::error::Classified for ApplyError {
             | ApplyError::NotServed { .. }
             | ApplyError::Unhealthy { .. } => Kind::Invalid,
             ApplyError::NotOurs { .. } | ApplyError::Foreign { .. } => Kind::Conflict,
+            ApplyError::BadHook(_) | ApplyError::HookFailed { .. } | ApplyError::Guardrail(_) => {
+                Kind::Invalid
+            }
+            ApplyError::AfterHooks { error, .. } => error.kind(),
         }
     }
 }
@@ -143,7 +179,7 @@ fn transient(error: &kube::Error) -> bool {
 }
 
 /// Runs `call` up to [`ATTEMPTS`] times while it fails transiently.
-async fn retry<T, F, Fut>(what: &str, mut call: F) -> Result<T, ApplyError>
+pub(super) async fn retry<T, F, Fut>(what: &str, mut call: F) -> Result<T, ApplyError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, kube::Error>>,
@@ -184,63 +220,65 @@ where
     }
 }
 
-/// Discovery, one API group version at a time, remembered for the deploy.
+/// Discovery, one API group version at a time, kept per cluster across
+/// deploys ([`Served`]) and asked again on a miss.
 pub struct Kinds<'c> {
     client: &'c kube::Client,
     cluster: &'c str,
-    groups: HashMap<String, Vec<(ApiResource, ApiCapabilities)>>,
+    served: Arc<Served>,
 }
 
 impl<'c> Kinds<'c> {
-    pub fn new(client: &'c kube::Client, cluster: &'c str) -> Self {
+    pub fn new(client: &'c kube::Client, cluster: &'c str, served: Arc<Served>) -> Self {
         Kinds {
             client,
             cluster,
-            groups: HashMap::new(),
+            served,
         }
     }
 
-    /// The resource serving `apiVersion` + `kind`. `refresh` asks the
-    /// cluster again (after a CRD was applied).
+    /// The resource serving `apiVersion` + `kind`: from what is known of
+    /// the cluster, else from discovery (a kind not found among what is
+    /// known is asked for again: its CRD may be new).
     pub async fn resolve(
         &mut self,
         api_version: &str,
         kind: &str,
-        refresh: bool,
     ) -> Result<(ApiResource, ApiCapabilities), ApplyError> {
-        if refresh || !self.groups.contains_key(api_version) {
-            let gv: GroupVersion = api_version
-                .parse()
-                .map_err(|_| ApplyError::BadApiVersion(api_version.to_string()))?;
-            let client = self.client.clone();
-            let found = retry(
-                &format!("discovering {api_version} on {}", self.cluster),
-                || {
-                    let (client, gv) = (client.clone(), gv.clone());
-                    async move { oneshot::pinned_group(&client, &gv).await }
-                },
-            )
-            .await;
-            let resources = match found {
-                Ok(group) => group.versioned_resources(&gv.version),
-                Err(error) if error.is_not_found() => Vec::new(),
-                Err(error) => return Err(error),
-            };
-            self.groups.insert(api_version.to_string(), resources);
+        let find = |resources: &[(ApiResource, ApiCapabilities)]| {
+            resources.iter().find(|(ar, _)| ar.kind == kind).cloned()
+        };
+        if let Some(found) = self.served.get(api_version).as_deref().and_then(find) {
+            return Ok(found);
         }
-        self.groups
-            .get(api_version)
-            .and_then(|resources| resources.iter().find(|(ar, _)| ar.kind == kind).cloned())
-            .ok_or_else(|| ApplyError::NotServed {
-                kind: kind.to_string(),
-                api_version: api_version.to_string(),
-                cluster: self.cluster.to_string(),
-            })
+        let gv: GroupVersion = api_version
+            .parse()
+            .map_err(|_| ApplyError::BadApiVersion(api_version.to_string()))?;
+        let client = self.client.clone();
+        let found = retry(
+            &format!("discovering {api_version} on {}", self.cluster),
+            || {
+                let (client, gv) = (client.clone(), gv.clone());
+                async move { oneshot::pinned_group(&client, &gv).await }
+            },
+        )
+        .await;
+        let resources = match found {
+            Ok(group) => group.versioned_resources(&gv.version),
+            Err(error) if error.is_not_found() => Vec::new(),
+            Err(error) => return Err(error),
+        };
+        self.served.put(api_version, resources.clone());
+        find(&resources).ok_or_else(|| ApplyError::NotServed {
+            kind: kind.to_string(),
+            api_version: api_version.to_string(),
+            cluster: self.cluster.to_string(),
+        })
     }
 }
 
 /// The API for one object: namespaced or cluster-wide.
-fn api_for(
+pub(super) fn api_for(
     client: &kube::Client,
     ar: &ApiResource,
     caps: &ApiCapabilities,
@@ -252,108 +290,423 @@ fn api_for(
     }
 }
 
-/// Applies `request.objects` and waits for them to roll out.
+/// Applies `request.objects` and waits for them to roll out, running their
+/// hooks: pre-deploy hooks first, then each wave (its objects applied at
+/// once, then waited for together), prune, post-deploy hooks; on any
+/// failure the on-failure hooks, with the failure kept as the outcome.
 pub async fn deploy(
     client: &kube::Client,
+    served: Arc<Served>,
     request: &ClusterDeploy<'_>,
 ) -> Result<Applied, ApplyError> {
-    let mut kinds = Kinds::new(client, request.cluster);
-    let foreign = ensure_namespace(client, &mut kinds, request).await? == Namespace::Foreign;
-
-    let mut applied = Vec::new();
-    let mut workloads = Vec::new();
-    let mut refresh = false;
-    // One deadline for every wave's rollout.
-    let deadline = Instant::now() + request.rollout_timeout;
-    let mut wave = request.objects.first().map(wave_of);
+    let kinds = Kinds::new(client, request.cluster, served);
+    let mut hooks = Vec::new();
+    let mut objects = Vec::new();
     for object in request.objects {
-        // A wave is healthy before the next is applied (the objects come
-        // sorted by wave).
-        let next = wave_of(object);
-        if wave != Some(next) {
-            wait_for_rollout(
-                &workloads,
-                deadline,
-                request.rollout_timeout,
-                request.cluster,
-            )
-            .await?;
-            workloads.clear();
-            wave = Some(next);
+        match crate::manifests::hooks::of(object) {
+            Ok(Some(hook)) => hooks.push((object, hook)),
+            Ok(None) => objects.push(object),
+            // Rendered manifests were checked; a stored one from before
+            // hooks existed is named.
+            Err(why) => return Err(ApplyError::BadHook(why)),
         }
-        let api_version = object["apiVersion"].as_str().unwrap_or_default();
-        let kind = object["kind"].as_str().unwrap_or_default();
-        let name = object["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        if foreign && kind == "Namespace" && name == request.namespace {
-            // Applied, it would carry Gantry's labels: adopted after all.
-            continue;
-        }
-        let (ar, caps) = match kinds.resolve(api_version, kind, false).await {
-            Ok(found) => found,
-            // A kind from a CRD applied just before: ask again once.
-            Err(_) if refresh => kinds.resolve(api_version, kind, true).await?,
-            Err(error) => return Err(error),
-        };
-        let mut object = object.clone();
-        let namespace = if caps.scope == Scope::Namespaced {
-            object["metadata"]["namespace"] = json!(request.namespace);
-            Some(request.namespace)
-        } else {
-            if let Some(map) = object["metadata"].as_object_mut() {
-                map.remove("namespace");
+    }
+    let occasion = match request.run {
+        Run::Deploy if request.previous.is_empty() => Some(Occasion::Install),
+        Run::Deploy => Some(Occasion::Upgrade),
+        Run::Rollback => Some(Occasion::Rollback),
+        Run::Repair => None,
+    };
+    let place = hooks::Place {
+        client,
+        cluster: request.cluster,
+        namespace: request.namespace,
+    };
+    let mut rollout = Rollout {
+        client,
+        request,
+        kinds,
+        place,
+        // One deadline for the hooks and every wave.
+        deadline: Instant::now() + request.rollout_timeout,
+        ran: Vec::new(),
+    };
+    rollout.check(request.objects).await?;
+    let foreign =
+        ensure_namespace(client, &mut rollout.kinds, request).await? == Namespace::Foreign;
+    let outcome = rollout.run(&hooks, &objects, foreign, occasion).await;
+    match (outcome, occasion) {
+        (Ok((applied, pruned)), _) => Ok(Applied {
+            objects: applied,
+            pruned,
+            hooks: rollout.ran,
+        }),
+        (Err(error), None) => Err(error),
+        (Err(error), Some(occasion)) => {
+            // The failure hooks get a deadline of their own: the deploy's
+            // may be what ran out.
+            rollout.deadline = Instant::now() + request.rollout_timeout;
+            let after = rollout.hooks(&hooks, Phase::OnFailure, occasion).await;
+            if let Err(hook_error) = after {
+                rollout.ran.push(format!("then {hook_error}"));
             }
-            None
-        };
-        let api = api_for(client, &ar, &caps, namespace);
-        let params = PatchParams::apply(FIELD_MANAGER).force();
-        let result = retry(
-            &format!("applying {kind}/{name} to {}", request.cluster),
-            || {
-                let (api, object, params, name) =
-                    (api.clone(), object.clone(), params.clone(), name.clone());
-                async move { api.patch(&name, &params, &Patch::Apply(&object)).await }
-            },
+            if rollout.ran.is_empty() {
+                Err(error)
+            } else {
+                Err(ApplyError::AfterHooks {
+                    error: Box::new(error),
+                    hooks: rollout.ran,
+                })
+            }
+        }
+    }
+}
+
+/// The CustomResourceDefinition among `objects` that serves `kind` of
+/// `api_version`.
+fn crd_for<'v>(objects: &'v [Value], api_version: &str, kind: &str) -> Option<&'v Value> {
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    objects.iter().find(|o| {
+        o["kind"] == "CustomResourceDefinition"
+            && o["spec"]["group"] == group
+            && o["spec"]["names"]["kind"] == kind
+            && o["spec"]["versions"]
+                .as_array()
+                .is_some_and(|all| all.iter().any(|v| v["name"] == version))
+    })
+}
+
+/// How a deploy came about, for the hooks that run on some only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Run {
+    /// A new version (an install when nothing was applied here before).
+    Deploy,
+    /// A stored release again.
+    Rollback,
+    /// The live objects put back as recorded (self-heal): no hooks.
+    Repair,
+}
+
+/// One deploy to one cluster under way.
+struct Rollout<'r, 'c> {
+    client: &'c kube::Client,
+    request: &'r ClusterDeploy<'r>,
+    kinds: Kinds<'c>,
+    place: hooks::Place<'c>,
+    deadline: Instant,
+    /// What each hook that ran did.
+    ran: Vec<String>,
+}
+
+/// An object of a wave, ready to apply.
+struct Prepared {
+    api: Api<DynamicObject>,
+    kind: String,
+    name: String,
+    object: Value,
+}
+
+impl Rollout<'_, '_> {
+    /// Every object's kind, resolved before anything is applied: a kind
+    /// the cluster does not serve (unless a CRD of this release defines
+    /// it) or a cluster-scoped kind the app may not create stops the
+    /// deploy here.
+    async fn check(&mut self, objects: &[Value]) -> Result<(), ApplyError> {
+        for object in objects {
+            let api_version = object["apiVersion"].as_str().unwrap_or_default();
+            let kind = object["kind"].as_str().unwrap_or_default();
+            let name = object["metadata"]["name"].as_str().unwrap_or_default();
+            match self.kinds.resolve(api_version, kind).await {
+                Ok((ar, caps)) => self.guard(&ar, &caps, name)?,
+                // Its CRD comes with this release: the CRD says its scope.
+                Err(error @ ApplyError::NotServed { .. }) => {
+                    match crd_for(objects, api_version, kind) {
+                        Some(crd) => {
+                            let ar = ApiResource::from_gvk(&kube::core::GroupVersionKind {
+                                group: crd["spec"]["group"]
+                                    .as_str()
+                                    .unwrap_or_default()
+                                    .to_string(),
+                                version: String::new(),
+                                kind: kind.to_string(),
+                            });
+                            let scope = if crd["spec"]["scope"] == "Cluster" {
+                                Scope::Cluster
+                            } else {
+                                Scope::Namespaced
+                            };
+                            let caps = ApiCapabilities {
+                                scope,
+                                subresources: Vec::new(),
+                                operations: Vec::new(),
+                            };
+                            self.guard(&ar, &caps, name)?;
+                        }
+                        None => return Err(error),
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a cluster-scoped object the app may not create.
+    fn guard(
+        &self,
+        ar: &ApiResource,
+        caps: &ApiCapabilities,
+        name: &str,
+    ) -> Result<(), ApplyError> {
+        if caps.scope != Scope::Cluster {
+            return Ok(());
+        }
+        match self.request.guardrails.kind_refusal(
+            self.request.app,
+            &ar.group,
+            &ar.kind,
+            name,
+            self.request.namespace,
+        ) {
+            Some(why) => Err(ApplyError::Guardrail(format!(
+                "{why} (on {})",
+                self.request.cluster
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    async fn run(
+        &mut self,
+        hooks: &[(&Value, Hook)],
+        objects: &[&Value],
+        foreign: bool,
+        occasion: Option<Occasion>,
+    ) -> Result<(Vec<ObjectRef>, Vec<ObjectRef>), ApplyError> {
+        if let Some(occasion) = occasion {
+            self.hooks(hooks, Phase::PreDeploy, occasion).await?;
+        }
+        let mut applied = Vec::new();
+        // The objects come sorted by wave.
+        for wave in objects.chunk_by(|a, b| wave_of(a) == wave_of(b)) {
+            applied.extend(self.wave(wave, foreign).await?);
+        }
+        let pruned = prune(self.client, &mut self.kinds, self.request, &applied).await?;
+        if let Some(occasion) = occasion {
+            self.hooks(hooks, Phase::PostDeploy, occasion).await?;
+        }
+        Ok((applied, pruned))
+    }
+
+    async fn hooks(
+        &mut self,
+        hooks: &[(&Value, Hook)],
+        phase: Phase,
+        occasion: Occasion,
+    ) -> Result<(), ApplyError> {
+        let ran = hooks::run(
+            &self.place,
+            &mut self.kinds,
+            hooks,
+            phase,
+            occasion,
+            self.deadline,
+            self.request.rollout_timeout,
         )
         .await?;
-        if kind == "CustomResourceDefinition" {
-            refresh = true;
-        }
-        // Whatever the apply's answer does not already show healthy is
-        // waited for, any kind (custom resources by their conditions).
-        let generation = result.metadata.generation.unwrap_or(1);
-        let waited = object["metadata"]["annotations"][WAIT_ANNOTATION] != "false";
-        match health::of(kind, &result.data, generation) {
-            _ if !waited => {}
-            Health::Healthy => {}
-            Health::InProgress(_) => {
-                workloads.push((api.clone(), kind.to_string(), name.clone(), generation));
+        self.ran.extend(ran);
+        Ok(())
+    }
+
+    /// Applies one wave's objects at once and waits until all are healthy.
+    async fn wave(&mut self, wave: &[&Value], foreign: bool) -> Result<Vec<ObjectRef>, ApplyError> {
+        let request = self.request;
+        let mut prepared = Vec::new();
+        for object in wave {
+            let api_version = object["apiVersion"].as_str().unwrap_or_default();
+            let kind = object["kind"].as_str().unwrap_or_default();
+            let name = object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if foreign && kind == "Namespace" && name == request.namespace {
+                // Applied, it would carry Gantry's labels: adopted after all.
+                continue;
             }
-            Health::Failed(why) => {
-                return Err(ApplyError::Unhealthy {
-                    object: format!("{}/{name}", kind.to_ascii_lowercase()),
-                    cluster: request.cluster.to_string(),
+            let (ar, caps) = self.kinds.resolve(api_version, kind).await?;
+            self.guard(&ar, &caps, &name)?;
+            let mut object = (*object).clone();
+            let namespace = if caps.scope == Scope::Namespaced {
+                object["metadata"]["namespace"] = json!(request.namespace);
+                Some(request.namespace)
+            } else {
+                if let Some(map) = object["metadata"].as_object_mut() {
+                    map.remove("namespace");
+                }
+                None
+            };
+            prepared.push(Prepared {
+                api: api_for(self.client, &ar, &caps, namespace),
+                kind: kind.to_string(),
+                name,
+                object,
+            });
+        }
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let results = join_all(prepared.iter().map(|p| {
+            let params = params.clone();
+            async move {
+                retry(
+                    &format!("applying {}/{} to {}", p.kind, p.name, request.cluster),
+                    || {
+                        let params = params.clone();
+                        async move {
+                            p.api
+                                .patch(&p.name, &params, &Patch::Apply(&p.object))
+                                .await
+                        }
+                    },
+                )
+                .await
+            }
+        }))
+        .await;
+        let mut waiting = Vec::new();
+        let mut applied = Vec::new();
+        for (p, result) in prepared.iter().zip(results) {
+            let result = result?;
+            // Whatever the apply's answer does not already show healthy
+            // is waited for, any kind (custom resources by their
+            // conditions).
+            let generation = result.metadata.generation.unwrap_or(1);
+            let waited = p.object["metadata"]["annotations"][WAIT_ANNOTATION] != "false";
+            match health::of(&p.kind, &result.data, generation) {
+                _ if !waited => {}
+                Health::Healthy => {}
+                Health::InProgress(why) => {
+                    let version = result.metadata.resource_version.clone().unwrap_or_default();
+                    waiting.push((p, version, generation, why));
+                }
+                Health::Failed(why) => {
+                    return Err(ApplyError::Unhealthy {
+                        object: format!("{}/{}", p.kind.to_ascii_lowercase(), p.name),
+                        cluster: request.cluster.to_string(),
+                        why,
+                    });
+                }
+            }
+            applied.push(ObjectRef::of(&p.object));
+        }
+        let watched = join_all(waiting.into_iter().map(|(p, version, generation, why)| {
+            let watch = Watch {
+                api: &p.api,
+                kind: &p.kind,
+                name: &p.name,
+                cluster: request.cluster,
+                deadline: self.deadline,
+                timeout: request.rollout_timeout,
+            };
+            async move { watch.until(version, generation, why, health::of).await }
+        }))
+        .await;
+        watched.into_iter().collect::<Result<Vec<()>, _>>()?;
+        Ok(applied)
+    }
+}
+
+/// Waiting for one object to become healthy, by watching it.
+pub(super) struct Watch<'w> {
+    pub api: &'w Api<DynamicObject>,
+    pub kind: &'w str,
+    pub name: &'w str,
+    pub cluster: &'w str,
+    pub deadline: Instant,
+    pub timeout: Duration,
+}
+
+impl Watch<'_> {
+    /// Watches the object from `version` (where it was `why` not healthy
+    /// yet) until `verdict` says it is healthy or failed, or the deadline.
+    /// A watch that ends or expires is picked up again from the object as
+    /// it is then.
+    pub async fn until(
+        &self,
+        mut version: String,
+        generation: i64,
+        mut why: String,
+        verdict: fn(&str, &Value, i64) -> Health,
+    ) -> Result<(), ApplyError> {
+        let described = format!("{}/{}", self.kind.to_ascii_lowercase(), self.name);
+        let failed = |why: String| ApplyError::Unhealthy {
+            object: described.clone(),
+            cluster: self.cluster.to_string(),
+            why,
+        };
+        loop {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ApplyError::NotReady {
+                    object: described,
+                    cluster: self.cluster.to_string(),
+                    timeout: crate::config::duration::HumanDuration(self.timeout),
                     why,
                 });
             }
+            let params = WatchParams::default()
+                .fields(&format!("metadata.name={}", self.name))
+                .timeout(left.as_secs().clamp(1, 290) as u32);
+            let watched = tokio::time::timeout(left, async {
+                let stream = retry(&format!("watching {described} on {}", self.cluster), || {
+                    let (params, version) = (params.clone(), version.clone());
+                    async move { self.api.watch(&params, &version).await }
+                })
+                .await?;
+                let mut stream = std::pin::pin!(stream);
+                while let Some(event) = stream.next().await {
+                    let object = match event {
+                        Ok(WatchEvent::Added(object) | WatchEvent::Modified(object)) => object,
+                        Ok(WatchEvent::Bookmark(mark)) => {
+                            version = mark.metadata.resource_version;
+                            continue;
+                        }
+                        Ok(WatchEvent::Deleted(_)) => {
+                            why = "it was deleted".into();
+                            continue;
+                        }
+                        // Expired or cut: read it again below.
+                        Ok(WatchEvent::Error(_)) | Err(_) => break,
+                    };
+                    version = object.metadata.resource_version.clone().unwrap_or_default();
+                    match verdict(self.kind, &object.data, generation) {
+                        Health::Healthy => return Ok(true),
+                        Health::Failed(why) => return Err(failed(why)),
+                        Health::InProgress(now) => why = now,
+                    }
+                }
+                Ok::<bool, ApplyError>(false)
+            })
+            .await;
+            match watched {
+                Ok(Ok(true)) => return Ok(()),
+                Ok(Err(error)) => return Err(error),
+                // The deadline: said at the top of the loop.
+                Err(_) => continue,
+                Ok(Ok(false)) => {}
+            }
+            // The watch ended without a verdict: the object as it is now.
+            let object = retry(&format!("reading {described} on {}", self.cluster), || {
+                let name = self.name.to_string();
+                async move { self.api.get(&name).await }
+            })
+            .await?;
+            version = object.metadata.resource_version.clone().unwrap_or_default();
+            match verdict(self.kind, &object.data, generation) {
+                Health::Healthy => return Ok(()),
+                Health::Failed(why) => return Err(failed(why)),
+                Health::InProgress(now) => why = now,
+            }
         }
-        applied.push(ObjectRef::of(&object));
     }
-
-    let pruned = prune(client, &mut kinds, request, &applied).await?;
-    wait_for_rollout(
-        &workloads,
-        deadline,
-        request.rollout_timeout,
-        request.cluster,
-    )
-    .await?;
-    Ok(Applied {
-        objects: applied,
-        pruned,
-    })
 }
 
 /// Whose the environment's namespace is, once it exists.
@@ -374,7 +727,7 @@ async fn ensure_namespace(
     kinds: &mut Kinds<'_>,
     request: &ClusterDeploy<'_>,
 ) -> Result<Namespace, ApplyError> {
-    let (ar, caps) = kinds.resolve("v1", "Namespace", false).await?;
+    let (ar, caps) = kinds.resolve("v1", "Namespace").await?;
     let api = api_for(client, &ar, &caps, None);
     let existing = retry(
         &format!(
@@ -444,7 +797,7 @@ async fn prune(
         if applied.iter().any(|new| same_object(new, old)) {
             continue;
         }
-        let Ok((ar, caps)) = kinds.resolve(&old.api_version, &old.kind, false).await else {
+        let Ok((ar, caps)) = kinds.resolve(&old.api_version, &old.kind).await else {
             continue;
         };
         let api = api_for(client, &ar, &caps, old.namespace.as_deref());
@@ -478,46 +831,39 @@ fn same_object(a: &ObjectRef, b: &ObjectRef) -> bool {
     group(a) == group(b) && a.kind == b.kind && a.name == b.name && a.namespace == b.namespace
 }
 
-/// Waits until every workload is available (Jobs: complete).
-async fn wait_for_rollout(
-    workloads: &[(Api<DynamicObject>, String, String, i64)],
-    deadline: Instant,
-    timeout: Duration,
+/// Runs the pre-delete hooks among `objects` (what the environment's
+/// current deployment applied), before its namespace is deleted.
+pub async fn pre_delete(
+    client: &kube::Client,
+    served: Arc<Served>,
     cluster: &str,
-) -> Result<(), ApplyError> {
-    let mut pause = Duration::from_millis(50);
-    for (api, kind, name, generation) in workloads {
-        loop {
-            let object = retry(&format!("reading {kind}/{name} on {cluster}"), || {
-                let (api, name) = (api.clone(), name.clone());
-                async move { api.get(&name).await }
-            })
-            .await?;
-            match health::of(kind, &object.data, *generation) {
-                Health::Healthy => break,
-                Health::Failed(why) => {
-                    return Err(ApplyError::Unhealthy {
-                        object: format!("{}/{name}", kind.to_ascii_lowercase()),
-                        cluster: cluster.to_string(),
-                        why,
-                    });
-                }
-                Health::InProgress(why) if Instant::now() >= deadline => {
-                    return Err(ApplyError::NotReady {
-                        object: format!("{}/{name}", kind.to_ascii_lowercase()),
-                        cluster: cluster.to_string(),
-                        timeout: crate::config::duration::HumanDuration(timeout),
-                        why,
-                    });
-                }
-                Health::InProgress(_) => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(1));
-                }
-            }
+    namespace: &str,
+    objects: &[Value],
+    timeout: Duration,
+) -> Result<Vec<String>, ApplyError> {
+    let mut found = Vec::new();
+    for object in objects {
+        if let Ok(Some(hook)) = crate::manifests::hooks::of(object) {
+            found.push((object, hook));
         }
     }
-    Ok(())
+    let place = hooks::Place {
+        client,
+        cluster,
+        namespace,
+    };
+    let mut kinds = Kinds::new(client, cluster, served);
+    hooks::run(
+        &place,
+        &mut kinds,
+        &found,
+        Phase::PreDelete,
+        // A pre-delete hook runs whatever the environment's history.
+        Occasion::Upgrade,
+        Instant::now() + timeout,
+        timeout,
+    )
+    .await
 }
 
 /// Deletes an environment's namespace (only one Gantry created for it) and
@@ -529,8 +875,8 @@ pub async fn delete_namespace(
     app: &str,
     env: &str,
 ) -> Result<String, ApplyError> {
-    let mut kinds = Kinds::new(client, cluster);
-    let (ar, caps) = kinds.resolve("v1", "Namespace", false).await?;
+    let mut kinds = Kinds::new(client, cluster, Arc::default());
+    let (ar, caps) = kinds.resolve("v1", "Namespace").await?;
     let api = api_for(client, &ar, &caps, None);
     let existing = retry(
         &format!("reading namespace {namespace} on {cluster}"),

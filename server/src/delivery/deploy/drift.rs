@@ -119,17 +119,22 @@ async fn compare(
     namespace: &str,
     objects: &[Value],
 ) -> Result<Vec<Comparison>, DriftError> {
-    let client = app.cluster_registry().client(cluster).await?;
-    let mut kinds = Kinds::new(&client, cluster);
+    let (client, served) = app.cluster_registry().connection(cluster).await?;
+    let mut kinds = Kinds::new(&client, cluster, served);
     let mut out = Vec::new();
-    for object in objects {
+    // Hooks are run, not kept: a finished migration Job deleted by its
+    // policy has not drifted.
+    for object in objects
+        .iter()
+        .filter(|o| !crate::manifests::hooks::is_hook(o))
+    {
         let api_version = object["apiVersion"].as_str().unwrap_or_default();
         let kind = object["kind"].as_str().unwrap_or_default();
         let name = object["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let (ar, caps) = kinds.resolve(api_version, kind, false).await?;
+        let (ar, caps) = kinds.resolve(api_version, kind).await?;
         let mut object = object.clone();
         let api: Api<DynamicObject> = if caps.scope == Scope::Namespaced {
             object["metadata"]["namespace"] = json!(namespace);
@@ -351,13 +356,21 @@ async fn heal(app: &Delivery<'_>, env: &EnvRow, config: &AppConfig) -> Result<()
         namespace: namespace.to_string(),
         objects,
         preview: entry.branches.is_preview(),
+        guardrails: config.guardrails.clone(),
     };
     // The deployment's own objects as `previous`: nothing is pruned.
     let refs: Vec<ObjectRef> = kubernetes.objects.iter().map(ObjectRef::of).collect();
     for cluster in entry.cluster_targets() {
-        super::lifecycle::apply_objects(app, &subject, cluster, &kubernetes, &refs)
-            .await
-            .map_err(|e| DriftError::Unreachable(e.to_string()))?;
+        super::lifecycle::apply_objects(
+            app,
+            &subject,
+            cluster,
+            &kubernetes,
+            &refs,
+            super::cluster::Run::Repair,
+        )
+        .await
+        .map_err(|e| DriftError::Unreachable(e.to_string()))?;
     }
     Ok(())
 }
@@ -494,6 +507,7 @@ async fn diff_for(
             values: entry.values.clone(),
             helm: app.helm.to_path_buf(),
             chart: entry.chart.clone(),
+            guardrails: config.guardrails.clone(),
         },
     )?;
     let mut diffs = Vec::new();

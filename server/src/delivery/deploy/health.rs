@@ -40,6 +40,7 @@ pub fn of(kind: &str, object: &Value, generation: i64) -> Health {
         }
         "Service" if object["spec"]["type"] == "LoadBalancer" => addressed(status),
         "Ingress" => addressed(status),
+        "Pod" => pod(status),
         "PersistentVolumeClaim" => match status["phase"].as_str() {
             Some("Bound") => Health::Healthy,
             Some("Lost") => Health::Failed("the claim lost its volume".into()),
@@ -49,6 +50,42 @@ pub fn of(kind: &str, object: &Value, generation: i64) -> Health {
             )),
         },
         _ => conventional(status, generation),
+    }
+}
+
+/// A pod: ready while it runs, done once it succeeded; failed with its
+/// container's reason and exit code.
+fn pod(status: &Value) -> Health {
+    let terminated = status["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|c| {
+            let t = &c["state"]["terminated"];
+            (t["exitCode"].as_i64().unwrap_or(0) != 0).then(|| {
+                format!(
+                    "container {} exited with code {} ({})",
+                    c["name"].as_str().unwrap_or("?"),
+                    t["exitCode"],
+                    t["reason"].as_str().unwrap_or("Error")
+                )
+            })
+        });
+    match status["phase"].as_str() {
+        Some("Succeeded") => Health::Healthy,
+        Some("Failed") => Health::Failed(terminated.unwrap_or_else(|| "the pod failed".into())),
+        Some("Running")
+            if status["conditions"].as_array().is_some_and(|all| {
+                all.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            }) =>
+        {
+            Health::Healthy
+        }
+        phase => Health::InProgress(format!(
+            "the pod is {}",
+            phase.unwrap_or("pending").to_lowercase()
+        )),
     }
 }
 
@@ -114,6 +151,17 @@ fn workload(kind: &str, object: &Value, generation: i64) -> Health {
     let waiting = |text: String| Health::InProgress(text);
     match kind {
         "Job" => {
+            let failed = status["conditions"].as_array().and_then(|all| {
+                all.iter()
+                    .find(|c| c["type"] == "Failed" && c["status"] == "True")
+            });
+            if let Some(failed) = failed {
+                return Health::Failed(format!(
+                    "the job failed: {}: {}",
+                    failed["reason"].as_str().unwrap_or("Failed"),
+                    failed["message"].as_str().unwrap_or_default()
+                ));
+            }
             let completions = object["spec"]["completions"].as_i64().unwrap_or(1);
             let backoff = object["spec"]["backoffLimit"].as_i64().unwrap_or(6);
             if count("succeeded") >= completions {

@@ -51,6 +51,9 @@ pub struct Kubernetes {
     /// The environment is a preview: its namespace is Gantry's to create
     /// and delete, so one Gantry did not create is refused, not adopted.
     pub preview: bool,
+    /// What the app may create (checked again on every apply: a rollback
+    /// re-applies old manifests under today's rules).
+    pub guardrails: crate::gitops::guardrails::Guardrails,
 }
 
 /// How a deployment's source is kept: what people see (Secrets redacted),
@@ -358,7 +361,11 @@ async fn apply_cluster(
         deployment_id,
     )
     .await?;
-    let applied = apply_objects(app, subject, target, kubernetes, &previous).await?;
+    let run = match build {
+        Build::Checkout(_) => cluster::Run::Deploy,
+        Build::Stored { .. } => cluster::Run::Rollback,
+    };
+    let applied = apply_objects(app, subject, target, kubernetes, &previous, run).await?;
     let pruned = if applied.pruned.is_empty() {
         String::new()
     } else {
@@ -369,9 +376,14 @@ async fn apply_cluster(
         Build::Checkout(_) => format!("applied {} objects", applied.objects.len()),
         Build::Stored { .. } => format!("re-applied {} stored objects", applied.objects.len()),
     };
+    let hooks = if applied.hooks.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", applied.hooks.join("; "))
+    };
     Ok(TargetDone {
         detail: format!(
-            "{what} to namespace {}, rolled out{pruned}",
+            "{what} to namespace {}, rolled out{pruned}{hooks}",
             kubernetes.namespace
         ),
         objects: Some(applied.objects),
@@ -380,18 +392,21 @@ async fn apply_cluster(
 
 /// Applies objects to one cluster and waits for their rollout; prunes what
 /// `previous` has and they do not. Self-heal calls it with the objects
-/// themselves as `previous` (nothing to prune).
+/// themselves as `previous` (nothing to prune) and `Run::Repair` (no hooks).
 pub async fn apply_objects(
     app: &Delivery<'_>,
     subject: &Subject<'_>,
     target: &str,
     kubernetes: &Kubernetes,
     previous: &[ObjectRef],
+    run: cluster::Run,
 ) -> Result<Applied, TargetError> {
-    let client = app.cluster_registry().client(target).await?;
+    let (client, served) = app.cluster_registry().connection(target).await?;
     cluster::deploy(
         &client,
+        served,
         &cluster::ClusterDeploy {
+            run,
             cluster: target,
             namespace: &kubernetes.namespace,
             app: subject.app,
@@ -400,6 +415,7 @@ pub async fn apply_objects(
             previous,
             rollout_timeout: subject.rollout_timeout,
             preview: kubernetes.preview,
+            guardrails: &kubernetes.guardrails,
         },
     )
     .await

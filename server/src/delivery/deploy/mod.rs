@@ -9,6 +9,7 @@ pub mod app_log;
 pub mod cluster;
 pub mod drift;
 pub mod health;
+pub mod hooks;
 pub mod lifecycle;
 pub mod local;
 
@@ -199,6 +200,10 @@ fn plan(app: &Delivery<'_>, request: &DeployRequest<'_>) -> Result<Source, Deplo
             .entry
             .namespace_for(request.app_name, request.environment, request.branch)
             .map_err(|e| DeployError::Failed(e.into()))?;
+        let guardrails = &request.config.guardrails;
+        if let Some(why) = guardrails.namespace_refusal(request.app_name, &namespace) {
+            return Err(DeployError::Failed(why));
+        }
         let context = RenderContext {
             app: request.app_name.to_string(),
             env: request.environment.to_string(),
@@ -213,6 +218,7 @@ fn plan(app: &Delivery<'_>, request: &DeployRequest<'_>) -> Result<Source, Deplo
             values: request.entry.values.clone(),
             helm: app.helm.to_path_buf(),
             chart: request.entry.chart.clone(),
+            guardrails: guardrails.clone(),
         };
         let folder = format!("apps/{}/deploy", request.app_name);
         let rendered = manifests::render(request.manifests_dir, &folder, &context)
@@ -221,6 +227,7 @@ fn plan(app: &Delivery<'_>, request: &DeployRequest<'_>) -> Result<Source, Deplo
             namespace,
             objects: rendered.objects,
             preview: request.entry.branches.is_preview(),
+            guardrails: guardrails.clone(),
         })
     } else {
         None

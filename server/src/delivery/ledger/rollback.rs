@@ -481,6 +481,8 @@ async fn stored(app: &Delivery<'_>, release_id: i64) -> Result<Stored, DeployErr
             namespace: namespace.to_string(),
             objects,
             preview: false,
+            // Set from the app's configuration by the caller.
+            guardrails: Default::default(),
         }),
         _ => None,
     };
@@ -536,7 +538,10 @@ async fn reapply(
         .await?
         .ok_or_else(|| DeployError::Failed("the app is gone".into()))?;
     let config: Option<AppConfig> = crate::configs::stored(&app_row).ok();
-    let stored = stored(app, target_id).await?;
+    let mut stored = stored(app, target_id).await?;
+    if let (Some(kubernetes), Some(config)) = (stored.source.kubernetes.as_mut(), &config) {
+        kubernetes.guardrails = config.guardrails.clone();
+    }
     let current = match env.deployment_id {
         Some(deployment) => db::releases::id_of_deployment(pool, deployment).await?,
         None => None,

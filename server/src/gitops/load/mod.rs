@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_saphyr::{Location, Spanned};
 
+use super::guardrails::{self, AdminFile, Guardrails};
 use super::resources::{parse_bytes, parse_cpu};
 use super::schema::{
     API_VERSION, AppConfig, ApprovalPolicy, BranchMatch, CommandStep, ForgeConfig, LOCAL_TARGET,
@@ -256,6 +257,135 @@ fn key_at_line(text: &str, line: u64) -> Option<String> {
     (!key.is_empty() && !key.contains(' ')).then(|| key.to_string())
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(rename = "apiVersion")]
+    api_version: Spanned<String>,
+    #[serde(default)]
+    apps: BTreeMap<String, Spanned<RawGuardrails>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGuardrails {
+    clusters: Option<Vec<Spanned<String>>>,
+    namespaces: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    cluster_kinds: Vec<Spanned<String>>,
+}
+
+/// Loads the pipeline repo's admin file ([`guardrails::FILE`]); none is
+/// the defaults.
+pub fn load_admin(text: Option<&str>) -> Result<AdminFile, Vec<ConfigIssue>> {
+    let Some(text) = text else {
+        return Ok(AdminFile::default());
+    };
+    let raw: RawAdmin = parse(guardrails::FILE, text).map_err(|issue| vec![issue])?;
+    let mut issues = Issues::new(guardrails::FILE);
+    if raw.api_version.value != API_VERSION {
+        issues.at(
+            raw.api_version.referenced,
+            "apiVersion",
+            format!("expected {API_VERSION}, found {:?}", raw.api_version.value),
+        );
+    }
+    let mut file = AdminFile::default();
+    for (app, rails) in raw.apps {
+        if app != "*" && !valid_name(&app) {
+            issues.at(
+                rails.referenced,
+                format!("apps.{app}"),
+                "an app name, or \"*\" for every app not named",
+            );
+        }
+        let rails = rails.value;
+        for pattern in rails.namespaces.iter().flatten() {
+            let plain = pattern.value.replace("{app}", "a").replace('*', "a");
+            let ok = !plain.is_empty()
+                && plain.len() <= 63
+                && plain
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !ok {
+                issues.at(
+                    pattern.referenced,
+                    format!("apps.{app}.namespaces"),
+                    format!(
+                        "{:?} is not a namespace pattern: lowercase letters, digits, dashes, `*` and `{{app}}`",
+                        pattern.value
+                    ),
+                );
+            }
+        }
+        for kind in &rails.cluster_kinds {
+            let name = kind.value.rsplit('/').next().unwrap_or_default();
+            if !name.starts_with(|c: char| c.is_ascii_uppercase())
+                || !name.chars().all(|c| c.is_ascii_alphanumeric())
+            {
+                issues.at(
+                    kind.referenced,
+                    format!("apps.{app}.cluster_kinds"),
+                    format!(
+                        "{:?} is not a kind: write it as Kind or group/Kind (ClusterRole, apiextensions.k8s.io/CustomResourceDefinition)",
+                        kind.value
+                    ),
+                );
+            }
+        }
+        let values = |items: Option<Vec<Spanned<String>>>| {
+            items.map(|items| items.into_iter().map(|i| i.value).collect())
+        };
+        let rule = if app == "*" {
+            "apps.\"*\"".to_string()
+        } else {
+            format!("apps.{app}")
+        };
+        file.apps.insert(
+            app,
+            Guardrails {
+                rule,
+                clusters: values(rails.clusters),
+                namespaces: values(rails.namespaces),
+                cluster_kinds: values(Some(rails.cluster_kinds)).unwrap_or_default(),
+            },
+        );
+    }
+    if issues.found.is_empty() {
+        Ok(file)
+    } else {
+        Err(issues.found)
+    }
+}
+
+/// `config` with the guardrails `admin` sets for it; refused when its
+/// stack deploys to a cluster they do not allow.
+pub fn guarded(mut config: AppConfig, admin: &AdminFile) -> Result<AppConfig, Vec<ConfigIssue>> {
+    let rails = admin.for_app(&config.name);
+    let issues: Vec<ConfigIssue> = config
+        .stack
+        .iter()
+        .flat_map(|entry| {
+            entry
+                .cluster_targets()
+                .filter_map(|cluster| rails.cluster_refusal(&config.name, cluster))
+                .map(|message| ConfigIssue {
+                    file: format!("apps/{}/app.yaml", config.name),
+                    line: None,
+                    column: None,
+                    field: format!("stack.{}.targets", entry.env),
+                    message,
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if !issues.is_empty() {
+        return Err(issues);
+    }
+    config.guardrails = rails;
+    Ok(config)
+}
+
 /// Loads and validates one app. `clusters` are the registered cluster names;
 /// `local` is always a valid target.
 pub fn load_app(
@@ -359,6 +489,7 @@ pub fn load_app(
             merge,
             commit_url,
             forge,
+            guardrails: Guardrails::default(),
         }),
         _ => Err(issues),
     }

@@ -527,3 +527,64 @@ fn a_chart_repository_is_https_and_a_chart_never_a_flag_or_a_path() {
         assert_eq!(fields, [field], "{repo} {name} {version}: {found:?}");
     }
 }
+
+#[test]
+fn the_admin_file_gives_each_app_its_guardrails() {
+    assert_eq!(load_admin(None), Ok(AdminFile::default()));
+    let admin = load_admin(Some(
+        "apiVersion: gantry.dev/v1\napps:\n  \"*\": { namespaces: [\"{app}-*\"] }\n  shop:\n    clusters: [dev]\n    cluster_kinds: [ClusterRole, apiextensions.k8s.io/CustomResourceDefinition]\n",
+    ))
+    .expect("valid");
+    let shop = admin.for_app("shop");
+    assert_eq!(shop.rule, "apps.shop");
+    assert_eq!(shop.clusters, Some(vec!["dev".to_string()]));
+    assert_eq!(shop.namespaces, None, "its own entry replaces the default");
+    assert_eq!(shop.cluster_kinds.len(), 2);
+    assert_eq!(
+        admin.for_app("billing").namespaces,
+        Some(vec!["{app}-*".to_string()])
+    );
+
+    // The stack may only use the clusters the guardrails allow.
+    let app = "apiVersion: gantry.dev/v1\nsource: /srv/shop.git\nstack:\n  - env: staging\n    branch: latest\n    target: prod\n";
+    let config = load_app("shop", Some(app), Some(PIPELINE), &["prod".into()]).expect("valid");
+    let refused = guarded(config.clone(), &admin).expect_err("prod is not allowed");
+    assert_eq!(refused[0].field, "stack.staging.targets");
+    assert!(
+        refused[0]
+            .message
+            .contains("gantry.yaml apps.shop.clusters allows dev"),
+        "{refused:?}"
+    );
+    let billing = AppConfig {
+        name: "billing".into(),
+        ..config
+    };
+    assert_eq!(
+        guarded(billing, &admin)
+            .expect("any cluster")
+            .guardrails
+            .rule,
+        "apps.\"*\""
+    );
+}
+
+#[test]
+fn a_bad_admin_file_names_line_and_field() {
+    let found = load_admin(Some(
+        "apiVersion: gantry.dev/v1\napps:\n  shop:\n    cluster_kind: [ClusterRole]\n",
+    ))
+    .expect_err("typo");
+    assert_eq!(
+        (found[0].file.as_str(), found[0].line),
+        ("gantry.yaml", Some(4))
+    );
+    let found = load_admin(Some(
+        "apiVersion: gantry.dev/v1\napps:\n  shop:\n    namespaces: [\"Kube_System\"]\n    cluster_kinds: [\"cluster role\"]\n",
+    ))
+    .expect_err("bad values");
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(found[0].field, "apps.shop.namespaces");
+    assert_eq!(found[0].line, Some(4));
+    assert!(found[1].message.contains("group/Kind"), "{found:?}");
+}
