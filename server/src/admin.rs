@@ -141,3 +141,92 @@ pub async fn token(config: Config, command: TokenCommand) -> anyhow::Result<()> 
     state.db.close().await;
     Ok(())
 }
+
+/// `gantry health FILE [--rules DIR]`: each object's health, one line each
+/// (`Widget/assets: Degraded: quota exceeded`), in Argo CD's words.
+pub fn health(file: &std::path::Path, rules: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use crate::delivery::deploy::health::{Health, Judge};
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let documents: Vec<serde_json::Value> = serde_saphyr::from_str_multiple(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    // `kubectl get -o yaml` of several objects prints a List.
+    let objects: Vec<serde_json::Value> = documents
+        .into_iter()
+        .flat_map(|doc| match doc["items"].as_array() {
+            Some(items) if doc["kind"].as_str().is_some_and(|k| k.ends_with("List")) => {
+                items.clone()
+            }
+            _ => vec![doc],
+        })
+        .filter(|doc| !doc.is_null())
+        .collect();
+    let rules = match rules {
+        Some(dir) => repo_rules(dir)?,
+        None => Default::default(),
+    };
+    let judge = Judge {
+        rules: rules.compile().map_err(|e| anyhow::anyhow!("{e}"))?,
+    };
+    let mut out = std::io::stdout().lock();
+    for object in &objects {
+        let api_version = object["apiVersion"].as_str().unwrap_or_default();
+        let kind = object["kind"].as_str().unwrap_or("?");
+        let name = object["metadata"]["name"].as_str().unwrap_or("?");
+        let generation = object["metadata"]["generation"].as_i64().unwrap_or(1);
+        let (verdict, message) = match judge.health(api_version, kind, object, generation) {
+            Health::Healthy => ("Healthy", String::new()),
+            Health::InProgress(why) => ("Progressing", why),
+            Health::Failed(why) => ("Degraded", why),
+            Health::Unknown(why) => ("Unknown", why),
+        };
+        if message.is_empty() {
+            writeln!(out, "{kind}/{name}: {verdict}")?;
+        } else {
+            writeln!(out, "{kind}/{name}: {verdict}: {message}")?;
+        }
+    }
+    Ok(())
+}
+
+/// The health rules of a pipeline repo checkout, loaded as Gantry loads
+/// them from a commit; what does not load is named, file and line.
+fn repo_rules(dir: &std::path::Path) -> anyhow::Result<crate::manifests::rules::RuleSet> {
+    let admin = match std::fs::read_to_string(dir.join(crate::gitops::guardrails::FILE)) {
+        Ok(text) => Some(text),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+        Err(error) => return Err(error).context("cannot read gantry.yaml"),
+    };
+    let mut scripts = Vec::new();
+    let folders = |path: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(path)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .collect();
+        names.sort();
+        names
+    };
+    for group in folders(&dir.join("health")) {
+        for kind in folders(&dir.join("health").join(&group)) {
+            let path = format!("health/{group}/{kind}/health.lua");
+            if let Ok(text) = std::fs::read_to_string(dir.join(&path)) {
+                scripts.push((path, text));
+            }
+        }
+    }
+    crate::gitops::load::load_admin(admin.as_deref(), &scripts)
+        .map(|admin| admin.health)
+        .map_err(|issues| {
+            anyhow::anyhow!(
+                "the health rules do not load:\n{}",
+                issues
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        })
+}

@@ -130,6 +130,17 @@ pub enum Command {
     /// directly, so it can create the first admin token).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Print the health Gantry reads for each object in a YAML file (as
+    /// `kubectl get -o yaml` prints them), with the health rules of a
+    /// pipeline repo checkout: test a rule before committing it.
+    Health {
+        /// One or more objects (multi-document YAML, or a List).
+        file: std::path::PathBuf,
+        /// A pipeline repo checkout: its gantry.yaml `health:` rules and
+        /// health/<group>/<Kind>/health.lua scripts.
+        #[arg(long)]
+        rules: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -59,7 +59,8 @@ pub async fn at(
     let admin_yaml = git
         .read_file(repo, pipeline_sha, crate::gitops::guardrails::FILE)
         .await?;
-    crate::gitops::load::load_admin(admin_yaml.as_deref())
+    let scripts = health_scripts(git, repo, pipeline_sha).await?;
+    crate::gitops::load::load_admin(admin_yaml.as_deref(), &scripts)
         .and_then(|admin| {
             load_app(
                 &app_row.name,
@@ -79,6 +80,42 @@ pub async fn at(
                     .join("; ")
             ))
         })
+}
+
+/// The most Lua health rules a pipeline commit has, and the longest one.
+const MOST_SCRIPTS: usize = 200;
+const LONGEST_SCRIPT: usize = 64 * 1024;
+
+/// The pipeline repo's Lua health rules at `sha`: the path and text of
+/// every `health/<group>/<Kind>/health.lua` (a script too long, or too
+/// many, is named by a path the loader refuses).
+pub async fn health_scripts(
+    git: &GitStore,
+    repo: &str,
+    sha: &str,
+) -> Result<Vec<(String, String)>, GitError> {
+    let mut out = Vec::new();
+    for group in git.list_dirs(repo, sha, "health").await? {
+        for kind in git.list_dirs(repo, sha, &format!("health/{group}")).await? {
+            if out.len() == MOST_SCRIPTS {
+                out.push((
+                    format!("health/ (more than {MOST_SCRIPTS} rules)"),
+                    String::new(),
+                ));
+                return Ok(out);
+            }
+            let path = format!("health/{group}/{kind}/health.lua");
+            match git.read_file(repo, sha, &path).await? {
+                Some(text) if text.len() > LONGEST_SCRIPT => out.push((
+                    format!("{path} (over {} KiB)", LONGEST_SCRIPT / 1024),
+                    String::new(),
+                )),
+                Some(text) => out.push((path, text)),
+                None => {}
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The configuration the app was last loaded with, read back from what

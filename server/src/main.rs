@@ -43,6 +43,7 @@ fn main() -> ExitCode {
             | Command::Releases { .. }) => gantry::client::ledger(&config, command).await,
             Command::RotateKey => gantry::admin::rotate_key(config).await,
             Command::Token(command) => gantry::admin::token(config, command).await,
+            Command::Health { file, rules } => gantry::admin::health(&file, rules.as_deref()),
         }
     });
     match outcome {

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use gantry::clusters::Served;
 use gantry::delivery::deploy::cluster::{ClusterDeploy, Run, deploy};
 use gantry::gitops::guardrails::Guardrails;
+use gantry::manifests::rules::RuleSet;
 use kube_emulator::{Emulator, Faults, Options, RolloutMode};
 use serde_json::{Value, json};
 
@@ -66,9 +67,10 @@ async fn clusters(count: usize) -> Vec<Cluster> {
 async fn fan_out(clusters: &[Cluster], round: usize) -> Duration {
     let objects = release(round);
     let guardrails = Guardrails::default();
+    let rules = RuleSet::default();
     let started = Instant::now();
     let outcomes = join_all(clusters.iter().enumerate().map(|(i, (_, client, served))| {
-        let (objects, guardrails) = (&objects, &guardrails);
+        let (objects, guardrails, rules) = (&objects, &guardrails, &rules);
         async move {
             let name = format!("cluster-{i}");
             deploy(
@@ -77,6 +79,7 @@ async fn fan_out(clusters: &[Cluster], round: usize) -> Duration {
                 &ClusterDeploy {
                     run: Run::Deploy,
                     guardrails,
+                    rules,
                     cluster: &name,
                     namespace: "bench",
                     app: "bench",

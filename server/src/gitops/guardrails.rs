@@ -167,6 +167,8 @@ fn glob(pattern: &str, text: &str) -> bool {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AdminFile {
     pub apps: std::collections::BTreeMap<String, Guardrails>,
+    /// The health rules, CEL ones from the file and Lua ones beside it.
+    pub health: crate::manifests::rules::RuleSet,
 }
 
 impl AdminFile {

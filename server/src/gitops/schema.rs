@@ -37,6 +37,9 @@ pub struct AppConfig {
     /// What the pipeline repo's admin file lets it do.
     #[serde(default)]
     pub guardrails: super::guardrails::Guardrails,
+    /// The pipeline repo's health rules (the admin file's and `health/`).
+    #[serde(default)]
+    pub health_rules: crate::manifests::rules::RuleSet,
 }
 
 /// The forges an app's `forge:` section may name.

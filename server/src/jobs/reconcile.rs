@@ -89,7 +89,8 @@ pub async fn apply(app: &App, repo: &str, sha: &str) -> Result<Outcome, Reconcil
     // A broken admin file takes no app's configuration: each keeps the
     // one it had, within the guardrails it had.
     let admin_text = app.git.read_file(repo, sha, guardrails::FILE).await?;
-    let admin = match load_admin(admin_text.as_deref()) {
+    let scripts = crate::configs::health_scripts(&app.git, repo, sha).await?;
+    let admin = match load_admin(admin_text.as_deref(), &scripts) {
         Ok(admin) => Some(admin),
         Err(found) => {
             issues.extend(found);

@@ -85,6 +85,14 @@ pub fn template(
         // `helm test` pods are not part of a deploy.
         "--skip-tests".into(),
     ]);
+    if let Some(capabilities) = &context.capabilities {
+        args.push("--kube-version".into());
+        args.push(capabilities.kube_version.clone().into());
+        for api_version in &capabilities.api_versions {
+            args.push("--api-versions".into());
+            args.push(api_version.into());
+        }
+    }
     let per_entry = deploy_dir.join(format!("values-{}.yaml", context.stack_entry));
     if per_entry.is_file() {
         args.push("--values".into());

@@ -95,6 +95,19 @@ pub struct RenderContext {
     pub chart: Option<crate::gitops::schema::ChartSource>,
     /// What the app may create.
     pub guardrails: crate::gitops::guardrails::Guardrails,
+    /// What the target clusters serve, for a chart's capability checks
+    /// (`.Capabilities`); `None`: Helm's defaults.
+    pub capabilities: Option<Capabilities>,
+}
+
+/// What every target cluster of an environment serves: the lowest
+/// Kubernetes version among them, and the API versions all of them serve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `v1.33.0` (a provider's suffix dropped, as chart constraints expect).
+    pub kube_version: String,
+    /// `v1`, `apps/v1`, `example.com/v1`, …
+    pub api_versions: Vec<String>,
 }
 
 impl RenderContext {
@@ -531,6 +544,7 @@ fn validate(mut object: Value, context: &RenderContext) -> Result<Value, Rejecte
 
 pub mod helm;
 pub mod hooks;
+pub mod rules;
 
 #[cfg(test)]
 mod tests;

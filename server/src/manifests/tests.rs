@@ -18,6 +18,7 @@ fn context() -> RenderContext {
         helm: helm(),
         chart: None,
         guardrails: Default::default(),
+        capabilities: None,
     }
 }
 

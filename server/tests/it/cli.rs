@@ -445,3 +445,84 @@ fn stop(server: &mut std::process::Child) {
         .status();
     let _ = server.wait();
 }
+
+// `gantry health FILE --rules DIR`: what a deploy would read of each
+// object, with a pipeline repo's CEL and Lua rules, so an admin tests a
+// rule before committing it; a rule that does not compile is named with
+// its file and line, and one that loops is stopped and says so.
+#[test]
+fn health_prints_each_objects_verdict_with_the_repos_rules() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("pipeline");
+    std::fs::create_dir_all(repo.join("health/example.com/Gadget")).expect("mkdir");
+    std::fs::create_dir_all(repo.join("health/example.com/Spinner")).expect("mkdir");
+    std::fs::write(
+        repo.join("gantry.yaml"),
+        "apiVersion: gantry.dev/v1\nhealth:\n  - apiVersion: example.com/v1\n    kind: Widget\n    current: \"status.phase == 'Ready'\"\n    failed: \"status.phase == 'Error'\"\n",
+    )
+    .expect("write");
+    std::fs::write(
+        repo.join("health/example.com/Gadget/health.lua"),
+        "hs = {}\nif obj.status ~= nil and obj.status.broken then\n  hs.status = \"Degraded\"\n  hs.message = obj.status.reason\n  return hs\nend\nhs.status = \"Healthy\"\nreturn hs\n",
+    )
+    .expect("write");
+    std::fs::write(
+        repo.join("health/example.com/Spinner/health.lua"),
+        "while true do end\n",
+    )
+    .expect("write");
+    let objects = dir.path().join("objects.yaml");
+    std::fs::write(
+        &objects,
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata: { name: ready }\nstatus: { phase: Ready }\n---\napiVersion: example.com/v1\nkind: Widget\nmetadata: { name: broken }\nstatus: { phase: Error }\n---\napiVersion: example.com/v1\nkind: Gadget\nmetadata: { name: g }\nstatus: { broken: true, reason: \"the gear slipped\" }\n---\napiVersion: example.com/v1\nkind: Spinner\nmetadata: { name: s }\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: { name: web, generation: 2 }\nspec: { replicas: 2 }\nstatus: { observedGeneration: 1 }\n",
+    )
+    .expect("write");
+    let mut command = gantry(dir.path());
+    command
+        .arg("health")
+        .arg(&objects)
+        .arg("--rules")
+        .arg(&repo);
+    let output = run(command);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed = String::from_utf8_lossy(&output.stdout).to_string();
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(lines[0], "Widget/ready: Healthy", "{printed}");
+    assert_eq!(
+        lines[1], "Widget/broken: Degraded: the health rule's failed expression is true",
+        "{printed}"
+    );
+    assert_eq!(
+        lines[2], "Gadget/g: Degraded: the gear slipped",
+        "{printed}"
+    );
+    assert!(
+        lines[3].starts_with("Spinner/s: Unknown: the health rule ran past its budget"),
+        "{printed}"
+    );
+    assert_eq!(
+        lines[4], "Deployment/web: Progressing: the controller has not seen generation 2 yet",
+        "{printed}"
+    );
+
+    // A rule that does not compile: named, nothing judged.
+    std::fs::write(
+        repo.join("health/example.com/Gadget/health.lua"),
+        "hs = {}\nif then\n",
+    )
+    .expect("write");
+    let mut command = gantry(dir.path());
+    command
+        .arg("health")
+        .arg(&objects)
+        .arg("--rules")
+        .arg(&repo);
+    let output = run(command);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("health/example.com/Gadget/health.lua, line 2")
+            || stderr(&output).contains("health/example.com/Gadget/health.lua:2"),
+        "{}",
+        stderr(&output)
+    );
+}

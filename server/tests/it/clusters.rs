@@ -2267,3 +2267,154 @@ async fn guardrails_refuse_cluster_kinds_foreign_namespaces_and_clusters() {
     assert_eq!(config["issues"][0]["file"], "gantry.yaml", "{config}");
     assert_eq!(config["issues"][0]["line"], 4, "{config}");
 }
+
+// Health rules from the pipeline repo decide custom kinds: a CEL rule (as
+// Flux writes them) holds the deploy until the Widget's phase is Ready and
+// fails it when it is Error; an Argo CD Lua script fails it with the
+// Gadget's own reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cel_and_lua_health_rules_decide_custom_kinds() {
+    let crd = |plural: &str, kind: &str| {
+        format!(
+            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {{ name: {plural}.example.com }}\nspec:\n  group: example.com\n  scope: Namespaced\n  names: {{ plural: {plural}, singular: {}, kind: {kind} }}\n  versions: [{{ name: v1, served: true, storage: true }}]\n",
+            kind.to_lowercase()
+        )
+    };
+    let one = on_one_cluster("    rollout_timeout: 20s\n", |pipeline| {
+        pipeline.write(
+            "gantry.yaml",
+            "apiVersion: gantry.dev/v1\napps:\n  shop: { cluster_kinds: [CustomResourceDefinition] }\nhealth:\n  - apiVersion: example.com/v1\n    kind: Widget\n    current: \"status.phase == 'Ready'\"\n    failed: \"status.phase == 'Error'\"\n",
+        );
+        pipeline.write(
+            "health/example.com/Gadget/health.lua",
+            "hs = {}\nif obj.status ~= nil and obj.status.broken then\n  hs.status = \"Degraded\"\n  hs.message = obj.status.reason\n  return hs\nend\nhs.status = \"Healthy\"\nreturn hs\n",
+        );
+        pipeline.write(
+            "apps/shop/deploy/kinds.yaml",
+            &format!("{}---\n{}", crd("widgets", "Widget"), crd("gadgets", "Gadget")),
+        );
+        pipeline.write(
+            "apps/shop/deploy/objects.yaml",
+            "apiVersion: example.com/v1\nkind: Widget\nmetadata: { name: w }\nspec: { size: 1 }\n---\napiVersion: example.com/v1\nkind: Gadget\nmetadata: { name: g }\nspec: { teeth: 12 }\n",
+        );
+    })
+    .await;
+    let app = &one.app;
+    let store = one.dev.store();
+    let key = |plural: &str, name: &str| kube_emulator::Key {
+        group: "example.com".into(),
+        plural: plural.into(),
+        namespace: "shop-staging".into(),
+        name: name.into(),
+    };
+    // The Widget has no phase yet: the deploy waits for it, by the rule.
+    wait_for("the widget to be applied", MINUTE, || async {
+        store
+            .object("example.com", "widgets", "shop-staging", "w")
+            .map(|_| ())
+    })
+    .await;
+    let deploying = app.get("/api/v1/environments").await.text();
+    assert!(deploying.contains("deploying"), "{deploying}");
+    store.set_status(&key("widgets", "w"), json!({ "phase": "Ready" }));
+    let run = finished(app, &one.latest).await;
+    assert_eq!(
+        run["run"]["state"],
+        "succeeded",
+        "{}",
+        deploy_log(app, &run).await
+    );
+
+    // The Lua rule: the Gadget says it is broken.
+    store.set_status(
+        &key("gadgets", "g"),
+        json!({ "broken": true, "reason": "the gear slipped" }),
+    );
+    one.repo.checkout("latest");
+    one.repo.write("v2", "2");
+    let v2 = one.repo.commit("v2");
+    scan(app).await;
+    let run = finished(app, &v2).await;
+    let log = deploy_log(app, &run).await;
+    assert_eq!(run["run"]["state"], "failed", "{log}");
+    assert!(
+        log.contains("gadget/g on dev failed: the gear slipped"),
+        "{log}"
+    );
+
+    // The CEL rule: the Widget's phase is Error.
+    store.set_status(&key("gadgets", "g"), json!({ "broken": false }));
+    store.set_status(&key("widgets", "w"), json!({ "phase": "Error" }));
+    one.repo.write("v3", "3");
+    let v3 = one.repo.commit("v3");
+    scan(app).await;
+    let run = finished(app, &v3).await;
+    let log = deploy_log(app, &run).await;
+    assert_eq!(run["run"]["state"], "failed", "{log}");
+    assert!(
+        log.contains("widget/w on dev failed: the health rule's failed expression is true"),
+        "{log}"
+    );
+}
+
+// A chart's capability checks render for what the target cluster serves:
+// its Kubernetes version and API versions (a CRD's group once installed),
+// from discovery, not Helm's defaults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chart_renders_for_the_target_clusters_capabilities() {
+    let one = on_one_cluster("", |pipeline| {
+        pipeline.write(
+            "apps/shop/deploy/Chart.yaml",
+            "apiVersion: v2\nname: shop\nversion: 0.1.0\n",
+        );
+        pipeline.write(
+            "apps/shop/deploy/templates/caps.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: caps }\ndata:\n  kube: \"{{ .Capabilities.KubeVersion.Version }}\"\n  widgets: \"{{ .Capabilities.APIVersions.Has \"example.com/v1\" }}\"\n  batch: \"{{ .Capabilities.APIVersions.Has \"batch/v1\" }}\"\n",
+        );
+        pipeline.write(
+            "gantry.yaml",
+            "apiVersion: gantry.dev/v1\napps:\n  shop: { cluster_kinds: [CustomResourceDefinition] }\n",
+        );
+    })
+    .await;
+    let app = &one.app;
+    let store = one.dev.store();
+    let run = finished(app, &one.latest).await;
+    assert_eq!(
+        run["run"]["state"],
+        "succeeded",
+        "{}",
+        deploy_log(app, &run).await
+    );
+    let caps = || {
+        store
+            .object("", "configmaps", "shop-staging", "caps")
+            .expect("caps")["data"]
+            .clone()
+    };
+    assert_eq!(
+        caps(),
+        json!({ "kube": "v1.33.0", "widgets": "false", "batch": "true" })
+    );
+
+    // A CRD installed (by this chart, say): the next render sees its group.
+    one.pipeline.write(
+        "apps/shop/deploy/templates/crd.yaml",
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: { name: widgets.example.com }\nspec:\n  group: example.com\n  scope: Namespaced\n  names: { plural: widgets, singular: widget, kind: Widget }\n  versions: [{ name: v1, served: true, storage: true }]\n",
+    );
+    pipeline_committed(&one, "the widget CRD").await;
+    for name in ["v2", "v3"] {
+        one.repo.checkout("latest");
+        one.repo.write(name, name);
+        let sha = one.repo.commit(name);
+        scan(app).await;
+        let run = finished(app, &sha).await;
+        assert_eq!(
+            run["run"]["state"],
+            "succeeded",
+            "{}",
+            deploy_log(app, &run).await
+        );
+    }
+    assert_eq!(caps()["widgets"], "true");
+}

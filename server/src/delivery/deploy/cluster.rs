@@ -14,11 +14,13 @@ use kube::core::{ApiResource, GroupVersion};
 use kube::discovery::{ApiCapabilities, Scope, oneshot};
 use serde_json::{Value, json};
 
-use super::health::{self, Health};
+use super::health::{Health, Judge};
 use super::hooks;
 use crate::clusters::Served;
 use crate::gitops::guardrails::Guardrails;
+use crate::manifests::Capabilities;
 use crate::manifests::hooks::{Hook, Occasion, Phase};
+use crate::manifests::rules::RuleSet;
 use crate::manifests::{APP_LABEL, ENV_LABEL, MANAGED_BY, ObjectRef, WAIT_ANNOTATION, wave_of};
 
 pub const FIELD_MANAGER: &str = "gantry";
@@ -41,6 +43,8 @@ pub struct ClusterDeploy<'a> {
     pub run: Run,
     /// What the app may create.
     pub guardrails: &'a Guardrails,
+    /// The pipeline repo's health rules.
+    pub rules: &'a RuleSet,
 }
 
 /// What a successful apply left on the cluster.
@@ -88,6 +92,9 @@ pub enum ApplyError {
     },
     #[error("{0}")]
     BadHook(String),
+    /// A health rule that does not compile (it did when it was loaded).
+    #[error("health rule {0}")]
+    BadRule(String),
     /// The app's guardrails refuse an object.
     #[error("{0}")]
     Guardrail(String),
@@ -160,9 +167,10 @@ impl crate::error::Classified for ApplyError {
             | ApplyError::NotServed { .. }
             | ApplyError::Unhealthy { .. } => Kind::Invalid,
             ApplyError::NotOurs { .. } | ApplyError::Foreign { .. } => Kind::Conflict,
-            ApplyError::BadHook(_) | ApplyError::HookFailed { .. } | ApplyError::Guardrail(_) => {
-                Kind::Invalid
-            }
+            ApplyError::BadHook(_)
+            | ApplyError::BadRule(_)
+            | ApplyError::HookFailed { .. }
+            | ApplyError::Guardrail(_) => Kind::Invalid,
             ApplyError::AfterHooks { error, .. } => error.kind(),
         }
     }
@@ -317,10 +325,17 @@ pub async fn deploy(
         Run::Rollback => Some(Occasion::Rollback),
         Run::Repair => None,
     };
+    let judge = Judge {
+        rules: request
+            .rules
+            .compile()
+            .map_err(|e| ApplyError::BadRule(e.to_string()))?,
+    };
     let place = hooks::Place {
         client,
         cluster: request.cluster,
         namespace: request.namespace,
+        judge,
     };
     let mut rollout = Rollout {
         client,
@@ -580,10 +595,15 @@ impl Rollout<'_, '_> {
             // conditions).
             let generation = result.metadata.generation.unwrap_or(1);
             let waited = p.object["metadata"]["annotations"][WAIT_ANNOTATION] != "false";
-            match health::of(&p.kind, &result.data, generation) {
+            let api_version = p.object["apiVersion"].as_str().unwrap_or_default();
+            match self
+                .place
+                .judge
+                .health(api_version, &p.kind, &whole(&result), generation)
+            {
                 _ if !waited => {}
                 Health::Healthy => {}
-                Health::InProgress(why) => {
+                Health::InProgress(why) | Health::Unknown(why) => {
                     let version = result.metadata.resource_version.clone().unwrap_or_default();
                     waiting.push((p, version, generation, why));
                 }
@@ -597,7 +617,9 @@ impl Rollout<'_, '_> {
             }
             applied.push(ObjectRef::of(&p.object));
         }
+        let judge = &self.place.judge;
         let watched = join_all(waiting.into_iter().map(|(p, version, generation, why)| {
+            let api_version = p.object["apiVersion"].as_str().unwrap_or_default();
             let watch = Watch {
                 api: &p.api,
                 kind: &p.kind,
@@ -606,12 +628,23 @@ impl Rollout<'_, '_> {
                 deadline: self.deadline,
                 timeout: request.rollout_timeout,
             };
-            async move { watch.until(version, generation, why, health::of).await }
+            async move {
+                let verdict = |object: &Value, generation: i64| {
+                    judge.health(api_version, &p.kind, object, generation)
+                };
+                watch.until(version, generation, why, &verdict).await
+            }
         }))
         .await;
         watched.into_iter().collect::<Result<Vec<()>, _>>()?;
         Ok(applied)
     }
+}
+
+/// An object as the API gave it, whole (apiVersion, kind, metadata and
+/// the rest): what health rules read.
+pub(super) fn whole(object: &DynamicObject) -> Value {
+    serde_json::to_value(object).unwrap_or(Value::Null)
 }
 
 /// Waiting for one object to become healthy, by watching it.
@@ -634,7 +667,7 @@ impl Watch<'_> {
         mut version: String,
         generation: i64,
         mut why: String,
-        verdict: fn(&str, &Value, i64) -> Health,
+        verdict: &(dyn Fn(&Value, i64) -> Health + Sync),
     ) -> Result<(), ApplyError> {
         let described = format!("{}/{}", self.kind.to_ascii_lowercase(), self.name);
         let failed = |why: String| ApplyError::Unhealthy {
@@ -677,10 +710,10 @@ impl Watch<'_> {
                         Ok(WatchEvent::Error(_)) | Err(_) => break,
                     };
                     version = object.metadata.resource_version.clone().unwrap_or_default();
-                    match verdict(self.kind, &object.data, generation) {
+                    match verdict(&whole(&object), generation) {
                         Health::Healthy => return Ok(true),
                         Health::Failed(why) => return Err(failed(why)),
-                        Health::InProgress(now) => why = now,
+                        Health::InProgress(now) | Health::Unknown(now) => why = now,
                     }
                 }
                 Ok::<bool, ApplyError>(false)
@@ -700,10 +733,10 @@ impl Watch<'_> {
             })
             .await?;
             version = object.metadata.resource_version.clone().unwrap_or_default();
-            match verdict(self.kind, &object.data, generation) {
+            match verdict(&whole(&object), generation) {
                 Health::Healthy => return Ok(()),
                 Health::Failed(why) => return Err(failed(why)),
-                Health::InProgress(now) => why = now,
+                Health::InProgress(now) | Health::Unknown(now) => why = now,
             }
         }
     }
@@ -831,6 +864,83 @@ fn same_object(a: &ObjectRef, b: &ObjectRef) -> bool {
     group(a) == group(b) && a.kind == b.kind && a.name == b.name && a.namespace == b.namespace
 }
 
+/// What all of `clusters` serve, for rendering a chart (see
+/// [`Capabilities`]). A cluster that does not answer is left out: its
+/// apply fails anyway, saying why.
+pub async fn capabilities(
+    registry: &crate::clusters::Registry<'_>,
+    clusters: impl Iterator<Item = &String>,
+) -> Option<Capabilities> {
+    let mut found: Option<Capabilities> = None;
+    for cluster in clusters {
+        let Ok(client) = registry.client(cluster).await else {
+            continue;
+        };
+        let (Ok(version), Ok(core), Ok(groups)) = (
+            client.apiserver_version().await,
+            client.list_core_api_versions().await,
+            client.list_api_groups().await,
+        ) else {
+            continue;
+        };
+        let kube_version = release_of(&version);
+        let mut served: Vec<String> = core.versions;
+        for group in groups.groups {
+            served.extend(group.versions.into_iter().map(|v| v.group_version));
+        }
+        found = Some(match found {
+            None => Capabilities {
+                kube_version,
+                api_versions: served,
+            },
+            Some(before) => Capabilities {
+                kube_version: lowest(before.kube_version, kube_version),
+                api_versions: before
+                    .api_versions
+                    .into_iter()
+                    .filter(|v| served.contains(v))
+                    .collect(),
+            },
+        });
+    }
+    found.map(|mut found| {
+        found.api_versions.sort();
+        found.api_versions.dedup();
+        found
+    })
+}
+
+/// `v1.33.0` from `/version` (`v1.33.0-eks-a737599` → `v1.33.0`).
+fn release_of(info: &k8s_openapi::apimachinery::pkg::version::Info) -> String {
+    let plain = info
+        .git_version
+        .split(['-', '+'])
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    if plain.starts_with('v') && plain.matches('.').count() == 2 {
+        plain
+    } else {
+        let minor: String = info
+            .minor
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        format!("v{}.{minor}.0", info.major)
+    }
+}
+
+/// The lower of two `vX.Y.Z` versions.
+fn lowest(a: String, b: String) -> String {
+    let parts = |v: &str| -> Vec<u64> {
+        v.trim_start_matches('v')
+            .split('.')
+            .map(|p| p.parse().unwrap_or(0))
+            .collect()
+    };
+    if parts(&b) < parts(&a) { b } else { a }
+}
+
 /// Runs the pre-delete hooks among `objects` (what the environment's
 /// current deployment applied), before its namespace is deleted.
 pub async fn pre_delete(
@@ -851,6 +961,7 @@ pub async fn pre_delete(
         client,
         cluster,
         namespace,
+        judge: Judge::default(),
     };
     let mut kinds = Kinds::new(client, cluster, served);
     hooks::run(
@@ -983,11 +1094,11 @@ mod tests {
 
     #[test]
     fn readiness_follows_the_workload_status() {
-        let readiness = |kind: &str, object: &Value, generation: i64| match health::of(
+        let readiness = |kind: &str, object: &Value, generation: i64| match super::super::health::of(
             kind, object, generation,
         ) {
             Health::Healthy => Ok(()),
-            Health::InProgress(why) | Health::Failed(why) => Err(why),
+            Health::InProgress(why) | Health::Failed(why) | Health::Unknown(why) => Err(why),
         };
         let deployment = json!({"spec": {"replicas": 2}, "status": {"observedGeneration": 2, "updatedReplicas": 2, "availableReplicas": 2}});
         assert_eq!(readiness("Deployment", &deployment, 2), Ok(()));

@@ -357,6 +357,7 @@ async fn heal(app: &Delivery<'_>, env: &EnvRow, config: &AppConfig) -> Result<()
         objects,
         preview: entry.branches.is_preview(),
         guardrails: config.guardrails.clone(),
+        rules: config.health_rules.clone(),
     };
     // The deployment's own objects as `previous`: nothing is pruned.
     let refs: Vec<ObjectRef> = kubernetes.objects.iter().map(ObjectRef::of).collect();
@@ -490,6 +491,12 @@ async fn diff_for(
         .map(|t| crate::gitops::template::render(t, &context_values))
         .transpose()
         .map_err(|e| DriftError::Config(format!("pipeline.yaml image: {e}")))?;
+    let chart = entry.chart.is_some() || manifests::helm::is_chart(&folder.path().join("deploy"));
+    let capabilities = if chart {
+        super::cluster::capabilities(&app.cluster_registry(), entry.cluster_targets()).await
+    } else {
+        None
+    };
     let rendered = manifests::render(
         &folder.path().join("deploy"),
         &format!("apps/{}/deploy", app_row.name),
@@ -508,6 +515,7 @@ async fn diff_for(
             helm: app.helm.to_path_buf(),
             chart: entry.chart.clone(),
             guardrails: config.guardrails.clone(),
+            capabilities,
         },
     )?;
     let mut diffs = Vec::new();

@@ -11,14 +11,24 @@
 
 use serde_json::Value;
 
-/// What an object's status says.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Health {
-    Healthy,
-    /// Not yet, and why (in the object's own words where it gives them).
-    InProgress(String),
-    /// Will not get there by waiting.
-    Failed(String),
+use crate::manifests::rules::Compiled;
+pub use crate::manifests::rules::Health;
+
+/// Health with the pipeline repo's rules first, then the built-in reading.
+#[derive(Clone, Debug, Default)]
+pub struct Judge {
+    pub rules: Compiled,
+}
+
+impl Judge {
+    /// The health of `object` (whole: apiVersion, metadata, status) of
+    /// `api_version`/`kind`, applied at `generation`.
+    pub fn health(&self, api_version: &str, kind: &str, object: &Value, generation: i64) -> Health {
+        let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
+        self.rules
+            .evaluate(group, kind, object)
+            .unwrap_or_else(|| of(kind, object, generation))
+    }
 }
 
 /// The health of `object` (a `kind`) that was applied at `generation`.

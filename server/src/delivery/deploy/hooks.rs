@@ -12,8 +12,8 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, LogParams, Patch, 
 use kube::discovery::Scope;
 use serde_json::{Value, json};
 
-use super::cluster::{ApplyError, FIELD_MANAGER, Kinds, Watch, api_for, retry};
-use super::health::{self, Health};
+use super::cluster::{ApplyError, FIELD_MANAGER, Kinds, Watch, api_for, retry, whole};
+use super::health::{Health, Judge};
 use crate::manifests::hooks::{Hook, Occasion, Phase};
 
 /// Lines of a failed hook's log shown with its failure.
@@ -26,6 +26,8 @@ pub struct Place<'a> {
     pub client: &'a kube::Client,
     pub cluster: &'a str,
     pub namespace: &'a str,
+    /// How health is read (the pipeline repo's rules, then the built-in).
+    pub judge: Judge,
 }
 
 /// Runs the hooks of `phase` that run on `occasion`, in weight order, until
@@ -103,10 +105,13 @@ async fn one(
     .await?;
     let generation = applied.metadata.generation.unwrap_or(1);
     let uid = applied.metadata.uid.clone().unwrap_or_default();
-    let outcome = match verdict(kind, &applied.data, generation) {
+    let verdict = |object: &Value, generation: i64| {
+        verdict(&place.judge, api_version, kind, object, generation)
+    };
+    let outcome = match verdict(&whole(&applied), generation) {
         Health::Healthy => Ok(()),
         Health::Failed(why) => Err(why),
-        Health::InProgress(why) => {
+        Health::InProgress(why) | Health::Unknown(why) => {
             let watch = Watch {
                 api: &api,
                 kind,
@@ -120,7 +125,7 @@ async fn one(
                 .resource_version
                 .clone()
                 .unwrap_or_default();
-            match watch.until(version, generation, why, verdict).await {
+            match watch.until(version, generation, why, &verdict).await {
                 Ok(()) => Ok(()),
                 Err(ApplyError::Unhealthy { why, .. }) => Err(why),
                 Err(ApplyError::NotReady { why, .. }) => {
@@ -160,11 +165,17 @@ async fn one(
 
 /// A hook is done when it finished, not when it runs: a Pod hook has
 /// succeeded, any other kind is healthy.
-pub(super) fn verdict(kind: &str, object: &Value, generation: i64) -> Health {
+fn verdict(
+    judge: &Judge,
+    api_version: &str,
+    kind: &str,
+    object: &Value,
+    generation: i64,
+) -> Health {
     if kind == "Pod" && object["status"]["phase"] == "Running" {
         return Health::InProgress("the pod is running".into());
     }
-    health::of(kind, object, generation)
+    judge.health(api_version, kind, object, generation)
 }
 
 /// Deletes a hook object; false when there was none.

@@ -54,6 +54,8 @@ pub struct Kubernetes {
     /// What the app may create (checked again on every apply: a rollback
     /// re-applies old manifests under today's rules).
     pub guardrails: crate::gitops::guardrails::Guardrails,
+    /// The pipeline repo's health rules.
+    pub rules: crate::manifests::rules::RuleSet,
 }
 
 /// How a deployment's source is kept: what people see (Secrets redacted),
@@ -416,6 +418,7 @@ pub async fn apply_objects(
             rollout_timeout: subject.rollout_timeout,
             preview: kubernetes.preview,
             guardrails: &kubernetes.guardrails,
+            rules: &kubernetes.rules,
         },
     )
     .await

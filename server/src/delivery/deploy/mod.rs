@@ -174,7 +174,11 @@ pub(crate) async fn acquire_lock(
 }
 
 /// Renders what every target of the environment will receive.
-fn plan(app: &Delivery<'_>, request: &DeployRequest<'_>) -> Result<Source, DeployError> {
+fn plan(
+    app: &Delivery<'_>,
+    request: &DeployRequest<'_>,
+    capabilities: Option<manifests::Capabilities>,
+) -> Result<Source, DeployError> {
     let local = (request.entry.targets.iter().any(|t| t == LOCAL_TARGET))
         .then_some(request.config.pipeline.local.as_ref())
         .flatten()
@@ -219,6 +223,7 @@ fn plan(app: &Delivery<'_>, request: &DeployRequest<'_>) -> Result<Source, Deplo
             helm: app.helm.to_path_buf(),
             chart: request.entry.chart.clone(),
             guardrails: guardrails.clone(),
+            capabilities,
         };
         let folder = format!("apps/{}/deploy", request.app_name);
         let rendered = manifests::render(request.manifests_dir, &folder, &context)
@@ -228,6 +233,7 @@ fn plan(app: &Delivery<'_>, request: &DeployRequest<'_>) -> Result<Source, Deplo
             objects: rendered.objects,
             preview: request.entry.branches.is_preview(),
             guardrails: guardrails.clone(),
+            rules: request.config.health_rules.clone(),
         })
     } else {
         None
@@ -240,7 +246,14 @@ async fn deploy_locked(
     request: &DeployRequest<'_>,
     log: &mut LogSink<'_>,
 ) -> Result<(), DeployError> {
-    let source = match plan(app, request) {
+    // A chart's capability checks render for what the targets serve.
+    let chart = request.entry.chart.is_some() || manifests::helm::is_chart(request.manifests_dir);
+    let capabilities = if chart {
+        cluster::capabilities(&app.cluster_registry(), request.entry.cluster_targets()).await
+    } else {
+        None
+    };
+    let source = match plan(app, request, capabilities) {
         Ok(source) => source,
         Err(error) => {
             log.note(&format!("nothing was applied: {error}")).await?;

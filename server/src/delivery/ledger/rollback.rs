@@ -483,6 +483,7 @@ async fn stored(app: &Delivery<'_>, release_id: i64) -> Result<Stored, DeployErr
             preview: false,
             // Set from the app's configuration by the caller.
             guardrails: Default::default(),
+            rules: Default::default(),
         }),
         _ => None,
     };
@@ -541,6 +542,7 @@ async fn reapply(
     let mut stored = stored(app, target_id).await?;
     if let (Some(kubernetes), Some(config)) = (stored.source.kubernetes.as_mut(), &config) {
         kubernetes.guardrails = config.guardrails.clone();
+        kubernetes.rules = config.health_rules.clone();
     }
     let current = match env.deployment_id {
         Some(deployment) => db::releases::id_of_deployment(pool, deployment).await?,

@@ -19,6 +19,7 @@ use super::schema::{
 };
 use crate::config::duration::HumanDuration;
 use crate::git::check_branch_name;
+use crate::manifests::rules::{Check, Rule};
 
 /// Roles an approval policy may name.
 pub const ROLES: &[&str] = &["admin", "developer", "tester", "viewer"];
@@ -264,6 +265,21 @@ struct RawAdmin {
     api_version: Spanned<String>,
     #[serde(default)]
     apps: BTreeMap<String, Spanned<RawGuardrails>>,
+    #[serde(default)]
+    health: Vec<RawHealthRule>,
+}
+
+/// A CEL health rule, as Flux's `healthCheckExprs` are written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealthRule {
+    #[serde(rename = "apiVersion")]
+    api_version: Spanned<String>,
+    kind: Spanned<String>,
+    current: Spanned<String>,
+    #[serde(rename = "inProgress", alias = "in_progress")]
+    in_progress: Option<Spanned<String>>,
+    failed: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -275,14 +291,31 @@ struct RawGuardrails {
     cluster_kinds: Vec<Spanned<String>>,
 }
 
-/// Loads the pipeline repo's admin file ([`guardrails::FILE`]); none is
-/// the defaults.
-pub fn load_admin(text: Option<&str>) -> Result<AdminFile, Vec<ConfigIssue>> {
+/// Loads the pipeline repo's admin file ([`guardrails::FILE`]; none is the
+/// defaults) and its Lua health rules (`health/<group>/<Kind>/health.lua`,
+/// as `(path, text)`).
+pub fn load_admin(
+    text: Option<&str>,
+    scripts: &[(String, String)],
+) -> Result<AdminFile, Vec<ConfigIssue>> {
+    let mut file = AdminFile::default();
+    let mut found = Vec::new();
+    for (path, script) in scripts {
+        match lua_rule(path, script) {
+            Ok(rule) => file.health.rules.push(rule),
+            Err(issue) => found.push(issue),
+        }
+    }
     let Some(text) = text else {
-        return Ok(AdminFile::default());
+        return if found.is_empty() {
+            Ok(file)
+        } else {
+            Err(found)
+        };
     };
     let raw: RawAdmin = parse(guardrails::FILE, text).map_err(|issue| vec![issue])?;
     let mut issues = Issues::new(guardrails::FILE);
+    issues.found = found;
     if raw.api_version.value != API_VERSION {
         issues.at(
             raw.api_version.referenced,
@@ -290,7 +323,11 @@ pub fn load_admin(text: Option<&str>) -> Result<AdminFile, Vec<ConfigIssue>> {
             format!("expected {API_VERSION}, found {:?}", raw.api_version.value),
         );
     }
-    let mut file = AdminFile::default();
+    for rule in raw.health {
+        if let Some(rule) = cel_rule(rule, text, &mut issues) {
+            file.health.rules.push(rule);
+        }
+    }
     for (app, rails) in raw.apps {
         if app != "*" && !valid_name(&app) {
             issues.at(
@@ -358,6 +395,94 @@ pub fn load_admin(text: Option<&str>) -> Result<AdminFile, Vec<ConfigIssue>> {
     }
 }
 
+/// A Lua rule from `health/<group>/<Kind>/health.lua` (`_` or `core` for
+/// the core group), compiled to check it.
+fn lua_rule(path: &str, script: &str) -> Result<Rule, ConfigIssue> {
+    let issue = |line: Option<u64>, message: String| ConfigIssue {
+        file: path.to_string(),
+        line,
+        column: None,
+        field: String::new(),
+        message,
+    };
+    let parts: Vec<&str> = path.split('/').collect();
+    let ["health", group, kind, "health.lua"] = parts.as_slice() else {
+        return Err(issue(
+            None,
+            "a Lua health rule lives at health/<group>/<Kind>/health.lua".into(),
+        ));
+    };
+    let group = if matches!(*group, "_" | "core") {
+        ""
+    } else {
+        group
+    };
+    crate::manifests::rules::compile_lua(path, script)
+        .map_err(|error| issue(error.line, error.message))?;
+    Ok(Rule {
+        group: group.to_string(),
+        kind: kind.to_string(),
+        file: path.to_string(),
+        check: Check::Lua {
+            script: script.to_string(),
+        },
+    })
+}
+
+/// A CEL rule of the admin file, each expression compiled to check it; an
+/// error names the expression's line and column in the file.
+fn cel_rule(raw: RawHealthRule, source: &str, issues: &mut Issues<'_>) -> Option<Rule> {
+    let group = raw
+        .api_version
+        .value
+        .rsplit_once('/')
+        .map_or(String::new(), |(group, _)| group.to_string());
+    let kind = raw.kind.value.clone();
+    let mut ok = true;
+    let mut check = |field: &str, text: &Spanned<String>| {
+        if let Err((line, column, message)) = crate::manifests::rules::compile_cel(&text.value) {
+            let at = text.referenced;
+            // Where the expression starts, moved by where in it the error is
+            // (a quoted scalar starts one column later).
+            let quoted = source
+                .lines()
+                .nth(at.line().saturating_sub(1) as usize)
+                .and_then(|l| l.chars().nth(at.column().saturating_sub(1) as usize))
+                .is_some_and(|c| c == '"' || c == '\'');
+            let start = at.column() + u64::from(quoted);
+            issues.found.push(ConfigIssue {
+                file: guardrails::FILE.to_string(),
+                line: Some(at.line() + line - 1),
+                column: Some(if line == 1 {
+                    start + column - 1
+                } else {
+                    column
+                }),
+                field: format!("health.{kind}.{field}"),
+                message,
+            });
+            ok = false;
+        }
+    };
+    check("current", &raw.current);
+    if let Some(text) = &raw.in_progress {
+        check("inProgress", text);
+    }
+    if let Some(text) = &raw.failed {
+        check("failed", text);
+    }
+    ok.then(|| Rule {
+        group,
+        kind: raw.kind.value.clone(),
+        file: guardrails::FILE.to_string(),
+        check: Check::Cel {
+            current: raw.current.value,
+            in_progress: raw.in_progress.map(|t| t.value),
+            failed: raw.failed.map(|t| t.value),
+        },
+    })
+}
+
 /// `config` with the guardrails `admin` sets for it; refused when its
 /// stack deploys to a cluster they do not allow.
 pub fn guarded(mut config: AppConfig, admin: &AdminFile) -> Result<AppConfig, Vec<ConfigIssue>> {
@@ -383,6 +508,7 @@ pub fn guarded(mut config: AppConfig, admin: &AdminFile) -> Result<AppConfig, Ve
         return Err(issues);
     }
     config.guardrails = rails;
+    config.health_rules = admin.health.clone();
     Ok(config)
 }
 
@@ -490,6 +616,7 @@ pub fn load_app(
             commit_url,
             forge,
             guardrails: Guardrails::default(),
+            health_rules: Default::default(),
         }),
         _ => Err(issues),
     }

@@ -530,10 +530,10 @@ fn a_chart_repository_is_https_and_a_chart_never_a_flag_or_a_path() {
 
 #[test]
 fn the_admin_file_gives_each_app_its_guardrails() {
-    assert_eq!(load_admin(None), Ok(AdminFile::default()));
+    assert_eq!(load_admin(None, &[]), Ok(AdminFile::default()));
     let admin = load_admin(Some(
         "apiVersion: gantry.dev/v1\napps:\n  \"*\": { namespaces: [\"{app}-*\"] }\n  shop:\n    clusters: [dev]\n    cluster_kinds: [ClusterRole, apiextensions.k8s.io/CustomResourceDefinition]\n",
-    ))
+    ), &[])
     .expect("valid");
     let shop = admin.for_app("shop");
     assert_eq!(shop.rule, "apps.shop");
@@ -571,9 +571,10 @@ fn the_admin_file_gives_each_app_its_guardrails() {
 
 #[test]
 fn a_bad_admin_file_names_line_and_field() {
-    let found = load_admin(Some(
-        "apiVersion: gantry.dev/v1\napps:\n  shop:\n    cluster_kind: [ClusterRole]\n",
-    ))
+    let found = load_admin(
+        Some("apiVersion: gantry.dev/v1\napps:\n  shop:\n    cluster_kind: [ClusterRole]\n"),
+        &[],
+    )
     .expect_err("typo");
     assert_eq!(
         (found[0].file.as_str(), found[0].line),
@@ -581,10 +582,63 @@ fn a_bad_admin_file_names_line_and_field() {
     );
     let found = load_admin(Some(
         "apiVersion: gantry.dev/v1\napps:\n  shop:\n    namespaces: [\"Kube_System\"]\n    cluster_kinds: [\"cluster role\"]\n",
-    ))
+    ), &[])
     .expect_err("bad values");
     assert_eq!(found.len(), 2, "{found:?}");
     assert_eq!(found[0].field, "apps.shop.namespaces");
     assert_eq!(found[0].line, Some(4));
     assert!(found[1].message.contains("group/Kind"), "{found:?}");
+}
+
+#[test]
+fn health_rules_load_from_the_admin_file_and_beside_it() {
+    let lua = |path: &str, text: &str| vec![(path.to_string(), text.to_string())];
+    let admin = load_admin(
+        Some("apiVersion: gantry.dev/v1\nhealth:\n  - apiVersion: example.com/v1\n    kind: Widget\n    current: \"status.phase == 'Ready'\"\n    inProgress: \"status.phase == 'New'\"\n"),
+        &lua("health/example.com/Gadget/health.lua", "return { status = 'Healthy' }"),
+    )
+    .expect("valid");
+    let kinds: Vec<(&str, &str)> = admin
+        .health
+        .rules
+        .iter()
+        .map(|r| (r.group.as_str(), r.kind.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("example.com", "Gadget"), ("example.com", "Widget")]
+    );
+
+    // A CEL expression that does not compile: its line and column in the file.
+    let found = load_admin(
+        Some("apiVersion: gantry.dev/v1\nhealth:\n  - apiVersion: example.com/v1\n    kind: Widget\n    current: \"status.phase ==\"\n"),
+        &[],
+    )
+    .expect_err("does not compile");
+    assert_eq!(
+        (found[0].file.as_str(), found[0].line),
+        ("gantry.yaml", Some(5)),
+        "{found:?}"
+    );
+    assert_eq!(found[0].field, "health.Widget.current");
+    assert!(found[0].column.is_some_and(|c| c > 14), "{found:?}");
+
+    // A Lua script that does not compile: its file and line.
+    let found = load_admin(
+        None,
+        &lua("health/example.com/Gadget/health.lua", "hs = {}\nif then\n"),
+    )
+    .expect_err("syntax");
+    assert_eq!(
+        (found[0].file.as_str(), found[0].line),
+        ("health/example.com/Gadget/health.lua", Some(2)),
+        "{found:?}"
+    );
+    let found = load_admin(None, &lua("health/Gadget.lua", "return {}")).expect_err("misplaced");
+    assert!(
+        found[0]
+            .message
+            .contains("health/<group>/<Kind>/health.lua"),
+        "{found:?}"
+    );
 }
