@@ -1,7 +1,10 @@
 //! Whether an applied object is healthy, from what the cluster says of it:
-//! the workload kinds by their own status (replicas available, a Job's
-//! completions), PersistentVolumeClaims by their phase, load-balanced
-//! Services and Ingresses by the address they were given, and every other
+//! first by the pipeline repo's health rules ([`Judge`],
+//! [`crate::manifests::rules`]), else the workload kinds by their own status
+//! (replicas available, a Job's completions), Pods by their phase,
+//! autoscalers by their conditions, CronJobs by their last run,
+//! PersistentVolumeClaims by their phase, load-balanced Services and
+//! Ingresses by the address they were given, and every other
 //! kind — custom resources included — by the community's conventions, as
 //! kstatus reads them: a controller that has not seen the object's
 //! generation yet is still working; `Stalled=True` has failed;
@@ -51,6 +54,8 @@ pub fn of(kind: &str, object: &Value, generation: i64) -> Health {
         "Service" if object["spec"]["type"] == "LoadBalancer" => addressed(status),
         "Ingress" => addressed(status),
         "Pod" => pod(status),
+        "HorizontalPodAutoscaler" => autoscaler(status),
+        "CronJob" => cron_job(object),
         "PersistentVolumeClaim" => match status["phase"].as_str() {
             Some("Bound") => Health::Healthy,
             Some("Lost") => Health::Failed("the claim lost its volume".into()),
@@ -96,6 +101,54 @@ fn pod(status: &Value) -> Health {
             "the pod is {}",
             phase.unwrap_or("pending").to_lowercase()
         )),
+    }
+}
+
+/// An autoscaler, as its conditions say: able to scale and reading its
+/// metrics (a metric it cannot read fails; the first reading is waited
+/// for).
+fn autoscaler(status: &Value) -> Health {
+    let conditions = status["conditions"].as_array();
+    let Some(conditions) = conditions.filter(|all| !all.is_empty()) else {
+        return Health::InProgress("waiting for the autoscaler's first reading".into());
+    };
+    for kind in ["AbleToScale", "ScalingActive"] {
+        if let Some(not) = conditions
+            .iter()
+            .find(|c| c["type"] == kind && c["status"] == "False")
+        {
+            let reason = not["reason"].as_str().unwrap_or_default();
+            // Scaling turned off (replicas: 0) is the owner's choice.
+            if reason == "ScalingDisabled" {
+                continue;
+            }
+            return Health::Failed(format!(
+                "{kind}=False: {reason}: {}",
+                not["message"].as_str().unwrap_or_default()
+            ));
+        }
+    }
+    Health::Healthy
+}
+
+/// A CronJob is healthy as applied (its runs are not the deploy's) unless
+/// its last scheduled run failed and none runs now.
+fn cron_job(object: &Value) -> Health {
+    let status = &object["status"];
+    if object["spec"]["suspend"] == true {
+        return Health::Healthy;
+    }
+    let running = status["active"].as_array().is_some_and(|a| !a.is_empty());
+    let scheduled = status["lastScheduleTime"].as_str();
+    let succeeded = status["lastSuccessfulTime"].as_str();
+    match (scheduled, succeeded) {
+        // RFC 3339 in UTC: the text orders as the time does.
+        (Some(scheduled), succeeded) if !running && succeeded.is_none_or(|s| s < scheduled) => {
+            Health::Failed(format!(
+                "its last run, scheduled at {scheduled}, did not succeed"
+            ))
+        }
+        _ => Health::Healthy,
     }
 }
 
@@ -331,5 +384,44 @@ mod tests {
             matches!(of("Deployment", &fresh, 1), Health::InProgress(_)),
             "no status yet is not ready"
         );
+    }
+
+    #[test]
+    fn autoscalers_and_cron_jobs_by_their_own_status() {
+        assert!(matches!(
+            of("HorizontalPodAutoscaler", &json!({}), 1),
+            Health::InProgress(_)
+        ));
+        let able = json!({ "status": { "conditions": [
+            { "type": "AbleToScale", "status": "True" },
+            { "type": "ScalingActive", "status": "True" },
+        ] } });
+        assert_eq!(of("HorizontalPodAutoscaler", &able, 1), Health::Healthy);
+        let blind = json!({ "status": { "conditions": [
+            { "type": "AbleToScale", "status": "True" },
+            { "type": "ScalingActive", "status": "False", "reason": "FailedGetResourceMetric", "message": "no metrics for cpu" },
+        ] } });
+        assert_eq!(
+            of("HorizontalPodAutoscaler", &blind, 1),
+            Health::Failed(
+                "ScalingActive=False: FailedGetResourceMetric: no metrics for cpu".into()
+            )
+        );
+
+        assert_eq!(
+            of("CronJob", &json!({ "spec": {} }), 1),
+            Health::Healthy,
+            "never ran yet"
+        );
+        let failed = json!({ "spec": {}, "status": { "lastScheduleTime": "2026-12-07T10:00:00Z", "lastSuccessfulTime": "2026-12-07T09:00:00Z" } });
+        assert!(
+            matches!(of("CronJob", &failed, 1), Health::Failed(why) if why.contains("10:00:00"))
+        );
+        let running = json!({ "spec": {}, "status": { "active": [{ "name": "j" }], "lastScheduleTime": "2026-12-07T10:00:00Z" } });
+        assert_eq!(of("CronJob", &running, 1), Health::Healthy);
+        let fine = json!({ "spec": {}, "status": { "lastScheduleTime": "2026-12-07T10:00:00Z", "lastSuccessfulTime": "2026-12-07T10:00:05Z" } });
+        assert_eq!(of("CronJob", &fine, 1), Health::Healthy);
+        let suspended = json!({ "spec": { "suspend": true }, "status": { "lastScheduleTime": "2026-12-07T10:00:00Z" } });
+        assert_eq!(of("CronJob", &suspended, 1), Health::Healthy);
     }
 }
