@@ -110,15 +110,16 @@ pub fn template(
     args.push("--values".into());
     args.push(write("gantry-values.yaml", &json!({ "gantry": gantry }))?.into_os_string());
 
-    let output = Command::new(&context.helm)
+    let mut command = Command::new(&context.helm);
+    command
         .args(&args)
         .env_clear()
         .env("HOME", home.path())
         .env("HELM_CACHE_HOME", home.path().join("cache"))
         .env("HELM_CONFIG_HOME", home.path().join("config"))
         .env("HELM_DATA_HOME", home.path().join("data"))
-        .current_dir(home.path())
-        .output();
+        .current_dir(home.path());
+    let output = super::process::output(command, super::process::RENDER_TIMEOUT);
     let output = match output {
         Ok(output) => output,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {

@@ -440,7 +440,9 @@ fn kustomize(
         ("kubectl", vec!["kustomize", &target]),
     ];
     for (program, args) in attempts {
-        match std::process::Command::new(program).args(&args).output() {
+        let mut command = std::process::Command::new(program);
+        command.args(&args);
+        match process::output(command, process::RENDER_TIMEOUT) {
             Ok(output) if output.status.success() => {
                 return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
             }
@@ -544,6 +546,7 @@ fn validate(mut object: Value, context: &RenderContext) -> Result<Value, Rejecte
 
 pub mod helm;
 pub mod hooks;
+mod process;
 pub mod rules;
 
 #[cfg(test)]

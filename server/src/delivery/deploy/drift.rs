@@ -497,27 +497,32 @@ async fn diff_for(
     } else {
         None
     };
-    let rendered = manifests::render(
-        &folder.path().join("deploy"),
-        &format!("apps/{}/deploy", app_row.name),
-        &manifests::RenderContext {
-            app: app_row.name.clone(),
-            env: env.name.clone(),
-            namespace: namespace.clone(),
-            branch: branch.to_string(),
-            commit: commit.to_string(),
-            image,
-            url: env.url.clone(),
-            variables: entry.variables.clone(),
-            pipeline_sha: pipeline_sha.to_string(),
-            stack_entry: entry.env.clone(),
-            values: entry.values.clone(),
-            helm: app.helm.to_path_buf(),
-            chart: entry.chart.clone(),
-            guardrails: config.guardrails.clone(),
-            capabilities,
-        },
-    )?;
+    let context = manifests::RenderContext {
+        app: app_row.name.clone(),
+        env: env.name.clone(),
+        namespace: namespace.clone(),
+        branch: branch.to_string(),
+        commit: commit.to_string(),
+        image,
+        url: env.url.clone(),
+        variables: entry.variables.clone(),
+        pipeline_sha: pipeline_sha.to_string(),
+        stack_entry: entry.env.clone(),
+        values: entry.values.clone(),
+        helm: app.helm.to_path_buf(),
+        chart: entry.chart.clone(),
+        guardrails: config.guardrails.clone(),
+        capabilities,
+    };
+    let (dir, name) = (
+        folder.path().join("deploy"),
+        format!("apps/{}/deploy", app_row.name),
+    );
+    // Helm and kustomize are programs that take their time: not on the
+    // async workers.
+    let rendered = tokio::task::spawn_blocking(move || manifests::render(&dir, &name, &context))
+        .await
+        .map_err(|e| DriftError::Config(format!("rendering stopped: {e}")))??;
     let mut diffs = Vec::new();
     for cluster in entry.cluster_targets() {
         let comparisons = compare(app, cluster, &namespace, &rendered.objects).await?;

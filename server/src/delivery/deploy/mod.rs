@@ -174,7 +174,7 @@ pub(crate) async fn acquire_lock(
 }
 
 /// Renders what every target of the environment will receive.
-fn plan(
+async fn plan(
     app: &Delivery<'_>,
     request: &DeployRequest<'_>,
     capabilities: Option<manifests::Capabilities>,
@@ -226,8 +226,14 @@ fn plan(
             capabilities,
         };
         let folder = format!("apps/{}/deploy", request.app_name);
-        let rendered = manifests::render(request.manifests_dir, &folder, &context)
-            .map_err(|e| DeployError::Failed(e.to_string()))?;
+        // Helm and kustomize are programs that take their time: not on
+        // the async workers.
+        let dir = request.manifests_dir.to_path_buf();
+        let rendered =
+            tokio::task::spawn_blocking(move || manifests::render(&dir, &folder, &context))
+                .await
+                .map_err(|e| DeployError::Failed(format!("rendering stopped: {e}")))?
+                .map_err(|e| DeployError::Failed(e.to_string()))?;
         Some(Kubernetes {
             namespace,
             objects: rendered.objects,
@@ -253,7 +259,7 @@ async fn deploy_locked(
     } else {
         None
     };
-    let source = match plan(app, request, capabilities) {
+    let source = match plan(app, request, capabilities).await {
         Ok(source) => source,
         Err(error) => {
             log.note(&format!("nothing was applied: {error}")).await?;
