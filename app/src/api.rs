@@ -122,6 +122,43 @@ pub async fn list_lanes(
         .map_err(failed("the lanes"))
 }
 
+#[server(prefix = "/fn", endpoint = "get_resources")]
+pub async fn get_resources(
+    app: String,
+    env: String,
+    query: crate::dto::ResourceQuery,
+) -> Result<crate::dto::ResourcePage, ServerFnError> {
+    let (port, caller) = caller().await?;
+    port.resources(&caller, app, env, query)
+        .await
+        .map_err(failed("the resources"))
+}
+
+#[server(prefix = "/fn", endpoint = "get_resource")]
+pub async fn get_resource(
+    app: String,
+    env: String,
+    reference: crate::dto::ResourceRef,
+) -> Result<crate::dto::ResourceDetail, ServerFnError> {
+    let (port, caller) = caller().await?;
+    port.resource(&caller, app, env, reference)
+        .await
+        .map_err(failed("the object"))
+}
+
+#[server(prefix = "/fn", endpoint = "get_pod_log")]
+pub async fn get_pod_log(
+    app: String,
+    env: String,
+    pod: String,
+    query: crate::dto::PodLogQuery,
+) -> Result<crate::dto::PodLog, ServerFnError> {
+    let (port, caller) = caller().await?;
+    port.pod_log(&caller, app, env, pod, query)
+        .await
+        .map_err(failed("the pod's log"))
+}
+
 #[server(prefix = "/fn", endpoint = "get_attention")]
 pub async fn get_attention() -> Result<crate::dto::Attention, ServerFnError> {
     let (port, caller) = caller().await?;

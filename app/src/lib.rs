@@ -34,6 +34,7 @@ use crate::pages::{
     environments::EnvironmentsPage,
     not_found::NotFoundPage,
     releases::{ComparePage, ReleasePage, ReleasesPage},
+    resources::{PodLogPage, ResourceObjectPage, ResourcesPage},
     run::RunPage,
     runs::RunsPage,
     secrets::SecretsPage,
@@ -112,6 +113,9 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/clusters") view=ClustersPage ssr=SsrMode::Async />
                     <Route path=path!("/notifications") view=ChannelsPage ssr=SsrMode::Async />
                     <Route path=path!("/apps/:name") view=AppPage ssr=SsrMode::Async />
+                    <Route path=path!("/apps/:name/environments/:env/resources") view=ResourcesPage ssr=SsrMode::Async />
+                    <Route path=path!("/apps/:name/environments/:env/resources/object") view=ResourceObjectPage ssr=SsrMode::Async />
+                    <Route path=path!("/apps/:name/environments/:env/pods/:pod") view=PodLogPage ssr=SsrMode::Async />
                     <Route path=path!("/share/:token") view=SharePage ssr=SsrMode::Async />
                     <Route path=path!("/audit") view=AuditPage ssr=SsrMode::Async />
                     <Route path=path!("/settings") view=SettingsPage ssr=SsrMode::Async />

@@ -280,6 +280,18 @@
     swap(url.href, 'navigate');
   });
 
+  // A page that shows something only the cluster knows (the resource tree,
+  // a pod's log) is not in the change feed: it says how often to look
+  // again (`data-refresh` seconds), and is refreshed while it is in view.
+  setInterval(() => {
+    const every = Number(document.querySelector('[data-refresh]')?.dataset.refresh || 0);
+    if (!every || document.visibilityState !== 'visible') return;
+    const now = Date.now();
+    if (now - (window.__gantryPolled || 0) < every * 1000) return;
+    window.__gantryPolled = now;
+    refresh();
+  }, 1000);
+
   window.addEventListener('popstate', () => {
     if (location.pathname + location.search !== shown) swap(location.href, 'back');
   });

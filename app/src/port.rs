@@ -126,6 +126,32 @@ pub trait StackPort: Send + Sync {
         caller: &Caller,
         app: String,
     ) -> Result<Option<AppOverview>, PortError>;
+    /// A page of an environment's live resource tree on one cluster
+    /// (viewers of the app).
+    async fn resources(
+        &self,
+        caller: &Caller,
+        app: String,
+        env: String,
+        query: crate::dto::ResourceQuery,
+    ) -> Result<crate::dto::ResourcePage, PortError>;
+    /// One applied object live, as applied and the difference (admins).
+    async fn resource(
+        &self,
+        caller: &Caller,
+        app: String,
+        env: String,
+        reference: crate::dto::ResourceRef,
+    ) -> Result<crate::dto::ResourceDetail, PortError>;
+    /// The end of a pod's log (developers of the app).
+    async fn pod_log(
+        &self,
+        caller: &Caller,
+        app: String,
+        env: String,
+        pod: String,
+        query: crate::dto::PodLogQuery,
+    ) -> Result<crate::dto::PodLog, PortError>;
 }
 
 /// Runs, their logs and diffs, and the runs held for approval.

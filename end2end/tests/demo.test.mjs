@@ -4,11 +4,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { artifacts, freePort, launchBrowser, signIn, watchProblems } from './support.mjs';
+import { join } from 'node:path';
+import { artifacts, freePort, launchBrowser, pastTheEdge, seriousViolations, signIn, watchProblems } from './support.mjs';
 
 let demo;
 let browser;
@@ -397,19 +396,6 @@ function pushCommit(branch, message, files) {
   }
 }
 
-// The elements of `main` whose box reaches past the window's right edge.
-async function pastTheEdge(page) {
-  return page.evaluate(() => {
-    const width = document.documentElement.clientWidth;
-    return [...document.querySelectorAll('main *')]
-      .filter((el) => {
-        const box = el.getBoundingClientRect();
-        return box.width > 0 && box.right > width + 1;
-      })
-      .slice(0, 5)
-      .map((el) => `<${el.tagName.toLowerCase()} class="${el.className}"> right=${Math.round(el.getBoundingClientRect().right)} > ${width}`);
-  });
-}
 
 test('the home page is a lane per app: a failed preview first and red with its reason, the gap between stages, nothing past the edge', async () => {
   // A 200-character branch whose run fails its tests, with a message
@@ -485,26 +471,6 @@ test('the home page is a lane per app: a failed preview first and red with its r
   await context.close();
 });
 
-const axeSource = join(dirname(fileURLToPath(import.meta.url)), '..', 'node_modules', 'axe-core', 'axe.min.js');
-
-// axe-core's serious and critical violations on the page, one line each.
-async function seriousViolations(page) {
-  // Through DevTools, not a <script> tag: the page's Content-Security-Policy
-  // (rightly) refuses inline scripts without its nonce.
-  await page.evaluate(`(() => { ${readFileSync(axeSource, 'utf8')}\n})()`);
-  const { passed, violations } = await page.evaluate(async () => {
-    const result = await window.axe.run(document, { resultTypes: ['violations'] });
-    return {
-      passed: result.passes.length,
-      violations: result.violations
-        .filter((v) => v.impact === 'serious' || v.impact === 'critical')
-        .map((v) => `${v.id} (${v.impact}): ${v.help} — ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join('; ')}`),
-    };
-  });
-  // A check that ran no rule would pass anything.
-  assert.ok(passed >= 10, `axe ran only ${passed} passing rules on ${page.url()}`);
-  return violations;
-}
 
 // Every view, in the light and the dark theme, checked with axe-core (npm):
 // no serious or critical violation. Each view's screenshot is kept.

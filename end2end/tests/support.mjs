@@ -2,7 +2,8 @@
 // with a fresh data directory, and launch Debian's Chromium (playwright-core
 // cannot download its own browser here; DESIGN.md §6).
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import assert from 'node:assert/strict';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -172,4 +173,39 @@ export async function startProvider(gantryPort) {
       await new Promise((resolve) => (child.exitCode !== null ? resolve() : child.once('exit', resolve)));
     },
   };
+}
+
+// The elements of `main` whose box reaches past the window's right edge.
+export async function pastTheEdge(page) {
+  return page.evaluate(() => {
+    const width = document.documentElement.clientWidth;
+    return [...document.querySelectorAll('main *')]
+      .filter((el) => {
+        const box = el.getBoundingClientRect();
+        return box.width > 0 && box.right > width + 1;
+      })
+      .slice(0, 5)
+      .map((el) => `<${el.tagName.toLowerCase()} class="${el.className}"> right=${Math.round(el.getBoundingClientRect().right)} > ${width}`);
+  });
+}
+
+const axeSource = join(here, '..', 'node_modules', 'axe-core', 'axe.min.js');
+
+// axe-core's serious and critical violations on the page, one line each.
+export async function seriousViolations(page) {
+  // Through DevTools, not a <script> tag: the page's Content-Security-Policy
+  // (rightly) refuses inline scripts without its nonce.
+  await page.evaluate(`(() => { ${readFileSync(axeSource, 'utf8')}\n})()`);
+  const { passed, violations } = await page.evaluate(async () => {
+    const result = await window.axe.run(document, { resultTypes: ['violations'] });
+    return {
+      passed: result.passes.length,
+      violations: result.violations
+        .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+        .map((v) => `${v.id} (${v.impact}): ${v.help} — ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join('; ')}`),
+    };
+  });
+  // A check that ran no rule would pass anything.
+  assert.ok(passed >= 10, `axe ran only ${passed} passing rules on ${page.url()}`);
+  return violations;
 }

@@ -85,7 +85,7 @@ impl StackPort for App {
             return Ok(None);
         };
         caller.require(Role::Viewer, Some(&app))?;
-        let environments =
+        let environments: Vec<EnvironmentSummary> =
             db::environments::list_active_of(&self.db, db::environments::Which::Apps(&[row.id]))
                 .await
                 .map_err(port_error)?
@@ -104,9 +104,25 @@ impl StackPort for App {
             }
         }
         let lane = self.lanes().lane(caller, &app).await?;
+        let on_clusters: Vec<String> = crate::configs::stored(&row)
+            .map(|config| {
+                config
+                    .stack
+                    .iter()
+                    .filter(|e| e.cluster_targets().next().is_some())
+                    .map(|e| e.env.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let resource_trees = environments
+            .iter()
+            .filter(|e| on_clusters.contains(&e.stack_entry))
+            .map(|e| e.name.clone())
+            .collect();
         Ok(Some(AppOverview {
             app,
             source_url: crate::git::redact_source(&row.source_url),
+            resource_trees,
             environments,
             lane,
             change_requests,
@@ -128,6 +144,102 @@ impl StackPort for App {
                     .map_err(port_error)?,
             ),
         }))
+    }
+
+    async fn resources(
+        &self,
+        caller: &Caller,
+        app: String,
+        env: String,
+        query: app::dto::ResourceQuery,
+    ) -> Result<app::dto::ResourcePage, PortError> {
+        caller.require(Role::Viewer, Some(&app))?;
+        let (row, env_row, config) = self.environment_of(&app, &env).await?;
+        let scope = crate::delivery::deploy::tree::EnvScope {
+            env: &env_row,
+            app: &row.name,
+            config: &config,
+        };
+        let allowed = crate::delivery::deploy::tree::Allowed {
+            inspect: caller.me.can(Role::Admin, Some(&app)),
+            read_logs: caller.me.can(Role::Developer, Some(&app)),
+        };
+        Ok(crate::delivery::deploy::tree::page(&self.delivery(), &scope, &query, allowed).await?)
+    }
+
+    async fn resource(
+        &self,
+        caller: &Caller,
+        app: String,
+        env: String,
+        reference: app::dto::ResourceRef,
+    ) -> Result<app::dto::ResourceDetail, PortError> {
+        // The live object may hold more than developers see.
+        caller.require(Role::Admin, Some(&app))?;
+        let (row, env_row, config) = self.environment_of(&app, &env).await?;
+        let scope = crate::delivery::deploy::tree::EnvScope {
+            env: &env_row,
+            app: &row.name,
+            config: &config,
+        };
+        Ok(crate::delivery::deploy::tree::detail(&self.delivery(), &scope, &reference).await?)
+    }
+
+    async fn pod_log(
+        &self,
+        caller: &Caller,
+        app: String,
+        env: String,
+        pod: String,
+        query: app::dto::PodLogQuery,
+    ) -> Result<app::dto::PodLog, PortError> {
+        // An app's logs are its developers' (and admins'): the pod is looked
+        // up in this environment's namespace only.
+        caller.require(Role::Developer, Some(&app))?;
+        let (row, env_row, config) = self.environment_of(&app, &env).await?;
+        let scope = crate::delivery::deploy::tree::EnvScope {
+            env: &env_row,
+            app: &row.name,
+            config: &config,
+        };
+        Ok(crate::delivery::deploy::tree::pod_log(
+            &self.delivery(),
+            &scope,
+            &pod,
+            query.cluster.as_deref(),
+            query.container.as_deref(),
+        )
+        .await?)
+    }
+}
+
+impl App {
+    /// An app's live environment by name, with the app's configuration.
+    async fn environment_of(
+        &self,
+        app: &str,
+        env: &str,
+    ) -> Result<
+        (
+            db::apps::AppRow,
+            db::environments::EnvRow,
+            crate::gitops::schema::AppConfig,
+        ),
+        PortError,
+    > {
+        let pool = self.db.pool();
+        let row = db::apps::find_active_by_name(pool, app)
+            .await
+            .map_err(port_error)?
+            .ok_or_else(|| PortError::NotFound(format!("there is no app {app}")))?;
+        let env_row = db::environments::find_by_name(pool, row.id, env)
+            .await
+            .map_err(port_error)?
+            .filter(|e| e.destroyed_at.is_none())
+            .ok_or_else(|| PortError::NotFound(format!("{app} has no environment {env}")))?;
+        let config = crate::configs::stored(&row)
+            .map_err(|e| PortError::Failed(format!("{app}: the stored configuration: {e}")))?;
+        Ok((row, env_row, config))
     }
 }
 

@@ -41,6 +41,9 @@ pub struct AppOverview {
     pub app: String,
     pub source_url: String,
     pub environments: Vec<EnvironmentSummary>,
+    /// The environments deployed to clusters: each has a resource tree.
+    #[serde(default)]
+    pub resource_trees: Vec<String>,
     /// Its lane, every preview listed.
     pub lane: Option<AppLane>,
     pub change_requests: Vec<ChangeRequestDetail>,

@@ -57,6 +57,27 @@ fn app_view(overview: AppOverview) -> impl IntoView {
                 <a href=releases>"Release timeline"</a>
             </p>
             {overview.lane.map(|lane| lane_view(lane, true))}
+            {(!overview.resource_trees.is_empty())
+                .then(|| {
+                    let app = overview.app.clone();
+                    view! {
+                        <p class="resource-links" data-testid="resource-links">
+                            "Resources on clusters: "
+                            {overview
+                                .resource_trees
+                                .iter()
+                                .map(|env| {
+                                    let href = format!(
+                                        "/apps/{}/environments/{}/resources",
+                                        crate::format::percent_encode(&app),
+                                        crate::format::percent_encode(env),
+                                    );
+                                    view! { <a href=href class="chip">{env.clone()}</a> }
+                                })
+                                .collect_view()}
+                        </p>
+                    }
+                })}
         </section>
         <section class="panel" aria-labelledby="app-requests">
             <h2 id="app-requests">"Open change requests"</h2>

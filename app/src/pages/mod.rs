@@ -10,6 +10,7 @@ pub mod clusters;
 pub mod environments;
 pub mod not_found;
 pub mod releases;
+pub mod resources;
 pub mod run;
 pub mod runs;
 pub mod secrets;

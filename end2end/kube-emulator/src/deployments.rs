@@ -158,6 +158,13 @@ pub fn reconcile(store: &Store, ready: impl Fn(Duration) -> bool) {
     let all_pods = store.objects_of("", "pods");
     for (key, set) in store.objects_of("apps", "replicasets") {
         pods(store, &key, &set, &all_pods);
+        // Seen: the controller has reconciled this generation.
+        let generation = int(&set["metadata"]["generation"]);
+        if int(&set["status"]["observedGeneration"]) < generation {
+            let mut status = set["status"].clone();
+            status["observedGeneration"] = json!(generation);
+            store.set_status(&key, status);
+        }
     }
     collect_garbage(store);
 }
@@ -224,7 +231,7 @@ fn deploy(store: &Store, key: &Key, deployment: &Value, sets: &[(Key, Value)], r
             "fullyLabeledReplicas": replicas,
             "readyReplicas": available,
             "availableReplicas": available,
-            "observedGeneration": current.map_or(1, |c| int(&c["metadata"]["generation"])),
+            "observedGeneration": current.map_or(1, |c| int(&c["status"]["observedGeneration"]).max(1)),
         },
     });
     let from = current.map_or(0, |c| int(&c["spec"]["replicas"]));

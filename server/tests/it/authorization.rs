@@ -191,6 +191,21 @@ const ROUTES: &[(&str, &str, Need)] = &[
         "/api/v1/apps/{app}/hook-token",
         Need::Role(Role::Admin),
     ),
+    (
+        "GET",
+        "/api/v1/apps/{app}/environments/{env}/resources",
+        Need::Role(Role::Viewer),
+    ),
+    (
+        "GET",
+        "/api/v1/apps/{app}/environments/{env}/resources/object",
+        Need::Role(Role::Admin),
+    ),
+    (
+        "GET",
+        "/api/v1/apps/{app}/environments/{env}/pods/{pod}/log",
+        Need::Role(Role::Developer),
+    ),
     ("GET", "/api/v1/secrets", Need::Role(Role::Admin)),
     ("PUT", "/api/v1/secrets/{name}", Need::Role(Role::Admin)),
     ("DELETE", "/api/v1/secrets/{name}", Need::Role(Role::Admin)),
@@ -234,6 +249,21 @@ const SERVER_FNS: &[(&str, Need, &str)] = &[
     ("approval_inbox", Need::Role(Role::Viewer), ""),
     ("list_clusters", Need::Role(Role::Admin), ""),
     ("get_app_overview", Need::Role(Role::Viewer), "app=shop"),
+    (
+        "get_resources",
+        Need::Role(Role::Viewer),
+        "app=shop&env=production&query[page]=1",
+    ),
+    (
+        "get_resource",
+        Need::Role(Role::Admin),
+        "app=shop&env=production&reference[apiVersion]=v1&reference[kind]=ConfigMap&reference[name]=settings",
+    ),
+    (
+        "get_pod_log",
+        Need::Role(Role::Developer),
+        "app=shop&env=production&pod=web-1&query[container]=web",
+    ),
     ("list_channels", Need::Role(Role::Admin), ""),
     (
         "list_audit_log",
@@ -378,6 +408,8 @@ fn concrete(path: &str, world: &World, token_id: i64) -> String {
             },
         )
         .replace("{app}", "shop")
+        .replace("{env}", "production")
+        .replace("{pod}", "web-1")
         .replace("{sha}", "0000000000000000000000000000000000000000")
         .replace("{forge}", "github")
         .replace("{token}", "1.1.1.AAAA")

@@ -2418,3 +2418,209 @@ async fn a_chart_renders_for_the_target_clusters_capabilities() {
     }
     assert_eq!(caps()["widgets"], "true");
 }
+
+// The live resource tree: a Deployment with its ReplicaSet and Pods and
+// their health, sync state (drifted when someone scales it by hand, missing
+// when deleted), server-side filters and paging; the live object and its
+// diff for admins only; pod logs for the app's developers only — a viewer,
+// and a developer of another app, are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_resource_tree_shows_live_objects_children_health_and_logs() {
+    let one = on_one_cluster("", |pipeline| {
+        pipeline.write(
+            "apps/shop/deploy/web.yaml",
+            MANIFESTS.replace("{{ replicas }}", "2").as_str(),
+        );
+        pipeline.write("apps/shop/deploy/settings.yaml", CONFIG_MAP);
+        // Another app on the same cluster, whose developers are not shop's.
+        let shop = std::fs::read_to_string(format!("{}/apps/shop/app.yaml", pipeline.path()))
+            .expect("shop's app.yaml");
+        pipeline.write("apps/billing/app.yaml", &shop);
+        pipeline.write("apps/billing/pipeline.yaml", PIPELINE);
+        pipeline.write("apps/billing/deploy/settings.yaml", CONFIG_MAP);
+    })
+    .await;
+    let app = &one.app;
+    let store = one.dev.store();
+    let run = finished(app, &one.latest).await;
+    assert_eq!(
+        run["run"]["state"],
+        "succeeded",
+        "{}",
+        deploy_log(app, &run).await
+    );
+    let base = "/api/v1/apps/shop/environments/staging";
+    let tree = wait_for("the pods to be ready", MINUTE, || async {
+        let tree = app.get(&format!("{base}/resources")).await.json();
+        let web = tree["objects"]
+            .as_array()?
+            .iter()
+            .find(|o| o["kind"] == "Deployment")?
+            .clone();
+        let pods: Vec<Value> = web["children"][0]["children"].as_array()?.clone();
+        (pods.len() == 2 && pods.iter().all(|p| p["health"] == "healthy")).then_some(tree)
+    })
+    .await;
+    assert_eq!(tree["cluster"], "dev");
+    assert_eq!(tree["namespace"], "shop-staging");
+    assert_eq!(tree["total"], 3, "{tree}");
+    let web = tree["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (web["health"].as_str(), web["sync"].as_str()),
+        (Some("healthy"), Some("in_sync"))
+    );
+    let replica_set = &web["children"][0];
+    assert_eq!(replica_set["kind"], "ReplicaSet");
+    assert_eq!(replica_set["sync"], "owned");
+    assert!(
+        web["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["reason"] == "ScalingReplicaSet"),
+        "{web}"
+    );
+    let pod = replica_set["children"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(replica_set["children"][0]["containers"], json!(["web"]));
+
+    // Filters and pages are the server's.
+    let only = app
+        .get(&format!("{base}/resources?kind=ConfigMap&q=sett"))
+        .await
+        .json();
+    assert_eq!(only["total"], 1, "{only}");
+    assert_eq!(only["objects"][0]["name"], "settings");
+
+    // Pod logs: the app's developers; not a viewer, not another app's.
+    one.dev
+        .write_log("shop-staging", &pod, "web", "GET /healthz 200\n");
+    let developer = app
+        .token("dev", app::dto::Role::Developer, Some("shop"))
+        .await;
+    let log = app
+        .get_as(&developer, &format!("{base}/pods/{pod}/log"))
+        .await;
+    assert_eq!(log.status, 200, "{}", log.text());
+    assert_eq!(log.json()["text"], "GET /healthz 200\n");
+    assert_eq!(log.json()["container"], "web");
+    let viewer = app
+        .token("viewer", app::dto::Role::Viewer, Some("shop"))
+        .await;
+    assert_eq!(
+        app.get_as(&viewer, &format!("{base}/resources"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        app.get_as(&viewer, &format!("{base}/pods/{pod}/log"))
+            .await
+            .status,
+        403
+    );
+    let billing = app
+        .token("billing-dev", app::dto::Role::Developer, Some("billing"))
+        .await;
+    assert_eq!(
+        app.get_as(&billing, &format!("{base}/pods/{pod}/log"))
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        app.get_as(&billing, &format!("{base}/resources"))
+            .await
+            .status,
+        403
+    );
+    // Scaled by hand: drifted, and the admin's diff says how.
+    let key = kube_emulator::Key {
+        group: "apps".into(),
+        plural: "deployments".into(),
+        namespace: "shop-staging".into(),
+        name: "web".into(),
+    };
+    let mut scaled = store
+        .object("apps", "deployments", "shop-staging", "web")
+        .unwrap();
+    scaled["spec"]["replicas"] = json!(5);
+    let version = scaled["metadata"]["resourceVersion"]
+        .as_str()
+        .map(str::to_string);
+    assert!(store.put_if("apps", "deployments", scaled, version.as_deref()));
+    let drifted = app
+        .get(&format!("{base}/resources?kind=Deployment"))
+        .await
+        .json();
+    assert_eq!(drifted["objects"][0]["sync"], "drifted", "{drifted}");
+    assert_eq!(drifted["drifted"], 1);
+    let detail = app
+        .get(&format!(
+            "{base}/resources/object?apiVersion=apps/v1&kind=Deployment&name=web"
+        ))
+        .await;
+    assert_eq!(detail.status, 200, "{}", detail.text());
+    let diff = detail.json()["diff"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        diff.contains("-  replicas: 2") && diff.contains("+  replicas: 5"),
+        "{diff}"
+    );
+    // Deleted: missing.
+    store.remove(&kube_emulator::Key {
+        group: String::new(),
+        plural: "configmaps".into(),
+        namespace: "shop-staging".into(),
+        name: "settings".into(),
+    });
+    let gone = app
+        .get(&format!("{base}/resources?health=missing"))
+        .await
+        .json();
+    assert_eq!(gone["total"], 1, "{gone}");
+    assert_eq!(gone["objects"][0]["sync"], "missing");
+    let _ = key;
+
+    // The live object is the admins'.
+    assert_eq!(
+        app.get_as(
+            &developer,
+            &format!("{base}/resources/object?apiVersion=apps/v1&kind=Deployment&name=web")
+        )
+        .await
+        .status,
+        403
+    );
+    // A pod is looked up in this environment's namespace only: a name from
+    // elsewhere is not found, a path in it is not a path.
+    for pod in ["coredns-x", "..%2F..%2Fkube-system%2Fpods%2Fcoredns"] {
+        let answer = app
+            .get_as(&developer, &format!("{base}/pods/{pod}/log"))
+            .await;
+        assert_eq!(answer.status, 404, "{pod}: {}", answer.text());
+    }
+    // An environment or cluster it does not have.
+    assert_eq!(
+        app.get(&format!("{base}/resources?cluster=prod-eu"))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        app.get("/api/v1/apps/shop/environments/nowhere/resources")
+            .await
+            .status,
+        404
+    );
+}

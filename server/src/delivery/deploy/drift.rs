@@ -30,6 +30,9 @@ pub enum DriftError {
     /// The configuration or manifests at the commit do not render.
     #[error("{0}")]
     Config(String),
+    /// The environment has no such cluster, object or pod.
+    #[error("{0}")]
+    NotOnCluster(String),
     #[error(transparent)]
     Manifests(#[from] ManifestError),
     #[error(transparent)]
@@ -52,6 +55,7 @@ impl Classified for DriftError {
             DriftError::Apply(error) => error.kind(),
             DriftError::Unreachable(_) | DriftError::Git(_) => Kind::Unavailable,
             DriftError::Config(_) | DriftError::Manifests(_) => Kind::Invalid,
+            DriftError::NotOnCluster(_) => Kind::NotFound,
             DriftError::Stored { .. } | DriftError::Io(_) => Kind::Internal,
             DriftError::Db(error) => error.kind(),
         }

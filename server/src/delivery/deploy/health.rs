@@ -38,7 +38,9 @@ impl Judge {
 pub fn of(kind: &str, object: &Value, generation: i64) -> Health {
     let status = &object["status"];
     match kind {
-        "Deployment" | "StatefulSet" | "DaemonSet" | "Job" => workload(kind, object, generation),
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => {
+            workload(kind, object, generation)
+        }
         // Its kind is served once the apiserver established it.
         "CustomResourceDefinition" => {
             let established = status["conditions"].as_array().is_some_and(|all| {
@@ -249,6 +251,16 @@ fn workload(kind: &str, object: &Value, generation: i64) -> Health {
                 waiting(format!(
                     "{}/{desired} pods available",
                     count("numberAvailable")
+                ))
+            }
+        }
+        "ReplicaSet" => {
+            if count("availableReplicas") >= wanted {
+                Health::Healthy
+            } else {
+                waiting(format!(
+                    "{}/{wanted} replicas available",
+                    count("availableReplicas")
                 ))
             }
         }

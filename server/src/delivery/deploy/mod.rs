@@ -12,6 +12,7 @@ pub mod health;
 pub mod hooks;
 pub mod lifecycle;
 pub mod local;
+pub mod tree;
 
 use std::path::Path;
 use std::time::Duration;

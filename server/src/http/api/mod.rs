@@ -13,6 +13,7 @@ mod channels;
 mod clusters;
 mod hooks;
 mod releases;
+mod resources;
 mod runs;
 mod secrets;
 mod sharing;
@@ -48,6 +49,9 @@ use crate::http::error::{ApiError, ErrorBody, ErrorDetail};
         get_attention,
         list_runs,
         get_app,
+        resources::page,
+        resources::object,
+        resources::pod_log,
         list_change_requests,
         change_requests::open,
         change_requests::get,
@@ -250,6 +254,18 @@ pub fn routes() -> Router<AppState> {
         .route("/channels/{name}/test", post(channels::test))
         .route("/channels/{name}/deliveries", get(channels::deliveries))
         .route("/apps/{app}/hook-token", post(hooks::new_hook_token))
+        .route(
+            "/apps/{app}/environments/{env}/resources",
+            get(resources::page),
+        )
+        .route(
+            "/apps/{app}/environments/{env}/resources/object",
+            get(resources::object),
+        )
+        .route(
+            "/apps/{app}/environments/{env}/pods/{pod}/log",
+            get(resources::pod_log),
+        )
         .route("/secrets", get(secrets::list_secrets))
         .route(
             "/secrets/{name}",
