@@ -2432,6 +2432,10 @@ async fn the_resource_tree_shows_live_objects_children_health_and_logs() {
             MANIFESTS.replace("{{ replicas }}", "2").as_str(),
         );
         pipeline.write("apps/shop/deploy/settings.yaml", CONFIG_MAP);
+        pipeline.write(
+            "apps/shop/deploy/secret.yaml",
+            "apiVersion: v1\nkind: Secret\nmetadata: { name: db }\nstringData: { password: hunter2-live }\n",
+        );
         // Another app on the same cluster, whose developers are not shop's.
         let shop = std::fs::read_to_string(format!("{}/apps/shop/app.yaml", pipeline.path()))
             .expect("shop's app.yaml");
@@ -2463,7 +2467,20 @@ async fn the_resource_tree_shows_live_objects_children_health_and_logs() {
     .await;
     assert_eq!(tree["cluster"], "dev");
     assert_eq!(tree["namespace"], "shop-staging");
-    assert_eq!(tree["total"], 3, "{tree}");
+    assert_eq!(tree["total"], 4, "{tree}");
+    // A Secret's values never leave the cluster through the tree.
+    let secret = app
+        .get(&format!(
+            "{base}/resources/object?apiVersion=v1&kind=Secret&name=db"
+        ))
+        .await;
+    assert_eq!(secret.status, 200, "{}", secret.text());
+    let shown = secret.text();
+    assert!(shown.contains("<redacted sha256:"), "{shown}");
+    assert!(
+        !shown.contains("hunter2-live") && !shown.contains("aHVudGVyMi1saXZl"),
+        "{shown}"
+    );
     let web = tree["objects"]
         .as_array()
         .unwrap()
@@ -2622,5 +2639,40 @@ async fn the_resource_tree_shows_live_objects_children_health_and_logs() {
             .await
             .status,
         404
+    );
+}
+
+// A hook that never completes is bounded by the entry's rollout timeout:
+// the deploy fails naming the hook, and nothing else is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hook_that_never_completes_is_stopped_at_the_timeout() {
+    let one = on_one_cluster("    rollout_timeout: 1s\n", |pipeline| {
+        pipeline.write("apps/shop/deploy/settings.yaml", CONFIG_MAP);
+        pipeline.write(
+            "apps/shop/deploy/migrate.yaml",
+            &hook_job(
+                "migrate",
+                "gantry.dev/hook: pre-deploy",
+                "echo waiting forever",
+            ),
+        );
+    })
+    .await;
+    // Jobs never finish on this cluster.
+    one.dev.set_rollout(RolloutMode::Never);
+    let app = &one.app;
+    let run = finished(app, &one.latest).await;
+    let log = deploy_log(app, &run).await;
+    assert_eq!(run["run"]["state"], "failed", "{log}");
+    assert!(
+        log.contains("pre-deploy hook job/migrate on dev did not become ready within 1s"),
+        "{log}"
+    );
+    assert!(
+        one.dev
+            .store()
+            .object("", "configmaps", "shop-staging", "settings")
+            .is_none(),
+        "nothing applied after the hook"
     );
 }
