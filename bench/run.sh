@@ -39,6 +39,10 @@ echo
 "$TARGET/release/fan_out"
 
 echo
+# helm and kubectl from .tools/bin (./x installs them), as the tests use them.
+PATH="$ROOT/.tools/bin:$PATH" "$TARGET/release/chart_apply"
+
+echo
 "$TARGET/release/rollback" "$BIN"
 
 echo

@@ -191,7 +191,7 @@ pub fn health(file: &std::path::Path, rules: Option<&std::path::Path>) -> anyhow
 
 /// The health rules of a pipeline repo checkout, loaded as Gantry loads
 /// them from a commit; what does not load is named, file and line.
-fn repo_rules(dir: &std::path::Path) -> anyhow::Result<crate::manifests::rules::RuleSet> {
+fn repo_rules(dir: &std::path::Path) -> anyhow::Result<crate::gitops::health_rules::RuleSet> {
     let admin = match std::fs::read_to_string(dir.join(crate::gitops::guardrails::FILE)) {
         Ok(text) => Some(text),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,

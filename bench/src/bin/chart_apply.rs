@@ -21,7 +21,7 @@ use bench::percentile;
 use gantry::clusters::Served;
 use gantry::delivery::deploy::cluster::{ClusterDeploy, Run, deploy};
 use gantry::gitops::guardrails::Guardrails;
-use gantry::manifests::rules::RuleSet;
+use gantry::gitops::health_rules::RuleSet;
 use gantry::manifests::{self, RenderContext};
 use kube_emulator::{Emulator, Faults, Options, RolloutMode};
 

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use gantry::clusters::Served;
 use gantry::delivery::deploy::cluster::{ClusterDeploy, Run, deploy};
 use gantry::gitops::guardrails::Guardrails;
-use gantry::manifests::rules::RuleSet;
+use gantry::gitops::health_rules::RuleSet;
 use kube_emulator::{Emulator, Faults, Options, RolloutMode};
 use serde_json::{Value, json};
 

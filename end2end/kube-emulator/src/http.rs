@@ -521,7 +521,7 @@ async fn handle(
                             "kind": format!("{}List", target.resource.kind),
                             "apiVersion": target.resource.api_version(),
                             "metadata": { "resourceVersion": version.to_string() },
-                            "items": items,
+                            "items": list_items(&target.resource, items),
                         }),
                     ),
                 })
@@ -696,6 +696,28 @@ fn pod_log(
         text = String::from_utf8_lossy(&text.as_bytes()[..limit]).into_owned();
     }
     Ok(([(header::CONTENT_TYPE, "text/plain")], text).into_response())
+}
+
+/// A list's items as a real server sends them: a built-in kind's typed
+/// list leaves each item's `apiVersion` and `kind` out (the list says
+/// them); a custom resource's keeps them.
+fn list_items(resource: &crate::Resource, items: Vec<Value>) -> Vec<Value> {
+    let typed = crate::resources::builtins()
+        .iter()
+        .any(|b| b.group == resource.group && b.plural == resource.plural);
+    if !typed {
+        return items;
+    }
+    items
+        .into_iter()
+        .map(|mut item| {
+            if let Some(map) = item.as_object_mut() {
+                map.remove("apiVersion");
+                map.remove("kind");
+            }
+            item
+        })
+        .collect()
 }
 
 /// The RBAC verb of a request.

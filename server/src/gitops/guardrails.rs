@@ -168,7 +168,7 @@ fn glob(pattern: &str, text: &str) -> bool {
 pub struct AdminFile {
     pub apps: std::collections::BTreeMap<String, Guardrails>,
     /// The health rules, CEL ones from the file and Lua ones beside it.
-    pub health: crate::manifests::rules::RuleSet,
+    pub health: crate::gitops::health_rules::RuleSet,
 }
 
 impl AdminFile {

@@ -5,6 +5,7 @@
 
 pub mod freeze;
 pub mod guardrails;
+pub mod health_rules;
 pub mod load;
 pub mod resources;
 pub mod schema;

@@ -39,7 +39,7 @@ pub struct AppConfig {
     pub guardrails: super::guardrails::Guardrails,
     /// The pipeline repo's health rules (the admin file's and `health/`).
     #[serde(default)]
-    pub health_rules: crate::manifests::rules::RuleSet,
+    pub health_rules: crate::gitops::health_rules::RuleSet,
 }
 
 /// The forges an app's `forge:` section may name.

@@ -92,6 +92,14 @@ async fn destroy_on_clusters(app: &App, env: &EnvRow, app_name: &str) -> Vec<Str
         .map(|e| e.cluster_targets().cloned().collect())
         .unwrap_or_default();
     let timeout = Duration::from_secs(entry.map_or(300, |e| e.rollout_timeout_seconds));
+    let guardrails = config
+        .as_ref()
+        .map(|c| c.guardrails.clone())
+        .unwrap_or_default();
+    let rules = config
+        .as_ref()
+        .map(|c| c.health_rules.clone())
+        .unwrap_or_default();
     // What the environment's current deployment applied: its pre-delete
     // hooks run first.
     let objects = match env.deployment_id {
@@ -108,11 +116,20 @@ async fn destroy_on_clusters(app: &App, env: &EnvRow, app_name: &str) -> Vec<Str
             Ok((client, served)) => {
                 // A preview goes with its branch: a failing pre-delete hook
                 // is reported, and the namespace deleted all the same.
-                let hooks = crate::delivery::deploy::cluster::pre_delete(
-                    &client, served, &cluster, namespace, &objects, timeout,
-                )
-                .await
-                .unwrap_or_else(|error| vec![error.to_string()]);
+                let teardown = crate::delivery::deploy::cluster::Teardown {
+                    cluster: &cluster,
+                    namespace,
+                    app: app_name,
+                    env: &env.name,
+                    objects: &objects,
+                    timeout,
+                    guardrails: &guardrails,
+                    rules: &rules,
+                };
+                let hooks =
+                    crate::delivery::deploy::cluster::pre_delete(&client, served, &teardown)
+                        .await
+                        .unwrap_or_else(|error| vec![error.to_string()]);
                 lines.extend(hooks);
                 crate::delivery::deploy::cluster::delete_namespace(
                     &client, &cluster, namespace, app_name, &env.name,

@@ -25,6 +25,8 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
+use crate::error::Rejected;
+
 pub const HOOK_ANNOTATION: &str = "gantry.dev/hook";
 pub const WEIGHT_ANNOTATION: &str = "gantry.dev/hook-weight";
 pub const DELETE_POLICY_ANNOTATION: &str = "gantry.dev/hook-delete-policy";
@@ -102,7 +104,7 @@ pub fn is_hook(object: &Value) -> bool {
 
 /// The hook `object` is, if it is one; an annotation Gantry cannot read is
 /// refused with the object's name and the values it takes.
-pub fn of(object: &Value) -> Result<Option<Hook>, String> {
+pub fn of(object: &Value) -> Result<Option<Hook>, Rejected> {
     let annotations = &object["metadata"]["annotations"];
     let name = format!(
         "{}/{}",
@@ -119,10 +121,18 @@ pub fn of(object: &Value) -> Result<Option<Hook>, String> {
         (None, Some(helm)) => (helm_phases(helm, &name)?, HELM_WEIGHT, HELM_DELETE_POLICY),
         (None, None) => return Ok(None),
     };
+    // A hook is deleted before each run: a namespace (with everything in
+    // it) never is.
+    if object["kind"] == "Namespace" {
+        return Err(format!(
+            "{name}: a Namespace cannot be a hook (running a hook deletes its last object first)"
+        )
+        .into());
+    }
     let weight = match text(weight_key) {
         None | Some("") => 0,
         Some(weight) => weight.parse().map_err(|_| {
-            format!("{name}: annotation {weight_key} is {weight:?}; it must be a whole number in quotes (\"-1\", \"0\", \"5\")")
+            Rejected(format!("{name}: annotation {weight_key} is {weight:?}; it must be a whole number in quotes (\"-1\", \"0\", \"5\")"))
         })?,
     };
     let mut delete = DeletePolicy::default();
@@ -134,7 +144,7 @@ pub fn of(object: &Value) -> Result<Option<Hook>, String> {
             other => {
                 return Err(format!(
                     "{name}: annotation {policy_key} has {other:?}; it takes before-hook-creation, hook-succeeded and hook-failed (comma-separated)"
-                ));
+                ).into());
             }
         }
     }
@@ -149,7 +159,7 @@ fn every() -> BTreeSet<Occasion> {
     [Occasion::Install, Occasion::Upgrade, Occasion::Rollback].into()
 }
 
-fn gantry_phases(value: &str, name: &str) -> Result<Vec<(Phase, BTreeSet<Occasion>)>, String> {
+fn gantry_phases(value: &str, name: &str) -> Result<Vec<(Phase, BTreeSet<Occasion>)>, Rejected> {
     let mut phases = Vec::new();
     for phase in value.split(',').map(str::trim) {
         let phase = match phase {
@@ -160,7 +170,7 @@ fn gantry_phases(value: &str, name: &str) -> Result<Vec<(Phase, BTreeSet<Occasio
             other => {
                 return Err(format!(
                     "{name}: annotation {HOOK_ANNOTATION} is {other:?}; it takes pre-deploy, post-deploy, on-failure or pre-delete"
-                ));
+                ).into());
             }
         };
         phases.push((phase, every()));
@@ -168,7 +178,7 @@ fn gantry_phases(value: &str, name: &str) -> Result<Vec<(Phase, BTreeSet<Occasio
     Ok(phases)
 }
 
-fn helm_phases(value: &str, name: &str) -> Result<Vec<(Phase, BTreeSet<Occasion>)>, String> {
+fn helm_phases(value: &str, name: &str) -> Result<Vec<(Phase, BTreeSet<Occasion>)>, Rejected> {
     let mut phases: Vec<(Phase, BTreeSet<Occasion>)> = Vec::new();
     for hook in value.split(',').map(str::trim) {
         let (phase, occasion) = match hook {
@@ -184,17 +194,18 @@ fn helm_phases(value: &str, name: &str) -> Result<Vec<(Phase, BTreeSet<Occasion>
             "post-delete" => {
                 return Err(format!(
                     "{name}: Helm hook post-delete cannot run: the namespace it would run in is gone by then; use pre-delete"
-                ));
+                ).into());
             }
             "test" | "test-success" | "test-failure" => {
                 return Err(format!(
                     "{name}: a `helm test` hook ({hook}) is not part of a deploy; Gantry renders with --skip-tests, so this one is not under templates/tests/"
-                ));
+                ).into());
             }
             other => {
                 return Err(format!(
                     "{name}: annotation {HELM_HOOK} has {other:?}, which is not a Helm hook"
-                ));
+                )
+                .into());
             }
         };
         let mut occasions: BTreeSet<Occasion> = match occasion {
@@ -265,7 +276,7 @@ mod tests {
 
     #[test]
     fn an_unreadable_hook_annotation_is_refused_by_name() {
-        let refused = |annotations: Value| of(&object(annotations)).unwrap_err();
+        let refused = |annotations: Value| of(&object(annotations)).unwrap_err().0;
         let why = refused(json!({ HOOK_ANNOTATION: "during" }));
         assert!(
             why.contains("Job/migrate") && why.contains("\"during\"") && why.contains("pre-deploy"),
@@ -276,6 +287,8 @@ mod tests {
             why.contains(WEIGHT_ANNOTATION) && why.contains("whole number"),
             "{why}"
         );
+        let namespace = json!({ "kind": "Namespace", "metadata": { "name": "shop-staging", "annotations": { HOOK_ANNOTATION: "pre-deploy" } } });
+        assert!(of(&namespace).unwrap_err().0.contains("cannot be a hook"));
         let why = refused(json!({ HELM_HOOK: "post-delete" }));
         assert!(why.contains("pre-delete"), "{why}");
         let why = refused(json!({ HELM_HOOK: "pre-install", HELM_DELETE_POLICY: "never" }));

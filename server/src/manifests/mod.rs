@@ -547,7 +547,6 @@ fn validate(mut object: Value, context: &RenderContext) -> Result<Value, Rejecte
 pub mod helm;
 pub mod hooks;
 mod process;
-pub mod rules;
 
 #[cfg(test)]
 mod tests;

@@ -2676,3 +2676,80 @@ async fn a_hook_that_never_completes_is_stopped_at_the_timeout() {
         "nothing applied after the hook"
     );
 }
+
+// What a manifest may not take over: a hook named like an object that is
+// not a hook of this environment is refused, never deleted in its place;
+// another Gantry environment's namespace is never deployed into.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hooks_and_namespaces_never_take_over_what_is_not_theirs() {
+    let one = on_one_cluster("", |pipeline| {
+        pipeline.write("apps/shop/deploy/settings.yaml", CONFIG_MAP);
+    })
+    .await;
+    let app = &one.app;
+    let store = one.dev.store();
+    let run = finished(app, &one.latest).await;
+    assert_eq!(
+        run["run"]["state"],
+        "succeeded",
+        "{}",
+        deploy_log(app, &run).await
+    );
+
+    // The platform team's Job in the namespace; a hook named like it.
+    let platform = json!({ "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": { "name": "nightly-backup", "namespace": "shop-staging", "labels": { "team": "platform" } },
+        "spec": { "template": { "spec": { "restartPolicy": "Never", "containers": [{ "name": "b", "image": "backup" }] } } } });
+    assert!(store.put_if("batch", "jobs", platform, None));
+    one.pipeline.write(
+        "apps/shop/deploy/migrate.yaml",
+        &hook_job(
+            "nightly-backup",
+            "gantry.dev/hook: pre-deploy",
+            "echo hello",
+        ),
+    );
+    pipeline_committed(&one, "a hook named like the platform's job").await;
+    one.repo.checkout("latest");
+    one.repo.write("v2", "2");
+    let v2 = one.repo.commit("v2");
+    scan(app).await;
+    let run = finished(app, &v2).await;
+    let log = deploy_log(app, &run).await;
+    assert_eq!(run["run"]["state"], "failed", "{log}");
+    assert!(
+        log.contains("hook job/nightly-backup on dev would replace an object that is not a hook of shop/staging"),
+        "{log}"
+    );
+    let kept = store
+        .object("batch", "jobs", "shop-staging", "nightly-backup")
+        .expect("kept");
+    assert_eq!(kept["metadata"]["labels"]["team"], "platform");
+
+    // Another environment's namespace.
+    one.pipeline.remove("apps/shop/deploy/migrate.yaml");
+    let theirs = json!({ "apiVersion": "v1", "kind": "Namespace",
+        "metadata": { "name": "billing-staging", "labels": {
+            "app.kubernetes.io/managed-by": "gantry", "gantry.dev/app": "billing", "gantry.dev/env": "staging" } } });
+    assert!(store.put_if("", "namespaces", theirs, None));
+    one.pipeline.write(
+        "apps/shop/app.yaml",
+        &staging_on_dev(&one.repo.path(), "    namespace: billing-staging\n"),
+    );
+    pipeline_committed(&one, "into billing's namespace").await;
+    one.repo.write("v3", "3");
+    let v3 = one.repo.commit("v3");
+    scan(app).await;
+    let run = finished(app, &v3).await;
+    let log = deploy_log(app, &run).await;
+    assert_eq!(run["run"]["state"], "failed", "{log}");
+    assert!(
+        log.contains("namespace billing-staging on dev is Gantry's for billing/staging: shop/staging may not deploy into it"),
+        "{log}"
+    );
+    assert!(
+        store
+            .object("", "configmaps", "billing-staging", "settings")
+            .is_none()
+    );
+}

@@ -18,9 +18,9 @@ use super::health::{Health, Judge};
 use super::hooks;
 use crate::clusters::Served;
 use crate::gitops::guardrails::Guardrails;
+use crate::gitops::health_rules::RuleSet;
 use crate::manifests::Capabilities;
 use crate::manifests::hooks::{Hook, Occasion, Phase};
-use crate::manifests::rules::RuleSet;
 use crate::manifests::{APP_LABEL, ENV_LABEL, MANAGED_BY, ObjectRef, WAIT_ANNOTATION, wave_of};
 
 pub const FIELD_MANAGER: &str = "gantry";
@@ -98,14 +98,34 @@ pub enum ApplyError {
     /// The app's guardrails refuse an object.
     #[error("{0}")]
     Guardrail(String),
-    /// A hook ended in failure: its reason and the end of its log.
-    #[error("{phase} hook {object} on {cluster} failed: {why}{log}")]
+    /// A hook ended in failure: its reason, and the end of its log (for
+    /// the run's log, read by the app's developers — not in the record).
+    #[error("{phase} hook {object} on {cluster} failed: {why}")]
     HookFailed {
         phase: &'static str,
         object: String,
         cluster: String,
         why: String,
         log: String,
+    },
+    /// Another Gantry environment's namespace.
+    #[error(
+        "namespace {namespace} on {cluster} is Gantry's for {holder}: {owner} may not deploy into it; choose another `namespace:` for the stack entry"
+    )]
+    Taken {
+        namespace: String,
+        cluster: String,
+        owner: String,
+        holder: String,
+    },
+    /// A hook named like an object that is not a hook of this environment.
+    #[error(
+        "hook {object} on {cluster} would replace an object that is not a hook of {owner}: running a hook deletes its last run first, so Gantry refuses; rename the hook"
+    )]
+    HookClash {
+        object: String,
+        cluster: String,
+        owner: String,
     },
     /// A failure, and what the hooks that ran meanwhile did.
     #[error("{error} (hooks: {})", hooks.join("; "))]
@@ -146,6 +166,15 @@ pub enum ApplyError {
 }
 
 impl ApplyError {
+    /// What goes to the run's log only (a failed hook's log).
+    pub fn log(&self) -> Option<&str> {
+        match self {
+            ApplyError::HookFailed { log, .. } if !log.is_empty() => Some(log),
+            ApplyError::AfterHooks { error, .. } => error.log(),
+            _ => None,
+        }
+    }
+
     /// The API server said the thing does not exist.
     fn is_not_found(&self) -> bool {
         matches!(self, ApplyError::Answered { code: 404, .. })
@@ -166,7 +195,10 @@ impl crate::error::Classified for ApplyError {
             ApplyError::BadApiVersion(_)
             | ApplyError::NotServed { .. }
             | ApplyError::Unhealthy { .. } => Kind::Invalid,
-            ApplyError::NotOurs { .. } | ApplyError::Foreign { .. } => Kind::Conflict,
+            ApplyError::NotOurs { .. }
+            | ApplyError::Foreign { .. }
+            | ApplyError::HookClash { .. }
+            | ApplyError::Taken { .. } => Kind::Conflict,
             ApplyError::BadHook(_)
             | ApplyError::BadRule(_)
             | ApplyError::HookFailed { .. }
@@ -316,7 +348,7 @@ pub async fn deploy(
             Ok(None) => objects.push(object),
             // Rendered manifests were checked; a stored one from before
             // hooks existed is named.
-            Err(why) => return Err(ApplyError::BadHook(why)),
+            Err(why) => return Err(ApplyError::BadHook(why.0)),
         }
     }
     let occasion = match request.run {
@@ -335,6 +367,8 @@ pub async fn deploy(
         client,
         cluster: request.cluster,
         namespace: request.namespace,
+        app: request.app,
+        env: request.env,
         judge,
     };
     let mut rollout = Rollout {
@@ -506,7 +540,12 @@ impl Rollout<'_, '_> {
         for wave in objects.chunk_by(|a, b| wave_of(a) == wave_of(b)) {
             applied.extend(self.wave(wave, foreign).await?);
         }
-        let pruned = prune(self.client, &mut self.kinds, self.request, &applied).await?;
+        // Self-heal puts back what is there; it never deletes.
+        let pruned = if self.request.run == Run::Repair {
+            Vec::new()
+        } else {
+            prune(self.client, &mut self.kinds, self.request, &applied).await?
+        };
         if let Some(occasion) = occasion {
             self.hooks(hooks, Phase::PostDeploy, occasion).await?;
         }
@@ -782,6 +821,16 @@ async fn ensure_namespace(
         if ours {
             return Ok(Namespace::Gantrys);
         }
+        // Another environment's: never shared (its pods, its prune).
+        if labels.get(MANAGED_BY).map(String::as_str) == Some("gantry") {
+            let label = |key: &str| labels.get(key).cloned().unwrap_or_default();
+            return Err(ApplyError::Taken {
+                namespace: request.namespace.to_string(),
+                cluster: request.cluster.to_string(),
+                owner: format!("{}/{}", request.app, request.env),
+                holder: format!("{}/{}", label(APP_LABEL), label(ENV_LABEL)),
+            });
+        }
         if !request.preview {
             return Ok(Namespace::Foreign);
         }
@@ -941,29 +990,71 @@ fn lowest(a: String, b: String) -> String {
     if parts(&b) < parts(&a) { b } else { a }
 }
 
-/// Runs the pre-delete hooks among `objects` (what the environment's
-/// current deployment applied), before its namespace is deleted.
+/// An environment about to be deleted from one cluster.
+pub struct Teardown<'a> {
+    pub cluster: &'a str,
+    pub namespace: &'a str,
+    pub app: &'a str,
+    pub env: &'a str,
+    /// What the environment's current deployment applied.
+    pub objects: &'a [Value],
+    pub timeout: Duration,
+    pub guardrails: &'a Guardrails,
+    pub rules: &'a RuleSet,
+}
+
+/// Runs the pre-delete hooks among the environment's objects, before its
+/// namespace is deleted, under today's guardrails.
 pub async fn pre_delete(
     client: &kube::Client,
     served: Arc<Served>,
-    cluster: &str,
-    namespace: &str,
-    objects: &[Value],
-    timeout: Duration,
+    teardown: &Teardown<'_>,
 ) -> Result<Vec<String>, ApplyError> {
     let mut found = Vec::new();
-    for object in objects {
-        if let Ok(Some(hook)) = crate::manifests::hooks::of(object) {
+    for object in teardown.objects {
+        if let Ok(Some(hook)) = crate::manifests::hooks::of(object)
+            && hook.runs(Phase::PreDelete, Occasion::Upgrade)
+        {
             found.push((object, hook));
+        }
+    }
+    if found.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut kinds = Kinds::new(client, teardown.cluster, served);
+    for (object, _) in &found {
+        let (ar, caps) = kinds
+            .resolve(
+                object["apiVersion"].as_str().unwrap_or_default(),
+                object["kind"].as_str().unwrap_or_default(),
+            )
+            .await?;
+        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+        if caps.scope == Scope::Cluster
+            && let Some(why) = teardown.guardrails.kind_refusal(
+                teardown.app,
+                &ar.group,
+                &ar.kind,
+                name,
+                teardown.namespace,
+            )
+        {
+            return Err(ApplyError::Guardrail(why));
         }
     }
     let place = hooks::Place {
         client,
-        cluster,
-        namespace,
-        judge: Judge::default(),
+        cluster: teardown.cluster,
+        namespace: teardown.namespace,
+        app: teardown.app,
+        env: teardown.env,
+        judge: Judge {
+            rules: teardown
+                .rules
+                .compile()
+                .map_err(|e| ApplyError::BadRule(e.to_string()))?,
+        },
     };
-    let mut kinds = Kinds::new(client, cluster, served);
     hooks::run(
         &place,
         &mut kinds,
@@ -971,8 +1062,8 @@ pub async fn pre_delete(
         Phase::PreDelete,
         // A pre-delete hook runs whatever the environment's history.
         Occasion::Upgrade,
-        Instant::now() + timeout,
-        timeout,
+        Instant::now() + teardown.timeout,
+        teardown.timeout,
     )
     .await
 }

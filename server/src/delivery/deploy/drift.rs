@@ -363,8 +363,14 @@ async fn heal(app: &Delivery<'_>, env: &EnvRow, config: &AppConfig) -> Result<()
         guardrails: config.guardrails.clone(),
         rules: config.health_rules.clone(),
     };
-    // The deployment's own objects as `previous`: nothing is pruned.
-    let refs: Vec<ObjectRef> = kubernetes.objects.iter().map(ObjectRef::of).collect();
+    // Repair never prunes; the deployment's own objects (hooks aside) as
+    // `previous` all the same.
+    let refs: Vec<ObjectRef> = kubernetes
+        .objects
+        .iter()
+        .filter(|o| !crate::manifests::hooks::is_hook(o))
+        .map(ObjectRef::of)
+        .collect();
     for cluster in entry.cluster_targets() {
         super::lifecycle::apply_objects(
             app,

@@ -1,6 +1,6 @@
 //! Whether an applied object is healthy, from what the cluster says of it:
 //! first by the pipeline repo's health rules ([`Judge`],
-//! [`crate::manifests::rules`]), else the workload kinds by their own status
+//! [`crate::gitops::health_rules`]), else the workload kinds by their own status
 //! (replicas available, a Job's completions), Pods by their phase,
 //! autoscalers by their conditions, CronJobs by their last run,
 //! PersistentVolumeClaims by their phase, load-balanced Services and
@@ -14,8 +14,8 @@
 
 use serde_json::Value;
 
-use crate::manifests::rules::Compiled;
-pub use crate::manifests::rules::Health;
+use crate::gitops::health_rules::Compiled;
+pub use crate::gitops::health_rules::Health;
 
 /// Health with the pipeline repo's rules first, then the built-in reading.
 #[derive(Clone, Debug, Default)]

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use super::cluster::{ApplyError, FIELD_MANAGER, Kinds, Watch, api_for, retry, whole};
 use super::health::{Health, Judge};
 use crate::manifests::hooks::{Hook, Occasion, Phase};
+use crate::manifests::{APP_LABEL, ENV_LABEL, MANAGED_BY};
 
 /// Lines of a failed hook's log shown with its failure.
 const LOG_LINES: i64 = 20;
@@ -26,6 +27,9 @@ pub struct Place<'a> {
     pub client: &'a kube::Client,
     pub cluster: &'a str,
     pub namespace: &'a str,
+    /// Whose hooks these are: only their own last runs are deleted.
+    pub app: &'a str,
+    pub env: &'a str,
     /// How health is read (the pipeline repo's rules, then the built-in).
     pub judge: Judge,
 }
@@ -87,8 +91,36 @@ async fn one(
     let api = api_for(place.client, &ar, &caps, namespace);
 
     // The last run's object goes first: a Job cannot be changed, and its
-    // old completion must not count as this run's.
-    delete_and_wait(place, &api, &name, &described, deadline, timeout).await?;
+    // old completion must not count as this run's. Only a hook of this
+    // environment is: a hook named like anything else is refused, never
+    // deleted in its place.
+    let existing = retry(
+        &format!("reading hook {described} on {}", place.cluster),
+        || {
+            let (api, name) = (api.clone(), name.clone());
+            async move { api.get_opt(&name).await }
+        },
+    )
+    .await?;
+    if let Some(existing) = existing {
+        let labels = existing.metadata.labels.unwrap_or_default();
+        let annotations = existing.metadata.annotations.unwrap_or_default();
+        let label = |key: &str| labels.get(key).map(String::as_str);
+        let ours = label(MANAGED_BY) == Some("gantry")
+            && label(APP_LABEL) == Some(place.app)
+            && label(ENV_LABEL) == Some(place.env)
+            && crate::manifests::hooks::is_hook(&serde_json::json!({
+                "metadata": { "annotations": annotations }
+            }));
+        if !ours {
+            return Err(ApplyError::HookClash {
+                object: described,
+                cluster: place.cluster.to_string(),
+                owner: format!("{}/{}", place.app, place.env),
+            });
+        }
+        delete_and_wait(place, &api, &name, &described, deadline, timeout).await?;
+    }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let applied = retry(
         &format!(

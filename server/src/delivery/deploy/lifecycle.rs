@@ -55,7 +55,7 @@ pub struct Kubernetes {
     /// re-applies old manifests under today's rules).
     pub guardrails: crate::gitops::guardrails::Guardrails,
     /// The pipeline repo's health rules.
-    pub rules: crate::manifests::rules::RuleSet,
+    pub rules: crate::gitops::health_rules::RuleSet,
 }
 
 /// How a deployment's source is kept: what people see (Secrets redacted),
@@ -620,6 +620,16 @@ pub async fn conclude(
     crate::db::commit(tx).await?;
 
     for (outcome, (_, detail, _)) in conclusion.outcomes.iter().zip(&details) {
+        // A failed hook's log is the run log's (developers read it), not
+        // the record's (viewers read that).
+        let extra = match &outcome.result {
+            Err(TargetError::Apply(error)) => error.log().map(|text| log.mask(text)),
+            _ => None,
+        };
+        let detail = match extra {
+            Some(more) => format!("{detail}{more}"),
+            None => detail.clone(),
+        };
         log.note(&format!(
             "{}: {}",
             outcome.target,

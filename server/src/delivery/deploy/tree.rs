@@ -128,7 +128,12 @@ async fn live_objects(
                     namespace: None,
                     name,
                 };
-                live.insert(reference, whole(&item));
+                // A real API server leaves the kind out of a list's items:
+                // without it a Secret would not be known to be one.
+                let mut object = whole(&item);
+                object["apiVersion"] = api_version.clone().into();
+                object["kind"] = kind.clone().into();
+                live.insert(reference, object);
             }
         }
     }
@@ -457,38 +462,47 @@ pub async fn page(
         }
     };
 
-    // Every applied object's standing, for the counts and the filters.
-    let mut all: Vec<(ResourceNode, Option<&Value>)> = applied
-        .iter()
-        .map(|object| {
-            let found = live.get(&key(object));
-            let mut node = match found {
-                Some(live_object) => {
-                    let sync = if in_sync(object, live_object) {
-                        SyncState::InSync
-                    } else {
-                        SyncState::Drifted
-                    };
-                    node(live_object, &judge, &HashMap::new(), sync)
-                }
-                None => {
-                    let mut node = node(object, &judge, &HashMap::new(), SyncState::Missing);
-                    node.health = if page.unreachable.is_some() {
-                        ResourceHealth::Unknown
-                    } else {
-                        ResourceHealth::Missing
-                    };
-                    node.message = page.unreachable.clone();
-                    node
-                }
-            };
-            node.api_version = object["apiVersion"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            (node, found)
-        })
-        .collect();
+    // Every applied object's standing, for the counts and the filters: the
+    // health rules run off the async workers (a Lua rule may take its
+    // 200 ms, and there may be thousands of objects).
+    let unreachable = page.unreachable.clone();
+    let rules = judge.clone();
+    let mut all: Vec<(ResourceNode, Option<Value>)> = tokio::task::spawn_blocking(move || {
+        let mut live = live;
+        applied
+            .iter()
+            .map(|object| {
+                let found = live.remove(&key(object));
+                let mut node = match &found {
+                    Some(live_object) => {
+                        let sync = if in_sync(object, live_object) {
+                            SyncState::InSync
+                        } else {
+                            SyncState::Drifted
+                        };
+                        node(live_object, &rules, &HashMap::new(), sync)
+                    }
+                    None => {
+                        let mut node = node(object, &rules, &HashMap::new(), SyncState::Missing);
+                        node.health = if unreachable.is_some() {
+                            ResourceHealth::Unknown
+                        } else {
+                            ResourceHealth::Missing
+                        };
+                        node.message = unreachable.clone();
+                        node
+                    }
+                };
+                node.api_version = object["apiVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                (node, found)
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| DriftError::Unreachable(format!("reading the tree stopped: {e}")))?;
     for health in ResourceHealth::ALL {
         let count = all.iter().filter(|(n, _)| n.health == health).count();
         if count > 0 {
@@ -513,7 +527,7 @@ pub async fn page(
     page.pages = all.len().div_ceil(RESOURCES_PER_PAGE).max(1) as u32;
     page.page = page.page.min(page.pages);
     let start = (page.page as usize - 1) * RESOURCES_PER_PAGE;
-    let shown: Vec<(ResourceNode, Option<&Value>)> = all
+    let shown: Vec<(ResourceNode, Option<Value>)> = all
         .into_iter()
         .skip(start)
         .take(RESOURCES_PER_PAGE)
@@ -532,7 +546,7 @@ pub async fn page(
     page.objects = shown
         .into_iter()
         .map(|(mut node, live_object)| {
-            if let Some(live_object) = live_object {
+            if let Some(live_object) = &live_object {
                 node.children = children(live_object, &candidates, &judge, &events, 0);
                 node.events = live_object["metadata"]["uid"]
                     .as_str()
@@ -552,6 +566,13 @@ fn shown(object: &Value) -> String {
     let mut object = manifests::redact(object);
     if let Some(metadata) = object["metadata"].as_object_mut() {
         metadata.remove("managedFields");
+        // kubectl's copy of what it applied: a Secret's values in clear.
+        if let Some(annotations) = metadata
+            .get_mut("annotations")
+            .and_then(Value::as_object_mut)
+        {
+            annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+        }
     }
     manifests::Rendered::to_yaml(&[object])
 }
@@ -620,6 +641,57 @@ pub async fn detail(
     })
 }
 
+/// Whether `object` (a pod) is the environment's: it, or a controller up
+/// its owner references (at most three: Pod ← ReplicaSet ← Deployment,
+/// Pod ← Job ← CronJob), carries the environment's labels.
+async fn belongs(
+    client: &kube::Client,
+    kinds: &mut Kinds<'_>,
+    cluster: &str,
+    namespace: &str,
+    mut object: Value,
+    scope: &EnvScope<'_>,
+) -> Result<bool, DriftError> {
+    for _ in 0..4 {
+        let labels = &object["metadata"]["labels"];
+        if labels[manifests::APP_LABEL] == scope.app
+            && labels[manifests::ENV_LABEL] == scope.env.name.as_str()
+            && labels[manifests::MANAGED_BY] == "gantry"
+        {
+            return Ok(true);
+        }
+        let Some(owner) = object["metadata"]["ownerReferences"]
+            .as_array()
+            .and_then(|all| all.iter().find(|o| o["controller"] == true))
+            .cloned()
+        else {
+            return Ok(false);
+        };
+        let (api_version, kind, name) = (
+            owner["apiVersion"].as_str().unwrap_or_default(),
+            owner["kind"].as_str().unwrap_or_default(),
+            owner["name"].as_str().unwrap_or_default().to_string(),
+        );
+        let Ok((ar, caps)) = kinds.resolve(api_version, kind).await else {
+            return Ok(false);
+        };
+        if caps.scope != Scope::Namespaced {
+            return Ok(false);
+        }
+        let api = api_for(client, &ar, &caps, Some(namespace));
+        let found = retry(&format!("reading {kind}/{name} on {cluster}"), || {
+            let (api, name) = (api.clone(), name.clone());
+            async move { api.get_opt(&name).await }
+        })
+        .await?;
+        match found {
+            Some(found) => object = whole(&found),
+            None => return Ok(false),
+        }
+    }
+    Ok(false)
+}
+
 /// The end of a pod's log in the environment's namespace.
 pub async fn pod_log(
     app: &Delivery<'_>,
@@ -648,7 +720,7 @@ pub async fn pod_log(
             scope.app, scope.env.name
         )));
     };
-    let (client, _) = app.cluster_registry().connection(&cluster).await?;
+    let (client, served) = app.cluster_registry().connection(&cluster).await?;
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &namespace);
     let found = retry(&format!("reading pod {pod} on {cluster}"), || {
         let pods = pods.clone();
@@ -657,6 +729,17 @@ pub async fn pod_log(
     })
     .await?
     .ok_or_else(|| DriftError::NotOnCluster(format!("no pod {pod} in {namespace} on {cluster}")))?;
+    // The namespace may be shared (a platform team's): the pod must be
+    // this environment's — applied by it, or made by a controller of
+    // something it applied.
+    let mut kinds = Kinds::new(&client, &cluster, served);
+    let walked = serde_json::to_value(&found).unwrap_or_default();
+    if !belongs(&client, &mut kinds, &cluster, &namespace, walked, scope).await? {
+        return Err(DriftError::NotOnCluster(format!(
+            "pod {pod} is not {}/{}'s",
+            scope.app, scope.env.name
+        )));
+    }
     let containers: Vec<String> = found
         .spec
         .map(|spec| spec.containers.into_iter().map(|c| c.name).collect())

@@ -544,6 +544,27 @@ async fn reapply(
         kubernetes.guardrails = config.guardrails.clone();
         kubernetes.rules = config.health_rules.clone();
     }
+    // An old release goes back under today's guardrails: its clusters and
+    // its namespace too, not only what it creates.
+    if let Some(config) = &config {
+        let rails = &config.guardrails;
+        let refusal = stored
+            .targets
+            .iter()
+            .filter(|t| *t != LOCAL_TARGET)
+            .find_map(|cluster| rails.cluster_refusal(&app_row.name, cluster))
+            .or_else(|| {
+                stored
+                    .source
+                    .kubernetes
+                    .as_ref()
+                    .and_then(|k| rails.namespace_refusal(&app_row.name, &k.namespace))
+            });
+        if let Some(why) = refusal {
+            log.note(&format!("nothing was applied: {why}")).await?;
+            return Err(DeployError::Failed(why));
+        }
+    }
     let current = match env.deployment_id {
         Some(deployment) => db::releases::id_of_deployment(pool, deployment).await?,
         None => None,

@@ -19,7 +19,7 @@ use super::schema::{
 };
 use crate::config::duration::HumanDuration;
 use crate::git::check_branch_name;
-use crate::manifests::rules::{Check, Rule};
+use crate::gitops::health_rules::{Check, Rule};
 
 /// Roles an approval policy may name.
 pub const ROLES: &[&str] = &["admin", "developer", "tester", "viewer"];
@@ -417,7 +417,7 @@ fn lua_rule(path: &str, script: &str) -> Result<Rule, ConfigIssue> {
     } else {
         group
     };
-    crate::manifests::rules::compile_lua(path, script)
+    crate::gitops::health_rules::compile_lua(path, script)
         .map_err(|error| issue(error.line, error.message))?;
     Ok(Rule {
         group: group.to_string(),
@@ -440,7 +440,8 @@ fn cel_rule(raw: RawHealthRule, source: &str, issues: &mut Issues<'_>) -> Option
     let kind = raw.kind.value.clone();
     let mut ok = true;
     let mut check = |field: &str, text: &Spanned<String>| {
-        if let Err((line, column, message)) = crate::manifests::rules::compile_cel(&text.value) {
+        if let Err((line, column, message)) = crate::gitops::health_rules::compile_cel(&text.value)
+        {
             let at = text.referenced;
             // Where the expression starts, moved by where in it the error is
             // (a quoted scalar starts one column later).

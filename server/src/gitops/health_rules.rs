@@ -22,11 +22,14 @@
 //!   `Unknown`) and `message`.
 //!
 //! Both run in a bounded interpreter. A CEL expression is at most 2,000
-//! characters and may not nest one macro (`all`, `exists`, `map`, `filter`,
-//! …) in another's body, so its cost grows with the object, never with a
-//! power of it; it has 100 ms. A Lua script runs with the `string`, `table`
-//! and `math` libraries only (no `io`, `os`, `require`, `load` or files),
-//! 16 MiB of memory and 10 million instructions or 200 ms. A rule stopped
+//! characters, may not use `map` (which can grow the data at each step) nor
+//! nest one macro (`all`, `exists`, `filter`, …) in another's body, so its
+//! cost is at most its length times the object's size. A Lua script runs
+//! with the `string`, `table` and `math` libraries only (no `io`, `os`,
+//! `require`, `load` or files), 16 MiB of memory and 10 million
+//! instructions or 200 ms; its pattern matches (which backtrack inside C,
+//! out of the instruction count's reach) take subjects of at most 4,096
+//! characters when quantified, and at most 3 quantifiers. A rule stopped
 //! at its budget, or one that errs, makes the object's health unknown with
 //! that reason: a deploy waits and fails at its deadline saying so.
 
@@ -34,6 +37,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+use crate::error::Rejected;
 use serde_json::Value;
 
 /// What an object's status says.
@@ -51,7 +56,6 @@ pub enum Health {
 
 /// The longest CEL expression.
 const CEL_CHARACTERS: usize = 2000;
-const CEL_TIME: Duration = Duration::from_millis(100);
 const LUA_MEMORY: usize = 16 << 20;
 const LUA_INSTRUCTIONS: u64 = 10_000_000;
 const LUA_TIME: Duration = Duration::from_millis(200);
@@ -128,6 +132,13 @@ pub fn compile_cel(expression: &str) -> Result<cel::Program, (u64, u64, String)>
         let message = first.map_or_else(|| errors.to_string(), |e| e.msg.clone());
         (line, column, message)
     })?;
+    if calls_map(expression) {
+        return Err((
+            1,
+            1,
+            "`map` is not allowed in a health rule: it can grow the data at every step; filter, all, exists and exists_one are".into(),
+        ));
+    }
     if nested_macro(program.expression(), false) {
         return Err((
             1,
@@ -136,6 +147,34 @@ pub fn compile_cel(expression: &str) -> Result<cel::Program, (u64, u64, String)>
         ));
     }
     Ok(program)
+}
+
+/// Whether `expression` calls the `map` macro (`.map(` outside string
+/// literals).
+fn calls_map(expression: &str) -> bool {
+    let bytes = expression.as_bytes();
+    let mut quote: Option<u8> = None;
+    let mut at = 0;
+    while at < bytes.len() {
+        let c = bytes[at];
+        match quote {
+            Some(_) if c == b'\\' => at += 1,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == b'"' || c == b'\'' => quote = Some(c),
+            None if c == b'.' => {
+                let rest = expression[at + 1..].trim_start();
+                if let Some(after) = rest.strip_prefix("map")
+                    && after.trim_start().starts_with('(')
+                {
+                    return true;
+                }
+            }
+            None => {}
+        }
+        at += 1;
+    }
+    false
 }
 
 /// Whether a comprehension sits in the body of another.
@@ -230,9 +269,33 @@ fn sandbox() -> mlua::Result<mlua::Lua> {
     ] {
         globals.set(name, mlua::Value::Nil)?;
     }
+    // Lua's pattern matcher backtracks inside C, where the instruction
+    // budget does not reach: patterns with quantifiers get short subjects
+    // and few quantifiers (a plain find is linear, and free).
+    lua.load(GUARDED_PATTERNS).set_name("=gantry").exec()?;
     lua.set_memory_limit(LUA_MEMORY)?;
     Ok(lua)
 }
+
+/// Wraps `string.find`, `match`, `gmatch` and `gsub` (see [`sandbox`]).
+const GUARDED_PATTERNS: &str = r#"
+local gsub = string.gsub
+for _, name in ipairs({ "find", "match", "gmatch", "gsub" }) do
+  local original = string[name]
+  string[name] = function(s, pattern, a, b)
+    if type(s) == "string" and type(pattern) == "string" and not (name == "find" and b == true) then
+      local _, quantifiers = gsub(pattern, "[%*%+%-%?]", "")
+      if quantifiers > 0 and #s > 4096 then
+        error("a pattern match on " .. #s .. " characters (at most 4096 with * + - ?)", 2)
+      end
+      if quantifiers > 3 then
+        error("a pattern with " .. quantifiers .. " quantifiers (at most 3)", 2)
+      end
+    end
+    return original(s, pattern, a, b)
+  end
+end
+"#;
 
 /// Rules compiled for one deploy (or one `gantry health`).
 #[derive(Clone, Default)]
@@ -326,81 +389,64 @@ fn cel_health(
     in_progress: Option<&Arc<cel::Program>>,
     failed: Option<&Arc<cel::Program>>,
 ) -> Health {
-    let programs: Vec<(&'static str, Arc<cel::Program>)> = [
-        in_progress.map(|p| ("inProgress", p.clone())),
-        failed.map(|p| ("failed", p.clone())),
-        Some(("current", current.clone())),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    let object = object.clone();
-    // A thread of its own, waited for up to the budget: an evaluation
-    // cannot be stopped, but (no nested macros) it cannot go on for long.
-    let (send, receive) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut context = cel::Context::default();
-        if let Some(fields) = object.as_object() {
-            for (name, value) in fields {
-                if context.add_variable(name.as_str(), value).is_err() {
-                    let _ = send.send(Err(format!("the object's {name} cannot be read")));
-                    return;
-                }
+    // Evaluated in place: with no nested macro and no `map`, an expression
+    // can neither grow the data nor go over it more than once per macro,
+    // so its cost is bounded by its length times the object's size.
+    let mut context = cel::Context::default();
+    if let Some(fields) = object.as_object() {
+        for (name, value) in fields {
+            if context.add_variable(name.as_str(), value).is_err() {
+                return Health::Unknown(format!("the object's {name} cannot be read"));
             }
         }
-        for name in ["metadata", "spec", "status"] {
-            if object.get(name).is_none_or(Value::is_null) {
-                let _ = context.add_variable(name, serde_json::Map::new());
-            }
-        }
-        for (name, program) in programs {
-            match program.execute(&context) {
-                Ok(cel::Value::Bool(true)) => {
-                    let _ = send.send(Ok(Some(name)));
-                    return;
-                }
-                Ok(cel::Value::Bool(false)) => {}
-                // A field that is not there yet (no status) is not true.
-                Err(cel::ExecutionError::NoSuchKey(_)) => {}
-                Ok(other) => {
-                    let _ = send.send(Err(format!(
-                        "the {name} expression gave {other:?}, not true or false"
-                    )));
-                    return;
-                }
-                Err(error) => {
-                    let _ = send.send(Err(format!("the {name} expression failed: {error}")));
-                    return;
-                }
-            }
-        }
-        let _ = send.send(Ok(None));
-    });
-    match receive.recv_timeout(CEL_TIME) {
-        Ok(Ok(Some("current"))) => Health::Healthy,
-        Ok(Ok(Some("failed"))) => {
-            Health::Failed("the health rule's failed expression is true".into())
-        }
-        Ok(Ok(Some(_))) => {
-            Health::InProgress("the health rule's inProgress expression is true".into())
-        }
-        Ok(Ok(None)) => Health::InProgress("no expression of the health rule is true yet".into()),
-        Ok(Err(why)) => Health::Unknown(why),
-        Err(_) => Health::Unknown(format!(
-            "the health rule ran past its budget of {} ms",
-            CEL_TIME.as_millis()
-        )),
     }
+    for name in ["metadata", "spec", "status"] {
+        if object.get(name).is_none_or(Value::is_null) {
+            let _ = context.add_variable(name, serde_json::Map::new());
+        }
+    }
+    let programs = [
+        in_progress.map(|p| ("inProgress", p)),
+        failed.map(|p| ("failed", p)),
+        Some(("current", current)),
+    ];
+    for (name, program) in programs.into_iter().flatten() {
+        match program.execute(&context) {
+            Ok(cel::Value::Bool(true)) => {
+                return match name {
+                    "current" => Health::Healthy,
+                    "failed" => {
+                        Health::Failed("the health rule's failed expression is true".into())
+                    }
+                    _ => {
+                        Health::InProgress("the health rule's inProgress expression is true".into())
+                    }
+                };
+            }
+            Ok(cel::Value::Bool(false)) => {}
+            // A field that is not there yet (no status) is not true.
+            Err(cel::ExecutionError::NoSuchKey(_)) => {}
+            Ok(other) => {
+                return Health::Unknown(format!(
+                    "the {name} expression gave {other:?}, not true or false"
+                ));
+            }
+            Err(error) => {
+                return Health::Unknown(format!("the {name} expression failed: {error}"));
+            }
+        }
+    }
+    Health::InProgress("no expression of the health rule is true yet".into())
 }
 
 fn lua_health(file: &str, script: &str, object: &Value) -> Health {
     match run_lua(file, script, object) {
         Ok(health) => health,
-        Err(why) => Health::Unknown(why),
+        Err(why) => Health::Unknown(why.0),
     }
 }
 
-fn run_lua(file: &str, script: &str, object: &Value) -> Result<Health, String> {
+fn run_lua(file: &str, script: &str, object: &Value) -> Result<Health, Rejected> {
     use mlua::{HookTriggers, LuaSerdeExt, VmState};
     let lua = sandbox().map_err(|e| e.to_string())?;
     let started = Instant::now();
@@ -437,18 +483,21 @@ fn run_lua(file: &str, script: &str, object: &Value) -> Result<Health, String> {
                     "the health rule ran past its budget ({} million instructions or {} ms)",
                     LUA_INSTRUCTIONS / 1_000_000,
                     LUA_TIME.as_millis()
-                ));
+                )
+                .into());
             }
             if matches!(error, mlua::Error::MemoryError(_)) || text.contains("not enough memory") {
                 return Err(format!(
                     "the health rule ran past its memory budget of {} MiB",
                     LUA_MEMORY >> 20
-                ));
+                )
+                .into());
             }
             return Err(format!(
                 "the health rule failed: {}",
                 text.lines().next().unwrap_or_default()
-            ));
+            )
+            .into());
         }
     };
     let mlua::Value::Table(table) = value else {
@@ -480,7 +529,7 @@ fn run_lua(file: &str, script: &str, object: &Value) -> Result<Health, String> {
         Some(other) => {
             return Err(format!(
                 "the health rule returned status {other:?}; expected Healthy, Progressing, Degraded, Suspended, Missing or Unknown"
-            ));
+            ).into());
         }
         None => return Err("the health rule returned no status".into()),
     })
@@ -555,6 +604,9 @@ mod tests {
         assert!(nested.2.contains("inside another's body"), "{nested:?}");
         compile_cel("status.conditions.filter(c, c.type == 'Ready').all(c, c.status == 'True')")
             .expect("chained macros are fine");
+        let grows = compile_cel("['a'].map(s, s + s).map(s, s + s).size() > 0").unwrap_err();
+        assert!(grows.2.contains("`map` is not allowed"), "{grows:?}");
+        compile_cel("metadata.name == '.map('").expect("a string is not a call");
         let long = "true && ".repeat(300) + "true";
         assert!(compile_cel(&long).unwrap_err().2.contains("at most 2000"));
     }
@@ -641,6 +693,19 @@ return hs
         assert!(
             matches!(&health, Some(Health::Unknown(why)) if why.contains("budget")),
             "{health:?}"
+        );
+
+        // A backtracking pattern on a long subject is refused, not run.
+        let bomb = lua_rules("return { status = ('a'):rep(5000):find(('a*'):rep(20) .. 'b') and 'Healthy' or 'Degraded' }").expect("compiles");
+        let health = bomb.evaluate("example.com", "Widget", &widget("x"));
+        assert!(
+            matches!(&health, Some(Health::Unknown(why)) if why.contains("at most")),
+            "{health:?}"
+        );
+        let plain = lua_rules("return { status = string.find(obj.status.phase, 'x', 1, true) and 'Healthy' or 'Degraded' }").expect("compiles");
+        assert_eq!(
+            plain.evaluate("example.com", "Widget", &widget("x")),
+            Some(Health::Healthy)
         );
 
         for escape in [
