@@ -741,8 +741,10 @@ async fn a_replica_whose_clock_is_ten_seconds_ahead_takes_nothing_early() {
     let extra = [hold.shown(), ("GANTRY_RUNNER_LEASE", "6s".to_string())];
     let fleet = Fleet::new(&database.url, &hold.pipeline(), &extra).await;
     let punctual = fleet.start(0);
-    fleet.register_cluster(0).await;
+    // Pushed before the app can run at all (its cluster unknown): the
+    // first run is this commit's, however soon a scan comes.
     let commit = fleet.push(0);
+    fleet.register_cluster(0).await;
     hold.step_running().await;
     let pool = sqlx::AnyPool::connect(&database.url)
         .await
@@ -862,8 +864,10 @@ async fn a_replica_cut_from_the_database_loses_its_run_and_loops_and_writes_noth
     let fleet = Fleet::new(&database.url, &hold.pipeline(), &extra).await;
     let link = crate::support::database_link::DatabaseLink::for_url(&database.url).await;
     let cut = fleet.start_with(1, &[("DATABASE_URL", link.url(&database.url))]);
-    fleet.register_cluster(1).await;
+    // Pushed before the app can run at all (its cluster unknown): the
+    // first run is this commit's, however soon a scan comes.
     let commit = fleet.push(0);
+    fleet.register_cluster(1).await;
     hold.step_running().await;
     let pool = sqlx::AnyPool::connect(&database.url)
         .await
@@ -985,8 +989,10 @@ async fn a_replica_stopping_under_a_step_that_ignores_sigterm_hands_the_run_over
     let hold = Hold::new();
     let fleet = Fleet::new(&database.url, &hold.stubborn_pipeline(), &[hold.shown()]).await;
     let stopping = fleet.start(1);
-    fleet.register_cluster(1).await;
+    // Pushed before the app can run at all (its cluster unknown): the
+    // first run is this commit's, however soon a scan comes.
     let commit = fleet.push(0);
+    fleet.register_cluster(1).await;
     hold.step_running().await;
     let other = fleet.start(0);
     stopping.stop();
@@ -1303,8 +1309,10 @@ steps:
     );
     let fleet = Fleet::new(&database.url, &pipeline, &[hold.shown()]).await;
     let dying = fleet.start(1);
-    fleet.register_cluster(1).await;
+    // Pushed before the app can run at all (its cluster unknown): the
+    // first run is this commit's, however soon a scan comes.
     let commit = fleet.push(0);
+    fleet.register_cluster(1).await;
     hold.step_running().await;
     let other = fleet.start(0);
     dying.kill();
