@@ -147,6 +147,15 @@ impl Served {
             .unwrap_or_else(|p| p.into_inner())
             .insert(api_version.to_string(), resources);
     }
+
+    /// Forgets what `api_version` served (its CRD may be gone): the next
+    /// deploy asks discovery again.
+    pub fn forget(&self, api_version: &str) {
+        self.groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(api_version);
+    }
 }
 
 impl std::fmt::Debug for ClientCache {

@@ -365,10 +365,15 @@ fn checked(
         {
             return Err(place(why.into()));
         }
+        // Written with the environment's namespace or without it, one object.
+        let namespace = reference
+            .namespace
+            .clone()
+            .filter(|ns| *ns != context.namespace);
         if !seen.insert((
             group,
             reference.kind.clone(),
-            reference.namespace.clone(),
+            namespace,
             reference.name.clone(),
         )) {
             return Err(place(format!("{reference} is defined twice").into()));

@@ -470,3 +470,15 @@ fn a_chart_link_out_of_the_chart_is_refused() {
     std::os::unix::fs::symlink("../values.yaml", chart.join("files/values")).unwrap();
     render(&chart, "apps/shop/deploy", &context()).expect("a link within the chart renders");
 }
+
+#[test]
+fn an_object_written_with_and_without_its_namespace_is_defined_twice() {
+    let dir = deploy_dir(&[(
+        "a.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: settings }\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: { name: settings, namespace: shop-staging }\n",
+    )]);
+    let error = render(dir.path(), "apps/shop/deploy", &context())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("defined twice"), "{error}");
+}

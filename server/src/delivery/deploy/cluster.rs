@@ -277,6 +277,11 @@ impl<'c> Kinds<'c> {
         }
     }
 
+    /// Forgets what is known of `api_version` (an apply answered 404).
+    pub fn forget(&self, api_version: &str) {
+        self.served.forget(api_version);
+    }
+
     /// The resource serving `apiVersion` + `kind`: from what is known of
     /// the cluster, else from discovery (a kind not found among what is
     /// known is asked for again: its CRD may be new).
@@ -628,6 +633,13 @@ impl Rollout<'_, '_> {
         let mut waiting = Vec::new();
         let mut applied = Vec::new();
         for (p, result) in prepared.iter().zip(results) {
+            if let Err(error) = &result
+                && error.is_not_found()
+            {
+                // What discovery said is stale: the kind went away.
+                self.kinds
+                    .forget(p.object["apiVersion"].as_str().unwrap_or_default());
+            }
             let result = result?;
             // Whatever the apply's answer does not already show healthy
             // is waited for, any kind (custom resources by their
@@ -714,6 +726,8 @@ impl Watch<'_> {
             cluster: self.cluster.to_string(),
             why,
         };
+        // A watch that keeps ending at once is not asked again at once.
+        let mut pause = Duration::from_millis(20);
         loop {
             let left = self.deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -766,6 +780,8 @@ impl Watch<'_> {
                 Ok(Ok(false)) => {}
             }
             // The watch ended without a verdict: the object as it is now.
+            tokio::time::sleep(pause.min(left)).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
             let object = retry(&format!("reading {described} on {}", self.cluster), || {
                 let name = self.name.to_string();
                 async move { self.api.get(&name).await }
@@ -925,11 +941,17 @@ pub async fn capabilities(
         let Ok(client) = registry.client(cluster).await else {
             continue;
         };
-        let (Ok(version), Ok(core), Ok(groups)) = (
-            client.apiserver_version().await,
-            client.list_core_api_versions().await,
-            client.list_api_groups().await,
-        ) else {
+        // A cluster that does not answer soon is left out (its apply will
+        // say why); the others are not held up.
+        let asked = tokio::time::timeout(Duration::from_secs(10), async {
+            (
+                client.apiserver_version().await,
+                client.list_core_api_versions().await,
+                client.list_api_groups().await,
+            )
+        })
+        .await;
+        let Ok((Ok(version), Ok(core), Ok(groups))) = asked else {
             continue;
         };
         let kube_version = release_of(&version);
