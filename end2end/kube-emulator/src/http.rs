@@ -637,10 +637,10 @@ async fn handle(
 }
 
 /// What a pod's container printed (`?container=`, `tailLines=`,
-/// `limitBytes=`), as text.
+/// `limitBytes=`, `sinceTime=`, `timestamps=`, `follow=`), as text.
 /// A container that has not started has no log yet, as on a real server.
 fn pod_log(
-    store: &Store,
+    store: &Arc<Store>,
     target: &Target,
     params: &HashMap<String, String>,
 ) -> Result<Response, ApiError> {
@@ -652,8 +652,19 @@ fn pod_log(
         .flatten()
         .filter_map(|c| c["name"].as_str())
         .collect();
+    // An init container's log is asked for by name too.
+    let inits: Vec<&str> = pod["spec"]["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
     let container = match (params.get("container"), containers.as_slice()) {
-        (Some(wanted), _) if containers.contains(&wanted.as_str()) => wanted.as_str(),
+        (Some(wanted), _)
+            if containers.contains(&wanted.as_str()) || inits.contains(&wanted.as_str()) =>
+        {
+            wanted.as_str()
+        }
         (Some(wanted), _) => {
             return Err(ApiError::bad_request(format!(
                 "container {wanted} is not valid for pod {name}"
@@ -671,6 +682,12 @@ fn pod_log(
         .as_array()
         .into_iter()
         .flatten()
+        .chain(
+            pod["status"]["initContainerStatuses"]
+                .as_array()
+                .into_iter()
+                .flatten(),
+        )
         .find(|c| c["name"] == container)
         .and_then(|c| c["state"]["waiting"]["reason"].as_str());
     if let Some(reason) = waiting {
@@ -678,15 +695,41 @@ fn pod_log(
             "container \"{container}\" in pod \"{name}\" is waiting to start: {reason}"
         )));
     }
-    let mut text = store.log(&target.namespace, name, container);
+    let since = params
+        .get("sinceTime")
+        .and_then(|t| crate::store::parse_rfc3339_nanos(t));
+    let stamped = params.get("timestamps").is_some_and(|v| v == "true");
+    let follow = params.get("follow").is_some_and(|v| v == "true");
+    let render = move |lines: &[(i128, String)]| -> String {
+        lines
+            .iter()
+            .map(|(at, line)| {
+                if stamped {
+                    format!("{} {line}", crate::store::rfc3339_nanos(*at))
+                } else {
+                    line.clone()
+                }
+            })
+            .collect()
+    };
+    let mut lines = store.log_lines(&target.namespace, name, container);
+    lines.retain(|(at, _)| since.is_none_or(|since| *at >= since));
     if let Some(tail) = params
         .get("tailLines")
         .and_then(|t| t.parse::<usize>().ok())
     {
-        let lines: Vec<&str> = text.lines().collect();
-        let kept = &lines[lines.len().saturating_sub(tail)..];
-        text = kept.iter().map(|l| format!("{l}\n")).collect();
+        lines = lines.split_off(lines.len().saturating_sub(tail));
     }
+    if follow {
+        return Ok(followed(
+            store.clone(),
+            target,
+            container.to_string(),
+            lines,
+            render,
+        ));
+    }
+    let mut text = render(&lines);
     if let Some(limit) = params
         .get("limitBytes")
         .and_then(|l| l.parse::<usize>().ok())
@@ -696,6 +739,84 @@ fn pod_log(
         text = String::from_utf8_lossy(&text.as_bytes()[..limit]).into_owned();
     }
     Ok(([(header::CONTENT_TYPE, "text/plain")], text).into_response())
+}
+
+/// `follow=true`: what the container printed so far, then each new line as
+/// it comes, until the container ended (and everything was sent) or the
+/// pod is gone.
+fn followed(
+    store: Arc<Store>,
+    target: &Target,
+    container: String,
+    first: Vec<(i128, String)>,
+    render: impl Fn(&[(i128, String)]) -> String + Send + Sync + 'static,
+) -> Response {
+    let (namespace, pod) = (
+        target.namespace.clone(),
+        target.name.clone().unwrap_or_default(),
+    );
+    let resource = target.resource.clone();
+    let last = first.last().map_or(i128::MIN, |(at, _)| *at);
+    let opening = render(&first);
+    let render = Arc::new(render);
+    let stream = futures_util::stream::unfold((last, Some(opening)), move |(last, opening)| {
+        let (store, namespace, pod, container, resource) = (
+            store.clone(),
+            namespace.clone(),
+            pod.clone(),
+            container.clone(),
+            resource.clone(),
+        );
+        let render = render.clone();
+        async move {
+            if let Some(text) = opening.filter(|t| !t.is_empty()) {
+                return Some((text, (last, None)));
+            }
+            loop {
+                let ended = match store.get(&resource, &namespace, &pod) {
+                    Err(_) => true,
+                    Ok(pod) => {
+                        matches!(
+                            pod["status"]["phase"].as_str(),
+                            Some("Succeeded" | "Failed")
+                        ) || pod["status"]["containerStatuses"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .chain(
+                                pod["status"]["initContainerStatuses"]
+                                    .as_array()
+                                    .into_iter()
+                                    .flatten(),
+                            )
+                            .any(|c| {
+                                c["name"] == container.as_str()
+                                    && c["state"]["terminated"].is_object()
+                            })
+                    }
+                };
+                let new: Vec<(i128, String)> = store
+                    .log_lines(&namespace, &pod, &container)
+                    .into_iter()
+                    .filter(|(at, _)| *at > last)
+                    .collect();
+                if let Some((at, _)) = new.last() {
+                    let at = *at;
+                    return Some((render(&new), (at, None)));
+                }
+                if ended {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    })
+    .map(Ok::<_, Infallible>);
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 /// A list's items as a real server sends them: a built-in kind's typed

@@ -20,6 +20,7 @@ mod deployments;
 mod http;
 mod jobs;
 mod json_patch;
+mod kubelet;
 mod openapi;
 mod protobuf;
 mod resources;
@@ -35,6 +36,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 pub use access::Denied;
+pub use kubelet::Kubelet;
 pub use resources::Resource;
 pub use store::{ApiError, Key, Store};
 
@@ -59,6 +61,9 @@ pub struct Options {
     /// What the credentials may not do (403, and `allowed: false` in a
     /// `SelfSubjectAccessReview`); everything else is allowed.
     pub denied: Vec<Denied>,
+    /// Runs bare pods' containers as local processes (see [`Kubelet`]);
+    /// `None`: pods are objects only.
+    pub kubelet: Option<Kubelet>,
 }
 
 impl Default for Options {
@@ -68,6 +73,7 @@ impl Default for Options {
             namespace_termination: Duration::from_millis(100),
             git_version: "v1.33.0-gantry-emulator".to_string(),
             denied: Vec::new(),
+            kubelet: None,
         }
     }
 }
@@ -98,8 +104,12 @@ impl Emulator {
     pub async fn start(options: Options) -> std::io::Result<Emulator> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let kubelet = options.kubelet.clone();
         let store = Arc::new(Store::new(options));
         rollout::spawn(store.clone());
+        if let Some(kubelet) = kubelet {
+            kubelet::spawn(store.clone(), kubelet);
+        }
         let stop = serve(listener, store.clone());
         Ok(Emulator {
             addr,

@@ -109,6 +109,9 @@ fn version_of(event: &WatchEvent) -> u64 {
         .unwrap_or(0)
 }
 
+/// Whose log: (namespace, pod, container).
+type LogKey = (String, String, String);
+
 pub struct Store {
     inner: Mutex<Inner>,
     events: broadcast::Sender<WatchEvent>,
@@ -118,7 +121,8 @@ pub struct Store {
     rollout: Mutex<RolloutMode>,
     denied: Mutex<Vec<crate::Denied>>,
     /// Container output by (namespace, pod, container).
-    logs: Mutex<BTreeMap<(String, String, String), String>>,
+    /// What each container printed: (nanoseconds since the epoch, line).
+    logs: Mutex<BTreeMap<LogKey, Vec<(i128, String)>>>,
     pub options: Options,
 }
 
@@ -140,6 +144,34 @@ pub fn now_unix() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// Nanoseconds since the Unix epoch.
+pub fn now_nanos() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
+}
+
+/// RFC 3339 with nanoseconds, as a kubelet stamps log lines.
+pub fn rfc3339_nanos(nanos: i128) -> String {
+    let seconds = rfc3339(nanos.div_euclid(1_000_000_000) as i64);
+    let fraction = nanos.rem_euclid(1_000_000_000);
+    format!("{}.{fraction:09}Z", seconds.trim_end_matches('Z'))
+}
+
+/// Reads an RFC 3339 time (with or without a fraction) into nanoseconds.
+pub fn parse_rfc3339_nanos(text: &str) -> Option<i128> {
+    let seconds = i128::from(parse_rfc3339(text)?);
+    let fraction = text
+        .get(19..)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .map(|rest| rest.trim_end_matches('Z'))
+        .map(|digits| format!("{digits:0<9}"))
+        .and_then(|digits| digits.get(..9).and_then(|d| d.parse::<i128>().ok()))
+        .unwrap_or(0);
+    Some(seconds * 1_000_000_000 + fraction)
 }
 
 /// RFC 3339, UTC, seconds — as the API server writes timestamps.
@@ -916,16 +948,30 @@ impl Store {
         }
     }
 
-    /// Appends to what a pod's container has printed (`kubectl logs`).
+    /// Appends to what a pod's container has printed (`kubectl logs`),
+    /// each line stamped with when it came (later lines, later stamps).
     pub fn write_log(&self, namespace: &str, pod: &str, container: &str, text: &str) {
-        lock(&self.logs)
+        let mut logs = lock(&self.logs);
+        let lines = logs
             .entry((namespace.into(), pod.into(), container.into()))
-            .or_default()
-            .push_str(text);
+            .or_default();
+        for line in text.split_inclusive('\n') {
+            let last = lines.last().map_or(0, |(at, _)| *at);
+            lines.push((now_nanos().max(last + 1), line.to_string()));
+        }
     }
 
     /// What a pod's container has printed so far.
     pub fn log(&self, namespace: &str, pod: &str, container: &str) -> String {
+        self.log_lines(namespace, pod, container)
+            .into_iter()
+            .map(|(_, line)| line)
+            .collect()
+    }
+
+    /// The same, line by line with when each came (nanoseconds since the
+    /// epoch).
+    pub fn log_lines(&self, namespace: &str, pod: &str, container: &str) -> Vec<(i128, String)> {
         lock(&self.logs)
             .get(&(namespace.into(), pod.into(), container.into()))
             .cloned()

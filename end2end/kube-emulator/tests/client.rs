@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use kube::api::{
-    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, WatchEvent, WatchParams,
+    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent,
+    WatchParams,
 };
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::Discovery;
@@ -567,4 +568,241 @@ async fn a_watch_that_falls_behind_is_closed_rather_than_left_with_a_gap() {
         added < CHANGES,
         "{added} of {CHANGES}: it never fell behind"
     );
+}
+
+/// The kubelet: a bare pod's containers run as sandboxed local processes —
+/// its init container first, then its container — their output is their
+/// log, their exit codes their terminated states, and the pod ends Failed
+/// when one fails; an image the test did not map waits in ErrImagePull; a
+/// pod deleted while it runs has its process killed.
+#[tokio::test]
+async fn the_kubelet_runs_a_bare_pods_containers_as_processes() {
+    let emulator = Emulator::start(Options {
+        kubelet: Some(kube_emulator::Kubelet {
+            images: [("test/shell".to_string(), vec!["/bin/sh".to_string()])].into(),
+        }),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let client = client(&emulator).await;
+    let pods: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "default",
+        &ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "Pod")),
+    );
+    let pod = |name: &str, image: &str, script: &str| {
+        serde_json::from_value::<DynamicObject>(json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": { "name": name },
+            "spec": {
+                "restartPolicy": "Never",
+                "initContainers": [{ "name": "fetch", "image": "test/shell", "command": ["/bin/sh", "-c", "echo fetching"] }],
+                "containers": [{ "name": "step", "image": image, "args": ["-c", script],
+                                 "env": [{ "name": "GREETING", "value": "hello" }] }],
+            },
+        }))
+        .unwrap()
+    };
+    let phase = |pods: Api<DynamicObject>, name: &'static str| async move {
+        for _ in 0..200 {
+            let found = pods.get(name).await.unwrap();
+            let phase = found.data["status"]["phase"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            let waiting =
+                found.data["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+            if phase == "Succeeded" || phase == "Failed" || waiting == "ErrImagePull" {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("pod {name} did not end");
+    };
+
+    pods.create(
+        &PostParams::default(),
+        &pod("ok", "test/shell", "echo $GREETING from $HOSTNAME; exit 0"),
+    )
+    .await
+    .unwrap();
+    let ok = phase(pods.clone(), "ok").await;
+    assert_eq!(ok.data["status"]["phase"], "Succeeded");
+    assert_eq!(
+        ok.data["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"],
+        0
+    );
+    let store = emulator.store();
+    assert_eq!(store.log("default", "ok", "fetch"), "fetching\n");
+    assert_eq!(store.log("default", "ok", "step"), "hello from ok\n");
+
+    pods.create(
+        &PostParams::default(),
+        &pod("bad", "test/shell", "echo failing >&2; exit 3"),
+    )
+    .await
+    .unwrap();
+    let bad = phase(pods.clone(), "bad").await;
+    assert_eq!(bad.data["status"]["phase"], "Failed");
+    let terminated = &bad.data["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(
+        (
+            terminated["exitCode"].as_i64(),
+            terminated["reason"].as_str()
+        ),
+        (Some(3), Some("Error"))
+    );
+    assert_eq!(store.log("default", "bad", "step"), "failing\n");
+
+    pods.create(
+        &PostParams::default(),
+        &pod("nope", "registry.example.com/missing:1", "true"),
+    )
+    .await
+    .unwrap();
+    let nope = phase(pods.clone(), "nope").await;
+    assert_eq!(nope.data["status"]["phase"], "Pending");
+
+    // Deleted while it runs: the process goes too.
+    let marker = format!("kubelet-sleeper-{}", std::process::id());
+    pods.create(
+        &PostParams::default(),
+        &pod(
+            "sleeper",
+            "test/shell",
+            &format!("while true; do sleep 1; done; : {marker}"),
+        ),
+    )
+    .await
+    .unwrap();
+    // Whether a process whose command line holds the marker runs.
+    let running = || {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|entry| {
+                std::fs::read(entry.path().join("cmdline"))
+                    .is_ok_and(|line| String::from_utf8_lossy(&line).contains(&marker))
+            })
+    };
+    for _ in 0..200 {
+        if running() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(running(), "the container runs");
+    pods.delete("sleeper", &DeleteParams::default())
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        if !running() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!running(), "the container is killed with its pod");
+}
+
+/// A pod's log followed as it is written, with timestamps; resumed from
+/// the last line's timestamp it repeats nothing and loses nothing (what a
+/// client does after its stream was cut); the stream ends with the
+/// container.
+#[tokio::test]
+async fn a_pods_log_is_followed_and_resumed_by_timestamp() {
+    use futures_util::{AsyncBufReadExt, TryStreamExt};
+    let emulator = Emulator::start(Options {
+        kubelet: Some(kube_emulator::Kubelet {
+            images: [("test/shell".to_string(), vec!["/bin/sh".to_string()])].into(),
+        }),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let client = client(&emulator).await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client, "default");
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "talker" },
+        "spec": { "restartPolicy": "Never", "containers": [{ "name": "talk", "image": "test/shell",
+            "args": ["-c", "for i in 1 2 3 4 5; do echo line $i; sleep 0.1; done"] }] },
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    // Followed from the start (once the container runs): every line, in
+    // order, then the end of the stream.
+    let params = kube::api::LogParams {
+        follow: true,
+        timestamps: true,
+        ..Default::default()
+    };
+    let stream = loop {
+        match pods.log_stream("talker", &params).await {
+            Ok(stream) => break stream,
+            // Not started yet: a real server says so too.
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    let lines: Vec<String> = stream.lines().try_collect().await.unwrap();
+    let texts: Vec<&str> = lines.iter().map(|l| l.split_once(' ').unwrap().1).collect();
+    assert_eq!(texts, ["line 1", "line 2", "line 3", "line 4", "line 5"]);
+    let stamps: Vec<&str> = lines.iter().map(|l| l.split_once(' ').unwrap().0).collect();
+    assert!(stamps.windows(2).all(|w| w[0] < w[1]), "{stamps:?}");
+
+    // Resumed after line 3: from its timestamp, dropping what is not newer.
+    let since = stamps[2];
+    let url = format!(
+        "{}/api/v1/namespaces/default/pods/talker/log?timestamps=true&sinceTime={since}",
+        emulator.url()
+    );
+    let again = reqwest::get(url).await.unwrap().text().await.unwrap();
+    let resumed: Vec<&str> = again
+        .lines()
+        .filter(|l| l.split_once(' ').unwrap().0 > since)
+        .map(|l| l.split_once(' ').unwrap().1)
+        .collect();
+    assert_eq!(resumed, ["line 4", "line 5"]);
+}
+
+/// A container over its memory limit is killed and says so: OOMKilled,
+/// exit 137, at once — not at some timeout.
+#[tokio::test]
+async fn a_container_over_its_memory_limit_is_oom_killed() {
+    let emulator = Emulator::start(Options {
+        kubelet: Some(kube_emulator::Kubelet {
+            images: [("test/shell".to_string(), vec!["/bin/sh".to_string()])].into(),
+        }),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let client = client(&emulator).await;
+    let pods: Api<DynamicObject> = Api::namespaced_with(
+        client,
+        "default",
+        &ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "Pod")),
+    );
+    let pod: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "hog" },
+        "spec": { "restartPolicy": "Never", "containers": [{ "name": "hog", "image": "test/shell",
+            "args": ["-c", "x=$(head -c 300000000 /dev/zero | tr '\\0' a); sleep 30"],
+            "resources": { "limits": { "memory": "32Mi" } } }] },
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let mut terminated = serde_json::Value::Null;
+    for _ in 0..400 {
+        let found = pods.get("hog").await.unwrap();
+        terminated = found.data["status"]["containerStatuses"][0]["state"]["terminated"].clone();
+        if terminated.is_object() {
+            assert_eq!(found.data["status"]["phase"], "Failed");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(terminated["reason"], "OOMKilled", "{terminated}");
+    assert_eq!(terminated["exitCode"], 137);
 }
