@@ -241,9 +241,7 @@ fn builtin_columns(resource: &Resource) -> Vec<Column> {
         ],
         ("", "pods") => vec![
             column("Ready", "string", 0, pod_ready),
-            column("Status", "string", 0, |o| {
-                text_or(&o["status"]["phase"], "Pending")
-            }),
+            column("Status", "string", 0, |o| json!(pod_status(o))),
             column("Restarts", "string", 0, restarts),
             age_column(),
             column("IP", "string", 1, |o| {
@@ -558,4 +556,66 @@ mod tests {
         assert_eq!(cells[2], 3);
         assert_eq!(table["rows"][0]["object"]["kind"], "PartialObjectMetadata");
     }
+}
+
+/// A pod's STATUS column, as the API server's printer words it: an init
+/// container's progress or failure first, then the last container's
+/// waiting or terminated reason (`ContainerCreating`, `Completed`,
+/// `Error`, `OOMKilled`, `ErrImagePull`), else the phase.
+fn pod_status(pod: &Value) -> String {
+    let status = &pod["status"];
+    let mut reason = status["reason"]
+        .as_str()
+        .or(status["phase"].as_str())
+        .unwrap_or("Pending")
+        .to_string();
+    let inits = status["initContainerStatuses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for (index, init) in inits.iter().enumerate() {
+        let state = &init["state"];
+        if state["terminated"]["exitCode"] == 0 {
+            continue;
+        }
+        return if state["terminated"].is_object() {
+            format!(
+                "Init:{}",
+                state["terminated"]["reason"].as_str().unwrap_or("Error")
+            )
+        } else if let Some(waiting) = state["waiting"]["reason"]
+            .as_str()
+            .filter(|r| *r != "PodInitializing")
+        {
+            format!("Init:{waiting}")
+        } else {
+            format!("Init:{index}/{}", inits.len())
+        };
+    }
+    let mut running = false;
+    for container in status["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .rev()
+    {
+        let state = &container["state"];
+        if let Some(waiting) = state["waiting"]["reason"].as_str() {
+            reason = waiting.to_string();
+        } else if state["terminated"].is_object() {
+            reason = match state["terminated"]["reason"].as_str() {
+                Some(why) => why.to_string(),
+                None => format!("ExitCode:{}", state["terminated"]["exitCode"]),
+            };
+        } else if container["ready"] == true {
+            running = true;
+        }
+    }
+    if reason == "Completed" && running {
+        reason = "Running".into();
+    }
+    if pod["metadata"]["deletionTimestamp"].is_string() {
+        reason = "Terminating".into();
+    }
+    reason
 }

@@ -292,6 +292,11 @@ fn session(chart: &str) -> Vec<Line> {
             // The watch prints what exists, then waits until the timeout.
             if text(&out.stdout).contains("deployment.apps/web") { Ok(()) } else { Err("wanted the existing deployment listed".into()) }
         })),
+        // The kubelet: a bare pod runs as a process, to its end.
+        line("run a bare pod", "run talker --image=test/hello --restart=Never -n conformance", prints("pod/talker created")),
+        line("… wait until it succeeded", "wait --for=jsonpath={.status.phase}=Succeeded pod/talker -n conformance --timeout=30s", prints("condition met")),
+        line("logs -f of a pod that ended", "logs -f talker -n conformance", prints_exactly("one\ntwo")),
+        line("… Completed in get pods", "get pod talker -n conformance", table(&["NAME", "READY", "STATUS", "RESTARTS", "AGE"], &["talker", "0/1", "Completed", "0"])),
         line("get -w as a table ends at its timeout", "get deploy -n conformance -w --request-timeout=2s", Box::new(|out: &Output| {
             let stdout = text(&out.stdout);
             if stdout.contains("UP-TO-DATE") && stdout.lines().any(|l| l.starts_with("web ")) { Ok(()) } else { Err("wanted the table of the existing deployment".into()) }
@@ -350,6 +355,15 @@ async fn kubectl_and_helm_get_what_a_real_server_answers() {
     let emulator = Emulator::start(Options {
         namespace_termination: grace,
         denied: vec![Denied::new("delete", "", "persistentvolumes")],
+        kubelet: Some(kube_emulator::Kubelet {
+            images: [(
+                "test/hello".to_string(),
+                ["/bin/sh", "-c", "echo one; echo two"]
+                    .map(String::from)
+                    .to_vec(),
+            )]
+            .into(),
+        }),
         ..Options::default()
     })
     .await
