@@ -494,6 +494,68 @@ pub fn human_duration(seconds: i64) -> String {
     format!("{}y", days / 365)
 }
 
+/// A pod's STATUS column, as the API server's printer words it: an init
+/// container's progress or failure first, then the last container's
+/// waiting or terminated reason (`ContainerCreating`, `Completed`,
+/// `Error`, `OOMKilled`, `ErrImagePull`), else the phase.
+fn pod_status(pod: &Value) -> String {
+    let status = &pod["status"];
+    let mut reason = status["reason"]
+        .as_str()
+        .or(status["phase"].as_str())
+        .unwrap_or("Pending")
+        .to_string();
+    let inits = status["initContainerStatuses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for (index, init) in inits.iter().enumerate() {
+        let state = &init["state"];
+        if state["terminated"]["exitCode"] == 0 {
+            continue;
+        }
+        return if state["terminated"].is_object() {
+            format!(
+                "Init:{}",
+                state["terminated"]["reason"].as_str().unwrap_or("Error")
+            )
+        } else if let Some(waiting) = state["waiting"]["reason"]
+            .as_str()
+            .filter(|r| *r != "PodInitializing")
+        {
+            format!("Init:{waiting}")
+        } else {
+            format!("Init:{index}/{}", inits.len())
+        };
+    }
+    let mut running = false;
+    for container in status["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .rev()
+    {
+        let state = &container["state"];
+        if let Some(waiting) = state["waiting"]["reason"].as_str() {
+            reason = waiting.to_string();
+        } else if state["terminated"].is_object() {
+            reason = match state["terminated"]["reason"].as_str() {
+                Some(why) => why.to_string(),
+                None => format!("ExitCode:{}", state["terminated"]["exitCode"]),
+            };
+        } else if container["ready"] == true {
+            running = true;
+        }
+    }
+    if reason == "Completed" && running {
+        reason = "Running".into();
+    }
+    if pod["metadata"]["deletionTimestamp"].is_string() {
+        reason = "Terminating".into();
+    }
+    reason
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -556,66 +618,4 @@ mod tests {
         assert_eq!(cells[2], 3);
         assert_eq!(table["rows"][0]["object"]["kind"], "PartialObjectMetadata");
     }
-}
-
-/// A pod's STATUS column, as the API server's printer words it: an init
-/// container's progress or failure first, then the last container's
-/// waiting or terminated reason (`ContainerCreating`, `Completed`,
-/// `Error`, `OOMKilled`, `ErrImagePull`), else the phase.
-fn pod_status(pod: &Value) -> String {
-    let status = &pod["status"];
-    let mut reason = status["reason"]
-        .as_str()
-        .or(status["phase"].as_str())
-        .unwrap_or("Pending")
-        .to_string();
-    let inits = status["initContainerStatuses"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    for (index, init) in inits.iter().enumerate() {
-        let state = &init["state"];
-        if state["terminated"]["exitCode"] == 0 {
-            continue;
-        }
-        return if state["terminated"].is_object() {
-            format!(
-                "Init:{}",
-                state["terminated"]["reason"].as_str().unwrap_or("Error")
-            )
-        } else if let Some(waiting) = state["waiting"]["reason"]
-            .as_str()
-            .filter(|r| *r != "PodInitializing")
-        {
-            format!("Init:{waiting}")
-        } else {
-            format!("Init:{index}/{}", inits.len())
-        };
-    }
-    let mut running = false;
-    for container in status["containerStatuses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .rev()
-    {
-        let state = &container["state"];
-        if let Some(waiting) = state["waiting"]["reason"].as_str() {
-            reason = waiting.to_string();
-        } else if state["terminated"].is_object() {
-            reason = match state["terminated"]["reason"].as_str() {
-                Some(why) => why.to_string(),
-                None => format!("ExitCode:{}", state["terminated"]["exitCode"]),
-            };
-        } else if container["ready"] == true {
-            running = true;
-        }
-    }
-    if reason == "Completed" && running {
-        reason = "Running".into();
-    }
-    if pod["metadata"]["deletionTimestamp"].is_string() {
-        reason = "Terminating".into();
-    }
-    reason
 }
