@@ -287,6 +287,24 @@ impl BenchDatabase {
     }
 }
 
+/// An emulated cluster whose workloads are ready at once and whose every
+/// API request takes `latency`, and a client of it (the cluster benches).
+pub async fn emulated_cluster(
+    latency: Duration,
+) -> anyhow::Result<(kube_emulator::Emulator, kube::Client)> {
+    let emulator = kube_emulator::Emulator::start(kube_emulator::Options {
+        rollout: kube_emulator::RolloutMode::After(Duration::ZERO),
+        ..kube_emulator::Options::default()
+    })
+    .await?;
+    emulator.set_faults(kube_emulator::Faults {
+        latency,
+        fail_next: 0,
+    });
+    let client = kube::Client::try_from(kube::Config::new(emulator.url().parse()?))?;
+    Ok((emulator, client))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,7 +23,7 @@ use gantry::delivery::deploy::cluster::{ClusterDeploy, Run, deploy};
 use gantry::gitops::guardrails::Guardrails;
 use gantry::gitops::health_rules::RuleSet;
 use gantry::manifests::{self, RenderContext};
-use kube_emulator::{Emulator, Faults, Options, RolloutMode};
+use kube_emulator::Emulator;
 
 const LATENCY: Duration = Duration::from_millis(50);
 const ROUNDS: usize = 5;
@@ -79,19 +79,9 @@ fn context(helm: &Path, round: usize) -> RenderContext {
 }
 
 async fn cluster() -> (Emulator, kube::Client) {
-    let emulator = Emulator::start(Options {
-        rollout: RolloutMode::After(Duration::ZERO),
-        ..Options::default()
-    })
-    .await
-    .expect("emulator");
-    emulator.set_faults(Faults {
-        latency: LATENCY,
-        fail_next: 0,
-    });
-    let client = kube::Client::try_from(kube::Config::new(emulator.url().parse().expect("url")))
-        .expect("client");
-    (emulator, client)
+    bench::emulated_cluster(LATENCY)
+        .await
+        .expect("emulated cluster")
 }
 
 /// Gantry: render the chart, then deploy it. Milliseconds.

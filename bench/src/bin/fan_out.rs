@@ -19,7 +19,7 @@ use gantry::clusters::Served;
 use gantry::delivery::deploy::cluster::{ClusterDeploy, Run, deploy};
 use gantry::gitops::guardrails::Guardrails;
 use gantry::gitops::health_rules::RuleSet;
-use kube_emulator::{Emulator, Faults, Options, RolloutMode};
+use kube_emulator::Emulator;
 use serde_json::{Value, json};
 
 const LATENCY: Duration = Duration::from_millis(50);
@@ -45,19 +45,9 @@ type Cluster = (Emulator, kube::Client, Arc<Served>);
 async fn clusters(count: usize) -> Vec<Cluster> {
     let mut out = Vec::new();
     for _ in 0..count {
-        let emulator = Emulator::start(Options {
-            rollout: RolloutMode::After(Duration::ZERO),
-            ..Options::default()
-        })
-        .await
-        .expect("emulator");
-        emulator.set_faults(Faults {
-            latency: LATENCY,
-            fail_next: 0,
-        });
-        let client =
-            kube::Client::try_from(kube::Config::new(emulator.url().parse().expect("url")))
-                .expect("client");
+        let (emulator, client) = bench::emulated_cluster(LATENCY)
+            .await
+            .expect("emulated cluster");
         out.push((emulator, client, Arc::default()));
     }
     out

@@ -577,14 +577,7 @@ async fn a_watch_that_falls_behind_is_closed_rather_than_left_with_a_gap() {
 /// pod deleted while it runs has its process killed.
 #[tokio::test]
 async fn the_kubelet_runs_a_bare_pods_containers_as_processes() {
-    let emulator = Emulator::start(Options {
-        kubelet: Some(kube_emulator::Kubelet {
-            images: [("test/shell".to_string(), vec!["/bin/sh".to_string()])].into(),
-        }),
-        ..Options::default()
-    })
-    .await
-    .unwrap();
+    let emulator = with_kubelet().await;
     let client = client(&emulator).await;
     let pods: Api<DynamicObject> = Api::namespaced_with(
         client.clone(),
@@ -715,14 +708,7 @@ async fn the_kubelet_runs_a_bare_pods_containers_as_processes() {
 #[tokio::test]
 async fn a_pods_log_is_followed_and_resumed_by_timestamp() {
     use futures_util::{AsyncBufReadExt, TryStreamExt};
-    let emulator = Emulator::start(Options {
-        kubelet: Some(kube_emulator::Kubelet {
-            images: [("test/shell".to_string(), vec!["/bin/sh".to_string()])].into(),
-        }),
-        ..Options::default()
-    })
-    .await
-    .unwrap();
+    let emulator = with_kubelet().await;
     let client = client(&emulator).await;
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client, "default");
     let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
@@ -771,14 +757,7 @@ async fn a_pods_log_is_followed_and_resumed_by_timestamp() {
 /// exit 137, at once — not at some timeout.
 #[tokio::test]
 async fn a_container_over_its_memory_limit_is_oom_killed() {
-    let emulator = Emulator::start(Options {
-        kubelet: Some(kube_emulator::Kubelet {
-            images: [("test/shell".to_string(), vec!["/bin/sh".to_string()])].into(),
-        }),
-        ..Options::default()
-    })
-    .await
-    .unwrap();
+    let emulator = with_kubelet().await;
     let client = client(&emulator).await;
     let pods: Api<DynamicObject> = Api::namespaced_with(
         client,
@@ -805,4 +784,16 @@ async fn a_container_over_its_memory_limit_is_oom_killed() {
     }
     assert_eq!(terminated["reason"], "OOMKilled", "{terminated}");
     assert_eq!(terminated["exitCode"], 137);
+}
+
+/// An emulator whose kubelet runs `test/shell` as `/bin/sh`.
+async fn with_kubelet() -> Emulator {
+    Emulator::start(Options {
+        kubelet: Some(kube_emulator::Kubelet {
+            images: [("test/shell".to_string(), vec!["/bin/sh".to_string()])].into(),
+        }),
+        ..Options::default()
+    })
+    .await
+    .unwrap()
 }

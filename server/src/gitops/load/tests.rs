@@ -642,3 +642,27 @@ fn health_rules_load_from_the_admin_file_and_beside_it() {
         "{found:?}"
     );
 }
+
+// An app's own files cannot widen its guardrails: app.yaml has no such
+// field (a developer who adds one is refused, naming it), and what the
+// admin file says replaces anything a stored configuration held.
+#[test]
+fn an_app_cannot_grant_itself_guardrails() {
+    let app = "apiVersion: gantry.dev/v1\nsource: /srv/shop.git\nguardrails: { cluster_kinds: [ClusterRole] }\n";
+    let found = issues(app, PIPELINE);
+    assert!(
+        found.iter().any(|i| i.message.contains("guardrails")),
+        "{found:?}"
+    );
+    let admin = load_admin(None, &[]).expect("no file");
+    let mut config = load_app(
+        "shop",
+        Some("apiVersion: gantry.dev/v1\nsource: /srv/shop.git\n"),
+        Some(PIPELINE),
+        &[],
+    )
+    .expect("valid");
+    config.guardrails.cluster_kinds = vec!["ClusterRole".into()];
+    let guarded = guarded(config, &admin).expect("any cluster");
+    assert!(guarded.guardrails.cluster_kinds.is_empty());
+}
