@@ -300,6 +300,7 @@ pub async fn emulated_cluster(
     emulator.set_faults(kube_emulator::Faults {
         latency,
         fail_next: 0,
+        ..Default::default()
     });
     let client = kube::Client::try_from(kube::Config::new(emulator.url().parse()?))?;
     Ok((emulator, client))

@@ -84,6 +84,7 @@ async fn measure(binary: &str, count: usize) -> anyhow::Result<Vec<f64>> {
         emulator.set_faults(Faults {
             latency: LATENCY,
             fail_next: 0,
+            ..Default::default()
         });
         emulators.push(emulator);
     }

@@ -432,6 +432,30 @@ fn collect_garbage(store: &Store) {
             }
         }
     }
+    // A Secret or ConfigMap that pods own (a build step's secrets) goes
+    // once every pod owning it has.
+    let pods: BTreeSet<String> = store
+        .objects_of("", "pods")
+        .into_iter()
+        .filter_map(|(_, o)| o["metadata"]["uid"].as_str().map(str::to_string))
+        .collect();
+    for plural in ["secrets", "configmaps"] {
+        for (key, object) in store.objects_of("", plural) {
+            let owners: Vec<&Value> = object["metadata"]["ownerReferences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|o| o["kind"] == "Pod")
+                .collect();
+            if !owners.is_empty()
+                && owners
+                    .iter()
+                    .all(|o| o["uid"].as_str().is_none_or(|uid| !pods.contains(uid)))
+            {
+                store.remove(&key);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

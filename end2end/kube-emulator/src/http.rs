@@ -618,6 +618,18 @@ async fn handle(
                 store.create(&target.resource, &namespace, &object, &manager, dry_run)
             })
             .map(|w| json_response(StatusCode::CREATED, &w.object)),
+        (Method::DELETE, Some(name))
+            if target.resource.group.is_empty() && target.resource.plural == "pods" =>
+        {
+            // DeleteOptions come as the body (kube-rs) or as a parameter (kubectl).
+            let grace = parse_body(&body, false)
+                .ok()
+                .and_then(|options| options["gracePeriodSeconds"].as_i64())
+                .or_else(|| param("gracePeriodSeconds").parse().ok());
+            store
+                .delete_pod(&target.resource, &namespace, &name, grace, dry_run)
+                .map(|o| json_response(StatusCode::OK, &o))
+        }
         (Method::DELETE, Some(name)) => store
             .delete(&target.resource, &namespace, &name, dry_run)
             .map(|o| json_response(StatusCode::OK, &o)),
@@ -756,6 +768,9 @@ fn followed(
         target.name.clone().unwrap_or_default(),
     );
     let resource = target.resource.clone();
+    // A stream the fault cuts breaks off at `cut`.
+    let cut = store.faults().cut_logs_after;
+    let cut = (!cut.is_zero()).then(|| tokio::time::Instant::now() + cut);
     let last = first.last().map_or(i128::MIN, |(at, _)| *at);
     let opening = render(&first);
     let render = Arc::new(render);
@@ -795,6 +810,9 @@ fn followed(
                             })
                     }
                 };
+                if cut.is_some_and(|cut| tokio::time::Instant::now() >= cut) {
+                    return None;
+                }
                 let new: Vec<(i128, String)> = store
                     .log_lines(&namespace, &pod, &container)
                     .into_iter()
@@ -811,7 +829,16 @@ fn followed(
             }
         }
     })
-    .map(Ok::<_, Infallible>);
+    .map(Ok::<_, std::io::Error>)
+    // Cut: the body breaks off with an error, as a dropped connection does
+    // (the client sees the stream fail, not end).
+    .chain(futures_util::stream::once(async move {
+        if cut.is_some_and(|cut| tokio::time::Instant::now() >= cut) {
+            Err(std::io::Error::other("log stream cut"))
+        } else {
+            Ok(String::new())
+        }
+    }));
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/plain")

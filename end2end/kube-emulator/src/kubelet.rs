@@ -14,6 +14,7 @@
 //! cluster.
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +82,45 @@ fn set_pod_status(store: &Store, key: &Key, phase: &str, init: &[Value], main: &
     );
 }
 
+/// Why a container stopped before it ended by itself.
+#[derive(Clone, Copy, PartialEq)]
+enum Stopped {
+    /// Its pod was deleted (or deleted with a grace period that passed).
+    Deleted,
+    /// Its pod ran past `activeDeadlineSeconds`.
+    Deadline,
+}
+
+/// A pod's `emptyDir` volumes: a directory of the pod's own each, removed
+/// with the pod.
+struct Volumes {
+    root: PathBuf,
+    dirs: BTreeMap<String, PathBuf>,
+}
+
+impl Volumes {
+    fn create(pod: &Value) -> Volumes {
+        let uid = pod["metadata"]["uid"].as_str().unwrap_or("pod");
+        let root = std::env::temp_dir().join(format!("kube-emulator-pod-{uid}"));
+        let mut dirs = BTreeMap::new();
+        for volume in pod["spec"]["volumes"].as_array().into_iter().flatten() {
+            if let (Some(name), true) = (volume["name"].as_str(), volume["emptyDir"].is_object()) {
+                let dir = root.join(name);
+                if std::fs::create_dir_all(&dir).is_ok() {
+                    dirs.insert(name.to_string(), dir);
+                }
+            }
+        }
+        Volumes { root, dirs }
+    }
+}
+
+impl Drop for Volumes {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
 async fn run_pod(store: &Store, kubelet: &Kubelet, key: Key, pod: Value) {
     let names =
         |field: &str| -> Vec<Value> { pod["spec"][field].as_array().cloned().unwrap_or_default() };
@@ -115,29 +155,67 @@ async fn run_pod(store: &Store, kubelet: &Kubelet, key: Key, pod: Value) {
         set_pod_status(store, &key, "Pending", &init_states, &main_states);
         return;
     }
+    let volumes = Volumes::create(&pod);
+    let deadline = pod["spec"]["activeDeadlineSeconds"]
+        .as_u64()
+        .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+    let run = Run {
+        store,
+        kubelet,
+        key: &key,
+        volumes: &volumes,
+        deadline,
+    };
     set_pod_status(store, &key, "Pending", &init_states, &main_states);
+    let mut stopped = None;
     for (index, container) in inits.iter().enumerate() {
         init_states[index] = running(container);
         set_pod_status(store, &key, "Pending", &init_states, &main_states);
-        let (code, terminated) = run_container(store, kubelet, &key, container).await;
+        let (code, terminated, stop) = run.container(container).await;
         init_states[index] = terminated;
-        if code != 0 {
-            set_pod_status(store, &key, "Failed", &init_states, &main_states);
-            return;
+        if code != 0 || stop.is_some() {
+            stopped = stop;
+            break;
         }
     }
-    main_states = mains.iter().map(running).collect();
-    set_pod_status(store, &key, "Running", &init_states, &main_states);
-    let ended = futures_util::future::join_all(
-        mains
-            .iter()
-            .map(|container| run_container(store, kubelet, &key, container)),
-    )
-    .await;
-    let failed = ended.iter().any(|(code, _)| *code != 0);
-    main_states = ended.into_iter().map(|(_, state)| state).collect();
-    let phase = if failed { "Failed" } else { "Succeeded" };
+    let inits_done = stopped.is_none() && init_states.iter().all(|s| s["state"]["terminated"]["exitCode"] == 0);
+    let phase = if inits_done {
+        main_states = mains.iter().map(running).collect();
+        set_pod_status(store, &key, "Running", &init_states, &main_states);
+        let ended =
+            futures_util::future::join_all(mains.iter().map(|container| run.container(container)))
+                .await;
+        let failed = ended.iter().any(|(code, _, _)| *code != 0);
+        stopped = ended.iter().find_map(|(_, _, stop)| *stop);
+        main_states = ended.into_iter().map(|(_, state, _)| state).collect();
+        if failed { "Failed" } else { "Succeeded" }
+    } else {
+        "Failed"
+    };
     set_pod_status(store, &key, phase, &init_states, &main_states);
+    match stopped {
+        Some(Stopped::Deadline) => store.set_status(&key, {
+            let mut status = store
+                .object("", "pods", &key.namespace, &key.name)
+                .map(|p| p["status"].clone())
+                .unwrap_or_default();
+            status["reason"] = json!("DeadlineExceeded");
+            status["message"] = json!("Pod was active on the node longer than the specified deadline");
+            status
+        }),
+        // A pod deleted with a grace period goes once its containers have.
+        Some(Stopped::Deleted) => store.remove(&key),
+        None => {}
+    }
+}
+
+/// What a pod's containers share: its store, images, volumes and deadline.
+struct Run<'a> {
+    store: &'a Store,
+    kubelet: &'a Kubelet,
+    key: &'a Key,
+    volumes: &'a Volumes,
+    deadline: Option<tokio::time::Instant>,
 }
 
 fn running(container: &Value) -> Value {
@@ -149,139 +227,276 @@ fn running(container: &Value) -> Value {
     )
 }
 
-/// Runs one container to its end: its exit code and terminated state. A
-/// pod deleted meanwhile kills it (exit 137).
-async fn run_container(
-    store: &Store,
-    kubelet: &Kubelet,
-    key: &Key,
-    container: &Value,
-) -> (i64, Value) {
-    let name = container["name"].as_str().unwrap_or_default().to_string();
-    let image = container["image"].as_str().unwrap_or_default().to_string();
-    let strings = |field: &str| -> Vec<String> {
-        container[field]
+/// A container's environment: its `env` (values, and `secretKeyRef`s) and
+/// its `envFrom` secrets; None while a secret it names does not exist (a
+/// real kubelet reports `CreateContainerConfigError` and retries).
+fn environment(store: &Store, namespace: &str, container: &Value) -> Option<Vec<(String, String)>> {
+    use base64::Engine as _;
+    let decode = |value: &Value| {
+        value
+            .as_str()
+            .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+    };
+    let secret = |name: &str| store.object("", "secrets", namespace, name);
+    let mut vars = Vec::new();
+    for from in container["envFrom"].as_array().into_iter().flatten() {
+        if let Some(name) = from["secretRef"]["name"].as_str() {
+            let secret = secret(name)?;
+            for (key, value) in secret["data"].as_object().into_iter().flatten() {
+                vars.push((key.clone(), decode(value)?));
+            }
+        }
+    }
+    for variable in container["env"].as_array().into_iter().flatten() {
+        let Some(name) = variable["name"].as_str() else { continue };
+        if let Some(value) = variable["value"].as_str() {
+            vars.push((name.to_string(), value.to_string()));
+        } else if let Some(reference) = variable["valueFrom"]["secretKeyRef"].as_object() {
+            let secret = secret(reference.get("name")?.as_str()?)?;
+            let key = reference.get("key")?.as_str()?;
+            vars.push((name.to_string(), decode(&secret["data"][key])?));
+        }
+    }
+    Some(vars)
+}
+
+/// The sandbox's root: the machine's top-level folders read-only (but
+/// `/proc`, `/dev`, `/sys` and `/tmp`, which are its own), on an empty
+/// root where volumes can be mounted anywhere.
+fn root_binds(volume_tops: &HashSet<String>) -> Vec<String> {
+    let mut args = Vec::new();
+    let mut names: Vec<String> = std::fs::read_dir("/")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
+    names.sort();
+    for name in names {
+        if matches!(name.as_str(), "proc" | "dev" | "sys" | "tmp") || volume_tops.contains(&name) {
+            continue;
+        }
+        let path = format!("/{name}");
+        let Ok(metadata) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if metadata.is_symlink() {
+            // `/bin -> usr/bin` on a merged-/usr machine stays a link.
+            if let Ok(target) = std::fs::read_link(&path) {
+                args.extend(["--symlink".to_string(), target.display().to_string(), path]);
+            }
+        } else if metadata.is_dir() {
+            args.extend(["--ro-bind".to_string(), path.clone(), path]);
+        }
+    }
+    args
+}
+
+impl Run<'_> {
+    /// Runs one container to its end: its exit code, its terminated state,
+    /// and whether it was stopped. A pod deleted meanwhile kills it (exit
+    /// 137) — TERM first when the deletion has a grace period.
+    async fn container(&self, container: &Value) -> (i64, Value, Option<Stopped>) {
+        let (store, key) = (self.store, self.key);
+        let name = container["name"].as_str().unwrap_or_default().to_string();
+        let image = container["image"].as_str().unwrap_or_default().to_string();
+        let strings = |field: &str| -> Vec<String> {
+            container[field]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        };
+        let mut argv = match strings("command") {
+            command if command.is_empty() => {
+                self.kubelet.images.get(&image).cloned().unwrap_or_default()
+            }
+            command => command,
+        };
+        argv.extend(strings("args"));
+        let started = now_rfc3339();
+        let terminated = |code: i64, reason: &str| {
+            state(
+                &name,
+                &image,
+                json!({ "terminated": { "exitCode": code, "reason": reason,
+                                        "startedAt": started, "finishedAt": now_rfc3339() } }),
+                false,
+            )
+        };
+        if argv.is_empty() {
+            return (128, terminated(128, "ContainerCannotRun"), None);
+        }
+        // Its secrets first: a container whose secret is missing waits.
+        let env = loop {
+            if let Some(env) = environment(store, &key.namespace, container) {
+                break env;
+            }
+            if store.object("", "pods", &key.namespace, &key.name).is_none() {
+                return (137, terminated(137, "Error"), Some(Stopped::Deleted));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let mounts: Vec<(String, PathBuf, bool)> = container["volumeMounts"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect()
-    };
-    let mut argv = match strings("command") {
-        command if command.is_empty() => kubelet.images.get(&image).cloned().unwrap_or_default(),
-        command => command,
-    };
-    argv.extend(strings("args"));
-    let started = now_rfc3339();
-    let terminated = |code: i64, reason: &str| {
-        state(
-            &name,
-            &image,
-            json!({ "terminated": { "exitCode": code, "reason": reason,
-                                    "startedAt": started, "finishedAt": now_rfc3339() } }),
-            false,
-        )
-    };
-    if argv.is_empty() {
-        return (128, terminated(128, "ContainerCannotRun"));
-    }
-    let mut command = tokio::process::Command::new("bwrap");
-    command.args([
-        "--ro-bind",
-        "/",
-        "/",
-        "--dev",
-        "/dev",
-        "--proc",
-        "/proc",
-        "--tmpfs",
-        "/tmp",
-        "--unshare-all",
-        "--share-net",
-        "--die-with-parent",
-        "--new-session",
-        "--",
-    ]);
-    command
-        .args(&argv)
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("HOSTNAME", &key.name);
-    for variable in container["env"].as_array().into_iter().flatten() {
-        if let (Some(name), Some(value)) = (variable["name"].as_str(), variable["value"].as_str()) {
-            command.env(name, value);
+            .filter_map(|m| {
+                let dir = self.volumes.dirs.get(m["name"].as_str()?)?;
+                Some((
+                    m["mountPath"].as_str()?.to_string(),
+                    dir.clone(),
+                    m["readOnly"] == true,
+                ))
+            })
+            .collect();
+        let tops: HashSet<String> = mounts
+            .iter()
+            .filter_map(|(path, _, _)| path.trim_start_matches('/').split('/').next())
+            .map(str::to_string)
+            .collect();
+        let mut command = tokio::process::Command::new("bwrap");
+        command.args(root_binds(&tops));
+        command.args([
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--tmpfs",
+            "/tmp",
+        ]);
+        for (path, dir, read_only) in &mounts {
+            command
+                .arg(if *read_only { "--ro-bind" } else { "--bind" })
+                .arg(dir)
+                .arg(path);
         }
-    }
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let Ok(mut child) = command.spawn() else {
-        return (128, terminated(128, "ContainerCannotRun"));
-    };
-    let pipe = |reader: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>| {
-        let (key, name) = (key.clone(), name.clone());
-        async move {
-            let Some(reader) = reader else { return };
-            let mut lines = BufReader::new(reader).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                store.write_log(&key.namespace, &key.name, &name, &format!("{line}\n"));
-            }
+        if let Some(dir) = container["workingDir"].as_str() {
+            command.args(["--chdir", dir]);
         }
-    };
-    let out = pipe(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-    );
-    let err = pipe(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-    );
-    let gone = async {
-        loop {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            if store
-                .object("", "pods", &key.namespace, &key.name)
-                .is_none()
-            {
-                return;
-            }
-        }
-    };
-    // Over its memory limit, a container is killed, as the kernel's OOM
-    // killer does in a real node's cgroup: exit 137, reason OOMKilled.
-    let limit = container["resources"]["limits"]["memory"]
-        .as_str()
-        .and_then(bytes_of);
-    let root = child.id();
-    let over_limit = async move {
-        let (Some(limit), Some(root)) = (limit, root) else {
-            return std::future::pending::<()>().await;
+        command.args(["--unshare-all", "--share-net", "--die-with-parent", "--new-session", "--"]);
+        command
+            .args(&argv)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOSTNAME", &key.name)
+            .envs(env);
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let Ok(mut child) = command.spawn() else {
+            return (128, terminated(128, "ContainerCannotRun"), None);
         };
-        loop {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            if resident(root) > limit {
-                return;
+        let pipe = |reader: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>| {
+            let (key, name) = (key.clone(), name.clone());
+            async move {
+                let Some(reader) = reader else { return };
+                let mut lines = BufReader::new(reader).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    store.write_log(&key.namespace, &key.name, &name, &format!("{line}\n"));
+                }
             }
+        };
+        let out = pipe(
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        );
+        let err = pipe(
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        );
+        let root = child.id();
+        // Deleted (at once, or after its grace period once TERM was sent),
+        // or past the pod's deadline.
+        let deadline = self.deadline;
+        let stop = async move {
+            let mut termed: Option<tokio::time::Instant> = None;
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                    return Stopped::Deadline;
+                }
+                let Some(pod) = store.object("", "pods", &key.namespace, &key.name) else {
+                    return Stopped::Deleted;
+                };
+                if let Some(grace) = pod["metadata"]["deletionGracePeriodSeconds"].as_u64() {
+                    match termed {
+                        None => {
+                            if let Some(root) = root {
+                                signal_tree(root, "TERM");
+                            }
+                            termed = Some(tokio::time::Instant::now() + Duration::from_secs(grace));
+                        }
+                        Some(until) if tokio::time::Instant::now() >= until => {
+                            return Stopped::Deleted;
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+        };
+        // Over its memory limit, a container is killed, as the kernel's OOM
+        // killer does in a real node's cgroup: exit 137, reason OOMKilled.
+        let limit = container["resources"]["limits"]["memory"]
+            .as_str()
+            .and_then(bytes_of);
+        let over_limit = async move {
+            let (Some(limit), Some(root)) = (limit, root) else {
+                return std::future::pending::<()>().await;
+            };
+            loop {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if resident(root) > limit {
+                    return;
+                }
+            }
+        };
+        let waited = async {
+            let (status, (), ()) = tokio::join!(child.wait(), out, err);
+            status
+        };
+        let deleting = || {
+            store
+                .object("", "pods", &key.namespace, &key.name)
+                .is_none_or(|p| p["metadata"]["deletionTimestamp"].is_string())
+        };
+        tokio::select! {
+            status = waited => {
+                let code = status.ok().and_then(|s| s.code()).map_or(137, i64::from);
+                let reason = if code == 0 { "Completed" } else { "Error" };
+                // Ended by the TERM of its deletion: the pod still goes.
+                let stopped = deleting().then_some(Stopped::Deleted);
+                (code, terminated(code, reason), stopped)
+            }
+            stopped = stop => (137, terminated(137, "Error"), Some(stopped)),
+            () = over_limit => (137, terminated(137, "OOMKilled"), None),
         }
-    };
-    let waited = async {
-        let (status, (), ()) = tokio::join!(child.wait(), out, err);
-        status
-    };
-    tokio::select! {
-        status = waited => {
-            let code = status.ok().and_then(|s| s.code()).map_or(137, i64::from);
-            let reason = if code == 0 { "Completed" } else { "Error" };
-            (code, terminated(code, reason))
-        }
-        () = gone => (137, terminated(137, "Error")),
-        () = over_limit => (137, terminated(137, "OOMKilled")),
+    }
+}
+
+/// Sends `signal` to every process below `root` (the sandbox's own
+/// processes; bubblewrap itself forwards nothing).
+fn signal_tree(root: u32, signal: &str) {
+    let pids: Vec<String> = descendants(root)
+        .into_iter()
+        .filter(|pid| *pid != root)
+        .map(|pid| pid.to_string())
+        .collect();
+    if !pids.is_empty() {
+        let _ = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .args(pids)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -302,9 +517,8 @@ fn bytes_of(quantity: &str) -> Option<u64> {
     digits.parse::<u64>().ok().map(|n| n * factor)
 }
 
-/// The resident memory of process `root` and all its descendants, in
-/// bytes (from /proc).
-fn resident(root: u32) -> u64 {
+/// Process `root` and all its descendants (from /proc).
+fn descendants(root: u32) -> Vec<u32> {
     let mut parents: Vec<(u32, u32)> = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = entry
@@ -338,7 +552,14 @@ fn resident(root: u32) -> u64 {
         );
         at += 1;
     }
-    tree.iter()
+    tree
+}
+
+/// The resident memory of process `root` and all its descendants, in
+/// bytes (from /proc).
+fn resident(root: u32) -> u64 {
+    descendants(root)
+        .iter()
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
         .filter_map(|status| {
             status

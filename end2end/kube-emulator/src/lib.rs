@@ -85,6 +85,10 @@ pub struct Faults {
     pub latency: Duration,
     /// The next this-many requests answer 503.
     pub fail_next: u32,
+    /// A followed pod log (`follow=true`) breaks off, as a dropped
+    /// connection does, this long after it opened (zero: never). What it
+    /// had sent by then (at least what was there when it opened) stays sent.
+    pub cut_logs_after: Duration,
 }
 
 /// A running emulated cluster. Dropping it stops the server.

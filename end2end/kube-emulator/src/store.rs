@@ -886,6 +886,62 @@ impl Store {
         }
     }
 
+    /// Deletes a pod as a real API server does when a kubelet runs it: a
+    /// pod still running is marked (`deletionTimestamp`,
+    /// `deletionGracePeriodSeconds`) and stays until its kubelet has
+    /// stopped its containers, TERM first and KILL after the grace period;
+    /// a grace of 0, or a pod that has ended or never started, goes at once.
+    /// `grace` is the request's, else the pod's
+    /// `terminationGracePeriodSeconds`, else 30.
+    pub fn delete_pod(
+        &self,
+        resource: &Resource,
+        namespace: &str,
+        name: &str,
+        grace: Option<i64>,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let live = self.get(resource, namespace, name)?;
+        let grace = grace
+            .or_else(|| live["spec"]["terminationGracePeriodSeconds"].as_i64())
+            .unwrap_or(30)
+            .max(0);
+        let running = matches!(live["status"]["phase"].as_str(), Some("Pending" | "Running"));
+        if dry_run || grace == 0 || !running || self.options.kubelet.is_none() {
+            return self.delete(resource, namespace, name, dry_run);
+        }
+        if live["metadata"]["deletionTimestamp"].is_string() {
+            return Ok(live);
+        }
+        let mut inner = lock(&self.inner);
+        let key = self.key(resource, namespace, name);
+        let Some(entry) = inner.objects.get(&key).cloned() else {
+            return Err(ApiError::not_found(resource, name));
+        };
+        let mut object = entry.object;
+        object["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+        object["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+        inner.version += 1;
+        object["metadata"]["resourceVersion"] = json!(inner.version.to_string());
+        inner.objects.insert(
+            key.clone(),
+            Entry {
+                object: object.clone(),
+                owners: entry.owners,
+                spec_changed: entry.spec_changed,
+            },
+        );
+        self.publish(
+            &mut inner,
+            WatchEvent {
+                kind: "MODIFIED",
+                key,
+                object: object.clone(),
+            },
+        );
+        Ok(object)
+    }
+
     pub fn delete_collection(
         &self,
         resource: &Resource,

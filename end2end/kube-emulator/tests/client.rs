@@ -437,6 +437,7 @@ async fn faults_are_injected_and_an_unreachable_cluster_refuses_connections() {
     emulator.set_faults(Faults {
         latency: Duration::from_millis(60),
         fail_next: 1,
+        ..Faults::default()
     });
     let started = std::time::Instant::now();
     let error = client.apiserver_version().await.unwrap_err();
@@ -796,4 +797,212 @@ async fn with_kubelet() -> Emulator {
     })
     .await
     .unwrap()
+}
+
+/// Polls `pod` until `done` holds of it (or it is gone: None).
+async fn pod_until(
+    pods: &Api<DynamicObject>,
+    name: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> Option<serde_json::Value> {
+    for _ in 0..400 {
+        match pods.get_opt(name).await.unwrap() {
+            None => return None,
+            Some(pod) => {
+                let value = serde_json::to_value(&pod).unwrap();
+                if done(&value) {
+                    return Some(value);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("pod {name} never got there");
+}
+
+fn pods_api(client: Client) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        client,
+        "default",
+        &ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "Pod")),
+    )
+}
+
+#[tokio::test]
+async fn a_pods_containers_share_its_volumes_read_its_secrets_and_start_in_their_working_dir() {
+    let emulator = with_kubelet().await;
+    let client = client(&emulator).await;
+    let secrets: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "default",
+        &ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "Secret")),
+    );
+    let pods = pods_api(client.clone());
+    let pod: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "builder" },
+        "spec": {
+            "restartPolicy": "Never",
+            "volumes": [{ "name": "work", "emptyDir": {} }],
+            "initContainers": [{ "name": "fetch", "image": "test/shell",
+                "args": ["-c", "echo from-init > /workspace/handed-over"],
+                "volumeMounts": [{ "name": "work", "mountPath": "/workspace" }] }],
+            "containers": [{ "name": "step", "image": "test/shell", "workingDir": "/workspace",
+                "args": ["-c", "cat handed-over; echo \"token=$TOKEN one=$ONE\"; touch /workspace/x 2>&1 || true; pwd"],
+                "envFrom": [{ "secretRef": { "name": "builder-secrets" } }],
+                "env": [{ "name": "ONE", "valueFrom": { "secretKeyRef": { "name": "builder-secrets", "key": "TOKEN" } } }],
+                "volumeMounts": [{ "name": "work", "mountPath": "/workspace", "readOnly": true }] }],
+        },
+    }))
+    .unwrap();
+    let created = pods.create(&PostParams::default(), &pod).await.unwrap();
+    // The secret comes after the pod (owned by it): the step waits for it.
+    let secret: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": "builder-secrets", "ownerReferences": [{ "apiVersion": "v1", "kind": "Pod",
+            "name": "builder", "uid": created.metadata.uid.clone().unwrap() }] },
+        "data": { "TOKEN": "czNjcmV0" },
+    }))
+    .unwrap();
+    secrets.create(&PostParams::default(), &secret).await.unwrap();
+    pod_until(&pods, "builder", |p| p["status"]["phase"] == "Succeeded")
+        .await
+        .expect("the pod");
+    let log = emulator.store().log("default", "builder", "step");
+    assert!(log.contains("from-init\n"), "the init container's file: {log}");
+    assert!(log.contains("token=s3cret one=s3cret"), "{log}");
+    assert!(log.contains("Read-only file system"), "a read-only mount: {log}");
+    assert!(log.ends_with("/workspace\n"), "{log}");
+    // The pod goes, and its secret with it.
+    pods.delete("builder", &DeleteParams::default()).await.unwrap();
+    for _ in 0..200 {
+        if secrets.get_opt("builder-secrets").await.unwrap().is_none() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the pod's secret outlived it");
+}
+
+#[tokio::test]
+async fn a_deleted_pod_is_terminated_within_its_grace_period_and_a_deadline_fails_it() {
+    let emulator = with_kubelet().await;
+    let pods = pods_api(client(&emulator).await);
+    let pod = |name: &str, script: &str, deadline: Option<u64>| -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": { "name": name },
+            "spec": { "restartPolicy": "Never", "activeDeadlineSeconds": deadline,
+                "containers": [{ "name": "main", "image": "test/shell", "args": ["-c", script] }] },
+        }))
+        .unwrap()
+    };
+    // TERM is trapped: the pod stays, terminating, while it cleans up.
+    pods.create(
+        &PostParams::default(),
+        &pod("graceful", "trap 'echo cleaning up; exit 0' TERM; echo started; while true; do sleep 0.05; done", None),
+    )
+    .await
+    .unwrap();
+    pod_until(&pods, "graceful", |p| emulator_log_has(p, &emulator, "graceful", "started")).await;
+    let deleting = pods
+        .delete("graceful", &DeleteParams { grace_period_seconds: Some(20), ..DeleteParams::default() })
+        .await
+        .unwrap();
+    let marked = deleting.left().expect("a pod with a grace period is marked, not gone");
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    assert_eq!(pod_until(&pods, "graceful", |_| false).await, None, "gone once it exits");
+    assert!(emulator.store().log("default", "graceful", "main").contains("cleaning up"));
+
+    // TERM ignored: killed when the grace period ends.
+    pods.create(
+        &PostParams::default(),
+        &pod("stubborn", "trap '' TERM; echo started; while true; do sleep 0.05; done", None),
+    )
+    .await
+    .unwrap();
+    pod_until(&pods, "stubborn", |p| emulator_log_has(p, &emulator, "stubborn", "started")).await;
+    pods.delete("stubborn", &DeleteParams { grace_period_seconds: Some(1), ..DeleteParams::default() })
+        .await
+        .unwrap();
+    assert!(pods.get_opt("stubborn").await.unwrap().is_some(), "within its grace period");
+    assert_eq!(pod_until(&pods, "stubborn", |_| false).await, None);
+
+    // Past activeDeadlineSeconds: Failed, DeadlineExceeded.
+    pods.create(&PostParams::default(), &pod("late", "sleep 30", Some(1)))
+        .await
+        .unwrap();
+    let failed = pod_until(&pods, "late", |p| p["status"]["phase"] == "Failed")
+        .await
+        .unwrap();
+    assert_eq!(failed["status"]["reason"], "DeadlineExceeded", "{failed}");
+}
+
+fn emulator_log_has(_pod: &serde_json::Value, emulator: &Emulator, name: &str, text: &str) -> bool {
+    emulator.store().log("default", name, "main").contains(text)
+}
+
+#[tokio::test]
+async fn a_cut_log_stream_breaks_off_and_resumes_from_its_last_timestamp() {
+    let emulator = with_kubelet().await;
+    let client = client(&emulator).await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "default");
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "chatty" },
+        "spec": { "restartPolicy": "Never", "containers": [{ "name": "talk", "image": "test/shell",
+            "args": ["-c", "for i in $(seq 1 30); do echo line $i; sleep 0.05; done"] }] },
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    emulator.set_faults(Faults { cut_logs_after: Duration::from_millis(150), ..Faults::default() });
+    // Resumed as a client must: from the second of the last line received
+    // (sinceTime has second precision), dropping what it already has.
+    let mut seen: Vec<String> = Vec::new();
+    let mut last: Option<String> = None;
+    let mut cuts = 0;
+    loop {
+        let since = last
+            .as_deref()
+            .map(|at| format!("&sinceTime={}Z", &at[..19]))
+            .unwrap_or_default();
+        let request = http::Request::get(format!(
+            "/api/v1/namespaces/default/pods/chatty/log?follow=true&timestamps=true{since}"
+        ))
+        .body(Vec::new())
+        .unwrap();
+        let Ok(stream) = client.request_stream(request).await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        use futures_util::AsyncBufReadExt;
+        let mut lines = stream.lines();
+        let mut broke = false;
+        loop {
+            match futures_util::StreamExt::next(&mut lines).await {
+                Some(Ok(line)) => {
+                    let (at, text) = line.split_once(' ').unwrap();
+                    // RFC 3339 stamps of one width order as text.
+                    if last.as_deref().is_some_and(|last| at <= last) {
+                        continue;
+                    }
+                    last = Some(at.to_string());
+                    seen.push(text.to_string());
+                }
+                Some(Err(_)) => {
+                    broke = true;
+                    break;
+                }
+                None => break,
+            }
+        }
+        if broke {
+            cuts += 1;
+            continue;
+        }
+        if seen.len() >= 30 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let expected: Vec<String> = (1..=30).map(|i| format!("line {i}")).collect();
+    assert_eq!(seen, expected, "no line lost, none repeated");
+    assert!(cuts >= 4, "the stream was cut {cuts} times");
 }

@@ -492,6 +492,7 @@ mod flows {
         setup.clusters.dev.set_faults(kube_emulator::Faults {
             latency: Duration::ZERO,
             fail_next: 3,
+            ..Default::default()
         });
         setup.repo.write("crd", "1");
         let with_crd = setup.repo.commit("with the CRD");
@@ -1246,6 +1247,7 @@ async fn rollback_on_clusters(backend: &str) {
         cluster.set_faults(Faults {
             latency: Duration::from_millis(150),
             fail_next: 0,
+            ..Default::default()
         });
     }
     let promoted = app
