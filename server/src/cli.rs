@@ -130,6 +130,10 @@ pub enum Command {
     /// directly, so it can create the first admin token).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// What runs inside a build pod beside the step (Gantry's image is
+    /// the helper image): fetch the workspace, send it back.
+    #[command(subcommand, hide = true)]
+    BuildHelper(crate::build_helper::BuildHelper),
     /// Print the health Gantry reads for each object in a YAML file (as
     /// `kubectl get -o yaml` prints them), with the health rules of a
     /// pipeline repo checkout: test a rule before committing it.

@@ -12,6 +12,10 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 
     let cli = Cli::parse();
+    // Inside a build pod: no configuration, no data directory.
+    if let Command::BuildHelper(command) = cli.command {
+        return build_helper(command);
+    }
     let config = match Config::load(&cli.global.flags()) {
         Ok(config) => config,
         Err(error) => {
@@ -44,12 +48,28 @@ fn main() -> ExitCode {
             Command::RotateKey => gantry::admin::rotate_key(config).await,
             Command::Token(command) => gantry::admin::token(config, command).await,
             Command::Health { file, rules } => gantry::admin::health(&file, rules.as_deref()),
+            Command::BuildHelper(_) => Ok(()),
         }
     });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("gantry: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn build_helper(command: gantry::build_helper::BuildHelper) -> ExitCode {
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(gantry::build_helper::run(command)));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("gantry build-helper: error: {error:#}");
             ExitCode::FAILURE
         }
     }

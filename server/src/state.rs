@@ -35,6 +35,8 @@ pub struct App {
     pub replica: crate::replica::Replica,
     /// Marks every child process of this data directory (see `jobs::recovery`).
     pub instance_tag: String,
+    /// The one-time workspace URLs of this replica's build pods.
+    pub build_archives: crate::builds::Archives,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,9 +115,22 @@ impl App {
                 db.backend() == crate::db::Backend::Sqlite,
             ),
             instance_tag,
+            build_archives: crate::builds::Archives::default(),
             config,
             db,
         })
+    }
+
+    /// What running steps as pods on a build cluster needs.
+    pub fn builds(&self) -> crate::builds::Builds<'_> {
+        crate::builds::Builds {
+            clusters: self.delivery().cluster_registry(),
+            archives: &self.build_archives,
+            helper_image: &self.config.builds_helper_image,
+            callback: &self.config.builds_callback_url,
+            instance: &self.instance_tag,
+            limits: self.config.git_export_limits,
+        }
     }
 
     /// When a sign-in counts as fresh, now (approval policies' `reauth`).

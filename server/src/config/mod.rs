@@ -257,6 +257,13 @@ pub struct Config {
     pub sandbox_helper: PathBuf,
     /// The `helm` that renders charts (default: `helm` on the PATH).
     pub helm_path: PathBuf,
+    /// The image of build pods' `fetch` and `collect` containers: Gantry's
+    /// own (its entrypoint `gantry`, which has `build-helper`).
+    pub builds_helper_image: String,
+    /// Where build pods reach this replica (their workspace's way in and
+    /// out): the public URL unless set — with several replicas, each
+    /// replica's own address.
+    pub builds_callback_url: url::Url,
     /// Environments of the local target are served on
     /// `<env>--<app>.<preview_domain>`: a host of their own, never the
     /// dashboard's (default: the public URL's host, e.g. `*.localhost`).
@@ -341,6 +348,14 @@ struct FileConfig {
     drift: DriftSection,
     auth: AuthSection,
     deploy: DeploySection,
+    builds: BuildsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct BuildsSection {
+    helper_image: Option<String>,
+    callback_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -735,6 +750,29 @@ impl Config {
             None,
             |text| Ok::<_, String>(PathBuf::from(text)),
         )?;
+        let builds_helper_image = layers.resolve(
+            "builds.helper_image",
+            &format!("gantry:{}", env!("CARGO_PKG_VERSION")),
+            file.builds.helper_image.clone(),
+            Some("GANTRY_BUILDS_HELPER_IMAGE"),
+            None,
+            |text| {
+                let text = text.trim();
+                if text.is_empty() || text.contains(char::is_whitespace) {
+                    Err(format!("{text:?} is not an image reference"))
+                } else {
+                    Ok(text.to_string())
+                }
+            },
+        )?;
+        let builds_callback_url = layers.resolve(
+            "builds.callback_url",
+            public_url.as_str(),
+            file.builds.callback_url.clone(),
+            Some("GANTRY_BUILDS_CALLBACK_URL"),
+            None,
+            parse_public_url,
+        )?;
         let sandbox_helper = layers.resolve(
             "runner.helper",
             &default_helper.display().to_string(),
@@ -1041,6 +1079,8 @@ impl Config {
             runner_blocked_networks,
             sandbox_helper,
             helm_path,
+            builds_helper_image,
+            builds_callback_url,
             preview_domain,
             trusted_proxies,
             allowed_hosts,

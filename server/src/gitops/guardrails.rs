@@ -177,6 +177,8 @@ pub struct AdminFile {
     pub apps: std::collections::BTreeMap<String, Guardrails>,
     /// The health rules, CEL ones from the file and Lua ones beside it.
     pub health: crate::gitops::health_rules::RuleSet,
+    /// Where and how builds run (`builds:`).
+    pub builds: super::builds::BuildSettings,
 }
 
 impl AdminFile {

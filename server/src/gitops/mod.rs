@@ -3,6 +3,7 @@
 //! environments they describe. Pure: no I/O, no database (the layer check in
 //! `layers.rs` keeps it so); `jobs::reconcile` applies it to Gantry's apps.
 
+pub mod builds;
 pub mod freeze;
 pub mod guardrails;
 pub mod health_rules;

@@ -40,6 +40,21 @@ pub struct AppConfig {
     /// The pipeline repo's health rules (the admin file's and `health/`).
     #[serde(default)]
     pub health_rules: crate::gitops::health_rules::RuleSet,
+    /// Where builds may run, and how, as the admin file says.
+    #[serde(default)]
+    pub builds: super::builds::BuildSettings,
+}
+
+impl AppConfig {
+    /// Where `step` runs: its own executor, else the pipeline's, else the
+    /// admins' default, else locally.
+    pub fn executor_of(&self, step: &CommandStep) -> super::builds::Executor {
+        step.executor
+            .clone()
+            .or_else(|| self.pipeline.executor.clone())
+            .or_else(|| self.builds.executor.clone())
+            .unwrap_or(super::builds::Executor::Local)
+    }
 }
 
 /// The forges an app's `forge:` section may name.
@@ -258,6 +273,9 @@ pub struct PipelineConfig {
     /// `deploy/` and `app.yaml`, which they never do), relative to it.
     #[serde(default)]
     pub private: Vec<String>,
+    /// Where its command steps run (a step may say otherwise).
+    #[serde(default)]
+    pub executor: Option<super::builds::Executor>,
 }
 
 /// What of the app's pipeline folder steps never see at `/pipeline`: the
@@ -313,6 +331,12 @@ pub struct CommandStep {
     pub resources: Resources,
     #[serde(default)]
     pub network: StepNetwork,
+    /// The image it runs in, on the Kubernetes executor.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Where it runs, when not where the pipeline's steps do.
+    #[serde(default)]
+    pub executor: Option<super::builds::Executor>,
 }
 
 /// How the `local` target runs the app.

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod assets;
 pub mod auth;
+pub mod builds;
 pub mod dashboard;
 pub mod error;
 pub mod middleware;

@@ -15,7 +15,7 @@ use tracing::Level;
 
 use crate::http::AppState;
 use crate::http::middleware::{REQUEST_ID, record_metrics, request_span};
-use crate::http::{api, assets, auth, dashboard, ops, proxy, security};
+use crate::http::{api, assets, auth, builds, dashboard, ops, proxy, security};
 
 pub fn build_app(state: AppState) -> Router {
     let body_limit = usize::try_from(state.config.max_body_bytes).unwrap_or(usize::MAX);
@@ -81,5 +81,7 @@ pub fn build_app(state: AppState) -> Router {
                     Duration::from_secs(30),
                 )),
         )
+        // Build pods' workspaces: outside the layers above (see `builds`).
+        .merge(builds::routes())
         .with_state(state)
 }

@@ -11,6 +11,9 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_saphyr::{Location, Spanned};
 
+use super::builds::{
+    BuildPod, BuildSettings, DEFAULT_NAMESPACE, Executor, KubernetesExecutor, PodSecurity,
+};
 use super::guardrails::{self, AdminFile, Guardrails};
 use super::resources::{parse_bytes, parse_cpu};
 use super::schema::{
@@ -117,6 +120,53 @@ struct RawPipeline {
     local: Option<RawLocal>,
     #[serde(default)]
     private: Vec<Spanned<String>>,
+    executor: Option<Spanned<RawExecutor>>,
+}
+
+/// `executor: local` or `executor: {kubernetes: {cluster, namespace, image}}`.
+enum RawExecutor {
+    Local,
+    Kubernetes(RawKubernetes),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKubernetes {
+    cluster: String,
+    namespace: Option<String>,
+    image: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKubernetesExecutor {
+    kubernetes: RawKubernetes,
+}
+
+impl<'de> Deserialize<'de> for RawExecutor {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ExecutorVisitor;
+        impl<'de> Visitor<'de> for ExecutorVisitor {
+            type Value = RawExecutor;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`local` or `{kubernetes: {cluster: <name>, namespace: <name>}}`")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<RawExecutor, E> {
+                if text == "local" {
+                    Ok(RawExecutor::Local)
+                } else {
+                    Err(E::custom(format!(
+                        "unknown executor {text:?}: an executor is `local` or `{{kubernetes: {{cluster: <name>, namespace: <name>}}}}`"
+                    )))
+                }
+            }
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<RawExecutor, M::Error> {
+                RawKubernetesExecutor::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(|raw| RawExecutor::Kubernetes(raw.kubernetes))
+            }
+        }
+        deserializer.deserialize_any(ExecutorVisitor)
+    }
 }
 
 /// A step is either the bare word `deploy` or a command mapping.
@@ -139,6 +189,8 @@ struct RawCommandStep {
     env: BTreeMap<String, Spanned<String>>,
     resources: Option<RawResources>,
     network: Option<Spanned<String>>,
+    image: Option<Spanned<String>>,
+    executor: Option<Spanned<RawExecutor>>,
 }
 
 #[derive(Deserialize)]
@@ -267,6 +319,29 @@ struct RawAdmin {
     apps: BTreeMap<String, Spanned<RawGuardrails>>,
     #[serde(default)]
     health: Vec<RawHealthRule>,
+    builds: Option<RawBuilds>,
+}
+
+/// `builds:` of the admin file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBuilds {
+    #[serde(default)]
+    clusters: Vec<Spanned<String>>,
+    executor: Option<Spanned<RawExecutor>>,
+    #[serde(default)]
+    pod: RawBuildPod,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawBuildPod {
+    node_selector: BTreeMap<String, String>,
+    tolerations: Vec<crate::gitops::builds::Toleration>,
+    runtime_class: Option<String>,
+    service_account: Option<String>,
+    security: Option<Spanned<String>>,
+    read_only_root: Option<bool>,
 }
 
 /// A CEL health rule, as Flux's `healthCheckExprs` are written.
@@ -327,6 +402,9 @@ pub fn load_admin(
         if let Some(rule) = cel_rule(rule, text, &mut issues) {
             file.health.rules.push(rule);
         }
+    }
+    if let Some(builds) = raw.builds {
+        file.builds = admin_builds(builds, &mut issues);
     }
     for (app, rails) in raw.apps {
         if app != "*" && !valid_name(&app) {
@@ -393,6 +471,104 @@ pub fn load_admin(
     } else {
         Err(issues.found)
     }
+}
+
+/// The admin file's `builds:`: build clusters, the default executor and
+/// the build pods' settings.
+fn admin_builds(raw: RawBuilds, issues: &mut Issues<'_>) -> BuildSettings {
+    let mut pod = BuildPod::default();
+    let security = raw.pod.security.map(|security| match security.value.as_str() {
+        "restricted" => PodSecurity::Restricted,
+        "baseline" => PodSecurity::Baseline,
+        other => {
+            issues.at(
+                security.referenced,
+                "builds.pod.security",
+                format!("unknown pod security level {other:?}; expected restricted or baseline"),
+            );
+            PodSecurity::Restricted
+        }
+    });
+    pod.security = security.unwrap_or_default();
+    pod.read_only_root = raw.pod.read_only_root.unwrap_or(true);
+    pod.node_selector = raw.pod.node_selector;
+    pod.tolerations = raw.pod.tolerations;
+    pod.runtime_class = raw.pod.runtime_class;
+    pod.service_account = raw.pod.service_account;
+    for (field, name) in [
+        ("builds.pod.runtime_class", &pod.runtime_class),
+        ("builds.pod.service_account", &pod.service_account),
+    ] {
+        if let Some(name) = name
+            && !dns_subdomain(name)
+        {
+            issues.at(Location::UNKNOWN, field, format!("{name:?} is not a Kubernetes name"));
+        }
+    }
+    let executor = raw
+        .executor
+        .map(|executor| executor_of(executor, "builds.executor", issues));
+    BuildSettings {
+        clusters: raw.clusters.into_iter().map(|c| c.value).collect(),
+        executor,
+        pod,
+    }
+}
+
+/// A lowercase RFC 1123 subdomain (a Kubernetes object name).
+fn dns_subdomain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// An image reference as a pod spec takes it: not empty, no spaces.
+fn check_image(image: &str) -> Result<(), Rejected> {
+    if image.is_empty() || image.len() > 512 || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Err(format!("{image:?} is not an image reference (e.g. debian:12 or registry.example.com/builder@sha256:...)").into())
+    } else {
+        Ok(())
+    }
+}
+
+/// An `executor:` as read, checked: a Kubernetes namespace is a DNS
+/// label (default `gantry-builds`), an image a reference. Whether the
+/// cluster may run builds is the admin file's to say (`guarded`).
+fn executor_of(raw: Spanned<RawExecutor>, field: &str, issues: &mut Issues<'_>) -> Executor {
+    match raw.value {
+        RawExecutor::Local => Executor::Local,
+        RawExecutor::Kubernetes(kube) => {
+            let namespace = kube.namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+            if !valid_namespace(&namespace) {
+                issues.at(
+                    raw.referenced,
+                    format!("{field}.kubernetes.namespace"),
+                    format!("{namespace:?} is not a namespace name: lowercase letters, digits and dashes, at most 63"),
+                );
+            }
+            if let Some(image) = &kube.image
+                && let Err(message) = check_image(image)
+            {
+                issues.at(raw.referenced, format!("{field}.kubernetes.image"), message.0);
+            }
+            Executor::Kubernetes(KubernetesExecutor {
+                cluster: kube.cluster,
+                namespace,
+                image: kube.image,
+            })
+        }
+    }
+}
+
+fn valid_namespace(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 63 && !name.contains('.') && dns_subdomain(name)
 }
 
 /// A Lua rule from `health/<group>/<Kind>/health.lua` (`_` or `core` for
@@ -505,9 +681,45 @@ pub fn guarded(mut config: AppConfig, admin: &AdminFile) -> Result<AppConfig, Ve
                 .collect::<Vec<_>>()
         })
         .collect();
+    let pipeline_file = format!("apps/{}/pipeline.yaml", config.name);
+    let build_clusters = config
+        .pipeline
+        .executor
+        .iter()
+        .map(|executor| ("executor".to_string(), executor))
+        .chain(config.pipeline.steps.iter().filter_map(|step| match step {
+            Step::Command(step) => step
+                .executor
+                .as_ref()
+                .map(|executor| (format!("steps.{}.executor", step.name), executor)),
+            Step::Deploy => None,
+        }));
+    let mut issues = issues;
+    for (field, executor) in build_clusters {
+        if let Executor::Kubernetes(kube) = executor
+            && !admin.builds.allows(&kube.cluster)
+        {
+            let allowed = match admin.builds.clusters.as_slice() {
+                [] => "none".to_string(),
+                some => some.join(", "),
+            };
+            issues.push(ConfigIssue {
+                file: pipeline_file.clone(),
+                line: None,
+                column: None,
+                field: format!("{field}.kubernetes.cluster"),
+                message: format!(
+                    "{:?} is not a build cluster: an app's code runs there, so admins list the clusters builds may use in {}'s builds.clusters (listed: {allowed})",
+                    kube.cluster,
+                    guardrails::FILE
+                ),
+            });
+        }
+    }
     if !issues.is_empty() {
         return Err(issues);
     }
+    config.builds = admin.builds.clone();
     config.guardrails = rails;
     config.health_rules = admin.health.clone();
     Ok(config)
@@ -618,6 +830,7 @@ pub fn load_app(
             forge,
             guardrails: Guardrails::default(),
             health_rules: Default::default(),
+            builds: Default::default(),
         }),
         _ => Err(issues),
     }
@@ -1035,6 +1248,9 @@ fn validate_app(
 
 fn validate_pipeline(raw: RawPipeline, issues: &mut Issues<'_>) -> Option<PipelineConfig> {
     check_api_version(&raw.api_version, issues);
+    let executor = raw
+        .executor
+        .map(|executor| executor_of(executor, "executor", issues));
     if let Some(image) = &raw.image
         && let Err(message) = check_template(&image.value)
     {
@@ -1105,7 +1321,17 @@ fn validate_pipeline(raw: RawPipeline, issues: &mut Issues<'_>) -> Option<Pipeli
                 let env = env_map(step.env, &field("env"), issues);
                 let resources = resources(step.resources, &field("resources"), issues);
                 let network = network(step.network, &field("network"), issues);
+                let executor = step
+                    .executor
+                    .map(|executor| executor_of(executor, &field("executor"), issues));
+                if let Some(image) = &step.image
+                    && let Err(message) = check_image(&image.value)
+                {
+                    issues.at(image.referenced, field("image"), message.0);
+                }
                 steps.push(Step::Command(CommandStep {
+                    image: step.image.map(|image| image.value),
+                    executor,
                     name,
                     run: step.run.value,
                     timeout_seconds,
@@ -1185,6 +1411,7 @@ fn validate_pipeline(raw: RawPipeline, issues: &mut Issues<'_>) -> Option<Pipeli
         steps,
         local,
         private,
+        executor,
     })
 }
 

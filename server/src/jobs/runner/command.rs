@@ -7,7 +7,9 @@ use app::dto::StepState;
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::builds::{BuildStep, PodEnding};
 use crate::db::{self, now_millis, runs::RunRow};
+use crate::gitops::builds::{BuildPod, Executor, KubernetesExecutor};
 use crate::gitops::schema::{CommandStep, StepNetwork};
 use crate::runs::logs::{LineSplitter, LogSink};
 use crate::runs::workspace::Workspace;
@@ -73,12 +75,21 @@ pub fn network(network: StepNetwork) -> Network {
     }
 }
 
+/// Where a command step runs, as its pipeline says.
+pub struct Placement<'a> {
+    pub executor: Executor,
+    pub pod: &'a BuildPod,
+    /// Its place in the pipeline.
+    pub position: usize,
+}
+
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     app: &App,
     run: &RunRow,
     step_id: i64,
     step: &CommandStep,
+    placement: &Placement<'_>,
     vars: &[(String, String)],
     hosts: &[String],
     workspace: &Workspace,
@@ -112,6 +123,27 @@ pub async fn run(
         sink.note(&note).await?;
     }
 
+    if let Executor::Kubernetes(executor) = &placement.executor {
+        let mut env: Vec<(String, String)> = vars
+            .iter()
+            .filter(|(key, _)| key != crate::sandbox::process::INSTANCE_VAR)
+            .map(|(key, value)| match key.as_str() {
+                "GANTRY_WORKSPACE" => (key.clone(), crate::builds::pod::WORKSPACE.to_string()),
+                "GANTRY_PIPELINE_DIR" => (key.clone(), crate::builds::pod::PIPELINE.to_string()),
+                _ => (key.clone(), value.clone()),
+            })
+            .collect();
+        env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let on = OnCluster {
+            step_id,
+            step,
+            executor,
+            placement,
+            env: &env,
+            secrets: &secret_values,
+        };
+        return on_cluster(app, run, &on, workspace, sink, cancel).await;
+    }
     let mut env: Vec<(String, String)> = vars.to_vec();
     env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     env.extend(secret_values);
@@ -205,6 +237,109 @@ pub async fn run(
     };
     child.finish().await;
     read_reports(app, step_id, step, workspace, &mut sink).await?;
+    sink.finish().await?;
+    Ok(StepResult {
+        log_bytes: sink.total_bytes(),
+        truncated: sink.truncated(),
+        ..result
+    })
+}
+
+/// A step bound for a build cluster.
+struct OnCluster<'a> {
+    step_id: i64,
+    step: &'a CommandStep,
+    executor: &'a KubernetesExecutor,
+    placement: &'a Placement<'a>,
+    env: &'a [(String, String)],
+    secrets: &'a [(String, String)],
+}
+
+/// Runs the step as a pod on its build cluster (`builds`): its log, its
+/// ending and its test reports as a local step's.
+async fn on_cluster(
+    app: &App,
+    run: &RunRow,
+    on: &OnCluster<'_>,
+    workspace: &Workspace,
+    mut sink: LogSink<'_>,
+    cancel: &CancellationToken,
+) -> Result<StepResult, super::RunError> {
+    let step = on.step;
+    let Some(image) = step.image.as_deref().or(on.executor.image.as_deref()) else {
+        let why = format!(
+            "names no image to run in on the Kubernetes executor: set `image:` on the step or `executor.kubernetes.image` in pipeline.yaml"
+        );
+        sink.note(&format!("step {} {why}", step.name)).await?;
+        sink.finish().await?;
+        return Ok(StepResult::failed(why));
+    };
+    if step.network != StepNetwork::Default {
+        sink.note("`network:` is not applied to build pods: the build namespace's NetworkPolicies decide what they reach")
+            .await?;
+    }
+    let app_name = crate::db::apps::get(app.db.pool(), run.app_id)
+        .await?
+        .map(|a| a.name)
+        .unwrap_or_default();
+    let build = BuildStep {
+        app: &app_name,
+        run_id: run.id,
+        attempt: run.attempt,
+        step_id: on.step_id,
+        position: on.placement.position,
+        step,
+        executor: on.executor,
+        settings: on.placement.pod,
+        image,
+        env: on.env,
+        secrets: on.secrets,
+        workspace,
+    };
+    let ending = crate::builds::step::run(&app.builds(), &build, &mut sink, cancel).await;
+    let timeout = || {
+        format!(
+            "timed out after {}",
+            crate::config::duration::HumanDuration(Duration::from_secs(step.timeout_seconds))
+        )
+    };
+    let result = match ending {
+        Ok(PodEnding::Exited(0)) => StepResult {
+            state: StepState::Succeeded,
+            exit_code: Some(0),
+            error: None,
+            log_bytes: 0,
+            truncated: false,
+        },
+        Ok(PodEnding::Exited(code)) => StepResult {
+            exit_code: Some(code),
+            ..StepResult::failed(format!("exited with code {code}"))
+        },
+        Ok(PodEnding::Failed(why)) => {
+            sink.note(&format!("the step {why}")).await?;
+            StepResult::failed(why)
+        }
+        Ok(PodEnding::TimedOut) => {
+            sink.note(&format!("step {}; its pod was deleted", timeout()))
+                .await?;
+            StepResult::failed(timeout())
+        }
+        Ok(PodEnding::Cancelled) => {
+            sink.note("cancelled; the step's pod was deleted").await?;
+            StepResult {
+                state: StepState::Cancelled,
+                ..StepResult::failed("cancelled".into())
+            }
+        }
+        Err(error) => {
+            sink.note(&error.to_string()).await?;
+            StepResult::failed(error.to_string())
+        }
+    };
+    if matches!(result.state, StepState::Succeeded | StepState::Failed) && result.exit_code.is_some() {
+        app.sandbox.hand_over(&workspace.app(), workspace.user_ids()).await?;
+        read_reports(app, on.step_id, step, workspace, &mut sink).await?;
+    }
     sink.finish().await?;
     Ok(StepResult {
         log_bytes: sink.total_bytes(),

@@ -79,6 +79,8 @@ pub async fn execute(app: Arc<App>, run: RunRow) {
     };
     watcher.abort();
     workspace.remove().await;
+    // Its build pods' URLs end with it.
+    app.build_archives.revoke_run(run.id);
 
     let now = now_millis();
     let pool = app.db.pool();
@@ -359,7 +361,14 @@ async fn run_steps(
         workspace,
     );
 
-    for (step, step_id) in config.pipeline.steps.iter().zip(step_ids).skip(from.step) {
+    for (position, (step, step_id)) in config
+        .pipeline
+        .steps
+        .iter()
+        .zip(step_ids)
+        .enumerate()
+        .skip(from.step)
+    {
         if cancel.is_cancelled() {
             return Ok(Ending::Cancelled);
         }
@@ -390,7 +399,15 @@ async fn run_steps(
         );
         let result = match step {
             Step::Command(step) => {
-                command::run(app, run, step_id, step, &vars, &hosts, workspace, cancel).await?
+                let placement = command::Placement {
+                    executor: config.executor_of(step),
+                    pod: &config.builds.pod,
+                    position,
+                };
+                command::run(
+                    app, run, step_id, step, &placement, &vars, &hosts, workspace, cancel,
+                )
+                .await?
             }
             Step::Deploy => {
                 let mut sink = sink(app, run.id, step_id, &masker);

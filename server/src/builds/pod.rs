@@ -1,0 +1,345 @@
+//! A build step's pod: one pod per step, its workspace fetched by an init
+//! container, the step in its own image, the checkout sent back by a
+//! `collect` container once the step's script has ended. Nothing of the
+//! cluster is reachable from it (no service-account token, no service
+//! links); it runs as a non-root user with a read-only root filesystem, no
+//! privilege escalation and no capabilities — the `restricted` pod security
+//! level — unless an admin relaxes it in `gantry.yaml`.
+
+use serde_json::{Value, json};
+
+use crate::gitops::builds::{BuildPod, PodSecurity};
+use crate::gitops::resources::Resources;
+
+/// Where a build pod's folders are mounted.
+pub const WORKSPACE: &str = "/workspace";
+pub const PIPELINE: &str = "/pipeline";
+pub const HOME: &str = "/home/gantry";
+/// Where the `fetch` container unpacks (the workspace and pipeline
+/// volumes, under the archive's prefixes).
+pub const FETCH_ROOT: &str = "/gantry/fetch";
+/// The step's exit status, written when its script ends: `collect` waits
+/// for it.
+pub const EXIT_FILE: &str = "/gantry/signal/exit";
+/// The uid and gid a build runs as (unless the image's own user is kept).
+pub const USER: i64 = 65532;
+
+/// The container running the step's script, and the two of Gantry's own.
+pub const STEP: &str = "step";
+pub const FETCH: &str = "fetch";
+pub const COLLECT: &str = "collect";
+
+/// Labels tying a build pod to its app, run and step (the clean-up loop
+/// finds its pods by them).
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "gantry-builds");
+pub const RUN_LABEL: &str = "gantry.dev/run";
+
+/// Everything a build pod is made of.
+pub struct PodPlan<'a> {
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub app: &'a str,
+    pub run_id: i64,
+    pub attempt: i64,
+    pub step: &'a str,
+    /// Gantry's replica tag: which Gantry made it.
+    pub instance: &'a str,
+    pub image: &'a str,
+    pub helper_image: &'a str,
+    pub script: &'a str,
+    pub env: &'a [(String, String)],
+    /// The Secret holding the step's secrets, when it has any.
+    pub secret: Option<&'a str>,
+    pub resources: &'a Resources,
+    pub timeout_seconds: u64,
+    pub fetch_url: &'a str,
+    pub upload_url: &'a str,
+    pub settings: &'a BuildPod,
+}
+
+/// How much longer than the step's timeout its pod may live: the image
+/// pull and the workspace's way in and out. Gantry stops the step at its
+/// timeout; this is the cluster's own backstop when Gantry is gone.
+pub const DEADLINE_MARGIN_SECONDS: u64 = 300;
+
+/// The pod's manifest.
+pub fn manifest(plan: &PodPlan<'_>) -> Value {
+    let restricted = plan.settings.security == PodSecurity::Restricted;
+    let container_security = json!({
+        "allowPrivilegeEscalation": false,
+        "capabilities": { "drop": ["ALL"] },
+        "readOnlyRootFilesystem": plan.settings.read_only_root,
+        "runAsNonRoot": true,
+        "seccompProfile": { "type": "RuntimeDefault" },
+    });
+    let mount = |volume: &str, path: &str, read_only: bool| {
+        json!({ "name": volume, "mountPath": path, "readOnly": read_only })
+    };
+    let mut env: Vec<Value> = plan
+        .env
+        .iter()
+        .map(|(name, value)| json!({ "name": name, "value": value }))
+        .collect();
+    env.push(json!({ "name": "GANTRY_STEP_SCRIPT", "value": plan.script }));
+    env.push(json!({ "name": "HOME", "value": HOME }));
+    let mut step = json!({
+        "name": STEP,
+        "image": plan.image,
+        // The script runs in a shell of its own, as a local step's does;
+        // its status is left for `collect` and is the container's own.
+        "command": ["/bin/sh", "-c", format!(
+            "/bin/sh -c \"$GANTRY_STEP_SCRIPT\"; status=$?; echo \"$status\" > {EXIT_FILE}; exit \"$status\""
+        )],
+        "workingDir": WORKSPACE,
+        "env": env,
+        "resources": resources(plan.resources),
+        "securityContext": container_security,
+        "volumeMounts": [
+            mount("workspace", WORKSPACE, false),
+            mount("pipeline", PIPELINE, true),
+            mount("home", HOME, false),
+            mount("tmp", "/tmp", false),
+            mount("signal", "/gantry/signal", false),
+        ],
+    });
+    if let Some(secret) = plan.secret {
+        step["envFrom"] = json!([{ "secretRef": { "name": secret } }]);
+    }
+    let helper_resources = json!({
+        "requests": { "cpu": "50m", "memory": "32Mi" },
+        "limits": { "memory": "256Mi" },
+    });
+    let fetch = json!({
+        "name": FETCH,
+        "image": plan.helper_image,
+        "args": ["build-helper", "fetch", plan.fetch_url, "--into", FETCH_ROOT],
+        "resources": helper_resources,
+        "securityContext": container_security,
+        "volumeMounts": [
+            mount("workspace", &format!("{FETCH_ROOT}/workspace"), false),
+            mount("pipeline", &format!("{FETCH_ROOT}/pipeline"), false),
+        ],
+    });
+    let collect = json!({
+        "name": COLLECT,
+        "image": plan.helper_image,
+        "args": ["build-helper", "collect", plan.upload_url, "--from", WORKSPACE, "--after", EXIT_FILE],
+        "resources": helper_resources,
+        "securityContext": container_security,
+        "volumeMounts": [
+            mount("workspace", WORKSPACE, true),
+            mount("signal", "/gantry/signal", true),
+        ],
+    });
+    let labels = json!({
+        MANAGED_BY.0: MANAGED_BY.1,
+        "gantry.dev/app": plan.app,
+        RUN_LABEL: plan.run_id.to_string(),
+        "gantry.dev/attempt": plan.attempt.to_string(),
+        "gantry.dev/step": label_value(plan.step),
+        "gantry.dev/instance": label_value(plan.instance),
+    });
+    let empty = |name: &str| json!({ "name": name, "emptyDir": {} });
+    let mut spec = json!({
+        "restartPolicy": "Never",
+        "activeDeadlineSeconds": plan.timeout_seconds + DEADLINE_MARGIN_SECONDS,
+        "terminationGracePeriodSeconds": 10,
+        "automountServiceAccountToken": false,
+        "enableServiceLinks": false,
+        "hostNetwork": false,
+        "hostPID": false,
+        "hostIPC": false,
+        "securityContext": {
+            "runAsNonRoot": true,
+            "runAsUser": USER,
+            "runAsGroup": USER,
+            "fsGroup": USER,
+            "seccompProfile": { "type": "RuntimeDefault" },
+        },
+        "volumes": [empty("workspace"), empty("pipeline"), empty("home"), empty("tmp"), empty("signal")],
+        "initContainers": [fetch],
+        "containers": [step, collect],
+    });
+    let settings = plan.settings;
+    if !settings.node_selector.is_empty() {
+        spec["nodeSelector"] = json!(settings.node_selector);
+    }
+    if !settings.tolerations.is_empty() {
+        spec["tolerations"] = json!(settings.tolerations);
+    }
+    if let Some(class) = &settings.runtime_class {
+        spec["runtimeClassName"] = json!(class);
+    }
+    if let Some(account) = &settings.service_account {
+        spec["serviceAccountName"] = json!(account);
+    }
+    if !restricted {
+        // `baseline`: the image's own user (root, maybe) — still no
+        // privilege escalation, no host namespaces, no token.
+        spec["securityContext"] = json!({ "seccompProfile": { "type": "RuntimeDefault" } });
+        for container in ["initContainers", "containers"] {
+            for c in spec[container].as_array_mut().into_iter().flatten() {
+                c["securityContext"]["runAsNonRoot"] = json!(false);
+            }
+        }
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": plan.name, "namespace": plan.namespace, "labels": labels },
+        "spec": spec,
+    })
+}
+
+/// The step's requests and limits: memory and CPU as asked, requested as
+/// much as limited (a build is not to be squeezed below what it declared).
+fn resources(resources: &Resources) -> Value {
+    let limits = json!({
+        "memory": resources.memory_bytes.to_string(),
+        "cpu": format!("{}m", resources.cpu_millis),
+        "ephemeral-storage": resources.tmp_bytes.to_string(),
+    });
+    json!({ "requests": limits.clone(), "limits": limits })
+}
+
+/// A label value: at most 63 of `[A-Za-z0-9._-]`, alphanumeric at both ends.
+pub fn label_value(text: &str) -> String {
+    let cleaned: String = text
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' })
+        .take(63)
+        .collect();
+    cleaned
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
+}
+
+/// A pod name for a step's attempt: `gantry-<app>-<run>-<attempt>-<n>-<random>`,
+/// a DNS label.
+pub fn name(app: &str, run_id: i64, attempt: i64, position: usize) -> String {
+    let mut random = [0_u8; 3];
+    getrandom::fill(&mut random).expect("the system's random source");
+    let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let app: String = app.chars().take(20).collect();
+    format!("gantry-{app}-{run_id}-{attempt}-{position}-{suffix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_with(settings: &BuildPod) -> Value {
+        manifest(&PodPlan {
+            name: "gantry-shop-1-1-0-abcdef",
+            namespace: "builds",
+            app: "shop",
+            run_id: 1,
+            attempt: 1,
+            step: "test",
+            instance: "replica-a",
+            image: "rust:1.95",
+            helper_image: "gantry:1.0.0",
+            script: "cargo test",
+            env: &[("GANTRY_APP".into(), "shop".into())],
+            secret: Some("gantry-shop-1-1-0-abcdef-env"),
+            resources: &Resources {
+                memory_bytes: 512 << 20,
+                cpu_millis: 1500,
+                ..Resources::default()
+            },
+            timeout_seconds: 600,
+            fetch_url: "http://gantry/fetch",
+            upload_url: "http://gantry/upload",
+            settings,
+        })
+    }
+
+    /// The `restricted` level's checks, as the Pod Security Standards
+    /// write them, on every container and the pod.
+    pub fn restricted_violations(pod: &Value) -> Vec<String> {
+        let mut found = Vec::new();
+        let spec = &pod["spec"];
+        for field in ["hostNetwork", "hostPID", "hostIPC"] {
+            if spec[field] == true {
+                found.push(format!("spec.{field}"));
+            }
+        }
+        if spec["volumes"].as_array().into_iter().flatten().any(|v| v["hostPath"].is_object()) {
+            found.push("a hostPath volume".into());
+        }
+        let pod_non_root = spec["securityContext"]["runAsNonRoot"] == true;
+        let pod_seccomp = spec["securityContext"]["seccompProfile"]["type"].as_str();
+        for list in ["initContainers", "containers"] {
+            for c in spec[list].as_array().into_iter().flatten() {
+                let name = c["name"].as_str().unwrap_or_default();
+                let sc = &c["securityContext"];
+                if sc["allowPrivilegeEscalation"] != false {
+                    found.push(format!("{name}: allowPrivilegeEscalation"));
+                }
+                if sc["privileged"] == true {
+                    found.push(format!("{name}: privileged"));
+                }
+                let dropped = sc["capabilities"]["drop"].as_array().is_some_and(|d| d.iter().any(|c| c == "ALL"));
+                if !dropped || sc["capabilities"]["add"].as_array().is_some_and(|a| !a.is_empty()) {
+                    found.push(format!("{name}: capabilities"));
+                }
+                if !(pod_non_root || sc["runAsNonRoot"] == true) || sc["runAsNonRoot"] == false {
+                    found.push(format!("{name}: runAsNonRoot"));
+                }
+                if sc["runAsUser"] == 0 || spec["securityContext"]["runAsUser"] == 0 {
+                    found.push(format!("{name}: runAsUser 0"));
+                }
+                let seccomp = sc["seccompProfile"]["type"].as_str().or(pod_seccomp);
+                if !matches!(seccomp, Some("RuntimeDefault" | "Localhost")) {
+                    found.push(format!("{name}: seccompProfile"));
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn a_build_pod_meets_the_restricted_level_and_carries_no_token() {
+        let pod = plan_with(&BuildPod::default());
+        assert_eq!(restricted_violations(&pod), Vec::<String>::new(), "{pod:#}");
+        assert_eq!(pod["spec"]["automountServiceAccountToken"], false);
+        assert_eq!(pod["spec"]["enableServiceLinks"], false);
+        assert_eq!(pod["spec"]["activeDeadlineSeconds"], 600 + DEADLINE_MARGIN_SECONDS);
+        let step = &pod["spec"]["containers"][0];
+        assert_eq!(step["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(step["resources"]["limits"]["memory"], (512_u64 << 20).to_string());
+        assert_eq!(step["resources"]["limits"]["cpu"], "1500m");
+        assert_eq!(step["envFrom"][0]["secretRef"]["name"], "gantry-shop-1-1-0-abcdef-env");
+        assert_eq!(pod["metadata"]["labels"][RUN_LABEL], "1");
+        assert_eq!(pod["metadata"]["labels"][MANAGED_BY.0], MANAGED_BY.1);
+        // The helpers see no secret.
+        for helper in [&pod["spec"]["initContainers"][0], &pod["spec"]["containers"][1]] {
+            assert!(helper["envFrom"].is_null() && helper["env"].is_null(), "{helper}");
+        }
+    }
+
+    #[test]
+    fn only_an_admin_setting_relaxes_the_pod() {
+        let relaxed = plan_with(&BuildPod {
+            security: PodSecurity::Baseline,
+            read_only_root: false,
+            runtime_class: Some("gvisor".into()),
+            service_account: Some("builder".into()),
+            ..BuildPod::default()
+        });
+        assert!(!restricted_violations(&relaxed).is_empty());
+        assert_eq!(relaxed["spec"]["runtimeClassName"], "gvisor");
+        assert_eq!(relaxed["spec"]["serviceAccountName"], "builder");
+        // Still no token and no escalation.
+        assert_eq!(relaxed["spec"]["automountServiceAccountToken"], false);
+        assert_eq!(relaxed["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"], false);
+    }
+
+    #[test]
+    fn names_and_labels_are_what_kubernetes_accepts() {
+        let name = name("a-very-long-app-name-indeed-it-is", 123_456, 2, 7);
+        assert!(name.len() <= 63 && name.starts_with("gantry-a-very-long-app-name-"), "{name}");
+        assert_eq!(label_value("build/test step!"), "build-test-step");
+        assert_eq!(label_value("--x--"), "x");
+    }
+}
