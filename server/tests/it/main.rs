@@ -10,6 +10,7 @@ mod support;
 mod api;
 mod authorization;
 mod bad_input;
+mod builds;
 mod change_requests;
 mod chart;
 mod cli;

@@ -1,0 +1,236 @@
+//! Builds on Kubernetes: command steps whose executor is a cluster run as
+//! pods on an emulated build cluster, whose small kubelet runs each pod's
+//! containers as sandboxed local processes (`test/shell` is `/bin/sh`, the
+//! helper image is this build's `gantry`). The pods fetch their workspace
+//! from Gantry over its real TCP port, send it back, and are gone when
+//! the step is; deploys go to another cluster, from Gantry.
+
+use std::time::Duration;
+
+use kube_emulator::{Emulator, Kubelet, Options, RolloutMode};
+use serde_json::{Value, json};
+
+use crate::support::TestApp;
+use crate::support::flow::wait_for;
+use crate::support::git::WorkRepo;
+
+const MINUTE: Duration = Duration::from_secs(60);
+const SECRET: &str = "s3cret-build-token";
+
+struct Builds {
+    app: TestApp,
+    repo: WorkRepo,
+    _pipeline: WorkRepo,
+    build: Emulator,
+    prod: Emulator,
+}
+
+fn kubelet() -> Kubelet {
+    Kubelet {
+        images: [
+            (
+                "gantry-helper:test".to_string(),
+                vec![env!("CARGO_BIN_EXE_gantry").to_string()],
+            ),
+            ("test/shell".to_string(), vec!["/bin/sh".to_string()]),
+        ]
+        .into(),
+    }
+}
+
+const MANIFEST: &str = "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: built
+data:
+  commit: \"{{ short_sha }}\"
+";
+
+/// Gantry on a real port, a build cluster with a kubelet (namespace
+/// `builds`), a target cluster `prod`, and the app `shop` with `pipeline`.
+async fn setup(pipeline_yaml: &str) -> Builds {
+    let build = Emulator::start(Options {
+        kubelet: Some(kubelet()),
+        ..Options::default()
+    })
+    .await
+    .expect("build cluster");
+    let namespace = reqwest::Client::new()
+        .post(format!("{}/api/v1/namespaces", build.url()))
+        .json(&json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": "builds" } }))
+        .send()
+        .await
+        .expect("namespace");
+    assert!(namespace.status().is_success(), "{namespace:?}");
+    let prod = Emulator::start(Options {
+        rollout: RolloutMode::After(Duration::from_millis(50)),
+        ..Options::default()
+    })
+    .await
+    .expect("prod cluster");
+    let repo = WorkRepo::new();
+    repo.write("README", "shop\n");
+    repo.commit("first");
+    let pipeline = WorkRepo::new();
+    pipeline.write(
+        "gantry.yaml",
+        "apiVersion: gantry.dev/v1\nbuilds:\n  clusters: [build]\n",
+    );
+    pipeline.write(
+        "apps/shop/app.yaml",
+        &format!(
+            "apiVersion: gantry.dev/v1\nsource: {}\nstack:\n  - env: production\n    branch: master\n    target: prod\n",
+            repo.path()
+        ),
+    );
+    pipeline.write("apps/shop/pipeline.yaml", pipeline_yaml);
+    pipeline.write("apps/shop/deploy/app.yaml", MANIFEST);
+    pipeline.commit("shop builds on a cluster");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let pipeline_path = pipeline.path();
+    let mut app = TestApp::with_config("sqlite", |config| {
+        config.pipeline_repo = Some(pipeline_path);
+        config.poll_interval = Duration::from_secs(3600);
+        let url: url::Url = format!("http://127.0.0.1:{port}/").parse().expect("url");
+        config.public_url = url.clone();
+        config.builds_callback_url = url;
+        config.builds_helper_image = "gantry-helper:test".into();
+    })
+    .await;
+    app.serve_tcp(listener);
+    for (name, cluster) in [("build", &build), ("prod", &prod)] {
+        let response = app
+            .post_json(
+                "/api/v1/clusters",
+                json!({ "name": name, "kubeconfig": cluster.kubeconfig(name) }),
+            )
+            .await;
+        assert_eq!(response.status, 201, "{}", response.text());
+    }
+    let secret = axum::http::Request::put("/api/v1/secrets/API_TOKEN")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(json!({ "value": SECRET }).to_string()))
+        .expect("request");
+    assert_eq!(app.request(secret).await.status, 204);
+    app.start_flow().await;
+    Builds {
+        app,
+        repo,
+        _pipeline: pipeline,
+        build,
+        prod,
+    }
+}
+
+/// The run of `sha`, once it has ended.
+async fn finished(app: &TestApp, sha: &str) -> Value {
+    let id = wait_for("the run to end", 2 * MINUTE, || async {
+        let runs = app.get("/api/v1/runs").await.json();
+        runs.as_array()?
+            .iter()
+            .find(|r| {
+                r["commit_sha"] == sha
+                    && ["succeeded", "failed", "cancelled"]
+                        .contains(&r["state"].as_str().unwrap_or(""))
+            })
+            .map(|r| r["id"].as_i64().unwrap())
+    })
+    .await;
+    app.get(&format!("/api/v1/runs/{id}")).await.json()
+}
+
+async fn step_log(app: &TestApp, run: &Value, name: &str) -> String {
+    let step = run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no step {name}: {run}"));
+    app.get(&format!(
+        "/api/v1/runs/{}/steps/{}/log",
+        run["run"]["id"], step["id"]
+    ))
+    .await
+    .text()
+}
+
+fn step<'a>(run: &'a Value, name: &str) -> &'a Value {
+    run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap()
+}
+
+/// What Gantry left on the build cluster: pods and secrets.
+fn left_on(cluster: &Emulator) -> Vec<String> {
+    ["pods", "secrets"]
+        .iter()
+        .flat_map(|plural| cluster.store().objects_of("", plural))
+        .map(|(key, _)| format!("{}/{}", key.plural, key.name))
+        .collect()
+}
+
+const PIPELINE: &str = r#"apiVersion: gantry.dev/v1
+executor: { kubernetes: { cluster: build, namespace: builds, image: test/shell } }
+steps:
+  - name: build
+    secrets: [API_TOKEN]
+    run: |
+      echo "building $GANTRY_APP in $(pwd), workspace $GANTRY_WORKSPACE"
+      echo "token=$API_TOKEN"
+      if [ -e /var/run/secrets/kubernetes.io/serviceaccount/token ]; then echo "a service account token"; else echo "no service account token"; fi
+      mkdir -p out && echo "artifact-$GANTRY_SHORT_SHA" > out/app.bin
+      ls /pipeline
+  - name: test
+    run: |
+      cat out/app.bin
+      echo "token in test: [$API_TOKEN]"
+      printf '<testsuite name="unit" tests="2" failures="1"><testcase name="adds"/><testcase name="subtracts"><failure message="2-1 is not 3"/></testcase></testsuite>' > report.xml
+    reports: [report.xml]
+  - deploy
+"#;
+
+#[tokio::test]
+async fn a_push_builds_on_the_build_cluster_and_deploys_to_the_target() {
+    crate::support::bounded(async {
+        let mut setup = setup(PIPELINE).await;
+        let sha = setup.repo.head("master");
+        let run = finished(&setup.app, &sha).await;
+        let build_log = step_log(&setup.app, &run, "build").await;
+        let test_log = step_log(&setup.app, &run, "test").await;
+        assert_eq!(run["run"]["state"], "succeeded", "{build_log}\n{test_log}\n{run}");
+        assert!(build_log.contains("runs as pod gantry-shop-"), "{build_log}");
+        assert!(build_log.contains("building shop in /workspace, workspace /workspace"), "{build_log}");
+        // Its secret, masked; never any other step's.
+        assert!(build_log.contains("token=") && !build_log.contains(SECRET), "{build_log}");
+        assert!(test_log.contains("token in test: []"), "{test_log}");
+        assert!(build_log.contains("no service account token"), "{build_log}");
+        // What steps may see of the pipeline folder, and nothing else.
+        assert!(build_log.contains("pipeline.yaml"), "{build_log}");
+        assert!(!build_log.contains("app.yaml") && !build_log.contains("deploy"), "{build_log}");
+        // The workspace went from one pod to the next, through Gantry.
+        let short: String = sha.chars().take(7).collect();
+        assert!(test_log.contains(&format!("artifact-{short}")), "{test_log}");
+        // The test pod's JUnit report was read once the checkout came back.
+        let report = &run["reports"][0];
+        assert_eq!((report["passed"].as_i64(), report["failed"].as_i64()), (Some(1), Some(1)), "{run}");
+        // Deployed by Gantry to the target, not from a pod.
+        let config_map = setup
+            .prod
+            .store()
+            .object("", "configmaps", "shop-production", "built")
+            .or_else(|| setup.prod.store().object("", "configmaps", "default", "built"));
+        assert!(config_map.is_some(), "deployed to prod");
+        assert!(step(&run, "deploy")["state"] == "succeeded");
+        // Nothing left behind on the build cluster.
+        wait_for("the build cluster to be clean", MINUTE, || async {
+            left_on(&setup.build).is_empty().then_some(())
+        })
+        .await;
+        setup.app.stop().await;
+    })
+    .await;
+}
