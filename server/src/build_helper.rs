@@ -101,7 +101,9 @@ async fn collect(url: &str, from: &Path, after: &Path) -> anyhow::Result<()> {
     // A streamed body cannot be sent twice: no retry here.
     let response = client.put(url).body(body).send().await;
     packing.await?.context("packing the workspace")?;
-    response?.error_for_status().context("uploading the workspace")?;
+    response?
+        .error_for_status()
+        .context("uploading the workspace")?;
     eprintln!("gantry build-helper: workspace sent back");
     Ok(())
 }

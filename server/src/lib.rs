@@ -3,12 +3,12 @@
 //! deployment and ledger domains. `main.rs` is only the command line.
 
 pub mod admin;
-pub mod build_helper;
 pub mod approvals;
 pub mod audit;
 pub mod auth;
-pub mod change_requests;
+pub mod build_helper;
 pub mod builds;
+pub mod change_requests;
 pub mod changes;
 pub mod charts;
 pub mod cli;

@@ -100,8 +100,15 @@ struct Volumes {
 
 impl Volumes {
     fn create(pod: &Value) -> Volumes {
+        // Emulators count their uids alike: a process-wide number keeps
+        // two emulators' pods apart.
+        static PODS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let uid = pod["metadata"]["uid"].as_str().unwrap_or("pod");
-        let root = std::env::temp_dir().join(format!("kube-emulator-pod-{uid}"));
+        let number = PODS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let root = std::env::temp_dir().join(format!(
+            "kube-emulator-{}-{number}-{uid}",
+            std::process::id()
+        ));
         let mut dirs = BTreeMap::new();
         for volume in pod["spec"]["volumes"].as_array().into_iter().flatten() {
             if let (Some(name), true) = (volume["name"].as_str(), volume["emptyDir"].is_object()) {
@@ -178,16 +185,29 @@ async fn run_pod(store: &Store, kubelet: &Kubelet, key: Key, pod: Value) {
             break;
         }
     }
-    let inits_done = stopped.is_none() && init_states.iter().all(|s| s["state"]["terminated"]["exitCode"] == 0);
+    let inits_done = stopped.is_none()
+        && init_states
+            .iter()
+            .all(|s| s["state"]["terminated"]["exitCode"] == 0);
     let phase = if inits_done {
         main_states = mains.iter().map(running).collect();
         set_pod_status(store, &key, "Running", &init_states, &main_states);
-        let ended =
-            futures_util::future::join_all(mains.iter().map(|container| run.container(container)))
-                .await;
-        let failed = ended.iter().any(|(code, _, _)| *code != 0);
-        stopped = ended.iter().find_map(|(_, _, stop)| *stop);
-        main_states = ended.into_iter().map(|(_, state, _)| state).collect();
+        // Each container's ending shows as it comes, as a kubelet reports it.
+        let run = &run;
+        let mut running: futures_util::stream::FuturesUnordered<_> = mains
+            .iter()
+            .enumerate()
+            .map(|(index, container)| async move { (index, run.container(container).await) })
+            .collect();
+        let mut failed = false;
+        while let Some((index, (code, state, stop))) =
+            futures_util::StreamExt::next(&mut running).await
+        {
+            failed |= code != 0;
+            stopped = stopped.or(stop);
+            main_states[index] = state;
+            set_pod_status(store, &key, "Running", &init_states, &main_states);
+        }
         if failed { "Failed" } else { "Succeeded" }
     } else {
         "Failed"
@@ -200,7 +220,8 @@ async fn run_pod(store: &Store, kubelet: &Kubelet, key: Key, pod: Value) {
                 .map(|p| p["status"].clone())
                 .unwrap_or_default();
             status["reason"] = json!("DeadlineExceeded");
-            status["message"] = json!("Pod was active on the node longer than the specified deadline");
+            status["message"] =
+                json!("Pod was active on the node longer than the specified deadline");
             status
         }),
         // A pod deleted with a grace period goes once its containers have.
@@ -249,7 +270,9 @@ fn environment(store: &Store, namespace: &str, container: &Value) -> Option<Vec<
         }
     }
     for variable in container["env"].as_array().into_iter().flatten() {
-        let Some(name) = variable["name"].as_str() else { continue };
+        let Some(name) = variable["name"].as_str() else {
+            continue;
+        };
         if let Some(value) = variable["value"].as_str() {
             vars.push((name.to_string(), value.to_string()));
         } else if let Some(reference) = variable["valueFrom"]["secretKeyRef"].as_object() {
@@ -334,7 +357,10 @@ impl Run<'_> {
             if let Some(env) = environment(store, &key.namespace, container) {
                 break env;
             }
-            if store.object("", "pods", &key.namespace, &key.name).is_none() {
+            if store
+                .object("", "pods", &key.namespace, &key.name)
+                .is_none()
+            {
                 return (137, terminated(137, "Error"), Some(Stopped::Deleted));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -359,14 +385,7 @@ impl Run<'_> {
             .collect();
         let mut command = tokio::process::Command::new("bwrap");
         command.args(root_binds(&tops));
-        command.args([
-            "--dev",
-            "/dev",
-            "--proc",
-            "/proc",
-            "--tmpfs",
-            "/tmp",
-        ]);
+        command.args(["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]);
         for (path, dir, read_only) in &mounts {
             command
                 .arg(if *read_only { "--ro-bind" } else { "--bind" })
@@ -376,7 +395,13 @@ impl Run<'_> {
         if let Some(dir) = container["workingDir"].as_str() {
             command.args(["--chdir", dir]);
         }
-        command.args(["--unshare-all", "--share-net", "--die-with-parent", "--new-session", "--"]);
+        command.args([
+            "--unshare-all",
+            "--share-net",
+            "--die-with-parent",
+            "--new-session",
+            "--",
+        ]);
         command
             .args(&argv)
             .env_clear()

@@ -906,7 +906,17 @@ impl Store {
             .or_else(|| live["spec"]["terminationGracePeriodSeconds"].as_i64())
             .unwrap_or(30)
             .max(0);
-        let running = matches!(live["status"]["phase"].as_str(), Some("Pending" | "Running"));
+        // Only containers that run have something to stop: a pod whose
+        // containers all wait (an image that cannot be pulled) goes at once.
+        let running = ["initContainerStatuses", "containerStatuses"]
+            .iter()
+            .any(|field| {
+                live["status"][*field]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["state"]["running"].is_object())
+            });
         if dry_run || grace == 0 || !running || self.options.kubelet.is_none() {
             return self.delete(resource, namespace, name, dry_run);
         }

@@ -863,17 +863,28 @@ async fn a_pods_containers_share_its_volumes_read_its_secrets_and_start_in_their
         "data": { "TOKEN": "czNjcmV0" },
     }))
     .unwrap();
-    secrets.create(&PostParams::default(), &secret).await.unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
     pod_until(&pods, "builder", |p| p["status"]["phase"] == "Succeeded")
         .await
         .expect("the pod");
     let log = emulator.store().log("default", "builder", "step");
-    assert!(log.contains("from-init\n"), "the init container's file: {log}");
+    assert!(
+        log.contains("from-init\n"),
+        "the init container's file: {log}"
+    );
     assert!(log.contains("token=s3cret one=s3cret"), "{log}");
-    assert!(log.contains("Read-only file system"), "a read-only mount: {log}");
+    assert!(
+        log.contains("Read-only file system"),
+        "a read-only mount: {log}"
+    );
     assert!(log.ends_with("/workspace\n"), "{log}");
     // The pod goes, and its secret with it.
-    pods.delete("builder", &DeleteParams::default()).await.unwrap();
+    pods.delete("builder", &DeleteParams::default())
+        .await
+        .unwrap();
     for _ in 0..200 {
         if secrets.get_opt("builder-secrets").await.unwrap().is_none() {
             return;
@@ -898,32 +909,72 @@ async fn a_deleted_pod_is_terminated_within_its_grace_period_and_a_deadline_fail
     // TERM is trapped: the pod stays, terminating, while it cleans up.
     pods.create(
         &PostParams::default(),
-        &pod("graceful", "trap 'echo cleaning up; exit 0' TERM; echo started; while true; do sleep 0.05; done", None),
+        &pod(
+            "graceful",
+            "trap 'echo cleaning up; exit 0' TERM; echo started; while true; do sleep 0.05; done",
+            None,
+        ),
     )
     .await
     .unwrap();
-    pod_until(&pods, "graceful", |p| emulator_log_has(p, &emulator, "graceful", "started")).await;
+    pod_until(&pods, "graceful", |p| {
+        emulator_log_has(p, &emulator, "graceful", "started")
+    })
+    .await;
     let deleting = pods
-        .delete("graceful", &DeleteParams { grace_period_seconds: Some(20), ..DeleteParams::default() })
+        .delete(
+            "graceful",
+            &DeleteParams {
+                grace_period_seconds: Some(20),
+                ..DeleteParams::default()
+            },
+        )
         .await
         .unwrap();
-    let marked = deleting.left().expect("a pod with a grace period is marked, not gone");
+    let marked = deleting
+        .left()
+        .expect("a pod with a grace period is marked, not gone");
     assert!(marked.metadata.deletion_timestamp.is_some());
-    assert_eq!(pod_until(&pods, "graceful", |_| false).await, None, "gone once it exits");
-    assert!(emulator.store().log("default", "graceful", "main").contains("cleaning up"));
+    assert_eq!(
+        pod_until(&pods, "graceful", |_| false).await,
+        None,
+        "gone once it exits"
+    );
+    assert!(
+        emulator
+            .store()
+            .log("default", "graceful", "main")
+            .contains("cleaning up")
+    );
 
     // TERM ignored: killed when the grace period ends.
     pods.create(
         &PostParams::default(),
-        &pod("stubborn", "trap '' TERM; echo started; while true; do sleep 0.05; done", None),
+        &pod(
+            "stubborn",
+            "trap '' TERM; echo started; while true; do sleep 0.05; done",
+            None,
+        ),
     )
     .await
     .unwrap();
-    pod_until(&pods, "stubborn", |p| emulator_log_has(p, &emulator, "stubborn", "started")).await;
-    pods.delete("stubborn", &DeleteParams { grace_period_seconds: Some(1), ..DeleteParams::default() })
-        .await
-        .unwrap();
-    assert!(pods.get_opt("stubborn").await.unwrap().is_some(), "within its grace period");
+    pod_until(&pods, "stubborn", |p| {
+        emulator_log_has(p, &emulator, "stubborn", "started")
+    })
+    .await;
+    pods.delete(
+        "stubborn",
+        &DeleteParams {
+            grace_period_seconds: Some(1),
+            ..DeleteParams::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        pods.get_opt("stubborn").await.unwrap().is_some(),
+        "within its grace period"
+    );
     assert_eq!(pod_until(&pods, "stubborn", |_| false).await, None);
 
     // Past activeDeadlineSeconds: Failed, DeadlineExceeded.
@@ -952,7 +1003,10 @@ async fn a_cut_log_stream_breaks_off_and_resumes_from_its_last_timestamp() {
     }))
     .unwrap();
     pods.create(&PostParams::default(), &pod).await.unwrap();
-    emulator.set_faults(Faults { cut_logs_after: Duration::from_millis(150), ..Faults::default() });
+    emulator.set_faults(Faults {
+        cut_logs_after: Duration::from_millis(150),
+        ..Faults::default()
+    });
     // Resumed as a client must: from the second of the last line received
     // (sinceTime has second precision), dropping what it already has.
     let mut seen: Vec<String> = Vec::new();

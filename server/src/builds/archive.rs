@@ -144,7 +144,9 @@ impl Archives {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Packs `folders` (archive prefix, folder) into a tar file at `into`.
@@ -224,7 +226,10 @@ pub fn unpack(archive: &Path, dest: &Path, limits: &ExportLimits) -> Result<(), 
             .components()
             .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
         if !plain || path.components().count() > limits.max_depth {
-            return Err(refuse(format!("{} is not a path inside the checkout", path.display())));
+            return Err(refuse(format!(
+                "{} is not a path inside the checkout",
+                path.display()
+            )));
         }
         let kind = entry.header().entry_type();
         if !(kind.is_file() || kind.is_dir() || kind.is_symlink()) {
@@ -236,7 +241,10 @@ pub fn unpack(archive: &Path, dest: &Path, limits: &ExportLimits) -> Result<(), 
             .unpack_in(dest)
             .map_err(|e| refuse(format!("{} cannot be written: {e}", path.display())))?;
         if !inside {
-            return Err(refuse(format!("{} is outside the checkout", path.display())));
+            return Err(refuse(format!(
+                "{} is outside the checkout",
+                path.display()
+            )));
         }
     }
     Ok(())
@@ -266,8 +274,14 @@ mod tests {
         pack(&[("", &app)], &tar).unwrap();
         let out = dir.path().join("out");
         unpack(&tar, &out, &limits()).unwrap();
-        assert_eq!(std::fs::read_to_string(out.join("src/main.rs")).unwrap(), "fn main() {}");
-        assert_eq!(std::fs::read_link(out.join("passwd")).unwrap(), Path::new("/etc/passwd"));
+        assert_eq!(
+            std::fs::read_to_string(out.join("src/main.rs")).unwrap(),
+            "fn main() {}"
+        );
+        assert_eq!(
+            std::fs::read_link(out.join("passwd")).unwrap(),
+            Path::new("/etc/passwd")
+        );
         assert!(!out.join("fifo").exists(), "a FIFO is not packed");
     }
 
@@ -304,8 +318,14 @@ mod tests {
         let outside = dir.path().join("outside");
         std::fs::create_dir_all(&outside).unwrap();
         let cases: Vec<(&str, Vec<u8>)> = vec![
-            ("dot-dot", hostile(&[("../escaped", tar::EntryType::Regular, "x")])),
-            ("absolute", hostile(&[("/tmp/escaped-abs", tar::EntryType::Regular, "x")])),
+            (
+                "dot-dot",
+                hostile(&[("../escaped", tar::EntryType::Regular, "x")]),
+            ),
+            (
+                "absolute",
+                hostile(&[("/tmp/escaped-abs", tar::EntryType::Regular, "x")]),
+            ),
             (
                 "through a link",
                 hostile(&[
@@ -326,7 +346,11 @@ mod tests {
         assert!(!Path::new("/tmp/escaped-abs").exists());
         // A hard link to a file Gantry can read is not recreated.
         let tar = dir.path().join("hard.tar");
-        std::fs::write(&tar, hostile(&[("shadow", tar::EntryType::Link, "/etc/shadow")])).unwrap();
+        std::fs::write(
+            &tar,
+            hostile(&[("shadow", tar::EntryType::Link, "/etc/shadow")]),
+        )
+        .unwrap();
         let dest = dir.path().join("dest-hard");
         unpack(&tar, &dest, &limits()).unwrap();
         assert!(!dest.join("shadow").exists());
@@ -346,13 +370,34 @@ mod tests {
     fn a_ticket_opens_once_for_its_own_run_and_step() {
         let archives = Archives::default();
         let token = archives.fetch(7, 70, PathBuf::from("/a.tar"));
-        assert_eq!(archives.take_fetch(8, 70, &token), Err(NoTicket), "another run");
-        assert_eq!(archives.take_fetch(7, 71, &token), Err(NoTicket), "another step");
-        assert!(archives.take_upload(7, 70, &token).is_err(), "not an upload ticket");
-        assert_eq!(archives.take_fetch(7, 70, &token), Ok(PathBuf::from("/a.tar")));
-        assert_eq!(archives.take_fetch(7, 70, &token), Err(NoTicket), "replayed");
+        assert_eq!(
+            archives.take_fetch(8, 70, &token),
+            Err(NoTicket),
+            "another run"
+        );
+        assert_eq!(
+            archives.take_fetch(7, 71, &token),
+            Err(NoTicket),
+            "another step"
+        );
+        assert!(
+            archives.take_upload(7, 70, &token).is_err(),
+            "not an upload ticket"
+        );
+        assert_eq!(
+            archives.take_fetch(7, 70, &token),
+            Ok(PathBuf::from("/a.tar"))
+        );
+        assert_eq!(
+            archives.take_fetch(7, 70, &token),
+            Err(NoTicket),
+            "replayed"
+        );
         let (token, _uploaded) = archives.upload(7, 70, PathBuf::from("/up.tar"));
         archives.revoke_run(7);
-        assert!(archives.take_upload(7, 70, &token).is_err(), "after its run");
+        assert!(
+            archives.take_upload(7, 70, &token).is_err(),
+            "after its run"
+        );
     }
 }

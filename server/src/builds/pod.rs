@@ -72,9 +72,7 @@ pub fn manifest(plan: &PodPlan<'_>) -> Value {
         "runAsNonRoot": true,
         "seccompProfile": { "type": "RuntimeDefault" },
     });
-    let mount = |volume: &str, path: &str, read_only: bool| {
-        json!({ "name": volume, "mountPath": path, "readOnly": read_only })
-    };
+    let mount = |volume: &str, path: &str, read_only: bool| json!({ "name": volume, "mountPath": path, "readOnly": read_only });
     let mut env: Vec<Value> = plan
         .env
         .iter()
@@ -206,7 +204,13 @@ fn resources(resources: &Resources) -> Value {
 pub fn label_value(text: &str) -> String {
     let cleaned: String = text
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(63)
         .collect();
     cleaned
@@ -264,7 +268,12 @@ mod tests {
                 found.push(format!("spec.{field}"));
             }
         }
-        if spec["volumes"].as_array().into_iter().flatten().any(|v| v["hostPath"].is_object()) {
+        if spec["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|v| v["hostPath"].is_object())
+        {
             found.push("a hostPath volume".into());
         }
         let pod_non_root = spec["securityContext"]["runAsNonRoot"] == true;
@@ -279,8 +288,14 @@ mod tests {
                 if sc["privileged"] == true {
                     found.push(format!("{name}: privileged"));
                 }
-                let dropped = sc["capabilities"]["drop"].as_array().is_some_and(|d| d.iter().any(|c| c == "ALL"));
-                if !dropped || sc["capabilities"]["add"].as_array().is_some_and(|a| !a.is_empty()) {
+                let dropped = sc["capabilities"]["drop"]
+                    .as_array()
+                    .is_some_and(|d| d.iter().any(|c| c == "ALL"));
+                if !dropped
+                    || sc["capabilities"]["add"]
+                        .as_array()
+                        .is_some_and(|a| !a.is_empty())
+                {
                     found.push(format!("{name}: capabilities"));
                 }
                 if !(pod_non_root || sc["runAsNonRoot"] == true) || sc["runAsNonRoot"] == false {
@@ -304,17 +319,32 @@ mod tests {
         assert_eq!(restricted_violations(&pod), Vec::<String>::new(), "{pod:#}");
         assert_eq!(pod["spec"]["automountServiceAccountToken"], false);
         assert_eq!(pod["spec"]["enableServiceLinks"], false);
-        assert_eq!(pod["spec"]["activeDeadlineSeconds"], 600 + DEADLINE_MARGIN_SECONDS);
+        assert_eq!(
+            pod["spec"]["activeDeadlineSeconds"],
+            600 + DEADLINE_MARGIN_SECONDS
+        );
         let step = &pod["spec"]["containers"][0];
         assert_eq!(step["securityContext"]["readOnlyRootFilesystem"], true);
-        assert_eq!(step["resources"]["limits"]["memory"], (512_u64 << 20).to_string());
+        assert_eq!(
+            step["resources"]["limits"]["memory"],
+            (512_u64 << 20).to_string()
+        );
         assert_eq!(step["resources"]["limits"]["cpu"], "1500m");
-        assert_eq!(step["envFrom"][0]["secretRef"]["name"], "gantry-shop-1-1-0-abcdef-env");
+        assert_eq!(
+            step["envFrom"][0]["secretRef"]["name"],
+            "gantry-shop-1-1-0-abcdef-env"
+        );
         assert_eq!(pod["metadata"]["labels"][RUN_LABEL], "1");
         assert_eq!(pod["metadata"]["labels"][MANAGED_BY.0], MANAGED_BY.1);
         // The helpers see no secret.
-        for helper in [&pod["spec"]["initContainers"][0], &pod["spec"]["containers"][1]] {
-            assert!(helper["envFrom"].is_null() && helper["env"].is_null(), "{helper}");
+        for helper in [
+            &pod["spec"]["initContainers"][0],
+            &pod["spec"]["containers"][1],
+        ] {
+            assert!(
+                helper["envFrom"].is_null() && helper["env"].is_null(),
+                "{helper}"
+            );
         }
     }
 
@@ -332,13 +362,19 @@ mod tests {
         assert_eq!(relaxed["spec"]["serviceAccountName"], "builder");
         // Still no token and no escalation.
         assert_eq!(relaxed["spec"]["automountServiceAccountToken"], false);
-        assert_eq!(relaxed["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"], false);
+        assert_eq!(
+            relaxed["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"],
+            false
+        );
     }
 
     #[test]
     fn names_and_labels_are_what_kubernetes_accepts() {
         let name = name("a-very-long-app-name-indeed-it-is", 123_456, 2, 7);
-        assert!(name.len() <= 63 && name.starts_with("gantry-a-very-long-app-name-"), "{name}");
+        assert!(
+            name.len() <= 63 && name.starts_with("gantry-a-very-long-app-name-"),
+            "{name}"
+        );
         assert_eq!(label_value("build/test step!"), "build-test-step");
         assert_eq!(label_value("--x--"), "x");
     }

@@ -12,11 +12,11 @@ use kube::core::ApiResource;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use super::BuildError;
 use super::archive::{self, Archives};
 use super::follow::{self, Lines, Resume};
 use super::pod::{self, PodPlan};
 use super::verdict::{self, Verdict};
-use super::BuildError;
 use crate::error::Rejected;
 use crate::git::ExportLimits;
 use crate::gitops::builds::{BuildPod, KubernetesExecutor};
@@ -203,8 +203,10 @@ pub async fn run(
     let gone = delete(&api, &name).await;
     cleanup_tickets(builds, step, &[&offered, &returned]).await;
     if let Err(why) = gone {
-        sink.note(&format!("the pod {name} could not be deleted: {why}; the clean-up loop will collect it"))
-            .await?;
+        sink.note(&format!(
+            "the pod {name} could not be deleted: {why}; the clean-up loop will collect it"
+        ))
+        .await?;
     }
     ending
 }
@@ -249,7 +251,9 @@ async fn create_secret(
         &ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&()),
     );
     let object: DynamicObject = serde_json::from_value(secret).map_err(kube::Error::SerdeError)?;
-    api.create(&PostParams::default(), &object).await.map(|_| ())
+    api.create(&PostParams::default(), &object)
+        .await
+        .map(|_| ())
 }
 
 /// Follows the pod until its step ended (or timed out, or was cancelled):

@@ -56,7 +56,10 @@ pub fn of(pod: Option<&Value>) -> Verdict {
     let status = &pod["status"];
     let step = statuses(pod, "containerStatuses").find(|c| c["name"] == STEP);
     // The step's own ending comes first: it is what the script did.
-    if let Some(terminated) = step.map(|c| &c["state"]["terminated"]).filter(|t| t.is_object()) {
+    if let Some(terminated) = step
+        .map(|c| &c["state"]["terminated"])
+        .filter(|t| t.is_object())
+    {
         let code = terminated["exitCode"].as_i64().unwrap_or(-1);
         return match terminated["reason"].as_str() {
             Some("OOMKilled") => Verdict::Failed(
@@ -149,23 +152,55 @@ mod tests {
     #[test]
     fn a_pod_status_reads_as_the_steps_ending() {
         let step = |state: Value| json!({ "containerStatuses": [{ "name": "step", "image": "rust:1", "state": state }] });
-        assert_eq!(of(Some(&pod(step(json!({ "running": {} }))))), Verdict::Running);
         assert_eq!(
-            of(Some(&pod(step(json!({ "terminated": { "exitCode": 2, "reason": "Error" } }))))),
+            of(Some(&pod(step(json!({ "running": {} }))))),
+            Verdict::Running
+        );
+        assert_eq!(
+            of(Some(&pod(step(
+                json!({ "terminated": { "exitCode": 2, "reason": "Error" } })
+            )))),
             Verdict::Exited(2)
         );
-        let oom = of(Some(&pod(step(json!({ "terminated": { "exitCode": 137, "reason": "OOMKilled" } })))));
-        assert!(matches!(&oom, Verdict::Failed(why) if why.contains("OOMKilled")), "{oom:?}");
-        let pull = of(Some(&pod(step(json!({ "waiting": { "reason": "ImagePullBackOff", "message": "Back-off pulling image \"nope:1\"" } })))));
-        assert!(matches!(&pull, Verdict::Failed(why) if why.starts_with("image rust:1 cannot be pulled (ImagePullBackOff")), "{pull:?}");
-        let evicted = of(Some(&pod(json!({ "phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory." }))));
-        assert_eq!(evicted, Verdict::Failed("its pod was evicted: The node was low on resource: memory.".into()));
-        let late = of(Some(&pod(json!({ "phase": "Failed", "reason": "DeadlineExceeded" }))));
+        let oom = of(Some(&pod(step(
+            json!({ "terminated": { "exitCode": 137, "reason": "OOMKilled" } }),
+        ))));
+        assert!(
+            matches!(&oom, Verdict::Failed(why) if why.contains("OOMKilled")),
+            "{oom:?}"
+        );
+        let pull = of(Some(&pod(step(
+            json!({ "waiting": { "reason": "ImagePullBackOff", "message": "Back-off pulling image \"nope:1\"" } }),
+        ))));
+        assert!(
+            matches!(&pull, Verdict::Failed(why) if why.starts_with("image rust:1 cannot be pulled (ImagePullBackOff")),
+            "{pull:?}"
+        );
+        let evicted = of(Some(&pod(
+            json!({ "phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory." }),
+        )));
+        assert_eq!(
+            evicted,
+            Verdict::Failed("its pod was evicted: The node was low on resource: memory.".into())
+        );
+        let late = of(Some(&pod(
+            json!({ "phase": "Failed", "reason": "DeadlineExceeded" }),
+        )));
         assert!(matches!(&late, Verdict::Failed(why) if why.starts_with("timed out")));
         assert!(matches!(of(None), Verdict::Failed(why) if why.contains("gone")));
-        let fetch = of(Some(&pod(json!({ "phase": "Failed", "initContainerStatuses": [{ "name": "fetch", "state": { "terminated": { "exitCode": 1 } } }] }))));
-        assert!(matches!(&fetch, Verdict::Failed(why) if why.contains("fetch its workspace")), "{fetch:?}");
-        let pending = of(Some(&pod(json!({ "phase": "Pending", "conditions": [{ "type": "PodScheduled", "status": "False", "message": "0/3 nodes are available" }] }))));
-        assert_eq!(pending, Verdict::Waiting(Some("waiting for a node: 0/3 nodes are available".into())));
+        let fetch = of(Some(&pod(
+            json!({ "phase": "Failed", "initContainerStatuses": [{ "name": "fetch", "state": { "terminated": { "exitCode": 1 } } }] }),
+        )));
+        assert!(
+            matches!(&fetch, Verdict::Failed(why) if why.contains("fetch its workspace")),
+            "{fetch:?}"
+        );
+        let pending = of(Some(&pod(
+            json!({ "phase": "Pending", "conditions": [{ "type": "PodScheduled", "status": "False", "message": "0/3 nodes are available" }] }),
+        )));
+        assert_eq!(
+            pending,
+            Verdict::Waiting(Some("waiting for a node: 0/3 nodes are available".into()))
+        );
     }
 }

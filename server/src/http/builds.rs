@@ -39,7 +39,11 @@ async fn fetch(
     Path((run, step)): Path<(i64, i64)>,
     Query(ticket): Query<Ticket>,
 ) -> Response {
-    let Ok(path) = state.app.build_archives.take_fetch(run, step, &ticket.token) else {
+    let Ok(path) = state
+        .app
+        .build_archives
+        .take_fetch(run, step, &ticket.token)
+    else {
         return not_found();
     };
     match tokio::fs::File::open(&path).await {
@@ -58,7 +62,11 @@ async fn upload(
     Query(ticket): Query<Ticket>,
     body: Body,
 ) -> Response {
-    let Ok((path, done)) = state.app.build_archives.take_upload(run, step, &ticket.token) else {
+    let Ok((path, done)) = state
+        .app
+        .build_archives
+        .take_upload(run, step, &ticket.token)
+    else {
         return not_found();
     };
     // The export limits, and a tar header for each file it may hold.

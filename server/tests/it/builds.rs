@@ -110,7 +110,9 @@ async fn setup(pipeline_yaml: &str) -> Builds {
     }
     let secret = axum::http::Request::put("/api/v1/secrets/API_TOKEN")
         .header("content-type", "application/json")
-        .body(axum::body::Body::from(json!({ "value": SECRET }).to_string()))
+        .body(axum::body::Body::from(
+            json!({ "value": SECRET }).to_string(),
+        ))
         .expect("request");
     assert_eq!(app.request(secret).await.status, 204);
     app.start_flow().await;
@@ -201,28 +203,58 @@ async fn a_push_builds_on_the_build_cluster_and_deploys_to_the_target() {
         let run = finished(&setup.app, &sha).await;
         let build_log = step_log(&setup.app, &run, "build").await;
         let test_log = step_log(&setup.app, &run, "test").await;
-        assert_eq!(run["run"]["state"], "succeeded", "{build_log}\n{test_log}\n{run}");
-        assert!(build_log.contains("runs as pod gantry-shop-"), "{build_log}");
-        assert!(build_log.contains("building shop in /workspace, workspace /workspace"), "{build_log}");
+        assert_eq!(
+            run["run"]["state"], "succeeded",
+            "{build_log}\n{test_log}\n{run}"
+        );
+        assert!(
+            build_log.contains("runs as pod gantry-shop-"),
+            "{build_log}"
+        );
+        assert!(
+            build_log.contains("building shop in /workspace, workspace /workspace"),
+            "{build_log}"
+        );
         // Its secret, masked; never any other step's.
-        assert!(build_log.contains("token=") && !build_log.contains(SECRET), "{build_log}");
+        assert!(
+            build_log.contains("token=") && !build_log.contains(SECRET),
+            "{build_log}"
+        );
         assert!(test_log.contains("token in test: []"), "{test_log}");
-        assert!(build_log.contains("no service account token"), "{build_log}");
+        assert!(
+            build_log.contains("no service account token"),
+            "{build_log}"
+        );
         // What steps may see of the pipeline folder, and nothing else.
         assert!(build_log.contains("pipeline.yaml"), "{build_log}");
-        assert!(!build_log.contains("app.yaml") && !build_log.contains("deploy"), "{build_log}");
+        assert!(
+            !build_log.contains("app.yaml") && !build_log.contains("deploy"),
+            "{build_log}"
+        );
         // The workspace went from one pod to the next, through Gantry.
         let short: String = sha.chars().take(7).collect();
-        assert!(test_log.contains(&format!("artifact-{short}")), "{test_log}");
+        assert!(
+            test_log.contains(&format!("artifact-{short}")),
+            "{test_log}"
+        );
         // The test pod's JUnit report was read once the checkout came back.
         let report = &run["reports"][0];
-        assert_eq!((report["passed"].as_i64(), report["failed"].as_i64()), (Some(1), Some(1)), "{run}");
+        assert_eq!(
+            (report["passed"].as_i64(), report["failed"].as_i64()),
+            (Some(1), Some(1)),
+            "{run}"
+        );
         // Deployed by Gantry to the target, not from a pod.
         let config_map = setup
             .prod
             .store()
             .object("", "configmaps", "shop-production", "built")
-            .or_else(|| setup.prod.store().object("", "configmaps", "default", "built"));
+            .or_else(|| {
+                setup
+                    .prod
+                    .store()
+                    .object("", "configmaps", "default", "built")
+            });
         assert!(config_map.is_some(), "deployed to prod");
         assert!(step(&run, "deploy")["state"] == "succeeded");
         // Nothing left behind on the build cluster.
@@ -230,6 +262,172 @@ async fn a_push_builds_on_the_build_cluster_and_deploys_to_the_target() {
             left_on(&setup.build).is_empty().then_some(())
         })
         .await;
+        setup.app.stop().await;
+    })
+    .await;
+}
+
+/// The `build` step of a one-step pipeline on the build cluster.
+fn one_step(step: &str) -> String {
+    format!(
+        "apiVersion: gantry.dev/v1\nexecutor: {{ kubernetes: {{ cluster: build, namespace: builds, image: test/shell }} }}\nsteps:\n{step}"
+    )
+}
+
+async fn run_id(app: &TestApp, sha: &str) -> i64 {
+    wait_for("the run to start", MINUTE, || async {
+        let runs = app.get("/api/v1/runs").await.json();
+        runs.as_array()?
+            .iter()
+            .find(|r| r["commit_sha"] == sha)
+            .and_then(|r| r["id"].as_i64())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_out_of_memory_step_says_oomkilled_and_a_missing_image_says_so_at_once() {
+    crate::support::bounded(async {
+        let mut setup = setup(&one_step(
+            "  - name: hog\n    resources: { memory: 64Mi }\n    run: \"echo filling; tail /dev/zero\"\n    timeout: 10m\n",
+        ))
+        .await;
+        let run = finished(&setup.app, &setup.repo.head("master")).await;
+        let hog = step(&run, "hog");
+        assert_eq!(hog["state"], "failed", "{run}");
+        assert_eq!(
+            hog["error"],
+            "was stopped: it used more than its memory limit (OOMKilled)"
+        );
+        let log = step_log(&setup.app, &run, "hog").await;
+        assert!(log.contains("filling") && log.contains("OOMKilled"), "{log}");
+        assert!(left_on(&setup.build).is_empty(), "{:?}", left_on(&setup.build));
+        setup.app.stop().await;
+
+        let mut setup = setup_missing_image().await;
+        let run = finished(&setup.app, &setup.repo.head("master")).await;
+        let error = step(&run, "build")["error"].as_str().unwrap_or_default().to_string();
+        assert!(
+            error.starts_with("image registry.example.com/nope:1 cannot be pulled (ErrImagePull"),
+            "{error}"
+        );
+        assert!(left_on(&setup.build).is_empty(), "{:?}", left_on(&setup.build));
+        setup.app.stop().await;
+    })
+    .await;
+}
+
+async fn setup_missing_image() -> Builds {
+    setup(&one_step(
+        "  - name: build\n    image: registry.example.com/nope:1\n    run: \"echo never\"\n",
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn a_log_stream_cut_again_and_again_loses_no_line_and_repeats_none() {
+    crate::support::bounded(async {
+        let mut setup = setup(&one_step(
+            "  - name: talk\n    run: \"for i in $(seq 1 60); do echo line $i; sleep 0.03; done\"\n",
+        ))
+        .await;
+        // Every followed log breaks off 150 ms after it opened.
+        setup.build.set_faults(kube_emulator::Faults {
+            cut_logs_after: Duration::from_millis(150),
+            ..Default::default()
+        });
+        let run = finished(&setup.app, &setup.repo.head("master")).await;
+        assert_eq!(run["run"]["state"], "succeeded", "{run}");
+        let log = step_log(&setup.app, &run, "talk").await;
+        let lines: Vec<&str> = log.lines().filter(|l| l.starts_with("line ")).collect();
+        let expected: Vec<String> = (1..=60).map(|i| format!("line {i}")).collect();
+        assert_eq!(lines, expected, "{log}");
+        setup.app.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_cancelled_build_keeps_its_log_leaves_no_pod_and_its_urls_die_with_it() {
+    crate::support::bounded(async {
+        let mut setup = setup(&one_step(
+            "  - name: wait\n    secrets: [API_TOKEN]\n    run: \"echo started; sleep 120\"\n",
+        ))
+        .await;
+        let sha = setup.repo.head("master");
+        let id = run_id(&setup.app, &sha).await;
+        // The pod, as the cluster has it, with its one-time URLs.
+        let pod = wait_for("the build pod", MINUTE, || async {
+            setup
+                .build
+                .store()
+                .objects_of("", "pods")
+                .into_iter()
+                .map(|(_, pod)| pod)
+                .find(|pod| pod["status"]["phase"] == "Running")
+        })
+        .await;
+        let fetch_url = pod["spec"]["initContainers"][0]["args"][2]
+            .as_str()
+            .expect("the fetch URL")
+            .to_string();
+        let upload_url = pod["spec"]["containers"][1]["args"][2]
+            .as_str()
+            .expect("the upload URL")
+            .to_string();
+        // Its secret exists, owned by the pod.
+        let secrets = setup.build.store().objects_of("", "secrets");
+        assert_eq!(secrets.len(), 1, "{secrets:?}");
+        assert_eq!(
+            secrets[0].1["metadata"]["ownerReferences"][0]["kind"],
+            "Pod"
+        );
+        let http = reqwest::Client::new();
+        // Used already (by the pod's fetch), it does not open again.
+        assert_eq!(http.get(&fetch_url).send().await.unwrap().status(), 404);
+        wait_for("the step to print", MINUTE, || async {
+            let detail = setup.app.get(&format!("/api/v1/runs/{id}")).await.json();
+            let log = step_log(&setup.app, &detail, "wait").await;
+            log.contains("started").then_some(())
+        })
+        .await;
+        // The upload URL under another run's number is refused.
+        let elsewhere = upload_url.replace(&format!("/runs/{id}/"), &format!("/runs/{}/", id + 1));
+        assert_eq!(
+            http.put(&elsewhere)
+                .body("x")
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            404
+        );
+        let cancel = setup
+            .app
+            .post_json(&format!("/api/v1/runs/{id}/cancel"), json!({}))
+            .await;
+        assert_eq!(cancel.status, 202);
+        let run = finished(&setup.app, &sha).await;
+        assert_eq!(run["run"]["state"], "cancelled", "{run}");
+        let log = step_log(&setup.app, &run, "wait").await;
+        assert!(log.contains("started"), "the log it had: {log}");
+        assert!(log.contains("the step's pod was deleted"), "{log}");
+        // Gone when the step was over, its secret with it.
+        assert!(
+            left_on(&setup.build).is_empty(),
+            "{:?}",
+            left_on(&setup.build)
+        );
+        // Its URLs died with the run.
+        assert_eq!(
+            http.put(&upload_url)
+                .body("x")
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            404
+        );
         setup.app.stop().await;
     })
     .await;

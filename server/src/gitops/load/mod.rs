@@ -477,18 +477,23 @@ pub fn load_admin(
 /// the build pods' settings.
 fn admin_builds(raw: RawBuilds, issues: &mut Issues<'_>) -> BuildSettings {
     let mut pod = BuildPod::default();
-    let security = raw.pod.security.map(|security| match security.value.as_str() {
-        "restricted" => PodSecurity::Restricted,
-        "baseline" => PodSecurity::Baseline,
-        other => {
-            issues.at(
-                security.referenced,
-                "builds.pod.security",
-                format!("unknown pod security level {other:?}; expected restricted or baseline"),
-            );
-            PodSecurity::Restricted
-        }
-    });
+    let security = raw
+        .pod
+        .security
+        .map(|security| match security.value.as_str() {
+            "restricted" => PodSecurity::Restricted,
+            "baseline" => PodSecurity::Baseline,
+            other => {
+                issues.at(
+                    security.referenced,
+                    "builds.pod.security",
+                    format!(
+                        "unknown pod security level {other:?}; expected restricted or baseline"
+                    ),
+                );
+                PodSecurity::Restricted
+            }
+        });
     pod.security = security.unwrap_or_default();
     pod.read_only_root = raw.pod.read_only_root.unwrap_or(true);
     pod.node_selector = raw.pod.node_selector;
@@ -502,7 +507,11 @@ fn admin_builds(raw: RawBuilds, issues: &mut Issues<'_>) -> BuildSettings {
         if let Some(name) = name
             && !dns_subdomain(name)
         {
-            issues.at(Location::UNKNOWN, field, format!("{name:?} is not a Kubernetes name"));
+            issues.at(
+                Location::UNKNOWN,
+                field,
+                format!("{name:?} is not a Kubernetes name"),
+            );
         }
     }
     let executor = raw
@@ -531,7 +540,10 @@ fn dns_subdomain(name: &str) -> bool {
 
 /// An image reference as a pod spec takes it: not empty, no spaces.
 fn check_image(image: &str) -> Result<(), Rejected> {
-    if image.is_empty() || image.len() > 512 || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if image.is_empty()
+        || image.len() > 512
+        || image.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         Err(format!("{image:?} is not an image reference (e.g. debian:12 or registry.example.com/builder@sha256:...)").into())
     } else {
         Ok(())
@@ -545,7 +557,9 @@ fn executor_of(raw: Spanned<RawExecutor>, field: &str, issues: &mut Issues<'_>) 
     match raw.value {
         RawExecutor::Local => Executor::Local,
         RawExecutor::Kubernetes(kube) => {
-            let namespace = kube.namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+            let namespace = kube
+                .namespace
+                .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
             if !valid_namespace(&namespace) {
                 issues.at(
                     raw.referenced,
@@ -556,7 +570,11 @@ fn executor_of(raw: Spanned<RawExecutor>, field: &str, issues: &mut Issues<'_>) 
             if let Some(image) = &kube.image
                 && let Err(message) = check_image(image)
             {
-                issues.at(raw.referenced, format!("{field}.kubernetes.image"), message.0);
+                issues.at(
+                    raw.referenced,
+                    format!("{field}.kubernetes.image"),
+                    message.0,
+                );
             }
             Executor::Kubernetes(KubernetesExecutor {
                 cluster: kube.cluster,
@@ -687,12 +705,14 @@ pub fn guarded(mut config: AppConfig, admin: &AdminFile) -> Result<AppConfig, Ve
         .executor
         .iter()
         .map(|executor| ("executor".to_string(), executor))
-        .chain(config.pipeline.steps.iter().filter_map(|step| match step {
-            Step::Command(step) => step
-                .executor
-                .as_ref()
-                .map(|executor| (format!("steps.{}.executor", step.name), executor)),
-            Step::Deploy => None,
+        .chain(config.pipeline.steps.iter().filter_map(|step| {
+            match step {
+                Step::Command(step) => step
+                    .executor
+                    .as_ref()
+                    .map(|executor| (format!("steps.{}.executor", step.name), executor)),
+                Step::Deploy => None,
+            }
         }));
     let mut issues = issues;
     for (field, executor) in build_clusters {

@@ -336,8 +336,12 @@ async fn on_cluster(
             StepResult::failed(error.to_string())
         }
     };
-    if matches!(result.state, StepState::Succeeded | StepState::Failed) && result.exit_code.is_some() {
-        app.sandbox.hand_over(&workspace.app(), workspace.user_ids()).await?;
+    if matches!(result.state, StepState::Succeeded | StepState::Failed)
+        && result.exit_code.is_some()
+    {
+        app.sandbox
+            .hand_over(&workspace.app(), workspace.user_ids())
+            .await?;
         read_reports(app, on.step_id, step, workspace, &mut sink).await?;
     }
     sink.finish().await?;
