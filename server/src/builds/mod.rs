@@ -7,6 +7,7 @@
 //! stay in Gantry, which alone holds the target clusters' credentials.
 
 pub mod archive;
+pub mod cleanup;
 pub mod follow;
 pub mod pod;
 pub mod step;

@@ -13,7 +13,15 @@ use crate::db::{self, Backend};
 use crate::state::App;
 
 /// The elected loops, by name.
-pub const LOOPS: [&str; 6] = ["scan", "plan", "expiry", "drift", "stability", "delivery"];
+pub const LOOPS: [&str; 7] = [
+    "scan",
+    "plan",
+    "expiry",
+    "drift",
+    "stability",
+    "delivery",
+    "builds",
+];
 
 fn lease_millis(app: &App) -> i64 {
     i64::try_from(app.config.runner_lease.as_millis()).unwrap_or(i64::MAX)

@@ -172,6 +172,15 @@ fn spawn(app: &Arc<App>) -> Vec<JoinHandle<()>> {
         let client = client.clone();
         async move { crate::notify::deliver::send_due(&app.notifier(), &client).await }
     })));
+    // Build pods whose run ended or moved on, collected by label.
+    let builds = Schedule::every("builds", "collecting build pods", Duration::from_secs(60))
+        .elected()
+        .at_start();
+    jobs.push(tokio::spawn(drive(app.clone(), builds, |app| async move {
+        crate::builds::cleanup::collect(&app.builds(), &app.db)
+            .await
+            .map(|_| ())
+    })));
     jobs.push(tokio::spawn(runner::run_loop(app.clone())));
     if app.db.backend() == Backend::Postgres {
         // Runs whose replica stopped renewing their lease are taken over.

@@ -432,3 +432,44 @@ async fn a_cancelled_build_keeps_its_log_leaves_no_pod_and_its_urls_die_with_it(
     })
     .await;
 }
+
+#[tokio::test]
+async fn orphaned_build_pods_are_collected_and_another_gantrys_are_left_alone() {
+    crate::support::bounded(async {
+        let mut setup = setup(&one_step("  - name: build\n    run: \"echo built\"\n")).await;
+        let sha = setup.repo.head("master");
+        let run = finished(&setup.app, &sha).await;
+        assert_eq!(run["run"]["state"], "succeeded", "{run}");
+        let id = run["run"]["id"].as_i64().unwrap();
+        // Left by a Gantry that crashed mid-step, and one of another Gantry
+        // building in the same namespace.
+        let instance = gantry::builds::pod::label_value(&setup.app.state.instance_tag);
+        for (name, instance) in [("orphan", instance.as_str()), ("theirs", "another-gantry")] {
+            let pod = json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": { "name": name, "labels": {
+                    "app.kubernetes.io/managed-by": "gantry-builds", "gantry.dev/instance": instance,
+                    "gantry.dev/run": id.to_string(), "gantry.dev/attempt": "1" } },
+                "spec": { "restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+                    "containers": [{ "name": "step", "image": "test/shell", "args": ["-c", "sleep 60"] }] },
+            });
+            let created = reqwest::Client::new()
+                .post(format!("{}/api/v1/namespaces/builds/pods", setup.build.url()))
+                .json(&pod)
+                .send()
+                .await
+                .unwrap();
+            assert!(created.status().is_success());
+        }
+        let collected = gantry::builds::cleanup::collect(&setup.app.state.builds(), &setup.app.state.db)
+            .await
+            .expect("collect");
+        assert_eq!(collected, 1);
+        wait_for("the orphan to go", MINUTE, || async {
+            (left_on(&setup.build) == ["pods/theirs"]).then_some(())
+        })
+        .await;
+        setup.app.stop().await;
+    })
+    .await;
+}
