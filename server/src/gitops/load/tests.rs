@@ -666,3 +666,126 @@ fn an_app_cannot_grant_itself_guardrails() {
     let guarded = guarded(config, &admin).expect("any cluster");
     assert!(guarded.guardrails.cluster_kinds.is_empty());
 }
+
+const BUILDS_ON_A_CLUSTER: &str = "apiVersion: gantry.dev/v1
+executor: { kubernetes: { cluster: build, image: rust:1.95 } }
+steps:
+  - { name: build, run: make, image: \"registry.example.com/builder@sha256:abc\" }
+  - { name: lint, run: make lint, executor: local }
+";
+
+#[test]
+fn an_executor_is_local_or_a_cluster_with_its_image_per_step() {
+    let config = load_app(
+        "shop",
+        Some("apiVersion: gantry.dev/v1\nsource: /srv/shop.git\n"),
+        Some(BUILDS_ON_A_CLUSTER),
+        &[],
+    )
+    .expect("valid");
+    let Step::Command(build) = &config.pipeline.steps[0] else {
+        panic!("a command")
+    };
+    let Step::Command(lint) = &config.pipeline.steps[1] else {
+        panic!("a command")
+    };
+    assert_eq!(
+        config.executor_of(build),
+        Executor::Kubernetes(KubernetesExecutor {
+            cluster: "build".into(),
+            namespace: DEFAULT_NAMESPACE.into(),
+            image: Some("rust:1.95".into()),
+        })
+    );
+    assert_eq!(
+        build.image.as_deref(),
+        Some("registry.example.com/builder@sha256:abc")
+    );
+    assert_eq!(config.executor_of(lint), Executor::Local);
+    // Bad values name their field.
+    for (pipeline, field, says) in [
+        (
+            "executor: docker\nsteps: [deploy]\n",
+            "executor",
+            "unknown executor \"docker\"",
+        ),
+        (
+            "executor: { kubernetes: { cluster: b, namespace: Bad_NS } }\nsteps: [deploy]\n",
+            "executor.kubernetes.namespace",
+            "not a namespace name",
+        ),
+        (
+            "steps:\n  - { name: a, run: x, image: \"two words\" }\n",
+            "steps[0].image",
+            "not an image reference",
+        ),
+    ] {
+        let found = issues(APP, &format!("apiVersion: gantry.dev/v1\n{pipeline}"));
+        assert!(
+            found
+                .iter()
+                .any(|i| (i.field == field || field == "executor") && i.message.contains(says)),
+            "{pipeline}: {found:?}"
+        );
+    }
+}
+
+// An app's code runs where its builds run: an app cannot send its builds
+// to a cluster the admins did not list (production, say), nor set its
+// build pods' node selector, service account or security level.
+#[test]
+fn builds_run_only_on_clusters_the_admins_list_with_the_admins_pod_settings() {
+    let config = |pipeline: &str| {
+        load_app(
+            "shop",
+            Some("apiVersion: gantry.dev/v1\nsource: /srv/shop.git\n"),
+            Some(pipeline),
+            &[],
+        )
+    };
+    let on_prod =
+        config(&BUILDS_ON_A_CLUSTER.replace("cluster: build", "cluster: prod")).expect("loads");
+    let admin = load_admin(
+        Some("apiVersion: gantry.dev/v1\nbuilds:\n  clusters: [build]\n  pod:\n    node_selector: { pool: builds }\n    service_account: builder\n    security: baseline\n"),
+        &[],
+    )
+    .expect("admin file");
+    let refused = guarded(on_prod, &admin).expect_err("prod is not a build cluster");
+    assert_eq!(refused[0].field, "executor.kubernetes.cluster");
+    assert!(
+        refused[0]
+            .message
+            .contains("\"prod\" is not a build cluster"),
+        "{refused:?}"
+    );
+    assert!(
+        guarded(
+            config(BUILDS_ON_A_CLUSTER).expect("loads"),
+            &load_admin(None, &[]).unwrap()
+        )
+        .is_err(),
+        "no admin file: no build cluster"
+    );
+    let allowed =
+        guarded(config(BUILDS_ON_A_CLUSTER).expect("loads"), &admin).expect("build is listed");
+    assert_eq!(
+        allowed.builds.pod.service_account.as_deref(),
+        Some("builder")
+    );
+    assert_eq!(allowed.builds.pod.security, PodSecurity::Baseline);
+    // pipeline.yaml has no say in them.
+    let found = issues(
+        APP,
+        "apiVersion: gantry.dev/v1\nsteps:\n  - { name: a, run: x, service_account: admin }\n",
+    );
+    assert!(
+        found.iter().any(|i| i.message.contains("service_account")),
+        "{found:?}"
+    );
+    let bad = load_admin(
+        Some("apiVersion: gantry.dev/v1\nbuilds:\n  pod: { security: privileged }\n"),
+        &[],
+    )
+    .expect_err("unknown level");
+    assert!(bad[0].message.contains("restricted or baseline"), "{bad:?}");
+}
