@@ -130,6 +130,20 @@ impl App {
             callback: &self.config.builds_callback_url,
             instance: &self.instance_tag,
             limits: self.config.git_export_limits,
+            fallback: self.default_executor(),
+        }
+    }
+
+    /// The server's `builds.executor`, as the pipeline's executors are.
+    pub fn default_executor(&self) -> crate::gitops::builds::Executor {
+        use crate::gitops::builds::{Executor, KubernetesExecutor};
+        match &self.config.builds_executor {
+            None => Executor::Local,
+            Some(place) => Executor::Kubernetes(KubernetesExecutor {
+                cluster: place.cluster.clone(),
+                namespace: place.namespace.clone(),
+                image: None,
+            }),
         }
     }
 

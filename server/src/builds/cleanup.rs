@@ -19,9 +19,9 @@ use crate::gitops::builds::Executor;
 use crate::gitops::schema::{AppConfig, Step};
 
 /// The (cluster, namespace) pairs a configuration builds in.
-fn places(config: &AppConfig) -> Vec<(String, String)> {
+fn places(config: &AppConfig, fallback: &Executor) -> Vec<(String, String)> {
     let steps = config.pipeline.steps.iter().filter_map(|step| match step {
-        Step::Command(step) => Some(config.executor_of(step)),
+        Step::Command(step) => Some(config.executor_of(step, fallback)),
         Step::Deploy => None,
     });
     steps
@@ -38,7 +38,7 @@ pub async fn collect(builds: &Builds<'_>, db: &Db) -> Result<usize, BuildError> 
     let mut everywhere = BTreeSet::new();
     for app_row in db::apps::list_active(db.pool()).await? {
         if let Ok(config) = crate::configs::stored(&app_row) {
-            everywhere.extend(places(&config));
+            everywhere.extend(places(&config, &builds.fallback));
         }
     }
     let selector = format!(

@@ -228,6 +228,61 @@ pub fn name(app: &str, run_id: i64, attempt: i64, position: usize) -> String {
     format!("gantry-{app}-{run_id}-{attempt}-{position}-{suffix}")
 }
 
+/// The `restricted` level's checks, as the Pod Security Standards
+/// write them, on every container and the pod.
+pub fn restricted_violations(pod: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    let spec = &pod["spec"];
+    for field in ["hostNetwork", "hostPID", "hostIPC"] {
+        if spec[field] == true {
+            found.push(format!("spec.{field}"));
+        }
+    }
+    if spec["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|v| v["hostPath"].is_object())
+    {
+        found.push("a hostPath volume".into());
+    }
+    let pod_non_root = spec["securityContext"]["runAsNonRoot"] == true;
+    let pod_seccomp = spec["securityContext"]["seccompProfile"]["type"].as_str();
+    for list in ["initContainers", "containers"] {
+        for c in spec[list].as_array().into_iter().flatten() {
+            let name = c["name"].as_str().unwrap_or_default();
+            let sc = &c["securityContext"];
+            if sc["allowPrivilegeEscalation"] != false {
+                found.push(format!("{name}: allowPrivilegeEscalation"));
+            }
+            if sc["privileged"] == true {
+                found.push(format!("{name}: privileged"));
+            }
+            let dropped = sc["capabilities"]["drop"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|c| c == "ALL"));
+            if !dropped
+                || sc["capabilities"]["add"]
+                    .as_array()
+                    .is_some_and(|a| !a.is_empty())
+            {
+                found.push(format!("{name}: capabilities"));
+            }
+            if !(pod_non_root || sc["runAsNonRoot"] == true) || sc["runAsNonRoot"] == false {
+                found.push(format!("{name}: runAsNonRoot"));
+            }
+            if sc["runAsUser"] == 0 || spec["securityContext"]["runAsUser"] == 0 {
+                found.push(format!("{name}: runAsUser 0"));
+            }
+            let seccomp = sc["seccompProfile"]["type"].as_str().or(pod_seccomp);
+            if !matches!(seccomp, Some("RuntimeDefault" | "Localhost")) {
+                found.push(format!("{name}: seccompProfile"));
+            }
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,61 +311,6 @@ mod tests {
             upload_url: "http://gantry/upload",
             settings,
         })
-    }
-
-    /// The `restricted` level's checks, as the Pod Security Standards
-    /// write them, on every container and the pod.
-    pub fn restricted_violations(pod: &Value) -> Vec<String> {
-        let mut found = Vec::new();
-        let spec = &pod["spec"];
-        for field in ["hostNetwork", "hostPID", "hostIPC"] {
-            if spec[field] == true {
-                found.push(format!("spec.{field}"));
-            }
-        }
-        if spec["volumes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|v| v["hostPath"].is_object())
-        {
-            found.push("a hostPath volume".into());
-        }
-        let pod_non_root = spec["securityContext"]["runAsNonRoot"] == true;
-        let pod_seccomp = spec["securityContext"]["seccompProfile"]["type"].as_str();
-        for list in ["initContainers", "containers"] {
-            for c in spec[list].as_array().into_iter().flatten() {
-                let name = c["name"].as_str().unwrap_or_default();
-                let sc = &c["securityContext"];
-                if sc["allowPrivilegeEscalation"] != false {
-                    found.push(format!("{name}: allowPrivilegeEscalation"));
-                }
-                if sc["privileged"] == true {
-                    found.push(format!("{name}: privileged"));
-                }
-                let dropped = sc["capabilities"]["drop"]
-                    .as_array()
-                    .is_some_and(|d| d.iter().any(|c| c == "ALL"));
-                if !dropped
-                    || sc["capabilities"]["add"]
-                        .as_array()
-                        .is_some_and(|a| !a.is_empty())
-                {
-                    found.push(format!("{name}: capabilities"));
-                }
-                if !(pod_non_root || sc["runAsNonRoot"] == true) || sc["runAsNonRoot"] == false {
-                    found.push(format!("{name}: runAsNonRoot"));
-                }
-                if sc["runAsUser"] == 0 || spec["securityContext"]["runAsUser"] == 0 {
-                    found.push(format!("{name}: runAsUser 0"));
-                }
-                let seccomp = sc["seccompProfile"]["type"].as_str().or(pod_seccomp);
-                if !matches!(seccomp, Some("RuntimeDefault" | "Localhost")) {
-                    found.push(format!("{name}: seccompProfile"));
-                }
-            }
-        }
-        found
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub struct Builds<'a> {
     pub callback: &'a url::Url,
     pub instance: &'a str,
     pub limits: ExportLimits,
+    /// Where steps run when nothing in the pipeline repo says.
+    pub fallback: crate::gitops::builds::Executor,
 }
 
 /// The step to run.

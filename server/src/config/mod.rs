@@ -264,6 +264,14 @@ pub struct Config {
     /// out): the public URL unless set — with several replicas, each
     /// replica's own address.
     pub builds_callback_url: url::Url,
+    /// `builds.executor`: where steps run when neither their pipeline nor
+    /// the pipeline repo's admin file says — `local` (None) or a build
+    /// cluster and namespace (`kubernetes:<cluster>[/<namespace>]`).
+    pub builds_executor: Option<BuildCluster>,
+    /// `builds.local`: local steps and the local target are allowed (the
+    /// default) or refused (`refuse`: a Gantry in a cluster, whose pod
+    /// has no sandbox to give them).
+    pub builds_local: bool,
     /// Environments of the local target are served on
     /// `<env>--<app>.<preview_domain>`: a host of their own, never the
     /// dashboard's (default: the public URL's host, e.g. `*.localhost`).
@@ -356,6 +364,41 @@ struct FileConfig {
 struct BuildsSection {
     helper_image: Option<String>,
     callback_url: Option<String>,
+    executor: Option<String>,
+    local: Option<String>,
+}
+
+/// A build cluster and namespace (`builds.executor`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuildCluster {
+    pub cluster: String,
+    pub namespace: String,
+}
+
+/// `local`, or `kubernetes:<cluster>[/<namespace>]`.
+fn parse_executor(text: &str) -> Result<Option<BuildCluster>, Rejected> {
+    let text = text.trim();
+    if text == "local" {
+        return Ok(None);
+    }
+    let Some(place) = text.strip_prefix("kubernetes:") else {
+        return Err("expected `local` or `kubernetes:<cluster>[/<namespace>]`".into());
+    };
+    let (cluster, namespace) = place.split_once('/').unwrap_or((place, "gantry-builds"));
+    let label = |name: &str| {
+        !name.is_empty()
+            && name.len() <= 63
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    if !label(cluster) || !label(namespace) {
+        return Err(format!("{text:?}: the cluster and namespace are lowercase names").into());
+    }
+    Ok(Some(BuildCluster {
+        cluster: cluster.to_string(),
+        namespace: namespace.to_string(),
+    }))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -773,6 +816,28 @@ impl Config {
             None,
             parse_public_url,
         )?;
+        let builds_executor = layers.resolve(
+            "builds.executor",
+            "local",
+            file.builds.executor.clone(),
+            Some("GANTRY_BUILDS_EXECUTOR"),
+            None,
+            parse_executor,
+        )?;
+        let builds_local = layers.resolve(
+            "builds.local",
+            "allow",
+            file.builds.local.clone(),
+            Some("GANTRY_BUILDS_LOCAL"),
+            None,
+            |text| match text {
+                "allow" => Ok(true),
+                "refuse" => Ok(false),
+                _ => Err(
+                    "expected `allow` or `refuse` (local steps and the local target)".to_string(),
+                ),
+            },
+        )?;
         let sandbox_helper = layers.resolve(
             "runner.helper",
             &default_helper.display().to_string(),
@@ -1081,6 +1146,8 @@ impl Config {
             helm_path,
             builds_helper_image,
             builds_callback_url,
+            builds_executor,
+            builds_local,
             preview_domain,
             trusted_proxies,
             allowed_hosts,

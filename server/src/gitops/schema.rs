@@ -47,13 +47,17 @@ pub struct AppConfig {
 
 impl AppConfig {
     /// Where `step` runs: its own executor, else the pipeline's, else the
-    /// admins' default, else locally.
-    pub fn executor_of(&self, step: &CommandStep) -> super::builds::Executor {
+    /// admin file's default, else `fallback` (the server's `builds.executor`).
+    pub fn executor_of(
+        &self,
+        step: &CommandStep,
+        fallback: &super::builds::Executor,
+    ) -> super::builds::Executor {
         step.executor
             .clone()
             .or_else(|| self.pipeline.executor.clone())
             .or_else(|| self.builds.executor.clone())
-            .unwrap_or(super::builds::Executor::Local)
+            .unwrap_or_else(|| fallback.clone())
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use kube_emulator::{Emulator, Options};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// `.tools/bin/<name>`, as `./x tools` installs it (DESIGN.md §6).
 fn tool(name: &str) -> PathBuf {
@@ -74,6 +74,43 @@ async fn the_chart_lints_renders_and_rolls_out_with_the_rbac_gantry_asks_for() {
             "--set",
             "ingress.enabled=true",
         ]),
+    );
+    // The build namespace's Role, when asked for: what build pods need
+    // there, nothing cluster-wide.
+    let with_rbac = succeeded(
+        "helm template (builds.rbac)",
+        helm_run(&[
+            "template",
+            "gantry",
+            &chart,
+            "--namespace",
+            "gantry",
+            "--set",
+            "builds.rbac.create=true",
+        ]),
+    );
+    let role: Value = with_rbac
+        .split("\n---")
+        .filter_map(|doc| serde_saphyr::from_str::<Value>(doc).ok())
+        .find(|doc| doc["kind"] == "Role")
+        .expect("a Role");
+    assert_eq!(role["metadata"]["namespace"], "gantry-builds");
+    for (verb, resource) in [
+        ("create", "pods"),
+        ("delete", "pods"),
+        ("list", "pods"),
+        ("get", "pods/log"),
+        ("create", "secrets"),
+        ("delete", "secrets"),
+    ] {
+        assert!(
+            grants(&role, verb, "", resource),
+            "{verb} {resource}: {role}"
+        );
+    }
+    assert!(
+        !grants(&role, "get", "", "secrets"),
+        "it never reads secrets back: {role}"
     );
 
     let cluster = Emulator::start(Options::default()).await.expect("emulator");
@@ -167,6 +204,30 @@ async fn the_chart_lints_renders_and_rolls_out_with_the_rbac_gantry_asks_for() {
         "/etc/gantry/key/secret.key"
     );
     assert!(container["resources"]["requests"]["cpu"].is_string());
+    // Gantry's pod needs no privilege: builds go to pods on the cluster
+    // it runs in, and nothing runs in its own pod.
+    let pod = json!({ "spec": deployment["spec"]["template"]["spec"] });
+    assert_eq!(
+        gantry::builds::pod::restricted_violations(&pod),
+        Vec::<String>::new(),
+        "the restricted pod security level: {pod:#}"
+    );
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        variable("GANTRY_BUILDS_EXECUTOR")["value"],
+        "kubernetes:here/gantry-builds"
+    );
+    assert_eq!(variable("GANTRY_BUILDS_LOCAL")["value"], "refuse");
+    assert_eq!(
+        variable("GANTRY_BUILDS_CALLBACK_URL")["value"],
+        "http://$(POD_IP):3000/"
+    );
+    assert!(
+        store
+            .objects_of("rbac.authorization.k8s.io", "roles")
+            .is_empty(),
+        "no build namespace RBAC unless asked for"
+    );
     let pods = store
         .objects_of("", "pods")
         .into_iter()

@@ -690,7 +690,7 @@ fn an_executor_is_local_or_a_cluster_with_its_image_per_step() {
         panic!("a command")
     };
     assert_eq!(
-        config.executor_of(build),
+        config.executor_of(build, &Executor::Local),
         Executor::Kubernetes(KubernetesExecutor {
             cluster: "build".into(),
             namespace: DEFAULT_NAMESPACE.into(),
@@ -701,7 +701,7 @@ fn an_executor_is_local_or_a_cluster_with_its_image_per_step() {
         build.image.as_deref(),
         Some("registry.example.com/builder@sha256:abc")
     );
-    assert_eq!(config.executor_of(lint), Executor::Local);
+    assert_eq!(config.executor_of(lint, &Executor::Local), Executor::Local);
     // Bad values name their field.
     for (pipeline, field, says) in [
         (

@@ -144,6 +144,13 @@ pub async fn run(
         };
         return on_cluster(app, run, &on, workspace, sink, cancel).await;
     }
+    if !app.config.builds_local {
+        sink.note(super::execute::LOCAL_REFUSED).await?;
+        sink.finish().await?;
+        return Ok(StepResult::failed(
+            super::execute::LOCAL_REFUSED.to_string(),
+        ));
+    }
     let mut env: Vec<(String, String)> = vars.to_vec();
     env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     env.extend(secret_values);

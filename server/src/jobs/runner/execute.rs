@@ -23,6 +23,9 @@ use crate::runs::logs::{LogSink, RunEvent};
 use crate::runs::workspace::Workspace;
 use crate::state::App;
 
+/// Why a local step or deploy is refused where `builds.local` is `refuse`.
+pub const LOCAL_REFUSED: &str = "refused: this Gantry does not run anything on its own machine (builds.local = refuse: it runs in a cluster, without the privileges a sandbox needs); steps run on the Kubernetes executor, and the local target is not available here";
+
 /// How a run ended.
 enum Ending {
     Succeeded,
@@ -400,7 +403,7 @@ async fn run_steps(
         let result = match step {
             Step::Command(step) => {
                 let placement = command::Placement {
-                    executor: config.executor_of(step),
+                    executor: config.executor_of(step, &app.default_executor()),
                     pod: &config.builds.pod,
                     position,
                 };
@@ -408,6 +411,15 @@ async fn run_steps(
                     app, run, step_id, step, &placement, &vars, &hosts, workspace, cancel,
                 )
                 .await?
+            }
+            Step::Deploy
+                if !app.config.builds_local && entry.targets.iter().any(|t| t == LOCAL_TARGET) =>
+            {
+                let mut sink = sink(app, run.id, step_id, &masker);
+                let why = LOCAL_REFUSED.to_string();
+                sink.note(&why).await?;
+                sink.finish().await?;
+                command::StepResult::failed(why)
             }
             Step::Deploy => {
                 let mut sink = sink(app, run.id, step_id, &masker);
