@@ -49,6 +49,14 @@ data:
 /// Gantry on a real port, a build cluster with a kubelet (namespace
 /// `builds`), a target cluster `prod`, and the app `shop` with `pipeline`.
 async fn setup(pipeline_yaml: &str) -> Builds {
+    setup_with(pipeline_yaml, |_| {}).await
+}
+
+/// [`setup`] with more configuration.
+async fn setup_with(
+    pipeline_yaml: &str,
+    configure: impl FnOnce(&mut gantry::config::Config),
+) -> Builds {
     let build = Emulator::start(Options {
         kubelet: Some(kubelet()),
         ..Options::default()
@@ -96,6 +104,7 @@ async fn setup(pipeline_yaml: &str) -> Builds {
         config.public_url = url.clone();
         config.builds_callback_url = url;
         config.builds_helper_image = "gantry-helper:test".into();
+        configure(config);
     })
     .await;
     app.serve_tcp(listener);
@@ -469,6 +478,36 @@ async fn orphaned_build_pods_are_collected_and_another_gantrys_are_left_alone() 
             (left_on(&setup.build) == ["pods/theirs"]).then_some(())
         })
         .await;
+        setup.app.stop().await;
+    })
+    .await;
+}
+
+// A Gantry in a cluster (`builds.local = refuse`) runs nothing on its own
+// machine: a step that asks to run locally is refused, saying why, while
+// the server's default executor sends the others to the build cluster.
+#[tokio::test]
+async fn where_local_work_is_refused_a_local_step_fails_saying_why() {
+    crate::support::bounded(async {
+        let pipeline = "apiVersion: gantry.dev/v1\nsteps:\n  - { name: remote, run: \"echo on the cluster\", image: test/shell }\n  - { name: here, run: \"echo here\", executor: local }\n";
+        let mut setup = setup_with(pipeline, |config| {
+            config.builds_local = false;
+            config.builds_executor = Some(gantry::config::BuildCluster {
+                cluster: "build".into(),
+                namespace: "builds".into(),
+            });
+        })
+        .await;
+        let run = finished(&setup.app, &setup.repo.head("master")).await;
+        assert_eq!(step(&run, "remote")["state"], "succeeded", "{run}");
+        assert!(step_log(&setup.app, &run, "remote").await.contains("on the cluster"));
+        let here = step(&run, "here");
+        assert_eq!(here["state"], "failed");
+        assert!(
+            here["error"].as_str().unwrap_or_default().contains("builds.local = refuse"),
+            "{here}"
+        );
+        assert!(!step_log(&setup.app, &run, "here").await.contains("\nhere"));
         setup.app.stop().await;
     })
     .await;
