@@ -59,20 +59,25 @@ impl Uploaded {
 
 impl Archives {
     /// A one-time token to download `archive` for `step_id` of `run_id`.
-    pub fn fetch(&self, run_id: i64, step_id: i64, archive: PathBuf) -> String {
+    pub fn fetch(&self, run_id: i64, step_id: i64, archive: PathBuf) -> std::io::Result<String> {
         self.issue(run_id, step_id, Door::Fetch(archive))
     }
 
     /// A one-time token to upload the checkout into `into`.
-    pub fn upload(&self, run_id: i64, step_id: i64, into: PathBuf) -> (String, Uploaded) {
+    pub fn upload(
+        &self,
+        run_id: i64,
+        step_id: i64,
+        into: PathBuf,
+    ) -> std::io::Result<(String, Uploaded)> {
         let (done, uploaded) = oneshot::channel();
-        let token = self.issue(run_id, step_id, Door::Upload(into, Some(done)));
-        (token, Uploaded(uploaded))
+        let token = self.issue(run_id, step_id, Door::Upload(into, Some(done)))?;
+        Ok((token, Uploaded(uploaded)))
     }
 
-    fn issue(&self, run_id: i64, step_id: i64, door: Door) -> String {
+    fn issue(&self, run_id: i64, step_id: i64, door: Door) -> std::io::Result<String> {
         let mut bytes = [0_u8; 32];
-        getrandom::fill(&mut bytes).expect("the system's random source");
+        getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
         let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         lock(&self.tickets).insert(
             token.clone(),
@@ -82,7 +87,7 @@ impl Archives {
                 door,
             },
         );
-        token
+        Ok(token)
     }
 
     /// Uses a download ticket: the archive to send. Another run's or
@@ -369,7 +374,7 @@ mod tests {
     #[test]
     fn a_ticket_opens_once_for_its_own_run_and_step() {
         let archives = Archives::default();
-        let token = archives.fetch(7, 70, PathBuf::from("/a.tar"));
+        let token = archives.fetch(7, 70, PathBuf::from("/a.tar")).unwrap();
         assert_eq!(
             archives.take_fetch(8, 70, &token),
             Err(NoTicket),
@@ -393,7 +398,7 @@ mod tests {
             Err(NoTicket),
             "replayed"
         );
-        let (token, _uploaded) = archives.upload(7, 70, PathBuf::from("/up.tar"));
+        let (token, _uploaded) = archives.upload(7, 70, PathBuf::from("/up.tar")).unwrap();
         archives.revoke_run(7);
         assert!(
             archives.take_upload(7, 70, &token).is_err(),

@@ -221,8 +221,10 @@ pub fn label_value(text: &str) -> String {
 /// A pod name for a step's attempt: `gantry-<app>-<run>-<attempt>-<n>-<random>`,
 /// a DNS label.
 pub fn name(app: &str, run_id: i64, attempt: i64, position: usize) -> String {
+    // Run, attempt and position make it unique; the suffix keeps a step
+    // run again from meeting its earlier pod still terminating.
     let mut random = [0_u8; 3];
-    getrandom::fill(&mut random).expect("the system's random source");
+    let _ = getrandom::fill(&mut random);
     let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
     let app: String = app.chars().take(20).collect();
     format!("gantry-{app}-{run_id}-{attempt}-{position}-{suffix}")

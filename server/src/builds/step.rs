@@ -125,11 +125,11 @@ pub async fn run(
     };
     let fetch_token = builds
         .archives
-        .fetch(step.run_id, step.step_id, offered.clone());
+        .fetch(step.run_id, step.step_id, offered.clone())?;
     let (upload_token, uploaded) =
         builds
             .archives
-            .upload(step.run_id, step.step_id, returned.clone());
+            .upload(step.run_id, step.step_id, returned.clone())?;
     let name = pod::name(step.app, step.run_id, step.attempt, step.position);
     let secret = (!step.secrets.is_empty()).then(|| format!("{name}-env"));
     let manifest = pod::manifest(&PodPlan {
@@ -297,7 +297,7 @@ async fn supervise(
                 // unless the step is over and its log was read to the end.
                 end => {
                     lines = None;
-                    if verdict.ended() && matches!(end, None) {
+                    if verdict.ended() && end.is_none() {
                         drained = true;
                     }
                 }

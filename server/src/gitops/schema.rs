@@ -304,6 +304,8 @@ impl PipelineConfig {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+// A pipeline has a handful of steps: boxing the command would save nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Step {
     /// Render and apply to the environment's targets, wait until healthy.
     Deploy,

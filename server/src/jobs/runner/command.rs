@@ -274,9 +274,7 @@ async fn on_cluster(
 ) -> Result<StepResult, super::RunError> {
     let step = on.step;
     let Some(image) = step.image.as_deref().or(on.executor.image.as_deref()) else {
-        let why = format!(
-            "names no image to run in on the Kubernetes executor: set `image:` on the step or `executor.kubernetes.image` in pipeline.yaml"
-        );
+        let why = "names no image to run in on the Kubernetes executor: set `image:` on the step or `executor.kubernetes.image` in pipeline.yaml".to_string();
         sink.note(&format!("step {} {why}", step.name)).await?;
         sink.finish().await?;
         return Ok(StepResult::failed(why));

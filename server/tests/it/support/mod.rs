@@ -147,7 +147,9 @@ impl TestApp {
         };
         let mut config = test_config(data_dir.path(), database);
         configure(&mut config);
-        TestApp::boot(data_dir, config, postgres).await
+        // Boxed: the configuration and the app's start are large, and every
+        // test's future would carry them.
+        Box::pin(TestApp::boot(data_dir, config, postgres)).await
     }
 
     async fn start(
@@ -156,7 +158,7 @@ impl TestApp {
         postgres: Option<PostgresDatabase>,
     ) -> TestApp {
         let config = test_config(data_dir.path(), database);
-        TestApp::boot(data_dir, config, postgres).await
+        Box::pin(TestApp::boot(data_dir, config, postgres)).await
     }
 
     async fn boot(
