@@ -113,6 +113,8 @@ impl Gantry {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("GANTRY_LOG", "warn")
             .env("GANTRY_POLL_INTERVAL", "1s")
+            // Build pods reach this server at its own address.
+            .env("GANTRY_BUILDS_CALLBACK_URL", format!("http://{bind}/"))
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .spawn()
@@ -147,6 +149,11 @@ impl Gantry {
 }
 
 impl Gantry {
+    /// Its process id (for /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills it with SIGKILL, as a crash (or a lost machine) does.
     pub fn kill(mut self) {
         let _ = self.child.kill();

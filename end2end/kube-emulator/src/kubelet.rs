@@ -420,9 +420,15 @@ impl Run<'_> {
             let (key, name) = (key.clone(), name.clone());
             async move {
                 let Some(reader) = reader else { return };
-                let mut lines = BufReader::new(reader).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    store.write_log(&key.namespace, &key.name, &name, &format!("{line}\n"));
+                // Bytes, as a container runtime reads them: invalid UTF-8
+                // does not stop the log, and a line has no length limit.
+                let mut reader = BufReader::new(reader);
+                let mut line = Vec::new();
+                while matches!(reader.read_until(b'\n', &mut line).await, Ok(n) if n > 0) {
+                    let text = String::from_utf8_lossy(&line);
+                    let text = text.trim_end_matches('\n');
+                    store.write_log(&key.namespace, &key.name, &name, &format!("{text}\n"));
+                    line.clear();
                 }
             }
         };

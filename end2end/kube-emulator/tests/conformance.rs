@@ -297,6 +297,19 @@ fn session(chart: &str) -> Vec<Line> {
         line("… wait until it succeeded", "wait --for=jsonpath={.status.phase}=Succeeded pod/talker -n conformance --timeout=30s", prints("condition met")),
         line("logs -f of a pod that ended", "logs -f talker -n conformance", prints_exactly("one\ntwo")),
         line("… Completed in get pods", "get pod talker -n conformance", table(&["NAME", "READY", "STATUS", "RESTARTS", "AGE"], &["talker", "0/1", "Completed", "0"])),
+        line("get pods -w ends at its timeout", "get pods -n conformance -w --request-timeout=2s", Box::new(|out: &Output| {
+            let stdout = text(&out.stdout);
+            if stdout.contains("STATUS") && stdout.lines().any(|l| l.starts_with("talker ") && l.contains("Completed")) { Ok(()) } else { Err(format!("wanted the pod's row, Completed: {stdout}")) }
+        })),
+        line("describe pod", "describe pod talker -n conformance", Box::new(|out: &Output| {
+            let stdout = text(&out.stdout);
+            let wanted = ["Name:", "talker", "Status:", "Succeeded", "State:", "Terminated", "Reason:", "Completed", "Exit Code:"];
+            match wanted.iter().find(|w| !stdout.contains(*w)) {
+                None if out.status.success() => Ok(()),
+                None => Err(format!("failed: {}", text(&out.stderr))),
+                Some(missing) => Err(format!("wanted {missing:?} in: {stdout}")),
+            }
+        })),
         line("get -w as a table ends at its timeout", "get deploy -n conformance -w --request-timeout=2s", Box::new(|out: &Output| {
             let stdout = text(&out.stdout);
             if stdout.contains("UP-TO-DATE") && stdout.lines().any(|l| l.starts_with("web ")) { Ok(()) } else { Err("wanted the table of the existing deployment".into()) }

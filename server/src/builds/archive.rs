@@ -203,6 +203,14 @@ pub fn pack_into<W: Write>(folders: &[(&str, &Path)], out: W) -> std::io::Result
 /// with `..` or a root, and an archive larger or deeper than the limits.
 pub fn unpack(archive: &Path, dest: &Path, limits: &ExportLimits) -> Result<(), BuildError> {
     let refuse = |why: String| BuildError::Workspace(why);
+    // A path named in a refusal is the step's: quoted, and cut short.
+    let shown = |path: &Path| {
+        let text = format!("{:?}", path.display().to_string());
+        match text.char_indices().nth(200) {
+            Some((at, _)) => format!("{}…", &text[..at]),
+            None => text,
+        }
+    };
     std::fs::create_dir_all(dest)?;
     let mut archive = tar::Archive::new(std::io::BufReader::new(std::fs::File::open(archive)?));
     archive.set_preserve_permissions(false);
@@ -220,7 +228,7 @@ pub fn unpack(archive: &Path, dest: &Path, limits: &ExportLimits) -> Result<(), 
             .map_err(|e| refuse(format!("a bad path: {e}")))?
             .into_owned();
         entries += 1;
-        bytes += entry.header().size().unwrap_or(0);
+        bytes += entry.size();
         if entries > limits.max_entries || bytes > limits.max_bytes {
             return Err(refuse(format!(
                 "the workspace is larger than {} files or {} bytes",
@@ -233,7 +241,7 @@ pub fn unpack(archive: &Path, dest: &Path, limits: &ExportLimits) -> Result<(), 
         if !plain || path.components().count() > limits.max_depth {
             return Err(refuse(format!(
                 "{} is not a path inside the checkout",
-                path.display()
+                shown(&path)
             )));
         }
         let kind = entry.header().entry_type();
@@ -244,12 +252,9 @@ pub fn unpack(archive: &Path, dest: &Path, limits: &ExportLimits) -> Result<(), 
         // unpack_in checks that no folder on the way is a link out of dest.
         let inside = entry
             .unpack_in(dest)
-            .map_err(|e| refuse(format!("{} cannot be written: {e}", path.display())))?;
+            .map_err(|e| refuse(format!("{} cannot be written: {e}", shown(&path))))?;
         if !inside {
-            return Err(refuse(format!(
-                "{} is outside the checkout",
-                path.display()
-            )));
+            return Err(refuse(format!("{} is outside the checkout", shown(&path))));
         }
     }
     Ok(())
@@ -359,6 +364,19 @@ mod tests {
         let dest = dir.path().join("dest-hard");
         unpack(&tar, &dest, &limits()).unwrap();
         assert!(!dest.join("shadow").exists());
+        // A folder sent read-only is Gantry's to delete all the same.
+        let tar = dir.path().join("locked.tar");
+        std::fs::write(
+            &tar,
+            hostile(&[
+                ("d/x", tar::EntryType::Regular, "x"),
+                ("d", tar::EntryType::Directory, ""),
+            ]),
+        )
+        .unwrap();
+        let dest = dir.path().join("dest-locked");
+        unpack(&tar, &dest, &limits()).unwrap();
+        std::fs::remove_dir_all(&dest).expect("removable");
     }
 
     #[test]

@@ -8,6 +8,9 @@ use std::pin::Pin;
 
 use futures_util::{AsyncBufReadExt, Stream};
 
+/// The longest piece of a line read at once.
+const MAX_PIECE: u64 = 64 * 1024;
+
 /// A log's lines as bytes, each with its timestamp in front.
 pub type Lines = Pin<Box<dyn Stream<Item = std::io::Result<Vec<u8>>> + Send>>;
 
@@ -34,8 +37,13 @@ pub async fn open(
     Ok(Box::pin(futures_util::stream::unfold(
         reader,
         |mut reader| async move {
+            // A line without an end (a step printing gigabytes of it) comes
+            // in pieces: memory stays bounded, the log's own cap applies.
             let mut line = Vec::new();
-            match reader.read_until(b'\n', &mut line).await {
+            match futures_util::AsyncReadExt::take(&mut reader, MAX_PIECE)
+                .read_until(b'\n', &mut line)
+                .await
+            {
                 Ok(0) => None,
                 Ok(_) => {
                     if line.last() == Some(&b'\n') {

@@ -429,6 +429,7 @@ async fn take_back(
     }
     let app = step.workspace.app();
     let old = step.workspace.root.join("app.old");
+    let _ = tokio::fs::remove_dir_all(&old).await;
     tokio::fs::rename(&app, &old).await?;
     tokio::fs::rename(&next, &app).await?;
     let _ = tokio::fs::remove_dir_all(&old).await;

@@ -33,7 +33,8 @@ pub const DEFAULT_NAMESPACE: &str = "gantry-builds";
 /// `gantry.yaml`'s `builds:` section.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuildSettings {
-    /// The clusters apps may build on (besides the default executor's).
+    /// Where apps may build (besides the default executor's place):
+    /// `<cluster>` (namespace `gantry-builds`) or `<cluster>/<namespace>`.
     pub clusters: Vec<String>,
     /// The executor of apps whose pipeline names none.
     pub executor: Option<Executor>,
@@ -41,10 +42,17 @@ pub struct BuildSettings {
 }
 
 impl BuildSettings {
-    /// Whether an app may run builds on `cluster`.
-    pub fn allows(&self, cluster: &str) -> bool {
-        self.clusters.iter().any(|c| c == cluster)
-            || matches!(&self.executor, Some(Executor::Kubernetes(k)) if k.cluster == cluster)
+    /// Whether an app may run builds in `namespace` of `cluster`: an entry
+    /// of `clusters` is `<cluster>` (its `gantry-builds` namespace) or
+    /// `<cluster>/<namespace>`; the admins' default executor's place is
+    /// allowed too. An app never picks another namespace of a build
+    /// cluster: its NetworkPolicies, quotas and pod security labels are
+    /// the build namespace's.
+    pub fn allows(&self, cluster: &str, namespace: &str) -> bool {
+        self.clusters.iter().any(|entry| {
+            let (c, n) = entry.split_once('/').unwrap_or((entry, DEFAULT_NAMESPACE));
+            c == cluster && n == namespace
+        }) || matches!(&self.executor, Some(Executor::Kubernetes(k)) if k.cluster == cluster && k.namespace == namespace)
     }
 }
 

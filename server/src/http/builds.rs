@@ -17,6 +17,9 @@ use tokio::io::AsyncWriteExt;
 
 use crate::http::AppState;
 
+/// How long an upload may take (a step waits two minutes for it).
+const UPLOAD_TIME: std::time::Duration = std::time::Duration::from_secs(120);
+
 pub fn routes() -> Router<AppState> {
     Router::new().route(
         "/builds/v1/runs/{run}/steps/{step}/workspace",
@@ -77,7 +80,16 @@ async fn upload(
     };
     let mut stream = body.into_data_stream();
     let mut written = 0_u64;
-    while let Some(chunk) = stream.next().await {
+    // An upload that trickles is cut off: its step gives up waiting too.
+    let deadline = tokio::time::Instant::now() + UPLOAD_TIME;
+    while let Some(chunk) = match tokio::time::timeout_at(deadline, stream.next()).await {
+        Ok(chunk) => chunk,
+        Err(_) => {
+            drop(file);
+            let _ = tokio::fs::remove_file(&path).await;
+            return (StatusCode::REQUEST_TIMEOUT, "the upload took too long").into_response();
+        }
+    } {
         let Ok(chunk) = chunk else {
             let _ = tokio::fs::remove_file(&path).await;
             return StatusCode::BAD_REQUEST.into_response();

@@ -82,7 +82,7 @@ async fn setup_with(
     let pipeline = WorkRepo::new();
     pipeline.write(
         "gantry.yaml",
-        "apiVersion: gantry.dev/v1\nbuilds:\n  clusters: [build]\n",
+        "apiVersion: gantry.dev/v1\nbuilds:\n  clusters: [build/builds]\n",
     );
     pipeline.write(
         "apps/shop/app.yaml",
@@ -508,6 +508,32 @@ async fn where_local_work_is_refused_a_local_step_fails_saying_why() {
             "{here}"
         );
         assert!(!step_log(&setup.app, &run, "here").await.contains("\nhere"));
+        setup.app.stop().await;
+    })
+    .await;
+}
+
+// A step's output is the attacker's: a line with no end is read in
+// bounded pieces (never whole into Gantry's memory), bytes that are not
+// UTF-8 do not stop the log.
+#[tokio::test]
+async fn a_huge_line_and_bytes_that_are_not_text_are_logged_in_bounded_pieces() {
+    crate::support::bounded(async {
+        let mut setup = setup(&one_step(
+            "  - name: noisy\n    run: \"head -c 300000 /dev/zero | tr '\\\\0' x; echo; printf '\\\\377\\\\376 not text\\\\n'; echo after\"\n",
+        ))
+        .await;
+        let run = finished(&setup.app, &setup.repo.head("master")).await;
+        assert_eq!(run["run"]["state"], "succeeded", "{run}");
+        let log = step_log(&setup.app, &run, "noisy").await;
+        let xs: usize = log
+            .lines()
+            .filter(|l| !l.is_empty() && l.bytes().all(|b| b == b'x'))
+            .map(str::len)
+            .sum();
+        assert_eq!(xs, 300_000, "every byte, in pieces");
+        assert!(log.lines().all(|l| l.len() <= 64 * 1024), "bounded lines");
+        assert!(log.contains("not text") && log.contains("after"), "{}", &log[log.len().saturating_sub(200)..]);
         setup.app.stop().await;
     })
     .await;

@@ -10,6 +10,9 @@ use serde_json::Value;
 use crate::support::flow::{Repos, pipeline_yaml, wait_for};
 use crate::support::process::{Server, admin_token, admin_token_with, alive, free_port};
 
+/// How many elected loops there are (scan, plan, … builds).
+const LOOPS: usize = gantry::jobs::election::LOOPS.len();
+
 const MINUTE: Duration = Duration::from_secs(60);
 
 /// Waits until no process matching `pattern` is left after gantry was
@@ -328,7 +331,7 @@ async fn a_replica_killed_mid_step_is_taken_over_by_another_once_its_lease_expir
     };
     let on_second = holders(second.get("/api/v1/settings").await);
     let first_name = holders(first.get("/api/v1/settings").await)[0].0.clone();
-    assert_eq!(on_second.len(), 6, "{on_second:?}");
+    assert_eq!(on_second.len(), LOOPS, "{on_second:?}");
     assert!(
         on_second
             .iter()

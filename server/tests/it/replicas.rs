@@ -10,6 +10,9 @@ use crate::support::flow::{QUICK_STEPS, Repos, wait_for};
 use crate::support::git::WorkRepo;
 use crate::support::process::{Server, admin_token_with, free_port};
 
+/// How many elected loops there are (scan, plan, … builds).
+const LOOPS: usize = gantry::jobs::election::LOOPS.len();
+
 const MINUTE: Duration = Duration::from_secs(60);
 const DELIVERIES: usize = 2_000;
 const UNIQUE: usize = 1_600;
@@ -621,7 +624,7 @@ async fn postgres_restarted_under_load_loses_nothing_and_does_nothing_twice() {
         .fetch_one(&pool)
         .await
         .expect("singletons");
-        (held == 6).then_some(())
+        (usize::try_from(held).ok() == Some(LOOPS)).then_some(())
     })
     .await;
     for replica in &replicas {
@@ -750,7 +753,7 @@ async fn a_replica_whose_clock_is_ten_seconds_ahead_takes_nothing_early() {
         .await
         .expect("database");
     let owner = loop_holders(&pool).await;
-    assert_eq!(owner.len(), 6, "{owner:?}");
+    assert_eq!(owner.len(), LOOPS, "{owner:?}");
 
     let ahead = fleet.start_with(
         1,
@@ -842,7 +845,7 @@ async fn a_replica_whose_clock_is_ten_seconds_ahead_takes_nothing_early() {
     );
     wait_for("the loops to fail over", MINUTE, || async {
         let holders = loop_holders(&pool).await;
-        (holders.len() == 6 && holders.iter().all(|h| h.starts_with("r1-"))).then_some(())
+        (holders.len() == LOOPS && holders.iter().all(|h| h.starts_with("r1-"))).then_some(())
     })
     .await;
     pool.close().await;
@@ -876,7 +879,7 @@ async fn a_replica_cut_from_the_database_loses_its_run_and_loops_and_writes_noth
         let pool = pool.clone();
         async move {
             let holders = loop_holders(&pool).await;
-            (holders.len() == 6 && holders.iter().all(|h| h.starts_with(replica))).then_some(())
+            (holders.len() == LOOPS && holders.iter().all(|h| h.starts_with(replica))).then_some(())
         }
     };
     wait_for("the cut replica to hold every loop", MINUTE, || on("r1-")).await;
@@ -923,7 +926,7 @@ async fn a_replica_cut_from_the_database_loses_its_run_and_loops_and_writes_noth
             .lines()
             .filter(|l| l.starts_with("gantry_singleton_held{"))
             .collect();
-        (held.len() == 6 && held.iter().all(|l| l.ends_with(" 0"))).then_some(())
+        (held.len() == LOOPS && held.iter().all(|l| l.ends_with(" 0"))).then_some(())
     })
     .await;
     assert_eq!(cut.fetch("/readyz").await.status(), 200);

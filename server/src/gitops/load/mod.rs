@@ -717,7 +717,7 @@ pub fn guarded(mut config: AppConfig, admin: &AdminFile) -> Result<AppConfig, Ve
     let mut issues = issues;
     for (field, executor) in build_clusters {
         if let Executor::Kubernetes(kube) = executor
-            && !admin.builds.allows(&kube.cluster)
+            && !admin.builds.allows(&kube.cluster, &kube.namespace)
         {
             let allowed = match admin.builds.clusters.as_slice() {
                 [] => "none".to_string(),
@@ -729,8 +729,9 @@ pub fn guarded(mut config: AppConfig, admin: &AdminFile) -> Result<AppConfig, Ve
                 column: None,
                 field: format!("{field}.kubernetes.cluster"),
                 message: format!(
-                    "{:?} is not a build cluster: an app's code runs there, so admins list the clusters builds may use in {}'s builds.clusters (listed: {allowed})",
+                    "\"{}/{}\" is not a build cluster and namespace: an app's code runs there, so admins list where builds may go in {}'s builds.clusters (listed: {allowed})",
                     kube.cluster,
+                    kube.namespace,
                     guardrails::FILE
                 ),
             });

@@ -755,9 +755,32 @@ fn builds_run_only_on_clusters_the_admins_list_with_the_admins_pod_settings() {
     assert!(
         refused[0]
             .message
-            .contains("\"prod\" is not a build cluster"),
+            .contains("\"prod/gantry-builds\" is not a build cluster"),
         "{refused:?}"
     );
+    // Nor another namespace of the build cluster (a production one there).
+    let elsewhere = config(
+        &BUILDS_ON_A_CLUSTER.replace("cluster: build", "cluster: build, namespace: payments"),
+    )
+    .expect("loads");
+    let refused = guarded(elsewhere, &admin).expect_err("not the build namespace");
+    assert!(
+        refused[0].message.contains("\"build/payments\""),
+        "{refused:?}"
+    );
+    let listed = load_admin(
+        Some("apiVersion: gantry.dev/v1\nbuilds:\n  clusters: [build/payments]\n"),
+        &[],
+    )
+    .unwrap();
+    guarded(
+        config(
+            &BUILDS_ON_A_CLUSTER.replace("cluster: build", "cluster: build, namespace: payments"),
+        )
+        .expect("loads"),
+        &listed,
+    )
+    .expect("listed with its namespace");
     assert!(
         guarded(
             config(BUILDS_ON_A_CLUSTER).expect("loads"),
