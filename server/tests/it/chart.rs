@@ -218,6 +218,14 @@ async fn the_chart_lints_renders_and_rolls_out_with_the_rbac_gantry_asks_for() {
         "kubernetes:here/gantry-builds"
     );
     assert_eq!(variable("GANTRY_BUILDS_LOCAL")["value"], "refuse");
+    // Gantry refuses to start on a variable it does not know: the chart
+    // sets none.
+    for name in env.iter().filter_map(|e| e["name"].as_str()) {
+        assert!(
+            !name.starts_with("GANTRY_") || gantry::config::ENV_VARS.contains(&name),
+            "the chart sets {name}, which Gantry does not read"
+        );
+    }
     assert_eq!(
         variable("GANTRY_BUILDS_CALLBACK_URL")["value"],
         "http://$(POD_IP):3000/"
