@@ -56,3 +56,6 @@ echo
 
 echo
 "$TARGET/release/takeover" "$BIN"
+
+echo
+"$TARGET/release/builds" "$BIN"
