@@ -14,15 +14,19 @@ use tokio_util::io::{ReaderStream, StreamReader, SyncIoBridge};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum BuildHelper {
-    /// Download the workspace and unpack it into a folder.
+    /// Download the workspace (from the URL in `--url-file`) and unpack it
+    /// into a folder.
     Fetch {
-        url: String,
+        #[arg(long)]
+        url_file: PathBuf,
         #[arg(long)]
         into: PathBuf,
     },
-    /// Wait for a file, then upload a folder as a tar archive.
+    /// Wait for a file, then upload a folder as a tar archive (to the URL
+    /// in `--url-file`).
     Collect {
-        url: String,
+        #[arg(long)]
+        url_file: PathBuf,
         #[arg(long)]
         from: PathBuf,
         #[arg(long)]
@@ -55,9 +59,20 @@ async fn send(request: impl Fn() -> reqwest::RequestBuilder) -> anyhow::Result<r
 }
 
 pub async fn run(command: BuildHelper) -> anyhow::Result<()> {
+    // The URL is a file of the pod's Secret: never an argument, which
+    // anyone reading the pod's spec would see.
+    let read = |file: &Path| {
+        std::fs::read_to_string(file)
+            .map(|url| url.trim().to_string())
+            .with_context(|| format!("reading {}", file.display()))
+    };
     match command {
-        BuildHelper::Fetch { url, into } => fetch(&url, &into).await,
-        BuildHelper::Collect { url, from, after } => collect(&url, &from, &after).await,
+        BuildHelper::Fetch { url_file, into } => fetch(&read(&url_file)?, &into).await,
+        BuildHelper::Collect {
+            url_file,
+            from,
+            after,
+        } => collect(&read(&url_file)?, &from, &after).await,
     }
 }
 

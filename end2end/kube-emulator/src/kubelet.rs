@@ -96,6 +96,9 @@ enum Stopped {
 struct Volumes {
     root: PathBuf,
     dirs: BTreeMap<String, PathBuf>,
+    /// Secret volumes: their folder, the Secret, and its items (key, path;
+    /// none: every key). Filled when a container mounting them starts.
+    secrets: BTreeMap<String, (String, Vec<(String, String)>)>,
 }
 
 impl Volumes {
@@ -110,15 +113,39 @@ impl Volumes {
             std::process::id()
         ));
         let mut dirs = BTreeMap::new();
+        let mut secrets = BTreeMap::new();
         for volume in pod["spec"]["volumes"].as_array().into_iter().flatten() {
-            if let (Some(name), true) = (volume["name"].as_str(), volume["emptyDir"].is_object()) {
-                let dir = root.join(name);
-                if std::fs::create_dir_all(&dir).is_ok() {
-                    dirs.insert(name.to_string(), dir);
-                }
+            let Some(name) = volume["name"].as_str() else {
+                continue;
+            };
+            let secret = volume["secret"]["secretName"].as_str();
+            if !volume["emptyDir"].is_object() && secret.is_none() {
+                continue;
+            }
+            let dir = root.join(name);
+            if std::fs::create_dir_all(&dir).is_ok() {
+                dirs.insert(name.to_string(), dir);
+            }
+            if let Some(secret) = secret {
+                let items = volume["secret"]["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|i| {
+                        Some((
+                            i["key"].as_str()?.to_string(),
+                            i["path"].as_str()?.to_string(),
+                        ))
+                    })
+                    .collect();
+                secrets.insert(name.to_string(), (secret.to_string(), items));
             }
         }
-        Volumes { root, dirs }
+        Volumes {
+            root,
+            dirs,
+            secrets,
+        }
     }
 }
 
@@ -317,6 +344,46 @@ fn root_binds(volume_tops: &HashSet<String>) -> Vec<String> {
 }
 
 impl Run<'_> {
+    /// Writes the Secret volumes `container` mounts into their folders;
+    /// false while a Secret they name does not exist.
+    fn secret_volumes(&self, container: &Value) -> bool {
+        use base64::Engine as _;
+        for mount in container["volumeMounts"].as_array().into_iter().flatten() {
+            let Some(volume) = mount["name"].as_str() else {
+                continue;
+            };
+            let (Some((secret, items)), Some(dir)) = (
+                self.volumes.secrets.get(volume),
+                self.volumes.dirs.get(volume),
+            ) else {
+                continue;
+            };
+            let Some(object) = self
+                .store
+                .object("", "secrets", &self.key.namespace, secret)
+            else {
+                return false;
+            };
+            let data = object["data"].as_object().cloned().unwrap_or_default();
+            let files: Vec<(String, String)> = if items.is_empty() {
+                data.keys().map(|k| (k.clone(), k.clone())).collect()
+            } else {
+                items.clone()
+            };
+            for (key, path) in files {
+                let Some(bytes) = data
+                    .get(&key)
+                    .and_then(|v| v.as_str())
+                    .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+                else {
+                    return false;
+                };
+                let _ = std::fs::write(dir.join(path), bytes);
+            }
+        }
+        true
+    }
+
     /// Runs one container to its end: its exit code, its terminated state,
     /// and whether it was stopped. A pod deleted meanwhile kills it (exit
     /// 137) — TERM first when the deletion has a grace period.
@@ -354,7 +421,10 @@ impl Run<'_> {
         }
         // Its secrets first: a container whose secret is missing waits.
         let env = loop {
-            if let Some(env) = environment(store, &key.namespace, container) {
+            if let (Some(env), true) = (
+                environment(store, &key.namespace, container),
+                self.secret_volumes(container),
+            ) {
                 break env;
             }
             if store

@@ -21,6 +21,15 @@ pub const FETCH_ROOT: &str = "/gantry/fetch";
 /// The step's exit status, written when its script ends: `collect` waits
 /// for it.
 pub const EXIT_FILE: &str = "/gantry/signal/exit";
+/// Where `fetch` and `collect` find their one-time URLs (the pod's
+/// Secret, mounted into them only: the pod's spec, which whoever may read
+/// pods in the namespace sees, holds no URL).
+pub const TICKETS: &str = "/gantry/tickets";
+/// The Secret's keys of the URLs (a dash: never a secret's name, which is
+/// an environment variable's).
+pub const FETCH_KEY: &str = "fetch-url";
+pub const UPLOAD_KEY: &str = "upload-url";
+
 /// The uid and gid a build runs as (unless the image's own user is kept).
 pub const USER: i64 = 65532;
 
@@ -48,12 +57,13 @@ pub struct PodPlan<'a> {
     pub helper_image: &'a str,
     pub script: &'a str,
     pub env: &'a [(String, String)],
-    /// The Secret holding the step's secrets, when it has any.
-    pub secret: Option<&'a str>,
+    /// The pod's Secret: the step's secrets (given to the step, by name)
+    /// and its workspace URLs (mounted into `fetch` and `collect` only).
+    pub secret: &'a str,
+    /// The names of the step's secrets in it.
+    pub secret_names: &'a [String],
     pub resources: &'a Resources,
     pub timeout_seconds: u64,
-    pub fetch_url: &'a str,
-    pub upload_url: &'a str,
     pub settings: &'a BuildPod,
 }
 
@@ -78,9 +88,14 @@ pub fn manifest(plan: &PodPlan<'_>) -> Value {
         .iter()
         .map(|(name, value)| json!({ "name": name, "value": value }))
         .collect();
+    // Each of the step's secrets by name: never the whole Secret, which
+    // holds the workspace URLs too.
+    env.extend(plan.secret_names.iter().map(|name| {
+        json!({ "name": name, "valueFrom": { "secretKeyRef": { "name": plan.secret, "key": name } } })
+    }));
     env.push(json!({ "name": "GANTRY_STEP_SCRIPT", "value": plan.script }));
     env.push(json!({ "name": "HOME", "value": HOME }));
-    let mut step = json!({
+    let step = json!({
         "name": STEP,
         "image": plan.image,
         // The script runs in a shell of its own, as a local step's does;
@@ -100,9 +115,6 @@ pub fn manifest(plan: &PodPlan<'_>) -> Value {
             mount("signal", "/gantry/signal", false),
         ],
     });
-    if let Some(secret) = plan.secret {
-        step["envFrom"] = json!([{ "secretRef": { "name": secret } }]);
-    }
     let helper_resources = json!({
         "requests": { "cpu": "50m", "memory": "32Mi" },
         "limits": { "memory": "256Mi" },
@@ -110,23 +122,25 @@ pub fn manifest(plan: &PodPlan<'_>) -> Value {
     let fetch = json!({
         "name": FETCH,
         "image": plan.helper_image,
-        "args": ["build-helper", "fetch", plan.fetch_url, "--into", FETCH_ROOT],
+        "args": ["build-helper", "fetch", "--url-file", format!("{TICKETS}/{FETCH_KEY}"), "--into", FETCH_ROOT],
         "resources": helper_resources,
         "securityContext": container_security,
         "volumeMounts": [
             mount("workspace", &format!("{FETCH_ROOT}/workspace"), false),
             mount("pipeline", &format!("{FETCH_ROOT}/pipeline"), false),
+            mount("tickets", TICKETS, true),
         ],
     });
     let collect = json!({
         "name": COLLECT,
         "image": plan.helper_image,
-        "args": ["build-helper", "collect", plan.upload_url, "--from", WORKSPACE, "--after", EXIT_FILE],
+        "args": ["build-helper", "collect", "--url-file", format!("{TICKETS}/{UPLOAD_KEY}"), "--from", WORKSPACE, "--after", EXIT_FILE],
         "resources": helper_resources,
         "securityContext": container_security,
         "volumeMounts": [
             mount("workspace", WORKSPACE, true),
             mount("signal", "/gantry/signal", true),
+            mount("tickets", TICKETS, true),
         ],
     });
     let labels = json!({
@@ -154,7 +168,10 @@ pub fn manifest(plan: &PodPlan<'_>) -> Value {
             "fsGroup": USER,
             "seccompProfile": { "type": "RuntimeDefault" },
         },
-        "volumes": [empty("workspace"), empty("pipeline"), empty("home"), empty("tmp"), empty("signal")],
+        "volumes": [empty("workspace"), empty("pipeline"), empty("home"), empty("tmp"), empty("signal"),
+            // The URLs, as files readable by the pod's group (fsGroup).
+            { "name": "tickets", "secret": { "secretName": plan.secret, "defaultMode": 0o440,
+                "items": [{ "key": FETCH_KEY, "path": FETCH_KEY }, { "key": UPLOAD_KEY, "path": UPLOAD_KEY }] } }],
         "initContainers": [fetch],
         "containers": [step, collect],
     });
@@ -302,15 +319,14 @@ mod tests {
             helper_image: "gantry:1.0.0",
             script: "cargo test",
             env: &[("GANTRY_APP".into(), "shop".into())],
-            secret: Some("gantry-shop-1-1-0-abcdef-env"),
+            secret: "gantry-shop-1-1-0-abcdef",
+            secret_names: &["NPM_TOKEN".to_string()],
             resources: &Resources {
                 memory_bytes: 512 << 20,
                 cpu_millis: 1500,
                 ..Resources::default()
             },
             timeout_seconds: 600,
-            fetch_url: "http://gantry/fetch",
-            upload_url: "http://gantry/upload",
             settings,
         })
     }
@@ -332,10 +348,16 @@ mod tests {
             (512_u64 << 20).to_string()
         );
         assert_eq!(step["resources"]["limits"]["cpu"], "1500m");
-        assert_eq!(
-            step["envFrom"][0]["secretRef"]["name"],
-            "gantry-shop-1-1-0-abcdef-env"
-        );
+        let npm = step["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "NPM_TOKEN")
+            .expect("the step's secret");
+        assert_eq!(npm["valueFrom"]["secretKeyRef"]["key"], "NPM_TOKEN");
+        // The step gets its secrets by name, never the URLs' keys.
+        assert!(step["envFrom"].is_null());
+        assert!(!step.to_string().contains(FETCH_KEY) && !step.to_string().contains("tickets"));
         assert_eq!(pod["metadata"]["labels"][RUN_LABEL], "1");
         assert_eq!(pod["metadata"]["labels"][MANAGED_BY.0], MANAGED_BY.1);
         // The helpers see no secret.

@@ -131,7 +131,15 @@ pub async fn run(
             .archives
             .upload(step.run_id, step.step_id, returned.clone())?;
     let name = pod::name(step.app, step.run_id, step.attempt, step.position);
-    let secret = (!step.secrets.is_empty()).then(|| format!("{name}-env"));
+    let secret = format!("{name}-step");
+    let secret_names: Vec<String> = step.secrets.iter().map(|(key, _)| key.clone()).collect();
+    let urls = [
+        (pod::FETCH_KEY.to_string(), url("workspace", &fetch_token)?),
+        (
+            pod::UPLOAD_KEY.to_string(),
+            url("workspace", &upload_token)?,
+        ),
+    ];
     let manifest = pod::manifest(&PodPlan {
         name: &name,
         namespace: &executor.namespace,
@@ -144,11 +152,10 @@ pub async fn run(
         helper_image: builds.helper_image,
         script: &step.step.run,
         env: step.env,
-        secret: secret.as_deref(),
+        secret: &secret,
+        secret_names: &secret_names,
         resources: &step.step.resources,
         timeout_seconds: step.step.timeout_seconds,
-        fetch_url: &url("workspace", &fetch_token)?,
-        upload_url: &url("workspace", &upload_token)?,
         settings: step.settings,
     });
     sink.note(&format!(
@@ -175,12 +182,9 @@ pub async fn run(
         }
         Ok(created) => {
             let uid = created.metadata.uid.clone().unwrap_or_default();
-            let secret_made = match &secret {
-                Some(secret) => create_secret(&client, step, &name, &uid, secret)
-                    .await
-                    .map_err(|e| create_failed(&e)),
-                None => Ok(()),
-            };
+            let secret_made = create_secret(&client, step, &name, &uid, &secret, &urls)
+                .await
+                .map_err(|e| create_failed(&e));
             match secret_made {
                 Err(error) => Err(error),
                 Ok(()) => {
@@ -220,18 +224,21 @@ async fn cleanup_tickets(builds: &Builds<'_>, step: &BuildStep<'_>, files: &[&st
     }
 }
 
-/// The step's secrets, in a Secret the pod owns (deleted with it).
+/// The step's secrets and its workspace URLs, in a Secret the pod owns
+/// (deleted with it).
 async fn create_secret(
     client: &kube::Client,
     step: &BuildStep<'_>,
     pod_name: &str,
     uid: &str,
     name: &str,
+    urls: &[(String, String)],
 ) -> Result<(), kube::Error> {
     let engine = base64::engine::general_purpose::STANDARD;
     let data: serde_json::Map<String, Value> = step
         .secrets
         .iter()
+        .chain(urls)
         .map(|(key, value)| (key.clone(), json!(engine.encode(value))))
         .collect();
     let secret = json!({

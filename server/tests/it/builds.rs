@@ -376,14 +376,30 @@ async fn a_cancelled_build_keeps_its_log_leaves_no_pod_and_its_urls_die_with_it(
                 .find(|pod| pod["status"]["phase"] == "Running")
         })
         .await;
-        let fetch_url = pod["spec"]["initContainers"][0]["args"][2]
-            .as_str()
-            .expect("the fetch URL")
-            .to_string();
-        let upload_url = pod["spec"]["containers"][1]["args"][2]
-            .as_str()
-            .expect("the upload URL")
-            .to_string();
+        // The pod's spec holds no URL: whoever may read pods in the
+        // namespace learns nothing of them.
+        assert!(!pod.to_string().contains("token="), "{pod}");
+        // They are in its Secret, with its secret, which the pod owns.
+        let secret = setup
+            .build
+            .store()
+            .objects_of("", "secrets")
+            .into_iter()
+            .map(|(_, secret)| secret)
+            .next()
+            .expect("the pod's secret");
+        let value = |key: &str| {
+            use base64::Engine as _;
+            let encoded = secret["data"][key].as_str().unwrap_or_default();
+            String::from_utf8(
+                base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        let (fetch_url, upload_url) = (value("fetch-url"), value("upload-url"));
+        assert_eq!(value("API_TOKEN"), SECRET);
         // Its secret exists, owned by the pod.
         let secrets = setup.build.store().objects_of("", "secrets");
         assert_eq!(secrets.len(), 1, "{secrets:?}");
