@@ -212,6 +212,7 @@ pub fn unpack(archive: &Path, dest: &Path, limits: &ExportLimits) -> Result<(), 
         }
     };
     std::fs::create_dir_all(dest)?;
+    check_headers(archive).map_err(refuse)?;
     let mut archive = tar::Archive::new(std::io::BufReader::new(std::fs::File::open(archive)?));
     archive.set_preserve_permissions(false);
     archive.set_preserve_mtime(true);
@@ -257,7 +258,86 @@ pub fn unpack(archive: &Path, dest: &Path, limits: &ExportLimits) -> Result<(), 
             return Err(refuse(format!("{} is outside the checkout", shown(&path))));
         }
     }
+    writable(dest)?;
     Ok(())
+}
+
+/// Gives every folder of `dir` its owner's full access back (a step may
+/// send a folder as 0555): the workspace is always Gantry's to write and
+/// delete, as root or not. Links are not followed.
+fn writable(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let metadata = std::fs::symlink_metadata(&dir)?;
+        if !metadata.is_dir() {
+            continue;
+        }
+        let mode = metadata.permissions().mode();
+        if mode & 0o700 != 0o700 {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode | 0o700))?;
+        }
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The largest extended header (PAX `x`/`g`, GNU long name `L` or long
+/// link `K`) an upload may hold: tar readers read these whole into memory.
+const MAX_EXTENDED_HEADER: u64 = 64 * 1024;
+
+/// Walks the archive's raw 512-byte headers before anything is read into
+/// memory: an extended header larger than [`MAX_EXTENDED_HEADER`] is
+/// refused (a real checkout's paths are short), as is a header that
+/// cannot be read.
+fn check_headers(archive: &Path) -> Result<(), String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(archive).map_err(|e| e.to_string())?;
+    let mut header = [0_u8; 512];
+    loop {
+        match file.read_exact(&mut header) {
+            Ok(()) => {}
+            // The end, with or without the two zero blocks.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(format!("a broken archive: {e}")),
+        }
+        if header.iter().all(|b| *b == 0) {
+            return Ok(());
+        }
+        let size = header_size(&header[124..136])
+            .ok_or("a broken archive: a header's size is not a number")?;
+        if matches!(header[156], b'x' | b'g' | b'L' | b'K') && size > MAX_EXTENDED_HEADER {
+            return Err(format!(
+                "an extended tar header of {size} bytes (at most {MAX_EXTENDED_HEADER})"
+            ));
+        }
+        let skip = i64::try_from(size.div_ceil(512) * 512)
+            .map_err(|_| "a broken archive: a size too large")?;
+        file.seek(SeekFrom::Current(skip))
+            .map_err(|e| e.to_string())?;
+    }
+}
+
+/// A tar header's size field: octal, or base-256 with its high bit set.
+fn header_size(field: &[u8]) -> Option<u64> {
+    if field.first().is_some_and(|b| b & 0x80 != 0) {
+        let mut value: u64 = u64::from(field[0] & 0x7f);
+        for byte in &field[1..] {
+            value = value.checked_mul(256)?.checked_add(u64::from(*byte))?;
+        }
+        return Some(value);
+    }
+    let text = std::str::from_utf8(field).ok()?;
+    let digits = text.trim_matches(|c: char| c == '\0' || c == ' ');
+    if digits.is_empty() {
+        return Some(0);
+    }
+    u64::from_str_radix(digits, 8).ok()
 }
 
 #[cfg(test)]
@@ -376,7 +456,40 @@ mod tests {
         .unwrap();
         let dest = dir.path().join("dest-locked");
         unpack(&tar, &dest, &limits()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dest.join("d"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o700, 0o700, "{mode:o}");
         std::fs::remove_dir_all(&dest).expect("removable");
+    }
+
+    #[test]
+    fn a_huge_extended_header_is_refused_before_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = "a/".repeat(100_000);
+        // A PAX header carrying a 200 kB path.
+        let mut builder = tar::Builder::new(Vec::new());
+        builder
+            .append_pax_extensions([("path", long.as_bytes())])
+            .unwrap();
+        let mut header = tar::Header::new_ustar();
+        header.set_size(1);
+        header.set_path("x").unwrap();
+        header.set_cksum();
+        builder.append(&header, &b"x"[..]).unwrap();
+        let tar = dir.path().join("pax.tar");
+        std::fs::write(&tar, builder.into_inner().unwrap()).unwrap();
+        let error = unpack(&tar, &dir.path().join("d"), &limits()).unwrap_err();
+        assert!(error.to_string().contains("extended tar header"), "{error}");
+        // An ordinary archive passes the walk.
+        let app = dir.path().join("app");
+        std::fs::create_dir_all(app.join("src")).unwrap();
+        std::fs::write(app.join("src/a.rs"), "x".repeat(1000)).unwrap();
+        let plain = dir.path().join("plain.tar");
+        pack(&[("", &app)], &plain).unwrap();
+        assert_eq!(check_headers(&plain), Ok(()));
     }
 
     #[test]
