@@ -212,7 +212,7 @@ pub fn unpack(archive: &Path, dest: &Path, limits: &ExportLimits) -> Result<(), 
         }
     };
     std::fs::create_dir_all(dest)?;
-    check_headers(archive).map_err(refuse)?;
+    check_headers(archive)?;
     let mut archive = tar::Archive::new(std::io::BufReader::new(std::fs::File::open(archive)?));
     archive.set_preserve_permissions(false);
     archive.set_preserve_mtime(true);
@@ -295,31 +295,31 @@ const MAX_EXTENDED_HEADER: u64 = 64 * 1024;
 /// memory: an extended header larger than [`MAX_EXTENDED_HEADER`] is
 /// refused (a real checkout's paths are short), as is a header that
 /// cannot be read.
-fn check_headers(archive: &Path) -> Result<(), String> {
+fn check_headers(archive: &Path) -> Result<(), BuildError> {
+    let broken = |why: String| BuildError::Workspace(why);
     use std::io::{Read, Seek, SeekFrom};
-    let mut file = std::fs::File::open(archive).map_err(|e| e.to_string())?;
+    let mut file = std::fs::File::open(archive)?;
     let mut header = [0_u8; 512];
     loop {
         match file.read_exact(&mut header) {
             Ok(()) => {}
             // The end, with or without the two zero blocks.
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(format!("a broken archive: {e}")),
+            Err(e) => return Err(broken(format!("a broken archive: {e}"))),
         }
         if header.iter().all(|b| *b == 0) {
             return Ok(());
         }
         let size = header_size(&header[124..136])
-            .ok_or("a broken archive: a header's size is not a number")?;
+            .ok_or_else(|| broken("a broken archive: a header's size is not a number".into()))?;
         if matches!(header[156], b'x' | b'g' | b'L' | b'K') && size > MAX_EXTENDED_HEADER {
-            return Err(format!(
+            return Err(broken(format!(
                 "an extended tar header of {size} bytes (at most {MAX_EXTENDED_HEADER})"
-            ));
+            )));
         }
         let skip = i64::try_from(size.div_ceil(512) * 512)
-            .map_err(|_| "a broken archive: a size too large")?;
-        file.seek(SeekFrom::Current(skip))
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| broken("a broken archive: a size too large".into()))?;
+        file.seek(SeekFrom::Current(skip))?;
     }
 }
 
@@ -489,7 +489,7 @@ mod tests {
         std::fs::write(app.join("src/a.rs"), "x".repeat(1000)).unwrap();
         let plain = dir.path().join("plain.tar");
         pack(&[("", &app)], &plain).unwrap();
-        assert_eq!(check_headers(&plain), Ok(()));
+        assert!(check_headers(&plain).is_ok());
     }
 
     #[test]
