@@ -7,7 +7,7 @@ use kube_emulator::{Denied, Emulator, Faults, Options, RolloutMode};
 use serde_json::{Value, json};
 
 use crate::support::TestApp;
-use crate::support::flow::wait_for;
+use crate::support::flow::{finished, wait_for};
 use crate::support::git::WorkRepo;
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -155,23 +155,6 @@ async fn scan(app: &TestApp) {
     gantry::jobs::scan::scan(&app.state, "test")
         .await
         .expect("scan");
-}
-
-/// The run for `sha`, once it has ended.
-async fn finished(app: &TestApp, sha: &str) -> Value {
-    let id = wait_for("the run to finish", MINUTE, || async {
-        let runs = app.get("/api/v1/runs").await.json();
-        runs.as_array()?
-            .iter()
-            .find(|r| {
-                r["commit_sha"] == sha
-                    && ["succeeded", "failed", "cancelled"]
-                        .contains(&r["state"].as_str().unwrap_or(""))
-            })
-            .map(|r| r["id"].as_i64().unwrap())
-    })
-    .await;
-    app.get(&format!("/api/v1/runs/{id}")).await.json()
 }
 
 async fn environment(app: &TestApp, name: &str) -> Value {

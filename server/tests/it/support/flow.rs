@@ -157,3 +157,20 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The run of `sha` (as the runs list has it), once it has ended.
+pub async fn finished(app: &TestApp, sha: &str) -> serde_json::Value {
+    let id = wait_for("the run to finish", 2 * MINUTE, || async {
+        let runs = app.get("/api/v1/runs").await.json();
+        runs.as_array()?
+            .iter()
+            .find(|r| {
+                r["commit_sha"] == sha
+                    && ["succeeded", "failed", "cancelled"]
+                        .contains(&r["state"].as_str().unwrap_or(""))
+            })
+            .map(|r| r["id"].as_i64().unwrap())
+    })
+    .await;
+    app.get(&format!("/api/v1/runs/{id}")).await.json()
+}
