@@ -72,7 +72,7 @@ pub async fn run(command: BuildHelper) -> anyhow::Result<()> {
             url_file,
             from,
             after,
-        } => collect(&read(&url_file)?, &from, &after).await,
+        } => collect(|| read(&url_file), &from, &after).await,
     }
 }
 
@@ -96,13 +96,62 @@ async fn fetch(url: &str, into: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn collect(url: &str, from: &Path, after: &Path) -> anyhow::Result<()> {
+/// How long `collect` keeps offering the checkout while no Gantry takes
+/// it: the replica that started the pod may be gone, and the one that
+/// takes its run over re-attaches and writes its own URL into the pod's
+/// Secret, which the kubelet brings into the pod within a minute or two.
+const COLLECT_FOR: Duration = Duration::from_secs(10 * 60);
+
+async fn collect(
+    url: impl Fn() -> anyhow::Result<String>,
+    from: &Path,
+    after: &Path,
+) -> anyhow::Result<()> {
     // The step's script writes `after` when it ends; if it never does (it
     // was killed), Gantry deletes the pod.
     while !after.exists() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let client = client()?;
+    let deadline = tokio::time::Instant::now() + COLLECT_FOR;
+    let mut wait = Duration::from_millis(250);
+    loop {
+        // Read again on every try: a Gantry that took the run over has put
+        // its own URL there.
+        let error = match upload(&client, &url()?, from).await {
+            Ok(()) => {
+                eprintln!("gantry build-helper: workspace sent back");
+                return Ok(());
+            }
+            Err(Upload::Refused(error)) => return Err(error),
+            Err(Upload::NotTaken(error)) => error,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(error.context(format!(
+                "no Gantry took the workspace in {} s",
+                COLLECT_FOR.as_secs()
+            )));
+        }
+        eprintln!(
+            "gantry build-helper: the workspace was not taken ({error:#}); offering it again"
+        );
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Why an upload did not go through.
+enum Upload {
+    /// No Gantry took it: unreachable, gone mid-way, or a URL no replica
+    /// knows (yet). Offered again.
+    NotTaken(anyhow::Error),
+    /// Gantry read it and said no (too large, not an archive): final.
+    Refused(anyhow::Error),
+}
+
+/// Packs `from` and streams it to `url` (packed anew on every try: a
+/// streamed body cannot be sent twice).
+async fn upload(client: &reqwest::Client, url: &str, from: &Path) -> Result<(), Upload> {
     let (writer, reader) = tokio::io::duplex(256 * 1024);
     let bridge = SyncIoBridge::new(writer);
     let from = from.to_path_buf();
@@ -113,12 +162,22 @@ async fn collect(url: &str, from: &Path, after: &Path) -> anyhow::Result<()> {
         })
     });
     let body = reqwest::Body::wrap_stream(ReaderStream::new(reader));
-    // A streamed body cannot be sent twice: no retry here.
     let response = client.put(url).body(body).send().await;
-    packing.await?.context("packing the workspace")?;
-    response?
-        .error_for_status()
-        .context("uploading the workspace")?;
-    eprintln!("gantry build-helper: workspace sent back");
-    Ok(())
+    let packed = packing.await;
+    let response = response.map_err(|e| Upload::NotTaken(e.into()))?;
+    let status = response.status();
+    if status.is_success() {
+        return packed
+            .map_err(|e| Upload::Refused(e.into()))?
+            .context("packing the workspace")
+            .map_err(Upload::Refused);
+    }
+    let error = anyhow::anyhow!("uploading the workspace: {status}");
+    // 404: a URL this replica does not know (it was revoked as the run
+    // went elsewhere); 5xx: a replica stopping. Both may change.
+    if status == reqwest::StatusCode::NOT_FOUND || status.is_server_error() {
+        Err(Upload::NotTaken(error))
+    } else {
+        Err(Upload::Refused(error))
+    }
 }

@@ -37,6 +37,9 @@ pub struct App {
     pub instance_tag: String,
     /// The one-time workspace URLs of this replica's build pods.
     pub build_archives: crate::builds::Archives,
+    /// This installation's tag, the same on all its replicas (its build
+    /// pods carry it).
+    pub installation: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +48,8 @@ pub enum StartError {
     Db(#[from] DbError),
     #[error(transparent)]
     Secrets(#[from] SecretError),
+    #[error("cannot read the installation's tag: {0}")]
+    Installation(#[from] crate::db::QueryError),
     #[error("cannot create {path}: {source}")]
     Dir {
         path: std::path::PathBuf,
@@ -80,6 +85,7 @@ impl App {
         }
         let vault = Vault::open(&config.secret_key_file)?;
         let instance_tag = instance_tag(&config.data_dir);
+        let installation = crate::db::installation::tag(db.pool(), &random_tag()).await?;
         if let Some(warning) = preview_domain_warning(&config) {
             tracing::warn!("{warning}");
         }
@@ -116,6 +122,7 @@ impl App {
             ),
             instance_tag,
             build_archives: crate::builds::Archives::default(),
+            installation,
             config,
             db,
         })
@@ -128,7 +135,7 @@ impl App {
             archives: &self.build_archives,
             helper_image: &self.config.builds_helper_image,
             callback: &self.config.builds_callback_url,
-            instance: &self.instance_tag,
+            instance: &self.installation,
             limits: self.config.git_export_limits,
             fallback: self.default_executor(),
         }
@@ -306,6 +313,13 @@ fn relay_port(public: &url::Url) -> Option<u16> {
 
 /// The tag this Gantry puts on every process it starts (steps, local apps),
 /// so that a restart on the same data directory finds what a crash left.
+/// A new installation's tag: 16 random hex digits.
+fn random_tag() -> String {
+    let mut bytes = [0_u8; 8];
+    let _ = getrandom::fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub fn instance_tag(data_dir: &std::path::Path) -> String {
     Sha256::digest(data_dir.display().to_string().as_bytes())
         .iter()

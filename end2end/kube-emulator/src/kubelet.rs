@@ -518,10 +518,18 @@ impl Run<'_> {
         // Deleted (at once, or after its grace period once TERM was sent),
         // or past the pod's deadline.
         let deadline = self.deadline;
+        let this = self;
         let stop = async move {
             let mut termed: Option<tokio::time::Instant> = None;
+            let mut tick = 0_u64;
             loop {
                 tokio::time::sleep(Duration::from_millis(50)).await;
+                tick += 1;
+                // A kubelet brings a Secret's changes into the containers
+                // that mount it (within a minute or two on a real node).
+                if tick.is_multiple_of(20) {
+                    this.secret_volumes(container);
+                }
                 if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                     return Stopped::Deadline;
                 }

@@ -1,7 +1,7 @@
 //! Collecting build pods nothing follows any more: a run that ended, an
-//! attempt that was taken over (its replica died; the next attempt runs
-//! the step again in a pod of its own), a Gantry that crashed between
-//! creating a pod and deleting it. Found by label — this Gantry's own pods
+//! attempt that was taken over and whose pod the next attempt did not
+//! follow on (see `reattach`), a Gantry that crashed between creating a
+//! pod and deleting it. Found by label — this Gantry's own pods
 //! only — on every build cluster and namespace the apps' configurations
 //! name, and deleted (their secrets go with them). Run by whichever
 //! replica holds the `builds` loop.
@@ -30,6 +30,22 @@ fn places(config: &AppConfig, fallback: &Executor) -> Vec<(String, String)> {
             Executor::Local => None,
         })
         .collect()
+}
+
+/// How long after a run was taken over its earlier attempt's pod is left
+/// for the new attempt to follow on (it takes the pod within seconds of
+/// starting; see `reattach`).
+const FOLLOW_ON_GRACE_MS: i64 = 2 * 60 * 1000;
+
+/// Whether the run's current attempt may still take over an earlier
+/// attempt's pod: it has not started yet (the run waits to be claimed), or
+/// started moments ago.
+async fn may_follow_on(db: &Db, run: &db::runs::RunRow) -> Result<bool, BuildError> {
+    let attempts = db::run_attempts::of_run(db.pool(), run.id).await?;
+    Ok(match attempts.iter().find(|a| a.attempt == run.attempt) {
+        None => true,
+        Some(current) => db::now_millis() - current.started_at < FOLLOW_ON_GRACE_MS,
+    })
 }
 
 /// Deletes this Gantry's build pods whose run ended or moved to another
@@ -75,10 +91,13 @@ pub async fn collect(builds: &Builds<'_>, db: &Db) -> Result<usize, BuildError> 
             else {
                 continue;
             };
-            let current = db::runs::get(db.pool(), run_id).await?;
-            let followed = current.is_some_and(|run| {
-                run.attempt == attempt && matches!(run.state, RunState::Running)
-            });
+            let followed = match db::runs::get(db.pool(), run_id).await? {
+                Some(run) if matches!(run.state, RunState::Running | RunState::Queued) => {
+                    run.attempt == attempt
+                        || (attempt < run.attempt && may_follow_on(db, &run).await?)
+                }
+                _ => false,
+            };
             if followed || found.metadata.deletion_timestamp.is_some() {
                 continue;
             }

@@ -3,13 +3,15 @@
 //! URLs (`archive`), its log followed through `pods/log` and resumed after
 //! a dropped stream without loss or repeat (`follow`), its ending read from
 //! the pod's status as plainly as a local step's (`verdict`), and the pod
-//! deleted before the step is over (`step`). Deploys never run here: they
+//! deleted before the step is over (`step`) — unless the replica lost the
+//! run, whose next attempt then follows the same pod on (`reattach`). Deploys never run here: they
 //! stay in Gantry, which alone holds the target clusters' credentials.
 
 pub mod archive;
 pub mod cleanup;
 pub mod follow;
 pub mod pod;
+pub mod reattach;
 pub mod step;
 pub mod verdict;
 

@@ -42,6 +42,15 @@ pub const COLLECT: &str = "collect";
 /// finds its pods by them).
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "gantry-builds");
 pub const RUN_LABEL: &str = "gantry.dev/run";
+pub const ATTEMPT_LABEL: &str = "gantry.dev/attempt";
+/// The step's place in the pipeline.
+pub const POSITION_LABEL: &str = "gantry.dev/position";
+pub const INSTANCE_LABEL: &str = "gantry.dev/instance";
+
+/// The Secret a pod owns: its step's secrets and its workspace URLs.
+pub fn secret_name(pod: &str) -> String {
+    format!("{pod}-step")
+}
 
 /// Everything a build pod is made of.
 pub struct PodPlan<'a> {
@@ -51,7 +60,9 @@ pub struct PodPlan<'a> {
     pub run_id: i64,
     pub attempt: i64,
     pub step: &'a str,
-    /// Gantry's replica tag: which Gantry made it.
+    /// The step's place in the pipeline.
+    pub position: usize,
+    /// The installation's tag: which Gantry made it (any of its replicas).
     pub instance: &'a str,
     pub image: &'a str,
     pub helper_image: &'a str,
@@ -147,9 +158,10 @@ pub fn manifest(plan: &PodPlan<'_>) -> Value {
         MANAGED_BY.0: MANAGED_BY.1,
         "gantry.dev/app": plan.app,
         RUN_LABEL: plan.run_id.to_string(),
-        "gantry.dev/attempt": plan.attempt.to_string(),
+        ATTEMPT_LABEL: plan.attempt.to_string(),
+        POSITION_LABEL: plan.position.to_string(),
         "gantry.dev/step": label_value(plan.step),
-        "gantry.dev/instance": label_value(plan.instance),
+        INSTANCE_LABEL: label_value(plan.instance),
     });
     let empty = |name: &str| json!({ "name": name, "emptyDir": {} });
     let mut spec = json!({
@@ -314,6 +326,7 @@ mod tests {
             run_id: 1,
             attempt: 1,
             step: "test",
+            position: 0,
             instance: "replica-a",
             image: "rust:1.95",
             helper_image: "gantry:1.0.0",

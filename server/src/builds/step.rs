@@ -4,6 +4,7 @@
 //! and the pod deleted — and gone — before the step is over, whatever
 //! happened (a cancel, a timeout, a failure).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -16,6 +17,7 @@ use super::BuildError;
 use super::archive::{self, Archives};
 use super::follow::{self, Lines, Resume};
 use super::pod::{self, PodPlan};
+use super::reattach;
 use super::verdict::{self, Verdict};
 use crate::error::Rejected;
 use crate::git::ExportLimits;
@@ -38,6 +40,7 @@ pub struct Builds<'a> {
     pub helper_image: &'a str,
     /// Where pods reach this replica.
     pub callback: &'a url::Url,
+    /// The installation's tag, on every pod it makes.
     pub instance: &'a str,
     pub limits: ExportLimits,
     /// Where steps run when nothing in the pipeline repo says.
@@ -60,6 +63,20 @@ pub struct BuildStep<'a> {
     /// What goes into the pod's Secret: the step's listed secrets only.
     pub secrets: &'a [(String, String)],
     pub workspace: &'a Workspace,
+    /// The pod an earlier attempt started for this step, followed on
+    /// instead of a new one; with the lines of its log already stored.
+    pub reattach: Option<Reattach<'a>>,
+    /// Set when this replica lost the run to another: its pod is left
+    /// running for the attempt that took the run over.
+    pub lost: &'a AtomicBool,
+}
+
+/// A pod to follow on (see `reattach`).
+#[derive(Clone, Copy)]
+pub struct Reattach<'a> {
+    pub pod: &'a str,
+    /// Its log lines the step's log already holds.
+    pub logged: usize,
 }
 
 /// How a step's pod ended.
@@ -89,7 +106,8 @@ fn api_message(error: &kube::Error) -> String {
     }
 }
 
-/// Runs `step` as a pod, its output into `sink`.
+/// Runs `step` as a pod, its output into `sink` (or follows on the pod
+/// an earlier attempt started, when `step.reattach` names one).
 pub async fn run(
     builds: &Builds<'_>,
     step: &BuildStep<'_>,
@@ -101,11 +119,108 @@ pub async fn run(
     let root = &step.workspace.root;
     let offered = root.join(format!("fetch-{}.tar", step.step_id));
     let returned = root.join(format!("upload-{}.tar", step.step_id));
+    let (upload_token, uploaded) =
+        builds
+            .archives
+            .upload(step.run_id, step.step_id, returned.clone())?;
+    let upload_url = url(builds, step, &upload_token)?;
+    let api = pods(&client, &executor.namespace);
+    let started = match step.reattach {
+        Some(earlier) => {
+            sink.note(&format!(
+                "follows on pod {} in namespace {} of cluster {}, started by an earlier attempt; its log goes on below",
+                earlier.pod, executor.namespace, executor.cluster
+            ))
+            .await?;
+            reattach::take(
+                &client,
+                &executor.namespace,
+                earlier.pod,
+                (step.attempt, builds.instance),
+                &upload_url,
+            )
+            .await
+            .map(|()| (earlier.pod.to_string(), earlier.logged))
+            .map_err(|error| BuildError::Create {
+                cluster: executor.cluster.clone(),
+                namespace: executor.namespace.clone(),
+                message: format!(
+                    "the pod {} of an earlier attempt could not be taken over: {}",
+                    earlier.pod,
+                    api_message(&error)
+                ),
+            })
+        }
+        None => start(builds, step, &client, &offered, &upload_url, sink)
+            .await
+            .map(|name| (name, 0)),
+    };
+    let (name, logged) = match started {
+        Ok(started) => started,
+        Err(error) => {
+            cleanup_tickets(builds, step, &[&offered, &returned]).await;
+            return Err(error);
+        }
+    };
+    let ending = match supervise(&client, step, &name, logged, sink, cancel).await {
+        Ok(PodEnding::Exited(code)) => {
+            take_back(builds, step, &api, &name, uploaded, &returned, sink)
+                .await
+                .map(|taken| match taken {
+                    None => PodEnding::Exited(code),
+                    Some(why) => PodEnding::Failed(why),
+                })
+        }
+        other => other,
+    };
+    cleanup_tickets(builds, step, &[&offered, &returned]).await;
+    // The run went to another replica, whose attempt follows this pod on.
+    if step.lost.load(Ordering::Relaxed) && matches!(ending, Ok(PodEnding::Cancelled)) {
+        sink.note(&format!(
+            "this replica lost the run; its pod {name} is left for the attempt that took it over"
+        ))
+        .await?;
+        return ending;
+    }
+    // Whatever else happened, the pod goes (and its secret with it)
+    // before the step is over.
+    if let Err(why) = delete(&api, &name).await {
+        sink.note(&format!(
+            "the pod {name} could not be deleted: {why}; the clean-up loop will collect it"
+        ))
+        .await?;
+    }
+    ending
+}
+
+/// The URL of the step's workspace with `token`.
+fn url(builds: &Builds<'_>, step: &BuildStep<'_>, token: &str) -> Result<String, BuildError> {
+    builds
+        .callback
+        .join(&format!(
+            "builds/v1/runs/{}/steps/{}/workspace?token={token}",
+            step.run_id, step.step_id
+        ))
+        .map(String::from)
+        .map_err(|e| BuildError::Io(std::io::Error::other(e)))
+}
+
+/// Packs and offers the workspace, and creates the step's pod and its
+/// Secret: the pod's name.
+async fn start(
+    builds: &Builds<'_>,
+    step: &BuildStep<'_>,
+    client: &kube::Client,
+    offered: &std::path::Path,
+    upload_url: &str,
+    sink: &mut LogSink<'_>,
+) -> Result<String, BuildError> {
+    let executor = step.executor;
     {
         let (app, pipeline, offered) = (
             step.workspace.app(),
             step.workspace.pipeline(),
-            offered.clone(),
+            offered.to_path_buf(),
         );
         tokio::task::spawn_blocking(move || {
             archive::pack(&[("workspace", &app), ("pipeline", &pipeline)], &offered)
@@ -113,32 +228,15 @@ pub async fn run(
         .await
         .map_err(std::io::Error::other)??;
     }
-    let url = |door: &str, token: &str| -> Result<String, BuildError> {
-        builds
-            .callback
-            .join(&format!(
-                "builds/v1/runs/{}/steps/{}/{door}?token={token}",
-                step.run_id, step.step_id
-            ))
-            .map(String::from)
-            .map_err(|e| BuildError::Io(std::io::Error::other(e)))
-    };
     let fetch_token = builds
         .archives
-        .fetch(step.run_id, step.step_id, offered.clone())?;
-    let (upload_token, uploaded) =
-        builds
-            .archives
-            .upload(step.run_id, step.step_id, returned.clone())?;
+        .fetch(step.run_id, step.step_id, offered.to_path_buf())?;
     let name = pod::name(step.app, step.run_id, step.attempt, step.position);
-    let secret = format!("{name}-step");
+    let secret = pod::secret_name(&name);
     let secret_names: Vec<String> = step.secrets.iter().map(|(key, _)| key.clone()).collect();
     let urls = [
-        (pod::FETCH_KEY.to_string(), url("workspace", &fetch_token)?),
-        (
-            pod::UPLOAD_KEY.to_string(),
-            url("workspace", &upload_token)?,
-        ),
+        (pod::FETCH_KEY.to_string(), url(builds, step, &fetch_token)?),
+        (pod::UPLOAD_KEY.to_string(), upload_url.to_string()),
     ];
     let manifest = pod::manifest(&PodPlan {
         name: &name,
@@ -147,6 +245,7 @@ pub async fn run(
         run_id: step.run_id,
         attempt: step.attempt,
         step: &step.step.name,
+        position: step.position,
         instance: builds.instance,
         image: step.image,
         helper_image: builds.helper_image,
@@ -163,7 +262,6 @@ pub async fn run(
         executor.namespace, executor.cluster, step.image
     ))
     .await?;
-    let api = pods(&client, &executor.namespace);
     let create_failed = |error: &kube::Error| BuildError::Create {
         cluster: executor.cluster.clone(),
         namespace: executor.namespace.clone(),
@@ -171,50 +269,17 @@ pub async fn run(
     };
     let object: DynamicObject =
         serde_json::from_value(manifest).map_err(|e| BuildError::Io(std::io::Error::other(e)))?;
-    let created = api
+    let created = pods(client, &executor.namespace)
         .create(&PostParams::default(), &object)
         .await
-        .map_err(|e| create_failed(&e));
-    let ending = match created {
-        Err(error) => {
-            cleanup_tickets(builds, step, &[&offered, &returned]).await;
-            return Err(error);
-        }
-        Ok(created) => {
-            let uid = created.metadata.uid.clone().unwrap_or_default();
-            let secret_made = create_secret(&client, step, &name, &uid, &secret, &urls)
-                .await
-                .map_err(|e| create_failed(&e));
-            match secret_made {
-                Err(error) => Err(error),
-                Ok(()) => {
-                    let ending = supervise(&client, step, &name, sink, cancel).await;
-                    match ending {
-                        Ok(PodEnding::Exited(code)) => {
-                            take_back(builds, step, &api, &name, uploaded, &returned, sink)
-                                .await
-                                .map(|taken| match taken {
-                                    None => PodEnding::Exited(code),
-                                    Some(why) => PodEnding::Failed(why),
-                                })
-                        }
-                        other => other,
-                    }
-                }
-            }
-        }
-    };
-    // Whatever happened, the pod goes (and its secret with it) before the
-    // step is over.
-    let gone = delete(&api, &name).await;
-    cleanup_tickets(builds, step, &[&offered, &returned]).await;
-    if let Err(why) = gone {
-        sink.note(&format!(
-            "the pod {name} could not be deleted: {why}; the clean-up loop will collect it"
-        ))
-        .await?;
+        .map_err(|e| create_failed(&e))?;
+    let uid = created.metadata.uid.clone().unwrap_or_default();
+    if let Err(error) = create_secret(client, step, &name, &uid, &secret, &urls).await {
+        // The pod waits for its Secret forever: it goes.
+        let _ = delete(&pods(client, &executor.namespace), &name).await;
+        return Err(create_failed(&error));
     }
-    ending
+    Ok(name)
 }
 
 async fn cleanup_tickets(builds: &Builds<'_>, step: &BuildStep<'_>, files: &[&std::path::Path]) {
@@ -271,6 +336,7 @@ async fn supervise(
     client: &kube::Client,
     step: &BuildStep<'_>,
     name: &str,
+    mut logged: usize,
     sink: &mut LogSink<'_>,
     cancel: &CancellationToken,
 ) -> Result<PodEnding, BuildError> {
@@ -296,6 +362,11 @@ async fn supervise(
                         let mut text = text.to_vec();
                         text.push(b'\n');
                         for line in splitter.feed(&text) {
+                            // Stored by the attempt this one took over from.
+                            if logged > 0 {
+                                logged -= 1;
+                                continue;
+                            }
                             sink.line(&line).await?;
                         }
                     }

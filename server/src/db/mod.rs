@@ -19,6 +19,7 @@ pub mod deployments;
 pub mod environments;
 mod error;
 pub mod inbox;
+pub mod installation;
 pub mod local_processes;
 pub mod notices;
 pub mod notifications;

@@ -25,7 +25,9 @@ struct Builds {
     prod: Emulator,
 }
 
-fn kubelet() -> Kubelet {
+/// The build cluster's kubelet: `gantry-helper:test` is this build's
+/// `gantry`, `test/shell` is `/bin/sh`.
+pub fn kubelet() -> Kubelet {
     Kubelet {
         images: [
             (
@@ -451,7 +453,7 @@ async fn orphaned_build_pods_are_collected_and_another_gantrys_are_left_alone() 
         let id = run["run"]["id"].as_i64().unwrap();
         // Left by a Gantry that crashed mid-step, and one of another Gantry
         // building in the same namespace.
-        let instance = gantry::builds::pod::label_value(&setup.app.state.instance_tag);
+        let instance = gantry::builds::pod::label_value(&setup.app.state.installation);
         for (name, instance) in [("orphan", instance.as_str()), ("theirs", "another-gantry")] {
             let pod = json!({
                 "apiVersion": "v1", "kind": "Pod",

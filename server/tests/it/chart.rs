@@ -99,8 +99,10 @@ async fn the_chart_lints_renders_and_rolls_out_with_the_rbac_gantry_asks_for() {
         ("create", "pods"),
         ("delete", "pods"),
         ("list", "pods"),
+        ("patch", "pods"),
         ("get", "pods/log"),
         ("create", "secrets"),
+        ("patch", "secrets"),
         ("delete", "secrets"),
     ] {
         assert!(

@@ -219,7 +219,23 @@ impl Fleet {
         pipeline_yaml: &str,
         extra: &[(&'static str, String)],
     ) -> Fleet {
-        let cluster = kube_emulator::Emulator::start(kube_emulator::Options::default())
+        Fleet::on(
+            kube_emulator::Options::default(),
+            database_url,
+            pipeline_yaml,
+            extra,
+        )
+        .await
+    }
+
+    /// [`Fleet::new`] on a cluster emulated with `options`.
+    async fn on(
+        options: kube_emulator::Options,
+        database_url: &str,
+        pipeline_yaml: &str,
+        extra: &[(&'static str, String)],
+    ) -> Fleet {
+        let cluster = kube_emulator::Emulator::start(options)
             .await
             .expect("emulator");
         let app = WorkRepo::new();
@@ -1350,6 +1366,164 @@ steps:
                 && text.contains("not applied again")),
         "{log:?}"
     );
+    pool.close().await;
+    drop(other);
+    database.drop_now().await;
+}
+
+/// A build pod outlives the replica that started it. The replica that
+/// takes the run over follows the same pod on: its log goes on where the
+/// dead replica's stopped — no line twice, none lost — and the checkout
+/// comes back to it through the URL it wrote into the pod's Secret, which
+/// the pod's `collect` kept reading while the dead replica did not answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_step_is_followed_by_another_that_follows_its_build_pod_on() {
+    let database = crate::support::PostgresDatabase::create().await;
+    // Under /var/tmp: a pod's /tmp is its own.
+    let hold = tempfile::tempdir_in("/var/tmp").expect("flag dir");
+    let flag = hold.path().join("hold");
+    std::fs::write(&flag, "").expect("flag");
+    let pipeline = format!(
+        r#"apiVersion: gantry.dev/v1
+image: "registry.example.com/shop:{{{{ commit }}}}"
+executor: {{ kubernetes: {{ cluster: dev, namespace: builds, image: test/shell }} }}
+steps:
+  - name: build
+    run: |
+      i=0; while [ -f {flag} ]; do i=$((i+1)); echo "line $i"; sleep 0.05; done
+      echo built; mkdir -p out; echo "artifact of $GANTRY_SHORT_SHA" > out/app.bin
+  - {{ name: check, run: "cat out/app.bin" }}
+  - deploy
+"#,
+        flag = flag.display()
+    );
+    let options = kube_emulator::Options {
+        kubelet: Some(crate::builds::kubelet()),
+        ..kube_emulator::Options::default()
+    };
+    let extra = [(
+        "GANTRY_BUILDS_HELPER_IMAGE",
+        "gantry-helper:test".to_string(),
+    )];
+    let fleet = Fleet::on(options, &database.url, &pipeline, &extra).await;
+    let namespace = reqwest::Client::new()
+        .post(format!("{}/api/v1/namespaces", fleet.cluster.url()))
+        .json(&json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": "builds" } }))
+        .send()
+        .await
+        .expect("namespace");
+    assert!(namespace.status().is_success(), "{namespace:?}");
+    fleet.pipeline.write(
+        "gantry.yaml",
+        "apiVersion: gantry.dev/v1\nbuilds:\n  clusters: [dev/builds]\n",
+    );
+    fleet.pipeline.commit("builds on dev");
+    let start = |i: usize| {
+        fleet.start_with(
+            i,
+            &[(
+                "GANTRY_BUILDS_CALLBACK_URL",
+                format!("http://127.0.0.1:{}/", fleet.ports[i]),
+            )],
+        )
+    };
+    let pool = sqlx::AnyPool::connect(&database.url)
+        .await
+        .expect("database");
+    let dying = start(1);
+    let commit = fleet.push(0);
+    fleet.register_cluster(1).await;
+    let build_log = |attempt_note: bool| {
+        let pool = pool.clone();
+        let commit = commit.clone();
+        async move {
+            let chunks: Vec<String> = sqlx::query_scalar(
+                "SELECT l.content FROM log_chunks l JOIN steps s ON s.id = l.step_id
+                 JOIN runs r ON r.id = s.run_id
+                 WHERE r.commit_sha = $1 AND s.name = 'build' ORDER BY l.seq",
+            )
+            .bind(&commit)
+            .fetch_all(&pool)
+            .await
+            .expect("build log");
+            let log = chunks.concat();
+            let ready = if attempt_note {
+                log.contains("follows on")
+            } else {
+                log.contains("line 20\n")
+            };
+            ready.then_some(log)
+        }
+    };
+    wait_for(
+        "the build pod's log on the first replica",
+        2 * MINUTE,
+        || build_log(false),
+    )
+    .await;
+    let other = start(0);
+    dying.kill();
+    // The script ends while no Gantry follows it: `collect` finds the dead
+    // replica's URL unanswered and keeps offering the checkout.
+    std::fs::remove_file(&flag).expect("release");
+    wait_for(
+        "the second attempt to follow the pod on",
+        2 * MINUTE,
+        || build_log(true),
+    )
+    .await;
+    let run_id: i64 = sqlx::query_scalar("SELECT id FROM runs WHERE commit_sha = $1")
+        .bind(&commit)
+        .fetch_one(&pool)
+        .await
+        .expect("run");
+    let state = run_end(&pool, run_id).await;
+    let log = build_log(true).await.unwrap_or_default();
+    let check: String = sqlx::query_scalar::<_, String>(
+        "SELECT l.content FROM log_chunks l JOIN steps s ON s.id = l.step_id
+         WHERE s.run_id = $1 AND s.name = 'check' ORDER BY l.seq",
+    )
+    .bind(run_id)
+    .fetch_all(&pool)
+    .await
+    .expect("check log")
+    .concat();
+    assert_eq!(state, "succeeded", "{log}\n{check}");
+    let attempt: i64 = sqlx::query_scalar("SELECT attempt FROM runs WHERE id = $1")
+        .bind(run_id)
+        .fetch_one(&pool)
+        .await
+        .expect("attempt");
+    assert_eq!(attempt, 2, "{log}");
+    // One pod ran the step, and its every line is in the log once, in order.
+    assert_eq!(log.matches("runs as pod ").count(), 1, "{log}");
+    let printed: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.starts_with("[gantry] "))
+        .collect();
+    let (built, lines) = printed.split_last().expect("lines");
+    assert_eq!(*built, "built", "{log}");
+    let expected: Vec<String> = (1..=lines.len()).map(|i| format!("line {i}")).collect();
+    assert_eq!(lines, expected, "{log}");
+    assert!(lines.len() >= 20, "{log}");
+    // The checkout came back to the replica that took over.
+    assert!(
+        check.contains(&format!("artifact of {}", &commit[..7])),
+        "{check}"
+    );
+    assert_eq!(deployment_states(&pool, run_id).await, ["succeeded"]);
+    // Nothing is left on the build cluster.
+    let store = fleet.cluster.store();
+    wait_for("the build namespace to be empty", MINUTE, || async {
+        let left: Vec<String> = ["pods", "secrets"]
+            .iter()
+            .flat_map(|plural| store.objects_of("", plural))
+            .filter(|(key, _)| key.namespace == "builds")
+            .map(|(key, _)| key.name)
+            .collect();
+        left.is_empty().then_some(())
+    })
+    .await;
     pool.close().await;
     drop(other);
     database.drop_now().await;

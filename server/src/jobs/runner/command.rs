@@ -1,12 +1,14 @@
 //! One command step: its secrets, its sandbox, its output into the log,
 //! its limits, timeout and cancellation, and its test reports.
 
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use app::dto::StepState;
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::builds::step::Reattach;
 use crate::builds::{BuildStep, PodEnding};
 use crate::db::{self, now_millis, runs::RunRow};
 use crate::gitops::builds::{BuildPod, Executor, KubernetesExecutor};
@@ -81,6 +83,12 @@ pub struct Placement<'a> {
     pub pod: &'a BuildPod,
     /// Its place in the pipeline.
     pub position: usize,
+    /// The build pod an earlier attempt of the run started for the step,
+    /// followed on instead of starting the step again.
+    pub follow_on: Option<&'a str>,
+    /// Set when this replica lost the run: a build pod is left running
+    /// for the attempt that took the run over.
+    pub lost: &'a AtomicBool,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -287,6 +295,20 @@ async fn on_cluster(
         .await?
         .map(|a| a.name)
         .unwrap_or_default();
+    let reattach = match on.placement.follow_on {
+        Some(pod) => {
+            let log: String = db::steps::log_chunks(app.db.pool(), on.step_id, 0)
+                .await?
+                .into_iter()
+                .map(|(_, text)| text)
+                .collect();
+            Some(Reattach {
+                pod,
+                logged: crate::builds::reattach::lines_logged(&log, pod),
+            })
+        }
+        None => None,
+    };
     let build = BuildStep {
         app: &app_name,
         run_id: run.id,
@@ -300,6 +322,8 @@ async fn on_cluster(
         env: on.env,
         secrets: on.secrets,
         workspace,
+        reattach,
+        lost: on.placement.lost,
     };
     let ending = crate::builds::step::run(&app.builds(), &build, &mut sink, cancel).await;
     let timeout = || {

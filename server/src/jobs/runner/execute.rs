@@ -60,7 +60,7 @@ pub async fn execute(app: Arc<App>, run: RunRow) {
 
     report::status(&app, run.id, None, StatusState::Pending, "running".into());
     report::comment(&app, run.id);
-    let ending = match run_steps(&app, &run, &workspace, &cancel).await {
+    let ending = match run_steps(&app, &run, &workspace, &cancel, &lost).await {
         Ok(ending) => ending,
         // The shared database went away mid-run (a restart, a cut): what
         // this attempt did is not all recorded, so it is not ended here.
@@ -243,6 +243,7 @@ async fn run_steps(
     run: &RunRow,
     workspace: &Workspace,
     cancel: &CancellationToken,
+    lost: &AtomicBool,
 ) -> Result<Ending, RunError> {
     if run.trigger == crate::delivery::ledger::rollback::TRIGGER {
         return run_rollback(app, run, cancel).await;
@@ -277,7 +278,7 @@ async fn run_steps(
     // Steps are recorded first, so the run page shows the whole plan.
     let names: Vec<&str> = config.pipeline.steps.iter().map(Step::name).collect();
     let step_ids = db::steps::create_all(pool, run.id, &names).await?;
-    let from = resume_point(app, run, workspace).await?;
+    let from = resume_point(app, run, workspace, &config).await?;
     if from.reused {
         tracing::info!(
             run = run.id,
@@ -375,7 +376,11 @@ async fn run_steps(
         if cancel.is_cancelled() {
             return Ok(Ending::Cancelled);
         }
-        if let Some(why) = &from.again {
+        let again = match &from.follow_on {
+            Some((_, note)) if position == from.step => Some(note),
+            _ => from.again.as_ref(),
+        };
+        if let Some(why) = again {
             sink(
                 app,
                 run.id,
@@ -406,6 +411,12 @@ async fn run_steps(
                     executor: config.executor_of(step, &app.default_executor()),
                     pod: &config.builds.pod,
                     position,
+                    follow_on: from
+                        .follow_on
+                        .as_ref()
+                        .filter(|_| position == from.step)
+                        .map(|(pod, _)| pod.as_str()),
+                    lost,
                 };
                 command::run(
                     app, run, step_id, step, &placement, &vars, &hosts, workspace, cancel,
@@ -484,25 +495,32 @@ struct ResumePoint {
     reused: bool,
     /// What each step it runs says first, in a later attempt.
     again: Option<String>,
+    /// The build pod of the earlier attempt its first step follows on,
+    /// and what that step says first instead.
+    follow_on: Option<(String, String)>,
 }
 
 /// A first attempt starts at the first step. A later one (the run was taken
 /// over) starts at the step the run was in, in the earlier attempt's
 /// workspace, when this replica has it (it ran that attempt and
-/// restarted). Otherwise it starts from the first step in a fresh
-/// workspace: what the earlier steps built is on another replica's disk,
-/// a per-replica cache. Either way, the steps it runs start from their
-/// start; a deploy is applied again (idempotently, as a new deployment).
+/// restarted), or when that step runs on a cluster and its build pod still
+/// runs: the step follows that pod on, and the checkout comes back from it.
+/// Otherwise it starts from the first step in a fresh workspace: what the
+/// earlier steps built is on another replica's disk, a per-replica cache.
+/// The other steps it runs start from their start; a deploy is applied
+/// again (idempotently, as a new deployment).
 async fn resume_point(
     app: &App,
     run: &RunRow,
     workspace: &Workspace,
+    config: &crate::gitops::schema::AppConfig,
 ) -> Result<ResumePoint, RunError> {
     if run.attempt <= 1 {
         return Ok(ResumePoint {
             step: 0,
             reused: false,
             again: None,
+            follow_on: None,
         });
     }
     let pool = app.db.pool();
@@ -516,7 +534,14 @@ async fn resume_point(
     if !reused {
         earlier.remove().await;
     }
-    let step = if reused { done } else { 0 };
+    // A build pod still running the step: it carries the whole checkout,
+    // whatever disk the earlier steps' work was on.
+    let follow_on = earlier_pod(app, run, config, done).await;
+    let step = if reused || follow_on.is_some() {
+        done
+    } else {
+        0
+    };
     let position = i64::try_from(step).unwrap_or(i64::MAX);
     db::steps::again(pool, run.id, position).await?;
     db::run_attempts::start(
@@ -535,14 +560,24 @@ async fn resume_point(
         .find(|a| a.attempt < run.attempt)
         .and_then(|a| a.interrupted)
         .unwrap_or_else(|| "interrupted".to_string());
-    let replayed = if !reused && done > 0 {
+    let replayed = if step == 0 && done > 0 {
         "; the steps before the one it was in run again too, since what they built stayed on the replica that ran them"
     } else {
         ""
     };
+    let follow_on = follow_on.map(|pod| {
+        let note = format!(
+            "attempt {} on replica {}: follows on the step's build pod {pod} (attempt {} ended: {ended})",
+            run.attempt,
+            app.replica.id,
+            run.attempt - 1
+        );
+        (pod, note)
+    });
     Ok(ResumePoint {
         step,
         reused,
+        follow_on,
         again: Some(format!(
             "attempt {} on replica {}: this step runs from its start (attempt {} ended: {ended}){replayed}",
             run.attempt,
@@ -550,6 +585,33 @@ async fn resume_point(
             run.attempt - 1
         )),
     })
+}
+
+/// The build pod an earlier attempt left running the step at `position`,
+/// when that step runs on a cluster and the pod can be followed on.
+async fn earlier_pod(
+    app: &App,
+    run: &RunRow,
+    config: &crate::gitops::schema::AppConfig,
+    position: usize,
+) -> Option<String> {
+    let Some(Step::Command(step)) = config.pipeline.steps.get(position) else {
+        return None;
+    };
+    let crate::gitops::builds::Executor::Kubernetes(executor) =
+        config.executor_of(step, &app.default_executor())
+    else {
+        return None;
+    };
+    match crate::builds::reattach::find(&app.builds(), &executor, run.id, run.attempt, position)
+        .await
+    {
+        Ok(found) => found,
+        Err(error) => {
+            tracing::warn!(run = run.id, %error, "cannot look for the earlier attempt's build pod; the step starts anew");
+            None
+        }
+    }
 }
 
 /// Gives the workspace to this attempt's sandbox user: it writes the
