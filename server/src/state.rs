@@ -137,6 +137,7 @@ impl App {
             callback: &self.config.builds_callback_url,
             instance: &self.installation,
             limits: self.config.git_export_limits,
+            unreachable_after: self.config.builds_unreachable_after,
             fallback: self.default_executor(),
         }
     }

@@ -67,9 +67,7 @@ fn state(name: &str, image: &str, state: Value, ready: bool) -> Value {
 
 fn set_pod_status(store: &Store, key: &Key, phase: &str, init: &[Value], main: &[Value]) {
     let ready = phase == "Running";
-    store.set_status(
-        key,
-        json!({
+    let status = json!({
             "phase": phase,
             "conditions": [
                 { "type": "PodScheduled", "status": "True" },
@@ -78,8 +76,14 @@ fn set_pod_status(store: &Store, key: &Key, phase: &str, init: &[Value], main: &
             "initContainerStatuses": init,
             "containerStatuses": main,
             "startTime": now_rfc3339(),
-        }),
-    );
+    });
+    // An evicted pod says so in every status from then on, with the
+    // containers' endings (one update, as a kubelet writes it).
+    let status = match store.eviction(&key.namespace, &key.name) {
+        Some(message) => crate::store::evicted(status, &message),
+        None => status,
+    };
+    store.set_status(key, status);
 }
 
 /// Why a container stopped before it ended by itself.
@@ -89,6 +93,8 @@ enum Stopped {
     Deleted,
     /// Its pod ran past `activeDeadlineSeconds`.
     Deadline,
+    /// Its node evicted the pod.
+    Evicted,
 }
 
 /// A pod's `emptyDir` volumes: a directory of the pod's own each, removed
@@ -253,7 +259,7 @@ async fn run_pod(store: &Store, kubelet: &Kubelet, key: Key, pod: Value) {
         }),
         // A pod deleted with a grace period goes once its containers have.
         Some(Stopped::Deleted) => store.remove(&key),
-        None => {}
+        Some(Stopped::Evicted) | None => {}
     }
 }
 
@@ -532,6 +538,9 @@ impl Run<'_> {
                 }
                 if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                     return Stopped::Deadline;
+                }
+                if store.eviction(&key.namespace, &key.name).is_some() {
+                    return Stopped::Evicted;
                 }
                 let Some(pod) = store.object("", "pods", &key.namespace, &key.name) else {
                     return Stopped::Deleted;

@@ -123,6 +123,8 @@ pub struct Store {
     /// Container output by (namespace, pod, container).
     /// What each container printed: (nanoseconds since the epoch, line).
     logs: Mutex<BTreeMap<LogKey, Vec<(i128, String)>>>,
+    /// Pods the node's kubelet evicts (node pressure): their message.
+    evictions: Mutex<BTreeMap<(String, String), String>>,
     pub options: Options,
 }
 
@@ -268,8 +270,32 @@ impl Store {
             rollout: Mutex::new(rollout),
             denied: Mutex::new(options.denied.clone()),
             logs: Mutex::default(),
+            evictions: Mutex::default(),
             options,
         }
+    }
+
+    /// The node evicts the pod under resource pressure, as a kubelet does:
+    /// its containers are killed and its status says `Failed`, `Evicted`,
+    /// with `message` (tests; the kubelet does the rest).
+    pub fn evict(&self, namespace: &str, name: &str, message: &str) {
+        lock(&self.evictions).insert((namespace.into(), name.into()), message.into());
+        let key = Key {
+            group: String::new(),
+            plural: "pods".into(),
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        if let Some(pod) = self.object("", "pods", namespace, name) {
+            self.set_status(&key, evicted(pod["status"].clone(), message));
+        }
+    }
+
+    /// Why the pod is evicted, if it is.
+    pub fn eviction(&self, namespace: &str, name: &str) -> Option<String> {
+        lock(&self.evictions)
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
     }
 
     pub fn faults(&self) -> Faults {
@@ -1225,6 +1251,14 @@ fn set(text: &str) -> Result<Vec<String>, ApiError> {
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty())
         .collect())
+}
+
+/// A pod's status once its node evicted it.
+pub fn evicted(mut status: Value, message: &str) -> Value {
+    status["phase"] = json!("Failed");
+    status["reason"] = json!("Evicted");
+    status["message"] = json!(message);
+    status
 }
 
 #[cfg(test)]

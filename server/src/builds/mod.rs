@@ -35,6 +35,12 @@ pub enum BuildError {
         seconds: u64,
         message: String,
     },
+    #[error("cannot list the build pods in namespace {namespace} of cluster {cluster}: {message}")]
+    List {
+        cluster: String,
+        namespace: String,
+        message: String,
+    },
     #[error("the workspace that came back from the pod was refused: {0}")]
     Workspace(String),
     #[error("{0}")]

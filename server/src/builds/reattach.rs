@@ -49,14 +49,19 @@ pub async fn find(
     let client = builds.clusters.client(&executor.cluster).await?;
     let pods = api(&client, &executor.namespace);
     let selector = format!("{}={},{RUN_LABEL}={run_id}", MANAGED_BY.0, MANAGED_BY.1);
-    let listed = pods
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(|e| BuildError::Unreachable {
-            cluster: executor.cluster.clone(),
-            seconds: 0,
-            message: e.to_string(),
-        })?;
+    let list_failed = |message: String| BuildError::List {
+        cluster: executor.cluster.clone(),
+        namespace: executor.namespace.clone(),
+        message,
+    };
+    // Bounded: its client retries a failing API server for a minute.
+    let listed = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        pods.list(&ListParams::default().labels(&selector)),
+    )
+    .await
+    .map_err(|_| list_failed("no answer in 10 s".into()))?
+    .map_err(|e| list_failed(e.to_string()))?;
     let mut found = None;
     for earlier in listed {
         let labels = earlier.metadata.labels.clone().unwrap_or_default();

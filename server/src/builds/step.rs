@@ -26,12 +26,13 @@ use crate::gitops::schema::CommandStep;
 use crate::runs::logs::{LineSplitter, LogSink};
 use crate::runs::workspace::Workspace;
 
-/// How long a build cluster may not answer before the step fails.
-const UNREACHABLE: Duration = Duration::from_secs(60);
 /// How long the checkout may take to come back once the script ended.
 const COLLECT: Duration = Duration::from_secs(120);
 /// How long a deleted pod may take to go.
 const GONE: Duration = Duration::from_secs(60);
+/// How long one question to the build cluster may take (its client retries
+/// an API server that fails, with backoff).
+const POLL: Duration = Duration::from_secs(5);
 
 /// What running steps as pods needs of Gantry.
 pub struct Builds<'a> {
@@ -45,6 +46,8 @@ pub struct Builds<'a> {
     pub limits: ExportLimits,
     /// Where steps run when nothing in the pipeline repo says.
     pub fallback: crate::gitops::builds::Executor,
+    /// How long a build cluster may not answer before the step fails.
+    pub unreachable_after: Duration,
 }
 
 /// The step to run.
@@ -162,7 +165,17 @@ pub async fn run(
             return Err(error);
         }
     };
-    let ending = match supervise(&client, step, &name, logged, sink, cancel).await {
+    let ending = match supervise(
+        &client,
+        step,
+        &name,
+        logged,
+        sink,
+        cancel,
+        builds.unreachable_after,
+    )
+    .await
+    {
         Ok(PodEnding::Exited(code)) => {
             take_back(builds, step, &api, &name, uploaded, &returned, sink)
                 .await
@@ -339,6 +352,7 @@ async fn supervise(
     mut logged: usize,
     sink: &mut LogSink<'_>,
     cancel: &CancellationToken,
+    unreachable_after: Duration,
 ) -> Result<PodEnding, BuildError> {
     let namespace = &step.executor.namespace;
     let api = pods(client, namespace);
@@ -382,7 +396,14 @@ async fn supervise(
             },
             _ = tick.tick() => {
                 sink.flush().await?;
-                match api.get_opt(name).await {
+                // The client retries a failing API server with backoff:
+                // bounded here, so a cancel or a timeout is not kept
+                // waiting behind it.
+                let asked = tokio::time::Instant::now();
+                let polled = tokio::time::timeout(POLL, api.get_opt(name))
+                    .await
+                    .unwrap_or_else(|_| Err(kube::Error::Service(format!("no answer in {} s", POLL.as_secs()).into())));
+                match polled {
                     Ok(pod) => {
                         unanswered = None;
                         let pod = pod.map(|p| serde_json::to_value(p).unwrap_or_default());
@@ -390,11 +411,12 @@ async fn supervise(
                         started |= pod.as_ref().is_some_and(verdict::step_started);
                     }
                     Err(error) => {
-                        let since = *unanswered.get_or_insert_with(tokio::time::Instant::now);
-                        if since.elapsed() >= UNREACHABLE {
+                        let since = *unanswered.get_or_insert(asked);
+                        if since.elapsed() >= unreachable_after {
+                            flush_rest(&mut splitter, sink).await?;
                             return Err(BuildError::Unreachable {
                                 cluster: step.executor.cluster.clone(),
-                                seconds: UNREACHABLE.as_secs(),
+                                seconds: since.elapsed().as_secs(),
                                 message: api_message(&error),
                             });
                         }
@@ -516,16 +538,17 @@ async fn take_back(
 
 /// Deletes the pod and waits until it is gone.
 async fn delete(api: &Api<DynamicObject>, name: &str) -> Result<(), Rejected> {
-    match api.delete(name, &DeleteParams::default()).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
-        Err(error) => return Err(api_message(&error).into()),
+    match tokio::time::timeout(POLL, api.delete(name, &DeleteParams::default())).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(kube::Error::Api(status))) if status.code == 404 => return Ok(()),
+        Ok(Err(error)) => return Err(api_message(&error).into()),
+        Err(_) => return Err(format!("the cluster did not answer in {} s", POLL.as_secs()).into()),
     }
     let deadline = tokio::time::Instant::now() + GONE;
     while tokio::time::Instant::now() < deadline {
-        match api.get_opt(name).await {
-            Ok(None) => return Ok(()),
-            Ok(Some(_)) | Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        match tokio::time::timeout(POLL, api.get_opt(name)).await {
+            Ok(Ok(None)) => return Ok(()),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
     Err(format!("it was still there after {} s", GONE.as_secs()).into())

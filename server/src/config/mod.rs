@@ -76,6 +76,7 @@ pub const ENV_VARS: &[&str] = &[
     "GANTRY_BUILDS_LOCAL",
     "GANTRY_BUILDS_HELPER_IMAGE",
     "GANTRY_BUILDS_CALLBACK_URL",
+    "GANTRY_BUILDS_UNREACHABLE_AFTER",
     "GANTRY_PREVIEW_DOMAIN",
     "GANTRY_TRUSTED_PROXIES",
     "GANTRY_ALLOWED_HOSTS",
@@ -277,6 +278,9 @@ pub struct Config {
     /// default) or refused (`refuse`: a Gantry in a cluster, whose pod
     /// has no sandbox to give them).
     pub builds_local: bool,
+    /// `builds.unreachable_after`: how long a build cluster may not answer
+    /// about a running step's pod before the step fails (default 60 s).
+    pub builds_unreachable_after: std::time::Duration,
     /// Environments of the local target are served on
     /// `<env>--<app>.<preview_domain>`: a host of their own, never the
     /// dashboard's (default: the public URL's host, e.g. `*.localhost`).
@@ -371,6 +375,7 @@ struct BuildsSection {
     callback_url: Option<String>,
     executor: Option<String>,
     local: Option<String>,
+    unreachable_after: Option<String>,
 }
 
 /// A build cluster and namespace (`builds.executor`).
@@ -843,6 +848,20 @@ impl Config {
                 ),
             },
         )?;
+        let builds_unreachable_after = layers.resolve(
+            "builds.unreachable_after",
+            "60s",
+            file.builds.unreachable_after.clone(),
+            Some("GANTRY_BUILDS_UNREACHABLE_AFTER"),
+            None,
+            |text| {
+                let after = crate::config::duration::HumanDuration::parse(text)?.0;
+                if after < std::time::Duration::from_secs(1) {
+                    return Err(Rejected::from("expected at least 1s".to_string()));
+                }
+                Ok(after)
+            },
+        )?;
         let sandbox_helper = layers.resolve(
             "runner.helper",
             &default_helper.display().to_string(),
@@ -1153,6 +1172,7 @@ impl Config {
             builds_callback_url,
             builds_executor,
             builds_local,
+            builds_unreachable_after,
             preview_domain,
             trusted_proxies,
             allowed_hosts,

@@ -539,3 +539,108 @@ async fn a_huge_line_and_bytes_that_are_not_text_are_logged_in_bounded_pieces() 
     })
     .await;
 }
+
+/// The name of the build pod whose step container runs.
+async fn running_pod(cluster: &Emulator) -> String {
+    wait_for("the step's container to run", MINUTE, || async {
+        cluster
+            .store()
+            .objects_of("", "pods")
+            .into_iter()
+            .find(|(_, pod)| {
+                gantry::builds::verdict::of(Some(pod)) == gantry::builds::verdict::Verdict::Running
+            })
+            .map(|(key, _)| key.name)
+    })
+    .await
+}
+
+// A node under pressure evicts the pod: the step fails saying so, with
+// the node's message, and the pod goes.
+#[tokio::test]
+async fn an_evicted_pod_fails_its_step_with_the_nodes_reason_and_is_gone() {
+    crate::support::bounded(async {
+        let mut setup = setup(&one_step(
+            "  - name: build\n    run: \"echo started; sleep 60\"\n",
+        ))
+        .await;
+        let pod = running_pod(&setup.build).await;
+        let why =
+            "The node was low on resource: memory. Threshold quantity: 100Mi, available: 42Mi.";
+        setup.build.store().evict("builds", &pod, why);
+        let run = finished(&setup.app, &setup.repo.head("master")).await;
+        let build = step(&run, "build");
+        let log = step_log(&setup.app, &run, "build").await;
+        assert_eq!(build["state"], "failed", "{run}\n{log}");
+        assert_eq!(
+            build["error"],
+            format!("its pod was evicted: {why}"),
+            "{run}\n{log}"
+        );
+        assert!(log.contains("started"), "{log}");
+        wait_for("the evicted pod to go", MINUTE, || async {
+            left_on(&setup.build).is_empty().then_some(())
+        })
+        .await;
+        setup.app.stop().await;
+    })
+    .await;
+}
+
+// A build cluster that stops answering mid-step fails the step once
+// `builds.unreachable_after` has passed, saying which cluster; the pod it
+// could not delete is collected once the cluster answers again.
+#[tokio::test]
+async fn a_build_cluster_that_stops_answering_fails_the_step_and_its_pod_is_collected_later() {
+    crate::support::bounded(async {
+        let mut setup = setup_with(
+            &one_step("  - name: build\n    run: \"echo started; sleep 60\"\n"),
+            |config| config.builds_unreachable_after = Duration::from_secs(2),
+        )
+        .await;
+        let pod = running_pod(&setup.build).await;
+        let id = run_id(&setup.app, &setup.repo.head("master")).await;
+        wait_for("the step's first line", MINUTE, || async {
+            let run = setup.app.get(&format!("/api/v1/runs/{id}")).await.json();
+            step_log(&setup.app, &run, "build")
+                .await
+                .contains("started")
+                .then_some(())
+        })
+        .await;
+        setup.build.store().set_faults(kube_emulator::Faults {
+            fail_next: u32::MAX,
+            ..kube_emulator::Faults::default()
+        });
+        let run = finished(&setup.app, &setup.repo.head("master")).await;
+        let build = step(&run, "build");
+        let log = step_log(&setup.app, &run, "build").await;
+        assert_eq!(build["state"], "failed", "{run}\n{log}");
+        let error = build["error"].as_str().unwrap_or_default();
+        assert!(
+            error.starts_with("the build cluster build did not answer for "),
+            "{run}\n{log}"
+        );
+        assert!(log.contains("started"), "{log}");
+        assert!(log.contains("the clean-up loop will collect it"), "{log}");
+        assert_eq!(
+            left_on(&setup.build),
+            [format!("pods/{pod}"), format!("secrets/{pod}-step")]
+        );
+        setup
+            .build
+            .store()
+            .set_faults(kube_emulator::Faults::default());
+        let collected =
+            gantry::builds::cleanup::collect(&setup.app.state.builds(), &setup.app.state.db)
+                .await
+                .expect("collect");
+        assert_eq!(collected, 1);
+        wait_for("the left pod to go", MINUTE, || async {
+            left_on(&setup.build).is_empty().then_some(())
+        })
+        .await;
+        setup.app.stop().await;
+    })
+    .await;
+}
