@@ -118,7 +118,12 @@ async fn collect(
     loop {
         // Read again on every try: a Gantry that took the run over has put
         // its own URL there.
-        let error = match upload(&client, &url()?, from).await {
+        // An unreadable file (the kubelet swapping it) is tried again too.
+        let tried = match url() {
+            Ok(url) => upload(&client, &url, from).await,
+            Err(error) => Err(Upload::NotTaken(error)),
+        };
+        let error = match tried {
             Ok(()) => {
                 eprintln!("gantry build-helper: workspace sent back");
                 return Ok(());
@@ -174,8 +179,14 @@ async fn upload(client: &reqwest::Client, url: &str, from: &Path) -> Result<(), 
     }
     let error = anyhow::anyhow!("uploading the workspace: {status}");
     // 404: a URL this replica does not know (it was revoked as the run
-    // went elsewhere); 5xx: a replica stopping. Both may change.
-    if status == reqwest::StatusCode::NOT_FOUND || status.is_server_error() {
+    // went elsewhere); 400/408: an upload that broke off (its ticket was
+    // given back); 5xx: a replica stopping. Each may change.
+    let again = [
+        reqwest::StatusCode::NOT_FOUND,
+        reqwest::StatusCode::BAD_REQUEST,
+        reqwest::StatusCode::REQUEST_TIMEOUT,
+    ];
+    if again.contains(&status) || status.is_server_error() {
         Err(Upload::NotTaken(error))
     } else {
         Err(Upload::Refused(error))

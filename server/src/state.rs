@@ -129,6 +129,11 @@ impl App {
     }
 
     /// What running steps as pods on a build cluster needs.
+    /// The apps' dependency caches on this replica.
+    pub fn caches(&self) -> crate::runs::cache::Caches {
+        crate::runs::cache::Caches::new(&self.config.data_dir, self.config.git_export_limits)
+    }
+
     pub fn builds(&self) -> crate::builds::Builds<'_> {
         crate::builds::Builds {
             clusters: self.delivery().cluster_registry(),
@@ -312,15 +317,22 @@ fn relay_port(public: &url::Url) -> Option<u16> {
         .filter(|port| loopback && *port != 0)
 }
 
-/// The tag this Gantry puts on every process it starts (steps, local apps),
-/// so that a restart on the same data directory finds what a crash left.
-/// A new installation's tag: 16 random hex digits.
+/// A new installation's tag: 16 random hex digits (from the clock and
+/// the process, should the system's randomness fail).
 fn random_tag() -> String {
     let mut bytes = [0_u8; 8];
-    let _ = getrandom::fill(&mut bytes);
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let seed = format!("{nanos}-{}", std::process::id());
+        bytes.copy_from_slice(&Sha256::digest(seed.as_bytes())[..8]);
+    }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The tag this Gantry puts on every process it starts (steps, local apps),
+/// so that a restart on the same data directory finds what a crash left.
 pub fn instance_tag(data_dir: &std::path::Path) -> String {
     Sha256::digest(data_dir.display().to_string().as_bytes())
         .iter()

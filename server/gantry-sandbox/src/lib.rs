@@ -201,6 +201,17 @@ fn run(instructions: &Instructions) -> Result<Ending, SetupFailed> {
         Some(forward) => bind_forward(forward.port)?,
         None => Vec::new(),
     };
+    // Registered before Gantry may stop the sandbox (after "ready"): the
+    // kernel drops a signal to a namespace's pid 1 that has no handler, so
+    // a stop sent before the command starts is kept and passed on to it,
+    // and the command's end cannot be missed.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGCHLD,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ])
+    .map_err(|e| format!("signal handlers: {e}"))?;
     // The namespaces exist and loopback is up: Gantry may start the
     // sandbox's network now, while the rest is set up here. Nothing of the
     // command runs before it says go, and the helper reads go only once the
@@ -245,14 +256,6 @@ fn run(instructions: &Instructions) -> Result<Ending, SetupFailed> {
             _ => return Err("Gantry went away before the sandbox started".into()),
         }
     }
-    // Registered before the command starts, so its end cannot be missed.
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGCHLD,
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGHUP,
-    ])
-    .map_err(|e| format!("signal handlers: {e}"))?;
     let (program, rest) = instructions
         .argv
         .split_first()

@@ -137,6 +137,28 @@ impl Archives {
         Ok((path, done))
     }
 
+    /// Gives an upload ticket back after an upload that broke off (the pod
+    /// offers the checkout again), while its step still waits for it.
+    pub fn give_back(
+        &self,
+        (run_id, step_id): (i64, i64),
+        token: &str,
+        path: PathBuf,
+        done: oneshot::Sender<()>,
+    ) {
+        if done.is_closed() {
+            return;
+        }
+        lock(&self.tickets).insert(
+            token.to_string(),
+            Ticket {
+                run_id,
+                step_id,
+                door: Door::Upload(path, Some(done)),
+            },
+        );
+    }
+
     /// Revokes what a step's tickets still open (the step ended).
     pub fn revoke_step(&self, step_id: i64) {
         lock(&self.tickets).retain(|_, t| t.step_id != step_id);

@@ -13,9 +13,12 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use kube::core::ApiResource;
 use serde_json::{Value, json};
 
-use super::pod::{self, ATTEMPT_LABEL, MANAGED_BY, POSITION_LABEL, RUN_LABEL};
+use std::time::Duration;
+
+use super::pod::{self, ATTEMPT_LABEL, INSTANCE_LABEL, MANAGED_BY, POSITION_LABEL, RUN_LABEL};
 use super::{BuildError, Builds, verdict};
 use crate::gitops::builds::KubernetesExecutor;
+use crate::runs::logs::NOTE;
 
 fn api(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
     Api::namespaced_with(
@@ -36,9 +39,17 @@ pub fn attachable(pod: &Value) -> bool {
         && !matches!(verdict::of(Some(pod)), verdict::Verdict::Failed(_))
 }
 
+/// How long one question to the build cluster may take (its client
+/// retries a failing API server for a minute).
+const ASK: Duration = Duration::from_secs(10);
+
 /// The pod an earlier attempt of run `run_id` started for the step at
-/// `position`, when it can be followed on; the earlier attempts' other
-/// pods in that namespace are deleted (nothing will follow them).
+/// `position`, when it can be followed on — taken as this attempt's at
+/// once (its attempt label), so the clean-up loop leaves it whatever the
+/// checkout takes meanwhile. This installation's other pods of earlier
+/// attempts of the run in that namespace are deleted (nothing will follow
+/// them). Another Gantry's pods, whose run numbers are its own, are never
+/// looked at.
 pub async fn find(
     builds: &Builds<'_>,
     executor: &KubernetesExecutor,
@@ -48,20 +59,22 @@ pub async fn find(
 ) -> Result<Option<String>, BuildError> {
     let client = builds.clusters.client(&executor.cluster).await?;
     let pods = api(&client, &executor.namespace);
-    let selector = format!("{}={},{RUN_LABEL}={run_id}", MANAGED_BY.0, MANAGED_BY.1);
+    let selector = format!(
+        "{}={},{INSTANCE_LABEL}={},{RUN_LABEL}={run_id}",
+        MANAGED_BY.0,
+        MANAGED_BY.1,
+        pod::label_value(builds.instance)
+    );
     let list_failed = |message: String| BuildError::List {
         cluster: executor.cluster.clone(),
         namespace: executor.namespace.clone(),
         message,
     };
     // Bounded: its client retries a failing API server for a minute.
-    let listed = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        pods.list(&ListParams::default().labels(&selector)),
-    )
-    .await
-    .map_err(|_| list_failed("no answer in 10 s".into()))?
-    .map_err(|e| list_failed(e.to_string()))?;
+    let listed = tokio::time::timeout(ASK, pods.list(&ListParams::default().labels(&selector)))
+        .await
+        .map_err(|_| list_failed(format!("no answer in {} s", ASK.as_secs())))?
+        .map_err(|e| list_failed(e.to_string()))?;
     let mut found = None;
     for earlier in listed {
         let labels = earlier.metadata.labels.clone().unwrap_or_default();
@@ -72,31 +85,36 @@ pub async fn find(
         let name = earlier.metadata.name.clone().unwrap_or_default();
         let value = serde_json::to_value(&earlier).unwrap_or_default();
         let here = number(POSITION_LABEL) == i64::try_from(position).ok();
-        if found.is_none() && here && attachable(&value) {
+        if found.is_none() && here && attachable(&value) && adopt(&pods, &name, attempt).await {
             found = Some(name);
         } else {
-            let _ = pods.delete(&name, &DeleteParams::default()).await;
+            let _ = tokio::time::timeout(ASK, pods.delete(&name, &DeleteParams::default())).await;
         }
     }
     Ok(found)
 }
 
-/// Takes the pod `name` as this attempt's: its attempt and instance
-/// labels, and the upload URL in its Secret.
+/// Labels the pod as `attempt`'s; whether that went through.
+async fn adopt(pods: &Api<DynamicObject>, name: &str, attempt: i64) -> bool {
+    let labels = json!({ "metadata": { "labels": { ATTEMPT_LABEL: attempt.to_string() } } });
+    matches!(
+        tokio::time::timeout(
+            ASK,
+            pods.patch(name, &PatchParams::default(), &Patch::Merge(&labels))
+        )
+        .await,
+        Ok(Ok(_))
+    )
+}
+
+/// Writes this attempt's upload URL into the pod's Secret: `collect`
+/// offers the checkout there from then on.
 pub async fn take(
     client: &kube::Client,
     namespace: &str,
     name: &str,
-    (attempt, instance): (i64, &str),
     upload_url: &str,
 ) -> Result<(), kube::Error> {
-    let labels = json!({ "metadata": { "labels": {
-        ATTEMPT_LABEL: attempt.to_string(),
-        pod::INSTANCE_LABEL: pod::label_value(instance),
-    } } });
-    api(client, namespace)
-        .patch(name, &PatchParams::default(), &Patch::Merge(&labels))
-        .await?;
     use base64::Engine as _;
     let url = base64::engine::general_purpose::STANDARD.encode(upload_url);
     let data = json!({ "data": { pod::UPLOAD_KEY: url } });
@@ -105,18 +123,22 @@ pub async fn take(
         namespace,
         &ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&()),
     );
-    secrets
-        .patch(
+    let patched = tokio::time::timeout(
+        ASK,
+        secrets.patch(
             &pod::secret_name(name),
             &PatchParams::default(),
             &Patch::Merge(&data),
-        )
-        .await
-        .map(|_| ())
+        ),
+    )
+    .await
+    .map_err(|_| kube::Error::Service(format!("no answer in {} s", ASK.as_secs()).into()))?;
+    patched.map(|_| ())
 }
 
 /// How many of the pod's log lines the step's log already holds: those
-/// after the last "runs as pod `pod`" note that are not Gantry's own notes.
+/// after the last "runs as pod `pod`" note that are not Gantry's own notes
+/// (a step's line never starts as a note does: `LogSink::line`).
 /// The same splitter cuts the same lines the same way, so the follower
 /// drops that many and goes on.
 pub fn lines_logged(log: &str, pod: &str) -> usize {
@@ -136,8 +158,6 @@ pub fn lines_logged(log: &str, pod: &str) -> usize {
     }
     count.unwrap_or(0)
 }
-
-const NOTE: &str = "[gantry] ";
 
 #[cfg(test)]
 mod tests {

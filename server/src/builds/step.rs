@@ -135,24 +135,18 @@ pub async fn run(
                 earlier.pod, executor.namespace, executor.cluster
             ))
             .await?;
-            reattach::take(
-                &client,
-                &executor.namespace,
-                earlier.pod,
-                (step.attempt, builds.instance),
-                &upload_url,
-            )
-            .await
-            .map(|()| (earlier.pod.to_string(), earlier.logged))
-            .map_err(|error| BuildError::Create {
-                cluster: executor.cluster.clone(),
-                namespace: executor.namespace.clone(),
-                message: format!(
-                    "the pod {} of an earlier attempt could not be taken over: {}",
-                    earlier.pod,
-                    api_message(&error)
-                ),
-            })
+            reattach::take(&client, &executor.namespace, earlier.pod, &upload_url)
+                .await
+                .map(|()| (earlier.pod.to_string(), earlier.logged))
+                .map_err(|error| BuildError::Create {
+                    cluster: executor.cluster.clone(),
+                    namespace: executor.namespace.clone(),
+                    message: format!(
+                        "the pod {} of an earlier attempt could not be taken over: {}",
+                        earlier.pod,
+                        api_message(&error)
+                    ),
+                })
         }
         None => start(builds, step, &client, &offered, &upload_url, sink)
             .await
@@ -176,7 +170,7 @@ pub async fn run(
     )
     .await
     {
-        Ok(PodEnding::Exited(code)) => {
+        Ok(PodEnding::Exited(code)) if !step.lost.load(Ordering::Relaxed) => {
             take_back(builds, step, &api, &name, uploaded, &returned, sink)
                 .await
                 .map(|taken| match taken {
@@ -186,15 +180,20 @@ pub async fn run(
         }
         other => other,
     };
-    cleanup_tickets(builds, step, &[&offered, &returned]).await;
-    // The run went to another replica, whose attempt follows this pod on.
-    if step.lost.load(Ordering::Relaxed) && matches!(ending, Ok(PodEnding::Cancelled)) {
+    // The run went to another replica, whose attempt follows this pod on:
+    // the pod stays, and so do the step's tickets (the step is the same
+    // row for every attempt; the run's end revokes them).
+    if step.lost.load(Ordering::Relaxed) {
+        for file in [&offered, &returned] {
+            let _ = tokio::fs::remove_file(file).await;
+        }
         sink.note(&format!(
             "this replica lost the run; its pod {name} is left for the attempt that took it over"
         ))
         .await?;
-        return ending;
+        return Ok(PodEnding::Cancelled);
     }
+    cleanup_tickets(builds, step, &[&offered, &returned]).await;
     // Whatever else happened, the pod goes (and its secret with it)
     // before the step is over.
     if let Err(why) = delete(&api, &name).await {
@@ -438,7 +437,8 @@ async fn supervise(
                     }
                     resume.reconnect();
                     let since = resume.since();
-                    if let Ok(stream) = follow::open(client, namespace, name, pod::STEP, since.as_deref()).await {
+                    let opened = follow::open(client, namespace, name, pod::STEP, since.as_deref());
+                    if let Ok(Ok(stream)) = tokio::time::timeout(POLL, opened).await {
                         lines = Some(stream);
                     }
                 }
@@ -448,7 +448,12 @@ async fn supervise(
                 return Ok(PodEnding::TimedOut);
             }
             () = cancel.cancelled() => {
-                flush_rest(&mut splitter, sink).await?;
+                // A line cut short stays unwritten when the run went
+                // elsewhere: the attempt that follows the pod on writes it
+                // whole.
+                if !step.lost.load(Ordering::Relaxed) {
+                    flush_rest(&mut splitter, sink).await?;
+                }
                 return Ok(PodEnding::Cancelled);
             }
         }

@@ -331,6 +331,10 @@ pub struct CommandStep {
     pub secrets: Vec<String>,
     /// JUnit XML files (relative to the checkout) to read after the step.
     pub reports: Vec<String>,
+    /// Folders of the checkout kept between the app's runs (dependency
+    /// caches: `node_modules`, `.cargo-home`), opt-in.
+    #[serde(default)]
+    pub cache: Vec<String>,
     pub env: BTreeMap<String, String>,
     /// What the step may use in its sandbox.
     #[serde(default)]

@@ -65,17 +65,17 @@ async fn upload(
     Query(ticket): Query<Ticket>,
     body: Body,
 ) -> Response {
-    let Ok((path, done)) = state
-        .app
-        .build_archives
-        .take_upload(run, step, &ticket.token)
-    else {
+    let archives = &state.app.build_archives;
+    let Ok((path, done)) = archives.take_upload(run, step, &ticket.token) else {
         return not_found();
     };
+    // An upload that broke off leaves the ticket for the pod's next try.
+    let give_back = |done| archives.give_back((run, step), &ticket.token, path.clone(), done);
     // The export limits, and a tar header for each file it may hold.
     let limits = state.app.config.git_export_limits;
     let max = limits.max_bytes + limits.max_entries.saturating_mul(1024);
     let Ok(mut file) = tokio::fs::File::create(&path).await else {
+        give_back(done);
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
     let mut stream = body.into_data_stream();
@@ -87,11 +87,13 @@ async fn upload(
         Err(_) => {
             drop(file);
             let _ = tokio::fs::remove_file(&path).await;
+            give_back(done);
             return (StatusCode::REQUEST_TIMEOUT, "the upload took too long").into_response();
         }
     } {
         let Ok(chunk) = chunk else {
             let _ = tokio::fs::remove_file(&path).await;
+            give_back(done);
             return StatusCode::BAD_REQUEST.into_response();
         };
         written += chunk.len() as u64;
@@ -105,10 +107,12 @@ async fn upload(
                 .into_response();
         }
         if file.write_all(&chunk).await.is_err() {
+            give_back(done);
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
     }
     if file.flush().await.is_err() {
+        give_back(done);
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
     let _ = done.send(());

@@ -91,6 +91,9 @@ const OUTAGE: std::time::Duration = std::time::Duration::from_secs(30);
 const RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Collects one step's output.
+/// What Gantry's own lines in a step's log start with.
+pub const NOTE: &str = "[gantry] ";
+
 pub struct LogSink<'a> {
     db: &'a Db,
     events: &'a RunEvents,
@@ -136,7 +139,13 @@ impl<'a> LogSink<'a> {
 
     /// Adds one line (without its newline).
     pub async fn line(&mut self, line: &str) -> Result<(), crate::db::QueryError> {
-        let text = self.masker.mask(line);
+        let mut text = self.masker.mask(line);
+        // Only Gantry's own notes start with its marker: a step's line
+        // that does is shifted, so it can neither pass for one nor throw
+        // off who counts the step's lines (`builds::reattach`).
+        if text.starts_with(NOTE) {
+            text.insert(0, ' ');
+        }
         let size = text.len() as u64 + 1;
         self.total += size;
         if self.stored + size > self.limit {
@@ -156,7 +165,7 @@ impl<'a> LogSink<'a> {
     /// quote an app's output or an error holding a value).
     pub async fn note(&mut self, text: &str) -> Result<(), crate::db::QueryError> {
         let text = self.masker.mask(text);
-        self.buffer.push_str("[gantry] ");
+        self.buffer.push_str(NOTE);
         self.buffer.push_str(&text);
         self.buffer.push('\n');
         self.flush().await

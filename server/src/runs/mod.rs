@@ -3,6 +3,7 @@
 //! and watching it. The runner (`jobs::runner`) writes them; the API and
 //! the dashboard read them.
 
+pub mod cache;
 pub mod cancel;
 pub mod junit;
 pub mod logs;

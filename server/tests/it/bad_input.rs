@@ -40,9 +40,16 @@ async fn finished_run(app: &TestApp, sha: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hanging_step_times_out_and_its_processes_are_stopped() {
-    let repos = Repos::new(
-        "  - { name: hang, run: \"sleep 300 & echo $! > hang.pid; wait\", timeout: 1s }\n",
-    );
+    // A command line of this test's own: nothing else on the machine (a
+    // second copy of the suite, a shell) matches it.
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    let sleeper = format!("sleep 300.{nonce}");
+    let repos = Repos::new(&format!(
+        "  - {{ name: hang, run: \"{sleeper} & wait\", timeout: 1s }}\n"
+    ));
     let mut app = start(&repos, |_| {}).await;
     let run = finished_run(&app, &repos.app.head("latest")).await;
     assert_eq!(run["run"]["state"], "failed");
@@ -50,12 +57,11 @@ async fn a_hanging_step_times_out_and_its_processes_are_stopped() {
     assert_eq!(run["steps"][0]["error"], "timed out after 1s");
     assert_eq!(run["steps"][1]["state"], "skipped");
     assert_eq!(run["error"], "step hang timed out after 1s");
-    // The background `sleep` of the step was in its process group: it was
-    // signalled, and is gone as soon as it has run to handle that (on a busy
-    // machine, a moment after the run ended).
+    // The background `sleep` of the step was in its sandbox: it was
+    // stopped with it (on a busy machine, a moment after the run ended).
     wait_for("the step's background process to stop", MINUTE, || async {
         let sleepers = std::process::Command::new("pgrep")
-            .args(["-f", "sleep 300"])
+            .args(["-fx", &sleeper])
             .output()
             .expect("pgrep");
         String::from_utf8_lossy(&sleepers.stdout)

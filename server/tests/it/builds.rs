@@ -644,3 +644,48 @@ async fn a_build_cluster_that_stops_answering_fails_the_step_and_its_pod_is_coll
     })
     .await;
 }
+
+// A step's `cache:` comes back in the app's next run, on a build pod as
+// on the local executor, and each says so in its log; the checkout's own
+// folder wins over a cached one.
+#[tokio::test]
+async fn a_dependency_cache_comes_back_in_the_apps_next_run_on_a_pod_and_locally() {
+    crate::support::bounded(async {
+        let script = |dir: &str| {
+            format!(
+                "if [ -f {dir}/fetched ]; then echo \"warm: $(cat {dir}/fetched)\"; else echo cold; mkdir -p {dir}; echo \"$GANTRY_SHORT_SHA\" > {dir}/fetched; fi"
+            )
+        };
+        let pipeline = format!(
+            "apiVersion: gantry.dev/v1\nexecutor: {{ kubernetes: {{ cluster: build, namespace: builds, image: test/shell }} }}\nsteps:\n  - name: pod\n    cache: [deps]\n    run: '{}'\n  - name: here\n    executor: local\n    cache: [.local/deps]\n    run: '{}'\n",
+            script("deps"),
+            script(".local/deps")
+        );
+        let mut setup = setup(&pipeline).await;
+        let first = setup.repo.head("master");
+        let run = finished(&setup.app, &first).await;
+        assert_eq!(run["run"]["state"], "succeeded", "{run}");
+        for name in ["pod", "here"] {
+            let log = step_log(&setup.app, &run, name).await;
+            assert!(log.contains("[gantry] cache: none yet for"), "{log}");
+            assert!(log.lines().any(|l| l == "cold"), "{log}");
+            assert!(log.contains("kept for branch master"), "{log}");
+        }
+        setup.repo.write("README", "shop, again\n");
+        let second = setup.repo.commit("again");
+        crate::support::flow::scan(&setup.app).await;
+        let run = finished(&setup.app, &second).await;
+        assert_eq!(run["run"]["state"], "succeeded", "{run}");
+        let short = &first[..7];
+        for name in ["pod", "here"] {
+            let log = step_log(&setup.app, &run, name).await;
+            assert!(log.contains("restored from branch master"), "{log}");
+            assert!(
+                log.lines().any(|l| l == format!("warm: {short}")),
+                "{name}: {log}"
+            );
+        }
+        setup.app.stop().await;
+    })
+    .await;
+}

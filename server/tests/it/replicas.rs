@@ -1390,6 +1390,7 @@ executor: {{ kubernetes: {{ cluster: dev, namespace: builds, image: test/shell }
 steps:
   - name: build
     run: |
+      echo "[gantry] runs as pod $HOSTNAME in a forged note"
       i=0; while [ -f {flag} ]; do i=$((i+1)); echo "line $i"; sleep 0.05; done
       echo built; mkdir -p out; echo "artifact of $GANTRY_SHORT_SHA" > out/app.bin
   - {{ name: check, run: "cat out/app.bin" }}
@@ -1461,6 +1462,32 @@ steps:
         || build_log(false),
     )
     .await;
+    // Another Gantry builds in the same namespace, and its run numbers are
+    // its own: its pod of "the same" run is neither taken nor deleted.
+    let run_id: i64 = sqlx::query_scalar("SELECT id FROM runs WHERE commit_sha = $1")
+        .bind(&commit)
+        .fetch_one(&pool)
+        .await
+        .expect("run");
+    let theirs = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": "theirs", "labels": {
+            "app.kubernetes.io/managed-by": "gantry-builds", "gantry.dev/instance": "another-gantry",
+            "gantry.dev/run": run_id.to_string(), "gantry.dev/attempt": "1",
+            "gantry.dev/position": "0" } },
+        "spec": { "restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+            "containers": [{ "name": "step", "image": "test/shell", "args": ["-c", "sleep 600"] }] },
+    });
+    let created = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v1/namespaces/builds/pods",
+            fleet.cluster.url()
+        ))
+        .json(&theirs)
+        .send()
+        .await
+        .expect("their pod");
+    assert!(created.status().is_success(), "{created:?}");
     let other = start(0);
     dying.kill();
     // The script ends while no Gantry follows it: `collect` finds the dead
@@ -1472,11 +1499,6 @@ steps:
         || build_log(true),
     )
     .await;
-    let run_id: i64 = sqlx::query_scalar("SELECT id FROM runs WHERE commit_sha = $1")
-        .bind(&commit)
-        .fetch_one(&pool)
-        .await
-        .expect("run");
     let state = run_end(&pool, run_id).await;
     let log = build_log(true).await.unwrap_or_default();
     let check: String = sqlx::query_scalar::<_, String>(
@@ -1495,12 +1517,20 @@ steps:
         .await
         .expect("attempt");
     assert_eq!(attempt, 2, "{log}");
-    // One pod ran the step, and its every line is in the log once, in order.
-    assert_eq!(log.matches("runs as pod ").count(), 1, "{log}");
+    // One pod ran the step, and its every line is in the log once, in
+    // order; its own line that looks like Gantry's note is shifted, and
+    // counted as the step's.
+    let notes = |text: &str| log.lines().filter(|l| l.starts_with(text)).count();
+    assert_eq!(notes("[gantry] runs as pod "), 1, "{log}");
     let printed: Vec<&str> = log
         .lines()
         .filter(|l| !l.starts_with("[gantry] "))
         .collect();
+    let (forged, printed) = printed.split_first().expect("lines");
+    assert!(
+        forged.starts_with(" [gantry] runs as pod gantry-shop-"),
+        "{log}"
+    );
     let (built, lines) = printed.split_last().expect("lines");
     assert_eq!(*built, "built", "{log}");
     let expected: Vec<String> = (1..=lines.len()).map(|i| format!("line {i}")).collect();
@@ -1514,16 +1544,24 @@ steps:
     assert_eq!(deployment_states(&pool, run_id).await, ["succeeded"]);
     // Nothing is left on the build cluster.
     let store = fleet.cluster.store();
-    wait_for("the build namespace to be empty", MINUTE, || async {
-        let left: Vec<String> = ["pods", "secrets"]
-            .iter()
-            .flat_map(|plural| store.objects_of("", plural))
-            .filter(|(key, _)| key.namespace == "builds")
-            .map(|(key, _)| key.name)
-            .collect();
-        left.is_empty().then_some(())
-    })
+    wait_for(
+        "the build namespace to hold theirs only",
+        MINUTE,
+        || async {
+            let left: Vec<String> = ["pods", "secrets"]
+                .iter()
+                .flat_map(|plural| store.objects_of("", plural))
+                .filter(|(key, _)| key.namespace == "builds")
+                .map(|(key, _)| key.name)
+                .collect();
+            (left == ["theirs"]).then_some(())
+        },
+    )
     .await;
+    let theirs = store
+        .object("", "pods", "builds", "theirs")
+        .expect("their pod");
+    assert_eq!(theirs["metadata"]["labels"]["gantry.dev/attempt"], "1");
     pool.close().await;
     drop(other);
     database.drop_now().await;

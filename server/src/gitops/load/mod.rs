@@ -186,6 +186,8 @@ struct RawCommandStep {
     #[serde(default)]
     reports: Vec<Spanned<String>>,
     #[serde(default)]
+    cache: Vec<Spanned<String>>,
+    #[serde(default)]
     env: BTreeMap<String, Spanned<String>>,
     resources: Option<RawResources>,
     network: Option<Spanned<String>>,
@@ -1339,6 +1341,13 @@ fn validate_pipeline(raw: RawPipeline, issues: &mut Issues<'_>) -> Option<Pipeli
                     }
                     reports.push(report.value.clone());
                 }
+                let mut cache = Vec::new();
+                for folder in &step.cache {
+                    if let Err(message) = check_cache_folder(&folder.value) {
+                        issues.at(folder.referenced, field("cache"), message);
+                    }
+                    cache.push(folder.value.trim_end_matches('/').to_string());
+                }
                 let env = env_map(step.env, &field("env"), issues);
                 let resources = resources(step.resources, &field("resources"), issues);
                 let network = network(step.network, &field("network"), issues);
@@ -1358,6 +1367,7 @@ fn validate_pipeline(raw: RawPipeline, issues: &mut Issues<'_>) -> Option<Pipeli
                     timeout_seconds,
                     secrets,
                     reports,
+                    cache,
                     env,
                     resources,
                     network,
@@ -1629,6 +1639,25 @@ fn check_relative_path(path: &str) -> Result<(), Rejected> {
         Err(format!("{path:?} must be a path inside the checkout (relative, without ..)").into())
     } else {
         Ok(())
+    }
+}
+
+/// A `cache:` folder: a plain path inside the checkout (no `.`, `..` or
+/// root), never the checkout itself.
+fn check_cache_folder(path: &str) -> Result<(), Rejected> {
+    let path = path.trim_end_matches('/');
+    let plain = !path.is_empty()
+        && !path.starts_with('/')
+        && path
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..");
+    if plain {
+        Ok(())
+    } else {
+        Err(format!(
+            "{path:?} must be a folder inside the checkout, like node_modules or vendor/bundle (relative, without . or ..)"
+        )
+        .into())
     }
 }
 

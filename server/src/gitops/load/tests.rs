@@ -812,3 +812,40 @@ fn builds_run_only_on_clusters_the_admins_list_with_the_admins_pod_settings() {
     .expect_err("unknown level");
     assert!(bad[0].message.contains("restricted or baseline"), "{bad:?}");
 }
+
+#[test]
+fn a_cache_names_folders_inside_the_checkout() {
+    let with = |cache: &str| {
+        PIPELINE.replace(
+            "reports: [reports/junit.xml]",
+            &format!("reports: [reports/junit.xml]\n    cache: {cache}"),
+        )
+    };
+    let config = load_app(
+        "shop",
+        Some(APP),
+        Some(&with("[node_modules, vendor/bundle/]")),
+        &[],
+    )
+    .expect("valid");
+    let Step::Command(unit) = &config.pipeline.steps[1] else {
+        panic!("a command")
+    };
+    assert_eq!(unit.cache, ["node_modules", "vendor/bundle"]);
+    for bad in [
+        "[../other-app]",
+        "[/root/.cache]",
+        "[.]",
+        "[a/./b]",
+        "[\"\"]",
+    ] {
+        let found = issues(APP, &with(bad));
+        assert!(
+            found.iter().any(|issue| issue.field == "steps[1].cache"
+                && issue
+                    .message
+                    .contains("must be a folder inside the checkout")),
+            "{bad}: {found:?}"
+        );
+    }
+}

@@ -10,6 +10,7 @@ use app::dto::{RunState, StepState};
 use tokio_util::sync::CancellationToken;
 
 use super::RunError;
+use super::cache;
 use super::command::{self, StepResult, sink};
 use crate::db::{self, now_millis, runs::RunRow, steps::StepOutcome};
 use crate::delivery::deploy::{self, DeployError, DeployOutcome, DeployRequest};
@@ -82,8 +83,11 @@ pub async fn execute(app: Arc<App>, run: RunRow) {
     };
     watcher.abort();
     workspace.remove().await;
-    // Its build pods' URLs end with it.
-    app.build_archives.revoke_run(run.id);
+    // Its build pods' URLs end with it (unless it went to another
+    // attempt, maybe on this very replica, whose URLs they are now).
+    if !lost.load(Ordering::Relaxed) {
+        app.build_archives.revoke_run(run.id);
+    }
 
     let now = now_millis();
     let pool = app.db.pool();
@@ -418,10 +422,18 @@ async fn run_steps(
                         .map(|(pod, _)| pod.as_str()),
                     lost,
                 };
-                command::run(
+                // A step followed on gets its checkout back from its pod.
+                if placement.follow_on.is_none() {
+                    cache::restore(app, run, &config, step, step_id, workspace).await?;
+                }
+                let result = command::run(
                     app, run, step_id, step, &placement, &vars, &hosts, workspace, cancel,
                 )
-                .await?
+                .await?;
+                if result.state == StepState::Succeeded {
+                    cache::save(app, run, step, step_id, workspace).await?;
+                }
+                result
             }
             Step::Deploy
                 if !app.config.builds_local && entry.targets.iter().any(|t| t == LOCAL_TARGET) =>

@@ -1,6 +1,7 @@
 //! The runner: claims queued runs from the database (the durable queue) and
 //! executes them, at most `runner.max_parallel` at once.
 
+mod cache;
 mod command;
 mod execute;
 
