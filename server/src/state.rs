@@ -130,8 +130,8 @@ impl App {
 
     /// What running steps as pods on a build cluster needs.
     /// The apps' dependency caches on this replica.
-    pub fn caches(&self) -> crate::runs::cache::Caches {
-        crate::runs::cache::Caches::new(&self.config.data_dir, self.config.git_export_limits)
+    pub fn caches(&self) -> crate::builds::cache::Caches {
+        crate::builds::cache::Caches::new(&self.config.data_dir, self.config.git_export_limits)
     }
 
     pub fn builds(&self) -> crate::builds::Builds<'_> {

@@ -4,10 +4,14 @@
 //! a dropped stream without loss or repeat (`follow`), its ending read from
 //! the pod's status as plainly as a local step's (`verdict`), and the pod
 //! deleted before the step is over (`step`) — unless the replica lost the
-//! run, whose next attempt then follows the same pod on (`reattach`). Deploys never run here: they
-//! stay in Gantry, which alone holds the target clusters' credentials.
+//! run, whose next attempt then follows the same pod on (`reattach`).
+//! Deploys never run here: they stay in Gantry, which alone holds the
+//! target clusters' credentials.
+//! Dependency caches (`cache`) are kept here too: they travel with the
+//! checkout, on a pod or on the local executor alike.
 
 pub mod archive;
+pub mod cache;
 pub mod cleanup;
 pub mod follow;
 pub mod pod;

@@ -3,7 +3,6 @@
 //! and watching it. The runner (`jobs::runner`) writes them; the API and
 //! the dashboard read them.
 
-pub mod cache;
 pub mod cancel;
 pub mod junit;
 pub mod logs;

@@ -689,3 +689,29 @@ async fn a_dependency_cache_comes_back_in_the_apps_next_run_on_a_pod_and_locally
     })
     .await;
 }
+
+// A build pod that prints without end is capped as a local step is: the
+// log keeps to `runner.log_limit`, says how much more there was, and the
+// step's own ending still reads.
+#[tokio::test]
+async fn a_pod_printing_megabytes_is_capped_as_a_local_step_is() {
+    crate::support::bounded(async {
+        let mut setup = setup_with(
+            &one_step(
+                "  - name: noisy\n    run: \"head -c 6000000 /dev/zero | tr '\\\\0' x | fold -w 1000; echo done\"\n",
+            ),
+            |config| config.runner_log_limit_bytes = 256 * 1024,
+        )
+        .await;
+        let run = finished(&setup.app, &setup.repo.head("master")).await;
+        let noisy = step(&run, "noisy");
+        assert_eq!(noisy["state"], "succeeded", "{run}");
+        assert_eq!(noisy["log_truncated"], true, "{run}");
+        assert!(noisy["log_bytes"].as_i64().unwrap_or_default() >= 6_000_000, "{run}");
+        let log = step_log(&setup.app, &run, "noisy").await;
+        assert!(log.len() < 300 * 1024, "{} bytes stored", log.len());
+        assert!(log.contains("[gantry] log truncated: "), "{}", &log[log.len().saturating_sub(300)..]);
+        setup.app.stop().await;
+    })
+    .await;
+}

@@ -1,11 +1,11 @@
-//! A step's `cache:` around it (`runs::cache`): put back before the step,
+//! A step's `cache:` around it (`builds::cache`): put back before the step,
 //! kept after it succeeded, each saying so in the step's log. A fork's
 //! build uses none; a cache that cannot be used or kept never fails the
 //! step (it only makes it slower).
 
+use crate::builds::cache::{CacheKey, Restored};
 use crate::db::runs::RunRow;
 use crate::gitops::schema::{AppConfig, BranchMatch, CommandStep};
-use crate::runs::cache::{CacheKey, Restored};
 use crate::runs::workspace::Workspace;
 use crate::secrets::mask::Masker;
 use crate::state::App;

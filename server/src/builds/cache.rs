@@ -20,7 +20,7 @@ use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::builds::archive;
+use super::archive;
 use crate::git::ExportLimits;
 
 /// Why a cache was not used or kept (the step goes on without it).
