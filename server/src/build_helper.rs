@@ -22,8 +22,9 @@ pub enum BuildHelper {
         #[arg(long)]
         into: PathBuf,
     },
-    /// Wait for a file, then upload a folder as a tar archive (to the URL
-    /// in `--url-file`).
+    /// Wait for a file, then upload a folder (as `workspace/`) and the
+    /// step's outputs file (as `outputs`) as a tar archive (to the URL in
+    /// `--url-file`).
     Collect {
         #[arg(long)]
         url_file: PathBuf,
@@ -31,6 +32,8 @@ pub enum BuildHelper {
         from: PathBuf,
         #[arg(long)]
         after: PathBuf,
+        #[arg(long)]
+        outputs: Option<PathBuf>,
     },
 }
 
@@ -72,7 +75,8 @@ pub async fn run(command: BuildHelper) -> anyhow::Result<()> {
             url_file,
             from,
             after,
-        } => collect(|| read(&url_file), &from, &after).await,
+            outputs,
+        } => collect(|| read(&url_file), &from, &after, outputs.as_deref()).await,
     }
 }
 
@@ -106,6 +110,7 @@ async fn collect(
     url: impl Fn() -> anyhow::Result<String>,
     from: &Path,
     after: &Path,
+    outputs: Option<&Path>,
 ) -> anyhow::Result<()> {
     // The step's script writes `after` when it ends; if it never does (it
     // was killed), Gantry deletes the pod.
@@ -120,7 +125,7 @@ async fn collect(
         // its own URL there.
         // An unreadable file (the kubelet swapping it) is tried again too.
         let tried = match url() {
-            Ok(url) => upload(&client, &url, from).await,
+            Ok(url) => upload(&client, &url, from, outputs).await,
             Err(error) => Err(Upload::NotTaken(error)),
         };
         let error = match tried {
@@ -156,15 +161,23 @@ enum Upload {
 
 /// Packs `from` and streams it to `url` (packed anew on every try: a
 /// streamed body cannot be sent twice).
-async fn upload(client: &reqwest::Client, url: &str, from: &Path) -> Result<(), Upload> {
+async fn upload(
+    client: &reqwest::Client,
+    url: &str,
+    from: &Path,
+    outputs: Option<&Path>,
+) -> Result<(), Upload> {
     let (writer, reader) = tokio::io::duplex(256 * 1024);
     let bridge = SyncIoBridge::new(writer);
-    let from = from.to_path_buf();
+    let (from, outputs) = (from.to_path_buf(), outputs.map(Path::to_path_buf));
     let packing = tokio::task::spawn_blocking(move || {
-        crate::builds::archive::pack_into(&[("", &from)], bridge).and_then(|mut bridge| {
-            use std::io::Write;
-            bridge.flush()
-        })
+        let files: Vec<(&str, &Path)> = outputs.iter().map(|o| ("outputs", o.as_path())).collect();
+        crate::builds::archive::pack_with_files(&[("workspace", &from)], &files, bridge).and_then(
+            |mut bridge| {
+                use std::io::Write;
+                bridge.flush()
+            },
+        )
     });
     let body = reqwest::Body::wrap_stream(ReaderStream::new(reader));
     let response = client.put(url).body(body).send().await;

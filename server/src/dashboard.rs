@@ -343,6 +343,7 @@ impl RunsPort for App {
                 .map_err(port_error)?,
             uncovered: extra.uncovered,
             pushed_by: extra.pushed_by,
+            artifact: db::artifacts::of_run(pool, id).await.map_err(port_error)?,
         }))
     }
 

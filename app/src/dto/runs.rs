@@ -185,6 +185,30 @@ pub struct RunAttempt {
     pub interrupted: Option<String>,
 }
 
+/// What a run builds: its app's source tree at the run's commit, built by
+/// the pipeline commit (one artifact, whichever commit holds that tree),
+/// and what its steps declared through `$GANTRY_OUTPUTS`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct RunArtifact {
+    pub id: i64,
+    /// The git tree id of the app's files.
+    pub source_tree: String,
+    pub pipeline_sha: String,
+    /// By name.
+    pub outputs: Vec<RunOutput>,
+}
+
+/// One declared output (masked as the step's log is).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct RunOutput {
+    pub name: String,
+    pub value: String,
+    /// The step that declared it last.
+    pub step: String,
+}
+
 /// Everything the run page shows.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
@@ -216,6 +240,10 @@ pub struct RunDetail {
     /// Gantry user (never from commit metadata).
     #[serde(default)]
     pub pushed_by: Option<String>,
+    /// What it builds (none for a rollback, or a run from before
+    /// artifacts were recorded).
+    #[serde(default)]
+    pub artifact: Option<RunArtifact>,
 }
 
 /// The commits a deployment would take live that no approval covers

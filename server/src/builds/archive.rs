@@ -188,6 +188,16 @@ pub fn pack(folders: &[(&str, &Path)], into: &Path) -> std::io::Result<()> {
 /// themselves are not entries (their contents are): unpacking never
 /// touches the folder it unpacks into.
 pub fn pack_into<W: Write>(folders: &[(&str, &Path)], out: W) -> std::io::Result<W> {
+    pack_with_files(folders, &[], out)
+}
+
+/// [`pack_into`], with `files` (archive name, path) after the folders:
+/// each only when it is a regular file (never a link's target).
+pub fn pack_with_files<W: Write>(
+    folders: &[(&str, &Path)],
+    files: &[(&str, &Path)],
+    out: W,
+) -> std::io::Result<W> {
     let mut builder = tar::Builder::new(out);
     builder.follow_symlinks(false);
     builder.mode(tar::HeaderMode::Deterministic);
@@ -215,6 +225,11 @@ pub fn pack_into<W: Write>(folders: &[(&str, &Path)], out: W) -> std::io::Result
             } else if kind.is_file() || kind.is_symlink() {
                 builder.append_path_with_name(&path, &name)?;
             }
+        }
+    }
+    for (name, path) in files {
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
+            builder.append_path_with_name(path, name)?;
         }
     }
     builder.into_inner()

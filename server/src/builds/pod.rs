@@ -21,6 +21,9 @@ pub const FETCH_ROOT: &str = "/gantry/fetch";
 /// The step's exit status, written when its script ends: `collect` waits
 /// for it.
 pub const EXIT_FILE: &str = "/gantry/signal/exit";
+/// `$GANTRY_OUTPUTS` in the pod: beside the exit status, where `collect`
+/// finds it to send back with the checkout.
+pub const OUTPUTS_FILE: &str = "/gantry/signal/outputs";
 /// Where `fetch` and `collect` find their one-time URLs (the pod's
 /// Secret, mounted into them only: the pod's spec, which whoever may read
 /// pods in the namespace sees, holds no URL).
@@ -145,7 +148,7 @@ pub fn manifest(plan: &PodPlan<'_>) -> Value {
     let collect = json!({
         "name": COLLECT,
         "image": plan.helper_image,
-        "args": ["build-helper", "collect", "--url-file", format!("{TICKETS}/{UPLOAD_KEY}"), "--from", WORKSPACE, "--after", EXIT_FILE],
+        "args": ["build-helper", "collect", "--url-file", format!("{TICKETS}/{UPLOAD_KEY}"), "--from", WORKSPACE, "--after", EXIT_FILE, "--outputs", OUTPUTS_FILE],
         "resources": helper_resources,
         "securityContext": container_security,
         "volumeMounts": [

@@ -532,13 +532,43 @@ async fn take_back(
         sink.note(&error.to_string()).await?;
         return Ok(Some(error.to_string()));
     }
+    // `workspace/` is the checkout (a real folder, never a link out), and
+    // `outputs` the step's outputs file; nothing else is kept.
+    let checkout = next.join("workspace");
+    match tokio::fs::symlink_metadata(&checkout).await {
+        Ok(metadata) if metadata.is_dir() => {}
+        Err(_) => tokio::fs::create_dir_all(&checkout).await?,
+        Ok(_) => {
+            let _ = tokio::fs::remove_dir_all(&next).await;
+            let why = "the workspace that came back is not a folder".to_string();
+            sink.note(&why).await?;
+            return Ok(Some(why));
+        }
+    }
+    let outputs = step.workspace.outputs();
+    remove_any(&outputs).await;
+    let _ = tokio::fs::rename(next.join("outputs"), &outputs).await;
     let app = step.workspace.app();
     let old = step.workspace.root.join("app.old");
     let _ = tokio::fs::remove_dir_all(&old).await;
     tokio::fs::rename(&app, &old).await?;
-    tokio::fs::rename(&next, &app).await?;
+    tokio::fs::rename(&checkout, &app).await?;
     let _ = tokio::fs::remove_dir_all(&old).await;
+    let _ = tokio::fs::remove_dir_all(&next).await;
     Ok(None)
+}
+
+/// Removes a file, a link or a folder at `path`, if there is one.
+pub async fn remove_any(path: &std::path::Path) {
+    match tokio::fs::symlink_metadata(path).await {
+        Ok(metadata) if metadata.is_dir() => {
+            let _ = tokio::fs::remove_dir_all(path).await;
+        }
+        Ok(_) => {
+            let _ = tokio::fs::remove_file(path).await;
+        }
+        Err(_) => {}
+    }
 }
 
 /// Deletes the pod and waits until it is gone.

@@ -9,6 +9,7 @@
 
 pub mod approvals;
 pub mod apps;
+pub mod artifacts;
 pub mod audit;
 pub mod branch_heads;
 pub mod change_requests;

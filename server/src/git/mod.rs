@@ -367,6 +367,17 @@ impl GitStore {
         .await
     }
 
+    /// The id of a commit's tree: what its files are, whatever commit
+    /// holds them (a fast-forward and a merge with the same content agree).
+    pub async fn tree_of(&self, url: &str, sha: &str) -> Result<String, GitError> {
+        let (owned_url, sha) = (url.to_string(), sha.to_string());
+        self.with_mirror(url, move |path| {
+            let repo = mirror_with(path, &owned_url, &sha)?;
+            Ok(commit_of(&repo, &sha)?.tree_id().to_string())
+        })
+        .await
+    }
+
     /// The parents of a commit, first parent first.
     pub async fn parents(&self, url: &str, sha: &str) -> Result<Vec<String>, GitError> {
         let (owned_url, sha) = (url.to_string(), sha.to_string());

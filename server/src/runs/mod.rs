@@ -6,5 +6,6 @@
 pub mod cancel;
 pub mod junit;
 pub mod logs;
+pub mod outputs;
 pub mod watch;
 pub mod workspace;

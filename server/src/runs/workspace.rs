@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 
 use crate::sandbox::{self, Mount};
 
+/// The outputs file's name in a step's home.
+pub const OUTPUTS_FILE: &str = ".gantry-outputs";
+
 pub struct Workspace {
     pub root: PathBuf,
     /// The run's own uid (Gantry runs as root), held while the run runs:
@@ -41,6 +44,12 @@ impl Workspace {
 
     pub fn home(&self) -> PathBuf {
         self.root.join("home")
+    }
+
+    /// Where a step leaves what it declares (`$GANTRY_OUTPUTS`): in its
+    /// home, outside the checkout; read and removed after each step.
+    pub fn outputs(&self) -> PathBuf {
+        self.home().join(OUTPUTS_FILE)
     }
 
     /// The app's `deploy/` folder: rendered by Gantry, never mounted.

@@ -170,6 +170,25 @@ pub fn arguments(plan: &Plan<'_>) -> Vec<OsString> {
     if let Some(resolv) = plan.resolv_file {
         args.pair("--ro-bind", resolv, "/etc/resolv.conf");
     }
+    // The folders above a mount point (`/home` above `/home/gantry`) are
+    // made by hand, open to all: bubblewrap's own are closed to everyone
+    // but root, and the step runs as another user.
+    let mut above: Vec<&Path> = plan
+        .mounts
+        .iter()
+        .flat_map(|mount| mount.inside.ancestors().skip(1))
+        .filter(|dir| {
+            *dir != Path::new("/")
+                && !dir.starts_with("/tmp")
+                && !SYSTEM.iter().any(|system| dir.starts_with(system))
+        })
+        .collect();
+    above.sort();
+    above.dedup();
+    above.sort_by_key(|dir| dir.components().count());
+    for dir in above {
+        args.flags(&["--perms", "0755", "--dir", &dir.display().to_string()]);
+    }
     for mount in plan.mounts {
         let flag = if mount.writable {
             "--bind"

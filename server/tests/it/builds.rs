@@ -715,3 +715,82 @@ async fn a_pod_printing_megabytes_is_capped_as_a_local_step_is() {
     })
     .await;
 }
+
+// What steps declare through `$GANTRY_OUTPUTS` is kept with the run's
+// artifact — from a build pod (sent back with the checkout) and from a
+// local step alike, masked as the log is, a later step's value winning —
+// and a commit with the same tree is the same artifact.
+#[tokio::test]
+async fn declared_outputs_are_kept_with_the_runs_artifact_and_a_same_tree_is_one_artifact() {
+    crate::support::bounded(async {
+        let pipeline = format!(
+            "apiVersion: gantry.dev/v1\nexecutor: {{ kubernetes: {{ cluster: build, namespace: builds, image: test/shell }} }}\nsteps:\n  - name: pod\n    secrets: [API_TOKEN]\n    run: |\n      echo \"image=registry.example.com/shop@sha256:{digest}\" >> \"$GANTRY_OUTPUTS\"\n      echo \"leaked=$API_TOKEN\" >> \"$GANTRY_OUTPUTS\"\n      echo \"version=pod\" >> \"$GANTRY_OUTPUTS\"\n  - name: here\n    executor: local\n    run: |\n      printf '{{\"version\": \"1.2.3\"}}' > \"$GANTRY_OUTPUTS\"\n",
+            digest = "0".repeat(64)
+        );
+        let mut setup = setup(&pipeline).await;
+        let first = setup.repo.head("master");
+        let run = finished(&setup.app, &first).await;
+        assert_eq!(run["run"]["state"], "succeeded", "{run}");
+        let artifact = &run["artifact"];
+        let tree = std::process::Command::new("git")
+            .args(["rev-parse", &format!("{first}^{{tree}}")])
+            .current_dir(setup.repo.path())
+            .output()
+            .expect("git");
+        assert_eq!(
+            artifact["source_tree"],
+            String::from_utf8_lossy(&tree.stdout).trim(),
+            "{run}"
+        );
+        let outputs: Vec<(String, String, String)> = artifact["outputs"]
+            .as_array()
+            .expect("outputs")
+            .iter()
+            .map(|o| {
+                let s = |k: &str| o[k].as_str().unwrap_or_default().to_string();
+                (s("name"), s("value"), s("step"))
+            })
+            .collect();
+        let digest = "0".repeat(64);
+        assert_eq!(
+            outputs,
+            [
+                ("image".into(), format!("registry.example.com/shop@sha256:{digest}"), "pod".into()),
+                ("leaked".into(), "***".into(), "pod".into()),
+                ("version".into(), "1.2.3".into(), "here".into()),
+            ],
+            "{run}"
+        );
+        assert!(!outputs.iter().any(|(_, value, _)| value.contains(SECRET)));
+        // An empty commit keeps the tree: the same artifact.
+        let second = setup.repo.commit("nothing changed");
+        crate::support::flow::scan(&setup.app).await;
+        let again = finished(&setup.app, &second).await;
+        assert_ne!(first, second);
+        assert_eq!(again["artifact"]["id"], artifact["id"], "{again}");
+        setup.app.stop().await;
+    })
+    .await;
+}
+
+// A step's outputs file is the step's: a link to a host file is refused
+// (the step fails saying so, nothing of the file is kept).
+#[tokio::test]
+async fn an_outputs_file_that_is_a_link_or_malformed_fails_its_step_saying_why() {
+    crate::support::bounded(async {
+        let pipeline = "apiVersion: gantry.dev/v1\nsteps:\n  - name: link\n    run: touch $HOME/home-is-writable && ln -s /etc/passwd \"$GANTRY_OUTPUTS\"\n";
+        let mut setup = setup(pipeline).await;
+        let run = finished(&setup.app, &setup.repo.head("master")).await;
+        let link = step(&run, "link");
+        let log = step_log(&setup.app, &run, "link").await;
+        assert_eq!(link["state"], "failed", "{run}");
+        assert_eq!(
+            link["error"],
+            "$GANTRY_OUTPUTS is not a regular file (a link or a folder)",
+            "{log}"
+        );
+        assert_eq!(run["artifact"]["outputs"], json!([]), "{run}");
+        setup.app.stop().await;
+    })
+    .await;
+}

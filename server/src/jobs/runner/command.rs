@@ -77,6 +77,53 @@ pub fn network(network: StepNetwork) -> Network {
     }
 }
 
+/// Where a step finds the file to declare its outputs in.
+pub const OUTPUTS_VAR: &str = "GANTRY_OUTPUTS";
+
+/// What the step declared through `$GANTRY_OUTPUTS`, kept with the run
+/// (masked as its log) once it succeeded; a bad file fails it, saying why.
+/// The file goes either way.
+async fn declared_outputs(
+    app: &App,
+    run: &RunRow,
+    step: &CommandStep,
+    workspace: &Workspace,
+    sink: &mut LogSink<'_>,
+    result: StepResult,
+) -> Result<StepResult, super::RunError> {
+    let file = workspace.outputs();
+    let read = {
+        let file = file.clone();
+        tokio::task::spawn_blocking(move || crate::runs::outputs::read(&file))
+            .await
+            .map_err(std::io::Error::other)?
+    };
+    crate::builds::step::remove_any(&file).await;
+    if result.state != StepState::Succeeded {
+        return Ok(result);
+    }
+    match read {
+        Ok(found) if found.is_empty() => Ok(result),
+        Ok(found) => {
+            let masked: Vec<(String, String)> = found
+                .into_iter()
+                .map(|(name, value)| (name, sink.mask(&value)))
+                .collect();
+            db::artifacts::record_outputs(app.db.pool(), run.id, &step.name, &masked).await?;
+            let names: Vec<&str> = masked.iter().map(|(name, _)| name.as_str()).collect();
+            sink.note(&format!("outputs: {}", names.join(", "))).await?;
+            Ok(result)
+        }
+        Err(error) => {
+            sink.note(&error.to_string()).await?;
+            Ok(StepResult {
+                exit_code: result.exit_code,
+                ..StepResult::failed(error.to_string())
+            })
+        }
+    }
+}
+
 /// Where a command step runs, as its pipeline says.
 pub struct Placement<'a> {
     pub executor: Executor,
@@ -127,6 +174,8 @@ pub async fn run(
     // secrets would tell a step which of its guesses is one.
     let masker = Masker::new(secret_values.iter().map(|(_, value)| value));
     let mut sink = sink(app, run.id, step_id, &masker);
+    // What an earlier step declared is not this one's.
+    crate::builds::step::remove_any(&workspace.outputs()).await;
     if let Some(note) = left_out {
         sink.note(&note).await?;
     }
@@ -141,6 +190,10 @@ pub async fn run(
                 _ => (key.clone(), value.clone()),
             })
             .collect();
+        env.push((
+            OUTPUTS_VAR.into(),
+            crate::builds::pod::OUTPUTS_FILE.to_string(),
+        ));
         env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         let on = OnCluster {
             step_id,
@@ -162,10 +215,11 @@ pub async fn run(
     let mut env: Vec<(String, String)> = vars.to_vec();
     env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     env.extend(secret_values);
+    let home = app.sandbox.seen(&workspace.home_mount());
+    env.push(("HOME".into(), home.display().to_string()));
     env.push((
-        "HOME".into(),
-        app.sandbox
-            .seen(&workspace.home_mount())
+        OUTPUTS_VAR.into(),
+        home.join(crate::runs::workspace::OUTPUTS_FILE)
             .display()
             .to_string(),
     ));
@@ -252,6 +306,7 @@ pub async fn run(
     };
     child.finish().await;
     read_reports(app, step_id, step, workspace, &mut sink).await?;
+    let result = declared_outputs(app, run, step, workspace, &mut sink, result).await?;
     sink.finish().await?;
     Ok(StepResult {
         log_bytes: sink.total_bytes(),
@@ -373,6 +428,7 @@ async fn on_cluster(
             .await?;
         read_reports(app, on.step_id, step, workspace, &mut sink).await?;
     }
+    let result = declared_outputs(app, run, step, workspace, &mut sink, result).await?;
     sink.finish().await?;
     Ok(StepResult {
         log_bytes: sink.total_bytes(),

@@ -282,6 +282,19 @@ async fn run_steps(
     // Steps are recorded first, so the run page shows the whole plan.
     let names: Vec<&str> = config.pipeline.steps.iter().map(Step::name).collect();
     let step_ids = db::steps::create_all(pool, run.id, &names).await?;
+    // What the run builds: the app's tree at its commit, by its pipeline
+    // (one artifact for every commit with that tree).
+    match app.git.tree_of(&app_row.source_url, &run.commit_sha).await {
+        Ok(tree) => {
+            let artifact =
+                db::artifacts::ensure(pool, run.app_id, (&tree, &run.pipeline_sha), now_millis())
+                    .await?;
+            db::artifacts::set_for_run(pool, run.id, artifact).await?;
+        }
+        Err(error) => {
+            tracing::warn!(run = run.id, %error, "cannot read the commit's tree; the run records no artifact");
+        }
+    }
     let from = resume_point(app, run, workspace, &config).await?;
     if from.reused {
         tracing::info!(
