@@ -344,6 +344,9 @@ impl RunsPort for App {
             uncovered: extra.uncovered,
             pushed_by: extra.pushed_by,
             artifact: db::artifacts::of_run(pool, id).await.map_err(port_error)?,
+            outputs: db::artifacts::outputs_of_run(pool, id)
+                .await
+                .map_err(port_error)?,
         }))
     }
 

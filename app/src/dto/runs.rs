@@ -186,8 +186,7 @@ pub struct RunAttempt {
 }
 
 /// What a run builds: its app's source tree at the run's commit, built by
-/// the pipeline commit (one artifact, whichever commit holds that tree),
-/// and what its steps declared through `$GANTRY_OUTPUTS`.
+/// the pipeline commit (one artifact, whichever commit holds that tree).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct RunArtifact {
@@ -195,11 +194,10 @@ pub struct RunArtifact {
     /// The git tree id of the app's files.
     pub source_tree: String,
     pub pipeline_sha: String,
-    /// By name.
-    pub outputs: Vec<RunOutput>,
 }
 
-/// One declared output (masked as the step's log is).
+/// One output a run's step declared through `$GANTRY_OUTPUTS` (masked as
+/// the step's log is).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct RunOutput {
@@ -244,6 +242,10 @@ pub struct RunDetail {
     /// artifacts were recorded).
     #[serde(default)]
     pub artifact: Option<RunArtifact>,
+    /// What its steps declared, by name (the run's own: two runs of one
+    /// artifact may declare different things).
+    #[serde(default)]
+    pub outputs: Vec<RunOutput>,
 }
 
 /// The commits a deployment would take live that no approval covers

@@ -191,8 +191,10 @@ pub fn pack_into<W: Write>(folders: &[(&str, &Path)], out: W) -> std::io::Result
     pack_with_files(folders, &[], out)
 }
 
-/// [`pack_into`], with `files` (archive name, path) after the folders:
-/// each only when it is a regular file (never a link's target).
+/// [`pack_into`], with `files` (archive name, path) after the folders: a
+/// regular file with its content, a link as a link and a folder as an
+/// empty folder (never what a link points at), so the reader refuses what
+/// is not a file as it would at home; anything else is left out.
 pub fn pack_with_files<W: Write>(
     folders: &[(&str, &Path)],
     files: &[(&str, &Path)],
@@ -228,8 +230,10 @@ pub fn pack_with_files<W: Write>(
         }
     }
     for (name, path) in files {
-        if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
-            builder.append_path_with_name(path, name)?;
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.is_file() || m.is_symlink() => builder.append_path_with_name(path, name)?,
+            Ok(m) if m.is_dir() => builder.append_dir(name, path)?,
+            _ => {}
         }
     }
     builder.into_inner()

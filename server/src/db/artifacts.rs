@@ -52,10 +52,11 @@ pub async fn set_for_run<'e>(
 }
 
 /// Keeps what `step` declared, over what earlier steps declared by the
-/// same names.
+/// same names — if `runner` still holds `attempt` of the run (a replica
+/// that lost its run writes nothing).
 pub async fn record_outputs<'e, E>(
     exec: E,
-    run_id: i64,
+    (run_id, attempt, runner): (i64, i64, &str),
     step: &str,
     outputs: &[(String, String)],
 ) -> Result<(), super::QueryError>
@@ -64,24 +65,28 @@ where
 {
     for (name, value) in outputs {
         sqlx::query(
-            "INSERT INTO run_outputs (run_id, name, value, step) VALUES ($1, $2, $3, $4)
+            "INSERT INTO run_outputs (run_id, name, value, step)
+             SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM runs r WHERE r.id = $1
+                 AND r.attempt = $5 AND r.runner_id = $6 AND r.state = 'running')
              ON CONFLICT (run_id, name) DO UPDATE SET value = $3, step = $4",
         )
         .bind(run_id)
         .bind(name)
         .bind(value)
         .bind(step)
+        .bind(attempt)
+        .bind(runner)
         .execute(exec)
         .await?;
     }
     Ok(())
 }
 
-/// The run's artifact with the outputs it declared, if it has one.
-pub async fn of_run<'e, E>(exec: E, run_id: i64) -> Result<Option<RunArtifact>, super::QueryError>
-where
-    E: Executor<'e, Database = Any> + Copy,
-{
+/// The run's artifact, if it has one.
+pub async fn of_run<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    run_id: i64,
+) -> Result<Option<RunArtifact>, super::QueryError> {
     let row: Option<(i64, String, String)> = sqlx::query_as(
         "SELECT a.id, a.source_tree, a.pipeline_sha FROM runs r JOIN artifacts a ON a.id = r.artifact_id
          WHERE r.id = $1",
@@ -89,21 +94,25 @@ where
     .bind(run_id)
     .fetch_optional(exec)
     .await?;
-    let Some((id, source_tree, pipeline_sha)) = row else {
-        return Ok(None);
-    };
-    let outputs: Vec<(String, String, String)> =
+    Ok(row.map(|(id, source_tree, pipeline_sha)| RunArtifact {
+        id,
+        source_tree,
+        pipeline_sha,
+    }))
+}
+
+/// What the run's steps declared, by name.
+pub async fn outputs_of_run<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    run_id: i64,
+) -> Result<Vec<RunOutput>, super::QueryError> {
+    let rows: Vec<(String, String, String)> =
         sqlx::query_as("SELECT name, value, step FROM run_outputs WHERE run_id = $1 ORDER BY name")
             .bind(run_id)
             .fetch_all(exec)
             .await?;
-    Ok(Some(RunArtifact {
-        id,
-        source_tree,
-        pipeline_sha,
-        outputs: outputs
-            .into_iter()
-            .map(|(name, value, step)| RunOutput { name, value, step })
-            .collect(),
-    }))
+    Ok(rows
+        .into_iter()
+        .map(|(name, value, step)| RunOutput { name, value, step })
+        .collect())
 }

@@ -67,6 +67,15 @@ where
     .bind(position)
     .execute(exec)
     .await?;
+    // What the steps run again declared: they declare it again.
+    sqlx::query(
+        "DELETE FROM run_outputs WHERE run_id = $1 AND step IN
+             (SELECT name FROM steps WHERE run_id = $1 AND position >= $2)",
+    )
+    .bind(run_id)
+    .bind(position)
+    .execute(exec)
+    .await?;
     Ok(sqlx::query(
         "UPDATE steps SET state = $3, exit_code = NULL, error = NULL, log_bytes = 0,
              log_truncated = 0, started_at = NULL, finished_at = NULL

@@ -31,6 +31,8 @@ pub enum OutputsError {
     Json(String),
     #[error("$GANTRY_OUTPUTS cannot be read: {0}")]
     Io(String),
+    #[error("$GANTRY_OUTPUTS names an output with a secret in its name")]
+    SecretName,
 }
 
 fn check_name(name: &str) -> Result<(), Rejected> {
@@ -99,7 +101,8 @@ pub fn parse(text: &str) -> Result<Vec<(String, String)>, OutputsError> {
         let Some((name, value)) = line.split_once('=') else {
             return Err(line_error("expected name=value".into()));
         };
-        let name = name.trim();
+        // Spaces around `=` are the file's layout, not the value's.
+        let (name, value) = (name.trim(), value.trim_start());
         check_name(name)
             .and_then(|()| check_value(value))
             .map_err(|e| line_error(e.0))?;
@@ -131,13 +134,14 @@ pub fn read(path: &Path) -> Result<Vec<(String, String)>, OutputsError> {
     if !metadata.is_file() {
         return Err(OutputsError::NotAFile);
     }
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     file.take(MAX_BYTES + 1)
-        .read_to_string(&mut text)
+        .read_to_end(&mut bytes)
         .map_err(|e| OutputsError::Io(e.to_string()))?;
-    if text.len() as u64 > MAX_BYTES {
+    if bytes.len() as u64 > MAX_BYTES {
         return Err(OutputsError::TooLarge);
     }
+    let text = String::from_utf8(bytes).map_err(|_| OutputsError::Io("it is not UTF-8".into()))?;
     parse(&text)
 }
 
@@ -147,7 +151,7 @@ mod tests {
 
     #[test]
     fn lines_or_a_json_object_declare_outputs_and_the_last_value_wins() {
-        let text = "# what the build made\nimage=registry.example.com/shop@sha256:abc\n\nsha256.app.tar=9f86d0=\nimage=registry.example.com/shop@sha256:def\n";
+        let text = "# what the build made\nimage=registry.example.com/shop@sha256:abc\n\nsha256.app.tar = 9f86d0=\nimage=registry.example.com/shop@sha256:def\n";
         assert_eq!(
             parse(text).unwrap(),
             [
@@ -208,6 +212,9 @@ mod tests {
         std::fs::remove_dir(&link).unwrap();
         assert_eq!(read(&link), Ok(Vec::new()));
         std::fs::write(&link, "a=".to_string() + &"x".repeat(MAX_BYTES as usize)).unwrap();
+        assert_eq!(read(&link), Err(OutputsError::TooLarge));
+        // Cut inside a character, it is still too large.
+        std::fs::write(&link, "a=".to_string() + &"é".repeat(MAX_BYTES as usize)).unwrap();
         assert_eq!(read(&link), Err(OutputsError::TooLarge));
         // A FIFO would block a reader that waits for a writer.
         std::fs::remove_file(&link).unwrap();

@@ -148,6 +148,26 @@ pub fn arguments(plan: &Plan<'_>) -> Vec<OsString> {
     args.flags(&["--size", &plan.tmp_bytes.to_string()]);
     args.one("--tmpfs", "/tmp");
     args.pair("--chmod", "1777", "/tmp");
+    // The folders above a mount point (`/home` above `/home/gantry`) are
+    // made by hand, open to all, before anything is mounted below them:
+    // bubblewrap's own are closed to everyone but root, and the step runs
+    // as another user.
+    let mut above: Vec<&Path> = plan
+        .mounts
+        .iter()
+        .flat_map(|mount| mount.inside.ancestors().skip(1))
+        .filter(|dir| {
+            *dir != Path::new("/")
+                && !dir.starts_with("/tmp")
+                && !SYSTEM.iter().any(|system| dir.starts_with(system))
+        })
+        .collect();
+    above.sort();
+    above.dedup();
+    above.sort_by_key(|dir| dir.components().count());
+    for dir in above {
+        args.flags(&["--perms", "0755", "--dir", &dir.display().to_string()]);
+    }
     // After /tmp, so an extra path under /tmp is not hidden by it.
     for path in plan.read_only {
         args.pair("--ro-bind-try", path, path);
@@ -169,25 +189,6 @@ pub fn arguments(plan: &Plan<'_>) -> Vec<OsString> {
     }
     if let Some(resolv) = plan.resolv_file {
         args.pair("--ro-bind", resolv, "/etc/resolv.conf");
-    }
-    // The folders above a mount point (`/home` above `/home/gantry`) are
-    // made by hand, open to all: bubblewrap's own are closed to everyone
-    // but root, and the step runs as another user.
-    let mut above: Vec<&Path> = plan
-        .mounts
-        .iter()
-        .flat_map(|mount| mount.inside.ancestors().skip(1))
-        .filter(|dir| {
-            *dir != Path::new("/")
-                && !dir.starts_with("/tmp")
-                && !SYSTEM.iter().any(|system| dir.starts_with(system))
-        })
-        .collect();
-    above.sort();
-    above.dedup();
-    above.sort_by_key(|dir| dir.components().count());
-    for dir in above {
-        args.flags(&["--perms", "0755", "--dir", &dir.display().to_string()]);
     }
     for mount in plan.mounts {
         let flag = if mount.writable {

@@ -742,7 +742,7 @@ async fn declared_outputs_are_kept_with_the_runs_artifact_and_a_same_tree_is_one
             String::from_utf8_lossy(&tree.stdout).trim(),
             "{run}"
         );
-        let outputs: Vec<(String, String, String)> = artifact["outputs"]
+        let outputs: Vec<(String, String, String)> = run["outputs"]
             .as_array()
             .expect("outputs")
             .iter()
@@ -789,7 +789,28 @@ async fn an_outputs_file_that_is_a_link_or_malformed_fails_its_step_saying_why()
             "$GANTRY_OUTPUTS is not a regular file (a link or a folder)",
             "{log}"
         );
-        assert_eq!(run["artifact"]["outputs"], json!([]), "{run}");
+        assert_eq!(run["outputs"], json!([]), "{run}");
+        setup.app.stop().await;
+    })
+    .await;
+}
+
+// An output whose name holds a secret the step was given would show it
+// wherever outputs show: refused, and the error says so without it.
+#[tokio::test]
+async fn an_output_named_with_a_secret_fails_its_step_without_showing_it() {
+    crate::support::bounded(async {
+        let pipeline = "apiVersion: gantry.dev/v1\nsteps:\n  - name: leak\n    secrets: [API_TOKEN]\n    run: echo \"$API_TOKEN=1\" >> \"$GANTRY_OUTPUTS\"\n";
+        let mut setup = setup(pipeline).await;
+        let run = finished(&setup.app, &setup.repo.head("master")).await;
+        let leak = step(&run, "leak");
+        assert_eq!(leak["state"], "failed", "{run}");
+        assert_eq!(
+            leak["error"],
+            "$GANTRY_OUTPUTS names an output with a secret in its name"
+        );
+        assert!(!run.to_string().contains(SECRET), "{run}");
+        assert_eq!(run["outputs"], json!([]), "{run}");
         setup.app.stop().await;
     })
     .await;

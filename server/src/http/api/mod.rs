@@ -22,8 +22,8 @@ mod tokens;
 use app::dto::{
     AuditEntry, AuditFilter, ChangeRequestSummary, ClusterState, ClusterSummary, ConfigIssue,
     ConfigStatus, EnvironmentState, EnvironmentSummary, PendingApproval, ReleaseState,
-    ReleaseSummary, RunAttempt, RunDetail, RunState, RunSummary, SettingSource, Settings,
-    StepState, StepSummary, TestCaseFailure, TestReportSummary,
+    ReleaseSummary, RunArtifact, RunAttempt, RunDetail, RunOutput, RunState, RunSummary,
+    SettingSource, Settings, StepState, StepSummary, TestCaseFailure, TestReportSummary,
 };
 use app::port::{AdminPort, ChangeRequestsPort, ClustersPort, RunsPort, StackPort};
 use axum::Json;
@@ -150,6 +150,8 @@ use crate::http::error::{ApiError, ErrorBody, ErrorDetail};
         ConfigIssue,
         RunDetail,
         RunAttempt,
+        RunArtifact,
+        RunOutput,
         StepSummary,
         StepState,
         TestReportSummary,

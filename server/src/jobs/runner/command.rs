@@ -102,6 +102,14 @@ async fn declared_outputs(
     if result.state != StepState::Succeeded {
         return Ok(result);
     }
+    // A name that holds a secret would show it: refused, as the file is.
+    let read =
+        read.and_then(
+            |found| match found.iter().find(|(name, _)| sink.mask(name) != *name) {
+                Some(_) => Err(crate::runs::outputs::OutputsError::SecretName),
+                None => Ok(found),
+            },
+        );
     match read {
         Ok(found) if found.is_empty() => Ok(result),
         Ok(found) => {
@@ -109,16 +117,24 @@ async fn declared_outputs(
                 .into_iter()
                 .map(|(name, value)| (name, sink.mask(&value)))
                 .collect();
-            db::artifacts::record_outputs(app.db.pool(), run.id, &step.name, &masked).await?;
+            db::artifacts::record_outputs(
+                app.db.pool(),
+                (run.id, run.attempt, &app.replica.id),
+                &step.name,
+                &masked,
+            )
+            .await?;
             let names: Vec<&str> = masked.iter().map(|(name, _)| name.as_str()).collect();
             sink.note(&format!("outputs: {}", names.join(", "))).await?;
             Ok(result)
         }
         Err(error) => {
-            sink.note(&error.to_string()).await?;
+            // It quotes what the step wrote: masked, as its log.
+            let why = sink.mask(&error.to_string());
+            sink.note(&why).await?;
             Ok(StepResult {
                 exit_code: result.exit_code,
-                ..StepResult::failed(error.to_string())
+                ..StepResult::failed(why)
             })
         }
     }
