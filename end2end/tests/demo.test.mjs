@@ -130,6 +130,19 @@ test('the run page shows steps, test results and the streamed log', async () => 
   await page.getByTestId('log-search').fill('');
   assert.ok((await unitLines.filter({ visible: true }).count()) > 0);
   await page.screenshot({ path: join(artifacts, 'demo-run.png'), fullPage: true });
+  // What the run built: its source tree and what the build declared.
+  const artifact = page.getByTestId('run-artifact');
+  assert.match(await artifact.textContent(), /Source tree\s*[0-9a-f]{7}/);
+  assert.equal(await artifact.getByTestId('run-output').textContent(), 'app.py.sha256');
+  assert.match(await artifact.textContent(), /[0-9a-f]{64}\s*· from build/);
+  for (const width of [1440, 390]) {
+    await page.setViewportSize({ width, height: 900 });
+    for (const scheme of ['light', 'dark']) {
+      await page.emulateMedia({ colorScheme: scheme });
+      await artifact.screenshot({ path: join(artifacts, `run-artifact-${width}-${scheme}.png`) });
+    }
+  }
+  await page.emulateMedia({ colorScheme: 'light' });
   assert.deepEqual(problems, []);
   await page.close();
 });

@@ -12,8 +12,8 @@ use crate::components::layout::{signed_in, use_me};
 use crate::components::list::{Badge, PageHeader, Time};
 use crate::components::outcome::{Outcome, report};
 use crate::dto::{
-    Me, Role, RunAttempt, RunDetail, RunState, RunSummary, StepState, StepSummary,
-    TestReportSummary,
+    Me, Role, RunArtifact, RunAttempt, RunDetail, RunOutput, RunState, RunSummary, StepState,
+    StepSummary, TestReportSummary,
 };
 use crate::format::{duration, short_sha};
 
@@ -162,6 +162,7 @@ fn run_view(detail: RunDetail) -> impl IntoView {
         {attempts_view(detail.attempts.clone())}
         {(run.state == crate::dto::RunState::WaitingForApproval).then(|| diff_view(run.id))}
         {tests_view(detail.reports.clone())}
+        {artifact_view(detail.artifact.clone(), detail.outputs.clone())}
         <h2>"Steps"</h2>
         <RunSteps run_id=run.id steps=detail.steps.clone() />
     }
@@ -349,6 +350,38 @@ fn timeline_view(
             </p>
         </section>
     }
+}
+
+/// What the run builds — the app's source tree built by the pipeline
+/// commit (one artifact for every commit with that tree) — and what its
+/// steps declared through `$GANTRY_OUTPUTS`.
+fn artifact_view(artifact: Option<RunArtifact>, outputs: Vec<RunOutput>) -> impl IntoView {
+    (artifact.is_some() || !outputs.is_empty()).then(|| {
+        view! {
+            <section class="artifact" aria-labelledby="artifact-heading" data-testid="run-artifact">
+                <h2 id="artifact-heading">"Artifact"</h2>
+                <dl class="facts">
+                    {artifact.map(|a| {
+                        view! {
+                            <dt>"Source tree"</dt>
+                            <dd class="mono" title=a.source_tree.clone()>{short_sha(&a.source_tree).to_string()}</dd>
+                            <dt>"Pipeline"</dt>
+                            <dd class="mono" title=a.pipeline_sha.clone()>{short_sha(&a.pipeline_sha).to_string()}</dd>
+                        }
+                    })}
+                    {outputs.into_iter().map(|o| {
+                        view! {
+                            <dt class="mono" data-testid="run-output">{o.name}</dt>
+                            <dd>
+                                <span class="mono">{o.value}</span>
+                                <span class="muted">{format!(" · from {}", o.step)}</span>
+                            </dd>
+                        }
+                    }).collect_view()}
+                </dl>
+            </section>
+        }
+    })
 }
 
 /// The run's attempts, when it had more than one: which replica ran each,
