@@ -9,8 +9,7 @@
 use std::collections::BTreeSet;
 
 use app::dto::RunState;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams};
-use kube::core::ApiResource;
+use kube::api::{DeleteParams, ListParams};
 
 use super::pod::{self, MANAGED_BY, RUN_LABEL};
 use super::{BuildError, Builds};
@@ -72,11 +71,7 @@ pub async fn collect(builds: &Builds<'_>, db: &Db) -> Result<usize, BuildError> 
                 continue;
             }
         };
-        let api: Api<DynamicObject> = Api::namespaced_with(
-            client,
-            &namespace,
-            &ApiResource::erase::<k8s_openapi::api::core::v1::Pod>(&()),
-        );
+        let api = super::step::pods(&client, &namespace);
         let pods = match api.list(&ListParams::default().labels(&selector)).await {
             Ok(pods) => pods,
             Err(error) => {

@@ -20,14 +20,6 @@ use super::{BuildError, Builds, verdict};
 use crate::gitops::builds::KubernetesExecutor;
 use crate::runs::logs::NOTE;
 
-fn api(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(
-        client.clone(),
-        namespace,
-        &ApiResource::erase::<k8s_openapi::api::core::v1::Pod>(&()),
-    )
-}
-
 /// Whether a pod of an earlier attempt can be followed on: its script
 /// started (the workspace reached it), nothing failed it, and its checkout
 /// has not been sent back yet (`collect` still runs, waiting for a Gantry
@@ -58,7 +50,7 @@ pub async fn find(
     position: usize,
 ) -> Result<Option<String>, BuildError> {
     let client = builds.clusters.client(&executor.cluster).await?;
-    let pods = api(&client, &executor.namespace);
+    let pods = super::step::pods(&client, &executor.namespace);
     let selector = format!(
         "{}={},{INSTANCE_LABEL}={},{RUN_LABEL}={run_id}",
         MANAGED_BY.0,

@@ -94,7 +94,8 @@ pub enum PodEnding {
     Cancelled,
 }
 
-fn pods(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
+/// The pods of a build namespace.
+pub(super) fn pods(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
     Api::namespaced_with(
         client.clone(),
         namespace,
@@ -546,7 +547,7 @@ async fn take_back(
         }
     }
     let outputs = step.workspace.outputs();
-    remove_any(&outputs).await;
+    crate::runs::workspace::remove_any(&outputs).await;
     let _ = tokio::fs::rename(next.join("outputs"), &outputs).await;
     let app = step.workspace.app();
     let old = step.workspace.root.join("app.old");
@@ -556,19 +557,6 @@ async fn take_back(
     let _ = tokio::fs::remove_dir_all(&old).await;
     let _ = tokio::fs::remove_dir_all(&next).await;
     Ok(None)
-}
-
-/// Removes a file, a link or a folder at `path`, if there is one.
-pub async fn remove_any(path: &std::path::Path) {
-    match tokio::fs::symlink_metadata(path).await {
-        Ok(metadata) if metadata.is_dir() => {
-            let _ = tokio::fs::remove_dir_all(path).await;
-        }
-        Ok(_) => {
-            let _ = tokio::fs::remove_file(path).await;
-        }
-        Err(_) => {}
-    }
 }
 
 /// Deletes the pod and waits until it is gone.

@@ -9,6 +9,20 @@ use std::path::{Path, PathBuf};
 
 use crate::sandbox::{self, Mount};
 
+/// Removes a file, a link or a folder at `path`, if there is one (never
+/// what a link points at).
+pub async fn remove_any(path: &Path) {
+    match tokio::fs::symlink_metadata(path).await {
+        Ok(metadata) if metadata.is_dir() => {
+            let _ = tokio::fs::remove_dir_all(path).await;
+        }
+        Ok(_) => {
+            let _ = tokio::fs::remove_file(path).await;
+        }
+        Err(_) => {}
+    }
+}
+
 /// The outputs file's name in a step's home.
 pub const OUTPUTS_FILE: &str = ".gantry-outputs";
 

@@ -98,7 +98,7 @@ async fn declared_outputs(
             .await
             .map_err(std::io::Error::other)?
     };
-    crate::builds::step::remove_any(&file).await;
+    crate::runs::workspace::remove_any(&file).await;
     if result.state != StepState::Succeeded {
         return Ok(result);
     }
@@ -191,7 +191,7 @@ pub async fn run(
     let masker = Masker::new(secret_values.iter().map(|(_, value)| value));
     let mut sink = sink(app, run.id, step_id, &masker);
     // What an earlier step declared is not this one's.
-    crate::builds::step::remove_any(&workspace.outputs()).await;
+    crate::runs::workspace::remove_any(&workspace.outputs()).await;
     if let Some(note) = left_out {
         sink.note(&note).await?;
     }
