@@ -125,3 +125,68 @@ on_both! {
         assert_eq!(replayed.json()["duplicate"], true);
     }
 }
+
+/// Counts the dependency caches kept in a data directory.
+fn caches_kept(app: &TestApp) -> usize {
+    let root = app.data_path().join("caches");
+    std::fs::read_dir(&root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|app_dir| {
+            std::fs::read_dir(app_dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .filter(|file| file.path().extension().is_some_and(|e| e == "tar"))
+        .count()
+}
+
+// A fork's build neither reads the app's dependency caches (what they hold
+// may have been fetched with a secret) nor writes one (the next trusted
+// build would run what it left).
+#[tokio::test]
+async fn a_fork_build_reads_no_dependency_cache_and_leaves_none() {
+    let repos = Repos::new(
+        "  - name: build\n    cache: [deps]\n    run: \"if [ -f deps/mark ]; then echo warm from $(cat deps/mark); else echo cold; fi; mkdir -p deps; echo $GANTRY_BRANCH > deps/mark\"\n",
+    );
+    let app = start("sqlite", &repos).await;
+    app_known(&app).await;
+    register_secrets(&app).await;
+    let trusted = ended_run(&app, &repos.app.head("latest")).await;
+    assert_eq!(trusted["run"]["state"], "succeeded", "{trusted}");
+    assert!(
+        step_log(&app, &trusted, "build")
+            .await
+            .contains("kept for branch latest")
+    );
+    let kept = caches_kept(&app);
+    assert!(kept >= 1, "the trusted build kept its cache");
+
+    let sha = fork_commit(&repos, 9, "typo.txt");
+    let opened = fork_pull_request("opened", &repos.app.path(), 9, &sha);
+    assert_eq!(
+        deliver(&app, "github", "pull_request", "c-1", &opened, None)
+            .await
+            .status,
+        202
+    );
+    let run = wait_for("the fork's run", MINUTE, || async {
+        runs_of(&app, &sha).await.into_iter().next()
+    })
+    .await;
+    let allowed = app
+        .post_json(&format!("/api/v1/runs/{}/approve", run["id"]), json!({}))
+        .await;
+    assert_eq!(allowed.status, 200, "{}", allowed.text());
+    let ended = ended_run(&app, &sha).await;
+    let log = step_log(&app, &ended, "build").await;
+    assert!(
+        log.contains("cache: not used: this build comes from the fork mallory/shop"),
+        "{log}"
+    );
+    assert!(log.lines().any(|l| l == "cold"), "{log}");
+    assert!(!log.contains("warm from"), "{log}");
+    assert_eq!(caches_kept(&app), kept, "the fork kept nothing");
+}
