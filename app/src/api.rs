@@ -236,7 +236,8 @@ pub async fn list_releases(filter: ReleaseFilter) -> Result<Vec<ReleaseSummary>,
 }
 
 /// An admin rolls an environment back to release `to` (empty: the last
-/// stable one). `confirm` is the form's "I understand" box.
+/// stable one). `confirm` is the form's "I understand" box; `faulty` its
+/// "the current release is faulty" box (its artifact is rejected).
 #[server(prefix = "/fn", endpoint = "rollback_release")]
 pub async fn rollback_release(
     app: String,
@@ -244,6 +245,7 @@ pub async fn rollback_release(
     to: String,
     reason: String,
     confirm: Option<String>,
+    faulty: Option<String>,
     csrf: String,
 ) -> Result<crate::dto::RollbackAccepted, ServerFnError> {
     let (port, caller) = caller().await?;
@@ -264,6 +266,7 @@ pub async fn rollback_release(
         environment: Some(environment).filter(|e| !e.trim().is_empty()),
         to,
         reason,
+        faulty: faulty.as_deref() == Some("yes"),
     };
     port.rollback(&caller, app, request)
         .await

@@ -241,6 +241,19 @@ impl App {
             .map_err(|e| PortError::Failed(format!("{app}: the stored configuration: {e}")))?;
         Ok((row, env_row, config))
     }
+
+    /// What a ledger entry deployed: its run's artifact and its standing.
+    async fn artifact_of_release(
+        &self,
+        release: &ReleaseSummary,
+    ) -> Result<Option<app::dto::ArtifactStatus>, PortError> {
+        let Some(run_id) = release.run_id else {
+            return Ok(None);
+        };
+        crate::promotion::status_of_run(&self.db, run_id, self.clock.now_millis())
+            .await
+            .map_err(port_error)
+    }
 }
 
 #[async_trait]
@@ -298,7 +311,14 @@ impl RunsPort for App {
         let all = db::runs::list_waiting_for_approval(self.db.pool())
             .await
             .map_err(port_error)?;
-        Ok(visible(caller, Role::Viewer, all, |p| &p.app))
+        let mut pending = visible(caller, Role::Viewer, all, |p| &p.app);
+        for held in &mut pending {
+            held.promotion =
+                crate::promotion::status_of_run(&self.db, held.run_id, self.clock.now_millis())
+                    .await
+                    .map_err(port_error)?;
+        }
+        Ok(pending)
     }
 
     async fn run_detail(&self, caller: &Caller, id: i64) -> Result<Option<RunDetail>, PortError> {
@@ -345,6 +365,9 @@ impl RunsPort for App {
             pushed_by: extra.pushed_by,
             artifact: db::artifacts::of_run(pool, id).await.map_err(port_error)?,
             outputs: db::artifacts::outputs_of_run(pool, id)
+                .await
+                .map_err(port_error)?,
+            promotion: crate::promotion::status_of_run(&self.db, id, self.clock.now_millis())
                 .await
                 .map_err(port_error)?,
         }))
@@ -605,7 +628,12 @@ impl ReleasesPort for App {
         let page = db::releases::list(&mut conn, &filter)
             .await
             .map_err(port_error)?;
-        Ok(visible(caller, Role::Viewer, page, |r| &r.app))
+        drop(conn);
+        let mut page = visible(caller, Role::Viewer, page, |r| &r.app);
+        for release in &mut page {
+            release.artifact = self.artifact_of_release(release).await?;
+        }
+        Ok(page)
     }
 
     async fn release(&self, caller: &Caller, id: i64) -> Result<Option<ReleaseSummary>, PortError> {
@@ -616,6 +644,7 @@ impl ReleasesPort for App {
             return Ok(None);
         };
         caller.require(Role::Viewer, Some(&release.app))?;
+        release.artifact = self.artifact_of_release(&release).await?;
         if release.state == app::dto::ReleaseState::Live {
             release.soak =
                 crate::delivery::ledger::stable::progress(&self.delivery(), release.id).await?;

@@ -66,6 +66,7 @@ pub const MODULES: &[(&str, Layer)] = &[
     ("forge", Layer::Domain),
     ("lanes", Layer::Domain),
     ("notify", Layer::Domain),
+    ("promotion", Layer::Domain),
     ("runs", Layer::Domain),
     ("secrets_admin", Layer::Domain),
     ("sharing", Layer::Domain),

@@ -35,6 +35,7 @@ pub mod manifests;
 pub mod migrate;
 pub mod notify;
 pub mod outbound;
+pub mod promotion;
 pub mod replica;
 pub mod runs;
 pub mod sandbox;

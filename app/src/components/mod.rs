@@ -1,6 +1,7 @@
 //! Building blocks every page uses.
 
 pub mod action;
+pub mod artifact;
 pub mod charts;
 pub mod commits;
 pub mod diff;

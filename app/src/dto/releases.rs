@@ -51,6 +51,10 @@ pub struct ReleaseSummary {
     /// override released it.
     #[serde(default)]
     pub uncovered: Option<UncoveredCommits>,
+    /// What it deployed: the artifact, where it was verified and for how
+    /// long, whether it was rejected.
+    #[serde(default)]
+    pub artifact: Option<super::ArtifactStatus>,
 }
 
 /// How far a live release is through its soak: healthy (every target
@@ -132,6 +136,10 @@ pub struct RollbackRequest {
     pub to: Option<i64>,
     /// Mandatory: kept in the ledger, the pin and the audit log.
     pub reason: String,
+    /// The release rolled back from is faulty: its artifact is rejected,
+    /// and never promoted again without an admin's override.
+    #[serde(default)]
+    pub faulty: bool,
 }
 
 /// A rollback that was accepted: its run re-applies the release.

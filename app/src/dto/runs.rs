@@ -246,6 +246,10 @@ pub struct RunDetail {
     /// artifact may declare different things).
     #[serde(default)]
     pub outputs: Vec<RunOutput>,
+    /// Its artifact's standing: where it was verified, whether it was
+    /// rejected, what the environment requires of it.
+    #[serde(default)]
+    pub promotion: Option<super::ArtifactStatus>,
 }
 
 /// The commits a deployment would take live that no approval covers
@@ -277,6 +281,10 @@ pub struct PendingApproval {
     /// The commits approving it covers that nothing covers yet.
     #[serde(default)]
     pub uncovered: Option<UncoveredCommits>,
+    /// Its artifact: where it was verified and for how long, and what the
+    /// environment requires of it (a hold's reason).
+    #[serde(default)]
+    pub promotion: Option<super::ArtifactStatus>,
 }
 
 /// What a run would change on one object of one cluster.

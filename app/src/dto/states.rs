@@ -92,3 +92,13 @@ state_enum! {
         Rollback => "rollback",
     }
 }
+
+state_enum! {
+    /// Where an artifact stands against an environment's `requires`.
+    GateState {
+        Passed => "passed",
+        Soaking => "soaking",
+        Unverified => "unverified",
+        Rejected => "rejected",
+    }
+}

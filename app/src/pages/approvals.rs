@@ -178,6 +178,7 @@ fn runs_table(runs: Vec<PendingApproval>, me: Option<Me>) -> impl IntoView {
                     <th scope="col">"Environment"</th>
                     <th scope="col">"Commit"</th>
                     <th scope="col">"Covers"</th>
+                    <th scope="col">"Artifact"</th>
                     <th scope="col">"Waiting since"</th>
                     <th scope="col">"Decide"</th>
                 </tr>
@@ -214,7 +215,10 @@ fn runs_table(runs: Vec<PendingApproval>, me: Option<Me>) -> impl IntoView {
                                                 None => format!("{} no approval covers yet (newest: {first})", count(u)),
                                             }
                                         })
-                                        .unwrap_or_else(|| "held by a freeze or for a fork".into())}
+                                        .unwrap_or_else(|| "held by a freeze, for a fork or for its artifact".into())}
+                                </td>
+                                <td data-label="Artifact">
+                                    {crate::components::artifact::artifact_cell(item.promotion.clone())}
                                 </td>
                                 <td data-label="Waiting since"><crate::components::list::Time at=item.requested_at /></td>
                                 <td data-label="Decide">{csrf.map(|csrf| view! { <RunDecision id=item.run_id csrf /> })}</td>

@@ -398,7 +398,11 @@ fn entry(release: ReleaseSummary, csrf: Option<String>, previous: Option<i64>) -
     );
     let current = matches!(release.state, ReleaseState::Live | ReleaseState::Stable);
     let id = release.id;
-    let facts = (targets_view(&release), approvals_view(&release));
+    let facts = (
+        targets_view(&release),
+        approvals_view(&release),
+        artifact_view(&release),
+    );
     let changelog = changelog_view(release.changelog.clone(), release.previous_version.clone());
     let (app, environment, version) = (
         release.app.clone(),
@@ -468,6 +472,30 @@ fn targets_view(release: &ReleaseSummary) -> impl IntoView + use<> {
         })
         .collect_view();
     view! { <ul class="targets" aria-label="Targets">{items}</ul> }
+}
+
+/// What it deployed: the artifact, where it was verified and for how long,
+/// whether it was rejected, and the run that built it when promoted.
+fn artifact_view(release: &ReleaseSummary) -> impl IntoView + use<> {
+    release.artifact.clone().map(|status| {
+        let built = status
+            .promoted_from_run
+            .map(|run| format!(" · built once by run #{run}"))
+            .unwrap_or_default();
+        let rejected = status
+            .rejected
+            .clone()
+            .map(|r| format!(" · rejected by {}: {}", r.by, r.reason));
+        view! {
+            <p class="artifact-line" data-testid="release-artifact">
+                <span class="mono" title=status.source_tree.clone()>
+                    {format!("Artifact #{} (tree {})", status.id, short_sha(&status.source_tree))}
+                </span>
+                {format!(" · {}{built}", crate::components::artifact::verified_line(&status))}
+                {rejected.map(|text| view! { <span class="step-error">{text}</span> })}
+            </p>
+        }
+    })
 }
 
 fn approvals_view(release: &ReleaseSummary) -> impl IntoView + use<> {
@@ -566,6 +594,10 @@ fn RollbackForm(
             <label class="confirm">
                 <input type="checkbox" name="confirm" value="yes" required />
                 {confirm}
+            </label>
+            <label class="confirm">
+                <input type="checkbox" name="faulty" value="yes" />
+                " What it replaces is faulty: reject its artifact, so it is never promoted again without an override"
             </label>
             <button type="submit" class="danger">{button}</button>
         </ActionForm>

@@ -162,7 +162,7 @@ fn run_view(detail: RunDetail) -> impl IntoView {
         {attempts_view(detail.attempts.clone())}
         {(run.state == crate::dto::RunState::WaitingForApproval).then(|| diff_view(run.id))}
         {tests_view(detail.reports.clone())}
-        {artifact_view(detail.artifact.clone(), detail.outputs.clone())}
+        {artifact_view(detail.artifact.clone(), detail.outputs.clone(), detail.promotion.clone())}
         <h2>"Steps"</h2>
         <RunSteps run_id=run.id steps=detail.steps.clone() />
     }
@@ -355,7 +355,11 @@ fn timeline_view(
 /// What the run builds — the app's source tree built by the pipeline
 /// commit (one artifact for every commit with that tree) — and what its
 /// steps declared through `$GANTRY_OUTPUTS`.
-fn artifact_view(artifact: Option<RunArtifact>, outputs: Vec<RunOutput>) -> impl IntoView {
+fn artifact_view(
+    artifact: Option<RunArtifact>,
+    outputs: Vec<RunOutput>,
+    promotion: Option<crate::dto::ArtifactStatus>,
+) -> impl IntoView {
     (artifact.is_some() || !outputs.is_empty()).then(|| {
         view! {
             <section class="artifact" aria-labelledby="artifact-heading" data-testid="run-artifact">
@@ -369,6 +373,7 @@ fn artifact_view(artifact: Option<RunArtifact>, outputs: Vec<RunOutput>) -> impl
                             <dd class="mono" title=a.pipeline_sha.clone()>{short_sha(&a.pipeline_sha).to_string()}</dd>
                         }
                     })}
+                    {promotion.map(crate::components::artifact::artifact_facts)}
                     {outputs.into_iter().map(|o| {
                         view! {
                             <dt class="mono" data-testid="run-output">{o.name}</dt>

@@ -91,6 +91,9 @@ struct Held {
     env: db::environments::EnvRow,
     app_name: String,
     entry: Option<StackEntry>,
+    /// Why its artifact may not go there yet (`crate::promotion`): no
+    /// approval releases it; waiting (a soak) or an override does.
+    unpromotable: Option<String>,
 }
 
 impl Held {
@@ -135,11 +138,19 @@ async fn load(service: &Approvals<'_>, run_id: i64) -> Result<Held, ApprovalErro
         .iter()
         .find(|entry| entry.env == env.stack_entry)
         .cloned();
+    let unpromotable = match &entry {
+        Some(entry) => {
+            crate::promotion::hold(service.db, run.artifact_id, entry, service.clock.now_millis())
+                .await?
+        }
+        None => None,
+    };
     Ok(Held {
         run,
         env,
         app_name: app_row.name,
         entry,
+        unpromotable,
     })
 }
 
@@ -181,6 +192,12 @@ pub async fn approve(
     let held = load(service, run_id).await?;
     let release_policy = held.release_policy();
     let Some(policy) = release_policy.as_ref() else {
+        if let Some(why) = &held.unpromotable {
+            return Err(ApprovalError::Refused(format!(
+                "{} holds run {run_id} for its artifact, not for approvals: {why}; an admin may override with a reason",
+                held.env.name
+            )));
+        }
         // Held only by a freeze: it is released when the freeze ends, or
         // by an override.
         let freeze = policy::freeze_now(held.entry.as_ref(), service.clock.now_millis())
@@ -214,8 +231,11 @@ pub async fn approve(
     let approvals = db::approvals::approvers_of_run(&mut *tx, run_id).await?;
     // A freeze keeps the run held even when the approvals are there; it is
     // released when the freeze ends (see `release_thawed`).
+    // So does its artifact's standing (`release_verified` lets it go once
+    // a soak upstream is over).
     let released = approvals >= required
         && frozen.is_none()
+        && held.unpromotable.is_none()
         && db::runs::release_hold(&mut *tx, run_id).await?;
     crate::db::commit(tx).await?;
     if released {
@@ -389,6 +409,7 @@ pub async fn release_covered(service: &Approvals<'_>) -> Result<usize, ApprovalE
         if view.total == 0
             && view.rewinds_from.is_none()
             && policy::freeze_now(held.entry.as_ref(), service.clock.now_millis()).is_none()
+            && held.unpromotable.is_none()
         {
             let mut tx = service.db.begin().await?;
             db::runs::set_uncovered(&mut *tx, held.run.id, None).await?;
@@ -422,7 +443,9 @@ pub async fn release_thawed(service: &Approvals<'_>) -> Result<usize, ApprovalEr
         let Ok(held) = load(service, pending.run_id).await else {
             continue;
         };
-        if policy::freeze_now(held.entry.as_ref(), service.clock.now_millis()).is_some() {
+        if policy::freeze_now(held.entry.as_ref(), service.clock.now_millis()).is_some()
+            || held.unpromotable.is_some()
+        {
             continue;
         }
         let approvals = db::approvals::approvers_of_run(pool, held.run.id).await?;
@@ -436,4 +459,49 @@ pub async fn release_thawed(service: &Approvals<'_>) -> Result<usize, ApprovalEr
         service.flow.runner_wake.notify_one();
     }
     Ok(released + release_covered(service).await?)
+}
+
+/// Releases held runs whose artifact now passes what their environment
+/// `requires` (its soak upstream is over) and that nothing else holds: no
+/// freeze, no fork, and approvals complete (enough people approved the
+/// run, or approvals cover its commits). Called with the stability check,
+/// which is what moves a soak on.
+pub async fn release_verified(service: &Approvals<'_>) -> Result<usize, ApprovalError> {
+    let pool = service.db.pool();
+    let mut released = 0;
+    for pending in db::runs::list_waiting_for_approval(pool).await? {
+        let Ok(held) = load(service, pending.run_id).await else {
+            continue;
+        };
+        let asks = held.entry.as_ref().is_some_and(|e| e.requires.is_some());
+        if !asks
+            || held.unpromotable.is_some()
+            || held.run.from_fork.is_some()
+            || policy::freeze_now(held.entry.as_ref(), service.clock.now_millis()).is_some()
+        {
+            continue;
+        }
+        let approved = match held.policy() {
+            None => true,
+            Some(policy) => {
+                db::approvals::approvers_of_run(pool, held.run.id).await?
+                    >= i64::from(policy.required)
+                    || pending
+                        .uncovered
+                        .as_ref()
+                        .is_some_and(|u| u.total == 0 && u.rewinds_from.is_none())
+            }
+        };
+        if approved && db::runs::release_hold(pool, held.run.id).await? {
+            tracing::info!(
+                run = held.run.id,
+                "its artifact passed what the environment requires: released"
+            );
+            released += 1;
+        }
+    }
+    if released > 0 {
+        service.flow.runner_wake.notify_one();
+    }
+    Ok(released)
 }

@@ -99,8 +99,11 @@ pub async fn finish(
             .bind(id)
             .fetch_one(&mut *conn)
             .await?;
+    // What served stops: how long it was healthy ends here (promotion
+    // reads it as how long its artifact was verified).
     sqlx::query(
-        "UPDATE releases SET state = CASE WHEN id = $3 THEN $4 ELSE $5 END
+        "UPDATE releases SET state = CASE WHEN id = $3 THEN $4 ELSE $5 END,
+             healthy_until = CASE WHEN healthy_since IS NULL THEN NULL ELSE $8 END
          WHERE environment_id = $1 AND id <> $2 AND state IN ($6, $7)",
     )
     .bind(environment_id)
@@ -110,6 +113,7 @@ pub async fn finish(
     .bind(ReleaseState::Superseded.as_str())
     .bind(ReleaseState::Live.as_str())
     .bind(ReleaseState::Stable.as_str())
+    .bind(now)
     .execute(&mut *conn)
     .await?;
     // A release rolled back while it was still deploying (or that failed)
@@ -447,6 +451,7 @@ async fn hydrate(
                 approvals,
                 soak: None,
                 uncovered: None,
+                artifact: None,
             })
         })
         .collect()

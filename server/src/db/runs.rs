@@ -293,6 +293,7 @@ pub async fn list_waiting_for_approval<'e>(
             commit_sha: row.commit_sha,
             requested_at: row.created_at,
             uncovered: uncovered_of(row.uncovered.as_deref()),
+            promotion: None,
         })
         .collect())
 }
@@ -319,11 +320,15 @@ pub struct RunRow {
     pub from_fork: Option<String>,
     /// The Gantry user who pushed the commit, where a forge said so.
     pub pushed_by_user_id: Option<i64>,
+    /// What it builds (recorded when it is planned).
+    pub artifact_id: Option<i64>,
+    /// The upstream run whose build it deploys (a promoted run).
+    pub promoted_from: Option<i64>,
 }
 
 const RUN_COLUMNS: &str = "id, app_id, environment_id, branch, commit_sha, pipeline_sha, state, trigger, \
                            attempt, cancel_requested, commit_message, commit_author, change_request_id, created_at, \
-                           from_fork, pushed_by_user_id";
+                           from_fork, pushed_by_user_id, artifact_id, promoted_from";
 
 /// Marks a run as building a fork's commit.
 pub async fn set_from_fork<'e>(

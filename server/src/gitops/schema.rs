@@ -153,6 +153,23 @@ pub struct StackEntry {
     /// A chart from a chart repository (instead of one in `deploy/`).
     #[serde(default)]
     pub chart: Option<ChartSource>,
+    /// Build once: runs here deploy the artifact this environment verified
+    /// (its build steps skipped, its outputs and image reused) when there
+    /// is one; otherwise they build as any run does.
+    #[serde(default)]
+    pub promote_from: Option<String>,
+    /// What an artifact must have passed before it deploys here.
+    #[serde(default)]
+    pub requires: Option<Requirement>,
+}
+
+/// `requires: {verified_in: staging, soak: 30m}`: a run here is held until
+/// its artifact has been live and healthy in `verified_in` for `soak`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requirement {
+    pub verified_in: String,
+    #[serde(default)]
+    pub soak_seconds: u64,
 }
 
 /// A chart in a chart repository, at a pinned version.
@@ -347,6 +364,10 @@ pub struct CommandStep {
     /// Where it runs, when not where the pipeline's steps do.
     #[serde(default)]
     pub executor: Option<super::builds::Executor>,
+    /// It builds the artifact: skipped where an environment promotes one
+    /// that was verified upstream (`promote_from`).
+    #[serde(default)]
+    pub build: bool,
 }
 
 /// How the `local` target runs the app.

@@ -154,6 +154,7 @@ answered_by_kind!(
     crate::sharing::ShareError,
     crate::change_requests::ChangeRequestError,
     crate::approvals::ApprovalError,
+    crate::promotion::PromotionError,
 );
 
 impl From<crate::db::QueryError> for ApiError {

@@ -157,7 +157,14 @@ fn spawn(app: &Arc<App>) -> Vec<JoinHandle<()>> {
     jobs.push(tokio::spawn(drive(
         app.clone(),
         stability,
-        |app| async move { crate::delivery::ledger::stable::check(&app.delivery()).await },
+        |app| async move {
+            let stable = crate::delivery::ledger::stable::check(&app.delivery()).await;
+            // A soak upstream moves on with it: runs waiting for one go.
+            if let Err(error) = crate::approvals::release_verified(&app.approvals()).await {
+                tracing::warn!(%error, "cannot release runs whose artifact passed upstream");
+            }
+            stable
+        },
     )));
     let delivery = Schedule::every(
         "delivery",

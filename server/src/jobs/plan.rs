@@ -190,11 +190,21 @@ pub async fn plan_head(
     let frozen = crate::approvals::policy::freeze_now(Some(entry), app.clock.now_millis())
         .is_some()
         && !merge_waited_out_freeze;
+    // What it builds: the app's tree at the commit, by today's pipeline
+    // (one artifact for every commit with that tree). A rejected artifact,
+    // or one not verified where the entry `requires`, is held.
+    let artifact = crate::promotion::artifact_of(&app.db, &app.git, &app_row, &sha).await?;
+    let unpromotable =
+        crate::promotion::hold(&app.db, artifact, entry, app.clock.now_millis()).await?;
+    if let Some(why) = &unpromotable {
+        tracing::info!(app = %app_row.name, env = %env.name, commit = %sha, %why, "held for its artifact");
+    }
     let held = uncovered
         .as_ref()
         .is_some_and(|u| u.total > 0 || u.rewinds_from.is_some())
         || frozen
-        || fork.is_some();
+        || fork.is_some()
+        || unpromotable.is_some();
     let state = if held {
         RunState::WaitingForApproval
     } else {
@@ -250,6 +260,9 @@ pub async fn plan_head(
         db::runs::set_change_request(&mut *tx, run_id, request).await?;
     }
     db::runs::set_commit_info(&mut *tx, run_id, &commit.summary, &commit.author).await?;
+    if let Some(artifact) = artifact {
+        db::artifacts::set_for_run(&mut *tx, run_id, artifact).await?;
+    }
     if held && let Some(uncovered) = &uncovered {
         db::runs::set_uncovered(&mut *tx, run_id, Some(uncovered)).await?;
     }

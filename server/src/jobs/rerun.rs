@@ -145,6 +145,8 @@ mod tests {
             created_at: 0,
             from_fork: None,
             pushed_by_user_id: None,
+            artifact_id: None,
+            promoted_from: None,
         }
     }
 

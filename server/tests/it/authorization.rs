@@ -134,6 +134,11 @@ const ROUTES: &[(&str, &str, Need)] = &[
         "/api/v1/apps/{app}/commits/{sha}/releases",
         Need::Role(Role::Viewer),
     ),
+    (
+        "POST",
+        "/api/v1/artifacts/{id}/reject",
+        Need::Role(Role::Admin),
+    ),
     ("GET", "/api/v1/approvals", Need::Role(Role::Viewer)),
     ("GET", "/api/v1/clusters", Need::Role(Role::Admin)),
     ("POST", "/api/v1/clusters", Need::Role(Role::Admin)),
@@ -603,6 +608,7 @@ const ADMIN_BODY_ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/releases/{id}/stable"),
     ("POST", "/api/v1/runs/{id}/override"),
     ("POST", "/api/v1/change-requests/{id}/override"),
+    ("POST", "/api/v1/artifacts/{id}/reject"),
 ];
 
 /// Who may not call a route learns nothing of what it would accept: a body

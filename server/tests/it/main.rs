@@ -22,6 +22,7 @@ mod forge;
 mod hostile;
 mod ledger;
 mod notify;
+mod promotion;
 mod ops;
 mod replicas;
 mod sandbox;

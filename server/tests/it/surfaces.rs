@@ -269,6 +269,7 @@ fn rollback(environment: &str, reason: &str, to: Option<i64>) -> app::dto::Rollb
         environment: Some(environment.into()),
         reason: reason.into(),
         to,
+        faulty: false,
     }
 }
 

@@ -189,6 +189,17 @@ impl LocalRuntime {
         }
     }
 
+    /// The kept build of deployment `deployment_id` of `<app>/<env>`, while
+    /// it is kept: what a promoted run deploys elsewhere, as it was built.
+    pub fn kept_build(&self, app: &str, env: &str, deployment_id: i64) -> Option<PathBuf> {
+        let build = self
+            .root
+            .join(app)
+            .join(env)
+            .join(deployment_id.to_string());
+        build.is_dir().then_some(build)
+    }
+
     /// Starts `spec` from the kept build of an earlier deployment of the
     /// same environment (a rollback: no rebuild).
     pub async fn redeploy(

@@ -250,12 +250,28 @@ pub async fn request(
                 "from_release": current,
                 "to_release": target.id,
                 "version": target.version,
+                "faulty": request.faulty,
             })
             .to_string(),
         },
         now,
     )
     .await?;
+    // Rolled back as faulty: what it deployed is never promoted again
+    // without an override.
+    if request.faulty
+        && let Some(current) = current
+        && let Some(artifact) = db::artifacts::of_release(&mut *tx, current).await?
+    {
+        db::artifacts::reject(
+            &mut *tx,
+            artifact,
+            &caller.me.name,
+            &format!("rolled back as faulty: {reason}"),
+            now,
+        )
+        .await?;
+    }
     crate::db::commit(tx).await?;
     app.flow.runner_wake.notify_one();
     tracing::info!(app = %app_name, env = %env_name, run = run_id, to = target.id, "rollback queued");
@@ -377,8 +393,16 @@ pub async fn promote(
         .stack
         .iter()
         .find(|entry| entry.env == env.stack_entry);
+    let artifact = crate::promotion::artifact_of(app.db, app.git, &row, &head).await?;
+    let unpromotable = match entry {
+        Some(entry) => {
+            crate::promotion::hold(app.db, artifact, entry, app.clock.now_millis()).await?
+        }
+        None => None,
+    };
     let held = entry.is_some_and(|e| e.approval.is_some())
-        || policy::freeze_now(entry, app.clock.now_millis()).is_some();
+        || policy::freeze_now(entry, app.clock.now_millis()).is_some()
+        || unpromotable.is_some();
     let commit = app.git.commit_info(&row.source_url, &head).await?;
     let now = now_millis();
     let mut tx = app.db.begin().await?;
@@ -402,6 +426,9 @@ pub async fn promote(
     )
     .await?;
     db::runs::set_commit_info(&mut *tx, run_id, &commit.summary, &commit.author).await?;
+    if let Some(artifact) = artifact {
+        db::artifacts::set_for_run(&mut *tx, run_id, artifact).await?;
+    }
     db::runs::supersede_older(&mut tx, env.id, run_id, now).await?;
     crate::db::commit(tx).await?;
     let detail = if held {

@@ -75,6 +75,15 @@ struct RawStackEntry {
     freeze: Vec<RawFreeze>,
     values: Option<Spanned<serde_json::Value>>,
     chart: Option<RawChart>,
+    promote_from: Option<Spanned<String>>,
+    requires: Option<RawRequires>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequires {
+    verified_in: Spanned<String>,
+    soak: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Deserialize)]
@@ -193,6 +202,8 @@ struct RawCommandStep {
     network: Option<Spanned<String>>,
     image: Option<Spanned<String>>,
     executor: Option<Spanned<RawExecutor>>,
+    #[serde(default)]
+    build: bool,
 }
 
 #[derive(Deserialize)]
@@ -933,6 +944,9 @@ fn validate_app(
     }
     let mut seen = BTreeSet::new();
     let mut stack = Vec::new();
+    // `promote_from` and `requires.verified_in`, checked once the whole
+    // stack is known.
+    let mut upstreams: Vec<(usize, &str, Spanned<String>)> = Vec::new();
     for (index, entry) in raw_stack.into_iter().enumerate() {
         let field = |name: &str| format!("stack[{index}].{name}");
         let env = entry.env.value.clone();
@@ -1239,7 +1253,32 @@ fn validate_app(
                 reason: window.reason.value.trim().to_string(),
             });
         }
+        let promote_from = entry.promote_from.map(|upstream| {
+            upstreams.push((index, "promote_from", upstream.clone()));
+            upstream.value
+        });
+        let requires = entry.requires.map(|raw| {
+            upstreams.push((index, "requires.verified_in", raw.verified_in.clone()));
+            let soak_seconds = match &raw.soak {
+                Some(soak) if soak.value.as_secs() > 30 * 24 * 3600 => {
+                    issues.at(
+                        soak.referenced,
+                        field("requires.soak"),
+                        "a soak may last at most 30d",
+                    );
+                    30 * 24 * 3600
+                }
+                Some(soak) => soak.value.as_secs(),
+                None => 0,
+            };
+            super::schema::Requirement {
+                verified_in: raw.verified_in.value,
+                soak_seconds,
+            }
+        });
         stack.push(StackEntry {
+            promote_from,
+            requires,
             env,
             branches,
             targets: target_names,
@@ -1255,6 +1294,38 @@ fn validate_app(
             values,
             chart,
         });
+    }
+    for (index, name, upstream) in upstreams {
+        let fixed = |env: &str| {
+            stack
+                .iter()
+                .any(|e| e.env == env && !e.branches.is_preview())
+        };
+        let own = &stack[index];
+        let problem = if upstream.value == own.env {
+            Some(format!(
+                "{:?} is this entry itself; name the environment artifacts come from (e.g. staging)",
+                upstream.value
+            ))
+        } else if own.branches.is_preview() {
+            Some("a preview builds its own branch; promotion is for fixed environments (`branch:`)".to_string())
+        } else if !fixed(&upstream.value) {
+            let known: Vec<&str> = stack
+                .iter()
+                .filter(|e| !e.branches.is_preview() && e.env != own.env)
+                .map(|e| e.env.as_str())
+                .collect();
+            Some(format!(
+                "{:?} is not an environment of this stack with a `branch:` (known: {})",
+                upstream.value,
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            ))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            issues.at(upstream.referenced, format!("stack[{index}].{name}"), problem);
+        }
     }
     let previews: Vec<&StackEntry> = stack.iter().filter(|e| e.branches.is_preview()).collect();
     for exact in stack.iter().filter(|e| !e.branches.is_preview()) {
@@ -1362,6 +1433,7 @@ fn validate_pipeline(raw: RawPipeline, issues: &mut Issues<'_>) -> Option<Pipeli
                 steps.push(Step::Command(CommandStep {
                     image: step.image.map(|image| image.value),
                     executor,
+                    build: step.build,
                     name,
                     run: step.run.value,
                     timeout_seconds,
@@ -1522,6 +1594,8 @@ fn default_stack() -> Vec<StackEntry> {
         freeze: Vec::new(),
         values: None,
         chart: None,
+        promote_from: None,
+        requires: None,
     };
     // Staging is protected like production (the seed: "releases to staging
     // and production need an admin's approval"); a team that wants an open

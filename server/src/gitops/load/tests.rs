@@ -124,7 +124,7 @@ fn an_unknown_key_names_its_line_and_field() {
     assert_eq!(found[0].line, Some(8), "{found:?}");
     assert_eq!(
         found[0].message,
-        "unknown field `tll`, expected one of env, branch, branches, target, targets, url, namespace, ttl, approval, variables, rollout_timeout, stable_after, self_heal, freeze, values, chart"
+        "unknown field `tll`, expected one of env, branch, branches, target, targets, url, namespace, ttl, approval, variables, rollout_timeout, stable_after, self_heal, freeze, values, chart, promote_from, requires"
     );
     assert_eq!(found[0].field, "tll");
     assert!(
@@ -848,4 +848,65 @@ fn a_cache_names_folders_inside_the_checkout() {
             "{bad}: {found:?}"
         );
     }
+}
+
+#[test]
+fn promotion_names_an_upstream_environment_and_build_steps_are_marked() {
+    let app = APP.replace(
+        "    approval: { required: 2, roles: [admin] }\n",
+        "    approval: { required: 2, roles: [admin] }\n    promote_from: staging\n    requires: { verified_in: staging, soak: 30m }\n",
+    );
+    let pipeline = PIPELINE.replace("run: \"make\" }", "run: \"make\", build: true }");
+    let config = load_app("shop", Some(&app), Some(&pipeline), &[]).expect("valid");
+    assert_eq!(config.stack[2].promote_from.as_deref(), Some("staging"));
+    let requires = config.stack[2].requires.as_ref().expect("requires");
+    assert_eq!(
+        (requires.verified_in.as_str(), requires.soak_seconds),
+        ("staging", 30 * 60)
+    );
+    let built: Vec<bool> = config
+        .pipeline
+        .steps
+        .iter()
+        .filter_map(|step| match step {
+            Step::Command(step) => Some(step.build),
+            Step::Deploy => None,
+        })
+        .collect();
+    assert_eq!(built, [true, false, false]);
+
+    // Unknown, itself, a preview, a preview upstream, a soak too long.
+    let bad = APP
+        .replace(
+            "    target: local\n    ttl: 48h\n",
+            "    target: local\n    ttl: 48h\n    promote_from: staging\n",
+        )
+        .replace(
+            "    approval: { required: 2, roles: [admin] }\n",
+            "    approval: { required: 2, roles: [admin] }\n    promote_from: stagign\n    requires: { verified_in: production, soak: 31d }\n",
+        )
+        .replace(
+            "    branch: latest\n",
+            "    branch: latest\n    promote_from: preview\n",
+        );
+    let found = issues(&bad, PIPELINE);
+    let fields: Vec<&str> = found.iter().map(|i| i.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "stack[2].requires.soak",
+            "stack[0].promote_from",
+            "stack[1].promote_from",
+            "stack[2].promote_from",
+            "stack[2].requires.verified_in",
+        ],
+        "{found:?}"
+    );
+    assert!(found[1].message.contains("preview builds its own branch"), "{found:?}");
+    assert!(found[2].message.contains("\"preview\" is not an environment"), "{found:?}");
+    assert!(
+        found[3].message.contains("\"stagign\"") && found[3].message.contains("known: staging"),
+        "{found:?}"
+    );
+    assert!(found[4].message.contains("is this entry itself"), "{found:?}");
 }

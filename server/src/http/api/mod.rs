@@ -7,6 +7,7 @@
 //! decides) needs a principal: a session or an API token. What each
 //! may do is decided by the port methods the handlers call.
 
+mod artifacts;
 mod change_requests;
 mod changes;
 mod channels;
@@ -75,6 +76,7 @@ use crate::http::error::{ApiError, ErrorBody, ErrorDetail};
         releases::promote,
         releases::compare,
         releases::commit_releases,
+        artifacts::reject,
         list_pending_approvals,
         list_clusters,
         list_audit_log,
@@ -152,6 +154,12 @@ use crate::http::error::{ApiError, ErrorBody, ErrorDetail};
         RunAttempt,
         RunArtifact,
         RunOutput,
+        app::dto::ArtifactStatus,
+        app::dto::Verification,
+        app::dto::ArtifactRejection,
+        app::dto::PromotionGate,
+        app::dto::GateState,
+        app::dto::RejectArtifact,
         StepSummary,
         StepState,
         TestReportSummary,
@@ -230,6 +238,7 @@ pub fn routes() -> Router<AppState> {
             "/apps/{app}/commits/{sha}/releases",
             get(releases::commit_releases),
         )
+        .route("/artifacts/{id}/reject", post(artifacts::reject))
         .route("/approvals", get(list_pending_approvals))
         .route("/clusters", get(list_clusters).post(clusters::register))
         .route("/clusters/{name}", axum::routing::delete(clusters::remove))

@@ -282,19 +282,30 @@ async fn run_steps(
     // Steps are recorded first, so the run page shows the whole plan.
     let names: Vec<&str> = config.pipeline.steps.iter().map(Step::name).collect();
     let step_ids = db::steps::create_all(pool, run.id, &names).await?;
-    // What the run builds: the app's tree at its commit, by its pipeline
-    // (one artifact for every commit with that tree).
-    match app.git.tree_of(&app_row.source_url, &run.commit_sha).await {
-        Ok(tree) => {
-            let artifact =
-                db::artifacts::ensure(pool, run.app_id, (&tree, &run.pipeline_sha), now_millis())
-                    .await?;
-            db::artifacts::set_for_run(pool, run.id, artifact).await?;
+    // What the run builds: recorded when it was planned; a run planned
+    // before artifacts were, or whose tree could not be read then, tries now.
+    let artifact = match run.artifact_id {
+        Some(artifact) => Some(artifact),
+        None => {
+            let artifact = crate::promotion::artifact_of(&app.db, &app.git, &app_row, &run.commit_sha).await?;
+            if let Some(artifact) = artifact {
+                db::artifacts::set_for_run(pool, run.id, artifact).await?;
+            }
+            artifact
         }
-        Err(error) => {
-            tracing::warn!(run = run.id, %error, "cannot read the commit's tree; the run records no artifact");
-        }
-    }
+    };
+    let promoted = promoted_source(app, run, artifact, &entry).await?;
+    // On the local target the verified build is kept where it was
+    // deployed: a promoted run's checkout is a copy of it, so the steps
+    // after the build and the deploy see the very files staging ran.
+    let local = entry.targets.iter().any(|t| t == LOCAL_TARGET);
+    let kept = promoted
+        .as_ref()
+        .filter(|_| local)
+        .and_then(|source| {
+            app.local
+                .kept_build(&app_row.name, &source.environment, source.deployment_id)
+        });
     let from = resume_point(app, run, workspace, &config).await?;
     if from.reused {
         tracing::info!(
@@ -345,6 +356,16 @@ async fn run_steps(
                     )
                     .await?;
             }
+        }
+        if let Some(kept) = &kept {
+            let (from, to) = (kept.clone(), workspace.app());
+            tokio::task::spawn_blocking(move || {
+                std::fs::remove_dir_all(&to)?;
+                crate::delivery::deploy::local::copy_tree(&from, &to)
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+            })
+            .await
+            .map_err(std::io::Error::other)??;
         }
     }
     hand_over(app, workspace).await?;
@@ -423,6 +444,34 @@ async fn run_steps(
             "running".into(),
         );
         let result = match step {
+            Step::Command(step) if step.build && promoted.is_some() => {
+                let source = promoted.as_ref().expect("checked above");
+                let mut sink = sink(app, run.id, step_id, &masker);
+                let files = match &kept {
+                    Some(_) => format!(
+                        "the checkout is the build run {} deployed to {}",
+                        source.run_id, source.environment
+                    ),
+                    None if local => format!(
+                        "the build run {} deployed to {} is no longer kept on this machine, so later steps and the deploy use this run's checkout",
+                        source.run_id, source.environment
+                    ),
+                    None => "its image is deployed".to_string(),
+                };
+                let why = format!(
+                    "built once: run {} built this artifact and it was verified in {}; this build step is skipped ({files})",
+                    source.run_id, source.environment
+                );
+                sink.note(&why).await?;
+                sink.finish().await?;
+                StepResult {
+                    state: StepState::Skipped,
+                    exit_code: None,
+                    error: Some(why),
+                    log_bytes: sink.total_bytes(),
+                    truncated: sink.truncated(),
+                }
+            }
             Step::Command(step) => {
                 let placement = command::Placement {
                     executor: config.executor_of(step, &app.default_executor()),
@@ -459,6 +508,14 @@ async fn run_steps(
             }
             Step::Deploy => {
                 let mut sink = sink(app, run.id, step_id, &masker);
+                let image = match deploy_image(app, run, image.as_deref(), &mut sink).await? {
+                    Ok(image) => image,
+                    Err(why) => {
+                        sink.note(&why).await?;
+                        sink.finish().await?;
+                        return finish_refused_deploy(app, run, step_id, why).await;
+                    }
+                };
                 let request = DeployRequest {
                     run: held(app, run),
                     app_id: run.app_id,
@@ -510,6 +567,80 @@ async fn run_steps(
         }
     }
     Ok(Ending::Succeeded)
+}
+
+/// The verified upstream build a run deploys instead of building, where
+/// its stack entry says `promote_from` and its artifact passed there:
+/// recorded on the run with what that build's steps declared.
+async fn promoted_source(
+    app: &App,
+    run: &RunRow,
+    artifact: Option<i64>,
+    entry: &StackEntry,
+) -> Result<Option<db::artifacts::VerificationRow>, RunError> {
+    let (Some(upstream), Some(artifact)) = (entry.promote_from.as_deref(), artifact) else {
+        return Ok(None);
+    };
+    // A fork's build never stands in for anything.
+    if run.from_fork.is_some() {
+        return Ok(None);
+    }
+    let Some(source) = crate::promotion::source(&app.db, artifact, upstream).await? else {
+        tracing::info!(run = run.id, artifact, %upstream, "the artifact did not pass upstream; it is built here");
+        return Ok(None);
+    };
+    let pool = app.db.pool();
+    db::artifacts::set_promoted_from(pool, run.id, source.run_id).await?;
+    db::artifacts::copy_outputs(pool, (run.id, run.attempt, &app.replica.id), source.run_id)
+        .await?;
+    tracing::info!(run = run.id, artifact, from = source.run_id, "deploys the build verified upstream");
+    Ok(Some(source))
+}
+
+/// The image the deploy renders as `{{ image }}`: what a step declared as
+/// the output `image` (the pushed digest, or a promoted run's upstream
+/// build's), else the pipeline's `image` template. A fork's declaration is
+/// not taken, and one that is not a plain image reference fails the deploy
+/// (it is pasted into manifests): the inner `Err` says why.
+async fn deploy_image(
+    app: &App,
+    run: &RunRow,
+    template: Option<&str>,
+    sink: &mut LogSink<'_>,
+) -> Result<Result<Option<String>, String>, RunError> {
+    let outputs = db::artifacts::outputs_of_run(app.db.pool(), run.id).await?;
+    let Some(declared) = outputs.iter().find(|o| o.name == "image") else {
+        return Ok(Ok(template.map(str::to_string)));
+    };
+    if run.from_fork.is_some() {
+        sink.note("the output `image` a fork's step declared is not deployed; the pipeline's image is")
+            .await?;
+        return Ok(Ok(template.map(str::to_string)));
+    }
+    Ok(match crate::promotion::image_reference(&declared.value) {
+        Ok(image) => {
+            sink.note(&format!("deploys the image step {} declared: {image}", declared.step))
+                .await?;
+            Ok(Some(image.to_string()))
+        }
+        Err(why) => Err(format!(
+            "refused: the output `image` step {} declared: {}",
+            declared.step, why.0
+        )),
+    })
+}
+
+/// Ends a deploy refused before it began: the step fails with `why`, the
+/// run with it.
+async fn finish_refused_deploy(
+    app: &App,
+    run: &RunRow,
+    step_id: i64,
+    why: String,
+) -> Result<Ending, RunError> {
+    let result = StepResult::failed(why.clone());
+    finish_step(app, run, step_id, &result).await?;
+    Ok(Ending::Failed(format!("step deploy {why}")))
 }
 
 /// Where an attempt of a run starts.

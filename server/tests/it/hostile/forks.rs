@@ -190,3 +190,98 @@ async fn a_fork_build_reads_no_dependency_cache_and_leaves_none() {
     assert!(!log.contains("warm from"), "{log}");
     assert_eq!(caches_kept(&app), kept, "the fork kept nothing");
 }
+
+/// A step declares the `image` the deploy renders. A fork's declaration is
+/// never taken (its preview deploys the pipeline's image), and a trusted
+/// step's that is more than an image reference — YAML smuggled into the
+/// manifests — fails the deploy before anything is rendered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forks_declared_image_is_never_deployed_and_a_smuggled_one_never_rendered() {
+    let repos = Repos::new(
+        "  - { name: build, run: \"if [ -f IMAGE ]; then cat IMAGE >> \\\"$GANTRY_OUTPUTS\\\"; fi\" }\n",
+    );
+    repos.app.checkout("latest");
+    let digest = format!("registry.example.com/shop@sha256:{}", "a".repeat(64));
+    repos.app.write("IMAGE", &format!("image={digest}\n"));
+    let trusted = repos.app.commit("declare the pushed image");
+    repos.app.checkout("master");
+    let app = start("sqlite", &repos).await;
+    app_known(&app).await;
+    register_secrets(&app).await;
+    let staging = ended_run(&app, &trusted).await;
+    assert_eq!(staging["run"]["state"], "succeeded", "{staging}");
+    let log = step_log(&app, &staging, "deploy").await;
+    assert!(
+        log.contains(&format!("deploys the image step build declared: {digest}")),
+        "{log}"
+    );
+
+    // The fork declares an image of its own: built, never deployed.
+    repos.app.checkout_new("fork-work");
+    repos
+        .app
+        .write("IMAGE", "image=mallory.example/miner:latest\n");
+    let sha = repos.app.commit("a fork's change");
+    repos.app.git(&["update-ref", "refs/pull/11/head", &sha]);
+    repos.app.checkout("master");
+    repos.app.git(&["branch", "-D", "fork-work"]);
+    let opened = fork_pull_request("opened", &repos.app.path(), 11, &sha);
+    assert_eq!(
+        deliver(&app, "github", "pull_request", "i-1", &opened, None)
+            .await
+            .status,
+        202
+    );
+    let run = wait_for("the fork's run", MINUTE, || async {
+        runs_of(&app, &sha).await.into_iter().next()
+    })
+    .await;
+    let allowed = app
+        .post_json(&format!("/api/v1/runs/{}/approve", run["id"]), json!({}))
+        .await;
+    assert_eq!(allowed.status, 200, "{}", allowed.text());
+    let forked = ended_run(&app, &sha).await;
+    let log = step_log(&app, &forked, "deploy").await;
+    assert!(
+        log.contains("the output `image` a fork's step declared is not deployed"),
+        "{log}"
+    );
+    assert!(!log.contains("mallory.example/miner"), "{log}");
+
+    // A trusted branch's step smuggling YAML: the deploy is refused.
+    repos.app.checkout("latest");
+    repos.app.write(
+        "IMAGE",
+        "image=shop:1, securityContext: {privileged: true}\n",
+    );
+    let smuggled = repos.app.commit("privileged, please");
+    repos.app.checkout("master");
+    crate::support::flow::scan(&app).await;
+    let refused = ended_run(&app, &smuggled).await;
+    assert_eq!(refused["run"]["state"], "failed", "{refused}");
+    let deploy = refused["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "deploy")
+        .cloned()
+        .unwrap();
+    assert_eq!(deploy["state"], "failed", "{refused}");
+    assert!(
+        deploy["error"]
+            .as_str()
+            .unwrap()
+            .contains("is not an image reference"),
+        "{deploy}"
+    );
+    // Staging still serves what it served.
+    let staging_env = app.get("/api/v1/environments").await.json();
+    let served = staging_env
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "staging")
+        .cloned()
+        .unwrap();
+    assert_eq!(served["commit_sha"], trusted.as_str(), "{served}");
+}
