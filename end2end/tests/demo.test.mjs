@@ -386,6 +386,28 @@ test('a developer pushes and opens the preview; a developer may not approve; an 
   const production = admin.locator('[data-environment="production"]').filter({ hasText: detail.merge_sha.slice(0, 7) });
   await production.getByTestId('open-environment').waitFor({ timeout: 90_000 });
   await admin.screenshot({ path: join(artifacts, 'demo-promoted-production.png'), fullPage: true });
+
+  // Built once: the merge has staging's files, so production deployed the
+  // build staging verified; its run page says so, and which run built it.
+  const productionRuns = await (await admin.request.get(`${base}/api/v1/runs?environment=production`)).json();
+  const promoted = productionRuns.find((r) => r.commit_sha === detail.merge_sha && r.state === 'succeeded');
+  assert.ok(promoted, `a succeeded production run of ${detail.merge_sha}`);
+  const promotedDetail = await (await admin.request.get(`${base}/api/v1/runs/${promoted.id}`)).json();
+  assert.ok(promotedDetail.promotion?.promoted_from_run, JSON.stringify(promotedDetail.promotion));
+  assert.equal(promotedDetail.steps.find((s) => s.name === 'build').state, 'skipped');
+  await admin.goto(`${base}/runs/${promoted.id}`);
+  await admin.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
+  const built = admin.getByTestId('run-artifact');
+  assert.match(await built.textContent(), new RegExp(`Built by\\s*run #${promotedDetail.promotion.promoted_from_run}`));
+  assert.match(await built.getByTestId('artifact-verified').textContent(), /verified in staging for/);
+  for (const width of [1440, 390]) {
+    await admin.setViewportSize({ width, height: 900 });
+    for (const scheme of ['light', 'dark']) {
+      await admin.emulateMedia({ colorScheme: scheme });
+      await admin.screenshot({ path: join(artifacts, `promoted-run-${width}-${scheme}.png`), fullPage: true });
+    }
+  }
+  await admin.emulateMedia({ colorScheme: 'light' });
   assert.deepEqual(adminProblems, []);
   await adminContext.close();
 });

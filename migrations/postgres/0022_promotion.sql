@@ -1,4 +1,9 @@
--- Build once, promote. An admin may reject an artifact (or roll back its
+-- Build once, promote. An artifact is keyed by the app's source tree and
+-- its pipeline folder's files (pins aside): another app's change or a pin
+-- in the pipeline repo keeps it one artifact.
+ALTER TABLE artifacts ADD COLUMN pipeline_tree TEXT;
+CREATE INDEX artifacts_by_build ON artifacts (app_id, source_tree, pipeline_tree);
+-- An admin may reject an artifact (or roll back its
 -- release as faulty): it is never promoted again without an override.
 ALTER TABLE artifacts ADD COLUMN rejected_at BIGINT;
 ALTER TABLE artifacts ADD COLUMN rejected_by TEXT;

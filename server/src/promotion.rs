@@ -10,9 +10,7 @@
 //! The judgement ([`gate`]) is pure; the rest reads and writes through
 //! `db::artifacts`.
 
-use app::dto::{
-    ArtifactRejection, ArtifactStatus, GateState, PromotionGate, Role, Verification,
-};
+use app::dto::{ArtifactRejection, ArtifactStatus, GateState, PromotionGate, Role, Verification};
 use app::port::Caller;
 
 use crate::db::{self, Db, artifacts::VerificationRow, audit::NewEntry};
@@ -75,7 +73,11 @@ pub fn image_reference(value: &str) -> Result<&str, crate::error::Rejected> {
     let plain = value
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c));
-    if value.is_empty() || value.len() > 512 || !plain || value.starts_with(['-', '.', '/', ':', '@']) {
+    if value.is_empty()
+        || value.len() > 512
+        || !plain
+        || value.starts_with(['-', '.', '/', ':', '@'])
+    {
         return Err(format!(
             "{value:?} is not an image reference (registry/name:tag or registry/name@sha256:digest)"
         )
@@ -206,25 +208,42 @@ pub async fn status(
 }
 
 /// The artifact commit `sha` of the app builds with the pipeline Gantry
-/// has now; `None` (and a warning) when the commit's tree cannot be read.
+/// has now: the commit's tree, built by the app's pipeline folder as that
+/// commit of the pipeline repo has it — pins aside, which say where to
+/// deploy, not how to build. Another app's change, or a pin, in between
+/// keeps it one artifact. `None` (and a warning) when either cannot be read.
 pub async fn artifact_of(
     db: &Db,
-    git: &crate::git::GitStore,
+    (git, pipeline_repo): (&crate::git::GitStore, Option<&str>),
     app: &db::apps::AppRow,
     sha: &str,
 ) -> Result<Option<i64>, crate::db::QueryError> {
-    match git.tree_of(&app.source_url, sha).await {
-        Ok(tree) => Ok(Some(
+    let tree = git.tree_of(&app.source_url, sha).await;
+    let pipeline = match pipeline_repo {
+        Some(repo) => {
+            git.folder_fingerprint(
+                repo,
+                &app.pipeline_sha,
+                &format!("apps/{}", app.name),
+                &["pins"],
+            )
+            .await
+        }
+        // No pipeline repo (a single-app setup): its commit stands for it.
+        None => Ok(app.pipeline_sha.clone()),
+    };
+    match (tree, pipeline) {
+        (Ok(tree), Ok(pipeline)) => Ok(Some(
             db::artifacts::ensure(
                 db.pool(),
                 app.id,
-                (&tree, &app.pipeline_sha),
+                (&tree, &app.pipeline_sha, &pipeline),
                 db::now_millis(),
             )
             .await?,
         )),
-        Err(error) => {
-            tracing::warn!(app = %app.name, commit = %sha, %error, "cannot read the commit's tree; the run records no artifact");
+        (Err(error), _) | (_, Err(error)) => {
+            tracing::warn!(app = %app.name, commit = %sha, %error, "cannot read what the commit builds; the run records no artifact");
             Ok(None)
         }
     }
@@ -328,8 +347,7 @@ pub async fn reject(
     let reason = reason.trim();
     if reason.chars().count() < 5 {
         return Err(PromotionError::Invalid(
-            "a rejection needs a reason (at least 5 characters); people held by it read it"
-                .into(),
+            "a rejection needs a reason (at least 5 characters); people held by it read it".into(),
         ));
     }
     let mut tx = db.begin().await?;
@@ -400,23 +418,43 @@ mod tests {
         let entry = production(30);
         let passed = gate(9, &entry, &[in_staging(31, true)], None).expect("gate");
         assert_eq!(passed.state, GateState::Passed);
-        assert!(passed.reason.contains("31m (30m required)"), "{}", passed.reason);
+        assert!(
+            passed.reason.contains("31m (30m required)"),
+            "{}",
+            passed.reason
+        );
         // Still soaking: when it opens is said.
         let soaking = gate(9, &entry, &[in_staging(12, true)], None).expect("gate");
         assert_eq!(soaking.state, GateState::Soaking);
         assert_eq!(soaking.opens_at, Some(30 * MINUTE));
-        assert!(soaking.reason.contains("12m of the 30m"), "{}", soaking.reason);
-        assert!(soaking.reason.contains("released in 18m"), "{}", soaking.reason);
+        assert!(
+            soaking.reason.contains("12m of the 30m"),
+            "{}",
+            soaking.reason
+        );
+        assert!(
+            soaking.reason.contains("released in 18m"),
+            "{}",
+            soaking.reason
+        );
         // Replaced before the soak ended: it will not get there by waiting.
         let cut = gate(9, &entry, &[in_staging(12, false)], None).expect("gate");
         assert_eq!(cut.state, GateState::Unverified);
-        assert!(cut.reason.contains("before it was replaced"), "{}", cut.reason);
+        assert!(
+            cut.reason.contains("before it was replaced"),
+            "{}",
+            cut.reason
+        );
         // Elsewhere does not count.
         let mut elsewhere = in_staging(600, true);
         elsewhere.environment = "qa".into();
         let unverified = gate(9, &entry, &[elsewhere], None).expect("gate");
         assert_eq!(unverified.state, GateState::Unverified);
-        assert!(unverified.reason.contains("not been live and healthy in staging"));
+        assert!(
+            unverified
+                .reason
+                .contains("not been live and healthy in staging")
+        );
     }
 
     #[test]
@@ -426,8 +464,13 @@ mod tests {
             reason: "corrupts carts".into(),
             at: 0,
         };
-        let rejected = gate(9, &production(0), &[in_staging(600, true)], Some(&rejection))
-            .expect("gate");
+        let rejected = gate(
+            9,
+            &production(0),
+            &[in_staging(600, true)],
+            Some(&rejection),
+        )
+        .expect("gate");
         assert_eq!(rejected.state, GateState::Rejected);
         assert!(rejected.reason.contains("rejected by ada: corrupts carts"));
         let mut open = production(0);
@@ -451,7 +494,10 @@ mod tests {
     #[test]
     fn a_declared_image_is_one_reference_and_nothing_more() {
         let digest = format!("registry.example.com/shop@sha256:{}", "a".repeat(64));
-        assert_eq!(image_reference(&digest).map(str::to_string), Ok(digest.clone()));
+        assert_eq!(
+            image_reference(&digest).map(str::to_string),
+            Ok(digest.clone())
+        );
         assert!(image_reference("shop:1.2.3").is_ok());
         for hostile in [
             "",

@@ -140,8 +140,13 @@ async fn load(service: &Approvals<'_>, run_id: i64) -> Result<Held, ApprovalErro
         .cloned();
     let unpromotable = match &entry {
         Some(entry) => {
-            crate::promotion::hold(service.db, run.artifact_id, entry, service.clock.now_millis())
-                .await?
+            crate::promotion::hold(
+                service.db,
+                run.artifact_id,
+                entry,
+                service.clock.now_millis(),
+            )
+            .await?
         }
         None => None,
     };

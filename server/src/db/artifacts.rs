@@ -4,24 +4,38 @@
 use app::dto::{ArtifactRejection, RunArtifact, RunOutput};
 use sqlx::{Any, Executor};
 
-/// The artifact of (`app_id`, `source_tree`, `pipeline_sha`), made when
-/// it is the first run to build it; its id.
+/// The artifact of (`app_id`, `source_tree`, `pipeline_tree`), made when
+/// it is the first run to build it (recording `pipeline_sha`, the pipeline
+/// commit it was first built by); its id.
 pub async fn ensure<'e, E>(
     exec: E,
     app_id: i64,
-    (source_tree, pipeline_sha): (&str, &str),
+    (source_tree, pipeline_sha, pipeline_tree): (&str, &str, &str),
     now: i64,
 ) -> Result<i64, super::QueryError>
 where
     E: Executor<'e, Database = Any> + Copy,
 {
+    let known: Option<i64> = sqlx::query_scalar(
+        "SELECT id FROM artifacts WHERE app_id = $1 AND source_tree = $2 AND pipeline_tree = $3
+         ORDER BY id LIMIT 1",
+    )
+    .bind(app_id)
+    .bind(source_tree)
+    .bind(pipeline_tree)
+    .fetch_optional(exec)
+    .await?;
+    if let Some(id) = known {
+        return Ok(id);
+    }
     sqlx::query(
-        "INSERT INTO artifacts (app_id, source_tree, pipeline_sha, created_at)
-         VALUES ($1, $2, $3, $4) ON CONFLICT (app_id, source_tree, pipeline_sha) DO NOTHING",
+        "INSERT INTO artifacts (app_id, source_tree, pipeline_sha, pipeline_tree, created_at)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (app_id, source_tree, pipeline_sha) DO NOTHING",
     )
     .bind(app_id)
     .bind(source_tree)
     .bind(pipeline_sha)
+    .bind(pipeline_tree)
     .bind(now)
     .execute(exec)
     .await?;
@@ -205,12 +219,11 @@ pub async fn get<'e>(
     exec: impl Executor<'e, Database = Any>,
     artifact_id: i64,
 ) -> Result<Option<(i64, RunArtifact)>, super::QueryError> {
-    let row: Option<(i64, i64, String, String)> = sqlx::query_as(
-        "SELECT id, app_id, source_tree, pipeline_sha FROM artifacts WHERE id = $1",
-    )
-    .bind(artifact_id)
-    .fetch_optional(exec)
-    .await?;
+    let row: Option<(i64, i64, String, String)> =
+        sqlx::query_as("SELECT id, app_id, source_tree, pipeline_sha FROM artifacts WHERE id = $1")
+            .bind(artifact_id)
+            .fetch_optional(exec)
+            .await?;
     Ok(row.map(|(id, app_id, source_tree, pipeline_sha)| {
         (
             app_id,

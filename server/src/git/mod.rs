@@ -378,6 +378,43 @@ impl GitStore {
         .await
     }
 
+    /// A fingerprint of `folder` at commit `sha` of the repo at `url`,
+    /// leaving out its entries named in `skip`: the same files give the same
+    /// fingerprint whatever else the commit changed (another app's folder, a
+    /// pin). A folder that does not exist has one too.
+    pub async fn folder_fingerprint(
+        &self,
+        url: &str,
+        sha: &str,
+        folder: &str,
+        skip: &[&str],
+    ) -> Result<String, GitError> {
+        let (owned_url, sha, folder) = (url.to_string(), sha.to_string(), folder.to_string());
+        let skip: Vec<String> = skip.iter().map(|s| s.to_string()).collect();
+        self.with_mirror(url, move |path| {
+            let repo = mirror_with(path, &owned_url, &sha)?;
+            let tree = commit_of(&repo, &sha)?.tree()?;
+            let mut digest = Sha256::new();
+            match tree.get_path(Path::new(&folder)) {
+                Ok(entry) => {
+                    let sub = entry.to_object(&repo)?.peel_to_tree()?;
+                    // A tree lists its entries sorted: the order is stable.
+                    for entry in sub.iter() {
+                        let name = String::from_utf8_lossy(entry.name_bytes()).into_owned();
+                        if skip.contains(&name) {
+                            continue;
+                        }
+                        digest.update(format!("{:o} {name}\0{}\n", entry.filemode(), entry.id()));
+                    }
+                }
+                Err(error) if error.code() == git2::ErrorCode::NotFound => {}
+                Err(error) => return Err(error.into()),
+            }
+            Ok(format!("{:x}", digest.finalize()))
+        })
+        .await
+    }
+
     /// The parents of a commit, first parent first.
     pub async fn parents(&self, url: &str, sha: &str) -> Result<Vec<String>, GitError> {
         let (owned_url, sha) = (url.to_string(), sha.to_string());

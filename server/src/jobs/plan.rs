@@ -193,7 +193,13 @@ pub async fn plan_head(
     // What it builds: the app's tree at the commit, by today's pipeline
     // (one artifact for every commit with that tree). A rejected artifact,
     // or one not verified where the entry `requires`, is held.
-    let artifact = crate::promotion::artifact_of(&app.db, &app.git, &app_row, &sha).await?;
+    let artifact = crate::promotion::artifact_of(
+        &app.db,
+        (&app.git, app.config.pipeline_repo.as_deref()),
+        &app_row,
+        &sha,
+    )
+    .await?;
     let unpromotable =
         crate::promotion::hold(&app.db, artifact, entry, app.clock.now_millis()).await?;
     if let Some(why) = &unpromotable {

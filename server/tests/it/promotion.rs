@@ -142,16 +142,23 @@ fn output<'a>(run: &'a Value, name: &str) -> &'a str {
 }
 
 async fn release_of(app: &TestApp, env: &str, run_id: i64) -> Value {
-    wait_for(&format!("the {env} release of run {run_id}"), MINUTE, || async {
-        let list = app
-            .get(&format!("/api/v1/releases?app=shop&environment={env}"))
-            .await
-            .json();
-        list.as_array()?
-            .iter()
-            .find(|r| r["run_id"] == run_id && ["live", "stable"].contains(&r["state"].as_str().unwrap_or("")))
-            .cloned()
-    })
+    wait_for(
+        &format!("the {env} release of run {run_id}"),
+        MINUTE,
+        || async {
+            let list = app
+                .get(&format!("/api/v1/releases?app=shop&environment={env}"))
+                .await
+                .json();
+            list.as_array()?
+                .iter()
+                .find(|r| {
+                    r["run_id"] == run_id
+                        && ["live", "stable"].contains(&r["state"].as_str().unwrap_or(""))
+                })
+                .cloned()
+        },
+    )
     .await
 }
 
@@ -177,10 +184,15 @@ crate::on_both! {
         let staged = release_of(&app, "staging", staging_id).await;
         assert_eq!(staged["image"], digest.as_str(), "{staged}");
 
+        // Another app's change in the pipeline repo meanwhile: a new
+        // pipeline commit, the same build of shop.
+        repos.pipeline.write("apps/billing/NOTES.md", "not an app yet\n");
+        repos.pipeline.commit("notes for billing");
         // Master fast-forwards to it: the same tree, one artifact, soaking.
         fast_forward_master(&repos);
         scan(&app).await;
         let production = run_of(&app, "production", &verified, &["waiting_for_approval"]).await;
+        assert_ne!(production["pipeline_sha"], staging["pipeline_sha"], "{production}");
         let production_id = production["run"]["id"].as_i64().unwrap();
         assert_eq!(production["promotion"]["id"], staging["artifact"]["id"], "{production}");
         let gate = &production["promotion"]["gate"];

@@ -393,7 +393,8 @@ pub async fn promote(
         .stack
         .iter()
         .find(|entry| entry.env == env.stack_entry);
-    let artifact = crate::promotion::artifact_of(app.db, app.git, &row, &head).await?;
+    let artifact =
+        crate::promotion::artifact_of(app.db, (app.git, app.pipeline.repo), &row, &head).await?;
     let unpromotable = match entry {
         Some(entry) => {
             crate::promotion::hold(app.db, artifact, entry, app.clock.now_millis()).await?

@@ -9,10 +9,13 @@ import os
 from pathlib import Path
 
 HERE = Path(__file__).parent
-VERSION = (HERE / "VERSION").read_text().strip() if (HERE / "VERSION").exists() else "unbuilt"
+# The commit the build was made at: in production, promoted from staging,
+# the commit staging built (the same files), not the merge commit.
+BUILT = (HERE / "VERSION").read_text().strip() if (HERE / "VERSION").exists() else "unbuilt"
 GREETING = (HERE / "greeting.txt").read_text().strip()
 INFO = {
-    "commit": VERSION,
+    "commit": os.environ.get("GANTRY_COMMIT", BUILT),
+    "built_at": BUILT,
     "branch": os.environ.get("GANTRY_BRANCH", "?"),
     "environment": os.environ.get("GANTRY_ENV", "?"),
     "greeting": GREETING,
@@ -24,7 +27,8 @@ PAGE = """<!doctype html>
 code{{background:#eef;padding:.1rem .3rem;border-radius:4px}}</style></head>
 <body><h1>{greeting}</h1>
 <p>This is <strong>shop</strong> in the <strong>{environment}</strong> environment,
-built from branch <code>{branch}</code> at commit <code id="commit">{commit}</code>.</p>
+deployed from branch <code>{branch}</code> at commit <code id="commit">{commit}</code>
+(its build was made at <code id="built">{built_at}</code>).</p>
 </body></html>
 """
 

@@ -1308,7 +1308,10 @@ fn validate_app(
                 upstream.value
             ))
         } else if own.branches.is_preview() {
-            Some("a preview builds its own branch; promotion is for fixed environments (`branch:`)".to_string())
+            Some(
+                "a preview builds its own branch; promotion is for fixed environments (`branch:`)"
+                    .to_string(),
+            )
         } else if !fixed(&upstream.value) {
             let known: Vec<&str> = stack
                 .iter()
@@ -1318,13 +1321,21 @@ fn validate_app(
             Some(format!(
                 "{:?} is not an environment of this stack with a `branch:` (known: {})",
                 upstream.value,
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
             ))
         } else {
             None
         };
         if let Some(problem) = problem {
-            issues.at(upstream.referenced, format!("stack[{index}].{name}"), problem);
+            issues.at(
+                upstream.referenced,
+                format!("stack[{index}].{name}"),
+                problem,
+            );
         }
     }
     let previews: Vec<&StackEntry> = stack.iter().filter(|e| e.branches.is_preview()).collect();

@@ -902,11 +902,22 @@ fn promotion_names_an_upstream_environment_and_build_steps_are_marked() {
         ],
         "{found:?}"
     );
-    assert!(found[1].message.contains("preview builds its own branch"), "{found:?}");
-    assert!(found[2].message.contains("\"preview\" is not an environment"), "{found:?}");
+    assert!(
+        found[1].message.contains("preview builds its own branch"),
+        "{found:?}"
+    );
+    assert!(
+        found[2]
+            .message
+            .contains("\"preview\" is not an environment"),
+        "{found:?}"
+    );
     assert!(
         found[3].message.contains("\"stagign\"") && found[3].message.contains("known: staging"),
         "{found:?}"
     );
-    assert!(found[4].message.contains("is this entry itself"), "{found:?}");
+    assert!(
+        found[4].message.contains("is this entry itself"),
+        "{found:?}"
+    );
 }

@@ -287,7 +287,13 @@ async fn run_steps(
     let artifact = match run.artifact_id {
         Some(artifact) => Some(artifact),
         None => {
-            let artifact = crate::promotion::artifact_of(&app.db, &app.git, &app_row, &run.commit_sha).await?;
+            let artifact = crate::promotion::artifact_of(
+                &app.db,
+                (&app.git, app.config.pipeline_repo.as_deref()),
+                &app_row,
+                &run.commit_sha,
+            )
+            .await?;
             if let Some(artifact) = artifact {
                 db::artifacts::set_for_run(pool, run.id, artifact).await?;
             }
@@ -299,13 +305,10 @@ async fn run_steps(
     // deployed: a promoted run's checkout is a copy of it, so the steps
     // after the build and the deploy see the very files staging ran.
     let local = entry.targets.iter().any(|t| t == LOCAL_TARGET);
-    let kept = promoted
-        .as_ref()
-        .filter(|_| local)
-        .and_then(|source| {
-            app.local
-                .kept_build(&app_row.name, &source.environment, source.deployment_id)
-        });
+    let kept = promoted.as_ref().filter(|_| local).and_then(|source| {
+        app.local
+            .kept_build(&app_row.name, &source.environment, source.deployment_id)
+    });
     let from = resume_point(app, run, workspace, &config).await?;
     if from.reused {
         tracing::info!(
@@ -443,9 +446,8 @@ async fn run_steps(
             StatusState::Pending,
             "running".into(),
         );
-        let result = match step {
-            Step::Command(step) if step.build && promoted.is_some() => {
-                let source = promoted.as_ref().expect("checked above");
+        let result = match (step, &promoted) {
+            (Step::Command(step), Some(source)) if step.build => {
                 let mut sink = sink(app, run.id, step_id, &masker);
                 let files = match &kept {
                     Some(_) => format!(
@@ -472,7 +474,7 @@ async fn run_steps(
                     truncated: sink.truncated(),
                 }
             }
-            Step::Command(step) => {
+            (Step::Command(step), _) => {
                 let placement = command::Placement {
                     executor: config.executor_of(step, &app.default_executor()),
                     pod: &config.builds.pod,
@@ -497,7 +499,7 @@ async fn run_steps(
                 }
                 result
             }
-            Step::Deploy
+            (Step::Deploy, _)
                 if !app.config.builds_local && entry.targets.iter().any(|t| t == LOCAL_TARGET) =>
             {
                 let mut sink = sink(app, run.id, step_id, &masker);
@@ -506,7 +508,7 @@ async fn run_steps(
                 sink.finish().await?;
                 command::StepResult::failed(why)
             }
-            Step::Deploy => {
+            (Step::Deploy, _) => {
                 let mut sink = sink(app, run.id, step_id, &masker);
                 let image = match deploy_image(app, run, image.as_deref(), &mut sink).await? {
                     Ok(image) => image,
@@ -593,7 +595,12 @@ async fn promoted_source(
     db::artifacts::set_promoted_from(pool, run.id, source.run_id).await?;
     db::artifacts::copy_outputs(pool, (run.id, run.attempt, &app.replica.id), source.run_id)
         .await?;
-    tracing::info!(run = run.id, artifact, from = source.run_id, "deploys the build verified upstream");
+    tracing::info!(
+        run = run.id,
+        artifact,
+        from = source.run_id,
+        "deploys the build verified upstream"
+    );
     Ok(Some(source))
 }
 
@@ -613,14 +620,19 @@ async fn deploy_image(
         return Ok(Ok(template.map(str::to_string)));
     };
     if run.from_fork.is_some() {
-        sink.note("the output `image` a fork's step declared is not deployed; the pipeline's image is")
-            .await?;
+        sink.note(
+            "the output `image` a fork's step declared is not deployed; the pipeline's image is",
+        )
+        .await?;
         return Ok(Ok(template.map(str::to_string)));
     }
     Ok(match crate::promotion::image_reference(&declared.value) {
         Ok(image) => {
-            sink.note(&format!("deploys the image step {} declared: {image}", declared.step))
-                .await?;
+            sink.note(&format!(
+                "deploys the image step {} declared: {image}",
+                declared.step
+            ))
+            .await?;
             Ok(Some(image.to_string()))
         }
         Err(why) => Err(format!(
