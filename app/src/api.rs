@@ -227,6 +227,17 @@ pub async fn compare_releases(
         .map_err(failed("the comparison"))
 }
 
+/// Delivery metrics per app the caller may see (dora.dev's measures).
+#[server(prefix = "/fn", endpoint = "delivery_metrics")]
+pub async fn get_delivery_metrics(
+    query: crate::dto::DeliveryQuery,
+) -> Result<Vec<crate::dto::DeliveryMetrics>, ServerFnError> {
+    let (port, caller) = caller().await?;
+    port.delivery_metrics(&caller, query)
+        .await
+        .map_err(failed("delivery metrics"))
+}
+
 #[server(prefix = "/fn", endpoint = "list_releases")]
 pub async fn list_releases(filter: ReleaseFilter) -> Result<Vec<ReleaseSummary>, ServerFnError> {
     let (port, caller) = caller().await?;

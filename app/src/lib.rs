@@ -31,6 +31,7 @@ use crate::pages::{
     change_requests::ChangeRequestsPage,
     channels::ChannelsPage,
     clusters::ClustersPage,
+    delivery::DeliveryPage,
     environments::EnvironmentsPage,
     not_found::NotFoundPage,
     releases::{ComparePage, ReleasePage, ReleasesPage},
@@ -107,6 +108,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/change-requests") view=ChangeRequestsPage ssr=SsrMode::Async />
                     <Route path=path!("/change-requests/:id") view=ChangeRequestPage ssr=SsrMode::Async />
                     <Route path=path!("/releases") view=ReleasesPage ssr=SsrMode::Async />
+                    <Route path=path!("/delivery") view=DeliveryPage ssr=SsrMode::Async />
                     <Route path=path!("/releases/compare") view=ComparePage ssr=SsrMode::Async />
                     <Route path=path!("/releases/:id") view=ReleasePage ssr=SsrMode::Async />
                     <Route path=path!("/approvals") view=ApprovalsPage ssr=SsrMode::Async />

@@ -283,6 +283,13 @@ pub trait ReleasesPort: Send + Sync {
         app: String,
         sha: String,
     ) -> Result<CommitReleases, PortError>;
+    /// Delivery metrics from the ledger (dora.dev's definitions), per app
+    /// the caller may see.
+    async fn delivery_metrics(
+        &self,
+        caller: &Caller,
+        query: crate::dto::DeliveryQuery,
+    ) -> Result<Vec<crate::dto::DeliveryMetrics>, PortError>;
 }
 
 /// Registered clusters.

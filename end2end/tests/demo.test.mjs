@@ -534,6 +534,7 @@ test('every view passes an accessibility check (axe-core) at a desk\'s and a pho
     ['approvals', '/approvals'],
     ['releases', '/releases?app=shop'],
     ['release', `/releases/${releases[0].id}`],
+    ['delivery', '/delivery?days=7'],
     ['clusters', '/clusters'],
     ['notifications', '/notifications'],
     ['secrets', '/secrets'],
@@ -555,6 +556,12 @@ test('every view passes an accessibility check (axe-core) at a desk\'s and a pho
         await page.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
         for (const violation of await seriousViolations(page)) failures.push(`${scheme} ${width}px ${name}: ${violation}`);
         await page.screenshot({ path: join(artifacts, `view-${name}-${width}-${scheme}.png`), fullPage: true });
+        if (name === 'delivery') {
+          // The demo's production went live: five figures and a chart for shop.
+          const shop = page.locator('[data-testid="delivery-app"][data-app="shop"]');
+          assert.equal(await shop.getByTestId('delivery-figure').count(), 5);
+          await shop.getByTestId('chart-delivery-shop').waitFor();
+        }
       };
       for (const [name, path] of views) await check(name, `${base}${path}`);
       await context.close();

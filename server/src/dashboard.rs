@@ -727,6 +727,39 @@ impl ReleasesPort for App {
                 .await?,
         )
     }
+
+    async fn delivery_metrics(
+        &self,
+        caller: &Caller,
+        query: app::dto::DeliveryQuery,
+    ) -> Result<Vec<app::dto::DeliveryMetrics>, PortError> {
+        use crate::delivery::metrics::{DEFAULT_DAYS, MAX_DAYS, for_range};
+        if let Some(app) = &query.app {
+            caller.require(Role::Viewer, Some(app))?;
+        }
+        let days = query.days.unwrap_or(DEFAULT_DAYS);
+        if !(1..=MAX_DAYS).contains(&days) {
+            return Err(PortError::Refused(format!(
+                "days: {days} is not a range of 1 to {MAX_DAYS} days"
+            )));
+        }
+        let environment = query
+            .environment
+            .as_deref()
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .unwrap_or("production");
+        let all = for_range(
+            &self.db,
+            query.app.as_deref(),
+            environment,
+            days,
+            self.clock.now_millis(),
+        )
+        .await
+        .map_err(port_error)?;
+        Ok(visible(caller, Role::Viewer, all, |m| &m.app))
+    }
 }
 
 #[async_trait]

@@ -176,3 +176,81 @@ fn deploys_chart(charts: &AppCharts) -> impl IntoView + use<> {
     }
     .into_any()
 }
+
+/// An environment's deployments per day from its delivery metrics: a bar
+/// per day, the failed part red, rework marked beneath.
+pub fn delivery_chart(metrics: &crate::dto::DeliveryMetrics) -> impl IntoView + use<> {
+    let days = metrics.days.len();
+    let most = metrics
+        .days
+        .iter()
+        .map(|d| d.deployments.max(d.rework))
+        .max()
+        .unwrap_or(0);
+    let testid = format!("chart-delivery-{}", metrics.app);
+    if days == 0 || most == 0 {
+        return view! {
+            <figure class="chart" data-testid=testid>
+                <figcaption>"Deployments per day"</figcaption>
+                <p class="muted">"Nothing went live in this range."</p>
+            </figure>
+        }
+        .into_any();
+    }
+    let slot = WIDTH / days as f64;
+    let unit = (HEIGHT - 2.0) / most as f64;
+    let mut bars = Vec::new();
+    for (n, day) in metrics.days.iter().enumerate() {
+        let x = format!("{:.1}", n as f64 * slot + slot * 0.15);
+        let width = format!("{:.1}", slot * 0.7);
+        let date = iso(day.start)[..10].to_string();
+        let fine = day.deployments - day.failed;
+        let mut top = HEIGHT;
+        for (count, class, what) in [
+            (fine, "chart-bar state-succeeded", "went well"),
+            (day.failed, "chart-bar state-failed", "failed"),
+        ] {
+            if count == 0 {
+                continue;
+            }
+            let height = count as f64 * unit;
+            top -= height;
+            bars.push(view! {
+                <rect class=class x=x.clone() y=format!("{top:.1}") width=width.clone() height=format!("{height:.1}")>
+                    <title>{format!("{date}: {count} {what}")}</title>
+                </rect>
+            });
+        }
+    }
+    let summary = format!(
+        "{} deployments in {days} days, {} failed, {} rework.",
+        metrics.deployments, metrics.failed, metrics.rework
+    );
+    let first = metrics
+        .days
+        .first()
+        .map(|d| iso(d.start)[..10].to_string())
+        .unwrap_or_default();
+    view! {
+        <figure class="chart" data-testid=testid>
+            <figcaption>"Deployments per day"</figcaption>
+            <div class="chart-frame">
+                <span class="chart-axis" aria-hidden="true">{most.to_string()}</span>
+                <svg viewBox=format!("0 0 {WIDTH} {HEIGHT}") preserveAspectRatio="none" role="img" aria-label=summary.clone()>
+                    <line class="chart-base" x1="0" y1=HEIGHT.to_string() x2=WIDTH.to_string() y2=HEIGHT.to_string()></line>
+                    {bars}
+                </svg>
+            </div>
+            <p class="muted chart-days" aria-hidden="true">
+                <span>{first}</span>
+                <span>"today"</span>
+            </p>
+            <ul class="chart-legend">
+                <li><span class="chart-swatch state-succeeded" aria-hidden="true"></span>"went well"</li>
+                <li><span class="chart-swatch state-failed" aria-hidden="true"></span>"failed"</li>
+            </ul>
+            <p class="muted chart-summary">{summary}</p>
+        </figure>
+    }
+    .into_any()
+}

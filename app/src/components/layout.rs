@@ -17,6 +17,7 @@ const NAV: &[(&str, &str, Role)] = &[
     ("/runs", "Runs", Role::Viewer),
     ("/change-requests", "Change requests", Role::Viewer),
     ("/releases", "Releases", Role::Viewer),
+    ("/delivery", "Delivery", Role::Viewer),
     ("/approvals", "Approvals", Role::Viewer),
     ("/clusters", "Clusters", Role::Admin),
     ("/notifications", "Notifications", Role::Admin),

@@ -69,6 +69,7 @@ impl std::error::Error for UnknownState {}
 mod audit;
 mod change_requests;
 mod clusters;
+mod delivery;
 mod environments;
 mod identity;
 mod lanes;
@@ -84,6 +85,7 @@ mod states;
 pub use audit::*;
 pub use change_requests::*;
 pub use clusters::*;
+pub use delivery::*;
 pub use environments::*;
 pub use identity::*;
 pub use lanes::*;

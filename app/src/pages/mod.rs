@@ -7,6 +7,7 @@ pub mod change_request;
 pub mod change_requests;
 pub mod channels;
 pub mod clusters;
+pub mod delivery;
 pub mod environments;
 pub mod not_found;
 pub mod releases;

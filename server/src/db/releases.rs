@@ -513,3 +513,67 @@ impl<'q, O> BindAll<'q> for sqlx::query::QueryAs<'q, Any, O, sqlx::any::AnyArgum
         values.iter().fold(self, |query, value| query.bind(*value))
     }
 }
+
+/// App, id, kind, state, finished, rollback of, changelog.
+type FactColumns = (
+    String,
+    i64,
+    String,
+    String,
+    Option<i64>,
+    Option<i64>,
+    String,
+);
+
+/// One ledger entry as delivery metrics read it.
+#[derive(Clone, Debug)]
+pub struct FactRow {
+    pub app: String,
+    pub id: i64,
+    pub kind: ReleaseKind,
+    pub state: ReleaseState,
+    pub finished_at: Option<i64>,
+    pub rollback_of: Option<i64>,
+    pub changelog: Vec<ChangelogCommit>,
+}
+
+/// The ledger of every app's environment `environment` (or only `app`'s)
+/// since `since`, as delivery metrics read it, oldest first.
+pub async fn facts<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    app: Option<&str>,
+    environment: &str,
+    since: i64,
+) -> Result<Vec<FactRow>, super::QueryError> {
+    let sql = format!(
+        "SELECT a.name, r.id, r.kind, r.state, r.finished_at, r.rollback_of, r.changelog
+         FROM releases r
+         JOIN apps a ON a.id = r.app_id
+         JOIN environments e ON e.id = r.environment_id
+         WHERE e.name = $1 AND r.created_at >= $2 {}
+         ORDER BY r.id",
+        if app.is_some() { "AND a.name = $3" } else { "" }
+    );
+    let mut query = sqlx::query_as(&sql).bind(environment).bind(since);
+    if let Some(app) = app {
+        query = query.bind(app);
+    }
+    let rows: Vec<FactColumns> = query.fetch_all(exec).await?;
+    rows.into_iter()
+        .map(
+            |(app, id, kind, state, finished_at, rollback_of, changelog)| {
+                let changelog: Vec<ChangelogCommit> =
+                    serde_json::from_str(&changelog).unwrap_or_default();
+                Ok(FactRow {
+                    app,
+                    id,
+                    kind: ReleaseKind::parse(&kind).unwrap_or(ReleaseKind::Release),
+                    state: decode_state(&state, ReleaseState::parse)?,
+                    finished_at,
+                    rollback_of,
+                    changelog,
+                })
+            },
+        )
+        .collect()
+}

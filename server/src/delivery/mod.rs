@@ -8,6 +8,7 @@
 
 pub mod deploy;
 pub mod ledger;
+pub mod metrics;
 
 use std::time::Duration;
 

@@ -32,6 +32,11 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 
 /// Prometheus text exposition format.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    // Delivery figures come from the ledger, read now.
+    if let Err(error) = crate::delivery::metrics::export(&state.db, state.clock.now_millis()).await
+    {
+        tracing::warn!(%error, "delivery metrics not exported");
+    }
     (
         [(
             header::CONTENT_TYPE,

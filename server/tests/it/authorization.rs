@@ -139,6 +139,7 @@ const ROUTES: &[(&str, &str, Need)] = &[
         "/api/v1/artifacts/{id}/reject",
         Need::Role(Role::Admin),
     ),
+    ("GET", "/api/v1/metrics/delivery", Need::Role(Role::Viewer)),
     ("GET", "/api/v1/approvals", Need::Role(Role::Viewer)),
     ("GET", "/api/v1/clusters", Need::Role(Role::Admin)),
     ("POST", "/api/v1/clusters", Need::Role(Role::Admin)),
@@ -233,6 +234,11 @@ const SERVER_FNS: &[(&str, Need, &str)] = &[
         "list_releases",
         Need::Role(Role::Viewer),
         "filter[limit]=10",
+    ),
+    (
+        "delivery_metrics",
+        Need::Role(Role::Viewer),
+        "query[app]=shop&query[days]=30",
     ),
     (
         "rollback_release",

@@ -657,3 +657,90 @@ async fn the_cli_rolls_back_lists_releases_and_promotes() {
     })
     .await;
 }
+
+/// The nearest-rank percentile, as the delivery metrics define it.
+fn nearest_rank(mut values: Vec<i64>, quantile: f64) -> Option<i64> {
+    values.sort_unstable();
+    let rank = ((quantile * values.len() as f64).ceil() as usize).max(1);
+    values.get(rank.min(values.len()).wrapping_sub(1)).copied()
+}
+
+crate::on_both! {
+    async fn delivery_metrics_match_the_ledger_worked_out_by_hand(backend) {
+        let mut ledger = Ledger::start(backend).await;
+        scan(&ledger.app).await;
+        let v1 = ledger.work().head("master");
+        ledger.release_in(&v1, "stable").await;
+        // A change, then its fix at once: the change failed, the fix is rework.
+        let v2 = ledger.release("prices.txt", "Show prices").await;
+        ledger.release_in(&v2, "stable").await;
+        let v3 = ledger.release("prices.txt", "fix: round prices to cents").await;
+        ledger.release_in(&v3, "live").await;
+        // And the fix is rolled back too: failed, the rollback is rework.
+        let rollback = ledger
+            .app
+            .post_json("/api/v1/apps/shop/rollback", json!({ "reason": "cents went missing" }))
+            .await;
+        assert_eq!(rollback.status, 202, "{}", rollback.text());
+        let rollback_run = rollback.json()["run_id"].as_i64().unwrap();
+        assert_eq!(ledger.run_ended(rollback_run).await["run"]["state"], "succeeded");
+        let entries = wait_for("the rollback in the ledger", MINUTE, || async {
+            let entries = ledger.releases().await;
+            entries
+                .iter()
+                .any(|r| r["kind"] == "rollback" && r["finished_at"].is_i64())
+                .then_some(entries)
+        })
+        .await;
+
+        // By hand, from the ledger as the API shows it.
+        let live_at = |version: &str, kind: &str| {
+            entries
+                .iter()
+                .find(|r| r["version"] == version && r["kind"] == kind)
+                .and_then(|r| r["finished_at"].as_i64())
+                .unwrap_or_else(|| panic!("{kind} of {version} in {entries:?}"))
+        };
+        let lead = |version: &str| {
+            let entry = entries.iter().find(|r| r["version"] == version && r["kind"] == "release").unwrap();
+            let first = entry["changelog"].as_array().unwrap().iter().filter_map(|c| c["time"].as_i64()).min();
+            first.map(|first| (live_at(version, "release") - first).max(0))
+        };
+        let leads: Vec<i64> = [&v1, &v2, &v3].iter().filter_map(|v| lead(v)).collect();
+        // The rollback went back to v2, the newest stable release before v3.
+        let (at2, at3, back) = (live_at(&v2, "release"), live_at(&v3, "release"), live_at(&v2, "rollback"));
+        let recoveries = vec![at3 - at2, back - at3];
+
+        let metrics = ledger.app.get("/api/v1/metrics/delivery?app=shop&days=7").await;
+        assert_eq!(metrics.status, 200, "{}", metrics.text());
+        let all = metrics.json();
+        assert_eq!(all.as_array().unwrap().len(), 1, "{all}");
+        let m = &all[0];
+        assert_eq!((m["app"].as_str(), m["environment"].as_str()), (Some("shop"), Some("production")));
+        assert_eq!(m["deployments"], 3, "{m}");
+        assert!((m["per_day"].as_f64().unwrap() - 3.0 / 7.0).abs() < 1e-9, "{m}");
+        assert_eq!(m["failed"], 2, "v2 was fixed at once, v3 rolled back: {m}");
+        assert!((m["change_fail_rate"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-9, "{m}");
+        assert_eq!(m["rework"], 2, "the fix and the rollback: {m}");
+        assert!((m["rework_rate"].as_f64().unwrap() - 0.5).abs() < 1e-9, "{m}");
+        assert_eq!(m["lead_time_p50_millis"].as_i64(), nearest_rank(leads.clone(), 0.5), "{m}");
+        assert_eq!(m["lead_time_p90_millis"].as_i64(), nearest_rank(leads, 0.9), "{m}");
+        assert_eq!(m["recovery_p50_millis"].as_i64(), nearest_rank(recoveries, 0.5), "{m}");
+        assert_eq!(m["unrecovered"], 0);
+        assert_eq!(m["days"].as_array().unwrap().len(), 8, "7 days back, today included: {m}");
+
+        // A range out of bounds is refused, naming it; an environment
+        // nothing went live in has no figures.
+        let refused = ledger.app.get("/api/v1/metrics/delivery?days=0").await;
+        assert_eq!(refused.status, 400, "{}", refused.text());
+        assert!(refused.text().contains("days: 0"), "{}", refused.text());
+        let none = ledger.app.get("/api/v1/metrics/delivery?environment=qa").await.json();
+        assert_eq!(none, json!([]));
+        // And Prometheus reads the same figures.
+        let exposed = ledger.app.get("/metrics").await.text();
+        for name in ["gantry_delivery_deployments{", "gantry_delivery_change_fail_rate{", "gantry_delivery_rework_rate{", "gantry_delivery_lead_time_p50_seconds{"] {
+            assert!(exposed.contains(name), "{name} in /metrics");
+        }
+        ledger.app.stop().await;
+    }
+}

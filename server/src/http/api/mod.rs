@@ -76,6 +76,7 @@ use crate::http::error::{ApiError, ErrorBody, ErrorDetail};
         releases::promote,
         releases::compare,
         releases::commit_releases,
+        releases::delivery_metrics,
         artifacts::reject,
         list_pending_approvals,
         list_clusters,
@@ -160,6 +161,9 @@ use crate::http::error::{ApiError, ErrorBody, ErrorDetail};
         app::dto::PromotionGate,
         app::dto::GateState,
         app::dto::RejectArtifact,
+        app::dto::DeliveryMetrics,
+        app::dto::DeliveryDay,
+        app::dto::DeliveryQuery,
         StepSummary,
         StepState,
         TestReportSummary,
@@ -239,6 +243,7 @@ pub fn routes() -> Router<AppState> {
             get(releases::commit_releases),
         )
         .route("/artifacts/{id}/reject", post(artifacts::reject))
+        .route("/metrics/delivery", get(releases::delivery_metrics))
         .route("/approvals", get(list_pending_approvals))
         .route("/clusters", get(list_clusters).post(clusters::register))
         .route("/clusters/{name}", axum::routing::delete(clusters::remove))

@@ -3,8 +3,8 @@
 //! the dashboard port.
 
 use app::dto::{
-    CommitReleases, PromoteRequest, Promotion, ReleaseComparison, ReleaseFilter, ReleaseSummary,
-    RollbackAccepted, RollbackRequest,
+    CommitReleases, DeliveryMetrics, DeliveryQuery, PromoteRequest, Promotion, ReleaseComparison,
+    ReleaseFilter, ReleaseSummary, RollbackAccepted, RollbackRequest,
 };
 use app::port::ReleasesPort;
 use axum::Json;
@@ -139,5 +139,20 @@ pub async fn commit_releases(
 ) -> Result<Json<CommitReleases>, ApiError> {
     Ok(Json(
         state.commit_releases(&principal.caller(), app, sha).await?,
+    ))
+}
+
+/// Delivery metrics from the ledger, per app the caller may see, following
+/// dora.dev's definitions: deployment frequency, change lead time, change
+/// fail rate, failed-deployment recovery time and deployment rework rate.
+#[utoipa::path(get, path = "/api/v1/metrics/delivery", tag = "releases", params(DeliveryQuery),
+    responses((status = 200, body = [DeliveryMetrics]), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn delivery_metrics(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(query): Query<DeliveryQuery>,
+) -> Result<Json<Vec<DeliveryMetrics>>, ApiError> {
+    Ok(Json(
+        state.delivery_metrics(&principal.caller(), query).await?,
     ))
 }
