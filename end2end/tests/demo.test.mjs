@@ -556,6 +556,12 @@ test('every view passes an accessibility check (axe-core) at a desk\'s and a pho
         await page.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
         for (const violation of await seriousViolations(page)) failures.push(`${scheme} ${width}px ${name}: ${violation}`);
         await page.screenshot({ path: join(artifacts, `view-${name}-${width}-${scheme}.png`), fullPage: true });
+        if (name === 'app') {
+          // The stack as a promotion graph: production promotes staging's build.
+          const graph = page.getByTestId('promotion-graph');
+          assert.equal(await graph.getByTestId('promotion-stage').count(), 3);
+          assert.match(await graph.locator('[data-environment="production"]').getByTestId('stage-edge').textContent(), /promotes staging's build/);
+        }
         if (name === 'delivery') {
           // The demo's production went live: five figures and a chart for shop.
           const shop = page.locator('[data-testid="delivery-app"][data-app="shop"]');

@@ -104,6 +104,14 @@ impl StackPort for App {
             }
         }
         let lane = self.lanes().lane(caller, &app).await?;
+        let promotion = match crate::configs::stored(&row) {
+            Ok(config) => Some(
+                crate::promotion::graph(&self.db, &row, &config, self.clock.now_millis())
+                    .await
+                    .map_err(port_error)?,
+            ),
+            Err(_) => None,
+        };
         let on_clusters: Vec<String> = crate::configs::stored(&row)
             .map(|config| {
                 config
@@ -143,6 +151,7 @@ impl StackPort for App {
                     .await
                     .map_err(port_error)?,
             ),
+            promotion,
         }))
     }
 

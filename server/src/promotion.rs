@@ -278,6 +278,66 @@ pub async fn status_of_run(
     Ok(status)
 }
 
+/// The app's stack as a promotion graph: each entry, what feeds it and
+/// what it asks, the artifact each fixed environment serves, and the runs
+/// held on their way in (with their artifacts' standing).
+pub async fn graph(
+    db: &Db,
+    app: &db::apps::AppRow,
+    config: &crate::gitops::schema::AppConfig,
+    now: i64,
+) -> Result<app::dto::PromotionGraph, crate::db::QueryError> {
+    let pool = db.pool();
+    let environments = db::environments::list_for_app(pool, app.id).await?;
+    let waiting = db::runs::list_waiting_for_approval(pool).await?;
+    let mut stages = Vec::new();
+    for entry in &config.stack {
+        let mine: Vec<&db::environments::EnvRow> = environments
+            .iter()
+            .filter(|e| e.stack_entry == entry.env && e.destroyed_at.is_none())
+            .collect();
+        let serving = match mine.first().filter(|_| !entry.branches.is_preview()) {
+            Some(env) => match db::artifacts::serving_run(pool, env.id).await? {
+                Some(run) => status_of_run(db, run, now).await?,
+                None => None,
+            },
+            None => None,
+        };
+        let mut held = Vec::new();
+        for pending in waiting
+            .iter()
+            .filter(|p| p.app == app.name && mine.iter().any(|e| e.name == p.environment))
+        {
+            held.push(app::dto::HeldArtifact {
+                run_id: pending.run_id,
+                commit_sha: pending.commit_sha.clone(),
+                promotion: status_of_run(db, pending.run_id, now).await?,
+            });
+        }
+        let (branches, preview) = match &entry.branches {
+            crate::gitops::schema::BranchMatch::Exact(branch) => (branch.clone(), false),
+            crate::gitops::schema::BranchMatch::Glob(glob) => (glob.clone(), true),
+        };
+        stages.push(app::dto::PromotionStage {
+            environment: entry.env.clone(),
+            branches,
+            preview,
+            promote_from: entry.promote_from.clone(),
+            requires: entry.requires.as_ref().map(|r| r.verified_in.clone()),
+            soak_millis: entry.requires.as_ref().map_or(0, |r| {
+                i64::try_from(r.soak_seconds.saturating_mul(1000)).unwrap_or(i64::MAX)
+            }),
+            live: mine
+                .iter()
+                .filter(|e| e.state == app::dto::EnvironmentState::Live)
+                .count() as i64,
+            serving,
+            held,
+        });
+    }
+    Ok(app::dto::PromotionGraph { stages })
+}
+
 /// Why `entry` holds a run of `artifact` (its id, if known), if it does:
 /// a rejected artifact, or one not yet verified (long enough) where
 /// `requires` says.

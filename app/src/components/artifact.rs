@@ -89,3 +89,89 @@ pub fn artifact_facts(status: ArtifactStatus) -> impl IntoView {
         })}
     }
 }
+
+/// The app's stack as a graph, stage by stage in stack order: what each
+/// serves (its artifact, where it was verified and for how long), what it
+/// asks of what comes in, and what is held on its way there.
+pub fn promotion_graph(graph: crate::dto::PromotionGraph) -> impl IntoView {
+    let stages = graph
+        .stages
+        .into_iter()
+        .enumerate()
+        .map(|(n, stage)| {
+            let edge = match (&stage.promote_from, &stage.requires) {
+                (Some(from), Some(verified)) => Some(format!(
+                    "promotes {from}'s build once verified in {verified}{}",
+                    soak_words(stage.soak_millis)
+                )),
+                (Some(from), None) => Some(format!("promotes {from}'s build")),
+                (None, Some(verified)) => Some(format!(
+                    "needs it verified in {verified}{}",
+                    soak_words(stage.soak_millis)
+                )),
+                (None, None) => None,
+            };
+            let serving = stage.serving.clone().map(|status| {
+                let rejected = status.rejected.clone();
+                view! {
+                    <p class="stage-serving" data-testid="stage-serving">
+                        <span class="mono" title=status.source_tree.clone()>
+                            {format!("serves #{} · tree {}", status.id, short_sha(&status.source_tree))}
+                        </span>
+                        <span class="state-detail">{verified_line(&status)}</span>
+                        {rejected.map(|r| view! { <span class="step-error">{format!("rejected by {}: {}", r.by, r.reason)}</span> })}
+                    </p>
+                }
+            });
+            let live = if stage.preview {
+                format!("{} live", stage.live)
+            } else if stage.live > 0 {
+                "live".to_string()
+            } else {
+                "not live".to_string()
+            };
+            let held = stage
+                .held
+                .into_iter()
+                .map(|held| {
+                    let gate = held.promotion.as_ref().and_then(|p| p.gate.clone());
+                    let reason = gate
+                        .as_ref()
+                        .map(|g| g.reason.clone())
+                        .unwrap_or_else(|| "waits for approval".into());
+                    view! {
+                        <li data-testid="stage-held">
+                            <a href=format!("/runs/{}", held.run_id)>{format!("run #{}", held.run_id)}</a>
+                            {format!(" of {} ", short_sha(&held.commit_sha))}
+                            {gate.as_ref().map(gate_badge)}
+                            <span class="state-detail">{reason}</span>
+                        </li>
+                    }
+                })
+                .collect_view();
+            view! {
+                <li class="stage" data-testid="promotion-stage" data-environment=stage.environment.clone()>
+                    {(n > 0).then(|| view! { <span class="stage-arrow" aria-hidden="true">"→"</span> })}
+                    <div class="stage-card">
+                        <h3>
+                            {stage.environment.clone()}
+                            <span class="muted">{format!(" · {} · {live}", stage.branches)}</span>
+                        </h3>
+                        {edge.map(|edge| view! { <p class="stage-edge" data-testid="stage-edge">{edge}</p> })}
+                        {serving}
+                        <ul class="stage-held">{held}</ul>
+                    </div>
+                </li>
+            }
+        })
+        .collect_view();
+    view! { <ol class="promotion-graph" data-testid="promotion-graph">{stages}</ol> }
+}
+
+fn soak_words(soak_millis: i64) -> String {
+    if soak_millis > 0 {
+        format!(" for {}", duration(soak_millis))
+    } else {
+        String::new()
+    }
+}

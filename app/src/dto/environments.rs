@@ -52,6 +52,10 @@ pub struct AppOverview {
     /// Its recent runs' durations and deploys per day, for the charts.
     #[serde(default)]
     pub charts: Option<AppCharts>,
+    /// Its stack as a promotion graph: where each artifact is live,
+    /// verified, soaking, held or rejected.
+    #[serde(default)]
+    pub promotion: Option<super::PromotionGraph>,
 }
 
 /// What an app's page charts.

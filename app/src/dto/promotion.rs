@@ -70,3 +70,43 @@ pub struct RejectArtifact {
     /// Mandatory: kept with the artifact and in the audit log.
     pub reason: String,
 }
+
+/// An app's stack as promotion sees it: each stage, what feeds it, what it
+/// asks, what it serves and what waits to go there.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct PromotionGraph {
+    /// In stack order: previews first, then staging, production, ….
+    pub stages: Vec<PromotionStage>,
+}
+
+/// One stack entry in the promotion graph.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct PromotionStage {
+    pub environment: String,
+    /// `latest`, or the glob of a preview entry (`*`).
+    pub branches: String,
+    /// A glob entry: an environment per branch.
+    pub preview: bool,
+    pub promote_from: Option<String>,
+    /// `requires.verified_in` and its soak.
+    pub requires: Option<String>,
+    pub soak_millis: i64,
+    /// How many live environments it has (previews: one per branch).
+    pub live: i64,
+    /// What it serves now (fixed environments): the artifact and its
+    /// standing.
+    pub serving: Option<ArtifactStatus>,
+    /// Runs held on their way there, with their artifacts.
+    pub held: Vec<HeldArtifact>,
+}
+
+/// A run held on its way into a stage.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct HeldArtifact {
+    pub run_id: i64,
+    pub commit_sha: String,
+    pub promotion: Option<ArtifactStatus>,
+}

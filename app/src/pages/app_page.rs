@@ -79,6 +79,17 @@ fn app_view(overview: AppOverview) -> impl IntoView {
                     }
                 })}
         </section>
+        {overview
+            .promotion
+            .clone()
+            .map(|graph| {
+                view! {
+                    <section class="panel" aria-labelledby="app-promotion">
+                        <h2 id="app-promotion">"Promotion"</h2>
+                        {crate::components::artifact::promotion_graph(graph)}
+                    </section>
+                }
+            })}
         <section class="panel" aria-labelledby="app-requests">
             <h2 id="app-requests">"Open change requests"</h2>
             {requests_table(overview.change_requests)}

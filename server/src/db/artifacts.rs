@@ -286,3 +286,33 @@ pub async fn copy_outputs<'e>(
     .await?;
     Ok(())
 }
+
+/// The run whose build environment `environment_id` serves: its current
+/// deployment's run, or for a rollback the run of the deployment it
+/// re-applied.
+pub async fn serving_run<'e, E>(
+    exec: E,
+    environment_id: i64,
+) -> Result<Option<i64>, super::QueryError>
+where
+    E: Executor<'e, Database = Any> + Copy,
+{
+    let row: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
+        "SELECT d.run_id, d.rollback_of FROM environments e
+         JOIN deployments d ON d.id = e.deployment_id WHERE e.id = $1",
+    )
+    .bind(environment_id)
+    .fetch_optional(exec)
+    .await?;
+    match row {
+        Some((_, Some(of))) => Ok(sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT run_id FROM deployments WHERE id = $1",
+        )
+        .bind(of)
+        .fetch_optional(exec)
+        .await?
+        .flatten()),
+        Some((run, None)) => Ok(run),
+        None => Ok(None),
+    }
+}

@@ -206,6 +206,16 @@ crate::on_both! {
         assert!(refused.text().contains("soaking in staging"), "{}", refused.text());
         // The older held run of master's first commit is superseded.
         assert_eq!(app.get("/api/v1/approvals").await.json().as_array().unwrap().len(), 1);
+        // The app's promotion graph: staging serves the artifact, production
+        // holds it, soaking, and says what it asks.
+        let graph = app.get("/api/v1/apps/shop").await.json()["promotion"]["stages"].clone();
+        let stage = |env: &str| graph.as_array().unwrap().iter().find(|s| s["environment"] == env).cloned().unwrap();
+        assert_eq!(stage("staging")["serving"]["id"], staging["artifact"]["id"], "{graph}");
+        let production_stage = stage("production");
+        assert_eq!((production_stage["promote_from"].as_str(), production_stage["requires"].as_str()), (Some("staging"), Some("staging")));
+        assert_eq!(production_stage["soak_millis"], 30 * 60 * 1000);
+        assert_eq!(production_stage["held"][0]["run_id"], production_id, "{graph}");
+        assert_eq!(production_stage["held"][0]["promotion"]["gate"]["state"], "soaking", "{graph}");
 
         // The soak ends: the stability check releases it.
         app.state.clock.advance(Duration::from_secs(31 * 60));
@@ -229,6 +239,11 @@ crate::on_both! {
         let in_staging = verified_at.iter().find(|v| v["environment"] == "staging").expect("staging");
         assert!(in_staging["healthy_for_millis"].as_i64().unwrap() >= 30 * 60 * 1000, "{in_staging}");
         assert_eq!(released["artifact"]["gate"]["state"], "passed", "{released}");
+        let graph = app.get("/api/v1/apps/shop").await.json()["promotion"]["stages"].clone();
+        let production_stage = graph.as_array().unwrap().iter().find(|s| s["environment"] == "production").cloned().unwrap();
+        assert_eq!(production_stage["serving"]["id"], staging["artifact"]["id"], "{graph}");
+        assert_eq!(production_stage["serving"]["promoted_from_run"], staging_id, "{graph}");
+        assert_eq!(production_stage["held"], json!([]), "{graph}");
         app.stop().await;
     }
 
