@@ -389,9 +389,14 @@ test('a developer pushes and opens the preview; a developer may not approve; an 
 
   // Built once: the merge has staging's files, so production deployed the
   // build staging verified; its run page says so, and which run built it.
-  const productionRuns = await (await admin.request.get(`${base}/api/v1/runs?environment=production`)).json();
-  const promoted = productionRuns.find((r) => r.commit_sha === detail.merge_sha && r.state === 'succeeded');
-  assert.ok(promoted, `a succeeded production run of ${detail.merge_sha}`);
+  // Its smoke test runs after the deploy: wait for the run's end.
+  let promoted;
+  for (const deadline = Date.now() + 60_000; !promoted; ) {
+    const productionRuns = await (await admin.request.get(`${base}/api/v1/runs?environment=production`)).json();
+    promoted = productionRuns.find((r) => r.commit_sha === detail.merge_sha && r.state === 'succeeded');
+    if (!promoted && Date.now() > deadline) throw new Error(`no succeeded production run of ${detail.merge_sha}: ${JSON.stringify(productionRuns.slice(0, 3))}`);
+    if (!promoted) await new Promise((resolve) => setTimeout(resolve, 250));
+  }
   const promotedDetail = await (await admin.request.get(`${base}/api/v1/runs/${promoted.id}`)).json();
   assert.ok(promotedDetail.promotion?.promoted_from_run, JSON.stringify(promotedDetail.promotion));
   assert.equal(promotedDetail.steps.find((s) => s.name === 'build').state, 'skipped');

@@ -209,9 +209,9 @@ pub async fn status(
 
 /// The artifact commit `sha` of the app builds with the pipeline Gantry
 /// has now: the commit's tree, built by the app's pipeline folder as that
-/// commit of the pipeline repo has it — pins aside, which say where to
-/// deploy, not how to build. Another app's change, or a pin, in between
-/// keeps it one artifact. `None` (and a warning) when either cannot be read.
+/// commit of the pipeline repo has it — pins and `app.yaml` aside, which
+/// say where and when to deploy, not how to build. Another app's change, a
+/// pin or a freeze window in between keeps it one artifact. `None` (and a warning) when either cannot be read.
 pub async fn artifact_of(
     db: &Db,
     (git, pipeline_repo): (&crate::git::GitStore, Option<&str>),
@@ -225,7 +225,7 @@ pub async fn artifact_of(
                 repo,
                 &app.pipeline_sha,
                 &format!("apps/{}", app.name),
-                &["pins"],
+                &["pins", "app.yaml"],
             )
             .await
         }
@@ -272,6 +272,17 @@ pub async fn status_of_run(
         _ => None,
     };
     let mut status = status(db, artifact, entry, now).await?;
+    // An override released it whatever its artifact's standing: the gate
+    // says so rather than what held it.
+    if let Some(gate) = status.as_mut().and_then(|s| s.gate.as_mut())
+        && gate.state != GateState::Passed
+        && db::approvals::overridden(pool, run_id).await?
+    {
+        gate.reason = format!(
+            "overridden by an admin (audited); held for: {}",
+            gate.reason
+        );
+    }
     if let Some(status) = &mut status {
         status.promoted_from_run = run.promoted_from;
     }
@@ -366,18 +377,22 @@ pub async fn hold(
         .map(|gate| gate.reason))
 }
 
-/// The build a promoted run deploys: the newest verification of its
-/// artifact in `upstream`, preferring the release serving there now.
+/// The build a promoted run deploys: the verification of its artifact in
+/// `upstream` that stayed healthy longest — the one the gate judged, so
+/// what soaked is what goes on (a rebuild of the same tree that went live
+/// a minute ago is not) — and at least `soak_millis` of it.
 pub async fn source(
     db: &Db,
     artifact_id: i64,
     upstream: &str,
+    soak_millis: i64,
+    now: i64,
 ) -> Result<Option<VerificationRow>, crate::db::QueryError> {
     let rows = db::artifacts::verifications(db.pool(), artifact_id).await?;
     Ok(rows
         .into_iter()
-        .filter(|row| row.environment == upstream)
-        .max_by_key(|row| (row.serving, row.release_id)))
+        .filter(|row| row.environment == upstream && healthy_for(row, now) >= soak_millis)
+        .max_by_key(|row| (healthy_for(row, now), row.serving, row.release_id)))
 }
 
 /// An admin of the app rejects artifact `artifact_id` with a reason

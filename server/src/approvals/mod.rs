@@ -468,9 +468,10 @@ pub async fn release_thawed(service: &Approvals<'_>) -> Result<usize, ApprovalEr
 
 /// Releases held runs whose artifact now passes what their environment
 /// `requires` (its soak upstream is over) and that nothing else holds: no
-/// freeze, no fork, and approvals complete (enough people approved the
-/// run, or approvals cover its commits). Called with the stability check,
-/// which is what moves a soak on.
+/// freeze, no fork, and no policy or enough people approved the run. A run
+/// whose commits approvals cover is left to [`release_covered`], which
+/// judges coverage afresh. Called with the stability check, which is what
+/// moves a soak on.
 pub async fn release_verified(service: &Approvals<'_>) -> Result<usize, ApprovalError> {
     let pool = service.db.pool();
     let mut released = 0;
@@ -491,10 +492,6 @@ pub async fn release_verified(service: &Approvals<'_>) -> Result<usize, Approval
             Some(policy) => {
                 db::approvals::approvers_of_run(pool, held.run.id).await?
                     >= i64::from(policy.required)
-                    || pending
-                        .uncovered
-                        .as_ref()
-                        .is_some_and(|u| u.total == 0 && u.rewinds_from.is_none())
             }
         };
         if approved && db::runs::release_hold(pool, held.run.id).await? {

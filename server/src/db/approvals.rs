@@ -19,6 +19,20 @@ pub async fn has_approved<'e>(
     Ok(count > 0)
 }
 
+/// Whether an admin overrode the run's hold.
+pub async fn overridden<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    run_id: i64,
+) -> Result<bool, super::QueryError> {
+    let count: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM approvals WHERE run_id = $1 AND decision = 'override'",
+    )
+    .bind(run_id)
+    .fetch_one(exec)
+    .await?;
+    Ok(count > 0)
+}
+
 /// How many people approved the run.
 pub async fn approvers_of_run<'e>(
     exec: impl Executor<'e, Database = Any>,

@@ -159,6 +159,7 @@ pub async fn verifications<'e>(
         "SELECT r.id AS release_id, ru.id AS run_id, e.name AS environment, r.deployment_id,
                 r.image, r.healthy_since, r.healthy_until,
                 CASE WHEN e.deployment_id = r.deployment_id AND r.healthy_until IS NULL
+                          AND e.state = 'live'
                      THEN 1 ELSE 0 END AS serving
          FROM releases r
          JOIN runs ru ON ru.id = r.run_id

@@ -180,6 +180,21 @@ pub async fn list_live<'e>(
     .await?)
 }
 
+/// Stable releases their environment still serves: their health is still
+/// followed (promotion reads how long they stayed healthy).
+pub async fn list_serving_stable<'e>(
+    exec: impl Executor<'e, Database = Any>,
+) -> Result<Vec<LiveRow>, super::QueryError> {
+    Ok(sqlx::query_as(
+        "SELECT r.id, r.app_id, r.environment_id, r.deployment_id, r.run_id, r.healthy_since
+         FROM releases r JOIN environments e ON e.id = r.environment_id
+         WHERE r.state = $1 AND e.deployment_id = r.deployment_id",
+    )
+    .bind(ReleaseState::Stable.as_str())
+    .fetch_all(exec)
+    .await?)
+}
+
 /// One release as the stability check sees it, if it is live.
 pub async fn live_row<'e>(
     exec: impl Executor<'e, Database = Any>,

@@ -154,7 +154,10 @@ pub fn compute(
     let deployments: Vec<&Fact> = releases.iter().copied().filter(|f| in_range(f)).collect();
     let mut leads: Vec<i64> = deployments
         .iter()
-        .filter_map(|f| f.first_commit_at.map(|first| (at(f) - first).max(0)))
+        .filter_map(|f| {
+            f.first_commit_at
+                .map(|first| at(f).saturating_sub(first).max(0))
+        })
         .collect();
     let failures: Vec<&Fact> = deployments.iter().copied().filter(|f| failed(f)).collect();
     let mut recoveries = Vec::new();
@@ -223,12 +226,16 @@ pub fn compute(
     }
 }
 
+/// Which apps a caller may see, by name.
+pub type Visible<'a> = dyn Fn(&str) -> bool + Sync + 'a;
+
 /// The metrics of every app's `environment` (or just `app`'s) over the
 /// last `days` days up to `now`: one entry per app with an entry in the
-/// ledger there, by app name.
+/// ledger there that `visible` lets through (nothing is computed for the
+/// others), by app name.
 pub async fn for_range(
     db: &Db,
-    app: Option<&str>,
+    (app, visible): (Option<&str>, &Visible<'_>),
     environment: &str,
     days: u32,
     now: i64,
@@ -238,7 +245,7 @@ pub async fn for_range(
     // Entries before the range give context (what a fix follows).
     let rows = db::releases::facts(db.pool(), app, environment, from - FIX_WINDOW_MILLIS).await?;
     let mut by_app: BTreeMap<String, Vec<Fact>> = BTreeMap::new();
-    for row in rows {
+    for row in rows.into_iter().filter(|row| visible(&row.app)) {
         let fact = Fact::of(
             (row.id, row.kind, row.state),
             row.finished_at,
@@ -253,10 +260,33 @@ pub async fn for_range(
         .collect())
 }
 
+/// How often `/metrics` reads the ledger again at most: a scrape between
+/// two reads shows the last figures.
+pub const EXPORT_EVERY_MILLIS: i64 = 60_000;
+
 /// Sets the `gantry_delivery_*` gauges of `/metrics`: each app's
-/// production over the last 30 days.
-pub async fn export(db: &Db, now: i64) -> Result<(), crate::db::QueryError> {
-    for m in for_range(db, None, "production", DEFAULT_DAYS, now).await? {
+/// production over the last 30 days, read at most once a minute (`last`:
+/// when it was read; a scrape loop cannot make Gantry read the ledger over
+/// and over).
+pub async fn export(
+    db: &Db,
+    last_export: &std::sync::atomic::AtomicI64,
+    now: i64,
+) -> Result<(), crate::db::QueryError> {
+    let last = last_export.load(std::sync::atomic::Ordering::Relaxed);
+    if now.saturating_sub(last) < EXPORT_EVERY_MILLIS
+        || last_export
+            .compare_exchange(
+                last,
+                now,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_err()
+    {
+        return Ok(());
+    }
+    for m in for_range(db, (None, &|_| true), "production", DEFAULT_DAYS, now).await? {
         let seconds = |millis: Option<i64>| millis.map_or(f64::NAN, |m| m as f64 / 1000.0);
         let figures = [
             ("gantry_delivery_deployments", m.deployments as f64),

@@ -33,7 +33,12 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 /// Prometheus text exposition format.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     // Delivery figures come from the ledger, read now.
-    if let Err(error) = crate::delivery::metrics::export(&state.db, state.clock.now_millis()).await
+    if let Err(error) = crate::delivery::metrics::export(
+        &state.db,
+        &state.web.delivery_exported,
+        state.clock.now_millis(),
+    )
+    .await
     {
         tracing::warn!(%error, "delivery metrics not exported");
     }

@@ -22,6 +22,8 @@ pub struct Web {
     pub oidc: crate::auth::oidc::Oidc,
     /// Forwards requests to environments (the preview proxy).
     pub proxy: crate::outbound::ProxyClient,
+    /// When `/metrics` last read the ledger for the delivery figures.
+    pub delivery_exported: std::sync::atomic::AtomicI64,
 }
 
 /// The cheap-to-clone handle axum passes to handlers.
@@ -38,6 +40,7 @@ impl AppState {
             metrics: crate::telemetry::metrics_handle(),
             oidc: crate::auth::oidc::Oidc::default(),
             proxy: crate::outbound::proxy_client(),
+            delivery_exported: std::sync::atomic::AtomicI64::new(i64::MIN),
         };
         AppState {
             app,

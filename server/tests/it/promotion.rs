@@ -321,3 +321,80 @@ crate::on_both! {
         app.stop().await;
     }
 }
+
+/// What soaked is what goes on: a rebuild of the same tree that went live
+/// in staging a minute ago does not stand in for the build that soaked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_build_that_soaked_is_promoted_not_a_later_rebuild_of_the_same_tree() {
+    let repos = Repos::new("");
+    repos.app.checkout("latest");
+    repos.app.write("app.py", APP_PY);
+    repos.app.commit("serve the build");
+    repos.app.checkout("master");
+    repos.pipeline.write(
+        "apps/shop/app.yaml",
+        &app_yaml(&repos.app.path()).replace(
+            "    requires: { verified_in: staging, soak: 30m }\n",
+            "    requires: { verified_in: staging, soak: 30m }\n    approval: { required: 1 }\n",
+        ),
+    );
+    repos.pipeline.write("apps/shop/pipeline.yaml", PIPELINE);
+    repos
+        .pipeline
+        .commit("shop builds once, production approved");
+    let mut app = start_with("sqlite", &repos, |_| {}).await;
+    scan(&app).await;
+    let soaked = repos.app.head("latest");
+    let first = run_of(&app, "staging", &soaked, &["succeeded", "failed"]).await;
+    let first_id = first["run"]["id"].as_i64().unwrap();
+    release_of(&app, "staging", first_id).await;
+    fast_forward_master(&repos);
+    scan(&app).await;
+    let production = run_of(&app, "production", &soaked, &["waiting_for_approval"]).await;
+    app.state.clock.advance(Duration::from_secs(31 * 60));
+
+    // The same tree again on latest: a rebuild, live in staging from now.
+    repos.app.checkout("latest");
+    repos
+        .app
+        .git(&["commit", "-q", "--allow-empty", "-m", "rebuild"]);
+    repos.app.checkout("master");
+    scan(&app).await;
+    let rebuild = run_of(
+        &app,
+        "staging",
+        &repos.app.head("latest"),
+        &["succeeded", "failed"],
+    )
+    .await;
+    assert_eq!(
+        rebuild["artifact"]["id"], first["artifact"]["id"],
+        "the same artifact"
+    );
+    let rebuild_id = rebuild["run"]["id"].as_i64().unwrap();
+    release_of(&app, "staging", rebuild_id).await;
+
+    // Approved: production deploys the build that soaked 31 minutes.
+    let production_id = production["run"]["id"].as_i64().unwrap();
+    let approved = app
+        .post_json(&format!("/api/v1/runs/{production_id}/approve"), json!({}))
+        .await;
+    assert_eq!(approved.status, 200, "{}", approved.text());
+    assert_eq!(
+        approved.json()["outcome"],
+        "released",
+        "{}",
+        approved.text()
+    );
+    let done = run_of(&app, "production", &soaked, &["succeeded", "failed"]).await;
+    assert_eq!(done["run"]["state"], "succeeded", "{done}");
+    assert_eq!(done["promotion"]["promoted_from_run"], first_id, "{done}");
+    let body = served(&app, "production").await.expect("production serves");
+    assert_eq!(body.trim(), format!("built by run {first_id}"));
+    assert_ne!(
+        served(&app, "staging").await.expect("staging serves"),
+        body,
+        "staging runs the rebuild"
+    );
+    app.stop().await;
+}

@@ -614,8 +614,10 @@ pub async fn conclude(
         .await?;
     }
     let live = verdict.deployment == DeploymentState::Succeeded;
+    // On Gantry's clock, as the soak and promotion read it (the same as
+    // the system's in service; a test moves it on).
     if let Some(release) = release_id {
-        db::releases::finish(&mut tx, release, live, now).await?;
+        db::releases::finish(&mut tx, release, live, app.clock.now_millis()).await?;
     }
     crate::db::commit(tx).await?;
 

@@ -263,14 +263,22 @@ pub async fn request(
         && let Some(current) = current
         && let Some(artifact) = db::artifacts::of_release(&mut *tx, current).await?
     {
-        db::artifacts::reject(
-            &mut *tx,
-            artifact,
-            &caller.me.name,
-            &format!("rolled back as faulty: {reason}"),
-            now,
-        )
-        .await?;
+        let why = format!("rolled back as faulty: {reason}");
+        if db::artifacts::reject(&mut *tx, artifact, &caller.me.name, &why, now).await? {
+            db::audit::record(
+                &mut *tx,
+                &db::audit::NewEntry {
+                    actor: &caller.me.name,
+                    action: "artifact.reject",
+                    target: &format!("{app_name} artifact {artifact}"),
+                    reason: Some(&why),
+                    source_ip: caller.source_ip.as_deref(),
+                    detail: &serde_json::json!({ "rollback_run": run_id }).to_string(),
+                },
+                now,
+            )
+            .await?;
+        }
     }
     crate::db::commit(tx).await?;
     app.flow.runner_wake.notify_one();

@@ -22,6 +22,13 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(2);
 /// the others.
 pub async fn check(app: &Delivery<'_>) -> Result<usize, LedgerError> {
     let mut promoted = 0;
+    // A stable release that stops being healthy starts its healthy stretch
+    // again when it recovers: promotion counts only time it was healthy.
+    for release in db::releases::list_serving_stable(app.db.pool()).await? {
+        if let Err(error) = follow_health(app, &release, app.clock.now_millis()).await {
+            tracing::warn!(release = release.id, %error, "health not followed");
+        }
+    }
     for release in db::releases::list_live(app.db.pool()).await? {
         match judge(app, &release, app.clock.now_millis()).await {
             Ok(true) => promoted += 1,
@@ -30,6 +37,25 @@ pub async fn check(app: &Delivery<'_>) -> Result<usize, LedgerError> {
         }
     }
     Ok(promoted)
+}
+
+/// Keeps a serving stable release's `healthy_since` true to its health.
+async fn follow_health(
+    app: &Delivery<'_>,
+    release: &db::releases::LiveRow,
+    now: i64,
+) -> Result<(), LedgerError> {
+    let pool = app.db.pool();
+    let Some(env) = db::environments::get(pool, release.environment_id).await? else {
+        return Ok(());
+    };
+    let healthy = env.state == EnvironmentState::Live;
+    match (healthy, release.healthy_since) {
+        (false, Some(_)) => db::releases::set_healthy_since(pool, release.id, None).await?,
+        (true, None) => db::releases::set_healthy_since(pool, release.id, Some(now)).await?,
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Moves one live release's soak on; true when it became stable.

@@ -1295,6 +1295,21 @@ fn validate_app(
             chart,
         });
     }
+    // What soaked is what is promoted: one upstream for both.
+    for (index, entry) in stack.iter().enumerate() {
+        if let (Some(from), Some(requires)) = (&entry.promote_from, &entry.requires)
+            && from != &requires.verified_in
+        {
+            issues.at(
+                Location::UNKNOWN,
+                format!("stack[{index}].requires.verified_in"),
+                format!(
+                    "{:?} differs from promote_from {from:?}: the build promoted must be the one verified; name the same environment",
+                    requires.verified_in
+                ),
+            );
+        }
+    }
     for (index, name, upstream) in upstreams {
         let fixed = |env: &str| {
             stack

@@ -895,6 +895,7 @@ fn promotion_names_an_upstream_environment_and_build_steps_are_marked() {
         fields,
         [
             "stack[2].requires.soak",
+            "stack[2].requires.verified_in",
             "stack[0].promote_from",
             "stack[1].promote_from",
             "stack[2].promote_from",
@@ -902,6 +903,13 @@ fn promotion_names_an_upstream_environment_and_build_steps_are_marked() {
         ],
         "{found:?}"
     );
+    assert!(
+        found[1]
+            .message
+            .contains("differs from promote_from \"stagign\""),
+        "{found:?}"
+    );
+    let found = &found[1..];
     assert!(
         found[1].message.contains("preview builds its own branch"),
         "{found:?}"

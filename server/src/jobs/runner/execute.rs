@@ -300,16 +300,17 @@ async fn run_steps(
             artifact
         }
     };
-    let promoted = promoted_source(app, run, artifact, &entry).await?;
-    // On the local target the verified build is kept where it was
-    // deployed: a promoted run's checkout is a copy of it, so the steps
-    // after the build and the deploy see the very files staging ran.
-    let local = entry.targets.iter().any(|t| t == LOCAL_TARGET);
-    let kept = promoted.as_ref().filter(|_| local).and_then(|source| {
-        app.local
-            .kept_build(&app_row.name, &source.environment, source.deployment_id)
-    });
     let from = resume_point(app, run, workspace, &config).await?;
+    // Judged again now: an artifact rejected (or no longer verified) since
+    // the run was released does not go on, unless an admin overrode.
+    if let Some(why) = unpromotable(app, run, artifact, &entry).await? {
+        return Ok(Ending::Failed(format!("refused: {why}")));
+    }
+    // After the resume point, which clears what earlier attempts' steps
+    // declared: the upstream build's outputs are copied for this attempt.
+    let (promoted, not_promoted) =
+        promoted_source(app, run, artifact, &entry, &app_row.name).await?;
+    let kept = promoted.as_ref().and_then(|p| p.kept.clone());
     if from.reused {
         tracing::info!(
             run = run.id,
@@ -447,15 +448,11 @@ async fn run_steps(
             "running".into(),
         );
         let result = match (step, &promoted) {
-            (Step::Command(step), Some(source)) if step.build => {
+            (Step::Command(step), Some(Promoted { source, .. })) if step.build => {
                 let mut sink = sink(app, run.id, step_id, &masker);
                 let files = match &kept {
                     Some(_) => format!(
                         "the checkout is the build run {} deployed to {}",
-                        source.run_id, source.environment
-                    ),
-                    None if local => format!(
-                        "the build run {} deployed to {} is no longer kept on this machine, so later steps and the deploy use this run's checkout",
                         source.run_id, source.environment
                     ),
                     None => "its image is deployed".to_string(),
@@ -475,6 +472,18 @@ async fn run_steps(
                 }
             }
             (Step::Command(step), _) => {
+                if step.build
+                    && let Some(why) = &not_promoted
+                {
+                    sink(
+                        app,
+                        run.id,
+                        step_id,
+                        &crate::secrets::mask::Masker::default(),
+                    )
+                    .note(why)
+                    .await?;
+                }
                 let placement = command::Placement {
                     executor: config.executor_of(step, &app.default_executor()),
                     pod: &config.builds.pod,
@@ -510,14 +519,24 @@ async fn run_steps(
             }
             (Step::Deploy, _) => {
                 let mut sink = sink(app, run.id, step_id, &masker);
-                let image = match deploy_image(app, run, image.as_deref(), &mut sink).await? {
-                    Ok(image) => image,
-                    Err(why) => {
-                        sink.note(&why).await?;
-                        sink.finish().await?;
-                        return finish_refused_deploy(app, run, step_id, why).await;
-                    }
-                };
+                if let Some(why) = unpromotable(app, run, artifact, &entry).await? {
+                    let why = format!("refused: {why}");
+                    sink.note(&why).await?;
+                    sink.finish().await?;
+                    return finish_refused_deploy(app, run, step_id, why).await;
+                }
+                let promoted_image = promoted.as_ref().and_then(|p| p.source.image.as_deref());
+                let image =
+                    match deploy_image(app, run, (promoted_image, image.as_deref()), &mut sink)
+                        .await?
+                    {
+                        Ok(image) => image,
+                        Err(why) => {
+                            sink.note(&why).await?;
+                            sink.finish().await?;
+                            return finish_refused_deploy(app, run, step_id, why).await;
+                        }
+                    };
                 let request = DeployRequest {
                     run: held(app, run),
                     app_id: run.app_id,
@@ -571,26 +590,93 @@ async fn run_steps(
     Ok(Ending::Succeeded)
 }
 
+/// Why the run's artifact may not go into its entry now, unless an admin
+/// overrode the hold: rejected, or not (or no longer) verified upstream.
+async fn unpromotable(
+    app: &App,
+    run: &RunRow,
+    artifact: Option<i64>,
+    entry: &StackEntry,
+) -> Result<Option<String>, RunError> {
+    let Some(why) =
+        crate::promotion::hold(&app.db, artifact, entry, app.clock.now_millis()).await?
+    else {
+        return Ok(None);
+    };
+    if db::approvals::overridden(app.db.pool(), run.id).await? {
+        return Ok(None);
+    }
+    Ok(Some(why))
+}
+
+/// The verified upstream build a promoted run deploys.
+struct Promoted {
+    source: db::artifacts::VerificationRow,
+    /// Its files, on the local target (where it is kept).
+    kept: Option<std::path::PathBuf>,
+}
+
 /// The verified upstream build a run deploys instead of building, where
-/// its stack entry says `promote_from` and its artifact passed there:
-/// recorded on the run with what that build's steps declared.
+/// its stack entry says `promote_from`, its artifact passed there and that
+/// build is at hand — its files kept on this machine for the local target,
+/// its image for clusters: recorded on the run with what that build's steps
+/// declared. Otherwise `None`, and why it is built here (for the log).
 async fn promoted_source(
     app: &App,
     run: &RunRow,
     artifact: Option<i64>,
     entry: &StackEntry,
-) -> Result<Option<db::artifacts::VerificationRow>, RunError> {
+    app_name: &str,
+) -> Result<(Option<Promoted>, Option<String>), RunError> {
     let (Some(upstream), Some(artifact)) = (entry.promote_from.as_deref(), artifact) else {
-        return Ok(None);
+        return Ok((None, None));
     };
     // A fork's build never stands in for anything.
     if run.from_fork.is_some() {
-        return Ok(None);
+        return Ok((None, None));
     }
-    let Some(source) = crate::promotion::source(&app.db, artifact, upstream).await? else {
-        tracing::info!(run = run.id, artifact, %upstream, "the artifact did not pass upstream; it is built here");
-        return Ok(None);
+    let soak = entry.requires.as_ref().map_or(0, |r| {
+        i64::try_from(r.soak_seconds.saturating_mul(1000)).unwrap_or(i64::MAX)
+    });
+    let now = app.clock.now_millis();
+    let Some(source) = crate::promotion::source(&app.db, artifact, upstream, soak, now).await?
+    else {
+        return Ok((
+            None,
+            Some(format!(
+                "not promoted: artifact {artifact} was not verified in {upstream}; it is built here"
+            )),
+        ));
     };
+    let local = entry.targets.iter().any(|t| t == LOCAL_TARGET);
+    // On the local target the verified build is kept where it was
+    // deployed: the checkout is a copy of it, so the steps after the build
+    // and the deploy see the very files it ran.
+    let kept = local
+        .then(|| {
+            app.local
+                .kept_build(app_name, &source.environment, source.deployment_id)
+        })
+        .flatten();
+    let missing = if local && kept.is_none() {
+        Some(format!(
+            "the build run {} deployed to {upstream} is not kept on this machine (the local target keeps the last 10 per environment)",
+            source.run_id
+        ))
+    } else if !local && source.image.is_none() {
+        Some(format!(
+            "run {} in {upstream} deployed no image",
+            source.run_id
+        ))
+    } else {
+        None
+    };
+    if let Some(missing) = missing {
+        return Ok((
+            None,
+            Some(format!("not promoted: {missing}; it is built here")),
+        ));
+    }
     let pool = app.db.pool();
     db::artifacts::set_promoted_from(pool, run.id, source.run_id).await?;
     db::artifacts::copy_outputs(pool, (run.id, run.attempt, &app.replica.id), source.run_id)
@@ -601,20 +687,33 @@ async fn promoted_source(
         from = source.run_id,
         "deploys the build verified upstream"
     );
-    Ok(Some(source))
+    Ok((Some(Promoted { source, kept }), None))
 }
 
-/// The image the deploy renders as `{{ image }}`: what a step declared as
-/// the output `image` (the pushed digest, or a promoted run's upstream
-/// build's), else the pipeline's `image` template. A fork's declaration is
-/// not taken, and one that is not a plain image reference fails the deploy
-/// (it is pasted into manifests): the inner `Err` says why.
+/// The image the deploy renders as `{{ image }}`: for a promoted run, the
+/// image its upstream build deployed (whatever its own steps declared);
+/// else what a step declared as the output `image` (the pushed digest),
+/// else the pipeline's `image` template. A fork's declaration is not
+/// taken, and one that is not a plain image reference fails the deploy (it
+/// is pasted into manifests): the inner `Err` says why.
 async fn deploy_image(
     app: &App,
     run: &RunRow,
-    template: Option<&str>,
+    (promoted, template): (Option<&str>, Option<&str>),
     sink: &mut LogSink<'_>,
 ) -> Result<Result<Option<String>, String>, RunError> {
+    if let Some(image) = promoted {
+        let pinned = if image.contains("@sha256:") {
+            ""
+        } else {
+            " (a tag, not a digest: what it names can change; declare `image=<repository>@sha256:…`)"
+        };
+        sink.note(&format!(
+            "deploys the image the verified build deployed: {image}{pinned}"
+        ))
+        .await?;
+        return Ok(Ok(Some(image.to_string())));
+    }
     let outputs = db::artifacts::outputs_of_run(app.db.pool(), run.id).await?;
     let Some(declared) = outputs.iter().find(|o| o.name == "image") else {
         return Ok(Ok(template.map(str::to_string)));
