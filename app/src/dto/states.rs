@@ -73,6 +73,7 @@ state_enum! {
         Failed => "failed",
         RolledBack => "rolled_back",
         Superseded => "superseded",
+        Aborted => "aborted",
     }
 }
 

@@ -129,6 +129,22 @@ pub async fn finish(
     Ok(())
 }
 
+/// Marks a failed entry as an aborted canary, with what it measured.
+pub async fn mark_aborted<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    reason: &str,
+) -> Result<(), super::QueryError> {
+    sqlx::query("UPDATE releases SET state = $2, reason = $3 WHERE id = $1 AND state = $4")
+        .bind(id)
+        .bind(ReleaseState::Aborted.as_str())
+        .bind(reason)
+        .bind(ReleaseState::Failed.as_str())
+        .execute(exec)
+        .await?;
+    Ok(())
+}
+
 /// The ledger entry of a deployment, if it has one.
 pub async fn id_of_deployment<'e>(
     exec: impl Executor<'e, Database = Any>,

@@ -1081,3 +1081,31 @@ where
         .take(limit as usize)
         .collect())
 }
+
+/// What an admin asked of the run's canary, if anything.
+pub async fn rollout_command<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+) -> Result<Option<String>, super::QueryError> {
+    Ok(
+        sqlx::query_scalar::<_, Option<String>>("SELECT rollout_command FROM runs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(exec)
+            .await?
+            .flatten(),
+    )
+}
+
+/// Asks the run's canary to `promote` or `abort` (`None`: clears it).
+pub async fn set_rollout_command<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    command: Option<&str>,
+) -> Result<(), super::QueryError> {
+    sqlx::query("UPDATE runs SET rollout_command = $2 WHERE id = $1")
+        .bind(id)
+        .bind(command)
+        .execute(exec)
+        .await?;
+    Ok(())
+}

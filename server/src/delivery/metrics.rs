@@ -59,6 +59,7 @@ impl Fact {
                 | ReleaseState::Stable
                 | ReleaseState::Superseded
                 | ReleaseState::RolledBack
+                | ReleaseState::Aborted
         );
         Fact {
             id,
@@ -121,7 +122,7 @@ pub fn compute(
         .filter(|f| f.kind == ReleaseKind::Release)
         .collect();
     let rolled_back = |f: &Fact| {
-        f.state == ReleaseState::RolledBack
+        matches!(f.state, ReleaseState::RolledBack | ReleaseState::Aborted)
             || live
                 .iter()
                 .any(|r| r.kind == ReleaseKind::Rollback && r.rollback_of == Some(f.id))

@@ -11,4 +11,5 @@ pub mod load;
 pub mod resources;
 pub mod schema;
 pub mod stack;
+pub mod strategy;
 pub mod template;

@@ -161,6 +161,9 @@ pub struct StackEntry {
     /// What an artifact must have passed before it deploys here.
     #[serde(default)]
     pub requires: Option<Requirement>,
+    /// How a deploy replaces what runs: `rolling` or a `canary`.
+    #[serde(default)]
+    pub strategy: super::strategy::Strategy,
 }
 
 /// `requires: {verified_in: staging, soak: 30m}`: a run here is held until

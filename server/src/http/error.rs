@@ -155,6 +155,7 @@ answered_by_kind!(
     crate::change_requests::ChangeRequestError,
     crate::approvals::ApprovalError,
     crate::promotion::PromotionError,
+    crate::runs::rollout::RolloutError,
 );
 
 impl From<crate::db::QueryError> for ApiError {

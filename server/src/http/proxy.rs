@@ -155,7 +155,7 @@ async fn forward(
     prefix: Option<&str>,
     request: Request,
 ) -> Response {
-    let Some(port) = state.local.route(app, env) else {
+    let Some((port, version)) = state.local.pick(app, env) else {
         if let Some(owner) = state.config.local_replica.as_deref()
             && !state.runs_local()
         {
@@ -198,12 +198,23 @@ async fn forward(
             .headers
             .insert(HeaderName::from_static("x-forwarded-prefix"), prefix);
     }
-    match state
+    let started = std::time::Instant::now();
+    let answer = state
         .web
         .proxy
         .request(Request::from_parts(parts, body))
-        .await
-    {
+        .await;
+    // During a canary each version's requests are measured: its analysis
+    // reads them (the time to the answer's head, 5xx or no answer counted
+    // as errors).
+    if let Some(version) = version {
+        let error = answer
+            .as_ref()
+            .map_or(true, |response| response.status().is_server_error());
+        let latency = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        state.local.record(app, env, version, error, latency);
+    }
+    match answer {
         Ok(response) => {
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);

@@ -7,5 +7,6 @@ pub mod cancel;
 pub mod junit;
 pub mod logs;
 pub mod outputs;
+pub mod rollout;
 pub mod watch;
 pub mod workspace;

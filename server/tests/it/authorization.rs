@@ -172,6 +172,7 @@ const ROUTES: &[(&str, &str, Need)] = &[
         Need::Role(Role::Admin),
     ),
     ("POST", "/api/v1/runs/{id}/cancel", Need::Role(Role::Admin)),
+    ("POST", "/api/v1/runs/{id}/rollout", Need::Role(Role::Admin)),
     (
         "POST",
         "/api/v1/runs/{id}/rerun",
@@ -615,6 +616,7 @@ const ADMIN_BODY_ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/runs/{id}/override"),
     ("POST", "/api/v1/change-requests/{id}/override"),
     ("POST", "/api/v1/artifacts/{id}/reject"),
+    ("POST", "/api/v1/runs/{id}/rollout"),
 ];
 
 /// Who may not call a route learns nothing of what it would accept: a body

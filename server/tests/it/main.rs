@@ -11,6 +11,7 @@ mod api;
 mod authorization;
 mod bad_input;
 mod builds;
+mod canary;
 mod change_requests;
 mod chart;
 mod cli;

@@ -256,6 +256,9 @@ pub enum TargetError {
     Secret(#[from] SecretError),
     #[error(transparent)]
     Local(#[from] LocalError),
+    /// A canary stopped before it was promoted: why, and what it measured.
+    #[error("canary aborted: {0}")]
+    Aborted(String),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
     #[error(transparent)]

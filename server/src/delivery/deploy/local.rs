@@ -97,8 +97,55 @@ struct LiveProcess {
     supervisor: JoinHandle<()>,
 }
 
-/// The proxy's routing table: `(app, env)` → the loopback port serving it.
-type Routes = RwLock<HashMap<(String, String), u16>>;
+/// The proxy's routing table: `(app, env)` → where it is served.
+type Routes = RwLock<HashMap<(String, String), Route>>;
+
+/// Where an environment's requests go: its stable process, and during a
+/// canary a share of them (percent) to the canary's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Route {
+    stable: u16,
+    canary: Option<(u16, u8)>,
+}
+
+impl Route {
+    fn stable(port: u16) -> Route {
+        Route {
+            stable: port,
+            canary: None,
+        }
+    }
+}
+
+/// Which version of an environment answered a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Version {
+    Stable,
+    Canary,
+}
+
+/// What the proxy measured of one version's requests since it was last
+/// read: the errors (5xx, or no answer) and each request's latency.
+#[derive(Debug, Default)]
+struct Window {
+    errors: u64,
+    latencies_ms: Vec<u64>,
+}
+
+/// At most this many latencies are kept per version between two reads.
+const WINDOW_CAP: usize = 200_000;
+
+/// A canary process beside the stable one: no supervisor restarts it (an
+/// exit aborts the canary), and it is not in `local_processes` (a restart
+/// of Gantry ends it; the run's deploy starts again).
+struct CanaryProcess {
+    deployment_id: i64,
+    port: u16,
+    workdir: PathBuf,
+    stop: CancellationToken,
+    watcher: JoinHandle<()>,
+    exited: Arc<Mutex<Option<String>>>,
+}
 
 /// All local processes of this Gantry, and the proxy's routing table.
 #[derive(Debug)]
@@ -108,9 +155,24 @@ pub struct LocalRuntime {
     sandbox: Arc<Sandbox>,
     routes: Arc<Routes>,
     live: Mutex<HashMap<i64, LiveProcess>>,
+    /// Canaries running beside live processes, by environment.
+    canaries: Mutex<HashMap<i64, CanaryProcess>>,
+    /// The requests measured during canaries, by environment and version.
+    traffic: Mutex<HashMap<(String, String, Version), Window>>,
+    /// Counts requests, to split them by weight exactly.
+    requests: std::sync::atomic::AtomicU64,
     /// How much of an app's output its log keeps (`runner.log_limit_bytes`,
     /// a file; one rotated file more).
     log_limit: u64,
+}
+
+impl std::fmt::Debug for CanaryProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CanaryProcess")
+            .field("deployment_id", &self.deployment_id)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for LiveProcess {
@@ -129,6 +191,9 @@ impl LocalRuntime {
             sandbox,
             routes: Arc::default(),
             live: Mutex::default(),
+            canaries: Mutex::default(),
+            traffic: Mutex::default(),
+            requests: std::sync::atomic::AtomicU64::new(0),
             log_limit: 10 * 1024 * 1024,
         }
     }
@@ -142,7 +207,217 @@ impl LocalRuntime {
     /// The loopback port serving `<env>` of `<app>`, if any.
     pub fn route(&self, app: &str, env: &str) -> Option<u16> {
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
-        routes.get(&(app.to_string(), env.to_string())).copied()
+        routes
+            .get(&(app.to_string(), env.to_string()))
+            .map(|route| route.stable)
+    }
+
+    /// Where one request to `<env>` of `<app>` goes: the stable process,
+    /// or the canary's for its share — exactly `weight` of every hundred
+    /// requests. The version is `None` when no canary runs (nothing is
+    /// measured then).
+    pub fn pick(&self, app: &str, env: &str) -> Option<(u16, Option<Version>)> {
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        let route = routes.get(&(app.to_string(), env.to_string()))?;
+        let Some((canary, weight)) = route.canary else {
+            return Some((route.stable, None));
+        };
+        let n = self
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n % 100 < u64::from(weight) {
+            Some((canary, Some(Version::Canary)))
+        } else {
+            Some((route.stable, Some(Version::Stable)))
+        }
+    }
+
+    /// Counts one answered (or unanswered) request of a version.
+    pub fn record(&self, app: &str, env: &str, version: Version, error: bool, latency_ms: u64) {
+        let mut traffic = self.traffic.lock().unwrap_or_else(|p| p.into_inner());
+        let window = traffic
+            .entry((app.to_string(), env.to_string(), version))
+            .or_default();
+        if window.latencies_ms.len() < WINDOW_CAP {
+            window.latencies_ms.push(latency_ms);
+            window.errors += u64::from(error);
+        }
+    }
+
+    /// What was measured of a version since the last read, and a fresh
+    /// window from now.
+    pub fn take_sample(
+        &self,
+        app: &str,
+        env: &str,
+        version: Version,
+    ) -> super::canary::analysis::Sample {
+        let window = {
+            let mut traffic = self.traffic.lock().unwrap_or_else(|p| p.into_inner());
+            traffic
+                .remove(&(app.to_string(), env.to_string(), version))
+                .unwrap_or_default()
+        };
+        let mut latencies = window.latencies_ms;
+        super::canary::analysis::Sample::of(window.errors, &mut latencies)
+    }
+
+    /// Starts `source` as a canary beside the environment's live process:
+    /// healthy first, then routed with weight 0 (no request yet).
+    pub async fn start_canary(
+        &self,
+        spec: LocalSpec,
+        source: &Path,
+    ) -> Result<Started, LocalError> {
+        let build = self
+            .root
+            .join(&spec.app)
+            .join(&spec.env)
+            .join(spec.deployment_id.to_string());
+        let workdir = build.with_extension("canary");
+        let (from, kept, run) = (source.to_path_buf(), build.clone(), workdir.clone());
+        tokio::task::spawn_blocking(move || {
+            if from != kept {
+                let _ = std::fs::remove_dir_all(&kept);
+                copy_tree(&from, &kept)?;
+            }
+            let _ = std::fs::remove_dir_all(&run);
+            copy_tree(&kept, &run)
+        })
+        .await
+        .map_err(|e| LocalError::Io {
+            path: workdir.clone(),
+            source: std::io::Error::other(e),
+        })??;
+        let port = free_port().map_err(|source| LocalError::Io {
+            path: workdir.clone(),
+            source,
+        })?;
+        let spec = LocalSpec {
+            instance_tag: self.instance_tag.clone(),
+            ..spec
+        };
+        let user = self.sandbox.lease_user();
+        self.sandbox
+            .hand_over(&workdir, user.as_ref().map(UserLease::ids))
+            .await
+            .map_err(|source| LocalError::Io {
+                path: workdir.clone(),
+                source,
+            })?;
+        let log_path = log_file(&workdir);
+        let log = AppLog {
+            path: log_path.clone(),
+            limit: self.log_limit,
+            user: user.as_ref().map(UserLease::ids),
+        };
+        let mut child = start_process(&self.sandbox, &spec, &workdir, port, &log).await?;
+        let health_url = format!("http://127.0.0.1:{port}{}", spec.manifest.health);
+        let timeout = Duration::from_secs(spec.manifest.health_timeout_seconds);
+        if let Err(error) = wait_healthy(
+            &mut child,
+            &health_url,
+            timeout,
+            &spec.manifest.health,
+            &log_path,
+            &masker_of(&spec),
+        )
+        .await
+        {
+            child.terminate(Duration::from_secs(5)).await;
+            child.finish().await;
+            let _ = tokio::fs::remove_dir_all(&workdir).await;
+            return Err(error);
+        }
+        let stop = CancellationToken::new();
+        let exited = Arc::new(Mutex::new(None));
+        let watcher = {
+            let (stop, exited, routes) = (stop.clone(), exited.clone(), self.routes.clone());
+            let key = (spec.app.clone(), spec.env.clone());
+            tokio::spawn(async move {
+                let _user = user;
+                tokio::select! {
+                    () = stop.cancelled() => {
+                        child.terminate(Duration::from_secs(10)).await;
+                    }
+                    exit = child.wait() => {
+                        let status = exit.map_or_else(|e| e.to_string(), |e| format!("{:?}", e.ending));
+                        *exited.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
+                        // No request goes to a canary that is gone.
+                        let mut routes = routes.write().unwrap_or_else(|p| p.into_inner());
+                        if let Some(route) = routes.get_mut(&key) {
+                            route.canary = None;
+                        }
+                    }
+                }
+                child.finish().await;
+            })
+        };
+        {
+            let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+            if let Some(route) = routes.get_mut(&(spec.app.clone(), spec.env.clone())) {
+                route.canary = Some((port, 0));
+            }
+        }
+        let previous = self
+            .canaries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                spec.environment_id,
+                CanaryProcess {
+                    deployment_id: spec.deployment_id,
+                    port,
+                    workdir: workdir.clone(),
+                    stop,
+                    watcher,
+                    exited,
+                },
+            );
+        if let Some(previous) = previous {
+            end_canary_process(previous).await;
+        }
+        Ok(Started { port, workdir })
+    }
+
+    /// The canary's share of the environment's requests, in percent.
+    pub fn set_canary_weight(&self, app: &str, env: &str, weight: u8) {
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(route) = routes.get_mut(&(app.to_string(), env.to_string()))
+            && let Some((port, _)) = route.canary
+        {
+            route.canary = Some((port, weight.min(100)));
+        }
+    }
+
+    /// Why the environment's canary is gone, if it exited by itself.
+    pub fn canary_exited(&self, environment_id: i64) -> Option<String> {
+        let canaries = self.canaries.lock().unwrap_or_else(|p| p.into_inner());
+        canaries
+            .get(&environment_id)
+            .and_then(|c| c.exited.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    /// Ends the environment's canary: no request goes to it from now on,
+    /// then its process stops and its copy goes (its kept build stays, for
+    /// a promotion or a look).
+    pub async fn end_canary(&self, environment_id: i64, app: &str, env: &str) {
+        {
+            let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+            if let Some(route) = routes.get_mut(&(app.to_string(), env.to_string())) {
+                route.canary = None;
+            }
+        }
+        let canary = self
+            .canaries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&environment_id);
+        if let Some(canary) = canary {
+            end_canary_process(canary).await;
+        }
+        let mut traffic = self.traffic.lock().unwrap_or_else(|p| p.into_inner());
+        traffic.retain(|(a, e, _), _| a != app || e != env);
     }
 
     /// Copies `source` into a fresh directory and starts the app from it.
@@ -292,7 +567,16 @@ impl LocalRuntime {
         .await?;
         {
             let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
-            routes.insert((spec.app.clone(), spec.env.clone()), port);
+            // A canary running beside keeps its share until it is ended.
+            let key = (spec.app.clone(), spec.env.clone());
+            let canary = routes.get(&key).and_then(|route| route.canary);
+            routes.insert(
+                key,
+                Route {
+                    canary,
+                    ..Route::stable(port)
+                },
+            );
         }
         let stop = CancellationToken::new();
         let supervisor = tokio::spawn(supervise(
@@ -446,6 +730,18 @@ async fn stop_process(process: LiveProcess) {
     stop_process_keep_files(process).await;
     let _ = tokio::fs::remove_dir_all(&workdir).await;
     remove_log(&log_file(&workdir));
+}
+
+async fn end_canary_process(canary: CanaryProcess) {
+    canary.stop.cancel();
+    let _ = canary.watcher.await;
+    tracing::debug!(
+        deployment = canary.deployment_id,
+        port = canary.port,
+        "canary ended"
+    );
+    let _ = tokio::fs::remove_dir_all(&canary.workdir).await;
+    remove_log(&log_file(&canary.workdir));
 }
 
 async fn stop_process_keep_files(process: LiveProcess) {

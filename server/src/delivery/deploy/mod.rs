@@ -6,6 +6,7 @@
 //! database, so it holds across replicas and restarts).
 
 pub mod app_log;
+pub mod canary;
 pub mod cluster;
 pub mod drift;
 pub mod health;
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::db::{self, environments::Serving, now_millis, runs::Holder};
 use crate::delivery::Delivery;
 use crate::gitops::schema::{AppConfig, LOCAL_TARGET, StackEntry};
+use crate::gitops::strategy::{OnAbort, Strategy};
 use crate::manifests::{self, RenderContext};
 use crate::runs::logs::LogSink;
 use lifecycle::{Begin, Build, Conclusion, Kind, Kubernetes, Record, Source, Subject};
@@ -128,7 +130,7 @@ pub async fn deploy(
                 .await
                 .map(|()| DeployOutcome::Deployed)
                 .map_err(DeployError::from),
-            Ok(None) => deploy_locked(app, request, log)
+            Ok(None) => deploy_locked(app, request, log, cancel)
                 .await
                 .map(|()| DeployOutcome::Deployed),
             Err(error) => Err(error.into()),
@@ -252,6 +254,7 @@ async fn deploy_locked(
     app: &Delivery<'_>,
     request: &DeployRequest<'_>,
     log: &mut LogSink<'_>,
+    cancel: &CancellationToken,
 ) -> Result<(), DeployError> {
     // A chart's capability checks render for what the targets serve.
     let chart = request.entry.chart.is_some() || manifests::helm::is_chart(request.manifests_dir);
@@ -304,15 +307,55 @@ async fn deploy_locked(
     ))
     .await?;
 
-    let outcomes = lifecycle::apply(
-        app,
-        &subject,
-        begun.deployment_id,
-        &source,
-        Build::Checkout(request.checkout),
-        &request.entry.targets,
-    )
-    .await;
+    // A canary needs a stable version beside it: the first deploy of an
+    // environment goes whole.
+    let canary = match &request.entry.strategy {
+        Strategy::Canary(plan)
+            if request.entry.targets == [LOCAL_TARGET]
+                && app
+                    .local
+                    .route(request.app_name, request.environment)
+                    .is_some() =>
+        {
+            Some(plan)
+        }
+        Strategy::Canary(_) => {
+            log.note("canary: nothing serves here yet, so this first version is deployed whole")
+                .await?;
+            None
+        }
+        Strategy::Rolling => None,
+    };
+    let outcomes = match canary {
+        Some(plan) => vec![
+            canary::walk(
+                app,
+                &subject,
+                (begun.deployment_id, request.run),
+                &source,
+                request.checkout,
+                plan,
+                log,
+                cancel,
+            )
+            .await?,
+        ],
+        None => {
+            lifecycle::apply(
+                app,
+                &subject,
+                begun.deployment_id,
+                &source,
+                Build::Checkout(request.checkout),
+                &request.entry.targets,
+            )
+            .await
+        }
+    };
+    let aborted = outcomes.iter().find_map(|o| match &o.result {
+        Err(lifecycle::TargetError::Aborted(why)) => Some(why.clone()),
+        _ => None,
+    });
     let label = format!("deploy #{} of {short}", begun.deployment_id);
     let verdict = lifecycle::conclude(
         app,
@@ -333,10 +376,87 @@ async fn deploy_locked(
         log,
     )
     .await?;
+    if let (Some(why), Some(plan)) = (&aborted, canary) {
+        // In the ledger as what it was: an aborted canary, with what it
+        // measured; and with `on_abort: rollback`, the environment stays
+        // on its stable version until an admin promotes again.
+        if let Some(release) = begun.release_id {
+            db::releases::mark_aborted(app.db.pool(), release, why).await?;
+        }
+        if plan.on_abort == OnAbort::Rollback {
+            pin_stable(app, request, why, log).await?;
+        }
+    }
     match verdict.summary {
         None => Ok(()),
         Some(summary) => Err(DeployError::Failed(summary)),
     }
+}
+
+/// Pins the environment to what it serves (the stable version, after an
+/// aborted canary), in the database and in the pipeline repo, as a
+/// rollback does: the next commit is built but not deployed until an admin
+/// promotes.
+async fn pin_stable(
+    app: &Delivery<'_>,
+    request: &DeployRequest<'_>,
+    why: &str,
+    log: &mut LogSink<'_>,
+) -> Result<(), DeployError> {
+    let pool = app.db.pool();
+    let Some(env) = db::environments::get(pool, request.environment_id).await? else {
+        return Ok(());
+    };
+    let Some(version) = env.commit_sha.clone() else {
+        return Ok(());
+    };
+    let release = match env.deployment_id {
+        Some(deployment) => db::releases::id_of_deployment(pool, deployment).await?,
+        None => None,
+    };
+    let short = &request.commit_sha[..request.commit_sha.len().min(7)];
+    let reason = format!("the canary of {short} was aborted (on_abort: rollback): {why}");
+    let now = now_millis();
+    db::pins::set(
+        pool,
+        &db::pins::PinRow {
+            environment_id: env.id,
+            release_id: release,
+            version: version.clone(),
+            pinned_by: "gantry".into(),
+            reason: reason.clone(),
+            pin_commit: None,
+            git_error: None,
+            created_at: now,
+        },
+    )
+    .await?;
+    let file = crate::delivery::ledger::pin::PinFile {
+        version: version.clone(),
+        release,
+        pinned_by: "gantry".into(),
+        reason,
+    };
+    let written = crate::delivery::ledger::pin::write(
+        app,
+        request.app_name,
+        request.environment,
+        Some(&file),
+        "gantry",
+    )
+    .await;
+    let (commit, error) = match written {
+        Ok(commit) => (commit, None),
+        Err(error) => (None, Some(error.to_string())),
+    };
+    db::pins::set_git_outcome(pool, env.id, now, commit.as_deref(), error.as_deref()).await?;
+    log.note(&format!(
+        "{} is pinned to {} (on_abort: rollback): an admin promotes to deploy again",
+        request.environment,
+        &version[..version.len().min(7)]
+    ))
+    .await?;
+    Ok(())
 }
 
 /// The ledger entry of a deployment to a fixed environment (none for

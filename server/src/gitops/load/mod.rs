@@ -77,6 +77,7 @@ struct RawStackEntry {
     chart: Option<RawChart>,
     promote_from: Option<Spanned<String>>,
     requires: Option<RawRequires>,
+    strategy: Option<Spanned<serde_json::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -1276,7 +1277,34 @@ fn validate_app(
                 soak_seconds,
             }
         });
+        let strategy = match entry.strategy {
+            None => super::strategy::Strategy::Rolling,
+            Some(raw) => match super::strategy::parse(&raw.value) {
+                Ok(strategy) => {
+                    let canary = matches!(strategy, super::strategy::Strategy::Canary(_));
+                    if canary && branches.is_preview() {
+                        issues.at(raw.referenced, field("strategy"), "a preview runs one version: a canary is for fixed environments (`branch:`)");
+                    }
+                    if canary && target_names.iter().any(|t| t != LOCAL_TARGET) {
+                        issues.at(raw.referenced, field("strategy"), format!("a canary runs on the local target only for now (this entry targets {}); clusters deploy `rolling`", target_names.join(", ")));
+                    }
+                    strategy
+                }
+                Err(problems) => {
+                    for (at, message) in problems {
+                        let name = if at.is_empty() {
+                            "strategy".to_string()
+                        } else {
+                            format!("strategy.{at}")
+                        };
+                        issues.at(raw.referenced, field(&name), message);
+                    }
+                    super::strategy::Strategy::Rolling
+                }
+            },
+        };
         stack.push(StackEntry {
+            strategy,
             promote_from,
             requires,
             env,
@@ -1622,6 +1650,7 @@ fn default_stack() -> Vec<StackEntry> {
         chart: None,
         promote_from: None,
         requires: None,
+        strategy: super::strategy::Strategy::Rolling,
     };
     // Staging is protected like production (the seed: "releases to staging
     // and production need an admin's approval"); a team that wants an open

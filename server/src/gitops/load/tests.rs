@@ -124,7 +124,7 @@ fn an_unknown_key_names_its_line_and_field() {
     assert_eq!(found[0].line, Some(8), "{found:?}");
     assert_eq!(
         found[0].message,
-        "unknown field `tll`, expected one of env, branch, branches, target, targets, url, namespace, ttl, approval, variables, rollout_timeout, stable_after, self_heal, freeze, values, chart, promote_from, requires"
+        "unknown field `tll`, expected one of env, branch, branches, target, targets, url, namespace, ttl, approval, variables, rollout_timeout, stable_after, self_heal, freeze, values, chart, promote_from, requires, strategy"
     );
     assert_eq!(found[0].field, "tll");
     assert!(
@@ -928,4 +928,41 @@ fn promotion_names_an_upstream_environment_and_build_steps_are_marked() {
         found[4].message.contains("is this entry itself"),
         "{found:?}"
     );
+}
+
+#[test]
+fn a_canary_is_read_and_its_problems_name_their_field() {
+    let app = APP.replace(
+        "    approval: { required: 2, roles: [admin] }\n",
+        "    approval: { required: 2, roles: [admin] }\n    strategy:\n      canary:\n        steps: [{ weight: 10 }, { pause: 5m }, { weight: 50 }]\n",
+    );
+    let config = load_app("shop", Some(&app), Some(PIPELINE), &[]).expect("valid");
+    assert!(matches!(
+        config.stack[2].strategy,
+        crate::gitops::strategy::Strategy::Canary(_)
+    ));
+    let bad = APP
+        .replace(
+            "    approval: { required: 2, roles: [admin] }\n",
+            "    approval: { required: 2, roles: [admin] }\n    strategy: { canary: { steps: [{ weight: 50 }, { weight: 5 }] } }\n",
+        )
+        .replace(
+            "    target: local\n    ttl: 48h\n",
+            "    target: local\n    ttl: 48h\n    strategy: { canary: { steps: [{ weight: 5 }] } }\n",
+        );
+    let found = issues(&bad, PIPELINE);
+    let fields: Vec<&str> = found.iter().map(|i| i.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "stack[0].strategy",
+            "stack[2].strategy.canary.steps[1].weight"
+        ],
+        "{found:?}"
+    );
+    assert!(
+        found[0].message.contains("a preview runs one version"),
+        "{found:?}"
+    );
+    assert!(found[1].message.contains("weights only grow"), "{found:?}");
 }

@@ -90,6 +90,7 @@ use crate::http::error::{ApiError, ErrorBody, ErrorDetail};
         runs::reject,
         runs::override_hold,
         runs::cancel,
+        runs::rollout,
         runs::rerun,
         runs::diff,
         hooks::git_hook,
@@ -169,6 +170,7 @@ use crate::http::error::{ApiError, ErrorBody, ErrorDetail};
         TestReportSummary,
         TestCaseFailure,
         runs::Decision,
+        runs::RolloutAction,
         crate::approvals::ApprovalOutcome,
         hooks::GitHook,
         hooks::DeliveryReceipt,
@@ -257,6 +259,7 @@ pub fn routes() -> Router<AppState> {
         .route("/runs/{id}/approve", post(runs::approve))
         .route("/runs/{id}/reject", post(runs::reject))
         .route("/runs/{id}/cancel", post(runs::cancel))
+        .route("/runs/{id}/rollout", post(runs::rollout))
         .route("/runs/{id}/rerun", post(runs::rerun))
         .route("/runs/{id}/override", post(runs::override_hold))
         .route("/runs/{id}/diff", get(runs::diff))

@@ -162,6 +162,31 @@ pub async fn cancel(
     ))
 }
 
+/// What an admin asks of a run's canary.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+pub struct RolloutAction {
+    /// `promote` (past a `pause: {}`) or `abort` (traffic back to stable).
+    pub action: String,
+}
+
+/// Admins of the run's app: promote its canary past a `pause: {}`, or
+/// abort it (every request back to the stable version). Audited.
+#[utoipa::path(post, path = "/api/v1/runs/{id}/rollout", tag = "runs",
+    params(("id" = i64, Path)), request_body = RolloutAction,
+    responses((status = 202, description = "the canary takes the action"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn rollout(
+    State(state): State<AppState>,
+    Admin(principal): Admin,
+    Path(id): Path<i64>,
+    Json(request): Json<RolloutAction>,
+) -> Result<impl IntoResponse, ApiError> {
+    crate::runs::rollout::command(&state.db, &principal.caller(), id, &request.action).await?;
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "action": request.action })),
+    ))
+}
+
 /// Runs a finished run's commit again (developers of its app): planned like
 /// a push of that head, so it is held for approval where a push would be.
 /// Only the branch's current head; an older commit is a rollback.

@@ -1,0 +1,439 @@
+//! `strategy:` of a stack entry: how a deploy replaces what runs. `rolling`
+//! (the default: the new version replaces the old once healthy) or a
+//! `canary` walked step by step — a share of traffic, a pause, an analysis
+//! of the canary's requests — and aborted when an analysis fails.
+//!
+//! Read from the YAML as a JSON tree and checked here by hand, so every
+//! problem names its field.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// How a deploy replaces what runs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    #[default]
+    Rolling,
+    Canary(CanaryPlan),
+}
+
+/// A canary's steps and what an abort does.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CanaryPlan {
+    pub steps: Vec<CanaryStep>,
+    #[serde(default)]
+    pub on_abort: OnAbort,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CanaryStep {
+    /// The canary's share of requests, in percent (1 to 100).
+    Weight(u8),
+    /// Wait this many seconds; `None` (`pause: {}`): until an admin
+    /// promotes.
+    Pause(Option<u64>),
+    Analysis(Analysis),
+}
+
+/// Built-in analysis of the canary's requests through Gantry's proxy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    /// The largest share of 5xx answers that passes (0 to 1).
+    pub max_error_rate: Option<f64>,
+    /// The largest 95th-percentile latency that passes.
+    pub max_p95_ms: Option<u64>,
+    /// Fewer requests in a check: inconclusive (never a success).
+    pub min_requests: u64,
+    /// How long each check measures.
+    pub interval_seconds: u64,
+    /// Successful checks needed to pass.
+    pub count: u32,
+    /// Failed checks tolerated; one more aborts.
+    pub failure_limit: u32,
+    /// Inconclusive checks tolerated; one more aborts.
+    pub inconclusive_limit: u32,
+}
+
+/// What a failed analysis does besides sending traffic back to stable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnAbort {
+    /// The stable version keeps serving; nothing is pinned.
+    #[default]
+    Stay,
+    /// The environment is rolled back to its last stable release and
+    /// pinned, as an admin's rollback does.
+    Rollback,
+}
+
+/// A problem with `strategy`, at a field under it.
+pub type Problem = (String, String);
+
+/// Reads `strategy:` (`rolling`, or `{canary: {steps, on_abort}}`).
+pub fn parse(value: &Value) -> Result<Strategy, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let strategy = match value {
+        Value::String(name) if name == "rolling" => Strategy::Rolling,
+        Value::Object(map) if map.len() == 1 && map.contains_key("canary") => {
+            match canary(&map["canary"], &mut problems) {
+                Some(plan) => Strategy::Canary(plan),
+                None => Strategy::Rolling,
+            }
+        }
+        Value::Object(map) if map.contains_key("blue_green") => {
+            problems.push((
+                "blue_green".into(),
+                "blue/green is not available yet: use `rolling` or `canary`".into(),
+            ));
+            Strategy::Rolling
+        }
+        other => {
+            problems.push((
+                String::new(),
+                format!("expected `rolling` or `canary: {{steps: [...]}}`, found {other}"),
+            ));
+            Strategy::Rolling
+        }
+    };
+    if problems.is_empty() {
+        Ok(strategy)
+    } else {
+        Err(problems)
+    }
+}
+
+fn canary(value: &Value, problems: &mut Vec<Problem>) -> Option<CanaryPlan> {
+    let Value::Object(map) = value else {
+        problems.push(("canary".into(), "expected a mapping with `steps`".into()));
+        return None;
+    };
+    for key in map.keys() {
+        if !["steps", "on_abort"].contains(&key.as_str()) {
+            problems.push((
+                format!("canary.{key}"),
+                format!("unknown field `{key}`, expected steps or on_abort"),
+            ));
+        }
+    }
+    let on_abort = match map.get("on_abort") {
+        None => OnAbort::Stay,
+        Some(Value::String(s)) if s == "stay" => OnAbort::Stay,
+        Some(Value::String(s)) if s == "rollback" => OnAbort::Rollback,
+        Some(other) => {
+            problems.push((
+                "canary.on_abort".into(),
+                format!("expected `stay` or `rollback`, found {other}"),
+            ));
+            OnAbort::Stay
+        }
+    };
+    let Some(Value::Array(raw_steps)) = map.get("steps") else {
+        problems.push((
+            "canary.steps".into(),
+            "a canary needs `steps`: a list of {weight}, {pause} and {analysis}".into(),
+        ));
+        return None;
+    };
+    if raw_steps.is_empty() {
+        problems.push((
+            "canary.steps".into(),
+            "a canary needs at least one step".into(),
+        ));
+    }
+    let mut steps = Vec::new();
+    let mut last_weight = 0u8;
+    for (n, raw) in raw_steps.iter().enumerate() {
+        let field = format!("canary.steps[{n}]");
+        let Value::Object(step) = raw else {
+            problems.push((
+                field,
+                "expected {weight: N}, {pause: …} or {analysis: …}".into(),
+            ));
+            continue;
+        };
+        let (Some((kind, body)), 1) = (step.iter().next(), step.len()) else {
+            problems.push((
+                field,
+                "each step is one of weight, pause or analysis".into(),
+            ));
+            continue;
+        };
+        match kind.as_str() {
+            "weight" => match body.as_u64().filter(|w| (1..=100).contains(w)) {
+                Some(weight) => {
+                    let weight = u8::try_from(weight).unwrap_or(100);
+                    if weight < last_weight {
+                        problems.push((
+                            format!("{field}.weight"),
+                            format!("weights only grow: {weight} after {last_weight}; an abort is what sends traffic back"),
+                        ));
+                    }
+                    last_weight = weight;
+                    steps.push(CanaryStep::Weight(weight));
+                }
+                None => problems.push((
+                    format!("{field}.weight"),
+                    format!("expected a share of requests from 1 to 100 (percent), found {body}"),
+                )),
+            },
+            "pause" => match body {
+                Value::Object(empty) if empty.is_empty() => steps.push(CanaryStep::Pause(None)),
+                Value::String(text) => match crate::config::duration::HumanDuration::parse(text) {
+                    Ok(duration) => steps.push(CanaryStep::Pause(Some(duration.as_secs()))),
+                    Err(e) => problems.push((format!("{field}.pause"), e.0)),
+                },
+                other => problems.push((
+                    format!("{field}.pause"),
+                    format!(
+                        "expected a duration (5m) or {{}} (until an admin promotes), found {other}"
+                    ),
+                )),
+            },
+            "analysis" => {
+                if let Some(analysis) = analysis(body, &format!("{field}.analysis"), problems) {
+                    steps.push(CanaryStep::Analysis(analysis));
+                }
+            }
+            other => problems.push((
+                format!("{field}.{other}"),
+                format!("unknown step `{other}`, expected weight, pause or analysis"),
+            )),
+        }
+    }
+    if !steps.iter().any(|s| matches!(s, CanaryStep::Weight(_))) && !raw_steps.is_empty() {
+        problems.push((
+            "canary.steps".into(),
+            "no step gives the canary traffic: add a {weight: N}".into(),
+        ));
+    }
+    Some(CanaryPlan { steps, on_abort })
+}
+
+fn analysis(value: &Value, field: &str, problems: &mut Vec<Problem>) -> Option<Analysis> {
+    let Value::Object(map) = value else {
+        problems.push((
+            field.into(),
+            "expected a mapping (max_error_rate, max_p95, min_requests, …)".into(),
+        ));
+        return None;
+    };
+    const KEYS: [&str; 7] = [
+        "max_error_rate",
+        "max_p95",
+        "min_requests",
+        "interval",
+        "count",
+        "failure_limit",
+        "inconclusive_limit",
+    ];
+    for key in map.keys() {
+        if !KEYS.contains(&key.as_str()) {
+            problems.push((
+                format!("{field}.{key}"),
+                format!("unknown field `{key}`, expected one of {}", KEYS.join(", ")),
+            ));
+        }
+    }
+    let before = problems.len();
+    let mut fail = |name: &str, message: String| {
+        problems.push((format!("{field}.{name}"), message));
+    };
+    let max_error_rate = match map.get("max_error_rate") {
+        None => None,
+        Some(value) => match rate(value) {
+            Some(rate) => Some(rate),
+            None => {
+                fail(
+                    "max_error_rate",
+                    format!("expected a share like 1% or 0.01, found {value}"),
+                );
+                None
+            }
+        },
+    };
+    let max_p95_ms = match map.get("max_p95") {
+        None => None,
+        Some(value) => match value.as_str().and_then(millis) {
+            Some(ms) => Some(ms),
+            None => {
+                fail(
+                    "max_p95",
+                    format!("expected a latency like 300ms or 2s, found {value}"),
+                );
+                None
+            }
+        },
+    };
+    if max_error_rate.is_none()
+        && max_p95_ms.is_none()
+        && !map.contains_key("max_error_rate")
+        && !map.contains_key("max_p95")
+    {
+        fail(
+            "max_error_rate",
+            "an analysis checks something: set max_error_rate, max_p95 or both".into(),
+        );
+    }
+    let mut number =
+        |name: &str, default: u64, range: std::ops::RangeInclusive<u64>| match map.get(name) {
+            None => default,
+            Some(value) => match value.as_u64().filter(|n| range.contains(n)) {
+                Some(n) => n,
+                None => {
+                    fail(
+                        name,
+                        format!(
+                            "expected a whole number from {} to {}, found {value}",
+                            range.start(),
+                            range.end()
+                        ),
+                    );
+                    default
+                }
+            },
+        };
+    let min_requests = number("min_requests", 20, 1..=1_000_000);
+    let count = number("count", 3, 1..=100);
+    let failure_limit = number("failure_limit", 0, 0..=100);
+    let inconclusive_limit = number("inconclusive_limit", 2, 0..=100);
+    let interval_seconds = match map.get("interval") {
+        None => 30,
+        Some(value) => match value
+            .as_str()
+            .map(crate::config::duration::HumanDuration::parse)
+        {
+            Some(Ok(d)) if d.as_secs() <= 3600 => d.as_secs(),
+            _ => {
+                fail(
+                    "interval",
+                    format!("expected a duration from 1s to 1h, found {value}"),
+                );
+                30
+            }
+        },
+    };
+    let ok = problems.len() == before;
+    ok.then(|| Analysis {
+        max_error_rate,
+        max_p95_ms,
+        min_requests,
+        interval_seconds,
+        count: u32::try_from(count).unwrap_or(3),
+        failure_limit: u32::try_from(failure_limit).unwrap_or(0),
+        inconclusive_limit: u32::try_from(inconclusive_limit).unwrap_or(2),
+    })
+}
+
+/// `1%`, `0.5 %` or `0.01`: a share from 0 to 1.
+fn rate(value: &Value) -> Option<f64> {
+    let share = match value {
+        Value::String(text) => {
+            let percent = text.trim().strip_suffix('%')?.trim();
+            percent.parse::<f64>().ok()? / 100.0
+        }
+        Value::Number(n) => n.as_f64()?,
+        _ => return None,
+    };
+    (0.0..=1.0).contains(&share).then_some(share)
+}
+
+/// `300ms`, `2s`, `1m`: milliseconds.
+fn millis(text: &str) -> Option<u64> {
+    let text = text.trim();
+    if let Some(ms) = text.strip_suffix("ms") {
+        return ms.trim().parse::<u64>().ok().filter(|ms| *ms > 0);
+    }
+    crate::config::duration::HumanDuration::parse(text)
+        .ok()
+        .map(|d| d.as_secs() * 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_canary_reads_its_steps_and_analysis() {
+        let strategy = parse(&json!({ "canary": {
+            "steps": [
+                { "weight": 10 },
+                { "pause": "5m" },
+                { "analysis": { "max_error_rate": "1%", "max_p95": "300ms", "min_requests": 50, "interval": "10s" } },
+                { "weight": 50 },
+                { "pause": {} },
+            ],
+            "on_abort": "rollback",
+        }}))
+        .expect("valid");
+        let Strategy::Canary(plan) = strategy else {
+            panic!("a canary")
+        };
+        assert_eq!(plan.on_abort, OnAbort::Rollback);
+        assert_eq!(plan.steps[0], CanaryStep::Weight(10));
+        assert_eq!(plan.steps[1], CanaryStep::Pause(Some(300)));
+        assert_eq!(plan.steps[4], CanaryStep::Pause(None));
+        let CanaryStep::Analysis(analysis) = &plan.steps[2] else {
+            panic!("an analysis")
+        };
+        assert_eq!(analysis.max_error_rate, Some(0.01));
+        assert_eq!(analysis.max_p95_ms, Some(300));
+        assert_eq!((analysis.min_requests, analysis.interval_seconds), (50, 10));
+        assert_eq!(
+            (
+                analysis.count,
+                analysis.failure_limit,
+                analysis.inconclusive_limit
+            ),
+            (3, 0, 2)
+        );
+        assert_eq!(parse(&json!("rolling")), Ok(Strategy::Rolling));
+    }
+
+    #[test]
+    fn every_problem_names_its_field() {
+        let problems = parse(&json!({ "canary": {
+            "steps": [
+                { "weight": 50 },
+                { "weight": 10 },
+                { "weight": 140 },
+                { "pause": "soon" },
+                { "analysis": { "max_error_rate": "lots", "min_requests": 0, "colour": "red" } },
+                { "jump": 1 },
+            ],
+            "on_abort": "panic",
+        }}))
+        .expect_err("invalid");
+        let fields: Vec<&str> = problems.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "canary.on_abort",
+                "canary.steps[1].weight",
+                "canary.steps[2].weight",
+                "canary.steps[3].pause",
+                "canary.steps[4].analysis.colour",
+                "canary.steps[4].analysis.max_error_rate",
+                "canary.steps[4].analysis.min_requests",
+                "canary.steps[5].jump",
+            ],
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].1.contains("weights only grow: 10 after 50"),
+            "{problems:?}"
+        );
+        let none =
+            parse(&json!({ "canary": { "steps": [{ "pause": "1m" }] } })).expect_err("no traffic");
+        assert!(
+            none[0].1.contains("no step gives the canary traffic"),
+            "{none:?}"
+        );
+        let nothing = parse(&json!({ "canary": { "steps": [{ "weight": 5 }, { "analysis": { "min_requests": 5 } }] } }))
+            .expect_err("checks nothing");
+        assert!(nothing[0].1.contains("checks something"), "{nothing:?}");
+        assert!(parse(&json!("blue")).is_err());
+    }
+}

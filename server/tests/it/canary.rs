@@ -1,0 +1,356 @@
+//! Canaries on the local target: Gantry's proxy splits traffic by weight
+//! and measures each version. A canary answering 5xx is aborted by its
+//! analysis with no more than its share of requests failed; a canary with
+//! no traffic stays inconclusive and aborts at its limit (and, with
+//! `on_abort: rollback`, pins the environment); a healthy one walks every
+//! step, its pauses and an admin's promote included.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::TestApp;
+use crate::support::flow::{MINUTE, Repos, scan, start_with, wait_for};
+
+/// Answers 500 everywhere but its health check when its build has BROKEN.
+const APP_PY: &str = r#"import http.server, os
+BROKEN = os.path.exists("BROKEN")
+COMMIT = os.environ.get("GANTRY_COMMIT", "")
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        code = 200 if self.path == "/healthz" or not BROKEN else 500
+        body = (("broken " if BROKEN else "fine ") + COMMIT + "\n").encode()
+        self.send_response(code)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer((os.environ.get("HOST", "127.0.0.1"), int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+const PIPELINE: &str = "apiVersion: gantry.dev/v1
+steps:
+  - { name: build, run: \"true\" }
+  - deploy
+local:
+  run: python3 app.py
+  health: /healthz
+  health_timeout: 20s
+";
+
+async fn start(strategy: &str) -> (TestApp, Repos) {
+    let repos = Repos::new("");
+    repos.app.write("app.py", APP_PY);
+    repos.app.commit("an app that can break");
+    let app_yaml = format!(
+        "apiVersion: gantry.dev/v1
+source: {}
+stack:
+  - env: staging
+    branch: latest
+    target: local
+  - env: production
+    branch: master
+    target: local
+    strategy:
+{strategy}",
+        repos.app.path()
+    );
+    repos.pipeline.write("apps/shop/app.yaml", &app_yaml);
+    repos.pipeline.write("apps/shop/pipeline.yaml", PIPELINE);
+    repos.pipeline.commit("shop rolls out as a canary");
+    let app = start_with("sqlite", &repos, |_| {}).await;
+    scan(&app).await;
+    // The first version has nothing to be a canary beside: it goes whole.
+    let first = repos.app.head("master");
+    let run = ended(&app, &first).await;
+    assert_eq!(run["run"]["state"], "succeeded", "{run}");
+    (app, repos)
+}
+
+/// The production run of `sha`, once it has ended.
+async fn ended(app: &TestApp, sha: &str) -> Value {
+    let id = wait_for("the production run to end", 3 * MINUTE, || async {
+        let runs = app.get("/api/v1/runs?environment=production").await.json();
+        runs.as_array()?
+            .iter()
+            .find(|r| {
+                r["commit_sha"] == sha
+                    && ["succeeded", "failed", "cancelled"]
+                        .contains(&r["state"].as_str().unwrap_or(""))
+            })
+            .and_then(|r| r["id"].as_i64())
+    })
+    .await;
+    app.get(&format!("/api/v1/runs/{id}")).await.json()
+}
+
+/// The production run of `sha` while it runs, once its deploy log says `text`.
+async fn deploy_says(app: &TestApp, sha: &str, text: &str) -> i64 {
+    wait_for(
+        &format!("the deploy to say {text:?}"),
+        2 * MINUTE,
+        || async {
+            let runs = app.get("/api/v1/runs?environment=production").await.json();
+            let run = runs
+                .as_array()?
+                .iter()
+                .find(|r| r["commit_sha"] == sha)?
+                .clone();
+            let id = run["id"].as_i64()?;
+            let detail = app.get(&format!("/api/v1/runs/{id}")).await.json();
+            let step = detail["steps"]
+                .as_array()?
+                .iter()
+                .find(|s| s["name"] == "deploy")?
+                .clone();
+            let log = app
+                .get(&format!("/api/v1/runs/{id}/steps/{}/log", step["id"]))
+                .await
+                .text();
+            log.contains(text).then_some(id)
+        },
+    )
+    .await
+}
+
+/// Sends requests to production until `stop`: (answered, 5xx).
+async fn traffic(app: &TestApp, stop: &AtomicBool) -> (u64, u64) {
+    let (mut total, mut failed) = (0u64, 0u64);
+    while !stop.load(Ordering::Relaxed) {
+        let response = app.get_host("production--shop.localhost:3000", "/").await;
+        total += 1;
+        failed += u64::from(response.status.is_server_error());
+        tokio::task::yield_now().await;
+    }
+    (total, failed)
+}
+
+fn commit(repos: &Repos, file: &str, message: &str) -> String {
+    repos.app.write(file, message);
+    repos.app.commit(message)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_canary_answering_5xx_is_aborted_by_its_analysis_within_its_share() {
+    let (mut app, repos) = start(
+        "      canary:
+        steps:
+          - weight: 20
+          - analysis: { max_error_rate: 1%, min_requests: 20, interval: 2s, count: 2 }
+          - weight: 100
+",
+    )
+    .await;
+    let broken = commit(&repos, "BROKEN", "break every answer");
+    scan(&app).await;
+    let stop = AtomicBool::new(false);
+    let ((total, failed), run) = tokio::join!(traffic(&app, &stop), async {
+        let run = ended(&app, &broken).await;
+        stop.store(true, Ordering::Relaxed);
+        run
+    });
+    assert_eq!(run["run"]["state"], "failed", "{run}");
+    let error = run["run"]["reason"]
+        .as_str()
+        .or(run["error"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(error.contains("canary aborted: analysis failed"), "{run}");
+    // No more than the canary's share of requests failed (20 of every 100).
+    assert!(total > 20, "traffic flowed: {total}");
+    // (The split is exact per hundred requests: the first hundred of the
+    // phase may send up to 20 more to the canary than its share.)
+    assert!(
+        failed * 100 <= total * 20 + 2000,
+        "{failed} of {total} answered 5xx"
+    );
+    assert!(failed > 0, "the canary was measured with real requests");
+    // Every request goes to the stable version again.
+    for _ in 0..20 {
+        let response = app.get_host("production--shop.localhost:3000", "/").await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        assert!(response.text().starts_with("fine "), "{}", response.text());
+    }
+    // The ledger records an aborted canary with what it measured.
+    let releases = app
+        .get("/api/v1/releases?app=shop&environment=production")
+        .await
+        .json();
+    let aborted = releases
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["version"] == broken.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(aborted["state"], "aborted", "{aborted}");
+    assert!(
+        aborted["reason"]
+            .as_str()
+            .unwrap()
+            .contains("measured: check 1: canary"),
+        "{aborted}"
+    );
+    let production = app.get("/api/v1/environments").await.json();
+    let production = production
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "production")
+        .cloned()
+        .unwrap();
+    assert_eq!(production["state"], "live", "{production}");
+    assert_ne!(production["commit_sha"], broken.as_str());
+    assert!(
+        production["pin"].is_null(),
+        "on_abort defaults to stay: {production}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_canary_without_traffic_stays_inconclusive_and_aborts_at_its_limit() {
+    let (mut app, repos) = start(
+        "      canary:
+        steps:
+          - weight: 50
+          - analysis: { max_error_rate: 1%, min_requests: 5, interval: 1s, count: 2, inconclusive_limit: 1 }
+        on_abort: rollback
+",
+    )
+    .await;
+    let quiet = commit(&repos, "NOTES", "a change nobody visits");
+    scan(&app).await;
+    let run = ended(&app, &quiet).await;
+    assert_eq!(run["run"]["state"], "failed", "{run}");
+    let releases = app
+        .get("/api/v1/releases?app=shop&environment=production")
+        .await
+        .json();
+    let aborted = releases
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["version"] == quiet.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(aborted["state"], "aborted", "{aborted}");
+    let reason = aborted["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("2 inconclusive checks (limit 1)"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("inconclusive never counts as a success"),
+        "{reason}"
+    );
+    // on_abort: rollback pins production to its stable version.
+    let production = app.get("/api/v1/environments").await.json();
+    let production = production
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "production")
+        .cloned()
+        .unwrap();
+    assert_eq!(production["pin"]["pinned_by"], "gantry", "{production}");
+    assert_ne!(production["commit_sha"], quiet.as_str());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_healthy_canary_walks_every_step_and_an_admin_promotes_it() {
+    let (mut app, repos) = start(
+        "      canary:
+        steps:
+          - weight: 10
+          - pause: 30m
+          - analysis: { max_error_rate: 1%, max_p95: 5s, min_requests: 10, interval: 1s, count: 1 }
+          - weight: 50
+          - pause: {}
+",
+    )
+    .await;
+    let good = commit(&repos, "FEATURE", "a good change");
+    scan(&app).await;
+    let stop = AtomicBool::new(false);
+    let ((total, failed), run) = tokio::join!(traffic(&app, &stop), async {
+        // The half-hour pause ends when the clock says so.
+        deploy_says(&app, &good, "pause for 1800s").await;
+        app.state.clock.advance(Duration::from_secs(31 * 60));
+        let id = deploy_says(&app, &good, "paused until an admin promotes").await;
+        // Only an admin of the app may promote; a bad action is refused.
+        let developer = app
+            .token("dev", app::dto::Role::Developer, Some("shop"))
+            .await;
+        let refused = app
+            .post_as(
+                &developer,
+                &format!("/api/v1/runs/{id}/rollout"),
+                json!({ "action": "promote" }),
+            )
+            .await;
+        assert_eq!(refused.status, 403, "{}", refused.text());
+        let nonsense = app
+            .post_json(
+                &format!("/api/v1/runs/{id}/rollout"),
+                json!({ "action": "yolo" }),
+            )
+            .await;
+        assert_eq!(nonsense.status, 400, "{}", nonsense.text());
+        let promoted = app
+            .post_json(
+                &format!("/api/v1/runs/{id}/rollout"),
+                json!({ "action": "promote" }),
+            )
+            .await;
+        assert_eq!(promoted.status, 202, "{}", promoted.text());
+        let run = ended(&app, &good).await;
+        stop.store(true, Ordering::Relaxed);
+        run
+    });
+    assert_eq!(run["run"]["state"], "succeeded", "{run}");
+    assert_eq!(failed, 0, "{failed} of {total} failed");
+    let body = app
+        .get_host("production--shop.localhost:3000", "/")
+        .await
+        .text();
+    assert_eq!(body.trim(), format!("fine {good}"));
+    let deploy = run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "deploy")
+        .cloned()
+        .unwrap();
+    let log = app
+        .get(&format!(
+            "/api/v1/runs/{}/steps/{}/log",
+            run["run"]["id"], deploy["id"]
+        ))
+        .await
+        .text();
+    for line in [
+        "canary step 1: 10 % of requests to the canary",
+        "canary step 2: pause for 1800s",
+        "→ success",
+        "canary step 4: 50 % of requests to the canary",
+        "canary: promoted by an admin",
+        "canary: every step passed; promoting it to stable",
+    ] {
+        assert!(log.contains(line), "{line:?} in {log}");
+    }
+    let audit = app.get("/api/v1/audit").await.json();
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "run.rollout.promote"),
+        "{audit}"
+    );
+    app.stop().await;
+}
