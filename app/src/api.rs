@@ -777,6 +777,16 @@ pub async fn cancel_run(id: i64, csrf: String) -> Result<String, ServerFnError> 
         .map_err(failed("the cancel"))
 }
 
+/// An admin promotes, pauses or aborts a run's canary.
+#[server(prefix = "/fn", endpoint = "rollout_run")]
+pub async fn rollout_run(id: i64, action: String, csrf: String) -> Result<String, ServerFnError> {
+    let (port, caller) = caller().await?;
+    caller.check_csrf(&csrf).map_err(failed("the rollout"))?;
+    port.rollout_run(&caller, id, action)
+        .await
+        .map_err(failed("the rollout"))
+}
+
 /// A developer runs a finished run's commit again; the new run's address.
 #[server(prefix = "/fn", endpoint = "rerun_run")]
 pub async fn rerun_run(id: i64, csrf: String) -> Result<String, ServerFnError> {

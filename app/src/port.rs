@@ -184,6 +184,13 @@ pub trait RunsPort: Send + Sync {
     ) -> Result<Option<Vec<ObjectDiff>>, PortError>;
     /// Stops a run for an admin of its app; says what happened.
     async fn cancel_run(&self, caller: &Caller, id: i64) -> Result<String, PortError>;
+    /// Admins: `promote`, `pause` or `abort` the run's canary.
+    async fn rollout_run(
+        &self,
+        caller: &Caller,
+        id: i64,
+        action: String,
+    ) -> Result<String, PortError>;
     /// Plans a finished run's commit again; the new run's id.
     async fn rerun(&self, caller: &Caller, id: i64) -> Result<i64, PortError>;
 }

@@ -405,6 +405,11 @@ test('a developer pushes and opens the preview; a developer may not approve; an 
   const built = admin.getByTestId('run-artifact');
   assert.match(await built.textContent(), new RegExp(`Built by\\s*run #${promotedDetail.promotion.promoted_from_run}`));
   assert.match(await built.getByTestId('artifact-verified').textContent(), /verified in staging for/);
+  // It went out as a canary: a quarter, then half, then all of it.
+  const canary = admin.getByTestId('run-rollout');
+  assert.match(await canary.textContent(), /promoted/);
+  assert.equal(promotedDetail.rollout.phase, 'promoted');
+  assert.equal(promotedDetail.rollout.steps, 4);
   for (const width of [1440, 390]) {
     await admin.setViewportSize({ width, height: 900 });
     for (const scheme of ['light', 'dark']) {

@@ -379,6 +379,10 @@ impl RunsPort for App {
             promotion: crate::promotion::status_of_run(&self.db, id, self.clock.now_millis())
                 .await
                 .map_err(port_error)?,
+            rollout: db::runs::rollout_state(pool, id)
+                .await
+                .map_err(port_error)?
+                .and_then(|json| serde_json::from_str(&json).ok()),
         }))
     }
 
@@ -457,6 +461,22 @@ impl RunsPort for App {
 
     async fn rerun(&self, caller: &Caller, id: i64) -> Result<i64, PortError> {
         Ok(crate::jobs::rerun::rerun(self, caller, id).await?)
+    }
+
+    async fn rollout_run(
+        &self,
+        caller: &Caller,
+        id: i64,
+        action: String,
+    ) -> Result<String, PortError> {
+        crate::runs::rollout::command(&self.db, caller, id, &action).await?;
+        Ok(match action.as_str() {
+            "promote" => format!("Run #{id}'s canary goes on."),
+            "pause" => format!("Run #{id}'s canary holds where it is until promoted."),
+            _ => {
+                format!("Run #{id}'s canary is aborted: every request goes to the stable version.")
+            }
+        })
     }
 
     async fn cancel_run(&self, caller: &Caller, id: i64) -> Result<String, PortError> {
@@ -1093,6 +1113,7 @@ answered_by_kind!(
     crate::approvals::ApprovalError,
     crate::lanes::LaneError,
     crate::runs::cancel::CancelError,
+    crate::runs::rollout::RolloutError,
     crate::jobs::rerun::RerunError,
     crate::secrets_admin::AdminError,
 );

@@ -250,6 +250,30 @@ pub struct RunDetail {
     /// rejected, what the environment requires of it.
     #[serde(default)]
     pub promotion: Option<super::ArtifactStatus>,
+    /// Its deploy's canary, while it runs and once it ended.
+    #[serde(default)]
+    pub rollout: Option<RolloutView>,
+}
+
+/// A canary as its run page shows it, live.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct RolloutView {
+    /// `running`, `paused` (by an admin), `waiting` (at a `pause: {}`, for
+    /// an admin's promote), `promoted` or `aborted`.
+    pub phase: String,
+    /// The step it is at, from 1 (0: starting).
+    pub step: u32,
+    pub steps: u32,
+    /// The canary's share of requests, in percent.
+    pub weight: u8,
+    /// What the current step does, in words.
+    pub doing: String,
+    /// Each analysis check so far: the canary's figures beside the stable
+    /// version's, against the thresholds, and the verdict.
+    pub checks: Vec<String>,
+    /// Why it was aborted.
+    pub reason: Option<String>,
 }
 
 /// The commits a deployment would take live that no approval covers

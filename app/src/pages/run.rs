@@ -132,7 +132,15 @@ fn run_view(detail: RunDetail) -> impl IntoView {
                         .into_any()
                 }
             }}
-            {run_actions(me, run.clone(), ended.is_none())}
+            {run_actions(
+                me,
+                run.clone(),
+                ended.is_none(),
+                detail
+                    .rollout
+                    .as_ref()
+                    .is_some_and(|r| matches!(r.phase.as_str(), "running" | "paused" | "waiting")),
+            )}
         </section>
         {timeline_view(&run, &detail.steps, &detail.attempts)}
         {detail
@@ -159,6 +167,7 @@ fn run_view(detail: RunDetail) -> impl IntoView {
                     "run-uncovered",
                 )
             })}
+        {detail.rollout.clone().map(rollout_view)}
         {attempts_view(detail.attempts.clone())}
         {(run.state == crate::dto::RunState::WaitingForApproval).then(|| diff_view(run.id))}
         {tests_view(detail.reports.clone())}
@@ -176,6 +185,7 @@ fn run_actions(
     me: Option<Resource<Result<Option<Me>, ServerFnError>>>,
     run: RunSummary,
     unfinished: bool,
+    canary: bool,
 ) -> impl IntoView {
     view! {
         <Suspense fallback=|| ()>
@@ -204,12 +214,70 @@ fn run_actions(
                             {held.then(|| view! {
                                 <crate::pages::approvals::RunDecision id=run.id csrf=me.csrf.clone() />
                             })}
+                            {canary.then(|| rollout_forms(run.id, &me.csrf))}
                             <CancelButton id=run.id csrf=me.csrf.clone() />
                         </div>
                     }.into_any())
                 })
             }}
         </Suspense>
+    }
+}
+
+/// An admin's word to a running canary (action forms: page_updates.js
+/// posts them, no WASM).
+fn rollout_forms(id: i64, csrf: &str) -> impl IntoView + use<> {
+    let form = |action: &'static str, label: &'static str, class: &'static str| {
+        view! {
+            <form method="post" action="/fn/rollout_run" class="inline" data-action="" data-done="rollout-outcome" data-error="rollout-error">
+                <input type="hidden" name="csrf" value=csrf.to_string() />
+                <input type="hidden" name="id" value=id />
+                <input type="hidden" name="action" value=action />
+                <button type="submit" class=class data-testid=format!("rollout-{action}")>{label}</button>
+            </form>
+        }
+    };
+    (
+        form("promote", "Promote canary", ""),
+        form("pause", "Pause canary", ""),
+        form("abort", "Abort canary", "danger"),
+    )
+}
+
+/// A canary's progress: phase, step, weight, each analysis check against
+/// its thresholds.
+fn rollout_view(rollout: crate::dto::RolloutView) -> impl IntoView {
+    let weight = format!("{} %", rollout.weight);
+    let step = if rollout.step == 0 {
+        format!("starting ({} steps)", rollout.steps)
+    } else {
+        format!("{} of {}: {}", rollout.step, rollout.steps, rollout.doing)
+    };
+    view! {
+        <section class="rollout" aria-labelledby="rollout-heading" data-testid="run-rollout">
+            <h2 id="rollout-heading">"Canary"</h2>
+            <dl class="facts">
+                <dt>"Phase"</dt>
+                <dd><span class=format!("badge rollout-{}", rollout.phase)>{rollout.phase.clone()}</span></dd>
+                <dt>"Step"</dt>
+                <dd>{step}</dd>
+                <dt>"Weight"</dt>
+                <dd>
+                    <meter min="0" max="100" value=rollout.weight.to_string() aria-label="the canary's share of requests"></meter>
+                    " "
+                    {weight}
+                </dd>
+                {rollout.reason.clone().map(|why| view! {
+                    <dt>"Aborted"</dt>
+                    <dd class="step-error" data-testid="rollout-reason">{why}</dd>
+                })}
+            </dl>
+            {(!rollout.checks.is_empty()).then(|| view! {
+                <ol class="rollout-checks" data-testid="rollout-checks">
+                    {rollout.checks.iter().map(|c| view! { <li class="mono">{c.clone()}</li> }).collect_view()}
+                </ol>
+            })}
+        </section>
     }
 }
 

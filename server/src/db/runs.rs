@@ -1109,3 +1109,31 @@ pub async fn set_rollout_command<'e>(
         .await?;
     Ok(())
 }
+
+/// Where the run's canary stands (JSON), for its page.
+pub async fn rollout_state<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+) -> Result<Option<String>, super::QueryError> {
+    Ok(
+        sqlx::query_scalar::<_, Option<String>>("SELECT rollout_state FROM runs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(exec)
+            .await?
+            .flatten(),
+    )
+}
+
+/// Records where the run's canary stands.
+pub async fn set_rollout_state<'e>(
+    exec: impl Executor<'e, Database = Any>,
+    id: i64,
+    state: &str,
+) -> Result<(), super::QueryError> {
+    sqlx::query("UPDATE runs SET rollout_state = $2 WHERE id = $1")
+        .bind(id)
+        .bind(state)
+        .execute(exec)
+        .await?;
+    Ok(())
+}

@@ -68,6 +68,9 @@ pub enum OnAbort {
     Rollback,
 }
 
+/// The longest timed pause.
+const MAX_PAUSE_SECONDS: u64 = 30 * 24 * 3600;
+
 /// A problem with `strategy`, at a field under it.
 pub type Problem = (String, String);
 
@@ -181,7 +184,13 @@ fn canary(value: &Value, problems: &mut Vec<Problem>) -> Option<CanaryPlan> {
             "pause" => match body {
                 Value::Object(empty) if empty.is_empty() => steps.push(CanaryStep::Pause(None)),
                 Value::String(text) => match crate::config::duration::HumanDuration::parse(text) {
-                    Ok(duration) => steps.push(CanaryStep::Pause(Some(duration.as_secs()))),
+                    Ok(duration) if duration.as_secs() <= MAX_PAUSE_SECONDS => {
+                        steps.push(CanaryStep::Pause(Some(duration.as_secs())));
+                    }
+                    Ok(_) => problems.push((
+                        format!("{field}.pause"),
+                        "a pause may last at most 30d; use `pause: {}` to wait for an admin".into(),
+                    )),
                     Err(e) => problems.push((format!("{field}.pause"), e.0)),
                 },
                 other => problems.push((
@@ -192,6 +201,12 @@ fn canary(value: &Value, problems: &mut Vec<Problem>) -> Option<CanaryPlan> {
                 )),
             },
             "analysis" => {
+                if last_weight == 0 {
+                    problems.push((
+                        format!("{field}.analysis"),
+                        "an analysis before any {weight: N} measures nothing: the canary has no traffic yet".into(),
+                    ));
+                }
                 if let Some(analysis) = analysis(body, &format!("{field}.analysis"), problems) {
                     steps.push(CanaryStep::Analysis(analysis));
                 }
@@ -342,12 +357,15 @@ fn rate(value: &Value) -> Option<f64> {
 /// `300ms`, `2s`, `1m`: milliseconds.
 fn millis(text: &str) -> Option<u64> {
     let text = text.trim();
-    if let Some(ms) = text.strip_suffix("ms") {
-        return ms.trim().parse::<u64>().ok().filter(|ms| *ms > 0);
-    }
-    crate::config::duration::HumanDuration::parse(text)
-        .ok()
-        .map(|d| d.as_secs() * 1000)
+    // At most an hour: a latency beyond that is no threshold.
+    let ms = match text.strip_suffix("ms") {
+        Some(ms) => ms.trim().parse::<u64>().ok()?,
+        None => crate::config::duration::HumanDuration::parse(text)
+            .ok()?
+            .as_secs()
+            .checked_mul(1000)?,
+    };
+    (1..=3_600_000).contains(&ms).then_some(ms)
 }
 
 #[cfg(test)]
@@ -435,5 +453,23 @@ mod tests {
             .expect_err("checks nothing");
         assert!(nothing[0].1.contains("checks something"), "{nothing:?}");
         assert!(parse(&json!("blue")).is_err());
+        let blind = parse(&json!({ "canary": { "steps": [
+            { "analysis": { "max_error_rate": "1%" } },
+            { "weight": 10 },
+            { "pause": "100000d" },
+            { "analysis": { "max_p95": "9999999999999999s" } },
+        ] } }))
+        .expect_err("invalid");
+        let fields: Vec<&str> = blind.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "canary.steps[0].analysis",
+                "canary.steps[2].pause",
+                "canary.steps[3].analysis.max_p95"
+            ],
+            "{blind:?}"
+        );
+        assert!(blind[0].1.contains("measures nothing"), "{blind:?}");
     }
 }

@@ -198,21 +198,31 @@ async fn forward(
             .headers
             .insert(HeaderName::from_static("x-forwarded-prefix"), prefix);
     }
-    let started = std::time::Instant::now();
-    let answer = state
-        .web
-        .proxy
-        .request(Request::from_parts(parts, body))
-        .await;
-    // During a canary each version's requests are measured: its analysis
-    // reads them (the time to the answer's head, 5xx or no answer counted
-    // as errors).
-    if let Some(version) = version {
+    // During a canary each version's requests are measured, its analysis
+    // reads them: the time to the answer's head, and as errors a 5xx, no
+    // answer, an answer slower than CANARY_PATIENCE, or a visitor who gave
+    // up waiting (the guard counts a request whose future is dropped).
+    let mut measure = version.map(|version| Measure {
+        local: &state.local,
+        app,
+        env,
+        version,
+        started: std::time::Instant::now(),
+        done: false,
+    });
+    let request = state.web.proxy.request(Request::from_parts(parts, body));
+    let answer = match &measure {
+        Some(_) => match tokio::time::timeout(CANARY_PATIENCE, request).await {
+            Ok(answer) => answer.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {}s", CANARY_PATIENCE.as_secs())),
+        },
+        None => request.await.map_err(|e| e.to_string()),
+    };
+    if let Some(measure) = &mut measure {
         let error = answer
             .as_ref()
             .map_or(true, |response| response.status().is_server_error());
-        let latency = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        state.local.record(app, env, version, error, latency);
+        measure.finish(error);
     }
     match answer {
         Ok(response) => {
@@ -315,6 +325,37 @@ pub fn confine_cookies(headers: &mut HeaderMap) {
         if let Ok(value) = HeaderValue::from_str(&cookie) {
             headers.append(header::SET_COOKIE, value);
         }
+    }
+}
+
+/// How long a measured request (during a canary) may take before it
+/// counts as an error and is answered 504.
+const CANARY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// One measured request: recorded once, as an error if it never finished.
+struct Measure<'a> {
+    local: &'a crate::delivery::deploy::local::LocalRuntime,
+    app: &'a str,
+    env: &'a str,
+    version: crate::delivery::deploy::local::Version,
+    started: std::time::Instant,
+    done: bool,
+}
+
+impl Measure<'_> {
+    fn finish(&mut self, error: bool) {
+        if !self.done {
+            self.done = true;
+            let latency = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.local
+                .record(self.app, self.env, self.version, error, latency);
+        }
+    }
+}
+
+impl Drop for Measure<'_> {
+    fn drop(&mut self) {
+        self.finish(true);
     }
 }
 

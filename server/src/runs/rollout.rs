@@ -1,5 +1,6 @@
-//! An admin's word to a run's canary: `promote` (past a `pause: {}`) or
-//! `abort` (traffic back to stable at once). The run's deploy step reads
+//! An admin's word to a run's canary: `promote` (past a `pause: {}`, or
+//! on from a pause), `pause` (hold the current weight) or `abort` (traffic
+//! back to stable at once). The run's deploy step reads
 //! it; audited here, whichever surface asked.
 
 use app::dto::{Role, RunState};
@@ -14,10 +15,12 @@ pub enum RolloutError {
     NotFound(i64),
     #[error("{0}")]
     Forbidden(String),
-    #[error("{0:?} is not a rollout action: use promote or abort")]
+    #[error("{0:?} is not a rollout action: use promote, pause or abort")]
     Invalid(String),
     #[error("run {id} is {state}: only a running run's canary takes an action")]
     NotRunning { id: i64, state: RunState },
+    #[error("run {0} has no canary under way")]
+    NoCanary(i64),
     #[error("database: {0}")]
     Db(#[from] crate::db::QueryError),
 }
@@ -28,7 +31,7 @@ impl Classified for RolloutError {
             RolloutError::NotFound(_) => Kind::NotFound,
             RolloutError::Forbidden(_) => Kind::Forbidden,
             RolloutError::Invalid(_) => Kind::Invalid,
-            RolloutError::NotRunning { .. } => Kind::Conflict,
+            RolloutError::NotRunning { .. } | RolloutError::NoCanary(_) => Kind::Conflict,
             RolloutError::Db(error) => error.kind(),
         }
     }
@@ -51,7 +54,7 @@ pub async fn command(db: &Db, caller: &Caller, id: i64, action: &str) -> Result<
     caller
         .require(Role::Admin, Some(&app_name))
         .map_err(|refused| RolloutError::Forbidden(refused.to_string()))?;
-    if !["promote", "abort"].contains(&action) {
+    if !["promote", "pause", "abort"].contains(&action) {
         return Err(RolloutError::Invalid(action.to_string()));
     }
     if run.state != RunState::Running {
@@ -59,6 +62,15 @@ pub async fn command(db: &Db, caller: &Caller, id: i64, action: &str) -> Result<
             id,
             state: run.state,
         });
+    }
+    // Only a canary under way takes a word: one given before it starts (or
+    // after it ended) would be lost, or kept for a step it was not meant for.
+    let phase = db::runs::rollout_state(pool, id)
+        .await?
+        .and_then(|json| serde_json::from_str::<app::dto::RolloutView>(&json).ok())
+        .map(|view| view.phase);
+    if !matches!(phase.as_deref(), Some("running" | "paused" | "waiting")) {
+        return Err(RolloutError::NoCanary(id));
     }
     db::runs::set_rollout_command(pool, id, Some(action)).await?;
     crate::audit::record(

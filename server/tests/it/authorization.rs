@@ -376,6 +376,11 @@ const SERVER_FNS: &[(&str, Need, &str)] = &[
     ),
     // The run is unfinished: a re-run is refused for that, after who asks.
     ("rerun_run", Need::Role(Role::Developer), "id=RUN&csrf="),
+    (
+        "rollout_run",
+        Need::Role(Role::Admin),
+        "id=RUN&action=pause&csrf=",
+    ),
     // Last: it ends the run the others read.
     ("cancel_run", Need::Role(Role::Admin), "id=RUN&csrf="),
 ];

@@ -116,13 +116,16 @@ async fn deploy_says(app: &TestApp, sha: &str, text: &str) -> i64 {
     .await
 }
 
-/// Sends requests to production until `stop`: (answered, 5xx).
-async fn traffic(app: &TestApp, stop: &AtomicBool) -> (u64, u64) {
+/// Sends requests to production until `stop`, counting from when `go`:
+/// (answered, 5xx).
+async fn traffic(app: &TestApp, go: &AtomicBool, stop: &AtomicBool) -> (u64, u64) {
     let (mut total, mut failed) = (0u64, 0u64);
     while !stop.load(Ordering::Relaxed) {
         let response = app.get_host("production--shop.localhost:3000", "/").await;
-        total += 1;
-        failed += u64::from(response.status.is_server_error());
+        if go.load(Ordering::Relaxed) {
+            total += 1;
+            failed += u64::from(response.status.is_server_error());
+        }
         tokio::task::yield_now().await;
     }
     (total, failed)
@@ -146,8 +149,11 @@ async fn a_canary_answering_5xx_is_aborted_by_its_analysis_within_its_share() {
     .await;
     let broken = commit(&repos, "BROKEN", "break every answer");
     scan(&app).await;
-    let stop = AtomicBool::new(false);
-    let ((total, failed), run) = tokio::join!(traffic(&app, &stop), async {
+    let (go, stop) = (AtomicBool::new(false), AtomicBool::new(false));
+    let ((total, failed), run) = tokio::join!(traffic(&app, &go, &stop), async {
+        // Counted from when the canary gets its share.
+        deploy_says(&app, &broken, "canary step 1").await;
+        go.store(true, Ordering::Relaxed);
         let run = ended(&app, &broken).await;
         stop.store(true, Ordering::Relaxed);
         run
@@ -193,6 +199,14 @@ async fn a_canary_answering_5xx_is_aborted_by_its_analysis_within_its_share() {
             .unwrap()
             .contains("measured: check 1: canary"),
         "{aborted}"
+    );
+    assert_eq!(run["rollout"]["phase"], "aborted", "{run}");
+    assert!(
+        run["rollout"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("analysis failed"),
+        "{run}"
     );
     let production = app.get("/api/v1/environments").await.json();
     let production = production
@@ -257,6 +271,12 @@ async fn a_canary_without_traffic_stays_inconclusive_and_aborts_at_its_limit() {
         .cloned()
         .unwrap();
     assert_eq!(production["pin"]["pinned_by"], "gantry", "{production}");
+    let stable = repos.app.git(&["rev-parse", "HEAD~1"]);
+    assert_eq!(
+        production["pin"]["version"],
+        stable.trim(),
+        "pinned to the stable version: {production}"
+    );
     assert_ne!(production["commit_sha"], quiet.as_str());
     app.stop().await;
 }
@@ -276,12 +296,59 @@ async fn a_healthy_canary_walks_every_step_and_an_admin_promotes_it() {
     .await;
     let good = commit(&repos, "FEATURE", "a good change");
     scan(&app).await;
-    let stop = AtomicBool::new(false);
-    let ((total, failed), run) = tokio::join!(traffic(&app, &stop), async {
-        // The half-hour pause ends when the clock says so.
-        deploy_says(&app, &good, "pause for 1800s").await;
+    let (go, stop) = (AtomicBool::new(true), AtomicBool::new(false));
+    let ((total, failed), run) = tokio::join!(traffic(&app, &go, &stop), async {
+        // An admin pauses it: it holds there, past the end of its pause,
+        // until they promote it on.
+        let id = deploy_says(&app, &good, "pause for 1800s").await;
+        let paused = app
+            .post_json(
+                &format!("/api/v1/runs/{id}/rollout"),
+                json!({ "action": "pause" }),
+            )
+            .await;
+        assert_eq!(paused.status, 202, "{}", paused.text());
+        deploy_says(&app, &good, "paused by an admin").await;
         app.state.clock.advance(Duration::from_secs(31 * 60));
-        let id = deploy_says(&app, &good, "paused until an admin promotes").await;
+        let detail = app.get(&format!("/api/v1/runs/{id}")).await.json();
+        assert_eq!(detail["rollout"]["phase"], "paused", "{detail}");
+        assert_eq!(
+            (
+                detail["rollout"]["step"].as_i64(),
+                detail["rollout"]["weight"].as_i64()
+            ),
+            (Some(2), Some(10)),
+            "{detail}"
+        );
+        let resumed = app
+            .post_json(
+                &format!("/api/v1/runs/{id}/rollout"),
+                json!({ "action": "promote" }),
+            )
+            .await;
+        assert_eq!(resumed.status, 202, "{}", resumed.text());
+        deploy_says(&app, &good, "paused until an admin promotes").await;
+        // The run page's view: waiting at the last step, half the traffic,
+        // the analysis check that passed.
+        let detail = app.get(&format!("/api/v1/runs/{id}")).await.json();
+        let rollout = &detail["rollout"];
+        assert_eq!(
+            (
+                rollout["phase"].as_str(),
+                rollout["step"].as_i64(),
+                rollout["steps"].as_i64(),
+                rollout["weight"].as_i64()
+            ),
+            (Some("waiting"), Some(5), Some(5), Some(50)),
+            "{detail}"
+        );
+        assert!(
+            rollout["checks"][0]
+                .as_str()
+                .unwrap()
+                .ends_with("→ success"),
+            "{rollout}"
+        );
         // Only an admin of the app may promote; a bad action is refused.
         let developer = app
             .token("dev", app::dto::Role::Developer, Some("shop"))
@@ -336,6 +403,7 @@ async fn a_healthy_canary_walks_every_step_and_an_admin_promotes_it() {
     for line in [
         "canary step 1: 10 % of requests to the canary",
         "canary step 2: pause for 1800s",
+        "canary: resumed by an admin",
         "→ success",
         "canary step 4: 50 % of requests to the canary",
         "canary: promoted by an admin",
@@ -344,13 +412,16 @@ async fn a_healthy_canary_walks_every_step_and_an_admin_promotes_it() {
         assert!(log.contains(line), "{line:?} in {log}");
     }
     let audit = app.get("/api/v1/audit").await.json();
-    assert!(
-        audit
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["action"] == "run.rollout.promote"),
-        "{audit}"
-    );
+    for action in ["run.rollout.pause", "run.rollout.promote"] {
+        assert!(
+            audit
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["action"] == action),
+            "{action} in {audit}"
+        );
+    }
+    assert_eq!(run["rollout"]["phase"], "promoted", "{run}");
     app.stop().await;
 }

@@ -256,9 +256,11 @@ pub enum TargetError {
     Secret(#[from] SecretError),
     #[error(transparent)]
     Local(#[from] LocalError),
-    /// A canary stopped before it was promoted: why, and what it measured.
-    #[error("canary aborted: {0}")]
-    Aborted(String),
+    /// A canary stopped before it was promoted: why, and what it measured;
+    /// `judged`: it was found bad (an analysis, an admin, its exit), not
+    /// merely cancelled with its run.
+    #[error("canary aborted: {why}")]
+    Aborted { why: String, judged: bool },
     #[error(transparent)]
     Cluster(#[from] ClusterError),
     #[error(transparent)]

@@ -101,11 +101,13 @@ struct LiveProcess {
 type Routes = RwLock<HashMap<(String, String), Route>>;
 
 /// Where an environment's requests go: its stable process, and during a
-/// canary a share of them (percent) to the canary's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// canary a share of them (percent) to the canary's — split by the
+/// route's own count of requests, so each environment's share is exact.
+#[derive(Clone, Debug)]
 struct Route {
     stable: u16,
     canary: Option<(u16, u8)>,
+    requests: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Route {
@@ -113,6 +115,7 @@ impl Route {
         Route {
             stable: port,
             canary: None,
+            requests: Arc::default(),
         }
     }
 }
@@ -128,6 +131,7 @@ pub enum Version {
 /// read: the errors (5xx, or no answer) and each request's latency.
 #[derive(Debug, Default)]
 struct Window {
+    requests: u64,
     errors: u64,
     latencies_ms: Vec<u64>,
 }
@@ -159,8 +163,6 @@ pub struct LocalRuntime {
     canaries: Mutex<HashMap<i64, CanaryProcess>>,
     /// The requests measured during canaries, by environment and version.
     traffic: Mutex<HashMap<(String, String, Version), Window>>,
-    /// Counts requests, to split them by weight exactly.
-    requests: std::sync::atomic::AtomicU64,
     /// How much of an app's output its log keeps (`runner.log_limit_bytes`,
     /// a file; one rotated file more).
     log_limit: u64,
@@ -193,7 +195,6 @@ impl LocalRuntime {
             live: Mutex::default(),
             canaries: Mutex::default(),
             traffic: Mutex::default(),
-            requests: std::sync::atomic::AtomicU64::new(0),
             log_limit: 10 * 1024 * 1024,
         }
     }
@@ -222,7 +223,7 @@ impl LocalRuntime {
         let Some((canary, weight)) = route.canary else {
             return Some((route.stable, None));
         };
-        let n = self
+        let n = route
             .requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if n % 100 < u64::from(weight) {
@@ -238,9 +239,12 @@ impl LocalRuntime {
         let window = traffic
             .entry((app.to_string(), env.to_string(), version))
             .or_default();
+        // Every error counts; latencies are kept up to a cap (enough for
+        // any percentile), beyond which the request count goes on.
+        window.errors += u64::from(error);
+        window.requests += 1;
         if window.latencies_ms.len() < WINDOW_CAP {
             window.latencies_ms.push(latency_ms);
-            window.errors += u64::from(error);
         }
     }
 
@@ -259,7 +263,9 @@ impl LocalRuntime {
                 .unwrap_or_default()
         };
         let mut latencies = window.latencies_ms;
-        super::canary::analysis::Sample::of(window.errors, &mut latencies)
+        let mut sample = super::canary::analysis::Sample::of(window.errors, &mut latencies);
+        sample.requests = window.requests;
+        sample
     }
 
     /// Starts `source` as a canary beside the environment's live process:
@@ -305,7 +311,9 @@ impl LocalRuntime {
                 path: workdir.clone(),
                 source,
             })?;
-        let log_path = log_file(&workdir);
+        // Its own log: the stable version's (`<id>.log` once promoted) is
+        // never touched by the canary's.
+        let log_path = canary_log(&workdir);
         let log = AppLog {
             path: log_path.clone(),
             limit: self.log_limit,
@@ -327,6 +335,7 @@ impl LocalRuntime {
             child.terminate(Duration::from_secs(5)).await;
             child.finish().await;
             let _ = tokio::fs::remove_dir_all(&workdir).await;
+            remove_log(&log_path);
             return Err(error);
         }
         let stop = CancellationToken::new();
@@ -414,6 +423,9 @@ impl LocalRuntime {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&environment_id);
         if let Some(canary) = canary {
+            // Requests already sent to it get a moment to finish, as a
+            // replaced stable process's do: the switch drops no traffic.
+            tokio::time::sleep(DRAIN).await;
             end_canary_process(canary).await;
         }
         let mut traffic = self.traffic.lock().unwrap_or_else(|p| p.into_inner());
@@ -569,14 +581,12 @@ impl LocalRuntime {
             let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
             // A canary running beside keeps its share until it is ended.
             let key = (spec.app.clone(), spec.env.clone());
-            let canary = routes.get(&key).and_then(|route| route.canary);
-            routes.insert(
-                key,
-                Route {
-                    canary,
-                    ..Route::stable(port)
-                },
-            );
+            match routes.get_mut(&key) {
+                Some(route) => route.stable = port,
+                None => {
+                    routes.insert(key, Route::stable(port));
+                }
+            }
         }
         let stop = CancellationToken::new();
         let supervisor = tokio::spawn(supervise(
@@ -720,6 +730,9 @@ fn prune_builds(env_dir: &Path, live: i64) {
         let build = env_dir.join(old.to_string());
         let _ = std::fs::remove_dir_all(&build);
         let _ = std::fs::remove_dir_all(run_dir(&build));
+        // A canary a crash left behind.
+        let _ = std::fs::remove_dir_all(build.with_extension("canary"));
+        remove_log(&canary_log(&build.with_extension("canary")));
         remove_log(&log_file(&build));
     }
 }
@@ -741,7 +754,13 @@ async fn end_canary_process(canary: CanaryProcess) {
         "canary ended"
     );
     let _ = tokio::fs::remove_dir_all(&canary.workdir).await;
-    remove_log(&log_file(&canary.workdir));
+    remove_log(&canary_log(&canary.workdir));
+}
+
+/// Where a canary's output goes: beside its copy, apart from the stable
+/// version's log.
+fn canary_log(workdir: &Path) -> PathBuf {
+    workdir.with_extension("canary.log")
 }
 
 async fn stop_process_keep_files(process: LiveProcess) {

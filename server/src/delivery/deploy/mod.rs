@@ -353,7 +353,7 @@ async fn deploy_locked(
         }
     };
     let aborted = outcomes.iter().find_map(|o| match &o.result {
-        Err(lifecycle::TargetError::Aborted(why)) => Some(why.clone()),
+        Err(lifecycle::TargetError::Aborted { why, judged }) => Some((why.clone(), *judged)),
         _ => None,
     });
     let label = format!("deploy #{} of {short}", begun.deployment_id);
@@ -376,14 +376,14 @@ async fn deploy_locked(
         log,
     )
     .await?;
-    if let (Some(why), Some(plan)) = (&aborted, canary) {
+    if let (Some((why, judged)), Some(plan)) = (&aborted, canary) {
         // In the ledger as what it was: an aborted canary, with what it
         // measured; and with `on_abort: rollback`, the environment stays
         // on its stable version until an admin promotes again.
         if let Some(release) = begun.release_id {
             db::releases::mark_aborted(app.db.pool(), release, why).await?;
         }
-        if plan.on_abort == OnAbort::Rollback {
+        if plan.on_abort == OnAbort::Rollback && *judged {
             pin_stable(app, request, why, log).await?;
         }
     }
@@ -410,6 +410,11 @@ async fn pin_stable(
     let Some(version) = env.commit_sha.clone() else {
         return Ok(());
     };
+    // An admin's pin (a rollback asked for meanwhile) stands; and a
+    // replica that lost the run writes nothing.
+    if db::pins::get(pool, env.id).await?.is_some() || !db::runs::holds(pool, request.run).await? {
+        return Ok(());
+    }
     let release = match env.deployment_id {
         Some(deployment) => db::releases::id_of_deployment(pool, deployment).await?,
         None => None,

@@ -156,6 +156,7 @@ use crate::http::error::{ApiError, ErrorBody, ErrorDetail};
         RunAttempt,
         RunArtifact,
         RunOutput,
+        app::dto::RolloutView,
         app::dto::ArtifactStatus,
         app::dto::Verification,
         app::dto::ArtifactRejection,

@@ -22,6 +22,7 @@ use crate::gitops::schema::LOCAL_TARGET;
 use crate::gitops::strategy::{Analysis, CanaryPlan, CanaryStep};
 use crate::runs::logs::LogSink;
 use analysis::{Check, Standing, Tally, judge};
+use app::dto::RolloutView;
 
 /// How often a waiting canary looks at the clock, the run and its command.
 const LOOK_EVERY: Duration = Duration::from_millis(250);
@@ -82,8 +83,37 @@ pub async fn walk(
     ))
     .await?;
     db::runs::set_rollout_command(app.db.pool(), run.run_id, None).await?;
-    let mut measured = Vec::new();
-    let walked = steps(app, subject, run, plan, log, cancel, &mut measured).await?;
+    let mut walk = Walk {
+        app,
+        subject,
+        run,
+        cancel,
+        view: RolloutView {
+            phase: "running".into(),
+            step: 0,
+            steps: u32::try_from(plan.steps.len()).unwrap_or(u32::MAX),
+            weight: 0,
+            doing: "starting beside the stable version".into(),
+            checks: Vec::new(),
+            reason: None,
+        },
+        at_gate: false,
+    };
+    // Whatever ends the walk — a database error included — ends the
+    // canary: it never keeps a share of traffic unwatched.
+    let walked = match walk.report().await {
+        Ok(()) => walk.steps(plan, log).await,
+        Err(error) => Err(error),
+    };
+    let walked = match walked {
+        Ok(walked) => walked,
+        Err(error) => {
+            app.local
+                .end_canary(subject.environment_id, subject.app, subject.environment)
+                .await;
+            return Err(error);
+        }
+    };
     match walked {
         Ok(()) => {
             log.note("canary: every step passed; promoting it to stable")
@@ -92,6 +122,18 @@ pub async fn walk(
             app.local
                 .end_canary(subject.environment_id, subject.app, subject.environment)
                 .await;
+            walk.view.phase = if promoted.is_ok() {
+                "promoted"
+            } else {
+                "aborted"
+            }
+            .into();
+            walk.view.weight = if promoted.is_ok() { 100 } else { 0 };
+            walk.view.doing = "every step passed".into();
+            if let Err(error) = &promoted {
+                walk.view.reason = Some(format!("the promoted version did not start: {error}"));
+            }
+            walk.report().await?;
             Ok(outcome(match promoted {
                 Ok(started) => Ok(TargetDone {
                     detail: format!(
@@ -109,185 +151,265 @@ pub async fn walk(
             app.local
                 .end_canary(subject.environment_id, subject.app, subject.environment)
                 .await;
-            let why = match stop {
-                Stop::Aborted(why) => why,
-                Stop::Cancelled => "the run was cancelled".to_string(),
+            // Only a canary judged bad (or aborted by an admin) may pin the
+            // environment; a cancelled run (superseded by a newer push,
+            // cancelled, handed to another replica) says nothing of it.
+            let (why, judged) = match stop {
+                Stop::Aborted(why) => (why, true),
+                Stop::Cancelled => ("the run was cancelled".to_string(), false),
             };
-            let measurements = if measured.is_empty() {
+            let measurements = if walk.view.checks.is_empty() {
                 String::new()
             } else {
-                format!("; measured: {}", measured.join("; "))
+                format!("; measured: {}", walk.view.checks.join("; "))
             };
+            walk.view.phase = "aborted".into();
+            walk.view.weight = 0;
+            walk.view.reason = Some(why.clone());
+            walk.report().await?;
             log.note(&format!(
                 "canary aborted: {why}; every request goes to the stable version again"
             ))
             .await?;
-            Ok(outcome(Err(TargetError::Aborted(format!(
-                "{why}{measurements}"
-            )))))
+            Ok(outcome(Err(TargetError::Aborted {
+                why: format!("{why}{measurements}"),
+                judged,
+            })))
         }
     }
 }
 
-/// Walks the steps; `Ok(())` when all passed.
-#[allow(clippy::too_many_arguments)]
-async fn steps(
-    app: &Delivery<'_>,
-    subject: &Subject<'_>,
-    run: Holder<'_>,
-    plan: &CanaryPlan,
-    log: &mut LogSink<'_>,
-    cancel: &CancellationToken,
-    measured: &mut Vec<String>,
-) -> Result<Result<(), Stop>, crate::db::QueryError> {
-    for (n, step) in plan.steps.iter().enumerate() {
-        let position = n + 1;
-        match step {
-            CanaryStep::Weight(weight) => {
-                app.local
-                    .set_canary_weight(subject.app, subject.environment, *weight);
-                log.note(&format!(
-                    "canary step {position}: {weight} % of requests to the canary"
-                ))
-                .await?;
-            }
-            CanaryStep::Pause(Some(seconds)) => {
-                log.note(&format!("canary step {position}: pause for {seconds}s"))
+/// A canary being walked, and what its run page shows of it.
+struct Walk<'w> {
+    app: &'w Delivery<'w>,
+    subject: &'w Subject<'w>,
+    run: Holder<'w>,
+    cancel: &'w CancellationToken,
+    view: RolloutView,
+    /// At a `pause: {}`, which an admin's promote passes.
+    at_gate: bool,
+}
+
+impl Walk<'_> {
+    /// Writes where the canary stands, for its run page.
+    async fn report(&self) -> Result<(), crate::db::QueryError> {
+        let json = serde_json::to_string(&self.view).unwrap_or_default();
+        db::runs::set_rollout_state(self.app.db.pool(), self.run.run_id, &json).await
+    }
+
+    async fn command(&self) -> Result<Option<String>, crate::db::QueryError> {
+        db::runs::rollout_command(self.app.db.pool(), self.run.run_id).await
+    }
+
+    async fn clear_command(&self) -> Result<(), crate::db::QueryError> {
+        db::runs::set_rollout_command(self.app.db.pool(), self.run.run_id, None).await
+    }
+
+    /// Walks the steps; `Ok(())` when all passed.
+    async fn steps(
+        &mut self,
+        plan: &CanaryPlan,
+        log: &mut LogSink<'_>,
+    ) -> Result<Result<(), Stop>, crate::db::QueryError> {
+        let (app, subject) = (self.app, self.subject);
+        for (n, step) in plan.steps.iter().enumerate() {
+            let position = n + 1;
+            self.view.step = u32::try_from(position).unwrap_or(u32::MAX);
+            match step {
+                CanaryStep::Weight(weight) => {
+                    app.local
+                        .set_canary_weight(subject.app, subject.environment, *weight);
+                    self.view.weight = *weight;
+                    self.view.doing = format!("{weight} % of requests to the canary");
+                    self.report().await?;
+                    log.note(&format!(
+                        "canary step {position}: {weight} % of requests to the canary"
+                    ))
                     .await?;
-                let until = app.clock.now_millis()
-                    + i64::try_from(seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
-                loop {
-                    if let Some(stop) = interrupted(app, subject, run, cancel, false).await? {
+                }
+                CanaryStep::Pause(Some(seconds)) => {
+                    self.view.doing = format!("a pause of {seconds}s");
+                    self.report().await?;
+                    log.note(&format!("canary step {position}: pause for {seconds}s"))
+                        .await?;
+                    let until = app.clock.now_millis().saturating_add(
+                        i64::try_from(seconds.saturating_mul(1000)).unwrap_or(i64::MAX),
+                    );
+                    loop {
+                        if let Some(stop) = self.interrupted(log).await? {
+                            return Ok(Err(stop));
+                        }
+                        if app.clock.now_millis() >= until {
+                            break;
+                        }
+                        tokio::time::sleep(LOOK_EVERY).await;
+                    }
+                }
+                CanaryStep::Pause(None) => {
+                    self.at_gate = true;
+                    self.view.phase = "waiting".into();
+                    self.view.doing = "waiting for an admin to promote".into();
+                    self.report().await?;
+                    log.note(&format!(
+                        "canary step {position}: paused until an admin promotes (POST /api/v1/runs/{}/rollout {{\"action\": \"promote\"}})",
+                        self.run.run_id
+                    ))
+                    .await?;
+                    loop {
+                        if let Some(stop) = self.interrupted(log).await? {
+                            return Ok(Err(stop));
+                        }
+                        if self.command().await?.as_deref() == Some("promote") {
+                            self.clear_command().await?;
+                            self.at_gate = false;
+                            self.view.phase = "running".into();
+                            self.report().await?;
+                            log.note("canary: promoted by an admin").await?;
+                            break;
+                        }
+                        tokio::time::sleep(LOOK_EVERY).await;
+                    }
+                }
+                CanaryStep::Analysis(analysis) => {
+                    self.view.doing = format!(
+                        "analysis: {} successful checks of {}s needed ({})",
+                        analysis.count,
+                        analysis.interval_seconds,
+                        thresholds(analysis)
+                    );
+                    self.report().await?;
+                    log.note(&format!(
+                        "canary step {position}: analysis, {} successful checks of {}s needed",
+                        analysis.count, analysis.interval_seconds
+                    ))
+                    .await?;
+                    if let Some(stop) = self.analyse(analysis, log).await? {
                         return Ok(Err(stop));
                     }
-                    if app.clock.now_millis() >= until {
-                        break;
-                    }
-                    tokio::time::sleep(LOOK_EVERY).await;
                 }
             }
-            CanaryStep::Pause(None) => {
-                log.note(&format!(
-                    "canary step {position}: paused until an admin promotes (POST /api/v1/runs/{}/rollout {{\"action\": \"promote\"}})",
-                    run.run_id
-                ))
-                .await?;
-                loop {
-                    if let Some(stop) = interrupted(app, subject, run, cancel, true).await? {
-                        return Ok(Err(stop));
-                    }
-                    if db::runs::rollout_command(app.db.pool(), run.run_id)
-                        .await?
-                        .as_deref()
-                        == Some("promote")
-                    {
-                        db::runs::set_rollout_command(app.db.pool(), run.run_id, None).await?;
-                        log.note("canary: promoted by an admin").await?;
-                        break;
-                    }
-                    tokio::time::sleep(LOOK_EVERY).await;
+        }
+        Ok(Ok(()))
+    }
+
+    /// Runs one analysis to its end; `Some` when it stops the canary.
+    async fn analyse(
+        &mut self,
+        analysis: &Analysis,
+        log: &mut LogSink<'_>,
+    ) -> Result<Option<Stop>, crate::db::QueryError> {
+        let (app, subject) = (self.app, self.subject);
+        let mut tally = Tally::default();
+        let mut check = 0u32;
+        loop {
+            check += 1;
+            // A fresh window for both versions.
+            let _ = app
+                .local
+                .take_sample(subject.app, subject.environment, Version::Canary);
+            let _ = app
+                .local
+                .take_sample(subject.app, subject.environment, Version::Stable);
+            let until =
+                tokio::time::Instant::now() + Duration::from_secs(analysis.interval_seconds);
+            while tokio::time::Instant::now() < until {
+                if let Some(stop) = self.interrupted(log).await? {
+                    return Ok(Some(stop));
                 }
+                tokio::time::sleep(LOOK_EVERY.min(until - tokio::time::Instant::now())).await;
             }
-            CanaryStep::Analysis(analysis) => {
-                log.note(&format!(
-                    "canary step {position}: analysis, {} successful checks of {}s needed",
-                    analysis.count, analysis.interval_seconds
-                ))
-                .await?;
-                if let Some(stop) =
-                    analyse(app, subject, run, analysis, log, cancel, measured).await?
-                {
-                    return Ok(Err(stop));
+            let canary = app
+                .local
+                .take_sample(subject.app, subject.environment, Version::Canary);
+            let stable = app
+                .local
+                .take_sample(subject.app, subject.environment, Version::Stable);
+            let judged = judge(analysis, &canary);
+            let verdict = match &judged {
+                Check::Success => "success".to_string(),
+                Check::Failure(why) => format!("failure ({why})"),
+                Check::Inconclusive(why) => format!("inconclusive ({why})"),
+            };
+            let line = format!(
+                "check {check}: canary {}; stable {} → {verdict}",
+                canary.describe(),
+                stable.describe()
+            );
+            log.note(&format!("canary analysis {line}")).await?;
+            self.view.checks.push(line);
+            self.report().await?;
+            match tally.add(analysis, &judged) {
+                Standing::Going => {}
+                Standing::Passed => return Ok(None),
+                Standing::Failed(why) => {
+                    return Ok(Some(Stop::Aborted(format!("analysis failed: {why}"))));
                 }
             }
         }
     }
-    Ok(Ok(()))
+
+    /// What stops the canary where it waits: the run cancelled, an
+    /// admin's abort, the canary's process gone. An admin's pause holds it
+    /// here (its weight kept) until they promote (it goes on) or abort.
+    async fn interrupted(
+        &mut self,
+        log: &mut LogSink<'_>,
+    ) -> Result<Option<Stop>, crate::db::QueryError> {
+        let mut paused = false;
+        loop {
+            if self.cancel.is_cancelled() {
+                return Ok(Some(Stop::Cancelled));
+            }
+            if let Some(status) = self.app.local.canary_exited(self.subject.environment_id) {
+                return Ok(Some(Stop::Aborted(format!("the canary exited ({status})"))));
+            }
+            match self.command().await?.as_deref() {
+                Some("abort") => return Ok(Some(Stop::Aborted("aborted by an admin".into()))),
+                Some("pause") if !paused => {
+                    paused = true;
+                    self.view.phase = "paused".into();
+                    self.report().await?;
+                    log.note(
+                        "canary: paused by an admin; it holds its weight until promoted or aborted",
+                    )
+                    .await?;
+                }
+                Some("promote") if paused => {
+                    self.clear_command().await?;
+                    self.view.phase = "running".into();
+                    self.report().await?;
+                    log.note("canary: resumed by an admin").await?;
+                    return Ok(None);
+                }
+                _ if paused => {}
+                // Promote means "past a `pause: {}`" (whose step reads it)
+                // or "on from a pause"; anywhere else it is not kept for a
+                // later gate.
+                Some("promote") if !self.at_gate => {
+                    self.clear_command().await?;
+                    log.note("canary: a promote applies at a `pause: {}` or to a paused canary; this step goes on as it is")
+                        .await?;
+                    return Ok(None);
+                }
+                _ => return Ok(None),
+            }
+            tokio::time::sleep(LOOK_EVERY).await;
+        }
+    }
 }
 
-/// Runs one analysis to its end; `Some` when it stops the canary.
-#[allow(clippy::too_many_arguments)]
-async fn analyse(
-    app: &Delivery<'_>,
-    subject: &Subject<'_>,
-    run: Holder<'_>,
-    analysis: &Analysis,
-    log: &mut LogSink<'_>,
-    cancel: &CancellationToken,
-    measured: &mut Vec<String>,
-) -> Result<Option<Stop>, crate::db::QueryError> {
-    let mut tally = Tally::default();
-    let mut check = 0u32;
-    loop {
-        check += 1;
-        // A fresh window for both versions.
-        let _ = app
-            .local
-            .take_sample(subject.app, subject.environment, Version::Canary);
-        let _ = app
-            .local
-            .take_sample(subject.app, subject.environment, Version::Stable);
-        let until = tokio::time::Instant::now() + Duration::from_secs(analysis.interval_seconds);
-        while tokio::time::Instant::now() < until {
-            if let Some(stop) = interrupted(app, subject, run, cancel, false).await? {
-                return Ok(Some(stop));
-            }
-            tokio::time::sleep(LOOK_EVERY.min(until - tokio::time::Instant::now())).await;
-        }
-        let canary = app
-            .local
-            .take_sample(subject.app, subject.environment, Version::Canary);
-        let stable = app
-            .local
-            .take_sample(subject.app, subject.environment, Version::Stable);
-        let judged = judge(analysis, &canary);
-        let verdict = match &judged {
-            Check::Success => "success".to_string(),
-            Check::Failure(why) => format!("failure ({why})"),
-            Check::Inconclusive(why) => format!("inconclusive ({why})"),
-        };
-        let line = format!(
-            "check {check}: canary {}; stable {} → {verdict}",
-            canary.describe(),
-            stable.describe()
-        );
-        log.note(&format!("canary analysis {line}")).await?;
-        measured.push(line);
-        match tally.add(analysis, &judged) {
-            Standing::Going => {}
-            Standing::Passed => return Ok(None),
-            Standing::Failed(why) => {
-                return Ok(Some(Stop::Aborted(format!("analysis failed: {why}"))));
-            }
-        }
+/// `5xx ≤ 1.0 %, p95 ≤ 300 ms, at least 50 requests a check`.
+fn thresholds(analysis: &Analysis) -> String {
+    let mut parts = Vec::new();
+    if let Some(rate) = analysis.max_error_rate {
+        parts.push(format!("5xx ≤ {:.1} %", rate * 100.0));
     }
-}
-
-/// What stops a waiting canary: the run cancelled, an admin's abort, the
-/// canary's process gone. `promote_allowed`: an admin's promote is left
-/// for the caller (a `pause: {}`).
-async fn interrupted(
-    app: &Delivery<'_>,
-    subject: &Subject<'_>,
-    run: Holder<'_>,
-    cancel: &CancellationToken,
-    promote_allowed: bool,
-) -> Result<Option<Stop>, crate::db::QueryError> {
-    if cancel.is_cancelled() {
-        return Ok(Some(Stop::Cancelled));
+    if let Some(p95) = analysis.max_p95_ms {
+        parts.push(format!("p95 ≤ {p95} ms"));
     }
-    if let Some(status) = app.local.canary_exited(subject.environment_id) {
-        return Ok(Some(Stop::Aborted(format!("the canary exited ({status})"))));
-    }
-    match db::runs::rollout_command(app.db.pool(), run.run_id)
-        .await?
-        .as_deref()
-    {
-        Some("abort") => Ok(Some(Stop::Aborted("aborted by an admin".into()))),
-        Some("promote") if !promote_allowed => {
-            // Promote means "past the pause": elsewhere it waits its turn.
-            Ok(None)
-        }
-        _ => Ok(None),
-    }
+    parts.push(format!(
+        "at least {} requests a check",
+        analysis.min_requests
+    ));
+    parts.join(", ")
 }
