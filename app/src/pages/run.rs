@@ -589,7 +589,11 @@ fn step_view(run_id: i64, step: StepSummary, logs: LiveLogs) -> impl IntoView {
                         view! { <span class=format!("badge state-{state}")>{state.replace('_', " ")}</span> }
                     }}
                     {step.exit_code.map(|code| view! { <span class="muted">{format!(" exit {code}")}</span> })}
-                    {step.error.clone().map(|error| view! { <span class="step-error">{format!(" — {error}")}</span> })}
+                    {
+                        // A skipped step says why, as a fact, not a failure.
+                        let class = if step.state == crate::dto::StepState::Skipped { "muted" } else { "step-error" };
+                        step.error.clone().map(|error| view! { <span class=class>{format!(" — {error}")}</span> })
+                    }
                     {step.log_truncated.then(|| view! { <span class="muted">" (log truncated)"</span> })}
                 </summary>
                 <pre class="log" data-testid="step-log" role="region" aria-label=format!("Log of {}", step.name)>
