@@ -13,12 +13,16 @@ use serde_json::{Value, json};
 use crate::support::TestApp;
 use crate::support::flow::{MINUTE, Repos, scan, start_with, wait_for};
 
-/// Answers 500 everywhere but its health check when its build has BROKEN.
-const APP_PY: &str = r#"import http.server, os
+/// Answers 500 everywhere but its health check when its build has BROKEN,
+/// and never answers there when it has HANG.
+const APP_PY: &str = r#"import http.server, os, time
 BROKEN = os.path.exists("BROKEN")
+HANG = os.path.exists("HANG")
 COMMIT = os.environ.get("GANTRY_COMMIT", "")
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        if HANG and self.path != "/healthz":
+            time.sleep(3600)
         code = 200 if self.path == "/healthz" or not BROKEN else 500
         body = (("broken " if BROKEN else "fine ") + COMMIT + "\n").encode()
         self.send_response(code)
@@ -423,5 +427,70 @@ async fn a_healthy_canary_walks_every_step_and_an_admin_promotes_it() {
         );
     }
     assert_eq!(run["rollout"]["phase"], "promoted", "{run}");
+    app.stop().await;
+}
+
+/// A hostile canary that never answers cannot pass its analysis by
+/// staying silent: a request its visitor gave up on counts as an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_canary_that_never_answers_is_aborted_not_passed() {
+    let (mut app, repos) = start(
+        "      canary:
+        steps:
+          - weight: 50
+          - analysis: { max_error_rate: 1%, min_requests: 5, interval: 2s, count: 2 }
+          - weight: 100
+",
+    )
+    .await;
+    let silent = commit(&repos, "HANG", "answer nothing");
+    scan(&app).await;
+    let stop = AtomicBool::new(false);
+    let (gave_up, run) = tokio::join!(
+        async {
+            // Visitors who wait a little, then leave.
+            let mut gave_up = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let visit = app.get_host("production--shop.localhost:3000", "/");
+                if tokio::time::timeout(Duration::from_millis(300), visit)
+                    .await
+                    .is_err()
+                {
+                    gave_up += 1;
+                }
+            }
+            gave_up
+        },
+        async {
+            let run = ended(&app, &silent).await;
+            stop.store(true, Ordering::Relaxed);
+            run
+        }
+    );
+    assert!(gave_up > 0, "the canary got requests it never answered");
+    assert_eq!(run["run"]["state"], "failed", "{run}");
+    // Failed, not merely inconclusive: the silence was counted as errors.
+    let reason = run["rollout"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("analysis failed: 1 failed check") && reason.contains("5xx"),
+        "{run}"
+    );
+    let releases = app
+        .get("/api/v1/releases?app=shop&environment=production")
+        .await
+        .json();
+    let aborted = releases
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["version"] == silent.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(aborted["state"], "aborted", "{aborted}");
+    // The stable version answers every request again.
+    for _ in 0..10 {
+        let response = app.get_host("production--shop.localhost:3000", "/").await;
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
     app.stop().await;
 }

@@ -281,63 +281,23 @@ impl LocalRuntime {
             .join(&spec.env)
             .join(spec.deployment_id.to_string());
         let workdir = build.with_extension("canary");
-        let (from, kept, run) = (source.to_path_buf(), build.clone(), workdir.clone());
-        tokio::task::spawn_blocking(move || {
-            if from != kept {
-                let _ = std::fs::remove_dir_all(&kept);
-                copy_tree(&from, &kept)?;
-            }
-            let _ = std::fs::remove_dir_all(&run);
-            copy_tree(&kept, &run)
-        })
-        .await
-        .map_err(|e| LocalError::Io {
-            path: workdir.clone(),
-            source: std::io::Error::other(e),
-        })??;
-        let port = free_port().map_err(|source| LocalError::Io {
-            path: workdir.clone(),
-            source,
-        })?;
+        copy_build(source, &build, &workdir).await?;
         let spec = LocalSpec {
             instance_tag: self.instance_tag.clone(),
             ..spec
         };
-        let user = self.sandbox.lease_user();
-        self.sandbox
-            .hand_over(&workdir, user.as_ref().map(UserLease::ids))
-            .await
-            .map_err(|source| LocalError::Io {
-                path: workdir.clone(),
-                source,
-            })?;
         // Its own log: the stable version's (`<id>.log` once promoted) is
         // never touched by the canary's.
         let log_path = canary_log(&workdir);
-        let log = AppLog {
-            path: log_path.clone(),
-            limit: self.log_limit,
-            user: user.as_ref().map(UserLease::ids),
-        };
-        let mut child = start_process(&self.sandbox, &spec, &workdir, port, &log).await?;
-        let health_url = format!("http://127.0.0.1:{port}{}", spec.manifest.health);
-        let timeout = Duration::from_secs(spec.manifest.health_timeout_seconds);
-        if let Err(error) = wait_healthy(
-            &mut child,
-            &health_url,
-            timeout,
-            &spec.manifest.health,
-            &log_path,
-            &masker_of(&spec),
-        )
-        .await
+        let (mut child, port, user) = match Box::pin(self.launch(&spec, &workdir, &log_path)).await
         {
-            child.terminate(Duration::from_secs(5)).await;
-            child.finish().await;
-            let _ = tokio::fs::remove_dir_all(&workdir).await;
-            remove_log(&log_path);
-            return Err(error);
-        }
+            Ok(launched) => launched,
+            Err(error) => {
+                let _ = tokio::fs::remove_dir_all(&workdir).await;
+                remove_log(&log_path);
+                return Err(error);
+            }
+        };
         let stop = CancellationToken::new();
         let exited = Arc::new(Mutex::new(None));
         let watcher = {
@@ -450,21 +410,7 @@ impl LocalRuntime {
         // The kept build is never shown to the app: a rollback starts from
         // it as it was built, not from whatever the app wrote (or linked)
         // in its directory. The app runs from a copy.
-        let (from, kept, run) = (source.to_path_buf(), build.clone(), workdir.clone());
-        let copied = tokio::task::spawn_blocking(move || {
-            if from != kept {
-                let _ = std::fs::remove_dir_all(&kept);
-                copy_tree(&from, &kept)?;
-            }
-            let _ = std::fs::remove_dir_all(&run);
-            copy_tree(&kept, &run)
-        })
-        .await
-        .map_err(|e| LocalError::Io {
-            path: workdir.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        copied?;
+        copy_build(source, &build, &workdir).await?;
         // A kept build had its old process's log; start a fresh one.
         remove_log(&log_file(&workdir));
         match self.start(db, spec, workdir.clone()).await {
@@ -514,6 +460,50 @@ impl LocalRuntime {
         self.deploy(db, spec, &source).await
     }
 
+    /// Starts `spec`'s process in `workdir` on a free port, as a uid of its
+    /// own for as long as it runs (its copy is its), its output in
+    /// `log_path`, and waits until it is healthy; on failure it is stopped.
+    async fn launch(
+        &self,
+        spec: &LocalSpec,
+        workdir: &Path,
+        log_path: &Path,
+    ) -> Result<(AppChild, u16, Option<UserLease>), LocalError> {
+        let io = |source| LocalError::Io {
+            path: workdir.to_path_buf(),
+            source,
+        };
+        let port = free_port().map_err(io)?;
+        let user = self.sandbox.lease_user();
+        self.sandbox
+            .hand_over(workdir, user.as_ref().map(UserLease::ids))
+            .await
+            .map_err(io)?;
+        let log = AppLog {
+            path: log_path.to_path_buf(),
+            limit: self.log_limit,
+            user: user.as_ref().map(UserLease::ids),
+        };
+        let mut child = start_process(&self.sandbox, spec, workdir, port, &log).await?;
+        let health_url = format!("http://127.0.0.1:{port}{}", spec.manifest.health);
+        let timeout = Duration::from_secs(spec.manifest.health_timeout_seconds);
+        if let Err(error) = wait_healthy(
+            &mut child,
+            &health_url,
+            timeout,
+            &spec.manifest.health,
+            log_path,
+            &masker_of(spec),
+        )
+        .await
+        {
+            child.terminate(Duration::from_secs(5)).await;
+            child.finish().await;
+            return Err(error);
+        }
+        Ok((child, port, user))
+    }
+
     /// Starts (or restarts after a Gantry restart) the process of `spec`
     /// in `workdir`, waits for health, then swaps it in.
     pub async fn start(
@@ -522,46 +512,12 @@ impl LocalRuntime {
         spec: LocalSpec,
         workdir: PathBuf,
     ) -> Result<Started, LocalError> {
-        let port = free_port().map_err(|source| LocalError::Io {
-            path: workdir.clone(),
-            source,
-        })?;
-        let log_path = log_file(&workdir);
         let spec = LocalSpec {
             instance_tag: self.instance_tag.clone(),
             ..spec
         };
-        // A uid of its own for as long as it runs; its copy is its.
-        let user = self.sandbox.lease_user();
-        self.sandbox
-            .hand_over(&workdir, user.as_ref().map(UserLease::ids))
-            .await
-            .map_err(|source| LocalError::Io {
-                path: workdir.clone(),
-                source,
-            })?;
-        let log = AppLog {
-            path: log_path.clone(),
-            limit: self.log_limit,
-            user: user.as_ref().map(UserLease::ids),
-        };
-        let mut child = start_process(&self.sandbox, &spec, &workdir, port, &log).await?;
-        let health_url = format!("http://127.0.0.1:{port}{}", spec.manifest.health);
-        let timeout = Duration::from_secs(spec.manifest.health_timeout_seconds);
-        if let Err(error) = wait_healthy(
-            &mut child,
-            &health_url,
-            timeout,
-            &spec.manifest.health,
-            &log_path,
-            &masker_of(&spec),
-        )
-        .await
-        {
-            child.terminate(Duration::from_secs(5)).await;
-            child.finish().await;
-            return Err(error);
-        }
+        let (child, port, user) =
+            Box::pin(self.launch(&spec, &workdir, &log_file(&workdir))).await?;
 
         // Healthy: record, route, then stop the previous process.
         let pid = child.pid().map(i64::from);
@@ -692,6 +648,30 @@ impl LocalRuntime {
             stop_process_keep_files(process).await;
         }
     }
+}
+
+/// Keeps `source` as the build at `build` (unless it is that build) and
+/// makes `workdir` a fresh copy of it: the kept build is never shown to
+/// the app, which runs from the copy.
+async fn copy_build(source: &Path, build: &Path, workdir: &Path) -> Result<(), LocalError> {
+    let (from, kept, run) = (
+        source.to_path_buf(),
+        build.to_path_buf(),
+        workdir.to_path_buf(),
+    );
+    tokio::task::spawn_blocking(move || {
+        if from != kept {
+            let _ = std::fs::remove_dir_all(&kept);
+            copy_tree(&from, &kept)?;
+        }
+        let _ = std::fs::remove_dir_all(&run);
+        copy_tree(&kept, &run)
+    })
+    .await
+    .map_err(|e| LocalError::Io {
+        path: workdir.to_path_buf(),
+        source: std::io::Error::other(e),
+    })?
 }
 
 /// The copy of a build its process runs from (and may write to).
