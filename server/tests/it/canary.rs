@@ -82,7 +82,7 @@ async fn ended(app: &TestApp, sha: &str) -> Value {
             .iter()
             .find(|r| {
                 r["commit_sha"] == sha
-                    && ["succeeded", "failed", "cancelled"]
+                    && ["succeeded", "failed", "cancelled", "superseded"]
                         .contains(&r["state"].as_str().unwrap_or(""))
             })
             .and_then(|r| r["id"].as_i64())
@@ -492,5 +492,51 @@ async fn a_canary_that_never_answers_is_aborted_not_passed() {
         let response = app.get_host("production--shop.localhost:3000", "/").await;
         assert_eq!(response.status, 200, "{}", response.text());
     }
+    app.stop().await;
+}
+
+/// A newer push supersedes a run whose canary waits: the canary is ended,
+/// the run ends superseded (not failed), and nothing is pinned — only a
+/// canary judged bad pins with `on_abort: rollback`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_superseded_canary_ends_with_its_run_and_pins_nothing() {
+    let (mut app, repos) = start(
+        "      canary:
+        steps:
+          - weight: 50
+          - pause: {}
+        on_abort: rollback
+",
+    )
+    .await;
+    let waiting = commit(&repos, "FIRST", "waits at the gate");
+    scan(&app).await;
+    deploy_says(&app, &waiting, "paused until an admin promotes").await;
+    let newer = commit(&repos, "SECOND", "a newer push");
+    scan(&app).await;
+    let run = ended(&app, &waiting).await;
+    assert_eq!(run["run"]["state"], "superseded", "{run}");
+    assert_eq!(run["rollout"]["phase"], "aborted", "{run}");
+    // The newer run's canary waits at the same gate: an admin lets it on.
+    let id = deploy_says(&app, &newer, "paused until an admin promotes").await;
+    let promoted = app
+        .post_json(
+            &format!("/api/v1/runs/{id}/rollout"),
+            json!({ "action": "promote" }),
+        )
+        .await;
+    assert_eq!(promoted.status, 202, "{}", promoted.text());
+    let done = ended(&app, &newer).await;
+    assert_eq!(done["run"]["state"], "succeeded", "{done}");
+    let production = app.get("/api/v1/environments").await.json();
+    let production = production
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "production")
+        .cloned()
+        .unwrap();
+    assert!(production["pin"].is_null(), "{production}");
+    assert_eq!(production["commit_sha"], newer.as_str(), "{production}");
     app.stop().await;
 }

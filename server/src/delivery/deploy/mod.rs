@@ -386,6 +386,11 @@ async fn deploy_locked(
         if plan.on_abort == OnAbort::Rollback && *judged {
             pin_stable(app, request, why, log).await?;
         }
+        // Stopped with its run (cancelled, superseded by a newer push):
+        // the run ends so, not as a failed deploy.
+        if !judged {
+            return Err(DeployError::Cancelled);
+        }
     }
     match verdict.summary {
         None => Ok(()),
