@@ -37,7 +37,9 @@ pub enum CanaryStep {
     Analysis(Analysis),
 }
 
-/// Built-in analysis of the canary's requests through Gantry's proxy.
+/// An analysis of the canary: built in (its requests through Gantry's
+/// proxy, on the local target), a Prometheus query, or both — each check
+/// then judged by both.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Analysis {
     /// The largest share of 5xx answers that passes (0 to 1).
@@ -54,6 +56,29 @@ pub struct Analysis {
     pub failure_limit: u32,
     /// Inconclusive checks tolerated; one more aborts.
     pub inconclusive_limit: u32,
+    /// A Prometheus query whose value must stay at or under a threshold.
+    #[serde(default)]
+    pub prometheus: Option<PrometheusCheck>,
+}
+
+impl Analysis {
+    /// Whether it measures requests through Gantry's own proxy, which only
+    /// the local target has.
+    pub fn uses_proxy(&self) -> bool {
+        self.max_error_rate.is_some() || self.max_p95_ms.is_some()
+    }
+}
+
+/// `prometheus: {url, query, threshold}`: each check runs `query` (an
+/// instant query; `{{ app }}`, `{{ environment }}` and `{{ namespace }}`
+/// are filled in) and passes when every value it returns is at most
+/// `threshold`. No data, a failed query or an unreachable server is
+/// inconclusive — never a success.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PrometheusCheck {
+    pub url: String,
+    pub query: String,
+    pub threshold: f64,
 }
 
 /// What a failed analysis does besides sending traffic back to stable.
@@ -105,6 +130,47 @@ pub fn parse(value: &Value) -> Result<Strategy, Vec<Problem>> {
     } else {
         Err(problems)
     }
+}
+
+/// What a canary cannot do on the entry it is on: a preview (one version
+/// only), the local target beside clusters (one walk cannot split both),
+/// or a built-in analysis on clusters (it measures Gantry's own proxy,
+/// which only the local target has).
+pub fn fits_targets(plan: &CanaryPlan, targets: &[String], preview: bool) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if preview {
+        problems.push((
+            "canary".into(),
+            "a preview runs one version: a canary is for fixed environments (`branch:`)".into(),
+        ));
+    }
+    let local = targets
+        .iter()
+        .any(|t| t == crate::gitops::schema::LOCAL_TARGET);
+    let clusters = targets
+        .iter()
+        .any(|t| t != crate::gitops::schema::LOCAL_TARGET);
+    if local && clusters {
+        problems.push((
+            "canary".into(),
+            format!(
+                "a canary runs on the local target or on clusters, not both (this entry targets {})",
+                targets.join(", ")
+            ),
+        ));
+    } else if clusters {
+        for (n, step) in plan.steps.iter().enumerate() {
+            if let CanaryStep::Analysis(analysis) = step
+                && analysis.uses_proxy()
+            {
+                problems.push((
+                    format!("canary.steps[{n}].analysis"),
+                    "max_error_rate and max_p95 measure requests through Gantry's own proxy, which only the local target has: on clusters, analyse with `prometheus: {url, query, threshold}`".into(),
+                ));
+            }
+        }
+    }
+    problems
 }
 
 fn canary(value: &Value, problems: &mut Vec<Problem>) -> Option<CanaryPlan> {
@@ -234,7 +300,8 @@ fn analysis(value: &Value, field: &str, problems: &mut Vec<Problem>) -> Option<A
         ));
         return None;
     };
-    const KEYS: [&str; 7] = [
+    const KEYS: [&str; 8] = [
+        "prometheus",
         "max_error_rate",
         "max_p95",
         "min_requests",
@@ -281,14 +348,23 @@ fn analysis(value: &Value, field: &str, problems: &mut Vec<Problem>) -> Option<A
             }
         },
     };
+    let prometheus = match map.get("prometheus") {
+        None => None,
+        Some(value) => prometheus(value, &format!("{field}.prometheus"), problems),
+    };
+    let mut fail = |name: &str, message: String| {
+        problems.push((format!("{field}.{name}"), message));
+    };
     if max_error_rate.is_none()
         && max_p95_ms.is_none()
         && !map.contains_key("max_error_rate")
         && !map.contains_key("max_p95")
+        && !map.contains_key("prometheus")
     {
         fail(
             "max_error_rate",
-            "an analysis checks something: set max_error_rate, max_p95 or both".into(),
+            "an analysis checks something: set max_error_rate, max_p95, prometheus, or several"
+                .into(),
         );
     }
     let mut number =
@@ -338,6 +414,84 @@ fn analysis(value: &Value, field: &str, problems: &mut Vec<Problem>) -> Option<A
         count: u32::try_from(count).unwrap_or(3),
         failure_limit: u32::try_from(failure_limit).unwrap_or(0),
         inconclusive_limit: u32::try_from(inconclusive_limit).unwrap_or(2),
+        prometheus,
+    })
+}
+
+/// `prometheus: {url, query, threshold}`.
+fn prometheus(value: &Value, field: &str, problems: &mut Vec<Problem>) -> Option<PrometheusCheck> {
+    let Value::Object(map) = value else {
+        problems.push((
+            field.into(),
+            "expected a mapping with url, query and threshold".into(),
+        ));
+        return None;
+    };
+    let before = problems.len();
+    for key in map.keys() {
+        if !["url", "query", "threshold"].contains(&key.as_str()) {
+            problems.push((
+                format!("{field}.{key}"),
+                format!("unknown field `{key}`, expected url, query or threshold"),
+            ));
+        }
+    }
+    let url = match map.get("url").and_then(Value::as_str) {
+        Some(text) => match url::Url::parse(text) {
+            Ok(url)
+                if ["http", "https"].contains(&url.scheme())
+                    && url.host_str().is_some()
+                    && url.username().is_empty()
+                    && url.password().is_none()
+                    && url.query().is_none() =>
+            {
+                text.trim_end_matches('/').to_string()
+            }
+            // The URL is not repeated: it may carry a credential.
+            _ => {
+                problems.push((
+                    format!("{field}.url"),
+                    "expected the Prometheus server's http(s) address, e.g. http://prometheus.monitoring:9090, with no credentials or query".into(),
+                ));
+                String::new()
+            }
+        },
+        None => {
+            problems.push((
+                format!("{field}.url"),
+                "the Prometheus server's address is needed".into(),
+            ));
+            String::new()
+        }
+    };
+    let query = match map.get("query").and_then(Value::as_str) {
+        Some(query) if !query.trim().is_empty() && query.len() <= 4096 => query.to_string(),
+        _ => {
+            problems.push((
+                format!("{field}.query"),
+                "expected a PromQL query (at most 4096 characters) whose value must stay at or under `threshold`".into(),
+            ));
+            String::new()
+        }
+    };
+    let raw = map.get("threshold");
+    let threshold = match raw.and_then(Value::as_f64) {
+        Some(threshold) if threshold.is_finite() => threshold,
+        _ => {
+            problems.push((
+                format!("{field}.threshold"),
+                format!(
+                    "expected the largest value that passes, a number, found {}",
+                    raw.map_or_else(|| "nothing".to_string(), Value::to_string)
+                ),
+            ));
+            0.0
+        }
+    };
+    (problems.len() == before).then_some(PrometheusCheck {
+        url,
+        query,
+        threshold,
     })
 }
 

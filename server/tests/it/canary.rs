@@ -75,7 +75,7 @@ stack:
 }
 
 /// The production run of `sha`, once it has ended.
-async fn ended(app: &TestApp, sha: &str) -> Value {
+pub(crate) async fn ended(app: &TestApp, sha: &str) -> Value {
     let id = wait_for("the production run to end", 3 * MINUTE, || async {
         let runs = app.get("/api/v1/runs?environment=production").await.json();
         runs.as_array()?
@@ -92,7 +92,7 @@ async fn ended(app: &TestApp, sha: &str) -> Value {
 }
 
 /// The production run of `sha` while it runs, once its deploy log says `text`.
-async fn deploy_says(app: &TestApp, sha: &str, text: &str) -> i64 {
+pub(crate) async fn deploy_says(app: &TestApp, sha: &str, text: &str) -> i64 {
     wait_for(
         &format!("the deploy to say {text:?}"),
         2 * MINUTE,

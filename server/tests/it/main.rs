@@ -12,6 +12,7 @@ mod authorization;
 mod bad_input;
 mod builds;
 mod canary;
+mod canary_kubernetes;
 mod change_requests;
 mod chart;
 mod cli;

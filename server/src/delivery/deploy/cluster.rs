@@ -176,7 +176,7 @@ impl ApplyError {
     }
 
     /// The API server said the thing does not exist.
-    fn is_not_found(&self) -> bool {
+    pub(super) fn is_not_found(&self) -> bool {
         matches!(self, ApplyError::Answered { code: 404, .. })
     }
 }

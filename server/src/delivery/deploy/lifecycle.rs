@@ -261,6 +261,9 @@ pub enum TargetError {
     /// merely cancelled with its run.
     #[error("canary aborted: {why}")]
     Aborted { why: String, judged: bool },
+    /// The manifests cannot have a canary (no Deployment to go beside).
+    #[error("{0}")]
+    Canary(String),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
     #[error(transparent)]

@@ -310,36 +310,38 @@ async fn deploy_locked(
     // A canary needs a stable version beside it: the first deploy of an
     // environment goes whole.
     let canary = match &request.entry.strategy {
-        Strategy::Canary(plan)
-            if request.entry.targets == [LOCAL_TARGET]
-                && app
-                    .local
-                    .route(request.app_name, request.environment)
-                    .is_some() =>
-        {
-            Some(plan)
-        }
+        Strategy::Canary(plan) if stable_serves(app, request).await? => Some(plan),
         Strategy::Canary(_) => {
             log.note("canary: nothing serves here yet, so this first version is deployed whole")
                 .await?;
+            if let Some(kubernetes) = &source.kubernetes {
+                // Nor does a canary a crash left behind.
+                canary::kubernetes::remove(
+                    app,
+                    &subject,
+                    &kubernetes.namespace,
+                    &request.entry.targets,
+                )
+                .await;
+            }
             None
         }
         Strategy::Rolling => None,
     };
     let outcomes = match canary {
-        Some(plan) => vec![
-            canary::walk(
+        Some(plan) => {
+            Box::pin(canary::walk(
                 app,
                 &subject,
                 (begun.deployment_id, request.run),
                 &source,
-                request.checkout,
+                (request.checkout, &request.entry.targets),
                 plan,
                 log,
                 cancel,
-            )
-            .await?,
-        ],
+            ))
+            .await?
+        }
         None => {
             lifecycle::apply(
                 app,
@@ -396,6 +398,22 @@ async fn deploy_locked(
         None => Ok(()),
         Some(summary) => Err(DeployError::Failed(summary)),
     }
+}
+
+/// Whether a stable version serves that a canary can go beside: the local
+/// target's process, or on clusters the environment's last deployment.
+async fn stable_serves(
+    app: &Delivery<'_>,
+    request: &DeployRequest<'_>,
+) -> Result<bool, DeployError> {
+    if request.entry.targets == [LOCAL_TARGET] {
+        return Ok(app
+            .local
+            .route(request.app_name, request.environment)
+            .is_some());
+    }
+    let env = db::environments::get(app.db.pool(), request.environment_id).await?;
+    Ok(env.is_some_and(|env| env.deployment_id.is_some() && env.commit_sha.is_some()))
 }
 
 /// Pins the environment to what it serves (the stable version, after an

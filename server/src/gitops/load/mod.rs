@@ -1281,12 +1281,14 @@ fn validate_app(
             None => super::strategy::Strategy::Rolling,
             Some(raw) => match super::strategy::parse(&raw.value) {
                 Ok(strategy) => {
-                    let canary = matches!(strategy, super::strategy::Strategy::Canary(_));
-                    if canary && branches.is_preview() {
-                        issues.at(raw.referenced, field("strategy"), "a preview runs one version: a canary is for fixed environments (`branch:`)");
-                    }
-                    if canary && target_names.iter().any(|t| t != LOCAL_TARGET) {
-                        issues.at(raw.referenced, field("strategy"), format!("a canary runs on the local target only for now (this entry targets {}); clusters deploy `rolling`", target_names.join(", ")));
+                    if let super::strategy::Strategy::Canary(plan) = &strategy {
+                        for (at, message) in super::strategy::fits_targets(
+                            plan,
+                            &target_names,
+                            branches.is_preview(),
+                        ) {
+                            issues.at(raw.referenced, field(&format!("strategy.{at}")), message);
+                        }
                     }
                     strategy
                 }

@@ -931,6 +931,67 @@ fn promotion_names_an_upstream_environment_and_build_steps_are_marked() {
 }
 
 #[test]
+fn a_canary_on_clusters_is_analysed_by_prometheus_not_the_local_proxy() {
+    let canary = |targets: &str, analysis: &str| {
+        APP.replace(
+            "    approval: { required: 2, roles: [admin] }\n",
+            &format!("    approval: {{ required: 2, roles: [admin] }}\n    targets: [{targets}]\n    strategy:\n      canary:\n        steps: [{{ weight: 20 }}, {{ analysis: {analysis} }}]\n"),
+        )
+    };
+    let good = canary(
+        "dev",
+        "{ prometheus: { url: \"http://prometheus.monitoring:9090\", query: \"sum(rate(errors{namespace='{{ namespace }}'}[1m]))\", threshold: 0.05 } }",
+    );
+    let config = load_app("shop", Some(&good), Some(PIPELINE), &["dev".into()]).expect("valid");
+    let crate::gitops::strategy::Strategy::Canary(plan) = &config.stack[2].strategy else {
+        panic!("a canary")
+    };
+    let crate::gitops::strategy::CanaryStep::Analysis(analysis) = &plan.steps[1] else {
+        panic!("an analysis")
+    };
+    let check = analysis.prometheus.as_ref().expect("a prometheus check");
+    assert_eq!(
+        (check.url.as_str(), check.threshold),
+        ("http://prometheus.monitoring:9090", 0.05)
+    );
+    for (app, field, says) in [
+        (
+            canary("dev", "{ max_error_rate: 1% }"),
+            "stack[2].strategy.canary.steps[1].analysis",
+            "only the local target has",
+        ),
+        (
+            canary("dev, local", "{ max_error_rate: 1% }"),
+            "stack[2].strategy.canary",
+            "not both",
+        ),
+        (
+            canary(
+                "dev",
+                "{ prometheus: { url: \"http://admin:hunter2@prom:9090\", query: \"up\", threshold: 1 } }",
+            ),
+            "stack[2].strategy.canary.steps[1].analysis.prometheus.url",
+            "no credentials",
+        ),
+        (
+            canary(
+                "dev",
+                "{ prometheus: { url: \"http://prom:9090\", query: \"up\", threshold: high } }",
+            ),
+            "stack[2].strategy.canary.steps[1].analysis.prometheus.threshold",
+            "a number, found \"high\"",
+        ),
+    ] {
+        let found =
+            load_app("shop", Some(&app), Some(PIPELINE), &["dev".into()]).expect_err("invalid");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].field, field, "{found:?}");
+        assert!(found[0].message.contains(says), "{found:?}");
+        assert!(!found[0].message.contains("hunter2"), "{found:?}");
+    }
+}
+
+#[test]
 fn a_canary_is_read_and_its_problems_name_their_field() {
     let app = APP.replace(
         "    approval: { required: 2, roles: [admin] }\n",
@@ -955,7 +1016,7 @@ fn a_canary_is_read_and_its_problems_name_their_field() {
     assert_eq!(
         fields,
         [
-            "stack[0].strategy",
+            "stack[0].strategy.canary",
             "stack[2].strategy.canary.steps[1].weight"
         ],
         "{found:?}"

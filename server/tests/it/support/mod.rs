@@ -7,6 +7,7 @@ pub mod flow;
 pub mod git;
 pub mod postgres_server;
 pub mod process;
+pub mod prometheus;
 pub mod receiver;
 pub mod remote;
 

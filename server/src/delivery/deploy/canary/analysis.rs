@@ -54,6 +54,28 @@ pub enum Check {
     Inconclusive(String),
 }
 
+/// One check's verdict from each of its sources (the proxy, Prometheus):
+/// any failure fails it; otherwise anything inconclusive leaves it
+/// inconclusive; a success needs every source to pass.
+pub fn combine(checks: Vec<Check>) -> Check {
+    let mut failures = Vec::new();
+    let mut unsure = Vec::new();
+    for check in checks {
+        match check {
+            Check::Success => {}
+            Check::Failure(why) => failures.push(why),
+            Check::Inconclusive(why) => unsure.push(why),
+        }
+    }
+    if !failures.is_empty() {
+        Check::Failure(failures.join(", "))
+    } else if !unsure.is_empty() {
+        Check::Inconclusive(unsure.join(", "))
+    } else {
+        Check::Success
+    }
+}
+
 /// Judges one sample against the analysis' thresholds.
 pub fn judge(analysis: &Analysis, sample: &Sample) -> Check {
     if sample.requests < analysis.min_requests {
@@ -150,7 +172,21 @@ mod tests {
             count: 3,
             failure_limit: 1,
             inconclusive_limit: 2,
+            prometheus: None,
         }
+    }
+
+    #[test]
+    fn a_check_from_two_sources_passes_only_when_both_pass() {
+        let failed = || Check::Failure("5xx 9.0 % > 1.0 %".into());
+        let unsure = || Check::Inconclusive("prometheus: no data".into());
+        assert_eq!(
+            combine(vec![Check::Success, Check::Success]),
+            Check::Success
+        );
+        assert_eq!(combine(vec![Check::Success, unsure()]), unsure());
+        assert_eq!(combine(vec![unsure(), failed()]), failed());
+        assert_eq!(combine(vec![Check::Success, failed()]), failed());
     }
 
     fn sample(requests: u64, errors: u64, p95_ms: u64) -> Sample {

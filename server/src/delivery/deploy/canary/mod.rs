@@ -1,20 +1,23 @@
-//! A canary on the local target: the new version starts beside the stable
-//! one, Gantry's proxy sends it its share of requests and measures each
-//! version, and the plan's steps are walked — a weight, a pause, an
-//! analysis of the canary's requests. All steps walked: the canary is
-//! promoted (it replaces the stable version, which stops). A failed
-//! analysis, an admin's abort, a canary that exits or a cancelled run:
-//! traffic goes back to stable at once, the canary is removed, and the
-//! deploy fails with what was measured.
+//! A canary: the new version starts beside the stable one, gets its share
+//! of requests, and the plan's steps are walked — a weight, a pause, an
+//! analysis. On the local target Gantry's proxy splits the requests and
+//! measures each version; on Kubernetes a second Deployment runs beside
+//! the stable one ([`kubernetes`]) and Prometheus is asked. All steps
+//! walked: the canary is promoted (the new version replaces the stable
+//! one everywhere). A failed analysis, an admin's abort, a canary that
+//! exits or a cancelled run: traffic goes back to stable at once, the
+//! canary is removed, and the deploy fails with what was measured.
 
 pub mod analysis;
+pub mod kubernetes;
+pub mod prometheus;
 
 use std::path::Path;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::lifecycle::{Source, Subject, TargetDone, TargetError, TargetOutcome};
+use super::lifecycle::{self, Build, Source, Subject, TargetDone, TargetError, TargetOutcome};
 use super::local::{LocalSpec, Version};
 use crate::db::{self, now_millis, runs::Holder};
 use crate::delivery::Delivery;
@@ -33,61 +36,189 @@ enum Stop {
     Cancelled,
 }
 
-/// Walks `plan` for deployment `deployment_id` of `subject` on the local
-/// target, from the built `checkout`: the local target's outcome.
+/// Where the canary runs.
+enum Track<'t> {
+    /// Beside the local target's process, behind Gantry's proxy.
+    Local {
+        spec: Box<LocalSpec>,
+        checkout: &'t Path,
+    },
+    /// A second Deployment beside each stable one, on every target.
+    Clusters {
+        kubernetes: &'t lifecycle::Kubernetes,
+        targets: &'t [String],
+    },
+}
+
+impl Track<'_> {
+    /// Sets the canary's share; what it did, or why it could not.
+    async fn set_weight(
+        &self,
+        app: &Delivery<'_>,
+        subject: &Subject<'_>,
+        weight: u8,
+    ) -> Result<String, String> {
+        match self {
+            Track::Local { .. } => {
+                app.local
+                    .set_canary_weight(subject.app, subject.environment, weight);
+                Ok(format!("{weight} % of requests to the canary"))
+            }
+            Track::Clusters {
+                kubernetes,
+                targets,
+            } => kubernetes::set_weight(app, subject, kubernetes, targets, weight).await,
+        }
+    }
+
+    /// Why the canary is gone by itself, if it is.
+    fn exited(&self, app: &Delivery<'_>, subject: &Subject<'_>) -> Option<String> {
+        match self {
+            Track::Local { .. } => app.local.canary_exited(subject.environment_id),
+            Track::Clusters { .. } => None,
+        }
+    }
+
+    /// Sends every request back to stable and removes the canary.
+    async fn end(&self, app: &Delivery<'_>, subject: &Subject<'_>, log: &mut LogSink<'_>) {
+        match self {
+            Track::Local { .. } => {
+                app.local
+                    .end_canary(subject.environment_id, subject.app, subject.environment)
+                    .await;
+            }
+            Track::Clusters {
+                kubernetes,
+                targets,
+            } => {
+                for error in kubernetes::remove(app, subject, &kubernetes.namespace, targets).await
+                {
+                    let _ = log
+                        .note(&format!(
+                            "canary: could not remove the canary Deployment ({error}); the environment's next deploy removes it"
+                        ))
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// The namespace Prometheus queries are about.
+    fn namespace(&self) -> &str {
+        match self {
+            Track::Local { .. } => "",
+            Track::Clusters { kubernetes, .. } => &kubernetes.namespace,
+        }
+    }
+
+    fn targets(&self) -> Vec<String> {
+        match self {
+            Track::Local { .. } => vec![LOCAL_TARGET.to_string()],
+            Track::Clusters { targets, .. } => targets.to_vec(),
+        }
+    }
+}
+
+/// Walks `plan` for deployment `deployment_id` of `subject` on `targets`
+/// (the local target alone, or clusters), from the built `checkout`: each
+/// target's outcome.
 #[allow(clippy::too_many_arguments)]
 pub async fn walk(
     app: &Delivery<'_>,
     subject: &Subject<'_>,
     (deployment_id, run): (i64, Holder<'_>),
     source: &Source,
-    checkout: &Path,
+    (checkout, targets): (&Path, &[String]),
     plan: &CanaryPlan,
     log: &mut LogSink<'_>,
     cancel: &CancellationToken,
-) -> Result<TargetOutcome, crate::db::QueryError> {
+) -> Result<Vec<TargetOutcome>, crate::db::QueryError> {
     let started = now_millis();
-    let outcome = |result| TargetOutcome {
-        target: LOCAL_TARGET.to_string(),
-        started,
-        result,
+    let all = |result: Result<String, TargetError>| -> Vec<TargetOutcome> {
+        let detail = result.map_err(|e| e.to_string());
+        targets
+            .iter()
+            .map(|target| TargetOutcome {
+                target: target.clone(),
+                started,
+                result: match &detail {
+                    Ok(detail) => Ok(TargetDone {
+                        detail: detail.clone(),
+                        objects: None,
+                    }),
+                    Err(why) => Err(TargetError::Canary(why.clone())),
+                },
+            })
+            .collect()
     };
-    let Some(manifest) = source.local.clone() else {
-        return Ok(outcome(Err(TargetError::NoLocalManifest)));
+    let track = if targets == [LOCAL_TARGET] {
+        let Some(manifest) = source.local.clone() else {
+            return Ok(all(Err(TargetError::NoLocalManifest)));
+        };
+        let secret_values = match app
+            .secrets()
+            .resolve(subject.app_id, &manifest.secrets)
+            .await
+        {
+            Ok(values) => values,
+            Err(error) => return Ok(all(Err(error.into()))),
+        };
+        let spec = LocalSpec {
+            app: subject.app.to_string(),
+            env: subject.environment.to_string(),
+            environment_id: subject.environment_id,
+            deployment_id,
+            manifest,
+            secret_values,
+            instance_tag: String::new(),
+        };
+        let started_canary = match app.local.start_canary(spec.clone(), checkout).await {
+            Ok(started) => started,
+            Err(error) => return Ok(all(Err(error.into()))),
+        };
+        log.note(&format!(
+            "canary: healthy on 127.0.0.1:{} beside the stable version; {} steps",
+            started_canary.port,
+            plan.steps.len()
+        ))
+        .await?;
+        Track::Local {
+            spec: Box::new(spec),
+            checkout,
+        }
+    } else {
+        let Some(kubernetes) = source.kubernetes.as_ref() else {
+            return Ok(all(Err(TargetError::NoManifests)));
+        };
+        if let Some(unfit) = kubernetes::unfit(kubernetes) {
+            return Ok(all(Err(unfit)));
+        }
+        let track = Track::Clusters {
+            kubernetes,
+            targets,
+        };
+        // A canary a crash left behind is not this one.
+        track.end(app, subject, log).await;
+        let names: Vec<String> = kubernetes::workloads(&kubernetes.objects)
+            .into_iter()
+            .map(|w| format!("{}-canary", w.name))
+            .collect();
+        log.note(&format!(
+            "canary: {} beside the stable version on {}; {} steps",
+            names.join(", "),
+            targets.join(", "),
+            plan.steps.len()
+        ))
+        .await?;
+        track
     };
-    let secret_values = match app
-        .secrets()
-        .resolve(subject.app_id, &manifest.secrets)
-        .await
-    {
-        Ok(values) => values,
-        Err(error) => return Ok(outcome(Err(error.into()))),
-    };
-    let spec = LocalSpec {
-        app: subject.app.to_string(),
-        env: subject.environment.to_string(),
-        environment_id: subject.environment_id,
-        deployment_id,
-        manifest,
-        secret_values,
-        instance_tag: String::new(),
-    };
-    let started_canary = match app.local.start_canary(spec.clone(), checkout).await {
-        Ok(started) => started,
-        Err(error) => return Ok(outcome(Err(error.into()))),
-    };
-    log.note(&format!(
-        "canary: healthy on 127.0.0.1:{} beside the stable version; {} steps",
-        started_canary.port,
-        plan.steps.len()
-    ))
-    .await?;
     db::runs::set_rollout_command(app.db.pool(), run.run_id, None).await?;
     let mut walk = Walk {
         app,
         subject,
         run,
         cancel,
+        track,
         view: RolloutView {
             phase: "running".into(),
             step: 0,
@@ -98,6 +229,7 @@ pub async fn walk(
             reason: None,
         },
         at_gate: false,
+        http: reqwest::Client::new(),
     };
     // Whatever ends the walk — a database error included — ends the
     // canary: it never keeps a share of traffic unwatched.
@@ -108,9 +240,7 @@ pub async fn walk(
     let walked = match walked {
         Ok(walked) => walked,
         Err(error) => {
-            app.local
-                .end_canary(subject.environment_id, subject.app, subject.environment)
-                .await;
+            walk.track.end(app, subject, log).await;
             return Err(error);
         }
     };
@@ -118,39 +248,51 @@ pub async fn walk(
         Ok(()) => {
             log.note("canary: every step passed; promoting it to stable")
                 .await?;
-            let promoted = app.local.deploy(app.db, spec, checkout).await;
-            app.local
-                .end_canary(subject.environment_id, subject.app, subject.environment)
-                .await;
-            walk.view.phase = if promoted.is_ok() {
+            let outcomes = match &walk.track {
+                Track::Local { spec, checkout } => {
+                    let promoted = app.local.deploy(app.db, (**spec).clone(), checkout).await;
+                    all(match promoted {
+                        Ok(started) => Ok(format!(
+                            "canary promoted after {} steps; now serving on 127.0.0.1:{}",
+                            plan.steps.len(),
+                            started.port
+                        )),
+                        Err(error) => Err(error.into()),
+                    })
+                }
+                // The stable Deployments roll to the new version; the
+                // canary serves beside them until they have.
+                Track::Clusters { .. } => {
+                    lifecycle::apply(
+                        app,
+                        subject,
+                        deployment_id,
+                        source,
+                        Build::Checkout(checkout),
+                        targets,
+                    )
+                    .await
+                }
+            };
+            walk.track.end(app, subject, log).await;
+            let failed = outcomes.iter().find_map(|o| o.result.as_ref().err());
+            walk.view.phase = if failed.is_none() {
                 "promoted"
             } else {
                 "aborted"
             }
             .into();
-            walk.view.weight = if promoted.is_ok() { 100 } else { 0 };
+            walk.view.weight = if failed.is_none() { 100 } else { 0 };
             walk.view.doing = "every step passed".into();
-            if let Err(error) = &promoted {
+            if let Some(error) = failed {
                 walk.view.reason = Some(format!("the promoted version did not start: {error}"));
             }
             walk.report().await?;
-            Ok(outcome(match promoted {
-                Ok(started) => Ok(TargetDone {
-                    detail: format!(
-                        "canary promoted after {} steps; now serving on 127.0.0.1:{}",
-                        plan.steps.len(),
-                        started.port
-                    ),
-                    objects: None,
-                }),
-                Err(error) => Err(error.into()),
-            }))
+            Ok(outcomes)
         }
         Err(stop) => {
             // Traffic back to stable first, then the canary goes.
-            app.local
-                .end_canary(subject.environment_id, subject.app, subject.environment)
-                .await;
+            walk.track.end(app, subject, log).await;
             // Only a canary judged bad (or aborted by an admin) may pin the
             // environment; a cancelled run (superseded by a newer push,
             // cancelled, handed to another replica) says nothing of it.
@@ -171,10 +313,19 @@ pub async fn walk(
                 "canary aborted: {why}; every request goes to the stable version again"
             ))
             .await?;
-            Ok(outcome(Err(TargetError::Aborted {
-                why: format!("{why}{measurements}"),
-                judged,
-            })))
+            Ok(walk
+                .track
+                .targets()
+                .into_iter()
+                .map(|target| TargetOutcome {
+                    target,
+                    started,
+                    result: Err(TargetError::Aborted {
+                        why: format!("{why}{measurements}"),
+                        judged,
+                    }),
+                })
+                .collect())
         }
     }
 }
@@ -185,9 +336,12 @@ struct Walk<'w> {
     subject: &'w Subject<'w>,
     run: Holder<'w>,
     cancel: &'w CancellationToken,
+    track: Track<'w>,
     view: RolloutView,
     /// At a `pause: {}`, which an admin's promote passes.
     at_gate: bool,
+    /// Asks Prometheus.
+    http: reqwest::Client,
 }
 
 impl Walk<'_> {
@@ -217,15 +371,21 @@ impl Walk<'_> {
             self.view.step = u32::try_from(position).unwrap_or(u32::MAX);
             match step {
                 CanaryStep::Weight(weight) => {
-                    app.local
-                        .set_canary_weight(subject.app, subject.environment, *weight);
-                    self.view.weight = *weight;
-                    self.view.doing = format!("{weight} % of requests to the canary");
+                    self.view.doing = format!("setting the canary's share to {weight} %");
                     self.report().await?;
-                    log.note(&format!(
-                        "canary step {position}: {weight} % of requests to the canary"
-                    ))
-                    .await?;
+                    let placed = match self.track.set_weight(app, subject, *weight).await {
+                        Ok(placed) => placed,
+                        Err(why) => {
+                            return Ok(Err(Stop::Aborted(format!(
+                                "the canary did not take {weight} %: {why}"
+                            ))));
+                        }
+                    };
+                    self.view.weight = *weight;
+                    self.view.doing = placed.clone();
+                    self.report().await?;
+                    log.note(&format!("canary step {position}: {placed}"))
+                        .await?;
                 }
                 CanaryStep::Pause(Some(seconds)) => {
                     self.view.doing = format!("a pause of {seconds}s");
@@ -301,15 +461,18 @@ impl Walk<'_> {
         let (app, subject) = (self.app, self.subject);
         let mut tally = Tally::default();
         let mut check = 0u32;
+        let proxy = analysis.uses_proxy() && matches!(self.track, Track::Local { .. });
         loop {
             check += 1;
             // A fresh window for both versions.
-            let _ = app
-                .local
-                .take_sample(subject.app, subject.environment, Version::Canary);
-            let _ = app
-                .local
-                .take_sample(subject.app, subject.environment, Version::Stable);
+            if proxy {
+                let _ = app
+                    .local
+                    .take_sample(subject.app, subject.environment, Version::Canary);
+                let _ = app
+                    .local
+                    .take_sample(subject.app, subject.environment, Version::Stable);
+            }
             let until =
                 tokio::time::Instant::now() + Duration::from_secs(analysis.interval_seconds);
             while tokio::time::Instant::now() < until {
@@ -318,23 +481,39 @@ impl Walk<'_> {
                 }
                 tokio::time::sleep(LOOK_EVERY.min(until - tokio::time::Instant::now())).await;
             }
-            let canary = app
-                .local
-                .take_sample(subject.app, subject.environment, Version::Canary);
-            let stable = app
-                .local
-                .take_sample(subject.app, subject.environment, Version::Stable);
-            let judged = judge(analysis, &canary);
+            let mut checks = Vec::new();
+            let mut read = Vec::new();
+            if proxy {
+                let canary =
+                    app.local
+                        .take_sample(subject.app, subject.environment, Version::Canary);
+                let stable =
+                    app.local
+                        .take_sample(subject.app, subject.environment, Version::Stable);
+                checks.push(judge(analysis, &canary));
+                read.push(format!(
+                    "canary {}; stable {}",
+                    canary.describe(),
+                    stable.describe()
+                ));
+            }
+            if let Some(query) = &analysis.prometheus {
+                let scope = prometheus::Scope {
+                    app: subject.app,
+                    environment: subject.environment,
+                    namespace: self.track.namespace(),
+                };
+                let (judged, said) = prometheus::check(&self.http, query, &scope).await;
+                checks.push(judged);
+                read.push(said);
+            }
+            let judged = analysis::combine(checks);
             let verdict = match &judged {
                 Check::Success => "success".to_string(),
                 Check::Failure(why) => format!("failure ({why})"),
                 Check::Inconclusive(why) => format!("inconclusive ({why})"),
             };
-            let line = format!(
-                "check {check}: canary {}; stable {} → {verdict}",
-                canary.describe(),
-                stable.describe()
-            );
+            let line = format!("check {check}: {} → {verdict}", read.join("; "));
             log.note(&format!("canary analysis {line}")).await?;
             self.view.checks.push(line);
             self.report().await?;
@@ -360,7 +539,7 @@ impl Walk<'_> {
             if self.cancel.is_cancelled() {
                 return Ok(Some(Stop::Cancelled));
             }
-            if let Some(status) = self.app.local.canary_exited(self.subject.environment_id) {
+            if let Some(status) = self.track.exited(self.app, self.subject) {
                 return Ok(Some(Stop::Aborted(format!("the canary exited ({status})"))));
             }
             match self.command().await?.as_deref() {
@@ -407,9 +586,14 @@ fn thresholds(analysis: &Analysis) -> String {
     if let Some(p95) = analysis.max_p95_ms {
         parts.push(format!("p95 ≤ {p95} ms"));
     }
-    parts.push(format!(
-        "at least {} requests a check",
-        analysis.min_requests
-    ));
+    if analysis.uses_proxy() {
+        parts.push(format!(
+            "at least {} requests a check",
+            analysis.min_requests
+        ));
+    }
+    if let Some(query) = &analysis.prometheus {
+        parts.push(format!("prometheus ≤ {}", query.threshold));
+    }
     parts.join(", ")
 }

@@ -1,0 +1,249 @@
+//! Canaries on Kubernetes: an emulated cluster the real `kube` client
+//! talks to, and a real Prometheus scraping an exporter whose error ratio
+//! the test sets. The canary runs as a second Deployment beside the
+//! untouched stable one; a good metric lets it be promoted, a bad one
+//! aborts it — the canary deleted, the stable version as it was, the
+//! release recorded as aborted with its measurements and the environment
+//! pinned (`on_abort: rollback`).
+
+use std::time::Duration;
+
+use kube_emulator::{Emulator, Options, RolloutMode};
+use serde_json::{Value, json};
+
+use crate::canary::{deploy_says, ended};
+use crate::support::TestApp;
+use crate::support::git::WorkRepo;
+use crate::support::prometheus::{Exporter, Prometheus};
+
+const MANIFESTS: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 3
+  selector: { matchLabels: { app: web } }
+  template:
+    metadata: { labels: { app: web } }
+    spec:
+      containers:
+        - name: web
+          image: \"{{ image }}\"
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: { app: web }
+  ports: [{ port: 80 }]
+";
+
+const PIPELINE: &str = "apiVersion: gantry.dev/v1
+image: \"registry.example.com/shop:{{ commit }}\"
+steps:
+  - { name: build, run: \"true\" }
+  - deploy
+";
+
+const NAMESPACE: &str = "shop-production";
+
+struct Setup {
+    dev: Emulator,
+    repo: WorkRepo,
+    app: TestApp,
+}
+
+async fn setup(prometheus: &Prometheus) -> Setup {
+    let dev = Emulator::start(Options {
+        rollout: RolloutMode::After(Duration::from_millis(100)),
+        ..Options::default()
+    })
+    .await
+    .expect("dev");
+    let repo = WorkRepo::new();
+    repo.write("README", "shop\n");
+    repo.commit("first");
+    let pipeline = WorkRepo::new();
+    pipeline.write(
+        "apps/shop/app.yaml",
+        &format!(
+            "apiVersion: gantry.dev/v1
+source: {}
+stack:
+  - env: production
+    branch: master
+    target: dev
+    strategy:
+      canary:
+        steps:
+          - weight: 25
+          - pause: {{}}
+          - analysis:
+              prometheus:
+                url: {}
+                query: 'max(canary_error_ratio{{app=\"{{{{ app }}}}\"}})'
+                threshold: 0.05
+              interval: 1s
+              count: 2
+          - weight: 50
+        on_abort: rollback
+",
+            repo.path(),
+            prometheus.url
+        ),
+    );
+    pipeline.write("apps/shop/pipeline.yaml", PIPELINE);
+    pipeline.write("apps/shop/deploy/app.yaml", MANIFESTS);
+    pipeline.commit("shop rolls out as a canary on dev");
+    let pipeline_path = pipeline.path();
+    let mut app = TestApp::with_config("sqlite", |config| {
+        config.pipeline_repo = Some(pipeline_path);
+        config.poll_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let registered = app
+        .post_json(
+            "/api/v1/clusters",
+            json!({ "name": "dev", "kubeconfig": dev.kubeconfig("dev-context") }),
+        )
+        .await;
+    assert_eq!(registered.status, 201, "{}", registered.text());
+    app.start_flow().await;
+    Setup { dev, repo, app }
+}
+
+async fn scan(app: &TestApp) {
+    gantry::jobs::scan::scan(&app.state, "test")
+        .await
+        .expect("scan");
+}
+
+fn deployment(dev: &Emulator, name: &str) -> Option<Value> {
+    dev.store().object("apps", "deployments", NAMESPACE, name)
+}
+
+fn image(dev: &Emulator, name: &str) -> String {
+    deployment(dev, name).expect(name)["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The run of `sha` at its `pause: {}`, with the canary beside stable:
+/// checks what runs, then promotes it past the pause.
+async fn at_the_gate(setup: &Setup, sha: &str, stable_sha: &str) -> i64 {
+    let Setup { dev, app, .. } = setup;
+    let id = deploy_says(app, sha, "paused until an admin promotes").await;
+    let canary = deployment(dev, "web-canary").expect("the canary Deployment");
+    assert_eq!(canary["spec"]["replicas"], 1, "{canary}");
+    assert_eq!(
+        canary["spec"]["template"]["metadata"]["labels"],
+        json!({ "app": "web", "gantry.dev/track": "canary" }),
+        "the Service's selector (app: web) matches the canary's pods"
+    );
+    assert_eq!(
+        image(dev, "web-canary"),
+        format!("registry.example.com/shop:{sha}")
+    );
+    // The stable Deployment is untouched while the canary runs.
+    assert_eq!(
+        image(dev, "web"),
+        format!("registry.example.com/shop:{stable_sha}")
+    );
+    assert_eq!(deployment(dev, "web").unwrap()["spec"]["replicas"], 3);
+    let detail = app.get(&format!("/api/v1/runs/{id}")).await.json();
+    assert_eq!(detail["rollout"]["weight"], 25, "{detail}");
+    let promoted = app
+        .post_json(
+            &format!("/api/v1/runs/{id}/rollout"),
+            json!({ "action": "promote" }),
+        )
+        .await;
+    assert_eq!(promoted.status, 202, "{}", promoted.text());
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_prometheus_analysed_canary_completes_on_a_good_metric_and_aborts_on_a_bad_one() {
+    let exporter = Exporter::start(0.0).await;
+    let prometheus = Prometheus::start(&exporter).await;
+    prometheus.until_it_reads(0.0).await;
+    let mut setup = setup(&prometheus).await;
+    let first = setup.repo.head("master");
+    scan(&setup.app).await;
+    let run = ended(&setup.app, &first).await;
+    assert_eq!(run["run"]["state"], "succeeded", "{run}");
+    assert!(
+        deployment(&setup.dev, "web-canary").is_none(),
+        "the first version has nothing to be a canary beside"
+    );
+
+    // A good metric: the canary walks every step and is promoted.
+    setup.repo.write("feature", "good\n");
+    let good = setup.repo.commit("a good change");
+    scan(&setup.app).await;
+    at_the_gate(&setup, &good, &first).await;
+    let run = ended(&setup.app, &good).await;
+    assert_eq!(run["run"]["state"], "succeeded", "{run}");
+    assert_eq!(run["rollout"]["phase"], "promoted", "{run}");
+    let checks = run["rollout"]["checks"].to_string();
+    assert!(
+        checks.contains("prometheus 0 (threshold 0.05) → success"),
+        "{checks}"
+    );
+    assert_eq!(
+        image(&setup.dev, "web"),
+        format!("registry.example.com/shop:{good}")
+    );
+    assert!(
+        deployment(&setup.dev, "web-canary").is_none(),
+        "the canary goes once stable runs the new version"
+    );
+
+    // A bad metric: the analysis fails and the canary is aborted.
+    exporter.set(0.5);
+    prometheus.until_it_reads(0.5).await;
+    setup.repo.write("feature", "bad\n");
+    let bad = setup.repo.commit("a bad change");
+    scan(&setup.app).await;
+    at_the_gate(&setup, &bad, &good).await;
+    let run = ended(&setup.app, &bad).await;
+    assert_eq!(run["run"]["state"], "failed", "{run}");
+    assert_eq!(run["rollout"]["phase"], "aborted", "{run}");
+    assert!(
+        deployment(&setup.dev, "web-canary").is_none(),
+        "an abort removes the canary"
+    );
+    assert_eq!(
+        image(&setup.dev, "web"),
+        format!("registry.example.com/shop:{good}"),
+        "stable serves as it did"
+    );
+    let releases = setup
+        .app
+        .get("/api/v1/releases?app=shop&environment=production")
+        .await
+        .json();
+    let aborted = releases
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["version"] == bad.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(aborted["state"], "aborted", "{aborted}");
+    let reason = aborted["reason"].as_str().unwrap();
+    assert!(reason.contains("prometheus 0.5 > 0.05"), "{reason}");
+    let environments = setup.app.get("/api/v1/environments").await.json();
+    let production = environments
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "production")
+        .cloned()
+        .unwrap();
+    assert_eq!(production["pin"]["version"], good.as_str(), "{production}");
+    assert_eq!(production["commit_sha"], good.as_str(), "{production}");
+    setup.app.stop().await;
+}
