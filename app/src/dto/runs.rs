@@ -274,6 +274,20 @@ pub struct RolloutView {
     pub checks: Vec<String>,
     /// Why it was aborted.
     pub reason: Option<String>,
+    /// A rollout ring by ring: each ring's targets and where it stands.
+    #[serde(default)]
+    pub rings: Vec<RingView>,
+}
+
+/// One ring of a rollout across clusters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct RingView {
+    pub targets: Vec<String>,
+    /// `waiting`, `rolling out`, `soaking` (its pause and analysis before
+    /// the next ring), `done`, `aborted`, `returned to stable` or
+    /// `not reached`.
+    pub state: String,
 }
 
 /// The commits a deployment would take live that no approval covers

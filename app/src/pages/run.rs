@@ -253,9 +253,35 @@ fn rollout_view(rollout: crate::dto::RolloutView) -> impl IntoView {
     } else {
         format!("{} of {}: {}", rollout.step, rollout.steps, rollout.doing)
     };
+    let heading = if rollout.rings.is_empty() {
+        "Canary"
+    } else {
+        "Rollout"
+    };
+    let rings = (!rollout.rings.is_empty()).then(|| {
+        view! {
+            <ol class="rollout-rings" data-testid="rollout-rings">
+                {rollout
+                    .rings
+                    .iter()
+                    .map(|ring| {
+                        let state = ring.state.replace(' ', "-");
+                        view! {
+                            <li>
+                                <span class="mono">{ring.targets.join(", ")}</span>
+                                " "
+                                <span class=format!("badge ring-{state}")>{ring.state.clone()}</span>
+                            </li>
+                        }
+                    })
+                    .collect_view()}
+            </ol>
+        }
+    });
     view! {
         <section class="rollout" aria-labelledby="rollout-heading" data-testid="run-rollout">
-            <h2 id="rollout-heading">"Canary"</h2>
+            <h2 id="rollout-heading">{heading}</h2>
+            {rings}
             <dl class="facts">
                 <dt>"Phase"</dt>
                 <dd><span class=format!("badge rollout-{}", rollout.phase)>{rollout.phase.clone()}</span></dd>

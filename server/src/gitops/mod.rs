@@ -9,6 +9,7 @@ pub mod guardrails;
 pub mod health_rules;
 pub mod load;
 pub mod resources;
+pub mod rings;
 pub mod schema;
 pub mod stack;
 pub mod strategy;

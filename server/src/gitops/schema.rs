@@ -164,6 +164,9 @@ pub struct StackEntry {
     /// How a deploy replaces what runs: `rolling` or a `canary`.
     #[serde(default)]
     pub strategy: super::strategy::Strategy,
+    /// Several clusters rolled out ring by ring (`rollout: {rings}`).
+    #[serde(default)]
+    pub rings: Option<super::rings::Rings>,
 }
 
 /// `requires: {verified_in: staging, soak: 30m}`: a run here is held until

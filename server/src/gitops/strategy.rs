@@ -292,7 +292,11 @@ fn canary(value: &Value, problems: &mut Vec<Problem>) -> Option<CanaryPlan> {
     Some(CanaryPlan { steps, on_abort })
 }
 
-fn analysis(value: &Value, field: &str, problems: &mut Vec<Problem>) -> Option<Analysis> {
+pub(crate) fn analysis(
+    value: &Value,
+    field: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<Analysis> {
     let Value::Object(map) = value else {
         problems.push((
             field.into(),

@@ -4,7 +4,9 @@
 //! untouched stable one; a good metric lets it be promoted, a bad one
 //! aborts it — the canary deleted, the stable version as it was, the
 //! release recorded as aborted with its measurements and the environment
-//! pinned (`on_abort: rollback`).
+//! pinned (`on_abort: rollback`). A rollout across three clusters goes
+//! ring by ring, each ring analysed before the next; aborted in its
+//! second ring, it leaves every cluster on the stable version.
 
 use std::time::Duration;
 
@@ -246,4 +248,195 @@ async fn a_prometheus_analysed_canary_completes_on_a_good_metric_and_aborts_on_a
     assert_eq!(production["pin"]["version"], good.as_str(), "{production}");
     assert_eq!(production["commit_sha"], good.as_str(), "{production}");
     setup.app.stop().await;
+}
+
+/// Production on three clusters, rolled out ring by ring: each ring serves
+/// for 30 minutes (Gantry's clock) and passes a Prometheus analysis before
+/// the next.
+async fn three_rings(prometheus: &Prometheus) -> (TestApp, WorkRepo, Vec<Emulator>) {
+    let mut clusters = Vec::new();
+    for _ in 0..3 {
+        clusters.push(
+            Emulator::start(Options {
+                rollout: RolloutMode::After(Duration::from_millis(100)),
+                ..Options::default()
+            })
+            .await
+            .expect("cluster"),
+        );
+    }
+    let repo = WorkRepo::new();
+    repo.write("README", "shop\n");
+    repo.commit("first");
+    let pipeline = WorkRepo::new();
+    pipeline.write(
+        "apps/shop/app.yaml",
+        &format!(
+            "apiVersion: gantry.dev/v1
+source: {}
+stack:
+  - env: production
+    branch: master
+    targets: [eu-1, eu-2, us-1]
+    rollout:
+      rings: [[eu-1], [eu-2], [us-1]]
+      pause_between: 30m
+      analysis:
+        prometheus:
+          url: {}
+          query: 'max(canary_error_ratio{{app=\"{{{{ app }}}}\"}})'
+          threshold: 0.05
+        interval: 1s
+        count: 1
+",
+            repo.path(),
+            prometheus.url
+        ),
+    );
+    pipeline.write("apps/shop/pipeline.yaml", PIPELINE);
+    pipeline.write("apps/shop/deploy/app.yaml", MANIFESTS);
+    pipeline.commit("shop rolls out in rings");
+    let pipeline_path = pipeline.path();
+    let mut app = TestApp::with_config("sqlite", |config| {
+        config.pipeline_repo = Some(pipeline_path);
+        config.poll_interval = Duration::from_secs(3600);
+    })
+    .await;
+    for (name, cluster) in ["eu-1", "eu-2", "us-1"].iter().zip(&clusters) {
+        let registered = app
+            .post_json(
+                "/api/v1/clusters",
+                json!({ "name": name, "kubeconfig": cluster.kubeconfig(&format!("{name}-context")) }),
+            )
+            .await;
+        assert_eq!(registered.status, 201, "{}", registered.text());
+    }
+    app.start_flow().await;
+    (app, repo, clusters)
+}
+
+/// The deploy log of the production run of `sha`, moving Gantry's clock
+/// past each ring's pause, until `done` says the log has what is awaited.
+async fn moving_the_clock(app: &TestApp, sha: &str, done: impl Fn(&str) -> bool) {
+    crate::support::flow::wait_for(
+        "the rollout to get on",
+        2 * crate::support::flow::MINUTE,
+        || async {
+            app.state.clock.advance(Duration::from_secs(31 * 60));
+            let runs = app.get("/api/v1/runs?environment=production").await.json();
+            let id = runs.as_array()?.iter().find(|r| r["commit_sha"] == sha)?["id"].as_i64()?;
+            let detail = app.get(&format!("/api/v1/runs/{id}")).await.json();
+            let step = detail["steps"]
+                .as_array()?
+                .iter()
+                .find(|s| s["name"] == "deploy")?
+                .clone();
+            let log = app
+                .get(&format!("/api/v1/runs/{id}/steps/{}/log", step["id"]))
+                .await
+                .text();
+            done(&log).then_some(())
+        },
+    )
+    .await;
+}
+
+fn web_image(cluster: &Emulator) -> String {
+    cluster
+        .store()
+        .object("apps", "deployments", NAMESPACE, "web")
+        .expect("web")["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_three_ring_rollout_aborted_in_its_second_ring_leaves_every_cluster_on_stable() {
+    let exporter = Exporter::start(0.0).await;
+    let prometheus = Prometheus::start(&exporter).await;
+    prometheus.until_it_reads(0.0).await;
+    let (mut app, repo, clusters) = three_rings(&prometheus).await;
+    let stable = repo.head("master");
+    scan(&app).await;
+    moving_the_clock(&app, &stable, |log| {
+        log.contains("ring 3 of 3: rolling out")
+    })
+    .await;
+    let run = ended(&app, &stable).await;
+    assert_eq!(run["run"]["state"], "succeeded", "{run}");
+    let stable_image = format!("registry.example.com/shop:{stable}");
+    for cluster in &clusters {
+        assert_eq!(web_image(cluster), stable_image);
+    }
+
+    repo.write("feature", "bad\n");
+    let bad = repo.commit("a change that goes bad in the second ring");
+    scan(&app).await;
+    // Ring 1 serves it and passes its analysis; ring 2 takes it.
+    moving_the_clock(&app, &bad, |log| {
+        log.contains("ring 2 of 3 serves the new version")
+    })
+    .await;
+    let new_image = format!("registry.example.com/shop:{bad}");
+    assert_eq!(web_image(&clusters[0]), new_image, "ring 1 took it");
+    assert_eq!(web_image(&clusters[1]), new_image, "ring 2 took it");
+    assert_eq!(web_image(&clusters[2]), stable_image, "ring 3 not yet");
+    // Ring 2's analysis finds the error ratio over its threshold.
+    exporter.set(0.5);
+    prometheus.until_it_reads(0.5).await;
+    moving_the_clock(&app, &bad, |log| {
+        log.contains("every ring goes back to the stable version")
+    })
+    .await;
+    let run = ended(&app, &bad).await;
+    assert_eq!(run["run"]["state"], "failed", "{run}");
+    assert_eq!(run["rollout"]["phase"], "aborted", "{run}");
+    let states: Vec<&str> = run["rollout"]["rings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        ["returned to stable", "aborted", "not reached"],
+        "{run}"
+    );
+    assert!(
+        run["rollout"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("ring 2 of 3: analysis failed"),
+        "{run}"
+    );
+    for (n, cluster) in clusters.iter().enumerate() {
+        assert_eq!(
+            web_image(cluster),
+            stable_image,
+            "cluster {n} is back on stable"
+        );
+    }
+    let environments = app.get("/api/v1/environments").await.json();
+    let production = environments
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "production")
+        .cloned()
+        .unwrap();
+    assert_eq!(production["commit_sha"], stable.as_str(), "{production}");
+    let releases = app
+        .get("/api/v1/releases?app=shop&environment=production")
+        .await
+        .json();
+    let aborted = releases
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["version"] == bad.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(aborted["state"], "aborted", "{aborted}");
+    app.stop().await;
 }

@@ -13,6 +13,7 @@ pub mod health;
 pub mod hooks;
 pub mod lifecycle;
 pub mod local;
+pub mod rings;
 pub mod tree;
 
 use std::path::Path;
@@ -309,8 +310,9 @@ async fn deploy_locked(
 
     // A canary needs a stable version beside it: the first deploy of an
     // environment goes whole.
+    let stable = stable_serves(app, request).await?;
     let canary = match &request.entry.strategy {
-        Strategy::Canary(plan) if stable_serves(app, request).await? => Some(plan),
+        Strategy::Canary(plan) if stable.is_some() => Some(plan),
         Strategy::Canary(_) => {
             log.note("canary: nothing serves here yet, so this first version is deployed whole")
                 .await?;
@@ -328,8 +330,21 @@ async fn deploy_locked(
         }
         Strategy::Rolling => None,
     };
-    let outcomes = match canary {
-        Some(plan) => {
+    let outcomes = match (canary, &request.entry.rings) {
+        (_, Some(rings)) => {
+            let strategy = canary.map_or(Strategy::Rolling, |plan| Strategy::Canary(plan.clone()));
+            let rollout = rings::Rollout {
+                deployment_id: begun.deployment_id,
+                run: request.run,
+                source: &source,
+                checkout: request.checkout,
+                strategy: &strategy,
+                rings,
+                stable: stable.flatten(),
+            };
+            Box::pin(rings::walk(app, &subject, &rollout, log, cancel)).await?
+        }
+        (Some(plan), None) => {
             Box::pin(canary::walk(
                 app,
                 &subject,
@@ -337,12 +352,12 @@ async fn deploy_locked(
                 &source,
                 (request.checkout, &request.entry.targets),
                 plan,
-                log,
+                (log, Vec::new()),
                 cancel,
             ))
             .await?
         }
-        None => {
+        (None, None) => {
             lifecycle::apply(
                 app,
                 &subject,
@@ -378,14 +393,14 @@ async fn deploy_locked(
         log,
     )
     .await?;
-    if let (Some((why, judged)), Some(plan)) = (&aborted, canary) {
-        // In the ledger as what it was: an aborted canary, with what it
-        // measured; and with `on_abort: rollback`, the environment stays
-        // on its stable version until an admin promotes again.
+    if let Some((why, judged)) = &aborted {
+        // In the ledger as what it was: an aborted canary or rollout, with
+        // what it measured; and with `on_abort: rollback`, the environment
+        // stays on its stable version until an admin promotes again.
         if let Some(release) = begun.release_id {
             db::releases::mark_aborted(app.db.pool(), release, why).await?;
         }
-        if plan.on_abort == OnAbort::Rollback && *judged {
+        if canary.is_some_and(|plan| plan.on_abort == OnAbort::Rollback) && *judged {
             pin_stable(app, request, why, log).await?;
         }
         // Stopped with its run (cancelled, superseded by a newer push):
@@ -400,20 +415,25 @@ async fn deploy_locked(
     }
 }
 
-/// Whether a stable version serves that a canary can go beside: the local
-/// target's process, or on clusters the environment's last deployment.
+/// Whether a stable version serves that a canary can go beside — the
+/// local target's process, or on clusters the environment's last
+/// deployment — and that deployment (what an aborted rollout returns to).
 async fn stable_serves(
     app: &Delivery<'_>,
     request: &DeployRequest<'_>,
-) -> Result<bool, DeployError> {
+) -> Result<Option<Option<i64>>, DeployError> {
+    let env = db::environments::get(app.db.pool(), request.environment_id).await?;
+    let deployment = env
+        .filter(|env| env.commit_sha.is_some())
+        .and_then(|env| env.deployment_id);
     if request.entry.targets == [LOCAL_TARGET] {
-        return Ok(app
+        let serves = app
             .local
             .route(request.app_name, request.environment)
-            .is_some());
+            .is_some();
+        return Ok(serves.then_some(deployment));
     }
-    let env = db::environments::get(app.db.pool(), request.environment_id).await?;
-    Ok(env.is_some_and(|env| env.deployment_id.is_some() && env.commit_sha.is_some()))
+    Ok(deployment.map(Some))
 }
 
 /// Pins the environment to what it serves (the stable version, after an

@@ -78,6 +78,7 @@ struct RawStackEntry {
     promote_from: Option<Spanned<String>>,
     requires: Option<RawRequires>,
     strategy: Option<Spanned<serde_json::Value>>,
+    rollout: Option<Spanned<serde_json::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -1305,8 +1306,29 @@ fn validate_app(
                 }
             },
         };
+        let rings = entry.rollout.and_then(|raw| {
+            if branches.is_preview() {
+                issues.at(raw.referenced, field("rollout"), "a preview has one target's worth of one version: rings are for fixed environments (`branch:`)");
+                return None;
+            }
+            match super::rings::parse(&raw.value, &target_names) {
+                Ok(rings) => Some(rings),
+                Err(problems) => {
+                    for (at, message) in problems {
+                        let name = if at.is_empty() {
+                            "rollout".to_string()
+                        } else {
+                            format!("rollout.{at}")
+                        };
+                        issues.at(raw.referenced, field(&name), message);
+                    }
+                    None
+                }
+            }
+        });
         stack.push(StackEntry {
             strategy,
+            rings,
             promote_from,
             requires,
             env,
@@ -1653,6 +1675,7 @@ fn default_stack() -> Vec<StackEntry> {
         promote_from: None,
         requires: None,
         strategy: super::strategy::Strategy::Rolling,
+        rings: None,
     };
     // Staging is protected like production (the seed: "releases to staging
     // and production need an admin's approval"); a team that wants an open

@@ -124,7 +124,7 @@ fn an_unknown_key_names_its_line_and_field() {
     assert_eq!(found[0].line, Some(8), "{found:?}");
     assert_eq!(
         found[0].message,
-        "unknown field `tll`, expected one of env, branch, branches, target, targets, url, namespace, ttl, approval, variables, rollout_timeout, stable_after, self_heal, freeze, values, chart, promote_from, requires, strategy"
+        "unknown field `tll`, expected one of env, branch, branches, target, targets, url, namespace, ttl, approval, variables, rollout_timeout, stable_after, self_heal, freeze, values, chart, promote_from, requires, strategy, rollout"
     );
     assert_eq!(found[0].field, "tll");
     assert!(

@@ -157,6 +157,7 @@ use crate::http::error::{ApiError, ErrorBody, ErrorDetail};
         RunArtifact,
         RunOutput,
         app::dto::RolloutView,
+        app::dto::RingView,
         app::dto::ArtifactStatus,
         app::dto::Verification,
         app::dto::ArtifactRejection,

@@ -25,7 +25,7 @@ use crate::gitops::schema::LOCAL_TARGET;
 use crate::gitops::strategy::{Analysis, CanaryPlan, CanaryStep};
 use crate::runs::logs::LogSink;
 use analysis::{Check, Standing, Tally, judge};
-use app::dto::RolloutView;
+use app::dto::{RingView, RolloutView};
 
 /// How often a waiting canary looks at the clock, the run and its command.
 const LOOK_EVERY: Duration = Duration::from_millis(250);
@@ -121,7 +121,8 @@ impl Track<'_> {
 
 /// Walks `plan` for deployment `deployment_id` of `subject` on `targets`
 /// (the local target alone, or clusters), from the built `checkout`: each
-/// target's outcome.
+/// target's outcome. `rings` is where a rollout ring by ring stands, shown
+/// beside the canary.
 #[allow(clippy::too_many_arguments)]
 pub async fn walk(
     app: &Delivery<'_>,
@@ -130,7 +131,7 @@ pub async fn walk(
     source: &Source,
     (checkout, targets): (&Path, &[String]),
     plan: &CanaryPlan,
-    log: &mut LogSink<'_>,
+    (log, rings): (&mut LogSink<'_>, Vec<RingView>),
     cancel: &CancellationToken,
 ) -> Result<Vec<TargetOutcome>, crate::db::QueryError> {
     let started = now_millis();
@@ -227,6 +228,7 @@ pub async fn walk(
             doing: "starting beside the stable version".into(),
             checks: Vec::new(),
             reason: None,
+            rings,
         },
         at_gate: false,
         http: reqwest::Client::new(),
@@ -328,6 +330,56 @@ pub async fn walk(
                 .collect())
         }
     }
+}
+
+/// Between two rings of a rollout: the ring just rolled out serves for
+/// `pause_seconds` (Gantry's clock) and passes `analysis`, with an admin's
+/// pause, promote (on at once) and abort heard as during a canary. `Ok(None)`
+/// when the next ring may go; `Some((why, judged))` when it must not.
+#[allow(clippy::too_many_arguments)]
+pub async fn soak_ring(
+    app: &Delivery<'_>,
+    subject: &Subject<'_>,
+    run: Holder<'_>,
+    (kubernetes, ring): (&lifecycle::Kubernetes, &[String]),
+    (pause_seconds, analysis): (u64, Option<&Analysis>),
+    view: RolloutView,
+    log: &mut LogSink<'_>,
+    cancel: &CancellationToken,
+) -> Result<(Option<(String, bool)>, RolloutView), crate::db::QueryError> {
+    let mut steps = Vec::new();
+    if pause_seconds > 0 {
+        steps.push(CanaryStep::Pause(Some(pause_seconds)));
+    }
+    if let Some(analysis) = analysis {
+        steps.push(CanaryStep::Analysis(analysis.clone()));
+    }
+    let plan = CanaryPlan {
+        steps,
+        on_abort: Default::default(),
+    };
+    let mut walk = Walk {
+        app,
+        subject,
+        run,
+        cancel,
+        track: Track::Clusters {
+            kubernetes,
+            targets: ring,
+        },
+        view,
+        at_gate: false,
+        http: reqwest::Client::new(),
+    };
+    walk.view.steps = u32::try_from(plan.steps.len()).unwrap_or(u32::MAX);
+    walk.view.step = 0;
+    walk.view.checks.clear();
+    let stopped = match walk.steps(&plan, log).await? {
+        Ok(()) => None,
+        Err(Stop::Aborted(why)) => Some((why, true)),
+        Err(Stop::Cancelled) => Some(("the run was cancelled".to_string(), false)),
+    };
+    Ok((stopped, walk.view))
 }
 
 /// A canary being walked, and what its run page shows of it.
