@@ -274,6 +274,9 @@ pub struct RolloutView {
     pub checks: Vec<String>,
     /// Why it was aborted.
     pub reason: Option<String>,
+    /// `canary`, `blue_green`, or empty for a rollout ring by ring.
+    #[serde(default)]
+    pub kind: String,
     /// A rollout ring by ring: each ring's targets and where it stands.
     #[serde(default)]
     pub rings: Vec<RingView>,

@@ -238,9 +238,9 @@ fn rollout_forms(id: i64, csrf: &str) -> impl IntoView + use<> {
         }
     };
     (
-        form("promote", "Promote canary", ""),
-        form("pause", "Pause canary", ""),
-        form("abort", "Abort canary", "danger"),
+        form("promote", "Promote rollout", ""),
+        form("pause", "Pause rollout", ""),
+        form("abort", "Abort: back to stable", "danger"),
     )
 }
 
@@ -253,10 +253,10 @@ fn rollout_view(rollout: crate::dto::RolloutView) -> impl IntoView {
     } else {
         format!("{} of {}: {}", rollout.step, rollout.steps, rollout.doing)
     };
-    let heading = if rollout.rings.is_empty() {
-        "Canary"
-    } else {
-        "Rollout"
+    let heading = match rollout.kind.as_str() {
+        _ if !rollout.rings.is_empty() => "Rollout",
+        "blue_green" => "Blue/green",
+        _ => "Canary",
     };
     let rings = (!rollout.rings.is_empty()).then(|| {
         view! {

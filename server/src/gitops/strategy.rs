@@ -16,6 +16,18 @@ pub enum Strategy {
     #[default]
     Rolling,
     Canary(CanaryPlan),
+    BlueGreen(BlueGreen),
+}
+
+impl Strategy {
+    /// The steps walked for a canary or a blue/green switch.
+    pub fn walked(&self) -> Option<CanaryPlan> {
+        match self {
+            Strategy::Rolling => None,
+            Strategy::Canary(plan) => Some(plan.clone()),
+            Strategy::BlueGreen(switch) => Some(switch.as_plan()),
+        }
+    }
 }
 
 /// A canary's steps and what an abort does.
@@ -24,7 +36,46 @@ pub struct CanaryPlan {
     pub steps: Vec<CanaryStep>,
     #[serde(default)]
     pub on_abort: OnAbort,
+    /// Walked for a blue/green switch: its one weight is the switch.
+    #[serde(default)]
+    pub blue_green: bool,
 }
+
+/// `blue_green: {keep: 10m, analysis: {…}, on_abort}`: the new version
+/// starts beside the old one and, once healthy, takes every request at
+/// once; the old one keeps running for `keep`, so an abort — an admin's,
+/// or a failed analysis of the new version's requests — switches back at
+/// once, with nothing to start.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlueGreen {
+    pub keep_seconds: u64,
+    #[serde(default)]
+    pub analysis: Option<Analysis>,
+    #[serde(default)]
+    pub on_abort: OnAbort,
+}
+
+impl BlueGreen {
+    /// The switch as steps: every request to the new version, its
+    /// analysis, then the old version kept for `keep`.
+    pub fn as_plan(&self) -> CanaryPlan {
+        let mut steps = vec![CanaryStep::Weight(100)];
+        if let Some(analysis) = &self.analysis {
+            steps.push(CanaryStep::Analysis(analysis.clone()));
+        }
+        if self.keep_seconds > 0 {
+            steps.push(CanaryStep::Pause(Some(self.keep_seconds)));
+        }
+        CanaryPlan {
+            steps,
+            on_abort: self.on_abort,
+            blue_green: true,
+        }
+    }
+}
+
+/// How long the old version is kept unless `keep` says.
+const DEFAULT_KEEP_SECONDS: u64 = 600;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -110,17 +161,16 @@ pub fn parse(value: &Value) -> Result<Strategy, Vec<Problem>> {
                 None => Strategy::Rolling,
             }
         }
-        Value::Object(map) if map.contains_key("blue_green") => {
-            problems.push((
-                "blue_green".into(),
-                "blue/green is not available yet: use `rolling` or `canary`".into(),
-            ));
-            Strategy::Rolling
+        Value::Object(map) if map.len() == 1 && map.contains_key("blue_green") => {
+            match blue_green(&map["blue_green"], &mut problems) {
+                Some(switch) => Strategy::BlueGreen(switch),
+                None => Strategy::Rolling,
+            }
         }
         other => {
             problems.push((
                 String::new(),
-                format!("expected `rolling` or `canary: {{steps: [...]}}`, found {other}"),
+                format!("expected `rolling`, `canary: {{steps: [...]}}` or `blue_green: {{keep: 10m}}`, found {other}"),
             ));
             Strategy::Rolling
         }
@@ -138,18 +188,37 @@ pub fn parse(value: &Value) -> Result<Strategy, Vec<Problem>> {
 /// which only the local target has).
 pub fn fits_targets(plan: &CanaryPlan, targets: &[String], preview: bool) -> Vec<Problem> {
     let mut problems = Vec::new();
-    if preview {
-        problems.push((
-            "canary".into(),
-            "a preview runs one version: a canary is for fixed environments (`branch:`)".into(),
-        ));
-    }
     let local = targets
         .iter()
         .any(|t| t == crate::gitops::schema::LOCAL_TARGET);
     let clusters = targets
         .iter()
         .any(|t| t != crate::gitops::schema::LOCAL_TARGET);
+    if plan.blue_green {
+        if preview {
+            problems.push((
+                "blue_green".into(),
+                "a preview runs one version: blue/green is for fixed environments (`branch:`)"
+                    .into(),
+            ));
+        }
+        if clusters {
+            problems.push((
+                "blue_green".into(),
+                format!(
+                    "blue/green switches Gantry's own proxy, which only the local target is behind (this entry targets {}); on clusters use a `canary`",
+                    targets.join(", ")
+                ),
+            ));
+        }
+        return problems;
+    }
+    if preview {
+        problems.push((
+            "canary".into(),
+            "a preview runs one version: a canary is for fixed environments (`branch:`)".into(),
+        ));
+    }
     if local && clusters {
         problems.push((
             "canary".into(),
@@ -171,6 +240,74 @@ pub fn fits_targets(plan: &CanaryPlan, targets: &[String], preview: bool) -> Vec
         }
     }
     problems
+}
+
+fn blue_green(value: &Value, problems: &mut Vec<Problem>) -> Option<BlueGreen> {
+    let empty = serde_json::Map::new();
+    let map = match value {
+        Value::Object(map) => map,
+        Value::Null => &empty,
+        other => {
+            problems.push((
+                "blue_green".into(),
+                format!("expected a mapping (keep, analysis, on_abort), found {other}"),
+            ));
+            return None;
+        }
+    };
+    let before = problems.len();
+    for key in map.keys() {
+        if !["keep", "analysis", "on_abort"].contains(&key.as_str()) {
+            problems.push((
+                format!("blue_green.{key}"),
+                format!("unknown field `{key}`, expected keep, analysis or on_abort"),
+            ));
+        }
+    }
+    let keep_seconds = match map.get("keep") {
+        None => DEFAULT_KEEP_SECONDS,
+        Some(Value::String(text)) => match crate::config::duration::HumanDuration::parse(text) {
+            Ok(d) if d.as_secs() <= MAX_PAUSE_SECONDS => d.as_secs(),
+            Ok(_) => {
+                problems.push((
+                    "blue_green.keep".into(),
+                    "the old version may be kept at most 30d".into(),
+                ));
+                0
+            }
+            Err(e) => {
+                problems.push(("blue_green.keep".into(), e.0));
+                0
+            }
+        },
+        Some(other) => {
+            problems.push((
+                "blue_green.keep".into(),
+                format!("expected how long the old version is kept, e.g. 10m, found {other}"),
+            ));
+            0
+        }
+    };
+    let on_abort = match map.get("on_abort") {
+        None => OnAbort::Stay,
+        Some(Value::String(s)) if s == "stay" => OnAbort::Stay,
+        Some(Value::String(s)) if s == "rollback" => OnAbort::Rollback,
+        Some(other) => {
+            problems.push((
+                "blue_green.on_abort".into(),
+                format!("expected `stay` or `rollback`, found {other}"),
+            ));
+            OnAbort::Stay
+        }
+    };
+    let analysis = map
+        .get("analysis")
+        .and_then(|value| analysis(value, "blue_green.analysis", problems));
+    (problems.len() == before).then_some(BlueGreen {
+        keep_seconds,
+        analysis,
+        on_abort,
+    })
 }
 
 fn canary(value: &Value, problems: &mut Vec<Problem>) -> Option<CanaryPlan> {
@@ -289,7 +426,11 @@ fn canary(value: &Value, problems: &mut Vec<Problem>) -> Option<CanaryPlan> {
             "no step gives the canary traffic: add a {weight: N}".into(),
         ));
     }
-    Some(CanaryPlan { steps, on_abort })
+    Some(CanaryPlan {
+        steps,
+        on_abort,
+        blue_green: false,
+    })
 }
 
 pub(crate) fn analysis(
@@ -611,6 +752,22 @@ mod tests {
             .expect_err("checks nothing");
         assert!(nothing[0].1.contains("checks something"), "{nothing:?}");
         assert!(parse(&json!("blue")).is_err());
+        let switch = parse(&json!({ "blue_green": { "keep": "15m", "on_abort": "rollback" } }))
+            .expect("valid");
+        let Strategy::BlueGreen(switch) = switch else {
+            panic!("blue/green")
+        };
+        let plan = switch.as_plan();
+        assert_eq!(
+            plan.steps,
+            [CanaryStep::Weight(100), CanaryStep::Pause(Some(900))]
+        );
+        assert!(plan.blue_green);
+        assert_eq!(plan.on_abort, OnAbort::Rollback);
+        let bad = parse(&json!({ "blue_green": { "keep": "soon", "colour": "teal" } }))
+            .expect_err("invalid");
+        let fields: Vec<&str> = bad.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(fields, ["blue_green.colour", "blue_green.keep"], "{bad:?}");
         let blind = parse(&json!({ "canary": { "steps": [
             { "analysis": { "max_error_rate": "1%" } },
             { "weight": 10 },

@@ -14,17 +14,20 @@ use crate::support::TestApp;
 use crate::support::flow::{MINUTE, Repos, scan, start_with, wait_for};
 
 /// Answers 500 everywhere but its health check when its build has BROKEN,
-/// and never answers there when it has HANG.
+/// and never answers there when it has HANG; says its commit and which
+/// process it is.
 const APP_PY: &str = r#"import http.server, os, time
 BROKEN = os.path.exists("BROKEN")
 HANG = os.path.exists("HANG")
 COMMIT = os.environ.get("GANTRY_COMMIT", "")
+# Which process answers: a restarted one says something new.
+PROCESS = os.urandom(6).hex()
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if HANG and self.path != "/healthz":
             time.sleep(3600)
         code = 200 if self.path == "/healthz" or not BROKEN else 500
-        body = (("broken " if BROKEN else "fine ") + COMMIT + "\n").encode()
+        body = (("broken " if BROKEN else "fine ") + COMMIT + " " + PROCESS + "\n").encode()
         self.send_response(code)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
@@ -389,7 +392,7 @@ async fn a_healthy_canary_walks_every_step_and_an_admin_promotes_it() {
         .get_host("production--shop.localhost:3000", "/")
         .await
         .text();
-    assert_eq!(body.trim(), format!("fine {good}"));
+    assert!(body.starts_with(&format!("fine {good} ")), "{body}");
     let deploy = run["steps"]
         .as_array()
         .unwrap()
@@ -538,5 +541,76 @@ async fn a_superseded_canary_ends_with_its_run_and_pins_nothing() {
         .unwrap();
     assert!(production["pin"].is_null(), "{production}");
     assert_eq!(production["commit_sha"], newer.as_str(), "{production}");
+    app.stop().await;
+}
+
+/// What production answers: (the commit, the process).
+async fn answered_by(app: &TestApp) -> (String, String) {
+    let response = app.get_host("production--shop.localhost:3000", "/").await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let text = response.text();
+    let mut words = text.split_whitespace().skip(1);
+    (
+        words.next().unwrap_or_default().to_string(),
+        words.next().unwrap_or_default().to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn blue_green_switches_every_request_and_switches_back_to_the_old_process_at_once() {
+    let (mut app, repos) = start("      blue_green: { keep: 30m }\n").await;
+    let first = repos.app.head("master");
+    let (version, old_process) = answered_by(&app).await;
+    assert_eq!(version, first);
+
+    let change = commit(&repos, "NOTES", "a new version");
+    scan(&app).await;
+    let id = deploy_says(
+        &app,
+        &change,
+        "switched: every request goes to the new version",
+    )
+    .await;
+    let detail = app.get(&format!("/api/v1/runs/{id}")).await.json();
+    assert_eq!(detail["rollout"]["kind"], "blue_green", "{detail}");
+    for _ in 0..20 {
+        let (version, process) = answered_by(&app).await;
+        assert_eq!(version, change, "every request goes to the new version");
+        assert_ne!(process, old_process);
+    }
+    // An admin switches back: the old process, never stopped, answers
+    // again as soon as the abort is heard.
+    let aborted = app
+        .post_json(
+            &format!("/api/v1/runs/{id}/rollout"),
+            json!({ "action": "abort" }),
+        )
+        .await;
+    assert_eq!(aborted.status, 202, "{}", aborted.text());
+    let run = ended(&app, &change).await;
+    assert_eq!(run["run"]["state"], "failed", "{run}");
+    assert_eq!(run["rollout"]["phase"], "aborted", "{run}");
+    for _ in 0..20 {
+        assert_eq!(
+            answered_by(&app).await,
+            (first.clone(), old_process.clone()),
+            "the same old process, not a restarted one"
+        );
+    }
+
+    // Kept for its time without an abort: the new version stays.
+    let next = commit(&repos, "NOTES", "a newer version");
+    scan(&app).await;
+    deploy_says(&app, &next, "the old version is kept").await;
+    wait_for("the switch to be kept", 2 * MINUTE, || async {
+        app.state.clock.advance(Duration::from_secs(31 * 60));
+        let runs = app.get("/api/v1/runs?environment=production").await.json();
+        runs.as_array()?
+            .iter()
+            .find(|r| r["commit_sha"] == next.as_str() && r["state"] == "succeeded")
+            .map(|_| ())
+    })
+    .await;
+    assert_eq!(answered_by(&app).await.0, next);
     app.stop().await;
 }

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::db::{self, environments::Serving, now_millis, runs::Holder};
 use crate::delivery::Delivery;
 use crate::gitops::schema::{AppConfig, LOCAL_TARGET, StackEntry};
-use crate::gitops::strategy::{OnAbort, Strategy};
+use crate::gitops::strategy::OnAbort;
 use crate::manifests::{self, RenderContext};
 use crate::runs::logs::LogSink;
 use lifecycle::{Begin, Build, Conclusion, Kind, Kubernetes, Record, Source, Subject};
@@ -311,11 +311,18 @@ async fn deploy_locked(
     // A canary needs a stable version beside it: the first deploy of an
     // environment goes whole.
     let stable = stable_serves(app, request).await?;
-    let canary = match &request.entry.strategy {
-        Strategy::Canary(plan) if stable.is_some() => Some(plan),
-        Strategy::Canary(_) => {
-            log.note("canary: nothing serves here yet, so this first version is deployed whole")
-                .await?;
+    let canary = match request.entry.strategy.walked() {
+        Some(plan) if stable.is_some() => Some(plan),
+        Some(plan) => {
+            let what = if plan.blue_green {
+                "blue/green"
+            } else {
+                "canary"
+            };
+            log.note(&format!(
+                "{what}: nothing serves here yet, so this first version is deployed whole"
+            ))
+            .await?;
             if let Some(kubernetes) = &source.kubernetes {
                 // Nor does a canary a crash left behind.
                 canary::kubernetes::remove(
@@ -328,17 +335,16 @@ async fn deploy_locked(
             }
             None
         }
-        Strategy::Rolling => None,
+        None => None,
     };
-    let outcomes = match (canary, &request.entry.rings) {
+    let outcomes = match (&canary, &request.entry.rings) {
         (_, Some(rings)) => {
-            let strategy = canary.map_or(Strategy::Rolling, |plan| Strategy::Canary(plan.clone()));
             let rollout = rings::Rollout {
                 deployment_id: begun.deployment_id,
                 run: request.run,
                 source: &source,
                 checkout: request.checkout,
-                strategy: &strategy,
+                canary: canary.as_ref(),
                 rings,
                 stable: stable.flatten(),
             };
@@ -400,7 +406,11 @@ async fn deploy_locked(
         if let Some(release) = begun.release_id {
             db::releases::mark_aborted(app.db.pool(), release, why).await?;
         }
-        if canary.is_some_and(|plan| plan.on_abort == OnAbort::Rollback) && *judged {
+        if canary
+            .as_ref()
+            .is_some_and(|plan| plan.on_abort == OnAbort::Rollback)
+            && *judged
+        {
             pin_stable(app, request, why, log).await?;
         }
         // Stopped with its run (cancelled, superseded by a newer push):

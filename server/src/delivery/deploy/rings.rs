@@ -18,7 +18,7 @@ use super::lifecycle::{self, Build, Kubernetes, Source, Subject, TargetError, Ta
 use crate::db::{self, now_millis, runs::Holder};
 use crate::delivery::Delivery;
 use crate::gitops::rings::Rings;
-use crate::gitops::strategy::Strategy;
+use crate::gitops::strategy::CanaryPlan;
 use crate::manifests::ObjectRef;
 use crate::runs::logs::LogSink;
 use app::dto::{RingView, RolloutView};
@@ -29,7 +29,8 @@ pub struct Rollout<'r> {
     pub run: Holder<'r>,
     pub source: &'r Source,
     pub checkout: &'r Path,
-    pub strategy: &'r Strategy,
+    /// Each ring walks this canary; without one, each ring goes whole.
+    pub canary: Option<&'r CanaryPlan>,
     pub rings: &'r Rings,
     /// The deployment the environment served before: what an abort
     /// returns the rings to.
@@ -85,8 +86,8 @@ pub async fn walk(
             ring.join(", ")
         ))
         .await?;
-        let ring_outcomes = match rollout.strategy {
-            Strategy::Canary(plan) => {
+        let ring_outcomes = match rollout.canary {
+            Some(plan) => {
                 Box::pin(canary::walk(
                     app,
                     subject,
@@ -99,7 +100,7 @@ pub async fn walk(
                 ))
                 .await?
             }
-            Strategy::Rolling => {
+            None => {
                 lifecycle::apply(
                     app,
                     subject,

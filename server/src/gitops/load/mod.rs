@@ -1282,9 +1282,9 @@ fn validate_app(
             None => super::strategy::Strategy::Rolling,
             Some(raw) => match super::strategy::parse(&raw.value) {
                 Ok(strategy) => {
-                    if let super::strategy::Strategy::Canary(plan) = &strategy {
+                    if let Some(plan) = strategy.walked() {
                         for (at, message) in super::strategy::fits_targets(
-                            plan,
+                            &plan,
                             &target_names,
                             branches.is_preview(),
                         ) {

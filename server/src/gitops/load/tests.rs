@@ -989,6 +989,20 @@ fn a_canary_on_clusters_is_analysed_by_prometheus_not_the_local_proxy() {
         assert!(found[0].message.contains(says), "{found:?}");
         assert!(!found[0].message.contains("hunter2"), "{found:?}");
     }
+    let switch = APP.replace(
+        "    approval: { required: 2, roles: [admin] }\n",
+        "    approval: { required: 2, roles: [admin] }\n    targets: [dev]\n    strategy: { blue_green: { keep: 5m } }\n",
+    );
+    let found =
+        load_app("shop", Some(&switch), Some(PIPELINE), &["dev".into()]).expect_err("clusters");
+    assert_eq!(found[0].field, "stack[2].strategy.blue_green", "{found:?}");
+    assert!(found[0].message.contains("use a `canary`"), "{found:?}");
+    let local = switch.replace("targets: [dev]", "target: local");
+    let config = load_app("shop", Some(&local), Some(PIPELINE), &[]).expect("valid");
+    assert!(matches!(
+        config.stack[2].strategy,
+        crate::gitops::strategy::Strategy::BlueGreen(_)
+    ));
 }
 
 #[test]

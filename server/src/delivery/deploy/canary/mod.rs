@@ -213,7 +213,12 @@ pub async fn walk(
         .await?;
         track
     };
-    db::runs::set_rollout_command(app.db.pool(), run.run_id, None).await?;
+    // A word left from before this canary is not for it — unless the
+    // canary is a ring's, where an abort given while an earlier ring was
+    // applied stands.
+    if rings.is_empty() {
+        db::runs::set_rollout_command(app.db.pool(), run.run_id, None).await?;
+    }
     let mut walk = Walk {
         app,
         subject,
@@ -228,6 +233,12 @@ pub async fn walk(
             doing: "starting beside the stable version".into(),
             checks: Vec::new(),
             reason: None,
+            kind: if plan.blue_green {
+                "blue_green"
+            } else {
+                "canary"
+            }
+            .into(),
             rings,
         },
         at_gate: false,
@@ -311,9 +322,11 @@ pub async fn walk(
             walk.view.weight = 0;
             walk.view.reason = Some(why.clone());
             walk.report().await?;
-            log.note(&format!(
-                "canary aborted: {why}; every request goes to the stable version again"
-            ))
+            log.note(&if plan.blue_green {
+                format!("blue/green aborted: {why}; switched back, every request goes to the old version again")
+            } else {
+                format!("canary aborted: {why}; every request goes to the stable version again")
+            })
             .await?;
             Ok(walk
                 .track
@@ -357,6 +370,7 @@ pub async fn soak_ring(
     let plan = CanaryPlan {
         steps,
         on_abort: Default::default(),
+        blue_green: false,
     };
     let mut walk = Walk {
         app,
@@ -426,6 +440,7 @@ impl Walk<'_> {
                     self.view.doing = format!("setting the canary's share to {weight} %");
                     self.report().await?;
                     let placed = match self.track.set_weight(app, subject, *weight).await {
+                        Ok(_) if plan.blue_green => "switched: every request goes to the new version; the old one keeps running for an instant switch back".to_string(),
                         Ok(placed) => placed,
                         Err(why) => {
                             return Ok(Err(Stop::Aborted(format!(
@@ -440,10 +455,21 @@ impl Walk<'_> {
                         .await?;
                 }
                 CanaryStep::Pause(Some(seconds)) => {
-                    self.view.doing = format!("a pause of {seconds}s");
+                    self.view.doing = if plan.blue_green {
+                        format!(
+                            "the old version is kept for {seconds}s: abort switches back at once"
+                        )
+                    } else {
+                        format!("a pause of {seconds}s")
+                    };
                     self.report().await?;
-                    log.note(&format!("canary step {position}: pause for {seconds}s"))
-                        .await?;
+                    if plan.blue_green {
+                        log.note(&format!("blue/green: {}", self.view.doing))
+                            .await?;
+                    } else {
+                        log.note(&format!("canary step {position}: pause for {seconds}s"))
+                            .await?;
+                    }
                     let until = app.clock.now_millis().saturating_add(
                         i64::try_from(seconds.saturating_mul(1000)).unwrap_or(i64::MAX),
                     );
