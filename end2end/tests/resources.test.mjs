@@ -2,7 +2,8 @@
 // binary, the only stand-in: no real API server installs here): two apps
 // deploy to it; an admin opens shop's staging tree, expands its Deployment
 // to its ReplicaSet and Pods; a developer of shop reads a pod's log and is
-// refused billing's.
+// refused billing's. A third app, catalog, rolls out ring by ring over two
+// registrations of the cluster; its run page shows each ring.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
@@ -80,7 +81,7 @@ before(async () => {
     emulator.once('exit', (code) => reject(new Error(`the emulator exited with ${code}`)));
   });
   const sources = {};
-  for (const app of ['shop', 'billing']) {
+  for (const app of ['shop', 'billing', 'catalog']) {
     sources[app] = repo(app, { 'README.md': `${app}\n` });
   }
   const files = {};
@@ -89,6 +90,11 @@ before(async () => {
     files[`apps/${app}/pipeline.yaml`] = 'apiVersion: gantry.dev/v1\nsteps:\n  - { name: build, run: "true" }\n  - deploy\n';
     files[`apps/${app}/deploy/app.yaml`] = manifests(app);
   }
+  // Two rings: dev, then dev-b (the same cluster registered twice, as no
+  // second one can run here), each analysed by nothing but its rollout.
+  files['apps/catalog/app.yaml'] = `apiVersion: gantry.dev/v1\nsource: ${sources.catalog}\nstack:\n  - env: staging\n    branch: master\n    targets: [dev, dev-b]\n    rollout: { rings: [[dev], [dev-b]] }\n`;
+  files['apps/catalog/pipeline.yaml'] = files['apps/shop/pipeline.yaml'];
+  files['apps/catalog/deploy/app.yaml'] = manifests('catalog');
   const pipeline = repo('pipeline', files);
   gantry = await startGantry({ env: { GANTRY_PIPELINE_REPO: pipeline, GANTRY_POLL_INTERVAL: '1s' } });
   gantry.kubeconfig = said.kubeconfig;
@@ -220,6 +226,49 @@ test('an environment\'s resource tree: a Deployment\'s ReplicaSet and Pods, a po
   assert.equal(api.status(), 403);
   await developer.close();
 
+  assert.deepEqual(problems, []);
+  await context.close();
+});
+
+test('a rollout ring by ring shows each ring on its run page', async () => {
+  const context = await browser.newContext({ colorScheme: 'light', viewport: { width: 1440, height: 900 } });
+  const page = await context.newPage();
+  const problems = watchProblems(page);
+  await signIn(page, gantry.url);
+  await page.goto(`${gantry.url}/clusters`);
+  await page.locator('.frame[data-hydrated="true"]').waitFor({ timeout: 30_000 });
+  await page.getByRole('textbox', { name: 'Name' }).fill('dev-b');
+  await page.locator('textarea[name="kubeconfig"]').fill(gantry.kubeconfig);
+  await page.getByRole('button', { name: 'Register' }).click();
+  await page.locator('[data-testid="cluster-outcome"], [data-testid="cluster-error"]').first().waitFor({ timeout: 30_000 });
+
+  // catalog's run, once it went through both rings.
+  const deadline = Date.now() + 120_000;
+  let run;
+  for (;;) {
+    const runs = await (await page.request.get(`${gantry.url}/api/v1/runs?app=catalog`)).json();
+    run = runs.find((r) => r.state === 'succeeded');
+    if (run) break;
+    const failed = runs.find((r) => r.state === 'failed');
+    if (failed) throw new Error(`catalog's run failed: ${JSON.stringify(await (await page.request.get(`${gantry.url}/api/v1/runs/${failed.id}`)).json())}`);
+    if (Date.now() > deadline) throw new Error(`catalog did not roll out within 120 s: ${JSON.stringify(runs)}`);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  await page.goto(`${gantry.url}/runs/${run.id}`);
+  const panel = page.getByTestId('run-rollout');
+  await panel.waitFor({ timeout: 30_000 });
+  assert.match(await panel.locator('h2').textContent(), /Rollout/);
+  const rings = await page.getByTestId('rollout-rings').locator('li').allTextContents();
+  assert.deepEqual(rings.map((r) => r.replace(/\s+/g, ' ').trim()), ['dev done', 'dev-b done']);
+  for (const scheme of ['light', 'dark']) {
+    for (const [width, height] of [[1440, 900], [390, 844]]) {
+      await page.emulateMedia({ colorScheme: scheme });
+      await page.setViewportSize({ width, height });
+      assert.deepEqual(await seriousViolations(page), [], `${scheme} ${width}px`);
+      assert.deepEqual(await pastTheEdge(page), [], `${scheme} ${width}px`);
+      await page.screenshot({ path: join(artifacts, `run-rings-${width}-${scheme}.png`), fullPage: true });
+    }
+  }
   assert.deepEqual(problems, []);
   await context.close();
 });

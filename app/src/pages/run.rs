@@ -248,11 +248,15 @@ fn rollout_forms(id: i64, csrf: &str) -> impl IntoView + use<> {
 /// its thresholds.
 fn rollout_view(rollout: crate::dto::RolloutView) -> impl IntoView {
     let weight = format!("{} %", rollout.weight);
-    let step = if rollout.step == 0 {
+    // A ring's rollout without a canary has no steps: what it does is said.
+    let step = if rollout.steps == 0 {
+        rollout.doing.clone()
+    } else if rollout.step == 0 {
         format!("starting ({} steps)", rollout.steps)
     } else {
         format!("{} of {}: {}", rollout.step, rollout.steps, rollout.doing)
     };
+    let weighted = matches!(rollout.kind.as_str(), "canary" | "blue_green");
     let heading = match rollout.kind.as_str() {
         _ if !rollout.rings.is_empty() => "Rollout",
         "blue_green" => "Blue/green",
@@ -281,18 +285,23 @@ fn rollout_view(rollout: crate::dto::RolloutView) -> impl IntoView {
     view! {
         <section class="rollout" aria-labelledby="rollout-heading" data-testid="run-rollout">
             <h2 id="rollout-heading">{heading}</h2>
-            {rings}
             <dl class="facts">
+                {rings.map(|rings| view! {
+                    <dt>"Rings"</dt>
+                    <dd>{rings}</dd>
+                })}
                 <dt>"Phase"</dt>
                 <dd><span class=format!("badge rollout-{}", rollout.phase)>{rollout.phase.clone()}</span></dd>
-                <dt>"Step"</dt>
+                <dt>{if rollout.steps == 0 { "Now" } else { "Step" }}</dt>
                 <dd>{step}</dd>
-                <dt>"Weight"</dt>
-                <dd>
-                    <meter min="0" max="100" value=rollout.weight.to_string() aria-label="the canary's share of requests"></meter>
-                    " "
-                    {weight}
-                </dd>
+                {weighted.then(|| view! {
+                    <dt>"Weight"</dt>
+                    <dd>
+                        <meter min="0" max="100" value=rollout.weight.to_string() aria-label="the new version's share of requests"></meter>
+                        " "
+                        {weight}
+                    </dd>
+                })}
                 {rollout.reason.clone().map(|why| view! {
                     <dt>"Aborted"</dt>
                     <dd class="step-error" data-testid="rollout-reason">{why}</dd>
