@@ -571,6 +571,8 @@ test('every view passes an accessibility check (axe-core) at a desk\'s and a pho
           const graph = page.getByTestId('promotion-graph');
           assert.equal(await graph.getByTestId('promotion-stage').count(), 3);
           assert.match(await graph.locator('[data-environment="production"]').getByTestId('stage-edge').textContent(), /promotes staging's build/);
+          assert.match(await graph.locator('[data-environment="production"]').getByTestId('stage-strategy').textContent(), /rolls out as a canary: 25 % → 50 %/);
+          assert.match(await graph.locator('[data-environment="staging"]').getByTestId('stage-strategy').textContent(), /rolls out whole \(rolling\)/);
         }
         if (name === 'delivery') {
           // The demo's production went live: five figures and a chart for shop.

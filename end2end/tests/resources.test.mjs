@@ -269,6 +269,13 @@ test('a rollout ring by ring shows each ring on its run page', async () => {
       await page.screenshot({ path: join(artifacts, `run-rings-${width}-${scheme}.png`), fullPage: true });
     }
   }
+  // The app's promotion graph says how staging rolls out, ring by ring.
+  await page.emulateMedia({ colorScheme: 'light' });
+  await page.setViewportSize({ width: 1440, height: 900 });
+  await page.goto(`${gantry.url}/apps/catalog`);
+  const stage = page.getByTestId('promotion-graph').locator('[data-environment="staging"]');
+  assert.match(await stage.getByTestId('stage-strategy').textContent(), /rolls out whole \(rolling\) · rings dev → dev-b/);
+  await page.screenshot({ path: join(artifacts, 'app-rings-1440-light.png'), fullPage: true });
   assert.deepEqual(problems, []);
   await context.close();
 });

@@ -344,9 +344,41 @@ pub async fn graph(
                 .count() as i64,
             serving,
             held,
+            strategy: strategy_words(&entry.strategy),
+            rings: entry
+                .rings
+                .as_ref()
+                .map(|r| r.rings.clone())
+                .unwrap_or_default(),
         });
     }
     Ok(app::dto::PromotionGraph { stages })
+}
+
+/// How a deploy goes out, after "rolls out": `whole (rolling)`, `as a
+/// canary: 10 % → 50 %`, `blue/green, keeping the old version 10m`.
+fn strategy_words(strategy: &crate::gitops::strategy::Strategy) -> String {
+    use crate::gitops::strategy::{CanaryStep, Strategy};
+    match strategy {
+        Strategy::Rolling => "whole (rolling)".into(),
+        Strategy::Canary(plan) => {
+            let weights: Vec<String> = plan
+                .steps
+                .iter()
+                .filter_map(|step| match step {
+                    CanaryStep::Weight(weight) => Some(format!("{weight} %")),
+                    _ => None,
+                })
+                .collect();
+            format!("as a canary: {}", weights.join(" → "))
+        }
+        Strategy::BlueGreen(switch) => format!(
+            "blue/green, keeping the old version {}",
+            crate::config::duration::HumanDuration(std::time::Duration::from_secs(
+                switch.keep_seconds
+            ))
+        ),
+    }
 }
 
 /// Why `entry` holds a run of `artifact` (its id, if known), if it does:

@@ -158,6 +158,15 @@ pub fn promotion_graph(graph: crate::dto::PromotionGraph) -> impl IntoView {
                             <span class="muted">{format!(" · {} · {live}", stage.branches)}</span>
                         </h3>
                         {edge.map(|edge| view! { <p class="stage-edge" data-testid="stage-edge">{edge}</p> })}
+                        {(!stage.strategy.is_empty()).then(|| view! {
+                            <p class="stage-strategy muted" data-testid="stage-strategy">
+                                {format!("rolls out {}", stage.strategy)}
+                                {(!stage.rings.is_empty()).then(|| format!(
+                                    " · rings {}",
+                                    stage.rings.iter().map(|ring| ring.join(", ")).collect::<Vec<_>>().join(" → ")
+                                ))}
+                            </p>
+                        })}
                         {serving}
                         <ul class="stage-held">{held}</ul>
                     </div>

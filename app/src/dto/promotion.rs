@@ -100,6 +100,13 @@ pub struct PromotionStage {
     pub serving: Option<ArtifactStatus>,
     /// Runs held on their way there, with their artifacts.
     pub held: Vec<HeldArtifact>,
+    /// How a deploy goes out there, after "rolls out": `whole (rolling)`,
+    /// `as a canary: 25 % → 50 %`, `blue/green, keeping the old version 10m`.
+    #[serde(default)]
+    pub strategy: String,
+    /// Its clusters ring by ring, when it rolls out in rings.
+    #[serde(default)]
+    pub rings: Vec<Vec<String>>,
 }
 
 /// A run held on its way into a stage.
