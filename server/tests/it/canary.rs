@@ -598,19 +598,20 @@ async fn blue_green_switches_every_request_and_switches_back_to_the_old_process_
         );
     }
 
-    // Kept for its time without an abort: the new version stays.
+    // An admin's promote ends the keep early: the new version stays.
     let next = commit(&repos, "NOTES", "a newer version");
     scan(&app).await;
-    deploy_says(&app, &next, "the old version is kept").await;
-    wait_for("the switch to be kept", 2 * MINUTE, || async {
-        app.state.clock.advance(Duration::from_secs(31 * 60));
-        let runs = app.get("/api/v1/runs?environment=production").await.json();
-        runs.as_array()?
-            .iter()
-            .find(|r| r["commit_sha"] == next.as_str() && r["state"] == "succeeded")
-            .map(|_| ())
-    })
-    .await;
+    let id = deploy_says(&app, &next, "the old version is kept").await;
+    let promoted = app
+        .post_json(
+            &format!("/api/v1/runs/{id}/rollout"),
+            json!({ "action": "promote" }),
+        )
+        .await;
+    assert_eq!(promoted.status, 202, "{}", promoted.text());
+    let run = ended(&app, &next).await;
+    assert_eq!(run["run"]["state"], "succeeded", "{run}");
+    assert_eq!(run["rollout"]["phase"], "promoted", "{run}");
     assert_eq!(answered_by(&app).await.0, next);
     app.stop().await;
 }

@@ -315,30 +315,48 @@ stack:
     (app, repo, clusters)
 }
 
-/// The deploy log of the production run of `sha`, moving Gantry's clock
-/// past each ring's pause, until `done` says the log has what is awaited.
-async fn moving_the_clock(app: &TestApp, sha: &str, done: impl Fn(&str) -> bool) {
+/// Moves Gantry's clock past the pause of the ring `soaking` says (by
+/// index; any ring when `None`) — only while that ring soaks, so no other
+/// ring's pause is cut short — until `done` says the run got where it is
+/// awaited.
+async fn moving_the_clock(
+    app: &TestApp,
+    sha: &str,
+    soaking: Option<usize>,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     crate::support::flow::wait_for(
         "the rollout to get on",
         2 * crate::support::flow::MINUTE,
         || async {
-            app.state.clock.advance(Duration::from_secs(31 * 60));
             let runs = app.get("/api/v1/runs?environment=production").await.json();
             let id = runs.as_array()?.iter().find(|r| r["commit_sha"] == sha)?["id"].as_i64()?;
             let detail = app.get(&format!("/api/v1/runs/{id}")).await.json();
-            let step = detail["steps"]
-                .as_array()?
-                .iter()
-                .find(|s| s["name"] == "deploy")?
-                .clone();
-            let log = app
-                .get(&format!("/api/v1/runs/{id}/steps/{}/log", step["id"]))
-                .await
-                .text();
-            done(&log).then_some(())
+            if done(&detail) {
+                return Some(detail);
+            }
+            let rings = detail["rollout"]["rings"].as_array()?;
+            let soaks = |ring: &Value| ring["state"] == "soaking";
+            if match soaking {
+                Some(n) => rings.get(n).is_some_and(soaks),
+                None => rings.iter().any(soaks),
+            } {
+                app.state.clock.advance(Duration::from_secs(31 * 60));
+            }
+            None
         },
     )
-    .await;
+    .await
+}
+
+fn ring_state(detail: &Value, n: usize) -> &str {
+    detail["rollout"]["rings"][n]["state"]
+        .as_str()
+        .unwrap_or("")
+}
+
+fn ended_run(detail: &Value) -> bool {
+    ["succeeded", "failed"].contains(&detail["run"]["state"].as_str().unwrap_or(""))
 }
 
 fn web_image(cluster: &Emulator) -> String {
@@ -358,26 +376,41 @@ async fn a_three_ring_rollout_aborted_in_its_second_ring_leaves_every_cluster_on
     prometheus.until_it_reads(0.0).await;
     let (mut app, repo, clusters) = three_rings(&prometheus).await;
     let stable = repo.head("master");
+    // A canary a crash left behind on the first cluster, taking requests
+    // through the app's Service: whatever deploys next removes it.
+    let leftover = json!({ "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": "web-canary", "namespace": NAMESPACE,
+                      "labels": { "gantry.dev/track": "canary", "gantry.dev/app": "shop", "gantry.dev/env": "production" } },
+        "spec": { "replicas": 1, "selector": { "matchLabels": { "app": "web", "gantry.dev/track": "canary" } },
+                  "template": { "metadata": { "labels": { "app": "web", "gantry.dev/track": "canary" } },
+                                "spec": { "containers": [{ "name": "web", "image": "registry.example.com/shop:aborted" }] } } } });
+    assert!(
+        clusters[0]
+            .store()
+            .put_if("apps", "deployments", leftover, None)
+    );
     scan(&app).await;
-    moving_the_clock(&app, &stable, |log| {
-        log.contains("ring 3 of 3: rolling out")
-    })
-    .await;
+    moving_the_clock(&app, &stable, None, ended_run).await;
     let run = ended(&app, &stable).await;
     assert_eq!(run["run"]["state"], "succeeded", "{run}");
     let stable_image = format!("registry.example.com/shop:{stable}");
     for cluster in &clusters {
         assert_eq!(web_image(cluster), stable_image);
     }
+    assert!(
+        clusters[0]
+            .store()
+            .object("apps", "deployments", NAMESPACE, "web-canary")
+            .is_none(),
+        "the leftover canary is gone"
+    );
 
     repo.write("feature", "bad\n");
     let bad = repo.commit("a change that goes bad in the second ring");
     scan(&app).await;
-    // Ring 1 serves it and passes its analysis; ring 2 takes it.
-    moving_the_clock(&app, &bad, |log| {
-        log.contains("ring 2 of 3 serves the new version")
-    })
-    .await;
+    // Ring 1 serves it and passes its analysis; ring 2 takes it and soaks
+    // (its pause is not moved past until the metric went bad).
+    moving_the_clock(&app, &bad, Some(0), |run| ring_state(run, 1) == "soaking").await;
     let new_image = format!("registry.example.com/shop:{bad}");
     assert_eq!(web_image(&clusters[0]), new_image, "ring 1 took it");
     assert_eq!(web_image(&clusters[1]), new_image, "ring 2 took it");
@@ -385,10 +418,7 @@ async fn a_three_ring_rollout_aborted_in_its_second_ring_leaves_every_cluster_on
     // Ring 2's analysis finds the error ratio over its threshold.
     exporter.set(0.5);
     prometheus.until_it_reads(0.5).await;
-    moving_the_clock(&app, &bad, |log| {
-        log.contains("every ring goes back to the stable version")
-    })
-    .await;
+    moving_the_clock(&app, &bad, Some(1), ended_run).await;
     let run = ended(&app, &bad).await;
     assert_eq!(run["run"]["state"], "failed", "{run}");
     assert_eq!(run["rollout"]["phase"], "aborted", "{run}");

@@ -323,20 +323,18 @@ async fn deploy_locked(
                 "{what}: nothing serves here yet, so this first version is deployed whole"
             ))
             .await?;
-            if let Some(kubernetes) = &source.kubernetes {
-                // Nor does a canary a crash left behind.
-                canary::kubernetes::remove(
-                    app,
-                    &subject,
-                    &kubernetes.namespace,
-                    &request.entry.targets,
-                )
-                .await;
-            }
             None
         }
         None => None,
     };
+    if canary.is_none()
+        && let Some(kubernetes) = &source.kubernetes
+    {
+        // A canary a crash (or a failed removal) left behind takes its
+        // share of requests until it goes: whatever this deploy is, it
+        // goes first. (A canary's walk removes it itself.)
+        remove_leftover_canaries(app, &subject, kubernetes, &request.entry.targets, log).await?;
+    }
     let outcomes = match (&canary, &request.entry.rings) {
         (_, Some(rings)) => {
             let rollout = rings::Rollout {
@@ -423,6 +421,29 @@ async fn deploy_locked(
         None => Ok(()),
         Some(summary) => Err(DeployError::Failed(summary)),
     }
+}
+
+/// Deletes the environment's canary Deployments on `targets`, saying in the
+/// log what could not be.
+pub(crate) async fn remove_leftover_canaries(
+    app: &Delivery<'_>,
+    subject: &Subject<'_>,
+    kubernetes: &Kubernetes,
+    targets: &[String],
+    log: &mut LogSink<'_>,
+) -> Result<(), DeployError> {
+    let clusters: Vec<String> = targets
+        .iter()
+        .filter(|t| *t != LOCAL_TARGET)
+        .cloned()
+        .collect();
+    for error in canary::kubernetes::remove(app, subject, &kubernetes.namespace, &clusters).await {
+        log.note(&format!(
+            "a canary left behind could not be removed: {error}"
+        ))
+        .await?;
+    }
+    Ok(())
 }
 
 /// Whether a stable version serves that a canary can go beside — the

@@ -677,6 +677,10 @@ async fn reapply(
     )
     .await?;
 
+    if let Some(kubernetes) = &stored.source.kubernetes {
+        // A rollback never waits for a canary, and leaves none serving.
+        deploy::remove_leftover_canaries(app, &subject, kubernetes, &stored.targets, log).await?;
+    }
     let outcomes = lifecycle::apply(
         app,
         &subject,

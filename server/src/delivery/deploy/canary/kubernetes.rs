@@ -27,7 +27,8 @@ const CANARY: &str = "canary";
 
 /// Canary pods for `weight` percent beside `stable` untouched ones.
 pub fn replicas(stable: i64, weight: u8) -> i64 {
-    let stable = stable.max(1);
+    // Within what a Deployment's replicas can be (an int32).
+    let stable = stable.clamp(1, i64::from(i32::MAX) / 9);
     let weight = i64::from(weight.min(90));
     let wanted = (stable * weight + (100 - weight) - 1) / (100 - weight);
     wanted.clamp(1, stable * 9)
@@ -223,6 +224,9 @@ mod tests {
         assert_eq!(replicas(4, 10), 1);
         assert_eq!(replicas(1, 100), 9); // at most 90 %
         assert_eq!(replicas(0, 5), 1);
+        // A hostile or mistaken replica count neither overflows nor panics.
+        assert!(replicas(i64::MAX, 90) <= i64::from(i32::MAX));
+        assert_eq!(replicas(-4, 50), 1);
         assert_eq!(share(3, 1), 25);
         assert_eq!(share(3, 3), 50);
     }

@@ -242,7 +242,7 @@ pub async fn walk(
             rings,
         },
         at_gate: false,
-        http: reqwest::Client::new(),
+        http: prometheus_client(),
     };
     // Whatever ends the walk — a database error included — ends the
     // canary: it never keeps a share of traffic unwatched.
@@ -253,7 +253,9 @@ pub async fn walk(
     let walked = match walked {
         Ok(walked) => walked,
         Err(error) => {
-            walk.track.end(app, subject, log).await;
+            if holds(app, run).await {
+                walk.track.end(app, subject, log).await;
+            }
             return Err(error);
         }
     };
@@ -304,8 +306,12 @@ pub async fn walk(
             Ok(outcomes)
         }
         Err(stop) => {
-            // Traffic back to stable first, then the canary goes.
-            walk.track.end(app, subject, log).await;
+            // Traffic back to stable first, then the canary goes — unless
+            // the run went to another replica, whose attempt owns the
+            // environment now (its canary, its clusters).
+            if holds(app, run).await {
+                walk.track.end(app, subject, log).await;
+            }
             // Only a canary judged bad (or aborted by an admin) may pin the
             // environment; a cancelled run (superseded by a newer push,
             // cancelled, handed to another replica) says nothing of it.
@@ -343,6 +349,21 @@ pub async fn walk(
                 .collect())
         }
     }
+}
+
+/// Whether this replica still holds the run (a database error counts as
+/// holding it: a canary is never left unwatched on a doubt).
+pub(super) async fn holds(app: &Delivery<'_>, run: Holder<'_>) -> bool {
+    db::runs::holds(app.db.pool(), run).await.unwrap_or(true)
+}
+
+/// Asks Prometheus: no redirects followed, no proxy from the environment.
+fn prometheus_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap_or_default()
 }
 
 /// Between two rings of a rollout: the ring just rolled out serves for
@@ -383,7 +404,7 @@ pub async fn soak_ring(
         },
         view,
         at_gate: false,
-        http: reqwest::Client::new(),
+        http: prometheus_client(),
     };
     walk.view.steps = u32::try_from(plan.steps.len()).unwrap_or(u32::MAX);
     walk.view.step = 0;
@@ -473,15 +494,26 @@ impl Walk<'_> {
                     let until = app.clock.now_millis().saturating_add(
                         i64::try_from(seconds.saturating_mul(1000)).unwrap_or(i64::MAX),
                     );
+                    // A blue/green keep and a ring's soak are waits an
+                    // admin may end early with a promote.
+                    let promotable = plan.blue_green || !self.view.rings.is_empty();
+                    self.at_gate = promotable;
                     loop {
                         if let Some(stop) = self.interrupted(log).await? {
+                            self.at_gate = false;
                             return Ok(Err(stop));
                         }
                         if app.clock.now_millis() >= until {
                             break;
                         }
+                        if promotable && self.command().await?.as_deref() == Some("promote") {
+                            self.clear_command().await?;
+                            log.note("promoted by an admin: the wait ends here").await?;
+                            break;
+                        }
                         tokio::time::sleep(LOOK_EVERY).await;
                     }
+                    self.at_gate = false;
                 }
                 CanaryStep::Pause(None) => {
                     self.at_gate = true;
