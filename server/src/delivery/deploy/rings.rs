@@ -365,7 +365,7 @@ async fn back_to_stable(
 ) -> Vec<TargetOutcome> {
     // None: nothing served before (a first deploy). Some(Err): it did, and
     // its objects could not be read back.
-    let stable: Option<Result<Kubernetes, String>> = match rollout.stable {
+    let stable: Option<Result<Kubernetes, canary::Trouble>> = match rollout.stable {
         None => None,
         Some(deployment) => Some(
             match super::drift::deployed_objects(app, deployment).await {
@@ -373,10 +373,10 @@ async fn back_to_stable(
                     objects,
                     ..kubernetes.clone()
                 }),
-                Ok(None) => Err(format!(
+                Ok(None) => Err(canary::Trouble(format!(
                     "deployment {deployment} kept no Kubernetes objects"
-                )),
-                Err(error) => Err(error.to_string()),
+                ))),
+                Err(error) => Err(canary::Trouble(error.to_string())),
             },
         ),
     };

@@ -110,7 +110,7 @@ pub async fn set_weight(
     kubernetes: &Kubernetes,
     targets: &[String],
     weight: u8,
-) -> Result<String, String> {
+) -> Result<String, super::Trouble> {
     let canaries = Kubernetes {
         objects: objects(&kubernetes.objects, weight),
         ..kubernetes.clone()
@@ -128,7 +128,7 @@ pub async fn set_weight(
     .await;
     let failed: Vec<String> = applied.into_iter().filter_map(Result::err).collect();
     if !failed.is_empty() {
-        return Err(failed.join("; "));
+        return Err(super::Trouble(failed.join("; ")));
     }
     let placed: Vec<String> = workloads(&kubernetes.objects)
         .iter()

@@ -30,6 +30,18 @@ use app::dto::{RingView, RolloutView};
 /// How often a waiting canary looks at the clock, the run and its command.
 const LOOK_EVERY: Duration = Duration::from_millis(250);
 
+/// Why a step of a canary or a check could not do what it was asked: a
+/// sentence for the log and the run page.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Trouble(pub String);
+
+impl From<String> for Trouble {
+    fn from(why: String) -> Trouble {
+        Trouble(why)
+    }
+}
+
 /// Why a canary stopped before it was promoted.
 enum Stop {
     Aborted(String),
@@ -57,7 +69,7 @@ impl Track<'_> {
         app: &Delivery<'_>,
         subject: &Subject<'_>,
         weight: u8,
-    ) -> Result<String, String> {
+    ) -> Result<String, Trouble> {
         match self {
             Track::Local { .. } => {
                 app.local

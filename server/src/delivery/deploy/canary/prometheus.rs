@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use super::Trouble;
 use super::analysis::Check;
 use crate::gitops::strategy::PrometheusCheck;
 
@@ -43,19 +44,19 @@ pub async fn check(
             &format!("{}/api/v1/query", check.url),
             [("query", query.as_str())],
         )
-        .map_err(|_| format!("{host}: not a valid address"))?;
+        .map_err(|_| Trouble(format!("{host}: not a valid address")))?;
         let response = client
             .get(url)
             .timeout(QUERY_TIMEOUT)
             .send()
             .await
-            .map_err(|e| format!("{host} did not answer: {}", e.without_url()))?;
+            .map_err(|e| Trouble(format!("{host} did not answer: {}", e.without_url())))?;
         let status = response.status();
         let body = read_bounded(response)
             .await
-            .map_err(|e| format!("{host}: {e}"))?;
+            .map_err(|e| Trouble(format!("{host}: {e}")))?;
         if !status.is_success() && status != reqwest::StatusCode::UNPROCESSABLE_ENTITY {
-            return Err(format!("{host} answered {status}"));
+            return Err(Trouble(format!("{host} answered {status}")));
         }
         Ok(body)
     }
@@ -93,42 +94,42 @@ fn judge(threshold: f64, values: &[f64]) -> (Check, String) {
     }
 }
 
-async fn read_bounded(mut response: reqwest::Response) -> Result<String, String> {
+async fn read_bounded(mut response: reqwest::Response) -> Result<String, Trouble> {
     let mut body = Vec::new();
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| format!("the answer broke off: {}", e.without_url()))?
+        .map_err(|e| Trouble(format!("the answer broke off: {}", e.without_url())))?
     {
         body.extend_from_slice(&chunk);
         if body.len() > MAX_ANSWER_BYTES {
-            return Err(format!(
+            return Err(Trouble(format!(
                 "the answer is over {} KiB: narrow the query to a few series",
                 MAX_ANSWER_BYTES / 1024
-            ));
+            )));
         }
     }
-    String::from_utf8(body).map_err(|_| "the answer is not UTF-8".to_string())
+    String::from_utf8(body).map_err(|_| Trouble("the answer is not UTF-8".into()))
 }
 
 /// The values of an instant query's answer (Prometheus' HTTP API: a
 /// vector or a scalar); an error answer's message.
-pub fn values_of(body: &str) -> Result<Vec<f64>, String> {
-    let answer: serde_json::Value =
-        serde_json::from_str(body).map_err(|_| "the answer is not Prometheus' JSON".to_string())?;
+pub fn values_of(body: &str) -> Result<Vec<f64>, Trouble> {
+    let answer: serde_json::Value = serde_json::from_str(body)
+        .map_err(|_| Trouble("the answer is not Prometheus' JSON".into()))?;
     if answer["status"] != "success" {
         let error = answer["error"].as_str().unwrap_or("no reason given");
-        return Err(format!(
+        return Err(Trouble(format!(
             "the query failed: {}",
             error.chars().take(200).collect::<String>()
-        ));
+        )));
     }
     let data = &answer["data"];
-    let number = |pair: &serde_json::Value| -> Result<f64, String> {
+    let number = |pair: &serde_json::Value| -> Result<f64, Trouble> {
         pair[1]
             .as_str()
             .and_then(|text| text.parse::<f64>().ok())
-            .ok_or_else(|| "a value in the answer is not a number".to_string())
+            .ok_or_else(|| Trouble("a value in the answer is not a number".into()))
     };
     match data["resultType"].as_str() {
         Some("scalar") => Ok(vec![number(&data["result"])?]),
@@ -136,10 +137,10 @@ pub fn values_of(body: &str) -> Result<Vec<f64>, String> {
             .as_array()
             .map(|series| series.iter().map(|s| number(&s["value"])).collect())
             .unwrap_or_else(|| Ok(Vec::new())),
-        Some(other) => Err(format!(
+        Some(other) => Err(Trouble(format!(
             "the query returns a {other}; an instant vector or scalar is needed"
-        )),
-        None => Err("the answer has no resultType".into()),
+        ))),
+        None => Err(Trouble("the answer has no resultType".into())),
     }
 }
 
@@ -152,19 +153,19 @@ mod tests {
         let vector = r#"{"status":"success","data":{"resultType":"vector","result":[
             {"metric":{"pod":"a"},"value":[1700000000.1,"0.02"]},
             {"metric":{"pod":"b"},"value":[1700000000.1,"0.5"]}]}}"#;
-        assert_eq!(values_of(vector), Ok(vec![0.02, 0.5]));
+        assert_eq!(values_of(vector).expect("read"), vec![0.02, 0.5]);
         let scalar =
             r#"{"status":"success","data":{"resultType":"scalar","result":[1700000000.1,"3"]}}"#;
-        assert_eq!(values_of(scalar), Ok(vec![3.0]));
+        assert_eq!(values_of(scalar).expect("read"), vec![3.0]);
         let empty = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
-        assert_eq!(values_of(empty), Ok(vec![]));
+        assert!(values_of(empty).expect("read").is_empty());
         let error = r#"{"status":"error","errorType":"bad_data","error":"parse error at char 4"}"#;
         assert_eq!(
-            values_of(error),
-            Err("the query failed: parse error at char 4".into())
+            values_of(error).unwrap_err().0,
+            "the query failed: parse error at char 4"
         );
         let matrix = r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#;
-        assert!(values_of(matrix).unwrap_err().contains("matrix"));
+        assert!(values_of(matrix).unwrap_err().0.contains("matrix"));
         assert!(values_of("<html>").is_err());
         let nan = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"NaN"]}]}}"#;
         assert!(values_of(nan).expect("read")[0].is_nan());
