@@ -53,6 +53,8 @@ const NAMESPACE: &str = "shop-production";
 struct Setup {
     dev: Emulator,
     repo: WorkRepo,
+    /// Kept for as long as Gantry reads it (dropped, its folder goes).
+    _pipeline: WorkRepo,
     app: TestApp,
 }
 
@@ -112,7 +114,12 @@ stack:
         .await;
     assert_eq!(registered.status, 201, "{}", registered.text());
     app.start_flow().await;
-    Setup { dev, repo, app }
+    Setup {
+        dev,
+        repo,
+        _pipeline: pipeline,
+        app,
+    }
 }
 
 async fn scan(app: &TestApp) {
@@ -253,7 +260,9 @@ async fn a_prometheus_analysed_canary_completes_on_a_good_metric_and_aborts_on_a
 /// Production on three clusters, rolled out ring by ring: each ring serves
 /// for 30 minutes (Gantry's clock) and passes a Prometheus analysis before
 /// the next.
-async fn three_rings(prometheus: &Prometheus) -> (TestApp, WorkRepo, Vec<Emulator>) {
+/// Gantry, the app's repo, the pipeline repo (kept for as long as Gantry
+/// reads it) and the three clusters.
+async fn three_rings(prometheus: &Prometheus) -> (TestApp, WorkRepo, WorkRepo, Vec<Emulator>) {
     let mut clusters = Vec::new();
     for _ in 0..3 {
         clusters.push(
@@ -312,7 +321,7 @@ stack:
         assert_eq!(registered.status, 201, "{}", registered.text());
     }
     app.start_flow().await;
-    (app, repo, clusters)
+    (app, repo, pipeline, clusters)
 }
 
 /// Moves Gantry's clock past the pause of the ring `soaking` says (by
@@ -374,7 +383,7 @@ async fn a_three_ring_rollout_aborted_in_its_second_ring_leaves_every_cluster_on
     let exporter = Exporter::start(0.0).await;
     let prometheus = Prometheus::start(&exporter).await;
     prometheus.until_it_reads(0.0).await;
-    let (mut app, repo, clusters) = three_rings(&prometheus).await;
+    let (mut app, repo, _pipeline, clusters) = three_rings(&prometheus).await;
     let stable = repo.head("master");
     // A canary a crash left behind on the first cluster, taking requests
     // through the app's Service: whatever deploys next removes it.
