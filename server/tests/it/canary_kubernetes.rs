@@ -59,6 +59,11 @@ struct Setup {
 }
 
 async fn setup(prometheus: &Prometheus) -> Setup {
+    setup_leased(prometheus, None).await
+}
+
+/// [`setup`] with the runner's lease set to `lease`.
+async fn setup_leased(prometheus: &Prometheus, lease: Option<Duration>) -> Setup {
     let dev = Emulator::start(Options {
         rollout: RolloutMode::After(Duration::from_millis(100)),
         ..Options::default()
@@ -104,6 +109,9 @@ stack:
     let mut app = TestApp::with_config("sqlite", |config| {
         config.pipeline_repo = Some(pipeline_path);
         config.poll_interval = Duration::from_secs(3600);
+        if let Some(lease) = lease {
+            config.runner_lease = lease;
+        }
     })
     .await;
     let registered = app
@@ -254,6 +262,54 @@ async fn a_prometheus_analysed_canary_completes_on_a_good_metric_and_aborts_on_a
         .unwrap();
     assert_eq!(production["pin"]["version"], good.as_str(), "{production}");
     assert_eq!(production["commit_sha"], good.as_str(), "{production}");
+    setup.app.stop().await;
+}
+
+// A replica that lost its run (another took it over) stops walking the
+// canary and touches no cluster: the canary is the attempt that took the
+// run over's to remove or walk on, not this one's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_that_lost_its_run_leaves_the_canary_to_the_attempt_that_took_it_over() {
+    let exporter = Exporter::start(0.0).await;
+    let prometheus = Prometheus::start(&exporter).await;
+    let mut setup = setup_leased(&prometheus, Some(Duration::from_secs(3))).await;
+    let first = setup.repo.head("master");
+    scan(&setup.app).await;
+    let run = ended(&setup.app, &first).await;
+    assert_eq!(run["run"]["state"], "succeeded", "{run}");
+    setup.repo.write("feature", "taken over\n");
+    let change = setup.repo.commit("a change whose run is taken over");
+    scan(&setup.app).await;
+    let id = deploy_says(&setup.app, &change, "paused until an admin promotes").await;
+    assert!(deployment(&setup.dev, "web-canary").is_some());
+    // Replica B took the run over, as attempt 2.
+    let pool = setup.app.db().pool().clone();
+    sqlx::query("UPDATE runs SET runner_id = 'replica-b-1', attempt = attempt + 1 WHERE id = $1")
+        .bind(id)
+        .execute(&pool)
+        .await
+        .expect("take over");
+    // This replica's attempt ends once it sees its lease gone.
+    let workspace = setup
+        .app
+        .data_path()
+        .join("work")
+        .join(format!("run-{id}-1"));
+    crate::support::flow::wait_for(
+        "the lost attempt to end",
+        crate::support::flow::MINUTE,
+        || async { (!workspace.exists()).then_some(()) },
+    )
+    .await;
+    assert!(
+        deployment(&setup.dev, "web-canary").is_some(),
+        "the canary is left to the attempt that took the run over"
+    );
+    assert_eq!(
+        image(&setup.dev, "web"),
+        format!("registry.example.com/shop:{first}"),
+        "stable untouched"
+    );
     setup.app.stop().await;
 }
 
