@@ -85,9 +85,21 @@ pub fn parse(value: &Value, targets: &[String]) -> Result<Rings, Vec<Problem>> {
                 rings.push(ring_targets);
             }
             let placed: Vec<&String> = rings.iter().flatten().collect();
+            let local = crate::gitops::schema::LOCAL_TARGET;
+            let named_local = raw
+                .iter()
+                .filter_map(Value::as_array)
+                .flatten()
+                .any(|name| name == local);
+            if targets.iter().any(|t| t == local) && !named_local {
+                problems.push((
+                    "rings".into(),
+                    "rings are for clusters: an entry that rolls out in rings targets clusters only, not `local`".into(),
+                ));
+            }
             let missing: Vec<&str> = targets
                 .iter()
-                .filter(|t| !placed.contains(t))
+                .filter(|t| !placed.contains(t) && t.as_str() != local)
                 .map(String::as_str)
                 .collect();
             if !missing.is_empty() {
@@ -217,6 +229,18 @@ mod tests {
             &["local".into(), "eu-1".into()],
         )
         .expect_err("local");
+        assert_eq!(
+            local.len(),
+            1,
+            "one problem, not a contradiction: {local:?}"
+        );
         assert!(local[0].1.contains("rings are for clusters"), "{local:?}");
+        let beside = parse(
+            &json!({ "rings": [["eu-1"], ["eu-2"]] }),
+            &["local".into(), "eu-1".into(), "eu-2".into()],
+        )
+        .expect_err("local beside");
+        assert_eq!(beside.len(), 1, "{beside:?}");
+        assert!(beside[0].1.contains("not `local`"), "{beside:?}");
     }
 }

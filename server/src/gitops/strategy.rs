@@ -167,6 +167,22 @@ pub fn parse(value: &Value) -> Result<Strategy, Vec<Problem>> {
                 None => Strategy::Rolling,
             }
         }
+        // One strategy, and each key beside it named.
+        Value::Object(map) if map.contains_key("canary") || map.contains_key("blue_green") => {
+            if map.contains_key("canary") && map.contains_key("blue_green") {
+                problems.push((
+                    "canary".into(),
+                    "an entry has one strategy: `canary` or `blue_green`, not both".into(),
+                ));
+            }
+            for key in map.keys().filter(|k| *k != "canary" && *k != "blue_green") {
+                problems.push((
+                    key.clone(),
+                    format!("unknown field `{key}` beside the strategy: `canary` or `blue_green` stands alone"),
+                ));
+            }
+            Strategy::Rolling
+        }
         other => {
             problems.push((
                 String::new(),
@@ -764,6 +780,12 @@ mod tests {
         );
         assert!(plan.blue_green);
         assert_eq!(plan.on_abort, OnAbort::Rollback);
+        let beside = parse(&json!({ "blue_green": {}, "colour": "teal" })).expect_err("beside");
+        assert_eq!(beside.len(), 1, "{beside:?}");
+        assert_eq!(beside[0].0, "colour", "{beside:?}");
+        let both = parse(&json!({ "blue_green": {}, "canary": { "steps": [{ "weight": 5 }] } }))
+            .expect_err("both");
+        assert!(both.iter().all(|(_, m)| m.contains("not both")), "{both:?}");
         let bad = parse(&json!({ "blue_green": { "keep": "soon", "colour": "teal" } }))
             .expect_err("invalid");
         let fields: Vec<&str> = bad.iter().map(|(f, _)| f.as_str()).collect();
