@@ -258,6 +258,22 @@ pub fn fits_targets(plan: &CanaryPlan, targets: &[String], preview: bool) -> Vec
     problems
 }
 
+/// `on_abort: stay | rollback` (default `stay`), at `field`.
+fn on_abort(value: Option<&Value>, field: &str, problems: &mut Vec<Problem>) -> OnAbort {
+    match value {
+        None => OnAbort::Stay,
+        Some(Value::String(s)) if s == "stay" => OnAbort::Stay,
+        Some(Value::String(s)) if s == "rollback" => OnAbort::Rollback,
+        Some(other) => {
+            problems.push((
+                field.into(),
+                format!("expected `stay` or `rollback`, found {other}"),
+            ));
+            OnAbort::Stay
+        }
+    }
+}
+
 fn blue_green(value: &Value, problems: &mut Vec<Problem>) -> Option<BlueGreen> {
     let empty = serde_json::Map::new();
     let map = match value {
@@ -304,18 +320,7 @@ fn blue_green(value: &Value, problems: &mut Vec<Problem>) -> Option<BlueGreen> {
             0
         }
     };
-    let on_abort = match map.get("on_abort") {
-        None => OnAbort::Stay,
-        Some(Value::String(s)) if s == "stay" => OnAbort::Stay,
-        Some(Value::String(s)) if s == "rollback" => OnAbort::Rollback,
-        Some(other) => {
-            problems.push((
-                "blue_green.on_abort".into(),
-                format!("expected `stay` or `rollback`, found {other}"),
-            ));
-            OnAbort::Stay
-        }
-    };
+    let on_abort = on_abort(map.get("on_abort"), "blue_green.on_abort", problems);
     let analysis = map
         .get("analysis")
         .and_then(|value| analysis(value, "blue_green.analysis", problems));
@@ -339,18 +344,7 @@ fn canary(value: &Value, problems: &mut Vec<Problem>) -> Option<CanaryPlan> {
             ));
         }
     }
-    let on_abort = match map.get("on_abort") {
-        None => OnAbort::Stay,
-        Some(Value::String(s)) if s == "stay" => OnAbort::Stay,
-        Some(Value::String(s)) if s == "rollback" => OnAbort::Rollback,
-        Some(other) => {
-            problems.push((
-                "canary.on_abort".into(),
-                format!("expected `stay` or `rollback`, found {other}"),
-            ));
-            OnAbort::Stay
-        }
-    };
+    let on_abort = on_abort(map.get("on_abort"), "canary.on_abort", problems);
     let Some(Value::Array(raw_steps)) = map.get("steps") else {
         problems.push((
             "canary.steps".into(),

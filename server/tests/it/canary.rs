@@ -138,6 +138,33 @@ async fn traffic(app: &TestApp, go: &AtomicBool, stop: &AtomicBool) -> (u64, u64
     (total, failed)
 }
 
+/// Production's release of `sha`, from the ledger.
+pub(crate) async fn production_release(app: &TestApp, sha: &str) -> Value {
+    let releases = app
+        .get("/api/v1/releases?app=shop&environment=production")
+        .await
+        .json();
+    releases
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["version"] == sha)
+        .cloned()
+        .unwrap_or_else(|| panic!("no production release of {sha}: {releases}"))
+}
+
+/// The production environment as the environments list has it.
+pub(crate) async fn production_environment(app: &TestApp) -> Value {
+    let environments = app.get("/api/v1/environments").await.json();
+    environments
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "production")
+        .cloned()
+        .unwrap_or_else(|| panic!("no production environment: {environments}"))
+}
+
 fn commit(repos: &Repos, file: &str, message: &str) -> String {
     repos.app.write(file, message);
     repos.app.commit(message)
@@ -188,17 +215,7 @@ async fn a_canary_answering_5xx_is_aborted_by_its_analysis_within_its_share() {
         assert!(response.text().starts_with("fine "), "{}", response.text());
     }
     // The ledger records an aborted canary with what it measured.
-    let releases = app
-        .get("/api/v1/releases?app=shop&environment=production")
-        .await
-        .json();
-    let aborted = releases
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["version"] == broken.as_str())
-        .cloned()
-        .unwrap();
+    let aborted = production_release(&app, broken.as_str()).await;
     assert_eq!(aborted["state"], "aborted", "{aborted}");
     assert!(
         aborted["reason"]
@@ -215,14 +232,7 @@ async fn a_canary_answering_5xx_is_aborted_by_its_analysis_within_its_share() {
             .starts_with("analysis failed"),
         "{run}"
     );
-    let production = app.get("/api/v1/environments").await.json();
-    let production = production
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "production")
-        .cloned()
-        .unwrap();
+    let production = production_environment(&app).await;
     assert_eq!(production["state"], "live", "{production}");
     assert_ne!(production["commit_sha"], broken.as_str());
     assert!(
@@ -247,17 +257,7 @@ async fn a_canary_without_traffic_stays_inconclusive_and_aborts_at_its_limit() {
     scan(&app).await;
     let run = ended(&app, &quiet).await;
     assert_eq!(run["run"]["state"], "failed", "{run}");
-    let releases = app
-        .get("/api/v1/releases?app=shop&environment=production")
-        .await
-        .json();
-    let aborted = releases
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["version"] == quiet.as_str())
-        .cloned()
-        .unwrap();
+    let aborted = production_release(&app, quiet.as_str()).await;
     assert_eq!(aborted["state"], "aborted", "{aborted}");
     let reason = aborted["reason"].as_str().unwrap();
     assert!(
@@ -269,14 +269,7 @@ async fn a_canary_without_traffic_stays_inconclusive_and_aborts_at_its_limit() {
         "{reason}"
     );
     // on_abort: rollback pins production to its stable version.
-    let production = app.get("/api/v1/environments").await.json();
-    let production = production
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "production")
-        .cloned()
-        .unwrap();
+    let production = production_environment(&app).await;
     assert_eq!(production["pin"]["pinned_by"], "gantry", "{production}");
     let stable = repos.app.git(&["rev-parse", "HEAD~1"]);
     assert_eq!(
@@ -478,17 +471,7 @@ async fn a_canary_that_never_answers_is_aborted_not_passed() {
         reason.starts_with("analysis failed: 1 failed check") && reason.contains("5xx"),
         "{run}"
     );
-    let releases = app
-        .get("/api/v1/releases?app=shop&environment=production")
-        .await
-        .json();
-    let aborted = releases
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["version"] == silent.as_str())
-        .cloned()
-        .unwrap();
+    let aborted = production_release(&app, silent.as_str()).await;
     assert_eq!(aborted["state"], "aborted", "{aborted}");
     // The stable version answers every request again.
     for _ in 0..10 {
@@ -531,14 +514,7 @@ async fn a_superseded_canary_ends_with_its_run_and_pins_nothing() {
     assert_eq!(promoted.status, 202, "{}", promoted.text());
     let done = ended(&app, &newer).await;
     assert_eq!(done["run"]["state"], "succeeded", "{done}");
-    let production = app.get("/api/v1/environments").await.json();
-    let production = production
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "production")
-        .cloned()
-        .unwrap();
+    let production = production_environment(&app).await;
     assert!(production["pin"].is_null(), "{production}");
     assert_eq!(production["commit_sha"], newer.as_str(), "{production}");
     app.stop().await;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use kube_emulator::{Emulator, Options, RolloutMode};
 use serde_json::{Value, json};
 
-use crate::canary::{deploy_says, ended};
+use crate::canary::{deploy_says, ended, production_environment, production_release};
 use crate::support::TestApp;
 use crate::support::git::WorkRepo;
 use crate::support::prometheus::{Exporter, Prometheus};
@@ -64,12 +64,7 @@ async fn setup(prometheus: &Prometheus) -> Setup {
 
 /// [`setup`] with the runner's lease set to `lease`.
 async fn setup_leased(prometheus: &Prometheus, lease: Option<Duration>) -> Setup {
-    let dev = Emulator::start(Options {
-        rollout: RolloutMode::After(Duration::from_millis(100)),
-        ..Options::default()
-    })
-    .await
-    .expect("dev");
+    let dev = cluster().await;
     let repo = WorkRepo::new();
     repo.write("README", "shop\n");
     repo.commit("first");
@@ -128,6 +123,16 @@ stack:
         _pipeline: pipeline,
         app,
     }
+}
+
+/// An emulated cluster whose workloads become ready soon after a change.
+async fn cluster() -> Emulator {
+    Emulator::start(Options {
+        rollout: RolloutMode::After(Duration::from_millis(100)),
+        ..Options::default()
+    })
+    .await
+    .expect("an emulated cluster")
 }
 
 async fn scan(app: &TestApp) {
@@ -237,29 +242,11 @@ async fn a_prometheus_analysed_canary_completes_on_a_good_metric_and_aborts_on_a
         format!("registry.example.com/shop:{good}"),
         "stable serves as it did"
     );
-    let releases = setup
-        .app
-        .get("/api/v1/releases?app=shop&environment=production")
-        .await
-        .json();
-    let aborted = releases
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["version"] == bad.as_str())
-        .cloned()
-        .unwrap();
+    let aborted = production_release(&setup.app, bad.as_str()).await;
     assert_eq!(aborted["state"], "aborted", "{aborted}");
     let reason = aborted["reason"].as_str().unwrap();
     assert!(reason.contains("prometheus 0.5 > 0.05"), "{reason}");
-    let environments = setup.app.get("/api/v1/environments").await.json();
-    let production = environments
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "production")
-        .cloned()
-        .unwrap();
+    let production = production_environment(&setup.app).await;
     assert_eq!(production["pin"]["version"], good.as_str(), "{production}");
     assert_eq!(production["commit_sha"], good.as_str(), "{production}");
     setup.app.stop().await;
@@ -321,14 +308,7 @@ async fn a_replica_that_lost_its_run_leaves_the_canary_to_the_attempt_that_took_
 async fn three_rings(prometheus: &Prometheus) -> (TestApp, WorkRepo, WorkRepo, Vec<Emulator>) {
     let mut clusters = Vec::new();
     for _ in 0..3 {
-        clusters.push(
-            Emulator::start(Options {
-                rollout: RolloutMode::After(Duration::from_millis(100)),
-                ..Options::default()
-            })
-            .await
-            .expect("cluster"),
-        );
+        clusters.push(cluster().await);
     }
     let repo = WorkRepo::new();
     repo.write("README", "shop\n");
@@ -512,26 +492,9 @@ async fn a_three_ring_rollout_aborted_in_its_second_ring_leaves_every_cluster_on
             "cluster {n} is back on stable"
         );
     }
-    let environments = app.get("/api/v1/environments").await.json();
-    let production = environments
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "production")
-        .cloned()
-        .unwrap();
+    let production = production_environment(&app).await;
     assert_eq!(production["commit_sha"], stable.as_str(), "{production}");
-    let releases = app
-        .get("/api/v1/releases?app=shop&environment=production")
-        .await
-        .json();
-    let aborted = releases
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["version"] == bad.as_str())
-        .cloned()
-        .unwrap();
+    let aborted = production_release(&app, bad.as_str()).await;
     assert_eq!(aborted["state"], "aborted", "{aborted}");
     app.stop().await;
 }

@@ -412,38 +412,24 @@ async fn back_to_stable(
                 _ => Vec::new(),
             },
         };
-        let stable = match &stable {
-            Some(Ok(stable)) => stable,
-            None => {
-                let _ = log
-                    .note(&format!(
-                        "{target} keeps the new version: the environment served nothing before this deploy"
-                    ))
-                    .await;
-                result.push(TargetOutcome {
-                    target: target.clone(),
-                    started: outcome.started,
-                    result: Err(aborted(format!(
-                        "{STUCK}: nothing served before this first deploy to return to; {why}"
-                    ))),
-                });
-                continue;
-            }
-            Some(Err(unread)) => {
-                let _ = log
-                    .note(&format!(
-                        "{target} keeps the new version: the stable version could not be read back ({unread})"
-                    ))
-                    .await;
-                result.push(TargetOutcome {
-                    target: target.clone(),
-                    started: outcome.started,
-                    result: Err(aborted(format!(
-                        "{STUCK}: the stable version could not be read back ({unread}); {why}"
-                    ))),
-                });
-                continue;
-            }
+        let nothing_to_return_to = match &stable {
+            Some(Ok(_)) => None,
+            None => Some("nothing served before this first deploy".to_string()),
+            Some(Err(unread)) => Some(format!(
+                "the stable version could not be read back ({unread})"
+            )),
+        };
+        let (Some(Ok(stable)), None) = (&stable, &nothing_to_return_to) else {
+            let reason = nothing_to_return_to.unwrap_or_default();
+            let _ = log
+                .note(&format!("{target} keeps the new version: {reason}"))
+                .await;
+            result.push(TargetOutcome {
+                target: target.clone(),
+                started: outcome.started,
+                result: Err(aborted(format!("{STUCK}: {reason}; {why}"))),
+            });
+            continue;
         };
         // What the new version applied and the stable one did not is pruned.
         let back =
