@@ -274,6 +274,7 @@ fn sandbox_settings(config: &Config, tag: &str) -> crate::sandbox::Settings {
         enabled: config.sandbox,
         user: config.runner_user,
         uids: config.runner_uids,
+        build_uids: config.runner_build_uids,
         helper: config.sandbox_helper.clone(),
         read_only: config.runner_read_only_paths.clone(),
         blocked_networks: config.runner_blocked_networks.clone(),

@@ -86,6 +86,47 @@ pub struct Instructions {
     /// ends. The kernel's parent-death signal alone is not enough: giving
     /// up root clears it.
     pub lifeline_fd: Option<i32>,
+    /// The image builder (Gantry runs as root and started bubblewrap in a
+    /// user namespace of the build's own, see [`UserRange`]): the command
+    /// stays root of that namespace with every capability but the
+    /// network's, which go once the routes are set, and no Landlock fence
+    /// (buildah mounts and chroots inside; the namespace's mounts of the
+    /// host are locked). `user` and `landlock` are then `None`.
+    #[serde(default)]
+    pub builder: bool,
+}
+
+/// The first argument that asks the helper to enter a user namespace of
+/// the build's own and run bubblewrap in it:
+/// `gantry-sandbox --enter-userns <UserRange JSON> <bwrap> <args…>`.
+pub const ENTER_USERNS: &str = "--enter-userns";
+
+/// The users of a build's namespace: its root is the run's uid (so the
+/// checkout and home are the build's own), and 1…`count` are a block of
+/// host uids no one else has, so an image's files may belong to anyone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRange {
+    pub root: (u32, u32),
+    pub first: u32,
+    pub count: u32,
+    /// Host paths bubblewrap binds that the build's root may not reach
+    /// (they lie in Gantry's private data directory): opened here while
+    /// still root, and shown to bubblewrap at [`staged`]`(i)`.
+    #[serde(default)]
+    pub stage: Vec<PathBuf>,
+}
+
+/// Where the `i`th of [`UserRange::stage`] appears to bubblewrap.
+pub fn staged(index: usize) -> PathBuf {
+    PathBuf::from(format!("/tmp/gantry-stage/{index}"))
+}
+
+impl UserRange {
+    /// The `uid_map` (and `gid_map`) text.
+    pub fn map(&self, gid: bool) -> String {
+        let root = if gid { self.root.1 } else { self.root.0 };
+        format!("0 {root} 1\n1 {} {}\n", self.first, self.count)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,6 +180,33 @@ impl Ending {
 
 /// The helper's `main`: returns the exit code.
 pub fn main(args: &[String]) -> i32 {
+    if args.get(1).map(String::as_str) == Some(MAP_USERNS) {
+        return match map_userns(args) {
+            Ok(()) => 0,
+            Err(error) => {
+                eprintln!("[gantry] cannot map the build's users: {error}");
+                SETUP_FAILED
+            }
+        };
+    }
+    if args.get(1).map(String::as_str) == Some(ENTER_USERNS) {
+        let error = match args
+            .get(2)
+            .map(|text| serde_json::from_str::<UserRange>(text))
+        {
+            Some(Ok(range)) => match (enter_userns(&range), args.get(3)) {
+                (Ok(()), Some(program)) => {
+                    let error = Command::new(program).args(&args[4..]).exec();
+                    format!("cannot run {program}: {error}")
+                }
+                (Ok(()), None) => "nothing to run in the build's namespace".to_string(),
+                (Err(error), _) => error.0,
+            },
+            _ => "expected the build's users as JSON after --enter-userns".to_string(),
+        };
+        eprintln!("[gantry] the build's sandbox could not be set up: {error}");
+        return SETUP_FAILED;
+    }
     let Some(instructions) = args
         .get(1)
         .and_then(|text| serde_json::from_str::<Instructions>(text).ok())
@@ -229,7 +297,9 @@ fn run(instructions: &Instructions) -> Result<Ending, SetupFailed> {
     // helper, unless it still has to become the runner user (as root,
     // giving up root takes its capabilities with it).
     drop_ambient_capabilities()?;
-    if instructions.user.is_none() {
+    if instructions.builder {
+        drop_network_capabilities()?;
+    } else if instructions.user.is_none() {
         drop_all_capabilities()?;
     }
     if let Some((uid, gid)) = instructions.user {
@@ -275,6 +345,165 @@ fn run(instructions: &Instructions) -> Result<Ending, SetupFailed> {
         let _ = status.write_all(ending.line().as_bytes());
     }
     Ok(ending)
+}
+
+/// Moves this process (root, single-threaded: it has just started) into a
+/// new user namespace mapped as `range` says, and becomes its root. A
+/// namespace may not write its own map of more than one id: a second
+/// helper, started before and still root outside, writes it
+/// ([`MAP_USERNS`]).
+fn enter_userns(range: &UserRange) -> Result<(), SetupFailed> {
+    use nix::sched::{CloneFlags, unshare};
+    use nix::unistd::{getpid, setresgid, setresuid};
+    let me = getpid();
+    stage(&range.stage)?;
+    let program = std::env::current_exe().map_err(|e| format!("the helper's path: {e}"))?;
+    let mut mapper = Command::new(program)
+        .arg(MAP_USERNS)
+        .arg(me.to_string())
+        .arg(serde_json::to_string(range).map_err(|e| e.to_string())?)
+        .stdin(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start the helper that maps the build's users: {e}"))?;
+    let unshared = unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| format!("unshare(user): {e}"));
+    // The mapper waits for this line (or for the end of its input, when
+    // the unshare failed: then it maps nothing).
+    if let Some(mut go) = mapper.stdin.take()
+        && unshared.is_ok()
+    {
+        let _ = go.write_all(b"mapped\n");
+    }
+    let mapped = mapper.wait().map_err(|e| format!("the mapper: {e}"))?;
+    unshared?;
+    if !mapped.success() {
+        return Err(format!(
+            "cannot map the build's users {range:?}: are they another user's, or is this not root?"
+        )
+        .into());
+    }
+    setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
+    let root_gid = Gid::from_raw(0);
+    setresgid(root_gid, root_gid, root_gid).map_err(|e| format!("setresgid: {e}"))?;
+    let root = Uid::from_raw(0);
+    setresuid(root, root, root).map_err(|e| format!("setresuid: {e}"))?;
+    Ok(())
+}
+
+/// Shows `sources` at [`staged`] paths anyone may traverse, in a mount
+/// namespace of this process's own (root still, before the user
+/// namespace): bind mounts of what was opened by descriptor, so nothing
+/// above them — Gantry's data directory — needs to be traversed.
+fn stage(sources: &[PathBuf]) -> Result<(), SetupFailed> {
+    use nix::mount::{MsFlags, mount};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    if sources.is_empty() {
+        return Ok(());
+    }
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("unshare(mount): {e}"))?;
+    // Nothing mounted here reaches the host's namespace.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("making mounts private: {e}"))?;
+    // Opened in this namespace (a bind takes only its own mounts), before
+    // the stage hides /tmp, where a source may lie.
+    let opened = sources
+        .iter()
+        .map(|path| {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::libc::O_PATH | nix::libc::O_NOFOLLOW)
+                .open(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let is_dir = file
+                .metadata()
+                .map_err(|e| format!("{}: {e}", path.display()))?
+                .is_dir();
+            Ok::<_, SetupFailed>((file, is_dir))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    mount(
+        Some("tmpfs"),
+        "/tmp",
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=0755,size=65536"),
+    )
+    .map_err(|e| format!("the stage: {e}"))?;
+    std::fs::create_dir("/tmp/gantry-stage").map_err(|e| format!("the stage: {e}"))?;
+    for (index, (file, is_dir)) in opened.iter().enumerate() {
+        let target = staged(index);
+        if *is_dir {
+            std::fs::create_dir(&target)
+        } else {
+            std::fs::File::create(&target).map(drop)
+        }
+        .map_err(|e| format!("{}: {e}", target.display()))?;
+        mount(
+            Some(format!("/proc/self/fd/{}", file.as_raw_fd()).as_str()),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| format!("staging {}: {e}", sources[index].display()))?;
+    }
+    Ok(())
+}
+
+/// The first argument of the helper that writes a build namespace's maps:
+/// `gantry-sandbox --map-userns <pid> <UserRange JSON>`, once a line comes
+/// on its input.
+pub const MAP_USERNS: &str = "--map-userns";
+
+fn map_userns(args: &[String]) -> Result<(), String> {
+    let pid: u32 = args
+        .get(2)
+        .and_then(|p| p.parse().ok())
+        .ok_or("expected a pid")?;
+    let range: UserRange = args
+        .get(3)
+        .and_then(|r| serde_json::from_str(r).ok())
+        .ok_or("expected the build's users as JSON")?;
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    if line.trim() != "mapped" {
+        return Err("the build's namespace was not made".into());
+    }
+    std::fs::write(format!("/proc/{pid}/uid_map"), range.map(false))
+        .map_err(|e| format!("uid_map: {e}"))?;
+    std::fs::write(format!("/proc/{pid}/gid_map"), range.map(true))
+        .map_err(|e| format!("gid_map: {e}"))?;
+    Ok(())
+}
+
+/// Takes the network's capabilities from every set, the bounding set
+/// too, so nothing the builder runs can undo the routes that keep it off
+/// the host's addresses.
+fn drop_network_capabilities() -> Result<(), SetupFailed> {
+    for cap in [
+        caps::Capability::CAP_NET_ADMIN,
+        caps::Capability::CAP_NET_RAW,
+    ] {
+        for set in [
+            caps::CapSet::Bounding,
+            caps::CapSet::Effective,
+            caps::CapSet::Inheritable,
+            caps::CapSet::Permitted,
+        ] {
+            caps::drop(None, set, cap)
+                .map_err(|e| format!("cannot drop {cap} from {set:?}: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Reaps every process that ends in the sandbox (pid 1 inherits orphans)

@@ -14,6 +14,7 @@ pub mod archive;
 pub mod cache;
 pub mod cleanup;
 pub mod follow;
+pub mod image;
 pub mod pod;
 pub mod reattach;
 pub mod step;

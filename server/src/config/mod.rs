@@ -253,6 +253,9 @@ pub struct Config {
     pub runner_user: (u32, u32),
     /// `runner.uids`: the range each sandbox's own uid is leased from.
     pub runner_uids: (u32, u32),
+    /// `runner.build_uids`: blocks of 65536 uids, one per image build at a
+    /// time, for the users of its namespace.
+    pub runner_build_uids: (u32, u32),
     /// More host paths sandboxes see read-only (toolchains outside /usr).
     pub runner_read_only_paths: Vec<PathBuf>,
     /// `runner.blocked_networks`: networks sandboxes may not reach, beyond
@@ -436,6 +439,7 @@ struct RunnerSection {
     sandbox: Option<String>,
     user: Option<String>,
     uids: Option<String>,
+    build_uids: Option<String>,
     read_only_paths: Option<Vec<String>>,
     blocked_networks: Option<Vec<String>>,
     helper: Option<PathBuf>,
@@ -751,6 +755,28 @@ impl Config {
                 match parsed {
                     Some((first, last)) if first > 0 && first <= last && last < u32::MAX => Ok((first, last)),
                     _ => Err("expected a range of uids `first-last` (e.g. 1500000000-1500065535), not including 0".to_string()),
+                }
+            },
+        )?;
+        let runner_build_uids = layers.resolve(
+            "runner.build_uids",
+            "1600000000-1602097151",
+            file.runner.build_uids.clone(),
+            Some("GANTRY_RUNNER_BUILD_UIDS"),
+            None,
+            |text| {
+                let parsed = text.split_once('-').and_then(|(first, last)| {
+                    Some((first.trim().parse::<u32>().ok()?, last.trim().parse::<u32>().ok()?))
+                });
+                match parsed {
+                    Some((first, last))
+                        if first > 0
+                            && last < u32::MAX
+                            && last.checked_sub(first).is_some_and(|span| span >= 65535) =>
+                    {
+                        Ok((first, last))
+                    }
+                    _ => Err("expected a range of uids `first-last` holding at least one block of 65536 (e.g. 1600000000-1602097151, 32 blocks), not including 0".to_string()),
                 }
             },
         )?;
@@ -1164,6 +1190,7 @@ impl Config {
             sandbox,
             runner_user,
             runner_uids,
+            runner_build_uids,
             runner_read_only_paths,
             runner_blocked_networks,
             sandbox_helper,

@@ -7,6 +7,7 @@ pub mod builds;
 pub mod freeze;
 pub mod guardrails;
 pub mod health_rules;
+pub mod image;
 pub mod load;
 pub mod resources;
 pub mod rings;

@@ -53,6 +53,11 @@ impl AppConfig {
         step: &CommandStep,
         fallback: &super::builds::Executor,
     ) -> super::builds::Executor {
+        // An image is built in this host's sandbox: a build pod would need
+        // a builder image and privileges no cluster should give it.
+        if step.image_build.is_some() {
+            return super::builds::Executor::Local;
+        }
         step.executor
             .clone()
             .or_else(|| self.pipeline.executor.clone())
@@ -374,6 +379,10 @@ pub struct CommandStep {
     /// that was verified upstream (`promote_from`).
     #[serde(default)]
     pub build: bool,
+    /// The built-in `image` step: Gantry builds this image in the step's
+    /// sandbox and pushes it (`run` is the build Gantry wrote).
+    #[serde(default)]
+    pub image_build: Option<super::image::ImageBuild>,
 }
 
 /// How the `local` target runs the app.

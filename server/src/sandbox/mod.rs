@@ -59,6 +59,9 @@ pub struct Settings {
     pub user: (u32, u32),
     /// `runner.uids`: the range each sandbox's own uid comes from.
     pub uids: (u32, u32),
+    /// `runner.build_uids`: the blocks of 65536 uids image builds map their
+    /// namespace's users to (one block per build at a time).
+    pub build_uids: (u32, u32),
     /// The `gantry-sandbox` helper.
     pub helper: PathBuf,
     /// `runner.read_only_paths`: more host paths shown read-only.
@@ -148,6 +151,12 @@ pub struct Spec {
     /// Who it runs as when Gantry is root: a leased uid (see
     /// [`Sandbox::lease_user`]); `runner.user` when none.
     pub user: Option<(u32, u32)>,
+    /// The image builder: as root, the sandbox is root of a user namespace
+    /// of its own (its root is `user`, its other users a block of
+    /// `runner.build_uids`), keeps that namespace's capabilities but the
+    /// network's, and has no Landlock fence — what buildah needs to unpack
+    /// images and run their `RUN` lines. Without root, a plain sandbox.
+    pub builder: bool,
     pub stdout: Stdio,
     pub stderr: Stdio,
 }
@@ -302,7 +311,12 @@ pub struct Sandbox {
     spawner: Option<Spawner>,
     counter: AtomicU64,
     users: Arc<users::UserPool>,
+    /// Indices of the blocks of `runner.build_uids`.
+    build_blocks: Arc<users::UserPool>,
 }
+
+/// The uids of one build's namespace besides its root.
+pub const BUILD_BLOCK: u32 = 65536;
 
 impl Sandbox {
     /// Checks what works here by starting a trial sandbox (a few ms).
@@ -317,6 +331,11 @@ impl Sandbox {
             spawner: None,
             counter: AtomicU64::new(0),
             users: users::UserPool::new(settings.uids),
+            build_blocks: users::UserPool::new((
+                0,
+                ((settings.build_uids.1 - settings.build_uids.0).saturating_add(1) / BUILD_BLOCK)
+                    .saturating_sub(1),
+            )),
             settings,
         };
         if !sandbox.settings.enabled {
@@ -415,6 +434,7 @@ impl Sandbox {
             publish: None,
             hosts: Vec::new(),
             user: None,
+            builder: false,
             stdout: Stdio::null(),
             stderr: Stdio::piped(),
         };
@@ -548,6 +568,32 @@ impl Sandbox {
         };
         std::fs::write(&hosts_file, hosts_text(names)).map_err(|e| start(e.to_string()))?;
         let user = spec.user.unwrap_or(self.settings.user);
+        let mut builder = match (spec.builder && self.as_root, self.settings.build_uids) {
+            (false, _) => None,
+            (true, (first, last)) => {
+                if let Some(path) = plan::builder_conflict(&self.settings.private) {
+                    return Err(start(format!(
+                        "the image builder would see {}, one of Gantry's own files: keep Gantry's files outside /usr and /etc/containers, /etc/ssl, /etc/pki",
+                        path.display()
+                    )));
+                }
+                let block = self
+                    .build_blocks
+                    .lease()
+                    .filter(|_| last >= first.saturating_add(BUILD_BLOCK - 1))
+                    .ok_or_else(|| {
+                        start("every block of runner.build_uids is in use by another build")
+                    })?;
+                let index = block.ids().0;
+                let range = gantry_sandbox::UserRange {
+                    root: user,
+                    first: first + index * BUILD_BLOCK + 1,
+                    count: BUILD_BLOCK - 1,
+                    stage: Vec::new(),
+                };
+                Some((block, range))
+            }
+        };
         let identity = self.as_root.then(|| {
             let (passwd, group) = (scratch.join("passwd"), scratch.join("group"));
             (passwd, group)
@@ -578,12 +624,15 @@ impl Sandbox {
         writable.extend(["/tmp", "/dev"].map(PathBuf::from));
         let instructions = gantry_sandbox::Instructions {
             argv: vec!["sh".into(), "-c".into(), spec.script.clone()],
-            user: self.as_root.then_some(user),
+            user: (self.as_root && builder.is_none()).then_some(user),
             rlimits,
-            landlock: Some(gantry_sandbox::Fence {
+            // The builder mounts and chroots, which a fence forbids; its
+            // view of the host is bubblewrap's, locked in its namespace.
+            landlock: builder.is_none().then(|| gantry_sandbox::Fence {
                 read_only: vec![PathBuf::from("/")],
                 writable,
             }),
+            builder: builder.is_some(),
             forward: relay.clone(),
             // Root or not: a network of its own reaches none of these.
             unreachable: if spec.network == Network::Isolated {
@@ -598,21 +647,38 @@ impl Sandbox {
         };
         let instructions =
             serde_json::to_string(&instructions).map_err(|e| start(e.to_string()))?;
+        // What bubblewrap binds from the host. The builder's bubblewrap is
+        // root of its own namespace only and may not traverse Gantry's
+        // data directory: each source is staged by the helper (opened as
+        // root, shown at a path anyone may traverse) and named by that.
+        let mut sources = Sources {
+            mounts: spec.mounts.clone(),
+            hosts_file: hosts_file.clone(),
+            identity: identity.clone(),
+            resolv_file: resolv_file.clone(),
+            helper: self.settings.helper.clone(),
+            preview_socket: relay.as_ref().map(|_| self.settings.preview_socket.clone()),
+        };
+        if let Some((_, range)) = builder.as_mut() {
+            range.stage = sources.stage();
+        }
         let args = plan::arguments(&plan::Plan {
             as_root: self.as_root,
+            builder: builder.is_some(),
             network: spec.network,
-            mounts: &spec.mounts,
+            mounts: &sources.mounts,
             cwd: &spec.cwd.inside,
             read_only: &self.settings.read_only,
             private: &self.settings.private,
             tmp_bytes: spec.limits.tmp_bytes,
-            hosts_file: &hosts_file,
-            identity: identity.as_ref().map(|(p, g)| (p.as_path(), g.as_path())),
-            resolv_file: resolv_file.as_deref(),
-            helper: &self.settings.helper,
-            preview_socket: relay
+            hosts_file: &sources.hosts_file,
+            identity: sources
+                .identity
                 .as_ref()
-                .map(|_| self.settings.preview_socket.as_path()),
+                .map(|(p, g)| (p.as_path(), g.as_path())),
+            resolv_file: sources.resolv_file.as_deref(),
+            helper: &sources.helper,
+            preview_socket: sources.preview_socket.as_deref(),
             instructions: &instructions,
         });
 
@@ -631,7 +697,32 @@ impl Sandbox {
         let (go_read, go_write) = pipe().map_err(start)?;
         let (status_read, status_write) = pipe().map_err(start)?;
         let (lifeline_read, lifeline_write) = pipe().map_err(start)?;
-        let mut command = tokio::process::Command::new(&self.bwrap);
+        if builder.is_some() {
+            // The helper reopens what it inherits through /proc/self/fd:
+            // in the build's namespace only an owner it maps may.
+            let (uid, gid) = (
+                nix::unistd::Uid::from_raw(user.0),
+                nix::unistd::Gid::from_raw(user.1),
+            );
+            for fd in [&go_read, &status_write, &lifeline_read] {
+                nix::unistd::fchown(fd, Some(uid), Some(gid)).map_err(|e| start(e.to_string()))?;
+            }
+            nix::unistd::fchown(&env_file, Some(uid), Some(gid))
+                .map_err(|e| start(e.to_string()))?;
+        }
+        let mut command = match &builder {
+            // The helper enters the build's namespace, then becomes
+            // bubblewrap (the same process: bubblewrap's pid stays ours).
+            Some((_, range)) => {
+                let mut command = tokio::process::Command::new(&self.settings.helper);
+                command
+                    .arg(gantry_sandbox::ENTER_USERNS)
+                    .arg(serde_json::to_string(range).map_err(|e| start(e.to_string()))?)
+                    .arg(&self.bwrap);
+                command
+            }
+            None => tokio::process::Command::new(&self.bwrap),
+        };
         command
             .args(&args)
             .env_clear()
@@ -731,6 +822,7 @@ impl Sandbox {
             slirp,
             scratch: guard.0.take(),
             limits: spec.limits,
+            _build_block: builder.map(|(block, _)| block),
             _lifeline: lifeline_write,
         });
         // Everything is in place: let the helper start the command.
@@ -748,6 +840,44 @@ impl Sandbox {
             "sandbox started"
         );
         Ok(sandboxed)
+    }
+}
+
+/// The host paths a sandbox's bubblewrap binds.
+struct Sources {
+    mounts: Vec<Mount>,
+    hosts_file: PathBuf,
+    identity: Option<(PathBuf, PathBuf)>,
+    resolv_file: Option<PathBuf>,
+    helper: PathBuf,
+    preview_socket: Option<PathBuf>,
+}
+
+impl Sources {
+    /// Replaces every path with its staged one
+    /// (`gantry_sandbox::staged`); the originals, in that order.
+    fn stage(&mut self) -> Vec<PathBuf> {
+        let mut originals = Vec::new();
+        let mut swap = |path: &mut PathBuf| {
+            let staged = gantry_sandbox::staged(originals.len());
+            originals.push(std::mem::replace(path, staged));
+        };
+        for mount in &mut self.mounts {
+            swap(&mut mount.host);
+        }
+        swap(&mut self.hosts_file);
+        if let Some((passwd, group)) = self.identity.as_mut() {
+            swap(passwd);
+            swap(group);
+        }
+        if let Some(resolv) = self.resolv_file.as_mut() {
+            swap(resolv);
+        }
+        swap(&mut self.helper);
+        if let Some(socket) = self.preview_socket.as_mut() {
+            swap(socket);
+        }
+        originals
     }
 }
 
@@ -771,6 +901,8 @@ struct Inner {
     limits: Limits,
     /// Closed when this Gantry goes, which ends the sandbox.
     _lifeline: OwnedFd,
+    /// The build's block of uids, free again once the sandbox is over.
+    _build_block: Option<users::UserLease>,
 }
 
 impl Sandboxed {

@@ -25,6 +25,31 @@ pub const ENV_FD: i32 = 7;
 
 /// System directories shown read-only (those that exist on the host).
 const SYSTEM: &[&str] = &["/usr", "/etc"];
+/// What the image builder sees of the system: `/usr` and the parts of
+/// `/etc` buildah and TLS need — never the whole of `/etc`. The builder
+/// is root of its namespace and could lift any mount that masks one of
+/// Gantry's files there, so nothing is masked: what is not needed is not
+/// shown (`builder_conflict`).
+pub const BUILDER_SYSTEM: &[&str] = &[
+    "/usr",
+    "/etc/containers",
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/etc/pki",
+    "/etc/alternatives",
+    "/etc/nsswitch.conf",
+    "/etc/localtime",
+];
+
+/// A file of Gantry's the image builder would be shown (it lies under what
+/// the builder sees, where no mask would hold): the builder does not
+/// start while there is one.
+pub fn builder_conflict(private: &[PathBuf]) -> Option<&Path> {
+    private
+        .iter()
+        .map(PathBuf::as_path)
+        .find(|path| BUILDER_SYSTEM.iter().any(|shown| path.starts_with(shown)))
+}
 /// The devices a sandbox gets (what bubblewrap's `--dev` gives).
 const DEVICES: &[&str] = &[
     "/dev/null",
@@ -48,6 +73,11 @@ pub struct Plan<'a> {
     /// Gantry runs as root: no user namespace, the helper drops to the
     /// runner user itself.
     pub as_root: bool,
+    /// The image builder, as root: bubblewrap runs as root of the build's
+    /// own user namespace (see `gantry_sandbox::UserRange`) and gives the
+    /// helper every capability of it; the helper keeps them but the
+    /// network's.
+    pub builder: bool,
     pub network: Network,
     pub mounts: &'a [Mount],
     pub cwd: &'a Path,
@@ -87,7 +117,11 @@ pub fn arguments(plan: &Plan<'_>) -> Vec<OsString> {
     if plan.network != Network::Host {
         args.flags(&["--unshare-net"]);
     }
-    if plan.as_root {
+    if plan.as_root && plan.builder {
+        // Capabilities of the build's namespace only: mounts and chroot
+        // for buildah, over nothing of the host's.
+        args.flags(&["--cap-add", "ALL"]);
+    } else if plan.as_root {
         // Only what the helper needs to become the runner user (and, with
         // a network of its own, to close off the host's addresses in it);
         // all of them go with root.
@@ -106,9 +140,17 @@ pub fn arguments(plan: &Plan<'_>) -> Vec<OsString> {
     } else {
         args.flags(&["--unshare-user", "--disable-userns"]);
     }
-    for dir in SYSTEM {
-        if Path::new(dir).is_dir() {
-            args.pair("--ro-bind", dir, dir);
+    if plan.builder {
+        for path in BUILDER_SYSTEM {
+            if Path::new(path).exists() {
+                args.pair("--ro-bind", path, path);
+            }
+        }
+    } else {
+        for dir in SYSTEM {
+            if Path::new(dir).is_dir() {
+                args.pair("--ro-bind", dir, dir);
+            }
         }
     }
     for link in SYSTEM_LINKS {
@@ -120,6 +162,11 @@ pub fn arguments(plan: &Plan<'_>) -> Vec<OsString> {
         }
     }
     args.one("--proc", "/proc");
+    if plan.builder {
+        // buildah binds `/sys` into what it runs; an empty folder, never
+        // the host's.
+        args.flags(&["--dir", "/sys"]);
+    }
     if plan.as_root {
         args.one("--dev", "/dev");
     } else {
@@ -168,11 +215,13 @@ pub fn arguments(plan: &Plan<'_>) -> Vec<OsString> {
     for dir in above {
         args.flags(&["--perms", "0755", "--dir", &dir.display().to_string()]);
     }
-    // After /tmp, so an extra path under /tmp is not hidden by it.
-    for path in plan.read_only {
+    // After /tmp, so an extra path under /tmp is not hidden by it. Never
+    // the builder's: it could lift the masks below.
+    let read_only: &[PathBuf] = if plan.builder { &[] } else { plan.read_only };
+    for path in read_only {
         args.pair("--ro-bind-try", path, path);
     }
-    for path in plan.private {
+    for path in plan.private.iter().filter(|_| !plan.builder) {
         if !visible(path, plan.read_only) {
             continue;
         }
@@ -253,6 +302,7 @@ mod tests {
     fn plan<'a>(mounts: &'a [Mount], private: &'a [PathBuf], network: Network) -> Plan<'a> {
         Plan {
             as_root: true,
+            builder: false,
             network,
             mounts,
             cwd: Path::new("/workspace"),
@@ -298,6 +348,29 @@ mod tests {
         assert!(!args.contains("--bind / "), "{args}");
         assert!(!args.contains(" /data /data"), "{args}");
         assert!(args.ends_with("-- /.gantry/init {}"), "{args}");
+    }
+
+    #[test]
+    fn the_builder_gets_its_namespace_s_capabilities_and_no_host_sysfs() {
+        let mounts = [Mount::writable("/data/work/run-1-1/app", "/workspace")];
+        let mut plan = plan(&mounts, &[], Network::Isolated);
+        plan.builder = true;
+        let args = text(&arguments(&plan));
+        assert!(args.contains("--cap-add ALL"), "{args}");
+        assert!(!args.contains("CAP_SETUID"), "{args}");
+        assert!(args.contains("--dir /sys"), "{args}");
+        assert!(!args.contains("/sys /sys"), "{args}");
+        assert!(args.contains("--unshare-net"), "{args}");
+        // Not the whole of /etc, no extra paths, no masks to lift.
+        assert!(!args.contains("--ro-bind /etc /etc"), "{args}");
+        assert!(args.contains("--ro-bind /usr /usr"), "{args}");
+        assert!(!args.contains("/dev/null"), "{args}");
+        let private = [PathBuf::from("/usr/local/etc/gantry.toml")];
+        assert_eq!(
+            builder_conflict(&private),
+            Some(Path::new("/usr/local/etc/gantry.toml"))
+        );
+        assert_eq!(builder_conflict(&[PathBuf::from("/var/lib/gantry")]), None);
     }
 
     #[test]

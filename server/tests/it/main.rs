@@ -22,6 +22,7 @@ mod dashboard;
 mod flow;
 mod forge;
 mod hostile;
+mod image;
 mod ledger;
 mod notify;
 mod ops;

@@ -16,6 +16,7 @@ fn settings(data: &Path) -> Settings {
         enabled: true,
         user: (65534, 65534),
         uids: (1_500_000_000, 1_500_000_009),
+        build_uids: (1_600_000_000, 1_600_131_071),
         helper: helper(),
         read_only: Vec::new(),
         blocked_networks: vec!["192.0.2.0/24".into()],
@@ -52,6 +53,17 @@ async fn run_with(
     network: Network,
     env: Vec<(String, String)>,
 ) -> (String, gantry::sandbox::Exit) {
+    run_as(sandbox, workspace, script, (network, false), env).await
+}
+
+/// [`run_with`], as the image builder when `builder`.
+async fn run_as(
+    sandbox: &Sandbox,
+    workspace: &Path,
+    script: &str,
+    (network, builder): (Network, bool),
+    env: Vec<(String, String)>,
+) -> (String, gantry::sandbox::Exit) {
     let user = sandbox.lease_user();
     let ids = user.as_ref().map(gantry::sandbox::users::UserLease::ids);
     sandbox.hand_over(workspace, ids).await.expect("hand over");
@@ -70,6 +82,7 @@ async fn run_with(
             publish: None,
             hosts: Vec::new(),
             user: ids,
+            builder,
             stdout: Stdio::piped(),
             stderr: Stdio::piped(),
         })
@@ -181,6 +194,19 @@ print(open("/proc/self/status").read())
 }
 
 fn check_egress(output: &str) {
+    check_refusals(output);
+    // The command holds no capability (the helper's are gone).
+    for line in [
+        "CapEff:\t0000000000000000",
+        "CapAmb:\t0000000000000000",
+        "CapPrm:\t0000000000000000",
+    ] {
+        assert!(output.contains(line), "{line}: {output}");
+    }
+}
+
+/// Nothing blocked was reached, and each attempt was refused at once.
+fn check_refusals(output: &str) {
     assert!(!output.contains("REACHED"), "{output}");
     for name in [
         "aws-gcp-metadata",
@@ -193,14 +219,6 @@ fn check_egress(output: &str) {
             output.contains(&format!("refused {name} PermissionError")),
             "{name}: {output}"
         );
-    }
-    // The command holds no capability (the helper's are gone).
-    for line in [
-        "CapEff:\t0000000000000000",
-        "CapAmb:\t0000000000000000",
-        "CapPrm:\t0000000000000000",
-    ] {
-        assert!(output.contains(line), "{line}: {output}");
     }
 }
 
@@ -215,6 +233,102 @@ async fn a_network_of_its_own_reaches_no_blocked_network() {
     let (output, exit) = run(&sandbox, &workspace, "python3 egress.py", Network::Isolated).await;
     assert_eq!(exit.ending, Ending::Exited(0), "{output}");
     check_egress(&output);
+}
+
+/// The image builder is root of a namespace of its own — what buildah
+/// needs — and that buys it nothing of the host: its users are the run's
+/// uid and a block of `runner.build_uids`, the system stays read-only and
+/// locked, Gantry's files stay hidden, `/sys` is empty, and without the
+/// network's capabilities it cannot lift the routes that keep it off the
+/// host's addresses and the blocked networks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_image_builder_is_root_of_its_own_namespace_and_nothing_more() {
+    let data = tempfile::tempdir().expect("data dir");
+    std::fs::write(data.path().join("secret.key"), "KEY").expect("key");
+    let workspace = data.path().join("work/run-1");
+    std::fs::create_dir_all(&workspace).expect("workspace");
+    // Gantry's config file in an extra read-only path, masked for steps:
+    // the builder, which could lift a mask, is not shown the path at all.
+    let extra = tempfile::tempdir().expect("extra path");
+    let config = extra.path().join("gantry.toml");
+    std::fs::write(&config, "CONFIG-SECRET").expect("config");
+    // A host file only the host's root may read, where the builder sees
+    // it: its root is not that one.
+    let system = tempfile::Builder::new()
+        .prefix("gantry-builder-test-")
+        .tempdir_in("/usr/local/share")
+        .expect("a folder under /usr");
+    let root_only = system.path().join("root-only");
+    std::fs::write(&root_only, "ROOT-ONLY").expect("root-only file");
+    std::fs::set_permissions(
+        &root_only,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
+    let mut settings = settings(data.path());
+    settings.read_only = vec![extra.path().to_path_buf()];
+    settings.private.push(config.clone());
+    let sandbox = Sandbox::start(settings).await;
+    let key = data.path().join("secret.key");
+    let script = format!(
+        "id -u; cat /proc/self/uid_map; \
+         cat {root_only} 2>/dev/null || echo not-host-root; \
+         umount -l {config} 2>/dev/null; cat {config} 2>/dev/null || echo no-config; \
+         cat {key} 2>/dev/null || echo no-key; \
+         echo x > /usr/x 2>/dev/null && echo WROTE-USR || echo ro-usr; \
+         mount -o remount,rw /usr 2>/dev/null && echo REMOUNTED-USR || echo usr-stays-ro; \
+         mount -o remount,bind,rw /usr 2>/dev/null; echo x > /usr/bin/x 2>/dev/null && echo WROTE-USR-BIN || echo usr-files-are-not-its; \
+         echo sys-entries $(ls -A /sys | wc -l); \
+         ip route flush type prohibit 2>/dev/null && echo FLUSHED || echo routes-kept; \
+         ip route show type prohibit | grep -c 192.0.2.0 ; \
+         touch /workspace/mine && touch /workspace/theirs && chown 1234:1234 /workspace/theirs && echo chowned; \
+         python3 egress.py",
+        root_only = root_only.display(),
+        config = config.display(),
+        key = key.display()
+    );
+    let (ip, port) = crate::hostile::host_service();
+    std::fs::write(workspace.join("egress.py"), egress_script(&ip, port)).expect("script");
+    let (output, exit) = run_as(
+        &sandbox,
+        &workspace,
+        &script,
+        (Network::Isolated, true),
+        Vec::new(),
+    )
+    .await;
+    println!("{output}");
+    assert_eq!(exit.ending, Ending::Exited(0), "{output}");
+    let lines: Vec<&str> = output.lines().collect();
+    assert_eq!(lines[0], "0", "root of its namespace: {output}");
+    for expected in [
+        "no-key",
+        "ro-usr",
+        "not-host-root",
+        "usr-stays-ro",
+        "usr-files-are-not-its",
+        "no-config",
+        "sys-entries 0",
+        "routes-kept",
+        "chowned",
+    ] {
+        assert!(output.contains(expected), "{expected}: {output}");
+    }
+    // Its root is the run's uid, its other users a block of build uids.
+    use std::os::unix::fs::MetadataExt;
+    let mine = std::fs::metadata(workspace.join("mine"))
+        .expect("mine")
+        .uid();
+    assert!((1_500_000_000..=1_500_000_009).contains(&mine), "{mine}");
+    let theirs = std::fs::metadata(workspace.join("theirs"))
+        .expect("theirs")
+        .uid();
+    assert!(
+        (1_600_000_000..=1_600_131_071).contains(&theirs),
+        "uid 1234 inside is {theirs} outside"
+    );
+    assert!(!output.contains("CONFIG-SECRET"), "{output}");
+    check_refusals(&output);
 }
 
 /// The same without root: Gantry run by an ordinary user (this test's body

@@ -840,6 +840,7 @@ async fn start_process(
             publish: (network == Network::Isolated).then_some(port),
             hosts: Vec::new(),
             user: log.user,
+            builder: false,
             stdout: Stdio::piped(),
             stderr: Stdio::piped(),
         })

@@ -15,6 +15,7 @@ use super::builds::{
     BuildPod, BuildSettings, DEFAULT_NAMESPACE, Executor, KubernetesExecutor, PodSecurity,
 };
 use super::guardrails::{self, AdminFile, Guardrails};
+use super::image::{ImageBuild, Repository};
 use super::resources::{parse_bytes, parse_cpu};
 use super::schema::{
     API_VERSION, AppConfig, ApprovalPolicy, BranchMatch, CommandStep, ForgeConfig, LOCAL_TARGET,
@@ -189,8 +190,8 @@ enum RawStep {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCommandStep {
-    name: Spanned<String>,
-    run: Spanned<String>,
+    name: Option<Spanned<String>>,
+    run: Option<Spanned<String>>,
     timeout: Option<Spanned<HumanDuration>>,
     #[serde(default)]
     secrets: Vec<Spanned<String>>,
@@ -202,10 +203,48 @@ struct RawCommandStep {
     env: BTreeMap<String, Spanned<String>>,
     resources: Option<RawResources>,
     network: Option<Spanned<String>>,
-    image: Option<Spanned<String>>,
+    image: Option<Spanned<RawStepImage>>,
     executor: Option<Spanned<RawExecutor>>,
     #[serde(default)]
     build: bool,
+}
+
+/// A step's `image:`: the image a command runs in on Kubernetes (a
+/// reference), or the built-in image step (a mapping).
+enum RawStepImage {
+    Reference(String),
+    Build(Box<RawImageBuild>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImageBuild {
+    context: Option<Spanned<String>>,
+    dockerfile: Option<Spanned<String>>,
+    repository: Spanned<String>,
+    credentials: Option<Spanned<String>>,
+}
+
+impl<'de> Deserialize<'de> for RawStepImage {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ImageVisitor;
+        impl<'de> Visitor<'de> for ImageVisitor {
+            type Value = RawStepImage;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "an image reference, or `{context: ., dockerfile: Dockerfile, repository: registry.example.com/shop}` to build one",
+                )
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<RawStepImage, E> {
+                Ok(RawStepImage::Reference(text.to_string()))
+            }
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<RawStepImage, M::Error> {
+                RawImageBuild::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(|build| RawStepImage::Build(Box::new(build)))
+            }
+        }
+        deserializer.deserialize_any(ImageVisitor)
+    }
 }
 
 #[derive(Deserialize)]
@@ -1450,25 +1489,75 @@ fn validate_pipeline(raw: RawPipeline, issues: &mut Issues<'_>) -> Option<Pipeli
                 }
                 steps.push(Step::Deploy);
             }
-            RawStep::Command(step) => {
-                let name = step.name.value.clone();
-                if !valid_step_name(&name) {
-                    issues.at(step.name.referenced, field("name"), format!("{name:?} is not a valid step name: lowercase letters, digits, `-`, `_` or `.`, at most 63 characters"));
+            RawStep::Command(mut step) => {
+                let (image, image_build) = match step.image.take() {
+                    Some(Spanned {
+                        value: RawStepImage::Build(build),
+                        referenced,
+                        ..
+                    }) => (None, Some((build, referenced))),
+                    Some(Spanned {
+                        value: RawStepImage::Reference(reference),
+                        referenced,
+                        defined,
+                    }) => (
+                        Some(Spanned {
+                            value: reference,
+                            referenced,
+                            defined,
+                        }),
+                        None,
+                    ),
+                    None => (None, None),
+                };
+                let image_build = image_build
+                    .map(|(build, at)| image_step(*build, at, &mut step, &field, issues));
+                let name_at = step
+                    .name
+                    .as_ref()
+                    .map_or(raw.steps.referenced, |n| n.referenced);
+                let name = match (&step.name, &image_build) {
+                    (Some(name), _) => name.value.clone(),
+                    (None, Some(_)) => crate::gitops::image::DEFAULT_NAME.to_string(),
+                    (None, None) => {
+                        issues.at(name_at, field("name"), "a step needs a `name`");
+                        String::new()
+                    }
+                };
+                let run = match (step.run, &image_build) {
+                    (_, Some(build)) => Spanned {
+                        value: build.script(),
+                        referenced: name_at,
+                        defined: name_at,
+                    },
+                    (Some(run), None) => run,
+                    (None, None) => {
+                        issues.at(name_at, field("run"), "a step needs a `run` command (or is `- deploy`, or builds an image with `image: {repository: …}`)");
+                        Spanned {
+                            value: "true".to_string(),
+                            referenced: name_at,
+                            defined: name_at,
+                        }
+                    }
+                };
+                if name.is_empty() {
+                } else if !valid_step_name(&name) {
+                    issues.at(name_at, field("name"), format!("{name:?} is not a valid step name: lowercase letters, digits, `-`, `_` or `.`, at most 63 characters"));
                 } else if name == "deploy" {
                     issues.at(
-                        step.name.referenced,
+                        name_at,
                         field("name"),
                         "`deploy` is the built-in deploy step; write it as `- deploy`",
                     );
                 } else if !names.insert(name.clone()) {
                     issues.at(
-                        step.name.referenced,
+                        name_at,
                         field("name"),
                         format!("duplicate step name {name:?}"),
                     );
                 }
-                if step.run.value.trim().is_empty() {
-                    issues.at(step.run.referenced, field("run"), "the command is empty");
+                if run.value.trim().is_empty() {
+                    issues.at(run.referenced, field("run"), "the command is empty");
                 }
                 let timeout_seconds = match &step.timeout {
                     Some(timeout) if timeout.value.as_secs() > MAX_STEP_TIMEOUT => {
@@ -1503,17 +1592,19 @@ fn validate_pipeline(raw: RawPipeline, issues: &mut Issues<'_>) -> Option<Pipeli
                 let executor = step
                     .executor
                     .map(|executor| executor_of(executor, &field("executor"), issues));
-                if let Some(image) = &step.image
+                if let Some(image) = &image
                     && let Err(message) = check_image(&image.value)
                 {
                     issues.at(image.referenced, field("image"), message.0);
                 }
                 steps.push(Step::Command(CommandStep {
-                    image: step.image.map(|image| image.value),
+                    image: image.map(|image| image.value),
                     executor,
-                    build: step.build,
+                    // An image step builds the artifact by definition.
+                    build: step.build || image_build.is_some(),
+                    image_build,
                     name,
-                    run: step.run.value,
+                    run: run.value,
                     timeout_seconds,
                     secrets,
                     reports,
@@ -1700,6 +1791,84 @@ fn check_api_version(version: &Spanned<String>, issues: &mut Issues<'_>) {
             "apiVersion",
             format!("expected {API_VERSION:?}, found {:?}", version.value),
         );
+    }
+}
+
+/// The built-in image step, checked: paths inside the checkout, a
+/// repository with its registry, a secret name for the credentials — and
+/// nothing that would give the build more than a command step gets.
+fn image_step(
+    build: RawImageBuild,
+    at: Location,
+    step: &mut RawCommandStep,
+    field: &dyn Fn(&str) -> String,
+    issues: &mut Issues<'_>,
+) -> ImageBuild {
+    let mut path = |raw: Option<Spanned<String>>, name: &str, default: String| match raw {
+        Some(path) => {
+            if let Err(message) = check_relative_path(&path.value) {
+                issues.at(path.referenced, field(&format!("image.{name}")), message);
+            }
+            path.value.trim_end_matches('/').to_string()
+        }
+        None => default,
+    };
+    let context = path(build.context, "context", ".".to_string());
+    let default_dockerfile = match context.as_str() {
+        "." => "Dockerfile".to_string(),
+        context => format!("{context}/Dockerfile"),
+    };
+    let dockerfile = path(build.dockerfile, "dockerfile", default_dockerfile);
+    let repository = match Repository::parse(&build.repository.value) {
+        Ok(repository) => repository,
+        Err(message) => {
+            issues.at(
+                build.repository.referenced,
+                field("image.repository"),
+                message.0,
+            );
+            Repository {
+                registry: "registry.invalid".to_string(),
+                name: "invalid".to_string(),
+            }
+        }
+    };
+    let credentials = build.credentials.map(|secret| {
+        if let Err(message) = check_env_name(&secret.value) {
+            issues.at(
+                secret.referenced,
+                field("image.credentials"),
+                format!("secret {:?}: {message}", secret.value),
+            );
+        }
+        secret.value
+    });
+    if let Some(first) = step.secrets.first() {
+        issues.at(first.referenced, field("secrets"), "an image step gets no secrets: its build runs the checkout's Dockerfile; name the registry's secret in `image.credentials` (Gantry pushes, the build never sees it)");
+    }
+    if let Some(executor) = &step.executor {
+        issues.at(
+            executor.referenced,
+            field("executor"),
+            "an image step is built in this host's sandbox: it takes no `executor`",
+        );
+    }
+    if let Some(run) = &step.run {
+        issues.at(run.referenced, field("run"), "an image step is built by Gantry: it takes no `run` (write a command step for anything else)");
+    }
+    if step.network.as_ref().is_some_and(|n| n.value == "none") {
+        let network = step.network.as_ref().map_or(at, |n| n.referenced);
+        issues.at(
+            network,
+            field("network"),
+            "an image step needs a network to fetch its base images: use `default` or `host`",
+        );
+    }
+    ImageBuild {
+        context,
+        dockerfile,
+        repository,
+        credentials,
     }
 }
 

@@ -1041,3 +1041,113 @@ fn a_canary_is_read_and_its_problems_name_their_field() {
     );
     assert!(found[1].message.contains("weights only grow"), "{found:?}");
 }
+
+#[test]
+fn the_image_step_is_a_build_with_a_repository_and_no_secrets_or_command() {
+    let pipeline = PIPELINE.replace(
+        "  - { name: build, run: \"make\" }\n",
+        "  - image: { context: web, repository: registry.example.com/team/shop, credentials: REGISTRY }\n",
+    );
+    let config = load_app("shop", Some(APP), Some(&pipeline), &[]).expect("valid");
+    let Step::Command(step) = &config.pipeline.steps[0] else {
+        panic!("a command step");
+    };
+    assert_eq!(step.name, "image");
+    assert!(step.build, "an image step builds the artifact");
+    assert!(step.secrets.is_empty());
+    let build = step.image_build.as_ref().expect("an image build");
+    assert_eq!(
+        (build.context.as_str(), build.dockerfile.as_str()),
+        ("web", "web/Dockerfile")
+    );
+    assert_eq!(
+        build.repository.to_string(),
+        "registry.example.com/team/shop"
+    );
+    assert_eq!(build.credentials.as_deref(), Some("REGISTRY"));
+    assert!(step.run.contains("buildah"), "{}", step.run);
+    // Gantry builds it here, whatever executor the pipeline names.
+    let elsewhere =
+        crate::gitops::builds::Executor::Kubernetes(crate::gitops::builds::KubernetesExecutor {
+            cluster: "builds".into(),
+            namespace: "gantry-builds".into(),
+            image: None,
+        });
+    assert_eq!(
+        config.executor_of(step, &elsewhere),
+        crate::gitops::builds::Executor::Local
+    );
+
+    // Each refusal names its field.
+    for (bad, field, says) in [
+        (
+            "  - { name: img, image: { repository: registry.example.com/shop }, run: make }\n",
+            "steps[0].run",
+            "takes no `run`",
+        ),
+        (
+            "  - image: { repository: registry.example.com/shop }\n    secrets: [NPM_TOKEN]\n",
+            "steps[0].secrets",
+            "an image step gets no secrets",
+        ),
+        (
+            "  - image: { repository: registry.example.com/shop }\n    executor: local\n",
+            "steps[0].executor",
+            "takes no `executor`",
+        ),
+        (
+            "  - image: { repository: shop }\n",
+            "steps[0].image.repository",
+            "names no registry",
+        ),
+        (
+            "  - image: { repository: registry.example.com/shop:v1 }\n",
+            "steps[0].image.repository",
+            "gives a tag or a digest",
+        ),
+        (
+            "  - image: { context: ../other, repository: registry.example.com/shop }\n",
+            "steps[0].image.context",
+            "must be a path inside the checkout",
+        ),
+        (
+            "  - image: { dockerfile: /etc/passwd, repository: registry.example.com/shop }\n",
+            "steps[0].image.dockerfile",
+            "must be a path inside the checkout",
+        ),
+        (
+            "  - image: { repository: registry.example.com/shop, credentials: \"a b\" }\n",
+            "steps[0].image.credentials",
+            "secret \"a b\"",
+        ),
+        (
+            "  - image: { repository: registry.example.com/shop }\n    network: none\n",
+            "steps[0].network",
+            "needs a network",
+        ),
+        (
+            "  - image: { repository: registry.example.com/shop, tag: v1 }\n",
+            "",
+            "unknown field `tag`",
+        ),
+        (
+            "  - { run: make }\n",
+            "steps[0].name",
+            "a step needs a `name`",
+        ),
+        (
+            "  - { name: make }\n",
+            "steps[0].run",
+            "a step needs a `run`",
+        ),
+    ] {
+        let pipeline = PIPELINE.replace("  - { name: build, run: \"make\" }\n", bad);
+        let found = issues(APP, &pipeline);
+        assert!(
+            found
+                .iter()
+                .any(|i| (field.is_empty() || i.field == field) && i.message.contains(says)),
+            "{bad}: {found:?}"
+        );
+    }
+}

@@ -257,6 +257,7 @@ pub async fn run(
             publish: None,
             hosts: hosts.to_vec(),
             user: workspace.user_ids(),
+            builder: step.image_build.is_some(),
             stdout: std::process::Stdio::piped(),
             stderr: std::process::Stdio::piped(),
         })
@@ -323,6 +324,20 @@ pub async fn run(
     child.finish().await;
     read_reports(app, step_id, step, workspace, &mut sink).await?;
     let result = declared_outputs(app, run, step, workspace, &mut sink, result).await?;
+    let result = match &step.image_build {
+        Some(build) => {
+            super::image::push(
+                app,
+                run,
+                (step, build),
+                workspace,
+                &mut sink,
+                (result, cancel),
+            )
+            .await?
+        }
+        None => result,
+    };
     sink.finish().await?;
     Ok(StepResult {
         log_bytes: sink.total_bytes(),

@@ -4,6 +4,7 @@
 mod cache;
 mod command;
 mod execute;
+mod image;
 
 use std::sync::Arc;
 use std::time::Duration;

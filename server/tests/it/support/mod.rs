@@ -9,6 +9,7 @@ pub mod postgres_server;
 pub mod process;
 pub mod prometheus;
 pub mod receiver;
+pub mod registry;
 pub mod remote;
 
 use std::path::{Path, PathBuf};
