@@ -235,3 +235,50 @@ async fn wrong_registry_credentials_fail_the_step_and_are_never_shown() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_asks_for_a_bearer_token_gets_one_from_its_realm() {
+    crate::support::bounded(async {
+        let (registry, tokens) = Registry::with_tokens().await;
+        let (app, _repos, sha) = start(&registry).await;
+        set_secret(
+            &app,
+            "REGISTRY",
+            &format!("{}:{}", registry::USER, registry::PASSWORD),
+        )
+        .await;
+        scan(&app).await;
+        let run = ended_run(&app, &sha).await;
+        let log = step_log(&app, &run, "image").await;
+        assert_eq!(run["run"]["state"], "succeeded", "{run}\n{log}");
+        // Gantry asked the realm the registry named, with the robot's
+        // password, for push and pull on the repository only.
+        let asked = tokens.asked.lock().unwrap().clone();
+        assert!(!asked.is_empty());
+        for (basic, query) in &asked {
+            assert!(
+                basic.as_deref().is_some_and(|b| b.starts_with("Basic ")),
+                "{asked:?}"
+            );
+            assert!(
+                query.contains("scope=repository%3Ateam%2Fshop%3Apull%2Cpush"),
+                "{query}"
+            );
+            assert!(
+                query.contains(&format!("service={}", registry::SERVICE)),
+                "{query}"
+            );
+        }
+        let tags = tokens
+            .get(
+                &registry,
+                "team/shop/tags/list",
+                "repository:team/shop:pull",
+            )
+            .await;
+        assert_eq!(tags.status(), 200);
+        let tags: Value = tags.json().await.unwrap();
+        assert_eq!(tags["tags"], json!([sha]), "{tags}");
+    })
+    .await
+}
