@@ -1,7 +1,7 @@
 //! The emulated cluster's state: resource types, objects with their field
 //! ownership, the resource version counter and the watch event stream.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -226,6 +226,64 @@ fn spec_of(object: &Value) -> Value {
         map.remove("status");
     }
     copy
+}
+
+/// The live object's status on `object`, or none when it has none: a
+/// kind without a status never gains `status: null`.
+fn keep_status(object: &mut Value, live: &Value) {
+    match live.get("status") {
+        Some(status) if !status.is_null() => object["status"] = status.clone(),
+        _ => {
+            if let Some(map) = object.as_object_mut() {
+                map.remove("status");
+            }
+        }
+    }
+}
+
+/// A write that carries a `resourceVersion` other than the live one is
+/// refused as a real API server refuses it (optimistic concurrency).
+fn precondition(
+    resource: &Resource,
+    name: &str,
+    written: &Value,
+    live: &Value,
+) -> Result<(), ApiError> {
+    let given = written["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("");
+    let now = live["metadata"]["resourceVersion"].as_str().unwrap_or("");
+    if given.is_empty() || given == now {
+        Ok(())
+    } else {
+        Err(ApiError {
+            code: 409,
+            reason: "Conflict",
+            message: format!(
+                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                resource.qualified()
+            ),
+        })
+    }
+}
+
+/// The object as stored, without what every write stamps anew: what a
+/// write must change for it to be a change at all.
+fn content_of(object: &Value) -> Value {
+    let mut copy = object.clone();
+    if let Some(metadata) = copy["metadata"].as_object_mut() {
+        metadata.remove("resourceVersion");
+        metadata.remove("managedFields");
+    }
+    copy
+}
+
+/// The field owners without their timestamps.
+fn ownership_of(owners: &[Ownership]) -> Vec<(&str, &str, &BTreeSet<apply::FieldPath>)> {
+    owners
+        .iter()
+        .map(|o| (o.manager.as_str(), o.api_version.as_str(), &o.fields))
+        .collect()
 }
 
 impl Store {
@@ -532,6 +590,7 @@ impl Store {
     ) -> Written {
         let previous = inner.objects.get(&key).cloned();
         let created = previous.is_none();
+        let version_before = inner.version;
         let spec_changed = previous
             .as_ref()
             .is_none_or(|p| spec_of(&p.object) != spec_of(&object));
@@ -583,7 +642,32 @@ impl Store {
                 ]
             });
         }
+        // A write that changes nothing keeps the object — and its
+        // resourceVersion — as it was, and tells no watch.
+        if let Some(previous) = &previous
+            && content_of(&previous.object) == content_of(&object)
+            && ownership_of(&previous.owners) == ownership_of(&owners)
+        {
+            return Written {
+                object: previous.object.clone(),
+                created: false,
+            };
+        }
         if dry_run {
+            // Nothing is stored, so no version is given out: an update
+            // answers with the one it has, a create with none.
+            match &previous {
+                Some(previous) => {
+                    object["metadata"]["resourceVersion"] =
+                        previous.object["metadata"]["resourceVersion"].clone();
+                }
+                None => {
+                    if let Some(metadata) = object["metadata"].as_object_mut() {
+                        metadata.remove("resourceVersion");
+                    }
+                }
+            }
+            debug_assert_eq!(inner.version, version_before);
             return Written { object, created };
         }
         inner.version = version;
@@ -689,8 +773,11 @@ impl Store {
                 }
             })?
         };
-        if !status && let Some(previous) = &live {
-            object["status"] = previous.object["status"].clone();
+        if let Some(previous) = &live {
+            precondition(resource, name, &config, &previous.object)?;
+            if !status {
+                keep_status(&mut object, &previous.object);
+            }
         }
         Ok(self.commit(&mut inner, resource, key, object, owners, dry_run))
     }
@@ -721,15 +808,17 @@ impl Store {
             (Value::Array(operations), _) => {
                 crate::json_patch::apply(&mut object, operations)?;
                 if !status {
-                    object["status"] = live.object["status"].clone();
+                    keep_status(&mut object, &live.object);
                 }
             }
             (_, true) => merge(&mut object["status"], &patch["status"]),
             (_, false) => {
                 merge(&mut object, patch);
-                object["status"] = live.object["status"].clone();
+                keep_status(&mut object, &live.object);
             }
         }
+        // A patch that names a resourceVersion is a precondition.
+        precondition(resource, name, &object, &live.object)?;
         let owners = apply::update(
             &live.object,
             &object,
@@ -759,8 +848,9 @@ impl Store {
             .get(&key)
             .cloned()
             .ok_or_else(|| ApiError::not_found(resource, name))?;
+        precondition(resource, name, body, &live.object)?;
         let mut object = body.clone();
-        object["status"] = live.object["status"].clone();
+        keep_status(&mut object, &live.object);
         let owners = apply::update(
             &live.object,
             &object,

@@ -1060,3 +1060,129 @@ async fn a_cut_log_stream_breaks_off_and_resumes_from_its_last_timestamp() {
     assert_eq!(seen, expected, "no line lost, none repeated");
     assert!(cuts >= 4, "the stream was cut {cuts} times");
 }
+
+/// A real server's concurrency rules, as the `kube` client meets them:
+/// every write that carries a stale resourceVersion is a 409 Conflict
+/// (with the real Status body); a write that changes nothing keeps the
+/// version and tells no watch; a dry run gives out no version.
+#[tokio::test]
+async fn writes_keep_a_real_servers_concurrency_rules() {
+    // No rollout controller writing status meanwhile: every version seen
+    // here is the test's own writes'.
+    let emulator = Emulator::start(Options {
+        rollout: RolloutMode::Never,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let client = client(&emulator).await;
+    let api = deployments(&client, "default");
+    let apply = PatchParams::apply("gantry").force();
+    let web = deployment("web", json!({ "tier": "front" }), 2);
+    let first = api.patch("web", &apply, &Patch::Apply(&web)).await.unwrap();
+    let version = first.metadata.resource_version.clone().unwrap();
+    let stale = version
+        .parse::<u64>()
+        .unwrap()
+        .saturating_sub(1)
+        .to_string();
+
+    // No-op writes: apply, update and patch keep the version, no event.
+    let mut watch = Box::pin(api.watch(&WatchParams::default(), &version).await.unwrap());
+    let again = api.patch("web", &apply, &Patch::Apply(&web)).await.unwrap();
+    assert_eq!(
+        again.metadata.resource_version.as_deref(),
+        Some(version.as_str())
+    );
+    let replaced = api
+        .replace("web", &PostParams::default(), &first)
+        .await
+        .unwrap();
+    assert_eq!(
+        replaced.metadata.resource_version.as_deref(),
+        Some(version.as_str())
+    );
+    let merge = PatchParams::default();
+    let patched = api
+        .patch(
+            "web",
+            &merge,
+            &Patch::Merge(json!({ "metadata": { "labels": { "tier": "front" } } })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        patched.metadata.resource_version.as_deref(),
+        Some(version.as_str())
+    );
+
+    // A stale resourceVersion: refused on update, patch and apply alike.
+    let mut outdated = first.clone();
+    outdated.metadata.resource_version = Some(stale.clone());
+    outdated.data["spec"]["replicas"] = json!(5);
+    let refusals = [
+        api.replace("web", &PostParams::default(), &outdated).await.err(),
+        api.patch("web", &merge, &Patch::Merge(json!({ "metadata": { "resourceVersion": stale }, "spec": { "replicas": 5 } }))).await.err(),
+        api.patch("web", &apply, &Patch::Apply(json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "web", "resourceVersion": stale }, "spec": { "replicas": 5 } }))).await.err(),
+    ];
+    for refusal in refusals {
+        match refusal {
+            Some(kube::Error::Api(status)) => {
+                assert_eq!((status.code, status.reason.as_str()), (409, "Conflict"));
+                assert!(
+                    status.message.contains("the object has been modified"),
+                    "{}",
+                    status.message
+                );
+            }
+            other => panic!("wanted a 409 Conflict, got {other:?}"),
+        }
+    }
+    let live = api.get("web").await.unwrap();
+    assert_eq!(live.data["spec"]["replicas"], 2);
+    assert_eq!(
+        live.metadata.resource_version.as_deref(),
+        Some(version.as_str())
+    );
+    // The current version is taken.
+    let mut current = live.clone();
+    current.data["spec"]["replicas"] = json!(3);
+    let updated = api
+        .replace("web", &PostParams::default(), &current)
+        .await
+        .unwrap();
+    assert_ne!(
+        updated.metadata.resource_version.as_deref(),
+        Some(version.as_str())
+    );
+    // The watch's first event is that change: the writes that changed
+    // nothing told it nothing.
+    use futures_util::StreamExt;
+    match watch.next().await {
+        Some(Ok(WatchEvent::Modified(object))) => {
+            assert_eq!(object.data["spec"]["replicas"], 3);
+            assert_eq!(
+                object.metadata.resource_version,
+                updated.metadata.resource_version
+            );
+        }
+        other => panic!("wanted the one change, got {other:?}"),
+    }
+
+    // A dry-run create gives out no version and stores nothing.
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let mut other = DynamicObject::new(
+        "other",
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("apps", "v1", "Deployment"),
+            "deployments",
+        ),
+    );
+    other.data = deployment("other", json!({}), 1);
+    let created = api.create(&dry, &other).await.unwrap();
+    assert_eq!(created.metadata.resource_version, None);
+    assert!(api.get_opt("other").await.unwrap().is_none());
+}

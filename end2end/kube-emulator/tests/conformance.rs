@@ -208,6 +208,9 @@ data: {colour: blue}
 
 fn session(chart: &str) -> Vec<Line> {
     let without_env = DEPLOYMENT.replace("          env: [{name: GREETING, value: hi}]\n", "");
+    // What one line read, for a later line to compare with.
+    let version = std::rc::Rc::new(std::cell::RefCell::new(String::new()));
+    let (noted, kept) = (version.clone(), version);
     vec![
         with_stdin(line("server-side apply creates", "apply --server-side -f -", prints("namespace/conformance serverside-applied")), NAMESPACE.into()),
         line("get events (none yet)", "get events -n conformance", Box::new(|out: &Output| {
@@ -234,6 +237,19 @@ fn session(chart: &str) -> Vec<Line> {
         line("a field selector", "get deploy -n conformance --field-selector metadata.name=web -o name", prints_exactly("deployment.apps/web")),
         with_stdin(line("a field dropped from a later apply is removed", "apply --server-side -f -", prints("serverside-applied")), without_env.clone()),
         line("… and is gone", "get deploy web -n conformance -o jsonpath={.spec.template.spec.containers[0].env}", prints_exactly("")),
+        with_stdin(line("diff --server-side of what is live shows nothing", "diff --server-side -f -", Box::new(|out: &Output| {
+            if out.status.code() == Some(0) && text(&out.stdout).trim().is_empty() { Ok(()) } else { Err(format!("wanted exit 0 and no diff: {}", text(&out.stdout))) }
+        })), without_env.clone()),
+        line("the resourceVersion, before a write that changes nothing", "get deploy web -n conformance -o jsonpath={.metadata.resourceVersion}", Box::new(move |out: &Output| {
+            let version = text(&out.stdout).trim().to_string();
+            if out.status.success() && !version.is_empty() { *noted.borrow_mut() = version; Ok(()) } else { Err("wanted a resourceVersion".into()) }
+        })),
+        with_stdin(line("a server-side apply that changes nothing", "apply --server-side -f -", prints("serverside-applied")), without_env.clone()),
+        with_stdin(line("a server-side dry run", "apply --server-side --dry-run=server -f -", prints("serverside-applied (server dry run)")), without_env.replace("replicas: 2", "replicas: 7")),
+        line("… neither changed the object nor gave out a resourceVersion", "get deploy web -n conformance -o jsonpath={.metadata.resourceVersion}/{.spec.replicas}", Box::new(move |out: &Output| {
+            let wanted = format!("{}/2", kept.borrow());
+            if out.status.success() && text(&out.stdout).trim() == wanted { Ok(()) } else { Err(format!("wanted {wanted}")) }
+        })),
         with_stdin(line("diff --server-side shows a change", "diff --server-side -f -", Box::new(|out: &Output| {
             // kubectl diff exits 1 when there are differences.
             if out.status.code() == Some(1) && text(&out.stdout).contains("replicas: 3") { Ok(()) } else { Err("wanted exit 1 and the new replicas".into()) }
@@ -248,6 +264,9 @@ fn session(chart: &str) -> Vec<Line> {
         line("create namespace (kubectl sends protobuf)", "create namespace made-by-create", prints("namespace/made-by-create created")),
         line("create configmap", "create configmap made -n conformance --from-literal=k=v", prints("configmap/made created")),
         line("… with its data", "get configmap made -n conformance -o jsonpath={.data.k}", prints_exactly("v")),
+        with_stdin(line("an update with a stale resourceVersion is refused", "replace -f -", refused("the object has been modified; please apply your changes to the latest version and try again")),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: made\n  namespace: conformance\n  resourceVersion: \"1\"\ndata: {k: w}\n".into()),
+        line("… and changed nothing", "get configmap made -n conformance -o jsonpath={.data.k}", prints_exactly("v")),
         line("create secret", "create secret generic token -n conformance --from-literal=p=q", prints("secret/token created")),
         line("… with its data in base64", "get secret token -n conformance -o jsonpath={.data.p}", prints_exactly("cQ==")),
         with_stdin(line("an event recorded through events.k8s.io", "apply --server-side -f -", prints("event.events.k8s.io/web.1 serverside-applied")),
@@ -319,6 +338,10 @@ fn session(chart: &str) -> Vec<Line> {
         line("… which is gone, and the rest is not", "get cm -n conformance -l prune=yes -o name", prints_exactly("configmap/pruned-a")),
         with_stdin(line("client-side apply, first", "apply -f -", prints("configmap/greeting created")), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: greeting\n  namespace: conformance\ndata: {word: hello}\n".into()),
         with_stdin(line("client-side apply, again", "apply -f -", prints("configmap/greeting configured")), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: greeting\n  namespace: conformance\ndata: {word: hi}\n".into()),
+        line("… and a kind without a status gains none", "get configmap greeting -n conformance -o json", Box::new(|out: &Output| {
+            let stdout = text(&out.stdout);
+            if out.status.success() && stdout.contains("\"word\": \"hi\"") && !stdout.contains("\"status\"") { Ok(()) } else { Err(format!("wanted the configmap without a status: {stdout}")) }
+        })),
         with_stdin(line("helm template rendered and applied", "apply --server-side -n conformance -f -", prints("serverside-applied")), chart.to_string()),
         line("delete a deployment", "delete deploy web -n conformance", prints("deployment.apps \"web\" deleted")),
         line("wait --for=delete of what is gone", "wait --for=delete deploy/web -n conformance --timeout=10s", Box::new(|out: &Output| {
