@@ -113,7 +113,17 @@ pub struct UserRange {
     /// (they lie in Gantry's private data directory): opened here while
     /// still root, and shown to bubblewrap at [`staged`]`(i)`.
     #[serde(default)]
-    pub stage: Vec<PathBuf>,
+    pub stage: Vec<Staged>,
+}
+
+/// One source for bubblewrap, staged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Staged {
+    pub path: PathBuf,
+    /// Made read-only here, before the build's user namespace exists: the
+    /// kernel then locks it so, and the build's root cannot remount it
+    /// writable (a read-only bind bubblewrap made inside could be).
+    pub read_only: bool,
 }
 
 /// Where the `i`th of [`UserRange::stage`] appears to bubblewrap.
@@ -393,7 +403,7 @@ fn enter_userns(range: &UserRange) -> Result<(), SetupFailed> {
 /// namespace of this process's own (root still, before the user
 /// namespace): bind mounts of what was opened by descriptor, so nothing
 /// above them — Gantry's data directory — needs to be traversed.
-fn stage(sources: &[PathBuf]) -> Result<(), SetupFailed> {
+fn stage(sources: &[Staged]) -> Result<(), SetupFailed> {
     use nix::mount::{MsFlags, mount};
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
@@ -415,7 +425,7 @@ fn stage(sources: &[PathBuf]) -> Result<(), SetupFailed> {
     // the stage hides /tmp, where a source may lie.
     let opened = sources
         .iter()
-        .map(|path| {
+        .map(|Staged { path, .. }| {
             let file = std::fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(nix::libc::O_PATH | nix::libc::O_NOFOLLOW)
@@ -445,14 +455,29 @@ fn stage(sources: &[PathBuf]) -> Result<(), SetupFailed> {
             std::fs::File::create(&target).map(drop)
         }
         .map_err(|e| format!("{}: {e}", target.display()))?;
+        let source = &sources[index];
         mount(
             Some(format!("/proc/self/fd/{}", file.as_raw_fd()).as_str()),
             &target,
             None::<&str>,
-            MsFlags::MS_BIND,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
             None::<&str>,
         )
-        .map_err(|e| format!("staging {}: {e}", sources[index].display()))?;
+        .map_err(|e| format!("staging {}: {e}", source.path.display()))?;
+        if source.read_only {
+            mount(
+                None::<&str>,
+                &target,
+                None::<&str>,
+                MsFlags::MS_REMOUNT
+                    | MsFlags::MS_BIND
+                    | MsFlags::MS_RDONLY
+                    | MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV,
+                None::<&str>,
+            )
+            .map_err(|e| format!("making {} read-only: {e}", source.path.display()))?;
+        }
     }
     Ok(())
 }
@@ -471,6 +496,15 @@ fn map_userns(args: &[String]) -> Result<(), String> {
         .get(3)
         .and_then(|r| serde_json::from_str(r).ok())
         .ok_or("expected the build's users as JSON")?;
+    // The process is held open now, while its parent (the helper) waits
+    // for this one: were it gone by the time the maps are written, its
+    // pid could be another process's.
+    let process = nix::fcntl::open(
+        format!("/proc/{pid}").as_str(),
+        nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("/proc/{pid}: {e}"))?;
     let mut line = String::new();
     std::io::stdin()
         .read_line(&mut line)
@@ -478,10 +512,18 @@ fn map_userns(args: &[String]) -> Result<(), String> {
     if line.trim() != "mapped" {
         return Err("the build's namespace was not made".into());
     }
-    std::fs::write(format!("/proc/{pid}/uid_map"), range.map(false))
-        .map_err(|e| format!("uid_map: {e}"))?;
-    std::fs::write(format!("/proc/{pid}/gid_map"), range.map(true))
-        .map_err(|e| format!("gid_map: {e}"))?;
+    for (file, gid) in [("uid_map", false), ("gid_map", true)] {
+        let fd = nix::fcntl::openat(
+            &process,
+            file,
+            nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| format!("{file}: {e}"))?;
+        std::fs::File::from(fd)
+            .write_all(range.map(gid).as_bytes())
+            .map_err(|e| format!("{file}: {e}"))?;
+    }
     Ok(())
 }
 

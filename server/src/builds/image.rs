@@ -23,8 +23,11 @@ use crate::gitops::image::Repository;
 const MAX_DOCUMENT: u64 = 4 << 20;
 /// The most blobs (config and layers) one image may have.
 const MAX_BLOBS: usize = 256;
-/// The largest blob pushed.
+/// The largest blob pushed, and the largest image.
 const MAX_BLOB: u64 = 16 << 30;
+const MAX_IMAGE: u64 = 32 << 30;
+/// The most of a registry's answer (an error, a token) that is read.
+const MAX_ANSWER: usize = 64 << 10;
 /// Waits for the registry: to connect, and between bytes of an answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_TIMEOUT: Duration = Duration::from_secs(120);
@@ -91,28 +94,46 @@ pub struct Layout {
     dir: OwnedFd,
 }
 
+/// Opens beneath a folder only: no link (nor `/proc` magic link) is
+/// followed on the way, and no mount is crossed.
+fn beneath(flags: OFlag) -> OpenHow {
+    OpenHow::new()
+        .flags(flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+        .mode(Mode::empty())
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS
+                | ResolveFlag::RESOLVE_NO_XDEV,
+        )
+}
+
 impl Layout {
-    pub fn open(dir: &Path) -> Result<Layout, ImageError> {
+    /// The layout at `relative` in `base` — a folder the build wrote in
+    /// (the step's home), whose own path is Gantry's: every part of
+    /// `relative` is the build's, and none may be a link.
+    pub fn open(base: &Path, relative: &str) -> Result<Layout, ImageError> {
         let how = OpenHow::new()
             .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC);
-        let dir = nix::fcntl::openat2(nix::fcntl::AT_FDCWD, dir, how)
-            .map_err(|e| layout(format!("{}: {e}", dir.display())))?;
+        let base = nix::fcntl::openat2(nix::fcntl::AT_FDCWD, base, how)
+            .map_err(|e| layout(format!("the step's home: {e}")))?;
+        let dir = nix::fcntl::openat2(
+            &base,
+            relative,
+            beneath(OFlag::O_RDONLY | OFlag::O_DIRECTORY),
+        )
+        .map_err(|e| layout(format!("{relative}: {e} (links are not followed)")))?;
         Ok(Layout { dir })
     }
 
     /// A regular file at `relative`, beneath the layout.
     fn file(&self, relative: &str) -> Result<std::fs::File, ImageError> {
-        let how = OpenHow::new()
-            .flags(OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)
-            .mode(Mode::empty())
-            .resolve(
-                ResolveFlag::RESOLVE_BENEATH
-                    | ResolveFlag::RESOLVE_NO_SYMLINKS
-                    | ResolveFlag::RESOLVE_NO_MAGICLINKS
-                    | ResolveFlag::RESOLVE_NO_XDEV,
-            );
-        let fd = nix::fcntl::openat2(&self.dir, relative, how)
-            .map_err(|e| layout(format!("{relative}: {e} (links are not followed)")))?;
+        let fd = nix::fcntl::openat2(
+            &self.dir,
+            relative,
+            beneath(OFlag::O_RDONLY | OFlag::O_NONBLOCK),
+        )
+        .map_err(|e| layout(format!("{relative}: {e} (links are not followed)")))?;
         let file = std::fs::File::from(fd);
         if !file.metadata()?.is_file() {
             return Err(layout(format!("{relative} is not a regular file")));
@@ -195,6 +216,12 @@ impl Layout {
                     blob.size
                 )));
             }
+        }
+        let total: u64 = blobs.iter().map(|b| b.size).fold(0, u64::saturating_add);
+        if total > MAX_IMAGE {
+            return Err(layout(format!(
+                "the image's {total} bytes are over the limit of {MAX_IMAGE}"
+            )));
         }
         Ok(Image {
             manifest,
@@ -340,7 +367,10 @@ impl Registry {
             .ok_or_else(|| fail("names no token realm".to_string()))?;
         let mut realm = url::Url::parse(realm)
             .map_err(|_| fail("names a token realm that is not an address".to_string()))?;
-        if realm.scheme() != "https" && !self.repository.is_loopback() {
+        // The password goes there: over HTTPS, unless both the registry
+        // and its realm are this host's loopback.
+        let realm_loopback = matches!(realm.host_str(), Some("localhost" | "127.0.0.1"));
+        if realm.scheme() != "https" && !(self.repository.is_loopback() && realm_loopback) {
             return Err(fail("names a token realm that is not HTTPS".to_string()));
         }
         {
@@ -372,9 +402,7 @@ impl Registry {
             token: Option<String>,
             access_token: Option<String>,
         }
-        let token: Token = response
-            .json()
-            .await
+        let token: Token = serde_json::from_slice(&bounded(response).await)
             .map_err(|_| fail("its token service answered no token".to_string()))?;
         token
             .token
@@ -420,7 +448,7 @@ impl Registry {
         if status.is_success() {
             return Ok(response);
         }
-        let body = response.text().await.unwrap_or_default();
+        let body = String::from_utf8_lossy(&bounded(response).await).into_owned();
         let excerpt: String = body.chars().take(300).collect();
         Err(self.error(format!("{what} answered {status}: {excerpt}")))
     }
@@ -485,6 +513,20 @@ impl Registry {
         .await?;
         Ok(())
     }
+}
+
+/// The start of an answer's body, at most [`MAX_ANSWER`] bytes: a
+/// registry's error or token is small, and one that is not is cut.
+async fn bounded(mut response: reqwest::Response) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < MAX_ANSWER {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    body.truncate(MAX_ANSWER);
+    body
 }
 
 /// `realm="…",service="…"` as pairs.
@@ -552,7 +594,8 @@ mod tests {
     }
 
     fn read_all(dir: &Path) -> Result<Image, ImageError> {
-        let layout = Layout::open(dir)?;
+        let name = dir.file_name().and_then(|n| n.to_str()).expect("a name");
+        let layout = Layout::open(dir.parent().expect("a parent"), name)?;
         let image = layout.image()?;
         for blob in &image.blobs {
             layout.blob(blob)?;
@@ -601,10 +644,22 @@ mod tests {
         .unwrap();
         std::os::unix::fs::symlink(real.path().join("blobs"), dir.path().join("blobs")).unwrap();
         assert!(read_all(dir.path()).is_err());
-        let linked = tempfile::tempdir().unwrap();
-        let link = linked.path().join("layout");
-        std::os::unix::fs::symlink(real.path(), &link).unwrap();
-        assert!(Layout::open(&link).is_err());
+        // The layout folder, or the build's folder above it, a link to a
+        // folder elsewhere (another run's layout): refused.
+        let home = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(real.path(), home.path().join("layout")).unwrap();
+        assert!(Layout::open(home.path(), "layout").is_err());
+        let work = real.path().parent().unwrap();
+        std::os::unix::fs::symlink(work, home.path().join(".gantry-image")).unwrap();
+        let inside = format!(
+            ".gantry-image/{}",
+            real.path().file_name().unwrap().to_str().unwrap()
+        );
+        let error = Layout::open(home.path(), &inside)
+            .err()
+            .expect("a linked folder")
+            .to_string();
+        assert!(error.contains("links are not followed"), "{error}");
     }
 
     #[test]

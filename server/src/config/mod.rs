@@ -68,6 +68,7 @@ pub const ENV_VARS: &[&str] = &[
     "GANTRY_RUNNER_SANDBOX",
     "GANTRY_RUNNER_USER",
     "GANTRY_RUNNER_UIDS",
+    "GANTRY_RUNNER_BUILD_UIDS",
     "GANTRY_RUNNER_BLOCKED_NETWORKS",
     "GANTRY_RUNNER_READ_ONLY_PATHS",
     "GANTRY_RUNNER_HELPER",
@@ -768,7 +769,16 @@ impl Config {
                 let parsed = text.split_once('-').and_then(|(first, last)| {
                     Some((first.trim().parse::<u32>().ok()?, last.trim().parse::<u32>().ok()?))
                 });
+                let overlaps = |(first, last): (u32, u32), (a, b): (u32, u32)| first <= b && a <= last;
                 match parsed {
+                    Some(range) if overlaps(range, runner_uids) => Err(format!(
+                        "it overlaps runner.uids ({}-{}): a build's users must be no sandbox's",
+                        runner_uids.0, runner_uids.1
+                    )),
+                    Some(range) if overlaps(range, (runner_user.0, runner_user.0)) => Err(format!(
+                        "it holds runner.user's uid {}",
+                        runner_user.0
+                    )),
                     Some((first, last))
                         if first > 0
                             && last < u32::MAX

@@ -512,6 +512,16 @@ fn the_isolation_settings_are_read_and_checked() {
     assert!(defaults.runner_uids.0 > 0 && defaults.runner_uids.1 > defaults.runner_uids.0);
     for (name, bad, key) in [
         ("GANTRY_RUNNER_UIDS", "0-10", "runner.uids"),
+        (
+            "GANTRY_RUNNER_BUILD_UIDS",
+            "1500000000-1500131071",
+            "runner.build_uids",
+        ),
+        (
+            "GANTRY_RUNNER_BUILD_UIDS",
+            "1600000000-1600000100",
+            "runner.build_uids",
+        ),
         ("GANTRY_RUNNER_UIDS", "20-10", "runner.uids"),
         (
             "GANTRY_RUNNER_BLOCKED_NETWORKS",

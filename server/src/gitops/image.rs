@@ -49,8 +49,9 @@ buildah "$@" build --isolation chroot --layers=false -f {dockerfile} -t gantry-b
 buildah "$@" push --quiet gantry-build "oci:$work/{LAYOUT_DIR}:latest"
 echo "built; Gantry pushes it to {repository}"
 "#,
-            context = quoted(&self.context),
-            dockerfile = quoted(&self.dockerfile),
+            // `./`: a path is never taken for one of buildah's options.
+            context = quoted(&format!("./{}", self.context)),
+            dockerfile = quoted(&format!("./{}", self.dockerfile)),
             repository = self.repository,
         )
     }

@@ -79,7 +79,9 @@ pub async fn take_over_lapsed(app: &App) -> anyhow::Result<()> {
 async fn take_over_expired(app: &App) -> anyhow::Result<usize> {
     let lease = app.config.runner_lease;
     let reason = format!(
-        "its replica stopped renewing the run's lease ({}); taken over by replica {}",
+        // Which replica resumes it is the next attempt's to say: any may
+        // claim it once it is queued.
+        "its replica stopped renewing the run's lease ({}); replica {} queued it again for any replica to resume",
         crate::config::duration::HumanDuration(lease),
         app.replica.id
     );

@@ -123,6 +123,7 @@ async fn attempt(
         &settings.mentions,
         (&notice, &marked),
         now_millis(),
+        (kind == ChannelKind::Webhook).then_some(due.id),
     );
     if kind == ChannelKind::Webhook {
         // The same on every attempt: a delivery sent again after a crash

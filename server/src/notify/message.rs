@@ -93,6 +93,7 @@ pub fn render(
     mentions: &[String],
     (plain, marked): (&Notice, &Notice),
     now_ms: i64,
+    delivery: Option<i64>,
 ) -> Outgoing {
     let notice = plain;
     match kind {
@@ -173,7 +174,7 @@ pub fn render(
         // Email is not HTTP: `email` below builds it; this is its JSON
         // form, for the log.
         ChannelKind::Webhook | ChannelKind::Email => {
-            let body = json!({
+            let mut body = json!({
                 "event": notice.event.as_str(),
                 "subject": notice.subject,
                 "app": notice.app,
@@ -182,6 +183,12 @@ pub fn render(
                 "text": notice.text,
                 "url": notice.url,
             });
+            // Inside what is signed: a receiver can tell a delivery sent
+            // again (the same id) from a replay it must refuse, which a
+            // header beside the signature could not prove.
+            if let Some(id) = delivery {
+                body["delivery"] = json!(id.to_string());
+            }
             let headers = secret
                 .map(|secret| {
                     vec![(
@@ -251,7 +258,8 @@ mod tests {
                 Some("SEC1"),
                 &mentions,
                 (&notice(), &notice()),
-                at
+                at,
+                None
             )
             .body
         );
@@ -263,7 +271,8 @@ mod tests {
                 None,
                 &[],
                 (&notice(), &notice()),
-                at
+                at,
+                None
             )
             .body
         );
@@ -275,7 +284,8 @@ mod tests {
                 None,
                 &["ada".to_string()],
                 (&notice(), &notice()),
-                at
+                at,
+                None
             )
             .body
         );
@@ -287,7 +297,8 @@ mod tests {
                 Some("k"),
                 &[],
                 (&notice(), &notice()),
-                at
+                at,
+                None
             )
             .body
         );
@@ -315,6 +326,7 @@ mod tests {
             &[],
             (&notice(), &notice()),
             1_790_000_000_000,
+            None,
         );
         let sign = dingtalk_sign("SEC1", 1_790_000_000_000);
         let expected: String = url::form_urlencoded::Serializer::new(String::new())
@@ -345,6 +357,7 @@ mod tests {
                 &[],
                 (&hostile, &inert(kind, &hostile)),
                 at,
+                None,
             )
             .body
         };

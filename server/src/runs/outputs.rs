@@ -33,6 +33,10 @@ pub enum OutputsError {
     Io(String),
     #[error("$GANTRY_OUTPUTS names an output with a secret in its name")]
     SecretName,
+    #[error(
+        "$GANTRY_OUTPUTS declares `image`, which is the image step's: the run's image is the digest it pushed"
+    )]
+    ImageIsBuilt,
 }
 
 fn check_name(name: &str) -> Result<(), Rejected> {

@@ -509,6 +509,10 @@ impl Sandbox {
     /// turned sandboxing off.
     pub async fn spawn(&self, spec: Spec) -> Result<Sandboxed, SandboxError> {
         match &self.status {
+            // The builder is root of what it runs: never without a sandbox.
+            Status::Off if spec.builder => Err(SandboxError::Unavailable(
+                "the image step builds only in a sandbox, and runner.sandbox is \"none\"".into(),
+            )),
             Status::Off => {
                 let child = process::spawn_shell(
                     &spec.script,
@@ -568,6 +572,14 @@ impl Sandbox {
         };
         std::fs::write(&hosts_file, hosts_text(names)).map_err(|e| start(e.to_string()))?;
         let user = spec.user.unwrap_or(self.settings.user);
+        if spec.builder && !self.as_root {
+            // Without root there is no user namespace of several users to
+            // give the build, and the sandbox's fence forbids the mounts
+            // buildah's own would need.
+            return Err(start(
+                "the image step needs Gantry to run as root (the build gets a user namespace of its own)",
+            ));
+        }
         let mut builder = match (spec.builder && self.as_root, self.settings.build_uids) {
             (false, _) => None,
             (true, (first, last)) => {
@@ -610,6 +622,13 @@ impl Sandbox {
             ),
             None => None,
         };
+        if builder.is_some() && cgroup.is_none() {
+            // Rlimits count processes per uid, and the build has 65536 of
+            // them; its tmpfs it could mount again larger.
+            return Err(start(
+                "the image step needs cgroups to hold its limits (see the Settings page: sandbox limits are rlimits here)",
+            ));
+        }
         let mut rlimits = vec![gantry_sandbox::Rlimit::Core(0)];
         if cgroup.is_none() {
             rlimits.push(gantry_sandbox::Rlimit::Processes(spec.limits.pids));
@@ -658,6 +677,21 @@ impl Sandbox {
             resolv_file: resolv_file.clone(),
             helper: self.settings.helper.clone(),
             preview_socket: relay.as_ref().map(|_| self.settings.preview_socket.clone()),
+            system: if builder.is_some() {
+                plan::BUILDER_SYSTEM
+                    .iter()
+                    .map(PathBuf::from)
+                    // A link (`/etc/localtime`) is left out: what it
+                    // names would need binding too.
+                    .filter(|path| {
+                        path.symlink_metadata()
+                            .is_ok_and(|m| !m.file_type().is_symlink())
+                    })
+                    .map(|path| (path.clone(), path))
+                    .collect()
+            } else {
+                Vec::new()
+            },
         };
         if let Some((_, range)) = builder.as_mut() {
             range.stage = sources.stage();
@@ -679,6 +713,7 @@ impl Sandbox {
             resolv_file: sources.resolv_file.as_deref(),
             helper: &sources.helper,
             preview_socket: sources.preview_socket.as_deref(),
+            builder_system: &sources.system,
             instructions: &instructions,
         });
 
@@ -851,31 +886,41 @@ struct Sources {
     resolv_file: Option<PathBuf>,
     helper: PathBuf,
     preview_socket: Option<PathBuf>,
+    /// The builder's view of the system: (host path, where it shows).
+    system: Vec<(PathBuf, PathBuf)>,
 }
 
 impl Sources {
     /// Replaces every path with its staged one
-    /// (`gantry_sandbox::staged`); the originals, in that order.
-    fn stage(&mut self) -> Vec<PathBuf> {
+    /// (`gantry_sandbox::staged`); the originals, in that order, each
+    /// read-only unless the sandbox writes to it.
+    fn stage(&mut self) -> Vec<gantry_sandbox::Staged> {
         let mut originals = Vec::new();
-        let mut swap = |path: &mut PathBuf| {
+        let mut swap = |path: &mut PathBuf, read_only: bool| {
             let staged = gantry_sandbox::staged(originals.len());
-            originals.push(std::mem::replace(path, staged));
+            originals.push(gantry_sandbox::Staged {
+                path: std::mem::replace(path, staged),
+                read_only,
+            });
         };
-        for mount in &mut self.mounts {
-            swap(&mut mount.host);
+        for (source, _) in &mut self.system {
+            swap(source, true);
         }
-        swap(&mut self.hosts_file);
+        for mount in &mut self.mounts {
+            swap(&mut mount.host, !mount.writable);
+        }
+        swap(&mut self.hosts_file, true);
         if let Some((passwd, group)) = self.identity.as_mut() {
-            swap(passwd);
-            swap(group);
+            swap(passwd, true);
+            swap(group, true);
         }
         if let Some(resolv) = self.resolv_file.as_mut() {
-            swap(resolv);
+            swap(resolv, true);
         }
-        swap(&mut self.helper);
+        swap(&mut self.helper, true);
+        // Connecting to a socket is writing to it.
         if let Some(socket) = self.preview_socket.as_mut() {
-            swap(socket);
+            swap(socket, false);
         }
         originals
     }

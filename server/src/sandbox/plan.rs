@@ -94,6 +94,9 @@ pub struct Plan<'a> {
     pub resolv_file: Option<&'a Path>,
     pub helper: &'a Path,
     pub preview_socket: Option<&'a Path>,
+    /// The builder's view of the system (`BUILDER_SYSTEM`, staged): host
+    /// path and where it shows.
+    pub builder_system: &'a [(PathBuf, PathBuf)],
     /// The helper's instructions (JSON).
     pub instructions: &'a str,
 }
@@ -141,10 +144,8 @@ pub fn arguments(plan: &Plan<'_>) -> Vec<OsString> {
         args.flags(&["--unshare-user", "--disable-userns"]);
     }
     if plan.builder {
-        for path in BUILDER_SYSTEM {
-            if Path::new(path).exists() {
-                args.pair("--ro-bind", path, path);
-            }
+        for (source, shown) in plan.builder_system {
+            args.pair("--ro-bind", source, shown);
         }
     } else {
         for dir in SYSTEM {
@@ -314,6 +315,7 @@ mod tests {
             resolv_file: None,
             helper: Path::new("/opt/gantry/gantry-sandbox"),
             preview_socket: None,
+            builder_system: &[],
             instructions: "{}",
         }
     }
@@ -354,7 +356,9 @@ mod tests {
     fn the_builder_gets_its_namespace_s_capabilities_and_no_host_sysfs() {
         let mounts = [Mount::writable("/data/work/run-1-1/app", "/workspace")];
         let mut plan = plan(&mounts, &[], Network::Isolated);
+        let system = [(PathBuf::from("/tmp/gantry-stage/0"), PathBuf::from("/usr"))];
         plan.builder = true;
+        plan.builder_system = &system;
         let args = text(&arguments(&plan));
         assert!(args.contains("--cap-add ALL"), "{args}");
         assert!(!args.contains("CAP_SETUID"), "{args}");
@@ -363,7 +367,10 @@ mod tests {
         assert!(args.contains("--unshare-net"), "{args}");
         // Not the whole of /etc, no extra paths, no masks to lift.
         assert!(!args.contains("--ro-bind /etc /etc"), "{args}");
-        assert!(args.contains("--ro-bind /usr /usr"), "{args}");
+        assert!(
+            args.contains("--ro-bind /tmp/gantry-stage/0 /usr"),
+            "{args}"
+        );
         assert!(!args.contains("/dev/null"), "{args}");
         let private = [PathBuf::from("/usr/local/etc/gantry.toml")];
         assert_eq!(

@@ -396,9 +396,8 @@ async fn a_replica_killed_mid_step_is_taken_over_by_another_once_its_lease_expir
     );
     let interrupted = attempts[0]["interrupted"].as_str().unwrap_or_default();
     assert!(
-        interrupted.starts_with(
-            "its replica stopped renewing the run's lease (3s); taken over by replica "
-        ),
+        interrupted.starts_with("its replica stopped renewing the run's lease (3s); replica ")
+            && interrupted.ends_with("queued it again for any replica to resume"),
         "{taken}"
     );
     assert_ne!(attempts[0]["replica"], attempts[1]["replica"], "{taken}");
@@ -733,6 +732,8 @@ async fn a_notification_interrupted_by_a_kill_is_sent_again_as_the_same_delivery
             .to_string()
     };
     assert_eq!(id(0), id(1), "the same delivery");
+    // The id is inside what is signed, too.
+    assert_eq!(got[1].body["delivery"], id(1).as_str());
     let log = wait_for("the delivery to be logged delivered", MINUTE, || async {
         let log = server.get("/api/v1/channels/hook/deliveries").await;
         (log[0]["state"] == "delivered").then_some(log)

@@ -20,12 +20,12 @@ RUN ["/bin/busybox", "sh", "-c", "/bin/busybox echo ran as $(/bin/busybox id -u)
 CMD ["/bin/busybox", "cat", "/hello.txt"]
 "#;
 
-fn pipeline(repository: &str) -> String {
+fn pipeline(repository: &str, later: &str) -> String {
     format!(
         r#"apiVersion: gantry.dev/v1
 steps:
   - image: {{ context: web, repository: {repository}, credentials: REGISTRY }}
-  - deploy
+{later}  - deploy
 local:
   run: python3 -m http.server "$PORT" --bind "${{HOST:-127.0.0.1}}"
   health: /
@@ -35,6 +35,11 @@ local:
 }
 
 async fn start(registry: &Registry) -> (TestApp, Repos, String) {
+    start_with_steps(registry, "").await
+}
+
+/// [`start`], with `later` steps between the image step and the deploy.
+async fn start_with_steps(registry: &Registry, later: &str) -> (TestApp, Repos, String) {
     let repos = Repos::new("");
     repos.app.write("web/Dockerfile", DOCKERFILE);
     repos
@@ -55,7 +60,7 @@ async fn start(registry: &Registry) -> (TestApp, Repos, String) {
     );
     repos.pipeline.write(
         "apps/shop/pipeline.yaml",
-        &pipeline(&format!("{}/team/shop", registry.host)),
+        &pipeline(&format!("{}/team/shop", registry.host), later),
     );
     repos.pipeline.commit("shop builds an image");
     let app = start_with("sqlite", &repos, |_| {}).await;
@@ -279,6 +284,39 @@ async fn a_registry_that_asks_for_a_bearer_token_gets_one_from_its_realm() {
         assert_eq!(tags.status(), 200);
         let tags: Value = tags.json().await.unwrap();
         assert_eq!(tags["tags"], json!([sha]), "{tags}");
+    })
+    .await
+}
+
+/// The run's image is what the image step pushed: a later step (the
+/// app's code) declaring another `image` fails, and the deploy never takes
+/// it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_step_cannot_replace_the_pushed_image() {
+    crate::support::bounded(async {
+        let registry = Registry::start().await;
+        let sneaky = "  - name: sneaky\n    run: echo image=evil.example/x@sha256:0000000000000000000000000000000000000000000000000000000000000000 >> \"$GANTRY_OUTPUTS\"\n";
+        let (app, _repos, sha) = start_with_steps(&registry, sneaky).await;
+        set_secret(
+            &app,
+            "REGISTRY",
+            &format!("{}:{}", registry::USER, registry::PASSWORD),
+        )
+        .await;
+        scan(&app).await;
+        let run = ended_run(&app, &sha).await;
+        assert_eq!(run["run"]["state"], "failed", "{run}");
+        let log = step_log(&app, &run, "sneaky").await;
+        assert!(log.contains("declares `image`, which is the image step's"), "{log}");
+        let images: Vec<&str> = run["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["name"] == "image")
+            .filter_map(|o| o["value"].as_str())
+            .collect();
+        assert_eq!(images.len(), 1, "{run}");
+        assert!(images[0].starts_with(&format!("{}/team/shop@sha256:", registry.host)), "{run}");
     })
     .await
 }

@@ -87,6 +87,9 @@ crate::on_both! {
             format!("sha256={}", gantry::forge::webhook::sign("hook-secret", hook.body.to_string().as_bytes()))
         );
         assert_eq!(hook.body["event"], "run_failed");
+        // The delivery id is inside what is signed, and is the header's.
+        let delivery = hook.headers["x-gantry-delivery"].to_str().unwrap().to_string();
+        assert_eq!(hook.body["delivery"], delivery.as_str(), "{}", hook.body);
         assert_eq!(hook.body["app"], "shop");
 
         // Slack: two 500s, then delivered on the third attempt.

@@ -53,7 +53,15 @@ async fn run_with(
     network: Network,
     env: Vec<(String, String)>,
 ) -> (String, gantry::sandbox::Exit) {
-    run_as(sandbox, workspace, script, (network, false), env).await
+    run_as(
+        sandbox,
+        workspace,
+        script,
+        (network, false),
+        env,
+        Vec::new(),
+    )
+    .await
 }
 
 /// [`run_with`], as the image builder when `builder`.
@@ -63,6 +71,7 @@ async fn run_as(
     script: &str,
     (network, builder): (Network, bool),
     env: Vec<(String, String)>,
+    extra: Vec<Mount>,
 ) -> (String, gantry::sandbox::Exit) {
     let user = sandbox.lease_user();
     let ids = user.as_ref().map(gantry::sandbox::users::UserLease::ids);
@@ -71,7 +80,7 @@ async fn run_as(
     let mut sandboxed = sandbox
         .spawn(Spec {
             script: script.into(),
-            mounts: vec![cwd.clone()],
+            mounts: std::iter::once(cwd.clone()).chain(extra).collect(),
             cwd,
             env: [("HOME".to_string(), "/workspace".to_string())]
                 .into_iter()
@@ -282,6 +291,8 @@ async fn the_image_builder_is_root_of_its_own_namespace_and_nothing_more() {
          ip route flush type prohibit 2>/dev/null && echo FLUSHED || echo routes-kept; \
          ip route show type prohibit | grep -c 192.0.2.0 ; \
          touch /workspace/mine && touch /workspace/theirs && chown 1234:1234 /workspace/theirs && echo chowned; \
+         mount -o remount,bind,rw /pipeline 2>/dev/null; echo x > /pipeline/planted 2>/dev/null && echo WROTE-PIPELINE || echo pipeline-stays-ro; \
+         mount -o remount,bind,rw /usr 2>/dev/null && echo REMOUNTED-USR-RW || echo usr-locked-ro; \
          python3 egress.py",
         root_only = root_only.display(),
         config = config.display(),
@@ -289,12 +300,22 @@ async fn the_image_builder_is_root_of_its_own_namespace_and_nothing_more() {
     );
     let (ip, port) = crate::hostile::host_service();
     std::fs::write(workspace.join("egress.py"), egress_script(&ip, port)).expect("script");
+    // A read-only mount the build could write were it not read-only (as
+    // the pipeline folder, which is the run's uid's).
+    let pipeline = data.path().join("work/pipeline");
+    std::fs::create_dir_all(&pipeline).expect("pipeline");
+    std::fs::set_permissions(
+        &pipeline,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod");
     let (output, exit) = run_as(
         &sandbox,
         &workspace,
         &script,
         (Network::Isolated, true),
         Vec::new(),
+        vec![Mount::read_only(&pipeline, "/pipeline")],
     )
     .await;
     println!("{output}");
@@ -308,6 +329,8 @@ async fn the_image_builder_is_root_of_its_own_namespace_and_nothing_more() {
         "usr-stays-ro",
         "usr-files-are-not-its",
         "no-config",
+        "pipeline-stays-ro",
+        "usr-locked-ro",
         "sys-entries 0",
         "routes-kept",
         "chowned",

@@ -1510,8 +1510,8 @@ fn validate_pipeline(raw: RawPipeline, issues: &mut Issues<'_>) -> Option<Pipeli
                     ),
                     None => (None, None),
                 };
-                let image_build = image_build
-                    .map(|(build, at)| image_step(*build, at, &mut step, &field, issues));
+                let image_build =
+                    image_build.map(|(build, _)| image_step(*build, &mut step, &field, issues));
                 let name_at = step
                     .name
                     .as_ref()
@@ -1799,7 +1799,6 @@ fn check_api_version(version: &Spanned<String>, issues: &mut Issues<'_>) {
 /// nothing that would give the build more than a command step gets.
 fn image_step(
     build: RawImageBuild,
-    at: Location,
     step: &mut RawCommandStep,
     field: &dyn Fn(&str) -> String,
     issues: &mut Issues<'_>,
@@ -1856,12 +1855,13 @@ fn image_step(
     if let Some(run) = &step.run {
         issues.at(run.referenced, field("run"), "an image step is built by Gantry: it takes no `run` (write a command step for anything else)");
     }
-    if step.network.as_ref().is_some_and(|n| n.value == "none") {
-        let network = step.network.as_ref().map_or(at, |n| n.referenced);
+    if let Some(network) = step.network.as_ref().filter(|n| n.value != "default") {
+        // `none` leaves it no base image; `host` would hand the build —
+        // root of its namespace — the host's loopback and metadata.
         issues.at(
-            network,
+            network.referenced,
             field("network"),
-            "an image step needs a network to fetch its base images: use `default` or `host`",
+            "an image step builds on its own network (`default`): it fetches base images there and reaches nothing of the host's",
         );
     }
     ImageBuild {

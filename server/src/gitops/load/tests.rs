@@ -1123,7 +1123,12 @@ fn the_image_step_is_a_build_with_a_repository_and_no_secrets_or_command() {
         (
             "  - image: { repository: registry.example.com/shop }\n    network: none\n",
             "steps[0].network",
-            "needs a network",
+            "builds on its own network",
+        ),
+        (
+            "  - image: { repository: registry.example.com/shop }\n    network: host\n",
+            "steps[0].network",
+            "reaches nothing of the host's",
         ),
         (
             "  - image: { repository: registry.example.com/shop, tag: v1 }\n",

@@ -86,7 +86,7 @@ pub const OUTPUTS_VAR: &str = "GANTRY_OUTPUTS";
 async fn declared_outputs(
     app: &App,
     run: &RunRow,
-    step: &CommandStep,
+    (step, image_is_built): (&CommandStep, bool),
     workspace: &Workspace,
     sink: &mut LogSink<'_>,
     result: StepResult,
@@ -103,13 +103,16 @@ async fn declared_outputs(
         return Ok(result);
     }
     // A name that holds a secret would show it: refused, as the file is.
-    let read =
-        read.and_then(
-            |found| match found.iter().find(|(name, _)| sink.mask(name) != *name) {
-                Some(_) => Err(crate::runs::outputs::OutputsError::SecretName),
-                None => Ok(found),
-            },
-        );
+    // So is `image` where the image step pushes the run's image.
+    let read = read.and_then(|found| {
+        if found.iter().any(|(name, _)| sink.mask(name) != *name) {
+            Err(crate::runs::outputs::OutputsError::SecretName)
+        } else if image_is_built && found.iter().any(|(name, _)| name == "image") {
+            Err(crate::runs::outputs::OutputsError::ImageIsBuilt)
+        } else {
+            Ok(found)
+        }
+    });
     match read {
         Ok(found) if found.is_empty() => Ok(result),
         Ok(found) => {
@@ -152,6 +155,9 @@ pub struct Placement<'a> {
     /// Set when this replica lost the run: a build pod is left running
     /// for the attempt that took the run over.
     pub lost: &'a AtomicBool,
+    /// The pipeline has an image step: the image it pushed is the run's,
+    /// and no step may declare another.
+    pub image_is_built: bool,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -323,7 +329,15 @@ pub async fn run(
     };
     child.finish().await;
     read_reports(app, step_id, step, workspace, &mut sink).await?;
-    let result = declared_outputs(app, run, step, workspace, &mut sink, result).await?;
+    let result = declared_outputs(
+        app,
+        run,
+        (step, placement.image_is_built),
+        workspace,
+        &mut sink,
+        result,
+    )
+    .await?;
     let result = match &step.image_build {
         Some(build) => {
             super::image::push(
@@ -459,7 +473,15 @@ async fn on_cluster(
             .await?;
         read_reports(app, on.step_id, step, workspace, &mut sink).await?;
     }
-    let result = declared_outputs(app, run, step, workspace, &mut sink, result).await?;
+    let result = declared_outputs(
+        app,
+        run,
+        (step, on.placement.image_is_built),
+        workspace,
+        &mut sink,
+        result,
+    )
+    .await?;
     sink.finish().await?;
     Ok(StepResult {
         log_bytes: sink.total_bytes(),

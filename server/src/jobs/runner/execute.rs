@@ -494,6 +494,9 @@ async fn run_steps(
                         .filter(|_| position == from.step)
                         .map(|(pod, _)| pod.as_str()),
                     lost,
+                    image_is_built: config.pipeline.steps.iter().any(
+                        |step| matches!(step, Step::Command(step) if step.image_build.is_some()),
+                    ),
                 };
                 // A step followed on gets its checkout back from its pod.
                 if placement.follow_on.is_none() {

@@ -37,8 +37,17 @@ pub async fn push(
         .await?;
         Ok(result)
     } else {
+        // The push has the step's timeout of its own: a registry that
+        // trickles its answers does not hold the run for ever.
+        let limit = std::time::Duration::from_secs(step.timeout_seconds);
         tokio::select! {
-            pushed = publish(app, run, (step, build), &work, sink) => pushed.map(|()| result),
+            pushed = tokio::time::timeout(limit, publish(app, run, (step, build), &work, sink)) => match pushed {
+                Ok(pushed) => pushed.map(|()| result),
+                Err(_) => Err(Failure::Push(format!(
+                    "image not pushed: the push took longer than the step's timeout ({})",
+                    crate::config::duration::HumanDuration(limit)
+                ))),
+            },
             () = cancel.cancelled() => {
                 sink.note("cancelled while pushing the image").await?;
                 return finish(&work, StepResult {
@@ -104,7 +113,9 @@ async fn publish(
                     "the secret {name} (image.credentials) is not user:password"
                 ))
             })?;
-            Some((parsed, Masker::new([value.as_str()])))
+            // The pair, and the password alone, as a registry might echo it.
+            let masker = Masker::new([value.as_str(), parsed.password.as_str()]);
+            Some((parsed, masker))
         }
         None => None,
     };
@@ -116,9 +127,12 @@ async fn publish(
     let refused =
         |error: ImageError| Failure::Push(masker.mask(&format!("image not pushed: {error}")));
 
-    let dir = work.join(LAYOUT_DIR);
+    let home = work
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
     let (layout, image) = tokio::task::spawn_blocking(move || {
-        let layout = Layout::open(&dir)?;
+        let layout = Layout::open(&home, &format!("{WORK_DIR}/{LAYOUT_DIR}"))?;
         let image = layout.image()?;
         Ok::<_, ImageError>((Arc::new(layout), image))
     })

@@ -137,7 +137,9 @@ async fn an_app_printing_without_end_is_kept_to_its_log_limit() {
         .await;
         // Until it has printed fifty times the limit.
         let logs = app.data_path().join("deploys");
-        let (log, rotated) = wait_for("fifty limits of output", 2 * MINUTE, || async {
+        // The sizes are read as the files are found: the app goes on
+        // printing, and a rotation may move either file at any moment.
+        let sizes = wait_for("fifty limits of output", 2 * MINUTE, || async {
             let log = find(&logs, ".log")?;
             let rotated = find(&logs, ".log.1")?;
             let text = std::fs::read_to_string(&log).ok()?;
@@ -145,11 +147,14 @@ async fn an_app_printing_without_end_is_kept_to_its_log_limit() {
                 .lines()
                 .rev()
                 .find_map(|line| line.strip_prefix("line ")?.split(' ').next()?.parse().ok())?;
-            (last * 110 > 50 * LIMIT).then_some((log, rotated))
+            let sizes = [
+                (log.clone(), std::fs::metadata(&log).ok()?.len()),
+                (rotated.clone(), std::fs::metadata(&rotated).ok()?.len()),
+            ];
+            (last * 110 > 50 * LIMIT).then_some(sizes)
         })
         .await;
-        for file in [&log, &rotated] {
-            let size = std::fs::metadata(file).expect("log").len();
+        for (file, size) in sizes {
             assert!(size <= LIMIT, "{} is {size} bytes", file.display());
         }
         assert!(served(&app, "preview-flood").await.is_some(), "it serves on");
