@@ -53,11 +53,55 @@ pub async fn recover(app: &App) -> anyhow::Result<()> {
         take_over_expired(app).await?;
     }
     db::environments::release_stale_locks(pool).await?;
+    sweep_workspaces(app).await?;
     // The processes of the local target live on the replica that runs it.
     if app.runs_local() {
         restore_local(app).await?;
     }
     Ok(())
+}
+
+/// Removes the workspaces in this replica's work folder that no attempt
+/// will go on in: a finished run's, and one whose run went on elsewhere
+/// (taken over by another replica while this one was down). Kept: the
+/// workspace of an attempt still running by the database's account (this
+/// replica's, killed: its lease runs out and this replica may resume it in
+/// place), and the one a queued run's next attempt resumes from.
+async fn sweep_workspaces(app: &App) -> anyhow::Result<usize> {
+    let dir = app.work_dir();
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(0);
+    };
+    let mut swept = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some((id, attempt)) = name.to_str().and_then(workspace_of) else {
+            continue;
+        };
+        // Only this replica ever ran an attempt whose folder is here.
+        // (A queued run's attempt counts up when it is claimed.)
+        let keep = db::runs::get(app.db.pool(), id).await?.is_some_and(|run| {
+            (run.state == RunState::Running && run.attempt == attempt)
+                || (run.state == RunState::Queued
+                    && (run.attempt == attempt || run.attempt == attempt + 1))
+        });
+        if !keep {
+            crate::runs::workspace::Workspace::new(&dir, id, attempt)
+                .remove()
+                .await;
+            swept += 1;
+        }
+    }
+    if swept > 0 {
+        tracing::info!(swept, "removed workspaces no attempt goes on in");
+    }
+    Ok(swept)
+}
+
+/// `run-<id>-<attempt>`, as `Workspace::new` names a run's folder.
+fn workspace_of(name: &str) -> Option<(i64, i64)> {
+    let (id, attempt) = name.strip_prefix("run-")?.split_once('-')?;
+    Some((id.parse().ok()?, attempt.parse().ok()?))
 }
 
 /// Runs whose replica stopped renewing their lease (it died, or lost the

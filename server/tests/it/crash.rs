@@ -415,6 +415,28 @@ async fn a_replica_killed_mid_step_is_taken_over_by_another_once_its_lease_expir
         "{log}"
     );
     assert_eq!(log.matches("[gantry] attempt 2").count(), 1, "{log}");
+    // The first replica's folder of attempt 1 outlived it; started again,
+    // it sweeps what no attempt goes on in.
+    let left = one.path().join(format!(
+        "data/work/run-{}-1",
+        running["id"].as_i64().unwrap()
+    ));
+    assert!(
+        left.is_dir(),
+        "the killed attempt's workspace is left behind"
+    );
+    let again = Server::start_with(
+        one.path(),
+        &repos.pipeline.path(),
+        free_port(),
+        &token,
+        &env,
+    );
+    wait_for("the start-up sweep", MINUTE, || async {
+        (!left.exists()).then_some(())
+    })
+    .await;
+    drop(again);
     drop(second);
     database.drop_now().await;
 }
