@@ -151,7 +151,7 @@ pub fn parse(value: &Value, targets: &[String]) -> Result<Rings, Vec<Problem>> {
             {
                 problems.push((
                     "analysis".into(),
-                    "max_error_rate and max_p95 measure Gantry's own proxy, which clusters are not behind: analyse rings with `prometheus: {url, query, threshold}`".into(),
+                    "max_error_rate, max_p95 and step reach the canary through Gantry's own proxy, which clusters are not behind: analyse rings with `prometheus: {url, query, threshold}`".into(),
                 ));
             }
             found

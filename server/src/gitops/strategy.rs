@@ -110,14 +110,33 @@ pub struct Analysis {
     /// A Prometheus query whose value must stay at or under a threshold.
     #[serde(default)]
     pub prometheus: Option<PrometheusCheck>,
+    /// A command run against the canary alone at each check.
+    #[serde(default)]
+    pub step: Option<AnalysisStep>,
 }
 
 impl Analysis {
-    /// Whether it measures requests through Gantry's own proxy, which only
+    /// Whether it reaches the canary through Gantry's own proxy — its
+    /// request measures, or a step sent to the canary alone — which only
     /// the local target has.
     pub fn uses_proxy(&self) -> bool {
+        self.measures_requests() || self.step.is_some()
+    }
+
+    /// Whether it judges the requests the proxy measured.
+    pub fn measures_requests(&self) -> bool {
         self.max_error_rate.is_some() || self.max_p95_ms.is_some()
     }
+}
+
+/// `step: {run, timeout}`: at each check, `run` (by `sh -c`, sandboxed as a
+/// step is) reaches the canary alone at `$CANARY_URL`; exit 0 passes,
+/// another code fails, and one that cannot start or finish in time is
+/// inconclusive.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnalysisStep {
+    pub run: String,
+    pub timeout_seconds: u64,
 }
 
 /// `prometheus: {url, query, threshold}`: each check runs `query` (an
@@ -250,7 +269,7 @@ pub fn fits_targets(plan: &CanaryPlan, targets: &[String], preview: bool) -> Vec
             {
                 problems.push((
                     format!("canary.steps[{n}].analysis"),
-                    "max_error_rate and max_p95 measure requests through Gantry's own proxy, which only the local target has: on clusters, analyse with `prometheus: {url, query, threshold}`".into(),
+                    "max_error_rate, max_p95 and step reach the canary through Gantry's own proxy, which only the local target has: on clusters, analyse with `prometheus: {url, query, threshold}`".into(),
                 ));
             }
         }
@@ -455,8 +474,9 @@ pub(crate) fn analysis(
         ));
         return None;
     };
-    const KEYS: [&str; 8] = [
+    const KEYS: [&str; 9] = [
         "prometheus",
+        "step",
         "max_error_rate",
         "max_p95",
         "min_requests",
@@ -507,6 +527,10 @@ pub(crate) fn analysis(
         None => None,
         Some(value) => prometheus(value, &format!("{field}.prometheus"), problems),
     };
+    let step = match map.get("step") {
+        None => None,
+        Some(value) => analysis_step(value, &format!("{field}.step"), problems),
+    };
     let mut fail = |name: &str, message: String| {
         problems.push((format!("{field}.{name}"), message));
     };
@@ -515,10 +539,11 @@ pub(crate) fn analysis(
         && !map.contains_key("max_error_rate")
         && !map.contains_key("max_p95")
         && !map.contains_key("prometheus")
+        && !map.contains_key("step")
     {
         fail(
             "max_error_rate",
-            "an analysis checks something: set max_error_rate, max_p95, prometheus, or several"
+            "an analysis checks something: set max_error_rate, max_p95, prometheus, step, or several"
                 .into(),
         );
     }
@@ -570,6 +595,61 @@ pub(crate) fn analysis(
         failure_limit: u32::try_from(failure_limit).unwrap_or(0),
         inconclusive_limit: u32::try_from(inconclusive_limit).unwrap_or(2),
         prometheus,
+        step,
+    })
+}
+
+/// The longest an analysis step may run.
+const MAX_STEP_SECONDS: u64 = 600;
+
+/// `step: {run, timeout}` (timeout 1s to 10m, default 1m).
+fn analysis_step(value: &Value, field: &str, problems: &mut Vec<Problem>) -> Option<AnalysisStep> {
+    let Value::Object(map) = value else {
+        problems.push((
+            field.into(),
+            "expected a mapping with run and timeout".into(),
+        ));
+        return None;
+    };
+    let before = problems.len();
+    for key in map.keys() {
+        if !["run", "timeout"].contains(&key.as_str()) {
+            problems.push((
+                format!("{field}.{key}"),
+                format!("unknown field `{key}`, expected run or timeout"),
+            ));
+        }
+    }
+    let run = match map.get("run").and_then(Value::as_str) {
+        Some(run) if !run.trim().is_empty() => run.to_string(),
+        _ => {
+            problems.push((
+                format!("{field}.run"),
+                "expected the command to run against the canary, e.g. ./smoke.sh \"$CANARY_URL\""
+                    .into(),
+            ));
+            String::new()
+        }
+    };
+    let timeout_seconds = match map.get("timeout") {
+        None => 60,
+        Some(value) => match value
+            .as_str()
+            .map(crate::config::duration::HumanDuration::parse)
+        {
+            Some(Ok(d)) if (1..=MAX_STEP_SECONDS).contains(&d.as_secs()) => d.as_secs(),
+            _ => {
+                problems.push((
+                    format!("{field}.timeout"),
+                    format!("expected a duration from 1s to 10m, found {value}"),
+                ));
+                60
+            }
+        },
+    };
+    (problems.len() == before).then_some(AnalysisStep {
+        run,
+        timeout_seconds,
     })
 }
 

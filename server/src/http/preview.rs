@@ -26,6 +26,10 @@ pub fn router(state: AppState) -> Router {
         .route("/env/{app}/{env}", any(proxy::by_path))
         .route("/env/{app}/{env}/", any(proxy::by_path))
         .route("/env/{app}/{env}/{*rest}", any(proxy::by_path))
+        // An analysis step's way to the canary alone (never the dashboard's).
+        .route("/canary/{app}/{env}", any(proxy::canary_by_path))
+        .route("/canary/{app}/{env}/", any(proxy::canary_by_path))
+        .route("/canary/{app}/{env}/{*rest}", any(proxy::canary_by_path))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,

@@ -64,7 +64,7 @@ pub async fn by_host(State(state): State<AppState>, request: Request, next: Next
                 .path_and_query()
                 .map(|p| p.as_str().to_string())
                 .unwrap_or_else(|| "/".into());
-            forward(&state, &app, &env, &path, None, request).await
+            forward(&state, (&app, &env, Pick::Weighted), &path, None, request).await
         }
         None => next.run(request).await,
     }
@@ -92,13 +92,53 @@ pub async fn by_path(
     let prefix = format!("/env/{app}/{env}");
     forward(
         &state,
-        &app,
-        &env,
+        (&app, &env, Pick::Weighted),
         &format!("/{rest}{query}"),
         Some(&prefix),
         request,
     )
     .await
+}
+
+/// `/canary/{app}/{env}/{*rest}`, on the preview socket only: the canary
+/// of a local environment, alone and unmeasured — what an analysis step
+/// checks (`$CANARY_URL`). 404 when no canary runs.
+pub async fn canary_by_path(
+    State(state): State<AppState>,
+    Path(params): Path<Vec<(String, String)>>,
+    request: Request,
+) -> Response {
+    let get = |key: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let (app, env, rest) = (get("app"), get("env"), get("rest"));
+    let query = request
+        .uri()
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let prefix = format!("/canary/{app}/{env}");
+    forward(
+        &state,
+        (&app, &env, Pick::Canary),
+        &format!("/{rest}{query}"),
+        Some(&prefix),
+        request,
+    )
+    .await
+}
+
+/// Which process of an environment a request goes to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pick {
+    /// The stable one, or the canary for its share.
+    Weighted,
+    /// The canary alone.
+    Canary,
 }
 
 /// `/env/{app}/{env}/{*rest}` on the dashboard: the environment's own host,
@@ -149,12 +189,22 @@ pub async fn redirect_to_host(
 
 async fn forward(
     state: &AppState,
-    app: &str,
-    env: &str,
+    (app, env, pick): (&str, &str, Pick),
     path: &str,
     prefix: Option<&str>,
     request: Request,
 ) -> Response {
+    if pick == Pick::Canary {
+        let Some(port) = state.local.canary_port(app, env) else {
+            return (
+                StatusCode::NOT_FOUND,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                format!("Gantry: no canary of {env} of {app} runs on the local target.\n"),
+            )
+                .into_response();
+        };
+        return send(state, (app, env, port, None), path, prefix, request).await;
+    }
     let Some((port, version)) = state.local.pick(app, env) else {
         if let Some(owner) = state.config.local_replica.as_deref()
             && !state.runs_local()
@@ -176,6 +226,23 @@ async fn forward(
         )
             .into_response();
     };
+    send(state, (app, env, port, version), path, prefix, request).await
+}
+
+/// Sends `request` on to the process at `port`, measured as `version`
+/// during a canary (`None`: not measured).
+async fn send(
+    state: &AppState,
+    (app, env, port, version): (
+        &str,
+        &str,
+        u16,
+        Option<crate::delivery::deploy::local::Version>,
+    ),
+    path: &str,
+    prefix: Option<&str>,
+    request: Request,
+) -> Response {
     let (mut parts, body) = request.into_parts();
     let original_host = parts.headers.get(header::HOST).cloned();
     let Ok(uri) = Uri::try_from(format!("http://127.0.0.1:{port}{path}")) else {

@@ -460,6 +460,12 @@ impl Sandbox {
         &self.status
     }
 
+    /// The loopback port a sandbox on its own network reaches environments
+    /// at (relayed to the preview socket), when there is one.
+    pub fn relay_port(&self) -> Option<u16> {
+        self.settings.relay_port
+    }
+
     /// True when child processes run sandboxed.
     pub fn enabled(&self) -> bool {
         self.settings.enabled

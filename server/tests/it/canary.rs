@@ -48,6 +48,14 @@ local:
 ";
 
 async fn start(strategy: &str) -> (TestApp, Repos) {
+    start_configured(strategy, |_| {}).await
+}
+
+/// [`start`], with the server's configuration changed by `configure`.
+async fn start_configured(
+    strategy: &str,
+    configure: impl FnOnce(&mut gantry::config::Config),
+) -> (TestApp, Repos) {
     let repos = Repos::new("");
     repos.app.write("app.py", APP_PY);
     repos.app.commit("an app that can break");
@@ -68,7 +76,7 @@ stack:
     repos.pipeline.write("apps/shop/app.yaml", &app_yaml);
     repos.pipeline.write("apps/shop/pipeline.yaml", PIPELINE);
     repos.pipeline.commit("shop rolls out as a canary");
-    let app = start_with("sqlite", &repos, |_| {}).await;
+    let app = start_with("sqlite", &repos, configure).await;
     scan(&app).await;
     // The first version has nothing to be a canary beside: it goes whole.
     let first = repos.app.head("master");
@@ -589,5 +597,77 @@ async fn blue_green_switches_every_request_and_switches_back_to_the_old_process_
     assert_eq!(run["run"]["state"], "succeeded", "{run}");
     assert_eq!(run["rollout"]["phase"], "promoted", "{run}");
     assert_eq!(answered_by(&app).await.0, next);
+    app.stop().await;
+}
+
+/// An analysis step reaches the canary alone (never the stable version) at
+/// `$CANARY_URL`, through the sandbox's relay and the preview socket: a
+/// healthy canary's step passes and the canary completes; a broken one's
+/// step fails and the canary is aborted with the step's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_analysis_step_checks_the_canary_alone_and_aborts_it_when_it_fails() {
+    // Environment URLs on this host's loopback, as in the demo: sandboxes
+    // reach them (and the canary) through their relay.
+    let (mut app, repos) = start_configured(
+        r#"      canary:
+        steps:
+          - weight: 10
+          - analysis:
+              step: { run: "python3 -c 'import os, urllib.request; print(urllib.request.urlopen(os.environ[\"CANARY_URL\"] + \"hello\", timeout=10).read().decode().strip())'", timeout: 30s }
+              interval: 1s
+              count: 2
+"#,
+        |config| config.public_url = "http://localhost:3000/".parse().expect("url"),
+    )
+    .await;
+    // The stable version answers "fine <its commit>": the step's line
+    // names the canary's commit, so it reached the canary and only it.
+    let fine = commit(&repos, "NOTES", "a healthy change");
+    scan(&app).await;
+    // While the canary runs, the route to it alone is the preview
+    // socket's: Gantry's own listener (the dashboard, the public proxy)
+    // has none.
+    deploy_says(&app, &fine, "canary step 1").await;
+    let outside = app.get("/canary/shop/production/hello").await;
+    assert!(
+        !outside.text().contains(&format!("fine {fine}")),
+        "{} {}",
+        outside.status,
+        outside.text()
+    );
+    let run = ended(&app, &fine).await;
+    assert_eq!(run["run"]["state"], "succeeded", "{run}");
+    let deploy = run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "deploy")
+        .cloned()
+        .unwrap();
+    let log = app
+        .get(&format!(
+            "/api/v1/runs/{}/steps/{}/log",
+            run["run"]["id"], deploy["id"]
+        ))
+        .await
+        .text();
+    let passed = format!("step passed — fine {fine}");
+    assert_eq!(
+        log.matches(&passed).count(),
+        2,
+        "two checks, each of the canary: {log}"
+    );
+
+    let broken = commit(&repos, "BROKEN", "break every answer");
+    scan(&app).await;
+    let run = ended(&app, &broken).await;
+    assert_eq!(run["run"]["state"], "failed", "{run}");
+    let aborted = production_release(&app, broken.as_str()).await;
+    assert_eq!(aborted["state"], "aborted", "{aborted}");
+    let reason = aborted["reason"].as_str().unwrap();
+    assert!(reason.contains("the step exited with code 1"), "{reason}");
+    // Production serves the healthy version still.
+    let production = production_environment(&app).await;
+    assert_eq!(production["commit_sha"], fine.as_str(), "{production}");
     app.stop().await;
 }

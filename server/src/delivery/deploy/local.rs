@@ -233,6 +233,15 @@ impl LocalRuntime {
         }
     }
 
+    /// The canary's loopback port of `<env>` of `<app>`, while one runs.
+    pub fn canary_port(&self, app: &str, env: &str) -> Option<u16> {
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        routes
+            .get(&(app.to_string(), env.to_string()))
+            .and_then(|route| route.canary)
+            .map(|(port, _)| port)
+    }
+
     /// Counts one answered (or unanswered) request of a version.
     pub fn record(&self, app: &str, env: &str, version: Version, error: bool, latency_ms: u64) {
         let mut traffic = self.traffic.lock().unwrap_or_else(|p| p.into_inner());
@@ -357,6 +366,16 @@ impl LocalRuntime {
         {
             route.canary = Some((port, weight.min(100)));
         }
+    }
+
+    /// The sandbox local processes run in (an analysis step runs there too).
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
+    }
+
+    /// Where scratch folders of this runtime go.
+    pub fn scratch_root(&self) -> &Path {
+        &self.root
     }
 
     /// Why the environment's canary is gone, if it exited by itself.

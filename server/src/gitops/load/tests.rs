@@ -966,6 +966,11 @@ fn a_canary_on_clusters_is_analysed_by_prometheus_not_the_local_proxy() {
             "not both",
         ),
         (
+            canary("dev", "{ step: { run: ./smoke.sh } }"),
+            "stack[2].strategy.canary.steps[1].analysis",
+            "only the local target has",
+        ),
+        (
             canary(
                 "dev",
                 "{ prometheus: { url: \"http://admin:hunter2@prom:9090\", query: \"up\", threshold: 1 } }",
@@ -1153,6 +1158,60 @@ fn the_image_step_is_a_build_with_a_repository_and_no_secrets_or_command() {
                 .iter()
                 .any(|i| (field.is_empty() || i.field == field) && i.message.contains(says)),
             "{bad}: {found:?}"
+        );
+    }
+}
+
+#[test]
+fn an_analysis_step_is_a_command_with_a_timeout() {
+    let canary = |analysis: &str| {
+        APP.replace(
+            "    approval: { required: 2, roles: [admin] }\n",
+            &format!("    approval: {{ required: 2, roles: [admin] }}\n    strategy:\n      canary:\n        steps: [{{ weight: 20 }}, {{ analysis: {analysis} }}]\n"),
+        )
+    };
+    let good = canary("{ step: { run: \"curl -fsS $CANARY_URL\", timeout: 20s } }");
+    let config = load_app("shop", Some(&good), Some(PIPELINE), &[]).expect("valid");
+    let crate::gitops::strategy::Strategy::Canary(plan) = &config.stack[2].strategy else {
+        panic!("a canary")
+    };
+    let crate::gitops::strategy::CanaryStep::Analysis(analysis) = &plan.steps[1] else {
+        panic!("an analysis")
+    };
+    let step = analysis.step.as_ref().expect("a step");
+    assert_eq!(
+        (step.run.as_str(), step.timeout_seconds),
+        ("curl -fsS $CANARY_URL", 20)
+    );
+    assert!(
+        !analysis.measures_requests(),
+        "a step alone measures no requests"
+    );
+    for (analysis, field, says) in [
+        (
+            "{ step: { run: \"\" } }",
+            "step.run",
+            "expected the command",
+        ),
+        (
+            "{ step: { run: ./smoke.sh, timeout: 1h } }",
+            "step.timeout",
+            "from 1s to 10m",
+        ),
+        (
+            "{ step: { run: ./smoke.sh, image: x } }",
+            "step.image",
+            "unknown field `image`",
+        ),
+        ("{ step: ./smoke.sh }", "step", "expected a mapping"),
+    ] {
+        let found =
+            load_app("shop", Some(&canary(analysis)), Some(PIPELINE), &[]).expect_err(analysis);
+        assert!(
+            found
+                .iter()
+                .any(|i| i.field.ends_with(field) && i.message.contains(says)),
+            "{analysis}: {found:?}"
         );
     }
 }

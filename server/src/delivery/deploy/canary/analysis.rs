@@ -173,6 +173,7 @@ mod tests {
             failure_limit: 1,
             inconclusive_limit: 2,
             prometheus: None,
+            step: None,
         }
     }
 

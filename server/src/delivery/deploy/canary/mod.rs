@@ -11,6 +11,7 @@
 pub mod analysis;
 pub mod kubernetes;
 pub mod prometheus;
+pub mod step;
 
 use std::path::Path;
 use std::time::Duration;
@@ -583,7 +584,7 @@ impl Walk<'_> {
         let (app, subject) = (self.app, self.subject);
         let mut tally = Tally::default();
         let mut check = 0u32;
-        let proxy = analysis.uses_proxy() && matches!(self.track, Track::Local { .. });
+        let proxy = analysis.measures_requests() && matches!(self.track, Track::Local { .. });
         loop {
             check += 1;
             // A fresh window for both versions.
@@ -618,6 +619,11 @@ impl Walk<'_> {
                     canary.describe(),
                     stable.describe()
                 ));
+            }
+            if let (Some(step), Track::Local { .. }) = (&analysis.step, &self.track) {
+                let (judged, said) = step::check(app.local, subject, step, self.cancel).await;
+                checks.push(judged);
+                read.push(said);
             }
             if let Some(query) = &analysis.prometheus {
                 let scope = prometheus::Scope {
@@ -708,7 +714,7 @@ fn thresholds(analysis: &Analysis) -> String {
     if let Some(p95) = analysis.max_p95_ms {
         parts.push(format!("p95 ≤ {p95} ms"));
     }
-    if analysis.uses_proxy() {
+    if analysis.measures_requests() {
         parts.push(format!(
             "at least {} requests a check",
             analysis.min_requests
@@ -716,6 +722,9 @@ fn thresholds(analysis: &Analysis) -> String {
     }
     if let Some(query) = &analysis.prometheus {
         parts.push(format!("prometheus ≤ {}", query.threshold));
+    }
+    if analysis.step.is_some() {
+        parts.push("its step passes".to_string());
     }
     parts.join(", ")
 }
