@@ -431,11 +431,15 @@ fn stage(sources: &[Staged]) -> Result<(), SetupFailed> {
                 .custom_flags(nix::libc::O_PATH | nix::libc::O_NOFOLLOW)
                 .open(path)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
-            let is_dir = file
+            let kind = file
                 .metadata()
                 .map_err(|e| format!("{}: {e}", path.display()))?
-                .is_dir();
-            Ok::<_, SetupFailed>((file, is_dir))
+                .file_type();
+            // A link would be followed by bubblewrap, from elsewhere.
+            if kind.is_symlink() {
+                return Err(format!("{} is a link", path.display()).into());
+            }
+            Ok::<_, SetupFailed>((file, kind.is_dir()))
         })
         .collect::<Result<Vec<_>, _>>()?;
     mount(
@@ -465,21 +469,64 @@ fn stage(sources: &[Staged]) -> Result<(), SetupFailed> {
         )
         .map_err(|e| format!("staging {}: {e}", source.path.display()))?;
         if source.read_only {
-            mount(
-                None::<&str>,
-                &target,
-                None::<&str>,
-                MsFlags::MS_REMOUNT
-                    | MsFlags::MS_BIND
-                    | MsFlags::MS_RDONLY
-                    | MsFlags::MS_NOSUID
-                    | MsFlags::MS_NODEV,
-                None::<&str>,
-            )
-            .map_err(|e| format!("making {} read-only: {e}", source.path.display()))?;
+            // The bind and every mount under it (a `/usr/local` of its
+            // own): each is locked read-only with the user namespace.
+            for mounted in mounts_at_or_under(&target)? {
+                mount(
+                    None::<&str>,
+                    &mounted,
+                    None::<&str>,
+                    MsFlags::MS_REMOUNT
+                        | MsFlags::MS_BIND
+                        | MsFlags::MS_RDONLY
+                        | MsFlags::MS_NOSUID
+                        | MsFlags::MS_NODEV,
+                    None::<&str>,
+                )
+                .map_err(|e| format!("making {} read-only: {e}", mounted.display()))?;
+            }
         }
     }
     Ok(())
+}
+
+/// `target` and every mount point beneath it, from `/proc/self/mountinfo`
+/// (its fifth field; spaces and the like are octal escapes there).
+fn mounts_at_or_under(target: &std::path::Path) -> Result<Vec<PathBuf>, SetupFailed> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("/proc/self/mountinfo: {e}"))?;
+    let mut found: Vec<PathBuf> = table
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|escaped| PathBuf::from(unescape_mount_point(escaped)))
+        .filter(|point| point.starts_with(target))
+        .collect();
+    found.sort();
+    found.dedup();
+    Ok(found)
+}
+
+/// `\040` and the other octal escapes of mountinfo, undone.
+fn unescape_mount_point(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|digits| bytes[i] == b'\\' && digits.iter().all(|d| (b'0'..=b'7').contains(d)));
+        if let Some(digits) = octal {
+            let value = digits
+                .iter()
+                .fold(0_u32, |n, d| n * 8 + u32::from(d - b'0'));
+            out.push(u8::try_from(value).unwrap_or(b'?'));
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The first argument of the helper that writes a build namespace's maps:
@@ -734,6 +781,14 @@ fn relay(client: TcpStream, socket: &std::path::Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_points_are_read_with_their_escapes_undone() {
+        assert_eq!(unescape_mount_point("/usr/my\\040disk"), "/usr/my disk");
+        assert_eq!(unescape_mount_point("/tmp/a\\134b"), "/tmp/a\\b");
+        assert_eq!(unescape_mount_point("/x\\9"), "/x\\9");
+        assert_eq!(unescape_mount_point("/ü\\0"), "/ü\\0");
+    }
 
     #[test]
     fn endings_round_trip_through_the_status_line() {

@@ -487,6 +487,14 @@ impl Registry {
         let mut upload = self.base.join(location).map_err(|_| {
             self.error("answered an upload Location that is not an address".to_string())
         })?;
+        // The build's bytes go to the registry itself, never to an address
+        // a registry names elsewhere (Gantry sends them from the host, past
+        // every fence a sandbox has).
+        if upload.origin() != self.base.origin() {
+            return Err(self.error(
+                "answered an upload Location on another host; Gantry uploads to the registry itself only".to_string(),
+            ));
+        }
         upload.query_pairs_mut().append_pair("digest", digest);
         let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
         self.send(
@@ -713,6 +721,63 @@ mod tests {
         std::fs::write(&index, vec![b' '; (MAX_DOCUMENT + 10) as usize]).unwrap();
         let error = read_all(dir.path()).expect_err("huge").to_string();
         assert!(error.contains("larger than"), "{error}");
+    }
+
+    /// A registry that names an upload location on another host (an
+    /// internal service, say): Gantry sends the build's bytes nowhere.
+    #[tokio::test]
+    async fn an_upload_location_on_another_host_is_refused() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let elsewhere = std::sync::Arc::new(AtomicBool::new(false));
+        let reached = elsewhere.clone();
+        let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let other_port = other.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let router = axum::Router::new().fallback(move || {
+                reached.store(true, Ordering::SeqCst);
+                async { "taken" }
+            });
+            let _ = axum::serve(other, router).await;
+        });
+        let registry = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = registry.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let router = axum::Router::new()
+                .route("/v2/", axum::routing::get(|| async { "{}" }))
+                .route(
+                    "/v2/shop/blobs/uploads/",
+                    axum::routing::post(move || async move {
+                        (
+                            axum::http::StatusCode::ACCEPTED,
+                            [(
+                                "location",
+                                format!("http://localhost:{other_port}/internal"),
+                            )],
+                        )
+                    }),
+                )
+                .fallback(|| async { axum::http::StatusCode::NOT_FOUND });
+            let _ = axum::serve(registry, router).await;
+        });
+        let repository = Repository::parse(&format!("127.0.0.1:{port}/shop")).unwrap();
+        let registry = Registry::connect(&repository, None)
+            .await
+            .expect("connects");
+        let dir = tempfile::tempdir().unwrap();
+        let layer = write_layout(dir.path(), b"the build's bytes");
+        let file = std::fs::File::open(dir.path().join("blobs/sha256").join(&layer[7..])).unwrap();
+        let descriptor = Descriptor {
+            media_type: String::new(),
+            digest: layer,
+            size: 17,
+        };
+        let error = registry
+            .push_blob(&descriptor, file)
+            .await
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("on another host"), "{error}");
+        assert!(!elsewhere.load(Ordering::SeqCst), "nothing was sent there");
     }
 
     #[test]

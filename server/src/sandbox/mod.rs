@@ -684,8 +684,11 @@ impl Sandbox {
             helper: self.settings.helper.clone(),
             preview_socket: relay.as_ref().map(|_| self.settings.preview_socket.clone()),
             system: if builder.is_some() {
+                // Without a merged /usr, /bin and /lib are folders of
+                // their own: staged, and locked read-only, as /usr is.
                 plan::BUILDER_SYSTEM
                     .iter()
+                    .chain(plan::SYSTEM_LINKS)
                     .map(PathBuf::from)
                     // A link (`/etc/localtime`) is left out: what it
                     // names would need binding too.

@@ -66,7 +66,7 @@ const DEVICE_LINKS: &[(&str, &str)] = &[
     ("/dev/stderr", "/proc/self/fd/2"),
 ];
 /// Top-level links or directories of merged-/usr and older layouts.
-const SYSTEM_LINKS: &[&str] = &["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
+pub const SYSTEM_LINKS: &[&str] = &["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
 
 #[derive(Debug)]
 pub struct Plan<'a> {
@@ -158,7 +158,8 @@ pub fn arguments(plan: &Plan<'_>) -> Vec<OsString> {
         let path = Path::new(link);
         match std::fs::read_link(path) {
             Ok(target) => args.pair("--symlink", target, path),
-            Err(_) if path.is_dir() => args.pair("--ro-bind", path, path),
+            // The builder's come staged, with its system.
+            Err(_) if path.is_dir() && !plan.builder => args.pair("--ro-bind", path, path),
             Err(_) => {}
         }
     }

@@ -292,6 +292,7 @@ async fn the_image_builder_is_root_of_its_own_namespace_and_nothing_more() {
          ip route show type prohibit | grep -c 192.0.2.0 ; \
          touch /workspace/mine && touch /workspace/theirs && chown 1234:1234 /workspace/theirs && echo chowned; \
          mount -o remount,bind,rw /pipeline 2>/dev/null; echo x > /pipeline/planted 2>/dev/null && echo WROTE-PIPELINE || echo pipeline-stays-ro; \
+         mount -o remount,bind,rw /pipeline/sub 2>/dev/null; echo x > /pipeline/sub/planted 2>/dev/null && echo WROTE-SUBMOUNT || echo submount-stays-ro; \
          mount -o remount,bind,rw /usr 2>/dev/null && echo REMOUNTED-USR-RW || echo usr-locked-ro; \
          python3 egress.py",
         root_only = root_only.display(),
@@ -303,12 +304,28 @@ async fn the_image_builder_is_root_of_its_own_namespace_and_nothing_more() {
     // A read-only mount the build could write were it not read-only (as
     // the pipeline folder, which is the run's uid's).
     let pipeline = data.path().join("work/pipeline");
-    std::fs::create_dir_all(&pipeline).expect("pipeline");
+    std::fs::create_dir_all(pipeline.join("sub")).expect("pipeline");
     std::fs::set_permissions(
         &pipeline,
         std::os::unix::fs::PermissionsExt::from_mode(0o777),
     )
     .expect("chmod");
+    // A mount of its own under it (as `/usr/local` may be), writable by
+    // anyone: only the lock keeps the build out.
+    let sub = pipeline.join("sub");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "mode=0777,size=1m", "gantry-test"])
+        .arg(&sub)
+        .status()
+        .expect("mount");
+    assert!(mounted.success());
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(sub.clone());
     let (output, exit) = run_as(
         &sandbox,
         &workspace,
@@ -330,6 +347,7 @@ async fn the_image_builder_is_root_of_its_own_namespace_and_nothing_more() {
         "usr-files-are-not-its",
         "no-config",
         "pipeline-stays-ro",
+        "submount-stays-ro",
         "usr-locked-ro",
         "sys-entries 0",
         "routes-kept",
