@@ -53,10 +53,14 @@ impl QueryError {
     /// shutdown), and the driver also reports some refusals of its own as
     /// protocol errors (a message too large), which no retry cures.
     pub fn is_transient(&self) -> bool {
-        !matches!(
-            self.0,
-            sqlx::Error::PoolClosed | sqlx::Error::Protocol(_) | sqlx::Error::Tls(_)
-        ) && self.failure() == Failure::Unavailable
+        match &self.0 {
+            // The opening handshake of a new connection answered with
+            // nothing: a server restarting (seen with PostgreSQL restarted
+            // under load), not a refusal of the driver's own.
+            sqlx::Error::Protocol(message) => message.contains("SSLRequest"),
+            sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => false,
+            _ => self.failure() == Failure::Unavailable,
+        }
     }
 
     /// A stored value that does not read back as what Gantry wrote.
@@ -101,4 +105,22 @@ fn outage(error: &dyn sqlx::error::DatabaseError) -> bool {
             .is_ok_and(|code| matches!(code & 0xff, 5 | 6));
     }
     code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "57P05" | "53300")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restarting_server_is_transient_and_a_driver_refusal_is_not() {
+        let restarting = QueryError(sqlx::Error::Protocol(
+            "encountered unexpected or invalid data: unexpected response from SSLRequest: 0x00"
+                .into(),
+        ));
+        assert!(restarting.is_transient());
+        let refused = QueryError(sqlx::Error::Protocol("message too large".into()));
+        assert!(!refused.is_transient());
+        assert!(!QueryError(sqlx::Error::PoolClosed).is_transient());
+        assert!(QueryError(sqlx::Error::PoolTimedOut).is_transient());
+    }
 }
