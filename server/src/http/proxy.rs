@@ -76,28 +76,7 @@ pub async fn by_path(
     Path(params): Path<Vec<(String, String)>>,
     request: Request,
 ) -> Response {
-    let get = |key: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
-    let (app, env, rest) = (get("app"), get("env"), get("rest"));
-    let query = request
-        .uri()
-        .query()
-        .map(|q| format!("?{q}"))
-        .unwrap_or_default();
-    let prefix = format!("/env/{app}/{env}");
-    forward(
-        &state,
-        (&app, &env, Pick::Weighted),
-        &format!("/{rest}{query}"),
-        Some(&prefix),
-        request,
-    )
-    .await
+    by_route(&state, &params, ("env", Pick::Weighted), request).await
 }
 
 /// `/canary/{app}/{env}/{*rest}`, on the preview socket only: the canary
@@ -106,6 +85,16 @@ pub async fn by_path(
 pub async fn canary_by_path(
     State(state): State<AppState>,
     Path(params): Path<Vec<(String, String)>>,
+    request: Request,
+) -> Response {
+    by_route(&state, &params, ("canary", Pick::Canary), request).await
+}
+
+/// `/<root>/{app}/{env}/{*rest}`, forwarded to the process `pick` names.
+async fn by_route(
+    state: &AppState,
+    params: &[(String, String)],
+    (root, pick): (&str, Pick),
     request: Request,
 ) -> Response {
     let get = |key: &str| {
@@ -121,10 +110,10 @@ pub async fn canary_by_path(
         .query()
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
-    let prefix = format!("/canary/{app}/{env}");
+    let prefix = format!("/{root}/{app}/{env}");
     forward(
-        &state,
-        (&app, &env, Pick::Canary),
+        state,
+        (&app, &env, pick),
         &format!("/{rest}{query}"),
         Some(&prefix),
         request,

@@ -94,6 +94,19 @@ async fn ended_run(app: &TestApp, sha: &str) -> Value {
     app.get(&format!("/api/v1/runs/{id}")).await.json()
 }
 
+/// The robot's registry credentials, as the secret holds them.
+fn robot() -> String {
+    format!("{}:{}", registry::USER, registry::PASSWORD)
+}
+
+/// The run of `sha` once it ended, with the secret `REGISTRY` set to
+/// `credentials` first.
+async fn pushed_run(app: &TestApp, sha: &str, credentials: &str) -> Value {
+    set_secret(app, "REGISTRY", credentials).await;
+    scan(app).await;
+    ended_run(app, sha).await
+}
+
 async fn step_log(app: &TestApp, run: &Value, name: &str) -> String {
     let step = run["steps"]
         .as_array()
@@ -114,14 +127,7 @@ async fn the_image_step_builds_pushes_and_the_deploy_takes_the_pushed_digest() {
     crate::support::bounded(async {
         let registry = Registry::start().await;
         let (app, _repos, sha) = start(&registry).await;
-        set_secret(
-            &app,
-            "REGISTRY",
-            &format!("{}:{}", registry::USER, registry::PASSWORD),
-        )
-        .await;
-        scan(&app).await;
-        let run = ended_run(&app, &sha).await;
+        let run = pushed_run(&app, &sha, &robot()).await;
         let log = step_log(&app, &run, "image").await;
         assert_eq!(run["run"]["state"], "succeeded", "{run}\n{log}");
         assert!(!log.contains(registry::PASSWORD), "{log}");
@@ -213,9 +219,7 @@ async fn wrong_registry_credentials_fail_the_step_and_are_never_shown() {
     crate::support::bounded(async {
         let registry = Registry::start().await;
         let (app, _repos, sha) = start(&registry).await;
-        set_secret(&app, "REGISTRY", "robot:not-the-password-9f2c").await;
-        scan(&app).await;
-        let run = ended_run(&app, &sha).await;
+        let run = pushed_run(&app, &sha, "robot:not-the-password-9f2c").await;
         assert_eq!(run["run"]["state"], "failed", "{run}");
         let log = step_log(&app, &run, "image").await;
         assert!(
@@ -246,14 +250,7 @@ async fn a_registry_that_asks_for_a_bearer_token_gets_one_from_its_realm() {
     crate::support::bounded(async {
         let (registry, tokens) = Registry::with_tokens().await;
         let (app, _repos, sha) = start(&registry).await;
-        set_secret(
-            &app,
-            "REGISTRY",
-            &format!("{}:{}", registry::USER, registry::PASSWORD),
-        )
-        .await;
-        scan(&app).await;
-        let run = ended_run(&app, &sha).await;
+        let run = pushed_run(&app, &sha, &robot()).await;
         let log = step_log(&app, &run, "image").await;
         assert_eq!(run["run"]["state"], "succeeded", "{run}\n{log}");
         // Gantry asked the realm the registry named, with the robot's
@@ -297,14 +294,7 @@ async fn a_later_step_cannot_replace_the_pushed_image() {
         let registry = Registry::start().await;
         let sneaky = "  - name: sneaky\n    run: echo image=evil.example/x@sha256:0000000000000000000000000000000000000000000000000000000000000000 >> \"$GANTRY_OUTPUTS\"\n";
         let (app, _repos, sha) = start_with_steps(&registry, sneaky).await;
-        set_secret(
-            &app,
-            "REGISTRY",
-            &format!("{}:{}", registry::USER, registry::PASSWORD),
-        )
-        .await;
-        scan(&app).await;
-        let run = ended_run(&app, &sha).await;
+        let run = pushed_run(&app, &sha, &robot()).await;
         assert_eq!(run["run"]["state"], "failed", "{run}");
         let log = step_log(&app, &run, "sneaky").await;
         assert!(log.contains("declares `image`, which is the image step's"), "{log}");
